@@ -1,0 +1,15 @@
+/* apps/qiao/cli.h - subcommands of the qiao command. Each returns the
+ * process exit code: 0 on success, 1 on failure (message on stderr),
+ * 2 on a usage error. */
+#ifndef QIAO_CLI_H
+#define QIAO_CLI_H
+
+#include <qiao.h>
+
+int cmd_info(int argc, char **argv);
+int cmd_demo(int argc, char **argv);
+
+/* Prints "qiao: <status>: <detail>" to stderr and returns 1. */
+int cli_fail(qiao_status st);
+
+#endif

@@ -1,0 +1,52 @@
+/* The qiao command line: one binary, one subcommand per verb. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+typedef struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *help;
+} command;
+
+static int cmd_version(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    printf("qiao %s (header %s)\n", qiao_version(), QIAO_VERSION_STRING);
+    return 0;
+}
+
+static const command commands[] = {
+    {"version", cmd_version, "print the library version"},
+    {"info", cmd_info, "FILE.safetensors: list tensors, dtypes, parameter count, metadata"},
+    {"demo", cmd_demo, "train the built-in sequence classifier and report held-out accuracy"},
+};
+
+int cli_fail(qiao_status st) {
+    fprintf(stderr, "qiao: %s: %s\n", qiao_status_str(st), qiao_last_error());
+    return 1;
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: qiao <command> [args]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) return cmd_version(0, NULL);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "qiao: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

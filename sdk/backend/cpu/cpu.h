@@ -1,0 +1,100 @@
+/* sdk/backend/cpu/cpu.h - the CPU kernels that fill qb_cpu_ops. Each has the
+ * signature of its qb_ops slot (see backend.h for semantics). Kernels run on
+ * an OpenMP team of ex->n_threads; GEMM goes to OpenBLAS. */
+#ifndef QIAO_BACKEND_CPU_H
+#define QIAO_BACKEND_CPU_H
+
+#include "backend/backend.h"
+
+/* ops.c: memory */
+void *qb_cpu_alloc(const qb_exec *ex, size_t bytes);
+void qb_cpu_free(const qb_exec *ex, void *p);
+void qb_cpu_zero(const qb_exec *ex, void *p, size_t bytes);
+void qb_cpu_copy(const qb_exec *ex, void *dst, const void *src, size_t bytes);
+qiao_status qb_cpu_sync(const qb_exec *ex);
+
+/* dense.c */
+void qb_cpu_gemm(const qb_exec *ex, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                 const float *A, int64_t lda, int64_t stride_a, const float *B, int64_t ldb, int64_t stride_b,
+                 float beta, float *C, int64_t ldc, int64_t stride_c, int64_t batch);
+void qb_cpu_bias_forward(const qb_exec *ex, float *out, const float *bias, int64_t N, int64_t C);
+void qb_cpu_bias_backward(const qb_exec *ex, float *dbias, const float *dout, int64_t N, int64_t C);
+void qb_cpu_add(const qb_exec *ex, float *out, const float *a, const float *b, int64_t n);
+void qb_cpu_axpy(const qb_exec *ex, float *y, float alpha, const float *x, int64_t n);
+void qb_cpu_scale(const qb_exec *ex, float *x, float s, int64_t n);
+void qb_cpu_dot(const qb_exec *ex, double *out_host, const float *a, const float *b, int64_t n);
+void qb_cpu_sumsq(const qb_exec *ex, double *out_host, const float *x, int64_t n);
+
+/* activation.c */
+void qb_cpu_gelu_forward(const qb_exec *ex, float *out, const float *inp, int64_t n);
+void qb_cpu_gelu_backward(const qb_exec *ex, float *dinp, const float *inp, const float *dout, int64_t n);
+void qb_cpu_dropout_forward(const qb_exec *ex, float *out, uint8_t *keep, const float *inp, int64_t n,
+                            float p, uint64_t seed);
+void qb_cpu_dropout_backward(const qb_exec *ex, float *dinp, const float *dout, const uint8_t *keep,
+                             int64_t n, float p);
+void qb_cpu_softmax_forward(const qb_exec *ex, float *out, const float *inp, int64_t N, int64_t C);
+void qb_cpu_softmax_backward(const qb_exec *ex, float *dinp, const float *dout, const float *out, int64_t N,
+                             int64_t C);
+
+/* norm.c */
+void qb_cpu_layernorm_forward(const qb_exec *ex, float *out, float *mean, float *rstd, const float *inp,
+                              const float *w, const float *b, int64_t N, int64_t C, float eps);
+void qb_cpu_layernorm_backward(const qb_exec *ex, float *dinp, float *dw, float *db, const float *dout,
+                               const float *inp, const float *w, const float *mean, const float *rstd,
+                               int64_t N, int64_t C);
+void qb_cpu_l2norm_forward(const qb_exec *ex, float *out, float *norm, const float *inp, int64_t N, int64_t C,
+                           float eps);
+void qb_cpu_l2norm_backward(const qb_exec *ex, float *dinp, const float *dout, const float *out,
+                            const float *norm, int64_t N, int64_t C, float eps);
+
+/* attention.c */
+void qb_cpu_attention_forward(const qb_exec *ex, float *out, float *att, const float *q, const float *k,
+                              const float *v, const uint8_t *key_mask, int64_t B, int64_t Tq, int64_t Tk,
+                              int64_t C, int64_t H, bool causal);
+void qb_cpu_attention_backward(const qb_exec *ex, float *dq, float *dk, float *dv, float *datt,
+                               const float *dout, const float *q, const float *k, const float *v,
+                               const float *att, int64_t B, int64_t Tq, int64_t Tk, int64_t C, int64_t H);
+
+/* embedding.c */
+void qb_cpu_embedding_forward(const qb_exec *ex, float *out, const int32_t *ids, const float *table,
+                              int64_t N, int64_t V, int64_t C);
+void qb_cpu_embedding_backward(const qb_exec *ex, float *dtable, const float *dout, const int32_t *ids,
+                               int64_t N, int64_t V, int64_t C);
+
+/* conv.c */
+void qb_cpu_conv1d_forward(const qb_exec *ex, float *out, const float *inp, const float *w, const float *b,
+                           int64_t B, int64_t T, int64_t C, int64_t OC, int64_t K, int64_t stride,
+                           int64_t pad);
+void qb_cpu_conv1d_backward(const qb_exec *ex, float *dinp, float *dw, float *db, const float *dout,
+                            const float *inp, const float *w, int64_t B, int64_t T, int64_t C, int64_t OC,
+                            int64_t K, int64_t stride, int64_t pad);
+
+/* pool.c */
+void qb_cpu_pool_mean_forward(const qb_exec *ex, float *out, const float *inp, const uint8_t *mask,
+                              int64_t B, int64_t T, int64_t C);
+void qb_cpu_pool_mean_backward(const qb_exec *ex, float *dinp, const float *dout, const uint8_t *mask,
+                               int64_t B, int64_t T, int64_t C);
+void qb_cpu_pool_max_forward(const qb_exec *ex, float *out, int32_t *argmax, const float *inp,
+                             const uint8_t *mask, int64_t B, int64_t T, int64_t C);
+void qb_cpu_pool_max_backward(const qb_exec *ex, float *dinp, const float *dout, const int32_t *argmax,
+                              int64_t B, int64_t T, int64_t C);
+
+/* gate.c */
+void qb_cpu_gate_forward(const qb_exec *ex, float *out, float *g, const float *logits, const float *a,
+                         const float *b, int64_t n);
+void qb_cpu_gate_backward(const qb_exec *ex, float *da, float *db, float *dlogits, const float *dout,
+                          const float *a, const float *b, const float *g, int64_t n);
+
+/* loss.c */
+void qb_cpu_cross_entropy_forward(const qb_exec *ex, float *losses, float *probs, const float *logits,
+                                  const int32_t *targets, int64_t N, int64_t V, float smoothing,
+                                  int32_t ignore_index);
+void qb_cpu_cross_entropy_backward(const qb_exec *ex, float *dlogits, const float *dlosses, const float *probs,
+                                   const int32_t *targets, int64_t N, int64_t V, float smoothing,
+                                   int32_t ignore_index);
+
+/* adamw.c */
+void qb_cpu_adamw_step(const qb_exec *ex, float *param, const float *grad, float *m, float *v, int64_t n,
+                       float lr, float beta1, float beta2, float eps, float weight_decay, float bc1, float bc2);
+
+#endif

@@ -1,0 +1,152 @@
+/* sdk/core/core.h - internal core of qiao: errors, logging, the tensor table
+ * and its arenas, the seeded RNG, f16/bf16 conversion.
+ *
+ * Not a public header: it may change at any time. Internal names that cross
+ * files carry a module prefix (qc_ for core). */
+#ifndef QIAO_CORE_H
+#define QIAO_CORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "qiao.h"
+
+#if defined(__GNUC__)
+#define QC_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define QC_PRINTF(f, a)
+#endif
+
+/* ---- Errors (status.c) -------------------------------------------------- */
+
+/* Records a detailed message for the calling thread and returns `status`,
+ * so a failure reads `return qc_error(QIAO_ERR_IO, "%s: %s", path, strerror(e));`.
+ * The message is also logged at QIAO_LOG_DEBUG. */
+qiao_status qc_error(qiao_status status, const char *fmt, ...) QC_PRINTF(2, 3);
+/* Clears the calling thread's message (used by successful public calls that
+ * want qiao_last_error() to be "" afterwards; optional). */
+void qc_error_clear(void);
+
+/* ---- Logging (status.c) ------------------------------------------------- */
+
+void qc_log(qiao_log_level level, const char *fmt, ...) QC_PRINTF(2, 3);
+
+/* ---- Seeded RNG (rng.c) ------------------------------------------------- */
+
+/* xoshiro256** seeded through splitmix64: fast, small state, reproducible
+ * on every platform, so same seed gives the same model bytes everywhere. */
+typedef struct qc_rng {
+    uint64_t s[4];
+} qc_rng;
+
+void qc_rng_seed(qc_rng *rng, uint64_t seed);
+uint64_t qc_rng_u64(qc_rng *rng);
+/* Uniform in [0, 1) with 24 random bits. */
+float qc_rng_uniform(qc_rng *rng);
+/* Uniform integer in [0, n); n > 0. Unbiased (rejection sampling). */
+uint64_t qc_rng_below(qc_rng *rng, uint64_t n);
+/* Standard normal (Box-Muller, one value per call). */
+float qc_rng_normal(qc_rng *rng);
+
+/* ---- f16 / bf16 storage (half.c) ---------------------------------------- */
+
+/* Round-to-nearest-even conversions; NaN stays NaN, overflow goes to inf. */
+uint16_t qc_f32_to_f16(float f);
+float qc_f16_to_f32(uint16_t h);
+uint16_t qc_f32_to_bf16(float f);
+float qc_bf16_to_f32(uint16_t h);
+void qc_f32_to_f16_n(uint16_t *dst, const float *src, size_t n);
+void qc_f16_to_f32_n(float *dst, const uint16_t *src, size_t n);
+void qc_f32_to_bf16_n(uint16_t *dst, const float *src, size_t n);
+void qc_bf16_to_f32_n(float *dst, const uint16_t *src, size_t n);
+
+/* ---- The tensor table (tensor.c) ----------------------------------------
+ *
+ * Each tensor of a model is described once: name, shape, storage dtype,
+ * initializer, flags, and where its pointer goes in the model's struct.
+ * The same table then
+ *   - sizes the arenas (parameters, gradients, AdamW m and v, all laid out
+ *     identically, so tensor i sits at the same offset in each),
+ *   - points a struct's float* fields into any of those arenas (qc_table_bind),
+ *   - initializes the parameters from a seed (qc_table_init),
+ *   - names the tensors in the model file (safetensors writer and loader),
+ *   - tells AdamW which tensors skip weight decay (QC_NO_DECAY).
+ * There are no parallel hand-kept lists of counts and sizes. */
+
+#define QC_MAX_DIMS QIAO_MAX_DIMS
+#define QC_NAME_MAX 96
+/* Every tensor starts on a 64-byte boundary inside its arena. */
+#define QC_ALIGN_FLOATS 16
+
+typedef enum qc_init {
+    QC_INIT_ZEROS = 0,
+    QC_INIT_ONES,
+    QC_INIT_NORMAL,   /* N(0, scale^2) */
+    QC_INIT_UNIFORM,  /* U(-scale, scale) */
+    QC_INIT_CONST     /* every element = scale */
+} qc_init;
+
+enum {
+    QC_NO_DECAY = 1u << 0,  /* AdamW applies no weight decay (norms, biases, temperature) */
+    QC_FROZEN = 1u << 1     /* not updated by the optimizer */
+};
+
+typedef struct qc_tensor_desc {
+    char name[QC_NAME_MAX];
+    int ndim;
+    int64_t shape[QC_MAX_DIMS];
+    int64_t numel;
+    qiao_dtype storage;   /* dtype in the model file; compute is always f32 */
+    qc_init init;
+    float init_scale;
+    uint32_t flags;
+    size_t offset;        /* in floats from the arena base; multiple of QC_ALIGN_FLOATS */
+    size_t field;         /* offsetof() of the float* field in the bound struct, or SIZE_MAX */
+} qc_tensor_desc;
+
+typedef struct qc_table {
+    qc_tensor_desc *t;
+    size_t n, cap;
+    size_t total;         /* floats an arena for this table needs */
+} qc_table;
+
+#define QC_NO_FIELD ((size_t)-1)
+
+void qc_table_init_empty(qc_table *tab);
+void qc_table_free(qc_table *tab);
+/* Appends a tensor. `field` is offsetof(struct, member) of a float* member
+ * (or QC_NO_FIELD). Fails on a duplicate name, a bad shape or OOM. */
+qiao_status qc_table_add(qc_table *tab, const char *name, int ndim, const int64_t *shape,
+                         qc_init init, float init_scale, uint32_t flags, size_t field);
+/* Index of the named tensor, or -1. */
+int64_t qc_table_find(const qc_table *tab, const char *name);
+/* Sets every bound float* field of `obj` to point into `arena`. */
+void qc_table_bind(const qc_table *tab, float *arena, void *obj);
+/* Fills `arena` (host memory, tab->total floats) from each tensor's initializer. */
+void qc_table_init(const qc_table *tab, float *arena, uint64_t seed);
+
+/* An arena: one 64-byte aligned host allocation of `n` floats, zeroed. */
+typedef struct qc_arena {
+    float *base;
+    size_t n;
+} qc_arena;
+
+qiao_status qc_arena_alloc(qc_arena *a, size_t n);
+void qc_arena_free(qc_arena *a);
+void qc_arena_zero(qc_arena *a);
+
+/* Overflow-checked size arithmetic: returns false (and leaves *out alone) on
+ * overflow. Used wherever a size comes from a file or a caller. */
+static inline bool qc_mul_size(size_t a, size_t b, size_t *out) {
+    if (a != 0 && b > SIZE_MAX / a) return false;
+    *out = a * b;
+    return true;
+}
+static inline bool qc_add_size(size_t a, size_t b, size_t *out) {
+    if (b > SIZE_MAX - a) return false;
+    *out = a + b;
+    return true;
+}
+
+#endif /* QIAO_CORE_H */

@@ -1,0 +1,79 @@
+/* Status names, the per-thread error message and the process-wide log hook. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/core.h"
+#include "qiao_build_version.h"
+
+/* One message per thread, as stb_image keeps its failure reason, but
+ * thread-local so encoders on many threads never see each other's errors. */
+static _Thread_local char tl_error[1024];
+
+/* The log hook is read on every log call from any thread; a torn read of
+ * (fn, user_data) is avoided by publishing a pointer to an immutable pair. */
+typedef struct log_hook {
+    qiao_log_fn fn;
+    qiao_log_level max_level;
+    void *user_data;
+} log_hook;
+
+static log_hook hooks[2];
+static _Atomic(log_hook *) current_hook = NULL;
+static _Atomic int hook_slot = 0;
+
+QIAO_API const char *qiao_version(void) { return QIAO_BUILD_VERSION_STRING; }
+QIAO_API int qiao_version_number(void) { return QIAO_VERSION_NUMBER; }
+
+QIAO_API const char *qiao_status_str(qiao_status status) {
+    switch (status) {
+    case QIAO_OK: return "ok";
+    case QIAO_ERR_INVALID_ARGUMENT: return "invalid argument";
+    case QIAO_ERR_OUT_OF_MEMORY: return "out of memory";
+    case QIAO_ERR_IO: return "i/o error";
+    case QIAO_ERR_FORMAT: return "format error";
+    case QIAO_ERR_UNSUPPORTED: return "unsupported";
+    case QIAO_ERR_NOT_FOUND: return "not found";
+    case QIAO_ERR_CANCELLED: return "cancelled";
+    case QIAO_ERR_TOO_LARGE: return "too large";
+    case QIAO_ERR_BACKEND: return "backend error";
+    case QIAO_ERR_INTERNAL: return "internal error";
+    }
+    return "unknown status";
+}
+
+QIAO_API const char *qiao_last_error(void) { return tl_error; }
+
+qiao_status qc_error(qiao_status status, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tl_error, sizeof tl_error, fmt, ap);
+    va_end(ap);
+    qc_log(QIAO_LOG_DEBUG, "%s: %s", qiao_status_str(status), tl_error);
+    return status;
+}
+
+void qc_error_clear(void) { tl_error[0] = '\0'; }
+
+QIAO_API void qiao_set_log_callback(qiao_log_fn fn, qiao_log_level max_level, void *user_data) {
+    if (!fn) {
+        current_hook = NULL;
+        return;
+    }
+    /* Two slots: a reader holding the old pointer still sees a whole pair.
+     * Callers are expected to set the hook rarely (at start-up). */
+    int slot = (hook_slot ^= 1);
+    hooks[slot] = (log_hook){fn, max_level, user_data};
+    current_hook = &hooks[slot];
+}
+
+void qc_log(qiao_log_level level, const char *fmt, ...) {
+    log_hook *h = current_hook;
+    if (!h || level > h->max_level) return;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    h->fn(level, msg, h->user_data);
+}

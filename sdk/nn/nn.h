@@ -1,0 +1,163 @@
+/* sdk/nn/nn.h - layers, losses and optimization, llm.c style.
+ *
+ * Every layer is a pair x_forward(ex, outputs..., inputs..., dims) /
+ * x_backward(ex, input grads..., param grads..., dout, saved..., dims).
+ * Backward functions ACCUMULATE (+=) into every gradient they write; zero the
+ * gradient arena before a step's first backward. A gradient pointer that may
+ * be NULL says so (the layer then skips computing it).
+ *
+ * Layers run on whatever backend `ex` names (sdk/backend/backend.h); all
+ * tensor pointers are that backend's memory. Shapes: row-major, channels
+ * last: (B, T, C) activations, N = number of rows. Linear weights are
+ * (OC, C) as PyTorch stores them, so files and fixtures map one to one.
+ */
+#ifndef QIAO_NN_H
+#define QIAO_NN_H
+
+#include "backend/backend.h"
+#include "core/core.h"
+
+/* ---- linear (linear.c) ---------------------------------------------------- */
+/* out (N, OC) = inp (N, C) w^T + b; w (OC, C); b (OC) or NULL. */
+void nn_linear_forward(const qb_exec *ex, float *out, const float *inp, const float *w, const float *b,
+                       int64_t N, int64_t C, int64_t OC);
+/* dinp (N, C) or NULL; dw (OC, C); db (OC) or NULL. */
+void nn_linear_backward(const qb_exec *ex, float *dinp, float *dw, float *db, const float *dout,
+                        const float *inp, const float *w, int64_t N, int64_t C, int64_t OC);
+
+/* ---- normalization (norm.c) ----------------------------------------------- */
+#define NN_LAYERNORM_EPS 1e-5f
+void nn_layernorm_forward(const qb_exec *ex, float *out, float *mean, float *rstd, const float *inp,
+                          const float *w, const float *b, int64_t N, int64_t C);
+void nn_layernorm_backward(const qb_exec *ex, float *dinp, float *dw, float *db, const float *dout,
+                           const float *inp, const float *w, const float *mean, const float *rstd,
+                           int64_t N, int64_t C);
+/* L2 normalization of each row; norm (N) saved for backward. eps as
+ * torch.nn.functional.normalize (1e-12). */
+#define NN_L2NORM_EPS 1e-12f
+void nn_l2norm_forward(const qb_exec *ex, float *out, float *norm, const float *inp, int64_t N, int64_t C);
+void nn_l2norm_backward(const qb_exec *ex, float *dinp, const float *dout, const float *out,
+                        const float *norm, int64_t N, int64_t C);
+
+/* ---- activations, softmax, dropout, residual (activation.c) ------------- */
+void nn_gelu_forward(const qb_exec *ex, float *out, const float *inp, int64_t n);
+void nn_gelu_backward(const qb_exec *ex, float *dinp, const float *inp, const float *dout, int64_t n);
+void nn_softmax_forward(const qb_exec *ex, float *out, const float *inp, int64_t N, int64_t C);
+void nn_softmax_backward(const qb_exec *ex, float *dinp, const float *dout, const float *out, int64_t N,
+                         int64_t C);
+/* p = 0 (or inference) copies inp to out and sets keep to all ones. */
+void nn_dropout_forward(const qb_exec *ex, float *out, uint8_t *keep, const float *inp, int64_t n, float p,
+                        uint64_t seed);
+void nn_dropout_backward(const qb_exec *ex, float *dinp, const float *dout, const uint8_t *keep, int64_t n,
+                         float p);
+/* out = a + b; backward: da += dout, db += dout. */
+void nn_residual_forward(const qb_exec *ex, float *out, const float *a, const float *b, int64_t n);
+void nn_residual_backward(const qb_exec *ex, float *da, float *db, const float *dout, int64_t n);
+
+/* ---- attention (attention.c) --------------------------------------------- */
+/* Multi-head scaled dot-product attention core (projections are linears):
+ * self-attention passes the same sequence's q, k, v; cross-attention passes
+ * k, v from the other sequence (Tk != Tq). See qb_ops.attention_forward. */
+void nn_attention_forward(const qb_exec *ex, float *out, float *att, const float *q, const float *k,
+                          const float *v, const uint8_t *key_mask, int64_t B, int64_t Tq, int64_t Tk,
+                          int64_t C, int64_t H, bool causal);
+/* datt: scratch (B, H, Tq, Tk). dq, dk, dv accumulate. */
+void nn_attention_backward(const qb_exec *ex, float *dq, float *dk, float *dv, float *datt,
+                           const float *dout, const float *q, const float *k, const float *v,
+                           const float *att, int64_t B, int64_t Tq, int64_t Tk, int64_t C, int64_t H);
+
+/* ---- embedding (embedding.c) ---------------------------------------------- */
+void nn_embedding_forward(const qb_exec *ex, float *out, const int32_t *ids, const float *table, int64_t N,
+                          int64_t V, int64_t C);
+void nn_embedding_backward(const qb_exec *ex, float *dtable, const float *dout, const int32_t *ids,
+                           int64_t N, int64_t V, int64_t C);
+
+/* ---- conv1d (conv.c) ------------------------------------------------------- */
+/* See qb_ops.conv1d_forward. Tout = (T + 2*pad - K) / stride + 1. */
+static inline int64_t nn_conv1d_out_len(int64_t T, int64_t K, int64_t stride, int64_t pad) {
+    return (T + 2 * pad - K) / stride + 1;
+}
+void nn_conv1d_forward(const qb_exec *ex, float *out, const float *inp, const float *w, const float *b,
+                       int64_t B, int64_t T, int64_t C, int64_t OC, int64_t K, int64_t stride, int64_t pad);
+void nn_conv1d_backward(const qb_exec *ex, float *dinp, float *dw, float *db, const float *dout,
+                        const float *inp, const float *w, int64_t B, int64_t T, int64_t C, int64_t OC,
+                        int64_t K, int64_t stride, int64_t pad);
+
+/* ---- pooling (pool.c) ------------------------------------------------------- */
+void nn_pool_mean_forward(const qb_exec *ex, float *out, const float *inp, const uint8_t *mask, int64_t B,
+                          int64_t T, int64_t C);
+void nn_pool_mean_backward(const qb_exec *ex, float *dinp, const float *dout, const uint8_t *mask,
+                           int64_t B, int64_t T, int64_t C);
+void nn_pool_max_forward(const qb_exec *ex, float *out, int32_t *argmax, const float *inp,
+                         const uint8_t *mask, int64_t B, int64_t T, int64_t C);
+void nn_pool_max_backward(const qb_exec *ex, float *dinp, const float *dout, const int32_t *argmax,
+                          int64_t B, int64_t T, int64_t C);
+
+/* ---- gated fusion (gate.c) -------------------------------------------------- */
+/* g = sigmoid(W [a; b] + c), out = g * a + (1 - g) * b, per element:
+ * a, b, out, g (N, C); W (C, 2C) as a linear on the concatenation; c (C).
+ * g is saved for backward. */
+void nn_gate_forward(const qb_exec *ex, float *out, float *g, const float *a, const float *b,
+                     const float *w, const float *c, int64_t N, int64_t C);
+/* scratch (N, C) is overwritten. da, db, dw, dc accumulate. */
+void nn_gate_backward(const qb_exec *ex, float *da, float *db, float *dw, float *dc, float *scratch,
+                      const float *dout, const float *a, const float *b, const float *g, const float *w,
+                      int64_t N, int64_t C);
+
+/* ---- losses (loss.c) --------------------------------------------------------- */
+/* Mean cross-entropy over rows whose target != ignore_index (0 if none);
+ * returned through *loss (host). losses (N) and probs (N, V) are saved. */
+void nn_cross_entropy_forward(const qb_exec *ex, float *loss, float *losses, float *probs,
+                              const float *logits, const int32_t *targets, int64_t N, int64_t V,
+                              float smoothing, int32_t ignore_index);
+/* dlogits += dloss * d(mean loss)/d(logits); dloss is the upstream scalar (host). */
+void nn_cross_entropy_backward(const qb_exec *ex, float *dlogits, float dloss, const float *probs,
+                               const int32_t *targets, int64_t N, int64_t V, float smoothing,
+                               int32_t ignore_index);
+
+/* Symmetric InfoNCE (CLIP) over N pairs: a, b (N, D) L2-normalized rows;
+ * logits = exp(logit_scale) a b^T with logit_scale clamped to [0, ln 100]
+ * as CLIP does; loss = (CE(logits, diag) + CE(logits^T, diag)) / 2.
+ * logit_scale is a host pointer to the learnable scalar (a parameter). */
+#define NN_INFONCE_MAX_LOGIT_SCALE 4.605170185988091f /* ln(100) */
+typedef struct nn_infonce_acts {
+    float *logits;  /* (N, N) scaled a b^T */
+    float *probs_r; /* (N, N) row softmax of logits */
+    float *probs_c; /* (N, N) row softmax of logits^T */
+    float *losses;  /* (N) scratch */
+    float *scratch; /* (N, N) scratch for backward */
+} nn_infonce_acts;
+void nn_infonce_forward(const qb_exec *ex, float *loss, nn_infonce_acts *acts, const float *a, const float *b,
+                        const float *logit_scale, int64_t N, int64_t D);
+/* da, db (N, D) and dlogit_scale (host scalar) accumulate; dloss is the
+ * upstream scalar. No gradient flows into logit_scale while it is clamped. */
+void nn_infonce_backward(const qb_exec *ex, float *da, float *db, float *dlogit_scale, float dloss,
+                         nn_infonce_acts *acts, const float *a, const float *b, const float *logit_scale,
+                         int64_t N, int64_t D);
+
+/* ---- optimization (optim.c) --------------------------------------------------- */
+typedef struct nn_adamw_config {
+    float lr;            /* overwritten each step by the schedule if one is used */
+    float beta1, beta2;
+    float eps;
+    float weight_decay;  /* decoupled; skipped for tensors flagged QC_NO_DECAY */
+} nn_adamw_config;
+
+static inline nn_adamw_config nn_adamw_default(void) {
+    nn_adamw_config c = {1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f};
+    return c;
+}
+
+/* One AdamW step over every tensor of `tab` (params, grads, m, v are arenas
+ * laid out by tab). t is the 1-based step number. Tensors flagged QC_FROZEN
+ * are left alone. */
+void nn_adamw_update(const qb_exec *ex, const qc_table *tab, float *params, const float *grads, float *m,
+                     float *v, int64_t t, const nn_adamw_config *cfg);
+/* Global L2 norm of the gradient arena; if above max_norm (> 0) scales all
+ * gradients by max_norm / norm. Returns the norm before clipping. */
+float nn_clip_grad_norm(const qb_exec *ex, float *grads, int64_t n, float max_norm);
+/* Linear warmup from 0 to lr_max over `warmup` steps, then cosine decay to
+ * lr_min at `total`; step is 0-based; after total stays at lr_min. */
+float nn_lr_warmup_cosine(int64_t step, int64_t warmup, int64_t total, float lr_max, float lr_min);
+
+#endif /* QIAO_NN_H */
