@@ -160,4 +160,59 @@ float nn_clip_grad_norm(const qb_exec *ex, float *grads, int64_t n, float max_no
  * lr_min at `total`; step is 0-based; after total stays at lr_min. */
 float nn_lr_warmup_cosine(int64_t step, int64_t warmup, int64_t total, float lr_max, float lr_min);
 
+
+/* ---- pre-norm transformer block (transformer.c) ----------------------------
+ *   h   = x + proj(attention(q(ln1 x), k(ln1 x), v(ln1 x), mask))
+ *   out = h + fc2(gelu(fc(ln2 h)))
+ * The layout of GPT-2 / ViT blocks, with separate q, k, v projections (so a
+ * cross-attention block reuses the same shapes). C = width, F = MLP width,
+ * H = heads. Parameters and activations are described in tensor tables, so
+ * the same struct binds to the parameter, gradient and moment arenas. */
+typedef struct nn_block_params {
+    float *ln1_w, *ln1_b;   /* (C) */
+    float *q_w, *q_b;       /* (C, C), (C) */
+    float *k_w, *k_b;       /* (C, C), (C) */
+    float *v_w, *v_b;       /* (C, C), (C) */
+    float *proj_w, *proj_b; /* (C, C), (C) */
+    float *ln2_w, *ln2_b;   /* (C) */
+    float *fc_w, *fc_b;     /* (F, C), (F) */
+    float *fc2_w, *fc2_b;   /* (C, F), (C) */
+} nn_block_params;
+
+typedef struct nn_block_acts {
+    float *ln1, *ln1_mean, *ln1_rstd; /* (N, C), (N), (N) with N = B*T */
+    float *q, *k, *v;                 /* (N, C) */
+    float *att;                       /* (B, H, T, T) probabilities */
+    float *atty;                      /* (N, C) attention output, heads concatenated */
+    float *h;                         /* (N, C) after the attention residual */
+    float *ln2, *ln2_mean, *ln2_rstd; /* (N, C), (N), (N) */
+    float *fc;                        /* (N, F) before GELU */
+    float *fc_gelu;                   /* (N, F) */
+    float *out;                       /* (N, C) block output */
+} nn_block_acts;
+
+typedef struct nn_block_dims {
+    int64_t B, T, C, F, H;
+} nn_block_dims;
+
+/* Appends the block's parameters to `tab` as "<prefix>ln1.weight", ... with
+ * PyTorch-style names, bound at `field_base` + offsetof(nn_block_params, ...)
+ * inside the caller's struct. Init: weights N(0, 0.02), the residual output
+ * projections (proj, fc2) scaled by 1/sqrt(2 * n_layers) as GPT-2 does,
+ * biases 0, norms 1; norms and biases flagged QC_NO_DECAY. */
+qiao_status nn_block_describe(qc_table *tab, const char *prefix, const nn_block_dims *d, int64_t n_layers,
+                              size_t field_base);
+/* Appends the block's activations (for d->B x d->T tokens) to `tab`. */
+qiao_status nn_block_describe_acts(qc_table *tab, const char *prefix, const nn_block_dims *d,
+                                   size_t field_base);
+/* x (B, T, C) -> a->out; mask (B, T) or NULL. */
+void nn_block_forward(const qb_exec *ex, nn_block_acts *a, const nn_block_params *p, const float *x,
+                      const uint8_t *mask, const nn_block_dims *d);
+/* Backward from dout (B, T, C). dx accumulates; g (parameter gradients)
+ * accumulates; da is an activation-gradient buffer with the layout of the
+ * activations, which must be zero on entry (its contents are scratch). */
+void nn_block_backward(const qb_exec *ex, float *dx, nn_block_params *g, nn_block_acts *da,
+                       const float *dout, const nn_block_acts *a, const nn_block_params *p, const float *x,
+                       const nn_block_dims *d);
+
 #endif /* QIAO_NN_H */

@@ -1,0 +1,132 @@
+/* LayerNorm and L2 normalization over the last dim, on the CPU.
+ *
+ * Every backward here accumulates (+=) into the gradients it writes
+ * (backend.h convention). Per-row work is split by row; parameter gradients
+ * (sums over rows) are split by column block and summed in row order, so no
+ * two threads write the same element and the result does not depend on the
+ * thread count. */
+#include <math.h>
+
+#include "backend/cpu/cpu.h"
+
+#define PAR_MIN_ELEMS 32768
+/* Columns per block in the parameter-gradient pass: 64 floats = 4 cache lines
+ * per row, enough to amortize a row's pointer setup, small enough to give a
+ * 2+ thread team work at C >= 128. */
+#define COL_BLOCK 64
+
+/* ---- LayerNorm (Ba et al. 2016), as torch.nn.LayerNorm ---------------------
+ * mean = sum x / C, var = sum (x - mean)^2 / C (biased), rstd = 1/sqrt(var + eps),
+ * out = (x - mean) rstd w + b. Statistics are accumulated in double and in
+ * two passes, so a large common offset in x does not cancel digits. */
+void qb_cpu_layernorm_forward(const qb_exec *ex, float *out, float *mean, float *rstd, const float *inp,
+                              const float *w, const float *b, int64_t N, int64_t C, float eps) {
+    if (C <= 0) return;
+#pragma omp parallel for num_threads(ex->n_threads) schedule(static) if (N * C > PAR_MIN_ELEMS)
+    for (int64_t n = 0; n < N; n++) {
+        const float *x = inp + n * C;
+        float *y = out + n * C;
+        double s = 0.0;
+        for (int64_t c = 0; c < C; c++) s += x[c];
+        double m = s / (double)C;
+        double v = 0.0;
+        for (int64_t c = 0; c < C; c++) {
+            double d = x[c] - m;
+            v += d * d;
+        }
+        v /= (double)C;
+        float mf = (float)m;
+        float rs = (float)(1.0 / sqrt(v + (double)eps));
+        for (int64_t c = 0; c < C; c++) y[c] = (x[c] - mf) * rs * w[c] + b[c];
+        mean[n] = mf;
+        rstd[n] = rs;
+    }
+}
+
+/* With xhat = (x - mean) rstd and g = w * dout:
+ *   dx = rstd (g - mean(g) - xhat mean(g xhat)),  dw += sum_n dout xhat,  db += sum_n dout. */
+void qb_cpu_layernorm_backward(const qb_exec *ex, float *dinp, float *dw, float *db, const float *dout,
+                               const float *inp, const float *w, const float *mean, const float *rstd,
+                               int64_t N, int64_t C) {
+    if (C <= 0) return;
+#pragma omp parallel for num_threads(ex->n_threads) schedule(static) if (N * C > PAR_MIN_ELEMS)
+    for (int64_t n = 0; n < N; n++) {
+        const float *x = inp + n * C;
+        const float *dy = dout + n * C;
+        float *dx = dinp + n * C;
+        float m = mean[n], rs = rstd[n];
+        float gsum = 0.0f, gxsum = 0.0f;
+        for (int64_t c = 0; c < C; c++) {
+            float xh = (x[c] - m) * rs;
+            float g = w[c] * dy[c];
+            gsum += g;
+            gxsum += g * xh;
+        }
+        float gmean = gsum / (float)C, gxmean = gxsum / (float)C;
+        for (int64_t c = 0; c < C; c++) {
+            float xh = (x[c] - m) * rs;
+            dx[c] += rs * (w[c] * dy[c] - gmean - xh * gxmean);
+        }
+    }
+
+    int64_t nblocks = (C + COL_BLOCK - 1) / COL_BLOCK;
+#pragma omp parallel for num_threads(ex->n_threads) schedule(static) if (N * C > PAR_MIN_ELEMS)
+    for (int64_t cb = 0; cb < nblocks; cb++) {
+        int64_t c0 = cb * COL_BLOCK, c1 = c0 + COL_BLOCK < C ? c0 + COL_BLOCK : C;
+        float aw[COL_BLOCK] = {0}, ab[COL_BLOCK] = {0};
+        for (int64_t n = 0; n < N; n++) {
+            const float *x = inp + n * C;
+            const float *dy = dout + n * C;
+            float m = mean[n], rs = rstd[n];
+            for (int64_t c = c0; c < c1; c++) {
+                aw[c - c0] += dy[c] * ((x[c] - m) * rs);
+                ab[c - c0] += dy[c];
+            }
+        }
+        for (int64_t c = c0; c < c1; c++) {
+            dw[c] += aw[c - c0];
+            db[c] += ab[c - c0];
+        }
+    }
+}
+
+/* ---- L2 normalization, as torch.nn.functional.normalize ---------------------
+ * out = x / d with d = max(||x||_2, eps); norm[n] = d.
+ * Unclamped (||x|| > eps): dx = (dout - out (out . dout)) / ||x||.
+ * Clamped (d = eps, a constant): out = x / eps, so dx = dout / eps, a scaling
+ * that does not depend on x. The backward tells the two apart by norm > eps;
+ * at an exact tie PyTorch's clamp_min passes the gradient through the norm,
+ * which norm > eps treats as clamped: a measure-zero difference. */
+void qb_cpu_l2norm_forward(const qb_exec *ex, float *out, float *norm, const float *inp, int64_t N, int64_t C,
+                           float eps) {
+#pragma omp parallel for num_threads(ex->n_threads) schedule(static) if (N * C > PAR_MIN_ELEMS)
+    for (int64_t n = 0; n < N; n++) {
+        const float *x = inp + n * C;
+        float *y = out + n * C;
+        double ss = 0.0;
+        for (int64_t c = 0; c < C; c++) ss += (double)x[c] * (double)x[c];
+        float nrm = (float)sqrt(ss);
+        float d = nrm > eps ? nrm : eps;
+        float inv = 1.0f / d;
+        for (int64_t c = 0; c < C; c++) y[c] = x[c] * inv;
+        norm[n] = d;
+    }
+}
+
+void qb_cpu_l2norm_backward(const qb_exec *ex, float *dinp, const float *dout, const float *out,
+                            const float *norm, int64_t N, int64_t C, float eps) {
+#pragma omp parallel for num_threads(ex->n_threads) schedule(static) if (N * C > PAR_MIN_ELEMS)
+    for (int64_t n = 0; n < N; n++) {
+        const float *y = out + n * C;
+        const float *dy = dout + n * C;
+        float *dx = dinp + n * C;
+        float inv = 1.0f / norm[n];
+        if (norm[n] > eps) {
+            float dot = 0.0f;
+            for (int64_t c = 0; c < C; c++) dot += y[c] * dy[c];
+            for (int64_t c = 0; c < C; c++) dx[c] += (dy[c] - y[c] * dot) * inv;
+        } else {
+            for (int64_t c = 0; c < C; c++) dx[c] += dy[c] * inv;
+        }
+    }
+}

@@ -1,0 +1,113 @@
+/* The pre-norm transformer block, composed from the layers in nn.h. */
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "nn/nn.h"
+
+#define FIELD(m) (field_base + offsetof(nn_block_params, m))
+#define AFIELD(m) (field_base + offsetof(nn_block_acts, m))
+
+static qiao_status add2(qc_table *tab, const char *prefix, const char *name, int64_t d0, int64_t d1,
+                        qc_init init, float scale, uint32_t flags, size_t field) {
+    char full[QC_NAME_MAX];
+    int n = snprintf(full, sizeof full, "%s%s", prefix, name);
+    if (n < 0 || (size_t)n >= sizeof full)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "tensor name '%s%s' too long", prefix, name);
+    int64_t shape[2] = {d0, d1};
+    return qc_table_add(tab, full, d1 > 0 ? 2 : 1, shape, init, scale, flags, field);
+}
+
+qiao_status nn_block_describe(qc_table *tab, const char *prefix, const nn_block_dims *d, int64_t n_layers,
+                              size_t field_base) {
+    const int64_t C = d->C, F = d->F;
+    const float std = 0.02f;
+    const float res_std = std / sqrtf(2.0f * (float)(n_layers > 0 ? n_layers : 1));
+    const uint32_t nd = QC_NO_DECAY;
+    qiao_status st;
+#define ADD(name, d0, d1, init, scale, flags, m) \
+    if ((st = add2(tab, prefix, name, d0, d1, init, scale, flags, FIELD(m))) != QIAO_OK) return st
+    ADD("ln1.weight", C, 0, QC_INIT_ONES, 0, nd, ln1_w);
+    ADD("ln1.bias", C, 0, QC_INIT_ZEROS, 0, nd, ln1_b);
+    ADD("attn.q.weight", C, C, QC_INIT_NORMAL, std, 0, q_w);
+    ADD("attn.q.bias", C, 0, QC_INIT_ZEROS, 0, nd, q_b);
+    ADD("attn.k.weight", C, C, QC_INIT_NORMAL, std, 0, k_w);
+    ADD("attn.k.bias", C, 0, QC_INIT_ZEROS, 0, nd, k_b);
+    ADD("attn.v.weight", C, C, QC_INIT_NORMAL, std, 0, v_w);
+    ADD("attn.v.bias", C, 0, QC_INIT_ZEROS, 0, nd, v_b);
+    ADD("attn.proj.weight", C, C, QC_INIT_NORMAL, res_std, 0, proj_w);
+    ADD("attn.proj.bias", C, 0, QC_INIT_ZEROS, 0, nd, proj_b);
+    ADD("ln2.weight", C, 0, QC_INIT_ONES, 0, nd, ln2_w);
+    ADD("ln2.bias", C, 0, QC_INIT_ZEROS, 0, nd, ln2_b);
+    ADD("mlp.fc.weight", F, C, QC_INIT_NORMAL, std, 0, fc_w);
+    ADD("mlp.fc.bias", F, 0, QC_INIT_ZEROS, 0, nd, fc_b);
+    ADD("mlp.fc2.weight", C, F, QC_INIT_NORMAL, res_std, 0, fc2_w);
+    ADD("mlp.fc2.bias", C, 0, QC_INIT_ZEROS, 0, nd, fc2_b);
+#undef ADD
+    return QIAO_OK;
+}
+
+qiao_status nn_block_describe_acts(qc_table *tab, const char *prefix, const nn_block_dims *d,
+                                   size_t field_base) {
+    const int64_t N = d->B * d->T, C = d->C, F = d->F;
+    qiao_status st;
+#define ADDA(name, d0, d1, m) \
+    if ((st = add2(tab, prefix, name, d0, d1, QC_INIT_ZEROS, 0, 0, AFIELD(m))) != QIAO_OK) return st
+    ADDA("ln1", N, C, ln1);
+    ADDA("ln1_mean", N, 0, ln1_mean);
+    ADDA("ln1_rstd", N, 0, ln1_rstd);
+    ADDA("q", N, C, q);
+    ADDA("k", N, C, k);
+    ADDA("v", N, C, v);
+    ADDA("att", d->B * d->H * d->T, d->T, att);
+    ADDA("atty", N, C, atty);
+    ADDA("h", N, C, h);
+    ADDA("ln2", N, C, ln2);
+    ADDA("ln2_mean", N, 0, ln2_mean);
+    ADDA("ln2_rstd", N, 0, ln2_rstd);
+    ADDA("fc", N, F, fc);
+    ADDA("fc_gelu", N, F, fc_gelu);
+    ADDA("out", N, C, out);
+#undef ADDA
+    return QIAO_OK;
+}
+
+void nn_block_forward(const qb_exec *ex, nn_block_acts *a, const nn_block_params *p, const float *x,
+                      const uint8_t *mask, const nn_block_dims *d) {
+    const int64_t B = d->B, T = d->T, C = d->C, F = d->F, N = B * T;
+    nn_layernorm_forward(ex, a->ln1, a->ln1_mean, a->ln1_rstd, x, p->ln1_w, p->ln1_b, N, C);
+    nn_linear_forward(ex, a->q, a->ln1, p->q_w, p->q_b, N, C, C);
+    nn_linear_forward(ex, a->k, a->ln1, p->k_w, p->k_b, N, C, C);
+    nn_linear_forward(ex, a->v, a->ln1, p->v_w, p->v_b, N, C, C);
+    nn_attention_forward(ex, a->atty, a->att, a->q, a->k, a->v, mask, B, T, T, C, d->H, false);
+    nn_linear_forward(ex, a->h, a->atty, p->proj_w, p->proj_b, N, C, C);
+    nn_residual_forward(ex, a->h, a->h, x, N * C);
+    nn_layernorm_forward(ex, a->ln2, a->ln2_mean, a->ln2_rstd, a->h, p->ln2_w, p->ln2_b, N, C);
+    nn_linear_forward(ex, a->fc, a->ln2, p->fc_w, p->fc_b, N, C, F);
+    nn_gelu_forward(ex, a->fc_gelu, a->fc, N * F);
+    nn_linear_forward(ex, a->out, a->fc_gelu, p->fc2_w, p->fc2_b, N, F, C);
+    nn_residual_forward(ex, a->out, a->out, a->h, N * C);
+}
+
+void nn_block_backward(const qb_exec *ex, float *dx, nn_block_params *g, nn_block_acts *da,
+                       const float *dout, const nn_block_acts *a, const nn_block_params *p, const float *x,
+                       const nn_block_dims *d) {
+    const int64_t B = d->B, T = d->T, C = d->C, F = d->F, N = B * T;
+    /* MLP branch: out = h + fc2(gelu(fc(ln2(h)))) */
+    /* da->out receives the MLP branch's output gradient (equal to dout). */
+    nn_residual_backward(ex, da->h, da->out, dout, N * C);
+    nn_linear_backward(ex, da->fc_gelu, g->fc2_w, g->fc2_b, da->out, a->fc_gelu, p->fc2_w, N, F, C);
+    nn_gelu_backward(ex, da->fc, a->fc, da->fc_gelu, N * F);
+    nn_linear_backward(ex, da->ln2, g->fc_w, g->fc_b, da->fc, a->ln2, p->fc_w, N, C, F);
+    nn_layernorm_backward(ex, da->h, g->ln2_w, g->ln2_b, da->ln2, a->h, p->ln2_w, a->ln2_mean, a->ln2_rstd,
+                          N, C);
+    /* Attention branch: h = x + proj(attention(...)) */
+    ex->ops->axpy(ex, dx, 1.0f, da->h, N * C); /* the residual path; da->h also feeds proj */
+    nn_linear_backward(ex, da->atty, g->proj_w, g->proj_b, da->h, a->atty, p->proj_w, N, C, C);
+    nn_attention_backward(ex, da->q, da->k, da->v, da->att, da->atty, a->q, a->k, a->v, a->att, B, T, T, C,
+                          d->H);
+    nn_linear_backward(ex, da->ln1, g->q_w, g->q_b, da->q, a->ln1, p->q_w, N, C, C);
+    nn_linear_backward(ex, da->ln1, g->k_w, g->k_b, da->k, a->ln1, p->k_w, N, C, C);
+    nn_linear_backward(ex, da->ln1, g->v_w, g->v_b, da->v, a->ln1, p->v_w, N, C, C);
+    nn_layernorm_backward(ex, dx, g->ln1_w, g->ln1_b, da->ln1, x, p->ln1_w, a->ln1_mean, a->ln1_rstd, N, C);
+}

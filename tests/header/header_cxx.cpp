@@ -1,0 +1,10 @@
+// qiao.h must be usable from C++ (extern "C", no C-only constructs).
+#include <qiao.h>
+
+#include <cstring>
+
+int main() {
+    qiao_selfcheck_params p = qiao_selfcheck_default_params();
+    const char *v = qiao_version();
+    return (p.struct_size == sizeof p && std::strcmp(v, QIAO_VERSION_STRING) == 0) ? 0 : 1;
+}
