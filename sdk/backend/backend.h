@@ -52,6 +52,7 @@ struct qb_ops {
     void (*zero)(const qb_exec *ex, void *p, size_t bytes);
     void (*to_device)(const qb_exec *ex, void *dst, const void *src_host, size_t bytes);
     void (*to_host)(const qb_exec *ex, void *dst_host, const void *src, size_t bytes);
+    void (*copy)(const qb_exec *ex, void *dst, const void *src, size_t bytes); /* device to device */
     qiao_status (*sync)(const qb_exec *ex);
 
     /* ---- dense ----------------------------------------------------------- */

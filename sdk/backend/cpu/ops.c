@@ -50,6 +50,7 @@ const qb_ops qb_cpu_ops = {
     .zero = qb_cpu_zero,
     .to_device = qb_cpu_copy,
     .to_host = qb_cpu_copy,
+    .copy = qb_cpu_copy,
     .sync = qb_cpu_sync,
     .gemm = qb_cpu_gemm,
     .bias_forward = qb_cpu_bias_forward,

@@ -1,0 +1,176 @@
+/* Cross-entropy (mean over non-ignored rows) and symmetric InfoNCE (CLIP).
+ *
+ * Backwards accumulate (+=). The per-row arrays the kernels take (targets
+ * for InfoNCE's diagonal, upstream dlosses) are small O(N) buffers from
+ * ops->alloc, freed before return. These functions return void: if such an
+ * allocation fails, the reason is recorded with qc_error (qiao_last_error()),
+ * a forward sets *loss to NaN (so a training loop stops) and a backward adds
+ * nothing. Host-side sums read backend memory through ops->to_host in small
+ * chunks on the stack, so nothing else is allocated. */
+#include <math.h>
+
+#include "nn/nn.h"
+
+#define HOST_CHUNK 256
+
+/* Rows whose target is not ignore_index. */
+static int64_t count_rows(const qb_exec *ex, const int32_t *targets, int64_t N, int32_t ignore_index) {
+    int32_t buf[HOST_CHUNK];
+    int64_t count = 0;
+    for (int64_t i0 = 0; i0 < N; i0 += HOST_CHUNK) {
+        int64_t n = N - i0 < HOST_CHUNK ? N - i0 : HOST_CHUNK;
+        ex->ops->to_host(ex, buf, targets + i0, (size_t)n * sizeof *buf);
+        for (int64_t k = 0; k < n; k++) count += buf[k] != ignore_index;
+    }
+    return count;
+}
+
+static double sum_floats(const qb_exec *ex, const float *x, int64_t n) {
+    float buf[HOST_CHUNK];
+    double s = 0.0;
+    for (int64_t i0 = 0; i0 < n; i0 += HOST_CHUNK) {
+        int64_t m = n - i0 < HOST_CHUNK ? n - i0 : HOST_CHUNK;
+        ex->ops->to_host(ex, buf, x + i0, (size_t)m * sizeof *buf);
+        for (int64_t k = 0; k < m; k++) s += buf[k];
+    }
+    return s;
+}
+
+static void fill_const(const qb_exec *ex, float *dst, float v, int64_t n) {
+    float buf[HOST_CHUNK];
+    for (int64_t k = 0; k < HOST_CHUNK; k++) buf[k] = v;
+    for (int64_t i0 = 0; i0 < n; i0 += HOST_CHUNK) {
+        int64_t m = n - i0 < HOST_CHUNK ? n - i0 : HOST_CHUNK;
+        ex->ops->to_device(ex, dst + i0, buf, (size_t)m * sizeof *buf);
+    }
+}
+
+/* dst[i] = i: row i of an InfoNCE logits matrix targets column i. */
+static void fill_arange(const qb_exec *ex, int32_t *dst, int64_t n) {
+    int32_t buf[HOST_CHUNK];
+    for (int64_t i0 = 0; i0 < n; i0 += HOST_CHUNK) {
+        int64_t m = n - i0 < HOST_CHUNK ? n - i0 : HOST_CHUNK;
+        for (int64_t k = 0; k < m; k++) buf[k] = (int32_t)(i0 + k);
+        ex->ops->to_device(ex, dst + i0, buf, (size_t)m * sizeof *buf);
+    }
+}
+
+/* ---- cross-entropy ---------------------------------------------------------- */
+
+void nn_cross_entropy_forward(const qb_exec *ex, float *loss, float *losses, float *probs,
+                              const float *logits, const int32_t *targets, int64_t N, int64_t V,
+                              float smoothing, int32_t ignore_index) {
+    *loss = 0.0f;
+    if (N <= 0 || V <= 0) return;
+    ex->ops->cross_entropy_forward(ex, losses, probs, logits, targets, N, V, smoothing, ignore_index);
+    int64_t count = count_rows(ex, targets, N, ignore_index);
+    /* Ignored rows hold 0, so summing all N rows is the sum over counted rows. */
+    if (count) *loss = (float)(sum_floats(ex, losses, N) / (double)count);
+}
+
+/* d(mean loss)/d(losses[i]) = 1 / count for every counted row. */
+void nn_cross_entropy_backward(const qb_exec *ex, float *dlogits, float dloss, const float *probs,
+                               const int32_t *targets, int64_t N, int64_t V, float smoothing,
+                               int32_t ignore_index) {
+    if (N <= 0 || V <= 0) return;
+    int64_t count = count_rows(ex, targets, N, ignore_index);
+    if (!count) return;
+    float *dl = ex->ops->alloc(ex, (size_t)N * sizeof(float));
+    if (!dl) {
+        qc_error(QIAO_ERR_OUT_OF_MEMORY, "cross-entropy backward: no memory for %lld row weights",
+                 (long long)N);
+        return;
+    }
+    fill_const(ex, dl, (float)((double)dloss / (double)count), N);
+    ex->ops->cross_entropy_backward(ex, dlogits, dl, probs, targets, N, V, smoothing, ignore_index);
+    ex->ops->free(ex, dl);
+}
+
+/* ---- InfoNCE ------------------------------------------------------------------
+ *
+ * s = exp(clamp(logit_scale, 0, ln 100)), L = s a b^T (N, N),
+ * loss = (1/2N) (sum_i CE(L[i, :], i) + sum_j CE(L[:, j], j)),
+ * the column terms computed as rows of L^T = s b a^T. With P_r, P_c the row
+ * softmaxes of L and L^T and c = dloss / 2N:
+ *   dL = c (P_r - I) + c (P_c - I)^T
+ *   da = s dL b,  db = s dL^T a,
+ *   d/d(logit_scale) = sum_ij dL_ij L_ij (dL/dlogit_scale = L)
+ *                    = c (<P_r, L> + <P_c, L^T> - 2 tr L),  tr L = s sum_i a_i . b_i,
+ * and 0 while logit_scale is outside the clamp range (as torch.clamp's
+ * gradient; at the boundary itself the gradient passes). */
+
+static float infonce_scale(float logit_scale, bool *clamped) {
+    float x = logit_scale;
+    *clamped = x < 0.0f || x > NN_INFONCE_MAX_LOGIT_SCALE;
+    if (x < 0.0f) x = 0.0f;
+    if (x > NN_INFONCE_MAX_LOGIT_SCALE) x = NN_INFONCE_MAX_LOGIT_SCALE;
+    return expf(x); /* NaN stays NaN */
+}
+
+void nn_infonce_forward(const qb_exec *ex, float *loss, nn_infonce_acts *acts, const float *a, const float *b,
+                        const float *logit_scale, int64_t N, int64_t D) {
+    *loss = 0.0f;
+    if (N <= 0) return;
+    bool clamped;
+    const float s = infonce_scale(*logit_scale, &clamped);
+    int32_t *tgt = ex->ops->alloc(ex, (size_t)N * sizeof(int32_t));
+    if (!tgt) {
+        *loss = NAN;
+        qc_error(QIAO_ERR_OUT_OF_MEMORY, "InfoNCE forward: no memory for %lld targets", (long long)N);
+        return;
+    }
+    fill_arange(ex, tgt, N);
+    ex->ops->gemm(ex, false, true, N, N, D, s, a, D, 0, b, D, 0, 0.0f, acts->logits, N, 0, 1);
+    ex->ops->cross_entropy_forward(ex, acts->losses, acts->probs_r, acts->logits, tgt, N, N, 0.0f, -1);
+    double sum = sum_floats(ex, acts->losses, N);
+    /* L^T only lives in scratch until its softmax is taken. */
+    ex->ops->gemm(ex, false, true, N, N, D, s, b, D, 0, a, D, 0, 0.0f, acts->scratch, N, 0, 1);
+    ex->ops->cross_entropy_forward(ex, acts->losses, acts->probs_c, acts->scratch, tgt, N, N, 0.0f, -1);
+    sum += sum_floats(ex, acts->losses, N);
+    ex->ops->free(ex, tgt);
+    *loss = (float)(sum / (2.0 * (double)N));
+}
+
+void nn_infonce_backward(const qb_exec *ex, float *da, float *db, float *dlogit_scale, float dloss,
+                         nn_infonce_acts *acts, const float *a, const float *b, const float *logit_scale,
+                         int64_t N, int64_t D) {
+    if (N <= 0) return;
+    bool clamped;
+    const float s = infonce_scale(*logit_scale, &clamped);
+    const double c = (double)dloss / (2.0 * (double)N);
+    const size_t nn = (size_t)N * (size_t)N;
+
+    if (dlogit_scale && !clamped) {
+        ex->ops->gemm(ex, false, true, N, N, D, s, b, D, 0, a, D, 0, 0.0f, acts->scratch, N, 0, 1);
+        double pr, pc, ab;
+        ex->ops->dot(ex, &pr, acts->probs_r, acts->logits, (int64_t)nn);
+        ex->ops->dot(ex, &pc, acts->probs_c, acts->scratch, (int64_t)nn);
+        ex->ops->dot(ex, &ab, a, b, N * D);
+        *dlogit_scale += (float)(c * (pr + pc - 2.0 * (double)s * ab));
+    }
+    if (!da && !db) return;
+
+    /* N targets then N row weights, one allocation. */
+    int32_t *tgt = ex->ops->alloc(ex, (size_t)N * (sizeof(int32_t) + sizeof(float)));
+    if (!tgt) {
+        qc_error(QIAO_ERR_OUT_OF_MEMORY, "InfoNCE backward: no memory for %lld targets", (long long)N);
+        return;
+    }
+    float *dl = (float *)(tgt + N);
+    fill_arange(ex, tgt, N);
+    fill_const(ex, dl, (float)c, N);
+
+    /* Row term: G = c (P_r - I) in [i][j] layout. */
+    ex->ops->zero(ex, acts->scratch, nn * sizeof(float));
+    ex->ops->cross_entropy_backward(ex, acts->scratch, dl, acts->probs_r, tgt, N, N, 0.0f, -1);
+    if (da) ex->ops->gemm(ex, false, false, N, D, N, s, acts->scratch, N, 0, b, D, 0, 1.0f, da, D, 0, 1);
+    if (db) ex->ops->gemm(ex, true, false, N, D, N, s, acts->scratch, N, 0, a, D, 0, 1.0f, db, D, 0, 1);
+
+    /* Column term: G = c (P_c - I) in [j][i] layout, i.e. transposed. */
+    ex->ops->zero(ex, acts->scratch, nn * sizeof(float));
+    ex->ops->cross_entropy_backward(ex, acts->scratch, dl, acts->probs_c, tgt, N, N, 0.0f, -1);
+    if (db) ex->ops->gemm(ex, false, false, N, D, N, s, acts->scratch, N, 0, a, D, 0, 1.0f, db, D, 0, 1);
+    if (da) ex->ops->gemm(ex, true, false, N, D, N, s, acts->scratch, N, 0, b, D, 0, 1.0f, da, D, 0, 1);
+
+    ex->ops->free(ex, tgt);
+}

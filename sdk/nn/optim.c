@@ -1,0 +1,48 @@
+/* AdamW over a tensor table, global gradient-norm clipping, and the
+ * warmup + cosine learning-rate schedule. */
+#include <math.h>
+
+#include "nn/nn.h"
+
+/* params, grads, m and v share tab's layout, so tensor i sits at
+ * tab->t[i].offset in each. Bias corrections are computed in double from the
+ * 1-based step t (t < 1 does nothing). */
+void nn_adamw_update(const qb_exec *ex, const qc_table *tab, float *params, const float *grads, float *m,
+                     float *v, int64_t t, const nn_adamw_config *cfg) {
+    if (t < 1) return;
+    const float bc1 = (float)(1.0 - pow((double)cfg->beta1, (double)t));
+    const float bc2 = (float)(1.0 - pow((double)cfg->beta2, (double)t));
+    for (size_t i = 0; i < tab->n; i++) {
+        const qc_tensor_desc *d = &tab->t[i];
+        if ((d->flags & QC_FROZEN) || d->numel == 0) continue;
+        const float wd = (d->flags & QC_NO_DECAY) ? 0.0f : cfg->weight_decay;
+        const size_t o = d->offset;
+        ex->ops->adamw_step(ex, params + o, grads + o, m + o, v + o, d->numel, cfg->lr, cfg->beta1,
+                            cfg->beta2, cfg->eps, wd, bc1, bc2);
+    }
+}
+
+/* A non-finite norm leaves the gradients alone: scaling by max_norm / inf
+ * would zero them and hide the problem; the caller sees the norm and can
+ * skip the step. */
+float nn_clip_grad_norm(const qb_exec *ex, float *grads, int64_t n, float max_norm) {
+    double ss = 0.0;
+    if (n > 0) ex->ops->sumsq(ex, &ss, grads, n);
+    const double norm = sqrt(ss);
+    if (max_norm > 0.0f && isfinite(norm) && norm > (double)max_norm)
+        ex->ops->scale(ex, grads, (float)((double)max_norm / norm), n);
+    return (float)norm;
+}
+
+/* step in [0, warmup):       lr_max * step / warmup (0 at step 0, lr_max at step warmup)
+ * step in [warmup, total):   lr_min + (lr_max - lr_min) (1 + cos(pi p)) / 2,
+ *                            p = (step - warmup) / (total - warmup)
+ * step >= total:             lr_min. */
+float nn_lr_warmup_cosine(int64_t step, int64_t warmup, int64_t total, float lr_max, float lr_min) {
+    if (step < 0) step = 0;
+    if (step < warmup) return (float)((double)lr_max * (double)step / (double)warmup);
+    if (step >= total) return lr_min;
+    const double p = (double)(step - warmup) / (double)(total - warmup);
+    const double pi = 3.14159265358979323846;
+    return (float)((double)lr_min + 0.5 * ((double)lr_max - (double)lr_min) * (1.0 + cos(pi * p)));
+}

@@ -1,0 +1,58 @@
+# The qiao command line, run as a user would: exit codes and messages.
+# make_model_file writes the input files with the library's own writer.
+add_executable(make_model_file unit/make_model_file.c)
+target_link_libraries(make_model_file PRIVATE qiao_internal qiao_warnings m)
+
+set(QIAO_CLI_FILES ${CMAKE_CURRENT_BINARY_DIR}/cli-files)
+file(MAKE_DIRECTORY ${QIAO_CLI_FILES})
+foreach(kind model truncated lying empty meta)
+  add_test(NAME cli.make.${kind}
+    COMMAND make_model_file ${kind} ${QIAO_CLI_FILES}/${kind}.safetensors)
+  set_tests_properties(cli.make.${kind} PROPERTIES FIXTURES_SETUP cli_files LABELS cli)
+endforeach()
+
+# cli_expect(NAME <name> RC <code> ARGS <args...> [STDOUT <regex>] [STDERR <regex>]
+#            [JSON_KEY <key> JSON_VALUE <value>])
+function(cli_expect)
+  cmake_parse_arguments(C "" "NAME;RC;STDOUT;STDERR;JSON_KEY;JSON_VALUE" "ARGS" ${ARGN})
+  string(REPLACE ";" "|" args "${C_ARGS}")
+  set(defs -DPROG=$<TARGET_FILE:qiao_cli> -DARGS=${args} -DEXPECT_RC=${C_RC})
+  if(DEFINED C_STDOUT)
+    list(APPEND defs -DEXPECT_STDOUT=${C_STDOUT})
+  endif()
+  if(DEFINED C_STDERR)
+    list(APPEND defs -DEXPECT_STDERR=${C_STDERR})
+  endif()
+  if(DEFINED C_JSON_KEY)
+    string(REPLACE ";" "|" key "${C_JSON_KEY}")
+    list(APPEND defs -DJSON_KEY=${key} -DJSON_VALUE=${C_JSON_VALUE})
+  endif()
+  add_test(NAME ${C_NAME}
+    COMMAND ${CMAKE_COMMAND} ${defs} -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/expect.cmake)
+  set_tests_properties(${C_NAME} PROPERTIES FIXTURES_REQUIRED cli_files LABELS cli TIMEOUT 60)
+endfunction()
+
+cli_expect(NAME cli.version RC 0 ARGS version STDOUT "^qiao [0-9]+\\.[0-9]+\\.[0-9]+")
+cli_expect(NAME cli.no_command RC 2 ARGS "" STDERR "usage")
+cli_expect(NAME cli.info.model RC 0 ARGS info ${QIAO_CLI_FILES}/model.safetensors
+  STDOUT "blk\\.0\\.w.*parameters: 52 ")
+cli_expect(NAME cli.info.model_table RC 0 ARGS info ${QIAO_CLI_FILES}/model.safetensors
+  STDOUT "embed\\.weight +F32 +\\(8, 4\\) +32.*qiao\\.config = .*\\.\\.\\. \\([0-9]+ bytes\\)")
+cli_expect(NAME cli.info.json RC 0 ARGS info --json ${QIAO_CLI_FILES}/model.safetensors
+  JSON_KEY parameters JSON_VALUE 52)
+cli_expect(NAME cli.info.json_metadata RC 0 ARGS info ${QIAO_CLI_FILES}/model.safetensors --json
+  JSON_KEY "metadata;format" JSON_VALUE pt)
+cli_expect(NAME cli.info.json_shape RC 0 ARGS info --json ${QIAO_CLI_FILES}/model.safetensors
+  JSON_KEY "tensors;0;numel" JSON_VALUE 32)
+cli_expect(NAME cli.info.empty RC 0 ARGS info ${QIAO_CLI_FILES}/empty.safetensors
+  STDOUT "0 tensors.*parameters: 0")
+cli_expect(NAME cli.info.meta_json RC 0 ARGS info --json ${QIAO_CLI_FILES}/meta.safetensors
+  JSON_KEY "metadata;format" JSON_VALUE pt)
+cli_expect(NAME cli.info.truncated RC 1 ARGS info ${QIAO_CLI_FILES}/truncated.safetensors
+  STDERR "^qiao: format error: .*truncated\\.safetensors: tensor '")
+cli_expect(NAME cli.info.lying RC 1 ARGS info ${QIAO_CLI_FILES}/lying.safetensors
+  STDERR "^qiao: format error: .*lying\\.safetensors: tensor 'blk\\.0\\.w': data_offsets \\[0, 96\\) but shape \\(5, 5\\) F32 needs 100 bytes")
+cli_expect(NAME cli.info.nonexistent RC 1 ARGS info ${QIAO_CLI_FILES}/does-not-exist.safetensors
+  STDERR "^qiao: i/o error: .*does-not-exist\\.safetensors")
+cli_expect(NAME cli.info.no_file RC 2 ARGS info STDERR "usage: qiao info")
+cli_expect(NAME cli.info.bad_option RC 2 ARGS info --frobnicate x.safetensors STDERR "unknown option")
