@@ -12,7 +12,8 @@ foreach(kind model truncated lying empty meta)
 endforeach()
 
 # cli_expect(NAME <name> RC <code> ARGS <args...> [STDOUT <regex>] [STDERR <regex>]
-#            [JSON_KEY <key> JSON_VALUE <value>])
+#            [JSON_KEY <key|path|...> JSON_VALUE <value>])
+# A JSON key path is written with | (a ; would split it into several arguments).
 function(cli_expect)
   cmake_parse_arguments(C "" "NAME;RC;STDOUT;STDERR;JSON_KEY;JSON_VALUE" "ARGS" ${ARGN})
   string(REPLACE ";" "|" args "${C_ARGS}")
@@ -24,8 +25,7 @@ function(cli_expect)
     list(APPEND defs -DEXPECT_STDERR=${C_STDERR})
   endif()
   if(DEFINED C_JSON_KEY)
-    string(REPLACE ";" "|" key "${C_JSON_KEY}")
-    list(APPEND defs -DJSON_KEY=${key} -DJSON_VALUE=${C_JSON_VALUE})
+    list(APPEND defs -DJSON_KEY=${C_JSON_KEY} -DJSON_VALUE=${C_JSON_VALUE})
   endif()
   add_test(NAME ${C_NAME}
     COMMAND ${CMAKE_COMMAND} ${defs} -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/expect.cmake)
@@ -41,13 +41,13 @@ cli_expect(NAME cli.info.model_table RC 0 ARGS info ${QIAO_CLI_FILES}/model.safe
 cli_expect(NAME cli.info.json RC 0 ARGS info --json ${QIAO_CLI_FILES}/model.safetensors
   JSON_KEY parameters JSON_VALUE 52)
 cli_expect(NAME cli.info.json_metadata RC 0 ARGS info ${QIAO_CLI_FILES}/model.safetensors --json
-  JSON_KEY "metadata;format" JSON_VALUE pt)
+  JSON_KEY "metadata|format" JSON_VALUE pt)
 cli_expect(NAME cli.info.json_shape RC 0 ARGS info --json ${QIAO_CLI_FILES}/model.safetensors
-  JSON_KEY "tensors;0;numel" JSON_VALUE 32)
+  JSON_KEY "tensors|0|numel" JSON_VALUE 32)
 cli_expect(NAME cli.info.empty RC 0 ARGS info ${QIAO_CLI_FILES}/empty.safetensors
   STDOUT "0 tensors.*parameters: 0")
 cli_expect(NAME cli.info.meta_json RC 0 ARGS info --json ${QIAO_CLI_FILES}/meta.safetensors
-  JSON_KEY "metadata;format" JSON_VALUE pt)
+  JSON_KEY "metadata|format" JSON_VALUE pt)
 cli_expect(NAME cli.info.truncated RC 1 ARGS info ${QIAO_CLI_FILES}/truncated.safetensors
   STDERR "^qiao: format error: .*truncated\\.safetensors: tensor '")
 cli_expect(NAME cli.info.lying RC 1 ARGS info ${QIAO_CLI_FILES}/lying.safetensors
