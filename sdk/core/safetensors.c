@@ -454,6 +454,9 @@ static qiao_status validate(qc_st_file *f) {
     }
     memcpy(text, h, n);
     memset(text + n, 0, 16);
+    /* Note: cJSON resets a process-global error pointer on every parse; we
+     * never read it (the position comes back through `end`), so concurrent
+     * opens only race on a value nobody uses. */
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithOpts(text, &end, 0);
     if (!root) {
@@ -509,7 +512,9 @@ qiao_status qc_st_open(const char *path, qc_st_file **out) {
     if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qc_st_open: out is NULL");
     *out = NULL;
     if (!path) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qc_st_open: path is NULL");
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK so a FIFO given by mistake fails the regular-file check
+     * below instead of blocking here; it changes nothing for regular files. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return qc_error(QIAO_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0) {
@@ -903,8 +908,8 @@ done:
 
 qiao_status qc_st_write(const char *path, const qc_st_entry *tensors, size_t n, const qc_st_kv *meta,
                         size_t n_meta) {
-    if (!path || (!tensors && n > 0) || (!meta && n_meta > 0))
-        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qc_st_write: NULL argument");
+    if (!path || !path[0] || (!tensors && n > 0) || (!meta && n_meta > 0))
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qc_st_write: NULL argument or empty path");
     qiao_status st = QIAO_OK;
     size_t *numel = calloc(n ? n : 1, sizeof *numel);
     size_t *nbytes = calloc(n ? n : 1, sizeof *nbytes);

@@ -120,7 +120,8 @@ typedef struct qc_st_entry {
  * unique, valid UTF-8, at most QC_ST_MAX_NAME bytes, not "__metadata__";
  * dtypes; shapes; metadata keys unique): QIAO_ERR_INVALID_ARGUMENT. I/O
  * failures are QIAO_ERR_IO; the temp file is then removed and an existing
- * `path` is left untouched. */
+ * `path` is left untouched. The new file keeps an existing target's mode
+ * (else 0644); if `path` is a symlink, the link itself is replaced. */
 qiao_status qc_st_write(const char *path, const qc_st_entry *tensors, size_t n, const qc_st_kv *meta,
                         size_t n_meta);
 

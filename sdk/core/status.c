@@ -1,5 +1,6 @@
 /* Status names, the per-thread error message and the process-wide log hook. */
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -20,7 +21,7 @@ typedef struct log_hook {
 
 static log_hook hooks[2];
 static _Atomic(log_hook *) current_hook = NULL;
-static _Atomic int hook_slot = 0;
+static atomic_int hook_slot = 0;
 
 QIAO_API const char *qiao_version(void) { return QIAO_BUILD_VERSION_STRING; }
 QIAO_API int qiao_version_number(void) { return QIAO_VERSION_NUMBER; }
@@ -62,7 +63,7 @@ QIAO_API void qiao_set_log_callback(qiao_log_fn fn, qiao_log_level max_level, vo
     }
     /* Two slots: a reader holding the old pointer still sees a whole pair.
      * Callers are expected to set the hook rarely (at start-up). */
-    int slot = (hook_slot ^= 1);
+    int slot = atomic_fetch_xor(&hook_slot, 1) ^ 1;
     hooks[slot] = (log_hook){fn, max_level, user_data};
     current_hook = &hooks[slot];
 }

@@ -395,6 +395,7 @@ static void raw_entries(void **state) {
     const qc_st_kv nullmeta[] = {{"a", NULL}};
     assert_int_equal(qc_st_write(path, e, 1, nullmeta, 1), QIAO_ERR_INVALID_ARGUMENT);
     assert_int_equal(qc_st_write(NULL, e, 1, NULL, 0), QIAO_ERR_INVALID_ARGUMENT);
+    assert_int_equal(qc_st_write("", e, 1, NULL, 0), QIAO_ERR_INVALID_ARGUMENT);
     /* The earlier good file is untouched and no temp file was made. */
     assert_int_equal(dir_count(d.path), 1);
     assert_int_equal(qc_st_open(path, &f), QIAO_OK);
@@ -550,6 +551,12 @@ static void truncated(void **state) {
     assert_non_null(strstr(qiao_last_error(), missing));
     assert_int_equal(qc_st_open(d.path, &f), QIAO_ERR_IO);
     assert_non_null(strstr(qiao_last_error(), "not a regular file"));
+    /* A FIFO with no writer: refused at once, not a hang. */
+    char *fifo = join(&d, "fifo");
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    assert_int_equal(qc_st_open(fifo, &f), QIAO_ERR_IO);
+    assert_non_null(strstr(qiao_last_error(), "not a regular file"));
+    free(fifo);
     assert_int_equal(qc_st_open(NULL, &f), QIAO_ERR_INVALID_ARGUMENT);
     assert_int_equal(qc_st_open(path, NULL), QIAO_ERR_INVALID_ARGUMENT);
     free(missing);

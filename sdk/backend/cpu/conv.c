@@ -19,9 +19,17 @@
  * result (slowly). The direct loop also serves problems too small for GEMM to
  * pay off, which keeps it exercised by the tests.
  *
+ * Threads: on the GEMM path only OpenBLAS runs threaded. im2col, col2im,
+ * the bias (folded into the GEMM with beta = 1) and db are cheap next to the
+ * GEMMs (one copy per 2*OC flops) and run serially: an OpenMP team between
+ * BLAS calls leaves its workers spinning (libgomp's default wait policy)
+ * while OpenBLAS's own pthreads need the same cores, which measured 2-5x
+ * slower than serial copies on a 2-core machine. The direct path uses OpenMP.
+ *
  * Determinism: chunk boundaries depend only on the shapes; every output
- * element is summed by one thread in a fixed order (col2im gathers per input
- * position instead of scattering), so results do not depend on n_threads.
+ * element is summed in a fixed order (col2im gathers per input position
+ * instead of scattering), and GEMM reductions are cut into fixed blocks
+ * (gemm_kblocked), so results do not depend on n_threads.
  *
  * The backward accumulates (+=) into dinp, dw and db; any of them may be NULL
  * to skip it (the first layer of an audio stem needs no dinp). */
@@ -32,7 +40,9 @@
 #define CONV_SCRATCH_FLOATS ((int64_t)1 << 18) /* 1 MiB */
 #define CONV_MIN_ROWS 32
 /* Below this many multiply-adds (B*Tout*OC*C*K) the direct loop is used. */
-#define CONV_DIRECT_MAX_MACS ((int64_t)1 << 14)
+#define CONV_DIRECT_MAX_MACS ((int64_t)1 << 12)
+/* Longest reduction handed to one GEMM call; see gemm_kblocked. */
+#define CONV_GEMM_MAX_K 256
 #define PAR_MIN_ELEMS 32768
 
 typedef struct conv_dims {
@@ -50,8 +60,8 @@ static bool conv_dims_make(conv_dims *d, int64_t B, int64_t T, int64_t C, int64_
     return true;
 }
 
-/* Rows per chunk and the scratch it needs, or 0 when the direct loop is used
- * by choice. */
+/* im2col rows per chunk (the scratch is chunk * KC floats), or 0 when the
+ * problem is small enough for the direct loop. */
 static int64_t conv_chunk_rows(const conv_dims *d) {
     if (d->rows * d->OC * d->KC < CONV_DIRECT_MAX_MACS) return 0;
     int64_t r = CONV_SCRATCH_FLOATS / d->KC;
@@ -67,16 +77,39 @@ static inline void conv_taps(const conv_dims *d, int64_t t, int64_t *j0, int64_t
     *k1 = d->T - *j0 < d->K ? d->T - *j0 : d->K;
 }
 
+/* C = op(A) op(B) + beta C (row-major, as qb_cpu_gemm), with the
+ * reduction of length K done as consecutive calls of at most
+ * CONV_GEMM_MAX_K, accumulating with beta = 1. OpenBLAS (0.3.21) blocks K
+ * differently in its threaded and single-threaded drivers once K exceeds its
+ * GEMM_Q (320 for sgemm on Cooperlake), which changes the rounding with the
+ * thread count; below that it is bitwise the same for any count. */
+static void gemm_kblocked(const qb_exec *ex, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+                          const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                          int64_t ldc) {
+    for (int64_t k0 = 0; k0 < K; k0 += CONV_GEMM_MAX_K) {
+        int64_t kn = K - k0 < CONV_GEMM_MAX_K ? K - k0 : CONV_GEMM_MAX_K;
+        /* column k0 of op(A) and row k0 of op(B) */
+        const float *a = A + (trans_a ? k0 * lda : k0);
+        const float *b = B + (trans_b ? k0 : k0 * ldb);
+        qb_cpu_gemm(ex, trans_a, trans_b, M, N, kn, 1.0f, a, lda, 0, b, ldb, 0, k0 ? 1.0f : beta, C, ldc, 0, 1);
+    }
+}
+
 /* col (r1 - r0, KC) for output rows [r0, r1). */
-static void im2col(const qb_exec *ex, float *col, const float *inp, const conv_dims *d, int64_t r0,
-                   int64_t r1) {
+static void im2col(float *col, const float *inp, const conv_dims *d, int64_t r0, int64_t r1) {
     const int64_t K = d->K, C = d->C, KC = d->KC;
-#pragma omp parallel for num_threads(ex->n_threads) schedule(static) if ((r1 - r0) * KC > PAR_MIN_ELEMS)
     for (int64_t r = r0; r < r1; r++) {
         int64_t b = r / d->Tout, t = r % d->Tout, j0, k0, k1;
         conv_taps(d, t, &j0, &k0, &k1);
         const float *x = inp + b * d->T * C;
         float *row = col + (r - r0) * KC;
+        if (k0 == 0 && k1 == K) {
+            /* interior: the window is K whole rows of C, transposed to (C, K) */
+            const float *xw = x + j0 * C;
+            for (int64_t c = 0; c < C; c++)
+                for (int64_t k = 0; k < K; k++) row[c * K + k] = xw[k * C + c];
+            continue;
+        }
         for (int64_t k = 0; k < K; k++) {
             if (k < k0 || k >= k1) {
                 for (int64_t c = 0; c < C; c++) row[c * K + k] = 0.0f;
@@ -90,8 +123,7 @@ static void im2col(const qb_exec *ex, float *col, const float *inp, const conv_d
 
 /* dinp += col2im(dcol) for output rows [r0, r1). Gathers per input position
  * j: the outputs t that read j are those with 0 <= j + pad - t*stride < K. */
-static void col2im_add(const qb_exec *ex, float *dinp, const float *dcol, const conv_dims *d, int64_t r0,
-                       int64_t r1) {
+static void col2im_add(float *dinp, const float *dcol, const conv_dims *d, int64_t r0, int64_t r1) {
     const int64_t K = d->K, C = d->C, KC = d->KC, s = d->stride, p = d->pad;
     for (int64_t b = r0 / d->Tout; b * d->Tout < r1; b++) {
         int64_t ta = r0 > b * d->Tout ? r0 - b * d->Tout : 0;
@@ -101,7 +133,6 @@ static void col2im_add(const qb_exec *ex, float *dinp, const float *dcol, const 
         if (jb > d->T) jb = d->T;
         float *dx = dinp + b * d->T * C;
         const int64_t rb = b * d->Tout - r0; /* dcol row of t is rb + t */
-#pragma omp parallel for num_threads(ex->n_threads) schedule(static) if ((jb - ja) * KC > PAR_MIN_ELEMS)
         for (int64_t j = ja; j < jb; j++) {
             int64_t lo = j + p - K + 1; /* t >= ceil(lo / s) */
             int64_t t0 = lo <= 0 ? 0 : (lo + s - 1) / s;
@@ -121,7 +152,7 @@ static void col2im_add(const qb_exec *ex, float *dinp, const float *dcol, const 
 /* ---- direct loops (small problems, or no scratch) ------------------------ */
 
 static void conv_direct_forward(const qb_exec *ex, float *out, const float *inp, const float *w,
-                                const conv_dims *d) {
+                                const float *bias, const conv_dims *d) {
     const int64_t K = d->K, C = d->C, KC = d->KC, OC = d->OC;
 #pragma omp parallel for num_threads(ex->n_threads) schedule(static) if (d->rows * OC * KC > PAR_MIN_ELEMS)
     for (int64_t r = 0; r < d->rows; r++) {
@@ -135,7 +166,7 @@ static void conv_direct_forward(const qb_exec *ex, float *out, const float *inp,
                 const float *xj = x + (j0 + k) * C;
                 for (int64_t c = 0; c < C; c++) acc += wo[c * K + k] * xj[c];
             }
-            out[r * OC + oc] = acc;
+            out[r * OC + oc] = bias ? bias[oc] + acc : acc;
         }
     }
 }
@@ -193,18 +224,19 @@ void qb_cpu_conv1d_forward(const qb_exec *ex, float *out, const float *inp, cons
     int64_t chunk = conv_chunk_rows(&d);
     float *col = chunk ? malloc((size_t)(chunk * d.KC) * sizeof(float)) : NULL;
     if (!col) {
-        conv_direct_forward(ex, out, inp, w, &d);
-    } else {
-        for (int64_t r0 = 0; r0 < d.rows; r0 += chunk) {
-            int64_t r1 = r0 + chunk < d.rows ? r0 + chunk : d.rows;
-            im2col(ex, col, inp, &d, r0, r1);
-            /* out rows (n, OC) = col (n, KC) w^T, w viewed as (OC, KC). */
-            qb_cpu_gemm(ex, false, true, r1 - r0, OC, d.KC, 1.0f, col, d.KC, 0, w, d.KC, 0, 0.0f,
-                        out + r0 * OC, OC, 0, 1);
-        }
-        free(col);
+        conv_direct_forward(ex, out, inp, w, b, &d);
+        return;
     }
-    if (b) qb_cpu_bias_forward(ex, out, b, d.rows, OC);
+    for (int64_t r0 = 0; r0 < d.rows; r0 += chunk) {
+        int64_t r1 = r0 + chunk < d.rows ? r0 + chunk : d.rows;
+        im2col(col, inp, &d, r0, r1);
+        /* out rows (n, OC) = bias + col (n, KC) w^T, w viewed as (OC, KC) */
+        if (b)
+            for (int64_t r = r0; r < r1; r++)
+                for (int64_t o = 0; o < OC; o++) out[r * OC + o] = b[o];
+        gemm_kblocked(ex, false, true, r1 - r0, OC, d.KC, col, d.KC, w, d.KC, b ? 1.0f : 0.0f, out + r0 * OC, OC);
+    }
+    free(col);
 }
 
 void qb_cpu_conv1d_backward(const qb_exec *ex, float *dinp, float *dw, float *db, const float *dout,
@@ -212,7 +244,9 @@ void qb_cpu_conv1d_backward(const qb_exec *ex, float *dinp, float *dw, float *db
                             int64_t K, int64_t stride, int64_t pad) {
     conv_dims d;
     if (!conv_dims_make(&d, B, T, C, OC, K, stride, pad)) return;
-    if (db) qb_cpu_bias_backward(ex, db, dout, d.rows, OC);
+    if (db) /* serial for the reason in the header; rows in order, so deterministic */
+        for (int64_t r = 0; r < d.rows; r++)
+            for (int64_t o = 0; o < OC; o++) db[o] += dout[r * OC + o];
     if (!dinp && !dw) return;
     int64_t chunk = conv_chunk_rows(&d);
     /* One buffer serves as col (for dw) and then as dcol (for dinp). */
@@ -225,14 +259,14 @@ void qb_cpu_conv1d_backward(const qb_exec *ex, float *dinp, float *dw, float *db
         int64_t r1 = r0 + chunk < d.rows ? r0 + chunk : d.rows, n = r1 - r0;
         const float *g = dout + r0 * OC;
         if (dw) {
-            im2col(ex, col, inp, &d, r0, r1);
+            im2col(col, inp, &d, r0, r1);
             /* dw (OC, KC) += g^T (OC, n) col (n, KC) */
-            qb_cpu_gemm(ex, true, false, OC, d.KC, n, 1.0f, g, OC, 0, col, d.KC, 0, 1.0f, dw, d.KC, 0, 1);
+            gemm_kblocked(ex, true, false, OC, d.KC, n, g, OC, col, d.KC, 1.0f, dw, d.KC);
         }
         if (dinp) {
             /* dcol (n, KC) = g (n, OC) w (OC, KC) */
-            qb_cpu_gemm(ex, false, false, n, d.KC, OC, 1.0f, g, OC, 0, w, d.KC, 0, 0.0f, col, d.KC, 0, 1);
-            col2im_add(ex, dinp, col, &d, r0, r1);
+            gemm_kblocked(ex, false, false, n, d.KC, OC, g, OC, w, d.KC, 0.0f, col, d.KC);
+            col2im_add(dinp, col, &d, r0, r1);
         }
     }
     free(col);
