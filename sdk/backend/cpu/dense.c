@@ -1,32 +1,88 @@
 /* GEMM through OpenBLAS, bias, and the small elementwise/reduction kernels. */
 #include <cblas.h>
+#include <omp.h>
 
 #include "backend/cpu/cpu.h"
 
-/* OpenBLAS keeps one process-wide thread count. We set it to the caller's
- * count before each call; concurrent sessions asking for different counts
- * just share whatever was set last, which is safe (OpenBLAS locks) though
- * not exact. */
-static void blas_threads(const qb_exec *ex) {
-    if (openblas_get_num_threads() != ex->n_threads) openblas_set_num_threads(ex->n_threads);
+/* Threading model: OpenBLAS always runs single-threaded and qiao splits each
+ * GEMM over its own OpenMP team. Two reasons, both measured on the 2-core
+ * build machine:
+ *  - speed: with OpenBLAS's pthreads and libgomp's threads both alive, the
+ *    OpenMP workers still spinning after a region (bias, layernorm, GELU)
+ *    fight OpenBLAS's workers for the cores; linear layers ran at 32-54% of
+ *    raw sgemm that way;
+ *  - reproducibility: OpenBLAS's own threading changes the summation order
+ *    for K > 320, so results depended on the thread count. Splitting along M
+ *    or N keeps every element's reduction over K identical, so a model
+ *    trains to the same bits with 1 or 16 threads.
+ * OpenBLAS's thread count is process-wide; we set it to 1 (an application
+ * that also uses OpenBLAS directly gets single-threaded BLAS). */
+static void blas_single_threaded(void) {
+    if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
 }
+
+static void sgemm_block(bool ta, bool tb, int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K, float alpha,
+                        const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                        int64_t ldc) {
+    if (m1 <= m0 || n1 <= n0) return;
+    /* Rows [m0, m1) of op(A): A^T's rows are A's columns. Columns [n0, n1)
+     * of op(B): B^T's columns are B's rows. */
+    const float *a = ta ? A + m0 : A + m0 * lda;
+    const float *b = tb ? B + n0 * ldb : B + n0;
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (blasint)(m1 - m0),
+                (blasint)(n1 - n0), (blasint)K, alpha, a, (blasint)lda, b, (blasint)ldb, beta, C + m0 * ldc + n0,
+                (blasint)ldc);
+}
+
+/* Below this many flops a GEMM runs on one thread: a fork/join costs more. */
+#define GEMM_PARALLEL_FLOPS 4e6
 
 void qb_cpu_gemm(const qb_exec *ex, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                  const float *A, int64_t lda, int64_t stride_a, const float *B, int64_t ldb, int64_t stride_b,
                  float beta, float *C, int64_t ldc, int64_t stride_c, int64_t batch) {
-    if (M <= 0 || N <= 0) return;
-    blas_threads(ex);
-    for (int64_t i = 0; i < batch; i++) {
-        if (K <= 0) {
-            /* BLAS leaves C alone when K == 0 only if beta == 1; make it exact. */
+    if (M <= 0 || N <= 0 || batch <= 0) return;
+    if (K <= 0) {
+        /* BLAS leaves C alone when K == 0 only if beta == 1; make it exact. */
+        for (int64_t i = 0; i < batch; i++) {
             float *c = C + i * stride_c;
             for (int64_t r = 0; r < M; r++)
                 for (int64_t j = 0; j < N; j++) c[r * ldc + j] = beta == 0.0f ? 0.0f : beta * c[r * ldc + j];
+        }
+        return;
+    }
+    blas_single_threaded();
+    int nt = ex->n_threads;
+    if (2.0 * (double)M * (double)N * (double)K * (double)batch < GEMM_PARALLEL_FLOPS) nt = 1;
+    if (nt > 1 && batch >= nt) {
+        /* Many independent GEMMs (attention heads): one per thread at a time. */
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t i = 0; i < batch; i++)
+            sgemm_block(trans_a, trans_b, 0, M, 0, N, K, alpha, A + i * stride_a, lda, B + i * stride_b, ldb, beta,
+                        C + i * stride_c, ldc);
+        return;
+    }
+    for (int64_t i = 0; i < batch; i++) {
+        const float *a = A + i * stride_a, *b = B + i * stride_b;
+        float *c = C + i * stride_c;
+        if (nt == 1) {
+            sgemm_block(trans_a, trans_b, 0, M, 0, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
             continue;
         }
-        cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-                    (blasint)M, (blasint)N, (blasint)K, alpha, A + i * stride_a, (blasint)lda, B + i * stride_b,
-                    (blasint)ldb, beta, C + i * stride_c, (blasint)ldc);
+        /* Split the larger of M and N into equal slabs, rounded to 16 so every
+         * slab keeps whole SIMD panels. */
+        const bool split_m = M >= N;
+        const int64_t len = split_m ? M : N;
+        int64_t slab = (len + nt - 1) / nt;
+        slab = (slab + 15) / 16 * 16;
+#pragma omp parallel num_threads(nt)
+        {
+            int64_t t = omp_get_thread_num();
+            int64_t lo = t * slab, hi = lo + slab < len ? lo + slab : len;
+            if (split_m)
+                sgemm_block(trans_a, trans_b, lo, hi, 0, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+            else
+                sgemm_block(trans_a, trans_b, 0, M, lo, hi, K, alpha, a, lda, b, ldb, beta, c, ldc);
+        }
     }
 }
 
