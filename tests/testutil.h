@@ -53,7 +53,9 @@ static inline float *qt_alloc(int64_t n) {
  * so outputs that do not depend on x_i cancel exactly between the two
  * evaluations; the remaining noise is ~1e-7 * |out| / h, about 1e-4 for
  * h = 1e-3, and the truncation error is O(h^2). A wrong backward gives errors
- * of the order of the gradient itself. */
+ * of the order of the gradient itself. A weight moves every output, so for
+ * weights the noise grows with the number and size of outputs: draw weights
+ * so outputs stay O(1) (e.g. N(0, 1/fan_in)) rather than loosening tolerances. */
 typedef void (*qt_forward_fn)(void *ctx);
 
 static inline double qt_weighted_sum(const float *out, const float *R, int64_t n) {

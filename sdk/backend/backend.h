@@ -156,14 +156,17 @@ struct qb_ops {
     /* ---- losses ---------------------------------------------------------- */
     /* Per-row cross-entropy of logits (N, V) against targets (N), with label
      * smoothing s: target distribution (1-s) onehot + s/V. losses (N) gets 0
-     * where targets[i] == ignore_index; probs (N, V) keeps the softmax. */
+     * where targets[i] == ignore_index; probs (N, V) keeps the softmax.
+     * targets == NULL means row i's target is i (the diagonal of a square
+     * logits matrix: what contrastive losses need, with no buffer). */
     void (*cross_entropy_forward)(const qb_exec *ex, float *losses, float *probs, const float *logits,
                                   const int32_t *targets, int64_t N, int64_t V, float smoothing,
                                   int32_t ignore_index);
-    /* dlogits[i] += dlosses[i] * (probs[i] - target_dist[i]); ignored rows get nothing. */
-    void (*cross_entropy_backward)(const qb_exec *ex, float *dlogits, const float *dlosses,
-                                   const float *probs, const int32_t *targets, int64_t N, int64_t V,
-                                   float smoothing, int32_t ignore_index);
+    /* dlogits[i] += scale * (probs[i] - target_dist[i]); ignored rows get
+     * nothing. One scale for all rows: mean reductions weigh rows equally. */
+    void (*cross_entropy_backward)(const qb_exec *ex, float *dlogits, float scale, const float *probs,
+                                   const int32_t *targets, int64_t N, int64_t V, float smoothing,
+                                   int32_t ignore_index);
 
     /* ---- optimizer --------------------------------------------------------- */
     /* One AdamW step (Loshchilov & Hutter) over n floats: decoupled decay

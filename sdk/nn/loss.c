@@ -1,12 +1,9 @@
 /* Cross-entropy (mean over non-ignored rows) and symmetric InfoNCE (CLIP).
  *
- * Backwards accumulate (+=). The per-row arrays the kernels take (targets
- * for InfoNCE's diagonal, upstream dlosses) are small O(N) buffers from
- * ops->alloc, freed before return. These functions return void: if such an
- * allocation fails, the reason is recorded with qc_error (qiao_last_error()),
- * a forward sets *loss to NaN (so a training loop stops) and a backward adds
- * nothing. Host-side sums read backend memory through ops->to_host in small
- * chunks on the stack, so nothing else is allocated. */
+ * Backwards accumulate (+=). Nothing here allocates: InfoNCE's diagonal
+ * targets are the kernel's targets == NULL, and mean reductions pass one
+ * scale for every row. Host-side sums read backend memory through
+ * ops->to_host in small chunks on the stack. */
 #include <math.h>
 
 #include "nn/nn.h"
@@ -36,25 +33,6 @@ static double sum_floats(const qb_exec *ex, const float *x, int64_t n) {
     return s;
 }
 
-static void fill_const(const qb_exec *ex, float *dst, float v, int64_t n) {
-    float buf[HOST_CHUNK];
-    for (int64_t k = 0; k < HOST_CHUNK; k++) buf[k] = v;
-    for (int64_t i0 = 0; i0 < n; i0 += HOST_CHUNK) {
-        int64_t m = n - i0 < HOST_CHUNK ? n - i0 : HOST_CHUNK;
-        ex->ops->to_device(ex, dst + i0, buf, (size_t)m * sizeof *buf);
-    }
-}
-
-/* dst[i] = i: row i of an InfoNCE logits matrix targets column i. */
-static void fill_arange(const qb_exec *ex, int32_t *dst, int64_t n) {
-    int32_t buf[HOST_CHUNK];
-    for (int64_t i0 = 0; i0 < n; i0 += HOST_CHUNK) {
-        int64_t m = n - i0 < HOST_CHUNK ? n - i0 : HOST_CHUNK;
-        for (int64_t k = 0; k < m; k++) buf[k] = (int32_t)(i0 + k);
-        ex->ops->to_device(ex, dst + i0, buf, (size_t)m * sizeof *buf);
-    }
-}
-
 /* ---- cross-entropy ---------------------------------------------------------- */
 
 void nn_cross_entropy_forward(const qb_exec *ex, float *loss, float *losses, float *probs,
@@ -75,15 +53,8 @@ void nn_cross_entropy_backward(const qb_exec *ex, float *dlogits, float dloss, c
     if (N <= 0 || V <= 0) return;
     int64_t count = count_rows(ex, targets, N, ignore_index);
     if (!count) return;
-    float *dl = ex->ops->alloc(ex, (size_t)N * sizeof(float));
-    if (!dl) {
-        qc_error(QIAO_ERR_OUT_OF_MEMORY, "cross-entropy backward: no memory for %lld row weights",
-                 (long long)N);
-        return;
-    }
-    fill_const(ex, dl, (float)((double)dloss / (double)count), N);
-    ex->ops->cross_entropy_backward(ex, dlogits, dl, probs, targets, N, V, smoothing, ignore_index);
-    ex->ops->free(ex, dl);
+    ex->ops->cross_entropy_backward(ex, dlogits, (float)((double)dloss / (double)count), probs, targets, N, V,
+                                    smoothing, ignore_index);
 }
 
 /* ---- InfoNCE ------------------------------------------------------------------
@@ -113,21 +84,13 @@ void nn_infonce_forward(const qb_exec *ex, float *loss, nn_infonce_acts *acts, c
     if (N <= 0) return;
     bool clamped;
     const float s = infonce_scale(*logit_scale, &clamped);
-    int32_t *tgt = ex->ops->alloc(ex, (size_t)N * sizeof(int32_t));
-    if (!tgt) {
-        *loss = NAN;
-        qc_error(QIAO_ERR_OUT_OF_MEMORY, "InfoNCE forward: no memory for %lld targets", (long long)N);
-        return;
-    }
-    fill_arange(ex, tgt, N);
     ex->ops->gemm(ex, false, true, N, N, D, s, a, D, 0, b, D, 0, 0.0f, acts->logits, N, 0, 1);
-    ex->ops->cross_entropy_forward(ex, acts->losses, acts->probs_r, acts->logits, tgt, N, N, 0.0f, -1);
+    ex->ops->cross_entropy_forward(ex, acts->losses, acts->probs_r, acts->logits, NULL, N, N, 0.0f, -1);
     double sum = sum_floats(ex, acts->losses, N);
     /* L^T only lives in scratch until its softmax is taken. */
     ex->ops->gemm(ex, false, true, N, N, D, s, b, D, 0, a, D, 0, 0.0f, acts->scratch, N, 0, 1);
-    ex->ops->cross_entropy_forward(ex, acts->losses, acts->probs_c, acts->scratch, tgt, N, N, 0.0f, -1);
+    ex->ops->cross_entropy_forward(ex, acts->losses, acts->probs_c, acts->scratch, NULL, N, N, 0.0f, -1);
     sum += sum_floats(ex, acts->losses, N);
-    ex->ops->free(ex, tgt);
     *loss = (float)(sum / (2.0 * (double)N));
 }
 
@@ -150,27 +113,15 @@ void nn_infonce_backward(const qb_exec *ex, float *da, float *db, float *dlogit_
     }
     if (!da && !db) return;
 
-    /* N targets then N row weights, one allocation. */
-    int32_t *tgt = ex->ops->alloc(ex, (size_t)N * (sizeof(int32_t) + sizeof(float)));
-    if (!tgt) {
-        qc_error(QIAO_ERR_OUT_OF_MEMORY, "InfoNCE backward: no memory for %lld targets", (long long)N);
-        return;
-    }
-    float *dl = (float *)(tgt + N);
-    fill_arange(ex, tgt, N);
-    fill_const(ex, dl, (float)c, N);
-
     /* Row term: G = c (P_r - I) in [i][j] layout. */
     ex->ops->zero(ex, acts->scratch, nn * sizeof(float));
-    ex->ops->cross_entropy_backward(ex, acts->scratch, dl, acts->probs_r, tgt, N, N, 0.0f, -1);
+    ex->ops->cross_entropy_backward(ex, acts->scratch, (float)c, acts->probs_r, NULL, N, N, 0.0f, -1);
     if (da) ex->ops->gemm(ex, false, false, N, D, N, s, acts->scratch, N, 0, b, D, 0, 1.0f, da, D, 0, 1);
     if (db) ex->ops->gemm(ex, true, false, N, D, N, s, acts->scratch, N, 0, a, D, 0, 1.0f, db, D, 0, 1);
 
     /* Column term: G = c (P_c - I) in [j][i] layout, i.e. transposed. */
     ex->ops->zero(ex, acts->scratch, nn * sizeof(float));
-    ex->ops->cross_entropy_backward(ex, acts->scratch, dl, acts->probs_c, tgt, N, N, 0.0f, -1);
+    ex->ops->cross_entropy_backward(ex, acts->scratch, (float)c, acts->probs_c, NULL, N, N, 0.0f, -1);
     if (db) ex->ops->gemm(ex, false, false, N, D, N, s, acts->scratch, N, 0, a, D, 0, 1.0f, db, D, 0, 1);
     if (da) ex->ops->gemm(ex, true, false, N, D, N, s, acts->scratch, N, 0, b, D, 0, 1.0f, da, D, 0, 1);
-
-    ex->ops->free(ex, tgt);
 }

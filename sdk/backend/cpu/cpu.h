@@ -89,7 +89,7 @@ void qb_cpu_gate_backward(const qb_exec *ex, float *da, float *db, float *dlogit
 void qb_cpu_cross_entropy_forward(const qb_exec *ex, float *losses, float *probs, const float *logits,
                                   const int32_t *targets, int64_t N, int64_t V, float smoothing,
                                   int32_t ignore_index);
-void qb_cpu_cross_entropy_backward(const qb_exec *ex, float *dlogits, const float *dlosses, const float *probs,
+void qb_cpu_cross_entropy_backward(const qb_exec *ex, float *dlogits, float scale, const float *probs,
                                    const int32_t *targets, int64_t N, int64_t V, float smoothing,
                                    int32_t ignore_index);
 

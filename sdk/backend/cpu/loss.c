@@ -10,7 +10,7 @@
  * Rows whose target is ignore_index get loss 0 and no gradient. A target
  * outside [0, V) is a caller bug (callers validate); it is treated like an
  * ignored row so memory stays safe. probs is the softmax of every row,
- * ignored or not. Work is split by row, so results do not depend on
+ * ignored or not. targets == NULL: row i's target is i. Work is split by row, so results do not depend on
  * n_threads. */
 #include <math.h>
 
@@ -42,7 +42,7 @@ void qb_cpu_cross_entropy_forward(const qb_exec *ex, float *losses, float *probs
         }
         const float inv = (float)(1.0 / sum);
         for (int64_t j = 0; j < V; j++) p[j] *= inv;
-        int32_t t = targets[i];
+        int32_t t = targets ? targets[i] : (int32_t)i;
         if (!row_counts(t, V, ignore_index)) {
             losses[i] = 0.0f;
             continue;
@@ -54,7 +54,7 @@ void qb_cpu_cross_entropy_forward(const qb_exec *ex, float *losses, float *probs
     }
 }
 
-void qb_cpu_cross_entropy_backward(const qb_exec *ex, float *dlogits, const float *dlosses, const float *probs,
+void qb_cpu_cross_entropy_backward(const qb_exec *ex, float *dlogits, float scale, const float *probs,
                                    const int32_t *targets, int64_t N, int64_t V, float smoothing,
                                    int32_t ignore_index) {
     if (V <= 0) return;
@@ -62,9 +62,9 @@ void qb_cpu_cross_entropy_backward(const qb_exec *ex, float *dlogits, const floa
     const float on = 1.0f - smoothing;      /* q_t - off */
 #pragma omp parallel for num_threads(ex->n_threads) schedule(static) if (N * V > PAR_MIN_ELEMS)
     for (int64_t i = 0; i < N; i++) {
-        int32_t t = targets[i];
+        int32_t t = targets ? targets[i] : (int32_t)i;
         if (!row_counts(t, V, ignore_index)) continue;
-        const float d = dlosses[i];
+        const float d = scale;
         const float *p = probs + i * V;
         float *dz = dlogits + i * V;
         for (int64_t j = 0; j < V; j++) dz[j] += d * (p[j] - off);
