@@ -35,19 +35,6 @@
 
 #include "backend/cpu/cpu.h"
 
-/* OpenBLAS keeps one process-wide thread count (see dense.c). Forcing it to 1
- * while our own team calls sgemm keeps 2 cores from running 4 spinning
- * threads; the previous value is put back afterwards. */
-static int blas_single_begin(void) {
-    int prev = openblas_get_num_threads();
-    if (prev != 1) openblas_set_num_threads(1);
-    return prev;
-}
-
-static void blas_single_end(int prev) {
-    if (prev != 1) openblas_set_num_threads(prev);
-}
-
 /* exp(x) for x <= 0 (softmax arguments after the row max is subtracted),
  * written so `omp simd` vectorizes it (glibc's expf is scalar here and cost
  * as much as both GEMMs together): x = n ln2 + r with |r| <= ln2/2, exp(r) by
@@ -130,7 +117,7 @@ void qb_cpu_attention_forward(const qb_exec *ex, float *out, float *att, const f
     }
     const float scale = 1.0f / sqrtf((float)D);
     const int64_t BH = B * H;
-    int prev = blas_single_begin();
+    qb_cpu_blas_single_threaded(); /* our team calls sgemm; see dense.c */
 #pragma omp parallel for num_threads(ex->n_threads) schedule(static)
     for (int64_t bh = 0; bh < BH; bh++) {
         int64_t b = bh / H, h = bh % H;
@@ -160,7 +147,6 @@ void qb_cpu_attention_forward(const qb_exec *ex, float *out, float *att, const f
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)Tq, (blasint)D, (blasint)kend, 1.0f, P,
                     (blasint)Tk, vb, (blasint)C, 0.0f, ob, (blasint)C);
     }
-    blas_single_end(prev);
 }
 
 void qb_cpu_attention_backward(const qb_exec *ex, float *dq, float *dk, float *dv, float *datt,
@@ -171,7 +157,7 @@ void qb_cpu_attention_backward(const qb_exec *ex, float *dq, float *dk, float *d
     if (D <= 0) return;
     const float scale = 1.0f / sqrtf((float)D);
     const int64_t BH = B * H;
-    int prev = blas_single_begin();
+    qb_cpu_blas_single_threaded(); /* our team calls sgemm; see dense.c */
 #pragma omp parallel for num_threads(ex->n_threads) schedule(static)
     for (int64_t bh = 0; bh < BH; bh++) {
         int64_t b = bh / H, h = bh % H;
@@ -212,5 +198,4 @@ void qb_cpu_attention_backward(const qb_exec *ex, float *dq, float *dk, float *d
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)kend, (blasint)D, (blasint)Tq, scale, dS,
                     (blasint)Tk, q + qoff, (blasint)C, 1.0f, dk + koff, (blasint)C);
     }
-    blas_single_end(prev);
 }

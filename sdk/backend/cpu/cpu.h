@@ -14,6 +14,9 @@ void qb_cpu_copy(const qb_exec *ex, void *dst, const void *src, size_t bytes);
 qiao_status qb_cpu_sync(const qb_exec *ex);
 
 /* dense.c */
+/* OpenBLAS runs single-threaded; qiao's OpenMP team splits the work (see
+ * dense.c for why). Call before cblas_* from inside a parallel region. */
+void qb_cpu_blas_single_threaded(void);
 void qb_cpu_gemm(const qb_exec *ex, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                  const float *A, int64_t lda, int64_t stride_a, const float *B, int64_t ldb, int64_t stride_b,
                  float beta, float *C, int64_t ldc, int64_t stride_c, int64_t batch);

@@ -17,7 +17,7 @@
  *    trains to the same bits with 1 or 16 threads.
  * OpenBLAS's thread count is process-wide; we set it to 1 (an application
  * that also uses OpenBLAS directly gets single-threaded BLAS). */
-static void blas_single_threaded(void) {
+void qb_cpu_blas_single_threaded(void) {
     if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
 }
 
@@ -50,7 +50,7 @@ void qb_cpu_gemm(const qb_exec *ex, bool trans_a, bool trans_b, int64_t M, int64
         }
         return;
     }
-    blas_single_threaded();
+    qb_cpu_blas_single_threaded();
     int nt = ex->n_threads;
     if (2.0 * (double)M * (double)N * (double)K * (double)batch < GEMM_PARALLEL_FLOPS) nt = 1;
     if (nt > 1 && batch >= nt) {
