@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -31,6 +32,8 @@ static double now(void) {
 
 typedef struct bar {
     double start;
+    int tty;        /* redraw one line in a terminal; print a line per 10% in a log */
+    int64_t last_tenth;
 } bar;
 
 static void progress(const char *phase, int64_t done, int64_t total, void *user_data) {
@@ -38,6 +41,14 @@ static void progress(const char *phase, int64_t done, int64_t total, void *user_
     double el = now() - b->start;
     double rate = el > 0 ? (double)done / el : 0.0;
     double eta = rate > 0 ? (double)(total - done) / rate : 0.0;
+    if (!b->tty) {
+        int64_t tenth = total > 0 ? 10 * done / total : 0;
+        if (tenth == b->last_tenth) return;
+        b->last_tenth = tenth;
+        fprintf(stderr, "%s %lld/%lld  %.0f steps/s  ETA %.0fs\n", phase, (long long)done, (long long)total, rate,
+                eta);
+        return;
+    }
     int width = 30, fill = total > 0 ? (int)(width * done / total) : 0;
     fprintf(stderr, "\r%s [%.*s%*s] %lld/%lld  %.0f steps/s  ETA %.0fs ", phase, fill,
             "==============================", width - fill, "", (long long)done, (long long)total, rate, eta);
@@ -58,7 +69,7 @@ int cmd_demo(int argc, char **argv) {
         }
     }
     printf("qiao %s demo: training a 2-layer transformer to name the symbol after a marker\n", qiao_version());
-    bar b = {now()};
+    bar b = {now(), isatty(STDERR_FILENO), 0};
     p.out_path = out;
     p.progress = progress;
     p.progress_user_data = &b;
