@@ -45,7 +45,8 @@ if ((fuzz)) && [[ -f tests/fuzz.cmake ]]; then
     corpus=tests/fuzz/corpus/${t#fuzz_}
     work=$(mktemp -d)
     cp -r "$corpus"/. "$work"/
-    build-fuzz/bin/"$t" -max_total_time="${QIAO_FUZZ_SECONDS:-30}" -print_final_stats=1 "$work" 2>&1 | tail -n 3
+    build-fuzz/bin/"$t" -max_total_time="${QIAO_FUZZ_SECONDS:-30}" -print_final_stats=1 "$work" 2>&1 \
+      | grep -E "stat::(number_of_executed_units|new_units_added|peak_rss_mb)"
     rm -rf "$work"
   done
 fi
