@@ -13,9 +13,20 @@ pkgs=(
   libcmocka-dev        # unit tests
   clang                # libFuzzer targets, second compiler for sanitizer runs
   python3 python3-numpy
+  # inputs: text, images, audio
+  libicu-dev           # normalization, transliteration, word segmentation
+  libsentencepiece-dev # subword pieces (BPE), training and encoding
+  libstb-dev           # stb_image decoding
+  libavformat-dev libavcodec-dev libavutil-dev libswscale-dev libswresample-dev
+  libsndfile1-dev      # WAV, FLAC, OGG/Vorbis, AIFF
+  ffmpeg sox           # test inputs in other formats are made at test time
+  # data: the synthetic shapes world
+  libcairo2-dev        # antialiased drawing
+  libespeak-ng-dev espeak-ng espeak-ng-data  # speech for captions and questions
+  fonts-noto-cjk       # glyphs for rendered Chinese text (cards, plots)
 )
 if [[ "${1:-}" == "--peer" ]]; then
-  pkgs+=(python3-torch)
+  pkgs+=(python3-torch python3-torchaudio)
 fi
 
 missing=()

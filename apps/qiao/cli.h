@@ -8,6 +8,10 @@
 
 int cmd_info(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
+/* @@CMD-TOKENIZER@@ */
+/* @@CMD-IMAGE@@ */
+/* @@CMD-AUDIO@@ */
+int cmd_dataset(int argc, char **argv);
 
 /* Prints "qiao: <status>: <detail>" to stderr and returns 1. */
 int cli_fail(qiao_status st);

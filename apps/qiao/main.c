@@ -21,6 +21,10 @@ static const command commands[] = {
     {"version", cmd_version, "print the library version"},
     {"info", cmd_info, "FILE.safetensors: list tensors, dtypes, parameter count, metadata"},
     {"demo", cmd_demo, "train the built-in sequence classifier and report held-out accuracy"},
+    /* @@CMD-TOKENIZER@@ */
+    /* @@CMD-IMAGE@@ */
+    /* @@CMD-AUDIO@@ */
+    {"dataset", cmd_dataset, "shapes|intent: generate the synthetic world, convert intent corpora"},
 };
 
 int cli_fail(qiao_status st) {

@@ -205,6 +205,15 @@ QIAO_API size_t qiao_model_file_metadata_count(const qiao_model_file *file);
 /* The index-th metadata key (sorted), or NULL when out of range. */
 QIAO_API const char *qiao_model_file_metadata_key(const qiao_model_file *file, size_t index);
 
+/* ---- Text: the hybrid character+word tokenizer ---------------------------- */
+/* @@TOKENIZER-API@@ */
+
+/* ---- Images --------------------------------------------------------------- */
+/* @@IMAGE-API@@ */
+
+/* ---- Audio ---------------------------------------------------------------- */
+/* @@AUDIO-API@@ */
+
 /* ---- Self-check training -------------------------------------------------- */
 
 /* Trains the built-in 2-layer transformer sequence classifier on a synthetic
