@@ -8,9 +8,10 @@
 
 int cmd_info(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
-/* @@CMD-TOKENIZER@@ */
+int cmd_tokenizer(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 /* @@CMD-IMAGE@@ */
-/* @@CMD-AUDIO@@ */
+int cmd_mel(int argc, char **argv);
 int cmd_dataset(int argc, char **argv);
 
 /* Prints "qiao: <status>: <detail>" to stderr and returns 1. */

@@ -21,9 +21,10 @@ static const command commands[] = {
     {"version", cmd_version, "print the library version"},
     {"info", cmd_info, "FILE.safetensors: list tensors, dtypes, parameter count, metadata"},
     {"demo", cmd_demo, "train the built-in sequence classifier and report held-out accuracy"},
-    /* @@CMD-TOKENIZER@@ */
+    {"tokenizer", cmd_tokenizer, "train --input CORPUS --vocab-size N --out TOK.safetensors: train a tokenizer"},
+    {"tokenize", cmd_tokenize, "--tokenizer FILE [--json] TEXT: show pieces, char ids, tags, offsets"},
     /* @@CMD-IMAGE@@ */
-    /* @@CMD-AUDIO@@ */
+    {"mel", cmd_mel, "FILE -o OUT.npy: log-mel features of an audio file; --info FILE: its format"},
     {"dataset", cmd_dataset, "shapes|intent: generate the synthetic world, convert intent corpora"},
 };
 

@@ -206,13 +206,433 @@ QIAO_API size_t qiao_model_file_metadata_count(const qiao_model_file *file);
 QIAO_API const char *qiao_model_file_metadata_key(const qiao_model_file *file, size_t index);
 
 /* ---- Text: the hybrid character+word tokenizer ---------------------------- */
-/* @@TOKENIZER-API@@ */
+/* A tokenizer turns UTF-8 text (Chinese first, English too) into tokens
+ * for the text encoder. Each token is a SentencePiece BPE piece inside one
+ * ICU word and carries:
+ *   - its piece id (0 = padding, 1 = unknown, 2 = <s>, 3 = </s>; byte
+ *     fallback keeps every byte, so no text is lost),
+ *   - the ids of its first K characters in a character vocabulary built at
+ *     training time (QIAO_CHAR_PAD = 0 fills the rest, QIAO_CHAR_UNK = 1 for
+ *     a character not in it; spaces are skipped),
+ *   - a word-position tag (begins / continues / ends a word, or is a whole
+ *     word; words come from ICU's dictionary-based word break iterator),
+ *   - the byte range [start, end) of the ORIGINAL text it came from.
+ * Text is first normalized with ICU: NFKC (full-width to half-width),
+ * Unicode case folding, every run of white space / control characters made
+ * one space and trimmed, and optionally Traditional to Simplified Chinese.
+ *
+ * A tokenizer is stored in a model's .safetensors file (tensors
+ * "tokenizer.spm" and "tokenizer.chars", metadata "tokenizer.config"), so
+ * one file is a whole model; a file holding only those is a tokenizer file.
+ * A qiao_tokenizer is immutable and may be shared by any number of threads.
+ *
+ *     qiao_tokenizer *tok = NULL;
+ *     qiao_tokens *t = NULL;
+ *     qiao_tokenize_params tp = qiao_tokenize_default_params();
+ *     if (qiao_tokenizer_load("tok.safetensors", &tok) == QIAO_OK &&
+ *         qiao_tokenize(tok, "我喜欢北京", strlen("我喜欢北京"), &tp, &t) == QIAO_OK)
+ *         for (size_t i = 0; i < t->count; i++)
+ *             printf("%s %d\n", qiao_tokenizer_piece(tok, t->ids[i]), t->ids[i]);
+ *     qiao_tokens_free(t);
+ *     qiao_tokenizer_free(tok);
+ */
+typedef struct qiao_tokenizer qiao_tokenizer;
+
+#define QIAO_PIECE_PAD 0
+#define QIAO_PIECE_UNK 1
+#define QIAO_CHAR_PAD 0
+#define QIAO_CHAR_UNK 1
+
+/* Word-position tags; 0 marks padding in a batch. */
+typedef enum qiao_token_tag {
+    QIAO_TAG_PAD = 0,
+    QIAO_TAG_B = 1, /* the piece begins a word of several pieces */
+    QIAO_TAG_M = 2, /* the piece is inside such a word */
+    QIAO_TAG_E = 3, /* the piece ends such a word */
+    QIAO_TAG_S = 4  /* the piece is a whole word */
+} qiao_token_tag;
+
+typedef struct qiao_tokenizer_train_params {
+    size_t struct_size;          /* set by qiao_tokenizer_train_default_params() */
+    const char *corpus_path;     /* UTF-8 text, one sentence per line (required) */
+    const char *out_path;        /* the .safetensors written (required) */
+    int64_t vocab_size;          /* BPE pieces incl. 4 specials and 256 bytes; default 2000 */
+    int64_t char_vocab_size;     /* characters incl. pad and unknown; default 3000 */
+    int k;                       /* characters kept per token, 1..64; default 4 */
+    int case_fold;               /* nonzero: Unicode case folding (default 1) */
+    int traditional_to_simplified; /* nonzero: map Traditional to Simplified (default 0) */
+    double character_coverage;   /* share of corpus characters the pieces cover; the
+                                    rest go through byte fallback; default 0.995 */
+    int n_threads;               /* SentencePiece trainer threads; default 2 */
+    qiao_progress_fn progress;   /* phases "read", "train", "write" */
+    void *progress_user_data;
+    qiao_cancel_fn cancel;       /* polled while reading the corpus and between phases */
+    void *cancel_user_data;
+} qiao_tokenizer_train_params;
+
+/* Defaults for qiao_tokenizer_train(); set corpus_path and out_path. */
+QIAO_API qiao_tokenizer_train_params qiao_tokenizer_train_default_params(void);
+
+/* Trains a tokenizer on a corpus: normalizes each line, counts characters
+ * for the character vocabulary, trains SentencePiece BPE on the ICU word
+ * units, and writes a tokenizer file to out_path (atomically). Returns
+ * QIAO_ERR_IO for an unreadable corpus or unwritable output, QIAO_ERR_FORMAT
+ * for invalid UTF-8 in the corpus (naming the line and byte) or a corpus
+ * SentencePiece rejects (e.g. too few characters for vocab_size),
+ * QIAO_ERR_CANCELLED when cancelled. */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_tokenizer_train(const qiao_tokenizer_train_params *params);
+
+/* Loads the tokenizer stored in a .safetensors file (a model file or a
+ * tokenizer file). A file without the tokenizer tensors is
+ * QIAO_ERR_NOT_FOUND; a damaged one QIAO_ERR_FORMAT. On success *out is a
+ * new tokenizer the caller frees with qiao_tokenizer_free(). */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_tokenizer_load(const char *path, qiao_tokenizer **out);
+/* The same from a file image in memory; the bytes are copied. */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_tokenizer_load_memory(const void *data, size_t size,
+                                                                qiao_tokenizer **out);
+/* Frees a tokenizer. Accepts NULL. */
+QIAO_API void qiao_tokenizer_free(qiao_tokenizer *tok);
+
+/* Number of pieces. */
+QIAO_API int64_t qiao_tokenizer_vocab_size(const qiao_tokenizer *tok);
+/* Number of characters, including QIAO_CHAR_PAD and QIAO_CHAR_UNK. */
+QIAO_API int64_t qiao_tokenizer_char_vocab_size(const qiao_tokenizer *tok);
+/* Characters kept per token (K). */
+QIAO_API int qiao_tokenizer_k(const qiao_tokenizer *tok);
+/* The piece string of `id` (SentencePiece spelling: "▁" is a space,
+ * "<0xE4>" a byte), owned by the tokenizer; NULL when out of range. */
+QIAO_API const char *qiao_tokenizer_piece(const qiao_tokenizer *tok, int64_t id);
+/* The character (UTF-8) of char id `id` ("<pad>", "<unk>" for 0 and 1),
+ * owned by the tokenizer; NULL when out of range. */
+QIAO_API const char *qiao_tokenizer_char(const qiao_tokenizer *tok, int64_t id);
+
+typedef struct qiao_tokenize_params {
+    size_t struct_size;     /* set by qiao_tokenize_default_params() */
+    int replace_invalid;    /* nonzero: invalid UTF-8 becomes U+FFFD; 0 (default):
+                               it is QIAO_ERR_FORMAT naming the byte offset */
+    int64_t max_tokens;     /* keep at most this many tokens; 0 (default) = all */
+} qiao_tokenize_params;
+
+/* The tokens of one text. Arrays are owned by the result. */
+typedef struct qiao_tokens {
+    size_t count;
+    int k;                  /* characters per token */
+    int32_t *ids;           /* (count) piece ids */
+    int32_t *char_ids;      /* (count, k) */
+    uint8_t *tags;          /* (count) qiao_token_tag */
+    int64_t *offsets;       /* (count, 2): [start, end) bytes of the original text;
+                               byte-fallback pieces of one character share its range */
+} qiao_tokens;
+
+QIAO_API qiao_tokenize_params qiao_tokenize_default_params(void);
+
+/* Tokenizes text[0 .. len) (UTF-8; need not be NUL-terminated). On success
+ * *out is a new result the caller frees with qiao_tokens_free(); an empty
+ * or all-space text gives count 0. Time and memory are linear in len. */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_tokenize(const qiao_tokenizer *tok, const char *text, size_t len,
+                                                   const qiao_tokenize_params *params, qiao_tokens **out);
+/* Frees a result. Accepts NULL. */
+QIAO_API void qiao_tokens_free(qiao_tokens *tokens);
+
+/* n texts tokenized and padded to one length T. */
+typedef struct qiao_token_batch {
+    size_t n, t;
+    int k;
+    int32_t *ids;           /* (n, t); QIAO_PIECE_PAD at padding */
+    int32_t *char_ids;      /* (n, t, k); QIAO_CHAR_PAD at padding */
+    uint8_t *tags;          /* (n, t); QIAO_TAG_PAD at padding */
+    int64_t *offsets;       /* (n, t, 2); -1 at padding */
+    uint8_t *mask;          /* (n, t); 1 = real token, 0 = padding */
+    size_t *lengths;        /* (n) real tokens per text */
+} qiao_token_batch;
+
+/* Tokenizes texts[i][0 .. lens[i]) for i < n (lens may be NULL for
+ * NUL-terminated texts) and pads them to T = the longest, or to max_len
+ * when max_len > 0 (longer texts are truncated to max_len tokens). Any text
+ * failing fails the call, naming its index. On success *out is a new batch
+ * the caller frees with qiao_token_batch_free(). */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_tokenize_batch(const qiao_tokenizer *tok, const char *const *texts,
+                                                         const size_t *lens, size_t n, size_t max_len,
+                                                         const qiao_tokenize_params *params,
+                                                         qiao_token_batch **out);
+/* Frees a batch. Accepts NULL. */
+QIAO_API void qiao_token_batch_free(qiao_token_batch *batch);
 
 /* ---- Images --------------------------------------------------------------- */
-/* @@IMAGE-API@@ */
+/* Decoding: PNG, JPEG, BMP, GIF (first frame), TGA, PSD, PNM and HDR through
+ * stb_image; WebP, TIFF and the other still-image formats FFmpeg knows
+ * through libavcodec. The format is sniffed from the bytes, never from the
+ * file name. Every image comes out as packed 8-bit RGB: alpha is composited
+ * onto a stated background color, grayscale is expanded to three equal
+ * channels, 16-bit samples are reduced to 8 bits.
+ *
+ * Limits are checked before the pixels are allocated: the dimensions are read
+ * from the header first, and an image over max_pixels gives
+ * QIAO_ERR_TOO_LARGE. FFmpeg's log is routed to qiao's log callback (at
+ * QIAO_LOG_DEBUG) the first time FFmpeg is used, so nothing is printed.
+ *
+ *     qiao_image *img = NULL;
+ *     qiao_image_decode_params dp = qiao_image_decode_default_params();
+ *     if (qiao_image_decode_file("cat.jpg", &dp, &img) != QIAO_OK) ... qiao_last_error() ...
+ *     qiao_image_preprocess_params pp = qiao_image_preprocess_default_params();
+ *     float *x = malloc(qiao_image_preprocess_len(&pp) * sizeof(float));   (3 x 224 x 224)
+ *     qiao_status st = qiao_image_preprocess(img, &pp, x, qiao_image_preprocess_len(&pp));
+ *     qiao_image_free(img);
+ *
+ * An image is immutable once made and may be read from many threads. */
+typedef struct qiao_image qiao_image;
+
+typedef struct qiao_image_decode_params {
+    size_t struct_size;         /* set by qiao_image_decode_default_params() */
+    int64_t max_pixels;         /* width * height above this -> QIAO_ERR_TOO_LARGE; default 64 Mi (67108864) */
+    size_t max_file_bytes;      /* files larger than this are not read: QIAO_ERR_TOO_LARGE; default 256 MiB */
+    uint8_t background[3];      /* RGB that transparent pixels are composited onto; default white */
+} qiao_image_decode_params;
+
+QIAO_API qiao_image_decode_params qiao_image_decode_default_params(void);
+
+/* Reads the file at `path` (at most params->max_file_bytes) and decodes it as
+ * qiao_image_decode_memory does. params may be NULL for the defaults.
+ * QIAO_ERR_IO if the file cannot be read, QIAO_ERR_FORMAT for an empty,
+ * truncated, corrupt or unknown file (the message names the file),
+ * QIAO_ERR_TOO_LARGE over a limit. On success *out is a new image the caller
+ * frees with qiao_image_free; on failure *out is NULL. */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_image_decode_file(const char *path, const qiao_image_decode_params *params,
+                                                            qiao_image **out);
+
+/* Decodes an encoded image held in memory (the bytes are only read during
+ * the call). Same formats, limits, statuses and ownership as
+ * qiao_image_decode_file. */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_image_decode_memory(const void *data, size_t size,
+                                                              const qiao_image_decode_params *params,
+                                                              qiao_image **out);
+
+/* Makes an image from packed 8-bit RGB pixels (rows `stride` bytes apart,
+ * stride >= 3 * width), copying them. QIAO_ERR_INVALID_ARGUMENT for a NULL
+ * pointer, a non-positive size or a short stride. The caller frees *out with
+ * qiao_image_free. */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_image_from_rgb(const uint8_t *pixels, int64_t width, int64_t height,
+                                                         size_t stride, qiao_image **out);
+
+/* Frees an image; NULL is fine. */
+QIAO_API void qiao_image_free(qiao_image *img);
+
+/* Accessors. Pixels are packed RGB, row y starting at pixels + y * stride;
+ * they stay valid until the image is freed. The format is the decoder's name
+ * for what it read ("png", "jpeg", "gif", "bmp", "tga", "webp", "tiff", the
+ * video codec name such as "h264" for video frames, "rgb" for
+ * qiao_image_from_rgb). The timestamp is the frame's time in seconds from the
+ * start of the stream for video frames, 0 otherwise. */
+QIAO_API int64_t qiao_image_width(const qiao_image *img);
+QIAO_API int64_t qiao_image_height(const qiao_image *img);
+QIAO_API size_t qiao_image_stride(const qiao_image *img);
+QIAO_API const uint8_t *qiao_image_pixels(const qiao_image *img);
+QIAO_API const char *qiao_image_format(const qiao_image *img);
+QIAO_API double qiao_image_timestamp(const qiao_image *img);
+
+/* Video: frames sampled from a video file (any container and codec FFmpeg
+ * reads, e.g. MP4/H.264, MKV). With fps > 0, a frame is taken at each time
+ * k / fps (k = 0, 1, ...) before the end: the first decoded frame at or after
+ * that time, each source frame at most once. With fps == 0 and count > 0,
+ * `count` frames are spread evenly: targets k * duration / count, which needs
+ * a known duration (QIAO_ERR_UNSUPPORTED otherwise). */
+typedef struct qiao_video_params {
+    size_t struct_size;         /* set by qiao_video_default_params() */
+    double fps;                 /* frames per second to sample; default 1.0; 0 to use count */
+    int64_t count;              /* used when fps == 0; default 0 */
+    int64_t max_frames;         /* more frames than this -> QIAO_ERR_TOO_LARGE; default 1024 */
+    int64_t max_pixels;         /* per frame, as in qiao_image_decode_params; default 64 Mi */
+    uint8_t background[3];      /* for codecs with alpha; default white */
+} qiao_video_params;
+
+QIAO_API qiao_video_params qiao_video_default_params(void);
+
+/* Decodes the sampled frames of the video at `path` (params may be NULL for
+ * the defaults). On success *frames is an array of *n new images in time
+ * order (timestamps strictly increasing), freed with qiao_image_frames_free;
+ * on failure *frames is NULL and *n is 0. QIAO_ERR_IO if the file cannot be
+ * opened, QIAO_ERR_FORMAT if it holds no decodable video stream. */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_image_decode_video_frames(const char *path,
+                                                                    const qiao_video_params *params,
+                                                                    qiao_image ***frames, size_t *n);
+
+/* Frees the array from qiao_image_decode_video_frames and its n images; NULL is fine. */
+QIAO_API void qiao_image_frames_free(qiao_image **frames, size_t n);
+
+/* Preprocessing to the encoder's input: resize, fit to size x size, then
+ * x = (v / 255 - mean[c]) / std[c] as float.
+ *
+ * Fit CROP (the default, as CLIP does): scale so the short side is `size`,
+ * then cut the centered size x size square. LETTERBOX: scale so the long side
+ * is `size`, center the image and fill the rest with `pad` (for an odd
+ * margin, the extra row or column goes to the bottom or right). Resampling is
+ * libswscale bicubic by default: like PIL's bicubic (what CLIP's preprocess
+ * uses), its kernel widens when shrinking, so downscaling is antialiased;
+ * AREA (box average) is the cheaper choice for large reductions. */
+typedef enum qiao_image_fit {
+    QIAO_IMAGE_FIT_CROP = 0,
+    QIAO_IMAGE_FIT_LETTERBOX = 1
+} qiao_image_fit;
+
+typedef enum qiao_image_filter {
+    QIAO_IMAGE_FILTER_BICUBIC = 0,
+    QIAO_IMAGE_FILTER_BILINEAR = 1,
+    QIAO_IMAGE_FILTER_AREA = 2
+} qiao_image_filter;
+
+typedef enum qiao_image_layout {
+    QIAO_IMAGE_CHW = 0,         /* (3, size, size): the default, what the patch embedding reads */
+    QIAO_IMAGE_HWC = 1          /* (size, size, 3) */
+} qiao_image_layout;
+
+typedef struct qiao_image_preprocess_params {
+    size_t struct_size;         /* set by qiao_image_preprocess_default_params() */
+    int64_t size;               /* output side S; default 224; 1..8192 */
+    qiao_image_fit fit;         /* default QIAO_IMAGE_FIT_CROP */
+    qiao_image_filter filter;   /* default QIAO_IMAGE_FILTER_BICUBIC */
+    qiao_image_layout layout;   /* default QIAO_IMAGE_CHW */
+    uint8_t pad[3];             /* letterbox fill; default (123, 117, 104), the CLIP mean, so it normalizes to ~0 */
+    float mean[3];              /* default CLIP's (0.48145466, 0.4578275, 0.40821073) */
+    float std[3];               /* default CLIP's (0.26862954, 0.26130258, 0.27577711); each > 0 */
+} qiao_image_preprocess_params;
+
+QIAO_API qiao_image_preprocess_params qiao_image_preprocess_default_params(void);
+
+/* Floats the preprocessed tensor holds: 3 * size * size (0 for invalid params). */
+QIAO_API size_t qiao_image_preprocess_len(const qiao_image_preprocess_params *params);
+
+/* Preprocesses `img` into `out` (out_len >= qiao_image_preprocess_len(params),
+ * caller-owned) in params->layout. params may be NULL for the defaults.
+ * QIAO_ERR_INVALID_ARGUMENT for bad params or a short buffer. */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_image_preprocess(const qiao_image *img,
+                                                           const qiao_image_preprocess_params *params,
+                                                           float *out, size_t out_len);
+
+/* Floats of the patch matrix: (size / patch)^2 * patch * patch * 3, or 0 when
+ * patch does not divide size. */
+QIAO_API size_t qiao_image_patches_len(const qiao_image_preprocess_params *params, int64_t patch);
+
+/* Preprocesses `img` (params->layout is ignored) and cuts the size x size
+ * result into patch x patch squares: out is (num_patches, 3 * patch * patch),
+ * row-major. Patch k covers rows (k / g) * patch.. and columns (k % g) * patch..
+ * with g = size / patch; inside a patch vector the order is (channel, row,
+ * column), the layout of a PyTorch Conv2d patch-embedding weight
+ * (out, 3, patch, patch), so such a weight reshaped to (out, 3*patch*patch)
+ * applies as a matrix product. QIAO_ERR_INVALID_ARGUMENT if patch does not
+ * divide size or out_len < qiao_image_patches_len(). */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_image_patches(const qiao_image *img,
+                                                        const qiao_image_preprocess_params *params, int64_t patch,
+                                                        float *out, size_t out_len);
 
 /* ---- Audio ---------------------------------------------------------------- */
-/* @@AUDIO-API@@ */
+/* Audio is decoded, downmixed to mono (the mean of the channels) and
+ * resampled (libswresample) to one rate, 16 kHz by default, as float PCM
+ * clamped to [-1, 1]. WAV, FLAC, Ogg/Vorbis and AIFF are read with
+ * libsndfile; MP3, AAC/M4A, Opus and the soundtrack of a video (MP4, MKV,
+ * WebM...) with FFmpeg. The format is recognised from the bytes, never from
+ * the file name. Decoding runs in blocks: the decoded result is the only
+ * whole-file buffer. Sizes are checked before anything is allocated: a file
+ * longer than max_seconds, or claiming one, gives QIAO_ERR_TOO_LARGE; a
+ * sample rate outside [1000, 768000] Hz or more than max_channels channels
+ * gives QIAO_ERR_FORMAT. The first FFmpeg decode routes FFmpeg's own log
+ * messages (process-wide, av_log_set_callback) into qiao's log callback at
+ * QIAO_LOG_DEBUG, so nothing is printed; an application that installs its
+ * own av_log callback afterwards keeps it. */
+typedef struct qiao_audio_params {
+    size_t struct_size;      /* set by qiao_audio_default_params() */
+    int target_rate;         /* output sample rate in Hz; default 16000, 0 keeps the source rate */
+    double max_seconds;      /* refuse longer audio (QIAO_ERR_TOO_LARGE); default 3600 */
+    int max_channels;        /* refuse more channels (QIAO_ERR_FORMAT); default 32 */
+} qiao_audio_params;
+
+/* Decoded audio. Fields are read-only; free with qiao_audio_free(). */
+typedef struct qiao_audio {
+    float *samples;          /* (n_samples,) mono, in [-1, 1] */
+    int64_t n_samples;
+    int sample_rate;         /* Hz, of samples */
+    int source_rate;         /* Hz, of the file before resampling */
+    int source_channels;
+    int64_t source_frames;   /* frames decoded at source_rate */
+    char source_format[32];  /* e.g. "wav", "flac", "ogg/vorbis", "aiff", "mp3", "mov/aac", "pcm" */
+} qiao_audio;
+
+QIAO_API qiao_audio_params qiao_audio_default_params(void);
+
+/* Decodes the audio file at `path` (see above for formats and limits).
+ * `params` may be NULL for the defaults. On success *out is a new
+ * qiao_audio the caller frees with qiao_audio_free(). Returns QIAO_ERR_IO
+ * when the file cannot be opened or read, QIAO_ERR_FORMAT for an unknown,
+ * truncated or corrupt file, QIAO_ERR_TOO_LARGE over the limits; the
+ * message names the file. */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_audio_decode_file(const char *path, const qiao_audio_params *params,
+                                                            qiao_audio **out);
+/* Same as qiao_audio_decode_file() for an encoded file held in memory
+ * (`size` bytes at `data`, not copied, only read during the call). The
+ * result is identical to decoding the same bytes from a file. */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_audio_decode_memory(const void *data, size_t size,
+                                                              const qiao_audio_params *params, qiao_audio **out);
+/* Makes a qiao_audio from raw float PCM: `n_frames` frames of `channels`
+ * interleaved samples at `sample_rate` Hz. The samples are copied,
+ * downmixed, resampled to params->target_rate and clamped as a decoded file
+ * would be. `params` may be NULL. The caller frees *out with qiao_audio_free(). */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_audio_from_pcm(const float *samples, int64_t n_frames, int sample_rate,
+                                                         int channels, const qiao_audio_params *params,
+                                                         qiao_audio **out);
+/* Frees audio from any qiao_audio_* function. Accepts NULL. */
+QIAO_API void qiao_audio_free(qiao_audio *audio);
+
+/* Log-mel spectrogram, as torchaudio.transforms.MelSpectrogram (and
+ * librosa's defaults) compute it, followed by a natural log:
+ * periodic Hann window of n_fft samples, hop `hop`, center=True with
+ * reflect padding of n_fft/2 on both sides (so frames = 1 + n / hop),
+ * power spectrum |X|^2, Slaney mel scale with Slaney area normalization
+ * (htk=False, norm='slaney'), then log(max(mel, floor)). The defaults
+ * (16 kHz, n_fft 400 = 25 ms, hop 160 = 10 ms, 80 mels, 0..8000 Hz,
+ * floor 1e-10) are the audio encoder's input. Output is row-major
+ * (frames, n_mels). */
+typedef struct qiao_mel_params {
+    size_t struct_size;      /* set by qiao_mel_default_params() */
+    int sample_rate;         /* Hz of the input PCM; default 16000 */
+    int n_fft;               /* window and FFT length, even, 16..65536; default 400 */
+    int hop;                 /* 1..n_fft; default 160 */
+    int n_mels;              /* 1..512; default 80 */
+    float fmin;              /* Hz; default 0 */
+    float fmax;              /* Hz, <= sample_rate / 2; 0 means sample_rate / 2; default 8000 */
+    float floor;             /* > 0; default 1e-10 */
+} qiao_mel_params;
+
+QIAO_API qiao_mel_params qiao_mel_default_params(void);
+
+/* Computes the log-mel spectrogram of `audio` (whose sample_rate must equal
+ * params->sample_rate). `params` may be NULL. On success *out is a new
+ * (frames x n_mels) float array the caller frees with qiao_mel_free(), and
+ * *frames its row count (0 for empty audio, *out then NULL). */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_mel_compute(const qiao_audio *audio, const qiao_mel_params *params,
+                                                      float **out, int64_t *frames);
+/* Frees an array from qiao_mel_compute(). Accepts NULL. */
+QIAO_API void qiao_mel_free(float *mel);
+
+/* A streaming log-mel computer: push PCM in chunks of any size and receive
+ * the frames completed so far; memory stays bounded by the chunk size plus
+ * one window. The frames are bit-identical to qiao_mel_compute() on the
+ * concatenated input. A stream is used by one thread at a time. */
+typedef struct qiao_mel_stream qiao_mel_stream;
+
+/* Creates a stream (the mel filterbank and FFT plan are built here, once).
+ * `params` may be NULL. Free with qiao_mel_stream_free(). */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_mel_stream_new(const qiao_mel_params *params, qiao_mel_stream **out);
+/* Appends `n` mono samples at params.sample_rate. On success *frames points
+ * to *n_frames new rows of n_mels floats (possibly 0), owned by the stream
+ * and valid until its next call. */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_mel_stream_push(qiao_mel_stream *stream, const float *samples, size_t n,
+                                                          const float **frames, int64_t *n_frames);
+/* Ends the input and returns the last frames (those that need the right
+ * padding), as qiao_mel_stream_push() does. After it, only
+ * qiao_mel_stream_free() may be called. */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_mel_stream_finish(qiao_mel_stream *stream, const float **frames,
+                                                            int64_t *n_frames);
+/* Frees a stream. Accepts NULL. */
+QIAO_API void qiao_mel_stream_free(qiao_mel_stream *stream);
 
 /* ---- Self-check training -------------------------------------------------- */
 

@@ -1,0 +1,400 @@
+/* datasets/intent/intent_io.c - what every intent converter shares: reading
+ * files, UTF-8 validation, the JSONL writer (temporary files renamed on
+ * success, so a failed conversion never leaves half a data set), and the
+ * format checker. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <cjson/cJSON.h>
+
+#include "intent/intent.h"
+
+/* Larger than any intent corpus by far; a bigger file is a wrong path. */
+#define QI_MAX_FILE ((size_t)512 << 20)
+
+const char *qi_split_name(int split) {
+    static const char *const names[QI_NSPLITS] = {"train", "val", "test"};
+    return split >= 0 && split < QI_NSPLITS ? names[split] : "?";
+}
+
+qiao_status qi_path(char *buf, size_t cap, const char *dir, const char *name) {
+    int n = snprintf(buf, cap, "%s/%s", dir, name);
+    if (n < 0 || (size_t)n >= cap) return qc_error(QIAO_ERR_TOO_LARGE, "%s/%s: path too long", dir, name);
+    return QIAO_OK;
+}
+
+qiao_status qi_read_file(const char *path, char **data, size_t *len) {
+    *data = NULL;
+    *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return qc_error(QIAO_ERR_IO, "%s: %s", path, strerror(errno));
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    if (!buf) {
+        fclose(f);
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    }
+    for (;;) {
+        if (n + 1 >= cap) {
+            if (cap >= QI_MAX_FILE) {
+                free(buf);
+                fclose(f);
+                return qc_error(QIAO_ERR_TOO_LARGE, "%s: larger than %zu bytes", path, QI_MAX_FILE);
+            }
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t got = fread(buf + n, 1, cap - 1 - n, f);
+        n += got;
+        if (got == 0) break;
+    }
+    int err = ferror(f);
+    fclose(f);
+    if (err) {
+        free(buf);
+        return qc_error(QIAO_ERR_IO, "%s: read error", path);
+    }
+    buf[n] = '\0';
+    *data = buf;
+    *len = n;
+    return QIAO_OK;
+}
+
+int qi_utf8_valid(const char *s, size_t len, size_t *bad) {
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < len) {
+        unsigned c = p[i];
+        size_t k;
+        unsigned cp;
+        if (c == 0) goto fail;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if (c >= 0xC2 && c <= 0xDF) {
+            k = 1;
+            cp = c & 0x1F;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            k = 2;
+            cp = c & 0x0F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            k = 3;
+            cp = c & 0x07;
+        } else {
+            goto fail;
+        }
+        if (len - i <= k) goto fail;
+        for (size_t j = 1; j <= k; j++) {
+            if ((p[i + j] & 0xC0) != 0x80) goto fail;
+            cp = (cp << 6) | (p[i + j] & 0x3F);
+        }
+        if ((k == 2 && cp < 0x800) || (k == 3 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+            (cp >= 0xD800 && cp <= 0xDFFF))
+            goto fail;
+        i += k + 1;
+    }
+    return 1;
+fail:
+    if (bad) *bad = i;
+    return 0;
+}
+
+qiao_status qi_mkdirs(const char *dir) {
+    char buf[4096];
+    size_t n = strlen(dir);
+    if (n == 0 || n >= sizeof buf) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "bad output directory '%s'", dir);
+    memcpy(buf, dir, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] != '/' && buf[i] != '\0') continue;
+        char saved = buf[i];
+        buf[i] = '\0';
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+            return qc_error(QIAO_ERR_IO, "%s: cannot create directory: %s", buf, strerror(errno));
+        buf[i] = saved;
+    }
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) return qc_error(QIAO_ERR_IO, "%s: not a directory", dir);
+    return QIAO_OK;
+}
+
+qiao_status qi_copy_file(const char *from, const char *to) {
+    char *data;
+    size_t len;
+    qiao_status st = qi_read_file(from, &data, &len);
+    if (st) return st;
+    FILE *f = fopen(to, "wb");
+    if (!f) {
+        free(data);
+        return qc_error(QIAO_ERR_IO, "%s: %s", to, strerror(errno));
+    }
+    size_t put = fwrite(data, 1, len, f);
+    free(data);
+    if (fclose(f) != 0 || put != len) return qc_error(QIAO_ERR_IO, "%s: write failed", to);
+    return QIAO_OK;
+}
+
+/* ---- a set of strings (the distinct labels) ------------------------------ */
+
+typedef struct qi_strset {
+    char **slots;
+    size_t cap, count;
+} qi_strset;
+
+static uint64_t fnv1a(const char *s) {
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static int strset_add(qi_strset *set, const char *s) {
+    if ((set->count + 1) * 2 > set->cap) {
+        size_t ncap = set->cap ? set->cap * 2 : 64;
+        char **ns = calloc(ncap, sizeof *ns);
+        if (!ns) return -1;
+        for (size_t i = 0; i < set->cap; i++) {
+            if (!set->slots[i]) continue;
+            size_t j = fnv1a(set->slots[i]) & (ncap - 1);
+            while (ns[j]) j = (j + 1) & (ncap - 1);
+            ns[j] = set->slots[i];
+        }
+        free(set->slots);
+        set->slots = ns;
+        set->cap = ncap;
+    }
+    size_t j = fnv1a(s) & (set->cap - 1);
+    while (set->slots[j]) {
+        if (!strcmp(set->slots[j], s)) return 0;
+        j = (j + 1) & (set->cap - 1);
+    }
+    size_t n = strlen(s);
+    char *copy = malloc(n + 1);
+    if (!copy) return -1;
+    memcpy(copy, s, n + 1);
+    set->slots[j] = copy;
+    set->count++;
+    return 1;
+}
+
+static void strset_free(qi_strset *set) {
+    for (size_t i = 0; i < set->cap; i++) free(set->slots[i]);
+    free(set->slots);
+}
+
+/* ---- JSONL writer --------------------------------------------------------- */
+
+struct qi_writer {
+    char dir[4096];
+    FILE *f[QI_NSPLITS];
+    int with_entities, with_intents;
+    qi_stats stats;
+    qi_strset labels;
+    qiao_status error;
+};
+
+/* Writes s[0..len) as a JSON string. The text was validated as UTF-8, so it
+ * goes out unescaped except quotes, backslashes and control characters. */
+static void put_json_str(FILE *f, const char *s, size_t len) {
+    fputc('"', f);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        switch (c) {
+        case '"': fputs("\\\"", f); break;
+        case '\\': fputs("\\\\", f); break;
+        case '\n': fputs("\\n", f); break;
+        case '\r': fputs("\\r", f); break;
+        case '\t': fputs("\\t", f); break;
+        default:
+            if (c < 0x20 || c == 0x7F) fprintf(f, "\\u%04x", c);
+            else fputc(c, f);
+        }
+    }
+    fputc('"', f);
+}
+
+qiao_status qi_writer_open(qi_writer **out, const char *out_dir, int with_entities, int with_intents) {
+    *out = NULL;
+    if (strlen(out_dir) + 32 > sizeof((qi_writer *)0)->dir)
+        return qc_error(QIAO_ERR_TOO_LARGE, "%s: path too long", out_dir);
+    qiao_status st = qi_mkdirs(out_dir);
+    if (st) return st;
+    qi_writer *w = calloc(1, sizeof *w);
+    if (!w) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
+    snprintf(w->dir, sizeof w->dir, "%s", out_dir);
+    w->with_entities = with_entities;
+    w->with_intents = with_intents;
+    *out = w;
+    return QIAO_OK;
+}
+
+static void tmp_name(char *buf, size_t cap, const qi_writer *w, int split) {
+    snprintf(buf, cap, "%s/.%s.jsonl.tmp", w->dir, qi_split_name(split));
+}
+
+qiao_status qi_writer_add(qi_writer *w, int split, const qi_example *ex, const char *where) {
+    if (w->error) return w->error;
+    if (split < 0 || split >= QI_NSPLITS) return w->error = qc_error(QIAO_ERR_INTERNAL, "%s: bad split", where);
+    size_t bad;
+    if (!qi_utf8_valid(ex->text, ex->len, &bad))
+        return w->error = qc_error(QIAO_ERR_FORMAT, "%s: text is not valid UTF-8 (byte %zu)", where, bad);
+    if (!qi_utf8_valid(ex->intent, strlen(ex->intent), &bad))
+        return w->error = qc_error(QIAO_ERR_FORMAT, "%s: intent is not valid UTF-8", where);
+    for (size_t i = 0; i < ex->n_entities; i++) {
+        const qi_entity *e = &ex->entities[i];
+        if (e->start >= e->end || e->end > ex->len)
+            return w->error = qc_error(QIAO_ERR_FORMAT, "%s: entity %zu [%zu, %zu) outside the text (%zu bytes)",
+                                       where, i, e->start, e->end, ex->len);
+        if (!qi_utf8_valid(ex->text + e->start, e->end - e->start, &bad))
+            return w->error =
+                       qc_error(QIAO_ERR_FORMAT, "%s: entity %zu [%zu, %zu) cuts a UTF-8 character", where, i,
+                                e->start, e->end);
+    }
+    if (!w->f[split]) {
+        char path[4200];
+        tmp_name(path, sizeof path, w, split);
+        w->f[split] = fopen(path, "wb");
+        if (!w->f[split]) return w->error = qc_error(QIAO_ERR_IO, "%s: %s", path, strerror(errno));
+    }
+    FILE *f = w->f[split];
+    fputs("{\"text\": ", f);
+    put_json_str(f, ex->text, ex->len);
+    fputs(", \"intent\": ", f);
+    put_json_str(f, ex->intent, strlen(ex->intent));
+    if (w->with_intents) {
+        fputs(", \"intents\": [", f);
+        for (size_t i = 0; i < ex->n_labels; i++) {
+            if (i) fputs(", ", f);
+            put_json_str(f, ex->labels[i], strlen(ex->labels[i]));
+        }
+        fputc(']', f);
+    }
+    if (w->with_entities || ex->n_entities) {
+        fputs(", \"entities\": [", f);
+        for (size_t i = 0; i < ex->n_entities; i++) {
+            const qi_entity *e = &ex->entities[i];
+            fprintf(f, "%s{\"start\": %zu, \"end\": %zu, \"type\": ", i ? ", " : "", e->start, e->end);
+            put_json_str(f, e->type, strlen(e->type));
+            fputs(", \"value\": ", f);
+            put_json_str(f, ex->text + e->start, e->end - e->start);
+            fputc('}', f);
+        }
+        fputc(']', f);
+    }
+    fputs("}\n", f);
+    w->stats.examples[split]++;
+    w->stats.entities += (int64_t)ex->n_entities;
+    if (ex->n_labels > 1) w->stats.multi_label++;
+    if (strset_add(&w->labels, ex->intent) < 0) return w->error = qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
+    return QIAO_OK;
+}
+
+qiao_status qi_writer_close(qi_writer *w, int commit, qi_stats *stats) {
+    if (!w) return QIAO_OK;
+    qiao_status st = w->error;
+    for (int s = 0; s < QI_NSPLITS; s++) {
+        if (!w->f[s]) continue;
+        int bad = ferror(w->f[s]);
+        if (fclose(w->f[s]) != 0 || bad) {
+            if (!st) st = qc_error(QIAO_ERR_IO, "%s: write failed for %s.jsonl", w->dir, qi_split_name(s));
+        }
+    }
+    for (int s = 0; s < QI_NSPLITS; s++) {
+        if (!w->f[s]) continue;
+        char tmp[4200], final[4200];
+        tmp_name(tmp, sizeof tmp, w, s);
+        snprintf(final, sizeof final, "%s/%s.jsonl", w->dir, qi_split_name(s));
+        if (commit && !st) {
+            if (rename(tmp, final) != 0) st = qc_error(QIAO_ERR_IO, "%s: %s", final, strerror(errno));
+        } else {
+            remove(tmp);
+        }
+    }
+    w->stats.labels = (int64_t)w->labels.count;
+    if (stats) {
+        int64_t dropped = stats->entities_dropped;
+        *stats = w->stats;
+        stats->entities_dropped += dropped;
+    }
+    strset_free(&w->labels);
+    free(w);
+    return st;
+}
+
+/* ---- checker -------------------------------------------------------------- */
+
+static qiao_status check_line(const char *path, int64_t lineno, const char *line, size_t len, qi_stats *stats) {
+    size_t bad;
+    if (!qi_utf8_valid(line, len, &bad))
+        return qc_error(QIAO_ERR_FORMAT, "%s:%lld: invalid UTF-8 at byte %zu", path, (long long)lineno, bad);
+    cJSON *o = cJSON_ParseWithLength(line, len);
+    if (!o) return qc_error(QIAO_ERR_FORMAT, "%s:%lld: not valid JSON", path, (long long)lineno);
+    qiao_status st = QIAO_OK;
+    const cJSON *text = cJSON_GetObjectItemCaseSensitive(o, "text");
+    const cJSON *intent = cJSON_GetObjectItemCaseSensitive(o, "intent");
+    const cJSON *ents = cJSON_GetObjectItemCaseSensitive(o, "entities");
+    if (!cJSON_IsObject(o) || !cJSON_IsString(text) || !cJSON_IsString(intent) || !intent->valuestring[0]) {
+        st = qc_error(QIAO_ERR_FORMAT, "%s:%lld: expected {\"text\": string, \"intent\": string, ...}", path,
+                      (long long)lineno);
+        goto done;
+    }
+    size_t tlen = strlen(text->valuestring);
+    if (ents && !cJSON_IsArray(ents)) {
+        st = qc_error(QIAO_ERR_FORMAT, "%s:%lld: \"entities\" is not a list", path, (long long)lineno);
+        goto done;
+    }
+    const cJSON *e;
+    cJSON_ArrayForEach(e, ents) {
+        const cJSON *s = cJSON_GetObjectItemCaseSensitive(e, "start");
+        const cJSON *en = cJSON_GetObjectItemCaseSensitive(e, "end");
+        const cJSON *ty = cJSON_GetObjectItemCaseSensitive(e, "type");
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(e, "value");
+        if (!cJSON_IsNumber(s) || !cJSON_IsNumber(en) || !cJSON_IsString(ty) || !cJSON_IsString(v) ||
+            s->valuedouble < 0 || en->valuedouble > (double)tlen || s->valuedouble >= en->valuedouble) {
+            st = qc_error(QIAO_ERR_FORMAT, "%s:%lld: bad entity (need 0 <= start < end <= %zu, type, value)", path,
+                          (long long)lineno, tlen);
+            goto done;
+        }
+        size_t a = (size_t)s->valuedouble, b = (size_t)en->valuedouble;
+        if (strlen(v->valuestring) != b - a || memcmp(text->valuestring + a, v->valuestring, b - a) != 0) {
+            st = qc_error(QIAO_ERR_FORMAT, "%s:%lld: text[%zu:%zu] != value \"%s\"", path, (long long)lineno, a, b,
+                          v->valuestring);
+            goto done;
+        }
+        if (stats) stats->entities++;
+    }
+    if (stats) stats->examples[QI_TRAIN]++;
+done:
+    cJSON_Delete(o);
+    return st;
+}
+
+qiao_status qi_check_jsonl(const char *path, qi_stats *stats) {
+    char *data;
+    size_t len;
+    qiao_status st = qi_read_file(path, &data, &len);
+    if (st) return st;
+    if (len == 0) {
+        free(data);
+        return qc_error(QIAO_ERR_FORMAT, "%s: empty file", path);
+    }
+    int64_t lineno = 0;
+    for (size_t pos = 0; pos < len && !st;) {
+        char *nl = memchr(data + pos, '\n', len - pos);
+        size_t end = nl ? (size_t)(nl - data) : len;
+        lineno++;
+        if (!nl) st = qc_error(QIAO_ERR_FORMAT, "%s:%lld: last line has no newline", path, (long long)lineno);
+        else st = check_line(path, lineno, data + pos, end - pos, stats);
+        pos = end + 1;
+    }
+    free(data);
+    return st;
+}

@@ -1,0 +1,58 @@
+/* modalities/image/decode_stb.c - PNG, JPEG, GIF, BMP, TGA (and PSD, PNM,
+ * HDR) through stb_image.
+ *
+ * stb's failure reason is no use to us (a terse code, and process-global in
+ * builds without thread-locals), so the size is read with stbi_info first and
+ * every message is our own. stb takes int sizes: buffers over INT_MAX bytes
+ * are refused up front. */
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <stb_image.h>
+
+#include "modalities/image/image.h"
+
+int qi_stb_recognizes(const uint8_t *data, size_t size) {
+    int w, h, comp;
+    if (size > INT_MAX) return 0;
+    return stbi_info_from_memory(data, (int)size, &w, &h, &comp) == 1;
+}
+
+qiao_status qi_stb_decode(const uint8_t *data, size_t size, const char *name, const char *format,
+                          const qi_decode_opts *o, qiao_image **out) {
+    *out = NULL;
+    const char *fmt = format ? format : "image";
+    if (size > INT_MAX)
+        return qc_error(QIAO_ERR_TOO_LARGE, "%s: %zu bytes, too large for the %s decoder", name, size, fmt);
+    int w = 0, h = 0, comp = 0;
+    if (!stbi_info_from_memory(data, (int)size, &w, &h, &comp))
+        return qc_error(QIAO_ERR_FORMAT, "%s: corrupt or truncated %s header (%zu bytes)", name, fmt, size);
+    if (w < 1 || h < 1)
+        return qc_error(QIAO_ERR_FORMAT, "%s: %s claims an empty %dx%d image", name, fmt, w, h);
+    if ((int64_t)w * (int64_t)h > o->max_pixels)
+        return qc_error(QIAO_ERR_TOO_LARGE, "%s: %s is %dx%d = %lld pixels, over the limit of %lld", name, fmt, w,
+                        h, (long long)w * h, (long long)o->max_pixels);
+    /* Gray+alpha and RGBA come out as RGBA so alpha can be composited;
+     * everything else as RGB (stb expands gray). */
+    int alpha = comp == 2 || comp == 4;
+    int lw = 0, lh = 0, lc = 0;
+    uint8_t *px = stbi_load_from_memory(data, (int)size, &lw, &lh, &lc, alpha ? 4 : 3);
+    if (!px) return qc_error(QIAO_ERR_FORMAT, "%s: corrupt or truncated %s data (%dx%d)", name, fmt, w, h);
+    if (lw != w || lh != h) {
+        stbi_image_free(px);
+        return qc_error(QIAO_ERR_FORMAT, "%s: %s header says %dx%d but the data decodes to %dx%d", name, fmt, w,
+                        h, lw, lh);
+    }
+    qiao_image *img;
+    qiao_status st = qi_image_alloc(w, h, fmt, &img);
+    if (st != QIAO_OK) {
+        stbi_image_free(px);
+        return st;
+    }
+    if (alpha) qi_rgba_to_rgb(img, px, (size_t)w * 4, o->background);
+    else memcpy(img->pixels, px, img->stride * (size_t)h);
+    stbi_image_free(px);
+    *out = img;
+    return QIAO_OK;
+}

@@ -1,0 +1,62 @@
+# The hybrid character+word tokenizer (tokenizers/): ICU normalization,
+# segmentation tags, offsets, batches, training round trips, corrupt files,
+# threads. The committed tests/data/tokenizer/tok-test.safetensors is
+# regenerated with
+#   build/bin/qiao tokenizer train --input tests/data/tokenizer/corpus.txt \
+#     --vocab-size 2000 --out tests/data/tokenizer/tok-test.safetensors
+qiao_test(NAME test_tokenizer SOURCES unit/test_tokenizer.c
+  CASES normalize_fullwidth normalize_nfkc_compat normalize_case_fold normalize_whitespace
+        normalize_traditional normalize_byte_map invalid_utf8_error invalid_utf8_replace
+        segment_chinese segment_english mixed_zh_en_emoji offsets_cover_text offsets_highlight
+        long_text batch_padding_mask train_roundtrip load_memory inside_model_file corrupt_file
+        thread_safety bad_arguments
+  LABELS tokenizer TIMEOUT 120)
+find_package(Threads REQUIRED)
+target_link_libraries(test_tokenizer PRIVATE Threads::Threads)
+
+# The commands, as a user runs them.
+set(QIAO_TOK_TEST ${CMAKE_CURRENT_SOURCE_DIR}/data/tokenizer/tok-test.safetensors)
+cli_expect(NAME cli.tokenize.zh RC 0 ARGS tokenize --tokenizer ${QIAO_TOK_TEST} "我喜欢北京天安门"
+  STDOUT "北京 +[0-9]+  \\[[0-9]+ [0-9]+ 0 0\\]  S  \\[9, 15\\)  '北京'")
+cli_expect(NAME cli.tokenize.json RC 0 ARGS tokenize --json --tokenizer ${QIAO_TOK_TEST} "ｓｅｔ 北京"
+  JSON_KEY "0|text" JSON_VALUE "ｓｅｔ")
+cli_expect(NAME cli.tokenize.json_end RC 0 ARGS tokenize --json --tokenizer ${QIAO_TOK_TEST} "ｓｅｔ 北京"
+  JSON_KEY "0|end" JSON_VALUE 9)
+cli_expect(NAME cli.tokenize.missing RC 1 ARGS tokenize --tokenizer /nonexistent.safetensors x
+  STDERR "i/o error")
+cli_expect(NAME cli.tokenize.not_tokenizer RC 1 ARGS tokenize --tokenizer
+  ${CMAKE_CURRENT_BINARY_DIR}/cli-files/model.safetensors x STDERR "no tensor 'tokenizer.spm'")
+cli_expect(NAME cli.tokenize.usage RC 2 ARGS tokenize STDERR "usage")
+cli_expect(NAME cli.tokenizer.train RC 0 ARGS tokenizer train --input
+  ${CMAKE_CURRENT_SOURCE_DIR}/data/tokenizer/corpus.txt --vocab-size 1500 --char-vocab 800 --k 2
+  --out ${CMAKE_CURRENT_BINARY_DIR}/cli-files/tok-cli.safetensors
+  STDOUT "1500 pieces, 800 characters, K = 2")
+cli_expect(NAME cli.tokenizer.bad_corpus RC 1 ARGS tokenizer train --input /nonexistent.txt --vocab-size 1000
+  --out ${CMAKE_CURRENT_BINARY_DIR}/cli-files/never.safetensors STDERR "nonexistent.txt")
+
+# libFuzzer: arbitrary bytes through the whole tokenizer (normalization,
+# segmentation, SentencePiece), both invalid-UTF-8 modes. As tests/fuzz.cmake
+# explains, the code under test is compiled into the fuzzer with its
+# instrumentation, the C++ shim included (so CXX must be clang++ too).
+if(QIAO_FUZZ)
+  if(NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+    message(FATAL_ERROR "fuzz_tokenizer needs clang++ for the SentencePiece shim: configure with CXX=clang++")
+  endif()
+  set(QIAO_FUZZ_TOK ${PROJECT_SOURCE_DIR}/tokenizers)
+  add_executable(fuzz_tokenizer fuzz/fuzz_tokenizer.c
+    ${QIAO_FUZZ_TOK}/normalize.c ${QIAO_FUZZ_TOK}/tokenizer.c ${QIAO_FUZZ_TOK}/train.c
+    ${QIAO_FUZZ_TOK}/spm_shim.cpp
+    ${QIAO_FUZZ_SDK}/core/safetensors.c ${QIAO_FUZZ_SDK}/core/status.c
+    ${QIAO_FUZZ_SDK}/core/half.c ${QIAO_FUZZ_SDK}/core/tensor.c ${QIAO_FUZZ_SDK}/core/rng.c)
+  target_include_directories(fuzz_tokenizer PRIVATE
+    ${QIAO_FUZZ_SDK} ${QIAO_FUZZ_SDK}/include ${PROJECT_BINARY_DIR}/sdk ${PROJECT_SOURCE_DIR})
+  target_compile_definitions(fuzz_tokenizer PRIVATE
+    QIAO_FUZZ_TOKENIZER="${CMAKE_CURRENT_SOURCE_DIR}/data/tokenizer/tok-test.safetensors")
+  target_compile_options(fuzz_tokenizer PRIVATE ${QIAO_FUZZ_FLAGS})
+  target_link_options(fuzz_tokenizer PRIVATE ${QIAO_FUZZ_FLAGS})
+  target_link_libraries(fuzz_tokenizer PRIVATE qiao_warnings PkgConfig::CJSON PkgConfig::ICU
+    PkgConfig::SENTENCEPIECE m)
+  add_test(NAME fuzz.tokenizer.seeds
+    COMMAND fuzz_tokenizer -runs=0 ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus/tokenizer)
+  set_tests_properties(fuzz.tokenizer.seeds PROPERTIES LABELS fuzz TIMEOUT 120)
+endif()

@@ -1,0 +1,70 @@
+/* tokenizers/spm_shim.h - a thin C interface to SentencePiece (C++).
+ *
+ * spm_shim.cpp is the only C++ in qiao. Every entry point catches every
+ * exception at the boundary and turns it into a return code plus a message
+ * written into the caller's buffer, so no exception ever crosses into C.
+ *
+ * A loaded model is immutable: spm_encode() may run on many threads at once
+ * with one model (SentencePieceProcessor::Encode is const and keeps no state
+ * between calls). Not a public header. */
+#ifndef QIAO_SPM_SHIM_H
+#define QIAO_SPM_SHIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum spm_rc {
+    SPM_OK = 0,
+    SPM_ERR_FORMAT = 1,   /* the model bytes or the training data are rejected */
+    SPM_ERR_NOMEM = 2,
+    SPM_ERR_INVALID = 3,  /* bad argument */
+    SPM_ERR_INTERNAL = 4  /* anything else SentencePiece threw */
+} spm_rc;
+
+typedef struct spm_model spm_model;
+
+/* One piece of an encoded text: its id and its byte span [begin, end) in the
+ * text given to spm_encode(). Byte-fallback pieces after the first of a
+ * character may have an empty span. */
+typedef struct spm_piece {
+    int32_t id;
+    uint32_t begin, end;
+} spm_piece;
+
+/* Parses a serialized ModelProto (the bytes are copied). */
+spm_rc spm_load(const void *data, size_t size, spm_model **out, char *err, size_t errcap);
+void spm_free(spm_model *m);
+int32_t spm_vocab_size(const spm_model *m);
+/* The piece string of `id` ("▁the", "<0xE4>"...), owned by the model; NULL when
+ * out of range. */
+const char *spm_piece_str(const spm_model *m, int32_t id);
+
+/* Encodes text[0 .. len) into pieces appended to *buf (grown with realloc;
+ * *cap is its capacity in pieces, *n the count written). The caller frees
+ * *buf with free(). */
+spm_rc spm_encode(const spm_model *m, const char *text, size_t len, spm_piece **buf, size_t *cap,
+                  size_t *n, char *err, size_t errcap);
+
+typedef struct spm_train_opts {
+    int64_t vocab_size;
+    double character_coverage;
+    int n_threads;
+} spm_train_opts;
+
+/* Trains a BPE model with SentencePiece's own normalization off (identity:
+ * the caller normalized already), no dummy prefix, whitespace kept as is,
+ * byte fallback on, and ids <pad>=0 <unk>=1 <s>=2 </s>=3. The sentences are
+ * text[off[i] .. off[i+1]) for i < n. On success *model (malloc'd, caller
+ * frees) holds the serialized ModelProto. */
+spm_rc spm_train(const char *text, const size_t *off, size_t n, const spm_train_opts *opts,
+                 char **model, size_t *model_len, char *err, size_t errcap);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

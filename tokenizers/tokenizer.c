@@ -1,0 +1,499 @@
+/* tokenizers/tokenizer.c - the hybrid character+word tokenizer: loading
+ * from a .safetensors file, tokenizing one text or a padded batch.
+ *
+ * Per text: normalize (normalize.c, with a byte map back to the original),
+ * cut into ICU word units, encode each unit with SentencePiece on its own so
+ * that no piece crosses a word boundary (which is what makes B/M/E/S tags
+ * exact), then give each piece its character ids and original offsets. */
+#define _POSIX_C_SOURCE 200809L
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "tokenizers/tokenizer.h"
+
+/* ---- the character map ------------------------------------------------------ */
+
+static uint32_t hash_cp(uint32_t x) {
+    x ^= x >> 16;
+    x *= 0x7feb352dU;
+    x ^= x >> 15;
+    x *= 0x846ca68bU;
+    x ^= x >> 16;
+    return x;
+}
+
+static qiao_status charmap_init(tk_charmap *m, size_t n) {
+    size_t cap = 16;
+    while (cap < 2 * n + 2) cap *= 2;
+    m->keys = calloc(cap, sizeof *m->keys);
+    m->vals = calloc(cap, sizeof *m->vals);
+    m->cap = cap;
+    if (!m->keys || !m->vals) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "tokenizer: out of memory (char map)");
+    return QIAO_OK;
+}
+
+/* Returns false if cp is already present. */
+static bool charmap_put(tk_charmap *m, uint32_t cp, int32_t id) {
+    size_t i = hash_cp(cp) & (m->cap - 1);
+    while (m->keys[i]) {
+        if (m->keys[i] == cp + 1) return false;
+        i = (i + 1) & (m->cap - 1);
+    }
+    m->keys[i] = cp + 1;
+    m->vals[i] = id;
+    return true;
+}
+
+static int32_t charmap_get(const tk_charmap *m, uint32_t cp) {
+    size_t i = hash_cp(cp) & (m->cap - 1);
+    while (m->keys[i]) {
+        if (m->keys[i] == cp + 1) return m->vals[i];
+        i = (i + 1) & (m->cap - 1);
+    }
+    return QIAO_CHAR_UNK;
+}
+
+/* ---- loading ---------------------------------------------------------------- */
+
+void qiao_tokenizer_free(qiao_tokenizer *tok) {
+    if (!tok) return;
+    spm_free(tok->spm);
+    free(tok->spm_bytes);
+    free(tok->chars_text);
+    free(tok->char_strs);
+    free(tok->char_buf);
+    free(tok->charmap.keys);
+    free(tok->charmap.vals);
+    free(tok->config_json);
+    free(tok);
+}
+
+static const qc_st_tensor *find_bytes(const qc_st_file *f, const char *name, qiao_status *st) {
+    const qc_st_tensor *t = qc_st_find(f, name);
+    if (!t) {
+        *st = qc_error(QIAO_ERR_NOT_FOUND, "%s: no tensor '%s' (not a file with a tokenizer)", qc_st_name(f), name);
+        return NULL;
+    }
+    if (t->dtype != QIAO_DTYPE_U8 || t->ndim != 1 || t->nbytes == 0) {
+        *st = qc_error(QIAO_ERR_FORMAT, "%s: tensor '%s' must be a non-empty 1-D U8 tensor", qc_st_name(f), name);
+        return NULL;
+    }
+    return t;
+}
+
+static qiao_status parse_config(qiao_tokenizer *tok, const char *fname, const char *json) {
+    cJSON *c = cJSON_Parse(json);
+    if (!cJSON_IsObject(c)) {
+        cJSON_Delete(c);
+        return qc_error(QIAO_ERR_FORMAT, "%s: metadata '%s' is not a JSON object", fname, TK_META_CONFIG);
+    }
+    qiao_status st = QIAO_OK;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(c, "version");
+    const cJSON *k = cJSON_GetObjectItemCaseSensitive(c, "k");
+    const cJSON *cf = cJSON_GetObjectItemCaseSensitive(c, "case_fold");
+    const cJSON *ts = cJSON_GetObjectItemCaseSensitive(c, "t2s");
+    if (!cJSON_IsNumber(v) || v->valuedouble != TK_VERSION)
+        st = qc_error(QIAO_ERR_FORMAT, "%s: %s: version must be %d", fname, TK_META_CONFIG, TK_VERSION);
+    else if (!cJSON_IsNumber(k) || k->valuedouble < 1 || k->valuedouble > TK_MAX_K ||
+             k->valuedouble != (double)(int)k->valuedouble)
+        st = qc_error(QIAO_ERR_FORMAT, "%s: %s: k must be an integer in 1..%d", fname, TK_META_CONFIG, TK_MAX_K);
+    else if (!cJSON_IsBool(cf) || !cJSON_IsBool(ts))
+        st = qc_error(QIAO_ERR_FORMAT, "%s: %s: case_fold and t2s must be booleans", fname, TK_META_CONFIG);
+    else {
+        tok->k = (int)k->valuedouble;
+        tok->norm.case_fold = cJSON_IsTrue(cf);
+        tok->norm.t2s = cJSON_IsTrue(ts);
+    }
+    cJSON_Delete(c);
+    return st;
+}
+
+/* The chars tensor: "<pad>\n<unk>\n" then one character per line, id order. */
+static qiao_status parse_chars(qiao_tokenizer *tok, const char *fname) {
+    const char *s = tok->chars_text;
+    size_t len = tok->chars_len;
+    if (!qc_st_utf8_valid(s, len))
+        return qc_error(QIAO_ERR_FORMAT, "%s: tensor '%s' is not valid UTF-8", fname, TK_TENSOR_CHARS);
+    size_t lines = 0;
+    for (size_t i = 0; i < len; i++) lines += s[i] == '\n';
+    if (len && s[len - 1] != '\n') lines++;
+    if (lines < 2 || lines > INT32_MAX)
+        return qc_error(QIAO_ERR_FORMAT, "%s: tensor '%s' has %zu lines", fname, TK_TENSOR_CHARS, lines);
+    tok->char_buf = malloc(len + 1);
+    tok->char_strs = calloc(lines, sizeof(char *));
+    qiao_status st = charmap_init(&tok->charmap, lines);
+    if (st != QIAO_OK) return st;
+    if (!tok->char_buf || !tok->char_strs) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", fname);
+    memcpy(tok->char_buf, s, len);
+    tok->char_buf[len] = '\0';
+    char *p = tok->char_buf, *end = tok->char_buf + len;
+    for (size_t id = 0; id < lines; id++) {
+        char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl) nl = end;
+        *nl = '\0';
+        tok->char_strs[id] = p;
+        size_t n = (size_t)(nl - p);
+        if (id == 0 || id == 1) {
+            if (strcmp(p, id ? "<unk>" : "<pad>") != 0)
+                return qc_error(QIAO_ERR_FORMAT, "%s: tensor '%s' line %zu must be '%s'", fname, TK_TENSOR_CHARS,
+                                id + 1, id ? "<unk>" : "<pad>");
+        } else {
+            int32_t cp = -1;
+            size_t cl = n ? tk_utf8_decode((const unsigned char *)p, n, &cp) : 0;
+            if (n == 0 || cp < 0 || cl != n)
+                return qc_error(QIAO_ERR_FORMAT, "%s: tensor '%s' line %zu is not exactly one character", fname,
+                                TK_TENSOR_CHARS, id + 1);
+            if (!charmap_put(&tok->charmap, (uint32_t)cp, (int32_t)id))
+                return qc_error(QIAO_ERR_FORMAT, "%s: tensor '%s' line %zu repeats a character", fname,
+                                TK_TENSOR_CHARS, id + 1);
+        }
+        p = nl < end ? nl + 1 : end;
+    }
+    tok->n_chars = (int32_t)lines;
+    return QIAO_OK;
+}
+
+qiao_status tk_tokenizer_from_st(const qc_st_file *f, qiao_tokenizer **out) {
+    if (!f || !out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "tokenizer: NULL argument");
+    *out = NULL;
+    const char *fname = qc_st_name(f);
+    qiao_status st = QIAO_OK;
+    const qc_st_tensor *ts = find_bytes(f, TK_TENSOR_SPM, &st);
+    if (!ts) return st;
+    const qc_st_tensor *tc = find_bytes(f, TK_TENSOR_CHARS, &st);
+    if (!tc) return st;
+    const char *cfg = qc_st_metadata_get(f, TK_META_CONFIG);
+    if (!cfg) return qc_error(QIAO_ERR_FORMAT, "%s: no metadata '%s'", fname, TK_META_CONFIG);
+    qiao_tokenizer *tok = calloc(1, sizeof *tok);
+    if (!tok) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", fname);
+    tok->spm_bytes = malloc(ts->nbytes);
+    tok->chars_text = malloc(tc->nbytes);
+    tok->config_json = strdup(cfg);
+    if (!tok->spm_bytes || !tok->chars_text || !tok->config_json) {
+        st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", fname);
+        goto fail;
+    }
+    memcpy(tok->spm_bytes, ts->data, ts->nbytes);
+    tok->spm_len = ts->nbytes;
+    memcpy(tok->chars_text, tc->data, tc->nbytes);
+    tok->chars_len = tc->nbytes;
+    if ((st = parse_config(tok, fname, cfg)) != QIAO_OK) goto fail;
+    if ((st = parse_chars(tok, fname)) != QIAO_OK) goto fail;
+    char err[512] = "";
+    spm_rc rc = spm_load(tok->spm_bytes, tok->spm_len, &tok->spm, err, sizeof err);
+    if (rc != SPM_OK) {
+        st = qc_error(rc == SPM_ERR_NOMEM ? QIAO_ERR_OUT_OF_MEMORY : QIAO_ERR_FORMAT,
+                      "%s: tensor '%s': SentencePiece rejects the model: %s", fname, TK_TENSOR_SPM, err);
+        goto fail;
+    }
+    const char *p0 = spm_piece_str(tok->spm, 0), *p1 = spm_piece_str(tok->spm, 1);
+    if (!p0 || !p1 || strcmp(p0, "<pad>") != 0 || strcmp(p1, "<unk>") != 0) {
+        st = qc_error(QIAO_ERR_FORMAT, "%s: tensor '%s': pieces 0 and 1 must be <pad> and <unk>", fname, TK_TENSOR_SPM);
+        goto fail;
+    }
+    *out = tok;
+    return QIAO_OK;
+fail:
+    qiao_tokenizer_free(tok);
+    return st;
+}
+
+qiao_status qiao_tokenizer_load(const char *path, qiao_tokenizer **out) {
+    if (!path || !out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_tokenizer_load: NULL argument");
+    *out = NULL;
+    qc_st_file *f = NULL;
+    qiao_status st = qc_st_open(path, &f);
+    if (st != QIAO_OK) return st;
+    st = tk_tokenizer_from_st(f, out);
+    qc_st_close(f);
+    return st;
+}
+
+qiao_status qiao_tokenizer_load_memory(const void *data, size_t size, qiao_tokenizer **out) {
+    if (!out || (!data && size)) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_tokenizer_load_memory: NULL argument");
+    *out = NULL;
+    qc_st_file *f = NULL;
+    /* Borrowed: everything the tokenizer keeps is copied out before closing. */
+    qiao_status st = qc_st_open_memory(data, size, "<memory>", false, &f);
+    if (st != QIAO_OK) return st;
+    st = tk_tokenizer_from_st(f, out);
+    qc_st_close(f);
+    return st;
+}
+
+void tk_tokenizer_entries(const qiao_tokenizer *tok, qc_st_entry entries[2], qc_st_kv *meta) {
+    memset(entries, 0, 2 * sizeof *entries);
+    entries[0].name = TK_TENSOR_SPM;
+    entries[0].dtype = QIAO_DTYPE_U8;
+    entries[0].ndim = 1;
+    entries[0].shape[0] = (int64_t)tok->spm_len;
+    entries[0].data = tok->spm_bytes;
+    entries[1].name = TK_TENSOR_CHARS;
+    entries[1].dtype = QIAO_DTYPE_U8;
+    entries[1].ndim = 1;
+    entries[1].shape[0] = (int64_t)tok->chars_len;
+    entries[1].data = tok->chars_text;
+    meta->key = TK_META_CONFIG;
+    meta->value = tok->config_json;
+}
+
+int64_t qiao_tokenizer_vocab_size(const qiao_tokenizer *tok) { return tok ? spm_vocab_size(tok->spm) : 0; }
+int64_t qiao_tokenizer_char_vocab_size(const qiao_tokenizer *tok) { return tok ? tok->n_chars : 0; }
+int qiao_tokenizer_k(const qiao_tokenizer *tok) { return tok ? tok->k : 0; }
+
+const char *qiao_tokenizer_piece(const qiao_tokenizer *tok, int64_t id) {
+    if (!tok || id < 0 || id > INT32_MAX) return NULL;
+    return spm_piece_str(tok->spm, (int32_t)id);
+}
+
+const char *qiao_tokenizer_char(const qiao_tokenizer *tok, int64_t id) {
+    if (!tok || id < 0 || id >= tok->n_chars) return NULL;
+    return tok->char_strs[id];
+}
+
+/* ---- tokenizing -------------------------------------------------------------- */
+
+qiao_tokenize_params qiao_tokenize_default_params(void) {
+    qiao_tokenize_params p;
+    memset(&p, 0, sizeof p);
+    p.struct_size = sizeof p;
+    return p;
+}
+
+/* Reads only the caller's struct_size bytes, so an older caller's shorter
+ * struct still works; missing fields keep their defaults. */
+static qiao_status read_params(const qiao_tokenize_params *in, qiao_tokenize_params *p) {
+    *p = qiao_tokenize_default_params();
+    if (!in) return QIAO_OK;
+    if (in->struct_size < sizeof(size_t) || in->struct_size > 4096)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_tokenize_params: struct_size %zu (start from qiao_tokenize_default_params())",
+                        in->struct_size);
+    size_t n = in->struct_size < sizeof *p ? in->struct_size : sizeof *p;
+    memcpy(p, in, n);
+    p->struct_size = sizeof *p;
+    if (p->max_tokens < 0) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_tokenize_params: max_tokens %lld < 0", (long long)p->max_tokens);
+    return QIAO_OK;
+}
+
+typedef struct tk_run {
+    const qiao_tokenizer *tok;
+    const tk_normalized *nt;
+    size_t text_len;
+    spm_piece *pieces;      /* scratch for one unit */
+    size_t pcap;
+    qiao_tokens *r;
+    size_t cap;
+    size_t limit;           /* 0 = no limit */
+} tk_run;
+
+static qiao_status grow_tokens(tk_run *run, size_t more) {
+    qiao_tokens *r = run->r;
+    if (r->count + more <= run->cap) return QIAO_OK;
+    size_t nc = run->cap ? run->cap : 64;
+    while (nc < r->count + more) nc *= 2;
+    size_t k = (size_t)r->k;
+    int32_t *ids = realloc(r->ids, nc * sizeof *ids);
+    if (ids) r->ids = ids;
+    int32_t *ch = realloc(r->char_ids, nc * k * sizeof *ch);
+    if (ch) r->char_ids = ch;
+    uint8_t *tg = realloc(r->tags, nc);
+    if (tg) r->tags = tg;
+    int64_t *of = realloc(r->offsets, nc * 2 * sizeof *of);
+    if (of) r->offsets = of;
+    if (!ids || !ch || !tg || !of) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qiao_tokenize: out of memory for %zu tokens", nc);
+    run->cap = nc;
+    return QIAO_OK;
+}
+
+/* Char ids of the characters that start in normalized bytes [b, e), spaces
+ * skipped; a span that starts inside a character (a byte-fallback piece)
+ * is widened back to that character's first byte. */
+static void piece_chars(const qiao_tokenizer *tok, const tk_normalized *nt, size_t b, size_t e, int32_t *out) {
+    int k = tok->k;
+    for (int i = 0; i < k; i++) out[i] = QIAO_CHAR_PAD;
+    const unsigned char *s = (const unsigned char *)nt->s;
+    while (b > 0 && b < nt->len && (s[b] & 0xC0) == 0x80) b--;
+    int n = 0;
+    for (size_t i = b; i < e && i < nt->len && n < k;) {
+        int32_t cp;
+        size_t l = tk_utf8_decode(s + i, nt->len - i, &cp);
+        if (cp >= 0 && cp != ' ') out[n++] = charmap_get(&tok->charmap, (uint32_t)cp);
+        i += l;
+    }
+}
+
+static qiao_status on_unit(size_t ub, size_t ue, void *user) {
+    tk_run *run = user;
+    qiao_tokens *r = run->r;
+    if (run->limit && r->count >= run->limit) return QIAO_OK;
+    size_t np = 0;
+    char err[512] = "";
+    spm_rc rc = spm_encode(run->tok->spm, run->nt->s + ub, ue - ub, &run->pieces, &run->pcap, &np, err, sizeof err);
+    if (rc != SPM_OK)
+        return qc_error(rc == SPM_ERR_NOMEM ? QIAO_ERR_OUT_OF_MEMORY : QIAO_ERR_INTERNAL,
+                        "qiao_tokenize: SentencePiece failed on bytes [%zu, %zu) of the normalized text: %s", ub, ue, err);
+    /* Truncation keeps the tags of the full word: a word cut short ends in
+     * B or M, which says so. */
+    size_t keep = np;
+    if (run->limit && keep > run->limit - r->count) keep = run->limit - r->count;
+    qiao_status st = grow_tokens(run, keep);
+    if (st != QIAO_OK) return st;
+    const tk_normalized *nt = run->nt;
+    size_t k = (size_t)r->k;
+    for (size_t i = 0; i < keep; i++) {
+        const spm_piece *p = &run->pieces[i];
+        size_t b = ub + p->begin, e = ub + p->end;
+        if (e > ue) e = ue;
+        if (b > e) b = e;
+        if (b == e && b < ue) {
+            /* SentencePiece gives the leading byte-fallback pieces of a
+             * character an empty span (the last one gets the character):
+             * give each the whole character instead. */
+            int32_t cp;
+            e = b + tk_utf8_decode((const unsigned char *)nt->s + b, ue - b, &cp);
+        }
+        size_t t = r->count++;
+        r->ids[t] = p->id;
+        r->tags[t] = np == 1 ? QIAO_TAG_S : i == 0 ? QIAO_TAG_B : i + 1 == np ? QIAO_TAG_E : QIAO_TAG_M;
+        int64_t os, oe;
+        if (e > b) {
+            os = nt->ostart[b];
+            oe = nt->oend[e - 1];
+        } else { /* an empty span: a point just before normalized byte b */
+            os = oe = b < nt->len ? nt->ostart[b] : (int64_t)run->text_len;
+        }
+        r->offsets[2 * t] = os;
+        r->offsets[2 * t + 1] = oe;
+        piece_chars(run->tok, nt, b, e > b ? e : b + 1, r->char_ids + t * k);
+    }
+    return QIAO_OK;
+}
+
+static qiao_status tokenize_one(const qiao_tokenizer *tok, const char *text, size_t len, const qiao_tokenize_params *p,
+                                const char *what, qiao_tokens **out) {
+    tk_norm_opts o = tok->norm;
+    o.replace_invalid = p->replace_invalid != 0;
+    tk_normalized nt;
+    qiao_status st = tk_normalize(text, len, &o, what, &nt);
+    if (st != QIAO_OK) return st;
+    qiao_tokens *r = calloc(1, sizeof *r);
+    if (!r) {
+        tk_normalized_free(&nt);
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qiao_tokenize: out of memory");
+    }
+    r->k = tok->k;
+    tk_run run = {.tok = tok, .nt = &nt, .text_len = len, .r = r, .limit = (size_t)p->max_tokens};
+    st = grow_tokens(&run, 1);
+    if (st == QIAO_OK) st = tk_word_units(nt.s, nt.len, on_unit, &run);
+    free(run.pieces);
+    tk_normalized_free(&nt);
+    if (st != QIAO_OK) {
+        qiao_tokens_free(r);
+        return st;
+    }
+    *out = r;
+    return QIAO_OK;
+}
+
+qiao_status qiao_tokenize(const qiao_tokenizer *tok, const char *text, size_t len, const qiao_tokenize_params *params,
+                          qiao_tokens **out) {
+    if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_tokenize: NULL out");
+    *out = NULL;
+    if (!tok || (!text && len)) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_tokenize: NULL argument");
+    qiao_tokenize_params p;
+    qiao_status st = read_params(params, &p);
+    if (st != QIAO_OK) return st;
+    return tokenize_one(tok, text ? text : "", len, &p, "text", out);
+}
+
+void qiao_tokens_free(qiao_tokens *t) {
+    if (!t) return;
+    free(t->ids);
+    free(t->char_ids);
+    free(t->tags);
+    free(t->offsets);
+    free(t);
+}
+
+void qiao_token_batch_free(qiao_token_batch *b) {
+    if (!b) return;
+    free(b->ids);
+    free(b->char_ids);
+    free(b->tags);
+    free(b->offsets);
+    free(b->mask);
+    free(b->lengths);
+    free(b);
+}
+
+qiao_status qiao_tokenize_batch(const qiao_tokenizer *tok, const char *const *texts, const size_t *lens, size_t n,
+                                size_t max_len, const qiao_tokenize_params *params, qiao_token_batch **out) {
+    if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_tokenize_batch: NULL out");
+    *out = NULL;
+    if (!tok || (!texts && n)) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_tokenize_batch: NULL argument");
+    qiao_tokenize_params p;
+    qiao_status st = read_params(params, &p);
+    if (st != QIAO_OK) return st;
+    if (max_len > 0 && (p.max_tokens == 0 || (size_t)p.max_tokens > max_len)) p.max_tokens = (int64_t)max_len;
+    qiao_tokens **all = calloc(n ? n : 1, sizeof *all);
+    qiao_token_batch *b = calloc(1, sizeof *b);
+    if (!all || !b) {
+        st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "qiao_tokenize_batch: out of memory");
+        goto done;
+    }
+    size_t T = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!texts[i] && lens && lens[i]) {
+            st = qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_tokenize_batch: text %zu is NULL", i);
+            goto done;
+        }
+        const char *s = texts[i] ? texts[i] : "";
+        char what[48];
+        snprintf(what, sizeof what, "text %zu", i);
+        if ((st = tokenize_one(tok, s, lens ? lens[i] : strlen(s), &p, what, &all[i])) != QIAO_OK) goto done;
+        if (all[i]->count > T) T = all[i]->count;
+    }
+    if (max_len > 0) T = max_len;
+    size_t k = (size_t)tok->k, nt;
+    if (!qc_mul_size(n, T, &nt) || nt > SIZE_MAX / (2 * k * sizeof(int64_t))) {
+        st = qc_error(QIAO_ERR_TOO_LARGE, "qiao_tokenize_batch: %zu x %zu tokens", n, T);
+        goto done;
+    }
+    b->n = n;
+    b->t = T;
+    b->k = tok->k;
+    size_t cells = nt ? nt : 1;
+    b->ids = calloc(cells, sizeof *b->ids);
+    b->char_ids = calloc(cells * k, sizeof *b->char_ids);
+    b->tags = calloc(cells, 1);
+    b->offsets = malloc(cells * 2 * sizeof *b->offsets);
+    b->mask = calloc(cells, 1);
+    b->lengths = calloc(n ? n : 1, sizeof *b->lengths);
+    if (!b->ids || !b->char_ids || !b->tags || !b->offsets || !b->mask || !b->lengths) {
+        st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "qiao_tokenize_batch: out of memory for %zu x %zu tokens", n, T);
+        goto done;
+    }
+    for (size_t i = 0; i < cells * 2; i++) b->offsets[i] = -1;
+    for (size_t i = 0; i < n; i++) {
+        const qiao_tokens *r = all[i];
+        size_t c = r->count < T ? r->count : T;
+        b->lengths[i] = c;
+        memcpy(b->ids + i * T, r->ids, c * sizeof *r->ids);
+        memcpy(b->char_ids + i * T * k, r->char_ids, c * k * sizeof *r->char_ids);
+        memcpy(b->tags + i * T, r->tags, c);
+        memcpy(b->offsets + i * T * 2, r->offsets, c * 2 * sizeof *r->offsets);
+        memset(b->mask + i * T, 1, c);
+    }
+    *out = b;
+    b = NULL;
+done:
+    if (all)
+        for (size_t i = 0; i < n; i++) qiao_tokens_free(all[i]);
+    free(all);
+    qiao_token_batch_free(b);
+    return st;
+}

@@ -1,0 +1,101 @@
+/* tokenizers/tokenizer.h - internals of the hybrid character+word
+ * tokenizer, shared by its files, the tests and the model writers.
+ *
+ * Pipeline: ICU normalization (normalize.c) -> ICU word segmentation ->
+ * SentencePiece BPE pieces inside each word (spm_shim.cpp) -> per piece the
+ * ids of its first K characters and a B/M/E/S word-position tag
+ * (tokenizer.c). Training is in train.c.
+ *
+ * Not a public header: prefix tk_. */
+#ifndef QIAO_TOKENIZER_INTERNAL_H
+#define QIAO_TOKENIZER_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/core.h"
+#include "core/safetensors.h"
+#include "tokenizers/spm_shim.h"
+
+#define TK_TENSOR_SPM "tokenizer.spm"
+#define TK_TENSOR_CHARS "tokenizer.chars"
+#define TK_META_CONFIG "tokenizer.config"
+#define TK_VERSION 1
+#define TK_MAX_K 64
+/* ICU locale of the word break iterator; its CJK dictionary segments Chinese. */
+#define TK_WORD_LOCALE "zh"
+
+/* ---- Normalization (normalize.c) ----------------------------------------- */
+
+typedef struct tk_norm_opts {
+    bool case_fold;        /* Unicode default case folding after NFKC */
+    bool t2s;              /* ICU "Traditional-Simplified" transliteration */
+    bool replace_invalid;  /* invalid UTF-8 -> U+FFFD instead of QIAO_ERR_FORMAT */
+} tk_norm_opts;
+
+/* Normalized text: NFKC, optional case folding and T->S, every run of
+ * Unicode white space / control characters made one ' ', trimmed. Byte i of
+ * `s` came from bytes [ostart[i], oend[i]) of the original text. */
+typedef struct tk_normalized {
+    char *s;            /* (len + 1), NUL-terminated */
+    size_t len;
+    int64_t *ostart;    /* (len) */
+    int64_t *oend;      /* (len) */
+} tk_normalized;
+
+/* Normalizes text[0 .. len). `what` names the text in messages ("text",
+ * "corpus.txt line 3"). Invalid UTF-8 is QIAO_ERR_FORMAT naming the byte
+ * offset unless opts->replace_invalid. Free with tk_normalized_free(). */
+qiao_status tk_normalize(const char *text, size_t len, const tk_norm_opts *opts, const char *what,
+                         tk_normalized *out);
+void tk_normalized_free(tk_normalized *n);
+
+/* Decodes one UTF-8 code point at s[0 .. len) (len > 0). Returns its length
+ * and sets *cp; on an ill-formed sequence returns the length of its maximal
+ * invalid prefix (>= 1, as Unicode's U+FFFD substitution practice counts)
+ * and sets *cp = -1. */
+size_t tk_utf8_decode(const unsigned char *s, size_t len, int32_t *cp);
+
+/* ---- Word units ---------------------------------------------------------- */
+
+/* Calls fn(begin, end, user) for each word unit of normalized text s[0..len):
+ * an ICU word segment together with the single space before it, if any.
+ * fn returns a status; the first failure stops the walk. */
+typedef qiao_status (*tk_unit_fn)(size_t begin, size_t end, void *user);
+qiao_status tk_word_units(const char *s, size_t len, tk_unit_fn fn, void *user);
+
+/* ---- The tokenizer ------------------------------------------------------- */
+
+/* Open-addressing map from code point to char id. */
+typedef struct tk_charmap {
+    uint32_t *keys;     /* code point + 1; 0 = empty slot */
+    int32_t *vals;
+    size_t cap;         /* power of two */
+} tk_charmap;
+
+struct qiao_tokenizer {
+    spm_model *spm;
+    char *spm_bytes;        /* serialized ModelProto, kept to write it back out */
+    size_t spm_len;
+    char *chars_text;       /* the tokenizer.chars tensor as stored */
+    size_t chars_len;
+    char **char_strs;       /* (n_chars) pointers into char_buf; id order */
+    char *char_buf;
+    int32_t n_chars;        /* including <pad> and <unk> */
+    tk_charmap charmap;
+    char *config_json;      /* the tokenizer.config metadata as stored */
+    int k;
+    tk_norm_opts norm;      /* replace_invalid unused here: it is per call */
+};
+
+/* Builds a tokenizer from a validated file (a model file holding the
+ * tokenizer tensors, or a tokenizer file). Everything is copied: the file
+ * may be closed afterwards. */
+qiao_status tk_tokenizer_from_st(const qc_st_file *f, qiao_tokenizer **out);
+
+/* The two tensors and the metadata pair that store `tok`, for writing a
+ * model file that carries its tokenizer. Borrowed from tok. */
+void tk_tokenizer_entries(const qiao_tokenizer *tok, qc_st_entry entries[2], qc_st_kv *meta);
+
+#endif
