@@ -7,3 +7,16 @@ qiao_test(NAME test_image SOURCES unit/test_image.c LABELS image unit TIMEOUT 12
         over_pixel_limit_refused_early decode_on_four_threads center_crop_geometry letterbox_geometry
         normalization_values patch_layout)
 target_link_libraries(test_image PRIVATE pthread)
+
+# The CLI: --info, the .npy size of a patch tensor, and a bad file's message.
+set(QIAO_IMAGE_PHOTO ${CMAKE_CURRENT_SOURCE_DIR}/data/image/000000126107.jpg)
+add_test(NAME image.cli.info COMMAND qiao_cli image --info ${QIAO_IMAGE_PHOTO})
+set_tests_properties(image.cli.info PROPERTIES LABELS "image;cli"
+  PASS_REGULAR_EXPRESSION "format jpeg, width 640, height 480")
+# (196, 768) float32 = 602112 data bytes after the 128-byte .npy header.
+add_test(NAME image.cli.patches COMMAND sh -c
+  "d=$(mktemp -d) && $<TARGET_FILE:qiao_cli> image '${QIAO_IMAGE_PHOTO}' --patch 16 -o $d/p.npy && test $(stat -c %s $d/p.npy) -eq 602240; rc=$?; rm -rf $d; exit $rc")
+set_tests_properties(image.cli.patches PROPERTIES LABELS "image;cli")
+add_test(NAME image.cli.bad_file COMMAND sh -c
+  "f='${CMAKE_CURRENT_SOURCE_DIR}/data/image/LICENSE.txt'; out=$($<TARGET_FILE:qiao_cli> image --info \"$f\" 2>&1); rc=$?; echo \"$out\"; test $rc -eq 1 && echo \"$out\" | grep -qF \"format error: $f\"")
+set_tests_properties(image.cli.bad_file PROPERTIES LABELS "image;cli")

@@ -10,7 +10,7 @@ int cmd_info(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_tokenizer(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
-/* @@CMD-IMAGE@@ */
+int cmd_image(int argc, char **argv);
 int cmd_mel(int argc, char **argv);
 int cmd_dataset(int argc, char **argv);
 

@@ -23,7 +23,7 @@ static const command commands[] = {
     {"demo", cmd_demo, "train the built-in sequence classifier and report held-out accuracy"},
     {"tokenizer", cmd_tokenizer, "train --input CORPUS --vocab-size N --out TOK.safetensors: train a tokenizer"},
     {"tokenize", cmd_tokenize, "--tokenizer FILE [--json] TEXT: show pieces, char ids, tags, offsets"},
-    /* @@CMD-IMAGE@@ */
+    {"image", cmd_image, "FILE [--size S] [--letterbox] [--patch P] -o OUT.npy | --info FILE: decode, preprocess"},
     {"mel", cmd_mel, "FILE -o OUT.npy: log-mel features of an audio file; --info FILE: its format"},
     {"dataset", cmd_dataset, "shapes|intent: generate the synthetic world, convert intent corpora"},
 };

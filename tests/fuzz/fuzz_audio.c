@@ -22,6 +22,14 @@
     } while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+const char *__lsan_default_suppressions(void);
+
+/* libsndfile 1.2.0 leaks libvorbis's codec setup (allocated in
+ * vorbis_info_init) when an Ogg/Vorbis header is corrupt: sf_open_virtual
+ * fails and gives us nothing to free. That is outside qiao (reported to the
+ * lead); only leaks allocated inside libvorbis are suppressed, so a leak in
+ * our own code still fails the run. */
+const char *__lsan_default_suppressions(void) { return "leak:libvorbis.so\n"; }
 
 static void check_audio(const float *x, size_t n, int rate, double max_seconds) {
     CHECK(rate > 0);
