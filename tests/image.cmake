@@ -20,3 +20,22 @@ set_tests_properties(image.cli.patches PROPERTIES LABELS "image;cli")
 add_test(NAME image.cli.bad_file COMMAND sh -c
   "f='${CMAKE_CURRENT_SOURCE_DIR}/data/image/LICENSE.txt'; out=$($<TARGET_FILE:qiao_cli> image --info \"$f\" 2>&1); rc=$?; echo \"$out\"; test $rc -eq 1 && echo \"$out\" | grep -qF \"format error: $f\"")
 set_tests_properties(image.cli.bad_file PROPERTIES LABELS "image;cli")
+
+# libFuzzer target (see tests/fuzz.cmake): the image sources are compiled
+# into the fuzzer with its instrumentation; stb and FFmpeg are linked as the
+# system builds them (uninstrumented, so coverage guides through our dispatch
+# and limits, and ASan still checks every buffer we hand them or get back).
+if(QIAO_FUZZ)
+  add_executable(fuzz_image fuzz/fuzz_image.c
+    ${PROJECT_SOURCE_DIR}/modalities/image/image.c ${PROJECT_SOURCE_DIR}/modalities/image/decode_stb.c
+    ${PROJECT_SOURCE_DIR}/modalities/image/decode_ffmpeg.c ${PROJECT_SOURCE_DIR}/modalities/image/preprocess.c
+    ${QIAO_FUZZ_SDK}/core/status.c)
+  target_include_directories(fuzz_image PRIVATE
+    ${QIAO_FUZZ_SDK} ${QIAO_FUZZ_SDK}/include ${PROJECT_BINARY_DIR}/sdk ${PROJECT_SOURCE_DIR})
+  target_compile_options(fuzz_image PRIVATE ${QIAO_FUZZ_FLAGS})
+  target_link_options(fuzz_image PRIVATE ${QIAO_FUZZ_FLAGS})
+  target_link_libraries(fuzz_image PRIVATE qiao_warnings PkgConfig::STB PkgConfig::FFMPEG m pthread)
+  add_test(NAME fuzz.image.seeds
+    COMMAND fuzz_image -runs=0 ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus/image)
+  set_tests_properties(fuzz.image.seeds PROPERTIES LABELS fuzz TIMEOUT 120)
+endif()
