@@ -1,0 +1,159 @@
+/* datasets/shapes/shapes.h - the shapes world: a synthetic tri-modal data set
+ * (image, captions and questions in Chinese and English, optional speech).
+ *
+ * Every scene is a pure function of (seed, split, index): its RNG stream is
+ * derived from those three numbers, never from thread order, so the same
+ * arguments give the same bytes for any number of jobs. Internal to the qiao
+ * command and its tests (not part of the public SDK API).
+ *
+ * Thread-safety: every function may be called from several threads at once;
+ * nothing here keeps process-global mutable state. Speech runs the espeak-ng
+ * command in a fresh process per utterance, because the espeak-ng library
+ * keeps global state that makes an utterance depend on the ones before it. */
+#ifndef QIAO_SHAPES_H
+#define QIAO_SHAPES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/core.h"
+
+#define SHAPES_VERSION "shapes-1.0"
+
+enum {
+    SHAPES_NSHAPES = 7,
+    SHAPES_NCOLORS = 8,
+    SHAPES_NSIZES = 2,
+    SHAPES_NPLACES = 9,
+    SHAPES_MAX_OBJECTS = 6,
+    SHAPES_NCOGENT = 4,    /* held-out colour+shape pairs */
+    SHAPES_NLANGS = 2,     /* 0 = zh, 1 = en */
+    SHAPES_MAX_CAPTIONS = 3,
+    SHAPES_NQTYPES = 5,
+    SHAPES_TEXT_MAX = 768  /* bytes of one caption or question, UTF-8, with NUL */
+};
+
+typedef enum shapes_split { SHAPES_TRAIN = 0, SHAPES_VAL, SHAPES_TEST, SHAPES_COGENT, SHAPES_NSPLITS } shapes_split;
+typedef enum shapes_qtype { SHAPES_Q_COUNT = 0, SHAPES_Q_ATTRIBUTE, SHAPES_Q_EXIST, SHAPES_Q_SPATIAL, SHAPES_Q_COMPARE } shapes_qtype;
+typedef enum shapes_lang { SHAPES_ZH = 0, SHAPES_EN = 1 } shapes_lang;
+
+/* The answer vocabulary: one canonical id per answer, ordered
+ * yes, no, 0..6, colours, shapes, sizes, places. */
+enum {
+    SHAPES_A_YES = 0,
+    SHAPES_A_NO = 1,
+    SHAPES_A_NUM0 = 2,                                    /* numbers 0..6 */
+    SHAPES_A_COLOR0 = SHAPES_A_NUM0 + 7,                  /* colours */
+    SHAPES_A_SHAPE0 = SHAPES_A_COLOR0 + SHAPES_NCOLORS,   /* shapes */
+    SHAPES_A_SIZE0 = SHAPES_A_SHAPE0 + SHAPES_NSHAPES,    /* sizes */
+    SHAPES_A_PLACE0 = SHAPES_A_SIZE0 + SHAPES_NSIZES,     /* places */
+    SHAPES_NANSWERS = SHAPES_A_PLACE0 + SHAPES_NPLACES
+};
+
+/* Vocabulary kinds, for the word tables below. */
+typedef enum shapes_kind { SHAPES_K_SHAPE = 0, SHAPES_K_COLOR, SHAPES_K_SIZE, SHAPES_K_PLACE } shapes_kind;
+
+/* Canonical English name of item `id` of `kind` ("circle", "red", "small",
+ * "top-left"), or NULL when out of range. */
+const char *shapes_name(shapes_kind kind, int id);
+/* The k-th surface form (synonym) of item `id` of `kind` in `lang` as it
+ * appears in captions and questions, or NULL past the last one. Static
+ * strings. */
+const char *shapes_form(shapes_kind kind, int id, shapes_lang lang, int k);
+/* Canonical answer id string ("yes", "3", "red", "top-left") and its surface
+ * text in `lang`; NULL when out of range. */
+const char *shapes_answer_key(int answer);
+const char *shapes_answer_text(int answer, shapes_lang lang);
+const char *shapes_qtype_name(int qtype);
+const char *shapes_split_name(shapes_split split);
+/* Parses "train" / "val" / "test" / "cogent"; returns -1 when unknown. */
+int shapes_split_parse(const char *s);
+/* The held-out (colour, shape) pair i of SHAPES_NCOGENT: never in train, val
+ * or test, at least one in every cogent scene. */
+void shapes_cogent_pair(int i, int *color, int *shape);
+int shapes_is_cogent_pair(int color, int shape);
+
+typedef struct shapes_object {
+    int shape, color, size;
+    int cell;       /* 0..8, row-major on the 3x3 grid: 0 = top-left, 4 = center */
+    float x, y;     /* centre, in [0, 1] image units (x right, y down) */
+    float r;        /* circumscribed radius, image units; the shape lies inside its cell */
+    float rot;      /* rotation in degrees */
+} shapes_object;
+
+typedef struct shapes_qa {
+    int type;       /* shapes_qtype */
+    int answer;     /* canonical answer id */
+    char text[SHAPES_NLANGS][SHAPES_TEXT_MAX];
+} shapes_qa;
+
+typedef struct shapes_scene {
+    int64_t index;
+    shapes_split split;
+    uint64_t seed;                      /* this scene's own stream */
+    int n;
+    shapes_object obj[SHAPES_MAX_OBJECTS];
+    int bg_gradient;                    /* 0 solid, 1 horizontal, 2 vertical */
+    float bg[2][3];                     /* background colour(s), RGB in [0, 1] */
+    int ncap;                           /* captions per language; caption 0 is the long one */
+    char cap[SHAPES_NLANGS][SHAPES_MAX_CAPTIONS][SHAPES_TEXT_MAX];
+    int nqa;                            /* questions; each is asked in both languages */
+    shapes_qa qa[SHAPES_NQTYPES];
+} shapes_scene;
+
+/* Fills `sc` with scene `index` of `split` for `seed`: objects, background,
+ * captions and questions. Pure and cheap (no I/O). */
+qiao_status shapes_scene_make(uint64_t seed, shapes_split split, int64_t index, shapes_scene *sc);
+
+/* Draws the scene at size x size pixels (antialiased, light noise) and writes
+ * it as a PNG to `path` (through `path`.tmp and a rename). */
+qiao_status shapes_render_png(const shapes_scene *sc, int size, const char *path);
+
+/* Speaks `text` with espeak-ng (voice, rate and pitch drawn from `seed`),
+ * resamples 22050 -> 16000 Hz, adds light noise, and writes a 16 kHz mono
+ * 16-bit WAV to `path` (through a temporary file and a rename). */
+qiao_status shapes_speak_wav(const char *text, shapes_lang lang, uint64_t seed, const char *path);
+
+/* Resamples 22050 Hz to 16000 Hz with a Hann-windowed sinc (polyphase; the
+ * ratio 320/441 is fixed). `out` holds shapes_resample_len(n) samples. */
+size_t shapes_resample_len(size_t n);
+void shapes_resample_22050_16000(float *out, const float *in, size_t n);
+
+/* Called after every scene (from any thread, one call at a time); a nonzero
+ * return cancels the run with QIAO_ERR_CANCELLED. */
+typedef int (*shapes_progress_fn)(int64_t done, int64_t total, void *user_data);
+
+typedef struct shapes_params {
+    size_t struct_size;
+    int64_t n;                 /* scenes */
+    uint64_t seed;
+    shapes_split split;
+    int size;                  /* image side in pixels (16..1024) */
+    int speech;                /* also write WAVs */
+    int langs;                 /* bit 0 zh, bit 1 en */
+    int jobs;                  /* threads */
+    shapes_progress_fn progress;
+    void *user_data;
+} shapes_params;
+
+shapes_params shapes_default_params(void);
+
+/* Generates the data set into directory `out` (created if missing):
+ * images/, speech/ (with speech), manifest.jsonl and dataset.json. A rerun
+ * with the same arguments skips the files that already exist (each is
+ * written through a temporary file and a rename, so one that exists is
+ * complete); a rerun with other arguments into the same directory fails. */
+qiao_status shapes_generate(const shapes_params *params, const char *out);
+
+/* The blind baseline of a manifest: for each question type, the share of
+ * questions answered right by always giving that type's most frequent
+ * answer (answer_id). */
+typedef struct shapes_baseline {
+    int64_t count[SHAPES_NQTYPES];       /* questions of the type (all languages) */
+    int majority[SHAPES_NQTYPES];        /* most frequent answer id, -1 if none */
+    double accuracy[SHAPES_NQTYPES];
+} shapes_baseline;
+
+qiao_status shapes_blind_baseline(const char *manifest_path, shapes_baseline *out);
+
+#endif
