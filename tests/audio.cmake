@@ -9,7 +9,7 @@ endif()
 qiao_test(NAME test_audio SOURCES unit/test_audio.c
   CASES test_decode_every_format test_memory_decode_equals_path test_downmix_stereo_is_channel_mean
         test_resample_8k_to_16k_keeps_sine test_resample_matches_torchaudio test_mel_matches_torchaudio
-        test_mel_stream_equals_whole test_mel_short_and_empty test_params_validated test_bad_input
+        test_mel_stream_equals_whole test_mel_short_and_empty test_params_validated test_bad_input test_corrupt_ogg_no_leak
         test_absurd_headers_refused test_threads_decode_and_mel
   LABELS audio unit TIMEOUT 120)
 find_package(Threads REQUIRED)
@@ -47,7 +47,7 @@ if(QIAO_FUZZ)
       -fno-omit-frame-pointer -g)
   file(GLOB QIAO_FUZZ_AUDIO_SOURCES ${PROJECT_SOURCE_DIR}/modalities/audio/*.c)
   add_executable(fuzz_audio fuzz/fuzz_audio.c ${QIAO_FUZZ_AUDIO_SOURCES}
-    ${PROJECT_SOURCE_DIR}/sdk/core/status.c)
+    ${PROJECT_SOURCE_DIR}/modalities/media/ffmpeg.c ${PROJECT_SOURCE_DIR}/sdk/core/status.c)
   target_include_directories(fuzz_audio PRIVATE ${PROJECT_SOURCE_DIR} ${PROJECT_SOURCE_DIR}/sdk
     ${PROJECT_SOURCE_DIR}/sdk/include ${PROJECT_BINARY_DIR}/sdk)
   target_compile_options(fuzz_audio PRIVATE ${QIAO_FUZZ_AUDIO_FLAGS})

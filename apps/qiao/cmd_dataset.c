@@ -5,15 +5,14 @@
 
 #include "cli.h"
 
-/* Each generator lives in its own file (cmd_dataset_shapes.c,
- * cmd_dataset_intent.c). TEMPORARY while both are written in parallel: weak
- * references, so the command builds while one is missing. */
-__attribute__((weak)) int cmd_dataset_shapes(int argc, char **argv);
-__attribute__((weak)) int cmd_dataset_intent(int argc, char **argv);
+/* Each generator's command lives in its own file (cmd_dataset_shapes.c,
+ * cmd_dataset_intent.c). */
+int cmd_dataset_shapes(int argc, char **argv);
+int cmd_dataset_intent(int argc, char **argv);
 
 int cmd_dataset(int argc, char **argv) {
-    if (argc >= 2 && !strcmp(argv[1], "shapes") && cmd_dataset_shapes) return cmd_dataset_shapes(argc - 1, argv + 1);
-    if (argc >= 2 && !strcmp(argv[1], "intent") && cmd_dataset_intent) return cmd_dataset_intent(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "shapes")) return cmd_dataset_shapes(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "intent")) return cmd_dataset_intent(argc - 1, argv + 1);
     fprintf(stderr,
             "usage: qiao dataset shapes --n N --seed S --out DIR [--speech] [--langs zh,en] [--size 64]\n"
             "                           [--split train|val|test|cogent] [--jobs J]\n"

@@ -12,6 +12,7 @@
 #include <libswresample/swresample.h>
 
 #include "modalities/audio/audio.h"
+#include "modalities/media/ffmpeg.h"
 
 /* Frames per block handed from decoders to the pipe. */
 #define QA_BLOCK 4096
@@ -124,6 +125,7 @@ qiao_status qa_pipe_init(qa_pipe *pp, const char *name, int rate, int channels, 
         /* Mono float to mono float: only the rate changes (the downmix is ours,
          * a plain mean, so it is the same for every decoder). */
         AVChannelLayout mono = AV_CHANNEL_LAYOUT_MONO;
+        qm_ffmpeg_init(); /* libswresample logs through FFmpeg's log too */
         if (swr_alloc_set_opts2(&pp->swr, &mono, AV_SAMPLE_FMT_FLT, pp->out_rate, &mono, AV_SAMPLE_FMT_FLT,
                                 pp->in_rate, 0, NULL) < 0 ||
             swr_init(pp->swr) < 0) {
@@ -212,19 +214,15 @@ void qa_pipe_free(qa_pipe *pp) {
 
 /* ---- sniffing ------------------------------------------------------------ */
 
-/* Whether libsndfile should read these bytes: WAV, AIFF, FLAC and Ogg/Vorbis
- * (other Ogg codecs, e.g. Opus, go to FFmpeg). */
+/* Whether libsndfile should read these bytes: WAV, AIFF and FLAC. Everything
+ * else, Ogg included, goes to FFmpeg (see decode_ffmpeg.c for why Ogg/Vorbis
+ * is not left to libsndfile). */
 static int is_sndfile_format(const unsigned char *h, size_t n) {
     if (n >= 12 && (!memcmp(h, "RIFF", 4) || !memcmp(h, "RIFX", 4) || !memcmp(h, "RF64", 4)) &&
         !memcmp(h + 8, "WAVE", 4))
         return 1;
     if (n >= 12 && !memcmp(h, "FORM", 4) && (!memcmp(h + 8, "AIFF", 4) || !memcmp(h + 8, "AIFC", 4))) return 1;
     if (n >= 4 && !memcmp(h, "fLaC", 4)) return 1;
-    if (n >= 4 && !memcmp(h, "OggS", 4)) {
-        /* The first page holds the codec's identification header. */
-        for (size_t i = 0; i + 7 <= n && i < 128; i++)
-            if (!memcmp(h + i, "\x01vorbis", 7)) return 1;
-    }
     return 0;
 }
 

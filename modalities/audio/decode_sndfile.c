@@ -1,6 +1,7 @@
-/* modalities/audio/decode_sndfile.c - WAV, AIFF, FLAC and Ogg/Vorbis through
- * libsndfile's virtual I/O, so files and memory buffers share one path.
- * libsndfile converts integer PCM to float in [-1, 1] itself. */
+/* modalities/audio/decode_sndfile.c - WAV, AIFF and FLAC through libsndfile's
+ * virtual I/O, so files and memory buffers share one path. libsndfile
+ * converts integer PCM to float in [-1, 1] itself. Ogg/Vorbis goes to FFmpeg
+ * instead (decode_ffmpeg.c says why). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,7 +25,6 @@ static const char *major_name(int format) {
     case SF_FORMAT_RF64: return "rf64";
     case SF_FORMAT_AIFF: return "aiff";
     case SF_FORMAT_FLAC: return "flac";
-    case SF_FORMAT_OGG: return (format & SF_FORMAT_SUBMASK) == SF_FORMAT_OPUS ? "ogg/opus" : "ogg/vorbis";
     default: return "sndfile";
     }
 }
@@ -36,7 +36,7 @@ qiao_status qa_decode_sndfile(qa_src *src, const qiao_audio_params *p, qa_pipe *
     SNDFILE *sf = sf_open_virtual(&vio, SFM_READ, &info, src);
     /* sf_strerror(NULL) reads libsndfile's process-global error state, which
      * other threads may be writing, so the message stays generic. */
-    if (!sf) return qc_error(QIAO_ERR_FORMAT, "%s: not a readable WAV/AIFF/FLAC/Ogg Vorbis file", src->name);
+    if (!sf) return qc_error(QIAO_ERR_FORMAT, "%s: not a readable WAV/AIFF/FLAC file", src->name);
     snprintf(format, cap, "%s", major_name(info.format));
     /* A header may claim any length; libsndfile clamps PCM lengths to the
      * file size, and anything still over the limit is refused here, before

@@ -18,6 +18,7 @@
 #include <libavutil/tx.h>
 
 #include "core/core.h"
+#include "modalities/media/ffmpeg.h"
 
 #define QA_PI 3.14159265358979323846
 
@@ -225,6 +226,7 @@ QIAO_API qiao_status qiao_mel_stream_new(const qiao_mel_params *params, qiao_mel
     qiao_mel_params p;
     qiao_status st = read_params(params, &p);
     if (st != QIAO_OK) return st;
+    qm_ffmpeg_init(); /* av_tx logs through FFmpeg's log */
     qiao_mel_stream *s = calloc(1, sizeof *s);
     if (!s) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "mel: out of memory");
     s->p = p;

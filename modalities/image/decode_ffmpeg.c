@@ -1,9 +1,8 @@
 /* modalities/image/decode_ffmpeg.c - WebP, TIFF and other still images, and
  * sampled video frames, through libavformat + libavcodec + libswscale.
  *
- * All input goes through our own AVIOContext (a memory buffer or a FILE*),
- * and io_open refuses every nested open, so a crafted file (an HLS playlist,
- * a "concat:" name) cannot make FFmpeg open other files or the network.
+ * All input goes through a qm_input (modalities/media/ffmpeg.h) over a memory
+ * buffer or a FILE*, so FFmpeg opens no other file and no network stream.
  * Decoders run single-threaded (the caller picks the parallelism) with
  * AVCodecContext.max_pixels set, so FFmpeg itself refuses a frame over the
  * limit before allocating it, even when no header told us the size first. */
@@ -11,7 +10,6 @@
 
 #include <errno.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,28 +22,13 @@
 #include <libswscale/swscale.h>
 
 #include "modalities/image/image.h"
+#include "modalities/media/ffmpeg.h"
 
-#define IO_BUFFER 65536
 /* Bytes handed to the format probe: image headers sit at the start. */
 #define PROBE_BYTES 65536
 /* A frame at most this far before a sampling target still counts for it
  * (container timestamps are rounded to their time base). */
 #define TIME_EPS 1e-3
-
-/* ---- FFmpeg's log -> qiao's log ---------------------------------------- */
-
-static void av_log_to_qiao(void *avcl, int level, const char *fmt, va_list vl) {
-    if (level > AV_LOG_WARNING) return;
-    char line[1024];
-    int print_prefix = 1;
-    av_log_format_line2(avcl, level, fmt, vl, line, sizeof line, &print_prefix);
-    size_t n = strlen(line);
-    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = '\0';
-    if (n) qc_log(QIAO_LOG_DEBUG, "ffmpeg: %s", line);
-}
-
-static pthread_once_t log_once = PTHREAD_ONCE_INIT;
-static void route_log(void) { av_log_set_callback(av_log_to_qiao); }
 
 /* ---- Custom I/O ---------------------------------------------------------- */
 
@@ -89,18 +72,11 @@ static int64_t io_seek(void *opaque, int64_t off, int whence) {
     return to;
 }
 
-static int refuse_io_open(struct AVFormatContext *s, AVIOContext **pb, const char *url, int flags,
-                          AVDictionary **options) {
-    (void)s, (void)pb, (void)url, (void)flags, (void)options;
-    return AVERROR(EPERM);
-}
-
 /* ---- One open input with its video decoder ------------------------------- */
 
 typedef struct ff_in {
     io_src src;
-    AVIOContext *pb;
-    AVFormatContext *fc;
+    qm_input input;
     AVCodecContext *dec;
     AVStream *st;
     AVPacket *pkt;
@@ -113,40 +89,20 @@ static void ff_close(ff_in *in) {
     av_frame_free(&in->frame);
     av_packet_free(&in->pkt);
     avcodec_free_context(&in->dec);
-    avformat_close_input(&in->fc);
-    if (in->pb) av_freep(&in->pb->buffer);
-    avio_context_free(&in->pb);
+    qm_input_close(&in->input);
     if (in->src.f) fclose(in->src.f);
     in->src.f = NULL;
-}
-
-static qiao_status av_fail(qiao_status st, const char *name, const char *what, int err) {
-    char buf[AV_ERROR_MAX_STRING_SIZE];
-    av_strerror(err, buf, sizeof buf);
-    return qc_error(st, "%s: %s (%s)", name, what, buf);
 }
 
 /* Opens the demuxer over in->src (set by the caller) and the decoder of the
  * best video stream. `fmt` forces a demuxer (NULL probes). */
 static qiao_status ff_open(ff_in *in, const AVInputFormat *fmt) {
-    pthread_once(&log_once, route_log);
-    uint8_t *buf = av_malloc(IO_BUFFER);
-    if (!buf) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", in->name);
-    in->pb = avio_alloc_context(buf, IO_BUFFER, 0, &in->src, io_read, NULL, io_seek);
-    if (!in->pb) {
-        av_free(buf);
-        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", in->name);
-    }
-    in->fc = avformat_alloc_context();
-    if (!in->fc) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", in->name);
-    in->fc->pb = in->pb;
-    in->fc->flags |= AVFMT_FLAG_CUSTOM_IO;
-    in->fc->io_open = refuse_io_open;
-    int ret = avformat_open_input(&in->fc, NULL, fmt, NULL); /* frees fc on failure */
-    if (ret < 0) return av_fail(QIAO_ERR_FORMAT, in->name, "not a readable image or video", ret);
-    int idx = av_find_best_stream(in->fc, AVMEDIA_TYPE_VIDEO, -1, -1, NULL, 0);
+    qiao_status st = qm_input_open(&in->input, in->name, "not a readable image or video", &in->src, io_read, io_seek,
+                                   NULL, fmt);
+    if (st != QIAO_OK) return st;
+    int idx = av_find_best_stream(in->input.fc, AVMEDIA_TYPE_VIDEO, -1, -1, NULL, 0);
     if (idx < 0) return qc_error(QIAO_ERR_FORMAT, "%s: no image or video stream", in->name);
-    in->st = in->fc->streams[idx];
+    in->st = in->input.fc->streams[idx];
     const AVCodecParameters *par = in->st->codecpar;
     if ((int64_t)par->width * par->height > in->max_pixels)
         return qc_error(QIAO_ERR_TOO_LARGE, "%s: %dx%d = %lld pixels, over the limit of %lld", in->name,
@@ -159,13 +115,14 @@ static qiao_status ff_open(ff_in *in, const AVInputFormat *fmt) {
     in->pkt = av_packet_alloc();
     in->frame = av_frame_alloc();
     if (!in->dec || !in->pkt || !in->frame) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", in->name);
+    int ret;
     if ((ret = avcodec_parameters_to_context(in->dec, par)) < 0)
-        return av_fail(QIAO_ERR_FORMAT, in->name, "bad codec parameters", ret);
+        return qm_av_error(QIAO_ERR_FORMAT, in->name, "bad codec parameters", ret);
     in->dec->thread_count = 1;
     in->dec->max_pixels = in->max_pixels;
     in->dec->pkt_timebase = in->st->time_base;
     if ((ret = avcodec_open2(in->dec, codec, NULL)) < 0)
-        return av_fail(QIAO_ERR_FORMAT, in->name, "cannot open the decoder", ret);
+        return qm_av_error(QIAO_ERR_FORMAT, in->name, "cannot open the decoder", ret);
     return QIAO_OK;
 }
 
@@ -178,11 +135,11 @@ static qiao_status ff_decode(ff_in *in, int strict, frame_fn fn, void *user) {
     int stop = 0, eof = 0, ret;
     while (!stop) {
         if (!eof) {
-            ret = av_read_frame(in->fc, in->pkt);
+            ret = av_read_frame(in->input.fc, in->pkt);
             if (ret == AVERROR_EOF || ret == AVERROR(EIO)) {
                 eof = 1;
             } else if (ret < 0) {
-                if (strict) return av_fail(QIAO_ERR_FORMAT, in->name, "corrupt data", ret);
+                if (strict) return qm_av_error(QIAO_ERR_FORMAT, in->name, "corrupt data", ret);
                 eof = 1;
             } else if (in->pkt->stream_index != in->st->index) {
                 av_packet_unref(in->pkt);
@@ -192,13 +149,13 @@ static qiao_status ff_decode(ff_in *in, int strict, frame_fn fn, void *user) {
         ret = avcodec_send_packet(in->dec, eof ? NULL : in->pkt);
         av_packet_unref(in->pkt);
         if (ret < 0 && ret != AVERROR(EAGAIN) && ret != AVERROR_EOF && strict)
-            return av_fail(QIAO_ERR_FORMAT, in->name, "corrupt or truncated data", ret);
+            return qm_av_error(QIAO_ERR_FORMAT, in->name, "corrupt or truncated data", ret);
         for (;;) {
             ret = avcodec_receive_frame(in->dec, in->frame);
             if (ret == AVERROR(EAGAIN)) break;
             if (ret == AVERROR_EOF) return QIAO_OK;
             if (ret < 0) {
-                if (strict) return av_fail(QIAO_ERR_FORMAT, in->name, "corrupt or truncated data", ret);
+                if (strict) return qm_av_error(QIAO_ERR_FORMAT, in->name, "corrupt or truncated data", ret);
                 break;
             }
             qiao_status st = fn(in, in->frame, user, &stop);
@@ -286,7 +243,7 @@ static qiao_status take_first(ff_in *in, AVFrame *frame, void *user, int *stop) 
 qiao_status qi_ffmpeg_decode(const uint8_t *data, size_t size, const char *name, const qi_decode_opts *o,
                              qiao_image **out) {
     *out = NULL;
-    pthread_once(&log_once, route_log);
+    qm_ffmpeg_init();
     /* Probe ourselves so only image demuxers ("*_pipe") are used here: a
      * video container is not a still image (see qiao_image_decode_video_frames). */
     size_t pn = size < PROBE_BYTES ? size : PROBE_BYTES;
@@ -430,8 +387,8 @@ qiao_status qiao_image_decode_video_frames(const char *path, const qiao_video_pa
         s.start = in.st->start_time != AV_NOPTS_VALUE ? (double)in.st->start_time * av_q2d(tb) : 0.0;
         if (in.st->duration != AV_NOPTS_VALUE && in.st->duration > 0)
             s.duration = (double)in.st->duration * av_q2d(tb);
-        else if (in.fc->duration != AV_NOPTS_VALUE && in.fc->duration > 0)
-            s.duration = (double)in.fc->duration / AV_TIME_BASE;
+        else if (in.input.fc->duration != AV_NOPTS_VALUE && in.input.fc->duration > 0)
+            s.duration = (double)in.input.fc->duration / AV_TIME_BASE;
         if (s.p.fps == 0 && !(s.duration > 0))
             st = qc_error(QIAO_ERR_UNSUPPORTED, "%s: duration unknown, so frames cannot be spread by count (use fps)",
                           path);

@@ -12,6 +12,7 @@
 #include <libswscale/swscale.h>
 
 #include "modalities/image/image.h"
+#include "modalities/media/ffmpeg.h"
 
 #define MAX_SIZE 8192
 
@@ -145,6 +146,7 @@ static qiao_status fit_planes(const qiao_image *img, const qiao_image_preprocess
         goto done;
     }
     if (rw != w || rh != h) {
+        qm_ffmpeg_init(); /* swscale logs through FFmpeg's log */
         sws = sws_getContext((int)w, (int)h, AV_PIX_FMT_GRAY8, (int)rw, (int)rh, AV_PIX_FMT_GRAY8,
                              sws_filter(p->filter) | SWS_ACCURATE_RND, NULL, NULL, NULL);
         if (!sws) {

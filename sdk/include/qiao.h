@@ -137,7 +137,15 @@ typedef enum qiao_log_level {
 typedef void (*qiao_log_fn)(qiao_log_level level, const char *message, void *user_data);
 
 /* Sets the process-wide log callback and the most verbose level passed to it.
- * NULL (the default) discards all messages. */
+ * NULL (the default) discards all messages.
+ *
+ * FFmpeg (used for images, video and audio): the first time qiao calls into
+ * FFmpeg it replaces FFmpeg's own process-wide log callback
+ * (av_log_set_callback) with one that passes FFmpeg's warnings and errors to
+ * this callback at QIAO_LOG_DEBUG, so FFmpeg never prints to stderr. An
+ * application that configured FFmpeg's logging itself before loses that
+ * configuration; one that installs its own av_log callback afterwards keeps
+ * it (and then receives the messages of qiao's FFmpeg calls too). */
 QIAO_API void qiao_set_log_callback(qiao_log_fn fn, qiao_log_level max_level, void *user_data);
 
 /* ---- Callbacks for long work -------------------------------------------- */
@@ -368,8 +376,7 @@ QIAO_API void qiao_token_batch_free(qiao_token_batch *batch);
  *
  * Limits are checked before the pixels are allocated: the dimensions are read
  * from the header first, and an image over max_pixels gives
- * QIAO_ERR_TOO_LARGE. FFmpeg's log is routed to qiao's log callback (at
- * QIAO_LOG_DEBUG) the first time FFmpeg is used, so nothing is printed.
+ * QIAO_ERR_TOO_LARGE. FFmpeg's log goes to qiao's log (see Logging).
  *
  *     qiao_image *img = NULL;
  *     qiao_image_decode_params dp = qiao_image_decode_default_params();
@@ -527,17 +534,14 @@ QIAO_API QIAO_MUST_CHECK qiao_status qiao_image_patches(const qiao_image *img,
 /* ---- Audio ---------------------------------------------------------------- */
 /* Audio is decoded, downmixed to mono (the mean of the channels) and
  * resampled (libswresample) to one rate, 16 kHz by default, as float PCM
- * clamped to [-1, 1]. WAV, FLAC, Ogg/Vorbis and AIFF are read with
- * libsndfile; MP3, AAC/M4A, Opus and the soundtrack of a video (MP4, MKV,
+ * clamped to [-1, 1]. WAV, FLAC and AIFF are read with libsndfile; Ogg
+ * (Vorbis, Opus), MP3, AAC/M4A and the soundtrack of a video (MP4, MKV,
  * WebM...) with FFmpeg. The format is recognised from the bytes, never from
  * the file name. Decoding runs in blocks: the decoded result is the only
  * whole-file buffer. Sizes are checked before anything is allocated: a file
  * longer than max_seconds, or claiming one, gives QIAO_ERR_TOO_LARGE; a
  * sample rate outside [1000, 768000] Hz or more than max_channels channels
- * gives QIAO_ERR_FORMAT. The first FFmpeg decode routes FFmpeg's own log
- * messages (process-wide, av_log_set_callback) into qiao's log callback at
- * QIAO_LOG_DEBUG, so nothing is printed; an application that installs its
- * own av_log callback afterwards keeps it. */
+ * gives QIAO_ERR_FORMAT. FFmpeg's log goes to qiao's log (see Logging). */
 typedef struct qiao_audio_params {
     size_t struct_size;      /* set by qiao_audio_default_params() */
     int target_rate;         /* output sample rate in Hz; default 16000, 0 keeps the source rate */

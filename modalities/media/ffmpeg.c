@@ -1,0 +1,65 @@
+/* modalities/media/ffmpeg.c - the FFmpeg log route, custom-I/O inputs and
+ * error messages shared by image and audio decoding. */
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+
+#include "modalities/media/ffmpeg.h"
+
+/* Bytes per read request; FFmpeg may grow the buffer while probing. */
+#define QM_IO_BUFFER 65536
+
+static void av_log_to_qiao(void *avcl, int level, const char *fmt, va_list vl) {
+    if (level > AV_LOG_WARNING) return;
+    char line[1024];
+    int print_prefix = 1;
+    /* Formats as FFmpeg's own callback would: "[mp3 @ 0x...] message". */
+    av_log_format_line2(avcl, level, fmt, vl, line, sizeof line, &print_prefix);
+    size_t n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = '\0';
+    if (n) qc_log(QIAO_LOG_DEBUG, "ffmpeg: %s", line);
+}
+
+static pthread_once_t log_once = PTHREAD_ONCE_INIT;
+static void route_log(void) { av_log_set_callback(av_log_to_qiao); }
+
+void qm_ffmpeg_init(void) { pthread_once(&log_once, route_log); }
+
+qiao_status qm_av_error(qiao_status status, const char *name, const char *what, int averr) {
+    char buf[AV_ERROR_MAX_STRING_SIZE];
+    av_strerror(averr, buf, sizeof buf);
+    return qc_error(status, "%s: %s (%s)", name, what, buf);
+}
+
+static int refuse_io_open(struct AVFormatContext *s, AVIOContext **pb, const char *url, int flags,
+                          AVDictionary **options) {
+    return AVERROR(EPERM);
+}
+
+qiao_status qm_input_open(qm_input *in, const char *name, const char *what, void *opaque, qm_read_fn read,
+                          qm_seek_fn seek, const char *whitelist, const AVInputFormat *fmt) {
+    qm_ffmpeg_init();
+    uint8_t *buf = av_malloc(QM_IO_BUFFER);
+    in->pb = buf ? avio_alloc_context(buf, QM_IO_BUFFER, 0, opaque, read, NULL, seek) : NULL;
+    if (!in->pb) {
+        av_free(buf);
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", name);
+    }
+    in->fc = avformat_alloc_context();
+    if (!in->fc || (whitelist && !(in->fc->format_whitelist = av_strdup(whitelist))))
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", name);
+    in->fc->pb = in->pb;
+    in->fc->flags |= AVFMT_FLAG_CUSTOM_IO; /* so closing fc leaves pb to us */
+    in->fc->io_open = refuse_io_open;
+    int ret = avformat_open_input(&in->fc, NULL, fmt, NULL); /* frees fc and sets it NULL on failure */
+    if (ret < 0) return qm_av_error(QIAO_ERR_FORMAT, name, what, ret);
+    return QIAO_OK;
+}
+
+void qm_input_close(qm_input *in) {
+    if (!in) return;
+    avformat_close_input(&in->fc);
+    /* FFmpeg may have replaced the buffer we gave it, so free the current one. */
+    if (in->pb) av_freep(&in->pb->buffer);
+    avio_context_free(&in->pb);
+}
