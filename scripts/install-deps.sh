@@ -22,7 +22,7 @@ pkgs=(
   ffmpeg sox           # test inputs in other formats are made at test time
   # data: the synthetic shapes world
   libcairo2-dev        # antialiased drawing
-  libespeak-ng-dev espeak-ng espeak-ng-data  # speech for captions and questions
+  espeak-ng espeak-ng-data  # speech for captions and questions (the program)
   fonts-noto-cjk       # glyphs for rendered Chinese text (cards, plots)
 )
 if [[ "${1:-}" == "--peer" ]]; then

@@ -110,14 +110,10 @@ qiao_status shapes_scene_make(uint64_t seed, shapes_split split, int64_t index, 
 qiao_status shapes_render_png(const shapes_scene *sc, int size, const char *path);
 
 /* Speaks `text` with espeak-ng (voice, rate and pitch drawn from `seed`),
- * resamples 22050 -> 16000 Hz, adds light noise, and writes a 16 kHz mono
+ * resamples 22050 -> 16000 Hz (the SDK's audio decoder, libswresample), adds light noise, and writes a 16 kHz mono
  * 16-bit WAV to `path` (through a temporary file and a rename). */
 qiao_status shapes_speak_wav(const char *text, shapes_lang lang, uint64_t seed, const char *path);
 
-/* Resamples 22050 Hz to 16000 Hz with a Hann-windowed sinc (polyphase; the
- * ratio 320/441 is fixed). `out` holds shapes_resample_len(n) samples. */
-size_t shapes_resample_len(size_t n);
-void shapes_resample_22050_16000(float *out, const float *in, size_t n);
 
 /* Called after every scene (from any thread, one call at a time); a nonzero
  * return cancels the run with QIAO_ERR_CANCELLED. */

@@ -20,61 +20,9 @@
 
 extern char **environ;
 
-#define IN_RATE 22050
 #define OUT_RATE 16000
-/* 16000 / 22050 = 320 / 441: output sample m sits at input position
- * m * 441 / 320, whose fraction takes only 320 values (the phases). */
-#define PHASES 320
-#define STEP 441
-#define HALF_TAPS 16
 /* Longest espeak output accepted (bytes): ~9 minutes at 22050 Hz. */
 #define MAX_WAV_BYTES (24u << 20)
-
-size_t shapes_resample_len(size_t n) { return n ? (n - 1) * PHASES / STEP + 1 : 0; }
-
-/* Windowed-sinc low-pass at 0.9 x the output Nyquist (7.2 kHz), Hann window
- * over 2 x 16 input samples, each phase normalized to unit DC gain. */
-void shapes_resample_22050_16000(float *out, const float *in, size_t n) {
-    const double pi = 3.14159265358979323846;
-    const double fc = 0.5 * (double)OUT_RATE / IN_RATE * 0.9; /* cycles per input sample */
-    static const int T = 2 * HALF_TAPS;
-    float *h = malloc(sizeof(float) * PHASES * (size_t)T);
-    size_t nout = shapes_resample_len(n);
-    if (!h) { /* no memory for the table: linear interpolation */
-        for (size_t m = 0; m < nout; m++) {
-            size_t i0 = m * STEP / PHASES;
-            float f = (float)(m * STEP % PHASES) / PHASES;
-            out[m] = in[i0] * (1 - f) + (i0 + 1 < n ? in[i0 + 1] * f : 0.0f);
-        }
-        return;
-    }
-    for (int p = 0; p < PHASES; p++) {
-        double sum = 0;
-        for (int j = 0; j < T; j++) { /* tap j is input i0 - HALF_TAPS + 1 + j */
-            double d = (double)(HALF_TAPS - 1 - j) + (double)p / PHASES;
-            double x = 2 * fc * d;
-            double sinc = fabs(x) < 1e-12 ? 1.0 : sin(pi * x) / (pi * x);
-            double w = fabs(d) < HALF_TAPS ? 0.5 * (1 + cos(pi * d / HALF_TAPS)) : 0.0;
-            h[p * T + j] = (float)(sinc * w);
-            sum += sinc * w;
-        }
-        for (int j = 0; j < T; j++) h[p * T + j] = (float)(h[p * T + j] / sum);
-    }
-    for (size_t m = 0; m < nout; m++) {
-        size_t i0 = m * STEP / PHASES;
-        const float *hp = h + (m * STEP % PHASES) * (size_t)T;
-        float acc = 0;
-        for (int j = 0; j < T; j++) {
-            int64_t k = (int64_t)i0 - HALF_TAPS + 1 + j;
-            if (k >= 0 && (size_t)k < n) acc += hp[j] * in[k];
-        }
-        out[m] = acc;
-    }
-    free(h);
-}
-
-static uint32_t rd32(const unsigned char *p) { return p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24; }
-static uint16_t rd16(const unsigned char *p) { return (uint16_t)(p[0] | p[1] << 8); }
 
 /* Runs espeak-ng and returns its WAV output (malloc'd) in *buf. */
 static qiao_status run_espeak(const char *voice, int rate, int pitch, const char *text, unsigned char **buf,
@@ -127,31 +75,6 @@ static qiao_status run_espeak(const char *voice, int rate, int pitch, const char
     *buf = b;
     *len = n;
     return QIAO_OK;
-}
-
-/* The PCM samples of espeak's 16-bit mono WAV, checking it is 22050 Hz. The
- * data chunk's size may be a placeholder (espeak writes to a pipe), so the
- * samples are whatever follows the chunk header. */
-static qiao_status parse_wav(const unsigned char *b, size_t n, const int16_t **pcm, size_t *ns) {
-    if (n < 12 || memcmp(b, "RIFF", 4) || memcmp(b + 8, "WAVE", 4)) return qc_error(QIAO_ERR_FORMAT, "espeak-ng: output is not a WAV");
-    size_t p = 12;
-    int fmt_ok = 0;
-    while (p + 8 <= n) {
-        uint32_t sz = rd32(b + p + 4);
-        if (!memcmp(b + p, "fmt ", 4)) {
-            if (sz < 16 || p + 8 + 16 > n) break;
-            fmt_ok = rd16(b + p + 8) == 1 && rd16(b + p + 10) == 1 && rd32(b + p + 12) == IN_RATE && rd16(b + p + 22) == 16;
-        } else if (!memcmp(b + p, "data", 4)) {
-            if (!fmt_ok) return qc_error(QIAO_ERR_FORMAT, "espeak-ng: expected 16-bit mono PCM at %d Hz", IN_RATE);
-            size_t avail = (n - p - 8) / 2;
-            *pcm = (const int16_t *)(const void *)(b + p + 8);
-            *ns = sz / 2 < avail ? sz / 2 : avail;
-            return QIAO_OK;
-        }
-        if (sz > n - p - 8) break;
-        p += 8 + sz + (sz & 1);
-    }
-    return qc_error(QIAO_ERR_FORMAT, "espeak-ng: WAV output without a data chunk");
 }
 
 static void put32(unsigned char *p, uint32_t v) {
@@ -218,34 +141,31 @@ qiao_status shapes_speak_wav(const char *text, shapes_lang lang, uint64_t seed, 
     size_t len = 0;
     qiao_status st = run_espeak(voice, rate, pitch, text, &wav, &len);
     if (st != QIAO_OK) return st;
-    const int16_t *pcm = NULL;
-    size_t n = 0;
-    st = parse_wav(wav, len, &pcm, &n);
-    if (st == QIAO_OK && n == 0) st = qc_error(QIAO_ERR_FORMAT, "espeak-ng -v %s: no samples for \"%.60s\"", voice, text);
-    if (st != QIAO_OK) {
-        free(wav);
-        return st;
+    /* espeak writes 22050 Hz 16-bit WAV (its data size may be a placeholder,
+     * as it writes to a pipe); the SDK's decoder reads it and libswresample
+     * takes it to 16 kHz. */
+    qiao_audio_params ap = qiao_audio_default_params();
+    ap.target_rate = OUT_RATE;
+    qiao_audio *au = NULL;
+    st = qiao_audio_decode_memory(wav, len, &ap, &au);
+    free(wav);
+    if (st != QIAO_OK) return qc_error(st, "espeak-ng -v %s: %s", voice, qiao_last_error());
+    if (au->n_samples == 0) {
+        qiao_audio_free(au);
+        return qc_error(QIAO_ERR_FORMAT, "espeak-ng -v %s: no samples for \"%.60s\"", voice, text);
     }
-    size_t nout = shapes_resample_len(n);
-    float *in = malloc(sizeof(float) * n), *out = malloc(sizeof(float) * nout);
+    size_t nout = (size_t)au->n_samples;
     int16_t *s16 = malloc(sizeof(int16_t) * nout);
-    if (!in || !out || !s16) {
-        st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: %zu samples", path, n);
+    if (!s16) {
+        st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: %zu samples", path, nout);
     } else {
-        for (size_t i = 0; i < n; i++) {
-            const unsigned char *p = (const unsigned char *)(pcm + i);
-            in[i] = (float)(int16_t)rd16(p);
-        }
-        shapes_resample_22050_16000(out, in, n);
         for (size_t i = 0; i < nout; i++) {
-            float v = roundf(out[i] + noise * qc_rng_normal(&r));
+            float v = roundf(32768.0f * au->samples[i] + noise * qc_rng_normal(&r));
             s16[i] = (int16_t)(v > 32767.0f ? 32767 : v < -32768.0f ? -32768 : v);
         }
         st = write_wav(path, s16, nout);
     }
-    free(in);
-    free(out);
+    qiao_audio_free(au);
     free(s16);
-    free(wav);
     return st;
 }

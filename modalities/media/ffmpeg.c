@@ -36,8 +36,10 @@ static int refuse_io_open(struct AVFormatContext *s, AVIOContext **pb, const cha
     return AVERROR(EPERM);
 }
 
-qiao_status qm_input_open(qm_input *in, const char *name, const char *what, void *opaque, qm_read_fn read,
-                          qm_seek_fn seek, const char *whitelist, const AVInputFormat *fmt) {
+qiao_status qm_input_open(qm_input *in, const char *name, const char *what, void *opaque,
+                          int (*read)(void *opaque, uint8_t *buf, int n),
+                          int64_t (*seek)(void *opaque, int64_t offset, int whence), const char *whitelist,
+                          const AVInputFormat *fmt) {
     qm_ffmpeg_init();
     uint8_t *buf = av_malloc(QM_IO_BUFFER);
     in->pb = buf ? avio_alloc_context(buf, QM_IO_BUFFER, 0, opaque, read, NULL, seek) : NULL;
@@ -52,8 +54,7 @@ qiao_status qm_input_open(qm_input *in, const char *name, const char *what, void
     in->fc->flags |= AVFMT_FLAG_CUSTOM_IO; /* so closing fc leaves pb to us */
     in->fc->io_open = refuse_io_open;
     int ret = avformat_open_input(&in->fc, NULL, fmt, NULL); /* frees fc and sets it NULL on failure */
-    if (ret < 0) return qm_av_error(QIAO_ERR_FORMAT, name, what, ret);
-    return QIAO_OK;
+    return ret < 0 ? qm_av_error(QIAO_ERR_FORMAT, name, what, ret) : QIAO_OK;
 }
 
 void qm_input_close(qm_input *in) {

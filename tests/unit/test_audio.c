@@ -566,7 +566,7 @@ static size_t find_bytes(const unsigned char *h, size_t n, const char *needle, s
     return 0;
 }
 
-/* libsndfile 1.2.0 leaks libvorbis's codec setup (~11.5 KB) every time it
+/* libsndfile 1.2.0 leaks libvorbis's codec setup (5.8 KB) every time it
  * fails to open a corrupt Ogg/Vorbis file, so Ogg is decoded by FFmpeg. This
  * case feeds corrupt Ogg/Vorbis through the public entry points; under the
  * ASan build (detect_leaks=1) a leak anywhere on that path fails it. */
