@@ -1,8 +1,8 @@
 /* modalities/audio/decode_ffmpeg.c - Ogg (Vorbis, Opus), MP3, AAC/M4A and
  * the audio track of video containers through libavformat/libavcodec, over
- * a qm_input (modalities/media/ffmpeg.h): FFmpeg never opens a path or URL
- * itself, and demuxers that would open further files (playlists, concat) are
- * also kept out by a whitelist.
+ * qm_input_open (modalities/media/ffmpeg.h): FFmpeg never opens a path or
+ * URL itself, and demuxers that would open further files (playlists,
+ * concat) are also kept out by a whitelist.
  *
  * Ogg/Vorbis comes here rather than to libsndfile: libsndfile 1.2.0 leaks
  * libvorbis's codec setup (one calloc in vorbis_info_init, 5.8 KB) each time
@@ -102,13 +102,12 @@ static qiao_status drain(ff_state *s, AVFrame *fr) {
 
 qiao_status qa_decode_ffmpeg(qa_src *src, const qiao_audio_params *p, qa_pipe *pp, char *format, size_t cap) {
     ff_state s = {.src = src, .pp = pp};
-    qm_input in = {0};
+    AVFormatContext *fmt = NULL;
     AVPacket *pkt = NULL;
     AVFrame *fr = NULL;
-    qiao_status st = qm_input_open(&in, src->name, "not a recognised audio format", src, avio_read_cb, avio_seek_cb,
+    qiao_status st = qm_input_open(&fmt, src->name, "not a recognised audio format", src, avio_read_cb, avio_seek_cb,
                                    WHITELIST, NULL);
     if (st != QIAO_OK) goto done;
-    AVFormatContext *fmt = in.fc;
     if (avformat_find_stream_info(fmt, NULL) < 0) {
         st = qc_error(QIAO_ERR_FORMAT, "%s: cannot read the stream layout", src->name);
         goto done;
@@ -172,7 +171,7 @@ done:
     av_frame_free(&fr);
     av_packet_free(&pkt);
     avcodec_free_context(&s.dec);
-    qm_input_close(&in);
+    qm_input_close(&fmt);
     free(s.buf);
     return st;
 }

@@ -1,8 +1,8 @@
 /* modalities/image/decode_ffmpeg.c - WebP, TIFF and other still images, and
  * sampled video frames, through libavformat + libavcodec + libswscale.
  *
- * All input goes through a qm_input (modalities/media/ffmpeg.h) over a memory
- * buffer or a FILE*, so FFmpeg opens no other file and no network stream.
+ * All input goes through qm_input_open (modalities/media/ffmpeg.h) over a
+ * memory buffer or a FILE*, so FFmpeg opens no other file and no network.
  * Decoders run single-threaded (the caller picks the parallelism) with
  * AVCodecContext.max_pixels set, so FFmpeg itself refuses a frame over the
  * limit before allocating it, even when no header told us the size first. */
@@ -76,7 +76,7 @@ static int64_t io_seek(void *opaque, int64_t off, int whence) {
 
 typedef struct ff_in {
     io_src src;
-    qm_input input;
+    AVFormatContext *fc;
     AVCodecContext *dec;
     AVStream *st;
     AVPacket *pkt;
@@ -89,7 +89,7 @@ static void ff_close(ff_in *in) {
     av_frame_free(&in->frame);
     av_packet_free(&in->pkt);
     avcodec_free_context(&in->dec);
-    qm_input_close(&in->input);
+    qm_input_close(&in->fc);
     if (in->src.f) fclose(in->src.f);
     in->src.f = NULL;
 }
@@ -97,12 +97,12 @@ static void ff_close(ff_in *in) {
 /* Opens the demuxer over in->src (set by the caller) and the decoder of the
  * best video stream. `fmt` forces a demuxer (NULL probes). */
 static qiao_status ff_open(ff_in *in, const AVInputFormat *fmt) {
-    qiao_status st = qm_input_open(&in->input, in->name, "not a readable image or video", &in->src, io_read, io_seek,
+    qiao_status st = qm_input_open(&in->fc, in->name, "not a readable image or video", &in->src, io_read, io_seek,
                                    NULL, fmt);
     if (st != QIAO_OK) return st;
-    int idx = av_find_best_stream(in->input.fc, AVMEDIA_TYPE_VIDEO, -1, -1, NULL, 0);
+    int idx = av_find_best_stream(in->fc, AVMEDIA_TYPE_VIDEO, -1, -1, NULL, 0);
     if (idx < 0) return qc_error(QIAO_ERR_FORMAT, "%s: no image or video stream", in->name);
-    in->st = in->input.fc->streams[idx];
+    in->st = in->fc->streams[idx];
     const AVCodecParameters *par = in->st->codecpar;
     if ((int64_t)par->width * par->height > in->max_pixels)
         return qc_error(QIAO_ERR_TOO_LARGE, "%s: %dx%d = %lld pixels, over the limit of %lld", in->name,
@@ -135,7 +135,7 @@ static qiao_status ff_decode(ff_in *in, int strict, frame_fn fn, void *user) {
     int stop = 0, eof = 0, ret;
     while (!stop) {
         if (!eof) {
-            ret = av_read_frame(in->input.fc, in->pkt);
+            ret = av_read_frame(in->fc, in->pkt);
             if (ret == AVERROR_EOF || ret == AVERROR(EIO)) {
                 eof = 1;
             } else if (ret < 0) {
@@ -387,8 +387,8 @@ qiao_status qiao_image_decode_video_frames(const char *path, const qiao_video_pa
         s.start = in.st->start_time != AV_NOPTS_VALUE ? (double)in.st->start_time * av_q2d(tb) : 0.0;
         if (in.st->duration != AV_NOPTS_VALUE && in.st->duration > 0)
             s.duration = (double)in.st->duration * av_q2d(tb);
-        else if (in.input.fc->duration != AV_NOPTS_VALUE && in.input.fc->duration > 0)
-            s.duration = (double)in.input.fc->duration / AV_TIME_BASE;
+        else if (in.fc->duration != AV_NOPTS_VALUE && in.fc->duration > 0)
+            s.duration = (double)in.fc->duration / AV_TIME_BASE;
         if (s.p.fps == 0 && !(s.duration > 0))
             st = qc_error(QIAO_ERR_UNSUPPORTED, "%s: duration unknown, so frames cannot be spread by count (use fps)",
                           path);

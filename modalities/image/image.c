@@ -228,9 +228,10 @@ qiao_status qi_decode_memory(const uint8_t *data, size_t size, const char *name,
     qi_backend sniffed;
     const char *format = sniff(data, size, &sniffed);
     int64_t w = 0, h = 0;
-    if (header_size(data, size, format, &w, &h) && w * h > o->max_pixels)
-        return qc_error(QIAO_ERR_TOO_LARGE, "%s: %s header claims %lldx%lld = %lld pixels, over the limit of %lld",
-                        name, format, (long long)w, (long long)h, (long long)(w * h), (long long)o->max_pixels);
+    /* In double: two 32-bit header fields can overflow an int64_t product. */
+    if (header_size(data, size, format, &w, &h) && (double)w * (double)h > (double)o->max_pixels)
+        return qc_error(QIAO_ERR_TOO_LARGE, "%s: %s header claims %lldx%lld = %.0f pixels, over the limit of %lld",
+                        name, format, (long long)w, (long long)h, (double)w * (double)h, (long long)o->max_pixels);
     if (format && !strcmp(format, "jpeg") && !jpeg_complete(data, size))
         return qc_error(QIAO_ERR_FORMAT, "%s: truncated jpeg (no end-of-image marker after the scan data)", name);
     if (backend == QI_BACKEND_AUTO) {

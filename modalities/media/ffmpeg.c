@@ -1,19 +1,17 @@
-/* modalities/media/ffmpeg.c - the FFmpeg log route, custom-I/O inputs and
- * error messages shared by image and audio decoding. */
+/* modalities/media/ffmpeg.c - FFmpeg plumbing shared by image and audio
+ * decoding: the log route, custom-I/O inputs, error messages. */
 #include <errno.h>
 #include <pthread.h>
 #include <string.h>
 
 #include "modalities/media/ffmpeg.h"
 
-/* Bytes per read request; FFmpeg may grow the buffer while probing. */
 #define QM_IO_BUFFER 65536
 
 static void av_log_to_qiao(void *avcl, int level, const char *fmt, va_list vl) {
     if (level > AV_LOG_WARNING) return;
     char line[1024];
-    int print_prefix = 1;
-    /* Formats as FFmpeg's own callback would: "[mp3 @ 0x...] message". */
+    int print_prefix = 1; /* "[mp3 @ 0x...] message", as FFmpeg's own callback prints */
     av_log_format_line2(avcl, level, fmt, vl, line, sizeof line, &print_prefix);
     size_t n = strlen(line);
     while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = '\0';
@@ -22,7 +20,6 @@ static void av_log_to_qiao(void *avcl, int level, const char *fmt, va_list vl) {
 
 static pthread_once_t log_once = PTHREAD_ONCE_INIT;
 static void route_log(void) { av_log_set_callback(av_log_to_qiao); }
-
 void qm_ffmpeg_init(void) { pthread_once(&log_once, route_log); }
 
 qiao_status qm_av_error(qiao_status status, const char *name, const char *what, int averr) {
@@ -36,31 +33,42 @@ static int refuse_io_open(struct AVFormatContext *s, AVIOContext **pb, const cha
     return AVERROR(EPERM);
 }
 
-qiao_status qm_input_open(qm_input *in, const char *name, const char *what, void *opaque,
+/* FFmpeg may have replaced the buffer it was given: free the current one. */
+static void free_io(AVIOContext *pb) {
+    if (pb) av_freep(&pb->buffer);
+    avio_context_free(&pb);
+}
+
+qiao_status qm_input_open(AVFormatContext **out, const char *name, const char *what, void *opaque,
                           int (*read)(void *opaque, uint8_t *buf, int n),
                           int64_t (*seek)(void *opaque, int64_t offset, int whence), const char *whitelist,
                           const AVInputFormat *fmt) {
     qm_ffmpeg_init();
+    *out = NULL;
     uint8_t *buf = av_malloc(QM_IO_BUFFER);
-    in->pb = buf ? avio_alloc_context(buf, QM_IO_BUFFER, 0, opaque, read, NULL, seek) : NULL;
-    if (!in->pb) {
-        av_free(buf);
+    AVIOContext *pb = buf ? avio_alloc_context(buf, QM_IO_BUFFER, 0, opaque, read, NULL, seek) : NULL;
+    AVFormatContext *fc = pb ? avformat_alloc_context() : NULL;
+    if (!fc || (whitelist && !(fc->format_whitelist = av_strdup(whitelist)))) {
+        avformat_free_context(fc);
+        if (!pb) av_free(buf);
+        free_io(pb);
         return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", name);
     }
-    in->fc = avformat_alloc_context();
-    if (!in->fc || (whitelist && !(in->fc->format_whitelist = av_strdup(whitelist))))
-        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", name);
-    in->fc->pb = in->pb;
-    in->fc->flags |= AVFMT_FLAG_CUSTOM_IO; /* so closing fc leaves pb to us */
-    in->fc->io_open = refuse_io_open;
-    int ret = avformat_open_input(&in->fc, NULL, fmt, NULL); /* frees fc and sets it NULL on failure */
-    return ret < 0 ? qm_av_error(QIAO_ERR_FORMAT, name, what, ret) : QIAO_OK;
+    fc->pb = pb;
+    fc->flags |= AVFMT_FLAG_CUSTOM_IO; /* so closing fc leaves pb to us */
+    fc->io_open = refuse_io_open;
+    int ret = avformat_open_input(&fc, NULL, fmt, NULL); /* frees fc on failure */
+    if (ret < 0) {
+        free_io(pb);
+        return qm_av_error(QIAO_ERR_FORMAT, name, what, ret);
+    }
+    *out = fc;
+    return QIAO_OK;
 }
 
-void qm_input_close(qm_input *in) {
-    if (!in) return;
-    avformat_close_input(&in->fc);
-    /* FFmpeg may have replaced the buffer we gave it, so free the current one. */
-    if (in->pb) av_freep(&in->pb->buffer);
-    avio_context_free(&in->pb);
+void qm_input_close(AVFormatContext **fc) {
+    if (!fc || !*fc) return;
+    AVIOContext *pb = (*fc)->pb;
+    avformat_close_input(fc);
+    free_io(pb);
 }

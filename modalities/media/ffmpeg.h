@@ -1,8 +1,8 @@
-/* modalities/media/ffmpeg.h - internal: the FFmpeg plumbing that image and
- * audio decoding share (qm_ prefix).
+/* modalities/media/ffmpeg.h - internal: FFmpeg plumbing shared by image and
+ * audio decoding (qm_ prefix).
  *
- * One process-wide effect: the first qm_ffmpeg_init() replaces FFmpeg's log
- * callback (av_log_set_callback), so FFmpeg's warnings and errors go to
+ * Process-wide effect: the first qm_ffmpeg_init() replaces FFmpeg's log
+ * callback (av_log_set_callback) so that its warnings and errors go to
  * qc_log at QIAO_LOG_DEBUG and FFmpeg never prints; an application that
  * configured FFmpeg's logging itself loses that (qiao.h says so under
  * Logging). Every qiao module calls it before its first FFmpeg call.
@@ -23,22 +23,17 @@ void qm_ffmpeg_init(void);
 /* qc_error(status, "<name>: <what> (<FFmpeg's text for averr>)"). */
 qiao_status qm_av_error(qiao_status status, const char *name, const char *what, int averr);
 
-/* A demuxer over caller callbacks. Zero it before qm_input_open and pass it
- * to qm_input_close whether or not the open succeeded. */
-typedef struct qm_input {
-    AVFormatContext *fc;  /* the demuxer, once open */
-    AVIOContext *pb;      /* owned, with its buffer */
-} qm_input;
-
-/* Opens `in` over read/seek (avio_alloc_context's contract) on `opaque`,
- * which must outlive it. `whitelist` (comma-separated demuxer names, or
- * NULL) limits probing; `fmt` (or NULL to probe) forces a demuxer. Fails
- * with QIAO_ERR_FORMAT "<name>: <what> (<reason>)", or OUT_OF_MEMORY. */
-qiao_status qm_input_open(qm_input *in, const char *name, const char *what, void *opaque,
+/* Opens a demuxer over read/seek (avio_alloc_context's contract) on
+ * `opaque`, which must outlive it. `whitelist` (comma-separated demuxer
+ * names, or NULL) limits probing; `fmt` (or NULL to probe) forces a demuxer.
+ * *out owns its I/O context: close it with qm_input_close. Fails with
+ * QIAO_ERR_FORMAT "<name>: <what> (<reason>)" or OUT_OF_MEMORY, *out NULL. */
+qiao_status qm_input_open(AVFormatContext **out, const char *name, const char *what, void *opaque,
                           int (*read)(void *opaque, uint8_t *buf, int n),
                           int64_t (*seek)(void *opaque, int64_t offset, int whence), const char *whitelist,
                           const AVInputFormat *fmt);
-/* Closes the demuxer and frees the I/O context. Accepts NULL. */
-void qm_input_close(qm_input *in);
+/* Closes a demuxer from qm_input_open and its I/O context; sets *fc to NULL.
+ * Accepts NULL and *fc == NULL. */
+void qm_input_close(AVFormatContext **fc);
 
 #endif

@@ -536,6 +536,12 @@ static void over_pixel_limit_refused_early(void **state) {
     qiao_image *img = NULL;
     assert_int_equal(qiao_image_decode_memory(png, sizeof png, NULL, &img), QIAO_ERR_TOO_LARGE);
     assert_true(max_rss_kb() - before < 64 * 1024); /* nothing near 30 GB was touched */
+    /* 2^32-1 on each side: the claimed pixel count overflows 64 bits. */
+    put32(png + 16, 0xFFFFFFFFu);
+    put32(png + 20, 0xFFFFFFFFu);
+    put32(png + 29, crc32_png(png + 12, 17));
+    assert_int_equal(qiao_image_decode_memory(png, sizeof png, NULL, &img), QIAO_ERR_TOO_LARGE);
+    assert_non_null(strstr(qiao_last_error(), "4294967295x4294967295"));
 
     qiao_image_decode_params dp = qiao_image_decode_default_params();
     dp.max_pixels = 640 * 480 - 1;
