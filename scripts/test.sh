@@ -40,11 +40,13 @@ if ((fuzz)) && [[ -f tests/fuzz.cmake ]]; then
   echo "== fuzzers (libFuzzer, clang)"
   CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DQIAO_FUZZ=ON \
         -DQIAO_BUILD_BENCH=OFF -DQIAO_BUILD_TESTS=ON >/dev/null
-  # ASan's default 256 MB quarantine keeps freed decode buffers alive long
-  # enough to push RSS past libFuzzer's 2 GB limit (measured: 2.1 GB after
-  # 9k audio inputs, against a flat 111 MB with a small quarantine). Nothing
-  # accumulates in qiao. The RSS and malloc limits stay at their defaults,
-  # so a real blow-up still fails.
+  # ASan's quarantine keeps freed decode buffers (up to tens of MB each:
+  # 2 s of 32-channel audio at the highest accepted rate) alive, and its
+  # allocator keeps their memory. fuzz_audio's RSS measured 2.1 GB with the
+  # default 256 MB quarantine (past libFuzzer's 2 GB limit), 1.46 GB with
+  # 64 MB, and a flat 111 MB with 8 MB; nothing accumulates in qiao. The
+  # RSS and malloc limits stay at their defaults, so a real blow-up still
+  # fails.
   mkdir -p build-fuzz/artifacts
   for t in $(ls tests/fuzz/fuzz_*.c | xargs -n1 basename | sed 's/\.c$//'); do
     cmake --build build-fuzz -j"$jobs" --target "$t" >/dev/null
@@ -53,7 +55,7 @@ if ((fuzz)) && [[ -f tests/fuzz.cmake ]]; then
     log=$(mktemp)
     cp -r "$corpus"/. "$work"/
     echo "-- $t (${QIAO_FUZZ_SECONDS:-30} s)"
-    if ! ASAN_OPTIONS=quarantine_size_mb=64 build-fuzz/bin/"$t" -max_total_time="${QIAO_FUZZ_SECONDS:-30}" \
+    if ! ASAN_OPTIONS=quarantine_size_mb=16 build-fuzz/bin/"$t" -max_total_time="${QIAO_FUZZ_SECONDS:-30}" \
           -print_final_stats=1 -artifact_prefix=build-fuzz/artifacts/"$t"- "$work" >"$log" 2>&1; then
       tail -n 60 "$log"
       echo "fuzzer $t failed; the input is under build-fuzz/artifacts/" >&2
