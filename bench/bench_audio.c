@@ -12,6 +12,9 @@
 #include <time.h>
 
 #include <qiao.h>
+#include <unistd.h>
+
+#include "core/npy.h"
 
 static double now(void) {
     struct timespec ts;
@@ -52,9 +55,36 @@ static int bench(const char *label, int mode, const char *path, const qiao_audio
         } while (t < 0.3);
         if (t / iters < best) best = t / iters;
     }
-    printf("| %-34s | %7.3f | %6lld | %9.3f | %10.0f |\n", label, audio_s, (long long)frames, best * 1e3,
+    printf("| %-36s | %7.3f | %6lld | %9.3f | %10.0f |\n", label, audio_s, (long long)frames, best * 1e3,
            audio_s / best);
     return 0;
+}
+
+/* The peer: torchaudio on the same PCM, in a child process (Python is only
+ * a benchmark peer, never a dependency). Prints its row, or why it is absent. */
+static void peer_row(const char *label, const qiao_audio *a, double audio_s) {
+    char npy[] = "/tmp/qiao-bench-pcm-XXXXXX";
+    int fd = mkstemp(npy);
+    if (fd < 0) return;
+    close(fd);
+    int64_t shape[1] = {a->n_samples};
+    double ms = 0;
+    long long frames = 0;
+    int ok = 0;
+    if (qc_npy_write_f32(npy, a->samples, 1, shape) == QIAO_OK) {
+        char cmd[512];
+        snprintf(cmd, sizeof cmd, "/usr/bin/python3 bench/peer/mel_torchaudio.py %s 2>/dev/null", npy);
+        FILE *p = popen(cmd, "r");
+        if (p) {
+            ok = fscanf(p, "%lf %lld", &ms, &frames) == 2;
+            ok = (pclose(p) == 0) && ok;
+        }
+    }
+    unlink(npy);
+    if (ok)
+        printf("| %-36s | %7.3f | %6lld | %9.3f | %10.0f |\n", label, audio_s, frames, ms, audio_s / (ms * 1e-3));
+    else
+        printf("| %-36s | peer unavailable: needs python3-torchaudio (scripts/install-deps.sh --peer) |\n", label);
 }
 
 int main(int argc, char **argv) {
@@ -66,9 +96,10 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: bench_audio [ESC_CLIP FSDD_CLIP]\n");
         return 2;
     }
-    printf("qiao %s, 1 thread; log-mel 16 kHz, n_fft 400, hop 160, 80 mels\n\n", qiao_version());
-    printf("| %-34s | %7s | %6s | %9s | %10s |\n", "pipeline", "audio s", "frames", "ms / clip", "audio s/s");
-    printf("|------------------------------------|---------|--------|-----------|------------|\n");
+    printf("qiao %s, 1 thread; log-mel 16 kHz, n_fft 400, hop 160, 80 mels; peer: torchaudio, 1 thread\n\n",
+           qiao_version());
+    printf("| %-36s | %7s | %6s | %9s | %10s |\n", "pipeline", "audio s", "frames", "ms / clip", "audio s/s");
+    printf("|--------------------------------------|---------|--------|-----------|------------|\n");
     for (int c = 0; c < 2; c++) {
         qiao_audio *a = NULL;
         qiao_status st = qiao_audio_decode_file(clips[c], NULL, &a);
@@ -79,6 +110,8 @@ int main(int argc, char **argv) {
         int rc = bench(label, 0, clips[c], NULL, secs);
         snprintf(label, sizeof label, "mel only: %s", c ? "FSDD 8k WAV" : "ESC 44.1k Ogg");
         if (!rc) rc = bench(label, 1, NULL, a, secs);
+        snprintf(label, sizeof label, "mel, torchaudio peer: %s", c ? "FSDD 8k WAV" : "ESC 44.1k Ogg");
+        if (!rc) peer_row(label, a, secs);
         qiao_audio_free(a);
         if (rc) return rc;
     }
