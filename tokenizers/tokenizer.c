@@ -264,17 +264,10 @@ qiao_tokenize_params qiao_tokenize_default_params(void) {
     return p;
 }
 
-/* Reads only the caller's struct_size bytes, so an older caller's shorter
- * struct still works; missing fields keep their defaults. */
 static qiao_status read_params(const qiao_tokenize_params *in, qiao_tokenize_params *p) {
     *p = qiao_tokenize_default_params();
-    if (!in) return QIAO_OK;
-    if (in->struct_size < sizeof(size_t) || in->struct_size > 4096)
-        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_tokenize_params: struct_size %zu (start from qiao_tokenize_default_params())",
-                        in->struct_size);
-    size_t n = in->struct_size < sizeof *p ? in->struct_size : sizeof *p;
-    memcpy(p, in, n);
-    p->struct_size = sizeof *p;
+    qiao_status st = qc_params_read(p, sizeof *p, in, sizeof(size_t), "qiao_tokenize_default_params");
+    if (st != QIAO_OK) return st;
     if (p->max_tokens < 0) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_tokenize_params: max_tokens %lld < 0", (long long)p->max_tokens);
     return QIAO_OK;
 }

@@ -90,11 +90,8 @@ static size_t put_utf8(char *o, int32_t c) {
 qiao_status qiao_tokenizer_train(const qiao_tokenizer_train_params *in) {
     if (!in) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_tokenizer_train: NULL params");
     qiao_tokenizer_train_params p = qiao_tokenizer_train_default_params();
-    if (in->struct_size < sizeof(size_t) || in->struct_size > 4096)
-        return qc_error(QIAO_ERR_INVALID_ARGUMENT,
-                        "qiao_tokenizer_train: struct_size %zu (start from qiao_tokenizer_train_default_params())",
-                        in->struct_size);
-    memcpy(&p, in, in->struct_size < sizeof p ? in->struct_size : sizeof p);
+    qiao_status pst = qc_params_read(&p, sizeof p, in, sizeof(size_t), "qiao_tokenizer_train_default_params");
+    if (pst != QIAO_OK) return pst;
     if (!p.corpus_path || !p.out_path)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_tokenizer_train: corpus_path and out_path are required");
     if (p.vocab_size < 300 || p.vocab_size > MAX_VOCAB)

@@ -60,14 +60,9 @@ QIAO_API qiao_audio_params qiao_audio_default_params(void) {
 
 static qiao_status read_params(const qiao_audio_params *in, qiao_audio_params *p) {
     *p = qiao_audio_default_params();
-    if (in) {
-        size_t n = in->struct_size < sizeof *p ? in->struct_size : sizeof *p;
-        if (n < offsetof(qiao_audio_params, target_rate) + sizeof(int))
-            return qc_error(QIAO_ERR_INVALID_ARGUMENT, "audio: params.struct_size %zu is too small (use "
-                            "qiao_audio_default_params())", in->struct_size);
-        memcpy(p, in, n);
-        p->struct_size = sizeof *p;
-    }
+    qiao_status st = qc_params_read(p, sizeof *p, in, offsetof(qiao_audio_params, target_rate) + sizeof(int),
+                                    "qiao_audio_default_params");
+    if (st != QIAO_OK) return st;
     if (p->target_rate != 0 && (p->target_rate < QA_MIN_RATE || p->target_rate > QA_MAX_RATE))
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "audio: target_rate %d is outside [%d, %d] (or 0)",
                         p->target_rate, QA_MIN_RATE, QA_MAX_RATE);

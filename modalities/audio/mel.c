@@ -71,14 +71,9 @@ QIAO_API qiao_mel_params qiao_mel_default_params(void) {
 
 static qiao_status read_params(const qiao_mel_params *in, qiao_mel_params *p) {
     *p = qiao_mel_default_params();
-    if (in) {
-        size_t n = in->struct_size < sizeof *p ? in->struct_size : sizeof *p;
-        if (n < offsetof(qiao_mel_params, sample_rate) + sizeof(int))
-            return qc_error(QIAO_ERR_INVALID_ARGUMENT, "mel: params.struct_size %zu is too small (use "
-                            "qiao_mel_default_params())", in->struct_size);
-        memcpy(p, in, n);
-        p->struct_size = sizeof *p;
-    }
+    qiao_status st = qc_params_read(p, sizeof *p, in, offsetof(qiao_mel_params, sample_rate) + sizeof(int),
+                                    "qiao_mel_default_params");
+    if (st != QIAO_OK) return st;
     if (p->fmax == 0.0f) p->fmax = (float)p->sample_rate / 2.0f;
     if (p->sample_rate < 1000 || p->sample_rate > 768000)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "mel: sample_rate %d is outside [1000, 768000]", p->sample_rate);

@@ -356,13 +356,9 @@ qiao_status qiao_image_decode_video_frames(const char *path, const qiao_video_pa
     sampler s;
     memset(&s, 0, sizeof s);
     s.p = qiao_video_default_params();
-    if (params) {
-        size_t sz = params->struct_size < sizeof s.p ? params->struct_size : sizeof s.p;
-        if (sz < offsetof(qiao_video_params, count) + sizeof s.p.count)
-            return qc_error(QIAO_ERR_INVALID_ARGUMENT, "video: params.struct_size %zu is too small (use "
-                            "qiao_video_default_params())", params->struct_size);
-        memcpy(&s.p, params, sz);
-    }
+    qiao_status pst = qc_params_read(&s.p, sizeof s.p, params, offsetof(qiao_video_params, count) + sizeof s.p.count,
+                                     "qiao_video_default_params");
+    if (pst != QIAO_OK) return pst;
     if (!(s.p.fps >= 0) || !isfinite(s.p.fps) || s.p.count < 0 || (s.p.fps == 0 && s.p.count == 0) ||
         s.p.max_frames < 1 || s.p.max_pixels < 1)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT,

@@ -25,13 +25,10 @@ qiao_image_decode_params qiao_image_decode_default_params(void) {
 
 qiao_status qi_decode_opts_from(const qiao_image_decode_params *params, qi_decode_opts *out) {
     qiao_image_decode_params p = qiao_image_decode_default_params();
-    if (params) {
-        size_t n = params->struct_size < sizeof p ? params->struct_size : sizeof p;
-        if (n < offsetof(qiao_image_decode_params, max_pixels) + sizeof p.max_pixels)
-            return qc_error(QIAO_ERR_INVALID_ARGUMENT, "image: params.struct_size %zu is too small (use "
-                            "qiao_image_decode_default_params())", params->struct_size);
-        memcpy(&p, params, n);
-    }
+    qiao_status st = qc_params_read(&p, sizeof p, params,
+                                    offsetof(qiao_image_decode_params, max_pixels) + sizeof p.max_pixels,
+                                    "qiao_image_decode_default_params");
+    if (st != QIAO_OK) return st;
     if (p.max_pixels < 1 || p.max_file_bytes < 1)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "image: max_pixels and max_file_bytes must be positive");
     out->max_pixels = p.max_pixels;

@@ -39,13 +39,9 @@ qiao_image_preprocess_params qiao_image_preprocess_default_params(void) {
 
 static qiao_status resolve(const qiao_image_preprocess_params *params, qiao_image_preprocess_params *p) {
     *p = qiao_image_preprocess_default_params();
-    if (params) {
-        size_t n = params->struct_size < sizeof *p ? params->struct_size : sizeof *p;
-        if (n < offsetof(qiao_image_preprocess_params, size) + sizeof p->size)
-            return qc_error(QIAO_ERR_INVALID_ARGUMENT, "image preprocess: params.struct_size %zu is too small "
-                            "(use qiao_image_preprocess_default_params())", params->struct_size);
-        memcpy(p, params, n);
-    }
+    qiao_status st = qc_params_read(p, sizeof *p, params, offsetof(qiao_image_preprocess_params, size) + sizeof p->size,
+                                    "qiao_image_preprocess_default_params");
+    if (st != QIAO_OK) return st;
     if (p->size < 1 || p->size > MAX_SIZE)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "image preprocess: size %lld not in 1..%d", (long long)p->size,
                         MAX_SIZE);

@@ -271,12 +271,9 @@ QIAO_API qiao_status qiao_selfcheck_train(const qiao_selfcheck_params *params, q
     if (!params || !result) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "selfcheck: params and result are required");
     /* Read only the fields the caller's header knew about. */
     qiao_selfcheck_params p = qiao_selfcheck_default_params();
-    size_t n = params->struct_size < sizeof p ? params->struct_size : sizeof p;
-    if (n < offsetof(qiao_selfcheck_params, n_threads))
-        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "selfcheck: params.struct_size %zu is too small (use "
-                        "qiao_selfcheck_default_params())", params->struct_size);
-    memcpy(&p, params, n);
-    p.struct_size = sizeof p;
+    qiao_status pst = qc_params_read(&p, sizeof p, params, offsetof(qiao_selfcheck_params, n_threads) + sizeof(int),
+                                     "qiao_selfcheck_default_params");
+    if (pst != QIAO_OK) return pst;
     if (p.steps < 1 || p.steps > 10000000 || p.batch_size < 1 || p.batch_size > 4096 || !(p.learning_rate > 0.0f) ||
         p.learning_rate > 1.0f || p.n_threads < 0)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT,

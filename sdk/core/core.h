@@ -28,6 +28,18 @@ qiao_status qc_error(qiao_status status, const char *fmt, ...) QC_PRINTF(2, 3);
  * want qiao_last_error() to be "" afterwards; optional). */
 void qc_error_clear(void);
 
+/* ---- Versioned params structs (status.c) ---------------------------------
+ *
+ * Every public *_params struct starts with `size_t struct_size` so it can
+ * grow. A caller built against an older header passes a shorter struct:
+ * `out` already holds this library's defaults (out_size bytes); the first
+ * min(in->struct_size, out_size) bytes of `in` replace them, so fields the
+ * caller's header did not have keep their defaults, and out->struct_size
+ * becomes out_size. `in` == NULL keeps the defaults. A struct_size below
+ * `min_size` (it must cover the first real field) or above 64 KiB (so the
+ * struct was surely not made by `defaults_fn`) is QIAO_ERR_INVALID_ARGUMENT. */
+qiao_status qc_params_read(void *out, size_t out_size, const void *in, size_t min_size, const char *defaults_fn);
+
 /* ---- Logging (status.c) ------------------------------------------------- */
 
 void qc_log(qiao_log_level level, const char *fmt, ...) QC_PRINTF(2, 3);

@@ -56,6 +56,17 @@ qiao_status qc_error(qiao_status status, const char *fmt, ...) {
 
 void qc_error_clear(void) { tl_error[0] = '\0'; }
 
+qiao_status qc_params_read(void *out, size_t out_size, const void *in, size_t min_size, const char *defaults_fn) {
+    if (!in) return QIAO_OK;
+    size_t given;
+    memcpy(&given, in, sizeof given); /* struct_size is the first field of every params struct */
+    if (given < min_size || given > 65536)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "params.struct_size is %zu: start from %s()", given, defaults_fn);
+    memcpy(out, in, given < out_size ? given : out_size);
+    memcpy(out, &out_size, sizeof out_size);
+    return QIAO_OK;
+}
+
 QIAO_API void qiao_set_log_callback(qiao_log_fn fn, qiao_log_level max_level, void *user_data) {
     if (!fn) {
         current_hook = NULL;
