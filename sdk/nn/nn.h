@@ -215,4 +215,53 @@ void nn_block_backward(const qb_exec *ex, float *dx, nn_block_params *g, nn_bloc
                        const float *dout, const nn_block_acts *a, const nn_block_params *p, const float *x,
                        const nn_block_dims *d);
 
+
+/* ---- encoder trunk (encoder.c) ---------------------------------------------
+ * What every modality's encoder ends with: positions, L pre-norm blocks,
+ * a final layernorm, masked mean pooling, a projection to the shared space
+ * and L2 normalization:
+ *   h_0 = x + pos[t];  h_l = block_l(h_{l-1});  z = ln_f(h_L)
+ *   e = l2norm(W_proj masked_mean(z) + b_proj)        e: (B, D), D = 1024
+ * The modality-specific front end (hybrid text embedding, patch embedding,
+ * conv stem) produces x (B, T, C) and consumes dx. */
+#define NN_MAX_LAYERS 24
+
+typedef struct nn_trunk_dims {
+    int64_t B, T, C, F, H; /* batch, tokens, width, MLP width, heads */
+    int64_t L;             /* layers */
+    int64_t max_T;         /* rows of the position table */
+    int64_t D;             /* output (shared space) width */
+} nn_trunk_dims;
+
+typedef struct nn_trunk_params {
+    float *pos;                          /* (max_T, C) learned positions */
+    nn_block_params blocks[NN_MAX_LAYERS];
+    float *ln_w, *ln_b;                  /* (C) */
+    float *proj_w, *proj_b;              /* (D, C), (D) */
+} nn_trunk_params;
+
+typedef struct nn_trunk_acts {
+    float *h0;                           /* (B*T, C) x + positions */
+    nn_block_acts blocks[NN_MAX_LAYERS];
+    float *lnf, *lnf_mean, *lnf_rstd;    /* (B*T, C), (B*T), (B*T) */
+    float *pooled;                       /* (B, C) */
+    float *proj;                         /* (B, D) before normalization */
+    float *norm;                         /* (B) */
+    float *emb;                          /* (B, D) the L2-normalized embedding */
+    float *flow[2];                      /* (B*T, C) gradient between blocks (backward only) */
+} nn_trunk_acts;
+
+/* Parameters as "<prefix>pos", "<prefix>blocks.<l>.…", "<prefix>ln_f.weight",
+ * "<prefix>proj.weight"... bound at field_base + offsetof(nn_trunk_params, …). */
+qiao_status nn_trunk_describe(qc_table *tab, const char *prefix, const nn_trunk_dims *d, size_t field_base);
+qiao_status nn_trunk_describe_acts(qc_table *tab, const char *prefix, const nn_trunk_dims *d, size_t field_base);
+/* x (B, T, C), mask (B, T) or NULL (all real); T <= max_T. -> a->emb. */
+void nn_trunk_forward(const qb_exec *ex, nn_trunk_acts *a, const nn_trunk_params *p, const float *x,
+                      const uint8_t *mask, const nn_trunk_dims *d);
+/* demb (B, D) -> dx (B, T, C) accumulates; g accumulates; da (activation
+ * gradients, same layout as the activations) must be zero on entry. */
+void nn_trunk_backward(const qb_exec *ex, float *dx, nn_trunk_params *g, nn_trunk_acts *da, const float *demb,
+                       const nn_trunk_acts *a, const nn_trunk_params *p, const float *x, const uint8_t *mask,
+                       const nn_trunk_dims *d);
+
 #endif /* QIAO_NN_H */

@@ -1,0 +1,162 @@
+/* The encoder trunk every modality shares: gradients against finite
+ * differences (input, positions, a block, the final norm, the projection),
+ * thread-count independence, padding independence, unit-norm output. */
+#include <string.h>
+
+#include "nn/nn.h"
+#include "testutil.h"
+
+typedef struct trunk_case {
+    qb_exec ex;
+    nn_trunk_dims d;
+    qc_table ptab, atab;
+    qc_arena params, grads, acts, dacts;
+    nn_trunk_params p, g;
+    nn_trunk_acts a, da;
+    float *x, *dx, *R, *out_copy;
+    uint8_t *mask;
+} trunk_case;
+
+static void setup(trunk_case *k, int threads, int64_t B, int64_t T) {
+    memset(k, 0, sizeof *k);
+    qb_exec_cpu(&k->ex, threads);
+    k->d = (nn_trunk_dims){.B = B, .T = T, .C = 8, .F = 16, .H = 2, .L = 2, .max_T = 8, .D = 6};
+    qc_table_init_empty(&k->ptab);
+    qc_table_init_empty(&k->atab);
+    assert_int_equal(nn_trunk_describe(&k->ptab, "enc.", &k->d, 0), QIAO_OK);
+    assert_int_equal(nn_trunk_describe_acts(&k->atab, "enc.", &k->d, 0), QIAO_OK);
+    assert_int_equal(qc_arena_alloc(&k->params, k->ptab.total), QIAO_OK);
+    assert_int_equal(qc_arena_alloc(&k->grads, k->ptab.total), QIAO_OK);
+    assert_int_equal(qc_arena_alloc(&k->acts, k->atab.total), QIAO_OK);
+    assert_int_equal(qc_arena_alloc(&k->dacts, k->atab.total), QIAO_OK);
+    qc_table_bind(&k->ptab, k->params.base, &k->p);
+    qc_table_bind(&k->ptab, k->grads.base, &k->g);
+    qc_table_bind(&k->atab, k->acts.base, &k->a);
+    qc_table_bind(&k->atab, k->dacts.base, &k->da);
+    /* O(1) weights (not the 0.02 init) so finite differences see real
+     * curvature; norms keep their ones/zeros plus a perturbation. */
+    qt_fill_normal(k->params.base, (int64_t)k->ptab.total, 0.3f, 7);
+    for (size_t i = 0; i < k->ptab.n; i++) {
+        const qc_tensor_desc *t = &k->ptab.t[i];
+        if (strstr(t->name, "ln") && strstr(t->name, "weight"))
+            for (int64_t j = 0; j < t->numel; j++) k->params.base[t->offset + j] += 1.0f;
+    }
+    const int64_t n = B * T * k->d.C;
+    k->x = qt_alloc(n);
+    k->dx = qt_alloc(n);
+    k->R = qt_alloc(B * k->d.D);
+    k->out_copy = qt_alloc(B * k->d.D);
+    qt_fill_normal(k->x, n, 1.0f, 11);
+    qt_fill_normal(k->R, B * k->d.D, 1.0f, 13);
+    k->mask = calloc((size_t)(B * T), 1);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t t = 0; t < T; t++) k->mask[b * T + t] = t < T - b; /* sequence b has T - b real tokens */
+}
+
+static void teardown(trunk_case *k) {
+    qc_table_free(&k->ptab);
+    qc_table_free(&k->atab);
+    qc_arena_free(&k->params);
+    qc_arena_free(&k->grads);
+    qc_arena_free(&k->acts);
+    qc_arena_free(&k->dacts);
+    free(k->x), free(k->dx), free(k->R), free(k->out_copy), free(k->mask);
+}
+
+static void fwd(void *ctx) {
+    trunk_case *k = ctx;
+    nn_trunk_forward(&k->ex, &k->a, &k->p, k->x, k->mask, &k->d);
+}
+
+static void backward(trunk_case *k) {
+    qc_arena_zero(&k->grads);
+    qc_arena_zero(&k->dacts);
+    memset(k->dx, 0, sizeof(float) * (size_t)(k->d.B * k->d.T * k->d.C));
+    fwd(k);
+    nn_trunk_backward(&k->ex, k->dx, &k->g, &k->da, k->R, &k->a, &k->p, k->x, k->mask, &k->d);
+}
+
+static int check_param(trunk_case *k, const char *name) {
+    int64_t i = qc_table_find(&k->ptab, name);
+    assert_true(i >= 0);
+    const qc_tensor_desc *t = &k->ptab.t[i];
+    return qt_gradcheck(name, fwd, k, k->a.emb, k->R, k->d.B * k->d.D, k->params.base + t->offset,
+                        k->grads.base + t->offset, t->numel, 1e-3f, 1e-3, 1e-2, 64);
+}
+
+static void gradients(void **state) {
+    (void)state;
+    trunk_case k;
+    setup(&k, 1, 3, 5);
+    backward(&k);
+    int bad = qt_gradcheck("x", fwd, &k, k.a.emb, k.R, k.d.B * k.d.D, k.x, k.dx, k.d.B * k.d.T * k.d.C, 1e-3f,
+                           1e-3, 1e-2, 120);
+    const char *names[] = {"enc.pos", "enc.blocks.0.attn.q.weight", "enc.blocks.1.mlp.fc.weight",
+                           "enc.blocks.1.ln2.bias", "enc.ln_f.weight", "enc.proj.weight", "enc.proj.bias"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) bad += check_param(&k, names[i]);
+    /* Padded tokens get no input gradient. */
+    for (int64_t b = 0; b < k.d.B; b++)
+        for (int64_t t = 0; t < k.d.T; t++)
+            if (!k.mask[b * k.d.T + t])
+                for (int64_t c = 0; c < k.d.C; c++) assert_true(k.dx[(b * k.d.T + t) * k.d.C + c] == 0.0f);
+    assert_int_equal(bad, 0);
+    teardown(&k);
+}
+
+static void unit_norm_and_threads(void **state) {
+    (void)state;
+    trunk_case k1, k2;
+    setup(&k1, 1, 3, 5);
+    setup(&k2, 2, 3, 5);
+    fwd(&k1);
+    fwd(&k2);
+    for (int64_t b = 0; b < 3; b++) {
+        double s = 0;
+        for (int64_t j = 0; j < k1.d.D; j++) s += (double)k1.a.emb[b * k1.d.D + j] * k1.a.emb[b * k1.d.D + j];
+        assert_true(fabs(s - 1.0) < 1e-5);
+    }
+    assert_memory_equal(k1.a.emb, k2.a.emb, sizeof(float) * (size_t)(3 * k1.d.D));
+    teardown(&k1);
+    teardown(&k2);
+}
+
+/* Sequence 2 (3 real tokens of 5) must embed the same when it is alone
+ * with exactly its real tokens. */
+static void padding_independent(void **state) {
+    (void)state;
+    trunk_case big, one;
+    setup(&big, 1, 3, 5);
+    fwd(&big);
+    setup(&one, 1, 1, 3);
+    memcpy(one.params.base, big.params.base, sizeof(float) * big.ptab.total);
+    for (int64_t t = 0; t < 3; t++) {
+        memcpy(one.x + t * 8, big.x + (2 * 5 + t) * 8, sizeof(float) * 8);
+        one.mask[t] = 1;
+    }
+    fwd(&one);
+    for (int64_t j = 0; j < 6; j++) assert_true(fabsf(one.a.emb[j] - big.a.emb[2 * 6 + j]) < 1e-5f);
+    teardown(&big);
+    teardown(&one);
+}
+
+static void bad_dims(void **state) {
+    (void)state;
+    qc_table t;
+    qc_table_init_empty(&t);
+    nn_trunk_dims d = {.B = 1, .T = 9, .C = 8, .F = 16, .H = 3, .L = 1, .max_T = 8, .D = 4};
+    assert_int_equal(nn_trunk_describe(&t, "x.", &d, 0), QIAO_ERR_INVALID_ARGUMENT); /* C % H, T > max_T */
+    d.H = 2;
+    assert_int_equal(nn_trunk_describe_acts(&t, "x.", &d, 0), QIAO_ERR_INVALID_ARGUMENT); /* T > max_T */
+    d.T = 8;
+    d.L = NN_MAX_LAYERS + 1;
+    assert_int_equal(nn_trunk_describe(&t, "x.", &d, 0), QIAO_ERR_INVALID_ARGUMENT);
+    qc_table_free(&t);
+}
+
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(gradients),
+    cmocka_unit_test(unit_norm_and_threads),
+    cmocka_unit_test(padding_independent),
+    cmocka_unit_test(bad_dims),
+};
+QT_MAIN(tests)
