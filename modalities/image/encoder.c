@@ -1,0 +1,154 @@
+/* The image encoder: a linear patch embedding in front of the shared trunk. */
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "modalities/image/encoder.h"
+
+/* Bounds that keep every derived size (weights, the (B, H, P, P) attention
+ * matrix) far from overflow and memory exhaustion; a config beyond them is a
+ * broken file, not a model anyone trains on two cores. */
+#define QE_IMAGE_MAX_SIZE 8192   /* as qiao_image_preprocess */
+#define QE_IMAGE_MAX_TOKENS 4096
+#define QE_IMAGE_MAX_WIDTH 8192
+#define QE_IMAGE_MAX_HEADS 256
+#define QE_IMAGE_MAX_MLP 65536
+#define QE_IMAGE_MAX_EMBED 65536
+
+static const char *const kKeys[] = {"image_size", "patch", "width", "layers", "heads", "mlp"};
+
+static qiao_status get_int(const cJSON *obj, const char *key, int64_t lo, int64_t hi, int64_t *out) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!it) return qc_error(QIAO_ERR_FORMAT, "image config: missing key '%s'", key);
+    if (!cJSON_IsNumber(it))
+        return qc_error(QIAO_ERR_FORMAT, "image config: key '%s' must be an integer", key);
+    double v = it->valuedouble;
+    if (!(v >= (double)lo && v <= (double)hi) || v != floor(v))
+        return qc_error(QIAO_ERR_FORMAT, "image config: key '%s' must be an integer in [%lld, %lld] (got %g)", key,
+                        (long long)lo, (long long)hi, v);
+    *out = (int64_t)v;
+    return QIAO_OK;
+}
+
+qiao_status qe_image_config_from_json(const cJSON *obj, int64_t embed_dim, qe_image_config *cfg) {
+    if (!obj || !cfg) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "image config: NULL argument");
+    if (!cJSON_IsObject(obj)) return qc_error(QIAO_ERR_FORMAT, "image config: key 'image' must be an object");
+    if (embed_dim < 1 || embed_dim > QE_IMAGE_MAX_EMBED)
+        return qc_error(QIAO_ERR_FORMAT, "image config: key 'embed_dim' must be in [1, %d] (got %lld)",
+                        QE_IMAGE_MAX_EMBED, (long long)embed_dim);
+    for (const cJSON *it = obj->child; it; it = it->next) {
+        bool known = false;
+        for (size_t k = 0; k < sizeof kKeys / sizeof kKeys[0]; k++)
+            if (it->string && strcmp(it->string, kKeys[k]) == 0) known = true;
+        if (!known)
+            return qc_error(QIAO_ERR_FORMAT, "image config: unknown key '%s'", it->string ? it->string : "");
+    }
+    int64_t S, p, C, L, H, F;
+    qiao_status st;
+    if ((st = get_int(obj, "image_size", 1, QE_IMAGE_MAX_SIZE, &S)) != QIAO_OK ||
+        (st = get_int(obj, "patch", 1, QE_IMAGE_MAX_SIZE, &p)) != QIAO_OK ||
+        (st = get_int(obj, "width", 1, QE_IMAGE_MAX_WIDTH, &C)) != QIAO_OK ||
+        (st = get_int(obj, "layers", 1, NN_MAX_LAYERS, &L)) != QIAO_OK ||
+        (st = get_int(obj, "heads", 1, QE_IMAGE_MAX_HEADS, &H)) != QIAO_OK ||
+        (st = get_int(obj, "mlp", 1, QE_IMAGE_MAX_MLP, &F)) != QIAO_OK)
+        return st;
+    if (S % p)
+        return qc_error(QIAO_ERR_FORMAT, "image config: key 'patch' (%lld) must divide image_size (%lld)",
+                        (long long)p, (long long)S);
+    if (C % H)
+        return qc_error(QIAO_ERR_FORMAT, "image config: key 'heads' (%lld) must divide width (%lld)", (long long)H,
+                        (long long)C);
+    const int64_t g = S / p, P = g * g;
+    if (P > QE_IMAGE_MAX_TOKENS)
+        return qc_error(QIAO_ERR_FORMAT,
+                        "image config: key 'patch' gives (image_size / patch)^2 = %lld tokens, more than %d",
+                        (long long)P, QE_IMAGE_MAX_TOKENS);
+    qe_image_config c = {0};
+    c.image_size = S;
+    c.patch = p;
+    c.patch_dim = 3 * p * p;
+    c.tokens = P;
+    c.trunk = (nn_trunk_dims){.B = 0, .T = P, .C = C, .F = F, .H = H, .L = L, .max_T = P, .D = embed_dim};
+    *cfg = c;
+    return QIAO_OK;
+}
+
+#define PFIELD(m) (field_base + offsetof(qe_image_params, m))
+#define AFIELD(m) (field_base + offsetof(qe_image_acts, m))
+
+static qiao_status add(qc_table *tab, const char *prefix, const char *name, int ndim, int64_t d0, int64_t d1,
+                       qc_init init, float scale, uint32_t flags, size_t field) {
+    char full[QC_NAME_MAX];
+    int n = snprintf(full, sizeof full, "%s%s", prefix, name);
+    if (n < 0 || (size_t)n >= sizeof full)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "tensor name '%s%s' too long", prefix, name);
+    int64_t shape[2] = {d0, d1};
+    return qc_table_add(tab, full, ndim, shape, init, scale, flags, field);
+}
+
+qiao_status qe_image_describe(qc_table *tab, const char *prefix, const qe_image_config *cfg, size_t field_base) {
+    if (!tab || !prefix || !cfg) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "image encoder: NULL argument");
+    const int64_t K = cfg->patch_dim, C = cfg->trunk.C;
+    /* Fan-in scaled (LeCun) normal, std 1/sqrt(3 p^2), as big_vision's ViT
+     * initializes its patch embedding, rather than the trunk's fixed 0.02:
+     * the patch vectors are standardized per channel, so this starts every
+     * token at about unit variance whatever the patch size, whereas 0.02
+     * would tie the token scale to p (std 0.28 at p = 8, 0.55 at p = 16)
+     * and so change the balance against the positions with the config. */
+    const float std = 1.0f / sqrtf((float)K);
+    qiao_status st;
+    if ((st = add(tab, prefix, "patch_embed.weight", 2, C, K, QC_INIT_NORMAL, std, 0, PFIELD(patch_w))) != QIAO_OK ||
+        (st = add(tab, prefix, "patch_embed.bias", 1, C, 0, QC_INIT_ZEROS, 0, QC_NO_DECAY, PFIELD(patch_b))) !=
+            QIAO_OK)
+        return st;
+    char tp[QC_NAME_MAX];
+    int n = snprintf(tp, sizeof tp, "%strunk.", prefix);
+    if (n < 0 || (size_t)n >= sizeof tp)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "tensor prefix '%strunk.' too long", prefix);
+    return nn_trunk_describe(tab, tp, &cfg->trunk, PFIELD(trunk));
+}
+
+qiao_status qe_image_describe_acts(qc_table *tab, const char *prefix, const qe_image_config *cfg, int64_t B,
+                                   int64_t T, size_t field_base) {
+    if (!tab || !prefix || !cfg) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "image encoder: NULL argument");
+    if (B < 1 || T != cfg->tokens)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT,
+                        "image encoder: need B >= 1 and T = %lld patches (images have no padding); got B=%lld T=%lld",
+                        (long long)cfg->tokens, (long long)B, (long long)T);
+    nn_trunk_dims d = cfg->trunk;
+    d.B = B;
+    d.T = T;
+    qiao_status st = add(tab, prefix, "x", 2, B * T, d.C, QC_INIT_ZEROS, 0, 0, AFIELD(x));
+    if (st != QIAO_OK) return st;
+    char tp[QC_NAME_MAX];
+    int n = snprintf(tp, sizeof tp, "%strunk.", prefix);
+    if (n < 0 || (size_t)n >= sizeof tp)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "tensor prefix '%strunk.' too long", prefix);
+    return nn_trunk_describe_acts(tab, tp, &d, AFIELD(trunk));
+}
+
+static nn_trunk_dims batch_dims(const qe_image_config *cfg, int64_t B) {
+    nn_trunk_dims d = cfg->trunk;
+    d.B = B;
+    d.T = cfg->tokens;
+    return d;
+}
+
+void qe_image_forward(const qb_exec *ex, qe_image_acts *a, const qe_image_params *p, const qe_image_input *in,
+                      const qe_image_config *cfg) {
+    const nn_trunk_dims d = batch_dims(cfg, in->B);
+    nn_linear_forward(ex, a->x, in->patches, p->patch_w, p->patch_b, d.B * d.T, cfg->patch_dim, d.C);
+    nn_trunk_forward(ex, &a->trunk, &p->trunk, a->x, NULL, &d);
+}
+
+void qe_image_backward(const qb_exec *ex, qe_image_params *g, qe_image_acts *da, const float *demb,
+                       const qe_image_acts *a, const qe_image_params *p, const qe_image_input *in,
+                       const qe_image_config *cfg) {
+    const nn_trunk_dims d = batch_dims(cfg, in->B);
+    /* da->x is zero on entry (the caller's contract), so the trunk's
+     * accumulated dx is exactly dL/dx. */
+    nn_trunk_backward(ex, da->x, &g->trunk, &da->trunk, demb, &a->trunk, &p->trunk, a->x, NULL, &d);
+    nn_linear_backward(ex, NULL, g->patch_w, g->patch_b, da->x, in->patches, p->patch_w, d.B * d.T,
+                       cfg->patch_dim, d.C);
+}
