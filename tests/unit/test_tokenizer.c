@@ -388,9 +388,10 @@ static void long_text(void **state) {
     double tb = time_tokenize(tok, text, cut, &n_big);
     printf("256 KB: %zu tokens in %.3f s; 1 MB: %zu tokens in %.3f s (%.2f MB/s)\n", n_small, ts, n_big, tb,
            (double)cut / 1e6 / tb);
+    /* 4x the text gives about 4x the tokens. The timings above are for
+     * information only: speed is measured by bench/bench_tokenizer, never
+     * asserted in a test (a loaded CI machine would make it flaky). */
     assert_true(n_big > 3 * n_small && n_big < 5 * n_small);
-    /* linear: 4x the text may not take much more than 4x the time */
-    assert_true(tb < 8.0 * ts + 0.05);
     free(text);
     free(corpus);
     qiao_tokenizer_free(tok);
