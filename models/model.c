@@ -1,0 +1,332 @@
+/* models/model.c - the model container (see model.h). */
+#include "models/model.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "core/safetensors.h"
+#include "tokenizers/tokenizer.h"
+
+/* Config files are a few hundred bytes; anything this large is not one. */
+#define QMOD_CONFIG_MAX ((size_t)1 << 20)
+#define QMOD_MSG_MAX 512
+
+static const char *const k_pair_names[QMOD_N_PAIRS] = {
+    "logit_scale.text_image", "logit_scale.audio_text", "logit_scale.audio_image"};
+
+/* Re-raises the current thread-local error with `what` in front, so an
+ * encoder's "key text.width ..." becomes "m.safetensors: qiao.config: ...". */
+static qiao_status rewrap(qiao_status st, const char *what) {
+    char msg[QMOD_MSG_MAX];
+    snprintf(msg, sizeof msg, "%s", qiao_last_error());
+    return qc_error(st, "%s: %s", what, msg);
+}
+
+static qiao_status section(const cJSON *root, const char *key, const char *what, const cJSON **out) {
+    const cJSON *o = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!o)
+        return qc_error(QIAO_ERR_FORMAT,
+                        "%s: key \"%s\" missing (the text, image and audio sections are all required)", what,
+                        key);
+    if (!cJSON_IsObject(o)) return qc_error(QIAO_ERR_FORMAT, "%s: key \"%s\" must be an object", what, key);
+    *out = o;
+    return QIAO_OK;
+}
+
+qiao_status qmod_config_from_string(const char *json, const char *what, qmod_config *out) {
+    if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_config_from_string: out is NULL");
+    memset(out, 0, sizeof *out);
+    if (!what) what = "config";
+    if (!json) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "%s: JSON is NULL", what);
+    size_t len = strlen(json);
+    if (!qc_st_utf8_valid(json, len)) return qc_error(QIAO_ERR_FORMAT, "%s: not valid UTF-8", what);
+    cJSON *root = cJSON_ParseWithLength(json, len);
+    if (!root) return qc_error(QIAO_ERR_FORMAT, "%s: not valid JSON", what);
+    qiao_status st = QIAO_OK;
+    qmod_config c;
+    memset(&c, 0, sizeof c);
+    const cJSON *name, *dim, *sec = NULL;
+    if (!cJSON_IsObject(root)) {
+        st = qc_error(QIAO_ERR_FORMAT, "%s: the config must be a JSON object", what);
+        goto done;
+    }
+    name = cJSON_GetObjectItemCaseSensitive(root, "name");
+    if (!cJSON_IsString(name) || !name->valuestring[0] || strlen(name->valuestring) >= QMOD_NAME_MAX) {
+        st = qc_error(QIAO_ERR_FORMAT, "%s: key \"name\" must be a non-empty string of at most %d bytes", what,
+                      QMOD_NAME_MAX - 1);
+        goto done;
+    }
+    snprintf(c.name, sizeof c.name, "%s", name->valuestring);
+    dim = cJSON_GetObjectItemCaseSensitive(root, "embed_dim");
+    if (!cJSON_IsNumber(dim) || dim->valuedouble != floor(dim->valuedouble) || dim->valuedouble < 1 ||
+        dim->valuedouble > 65536) {
+        st = qc_error(QIAO_ERR_FORMAT, "%s: key \"embed_dim\" must be an integer in [1, 65536]", what);
+        goto done;
+    }
+    c.embed_dim = (int64_t)dim->valuedouble;
+    if ((st = section(root, "text", what, &sec)) != QIAO_OK) goto done;
+    if ((st = qe_text_config_from_json(sec, c.embed_dim, &c.text)) != QIAO_OK) {
+        st = rewrap(st, what);
+        goto done;
+    }
+    if ((st = section(root, "image", what, &sec)) != QIAO_OK) goto done;
+    if ((st = qe_image_config_from_json(sec, c.embed_dim, &c.image)) != QIAO_OK) {
+        st = rewrap(st, what);
+        goto done;
+    }
+    if ((st = section(root, "audio", what, &sec)) != QIAO_OK) goto done;
+    if ((st = qe_audio_config_from_json(sec, c.embed_dim, &c.audio)) != QIAO_OK) {
+        st = rewrap(st, what);
+        goto done;
+    }
+    c.json = cJSON_PrintUnformatted(root);
+    if (!c.json) {
+        st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory printing the config", what);
+        goto done;
+    }
+    *out = c;
+done:
+    cJSON_Delete(root);
+    return st;
+}
+
+qiao_status qmod_config_from_file(const char *path, qmod_config *out) {
+    if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_config_from_file: out is NULL");
+    memset(out, 0, sizeof *out);
+    if (!path) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_config_from_file: path is NULL");
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return qc_error(QIAO_ERR_IO, "%s: %s", path, strerror(errno));
+    char *buf = malloc(QMOD_CONFIG_MAX + 1);
+    if (!buf) {
+        fclose(fp);
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    }
+    size_t n = fread(buf, 1, QMOD_CONFIG_MAX + 1, fp);
+    int err = ferror(fp);
+    fclose(fp);
+    qiao_status st;
+    if (err)
+        st = qc_error(QIAO_ERR_IO, "%s: read error", path);
+    else if (n > QMOD_CONFIG_MAX)
+        st = qc_error(QIAO_ERR_FORMAT, "%s: over %zu bytes, not a model config", path, QMOD_CONFIG_MAX);
+    else if (memchr(buf, 0, n))
+        st = qc_error(QIAO_ERR_FORMAT, "%s: contains a NUL byte, not a model config", path);
+    else {
+        buf[n] = 0;
+        st = qmod_config_from_string(buf, path, out);
+    }
+    free(buf);
+    return st;
+}
+
+qiao_status qmod_config_copy(const qmod_config *src, qmod_config *dst) {
+    *dst = *src;
+    dst->json = NULL;
+    if (src->json) {
+        size_t n = strlen(src->json) + 1;
+        /* cJSON_malloc so qmod_config_free's cJSON_free matches either origin. */
+        dst->json = cJSON_malloc(n);
+        if (dst->json) memcpy(dst->json, src->json, n);
+        if (!dst->json) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "config %s: out of memory", src->name);
+    }
+    return QIAO_OK;
+}
+
+void qmod_config_free(qmod_config *cfg) {
+    if (!cfg) return;
+    cJSON_free(cfg->json);
+    cfg->json = NULL;
+}
+
+qiao_status qmod_describe(qc_table *tab, const qmod_config *cfg) {
+    qiao_status st;
+    if ((st = qe_text_describe(tab, "text.", &cfg->text, offsetof(qmod_params, text))) != QIAO_OK) return st;
+    if ((st = qe_image_describe(tab, "image.", &cfg->image, offsetof(qmod_params, image))) != QIAO_OK) return st;
+    if ((st = qe_audio_describe(tab, "audio.", &cfg->audio, offsetof(qmod_params, audio))) != QIAO_OK) return st;
+    const int64_t one = 1;
+    for (int i = 0; i < QMOD_N_PAIRS; i++) {
+        st = qc_table_add(tab, k_pair_names[i], 1, &one, QC_INIT_CONST, QMOD_LOGIT_SCALE_INIT, QC_NO_DECAY,
+                          offsetof(qmod_params, logit_scale) + (size_t)i * sizeof(float *));
+        if (st != QIAO_OK) return st;
+    }
+    return QIAO_OK;
+}
+
+/* A model with its table and a zeroed arena, parameters not yet set. */
+static qiao_status model_alloc(const qmod_config *cfg, qmod_model **out) {
+    qmod_model *m = calloc(1, sizeof *m);
+    if (!m) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "model %s: out of memory", cfg->name);
+    qc_table_init_empty(&m->tab);
+    qiao_status st = qmod_config_copy(cfg, &m->cfg);
+    if (st == QIAO_OK) st = qmod_describe(&m->tab, &m->cfg);
+    if (st == QIAO_OK) st = qc_arena_alloc(&m->arena, m->tab.total);
+    if (st != QIAO_OK) {
+        qmod_free(m);
+        return st;
+    }
+    qc_table_bind(&m->tab, m->arena.base, &m->p);
+    *out = m;
+    return QIAO_OK;
+}
+
+qiao_status qmod_create(const qmod_config *cfg, uint64_t seed, qmod_model **out) {
+    if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_create: out is NULL");
+    *out = NULL;
+    if (!cfg || !cfg->json) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_create: no parsed config");
+    qmod_model *m = NULL;
+    qiao_status st = model_alloc(cfg, &m);
+    if (st != QIAO_OK) return st;
+    qc_table_init(&m->tab, m->arena.base, seed);
+    *out = m;
+    return QIAO_OK;
+}
+
+void qmod_free(qmod_model *m) {
+    if (!m) return;
+    qiao_tokenizer_free(m->tok);
+    qc_arena_free(&m->arena);
+    qc_table_free(&m->tab);
+    qmod_config_free(&m->cfg);
+    free(m);
+}
+
+qiao_status qmod_save(const qmod_model *m, const char *path, qiao_dtype storage) {
+    if (!m || !path) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_save: model or path is NULL");
+    if (storage != QIAO_DTYPE_F32 && storage != QIAO_DTYPE_BF16)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "%s: storage dtype must be F32 or BF16, not %d", path,
+                        (int)storage);
+    size_t n = m->tab.n;
+    qc_st_entry *e = calloc(n + 2, sizeof *e);
+    if (!e) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    qc_st_table_entries(&m->tab, m->arena.base, e);
+    for (size_t i = 0; i < n; i++) e[i].dtype = storage;
+    qc_st_kv meta[4] = {{QMOD_META_CONFIG, m->cfg.json},
+                        {QMOD_META_FORMAT, QMOD_FORMAT},
+                        {QMOD_META_VERSION, qiao_version()},
+                        {NULL, NULL}};
+    size_t n_meta = 3;
+    if (m->tok) {
+        tk_tokenizer_entries(m->tok, e + n, &meta[3]);
+        n += 2;
+        n_meta = 4;
+    }
+    qiao_status st = qc_st_write(path, e, n, meta, n_meta);
+    free(e);
+    return st;
+}
+
+/* Checks the attached tokenizer against the text config; `what` names its source. */
+static qiao_status check_tokenizer(const qiao_tokenizer *tok, const qe_text_config *tc, const char *what,
+                                   qiao_status fail) {
+    int64_t v = qiao_tokenizer_vocab_size(tok), cv = qiao_tokenizer_char_vocab_size(tok);
+    int64_t k = qiao_tokenizer_k(tok);
+    if (v != tc->vocab)
+        return qc_error(fail, "%s: tokenizer vocab %lld != text config vocab %lld", what, (long long)v,
+                        (long long)tc->vocab);
+    if (cv != tc->char_vocab)
+        return qc_error(fail, "%s: tokenizer char_vocab %lld != text config char_vocab %lld", what,
+                        (long long)cv, (long long)tc->char_vocab);
+    if (k != tc->k)
+        return qc_error(fail, "%s: tokenizer k %lld != text config k %lld", what, (long long)k,
+                        (long long)tc->k);
+    return QIAO_OK;
+}
+
+static qiao_status load_st(const qc_st_file *f, qmod_model **out) {
+    const char *name = qc_st_name(f);
+    const char *fmt = qc_st_metadata_get(f, QMOD_META_FORMAT);
+    if (!fmt) return qc_error(QIAO_ERR_FORMAT, "%s: metadata key %s missing (not a qiao model)", name,
+                              QMOD_META_FORMAT);
+    if (strcmp(fmt, QMOD_FORMAT) != 0)
+        return qc_error(QIAO_ERR_FORMAT, "%s: metadata %s is \"%s\", expected \"%s\"", name, QMOD_META_FORMAT,
+                        fmt, QMOD_FORMAT);
+    const char *json = qc_st_metadata_get(f, QMOD_META_CONFIG);
+    if (!json) return qc_error(QIAO_ERR_FORMAT, "%s: metadata key %s missing", name, QMOD_META_CONFIG);
+    char what[QMOD_MSG_MAX];
+    snprintf(what, sizeof what, "%s: metadata %s", name, QMOD_META_CONFIG);
+    qmod_config cfg;
+    qiao_status st = qmod_config_from_string(json, what, &cfg);
+    if (st != QIAO_OK) return st;
+    qmod_model *m = NULL;
+    st = model_alloc(&cfg, &m);
+    qmod_config_free(&cfg);
+    if (st != QIAO_OK) return st;
+    st = qc_st_load_table(f, &m->tab, m->arena.base);
+    if (st == QIAO_OK) {
+        for (size_t i = 0; i < m->tab.n && st == QIAO_OK; i++) {
+            const qc_tensor_desc *t = &m->tab.t[i];
+            const float *x = m->arena.base + t->offset;
+            for (int64_t j = 0; j < t->numel; j++)
+                if (!isfinite(x[j])) {
+                    st = qc_error(QIAO_ERR_FORMAT, "%s: tensor %s holds a non-finite value at %lld", name,
+                                  t->name, (long long)j);
+                    break;
+                }
+        }
+    }
+    if (st == QIAO_OK && (qc_st_find(f, TK_TENSOR_SPM) || qc_st_find(f, TK_TENSOR_CHARS))) {
+        st = tk_tokenizer_from_st(f, &m->tok);
+        if (st == QIAO_OK) st = check_tokenizer(m->tok, &m->cfg.text, name, QIAO_ERR_FORMAT);
+    }
+    if (st != QIAO_OK) {
+        qmod_free(m);
+        return st;
+    }
+    *out = m;
+    return QIAO_OK;
+}
+
+qiao_status qmod_load(const char *path, qmod_model **out) {
+    if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_load: out is NULL");
+    *out = NULL;
+    if (!path) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_load: path is NULL");
+    qc_st_file *f = NULL;
+    qiao_status st = qc_st_open(path, &f);
+    if (st != QIAO_OK) return st;
+    st = load_st(f, out);
+    qc_st_close(f);
+    return st;
+}
+
+qiao_status qmod_load_memory(const void *data, size_t size, const char *name, qmod_model **out) {
+    if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_load_memory: out is NULL");
+    *out = NULL;
+    if (!data && size) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_load_memory: data is NULL");
+    qc_st_file *f = NULL;
+    /* Borrowed: everything is copied out before the handle closes. */
+    qiao_status st = qc_st_open_memory(data, size, name, false, &f);
+    if (st != QIAO_OK) return st;
+    st = load_st(f, out);
+    qc_st_close(f);
+    return st;
+}
+
+qiao_status qmod_set_tokenizer(qmod_model *m, const char *tokenizer_file) {
+    if (!m || !tokenizer_file)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_set_tokenizer: model or path is NULL");
+    qiao_tokenizer *tok = NULL;
+    qiao_status st = qiao_tokenizer_load(tokenizer_file, &tok);
+    if (st != QIAO_OK) return st;
+    st = check_tokenizer(tok, &m->cfg.text, tokenizer_file, QIAO_ERR_INVALID_ARGUMENT);
+    if (st != QIAO_OK) {
+        qiao_tokenizer_free(tok);
+        return st;
+    }
+    qiao_tokenizer_free(m->tok);
+    m->tok = tok;
+    return QIAO_OK;
+}
+
+int64_t qmod_param_count(const qmod_model *m, const char *prefix) {
+    if (!m) return 0;
+    size_t plen = prefix ? strlen(prefix) : 0;
+    int64_t n = 0;
+    for (size_t i = 0; i < m->tab.n; i++)
+        if (!plen || strncmp(m->tab.t[i].name, prefix, plen) == 0) n += m->tab.t[i].numel;
+    return n;
+}

@@ -1,0 +1,107 @@
+/* models/model.h - the model container: one config, one parameter table
+ * holding the three encoders ("text.", "image.", "audio.") and the three
+ * learnable contrastive temperatures, an optional embedded tokenizer, and
+ * the model file (.safetensors) that stores all of it.
+ *
+ * Model file: every parameter under its table name (F32 or BF16), the
+ * tokenizer's tensors when one is attached, and the metadata "qiao.config"
+ * (the config JSON, printed unformatted by cJSON), "qiao.format" =
+ * QMOD_FORMAT and "qiao.version".
+ *
+ * Not a public header (yet): prefix qmod_ (qm_ belongs to modalities/media). */
+#ifndef QIAO_MODELS_MODEL_H
+#define QIAO_MODELS_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/core.h"
+#include "modalities/audio/encoder.h"
+#include "modalities/image/encoder.h"
+#include "modalities/text/encoder.h"
+#include "qiao.h"
+
+#define QMOD_FORMAT "qiao-model-1"
+#define QMOD_META_CONFIG "qiao.config"
+#define QMOD_META_FORMAT "qiao.format"
+#define QMOD_META_VERSION "qiao.version"
+#define QMOD_NAME_MAX 64
+/* ln(1/0.07): CLIP's initial temperature. */
+#define QMOD_LOGIT_SCALE_INIT 2.65926003f
+
+enum { QMOD_PAIR_TEXT_IMAGE = 0, QMOD_PAIR_AUDIO_TEXT = 1, QMOD_PAIR_AUDIO_IMAGE = 2, QMOD_N_PAIRS = 3 };
+
+/* A parsed model config. All three encoder sections are required for now
+ * (a model always embeds text, images and audio into one space). */
+typedef struct qmod_config {
+    char name[QMOD_NAME_MAX];
+    int64_t embed_dim;           /* D, shared by the three projections */
+    qe_text_config text;
+    qe_image_config image;
+    qe_audio_config audio;
+    char *json;                  /* the config as stored in model files; owned */
+} qmod_config;
+
+/* Parses a config from a JSON string. `what` names it in messages (a path,
+ * "qiao.config of m.safetensors"); NULL gives "config". A bad config is
+ * QIAO_ERR_FORMAT naming `what` and the key. Free with qmod_config_free(). */
+qiao_status qmod_config_from_string(const char *json, const char *what, qmod_config *out);
+/* Reads and parses a config file (QIAO_ERR_IO when unreadable). */
+qiao_status qmod_config_from_file(const char *path, qmod_config *out);
+/* Deep copy (the JSON string is duplicated). */
+qiao_status qmod_config_copy(const qmod_config *src, qmod_config *dst);
+/* Frees cfg->json and clears it. Accepts NULL. */
+void qmod_config_free(qmod_config *cfg);
+
+/* The bound parameters: the table's float* fields point into the arena. */
+typedef struct qmod_params {
+    qe_text_params text;
+    qe_image_params image;
+    qe_audio_params audio;
+    float *logit_scale[QMOD_N_PAIRS];   /* (1) each, indexed by QMOD_PAIR_* */
+} qmod_params;
+
+typedef struct qmod_model {
+    qmod_config cfg;
+    qc_table tab;            /* every parameter, names as in the model file */
+    qc_arena arena;          /* tab.total floats */
+    qmod_params p;           /* bound into arena */
+    qiao_tokenizer *tok;     /* optional; owned */
+} qmod_model;
+
+/* Builds the parameter table of `cfg` (the encoders under "text.",
+ * "image.", "audio.", then the temperatures "logit_scale.text_image",
+ * "logit_scale.audio_text", "logit_scale.audio_image", QC_NO_DECAY) with
+ * fields relative to qmod_params. `tab` must be empty. */
+qiao_status qmod_describe(qc_table *tab, const qmod_config *cfg);
+
+/* A new model with parameters initialized from `seed`; free with qmod_free(). */
+qiao_status qmod_create(const qmod_config *cfg, uint64_t seed, qmod_model **out);
+/* Accepts NULL. */
+void qmod_free(qmod_model *m);
+
+/* Writes the model to `path` atomically, every parameter converted to
+ * `storage` (QIAO_DTYPE_F32 or QIAO_DTYPE_BF16; anything else is
+ * QIAO_ERR_INVALID_ARGUMENT), plus the tokenizer when attached. */
+qiao_status qmod_save(const qmod_model *m, const char *path, qiao_dtype storage);
+
+/* Loads a model file: parses "qiao.config", rebuilds the table, loads every
+ * parameter with shape checks (BF16/F16 widened to f32) and the tokenizer
+ * when its tensors are present. QIAO_ERR_IO when the file cannot be read;
+ * any problem with the content is QIAO_ERR_FORMAT naming the file and the
+ * tensor or key. The caller frees *out with qmod_free(). */
+qiao_status qmod_load(const char *path, qmod_model **out);
+/* The same from a file image in memory (only read during the call). `name`
+ * is used in messages (NULL gives "<memory>"). */
+qiao_status qmod_load_memory(const void *data, size_t size, const char *name, qmod_model **out);
+
+/* Loads a standalone tokenizer file and attaches it (replacing any other),
+ * after checking that its vocab, char_vocab and k equal the text config's:
+ * a mismatch is QIAO_ERR_INVALID_ARGUMENT giving both numbers. */
+qiao_status qmod_set_tokenizer(qmod_model *m, const char *tokenizer_file);
+
+/* Parameters (elements) whose name starts with `prefix` ("text.", "image.",
+ * "audio.", "logit_scale."); NULL or "" counts all. */
+int64_t qmod_param_count(const qmod_model *m, const char *prefix);
+
+#endif /* QIAO_MODELS_MODEL_H */

@@ -1,0 +1,411 @@
+/* The model container (models/model.c): create -> save -> load round trips
+ * in F32 (bit-identical) and BF16 (bf16-rounded, half the size), the
+ * embedded tokenizer, the shipped base config under issue 5's 25 MB limit,
+ * malformed model files and configs, and byte-deterministic saves. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "core/safetensors.h"
+#include "models/model.h"
+#include "qiao.h"
+#include "testutil.h"
+
+#define TINY_JSON QIAO_SOURCE_DIR "/models/configs/tiny.json"
+#define BASE_JSON QIAO_SOURCE_DIR "/models/configs/base.json"
+#define TOK_PATH QIAO_TEST_DATA "/tokenizer/tok-test.safetensors"
+
+static void tmp_path(char *buf, size_t n, const char *tag) {
+    const char *dir = getenv("TMPDIR");
+    snprintf(buf, n, "%s/qiao_test_model_%d_%s.safetensors", dir && *dir ? dir : "/tmp", (int)getpid(), tag);
+}
+
+static long file_size(const char *path) {
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+    return (long)sb.st_size;
+}
+
+static char *read_all(const char *path, size_t *len) {
+    FILE *fp = fopen(path, "rb");
+    assert_non_null(fp);
+    fseek(fp, 0, SEEK_END);
+    long n = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t)n, fp), (size_t)n);
+    fclose(fp);
+    buf[n] = 0;
+    *len = (size_t)n;
+    return buf;
+}
+
+static void expect(qiao_status got, qiao_status want, const char *needle) {
+    if (got != want || (needle && !strstr(qiao_last_error(), needle)))
+        printf("status %d (want %d), message: %s (want \"%s\")\n", (int)got, (int)want, qiao_last_error(),
+               needle ? needle : "");
+    else if (got != QIAO_OK)
+        printf("  expected error: %s\n", qiao_last_error());
+    assert_int_equal(got, want);
+    if (needle) assert_non_null(strstr(qiao_last_error(), needle));
+}
+
+static qmod_model *tiny_model(uint64_t seed) {
+    qmod_config cfg;
+    qiao_status st = qmod_config_from_file(TINY_JSON, &cfg);
+    if (st != QIAO_OK) printf("%s\n", qiao_last_error());
+    assert_int_equal(st, QIAO_OK);
+    qmod_model *m = NULL;
+    assert_int_equal(qmod_create(&cfg, seed, &m), QIAO_OK);
+    qmod_config_free(&cfg);
+    return m;
+}
+
+static void roundtrip_f32(void **state) {
+    (void)state;
+    char path[512];
+    tmp_path(path, sizeof path, "f32");
+    qmod_model *m = tiny_model(7);
+    for (int i = 0; i < QMOD_N_PAIRS; i++) assert_float_equal(*m->p.logit_scale[i], logf(1.0f / 0.07f), 1e-6);
+    assert_true(qmod_param_count(m, NULL) ==
+                qmod_param_count(m, "text.") + qmod_param_count(m, "image.") + qmod_param_count(m, "audio.") + 3);
+    assert_int_equal(qmod_save(m, path, QIAO_DTYPE_F32), QIAO_OK);
+    qmod_model *l = NULL;
+    assert_int_equal(qmod_load(path, &l), QIAO_OK);
+    assert_int_equal(l->tab.n, m->tab.n);
+    assert_null(l->tok);
+    assert_string_equal(l->cfg.name, "tiny");
+    for (size_t i = 0; i < m->tab.n; i++) {
+        const qc_tensor_desc *t = &m->tab.t[i];
+        assert_string_equal(t->name, l->tab.t[i].name);
+        if (memcmp(m->arena.base + t->offset, l->arena.base + l->tab.t[i].offset,
+                   (size_t)t->numel * sizeof(float)) != 0) {
+            printf("tensor %s differs\n", t->name);
+            fail();
+        }
+    }
+    /* The bound pointers of the loaded model reach the loaded values. */
+    assert_true(l->p.text.piece_emb == l->arena.base + l->tab.t[qc_table_find(&l->tab, "text.piece_emb.weight")].offset);
+    assert_float_equal(*l->p.logit_scale[QMOD_PAIR_AUDIO_IMAGE], logf(1.0f / 0.07f), 1e-6);
+
+    /* What `qiao info` sees through the public API. */
+    qiao_model_file *f = NULL;
+    assert_int_equal(qiao_model_file_open(path, &f), QIAO_OK);
+    assert_string_equal(qiao_model_file_metadata(f, "qiao.format"), "qiao-model-1");
+    assert_string_equal(qiao_model_file_metadata(f, "qiao.version"), qiao_version());
+    assert_int_equal(qiao_model_file_param_count(f), qmod_param_count(m, NULL));
+    cJSON *stored = cJSON_Parse(qiao_model_file_metadata(f, "qiao.config"));
+    size_t len;
+    char *text = read_all(TINY_JSON, &len);
+    cJSON *orig = cJSON_Parse(text);
+    assert_non_null(stored);
+    assert_non_null(orig);
+    assert_true(cJSON_Compare(stored, orig, 1));
+    cJSON_Delete(stored);
+    cJSON_Delete(orig);
+    free(text);
+    qiao_model_file_close(f);
+
+    /* The same file from memory. */
+    char *img = read_all(path, &len);
+    qmod_model *mm = NULL;
+    assert_int_equal(qmod_load_memory(img, len, "img", &mm), QIAO_OK);
+    assert_memory_equal(mm->arena.base, l->arena.base, l->tab.total * sizeof(float));
+    qmod_free(mm);
+    free(img);
+    qmod_free(l);
+    qmod_free(m);
+    unlink(path);
+}
+
+static void roundtrip_bf16(void **state) {
+    (void)state;
+    char p32[512], p16[512];
+    tmp_path(p32, sizeof p32, "r32");
+    tmp_path(p16, sizeof p16, "r16");
+    qmod_model *m = tiny_model(11);
+    assert_int_equal(qmod_save(m, p32, QIAO_DTYPE_F32), QIAO_OK);
+    assert_int_equal(qmod_save(m, p16, QIAO_DTYPE_BF16), QIAO_OK);
+    expect(qmod_save(m, p16, QIAO_DTYPE_F16), QIAO_ERR_INVALID_ARGUMENT, "BF16");
+    long s32 = file_size(p32), s16 = file_size(p16);
+    printf("tiny: %lld params, F32 %ld bytes, BF16 %ld bytes\n", (long long)qmod_param_count(m, NULL), s32, s16);
+    assert_true(s16 < s32 * 0.52 && s16 > s32 * 0.48);
+    qmod_model *l = NULL;
+    assert_int_equal(qmod_load(p16, &l), QIAO_OK);
+    size_t diffs = 0;
+    for (size_t i = 0; i < m->tab.n; i++) {
+        const qc_tensor_desc *t = &m->tab.t[i];
+        const float *a = m->arena.base + t->offset, *b = l->arena.base + l->tab.t[i].offset;
+        for (int64_t j = 0; j < t->numel; j++) {
+            uint16_t h;
+            qc_f32_to_bf16_n(&h, &a[j], 1);
+            float want = qc_bf16_to_f32(h);
+            if (memcmp(&want, &b[j], sizeof want) != 0) diffs++;
+        }
+    }
+    assert_int_equal(diffs, 0);
+    qmod_free(l);
+    qmod_free(m);
+    unlink(p32);
+    unlink(p16);
+}
+
+/* tiny.json with the text section's vocab sizes set to the test tokenizer's. */
+static char *tiny_for_tokenizer(const qiao_tokenizer *tok) {
+    size_t len;
+    char *text = read_all(TINY_JSON, &len);
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    assert_non_null(root);
+    cJSON *t = cJSON_GetObjectItemCaseSensitive(root, "text");
+    assert_non_null(t);
+    cJSON_ReplaceItemInObjectCaseSensitive(t, "vocab", cJSON_CreateNumber((double)qiao_tokenizer_vocab_size(tok)));
+    cJSON_ReplaceItemInObjectCaseSensitive(t, "char_vocab",
+                                           cJSON_CreateNumber((double)qiao_tokenizer_char_vocab_size(tok)));
+    cJSON_ReplaceItemInObjectCaseSensitive(t, "k", cJSON_CreateNumber(qiao_tokenizer_k(tok)));
+    char *out = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return out;
+}
+
+static void ids_of(const qiao_tokenizer *tok, const char *s, qiao_tokens **out) {
+    qiao_tokenize_params tp = qiao_tokenize_default_params();
+    assert_int_equal(qiao_tokenize(tok, s, strlen(s), &tp, out), QIAO_OK);
+    assert_true((*out)->count > 0);
+}
+
+static void with_tokenizer(void **state) {
+    (void)state;
+    char path[512];
+    tmp_path(path, sizeof path, "tok");
+    qiao_tokenizer *ref = NULL;
+    assert_int_equal(qiao_tokenizer_load(TOK_PATH, &ref), QIAO_OK);
+    char *json = tiny_for_tokenizer(ref);
+    qmod_config cfg;
+    assert_int_equal(qmod_config_from_string(json, "tok config", &cfg), QIAO_OK);
+    cJSON_free(json);
+    qmod_model *m = NULL;
+    assert_int_equal(qmod_create(&cfg, 3, &m), QIAO_OK);
+    assert_int_equal(qmod_set_tokenizer(m, TOK_PATH), QIAO_OK);
+    assert_int_equal(qmod_save(m, path, QIAO_DTYPE_BF16), QIAO_OK);
+    qmod_model *l = NULL;
+    assert_int_equal(qmod_load(path, &l), QIAO_OK);
+    assert_non_null(l->tok);
+    const char *texts[] = {"The quick brown fox jumps over the lazy dog.", "今天天气很好，我们去公园散步吧。",
+                           "Café naïve 123 — mixed 中文 text"};
+    for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) {
+        qiao_tokens *a = NULL, *b = NULL;
+        ids_of(ref, texts[i], &a);
+        ids_of(l->tok, texts[i], &b);
+        assert_int_equal(a->count, b->count);
+        assert_int_equal(a->k, b->k);
+        assert_memory_equal(a->ids, b->ids, a->count * sizeof(int32_t));
+        assert_memory_equal(a->char_ids, b->char_ids, a->count * (size_t)a->k * sizeof(int32_t));
+        assert_memory_equal(a->tags, b->tags, a->count);
+        qiao_tokens_free(a);
+        qiao_tokens_free(b);
+    }
+    qmod_free(l);
+
+    /* A tokenizer whose sizes disagree with the text config is refused,
+     * giving both numbers. */
+    int64_t tv = qiao_tokenizer_vocab_size(ref);
+    qmod_config off;
+    assert_int_equal(qmod_config_copy(&cfg, &off), QIAO_OK);
+    off.text.vocab = tv + 1;
+    qmod_model *t = NULL;
+    assert_int_equal(qmod_create(&off, 1, &t), QIAO_OK);
+    qmod_config_free(&off);
+    char want[128];
+    snprintf(want, sizeof want, "vocab %lld != text config vocab %lld", (long long)tv, (long long)(tv + 1));
+    expect(qmod_set_tokenizer(t, TOK_PATH), QIAO_ERR_INVALID_ARGUMENT, want);
+    assert_null(t->tok);
+    expect(qmod_set_tokenizer(t, QIAO_TEST_DATA "/no/such/tok.safetensors"), QIAO_ERR_IO, NULL);
+    qmod_free(t);
+
+    qmod_config_free(&cfg);
+    qmod_free(m);
+    qiao_tokenizer_free(ref);
+    unlink(path);
+}
+
+static void base_size(void **state) {
+    (void)state;
+    char path[512];
+    tmp_path(path, sizeof path, "base");
+    qmod_config cfg;
+    qiao_status st = qmod_config_from_file(BASE_JSON, &cfg);
+    if (st != QIAO_OK) printf("%s\n", qiao_last_error());
+    assert_int_equal(st, QIAO_OK);
+    qmod_model *m = NULL;
+    assert_int_equal(qmod_create(&cfg, 5, &m), QIAO_OK);
+    int64_t nt = qmod_param_count(m, "text."), ni = qmod_param_count(m, "image.");
+    int64_t na = qmod_param_count(m, "audio."), nl = qmod_param_count(m, "logit_scale.");
+    int64_t all = qmod_param_count(m, NULL);
+    assert_true(nt > 0 && ni > 0 && na > 0);
+    assert_int_equal(nl, 3);
+    assert_true(all == nt + ni + na + nl);
+    assert_int_equal(qmod_save(m, path, QIAO_DTYPE_BF16), QIAO_OK);
+    long size = file_size(path);
+    printf("base: text %lld, image %lld, audio %lld, logit_scale %lld, total %lld params; BF16 file %ld bytes "
+           "(%.2f MB)\n",
+           (long long)nt, (long long)ni, (long long)na, (long long)nl, (long long)all, size, size / 1e6);
+    assert_true(size >= 2 * all);
+    assert_true(size <= 25 * 1000 * 1000);
+    qmod_free(m);
+    qmod_config_free(&cfg);
+    unlink(path);
+}
+
+/* Writes m's tensors with the named one dropped or reshaped, and the given metadata. */
+static void write_variant(const qmod_model *m, const char *path, const char *drop, const char *reshape,
+                          const qc_st_kv *meta, size_t n_meta) {
+    qc_st_entry *e = calloc(m->tab.n, sizeof *e);
+    assert_non_null(e);
+    qc_st_table_entries(&m->tab, m->arena.base, e);
+    size_t n = 0;
+    static const float two[2] = {1.0f, 2.0f};
+    for (size_t i = 0; i < m->tab.n; i++) {
+        if (drop && strcmp(e[i].name, drop) == 0) continue;
+        e[n] = e[i];
+        if (reshape && strcmp(e[n].name, reshape) == 0) {
+            e[n].ndim = 1;
+            e[n].shape[0] = 2;
+            e[n].data = two;
+        }
+        n++;
+    }
+    assert_int_equal(qc_st_write(path, e, n, meta, n_meta), QIAO_OK);
+    free(e);
+}
+
+static void bad_files(void **state) {
+    (void)state;
+    char path[512];
+    tmp_path(path, sizeof path, "bad");
+    qmod_model *m = tiny_model(2), *l = NULL;
+    const qc_st_kv good[] = {{"qiao.config", m->cfg.json}, {"qiao.format", "qiao-model-1"}};
+
+    const qc_st_kv no_config[] = {{"qiao.format", "qiao-model-1"}};
+    write_variant(m, path, NULL, NULL, no_config, 1);
+    expect(qmod_load(path, &l), QIAO_ERR_FORMAT, "qiao.config");
+    assert_non_null(strstr(qiao_last_error(), path));
+    assert_null(l);
+
+    write_variant(m, path, NULL, NULL, NULL, 0);
+    expect(qmod_load(path, &l), QIAO_ERR_FORMAT, "qiao.format");
+
+    const qc_st_kv wrong_format[] = {{"qiao.config", m->cfg.json}, {"qiao.format", "qiao-model-9"}};
+    write_variant(m, path, NULL, NULL, wrong_format, 2);
+    expect(qmod_load(path, &l), QIAO_ERR_FORMAT, "qiao-model-9");
+
+    const qc_st_kv not_json[] = {{"qiao.config", "{\"name\": \"tiny\", "}, {"qiao.format", "qiao-model-1"}};
+    write_variant(m, path, NULL, NULL, not_json, 2);
+    expect(qmod_load(path, &l), QIAO_ERR_FORMAT, "not valid JSON");
+    assert_non_null(strstr(qiao_last_error(), path));
+
+    /* Valid JSON, but an encoder key is wrong: the message names file and key. */
+    size_t blen = strlen(m->cfg.json) + 1;
+    char *bad = malloc(blen);
+    assert_non_null(bad);
+    memcpy(bad, m->cfg.json, blen);
+    char *w = strstr(bad, "\"heads\":4");
+    assert_non_null(w);
+    memcpy(w, "\"heads\":3", 9);
+    const qc_st_kv bad_key[] = {{"qiao.config", bad}, {"qiao.format", "qiao-model-1"}};
+    write_variant(m, path, NULL, NULL, bad_key, 2);
+    expect(qmod_load(path, &l), QIAO_ERR_FORMAT, "heads");
+    assert_non_null(strstr(qiao_last_error(), path));
+    free(bad);
+
+    write_variant(m, path, "logit_scale.audio_text", NULL, good, 2);
+    expect(qmod_load(path, &l), QIAO_ERR_FORMAT, "logit_scale.audio_text");
+    assert_non_null(strstr(qiao_last_error(), path));
+
+    assert_true(qc_table_find(&m->tab, "image.trunk.ln_f.weight") >= 0);
+    write_variant(m, path, "image.trunk.ln_f.weight", NULL, good, 2);
+    expect(qmod_load(path, &l), QIAO_ERR_FORMAT, "image.trunk.ln_f.weight");
+
+    write_variant(m, path, NULL, "text.gate.bias", good, 2);
+    assert_true(qc_table_find(&m->tab, "text.gate.bias") >= 0);
+    expect(qmod_load(path, &l), QIAO_ERR_FORMAT, "text.gate.bias");
+    assert_null(l);
+
+    expect(qmod_load(QIAO_TEST_DATA "/no/such/model.safetensors", &l), QIAO_ERR_IO, "model.safetensors");
+    const char junk[] = "definitely not a safetensors file";
+    expect(qmod_load_memory(junk, sizeof junk, "junk", &l), QIAO_ERR_FORMAT, "junk");
+    expect(qmod_load_memory(junk, 0, "empty", &l), QIAO_ERR_FORMAT, NULL);
+    assert_null(l);
+    qmod_free(m);
+    unlink(path);
+}
+
+static void deterministic(void **state) {
+    (void)state;
+    char pa[512], pb[512], pc[512];
+    tmp_path(pa, sizeof pa, "da");
+    tmp_path(pb, sizeof pb, "db");
+    tmp_path(pc, sizeof pc, "dc");
+    qmod_model *a = tiny_model(42), *b = tiny_model(42), *c = tiny_model(43);
+    assert_int_equal(qmod_save(a, pa, QIAO_DTYPE_BF16), QIAO_OK);
+    assert_int_equal(qmod_save(b, pb, QIAO_DTYPE_BF16), QIAO_OK);
+    assert_int_equal(qmod_save(c, pc, QIAO_DTYPE_BF16), QIAO_OK);
+    size_t la, lb, lc;
+    char *ba = read_all(pa, &la), *bb = read_all(pb, &lb), *bc = read_all(pc, &lc);
+    assert_int_equal(la, lb);
+    assert_memory_equal(ba, bb, la);
+    assert_int_equal(la, lc);
+    assert_true(memcmp(ba, bc, la) != 0);
+    free(ba);
+    free(bb);
+    free(bc);
+    qmod_free(a);
+    qmod_free(b);
+    qmod_free(c);
+    unlink(pa);
+    unlink(pb);
+    unlink(pc);
+}
+
+static void config_errors(void **state) {
+    (void)state;
+    qmod_config cfg;
+    expect(qmod_config_from_file(QIAO_TEST_DATA "/no/such.json", &cfg), QIAO_ERR_IO, "such.json");
+    expect(qmod_config_from_string("[1,2]", "c.json", &cfg), QIAO_ERR_FORMAT, "c.json");
+    expect(qmod_config_from_string("{\"embed_dim\":1024}", "c.json", &cfg), QIAO_ERR_FORMAT, "\"name\"");
+    expect(qmod_config_from_string("{\"name\":\"x\",\"embed_dim\":-3}", "c.json", &cfg), QIAO_ERR_FORMAT,
+           "embed_dim");
+    expect(qmod_config_from_string("{\"name\":\"x\",\"embed_dim\":\"big\"}", "c.json", &cfg), QIAO_ERR_FORMAT,
+           "embed_dim");
+    /* Each encoder section is required. */
+    size_t len;
+    char *text = read_all(TINY_JSON, &len);
+    const char *secs[] = {"text", "image", "audio"};
+    for (int i = 0; i < 3; i++) {
+        cJSON *root = cJSON_Parse(text);
+        cJSON_DeleteItemFromObjectCaseSensitive(root, secs[i]);
+        char *s = cJSON_PrintUnformatted(root);
+        char want[32];
+        snprintf(want, sizeof want, "\"%s\" missing", secs[i]);
+        expect(qmod_config_from_string(s, "c.json", &cfg), QIAO_ERR_FORMAT, want);
+        cJSON_free(s);
+        cJSON_Delete(root);
+    }
+    free(text);
+}
+
+int main(int argc, char **argv) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(roundtrip_f32), cmocka_unit_test(roundtrip_bf16), cmocka_unit_test(with_tokenizer),
+        cmocka_unit_test(base_size),     cmocka_unit_test(bad_files),      cmocka_unit_test(deterministic),
+        cmocka_unit_test(config_errors),
+    };
+    if (argc > 1) cmocka_set_test_filter(argv[1]);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
