@@ -133,12 +133,8 @@ qiao_status qe_audio_config_from_json(const cJSON *obj, int64_t embed_dim, qe_au
 
 static qiao_status add(qc_table *tab, const char *prefix, const char *name, int ndim, int64_t d0, int64_t d1,
                        int64_t d2, qc_init init, float scale, uint32_t flags, size_t field) {
-    char full[QC_NAME_MAX];
-    int n = snprintf(full, sizeof full, "%s%s", prefix, name);
-    if (n < 0 || (size_t)n >= sizeof full)
-        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "tensor name '%s%s' too long", prefix, name);
     int64_t shape[3] = {d0, d1, d2};
-    return qc_table_add(tab, full, ndim, shape, init, scale, flags, field);
+    return qc_table_add_prefixed(tab, prefix, name, ndim, shape, init, scale, flags, field);
 }
 
 static qiao_status trunk_prefix(char *tp, size_t cap, const char *prefix) {

@@ -79,12 +79,8 @@ qiao_status qe_image_config_from_json(const cJSON *obj, int64_t embed_dim, qe_im
 
 static qiao_status add(qc_table *tab, const char *prefix, const char *name, int ndim, int64_t d0, int64_t d1,
                        qc_init init, float scale, uint32_t flags, size_t field) {
-    char full[QC_NAME_MAX];
-    int n = snprintf(full, sizeof full, "%s%s", prefix, name);
-    if (n < 0 || (size_t)n >= sizeof full)
-        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "tensor name '%s%s' too long", prefix, name);
     int64_t shape[2] = {d0, d1};
-    return qc_table_add(tab, full, ndim, shape, init, scale, flags, field);
+    return qc_table_add_prefixed(tab, prefix, name, ndim, shape, init, scale, flags, field);
 }
 
 qiao_status qe_image_describe(qc_table *tab, const char *prefix, const qe_image_config *cfg, size_t field_base) {

@@ -131,6 +131,10 @@ void qc_table_free(qc_table *tab);
  * (or QC_NO_FIELD). Fails on a duplicate name, a bad shape or OOM. */
 qiao_status qc_table_add(qc_table *tab, const char *name, int ndim, const int64_t *shape,
                          qc_init init, float init_scale, uint32_t flags, size_t field);
+/* qc_table_add with the name "<prefix><name>": how composite layers name
+ * their tensors under their owner's prefix ("text.trunk.blocks.0."). */
+qiao_status qc_table_add_prefixed(qc_table *tab, const char *prefix, const char *name, int ndim,
+                                  const int64_t *shape, qc_init init, float init_scale, uint32_t flags, size_t field);
 /* Index of the named tensor, or -1. */
 int64_t qc_table_find(const qc_table *tab, const char *name);
 /* Sets every bound float* field of `obj` to point into `arena`. */

@@ -1,4 +1,5 @@
 /* The tensor table and the arenas it sizes (see core.h for the why). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -51,6 +52,16 @@ qiao_status qc_table_add(qc_table *tab, const char *name, int ndim, const int64_
     d->field = field;
     tab->total = total;
     return QIAO_OK;
+}
+
+qiao_status qc_table_add_prefixed(qc_table *tab, const char *prefix, const char *name, int ndim,
+                                  const int64_t *shape, qc_init init, float init_scale, uint32_t flags, size_t field) {
+    char full[QC_NAME_MAX];
+    int n = snprintf(full, sizeof full, "%s%s", prefix ? prefix : "", name ? name : "");
+    if (n < 0 || (size_t)n >= sizeof full)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "tensor name '%s%s' is longer than %d bytes", prefix ? prefix : "",
+                        name ? name : "", QC_NAME_MAX - 1);
+    return qc_table_add(tab, full, ndim, shape, init, init_scale, flags, field);
 }
 
 int64_t qc_table_find(const qc_table *tab, const char *name) {

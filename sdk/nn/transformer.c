@@ -10,12 +10,8 @@
 
 static qiao_status add2(qc_table *tab, const char *prefix, const char *name, int64_t d0, int64_t d1,
                         qc_init init, float scale, uint32_t flags, size_t field) {
-    char full[QC_NAME_MAX];
-    int n = snprintf(full, sizeof full, "%s%s", prefix, name);
-    if (n < 0 || (size_t)n >= sizeof full)
-        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "tensor name '%s%s' too long", prefix, name);
     int64_t shape[2] = {d0, d1};
-    return qc_table_add(tab, full, d1 > 0 ? 2 : 1, shape, init, scale, flags, field);
+    return qc_table_add_prefixed(tab, prefix, name, d1 > 0 ? 2 : 1, shape, init, scale, flags, field);
 }
 
 qiao_status nn_block_describe(qc_table *tab, const char *prefix, const nn_block_dims *d, int64_t n_layers,
