@@ -9,7 +9,7 @@ qiao_test(NAME test_tokenizer SOURCES unit/test_tokenizer.c
         normalize_traditional normalize_byte_map invalid_utf8_error invalid_utf8_replace
         segment_chinese segment_english mixed_zh_en_emoji offsets_cover_text offsets_highlight
         long_text batch_padding_mask train_roundtrip load_memory inside_model_file corrupt_file
-        thread_safety bad_arguments
+        thread_safety bad_arguments cache_consistent
   LABELS tokenizer TIMEOUT 120)
 find_package(Threads REQUIRED)
 target_link_libraries(test_tokenizer PRIVATE Threads::Threads)

@@ -127,14 +127,35 @@ extern "C" const char *spm_piece_str(const spm_model *m, int32_t id) {
     }
 }
 
-extern "C" spm_rc spm_encode(const spm_model *m, const char *text, size_t len, spm_piece **buf,
-                             size_t *cap, size_t *n, char *err, size_t errcap) {
+struct spm_scratch {
+    sentencepiece::ImmutableSentencePieceText spt;
+};
+
+extern "C" spm_scratch *spm_scratch_new(void) {
+    try {
+        return new spm_scratch;
+    } catch (...) {
+        return nullptr;
+    }
+}
+
+extern "C" void spm_scratch_free(spm_scratch *s) {
+    try {
+        delete s;
+    } catch (...) {
+    }
+}
+
+extern "C" spm_rc spm_encode(const spm_model *m, spm_scratch *scratch, const char *text, size_t len,
+                             spm_piece **buf, size_t *cap, size_t *n, char *err, size_t errcap) {
     if (!m || (!text && len) || !buf || !cap || !n) {
         set_err(err, errcap, "spm_encode: NULL argument");
         return SPM_ERR_INVALID;
     }
     SPM_TRY
-    sentencepiece::ImmutableSentencePieceText spt;
+    sentencepiece::ImmutableSentencePieceText local;
+    // Encode() clears the message first; a reused one keeps its allocations.
+    sentencepiece::ImmutableSentencePieceText &spt = scratch ? scratch->spt : local;
     auto st = m->sp.Encode(absl::string_view(text ? text : "", len), spt.mutable_proto());
     if (!st.ok()) {
         set_err(err, errcap, st.ToString().c_str());

@@ -43,11 +43,20 @@ int32_t spm_vocab_size(const spm_model *m);
  * out of range. */
 const char *spm_piece_str(const spm_model *m, int32_t id);
 
+/* Reusable working memory for spm_encode(): keeping SentencePiece's result
+ * message between calls saves re-allocating it for every word. One scratch
+ * per thread at a time (it is mutable); spm_scratch_new() returns NULL when
+ * out of memory; spm_scratch_free() accepts NULL. */
+typedef struct spm_scratch spm_scratch;
+spm_scratch *spm_scratch_new(void);
+void spm_scratch_free(spm_scratch *s);
+
 /* Encodes text[0 .. len) into pieces appended to *buf (grown with realloc;
- * *cap is its capacity in pieces, *n the count written). The caller frees
- * *buf with free(). */
-spm_rc spm_encode(const spm_model *m, const char *text, size_t len, spm_piece **buf, size_t *cap,
-                  size_t *n, char *err, size_t errcap);
+ * *cap is its capacity in pieces, *n the count written so far, updated).
+ * `scratch` may be NULL (a temporary one is used). The caller frees *buf
+ * with free(). */
+spm_rc spm_encode(const spm_model *m, spm_scratch *scratch, const char *text, size_t len, spm_piece **buf,
+                  size_t *cap, size_t *n, char *err, size_t errcap);
 
 typedef struct spm_train_opts {
     int64_t vocab_size;

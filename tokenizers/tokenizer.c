@@ -272,12 +272,26 @@ static qiao_status read_params(const qiao_tokenize_params *in, qiao_tokenize_par
     return QIAO_OK;
 }
 
+/* A per-call cache of SentencePiece results: a unit's pieces depend only
+ * on its bytes, and a long text repeats words a lot, so each distinct unit
+ * is encoded once. Keys are spans of the normalized text itself (alive for
+ * the whole call); values are runs of the shared pieces array. Per call, so
+ * nothing is shared between threads. */
+typedef struct tk_unit_entry {
+    uint64_t hash;          /* 0 = empty slot */
+    size_t begin, len;      /* the key: normalized bytes [begin, begin + len) */
+    size_t first, count;    /* its pieces: pieces[first .. first + count) */
+} tk_unit_entry;
+
 typedef struct tk_run {
     const qiao_tokenizer *tok;
     const tk_normalized *nt;
     size_t text_len;
-    spm_piece *pieces;      /* scratch for one unit */
-    size_t pcap;
+    spm_piece *pieces;      /* the pieces of every distinct unit so far */
+    size_t pcap, npieces;
+    spm_scratch *scratch;
+    tk_unit_entry *cache;   /* open addressing, power-of-two size */
+    size_t ccap, cused;
     qiao_tokens *r;
     size_t cap;
     size_t limit;           /* 0 = no limit */
@@ -319,26 +333,79 @@ static void piece_chars(const qiao_tokenizer *tok, const tk_normalized *nt, size
     }
 }
 
+static uint64_t hash_bytes(const char *s, size_t n) {
+    uint64_t h = 14695981039346656037ULL;
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
+    return h ? h : 1;
+}
+
+static qiao_status cache_grow(tk_run *run) {
+    size_t nc = run->ccap ? 2 * run->ccap : 64;
+    tk_unit_entry *c = calloc(nc, sizeof *c);
+    if (!c) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qiao_tokenize: out of memory (word cache of %zu)", nc);
+    for (size_t i = 0; i < run->ccap; i++) {
+        const tk_unit_entry *e = &run->cache[i];
+        if (!e->hash) continue;
+        size_t j = (size_t)e->hash & (nc - 1);
+        while (c[j].hash) j = (j + 1) & (nc - 1);
+        c[j] = *e;
+    }
+    free(run->cache);
+    run->cache = c;
+    run->ccap = nc;
+    return QIAO_OK;
+}
+
+/* The pieces of unit [ub, ue) of the normalized text, from the cache or
+ * from SentencePiece (then cached): run->pieces[*first .. *first + *np). */
+static qiao_status unit_pieces(tk_run *run, size_t ub, size_t ue, size_t *first, size_t *np) {
+    const char *s = run->nt->s;
+    size_t len = ue - ub;
+    uint64_t h = hash_bytes(s + ub, len);
+    if (2 * (run->cused + 1) > run->ccap) {
+        qiao_status st = cache_grow(run);
+        if (st != QIAO_OK) return st;
+    }
+    size_t j = (size_t)h & (run->ccap - 1);
+    for (; run->cache[j].hash; j = (j + 1) & (run->ccap - 1)) {
+        const tk_unit_entry *e = &run->cache[j];
+        if (e->hash == h && e->len == len && memcmp(s + e->begin, s + ub, len) == 0) {
+            *first = e->first;
+            *np = e->count;
+            return QIAO_OK;
+        }
+    }
+    size_t n = run->npieces;
+    char err[512] = "";
+    spm_rc rc = spm_encode(run->tok->spm, run->scratch, s + ub, len, &run->pieces, &run->pcap, &n, err, sizeof err);
+    if (rc != SPM_OK)
+        return qc_error(rc == SPM_ERR_NOMEM ? QIAO_ERR_OUT_OF_MEMORY : QIAO_ERR_INTERNAL,
+                        "qiao_tokenize: SentencePiece failed on bytes [%zu, %zu) of the normalized text: %s", ub, ue, err);
+    run->cache[j] = (tk_unit_entry){.hash = h, .begin = ub, .len = len, .first = run->npieces, .count = n - run->npieces};
+    run->cused++;
+    *first = run->npieces;
+    *np = n - run->npieces;
+    run->npieces = n;
+    return QIAO_OK;
+}
+
 static qiao_status on_unit(size_t ub, size_t ue, void *user) {
     tk_run *run = user;
     qiao_tokens *r = run->r;
     if (run->limit && r->count >= run->limit) return QIAO_OK;
-    size_t np = 0;
-    char err[512] = "";
-    spm_rc rc = spm_encode(run->tok->spm, run->nt->s + ub, ue - ub, &run->pieces, &run->pcap, &np, err, sizeof err);
-    if (rc != SPM_OK)
-        return qc_error(rc == SPM_ERR_NOMEM ? QIAO_ERR_OUT_OF_MEMORY : QIAO_ERR_INTERNAL,
-                        "qiao_tokenize: SentencePiece failed on bytes [%zu, %zu) of the normalized text: %s", ub, ue, err);
+    size_t first = 0, np = 0;
+    qiao_status st = unit_pieces(run, ub, ue, &first, &np);
+    if (st != QIAO_OK) return st;
     /* Truncation keeps the tags of the full word: a word cut short ends in
      * B or M, which says so. */
     size_t keep = np;
     if (run->limit && keep > run->limit - r->count) keep = run->limit - r->count;
-    qiao_status st = grow_tokens(run, keep);
+    st = grow_tokens(run, keep);
     if (st != QIAO_OK) return st;
     const tk_normalized *nt = run->nt;
     size_t k = (size_t)r->k;
     for (size_t i = 0; i < keep; i++) {
-        const spm_piece *p = &run->pieces[i];
+        const spm_piece *p = &run->pieces[first + i];
         size_t b = ub + p->begin, e = ub + p->end;
         if (e > ue) e = ue;
         if (b > e) b = e;
@@ -380,9 +447,12 @@ static qiao_status tokenize_one(const qiao_tokenizer *tok, const char *text, siz
     }
     r->k = tok->k;
     tk_run run = {.tok = tok, .nt = &nt, .text_len = len, .r = r, .limit = (size_t)p->max_tokens};
-    st = grow_tokens(&run, 1);
+    run.scratch = spm_scratch_new();
+    st = run.scratch ? grow_tokens(&run, 1) : qc_error(QIAO_ERR_OUT_OF_MEMORY, "qiao_tokenize: out of memory");
     if (st == QIAO_OK) st = tk_word_units(nt.s, nt.len, on_unit, &run);
     free(run.pieces);
+    free(run.cache);
+    spm_scratch_free(run.scratch);
     tk_normalized_free(&nt);
     if (st != QIAO_OK) {
         qiao_tokens_free(r);

@@ -397,6 +397,51 @@ static void long_text(void **state) {
     qiao_tokenizer_free(tok);
 }
 
+/* Repeated words are encoded once per call and then reused: a text of many
+ * repeated sentences must give exactly the tokens of each sentence
+ * tokenized on its own (offsets shifted). The sentences end in punctuation,
+ * which is always a word boundary, so joining them changes no word. */
+static void cache_consistent(void **state) {
+    (void)state;
+    qiao_tokenizer *tok = load_test_tok();
+    static const char *const sents[] = {"我喜欢北京天安门。", "我们明天去北京吧！", "北京的天气很好，我喜欢。",
+                                        "hello world, 北京 hello!", "ＡＢＣ北京天安门？"};
+    const size_t ns = sizeof sents / sizeof *sents, reps = 300;
+    size_t cap = 0;
+    for (size_t i = 0; i < ns; i++) cap += strlen(sents[i]);
+    char *text = malloc(cap * reps + 1);
+    assert_non_null(text);
+    size_t len = 0;
+    for (size_t r = 0; r < reps; r++)
+        for (size_t i = 0; i < ns; i++) {
+            memcpy(text + len, sents[(i + r) % ns], strlen(sents[(i + r) % ns]));
+            len += strlen(sents[(i + r) % ns]);
+        }
+    text[len] = '\0';
+    qiao_tokens *all = tokenize_str(tok, text);
+    qiao_tokens *one[sizeof sents / sizeof *sents];
+    for (size_t i = 0; i < ns; i++) one[i] = tokenize_str(tok, sents[i]);
+    size_t k = (size_t)all->k, t = 0, off = 0;
+    for (size_t r = 0; r < reps; r++)
+        for (size_t i = 0; i < ns; i++) {
+            const qiao_tokens *o = one[(i + r) % ns];
+            assert_true(t + o->count <= all->count);
+            for (size_t j = 0; j < o->count; j++, t++) {
+                assert_int_equal(all->ids[t], o->ids[j]);
+                assert_int_equal(all->tags[t], o->tags[j]);
+                assert_int_equal(all->offsets[2 * t], o->offsets[2 * j] + (int64_t)off);
+                assert_int_equal(all->offsets[2 * t + 1], o->offsets[2 * j + 1] + (int64_t)off);
+                assert_memory_equal(all->char_ids + t * k, o->char_ids + j * k, k * sizeof *o->char_ids);
+            }
+            off += strlen(sents[(i + r) % ns]);
+        }
+    assert_int_equal(t, all->count);
+    for (size_t i = 0; i < ns; i++) qiao_tokens_free(one[i]);
+    qiao_tokens_free(all);
+    free(text);
+    qiao_tokenizer_free(tok);
+}
+
 /* ---- batches ------------------------------------------------------------------- */
 
 static void batch_padding_mask(void **state) {
@@ -769,7 +814,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(batch_padding_mask),   cmocka_unit_test(train_roundtrip),
         cmocka_unit_test(load_memory),          cmocka_unit_test(inside_model_file),
         cmocka_unit_test(corrupt_file),         cmocka_unit_test(thread_safety),
-        cmocka_unit_test(bad_arguments),
+        cmocka_unit_test(bad_arguments),        cmocka_unit_test(cache_consistent),
     };
     if (argc > 1) cmocka_set_test_filter(argv[1]);
     return cmocka_run_group_tests(tests, NULL, NULL);
