@@ -42,6 +42,44 @@ static inline float *qt_alloc(int64_t n) {
     return p;
 }
 
+/* ---- a model under test -------------------------------------------------
+ * Its parameter and activation tables and the four arenas they size, the
+ * way a model holds them (see docs/design.md). Describe into pt and at,
+ * then qt_model_alloc binds the caller's parameter, gradient, activation
+ * and activation-gradient structs into fresh zeroed arenas. */
+typedef struct qt_model {
+    qc_table pt, at;                     /* parameters, activations */
+    qc_arena params, grads, acts, dacts; /* sized by pt, pt, at, at */
+} qt_model;
+
+static inline void qt_model_alloc(qt_model *m, void *p, void *g, void *a, void *da) {
+    assert_int_equal(qc_arena_alloc(&m->params, m->pt.total), QIAO_OK);
+    assert_int_equal(qc_arena_alloc(&m->grads, m->pt.total), QIAO_OK);
+    assert_int_equal(qc_arena_alloc(&m->acts, m->at.total), QIAO_OK);
+    assert_int_equal(qc_arena_alloc(&m->dacts, m->at.total), QIAO_OK);
+    qc_table_bind(&m->pt, m->params.base, p);
+    qc_table_bind(&m->pt, m->grads.base, g);
+    qc_table_bind(&m->at, m->acts.base, a);
+    qc_table_bind(&m->at, m->dacts.base, da);
+}
+
+static inline void qt_model_free(qt_model *m) {
+    qc_arena_free(&m->params);
+    qc_arena_free(&m->grads);
+    qc_arena_free(&m->acts);
+    qc_arena_free(&m->dacts);
+    qc_table_free(&m->pt);
+    qc_table_free(&m->at);
+}
+
+/* The named parameter tensor (the test fails if it is absent), and its gradient. */
+static inline const qc_tensor_desc *qt_model_tensor(const qt_model *m, const char *name) {
+    int64_t i = qc_table_find(&m->pt, name);
+    if (i < 0) printf("no tensor %s\n", name);
+    assert_true(i >= 0);
+    return &m->pt.t[i];
+}
+
 /* ---- gradient check ------------------------------------------------------
  *
  * The scalar under test is L(x) = sum_i R_i * out_i (R fixed random weights),

@@ -21,8 +21,7 @@
 typedef struct enc {
     const qb_exec *ex;
     qe_audio_config cfg;
-    qc_table pt, at;
-    qc_arena params, grads, acts, dacts;
+    qt_model m;
     qe_audio_params p, g;
     qe_audio_acts a, da;
     qe_audio_input in;
@@ -43,52 +42,34 @@ static void enc_init(enc *e, const qb_exec *ex, const qe_audio_config *cfg, int6
     memset(e, 0, sizeof *e);
     e->ex = ex;
     e->cfg = *cfg;
-    qc_table_init_empty(&e->pt);
-    qc_table_init_empty(&e->at);
-    assert_int_equal(qe_audio_describe(&e->pt, "audio.", cfg, 0), QIAO_OK);
-    assert_int_equal(qe_audio_describe_acts(&e->at, "audio.", cfg, B, Tm, 0), QIAO_OK);
-    assert_int_equal(qc_arena_alloc(&e->params, e->pt.total), QIAO_OK);
-    assert_int_equal(qc_arena_alloc(&e->grads, e->pt.total), QIAO_OK);
-    assert_int_equal(qc_arena_alloc(&e->acts, e->at.total), QIAO_OK);
-    assert_int_equal(qc_arena_alloc(&e->dacts, e->at.total), QIAO_OK);
-    qc_table_bind(&e->pt, e->params.base, &e->p);
-    qc_table_bind(&e->pt, e->grads.base, &e->g);
-    qc_table_bind(&e->at, e->acts.base, &e->a);
-    qc_table_bind(&e->at, e->dacts.base, &e->da);
-    qc_table_init(&e->pt, e->params.base, seed);
+    qc_table_init_empty(&e->m.pt);
+    qc_table_init_empty(&e->m.at);
+    assert_int_equal(qe_audio_describe(&e->m.pt, "audio.", cfg, 0), QIAO_OK);
+    assert_int_equal(qe_audio_describe_acts(&e->m.at, "audio.", cfg, B, Tm, 0), QIAO_OK);
+    qt_model_alloc(&e->m, &e->p, &e->g, &e->a, &e->da);
+    qc_table_init(&e->m.pt, e->m.params.base, seed);
     e->in.B = B;
     e->in.Tm = Tm;
 }
 
 static void enc_free(enc *e) {
-    qc_arena_free(&e->params);
-    qc_arena_free(&e->grads);
-    qc_arena_free(&e->acts);
-    qc_arena_free(&e->dacts);
-    qc_table_free(&e->pt);
-    qc_table_free(&e->at);
+    qt_model_free(&e->m);
 }
 
 static float *tensor(enc *e, const char *name, int64_t *numel) {
-    int64_t i = qc_table_find(&e->pt, name);
-    if (i < 0) printf("no tensor %s\n", name);
-    assert_true(i >= 0);
-    if (numel) *numel = e->pt.t[i].numel;
-    return e->params.base + e->pt.t[i].offset;
+    const qc_tensor_desc *t = qt_model_tensor(&e->m, name);
+    if (numel) *numel = t->numel;
+    return e->m.params.base + t->offset;
 }
 
-static float *grad(enc *e, const char *name) {
-    int64_t i = qc_table_find(&e->pt, name);
-    assert_true(i >= 0);
-    return e->grads.base + e->pt.t[i].offset;
-}
+static float *grad(enc *e, const char *name) { return e->m.grads.base + qt_model_tensor(&e->m, name)->offset; }
 
 /* Weights N(0, 1/fan_in) (a conv's fan-in is Cin * k), norm gains 1 + noise,
  * biases and positions noise: every tensor non-trivial, activations O(1). */
 static void draw_check_weights(enc *e, uint64_t seed) {
-    for (size_t i = 0; i < e->pt.n; i++) {
-        const qc_tensor_desc *t = &e->pt.t[i];
-        float *x = e->params.base + t->offset;
+    for (size_t i = 0; i < e->m.pt.n; i++) {
+        const qc_tensor_desc *t = &e->m.pt.t[i];
+        float *x = e->m.params.base + t->offset;
         if (t->ndim >= 2) {
             const int64_t fan_in = t->ndim == 3 ? t->shape[1] * t->shape[2] : t->shape[1];
             qt_fill_normal(x, t->numel, 1.0f / sqrtf((float)fan_in), seed + i);
@@ -106,8 +87,8 @@ static void fwd(void *ctx) {
 }
 
 static void fwd_bwd(enc *e, const float *R, bool zero_grads) {
-    if (zero_grads) qc_arena_zero(&e->grads);
-    qc_arena_zero(&e->dacts);
+    if (zero_grads) qc_arena_zero(&e->m.grads);
+    qc_arena_zero(&e->m.dacts);
     fwd(e);
     qe_audio_backward(e->ex, &e->g, &e->da, R, &e->a, &e->p, &e->in, &e->cfg);
 }
@@ -214,7 +195,7 @@ static void threads_bit_identical(void **state) {
     fwd_bwd(&e1, R, true);
     fwd_bwd(&e2, R, true);
     assert_memory_equal(e1.a.trunk.emb, e2.a.trunk.emb, (size_t)(B * cfg.trunk.D) * sizeof(float));
-    assert_memory_equal(e1.grads.base, e2.grads.base, e1.pt.total * sizeof(float));
+    assert_memory_equal(e1.m.grads.base, e2.m.grads.base, e1.m.pt.total * sizeof(float));
     enc_free(&e1);
     enc_free(&e2);
     free(R);

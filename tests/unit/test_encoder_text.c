@@ -14,8 +14,7 @@
 typedef struct text_case {
     qb_exec ex;
     qe_text_config cfg;
-    qc_table ptab, atab;
-    qc_arena params, grads, acts, dacts;
+    qt_model m;
     qe_text_params p, g;
     qe_text_acts a, da;
     qe_text_input in;
@@ -36,18 +35,11 @@ static void setup(text_case *k, int threads, const qe_text_config *cfg, int64_t 
     memset(k, 0, sizeof *k);
     qb_exec_cpu(&k->ex, threads);
     k->cfg = *cfg;
-    qc_table_init_empty(&k->ptab);
-    qc_table_init_empty(&k->atab);
-    assert_int_equal(qe_text_describe(&k->ptab, "text.", cfg, 0), QIAO_OK);
-    assert_int_equal(qe_text_describe_acts(&k->atab, "text.", cfg, B, T, 0), QIAO_OK);
-    assert_int_equal(qc_arena_alloc(&k->params, k->ptab.total), QIAO_OK);
-    assert_int_equal(qc_arena_alloc(&k->grads, k->ptab.total), QIAO_OK);
-    assert_int_equal(qc_arena_alloc(&k->acts, k->atab.total), QIAO_OK);
-    assert_int_equal(qc_arena_alloc(&k->dacts, k->atab.total), QIAO_OK);
-    qc_table_bind(&k->ptab, k->params.base, &k->p);
-    qc_table_bind(&k->ptab, k->grads.base, &k->g);
-    qc_table_bind(&k->atab, k->acts.base, &k->a);
-    qc_table_bind(&k->atab, k->dacts.base, &k->da);
+    qc_table_init_empty(&k->m.pt);
+    qc_table_init_empty(&k->m.at);
+    assert_int_equal(qe_text_describe(&k->m.pt, "text.", cfg, 0), QIAO_OK);
+    assert_int_equal(qe_text_describe_acts(&k->m.at, "text.", cfg, B, T, 0), QIAO_OK);
+    qt_model_alloc(&k->m, &k->p, &k->g, &k->a, &k->da);
     k->R = qt_alloc(B * cfg->trunk.D);
     qt_fill_normal(k->R, B * cfg->trunk.D, 1.0f, 13);
 }
@@ -55,26 +47,21 @@ static void setup(text_case *k, int threads, const qe_text_config *cfg, int64_t 
 /* O(1) weights (not the 0.02 init) so finite differences see real
  * curvature and padding leaks would show; norms keep ones plus noise. */
 static void big_weights(text_case *k, uint64_t seed) {
-    qt_fill_normal(k->params.base, (int64_t)k->ptab.total, 0.3f, seed);
-    for (size_t i = 0; i < k->ptab.n; i++) {
-        const qc_tensor_desc *t = &k->ptab.t[i];
+    qt_fill_normal(k->m.params.base, (int64_t)k->m.pt.total, 0.3f, seed);
+    for (size_t i = 0; i < k->m.pt.n; i++) {
+        const qc_tensor_desc *t = &k->m.pt.t[i];
         float add = 0.0f;
         if (strstr(t->name, "ln") && strstr(t->name, "weight")) add = 1.0f;
         /* Character embeddings drive the convolutions: make them larger so the
          * GELUs and the max see inputs of order one. */
         if (strcmp(t->name, "text.char_emb.weight") == 0)
-            for (int64_t j = 0; j < t->numel; j++) k->params.base[t->offset + j] *= 3.0f;
-        for (int64_t j = 0; j < t->numel; j++) k->params.base[t->offset + j] += add;
+            for (int64_t j = 0; j < t->numel; j++) k->m.params.base[t->offset + j] *= 3.0f;
+        for (int64_t j = 0; j < t->numel; j++) k->m.params.base[t->offset + j] += add;
     }
 }
 
 static void teardown(text_case *k) {
-    qc_table_free(&k->ptab);
-    qc_table_free(&k->atab);
-    qc_arena_free(&k->params);
-    qc_arena_free(&k->grads);
-    qc_arena_free(&k->acts);
-    qc_arena_free(&k->dacts);
+    qt_model_free(&k->m);
     free(k->R);
 }
 
@@ -84,19 +71,16 @@ static void fwd(void *ctx) {
 }
 
 static void backward(text_case *k) {
-    qc_arena_zero(&k->grads);
-    qc_arena_zero(&k->dacts);
+    qc_arena_zero(&k->m.grads);
+    qc_arena_zero(&k->m.dacts);
     fwd(k);
     qe_text_backward(&k->ex, &k->g, &k->da, k->R, &k->a, &k->p, &k->in, &k->cfg);
 }
 
 static int check_param(text_case *k, const char *name) {
-    int64_t i = qc_table_find(&k->ptab, name);
-    if (i < 0) printf("missing tensor %s\n", name);
-    assert_true(i >= 0);
-    const qc_tensor_desc *t = &k->ptab.t[i];
-    return qt_gradcheck(name, fwd, k, k->a.trunk.emb, k->R, k->in.B * k->cfg.trunk.D, k->params.base + t->offset,
-                        k->grads.base + t->offset, t->numel, 1e-3f, 1e-3, 1e-2, 64);
+    const qc_tensor_desc *t = qt_model_tensor(&k->m, name);
+    return qt_gradcheck(name, fwd, k, k->a.trunk.emb, k->R, k->in.B * k->cfg.trunk.D, k->m.params.base + t->offset,
+                        k->m.grads.base + t->offset, t->numel, 1e-3f, 1e-3, 1e-2, 64);
 }
 
 /* ---- synthetic input for the gradient check ------------------------------ */
@@ -152,9 +136,9 @@ static void gradients(void **state) {
     int bad = 0;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) bad += check_param(&k, names[i]);
     /* Gradients do reach the real characters' embeddings. */
-    const qc_tensor_desc *ce = &k.ptab.t[qc_table_find(&k.ptab, "text.char_emb.weight")];
+    const qc_tensor_desc *ce = qt_model_tensor(&k.m, "text.char_emb.weight");
     double s2 = 0;
-    for (int64_t j = cfg.char_dim; j < ce->numel; j++) s2 += fabs(k.grads.base[ce->offset + j]);
+    for (int64_t j = cfg.char_dim; j < ce->numel; j++) s2 += fabs(k.m.grads.base[ce->offset + j]);
     assert_true(s2 > 1e-3);
     assert_int_equal(bad, 0);
     teardown(&k);
@@ -174,13 +158,13 @@ static void fusion_switch(void **state) {
     text_case kg, kp;
     setup(&kg, 1, &gate, 2, 4);
     setup(&kp, 1, &piece, 2, 4);
-    assert_true(qc_table_find(&kg.ptab, "text.char_emb.weight") >= 0);
-    assert_true(qc_table_find(&kg.ptab, "text.gate.weight") >= 0);
-    for (size_t i = 0; i < kp.ptab.n; i++) {
-        assert_null(strstr(kp.ptab.t[i].name, "char"));
-        assert_null(strstr(kp.ptab.t[i].name, "gate"));
+    assert_true(qc_table_find(&kg.m.pt, "text.char_emb.weight") >= 0);
+    assert_true(qc_table_find(&kg.m.pt, "text.gate.weight") >= 0);
+    for (size_t i = 0; i < kp.m.pt.n; i++) {
+        assert_null(strstr(kp.m.pt.t[i].name, "char"));
+        assert_null(strstr(kp.m.pt.t[i].name, "gate"));
     }
-    assert_int_equal(kg.ptab.n, kp.ptab.n + 1 + 2 * 3 + 2 + 2);
+    assert_int_equal(kg.m.pt.n, kp.m.pt.n + 1 + 2 * 3 + 2 + 2);
     /* The ablated encoder still trains: its gradients check out too. */
     big_weights(&kp, 9);
     synth s;
@@ -371,7 +355,7 @@ static void end_to_end(void **state) {
         /* A training step's backward runs on the real batch and reaches the
          * char embedding table (gate) or not at all (piece). */
         backward(&k);
-        for (size_t j = 0; j < k.ptab.total; j++) assert_true(isfinite(k.grads.base[j]));
+        for (size_t j = 0; j < k.m.pt.total; j++) assert_true(isfinite(k.m.grads.base[j]));
         teardown(&k);
         qiao_token_batch_free(b);
     }
@@ -422,7 +406,7 @@ static void threads(void **state) {
     assert_memory_equal(k1.a.trunk.emb, k2.a.trunk.emb, sizeof(float) * (size_t)(4 * cfg.trunk.D));
     backward(&k1);
     backward(&k2);
-    assert_memory_equal(k1.grads.base, k2.grads.base, sizeof(float) * k1.ptab.total);
+    assert_memory_equal(k1.m.grads.base, k2.m.grads.base, sizeof(float) * k1.m.pt.total);
     teardown(&k1);
     teardown(&k2);
     qiao_token_batch_free(b);

@@ -9,8 +9,7 @@
 typedef struct trunk_case {
     qb_exec ex;
     nn_trunk_dims d;
-    qc_table ptab, atab;
-    qc_arena params, grads, acts, dacts;
+    qt_model m;
     nn_trunk_params p, g;
     nn_trunk_acts a, da;
     float *x, *dx, *R, *out_copy;
@@ -21,25 +20,18 @@ static void setup(trunk_case *k, int threads, int64_t B, int64_t T) {
     memset(k, 0, sizeof *k);
     qb_exec_cpu(&k->ex, threads);
     k->d = (nn_trunk_dims){.B = B, .T = T, .C = 8, .F = 16, .H = 2, .L = 2, .max_T = 8, .D = 6};
-    qc_table_init_empty(&k->ptab);
-    qc_table_init_empty(&k->atab);
-    assert_int_equal(nn_trunk_describe(&k->ptab, "enc.", &k->d, 0), QIAO_OK);
-    assert_int_equal(nn_trunk_describe_acts(&k->atab, "enc.", &k->d, 0), QIAO_OK);
-    assert_int_equal(qc_arena_alloc(&k->params, k->ptab.total), QIAO_OK);
-    assert_int_equal(qc_arena_alloc(&k->grads, k->ptab.total), QIAO_OK);
-    assert_int_equal(qc_arena_alloc(&k->acts, k->atab.total), QIAO_OK);
-    assert_int_equal(qc_arena_alloc(&k->dacts, k->atab.total), QIAO_OK);
-    qc_table_bind(&k->ptab, k->params.base, &k->p);
-    qc_table_bind(&k->ptab, k->grads.base, &k->g);
-    qc_table_bind(&k->atab, k->acts.base, &k->a);
-    qc_table_bind(&k->atab, k->dacts.base, &k->da);
+    qc_table_init_empty(&k->m.pt);
+    qc_table_init_empty(&k->m.at);
+    assert_int_equal(nn_trunk_describe(&k->m.pt, "enc.", &k->d, 0), QIAO_OK);
+    assert_int_equal(nn_trunk_describe_acts(&k->m.at, "enc.", &k->d, 0), QIAO_OK);
+    qt_model_alloc(&k->m, &k->p, &k->g, &k->a, &k->da);
     /* O(1) weights (not the 0.02 init) so finite differences see real
      * curvature; norms keep their ones/zeros plus a perturbation. */
-    qt_fill_normal(k->params.base, (int64_t)k->ptab.total, 0.3f, 7);
-    for (size_t i = 0; i < k->ptab.n; i++) {
-        const qc_tensor_desc *t = &k->ptab.t[i];
+    qt_fill_normal(k->m.params.base, (int64_t)k->m.pt.total, 0.3f, 7);
+    for (size_t i = 0; i < k->m.pt.n; i++) {
+        const qc_tensor_desc *t = &k->m.pt.t[i];
         if (strstr(t->name, "ln") && strstr(t->name, "weight"))
-            for (int64_t j = 0; j < t->numel; j++) k->params.base[t->offset + j] += 1.0f;
+            for (int64_t j = 0; j < t->numel; j++) k->m.params.base[t->offset + j] += 1.0f;
     }
     const int64_t n = B * T * k->d.C;
     k->x = qt_alloc(n);
@@ -54,12 +46,7 @@ static void setup(trunk_case *k, int threads, int64_t B, int64_t T) {
 }
 
 static void teardown(trunk_case *k) {
-    qc_table_free(&k->ptab);
-    qc_table_free(&k->atab);
-    qc_arena_free(&k->params);
-    qc_arena_free(&k->grads);
-    qc_arena_free(&k->acts);
-    qc_arena_free(&k->dacts);
+    qt_model_free(&k->m);
     free(k->x), free(k->dx), free(k->R), free(k->out_copy), free(k->mask);
 }
 
@@ -69,19 +56,17 @@ static void fwd(void *ctx) {
 }
 
 static void backward(trunk_case *k) {
-    qc_arena_zero(&k->grads);
-    qc_arena_zero(&k->dacts);
+    qc_arena_zero(&k->m.grads);
+    qc_arena_zero(&k->m.dacts);
     memset(k->dx, 0, sizeof(float) * (size_t)(k->d.B * k->d.T * k->d.C));
     fwd(k);
     nn_trunk_backward(&k->ex, k->dx, &k->g, &k->da, k->R, &k->a, &k->p, k->x, k->mask, &k->d);
 }
 
 static int check_param(trunk_case *k, const char *name) {
-    int64_t i = qc_table_find(&k->ptab, name);
-    assert_true(i >= 0);
-    const qc_tensor_desc *t = &k->ptab.t[i];
-    return qt_gradcheck(name, fwd, k, k->a.emb, k->R, k->d.B * k->d.D, k->params.base + t->offset,
-                        k->grads.base + t->offset, t->numel, 1e-3f, 1e-3, 1e-2, 64);
+    const qc_tensor_desc *t = qt_model_tensor(&k->m, name);
+    return qt_gradcheck(name, fwd, k, k->a.emb, k->R, k->d.B * k->d.D, k->m.params.base + t->offset,
+                        k->m.grads.base + t->offset, t->numel, 1e-3f, 1e-3, 1e-2, 64);
 }
 
 static void gradients(void **state) {
@@ -128,7 +113,7 @@ static void padding_independent(void **state) {
     setup(&big, 1, 3, 5);
     fwd(&big);
     setup(&one, 1, 1, 3);
-    memcpy(one.params.base, big.params.base, sizeof(float) * big.ptab.total);
+    memcpy(one.m.params.base, big.m.params.base, sizeof(float) * big.m.pt.total);
     for (int64_t t = 0; t < 3; t++) {
         memcpy(one.x + t * 8, big.x + (2 * 5 + t) * 8, sizeof(float) * 8);
         one.mask[t] = 1;
