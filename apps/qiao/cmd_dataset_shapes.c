@@ -15,7 +15,8 @@ int cmd_dataset_shapes(int argc, char **argv);
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: qiao dataset shapes --n N --seed S --out DIR [--speech] [--langs zh,en] [--size 64]\n"
+            "usage: qiao dataset shapes --n N --seed S --out DIR [--speech | --speech-long]\n"
+            "                           [--langs zh,en] [--size 64]\n"
             "                           [--split train|val|test|cogent] [--jobs J]\n"
             "       qiao dataset shapes --baseline DIR   (blind baseline of DIR/manifest.jsonl)\n");
 }
@@ -78,7 +79,10 @@ int cmd_dataset_shapes(int argc, char **argv) {
             usage(stdout);
             return 0;
         } else if (!strcmp(a, "--speech")) {
-            p.speech = 1;
+            p.speech = SHAPES_SPEECH_ALL;
+            continue;
+        } else if (!strcmp(a, "--speech-long")) {
+            p.speech = SHAPES_SPEECH_LONG;
             continue;
         } else if (!strcmp(a, "--baseline")) {
             if (!v) break;

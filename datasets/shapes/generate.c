@@ -74,6 +74,14 @@ static qiao_status join(char *buf, const char *dir, const char *rel) {
     return QIAO_OK;
 }
 
+/* How many captions (questions) of a scene are spoken. */
+static int spoken_captions(const shapes_scene *sc, const shapes_params *p) {
+    return p->speech == SHAPES_SPEECH_LONG ? 1 : p->speech ? sc->ncap : 0;
+}
+static int spoken_questions(const shapes_scene *sc, const shapes_params *p) {
+    return p->speech == SHAPES_SPEECH_ALL ? sc->nqa : 0;
+}
+
 /* Writes the scene's files that are not there yet. */
 static qiao_status scene_files(const shapes_scene *sc, const shapes_params *p, const char *out) {
     char rel[256], path[PATH_CAP];
@@ -83,13 +91,13 @@ static qiao_status scene_files(const shapes_scene *sc, const shapes_params *p, c
     if (!p->speech) return st;
     for (int lang = 0; st == QIAO_OK && lang < SHAPES_NLANGS; lang++) {
         if (!(p->langs & (1 << lang))) continue;
-        for (int k = 0; st == QIAO_OK && k < sc->ncap; k++) {
+        for (int k = 0; st == QIAO_OK && k < spoken_captions(sc, p); k++) {
             caption_wav_rel(rel, sizeof rel, sc->index, lang, k);
             st = join(path, out, rel);
             if (st == QIAO_OK && !exists(path))
                 st = shapes_speak_wav(sc->cap[lang][k], (shapes_lang)lang, utterance_seed(sc, 0, lang, k), path);
         }
-        for (int k = 0; st == QIAO_OK && k < sc->nqa; k++) {
+        for (int k = 0; st == QIAO_OK && k < spoken_questions(sc, p); k++) {
             qa_wav_rel(rel, sizeof rel, sc->index, lang, k);
             st = join(path, out, rel);
             if (st == QIAO_OK && !exists(path))
@@ -147,11 +155,12 @@ static cJSON *scene_json(const shapes_scene *sc, const shapes_params *p) {
         for (int lang = 0; lang < SHAPES_NLANGS; lang++) {
             if (!(p->langs & (1 << lang))) continue;
             cJSON *a = cJSON_AddArrayToObject(sc_caps, LANG_CODE[lang]);
-            for (int k = 0; k < sc->ncap; k++) {
+            for (int k = 0; k < spoken_captions(sc, p); k++) {
                 caption_wav_rel(rel, sizeof rel, sc->index, lang, k);
                 cJSON_AddItemToArray(a, cJSON_CreateString(rel));
             }
         }
+        if (p->speech != SHAPES_SPEECH_ALL) return o;
         cJSON *a = cJSON_AddArrayToObject(sp, "qa"); /* parallel to "qa" */
         for (int k = 0; k < sc->nqa; k++)
             for (int lang = 0; lang < SHAPES_NLANGS; lang++) {
@@ -175,7 +184,10 @@ static char *dataset_json(const shapes_params *p) {
     cJSON *langs = cJSON_AddArrayToObject(o, "langs");
     for (int l = 0; l < SHAPES_NLANGS; l++)
         if (p->langs & (1 << l)) cJSON_AddItemToArray(langs, cJSON_CreateString(LANG_CODE[l]));
-    cJSON_AddBoolToObject(o, "speech", p->speech != 0);
+    if (p->speech == SHAPES_SPEECH_LONG)
+        cJSON_AddStringToObject(o, "speech", "long");
+    else
+        cJSON_AddBoolToObject(o, "speech", p->speech != 0);
     if (p->speech) {
         cJSON_AddNumberToObject(o, "sample_rate", 16000);
         cJSON_AddStringToObject(o, "tts", "espeak-ng (cmn; en, en-us, en-gb-x-rp; variants m1-m5,m7,f1-f4)");

@@ -18,7 +18,7 @@
 
 #include "core/core.h"
 
-#define SHAPES_VERSION "shapes-1.0"
+#define SHAPES_VERSION "shapes-1.1" /* 1.1: natural Mandarin speech rate, --speech-long */
 
 enum {
     SHAPES_NSHAPES = 7,
@@ -119,13 +119,18 @@ qiao_status shapes_speak_wav(const char *text, shapes_lang lang, uint64_t seed, 
  * return cancels the run with QIAO_ERR_CANCELLED. */
 typedef int (*shapes_progress_fn)(int64_t done, int64_t total, void *user_data);
 
+/* What --speech writes: nothing, only the long caption of each language
+ * (what retrieval trains and evaluates on; about 7x fewer utterances, and
+ * speech is the slow part of generation), or every caption and question. */
+enum { SHAPES_SPEECH_NONE = 0, SHAPES_SPEECH_ALL = 1, SHAPES_SPEECH_LONG = 2 };
+
 typedef struct shapes_params {
     size_t struct_size;
     int64_t n;                 /* scenes */
     uint64_t seed;
     shapes_split split;
     int size;                  /* image side in pixels (16..1024) */
-    int speech;                /* also write WAVs */
+    int speech;                /* SHAPES_SPEECH_*: which texts are also spoken as WAVs */
     int langs;                 /* bit 0 zh, bit 1 en */
     int jobs;                  /* threads */
     shapes_progress_fn progress;

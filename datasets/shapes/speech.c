@@ -133,7 +133,11 @@ qiao_status shapes_speak_wav(const char *text, shapes_lang lang, uint64_t seed, 
     char voice[64];
     snprintf(voice, sizeof voice, "%s+%s", lang == SHAPES_ZH ? "cmn" : EN_VOICE[qc_rng_below(&r, 3)],
              VARIANT[qc_rng_below(&r, 10)]);
-    int rate = (lang == SHAPES_ZH ? 130 : 140) + (int)qc_rng_below(&r, 51); /* words per minute */
+    /* espeak's rate is words per minute, and cmn counts every character
+     * (syllable) as a word: 240..290 is 4-5 syllables a second, a natural
+     * Mandarin pace (1.0 used 130..180, under half that, which made a long
+     * caption 25-45 s of speech). English 140..190 wpm is conversational. */
+    int rate = (lang == SHAPES_ZH ? 240 : 140) + (int)qc_rng_below(&r, 51);
     int pitch = 30 + (int)qc_rng_below(&r, 41);                            /* espeak's 0..99 */
     float noise = 60.0f + 140.0f * qc_rng_uniform(&r); /* std, of 32768: about -55..-44 dBFS */
 
