@@ -196,27 +196,41 @@ void qmod_free(qmod_model *m) {
 }
 
 qiao_status qmod_save(const qmod_model *m, const char *path, qiao_dtype storage) {
+    return qmod_save_ex(m, path, storage, NULL, 0, NULL, 0);
+}
+
+qiao_status qmod_save_ex(const qmod_model *m, const char *path, qiao_dtype storage, const qc_st_entry *extra,
+                         size_t n_extra, const qc_st_kv *extra_meta, size_t n_extra_meta) {
     if (!m || !path) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_save: model or path is NULL");
     if (storage != QIAO_DTYPE_F32 && storage != QIAO_DTYPE_BF16)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "%s: storage dtype must be F32 or BF16, not %d", path,
                         (int)storage);
+    if ((n_extra && !extra) || (n_extra_meta && !extra_meta))
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_save: extra entries are NULL");
     size_t n = m->tab.n;
-    qc_st_entry *e = calloc(n + 2, sizeof *e);
-    if (!e) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    qc_st_entry *e = calloc(n + 2 + n_extra, sizeof *e);
+    qc_st_kv *meta = calloc(4 + n_extra_meta, sizeof *meta);
+    if (!e || !meta) {
+        free(e);
+        free(meta);
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    }
     qc_st_table_entries(&m->tab, m->arena.base, e);
     for (size_t i = 0; i < n; i++) e[i].dtype = storage;
-    qc_st_kv meta[4] = {{QMOD_META_CONFIG, m->cfg.json},
-                        {QMOD_META_FORMAT, QMOD_FORMAT},
-                        {QMOD_META_VERSION, qiao_version()},
-                        {NULL, NULL}};
+    meta[0] = (qc_st_kv){QMOD_META_CONFIG, m->cfg.json};
+    meta[1] = (qc_st_kv){QMOD_META_FORMAT, QMOD_FORMAT};
+    meta[2] = (qc_st_kv){QMOD_META_VERSION, qiao_version()};
     size_t n_meta = 3;
     if (m->tok) {
         tk_tokenizer_entries(m->tok, e + n, &meta[3]);
         n += 2;
         n_meta = 4;
     }
+    for (size_t i = 0; i < n_extra; i++) e[n++] = extra[i];
+    for (size_t i = 0; i < n_extra_meta; i++) meta[n_meta++] = extra_meta[i];
     qiao_status st = qc_st_write(path, e, n, meta, n_meta);
     free(e);
+    free(meta);
     return st;
 }
 

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "core/core.h"
+#include "core/safetensors.h"
 #include "modalities/audio/encoder.h"
 #include "modalities/image/encoder.h"
 #include "modalities/text/encoder.h"
@@ -84,6 +85,12 @@ void qmod_free(qmod_model *m);
  * `storage` (QIAO_DTYPE_F32 or QIAO_DTYPE_BF16; anything else is
  * QIAO_ERR_INVALID_ARGUMENT), plus the tokenizer when attached. */
 qiao_status qmod_save(const qmod_model *m, const char *path, qiao_dtype storage);
+
+/* qmod_save plus `n_extra` more tensors and metadata pairs (a training
+ * checkpoint adds the optimizer state this way; the file stays a model file
+ * that qmod_load reads, ignoring the extras). */
+qiao_status qmod_save_ex(const qmod_model *m, const char *path, qiao_dtype storage, const qc_st_entry *extra,
+                         size_t n_extra, const qc_st_kv *extra_meta, size_t n_extra_meta);
 
 /* Loads a model file: parses "qiao.config", rebuilds the table, loads every
  * parameter with shape checks (BF16/F16 widened to f32) and the tokenizer

@@ -24,5 +24,8 @@ qiao_test(NAME test_learning SOURCES unit/test_learning.c TIMEOUT 600 LABELS lea
 add_test(NAME install.consumer
   COMMAND ${CMAKE_COMMAND} -DBUILD_DIR=${PROJECT_BINARY_DIR} -DSRC_DIR=${CMAKE_CURRENT_SOURCE_DIR}/install
           -DWORK_DIR=${CMAKE_CURRENT_BINARY_DIR}/install-check -DCC=${CMAKE_C_COMPILER}
+          -DEXAMPLES_DIR=${PROJECT_SOURCE_DIR}/docs/examples
+          -DEXAMPLE_MODEL=${CMAKE_CURRENT_BINARY_DIR}/embed-cli-files/tiny.safetensors
+          -DEXAMPLE_IMAGE=${CMAKE_CURRENT_SOURCE_DIR}/data/image/000000126107.jpg
           -P ${CMAKE_CURRENT_SOURCE_DIR}/install/check_install.cmake)
-set_tests_properties(install.consumer PROPERTIES TIMEOUT 300 LABELS install)
+set_tests_properties(install.consumer PROPERTIES TIMEOUT 300 LABELS install FIXTURES_REQUIRED embed_model)

@@ -13,6 +13,10 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_image(int argc, char **argv);
 int cmd_mel(int argc, char **argv);
 int cmd_dataset(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_embed(int argc, char **argv);
+int cmd_search(int argc, char **argv);
 
 /* Prints "qiao: <status>: <detail>" to stderr and returns 1. */
 int cli_fail(qiao_status st);

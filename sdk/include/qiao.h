@@ -638,6 +638,119 @@ QIAO_API QIAO_MUST_CHECK qiao_status qiao_mel_stream_finish(qiao_mel_stream *str
 /* Frees a stream. Accepts NULL. */
 QIAO_API void qiao_mel_stream_free(qiao_mel_stream *stream);
 
+/* ---- Models and embeddings -------------------------------------------------- */
+/* A model embeds text, images and audio into one shared space of
+ * qiao_model_dim() dimensions (1024 for the shipped models): rows are
+ * L2-normalized, so the dot product of two embeddings is their cosine
+ * similarity, whatever their modalities.
+ *
+ * Threads: a qiao_model is immutable after loading and may be shared by any
+ * number of threads. A qiao_session holds the scratch memory of embedding
+ * (one workspace per modality, made on its first use and sized to the
+ * largest batch it has run) and belongs to one thread at a time; create one
+ * per thread. Results do not depend on the calling thread or the session's
+ * n_threads: the same call gives the same bits. Freeing the model while a
+ * session of it exists is an error the library cannot detect: free sessions
+ * first.
+ *
+ * Every embed call writes n * qiao_model_dim() floats to `out` (row i for
+ * item i) and checks its arguments first (a NULL pointer or item, n == 0,
+ * `out_len` (floats available) below n * dim): such a call is
+ * QIAO_ERR_INVALID_ARGUMENT, computes nothing and writes nothing. After a
+ * later failure (an undecodable file...) `out` may hold some rows. A batch
+ * is computed together, at most 32 items per pass (so a session's memory is
+ * bounded whatever n is), and gives the same rows, to within float rounding
+ * (~1e-6), as embedding each item alone. */
+typedef struct qiao_model qiao_model;
+typedef struct qiao_session qiao_session;
+
+/* Loads a model file (.safetensors written by `qiao train`: config,
+ * parameters in f32, bf16 or f16, and the tokenizer). QIAO_ERR_IO when it
+ * cannot be read, QIAO_ERR_FORMAT naming the file and tensor or key when
+ * its content is wrong (a model without a tokenizer is QIAO_ERR_FORMAT: it
+ * could not embed text). *out is freed with qiao_model_free(). */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_model_load(const char *path, qiao_model **out);
+/* The same from a file image in memory (`size` bytes, only read during the call). */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_model_load_memory(const void *data, size_t size, qiao_model **out);
+/* Accepts NULL. */
+QIAO_API void qiao_model_free(qiao_model *model);
+/* The embedding dimension (0 for NULL). */
+QIAO_API int64_t qiao_model_dim(const qiao_model *model);
+/* The config's name ("base", "tiny"...); "" for NULL. Owned by the model. */
+QIAO_API const char *qiao_model_name(const qiao_model *model);
+/* Parameters (elements) of the three encoders and the temperatures: what
+ * qiao_model_file_param_count() reports for the model's file. */
+QIAO_API int64_t qiao_model_param_count(const qiao_model *model);
+
+typedef struct qiao_session_params {
+    size_t struct_size;      /* set by qiao_session_default_params() */
+    int n_threads;           /* compute threads for this session's calls; 0 = all cores (default) */
+} qiao_session_params;
+
+QIAO_API qiao_session_params qiao_session_default_params(void);
+/* A session on `model` (params may be NULL for the defaults). *out is freed
+ * with qiao_session_free(). */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_session_new(const qiao_model *model, const qiao_session_params *params,
+                                                      qiao_session **out);
+/* Accepts NULL. */
+QIAO_API void qiao_session_free(qiao_session *session);
+/* Bytes of scratch memory the session holds now: 0 for a new session; it
+ * grows with the largest batch (up to 32 items) and the longest text or clip
+ * embedded per modality, and stays put for calls that fit. What a service
+ * budgets per thread. */
+QIAO_API size_t qiao_session_memory(const qiao_session *session);
+
+/* Text: UTF-8, NUL-terminated. Longer than the model's max_tokens tokens is
+ * truncated (the first tokens are kept). Invalid UTF-8 is QIAO_ERR_FORMAT
+ * naming the text's index and byte. An empty or all-space text has no
+ * tokens: every such text gets the same row, the model's normalized
+ * projection bias (all zeros, so not unit length, in an untrained model). */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_embed_text(qiao_session *session, const char *text, float *out,
+                                                     size_t out_len);
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_embed_texts(qiao_session *session, const char *const *texts, size_t n,
+                                                      float *out, size_t out_len);
+
+/* Images: decoded (qiao_image), a file, encoded bytes, or raw RGB (3 bytes
+ * per pixel, rows `stride` bytes apart). Files and bytes are decoded with
+ * the defaults of qiao_image_decode_params, with the same statuses
+ * (QIAO_ERR_IO, QIAO_ERR_FORMAT naming the file, QIAO_ERR_TOO_LARGE).
+ * Preprocessing (centre crop, resize, normalization) is the model's; the
+ * same pixels give the same row whichever way they come in. */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_embed_image(qiao_session *session, const qiao_image *image, float *out,
+                                                      size_t out_len);
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_embed_images(qiao_session *session, const qiao_image *const *images,
+                                                       size_t n, float *out, size_t out_len);
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_embed_image_file(qiao_session *session, const char *path, float *out,
+                                                           size_t out_len);
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_embed_image_memory(qiao_session *session, const void *data, size_t size,
+                                                             float *out, size_t out_len);
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_embed_image_rgb(qiao_session *session, const uint8_t *pixels,
+                                                          int64_t width, int64_t height, size_t stride, float *out,
+                                                          size_t out_len);
+
+/* Audio: decoded (qiao_audio, any rate: resampled to 16 kHz when needed), a
+ * file, encoded bytes (decoded with the defaults of qiao_audio_params), or
+ * mono float PCM at `sample_rate` Hz (clamped to [-1, 1] and resampled as
+ * qiao_audio_from_pcm() does). Clips longer than the model's max_frames
+ * (10 ms each) keep their beginning; the rest is not even resampled or
+ * analysed. Empty audio is QIAO_ERR_INVALID_ARGUMENT. */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_embed_audio(qiao_session *session, const qiao_audio *audio, float *out,
+                                                      size_t out_len);
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_embed_audios(qiao_session *session, const qiao_audio *const *clips,
+                                                       size_t n, float *out, size_t out_len);
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_embed_audio_file(qiao_session *session, const char *path, float *out,
+                                                           size_t out_len);
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_embed_audio_memory(qiao_session *session, const void *data, size_t size,
+                                                             float *out, size_t out_len);
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_embed_audio_pcm(qiao_session *session, const float *samples,
+                                                          int64_t n_samples, int sample_rate, float *out,
+                                                          size_t out_len);
+
+/* Cosine similarity of two n-float vectors, computed in double: their dot
+ * product over the product of their norms (0 when either is all zeros, NULL,
+ * or n is 0). */
+QIAO_API float qiao_cosine(const float *a, const float *b, size_t n);
+
 /* ---- Self-check training -------------------------------------------------- */
 
 /* Trains the built-in 2-layer transformer sequence classifier on a synthetic

@@ -34,4 +34,23 @@ endif()
 separate_arguments(flags UNIX_COMMAND "${flags}")
 run(${CC} -std=c99 -Wall -Werror ${SRC_DIR}/consumer/consumer.c -o ${WORK_DIR}/consumer-pc ${flags})
 run(${CMAKE_COMMAND} -E env LD_LIBRARY_PATH=${PREFIX}/lib ${WORK_DIR}/consumer-pc)
+# The newcomer example (docs/examples), built both ways its README gives,
+# and run on a model when one is passed (the test model of tests/embed_cli.cmake).
+if(EXAMPLES_DIR)
+  run(${CMAKE_COMMAND} -S ${EXAMPLES_DIR} -B ${WORK_DIR}/examples-build -DCMAKE_PREFIX_PATH=${PREFIX}
+      -DCMAKE_BUILD_TYPE=Release)
+  run(${CMAKE_COMMAND} --build ${WORK_DIR}/examples-build)
+  run(${CC} -std=c99 -pedantic -Wall -Wextra -Werror ${EXAMPLES_DIR}/embed.c -o ${WORK_DIR}/embed-pc ${flags})
+  if(EXAMPLE_MODEL)
+    foreach(exe ${WORK_DIR}/examples-build/embed ${WORK_DIR}/embed-pc)
+      execute_process(COMMAND ${CMAKE_COMMAND} -E env LD_LIBRARY_PATH=${PREFIX}/lib
+                      ${exe} ${EXAMPLE_MODEL} "一只猫在沙发上睡觉" ${EXAMPLE_IMAGE}
+                      RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+      if(NOT rc EQUAL 0 OR NOT out MATCHES "cosine\\(text, image\\) = -?[01]\\.[0-9][0-9][0-9][0-9]")
+        message(FATAL_ERROR "example ${exe} failed (${rc}):\n${out}\n${err}")
+      endif()
+      message(STATUS "example: ${out}")
+    endforeach()
+  endif()
+endif()
 message(STATUS "installed package works with find_package and pkg-config")

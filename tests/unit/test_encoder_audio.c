@@ -360,12 +360,13 @@ static void shipped_configs(void **state) {
     /* what qiao_mel_compute produces by default */
     assert_int_equal(base.n_mels, qiao_mel_default_params().n_mels);
     assert_int_equal(tiny.n_mels, qiao_mel_default_params().n_mels);
-    /* a 10 s spoken caption (100 frames per second, plus the centre frame) fits */
-    assert_true(base.max_frames >= 1001);
-    assert_true(tiny.max_frames >= 1001);
+    /* a 25 s spoken caption (100 frames per second, plus the centre frame) fits: the
+     * longest Chinese long captions of shapes-1.1 run about 24 s */
+    assert_true(base.max_frames >= 2501);
+    assert_true(tiny.max_frames >= 2501);
     assert_true(nt < nb);
-    /* the base model's budget: about 3-4M parameters per encoder */
-    assert_true(nb <= 4000000);
+    /* the base model's budget: about 3-4.5M parameters per encoder (25 MB in bf16 for all three) */
+    assert_true(nb <= 4500000);
 }
 
 /* A decoded, log-mel'd clip from tests/data/audio through the public API. */

@@ -1,0 +1,229 @@
+/* qiao eval retrieval: cross-modal recall@1/5/10 of a model on a shapes
+ * split (models/eval.h), as a table or as JSON on stdout. Progress goes to
+ * stderr, so `--json` output can be piped as is. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+#include "backend/backend.h"
+#include "cli.h"
+#include "models/data.h"
+#include "models/eval.h"
+#include "models/model.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: qiao eval retrieval --model M.safetensors --data DIR [--split test]\n"
+            "                           [--pool 1000] [--batch 64] [--threads N] [--no-audio] [--json]\n"
+            "  DIR is a split directory (DIR/manifest.jsonl) or a data set root holding\n"
+            "  DIR/<split>/manifest.jsonl. The first --pool scenes are ranked against each\n"
+            "  other: t2i, i2t, a2i, a2t, i2a per language; a hit is the query's own scene\n"
+            "  or one with the same signature; a candidate tied with the hit ranks below it.\n");
+}
+
+static int parse_i64(const char *s, int64_t *out) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end) return 0;
+    *out = v;
+    return 1;
+}
+
+static int is_file(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+typedef struct progress {
+    struct timespec t0;
+    double last;
+} progress;
+
+static double since(const struct timespec *t0) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t0->tv_sec) + 1e-9 * (double)(t.tv_nsec - t0->tv_nsec);
+}
+
+static void on_progress(const char *phase, int64_t done, int64_t total, void *user_data) {
+    progress *p = user_data;
+    double t = since(&p->t0);
+    if (done == total || t - p->last >= 1.0) {
+        p->last = t;
+        double rate = t > 0 ? (double)done / t : 0.0;
+        fprintf(stderr, "\reval: %s %lld/%lld items, %.0f items/s, ETA %.0f s   ", phase, (long long)done,
+                (long long)total, rate, rate > 0 ? (double)(total - done) / rate : 0.0);
+        if (done == total) fputc('\n', stderr);
+    }
+}
+
+static void add_recalls(cJSON *o, const double r[QMOD_N_KS], int64_t n) {
+    static const char *const keys[QMOD_N_KS] = {"r1", "r5", "r10"};
+    for (int k = 0; k < QMOD_N_KS; k++) {
+        if (n > 0 && isfinite(r[k])) cJSON_AddNumberToObject(o, keys[k], r[k]);
+        else cJSON_AddNullToObject(o, keys[k]);
+    }
+    cJSON_AddNumberToObject(o, "n", (double)n);
+}
+
+static int print_json(const char *model, const char *data, const qmod_retrieval *r) {
+    cJSON *root = cJSON_CreateObject();
+    if (!root) return 0;
+    cJSON_AddStringToObject(root, "model", model);
+    cJSON_AddStringToObject(root, "data", data);
+    cJSON_AddNumberToObject(root, "pool", (double)r->pool);
+    for (int dir = 0; dir < QMOD_N_DIRS; dir++) {
+        cJSON *d = cJSON_AddObjectToObject(root, qmod_dir_name(dir));
+        int64_t n = 0;
+        for (int l = 0; l < QMOD_N_LANGS; l++) n += r->n_queries[l][dir];
+        add_recalls(d, r->mean[dir], n);
+        for (int l = 0; l < QMOD_N_LANGS; l++)
+            add_recalls(cJSON_AddObjectToObject(d, qmod_lang_name(l)), r->recall[l][dir], r->n_queries[l][dir]);
+    }
+    char *s = cJSON_Print(root);
+    cJSON_Delete(root);
+    if (!s) return 0;
+    printf("%s\n", s);
+    cJSON_free(s);
+    return 1;
+}
+
+static void print_row(const char *dir, const char *lang, const double r[QMOD_N_KS], int64_t n) {
+    printf("%-4s %-4s %7lld", dir, lang, (long long)n);
+    for (int k = 0; k < QMOD_N_KS; k++) {
+        if (n > 0 && isfinite(r[k])) printf(" %7.1f", 100.0 * r[k]);
+        else printf(" %7s", "-");
+    }
+    putchar('\n');
+}
+
+static void print_table(const char *model, const char *name, const char *data, const qmod_retrieval *r) {
+    printf("model %s (%s)\ndata  %s, pool of %lld scenes\n\n", model, name, data, (long long)r->pool);
+    printf("%-4s %-4s %7s %7s %7s %7s\n", "dir", "lang", "queries", "R@1 %", "R@5 %", "R@10 %");
+    for (int dir = 0; dir < QMOD_N_DIRS; dir++) {
+        int64_t n = 0;
+        for (int l = 0; l < QMOD_N_LANGS; l++) {
+            print_row(qmod_dir_name(dir), qmod_lang_name(l), r->recall[l][dir], r->n_queries[l][dir]);
+            n += r->n_queries[l][dir];
+        }
+        print_row(qmod_dir_name(dir), "all", r->mean[dir], n);
+    }
+}
+
+static int retrieval(int argc, char **argv) {
+    const char *model_path = NULL, *data = NULL, *split = "test";
+    qmod_eval_params p = qmod_eval_default_params();
+    int64_t threads = 0;
+    int json = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int64_t x;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--json")) {
+            json = 1;
+            continue;
+        } else if (!strcmp(a, "--no-audio")) {
+            p.audio = false;
+            continue;
+        }
+        if (strncmp(a, "--", 2) != 0 || !v) {
+            fprintf(stderr, "qiao eval retrieval: %s: unknown option or missing value\n", a);
+            usage(stderr);
+            return 2;
+        }
+        i++;
+        if (!strcmp(a, "--model")) {
+            model_path = v;
+        } else if (!strcmp(a, "--data")) {
+            data = v;
+        } else if (!strcmp(a, "--split")) {
+            split = v;
+        } else if (!strcmp(a, "--pool") && parse_i64(v, &x) && x >= 1) {
+            p.pool = x;
+        } else if (!strcmp(a, "--batch") && parse_i64(v, &x) && x >= 1 && x <= 4096) {
+            p.batch = x;
+        } else if (!strcmp(a, "--threads") && parse_i64(v, &x) && x >= 0 && x <= 1024) {
+            threads = x;
+        } else {
+            fprintf(stderr, "qiao eval retrieval: bad option or value: %s %s\n", a, v);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!model_path || !data) {
+        fprintf(stderr, "qiao eval retrieval: --model and --data are required\n");
+        usage(stderr);
+        return 2;
+    }
+
+    /* --data names the split directory, or the data set root holding it. */
+    char dir[4096], probe[4200];
+    snprintf(dir, sizeof dir, "%s", data);
+    snprintf(probe, sizeof probe, "%s/manifest.jsonl", data);
+    if (!is_file(probe)) {
+        snprintf(probe, sizeof probe, "%s/%s/manifest.jsonl", data, split);
+        if (is_file(probe)) snprintf(dir, sizeof dir, "%s/%s", data, split);
+    }
+
+    qmod_model *m = NULL;
+    qiao_status st = qmod_load(model_path, &m);
+    if (st != QIAO_OK) return cli_fail(st);
+    qmod_dataset d;
+    memset(&d, 0, sizeof d);
+    if ((st = qmod_dataset_load(dir, &d)) != QIAO_OK) {
+        qmod_free(m);
+        return cli_fail(st);
+    }
+    qb_exec ex;
+    qb_exec_cpu(&ex, (int)threads);
+    progress pr = {.last = 0};
+    clock_gettime(CLOCK_MONOTONIC, &pr.t0);
+    p.progress = on_progress;
+    p.progress_user = &pr;
+    qmod_retrieval r;
+    st = qmod_eval_retrieval(&ex, m, &d, &p, &r);
+    int rc = 0;
+    if (st != QIAO_OK) {
+        fputc('\n', stderr);
+        rc = cli_fail(st);
+    } else {
+        fprintf(stderr, "eval: %lld scenes in %.1f s\n", (long long)r.pool, since(&pr.t0));
+        if (json) {
+            if (!print_json(model_path, dir, &r)) {
+                fprintf(stderr, "qiao: out of memory writing JSON\n");
+                rc = 1;
+            }
+        } else {
+            print_table(model_path, m->cfg.name, dir, &r);
+        }
+    }
+    qmod_dataset_free(&d);
+    qmod_free(m);
+    return rc;
+}
+
+int cmd_eval(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "retrieval")) return retrieval(argc - 1, argv + 1);
+    fprintf(stderr, "qiao eval: unknown evaluation '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,305 @@
+/* apps/qiao/cmd_train.c - `qiao train`: contrastive training of a model
+ * (models/train.h) with a progress line, a CSV log, a PNG of the curves,
+ * and Ctrl-C that stops after the current step with a checkpoint. */
+#define _POSIX_C_SOURCE 200809L
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "models/train.h"
+#include "plot.h"
+
+int cmd_train(int argc, char **argv);
+
+static volatile sig_atomic_t g_stop = 0;
+static void on_sigint(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: qiao train --config C.json --tokenizer TOK.safetensors --data DIR --out M.safetensors\n"
+            "                  [--val DIR] [--resume CKPT] [--ckpt CKPT] [--log PREFIX]\n"
+            "                  [--steps N] [--batch B] [--lr X] [--seed S] [--eval-every N] [--eval-pool N]\n"
+            "                  [--threads N] [--loader-threads N] [--quiet]\n"
+            "  DIR is a shapes split (manifest.jsonl); if DIR/train exists it is used, with DIR/val for\n"
+            "  validation unless --val is given. Hyperparameters come from the config's \"train\" object\n"
+            "  (options override them). --ckpt defaults to M.ckpt.safetensors and --log to M (writing\n"
+            "  M.csv and M.png). Ctrl-C stops after the current step and writes the checkpoint;\n"
+            "  --resume CKPT continues exactly where it stopped.\n");
+}
+
+typedef struct run {
+    FILE *csv;
+    const char *csv_path, *png_path;
+    int tty, quiet;
+    int64_t batch; /* scenes per step, for the ETA */
+} run;
+
+static void fmt_time(char *buf, size_t cap, double s) {
+    if (!(s >= 0) || s > 1e7) {
+        snprintf(buf, cap, "--");
+        return;
+    }
+    long t = (long)(s + 0.5);
+    if (t >= 3600)
+        snprintf(buf, cap, "%ldh%02ldm", t / 3600, (t / 60) % 60);
+    else
+        snprintf(buf, cap, "%ldm%02lds", t / 60, t % 60);
+}
+
+static void csv_cell(FILE *f, double v) {
+    if (isfinite(v))
+        fprintf(f, ",%.6g", v);
+    else
+        fputc(',', f);
+}
+
+static int on_step(const qmod_train_log *l, void *user) {
+    run *r = user;
+    fprintf(r->csv, "%lld,%.3f,%.6g,%.6g", (long long)l->step, l->seconds, (double)l->lr, (double)l->loss);
+    for (int i = 0; i < QMOD_N_PAIRS; i++) csv_cell(r->csv, l->loss_pair[i]);
+    for (int i = 0; i < QMOD_N_PAIRS; i++) csv_cell(r->csv, l->scale[i]);
+    csv_cell(r->csv, l->grad_norm);
+    csv_cell(r->csv, l->samples_per_s);
+    csv_cell(r->csv, l->val_t2i_r1);
+    csv_cell(r->csv, l->val_i2t_r1);
+    csv_cell(r->csv, l->val_a2i_r1);
+    csv_cell(r->csv, l->val_a2t_r1);
+    fputc('\n', r->csv);
+    fflush(r->csv);
+    const bool val = isfinite(l->val_t2i_r1);
+    if (val || l->step == l->steps) {
+        char err[256];
+        if (plot_training_csv(r->csv_path, r->png_path, err, sizeof err) != 0)
+            fprintf(stderr, "\nqiao train: could not draw %s: %s\n", r->png_path, err);
+    }
+    if (!r->quiet) {
+        char eta[32], el[32];
+        fmt_time(el, sizeof el, l->seconds);
+        /* ETA: the remaining scenes at this run's rate */
+        const double rate = l->samples_per_s;
+        fmt_time(eta, sizeof eta, rate > 0 ? (double)(l->steps - l->step) * (double)r->batch / rate : NAN);
+        const int width = 24, fill = (int)(width * l->step / (l->steps > 0 ? l->steps : 1));
+        const bool line = r->tty || val || l->step == l->steps || l->step % 50 == 0;
+        if (line)
+            fprintf(stderr, "%s[%.*s%*s] %lld/%lld loss %.3f (ti %.3f at %.3f ai %.3f) lr %.2e %.1f scenes/s %s ETA %s",
+                    r->tty ? "\r" : "", fill, "========================", width - fill, "", (long long)l->step,
+                    (long long)l->steps, (double)l->loss, (double)l->loss_pair[0], (double)l->loss_pair[1],
+                    (double)l->loss_pair[2], (double)l->lr, rate, el, eta);
+        if (val)
+            fprintf(stderr, "  val R@1 t2i %.3f i2t %.3f a2i %.3f a2t %.3f", (double)l->val_t2i_r1,
+                    (double)l->val_i2t_r1, (double)l->val_a2i_r1, (double)l->val_a2t_r1);
+        if (line && (!r->tty || val || l->step == l->steps)) fputc('\n', stderr);
+    }
+    return g_stop != 0;
+}
+
+/* Keeps the CSV's header and the rows up to `step` (a resumed run rewrites
+ * what the interrupted one logged after its last checkpoint). */
+static int csv_truncate(const char *path, int64_t step) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    char *line = NULL, *keep = NULL;
+    size_t cap = 0, len = 0;
+    ssize_t n;
+    while ((n = getline(&line, &cap, f)) > 0) {
+        char *end;
+        long long s = strtoll(line, &end, 10);
+        if (end != line && *end == ',' && s > step) break;
+        char *k = realloc(keep, len + (size_t)n + 1);
+        if (!k) break;
+        keep = k;
+        memcpy(keep + len, line, (size_t)n);
+        len += (size_t)n;
+    }
+    free(line);
+    fclose(f);
+    f = fopen(path, "w");
+    if (!f) {
+        free(keep);
+        return -1;
+    }
+    if (len) fwrite(keep, 1, len, f);
+    fclose(f);
+    free(keep);
+    return 0;
+}
+
+static const char *k_header =
+    "step,seconds,lr,loss,loss_text_image,loss_audio_text,loss_audio_image,scale_text_image,scale_audio_text,"
+    "scale_audio_image,grad_norm,samples_per_s,val_t2i_r1,val_i2t_r1,val_a2i_r1,val_a2t_r1\n";
+
+static bool has_manifest(const char *dir) {
+    char path[4096];
+    if ((size_t)snprintf(path, sizeof path, "%s/manifest.jsonl", dir) >= sizeof path) return false;
+    return access(path, R_OK) == 0;
+}
+
+/* out with its .safetensors extension replaced by `ext` */
+static char *derive(const char *out, const char *ext) {
+    size_t n = strlen(out);
+    const char *sfx = ".safetensors";
+    if (n > strlen(sfx) && !strcmp(out + n - strlen(sfx), sfx)) n -= strlen(sfx);
+    char *s = malloc(n + strlen(ext) + 1);
+    if (!s) return NULL;
+    memcpy(s, out, n);
+    strcpy(s + n, ext);
+    return s;
+}
+
+int cmd_train(int argc, char **argv) {
+    qmod_train_params p;
+    memset(&p, 0, sizeof p);
+    const char *data = NULL, *val = NULL, *ckpt = NULL, *logp = NULL, *config = NULL;
+    long long steps = -1, batch = -1, seed = -1, eval_every = -1, eval_pool = -1;
+    double lr = -1;
+    int quiet = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        }
+        if (!strcmp(a, "--quiet")) {
+            quiet = 1;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "qiao train: %s needs a value (or is an unknown option)\n", a);
+            usage(stderr);
+            return 2;
+        }
+        const char *v = argv[++i];
+        char *end = NULL;
+        if (!strcmp(a, "--config")) config = v;
+        else if (!strcmp(a, "--tokenizer")) p.tokenizer_path = v;
+        else if (!strcmp(a, "--data")) data = v;
+        else if (!strcmp(a, "--val")) val = v;
+        else if (!strcmp(a, "--out")) p.out_path = v;
+        else if (!strcmp(a, "--resume")) p.resume_path = v;
+        else if (!strcmp(a, "--ckpt")) ckpt = v;
+        else if (!strcmp(a, "--log")) logp = v;
+        else if (!strcmp(a, "--steps")) steps = strtoll(v, &end, 10);
+        else if (!strcmp(a, "--batch")) batch = strtoll(v, &end, 10);
+        else if (!strcmp(a, "--seed")) seed = strtoll(v, &end, 10);
+        else if (!strcmp(a, "--eval-every")) eval_every = strtoll(v, &end, 10);
+        else if (!strcmp(a, "--eval-pool")) eval_pool = strtoll(v, &end, 10);
+        else if (!strcmp(a, "--lr")) lr = strtod(v, &end);
+        else if (!strcmp(a, "--threads")) p.threads = (int)strtol(v, &end, 10);
+        else if (!strcmp(a, "--loader-threads")) p.loader_threads = (int)strtol(v, &end, 10);
+        else {
+            fprintf(stderr, "qiao train: unknown option %s\n", a);
+            usage(stderr);
+            return 2;
+        }
+        if (end && *end) {
+            fprintf(stderr, "qiao train: %s: not a number: %s\n", a, v);
+            return 2;
+        }
+    }
+    if (!data || !p.out_path || (!p.resume_path && (!config || !p.tokenizer_path))) {
+        fprintf(stderr, "qiao train: --data, --out and --config with --tokenizer (or --resume) are required\n");
+        usage(stderr);
+        return 2;
+    }
+    /* the data: a split directory, or a root holding train/ (and val/) */
+    char train_dir[4096], val_dir[4096];
+    if (strlen(data) > sizeof train_dir - 16) {
+        fprintf(stderr, "qiao train: --data path too long\n");
+        return 2;
+    }
+    snprintf(train_dir, sizeof train_dir, "%s", data);
+    if (!has_manifest(data)) {
+        snprintf(train_dir, sizeof train_dir, "%.4000s/train", data);
+        snprintf(val_dir, sizeof val_dir, "%.4000s/val", data);
+        if (!val && has_manifest(val_dir)) val = val_dir;
+    }
+    p.data_dir = train_dir;
+    p.val_dir = val;
+    p.config_path = config;
+
+    qiao_status st;
+    int64_t resume_step = 0;
+    if (p.resume_path)
+        st = qmod_train_hparams_from_checkpoint(p.resume_path, &p.hp, &resume_step);
+    else
+        st = QIAO_OK;
+    if (st == QIAO_OK && !p.resume_path) {
+        qmod_config cfg;
+        st = qmod_config_from_file(config, &cfg);
+        if (st == QIAO_OK) {
+            st = qmod_train_hparams_from_config(cfg.json, &p.hp);
+            qmod_config_free(&cfg);
+        }
+    }
+    if (st != QIAO_OK) return cli_fail(st);
+    if (steps > 0) p.hp.steps = steps;
+    if (batch > 1) p.hp.batch = batch;
+    if (seed >= 0) p.hp.seed = (uint64_t)seed;
+    if (eval_every >= 0) p.hp.eval_every = eval_every;
+    if (eval_pool > 0) p.hp.eval_pool = eval_pool;
+    if (lr > 0) p.hp.lr = (float)lr;
+
+    char *ckpt_owned = ckpt ? NULL : derive(p.out_path, ".ckpt.safetensors");
+    p.ckpt_path = ckpt ? ckpt : ckpt_owned;
+    char *csv_path = derive(logp ? logp : p.out_path, ".csv");
+    char *png_path = derive(logp ? logp : p.out_path, ".png");
+    int rc = 1;
+    if (!p.ckpt_path || !csv_path || !png_path) {
+        fprintf(stderr, "qiao train: out of memory\n");
+        goto done;
+    }
+    run r = {NULL, csv_path, png_path, isatty(2), quiet, 0};
+    if (p.resume_path) {
+        if (csv_truncate(csv_path, resume_step) != 0) {
+            fprintf(stderr, "qiao train: %s: %s\n", csv_path, strerror(errno));
+            goto done;
+        }
+        r.csv = fopen(csv_path, "a");
+        if (r.csv && ftell(r.csv) == 0) fputs(k_header, r.csv);
+    } else {
+        r.csv = fopen(csv_path, "w");
+        if (r.csv) fputs(k_header, r.csv);
+    }
+    if (!r.csv) {
+        fprintf(stderr, "qiao train: %s: %s\n", csv_path, strerror(errno));
+        goto done;
+    }
+    r.batch = p.hp.batch;
+    p.on_step = on_step;
+    p.user = &r;
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigaction(SIGINT, &sa, &old);
+    if (!quiet)
+        fprintf(stderr, "qiao train: data %s%s%s, checkpoint %s, log %s\n", train_dir, val ? ", validation " : "",
+                val ? val : "", p.ckpt_path, csv_path);
+    st = qmod_train(&p);
+    sigaction(SIGINT, &old, NULL);
+    fclose(r.csv);
+    if (st == QIAO_ERR_CANCELLED) {
+        fprintf(stderr, "\nqiao train: %s\n", qiao_last_error());
+        rc = 130;
+    } else if (st != QIAO_OK) {
+        fputc('\n', stderr);
+        rc = cli_fail(st);
+    } else {
+        fprintf(stderr, "qiao train: wrote %s (curves: %s, %s)\n", p.out_path, csv_path, png_path);
+        rc = 0;
+    }
+done:
+    free(ckpt_owned);
+    free(csv_path);
+    free(png_path);
+    return rc;
+}

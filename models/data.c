@@ -1,0 +1,662 @@
+/* models/data.c - the shapes manifest and the training loader (see data.h).
+ *
+ * The loader's ring: batch k (counted from first_batch) always goes to slot
+ * (k - first_batch) % prefetch, so a slot is reused only by the batch
+ * `prefetch` places later, and only after the consumer released the earlier
+ * one. That both bounds how far the workers run ahead and keeps a slow
+ * worker's batch from being starved of a slot by faster ones: the consumer
+ * can always get the batch it waits for unless it still holds the one
+ * `prefetch` places before (then qmod_loader_next says so instead of
+ * hanging). */
+#define _GNU_SOURCE /* getline */
+#include "models/data.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#define DATA_MSG_MAX 1024
+/* Sanity limits: more would be a mistake, not a bigger machine. */
+#define DATA_MAX_THREADS 256
+#define DATA_MAX_PREFETCH 4096
+
+static const char *const k_lang_names[QMOD_N_LANGS] = {"zh", "en"};
+
+const char *qmod_lang_name(int lang) { return lang >= 0 && lang < QMOD_N_LANGS ? k_lang_names[lang] : "?"; }
+
+/* ---- the manifest -------------------------------------------------------- */
+
+static char *dup_str(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+/* DIR/rel, or rel itself when it is absolute. NULL on OOM. */
+static char *join_path(const char *dir, const char *rel) {
+    if (rel[0] == '/') return dup_str(rel);
+    size_t nd = strlen(dir), nr = strlen(rel);
+    while (nd > 1 && dir[nd - 1] == '/') nd--;
+    char *p = malloc(nd + 1 + nr + 1);
+    if (!p) return NULL;
+    memcpy(p, dir, nd);
+    p[nd] = '/';
+    memcpy(p + nd + 1, rel, nr + 1);
+    return p;
+}
+
+static void scene_free(qmod_scene *s) {
+    free(s->id);
+    free(s->image);
+    for (int l = 0; l < QMOD_N_LANGS; l++) {
+        free(s->caption[l]);
+        free(s->speech[l]);
+    }
+    free(s->signature);
+    memset(s, 0, sizeof *s);
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Element 0 of obj[lang] when it is a non-empty array of strings; *out stays
+ * NULL when the language is absent. `what` names the field in messages. */
+static qiao_status first_string(const cJSON *obj, int lang, const char *what, const char *file, int64_t line,
+                                const char **out) {
+    *out = NULL;
+    if (!obj) return QIAO_OK;
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(obj, k_lang_names[lang]);
+    if (!a) return QIAO_OK;
+    if (!cJSON_IsArray(a))
+        return qc_error(QIAO_ERR_FORMAT, "%s:%lld: %s.%s must be an array", file, (long long)line, what,
+                        k_lang_names[lang]);
+    if (cJSON_GetArraySize(a) == 0) return QIAO_OK;
+    const cJSON *e = cJSON_GetArrayItem(a, 0);
+    if (!cJSON_IsString(e) || !e->valuestring[0])
+        return qc_error(QIAO_ERR_FORMAT, "%s:%lld: %s.%s[0] must be a non-empty string", file, (long long)line, what,
+                        k_lang_names[lang]);
+    *out = e->valuestring;
+    return QIAO_OK;
+}
+
+/* The objects as "color size shape@grid" strings, sorted, joined by ';'. */
+static qiao_status make_signature(const cJSON *objs, const char *file, int64_t line, char **out) {
+    *out = NULL;
+    if (!cJSON_IsArray(objs))
+        return qc_error(QIAO_ERR_FORMAT, "%s:%lld: \"objects\" missing or not an array", file, (long long)line);
+    int n = cJSON_GetArraySize(objs);
+    char **parts = calloc((size_t)(n > 0 ? n : 1), sizeof *parts);
+    if (!parts) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s:%lld: out of memory", file, (long long)line);
+    qiao_status st = QIAO_OK;
+    size_t total = 1;
+    static const char *const keys[4] = {"color", "size", "shape", "grid"};
+    for (int i = 0; i < n && st == QIAO_OK; i++) {
+        const cJSON *o = cJSON_GetArrayItem(objs, i);
+        const char *v[4];
+        for (int k = 0; k < 4 && st == QIAO_OK; k++) {
+            const cJSON *f = cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, keys[k]) : NULL;
+            if (!cJSON_IsString(f) || !f->valuestring[0])
+                st = qc_error(QIAO_ERR_FORMAT, "%s:%lld: objects[%d].%s missing or not a string", file,
+                              (long long)line, i, keys[k]);
+            else
+                v[k] = f->valuestring;
+        }
+        if (st != QIAO_OK) break;
+        size_t len = strlen(v[0]) + strlen(v[1]) + strlen(v[2]) + strlen(v[3]) + 4;
+        parts[i] = malloc(len);
+        if (!parts[i]) {
+            st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s:%lld: out of memory", file, (long long)line);
+            break;
+        }
+        snprintf(parts[i], len, "%s %s %s@%s", v[0], v[1], v[2], v[3]);
+        total += len;
+    }
+    if (st == QIAO_OK) {
+        qsort(parts, (size_t)n, sizeof *parts, cmp_str);
+        char *sig = malloc(total);
+        if (!sig) {
+            st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s:%lld: out of memory", file, (long long)line);
+        } else {
+            size_t at = 0;
+            for (int i = 0; i < n; i++) {
+                size_t len = strlen(parts[i]);
+                if (i) sig[at++] = ';';
+                memcpy(sig + at, parts[i], len);
+                at += len;
+            }
+            sig[at] = 0;
+            *out = sig;
+        }
+    }
+    for (int i = 0; i < n; i++) free(parts[i]);
+    free(parts);
+    return st;
+}
+
+/* One manifest line into *s (cleared on failure). */
+static qiao_status parse_scene(const char *text, size_t len, const char *dir, const char *file, int64_t line,
+                               qmod_scene *s) {
+    memset(s, 0, sizeof *s);
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    if (!root) return qc_error(QIAO_ERR_FORMAT, "%s:%lld: not valid JSON", file, (long long)line);
+    qiao_status st = QIAO_OK;
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(root, "id");
+    const cJSON *image = cJSON_GetObjectItemCaseSensitive(root, "image");
+    const cJSON *caps = cJSON_GetObjectItemCaseSensitive(root, "captions");
+    const cJSON *speech = cJSON_GetObjectItemCaseSensitive(root, "speech");
+    const cJSON *scaps = speech ? cJSON_GetObjectItemCaseSensitive(speech, "captions") : NULL;
+    const char *cap[QMOD_N_LANGS] = {0}, *wav[QMOD_N_LANGS] = {0};
+    if (!cJSON_IsObject(root))
+        st = qc_error(QIAO_ERR_FORMAT, "%s:%lld: not a JSON object", file, (long long)line);
+    else if (!cJSON_IsString(id) || !id->valuestring[0])
+        st = qc_error(QIAO_ERR_FORMAT, "%s:%lld: \"id\" missing or not a string", file, (long long)line);
+    else if (!cJSON_IsString(image) || !image->valuestring[0])
+        st = qc_error(QIAO_ERR_FORMAT, "%s:%lld: \"image\" missing or not a string", file, (long long)line);
+    else if (!cJSON_IsObject(caps))
+        st = qc_error(QIAO_ERR_FORMAT, "%s:%lld: \"captions\" missing or not an object", file, (long long)line);
+    else if (speech && (!cJSON_IsObject(speech) || (scaps && !cJSON_IsObject(scaps))))
+        st = qc_error(QIAO_ERR_FORMAT, "%s:%lld: \"speech\" must be an object with a \"captions\" object", file,
+                      (long long)line);
+    for (int l = 0; l < QMOD_N_LANGS && st == QIAO_OK; l++) {
+        st = first_string(caps, l, "captions", file, line, &cap[l]);
+        if (st == QIAO_OK) st = first_string(scaps, l, "speech.captions", file, line, &wav[l]);
+    }
+    /* A scene with no caption cannot be trained or evaluated on. */
+    if (st == QIAO_OK && !cap[QMOD_LANG_ZH] && !cap[QMOD_LANG_EN])
+        st = qc_error(QIAO_ERR_FORMAT, "%s:%lld: no long caption in any language", file, (long long)line);
+    if (st == QIAO_OK) st = make_signature(cJSON_GetObjectItemCaseSensitive(root, "objects"), file, line, &s->signature);
+    if (st == QIAO_OK) {
+        bool oom = !(s->id = dup_str(id->valuestring)) || !(s->image = join_path(dir, image->valuestring));
+        for (int l = 0; l < QMOD_N_LANGS; l++) {
+            if (cap[l] && !(s->caption[l] = dup_str(cap[l]))) oom = true;
+            if (wav[l] && !(s->speech[l] = join_path(dir, wav[l]))) oom = true;
+        }
+        if (oom) st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s:%lld: out of memory", file, (long long)line);
+    }
+    cJSON_Delete(root);
+    if (st != QIAO_OK) scene_free(s);
+    return st;
+}
+
+qiao_status qmod_dataset_load(const char *dir, qmod_dataset *out) {
+    if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_dataset_load: out is NULL");
+    memset(out, 0, sizeof *out);
+    if (!dir || !dir[0]) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_dataset_load: no directory");
+    char *file = join_path(dir, "manifest.jsonl");
+    if (!file) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qmod_dataset_load: out of memory");
+    FILE *fp = fopen(file, "rb");
+    if (!fp) {
+        qiao_status st = qc_error(QIAO_ERR_IO, "%s: %s", file, strerror(errno));
+        free(file);
+        return st;
+    }
+    qmod_dataset d = {0};
+    qiao_status st = QIAO_OK;
+    int64_t cap = 0;
+    if (!(d.dir = dup_str(dir))) st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", file);
+    /* getline: a scene's line is ~2 KB and grows with the number of objects
+     * and questions, so no fixed maximum is assumed. */
+    char *buf = NULL;
+    size_t bufcap = 0;
+    int64_t line = 0;
+    ssize_t len;
+    while (st == QIAO_OK && (len = getline(&buf, &bufcap, fp)) >= 0) {
+        line++;
+        size_t n = (size_t)len;
+        if (memchr(buf, 0, n)) {
+            st = qc_error(QIAO_ERR_FORMAT, "%s:%lld: NUL byte in line", file, (long long)line);
+            break;
+        }
+        size_t i = 0;
+        while (i < n && (buf[i] == ' ' || buf[i] == '\t' || buf[i] == '\r' || buf[i] == '\n')) i++;
+        if (i == n) continue; /* blank line (e.g. a trailing newline) */
+        if (d.n == cap) {
+            int64_t nc = cap ? 2 * cap : 1024;
+            qmod_scene *ns = realloc(d.scenes, (size_t)nc * sizeof *ns);
+            if (!ns) {
+                st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s:%lld: out of memory", file, (long long)line);
+                break;
+            }
+            d.scenes = ns;
+            cap = nc;
+        }
+        st = parse_scene(buf, n, dir, file, line, &d.scenes[d.n]);
+        if (st != QIAO_OK) break;
+        qmod_scene *s = &d.scenes[d.n++];
+        if (s->speech[0] || s->speech[1]) d.n_speech++;
+    }
+    if (st == QIAO_OK && ferror(fp)) st = qc_error(QIAO_ERR_IO, "%s: read error", file);
+    if (st == QIAO_OK && d.n == 0) st = qc_error(QIAO_ERR_FORMAT, "%s: no scenes", file);
+    free(buf);
+    fclose(fp);
+    free(file);
+    if (st != QIAO_OK) {
+        qmod_dataset_free(&d);
+        return st;
+    }
+    *out = d;
+    return QIAO_OK;
+}
+
+void qmod_dataset_free(qmod_dataset *d) {
+    if (!d) return;
+    for (int64_t i = 0; i < d->n; i++) scene_free(&d->scenes[i]);
+    free(d->scenes);
+    free(d->dir);
+    memset(d, 0, sizeof *d);
+}
+
+/* ---- one batch ------------------------------------------------------------- */
+
+/* Stream tags, so the permutation and the language draws never share a seed. */
+#define TAG_PERM 0x7065726dULL /* "perm" */
+#define TAG_LANG 0x6c616e67ULL /* "lang" */
+
+/* splitmix64's finalizer: a bijective avalanche mix. */
+static uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t hash4(uint64_t a, uint64_t b, uint64_t c, uint64_t d) {
+    uint64_t h = mix64(a + 0x9E3779B97F4A7C15ull);
+    h = mix64(h ^ (b + 0x9E3779B97F4A7C15ull));
+    h = mix64(h ^ (c + 0x9E3779B97F4A7C15ull));
+    return mix64(h ^ (d + 0x9E3779B97F4A7C15ull));
+}
+
+/* Scenes in the order epoch `epoch` visits them: Fisher-Yates over 0..n-1. */
+static void epoch_perm(uint64_t seed, int64_t epoch, int64_t n, int64_t *perm) {
+    qc_rng rng;
+    qc_rng_seed(&rng, hash4(TAG_PERM, seed, (uint64_t)epoch, 0));
+    for (int64_t i = 0; i < n; i++) perm[i] = i;
+    for (int64_t i = n - 1; i > 0; i--) {
+        int64_t j = (int64_t)qc_rng_below(&rng, (uint64_t)i + 1);
+        int64_t t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+}
+
+static qiao_status check_params(const qmod_loader_params *p, const char *fn) {
+    if (!p || !p->model || !p->data)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "%s: params, model and data are required", fn);
+    if (!p->model->tok) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "%s: the model has no tokenizer", fn);
+    if (p->batch < 1 || p->batch > p->data->n)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "%s: batch %lld must be in 1..%lld (the scenes in %s)", fn,
+                        (long long)p->batch, (long long)p->data->n, p->data->dir ? p->data->dir : "the dataset");
+    return QIAO_OK;
+}
+
+/* A decode error re-raised with the scene's id, keeping the decoder's
+ * message and naming the path if that message did not. */
+static qiao_status scene_error(qiao_status st, const qmod_scene *s, const char *path) {
+    char msg[DATA_MSG_MAX];
+    snprintf(msg, sizeof msg, "%s", qiao_last_error());
+    if (strstr(msg, path)) return qc_error(st, "scene %s: %s", s->id, msg);
+    return qc_error(st, "scene %s: %s: %s", s->id, path, msg);
+}
+
+/* Builds batch `index` with the epoch's permutation already in `perm`. */
+static qiao_status make_batch(const qmod_loader_params *p, int64_t index, const int64_t *perm,
+                              qmod_train_batch *out) {
+    const qmod_model *m = p->model;
+    const qmod_dataset *d = p->data;
+    const int64_t B = p->batch, bpe = d->n / B;
+    const int64_t base = (index % bpe) * B;
+    memset(out, 0, sizeof *out);
+    out->index = index;
+    out->B = B;
+    out->text.mod = QMOD_TEXT;
+    out->image.mod = QMOD_IMAGE;
+    out->audio.mod = QMOD_AUDIO;
+    qiao_status st = QIAO_OK;
+    const char **texts = malloc((size_t)B * sizeof *texts);
+    qmod_batch *mels = calloc((size_t)B, sizeof *mels);     /* (A) one clip's mel each */
+    const float **mel_ptr = calloc((size_t)B, sizeof *mel_ptr);
+    int64_t *frames = calloc((size_t)B, sizeof *frames);
+    out->scene = malloc((size_t)B * sizeof *out->scene);
+    out->text_lang = malloc((size_t)B);
+    out->audio_rows = malloc((size_t)B * sizeof *out->audio_rows);
+    out->audio_lang = malloc((size_t)B);
+    if (!texts || !mels || !mel_ptr || !frames || !out->scene || !out->text_lang || !out->audio_rows || !out->audio_lang) {
+        st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "batch %lld: out of memory", (long long)index);
+        goto done;
+    }
+
+    /* Rows and languages. The audio language is drawn independently of the
+     * text one, so audio-text pairs cross languages too; a language the
+     * scene lacks falls back to the other. */
+    for (int64_t i = 0; i < B; i++) {
+        const int64_t si = perm[base + i];
+        const qmod_scene *s = &d->scenes[si];
+        qc_rng rng;
+        qc_rng_seed(&rng, hash4(TAG_LANG, p->seed, (uint64_t)index, (uint64_t)i));
+        int tl = (int)qc_rng_below(&rng, QMOD_N_LANGS);
+        int al = (int)qc_rng_below(&rng, QMOD_N_LANGS);
+        if (!s->caption[tl]) tl = 1 - tl;
+        if (!s->speech[al]) al = 1 - al;
+        out->scene[i] = si;
+        out->text_lang[i] = (uint8_t)tl;
+        texts[i] = s->caption[tl];
+        if (p->audio && s->speech[al]) {
+            out->audio_rows[out->A] = i;
+            out->audio_lang[out->A] = (uint8_t)al;
+            out->A++;
+        }
+    }
+
+    st = qmod_batch_text(m, texts, (size_t)B, &out->text);
+    if (st != QIAO_OK) {
+        char msg[DATA_MSG_MAX];
+        snprintf(msg, sizeof msg, "%s", qiao_last_error());
+        st = qc_error(st, "batch %lld: %s", (long long)index, msg);
+        goto done;
+    }
+
+    /* Images row by row: only one decoded image is alive at a time. */
+    const int64_t P = m->cfg.image.tokens;
+    const size_t per = qmod_image_floats(m);
+    size_t nf;
+    if (!qc_mul_size(per, (size_t)B, &nf) || !(out->image.patches = malloc(nf * sizeof(float))) ||
+        !(out->image.lengths = malloc((size_t)B * sizeof(int64_t)))) {
+        st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "batch %lld: out of memory for %lld images", (long long)index,
+                      (long long)B);
+        goto done;
+    }
+    out->image.B = B;
+    out->image.T = P;
+    for (int64_t i = 0; i < B; i++) {
+        const qmod_scene *s = &d->scenes[out->scene[i]];
+        qiao_image *img = NULL;
+        st = qiao_image_decode_file(s->image, NULL, &img);
+        if (st == QIAO_OK) st = qmod_image_patches(m, img, out->image.patches + (size_t)i * per);
+        qiao_image_free(img);
+        if (st != QIAO_OK) {
+            st = scene_error(st, s, s->image);
+            goto done;
+        }
+        out->image.lengths[i] = P;
+    }
+
+    /* Audio clip by clip through qmod_batch_audio (the path inference
+     * takes), keeping only each clip's log-mel: a decoded clip is several
+     * times larger than its mel, and a batch may hold hundreds. */
+    if (out->A > 0) {
+        qiao_audio_params ap = qiao_audio_default_params();
+        ap.target_rate = 16000;
+        for (int64_t j = 0; j < out->A; j++) {
+            const qmod_scene *s = &d->scenes[out->scene[out->audio_rows[j]]];
+            const char *path = s->speech[out->audio_lang[j]];
+            qiao_audio *a = NULL;
+            st = qiao_audio_decode_file(path, &ap, &a);
+            if (st == QIAO_OK) st = qmod_batch_audio(m, (const qiao_audio *const *)&a, 1, &mels[j]);
+            qiao_audio_free(a);
+            if (st != QIAO_OK) {
+                st = scene_error(st, s, path);
+                goto done;
+            }
+            mel_ptr[j] = mels[j].mel;
+            frames[j] = mels[j].lengths[0];
+        }
+        st = qmod_batch_mels(m, mel_ptr, frames, (size_t)out->A, &out->audio);
+        if (st != QIAO_OK) {
+            char msg[DATA_MSG_MAX];
+            snprintf(msg, sizeof msg, "%s", qiao_last_error());
+            st = qc_error(st, "batch %lld: audio: %s", (long long)index, msg);
+            goto done;
+        }
+    }
+
+done:
+    if (mels)
+        for (int64_t j = 0; j < B; j++) qmod_batch_free(&mels[j]);
+    free(mels);
+    free((void *)mel_ptr);
+    free(frames);
+    free((void *)texts);
+    if (st != QIAO_OK) qmod_train_batch_free(out);
+    return st;
+}
+
+qiao_status qmod_train_batch_make(const qmod_loader_params *p, int64_t index, qmod_train_batch *out) {
+    if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_train_batch_make: out is NULL");
+    memset(out, 0, sizeof *out);
+    qiao_status st = check_params(p, "qmod_train_batch_make");
+    if (st != QIAO_OK) return st;
+    if (index < 0) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_train_batch_make: index %lld < 0", (long long)index);
+    int64_t *perm = malloc((size_t)p->data->n * sizeof *perm);
+    if (!perm) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qmod_train_batch_make: out of memory");
+    epoch_perm(p->seed, index / (p->data->n / p->batch), p->data->n, perm);
+    st = make_batch(p, index, perm, out);
+    free(perm);
+    return st;
+}
+
+void qmod_train_batch_free(qmod_train_batch *b) {
+    if (!b) return;
+    free(b->scene);
+    free(b->text_lang);
+    free(b->audio_rows);
+    free(b->audio_lang);
+    qmod_batch_free(&b->text);
+    qmod_batch_free(&b->image);
+    qmod_batch_free(&b->audio);
+    memset(b, 0, sizeof *b);
+}
+
+/* ---- the loader ----------------------------------------------------------- */
+
+typedef enum slot_state { SLOT_FREE = 0, SLOT_BUILDING, SLOT_READY, SLOT_OUT } slot_state;
+
+typedef struct slot {
+    slot_state state;
+    int64_t next;          /* the batch index this slot is for while FREE or BUILDING */
+    qmod_train_batch b;    /* holds batch `next` once READY or OUT */
+} slot;
+
+typedef struct worker {
+    qmod_loader *l;
+    int w;
+    bool started;
+    pthread_t th;
+    int64_t *perm;         /* (n) the permutation of perm_epoch, cached across the worker's batches */
+    int64_t perm_epoch;    /* -1: none yet */
+} worker;
+
+struct qmod_loader {
+    qmod_loader_params p;
+    int64_t bpe;           /* batches per epoch */
+    pthread_mutex_t mu;
+    pthread_cond_t ready;  /* a slot became READY, or an error or stop happened (consumer waits) */
+    pthread_cond_t space;  /* a slot became FREE, or stop (workers wait) */
+    slot *slots;           /* (prefetch) */
+    worker *workers;       /* (threads) */
+    int64_t next_out;      /* index qmod_loader_next hands out next */
+    bool stop;
+    /* The failure with the lowest batch index: batches before it are still
+     * delivered in order, so a run sees the same batches whatever the
+     * thread count; the consumer gets the error when it reaches it. */
+    int64_t err_index;     /* INT64_MAX: none */
+    qiao_status err;
+    char err_msg[DATA_MSG_MAX];  /* copied: qc_error's message is the worker thread's */
+};
+
+static slot *slot_of(qmod_loader *l, int64_t index) {
+    return &l->slots[(index - l->p.first_batch) % l->p.prefetch];
+}
+
+static void *worker_main(void *arg) {
+    worker *w = arg;
+    qmod_loader *l = w->l;
+    const int64_t n = l->p.data->n;
+    for (int64_t k = l->p.first_batch + w->w;; k += l->p.threads) {
+        slot *s = slot_of(l, k);
+        pthread_mutex_lock(&l->mu);
+        while (!l->stop && k <= l->err_index && !(s->state == SLOT_FREE && s->next == k))
+            pthread_cond_wait(&l->space, &l->mu);
+        /* Past a failure nothing more is delivered, so stop building. */
+        bool quit = l->stop || k > l->err_index;
+        if (!quit) s->state = SLOT_BUILDING;
+        pthread_mutex_unlock(&l->mu);
+        if (quit) break;
+
+        /* Build outside the lock: the slot is this worker's until READY. */
+        qmod_train_batch_free(&s->b);
+        qiao_status st = QIAO_OK;
+        int64_t epoch = k / l->bpe;
+        if (w->perm_epoch != epoch) {
+            if (!w->perm) w->perm = malloc((size_t)n * sizeof *w->perm);
+            if (!w->perm)
+                st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "loader: out of memory for a permutation of %lld scenes",
+                              (long long)n);
+            else {
+                epoch_perm(l->p.seed, epoch, n, w->perm);
+                w->perm_epoch = epoch;
+            }
+        }
+        if (st == QIAO_OK) st = make_batch(&l->p, k, w->perm, &s->b);
+
+        pthread_mutex_lock(&l->mu);
+        if (st == QIAO_OK) {
+            s->state = SLOT_READY;
+        } else {
+            s->state = SLOT_FREE;
+            if (k < l->err_index) {
+                l->err_index = k;
+                l->err = st;
+                snprintf(l->err_msg, sizeof l->err_msg, "%s", qiao_last_error());
+            }
+            /* Workers waiting on indices past this one must see it and leave. */
+            pthread_cond_broadcast(&l->space);
+        }
+        pthread_cond_broadcast(&l->ready);
+        pthread_mutex_unlock(&l->mu);
+        if (st != QIAO_OK) break;
+    }
+    return NULL;
+}
+
+qiao_status qmod_loader_start(const qmod_loader_params *p, qmod_loader **out) {
+    if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_loader_start: out is NULL");
+    *out = NULL;
+    qiao_status st = check_params(p, "qmod_loader_start");
+    if (st != QIAO_OK) return st;
+    if (p->threads < 1 || p->threads > DATA_MAX_THREADS || p->prefetch < 1 || p->prefetch > DATA_MAX_PREFETCH ||
+        p->first_batch < 0)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT,
+                        "qmod_loader_start: threads %d (1..%d), prefetch %d (1..%d), first_batch %lld (>= 0)",
+                        p->threads, DATA_MAX_THREADS, p->prefetch, DATA_MAX_PREFETCH, (long long)p->first_batch);
+    qmod_loader *l = calloc(1, sizeof *l);
+    if (!l) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qmod_loader_start: out of memory");
+    l->p = *p;
+    l->bpe = p->data->n / p->batch;
+    l->next_out = p->first_batch;
+    l->err_index = INT64_MAX;
+    l->slots = calloc((size_t)p->prefetch, sizeof *l->slots);
+    l->workers = calloc((size_t)p->threads, sizeof *l->workers);
+    if (!l->slots || !l->workers) {
+        free(l->slots);
+        free(l->workers);
+        free(l);
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qmod_loader_start: out of memory");
+    }
+    for (int i = 0; i < p->prefetch; i++) l->slots[i].next = p->first_batch + i;
+    pthread_mutex_init(&l->mu, NULL);
+    pthread_cond_init(&l->ready, NULL);
+    pthread_cond_init(&l->space, NULL);
+    for (int i = 0; i < p->threads; i++) {
+        worker *w = &l->workers[i];
+        w->l = l;
+        w->w = i;
+        w->perm_epoch = -1;
+        int e = pthread_create(&w->th, NULL, worker_main, w);
+        if (e != 0) {
+            qmod_loader_stop(l);
+            return qc_error(QIAO_ERR_INTERNAL, "qmod_loader_start: pthread_create: %s", strerror(e));
+        }
+        w->started = true;
+    }
+    *out = l;
+    return QIAO_OK;
+}
+
+qiao_status qmod_loader_next(qmod_loader *l, qmod_train_batch **out) {
+    if (!l || !out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_loader_next: loader and out are required");
+    *out = NULL;
+    pthread_mutex_lock(&l->mu);
+    const int64_t k = l->next_out;
+    slot *s = slot_of(l, k);
+    qiao_status st = QIAO_OK;
+    bool held = false;
+    char msg[DATA_MSG_MAX];
+    for (;;) {
+        if (k >= l->err_index) {
+            st = l->err;
+            snprintf(msg, sizeof msg, "%s", l->err_msg);
+            break;
+        }
+        if (s->state == SLOT_READY && s->next == k) break;
+        if (s->state == SLOT_OUT) {
+            /* Batch k - prefetch is still held: batch k can never be built. */
+            held = true;
+            break;
+        }
+        pthread_cond_wait(&l->ready, &l->mu);
+    }
+    if (st == QIAO_OK && !held) {
+        s->state = SLOT_OUT;
+        l->next_out++;
+        *out = &s->b;
+    }
+    pthread_mutex_unlock(&l->mu);
+    if (held)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT,
+                        "qmod_loader_next: batch %lld is still held; with prefetch %d, release it before asking for "
+                        "batch %lld",
+                        (long long)(k - l->p.prefetch), l->p.prefetch, (long long)k);
+    if (st != QIAO_OK) return qc_error(st, "%s", msg);
+    return QIAO_OK;
+}
+
+void qmod_loader_release(qmod_loader *l, qmod_train_batch *b) {
+    if (!l || !b) return;
+    pthread_mutex_lock(&l->mu);
+    for (int i = 0; i < l->p.prefetch; i++) {
+        slot *s = &l->slots[i];
+        if (&s->b != b || s->state != SLOT_OUT) continue;
+        /* The batch's memory is freed by the worker that reuses the slot,
+         * off the consumer's thread. */
+        s->state = SLOT_FREE;
+        s->next += l->p.prefetch;
+        pthread_cond_broadcast(&l->space);
+        break;
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
+void qmod_loader_stop(qmod_loader *l) {
+    if (!l) return;
+    pthread_mutex_lock(&l->mu);
+    l->stop = true;
+    pthread_cond_broadcast(&l->space);
+    pthread_cond_broadcast(&l->ready);
+    pthread_mutex_unlock(&l->mu);
+    for (int i = 0; i < l->p.threads; i++) {
+        worker *w = &l->workers[i];
+        if (w->started) pthread_join(w->th, NULL);
+        free(w->perm);
+    }
+    for (int i = 0; i < l->p.prefetch; i++) qmod_train_batch_free(&l->slots[i].b);
+    pthread_cond_destroy(&l->space);
+    pthread_cond_destroy(&l->ready);
+    pthread_mutex_destroy(&l->mu);
+    free(l->slots);
+    free(l->workers);
+    free(l);
+}

@@ -1,0 +1,96 @@
+/* models/data.h - paired training and evaluation data: a shapes-world split
+ * (datasets/shapes, docs/datasets.md) read from its manifest, and the
+ * background loader that turns it into encoder batches for training.
+ *
+ * A scene gives one image, its long caption in each language (the caption
+ * that names every object) and, when the split was generated with speech,
+ * that caption spoken in each language. Retrieval trains and evaluates on
+ * these triples.
+ *
+ * Not a public header: prefix qmod_. */
+#ifndef QIAO_MODELS_DATA_H
+#define QIAO_MODELS_DATA_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "models/embed.h"
+
+enum { QMOD_LANG_ZH = 0, QMOD_LANG_EN = 1, QMOD_N_LANGS = 2 };
+
+/* "zh", "en". */
+const char *qmod_lang_name(int lang);
+
+typedef struct qmod_scene {
+    char *id;                      /* "shapes-test-000123" */
+    char *image;                   /* path (dir joined) */
+    char *caption[QMOD_N_LANGS];   /* the long caption; NULL when the language is absent */
+    char *speech[QMOD_N_LANGS];    /* path of the spoken long caption; NULL when absent */
+    char *signature;               /* the scene's objects as a canonical string (each object's
+                                    * colour, size, shape and grid place, sorted): two scenes
+                                    * with equal signatures are described by the same long
+                                    * caption, so retrieval counts either as a hit */
+} qmod_scene;
+
+typedef struct qmod_dataset {
+    char *dir;
+    qmod_scene *scenes;
+    int64_t n;
+    int64_t n_speech;              /* scenes with speech in at least one language */
+} qmod_dataset;
+
+/* Reads DIR/manifest.jsonl. Every line must parse and name an image; a
+ * malformed line is QIAO_ERR_FORMAT naming file:line; a missing manifest
+ * QIAO_ERR_IO. Files themselves are not opened here. */
+qiao_status qmod_dataset_load(const char *dir, qmod_dataset *out);
+/* Accepts a cleared dataset. */
+void qmod_dataset_free(qmod_dataset *d);
+
+/* One training batch: B scenes; row i of `text` is scene i's long caption in
+ * language text_lang[i], row i of `image` its picture. `audio` holds the
+ * A <= B scenes that have speech (A may be 0): audio row j is the spoken
+ * long caption of scene audio_rows[j] in language audio_lang[j] (drawn
+ * independently of text_lang, so audio-text pairs cross languages too). */
+typedef struct qmod_train_batch {
+    int64_t index;                 /* global batch number, from 0 */
+    int64_t B, A;
+    int64_t *scene;                /* (B) dataset index of each row */
+    uint8_t *text_lang;            /* (B) */
+    qmod_batch text, image, audio;
+    int64_t *audio_rows;           /* (A) row in text/image of each audio item */
+    uint8_t *audio_lang;           /* (A) */
+} qmod_train_batch;
+
+typedef struct qmod_loader_params {
+    const qmod_model *model;       /* tokenizer and config; only read */
+    const qmod_dataset *data;      /* only read; outlives the loader */
+    int64_t batch;                 /* B; an epoch is floor(n / B) batches, the rest dropped */
+    uint64_t seed;
+    int threads;                   /* worker threads, >= 1 */
+    int prefetch;                  /* batches ready ahead, >= 1 */
+    int64_t first_batch;           /* resume: the first batch index to produce */
+    bool audio;                    /* load speech (false: A = 0 always) */
+} qmod_loader_params;
+
+typedef struct qmod_loader qmod_loader;
+
+/* Starts the workers. Batch k is a pure function of (seed, k, dataset):
+ * epoch e = k / batches_per_epoch visits the scenes in a permutation drawn
+ * from (seed, e), and the languages of row i come from (seed, k, i), so a
+ * run is reproducible and a resumed run sees exactly the batches the
+ * interrupted one would have. */
+qiao_status qmod_loader_start(const qmod_loader_params *p, qmod_loader **out);
+/* The next batch in index order (blocks until ready). A file that fails to
+ * decode fails the call with its error (path named) and stops the loader:
+ * training data is expected to be complete. */
+qiao_status qmod_loader_next(qmod_loader *l, qmod_train_batch **out);
+/* Gives a batch back for reuse. */
+void qmod_loader_release(qmod_loader *l, qmod_train_batch *b);
+/* Stops and joins the workers, frees everything. Accepts NULL. */
+void qmod_loader_stop(qmod_loader *l);
+
+/* Building one batch synchronously (what the workers run). */
+qiao_status qmod_train_batch_make(const qmod_loader_params *p, int64_t index, qmod_train_batch *out);
+void qmod_train_batch_free(qmod_train_batch *b);
+
+#endif /* QIAO_MODELS_DATA_H */

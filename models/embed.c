@@ -1,0 +1,341 @@
+/* models/embed.c - from raw inputs to embeddings (see embed.h). */
+#include "models/embed.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+const char *qmod_modality_name(qmod_modality mod) {
+    switch (mod) {
+    case QMOD_TEXT: return "text";
+    case QMOD_IMAGE: return "image";
+    case QMOD_AUDIO: return "audio";
+    default: return "?";
+    }
+}
+
+void qmod_batch_free(qmod_batch *b) {
+    if (!b) return;
+    free(b->ids);
+    free(b->char_ids);
+    free(b->tags);
+    free(b->mask);
+    free(b->patches);
+    free(b->mel);
+    free(b->lengths);
+    memset(b, 0, sizeof *b);
+}
+
+/* calloc of n * size bytes, overflow-checked; NULL on failure. */
+static void *alloc_n(size_t n, size_t size) {
+    size_t bytes;
+    if (!qc_mul_size(n, size, &bytes)) return NULL;
+    return calloc(bytes ? bytes : 1, 1);
+}
+
+/* ---- preparing batches ---------------------------------------------------- */
+
+qiao_status qmod_batch_text(const qmod_model *m, const char *const *texts, size_t n, qmod_batch *out) {
+    if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_batch_text: out is NULL");
+    memset(out, 0, sizeof *out);
+    if (!m || !texts || n == 0) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_batch_text: no model or no texts");
+    if (!m->tok) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "model %s has no tokenizer: it cannot embed text", m->cfg.name);
+    const qe_text_config *tc = &m->cfg.text;
+    qiao_tokenize_params tp = qiao_tokenize_default_params();
+    qiao_token_batch *tb = NULL;
+    qiao_status st = qiao_tokenize_batch(m->tok, texts, NULL, n, (size_t)tc->trunk.max_T, &tp, &tb);
+    if (st != QIAO_OK) return st;
+    /* An empty text has no tokens; T >= 1 keeps the encoder's shapes valid
+     * and the all-padding row pools to zeros (the embedding is then the
+     * normalized projection bias, the same for every empty text). */
+    const size_t T = tb->t ? tb->t : 1, K = (size_t)tc->k;
+    out->mod = QMOD_TEXT;
+    out->B = (int64_t)n;
+    out->T = (int64_t)T;
+    out->ids = alloc_n(n * T, sizeof(int32_t));
+    out->char_ids = alloc_n(n * T * K, sizeof(int32_t));
+    out->tags = alloc_n(n * T, 1);
+    out->mask = alloc_n(n * T, 1);
+    out->lengths = alloc_n(n, sizeof(int64_t));
+    if (!out->ids || !out->char_ids || !out->tags || !out->mask || !out->lengths) {
+        qiao_token_batch_free(tb);
+        qmod_batch_free(out);
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qmod_batch_text: out of memory for %zu texts", n);
+    }
+    if (tb->t) {
+        memcpy(out->ids, tb->ids, n * T * sizeof(int32_t));
+        memcpy(out->char_ids, tb->char_ids, n * T * K * sizeof(int32_t));
+        memcpy(out->tags, tb->tags, n * T);
+        memcpy(out->mask, tb->mask, n * T);
+    }
+    for (size_t i = 0; i < n; i++) out->lengths[i] = (int64_t)tb->lengths[i];
+    qiao_token_batch_free(tb);
+    return QIAO_OK;
+}
+
+size_t qmod_image_floats(const qmod_model *m) {
+    return m ? (size_t)(m->cfg.image.tokens * m->cfg.image.patch_dim) : 0;
+}
+
+qiao_status qmod_image_patches(const qmod_model *m, const qiao_image *img, float *patches) {
+    if (!m || !img || !patches) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_image_patches: NULL argument");
+    qiao_image_preprocess_params pp = qiao_image_preprocess_default_params();
+    pp.size = m->cfg.image.image_size;
+    return qiao_image_patches(img, &pp, m->cfg.image.patch, patches, qmod_image_floats(m));
+}
+
+qiao_status qmod_batch_images(const qmod_model *m, const qiao_image *const *imgs, size_t n, qmod_batch *out) {
+    if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_batch_images: out is NULL");
+    memset(out, 0, sizeof *out);
+    if (!m || !imgs || n == 0) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_batch_images: no model or no images");
+    const size_t per = qmod_image_floats(m);
+    out->mod = QMOD_IMAGE;
+    out->B = (int64_t)n;
+    out->T = m->cfg.image.tokens;
+    out->patches = alloc_n(n, per * sizeof(float));
+    out->lengths = alloc_n(n, sizeof(int64_t));
+    if (!out->patches || !out->lengths) {
+        qmod_batch_free(out);
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qmod_batch_images: out of memory for %zu images", n);
+    }
+    for (size_t i = 0; i < n; i++) {
+        qiao_status st = imgs[i] ? qmod_image_patches(m, imgs[i], out->patches + i * per)
+                                 : qc_error(QIAO_ERR_INVALID_ARGUMENT, "image %zu is NULL", i);
+        if (st != QIAO_OK) {
+            qmod_batch_free(out);
+            return st;
+        }
+        out->lengths[i] = out->T;
+    }
+    return QIAO_OK;
+}
+
+qiao_status qmod_batch_mels(const qmod_model *m, const float *const *mels, const int64_t *frames, size_t n,
+                            qmod_batch *out) {
+    if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_batch_mels: out is NULL");
+    memset(out, 0, sizeof *out);
+    if (!m || !mels || !frames || n == 0)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_batch_mels: no model or no clips");
+    const qe_audio_config *ac = &m->cfg.audio;
+    int64_t T = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!mels[i] || frames[i] < 1)
+            return qc_error(QIAO_ERR_INVALID_ARGUMENT, "audio clip %zu is empty (no mel frames)", i);
+        /* Longer clips keep their beginning: the encoder's positions stop at max_frames. */
+        const int64_t f = frames[i] < ac->max_frames ? frames[i] : ac->max_frames;
+        if (f > T) T = f;
+    }
+    const size_t M = (size_t)ac->n_mels;
+    out->mod = QMOD_AUDIO;
+    out->B = (int64_t)n;
+    out->T = T;
+    out->mel = alloc_n(n * (size_t)T, M * sizeof(float));
+    out->mask = alloc_n(n, (size_t)T);
+    out->lengths = alloc_n(n, sizeof(int64_t));
+    if (!out->mel || !out->mask || !out->lengths) {
+        qmod_batch_free(out);
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qmod_batch_mels: out of memory for %zu clips of %lld frames", n,
+                        (long long)T);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const int64_t f = frames[i] < ac->max_frames ? frames[i] : ac->max_frames;
+        memcpy(out->mel + i * (size_t)T * M, mels[i], (size_t)f * M * sizeof(float));
+        memset(out->mask + i * (size_t)T, 1, (size_t)f);
+        out->lengths[i] = f;
+    }
+    return QIAO_OK;
+}
+
+qiao_status qmod_batch_audio(const qmod_model *m, const qiao_audio *const *clips, size_t n, qmod_batch *out) {
+    if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_batch_audio: out is NULL");
+    memset(out, 0, sizeof *out);
+    if (!m || !clips || n == 0) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_batch_audio: no model or no clips");
+    float **mels = alloc_n(n, sizeof(float *));
+    int64_t *frames = alloc_n(n, sizeof(int64_t));
+    qiao_status st = mels && frames ? QIAO_OK : qc_error(QIAO_ERR_OUT_OF_MEMORY, "qmod_batch_audio: out of memory");
+    qiao_mel_params mp = qiao_mel_default_params();
+    mp.n_mels = (int)m->cfg.audio.n_mels;
+    for (size_t i = 0; st == QIAO_OK && i < n; i++) {
+        if (!clips[i] || clips[i]->n_samples < 1)
+            st = qc_error(QIAO_ERR_INVALID_ARGUMENT, "audio clip %zu is empty", i);
+        else if (clips[i]->sample_rate != mp.sample_rate)
+            st = qc_error(QIAO_ERR_INVALID_ARGUMENT, "audio clip %zu is at %d Hz; the model reads %d Hz", i,
+                          clips[i]->sample_rate, mp.sample_rate);
+        else
+            st = qiao_mel_compute(clips[i], &mp, &mels[i], &frames[i]);
+    }
+    if (st == QIAO_OK) st = qmod_batch_mels(m, (const float *const *)mels, frames, n, out);
+    if (mels)
+        for (size_t i = 0; i < n; i++) qiao_mel_free(mels[i]);
+    free(mels);
+    free(frames);
+    return st;
+}
+
+/* ---- workspaces --------------------------------------------------------------- */
+
+void qmod_work_free(qmod_work *w) {
+    if (!w) return;
+    qc_arena_free(&w->acts);
+    qc_arena_free(&w->dacts);
+    qc_table_free(&w->at);
+    memset(w, 0, sizeof *w);
+}
+
+/* The longest input a modality accepts: text tokens, image patches, audio frames. */
+static int64_t max_len(const qmod_model *m, qmod_modality mod) {
+    switch (mod) {
+    case QMOD_TEXT: return m->cfg.text.trunk.max_T;
+    case QMOD_IMAGE: return m->cfg.image.tokens;
+    default: return m->cfg.audio.max_frames;
+    }
+}
+
+qiao_status qmod_work_init(qmod_work *w, const qmod_model *m, qmod_modality mod, int64_t B_max, int64_t T_max,
+                           bool train) {
+    if (!w) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_work_init: workspace is NULL");
+    memset(w, 0, sizeof *w);
+    if (!m || mod < 0 || mod >= QMOD_N_MODALITIES || B_max < 1)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_work_init: bad model, modality or batch size");
+    const int64_t lim = max_len(m, mod);
+    if (T_max <= 0 || T_max > lim || mod == QMOD_IMAGE) T_max = lim;
+    w->mod = mod;
+    w->B_max = B_max;
+    w->T_max = T_max;
+    w->train = train;
+    qc_table_init_empty(&w->at);
+    qiao_status st;
+    switch (mod) {
+    case QMOD_TEXT: st = qe_text_describe_acts(&w->at, "text.", &m->cfg.text, B_max, T_max, 0); break;
+    case QMOD_IMAGE: st = qe_image_describe_acts(&w->at, "image.", &m->cfg.image, B_max, T_max, 0); break;
+    default: st = qe_audio_describe_acts(&w->at, "audio.", &m->cfg.audio, B_max, T_max, 0); break;
+    }
+    if (st == QIAO_OK) st = qc_arena_alloc(&w->acts, w->at.total);
+    if (st == QIAO_OK && train) st = qc_arena_alloc(&w->dacts, w->at.total);
+    if (st != QIAO_OK) {
+        qmod_work_free(w);
+        return st;
+    }
+    qc_table_bind(&w->at, w->acts.base, &w->a);
+    if (train) qc_table_bind(&w->at, w->dacts.base, &w->da);
+    return QIAO_OK;
+}
+
+qiao_status qmod_work_reserve(qmod_work *w, const qmod_model *m, int64_t B, int64_t T) {
+    if (!w || !m) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_work_reserve: NULL argument");
+    if (w->acts.base && B <= w->B_max && (T <= w->T_max || w->mod == QMOD_IMAGE)) return QIAO_OK;
+    const qmod_modality mod = w->mod;
+    const bool train = w->train;
+    const int64_t nb = B > w->B_max ? B : w->B_max, nt = T > w->T_max ? T : w->T_max;
+    qmod_work_free(w);
+    return qmod_work_init(w, m, mod, nb, nt, train);
+}
+
+/* ---- running the encoders ------------------------------------------------------- */
+
+static qiao_status check_batch(const qmod_model *m, const qmod_work *w, const qmod_batch *b) {
+    if (b->mod != w->mod)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "a %s batch given to a %s workspace", qmod_modality_name(b->mod),
+                        qmod_modality_name(w->mod));
+    if (b->B < 1 || b->B > w->B_max || b->T < 1 || (b->mod != QMOD_IMAGE && b->T > w->T_max))
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT,
+                        "%s batch of %lld x %lld does not fit the workspace (%lld x %lld); reserve it first",
+                        qmod_modality_name(b->mod), (long long)b->B, (long long)b->T, (long long)w->B_max,
+                        (long long)w->T_max);
+    if (b->mod == QMOD_IMAGE && b->T != m->cfg.image.tokens)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "image batch has %lld patches, the model %lld", (long long)b->T,
+                        (long long)m->cfg.image.tokens);
+    return QIAO_OK;
+}
+
+static qe_text_input text_input(const qmod_model *m, const qmod_batch *b) {
+    qe_text_input in = {b->B, b->T, m->cfg.text.k, b->ids, b->char_ids, b->tags, b->mask};
+    return in;
+}
+
+qiao_status qmod_forward(const qb_exec *ex, const qmod_model *m, qmod_work *w, const qmod_batch *b,
+                         const float **emb) {
+    if (!ex || !m || !w || !b || !emb) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_forward: NULL argument");
+    qiao_status st = check_batch(m, w, b);
+    if (st != QIAO_OK) return st;
+    switch (b->mod) {
+    case QMOD_TEXT: {
+        const qe_text_input in = text_input(m, b);
+        if ((st = qe_text_check_input(&in, &m->cfg.text)) != QIAO_OK) return st;
+        qe_text_forward(ex, &w->a.text, &m->p.text, &in, &m->cfg.text);
+        *emb = w->a.text.trunk.emb;
+        break;
+    }
+    case QMOD_IMAGE: {
+        const qe_image_input in = {b->patches, b->B};
+        qe_image_forward(ex, &w->a.image, &m->p.image, &in, &m->cfg.image);
+        *emb = w->a.image.trunk.emb;
+        break;
+    }
+    default: {
+        const qe_audio_input in = {b->mel, b->mask, b->B, b->T};
+        qe_audio_forward(ex, &w->a.audio, &m->p.audio, &in, &m->cfg.audio);
+        *emb = w->a.audio.trunk.emb;
+        break;
+    }
+    }
+    return QIAO_OK;
+}
+
+void qmod_backward(const qb_exec *ex, const qmod_model *m, qmod_params *grads, qmod_work *w, const qmod_batch *b,
+                   const float *demb) {
+    qc_arena_zero(&w->dacts);
+    switch (b->mod) {
+    case QMOD_TEXT: {
+        const qe_text_input in = text_input(m, b);
+        qe_text_backward(ex, &grads->text, &w->da.text, demb, &w->a.text, &m->p.text, &in, &m->cfg.text);
+        break;
+    }
+    case QMOD_IMAGE: {
+        const qe_image_input in = {b->patches, b->B};
+        qe_image_backward(ex, &grads->image, &w->da.image, demb, &w->a.image, &m->p.image, &in, &m->cfg.image);
+        break;
+    }
+    default: {
+        const qe_audio_input in = {b->mel, b->mask, b->B, b->T};
+        qe_audio_backward(ex, &grads->audio, &w->da.audio, demb, &w->a.audio, &m->p.audio, &in, &m->cfg.audio);
+        break;
+    }
+    }
+}
+
+/* Runs a prepared batch through a (grown) workspace and copies the rows out. */
+static qiao_status embed_batch(const qb_exec *ex, const qmod_model *m, qmod_work *w, qmod_modality mod,
+                               qmod_batch *b, float *out) {
+    qiao_status st = QIAO_OK;
+    if (!w->acts.base) st = qmod_work_init(w, m, mod, b->B, b->T, false);
+    if (st == QIAO_OK) st = qmod_work_reserve(w, m, b->B, b->T);
+    const float *emb = NULL;
+    if (st == QIAO_OK) st = qmod_forward(ex, m, w, b, &emb);
+    if (st == QIAO_OK) ex->ops->to_host(ex, out, emb, (size_t)(b->B * m->cfg.embed_dim) * sizeof(float));
+    qmod_batch_free(b);
+    return st;
+}
+
+qiao_status qmod_embed_texts(const qb_exec *ex, const qmod_model *m, qmod_work *w, const char *const *texts,
+                             size_t n, float *out) {
+    if (!ex || !w || !out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_embed_texts: NULL argument");
+    qmod_batch b;
+    qiao_status st = qmod_batch_text(m, texts, n, &b);
+    return st == QIAO_OK ? embed_batch(ex, m, w, QMOD_TEXT, &b, out) : st;
+}
+
+qiao_status qmod_embed_images(const qb_exec *ex, const qmod_model *m, qmod_work *w, const qiao_image *const *imgs,
+                              size_t n, float *out) {
+    if (!ex || !w || !out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_embed_images: NULL argument");
+    qmod_batch b;
+    qiao_status st = qmod_batch_images(m, imgs, n, &b);
+    return st == QIAO_OK ? embed_batch(ex, m, w, QMOD_IMAGE, &b, out) : st;
+}
+
+qiao_status qmod_embed_audio(const qb_exec *ex, const qmod_model *m, qmod_work *w, const qiao_audio *const *clips,
+                             size_t n, float *out) {
+    if (!ex || !w || !out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_embed_audio: NULL argument");
+    qmod_batch b;
+    qiao_status st = qmod_batch_audio(m, clips, n, &b);
+    return st == QIAO_OK ? embed_batch(ex, m, w, QMOD_AUDIO, &b, out) : st;
+}

@@ -1,0 +1,120 @@
+/* models/embed.h - from raw inputs to embeddings: preparing encoder batches
+ * (tokenize, image patches, log-mel) and running an encoder on them. The one
+ * code path that training, evaluation, the public embedding API and the
+ * benchmarks share, so an embedding never depends on who computed it.
+ *
+ * Two steps:
+ *   1. prepare: qmod_batch_text / _images / _audio turn n raw items into a
+ *      qmod_batch (host memory, padded, with masks). Pure functions of the
+ *      model's config and tokenizer; safe on any thread (the loader runs them
+ *      on its workers).
+ *   2. run: a qmod_work holds one modality's activations (and, for training,
+ *      their gradients) for up to B_max items of up to T_max tokens or
+ *      frames; qmod_forward fills (B, D) L2-normalized embeddings,
+ *      qmod_backward accumulates parameter gradients. A qmod_work belongs to
+ *      one thread at a time; the model's parameters are only read.
+ *
+ * Not a public header: prefix qmod_. */
+#ifndef QIAO_MODELS_EMBED_H
+#define QIAO_MODELS_EMBED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "models/model.h"
+
+typedef enum qmod_modality { QMOD_TEXT = 0, QMOD_IMAGE = 1, QMOD_AUDIO = 2, QMOD_N_MODALITIES = 3 } qmod_modality;
+
+/* "text", "image", "audio". */
+const char *qmod_modality_name(qmod_modality mod);
+
+/* One modality's encoder input for B items, host memory, owned by the batch.
+ *   text:  T = tokens after padding (<= text.max_tokens; longer texts are
+ *          truncated): ids (B, T), char_ids (B, T, K), tags (B, T), mask (B, T)
+ *   image: T = P patches: patches (B, P, patch_dim)
+ *   audio: T = frames after padding (<= audio.max_frames; longer clips keep
+ *          their first max_frames): mel (B, T, n_mels), mask (B, T) */
+typedef struct qmod_batch {
+    qmod_modality mod;
+    int64_t B, T;
+    int32_t *ids, *char_ids;
+    uint8_t *tags;
+    uint8_t *mask;
+    float *patches;
+    float *mel;
+    int64_t *lengths;   /* (B) real tokens / frames per item (P for images) */
+} qmod_batch;
+
+/* Frees the arrays and clears the struct. Accepts NULL and a cleared batch. */
+void qmod_batch_free(qmod_batch *b);
+
+/* Tokenizes n texts (NUL-terminated UTF-8) with the model's tokenizer
+ * (QIAO_ERR_INVALID_ARGUMENT when the model has none). Invalid UTF-8 is
+ * QIAO_ERR_FORMAT naming the text's index. n >= 1. */
+qiao_status qmod_batch_text(const qmod_model *m, const char *const *texts, size_t n, qmod_batch *out);
+
+/* Preprocesses n decoded images (centre crop to image_size, bicubic, CLIP
+ * mean/std) and cuts them into patches. */
+qiao_status qmod_batch_images(const qmod_model *m, const qiao_image *const *imgs, size_t n, qmod_batch *out);
+/* Floats of one image's patches (P * patch_dim), and the same preprocessing
+ * for one image into `patches` (so a loader can fill a batch row by row). */
+size_t qmod_image_floats(const qmod_model *m);
+qiao_status qmod_image_patches(const qmod_model *m, const qiao_image *img, float *patches);
+
+/* Log-mel features of n clips (each at 16 kHz, as qiao_audio_decode_* give
+ * by default; another rate is QIAO_ERR_INVALID_ARGUMENT), padded to the
+ * longest (at most max_frames). A clip with no samples is
+ * QIAO_ERR_INVALID_ARGUMENT naming its index. */
+qiao_status qmod_batch_audio(const qmod_model *m, const qiao_audio *const *clips, size_t n, qmod_batch *out);
+/* The same from precomputed log-mel matrices: mels[i] is (frames[i], n_mels). */
+qiao_status qmod_batch_mels(const qmod_model *m, const float *const *mels, const int64_t *frames, size_t n,
+                            qmod_batch *out);
+
+/* Activations of one modality for up to B_max items of up to T_max tokens
+ * (text) or frames (audio); images always have P. With `train` the
+ * activation-gradient arena exists too. */
+typedef struct qmod_work {
+    qmod_modality mod;
+    int64_t B_max, T_max;
+    bool train;
+    qc_table at;
+    qc_arena acts, dacts;
+    union {
+        qe_text_acts text;
+        qe_image_acts image;
+        qe_audio_acts audio;
+    } a, da;
+} qmod_work;
+
+/* Sizes and allocates a workspace (T_max <= 0 means the config's maximum).
+ * QIAO_ERR_OUT_OF_MEMORY when the arenas cannot be allocated. */
+qiao_status qmod_work_init(qmod_work *w, const qmod_model *m, qmod_modality mod, int64_t B_max, int64_t T_max,
+                           bool train);
+/* Grows the workspace if (B, T) does not fit; keeps it otherwise. */
+qiao_status qmod_work_reserve(qmod_work *w, const qmod_model *m, int64_t B, int64_t T);
+/* Accepts NULL and a cleared workspace. */
+void qmod_work_free(qmod_work *w);
+
+/* Runs the encoder of b->mod over the batch: checks the batch against the
+ * config (ids, sizes; QIAO_ERR_INVALID_ARGUMENT naming what is wrong) and
+ * the workspace (b->B <= B_max, b->T <= T_max), then sets *emb to the (B, D)
+ * L2-normalized embeddings inside the workspace (valid until its next use). */
+qiao_status qmod_forward(const qb_exec *ex, const qmod_model *m, qmod_work *w, const qmod_batch *b,
+                         const float **emb);
+/* After qmod_forward on the same batch: demb (B, D) -> parameter gradients
+ * accumulate into `grads` (a qmod_params bound to a gradient arena laid out
+ * by m->tab). Clears the activation-gradient arena itself first. */
+void qmod_backward(const qb_exec *ex, const qmod_model *m, qmod_params *grads, qmod_work *w, const qmod_batch *b,
+                   const float *demb);
+
+/* Convenience for inference: prepares and embeds n items into out (n, D),
+ * growing *w as needed (a cleared qmod_work on first use). */
+qiao_status qmod_embed_texts(const qb_exec *ex, const qmod_model *m, qmod_work *w, const char *const *texts,
+                             size_t n, float *out);
+qiao_status qmod_embed_images(const qb_exec *ex, const qmod_model *m, qmod_work *w, const qiao_image *const *imgs,
+                              size_t n, float *out);
+qiao_status qmod_embed_audio(const qb_exec *ex, const qmod_model *m, qmod_work *w, const qiao_audio *const *clips,
+                             size_t n, float *out);
+
+#endif /* QIAO_MODELS_EMBED_H */

@@ -1,0 +1,65 @@
+/* models/eval.h - cross-modal retrieval evaluation on a shapes split.
+ *
+ * The first `pool` scenes of the split (or all when fewer) form one pool per
+ * language. For each language and each direction:
+ *   t2i  long caption      -> the pool's images
+ *   i2t  image             -> the pool's long captions (that language)
+ *   a2i  spoken caption    -> the pool's images
+ *   a2t  spoken caption    -> the pool's long captions (same language)
+ *   i2a  image             -> the pool's spoken captions (that language)
+ * recall@k is the share of queries whose top k candidates contain a hit: the
+ * query's own scene, or any scene whose signature equals it (the same long
+ * caption describes both exactly). Audio directions only use scenes that have
+ * speech in that language (counted in n_queries; 0 = not evaluated, recalls
+ * NaN).
+ *
+ * Not a public header: prefix qmod_. */
+#ifndef QIAO_MODELS_EVAL_H
+#define QIAO_MODELS_EVAL_H
+
+#include <stdint.h>
+
+#include "models/data.h"
+#include "models/embed.h"
+
+enum { QMOD_T2I = 0, QMOD_I2T = 1, QMOD_A2I = 2, QMOD_A2T = 3, QMOD_I2A = 4, QMOD_N_DIRS = 5 };
+enum { QMOD_R1 = 0, QMOD_R5 = 1, QMOD_R10 = 2, QMOD_N_KS = 3 };
+
+/* "t2i", "i2t", "a2i", "a2t", "i2a". */
+const char *qmod_dir_name(int dir);
+
+typedef struct qmod_retrieval {
+    int64_t pool;                                    /* scenes in the pool */
+    int64_t n_queries[QMOD_N_LANGS][QMOD_N_DIRS];
+    double recall[QMOD_N_LANGS][QMOD_N_DIRS][QMOD_N_KS];
+    double mean[QMOD_N_DIRS][QMOD_N_KS];             /* query-weighted over the languages */
+} qmod_retrieval;
+
+typedef struct qmod_eval_params {
+    int64_t pool;          /* default 1000 */
+    int64_t batch;         /* embedding batch (default 64) */
+    bool audio;            /* evaluate the audio directions (default true) */
+    qiao_progress_fn progress; /* phase "embed", done/total items; may be NULL */
+    void *progress_user;
+} qmod_eval_params;
+
+qmod_eval_params qmod_eval_default_params(void);
+
+/* Embeds the pool with `ex` and fills *out. Decoding errors name the file. */
+qiao_status qmod_eval_retrieval(const qb_exec *ex, const qmod_model *m, const qmod_dataset *d,
+                                const qmod_eval_params *p, qmod_retrieval *out);
+
+/* The ranking core, exposed so it can be tested on hand-made embeddings.
+ * q (nq, D) queries and c (nc, D) candidates, host memory, scored by dot
+ * product (cosine for L2-normalized rows). Candidate j is a hit for query i
+ * when c_group[j] == q_group[i]. A query's rank is the number of non-hit
+ * candidates scoring strictly above its best-scoring hit, so a tie with the
+ * target counts in the query's favour; recall[QMOD_R1/R5/R10] is the share
+ * of queries with rank < 1, 5, 10. A query with no hit among the candidates
+ * is a miss. `ex` must be a CPU context (it runs the score GEMM). nq == 0
+ * gives NaN recalls; a non-finite value in q or c is
+ * QIAO_ERR_INVALID_ARGUMENT naming the row. */
+qiao_status qmod_recall_at_k(const qb_exec *ex, const float *q, int64_t nq, const float *c, int64_t nc, int64_t D,
+                             const int64_t *q_group, const int64_t *c_group, double recall[QMOD_N_KS]);
+
+#endif /* QIAO_MODELS_EVAL_H */

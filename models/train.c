@@ -1,0 +1,541 @@
+/* models/train.c - contrastive training of the three encoders (see train.h).
+ *
+ * One step on a batch of B scenes (A of them with speech):
+ *   e_T = text(captions), e_I = image(pictures), e_A = audio(speech)
+ *   loss = InfoNCE(e_T, e_I) + w_a (InfoNCE(e_A, e_T[rows]) + InfoNCE(e_A, e_I[rows]))
+ * each InfoNCE symmetric with its own learnable temperature; then the
+ * encoders' backward from the accumulated embedding gradients, gradient
+ * clipping, AdamW with warmup and cosine decay.
+ *
+ * Checkpoints are model files (f32, tokenizer inside, so `qiao eval` reads
+ * them) with the AdamW moments as extra tensors "optim.m.<name>",
+ * "optim.v.<name>" and the metadata "qiao.train" (step, wall time,
+ * hyperparameters). Batches are a pure function of (seed, step), so a run
+ * resumed from a checkpoint continues exactly as the uninterrupted run. */
+#include "models/train.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+#include "models/eval.h"
+
+#define META_TRAIN "qiao.train"
+
+/* ---- hyperparameters ---------------------------------------------------------- */
+
+static qmod_train_hparams hparams_default(void) {
+    qmod_train_hparams h = {.batch = 64,
+                            .steps = 1000,
+                            .warmup = -1,
+                            .lr = 1e-3f,
+                            .lr_min = -1.0f,
+                            .weight_decay = 0.05f,
+                            .clip = 1.0f,
+                            .eval_every = 100,
+                            .ckpt_every = 100,
+                            .eval_pool = 500,
+                            .audio_weight = 1.0f,
+                            .seed = 1};
+    return h;
+}
+
+static qiao_status num(const cJSON *it, double lo, double hi, bool integer, double *out) {
+    if (!cJSON_IsNumber(it) || !(it->valuedouble >= lo && it->valuedouble <= hi) ||
+        (integer && it->valuedouble != floor(it->valuedouble)))
+        return qc_error(QIAO_ERR_FORMAT, "config: train.%s must be %s in [%g, %g]", it->string,
+                        integer ? "an integer" : "a number", lo, hi);
+    *out = it->valuedouble;
+    return QIAO_OK;
+}
+
+qiao_status qmod_train_hparams_from_config(const char *cfg_json, qmod_train_hparams *out) {
+    if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_train_hparams_from_config: out is NULL");
+    qmod_train_hparams h = hparams_default();
+    cJSON *root = cfg_json ? cJSON_Parse(cfg_json) : NULL;
+    if (cfg_json && !root) return qc_error(QIAO_ERR_FORMAT, "config: not valid JSON");
+    const cJSON *tr = cJSON_GetObjectItemCaseSensitive(root, "train");
+    qiao_status st = QIAO_OK;
+    if (tr && !cJSON_IsObject(tr)) st = qc_error(QIAO_ERR_FORMAT, "config: key \"train\" must be an object");
+    for (const cJSON *it = tr ? tr->child : NULL; st == QIAO_OK && it; it = it->next) {
+        double v = 0;
+        const char *k = it->string;
+        if (!strcmp(k, "batch")) {
+            if ((st = num(it, 2, 65536, true, &v)) == QIAO_OK) h.batch = (int64_t)v;
+        } else if (!strcmp(k, "steps")) {
+            if ((st = num(it, 1, 1e9, true, &v)) == QIAO_OK) h.steps = (int64_t)v;
+        } else if (!strcmp(k, "warmup")) {
+            if ((st = num(it, 0, 1e9, true, &v)) == QIAO_OK) h.warmup = (int64_t)v;
+        } else if (!strcmp(k, "lr")) {
+            if ((st = num(it, 0, 1, false, &v)) == QIAO_OK) h.lr = (float)v;
+        } else if (!strcmp(k, "lr_min")) {
+            if ((st = num(it, 0, 1, false, &v)) == QIAO_OK) h.lr_min = (float)v;
+        } else if (!strcmp(k, "weight_decay")) {
+            if ((st = num(it, 0, 10, false, &v)) == QIAO_OK) h.weight_decay = (float)v;
+        } else if (!strcmp(k, "clip")) {
+            if ((st = num(it, 0, 1e6, false, &v)) == QIAO_OK) h.clip = (float)v;
+        } else if (!strcmp(k, "eval_every")) {
+            if ((st = num(it, 0, 1e9, true, &v)) == QIAO_OK) h.eval_every = (int64_t)v;
+        } else if (!strcmp(k, "ckpt_every")) {
+            if ((st = num(it, 0, 1e9, true, &v)) == QIAO_OK) h.ckpt_every = (int64_t)v;
+        } else if (!strcmp(k, "eval_pool")) {
+            if ((st = num(it, 1, 1e7, true, &v)) == QIAO_OK) h.eval_pool = (int64_t)v;
+        } else if (!strcmp(k, "audio_weight")) {
+            if ((st = num(it, 0, 100, false, &v)) == QIAO_OK) h.audio_weight = (float)v;
+        } else if (!strcmp(k, "seed")) {
+            if ((st = num(it, 0, 9007199254740991.0, true, &v)) == QIAO_OK) h.seed = (uint64_t)v;
+        } else {
+            st = qc_error(QIAO_ERR_FORMAT, "config: unknown key train.%s", k);
+        }
+    }
+    cJSON_Delete(root);
+    if (st == QIAO_OK) *out = h;
+    return st;
+}
+
+qiao_status qmod_train_hparams_from_checkpoint(const char *path, qmod_train_hparams *out, int64_t *step) {
+    if (!path || !out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_train_hparams_from_checkpoint: NULL argument");
+    qc_st_file *f = NULL;
+    qiao_status st = qc_st_open(path, &f);
+    if (st != QIAO_OK) return st;
+    const char *js = qc_st_metadata_get(f, META_TRAIN);
+    cJSON *o = js ? cJSON_Parse(js) : NULL;
+    const cJSON *stp = cJSON_GetObjectItemCaseSensitive(o, "step");
+    if (!cJSON_IsObject(o) || !cJSON_IsNumber(stp)) {
+        st = qc_error(QIAO_ERR_FORMAT, "%s: not a training checkpoint (metadata %s missing or bad)", path, META_TRAIN);
+    } else {
+        if (step) *step = (int64_t)stp->valuedouble;
+        cJSON_DeleteItemFromObjectCaseSensitive(o, "step");
+        cJSON_DeleteItemFromObjectCaseSensitive(o, "seconds");
+        cJSON *root = cJSON_CreateObject();
+        cJSON_AddItemToObject(root, "train", o);
+        o = NULL;
+        char *s = cJSON_PrintUnformatted(root);
+        cJSON_Delete(root);
+        st = s ? qmod_train_hparams_from_config(s, out) : qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+        cJSON_free(s);
+    }
+    cJSON_Delete(o);
+    qc_st_close(f);
+    return st;
+}
+
+/* Resolves the derived defaults (warmup, lr_min) once the steps are known. */
+static void hparams_finish(qmod_train_hparams *h) {
+    if (h->warmup < 0) h->warmup = h->steps / 20;
+    if (h->lr_min < 0) h->lr_min = h->lr / 20.0f;
+}
+
+static char *hparams_json(const qmod_train_hparams *h, int64_t step, double seconds) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "step", (double)step);
+    cJSON_AddNumberToObject(o, "seconds", seconds);
+    cJSON_AddNumberToObject(o, "batch", (double)h->batch);
+    cJSON_AddNumberToObject(o, "steps", (double)h->steps);
+    cJSON_AddNumberToObject(o, "warmup", (double)h->warmup);
+    cJSON_AddNumberToObject(o, "lr", h->lr);
+    cJSON_AddNumberToObject(o, "lr_min", h->lr_min);
+    cJSON_AddNumberToObject(o, "weight_decay", h->weight_decay);
+    cJSON_AddNumberToObject(o, "clip", h->clip);
+    cJSON_AddNumberToObject(o, "eval_every", (double)h->eval_every);
+    cJSON_AddNumberToObject(o, "ckpt_every", (double)h->ckpt_every);
+    cJSON_AddNumberToObject(o, "eval_pool", (double)h->eval_pool);
+    cJSON_AddNumberToObject(o, "audio_weight", h->audio_weight);
+    cJSON_AddNumberToObject(o, "seed", (double)h->seed);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
+/* ---- config and tokenizer ------------------------------------------------------- */
+
+/* The config with text.vocab / text.char_vocab set to the tokenizer's (the
+ * tokenizer decides them: its character table holds the characters its
+ * corpus has, up to the requested size). k must already agree. */
+static qiao_status config_for_tokenizer(const char *path, const qiao_tokenizer *tok, qmod_config *out) {
+    qmod_config cfg;
+    qiao_status st = qmod_config_from_file(path, &cfg);
+    if (st != QIAO_OK) return st;
+    if (qiao_tokenizer_k(tok) != cfg.text.k) {
+        st = qc_error(QIAO_ERR_INVALID_ARGUMENT, "%s: text.k is %lld but the tokenizer keeps %d characters per token",
+                      path, (long long)cfg.text.k, qiao_tokenizer_k(tok));
+        qmod_config_free(&cfg);
+        return st;
+    }
+    cJSON *root = cJSON_Parse(cfg.json);
+    qmod_config_free(&cfg);
+    if (!root) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    cJSON *text = cJSON_GetObjectItemCaseSensitive(root, "text");
+    cJSON_ReplaceItemInObjectCaseSensitive(text, "vocab", cJSON_CreateNumber((double)qiao_tokenizer_vocab_size(tok)));
+    cJSON_ReplaceItemInObjectCaseSensitive(text, "char_vocab",
+                                           cJSON_CreateNumber((double)qiao_tokenizer_char_vocab_size(tok)));
+    char *json = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    if (!json) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    st = qmod_config_from_string(json, path, out);
+    cJSON_free(json);
+    return st;
+}
+
+/* ---- checkpoints ------------------------------------------------------------------ */
+
+typedef struct trainer {
+    const qmod_train_params *p;
+    qmod_train_hparams h;
+    qmod_model *m;
+    qb_exec ex;
+    qc_arena grads, mom1, mom2;
+    qmod_params g;
+    char **mnames, **vnames; /* "optim.m.<name>", "optim.v.<name>" */
+    int64_t step;            /* completed steps */
+    double seconds_before;   /* wall time of earlier runs (resume) */
+} trainer;
+
+static qiao_status moment_names(trainer *t) {
+    const size_t n = t->m->tab.n;
+    t->mnames = calloc(n, sizeof(char *));
+    t->vnames = calloc(n, sizeof(char *));
+    if (!t->mnames || !t->vnames) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "trainer: out of memory");
+    for (size_t i = 0; i < n; i++) {
+        const size_t len = strlen(t->m->tab.t[i].name) + 16;
+        t->mnames[i] = malloc(len);
+        t->vnames[i] = malloc(len);
+        if (!t->mnames[i] || !t->vnames[i]) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "trainer: out of memory");
+        snprintf(t->mnames[i], len, "optim.m.%s", t->m->tab.t[i].name);
+        snprintf(t->vnames[i], len, "optim.v.%s", t->m->tab.t[i].name);
+    }
+    return QIAO_OK;
+}
+
+static qiao_status save_checkpoint(trainer *t, double seconds) {
+    const qc_table *tab = &t->m->tab;
+    const size_t n = tab->n;
+    qc_st_entry *e = calloc(2 * n, sizeof *e);
+    if (!e) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "checkpoint: out of memory");
+    qc_st_table_entries(tab, t->mom1.base, e);
+    qc_st_table_entries(tab, t->mom2.base, e + n);
+    for (size_t i = 0; i < n; i++) {
+        e[i].name = t->mnames[i];
+        e[i].dtype = QIAO_DTYPE_F32;
+        e[n + i].name = t->vnames[i];
+        e[n + i].dtype = QIAO_DTYPE_F32;
+    }
+    char *js = hparams_json(&t->h, t->step, seconds);
+    qc_st_kv meta = {META_TRAIN, js};
+    qiao_status st = js ? qmod_save_ex(t->m, t->p->ckpt_path, QIAO_DTYPE_F32, e, 2 * n, &meta, 1)
+                        : qc_error(QIAO_ERR_OUT_OF_MEMORY, "checkpoint: out of memory");
+    cJSON_free(js);
+    free(e);
+    return st;
+}
+
+/* Loads the moments and the training state of a checkpoint into t (whose
+ * model was loaded from the same file). */
+static qiao_status load_checkpoint_state(trainer *t, const char *path) {
+    qc_st_file *f = NULL;
+    qiao_status st = qc_st_open(path, &f);
+    if (st != QIAO_OK) return st;
+    const char *js = qc_st_metadata_get(f, META_TRAIN);
+    cJSON *o = js ? cJSON_Parse(js) : NULL;
+    const cJSON *stp = cJSON_GetObjectItemCaseSensitive(o, "step"), *sec = cJSON_GetObjectItemCaseSensitive(o, "seconds");
+    if (!cJSON_IsNumber(stp) || !cJSON_IsNumber(sec) || stp->valuedouble < 0)
+        st = qc_error(QIAO_ERR_FORMAT, "%s: not a training checkpoint (metadata %s missing or bad)", path, META_TRAIN);
+    if (st == QIAO_OK) {
+        t->step = (int64_t)stp->valuedouble;
+        t->seconds_before = sec->valuedouble;
+    }
+    const qc_table *tab = &t->m->tab;
+    for (size_t i = 0; st == QIAO_OK && i < tab->n; i++) {
+        for (int w = 0; w < 2 && st == QIAO_OK; w++) {
+            const char *name = w ? t->vnames[i] : t->mnames[i];
+            const qc_st_tensor *x = qc_st_find(f, name);
+            if (!x || x->dtype != QIAO_DTYPE_F32 || x->numel != tab->t[i].numel)
+                st = qc_error(QIAO_ERR_FORMAT, "%s: optimizer tensor %s missing or of the wrong shape", path, name);
+            else
+                memcpy((w ? t->mom2.base : t->mom1.base) + tab->t[i].offset, x->data, x->nbytes);
+        }
+    }
+    cJSON_Delete(o);
+    qc_st_close(f);
+    return st;
+}
+
+/* ---- one step -------------------------------------------------------------------- */
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Host buffers for the losses of one step, sized for B rows. */
+typedef struct step_bufs {
+    int64_t B, D;
+    nn_infonce_acts nce[QMOD_N_PAIRS];
+    float *demb[QMOD_N_MODALITIES]; /* (B, D) */
+    float *sel_t, *sel_i;           /* (B, D) text / image rows of the audio items */
+    float *dsel_t, *dsel_i;         /* (B, D) their gradients */
+    float *all;
+} step_bufs;
+
+static qiao_status step_bufs_init(step_bufs *s, int64_t B, int64_t D) {
+    memset(s, 0, sizeof *s);
+    s->B = B;
+    s->D = D;
+    const size_t nn = (size_t)(B * B), bd = (size_t)(B * D);
+    const size_t per_pair = 4 * nn + (size_t)B;
+    size_t total = QMOD_N_PAIRS * per_pair + 3 * bd + 4 * bd;
+    s->all = calloc(total, sizeof(float));
+    if (!s->all) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "trainer: out of memory for the loss buffers");
+    float *p = s->all;
+    for (int i = 0; i < QMOD_N_PAIRS; i++) {
+        s->nce[i].logits = p, p += nn;
+        s->nce[i].probs_r = p, p += nn;
+        s->nce[i].probs_c = p, p += nn;
+        s->nce[i].scratch = p, p += nn;
+        s->nce[i].losses = p, p += B;
+    }
+    for (int i = 0; i < QMOD_N_MODALITIES; i++) s->demb[i] = p, p += bd;
+    s->sel_t = p, p += bd;
+    s->sel_i = p, p += bd;
+    s->dsel_t = p, p += bd;
+    s->dsel_i = p;
+    return QIAO_OK;
+}
+
+/* Forward, losses, backward and update of one batch. */
+static qiao_status train_step(trainer *t, qmod_work *w, step_bufs *s, const qmod_train_batch *b,
+                              qmod_train_log *log) {
+    const qb_exec *ex = &t->ex;
+    qmod_model *m = t->m;
+    const int64_t B = b->B, A = b->A, D = m->cfg.embed_dim;
+    const bool audio = A >= 2 && t->h.audio_weight > 0;
+    const qmod_batch *in[QMOD_N_MODALITIES] = {&b->text, &b->image, &b->audio};
+    const float *e[QMOD_N_MODALITIES] = {NULL, NULL, NULL};
+    qiao_status st = QIAO_OK;
+    for (int mod = 0; mod < QMOD_N_MODALITIES && st == QIAO_OK; mod++) {
+        if (mod == QMOD_AUDIO && !audio) break;
+        st = qmod_work_reserve(&w[mod], m, in[mod]->B, in[mod]->T);
+        if (st == QIAO_OK) st = qmod_forward(ex, m, &w[mod], in[mod], &e[mod]);
+    }
+    if (st != QIAO_OK) return st;
+
+    float loss[QMOD_N_PAIRS] = {0, 0, 0};
+    for (int i = 0; i < QMOD_N_MODALITIES; i++) memset(s->demb[i], 0, (size_t)(B * D) * sizeof(float));
+    nn_infonce_forward(ex, &loss[QMOD_PAIR_TEXT_IMAGE], &s->nce[QMOD_PAIR_TEXT_IMAGE], e[QMOD_TEXT], e[QMOD_IMAGE],
+                       m->p.logit_scale[QMOD_PAIR_TEXT_IMAGE], B, D);
+    if (audio) {
+        for (int64_t j = 0; j < A; j++) {
+            memcpy(s->sel_t + j * D, e[QMOD_TEXT] + b->audio_rows[j] * D, (size_t)D * sizeof(float));
+            memcpy(s->sel_i + j * D, e[QMOD_IMAGE] + b->audio_rows[j] * D, (size_t)D * sizeof(float));
+        }
+        nn_infonce_forward(ex, &loss[QMOD_PAIR_AUDIO_TEXT], &s->nce[QMOD_PAIR_AUDIO_TEXT], e[QMOD_AUDIO], s->sel_t,
+                           m->p.logit_scale[QMOD_PAIR_AUDIO_TEXT], A, D);
+        nn_infonce_forward(ex, &loss[QMOD_PAIR_AUDIO_IMAGE], &s->nce[QMOD_PAIR_AUDIO_IMAGE], e[QMOD_AUDIO], s->sel_i,
+                           m->p.logit_scale[QMOD_PAIR_AUDIO_IMAGE], A, D);
+    }
+    const float wa = t->h.audio_weight;
+    for (int i = 0; i < QMOD_N_PAIRS; i++)
+        if (!isfinite(loss[i]))
+            return qc_error(QIAO_ERR_INTERNAL, "step %lld: the %s loss is not finite (%g); lower the learning rate",
+                            (long long)(t->step + 1), i == 0 ? "text-image" : i == 1 ? "audio-text" : "audio-image",
+                            (double)loss[i]);
+
+    qc_arena_zero(&t->grads);
+    nn_infonce_backward(ex, s->demb[QMOD_TEXT], s->demb[QMOD_IMAGE], t->g.logit_scale[QMOD_PAIR_TEXT_IMAGE], 1.0f,
+                        &s->nce[QMOD_PAIR_TEXT_IMAGE], e[QMOD_TEXT], e[QMOD_IMAGE],
+                        m->p.logit_scale[QMOD_PAIR_TEXT_IMAGE], B, D);
+    if (audio) {
+        memset(s->dsel_t, 0, (size_t)(A * D) * sizeof(float));
+        memset(s->dsel_i, 0, (size_t)(A * D) * sizeof(float));
+        nn_infonce_backward(ex, s->demb[QMOD_AUDIO], s->dsel_t, t->g.logit_scale[QMOD_PAIR_AUDIO_TEXT], wa,
+                            &s->nce[QMOD_PAIR_AUDIO_TEXT], e[QMOD_AUDIO], s->sel_t,
+                            m->p.logit_scale[QMOD_PAIR_AUDIO_TEXT], A, D);
+        nn_infonce_backward(ex, s->demb[QMOD_AUDIO], s->dsel_i, t->g.logit_scale[QMOD_PAIR_AUDIO_IMAGE], wa,
+                            &s->nce[QMOD_PAIR_AUDIO_IMAGE], e[QMOD_AUDIO], s->sel_i,
+                            m->p.logit_scale[QMOD_PAIR_AUDIO_IMAGE], A, D);
+        /* the selected rows' gradients go back to the text and image rows they were copied from */
+        for (int64_t j = 0; j < A; j++) {
+            float *dt = s->demb[QMOD_TEXT] + b->audio_rows[j] * D, *di = s->demb[QMOD_IMAGE] + b->audio_rows[j] * D;
+            for (int64_t k = 0; k < D; k++) {
+                dt[k] += s->dsel_t[j * D + k];
+                di[k] += s->dsel_i[j * D + k];
+            }
+        }
+    }
+    for (int mod = 0; mod < QMOD_N_MODALITIES; mod++) {
+        if (mod == QMOD_AUDIO && !audio) break;
+        qmod_backward(ex, m, &t->g, &w[mod], in[mod], s->demb[mod]);
+    }
+
+    const int64_t step = t->step; /* 0-based index of this step */
+    const float lr = nn_lr_warmup_cosine(step, t->h.warmup, t->h.steps, t->h.lr, t->h.lr_min);
+    const float gnorm = nn_clip_grad_norm(ex, t->grads.base, (int64_t)t->grads.n, t->h.clip);
+    if (!isfinite(gnorm))
+        return qc_error(QIAO_ERR_INTERNAL, "step %lld: the gradient norm is not finite", (long long)(step + 1));
+    nn_adamw_config oc = nn_adamw_default();
+    oc.lr = lr;
+    oc.weight_decay = t->h.weight_decay;
+    oc.beta2 = 0.98f; /* CLIP's: steadier second moments for contrastive losses with large batches */
+    oc.eps = 1e-6f;
+    nn_adamw_update(ex, &m->tab, m->arena.base, t->grads.base, t->mom1.base, t->mom2.base, step + 1, &oc);
+    t->step++;
+
+    log->step = t->step;
+    log->lr = lr;
+    log->grad_norm = gnorm;
+    log->loss = loss[0] + (audio ? wa * (loss[1] + loss[2]) : 0.0f);
+    for (int i = 0; i < QMOD_N_PAIRS; i++) {
+        log->loss_pair[i] = (i == 0 || audio) ? loss[i] : NAN;
+        float ls = m->p.logit_scale[i][0];
+        if (ls > NN_INFONCE_MAX_LOGIT_SCALE) ls = NN_INFONCE_MAX_LOGIT_SCALE;
+        if (ls < 0) ls = 0;
+        log->scale[i] = expf(ls);
+    }
+    return QIAO_OK;
+}
+
+/* ---- the run ------------------------------------------------------------------------ */
+
+static void trainer_free(trainer *t) {
+    if (t->m && t->mnames)
+        for (size_t i = 0; i < t->m->tab.n; i++) {
+            free(t->mnames[i]);
+            free(t->vnames[i]);
+        }
+    free(t->mnames);
+    free(t->vnames);
+    qc_arena_free(&t->grads);
+    qc_arena_free(&t->mom1);
+    qc_arena_free(&t->mom2);
+    qmod_free(t->m);
+}
+
+/* Builds the model: fresh from config + tokenizer, or loaded from a checkpoint. */
+static qiao_status trainer_init(trainer *t, const qmod_train_params *p) {
+    memset(t, 0, sizeof *t);
+    t->p = p;
+    t->h = p->hp;
+    hparams_finish(&t->h);
+    qb_exec_cpu(&t->ex, p->threads);
+    qiao_status st;
+    if (p->resume_path) {
+        st = qmod_load(p->resume_path, &t->m);
+        if (st == QIAO_OK && !t->m->tok)
+            st = qc_error(QIAO_ERR_FORMAT, "%s: checkpoint without a tokenizer", p->resume_path);
+    } else {
+        if (!p->config_path || !p->tokenizer_path)
+            return qc_error(QIAO_ERR_INVALID_ARGUMENT, "train: a config and a tokenizer are needed (or --resume)");
+        qiao_tokenizer *tok = NULL;
+        st = qiao_tokenizer_load(p->tokenizer_path, &tok);
+        qmod_config cfg;
+        memset(&cfg, 0, sizeof cfg);
+        if (st == QIAO_OK) st = config_for_tokenizer(p->config_path, tok, &cfg);
+        if (st == QIAO_OK) st = qmod_create(&cfg, t->h.seed, &t->m);
+        if (st == QIAO_OK) {
+            t->m->tok = tok;
+            tok = NULL;
+        }
+        qiao_tokenizer_free(tok);
+        qmod_config_free(&cfg);
+    }
+    if (st != QIAO_OK) return st;
+    const size_t n = t->m->tab.total;
+    if ((st = qc_arena_alloc(&t->grads, n)) != QIAO_OK || (st = qc_arena_alloc(&t->mom1, n)) != QIAO_OK ||
+        (st = qc_arena_alloc(&t->mom2, n)) != QIAO_OK || (st = moment_names(t)) != QIAO_OK)
+        return st;
+    qc_table_bind(&t->m->tab, t->grads.base, &t->g);
+    if (p->resume_path) st = load_checkpoint_state(t, p->resume_path);
+    return st;
+}
+
+static void validate(trainer *t, const qmod_dataset *val, qmod_train_log *log) {
+    qmod_eval_params ep = qmod_eval_default_params();
+    ep.pool = t->h.eval_pool;
+    qmod_retrieval r;
+    if (qmod_eval_retrieval(&t->ex, t->m, val, &ep, &r) != QIAO_OK) {
+        qc_log(QIAO_LOG_WARN, "validation failed: %s", qiao_last_error());
+        return;
+    }
+    log->val_t2i_r1 = (float)r.mean[QMOD_T2I][QMOD_R1];
+    log->val_i2t_r1 = (float)r.mean[QMOD_I2T][QMOD_R1];
+    log->val_a2i_r1 = (float)r.mean[QMOD_A2I][QMOD_R1];
+    log->val_a2t_r1 = (float)r.mean[QMOD_A2T][QMOD_R1];
+}
+
+qiao_status qmod_train(const qmod_train_params *p) {
+    if (!p || !p->data_dir || !p->out_path || !p->ckpt_path)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "train: data directory, output and checkpoint paths are required");
+    trainer t;
+    qmod_dataset train, val;
+    memset(&train, 0, sizeof train);
+    memset(&val, 0, sizeof val);
+    qmod_loader *loader = NULL;
+    qmod_work w[QMOD_N_MODALITIES];
+    memset(w, 0, sizeof w);
+    step_bufs sb;
+    memset(&sb, 0, sizeof sb);
+    qiao_status st = trainer_init(&t, p);
+    if (st == QIAO_OK) st = qmod_dataset_load(p->data_dir, &train);
+    if (st == QIAO_OK && p->val_dir) st = qmod_dataset_load(p->val_dir, &val);
+    if (st == QIAO_OK && train.n < t.h.batch)
+        st = qc_error(QIAO_ERR_INVALID_ARGUMENT, "%s: %lld scenes, fewer than one batch of %lld", p->data_dir,
+                      (long long)train.n, (long long)t.h.batch);
+    const bool audio = train.n_speech > 0 && t.h.audio_weight > 0;
+    for (int mod = 0; mod < QMOD_N_MODALITIES && st == QIAO_OK; mod++)
+        st = qmod_work_init(&w[mod], t.m, (qmod_modality)mod, t.h.batch, mod == QMOD_AUDIO ? 256 : 16, true);
+    if (st == QIAO_OK) st = step_bufs_init(&sb, t.h.batch, t.m->cfg.embed_dim);
+    if (st == QIAO_OK) {
+        qmod_loader_params lp = {.model = t.m,
+                                 .data = &train,
+                                 .batch = t.h.batch,
+                                 .seed = t.h.seed,
+                                 .threads = p->loader_threads > 0 ? p->loader_threads : 1,
+                                 .prefetch = 4,
+                                 .first_batch = t.step,
+                                 .audio = audio};
+        st = qmod_loader_start(&lp, &loader);
+    }
+    if (st == QIAO_OK)
+        qc_log(QIAO_LOG_INFO, "train: %s, %lld parameters, %lld scenes (%lld with speech), batch %lld, steps %lld from %lld",
+               t.m->cfg.name, (long long)qmod_param_count(t.m, NULL), (long long)train.n, (long long)train.n_speech,
+               (long long)t.h.batch, (long long)t.h.steps, (long long)t.step);
+    const double t0 = now_s();
+    const int64_t step0 = t.step;
+    bool cancelled = false;
+    while (st == QIAO_OK && t.step < t.h.steps && !cancelled) {
+        qmod_train_batch *b = NULL;
+        st = qmod_loader_next(loader, &b);
+        if (st != QIAO_OK) break;
+        qmod_train_log log;
+        memset(&log, 0, sizeof log);
+        log.val_t2i_r1 = log.val_i2t_r1 = log.val_a2i_r1 = log.val_a2t_r1 = NAN;
+        st = train_step(&t, w, &sb, b, &log);
+        qmod_loader_release(loader, b);
+        if (st != QIAO_OK) break;
+        const bool last = t.step == t.h.steps;
+        if (val.n > 0 && ((t.h.eval_every > 0 && t.step % t.h.eval_every == 0) || last)) validate(&t, &val, &log);
+        const double elapsed = now_s() - t0;
+        log.steps = t.h.steps;
+        log.seconds = t.seconds_before + elapsed;
+        log.samples_per_s = (double)((t.step - step0) * t.h.batch) / elapsed;
+        if (p->on_step && p->on_step(&log, p->user)) cancelled = true;
+        if (cancelled || last || (t.h.ckpt_every > 0 && t.step % t.h.ckpt_every == 0))
+            st = save_checkpoint(&t, log.seconds);
+    }
+    qmod_loader_stop(loader);
+    if (st == QIAO_OK && cancelled)
+        st = qc_error(QIAO_ERR_CANCELLED, "training stopped at step %lld; resume from %s", (long long)t.step,
+                      p->ckpt_path);
+    if (st == QIAO_OK) st = qmod_save(t.m, p->out_path, QIAO_DTYPE_BF16);
+    free(sb.all);
+    for (int mod = 0; mod < QMOD_N_MODALITIES; mod++) qmod_work_free(&w[mod]);
+    qmod_dataset_free(&train);
+    qmod_dataset_free(&val);
+    trainer_free(&t);
+    return st;
+}

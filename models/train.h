@@ -1,0 +1,77 @@
+/* models/train.h - contrastive training of the three encoders:
+ * symmetric InfoNCE over text-image, audio-text and audio-image pairs (one
+ * learnable temperature each), AdamW with warmup and cosine decay, periodic
+ * validation recall, atomic resumable checkpoints.
+ *
+ * Not a public header: prefix qmod_. */
+#ifndef QIAO_MODELS_TRAIN_H
+#define QIAO_MODELS_TRAIN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "models/data.h"
+#include "models/model.h"
+
+/* Hyperparameters: the "train" object of a model config, overridable from
+ * the command line. */
+typedef struct qmod_train_hparams {
+    int64_t batch;          /* scenes per step (default 64) */
+    int64_t steps;          /* total optimizer steps (default 1000) */
+    int64_t warmup;         /* linear warmup steps (default 5% of steps) */
+    float lr;               /* peak learning rate (default 1e-3) */
+    float lr_min;           /* cosine floor (default lr / 20) */
+    float weight_decay;     /* AdamW (default 0.05) */
+    float clip;             /* global gradient-norm clip, 0 = off (default 1) */
+    int64_t eval_every;     /* validation every N steps, 0 = only at the end (default 100) */
+    int64_t ckpt_every;     /* checkpoint every N steps (default 100) */
+    int64_t eval_pool;      /* validation scenes used for recall (default 500) */
+    float audio_weight;     /* weight of the audio-text and audio-image losses (default 1) */
+    uint64_t seed;          /* initialization and data order (default 1) */
+} qmod_train_hparams;
+
+/* Defaults overridden by cfg_json's "train" object (if any). Unknown keys
+ * or bad values are QIAO_ERR_FORMAT naming the key. */
+qiao_status qmod_train_hparams_from_config(const char *cfg_json, qmod_train_hparams *out);
+
+/* The hyperparameters a checkpoint was trained with, and its step. */
+qiao_status qmod_train_hparams_from_checkpoint(const char *path, qmod_train_hparams *out, int64_t *step);
+
+/* One line of the training log (the CSV the CLI writes). Validation fields
+ * are NaN on steps without validation. */
+typedef struct qmod_train_log {
+    int64_t step;           /* 1-based, after the update */
+    int64_t steps;
+    double seconds;         /* wall time of the run so far (including earlier runs when resumed) */
+    float lr;
+    float loss;             /* total weighted loss of the step */
+    float loss_pair[QMOD_N_PAIRS]; /* per pair, QMOD_PAIR_* */
+    float scale[QMOD_N_PAIRS];     /* exp(logit_scale) */
+    float grad_norm;
+    double samples_per_s;   /* scenes per second, this run */
+    /* validation (NaN when not run this step) */
+    float val_t2i_r1, val_i2t_r1, val_a2i_r1, val_a2t_r1;
+} qmod_train_log;
+
+typedef struct qmod_train_params {
+    const char *config_path;      /* models/configs/NAME.json (ignored when resuming) */
+    const char *tokenizer_path;   /* tokenizer file; its vocab sizes replace the config's */
+    const char *data_dir;         /* train split */
+    const char *val_dir;          /* validation split, NULL = none */
+    const char *out_path;         /* final model (bf16), written atomically */
+    const char *ckpt_path;        /* checkpoint (f32 params + AdamW moments + step), written atomically */
+    const char *resume_path;      /* checkpoint to resume from, NULL = fresh */
+    qmod_train_hparams hp;        /* after qmod_train_hparams_from_config and overrides */
+    int threads;                  /* compute threads (default: all cores) */
+    int loader_threads;           /* default 1 */
+    /* Called after every step (from the training thread); a nonzero return
+     * stops the run after writing a checkpoint (QIAO_ERR_CANCELLED). */
+    int (*on_step)(const qmod_train_log *log, void *user);
+    void *user;
+} qmod_train_params;
+
+/* Runs training to hp.steps (or until cancelled). Returns QIAO_OK with the
+ * model written, QIAO_ERR_CANCELLED after a checkpoint, or the error. */
+qiao_status qmod_train(const qmod_train_params *p);
+
+#endif /* QIAO_MODELS_TRAIN_H */
