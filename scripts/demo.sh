@@ -1,11 +1,25 @@
 #!/usr/bin/env bash
-# Sets up a fresh Debian 12 machine, builds qiao and runs the main demo.
-# Until the encoders exist, the demo is the learning run: a 2-layer
-# transformer trained in C, its held-out accuracy, and its model file.
+# Sets up a fresh Debian 12 machine, builds qiao and runs the main demo:
+# the shipped model (models/qiao-base.safetensors) indexes sample pictures
+# and speech of the shapes world and answers typed and spoken queries in
+# Chinese and English (`qiao demo`), then its file is listed (`qiao info`).
+#
+#   scripts/demo.sh            (samples and index go to build/demo/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+MODEL=models/qiao-base.safetensors
+if [ ! -f "$MODEL" ]; then
+  echo "demo.sh: $MODEL is missing. Train it with scripts/train-base.sh (hours on a few cores;" >&2
+  echo "  it writes data/qiao-base.safetensors: copy that to $MODEL), then run this again." >&2
+  exit 1
+fi
 scripts/install-deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)"
-build/bin/qiao demo --out build/qiao-demo.safetensors
-build/bin/qiao info build/qiao-demo.safetensors | head -n 12
+build/bin/qiao demo --model "$MODEL" --work build/demo
+echo
+# The model file: its tensor count, then (skipping the tensor table) its size and metadata.
+info=$(build/bin/qiao info "$MODEL")
+head -n 1 <<<"$info"
+echo "  ... (build/bin/qiao info $MODEL lists every tensor)"
+tail -n 7 <<<"$info"

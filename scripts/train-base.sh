@@ -40,8 +40,12 @@ resume=()
   --data "$WORK/shapes" --out "$WORK/qiao-base.safetensors" --threads "$THREADS" \
   ${STEPS:+--steps "$STEPS"} "${resume[@]}"
 
+# the shipped file: models/qiao-base.safetensors (bf16, tokenizer inside)
+cp "$WORK/qiao-base.safetensors" models/qiao-base.safetensors
+cp "$WORK/qiao-base.png" "$WORK/qiao-base.csv" docs/ 2>/dev/null || true
+
 for split in test cogent; do
-  "$QIAO" eval retrieval --model "$WORK/qiao-base.safetensors" --data "$WORK/shapes/$split" --pool 1000 --json \
+  "$QIAO" eval retrieval --model models/qiao-base.safetensors --data "$WORK/shapes/$split" --pool 1000 --json \
     > "$WORK/eval-$split.json"
   echo "$split: $(cat "$WORK/eval-$split.json")"
 done

@@ -8,6 +8,7 @@
 
 int cmd_info(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
+int cmd_selfcheck(int argc, char **argv);
 int cmd_tokenizer(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_image(int argc, char **argv);

@@ -20,7 +20,8 @@ static int cmd_version(int argc, char **argv) {
 static const command commands[] = {
     {"version", cmd_version, "print the library version"},
     {"info", cmd_info, "FILE.safetensors: list tensors, dtypes, parameter count, metadata"},
-    {"demo", cmd_demo, "train the built-in sequence classifier and report held-out accuracy"},
+    {"demo", cmd_demo, "[--model M] [--work DIR]: index sample pictures and speech, answer typed and spoken queries"},
+    {"selfcheck", cmd_selfcheck, "train the built-in sequence classifier and report held-out accuracy"},
     {"tokenizer", cmd_tokenizer, "train --input CORPUS --vocab-size N --out TOK.safetensors: train a tokenizer"},
     {"tokenize", cmd_tokenize, "--tokenizer FILE [--json] TEXT: show pieces, char ids, tags, offsets"},
     {"image", cmd_image, "FILE [--size S] [--letterbox] [--patch P] -o OUT.npy | --info FILE: decode, preprocess"},

@@ -20,7 +20,7 @@
 #define QE_AUDIO_MAX_EMBED 65536
 
 static const char *const kKeys[] = {"n_mels", "width", "stem_kernels", "stem_strides", "layers",
-                                    "heads",  "mlp",   "max_frames",   "norm_mean",    "norm_std"};
+                                    "heads",  "mlp",   "max_frames",   "norm_mean",    "norm_std", "pool"};
 
 static qiao_status check_int(const cJSON *it, const char *key, int64_t lo, int64_t hi, int64_t *out) {
     if (!cJSON_IsNumber(it)) return qc_error(QIAO_ERR_FORMAT, "audio config: key '%s' must be an integer", key);
@@ -123,7 +123,9 @@ qiao_status qe_audio_config_from_json(const cJSON *obj, int64_t embed_dim, qe_au
         return qc_error(QIAO_ERR_FORMAT,
                         "audio config: key 'max_frames' gives %lld tokens after the stem, more than %d",
                         (long long)T, QE_AUDIO_MAX_TOKENS);
-    c.trunk = (nn_trunk_dims){.B = 0, .T = T, .C = C, .F = F, .H = H, .L = L, .max_T = T, .D = embed_dim};
+    nn_pool pool;
+    if ((st = nn_pool_from_json(obj, "audio", NN_POOL_MEAN, &pool)) != QIAO_OK) return st;
+    c.trunk = (nn_trunk_dims){.B = 0, .T = T, .C = C, .F = F, .H = H, .L = L, .max_T = T, .D = embed_dim, .pool = pool};
     *cfg = c;
     return QIAO_OK;
 }

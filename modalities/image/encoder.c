@@ -16,7 +16,7 @@
 #define QE_IMAGE_MAX_MLP 65536
 #define QE_IMAGE_MAX_EMBED 65536
 
-static const char *const kKeys[] = {"image_size", "patch", "width", "layers", "heads", "mlp"};
+static const char *const kKeys[] = {"image_size", "patch", "width", "layers", "heads", "mlp", "pool"};
 
 static qiao_status get_int(const cJSON *obj, const char *key, int64_t lo, int64_t hi, int64_t *out) {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
@@ -64,12 +64,14 @@ qiao_status qe_image_config_from_json(const cJSON *obj, int64_t embed_dim, qe_im
         return qc_error(QIAO_ERR_FORMAT,
                         "image config: key 'patch' gives (image_size / patch)^2 = %lld tokens, more than %d",
                         (long long)P, QE_IMAGE_MAX_TOKENS);
+    nn_pool pool;
+    if ((st = nn_pool_from_json(obj, "image", NN_POOL_MEAN, &pool)) != QIAO_OK) return st;
     qe_image_config c = {0};
     c.image_size = S;
     c.patch = p;
     c.patch_dim = 3 * p * p;
     c.tokens = P;
-    c.trunk = (nn_trunk_dims){.B = 0, .T = P, .C = C, .F = F, .H = H, .L = L, .max_T = P, .D = embed_dim};
+    c.trunk = (nn_trunk_dims){.B = 0, .T = P, .C = C, .F = F, .H = H, .L = L, .max_T = P, .D = embed_dim, .pool = pool};
     *cfg = c;
     return QIAO_OK;
 }

@@ -22,7 +22,7 @@
 
 static const char *const known_keys[] = {"vocab",     "char_vocab", "k",      "char_dim", "char_kernels",
                                          "char_channels", "width",  "layers", "heads",    "mlp",
-                                         "max_tokens", "fusion"};
+                                         "max_tokens", "fusion", "pool"};
 
 static qiao_status get_int(const cJSON *obj, const char *key, int64_t lo, int64_t hi, int64_t *out) {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
@@ -97,8 +97,11 @@ qiao_status qe_text_config_from_json(const cJSON *obj, int64_t embed_dim, qe_tex
         else if (cJSON_IsString(fu) && strcmp(fu->valuestring, "piece") == 0) c.fusion = QE_TEXT_FUSION_PIECE;
         else return qc_error(QIAO_ERR_FORMAT, "text config: 'text.fusion' must be \"gate\" or \"piece\"");
     }
+    nn_pool pool;
+    qiao_status pst = nn_pool_from_json(obj, "text", NN_POOL_MEAN, &pool);
+    if (pst != QIAO_OK) return pst;
     c.trunk = (nn_trunk_dims){.B = 0, .T = 0, .C = width, .F = mlp, .H = heads, .L = layers,
-                              .max_T = max_tokens, .D = embed_dim};
+                              .max_T = max_tokens, .D = embed_dim, .pool = pool};
     *cfg = c;
     return QIAO_OK;
 }

@@ -758,7 +758,7 @@ QIAO_API float qiao_cosine(const float *a, const float *b, size_t n);
  * symbol right after it, which no bag-of-tokens model can tell) and measures
  * its accuracy on held-out sequences from a separate seed stream. It exercises the whole training runtime
  * (layers, backward, AdamW, schedules, model file writing) and is what
- * `qiao demo` runs until the encoders exist. */
+ * `qiao selfcheck` runs. */
 typedef struct qiao_selfcheck_params {
     size_t struct_size;      /* set by qiao_selfcheck_default_params() */
     int n_threads;           /* worker threads for kernels; 0 = all cores */

@@ -1,7 +1,10 @@
 /* The encoder trunk shared by every modality: positions, pre-norm blocks,
- * final layernorm, masked mean pooling, projection and L2 normalization. */
+ * final layernorm, masked mean or max pooling, projection and L2 normalization. */
 #include <stddef.h>
 #include <stdio.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
 
 #include "nn/nn.h"
 
@@ -14,9 +17,23 @@ static qiao_status add(qc_table *tab, const char *prefix, const char *name, int 
     return qc_table_add_prefixed(tab, prefix, name, ndim, shape, init, scale, flags, field);
 }
 
+qiao_status nn_pool_from_json(const void *cjson_obj, const char *section, nn_pool dflt, nn_pool *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive((const cJSON *)cjson_obj, "pool");
+    if (!v) {
+        *out = dflt;
+    } else if (cJSON_IsString(v) && !strcmp(v->valuestring, "mean")) {
+        *out = NN_POOL_MEAN;
+    } else if (cJSON_IsString(v) && !strcmp(v->valuestring, "max")) {
+        *out = NN_POOL_MAX;
+    } else {
+        return qc_error(QIAO_ERR_FORMAT, "%s config: '%s.pool' must be \"mean\" or \"max\"", section, section);
+    }
+    return QIAO_OK;
+}
+
 static qiao_status check_dims(const nn_trunk_dims *d) {
     if (d->L < 0 || d->L > NN_MAX_LAYERS || d->C <= 0 || d->H <= 0 || d->C % d->H || d->F <= 0 || d->D <= 0 ||
-        d->max_T <= 0 || d->T < 0 || d->T > d->max_T || d->B < 0)
+        d->max_T <= 0 || d->T < 0 || d->T > d->max_T || d->B < 0 || (d->pool != NN_POOL_MEAN && d->pool != NN_POOL_MAX))
         return qc_error(QIAO_ERR_INVALID_ARGUMENT,
                         "encoder trunk: need 0 <= layers <= %d, width divisible by heads, 0 <= tokens <= max_tokens "
                         "(got L=%lld C=%lld H=%lld T=%lld max_T=%lld)",
@@ -60,6 +77,7 @@ qiao_status nn_trunk_describe_acts(qc_table *tab, const char *prefix, const nn_t
         (st = add(tab, prefix, "lnf_mean", 1, N, 0, QC_INIT_ZEROS, 0, 0, AFIELD(lnf_mean))) != QIAO_OK ||
         (st = add(tab, prefix, "lnf_rstd", 1, N, 0, QC_INIT_ZEROS, 0, 0, AFIELD(lnf_rstd))) != QIAO_OK ||
         (st = add(tab, prefix, "pooled", 2, d->B, d->C, QC_INIT_ZEROS, 0, 0, AFIELD(pooled))) != QIAO_OK ||
+        (st = add(tab, prefix, "pool_arg", 2, d->B, d->C, QC_INIT_ZEROS, 0, 0, AFIELD(pool_arg))) != QIAO_OK ||
         (st = add(tab, prefix, "proj", 2, d->B, d->D, QC_INIT_ZEROS, 0, 0, AFIELD(proj))) != QIAO_OK ||
         (st = add(tab, prefix, "norm", 1, d->B, 0, QC_INIT_ZEROS, 0, 0, AFIELD(norm))) != QIAO_OK ||
         (st = add(tab, prefix, "emb", 2, d->B, d->D, QC_INIT_ZEROS, 0, 0, AFIELD(emb))) != QIAO_OK ||
@@ -80,7 +98,10 @@ void nn_trunk_forward(const qb_exec *ex, nn_trunk_acts *a, const nn_trunk_params
         h = a->blocks[l].out;
     }
     nn_layernorm_forward(ex, a->lnf, a->lnf_mean, a->lnf_rstd, h, p->ln_w, p->ln_b, N, C);
-    nn_pool_mean_forward(ex, a->pooled, a->lnf, mask, B, T, C);
+    if (d->pool == NN_POOL_MAX)
+        nn_pool_max_forward(ex, a->pooled, (int32_t *)a->pool_arg, a->lnf, mask, B, T, C);
+    else
+        nn_pool_mean_forward(ex, a->pooled, a->lnf, mask, B, T, C);
     nn_linear_forward(ex, a->proj, a->pooled, p->proj_w, p->proj_b, B, C, d->D);
     nn_l2norm_forward(ex, a->emb, a->norm, a->proj, B, d->D);
 }
@@ -92,7 +113,10 @@ void nn_trunk_backward(const qb_exec *ex, float *dx, nn_trunk_params *g, nn_trun
     (void)x;
     nn_l2norm_backward(ex, da->proj, demb, a->emb, a->norm, B, d->D);
     nn_linear_backward(ex, da->pooled, g->proj_w, g->proj_b, da->proj, a->pooled, p->proj_w, B, C, d->D);
-    nn_pool_mean_backward(ex, da->lnf, da->pooled, mask, B, T, C);
+    if (d->pool == NN_POOL_MAX)
+        nn_pool_max_backward(ex, da->lnf, da->pooled, (const int32_t *)a->pool_arg, B, T, C);
+    else
+        nn_pool_mean_backward(ex, da->lnf, da->pooled, mask, B, T, C);
     const float *top = L ? a->blocks[L - 1].out : a->h0;
     /* The gradient wrt the newest hidden state ping-pongs between two
      * buffers; the one wrt h0 lands in da->h0. */

@@ -221,16 +221,29 @@ void nn_block_backward(const qb_exec *ex, float *dx, nn_block_params *g, nn_bloc
  * a final layernorm, masked mean pooling, a projection to the shared space
  * and L2 normalization:
  *   h_0 = x + pos[t];  h_l = block_l(h_{l-1});  z = ln_f(h_L)
- *   e = l2norm(W_proj masked_mean(z) + b_proj)        e: (B, D), D = 1024
+ *   e = l2norm(W_proj masked_pool(z) + b_proj)        e: (B, D), D = 1024
+ * (pool: mean or max over the real tokens, nn_trunk_dims.pool)
  * The modality-specific front end (hybrid text embedding, patch embedding,
  * conv stem) produces x (B, T, C) and consumes dx. */
 #define NN_MAX_LAYERS 24
+
+/* How the trunk pools its tokens. Mean suits inputs whose every token
+ * carries content (text, speech); max lets a few tokens decide (an image
+ * whose objects cover a small part of mostly uniform background: mean
+ * pooling makes every such picture embed alike, and contrastive training
+ * then stalls at its chance loss). */
+typedef enum nn_pool { NN_POOL_MEAN = 0, NN_POOL_MAX = 1 } nn_pool;
+
+/* Reads the optional "pool" key ("mean" or "max", default `dflt`) of a
+ * modality's config object; `section` names it in the error. */
+qiao_status nn_pool_from_json(const void *cjson_obj, const char *section, nn_pool dflt, nn_pool *out);
 
 typedef struct nn_trunk_dims {
     int64_t B, T, C, F, H; /* batch, tokens, width, MLP width, heads */
     int64_t L;             /* layers */
     int64_t max_T;         /* rows of the position table */
     int64_t D;             /* output (shared space) width */
+    nn_pool pool;          /* masked mean (default) or masked max over the tokens */
 } nn_trunk_dims;
 
 typedef struct nn_trunk_params {
@@ -245,6 +258,7 @@ typedef struct nn_trunk_acts {
     nn_block_acts blocks[NN_MAX_LAYERS];
     float *lnf, *lnf_mean, *lnf_rstd;    /* (B*T, C), (B*T), (B*T) */
     float *pooled;                       /* (B, C) */
+    float *pool_arg;                     /* (B, C) int32 argmax of max pooling */
     float *proj;                         /* (B, D) before normalization */
     float *norm;                         /* (B) */
     float *emb;                          /* (B, D) the L2-normalized embedding */

@@ -1,7 +1,10 @@
 /* The encoder trunk every modality shares: gradients against finite
  * differences (input, positions, a block, the final norm, the projection),
- * thread-count independence, padding independence, unit-norm output. */
+ * thread-count independence, padding independence, unit-norm output; with
+ * mean and with max pooling. */
 #include <string.h>
+
+#include <cjson/cJSON.h>
 
 #include "nn/nn.h"
 #include "testutil.h"
@@ -16,10 +19,12 @@ typedef struct trunk_case {
     uint8_t *mask;
 } trunk_case;
 
+static nn_pool g_pool = NN_POOL_MEAN; /* the pooling the cases run with */
+
 static void setup(trunk_case *k, int threads, int64_t B, int64_t T) {
     memset(k, 0, sizeof *k);
     qb_exec_cpu(&k->ex, threads);
-    k->d = (nn_trunk_dims){.B = B, .T = T, .C = 8, .F = 16, .H = 2, .L = 2, .max_T = 8, .D = 6};
+    k->d = (nn_trunk_dims){.B = B, .T = T, .C = 8, .F = 16, .H = 2, .L = 2, .max_T = 8, .D = 6, .pool = g_pool};
     qc_table_init_empty(&k->m.pt);
     qc_table_init_empty(&k->m.at);
     assert_int_equal(nn_trunk_describe(&k->m.pt, "enc.", &k->d, 0), QIAO_OK);
@@ -124,6 +129,38 @@ static void padding_independent(void **state) {
     teardown(&one);
 }
 
+/* Max pooling: the same checks (the argmax route of the gradient, no
+ * gradient into padding, padding independence). Continuous random inputs
+ * have no ties, so the max is differentiable at the checked point. */
+static void max_pool(void **state) {
+    g_pool = NN_POOL_MAX;
+    gradients(state);
+    padding_independent(state);
+    unit_norm_and_threads(state);
+    g_pool = NN_POOL_MEAN;
+}
+
+/* The "pool" key of a modality config. */
+static void pool_config(void **state) {
+    (void)state;
+    const char *cases[] = {"{}", "{\"pool\":\"mean\"}", "{\"pool\":\"max\"}", "{\"pool\":\"cls\"}", "{\"pool\":1}"};
+    const qiao_status want[] = {QIAO_OK, QIAO_OK, QIAO_OK, QIAO_ERR_FORMAT, QIAO_ERR_FORMAT};
+    const nn_pool got_pool[] = {NN_POOL_MAX, NN_POOL_MEAN, NN_POOL_MAX, 0, 0};
+    for (int i = 0; i < 5; i++) {
+        cJSON *o = cJSON_Parse(cases[i]);
+        nn_pool p = NN_POOL_MEAN;
+        assert_int_equal(nn_pool_from_json(o, "image", NN_POOL_MAX, &p), want[i]);
+        if (want[i] == QIAO_OK) assert_int_equal(p, got_pool[i]);
+        else assert_non_null(strstr(qiao_last_error(), "image.pool"));
+        cJSON_Delete(o);
+    }
+    qc_table t;
+    qc_table_init_empty(&t);
+    nn_trunk_dims d = {.B = 1, .T = 4, .C = 8, .F = 16, .H = 2, .L = 1, .max_T = 8, .D = 4, .pool = (nn_pool)7};
+    assert_int_equal(nn_trunk_describe(&t, "x.", &d, 0), QIAO_ERR_INVALID_ARGUMENT);
+    qc_table_free(&t);
+}
+
 static void bad_dims(void **state) {
     (void)state;
     qc_table t;
@@ -143,5 +180,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(unit_norm_and_threads),
     cmocka_unit_test(padding_independent),
     cmocka_unit_test(bad_dims),
+    cmocka_unit_test(max_pool),
+    cmocka_unit_test(pool_config),
 };
 QT_MAIN(tests)
