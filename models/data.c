@@ -154,8 +154,8 @@ static qiao_status parse_scene(const char *text, size_t len, const char *dir, co
         st = qc_error(QIAO_ERR_FORMAT, "%s:%lld: not a JSON object", file, (long long)line);
     else if (!cJSON_IsString(id) || !id->valuestring[0])
         st = qc_error(QIAO_ERR_FORMAT, "%s:%lld: \"id\" missing or not a string", file, (long long)line);
-    else if (!cJSON_IsString(image) || !image->valuestring[0])
-        st = qc_error(QIAO_ERR_FORMAT, "%s:%lld: \"image\" missing or not a string", file, (long long)line);
+    else if (image && (!cJSON_IsString(image) || !image->valuestring[0]))
+        st = qc_error(QIAO_ERR_FORMAT, "%s:%lld: \"image\" must be a non-empty string", file, (long long)line);
     else if (!cJSON_IsObject(caps))
         st = qc_error(QIAO_ERR_FORMAT, "%s:%lld: \"captions\" missing or not an object", file, (long long)line);
     else if (speech && (!cJSON_IsObject(speech) || (scaps && !cJSON_IsObject(scaps))))
@@ -168,9 +168,15 @@ static qiao_status parse_scene(const char *text, size_t len, const char *dir, co
     /* A scene with no caption cannot be trained or evaluated on. */
     if (st == QIAO_OK && !cap[QMOD_LANG_ZH] && !cap[QMOD_LANG_EN])
         st = qc_error(QIAO_ERR_FORMAT, "%s:%lld: no long caption in any language", file, (long long)line);
-    if (st == QIAO_OK) st = make_signature(cJSON_GetObjectItemCaseSensitive(root, "objects"), file, line, &s->signature);
+    /* A picture's scene is its objects, so they are required with an image;
+     * without one, the caption itself names the target. */
+    const cJSON *objs = cJSON_GetObjectItemCaseSensitive(root, "objects");
+    if (st == QIAO_OK && (image || objs)) st = make_signature(objs, file, line, &s->signature);
+    if (st == QIAO_OK && !s->signature &&
+        !(s->signature = dup_str(cap[QMOD_LANG_EN] ? cap[QMOD_LANG_EN] : cap[QMOD_LANG_ZH])))
+        st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s:%lld: out of memory", file, (long long)line);
     if (st == QIAO_OK) {
-        bool oom = !(s->id = dup_str(id->valuestring)) || !(s->image = join_path(dir, image->valuestring));
+        bool oom = !(s->id = dup_str(id->valuestring)) || (image && !(s->image = join_path(dir, image->valuestring)));
         for (int l = 0; l < QMOD_N_LANGS; l++) {
             if (cap[l] && !(s->caption[l] = dup_str(cap[l]))) oom = true;
             if (wav[l] && !(s->speech[l] = join_path(dir, wav[l]))) oom = true;
@@ -180,6 +186,31 @@ static qiao_status parse_scene(const char *text, size_t len, const char *dir, co
     cJSON_Delete(root);
     if (st != QIAO_OK) scene_free(s);
     return st;
+}
+
+/* scene.group = the rank of its signature among the distinct ones. */
+static qiao_status number_groups(qmod_dataset *d) {
+    const char **sig = malloc((size_t)d->n * sizeof *sig);
+    if (!sig) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory numbering signatures", d->dir);
+    for (int64_t i = 0; i < d->n; i++) sig[i] = d->scenes[i].signature;
+    qsort((void *)sig, (size_t)d->n, sizeof *sig, cmp_str);
+    int64_t n = 0;
+    for (int64_t i = 0; i < d->n; i++)
+        if (i == 0 || strcmp(sig[i], sig[n - 1])) sig[n++] = sig[i];
+    for (int64_t i = 0; i < d->n; i++) {
+        /* binary search: the distinct signatures are sorted */
+        int64_t lo = 0, hi = n - 1;
+        const char *x = d->scenes[i].signature;
+        while (lo < hi) {
+            int64_t mid = lo + (hi - lo) / 2;
+            if (strcmp(sig[mid], x) < 0) lo = mid + 1;
+            else hi = mid;
+        }
+        d->scenes[i].group = lo;
+    }
+    d->n_groups = n;
+    free((void *)sig);
+    return QIAO_OK;
 }
 
 qiao_status qmod_dataset_load(const char *dir, qmod_dataset *out) {
@@ -202,7 +233,7 @@ qiao_status qmod_dataset_load(const char *dir, qmod_dataset *out) {
      * and questions, so no fixed maximum is assumed. */
     char *buf = NULL;
     size_t bufcap = 0;
-    int64_t line = 0;
+    int64_t line = 0, first_line = 0;
     ssize_t len;
     while (st == QIAO_OK && (len = getline(&buf, &bufcap, fp)) >= 0) {
         line++;
@@ -228,9 +259,21 @@ qiao_status qmod_dataset_load(const char *dir, qmod_dataset *out) {
         if (st != QIAO_OK) break;
         qmod_scene *s = &d.scenes[d.n++];
         if (s->speech[0] || s->speech[1]) d.n_speech++;
+        /* The first scene decides whether the set has images: batches hold
+         * an image per row or none, never some. */
+        if (d.n == 1) {
+            d.has_images = s->image != NULL;
+            first_line = line;
+        } else if ((s->image != NULL) != d.has_images) {
+            st = qc_error(QIAO_ERR_FORMAT, "%s:%lld: %s \"image\" but line %lld %s: a data set has an image for "
+                          "every scene or for none", file, (long long)line, s->image ? "has an" : "has no",
+                          (long long)first_line, d.has_images ? "has one" : "has none");
+            break;
+        }
     }
     if (st == QIAO_OK && ferror(fp)) st = qc_error(QIAO_ERR_IO, "%s: read error", file);
     if (st == QIAO_OK && d.n == 0) st = qc_error(QIAO_ERR_FORMAT, "%s: no scenes", file);
+    if (st == QIAO_OK) st = number_groups(&d);
     free(buf);
     fclose(fp);
     free(file);
@@ -255,6 +298,8 @@ void qmod_dataset_free(qmod_dataset *d) {
 /* Stream tags, so the permutation and the language draws never share a seed. */
 #define TAG_PERM 0x7065726dULL /* "perm" */
 #define TAG_LANG 0x6c616e67ULL /* "lang" */
+#define TAG_GRUP 0x67727570ULL /* "grup": a signature group's order (image-less) */
+#define TAG_PICK 0x7069636bULL /* "pick": tie-breaks between groups (image-less) */
 
 /* splitmix64's finalizer: a bijective avalanche mix. */
 static uint64_t mix64(uint64_t z) {
@@ -283,13 +328,130 @@ static void epoch_perm(uint64_t seed, int64_t epoch, int64_t n, int64_t *perm) {
     }
 }
 
+/* Scenes of each group: members[start[g] .. start[g + 1]) hold group g's
+ * scene indices in increasing order. start has G + 1 entries. */
+static void group_members(const qmod_dataset *d, int64_t *start, int64_t *members) {
+    const int64_t G = d->n_groups;
+    memset(start, 0, (size_t)(G + 1) * sizeof *start);
+    for (int64_t i = 0; i < d->n; i++) start[d->scenes[i].group + 1]++;
+    for (int64_t g = 0; g < G; g++) start[g + 1] += start[g];
+    for (int64_t i = 0; i < d->n; i++) members[start[d->scenes[i].group]++] = i;
+    /* the fill advanced start[g] to start[g + 1]: shift back */
+    for (int64_t g = G; g > 0; g--) start[g] = start[g - 1];
+    start[0] = 0;
+}
+
+int64_t qmod_loader_epoch_batches(const qmod_dataset *d, int64_t batch) {
+    if (!d || d->n < 1 || batch < 1) return 0;
+    if (d->has_images) return d->n / batch;
+    const int64_t G = d->n_groups;
+    if (batch > G) return 0;
+    int64_t *size = calloc((size_t)G, sizeof *size);
+    if (!size) return 0;
+    for (int64_t i = 0; i < d->n; i++) size[d->scenes[i].group]++;
+    /* f(t) = sum_g min(s_g, t) - B t is concave with f(0) = 0, so the t
+     * with f(t) >= 0 form an interval [0, t*]: binary search for t*. */
+    int64_t lo = 0, hi = d->n / batch;
+    while (lo < hi) {
+        const int64_t t = lo + (hi - lo + 1) / 2;
+        int64_t sum = 0;
+        for (int64_t g = 0; g < G; g++) sum += size[g] < t ? size[g] : t;
+        if (sum >= batch * t) lo = t;
+        else hi = t - 1;
+    }
+    free(size);
+    return lo;
+}
+
 static qiao_status check_params(const qmod_loader_params *p, const char *fn) {
     if (!p || !p->model || !p->data)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "%s: params, model and data are required", fn);
     if (!p->model->tok) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "%s: the model has no tokenizer", fn);
+    const char *dir = p->data->dir ? p->data->dir : "the dataset";
     if (p->batch < 1 || p->batch > p->data->n)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "%s: batch %lld must be in 1..%lld (the scenes in %s)", fn,
-                        (long long)p->batch, (long long)p->data->n, p->data->dir ? p->data->dir : "the dataset");
+                        (long long)p->batch, (long long)p->data->n, dir);
+    if (!p->data->has_images && p->batch > p->data->n_groups)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT,
+                        "%s: batch %lld is more than the %lld distinct captions in %s: without images a batch holds "
+                        "one scene per caption (use --batch %lld or less)",
+                        fn, (long long)p->batch, (long long)p->data->n_groups, dir, (long long)p->data->n_groups);
+    if (qmod_loader_epoch_batches(p->data, p->batch) < 1)
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory sizing the epochs of %s", fn, dir);
+    return QIAO_OK;
+}
+
+typedef struct group_pick {
+    int64_t left;    /* scenes of the group not yet used this epoch */
+    uint64_t key;    /* random tie-break */
+    int64_t g;
+} group_pick;
+
+/* Most scenes left first, then the random key. */
+static int cmp_pick(const void *a, const void *b) {
+    const group_pick *x = a, *y = b;
+    if (x->left != y->left) return x->left > y->left ? -1 : 1;
+    return (x->key > y->key) - (x->key < y->key);
+}
+
+/* The image-less epoch order (data.h): bpe batches of B scenes with
+ * distinct signatures, then the scenes left over, so perm stays a
+ * permutation of 0..n-1. */
+static qiao_status epoch_order_distinct(const qmod_dataset *d, uint64_t seed, int64_t epoch, int64_t B, int64_t bpe,
+                                        int64_t *perm) {
+    const int64_t n = d->n, G = d->n_groups;
+    int64_t *start = malloc((size_t)(G + 1) * sizeof *start);
+    int64_t *members = malloc((size_t)n * sizeof *members);
+    int64_t *taken = calloc((size_t)G, sizeof *taken);
+    group_pick *pk = malloc((size_t)G * sizeof *pk);
+    qiao_status st = QIAO_OK;
+    if (!start || !members || !taken || !pk) {
+        st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "loader: out of memory ordering %lld scenes", (long long)n);
+        goto done;
+    }
+    group_members(d, start, members);
+    for (int64_t g = 0; g < G; g++) {
+        qc_rng rng;
+        qc_rng_seed(&rng, hash4(TAG_GRUP, seed, (uint64_t)epoch, (uint64_t)g));
+        int64_t *m = members + start[g];
+        for (int64_t i = start[g + 1] - start[g] - 1; i > 0; i--) {
+            int64_t j = (int64_t)qc_rng_below(&rng, (uint64_t)i + 1);
+            int64_t t = m[i];
+            m[i] = m[j];
+            m[j] = t;
+        }
+    }
+    int64_t o = 0;
+    for (int64_t b = 0; b < bpe; b++) {
+        qc_rng rng;
+        qc_rng_seed(&rng, hash4(TAG_PICK, seed, (uint64_t)epoch, (uint64_t)b));
+        for (int64_t g = 0; g < G; g++) pk[g] = (group_pick){start[g + 1] - start[g] - taken[g], qc_rng_u64(&rng), g};
+        qsort(pk, (size_t)G, sizeof *pk, cmp_pick);
+        for (int64_t i = 0; i < B; i++) {
+            const int64_t g = pk[i].g;
+            /* cannot happen while bpe is qmod_loader_epoch_batches' bound */
+            if (pk[i].left < 1) {
+                st = qc_error(QIAO_ERR_INTERNAL, "loader: epoch %lld batch %lld: no group left for row %lld",
+                              (long long)epoch, (long long)b, (long long)i);
+                goto done;
+            }
+            perm[o++] = members[start[g] + taken[g]++];
+        }
+    }
+    for (int64_t g = 0; g < G; g++)
+        for (int64_t j = start[g] + taken[g]; j < start[g + 1]; j++) perm[o++] = members[j];
+done:
+    free(start);
+    free(members);
+    free(taken);
+    free(pk);
+    return st;
+}
+
+/* The scenes in the order epoch `epoch` visits them. */
+static qiao_status epoch_order(const qmod_loader_params *p, int64_t bpe, int64_t epoch, int64_t *perm) {
+    if (!p->data->has_images) return epoch_order_distinct(p->data, p->seed, epoch, p->batch, bpe, perm);
+    epoch_perm(p->seed, epoch, p->data->n, perm);
     return QIAO_OK;
 }
 
@@ -302,12 +464,36 @@ static qiao_status scene_error(qiao_status st, const qmod_scene *s, const char *
     return qc_error(st, "scene %s: %s: %s", s->id, path, msg);
 }
 
-/* Builds batch `index` with the epoch's permutation already in `perm`. */
-static qiao_status make_batch(const qmod_loader_params *p, int64_t index, const int64_t *perm,
+/* Row i of out->image = the picture of scene out->scene[i], decoded row by
+ * row so only one decoded image is alive at a time. */
+static qiao_status load_images(const qmod_model *m, const qmod_dataset *d, int64_t index, qmod_train_batch *out) {
+    const int64_t B = out->B, P = m->cfg.image.tokens;
+    const size_t per = qmod_image_floats(m);
+    size_t nf;
+    if (!qc_mul_size(per, (size_t)B, &nf) || !(out->image.patches = malloc(nf * sizeof(float))) ||
+        !(out->image.lengths = malloc((size_t)B * sizeof(int64_t))))
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "batch %lld: out of memory for %lld images", (long long)index,
+                        (long long)B);
+    out->image.B = B;
+    out->image.T = P;
+    for (int64_t i = 0; i < B; i++) {
+        const qmod_scene *s = &d->scenes[out->scene[i]];
+        qiao_image *img = NULL;
+        qiao_status st = qiao_image_decode_file(s->image, NULL, &img);
+        if (st == QIAO_OK) st = qmod_image_patches(m, img, out->image.patches + (size_t)i * per);
+        qiao_image_free(img);
+        if (st != QIAO_OK) return scene_error(st, s, s->image);
+        out->image.lengths[i] = P;
+    }
+    return QIAO_OK;
+}
+
+/* Builds batch `index` with the epoch's order (bpe batches) already in `perm`. */
+static qiao_status make_batch(const qmod_loader_params *p, int64_t bpe, int64_t index, const int64_t *perm,
                               qmod_train_batch *out) {
     const qmod_model *m = p->model;
     const qmod_dataset *d = p->data;
-    const int64_t B = p->batch, bpe = d->n / B;
+    const int64_t B = p->batch;
     const int64_t base = (index % bpe) * B;
     memset(out, 0, sizeof *out);
     out->index = index;
@@ -359,30 +545,8 @@ static qiao_status make_batch(const qmod_loader_params *p, int64_t index, const 
         goto done;
     }
 
-    /* Images row by row: only one decoded image is alive at a time. */
-    const int64_t P = m->cfg.image.tokens;
-    const size_t per = qmod_image_floats(m);
-    size_t nf;
-    if (!qc_mul_size(per, (size_t)B, &nf) || !(out->image.patches = malloc(nf * sizeof(float))) ||
-        !(out->image.lengths = malloc((size_t)B * sizeof(int64_t)))) {
-        st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "batch %lld: out of memory for %lld images", (long long)index,
-                      (long long)B);
-        goto done;
-    }
-    out->image.B = B;
-    out->image.T = P;
-    for (int64_t i = 0; i < B; i++) {
-        const qmod_scene *s = &d->scenes[out->scene[i]];
-        qiao_image *img = NULL;
-        st = qiao_image_decode_file(s->image, NULL, &img);
-        if (st == QIAO_OK) st = qmod_image_patches(m, img, out->image.patches + (size_t)i * per);
-        qiao_image_free(img);
-        if (st != QIAO_OK) {
-            st = scene_error(st, s, s->image);
-            goto done;
-        }
-        out->image.lengths[i] = P;
-    }
+    /* An image-less set leaves `image` empty (B = 0). */
+    if (d->has_images && (st = load_images(m, d, index, out)) != QIAO_OK) goto done;
 
     /* Audio clip by clip through qmod_batch_audio (the path inference
      * takes), keeping only each clip's log-mel: a decoded clip is several
@@ -432,8 +596,9 @@ qiao_status qmod_train_batch_make(const qmod_loader_params *p, int64_t index, qm
     if (index < 0) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_train_batch_make: index %lld < 0", (long long)index);
     int64_t *perm = malloc((size_t)p->data->n * sizeof *perm);
     if (!perm) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qmod_train_batch_make: out of memory");
-    epoch_perm(p->seed, index / (p->data->n / p->batch), p->data->n, perm);
-    st = make_batch(p, index, perm, out);
+    const int64_t bpe = qmod_loader_epoch_batches(p->data, p->batch);
+    st = epoch_order(p, bpe, index / bpe, perm);
+    if (st == QIAO_OK) st = make_batch(p, bpe, index, perm, out);
     free(perm);
     return st;
 }
@@ -515,12 +680,10 @@ static void *worker_main(void *arg) {
             if (!w->perm)
                 st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "loader: out of memory for a permutation of %lld scenes",
                               (long long)n);
-            else {
-                epoch_perm(l->p.seed, epoch, n, w->perm);
+            else if ((st = epoch_order(&l->p, l->bpe, epoch, w->perm)) == QIAO_OK)
                 w->perm_epoch = epoch;
-            }
         }
-        if (st == QIAO_OK) st = make_batch(&l->p, k, w->perm, &s->b);
+        if (st == QIAO_OK) st = make_batch(&l->p, l->bpe, k, w->perm, &s->b);
 
         pthread_mutex_lock(&l->mu);
         if (st == QIAO_OK) {
@@ -555,7 +718,7 @@ qiao_status qmod_loader_start(const qmod_loader_params *p, qmod_loader **out) {
     qmod_loader *l = calloc(1, sizeof *l);
     if (!l) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qmod_loader_start: out of memory");
     l->p = *p;
-    l->bpe = p->data->n / p->batch;
+    l->bpe = qmod_loader_epoch_batches(p->data, p->batch);
     l->next_out = p->first_batch;
     l->err_index = INT64_MAX;
     l->slots = calloc((size_t)p->prefetch, sizeof *l->slots);

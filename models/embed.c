@@ -41,8 +41,10 @@ qiao_status qmod_batch_text(const qmod_model *m, const char *const *texts, size_
     if (!m->tok) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "model %s has no tokenizer: it cannot embed text", m->cfg.name);
     const qe_text_config *tc = &m->cfg.text;
     qiao_tokenize_params tp = qiao_tokenize_default_params();
+    tp.max_tokens = tc->trunk.max_T; /* truncate to what the encoder's positions cover ... */
     qiao_token_batch *tb = NULL;
-    qiao_status st = qiao_tokenize_batch(m->tok, texts, NULL, n, (size_t)tc->trunk.max_T, &tp, &tb);
+    /* ... but pad only to the longest text: max_len would pad every batch to max_T */
+    qiao_status st = qiao_tokenize_batch(m->tok, texts, NULL, n, 0, &tp, &tb);
     if (st != QIAO_OK) return st;
     /* An empty text has no tokens; T >= 1 keeps the encoder's shapes valid
      * and the all-padding row pools to zeros (the embedding is then the

@@ -5,7 +5,8 @@
  *   loss = InfoNCE(e_T, e_I) + w_a (InfoNCE(e_A, e_T[rows]) + InfoNCE(e_A, e_I[rows]))
  * each InfoNCE symmetric with its own learnable temperature; then the
  * encoders' backward from the accumulated embedding gradients, gradient
- * clipping, AdamW with warmup and cosine decay.
+ * clipping, AdamW with warmup and cosine decay. Without images (an
+ * image-less data set) the step is loss = w_a InfoNCE(e_A, e_T[rows]).
  *
  * Checkpoints are model files (f32, tokenizer inside, so `qiao eval` reads
  * them) with the AdamW moments as extra tensors "optim.m.<name>",
@@ -94,6 +95,22 @@ qiao_status qmod_train_hparams_from_config(const char *cfg_json, qmod_train_hpar
     }
     cJSON_Delete(root);
     if (st == QIAO_OK) *out = h;
+    return st;
+}
+
+qiao_status qmod_train_hparams_from_model(const char *path, qmod_train_hparams *out) {
+    if (!path || !out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_train_hparams_from_model: NULL argument");
+    qc_st_file *f = NULL;
+    qiao_status st = qc_st_open(path, &f);
+    if (st != QIAO_OK) return st;
+    const char *js = qc_st_metadata_get(f, QMOD_META_CONFIG);
+    if (!js) st = qc_error(QIAO_ERR_FORMAT, "%s: not a model file (metadata %s missing)", path, QMOD_META_CONFIG);
+    if (st == QIAO_OK && (st = qmod_train_hparams_from_config(js, out)) != QIAO_OK) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", qiao_last_error());
+        st = qc_error(st, "%s: %s", path, msg);
+    }
+    qc_st_close(f);
     return st;
 }
 
@@ -314,11 +331,17 @@ static qiao_status train_step(trainer *t, qmod_work *w, step_bufs *s, const qmod
     qmod_model *m = t->m;
     const int64_t B = b->B, A = b->A, D = m->cfg.embed_dim;
     const bool audio = A >= 2 && t->h.audio_weight > 0;
+    const bool images = b->image.B > 0; /* false: an image-less data set, audio-text only */
+    if (!images && !audio)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT,
+                        "step %lld: a batch without images needs at least 2 clips and audio_weight > 0 (has %lld, %g)",
+                        (long long)(t->step + 1), (long long)A, (double)t->h.audio_weight);
     const qmod_batch *in[QMOD_N_MODALITIES] = {&b->text, &b->image, &b->audio};
+    const bool run[QMOD_N_MODALITIES] = {true, images, audio};
     const float *e[QMOD_N_MODALITIES] = {NULL, NULL, NULL};
     qiao_status st = QIAO_OK;
     for (int mod = 0; mod < QMOD_N_MODALITIES && st == QIAO_OK; mod++) {
-        if (mod == QMOD_AUDIO && !audio) break;
+        if (!run[mod]) continue;
         st = qmod_work_reserve(&w[mod], m, in[mod]->B, in[mod]->T);
         if (st == QIAO_OK) st = qmod_forward(ex, m, &w[mod], in[mod], &e[mod]);
     }
@@ -326,17 +349,19 @@ static qiao_status train_step(trainer *t, qmod_work *w, step_bufs *s, const qmod
 
     float loss[QMOD_N_PAIRS] = {0, 0, 0};
     for (int i = 0; i < QMOD_N_MODALITIES; i++) memset(s->demb[i], 0, (size_t)(B * D) * sizeof(float));
-    nn_infonce_forward(ex, &loss[QMOD_PAIR_TEXT_IMAGE], &s->nce[QMOD_PAIR_TEXT_IMAGE], e[QMOD_TEXT], e[QMOD_IMAGE],
-                       m->p.logit_scale[QMOD_PAIR_TEXT_IMAGE], B, D);
+    if (images)
+        nn_infonce_forward(ex, &loss[QMOD_PAIR_TEXT_IMAGE], &s->nce[QMOD_PAIR_TEXT_IMAGE], e[QMOD_TEXT], e[QMOD_IMAGE],
+                           m->p.logit_scale[QMOD_PAIR_TEXT_IMAGE], B, D);
     if (audio) {
         for (int64_t j = 0; j < A; j++) {
             memcpy(s->sel_t + j * D, e[QMOD_TEXT] + b->audio_rows[j] * D, (size_t)D * sizeof(float));
-            memcpy(s->sel_i + j * D, e[QMOD_IMAGE] + b->audio_rows[j] * D, (size_t)D * sizeof(float));
+            if (images) memcpy(s->sel_i + j * D, e[QMOD_IMAGE] + b->audio_rows[j] * D, (size_t)D * sizeof(float));
         }
         nn_infonce_forward(ex, &loss[QMOD_PAIR_AUDIO_TEXT], &s->nce[QMOD_PAIR_AUDIO_TEXT], e[QMOD_AUDIO], s->sel_t,
                            m->p.logit_scale[QMOD_PAIR_AUDIO_TEXT], A, D);
-        nn_infonce_forward(ex, &loss[QMOD_PAIR_AUDIO_IMAGE], &s->nce[QMOD_PAIR_AUDIO_IMAGE], e[QMOD_AUDIO], s->sel_i,
-                           m->p.logit_scale[QMOD_PAIR_AUDIO_IMAGE], A, D);
+        if (images)
+            nn_infonce_forward(ex, &loss[QMOD_PAIR_AUDIO_IMAGE], &s->nce[QMOD_PAIR_AUDIO_IMAGE], e[QMOD_AUDIO],
+                               s->sel_i, m->p.logit_scale[QMOD_PAIR_AUDIO_IMAGE], A, D);
     }
     const float wa = t->h.audio_weight;
     for (int i = 0; i < QMOD_N_PAIRS; i++)
@@ -346,18 +371,20 @@ static qiao_status train_step(trainer *t, qmod_work *w, step_bufs *s, const qmod
                             (double)loss[i]);
 
     qc_arena_zero(&t->grads);
-    nn_infonce_backward(ex, s->demb[QMOD_TEXT], s->demb[QMOD_IMAGE], t->g.logit_scale[QMOD_PAIR_TEXT_IMAGE], 1.0f,
-                        &s->nce[QMOD_PAIR_TEXT_IMAGE], e[QMOD_TEXT], e[QMOD_IMAGE],
-                        m->p.logit_scale[QMOD_PAIR_TEXT_IMAGE], B, D);
+    if (images)
+        nn_infonce_backward(ex, s->demb[QMOD_TEXT], s->demb[QMOD_IMAGE], t->g.logit_scale[QMOD_PAIR_TEXT_IMAGE], 1.0f,
+                            &s->nce[QMOD_PAIR_TEXT_IMAGE], e[QMOD_TEXT], e[QMOD_IMAGE],
+                            m->p.logit_scale[QMOD_PAIR_TEXT_IMAGE], B, D);
     if (audio) {
         memset(s->dsel_t, 0, (size_t)(A * D) * sizeof(float));
         memset(s->dsel_i, 0, (size_t)(A * D) * sizeof(float));
         nn_infonce_backward(ex, s->demb[QMOD_AUDIO], s->dsel_t, t->g.logit_scale[QMOD_PAIR_AUDIO_TEXT], wa,
                             &s->nce[QMOD_PAIR_AUDIO_TEXT], e[QMOD_AUDIO], s->sel_t,
                             m->p.logit_scale[QMOD_PAIR_AUDIO_TEXT], A, D);
-        nn_infonce_backward(ex, s->demb[QMOD_AUDIO], s->dsel_i, t->g.logit_scale[QMOD_PAIR_AUDIO_IMAGE], wa,
-                            &s->nce[QMOD_PAIR_AUDIO_IMAGE], e[QMOD_AUDIO], s->sel_i,
-                            m->p.logit_scale[QMOD_PAIR_AUDIO_IMAGE], A, D);
+        if (images)
+            nn_infonce_backward(ex, s->demb[QMOD_AUDIO], s->dsel_i, t->g.logit_scale[QMOD_PAIR_AUDIO_IMAGE], wa,
+                                &s->nce[QMOD_PAIR_AUDIO_IMAGE], e[QMOD_AUDIO], s->sel_i,
+                                m->p.logit_scale[QMOD_PAIR_AUDIO_IMAGE], A, D);
         /* the selected rows' gradients go back to the text and image rows they were copied from */
         for (int64_t j = 0; j < A; j++) {
             float *dt = s->demb[QMOD_TEXT] + b->audio_rows[j] * D, *di = s->demb[QMOD_IMAGE] + b->audio_rows[j] * D;
@@ -367,10 +394,8 @@ static qiao_status train_step(trainer *t, qmod_work *w, step_bufs *s, const qmod
             }
         }
     }
-    for (int mod = 0; mod < QMOD_N_MODALITIES; mod++) {
-        if (mod == QMOD_AUDIO && !audio) break;
-        qmod_backward(ex, m, &t->g, &w[mod], in[mod], s->demb[mod]);
-    }
+    for (int mod = 0; mod < QMOD_N_MODALITIES; mod++)
+        if (run[mod]) qmod_backward(ex, m, &t->g, &w[mod], in[mod], s->demb[mod]);
 
     const int64_t step = t->step; /* 0-based index of this step */
     const float lr = nn_lr_warmup_cosine(step, t->h.warmup, t->h.steps, t->h.lr, t->h.lr_min);
@@ -388,9 +413,10 @@ static qiao_status train_step(trainer *t, qmod_work *w, step_bufs *s, const qmod
     log->step = t->step;
     log->lr = lr;
     log->grad_norm = gnorm;
-    log->loss = loss[0] + (audio ? wa * (loss[1] + loss[2]) : 0.0f);
+    log->loss = loss[0] + (audio ? wa * (loss[1] + loss[2]) : 0.0f); /* skipped pairs hold 0 */
+    const bool trained[QMOD_N_PAIRS] = {images, audio, audio && images};
     for (int i = 0; i < QMOD_N_PAIRS; i++) {
-        log->loss_pair[i] = (i == 0 || audio) ? loss[i] : NAN;
+        log->loss_pair[i] = trained[i] ? loss[i] : NAN;
         float ls = m->p.logit_scale[i][0];
         if (ls > NN_INFONCE_MAX_LOGIT_SCALE) ls = NN_INFONCE_MAX_LOGIT_SCALE;
         if (ls < 0) ls = 0;
@@ -427,9 +453,20 @@ static qiao_status trainer_init(trainer *t, const qmod_train_params *p) {
         st = qmod_load(p->resume_path, &t->m);
         if (st == QIAO_OK && !t->m->tok)
             st = qc_error(QIAO_ERR_FORMAT, "%s: checkpoint without a tokenizer", p->resume_path);
+    } else if (p->init_path) {
+        /* Fine-tuning: the model file is the whole starting point; a second
+         * config or tokenizer could only disagree with it. */
+        if (p->config_path || p->tokenizer_path)
+            return qc_error(QIAO_ERR_INVALID_ARGUMENT,
+                            "train: %s brings its own config and tokenizer; give no config or tokenizer with it",
+                            p->init_path);
+        st = qmod_load(p->init_path, &t->m);
+        if (st == QIAO_OK && !t->m->tok)
+            st = qc_error(QIAO_ERR_FORMAT, "%s: model without a tokenizer: text cannot be trained", p->init_path);
     } else {
         if (!p->config_path || !p->tokenizer_path)
-            return qc_error(QIAO_ERR_INVALID_ARGUMENT, "train: a config and a tokenizer are needed (or --resume)");
+            return qc_error(QIAO_ERR_INVALID_ARGUMENT,
+                            "train: a config and a tokenizer are needed (or a model to fine-tune, or --resume)");
         qiao_tokenizer *tok = NULL;
         st = qiao_tokenizer_load(p->tokenizer_path, &tok);
         qmod_config cfg;
@@ -451,6 +488,18 @@ static qiao_status trainer_init(trainer *t, const qmod_train_params *p) {
     qc_table_bind(&t->m->tab, t->grads.base, &t->g);
     if (p->resume_path) st = load_checkpoint_state(t, p->resume_path);
     return st;
+}
+
+/* Image-less training: the image encoder and the temperatures of the pairs
+ * with images get no gradient, and AdamW's decoupled weight decay would
+ * still shrink them every step; freezing keeps them as loaded. */
+static void freeze_images(qmod_model *m) {
+    for (size_t i = 0; i < m->tab.n; i++) {
+        qc_tensor_desc *d = &m->tab.t[i];
+        if (!strncmp(d->name, "image.", 6) || !strcmp(d->name, "logit_scale.text_image") ||
+            !strcmp(d->name, "logit_scale.audio_image"))
+            d->flags |= QC_FROZEN;
+    }
 }
 
 static void validate(trainer *t, const qmod_dataset *val, qmod_train_log *log) {
@@ -486,8 +535,19 @@ qiao_status qmod_train(const qmod_train_params *p) {
         st = qc_error(QIAO_ERR_INVALID_ARGUMENT, "%s: %lld scenes, fewer than one batch of %lld", p->data_dir,
                       (long long)train.n, (long long)t.h.batch);
     const bool audio = train.n_speech > 0 && t.h.audio_weight > 0;
-    for (int mod = 0; mod < QMOD_N_MODALITIES && st == QIAO_OK; mod++)
+    if (st == QIAO_OK && !train.has_images && !audio)
+        st = qc_error(QIAO_ERR_INVALID_ARGUMENT, "%s: no images and %s: nothing to train", p->data_dir,
+                      train.n_speech ? "audio_weight is 0" : "no speech");
+    if (st == QIAO_OK && val.n > 0 && !val.has_images)
+        st = qc_error(QIAO_ERR_INVALID_ARGUMENT,
+                      "%s: validation ranks images and this split has none (evaluate speech-only data after training, "
+                      "e.g. with `qiao eval digits`)",
+                      p->val_dir);
+    if (st == QIAO_OK && !train.has_images) freeze_images(t.m);
+    for (int mod = 0; mod < QMOD_N_MODALITIES && st == QIAO_OK; mod++) {
+        if (mod == QMOD_IMAGE && !train.has_images) continue;
         st = qmod_work_init(&w[mod], t.m, (qmod_modality)mod, t.h.batch, mod == QMOD_AUDIO ? 256 : 16, true);
+    }
     if (st == QIAO_OK) st = step_bufs_init(&sb, t.h.batch, t.m->cfg.embed_dim);
     if (st == QIAO_OK) {
         qmod_loader_params lp = {.model = t.m,
@@ -501,9 +561,11 @@ qiao_status qmod_train(const qmod_train_params *p) {
         st = qmod_loader_start(&lp, &loader);
     }
     if (st == QIAO_OK)
-        qc_log(QIAO_LOG_INFO, "train: %s, %lld parameters, %lld scenes (%lld with speech), batch %lld, steps %lld from %lld",
+        qc_log(QIAO_LOG_INFO,
+               "train: %s, %lld parameters, %lld scenes (%lld with speech%s), batch %lld, steps %lld from %lld",
                t.m->cfg.name, (long long)qmod_param_count(t.m, NULL), (long long)train.n, (long long)train.n_speech,
-               (long long)t.h.batch, (long long)t.h.steps, (long long)t.step);
+               train.has_images ? "" : ", no images: audio-text only", (long long)t.h.batch, (long long)t.h.steps,
+               (long long)t.step);
     const double t0 = now_s();
     const int64_t step0 = t.step;
     bool cancelled = false;

@@ -3,6 +3,17 @@
  * learnable temperature each), AdamW with warmup and cosine decay, periodic
  * validation recall, atomic resumable checkpoints.
  *
+ * On an image-less data set (qmod_dataset.has_images false, e.g. FSDD's
+ * spoken digits) only the audio-text pair trains: the image encoder is not
+ * run, and it and the text-image and audio-image temperatures are frozen
+ * (QC_FROZEN), so weight decay does not shrink what nothing trains. The log
+ * then has NaN for the two skipped pair losses. Such a run needs speech, B
+ * <= the number of distinct captions (see qmod_loader_start), and no
+ * validation split (retrieval validation ranks images).
+ *
+ * Fine-tuning: init_path starts from a trained model (its weights, config
+ * and tokenizer) with fresh AdamW moments at step 0.
+ *
  * Not a public header: prefix qmod_. */
 #ifndef QIAO_MODELS_TRAIN_H
 #define QIAO_MODELS_TRAIN_H
@@ -34,6 +45,10 @@ typedef struct qmod_train_hparams {
  * or bad values are QIAO_ERR_FORMAT naming the key. */
 qiao_status qmod_train_hparams_from_config(const char *cfg_json, qmod_train_hparams *out);
 
+/* The "train" object of the config stored in a model file (what init_path
+ * fine-tunes from): the defaults of a fine-tuning run. */
+qiao_status qmod_train_hparams_from_model(const char *path, qmod_train_hparams *out);
+
 /* The hyperparameters a checkpoint was trained with, and its step. */
 qiao_status qmod_train_hparams_from_checkpoint(const char *path, qmod_train_hparams *out, int64_t *step);
 
@@ -45,7 +60,7 @@ typedef struct qmod_train_log {
     double seconds;         /* wall time of the run so far (including earlier runs when resumed) */
     float lr;
     float loss;             /* total weighted loss of the step */
-    float loss_pair[QMOD_N_PAIRS]; /* per pair, QMOD_PAIR_* */
+    float loss_pair[QMOD_N_PAIRS]; /* per pair, QMOD_PAIR_*; NaN for a pair not trained this step */
     float scale[QMOD_N_PAIRS];     /* exp(logit_scale) */
     float grad_norm;
     double samples_per_s;   /* scenes per second, this run */
@@ -56,6 +71,9 @@ typedef struct qmod_train_log {
 typedef struct qmod_train_params {
     const char *config_path;      /* models/configs/NAME.json (ignored when resuming) */
     const char *tokenizer_path;   /* tokenizer file; its vocab sizes replace the config's */
+    const char *init_path;        /* model file to fine-tune from (weights, config, tokenizer; fresh
+                                   * AdamW state, step 0); then config_path and tokenizer_path must
+                                   * be NULL. Ignored when resuming. */
     const char *data_dir;         /* train split */
     const char *val_dir;          /* validation split, NULL = none */
     const char *out_path;         /* final model (bf16), written atomically */

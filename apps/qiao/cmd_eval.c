@@ -1,6 +1,7 @@
 /* qiao eval retrieval: cross-modal recall@1/5/10 of a model on a shapes
  * split (models/eval.h), as a table or as JSON on stdout. Progress goes to
- * stderr, so `--json` output can be piped as is. */
+ * stderr, so `--json` output can be piped as is. `qiao eval digits` (spoken
+ * digits, cmd_eval_digits.c) is dispatched from here too. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <math.h>
@@ -18,6 +19,8 @@
 #include "models/eval.h"
 #include "models/model.h"
 
+int cmd_eval_digits(int argc, char **argv);
+
 static void usage(FILE *f) {
     fprintf(f,
             "usage: qiao eval retrieval --model M.safetensors --data DIR [--split test]\n"
@@ -25,7 +28,9 @@ static void usage(FILE *f) {
             "  DIR is a split directory (DIR/manifest.jsonl) or a data set root holding\n"
             "  DIR/<split>/manifest.jsonl. The first --pool scenes are ranked against each\n"
             "  other: t2i, i2t, a2i, a2t, i2a per language; a hit is the query's own scene\n"
-            "  or one with the same signature; a candidate tied with the hit ranks below it.\n");
+            "  or one with the same signature; a candidate tied with the hit ranks below it.\n"
+            "       qiao eval digits --model M.safetensors --data DIR [--threads N] [--json]\n"
+            "  spoken-digit accuracy on a `qiao dataset fsdd` split (qiao eval digits --help).\n");
 }
 
 static int parse_i64(const char *s, int64_t *out) {
@@ -223,6 +228,7 @@ int cmd_eval(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(argv[1], "retrieval")) return retrieval(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "digits")) return cmd_eval_digits(argc - 1, argv + 1);
     fprintf(stderr, "qiao eval: unknown evaluation '%s'\n", argv[1]);
     usage(stderr);
     return 2;

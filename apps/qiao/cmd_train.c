@@ -27,14 +27,18 @@ static void on_sigint(int sig) {
 static void usage(FILE *f) {
     fprintf(f,
             "usage: qiao train --config C.json --tokenizer TOK.safetensors --data DIR --out M.safetensors\n"
+            "       qiao train --init MODEL.safetensors --data DIR --out M.safetensors   (fine-tune)\n"
             "                  [--val DIR] [--resume CKPT] [--ckpt CKPT] [--log PREFIX]\n"
-            "                  [--steps N] [--batch B] [--lr X] [--seed S] [--eval-every N] [--eval-pool N]\n"
-            "                  [--threads N] [--loader-threads N] [--quiet]\n"
-            "  DIR is a shapes split (manifest.jsonl); if DIR/train exists it is used, with DIR/val for\n"
-            "  validation unless --val is given. Hyperparameters come from the config's \"train\" object\n"
-            "  (options override them). --ckpt defaults to M.ckpt.safetensors and --log to M (writing\n"
-            "  M.csv and M.png). Ctrl-C stops after the current step and writes the checkpoint;\n"
-            "  --resume CKPT continues exactly where it stopped.\n");
+            "                  [--steps N] [--batch B] [--lr X] [--warmup N] [--seed S] [--eval-every N]\n"
+            "                  [--eval-pool N] [--threads N] [--loader-threads N] [--quiet]\n"
+            "  DIR is a split (manifest.jsonl: shapes, or image-less speech such as `qiao dataset fsdd`);\n"
+            "  if DIR/train exists it is used, with DIR/val for validation unless --val is given.\n"
+            "  Hyperparameters come from the config's \"train\" object (options override them); with\n"
+            "  --init, from the config stored in MODEL, whose weights, config and tokenizer are the\n"
+            "  start (fresh optimizer, step 0). Without images only audio-text trains and a batch holds\n"
+            "  one clip per distinct caption (--batch 10 for digits). --ckpt defaults to\n"
+            "  M.ckpt.safetensors and --log to M (writing M.csv and M.png). Ctrl-C stops after the\n"
+            "  current step and writes the checkpoint; --resume CKPT continues exactly where it stopped.\n");
 }
 
 typedef struct run {
@@ -160,7 +164,7 @@ int cmd_train(int argc, char **argv) {
     qmod_train_params p;
     memset(&p, 0, sizeof p);
     const char *data = NULL, *val = NULL, *ckpt = NULL, *logp = NULL, *config = NULL;
-    long long steps = -1, batch = -1, seed = -1, eval_every = -1, eval_pool = -1;
+    long long steps = -1, batch = -1, seed = -1, eval_every = -1, eval_pool = -1, warmup = -1;
     double lr = -1;
     int quiet = 0;
     for (int i = 1; i < argc; i++) {
@@ -186,6 +190,8 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--val")) val = v;
         else if (!strcmp(a, "--out")) p.out_path = v;
         else if (!strcmp(a, "--resume")) p.resume_path = v;
+        else if (!strcmp(a, "--init")) p.init_path = v;
+        else if (!strcmp(a, "--warmup")) warmup = strtoll(v, &end, 10);
         else if (!strcmp(a, "--ckpt")) ckpt = v;
         else if (!strcmp(a, "--log")) logp = v;
         else if (!strcmp(a, "--steps")) steps = strtoll(v, &end, 10);
@@ -206,8 +212,14 @@ int cmd_train(int argc, char **argv) {
             return 2;
         }
     }
-    if (!data || !p.out_path || (!p.resume_path && (!config || !p.tokenizer_path))) {
-        fprintf(stderr, "qiao train: --data, --out and --config with --tokenizer (or --resume) are required\n");
+    if (p.init_path && (config || p.tokenizer_path)) {
+        fprintf(stderr, "qiao train: --init takes the config and tokenizer from the model; drop --config/--tokenizer\n");
+        usage(stderr);
+        return 2;
+    }
+    if (!data || !p.out_path || (!p.resume_path && !p.init_path && (!config || !p.tokenizer_path))) {
+        fprintf(stderr,
+                "qiao train: --data, --out and --config with --tokenizer (or --init, or --resume) are required\n");
         usage(stderr);
         return 2;
     }
@@ -231,9 +243,11 @@ int cmd_train(int argc, char **argv) {
     int64_t resume_step = 0;
     if (p.resume_path)
         st = qmod_train_hparams_from_checkpoint(p.resume_path, &p.hp, &resume_step);
+    else if (p.init_path)
+        st = qmod_train_hparams_from_model(p.init_path, &p.hp);
     else
         st = QIAO_OK;
-    if (st == QIAO_OK && !p.resume_path) {
+    if (st == QIAO_OK && !p.resume_path && !p.init_path) {
         qmod_config cfg;
         st = qmod_config_from_file(config, &cfg);
         if (st == QIAO_OK) {
@@ -248,6 +262,7 @@ int cmd_train(int argc, char **argv) {
     if (eval_every >= 0) p.hp.eval_every = eval_every;
     if (eval_pool > 0) p.hp.eval_pool = eval_pool;
     if (lr > 0) p.hp.lr = (float)lr;
+    if (warmup >= 0) p.hp.warmup = warmup;
 
     char *ckpt_owned = ckpt ? NULL : derive(p.out_path, ".ckpt.safetensors");
     p.ckpt_path = ckpt ? ckpt : ckpt_owned;

@@ -135,11 +135,15 @@ class Block(nn.Module):
 
 
 class Trunk(nn.Module):
-    """nn_trunk_forward: positions, blocks, final LN, masked mean pool,
+    """nn_trunk_forward: positions, blocks, final LN, masked mean pool (or
+    masked max with pool="max", the section's optional "pool" key),
     projection, L2 norm. Tensor names: pos, blocks.<l>.*, ln_f.*, proj.*."""
 
-    def __init__(self, C, F_, H, L, max_T, D):
+    def __init__(self, C, F_, H, L, max_T, D, pool="mean"):
         super().__init__()
+        if pool not in ("mean", "max"):
+            raise ValueError(f"pool must be 'mean' or 'max', not {pool!r}")
+        self.pool = pool
         self.pos = nn.Parameter(torch.zeros(max_T, C))
         self.blocks = nn.ModuleList([Block(C, F_, H) for _ in range(L)])
         self.ln_f = nn.LayerNorm(C, eps=LN_EPS)
@@ -151,7 +155,14 @@ class Trunk(nn.Module):
         for blk in self.blocks:
             h = blk(h, mask)
         h = self.ln_f(h)
-        if mask is None:
+        if self.pool == "max":
+            if mask is None:
+                pooled = h.max(dim=1).values
+            else:
+                keep = mask.bool()[:, :, None]
+                pooled = h.masked_fill(~keep, float("-inf")).max(dim=1).values
+                pooled = torch.where(keep.any(dim=1), pooled, torch.zeros_like(pooled))  # no real token: zeros
+        elif mask is None:
             pooled = h.mean(dim=1)
         else:
             m = mask.to(h.dtype)[:, :, None]
@@ -162,7 +173,7 @@ class Trunk(nn.Module):
 
 
 def _trunk(sec, embed_dim, max_T):
-    return Trunk(sec["width"], sec["mlp"], sec["heads"], sec["layers"], max_T, embed_dim)
+    return Trunk(sec["width"], sec["mlp"], sec["heads"], sec["layers"], max_T, embed_dim, sec.get("pool", "mean"))
 
 
 # ---- the encoders -------------------------------------------------------------

@@ -18,7 +18,7 @@ void qb_cpu_adamw_step(const qb_exec *ex, float *param, const float *grad, float
     const float step = lr / bc1;
     const float sqrt_bc2 = sqrtf(bc2);
     const float omb1 = 1.0f - beta1, omb2 = 1.0f - beta2;
-#pragma omp parallel for simd num_threads(ex->n_threads) schedule(static) if (n > PAR_MIN_ELEMS)
+#pragma omp parallel for simd num_threads(ex->n_threads) schedule(static) if (parallel : n > PAR_MIN_ELEMS)
     for (int64_t i = 0; i < n; i++) {
         float g = grad[i];
         float mi = beta1 * m[i] + omb1 * g;

@@ -112,17 +112,17 @@ void qb_cpu_bias_backward(const qb_exec *ex, float *dbias, const float *dout, in
 }
 
 void qb_cpu_add(const qb_exec *ex, float *out, const float *a, const float *b, int64_t n) {
-#pragma omp parallel for simd num_threads(ex->n_threads) schedule(static) if (n > 65536)
+#pragma omp parallel for simd num_threads(ex->n_threads) schedule(static) if (parallel : n > 65536)
     for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
 void qb_cpu_axpy(const qb_exec *ex, float *y, float alpha, const float *x, int64_t n) {
-#pragma omp parallel for simd num_threads(ex->n_threads) schedule(static) if (n > 65536)
+#pragma omp parallel for simd num_threads(ex->n_threads) schedule(static) if (parallel : n > 65536)
     for (int64_t i = 0; i < n; i++) y[i] += alpha * x[i];
 }
 
 void qb_cpu_scale(const qb_exec *ex, float *x, float s, int64_t n) {
-#pragma omp parallel for simd num_threads(ex->n_threads) schedule(static) if (n > 65536)
+#pragma omp parallel for simd num_threads(ex->n_threads) schedule(static) if (parallel : n > 65536)
     for (int64_t i = 0; i < n; i++) x[i] *= s;
 }
 

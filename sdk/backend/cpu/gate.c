@@ -11,7 +11,7 @@
  * before it is written. */
 void qb_cpu_gate_forward(const qb_exec *ex, float *out, float *g, const float *logits, const float *a,
                          const float *b, int64_t n) {
-#pragma omp parallel for simd num_threads(ex->n_threads) schedule(static) if (n > PAR_MIN_ELEMS)
+#pragma omp parallel for simd num_threads(ex->n_threads) schedule(static) if (parallel : n > PAR_MIN_ELEMS)
     for (int64_t i = 0; i < n; i++) {
         float x = logits[i];
         float e = expf(-fabsf(x));
@@ -25,17 +25,17 @@ void qb_cpu_gate_forward(const qb_exec *ex, float *out, float *g, const float *l
 /* dg = dout (a - b); dlogits = dg g (1 - g) (overwrites). da, db may be NULL. */
 void qb_cpu_gate_backward(const qb_exec *ex, float *da, float *db, float *dlogits, const float *dout,
                           const float *a, const float *b, const float *g, int64_t n) {
-#pragma omp parallel for simd num_threads(ex->n_threads) schedule(static) if (n > PAR_MIN_ELEMS)
+#pragma omp parallel for simd num_threads(ex->n_threads) schedule(static) if (parallel : n > PAR_MIN_ELEMS)
     for (int64_t i = 0; i < n; i++) {
         float gi = g[i], d = dout[i];
         dlogits[i] = d * (a[i] - b[i]) * gi * (1.0f - gi);
     }
     if (da) {
-#pragma omp parallel for simd num_threads(ex->n_threads) schedule(static) if (n > PAR_MIN_ELEMS)
+#pragma omp parallel for simd num_threads(ex->n_threads) schedule(static) if (parallel : n > PAR_MIN_ELEMS)
         for (int64_t i = 0; i < n; i++) da[i] += g[i] * dout[i];
     }
     if (db) {
-#pragma omp parallel for simd num_threads(ex->n_threads) schedule(static) if (n > PAR_MIN_ELEMS)
+#pragma omp parallel for simd num_threads(ex->n_threads) schedule(static) if (parallel : n > PAR_MIN_ELEMS)
         for (int64_t i = 0; i < n; i++) db[i] += (1.0f - g[i]) * dout[i];
     }
 }

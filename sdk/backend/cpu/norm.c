@@ -26,10 +26,14 @@ void qb_cpu_layernorm_forward(const qb_exec *ex, float *out, float *mean, float 
     for (int64_t n = 0; n < N; n++) {
         const float *x = inp + n * C;
         float *y = out + n * C;
+        /* The two sums in `omp simd` (partial sums per lane, still in
+         * double): the serial double loops were 3-5% of an encoder forward. */
         double s = 0.0;
+#pragma omp simd reduction(+ : s)
         for (int64_t c = 0; c < C; c++) s += x[c];
         double m = s / (double)C;
         double v = 0.0;
+#pragma omp simd reduction(+ : v)
         for (int64_t c = 0; c < C; c++) {
             double d = x[c] - m;
             v += d * d;

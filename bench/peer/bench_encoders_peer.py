@@ -1,0 +1,111 @@
+#!/usr/bin/python3
+"""The PyTorch side of bench/bench_encoders.c: times the peer encoders
+(qiao_peer.py) on exactly the inputs and weights qiao uses, in float32 under
+torch.inference_mode(), when the C side asks, so that both sides are timed in
+alternation and see the same load on a shared machine.
+
+    /usr/bin/python3 bench/peer/bench_encoders_peer.py MODEL INPUTS [--threads N]
+
+MODEL   the model file qiao wrote (qmod_save, F32), config in "qiao.config"
+INPUTS  a .safetensors written by bench_encoders: metadata "bench.cases" is
+        a JSON list of [modality, B]; case tensors are named
+        "<modality>.b<B>.<field>" with the fields of models/embed.h's
+        qmod_batch (text: ids, char_ids, tags, mask; image: patches;
+        audio: mel, mask)
+
+A line protocol on stdin / stdout, one reply line per command:
+    (start)              -> "ready torch <version> <threads>"
+    calib <mod> <B>      -> "reps <n>": after 3 warm-up calls, the number of
+                            calls (a power of two) that lasts >= 50 ms
+    time <mod> <B> <n>   -> "t <seconds per call>" over n calls
+    emb <path>           -> "ok": writes "<mod>.b<B>.emb" (B, D) float32 for
+                            every case to path (safetensors)
+    quit                 -> "rss <peak resident kB>", then exits
+Anything wrong ends the process with a message on stderr (the C side then
+reports the peer as failed).
+"""
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import qiao_peer  # noqa: E402
+
+
+def case_args(mod, B, tensors):
+    """The forward's arguments for one case, as torch tensors sharing the
+    arrays read from the file."""
+    p = f"{mod}.b{B}."
+    t = {k[len(p):]: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items() if k.startswith(p)}
+    if mod == "text":
+        return (t["ids"], t["char_ids"], t["tags"], t["mask"])
+    if mod == "image":
+        return (t["patches"],)
+    return (t["mel"], t["mask"])
+
+
+def loop(fn, n):
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return time.perf_counter() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("model")
+    ap.add_argument("inputs")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    weights, meta = qiao_peer.read_safetensors(args.model)
+    config = json.loads(meta["qiao.config"])
+    inputs, imeta = qiao_peer.read_safetensors(args.inputs)
+    cases = [(m, int(b)) for m, b in json.loads(imeta["bench.cases"])]
+    encoders = {m: qiao_peer.build(m, config, weights, torch.float32) for m in sorted({m for m, _ in cases})}
+    fns = {}
+    for mod, B in cases:
+        enc, a = encoders[mod], case_args(mod, B, inputs)
+        fns[(mod, B)] = (lambda enc=enc, a=a: enc(*a))
+
+    def reply(s):
+        sys.stdout.write(s + "\n")
+        sys.stdout.flush()
+
+    reply(f"ready torch {torch.__version__} {torch.get_num_threads()}")
+    with torch.inference_mode():
+        for line in sys.stdin:
+            w = line.split()
+            if not w:
+                continue
+            if w[0] == "calib":
+                fn = fns[(w[1], int(w[2]))]
+                for _ in range(3):
+                    fn()
+                n = 1
+                while loop(fn, n) < 0.05:
+                    n *= 2
+                reply(f"reps {n}")
+            elif w[0] == "time":
+                n = int(w[3])
+                reply(f"t {loop(fns[(w[1], int(w[2]))], n) / n:.9f}")
+            elif w[0] == "emb":
+                out = [(f"{m}.b{b}.emb", fns[(m, b)]().numpy().astype(np.float32)) for m, b in cases]
+                qiao_peer.write_safetensors(w[1], out, {"bench.peer": "torch " + torch.__version__})
+                reply("ok")
+            elif w[0] == "quit":
+                reply(f"rss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}")
+                return
+            else:
+                sys.exit(f"bench_encoders_peer: unknown command {line.strip()!r}")
+
+
+if __name__ == "__main__":
+    main()
