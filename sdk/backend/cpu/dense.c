@@ -36,6 +36,24 @@ static void sgemm_block(bool ta, bool tb, int64_t m0, int64_t m1, int64_t n0, in
 
 /* Below this many flops a GEMM runs on one thread: a fork/join costs more. */
 #define GEMM_PARALLEL_FLOPS 4e6
+/* OpenBLAS (0.3.21, SMALL_MATRIX_OPT) sends a GEMM with M*N*K <= 1e6 to a
+ * small-matrix kernel that sums over K in another order than its blocked
+ * kernel. A slab must take the path the whole GEMM takes, or the bits would
+ * depend on the thread count (seen for M=100, N=24, K=1024). */
+#define BLAS_SMALL_MNK 1000000.0
+
+/* The slab length for splitting `len` rows (or columns) over at most *nt
+ * threads, each slab crossing `other` x K; lowers *nt until every non-empty
+ * slab stays above OpenBLAS's small-matrix size (1 = do not split). */
+static int64_t gemm_slab(int64_t len, int64_t other, int64_t K, int *nt) {
+    for (; *nt > 1; (*nt)--) {
+        int64_t slab = (len + *nt - 1) / *nt;
+        slab = (slab + 15) / 16 * 16;
+        const int64_t last = len - (len - 1) / slab * slab; /* the last slab is the smallest */
+        if ((double)last * (double)other * (double)K > BLAS_SMALL_MNK) return slab;
+    }
+    return len;
+}
 
 void qb_cpu_gemm(const qb_exec *ex, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                  const float *A, int64_t lda, int64_t stride_a, const float *B, int64_t ldb, int64_t stride_b,
@@ -72,8 +90,11 @@ void qb_cpu_gemm(const qb_exec *ex, bool trans_a, bool trans_b, int64_t M, int64
          * slab keeps whole SIMD panels. */
         const bool split_m = M >= N;
         const int64_t len = split_m ? M : N;
-        int64_t slab = (len + nt - 1) / nt;
-        slab = (slab + 15) / 16 * 16;
+        const int64_t slab = gemm_slab(len, split_m ? N : M, K, &nt);
+        if (nt == 1) {
+            sgemm_block(trans_a, trans_b, 0, M, 0, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+            continue;
+        }
 #pragma omp parallel num_threads(nt)
         {
             int64_t t = omp_get_thread_num();
