@@ -259,6 +259,12 @@ qiao_status qmod_eval_retrieval(const qb_exec *ex, const qmod_model *m, const qm
                         (long long)p->pool, (long long)p->batch);
     if (d->n < 1 || !d->scenes)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "eval: data set %s has no scenes", d->dir ? d->dir : "?");
+    /* every direction here involves pictures; image-less sets (spoken digits)
+     * have their own evaluation, `qiao eval digits` */
+    if (!d->has_images)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT,
+                        "eval: data set %s has no pictures; retrieval needs them (for spoken digits use qiao eval digits)",
+                        d->dir ? d->dir : "?");
     const int64_t P = d->n < p->pool ? d->n : p->pool;
     const int64_t D = m->cfg.embed_dim;
     out->pool = P;

@@ -400,6 +400,11 @@ static void errors(void **state) {
     p.batch = 0;
     assert_int_equal(qmod_eval_retrieval(&ex, f.m, &f.d, &p, &r), QIAO_ERR_INVALID_ARGUMENT);
     assert_int_equal(qmod_eval_retrieval(&ex, f.m, NULL, NULL, &r), QIAO_ERR_INVALID_ARGUMENT);
+    /* A set without pictures (spoken digits) is refused with a pointer to its own evaluation. */
+    f.d.has_images = false;
+    assert_int_equal(qmod_eval_retrieval(&ex, f.m, &f.d, NULL, &r), QIAO_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(qiao_last_error(), "qiao eval digits"));
+    f.d.has_images = true;
     /* A missing image fails the call, naming the file. */
     assert_int_equal(unlink(f.d.scenes[7].image), 0);
     qiao_status st = qmod_eval_retrieval(&ex, f.m, &f.d, NULL, &r);
