@@ -124,6 +124,30 @@ qiao_status qmod_config_from_file(const char *path, qmod_config *out) {
     return st;
 }
 
+qiao_status qmod_config_for_tokenizer(const qmod_config *cfg, const qiao_tokenizer *tok, qmod_config *out) {
+    if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_config_for_tokenizer: out is NULL");
+    memset(out, 0, sizeof *out);
+    if (!cfg || !cfg->json || !tok) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_config_for_tokenizer: NULL argument");
+    cJSON *root = cJSON_Parse(cfg->json);
+    cJSON *text = cJSON_GetObjectItemCaseSensitive(root, "text");
+    if (!text) {
+        cJSON_Delete(root);
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "config %s: out of memory", cfg->name);
+    }
+    cJSON_ReplaceItemInObjectCaseSensitive(text, "vocab", cJSON_CreateNumber((double)qiao_tokenizer_vocab_size(tok)));
+    cJSON_ReplaceItemInObjectCaseSensitive(text, "char_vocab",
+                                           cJSON_CreateNumber((double)qiao_tokenizer_char_vocab_size(tok)));
+    cJSON_ReplaceItemInObjectCaseSensitive(text, "k", cJSON_CreateNumber((double)qiao_tokenizer_k(tok)));
+    char *json = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    if (!json) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "config %s: out of memory", cfg->name);
+    char what[QMOD_NAME_MAX + 32];
+    snprintf(what, sizeof what, "config %s with its tokenizer", cfg->name);
+    qiao_status st = qmod_config_from_string(json, what, out);
+    cJSON_free(json);
+    return st;
+}
+
 qiao_status qmod_config_copy(const qmod_config *src, qmod_config *dst) {
     *dst = *src;
     dst->json = NULL;

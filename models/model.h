@@ -49,6 +49,12 @@ typedef struct qmod_config {
 qiao_status qmod_config_from_string(const char *json, const char *what, qmod_config *out);
 /* Reads and parses a config file (QIAO_ERR_IO when unreadable). */
 qiao_status qmod_config_from_file(const char *path, qmod_config *out);
+/* `cfg` with text.vocab, text.char_vocab and text.k set to the tokenizer's:
+ * the tokenizer decides them (its character table holds the characters its
+ * corpus has, up to the size it was trained for), so a config names sizes
+ * and a model takes them from the tokenizer it is built with. QIAO_ERR_FORMAT
+ * when the result is not a valid config (char_kernels wider than k). */
+qiao_status qmod_config_for_tokenizer(const qmod_config *cfg, const qiao_tokenizer *tok, qmod_config *out);
 /* Deep copy (the JSON string is duplicated). */
 qiao_status qmod_config_copy(const qmod_config *src, qmod_config *dst);
 /* Frees cfg->json and clears it. Accepts NULL. */

@@ -170,31 +170,13 @@ static char *hparams_json(const qmod_train_hparams *h, int64_t step, double seco
 
 /* ---- config and tokenizer ------------------------------------------------------- */
 
-/* The config with text.vocab / text.char_vocab set to the tokenizer's (the
- * tokenizer decides them: its character table holds the characters its
- * corpus has, up to the requested size). k must already agree. */
+/* The config file with the tokenizer's vocabulary sizes (qmod_config_for_tokenizer). */
 static qiao_status config_for_tokenizer(const char *path, const qiao_tokenizer *tok, qmod_config *out) {
     qmod_config cfg;
     qiao_status st = qmod_config_from_file(path, &cfg);
     if (st != QIAO_OK) return st;
-    if (qiao_tokenizer_k(tok) != cfg.text.k) {
-        st = qc_error(QIAO_ERR_INVALID_ARGUMENT, "%s: text.k is %lld but the tokenizer keeps %d characters per token",
-                      path, (long long)cfg.text.k, qiao_tokenizer_k(tok));
-        qmod_config_free(&cfg);
-        return st;
-    }
-    cJSON *root = cJSON_Parse(cfg.json);
+    st = qmod_config_for_tokenizer(&cfg, tok, out);
     qmod_config_free(&cfg);
-    if (!root) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
-    cJSON *text = cJSON_GetObjectItemCaseSensitive(root, "text");
-    cJSON_ReplaceItemInObjectCaseSensitive(text, "vocab", cJSON_CreateNumber((double)qiao_tokenizer_vocab_size(tok)));
-    cJSON_ReplaceItemInObjectCaseSensitive(text, "char_vocab",
-                                           cJSON_CreateNumber((double)qiao_tokenizer_char_vocab_size(tok)));
-    char *json = cJSON_PrintUnformatted(root);
-    cJSON_Delete(root);
-    if (!json) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
-    st = qmod_config_from_string(json, path, out);
-    cJSON_free(json);
     return st;
 }
 

@@ -20,10 +20,9 @@
 
 #include "models/data.h"
 #include "shapes/shapes.h"
+#include "model_fixture.h"
 #include "testutil.h"
 
-#define TINY_JSON QIAO_SOURCE_DIR "/models/configs/tiny.json"
-#define TOK_PATH QIAO_TEST_DATA "/tokenizer/tok-test.safetensors"
 #define N_SCENES 24
 #define GEN_SEED 3
 
@@ -89,37 +88,6 @@ static void generate(const char *dir) {
     if (st != QIAO_OK) fail_msg("shapes_generate: %s", qiao_last_error());
 }
 
-/* tiny.json with the text section's sizes set to the test tokenizer's. */
-static qmod_model *tiny_model(void) {
-    qiao_tokenizer *tok = NULL;
-    assert_int_equal(qiao_tokenizer_load(TOK_PATH, &tok), QIAO_OK);
-    FILE *f = fopen(TINY_JSON, "rb");
-    assert_non_null(f);
-    char text[8192];
-    size_t n = fread(text, 1, sizeof text - 1, f);
-    fclose(f);
-    text[n] = 0;
-    cJSON *root = cJSON_Parse(text);
-    assert_non_null(root);
-    cJSON *t = cJSON_GetObjectItemCaseSensitive(root, "text");
-    cJSON_ReplaceItemInObjectCaseSensitive(t, "vocab", cJSON_CreateNumber((double)qiao_tokenizer_vocab_size(tok)));
-    cJSON_ReplaceItemInObjectCaseSensitive(t, "char_vocab",
-                                           cJSON_CreateNumber((double)qiao_tokenizer_char_vocab_size(tok)));
-    cJSON_ReplaceItemInObjectCaseSensitive(t, "k", cJSON_CreateNumber(qiao_tokenizer_k(tok)));
-    char *json = cJSON_PrintUnformatted(root);
-    cJSON_Delete(root);
-    qiao_tokenizer_free(tok);
-    qmod_config cfg;
-    assert_int_equal(qmod_config_from_string(json, "test config", &cfg), QIAO_OK);
-    cJSON_free(json);
-    qmod_model *m = NULL;
-    assert_int_equal(qmod_create(&cfg, 1, &m), QIAO_OK);
-    qmod_config_free(&cfg);
-    qiao_status st = qmod_set_tokenizer(m, TOK_PATH);
-    if (st != QIAO_OK) fail_msg("qmod_set_tokenizer: %s", qiao_last_error());
-    return m;
-}
-
 /* cmocka setup and teardown, so the generated files go even when a case fails. */
 static int fixture_setup(void **state) {
     fixture *fx = calloc(1, sizeof *fx);
@@ -129,7 +97,7 @@ static int fixture_setup(void **state) {
     generate(fx->dir);
     qiao_status st = qmod_dataset_load(fx->dir, &fx->d);
     if (st != QIAO_OK) fail_msg("qmod_dataset_load: %s", qiao_last_error());
-    fx->m = tiny_model();
+    fx->m = qt_tiny_model(1, true);
     return 0;
 }
 

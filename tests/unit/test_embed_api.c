@@ -54,38 +54,18 @@ static uint8_t *read_bytes(const char *path, size_t *len) {
     return buf;
 }
 
-/* tiny.json with the text section's sizes set to the test tokenizer's. */
-static char *tiny_for_tokenizer(const qiao_tokenizer *tok) {
-    size_t len;
-    char *text = (char *)read_bytes(TINY_JSON, &len);
-    if (!text) return NULL;
-    text[len] = 0;
-    cJSON *root = cJSON_Parse(text);
-    free(text);
-    cJSON *t = root ? cJSON_GetObjectItemCaseSensitive(root, "text") : NULL;
-    if (!t) {
-        cJSON_Delete(root);
-        return NULL;
-    }
-    cJSON_ReplaceItemInObjectCaseSensitive(t, "vocab", cJSON_CreateNumber((double)qiao_tokenizer_vocab_size(tok)));
-    cJSON_ReplaceItemInObjectCaseSensitive(t, "char_vocab",
-                                           cJSON_CreateNumber((double)qiao_tokenizer_char_vocab_size(tok)));
-    cJSON_ReplaceItemInObjectCaseSensitive(t, "k", cJSON_CreateNumber(qiao_tokenizer_k(tok)));
-    char *out = cJSON_PrintUnformatted(root);
-    cJSON_Delete(root);
-    return out;
-}
-
 /* Writes the test model (with the tokenizer when `with_tok`). Returns 0 on success. */
 static int write_model(const char *path, int with_tok) {
+    /* (not model_fixture.h: this also runs outside cmocka, as --write-model) */
     qiao_tokenizer *tok = NULL;
+    qmod_config file, cfg;
     if (qiao_tokenizer_load(TOK_PATH, &tok) != QIAO_OK) return 1;
-    char *json = tiny_for_tokenizer(tok);
+    qiao_status st = qmod_config_from_file(TINY_JSON, &file);
+    if (st == QIAO_OK) {
+        st = qmod_config_for_tokenizer(&file, tok, &cfg);
+        qmod_config_free(&file);
+    }
     qiao_tokenizer_free(tok);
-    if (!json) return 1;
-    qmod_config cfg;
-    qiao_status st = qmod_config_from_string(json, "test config", &cfg);
-    cJSON_free(json);
     if (st != QIAO_OK) return 1;
     qmod_model *m = NULL;
     st = qmod_create(&cfg, 5, &m);

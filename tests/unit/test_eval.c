@@ -30,10 +30,9 @@
 #include "models/eval.h"
 #include "models/model.h"
 #include "shapes/shapes.h"
+#include "model_fixture.h"
 #include "testutil.h"
 
-#define TINY_JSON QIAO_SOURCE_DIR "/models/configs/tiny.json"
-#define TOK_PATH QIAO_TEST_DATA "/tokenizer/tok-test.safetensors"
 #define N_SCENES 12
 
 static void check(qiao_status st) {
@@ -166,47 +165,6 @@ typedef struct fixture {
     qmod_dataset d;
 } fixture;
 
-static char *read_all(const char *path) {
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    buf[n] = 0;
-    return buf;
-}
-
-/* The tiny config with the test tokenizer's sizes, random weights, the
- * tokenizer attached, saved in F32 so the CLI sees the same model. */
-static qmod_model *tiny_model(uint64_t seed) {
-    qiao_tokenizer *tok = NULL;
-    check(qiao_tokenizer_load(TOK_PATH, &tok));
-    char *text = read_all(TINY_JSON);
-    cJSON *root = cJSON_Parse(text);
-    free(text);
-    assert_non_null(root);
-    cJSON *t = cJSON_GetObjectItemCaseSensitive(root, "text");
-    cJSON_ReplaceItemInObjectCaseSensitive(t, "vocab", cJSON_CreateNumber((double)qiao_tokenizer_vocab_size(tok)));
-    cJSON_ReplaceItemInObjectCaseSensitive(t, "char_vocab",
-                                           cJSON_CreateNumber((double)qiao_tokenizer_char_vocab_size(tok)));
-    cJSON_ReplaceItemInObjectCaseSensitive(t, "k", cJSON_CreateNumber(qiao_tokenizer_k(tok)));
-    char *json = cJSON_PrintUnformatted(root);
-    cJSON_Delete(root);
-    qiao_tokenizer_free(tok);
-    qmod_config cfg;
-    check(qmod_config_from_string(json, "test config", &cfg));
-    cJSON_free(json);
-    qmod_model *m = NULL;
-    check(qmod_create(&cfg, seed, &m));
-    qmod_config_free(&cfg);
-    check(qmod_set_tokenizer(m, TOK_PATH));
-    return m;
-}
-
 static void fixture_open(fixture *f) {
     memset(f, 0, sizeof *f);
     snprintf(f->root, sizeof f->root, "/tmp/qiao-eval-XXXXXX");
@@ -221,7 +179,7 @@ static void fixture_open(fixture *f) {
     sp.speech = SHAPES_SPEECH_LONG;
     sp.jobs = 2;
     check(shapes_generate(&sp, f->split));
-    f->m = tiny_model(21);
+    f->m = qt_tiny_model(21, true);
     check(qmod_save(f->m, f->model_path, QIAO_DTYPE_F32));
     check(qmod_dataset_load(f->split, &f->d));
     assert_int_equal(f->d.n, N_SCENES);

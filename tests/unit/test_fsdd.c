@@ -42,10 +42,9 @@
 #include "models/data.h"
 #include "models/model.h"
 #include "models/train.h"
+#include "model_fixture.h"
 #include "testutil.h"
 
-#define TINY_JSON QIAO_SOURCE_DIR "/models/configs/tiny.json"
-#define TOK_PATH QIAO_TEST_DATA "/tokenizer/tok-test.safetensors"
 #define CLIP_PATH QIAO_TEST_DATA "/audio/fsdd_3_jackson_0.wav"
 #define FSDD_DEFAULT "/work/shared/datasets/fsdd" /* where test_intent finds the shared data too */
 
@@ -125,33 +124,6 @@ static void run_ok(const char *args) {
     char *out = run_cli(args, 1, &rc);
     if (rc != 0) fail_msg("qiao %s: exit %d:\n%s", args, rc, out);
     free(out);
-}
-
-/* The tiny config with the test tokenizer's sizes, random weights, the
- * tokenizer attached. */
-static qmod_model *tiny_model(uint64_t seed) {
-    qiao_tokenizer *tok = NULL;
-    check(qiao_tokenizer_load(TOK_PATH, &tok));
-    char *text = read_all(TINY_JSON);
-    cJSON *root = cJSON_Parse(text);
-    free(text);
-    assert_non_null(root);
-    cJSON *t = cJSON_GetObjectItemCaseSensitive(root, "text");
-    cJSON_ReplaceItemInObjectCaseSensitive(t, "vocab", cJSON_CreateNumber((double)qiao_tokenizer_vocab_size(tok)));
-    cJSON_ReplaceItemInObjectCaseSensitive(t, "char_vocab",
-                                           cJSON_CreateNumber((double)qiao_tokenizer_char_vocab_size(tok)));
-    cJSON_ReplaceItemInObjectCaseSensitive(t, "k", cJSON_CreateNumber(qiao_tokenizer_k(tok)));
-    char *json = cJSON_PrintUnformatted(root);
-    cJSON_Delete(root);
-    qiao_tokenizer_free(tok);
-    qmod_config cfg;
-    check(qmod_config_from_string(json, "test config", &cfg));
-    cJSON_free(json);
-    qmod_model *m = NULL;
-    check(qmod_create(&cfg, seed, &m));
-    qmod_config_free(&cfg);
-    check(qmod_set_tokenizer(m, TOK_PATH));
-    return m;
 }
 
 /* A made-up FSDD: recordings/<d>_<speaker>_<take>.wav for the speakers
@@ -282,7 +254,7 @@ static void convert_real(void **state) {
     /* A random tiny model on the real test split: a parsable result. */
     char model[128];
     snprintf(model, sizeof model, "%s/tiny.safetensors", root);
-    qmod_model *m = tiny_model(3);
+    qmod_model *m = qt_tiny_model(3, true);
     check(qmod_save(m, model, QIAO_DTYPE_F32));
     qmod_free(m);
     snprintf(args, sizeof args, "eval digits --model '%s' --data '%s/test' --threads 2 --json", model, out);
@@ -470,7 +442,7 @@ static int64_t bound_scan(const int64_t *sizes, int64_t G, int64_t B) {
 
 static void distinct_batches(void **state) {
     (void)state;
-    qmod_model *m = tiny_model(5);
+    qmod_model *m = qt_tiny_model(5, true);
     qc_rng rng;
     qc_rng_seed(&rng, 77);
     for (int it = 0; it < 30; it++) {
@@ -555,7 +527,7 @@ static void fake_open(fake *f) {
     char args[512];
     snprintf(args, sizeof args, "dataset fsdd --src '%s' --out '%s'", f->src, f->out);
     run_ok(args);
-    qmod_model *m = tiny_model(11);
+    qmod_model *m = qt_tiny_model(11, true);
     check(qmod_save(m, f->model, QIAO_DTYPE_F32));
     qmod_free(m);
 }

@@ -14,6 +14,7 @@
 #include "core/safetensors.h"
 #include "models/model.h"
 #include "qiao.h"
+#include "model_fixture.h"
 #include "testutil.h"
 
 #define TINY_JSON QIAO_SOURCE_DIR "/models/configs/tiny.json"
@@ -156,24 +157,6 @@ static void roundtrip_bf16(void **state) {
     unlink(p16);
 }
 
-/* tiny.json with the text section's vocab sizes set to the test tokenizer's. */
-static char *tiny_for_tokenizer(const qiao_tokenizer *tok) {
-    size_t len;
-    char *text = read_all(TINY_JSON, &len);
-    cJSON *root = cJSON_Parse(text);
-    free(text);
-    assert_non_null(root);
-    cJSON *t = cJSON_GetObjectItemCaseSensitive(root, "text");
-    assert_non_null(t);
-    cJSON_ReplaceItemInObjectCaseSensitive(t, "vocab", cJSON_CreateNumber((double)qiao_tokenizer_vocab_size(tok)));
-    cJSON_ReplaceItemInObjectCaseSensitive(t, "char_vocab",
-                                           cJSON_CreateNumber((double)qiao_tokenizer_char_vocab_size(tok)));
-    cJSON_ReplaceItemInObjectCaseSensitive(t, "k", cJSON_CreateNumber(qiao_tokenizer_k(tok)));
-    char *out = cJSON_PrintUnformatted(root);
-    cJSON_Delete(root);
-    return out;
-}
-
 static void ids_of(const qiao_tokenizer *tok, const char *s, qiao_tokens **out) {
     qiao_tokenize_params tp = qiao_tokenize_default_params();
     assert_int_equal(qiao_tokenize(tok, s, strlen(s), &tp, out), QIAO_OK);
@@ -186,12 +169,9 @@ static void with_tokenizer(void **state) {
     tmp_path(path, sizeof path, "tok");
     qiao_tokenizer *ref = NULL;
     assert_int_equal(qiao_tokenizer_load(TOK_PATH, &ref), QIAO_OK);
-    char *json = tiny_for_tokenizer(ref);
+    qmod_model *m = qt_tiny_model(3, false);
     qmod_config cfg;
-    assert_int_equal(qmod_config_from_string(json, "tok config", &cfg), QIAO_OK);
-    cJSON_free(json);
-    qmod_model *m = NULL;
-    assert_int_equal(qmod_create(&cfg, 3, &m), QIAO_OK);
+    assert_int_equal(qmod_config_copy(&m->cfg, &cfg), QIAO_OK);
     assert_int_equal(qmod_set_tokenizer(m, TOK_PATH), QIAO_OK);
     assert_int_equal(qmod_save(m, path, QIAO_DTYPE_BF16), QIAO_OK);
     qmod_model *l = NULL;

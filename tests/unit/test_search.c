@@ -26,6 +26,7 @@
 #include "models/model.h"
 #include "qiao.h"
 #include "search_index.h"
+#include "model_fixture.h"
 #include "testutil.h"
 
 #define TINY_JSON QIAO_SOURCE_DIR "/models/configs/tiny.json"
@@ -688,33 +689,6 @@ static void usage_errors(void **state) {
 
 /* ---- setup ------------------------------------------------------------------------ */
 
-static void make_model(const char *path, uint64_t seed) {
-    qiao_tokenizer *tok = NULL;
-    assert_int_equal(qiao_tokenizer_load(TOK_PATH, &tok), QIAO_OK);
-    char *text = read_all(TINY_JSON, NULL);
-    assert_non_null(text);
-    cJSON *root = cJSON_Parse(text);
-    free(text);
-    cJSON *t = cJSON_GetObjectItemCaseSensitive(root, "text");
-    assert_non_null(t);
-    cJSON_ReplaceItemInObjectCaseSensitive(t, "vocab", cJSON_CreateNumber((double)qiao_tokenizer_vocab_size(tok)));
-    cJSON_ReplaceItemInObjectCaseSensitive(t, "char_vocab",
-                                           cJSON_CreateNumber((double)qiao_tokenizer_char_vocab_size(tok)));
-    cJSON_ReplaceItemInObjectCaseSensitive(t, "k", cJSON_CreateNumber(qiao_tokenizer_k(tok)));
-    char *json = cJSON_PrintUnformatted(root);
-    cJSON_Delete(root);
-    qiao_tokenizer_free(tok);
-    qmod_config cfg;
-    assert_int_equal(qmod_config_from_string(json, "search test config", &cfg), QIAO_OK);
-    cJSON_free(json);
-    qmod_model *m = NULL;
-    assert_int_equal(qmod_create(&cfg, seed, &m), QIAO_OK);
-    qmod_config_free(&cfg);
-    assert_int_equal(qmod_set_tokenizer(m, TOK_PATH), QIAO_OK);
-    assert_int_equal(qmod_save(m, path, QIAO_DTYPE_F32), QIAO_OK);
-    qmod_free(m);
-}
-
 static int group_setup(void **state) {
     (void)state;
     const char *dir = getenv("TMPDIR");
@@ -722,8 +696,8 @@ static int group_setup(void **state) {
     if (!mkdtemp(g_tmp)) return -1;
     snprintf(g_model_a, sizeof g_model_a, "%s/model_a.safetensors", g_tmp);
     snprintf(g_model_b, sizeof g_model_b, "%s/model_b.safetensors", g_tmp);
-    make_model(g_model_a, 1);
-    make_model(g_model_b, 2);
+    qt_write_tiny_model(g_model_a, 1, true);
+    qt_write_tiny_model(g_model_b, 2, true);
     return 0;
 }
 

@@ -1,0 +1,46 @@
+/* tests/model_fixture.h - the small random model the model-level tests
+ * share: models/configs/tiny.json with the committed test tokenizer's
+ * vocabulary sizes (qmod_config_for_tokenizer) and that tokenizer attached. */
+#ifndef QIAO_TESTS_MODEL_FIXTURE_H
+#define QIAO_TESTS_MODEL_FIXTURE_H
+
+#include "models/model.h"
+#include "testutil.h"
+
+#define QT_TINY_JSON QIAO_SOURCE_DIR "/models/configs/tiny.json"
+#define QT_TOKENIZER QIAO_TEST_DATA "/tokenizer/tok-test.safetensors"
+
+/* A tiny model with random weights from `seed`, with the tokenizer attached
+ * when `with_tokenizer`. Fails the test on any error. */
+static inline qmod_model *qt_tiny_model(uint64_t seed, bool with_tokenizer) {
+    qiao_tokenizer *tok = NULL;
+    qmod_config file, cfg;
+    qmod_model *m = NULL;
+    qiao_status st = qiao_tokenizer_load(QT_TOKENIZER, &tok);
+    if (st == QIAO_OK) st = qmod_config_from_file(QT_TINY_JSON, &file);
+    if (st == QIAO_OK) {
+        st = qmod_config_for_tokenizer(&file, tok, &cfg);
+        qmod_config_free(&file);
+    }
+    if (st == QIAO_OK) {
+        st = qmod_create(&cfg, seed, &m);
+        qmod_config_free(&cfg);
+    }
+    if (st == QIAO_OK && with_tokenizer) {
+        m->tok = tok;
+        tok = NULL;
+    }
+    qiao_tokenizer_free(tok);
+    if (st != QIAO_OK) fail_msg("tiny model: %s", qiao_last_error());
+    return m;
+}
+
+/* The same model written to `path` in F32 (what the CLI and the public API load). */
+static inline void qt_write_tiny_model(const char *path, uint64_t seed, bool with_tokenizer) {
+    qmod_model *m = qt_tiny_model(seed, with_tokenizer);
+    qiao_status st = qmod_save(m, path, QIAO_DTYPE_F32);
+    qmod_free(m);
+    if (st != QIAO_OK) fail_msg("writing %s: %s", path, qiao_last_error());
+}
+
+#endif /* QIAO_TESTS_MODEL_FIXTURE_H */
