@@ -147,6 +147,55 @@ qiao_status qmod_batch_mels(const qmod_model *m, const float *const *mels, const
     return QIAO_OK;
 }
 
+qiao_status qmod_batch_select(const qmod_model *m, const qmod_batch *src, const int64_t *rows, size_t n,
+                              qmod_batch *out) {
+    if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_batch_select: out is NULL");
+    memset(out, 0, sizeof *out);
+    if (!m || !src || !rows || n == 0 || !src->lengths)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_batch_select: no model, batch or rows");
+    int64_t T = 1;
+    for (size_t i = 0; i < n; i++) {
+        if (rows[i] < 0 || rows[i] >= src->B)
+            return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_batch_select: row %lld of a batch of %lld",
+                            (long long)rows[i], (long long)src->B);
+        if (src->lengths[rows[i]] > T) T = src->lengths[rows[i]];
+    }
+    if (src->mod == QMOD_IMAGE) T = src->T; /* every image has all its patches */
+    /* Values per token in each of the modality's arrays. */
+    const size_t K = (size_t)m->cfg.text.k, M = (size_t)m->cfg.audio.n_mels,
+                 PD = (size_t)m->cfg.image.patch_dim;
+    const size_t sT = (size_t)src->T, dT = (size_t)T;
+    out->mod = src->mod;
+    out->B = (int64_t)n;
+    out->T = T;
+    out->lengths = alloc_n(n, sizeof(int64_t));
+    bool ok = out->lengths != NULL;
+    if (src->ids) ok = ok && (out->ids = alloc_n(n * dT, sizeof(int32_t)));
+    if (src->char_ids) ok = ok && (out->char_ids = alloc_n(n * dT * K, sizeof(int32_t)));
+    if (src->tags) ok = ok && (out->tags = alloc_n(n * dT, 1));
+    if (src->mask) ok = ok && (out->mask = alloc_n(n * dT, 1));
+    if (src->mel) ok = ok && (out->mel = alloc_n(n * dT, M * sizeof(float)));
+    if (src->patches) ok = ok && (out->patches = alloc_n(n * dT, PD * sizeof(float)));
+    if (!ok) {
+        qmod_batch_free(out);
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qmod_batch_select: out of memory for %zu rows of %lld", n,
+                        (long long)T);
+    }
+    /* Each row keeps its first min(T, src->T) positions; the rest stays zero (padding). */
+    const size_t c = dT < sT ? dT : sT;
+    for (size_t i = 0; i < n; i++) {
+        const size_t r = (size_t)rows[i];
+        out->lengths[i] = src->lengths[r];
+        if (out->ids) memcpy(out->ids + i * dT, src->ids + r * sT, c * sizeof(int32_t));
+        if (out->char_ids) memcpy(out->char_ids + i * dT * K, src->char_ids + r * sT * K, c * K * sizeof(int32_t));
+        if (out->tags) memcpy(out->tags + i * dT, src->tags + r * sT, c);
+        if (out->mask) memcpy(out->mask + i * dT, src->mask + r * sT, c);
+        if (out->mel) memcpy(out->mel + i * dT * M, src->mel + r * sT * M, c * M * sizeof(float));
+        if (out->patches) memcpy(out->patches + i * dT * PD, src->patches + r * sT * PD, c * PD * sizeof(float));
+    }
+    return QIAO_OK;
+}
+
 qiao_status qmod_batch_audio(const qmod_model *m, const qiao_audio *const *clips, size_t n, qmod_batch *out) {
     if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_batch_audio: out is NULL");
     memset(out, 0, sizeof *out);

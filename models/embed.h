@@ -71,6 +71,12 @@ qiao_status qmod_batch_audio(const qmod_model *m, const qiao_audio *const *clips
 qiao_status qmod_batch_mels(const qmod_model *m, const float *const *mels, const int64_t *frames, size_t n,
                             qmod_batch *out);
 
+/* Rows `rows[0..n)` of src as a new batch, padded to their own longest
+ * (T = the largest of their lengths, at least 1). Training runs a batch's
+ * clips in chunks of similar length through it: a chunk of short clips no
+ * longer pays for the batch's longest. */
+qiao_status qmod_batch_select(const qmod_model *m, const qmod_batch *src, const int64_t *rows, size_t n, qmod_batch *out);
+
 /* Activations of one modality for up to B_max items of up to T_max tokens
  * (text) or frames (audio); images always have P. With `train` the
  * activation-gradient arena exists too. */

@@ -71,6 +71,8 @@ qiao_status qmod_train_hparams_from_config(const char *cfg_json, qmod_train_hpar
             if ((st = num(it, 1, 1e9, true, &v)) == QIAO_OK) h.steps = (int64_t)v;
         } else if (!strcmp(k, "warmup")) {
             if ((st = num(it, 0, 1e9, true, &v)) == QIAO_OK) h.warmup = (int64_t)v;
+        } else if (!strcmp(k, "restart")) {
+            if ((st = num(it, 0, 1e9, true, &v)) == QIAO_OK) h.restart = (int64_t)v;
         } else if (!strcmp(k, "lr")) {
             if ((st = num(it, 0, 1, false, &v)) == QIAO_OK) h.lr = (float)v;
         } else if (!strcmp(k, "lr_min")) {
@@ -154,6 +156,7 @@ static char *hparams_json(const qmod_train_hparams *h, int64_t step, double seco
     cJSON_AddNumberToObject(o, "batch", (double)h->batch);
     cJSON_AddNumberToObject(o, "steps", (double)h->steps);
     cJSON_AddNumberToObject(o, "warmup", (double)h->warmup);
+    if (h->restart > 0) cJSON_AddNumberToObject(o, "restart", (double)h->restart);
     cJSON_AddNumberToObject(o, "lr", h->lr);
     cJSON_AddNumberToObject(o, "lr_min", h->lr_min);
     cJSON_AddNumberToObject(o, "weight_decay", h->weight_decay);
@@ -306,9 +309,101 @@ static qiao_status step_bufs_init(step_bufs *s, int64_t B, int64_t D) {
     return QIAO_OK;
 }
 
+/* ---- audio in chunks of similar length ----------------------------------------- */
+
+/* A batch's clips last from 3 to 25 s. Padded to the longest, more than half
+ * of the audio encoder's work (most of a step) would go into padding. The
+ * clips run instead in chunks of AUDIO_CHUNK sorted by length, each padded
+ * to its own longest. The encoder treats items independently (masked), so
+ * the embeddings are the same as the whole batch's. Each chunk keeps its
+ * own workspace: its activations wait there for the backward. */
+#define AUDIO_CHUNK 32
+
+typedef struct audio_chunks {
+    int64_t cap, n;   /* chunks allocated, in use */
+    int64_t *order;   /* (cap * AUDIO_CHUNK) clips, shortest first */
+    qmod_batch *sub;  /* (cap) */
+    qmod_work *w;     /* (cap) */
+    float *emb, *g;   /* (cap * AUDIO_CHUNK, D): embeddings in batch order; one chunk's gradient */
+} audio_chunks;
+
+static void audio_chunks_free(audio_chunks *c) {
+    for (int64_t i = 0; i < c->cap; i++) {
+        if (c->sub) qmod_batch_free(&c->sub[i]);
+        if (c->w) qmod_work_free(&c->w[i]);
+    }
+    free(c->order);
+    free(c->sub);
+    free(c->w);
+    free(c->emb);
+    free(c->g);
+    memset(c, 0, sizeof *c);
+}
+
+static qiao_status audio_chunks_init(audio_chunks *c, const qmod_model *m, int64_t B) {
+    memset(c, 0, sizeof *c);
+    const int64_t D = m->cfg.embed_dim;
+    c->cap = (B + AUDIO_CHUNK - 1) / AUDIO_CHUNK;
+    c->order = calloc((size_t)(c->cap * AUDIO_CHUNK), sizeof *c->order);
+    c->sub = calloc((size_t)c->cap, sizeof *c->sub);
+    c->w = calloc((size_t)c->cap, sizeof *c->w);
+    c->emb = calloc((size_t)(c->cap * AUDIO_CHUNK * D), sizeof(float));
+    c->g = calloc((size_t)(AUDIO_CHUNK * D), sizeof(float));
+    qiao_status st = c->order && c->sub && c->w && c->emb && c->g
+                         ? QIAO_OK
+                         : qc_error(QIAO_ERR_OUT_OF_MEMORY, "trainer: out of memory for the audio chunks");
+    for (int64_t i = 0; i < c->cap && st == QIAO_OK; i++)
+        st = qmod_work_init(&c->w[i], m, QMOD_AUDIO, AUDIO_CHUNK, 256, true);
+    if (st != QIAO_OK) audio_chunks_free(c);
+    return st;
+}
+
+/* Embeds the A clips of `a` chunk by chunk into c->emb (A, D), batch order. */
+static qiao_status audio_chunks_forward(const qb_exec *ex, const qmod_model *m, audio_chunks *c,
+                                        const qmod_batch *a) {
+    const int64_t A = a->B, D = m->cfg.embed_dim;
+    if (A > c->cap * AUDIO_CHUNK)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "trainer: %lld clips in a batch of at most %lld", (long long)A,
+                        (long long)(c->cap * AUDIO_CHUNK));
+    /* insertion sort by (length, index): stable, so the chunks are a pure function of the batch */
+    for (int64_t i = 0; i < A; i++) {
+        int64_t j = i;
+        while (j > 0 && a->lengths[c->order[j - 1]] > a->lengths[i]) {
+            c->order[j] = c->order[j - 1];
+            j--;
+        }
+        c->order[j] = i;
+    }
+    c->n = (A + AUDIO_CHUNK - 1) / AUDIO_CHUNK;
+    qiao_status st = QIAO_OK;
+    for (int64_t k = 0; k < c->n && st == QIAO_OK; k++) {
+        const int64_t r0 = k * AUDIO_CHUNK, nr = A - r0 < AUDIO_CHUNK ? A - r0 : AUDIO_CHUNK;
+        qmod_batch_free(&c->sub[k]);
+        const float *e = NULL;
+        st = qmod_batch_select(m, a, c->order + r0, (size_t)nr, &c->sub[k]);
+        if (st == QIAO_OK) st = qmod_work_reserve(&c->w[k], m, nr, c->sub[k].T);
+        if (st == QIAO_OK) st = qmod_forward(ex, m, &c->w[k], &c->sub[k], &e);
+        for (int64_t j = 0; j < nr && st == QIAO_OK; j++)
+            memcpy(c->emb + c->order[r0 + j] * D, e + j * D, (size_t)D * sizeof(float));
+    }
+    return st;
+}
+
+/* After audio_chunks_forward: demb (A, D) in batch order -> parameter gradients. */
+static void audio_chunks_backward(const qb_exec *ex, const qmod_model *m, qmod_params *grads, audio_chunks *c,
+                                  const float *demb) {
+    const int64_t D = m->cfg.embed_dim;
+    for (int64_t k = 0; k < c->n; k++) {
+        const int64_t r0 = k * AUDIO_CHUNK, nr = c->sub[k].B;
+        for (int64_t j = 0; j < nr; j++)
+            memcpy(c->g + j * D, demb + c->order[r0 + j] * D, (size_t)D * sizeof(float));
+        qmod_backward(ex, m, grads, &c->w[k], &c->sub[k], c->g);
+    }
+}
+
 /* Forward, losses, backward and update of one batch. */
-static qiao_status train_step(trainer *t, qmod_work *w, step_bufs *s, const qmod_train_batch *b,
-                              qmod_train_log *log) {
+static qiao_status train_step(trainer *t, qmod_work *w, audio_chunks *ac, step_bufs *s,
+                              const qmod_train_batch *b, qmod_train_log *log) {
     const qb_exec *ex = &t->ex;
     qmod_model *m = t->m;
     const int64_t B = b->B, A = b->A, D = m->cfg.embed_dim;
@@ -324,6 +419,11 @@ static qiao_status train_step(trainer *t, qmod_work *w, step_bufs *s, const qmod
     qiao_status st = QIAO_OK;
     for (int mod = 0; mod < QMOD_N_MODALITIES && st == QIAO_OK; mod++) {
         if (!run[mod]) continue;
+        if (mod == QMOD_AUDIO) {
+            st = audio_chunks_forward(ex, m, ac, in[mod]);
+            e[mod] = ac->emb;
+            continue;
+        }
         st = qmod_work_reserve(&w[mod], m, in[mod]->B, in[mod]->T);
         if (st == QIAO_OK) st = qmod_forward(ex, m, &w[mod], in[mod], &e[mod]);
     }
@@ -376,11 +476,17 @@ static qiao_status train_step(trainer *t, qmod_work *w, step_bufs *s, const qmod
             }
         }
     }
-    for (int mod = 0; mod < QMOD_N_MODALITIES; mod++)
-        if (run[mod]) qmod_backward(ex, m, &t->g, &w[mod], in[mod], s->demb[mod]);
+    for (int mod = 0; mod < QMOD_N_MODALITIES; mod++) {
+        if (!run[mod]) continue;
+        if (mod == QMOD_AUDIO)
+            audio_chunks_backward(ex, m, &t->g, ac, s->demb[mod]);
+        else
+            qmod_backward(ex, m, &t->g, &w[mod], in[mod], s->demb[mod]);
+    }
 
     const int64_t step = t->step; /* 0-based index of this step */
-    const float lr = nn_lr_warmup_cosine(step, t->h.warmup, t->h.steps, t->h.lr, t->h.lr_min);
+    const float lr = nn_lr_warmup_cosine(step - t->h.restart, t->h.warmup, t->h.steps - t->h.restart, t->h.lr,
+                                         t->h.lr_min);
     const float gnorm = nn_clip_grad_norm(ex, t->grads.base, (int64_t)t->grads.n, t->h.clip);
     if (!isfinite(gnorm))
         return qc_error(QIAO_ERR_INTERNAL, "step %lld: the gradient norm is not finite", (long long)(step + 1));
@@ -508,6 +614,8 @@ qiao_status qmod_train(const qmod_train_params *p) {
     qmod_loader *loader = NULL;
     qmod_work w[QMOD_N_MODALITIES];
     memset(w, 0, sizeof w);
+    audio_chunks ac;
+    memset(&ac, 0, sizeof ac);
     step_bufs sb;
     memset(&sb, 0, sizeof sb);
     qiao_status st = trainer_init(&t, p);
@@ -528,7 +636,10 @@ qiao_status qmod_train(const qmod_train_params *p) {
     if (st == QIAO_OK && !train.has_images) freeze_images(t.m);
     for (int mod = 0; mod < QMOD_N_MODALITIES && st == QIAO_OK; mod++) {
         if (mod == QMOD_IMAGE && !train.has_images) continue;
-        st = qmod_work_init(&w[mod], t.m, (qmod_modality)mod, t.h.batch, mod == QMOD_AUDIO ? 256 : 16, true);
+        if (mod == QMOD_AUDIO)
+            st = audio ? audio_chunks_init(&ac, t.m, t.h.batch) : QIAO_OK;
+        else
+            st = qmod_work_init(&w[mod], t.m, (qmod_modality)mod, t.h.batch, 16, true);
     }
     if (st == QIAO_OK) st = step_bufs_init(&sb, t.h.batch, t.m->cfg.embed_dim);
     if (st == QIAO_OK) {
@@ -558,7 +669,7 @@ qiao_status qmod_train(const qmod_train_params *p) {
         qmod_train_log log;
         memset(&log, 0, sizeof log);
         log.val_t2i_r1 = log.val_i2t_r1 = log.val_a2i_r1 = log.val_a2t_r1 = NAN;
-        st = train_step(&t, w, &sb, b, &log);
+        st = train_step(&t, w, &ac, &sb, b, &log);
         qmod_loader_release(loader, b);
         if (st != QIAO_OK) break;
         const bool last = t.step == t.h.steps;
@@ -578,6 +689,7 @@ qiao_status qmod_train(const qmod_train_params *p) {
     if (st == QIAO_OK) st = qmod_save(t.m, p->out_path, QIAO_DTYPE_BF16);
     free(sb.all);
     for (int mod = 0; mod < QMOD_N_MODALITIES; mod++) qmod_work_free(&w[mod]);
+    audio_chunks_free(&ac);
     qmod_dataset_free(&train);
     qmod_dataset_free(&val);
     trainer_free(&t);

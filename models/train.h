@@ -30,6 +30,9 @@ typedef struct qmod_train_hparams {
     int64_t batch;          /* scenes per step (default 64) */
     int64_t steps;          /* total optimizer steps (default 1000) */
     int64_t warmup;         /* linear warmup steps (default 5% of steps) */
+    int64_t restart;        /* the step the schedule starts from: warmup and cosine run over
+                             * [restart, steps). 0 normally; a resumed run that gets more steps
+                             * can restart its schedule at the checkpoint (a warm restart). */
     float lr;               /* peak learning rate (default 1e-3) */
     float lr_min;           /* cosine floor (default lr / 20) */
     float weight_decay;     /* AdamW (default 0.05) */

@@ -30,7 +30,7 @@ static void usage(FILE *f) {
             "       qiao train --init MODEL.safetensors --data DIR --out M.safetensors   (fine-tune)\n"
             "                  [--val DIR] [--resume CKPT] [--ckpt CKPT] [--log PREFIX]\n"
             "                  [--steps N] [--batch B] [--lr X] [--warmup N] [--seed S] [--eval-every N]\n"
-            "                  [--eval-pool N] [--threads N] [--loader-threads N] [--quiet]\n"
+            "                  [--eval-pool N] [--threads N] [--loader-threads N] [--restart] [--quiet]\n"
             "  DIR is a split (manifest.jsonl: shapes, or image-less speech such as `qiao dataset fsdd`);\n"
             "  if DIR/train exists it is used, with DIR/val for validation unless --val is given.\n"
             "  Hyperparameters come from the config's \"train\" object (options override them); with\n"
@@ -38,7 +38,9 @@ static void usage(FILE *f) {
             "  start (fresh optimizer, step 0). Without images only audio-text trains and a batch holds\n"
             "  one clip per distinct caption (--batch 10 for digits). --ckpt defaults to\n"
             "  M.ckpt.safetensors and --log to M (writing M.csv and M.png). Ctrl-C stops after the\n"
-            "  current step and writes the checkpoint; --resume CKPT continues exactly where it stopped.\n");
+            "  current step and writes the checkpoint; --resume CKPT continues exactly where it stopped.\n"
+            "  --restart with --resume and more --steps starts a new schedule at the checkpoint's step\n"
+            "  (warmup, then cosine to the new end) instead of stretching the old one.\n");
 }
 
 typedef struct run {
@@ -166,7 +168,7 @@ int cmd_train(int argc, char **argv) {
     const char *data = NULL, *val = NULL, *ckpt = NULL, *logp = NULL, *config = NULL;
     long long steps = -1, batch = -1, seed = -1, eval_every = -1, eval_pool = -1, warmup = -1;
     double lr = -1;
-    int quiet = 0;
+    int quiet = 0, restart = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -175,6 +177,10 @@ int cmd_train(int argc, char **argv) {
         }
         if (!strcmp(a, "--quiet")) {
             quiet = 1;
+            continue;
+        }
+        if (!strcmp(a, "--restart")) {
+            restart = 1;
             continue;
         }
         if (i + 1 >= argc) {
@@ -263,6 +269,14 @@ int cmd_train(int argc, char **argv) {
     if (eval_pool > 0) p.hp.eval_pool = eval_pool;
     if (lr > 0) p.hp.lr = (float)lr;
     if (warmup >= 0) p.hp.warmup = warmup;
+    if (restart) {
+        if (!p.resume_path || p.hp.steps <= resume_step) {
+            fprintf(stderr, "qiao train: --restart needs --resume and --steps beyond the checkpoint's step %lld\n",
+                    (long long)resume_step);
+            return 2;
+        }
+        p.hp.restart = resume_step;
+    }
 
     char *ckpt_owned = ckpt ? NULL : derive(p.out_path, ".ckpt.safetensors");
     p.ckpt_path = ckpt ? ckpt : ckpt_owned;

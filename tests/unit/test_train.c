@@ -6,7 +6,10 @@
  *   threads       1 and 2 compute threads (and 1 or 2 loader threads) give
  *                 the same model bytes: a run is a function of its seed;
  *   learns        on 16 scenes the three losses fall well below chance;
- *   errors        bad inputs fail with clear messages and leave no output. */
+ *   errors        bad inputs fail with clear messages and leave no output;
+ *   chunks        clips run in chunks of similar length (qmod_batch_select, as
+ *                 the trainer does) give the whole batch's embeddings and
+ *                 parameter gradients. */
 #define _GNU_SOURCE
 #include <ftw.h>
 #include <math.h>
@@ -16,9 +19,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "model_fixture.h"
+#include "models/embed.h"
 #include "models/train.h"
 #include "shapes/shapes.h"
-#include "testutil.h"
 
 #define TINY_JSON QIAO_SOURCE_DIR "/models/configs/tiny.json"
 #define TOK_PATH QIAO_TEST_DATA "/tokenizer/tok-test.safetensors"
@@ -235,12 +239,113 @@ static void errors(void **state) {
     assert_int_equal(access(out, F_OK), -1);
 }
 
+/* Embeddings and parameter gradients of `rows` of the clip batch `all`, run
+ * as one batch of their own; gradients accumulate into g. */
+static void run_rows(const qb_exec *ex, const qmod_model *m, qmod_params *g, const qmod_batch *all,
+                     const int64_t *rows, size_t n, const float *demb_all, float *emb_all) {
+    const int64_t D = m->cfg.embed_dim;
+    qmod_batch sub;
+    assert_int_equal(qmod_batch_select(m, all, rows, n, &sub), QIAO_OK);
+    int64_t T = 1;
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(sub.lengths[i], all->lengths[rows[i]]);
+        if (all->lengths[rows[i]] > T) T = all->lengths[rows[i]];
+    }
+    assert_int_equal(sub.T, T); /* padded to its own longest */
+    qmod_work w;
+    memset(&w, 0, sizeof w);
+    assert_int_equal(qmod_work_init(&w, m, QMOD_AUDIO, (int64_t)n, T, true), QIAO_OK);
+    const float *e = NULL;
+    assert_int_equal(qmod_forward(ex, m, &w, &sub, &e), QIAO_OK);
+    float *demb = calloc(n * (size_t)D, sizeof(float));
+    assert_non_null(demb);
+    for (size_t i = 0; i < n; i++) {
+        memcpy(emb_all + rows[i] * D, e + i * (size_t)D, (size_t)D * sizeof(float));
+        memcpy(demb + i * (size_t)D, demb_all + rows[i] * D, (size_t)D * sizeof(float));
+    }
+    qmod_backward(ex, m, g, &w, &sub, demb);
+    free(demb);
+    qmod_work_free(&w);
+    qmod_batch_free(&sub);
+}
+
+static void chunks(void **state) {
+    (void)state;
+    qmod_model *m = qt_tiny_model(3, false);
+    const int64_t D = m->cfg.embed_dim, M = m->cfg.audio.n_mels;
+    enum { N = 5 };
+    const int64_t frames[N] = {40, 200, 90, 17, 130};
+    float *mels[N];
+    uint32_t r = 12345;
+    for (int i = 0; i < N; i++) {
+        mels[i] = malloc((size_t)(frames[i] * M) * sizeof(float));
+        assert_non_null(mels[i]);
+        for (int64_t j = 0; j < frames[i] * M; j++) {
+            r = r * 1664525u + 1013904223u;
+            mels[i][j] = -8.0f + 8.0f * (float)(r >> 8) / 16777216.0f;
+        }
+    }
+    qmod_batch all;
+    assert_int_equal(qmod_batch_mels(m, (const float *const *)mels, frames, N, &all), QIAO_OK);
+    float *demb = malloc((size_t)(N * D) * sizeof(float)), *e1 = calloc((size_t)(N * D), sizeof(float)),
+          *e2 = calloc((size_t)(N * D), sizeof(float));
+    assert_non_null(demb);
+    assert_non_null(e1);
+    assert_non_null(e2);
+    for (int64_t j = 0; j < N * D; j++) {
+        r = r * 1664525u + 1013904223u;
+        demb[j] = (float)(r >> 8) / 16777216.0f - 0.5f;
+    }
+    qb_exec ex;
+    qb_exec_cpu(&ex, 1);
+    qc_arena g1, g2;
+    assert_int_equal(qc_arena_alloc(&g1, m->tab.total), QIAO_OK);
+    assert_int_equal(qc_arena_alloc(&g2, m->tab.total), QIAO_OK);
+    qc_arena_zero(&g1);
+    qc_arena_zero(&g2);
+    qmod_params p1, p2;
+    qc_table_bind(&m->tab, g1.base, &p1);
+    qc_table_bind(&m->tab, g2.base, &p2);
+
+    const int64_t whole[N] = {0, 1, 2, 3, 4}, short3[3] = {3, 0, 2}, long2[2] = {4, 1};
+    run_rows(&ex, m, &p1, &all, whole, N, demb, e1);
+    run_rows(&ex, m, &p2, &all, short3, 3, demb, e2);
+    run_rows(&ex, m, &p2, &all, long2, 2, demb, e2);
+    double max_e = 0, max_g = 0, scale = 0;
+    for (int64_t j = 0; j < N * D; j++) max_e = fmax(max_e, fabs((double)e1[j] - e2[j]));
+    const float *a = g1.base, *b = g2.base;
+    for (size_t j = 0; j < m->tab.total; j++) {
+        max_g = fmax(max_g, fabs((double)a[j] - b[j]));
+        scale = fmax(scale, fabs((double)a[j]));
+    }
+    assert_true(scale > 0);
+    if (max_e > 1e-5 || max_g > 1e-4 * scale)
+        fail_msg("chunked audio differs from the whole batch: embeddings by %g, gradients by %g (max %g)", max_e,
+                 max_g, scale);
+
+    /* rows outside the batch are an error, not a read out of bounds */
+    qmod_batch bad;
+    const int64_t out_of_range[1] = {N};
+    assert_int_equal(qmod_batch_select(m, &all, out_of_range, 1, &bad), QIAO_ERR_INVALID_ARGUMENT);
+    assert_int_equal(qmod_batch_select(m, &all, whole, 0, &bad), QIAO_ERR_INVALID_ARGUMENT);
+
+    qc_arena_free(&g1);
+    qc_arena_free(&g2);
+    free(demb);
+    free(e1);
+    free(e2);
+    qmod_batch_free(&all);
+    for (int i = 0; i < N; i++) free(mels[i]);
+    qmod_free(m);
+}
+
 int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(resume_exact),
         cmocka_unit_test(threads),
         cmocka_unit_test(learns),
         cmocka_unit_test(errors),
+        cmocka_unit_test(chunks),
     };
     if (argc > 1) cmocka_set_test_filter(argv[1]);
     /* the scenes are generated once for the cases that run */
