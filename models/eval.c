@@ -138,30 +138,43 @@ static qiao_status check_rows(const float *e, int64_t n, int64_t D, const char *
                     names[bad / D]);
 }
 
-/* Images of scenes[0..P) into e (P, D). */
-static qiao_status embed_images(embed_ctx *c, int64_t P, qmod_work *w, float *e) {
-    int64_t B = c->p->batch;
+/* Decoded from their files: the pictures (QMOD_IMAGE) or the spoken captions
+ * in `lang` (QMOD_AUDIO) of the scenes rows[0..n) (rows NULL: scenes 0..n),
+ * into e (n, D). */
+static qiao_status embed_files(embed_ctx *c, qmod_modality mod, int lang, const int64_t *rows, int64_t n,
+                               qmod_work *w, float *e) {
+    const int64_t B = c->p->batch;
     qiao_image **imgs = calloc((size_t)B, sizeof *imgs);
+    qiao_audio **clips = calloc((size_t)B, sizeof *clips);
     const char **names = calloc((size_t)B, sizeof *names);
     qiao_status st = QIAO_OK;
-    if (!imgs || !names) st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "eval: image batch of %lld", (long long)B);
+    if (!imgs || !clips || !names)
+        st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "eval: %s batch of %lld", qmod_modality_name(mod), (long long)B);
     qiao_image_decode_params dp = qiao_image_decode_default_params();
-    for (int64_t i0 = 0; st == QIAO_OK && i0 < P; i0 += B) {
-        int64_t n = P - i0 < B ? P - i0 : B;
-        for (int64_t i = 0; i < n && st == QIAO_OK; i++) {
-            names[i] = c->d->scenes[i0 + i].image;
-            st = qiao_image_decode_file(names[i], &dp, &imgs[i]);
+    qiao_audio_params ap = qiao_audio_default_params();
+    for (int64_t i0 = 0; st == QIAO_OK && i0 < n; i0 += B) {
+        const int64_t nb = n - i0 < B ? n - i0 : B;
+        for (int64_t i = 0; i < nb && st == QIAO_OK; i++) {
+            const qmod_scene *s = &c->d->scenes[rows ? rows[i0 + i] : i0 + i];
+            names[i] = mod == QMOD_IMAGE ? s->image : s->speech[lang];
+            st = mod == QMOD_IMAGE ? qiao_image_decode_file(names[i], &dp, &imgs[i])
+                                   : qiao_audio_decode_file(names[i], &ap, &clips[i]);
         }
         if (st == QIAO_OK)
-            st = qmod_embed_images(c->ex, c->m, w, (const qiao_image *const *)imgs, (size_t)n, e + i0 * c->D);
-        for (int64_t i = 0; i < n; i++) {
+            st = mod == QMOD_IMAGE
+                     ? qmod_embed_images(c->ex, c->m, w, (const qiao_image *const *)imgs, (size_t)nb, e + i0 * c->D)
+                     : qmod_embed_audio(c->ex, c->m, w, (const qiao_audio *const *)clips, (size_t)nb, e + i0 * c->D);
+        for (int64_t i = 0; i < nb; i++) {
             qiao_image_free(imgs[i]);
+            qiao_audio_free(clips[i]);
             imgs[i] = NULL;
+            clips[i] = NULL;
         }
-        if (st == QIAO_OK) st = check_rows(e + i0 * c->D, n, c->D, names);
-        if (st == QIAO_OK) report(c, n);
+        if (st == QIAO_OK) st = check_rows(e + i0 * c->D, nb, c->D, names);
+        if (st == QIAO_OK) report(c, nb);
     }
     free(imgs);
+    free(clips);
     free(names);
     return st;
 }
@@ -190,34 +203,6 @@ static qiao_status embed_texts(embed_ctx *c, int lang, const int64_t *rows, int6
     free(texts);
     free(names);
     free(name_buf);
-    return st;
-}
-
-/* Spoken captions in `lang` of the scenes listed in rows[0..n) into e (n, D). */
-static qiao_status embed_speech(embed_ctx *c, int lang, const int64_t *rows, int64_t n, qmod_work *w, float *e) {
-    int64_t B = c->p->batch;
-    qiao_audio **clips = calloc((size_t)B, sizeof *clips);
-    const char **names = calloc((size_t)B, sizeof *names);
-    qiao_status st = QIAO_OK;
-    if (!clips || !names) st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "eval: audio batch of %lld", (long long)B);
-    qiao_audio_params ap = qiao_audio_default_params();
-    for (int64_t i0 = 0; st == QIAO_OK && i0 < n; i0 += B) {
-        int64_t nb = n - i0 < B ? n - i0 : B;
-        for (int64_t i = 0; i < nb && st == QIAO_OK; i++) {
-            names[i] = c->d->scenes[rows[i0 + i]].speech[lang];
-            st = qiao_audio_decode_file(names[i], &ap, &clips[i]);
-        }
-        if (st == QIAO_OK)
-            st = qmod_embed_audio(c->ex, c->m, w, (const qiao_audio *const *)clips, (size_t)nb, e + i0 * c->D);
-        for (int64_t i = 0; i < nb; i++) {
-            qiao_audio_free(clips[i]);
-            clips[i] = NULL;
-        }
-        if (st == QIAO_OK) st = check_rows(e + i0 * c->D, nb, c->D, names);
-        if (st == QIAO_OK) report(c, nb);
-    }
-    free(clips);
-    free(names);
     return st;
 }
 
@@ -315,14 +300,14 @@ qiao_status qmod_eval_retrieval(const qb_exec *ex, const qmod_model *m, const qm
         c.total += s->n_txt + s->n_aud;
     }
 
-    if ((st = embed_images(&c, P, &wi, img)) != QIAO_OK) goto done;
+    if ((st = embed_files(&c, QMOD_IMAGE, 0, NULL, P, &wi, img)) != QIAO_OK) goto done;
     work_release(&wi);
     for (int l = 0; l < QMOD_N_LANGS && st == QIAO_OK; l++)
         if (L[l].n_txt) st = embed_texts(&c, l, L[l].txt_scene, L[l].n_txt, &wt, L[l].txt);
     if (st != QIAO_OK) goto done;
     work_release(&wt);
     for (int l = 0; l < QMOD_N_LANGS && st == QIAO_OK; l++)
-        if (L[l].n_aud) st = embed_speech(&c, l, L[l].aud_scene, L[l].n_aud, &wa, L[l].aud);
+        if (L[l].n_aud) st = embed_files(&c, QMOD_AUDIO, l, L[l].aud_scene, L[l].n_aud, &wa, L[l].aud);
     if (st != QIAO_OK) goto done;
     work_release(&wa);
 

@@ -4,6 +4,10 @@
 #ifndef QIAO_CLI_H
 #define QIAO_CLI_H
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
 #include <qiao.h>
 
 int cmd_info(int argc, char **argv);
@@ -21,5 +25,22 @@ int cmd_search(int argc, char **argv);
 
 /* Prints "qiao: <status>: <detail>" to stderr and returns 1. */
 int cli_fail(qiao_status st);
+
+/* Seconds on the monotonic clock: elapsed times and rates. */
+double cli_now(void);
+/* True when path names a regular file. */
+bool cli_is_file(const char *path);
+/* The split directory that --data names: `data` itself when it holds a
+ * manifest.jsonl, else data/<split> when that does, else `data` (whose
+ * loading then says what is missing). */
+void cli_split_dir(const char *data, const char *split, char *dir, size_t cap);
+
+/* A progress line on stderr, "<label>: done/total <unit>, R <unit>/s, ETA S s",
+ * redrawn at most once a second and ended by a newline when done == total. */
+typedef struct cli_progress {
+    double t0, last;
+} cli_progress;
+void cli_progress_start(cli_progress *p);
+void cli_progress_show(cli_progress *p, const char *label, const char *unit, int64_t done, int64_t total);
 
 #endif

@@ -21,27 +21,8 @@ static void usage(FILE *f) {
             "       qiao dataset shapes --baseline DIR   (blind baseline of DIR/manifest.jsonl)\n");
 }
 
-typedef struct progress {
-    struct timespec t0;
-    double last;
-} progress;
-
-static double since(const struct timespec *t0) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)(t.tv_sec - t0->tv_sec) + 1e-9 * (double)(t.tv_nsec - t0->tv_nsec);
-}
-
 static int on_progress(int64_t done, int64_t total, void *user_data) {
-    progress *p = user_data;
-    double t = since(&p->t0);
-    if (done == total || t - p->last >= 1.0) {
-        p->last = t;
-        double rate = t > 0 ? (double)done / t : 0.0;
-        fprintf(stderr, "\rshapes: %lld/%lld scenes, %.0f scenes/s, ETA %.0f s   ", (long long)done, (long long)total,
-                rate, rate > 0 ? (double)(total - done) / rate : 0.0);
-        if (done == total) fputc('\n', stderr);
-    }
+    cli_progress_show(user_data, "shapes", "scenes", done, total);
     return 0;
 }
 
@@ -132,8 +113,8 @@ int cmd_dataset_shapes(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    progress pr = {.last = 0};
-    clock_gettime(CLOCK_MONOTONIC, &pr.t0);
+    cli_progress pr;
+    cli_progress_start(&pr);
     p.progress = on_progress;
     p.user_data = &pr;
     qiao_status st = shapes_generate(&p, out);
@@ -141,7 +122,7 @@ int cmd_dataset_shapes(int argc, char **argv) {
         fputc('\n', stderr);
         return cli_fail(st);
     }
-    double t = since(&pr.t0);
+    double t = cli_now() - pr.t0;
     fprintf(stderr, "shapes: wrote %lld %s scenes to %s in %.1f s (%.0f scenes/s)\n", (long long)p.n,
             shapes_split_name(p.split), out, t, t > 0 ? (double)p.n / t : 0.0);
     return 0;

@@ -42,17 +42,6 @@ static void usage(FILE *f) {
             DEMO_SCENES);
 }
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static bool is_file(const char *path) {
-    struct stat sb;
-    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
-}
-
 /* ---- the samples, as the index sees them ------------------------------------ */
 
 typedef struct demo {
@@ -125,30 +114,15 @@ static bool is_right(const demo *d, size_t item, int64_t scene) {
     return s >= 0 && (s == scene || !strcmp(d->data.scenes[s].signature, d->data.scenes[scene].signature));
 }
 
-typedef struct hit {
-    float score;
-    size_t i;
-} hit;
-
-/* Best first; ties in index (path) order, so the output is deterministic. */
-static int cmp_hit(const void *a, const void *b) {
-    const hit *x = a, *y = b;
-    if (x->score != y->score) return x->score > y->score ? -1 : 1;
-    return x->i < y->i ? -1 : x->i > y->i;
-}
-
 /* Ranks the items of `kind` against d->q, prints the top DEMO_TOP with a
  * check mark on the right ones and counts the query. */
 static void show_ranking(demo *d, search_kind kind, int64_t scene) {
-    size_t D = (size_t)d->idx.dim, n = 0;
-    hit *h = malloc((d->idx.n ? d->idx.n : 1) * sizeof *h);
-    if (!h) {
-        printf("    (out of memory)\n");
+    search_hit *h = NULL;
+    size_t n = 0;
+    if (search_rank(&d->idx, d->q, (int)kind, &h, &n) != QIAO_OK) {
+        printf("    (%s)\n", qiao_last_error());
         return;
     }
-    for (size_t i = 0; i < d->idx.n; i++)
-        if (d->idx.items[i].kind == kind) h[n++] = (hit){qiao_cosine(d->q, d->idx.emb + i * D, D), i};
-    qsort(h, n, sizeof *h, cmp_hit);
     int64_t right_rank = -1;
     for (size_t k = 0; k < n && right_rank < 0; k++)
         if (is_right(d, h[k].i, scene)) right_rank = (int64_t)k + 1;
@@ -272,14 +246,14 @@ int cmd_demo(int argc, char **argv) {
 
     printf("qiao %s demo: text, pictures and speech, in Chinese and English, in one embedding space\n\n",
            qiao_version());
-    double t0 = now(), t;
+    double t0 = cli_now(), t;
 
     /* 1. The model, loaded first so that a broken file fails before any work. */
     qiao_model *model = NULL;
     qiao_status st = qiao_model_load(model_path, &model);
     if (st != QIAO_OK) return cli_fail(st);
     printf("[1/4] model %s: \"%s\", %.1f M parameters, %lld dims (%.1f s)\n", model_path, qiao_model_name(model),
-           1e-6 * (double)qiao_model_param_count(model), (long long)qiao_model_dim(model), now() - t0);
+           1e-6 * (double)qiao_model_param_count(model), (long long)qiao_model_dim(model), cli_now() - t0);
 
     /* 2. The samples: shapes_generate skips the files already there (each is
      * written whole through a rename), so a rerun costs almost nothing, and it
@@ -290,8 +264,8 @@ int cmd_demo(int argc, char **argv) {
     snprintf(speech, sizeof speech, "%s/speech", samples);
     snprintf(manifest, sizeof manifest, "%s/manifest.jsonl", samples);
     snprintf(index, sizeof index, "%s/index.safetensors", work);
-    bool had = is_file(manifest);
-    t = now();
+    bool had = cli_is_file(manifest);
+    t = cli_now();
     shapes_params sp = shapes_default_params();
     sp.n = DEMO_SCENES;
     sp.seed = DEMO_SEED;
@@ -312,10 +286,10 @@ int cmd_demo(int argc, char **argv) {
     }
     printf("[2/4] samples: %d scenes of the shapes world's test split (never seen in training),\n"
            "      pictures and long captions spoken in Chinese and English -> %s (%s%.1f s)\n",
-           DEMO_SCENES, samples, had ? "already there, " : "", now() - t);
+           DEMO_SCENES, samples, had ? "already there, " : "", cli_now() - t);
 
     /* 3. The index: the same code and file as `qiao search index`. */
-    t = now();
+    t = cli_now();
     const char *roots[2] = {images, speech};
     search_update_params up = {.model_path = model_path, .index_path = index, .roots = roots, .n_roots = 2,
                                .n_threads = threads, .batch = 32};
@@ -326,7 +300,7 @@ int cmd_demo(int argc, char **argv) {
     }
     printf("[3/4] index: %lld pictures and %lld recordings -> %s (%lld embedded, %lld unchanged%s, %.1f s)\n",
            (long long)us.images, (long long)us.audios, index, (long long)us.embedded, (long long)us.kept,
-           us.model_changed ? "; another model's index was replaced" : "", now() - t);
+           us.model_changed ? "; another model's index was replaced" : "", cli_now() - t);
 
     /* 4. Queries. */
     demo d;
@@ -353,7 +327,7 @@ int cmd_demo(int argc, char **argv) {
     }
     if (rc == 0 && (st = qiao_session_new(model, &ssp, &d.session)) != QIAO_OK) rc = cli_fail(st);
     if (rc == 0) {
-        t = now();
+        t = cli_now();
         int64_t pick[5]; /* two scenes typed in both languages, one spoken in each, one picture */
         pick_scenes(&d.data, pick, 5);
         printf("[4/4] queries against the %lld pictures (%s = the right scene; scores are cosine similarities)\n\n",
@@ -365,14 +339,14 @@ int cmd_demo(int argc, char **argv) {
         if (rc == 0) rc = picture_query(&d, pick[4]);
         if (rc == 0) {
             printf("\n%d of %d queries found the right scene first (chance: about 1 in %lld each; %.1f s)\n",
-                   d.n_first, d.n_queries, (long long)us.images, now() - t);
+                   d.n_first, d.n_queries, (long long)us.images, cli_now() - t);
             printf("\nnext:\n"
                    "  qiao search query --index %s --text \"一个红色的圆形\"\n"
                    "  qiao search query --index %s --image %s/000000.png --kind audio\n"
                    "  qiao search index --model %s --out my.index ~/Pictures ~/Music   # your own files\n"
                    "  qiao eval retrieval --model %s --data %s   # recall@k on the samples\n",
                    index, index, images, model_path, model_path, samples);
-            printf("(done in %.1f s)\n", now() - t0);
+            printf("(done in %.1f s)\n", cli_now() - t0);
         }
     }
     qiao_session_free(d.session);

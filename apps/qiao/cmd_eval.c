@@ -42,32 +42,10 @@ static int parse_i64(const char *s, int64_t *out) {
     return 1;
 }
 
-static int is_file(const char *path) {
-    struct stat sb;
-    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
-}
-
-typedef struct progress {
-    struct timespec t0;
-    double last;
-} progress;
-
-static double since(const struct timespec *t0) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)(t.tv_sec - t0->tv_sec) + 1e-9 * (double)(t.tv_nsec - t0->tv_nsec);
-}
-
 static void on_progress(const char *phase, int64_t done, int64_t total, void *user_data) {
-    progress *p = user_data;
-    double t = since(&p->t0);
-    if (done == total || t - p->last >= 1.0) {
-        p->last = t;
-        double rate = t > 0 ? (double)done / t : 0.0;
-        fprintf(stderr, "\reval: %s %lld/%lld items, %.0f items/s, ETA %.0f s   ", phase, (long long)done,
-                (long long)total, rate, rate > 0 ? (double)(total - done) / rate : 0.0);
-        if (done == total) fputc('\n', stderr);
-    }
+    char label[64];
+    snprintf(label, sizeof label, "eval: %s", phase);
+    cli_progress_show(user_data, label, "items", done, total);
 }
 
 static void add_recalls(cJSON *o, const double r[QMOD_N_KS], int64_t n) {
@@ -173,13 +151,8 @@ static int retrieval(int argc, char **argv) {
     }
 
     /* --data names the split directory, or the data set root holding it. */
-    char dir[4096], probe[4200];
-    snprintf(dir, sizeof dir, "%s", data);
-    snprintf(probe, sizeof probe, "%s/manifest.jsonl", data);
-    if (!is_file(probe)) {
-        snprintf(probe, sizeof probe, "%s/%s/manifest.jsonl", data, split);
-        if (is_file(probe)) snprintf(dir, sizeof dir, "%s/%s", data, split);
-    }
+    char dir[4096];
+    cli_split_dir(data, split, dir, sizeof dir);
 
     qmod_model *m = NULL;
     qiao_status st = qmod_load(model_path, &m);
@@ -192,8 +165,8 @@ static int retrieval(int argc, char **argv) {
     }
     qb_exec ex;
     qb_exec_cpu(&ex, (int)threads);
-    progress pr = {.last = 0};
-    clock_gettime(CLOCK_MONOTONIC, &pr.t0);
+    cli_progress pr;
+    cli_progress_start(&pr);
     p.progress = on_progress;
     p.progress_user = &pr;
     qmod_retrieval r;
@@ -203,7 +176,7 @@ static int retrieval(int argc, char **argv) {
         fputc('\n', stderr);
         rc = cli_fail(st);
     } else {
-        fprintf(stderr, "eval: %lld scenes in %.1f s\n", (long long)r.pool, since(&pr.t0));
+        fprintf(stderr, "eval: %lld scenes in %.1f s\n", (long long)r.pool, cli_now() - pr.t0);
         if (json) {
             if (!print_json(model_path, dir, &r)) {
                 fprintf(stderr, "qiao: out of memory writing JSON\n");

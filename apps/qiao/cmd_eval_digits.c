@@ -37,17 +37,6 @@ static void usage(FILE *f) {
             "  cosine. Prints the accuracy per language (chance 10 %%) and the confusion matrices.\n");
 }
 
-static int is_file(const char *path) {
-    struct stat sb;
-    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
-}
-
-static double since(const struct timespec *t0) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)(t.tv_sec - t0->tv_sec) + 1e-9 * (double)(t.tv_nsec - t0->tv_nsec);
-}
-
 /* The digit a scene's caption names (English first), or -1. */
 static int truth_of(const qmod_scene *s) {
     for (int k = 0; k < QMOD_N_LANGS; k++) {
@@ -128,9 +117,8 @@ static qiao_status run_eval(qiao_session *s, int64_t D, const qmod_dataset *d, r
     for (int l = 0; l < QMOD_N_LANGS && st == QIAO_OK; l++)
         st = qiao_embed_texts(s, k_words[l], N_DIGITS, words + (size_t)l * N_DIGITS * (size_t)D,
                               N_DIGITS * (size_t)D);
-    struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    double last = 0;
+    cli_progress pr;
+    cli_progress_start(&pr);
     for (int64_t i = 0; i < d->n && st == QIAO_OK; i++) {
         const qmod_scene *sc = &d->scenes[i];
         const char *wav = sc->speech[QMOD_LANG_EN] ? sc->speech[QMOD_LANG_EN] : sc->speech[QMOD_LANG_ZH];
@@ -160,15 +148,10 @@ static qiao_status run_eval(qiao_session *s, int64_t D, const qmod_dataset *d, r
             r->correct[l] += best == truth;
         }
         r->n++;
-        const double t = since(&t0);
-        if (t - last >= 1.0) {
-            last = t;
-            fprintf(stderr, "\reval digits: %lld/%lld clips, %.0f clips/s   ", (long long)(i + 1), (long long)d->n,
-                    (double)(i + 1) / t);
-        }
+        cli_progress_show(&pr, "eval digits", "clips", i + 1, d->n);
     }
     if (st == QIAO_OK && r->n == 0) st = qc_error(QIAO_ERR_FORMAT, "%s: no scene has speech", d->dir);
-    if (st == QIAO_OK) fprintf(stderr, "\reval digits: %lld clips in %.1f s          \n", (long long)r->n, since(&t0));
+    if (st == QIAO_OK) fprintf(stderr, "\reval digits: %lld clips in %.1f s          \n", (long long)r->n, cli_now() - pr.t0);
     free(words);
     free(clip);
     return st;
@@ -218,13 +201,8 @@ int cmd_eval_digits(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    char dir[4096], probe[4200];
-    snprintf(dir, sizeof dir, "%s", data);
-    snprintf(probe, sizeof probe, "%s/manifest.jsonl", data);
-    if (!is_file(probe)) {
-        snprintf(probe, sizeof probe, "%s/test/manifest.jsonl", data);
-        if (is_file(probe)) snprintf(dir, sizeof dir, "%s/test", data);
-    }
+    char dir[4096];
+    cli_split_dir(data, "test", dir, sizeof dir);
 
     qmod_dataset d;
     memset(&d, 0, sizeof d);

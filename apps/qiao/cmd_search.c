@@ -193,20 +193,8 @@ static int search_index_cmd(int argc, char **argv) {
 
 /* ---- query ------------------------------------------------------------------- */
 
-typedef struct hit {
-    float score;
-    size_t i;
-} hit;
-
-/* Best first; ties in index (path) order, so output is deterministic. */
-static int cmp_hit(const void *a, const void *b) {
-    const hit *x = a, *y = b;
-    if (x->score != y->score) return x->score > y->score ? -1 : 1;
-    return x->i < y->i ? -1 : x->i > y->i;
-}
-
 static void print_json(const search_index *idx, const char *model, const char *qkind, const char *qvalue,
-                       const hit *hits, size_t n) {
+                       const search_hit *hits, size_t n) {
     cJSON *root = cJSON_CreateObject();
     cJSON *q = cJSON_AddObjectToObject(root, "query");
     cJSON_AddStringToObject(q, qkind, qvalue);
@@ -300,29 +288,25 @@ static int search_query_cmd(int argc, char **argv) {
 
     size_t D = (size_t)idx.dim;
     float *q = malloc(D * sizeof *q);
-    hit *hits = malloc((idx.n ? idx.n : 1) * sizeof *hits);
+    search_hit *hits = NULL;
     qiao_session *session = NULL;
     qiao_session_params sp = qiao_session_default_params();
     sp.n_threads = threads;
-    if (q && hits) st = qiao_session_new(m.model, &sp, &session);
+    if (q) st = qiao_session_new(m.model, &sp, &session);
     if (st == QIAO_OK) {
         if (!strcmp(qkind, "text")) st = qiao_embed_text(session, qvalue, q, D);
         else if (!strcmp(qkind, "image")) st = qiao_embed_image_file(session, qvalue, q, D);
         else st = qiao_embed_audio_file(session, qvalue, q, D);
     }
     int rc = 0;
-    if (!q || !hits) {
+    size_t n = 0;
+    if (st == QIAO_OK && q) st = search_rank(&idx, q, want, &hits, &n);
+    if (!q) {
         fprintf(stderr, "qiao search: out of memory for %zu items\n", idx.n);
         rc = 1;
     } else if (st != QIAO_OK) {
         rc = cli_fail(st);
     } else {
-        size_t n = 0;
-        for (size_t i = 0; i < idx.n; i++) {
-            if (want >= 0 && (int)idx.items[i].kind != want) continue;
-            hits[n++] = (hit){qiao_cosine(q, idx.emb + i * D, D), i};
-        }
-        qsort(hits, n, sizeof *hits, cmp_hit);
         if (n > (size_t)top) n = (size_t)top;
         if (json) {
             print_json(&idx, m.path, qkind, qvalue, hits, n);

@@ -900,3 +900,26 @@ qiao_status search_update(const search_update_params *p, search_update_stats *st
     search_model_free(&m);
     return st;
 }
+
+/* ---- ranking ------------------------------------------------------------------ */
+
+static int cmp_hit(const void *a, const void *b) {
+    const search_hit *x = a, *y = b;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    return x->i < y->i ? -1 : x->i > y->i;
+}
+
+qiao_status search_rank(const search_index *idx, const float *q, int kind, search_hit **hits, size_t *n) {
+    *hits = NULL;
+    *n = 0;
+    search_hit *h = malloc((idx->n ? idx->n : 1) * sizeof *h);
+    if (!h) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "search: out of memory ranking %zu items", idx->n);
+    const size_t D = (size_t)idx->dim;
+    size_t k = 0;
+    for (size_t i = 0; i < idx->n; i++)
+        if (kind < 0 || (int)idx->items[i].kind == kind) h[k++] = (search_hit){qiao_cosine(q, idx->emb + i * D, D), i};
+    qsort(h, k, sizeof *h, cmp_hit);
+    *hits = h;
+    *n = k;
+    return QIAO_OK;
+}

@@ -84,6 +84,18 @@ qiao_status search_index_write(const char *path, const search_index *idx);
 /* Frees what the index owns and clears it. Accepts NULL and a cleared index. */
 void search_index_free(search_index *idx);
 
+/* One ranked item: its cosine with the query and its index in idx->items. */
+typedef struct search_hit {
+    float score;
+    size_t i;
+} search_hit;
+
+/* Ranks the items of `kind` (-1: all kinds) against the query embedding q
+ * (idx->dim floats): best first, ties in index (path) order so the output is
+ * deterministic. *hits (malloc'd, the caller frees it) holds *n entries.
+ * QIAO_ERR_OUT_OF_MEMORY leaves *hits NULL. */
+qiao_status search_rank(const search_index *idx, const float *q, int kind, search_hit **hits, size_t *n);
+
 /* A loaded model with its fingerprint. */
 typedef struct search_model {
     qiao_model *model;

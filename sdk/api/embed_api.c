@@ -151,21 +151,37 @@ static qiao_status check_call(const char *fn, const qiao_session *s, const void 
     return QIAO_OK;
 }
 
-/* ---- text -------------------------------------------------------------------- */
+/* ---- text and images ----------------------------------------------------------- */
+
+/* The items of one call, typed: texts or images. */
+typedef struct items {
+    qmod_modality mod;
+    const char *const *texts;
+    const qiao_image *const *images;
+} items;
+
+/* After check_call: refuses a NULL item before any work, then embeds the
+ * items EMBED_CHUNK at a time into out (n, D). */
+static qiao_status embed_in_chunks(const char *fn, qiao_session *s, items it, size_t n, float *out) {
+    for (size_t i = 0; i < n; i++)
+        if (it.mod == QMOD_TEXT ? !it.texts[i] : !it.images[i])
+            return qc_error(QIAO_ERR_INVALID_ARGUMENT, "%s: %s %zu is NULL", fn, qmod_modality_name(it.mod), i);
+    const size_t D = (size_t)s->m->cfg.embed_dim;
+    qmod_work *w = &s->w[it.mod];
+    for (size_t i = 0; i < n; i += EMBED_CHUNK) {
+        const size_t k = n - i < EMBED_CHUNK ? n - i : EMBED_CHUNK;
+        qiao_status st = it.mod == QMOD_TEXT ? qmod_embed_texts(&s->ex, s->m, w, it.texts + i, k, out + i * D)
+                                             : qmod_embed_images(&s->ex, s->m, w, it.images + i, k, out + i * D);
+        if (st != QIAO_OK) return st;
+    }
+    return QIAO_OK;
+}
 
 QIAO_API qiao_status qiao_embed_texts(qiao_session *session, const char *const *texts, size_t n, float *out,
                                       size_t out_len) {
     qiao_status st = check_call("qiao_embed_texts", session, texts, n, out, out_len);
     if (st != QIAO_OK) return st;
-    for (size_t i = 0; i < n; i++)
-        if (!texts[i]) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_embed_texts: text %zu is NULL", i);
-    const size_t D = (size_t)session->m->cfg.embed_dim;
-    for (size_t i = 0; i < n; i += EMBED_CHUNK) {
-        size_t k = n - i < EMBED_CHUNK ? n - i : EMBED_CHUNK;
-        st = qmod_embed_texts(&session->ex, session->m, &session->w[QMOD_TEXT], texts + i, k, out + i * D);
-        if (st != QIAO_OK) return st;
-    }
-    return QIAO_OK;
+    return embed_in_chunks("qiao_embed_texts", session, (items){.mod = QMOD_TEXT, .texts = texts}, n, out);
 }
 
 QIAO_API qiao_status qiao_embed_text(qiao_session *session, const char *text, float *out, size_t out_len) {
@@ -173,21 +189,11 @@ QIAO_API qiao_status qiao_embed_text(qiao_session *session, const char *text, fl
     return qiao_embed_texts(session, &text, 1, out, out_len);
 }
 
-/* ---- images ------------------------------------------------------------------ */
-
 QIAO_API qiao_status qiao_embed_images(qiao_session *session, const qiao_image *const *images, size_t n, float *out,
                                        size_t out_len) {
     qiao_status st = check_call("qiao_embed_images", session, images, n, out, out_len);
     if (st != QIAO_OK) return st;
-    for (size_t i = 0; i < n; i++)
-        if (!images[i]) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_embed_images: image %zu is NULL", i);
-    const size_t D = (size_t)session->m->cfg.embed_dim;
-    for (size_t i = 0; i < n; i += EMBED_CHUNK) {
-        size_t k = n - i < EMBED_CHUNK ? n - i : EMBED_CHUNK;
-        st = qmod_embed_images(&session->ex, session->m, &session->w[QMOD_IMAGE], images + i, k, out + i * D);
-        if (st != QIAO_OK) return st;
-    }
-    return QIAO_OK;
+    return embed_in_chunks("qiao_embed_images", session, (items){.mod = QMOD_IMAGE, .images = images}, n, out);
 }
 
 QIAO_API qiao_status qiao_embed_image(qiao_session *session, const qiao_image *image, float *out, size_t out_len) {
