@@ -54,6 +54,22 @@ static qiao_status num(const cJSON *it, double lo, double hi, bool integer, doub
     return QIAO_OK;
 }
 
+/* "freeze": an array of tower names ("text", "image", "audio") -> bit mask. */
+static qiao_status freeze_from_json(const cJSON *it, uint32_t *mask) {
+    *mask = 0;
+    if (!cJSON_IsArray(it)) return qc_error(QIAO_ERR_FORMAT, "config: train.freeze must be an array of tower names");
+    for (const cJSON *e = it->child; e; e = e->next) {
+        int mod = -1;
+        for (int m = 0; m < QMOD_N_MODALITIES; m++)
+            if (cJSON_IsString(e) && !strcmp(e->valuestring, qmod_modality_name((qmod_modality)m))) mod = m;
+        if (mod < 0)
+            return qc_error(QIAO_ERR_FORMAT, "config: train.freeze: %s is not a tower (text, image, audio)",
+                            cJSON_IsString(e) ? e->valuestring : "a non-string");
+        *mask |= 1u << mod;
+    }
+    return QIAO_OK;
+}
+
 qiao_status qmod_train_hparams_from_config(const char *cfg_json, qmod_train_hparams *out) {
     if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_train_hparams_from_config: out is NULL");
     qmod_train_hparams h = hparams_default();
@@ -89,6 +105,8 @@ qiao_status qmod_train_hparams_from_config(const char *cfg_json, qmod_train_hpar
             if ((st = num(it, 1, 1e7, true, &v)) == QIAO_OK) h.eval_pool = (int64_t)v;
         } else if (!strcmp(k, "audio_weight")) {
             if ((st = num(it, 0, 100, false, &v)) == QIAO_OK) h.audio_weight = (float)v;
+        } else if (!strcmp(k, "freeze")) {
+            st = freeze_from_json(it, &h.freeze);
         } else if (!strcmp(k, "seed")) {
             if ((st = num(it, 0, 9007199254740991.0, true, &v)) == QIAO_OK) h.seed = (uint64_t)v;
         } else {
@@ -166,6 +184,11 @@ static char *hparams_json(const qmod_train_hparams *h, int64_t step, double seco
     cJSON_AddNumberToObject(o, "eval_pool", (double)h->eval_pool);
     cJSON_AddNumberToObject(o, "audio_weight", h->audio_weight);
     cJSON_AddNumberToObject(o, "seed", (double)h->seed);
+    if (h->freeze) {
+        cJSON *f = cJSON_AddArrayToObject(o, "freeze");
+        for (int m = 0; m < QMOD_N_MODALITIES; m++)
+            if (h->freeze & (1u << m)) cJSON_AddItemToArray(f, cJSON_CreateString(qmod_modality_name((qmod_modality)m)));
+    }
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return s;
@@ -477,7 +500,7 @@ static qiao_status train_step(trainer *t, qmod_work *w, audio_chunks *ac, step_b
         }
     }
     for (int mod = 0; mod < QMOD_N_MODALITIES; mod++) {
-        if (!run[mod]) continue;
+        if (!run[mod] || (t->h.freeze >> mod) & 1u) continue; /* frozen: its parameter gradients are not used */
         if (mod == QMOD_AUDIO)
             audio_chunks_backward(ex, m, &t->g, ac, s->demb[mod]);
         else
@@ -578,15 +601,20 @@ static qiao_status trainer_init(trainer *t, const qmod_train_params *p) {
     return st;
 }
 
-/* Image-less training: the image encoder and the temperatures of the pairs
- * with images get no gradient, and AdamW's decoupled weight decay would
- * still shrink them every step; freezing keeps them as loaded. */
-static void freeze_images(qmod_model *m) {
+/* Flags the tensors of the towers in `mask` QC_FROZEN: AdamW's decoupled
+ * weight decay would otherwise still shrink them every step. Image-less
+ * training freezes the image tower and the temperatures of the pairs with
+ * images too, since nothing trains them. */
+static void freeze_towers(qmod_model *m, uint32_t mask, bool no_images) {
     for (size_t i = 0; i < m->tab.n; i++) {
         qc_tensor_desc *d = &m->tab.t[i];
-        if (!strncmp(d->name, "image.", 6) || !strcmp(d->name, "logit_scale.text_image") ||
-            !strcmp(d->name, "logit_scale.audio_image"))
-            d->flags |= QC_FROZEN;
+        bool f = no_images && (!strcmp(d->name, "logit_scale.text_image") || !strcmp(d->name, "logit_scale.audio_image"));
+        for (int mod = 0; mod < QMOD_N_MODALITIES; mod++) {
+            const char *tower = qmod_modality_name((qmod_modality)mod);
+            const size_t n = strlen(tower);
+            if (((mask >> mod) & 1u) && !strncmp(d->name, tower, n) && d->name[n] == '.') f = true;
+        }
+        if (f) d->flags |= QC_FROZEN;
     }
 }
 
@@ -633,7 +661,11 @@ qiao_status qmod_train(const qmod_train_params *p) {
                       "%s: validation ranks images and this split has none (evaluate speech-only data after training, "
                       "e.g. with `qiao eval digits`)",
                       p->val_dir);
-    if (st == QIAO_OK && !train.has_images) freeze_images(t.m);
+    const uint32_t frozen = t.h.freeze | (train.has_images ? 0u : 1u << QMOD_IMAGE);
+    const uint32_t towers = (1u << QMOD_TEXT) | (train.has_images ? 1u << QMOD_IMAGE : 0u) | (audio ? 1u << QMOD_AUDIO : 0u);
+    if (st == QIAO_OK && (towers & ~frozen) == 0)
+        st = qc_error(QIAO_ERR_INVALID_ARGUMENT, "train: every tower that runs is frozen: nothing to train");
+    if (st == QIAO_OK) freeze_towers(t.m, frozen, !train.has_images);
     for (int mod = 0; mod < QMOD_N_MODALITIES && st == QIAO_OK; mod++) {
         if (mod == QMOD_IMAGE && !train.has_images) continue;
         if (mod == QMOD_AUDIO)

@@ -11,6 +11,9 @@
  * <= the number of distinct captions (see qmod_loader_start), and no
  * validation split (retrieval validation ranks images).
  *
+ * Towers named in hp.freeze are run forward only and not updated (their
+ * temperatures still learn). At least one tower must train.
+ *
  * Fine-tuning: init_path starts from a trained model (its weights, config
  * and tokenizer) with fresh AdamW moments at step 0.
  *
@@ -22,6 +25,7 @@
 #include <stdint.h>
 
 #include "models/data.h"
+#include "models/embed.h"
 #include "models/model.h"
 
 /* Hyperparameters: the "train" object of a model config, overridable from
@@ -42,6 +46,9 @@ typedef struct qmod_train_hparams {
     int64_t eval_pool;      /* validation scenes used for recall (default 500) */
     float audio_weight;     /* weight of the audio-text and audio-image losses (default 1) */
     uint64_t seed;          /* initialization and data order (default 1) */
+    uint32_t freeze;        /* towers kept as loaded, bit (1 << QMOD_TEXT/IMAGE/AUDIO) (default 0):
+                             * e.g. audio bound to a trained, locked text-image space. A frozen
+                             * tower runs forward only. Config: "freeze": ["text", "image"]. */
 } qmod_train_hparams;
 
 /* Defaults overridden by cfg_json's "train" object (if any). Unknown keys

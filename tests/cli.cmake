@@ -56,3 +56,13 @@ cli_expect(NAME cli.info.nonexistent RC 1 ARGS info ${QIAO_CLI_FILES}/does-not-e
   STDERR "^qiao: i/o error: .*does-not-exist\\.safetensors")
 cli_expect(NAME cli.info.no_file RC 2 ARGS info STDERR "usage: qiao info")
 cli_expect(NAME cli.info.bad_option RC 2 ARGS info --frobnicate x.safetensors STDERR "unknown option")
+
+# qiao train's option checks, before any work
+cli_expect(NAME cli.train.freeze_bad RC 1
+  ARGS train --config ${PROJECT_SOURCE_DIR}/models/configs/tiny.json --tokenizer x --data x --out x.safetensors
+       --freeze text,video
+  STDERR "train\\.freeze: video is not a tower")
+cli_expect(NAME cli.train.restart_needs_resume RC 2
+  ARGS train --config ${PROJECT_SOURCE_DIR}/models/configs/tiny.json --tokenizer x --data x --out x.safetensors
+       --restart
+  STDERR "--restart needs --resume")

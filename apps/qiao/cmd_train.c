@@ -31,6 +31,7 @@ static void usage(FILE *f) {
             "                  [--val DIR] [--resume CKPT] [--ckpt CKPT] [--log PREFIX]\n"
             "                  [--steps N] [--batch B] [--lr X] [--warmup N] [--seed S] [--eval-every N]\n"
             "                  [--eval-pool N] [--threads N] [--loader-threads N] [--restart] [--quiet]\n"
+            "                  [--freeze text,image,audio]\n"
             "  DIR is a split (manifest.jsonl: shapes, or image-less speech such as `qiao dataset fsdd`);\n"
             "  if DIR/train exists it is used, with DIR/val for validation unless --val is given.\n"
             "  Hyperparameters come from the config's \"train\" object (options override them); with\n"
@@ -40,7 +41,8 @@ static void usage(FILE *f) {
             "  M.ckpt.safetensors and --log to M (writing M.csv and M.png). Ctrl-C stops after the\n"
             "  current step and writes the checkpoint; --resume CKPT continues exactly where it stopped.\n"
             "  --restart with --resume and more --steps starts a new schedule at the checkpoint's step\n"
-            "  (warmup, then cosine to the new end) instead of stretching the old one.\n");
+            "  (warmup, then cosine to the new end) instead of stretching the old one. --freeze keeps\n"
+            "  the named towers as loaded (forward only), e.g. to bind audio to a trained text-image space.\n");
 }
 
 typedef struct run {
@@ -169,6 +171,7 @@ int cmd_train(int argc, char **argv) {
     long long steps = -1, batch = -1, seed = -1, eval_every = -1, eval_pool = -1, warmup = -1;
     double lr = -1;
     int quiet = 0, restart = 0;
+    const char *freeze = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -198,6 +201,7 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--resume")) p.resume_path = v;
         else if (!strcmp(a, "--init")) p.init_path = v;
         else if (!strcmp(a, "--warmup")) warmup = strtoll(v, &end, 10);
+        else if (!strcmp(a, "--freeze")) freeze = v;
         else if (!strcmp(a, "--ckpt")) ckpt = v;
         else if (!strcmp(a, "--log")) logp = v;
         else if (!strcmp(a, "--steps")) steps = strtoll(v, &end, 10);
@@ -269,6 +273,24 @@ int cmd_train(int argc, char **argv) {
     if (eval_pool > 0) p.hp.eval_pool = eval_pool;
     if (lr > 0) p.hp.lr = (float)lr;
     if (warmup >= 0) p.hp.warmup = warmup;
+    if (freeze) {
+        /* "text,image" -> the config's form, so one parser checks both */
+        char js[512];
+        if (strlen(freeze) > 200) {
+            fprintf(stderr, "qiao train: --freeze: list too long\n");
+            return 2;
+        }
+        size_t o = (size_t)snprintf(js, sizeof js, "{\"train\": {\"freeze\": [\"");
+        for (const char *c = freeze; *c && o + 8 < sizeof js; c++) {
+            if (*c == ',') o += (size_t)snprintf(js + o, sizeof js - o, "\", \"");
+            else if (*c == '"' || *c == '\\') js[o++] = '?';
+            else js[o++] = *c;
+        }
+        snprintf(js + o, sizeof js - o, "\"]}}");
+        qmod_train_hparams fh;
+        if ((st = qmod_train_hparams_from_config(js, &fh)) != QIAO_OK) return cli_fail(st);
+        p.hp.freeze = fh.freeze;
+    }
     if (restart) {
         if (!p.resume_path || p.hp.steps <= resume_step) {
             fprintf(stderr, "qiao train: --restart needs --resume and --steps beyond the checkpoint's step %lld\n",

@@ -7,6 +7,10 @@
  *                 the same model bytes: a run is a function of its seed;
  *   learns        on 16 scenes the three losses fall well below chance;
  *   errors        bad inputs fail with clear messages and leave no output;
+ *   freeze        towers named in freeze stay as initialized, the others
+ *                 learn; a run with every tower frozen is refused;
+ *   restart       a resumed run given --restart's schedule starts a new
+ *                 warmup and cosine at the checkpoint's step;
  *   chunks        clips run in chunks of similar length (qmod_batch_select, as
  *                 the trainer does) give the whole batch's embeddings and
  *                 parameter gradients. */
@@ -22,6 +26,7 @@
 #include "model_fixture.h"
 #include "models/embed.h"
 #include "models/train.h"
+#include "nn/nn.h"
 #include "shapes/shapes.h"
 
 #define TINY_JSON QIAO_SOURCE_DIR "/models/configs/tiny.json"
@@ -70,21 +75,24 @@ typedef struct run {
     int64_t stop_at;             /* cancel after this step (0 = never) */
     int64_t last;                /* last step seen */
     float loss[MAX_STEPS + 1][QMOD_N_PAIRS];
+    float lr[MAX_STEPS + 1];
 } run;
 
 static int on_step(const qmod_train_log *l, void *user) {
     run *r = user;
     r->last = l->step;
-    if (l->step <= MAX_STEPS)
+    if (l->step <= MAX_STEPS) {
         for (int i = 0; i < QMOD_N_PAIRS; i++) r->loss[l->step][i] = l->loss_pair[i];
+        r->lr[l->step] = l->lr;
+    }
     return r->stop_at && l->step >= r->stop_at;
 }
 
 static void path(char *buf, size_t cap, const char *name) { snprintf(buf, cap, "%s/%s", g_dir, name); }
 
 /* Trains the tiny config; resume = checkpoint to continue from or NULL. */
-static qiao_status train(const char *out, const char *ckpt, const char *resume, int64_t steps, int threads,
-                         int loader_threads, float lr, run *r) {
+static qiao_status train_ex(const char *out, const char *ckpt, const char *resume, int64_t steps, int threads,
+                            int loader_threads, float lr, run *r, uint32_t freeze, int64_t restart) {
     char data[600];
     path(data, sizeof data, "data");
     qmod_train_params p;
@@ -106,12 +114,22 @@ static qiao_status train(const char *out, const char *ckpt, const char *resume, 
         p.hp.eval_every = 0;
         p.hp.ckpt_every = 0;
         p.hp.seed = 7;
+        p.hp.freeze = freeze;
+    }
+    if (resume && restart > 0) {
+        p.hp.steps = steps;
+        p.hp.restart = restart;
     }
     p.threads = threads;
     p.loader_threads = loader_threads;
     p.on_step = on_step;
     p.user = r;
     return qmod_train(&p);
+}
+
+static qiao_status train(const char *out, const char *ckpt, const char *resume, int64_t steps, int threads,
+                         int loader_threads, float lr, run *r) {
+    return train_ex(out, ckpt, resume, steps, threads, loader_threads, lr, r, 0, 0);
 }
 
 static unsigned char *slurp(const char *file, size_t *len) {
@@ -239,6 +257,68 @@ static void errors(void **state) {
     assert_int_equal(access(out, F_OK), -1);
 }
 
+/* Max |a - b| over the tensors whose name starts with `prefix`. */
+static double tower_change(const qmod_model *a, const qmod_model *b, const char *prefix) {
+    double d = 0;
+    for (size_t i = 0; i < a->tab.n; i++) {
+        const qc_tensor_desc *t = &a->tab.t[i];
+        if (strncmp(t->name, prefix, strlen(prefix))) continue;
+        const float *x = a->arena.base + t->offset, *y = b->arena.base + b->tab.t[i].offset;
+        for (int64_t j = 0; j < t->numel; j++) d = fmax(d, fabs((double)x[j] - y[j]));
+    }
+    return d;
+}
+
+static void freeze(void **state) {
+    (void)state;
+    char out[700], ck[700];
+    path(out, sizeof out, "f.safetensors");
+    path(ck, sizeof ck, "f.ckpt.safetensors");
+    run r = {0};
+    const uint32_t locked = (1u << QMOD_TEXT) | (1u << QMOD_IMAGE);
+    assert_int_equal(train_ex(out, ck, NULL, 3, 2, 1, 1e-3f, &r, locked, 0), QIAO_OK);
+    qmod_model *init = qt_tiny_model(7, true), *done = NULL; /* the run's start: tiny config, seed 7 */
+    assert_int_equal(qmod_load(ck, &done), QIAO_OK);         /* the checkpoint keeps f32 weights */
+    assert_int_equal(init->tab.n, done->tab.n);
+    assert_true(tower_change(init, done, "text.") == 0.0);
+    assert_true(tower_change(init, done, "image.") == 0.0);
+    assert_true(tower_change(init, done, "audio.") > 1e-4);
+    qmod_free(init);
+    qmod_free(done);
+    /* the setting is kept in the checkpoint */
+    qmod_train_hparams h;
+    assert_int_equal(qmod_train_hparams_from_checkpoint(ck, &h, NULL), QIAO_OK);
+    assert_int_equal(h.freeze, locked);
+    /* nothing left to train */
+    assert_int_equal(train_ex(out, ck, NULL, 3, 2, 1, 1e-3f, &r, locked | (1u << QMOD_AUDIO), 0),
+                     QIAO_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(qiao_last_error(), "frozen"));
+    assert_int_equal(qmod_train_hparams_from_config("{\"train\": {\"freeze\": [\"text\", \"video\"]}}", &h),
+                     QIAO_ERR_FORMAT);
+    assert_non_null(strstr(qiao_last_error(), "video"));
+    assert_int_equal(qmod_train_hparams_from_config("{\"train\": {\"freeze\": [\"image\"]}}", &h), QIAO_OK);
+    assert_int_equal(h.freeze, 1u << QMOD_IMAGE);
+}
+
+static void restart(void **state) {
+    (void)state;
+    char out[700], ck[700];
+    path(out, sizeof out, "r.safetensors");
+    path(ck, sizeof ck, "r.ckpt.safetensors");
+    run a = {0}, b = {0};
+    const float lr = 1e-3f;
+    assert_int_equal(train(out, ck, NULL, 4, 2, 1, lr, &a), QIAO_OK); /* warmup 2, cosine to step 4 */
+    /* four more steps: the schedule starts again at step 4 (warmup 2 from 0) */
+    assert_int_equal(train_ex(out, ck, ck, 8, 2, 1, 0, &b, 0, 4), QIAO_OK);
+    assert_int_equal(b.last, 8);
+    for (int s = 1; s <= 4; s++) {
+        const float want = nn_lr_warmup_cosine(s - 1, 2, 4, lr, lr / 20.0f);
+        assert_float_equal(b.lr[4 + s], want, 1e-9);
+        assert_float_equal(a.lr[s], want, 1e-9);
+    }
+    assert_true(b.lr[7] > b.lr[8]); /* peak after the warmup, then it decays again */
+}
+
 /* Embeddings and parameter gradients of `rows` of the clip batch `all`, run
  * as one batch of their own; gradients accumulate into g. */
 static void run_rows(const qb_exec *ex, const qmod_model *m, qmod_params *g, const qmod_batch *all,
@@ -345,6 +425,8 @@ int main(int argc, char **argv) {
         cmocka_unit_test(threads),
         cmocka_unit_test(learns),
         cmocka_unit_test(errors),
+        cmocka_unit_test(freeze),
+        cmocka_unit_test(restart),
         cmocka_unit_test(chunks),
     };
     if (argc > 1) cmocka_set_test_filter(argv[1]);
