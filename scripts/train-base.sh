@@ -5,13 +5,14 @@
 #   2. the tokenizer, trained on the train captions and questions plus the
 #      intent corpora (so fine-tuning on customer-service text finds its
 #      words and characters),
-#   3. contrastive training with models/configs/base.json,
+#   3. contrastive training with models/configs/base.json, then a warm
+#      restart of the schedule (see below),
 #   4. retrieval evaluation on the test and cogent splits.
 # Every step resumes: generation skips finished files, training continues
 # from its checkpoint (Ctrl-C is safe at any time; run the script again).
 #
 #   scripts/train-base.sh [WORK_DIR]       (default: data/)
-#   QIAO=path/to/qiao  THREADS=2  STEPS=... (override the config's steps)
+#   QIAO=path/to/qiao  THREADS=2  STEPS=1650 (the total after the restart)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-data}
@@ -34,11 +35,28 @@ if [ ! -f "$WORK/tokenizer.safetensors" ]; then
     --out "$WORK/tokenizer.safetensors"
 fi
 
-resume=()
-[ -f "$WORK/qiao-base.ckpt.safetensors" ] && resume=(--resume "$WORK/qiao-base.ckpt.safetensors")
-"$QIAO" train --config models/configs/base.json --tokenizer "$WORK/tokenizer.safetensors" \
-  --data "$WORK/shapes" --out "$WORK/qiao-base.safetensors" --threads "$THREADS" \
-  ${STEPS:+--steps "$STEPS"} "${resume[@]}"
+# Two stages, as the shipped model was trained: the config's schedule (600
+# steps: warmup 100, lr 5e-4, cosine), then a warm restart from its end to
+# STEPS in all (warmup 50, lr 4e-4, cosine). Speech only starts to align
+# after about 800 steps (docs/qiao-base.png), and the restart gives it
+# room without throwing stage 1 away. Both resume from the one checkpoint.
+CKPT=$WORK/qiao-base.ckpt.safetensors
+STAGE1=600
+STEPS=${STEPS:-1650}
+if [ ! -f "$WORK/qiao-base-$STAGE1.safetensors" ]; then
+  resume=()
+  [ -f "$CKPT" ] && resume=(--resume "$CKPT")
+  "$QIAO" train --config models/configs/base.json --tokenizer "$WORK/tokenizer.safetensors" \
+    --data "$WORK/shapes" --out "$WORK/qiao-base-$STAGE1.safetensors" --ckpt "$CKPT" --log "$WORK/qiao-base" \
+    --threads "$THREADS" --steps "$STAGE1" "${resume[@]}"
+fi
+if [ ! -f "$WORK/qiao-base.safetensors" ]; then
+  step=$("$QIAO" info "$CKPT" | grep -o '"step":[0-9]*' | head -n 1 | cut -d: -f2)
+  restart=()
+  [ "$step" = "$STAGE1" ] && restart=(--restart --warmup 50 --lr 4e-4)
+  "$QIAO" train --resume "$CKPT" --data "$WORK/shapes" --out "$WORK/qiao-base.safetensors" --ckpt "$CKPT" \
+    --log "$WORK/qiao-base" --threads "$THREADS" --steps "$STEPS" "${restart[@]}"
+fi
 
 # the shipped file: models/qiao-base.safetensors (bf16, tokenizer inside)
 cp "$WORK/qiao-base.safetensors" models/qiao-base.safetensors
