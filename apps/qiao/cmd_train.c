@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "cli.h"
 #include "models/train.h"
 #include "plot.h"
@@ -149,7 +151,7 @@ static const char *k_header =
 static bool has_manifest(const char *dir) {
     char path[4096];
     if ((size_t)snprintf(path, sizeof path, "%s/manifest.jsonl", dir) >= sizeof path) return false;
-    return access(path, R_OK) == 0;
+    return cli_is_file(path);
 }
 
 /* out with its .safetensors extension replaced by `ext` */
@@ -275,20 +277,21 @@ int cmd_train(int argc, char **argv) {
     if (warmup >= 0) p.hp.warmup = warmup;
     if (freeze) {
         /* "text,image" -> the config's form, so one parser checks both */
-        char js[512];
-        if (strlen(freeze) > 200) {
-            fprintf(stderr, "qiao train: --freeze: list too long\n");
-            return 2;
+        cJSON *root = cJSON_CreateObject(), *arr = cJSON_CreateArray();
+        cJSON_AddItemToObject(cJSON_AddObjectToObject(root, "train"), "freeze", arr);
+        for (const char *c = freeze; *c;) {
+            const size_t n = strcspn(c, ",");
+            char name[64];
+            snprintf(name, sizeof name, "%.*s", (int)(n < sizeof name ? n : sizeof name - 1), c);
+            cJSON_AddItemToArray(arr, cJSON_CreateString(name));
+            c += n + (c[n] == ',');
         }
-        size_t o = (size_t)snprintf(js, sizeof js, "{\"train\": {\"freeze\": [\"");
-        for (const char *c = freeze; *c && o + 8 < sizeof js; c++) {
-            if (*c == ',') o += (size_t)snprintf(js + o, sizeof js - o, "\", \"");
-            else if (*c == '"' || *c == '\\') js[o++] = '?';
-            else js[o++] = *c;
-        }
-        snprintf(js + o, sizeof js - o, "\"]}}");
+        char *js = cJSON_PrintUnformatted(root);
+        cJSON_Delete(root);
         qmod_train_hparams fh;
-        if ((st = qmod_train_hparams_from_config(js, &fh)) != QIAO_OK) return cli_fail(st);
+        st = js ? qmod_train_hparams_from_config(js, &fh) : qc_error(QIAO_ERR_OUT_OF_MEMORY, "--freeze: out of memory");
+        cJSON_free(js);
+        if (st != QIAO_OK) return cli_fail(st);
         p.hp.freeze = fh.freeze;
     }
     if (restart) {
