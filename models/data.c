@@ -300,6 +300,7 @@ void qmod_dataset_free(qmod_dataset *d) {
 #define TAG_LANG 0x6c616e67ULL /* "lang" */
 #define TAG_GRUP 0x67727570ULL /* "grup": a signature group's order (image-less) */
 #define TAG_PICK 0x7069636bULL /* "pick": tie-breaks between groups (image-less) */
+#define TAG_PLCE 0x706c6365ULL /* "plce": the place-group order */
 
 /* splitmix64's finalizer: a bijective avalanche mix. */
 static uint64_t mix64(uint64_t z) {
@@ -448,9 +449,104 @@ done:
     return st;
 }
 
+/* a signature without its places: "red small circle@top;blue large star@left"
+ * -> "red small circle;blue large star". The parts stay sorted, since the
+ * place is each part's last field. */
+static char *place_free(const char *sig) {
+    char *k = malloc(strlen(sig) + 1), *o = k;
+    if (!k) return NULL;
+    for (const char *c = sig; *c;) {
+        if (*c == '@') {
+            c += strcspn(c, ";");
+            continue;
+        }
+        *o++ = *c++;
+    }
+    *o = 0;
+    return k;
+}
+
+typedef struct place_ref {
+    const char *key; /* place-free signature (NULL: a scene without objects, alone) */
+    const char *sig;
+    uint64_t r;      /* random order among equals */
+    int64_t i;
+} place_ref;
+
+static int cmp_place(const void *a, const void *b) {
+    const place_ref *x = a, *y = b;
+    int c = (x->key == NULL) - (y->key == NULL);
+    if (!c && x->key) c = strcmp(x->key, y->key);
+    if (!c && x->sig && y->sig) c = strcmp(x->sig, y->sig);
+    if (!c) c = (x->r > y->r) - (x->r < y->r);
+    return c ? c : (x->i > y->i) - (x->i < y->i);
+}
+
+typedef struct unit_ref {
+    uint64_t r;
+    int64_t at, n; /* members: order[at .. at + n) */
+} unit_ref;
+
+static int cmp_unit(const void *a, const void *b) {
+    const unit_ref *x = a, *y = b;
+    if (x->r != y->r) return (x->r > y->r) - (x->r < y->r);
+    return (x->at > y->at) - (x->at < y->at);
+}
+
+/* The place-group epoch order (data.h): scenes whose objects are the same
+ * but stand in different places are dealt into groups of at most G, which
+ * the batches then hold side by side; everything else is shuffled around
+ * them. Dealing a run sorted by signature round-robin keeps equal
+ * signatures (the same caption, a false negative) in different groups. */
+static qiao_status epoch_order_places(const qmod_dataset *d, uint64_t seed, int64_t epoch, int64_t G, int64_t *perm) {
+    const int64_t n = d->n;
+    place_ref *r = calloc((size_t)n, sizeof *r);
+    int64_t *order = malloc((size_t)n * sizeof *order);
+    unit_ref *u = malloc((size_t)n * sizeof *u);
+    qiao_status st = QIAO_OK;
+    if (!r || !order || !u) {
+        st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "loader: out of memory ordering %lld scenes", (long long)n);
+        goto done;
+    }
+    qc_rng rng;
+    qc_rng_seed(&rng, hash4(TAG_PLCE, seed, (uint64_t)epoch, 0));
+    for (int64_t i = 0; i < n && st == QIAO_OK; i++) {
+        r[i] = (place_ref){NULL, d->scenes[i].signature, qc_rng_u64(&rng), i};
+        if (r[i].sig && strchr(r[i].sig, '@') && !(r[i].key = place_free(r[i].sig)))
+            st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "loader: out of memory ordering %lld scenes", (long long)n);
+    }
+    if (st != QIAO_OK) goto done;
+    qsort(r, (size_t)n, sizeof *r, cmp_place);
+    int64_t nu = 0, at = 0;
+    for (int64_t a = 0; a < n;) {
+        int64_t b = a + 1;
+        while (r[a].key && b < n && r[b].key && !strcmp(r[a].key, r[b].key)) b++;
+        /* run [a, b): ng groups, scene a + k into group k % ng */
+        const int64_t len = b - a, ng = (len + G - 1) / G;
+        for (int64_t g = 0; g < ng; g++) {
+            u[nu] = (unit_ref){qc_rng_u64(&rng), at, 0};
+            for (int64_t k = g; k < len; k += ng) order[at + u[nu].n++] = r[a + k].i;
+            at += u[nu++].n;
+        }
+        a = b;
+    }
+    qsort(u, (size_t)nu, sizeof *u, cmp_unit);
+    int64_t o = 0;
+    for (int64_t k = 0; k < nu; k++)
+        for (int64_t j = 0; j < u[k].n; j++) perm[o++] = order[u[k].at + j];
+done:
+    if (r)
+        for (int64_t i = 0; i < n; i++) free((char *)r[i].key);
+    free(r);
+    free(order);
+    free(u);
+    return st;
+}
+
 /* The scenes in the order epoch `epoch` visits them. */
 static qiao_status epoch_order(const qmod_loader_params *p, int64_t bpe, int64_t epoch, int64_t *perm) {
     if (!p->data->has_images) return epoch_order_distinct(p->data, p->seed, epoch, p->batch, bpe, perm);
+    if (p->place_groups > 1) return epoch_order_places(p->data, p->seed, epoch, p->place_groups, perm);
     epoch_perm(p->seed, epoch, p->data->n, perm);
     return QIAO_OK;
 }

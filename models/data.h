@@ -88,6 +88,8 @@ typedef struct qmod_loader_params {
     int prefetch;                  /* batches ready ahead, >= 1 */
     int64_t first_batch;           /* resume: the first batch index to produce */
     bool audio;                    /* load speech (false: A = 0 always) */
+    int64_t place_groups;          /* > 1: place-group batches of up to this many scenes (below);
+                                    * 0 or 1: a plain shuffle */
 } qmod_loader_params;
 
 typedef struct qmod_loader qmod_loader;
@@ -106,6 +108,13 @@ int64_t qmod_loader_epoch_batches(const qmod_dataset *d, int64_t batch);
  * one would have. Each scene appears at most once per epoch.
  *
  * With images the order is a permutation of the scenes, cut into batches.
+ * With place_groups G > 1 it is drawn so that scenes holding the same
+ * objects in different places sit side by side: a random batch rarely
+ * holds two such scenes, so the loss seldom asks where things are, and a
+ * model trained on plain shuffles confuses "a red star top left" with "a
+ * red star bottom right". Scenes sharing their place-free signature are
+ * dealt into groups of at most G with distinct signatures, and the groups
+ * and the remaining scenes are shuffled as units.
  * Image-less, no two rows of a batch share a signature: B clips of 10
  * spoken digits drawn at random would put several "seven"s in one batch,
  * and InfoNCE would push each clip away from a caption that describes it

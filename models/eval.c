@@ -38,14 +38,59 @@ static int64_t first_nonfinite(const float *x, int64_t n) {
     return -1;
 }
 
-qiao_status qmod_recall_at_k(const qb_exec *ex, const float *q, int64_t nq, const float *c, int64_t nc, int64_t D,
-                             const int64_t *q_group, const int64_t *c_group, double recall[QMOD_N_KS]) {
-    if (!ex || !recall || nq < 0 || nc < 0 || D < 1)
-        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_recall_at_k: NULL context or output, or bad sizes");
-    for (int k = 0; k < QMOD_N_KS; k++) recall[k] = NAN;
-    if (nq == 0) return QIAO_OK;
+/* Per query: the rank of its best hit (non-hits scoring strictly above it)
+ * into rank[], or -1 with no hit in the pool; the best-scoring non-hit into
+ * top[] (-1 when there is none) and both scores. The outputs may be NULL. */
+typedef struct rank_out {
+    int64_t *rank, *top;
+    float *hit_score, *top_score;
+} rank_out;
+
+static qiao_status rank_queries(const qb_exec *ex, const float *q, int64_t nq, const float *c, int64_t nc, int64_t D,
+                                const int64_t *q_group, const int64_t *c_group, const rank_out *o) {
+    int64_t chunk = nq < QCHUNK ? nq : QCHUNK;
+    float *s = malloc((size_t)chunk * (size_t)nc * sizeof(float));
+    if (!s) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qmod_recall_at_k: %lld x %lld scores", (long long)chunk,
+                            (long long)nc);
+    for (int64_t i0 = 0; i0 < nq; i0 += chunk) {
+        int64_t m = nq - i0 < chunk ? nq - i0 : chunk;
+        /* s (m, nc) = q[i0:i0+m] c^T */
+        ex->ops->gemm(ex, false, true, m, nc, D, 1.0f, q + i0 * D, D, 0, c, D, 0, 0.0f, s, nc, 0, 1);
+        for (int64_t i = 0; i < m; i++) {
+            const float *row = s + i * nc;
+            int64_t g = q_group[i0 + i];
+            float best = -INFINITY, wrong = -INFINITY;
+            int64_t top = -1;
+            bool any = false;
+            for (int64_t j = 0; j < nc; j++) {
+                if (c_group[j] == g) {
+                    if (!any || row[j] > best) best = row[j];
+                    any = true;
+                } else if (top < 0 || row[j] > wrong) {
+                    wrong = row[j];
+                    top = j;
+                }
+            }
+            int64_t rank = -1; /* no hit in the pool: a miss at every k */
+            if (any) {
+                rank = 0;
+                for (int64_t j = 0; j < nc; j++) rank += c_group[j] != g && row[j] > best;
+            }
+            if (o->rank) o->rank[i0 + i] = rank;
+            if (o->top) o->top[i0 + i] = top;
+            if (o->hit_score) o->hit_score[i0 + i] = best;
+            if (o->top_score) o->top_score[i0 + i] = wrong;
+        }
+    }
+    free(s);
+    return QIAO_OK;
+}
+
+static qiao_status check_rank_args(const qb_exec *ex, const float *q, int64_t nq, const float *c, int64_t nc,
+                                   int64_t D, const int64_t *q_group, const int64_t *c_group) {
     if (!q || !q_group || (nc > 0 && (!c || !c_group)))
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_recall_at_k: NULL embeddings or groups");
+    (void)ex;
     /* A NaN score compares false both ways, which would quietly rank a
      * broken query first; refuse instead. */
     int64_t bad = first_nonfinite(q, nq * D);
@@ -54,36 +99,33 @@ qiao_status qmod_recall_at_k(const qb_exec *ex, const float *q, int64_t nq, cons
     bad = first_nonfinite(c, nc * D);
     if (bad >= 0) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_recall_at_k: candidate row %lld is not finite",
                                   (long long)(bad / D));
-    int64_t hits[QMOD_N_KS] = {0};
-    if (nc > 0) {
-        int64_t chunk = nq < QCHUNK ? nq : QCHUNK;
-        float *s = malloc((size_t)chunk * (size_t)nc * sizeof(float));
-        if (!s) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qmod_recall_at_k: %lld x %lld scores", (long long)chunk,
-                                (long long)nc);
-        for (int64_t i0 = 0; i0 < nq; i0 += chunk) {
-            int64_t m = nq - i0 < chunk ? nq - i0 : chunk;
-            /* s (m, nc) = q[i0:i0+m] c^T */
-            ex->ops->gemm(ex, false, true, m, nc, D, 1.0f, q + i0 * D, D, 0, c, D, 0, 0.0f, s, nc, 0, 1);
-            for (int64_t i = 0; i < m; i++) {
-                const float *row = s + i * nc;
-                int64_t g = q_group[i0 + i];
-                float best = -INFINITY;
-                bool any = false;
-                for (int64_t j = 0; j < nc; j++)
-                    if (c_group[j] == g && (!any || row[j] > best)) {
-                        best = row[j];
-                        any = true;
-                    }
-                if (!any) continue; /* no hit in the pool: a miss at every k */
-                int64_t rank = 0;
-                for (int64_t j = 0; j < nc; j++) rank += c_group[j] != g && row[j] > best;
-                for (int k = 0; k < QMOD_N_KS; k++) hits[k] += rank < k_ks[k];
-            }
-        }
-        free(s);
-    }
-    for (int k = 0; k < QMOD_N_KS; k++) recall[k] = (double)hits[k] / (double)nq;
     return QIAO_OK;
+}
+
+/* Recall from ranks (-1: no hit, a miss at every k). */
+static void recall_from_ranks(const int64_t *rank, int64_t nq, double recall[QMOD_N_KS]) {
+    int64_t hits[QMOD_N_KS] = {0};
+    for (int64_t i = 0; i < nq; i++)
+        for (int k = 0; k < QMOD_N_KS; k++) hits[k] += rank[i] >= 0 && rank[i] < k_ks[k];
+    for (int k = 0; k < QMOD_N_KS; k++) recall[k] = (double)hits[k] / (double)nq;
+}
+
+qiao_status qmod_recall_at_k(const qb_exec *ex, const float *q, int64_t nq, const float *c, int64_t nc, int64_t D,
+                             const int64_t *q_group, const int64_t *c_group, double recall[QMOD_N_KS]) {
+    if (!ex || !recall || nq < 0 || nc < 0 || D < 1)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_recall_at_k: NULL context or output, or bad sizes");
+    for (int k = 0; k < QMOD_N_KS; k++) recall[k] = NAN;
+    if (nq == 0) return QIAO_OK;
+    qiao_status st = check_rank_args(ex, q, nq, c, nc, D, q_group, c_group);
+    if (st != QIAO_OK) return st;
+    int64_t *rank = malloc((size_t)nq * sizeof *rank);
+    if (!rank) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qmod_recall_at_k: ranks of %lld queries", (long long)nq);
+    for (int64_t i = 0; i < nq; i++) rank[i] = -1;
+    rank_out o = {.rank = rank};
+    if (nc > 0) st = rank_queries(ex, q, nq, c, nc, D, q_group, c_group, &o);
+    if (st == QIAO_OK) recall_from_ranks(rank, nq, recall);
+    free(rank);
+    return st;
 }
 
 /* ---- embedding the pool -------------------------------------------------- */
@@ -233,6 +275,41 @@ static void gather(float *out, int64_t *out_group, const float *x, const int64_t
     }
 }
 
+/* One direction's recall, with every query that missed at rank 1 reported
+ * to p->on_miss. qs/cs map query and candidate rows to scene indices (cs
+ * NULL: candidate j is scene j). */
+static qiao_status rank_direction(const qb_exec *cpu, const qmod_eval_params *p, int lang, int dir, const float *q,
+                                  int64_t nq, const float *c, int64_t nc, int64_t D, const int64_t *qg,
+                                  const int64_t *cg, const int64_t *qs, const int64_t *cs, double recall[QMOD_N_KS]) {
+    if (!p->on_miss || nq == 0 || nc == 0) return qmod_recall_at_k(cpu, q, nq, c, nc, D, qg, cg, recall);
+    qiao_status st = check_rank_args(cpu, q, nq, c, nc, D, qg, cg);
+    if (st != QIAO_OK) return st;
+    rank_out o = {malloc((size_t)nq * sizeof(int64_t)), malloc((size_t)nq * sizeof(int64_t)),
+                  malloc((size_t)nq * sizeof(float)), malloc((size_t)nq * sizeof(float))};
+    if (!o.rank || !o.top || !o.hit_score || !o.top_score)
+        st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "eval: ranks of %lld queries", (long long)nq);
+    if (st == QIAO_OK) st = rank_queries(cpu, q, nq, c, nc, D, qg, cg, &o);
+    if (st == QIAO_OK) {
+        recall_from_ranks(o.rank, nq, recall);
+        for (int64_t i = 0; i < nq; i++) {
+            if (o.rank[i] == 0 || o.top[i] < 0) continue;
+            qmod_miss miss = {.lang = lang,
+                              .dir = dir,
+                              .query = qs[i],
+                              .top = cs ? cs[o.top[i]] : o.top[i],
+                              .rank = o.rank[i],
+                              .hit_score = o.hit_score[i],
+                              .top_score = o.top_score[i]};
+            p->on_miss(&miss, p->miss_user);
+        }
+    }
+    free(o.rank);
+    free(o.top);
+    free(o.hit_score);
+    free(o.top_score);
+    return st;
+}
+
 qiao_status qmod_eval_retrieval(const qb_exec *ex, const qmod_model *m, const qmod_dataset *d,
                                 const qmod_eval_params *p, qmod_retrieval *out) {
     if (!ex || !m || !d || !out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_eval_retrieval: NULL argument");
@@ -318,10 +395,11 @@ qiao_status qmod_eval_retrieval(const qb_exec *ex, const qmod_model *m, const qm
         lang_set *s = &L[l];
         for (int dir = 0; dir < QMOD_N_DIRS && st == QIAO_OK; dir++) {
             const float *q = NULL, *cand = NULL;
+            const int64_t *qs = NULL, *cs = NULL; /* row -> scene, for the misses */
             int64_t nq = 0, nc = 0;
             switch (dir) {
             case QMOD_T2I: /* every caption -> every image */
-                q = s->txt, nq = s->n_txt;
+                q = s->txt, nq = s->n_txt, qs = s->txt_scene;
                 for (int64_t i = 0; i < nq; i++) qg[i] = group[s->txt_scene[i]];
                 cand = img, nc = P;
                 memcpy(cg, group, (size_t)P * sizeof *cg);
@@ -329,11 +407,11 @@ qiao_status qmod_eval_retrieval(const qb_exec *ex, const qmod_model *m, const qm
             case QMOD_I2T: /* images of scenes with a caption -> the captions */
                 nq = s->n_txt;
                 gather(qbuf, qg, img, s->txt_scene, s->txt_scene, group, nq, D), q = qbuf;
-                cand = s->txt, nc = s->n_txt;
+                cand = s->txt, nc = s->n_txt, qs = s->txt_scene, cs = s->txt_scene;
                 for (int64_t j = 0; j < nc; j++) cg[j] = group[s->txt_scene[j]];
                 break;
             case QMOD_A2I: /* every clip -> every image */
-                q = s->aud, nq = s->n_aud;
+                q = s->aud, nq = s->n_aud, qs = s->aud_scene;
                 for (int64_t i = 0; i < nq; i++) qg[i] = group[s->aud_scene[i]];
                 cand = img, nc = P;
                 memcpy(cg, group, (size_t)P * sizeof *cg);
@@ -346,18 +424,18 @@ qiao_status qmod_eval_retrieval(const qb_exec *ex, const qmod_model *m, const qm
                         idx_scene[nq++] = s->aud_scene[i];
                     }
                 gather(qbuf, qg, s->aud, idx, idx_scene, group, nq, D), q = qbuf;
-                cand = s->txt, nc = s->n_txt;
+                cand = s->txt, nc = s->n_txt, qs = idx_scene, cs = s->txt_scene;
                 for (int64_t j = 0; j < nc; j++) cg[j] = group[s->txt_scene[j]];
                 break;
             case QMOD_I2A: /* images of scenes with speech -> the clips */
                 nq = s->n_aud;
                 gather(qbuf, qg, img, s->aud_scene, s->aud_scene, group, nq, D), q = qbuf;
-                cand = s->aud, nc = s->n_aud;
+                cand = s->aud, nc = s->n_aud, qs = cs = s->aud_scene;
                 for (int64_t j = 0; j < nc; j++) cg[j] = group[s->aud_scene[j]];
                 break;
             }
             out->n_queries[l][dir] = nq;
-            st = qmod_recall_at_k(&cpu, q, nq, cand, nc, D, qg, cg, out->recall[l][dir]);
+            st = rank_direction(&cpu, p, l, dir, q, nq, cand, nc, D, qg, cg, qs, cs, out->recall[l][dir]);
         }
     }
     if (st != QIAO_OK) goto done;

@@ -35,12 +35,24 @@ typedef struct qmod_retrieval {
     double mean[QMOD_N_DIRS][QMOD_N_KS];             /* query-weighted over the languages */
 } qmod_retrieval;
 
+/* One query whose hit did not rank first: scene indices into the data set.
+ * `top` is the best-scoring candidate that is not a hit, `rank` the number of
+ * non-hits above the best hit (>= 1), the scores their dot products. */
+typedef struct qmod_miss {
+    int lang, dir;
+    int64_t query, top, rank;
+    float hit_score, top_score;
+} qmod_miss;
+typedef void (*qmod_miss_fn)(const qmod_miss *miss, void *user);
+
 typedef struct qmod_eval_params {
     int64_t pool;          /* default 1000 */
     int64_t batch;         /* embedding batch (default 64) */
     bool audio;            /* evaluate the audio directions (default true) */
     qiao_progress_fn progress; /* phase "embed", done/total items; may be NULL */
     void *progress_user;
+    qmod_miss_fn on_miss;      /* called for every query that missed at rank 1; may be NULL */
+    void *miss_user;
 } qmod_eval_params;
 
 qmod_eval_params qmod_eval_default_params(void);

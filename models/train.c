@@ -107,6 +107,8 @@ qiao_status qmod_train_hparams_from_config(const char *cfg_json, qmod_train_hpar
             if ((st = num(it, 0, 100, false, &v)) == QIAO_OK) h.audio_weight = (float)v;
         } else if (!strcmp(k, "freeze")) {
             st = freeze_from_json(it, &h.freeze);
+        } else if (!strcmp(k, "place_groups")) {
+            if ((st = num(it, 0, 1024, true, &v)) == QIAO_OK) h.place_groups = (int64_t)v;
         } else if (!strcmp(k, "seed")) {
             if ((st = num(it, 0, 9007199254740991.0, true, &v)) == QIAO_OK) h.seed = (uint64_t)v;
         } else {
@@ -184,6 +186,7 @@ static char *hparams_json(const qmod_train_hparams *h, int64_t step, double seco
     cJSON_AddNumberToObject(o, "eval_pool", (double)h->eval_pool);
     cJSON_AddNumberToObject(o, "audio_weight", h->audio_weight);
     cJSON_AddNumberToObject(o, "seed", (double)h->seed);
+    if (h->place_groups > 1) cJSON_AddNumberToObject(o, "place_groups", (double)h->place_groups);
     if (h->freeze) {
         cJSON *f = cJSON_AddArrayToObject(o, "freeze");
         for (int m = 0; m < QMOD_N_MODALITIES; m++)
@@ -601,14 +604,23 @@ static qiao_status trainer_init(trainer *t, const qmod_train_params *p) {
     return st;
 }
 
-/* Flags the tensors of the towers in `mask` QC_FROZEN: AdamW's decoupled
- * weight decay would otherwise still shrink them every step. Image-less
- * training freezes the image tower and the temperatures of the pairs with
- * images too, since nothing trains them. */
-static void freeze_towers(qmod_model *m, uint32_t mask, bool no_images) {
+/* Flags QC_FROZEN the tensors of the towers in `frozen` and of the towers in
+ * `absent` (ones that do not run: no images in the data, or audio_weight 0),
+ * with the temperatures of the pairs an absent tower belongs to: AdamW's
+ * decoupled weight decay would otherwise still shrink what nothing trains. */
+static void freeze_towers(qmod_model *m, uint32_t frozen, uint32_t absent) {
+    static const struct {
+        const char *name;
+        uint32_t towers;
+    } pairs[] = {{"logit_scale.text_image", (1u << QMOD_TEXT) | (1u << QMOD_IMAGE)},
+                 {"logit_scale.audio_text", (1u << QMOD_AUDIO) | (1u << QMOD_TEXT)},
+                 {"logit_scale.audio_image", (1u << QMOD_AUDIO) | (1u << QMOD_IMAGE)}};
+    const uint32_t mask = frozen | absent;
     for (size_t i = 0; i < m->tab.n; i++) {
         qc_tensor_desc *d = &m->tab.t[i];
-        bool f = no_images && (!strcmp(d->name, "logit_scale.text_image") || !strcmp(d->name, "logit_scale.audio_image"));
+        bool f = false;
+        for (size_t k = 0; k < sizeof pairs / sizeof pairs[0]; k++)
+            if (!strcmp(d->name, pairs[k].name) && (pairs[k].towers & absent)) f = true;
         for (int mod = 0; mod < QMOD_N_MODALITIES; mod++) {
             const char *tower = qmod_modality_name((qmod_modality)mod);
             const size_t n = strlen(tower);
@@ -661,11 +673,11 @@ qiao_status qmod_train(const qmod_train_params *p) {
                       "%s: validation ranks images and this split has none (evaluate speech-only data after training, "
                       "e.g. with `qiao eval digits`)",
                       p->val_dir);
-    const uint32_t frozen = t.h.freeze | (train.has_images ? 0u : 1u << QMOD_IMAGE);
-    const uint32_t towers = (1u << QMOD_TEXT) | (train.has_images ? 1u << QMOD_IMAGE : 0u) | (audio ? 1u << QMOD_AUDIO : 0u);
-    if (st == QIAO_OK && (towers & ~frozen) == 0)
+    const uint32_t absent = (train.has_images ? 0u : 1u << QMOD_IMAGE) | (audio ? 0u : 1u << QMOD_AUDIO);
+    const uint32_t towers = ((1u << QMOD_N_MODALITIES) - 1u) & ~absent;
+    if (st == QIAO_OK && (towers & ~t.h.freeze) == 0)
         st = qc_error(QIAO_ERR_INVALID_ARGUMENT, "train: every tower that runs is frozen: nothing to train");
-    if (st == QIAO_OK) freeze_towers(t.m, frozen, !train.has_images);
+    if (st == QIAO_OK) freeze_towers(t.m, t.h.freeze, absent);
     for (int mod = 0; mod < QMOD_N_MODALITIES && st == QIAO_OK; mod++) {
         if (mod == QMOD_IMAGE && !train.has_images) continue;
         if (mod == QMOD_AUDIO)
@@ -682,7 +694,8 @@ qiao_status qmod_train(const qmod_train_params *p) {
                                  .threads = p->loader_threads > 0 ? p->loader_threads : 1,
                                  .prefetch = 4,
                                  .first_batch = t.step,
-                                 .audio = audio};
+                                 .audio = audio,
+                                 .place_groups = t.h.place_groups};
         st = qmod_loader_start(&lp, &loader);
     }
     if (st == QIAO_OK)

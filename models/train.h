@@ -46,6 +46,9 @@ typedef struct qmod_train_hparams {
     int64_t eval_pool;      /* validation scenes used for recall (default 500) */
     float audio_weight;     /* weight of the audio-text and audio-image losses (default 1) */
     uint64_t seed;          /* initialization and data order (default 1) */
+    int64_t place_groups;   /* > 1: batches hold scenes with the same objects in different
+                             * places side by side, in groups of up to this many (data.h,
+                             * qmod_loader_start); 0 = a plain shuffle (default) */
     uint32_t freeze;        /* towers kept as loaded, bit (1 << QMOD_TEXT/IMAGE/AUDIO) (default 0):
                              * e.g. audio bound to a trained, locked text-image space. A frozen
                              * tower runs forward only. Config: "freeze": ["text", "image"]. */

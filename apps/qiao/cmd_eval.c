@@ -23,10 +23,13 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: qiao eval retrieval --model M.safetensors --data DIR [--split test]\n"
             "                           [--pool 1000] [--batch 64] [--threads N] [--no-audio] [--json]\n"
+            "                           [--misses FILE.jsonl]\n"
             "  DIR is a split directory (DIR/manifest.jsonl) or a data set root holding\n"
             "  DIR/<split>/manifest.jsonl. The first --pool scenes are ranked against each\n"
             "  other: t2i, i2t, a2i, a2t, i2a per language; a hit is the query's own scene\n"
             "  or one with the same signature; a candidate tied with the hit ranks below it.\n"
+            "  --misses writes one JSON line per query whose hit did not rank first: the\n"
+            "  direction, language, query and top-ranked scene ids, the rank and both scores.\n"
             "       qiao eval digits --model M.safetensors --data DIR [--threads N] [--json]\n"
             "  spoken-digit accuracy on a `qiao dataset fsdd` split (qiao eval digits --help).\n");
 }
@@ -44,6 +47,30 @@ static void on_progress(const char *phase, int64_t done, int64_t total, void *us
     char label[64];
     snprintf(label, sizeof label, "eval: %s", phase);
     cli_progress_show(user_data, label, "items", done, total);
+}
+
+typedef struct miss_log {
+    FILE *f;
+    const qmod_dataset *d;
+    int64_t n;
+} miss_log;
+
+static void on_miss(const qmod_miss *m, void *user) {
+    miss_log *g = user;
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return;
+    cJSON_AddStringToObject(o, "dir", qmod_dir_name(m->dir));
+    cJSON_AddStringToObject(o, "lang", qmod_lang_name(m->lang));
+    cJSON_AddStringToObject(o, "query", g->d->scenes[m->query].id);
+    cJSON_AddStringToObject(o, "top", g->d->scenes[m->top].id);
+    cJSON_AddNumberToObject(o, "rank", (double)m->rank);
+    cJSON_AddNumberToObject(o, "hit_score", m->hit_score);
+    cJSON_AddNumberToObject(o, "top_score", m->top_score);
+    char *line = cJSON_PrintUnformatted(o);
+    if (line) fprintf(g->f, "%s\n", line);
+    cJSON_free(line);
+    cJSON_Delete(o);
+    g->n++;
 }
 
 static void add_recalls(cJSON *o, const double r[QMOD_N_KS], int64_t n) {
@@ -100,7 +127,7 @@ static void print_table(const char *model, const char *name, const char *data, c
 }
 
 static int retrieval(int argc, char **argv) {
-    const char *model_path = NULL, *data = NULL, *split = "test";
+    const char *model_path = NULL, *data = NULL, *split = "test", *misses = NULL;
     qmod_eval_params p = qmod_eval_default_params();
     int64_t threads = 0;
     int json = 0;
@@ -130,6 +157,8 @@ static int retrieval(int argc, char **argv) {
             data = v;
         } else if (!strcmp(a, "--split")) {
             split = v;
+        } else if (!strcmp(a, "--misses")) {
+            misses = v;
         } else if (!strcmp(a, "--pool") && parse_i64(v, &x) && x >= 1) {
             p.pool = x;
         } else if (!strcmp(a, "--batch") && parse_i64(v, &x) && x >= 1 && x <= 4096) {
@@ -167,9 +196,25 @@ static int retrieval(int argc, char **argv) {
     cli_progress_start(&pr);
     p.progress = on_progress;
     p.progress_user = &pr;
+    miss_log ml = {NULL, &d, 0};
+    if (misses) {
+        if (!(ml.f = fopen(misses, "w"))) {
+            fprintf(stderr, "qiao eval retrieval: %s: %s\n", misses, strerror(errno));
+            qmod_dataset_free(&d);
+            qmod_free(m);
+            return 1;
+        }
+        p.on_miss = on_miss;
+        p.miss_user = &ml;
+    }
     qmod_retrieval r;
     st = qmod_eval_retrieval(&ex, m, &d, &p, &r);
     int rc = 0;
+    if (ml.f && fclose(ml.f) != 0 && st == QIAO_OK) {
+        fprintf(stderr, "qiao eval retrieval: %s: %s\n", misses, strerror(errno));
+        rc = 1;
+    }
+    if (ml.f && st == QIAO_OK) fprintf(stderr, "eval: %lld misses written to %s\n", (long long)ml.n, misses);
     if (st != QIAO_OK) {
         fputc('\n', stderr);
         rc = cli_fail(st);

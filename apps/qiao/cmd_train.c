@@ -4,6 +4,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -33,7 +34,7 @@ static void usage(FILE *f) {
             "                  [--val DIR] [--resume CKPT] [--ckpt CKPT] [--log PREFIX]\n"
             "                  [--steps N] [--batch B] [--lr X] [--warmup N] [--seed S] [--eval-every N]\n"
             "                  [--eval-pool N] [--threads N] [--loader-threads N] [--restart] [--quiet]\n"
-            "                  [--freeze text,image,audio]\n"
+            "                  [--freeze text,image,audio] [--audio-weight W] [--place-groups G]\n"
             "  DIR is a split (manifest.jsonl: shapes, or image-less speech such as `qiao dataset fsdd`);\n"
             "  if DIR/train exists it is used, with DIR/val for validation unless --val is given.\n"
             "  Hyperparameters come from the config's \"train\" object (options override them); with\n"
@@ -44,7 +45,11 @@ static void usage(FILE *f) {
             "  current step and writes the checkpoint; --resume CKPT continues exactly where it stopped.\n"
             "  --restart with --resume and more --steps starts a new schedule at the checkpoint's step\n"
             "  (warmup, then cosine to the new end) instead of stretching the old one. --freeze keeps\n"
-            "  the named towers as loaded (forward only), e.g. to bind audio to a trained text-image space.\n");
+            "  the named towers as loaded (forward only), e.g. to bind audio to a trained text-image space.\n"
+            "  --audio-weight scales the audio-text and audio-image losses; 0 trains text-image only\n"
+            "  (speech is not decoded and the audio tower is left as it is). --place-groups G puts\n"
+            "  scenes with the same objects in different places side by side in batches, up to G\n"
+            "  at a time (0: plain shuffle), so the loss learns where things are.\n");
 }
 
 typedef struct run {
@@ -170,8 +175,8 @@ int cmd_train(int argc, char **argv) {
     qmod_train_params p;
     memset(&p, 0, sizeof p);
     const char *data = NULL, *val = NULL, *ckpt = NULL, *logp = NULL, *config = NULL;
-    long long steps = -1, batch = -1, seed = -1, eval_every = -1, eval_pool = -1, warmup = -1;
-    double lr = -1;
+    long long steps = -1, batch = -1, seed = -1, eval_every = -1, eval_pool = -1, warmup = -1, place_groups = LLONG_MIN;
+    double lr = -1, audio_weight = NAN;
     int quiet = 0, restart = 0;
     const char *freeze = NULL;
     for (int i = 1; i < argc; i++) {
@@ -212,6 +217,8 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--eval-every")) eval_every = strtoll(v, &end, 10);
         else if (!strcmp(a, "--eval-pool")) eval_pool = strtoll(v, &end, 10);
         else if (!strcmp(a, "--lr")) lr = strtod(v, &end);
+        else if (!strcmp(a, "--audio-weight")) audio_weight = strtod(v, &end);
+        else if (!strcmp(a, "--place-groups")) place_groups = strtoll(v, &end, 10);
         else if (!strcmp(a, "--threads")) p.threads = (int)strtol(v, &end, 10);
         else if (!strcmp(a, "--loader-threads")) p.loader_threads = (int)strtol(v, &end, 10);
         else {
@@ -275,6 +282,20 @@ int cmd_train(int argc, char **argv) {
     if (eval_pool > 0) p.hp.eval_pool = eval_pool;
     if (lr > 0) p.hp.lr = (float)lr;
     if (warmup >= 0) p.hp.warmup = warmup;
+    if (place_groups != LLONG_MIN) {
+        if (place_groups < 0 || place_groups > 1024) {
+            fprintf(stderr, "qiao train: --place-groups must be in [0, 1024], not %lld\n", place_groups);
+            return 2;
+        }
+        p.hp.place_groups = place_groups;
+    }
+    if (!isnan(audio_weight)) {
+        if (!(audio_weight >= 0 && audio_weight <= 100)) {
+            fprintf(stderr, "qiao train: --audio-weight must be in [0, 100], not %g\n", audio_weight);
+            return 2;
+        }
+        p.hp.audio_weight = (float)audio_weight;
+    }
     if (freeze) {
         /* "text,image" -> the config's form, so one parser checks both */
         cJSON *root = cJSON_CreateObject(), *arr = cJSON_CreateArray();

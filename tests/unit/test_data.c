@@ -667,12 +667,101 @@ static void test_missing_file(void **state) {
     qmod_train_batch_free(&b);
 }
 
+/* Place groups: scenes with the same objects in different places share
+ * batches far more often than a plain shuffle puts them together, every
+ * epoch still visits each scene once, and the order is a pure function of
+ * (seed, batch index). The data: "a small red circle" in all 9 places plus
+ * a second one at the top (10 scenes, one signature twice), "a large blue
+ * star" in 6 places, and 48 scenes that share their objects with no other. */
+static void test_place_groups(void **state) {
+    fixture *fx = *state;
+    static const char *const places[9] = {"top-left", "top",         "top-right", "left", "center",
+                                          "right",    "bottom-left", "bottom",    "bottom-right"};
+    static const char *const colors[8] = {"red", "orange", "yellow", "green", "blue", "purple", "brown", "black"};
+    static const char *const shapes[6] = {"square", "triangle", "hexagon", "cross", "diamond", "star"};
+    enum { N = 64, B = 8, EPOCHS = 12 };
+    char *dir = tmpdir();
+    /* every scene shows the fixture's first picture: only the order is under test */
+    {
+        FILE *in = fopen(fx->d.scenes[0].image, "rb");
+        assert_non_null(in);
+        char path[1100];
+        snprintf(path, sizeof path, "%s/g.png", dir);
+        FILE *out = fopen(path, "wb");
+        assert_non_null(out);
+        char buf[4096];
+        size_t n;
+        while ((n = fread(buf, 1, sizeof buf, in)) > 0) assert_int_equal(fwrite(buf, 1, n, out), n);
+        fclose(in);
+        fclose(out);
+    }
+    char *text = malloc(N * 512), *at = text;
+    int key[N];
+    for (int i = 0; i < N; i++) {
+        char objs[300];
+        if (i < 10) {
+            key[i] = 1;
+            snprintf(objs, sizeof objs, "{\"color\":\"red\",\"size\":\"small\",\"shape\":\"circle\",\"grid\":\"%s\"}",
+                     places[i < 9 ? i : 1]);
+        } else if (i < 16) {
+            key[i] = 2;
+            snprintf(objs, sizeof objs, "{\"color\":\"blue\",\"size\":\"large\",\"shape\":\"star\",\"grid\":\"%s\"}",
+                     places[i - 10]);
+        } else {
+            key[i] = 0;
+            const int j = i - 16; /* 48 distinct (colour, shape) pairs */
+            snprintf(objs, sizeof objs,
+                     "{\"color\":\"%s\",\"size\":\"small\",\"shape\":\"%s\",\"grid\":\"top\"},"
+                     "{\"color\":\"green\",\"size\":\"large\",\"shape\":\"circle\",\"grid\":\"%s\"}",
+                     colors[j % 8], shapes[j / 8], places[j % 9]);
+        }
+        at += sprintf(at, "{\"id\":\"s%d\",\"image\":\"g.png\",\"captions\":{\"en\":[\"scene %d\"]},\"objects\":[%s]}\n",
+                      i, i, objs);
+    }
+    write_file(dir, "manifest.jsonl", text);
+    free(text);
+    qmod_dataset d;
+    assert_int_equal(qmod_dataset_load(dir, &d), QIAO_OK);
+    assert_int_equal(d.n, N);
+
+    long pairs[2] = {0, 0}; /* same-key pairs sharing a batch: shuffle, place groups */
+    for (int mode = 0; mode < 2; mode++) {
+        qmod_loader_params p = {.model = fx->m, .data = &d, .batch = B, .seed = 5, .threads = 1, .prefetch = 1};
+        p.place_groups = mode ? 4 : 0;
+        for (int e = 0; e < EPOCHS; e++) {
+            int seen[N] = {0};
+            for (int k = 0; k < N / B; k++) {
+                qmod_train_batch b = make(&p, e * (N / B) + k);
+                for (int i = 0; i < B; i++) {
+                    seen[b.scene[i]]++;
+                    for (int j = 0; j < i; j++) pairs[mode] += key[b.scene[i]] && key[b.scene[i]] == key[b.scene[j]];
+                }
+                if (mode && k == 1 && e == 0) { /* a pure function of (seed, index) */
+                    qmod_train_batch again = make(&p, 1);
+                    assert_memory_equal(again.scene, b.scene, B * sizeof(int64_t));
+                    qmod_train_batch_free(&again);
+                }
+                qmod_train_batch_free(&b);
+            }
+            for (int s = 0; s < N; s++) assert_int_equal(seen[s], 1);
+        }
+    }
+    /* A shuffle expects 28 * (10*9 + 6*5) / (64*63) = 0.83 pairs a batch,
+     * 80 in the 96 batches; the groups alone hold 12 + 6 = 18 pairs an
+     * epoch before any straddle a batch boundary. */
+    printf("  same-key pairs in %d batches: shuffle %ld, place groups %ld\n", EPOCHS * N / B, pairs[0], pairs[1]);
+    assert_true(pairs[1] > 2 * pairs[0]);
+    qmod_dataset_free(&d);
+    rm_rf(dir);
+    free(dir);
+}
+
 int main(int argc, char **argv) {
 #define WITH_FIXTURE(f) cmocka_unit_test_setup_teardown(f, fixture_setup, fixture_teardown)
     const struct CMUnitTest tests[] = {
         WITH_FIXTURE(test_manifest),      cmocka_unit_test(test_malformed),  WITH_FIXTURE(test_batch_determinism),
         WITH_FIXTURE(test_epoch_cover),   WITH_FIXTURE(test_batch_content), WITH_FIXTURE(test_loader_order),
-        WITH_FIXTURE(test_loader_stop),   WITH_FIXTURE(test_missing_file),
+        WITH_FIXTURE(test_loader_stop),   WITH_FIXTURE(test_missing_file), WITH_FIXTURE(test_place_groups),
     };
     if (argc > 1) {
         char filter[128];

@@ -246,6 +246,24 @@ static void print_retrieval(const char *what, const qmod_retrieval *r) {
     printf("\n");
 }
 
+/* Every miss reported, for the checks in `invariants`. */
+typedef struct miss_set {
+    qmod_miss m[8 * N_SCENES * QMOD_N_DIRS];
+    int n;
+} miss_set;
+
+static void collect_miss(const qmod_miss *m, void *user) {
+    miss_set *s = user;
+    assert_true(s->n < (int)(sizeof s->m / sizeof s->m[0]));
+    s->m[s->n++] = *m;
+}
+
+static float dot(const float *a, const float *b, int64_t D) {
+    double s = 0;
+    for (int64_t k = 0; k < D; k++) s += (double)a[k] * b[k];
+    return (float)s;
+}
+
 static void invariants(void **state) {
     (void)state;
     fixture f;
@@ -298,6 +316,36 @@ static void invariants(void **state) {
     for (int k = 0; k < QMOD_N_KS; k++) assert_float_equal(core[k], r.recall[QMOD_LANG_EN][QMOD_T2I][k], 1e-12);
     check(qmod_recall_at_k(&ex, ie, N_SCENES, te, N_SCENES, D, groups, groups, core));
     for (int k = 0; k < QMOD_N_KS; k++) assert_float_equal(core[k], r.recall[QMOD_LANG_EN][QMOD_I2T][k], 1e-12);
+
+    /* The misses: one per query that missed at 1, with the scene that beat
+     * it; the same recalls as without the callback. */
+    static miss_set ms;
+    ms.n = 0;
+    qmod_eval_params mp = qmod_eval_default_params();
+    mp.pool = N_SCENES;
+    mp.batch = 5;
+    mp.on_miss = collect_miss;
+    mp.miss_user = &ms;
+    qmod_retrieval rm;
+    check(qmod_eval_retrieval(&ex, f.m, &f.d, &mp, &rm));
+    assert_memory_equal(rm.recall, r.recall, sizeof r.recall);
+    int per[QMOD_N_LANGS][QMOD_N_DIRS] = {{0}};
+    for (int i = 0; i < ms.n; i++) {
+        const qmod_miss *m = &ms.m[i];
+        assert_true(m->lang >= 0 && m->lang < QMOD_N_LANGS && m->dir >= 0 && m->dir < QMOD_N_DIRS);
+        assert_true(m->query >= 0 && m->query < N_SCENES && m->top >= 0 && m->top < N_SCENES);
+        assert_true(m->rank >= 1 && m->top_score > m->hit_score);
+        assert_int_not_equal(groups[m->top], groups[m->query]);
+        per[m->lang][m->dir]++;
+        if (m->lang == QMOD_LANG_EN && m->dir == QMOD_T2I) { /* the scores are those of the scenes named */
+            assert_float_equal(m->top_score, dot(te + m->query * D, ie + m->top * D, D), 1e-4);
+            assert_true(m->hit_score >= dot(te + m->query * D, ie + m->query * D, D) - 1e-4f);
+        }
+    }
+    for (int l = 0; l < QMOD_N_LANGS; l++)
+        for (int dir = 0; dir < QMOD_N_DIRS; dir++)
+            assert_int_equal(per[l][dir], (int)llround((1.0 - r.recall[l][dir][QMOD_R1]) * (double)r.n_queries[l][dir]));
+    assert_true(per[QMOD_LANG_EN][QMOD_T2I] > 0);
     for (int i = 0; i < N_SCENES; i++) qiao_image_free(imgs[i]);
     qmod_work_free(&wt);
     qmod_work_free(&wi);
@@ -477,12 +525,39 @@ static void cli_json(void **state) {
     free(out);
 
     eval(&f, N_SCENES, false, &r);
-    snprintf(args, sizeof args, "eval retrieval --json --no-audio --batch 5 --threads 2 --model %s --data %s",
-             f.model_path, f.split);
+    char misses[96];
+    snprintf(misses, sizeof misses, "%s/misses.jsonl", f.root);
+    snprintf(args, sizeof args,
+             "eval retrieval --json --no-audio --batch 5 --threads 2 --model %s --data %s --misses %s", f.model_path,
+             f.split, misses);
     out = run_cli(args, &rc);
     assert_int_equal(rc, 0);
     check_json(out, &f, &r);
     free(out);
+    /* --misses: one JSON line per query that missed at 1, naming both scenes */
+    FILE *mf = fopen(misses, "r");
+    assert_non_null(mf);
+    char line[1024];
+    int lines = 0, want = 0;
+    while (fgets(line, sizeof line, mf)) {
+        cJSON *o = cJSON_Parse(line);
+        assert_non_null(o);
+        const cJSON *q = cJSON_GetObjectItemCaseSensitive(o, "query");
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "top");
+        const cJSON *k = cJSON_GetObjectItemCaseSensitive(o, "rank");
+        assert_true(cJSON_IsString(q) && cJSON_IsString(t) && cJSON_IsNumber(k) && k->valuedouble >= 1);
+        assert_non_null(strstr(q->valuestring, "shapes-test-"));
+        assert_string_not_equal(q->valuestring, t->valuestring);
+        cJSON_Delete(o);
+        lines++;
+    }
+    fclose(mf);
+    for (int l = 0; l < QMOD_N_LANGS; l++)
+        for (int dir = 0; dir < QMOD_N_DIRS; dir++)
+            if (r.n_queries[l][dir])
+                want += (int)llround((1.0 - r.recall[l][dir][QMOD_R1]) * (double)r.n_queries[l][dir]);
+    assert_int_equal(lines, want);
+    assert_true(lines > 0);
 
     /* The table names every direction and language. */
     snprintf(args, sizeof args, "eval retrieval --model %s --data %s --pool 4", f.model_path, f.split);

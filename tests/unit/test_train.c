@@ -8,7 +8,8 @@
  *   learns        on 16 scenes the three losses fall well below chance;
  *   errors        bad inputs fail with clear messages and leave no output;
  *   freeze        towers named in freeze stay as initialized, the others
- *                 learn; a run with every tower frozen is refused;
+ *                 learn; a run with every tower frozen is refused; with
+ *                 audio_weight 0 the audio tower and its temperatures stay;
  *   restart       a resumed run given --restart's schedule starts a new
  *                 warmup and cosine at the checkpoint's step;
  *   chunks        clips run in chunks of similar length (qmod_batch_select, as
@@ -92,7 +93,8 @@ static void path(char *buf, size_t cap, const char *name) { snprintf(buf, cap, "
 
 /* Trains the tiny config; resume = checkpoint to continue from or NULL. */
 static qiao_status train_ex(const char *out, const char *ckpt, const char *resume, int64_t steps, int threads,
-                            int loader_threads, float lr, run *r, uint32_t freeze, int64_t restart) {
+                            int loader_threads, float lr, run *r, uint32_t freeze, int64_t restart,
+                            float audio_weight) {
     char data[600];
     path(data, sizeof data, "data");
     qmod_train_params p;
@@ -115,6 +117,7 @@ static qiao_status train_ex(const char *out, const char *ckpt, const char *resum
         p.hp.ckpt_every = 0;
         p.hp.seed = 7;
         p.hp.freeze = freeze;
+        p.hp.audio_weight = audio_weight;
     }
     if (resume && restart > 0) {
         p.hp.steps = steps;
@@ -129,7 +132,7 @@ static qiao_status train_ex(const char *out, const char *ckpt, const char *resum
 
 static qiao_status train(const char *out, const char *ckpt, const char *resume, int64_t steps, int threads,
                          int loader_threads, float lr, run *r) {
-    return train_ex(out, ckpt, resume, steps, threads, loader_threads, lr, r, 0, 0);
+    return train_ex(out, ckpt, resume, steps, threads, loader_threads, lr, r, 0, 0, 1.0f);
 }
 
 static unsigned char *slurp(const char *file, size_t *len) {
@@ -276,7 +279,7 @@ static void freeze(void **state) {
     path(ck, sizeof ck, "f.ckpt.safetensors");
     run r = {0};
     const uint32_t locked = (1u << QMOD_TEXT) | (1u << QMOD_IMAGE);
-    assert_int_equal(train_ex(out, ck, NULL, 3, 2, 1, 1e-3f, &r, locked, 0), QIAO_OK);
+    assert_int_equal(train_ex(out, ck, NULL, 3, 2, 1, 1e-3f, &r, locked, 0, 1.0f), QIAO_OK);
     qmod_model *init = qt_tiny_model(7, true), *done = NULL; /* the run's start: tiny config, seed 7 */
     assert_int_equal(qmod_load(ck, &done), QIAO_OK);         /* the checkpoint keeps f32 weights */
     assert_int_equal(init->tab.n, done->tab.n);
@@ -290,7 +293,7 @@ static void freeze(void **state) {
     assert_int_equal(qmod_train_hparams_from_checkpoint(ck, &h, NULL), QIAO_OK);
     assert_int_equal(h.freeze, locked);
     /* nothing left to train */
-    assert_int_equal(train_ex(out, ck, NULL, 3, 2, 1, 1e-3f, &r, locked | (1u << QMOD_AUDIO), 0),
+    assert_int_equal(train_ex(out, ck, NULL, 3, 2, 1, 1e-3f, &r, locked | (1u << QMOD_AUDIO), 0, 1.0f),
                      QIAO_ERR_INVALID_ARGUMENT);
     assert_non_null(strstr(qiao_last_error(), "frozen"));
     assert_int_equal(qmod_train_hparams_from_config("{\"train\": {\"freeze\": [\"text\", \"video\"]}}", &h),
@@ -298,6 +301,19 @@ static void freeze(void **state) {
     assert_non_null(strstr(qiao_last_error(), "video"));
     assert_int_equal(qmod_train_hparams_from_config("{\"train\": {\"freeze\": [\"image\"]}}", &h), QIAO_OK);
     assert_int_equal(h.freeze, 1u << QMOD_IMAGE);
+
+    /* audio_weight 0: text-image only. The audio tower and the temperatures
+     * of its pairs do not run and must not decay either. */
+    assert_int_equal(train_ex(out, ck, NULL, 3, 2, 1, 1e-3f, &r, 0, 0, 0.0f), QIAO_OK);
+    init = qt_tiny_model(7, true);
+    assert_int_equal(qmod_load(ck, &done), QIAO_OK);
+    assert_true(tower_change(init, done, "text.") > 1e-4);
+    assert_true(tower_change(init, done, "image.") > 1e-4);
+    assert_true(tower_change(init, done, "audio.") == 0.0);
+    assert_true(tower_change(init, done, "logit_scale.audio") == 0.0);
+    assert_true(tower_change(init, done, "logit_scale.text_image") > 0.0);
+    qmod_free(init);
+    qmod_free(done);
 }
 
 static void restart(void **state) {
@@ -309,7 +325,7 @@ static void restart(void **state) {
     const float lr = 1e-3f;
     assert_int_equal(train(out, ck, NULL, 4, 2, 1, lr, &a), QIAO_OK); /* warmup 2, cosine to step 4 */
     /* four more steps: the schedule starts again at step 4 (warmup 2 from 0) */
-    assert_int_equal(train_ex(out, ck, ck, 8, 2, 1, 0, &b, 0, 4), QIAO_OK);
+    assert_int_equal(train_ex(out, ck, ck, 8, 2, 1, 0, &b, 0, 4, 1.0f), QIAO_OK);
     assert_int_equal(b.last, 8);
     for (int s = 1; s <= 4; s++) {
         const float want = nn_lr_warmup_cosine(s - 1, 2, 4, lr, lr / 20.0f);
