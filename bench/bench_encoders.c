@@ -18,12 +18,16 @@
  *     model file qiao saved;
  *   - "sgemm": raw cblas_sgemm on the forward's own linear and conv GEMM
  *     shapes, back to back, single-threaded (the roofline, below);
+ *   - "packed": the same qmod_forward on a context whose weights were
+ *     packed once (qmod_pack_weights, sdk/backend/cpu/gemm_packed.c: no
+ *     per-call packing by OpenBLAS, an AVX-512 kernel for M <= QB_PACK_MAX_M),
+ *     as the public API runs it; absent on a CPU without AVX-512F;
  *   - "API": the public path (qiao_embed_texts / _images / _audios on a
  *     session of N threads), which adds tokenization, crop + resize of the
- *     decoded image, or the log-mel, to the same forward.
+ *     decoded image, or the log-mel, to the same (packed) forward.
  * The machine this runs on is shared, so the four are timed in alternation:
  * each round times each of them once (a loop of calls lasting >= 50 ms,
- * calibrated after warm-up calls; qiao, API, sgemm, peer, with a pause for
+ * calibrated after warm-up calls; qiao, packed, API, sgemm, peer, with a pause for
  * OpenBLAS's spinning threads after the peer), and a figure is the median
  * over the rounds; the speedup is the median of the per-round ratios. The
  * peer is a child process that times itself when asked
@@ -80,6 +84,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backend/cpu/cpu.h"
 #include "core/safetensors.h"
 #include "models/embed.h"
 #include "models/model.h"
@@ -227,12 +232,16 @@ typedef struct bench_case {
     qiao_session *session;     /* the API path, this case only */
     const void *items;         /* raw inputs of the API path */
     float *emb;                /* (B, D) qiao's embeddings */
+    float *emb_pk;             /* (B, D) the packed forward's */
     float *api_out;            /* (B, D) */
     float *ra, *rw, *ry;       /* raw sgemm operands */
-    int reps[4];               /* calls per timed loop: forward, sgemm, API, peer */
-    double t[4][MAX_ROUNDS];   /* seconds per call, per round */
-    double med[4];             /* medians; 0 = not measured */
+    int reps[5];               /* calls per timed loop: forward, sgemm, API, peer, packed */
+    double t[5][MAX_ROUNDS];   /* seconds per call, per round */
+    double med[5];             /* medians; 0 = not measured */
     double speedup;            /* median over rounds of peer / qiao */
+    double speedup_pk;         /* median over rounds of peer / packed */
+    double pk_gain;            /* median over rounds of qiao / packed */
+    double pk_cos_min, pk_maxdiff; /* packed vs unpacked forward */
     double flops;              /* GEMM flops of one forward (all of them) */
     double raw_flops;          /* flops of the linear and conv GEMMs in g[] */
     double work_mib, session_mib, cos_min, api_maxdiff;
@@ -240,7 +249,7 @@ typedef struct bench_case {
     int ng;
 } bench_case;
 
-enum { T_FWD = 0, T_RAW = 1, T_API = 2, T_PEER = 3 };
+enum { T_FWD = 0, T_RAW = 1, T_API = 2, T_PEER = 3, T_PACK = 4 };
 
 static void add_gemm(bench_case *c, int64_t M, int64_t N, int64_t K) {
     const double f = 2.0 * (double)M * (double)N * (double)K;
@@ -666,8 +675,12 @@ int main(int argc, char **argv) {
     qiao_audio *clips[MAX_B] = {0};
     if ((st = make_clips(clips, (int)big)) != QIAO_OK) return fail(SPEECH_CLIP, st);
 
-    qb_exec ex;
+    qb_exec ex, ex_pk;
     qb_exec_cpu(&ex, threads);
+    qb_exec_cpu(&ex_pk, threads);
+    qb_packed_set *packed = NULL;
+    if ((st = qmod_pack_weights(m, &packed)) != QIAO_OK) return fail("qmod_pack_weights", st);
+    ex_pk.packed = packed;
     const int64_t D = cfg.embed_dim;
 
     if (profile) {
@@ -693,6 +706,7 @@ int main(int argc, char **argv) {
                (long long)c.batch.T, (now() - t0) / (double)calls * 1e3);
         unlink(model_path);
         rmdir(dir);
+        qb_packed_set_free(packed);
         return r.st == QIAO_OK ? 0 : fail(profile, r.st);
     }
 
@@ -733,27 +747,41 @@ int main(int argc, char **argv) {
     /* ---- one modality at a time: set up both cases, then alternate ---- */
     for (int mi = 0; mi < 3; mi++) {
         bench_case *pair = cs + 2 * mi;
-        run_ctx rc[2];
+        run_ctx rc[2], rp[2];
         for (int k = 0; k < 2; k++) {
             bench_case *c = &pair[k];
             rc[k] = (run_ctx){&ex, m, c, threads, QIAO_OK};
+            rp[k] = (run_ctx){&ex_pk, m, c, threads, QIAO_OK};
             if ((st = qmod_work_init(&c->work, m, c->mod, c->B, c->batch.T, false)) != QIAO_OK ||
                 (st = qiao_session_new(pm, &sp, &c->session)) != QIAO_OK || (st = alloc_raw(c)) != QIAO_OK)
                 return fail(qmod_modality_name(c->mod), st);
             c->emb = malloc((size_t)(c->B * D) * sizeof(float));
             c->api_out = malloc((size_t)(c->B * D) * sizeof(float));
-            if (!c->emb || !c->api_out) return fail("embeddings", QIAO_ERR_OUT_OF_MEMORY);
+            c->emb_pk = malloc((size_t)(c->B * D) * sizeof(float));
+            if (!c->emb || !c->api_out || !c->emb_pk) return fail("embeddings", QIAO_ERR_OUT_OF_MEMORY);
             const float *emb = NULL;
             if ((st = qmod_forward(&ex, m, &c->work, &c->batch, &emb)) != QIAO_OK) return fail("qmod_forward", st);
             memcpy(c->emb, emb, (size_t)(c->B * D) * sizeof(float));
+            if ((st = qmod_forward(&ex_pk, m, &c->work, &c->batch, &emb)) != QIAO_OK)
+                return fail("qmod_forward (packed)", st);
+            memcpy(c->emb_pk, emb, (size_t)(c->B * D) * sizeof(float));
             run_api(&rc[k]);
             if (rc[k].st != QIAO_OK) return fail("public API", rc[k].st);
-            double md = 0;
-            for (int64_t j = 0; j < c->B * D; j++) md = fmax(md, fabs((double)c->api_out[j] - c->emb[j]));
+            /* The API runs the packed forward: compare it with that one. */
+            double md = 0, mp = 0;
+            for (int64_t j = 0; j < c->B * D; j++) {
+                md = fmax(md, fabs((double)c->api_out[j] - c->emb_pk[j]));
+                mp = fmax(mp, fabs((double)c->emb_pk[j] - c->emb[j]));
+            }
             c->api_maxdiff = md;
+            c->pk_maxdiff = mp;
+            c->pk_cos_min = 1.0;
+            for (int64_t b = 0; b < c->B; b++)
+                c->pk_cos_min = fmin(c->pk_cos_min, qiao_cosine(c->emb + b * D, c->emb_pk + b * D, (size_t)D));
             c->work_mib = MIB((c->work.acts.n + c->work.dacts.n) * sizeof(float));
             c->session_mib = MIB(qiao_session_memory(c->session));
             c->reps[T_FWD] = calibrate(run_forward, &rc[k]);
+            c->reps[T_PACK] = packed ? calibrate(run_forward, &rp[k]) : 0;
             c->reps[T_API] = calibrate(run_api, &rc[k]);
             c->reps[T_RAW] = calibrate(run_raw, &rc[k]);
             char line[256];
@@ -766,6 +794,7 @@ int main(int argc, char **argv) {
             for (int k = 0; k < 2; k++) {
                 bench_case *c = &pair[k];
                 c->t[T_FWD][r] = loop(run_forward, &rc[k], c->reps[T_FWD]);
+                if (packed) c->t[T_PACK][r] = loop(run_forward, &rp[k], c->reps[T_PACK]);
                 c->t[T_API][r] = loop(run_api, &rc[k], c->reps[T_API]);
                 c->t[T_RAW][r] = loop(run_raw, &rc[k], c->reps[T_RAW]);
                 char line[256];
@@ -779,12 +808,20 @@ int main(int argc, char **argv) {
         for (int k = 0; k < 2; k++) {
             bench_case *c = &pair[k];
             if (rc[k].st != QIAO_OK) return fail(qmod_modality_name(c->mod), rc[k].st);
-            for (int j = 0; j < 4; j++) c->med[j] = j == T_PEER && !peer.ok ? 0 : median(c->t[j], rounds);
+            if (rp[k].st != QIAO_OK) return fail(qmod_modality_name(c->mod), rp[k].st);
+            for (int j = 0; j < 5; j++)
+                c->med[j] = (j == T_PEER && !peer.ok) || (j == T_PACK && !packed) ? 0 : median(c->t[j], rounds);
             /* The speedup pairs the two sides within each round (timed
              * back to back, so under the same load) before the median. */
             double ratio[MAX_ROUNDS];
             for (int r = 0; r < rounds; r++) ratio[r] = c->t[T_PEER][r] / c->t[T_FWD][r];
             c->speedup = median(ratio, rounds);
+            if (packed) {
+                for (int r = 0; r < rounds; r++) ratio[r] = c->t[T_PEER][r] / c->t[T_PACK][r];
+                c->speedup_pk = median(ratio, rounds);
+                for (int r = 0; r < rounds; r++) ratio[r] = c->t[T_FWD][r] / c->t[T_PACK][r];
+                c->pk_gain = median(ratio, rounds);
+            }
             qmod_work_free(&c->work);
             qiao_session_free(c->session);
             c->session = NULL;
@@ -863,14 +900,39 @@ int main(int argc, char **argv) {
                (long long)c->B, c->med[T_API] * 1e3, (double)c->B / c->med[T_API],
                (c->med[T_API] - c->med[T_FWD]) * 1e3, c->session_mib, c->api_maxdiff);
     }
-    printf("\nextra ms = API ms - qiao ms (the forward above); max |diff| = API embeddings vs qmod_forward's on the\n"
-           "prepared batch (0 when the padding is the same).\n");
+    printf("\nextra ms = API ms - qiao ms (the forward above); max |diff| = API embeddings vs the packed forward's on\n"
+           "the prepared batch (0 when the padding is the same; the API packs its weights when the CPU has AVX-512F).\n");
+
+    if (packed) {
+        printf("\nPacked weights (qmod_pack_weights: %.1f MiB, packed once; the public API's forward): the same\n"
+               "forward as \"qiao ms\" above, timed in the same rounds; gain = median over rounds of qiao / packed,\n"
+               "speedup = of peer / packed; max |diff| and cos min: packed vs unpacked embeddings\n\n",
+               MIB(qb_packed_set_bytes(packed)));
+        printf("| %-8s | %5s | %9s | %9s | %9s | %6s | %7s | %9s | %9s |\n", "modality", "batch", "qiao ms",
+               "packed ms", "peer ms", "gain", "speedup", "max |diff|", "cos min");
+        printf("|----------|-------|-----------|-----------|-----------|--------|---------|-----------|-----------|\n");
+        for (int i = 0; i < NC; i++) {
+            const bench_case *c = &cs[i];
+            char peer_ms[16] = "-", speed[16] = "-";
+            if (have_peer && c->med[T_PEER] > 0) {
+                snprintf(peer_ms, sizeof peer_ms, "%.3f", c->med[T_PEER] * 1e3);
+                snprintf(speed, sizeof speed, "%.2fx", c->speedup_pk);
+            }
+            printf("| %-8s | %5lld | %9.3f | %9.3f | %9s | %5.2fx | %7s | %9.3g | %9.7f |\n", qmod_modality_name(c->mod),
+                   (long long)c->B, c->med[T_FWD] * 1e3, c->med[T_PACK] * 1e3, peer_ms, c->pk_gain, speed,
+                   c->pk_maxdiff, c->pk_cos_min);
+        }
+    } else {
+        printf("\nPacked weights: not timed (no AVX-512F on this CPU; the API uses OpenBLAS as above).\n");
+    }
 
     qiao_model_free(pm);
+    qb_packed_set_free(packed);
     for (int i = 0; i < NC; i++) {
         qmod_batch_free(&cs[i].batch);
         free(cs[i].emb);
         free(cs[i].api_out);
+        free(cs[i].emb_pk);
     }
     free(cs);
     for (int64_t i = 0; i < big; i++) qiao_audio_free(clips[i]);

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/cpu/cpu.h"
+
 const char *qmod_modality_name(qmod_modality mod) {
     switch (mod) {
     case QMOD_TEXT: return "text";
@@ -389,4 +391,32 @@ qiao_status qmod_embed_audio(const qb_exec *ex, const qmod_model *m, qmod_work *
     qmod_batch b;
     qiao_status st = qmod_batch_audio(m, clips, n, &b);
     return st == QIAO_OK ? embed_batch(ex, m, w, QMOD_AUDIO, &b, out) : st;
+}
+
+/* ---- packed weights for inference ---------------------------------------------- */
+
+/* A weight the forward passes as B with trans_b to the GEMM: nn.Linear's
+ * (out, in), a conv's (OC, C, K) as (OC, C*K) (conv.c's im2col GEMM), the
+ * gate's and char_proj's (C, 2C) and (C, n*Cc) used a column range at a time.
+ * The "_emb.weight" tables are lookups, never multiplied. */
+static bool is_gemm_weight(const qc_tensor_desc *t) {
+    const size_t n = strlen(t->name), suf = strlen(".weight");
+    if (t->ndim < 2 || n < suf || strcmp(t->name + n - suf, ".weight") != 0) return false;
+    return strstr(t->name, "_emb.weight") == NULL;
+}
+
+qiao_status qmod_pack_weights(const qmod_model *m, qb_packed_set **out) {
+    *out = NULL;
+    if (!qb_cpu_gemm_packed_supported()) return QIAO_OK;
+    qb_packed_src *src = calloc(m->tab.n ? m->tab.n : 1, sizeof *src);
+    if (!src) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qmod_pack_weights: out of memory");
+    size_t n = 0;
+    for (size_t i = 0; i < m->tab.n; i++) {
+        const qc_tensor_desc *t = &m->tab.t[i];
+        if (!is_gemm_weight(t)) continue;
+        src[n++] = (qb_packed_src){m->arena.base + t->offset, t->shape[0], t->numel / t->shape[0]};
+    }
+    qiao_status st = qb_packed_set_new(src, n, out);
+    free(src);
+    return st;
 }

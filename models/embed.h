@@ -123,4 +123,16 @@ qiao_status qmod_embed_images(const qb_exec *ex, const qmod_model *m, qmod_work 
 qiao_status qmod_embed_audio(const qb_exec *ex, const qmod_model *m, qmod_work *w, const qiao_audio *const *clips,
                              size_t n, float *out);
 
+/* Packs the weights every encoder's forward multiplies as inp W^T (each
+ * linear's and conv's ".weight", not the embedding tables) for the CPU's
+ * packed GEMM (sdk/backend/cpu/gemm_packed.c), so a qb_exec with
+ * ex.packed = *out skips OpenBLAS's per-call packing. Only for a model whose
+ * parameters no longer change: the set is a copy (about the size of the
+ * model's f32 parameters again; qb_packed_set_bytes), and a stale copy
+ * would silently compute with the old weights. Sets *out = NULL, with
+ * QIAO_OK, on a CPU without AVX-512F, where the set would never be used.
+ * Free with qb_packed_set_free(). Embeddings with and without the set differ
+ * only by float rounding (another summation order). */
+qiao_status qmod_pack_weights(const qmod_model *m, qb_packed_set **out);
+
 #endif /* QIAO_MODELS_EMBED_H */

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "backend/cpu/cpu.h"
 #include "core/core.h"
 #include "models/embed.h"
 #include "models/model.h"
@@ -29,6 +30,10 @@
 
 struct qiao_model {
     qmod_model *m;
+    /* m's GEMM weights packed once for inference (models/embed.h,
+     * qmod_pack_weights): a model here never changes after load. NULL on a
+     * CPU without AVX-512F. Shared, read-only, by every session. */
+    qb_packed_set *packed;
 };
 
 struct qiao_session {
@@ -53,6 +58,11 @@ static qiao_status wrap_model(qmod_model *m, const char *what, qiao_model **out)
         return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", what);
     }
     h->m = m;
+    qiao_status st = qmod_pack_weights(m, &h->packed);
+    if (st != QIAO_OK) {
+        qiao_model_free(h);
+        return st;
+    }
     *out = h;
     return QIAO_OK;
 }
@@ -80,6 +90,7 @@ QIAO_API qiao_status qiao_model_load_memory(const void *data, size_t size, qiao_
 
 QIAO_API void qiao_model_free(qiao_model *model) {
     if (!model) return;
+    qb_packed_set_free(model->packed);
     qmod_free(model->m);
     free(model);
 }
@@ -118,6 +129,7 @@ QIAO_API qiao_status qiao_session_new(const qiao_model *model, const qiao_sessio
     if (!s) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qiao_session_new: out of memory");
     s->m = model->m;
     qb_exec_cpu(&s->ex, p.n_threads);
+    s->ex.packed = model->packed;
     *out = s;
     return QIAO_OK;
 }

@@ -29,6 +29,8 @@
 #include "qiao.h"
 
 typedef struct qb_ops qb_ops;
+/* Weights packed once for inference (sdk/backend/cpu/gemm_packed.c). */
+typedef struct qb_packed_set qb_packed_set;
 
 typedef enum qb_kind { QB_CPU = 0, QB_CUDA = 1 } qb_kind;
 
@@ -38,9 +40,14 @@ typedef struct qb_exec {
     int n_threads;   /* CPU kernels' OpenMP team size (>= 1) */
     void *stream;    /* cudaStream_t on CUDA; NULL on CPU */
     void *handles;   /* backend-private (cuBLAS/cuDNN handles); NULL on CPU */
+    /* CPU: immutable weights packed for the inference GEMM, or NULL (every
+     * GEMM through OpenBLAS). Not owned. Only for weights that do not change
+     * while this context uses the set: a trainer must leave it NULL. */
+    const qb_packed_set *packed;
 } qb_exec;
 
-/* A CPU context with `n_threads` workers (0 = all cores). Never fails. */
+/* A CPU context with `n_threads` workers (0 = all cores), packed = NULL.
+ * Never fails. */
 void qb_exec_cpu(qb_exec *ex, int n_threads);
 
 struct qb_ops {

@@ -668,7 +668,12 @@ typedef struct qiao_session qiao_session;
  * parameters in f32, bf16 or f16, and the tokenizer). QIAO_ERR_IO when it
  * cannot be read, QIAO_ERR_FORMAT naming the file and tensor or key when
  * its content is wrong (a model without a tokenizer is QIAO_ERR_FORMAT: it
- * could not embed text). *out is freed with qiao_model_free(). */
+ * could not embed text). *out is freed with qiao_model_free().
+ * Memory: the parameters as f32 (qiao_model_param_count() * 4 bytes) and,
+ * on a CPU with AVX-512F, a second copy of the linear and conv weights
+ * packed for the inference GEMM (nearly all parameters: close to the same
+ * size again), shared by every session of the model. qiao_session_memory()
+ * counts neither. */
 QIAO_API QIAO_MUST_CHECK qiao_status qiao_model_load(const char *path, qiao_model **out);
 /* The same from a file image in memory (`size` bytes, only read during the call). */
 QIAO_API QIAO_MUST_CHECK qiao_status qiao_model_load_memory(const void *data, size_t size, qiao_model **out);

@@ -20,6 +20,43 @@ void qb_cpu_blas_single_threaded(void);
 void qb_cpu_gemm(const qb_exec *ex, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                  const float *A, int64_t lda, int64_t stride_a, const float *B, int64_t ldb, int64_t stride_b,
                  float beta, float *C, int64_t ldc, int64_t stride_c, int64_t batch);
+
+/* gemm_packed.c: GEMM against weights packed once (inference).
+ * A packed set holds copies of weights W (N, K) row-major in column panels
+ * of QB_PACK_NR (zero-padded), looked up by W's address. It costs
+ * ceil(N / QB_PACK_NR) * QB_PACK_NR * K floats per weight on top of W, which
+ * stays in use for every GEMM the packed kernel does not take. */
+#define QB_PACK_NR 32
+/* Rows (M) up to which qb_cpu_gemm takes the packed kernel. On the 2-core
+ * build machine (Zen 4) bench/bench_gemm_packed measured it 1.1-1.7x faster
+ * than OpenBLAS from M = 63 to 2048 at the encoders' shapes (K <= 1024), and
+ * 1.15-5.5x for M <= 8; larger M was not measured, and the kernel does not
+ * block K, so OpenBLAS keeps those calls. */
+#define QB_PACK_MAX_M 2048
+typedef struct qb_packed_src {
+    const float *w; /* (N, K) row-major; must stay unchanged while the set is used */
+    int64_t N, K;
+} qb_packed_src;
+/* Packs the n weights (copies; src and the weights are only read during the
+ * call). Weights must not overlap. QIAO_ERR_OUT_OF_MEMORY or
+ * QIAO_ERR_INVALID_ARGUMENT with a message. Free with qb_packed_set_free(). */
+qiao_status qb_packed_set_new(const qb_packed_src *src, size_t n, qb_packed_set **out);
+void qb_packed_set_free(qb_packed_set *s); /* accepts NULL */
+/* Bytes the set holds (panels and index). */
+size_t qb_packed_set_bytes(const qb_packed_set *s);
+/* Whether this CPU runs the packed kernel (AVX-512F); without it a packed
+ * set is never used, so callers need not build one. */
+bool qb_cpu_gemm_packed_supported(void);
+/* The packed kernel, if it takes this call: ex->packed set, the CPU has
+ * AVX-512F, !trans_a && trans_b && batch == 1, and
+ * B is W + k0 for a packed W with N rows, ldb == W's K and k0 + K <= W's K
+ * (a column range of W, as K-blocked calls use). Returns false, touching
+ * nothing, otherwise. Any M >= 1 (qb_cpu_gemm calls it only up to
+ * QB_PACK_MAX_M). Bits do not depend on ex->n_threads. */
+bool qb_cpu_gemm_packed(const qb_exec *ex, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                        const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
+                        int64_t batch);
+
 void qb_cpu_bias_forward(const qb_exec *ex, float *out, const float *bias, int64_t N, int64_t C);
 void qb_cpu_bias_backward(const qb_exec *ex, float *dbias, const float *dout, int64_t N, int64_t C);
 void qb_cpu_add(const qb_exec *ex, float *out, const float *a, const float *b, int64_t n);

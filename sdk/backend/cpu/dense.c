@@ -68,6 +68,13 @@ void qb_cpu_gemm(const qb_exec *ex, bool trans_a, bool trans_b, int64_t M, int64
         }
         return;
     }
+    /* Inference with packed weights (gemm_packed.c): no per-call packing.
+     * Above QB_PACK_MAX_M rows (the largest M measured) OpenBLAS keeps the
+     * call: its packing is amortized there and it blocks K for the cache,
+     * which the packed kernel does not. */
+    if (ex->packed && M <= QB_PACK_MAX_M &&
+        qb_cpu_gemm_packed(ex, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, batch))
+        return;
     qb_cpu_blas_single_threaded();
     int nt = ex->n_threads;
     if (2.0 * (double)M * (double)N * (double)K * (double)batch < GEMM_PARALLEL_FLOPS) nt = 1;

@@ -1,0 +1,257 @@
+/* GEMM against weights packed once, for inference with immutable weights.
+ *
+ * Why: at batch 1 an encoder's linears are GEMMs of M = 1..~500 rows against
+ * a (N, K) weight; OpenBLAS repacks that weight into its panel layout on
+ * every call (sgemm_incopy/otcopy), about a quarter of the GEMM time at
+ * these shapes. A model loaded through the public API never changes its
+ * weights, so they are packed here once, at load, and a small AVX-512
+ * kernel streams the packed panels.
+ *
+ * Layout: a weight W (N, K) row-major (nn.Linear's (out, in); a conv's
+ * (OC, C, K) viewed as (OC, C*K)) becomes ceil(N / NR) column panels; panel p
+ * holds W[p*NR + j][k] at panel[k*NR + j], so one k step of the micro-kernel
+ * reads NR consecutive floats (two zmm loads). The last panel is zero-padded
+ * to NR columns. Every panel starts 64-byte aligned (K*NR floats is a
+ * multiple of 16). Memory: sum over weights of ceil(N/NR)*NR*K floats, i.e.
+ * a second copy of every packed weight (plus the ragged padding); the
+ * original stays, because calls the kernel does not take (large M, the
+ * backward, a CPU without AVX-512) still go to OpenBLAS with it.
+ *
+ * A call may use a column range of a packed weight: B = W + k0 with
+ * ldb = K_W and k0 + K <= K_W, as conv.c's K-blocked im2col GEMMs and the
+ * text encoder's gate and char_proj do. The packed panel then starts at row
+ * k0 of the panel, which costs nothing.
+ *
+ * Determinism: each output element is one accumulator lane summing
+ * a[i][k] * b[k][j] over k = 0..K-1 in order with FMA, then alpha and beta
+ * applied once. Threads split whole (panel, row block) tiles, so the bits
+ * do not depend on the thread count or on which thread ran a tile. */
+#include <immintrin.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu/cpu.h"
+#include "core/core.h"
+
+#define NR QB_PACK_NR /* columns per panel: two zmm */
+#define MR 8          /* rows per micro-kernel: 16 zmm accumulators */
+#define CB 8          /* row blocks per chunk of A (see run_tiles) */
+/* Below this many flops a GEMM runs on one thread (as dense.c: a fork/join
+ * costs more). */
+#define PACKED_PARALLEL_FLOPS 4e6
+
+typedef struct packed_weight {
+    uintptr_t key;  /* (uintptr_t)W: sorted on it; compared as integers since
+                       pointers into different objects are not ordered in C */
+    int64_t N, K;
+    const float *panels; /* ceil(N/NR) panels of (K, NR) */
+} packed_weight;
+
+struct qb_packed_set {
+    packed_weight *w; /* n entries, sorted by key */
+    size_t n;
+    float *mem;       /* every panel, one 64-byte aligned allocation */
+    size_t bytes;     /* of mem */
+};
+
+static int cmp_key(const void *a, const void *b) {
+    const uintptr_t x = ((const packed_weight *)a)->key, y = ((const packed_weight *)b)->key;
+    return x < y ? -1 : x > y;
+}
+
+static void pack_one(float *dst, const float *w, int64_t N, int64_t K) {
+    const int64_t np = (N + NR - 1) / NR;
+    for (int64_t p = 0; p < np; p++) {
+        float *panel = dst + p * K * NR;
+        const int64_t n0 = p * NR, nn = N - n0 < NR ? N - n0 : NR;
+        for (int64_t k = 0; k < K; k++) {
+            float *row = panel + k * NR;
+            for (int64_t j = 0; j < nn; j++) row[j] = w[(n0 + j) * K + k];
+            for (int64_t j = nn; j < NR; j++) row[j] = 0.0f;
+        }
+    }
+}
+
+qiao_status qb_packed_set_new(const qb_packed_src *src, size_t n, qb_packed_set **out) {
+    if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qb_packed_set_new: out is NULL");
+    *out = NULL;
+    if (n > 0 && !src) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qb_packed_set_new: src is NULL");
+    size_t floats = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!src[i].w || src[i].N <= 0 || src[i].K <= 0)
+            return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qb_packed_set_new: weight %zu is empty or NULL", i);
+        size_t f;
+        const size_t cols = (size_t)((src[i].N + NR - 1) / NR) * NR;
+        if (!qc_mul_size(cols, (size_t)src[i].K, &f) || !qc_add_size(floats, f, &floats) ||
+            floats > SIZE_MAX / sizeof(float))
+            return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qb_packed_set_new: weights too large");
+    }
+    qb_packed_set *s = calloc(1, sizeof *s);
+    if (!s) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qb_packed_set_new: out of memory");
+    s->bytes = floats * sizeof(float);
+    s->w = calloc(n ? n : 1, sizeof *s->w);
+    s->mem = s->bytes ? aligned_alloc(64, s->bytes) : NULL; /* bytes is a multiple of 64 */
+    if (!s->w || (s->bytes && !s->mem)) {
+        const size_t bytes = s->bytes;
+        qb_packed_set_free(s);
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qb_packed_set_new: out of memory (%zu bytes)", bytes);
+    }
+    s->n = n;
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        const int64_t N = src[i].N, K = src[i].K;
+        pack_one(s->mem + off, src[i].w, N, K);
+        s->w[i] = (packed_weight){(uintptr_t)src[i].w, N, K, s->mem + off};
+        off += (size_t)((N + NR - 1) / NR) * NR * (size_t)K;
+    }
+    qsort(s->w, n, sizeof *s->w, cmp_key);
+    /* Overlapping weights would make a lookup ambiguous. */
+    for (size_t i = 1; i < n; i++)
+        if (s->w[i - 1].key + (uintptr_t)(s->w[i - 1].N * s->w[i - 1].K) * sizeof(float) > s->w[i].key) {
+            qb_packed_set_free(s);
+            return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qb_packed_set_new: two weights overlap");
+        }
+    *out = s;
+    return QIAO_OK;
+}
+
+void qb_packed_set_free(qb_packed_set *s) {
+    if (!s) return;
+    free(s->mem);
+    free(s->w);
+    free(s);
+}
+
+size_t qb_packed_set_bytes(const qb_packed_set *s) { return s ? s->bytes + s->n * sizeof *s->w + sizeof *s : 0; }
+
+/* The packed panels for B (K, N) = W^T restricted to columns [k0, k0 + K)
+ * of W, when B points into row 0 of a packed W with N rows and ldb = its K;
+ * NULL otherwise. */
+static const float *packed_find(const qb_packed_set *s, const float *B, int64_t N, int64_t K, int64_t ldb) {
+    const uintptr_t b = (uintptr_t)B;
+    size_t lo = 0, hi = s->n; /* the last entry with key <= b */
+    while (lo < hi) {
+        const size_t mid = lo + (hi - lo) / 2;
+        if (s->w[mid].key <= b) lo = mid + 1;
+        else hi = mid;
+    }
+    if (lo == 0) return NULL;
+    const packed_weight *w = &s->w[lo - 1];
+    const uintptr_t off = b - w->key;
+    if (off % sizeof(float)) return NULL;
+    const int64_t k0 = (int64_t)(off / sizeof(float));
+    if (w->N != N || ldb != w->K || k0 + K > w->K) return NULL;
+    return w->panels + k0 * NR;
+}
+
+bool qb_cpu_gemm_packed_supported(void) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    return __builtin_cpu_supports("avx512f");
+#else
+    return false;
+#endif
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define HAVE_AVX512_KERNEL 1
+#define AVX512 __attribute__((target("avx512f,fma")))
+
+/* C[0..mr)[0..NR) (columns masked by m0, m1) = alpha * A[0..mr) P + beta C.
+ * `mr` is a constant in every inlined copy, so the accumulator arrays live in
+ * registers and the row loops unroll. beta == 0 never reads C (it may hold
+ * NaN garbage, as BLAS allows). */
+static inline __attribute__((always_inline)) AVX512 void micro(const int mr, int64_t K, const float *A,
+                                                               int64_t lda, const float *P, float *C,
+                                                               int64_t ldc, __mmask16 m0, __mmask16 m1,
+                                                               float alpha, float beta) {
+    __m512 c0[MR], c1[MR];
+    for (int i = 0; i < mr; i++) c0[i] = c1[i] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; k++) {
+        const __m512 b0 = _mm512_load_ps(P + k * NR), b1 = _mm512_load_ps(P + k * NR + 16);
+        for (int i = 0; i < mr; i++) {
+            const __m512 a = _mm512_set1_ps(A[i * lda + k]);
+            c0[i] = _mm512_fmadd_ps(a, b0, c0[i]);
+            c1[i] = _mm512_fmadd_ps(a, b1, c1[i]);
+        }
+    }
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    for (int i = 0; i < mr; i++) {
+        float *c = C + i * ldc;
+        __m512 r0 = _mm512_mul_ps(c0[i], va), r1 = _mm512_mul_ps(c1[i], va);
+        if (beta != 0.0f) {
+            r0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m0, c), vb, r0);
+            r1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m1, c + 16), vb, r1);
+        }
+        _mm512_mask_storeu_ps(c, m0, r0);
+        _mm512_mask_storeu_ps(c + 16, m1, r1);
+    }
+}
+
+/* Tiles [t0, t1) of the (panel, row block) grid. Tile order: row chunks of
+ * CB row blocks (CB * MR rows of A, at most 256 KiB at K = 1024: they stay
+ * in L2 while every panel passes), then panels, then the row blocks of the
+ * chunk (one panel reused CB times from L1/L2). Panels are KW * NR floats
+ * apart, KW the packed weight's K (a call may use K < KW of its rows). */
+static AVX512 void run_tiles(int64_t t0, int64_t t1, int64_t row_blocks, int64_t M, int64_t N, int64_t K,
+                             int64_t KW, float alpha, const float *A, int64_t lda, const float *P, float beta,
+                             float *C, int64_t ldc) {
+    const int64_t np = (N + NR - 1) / NR;
+    for (int64_t t = t0; t < t1; t++) {
+        /* Only the last chunk can be short; its tiles still start at
+         * chunk * np * CB, so the same division finds them. */
+        const int64_t chunk = t / (np * CB), in = t % (np * CB);
+        const int64_t cb = row_blocks - chunk * CB < CB ? row_blocks - chunk * CB : CB;
+        const int64_t p = in / cb, r0 = (chunk * CB + in % cb) * MR;
+        const int64_t n0 = p * NR, nn = N - n0 < NR ? N - n0 : NR;
+        const __mmask16 m0 = nn >= 16 ? 0xFFFF : (__mmask16)((1u << nn) - 1);
+        const __mmask16 m1 = nn <= 16 ? 0 : nn >= 32 ? 0xFFFF : (__mmask16)((1u << (nn - 16)) - 1);
+        const float *a = A + r0 * lda, *panel = P + p * KW * NR;
+        float *c = C + r0 * ldc + n0;
+        switch (M - r0 < MR ? M - r0 : MR) {
+        case 8: micro(8, K, a, lda, panel, c, ldc, m0, m1, alpha, beta); break;
+        case 7: micro(7, K, a, lda, panel, c, ldc, m0, m1, alpha, beta); break;
+        case 6: micro(6, K, a, lda, panel, c, ldc, m0, m1, alpha, beta); break;
+        case 5: micro(5, K, a, lda, panel, c, ldc, m0, m1, alpha, beta); break;
+        case 4: micro(4, K, a, lda, panel, c, ldc, m0, m1, alpha, beta); break;
+        case 3: micro(3, K, a, lda, panel, c, ldc, m0, m1, alpha, beta); break;
+        case 2: micro(2, K, a, lda, panel, c, ldc, m0, m1, alpha, beta); break;
+        default: micro(1, K, a, lda, panel, c, ldc, m0, m1, alpha, beta); break;
+        }
+    }
+}
+#endif
+
+bool qb_cpu_gemm_packed(const qb_exec *ex, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                        const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
+                        int64_t batch) {
+#ifdef HAVE_AVX512_KERNEL
+    if (!ex->packed || trans_a || !trans_b || batch != 1 || M <= 0 || N <= 0 || K <= 0)
+        return false;
+    if (!qb_cpu_gemm_packed_supported()) return false;
+    const float *P = packed_find(ex->packed, B, N, K, ldb);
+    if (!P) return false;
+    const int64_t row_blocks = (M + MR - 1) / MR, tiles = (N + NR - 1) / NR * row_blocks;
+    const int64_t KW = ldb; /* == the packed weight's K (checked by packed_find) */
+    int nt = ex->n_threads;
+    if (2.0 * (double)M * (double)N * (double)K < PACKED_PARALLEL_FLOPS || tiles < 2) nt = 1;
+    if (nt > tiles) nt = (int)tiles;
+    if (nt == 1) {
+        run_tiles(0, tiles, row_blocks, M, N, K, KW, alpha, A, lda, P, beta, C, ldc);
+        return true;
+    }
+#pragma omp parallel num_threads(nt)
+    {
+        /* Equal contiguous tile ranges; which thread runs a tile does not
+         * change its bits. */
+        const int64_t t = omp_get_thread_num(), n = omp_get_num_threads();
+        run_tiles(t * tiles / n, (t + 1) * tiles / n, row_blocks, M, N, K, KW, alpha, A, lda, P, beta, C, ldc);
+    }
+    return true;
+#else
+    (void)ex, (void)trans_a, (void)trans_b, (void)M, (void)N, (void)K, (void)alpha, (void)A, (void)lda, (void)B;
+    (void)ldb, (void)beta, (void)C, (void)ldc, (void)batch;
+    return false;
+#endif
+}
