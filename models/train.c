@@ -606,8 +606,9 @@ static qiao_status trainer_init(trainer *t, const qmod_train_params *p) {
 
 /* Flags QC_FROZEN the tensors of the towers in `frozen` and of the towers in
  * `absent` (ones that do not run: no images in the data, or audio_weight 0),
- * with the temperatures of the pairs an absent tower belongs to: AdamW's
- * decoupled weight decay would otherwise still shrink what nothing trains. */
+ * with the temperature of every pair that has an absent tower or only frozen
+ * ones: its loss then trains nothing, and AdamW's decoupled weight decay
+ * would otherwise still shrink what nothing trains. */
 static void freeze_towers(qmod_model *m, uint32_t frozen, uint32_t absent) {
     static const struct {
         const char *name;
@@ -620,7 +621,8 @@ static void freeze_towers(qmod_model *m, uint32_t frozen, uint32_t absent) {
         qc_tensor_desc *d = &m->tab.t[i];
         bool f = false;
         for (size_t k = 0; k < sizeof pairs / sizeof pairs[0]; k++)
-            if (!strcmp(d->name, pairs[k].name) && (pairs[k].towers & absent)) f = true;
+            if (!strcmp(d->name, pairs[k].name) && ((pairs[k].towers & absent) || (pairs[k].towers & ~mask) == 0))
+                f = true;
         for (int mod = 0; mod < QMOD_N_MODALITIES; mod++) {
             const char *tower = qmod_modality_name((qmod_modality)mod);
             const size_t n = strlen(tower);

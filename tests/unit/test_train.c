@@ -286,6 +286,9 @@ static void freeze(void **state) {
     assert_true(tower_change(init, done, "text.") == 0.0);
     assert_true(tower_change(init, done, "image.") == 0.0);
     assert_true(tower_change(init, done, "audio.") > 1e-4);
+    /* the text-image temperature trains nothing when both towers are locked */
+    assert_true(tower_change(init, done, "logit_scale.text_image") == 0.0);
+    assert_true(tower_change(init, done, "logit_scale.audio_text") > 0.0);
     qmod_free(init);
     qmod_free(done);
     /* the setting is kept in the checkpoint */
