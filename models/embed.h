@@ -1,7 +1,10 @@
 /* models/embed.h - from raw inputs to embeddings: preparing encoder batches
  * (tokenize, image patches, log-mel) and running an encoder on them. The one
  * code path that training, evaluation, the public embedding API and the
- * benchmarks share, so an embedding never depends on who computed it.
+ * benchmarks share, so an embedding never depends on who computed it (up to
+ * float rounding: the public API multiplies by weights packed once,
+ * qmod_pack_weights below, in another summation order than OpenBLAS; the
+ * two differ by about 1e-7).
  *
  * Two steps:
  *   1. prepare: qmod_batch_text / _images / _audio turn n raw items into a

@@ -53,7 +53,6 @@ def main():
     by_ndiff = collections.Counter()
     by_attr = collections.Counter()
     by_nobj = collections.Counter()
-    queries_by_nobj = collections.Counter(len(o) for o in scenes.values())
     for m in misses:
         q, t = scenes[m["query"]], scenes[m["top"]]
         by_nobj[len(q)] += 1
@@ -69,10 +68,9 @@ def main():
             by_attr["+".join(ATTRS[i] for i in range(len(ATTRS)) if a[i] != b[i])] += 1
     n = len(misses)
     print(f"{n} {direction} misses")
-    print("\nmisses by the query's object count (share of queries with that count that missed,"
-          " assuming each scene queried once per language):")
+    print("\nmisses by the query's object count:")
     for k in sorted(by_nobj):
-        print(f"  {k} objects: {by_nobj[k]} misses")
+        print(f"  {k} objects: {by_nobj[k]} ({100 * by_nobj[k] / n:.0f} %)")
     print("\ntop wrong scene's object count minus the query's:")
     for k in sorted(by_count):
         print(f"  {k:+d}: {by_count[k]} ({100 * by_count[k] / n:.0f} %)")
