@@ -44,7 +44,27 @@ struct qiao_session {
 
 /* ---- models ---------------------------------------------------------------- */
 
-static qiao_status wrap_model(qmod_model *m, const char *what, qiao_model **out) {
+QIAO_API qiao_model_params qiao_model_default_params(void) {
+    qiao_model_params p;
+    memset(&p, 0, sizeof p);
+    p.struct_size = sizeof p;
+    p.pack_weights = 1;
+    return p;
+}
+
+static qiao_status read_model_params(const qiao_model_params *in, qiao_model_params *p) {
+    *p = qiao_model_default_params();
+    qiao_status st = qc_params_read(p, sizeof *p, in, offsetof(qiao_model_params, pack_weights) + sizeof(int),
+                                    "qiao_model_default_params");
+    if (st != QIAO_OK) return st;
+    if (p->pack_weights != 0 && p->pack_weights != 1)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_model_params: pack_weights is %d, need 0 or 1",
+                        p->pack_weights);
+    return QIAO_OK;
+}
+
+/* Takes ownership of m, whatever happens. */
+static qiao_status wrap_model(qmod_model *m, const char *what, const qiao_model_params *p, qiao_model **out) {
     if (!m->tok) {
         qmod_free(m);
         return qc_error(QIAO_ERR_FORMAT,
@@ -58,34 +78,56 @@ static qiao_status wrap_model(qmod_model *m, const char *what, qiao_model **out)
         return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", what);
     }
     h->m = m;
-    qiao_status st = qmod_pack_weights(m, &h->packed);
-    if (st != QIAO_OK) {
-        qiao_model_free(h);
-        return st;
+    if (p->pack_weights) {
+        qiao_status st = qmod_pack_weights(m, &h->packed);
+        if (st != QIAO_OK) {
+            qiao_model_free(h);
+            return st;
+        }
     }
     *out = h;
     return QIAO_OK;
 }
 
-QIAO_API qiao_status qiao_model_load(const char *path, qiao_model **out) {
+QIAO_API qiao_status qiao_model_load_with(const char *path, const qiao_model_params *params, qiao_model **out) {
     if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_model_load: out is NULL");
     *out = NULL;
     if (!path) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_model_load: path is NULL");
-    qmod_model *m = NULL;
-    qiao_status st = qmod_load(path, &m);
+    qiao_model_params p;
+    qiao_status st = read_model_params(params, &p);
     if (st != QIAO_OK) return st;
-    return wrap_model(m, path, out);
+    qmod_model *m = NULL;
+    st = qmod_load(path, &m);
+    if (st != QIAO_OK) return st;
+    return wrap_model(m, path, &p, out);
 }
 
-QIAO_API qiao_status qiao_model_load_memory(const void *data, size_t size, qiao_model **out) {
+QIAO_API qiao_status qiao_model_load_memory_with(const void *data, size_t size, const qiao_model_params *params,
+                                                 qiao_model **out) {
     if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_model_load_memory: out is NULL");
     *out = NULL;
     if (!data || size == 0)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_model_load_memory: need data and size > 0");
-    qmod_model *m = NULL;
-    qiao_status st = qmod_load_memory(data, size, "<memory>", &m);
+    qiao_model_params p;
+    qiao_status st = read_model_params(params, &p);
     if (st != QIAO_OK) return st;
-    return wrap_model(m, "<memory>", out);
+    qmod_model *m = NULL;
+    st = qmod_load_memory(data, size, "<memory>", &m);
+    if (st != QIAO_OK) return st;
+    return wrap_model(m, "<memory>", &p, out);
+}
+
+QIAO_API qiao_status qiao_model_load(const char *path, qiao_model **out) {
+    return qiao_model_load_with(path, NULL, out);
+}
+
+QIAO_API qiao_status qiao_model_load_memory(const void *data, size_t size, qiao_model **out) {
+    return qiao_model_load_memory_with(data, size, NULL, out);
+}
+
+QIAO_API size_t qiao_model_memory(const qiao_model *model) {
+    if (!model) return 0;
+    return model->m->arena.n * sizeof(float) + qb_packed_set_bytes(model->packed);
 }
 
 QIAO_API void qiao_model_free(qiao_model *model) {

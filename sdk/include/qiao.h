@@ -670,13 +670,37 @@ typedef struct qiao_session qiao_session;
  * its content is wrong (a model without a tokenizer is QIAO_ERR_FORMAT: it
  * could not embed text). *out is freed with qiao_model_free().
  * Memory: the parameters as f32 (qiao_model_param_count() * 4 bytes) and,
- * on a CPU with AVX-512F, a second copy of the linear and conv weights
- * packed for the inference GEMM (nearly all parameters: close to the same
- * size again), shared by every session of the model. qiao_session_memory()
- * counts neither. */
+ * by default on a CPU with AVX-512F, a second copy of the linear and conv
+ * weights packed for the inference GEMM (nearly all parameters: close to
+ * the same size again), shared by every session of the model;
+ * qiao_model_memory() tells the total, qiao_model_params.pack_weights turns
+ * the copy off. qiao_session_memory() counts neither. */
 QIAO_API QIAO_MUST_CHECK qiao_status qiao_model_load(const char *path, qiao_model **out);
 /* The same from a file image in memory (`size` bytes, only read during the call). */
 QIAO_API QIAO_MUST_CHECK qiao_status qiao_model_load_memory(const void *data, size_t size, qiao_model **out);
+
+typedef struct qiao_model_params {
+    size_t struct_size; /* set by qiao_model_default_params() */
+    /* 1 (default): pack the GEMM weights once at load, which made one
+     * item 1.4-1.7x faster and batches of 32 up to 1.16x on the base model
+     * (docs/benchmarks.md), for memory about the size of the f32
+     * parameters again (43 MiB for the base model). 0: no copy; OpenBLAS
+     * packs the weights on every call. Rows differ
+     * between the two only by float rounding (~1e-6); either way they do
+     * not depend on the thread count. No effect on a CPU without AVX-512F. */
+    int pack_weights;
+} qiao_model_params;
+
+QIAO_API qiao_model_params qiao_model_default_params(void);
+/* qiao_model_load and qiao_model_load_memory with params (NULL: the
+ * defaults, which is what those two use). */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_model_load_with(const char *path, const qiao_model_params *params,
+                                                          qiao_model **out);
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_model_load_memory_with(const void *data, size_t size,
+                                                                 const qiao_model_params *params, qiao_model **out);
+/* Bytes the model holds: its f32 parameters and the packed copy, if any
+ * (not the tokenizer's small tables). 0 for NULL. */
+QIAO_API size_t qiao_model_memory(const qiao_model *model);
 /* Accepts NULL. */
 QIAO_API void qiao_model_free(qiao_model *model);
 /* The embedding dimension (0 for NULL). */

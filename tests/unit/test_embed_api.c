@@ -189,6 +189,67 @@ static void load_path_and_memory(void **state) {
     assert_int_equal(qiao_session_memory(NULL), 0);
 }
 
+/* pack_weights 0 keeps one copy of the weights; rows agree with the packed
+ * default to within rounding, and the memory report tells the difference. */
+static void model_params(void **state) {
+    (void)state;
+    qiao_model *packed = load_model();
+    qiao_model_params mp = qiao_model_default_params();
+    assert_int_equal(mp.pack_weights, 1);
+    mp.pack_weights = 0;
+    qiao_model *plain = NULL;
+    ok(qiao_model_load_with(g_model, &mp, &plain));
+    const size_t params_bytes = (size_t)qiao_model_param_count(plain) * sizeof(float);
+    const size_t mem_plain = qiao_model_memory(plain), mem_packed = qiao_model_memory(packed);
+    printf("model memory: %zu bytes unpacked, %zu packed (%lld parameters)\n", mem_plain, mem_packed,
+           (long long)qiao_model_param_count(plain));
+    assert_true(mem_plain >= params_bytes && mem_plain < params_bytes + params_bytes / 10);
+    if (__builtin_cpu_supports("avx512f"))
+        assert_true(mem_packed > mem_plain + params_bytes / 2); /* nearly every weight packed */
+    else
+        assert_int_equal(mem_packed, mem_plain);
+    assert_int_equal(qiao_model_memory(NULL), 0);
+
+    const char *texts[] = {"右下角有一个绿色的小三角形", "a big yellow cross in the middle"};
+    float a[4 * D], b[4 * D];
+    qiao_session *sa = new_session(packed, 2), *sb = new_session(plain, 2);
+    ok(qiao_embed_texts(sa, texts, 2, a, 2 * D));
+    ok(qiao_embed_texts(sb, texts, 2, b, 2 * D));
+    ok(qiao_embed_image_file(sa, PHOTO, a + 2 * D, D));
+    ok(qiao_embed_image_file(sb, PHOTO, b + 2 * D, D));
+    ok(qiao_embed_audio_file(sa, SPEECH, a + 3 * D, D));
+    ok(qiao_embed_audio_file(sb, SPEECH, b + 3 * D, D));
+    const double diff = max_abs_diff(a, b, 4 * D);
+    printf("packed vs unpacked rows: max |diff| %.3g\n", diff);
+    assert_true(diff <= 1e-5);
+    qiao_session_free(sa);
+    qiao_session_free(sb);
+
+    /* From memory, with the same params. */
+    size_t len;
+    uint8_t *bytes = read_bytes(g_model, &len);
+    assert_non_null(bytes);
+    qiao_model *m = NULL;
+    ok(qiao_model_load_memory_with(bytes, len, &mp, &m));
+    assert_int_equal(qiao_model_memory(m), mem_plain);
+    qiao_model_free(m);
+    ok(qiao_model_load_memory_with(bytes, len, NULL, &m)); /* NULL: the defaults */
+    assert_int_equal(qiao_model_memory(m), mem_packed);
+    qiao_model_free(m);
+
+    /* Bad params leave *out NULL and name the field. */
+    m = (qiao_model *)&m;
+    mp.pack_weights = 2;
+    expect(qiao_model_load_with(g_model, &mp, &m), QIAO_ERR_INVALID_ARGUMENT, "pack_weights");
+    assert_null(m);
+    mp = qiao_model_default_params();
+    mp.struct_size = 3;
+    expect(qiao_model_load_memory_with(bytes, len, &mp, &m), QIAO_ERR_INVALID_ARGUMENT, "struct_size");
+    free(bytes);
+    qiao_model_free(plain);
+    qiao_model_free(packed);
+}
+
 static void bad_models(void **state) {
     (void)state;
     qiao_model *m = (qiao_model *)&m; /* must be reset to NULL on failure */
@@ -718,7 +779,7 @@ int main(int argc, char **argv) {
     if (argc == 3 && !strcmp(argv[1], "--write-model")) return write_model(argv[2], 1);
     if (argc == 5 && !strcmp(argv[1], "--check-npy")) return check_npy(argv[2], argv[3], argv[4]);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(load_path_and_memory), cmocka_unit_test(bad_models),
+        cmocka_unit_test(load_path_and_memory), cmocka_unit_test(model_params), cmocka_unit_test(bad_models),
         cmocka_unit_test(texts_zh_en),          cmocka_unit_test(images_all_inputs),
         cmocka_unit_test(audio_all_inputs),     cmocka_unit_test(long_audio),
         cmocka_unit_test(bad_input),            cmocka_unit_test(session_memory),
