@@ -66,3 +66,11 @@ cli_expect(NAME cli.train.restart_needs_resume RC 2
   ARGS train --config ${PROJECT_SOURCE_DIR}/models/configs/tiny.json --tokenizer x --data x --out x.safetensors
        --restart
   STDERR "--restart needs --resume")
+
+# qiao train plot: the shipped model's log drawn again; a missing log; no log
+cli_expect(NAME cli.train.plot RC 0
+  ARGS train plot ${PROJECT_SOURCE_DIR}/docs/qiao-base.csv -o ${QIAO_CLI_FILES}/qiao-base.png
+  STDOUT "wrote .*qiao-base\\.png")
+cli_expect(NAME cli.train.plot_missing RC 1 ARGS train plot ${QIAO_CLI_FILES}/no-such-log.csv
+  STDERR "no-such-log\\.csv: No such file")
+cli_expect(NAME cli.train.plot_no_log RC 2 ARGS train plot STDERR "usage: qiao train")

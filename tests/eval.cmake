@@ -24,6 +24,6 @@ set_tests_properties(cli.eval.usage cli.eval.unknown cli.eval.required cli.eval.
 # Training curves (apps/qiao/plot.c, compiled in: it belongs to the command,
 # not the library; cairo comes with qiao_datasets).
 qiao_test(NAME test_plot SOURCES unit/test_plot.c ../apps/qiao/plot.c
-  CASES full_log few_rows failures
+  CASES full_log few_rows loss_gap failures
   LABELS eval TIMEOUT 60)
 target_link_libraries(test_plot PRIVATE qiao_datasets)

@@ -35,6 +35,7 @@ static void usage(FILE *f) {
             "                  [--steps N] [--batch B] [--lr X] [--warmup N] [--seed S] [--eval-every N]\n"
             "                  [--eval-pool N] [--threads N] [--loader-threads N] [--restart] [--quiet]\n"
             "                  [--freeze text,image,audio] [--audio-weight W] [--place-groups G]\n"
+            "       qiao train plot LOG.csv [-o LOG.png]   (draw a log's curves again, e.g. after an interruption)\n"
             "  DIR is a split (manifest.jsonl: shapes, or image-less speech such as `qiao dataset fsdd`);\n"
             "  if DIR/train exists it is used, with DIR/val for validation unless --val is given.\n"
             "  Hyperparameters come from the config's \"train\" object (options override them); with\n"
@@ -171,7 +172,47 @@ static char *derive(const char *out, const char *ext) {
     return s;
 }
 
+/* qiao train plot LOG.csv [-o PNG]: the PNG defaults to LOG with .png for .csv. */
+static int train_plot(int argc, char **argv) {
+    const char *csv = NULL, *png = NULL;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "-o") && i + 1 < argc) {
+            png = argv[++i];
+        } else if (argv[i][0] == '-' || csv) {
+            fprintf(stderr, "qiao train plot: unexpected '%s'\n", argv[i]);
+            usage(stderr);
+            return 2;
+        } else {
+            csv = argv[i];
+        }
+    }
+    if (!csv) {
+        usage(stderr);
+        return 2;
+    }
+    char buf[4096];
+    if (!png) {
+        size_t n = strlen(csv);
+        if (n >= 4 && !strcmp(csv + n - 4, ".csv")) n -= 4;
+        if (n + 5 > sizeof buf) {
+            fprintf(stderr, "qiao train plot: path too long: %s\n", csv);
+            return 1;
+        }
+        memcpy(buf, csv, n);
+        memcpy(buf + n, ".png", 5);
+        png = buf;
+    }
+    char err[512];
+    if (plot_training_csv(csv, png, err, sizeof err) != 0) {
+        fprintf(stderr, "qiao train plot: %s\n", err);
+        return 1;
+    }
+    printf("qiao train plot: wrote %s\n", png);
+    return 0;
+}
+
 int cmd_train(int argc, char **argv) {
+    if (argc >= 2 && !strcmp(argv[1], "plot")) return train_plot(argc, argv);
     qmod_train_params p;
     memset(&p, 0, sizeof p);
     const char *data = NULL, *val = NULL, *ckpt = NULL, *logp = NULL, *config = NULL;

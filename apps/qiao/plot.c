@@ -469,10 +469,12 @@ static void draw_axes(cairo_t *cr, const panel *p, const char *title, const char
     text_at(cr, 0.5 * (p->x0 + p->x1), p->y0 - 12, 0.5, 1.0, 16, true, title);
 }
 
-/* One series: consecutive values joined across rows without a value (the
- * validation columns are filled only every few steps), with markers when
- * the points are few enough to see. */
-static void draw_series(cairo_t *cr, const panel *p, const table *t, int s, double width) {
+/* One series, with markers when the points are few enough to see. With
+ * `bridge`, consecutive values are joined across rows without one (the
+ * validation columns are filled only every few steps); without it a row
+ * without a value ends the line (a loss logged every step is absent only
+ * where its pair did not train, as in a text-image-only stage). */
+static void draw_series(cairo_t *cr, const panel *p, const table *t, int s, double width, bool bridge) {
     int64_t count = 0;
     for (int64_t i = 0; i < t->n; i++) count += placeable(p, t->v[s][i]);
     if (!count) return;
@@ -486,7 +488,10 @@ static void draw_series(cairo_t *cr, const panel *p, const table *t, int s, doub
     bool started = false;
     for (int64_t i = 0; i < t->n; i++) {
         double v = t->v[s][i];
-        if (!placeable(p, v)) continue;
+        if (!placeable(p, v)) {
+            started = started && bridge;
+            continue;
+        }
         if (started) cairo_line_to(cr, px(p, t->step[i]), py(p, v));
         else cairo_move_to(cr, px(p, t->step[i]), py(p, v));
         started = true;
@@ -575,8 +580,8 @@ static void draw(cairo_t *cr, const table *t, const char *csv_path) {
 
     draw_axes(cr, &loss, "Contrastive losses", "step", "loss (log scale)");
     draw_axes(cr, &val, "Validation recall@1", "step", "recall@1");
-    for (int s = S_LOSS_AI; s >= S_LOSS; s--) draw_series(cr, &loss, t, s, s == S_LOSS ? 2.5 : 1.5);
-    for (int s = S_VAL_T2I; s <= S_VAL_A2T; s++) draw_series(cr, &val, t, s, 2);
+    for (int s = S_LOSS_AI; s >= S_LOSS; s--) draw_series(cr, &loss, t, s, s == S_LOSS ? 2.5 : 1.5, false);
+    for (int s = S_VAL_T2I; s <= S_VAL_A2T; s++) draw_series(cr, &val, t, s, 2, true);
     draw_legend(cr, &loss, S_LOSS, S_LOSS_AI + 1);
     draw_legend(cr, &val, S_VAL_T2I, S_VAL_A2T + 1);
 

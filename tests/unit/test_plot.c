@@ -141,6 +141,57 @@ static void few_rows(void **state) {
     paths_free(&p);
 }
 
+/* Red (the audio-text loss) pixels inside the loss panel between steps
+ * lo and hi of a log whose steps run 1..200 (the panel spans x 95..575). */
+static int64_t red_between(const char *path, int lo, int hi) {
+    qiao_image *img = NULL;
+    qiao_status st = qiao_image_decode_file(path, NULL, &img);
+    if (st != QIAO_OK) fail_msg("%s", qiao_last_error());
+    const uint8_t *px = qiao_image_pixels(img);
+    const size_t stride = qiao_image_stride(img);
+    const int x0 = 95 + (int)((lo - 1) / 199.0 * 480), x1 = 95 + (int)((hi - 1) / 199.0 * 480);
+    int64_t n = 0;
+    for (int y = 80; y < 680; y++)
+        for (int x = x0; x < x1; x++) {
+            const uint8_t *q = px + (size_t)y * stride + 3 * (size_t)x;
+            n += q[0] > 150 && q[1] < 100 && q[2] < 100;
+        }
+    qiao_image_free(img);
+    return n;
+}
+
+/* A pair that did not train for a stretch (empty loss cells, as in a
+ * text-image-only stage) leaves a gap in its curve, not a straight line
+ * across; the sparse validation columns are still joined. */
+static void loss_gap(void **state) {
+    (void)state;
+    paths p;
+    paths_make(&p);
+    FILE *f = fopen(p.csv, "w");
+    assert_non_null(f);
+    fputs(HEADER, f);
+    for (int s = 1; s <= 200; s++) {
+        const bool audio = s <= 50 || s > 150;
+        const double l = 4.0 * exp(-0.02 * s) + 0.03, a = audio ? 2.0 : 0.0;
+        fprintf(f, "%d,%.2f,0.0003,%.5f,%.5f,", s, 0.5 * s, l + a, l);
+        if (audio) fprintf(f, "%.5f,%.5f,", 1.0 + 0.001 * s, 1.1);
+        else fprintf(f, ",,");
+        fprintf(f, "14.3,14.3,14.3,1.5,120");
+        if (s % 50 == 0) fprintf(f, ",%.3f,%.3f,%.3f,%.3f\n", s / 250.0, s / 260.0, s / 400.0, s / 500.0);
+        else fprintf(f, ",,,,\n");
+    }
+    fclose(f);
+    char err[256];
+    if (plot_training_csv(p.csv, p.png, err, sizeof err)) fail_msg("%s", err);
+    const int64_t inside = red_between(p.png, 60, 140), before = red_between(p.png, 5, 45),
+                  after = red_between(p.png, 155, 195);
+    printf("audio-text loss: %lld red pixels in the gap, %lld before, %lld after\n", (long long)inside,
+           (long long)before, (long long)after);
+    assert_int_equal(inside, 0);
+    assert_true(before > 50 && after > 50);
+    paths_free(&p);
+}
+
 static void failures(void **state) {
     (void)state;
     paths p;
@@ -168,6 +219,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(full_log),
         cmocka_unit_test(few_rows),
+        cmocka_unit_test(loss_gap),
         cmocka_unit_test(failures),
     };
     if (argc > 1) cmocka_set_test_filter(argv[1]);
