@@ -5,6 +5,7 @@
  *
  *   build/bin/bench_encoders [--config models/configs/base.json] [--threads 2] [--batch 32]
  *                            [--rounds 7] [--no-peer] [--no-trim] [--keep] [--profile MODALITY:B]
+ *                            [--peer-wait passive|active|inherit]
  *
  * Run from the repository root (it reads tests/data and bench/peer).
  *
@@ -58,12 +59,20 @@
  * "% roofline" is the achieved GEMM GFLOP/s over that: the share of the
  * time spent multiplying as fast as BLAS can at these shapes.
  *
- * On a machine shared with other jobs, run it with OMP_WAIT_POLICY=passive
- * (the peer inherits it; both sides use libgomp): with the default policy a
- * thread waiting at the end of a parallel region spins, and when its
- * partner has been descheduled by another job every region waits out a
- * time slice; forwards of both sides then ran up to 50x slower at a load
- * average of 7 on 2 cores (docs/benchmarks.md, "Encoders").
+ * On a machine shared with other jobs, run it with OMP_WAIT_POLICY=passive:
+ * with the default policy a thread waiting at the end of a parallel region
+ * spins, and when its partner has been descheduled by another job every
+ * region waits out a time slice; forwards of both sides then ran up to 50x
+ * slower at a load average of 7 on 2 cores (docs/benchmarks.md, "Encoders").
+ *
+ * The peer runs with OMP_WAIT_POLICY=passive whatever qiao's side uses
+ * (--peer-wait inherit gives it this process's setting): Debian's torch
+ * 1.13 on 2 cores is 6x slower under libgomp's default policy even alone
+ * on an idle machine (image batch 1: 32 ms against 5.0 ms; its OpenMP team
+ * and the OpenBLAS threads it calls spin against each other), so passive
+ * is the peer's own best setting. qiao's side uses what the environment
+ * says: the default (spin, then sleep) on an idle machine, passive on a
+ * shared one.
  *
  * Memory: the forward's workspace (qmod_work activations) per case; the
  * scratch a public-API session holds after embedding that case alone
@@ -397,7 +406,7 @@ static int peer_cmd(peer_proc *p, char *reply, size_t n, const char *fmt, ...) {
     return 0;
 }
 
-static void peer_start(peer_proc *p, const char *model, const char *inputs, int threads) {
+static void peer_start(peer_proc *p, const char *model, const char *inputs, int threads, const char *wait) {
     memset(p, 0, sizeof *p);
     int to[2], from[2];
     if (pipe(to) || pipe(from)) return;
@@ -409,6 +418,7 @@ static void peer_start(peer_proc *p, const char *model, const char *inputs, int 
         /* Torch's OpenMP team and the OpenBLAS it calls, both at N. */
         setenv("OMP_NUM_THREADS", n, 1);
         setenv("OPENBLAS_NUM_THREADS", n, 1);
+        if (strcmp(wait, "inherit") != 0) setenv("OMP_WAIT_POLICY", wait, 1);
         dup2(to[0], 0), dup2(from[1], 1);
         close(to[0]), close(to[1]), close(from[0]), close(from[1]);
         execl(PEER_PYTHON, "python3", PEER_SCRIPT, model, inputs, "--threads", n, (char *)NULL);
@@ -604,7 +614,8 @@ static void compare_peer(const qmod_model *m, bench_case *cs, int nc, const char
 
 static void usage(void) {
     fprintf(stderr, "usage: bench_encoders [--config FILE] [--threads N] [--batch B] [--rounds R] [--no-peer] "
-                    "[--no-trim] [--keep] [--profile MODALITY:B]\n");
+                    "[--no-trim] [--keep] [--profile MODALITY:B]\n"
+                    "                      [--peer-wait passive|active|inherit]\n");
 }
 
 static double loadavg(void) {
@@ -622,6 +633,7 @@ int main(int argc, char **argv) {
     int threads = 2, rounds = 7, use_peer = 1, keep = 0;
     int64_t big = 32;
     const char *profile = NULL; /* "MODALITY:B": only loop that forward for 10 s (for perf record) */
+    const char *peer_wait = "passive"; /* the peer's OMP_WAIT_POLICY; see the top of this file */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--no-peer")) use_peer = 0;
         else if (!strcmp(argv[i], "--no-trim")) g_trim = 0;
@@ -631,6 +643,10 @@ int main(int argc, char **argv) {
         else if (i + 1 < argc && !strcmp(argv[i], "--batch")) big = atoll(argv[++i]);
         else if (i + 1 < argc && !strcmp(argv[i], "--rounds")) rounds = atoi(argv[++i]);
         else if (i + 1 < argc && !strcmp(argv[i], "--profile")) profile = argv[++i];
+        else if (i + 1 < argc && !strcmp(argv[i], "--peer-wait") &&
+                 (!strcmp(argv[i + 1], "passive") || !strcmp(argv[i + 1], "active") ||
+                  !strcmp(argv[i + 1], "inherit")))
+            peer_wait = argv[++i];
         else {
             usage();
             return 2;
@@ -684,7 +700,8 @@ int main(int argc, char **argv) {
     const int64_t D = cfg.embed_dim;
 
     if (profile) {
-        /* Only qiao's forward of one case, in a loop: what perf record sees. */
+        /* Only qiao's forward of one case, with the packed weights the API
+         * uses, in a loop: what perf record sees. */
         bench_case c;
         memset(&c, 0, sizeof c);
         char name[16] = "";
@@ -698,7 +715,7 @@ int main(int argc, char **argv) {
         if ((st = prepare(m, &c, imgs, (const qiao_audio *const *)clips)) != QIAO_OK ||
             (st = qmod_work_init(&c.work, m, c.mod, c.B, c.batch.T, false)) != QIAO_OK)
             return fail(profile, st);
-        run_ctx r = {&ex, m, &c, threads, QIAO_OK};
+        run_ctx r = {&ex_pk, m, &c, threads, QIAO_OK};
         int64_t calls = 0;
         double t0 = now();
         while (now() - t0 < 10.0) run_forward(&r), calls++;
@@ -711,8 +728,9 @@ int main(int argc, char **argv) {
     }
 
     const char *wait = getenv("OMP_WAIT_POLICY");
-    printf("qiao %s, %d threads, OpenBLAS %s; %ld CPUs online; OMP_WAIT_POLICY=%s\n", qiao_version(), threads,
-           openblas_get_config(), sysconf(_SC_NPROCESSORS_ONLN), wait ? wait : "(unset)");
+    const char *pw = strcmp(peer_wait, "inherit") ? peer_wait : wait ? wait : "(unset)";
+    printf("qiao %s, %d threads, OpenBLAS %s; %ld CPUs online; OMP_WAIT_POLICY=%s (the peer: %s)\n", qiao_version(),
+           threads, openblas_get_config(), sysconf(_SC_NPROCESSORS_ONLN), wait ? wait : "(unset)", pw);
     printf("model: %s (%s), random init; parameters: text %lld, image %lld, audio %lld (f32)\n", cfg.name,
            config_path, (long long)qmod_param_count(m, "text."), (long long)qmod_param_count(m, "image."),
            (long long)qmod_param_count(m, "audio."));
@@ -736,7 +754,7 @@ int main(int argc, char **argv) {
     if ((st = write_inputs(m, cs, NC, in_path)) != QIAO_OK) return fail(in_path, st);
     peer_proc peer;
     memset(&peer, 0, sizeof peer);
-    if (use_peer) peer_start(&peer, model_path, in_path, threads);
+    if (use_peer) peer_start(&peer, model_path, in_path, threads, peer_wait);
     qiao_model *pm = NULL;
     if ((st = qiao_model_load(model_path, &pm)) != QIAO_OK) return fail(model_path, st);
     qiao_session_params sp = qiao_session_default_params();
