@@ -71,6 +71,13 @@ struct qb_ops {
                  int64_t batch);
     /* out[n, c] += bias[c] */
     void (*bias_forward)(const qb_exec *ex, float *out, const float *bias, int64_t N, int64_t C);
+    /* One linear layer's forward: out (N, OC) = inp (N, C) w^T + b (b may
+     * be NULL) and, when gelu_out is not NULL, gelu_out = gelu(out) as
+     * gelu_forward computes it. A backend may fuse the three (the CPU's
+     * packed inference GEMM does: one pass, one parallel region); NULL:
+     * nn composes gemm, bias_forward and gelu_forward. */
+    void (*linear_forward)(const qb_exec *ex, float *out, float *gelu_out, const float *inp, const float *w,
+                           const float *b, int64_t N, int64_t C, int64_t OC);
     /* dbias[c] += sum_n dout[n, c] */
     void (*bias_backward)(const qb_exec *ex, float *dbias, const float *dout, int64_t N, int64_t C);
 

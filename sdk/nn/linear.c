@@ -5,9 +5,19 @@
 
 void nn_linear_forward(const qb_exec *ex, float *out, const float *inp, const float *w, const float *b,
                        int64_t N, int64_t C, int64_t OC) {
+    nn_linear_gelu_forward(ex, out, NULL, inp, w, b, N, C, OC);
+}
+
+void nn_linear_gelu_forward(const qb_exec *ex, float *out, float *gelu_out, const float *inp, const float *w,
+                            const float *b, int64_t N, int64_t C, int64_t OC) {
+    if (ex->ops->linear_forward) {
+        ex->ops->linear_forward(ex, out, gelu_out, inp, w, b, N, C, OC);
+        return;
+    }
     /* (N x C) (C x OC): op(B) = w^T with w row-major (OC, C), ldb = C. */
     ex->ops->gemm(ex, false, true, N, OC, C, 1.0f, inp, C, 0, w, C, 0, 0.0f, out, OC, 0, 1);
     if (b) ex->ops->bias_forward(ex, out, b, N, OC);
+    if (gelu_out) ex->ops->gelu_forward(ex, gelu_out, out, N * OC);
 }
 
 /* dinp (N, C) += dout (N, OC) w (OC, C);  dw (OC, C) += dout^T inp;  db (OC) += colsum(dout). */

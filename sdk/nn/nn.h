@@ -21,6 +21,11 @@
 /* out (N, OC) = inp (N, C) w^T + b; w (OC, C); b (OC) or NULL. */
 void nn_linear_forward(const qb_exec *ex, float *out, const float *inp, const float *w, const float *b,
                        int64_t N, int64_t C, int64_t OC);
+/* The same, then gelu_out (N, OC) = gelu(out) unless gelu_out is NULL (an
+ * MLP's first layer: both are kept, out for the backward). One call so a
+ * backend can fuse the two (backend.h, linear_forward). */
+void nn_linear_gelu_forward(const qb_exec *ex, float *out, float *gelu_out, const float *inp, const float *w,
+                            const float *b, int64_t N, int64_t C, int64_t OC);
 /* dinp (N, C) or NULL; dw (OC, C); db (OC) or NULL. */
 void nn_linear_backward(const qb_exec *ex, float *dinp, float *dw, float *db, const float *dout,
                         const float *inp, const float *w, int64_t N, int64_t C, int64_t OC);

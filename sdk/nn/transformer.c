@@ -79,8 +79,7 @@ void nn_block_forward(const qb_exec *ex, nn_block_acts *a, const nn_block_params
     nn_linear_forward(ex, a->h, a->atty, p->proj_w, p->proj_b, N, C, C);
     nn_residual_forward(ex, a->h, a->h, x, N * C);
     nn_layernorm_forward(ex, a->ln2, a->ln2_mean, a->ln2_rstd, a->h, p->ln2_w, p->ln2_b, N, C);
-    nn_linear_forward(ex, a->fc, a->ln2, p->fc_w, p->fc_b, N, C, F);
-    nn_gelu_forward(ex, a->fc_gelu, a->fc, N * F);
+    nn_linear_gelu_forward(ex, a->fc, a->fc_gelu, a->ln2, p->fc_w, p->fc_b, N, C, F);
     nn_linear_forward(ex, a->out, a->fc_gelu, p->fc2_w, p->fc2_b, N, F, C);
     nn_residual_forward(ex, a->out, a->out, a->h, N * C);
 }

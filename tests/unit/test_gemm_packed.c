@@ -2,7 +2,8 @@
  * (sdk/backend/cpu/gemm_packed.c): agrees with a double-precision reference
  * over ragged M and N, short and long K, alpha, beta 0 and 1, padded lda and
  * ldc (never writing past N); gives the same bits for 1, 2 and 3 threads;
- * handles a column range of a packed weight (conv.c's K blocks); leaves every
+ * handles a column range of a packed weight (conv.c's K blocks); fuses a
+ * linear layer's bias and GELU without changing a bit; leaves every
  * call it does not match to OpenBLAS, bit for bit; and through the public
  * API gives the embeddings of the unpacked forward up to rounding.
  *
@@ -156,6 +157,60 @@ static void column_range(void **state) {
     assert_false(qb_cpu_gemm_packed(&ex, false, true, M, N, 145, 1.0f, A, KW, W + 256, KW, 0.0f, C, N, 1));
     qb_packed_set_free(set);
     free(A), free(W), free(C);
+}
+
+/* A linear layer with its bias and GELU fused into the packed GEMM
+ * (linear_forward) gives exactly the bits of the packed GEMM followed by
+ * the separate bias and GELU kernels, for ragged shapes and 1-3 threads,
+ * and writes nothing past its outputs; without a packed weight the op
+ * composes gemm, bias and GELU, bit for bit as well. */
+static void linear_fused(void **state) {
+    (void)state;
+    static const int64_t Ns[] = {1, 7, 64, 100};
+    static const int64_t OCs[] = {1024, 40, 256};
+    const int64_t C = 96, maxN = 100, maxOC = 1024;
+    float *inp = qt_alloc(maxN * C), *w = qt_alloc(maxOC * C), *b = qt_alloc(maxOC);
+    float *out = qt_alloc(maxN * maxOC + 1), *g = qt_alloc(maxN * maxOC + 1);
+    float *ref = qt_alloc(maxN * maxOC), *refg = qt_alloc(maxN * maxOC);
+    qt_fill_normal(inp, maxN * C, 1.0f, 11);
+    qt_fill_normal(w, maxOC * C, 0.3f, 12);
+    qt_fill_normal(b, maxOC, 1.0f, 13);
+    for (size_t oi = 0; oi < sizeof OCs / sizeof *OCs; oi++) {
+        const int64_t OC = OCs[oi];
+        qb_packed_set *set = NULL;
+        const qb_packed_src src = {w, OC, C};
+        assert_int_equal(qb_packed_set_new(&src, 1, &set), QIAO_OK);
+        for (int packed = 0; packed < 2; packed++)
+            for (size_t ni = 0; ni < sizeof Ns / sizeof *Ns; ni++)
+                for (int t = 1; t <= 3; t++) {
+                    const int64_t N = Ns[ni];
+                    qb_exec ex;
+                    qb_exec_cpu(&ex, t);
+                    ex.packed = packed ? set : NULL;
+                    /* The reference: the three kernels one after the other. */
+                    linear_gemm(&ex, N, OC, C, 1.0f, inp, C, w, C, 0.0f, ref, OC);
+                    qb_cpu_bias_forward(&ex, ref, b, N, OC);
+                    qb_cpu_gelu_forward(&ex, refg, ref, N * OC);
+                    out[N * OC] = g[N * OC] = SENTINEL;
+                    ex.ops->linear_forward(&ex, out, g, inp, w, b, N, C, OC);
+                    assert_memory_equal(out, ref, sizeof(float) * (size_t)(N * OC));
+                    assert_memory_equal(g, refg, sizeof(float) * (size_t)(N * OC));
+                    assert_true(out[N * OC] == SENTINEL && g[N * OC] == SENTINEL);
+                    /* No bias, no GELU: the plain GEMM. */
+                    linear_gemm(&ex, N, OC, C, 1.0f, inp, C, w, C, 0.0f, ref, OC);
+                    ex.ops->linear_forward(&ex, out, NULL, inp, w, NULL, N, C, OC);
+                    assert_memory_equal(out, ref, sizeof(float) * (size_t)(N * OC));
+                }
+        /* The fused path is the packed kernel's: taken only with the set. */
+        qb_exec ex;
+        qb_exec_cpu(&ex, 2);
+        ex.packed = set;
+        assert_true(qb_cpu_linear_packed(&ex, out, g, inp, w, b, 7, C, OC) == qb_cpu_gemm_packed_supported());
+        ex.packed = NULL;
+        assert_false(qb_cpu_linear_packed(&ex, out, g, inp, w, b, 7, C, OC));
+        qb_packed_set_free(set);
+    }
+    free(inp), free(w), free(b), free(out), free(g), free(ref), free(refg);
 }
 
 /* Calls the kernel does not match go to OpenBLAS unchanged: the same bits as
@@ -365,7 +420,8 @@ static void api_embeddings(void **state) {
 }
 
 static const struct CMUnitTest tests[] = {
-    cmocka_unit_test(kernel_reference), cmocka_unit_test(column_range), cmocka_unit_test(fallback),
+    cmocka_unit_test(kernel_reference), cmocka_unit_test(column_range), cmocka_unit_test(linear_fused),
+    cmocka_unit_test(fallback),
     cmocka_unit_test(set_errors),       cmocka_unit_test(api_embeddings),
 };
 

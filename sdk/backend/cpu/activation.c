@@ -19,45 +19,10 @@
 #define GELU_INV_SQRT2 0.70710678118654752440f
 #define GELU_INV_SQRT_2PI 0.39894228040143267794f
 
-/* erf(x) as x P(x^2) / Q(x^2) on [-4, 4] and +-erf(4) outside (erf(4) is 1
- * to within 2e-8): the rational approximation of Eigen and TensorFlow
- * (generic_fast_erf_float), written so `omp simd` vectorizes it. glibc's
- * erff is scalar and took about 10 ns an element, 12-15% of an encoder's
- * forward on the 2-core build machine (perf, batch 1 and 32); this is about
- * 0.4 ns. Max |error| 3.8e-7 over the whole line (erff: 5e-8), measured
- * against double erf on 1.2M points; torch's own vectorized GELU uses a
- * formula of the same order (A&S 7.1.26, 1.5e-7). The clamp works on the bit
- * pattern: a float select would keep GCC from vectorizing under the default
- * -ftrapping-math (see exp_neg in attention.c). */
-static inline float erf_fast(float x) {
-    uint32_t b;
-    memcpy(&b, &x, sizeof b);
-    uint32_t ax = b & 0x7fffffffu;
-    const uint32_t lim = 0x40800000u; /* 4.0f */
-    ax = ax < lim ? ax : lim;
-    b = (b & 0x80000000u) | ax;
-    memcpy(&x, &b, sizeof x);
-    const float x2 = x * x;
-    float p = -2.72614225801306e-10f;
-    p = p * x2 + 2.77068142495902e-08f;
-    p = p * x2 + -2.10102402082508e-06f;
-    p = p * x2 + -5.69250639462346e-05f;
-    p = p * x2 + -7.34990630326855e-04f;
-    p = p * x2 + -2.95459980854025e-03f;
-    p = p * x2 + -1.60960333262415e-02f;
-    float q = -1.45660718464996e-05f;
-    q = q * x2 + -2.13374055278905e-04f;
-    q = q * x2 + -1.68282697438203e-03f;
-    q = q * x2 + -7.37332916720468e-03f;
-    q = q * x2 + -1.42647390514189e-02f;
-    return x * p / q;
-}
-
 void qb_cpu_gelu_forward(const qb_exec *ex, float *out, const float *inp, int64_t n) {
 #pragma omp parallel for simd num_threads(ex->n_threads) schedule(static) if (parallel : n > PAR_MIN_ELEMS)
     for (int64_t i = 0; i < n; i++) {
-        float x = inp[i];
-        out[i] = 0.5f * x * (1.0f + erf_fast(x * GELU_INV_SQRT2));
+        out[i] = qb_gelu_fast(inp[i]);
     }
 }
 

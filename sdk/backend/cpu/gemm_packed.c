@@ -158,14 +158,25 @@ bool qb_cpu_gemm_packed_supported(void) {
 #define HAVE_AVX512_KERNEL 1
 #define AVX512 __attribute__((target("avx512f,fma")))
 
-/* C[0..mr)[0..NR) (columns masked by m0, m1) = alpha * A[0..mr) P + beta C.
- * `mr` is a constant in every inlined copy, so the accumulator arrays live in
- * registers and the row loops unroll. beta == 0 never reads C (it may hold
- * NaN garbage, as BLAS allows). */
+/* The epilogue a linear layer fuses into its GEMM (qb_cpu_linear_packed):
+ * C += bias[column], then G = gelu(C). All NULL for a plain GEMM. */
+typedef struct epilogue {
+    const float *bias; /* (N) */
+    float *G;          /* (M, N), row stride ldg */
+    int64_t ldg;
+} epilogue;
+
+/* C[0..mr)[0..NR) (columns masked by m0, m1) = alpha * A[0..mr) P + beta C,
+ * then the epilogue on the tile (bias and G already offset to its first
+ * column; nn of its columns are real). `mr` is a constant in every inlined
+ * copy, so the accumulator arrays live in registers and the row loops
+ * unroll. beta == 0 never reads C (it may hold NaN garbage, as BLAS
+ * allows). */
 static inline __attribute__((always_inline)) AVX512 void micro(const int mr, int64_t K, const float *A,
                                                                int64_t lda, const float *P, float *C,
                                                                int64_t ldc, __mmask16 m0, __mmask16 m1,
-                                                               float alpha, float beta) {
+                                                               float alpha, float beta, const float *bias,
+                                                               float *G, int64_t ldg, int64_t nn) {
     __m512 c0[MR], c1[MR];
     for (int i = 0; i < mr; i++) c0[i] = c1[i] = _mm512_setzero_ps();
     for (int64_t k = 0; k < K; k++) {
@@ -177,6 +188,10 @@ static inline __attribute__((always_inline)) AVX512 void micro(const int mr, int
         }
     }
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    /* The bias is added after alpha and beta are applied, as a separate
+     * bias pass would add it to the stored C: the same bits. */
+    const __m512 bias0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
+    const __m512 bias1 = bias ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
     for (int i = 0; i < mr; i++) {
         float *c = C + i * ldc;
         __m512 r0 = _mm512_mul_ps(c0[i], va), r1 = _mm512_mul_ps(c1[i], va);
@@ -184,8 +199,17 @@ static inline __attribute__((always_inline)) AVX512 void micro(const int mr, int
             r0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m0, c), vb, r0);
             r1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m1, c + 16), vb, r1);
         }
+        if (bias) {
+            r0 = _mm512_add_ps(r0, bias0);
+            r1 = _mm512_add_ps(r1, bias1);
+        }
         _mm512_mask_storeu_ps(c, m0, r0);
         _mm512_mask_storeu_ps(c + 16, m1, r1);
+        if (G) {
+            float *g = G + i * ldg;
+#pragma omp simd
+            for (int64_t j = 0; j < nn; j++) g[j] = qb_gelu_fast(c[j]);
+        }
     }
 }
 
@@ -196,7 +220,7 @@ static inline __attribute__((always_inline)) AVX512 void micro(const int mr, int
  * apart, KW the packed weight's K (a call may use K < KW of its rows). */
 static AVX512 void run_tiles(int64_t t0, int64_t t1, int64_t row_blocks, int64_t M, int64_t N, int64_t K,
                              int64_t KW, float alpha, const float *A, int64_t lda, const float *P, float beta,
-                             float *C, int64_t ldc) {
+                             float *C, int64_t ldc, const epilogue *ep) {
     const int64_t np = (N + NR - 1) / NR;
     for (int64_t t = t0; t < t1; t++) {
         /* Only the last chunk can be short; its tiles still start at
@@ -209,16 +233,41 @@ static AVX512 void run_tiles(int64_t t0, int64_t t1, int64_t row_blocks, int64_t
         const __mmask16 m1 = nn <= 16 ? 0 : nn >= 32 ? 0xFFFF : (__mmask16)((1u << (nn - 16)) - 1);
         const float *a = A + r0 * lda, *panel = P + p * KW * NR;
         float *c = C + r0 * ldc + n0;
+        const float *bias = ep->bias ? ep->bias + n0 : NULL;
+        float *G = ep->G ? ep->G + r0 * ep->ldg + n0 : NULL;
+        const int64_t ldg = ep->ldg;
         switch (M - r0 < MR ? M - r0 : MR) {
-        case 8: micro(8, K, a, lda, panel, c, ldc, m0, m1, alpha, beta); break;
-        case 7: micro(7, K, a, lda, panel, c, ldc, m0, m1, alpha, beta); break;
-        case 6: micro(6, K, a, lda, panel, c, ldc, m0, m1, alpha, beta); break;
-        case 5: micro(5, K, a, lda, panel, c, ldc, m0, m1, alpha, beta); break;
-        case 4: micro(4, K, a, lda, panel, c, ldc, m0, m1, alpha, beta); break;
-        case 3: micro(3, K, a, lda, panel, c, ldc, m0, m1, alpha, beta); break;
-        case 2: micro(2, K, a, lda, panel, c, ldc, m0, m1, alpha, beta); break;
-        default: micro(1, K, a, lda, panel, c, ldc, m0, m1, alpha, beta); break;
+        case 8: micro(8, K, a, lda, panel, c, ldc, m0, m1, alpha, beta, bias, G, ldg, nn); break;
+        case 7: micro(7, K, a, lda, panel, c, ldc, m0, m1, alpha, beta, bias, G, ldg, nn); break;
+        case 6: micro(6, K, a, lda, panel, c, ldc, m0, m1, alpha, beta, bias, G, ldg, nn); break;
+        case 5: micro(5, K, a, lda, panel, c, ldc, m0, m1, alpha, beta, bias, G, ldg, nn); break;
+        case 4: micro(4, K, a, lda, panel, c, ldc, m0, m1, alpha, beta, bias, G, ldg, nn); break;
+        case 3: micro(3, K, a, lda, panel, c, ldc, m0, m1, alpha, beta, bias, G, ldg, nn); break;
+        case 2: micro(2, K, a, lda, panel, c, ldc, m0, m1, alpha, beta, bias, G, ldg, nn); break;
+        default: micro(1, K, a, lda, panel, c, ldc, m0, m1, alpha, beta, bias, G, ldg, nn); break;
         }
+    }
+}
+#endif
+
+#ifdef HAVE_AVX512_KERNEL
+static void run_packed(const qb_exec *ex, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                       const float *P, int64_t ldb, float beta, float *C, int64_t ldc, const epilogue *ep) {
+    const int64_t row_blocks = (M + MR - 1) / MR, tiles = (N + NR - 1) / NR * row_blocks;
+    const int64_t KW = ldb; /* == the packed weight's K (checked by packed_find) */
+    int nt = ex->n_threads;
+    if (2.0 * (double)M * (double)N * (double)K < PACKED_PARALLEL_FLOPS || tiles < 2) nt = 1;
+    if (nt > tiles) nt = (int)tiles;
+    if (nt == 1) {
+        run_tiles(0, tiles, row_blocks, M, N, K, KW, alpha, A, lda, P, beta, C, ldc, ep);
+        return;
+    }
+#pragma omp parallel num_threads(nt)
+    {
+        /* Equal contiguous tile ranges; which thread runs a tile does not
+         * change its bits. */
+        const int64_t t = omp_get_thread_num(), n = omp_get_num_threads();
+        run_tiles(t * tiles / n, (t + 1) * tiles / n, row_blocks, M, N, K, KW, alpha, A, lda, P, beta, C, ldc, ep);
     }
 }
 #endif
@@ -232,26 +281,27 @@ bool qb_cpu_gemm_packed(const qb_exec *ex, bool trans_a, bool trans_b, int64_t M
     if (!qb_cpu_gemm_packed_supported()) return false;
     const float *P = packed_find(ex->packed, B, N, K, ldb);
     if (!P) return false;
-    const int64_t row_blocks = (M + MR - 1) / MR, tiles = (N + NR - 1) / NR * row_blocks;
-    const int64_t KW = ldb; /* == the packed weight's K (checked by packed_find) */
-    int nt = ex->n_threads;
-    if (2.0 * (double)M * (double)N * (double)K < PACKED_PARALLEL_FLOPS || tiles < 2) nt = 1;
-    if (nt > tiles) nt = (int)tiles;
-    if (nt == 1) {
-        run_tiles(0, tiles, row_blocks, M, N, K, KW, alpha, A, lda, P, beta, C, ldc);
-        return true;
-    }
-#pragma omp parallel num_threads(nt)
-    {
-        /* Equal contiguous tile ranges; which thread runs a tile does not
-         * change its bits. */
-        const int64_t t = omp_get_thread_num(), n = omp_get_num_threads();
-        run_tiles(t * tiles / n, (t + 1) * tiles / n, row_blocks, M, N, K, KW, alpha, A, lda, P, beta, C, ldc);
-    }
+    const epilogue none = {NULL, NULL, 0};
+    run_packed(ex, M, N, K, alpha, A, lda, P, ldb, beta, C, ldc, &none);
     return true;
 #else
     (void)ex, (void)trans_a, (void)trans_b, (void)M, (void)N, (void)K, (void)alpha, (void)A, (void)lda, (void)B;
     (void)ldb, (void)beta, (void)C, (void)ldc, (void)batch;
+    return false;
+#endif
+}
+
+bool qb_cpu_linear_packed(const qb_exec *ex, float *out, float *gelu_out, const float *inp, const float *w,
+                          const float *b, int64_t N, int64_t C, int64_t OC) {
+#ifdef HAVE_AVX512_KERNEL
+    if (!ex->packed || N <= 0 || C <= 0 || OC <= 0 || !qb_cpu_gemm_packed_supported()) return false;
+    const float *P = packed_find(ex->packed, w, OC, C, C);
+    if (!P) return false;
+    const epilogue ep = {b, gelu_out, OC};
+    run_packed(ex, N, OC, C, 1.0f, inp, C, P, C, 0.0f, out, OC, &ep);
+    return true;
+#else
+    (void)ex, (void)out, (void)gelu_out, (void)inp, (void)w, (void)b, (void)N, (void)C, (void)OC;
     return false;
 #endif
 }

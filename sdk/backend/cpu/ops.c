@@ -54,6 +54,7 @@ const qb_ops qb_cpu_ops = {
     .sync = qb_cpu_sync,
     .gemm = qb_cpu_gemm,
     .bias_forward = qb_cpu_bias_forward,
+    .linear_forward = qb_cpu_linear_forward,
     .bias_backward = qb_cpu_bias_backward,
     .add = qb_cpu_add,
     .axpy = qb_cpu_axpy,
