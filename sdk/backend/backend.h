@@ -78,6 +78,12 @@ struct qb_ops {
      * nn composes gemm, bias_forward and gelu_forward. */
     void (*linear_forward)(const qb_exec *ex, float *out, float *gelu_out, const float *inp, const float *w,
                            const float *b, int64_t N, int64_t C, int64_t OC);
+    /* n linear layers of the same shape on the same input (attention's Q, K
+     * and V): outs[j] = inp ws[j]^T + bs[j] (bs NULL, or entries NULL: no
+     * bias). A backend may run them as one (the CPU's packed GEMM: one
+     * parallel region); NULL: nn calls linear_forward n times. */
+    void (*linears_forward)(const qb_exec *ex, int n, float *const *outs, const float *inp,
+                            const float *const *ws, const float *const *bs, int64_t N, int64_t C, int64_t OC);
     /* dbias[c] += sum_n dout[n, c] */
     void (*bias_backward)(const qb_exec *ex, float *dbias, const float *dout, int64_t N, int64_t C);
 

@@ -8,6 +8,15 @@ void nn_linear_forward(const qb_exec *ex, float *out, const float *inp, const fl
     nn_linear_gelu_forward(ex, out, NULL, inp, w, b, N, C, OC);
 }
 
+void nn_linears_forward(const qb_exec *ex, int n, float *const *outs, const float *inp, const float *const *ws,
+                        const float *const *bs, int64_t N, int64_t C, int64_t OC) {
+    if (ex->ops->linears_forward) {
+        ex->ops->linears_forward(ex, n, outs, inp, ws, bs, N, C, OC);
+        return;
+    }
+    for (int j = 0; j < n; j++) nn_linear_forward(ex, outs[j], inp, ws[j], bs ? bs[j] : NULL, N, C, OC);
+}
+
 void nn_linear_gelu_forward(const qb_exec *ex, float *out, float *gelu_out, const float *inp, const float *w,
                             const float *b, int64_t N, int64_t C, int64_t OC) {
     if (ex->ops->linear_forward) {

@@ -72,9 +72,9 @@ void nn_block_forward(const qb_exec *ex, nn_block_acts *a, const nn_block_params
                       const uint8_t *mask, const nn_block_dims *d) {
     const int64_t B = d->B, T = d->T, C = d->C, F = d->F, N = B * T;
     nn_layernorm_forward(ex, a->ln1, a->ln1_mean, a->ln1_rstd, x, p->ln1_w, p->ln1_b, N, C);
-    nn_linear_forward(ex, a->q, a->ln1, p->q_w, p->q_b, N, C, C);
-    nn_linear_forward(ex, a->k, a->ln1, p->k_w, p->k_b, N, C, C);
-    nn_linear_forward(ex, a->v, a->ln1, p->v_w, p->v_b, N, C, C);
+    float *const qkv[3] = {a->q, a->k, a->v};
+    const float *const qkv_w[3] = {p->q_w, p->k_w, p->v_w}, *const qkv_b[3] = {p->q_b, p->k_b, p->v_b};
+    nn_linears_forward(ex, 3, qkv, a->ln1, qkv_w, qkv_b, N, C, C);
     nn_attention_forward(ex, a->atty, a->att, a->q, a->k, a->v, mask, B, T, T, C, d->H, false);
     nn_linear_forward(ex, a->h, a->atty, p->proj_w, p->proj_b, N, C, C);
     nn_residual_forward(ex, a->h, a->h, x, N * C);

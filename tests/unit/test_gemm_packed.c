@@ -213,6 +213,50 @@ static void linear_fused(void **state) {
     free(inp), free(w), free(b), free(out), free(g), free(ref), free(refg);
 }
 
+/* Three linear layers on one input (attention's Q, K, V) through
+ * linears_forward, run in one region when all three weights are packed:
+ * the bits of three linear_forward calls, for 1-3 threads, with the set,
+ * without it, and with one weight left unpacked (then it falls back). */
+static void linears_shared_input(void **state) {
+    (void)state;
+    const int64_t C = 64, OC = 72, maxN = 65;
+    float *inp = qt_alloc(maxN * C), *w = qt_alloc(3 * OC * C), *b = qt_alloc(3 * OC);
+    float *out = qt_alloc(3 * maxN * OC), *ref = qt_alloc(3 * maxN * OC);
+    qt_fill_normal(inp, maxN * C, 1.0f, 21);
+    qt_fill_normal(w, 3 * OC * C, 0.3f, 22);
+    qt_fill_normal(b, 3 * OC, 1.0f, 23);
+    const qb_packed_src src[3] = {{w, OC, C}, {w + OC * C, OC, C}, {w + 2 * OC * C, OC, C}};
+    qb_packed_set *all = NULL, *two = NULL;
+    assert_int_equal(qb_packed_set_new(src, 3, &all), QIAO_OK);
+    assert_int_equal(qb_packed_set_new(src, 2, &two), QIAO_OK);
+    const float *const ws[3] = {w, w + OC * C, w + 2 * OC * C}, *const bs[3] = {b, NULL, b + 2 * OC};
+    static const int64_t Ns[] = {1, 9, 65};
+    for (int set = 0; set < 3; set++)
+        for (size_t ni = 0; ni < sizeof Ns / sizeof *Ns; ni++)
+            for (int t = 1; t <= 3; t++) {
+                const int64_t N = Ns[ni];
+                qb_exec ex;
+                qb_exec_cpu(&ex, t);
+                ex.packed = set == 0 ? NULL : set == 1 ? all : two;
+                float *const outs[3] = {out, out + N * OC, out + 2 * N * OC};
+                for (int j = 0; j < 3; j++)
+                    ex.ops->linear_forward(&ex, ref + j * N * OC, NULL, inp, ws[j], bs[j], N, C, OC);
+                memset(out, 0, sizeof(float) * (size_t)(3 * N * OC));
+                ex.ops->linears_forward(&ex, 3, outs, inp, ws, bs, N, C, OC);
+                assert_memory_equal(out, ref, sizeof(float) * (size_t)(3 * N * OC));
+            }
+    qb_exec ex;
+    qb_exec_cpu(&ex, 2);
+    ex.packed = two;
+    float *const outs[3] = {out, out + OC, out + 2 * OC};
+    assert_false(qb_cpu_linears_packed(&ex, 3, outs, NULL, inp, ws, bs, 1, C, OC)); /* the third is not packed */
+    ex.packed = all;
+    assert_true(qb_cpu_linears_packed(&ex, 3, outs, NULL, inp, ws, bs, 1, C, OC) == qb_cpu_gemm_packed_supported());
+    qb_packed_set_free(all);
+    qb_packed_set_free(two);
+    free(inp), free(w), free(b), free(out), free(ref);
+}
+
 /* Calls the kernel does not match go to OpenBLAS unchanged: the same bits as
  * a context without a packed set. */
 static void fallback(void **state) {
@@ -421,6 +465,7 @@ static void api_embeddings(void **state) {
 
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(kernel_reference), cmocka_unit_test(column_range), cmocka_unit_test(linear_fused),
+    cmocka_unit_test(linears_shared_input),
     cmocka_unit_test(fallback),
     cmocka_unit_test(set_errors),       cmocka_unit_test(api_embeddings),
 };

@@ -110,10 +110,19 @@ bool qb_cpu_gemm_packed(const qb_exec *ex, bool trans_a, bool trans_b, int64_t M
  * qb_cpu_gelu_forward. */
 bool qb_cpu_linear_packed(const qb_exec *ex, float *out, float *gelu_out, const float *inp, const float *w,
                           const float *b, int64_t N, int64_t C, int64_t OC);
+/* n (1..8) such layers on the same input, in one parallel region; outs,
+ * ws: n each; gelu_outs, bs: NULL or n each (entries may be NULL). False,
+ * touching nothing, unless every weight is packed. */
+bool qb_cpu_linears_packed(const qb_exec *ex, int n, float *const *outs, float *const *gelu_outs, const float *inp,
+                           const float *const *ws, const float *const *bs, int64_t N, int64_t C, int64_t OC);
 /* The backend's linear_forward: qb_cpu_linear_packed when it takes the
  * call, else gemm, bias and GELU one after the other. */
 void qb_cpu_linear_forward(const qb_exec *ex, float *out, float *gelu_out, const float *inp, const float *w,
                            const float *b, int64_t N, int64_t C, int64_t OC);
+/* The backend's linears_forward: qb_cpu_linears_packed, else one
+ * qb_cpu_linear_forward after another. */
+void qb_cpu_linears_forward(const qb_exec *ex, int n, float *const *outs, const float *inp, const float *const *ws,
+                            const float *const *bs, int64_t N, int64_t C, int64_t OC);
 
 void qb_cpu_bias_forward(const qb_exec *ex, float *out, const float *bias, int64_t N, int64_t C);
 void qb_cpu_bias_backward(const qb_exec *ex, float *dbias, const float *dout, int64_t N, int64_t C);

@@ -251,23 +251,43 @@ static AVX512 void run_tiles(int64_t t0, int64_t t1, int64_t row_blocks, int64_t
 #endif
 
 #ifdef HAVE_AVX512_KERNEL
+/* One of the GEMMs run_packed does together: the same A, M, N and K. */
+typedef struct packed_job {
+    const float *P; /* the weight's panels */
+    float *C;
+    epilogue ep;
+} packed_job;
+
+/* Tiles [g0, g1) of the jobs' tiles laid end to end (job j owns
+ * [j * tiles, (j + 1) * tiles)). */
+static void run_jobs(int64_t g0, int64_t g1, const packed_job *jobs, int64_t tiles, int64_t row_blocks, int64_t M,
+                     int64_t N, int64_t K, int64_t KW, float alpha, const float *A, int64_t lda, float beta,
+                     int64_t ldc) {
+    for (int64_t j = g0 / tiles; j * tiles < g1; j++) {
+        const int64_t lo = g0 > j * tiles ? g0 - j * tiles : 0, hi = g1 < (j + 1) * tiles ? g1 - j * tiles : tiles;
+        run_tiles(lo, hi, row_blocks, M, N, K, KW, alpha, A, lda, jobs[j].P, beta, jobs[j].C, ldc, &jobs[j].ep);
+    }
+}
+
+/* n GEMMs C_j = alpha A W_j^T + beta C_j (+ epilogue) in one parallel
+ * region: the tiles of all n split evenly between the threads, so GEMMs
+ * that share their input (attention's Q, K and V) cost one fork and join,
+ * not n. Which thread runs a tile does not change its bits. */
 static void run_packed(const qb_exec *ex, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
-                       const float *P, int64_t ldb, float beta, float *C, int64_t ldc, const epilogue *ep) {
-    const int64_t row_blocks = (M + MR - 1) / MR, tiles = (N + NR - 1) / NR * row_blocks;
-    const int64_t KW = ldb; /* == the packed weight's K (checked by packed_find) */
+                       int64_t ldb, float beta, int64_t ldc, const packed_job *jobs, int n_jobs) {
+    const int64_t row_blocks = (M + MR - 1) / MR, tiles = (N + NR - 1) / NR * row_blocks, all = tiles * n_jobs;
+    const int64_t KW = ldb; /* == the packed weights' K (checked by packed_find) */
     int nt = ex->n_threads;
-    if (2.0 * (double)M * (double)N * (double)K < PACKED_PARALLEL_FLOPS || tiles < 2) nt = 1;
-    if (nt > tiles) nt = (int)tiles;
+    if (2.0 * (double)M * (double)N * (double)K * n_jobs < PACKED_PARALLEL_FLOPS || all < 2) nt = 1;
+    if (nt > all) nt = (int)all;
     if (nt == 1) {
-        run_tiles(0, tiles, row_blocks, M, N, K, KW, alpha, A, lda, P, beta, C, ldc, ep);
+        run_jobs(0, all, jobs, tiles, row_blocks, M, N, K, KW, alpha, A, lda, beta, ldc);
         return;
     }
 #pragma omp parallel num_threads(nt)
     {
-        /* Equal contiguous tile ranges; which thread runs a tile does not
-         * change its bits. */
         const int64_t t = omp_get_thread_num(), n = omp_get_num_threads();
-        run_tiles(t * tiles / n, (t + 1) * tiles / n, row_blocks, M, N, K, KW, alpha, A, lda, P, beta, C, ldc, ep);
+        run_jobs(t * all / n, (t + 1) * all / n, jobs, tiles, row_blocks, M, N, K, KW, alpha, A, lda, beta, ldc);
     }
 }
 #endif
@@ -281,8 +301,8 @@ bool qb_cpu_gemm_packed(const qb_exec *ex, bool trans_a, bool trans_b, int64_t M
     if (!qb_cpu_gemm_packed_supported()) return false;
     const float *P = packed_find(ex->packed, B, N, K, ldb);
     if (!P) return false;
-    const epilogue none = {NULL, NULL, 0};
-    run_packed(ex, M, N, K, alpha, A, lda, P, ldb, beta, C, ldc, &none);
+    const packed_job job = {P, C, {NULL, NULL, 0}};
+    run_packed(ex, M, N, K, alpha, A, lda, ldb, beta, ldc, &job, 1);
     return true;
 #else
     (void)ex, (void)trans_a, (void)trans_b, (void)M, (void)N, (void)K, (void)alpha, (void)A, (void)lda, (void)B;
@@ -293,15 +313,25 @@ bool qb_cpu_gemm_packed(const qb_exec *ex, bool trans_a, bool trans_b, int64_t M
 
 bool qb_cpu_linear_packed(const qb_exec *ex, float *out, float *gelu_out, const float *inp, const float *w,
                           const float *b, int64_t N, int64_t C, int64_t OC) {
+    return qb_cpu_linears_packed(ex, 1, &out, &gelu_out, inp, &w, &b, N, C, OC);
+}
+
+bool qb_cpu_linears_packed(const qb_exec *ex, int n, float *const *outs, float *const *gelu_outs, const float *inp,
+                           const float *const *ws, const float *const *bs, int64_t N, int64_t C, int64_t OC) {
 #ifdef HAVE_AVX512_KERNEL
-    if (!ex->packed || N <= 0 || C <= 0 || OC <= 0 || !qb_cpu_gemm_packed_supported()) return false;
-    const float *P = packed_find(ex->packed, w, OC, C, C);
-    if (!P) return false;
-    const epilogue ep = {b, gelu_out, OC};
-    run_packed(ex, N, OC, C, 1.0f, inp, C, P, C, 0.0f, out, OC, &ep);
+    enum { MAX_JOBS = 8 };
+    if (!ex->packed || n < 1 || n > MAX_JOBS || N <= 0 || C <= 0 || OC <= 0 || !qb_cpu_gemm_packed_supported())
+        return false;
+    packed_job jobs[MAX_JOBS];
+    for (int j = 0; j < n; j++) {
+        const float *P = packed_find(ex->packed, ws[j], OC, C, C);
+        if (!P) return false;
+        jobs[j] = (packed_job){P, outs[j], {bs ? bs[j] : NULL, gelu_outs ? gelu_outs[j] : NULL, OC}};
+    }
+    run_packed(ex, N, OC, C, 1.0f, inp, C, C, 0.0f, OC, jobs, n);
     return true;
 #else
-    (void)ex, (void)out, (void)gelu_out, (void)inp, (void)w, (void)b, (void)N, (void)C, (void)OC;
+    (void)ex, (void)n, (void)outs, (void)gelu_outs, (void)inp, (void)ws, (void)bs, (void)N, (void)C, (void)OC;
     return false;
 #endif
 }

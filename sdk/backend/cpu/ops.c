@@ -55,6 +55,7 @@ const qb_ops qb_cpu_ops = {
     .gemm = qb_cpu_gemm,
     .bias_forward = qb_cpu_bias_forward,
     .linear_forward = qb_cpu_linear_forward,
+    .linears_forward = qb_cpu_linears_forward,
     .bias_backward = qb_cpu_bias_backward,
     .add = qb_cpu_add,
     .axpy = qb_cpu_axpy,
