@@ -71,19 +71,16 @@ struct qb_ops {
                  int64_t batch);
     /* out[n, c] += bias[c] */
     void (*bias_forward)(const qb_exec *ex, float *out, const float *bias, int64_t N, int64_t C);
-    /* One linear layer's forward: out (N, OC) = inp (N, C) w^T + b (b may
-     * be NULL) and, when gelu_out is not NULL, gelu_out = gelu(out) as
-     * gelu_forward computes it. A backend may fuse the three (the CPU's
-     * packed inference GEMM does: one pass, one parallel region); NULL:
-     * nn composes gemm, bias_forward and gelu_forward. */
-    void (*linear_forward)(const qb_exec *ex, float *out, float *gelu_out, const float *inp, const float *w,
-                           const float *b, int64_t N, int64_t C, int64_t OC);
-    /* n linear layers of the same shape on the same input (attention's Q, K
-     * and V): outs[j] = inp ws[j]^T + bs[j] (bs NULL, or entries NULL: no
-     * bias). A backend may run them as one (the CPU's packed GEMM: one
-     * parallel region); NULL: nn calls linear_forward n times. */
-    void (*linears_forward)(const qb_exec *ex, int n, float *const *outs, const float *inp,
-                            const float *const *ws, const float *const *bs, int64_t N, int64_t C, int64_t OC);
+    /* Optional: n (1..8) linear layers of one shape on the same input, fused
+     * (nn_linears_forward): outs[j] (N, OC) = inp (N, C) ws[j]^T + bs[j],
+     * and gelu_outs[j] = gelu(outs[j]) as gelu_forward computes it; bs,
+     * gelu_outs and their entries may be NULL. Returns false, touching
+     * nothing, when it does not take the call, and nn composes gemm,
+     * bias_forward and gelu_forward instead; NULL never takes it. The CPU
+     * takes it for weights packed for inference: one pass and one parallel
+     * region for an MLP layer with its GELU, or for attention's Q, K, V. */
+    bool (*linears_fused)(const qb_exec *ex, int n, float *const *outs, float *const *gelu_outs, const float *inp,
+                          const float *const *ws, const float *const *bs, int64_t N, int64_t C, int64_t OC);
     /* dbias[c] += sum_n dout[n, c] */
     void (*bias_backward)(const qb_exec *ex, float *dbias, const float *dout, int64_t N, int64_t C);
 

@@ -21,16 +21,14 @@
 /* out (N, OC) = inp (N, C) w^T + b; w (OC, C); b (OC) or NULL. */
 void nn_linear_forward(const qb_exec *ex, float *out, const float *inp, const float *w, const float *b,
                        int64_t N, int64_t C, int64_t OC);
-/* The same, then gelu_out (N, OC) = gelu(out) unless gelu_out is NULL (an
- * MLP's first layer: both are kept, out for the backward). One call so a
- * backend can fuse the two (backend.h, linear_forward). */
-void nn_linear_gelu_forward(const qb_exec *ex, float *out, float *gelu_out, const float *inp, const float *w,
-                            const float *b, int64_t N, int64_t C, int64_t OC);
-/* n linear layers of one shape on the same input (attention's Q, K, V), as
- * n nn_linear_forward calls; one call so a backend can run them together
- * (backend.h, linears_forward). bs may be NULL. */
-void nn_linears_forward(const qb_exec *ex, int n, float *const *outs, const float *inp, const float *const *ws,
-                        const float *const *bs, int64_t N, int64_t C, int64_t OC);
+/* n linear layers of one shape on the same input, as n nn_linear_forward
+ * calls, each followed by gelu_outs[j] = gelu(outs[j]) where gelu_outs and
+ * its entry are not NULL (an MLP's first layer keeps both, outs for the
+ * backward). bs and its entries may be NULL. One call so that a backend can
+ * fuse them (backend.h, linears_fused): attention's Q, K and V, or a layer
+ * with its GELU. */
+void nn_linears_forward(const qb_exec *ex, int n, float *const *outs, float *const *gelu_outs, const float *inp,
+                        const float *const *ws, const float *const *bs, int64_t N, int64_t C, int64_t OC);
 /* dinp (N, C) or NULL; dw (OC, C); db (OC) or NULL. */
 void nn_linear_backward(const qb_exec *ex, float *dinp, float *dw, float *db, const float *dout,
                         const float *inp, const float *w, int64_t N, int64_t C, int64_t OC);

@@ -74,12 +74,13 @@ void nn_block_forward(const qb_exec *ex, nn_block_acts *a, const nn_block_params
     nn_layernorm_forward(ex, a->ln1, a->ln1_mean, a->ln1_rstd, x, p->ln1_w, p->ln1_b, N, C);
     float *const qkv[3] = {a->q, a->k, a->v};
     const float *const qkv_w[3] = {p->q_w, p->k_w, p->v_w}, *const qkv_b[3] = {p->q_b, p->k_b, p->v_b};
-    nn_linears_forward(ex, 3, qkv, a->ln1, qkv_w, qkv_b, N, C, C);
+    nn_linears_forward(ex, 3, qkv, NULL, a->ln1, qkv_w, qkv_b, N, C, C);
     nn_attention_forward(ex, a->atty, a->att, a->q, a->k, a->v, mask, B, T, T, C, d->H, false);
     nn_linear_forward(ex, a->h, a->atty, p->proj_w, p->proj_b, N, C, C);
     nn_residual_forward(ex, a->h, a->h, x, N * C);
     nn_layernorm_forward(ex, a->ln2, a->ln2_mean, a->ln2_rstd, a->h, p->ln2_w, p->ln2_b, N, C);
-    nn_linear_gelu_forward(ex, a->fc, a->fc_gelu, a->ln2, p->fc_w, p->fc_b, N, C, F);
+    const float *const fc_w = p->fc_w, *const fc_b = p->fc_b;
+    nn_linears_forward(ex, 1, &a->fc, &a->fc_gelu, a->ln2, &fc_w, &fc_b, N, C, F); /* with its GELU */
     nn_linear_forward(ex, a->out, a->fc_gelu, p->fc2_w, p->fc2_b, N, F, C);
     nn_residual_forward(ex, a->out, a->out, a->h, N * C);
 }

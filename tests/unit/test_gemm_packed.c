@@ -16,6 +16,7 @@
 #include "backend/cpu/cpu.h"
 #include "model_fixture.h"
 #include "models/embed.h"
+#include "nn/nn.h"
 #include "qiao.h"
 #include "testutil.h"
 
@@ -160,9 +161,9 @@ static void column_range(void **state) {
 }
 
 /* A linear layer with its bias and GELU fused into the packed GEMM
- * (linear_forward) gives exactly the bits of the packed GEMM followed by
+ * (nn_linears_forward through the backend's linears_fused) gives exactly the bits of the packed GEMM followed by
  * the separate bias and GELU kernels, for ragged shapes and 1-3 threads,
- * and writes nothing past its outputs; without a packed weight the op
+ * and writes nothing past its outputs; without a packed weight nn
  * composes gemm, bias and GELU, bit for bit as well. */
 static void linear_fused(void **state) {
     (void)state;
@@ -175,6 +176,8 @@ static void linear_fused(void **state) {
     qt_fill_normal(inp, maxN * C, 1.0f, 11);
     qt_fill_normal(w, maxOC * C, 0.3f, 12);
     qt_fill_normal(b, maxOC, 1.0f, 13);
+    const float *const wc = w, *const bc = b; /* the shapes nn_linears_forward takes */
+    float *const gp = g;
     for (size_t oi = 0; oi < sizeof OCs / sizeof *OCs; oi++) {
         const int64_t OC = OCs[oi];
         qb_packed_set *set = NULL;
@@ -192,30 +195,33 @@ static void linear_fused(void **state) {
                     qb_cpu_bias_forward(&ex, ref, b, N, OC);
                     qb_cpu_gelu_forward(&ex, refg, ref, N * OC);
                     out[N * OC] = g[N * OC] = SENTINEL;
-                    ex.ops->linear_forward(&ex, out, g, inp, w, b, N, C, OC);
+                    nn_linears_forward(&ex, 1, &out, &gp, inp, &wc, &bc, N, C, OC);
                     assert_memory_equal(out, ref, sizeof(float) * (size_t)(N * OC));
                     assert_memory_equal(g, refg, sizeof(float) * (size_t)(N * OC));
                     assert_true(out[N * OC] == SENTINEL && g[N * OC] == SENTINEL);
                     /* No bias, no GELU: the plain GEMM. */
                     linear_gemm(&ex, N, OC, C, 1.0f, inp, C, w, C, 0.0f, ref, OC);
-                    ex.ops->linear_forward(&ex, out, NULL, inp, w, NULL, N, C, OC);
+                    nn_linears_forward(&ex, 1, &out, NULL, inp, &wc, NULL, N, C, OC);
                     assert_memory_equal(out, ref, sizeof(float) * (size_t)(N * OC));
                 }
-        /* The fused path is the packed kernel's: taken only with the set. */
+        /* The CPU backend's fused slot is the packed kernel's: it takes the
+         * call only with the set (so the loops above ran it, not nn's
+         * composition). */
         qb_exec ex;
         qb_exec_cpu(&ex, 2);
         ex.packed = set;
-        assert_true(qb_cpu_linear_packed(&ex, out, g, inp, w, b, 7, C, OC) == qb_cpu_gemm_packed_supported());
+        const bool fused = ex.ops->linears_fused(&ex, 1, &out, &gp, inp, &wc, &bc, 7, C, OC);
+        assert_true(fused == qb_cpu_gemm_packed_supported());
         ex.packed = NULL;
-        assert_false(qb_cpu_linear_packed(&ex, out, g, inp, w, b, 7, C, OC));
+        assert_false(ex.ops->linears_fused(&ex, 1, &out, &gp, inp, &wc, &bc, 7, C, OC));
         qb_packed_set_free(set);
     }
     free(inp), free(w), free(b), free(out), free(g), free(ref), free(refg);
 }
 
 /* Three linear layers on one input (attention's Q, K, V) through
- * linears_forward, run in one region when all three weights are packed:
- * the bits of three linear_forward calls, for 1-3 threads, with the set,
+ * nn_linears_forward, run in one region when all three weights are packed:
+ * the bits of three nn_linear_forward calls, for 1-3 threads, with the set,
  * without it, and with one weight left unpacked (then it falls back). */
 static void linears_shared_input(void **state) {
     (void)state;
@@ -240,9 +246,9 @@ static void linears_shared_input(void **state) {
                 ex.packed = set == 0 ? NULL : set == 1 ? all : two;
                 float *const outs[3] = {out, out + N * OC, out + 2 * N * OC};
                 for (int j = 0; j < 3; j++)
-                    ex.ops->linear_forward(&ex, ref + j * N * OC, NULL, inp, ws[j], bs[j], N, C, OC);
+                    nn_linear_forward(&ex, ref + j * N * OC, inp, ws[j], bs[j], N, C, OC);
                 memset(out, 0, sizeof(float) * (size_t)(3 * N * OC));
-                ex.ops->linears_forward(&ex, 3, outs, inp, ws, bs, N, C, OC);
+                nn_linears_forward(&ex, 3, outs, NULL, inp, ws, bs, N, C, OC);
                 assert_memory_equal(out, ref, sizeof(float) * (size_t)(3 * N * OC));
             }
     qb_exec ex;

@@ -100,29 +100,15 @@ bool qb_cpu_gemm_packed(const qb_exec *ex, bool trans_a, bool trans_b, int64_t M
                         const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
                         int64_t batch);
 
-/* One linear layer through the packed kernel with its epilogue fused:
- * out (N, OC) = inp (N, C) w^T + b (b may be NULL) and, when gelu_out is
- * not NULL, gelu_out = qb_gelu_fast(out), each tile finished while it is in
- * registers and cache, inside the GEMM's one parallel region. The same
- * conditions as qb_cpu_gemm_packed (w packed, AVX-512F, N <= QB_PACK_MAX_M
- * checked by the caller); false, touching nothing, otherwise. The values
- * equal the packed GEMM followed by qb_cpu_bias_forward and
- * qb_cpu_gelu_forward. */
-bool qb_cpu_linear_packed(const qb_exec *ex, float *out, float *gelu_out, const float *inp, const float *w,
-                          const float *b, int64_t N, int64_t C, int64_t OC);
-/* n (1..8) such layers on the same input, in one parallel region; outs,
- * ws: n each; gelu_outs, bs: NULL or n each (entries may be NULL). False,
- * touching nothing, unless every weight is packed. */
+/* The backend's linears_fused (backend.h): n (1..8) linear layers on the
+ * same input through the packed kernel, in one parallel region, each with
+ * its bias and GELU fused into the tile epilogue (finished while the tile
+ * is in registers and cache). Takes the call when ex->packed holds every
+ * weight, the CPU has AVX-512F and N <= QB_PACK_MAX_M; false, touching
+ * nothing, otherwise. The values equal the packed GEMM followed by
+ * qb_cpu_bias_forward and qb_cpu_gelu_forward. */
 bool qb_cpu_linears_packed(const qb_exec *ex, int n, float *const *outs, float *const *gelu_outs, const float *inp,
                            const float *const *ws, const float *const *bs, int64_t N, int64_t C, int64_t OC);
-/* The backend's linear_forward: qb_cpu_linear_packed when it takes the
- * call, else gemm, bias and GELU one after the other. */
-void qb_cpu_linear_forward(const qb_exec *ex, float *out, float *gelu_out, const float *inp, const float *w,
-                           const float *b, int64_t N, int64_t C, int64_t OC);
-/* The backend's linears_forward: qb_cpu_linears_packed, else one
- * qb_cpu_linear_forward after another. */
-void qb_cpu_linears_forward(const qb_exec *ex, int n, float *const *outs, const float *inp, const float *const *ws,
-                            const float *const *bs, int64_t N, int64_t C, int64_t OC);
 
 void qb_cpu_bias_forward(const qb_exec *ex, float *out, const float *bias, int64_t N, int64_t C);
 void qb_cpu_bias_backward(const qb_exec *ex, float *dbias, const float *dout, int64_t N, int64_t C);

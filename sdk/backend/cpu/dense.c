@@ -114,20 +114,6 @@ void qb_cpu_gemm(const qb_exec *ex, bool trans_a, bool trans_b, int64_t M, int64
     }
 }
 
-void qb_cpu_linear_forward(const qb_exec *ex, float *out, float *gelu_out, const float *inp, const float *w,
-                           const float *b, int64_t N, int64_t C, int64_t OC) {
-    if (ex->packed && N <= QB_PACK_MAX_M && qb_cpu_linear_packed(ex, out, gelu_out, inp, w, b, N, C, OC)) return;
-    qb_cpu_gemm(ex, false, true, N, OC, C, 1.0f, inp, C, 0, w, C, 0, 0.0f, out, OC, 0, 1);
-    if (b) qb_cpu_bias_forward(ex, out, b, N, OC);
-    if (gelu_out) qb_cpu_gelu_forward(ex, gelu_out, out, N * OC);
-}
-
-void qb_cpu_linears_forward(const qb_exec *ex, int n, float *const *outs, const float *inp, const float *const *ws,
-                            const float *const *bs, int64_t N, int64_t C, int64_t OC) {
-    if (ex->packed && N <= QB_PACK_MAX_M && qb_cpu_linears_packed(ex, n, outs, NULL, inp, ws, bs, N, C, OC)) return;
-    for (int j = 0; j < n; j++) qb_cpu_linear_forward(ex, outs[j], NULL, inp, ws[j], bs ? bs[j] : NULL, N, C, OC);
-}
-
 void qb_cpu_bias_forward(const qb_exec *ex, float *out, const float *bias, int64_t N, int64_t C) {
 #pragma omp parallel for num_threads(ex->n_threads) schedule(static) if (N * C > 32768)
     for (int64_t n = 0; n < N; n++) {

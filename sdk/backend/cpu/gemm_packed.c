@@ -158,7 +158,7 @@ bool qb_cpu_gemm_packed_supported(void) {
 #define HAVE_AVX512_KERNEL 1
 #define AVX512 __attribute__((target("avx512f,fma")))
 
-/* The epilogue a linear layer fuses into its GEMM (qb_cpu_linear_packed):
+/* The epilogue a linear layer fuses into its GEMM (qb_cpu_linears_packed):
  * C += bias[column], then G = gelu(C). All NULL for a plain GEMM. */
 typedef struct epilogue {
     const float *bias; /* (N) */
@@ -311,16 +311,12 @@ bool qb_cpu_gemm_packed(const qb_exec *ex, bool trans_a, bool trans_b, int64_t M
 #endif
 }
 
-bool qb_cpu_linear_packed(const qb_exec *ex, float *out, float *gelu_out, const float *inp, const float *w,
-                          const float *b, int64_t N, int64_t C, int64_t OC) {
-    return qb_cpu_linears_packed(ex, 1, &out, &gelu_out, inp, &w, &b, N, C, OC);
-}
-
 bool qb_cpu_linears_packed(const qb_exec *ex, int n, float *const *outs, float *const *gelu_outs, const float *inp,
                            const float *const *ws, const float *const *bs, int64_t N, int64_t C, int64_t OC) {
 #ifdef HAVE_AVX512_KERNEL
     enum { MAX_JOBS = 8 };
-    if (!ex->packed || n < 1 || n > MAX_JOBS || N <= 0 || C <= 0 || OC <= 0 || !qb_cpu_gemm_packed_supported())
+    if (!ex->packed || n < 1 || n > MAX_JOBS || N <= 0 || N > QB_PACK_MAX_M || C <= 0 || OC <= 0 ||
+        !qb_cpu_gemm_packed_supported())
         return false;
     packed_job jobs[MAX_JOBS];
     for (int j = 0; j < n; j++) {
