@@ -9,18 +9,11 @@
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
 #include <qiao.h>
 #include <unistd.h>
 
 #include "core/npy.h"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int fail(const char *what, qiao_status st) {
     fprintf(stderr, "bench_audio: %s: %s: %s\n", what, qiao_status_str(st), qiao_last_error());
@@ -47,11 +40,11 @@ static int bench(const char *label, int mode, const char *path, const qiao_audio
     int64_t frames = 0;
     for (int rep = 0; rep < 5; rep++) {
         int iters = 0;
-        double t0 = now(), t;
+        double t0 = qc_now(), t;
         do {
             if (run_once(mode, path, pcm, &frames)) return 1;
             iters++;
-            t = now() - t0;
+            t = qc_now() - t0;
         } while (t < 0.3);
         if (t / iters < best) best = t / iters;
     }

@@ -156,19 +156,13 @@ static int fail(const char *what, qiao_status st) {
 
 /* ---- timing ----------------------------------------------------------------- */
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 typedef void (*bench_fn)(void *ctx);
 
 /* Seconds per call over `reps` calls. */
 static double loop(bench_fn fn, void *ctx, int reps) {
-    double t0 = now();
+    double t0 = qc_now();
     for (int i = 0; i < reps; i++) fn(ctx);
-    return (now() - t0) / reps;
+    return (qc_now() - t0) / reps;
 }
 
 /* After 3 warm-up calls: the calls per timed loop (a power of two) that
@@ -717,10 +711,10 @@ int main(int argc, char **argv) {
             return fail(profile, st);
         run_ctx r = {&ex_pk, m, &c, threads, QIAO_OK};
         int64_t calls = 0;
-        double t0 = now();
-        while (now() - t0 < 10.0) run_forward(&r), calls++;
+        double t0 = qc_now();
+        while (qc_now() - t0 < 10.0) run_forward(&r), calls++;
         printf("%s: %lld calls of qmod_forward (T = %lld), %.3f ms each\n", profile, (long long)calls,
-               (long long)c.batch.T, (now() - t0) / (double)calls * 1e3);
+               (long long)c.batch.T, (qc_now() - t0) / (double)calls * 1e3);
         unlink(model_path);
         rmdir(dir);
         qb_packed_set_free(packed);

@@ -12,15 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "backend/cpu/cpu.h"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "core/core.h"
 
 typedef struct call {
     const qb_exec *ex;
@@ -37,9 +31,9 @@ static void run(const call *c) {
 static double timed(const call *c) {
     int reps = 1;
     for (;;) {
-        double t0 = now();
+        double t0 = qc_now();
         for (int i = 0; i < reps; i++) run(c);
-        double dt = now() - t0;
+        double dt = qc_now() - t0;
         if (dt >= 0.02 || reps >= (1 << 20)) return dt / reps;
         reps *= 2;
     }
@@ -98,11 +92,11 @@ int main(int argc, char **argv) {
                     int reps = 1;
                     double dt;
                     for (;;) {
-                        double t0 = now();
+                        double t0 = qc_now();
                         for (int i = 0; i < reps; i++)
                             if (!qb_cpu_gemm_packed(&packed, false, true, M, N, K, 1.0f, a, K, w, K, 0.0f, c, N, 1))
                                 return 1;
-                        dt = now() - t0;
+                        dt = qc_now() - t0;
                         if (dt >= 0.02) break;
                         reps *= 2;
                     }

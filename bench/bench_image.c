@@ -13,15 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "modalities/image/image.h"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 typedef struct job {
     const uint8_t *data;
@@ -42,8 +35,8 @@ static void *work(void *arg) {
     }
     size_t n = qiao_image_preprocess_len(NULL);
     float *x = malloc(n * sizeof *x);
-    double t0 = now();
-    while (x && now() - t0 < j->seconds) {
+    double t0 = qc_now();
+    while (x && qc_now() - t0 < j->seconds) {
         qiao_image *img = NULL;
         if (qi_decode_memory(j->data, j->size, "bench", &o, j->backend, &img) != QIAO_OK ||
             (j->preprocess && qiao_image_preprocess(img, NULL, x, n) != QIAO_OK)) {
@@ -61,7 +54,7 @@ static void *work(void *arg) {
 static double run(const uint8_t *data, size_t size, qi_backend backend, int preprocess, int threads, double sec) {
     pthread_t th[2];
     job jobs[2];
-    double t0 = now();
+    double t0 = qc_now();
     for (int t = 0; t < threads; t++) {
         jobs[t] = (job){data, size, backend, preprocess, sec, 0, 0};
         if (pthread_create(&th[t], NULL, work, &jobs[t]) != 0) return -1;
@@ -73,7 +66,7 @@ static double run(const uint8_t *data, size_t size, qi_backend backend, int prep
         total += jobs[t].done;
         failed |= jobs[t].failed;
     }
-    double el = now() - t0;
+    double el = qc_now() - t0;
     if (failed) {
         fprintf(stderr, "bench_image: decode failed: %s\n", qiao_last_error());
         return -1;

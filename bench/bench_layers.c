@@ -15,15 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "nn/nn.h"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 typedef void (*bench_fn)(void *ctx);
 
@@ -33,16 +26,16 @@ static double time_it(bench_fn fn, void *ctx) {
     for (int i = 0; i < 3; i++) fn(ctx);
     int reps = 1;
     for (;;) {
-        double t0 = now();
+        double t0 = qc_now();
         for (int i = 0; i < reps; i++) fn(ctx);
-        if (now() - t0 >= 0.05) break;
+        if (qc_now() - t0 >= 0.05) break;
         reps *= 2;
     }
     double s[7];
     for (int r = 0; r < 7; r++) {
-        double t0 = now();
+        double t0 = qc_now();
         for (int i = 0; i < reps; i++) fn(ctx);
-        s[r] = (now() - t0) / reps;
+        s[r] = (qc_now() - t0) / reps;
     }
     for (int i = 0; i < 7; i++)
         for (int j = i + 1; j < 7; j++)

@@ -14,15 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "tokenizers/tokenizer.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static char *slurp(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
@@ -94,17 +87,17 @@ int main(int argc, char **argv) {
     size_t tokens = 0, units = 0;
     for (int rep = 0; rep < 3; rep++) {
         tk_normalized nt;
-        double t0 = now_s();
+        double t0 = qc_now();
         if (tk_normalize(text, len, &tok->norm, "bench", &nt) != QIAO_OK) return 1;
-        double t1 = now_s();
+        double t1 = qc_now();
         units = 0;
         if (tk_word_units(nt.s, nt.len, count_unit, &units) != QIAO_OK) return 1;
-        double t2 = now_s();
+        double t2 = qc_now();
         tk_normalized_free(&nt);
         qiao_tokens *t = NULL;
-        double t3 = now_s();
+        double t3 = qc_now();
         if (qiao_tokenize(tok, text, len, NULL, &t) != QIAO_OK) return 1;
-        double t4 = now_s();
+        double t4 = qc_now();
         tokens = t->count;
         qiao_tokens_free(t);
         if (t1 - t0 < best_norm) best_norm = t1 - t0;

@@ -19,7 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <cjson/cJSON.h>
 
@@ -293,12 +292,6 @@ static qiao_status load_checkpoint_state(trainer *t, const char *path) {
 }
 
 /* ---- one step -------------------------------------------------------------------- */
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* Host buffers for the losses of one step, sized for B rows. */
 typedef struct step_bufs {
@@ -706,7 +699,7 @@ qiao_status qmod_train(const qmod_train_params *p) {
                t.m->cfg.name, (long long)qmod_param_count(t.m, NULL), (long long)train.n, (long long)train.n_speech,
                train.has_images ? "" : ", no images: audio-text only", (long long)t.h.batch, (long long)t.h.steps,
                (long long)t.step);
-    const double t0 = now_s();
+    const double t0 = qc_now();
     const int64_t step0 = t.step;
     bool cancelled = false;
     while (st == QIAO_OK && t.step < t.h.steps && !cancelled) {
@@ -721,7 +714,7 @@ qiao_status qmod_train(const qmod_train_params *p) {
         if (st != QIAO_OK) break;
         const bool last = t.step == t.h.steps;
         if (val.n > 0 && ((t.h.eval_every > 0 && t.step % t.h.eval_every == 0) || last)) validate(&t, &val, &log);
-        const double elapsed = now_s() - t0;
+        const double elapsed = qc_now() - t0;
         log.steps = t.h.steps;
         log.seconds = t.seconds_before + elapsed;
         log.samples_per_s = (double)((t.step - step0) * t.h.batch) / elapsed;

@@ -26,8 +26,6 @@ int cmd_search(int argc, char **argv);
 /* Prints "qiao: <status>: <detail>" to stderr and returns 1. */
 int cli_fail(qiao_status st);
 
-/* Seconds on the monotonic clock: elapsed times and rates. */
-double cli_now(void);
 /* True when path names a regular file. */
 bool cli_is_file(const char *path);
 /* The split directory that --data names: `data` itself when it holds a

@@ -121,7 +121,7 @@ int cmd_dataset_shapes(int argc, char **argv) {
         fputc('\n', stderr);
         return cli_fail(st);
     }
-    double t = cli_now() - pr.t0;
+    double t = qc_now() - pr.t0;
     fprintf(stderr, "shapes: wrote %lld %s scenes to %s in %.1f s (%.0f scenes/s)\n", (long long)p.n,
             shapes_split_name(p.split), out, t, t > 0 ? (double)p.n / t : 0.0);
     return 0;

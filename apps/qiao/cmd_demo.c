@@ -245,14 +245,14 @@ int cmd_demo(int argc, char **argv) {
 
     printf("qiao %s demo: text, pictures and speech, in Chinese and English, in one embedding space\n\n",
            qiao_version());
-    double t0 = cli_now(), t;
+    double t0 = qc_now(), t;
 
     /* 1. The model, loaded first so that a broken file fails before any work. */
     qiao_model *model = NULL;
     qiao_status st = qiao_model_load(model_path, &model);
     if (st != QIAO_OK) return cli_fail(st);
     printf("[1/4] model %s: \"%s\", %.1f M parameters, %lld dims (%.1f s)\n", model_path, qiao_model_name(model),
-           1e-6 * (double)qiao_model_param_count(model), (long long)qiao_model_dim(model), cli_now() - t0);
+           1e-6 * (double)qiao_model_param_count(model), (long long)qiao_model_dim(model), qc_now() - t0);
 
     /* 2. The samples: shapes_generate skips the files already there (each is
      * written whole through a rename), so a rerun costs almost nothing, and it
@@ -264,7 +264,7 @@ int cmd_demo(int argc, char **argv) {
     snprintf(manifest, sizeof manifest, "%s/manifest.jsonl", samples);
     snprintf(index, sizeof index, "%s/index.safetensors", work);
     bool had = cli_is_file(manifest);
-    t = cli_now();
+    t = qc_now();
     shapes_params sp = shapes_default_params();
     sp.n = DEMO_SCENES;
     sp.seed = DEMO_SEED;
@@ -285,10 +285,10 @@ int cmd_demo(int argc, char **argv) {
     }
     printf("[2/4] samples: %d scenes of the shapes world's test split (never seen in training),\n"
            "      pictures and long captions spoken in Chinese and English -> %s (%s%.1f s)\n",
-           DEMO_SCENES, samples, had ? "already there, " : "", cli_now() - t);
+           DEMO_SCENES, samples, had ? "already there, " : "", qc_now() - t);
 
     /* 3. The index: the same code and file as `qiao search index`. */
-    t = cli_now();
+    t = qc_now();
     const char *roots[2] = {images, speech};
     search_update_params up = {.model_path = model_path, .index_path = index, .roots = roots, .n_roots = 2,
                                .n_threads = threads, .batch = 32};
@@ -299,7 +299,7 @@ int cmd_demo(int argc, char **argv) {
     }
     printf("[3/4] index: %lld pictures and %lld recordings -> %s (%lld embedded, %lld unchanged%s, %.1f s)\n",
            (long long)us.images, (long long)us.audios, index, (long long)us.embedded, (long long)us.kept,
-           us.model_changed ? "; another model's index was replaced" : "", cli_now() - t);
+           us.model_changed ? "; another model's index was replaced" : "", qc_now() - t);
 
     /* 4. Queries. */
     demo d;
@@ -326,7 +326,7 @@ int cmd_demo(int argc, char **argv) {
     }
     if (rc == 0 && (st = qiao_session_new(model, &ssp, &d.session)) != QIAO_OK) rc = cli_fail(st);
     if (rc == 0) {
-        t = cli_now();
+        t = qc_now();
         int64_t pick[5]; /* two scenes typed in both languages, one spoken in each, one picture */
         pick_scenes(&d.data, pick, 5);
         printf("[4/4] queries against the %lld pictures (%s = the right scene; scores are cosine similarities)\n\n",
@@ -338,14 +338,14 @@ int cmd_demo(int argc, char **argv) {
         if (rc == 0) rc = picture_query(&d, pick[4]);
         if (rc == 0) {
             printf("\n%d of %d queries found the right scene first (chance: about 1 in %lld each; %.1f s)\n",
-                   d.n_first, d.n_queries, (long long)us.images, cli_now() - t);
+                   d.n_first, d.n_queries, (long long)us.images, qc_now() - t);
             printf("\nnext:\n"
                    "  qiao search query --index %s --text \"一个红色的圆形\"\n"
                    "  qiao search query --index %s --image %s/000000.png --kind audio\n"
                    "  qiao search index --model %s --out my.index ~/Pictures ~/Music   # your own files\n"
                    "  qiao eval retrieval --model %s --data %s   # recall@k on the samples\n",
                    index, index, images, model_path, model_path, samples);
-            printf("(done in %.1f s)\n", cli_now() - t0);
+            printf("(done in %.1f s)\n", qc_now() - t0);
         }
     }
     qiao_session_free(d.session);

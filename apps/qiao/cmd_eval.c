@@ -219,7 +219,7 @@ static int retrieval(int argc, char **argv) {
         fputc('\n', stderr);
         rc = cli_fail(st);
     } else {
-        fprintf(stderr, "eval: %lld scenes in %.1f s\n", (long long)r.pool, cli_now() - pr.t0);
+        fprintf(stderr, "eval: %lld scenes in %.1f s\n", (long long)r.pool, qc_now() - pr.t0);
         if (json) {
             if (!print_json(model_path, dir, &r)) {
                 fprintf(stderr, "qiao: out of memory writing JSON\n");

@@ -149,7 +149,7 @@ static qiao_status run_eval(qiao_session *s, int64_t D, const qmod_dataset *d, r
         cli_progress_show(&pr, "eval digits", "clips", i + 1, d->n);
     }
     if (st == QIAO_OK && r->n == 0) st = qc_error(QIAO_ERR_FORMAT, "%s: no scene has speech", d->dir);
-    if (st == QIAO_OK) fprintf(stderr, "\reval digits: %lld clips in %.1f s          \n", (long long)r->n, cli_now() - pr.t0);
+    if (st == QIAO_OK) fprintf(stderr, "\reval digits: %lld clips in %.1f s          \n", (long long)r->n, qc_now() - pr.t0);
     free(words);
     free(clip);
     return st;

@@ -7,9 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "core/core.h"
 #include "cli.h"
 
 static volatile sig_atomic_t interrupted = 0;
@@ -24,12 +24,6 @@ static int should_cancel(void *user_data) {
     return interrupted;
 }
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 typedef struct bar {
     double start;
     int tty;        /* redraw one line in a terminal; print a line per 10% in a log */
@@ -38,7 +32,7 @@ typedef struct bar {
 
 static void progress(const char *phase, int64_t done, int64_t total, void *user_data) {
     bar *b = user_data;
-    double el = now() - b->start;
+    double el = qc_now() - b->start;
     double rate = el > 0 ? (double)done / el : 0.0;
     double eta = rate > 0 ? (double)(total - done) / rate : 0.0;
     if (!b->tty) {
@@ -69,7 +63,7 @@ int cmd_selfcheck(int argc, char **argv) {
         }
     }
     printf("qiao %s selfcheck: training a 2-layer transformer to name the symbol after a marker\n", qiao_version());
-    bar b = {now(), isatty(STDERR_FILENO), 0};
+    bar b = {qc_now(), isatty(STDERR_FILENO), 0};
     p.out_path = out;
     p.progress = progress;
     p.progress_user_data = &b;

@@ -2,8 +2,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
+#include "core/core.h"
 #include "cli.h"
 
 typedef struct command {
@@ -40,12 +40,6 @@ int cli_fail(qiao_status st) {
     return 1;
 }
 
-double cli_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 bool cli_is_file(const char *path) {
     struct stat sb;
     return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
@@ -61,12 +55,12 @@ void cli_split_dir(const char *data, const char *split, char *dir, size_t cap) {
 }
 
 void cli_progress_start(cli_progress *p) {
-    p->t0 = cli_now();
+    p->t0 = qc_now();
     p->last = 0;
 }
 
 void cli_progress_show(cli_progress *p, const char *label, const char *unit, int64_t done, int64_t total) {
-    const double t = cli_now() - p->t0;
+    const double t = qc_now() - p->t0;
     if (done != total && t - p->last < 1.0) return;
     p->last = t;
     const double rate = t > 0 ? (double)done / t : 0.0;

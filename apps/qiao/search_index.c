@@ -15,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -600,12 +599,6 @@ typedef struct update {
     float *emb;              /* (c.n, D): row i for candidate i */
 } update;
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void report_failure(const update *u, size_t cand, qiao_status st, const char *msg, bool not_media) {
     const char *path = u->c.v[cand].path;
     if (not_media) {
@@ -690,7 +683,7 @@ static qiao_status embed_todo(update *u, const size_t *todo, size_t n_todo) {
     }
     for (int k = 0; k < 2; k++)
         jobs[k] = (batch_job){.cands = u->c.v, .todo = todo, .n_todo = n_todo, .batch = B, .d = dd + k * B};
-    double t0 = now_seconds();
+    double t0 = qc_now();
     qiao_status st = QIAO_OK;
     batch_job *cur = &jobs[0], *nxt = &jobs[1];
     if (p->cancel && p->cancel(p->cancel_user_data)) st = QIAO_ERR_CANCELLED;
@@ -705,7 +698,7 @@ static qiao_status embed_todo(update *u, const size_t *todo, size_t n_todo) {
         st = embed_batch(u, cur, tmp);
         batch_clear(cur);
         if (threaded) pthread_join(th, NULL);
-        if (p->progress) p->progress((int64_t)cur->end, (int64_t)n_todo, u->stats->embedded, now_seconds() - t0,
+        if (p->progress) p->progress((int64_t)cur->end, (int64_t)n_todo, u->stats->embedded, qc_now() - t0,
                                      p->progress_user_data);
         if (st == QIAO_OK && p->cancel && p->cancel(p->cancel_user_data)) st = QIAO_ERR_CANCELLED;
         if (st != QIAO_OK || !more) {

@@ -15,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/safetensors.h"
 #include "nn/nn.h"
@@ -249,12 +248,6 @@ static qiao_status save(const sc_model *m, const char *path, const qiao_selfchec
     return qc_st_write_table(path, &m->ptab, m->params.base, meta, sizeof meta / sizeof meta[0]);
 }
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 QIAO_API qiao_selfcheck_params qiao_selfcheck_default_params(void) {
     qiao_selfcheck_params p;
     memset(&p, 0, sizeof p);
@@ -287,7 +280,7 @@ QIAO_API qiao_status qiao_selfcheck_train(const qiao_selfcheck_params *params, q
         model_free(&m);
         return st;
     }
-    double t0 = now_seconds();
+    double t0 = qc_now();
     qc_rng data;
     qc_rng_seed(&data, p.seed);
     nn_adamw_config opt = nn_adamw_default();
@@ -323,7 +316,7 @@ QIAO_API qiao_status qiao_selfcheck_train(const qiao_selfcheck_params *params, q
     result->final_loss = (float)(tail_loss / (double)(tail_n ? tail_n : 1));
     result->accuracy = evaluate(&m, p.seed);
     result->chance_accuracy = 1.0f / SC_CLASSES;
-    result->seconds = now_seconds() - t0;
+    result->seconds = qc_now() - t0;
     if (p.out_path) st = save(&m, p.out_path, result);
     model_free(&m);
     return st;

@@ -44,6 +44,10 @@ qiao_status qc_params_read(void *out, size_t out_size, const void *in, size_t mi
 
 void qc_log(qiao_log_level level, const char *fmt, ...) QC_PRINTF(2, 3);
 
+/* Seconds on the monotonic clock (for durations, rates and ETAs only: the
+ * origin is arbitrary). */
+double qc_now(void);
+
 /* ---- Seeded RNG (rng.c) ------------------------------------------------- */
 
 /* xoshiro256** seeded through splitmix64: fast, small state, reproducible

@@ -1,8 +1,11 @@
-/* Status names, the per-thread error message and the process-wide log hook. */
+/* Status names, the per-thread error message, the process-wide log hook and
+ * the monotonic clock. */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/core.h"
 #include "qiao_build_version.h"
@@ -88,4 +91,10 @@ void qc_log(qiao_log_level level, const char *fmt, ...) {
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     h->fn(level, msg, h->user_data);
+}
+
+double qc_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }

@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -579,12 +578,6 @@ static void test_loader_order(void **state) {
     for (int k = 0; k < NB; k++) qmod_train_batch_free(&ref[k]);
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void test_loader_stop(void **state) {
     fixture *fx = *state;
     qmod_loader_params p = params(fx, 4, 51, true);
@@ -594,9 +587,9 @@ static void test_loader_stop(void **state) {
     qmod_loader *l = NULL;
     assert_int_equal(qmod_loader_start(&p, &l), QIAO_OK);
     usleep(500 * 1000);
-    double t0 = now_s();
+    double t0 = qc_now();
     qmod_loader_stop(l);
-    printf("stop with a full ring: %.3f s\n", now_s() - t0);
+    printf("stop with a full ring: %.3f s\n", qc_now() - t0);
 
     /* A batch still held by the consumer, others ready. */
     p.threads = 2, p.prefetch = 3;

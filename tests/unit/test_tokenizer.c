@@ -351,18 +351,12 @@ static char *read_file(const char *path, size_t *len) {
     return b;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static double time_tokenize(const qiao_tokenizer *tok, const char *s, size_t len, size_t *count) {
     qiao_tokenize_params p = qiao_tokenize_default_params();
     qiao_tokens *t = NULL;
-    double t0 = now_s();
+    double t0 = qc_now();
     assert_int_equal(qiao_tokenize(tok, s, len, &p, &t), QIAO_OK);
-    double dt = now_s() - t0;
+    double dt = qc_now() - t0;
     *count = t->count;
     for (size_t i = 0; i < t->count; i++) assert_true(t->offsets[2 * i + 1] <= (int64_t)len);
     qiao_tokens_free(t);
