@@ -86,11 +86,10 @@ static qiao_status rank_queries(const qb_exec *ex, const float *q, int64_t nq, c
     return QIAO_OK;
 }
 
-static qiao_status check_rank_args(const qb_exec *ex, const float *q, int64_t nq, const float *c, int64_t nc,
-                                   int64_t D, const int64_t *q_group, const int64_t *c_group) {
+static qiao_status check_rank_args(const float *q, int64_t nq, const float *c, int64_t nc, int64_t D,
+                                   const int64_t *q_group, const int64_t *c_group) {
     if (!q || !q_group || (nc > 0 && (!c || !c_group)))
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_recall_at_k: NULL embeddings or groups");
-    (void)ex;
     /* A NaN score compares false both ways, which would quietly rank a
      * broken query first; refuse instead. */
     int64_t bad = first_nonfinite(q, nq * D);
@@ -116,7 +115,7 @@ qiao_status qmod_recall_at_k(const qb_exec *ex, const float *q, int64_t nq, cons
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_recall_at_k: NULL context or output, or bad sizes");
     for (int k = 0; k < QMOD_N_KS; k++) recall[k] = NAN;
     if (nq == 0) return QIAO_OK;
-    qiao_status st = check_rank_args(ex, q, nq, c, nc, D, q_group, c_group);
+    qiao_status st = check_rank_args(q, nq, c, nc, D, q_group, c_group);
     if (st != QIAO_OK) return st;
     int64_t *rank = malloc((size_t)nq * sizeof *rank);
     if (!rank) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qmod_recall_at_k: ranks of %lld queries", (long long)nq);
@@ -282,7 +281,7 @@ static qiao_status rank_direction(const qb_exec *cpu, const qmod_eval_params *p,
                                   int64_t nq, const float *c, int64_t nc, int64_t D, const int64_t *qg,
                                   const int64_t *cg, const int64_t *qs, const int64_t *cs, double recall[QMOD_N_KS]) {
     if (!p->on_miss || nq == 0 || nc == 0) return qmod_recall_at_k(cpu, q, nq, c, nc, D, qg, cg, recall);
-    qiao_status st = check_rank_args(cpu, q, nq, c, nc, D, qg, cg);
+    qiao_status st = check_rank_args(q, nq, c, nc, D, qg, cg);
     if (st != QIAO_OK) return st;
     rank_out o = {malloc((size_t)nq * sizeof(int64_t)), malloc((size_t)nq * sizeof(int64_t)),
                   malloc((size_t)nq * sizeof(float)), malloc((size_t)nq * sizeof(float))};
