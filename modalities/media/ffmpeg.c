@@ -18,9 +18,20 @@ static void av_log_to_qiao(void *avcl, int level, const char *fmt, va_list vl) {
     if (n) qc_log(QIAO_LOG_DEBUG, "ffmpeg: %s", line);
 }
 
-static pthread_once_t log_once = PTHREAD_ONCE_INIT;
-static void route_log(void) { av_log_set_callback(av_log_to_qiao); }
-void qm_ffmpeg_init(void) { pthread_once(&log_once, route_log); }
+/* The largest block FFmpeg may allocate (av_max_alloc; FFmpeg's default is
+ * INT_MAX). Demuxers allocate what a header declares: the WAV reader of a
+ * LIST/INFO chunk whose size runs past the file asked for 2 GB, and zeroed
+ * it, for a 357-byte input the audio fuzzer found (the AVI reader shares
+ * that code). 1 GiB still holds the largest frame qiao decodes at its
+ * max_pixels default (64 Mi pixels of 16-bit RGBA: 512 MiB). */
+#define QM_MAX_ALLOC ((size_t)1 << 30)
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static void init(void) {
+    av_log_set_callback(av_log_to_qiao);
+    av_max_alloc(QM_MAX_ALLOC);
+}
+void qm_ffmpeg_init(void) { pthread_once(&init_once, init); }
 
 qiao_status qm_av_error(qiao_status status, const char *name, const char *what, int averr) {
     char buf[AV_ERROR_MAX_STRING_SIZE];

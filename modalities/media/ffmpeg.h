@@ -5,7 +5,9 @@
  * callback (av_log_set_callback) so that its warnings and errors go to
  * qc_log at QIAO_LOG_DEBUG and FFmpeg never prints; an application that
  * configured FFmpeg's logging itself loses that (qiao.h says so under
- * Logging). Every qiao module calls it before its first FFmpeg call.
+ * Logging), and caps FFmpeg's largest single allocation at 1 GiB
+ * (av_max_alloc; ffmpeg.c says why). Every qiao module calls it before its
+ * first FFmpeg call.
  *
  * Inputs are read only through the caller's read/seek pair and io_open is
  * refused, so a crafted file (an HLS playlist, a "concat:" name) cannot make

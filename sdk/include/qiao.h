@@ -145,7 +145,10 @@ typedef void (*qiao_log_fn)(qiao_log_level level, const char *message, void *use
  * this callback at QIAO_LOG_DEBUG, so FFmpeg never prints to stderr. An
  * application that configured FFmpeg's logging itself before loses that
  * configuration; one that installs its own av_log callback afterwards keeps
- * it (and then receives the messages of qiao's FFmpeg calls too). */
+ * it (and then receives the messages of qiao's FFmpeg calls too). At the
+ * same time qiao caps FFmpeg's largest single allocation (av_max_alloc) at
+ * 1 GiB, so that a corrupt header cannot make a demuxer allocate gigabytes;
+ * an application may set its own cap afterwards. */
 QIAO_API void qiao_set_log_callback(qiao_log_fn fn, qiao_log_level max_level, void *user_data);
 
 /* ---- Callbacks for long work -------------------------------------------- */
