@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "qiao.h"
 
@@ -47,6 +48,38 @@ void qc_log(qiao_log_level level, const char *fmt, ...) QC_PRINTF(2, 3);
 /* Seconds on the monotonic clock (for durations, rates and ETAs only: the
  * origin is arbitrary). */
 double qc_now(void);
+
+/* ---- Files (file.c) ------------------------------------------------------
+ *
+ * Every path the library reads goes through qc_open_read: it never blocks
+ * (a FIFO, a device or a folder is refused with a message naming what it
+ * is) and the descriptor is close-on-exec. */
+
+/* Opens a regular file for reading; *size (may be NULL) gets its length. */
+qiao_status qc_open_read(const char *path, int *fd, int64_t *size);
+/* The same as a stdio stream ("rb"). */
+qiao_status qc_fopen_read(const char *path, FILE **f, int64_t *size);
+/* Reads a whole regular file, refusing one over `max` bytes
+ * (QIAO_ERR_TOO_LARGE) before reading it. *data gets one extra zero byte
+ * past *size, so text may be used as a string; the caller frees it. */
+qiao_status qc_read_file(const char *path, size_t max, uint8_t **data, size_t *size);
+
+/* Atomic replacement of a file: write to `fd` between begin and commit;
+ * commit fsyncs and puts the file at `path` in one rename, abort (also
+ * after a failed commit, harmless twice) removes every trace. A process
+ * killed in between leaves no file behind where the file system has
+ * O_TMPFILE, and otherwise a `<path>.tmp.XXXXXX` that the next begin on the
+ * same path removes (qc_atomic_sweep). */
+typedef struct qc_atomic_file {
+    int fd;
+    unsigned mode;  /* of the file replaced, else 0644 */
+    char *path, *dir, *tmp;
+} qc_atomic_file;
+qiao_status qc_atomic_begin(qc_atomic_file *af, const char *path);
+qiao_status qc_atomic_commit(qc_atomic_file *af);
+void qc_atomic_abort(qc_atomic_file *af);
+/* Removes temporaries of `path` left by dead writers; returns how many. */
+int qc_atomic_sweep(const char *path);
 
 /* ---- Seeded RNG (rng.c) ------------------------------------------------- */
 
