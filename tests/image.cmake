@@ -5,8 +5,9 @@ qiao_test(NAME test_image SOURCES unit/test_image.c LABELS image unit TIMEOUT 12
         alpha_composited_gray_expanded memory_equals_file wrong_extension_is_sniffed
         video_frames_by_rate video_frames_by_count truncated_files_fail garbage_and_empty_fail
         over_pixel_limit_refused_early decode_on_four_threads center_crop_geometry letterbox_geometry
+        extreme_aspect_ratios extreme_crop_matches_full_resize
         normalization_values patch_layout)
-target_link_libraries(test_image PRIVATE pthread)
+target_link_libraries(test_image PRIVATE pthread PkgConfig::FFMPEG)
 
 # The CLI: --info, the .npy size of a patch tensor, and a bad file's message.
 set(QIAO_IMAGE_PHOTO ${CMAKE_CURRENT_SOURCE_DIR}/data/image/000000126107.jpg)

@@ -73,21 +73,60 @@ static int sws_filter(qiao_image_filter f) {
     }
 }
 
-/* Resizes one channel of `img` (w x h) into a (rh, rw) plane. */
-static qiao_status resize_plane(const qiao_image *img, int c, struct SwsContext *sws, uint8_t *src_plane,
-                                uint8_t *dst, int64_t rw) {
-    for (int64_t y = 0; y < img->height; y++) {
-        const uint8_t *s = img->pixels + (size_t)y * img->stride + c;
-        uint8_t *d = src_plane + (size_t)y * (size_t)img->width;
-        for (int64_t x = 0; x < img->width; x++) d[x] = s[3 * x];
+/* The part of the source image that is resized: all of it, or for a crop
+ * of an extreme aspect ratio only what the kept window needs. */
+typedef struct src_rect {
+    int64_t x, y, w, h;
+} src_rect;
+
+/* Resizes one channel of `img`'s rectangle `r` into a (rh, rw) plane. */
+static qiao_status resize_plane(const qiao_image *img, const src_rect *r, int c, struct SwsContext *sws,
+                                uint8_t *src_plane, uint8_t *dst, int64_t rw) {
+    for (int64_t y = 0; y < r->h; y++) {
+        const uint8_t *s = img->pixels + (size_t)(r->y + y) * img->stride + 3 * (size_t)r->x + c;
+        uint8_t *d = src_plane + (size_t)y * (size_t)r->w;
+        for (int64_t x = 0; x < r->w; x++) d[x] = s[3 * x];
     }
     const uint8_t *src[4] = {src_plane, NULL, NULL, NULL};
-    int src_stride[4] = {(int)img->width, 0, 0, 0};
+    int src_stride[4] = {(int)r->w, 0, 0, 0};
     uint8_t *dsts[4] = {dst, NULL, NULL, NULL};
     int dst_stride[4] = {(int)rw, 0, 0, 0};
-    if (sws_scale(sws, src, src_stride, 0, (int)img->height, dsts, dst_stride) <= 0)
+    if (sws_scale(sws, src, src_stride, 0, (int)r->h, dsts, dst_stride) <= 0)
         return qc_error(QIAO_ERR_INTERNAL, "image preprocess: sws_scale failed");
     return QIAO_OK;
+}
+
+/* Distance from v to the nearest integer. */
+static double off_grid(double v) { return fabs(v - nearbyint(v)); }
+
+/* Narrows one axis of a crop to the source span its window [*off, *off + S)
+ * of the resized axis (length *len, scale len / n) reads, plus the filter's
+ * reach (bicubic: 2 taps each side, stretched by the downscale factor).
+ * The span's ends are moved outwards (by up to 256 pixels) to where they
+ * land closest to whole resized pixels, so the narrowed resize keeps the
+ * full one's scale and phase to a small fraction of a pixel.
+ * *len and *off are updated to the narrowed resize; *s0, *sn get the span. */
+static void narrow_axis(int64_t n, int64_t S, int64_t *len, int64_t *off, int64_t *s0, int64_t *sn) {
+    const double scale = (double)*len / (double)n;
+    const int64_t reach = (int64_t)ceil(2.0 / (scale < 1.0 ? scale : 1.0)) + 2;
+    int64_t a0 = (int64_t)floor((double)*off / scale) - reach;
+    int64_t b0 = (int64_t)ceil((double)(*off + S) / scale) + reach;
+    if (a0 < 0) a0 = 0;
+    if (b0 > n) b0 = n;
+    int64_t a = a0, b = b0;
+    for (int64_t k = a0; k >= 0 && k >= a0 - 256 && off_grid((double)a * scale) > 1e-9; k--)
+        if (off_grid((double)k * scale) < off_grid((double)a * scale)) a = k;
+    for (int64_t k = b0; k <= n && k <= b0 + 256 && off_grid((double)(b - a) * scale) > 1e-9; k++)
+        if (off_grid((double)(k - a) * scale) < off_grid((double)(b - a) * scale)) b = k;
+    int64_t len2 = llround((double)(b - a) * scale);
+    int64_t off2 = llround((double)*off - (double)a * scale);
+    if (len2 < S) return; /* keep the whole axis */
+    if (off2 > len2 - S) off2 = len2 - S;
+    if (off2 < 0) off2 = 0;
+    *s0 = a;
+    *sn = b - a;
+    *len = len2;
+    *off = off2;
 }
 
 /* Fills `canvas` (3 planes of S x S bytes) with the fitted image. */
@@ -115,39 +154,57 @@ static qiao_status fit_planes(const qiao_image *img, const qiao_image_preprocess
             if (rw < 1) rw = 1;
         }
     }
-    if (w > INT32_MAX / 4 || h > INT32_MAX / 4 || rw > INT32_MAX / 4 || rh > INT32_MAX / 4)
+    if (w > INT32_MAX / 4 || h > INT32_MAX / 4)
         return qc_error(QIAO_ERR_TOO_LARGE, "image preprocess: %lldx%lld is too large to resize", (long long)w,
                         (long long)h);
     /* Crop: the window inside the resized image. Letterbox: where the resized
      * image sits on the canvas (the odd pixel of margin goes bottom/right). */
     int64_t cx = 0, cy = 0, ox = 0, oy = 0, cw = S, ch = S;
+    src_rect r = {0, 0, w, h};
     if (p->fit == QIAO_IMAGE_FIT_CROP) {
         cx = (rw - S) / 2;
         cy = (rh - S) / 2;
+        /* A crop keeps S x S of the resized image. For a long strip (a
+         * 100000x1 PNG is 177 bytes) resizing all of it first would make a
+         * plane of 22 M x 224 at S = 224, past swscale's int offsets, so
+         * only the source span the window reads is resized. Ordinary aspect
+         * ratios (up to 4:1) keep the whole-image resize and its exact
+         * values. */
+        if ((double)rw * (double)rh > 4.0 * (double)S * (double)S) {
+            narrow_axis(w, S, &rw, &cx, &r.x, &r.w);
+            narrow_axis(h, S, &rh, &cy, &r.y, &r.h);
+        }
     } else {
         ox = (S - rw) / 2;
         oy = (S - rh) / 2;
         cw = rw;
         ch = rh;
     }
+    if (rw > INT32_MAX / 4 || rh > INT32_MAX / 4)
+        return qc_error(QIAO_ERR_TOO_LARGE, "image preprocess: %lldx%lld is too large to resize", (long long)w,
+                        (long long)h);
     size_t plane = (size_t)rw * (size_t)rh;
-    size_t src_plane = (size_t)w * (size_t)h;
+    size_t src_plane = (size_t)r.w * (size_t)r.h;
     /* swscale's SIMD may write a little past a row's end: pad the buffers. */
     uint8_t *resized = malloc(plane + 64);
     uint8_t *gray = malloc(src_plane + 64);
     struct SwsContext *sws = NULL;
     qiao_status st = QIAO_OK;
     if (!resized || !gray) {
-        st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "image preprocess: out of memory");
+        st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "image preprocess: out of memory for a %lldx%lld plane", (long long)rw,
+                      (long long)rh);
         goto done;
     }
-    if (rw != w || rh != h) {
+    if (rw != r.w || rh != r.h) {
         qm_ffmpeg_init(); /* swscale logs through FFmpeg's log */
-        sws = sws_getContext((int)w, (int)h, AV_PIX_FMT_GRAY8, (int)rw, (int)rh, AV_PIX_FMT_GRAY8,
+        sws = sws_getContext((int)r.w, (int)r.h, AV_PIX_FMT_GRAY8, (int)rw, (int)rh, AV_PIX_FMT_GRAY8,
                              sws_filter(p->filter) | SWS_ACCURATE_RND, NULL, NULL, NULL);
         if (!sws) {
-            st = qc_error(QIAO_ERR_INTERNAL, "image preprocess: cannot make a %lldx%lld -> %lldx%lld scaler",
-                          (long long)w, (long long)h, (long long)rw, (long long)rh);
+            /* swscale says nothing more; its only allocations are its filter
+             * tables, so a failure on valid sizes is memory. */
+            st = qc_error(QIAO_ERR_OUT_OF_MEMORY,
+                          "image preprocess: cannot make a %lldx%lld -> %lldx%lld scaler (out of memory)",
+                          (long long)r.w, (long long)r.h, (long long)rw, (long long)rh);
             goto done;
         }
     }
@@ -155,11 +212,12 @@ static qiao_status fit_planes(const qiao_image *img, const qiao_image_preprocess
         uint8_t *out = canvas + (size_t)c * (size_t)(S * S);
         if (p->fit == QIAO_IMAGE_FIT_LETTERBOX) memset(out, p->pad[c], (size_t)(S * S));
         if (sws) {
-            st = resize_plane(img, c, sws, gray, resized, rw);
+            st = resize_plane(img, &r, c, sws, gray, resized, rw);
             if (st != QIAO_OK) goto done;
         } else {
-            for (int64_t y = 0; y < h; y++)
-                for (int64_t x = 0; x < w; x++) resized[y * w + x] = img->pixels[(size_t)y * img->stride + 3 * x + c];
+            for (int64_t y = 0; y < r.h; y++)
+                for (int64_t x = 0; x < r.w; x++)
+                    resized[y * r.w + x] = img->pixels[(size_t)(r.y + y) * img->stride + 3 * (size_t)(r.x + x) + c];
         }
         for (int64_t y = 0; y < ch; y++)
             memcpy(out + (size_t)((oy + y) * S + ox), resized + (size_t)((cy + y) * rw + cx), (size_t)cw);

@@ -15,11 +15,16 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <libswscale/swscale.h>
+#include <math.h>
+
 #include "testutil.h"
 
 #define PHOTO QIAO_TEST_DATA "/image/000000126107.jpg"    /* 640x480 */
 #define PHOTO2 QIAO_TEST_DATA "/image/000000205401.jpg"   /* 640x408, gray content */
 #define PORTRAIT QIAO_TEST_DATA "/image/000000159269.jpg" /* 427x640 */
+#define STRIP_WIDE QIAO_TEST_DATA "/image/strip-100000x1.png"  /* 370 bytes, black */
+#define STRIP_TALL QIAO_TEST_DATA "/image/strip-1x100000.png"  /* 467 bytes, black */
 
 static char tmp_dir[64];
 
@@ -713,6 +718,108 @@ static void letterbox_geometry(void **state) {
     qiao_image_free(img);
 }
 
+/* A 370-byte PNG of 100000x1 pixels crashed libswscale (issue 12): a crop to
+ * 224 resized the whole strip to 22.4 M x 224 first, past swscale's int
+ * offsets, and at 64 it cost 1 GB. Only the span the crop keeps is resized
+ * now; every size a model uses must work and give the strip's colour. */
+static void extreme_aspect_ratios(void **state) {
+    (void)state;
+    const char *files[2] = {STRIP_WIDE, STRIP_TALL};
+    const int64_t sizes[4] = {64, 150, 224, 448};
+    float *x = qt_alloc(3 * 448 * 448);
+    for (int f = 0; f < 2; f++) {
+        qiao_image *img = decode(files[f]);
+        for (int fit = 0; fit < 2; fit++)
+            for (int k = 0; k < 4; k++) {
+                qiao_image_preprocess_params p = unit_params(sizes[k]);
+                p.fit = fit ? QIAO_IMAGE_FIT_LETTERBOX : QIAO_IMAGE_FIT_CROP;
+                p.pad[0] = p.pad[1] = p.pad[2] = 0;
+                size_t n = 3 * (size_t)(sizes[k] * sizes[k]);
+                qiao_status st = qiao_image_preprocess(img, &p, x, n);
+                if (st != QIAO_OK) fail_msg("%s at %lld: %s", files[f], (long long)sizes[k], qiao_last_error());
+                for (size_t i = 0; i < n; i++)
+                    if (fabsf(x[i]) > 1e-6f) fail_msg("%s at %lld: value %g at %zu", files[f], (long long)sizes[k], x[i], i);
+            }
+        qiao_image_free(img);
+    }
+    /* What the window shows: a 60000x2 strip, red | green band | blue; the
+     * crop's window is the middle 2 source pixels, inside the green band. */
+    const int64_t W = 60000, H = 2;
+    uint8_t *pix = calloc((size_t)(W * H * 3), 1);
+    assert_non_null(pix);
+    for (int64_t y = 0; y < H; y++)
+        for (int64_t xx = 0; xx < W; xx++) {
+            uint8_t *q = pix + 3 * (y * W + xx);
+            if (xx < W / 2 - 50) q[0] = 255;
+            else if (xx < W / 2 + 50) q[1] = 255;
+            else q[2] = 255;
+        }
+    qiao_image *img = NULL;
+    assert_int_equal(qiao_image_from_rgb(pix, W, H, (size_t)(3 * W), &img), QIAO_OK);
+    qiao_image_preprocess_params p = unit_params(64);
+    assert_int_equal(qiao_image_preprocess(img, &p, x, 3 * 64 * 64), QIAO_OK);
+    for (int yy = 0; yy < 64; yy += 9)
+        for (int xx = 0; xx < 64; xx += 9) expect_px(x, 64, xx, yy, 0, 255, 0, 1);
+    qiao_image_free(img);
+    free(pix);
+    free(x);
+}
+
+/* The narrowed resize must show what resizing the whole picture and then
+ * cropping shows (swscale directly, as the reference), to within rounding:
+ * the narrowed span's scale differs from the full one by under one pixel in
+ * the span's length. */
+static void extreme_crop_matches_full_resize(void **state) {
+    (void)state;
+    /* 18.6:1 (gcd(1800, 891) = 9) and a prime width, 206:1. */
+    const int widths[2] = {1800, 20011};
+    for (int wi = 0; wi < 2; wi++) {
+    const int W = widths[wi], H = 97, S = 48;
+    uint8_t *pix = malloc((size_t)W * H * 3);
+    assert_non_null(pix);
+    for (int y = 0; y < H; y++)
+        for (int xx = 0; xx < W; xx++)
+            for (int c = 0; c < 3; c++)
+                pix[3 * ((size_t)y * W + xx) + c] =
+                    (uint8_t)lround(127.5 + 120.0 * sin(0.013 * xx * (c + 1) + 0.07 * y * (2 - c)));
+    qiao_image *img = NULL;
+    assert_int_equal(qiao_image_from_rgb(pix, W, H, (size_t)W * 3, &img), QIAO_OK);
+    qiao_image_preprocess_params p = unit_params(S);
+    float *x = qt_alloc(3 * S * S);
+    assert_int_equal(qiao_image_preprocess(img, &p, x, 3 * S * S), QIAO_OK);
+    const int rh = S, rw = (int)lround((double)W * S / H), cx = (rw - S) / 2;
+    struct SwsContext *sws = sws_getContext(W, H, AV_PIX_FMT_GRAY8, rw, rh, AV_PIX_FMT_GRAY8,
+                                            SWS_BICUBIC | SWS_ACCURATE_RND, NULL, NULL, NULL);
+    assert_non_null(sws);
+    uint8_t *gray = malloc((size_t)W * H + 64), *big = malloc((size_t)rw * rh + 64);
+    assert_non_null(gray);
+    assert_non_null(big);
+    double worst = 0, sum = 0;
+    for (int c = 0; c < 3; c++) {
+        for (size_t i = 0; i < (size_t)W * H; i++) gray[i] = pix[3 * i + c];
+        const uint8_t *src[4] = {gray, NULL, NULL, NULL};
+        int ss[4] = {W, 0, 0, 0}, ds[4] = {rw, 0, 0, 0};
+        uint8_t *dst[4] = {big, NULL, NULL, NULL};
+        assert_true(sws_scale(sws, src, ss, 0, H, dst, ds) == rh);
+        for (int y = 0; y < S; y++)
+            for (int xx = 0; xx < S; xx++) {
+                double d = fabs(x[(size_t)c * S * S + (size_t)y * S + xx] * 255.0 - big[(size_t)y * rw + cx + xx]);
+                if (d > worst) worst = d;
+                sum += d;
+            }
+    }
+    print_message("narrowed vs full resize: max %.2f, mean %.3f levels of 255\n", worst, sum / (3.0 * S * S));
+    assert_true(worst <= 1.01); /* a rounding step, in float */
+    assert_true(sum / (3.0 * S * S) <= 0.05);
+    sws_freeContext(sws);
+    free(gray);
+    free(big);
+    free(x);
+    free(pix);
+    qiao_image_free(img);
+    }
+}
+
 static void normalization_values(void **state) {
     (void)state;
     uint8_t pix[20 * 30 * 3];
@@ -793,7 +900,7 @@ static const struct CMUnitTest tests[] = {
     T(alpha_composited_gray_expanded), T(memory_equals_file), T(wrong_extension_is_sniffed),
     T(video_frames_by_rate), T(video_frames_by_count), T(truncated_files_fail), T(garbage_and_empty_fail),
     T(over_pixel_limit_refused_early), T(decode_on_four_threads), T(center_crop_geometry), T(letterbox_geometry),
-    T(normalization_values), T(patch_layout),
+    T(extreme_aspect_ratios), T(extreme_crop_matches_full_resize), T(normalization_values), T(patch_layout),
 };
 
 QT_MAIN(tests)
