@@ -1,8 +1,8 @@
-/* apps/qiao/search_index.c - the index file of `qiao search` (format and
- * validation), the model fingerprint, and incremental (re)indexing: walk
- * the roots, keep what did not change, decode and embed the rest in
- * batches (the next batch is decoded on a second thread while the current
- * one is embedded), write atomically. See search_index.h for the format. */
+/* apps/qiao/search_index.c - the model fingerprint and incremental
+ * (re)indexing for `qiao search`: walk the roots, keep what did not change,
+ * decode and embed the rest in batches (the next batch is decoded on a
+ * second thread while the current one is embedded), write atomically. The
+ * file format is search_index_file.c's; see search_index.h. */
 #define _XOPEN_SOURCE 700 /* realpath, fstatat, st_mtim */
 
 #include "search_index.h"
@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,10 +18,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cjson/cJSON.h>
-
 #include "core/core.h"
-#include "core/safetensors.h"
+#include "core/safetensors.h" /* qc_st_utf8_valid */
 
 /* A batch stops growing past this many bytes of decoded pixels and samples
  * (one 12-megapixel photo is 36 MB), so --batch 32 of camera images does not
@@ -29,237 +28,6 @@
 /* Folders nested deeper than this are not entered (symbolic links to
  * folders are never followed, but bind mounts can still loop). */
 #define MAX_DEPTH 128
-/* JSON numbers are doubles: integers above this are not exact. */
-#define JSON_INT_MAX 9007199254740992.0
-
-const char *search_kind_name(search_kind kind) { return kind == SEARCH_AUDIO ? "audio" : "image"; }
-
-bool search_fingerprint_equal(const search_fingerprint *a, const search_fingerprint *b) {
-    return !strcmp(a->name, b->name) && a->dim == b->dim && a->params == b->params &&
-           a->file_size == b->file_size && a->hash == b->hash;
-}
-
-static void files_free(search_file *v, size_t n) {
-    for (size_t i = 0; v && i < n; i++) free(v[i].path);
-    free(v);
-}
-
-void search_index_free(search_index *idx) {
-    if (!idx) return;
-    free(idx->model);
-    files_free(idx->items, idx->n);
-    files_free(idx->skipped, idx->n_skipped);
-    free(idx->emb);
-    memset(idx, 0, sizeof *idx);
-}
-
-/* ---- reading ------------------------------------------------------------------ */
-
-/* An integer-valued JSON number in [lo, 2^53]. */
-static bool json_int(const cJSON *obj, const char *key, int64_t lo, int64_t *out) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-    if (!cJSON_IsNumber(v)) return false;
-    double d = v->valuedouble;
-    if (!(d >= (double)lo && d <= JSON_INT_MAX) || d != (double)(int64_t)d) return false;
-    *out = (int64_t)d;
-    return true;
-}
-
-/* A string of decimal digits (optionally signed) that fits int64. */
-static bool json_i64_string(const cJSON *obj, const char *key, int64_t *out) {
-    const char *s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(obj, key));
-    if (!s || !*s) return false;
-    char *end = NULL;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || *end || (s[0] != '-' && (s[0] < '0' || s[0] > '9'))) return false;
-    *out = (int64_t)v;
-    return true;
-}
-
-/* One entry of "items" (with_kind) or "skipped". `what` is "items[3]". */
-static qiao_status parse_file(const char *fn, const cJSON *e, bool with_kind, const char *what, search_file *out) {
-    if (!cJSON_IsObject(e)) return qc_error(QIAO_ERR_FORMAT, "%s: qiao.index: %s is not an object", fn, what);
-    const char *path = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "path"));
-    if (!path || !*path) return qc_error(QIAO_ERR_FORMAT, "%s: qiao.index: %s has no \"path\"", fn, what);
-    if (with_kind) {
-        const char *kind = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "kind"));
-        if (kind && !strcmp(kind, "image")) out->kind = SEARCH_IMAGE;
-        else if (kind && !strcmp(kind, "audio")) out->kind = SEARCH_AUDIO;
-        else
-            return qc_error(QIAO_ERR_FORMAT, "%s: qiao.index: %s (%s): \"kind\" must be \"image\" or \"audio\"", fn,
-                            what, path);
-    }
-    if (!json_int(e, "size", 0, &out->size))
-        return qc_error(QIAO_ERR_FORMAT, "%s: qiao.index: %s (%s): \"size\" must be a non-negative integer", fn, what,
-                        path);
-    if (!json_i64_string(e, "mtime_ns", &out->mtime_ns))
-        return qc_error(QIAO_ERR_FORMAT, "%s: qiao.index: %s (%s): \"mtime_ns\" must be a string of digits", fn, what,
-                        path);
-    out->path = strdup(path);
-    if (!out->path) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", fn);
-    return QIAO_OK;
-}
-
-/* Parses a JSON array of files into a new array; a NULL array is empty. */
-static qiao_status parse_files(const char *fn, const cJSON *arr, const char *key, bool with_kind, search_file **out,
-                               size_t *n_out) {
-    *out = NULL;
-    *n_out = 0;
-    if (!arr) return QIAO_OK;
-    if (!cJSON_IsArray(arr)) return qc_error(QIAO_ERR_FORMAT, "%s: qiao.index: \"%s\" is not an array", fn, key);
-    size_t n = (size_t)cJSON_GetArraySize(arr);
-    if (n == 0) return QIAO_OK;
-    search_file *v = calloc(n, sizeof *v);
-    if (!v) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu %s", fn, n, key);
-    *out = v;
-    size_t i = 0;
-    const cJSON *e;
-    cJSON_ArrayForEach(e, arr) {
-        char what[64];
-        snprintf(what, sizeof what, "%s[%zu]", key, i);
-        qiao_status st = parse_file(fn, e, with_kind, what, &v[i]);
-        if (st != QIAO_OK) return st; /* v[0 .. i) are owned by *out, freed by the caller */
-        *n_out = ++i;
-    }
-    return QIAO_OK;
-}
-
-static qiao_status parse_fingerprint(const char *fn, const cJSON *o, search_fingerprint *fp) {
-    const char *name = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, "name"));
-    const char *hash = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, "hash"));
-    char *end = NULL;
-    if (!cJSON_IsObject(o) || !name || strlen(name) >= sizeof fp->name || !json_int(o, "dim", 1, &fp->dim) ||
-        !json_int(o, "params", 0, &fp->params) || !json_int(o, "file_size", 0, &fp->file_size) || !hash ||
-        strlen(hash) != 16 || (fp->hash = strtoull(hash, &end, 16), *end))
-        return qc_error(QIAO_ERR_FORMAT,
-                        "%s: qiao.index: \"fingerprint\" must be {\"name\", \"dim\" >= 1, \"params\", \"file_size\", "
-                        "\"hash\": 16 hex digits}",
-                        fn);
-    snprintf(fp->name, sizeof fp->name, "%s", name);
-    return QIAO_OK;
-}
-
-static qiao_status parse_index(const qc_st_file *f, const char *fn, search_index *out) {
-    const char *meta = qc_st_metadata_get(f, SEARCH_INDEX_META);
-    if (!meta)
-        return qc_error(QIAO_ERR_FORMAT, "%s: not a qiao search index (no \"" SEARCH_INDEX_META "\" metadata)", fn);
-    cJSON *root = cJSON_Parse(meta);
-    if (!root) return qc_error(QIAO_ERR_FORMAT, "%s: qiao.index is not valid JSON", fn);
-    qiao_status st = QIAO_OK;
-    int64_t version = 0;
-    const char *model = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(root, "model"));
-    if (!cJSON_IsObject(root) || !json_int(root, "version", 1, &version)) {
-        st = qc_error(QIAO_ERR_FORMAT, "%s: qiao.index: no \"version\"", fn);
-    } else if (version > SEARCH_INDEX_VERSION) {
-        st = qc_error(QIAO_ERR_UNSUPPORTED, "%s: index version %lld is newer than this qiao reads (%d)", fn,
-                      (long long)version, SEARCH_INDEX_VERSION);
-    } else if (!model) {
-        st = qc_error(QIAO_ERR_FORMAT, "%s: qiao.index: no \"model\" path", fn);
-    } else if (!(out->model = strdup(model))) {
-        st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", fn);
-    }
-    if (st == QIAO_OK) st = parse_fingerprint(fn, cJSON_GetObjectItemCaseSensitive(root, "fingerprint"), &out->fp);
-    if (st == QIAO_OK) {
-        const cJSON *items = cJSON_GetObjectItemCaseSensitive(root, "items");
-        if (!items) st = qc_error(QIAO_ERR_FORMAT, "%s: qiao.index: no \"items\"", fn);
-        else st = parse_files(fn, items, "items", true, &out->items, &out->n);
-    }
-    if (st == QIAO_OK)
-        st = parse_files(fn, cJSON_GetObjectItemCaseSensitive(root, "skipped"), "skipped", false, &out->skipped,
-                         &out->n_skipped);
-    cJSON_Delete(root);
-    if (st != QIAO_OK) return st;
-
-    const qc_st_tensor *t = qc_st_find(f, SEARCH_INDEX_TENSOR);
-    if (!t) return qc_error(QIAO_ERR_FORMAT, "%s: no tensor \"" SEARCH_INDEX_TENSOR "\"", fn);
-    if (t->dtype != QIAO_DTYPE_F32 || t->ndim != 2)
-        return qc_error(QIAO_ERR_FORMAT, "%s: tensor \"" SEARCH_INDEX_TENSOR "\" must be 2-d F32 (N, D)", fn);
-    if (t->shape[0] != (int64_t)out->n || t->shape[1] != out->fp.dim)
-        return qc_error(QIAO_ERR_FORMAT,
-                        "%s: tensor \"" SEARCH_INDEX_TENSOR "\" is (%lld, %lld) but the index lists %zu items of a "
-                        "%lld-d model",
-                        fn, (long long)t->shape[0], (long long)t->shape[1], out->n, (long long)out->fp.dim);
-    out->dim = out->fp.dim;
-    if (out->n > 0) {
-        out->emb = malloc(t->nbytes);
-        if (!out->emb) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu bytes", fn, t->nbytes);
-        memcpy(out->emb, t->data, t->nbytes); /* the mapped data need not be aligned */
-    }
-    return QIAO_OK;
-}
-
-qiao_status search_index_read(const char *path, search_index *out) {
-    memset(out, 0, sizeof *out);
-    qc_st_file *f = NULL;
-    qiao_status st = qc_st_open(path, &f);
-    if (st != QIAO_OK) return st; /* the message names the file */
-    st = parse_index(f, path, out);
-    qc_st_close(f);
-    if (st != QIAO_OK) search_index_free(out);
-    return st;
-}
-
-/* ---- writing ------------------------------------------------------------------ */
-
-static cJSON *file_json(const search_file *f, bool with_kind) {
-    char mt[32];
-    snprintf(mt, sizeof mt, "%lld", (long long)f->mtime_ns);
-    cJSON *o = cJSON_CreateObject();
-    if (!o || !cJSON_AddStringToObject(o, "path", f->path) ||
-        (with_kind && !cJSON_AddStringToObject(o, "kind", search_kind_name(f->kind))) ||
-        !cJSON_AddNumberToObject(o, "size", (double)f->size) || !cJSON_AddStringToObject(o, "mtime_ns", mt)) {
-        cJSON_Delete(o);
-        return NULL;
-    }
-    return o;
-}
-
-static char *index_json(const search_index *idx) {
-    char hash[17];
-    snprintf(hash, sizeof hash, "%016llx", (unsigned long long)idx->fp.hash);
-    cJSON *root = cJSON_CreateObject(), *fp = cJSON_CreateObject(), *items = cJSON_CreateArray(),
-          *skipped = cJSON_CreateArray();
-    bool ok = root && fp && items && skipped;
-    if (ok) {
-        ok = cJSON_AddNumberToObject(root, "version", SEARCH_INDEX_VERSION) &&
-             cJSON_AddStringToObject(root, "model", idx->model ? idx->model : "") &&
-             cJSON_AddStringToObject(fp, "name", idx->fp.name) &&
-             cJSON_AddNumberToObject(fp, "dim", (double)idx->fp.dim) &&
-             cJSON_AddNumberToObject(fp, "params", (double)idx->fp.params) &&
-             cJSON_AddNumberToObject(fp, "file_size", (double)idx->fp.file_size) &&
-             cJSON_AddStringToObject(fp, "hash", hash);
-        cJSON_AddItemToObject(root, "fingerprint", fp);
-        cJSON_AddItemToObject(root, "items", items);
-        cJSON_AddItemToObject(root, "skipped", skipped);
-    } else {
-        cJSON_Delete(fp);
-        cJSON_Delete(items);
-        cJSON_Delete(skipped);
-    }
-    for (size_t i = 0; ok && i < idx->n; i++) {
-        cJSON *o = file_json(&idx->items[i], true);
-        ok = o && cJSON_AddItemToArray(items, o);
-    }
-    for (size_t i = 0; ok && i < idx->n_skipped; i++) {
-        cJSON *o = file_json(&idx->skipped[i], false);
-        ok = o && cJSON_AddItemToArray(skipped, o);
-    }
-    char *s = ok ? cJSON_PrintUnformatted(root) : NULL;
-    cJSON_Delete(root);
-    return s;
-}
-
-qiao_status search_index_write(const char *path, const search_index *idx) {
-    char *json = index_json(idx);
-    if (!json) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory for the index header", path);
-    qc_st_entry e = {.name = SEARCH_INDEX_TENSOR, .dtype = QIAO_DTYPE_F32, .ndim = 2,
-                     .shape = {(int64_t)idx->n, idx->dim}, .data = idx->emb, .from_f32 = false};
-    qc_st_kv kv = {SEARCH_INDEX_META, json};
-    qiao_status st = qc_st_write(path, &e, 1, &kv, 1);
-    cJSON_free(json);
-    return st;
-}
 
 /* ---- the model and its fingerprint ------------------------------------------- */
 
@@ -285,38 +53,12 @@ static uint64_t hash_bytes(const unsigned char *p, size_t n) {
     return h;
 }
 
-static qiao_status read_whole(const char *path, unsigned char **buf, size_t *size) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return qc_error(QIAO_ERR_IO, "%s: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(fp), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        fclose(fp);
-        return qc_error(QIAO_ERR_IO, "%s: not a regular file", path);
-    }
-    size_t n = (size_t)sb.st_size;
-    unsigned char *b = malloc(n ? n : 1);
-    if (!b) {
-        fclose(fp);
-        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu bytes", path, n);
-    }
-    size_t got = fread(b, 1, n, fp);
-    int err = ferror(fp) ? errno : 0;
-    fclose(fp);
-    if (got != n) {
-        free(b);
-        return qc_error(QIAO_ERR_IO, "%s: read %zu of %zu bytes%s%s", path, got, n, err ? ": " : "",
-                        err ? strerror(err) : "");
-    }
-    *buf = b;
-    *size = n;
-    return QIAO_OK;
-}
-
 qiao_status search_model_load(const char *path, search_model *out) {
     memset(out, 0, sizeof *out);
-    unsigned char *buf = NULL;
+    uint8_t *buf = NULL;
     size_t size = 0;
-    qiao_status st = read_whole(path, &buf, &size);
+    /* No size limit of its own: the loader validates what the header declares. */
+    qiao_status st = qc_read_file(path, (size_t)PTRDIFF_MAX, &buf, &size);
     if (st != QIAO_OK) return st;
     out->fp.hash = hash_bytes(buf, size);
     out->fp.file_size = (int64_t)size;
@@ -389,6 +131,33 @@ static qiao_status list_add(walk_ctx *w, const char *path, const struct stat *sb
     return QIAO_OK;
 }
 
+/* What a file that is not a regular file is, for messages. */
+static const char *kind_of(mode_t m) {
+    if (S_ISDIR(m)) return "a folder";
+    if (S_ISFIFO(m)) return "a named pipe (FIFO)";
+    if (S_ISCHR(m)) return "a character device";
+    if (S_ISBLK(m)) return "a block device";
+    if (S_ISSOCK(m)) return "a socket";
+    if (S_ISLNK(m)) return "a symbolic link";
+    return "neither a file nor a folder";
+}
+
+/* Why stat() could not follow the link at `path` (err is its errno). */
+static void report_unfollowable_link(const char *path, int err) {
+    char target[1024];
+    ssize_t n = readlink(path, target, sizeof target - 1);
+    if (n < 0) n = 0;
+    target[n] = '\0';
+    if (err == ELOOP)
+        fprintf(stderr, "qiao search: %s: symbolic link loop (ELOOP; -> %s), skipped\n", path, target);
+    else if (err == ENOENT || err == ENOTDIR)
+        fprintf(stderr, "qiao search: %s: dangling symbolic link (-> %s: %s), skipped\n", path, target,
+                strerror(err));
+    else
+        fprintf(stderr, "qiao search: %s: symbolic link (-> %s) that cannot be followed: %s, skipped\n", path, target,
+                strerror(err));
+}
+
 static qiao_status walk_dir(walk_ctx *w, const char *dir, int depth) {
     if (depth > MAX_DEPTH) {
         fprintf(stderr, "qiao search: %s: nested more than %d folders deep, not entered\n", dir, MAX_DEPTH);
@@ -421,14 +190,16 @@ static qiao_status walk_dir(walk_ctx *w, const char *dir, int depth) {
         } else if (S_ISLNK(sb.st_mode)) {
             struct stat tb;
             if (stat(path, &tb) != 0) {
-                if (w->verbose) fprintf(stderr, "qiao search: %s: broken symbolic link, skipped\n", path);
+                if (w->verbose) report_unfollowable_link(path, errno);
             } else if (S_ISREG(tb.st_mode)) {
                 st = list_add(w, path, &tb);
             } else if (w->verbose) {
-                fprintf(stderr, "qiao search: %s: symbolic link to a folder, not followed\n", path);
+                fprintf(stderr, "qiao search: %s: symbolic link to %s, not followed\n", path, kind_of(tb.st_mode));
             }
         } else if (S_ISREG(sb.st_mode)) {
             st = list_add(w, path, &sb);
+        } else if (w->verbose) {
+            fprintf(stderr, "qiao search: %s: %s, skipped\n", path, kind_of(sb.st_mode));
         }
         free(path);
     }
@@ -463,7 +234,7 @@ static qiao_status walk_roots(const search_update_params *p, file_list *out) {
         qiao_status st = QIAO_OK;
         if (S_ISDIR(sb.st_mode)) st = walk_dir(&w, abs, 0);
         else if (S_ISREG(sb.st_mode)) st = list_add(&w, abs, &sb);
-        else st = qc_error(QIAO_ERR_IO, "%s: not a file or folder", p->roots[i]);
+        else st = qc_error(QIAO_ERR_IO, "%s: is %s, not a file or folder", p->roots[i], kind_of(sb.st_mode));
         free(abs);
         if (st != QIAO_OK) return st;
     }
@@ -641,8 +412,20 @@ static qiao_status embed_kind(update *u, batch_job *j, search_kind kind, float *
             s1 = kind == SEARCH_IMAGE ? qiao_embed_image(u->session, d->img, tmp + k * D, D)
                                       : qiao_embed_audio(u->session, d->aud, tmp + k * D, D);
         }
+        const float *row = tmp + k * D;
+        size_t bad = D;
+        for (size_t c = 0; s1 == QIAO_OK && c < D && bad == D; c++)
+            if (!isfinite(row[c])) bad = c;
+        if (bad < D) {
+            /* The index refuses such a row (it would rank as "nan"). The
+             * same model gives the same row, so the file is remembered as
+             * skipped until it or the model changes. */
+            s1 = qc_error(QIAO_ERR_INVALID_ARGUMENT,
+                          "the model gives a non-finite embedding (%g at %zu; are its weights finite?)",
+                          (double)row[bad], bad);
+        }
         if (s1 == QIAO_OK) {
-            memcpy(u->emb + d->cand * D, tmp + k * D, D * sizeof(float));
+            memcpy(u->emb + d->cand * D, row, D * sizeof(float));
             u->state[d->cand] = C_DONE;
             u->c.v[d->cand].kind = kind;
             u->stats->embedded++;
@@ -885,7 +668,7 @@ qiao_status search_update(const search_update_params *p, search_update_stats *st
     }
     if (st == QIAO_OK) st = run_update(&u, &m, &old, old_exists);
     qiao_session_free(u.session);
-    files_free(u.c.v, u.c.n);
+    search_files_free(u.c.v, u.c.n);
     free(u.state);
     free(u.remember);
     free(u.emb);
@@ -905,9 +688,14 @@ static int cmp_hit(const void *a, const void *b) {
 qiao_status search_rank(const search_index *idx, const float *q, int kind, search_hit **hits, size_t *n) {
     *hits = NULL;
     *n = 0;
+    const size_t D = (size_t)idx->dim;
+    /* Every score would be NaN, and qsort's order of NaNs is arbitrary. */
+    for (size_t k = 0; k < D; k++)
+        if (!isfinite(q[k]))
+            return qc_error(QIAO_ERR_INVALID_ARGUMENT,
+                            "search: the query's embedding holds a non-finite value (%g) at %zu", (double)q[k], k);
     search_hit *h = malloc((idx->n ? idx->n : 1) * sizeof *h);
     if (!h) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "search: out of memory ranking %zu items", idx->n);
-    const size_t D = (size_t)idx->dim;
     size_t k = 0;
     for (size_t i = 0; i < idx->n; i++)
         if (kind < 0 || (int)idx->items[i].kind == kind) h[k++] = (search_hit){qiao_cosine(q, idx->emb + i * D, D), i};

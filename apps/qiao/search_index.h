@@ -1,11 +1,12 @@
 /* apps/qiao/search_index.h - the index behind `qiao search`: its file
  * format, the model fingerprint that says whether stored embeddings are
  * still valid, and the incremental (re)indexing of a set of files and
- * folders. cmd_search.c is the command line on top; the tests call these
- * functions directly.
+ * folders (the file in search_index_file.c, the rest in search_index.c).
+ * cmd_search.c is the command line on top; the tests call these functions
+ * directly, and tests/fuzz/fuzz_search_index.c the reader.
  *
  * INDEX FILE: one .safetensors file (written atomically) with
- *   - tensor "embeddings" (N, D) F32: row i embeds items[i];
+ *   - tensor "embeddings" (N, D) F32: row i embeds items[i]; all finite;
  *   - metadata "qiao.index" = JSON
  *       {"version": 1,
  *        "model": "/abs/path/model.safetensors",
@@ -74,15 +75,25 @@ typedef struct search_index {
 
 /* Reads and validates an index file: the safetensors container, the JSON
  * (version, every field's type, kinds), N items == the tensor's rows, D ==
- * the fingerprint's dim. Any defect is QIAO_ERR_FORMAT naming the file and
- * what is wrong (QIAO_ERR_UNSUPPORTED for a newer version, QIAO_ERR_IO when
- * it cannot be read). On success the caller frees *out with
+ * the fingerprint's dim, every value finite. Any defect is QIAO_ERR_FORMAT
+ * naming the file and what is wrong (the row and its path for a non-finite
+ * value; QIAO_ERR_UNSUPPORTED for a newer version). A path that cannot be
+ * read, or that names a FIFO, device or folder, is QIAO_ERR_IO saying so,
+ * without blocking (qc_read_file). On success the caller frees *out with
  * search_index_free(); on failure *out is cleared. */
 qiao_status search_index_read(const char *path, search_index *out);
-/* Writes the index atomically (temporary file, fsync, rename). */
+/* The same from a file image in memory (only read during the call); `name`
+ * (NULL: "<memory>") stands for the file in messages. search_index_read is
+ * this after reading the file. */
+qiao_status search_index_read_memory(const void *data, size_t size, const char *name, search_index *out);
+/* Writes the index atomically (temporary file, fsync, rename). A row with a
+ * non-finite value is QIAO_ERR_INVALID_ARGUMENT naming its path, and nothing
+ * is written. */
 qiao_status search_index_write(const char *path, const search_index *idx);
 /* Frees what the index owns and clears it. Accepts NULL and a cleared index. */
 void search_index_free(search_index *idx);
+/* Frees an array of n files and their paths. Accepts NULL. */
+void search_files_free(search_file *v, size_t n);
 
 /* One ranked item: its cosine with the query and its index in idx->items. */
 typedef struct search_hit {
@@ -93,7 +104,8 @@ typedef struct search_hit {
 /* Ranks the items of `kind` (-1: all kinds) against the query embedding q
  * (idx->dim floats): best first, ties in index (path) order so the output is
  * deterministic. *hits (malloc'd, the caller frees it) holds *n entries.
- * QIAO_ERR_OUT_OF_MEMORY leaves *hits NULL. */
+ * A query with a non-finite value is QIAO_ERR_INVALID_ARGUMENT; errors
+ * leave *hits NULL. */
 qiao_status search_rank(const search_index *idx, const float *q, int kind, search_hit **hits, size_t *n);
 
 /* A loaded model with its fingerprint. */
@@ -143,13 +155,18 @@ typedef struct search_update_stats {
 } search_update_stats;
 
 /* Walks the roots (recursively; names starting with '.' are skipped below a
- * root; symbolic links to files are followed, to folders not), keeps the
- * stored embedding of every file whose (size, mtime_ns) did not change,
+ * root; symbolic links to files are followed, to anything else not), keeps
+ * the stored embedding of every file whose (size, mtime_ns) did not change,
  * decodes the others (an image when qiao_image_decode_file accepts it, else
  * audio when qiao_audio_decode_file does), embeds them in batches and
- * writes the index. A file that cannot be decoded or embedded is reported
- * on stderr and left out, never fatal (a file that is simply not media is
- * reported only with `verbose`). A missing root is QIAO_ERR_IO. An existing
+ * writes the index. A file that cannot be decoded or embedded (a non-finite
+ * embedding included) is reported on stderr and left out, never fatal; a
+ * file that is simply not media, and whatever the walk passes by (a link to
+ * a folder or device, a link loop, a dangling link, a FIFO), is reported
+ * only with `verbose`, saying what it is. A missing root, or one that is
+ * neither a file nor a folder, is QIAO_ERR_IO. The model and an existing
+ * index are read with qc_read_file, so a FIFO or device there fails at once
+ * (QIAO_ERR_IO naming what it is). An existing
  * index_path that is not a valid index is refused (QIAO_ERR_FORMAT), so a
  * mistyped --out never overwrites a model. When `cancel` asks to stop, what
  * was embedded so far is written and QIAO_ERR_CANCELLED returned. `stats`

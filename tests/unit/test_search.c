@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -673,6 +674,278 @@ static void corrupt_index(void **state) {
     unlink(index);
 }
 
+/* Rewrites the valid index at `src` to `dst` with one value of its
+ * embeddings replaced. */
+static void forge_value(const char *src, const char *dst, int64_t row, int64_t col, float value) {
+    qc_st_file *f = NULL;
+    assert_int_equal(qc_st_open(src, &f), QIAO_OK);
+    const qc_st_tensor *t = qc_st_find(f, SEARCH_INDEX_TENSOR);
+    assert_non_null(t);
+    assert_true(row < t->shape[0] && col < t->shape[1]);
+    float *rows = malloc(t->nbytes);
+    assert_non_null(rows);
+    memcpy(rows, t->data, t->nbytes);
+    rows[row * t->shape[1] + col] = value;
+    qc_st_entry e = {.name = SEARCH_INDEX_TENSOR, .dtype = QIAO_DTYPE_F32, .ndim = 2,
+                     .shape = {t->shape[0], t->shape[1]}, .data = rows, .from_f32 = false};
+    qc_st_kv kv = {SEARCH_INDEX_META, qc_st_metadata_get(f, SEARCH_INDEX_META)};
+    assert_int_equal(qc_st_write(dst, &e, 1, &kv, 1), QIAO_OK);
+    free(rows);
+    qc_st_close(f);
+}
+
+/* A model whose every weight is scaled far up: its activations overflow, so
+ * its embeddings are not finite (the loader accepts it: the weights are). */
+static void write_overflowing_model(const char *path) {
+    qmod_model *m = qt_tiny_model(3, true);
+    for (size_t i = 0; i < m->arena.n; i++) m->arena.base[i] *= 1e30f;
+    assert_int_equal(qmod_save(m, path, QIAO_DTYPE_F32), QIAO_OK);
+    qmod_free(m);
+}
+
+/* Non-finite vectors never enter an index: a file holding one is refused
+ * naming the file, the row and the item's path; the writer refuses to write
+ * one; a query embedding with one is refused; and a model that embeds a file
+ * as NaN gets that file reported and left out, the rest indexed. */
+static void nonfinite_vectors(void **state) {
+    (void)state;
+    char dir[600], index[700], bad[700];
+    make_media(dir, sizeof dir, "nf");
+    snprintf(index, sizeof index, "%s/nf.idx", g_tmp);
+    snprintf(bad, sizeof bad, "%s/nf-bad.idx", g_tmp);
+    unlink(index);
+    const char *roots[] = {dir};
+    search_update_params p = update_params(g_model_a, index, roots, 1, 8);
+    update_ok(&p, "nf");
+    search_index good;
+    assert_int_equal(search_index_read(index, &good), QIAO_OK);
+    assert_int_equal(good.n, 5);
+
+    char want[1100];
+    forge_value(index, bad, 2, 5, NAN);
+    snprintf(want, sizeof want, "row 2 (items[2], %s) holds a non-finite value (nan) at column 5", good.items[2].path);
+    expect_read_error(bad, QIAO_ERR_FORMAT, want);
+    assert_non_null(strstr(qiao_last_error(), "nf-bad.idx"));
+    forge_value(index, bad, 0, 1023, INFINITY);
+    expect_read_error(bad, QIAO_ERR_FORMAT, "row 0 (items[0]");
+    forge_value(index, bad, 4, 0, -INFINITY);
+    expect_read_error(bad, QIAO_ERR_FORMAT, "(-inf) at column 0");
+    /* `index` refuses to build on it (and leaves it as it was). */
+    search_update_params pb = update_params(g_model_a, bad, roots, 1, 8);
+    search_update_stats s;
+    assert_int_equal(search_update(&pb, &s), QIAO_ERR_FORMAT);
+    assert_non_null(strstr(qiao_last_error(), "non-finite"));
+
+    /* The reader from memory is the file reader's parser: same result. */
+    size_t n;
+    char *bytes = read_all(index, &n);
+    search_index mem;
+    assert_int_equal(search_index_read_memory(bytes, n, "mem.idx", &mem), QIAO_OK);
+    assert_int_equal(mem.n, good.n);
+    assert_memory_equal(mem.emb, good.emb, good.n * 1024 * sizeof(float));
+    for (size_t i = 0; i < mem.n; i++) assert_string_equal(mem.items[i].path, good.items[i].path);
+    search_index_free(&mem);
+    free(bytes);
+    bytes = read_all(bad, &n);
+    assert_int_equal(search_index_read_memory(bytes, n, "mem.idx", &mem), QIAO_ERR_FORMAT);
+    assert_non_null(strstr(qiao_last_error(), "mem.idx: tensor \"embeddings\" row 4"));
+    assert_null(mem.items);
+    free(bytes);
+
+    /* Writing a NaN row: refused, nothing written. */
+    good.emb[3 * 1024 + 7] = NAN;
+    unlink(bad);
+    assert_int_equal(search_index_write(bad, &good), QIAO_ERR_INVALID_ARGUMENT);
+    printf("  write: %s\n", qiao_last_error());
+    assert_non_null(strstr(qiao_last_error(), good.items[3].path));
+    assert_non_null(strstr(qiao_last_error(), "row 3"));
+    assert_int_equal(access(bad, F_OK), -1);
+
+    /* A query embedding with a NaN: refused rather than ranked. */
+    float q[1024];
+    memcpy(q, good.emb, sizeof q);
+    search_hit *hits = NULL;
+    size_t nh = 0;
+    assert_int_equal(search_rank(&good, q, -1, &hits, &nh), QIAO_OK);
+    assert_int_equal(nh, 5);
+    free(hits);
+    q[100] = NAN;
+    assert_int_equal(search_rank(&good, q, -1, &hits, &nh), QIAO_ERR_INVALID_ARGUMENT);
+    assert_null(hits);
+    search_index_free(&good);
+
+    /* Adding: a model whose embeddings overflow. Every media file is
+     * reported and left out; the index written is valid and empty. */
+    char model[700];
+    snprintf(model, sizeof model, "%s/overflow.safetensors", g_tmp);
+    write_overflowing_model(model);
+    unlink(bad);
+    search_update_params po = update_params(model, bad, roots, 1, 8);
+    s = update_ok(&po, "overflowing model");
+    assert_int_equal(s.embedded, 0);
+    assert_int_equal(s.failed, 6);
+    assert_int_equal(s.images + s.audios, 0);
+    search_index idx;
+    assert_int_equal(search_index_read(bad, &idx), QIAO_OK);
+    assert_int_equal(idx.n, 0);
+    search_index_free(&idx);
+    /* The same with the query: its embedding is not finite either. */
+    assert_int_equal(run_search(NULL, "query", "--index", bad, "--text", "hello", NULL), 1);
+    assert_non_null(strstr(qiao_last_error(), "non-finite"));
+    unlink(model);
+    unlink(bad);
+    unlink(index);
+    rm_rf(dir);
+}
+
+/* Runs f(arg) with stderr going to `path`. */
+static void with_stderr_to(const char *path, void (*f)(void *), void *arg) {
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    assert_true(saved >= 0 && fd >= 0);
+    dup2(fd, STDERR_FILENO);
+    close(fd);
+    f(arg);
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+}
+
+/* A FIFO, /dev/zero and a folder where the index or the model belongs: each
+ * fails at once with QIAO_ERR_IO saying what the path is. Before the shared
+ * reader, the model path opened a FIFO with fopen() and waited for a writer
+ * forever, and /dev/zero was read until memory ran out: the alarm turns
+ * such a hang into a failure. */
+static void special_files(void **state) {
+    (void)state;
+    char dir[600], index[700], fifo[700];
+    make_media(dir, sizeof dir, "sf");
+    snprintf(index, sizeof index, "%s/sf.idx", g_tmp);
+    snprintf(fifo, sizeof fifo, "%s/sf.fifo", g_tmp);
+    unlink(index);
+    unlink(fifo);
+    assert_int_equal(mkfifo(fifo, 0644), 0);
+    const char *roots[] = {dir};
+    search_update_params p = update_params(g_model_a, index, roots, 1, 8);
+    update_ok(&p, "sf");
+    alarm(60);
+    const struct {
+        const char *path, *what;
+    } specials[] = {{fifo, "is a named pipe (FIFO)"}, {"/dev/zero", "is a character device"}, {dir, "is a folder"}};
+    for (size_t i = 0; i < sizeof specials / sizeof specials[0]; i++) {
+        const char *sp = specials[i].path, *what = specials[i].what;
+        double t0 = qc_now();
+        /* As an index: read, queried, updated (refused, not overwritten). */
+        expect_read_error(sp, QIAO_ERR_IO, what);
+        assert_non_null(strstr(qiao_last_error(), sp));
+        search_update_params pi = update_params(g_model_a, sp, roots, 1, 8);
+        search_update_stats s;
+        assert_int_equal(search_update(&pi, &s), QIAO_ERR_IO);
+        printf("  --out %s: %s\n", sp, qiao_last_error());
+        assert_non_null(strstr(qiao_last_error(), what));
+        assert_false(s.written);
+        /* As the model: indexing, and a query's --model. */
+        search_update_params pm = update_params(sp, index, roots, 1, 8);
+        assert_int_equal(search_update(&pm, &s), QIAO_ERR_IO);
+        printf("  --model %s: %s\n", sp, qiao_last_error());
+        assert_non_null(strstr(qiao_last_error(), what));
+        assert_non_null(strstr(qiao_last_error(), sp));
+        assert_int_equal(run_search(NULL, "index", "--model", sp, "--out", index, dir, NULL), 1);
+        assert_int_equal(run_search(NULL, "query", "--index", index, "--model", sp, "--text", "hello", NULL), 1);
+        assert_non_null(strstr(qiao_last_error(), what));
+        /* As a root: only a folder is a valid one. */
+        if (strcmp(sp, dir) != 0) {
+            const char *r[] = {sp};
+            search_update_params pr = update_params(g_model_a, index, r, 1, 8);
+            assert_int_equal(search_update(&pr, &s), QIAO_ERR_IO);
+            printf("  root %s: %s\n", sp, qiao_last_error());
+            assert_non_null(strstr(qiao_last_error(), what));
+        }
+        double dt = qc_now() - t0;
+        printf("  %s: refused in %.2f s\n", sp, dt);
+        assert_true(dt < 20);
+    }
+    alarm(0);
+    /* The index was left as it was. */
+    search_index idx;
+    assert_int_equal(search_index_read(index, &idx), QIAO_OK);
+    assert_int_equal(idx.n, 5);
+    search_index_free(&idx);
+    unlink(fifo);
+    unlink(index);
+    rm_rf(dir);
+}
+
+static void update_verbose(void *arg) {
+    search_update_stats s;
+    assert_int_equal(search_update(arg, &s), QIAO_OK);
+    print_stats("walk", &s);
+    assert_int_equal(s.found, 2); /* the photo, and the photo through its link */
+    assert_int_equal(s.embedded, 2);
+}
+
+/* `index -v` names what it passes by: a link to a character device is not
+ * a link to a folder, a link loop is not a broken link. */
+static void walk_messages(void **state) {
+    (void)state;
+    char dir[600], index[700], log[700], p[1200], sub[1100];
+    make_dir(dir, sizeof dir, "wm");
+    snprintf(index, sizeof index, "%s/wm.idx", g_tmp);
+    snprintf(log, sizeof log, "%s/wm.log", g_tmp);
+    unlink(index);
+    copy_file(IMG("000000126107.jpg"), dir, "photo.jpg");
+    snprintf(sub, sizeof sub, "%s/folder", dir);
+    assert_int_equal(mkdir(sub, 0755), 0);
+#define LINK(target, name)                                                                                  \
+    do {                                                                                                    \
+        snprintf(p, sizeof p, "%s/%s", dir, name);                                                          \
+        assert_int_equal(symlink(target, p), 0);                                                            \
+    } while (0)
+    LINK("/dev/zero", "zero");
+    LINK("loop-b", "loop-a");
+    LINK("loop-a", "loop-b");
+    LINK("self", "self");
+    LINK("no-such-file.jpg", "dangling");
+    LINK("folder", "folder-link");
+    LINK("photo.jpg", "photo-link.jpg");
+#undef LINK
+    snprintf(p, sizeof p, "%s/pipe", dir);
+    assert_int_equal(mkfifo(p, 0644), 0);
+
+    const char *roots[] = {dir};
+    search_update_params up = update_params(g_model_a, index, roots, 1, 8);
+    up.verbose = 1;
+    alarm(60); /* a FIFO under the root must not be opened */
+    with_stderr_to(log, update_verbose, &up);
+    alarm(0);
+    char *text = read_all(log, NULL);
+    assert_non_null(text);
+    printf("%s", text);
+    char *rdir = realpath(dir, NULL); /* the walk names what it finds under the root's real path */
+    assert_non_null(rdir);
+    static const char *const want[][2] = {
+        {"/zero", ": symbolic link to a character device, not followed"},
+        {"/loop-a", ": symbolic link loop (ELOOP; -> loop-b), skipped"},
+        {"/loop-b", ": symbolic link loop (ELOOP; -> loop-a), skipped"},
+        {"/self", ": symbolic link loop (ELOOP; -> self), skipped"},
+        {"/dangling", ": dangling symbolic link (-> no-such-file.jpg: No such file or directory), skipped"},
+        {"/folder-link", ": symbolic link to a folder, not followed"},
+        {"/pipe", ": a named pipe (FIFO), skipped"},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        char line[1400];
+        snprintf(line, sizeof line, "qiao search: %s%s%s\n", rdir, want[i][0], want[i][1]);
+        if (!strstr(text, line)) fail_msg("missing: %s", line);
+    }
+    assert_null(strstr(text, "broken"));
+    free(rdir);
+    free(text);
+    unlink(log);
+    unlink(index);
+    rm_rf(dir);
+}
+
 static void usage_errors(void **state) {
     (void)state;
     assert_int_equal(run_search(NULL, NULL), 2);
@@ -711,6 +984,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(index_and_query), cmocka_unit_test(reindex),       cmocka_unit_test(model_change),
         cmocka_unit_test(interrupt_resume), cmocka_unit_test(cancel_resume), cmocka_unit_test(corrupt_index),
+        cmocka_unit_test(nonfinite_vectors), cmocka_unit_test(special_files), cmocka_unit_test(walk_messages),
         cmocka_unit_test(usage_errors),
     };
     if (argc > 1) cmocka_set_test_filter(argv[1]);
