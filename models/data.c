@@ -219,14 +219,13 @@ qiao_status qmod_dataset_load(const char *dir, qmod_dataset *out) {
     if (!dir || !dir[0]) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_dataset_load: no directory");
     char *file = join_path(dir, "manifest.jsonl");
     if (!file) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qmod_dataset_load: out of memory");
-    FILE *fp = fopen(file, "rb");
-    if (!fp) {
-        qiao_status st = qc_error(QIAO_ERR_IO, "%s: %s", file, strerror(errno));
+    FILE *fp;
+    qiao_status st = qc_fopen_read(file, &fp, NULL);
+    if (st != QIAO_OK) {
         free(file);
         return st;
     }
     qmod_dataset d = {0};
-    qiao_status st = QIAO_OK;
     int64_t cap = 0;
     if (!(d.dir = dup_str(dir))) st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", file);
     /* getline: a scene's line is ~2 KB and grows with the number of objects

@@ -99,27 +99,17 @@ qiao_status qmod_config_from_file(const char *path, qmod_config *out) {
     if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_config_from_file: out is NULL");
     memset(out, 0, sizeof *out);
     if (!path) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_config_from_file: path is NULL");
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return qc_error(QIAO_ERR_IO, "%s: %s", path, strerror(errno));
-    char *buf = malloc(QMOD_CONFIG_MAX + 1);
-    if (!buf) {
-        fclose(fp);
-        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
-    }
-    size_t n = fread(buf, 1, QMOD_CONFIG_MAX + 1, fp);
-    int err = ferror(fp);
-    fclose(fp);
-    qiao_status st;
-    if (err)
-        st = qc_error(QIAO_ERR_IO, "%s: read error", path);
-    else if (n > QMOD_CONFIG_MAX)
-        st = qc_error(QIAO_ERR_FORMAT, "%s: over %zu bytes, not a model config", path, QMOD_CONFIG_MAX);
-    else if (memchr(buf, 0, n))
+    uint8_t *data;
+    size_t n;
+    qiao_status st = qc_read_file(path, QMOD_CONFIG_MAX, &data, &n);
+    if (st == QIAO_ERR_TOO_LARGE)
+        return qc_error(QIAO_ERR_FORMAT, "%s: over %zu bytes, not a model config", path, QMOD_CONFIG_MAX);
+    if (st != QIAO_OK) return st;
+    char *buf = (char *)data;
+    if (memchr(buf, 0, n))
         st = qc_error(QIAO_ERR_FORMAT, "%s: contains a NUL byte, not a model config", path);
-    else {
-        buf[n] = 0;
+    else
         st = qmod_config_from_string(buf, path, out);
-    }
     free(buf);
     return st;
 }

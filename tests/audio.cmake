@@ -52,7 +52,8 @@ if(QIAO_FUZZ)
     ${PROJECT_SOURCE_DIR}/modalities/audio/decode_sndfile.c ${PROJECT_SOURCE_DIR}/modalities/audio/decode_ffmpeg.c
     ${PROJECT_SOURCE_DIR}/modalities/audio/mel.c)
   add_executable(fuzz_audio fuzz/fuzz_audio.c ${QIAO_FUZZ_AUDIO_SOURCES}
-    ${PROJECT_SOURCE_DIR}/modalities/media/ffmpeg.c ${PROJECT_SOURCE_DIR}/sdk/core/status.c)
+    ${PROJECT_SOURCE_DIR}/modalities/media/ffmpeg.c ${PROJECT_SOURCE_DIR}/sdk/core/status.c
+    ${PROJECT_SOURCE_DIR}/sdk/core/file.c ${PROJECT_SOURCE_DIR}/sdk/core/rng.c)
   target_include_directories(fuzz_audio PRIVATE ${PROJECT_SOURCE_DIR} ${PROJECT_SOURCE_DIR}/sdk
     ${PROJECT_SOURCE_DIR}/sdk/include ${PROJECT_BINARY_DIR}/sdk)
   target_compile_options(fuzz_audio PRIVATE ${QIAO_FUZZ_AUDIO_FLAGS})

@@ -30,7 +30,8 @@ if(QIAO_FUZZ)
   add_executable(fuzz_image fuzz/fuzz_image.c
     ${PROJECT_SOURCE_DIR}/modalities/image/image.c ${PROJECT_SOURCE_DIR}/modalities/image/decode_stb.c
     ${PROJECT_SOURCE_DIR}/modalities/image/decode_ffmpeg.c ${PROJECT_SOURCE_DIR}/modalities/image/preprocess.c
-    ${PROJECT_SOURCE_DIR}/modalities/media/ffmpeg.c ${QIAO_FUZZ_SDK}/core/status.c)
+    ${PROJECT_SOURCE_DIR}/modalities/media/ffmpeg.c ${QIAO_FUZZ_SDK}/core/status.c
+    ${QIAO_FUZZ_SDK}/core/file.c ${QIAO_FUZZ_SDK}/core/rng.c)
   target_include_directories(fuzz_image PRIVATE
     ${QIAO_FUZZ_SDK} ${QIAO_FUZZ_SDK}/include ${PROJECT_BINARY_DIR}/sdk ${PROJECT_SOURCE_DIR})
   target_compile_options(fuzz_image PRIVATE ${QIAO_FUZZ_FLAGS})

@@ -106,11 +106,11 @@ qiao_status qiao_tokenizer_train(const qiao_tokenizer_train_params *in) {
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_tokenizer_train: character_coverage %g not in (0, 1]",
                         p.character_coverage);
 
-    qiao_status st = QIAO_OK;
-    FILE *f = fopen(p.corpus_path, "rb");
-    if (!f) return qc_error(QIAO_ERR_IO, "%s: %s", p.corpus_path, strerror(errno));
-    struct stat sb;
-    int64_t total = fstat(fileno(f), &sb) == 0 ? (int64_t)sb.st_size : 0;
+    qiao_status st;
+    FILE *f;
+    int64_t total;
+    st = qc_fopen_read(p.corpus_path, &f, &total);
+    if (st != QIAO_OK) return st;
     uint64_t *counts = calloc(N_CODEPOINTS, sizeof *counts);
     train_state ts = {0};
     char *line = NULL, *model = NULL, *chars = NULL;

@@ -13,6 +13,7 @@
 #include <cjson/cJSON.h>
 
 #include "cli.h"
+#include "core/core.h"
 
 int cmd_dataset_corpus(int argc, char **argv);
 
@@ -29,9 +30,9 @@ static void put_strings(FILE *out, const cJSON *arr) {
 
 /* One JSONL file: shapes scenes (captions, qa) or intent examples (text). */
 static int add_jsonl(FILE *out, const char *path, long long *lines) {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        fprintf(stderr, "qiao dataset corpus: cannot open %s\n", path);
+    FILE *f;
+    if (qc_fopen_read(path, &f, NULL) != QIAO_OK) {
+        fprintf(stderr, "qiao dataset corpus: %s\n", qiao_last_error());
         return 1;
     }
     char *line = NULL;

@@ -122,8 +122,8 @@ static int on_step(const qmod_train_log *l, void *user) {
 /* Keeps the CSV's header and the rows up to `step` (a resumed run rewrites
  * what the interrupted one logged after its last checkpoint). */
 static int csv_truncate(const char *path, int64_t step) {
-    FILE *f = fopen(path, "r");
-    if (!f) return 0;
+    FILE *f;
+    if (qc_fopen_read(path, &f, NULL) != QIAO_OK) return 0;
     char *line = NULL, *keep = NULL;
     size_t cap = 0, len = 0;
     ssize_t n;

@@ -4,6 +4,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "plot.h"
 
+#include "core/core.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -100,9 +102,9 @@ static double cell(const char *s) {
 #define MAX_FIELDS 256
 
 static int read_csv(const char *path, table *t, char *err, size_t err_len) {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        set_err(err, err_len, "%s: %s", path, strerror(errno));
+    FILE *f;
+    if (qc_fopen_read(path, &f, NULL) != QIAO_OK) {
+        set_err(err, err_len, "%s", qiao_last_error());
         return -1;
     }
     char *line = NULL;

@@ -28,46 +28,7 @@ qiao_status qi_path(char *buf, size_t cap, const char *dir, const char *name) {
 }
 
 qiao_status qi_read_file(const char *path, char **data, size_t *len) {
-    *data = NULL;
-    *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return qc_error(QIAO_ERR_IO, "%s: %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    if (!buf) {
-        fclose(f);
-        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
-    }
-    for (;;) {
-        if (n + 1 >= cap) {
-            if (cap >= QI_MAX_FILE) {
-                free(buf);
-                fclose(f);
-                return qc_error(QIAO_ERR_TOO_LARGE, "%s: larger than %zu bytes", path, QI_MAX_FILE);
-            }
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        size_t got = fread(buf + n, 1, cap - 1 - n, f);
-        n += got;
-        if (got == 0) break;
-    }
-    int err = ferror(f);
-    fclose(f);
-    if (err) {
-        free(buf);
-        return qc_error(QIAO_ERR_IO, "%s: read error", path);
-    }
-    buf[n] = '\0';
-    *data = buf;
-    *len = n;
-    return QIAO_OK;
+    return qc_read_file(path, QI_MAX_FILE, (uint8_t **)data, len);
 }
 
 int qi_utf8_valid(const char *s, size_t len, size_t *bad) {

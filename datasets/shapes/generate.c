@@ -239,28 +239,9 @@ static qiao_status write_text_atomic(const char *path, const char *text) {
 }
 
 static char *read_all(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 4096, n = 0;
-    char *b = malloc(cap);
-    while (b) {
-        size_t k = fread(b + n, 1, cap - n - 1, f);
-        n += k;
-        if (k == 0) break;
-        if (n + 1 == cap) {
-            char *nb = cap < (64u << 20) ? realloc(b, cap * 2) : NULL;
-            if (!nb) {
-                free(b);
-                b = NULL;
-            } else {
-                b = nb;
-                cap *= 2;
-            }
-        }
-    }
-    fclose(f);
-    if (b) b[n] = '\0';
-    return b;
+    uint8_t *data;
+    size_t n;
+    return qc_read_file(path, (size_t)64 << 20, &data, &n) == QIAO_OK ? (char *)data : NULL;
 }
 
 static qiao_status write_manifest(const shapes_params *p, const char *out) {
@@ -382,8 +363,9 @@ qiao_status shapes_generate(const shapes_params *params, const char *out) {
 qiao_status shapes_blind_baseline(const char *manifest_path, shapes_baseline *out) {
     if (!manifest_path || !out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "shapes_blind_baseline: NULL argument");
     memset(out, 0, sizeof *out);
-    FILE *f = fopen(manifest_path, "rb");
-    if (!f) return qc_error(QIAO_ERR_IO, "%s: %s", manifest_path, strerror(errno));
+    FILE *f;
+    qiao_status fst = qc_fopen_read(manifest_path, &f, NULL);
+    if (fst != QIAO_OK) return fst;
     int64_t hist[SHAPES_NQTYPES][SHAPES_NANSWERS];
     memset(hist, 0, sizeof hist);
     char *line = NULL;

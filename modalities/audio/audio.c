@@ -260,15 +260,12 @@ QIAO_API qiao_status qiao_audio_decode_file(const char *path, const qiao_audio_p
     if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "audio: out is NULL");
     *out = NULL;
     if (!path) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "audio: path is NULL");
-    FILE *f = fopen(path, "rb");
-    if (!f) return qc_error(QIAO_ERR_IO, "%s: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        fclose(f);
-        return qc_error(QIAO_ERR_IO, "%s: not a regular file", path);
-    }
-    qa_src src = {.name = path, .f = f, .size = (int64_t)sb.st_size};
-    qiao_status st = decode_src(&src, params, out);
+    FILE *f;
+    int64_t fsize;
+    qiao_status st = qc_fopen_read(path, &f, &fsize);
+    if (st != QIAO_OK) return st;
+    qa_src src = {.name = path, .f = f, .size = fsize};
+    st = decode_src(&src, params, out);
     fclose(f);
     return st;
 }

@@ -368,16 +368,9 @@ qiao_status qiao_image_decode_video_frames(const char *path, const qiao_video_pa
                         (long long)s.p.max_frames);
 
     ff_in in = {.name = path, .max_pixels = s.p.max_pixels};
-    in.src.f = fopen(path, "rb");
-    if (!in.src.f) return qc_error(QIAO_ERR_IO, "%s: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(in.src.f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        ff_close(&in);
-        return qc_error(QIAO_ERR_IO, "%s: not a regular file", path);
-    }
-    in.src.fsize = (int64_t)sb.st_size;
-    qiao_status st = sb.st_size == 0 ? qc_error(QIAO_ERR_FORMAT, "%s: empty (0 bytes), not a video", path)
-                                     : ff_open(&in, NULL);
+    qiao_status st = qc_fopen_read(path, &in.src.f, &in.src.fsize);
+    if (st != QIAO_OK) return st;
+    st = in.src.fsize == 0 ? qc_error(QIAO_ERR_FORMAT, "%s: empty (0 bytes), not a video", path) : ff_open(&in, NULL);
     if (st == QIAO_OK) {
         AVRational tb = in.st->time_base;
         s.start = in.st->start_time != AV_NOPTS_VALUE ? (double)in.st->start_time * av_q2d(tb) : 0.0;

@@ -257,40 +257,6 @@ qiao_status qiao_image_decode_memory(const void *data, size_t size, const qiao_i
     return qi_decode_memory(data, size, "<memory>", &o, QI_BACKEND_AUTO, out);
 }
 
-/* Reads a whole file, refusing one over `max` bytes before reading it. */
-static qiao_status read_file(const char *path, size_t max, uint8_t **data, size_t *size) {
-    *data = NULL;
-    *size = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return qc_error(QIAO_ERR_IO, "%s: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        fclose(f);
-        return qc_error(QIAO_ERR_IO, "%s: not a regular file", path);
-    }
-    if ((uint64_t)sb.st_size > (uint64_t)max) {
-        fclose(f);
-        return qc_error(QIAO_ERR_TOO_LARGE, "%s: %lld bytes, over the limit of %zu", path, (long long)sb.st_size,
-                        max);
-    }
-    size_t n = (size_t)sb.st_size;
-    uint8_t *buf = malloc(n ? n : 1);
-    if (!buf) {
-        fclose(f);
-        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu bytes", path, n);
-    }
-    size_t got = n ? fread(buf, 1, n, f) : 0;
-    int err = ferror(f);
-    fclose(f);
-    if (got != n || err) {
-        free(buf);
-        return qc_error(QIAO_ERR_IO, "%s: read failed", path);
-    }
-    *data = buf;
-    *size = n;
-    return QIAO_OK;
-}
-
 qiao_status qiao_image_decode_file(const char *path, const qiao_image_decode_params *params, qiao_image **out) {
     if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_image_decode_file: out is NULL");
     *out = NULL;
@@ -300,7 +266,7 @@ qiao_status qiao_image_decode_file(const char *path, const qiao_image_decode_par
     if (st != QIAO_OK) return st;
     uint8_t *data;
     size_t size;
-    st = read_file(path, o.max_file_bytes, &data, &size);
+    st = qc_read_file(path, o.max_file_bytes, &data, &size);
     if (st != QIAO_OK) return st;
     st = qi_decode_memory(data, size, path, &o, QI_BACKEND_AUTO, out);
     free(data);

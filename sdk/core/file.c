@@ -47,8 +47,7 @@ qiao_status qc_open_read(const char *path, int *fd_out, int64_t *size) {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         int e = errno;
-        if (e == ENOMEM) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: cannot open: %s", path, strerror(e));
-        return qc_error(QIAO_ERR_IO, "%s: cannot open: %s", path, strerror(e));
+        return qc_error(e == ENOMEM ? QIAO_ERR_OUT_OF_MEMORY : QIAO_ERR_IO, "%s: %s", path, strerror(e));
     }
     struct stat sb;
     if (fstat(fd, &sb) != 0) {

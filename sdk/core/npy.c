@@ -27,11 +27,18 @@ qiao_status qc_npy_write_f32(const char *path, const float *data, int ndim, cons
     size_t total = 10 + (size_t)hl + 1;
     size_t pad = (64 - total % 64) % 64;
     size_t hlen = (size_t)hl + pad + 1;
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
-        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "npy: path too long");
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return qc_error(QIAO_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
+    qc_atomic_file af;
+    qiao_status st = qc_atomic_begin(&af, path);
+    if (st != QIAO_OK) return st;
+    /* The stream gets its own descriptor of the same open file, so closing
+     * it flushes the data and leaves af's descriptor for the commit. */
+    int sfd = dup(af.fd);
+    FILE *f = sfd >= 0 ? fdopen(sfd, "wb") : NULL;
+    if (!f) {
+        if (sfd >= 0) close(sfd);
+        qc_atomic_abort(&af);
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    }
     unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(hlen & 0xff),
                              (unsigned char)(hlen >> 8)};
     int ok = fwrite(pre, 1, 10, f) == 10 && fwrite(header, 1, (size_t)hl, f) == (size_t)hl;
@@ -40,10 +47,9 @@ qiao_status qc_npy_write_f32(const char *path, const float *data, int ndim, cons
     /* x86 and arm64 are little-endian, as '<f4' says. */
     ok = ok && (numel == 0 || fwrite(data, sizeof(float), numel, f) == numel);
     ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return qc_error(QIAO_ERR_IO, "%s: write failed: %s", path, strerror(e));
-    }
-    return QIAO_OK;
+    int e = errno;
+    if (ok) st = qc_atomic_commit(&af);
+    else st = qc_error(QIAO_ERR_IO, "%s: write failed: %s", path, strerror(e));
+    qc_atomic_abort(&af);
+    return st;
 }

@@ -512,21 +512,11 @@ qiao_status qc_st_open(const char *path, qc_st_file **out) {
     if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qc_st_open: out is NULL");
     *out = NULL;
     if (!path) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qc_st_open: path is NULL");
-    /* O_NONBLOCK so a FIFO given by mistake fails the regular-file check
-     * below instead of blocking here; it changes nothing for regular files. */
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) return qc_error(QIAO_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        int e = errno;
-        close(fd);
-        return qc_error(QIAO_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        close(fd);
-        return qc_error(QIAO_ERR_IO, "%s: not a regular file", path);
-    }
-    if (sb.st_size < 0 || (uintmax_t)sb.st_size > SIZE_MAX) {
+    int fd;
+    int64_t fsize;
+    qiao_status ost = qc_open_read(path, &fd, &fsize);
+    if (ost != QIAO_OK) return ost;
+    if ((uint64_t)fsize > SIZE_MAX) {
         close(fd);
         return qc_error(QIAO_ERR_TOO_LARGE, "%s: file too large to map", path);
     }
@@ -535,7 +525,7 @@ qiao_status qc_st_open(const char *path, qc_st_file **out) {
         close(fd);
         return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     }
-    f->size = (size_t)sb.st_size;
+    f->size = (size_t)fsize;
     /* A file shorter than the length field cannot be valid; mmap of length
      * 0 would fail anyway, so report it as the format error it is. */
     if (f->size >= 8) {
@@ -544,8 +534,8 @@ qiao_status qc_st_open(const char *path, qc_st_file **out) {
             int e = errno;
             close(fd);
             qc_st_close(f);
-            return qc_error(QIAO_ERR_IO, "%s: cannot map %zu bytes: %s", path, (size_t)sb.st_size,
-                            strerror(e));
+            return qc_error(e == ENOMEM ? QIAO_ERR_OUT_OF_MEMORY : QIAO_ERR_IO, "%s: cannot map %zu bytes: %s",
+                            path, (size_t)fsize, strerror(e));
         }
         f->map = m;
         f->bytes = m;
@@ -918,9 +908,8 @@ qiao_status qc_st_write(const char *path, const qc_st_entry *tensors, size_t n, 
     name_ix *ix = calloc(nix ? nix : 1, sizeof *ix);
     unsigned char *header = NULL;
     size_t header_len = 0;
-    char *tmp = NULL;
     wbuf *w = NULL;
-    int fd = -1;
+    qc_atomic_file af = {.fd = -1};
     if (!numel || !nbytes || !ord || !ix) {
         st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
         goto done;
@@ -945,35 +934,17 @@ qiao_status qc_st_write(const char *path, const qc_st_entry *tensors, size_t n, 
     st = build_header(path, tensors, ord, n, nbytes, meta, n_meta, &header, &header_len);
     if (st != QIAO_OK) goto done;
 
-    /* The temp file sits next to the target so rename() is atomic (same
-     * file system); its name shows which file it was meant to become. */
-    size_t plen = strlen(path);
-    tmp = malloc(plen + sizeof ".tmp.XXXXXX");
+    /* Written under a temporary (unnamed where the file system allows)
+     * next to the target and renamed over it when complete, so readers see
+     * the old file or the new one, and a killed writer leaves nothing. */
     w = malloc(sizeof *w);
-    if (!tmp || !w) {
+    if (!w) {
         st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
         goto done;
     }
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp.XXXXXX", sizeof ".tmp.XXXXXX");
-    fd = mkstemp(tmp);
-    if (fd < 0) {
-        st = qc_error(QIAO_ERR_IO, "%s: cannot create a temporary file next to it: %s", path,
-                      strerror(errno));
-        free(tmp);
-        tmp = NULL; /* nothing to remove */
-        goto done;
-    }
-    /* mkstemp creates mode 0600; a model file is meant to be shared, so keep
-     * the old file's mode when replacing one, else use 0644. (Reading the
-     * umask is not thread-safe, so it is not consulted.) */
-    struct stat sb;
-    mode_t mode = stat(path, &sb) == 0 ? (sb.st_mode & 07777) : 0644;
-    if (fchmod(fd, mode) != 0) {
-        st = qc_error(QIAO_ERR_IO, "%s: cannot set the mode of %s: %s", path, tmp, strerror(errno));
-        goto done;
-    }
-    w->fd = fd;
+    st = qc_atomic_begin(&af, path);
+    if (st != QIAO_OK) goto done;
+    w->fd = af.fd;
     w->err = 0;
     w->len = 0;
     wput(w, header, header_len);
@@ -983,41 +954,12 @@ qiao_status qc_st_write(const char *path, const qc_st_entry *tensors, size_t n, 
     }
     wflush(w);
     if (w->err) {
-        st = qc_error(QIAO_ERR_IO, "%s: cannot write %s: %s", path, tmp, strerror(w->err));
+        st = qc_error(QIAO_ERR_IO, "%s: cannot write: %s", path, strerror(w->err));
         goto done;
     }
-    if (fsync(fd) != 0) {
-        st = qc_error(QIAO_ERR_IO, "%s: cannot fsync %s: %s", path, tmp, strerror(errno));
-        goto done;
-    }
-    int rc = close(fd);
-    fd = -1;
-    if (rc != 0) {
-        st = qc_error(QIAO_ERR_IO, "%s: cannot close %s: %s", path, tmp, strerror(errno));
-        goto done;
-    }
-    if (rename(tmp, path) != 0) {
-        st = qc_error(QIAO_ERR_IO, "%s: cannot rename %s over it: %s", path, tmp, strerror(errno));
-        goto done;
-    }
-    free(tmp);
-    tmp = NULL; /* renamed: nothing to remove */
-    /* Make the rename itself durable. Best effort: the new file is already
-     * in place, and some file systems cannot fsync a directory. */
-    {
-        char *slash = strrchr(path, '/');
-        char *dir = slash ? strndup(path, (size_t)(slash - path) + 1) : strdup(".");
-        int dfd = dir ? open(dir, O_RDONLY | O_CLOEXEC) : -1;
-        if (dfd >= 0) {
-            (void)fsync(dfd);
-            close(dfd);
-        }
-        free(dir);
-    }
+    st = qc_atomic_commit(&af);
 done:
-    if (fd >= 0) close(fd);
-    if (tmp) unlink(tmp);
-    free(tmp);
+    qc_atomic_abort(&af);
     free(w);
     free(header);
     free(numel);

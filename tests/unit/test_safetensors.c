@@ -3,13 +3,16 @@
  * which must all fail with a message naming the file and never crash. The
  * random cases borrow exact-size buffers, so an out-of-bounds read shows up
  * under AddressSanitizer. */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE
 
 #include <dirent.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -500,6 +503,101 @@ static void atomic_write(void **state) {
     free(old);
     qc_arena_free(&barena);
     qc_table_free(&big);
+    qc_arena_free(&arena);
+    qc_table_free(&tab);
+    free(path);
+    tmpdir_remove(&d);
+}
+
+/* A writer killed part-way (issue 12: 14 kills during training left 3
+ * checkpoint-sized temporaries that no later run removed). The data goes to
+ * an unnamed file until it is complete, so SIGKILL at any moment leaves the
+ * old target intact and no temporary behind. */
+static void killed_writer(void **state) {
+    (void)state;
+    tmpdir d;
+    tmpdir_make(&d);
+    qc_table tab;
+    qc_arena arena;
+    char *path = write_model(&d, "ckpt.safetensors", QIAO_DTYPE_F32, &tab, &arena, 1);
+    size_t old_len;
+    unsigned char *old = read_file(path, &old_len);
+    qc_table big;
+    qc_table_init_empty(&big);
+    const int64_t shape[] = {2048, 2048}; /* 16 MiB: each write takes a while */
+    assert_int_equal(qc_table_add(&big, "w", 2, shape, QC_INIT_NORMAL, 1.0f, 0, QC_NO_FIELD), QIAO_OK);
+    qc_arena barena;
+    assert_int_equal(qc_arena_alloc(&barena, big.total), QIAO_OK);
+    qc_table_init(&big, barena.base, 3);
+    char *other = join(&d, "other.safetensors");
+    for (int round = 0; round < 6; round++) {
+        fflush(NULL);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            /* Writes forever to a second file, so the target itself stays
+             * the old one whatever the moment of the kill. */
+            for (;;)
+                if (qc_st_write_table(other, &big, barena.base, NULL, 0) != QIAO_OK) _exit(3);
+        }
+        usleep(20000 + 37000 * (useconds_t)round);
+        assert_int_equal(kill(pid, SIGKILL), 0);
+        int ws;
+        assert_int_equal(waitpid(pid, &ws, 0), pid);
+        assert_true(WIFSIGNALED(ws));
+        if (dir_has_tmp(d.path)) fail_msg("round %d: a killed write left a temporary file", round);
+    }
+    size_t now_len;
+    unsigned char *now = read_file(path, &now_len);
+    assert_int_equal(now_len, old_len);
+    assert_memory_equal(now, old, old_len);
+    free(now);
+    free(old);
+    free(other);
+    qc_arena_free(&barena);
+    qc_table_free(&big);
+    qc_arena_free(&arena);
+    qc_table_free(&tab);
+    free(path);
+    tmpdir_remove(&d);
+}
+
+/* Where a temporary does get a name (a file system without O_TMPFILE, or a
+ * kill between naming and renaming), the next write of the same target
+ * removes it, unless a live writer still holds it (its flock). */
+static void stale_temporaries_swept(void **state) {
+    (void)state;
+    tmpdir d;
+    tmpdir_make(&d);
+    qc_table tab;
+    qc_arena arena;
+    char *path = write_model(&d, "m.safetensors", QIAO_DTYPE_F32, &tab, &arena, 1);
+    char *dead = join(&d, "m.safetensors.tmp.Ab12Cd");
+    char *live = join(&d, "m.safetensors.tmp.Xy34Zw");
+    char *unrelated = join(&d, "n.safetensors.tmp.Ab12Cd");
+    write_bytes(dead, "partial", 7);
+    write_bytes(live, "partial", 7);
+    write_bytes(unrelated, "partial", 7);
+    /* Older than the grace period given to a writer that has just created
+     * its file and not yet locked it. */
+    struct timespec old[2] = {{.tv_sec = 1000000000}, {.tv_sec = 1000000000}};
+    assert_int_equal(utimensat(AT_FDCWD, dead, old, 0), 0);
+    assert_int_equal(utimensat(AT_FDCWD, live, old, 0), 0);
+    assert_int_equal(utimensat(AT_FDCWD, unrelated, old, 0), 0);
+    int lfd = open(live, O_RDONLY);
+    assert_true(lfd >= 0);
+    assert_int_equal(flock(lfd, LOCK_EX), 0);
+    assert_int_equal(qc_st_write_table(path, &tab, arena.base, NULL, 0), QIAO_OK);
+    struct stat sb;
+    assert_int_equal(stat(dead, &sb), -1);
+    assert_int_equal(stat(live, &sb), 0);
+    assert_int_equal(stat(unrelated, &sb), 0);
+    close(lfd);
+    assert_int_equal(qc_atomic_sweep(path), 1); /* the lock is free now */
+    assert_int_equal(stat(live, &sb), -1);
+    free(dead);
+    free(live);
+    free(unrelated);
     qc_arena_free(&arena);
     qc_table_free(&tab);
     free(path);
@@ -1039,7 +1137,8 @@ static void public_api(void **state) {
 
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(roundtrip_f32), cmocka_unit_test(roundtrip_half),
-    cmocka_unit_test(raw_entries),   cmocka_unit_test(atomic_write),
+    cmocka_unit_test(raw_entries),   cmocka_unit_test(atomic_write), cmocka_unit_test(killed_writer),
+    cmocka_unit_test(stale_temporaries_swept),
     cmocka_unit_test(truncated),     cmocka_unit_test(overlapping),
     cmocka_unit_test(lying_offsets), cmocka_unit_test(bad_header),
     cmocka_unit_test(random_bytes),  cmocka_unit_test(missing_tensor),
