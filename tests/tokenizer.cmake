@@ -8,7 +8,7 @@ qiao_test(NAME test_tokenizer SOURCES unit/test_tokenizer.c
   CASES normalize_fullwidth normalize_nfkc_compat normalize_case_fold normalize_whitespace
         normalize_traditional normalize_byte_map invalid_utf8_error invalid_utf8_replace
         segment_chinese segment_english mixed_zh_en_emoji offsets_cover_text offsets_highlight
-        long_text batch_padding_mask train_roundtrip load_memory inside_model_file corrupt_file
+        long_text limit_reads_prefix batch_padding_mask train_roundtrip load_memory inside_model_file corrupt_file
         thread_safety bad_arguments cache_consistent
   LABELS tokenizer TIMEOUT 120)
 find_package(Threads REQUIRED)

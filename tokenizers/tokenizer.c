@@ -433,7 +433,8 @@ static qiao_status on_unit(size_t ub, size_t ue, void *user) {
     return QIAO_OK;
 }
 
-static qiao_status tokenize_one(const qiao_tokenizer *tok, const char *text, size_t len, const qiao_tokenize_params *p,
+/* Tokenizes text[0 .. len). */
+static qiao_status tokenize_all(const qiao_tokenizer *tok, const char *text, size_t len, const qiao_tokenize_params *p,
                                 const char *what, qiao_tokens **out) {
     tk_norm_opts o = tok->norm;
     o.replace_invalid = p->replace_invalid != 0;
@@ -460,6 +461,58 @@ static qiao_status tokenize_one(const qiao_tokenizer *tok, const char *text, siz
     }
     *out = r;
     return QIAO_OK;
+}
+
+/* The first hard boundary at or after byte `at`: ASCII white space, the
+ * ideographic space, or 。！？，； . Normalization and word segmentation on
+ * either side of one do not depend on the other side, so the tokens of the
+ * text before it are the first tokens of the whole text. A run of 64 KiB
+ * without one is cut at a character boundary (only the last word before the
+ * cut may then differ). */
+static size_t hard_boundary(const unsigned char *u, size_t len, size_t at) {
+    size_t give_up = at + ((size_t)64 << 10);
+    for (size_t i = at; i < len; i++) {
+        unsigned char c = u[i];
+        if (c == ' ' || c == '\n' || c == '\t' || c == '\r') return i;
+        if (i + 2 < len && c == 0xE3 && u[i + 1] == 0x80 && (u[i + 2] == 0x80 || u[i + 2] == 0x82)) return i;
+        if (i + 2 < len && c == 0xEF && u[i + 1] == 0xBC &&
+            (u[i + 2] == 0x81 || u[i + 2] == 0x8C || u[i + 2] == 0x9B || u[i + 2] == 0x9F))
+            return i;
+        if (i >= give_up && (c & 0xC0) != 0x80) return i;
+    }
+    return len;
+}
+
+/* With a token limit, a long text is tokenized by prefixes that double
+ * until one yields the limit: time and memory follow what the model uses,
+ * not the text's length (a 20 MB text for 128 tokens took 3.7 s and 507 MB).
+ * Invalid UTF-8 past the prefix is still an error, as it is without a limit. */
+static qiao_status tokenize_one(const qiao_tokenizer *tok, const char *text, size_t len, const qiao_tokenize_params *p,
+                                const char *what, qiao_tokens **out) {
+    size_t limit = (size_t)p->max_tokens;
+    size_t at = limit > 0 && limit < ((size_t)1 << 40) ? 16 * limit + 4096 : len;
+    const unsigned char *u = (const unsigned char *)text;
+    for (;;) {
+        size_t cut = at >= len ? len : hard_boundary(u, len, at);
+        qiao_tokens *r = NULL;
+        qiao_status st = tokenize_all(tok, text, cut, p, what, &r);
+        if (st != QIAO_OK) return st;
+        if (cut == len || r->count >= limit) {
+            for (size_t pos = cut; !p->replace_invalid && pos < len;) {
+                int32_t cp;
+                size_t n = tk_utf8_decode(u + pos, len - pos, &cp);
+                if (cp < 0) {
+                    qiao_tokens_free(r);
+                    return qc_error(QIAO_ERR_FORMAT, "%s: invalid UTF-8 at byte %zu (0x%02X)", what, pos, u[pos]);
+                }
+                pos += n;
+            }
+            *out = r;
+            return QIAO_OK;
+        }
+        qiao_tokens_free(r);
+        at = at > len / 2 ? len : 2 * at;
+    }
 }
 
 qiao_status qiao_tokenize(const qiao_tokenizer *tok, const char *text, size_t len, const qiao_tokenize_params *params,

@@ -391,6 +391,67 @@ static void long_text(void **state) {
     qiao_tokenizer_free(tok);
 }
 
+/* A token limit tokenizes only as much of a long text as the limit needs
+ * (issue 12: 20 MB for 128 tokens took 3.7 s and 507 MB): the tokens must be
+ * exactly the first tokens of the whole text, whatever the limit and
+ * wherever the prefix ends (spaces, Chinese punctuation, or a 70 KB run with
+ * neither), and invalid UTF-8 past the used part is still an error. */
+static void limit_reads_prefix(void **state) {
+    (void)state;
+    qiao_tokenizer *tok = load_test_tok();
+    size_t clen;
+    char *corpus = read_file(CORPUS_PATH, &clen);
+    const size_t big = (size_t)3 << 20;
+    char *text = malloc(big + 16);
+    assert_non_null(text);
+    /* corpus text, then 70 KB of 我喜欢北京 without a break, then corpus again */
+    size_t n = 0;
+    while (n < big / 3) text[n] = corpus[n % clen], n++;
+    while (((unsigned char)corpus[n % clen] & 0xC0) == 0x80) n--; /* end on a character boundary */
+    const char *run = "我喜欢北京";
+    while (n < big / 3 + 70000) {
+        memcpy(text + n, run, strlen(run));
+        n += strlen(run);
+    }
+    for (size_t i = 0; n < big; i++) text[n++] = corpus[i % clen];
+    while (((unsigned char)text[n - 1] & 0xC0) == 0x80) n--;
+    if ((unsigned char)text[n - 1] >= 0xC0) n--;
+    qiao_tokenize_params p = qiao_tokenize_default_params();
+    qiao_tokens *all = NULL;
+    assert_int_equal(qiao_tokenize(tok, text, n, &p, &all), QIAO_OK);
+    const int64_t limits[] = {1, 7, 128, 1000, 40000, 90000, (int64_t)all->count, (int64_t)all->count + 5};
+    const int k = all->k;
+    for (size_t li = 0; li < sizeof limits / sizeof limits[0]; li++) {
+        p.max_tokens = limits[li];
+        qiao_tokens *t = NULL;
+        assert_int_equal(qiao_tokenize(tok, text, n, &p, &t), QIAO_OK);
+        size_t want = (size_t)limits[li] < all->count ? (size_t)limits[li] : all->count;
+        if (t->count != want) fail_msg("limit %lld: %zu tokens, want %zu", (long long)limits[li], t->count, want);
+        assert_memory_equal(t->ids, all->ids, want * sizeof *t->ids);
+        assert_memory_equal(t->tags, all->tags, want);
+        assert_memory_equal(t->char_ids, all->char_ids, want * (size_t)k * sizeof *t->char_ids);
+        assert_memory_equal(t->offsets, all->offsets, 2 * want * sizeof *t->offsets);
+        qiao_tokens_free(t);
+    }
+    /* A bad byte near the end is found with a limit of 5 tokens too. */
+    text[n - 3] = (char)0xFF;
+    p.max_tokens = 5;
+    qiao_tokens *t = NULL;
+    assert_int_equal(qiao_tokenize(tok, text, n, &p, &t), QIAO_ERR_FORMAT);
+    assert_null(t);
+    char want_msg[64];
+    snprintf(want_msg, sizeof want_msg, "invalid UTF-8 at byte %zu", n - 3);
+    assert_non_null(strstr(qiao_last_error(), want_msg));
+    p.replace_invalid = 1;
+    assert_int_equal(qiao_tokenize(tok, text, n, &p, &t), QIAO_OK);
+    assert_int_equal(t->count, 5);
+    qiao_tokens_free(t);
+    qiao_tokens_free(all);
+    free(text);
+    free(corpus);
+    qiao_tokenizer_free(tok);
+}
+
 /* Repeated words are encoded once per call and then reused: a text of many
  * repeated sentences must give exactly the tokens of each sentence
  * tokenized on its own (offsets shifted). The sentences end in punctuation,
@@ -804,7 +865,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(invalid_utf8_error),   cmocka_unit_test(invalid_utf8_replace),
         cmocka_unit_test(segment_chinese),      cmocka_unit_test(segment_english),
         cmocka_unit_test(mixed_zh_en_emoji),    cmocka_unit_test(offsets_cover_text),
-        cmocka_unit_test(offsets_highlight),    cmocka_unit_test(long_text),
+        cmocka_unit_test(offsets_highlight),    cmocka_unit_test(long_text), cmocka_unit_test(limit_reads_prefix),
         cmocka_unit_test(batch_padding_mask),   cmocka_unit_test(train_roundtrip),
         cmocka_unit_test(load_memory),          cmocka_unit_test(inside_model_file),
         cmocka_unit_test(corrupt_file),         cmocka_unit_test(thread_safety),
