@@ -331,7 +331,9 @@ qiao_status qmod_forward(const qb_exec *ex, const qmod_model *m, qmod_work *w, c
         break;
     }
     }
-    return QIAO_OK;
+    /* The kernels return void: a failure on any of their threads (OpenBLAS
+     * without a work buffer) surfaces here, and *emb is then not valid. */
+    return ex->ops->sync(ex);
 }
 
 void qmod_backward(const qb_exec *ex, const qmod_model *m, qmod_params *grads, qmod_work *w, const qmod_batch *b,

@@ -56,6 +56,11 @@ static qiao_status rank_queries(const qb_exec *ex, const float *q, int64_t nq, c
         int64_t m = nq - i0 < chunk ? nq - i0 : chunk;
         /* s (m, nc) = q[i0:i0+m] c^T */
         ex->ops->gemm(ex, false, true, m, nc, D, 1.0f, q + i0 * D, D, 0, c, D, 0, 0.0f, s, nc, 0, 1);
+        qiao_status st = ex->ops->sync(ex);
+        if (st != QIAO_OK) {
+            free(s);
+            return st;
+        }
         for (int64_t i = 0; i < m; i++) {
             const float *row = s + i * nc;
             int64_t g = q_group[i0 + i];

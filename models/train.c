@@ -464,6 +464,8 @@ static qiao_status train_step(trainer *t, qmod_work *w, audio_chunks *ac, step_b
             nn_infonce_forward(ex, &loss[QMOD_PAIR_AUDIO_IMAGE], &s->nce[QMOD_PAIR_AUDIO_IMAGE], e[QMOD_AUDIO],
                                s->sel_i, m->p.logit_scale[QMOD_PAIR_AUDIO_IMAGE], A, D);
     }
+    /* the kernels' own failures, before their outputs are judged */
+    if ((st = ex->ops->sync(ex)) != QIAO_OK) return st;
     const float wa = t->h.audio_weight;
     for (int i = 0; i < QMOD_N_PAIRS; i++)
         if (!isfinite(loss[i]))
@@ -502,6 +504,7 @@ static qiao_status train_step(trainer *t, qmod_work *w, audio_chunks *ac, step_b
         else
             qmod_backward(ex, m, &t->g, &w[mod], in[mod], s->demb[mod]);
     }
+    if ((st = ex->ops->sync(ex)) != QIAO_OK) return st; /* before gradients that may be unfinished are applied */
 
     const int64_t step = t->step; /* 0-based index of this step */
     const float lr = nn_lr_warmup_cosine(step - t->h.restart, t->h.warmup, t->h.steps - t->h.restart, t->h.lr,

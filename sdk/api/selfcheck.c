@@ -296,12 +296,20 @@ QIAO_API qiao_status qiao_selfcheck_train(const qiao_selfcheck_params *params, q
         }
         make_batch(&m, &data);
         float loss = forward(&m);
+        if (!isfinite(loss) && (st = m.ex.ops->sync(&m.ex)) != QIAO_OK) { /* unfinished, not diverged */
+            model_free(&m);
+            return st;
+        }
         if (!isfinite(loss)) {
             model_free(&m);
             return qc_error(QIAO_ERR_INTERNAL, "selfcheck: loss is not finite at step %lld", (long long)step);
         }
         qc_arena_zero(&m.grads);
         backward(&m);
+        if ((st = m.ex.ops->sync(&m.ex)) != QIAO_OK) { /* a kernel's failure, from forward or backward */
+            model_free(&m);
+            return st;
+        }
         nn_clip_grad_norm(&m.ex, m.grads.base, (int64_t)m.ptab.total, 1.0f);
         opt.lr = nn_lr_warmup_cosine(step, warmup, p.steps, p.learning_rate, p.learning_rate * 0.1f);
         nn_adamw_update(&m.ex, &m.ptab, m.params.base, m.grads.base, m.m.base, m.v.base, step + 1, &opt);
@@ -315,6 +323,10 @@ QIAO_API qiao_status qiao_selfcheck_train(const qiao_selfcheck_params *params, q
     result->steps = p.steps;
     result->final_loss = (float)(tail_loss / (double)(tail_n ? tail_n : 1));
     result->accuracy = evaluate(&m, p.seed);
+    if ((st = m.ex.ops->sync(&m.ex)) != QIAO_OK) {
+        model_free(&m);
+        return st;
+    }
     result->chance_accuracy = 1.0f / SC_CLASSES;
     result->seconds = qc_now() - t0;
     if (p.out_path) st = save(&m, p.out_path, result);

@@ -3,8 +3,8 @@
  * Per (batch b, head h) the head's slices are strided views: q_bh is
  * q + b*Tq*C + h*D with row stride C (Tq x D), likewise k_bh, v_bh (Tk x D),
  * and out_bh; att_bh = att + (b*H + h)*Tq*Tk is a dense Tq x Tk block. Each
- * product is one cblas_sgemm on those views with lda = C, so no head is
- * copied or packed:
+ * product is one cblas_sgemm (through qb_cpu_sgemm, blas_buffer.c) on those
+ * views with lda = C, so no head is copied or packed:
  *   forward   S = scale q_bh k_bh^T, P = masked row softmax(S), out_bh = P v_bh
  *   backward  dv_bh += P^T dout_bh,  dP = dout_bh v_bh^T,
  *             dS = P * (dP - rowsum(dP * P)),
@@ -29,7 +29,6 @@
  * ex->n_threads.
  *
  * The backward accumulates (+=) into dq, dk, dv; datt is overwritten. */
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
@@ -118,6 +117,7 @@ void qb_cpu_attention_forward(const qb_exec *ex, float *out, float *att, const f
     const float scale = 1.0f / sqrtf((float)D);
     const int64_t BH = B * H;
     qb_cpu_blas_single_threaded(); /* our team calls sgemm; see dense.c */
+    int failed = 0;                /* a worker's fault, recorded by this thread after the region */
 #pragma omp parallel for num_threads(ex->n_threads) schedule(static)
     for (int64_t bh = 0; bh < BH; bh++) {
         int64_t b = bh / H, h = bh % H;
@@ -137,16 +137,22 @@ void qb_cpu_attention_forward(const qb_exec *ex, float *out, float *att, const f
             for (int64_t i = 0; i < Tq; i++) memset(ob + i * C, 0, (size_t)D * sizeof(float));
             continue;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)Tq, (blasint)kend, (blasint)D, scale, qb,
-                    (blasint)C, kb, (blasint)C, 0.0f, P, (blasint)Tk);
+        if (!qb_cpu_sgemm(false, true, Tq, kend, D, scale, qb, C, kb, C, 0.0f, P, Tk)) {
+#pragma omp atomic write
+            failed = 1;
+            continue;
+        }
         for (int64_t i = 0; i < Tq; i++) {
             /* causal: query i sees keys 0..i */
             int64_t jend = causal ? (i + 1 < kend ? i + 1 : kend) : kend;
             softmax_row(P + i * Tk, mask, jend, Tk);
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)Tq, (blasint)D, (blasint)kend, 1.0f, P,
-                    (blasint)Tk, vb, (blasint)C, 0.0f, ob, (blasint)C);
+        if (!qb_cpu_sgemm(false, false, Tq, D, kend, 1.0f, P, Tk, vb, C, 0.0f, ob, C)) {
+#pragma omp atomic write
+            failed = 1;
+        }
     }
+    if (failed) qb_cpu_fault_oom();
 }
 
 void qb_cpu_attention_backward(const qb_exec *ex, float *dq, float *dk, float *dv, float *datt,
@@ -158,6 +164,7 @@ void qb_cpu_attention_backward(const qb_exec *ex, float *dq, float *dk, float *d
     const float scale = 1.0f / sqrtf((float)D);
     const int64_t BH = B * H;
     qb_cpu_blas_single_threaded(); /* our team calls sgemm; see dense.c */
+    int failed = 0;                /* a worker's fault, recorded by this thread after the region */
 #pragma omp parallel for num_threads(ex->n_threads) schedule(static)
     for (int64_t bh = 0; bh < BH; bh++) {
         int64_t b = bh / H, h = bh % H;
@@ -175,12 +182,13 @@ void qb_cpu_attention_backward(const qb_exec *ex, float *dq, float *dk, float *d
             if (i < Tq) break;
         }
         if (kend == 0) continue;
-        /* dv_bh += P^T dout_bh  (kend x D) */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)kend, (blasint)D, (blasint)Tq, 1.0f, P,
-                    (blasint)Tk, dout + qoff, (blasint)C, 1.0f, dv + koff, (blasint)C);
-        /* dP = dout_bh v_bh^T  (Tq x kend) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)Tq, (blasint)kend, (blasint)D, 1.0f,
-                    dout + qoff, (blasint)C, v + koff, (blasint)C, 0.0f, dS, (blasint)Tk);
+        /* dv_bh += P^T dout_bh  (kend x D);  dP = dout_bh v_bh^T  (Tq x kend) */
+        if (!qb_cpu_sgemm(true, false, kend, D, Tq, 1.0f, P, Tk, dout + qoff, C, 1.0f, dv + koff, C) ||
+            !qb_cpu_sgemm(false, true, Tq, kend, D, 1.0f, dout + qoff, C, v + koff, C, 0.0f, dS, Tk)) {
+#pragma omp atomic write
+            failed = 1;
+            continue;
+        }
         /* softmax backward, row by row; scale is folded into the next GEMMs' alpha */
         for (int64_t i = 0; i < Tq; i++) {
             const float *p = P + i * Tk;
@@ -191,11 +199,12 @@ void qb_cpu_attention_backward(const qb_exec *ex, float *dq, float *dk, float *d
 #pragma omp simd
             for (int64_t j = 0; j < kend; j++) d[j] = p[j] * (d[j] - dot);
         }
-        /* dq_bh += scale dS k_bh  (Tq x D) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)Tq, (blasint)D, (blasint)kend, scale, dS,
-                    (blasint)Tk, k + koff, (blasint)C, 1.0f, dq + qoff, (blasint)C);
-        /* dk_bh += scale dS^T q_bh  (kend x D) */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)kend, (blasint)D, (blasint)Tq, scale, dS,
-                    (blasint)Tk, q + qoff, (blasint)C, 1.0f, dk + koff, (blasint)C);
+        /* dq_bh += scale dS k_bh  (Tq x D);  dk_bh += scale dS^T q_bh  (kend x D) */
+        if (!qb_cpu_sgemm(false, false, Tq, D, kend, scale, dS, Tk, k + koff, C, 1.0f, dq + qoff, C) ||
+            !qb_cpu_sgemm(true, false, kend, D, Tq, scale, dS, Tk, q + qoff, C, 1.0f, dk + koff, C)) {
+#pragma omp atomic write
+            failed = 1;
+        }
     }
+    if (failed) qb_cpu_fault_oom();
 }

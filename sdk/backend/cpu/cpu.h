@@ -16,6 +16,16 @@ void qb_cpu_zero(const qb_exec *ex, void *p, size_t bytes);
 void qb_cpu_copy(const qb_exec *ex, void *dst, const void *src, size_t bytes);
 qiao_status qb_cpu_sync(const qb_exec *ex);
 
+/* blas_buffer.c: every OpenBLAS call, gated so that OpenBLAS never maps a
+ * work buffer that cannot be had (it would retry forever). qb_cpu_sgemm is
+ * cblas_sgemm, row-major; false when no buffer could be had, the product
+ * left undone. A kernel that gets false, on any of its threads, calls
+ * qb_cpu_fault_oom() on its calling thread, and qb_cpu_sync (the backend's
+ * sync) then returns QIAO_ERR_OUT_OF_MEMORY on that thread, once. */
+bool qb_cpu_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+void qb_cpu_fault_oom(void);
+
 /* dense.c */
 /* OpenBLAS runs single-threaded; qiao's OpenMP team splits the work (see
  * dense.c for why). Call before cblas_* from inside a parallel region. */

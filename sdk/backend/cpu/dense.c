@@ -21,17 +21,16 @@ void qb_cpu_blas_single_threaded(void) {
     if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
 }
 
-static void sgemm_block(bool ta, bool tb, int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K, float alpha,
+/* False when OpenBLAS could not get a work buffer (blas_buffer.c). */
+static bool sgemm_block(bool ta, bool tb, int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K, float alpha,
                         const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                         int64_t ldc) {
-    if (m1 <= m0 || n1 <= n0) return;
+    if (m1 <= m0 || n1 <= n0) return true;
     /* Rows [m0, m1) of op(A): A^T's rows are A's columns. Columns [n0, n1)
      * of op(B): B^T's columns are B's rows. */
     const float *a = ta ? A + m0 : A + m0 * lda;
     const float *b = tb ? B + n0 * ldb : B + n0;
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (blasint)(m1 - m0),
-                (blasint)(n1 - n0), (blasint)K, alpha, a, (blasint)lda, b, (blasint)ldb, beta, C + m0 * ldc + n0,
-                (blasint)ldc);
+    return qb_cpu_sgemm(ta, tb, m1 - m0, n1 - n0, K, alpha, a, lda, b, ldb, beta, C + m0 * ldc + n0, ldc);
 }
 
 /* Below this many flops a GEMM runs on one thread: a fork/join costs more. */
@@ -78,19 +77,26 @@ void qb_cpu_gemm(const qb_exec *ex, bool trans_a, bool trans_b, int64_t M, int64
     qb_cpu_blas_single_threaded();
     int nt = ex->n_threads;
     if (2.0 * (double)M * (double)N * (double)K * (double)batch < GEMM_PARALLEL_FLOPS) nt = 1;
+    /* A worker cannot record a fault for the calling thread: the team
+     * raises this flag, and the calling thread records it after the region. */
+    int failed = 0;
     if (nt > 1 && batch >= nt) {
         /* Many independent GEMMs (attention heads): one per thread at a time. */
 #pragma omp parallel for num_threads(nt) schedule(static)
         for (int64_t i = 0; i < batch; i++)
-            sgemm_block(trans_a, trans_b, 0, M, 0, N, K, alpha, A + i * stride_a, lda, B + i * stride_b, ldb, beta,
-                        C + i * stride_c, ldc);
+            if (!sgemm_block(trans_a, trans_b, 0, M, 0, N, K, alpha, A + i * stride_a, lda, B + i * stride_b, ldb,
+                             beta, C + i * stride_c, ldc)) {
+#pragma omp atomic write
+                failed = 1;
+            }
+        if (failed) qb_cpu_fault_oom();
         return;
     }
-    for (int64_t i = 0; i < batch; i++) {
+    for (int64_t i = 0; i < batch && !failed; i++) {
         const float *a = A + i * stride_a, *b = B + i * stride_b;
         float *c = C + i * stride_c;
         if (nt == 1) {
-            sgemm_block(trans_a, trans_b, 0, M, 0, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+            failed = !sgemm_block(trans_a, trans_b, 0, M, 0, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
             continue;
         }
         /* Split the larger of M and N into equal slabs, rounded to 16 so every
@@ -99,19 +105,22 @@ void qb_cpu_gemm(const qb_exec *ex, bool trans_a, bool trans_b, int64_t M, int64
         const int64_t len = split_m ? M : N;
         const int64_t slab = gemm_slab(len, split_m ? N : M, K, &nt);
         if (nt == 1) {
-            sgemm_block(trans_a, trans_b, 0, M, 0, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+            failed = !sgemm_block(trans_a, trans_b, 0, M, 0, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
             continue;
         }
 #pragma omp parallel num_threads(nt)
         {
             int64_t t = omp_get_thread_num();
             int64_t lo = t * slab, hi = lo + slab < len ? lo + slab : len;
-            if (split_m)
-                sgemm_block(trans_a, trans_b, lo, hi, 0, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
-            else
-                sgemm_block(trans_a, trans_b, 0, M, lo, hi, K, alpha, a, lda, b, ldb, beta, c, ldc);
+            bool ok = split_m ? sgemm_block(trans_a, trans_b, lo, hi, 0, N, K, alpha, a, lda, b, ldb, beta, c, ldc)
+                              : sgemm_block(trans_a, trans_b, 0, M, lo, hi, K, alpha, a, lda, b, ldb, beta, c, ldc);
+            if (!ok) {
+#pragma omp atomic write
+                failed = 1;
+            }
         }
     }
+    if (failed) qb_cpu_fault_oom();
 }
 
 void qb_cpu_bias_forward(const qb_exec *ex, float *out, const float *bias, int64_t N, int64_t C) {

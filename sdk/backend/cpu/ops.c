@@ -31,11 +31,6 @@ void qb_cpu_copy(const qb_exec *ex, void *dst, const void *src, size_t bytes) {
     if (bytes && dst != src) memmove(dst, src, bytes);
 }
 
-qiao_status qb_cpu_sync(const qb_exec *ex) {
-    (void)ex;
-    return QIAO_OK;
-}
-
 void qb_exec_cpu(qb_exec *ex, int n_threads) {
     memset(ex, 0, sizeof *ex);
     ex->ops = &qb_cpu_ops;
