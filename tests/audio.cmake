@@ -10,7 +10,7 @@ qiao_test(NAME test_audio SOURCES unit/test_audio.c
   CASES test_decode_every_format test_memory_decode_equals_path test_downmix_stereo_is_channel_mean
         test_resample_8k_to_16k_keeps_sine test_resample_matches_torchaudio test_mel_matches_torchaudio
         test_mel_stream_equals_whole test_mel_short_and_empty test_params_validated test_bad_input test_corrupt_ogg_no_leak
-        test_absurd_headers_refused test_threads_decode_and_mel
+        test_absurd_headers_refused test_wav_header_messages test_threads_decode_and_mel
   LABELS audio unit TIMEOUT 120)
 find_package(Threads REQUIRED)
 target_link_libraries(test_audio PRIVATE Threads::Threads)

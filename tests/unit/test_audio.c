@@ -686,6 +686,41 @@ static void test_absurd_headers_refused(void **state) {
     cleanup_tmp();
 }
 
+/* Header faults are named (issue 12: each of these said only "not a
+ * readable WAV/AIFF/FLAC file", and a WAV cut off after its header was
+ * "invalid argument"). */
+static void expect_wav_message(const unsigned char *f, size_t n, qiao_status want, const char *words) {
+    qiao_audio *a = NULL;
+    qiao_status st = qiao_audio_decode_memory(f, n, NULL, &a);
+    assert_null(a);
+    if (st != want || !strstr(qiao_last_error(), words))
+        fail_msg("%s (want %s with \"%s\"): %s", qiao_status_str(st), qiao_status_str(want), words, qiao_last_error());
+}
+
+static void test_wav_header_messages(void **state) {
+    (void)state;
+    static unsigned char f[44 + 1600];
+    memset(f + 44, 0, 1600);
+    wav_header(f, 16000, 0, 1600);
+    expect_wav_message(f, sizeof f, QIAO_ERR_FORMAT, "0 channels");
+    wav_header(f, 0, 1, 1600);
+    expect_wav_message(f, sizeof f, QIAO_ERR_FORMAT, "sample rate is 0 Hz");
+    wav_header(f, 16000, 65535, 1600);
+    expect_wav_message(f, sizeof f, QIAO_ERR_FORMAT, "65535 channels");
+    wav_header(f, 16000, 1, 1600);
+    f[34] = 0; /* bits per sample */
+    expect_wav_message(f, sizeof f, QIAO_ERR_FORMAT, "0 bits per sample");
+    /* The header of a 1600-byte recording with none of its samples. */
+    wav_header(f, 16000, 1, 1600);
+    expect_wav_message(f, 44, QIAO_ERR_FORMAT, "truncated");
+    /* A recording of no samples is empty, not damaged: it decodes. */
+    wav_header(f, 16000, 1, 0);
+    qiao_audio *a = NULL;
+    assert_int_equal(qiao_audio_decode_memory(f, 44, NULL, &a), QIAO_OK);
+    assert_int_equal(a->n_samples, 0);
+    qiao_audio_free(a);
+}
+
 /* ---- threads --------------------------------------------------------------------- */
 
 typedef struct job {
@@ -748,7 +783,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_params_validated),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_corrupt_ogg_no_leak),
-        cmocka_unit_test(test_absurd_headers_refused),
+        cmocka_unit_test(test_absurd_headers_refused), cmocka_unit_test(test_wav_header_messages),
         cmocka_unit_test(test_threads_decode_and_mel),
     };
     if (argc > 1) cmocka_set_test_filter(argv[1]);
