@@ -2,17 +2,21 @@
 # Sets up a fresh Debian 12 machine, builds qiao and runs the whole test suite:
 #   1. a Release build with warnings as errors, all tests;
 #   2. the same suite under AddressSanitizer + UndefinedBehaviorSanitizer;
-#   3. each libFuzzer target for a short run (clang).
-# Usage: scripts/test.sh [--no-sanitize] [--no-fuzz]
+#   3. the tests that call the public API from several threads at once,
+#      under ThreadSanitizer, with one-thread OpenMP (see below);
+#   4. each libFuzzer target for a short run (clang; scripts/fuzz.sh runs
+#      them longer and grows the corpus, docs/fuzzing.md).
+# Usage: scripts/test.sh [--no-sanitize] [--no-tsan] [--no-fuzz]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-sanitize=1; fuzz=1
+sanitize=1; tsan=1; fuzz=1
 for a in "$@"; do
   case "$a" in
     --no-sanitize) sanitize=0 ;;
+    --no-tsan) tsan=0 ;;
     --no-fuzz) fuzz=0 ;;
-    *) echo "usage: $0 [--no-sanitize] [--no-fuzz]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--no-sanitize] [--no-tsan] [--no-fuzz]" >&2; exit 2 ;;
   esac
 done
 
@@ -34,6 +38,37 @@ if ((sanitize)); then
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build-asan -j"$jobs" --output-on-failure -E '^install\.'
 
+fi
+
+if ((tsan)); then
+  echo "== ThreadSanitizer: the public API from several threads at once"
+  # Sessions, models, decoders, the tokenizer, thread-local errors and the
+  # search indexer's decode-ahead thread, each used from several pthreads.
+  # libgomp is not built with TSan, so the hand-offs inside an OpenMP team
+  # (a region's start, its barrier) are invisible to it and every parallel
+  # region would be reported as a race. OMP_THREAD_LIMIT=1 caps every team
+  # at one thread (it overrides the num_threads() a session asks for; the
+  # tests' own OMP_NUM_THREADS=2 does not), so what TSan checks is the
+  # application threads against each other, which is what the API promises.
+  # Races inside one session's OpenMP kernels are not covered here; the
+  # bit-identical-for-any-thread-count tests are what guard those.
+  tsan_tests=(test_api.thread_local_errors test_embed_api.threads_deterministic
+              test_image.decode_on_four_threads test_audio.test_threads_decode_and_mel
+              test_tokenizer.thread_safety test_search.index_and_query test_search.interrupt_resume)
+  tsan_targets=$(printf '%s\n' "${tsan_tests[@]}" | sed 's/\..*//' | sort -u)
+  cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQIAO_TSAN=ON -DQIAO_WERROR=ON \
+        -DQIAO_BUILD_BENCH=OFF >/dev/null
+  # shellcheck disable=SC2086 # one target per word
+  cmake --build build-tsan -j"$jobs" --target $tsan_targets
+  tsan_re="^($(IFS='|'; echo "${tsan_tests[*]}" | sed 's/\./\\./g'))\$"
+  # A renamed case would otherwise drop out of the job without a word.
+  found=$(ctest --test-dir build-tsan -N -R "$tsan_re" | grep -c 'Test *#' || true)
+  if ((found != ${#tsan_tests[@]})); then
+    echo "ThreadSanitizer job: $found of the ${#tsan_tests[@]} tests it names exist" >&2
+    exit 1
+  fi
+  OMP_THREAD_LIMIT=1 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+    ctest --test-dir build-tsan -j"$jobs" --output-on-failure -R "$tsan_re"
 fi
 
 if ((fuzz)) && [[ -f tests/fuzz.cmake ]]; then
