@@ -61,4 +61,16 @@ if(QIAO_FUZZ)
   target_link_libraries(fuzz_audio PRIVATE qiao_warnings PkgConfig::SNDFILE PkgConfig::FFMPEG m)
   add_test(NAME fuzz.audio.seeds COMMAND fuzz_audio -runs=0 ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus/audio)
   set_tests_properties(fuzz.audio.seeds PROPERTIES LABELS fuzz TIMEOUT 120)
+  # The front end alone (from_pcm, resampling, both mel computers) with odd
+  # rates, channel counts and mel settings.
+  add_executable(fuzz_audio_mel fuzz/fuzz_audio_mel.c ${QIAO_FUZZ_AUDIO_SOURCES}
+    ${PROJECT_SOURCE_DIR}/modalities/media/ffmpeg.c ${PROJECT_SOURCE_DIR}/sdk/core/status.c
+    ${PROJECT_SOURCE_DIR}/sdk/core/file.c ${PROJECT_SOURCE_DIR}/sdk/core/rng.c)
+  target_include_directories(fuzz_audio_mel PRIVATE ${PROJECT_SOURCE_DIR} ${PROJECT_SOURCE_DIR}/sdk
+    ${PROJECT_SOURCE_DIR}/sdk/include ${PROJECT_BINARY_DIR}/sdk)
+  target_compile_options(fuzz_audio_mel PRIVATE ${QIAO_FUZZ_AUDIO_FLAGS})
+  target_link_options(fuzz_audio_mel PRIVATE ${QIAO_FUZZ_AUDIO_FLAGS})
+  target_link_libraries(fuzz_audio_mel PRIVATE qiao_warnings PkgConfig::SNDFILE PkgConfig::FFMPEG m)
+  add_test(NAME fuzz.audio_mel.seeds COMMAND fuzz_audio_mel -runs=0 ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus/audio_mel)
+  set_tests_properties(fuzz.audio_mel.seeds PROPERTIES LABELS fuzz TIMEOUT 120)
 endif()

@@ -40,4 +40,19 @@ if(QIAO_FUZZ)
   add_test(NAME fuzz.image.seeds
     COMMAND fuzz_image -runs=0 ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus/image)
   set_tests_properties(fuzz.image.seeds PROPERTIES LABELS fuzz TIMEOUT 120)
+  # Preprocessing at model sizes (64..448) with extreme aspect ratios and the
+  # real pixel limit.
+  add_executable(fuzz_image_preprocess fuzz/fuzz_image_preprocess.c
+    ${PROJECT_SOURCE_DIR}/modalities/image/image.c ${PROJECT_SOURCE_DIR}/modalities/image/decode_stb.c
+    ${PROJECT_SOURCE_DIR}/modalities/image/decode_ffmpeg.c ${PROJECT_SOURCE_DIR}/modalities/image/preprocess.c
+    ${PROJECT_SOURCE_DIR}/modalities/media/ffmpeg.c ${QIAO_FUZZ_SDK}/core/status.c
+    ${QIAO_FUZZ_SDK}/core/file.c ${QIAO_FUZZ_SDK}/core/rng.c)
+  target_include_directories(fuzz_image_preprocess PRIVATE
+    ${QIAO_FUZZ_SDK} ${QIAO_FUZZ_SDK}/include ${PROJECT_BINARY_DIR}/sdk ${PROJECT_SOURCE_DIR})
+  target_compile_options(fuzz_image_preprocess PRIVATE ${QIAO_FUZZ_FLAGS})
+  target_link_options(fuzz_image_preprocess PRIVATE ${QIAO_FUZZ_FLAGS})
+  target_link_libraries(fuzz_image_preprocess PRIVATE qiao_warnings PkgConfig::STB PkgConfig::FFMPEG m pthread)
+  add_test(NAME fuzz.image_preprocess.seeds
+    COMMAND fuzz_image_preprocess -runs=0 ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus/image_preprocess)
+  set_tests_properties(fuzz.image_preprocess.seeds PROPERTIES LABELS fuzz TIMEOUT 120)
 endif()
