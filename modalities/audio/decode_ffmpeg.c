@@ -90,6 +90,7 @@ static qiao_status drain(ff_state *s, AVFrame *fr) {
     for (;;) {
         int r = avcodec_receive_frame(s->dec, fr);
         if (r == AVERROR(EAGAIN) || r == AVERROR_EOF) return QIAO_OK;
+        if (r == AVERROR(ENOMEM)) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", s->src->name);
         if (r < 0) {
             s->errors++;
             return QIAO_OK;
@@ -108,8 +109,9 @@ qiao_status qa_decode_ffmpeg(qa_src *src, const qiao_audio_params *p, qa_pipe *p
     qiao_status st = qm_input_open(&fmt, src->name, "not a recognised audio format", src, avio_read_cb, avio_seek_cb,
                                    WHITELIST, NULL);
     if (st != QIAO_OK) goto done;
-    if (avformat_find_stream_info(fmt, NULL) < 0) {
-        st = qc_error(QIAO_ERR_FORMAT, "%s: cannot read the stream layout", src->name);
+    int r = avformat_find_stream_info(fmt, NULL);
+    if (r < 0) {
+        st = qm_av_error(QIAO_ERR_FORMAT, src->name, "cannot read the stream layout", r);
         goto done;
     }
     const AVCodec *codec = NULL;
@@ -134,8 +136,9 @@ qiao_status qa_decode_ffmpeg(qa_src *src, const qiao_audio_params *p, qa_pipe *p
         goto done;
     }
     s.dec->thread_count = 1; /* the caller decides about threads */
-    if (avcodec_open2(s.dec, codec, NULL) < 0) {
-        st = qc_error(QIAO_ERR_FORMAT, "%s: cannot open the %s decoder", src->name, codec->name);
+    if ((r = avcodec_open2(s.dec, codec, NULL)) < 0) {
+        st = r == AVERROR(ENOMEM) ? qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", src->name)
+                                  : qc_error(QIAO_ERR_FORMAT, "%s: cannot open the %s decoder", src->name, codec->name);
         goto done;
     }
     int rate = s.dec->sample_rate, channels = s.dec->ch_layout.nb_channels;
@@ -154,11 +157,16 @@ qiao_status qa_decode_ffmpeg(qa_src *src, const qiao_audio_params *p, qa_pipe *p
         st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", src->name);
         goto done;
     }
+    /* A corrupt packet is skipped and a corrupt tail ends the clip, but
+     * memory that runs out is an error, never a shorter clip. */
     while (st == QIAO_OK) {
-        int r = av_read_frame(fmt, pkt);
+        r = av_read_frame(fmt, pkt);
+        if (r == AVERROR(ENOMEM)) st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", src->name);
         if (r < 0) break; /* end of file, or a truncated/corrupt tail: keep what decoded */
         if (pkt->stream_index == idx) {
-            if (avcodec_send_packet(s.dec, pkt) < 0) s.errors++;
+            r = avcodec_send_packet(s.dec, pkt);
+            if (r == AVERROR(ENOMEM)) st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", src->name);
+            else if (r < 0) s.errors++;
             else st = drain(&s, fr);
         }
         av_packet_unref(pkt);

@@ -90,6 +90,10 @@ qiao_status qa_decode_sndfile(qa_src *src, const qiao_audio_params *p, qa_pipe *
     if (!sf) snprintf(why, sizeof why, "%s", sf_strerror(NULL));
     pthread_mutex_unlock(&open_lock);
     if (!sf) {
+        /* libsndfile's own allocations fail with SFE_MALLOC_FAILED, which is
+         * not in its public enum: its message names malloc. */
+        if (strstr(why, "malloc"))
+            return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory (libsndfile: %s)", src->name, why);
         if (h.has_fmt && h.channels == 0)
             return qc_error(QIAO_ERR_FORMAT, "%s: the WAV header says 0 channels", src->name);
         if (h.has_fmt && h.rate == 0)

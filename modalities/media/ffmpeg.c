@@ -36,6 +36,8 @@ void qm_ffmpeg_init(void) { pthread_once(&init_once, init); }
 qiao_status qm_av_error(qiao_status status, const char *name, const char *what, int averr) {
     char buf[AV_ERROR_MAX_STRING_SIZE];
     av_strerror(averr, buf, sizeof buf);
+    /* Any FFmpeg call can fail for memory; that is never the file's fault. */
+    if (averr == AVERROR(ENOMEM)) status = QIAO_ERR_OUT_OF_MEMORY;
     return qc_error(status, "%s: %s (%s)", name, what, buf);
 }
 

@@ -22,7 +22,8 @@
 /* Routes FFmpeg's log to qc_log, once per process; safe from any thread. */
 void qm_ffmpeg_init(void);
 
-/* qc_error(status, "<name>: <what> (<FFmpeg's text for averr>)"). */
+/* qc_error(status, "<name>: <what> (<FFmpeg's text for averr>)"), with
+ * status QIAO_ERR_OUT_OF_MEMORY instead when averr is AVERROR(ENOMEM). */
 qiao_status qm_av_error(qiao_status status, const char *name, const char *what, int averr);
 
 /* Opens a demuxer over read/seek (avio_alloc_context's contract) on
