@@ -166,6 +166,6 @@ qiao_status qb_cpu_sync(const qb_exec *ex) {
     const qiao_status st = tl_fault;
     tl_fault = QIAO_OK;
     if (st == QIAO_OK) return QIAO_OK;
-    return qc_error(st, "out of memory: OpenBLAS needs a %zu MiB work buffer and none can be mapped",
+    return qc_error(st, "OpenBLAS needs a %zu MiB work buffer and none can be mapped",
                     BLAS_BUFFER_PROBE >> 20);
 }
