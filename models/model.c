@@ -44,7 +44,7 @@ qiao_status qmod_config_from_string(const char *json, const char *what, qmod_con
     if (!what) what = "config";
     if (!json) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "%s: JSON is NULL", what);
     size_t len = strlen(json);
-    if (!qc_st_utf8_valid(json, len)) return qc_error(QIAO_ERR_FORMAT, "%s: not valid UTF-8", what);
+    if (!qc_utf8_valid(json, len)) return qc_error(QIAO_ERR_FORMAT, "%s: not valid UTF-8", what);
     cJSON *root = cJSON_ParseWithLength(json, len);
     if (!root) return qc_error(QIAO_ERR_FORMAT, "%s: not valid JSON", what);
     qiao_status st = QIAO_OK;

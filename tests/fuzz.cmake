@@ -22,7 +22,8 @@ if(QIAO_FUZZ)
   set(QIAO_FUZZ_SDK ${PROJECT_SOURCE_DIR}/sdk)
   add_executable(fuzz_safetensors fuzz/fuzz_safetensors.c
     ${QIAO_FUZZ_SDK}/core/safetensors.c ${QIAO_FUZZ_SDK}/core/status.c
-    ${QIAO_FUZZ_SDK}/core/half.c ${QIAO_FUZZ_SDK}/core/tensor.c ${QIAO_FUZZ_SDK}/core/rng.c)
+    ${QIAO_FUZZ_SDK}/core/half.c ${QIAO_FUZZ_SDK}/core/tensor.c ${QIAO_FUZZ_SDK}/core/rng.c
+    ${QIAO_FUZZ_SDK}/core/utf8.c ${QIAO_FUZZ_SDK}/core/file.c)
   target_include_directories(fuzz_safetensors PRIVATE
     ${QIAO_FUZZ_SDK} ${QIAO_FUZZ_SDK}/include ${PROJECT_BINARY_DIR}/sdk)
   target_compile_options(fuzz_safetensors PRIVATE ${QIAO_FUZZ_FLAGS})

@@ -30,7 +30,8 @@ if(QIAO_FUZZ)
   add_executable(fuzz_search_index fuzz/fuzz_search_index.c
     ${PROJECT_SOURCE_DIR}/apps/qiao/search_index_file.c
     ${QIAO_FUZZ_SDK}/core/safetensors.c ${QIAO_FUZZ_SDK}/core/file.c ${QIAO_FUZZ_SDK}/core/status.c
-    ${QIAO_FUZZ_SDK}/core/half.c ${QIAO_FUZZ_SDK}/core/tensor.c ${QIAO_FUZZ_SDK}/core/rng.c)
+    ${QIAO_FUZZ_SDK}/core/half.c ${QIAO_FUZZ_SDK}/core/tensor.c ${QIAO_FUZZ_SDK}/core/rng.c
+    ${QIAO_FUZZ_SDK}/core/utf8.c)
   target_include_directories(fuzz_search_index PRIVATE
     ${QIAO_FUZZ_SDK} ${QIAO_FUZZ_SDK}/include ${PROJECT_BINARY_DIR}/sdk ${PROJECT_SOURCE_DIR}/apps/qiao)
   target_compile_options(fuzz_search_index PRIVATE ${QIAO_FUZZ_FLAGS})

@@ -48,7 +48,7 @@ if(QIAO_FUZZ)
     ${QIAO_FUZZ_TOK}/spm_shim.cpp
     ${QIAO_FUZZ_SDK}/core/safetensors.c ${QIAO_FUZZ_SDK}/core/status.c
     ${QIAO_FUZZ_SDK}/core/half.c ${QIAO_FUZZ_SDK}/core/tensor.c ${QIAO_FUZZ_SDK}/core/rng.c
-    ${QIAO_FUZZ_SDK}/core/file.c)
+    ${QIAO_FUZZ_SDK}/core/file.c ${QIAO_FUZZ_SDK}/core/utf8.c)
   target_include_directories(fuzz_tokenizer PRIVATE
     ${QIAO_FUZZ_SDK} ${QIAO_FUZZ_SDK}/include ${PROJECT_BINARY_DIR}/sdk ${PROJECT_SOURCE_DIR})
   target_compile_definitions(fuzz_tokenizer PRIVATE

@@ -116,7 +116,7 @@ static qiao_status parse_config(qiao_tokenizer *tok, const char *fname, const ch
 static qiao_status parse_chars(qiao_tokenizer *tok, const char *fname) {
     const char *s = tok->chars_text;
     size_t len = tok->chars_len;
-    if (!qc_st_utf8_valid(s, len))
+    if (!qc_utf8_valid(s, len))
         return qc_error(QIAO_ERR_FORMAT, "%s: tensor '%s' is not valid UTF-8", fname, TK_TENSOR_CHARS);
     size_t lines = 0;
     for (size_t i = 0; i < len; i++) lines += s[i] == '\n';

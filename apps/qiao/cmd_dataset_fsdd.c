@@ -95,11 +95,6 @@ static int cmp_clip(const void *a, const void *b) {
     return (x->take > y->take) - (x->take < y->take);
 }
 
-static qiao_status make_dir(const char *path) {
-    if (mkdir(path, 0777) == 0 || errno == EEXIST) return QIAO_OK;
-    return qc_error(QIAO_ERR_IO, "%s: %s", path, strerror(errno));
-}
-
 /* Reads FSDD_DIR/recordings: *clips (sorted) and their number. */
 static qiao_status list_clips(const char *rec, clip **out, size_t *n_out) {
     *out = NULL;
@@ -170,7 +165,7 @@ static qiao_status write_split(const char *out, int split, const clip *clips, co
     snprintf(dir, sizeof dir, "%s/%s", out, k_split[split]);
     snprintf(file, sizeof file, "%s/manifest.jsonl", dir);
     snprintf(tmp, sizeof tmp, "%s/manifest.jsonl.tmp", dir);
-    qiao_status st = make_dir(dir);
+    qiao_status st = qc_mkdir_p(dir);
     if (st != QIAO_OK) return st;
     FILE *f = fopen(tmp, "wb");
     if (!f) return qc_error(QIAO_ERR_IO, "%s: %s", tmp, strerror(errno));
@@ -253,7 +248,7 @@ int cmd_dataset_fsdd(int argc, char **argv) {
         split_of[i] = !no_holdout && !strcmp(clips[i].speaker, holdout) ? SPLIT_SPEAKER
                       : clips[i].take < FSDD_TEST_TAKES                 ? SPLIT_TEST
                                                                         : SPLIT_TRAIN;
-    if ((st = make_dir(out)) != QIAO_OK) {
+    if ((st = qc_mkdir_p(out)) != QIAO_OK) {
         cli_fail(st);
         goto done;
     }

@@ -16,10 +16,10 @@ static void usage(FILE *f) {
             "\"end\", \"type\", \"value\"}]]}, start/end byte offsets into the UTF-8 text.\n");
 }
 
-static void print_stats(const char *out, const qi_stats *s) {
+static void print_stats(const char *out, const qint_stats *s) {
     printf("%s:", out);
-    for (int i = 0; i < QI_NSPLITS; i++)
-        if (s->examples[i]) printf(" %s %lld,", qi_split_name(i), (long long)s->examples[i]);
+    for (int i = 0; i < QINT_NSPLITS; i++)
+        if (s->examples[i]) printf(" %s %lld,", qint_split_name(i), (long long)s->examples[i]);
     printf(" %lld intents", (long long)s->labels);
     if (s->multi_label) printf(", %lld multi-label", (long long)s->multi_label);
     if (s->entities || s->entities_dropped) printf(", %lld entities", (long long)s->entities);
@@ -40,14 +40,14 @@ int cmd_dataset_intent(int argc, char **argv) {
         }
         int rc = 0;
         for (int i = 2; i < argc; i++) {
-            qi_stats s;
+            qint_stats s;
             memset(&s, 0, sizeof s);
-            qiao_status st = qi_check_jsonl(argv[i], &s);
+            qiao_status st = qint_check_jsonl(argv[i], &s);
             if (st) {
                 rc = cli_fail(st);
                 continue;
             }
-            printf("%s: ok, %lld examples, %lld entities\n", argv[i], (long long)s.examples[QI_TRAIN],
+            printf("%s: ok, %lld examples, %lld entities\n", argv[i], (long long)s.examples[QINT_TRAIN],
                    (long long)s.entities);
         }
         return rc;
@@ -67,20 +67,20 @@ int cmd_dataset_intent(int argc, char **argv) {
         }
         *dst = argv[++i];
     }
-    qi_stats s;
+    qint_stats s;
     qiao_status st;
     if (!strcmp(sub, "convert")) {
         if (!from || !in || !out || source) {
             usage(stderr);
             return 2;
         }
-        st = qi_convert(from, in, lang, out, &s);
+        st = qint_convert(from, in, lang, out, &s);
     } else if (!strcmp(sub, "ecommerce")) {
         if (!source || !out || from || in || lang) {
             usage(stderr);
             return 2;
         }
-        st = qi_ecommerce_build(source, out, &s);
+        st = qint_ecommerce_build(source, out, &s);
     } else {
         fprintf(stderr, "qiao dataset intent: unknown command '%s'\n", sub);
         usage(stderr);

@@ -19,7 +19,6 @@
 #include <unistd.h>
 
 #include "core/core.h"
-#include "core/safetensors.h" /* qc_st_utf8_valid */
 
 /* A batch stops growing past this many bytes of decoded pixels and samples
  * (one 12-megapixel photo is 36 MB), so --batch 32 of camera images does not
@@ -111,7 +110,7 @@ static int64_t mtime_ns_of(const struct stat *sb) {
 static qiao_status list_add(walk_ctx *w, const char *path, const struct stat *sb) {
     for (int i = 0; i < w->n_ex; i++)
         if (sb->st_dev == w->ex_dev[i] && sb->st_ino == w->ex_ino[i]) return QIAO_OK;
-    if (!qc_st_utf8_valid(path, strlen(path))) {
+    if (!qc_utf8_valid(path, strlen(path))) {
         /* The index stores paths in JSON, which must be UTF-8. */
         fprintf(stderr, "qiao search: skipping a file whose path is not valid UTF-8: %s\n", path);
         return QIAO_OK;

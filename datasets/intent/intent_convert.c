@@ -19,19 +19,19 @@ static int64_t line_of(const char *data, size_t off) {
 
 /* ---- CLINC150 -------------------------------------------------------------- */
 
-static qiao_status conv_clinc150(const char *in_dir, qi_writer *w) {
+static qiao_status conv_clinc150(const char *in_dir, qint_writer *w) {
     static const struct {
         const char *key;
         int split;
         int oos;
-    } keys[] = {{"train", QI_TRAIN, 0}, {"oos_train", QI_TRAIN, 1}, {"val", QI_VAL, 0},
-                {"oos_val", QI_VAL, 1},  {"test", QI_TEST, 0},       {"oos_test", QI_TEST, 1}};
+    } keys[] = {{"train", QINT_TRAIN, 0}, {"oos_train", QINT_TRAIN, 1}, {"val", QINT_VAL, 0},
+                {"oos_val", QINT_VAL, 1},  {"test", QINT_TEST, 0},       {"oos_test", QINT_TEST, 1}};
     char path[4200];
-    qiao_status st = qi_path(path, sizeof path, in_dir, "data_full.json");
+    qiao_status st = qint_path(path, sizeof path, in_dir, "data_full.json");
     if (st) return st;
     char *data;
     size_t len;
-    if ((st = qi_read_file(path, &data, &len))) return st;
+    if ((st = qint_read_file(path, &data, &len))) return st;
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(data, len, &end, 0);
     if (!root) {
@@ -76,8 +76,8 @@ static qiao_status conv_clinc150(const char *in_dir, qi_writer *w) {
                               keys[k].key);
                 break;
             }
-            qi_example e = {t->valuestring, strlen(t->valuestring), l->valuestring, NULL, 0, NULL, 0};
-            if ((st = qi_writer_add(w, keys[k].split, &e, where))) break;
+            qint_example e = {t->valuestring, strlen(t->valuestring), l->valuestring, NULL, 0, NULL, 0};
+            if ((st = qint_writer_add(w, keys[k].split, &e, where))) break;
             i++;
         }
     }
@@ -149,13 +149,13 @@ static int csv_record(const char *d, size_t len, size_t *pos, int64_t *line, cha
     return nf;
 }
 
-static qiao_status conv_banking77_file(const char *in_dir, const char *name, int split, qi_writer *w) {
+static qiao_status conv_banking77_file(const char *in_dir, const char *name, int split, qint_writer *w) {
     char path[4200];
-    qiao_status st = qi_path(path, sizeof path, in_dir, name);
+    qiao_status st = qint_path(path, sizeof path, in_dir, name);
     if (st) return st;
     char *data;
     size_t len;
-    if ((st = qi_read_file(path, &data, &len))) return st;
+    if ((st = qint_read_file(path, &data, &len))) return st;
     char *buf = malloc(len + 2);
     if (!buf) {
         free(data);
@@ -190,8 +190,8 @@ static qiao_status conv_banking77_file(const char *in_dir, const char *name, int
             st = qc_error(QIAO_ERR_FORMAT, "%s: empty text or category", where);
             break;
         }
-        qi_example e = {f[0], strlen(f[0]), f[1], NULL, 0, NULL, 0};
-        if ((st = qi_writer_add(w, split, &e, where))) break;
+        qint_example e = {f[0], strlen(f[0]), f[1], NULL, 0, NULL, 0};
+        if ((st = qint_writer_add(w, split, &e, where))) break;
         rows++;
     }
     if (!st && rows == 0) st = qc_error(QIAO_ERR_FORMAT, "%s: no rows", path);
@@ -200,9 +200,9 @@ static qiao_status conv_banking77_file(const char *in_dir, const char *name, int
     return st;
 }
 
-static qiao_status conv_banking77(const char *in_dir, qi_writer *w) {
-    qiao_status st = conv_banking77_file(in_dir, "train.csv", QI_TRAIN, w);
-    if (!st) st = conv_banking77_file(in_dir, "test.csv", QI_TEST, w);
+static qiao_status conv_banking77(const char *in_dir, qint_writer *w) {
+    qiao_status st = conv_banking77_file(in_dir, "train.csv", QINT_TRAIN, w);
+    if (!st) st = conv_banking77_file(in_dir, "test.csv", QINT_TEST, w);
     return st;
 }
 
@@ -252,7 +252,7 @@ static size_t xsid_rebuild(char *out, xsid_tok *t, size_t n) {
 }
 
 static qiao_status xsid_flush(const char *path, int64_t block_line, const char *text, const char *intent,
-                              xsid_tok *toks, size_t n, int split, qi_writer *w, char *scratch) {
+                              xsid_tok *toks, size_t n, int split, qint_writer *w, char *scratch) {
     char where[4300];
     snprintf(where, sizeof where, "%s:%lld", path, (long long)block_line);
     if (!text || !intent || !intent[0] || n == 0)
@@ -262,7 +262,7 @@ static qiao_status xsid_flush(const char *path, int64_t block_line, const char *
         tlen = xsid_rebuild(scratch, toks, n);
         text = scratch;
     }
-    qi_entity ents[XSID_MAX_TOKENS];
+    qint_entity ents[XSID_MAX_TOKENS];
     size_t ne = 0;
     const char *open = NULL; /* type of the span being extended */
     for (size_t i = 0; i < n; i++) {
@@ -285,17 +285,17 @@ static qiao_status xsid_flush(const char *path, int64_t block_line, const char *
         ne++;
         open = tag + 2;
     }
-    qi_example e = {text, tlen, intent, NULL, 0, ents, ne};
-    return qi_writer_add(w, split, &e, where);
+    qint_example e = {text, tlen, intent, NULL, 0, ents, ne};
+    return qint_writer_add(w, split, &e, where);
 }
 
-static qiao_status conv_xsid_file(const char *in_dir, const char *name, int split, qi_writer *w) {
+static qiao_status conv_xsid_file(const char *in_dir, const char *name, int split, qint_writer *w) {
     char path[4200];
-    qiao_status st = qi_path(path, sizeof path, in_dir, name);
+    qiao_status st = qint_path(path, sizeof path, in_dir, name);
     if (st) return st;
     char *data;
     size_t len;
-    if ((st = qi_read_file(path, &data, &len))) return st;
+    if ((st = qint_read_file(path, &data, &len))) return st;
     xsid_tok *toks = malloc(XSID_MAX_TOKENS * sizeof *toks);
     char *scratch = malloc(len + XSID_MAX_TOKENS + 1);
     if (!toks || !scratch) {
@@ -380,12 +380,12 @@ static qiao_status conv_xsid_file(const char *in_dir, const char *name, int spli
     return st;
 }
 
-static qiao_status conv_xsid(const char *in_dir, const char *lang, qi_writer *w) {
+static qiao_status conv_xsid(const char *in_dir, const char *lang, qint_writer *w) {
     char valid[64], test[64];
     snprintf(valid, sizeof valid, "%s.valid.conll", lang);
     snprintf(test, sizeof test, "%s.test.conll", lang);
-    qiao_status st = conv_xsid_file(in_dir, valid, QI_VAL, w);
-    if (!st) st = conv_xsid_file(in_dir, test, QI_TEST, w);
+    qiao_status st = conv_xsid_file(in_dir, valid, QINT_VAL, w);
+    if (!st) st = conv_xsid_file(in_dir, test, QINT_TEST, w);
     return st;
 }
 
@@ -401,13 +401,13 @@ static const char *find_bytes(const char *hay, size_t hlen, const char *needle, 
 }
 
 static int ent_cmp(const void *a, const void *b) {
-    const qi_entity *x = a, *y = b;
+    const qint_entity *x = a, *y = b;
     if (x->start != y->start) return x->start < y->start ? -1 : 1;
     if (x->end != y->end) return x->end < y->end ? -1 : 1;
     return strcmp(x->type, y->type);
 }
 
-static qiao_status crosswoz_line(const char *path, int64_t lineno, const char *line, size_t len, qi_writer *w,
+static qiao_status crosswoz_line(const char *path, int64_t lineno, const char *line, size_t len, qint_writer *w,
                                  int64_t *dropped) {
     char where[4300];
     snprintf(where, sizeof where, "%s:%lld", path, (long long)lineno);
@@ -425,9 +425,9 @@ static qiao_status crosswoz_line(const char *path, int64_t lineno, const char *l
                       where);
         goto done;
     }
-    int sp = !strcmp(split->valuestring, "train") ? QI_TRAIN
-             : !strcmp(split->valuestring, "val") ? QI_VAL
-             : !strcmp(split->valuestring, "test") ? QI_TEST
+    int sp = !strcmp(split->valuestring, "train") ? QINT_TRAIN
+             : !strcmp(split->valuestring, "val") ? QINT_VAL
+             : !strcmp(split->valuestring, "test") ? QINT_TEST
                                                    : -1;
     if (sp < 0) {
         st = qc_error(QIAO_ERR_FORMAT, "%s: unknown split \"%s\"", where, split->valuestring);
@@ -454,7 +454,7 @@ static qiao_status crosswoz_line(const char *path, int64_t lineno, const char *l
         if (cJSON_IsString(d) && cJSON_IsString(s)) tcap += strlen(d->valuestring) + strlen(s->valuestring) + 2;
     }
     types = malloc(tcap);
-    qi_entity *ents = malloc(((size_t)nacts + 1) * sizeof *ents);
+    qint_entity *ents = malloc(((size_t)nacts + 1) * sizeof *ents);
     if (!types || !ents) {
         free(ents);
         st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", where);
@@ -492,8 +492,8 @@ static qiao_status crosswoz_line(const char *path, int64_t lineno, const char *l
     size_t u = 0; /* the same value under the same act twice is one span */
     for (size_t i = 0; i < ne; i++)
         if (u == 0 || ent_cmp(&ents[u - 1], &ents[i]) != 0) ents[u++] = ents[i];
-    qi_example e = {text->valuestring, tl, intent, lab, nl, ents, u};
-    st = qi_writer_add(w, sp, &e, where);
+    qint_example e = {text->valuestring, tl, intent, lab, nl, ents, u};
+    st = qint_writer_add(w, sp, &e, where);
     free(ents);
 done:
     free(types);
@@ -501,13 +501,13 @@ done:
     return st;
 }
 
-static qiao_status conv_crosswoz(const char *in_dir, qi_writer *w, int64_t *dropped) {
+static qiao_status conv_crosswoz(const char *in_dir, qint_writer *w, int64_t *dropped) {
     char path[4200];
-    qiao_status st = qi_path(path, sizeof path, in_dir, "usr_utterances_val_test.jsonl");
+    qiao_status st = qint_path(path, sizeof path, in_dir, "usr_utterances_val_test.jsonl");
     if (st) return st;
     char *data;
     size_t len;
-    if ((st = qi_read_file(path, &data, &len))) return st;
+    if ((st = qint_read_file(path, &data, &len))) return st;
     int64_t lineno = 0, rows = 0;
     for (size_t pos = 0; pos < len && !st;) {
         char *nl = memchr(data + pos, '\n', len - pos);
@@ -526,14 +526,14 @@ static qiao_status conv_crosswoz(const char *in_dir, qi_writer *w, int64_t *drop
 
 /* ---- SOURCE.md ------------------------------------------------------------ */
 
-typedef struct qi_set_info {
+typedef struct qint_set_info {
     const char *from;
     const char *title;
     const char *upstream; /* repo, commit, licence, citation */
     const char *how;      /* what was converted and how */
-} qi_set_info;
+} qint_set_info;
 
-static const qi_set_info SETS[] = {
+static const qint_set_info SETS[] = {
     {"clinc150", "CLINC150",
      "- Paper: Larson et al., \"An Evaluation Dataset for Intent Classification and Out-of-Scope Prediction\", "
      "EMNLP-IJCNLP 2019.\n"
@@ -588,10 +588,10 @@ static const qi_set_info SETS[] = {
      "annotators) are dropped and counted below.\n"},
 };
 
-static qiao_status write_source_md(const char *out_dir, const qi_set_info *info, const char *lang,
-                                   const qi_stats *s) {
+static qiao_status write_source_md(const char *out_dir, const qint_set_info *info, const char *lang,
+                                   const qint_stats *s) {
     char path[4200];
-    qiao_status st = qi_path(path, sizeof path, out_dir, "SOURCE.md");
+    qiao_status st = qint_path(path, sizeof path, out_dir, "SOURCE.md");
     if (st) return st;
     FILE *f = fopen(path, "wb");
     if (!f) return qc_error(QIAO_ERR_IO, "%s: %s", path, strerror(errno));
@@ -604,8 +604,8 @@ static qiao_status write_source_md(const char *out_dir, const qi_set_info *info,
             !strcmp(info->from, "crosswoz") ? ", \"intents\"" : "",
             !strcmp(info->from, "xsid") || !strcmp(info->from, "crosswoz") ? ", \"entities\"" : "");
     fprintf(f, "## Counts\n\n");
-    for (int i = 0; i < QI_NSPLITS; i++)
-        if (s->examples[i]) fprintf(f, "- %s.jsonl: %lld examples\n", qi_split_name(i), (long long)s->examples[i]);
+    for (int i = 0; i < QINT_NSPLITS; i++)
+        if (s->examples[i]) fprintf(f, "- %s.jsonl: %lld examples\n", qint_split_name(i), (long long)s->examples[i]);
     fprintf(f, "- distinct \"intent\" values: %lld\n", (long long)s->labels);
     if (s->multi_label) fprintf(f, "- multi-label examples: %lld\n", (long long)s->multi_label);
     if (s->entities || s->entities_dropped)
@@ -620,11 +620,11 @@ static qiao_status write_source_md(const char *out_dir, const qi_set_info *info,
     return QIAO_OK;
 }
 
-qiao_status qi_convert(const char *from, const char *in_dir, const char *lang, const char *out_dir,
-                       qi_stats *stats) {
+qiao_status qint_convert(const char *from, const char *in_dir, const char *lang, const char *out_dir,
+                       qint_stats *stats) {
     if (stats) memset(stats, 0, sizeof *stats);
-    if (!from || !in_dir || !out_dir) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qi_convert: NULL argument");
-    const qi_set_info *info = NULL;
+    if (!from || !in_dir || !out_dir) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qint_convert: NULL argument");
+    const qint_set_info *info = NULL;
     for (size_t i = 0; i < sizeof SETS / sizeof SETS[0]; i++)
         if (!strcmp(SETS[i].from, from)) info = &SETS[i];
     if (!info)
@@ -639,22 +639,22 @@ qiao_status qi_convert(const char *from, const char *in_dir, const char *lang, c
         lang = NULL;
     }
     int cw = !strcmp(from, "crosswoz");
-    qi_writer *w;
-    qiao_status st = qi_writer_open(&w, out_dir, xsid || cw, cw);
+    qint_writer *w;
+    qiao_status st = qint_writer_open(&w, out_dir, xsid || cw, cw);
     if (st) return st;
-    qi_stats s;
+    qint_stats s;
     memset(&s, 0, sizeof s);
     if (!strcmp(from, "clinc150")) st = conv_clinc150(in_dir, w);
     else if (!strcmp(from, "banking77")) st = conv_banking77(in_dir, w);
     else if (xsid) st = conv_xsid(in_dir, lang, w);
     else st = conv_crosswoz(in_dir, w, &s.entities_dropped);
-    qiao_status cst = qi_writer_close(w, !st, &s);
+    qiao_status cst = qint_writer_close(w, !st, &s);
     if (!st) st = cst;
     if (st) return st;
     char src[4200], dst[4200];
-    if ((st = qi_path(src, sizeof src, in_dir, "LICENSE.txt"))) return st;
-    if ((st = qi_path(dst, sizeof dst, out_dir, "LICENSE.txt"))) return st;
-    if ((st = qi_copy_file(src, dst))) return st;
+    if ((st = qint_path(src, sizeof src, in_dir, "LICENSE.txt"))) return st;
+    if ((st = qint_path(dst, sizeof dst, out_dir, "LICENSE.txt"))) return st;
+    if ((st = qint_copy_file(src, dst))) return st;
     if ((st = write_source_md(out_dir, info, lang, &s))) return st;
     if (stats) *stats = s;
     return QIAO_OK;

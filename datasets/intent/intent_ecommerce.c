@@ -14,7 +14,7 @@
 
 #include "intent/intent.h"
 
-const char *const qi_ecommerce_entity_types[] = {"order_id", "phone", "amount", "date", "product", NULL};
+const char *const qint_ecommerce_entity_types[] = {"order_id", "phone", "amount", "date", "product", NULL};
 
 #define EC_MAX_ENTITIES 16
 /* Part of the hash that picks the test examples: changing it reshuffles
@@ -27,16 +27,16 @@ typedef struct ec_line {
     char *intent;
     char *text;
     size_t len;
-    qi_entity ents[EC_MAX_ENTITIES];
+    qint_entity ents[EC_MAX_ENTITIES];
     size_t n_ents;
     uint64_t hash;
     int test;
 } ec_line;
 
 static const char *known_type(const char *s, size_t n) {
-    for (int i = 0; qi_ecommerce_entity_types[i]; i++)
-        if (strlen(qi_ecommerce_entity_types[i]) == n && !memcmp(qi_ecommerce_entity_types[i], s, n))
-            return qi_ecommerce_entity_types[i];
+    for (int i = 0; qint_ecommerce_entity_types[i]; i++)
+        if (strlen(qint_ecommerce_entity_types[i]) == n && !memcmp(qint_ecommerce_entity_types[i], s, n))
+            return qint_ecommerce_entity_types[i];
     return NULL;
 }
 
@@ -46,7 +46,7 @@ static qiao_status ec_parse(const char *where, const char *src, size_t n, ec_lin
     if (!out) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", where);
     size_t o = 0;
     int in_ent = 0;
-    qi_entity *cur = NULL;
+    qint_entity *cur = NULL;
     for (size_t i = 0; i < n; i++) {
         char c = src[i];
         if (c == '\\') {
@@ -142,9 +142,9 @@ static void free_lines(ec_line *lines, size_t n) {
 
 static qiao_status write_counts(const char *out_dir, ec_line **by_intent, size_t n) {
     char path[4200], tmp[4200];
-    qiao_status st = qi_path(path, sizeof path, out_dir, "intents.tsv");
+    qiao_status st = qint_path(path, sizeof path, out_dir, "intents.tsv");
     if (st) return st;
-    if ((st = qi_path(tmp, sizeof tmp, out_dir, ".intents.tsv.tmp"))) return st;
+    if ((st = qint_path(tmp, sizeof tmp, out_dir, ".intents.tsv.tmp"))) return st;
     FILE *f = fopen(tmp, "wb");
     if (!f) return qc_error(QIAO_ERR_IO, "%s: %s", tmp, strerror(errno));
     fprintf(f, "intent\ttrain\ttest\n");
@@ -167,15 +167,15 @@ static qiao_status write_counts(const char *out_dir, ec_line **by_intent, size_t
     return QIAO_OK;
 }
 
-qiao_status qi_ecommerce_build(const char *source, const char *out_dir, qi_stats *stats) {
+qiao_status qint_ecommerce_build(const char *source, const char *out_dir, qint_stats *stats) {
     if (stats) memset(stats, 0, sizeof *stats);
-    if (!source || !out_dir) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qi_ecommerce_build: NULL argument");
+    if (!source || !out_dir) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qint_ecommerce_build: NULL argument");
     char *data;
     size_t len;
-    qiao_status st = qi_read_file(source, &data, &len);
+    qiao_status st = qint_read_file(source, &data, &len);
     if (st) return st;
     size_t bad;
-    if (!qi_utf8_valid(data, len, &bad)) {
+    if (!qint_utf8_valid(data, len, &bad)) {
         int64_t line = 1;
         for (size_t i = 0; i < bad; i++) line += data[i] == '\n';
         st = qc_error(QIAO_ERR_FORMAT, "%s:%lld: invalid UTF-8", source, (long long)line);
@@ -185,7 +185,7 @@ qiao_status qi_ecommerce_build(const char *source, const char *out_dir, qi_stats
     size_t cap = 256, n = 0;
     ec_line *lines = calloc(cap, sizeof *lines);
     ec_line **order = NULL;
-    qi_writer *w = NULL;
+    qint_writer *w = NULL;
     if (!lines) {
         free(data);
         return qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
@@ -254,16 +254,16 @@ qiao_status qi_ecommerce_build(const char *source, const char *out_dir, qi_stats
             for (size_t t = 0; t < k; t++) order[i + t]->test = 1;
             i = j;
         }
-        st = qi_writer_open(&w, out_dir, 1, 0);
+        st = qint_writer_open(&w, out_dir, 1, 0);
     }
     for (size_t i = 0; i < n && !st; i++) {
         char where[4300];
         snprintf(where, sizeof where, "%s:%lld", source, (long long)lines[i].line);
-        qi_example ex = {lines[i].text, lines[i].len, lines[i].intent, NULL, 0, lines[i].ents, lines[i].n_ents};
-        st = qi_writer_add(w, lines[i].test ? QI_TEST : QI_TRAIN, &ex, where);
+        qint_example ex = {lines[i].text, lines[i].len, lines[i].intent, NULL, 0, lines[i].ents, lines[i].n_ents};
+        st = qint_writer_add(w, lines[i].test ? QINT_TEST : QINT_TRAIN, &ex, where);
     }
     if (w) {
-        qiao_status cst = qi_writer_close(w, !st, stats);
+        qiao_status cst = qint_writer_close(w, !st, stats);
         if (!st) st = cst;
     }
     if (!st) st = write_counts(out_dir, order, n);

@@ -14,84 +14,36 @@
 #include "intent/intent.h"
 
 /* Larger than any intent corpus by far; a bigger file is a wrong path. */
-#define QI_MAX_FILE ((size_t)512 << 20)
+#define QINT_MAX_FILE ((size_t)512 << 20)
 
-const char *qi_split_name(int split) {
-    static const char *const names[QI_NSPLITS] = {"train", "val", "test"};
-    return split >= 0 && split < QI_NSPLITS ? names[split] : "?";
+const char *qint_split_name(int split) {
+    static const char *const names[QINT_NSPLITS] = {"train", "val", "test"};
+    return split >= 0 && split < QINT_NSPLITS ? names[split] : "?";
 }
 
-qiao_status qi_path(char *buf, size_t cap, const char *dir, const char *name) {
+qiao_status qint_path(char *buf, size_t cap, const char *dir, const char *name) {
     int n = snprintf(buf, cap, "%s/%s", dir, name);
     if (n < 0 || (size_t)n >= cap) return qc_error(QIAO_ERR_TOO_LARGE, "%s/%s: path too long", dir, name);
     return QIAO_OK;
 }
 
-qiao_status qi_read_file(const char *path, char **data, size_t *len) {
-    return qc_read_file(path, QI_MAX_FILE, (uint8_t **)data, len);
+qiao_status qint_read_file(const char *path, char **data, size_t *len) {
+    return qc_read_file(path, QINT_MAX_FILE, (uint8_t **)data, len);
 }
 
-int qi_utf8_valid(const char *s, size_t len, size_t *bad) {
-    const unsigned char *p = (const unsigned char *)s;
-    size_t i = 0;
-    while (i < len) {
-        unsigned c = p[i];
-        size_t k;
-        unsigned cp;
-        if (c == 0) goto fail;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if (c >= 0xC2 && c <= 0xDF) {
-            k = 1;
-            cp = c & 0x1F;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            k = 2;
-            cp = c & 0x0F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            k = 3;
-            cp = c & 0x07;
-        } else {
-            goto fail;
-        }
-        if (len - i <= k) goto fail;
-        for (size_t j = 1; j <= k; j++) {
-            if ((p[i + j] & 0xC0) != 0x80) goto fail;
-            cp = (cp << 6) | (p[i + j] & 0x3F);
-        }
-        if ((k == 2 && cp < 0x800) || (k == 3 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-            (cp >= 0xD800 && cp <= 0xDFFF))
-            goto fail;
-        i += k + 1;
-    }
-    return 1;
-fail:
-    if (bad) *bad = i;
+int qint_utf8_valid(const char *s, size_t len, size_t *bad) {
+    /* A NUL inside a line is refused too: the text fields are C strings. */
+    const char *nul = memchr(s, 0, len);
+    size_t n = qc_utf8_check(s, nul ? (size_t)(nul - s) : len);
+    if (n == len) return 1;
+    if (bad) *bad = n;
     return 0;
 }
 
-qiao_status qi_mkdirs(const char *dir) {
-    char buf[4096];
-    size_t n = strlen(dir);
-    if (n == 0 || n >= sizeof buf) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "bad output directory '%s'", dir);
-    memcpy(buf, dir, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (buf[i] != '/' && buf[i] != '\0') continue;
-        char saved = buf[i];
-        buf[i] = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-            return qc_error(QIAO_ERR_IO, "%s: cannot create directory: %s", buf, strerror(errno));
-        buf[i] = saved;
-    }
-    struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) return qc_error(QIAO_ERR_IO, "%s: not a directory", dir);
-    return QIAO_OK;
-}
-
-qiao_status qi_copy_file(const char *from, const char *to) {
+qiao_status qint_copy_file(const char *from, const char *to) {
     char *data;
     size_t len;
-    qiao_status st = qi_read_file(from, &data, &len);
+    qiao_status st = qint_read_file(from, &data, &len);
     if (st) return st;
     FILE *f = fopen(to, "wb");
     if (!f) {
@@ -106,10 +58,10 @@ qiao_status qi_copy_file(const char *from, const char *to) {
 
 /* ---- a set of strings (the distinct labels) ------------------------------ */
 
-typedef struct qi_strset {
+typedef struct qint_strset {
     char **slots;
     size_t cap, count;
-} qi_strset;
+} qint_strset;
 
 static uint64_t fnv1a(const char *s) {
     uint64_t h = 1469598103934665603ull;
@@ -117,7 +69,7 @@ static uint64_t fnv1a(const char *s) {
     return h;
 }
 
-static int strset_add(qi_strset *set, const char *s) {
+static int strset_add(qint_strset *set, const char *s) {
     if ((set->count + 1) * 2 > set->cap) {
         size_t ncap = set->cap ? set->cap * 2 : 64;
         char **ns = calloc(ncap, sizeof *ns);
@@ -146,19 +98,19 @@ static int strset_add(qi_strset *set, const char *s) {
     return 1;
 }
 
-static void strset_free(qi_strset *set) {
+static void strset_free(qint_strset *set) {
     for (size_t i = 0; i < set->cap; i++) free(set->slots[i]);
     free(set->slots);
 }
 
 /* ---- JSONL writer --------------------------------------------------------- */
 
-struct qi_writer {
+struct qint_writer {
     char dir[4096];
-    FILE *f[QI_NSPLITS];
+    FILE *f[QINT_NSPLITS];
     int with_entities, with_intents;
-    qi_stats stats;
-    qi_strset labels;
+    qint_stats stats;
+    qint_strset labels;
     qiao_status error;
 };
 
@@ -182,13 +134,13 @@ static void put_json_str(FILE *f, const char *s, size_t len) {
     fputc('"', f);
 }
 
-qiao_status qi_writer_open(qi_writer **out, const char *out_dir, int with_entities, int with_intents) {
+qiao_status qint_writer_open(qint_writer **out, const char *out_dir, int with_entities, int with_intents) {
     *out = NULL;
-    if (strlen(out_dir) + 32 > sizeof((qi_writer *)0)->dir)
+    if (strlen(out_dir) + 32 > sizeof((qint_writer *)0)->dir)
         return qc_error(QIAO_ERR_TOO_LARGE, "%s: path too long", out_dir);
-    qiao_status st = qi_mkdirs(out_dir);
+    qiao_status st = qc_mkdir_p(out_dir);
     if (st) return st;
-    qi_writer *w = calloc(1, sizeof *w);
+    qint_writer *w = calloc(1, sizeof *w);
     if (!w) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
     snprintf(w->dir, sizeof w->dir, "%s", out_dir);
     w->with_entities = with_entities;
@@ -197,24 +149,24 @@ qiao_status qi_writer_open(qi_writer **out, const char *out_dir, int with_entiti
     return QIAO_OK;
 }
 
-static void tmp_name(char *buf, size_t cap, const qi_writer *w, int split) {
-    snprintf(buf, cap, "%s/.%s.jsonl.tmp", w->dir, qi_split_name(split));
+static void tmp_name(char *buf, size_t cap, const qint_writer *w, int split) {
+    snprintf(buf, cap, "%s/.%s.jsonl.tmp", w->dir, qint_split_name(split));
 }
 
-qiao_status qi_writer_add(qi_writer *w, int split, const qi_example *ex, const char *where) {
+qiao_status qint_writer_add(qint_writer *w, int split, const qint_example *ex, const char *where) {
     if (w->error) return w->error;
-    if (split < 0 || split >= QI_NSPLITS) return w->error = qc_error(QIAO_ERR_INTERNAL, "%s: bad split", where);
+    if (split < 0 || split >= QINT_NSPLITS) return w->error = qc_error(QIAO_ERR_INTERNAL, "%s: bad split", where);
     size_t bad;
-    if (!qi_utf8_valid(ex->text, ex->len, &bad))
+    if (!qint_utf8_valid(ex->text, ex->len, &bad))
         return w->error = qc_error(QIAO_ERR_FORMAT, "%s: text is not valid UTF-8 (byte %zu)", where, bad);
-    if (!qi_utf8_valid(ex->intent, strlen(ex->intent), &bad))
+    if (!qint_utf8_valid(ex->intent, strlen(ex->intent), &bad))
         return w->error = qc_error(QIAO_ERR_FORMAT, "%s: intent is not valid UTF-8", where);
     for (size_t i = 0; i < ex->n_entities; i++) {
-        const qi_entity *e = &ex->entities[i];
+        const qint_entity *e = &ex->entities[i];
         if (e->start >= e->end || e->end > ex->len)
             return w->error = qc_error(QIAO_ERR_FORMAT, "%s: entity %zu [%zu, %zu) outside the text (%zu bytes)",
                                        where, i, e->start, e->end, ex->len);
-        if (!qi_utf8_valid(ex->text + e->start, e->end - e->start, &bad))
+        if (!qint_utf8_valid(ex->text + e->start, e->end - e->start, &bad))
             return w->error =
                        qc_error(QIAO_ERR_FORMAT, "%s: entity %zu [%zu, %zu) cuts a UTF-8 character", where, i,
                                 e->start, e->end);
@@ -241,7 +193,7 @@ qiao_status qi_writer_add(qi_writer *w, int split, const qi_example *ex, const c
     if (w->with_entities || ex->n_entities) {
         fputs(", \"entities\": [", f);
         for (size_t i = 0; i < ex->n_entities; i++) {
-            const qi_entity *e = &ex->entities[i];
+            const qint_entity *e = &ex->entities[i];
             fprintf(f, "%s{\"start\": %zu, \"end\": %zu, \"type\": ", i ? ", " : "", e->start, e->end);
             put_json_str(f, e->type, strlen(e->type));
             fputs(", \"value\": ", f);
@@ -258,21 +210,21 @@ qiao_status qi_writer_add(qi_writer *w, int split, const qi_example *ex, const c
     return QIAO_OK;
 }
 
-qiao_status qi_writer_close(qi_writer *w, int commit, qi_stats *stats) {
+qiao_status qint_writer_close(qint_writer *w, int commit, qint_stats *stats) {
     if (!w) return QIAO_OK;
     qiao_status st = w->error;
-    for (int s = 0; s < QI_NSPLITS; s++) {
+    for (int s = 0; s < QINT_NSPLITS; s++) {
         if (!w->f[s]) continue;
         int bad = ferror(w->f[s]);
         if (fclose(w->f[s]) != 0 || bad) {
-            if (!st) st = qc_error(QIAO_ERR_IO, "%s: write failed for %s.jsonl", w->dir, qi_split_name(s));
+            if (!st) st = qc_error(QIAO_ERR_IO, "%s: write failed for %s.jsonl", w->dir, qint_split_name(s));
         }
     }
-    for (int s = 0; s < QI_NSPLITS; s++) {
+    for (int s = 0; s < QINT_NSPLITS; s++) {
         if (!w->f[s]) continue;
         char tmp[4200], final[4200];
         tmp_name(tmp, sizeof tmp, w, s);
-        snprintf(final, sizeof final, "%s/%s.jsonl", w->dir, qi_split_name(s));
+        snprintf(final, sizeof final, "%s/%s.jsonl", w->dir, qint_split_name(s));
         if (commit && !st) {
             if (rename(tmp, final) != 0) st = qc_error(QIAO_ERR_IO, "%s: %s", final, strerror(errno));
         } else {
@@ -292,9 +244,9 @@ qiao_status qi_writer_close(qi_writer *w, int commit, qi_stats *stats) {
 
 /* ---- checker -------------------------------------------------------------- */
 
-static qiao_status check_line(const char *path, int64_t lineno, const char *line, size_t len, qi_stats *stats) {
+static qiao_status check_line(const char *path, int64_t lineno, const char *line, size_t len, qint_stats *stats) {
     size_t bad;
-    if (!qi_utf8_valid(line, len, &bad))
+    if (!qint_utf8_valid(line, len, &bad))
         return qc_error(QIAO_ERR_FORMAT, "%s:%lld: invalid UTF-8 at byte %zu", path, (long long)lineno, bad);
     cJSON *o = cJSON_ParseWithLength(line, len);
     if (!o) return qc_error(QIAO_ERR_FORMAT, "%s:%lld: not valid JSON", path, (long long)lineno);
@@ -332,16 +284,16 @@ static qiao_status check_line(const char *path, int64_t lineno, const char *line
         }
         if (stats) stats->entities++;
     }
-    if (stats) stats->examples[QI_TRAIN]++;
+    if (stats) stats->examples[QINT_TRAIN]++;
 done:
     cJSON_Delete(o);
     return st;
 }
 
-qiao_status qi_check_jsonl(const char *path, qi_stats *stats) {
+qiao_status qint_check_jsonl(const char *path, qint_stats *stats) {
     char *data;
     size_t len;
-    qiao_status st = qi_read_file(path, &data, &len);
+    qiao_status st = qint_read_file(path, &data, &len);
     if (st) return st;
     if (len == 0) {
         free(data);

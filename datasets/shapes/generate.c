@@ -35,23 +35,6 @@ static int exists(const char *path) {
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-static qiao_status make_dir(const char *path) {
-    char buf[PATH_CAP];
-    if ((size_t)snprintf(buf, sizeof buf, "%s", path) >= sizeof buf) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "%s: path too long", path);
-    for (char *p = buf + 1;; p++) {
-        if (*p == '/' || *p == '\0') {
-            char c = *p;
-            *p = '\0';
-            if (mkdir(buf, 0777) != 0 && errno != EEXIST) return qc_error(QIAO_ERR_IO, "%s: mkdir: %s", buf, strerror(errno));
-            *p = c;
-            if (!c) break;
-        }
-    }
-    struct stat st;
-    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) return qc_error(QIAO_ERR_IO, "%s: not a directory", path);
-    return QIAO_OK;
-}
-
 /* Relative paths of a scene's files. */
 static void image_rel(char *buf, size_t cap, int64_t i) { snprintf(buf, cap, "images/%06lld.png", (long long)i); }
 static void caption_wav_rel(char *buf, size_t cap, int64_t i, int lang, int k) {
@@ -289,11 +272,11 @@ qiao_status shapes_generate(const shapes_params *params, const char *out) {
     if (p.jobs < 1 || p.jobs > 256) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "shapes: --jobs %d out of range (1..256)", p.jobs);
 
     char path[PATH_CAP];
-    qiao_status st = make_dir(out);
+    qiao_status st = qc_mkdir_p(out);
     if (st == QIAO_OK) st = join(path, out, "images");
-    if (st == QIAO_OK) st = make_dir(path);
+    if (st == QIAO_OK) st = qc_mkdir_p(path);
     if (st == QIAO_OK && p.speech) st = join(path, out, "speech");
-    if (st == QIAO_OK && p.speech) st = make_dir(path);
+    if (st == QIAO_OK && p.speech) st = qc_mkdir_p(path);
     if (st == QIAO_OK) st = join(path, out, "dataset.json");
     if (st != QIAO_OK) return st;
 

@@ -68,8 +68,9 @@ qiao_status qc_read_file(const char *path, size_t max, uint8_t **data, size_t *s
  * commit fsyncs and puts the file at `path` in one rename, abort (also
  * after a failed commit, harmless twice) removes every trace. A process
  * killed in between leaves no file behind where the file system has
- * O_TMPFILE, and otherwise a `<path>.tmp.XXXXXX` that the next begin on the
- * same path removes (qc_atomic_sweep). */
+ * O_TMPFILE (but in the instant between naming the finished file and
+ * renaming it), and otherwise a `<path>.part.XXXXXX`; the next begin on the
+ * same path removes what a dead writer left (qc_atomic_sweep). */
 typedef struct qc_atomic_file {
     int fd;
     unsigned mode;  /* of the file replaced, else 0644 */
@@ -80,6 +81,17 @@ qiao_status qc_atomic_commit(qc_atomic_file *af);
 void qc_atomic_abort(qc_atomic_file *af);
 /* Removes temporaries of `path` left by dead writers; returns how many. */
 int qc_atomic_sweep(const char *path);
+
+/* Creates a folder and its missing parents (mode 0777 before the umask);
+ * an existing folder is fine, an existing non-folder is QIAO_ERR_IO. */
+qiao_status qc_mkdir_p(const char *path);
+
+/* ---- UTF-8 (utf8.c) ------------------------------------------------------- */
+
+/* Offset of the first byte that is not strict UTF-8 (RFC 3629: no overlong
+ * forms, surrogates or code points above U+10FFFF), or len if all of it is. */
+size_t qc_utf8_check(const char *s, size_t len);
+static inline bool qc_utf8_valid(const char *s, size_t len) { return qc_utf8_check(s, len) == len; }
 
 /* ---- Seeded RNG (rng.c) ------------------------------------------------- */
 

@@ -8,10 +8,12 @@
  * Writers that replace a file (models, checkpoints, arrays) go through
  * qc_atomic_*: the data is written to an unnamed file (O_TMPFILE) in the
  * target's folder and only given a name when complete, so a process killed
- * mid-write leaves nothing behind. Where the file system has no O_TMPFILE the
- * temporary gets a name `<target>.tmp.XXXXXX` and holds an flock while it is
- * written; the next write of the same target removes any such file whose
- * lock is free, which only a dead writer leaves. */
+ * mid-write leaves nothing behind, and one killed in the microseconds
+ * between naming the complete file `<target>.tmp.XXXXXX` and renaming it
+ * leaves that file, locked until its writer's death, for the next write of
+ * the same target to remove. Where the file system has no O_TMPFILE the
+ * temporary is `<target>.part.XXXXXX` from the start, locked while written,
+ * and removed the same way once its lock is free. */
 #define _GNU_SOURCE
 
 #include <dirent.h>
@@ -126,6 +128,30 @@ qiao_status qc_read_file(const char *path, size_t max, uint8_t **data, size_t *s
     return QIAO_OK;
 }
 
+qiao_status qc_mkdir_p(const char *path) {
+    if (!path || !path[0]) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qc_mkdir_p: empty path");
+    char *buf = strdup(path);
+    if (!buf) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    for (char *p = buf + 1;; p++) {
+        if (*p != '/' && *p != '\0') continue;
+        char c = *p;
+        *p = '\0';
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST) {
+            int e = errno;
+            qiao_status st = qc_error(QIAO_ERR_IO, "%s: cannot create the folder: %s", buf, strerror(e));
+            free(buf);
+            return st;
+        }
+        *p = c;
+        if (!c) break;
+    }
+    free(buf);
+    struct stat sb;
+    if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return qc_error(QIAO_ERR_IO, "%s: exists and is not a folder", path);
+    return QIAO_OK;
+}
+
 /* ---- atomic replacement ------------------------------------------------------------ */
 
 /* "dir/name" -> "dir" ("." without a slash, "/" for "/name"). */
@@ -136,9 +162,13 @@ static char *dir_of(const char *path) {
     return strndup(path, (size_t)(slash - path));
 }
 
-/* Removes `<base>.tmp.XXXXXX` files next to `path` that no live writer holds
- * (their flock is free). Best effort: a file that cannot be opened or locked
- * is left alone. Returns how many were removed. */
+/* Removes the temporaries of `path` that no live writer holds (their
+ * flock is free), best effort. `<base>.tmp.XXXXXX` is a complete file that
+ * was locked before it had a name (below), so a free lock means its writer
+ * died between naming it and renaming it. `<base>.part.XXXXXX` comes from
+ * mkstemp, which names the file before it can be locked: one younger than a
+ * few seconds may belong to a writer about to lock it, and is left alone.
+ * Returns how many were removed. */
 static int sweep_stale(const char *path) {
     char *dir = dir_of(path);
     if (!dir) return 0;
@@ -155,13 +185,14 @@ static int sweep_stale(const char *path) {
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         const char *n = e->d_name;
-        if (strncmp(n, base, blen) != 0 || strncmp(n + blen, ".tmp.", 5) != 0 || strlen(n + blen + 5) != 6) continue;
+        if (strncmp(n, base, blen) != 0) continue;
+        int named_late = strncmp(n + blen, ".part.", 6) == 0 && strlen(n + blen + 6) == 6;
+        int named_locked = strncmp(n + blen, ".tmp.", 5) == 0 && strlen(n + blen + 5) == 6;
+        if (!named_late && !named_locked) continue;
         int fd = openat(dfd, n, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
         if (fd < 0) continue;
         struct stat sb;
-        /* A writer between mkstemp() and flock() holds no lock yet: leave
-         * files younger than a few seconds alone. */
-        if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && time(NULL) - sb.st_mtime > 5 &&
+        if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && (!named_late || time(NULL) - sb.st_mtime > 5) &&
             flock(fd, LOCK_EX | LOCK_NB) == 0) {
             if (unlinkat(dfd, n, 0) == 0) {
                 removed++;
@@ -197,13 +228,13 @@ qiao_status qc_atomic_begin(qc_atomic_file *af, const char *path) {
 #endif
     if (af->fd < 0) {
         size_t plen = strlen(path);
-        af->tmp = malloc(plen + sizeof ".tmp.XXXXXX");
+        af->tmp = malloc(plen + sizeof ".part.XXXXXX");
         if (!af->tmp) {
             qc_atomic_abort(af);
             return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
         }
         memcpy(af->tmp, path, plen);
-        memcpy(af->tmp + plen, ".tmp.XXXXXX", sizeof ".tmp.XXXXXX");
+        memcpy(af->tmp + plen, ".part.XXXXXX", sizeof ".part.XXXXXX");
         af->fd = mkostemp(af->tmp, O_CLOEXEC);
         if (af->fd < 0) {
             int e = errno;
@@ -218,7 +249,8 @@ qiao_status qc_atomic_begin(qc_atomic_file *af, const char *path) {
             return qc_error(QIAO_ERR_IO, "%s: cannot set the mode of a temporary file: %s", path, strerror(e));
         }
     }
-    /* Marks the file as in use, for the sweep of another writer. */
+    /* Marks the file as in use, for the sweep of another writer; an
+     * unnamed file is locked before it gets its name. */
     (void)flock(af->fd, LOCK_EX | LOCK_NB);
     return QIAO_OK;
 }

@@ -90,38 +90,6 @@ static bool dtype_is_float(qiao_dtype d) {
     return d == QIAO_DTYPE_F32 || d == QIAO_DTYPE_F16 || d == QIAO_DTYPE_BF16 || d == QIAO_DTYPE_F64;
 }
 
-/* Returns the offset of the first invalid byte, or len if all is valid. */
-static size_t utf8_check(const unsigned char *s, size_t len) {
-    size_t i = 0;
-    while (i < len) {
-        unsigned c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t k;
-        unsigned lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
-        if (c >= 0xC2 && c <= 0xDF) k = 1;
-        else if (c == 0xE0) { k = 2; lo = 0xA0; }          /* no overlongs */
-        else if (c == 0xED) { k = 2; hi = 0x9F; }          /* no surrogates */
-        else if (c >= 0xE1 && c <= 0xEF) k = 2;
-        else if (c == 0xF0) { k = 3; lo = 0x90; }          /* no overlongs */
-        else if (c >= 0xF1 && c <= 0xF3) k = 3;
-        else if (c == 0xF4) { k = 3; hi = 0x8F; }          /* <= U+10FFFF */
-        else return i;
-        if (len - i <= k) return i;
-        if (s[i + 1] < lo || s[i + 1] > hi) return i;
-        for (size_t j = 2; j <= k; j++)
-            if (s[i + j] < 0x80 || s[i + j] > 0xBF) return i;
-        i += k + 1;
-    }
-    return len;
-}
-
-bool qc_st_utf8_valid(const char *s, size_t len) {
-    return utf8_check((const unsigned char *)s, len) == len;
-}
-
 static void format_shape(char *buf, size_t cap, int ndim, const int64_t *shape) {
     size_t n = 0;
     n += (size_t)snprintf(buf, cap, "(");
@@ -243,7 +211,7 @@ static qiao_status parse_tensor(qc_st_file *f, const cJSON *e, qc_st_tensor *t) 
     if (len > QC_ST_MAX_NAME)
         return qc_error(QIAO_ERR_FORMAT, "%s: tensor '%.*s...': name is %zu bytes (at most %d)", fn,
                         64, name, len, QC_ST_MAX_NAME);
-    if (!qc_st_utf8_valid(name, len))
+    if (!qc_utf8_valid(name, len))
         return qc_error(QIAO_ERR_FORMAT, "%s: a tensor name is not valid UTF-8", fn);
     if (!cJSON_IsObject(e))
         return qc_error(QIAO_ERR_FORMAT, "%s: tensor '%.*s': entry is not a JSON object", fn,
@@ -437,7 +405,7 @@ static qiao_status validate(qc_st_file *f) {
     if (nul)
         return qc_error(QIAO_ERR_FORMAT, "%s: header has a NUL byte at offset %zu", fn,
                         (size_t)(nul - h));
-    size_t bad = utf8_check(h, n);
+    size_t bad = qc_utf8_check((const char *)h, n);
     if (bad != n)
         return qc_error(QIAO_ERR_FORMAT, "%s: header is not valid UTF-8 at byte %zu", fn, bad);
 
@@ -790,7 +758,7 @@ static qiao_status check_entries(const char *path, const qc_st_entry *e, size_t 
     for (size_t i = 0; i < n; i++) {
         const char *name = e[i].name;
         size_t len = name ? strlen(name) : 0;
-        if (len == 0 || len > QC_ST_MAX_NAME || !qc_st_utf8_valid(name, len) ||
+        if (len == 0 || len > QC_ST_MAX_NAME || !qc_utf8_valid(name, len) ||
             !strcmp(name, "__metadata__"))
             return qc_error(QIAO_ERR_INVALID_ARGUMENT,
                             "%s: tensor %zu: name missing, empty, over %d bytes, not UTF-8 or reserved",
@@ -826,8 +794,8 @@ static qiao_status check_entries(const char *path, const qc_st_entry *e, size_t 
         if (!meta[i].key || !meta[i].value)
             return qc_error(QIAO_ERR_INVALID_ARGUMENT, "%s: metadata entry %zu has a NULL key or value",
                             path, i);
-        if (!qc_st_utf8_valid(meta[i].key, strlen(meta[i].key)) ||
-            !qc_st_utf8_valid(meta[i].value, strlen(meta[i].value)))
+        if (!qc_utf8_valid(meta[i].key, strlen(meta[i].key)) ||
+            !qc_utf8_valid(meta[i].value, strlen(meta[i].value)))
             return qc_error(QIAO_ERR_INVALID_ARGUMENT, "%s: metadata '%.*s' is not valid UTF-8", path,
                             NAME_IN_MSG, meta[i].key);
     }

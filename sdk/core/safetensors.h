@@ -143,8 +143,5 @@ qiao_status qc_st_write_table(const char *path, const qc_table *tab, const float
 const char *qc_st_dtype_name(qiao_dtype dtype);
 /* Bytes per element, or 0 if not a qiao dtype. */
 size_t qc_st_dtype_size(qiao_dtype dtype);
-/* True if s[0 .. len) is well-formed UTF-8 (no overlongs, no surrogates,
- * nothing above U+10FFFF). NUL bytes count as valid here. */
-bool qc_st_utf8_valid(const char *s, size_t len);
 
 #endif /* QIAO_SAFETENSORS_H */

@@ -48,7 +48,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         CHECK(t != NULL);
         CHECK(qc_st_find(f, t->name) == t);
         CHECK(t->ndim >= 0 && t->ndim <= QC_MAX_DIMS);
-        CHECK(t->name[0] != '\0' && qc_st_utf8_valid(t->name, strlen(t->name)));
+        CHECK(t->name[0] != '\0' && qc_utf8_valid(t->name, strlen(t->name)));
         CHECK(t->nbytes == (size_t)t->numel * qc_st_dtype_size(t->dtype));
         const unsigned char *p = t->data;
         CHECK(p >= first && p + t->nbytes <= data + size);

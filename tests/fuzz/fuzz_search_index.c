@@ -33,7 +33,7 @@ static volatile unsigned sink;
 
 static void check_file(const search_file *f, bool with_kind) {
     CHECK(f->path != NULL && f->path[0] != '\0');
-    CHECK(qc_st_utf8_valid(f->path, strlen(f->path)));
+    CHECK(qc_utf8_valid(f->path, strlen(f->path)));
     if (with_kind) CHECK(f->kind == SEARCH_IMAGE || f->kind == SEARCH_AUDIO);
     CHECK(f->size >= 0);
 }

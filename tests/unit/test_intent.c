@@ -62,7 +62,7 @@ static void write_file(const char *dir, const char *name, const char *content, s
 
 typedef struct labels {
     char *name[512];
-    int64_t count[512][QI_NSPLITS];
+    int64_t count[512][QINT_NSPLITS];
     size_t n;
 } labels;
 
@@ -88,14 +88,14 @@ typedef struct read_result {
  * when present, else "intent") to L and entity types to T. */
 static read_result read_split(const char *dir, int split, labels *L, labels *T, int need_entities) {
     char path[4200];
-    snprintf(path, sizeof path, "%s/%s.jsonl", dir, qi_split_name(split));
+    snprintf(path, sizeof path, "%s/%s.jsonl", dir, qint_split_name(split));
     char *data;
     size_t len;
     read_result r = {0, 0, 0};
-    assert_int_equal(qi_read_file(path, &data, &len), QIAO_OK);
+    assert_int_equal(qint_read_file(path, &data, &len), QIAO_OK);
     assert_true(len > 0 && data[len - 1] == '\n');
     size_t bad;
-    assert_true(qi_utf8_valid(data, len, &bad));
+    assert_true(qint_utf8_valid(data, len, &bad));
     for (size_t pos = 0; pos < len;) {
         char *nl = memchr(data + pos, '\n', len - pos);
         assert_non_null(nl);
@@ -142,10 +142,10 @@ static read_result read_split(const char *dir, int split, labels *L, labels *T, 
     }
     free(data);
     /* the library's own checker agrees */
-    qi_stats cs;
+    qint_stats cs;
     memset(&cs, 0, sizeof cs);
-    assert_int_equal(qi_check_jsonl(path, &cs), QIAO_OK);
-    assert_int_equal(cs.examples[QI_TRAIN], r.lines);
+    assert_int_equal(qint_check_jsonl(path, &cs), QIAO_OK);
+    assert_int_equal(cs.examples[QINT_TRAIN], r.lines);
     assert_int_equal(cs.entities, r.entities);
     return r;
 }
@@ -169,28 +169,28 @@ static void test_clinc150(void **state) {
     (void)state;
     char dir[64];
     make_tmpdir(dir, sizeof dir);
-    qi_stats s;
-    assert_int_equal(qi_convert("clinc150", SHARED "/clinc150", NULL, dir, &s), QIAO_OK);
+    qint_stats s;
+    assert_int_equal(qint_convert("clinc150", SHARED "/clinc150", NULL, dir, &s), QIAO_OK);
     labels L = {0};
-    int64_t want[QI_NSPLITS] = {15000 + 100, 3000 + 100, 4500 + 1000};
-    for (int sp = 0; sp < QI_NSPLITS; sp++) {
+    int64_t want[QINT_NSPLITS] = {15000 + 100, 3000 + 100, 4500 + 1000};
+    for (int sp = 0; sp < QINT_NSPLITS; sp++) {
         read_result r = read_split(dir, sp, &L, NULL, 0);
         assert_int_equal(r.lines, want[sp]);
         assert_int_equal(s.examples[sp], want[sp]);
         assert_int_equal(r.entities, 0);
     }
     assert_int_equal(L.n, 151); /* 150 intents + oos */
-    assert_int_equal(label_count(&L, "oos", QI_TRAIN), 100);
-    assert_int_equal(label_count(&L, "oos", QI_VAL), 100);
-    assert_int_equal(label_count(&L, "oos", QI_TEST), 1000);
+    assert_int_equal(label_count(&L, "oos", QINT_TRAIN), 100);
+    assert_int_equal(label_count(&L, "oos", QINT_VAL), 100);
+    assert_int_equal(label_count(&L, "oos", QINT_TEST), 1000);
     /* 100/20/30 per in-scope intent */
     for (size_t i = 0; i < L.n; i++) {
         if (!strcmp(L.name[i], "oos")) continue;
-        assert_int_equal(L.count[i][QI_TRAIN], 100);
-        assert_int_equal(L.count[i][QI_VAL], 20);
-        assert_int_equal(L.count[i][QI_TEST], 30);
+        assert_int_equal(L.count[i][QINT_TRAIN], 100);
+        assert_int_equal(L.count[i][QINT_VAL], 20);
+        assert_int_equal(L.count[i][QINT_TEST], 30);
     }
-    assert_int_equal(label_count(&L, "translate", QI_TRAIN), 100);
+    assert_int_equal(label_count(&L, "translate", QINT_TRAIN), 100);
     assert_true(file_exists(dir, "LICENSE.txt") && file_exists(dir, "SOURCE.md"));
     labels_free(&L);
     rm_tree(dir);
@@ -200,33 +200,33 @@ static void test_banking77(void **state) {
     (void)state;
     char dir[64];
     make_tmpdir(dir, sizeof dir);
-    qi_stats s;
-    assert_int_equal(qi_convert("banking77", SHARED "/banking77", NULL, dir, &s), QIAO_OK);
+    qint_stats s;
+    assert_int_equal(qint_convert("banking77", SHARED "/banking77", NULL, dir, &s), QIAO_OK);
     labels L = {0};
-    read_result tr = read_split(dir, QI_TRAIN, &L, NULL, 0);
-    read_result te = read_split(dir, QI_TEST, &L, NULL, 0);
+    read_result tr = read_split(dir, QINT_TRAIN, &L, NULL, 0);
+    read_result te = read_split(dir, QINT_TEST, &L, NULL, 0);
     assert_int_equal(tr.lines, 10003);
     assert_int_equal(te.lines, 3080);
     assert_false(file_exists(dir, "val.jsonl"));
     assert_int_equal(L.n, 77);
     for (size_t i = 0; i < L.n; i++) {
-        assert_int_equal(L.count[i][QI_TEST], 40);
-        assert_true(L.count[i][QI_TRAIN] > 0);
+        assert_int_equal(L.count[i][QINT_TEST], 40);
+        assert_true(L.count[i][QINT_TRAIN] > 0);
     }
     /* the categories file upstream lists the same 77 labels */
     char *cats;
     size_t len;
-    assert_int_equal(qi_read_file(SHARED "/banking77/categories.json", &cats, &len), QIAO_OK);
+    assert_int_equal(qint_read_file(SHARED "/banking77/categories.json", &cats, &len), QIAO_OK);
     cJSON *arr = cJSON_Parse(cats);
     free(cats);
     assert_non_null(arr);
     assert_int_equal(cJSON_GetArraySize(arr), 77);
     const cJSON *c;
-    cJSON_ArrayForEach(c, arr) assert_int_equal(label_count(&L, c->valuestring, QI_TEST), 40);
+    cJSON_ArrayForEach(c, arr) assert_int_equal(label_count(&L, c->valuestring, QINT_TEST), 40);
     cJSON_Delete(arr);
     /* a quoted field with commas survives: this row is quoted upstream */
     char *tx;
-    assert_int_equal(qi_read_file(strcat(strcpy((char[128]){0}, dir), "/train.jsonl"), &tx, &len), QIAO_OK);
+    assert_int_equal(qint_read_file(strcat(strcpy((char[128]){0}, dir), "/train.jsonl"), &tx, &len), QIAO_OK);
     assert_non_null(strstr(tx, ","));
     free(tx);
     labels_free(&L);
@@ -239,20 +239,20 @@ static void test_xsid(void **state) {
     for (int li = 0; li < 2; li++) {
         char dir[64];
         make_tmpdir(dir, sizeof dir);
-        qi_stats s;
-        assert_int_equal(qi_convert("xsid", SHARED "/xsid-zh", langs[li], dir, &s), QIAO_OK);
+        qint_stats s;
+        assert_int_equal(qint_convert("xsid", SHARED "/xsid-zh", langs[li], dir, &s), QIAO_OK);
         labels L = {0}, T = {0};
-        read_result va = read_split(dir, QI_VAL, &L, &T, 1);
-        read_result te = read_split(dir, QI_TEST, &L, &T, 1);
+        read_result va = read_split(dir, QINT_VAL, &L, &T, 1);
+        read_result te = read_split(dir, QINT_TEST, &L, &T, 1);
         assert_int_equal(va.lines, 300);
         assert_int_equal(te.lines, 500);
         assert_int_equal(L.n, 16);
         /* SOURCE.txt label counts (val + test) */
-        assert_int_equal(label_count(&L, "weather/find", QI_VAL) + label_count(&L, "weather/find", QI_TEST), 202);
-        assert_int_equal(label_count(&L, "alarm/modify_alarm", QI_VAL) +
-                             label_count(&L, "alarm/modify_alarm", QI_TEST), 1);
+        assert_int_equal(label_count(&L, "weather/find", QINT_VAL) + label_count(&L, "weather/find", QINT_TEST), 202);
+        assert_int_equal(label_count(&L, "alarm/modify_alarm", QINT_VAL) +
+                             label_count(&L, "alarm/modify_alarm", QINT_TEST), 1);
         assert_true(va.entities + te.entities > 1000);
-        assert_true(label_count(&T, "datetime", QI_TEST) > 0);
+        assert_true(label_count(&T, "datetime", QINT_TEST) > 0);
         labels_free(&L);
         labels_free(&T);
         if (li == 0) {
@@ -261,7 +261,7 @@ static void test_xsid(void **state) {
             size_t len;
             char p[128];
             snprintf(p, sizeof p, "%s/test.jsonl", dir);
-            assert_int_equal(qi_read_file(p, &tx, &len), QIAO_OK);
+            assert_int_equal(qint_read_file(p, &tx, &len), QIAO_OK);
             assert_non_null(strstr(tx, "{\"text\": \"增加一项提醒在今天下午4点\""));
             assert_non_null(strstr(tx, "\"type\": \"datetime\", \"value\": \"今天下午4点\""));
             free(tx);
@@ -274,23 +274,23 @@ static void test_crosswoz(void **state) {
     (void)state;
     char dir[64];
     make_tmpdir(dir, sizeof dir);
-    qi_stats s;
-    assert_int_equal(qi_convert("crosswoz", SHARED "/crosswoz", NULL, dir, &s), QIAO_OK);
+    qint_stats s;
+    assert_int_equal(qint_convert("crosswoz", SHARED "/crosswoz", NULL, dir, &s), QIAO_OK);
     labels L = {0}, T = {0};
-    read_result va = read_split(dir, QI_VAL, &L, &T, 1);
-    read_result te = read_split(dir, QI_TEST, &L, &T, 1);
+    read_result va = read_split(dir, QINT_VAL, &L, &T, 1);
+    read_result te = read_split(dir, QINT_TEST, &L, &T, 1);
     assert_false(file_exists(dir, "train.jsonl"));
     assert_int_equal(va.lines, 4229);
     assert_int_equal(te.lines, 4238);
     assert_int_equal(L.n, 16);
     /* label frequencies from SOURCE.txt */
-    assert_int_equal(label_count(&L, "Request-餐馆", QI_VAL) + label_count(&L, "Request-餐馆", QI_TEST), 2209);
-    assert_int_equal(label_count(&L, "General-bye", QI_VAL) + label_count(&L, "General-bye", QI_TEST), 62);
+    assert_int_equal(label_count(&L, "Request-餐馆", QINT_VAL) + label_count(&L, "Request-餐馆", QINT_TEST), 2209);
+    assert_int_equal(label_count(&L, "General-bye", QINT_VAL) + label_count(&L, "General-bye", QINT_TEST), 62);
     /* 3,932 single-label, 39 without acts: the rest are multi-label */
     assert_int_equal(va.multi + te.multi, 8467 - 3932 - 39);
     assert_int_equal(s.multi_label, va.multi + te.multi);
     assert_true(va.entities + te.entities > 5000);
-    assert_true(label_count(&T, "酒店-价格", QI_VAL) > 0);
+    assert_true(label_count(&T, "酒店-价格", QINT_VAL) > 0);
     labels_free(&L);
     labels_free(&T);
     rm_tree(dir);
@@ -302,37 +302,37 @@ static void test_ecommerce(void **state) {
     (void)state;
     char dir[64];
     make_tmpdir(dir, sizeof dir);
-    qi_stats s;
+    qint_stats s;
     assert_int_equal(
-        qi_ecommerce_build(QIAO_SOURCE_DIR "/datasets/intent/ecommerce_zh/source.tsv", dir, &s), QIAO_OK);
+        qint_ecommerce_build(QIAO_SOURCE_DIR "/datasets/intent/ecommerce_zh/source.tsv", dir, &s), QIAO_OK);
     labels L = {0}, T = {0};
-    read_result tr = read_split(dir, QI_TRAIN, &L, &T, 1);
-    read_result te = read_split(dir, QI_TEST, &L, &T, 1);
+    read_result tr = read_split(dir, QINT_TRAIN, &L, &T, 1);
+    read_result te = read_split(dir, QINT_TEST, &L, &T, 1);
     assert_true(L.n >= 30);
     for (size_t i = 0; i < L.n; i++) {
-        int64_t n = L.count[i][QI_TRAIN] + L.count[i][QI_TEST];
+        int64_t n = L.count[i][QINT_TRAIN] + L.count[i][QINT_TEST];
         if (n < 40) fprintf(stderr, "%s: %lld examples\n", L.name[i], (long long)n);
         assert_true(n >= 40);
         /* stratified: 25% of each intent, rounded */
-        assert_int_equal(L.count[i][QI_TEST], (n * 25 + 50) / 100);
+        assert_int_equal(L.count[i][QINT_TEST], (n * 25 + 50) / 100);
     }
     assert_true(tr.entities + te.entities >= 150);
     for (size_t i = 0; i < T.n; i++) {
         int known = 0;
-        for (int k = 0; qi_ecommerce_entity_types[k]; k++) known |= !strcmp(T.name[i], qi_ecommerce_entity_types[k]);
+        for (int k = 0; qint_ecommerce_entity_types[k]; k++) known |= !strcmp(T.name[i], qint_ecommerce_entity_types[k]);
         assert_true(known);
     }
-    assert_true(label_count(&T, "order_id", QI_TRAIN) + label_count(&T, "order_id", QI_TEST) > 20);
-    assert_true(label_count(&T, "phone", QI_TRAIN) + label_count(&T, "phone", QI_TEST) > 10);
+    assert_true(label_count(&T, "order_id", QINT_TRAIN) + label_count(&T, "order_id", QINT_TEST) > 20);
+    assert_true(label_count(&T, "phone", QINT_TRAIN) + label_count(&T, "phone", QINT_TEST) > 10);
     /* no duplicate texts across both files */
     char *all[4096];
     size_t na = 0;
-    for (int sp = QI_TRAIN; sp <= QI_TEST; sp += QI_TEST) {
+    for (int sp = QINT_TRAIN; sp <= QINT_TEST; sp += QINT_TEST) {
         char p[128];
-        snprintf(p, sizeof p, "%s/%s.jsonl", dir, qi_split_name(sp));
+        snprintf(p, sizeof p, "%s/%s.jsonl", dir, qint_split_name(sp));
         char *data;
         size_t len;
-        assert_int_equal(qi_read_file(p, &data, &len), QIAO_OK);
+        assert_int_equal(qint_read_file(p, &data, &len), QIAO_OK);
         for (char *line = strtok(data, "\n"); line; line = strtok(NULL, "\n")) {
             cJSON *o = cJSON_Parse(line);
             assert_non_null(o);
@@ -350,15 +350,15 @@ static void test_ecommerce(void **state) {
     char dir2[64];
     make_tmpdir(dir2, sizeof dir2);
     assert_int_equal(
-        qi_ecommerce_build(QIAO_SOURCE_DIR "/datasets/intent/ecommerce_zh/source.tsv", dir2, NULL), QIAO_OK);
-    for (int sp = QI_TRAIN; sp <= QI_TEST; sp += QI_TEST) {
+        qint_ecommerce_build(QIAO_SOURCE_DIR "/datasets/intent/ecommerce_zh/source.tsv", dir2, NULL), QIAO_OK);
+    for (int sp = QINT_TRAIN; sp <= QINT_TEST; sp += QINT_TEST) {
         char p1[128], p2[128];
-        snprintf(p1, sizeof p1, "%s/%s.jsonl", dir, qi_split_name(sp));
-        snprintf(p2, sizeof p2, "%s/%s.jsonl", dir2, qi_split_name(sp));
+        snprintf(p1, sizeof p1, "%s/%s.jsonl", dir, qint_split_name(sp));
+        snprintf(p2, sizeof p2, "%s/%s.jsonl", dir2, qint_split_name(sp));
         char *a, *b;
         size_t la, lb;
-        assert_int_equal(qi_read_file(p1, &a, &la), QIAO_OK);
-        assert_int_equal(qi_read_file(p2, &b, &lb), QIAO_OK);
+        assert_int_equal(qint_read_file(p1, &a, &la), QIAO_OK);
+        assert_int_equal(qint_read_file(p2, &b, &lb), QIAO_OK);
         assert_int_equal(la, lb);
         assert_memory_equal(a, b, la);
         free(a);
@@ -383,59 +383,59 @@ static void test_bad_input(void **state) {
     /* CSV: unterminated quote on line 3, text after a quote, wrong field count */
     const char *csv1 = "text,category\nfine,card_arrival\n\"never closed,card_arrival\n";
     write_file(in, "train.csv", csv1, strlen(csv1));
-    expect_error(qi_convert("banking77", in, NULL, o, NULL), QIAO_ERR_FORMAT, "train.csv:3");
+    expect_error(qint_convert("banking77", in, NULL, o, NULL), QIAO_ERR_FORMAT, "train.csv:3");
     const char *csv2 = "text,category\n\"a \"\"quoted\"\", row\",x\n\"ok\"junk,y\n";
     write_file(in, "train.csv", csv2, strlen(csv2));
-    expect_error(qi_convert("banking77", in, NULL, o, NULL), QIAO_ERR_FORMAT, "train.csv:3");
+    expect_error(qint_convert("banking77", in, NULL, o, NULL), QIAO_ERR_FORMAT, "train.csv:3");
     const char *csv3 = "text,category\n\"multi\nline\",a\nthree,fields,here\n";
     write_file(in, "train.csv", csv3, strlen(csv3));
-    expect_error(qi_convert("banking77", in, NULL, o, NULL), QIAO_ERR_FORMAT, "train.csv:4");
+    expect_error(qint_convert("banking77", in, NULL, o, NULL), QIAO_ERR_FORMAT, "train.csv:4");
     const char *csv4 = "text,category\nbad \xC3\x28 utf8,a\n";
     write_file(in, "train.csv", csv4, strlen(csv4));
-    expect_error(qi_convert("banking77", in, NULL, o, NULL), QIAO_ERR_FORMAT, "train.csv:2");
+    expect_error(qint_convert("banking77", in, NULL, o, NULL), QIAO_ERR_FORMAT, "train.csv:2");
     const char *csv5 = "txt,cat\na,b\n";
     write_file(in, "train.csv", csv5, strlen(csv5));
-    expect_error(qi_convert("banking77", in, NULL, o, NULL), QIAO_ERR_FORMAT, "train.csv:1");
+    expect_error(qint_convert("banking77", in, NULL, o, NULL), QIAO_ERR_FORMAT, "train.csv:1");
     write_file(in, "train.csv", "", 0);
-    expect_error(qi_convert("banking77", in, NULL, o, NULL), QIAO_ERR_FORMAT, "train.csv");
+    expect_error(qint_convert("banking77", in, NULL, o, NULL), QIAO_ERR_FORMAT, "train.csv");
     /* a good train.csv with no test.csv: IO error, and nothing left behind */
     const char *csv6 = "text,category\n\"a, b\",x\n";
     write_file(in, "train.csv", csv6, strlen(csv6));
-    expect_error(qi_convert("banking77", in, NULL, o, NULL), QIAO_ERR_IO, "test.csv");
+    expect_error(qint_convert("banking77", in, NULL, o, NULL), QIAO_ERR_IO, "test.csv");
     assert_false(file_exists(o, "train.jsonl"));
     assert_false(file_exists(o, ".train.jsonl.tmp"));
 
     /* JSON: a syntax error on line 4 */
     const char *js = "{\n  \"train\": [\n    [\"hi\", \"greet\"],\n    [\"oops\" \"x\"]\n  ]\n}\n";
     write_file(in, "data_full.json", js, strlen(js));
-    expect_error(qi_convert("clinc150", in, NULL, o, NULL), QIAO_ERR_FORMAT, "data_full.json:4");
+    expect_error(qint_convert("clinc150", in, NULL, o, NULL), QIAO_ERR_FORMAT, "data_full.json:4");
     const char *js2 = "{\"train\": [[\"hi\"]], \"val\": [], \"test\": [], \"oos_train\": [], \"oos_val\": [], "
                       "\"oos_test\": []}";
     write_file(in, "data_full.json", js2, strlen(js2));
-    expect_error(qi_convert("clinc150", in, NULL, o, NULL), QIAO_ERR_FORMAT, "\"train\"[0]");
+    expect_error(qint_convert("clinc150", in, NULL, o, NULL), QIAO_ERR_FORMAT, "\"train\"[0]");
     write_file(in, "data_full.json", "[1, 2", 5);
-    expect_error(qi_convert("clinc150", in, NULL, o, NULL), QIAO_ERR_FORMAT, "data_full.json:1");
+    expect_error(qint_convert("clinc150", in, NULL, o, NULL), QIAO_ERR_FORMAT, "data_full.json:1");
 
     /* CrossWOZ JSONL: line 2 is not JSON, line 1 of the next has a bad act */
     const char *cw = "{\"split\": \"val\", \"text\": \"你好\", \"dialog_act\": [], \"intent_domain\": []}\n{\"split\": \n";
     write_file(in, "usr_utterances_val_test.jsonl", cw, strlen(cw));
-    expect_error(qi_convert("crosswoz", in, NULL, o, NULL), QIAO_ERR_FORMAT, "usr_utterances_val_test.jsonl:2");
+    expect_error(qint_convert("crosswoz", in, NULL, o, NULL), QIAO_ERR_FORMAT, "usr_utterances_val_test.jsonl:2");
     const char *cw2 = "{\"split\": \"val\", \"text\": \"你好\", \"dialog_act\": [[\"Inform\", 3]], \"intent_domain\": []}\n";
     write_file(in, "usr_utterances_val_test.jsonl", cw2, strlen(cw2));
-    expect_error(qi_convert("crosswoz", in, NULL, o, NULL), QIAO_ERR_FORMAT, "usr_utterances_val_test.jsonl:1");
+    expect_error(qint_convert("crosswoz", in, NULL, o, NULL), QIAO_ERR_FORMAT, "usr_utterances_val_test.jsonl:1");
 
     /* CoNLL: 2 columns on line 6; a bad BIO tag on line 5; a block without intent */
     const char *cl = "# text = 显示提醒\n# intent = reminder/show\n1\t显示\tx\tO\n\n# text = 你好\n2\t你好\n";
     write_file(in, "zh.valid.conll", cl, strlen(cl));
-    expect_error(qi_convert("xsid", in, "zh", o, NULL), QIAO_ERR_FORMAT, "zh.valid.conll:6");
+    expect_error(qint_convert("xsid", in, "zh", o, NULL), QIAO_ERR_FORMAT, "zh.valid.conll:6");
     const char *cl2 = "# text = 显示提醒\n# intent = r\n1\t显示\tr\tO\n2\t提醒\tr\tX-foo\n";
     write_file(in, "zh.valid.conll", cl2, strlen(cl2));
-    expect_error(qi_convert("xsid", in, "zh", o, NULL), QIAO_ERR_FORMAT, "zh.valid.conll:4");
+    expect_error(qint_convert("xsid", in, "zh", o, NULL), QIAO_ERR_FORMAT, "zh.valid.conll:4");
     const char *cl3 = "\n\n# text = 显示提醒\n1\t显示\tr\tO\n";
     write_file(in, "zh.valid.conll", cl3, strlen(cl3));
-    expect_error(qi_convert("xsid", in, "zh", o, NULL), QIAO_ERR_FORMAT, "zh.valid.conll:3");
-    expect_error(qi_convert("xsid", in, "fr", o, NULL), QIAO_ERR_INVALID_ARGUMENT, "fr");
-    expect_error(qi_convert("nope", in, NULL, o, NULL), QIAO_ERR_INVALID_ARGUMENT, "nope");
+    expect_error(qint_convert("xsid", in, "zh", o, NULL), QIAO_ERR_FORMAT, "zh.valid.conll:3");
+    expect_error(qint_convert("xsid", in, "fr", o, NULL), QIAO_ERR_INVALID_ARGUMENT, "fr");
+    expect_error(qint_convert("nope", in, NULL, o, NULL), QIAO_ERR_INVALID_ARGUMENT, "nope");
 
     /* markup: unknown type, unclosed, stray ']', bad escape, duplicate, no tab */
     static const struct {
@@ -456,19 +456,19 @@ static void test_bad_input(void **state) {
         write_file(in, "src.tsv", mk[i].src, strlen(mk[i].src));
         char p[128];
         snprintf(p, sizeof p, "%s/src.tsv", in);
-        expect_error(qi_ecommerce_build(p, o, NULL), QIAO_ERR_FORMAT, mk[i].needle);
+        expect_error(qint_ecommerce_build(p, o, NULL), QIAO_ERR_FORMAT, mk[i].needle);
     }
     /* escapes work and spans are computed after them */
     const char *okm = "a\t\\[括号\\]订单[order_id:123]和\\\\\n";
     write_file(in, "src.tsv", okm, strlen(okm));
     char p[128];
     snprintf(p, sizeof p, "%s/src.tsv", in);
-    assert_int_equal(qi_ecommerce_build(p, o, NULL), QIAO_OK);
+    assert_int_equal(qint_ecommerce_build(p, o, NULL), QIAO_OK);
     char *tx;
     size_t len;
     char q[160];
     snprintf(q, sizeof q, "%s/train.jsonl", o);
-    assert_int_equal(qi_read_file(q, &tx, &len), QIAO_OK);
+    assert_int_equal(qint_read_file(q, &tx, &len), QIAO_OK);
     assert_string_equal(tx, "{\"text\": \"[括号]订单123和\\\\\", \"intent\": \"a\", \"entities\": [{\"start\": 14, "
                             "\"end\": 17, \"type\": \"order_id\", \"value\": \"123\"}]}\n");
     free(tx);
@@ -478,16 +478,16 @@ static void test_bad_input(void **state) {
                      "[{\"start\": 0, \"end\": 1, \"type\": \"t\", \"value\": \"b\"}]}\n";
     write_file(in, "x.jsonl", jl, strlen(jl));
     snprintf(p, sizeof p, "%s/x.jsonl", in);
-    expect_error(qi_check_jsonl(p, NULL), QIAO_ERR_FORMAT, "x.jsonl:2");
+    expect_error(qint_check_jsonl(p, NULL), QIAO_ERR_FORMAT, "x.jsonl:2");
 
     /* missing input */
-    expect_error(qi_convert("clinc150", "/nonexistent-qiao", NULL, o, NULL), QIAO_ERR_IO, "/nonexistent-qiao");
+    expect_error(qint_convert("clinc150", "/nonexistent-qiao", NULL, o, NULL), QIAO_ERR_IO, "/nonexistent-qiao");
     size_t bad = 99;
-    assert_false(qi_utf8_valid("\xED\xA0\x80", 3, &bad)); /* a surrogate */
+    assert_false(qint_utf8_valid("\xED\xA0\x80", 3, &bad)); /* a surrogate */
     assert_int_equal(bad, 0);
-    assert_false(qi_utf8_valid("ok\xC0\xAF", 4, &bad)); /* overlong */
+    assert_false(qint_utf8_valid("ok\xC0\xAF", 4, &bad)); /* overlong */
     assert_int_equal(bad, 2);
-    assert_true(qi_utf8_valid("退货 ok", strlen("退货 ok"), &bad));
+    assert_true(qint_utf8_valid("退货 ok", strlen("退货 ok"), &bad));
     rm_tree(in);
     rm_tree(out);
 }

@@ -57,7 +57,7 @@ static bool dir_has_tmp(const char *path) {
     bool found = false;
     struct dirent *e;
     while ((e = readdir(dir)))
-        if (strstr(e->d_name, ".tmp.")) found = true;
+        if (strstr(e->d_name, ".tmp.") || strstr(e->d_name, ".part.")) found = true;
     closedir(dir);
     return found;
 }
@@ -511,8 +511,10 @@ static void atomic_write(void **state) {
 
 /* A writer killed part-way (issue 12: 14 kills during training left 3
  * checkpoint-sized temporaries that no later run removed). The data goes to
- * an unnamed file until it is complete, so SIGKILL at any moment leaves the
- * old target intact and no temporary behind. */
+ * an unnamed file until it is complete, so SIGKILL leaves the old target
+ * intact and, but for a kill in the instant between naming the finished file
+ * and renaming it, nothing else; the next write of the same target removes
+ * what such a kill leaves. */
 static void killed_writer(void **state) {
     (void)state;
     tmpdir d;
@@ -530,6 +532,7 @@ static void killed_writer(void **state) {
     assert_int_equal(qc_arena_alloc(&barena, big.total), QIAO_OK);
     qc_table_init(&big, barena.base, 3);
     char *other = join(&d, "other.safetensors");
+    int left = 0;
     for (int round = 0; round < 6; round++) {
         fflush(NULL);
         pid_t pid = fork();
@@ -545,8 +548,12 @@ static void killed_writer(void **state) {
         int ws;
         assert_int_equal(waitpid(pid, &ws, 0), pid);
         assert_true(WIFSIGNALED(ws));
-        if (dir_has_tmp(d.path)) fail_msg("round %d: a killed write left a temporary file", round);
+        left += dir_has_tmp(d.path);
+        /* The next run writes the same file: nothing may remain after it. */
+        assert_int_equal(qc_st_write_table(other, &tab, arena.base, NULL, 0), QIAO_OK);
+        if (dir_has_tmp(d.path)) fail_msg("round %d: a temporary file outlived the next write", round);
     }
+    print_message("killed_writer: %d of 6 kills left a named temporary before the next write\n", left);
     size_t now_len;
     unsigned char *now = read_file(path, &now_len);
     assert_int_equal(now_len, old_len);
@@ -562,9 +569,10 @@ static void killed_writer(void **state) {
     tmpdir_remove(&d);
 }
 
-/* Where a temporary does get a name (a file system without O_TMPFILE, or a
- * kill between naming and renaming), the next write of the same target
- * removes it, unless a live writer still holds it (its flock). */
+/* What dead writers leave is removed by the next write of the same target;
+ * what a live writer holds (its flock) is not, nor a `.part.` file younger
+ * than the grace given to a writer between mkstemp() and flock(), nor
+ * another target's temporaries. */
 static void stale_temporaries_swept(void **state) {
     (void)state;
     tmpdir d;
@@ -572,18 +580,15 @@ static void stale_temporaries_swept(void **state) {
     qc_table tab;
     qc_arena arena;
     char *path = write_model(&d, "m.safetensors", QIAO_DTYPE_F32, &tab, &arena, 1);
-    char *dead = join(&d, "m.safetensors.tmp.Ab12Cd");
-    char *live = join(&d, "m.safetensors.tmp.Xy34Zw");
+    char *dead = join(&d, "m.safetensors.tmp.Ab12Cd");      /* named, lock free: removed */
+    char *live = join(&d, "m.safetensors.tmp.Xy34Zw");      /* named, locked: kept */
+    char *old_part = join(&d, "m.safetensors.part.Qq11Rr"); /* mkstemp's, old, free: removed */
+    char *new_part = join(&d, "m.safetensors.part.Ss22Tt"); /* mkstemp's, fresh: kept */
     char *unrelated = join(&d, "n.safetensors.tmp.Ab12Cd");
-    write_bytes(dead, "partial", 7);
-    write_bytes(live, "partial", 7);
-    write_bytes(unrelated, "partial", 7);
-    /* Older than the grace period given to a writer that has just created
-     * its file and not yet locked it. */
+    const char *all[5] = {dead, live, old_part, new_part, unrelated};
+    for (int i = 0; i < 5; i++) write_bytes(all[i], "partial", 7);
     struct timespec old[2] = {{.tv_sec = 1000000000}, {.tv_sec = 1000000000}};
-    assert_int_equal(utimensat(AT_FDCWD, dead, old, 0), 0);
-    assert_int_equal(utimensat(AT_FDCWD, live, old, 0), 0);
-    assert_int_equal(utimensat(AT_FDCWD, unrelated, old, 0), 0);
+    assert_int_equal(utimensat(AT_FDCWD, old_part, old, 0), 0);
     int lfd = open(live, O_RDONLY);
     assert_true(lfd >= 0);
     assert_int_equal(flock(lfd, LOCK_EX), 0);
@@ -591,13 +596,13 @@ static void stale_temporaries_swept(void **state) {
     struct stat sb;
     assert_int_equal(stat(dead, &sb), -1);
     assert_int_equal(stat(live, &sb), 0);
+    assert_int_equal(stat(old_part, &sb), -1);
+    assert_int_equal(stat(new_part, &sb), 0);
     assert_int_equal(stat(unrelated, &sb), 0);
     close(lfd);
     assert_int_equal(qc_atomic_sweep(path), 1); /* the lock is free now */
     assert_int_equal(stat(live, &sb), -1);
-    free(dead);
-    free(live);
-    free(unrelated);
+    for (int i = 0; i < 5; i++) free((char *)all[i]);
     qc_arena_free(&arena);
     qc_table_free(&tab);
     free(path);

@@ -166,7 +166,7 @@ static qiao_status model_config(const char *p) {
 static qiao_status intent_file(const char *p) {
     char *data = NULL;
     size_t len = 0;
-    qiao_status st = qi_read_file(p, &data, &len);
+    qiao_status st = qint_read_file(p, &data, &len);
     free(data);
     return st;
 }
@@ -200,7 +200,7 @@ static void model_and_tokenizer_files(void **state) {
     expect_all_refused("qiao_tokenizer_load", tokenizer_load);
     expect_all_refused("qiao_tokenizer_train", tokenizer_train);
     expect_all_refused("qmod_config_from_file", model_config);
-    expect_all_refused("qi_read_file", intent_file);
+    expect_all_refused("qint_read_file", intent_file);
 }
 
 static void embedding_files(void **state) {
