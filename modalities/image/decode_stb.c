@@ -1,5 +1,5 @@
-/* modalities/image/decode_stb.c - PNG, JPEG, GIF, BMP, TGA (and PSD, PNM,
- * HDR) through stb_image.
+/* modalities/image/decode_stb.c - PNG, GIF, BMP, TGA (and PSD, PNM, HDR)
+ * through stb_image; JPEG goes to FFmpeg (below says why).
  *
  * stb's failure reason is no use to us (a terse code, and process-global in
  * builds without thread-locals), so the size is read with stbi_info first and
@@ -41,6 +41,12 @@ static void *stb_realloc(void *old, size_t n) {
 #define STBI_FREE(p) free(p)
 #define STB_IMAGE_STATIC
 #define STB_IMAGE_IMPLEMENTATION
+/* JPEG goes to FFmpeg: stb 2.27's JPEG decoder (Debian 12's) writes past a
+ * Huffman table whose DHT segment declares more than 256 codes, and reads
+ * before a table's symbols for a code the table does not hold; fuzz_image
+ * found both within minutes once stb was compiled here with UBSan (upstream
+ * fixed them in 2.28). FFmpeg's decoder is fuzzed continuously upstream. */
+#define STBI_NO_JPEG
 /* stb 2.27 declares its *_thread setters static and, with thread-locals,
  * never defines them; the warning is reported at the end of the file, so
  * it stays off for the whole file. */

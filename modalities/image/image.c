@@ -107,7 +107,10 @@ double qiao_image_timestamp(const qiao_image *img) { return img ? img->timestamp
 static const char *sniff(const uint8_t *d, size_t n, qi_backend *backend) {
     *backend = QI_BACKEND_STB;
     if (n >= 8 && !memcmp(d, "\x89PNG\r\n\x1a\n", 8)) return "png";
-    if (n >= 3 && d[0] == 0xFF && d[1] == 0xD8 && d[2] == 0xFF) return "jpeg";
+    if (n >= 3 && d[0] == 0xFF && d[1] == 0xD8 && d[2] == 0xFF) {
+        *backend = QI_BACKEND_FFMPEG; /* decode_stb.c says why not stb */
+        return "jpeg";
+    }
     if (n >= 6 && (!memcmp(d, "GIF87a", 6) || !memcmp(d, "GIF89a", 6))) return "gif";
     if (n >= 2 && d[0] == 'B' && d[1] == 'M') return "bmp";
     if (n >= 4 && !memcmp(d, "8BPS", 4)) return "psd";
@@ -243,7 +246,10 @@ qiao_status qi_decode_memory(const uint8_t *data, size_t size, const char *name,
         }
     }
     if (backend == QI_BACKEND_STB) return qi_stb_decode(data, size, name, format, o, out);
-    return qi_ffmpeg_decode(data, size, name, o, out);
+    qiao_status st = qi_ffmpeg_decode(data, size, name, o, out);
+    /* The format is the file's ("jpeg"), not FFmpeg's decoder's ("mjpeg"). */
+    if (st == QIAO_OK && format) snprintf((*out)->format, sizeof (*out)->format, "%s", format);
+    return st;
 }
 
 qiao_status qiao_image_decode_memory(const void *data, size_t size, const qiao_image_decode_params *params,

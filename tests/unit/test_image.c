@@ -135,8 +135,9 @@ static void jpeg_matches_ffmpeg_decode(void **state) {
     assert_true(qiao_image_stride(img) >= 640 * 3);
     assert_string_equal(qiao_image_format(img), "jpeg");
     assert_true(pixel_stddev(img) > 20.0); /* a photo, not a flat fill */
-    /* An independent decoder (libavcodec's, via the CLI) agrees up to IDCT
-     * and chroma-upsampling differences. */
+    /* JPEG is decoded by libavcodec (decode_stb.c says why not stb): the
+     * ffmpeg CLI's decode, converted to RGB by its own swscale settings,
+     * agrees up to chroma-upsampling and rounding differences. */
     char args[512];
     snprintf(args, sizeof args, "-i '%s' -f rawvideo -pix_fmt rgb24 '%s'", PHOTO, tmp("ref.rgb"));
     run_ffmpeg(args);
@@ -147,7 +148,7 @@ static void jpeg_matches_ffmpeg_decode(void **state) {
     assert_int_equal(qiao_image_from_rgb(ref, 640, 480, 640 * 3, &r), QIAO_OK);
     int mx = -1;
     double d = mean_abs_diff(img, r, &mx);
-    printf("jpeg: stb vs ffmpeg CLI mean |diff| %.3f, max %d\n", d, mx);
+    printf("jpeg: qiao vs ffmpeg CLI mean |diff| %.3f, max %d\n", d, mx);
     assert_true(d >= 0 && d < 2.5);
     free(ref);
     qiao_image_free(r);
