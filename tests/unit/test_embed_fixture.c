@@ -7,8 +7,9 @@
  * Bit-identity holds for the same kernels: the fixture records the CPU's
  * AVX-512 features and OpenBLAS's core, and on a machine that matches both
  * every float must be equal. Elsewhere the sums run in another order
- * (OpenBLAS picks its kernel per CPU), and the rows must agree to 5e-7 (OpenBLAS's Prescott, Haswell and SkylakeX
- * kernels differ from each other by up to 3.7e-8 on the base model).
+ * (OpenBLAS picks its kernel per CPU), and the rows must agree to 5e-7
+ * (OpenBLAS's Prescott, Haswell and SkylakeX kernels differ from each other
+ * by up to 3.7e-8 on the base model).
  *
  * Regenerate (only when a change is meant to alter embeddings, and say so):
  *   QIAO_WRITE_FIXTURE=1 build/bin/test_embed_fixture */
