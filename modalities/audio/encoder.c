@@ -22,34 +22,6 @@
 static const char *const kKeys[] = {"n_mels", "width", "stem_kernels", "stem_strides", "layers",
                                     "heads",  "mlp",   "max_frames",   "norm_mean",    "norm_std", "pool"};
 
-static qiao_status check_int(const cJSON *it, const char *key, int64_t lo, int64_t hi, int64_t *out) {
-    if (!cJSON_IsNumber(it)) return qc_error(QIAO_ERR_FORMAT, "audio config: key '%s' must be an integer", key);
-    double v = it->valuedouble;
-    if (!(v >= (double)lo && v <= (double)hi) || v != floor(v))
-        return qc_error(QIAO_ERR_FORMAT, "audio config: key '%s' must be an integer in [%lld, %lld] (got %g)", key,
-                        (long long)lo, (long long)hi, v);
-    *out = (int64_t)v;
-    return QIAO_OK;
-}
-
-static qiao_status get_int(const cJSON *obj, const char *key, int64_t lo, int64_t hi, int64_t *out) {
-    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
-    if (!it) return qc_error(QIAO_ERR_FORMAT, "audio config: missing key '%s'", key);
-    return check_int(it, key, lo, hi, out);
-}
-
-static qiao_status get_float(const cJSON *obj, const char *key, double lo, double hi, float def, float *out) {
-    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
-    if (!it) {
-        *out = def;
-        return QIAO_OK;
-    }
-    if (!cJSON_IsNumber(it) || !(it->valuedouble >= lo && it->valuedouble <= hi))
-        return qc_error(QIAO_ERR_FORMAT, "audio config: key '%s' must be a number in [%g, %g]", key, lo, hi);
-    *out = (float)it->valuedouble;
-    return QIAO_OK;
-}
-
 /* A list of 1..QE_AUDIO_MAX_STEM integers in [lo, hi]; *n receives its length. */
 static qiao_status get_list(const cJSON *obj, const char *key, int64_t lo, int64_t hi, int64_t *vals, int64_t *n) {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
@@ -62,7 +34,7 @@ static qiao_status get_list(const cJSON *obj, const char *key, int64_t lo, int64
                         QE_AUDIO_MAX_STEM, size);
     int64_t i = 0;
     for (const cJSON *e = it->child; e; e = e->next, i++) {
-        qiao_status st = check_int(e, key, lo, hi, &vals[i]);
+        qiao_status st = qc_json_int_value(e, "audio", key, lo, hi, &vals[i]);
         if (st != QIAO_OK) return st;
     }
     *n = i;
@@ -95,16 +67,16 @@ qiao_status qe_audio_config_from_json(const cJSON *obj, int64_t embed_dim, qe_au
     qe_audio_config c = {0};
     int64_t C, L, H, F, nk, ns;
     qiao_status st;
-    if ((st = get_int(obj, "n_mels", 1, QE_AUDIO_MAX_MELS, &c.n_mels)) != QIAO_OK ||
-        (st = get_int(obj, "width", 1, QE_AUDIO_MAX_WIDTH, &C)) != QIAO_OK ||
+    if ((st = qc_json_int(obj, "audio", "n_mels", 1, QE_AUDIO_MAX_MELS, &c.n_mels)) != QIAO_OK ||
+        (st = qc_json_int(obj, "audio", "width", 1, QE_AUDIO_MAX_WIDTH, &C)) != QIAO_OK ||
         (st = get_list(obj, "stem_kernels", 1, QE_AUDIO_MAX_KERNEL, c.stem_kernels, &nk)) != QIAO_OK ||
         (st = get_list(obj, "stem_strides", 1, QE_AUDIO_MAX_STRIDE, c.stem_strides, &ns)) != QIAO_OK ||
-        (st = get_int(obj, "layers", 1, NN_MAX_LAYERS, &L)) != QIAO_OK ||
-        (st = get_int(obj, "heads", 1, QE_AUDIO_MAX_HEADS, &H)) != QIAO_OK ||
-        (st = get_int(obj, "mlp", 1, QE_AUDIO_MAX_MLP, &F)) != QIAO_OK ||
-        (st = get_int(obj, "max_frames", 1, QE_AUDIO_MAX_FRAMES, &c.max_frames)) != QIAO_OK ||
-        (st = get_float(obj, "norm_mean", -1e4, 1e4, -4.0f, &c.norm_mean)) != QIAO_OK ||
-        (st = get_float(obj, "norm_std", 1e-6, 1e4, 4.0f, &c.norm_std)) != QIAO_OK)
+        (st = qc_json_int(obj, "audio", "layers", 1, NN_MAX_LAYERS, &L)) != QIAO_OK ||
+        (st = qc_json_int(obj, "audio", "heads", 1, QE_AUDIO_MAX_HEADS, &H)) != QIAO_OK ||
+        (st = qc_json_int(obj, "audio", "mlp", 1, QE_AUDIO_MAX_MLP, &F)) != QIAO_OK ||
+        (st = qc_json_int(obj, "audio", "max_frames", 1, QE_AUDIO_MAX_FRAMES, &c.max_frames)) != QIAO_OK ||
+        (st = qc_json_float(obj, "audio", "norm_mean", -1e4, 1e4, -4.0f, &c.norm_mean)) != QIAO_OK ||
+        (st = qc_json_float(obj, "audio", "norm_std", 1e-6, 1e4, 4.0f, &c.norm_std)) != QIAO_OK)
         return st;
     if (nk != ns)
         return qc_error(QIAO_ERR_FORMAT, "audio config: key 'stem_strides' lists %lld layers but stem_kernels %lld",

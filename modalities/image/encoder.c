@@ -18,19 +18,6 @@
 
 static const char *const kKeys[] = {"image_size", "patch", "width", "layers", "heads", "mlp", "pool"};
 
-static qiao_status get_int(const cJSON *obj, const char *key, int64_t lo, int64_t hi, int64_t *out) {
-    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
-    if (!it) return qc_error(QIAO_ERR_FORMAT, "image config: missing key '%s'", key);
-    if (!cJSON_IsNumber(it))
-        return qc_error(QIAO_ERR_FORMAT, "image config: key '%s' must be an integer", key);
-    double v = it->valuedouble;
-    if (!(v >= (double)lo && v <= (double)hi) || v != floor(v))
-        return qc_error(QIAO_ERR_FORMAT, "image config: key '%s' must be an integer in [%lld, %lld] (got %g)", key,
-                        (long long)lo, (long long)hi, v);
-    *out = (int64_t)v;
-    return QIAO_OK;
-}
-
 qiao_status qe_image_config_from_json(const cJSON *obj, int64_t embed_dim, qe_image_config *cfg) {
     if (!obj || !cfg) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "image config: NULL argument");
     if (!cJSON_IsObject(obj)) return qc_error(QIAO_ERR_FORMAT, "image config: key 'image' must be an object");
@@ -46,12 +33,12 @@ qiao_status qe_image_config_from_json(const cJSON *obj, int64_t embed_dim, qe_im
     }
     int64_t S, p, C, L, H, F;
     qiao_status st;
-    if ((st = get_int(obj, "image_size", 1, QE_IMAGE_MAX_SIZE, &S)) != QIAO_OK ||
-        (st = get_int(obj, "patch", 1, QE_IMAGE_MAX_SIZE, &p)) != QIAO_OK ||
-        (st = get_int(obj, "width", 1, QE_IMAGE_MAX_WIDTH, &C)) != QIAO_OK ||
-        (st = get_int(obj, "layers", 1, NN_MAX_LAYERS, &L)) != QIAO_OK ||
-        (st = get_int(obj, "heads", 1, QE_IMAGE_MAX_HEADS, &H)) != QIAO_OK ||
-        (st = get_int(obj, "mlp", 1, QE_IMAGE_MAX_MLP, &F)) != QIAO_OK)
+    if ((st = qc_json_int(obj, "image", "image_size", 1, QE_IMAGE_MAX_SIZE, &S)) != QIAO_OK ||
+        (st = qc_json_int(obj, "image", "patch", 1, QE_IMAGE_MAX_SIZE, &p)) != QIAO_OK ||
+        (st = qc_json_int(obj, "image", "width", 1, QE_IMAGE_MAX_WIDTH, &C)) != QIAO_OK ||
+        (st = qc_json_int(obj, "image", "layers", 1, NN_MAX_LAYERS, &L)) != QIAO_OK ||
+        (st = qc_json_int(obj, "image", "heads", 1, QE_IMAGE_MAX_HEADS, &H)) != QIAO_OK ||
+        (st = qc_json_int(obj, "image", "mlp", 1, QE_IMAGE_MAX_MLP, &F)) != QIAO_OK)
         return st;
     if (S % p)
         return qc_error(QIAO_ERR_FORMAT, "image config: key 'patch' (%lld) must divide image_size (%lld)",

@@ -24,18 +24,6 @@ static const char *const known_keys[] = {"vocab",     "char_vocab", "k",      "c
                                          "char_channels", "width",  "layers", "heads",    "mlp",
                                          "max_tokens", "fusion", "pool"};
 
-static qiao_status get_int(const cJSON *obj, const char *key, int64_t lo, int64_t hi, int64_t *out) {
-    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
-    if (!it) return qc_error(QIAO_ERR_FORMAT, "text config: missing key 'text.%s'", key);
-    if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble))
-        return qc_error(QIAO_ERR_FORMAT, "text config: 'text.%s' must be an integer", key);
-    if (it->valuedouble < (double)lo || it->valuedouble > (double)hi)
-        return qc_error(QIAO_ERR_FORMAT, "text config: 'text.%s' = %.17g is out of range [%lld, %lld]", key,
-                        it->valuedouble, (long long)lo, (long long)hi);
-    *out = (int64_t)it->valuedouble;
-    return QIAO_OK;
-}
-
 qiao_status qe_text_config_from_json(const cJSON *obj, int64_t embed_dim, qe_text_config *cfg) {
     if (!cfg) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "text config: cfg is NULL");
     if (!cJSON_IsObject(obj)) return qc_error(QIAO_ERR_FORMAT, "text config: 'text' must be an object");
@@ -54,16 +42,16 @@ qiao_status qe_text_config_from_json(const cJSON *obj, int64_t embed_dim, qe_tex
     memset(&c, 0, sizeof c);
     qiao_status st;
     int64_t width, layers, heads, mlp, max_tokens;
-    if ((st = get_int(obj, "vocab", 1, MAX_VOCAB, &c.vocab)) != QIAO_OK ||
-        (st = get_int(obj, "char_vocab", 2, MAX_VOCAB, &c.char_vocab)) != QIAO_OK ||
-        (st = get_int(obj, "k", 1, MAX_K, &c.k)) != QIAO_OK ||
-        (st = get_int(obj, "char_dim", 1, MAX_DIM, &c.char_dim)) != QIAO_OK ||
-        (st = get_int(obj, "char_channels", 1, MAX_DIM, &c.char_channels)) != QIAO_OK ||
-        (st = get_int(obj, "width", 1, MAX_DIM, &width)) != QIAO_OK ||
-        (st = get_int(obj, "layers", 0, NN_MAX_LAYERS, &layers)) != QIAO_OK ||
-        (st = get_int(obj, "heads", 1, MAX_DIM, &heads)) != QIAO_OK ||
-        (st = get_int(obj, "mlp", 1, MAX_MLP, &mlp)) != QIAO_OK ||
-        (st = get_int(obj, "max_tokens", 1, MAX_TOKENS, &max_tokens)) != QIAO_OK)
+    if ((st = qc_json_int(obj, "text", "vocab", 1, MAX_VOCAB, &c.vocab)) != QIAO_OK ||
+        (st = qc_json_int(obj, "text", "char_vocab", 2, MAX_VOCAB, &c.char_vocab)) != QIAO_OK ||
+        (st = qc_json_int(obj, "text", "k", 1, MAX_K, &c.k)) != QIAO_OK ||
+        (st = qc_json_int(obj, "text", "char_dim", 1, MAX_DIM, &c.char_dim)) != QIAO_OK ||
+        (st = qc_json_int(obj, "text", "char_channels", 1, MAX_DIM, &c.char_channels)) != QIAO_OK ||
+        (st = qc_json_int(obj, "text", "width", 1, MAX_DIM, &width)) != QIAO_OK ||
+        (st = qc_json_int(obj, "text", "layers", 0, NN_MAX_LAYERS, &layers)) != QIAO_OK ||
+        (st = qc_json_int(obj, "text", "heads", 1, MAX_DIM, &heads)) != QIAO_OK ||
+        (st = qc_json_int(obj, "text", "mlp", 1, MAX_MLP, &mlp)) != QIAO_OK ||
+        (st = qc_json_int(obj, "text", "max_tokens", 1, MAX_TOKENS, &max_tokens)) != QIAO_OK)
         return st;
     if (width % heads)
         return qc_error(QIAO_ERR_FORMAT, "text config: 'text.heads' = %lld does not divide 'text.width' = %lld",

@@ -86,6 +86,22 @@ int qc_atomic_sweep(const char *path);
  * an existing folder is fine, an existing non-folder is QIAO_ERR_IO. */
 qiao_status qc_mkdir_p(const char *path);
 
+/* ---- Model config JSON (config.c) -----------------------------------------
+ *
+ * One reader per value kind, for every config section, so a bad value reads
+ * the same wherever it is: "<section> config: key '<key>' ...". */
+
+struct cJSON;
+/* A required integer in [lo, hi]. */
+qiao_status qc_json_int(const struct cJSON *obj, const char *section, const char *key, int64_t lo, int64_t hi,
+                        int64_t *out);
+/* The same for a value already found (an array element). */
+qiao_status qc_json_int_value(const struct cJSON *it, const char *section, const char *key, int64_t lo, int64_t hi,
+                              int64_t *out);
+/* An optional number in [lo, hi]; `dflt` when the key is absent. */
+qiao_status qc_json_float(const struct cJSON *obj, const char *section, const char *key, double lo, double hi,
+                          float dflt, float *out);
+
 /* ---- UTF-8 (utf8.c) ------------------------------------------------------- */
 
 /* Offset of the first byte that is not strict UTF-8 (RFC 3629: no overlong
