@@ -105,12 +105,6 @@ qiao_status qe_audio_config_from_json(const cJSON *obj, int64_t embed_dim, qe_au
 #define PFIELD(m) (field_base + offsetof(qe_audio_params, m))
 #define AFIELD(m) (field_base + offsetof(qe_audio_acts, m))
 
-static qiao_status add(qc_table *tab, const char *prefix, const char *name, int ndim, int64_t d0, int64_t d1,
-                       int64_t d2, qc_init init, float scale, uint32_t flags, size_t field) {
-    int64_t shape[3] = {d0, d1, d2};
-    return qc_table_add_prefixed(tab, prefix, name, ndim, shape, init, scale, flags, field);
-}
-
 static qiao_status trunk_prefix(char *tp, size_t cap, const char *prefix) {
     int n = snprintf(tp, cap, "%strunk.", prefix);
     if (n < 0 || (size_t)n >= cap)
@@ -133,10 +127,10 @@ qiao_status qe_audio_describe(qc_table *tab, const char *prefix, const qe_audio_
          * O(1), and 0.02 would shrink it by ~sqrt(fan_in) * 0.02 per layer,
          * leaving the stem's output far below the positions at the start. */
         const float std = 1.0f / sqrtf((float)(cin * k));
-        if ((st = add(tab, prefix, wn, 3, C, cin, k, QC_INIT_NORMAL, std, 0,
-                      PFIELD(stem_w) + (size_t)i * sizeof(float *))) != QIAO_OK ||
-            (st = add(tab, prefix, bn, 1, C, 0, 0, QC_INIT_ZEROS, 0, QC_NO_DECAY,
-                      PFIELD(stem_b) + (size_t)i * sizeof(float *))) != QIAO_OK)
+        if ((st = qc_table_add_dims(tab, prefix, wn, 3, C, cin, k, QC_INIT_NORMAL, std, 0,
+                                    PFIELD(stem_w) + (size_t)i * sizeof(float *))) != QIAO_OK ||
+            (st = qc_table_add_dims(tab, prefix, bn, 1, C, 0, 0, QC_INIT_ZEROS, 0, QC_NO_DECAY,
+                                    PFIELD(stem_b) + (size_t)i * sizeof(float *))) != QIAO_OK)
             return st;
     }
     char tp[QC_NAME_MAX];
@@ -153,8 +147,10 @@ qiao_status qe_audio_describe_acts(qc_table *tab, const char *prefix, const qe_a
                         (long long)cfg->max_frames, (long long)B, (long long)T);
     const int64_t C = cfg->trunk.C;
     qiao_status st;
-    if ((st = add(tab, prefix, "shift", 1, cfg->n_mels, 0, 0, QC_INIT_ZEROS, 0, 0, AFIELD(shift))) != QIAO_OK ||
-        (st = add(tab, prefix, "xn", 2, B * T, cfg->n_mels, 0, QC_INIT_ZEROS, 0, 0, AFIELD(xn))) != QIAO_OK)
+    if ((st = qc_table_add_dims(tab, prefix, "shift", 1, cfg->n_mels, 0, 0, QC_INIT_ZEROS, 0, 0, AFIELD(shift))) !=
+            QIAO_OK ||
+        (st = qc_table_add_dims(tab, prefix, "xn", 2, B * T, cfg->n_mels, 0, QC_INIT_ZEROS, 0, 0, AFIELD(xn))) !=
+            QIAO_OK)
         return st;
     int64_t t = T;
     for (int64_t i = 0; i < cfg->n_stem; i++) {
@@ -162,14 +158,15 @@ qiao_status qe_audio_describe_acts(qc_table *tab, const char *prefix, const qe_a
         char cn[64], an[64];
         snprintf(cn, sizeof cn, "stem.%lld.conv", (long long)i);
         snprintf(an, sizeof an, "stem.%lld.gelu", (long long)i);
-        if ((st = add(tab, prefix, cn, 2, B * t, C, 0, QC_INIT_ZEROS, 0, 0,
-                      AFIELD(conv) + (size_t)i * sizeof(float *))) != QIAO_OK ||
-            (st = add(tab, prefix, an, 2, B * t, C, 0, QC_INIT_ZEROS, 0, 0,
-                      AFIELD(act) + (size_t)i * sizeof(float *))) != QIAO_OK)
+        if ((st = qc_table_add_dims(tab, prefix, cn, 2, B * t, C, 0, QC_INIT_ZEROS, 0, 0,
+                                    AFIELD(conv) + (size_t)i * sizeof(float *))) != QIAO_OK ||
+            (st = qc_table_add_dims(tab, prefix, an, 2, B * t, C, 0, QC_INIT_ZEROS, 0, 0,
+                                    AFIELD(act) + (size_t)i * sizeof(float *))) != QIAO_OK)
             return st;
     }
     /* uint8 (B, t) packed into floats. */
-    if ((st = add(tab, prefix, "mask", 1, (B * t + 3) / 4, 0, 0, QC_INIT_ZEROS, 0, 0, AFIELD(mask))) != QIAO_OK)
+    if ((st = qc_table_add_dims(tab, prefix, "mask", 1, (B * t + 3) / 4, 0, 0, QC_INIT_ZEROS, 0, 0, AFIELD(mask))) !=
+        QIAO_OK)
         return st;
     nn_trunk_dims d = cfg->trunk;
     d.B = B;

@@ -66,12 +66,6 @@ qiao_status qe_image_config_from_json(const cJSON *obj, int64_t embed_dim, qe_im
 #define PFIELD(m) (field_base + offsetof(qe_image_params, m))
 #define AFIELD(m) (field_base + offsetof(qe_image_acts, m))
 
-static qiao_status add(qc_table *tab, const char *prefix, const char *name, int ndim, int64_t d0, int64_t d1,
-                       qc_init init, float scale, uint32_t flags, size_t field) {
-    int64_t shape[2] = {d0, d1};
-    return qc_table_add_prefixed(tab, prefix, name, ndim, shape, init, scale, flags, field);
-}
-
 qiao_status qe_image_describe(qc_table *tab, const char *prefix, const qe_image_config *cfg, size_t field_base) {
     if (!tab || !prefix || !cfg) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "image encoder: NULL argument");
     const int64_t K = cfg->patch_dim, C = cfg->trunk.C;
@@ -83,9 +77,10 @@ qiao_status qe_image_describe(qc_table *tab, const char *prefix, const qe_image_
      * and so change the balance against the positions with the config. */
     const float std = 1.0f / sqrtf((float)K);
     qiao_status st;
-    if ((st = add(tab, prefix, "patch_embed.weight", 2, C, K, QC_INIT_NORMAL, std, 0, PFIELD(patch_w))) != QIAO_OK ||
-        (st = add(tab, prefix, "patch_embed.bias", 1, C, 0, QC_INIT_ZEROS, 0, QC_NO_DECAY, PFIELD(patch_b))) !=
-            QIAO_OK)
+    if ((st = qc_table_add_dims(tab, prefix, "patch_embed.weight", 2, C, K, 0, QC_INIT_NORMAL, std, 0,
+                                PFIELD(patch_w))) != QIAO_OK ||
+        (st = qc_table_add_dims(tab, prefix, "patch_embed.bias", 1, C, 0, 0, QC_INIT_ZEROS, 0, QC_NO_DECAY,
+                                PFIELD(patch_b))) != QIAO_OK)
         return st;
     char tp[QC_NAME_MAX];
     int n = snprintf(tp, sizeof tp, "%strunk.", prefix);
@@ -104,7 +99,7 @@ qiao_status qe_image_describe_acts(qc_table *tab, const char *prefix, const qe_i
     nn_trunk_dims d = cfg->trunk;
     d.B = B;
     d.T = T;
-    qiao_status st = add(tab, prefix, "x", 2, B * T, d.C, QC_INIT_ZEROS, 0, 0, AFIELD(x));
+    qiao_status st = qc_table_add_dims(tab, prefix, "x", 2, B * T, d.C, 0, QC_INIT_ZEROS, 0, 0, AFIELD(x));
     if (st != QIAO_OK) return st;
     char tp[QC_NAME_MAX];
     int n = snprintf(tp, sizeof tp, "%strunk.", prefix);

@@ -96,12 +96,6 @@ qiao_status qe_text_config_from_json(const cJSON *obj, int64_t embed_dim, qe_tex
 
 /* ---- tables ------------------------------------------------------------------ */
 
-static qiao_status add(qc_table *tab, const char *prefix, const char *name, int ndim, int64_t d0, int64_t d1,
-                       int64_t d2, qc_init init, float scale, uint32_t flags, size_t field) {
-    int64_t shape[3] = {d0, d1, d2};
-    return qc_table_add_prefixed(tab, prefix, name, ndim, shape, init, scale, flags, field);
-}
-
 static qiao_status check_cfg(const qe_text_config *cfg) {
     if (!cfg || cfg->vocab < 1 || cfg->char_vocab < 2 || cfg->k < 1 || cfg->char_dim < 1 ||
         cfg->char_channels < 1 || cfg->n_kernels < 1 || cfg->n_kernels > QE_TEXT_MAX_KERNELS ||
@@ -119,39 +113,39 @@ qiao_status qe_text_describe(qc_table *tab, const char *prefix, const qe_text_co
     qiao_status st = check_cfg(cfg);
     if (st != QIAO_OK) return st;
     const int64_t C = cfg->trunk.C, Dc = cfg->char_dim, Cc = cfg->char_channels, nk = cfg->n_kernels;
-    if ((st = add(tab, prefix, "piece_emb.weight", 2, cfg->vocab, C, 0, QC_INIT_NORMAL, 0.02f, 0,
-                  PFIELD(piece_emb))) != QIAO_OK)
+    if ((st = qc_table_add_dims(tab, prefix, "piece_emb.weight", 2, cfg->vocab, C, 0, QC_INIT_NORMAL, 0.02f, 0,
+                                PFIELD(piece_emb))) != QIAO_OK)
         return st;
     if (cfg->fusion == QE_TEXT_FUSION_GATE) {
         /* nn.Embedding's N(0, 1) and nn.Conv1d's U(+-1/sqrt(fan_in)) keep the
          * conv outputs O(1), where GELU and the max are not degenerate. */
-        if ((st = add(tab, prefix, "char_emb.weight", 2, cfg->char_vocab, Dc, 0, QC_INIT_NORMAL, 1.0f, 0,
-                      PFIELD(char_emb))) != QIAO_OK)
+        if ((st = qc_table_add_dims(tab, prefix, "char_emb.weight", 2, cfg->char_vocab, Dc, 0, QC_INIT_NORMAL, 1.0f, 0,
+                                    PFIELD(char_emb))) != QIAO_OK)
             return st;
         for (int64_t i = 0; i < nk; i++) {
             const int64_t w = cfg->char_kernels[i];
             char name[64];
             snprintf(name, sizeof name, "char_conv.%lld.weight", (long long)i);
-            if ((st = add(tab, prefix, name, 3, Cc, Dc, w, QC_INIT_UNIFORM, 1.0f / sqrtf((float)(Dc * w)), 0,
-                          PFIELD(conv_w) + (size_t)i * sizeof(float *))) != QIAO_OK)
+            if ((st = qc_table_add_dims(tab, prefix, name, 3, Cc, Dc, w, QC_INIT_UNIFORM, 1.0f / sqrtf((float)(Dc * w)),
+                                        0, PFIELD(conv_w) + (size_t)i * sizeof(float *))) != QIAO_OK)
                 return st;
             snprintf(name, sizeof name, "char_conv.%lld.bias", (long long)i);
-            if ((st = add(tab, prefix, name, 1, Cc, 0, 0, QC_INIT_ZEROS, 0, QC_NO_DECAY,
-                          PFIELD(conv_b) + (size_t)i * sizeof(float *))) != QIAO_OK)
+            if ((st = qc_table_add_dims(tab, prefix, name, 1, Cc, 0, 0, QC_INIT_ZEROS, 0, QC_NO_DECAY,
+                                        PFIELD(conv_b) + (size_t)i * sizeof(float *))) != QIAO_OK)
                 return st;
         }
-        if ((st = add(tab, prefix, "char_proj.weight", 2, C, nk * Cc, 0, QC_INIT_NORMAL, 0.02f, 0,
-                      PFIELD(char_proj_w))) != QIAO_OK ||
-            (st = add(tab, prefix, "char_proj.bias", 1, C, 0, 0, QC_INIT_ZEROS, 0, QC_NO_DECAY,
-                      PFIELD(char_proj_b))) != QIAO_OK ||
-            (st = add(tab, prefix, "gate.weight", 2, C, 2 * C, 0, QC_INIT_NORMAL, 0.02f, 0, PFIELD(gate_w))) !=
-                QIAO_OK ||
-            (st = add(tab, prefix, "gate.bias", 1, C, 0, 0, QC_INIT_ZEROS, 0, QC_NO_DECAY, PFIELD(gate_b))) !=
-                QIAO_OK)
+        if ((st = qc_table_add_dims(tab, prefix, "char_proj.weight", 2, C, nk * Cc, 0, QC_INIT_NORMAL, 0.02f, 0,
+                                    PFIELD(char_proj_w))) != QIAO_OK ||
+            (st = qc_table_add_dims(tab, prefix, "char_proj.bias", 1, C, 0, 0, QC_INIT_ZEROS, 0, QC_NO_DECAY,
+                                    PFIELD(char_proj_b))) != QIAO_OK ||
+            (st = qc_table_add_dims(tab, prefix, "gate.weight", 2, C, 2 * C, 0, QC_INIT_NORMAL, 0.02f, 0,
+                                    PFIELD(gate_w))) != QIAO_OK ||
+            (st = qc_table_add_dims(tab, prefix, "gate.bias", 1, C, 0, 0, QC_INIT_ZEROS, 0, QC_NO_DECAY,
+                                    PFIELD(gate_b))) != QIAO_OK)
             return st;
     }
-    if ((st = add(tab, prefix, "tag_emb.weight", 2, QE_TEXT_N_TAGS, C, 0, QC_INIT_NORMAL, 0.02f, 0,
-                  PFIELD(tag_emb))) != QIAO_OK)
+    if ((st = qc_table_add_dims(tab, prefix, "tag_emb.weight", 2, QE_TEXT_N_TAGS, C, 0, QC_INIT_NORMAL, 0.02f, 0,
+                                PFIELD(tag_emb))) != QIAO_OK)
         return st;
     char tp[QC_NAME_MAX];
     int n = snprintf(tp, sizeof tp, "%strunk.", prefix);
@@ -173,36 +167,44 @@ qiao_status qe_text_describe_acts(qc_table *tab, const char *prefix, const qe_te
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "text encoder: batch %lld x %lld tokens (max_tokens %lld)",
                         (long long)B, (long long)T, (long long)cfg->trunk.max_T);
     const int64_t C = cfg->trunk.C, N = B * T, K = cfg->k, Cc = cfg->char_channels;
-    if ((st = add(tab, prefix, "piece", 2, N, C, 0, QC_INIT_ZEROS, 0, 0, AFIELD(piece))) != QIAO_OK) return st;
+    if ((st = qc_table_add_dims(tab, prefix, "piece", 2, N, C, 0, QC_INIT_ZEROS, 0, 0, AFIELD(piece))) != QIAO_OK)
+        return st;
     if (cfg->fusion == QE_TEXT_FUSION_GATE) {
-        if ((st = add(tab, prefix, "chars", 3, N, K, cfg->char_dim, QC_INIT_ZEROS, 0, 0, AFIELD(chars))) != QIAO_OK)
+        if ((st = qc_table_add_dims(tab, prefix, "chars", 3, N, K, cfg->char_dim, QC_INIT_ZEROS, 0, 0,
+                                    AFIELD(chars))) != QIAO_OK)
             return st;
         for (int64_t i = 0; i < cfg->n_kernels; i++) {
             const int64_t To = K - cfg->char_kernels[i] + 1;
             const size_t o = (size_t)i * sizeof(float *);
             char name[64];
             snprintf(name, sizeof name, "conv.%lld", (long long)i);
-            if ((st = add(tab, prefix, name, 3, N, To, Cc, QC_INIT_ZEROS, 0, 0, AFIELD(conv) + o)) != QIAO_OK)
+            if ((st = qc_table_add_dims(tab, prefix, name, 3, N, To, Cc, QC_INIT_ZEROS, 0, 0, AFIELD(conv) + o)) !=
+                QIAO_OK)
                 return st;
             snprintf(name, sizeof name, "conv_gelu.%lld", (long long)i);
-            if ((st = add(tab, prefix, name, 3, N, To, Cc, QC_INIT_ZEROS, 0, 0, AFIELD(conv_gelu) + o)) != QIAO_OK)
+            if ((st = qc_table_add_dims(tab, prefix, name, 3, N, To, Cc, QC_INIT_ZEROS, 0, 0, AFIELD(conv_gelu) + o)) !=
+                QIAO_OK)
                 return st;
             snprintf(name, sizeof name, "pool.%lld", (long long)i);
-            if ((st = add(tab, prefix, name, 2, N, Cc, 0, QC_INIT_ZEROS, 0, 0, AFIELD(pool) + o)) != QIAO_OK) return st;
+            if ((st = qc_table_add_dims(tab, prefix, name, 2, N, Cc, 0, QC_INIT_ZEROS, 0, 0, AFIELD(pool) + o)) !=
+                QIAO_OK)
+                return st;
             snprintf(name, sizeof name, "pool_arg.%lld", (long long)i);
-            if ((st = add(tab, prefix, name, 2, N, Cc, 0, QC_INIT_ZEROS, 0, 0, AFIELD(pool_arg) + o)) != QIAO_OK)
+            if ((st = qc_table_add_dims(tab, prefix, name, 2, N, Cc, 0, QC_INIT_ZEROS, 0, 0, AFIELD(pool_arg) + o)) !=
+                QIAO_OK)
                 return st;
         }
         const int64_t mask_floats = (N * windows_total(cfg) + (int64_t)sizeof(float) - 1) / (int64_t)sizeof(float);
-        if ((st = add(tab, prefix, "char_mask", 1, mask_floats, 0, 0, QC_INIT_ZEROS, 0, 0, AFIELD(char_mask))) !=
+        if ((st = qc_table_add_dims(tab, prefix, "char_mask", 1, mask_floats, 0, 0, QC_INIT_ZEROS, 0, 0,
+                                    AFIELD(char_mask))) != QIAO_OK ||
+            (st = qc_table_add_dims(tab, prefix, "char_out", 2, N, C, 0, QC_INIT_ZEROS, 0, 0, AFIELD(char_out))) !=
                 QIAO_OK ||
-            (st = add(tab, prefix, "char_out", 2, N, C, 0, QC_INIT_ZEROS, 0, 0, AFIELD(char_out))) != QIAO_OK ||
-            (st = add(tab, prefix, "gate", 2, N, C, 0, QC_INIT_ZEROS, 0, 0, AFIELD(gate))) != QIAO_OK ||
-            (st = add(tab, prefix, "fused", 2, N, C, 0, QC_INIT_ZEROS, 0, 0, AFIELD(fused))) != QIAO_OK)
+            (st = qc_table_add_dims(tab, prefix, "gate", 2, N, C, 0, QC_INIT_ZEROS, 0, 0, AFIELD(gate))) != QIAO_OK ||
+            (st = qc_table_add_dims(tab, prefix, "fused", 2, N, C, 0, QC_INIT_ZEROS, 0, 0, AFIELD(fused))) != QIAO_OK)
             return st;
     }
-    if ((st = add(tab, prefix, "tag_ids", 1, N, 0, 0, QC_INIT_ZEROS, 0, 0, AFIELD(tag_ids))) != QIAO_OK ||
-        (st = add(tab, prefix, "x", 2, N, C, 0, QC_INIT_ZEROS, 0, 0, AFIELD(x))) != QIAO_OK)
+    if ((st = qc_table_add_dims(tab, prefix, "tag_ids", 1, N, 0, 0, QC_INIT_ZEROS, 0, 0, AFIELD(tag_ids))) != QIAO_OK ||
+        (st = qc_table_add_dims(tab, prefix, "x", 2, N, C, 0, QC_INIT_ZEROS, 0, 0, AFIELD(x))) != QIAO_OK)
         return st;
     nn_trunk_dims d = cfg->trunk;
     d.B = B;

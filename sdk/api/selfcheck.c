@@ -65,41 +65,39 @@ typedef struct sc_model {
     uint8_t *mask;                    /* (N) */
 } sc_model;
 
-static qiao_status add_param(qc_table *t, const char *name, int64_t d0, int64_t d1, qc_init init, float scale,
-                             uint32_t flags, size_t field) {
-    int64_t shape[2] = {d0, d1};
-    return qc_table_add(t, name, d1 ? 2 : 1, shape, init, scale, flags, field);
-}
-
 static qiao_status describe(sc_model *m) {
     qc_table *t = &m->ptab, *a = &m->atab;
     const int64_t N = m->B * SC_T, C = SC_C;
     qiao_status st;
 #define TRY(x) \
     if ((st = (x)) != QIAO_OK) return st
-    TRY(add_param(t, "tok_emb.weight", SC_VOCAB, C, QC_INIT_NORMAL, 0.02f, 0, offsetof(sc_params, tok_emb)));
-    TRY(add_param(t, "pos_emb.weight", SC_T, C, QC_INIT_NORMAL, 0.02f, 0, offsetof(sc_params, pos_emb)));
+    TRY(qc_table_add_dims(t, "", "tok_emb.weight", 2, SC_VOCAB, C, 0, QC_INIT_NORMAL, 0.02f, 0,
+                          offsetof(sc_params, tok_emb)));
+    TRY(qc_table_add_dims(t, "", "pos_emb.weight", 2, SC_T, C, 0, QC_INIT_NORMAL, 0.02f, 0,
+                          offsetof(sc_params, pos_emb)));
     for (int l = 0; l < SC_LAYERS; l++) {
         char prefix[32];
         snprintf(prefix, sizeof prefix, "blocks.%d.", l);
         TRY(nn_block_describe(t, prefix, &m->dims, SC_LAYERS, offsetof(sc_params, blocks) + (size_t)l * sizeof(nn_block_params)));
         TRY(nn_block_describe_acts(a, prefix, &m->dims, offsetof(sc_acts, blocks) + (size_t)l * sizeof(nn_block_acts)));
     }
-    TRY(add_param(t, "ln_f.weight", C, 0, QC_INIT_ONES, 0, QC_NO_DECAY, offsetof(sc_params, lnf_w)));
-    TRY(add_param(t, "ln_f.bias", C, 0, QC_INIT_ZEROS, 0, QC_NO_DECAY, offsetof(sc_params, lnf_b)));
-    TRY(add_param(t, "head.weight", SC_CLASSES, C, QC_INIT_NORMAL, 0.02f, 0, offsetof(sc_params, head_w)));
-    TRY(add_param(t, "head.bias", SC_CLASSES, 0, QC_INIT_ZEROS, 0, QC_NO_DECAY, offsetof(sc_params, head_b)));
+    TRY(qc_table_add_dims(t, "", "ln_f.weight", 1, C, 0, 0, QC_INIT_ONES, 0, QC_NO_DECAY, offsetof(sc_params, lnf_w)));
+    TRY(qc_table_add_dims(t, "", "ln_f.bias", 1, C, 0, 0, QC_INIT_ZEROS, 0, QC_NO_DECAY, offsetof(sc_params, lnf_b)));
+    TRY(qc_table_add_dims(t, "", "head.weight", 2, SC_CLASSES, C, 0, QC_INIT_NORMAL, 0.02f, 0,
+                          offsetof(sc_params, head_w)));
+    TRY(qc_table_add_dims(t, "", "head.bias", 1, SC_CLASSES, 0, 0, QC_INIT_ZEROS, 0, QC_NO_DECAY,
+                          offsetof(sc_params, head_b)));
 
-    TRY(add_param(a, "x", N, C, QC_INIT_ZEROS, 0, 0, offsetof(sc_acts, x)));
-    TRY(add_param(a, "lnf", N, C, QC_INIT_ZEROS, 0, 0, offsetof(sc_acts, lnf)));
-    TRY(add_param(a, "lnf_mean", N, 0, QC_INIT_ZEROS, 0, 0, offsetof(sc_acts, lnf_mean)));
-    TRY(add_param(a, "lnf_rstd", N, 0, QC_INIT_ZEROS, 0, 0, offsetof(sc_acts, lnf_rstd)));
-    TRY(add_param(a, "pooled", m->B, C, QC_INIT_ZEROS, 0, 0, offsetof(sc_acts, pooled)));
-    TRY(add_param(a, "logits", m->B, SC_CLASSES, QC_INIT_ZEROS, 0, 0, offsetof(sc_acts, logits)));
-    TRY(add_param(a, "probs", m->B, SC_CLASSES, QC_INIT_ZEROS, 0, 0, offsetof(sc_acts, probs)));
-    TRY(add_param(a, "losses", m->B, 0, QC_INIT_ZEROS, 0, 0, offsetof(sc_acts, losses)));
-    TRY(add_param(a, "flow0", N, C, QC_INIT_ZEROS, 0, 0, offsetof(sc_acts, flow)));
-    TRY(add_param(a, "flow1", N, C, QC_INIT_ZEROS, 0, 0, offsetof(sc_acts, flow) + sizeof(float *)));
+    TRY(qc_table_add_dims(a, "", "x", 2, N, C, 0, QC_INIT_ZEROS, 0, 0, offsetof(sc_acts, x)));
+    TRY(qc_table_add_dims(a, "", "lnf", 2, N, C, 0, QC_INIT_ZEROS, 0, 0, offsetof(sc_acts, lnf)));
+    TRY(qc_table_add_dims(a, "", "lnf_mean", 1, N, 0, 0, QC_INIT_ZEROS, 0, 0, offsetof(sc_acts, lnf_mean)));
+    TRY(qc_table_add_dims(a, "", "lnf_rstd", 1, N, 0, 0, QC_INIT_ZEROS, 0, 0, offsetof(sc_acts, lnf_rstd)));
+    TRY(qc_table_add_dims(a, "", "pooled", 2, m->B, C, 0, QC_INIT_ZEROS, 0, 0, offsetof(sc_acts, pooled)));
+    TRY(qc_table_add_dims(a, "", "logits", 2, m->B, SC_CLASSES, 0, QC_INIT_ZEROS, 0, 0, offsetof(sc_acts, logits)));
+    TRY(qc_table_add_dims(a, "", "probs", 2, m->B, SC_CLASSES, 0, QC_INIT_ZEROS, 0, 0, offsetof(sc_acts, probs)));
+    TRY(qc_table_add_dims(a, "", "losses", 1, m->B, 0, 0, QC_INIT_ZEROS, 0, 0, offsetof(sc_acts, losses)));
+    TRY(qc_table_add_dims(a, "", "flow0", 2, N, C, 0, QC_INIT_ZEROS, 0, 0, offsetof(sc_acts, flow)));
+    TRY(qc_table_add_dims(a, "", "flow1", 2, N, C, 0, QC_INIT_ZEROS, 0, 0, offsetof(sc_acts, flow) + sizeof(float *)));
 #undef TRY
     return QIAO_OK;
 }

@@ -200,6 +200,10 @@ qiao_status qc_table_add(qc_table *tab, const char *name, int ndim, const int64_
  * their tensors under their owner's prefix ("text.trunk.blocks.0."). */
 qiao_status qc_table_add_prefixed(qc_table *tab, const char *prefix, const char *name, int ndim,
                                   const int64_t *shape, qc_init init, float init_scale, uint32_t flags, size_t field);
+/* qc_table_add_prefixed with the shape written out: the first `ndim` of
+ * d0, d1, d2 (the rest are ignored). */
+qiao_status qc_table_add_dims(qc_table *tab, const char *prefix, const char *name, int ndim, int64_t d0, int64_t d1,
+                              int64_t d2, qc_init init, float init_scale, uint32_t flags, size_t field);
 /* Index of the named tensor, or -1. */
 int64_t qc_table_find(const qc_table *tab, const char *name);
 /* Sets every bound float* field of `obj` to point into `arena`. */

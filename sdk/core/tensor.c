@@ -123,3 +123,11 @@ void qc_arena_free(qc_arena *a) {
 void qc_arena_zero(qc_arena *a) {
     if (a->base) memset(a->base, 0, a->n * sizeof(float));
 }
+
+qiao_status qc_table_add_dims(qc_table *tab, const char *prefix, const char *name, int ndim, int64_t d0, int64_t d1,
+                              int64_t d2, qc_init init, float init_scale, uint32_t flags, size_t field) {
+    const int64_t shape[3] = {d0, d1, d2};
+    if (ndim < 0 || ndim > 3)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "%s%s: %d dims, at most 3 here", prefix, name, ndim);
+    return qc_table_add_prefixed(tab, prefix, name, ndim, shape, init, init_scale, flags, field);
+}

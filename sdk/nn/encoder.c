@@ -11,12 +11,6 @@
 #define PFIELD(m) (field_base + offsetof(nn_trunk_params, m))
 #define AFIELD(m) (field_base + offsetof(nn_trunk_acts, m))
 
-static qiao_status add(qc_table *tab, const char *prefix, const char *name, int ndim, int64_t d0, int64_t d1,
-                       qc_init init, float scale, uint32_t flags, size_t field) {
-    int64_t shape[2] = {d0, d1};
-    return qc_table_add_prefixed(tab, prefix, name, ndim, shape, init, scale, flags, field);
-}
-
 qiao_status nn_pool_from_json(const void *cjson_obj, const char *section, nn_pool dflt, nn_pool *out) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive((const cJSON *)cjson_obj, "pool");
     if (!v) {
@@ -45,7 +39,9 @@ static qiao_status check_dims(const nn_trunk_dims *d) {
 qiao_status nn_trunk_describe(qc_table *tab, const char *prefix, const nn_trunk_dims *d, size_t field_base) {
     qiao_status st = check_dims(d);
     if (st != QIAO_OK) return st;
-    if ((st = add(tab, prefix, "pos", 2, d->max_T, d->C, QC_INIT_NORMAL, 0.02f, 0, PFIELD(pos))) != QIAO_OK) return st;
+    if ((st = qc_table_add_dims(tab, prefix, "pos", 2, d->max_T, d->C, 0, QC_INIT_NORMAL, 0.02f, 0, PFIELD(pos))) !=
+        QIAO_OK)
+        return st;
     nn_block_dims bd = {d->B, d->T, d->C, d->F, d->H};
     for (int64_t l = 0; l < d->L; l++) {
         char bp[QC_NAME_MAX];
@@ -53,10 +49,14 @@ qiao_status nn_trunk_describe(qc_table *tab, const char *prefix, const nn_trunk_
         st = nn_block_describe(tab, bp, &bd, d->L, PFIELD(blocks) + (size_t)l * sizeof(nn_block_params));
         if (st != QIAO_OK) return st;
     }
-    if ((st = add(tab, prefix, "ln_f.weight", 1, d->C, 0, QC_INIT_ONES, 0, QC_NO_DECAY, PFIELD(ln_w))) != QIAO_OK ||
-        (st = add(tab, prefix, "ln_f.bias", 1, d->C, 0, QC_INIT_ZEROS, 0, QC_NO_DECAY, PFIELD(ln_b))) != QIAO_OK ||
-        (st = add(tab, prefix, "proj.weight", 2, d->D, d->C, QC_INIT_NORMAL, 0.02f, 0, PFIELD(proj_w))) != QIAO_OK ||
-        (st = add(tab, prefix, "proj.bias", 1, d->D, 0, QC_INIT_ZEROS, 0, QC_NO_DECAY, PFIELD(proj_b))) != QIAO_OK)
+    if ((st = qc_table_add_dims(tab, prefix, "ln_f.weight", 1, d->C, 0, 0, QC_INIT_ONES, 0, QC_NO_DECAY,
+                                PFIELD(ln_w))) != QIAO_OK ||
+        (st = qc_table_add_dims(tab, prefix, "ln_f.bias", 1, d->C, 0, 0, QC_INIT_ZEROS, 0, QC_NO_DECAY,
+                                PFIELD(ln_b))) != QIAO_OK ||
+        (st = qc_table_add_dims(tab, prefix, "proj.weight", 2, d->D, d->C, 0, QC_INIT_NORMAL, 0.02f, 0,
+                                PFIELD(proj_w))) != QIAO_OK ||
+        (st = qc_table_add_dims(tab, prefix, "proj.bias", 1, d->D, 0, 0, QC_INIT_ZEROS, 0, QC_NO_DECAY,
+                                PFIELD(proj_b))) != QIAO_OK)
         return st;
     return QIAO_OK;
 }
@@ -66,23 +66,29 @@ qiao_status nn_trunk_describe_acts(qc_table *tab, const char *prefix, const nn_t
     if (st != QIAO_OK) return st;
     const int64_t N = d->B * d->T;
     nn_block_dims bd = {d->B, d->T, d->C, d->F, d->H};
-    if ((st = add(tab, prefix, "h0", 2, N, d->C, QC_INIT_ZEROS, 0, 0, AFIELD(h0))) != QIAO_OK) return st;
+    if ((st = qc_table_add_dims(tab, prefix, "h0", 2, N, d->C, 0, QC_INIT_ZEROS, 0, 0, AFIELD(h0))) != QIAO_OK)
+        return st;
     for (int64_t l = 0; l < d->L; l++) {
         char bp[QC_NAME_MAX];
         snprintf(bp, sizeof bp, "%sblocks.%lld.", prefix, (long long)l);
         st = nn_block_describe_acts(tab, bp, &bd, AFIELD(blocks) + (size_t)l * sizeof(nn_block_acts));
         if (st != QIAO_OK) return st;
     }
-    if ((st = add(tab, prefix, "lnf", 2, N, d->C, QC_INIT_ZEROS, 0, 0, AFIELD(lnf))) != QIAO_OK ||
-        (st = add(tab, prefix, "lnf_mean", 1, N, 0, QC_INIT_ZEROS, 0, 0, AFIELD(lnf_mean))) != QIAO_OK ||
-        (st = add(tab, prefix, "lnf_rstd", 1, N, 0, QC_INIT_ZEROS, 0, 0, AFIELD(lnf_rstd))) != QIAO_OK ||
-        (st = add(tab, prefix, "pooled", 2, d->B, d->C, QC_INIT_ZEROS, 0, 0, AFIELD(pooled))) != QIAO_OK ||
-        (st = add(tab, prefix, "pool_arg", 2, d->B, d->C, QC_INIT_ZEROS, 0, 0, AFIELD(pool_arg))) != QIAO_OK ||
-        (st = add(tab, prefix, "proj", 2, d->B, d->D, QC_INIT_ZEROS, 0, 0, AFIELD(proj))) != QIAO_OK ||
-        (st = add(tab, prefix, "norm", 1, d->B, 0, QC_INIT_ZEROS, 0, 0, AFIELD(norm))) != QIAO_OK ||
-        (st = add(tab, prefix, "emb", 2, d->B, d->D, QC_INIT_ZEROS, 0, 0, AFIELD(emb))) != QIAO_OK ||
-        (st = add(tab, prefix, "flow0", 2, N, d->C, QC_INIT_ZEROS, 0, 0, AFIELD(flow))) != QIAO_OK ||
-        (st = add(tab, prefix, "flow1", 2, N, d->C, QC_INIT_ZEROS, 0, 0, AFIELD(flow) + sizeof(float *))) != QIAO_OK)
+    if ((st = qc_table_add_dims(tab, prefix, "lnf", 2, N, d->C, 0, QC_INIT_ZEROS, 0, 0, AFIELD(lnf))) != QIAO_OK ||
+        (st = qc_table_add_dims(tab, prefix, "lnf_mean", 1, N, 0, 0, QC_INIT_ZEROS, 0, 0, AFIELD(lnf_mean))) !=
+            QIAO_OK ||
+        (st = qc_table_add_dims(tab, prefix, "lnf_rstd", 1, N, 0, 0, QC_INIT_ZEROS, 0, 0, AFIELD(lnf_rstd))) !=
+            QIAO_OK ||
+        (st = qc_table_add_dims(tab, prefix, "pooled", 2, d->B, d->C, 0, QC_INIT_ZEROS, 0, 0, AFIELD(pooled))) !=
+            QIAO_OK ||
+        (st = qc_table_add_dims(tab, prefix, "pool_arg", 2, d->B, d->C, 0, QC_INIT_ZEROS, 0, 0, AFIELD(pool_arg))) !=
+            QIAO_OK ||
+        (st = qc_table_add_dims(tab, prefix, "proj", 2, d->B, d->D, 0, QC_INIT_ZEROS, 0, 0, AFIELD(proj))) != QIAO_OK ||
+        (st = qc_table_add_dims(tab, prefix, "norm", 1, d->B, 0, 0, QC_INIT_ZEROS, 0, 0, AFIELD(norm))) != QIAO_OK ||
+        (st = qc_table_add_dims(tab, prefix, "emb", 2, d->B, d->D, 0, QC_INIT_ZEROS, 0, 0, AFIELD(emb))) != QIAO_OK ||
+        (st = qc_table_add_dims(tab, prefix, "flow0", 2, N, d->C, 0, QC_INIT_ZEROS, 0, 0, AFIELD(flow))) != QIAO_OK ||
+        (st = qc_table_add_dims(tab, prefix, "flow1", 2, N, d->C, 0, QC_INIT_ZEROS, 0, 0,
+                                AFIELD(flow) + sizeof(float *))) != QIAO_OK)
         return st;
     return QIAO_OK;
 }

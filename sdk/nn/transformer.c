@@ -8,12 +8,6 @@
 #define FIELD(m) (field_base + offsetof(nn_block_params, m))
 #define AFIELD(m) (field_base + offsetof(nn_block_acts, m))
 
-static qiao_status add2(qc_table *tab, const char *prefix, const char *name, int64_t d0, int64_t d1,
-                        qc_init init, float scale, uint32_t flags, size_t field) {
-    int64_t shape[2] = {d0, d1};
-    return qc_table_add_prefixed(tab, prefix, name, d1 > 0 ? 2 : 1, shape, init, scale, flags, field);
-}
-
 qiao_status nn_block_describe(qc_table *tab, const char *prefix, const nn_block_dims *d, int64_t n_layers,
                               size_t field_base) {
     const int64_t C = d->C, F = d->F;
@@ -21,8 +15,9 @@ qiao_status nn_block_describe(qc_table *tab, const char *prefix, const nn_block_
     const float res_std = std / sqrtf(2.0f * (float)(n_layers > 0 ? n_layers : 1));
     const uint32_t nd = QC_NO_DECAY;
     qiao_status st;
-#define ADD(name, d0, d1, init, scale, flags, m) \
-    if ((st = add2(tab, prefix, name, d0, d1, init, scale, flags, FIELD(m))) != QIAO_OK) return st
+#define ADD(name, d0, d1, init, scale, flags, m)                                                                 \
+    st = qc_table_add_dims(tab, prefix, name, (d1) > 0 ? 2 : 1, d0, d1, 0, init, scale, flags, FIELD(m));      \
+    if (st != QIAO_OK) return st
     ADD("ln1.weight", C, 0, QC_INIT_ONES, 0, nd, ln1_w);
     ADD("ln1.bias", C, 0, QC_INIT_ZEROS, 0, nd, ln1_b);
     ADD("attn.q.weight", C, C, QC_INIT_NORMAL, std, 0, q_w);
@@ -47,8 +42,9 @@ qiao_status nn_block_describe_acts(qc_table *tab, const char *prefix, const nn_b
                                    size_t field_base) {
     const int64_t N = d->B * d->T, C = d->C, F = d->F;
     qiao_status st;
-#define ADDA(name, d0, d1, m) \
-    if ((st = add2(tab, prefix, name, d0, d1, QC_INIT_ZEROS, 0, 0, AFIELD(m))) != QIAO_OK) return st
+#define ADDA(name, d0, d1, m)                                                                                    \
+    st = qc_table_add_dims(tab, prefix, name, (d1) > 0 ? 2 : 1, d0, d1, 0, QC_INIT_ZEROS, 0, 0, AFIELD(m));      \
+    if (st != QIAO_OK) return st
     ADDA("ln1", N, C, ln1);
     ADDA("ln1_mean", N, 0, ln1_mean);
     ADDA("ln1_rstd", N, 0, ln1_rstd);
