@@ -20,7 +20,7 @@
 typedef struct job {
     const uint8_t *data;
     size_t size;
-    qi_backend backend;
+    qi_decoder decoder;
     int preprocess;
     double seconds;
     int64_t done;
@@ -39,7 +39,7 @@ static void *work(void *arg) {
     double t0 = qc_now();
     while (x && qc_now() - t0 < j->seconds) {
         qiao_image *img = NULL;
-        if (qi_decode_memory(j->data, j->size, "bench", &o, j->backend, &img) != QIAO_OK ||
+        if (qi_decode_memory(j->data, j->size, "bench", &o, j->decoder, &img) != QIAO_OK ||
             (j->preprocess && qiao_image_preprocess(img, NULL, x, n) != QIAO_OK)) {
             j->failed = 1;
             qiao_image_free(img);
@@ -52,12 +52,12 @@ static void *work(void *arg) {
     return NULL;
 }
 
-static double run(const uint8_t *data, size_t size, qi_backend backend, int preprocess, int threads, double sec) {
+static double run(const uint8_t *data, size_t size, qi_decoder decoder, int preprocess, int threads, double sec) {
     pthread_t th[2];
     job jobs[2];
     double t0 = qc_now();
     for (int t = 0; t < threads; t++) {
-        jobs[t] = (job){data, size, backend, preprocess, sec, 0, 0};
+        jobs[t] = (job){data, size, decoder, preprocess, sec, 0, 0};
         if (pthread_create(&th[t], NULL, work, &jobs[t]) != 0) return -1;
     }
     int64_t total = 0;
@@ -92,7 +92,7 @@ int main(int argc, char **argv) {
     fclose(f);
     qi_decode_opts o;
     qiao_image *img = NULL;
-    if (qi_decode_opts_from(NULL, &o) != QIAO_OK || qi_decode_memory(buf, size, path, &o, QI_BACKEND_AUTO, &img)) {
+    if (qi_decode_opts_from(NULL, &o) != QIAO_OK || qi_decode_memory(buf, size, path, &o, QI_DECODER_AUTO, &img)) {
         fprintf(stderr, "bench_image: %s\n", qiao_last_error());
         return 1;
     }
@@ -100,10 +100,10 @@ int main(int argc, char **argv) {
            (long long)qiao_image_height(img), qiao_image_format(img), size, sec);
     qiao_image_free(img);
     printf("%-44s %8s %12s\n", "work", "threads", "images/s");
-    struct { const char *name; qi_backend b; int pre, threads; } rows[] = {
-        {"decode, libavcodec mjpeg (qiao)", QI_BACKEND_FFMPEG, 0, 1},
-        {"decode + 224 crop, libavcodec mjpeg (qiao)", QI_BACKEND_FFMPEG, 1, 1},
-        {"decode + 224 crop, libavcodec mjpeg (qiao)", QI_BACKEND_FFMPEG, 1, 2},
+    struct { const char *name; qi_decoder b; int pre, threads; } rows[] = {
+        {"decode, libavcodec mjpeg (qiao)", QI_DECODER_FFMPEG, 0, 1},
+        {"decode + 224 crop, libavcodec mjpeg (qiao)", QI_DECODER_FFMPEG, 1, 1},
+        {"decode + 224 crop, libavcodec mjpeg (qiao)", QI_DECODER_FFMPEG, 1, 2},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         double r = run(buf, size, rows[i].b, rows[i].pre, rows[i].threads, sec);

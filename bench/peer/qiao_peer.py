@@ -1,7 +1,7 @@
 """PyTorch peer of qiao's three encoders (text, image, audio).
 
 The same architecture as modalities/{text,image,audio}/encoder.c and the
-shared trunk (sdk/nn/encoder.c, sdk/nn/transformer.c), reading the same
+shared trunk (sdk/nn/trunk.c, sdk/nn/transformer.c), reading the same
 tensors under the same names ("text.piece_emb.weight",
 "image.trunk.blocks.0.attn.q.weight", ...) from the same .safetensors file.
 Two uses:

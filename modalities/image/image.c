@@ -104,11 +104,11 @@ double qiao_image_timestamp(const qiao_image *img) { return img ? img->timestamp
 
 /* The magic numbers of the formats that have one. TGA has none: stb
  * recognizes it by plausible header fields, so it is tried after these. */
-static const char *sniff(const uint8_t *d, size_t n, qi_backend *backend) {
-    *backend = QI_BACKEND_STB;
+static const char *sniff(const uint8_t *d, size_t n, qi_decoder *decoder) {
+    *decoder = QI_DECODER_STB;
     if (n >= 8 && !memcmp(d, "\x89PNG\r\n\x1a\n", 8)) return "png";
     if (n >= 3 && d[0] == 0xFF && d[1] == 0xD8 && d[2] == 0xFF) {
-        *backend = QI_BACKEND_FFMPEG; /* decode_stb.c says why not stb */
+        *decoder = QI_DECODER_FFMPEG; /* decode_stb.c says why not stb */
         return "jpeg";
     }
     if (n >= 6 && (!memcmp(d, "GIF87a", 6) || !memcmp(d, "GIF89a", 6))) return "gif";
@@ -116,10 +116,10 @@ static const char *sniff(const uint8_t *d, size_t n, qi_backend *backend) {
     if (n >= 4 && !memcmp(d, "8BPS", 4)) return "psd";
     if (n >= 2 && d[0] == 'P' && (d[1] == '5' || d[1] == '6')) return "pnm";
     if (n >= 2 && d[0] == '#' && d[1] == '?') return "hdr";
-    *backend = QI_BACKEND_FFMPEG;
+    *decoder = QI_DECODER_FFMPEG;
     if (n >= 12 && !memcmp(d, "RIFF", 4) && !memcmp(d + 8, "WEBP", 4)) return "webp";
     if (n >= 4 && (!memcmp(d, "II*\0", 4) || !memcmp(d, "MM\0*", 4))) return "tiff";
-    *backend = QI_BACKEND_AUTO;
+    *decoder = QI_DECODER_AUTO;
     return NULL;
 }
 
@@ -220,12 +220,12 @@ static int jpeg_complete(const uint8_t *d, size_t n) {
 }
 
 qiao_status qi_decode_memory(const uint8_t *data, size_t size, const char *name, const qi_decode_opts *o,
-                             qi_backend backend, qiao_image **out) {
+                             qi_decoder decoder, qiao_image **out) {
     *out = NULL;
     if (size == 0) return qc_error(QIAO_ERR_FORMAT, "%s: empty (0 bytes), not an image", name);
     if (size > o->max_file_bytes)
         return qc_error(QIAO_ERR_TOO_LARGE, "%s: %zu bytes, over the limit of %zu", name, size, o->max_file_bytes);
-    qi_backend sniffed;
+    qi_decoder sniffed;
     const char *format = sniff(data, size, &sniffed);
     int64_t w = 0, h = 0;
     /* In double: two 32-bit header fields can overflow an int64_t product. */
@@ -234,18 +234,18 @@ qiao_status qi_decode_memory(const uint8_t *data, size_t size, const char *name,
                         name, format, (long long)w, (long long)h, (double)w * (double)h, (long long)o->max_pixels);
     if (format && !strcmp(format, "jpeg") && !jpeg_complete(data, size))
         return qc_error(QIAO_ERR_FORMAT, "%s: truncated jpeg (no end-of-image marker after the scan data)", name);
-    if (backend == QI_BACKEND_AUTO) {
-        backend = sniffed;
-        if (backend == QI_BACKEND_AUTO) {
+    if (decoder == QI_DECODER_AUTO) {
+        decoder = sniffed;
+        if (decoder == QI_DECODER_AUTO) {
             if (qi_stb_recognizes(data, size)) {
-                backend = QI_BACKEND_STB;
+                decoder = QI_DECODER_STB;
                 format = "tga";
             } else {
-                backend = QI_BACKEND_FFMPEG;
+                decoder = QI_DECODER_FFMPEG;
             }
         }
     }
-    if (backend == QI_BACKEND_STB) return qi_stb_decode(data, size, name, format, o, out);
+    if (decoder == QI_DECODER_STB) return qi_stb_decode(data, size, name, format, o, out);
     qiao_status st = qi_ffmpeg_decode(data, size, name, o, out);
     /* The format is the file's ("jpeg"), not FFmpeg's decoder's ("mjpeg"). */
     if (st == QIAO_OK && format) snprintf((*out)->format, sizeof (*out)->format, "%s", format);
@@ -260,7 +260,7 @@ qiao_status qiao_image_decode_memory(const void *data, size_t size, const qiao_i
     qi_decode_opts o;
     qiao_status st = qi_decode_opts_from(params, &o);
     if (st != QIAO_OK) return st;
-    return qi_decode_memory(data, size, "<memory>", &o, QI_BACKEND_AUTO, out);
+    return qi_decode_memory(data, size, "<memory>", &o, QI_DECODER_AUTO, out);
 }
 
 qiao_status qiao_image_decode_file(const char *path, const qiao_image_decode_params *params, qiao_image **out) {
@@ -274,7 +274,7 @@ qiao_status qiao_image_decode_file(const char *path, const qiao_image_decode_par
     size_t size;
     st = qc_read_file(path, o.max_file_bytes, &data, &size);
     if (st != QIAO_OK) return st;
-    st = qi_decode_memory(data, size, path, &o, QI_BACKEND_AUTO, out);
+    st = qi_decode_memory(data, size, path, &o, QI_DECODER_AUTO, out);
     free(data);
     return st;
 }

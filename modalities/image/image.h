@@ -20,11 +20,11 @@ struct qiao_image {
 };
 
 /* Which decoder serves a buffer. AUTO sniffs the bytes. */
-typedef enum qi_backend {
-    QI_BACKEND_AUTO = 0,
-    QI_BACKEND_STB,
-    QI_BACKEND_FFMPEG
-} qi_backend;
+typedef enum qi_decoder {
+    QI_DECODER_AUTO = 0,
+    QI_DECODER_STB,
+    QI_DECODER_FFMPEG
+} qi_decoder;
 
 /* Resolved, validated decode parameters (the caller's struct_size applied). */
 typedef struct qi_decode_opts {
@@ -41,10 +41,10 @@ qiao_status qi_image_alloc(int64_t width, int64_t height, const char *format, qi
 /* Composites straight (non-premultiplied) RGBA onto `bg`, writing RGB into img. */
 void qi_rgba_to_rgb(qiao_image *img, const uint8_t *rgba, size_t rgba_stride, const uint8_t bg[3]);
 
-/* Decodes from memory with a chosen backend. `name` (the file name, or
+/* Decodes from memory with a chosen decoder. `name` (the file name, or
  * "<memory>") only appears in messages. */
 qiao_status qi_decode_memory(const uint8_t *data, size_t size, const char *name, const qi_decode_opts *o,
-                             qi_backend backend, qiao_image **out);
+                             qi_decoder decoder, qiao_image **out);
 
 /* stb_image: `format` is the sniffed name ("png", "jpeg", ... or NULL). */
 qiao_status qi_stb_decode(const uint8_t *data, size_t size, const char *name, const char *format,

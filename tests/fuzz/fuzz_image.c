@@ -11,7 +11,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     qi_decode_opts o = {.max_pixels = 1 << 20, .max_file_bytes = 1 << 22, .background = {255, 255, 255}};
     qiao_image *img = NULL;
-    if (qi_decode_memory(data, size, "<fuzz>", &o, QI_BACKEND_AUTO, &img) == QIAO_OK) {
+    if (qi_decode_memory(data, size, "<fuzz>", &o, QI_DECODER_AUTO, &img) == QIAO_OK) {
         qiao_image_preprocess_params p = qiao_image_preprocess_default_params();
         p.size = 16;
         float out[3 * 16 * 16];
@@ -19,7 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     qiao_image_free(img);
     img = NULL;
-    if (size > 0) (void)qi_decode_memory(data, size, "<fuzz>", &o, QI_BACKEND_FFMPEG, &img);
+    if (size > 0) (void)qi_decode_memory(data, size, "<fuzz>", &o, QI_DECODER_FFMPEG, &img);
     qiao_image_free(img);
     return 0;
 }

@@ -1,5 +1,6 @@
-/* The encoder trunk shared by every modality: positions, pre-norm blocks,
- * final layernorm, masked mean or max pooling, projection and L2 normalization. */
+/* sdk/nn/trunk.c - the encoder trunk every tower shares (nn_trunk_*):
+ * positions, pre-norm blocks, final layernorm, masked mean or max pooling,
+ * projection and L2 normalization. */
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
