@@ -684,11 +684,11 @@ QIAO_API QIAO_MUST_CHECK qiao_status qiao_model_load_memory(const void *data, si
 
 typedef struct qiao_model_params {
     size_t struct_size; /* set by qiao_model_default_params() */
-    /* 1 (default): pack the GEMM weights once at load, which made one
-     * item 1.4-1.7x faster and batches of 32 up to 1.16x on the base model
-     * (docs/benchmarks.md), for memory about the size of the f32
-     * parameters again (43 MiB for the base model). 0: no copy; OpenBLAS
-     * packs the weights on every call. Rows differ
+    /* 1 (default): pack the GEMM weights once at load, which makes single
+     * items much faster and batches somewhat (docs/benchmarks.md, "Packed
+     * weights"), for memory about the size of the f32 parameters again
+     * (43 MiB for the base model). 0: no copy; OpenBLAS packs the weights
+     * on every call. Rows differ
      * between the two only by float rounding (~1e-6); either way they do
      * not depend on the thread count. No effect on a CPU without AVX-512F. */
     int pack_weights;

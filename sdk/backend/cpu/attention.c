@@ -14,16 +14,11 @@
  *
  * Threading: one OpenMP team of ex->n_threads over the B*H (b, h) pairs; each
  * pair's GEMMs run single-threaded inside its worker (OpenBLAS is set to one
- * thread for the section and restored after). Chosen by measurement at the
- * benchmark size (B=32, Tq=Tk=64, C=256, H=4, D=64, no mask) on the 2-core
- * build machine, best of 50 runs: forward 1.1 ms here versus 2.7 ms for the
- * alternative (a serial loop of per-head GEMMs with a 2-thread OpenBLAS, then
- * a parallel softmax). A 64x64x64 GEMM is under OpenBLAS's own threading
- * threshold (M*N*K <= 4 * 65536 runs on one thread), so that alternative
- * leaves a core idle during every GEMM. Forward + backward takes 3.0 ms,
- * against 5.1 ms for the same six sgemm calls per head in a serial loop and
- * 2.6 ms for them split over heads with nothing else (softmax, masks).
- * Pairs write disjoint (rows of b, columns of h) slices of out/dq/dk/dv, so
+ * thread for the section and restored after). Chosen by measurement over a
+ * serial loop of per-head GEMMs on a multi-threaded OpenBLAS: a head's
+ * 64x64x64 GEMM is under OpenBLAS's own threading threshold, so that leaves
+ * a core idle during every GEMM (docs/benchmarks.md, "Attention: threads
+ * over heads", has the figures). Pairs write disjoint (rows of b, columns of h) slices of out/dq/dk/dv, so
  * there are no races, and each element is computed by the same
  * single-threaded code whatever the team size: results do not depend on
  * ex->n_threads.
