@@ -5,7 +5,7 @@
 # folders where a file belongs (under an alarm, so a hang fails), what the
 # walk says about links it does not follow, usage errors.
 qiao_test(NAME test_search
-  SOURCES unit/test_search.c ${PROJECT_SOURCE_DIR}/apps/qiao/cmd_search.c
+  SOURCES unit/test_search.c ${PROJECT_SOURCE_DIR}/apps/qiao/cmd_search.c ${PROJECT_SOURCE_DIR}/apps/qiao/cli.c
           ${PROJECT_SOURCE_DIR}/apps/qiao/search_index.c ${PROJECT_SOURCE_DIR}/apps/qiao/search_index_file.c
   CASES index_and_query reindex model_change interrupt_resume cancel_resume corrupt_index nonfinite_vectors
         special_files walk_messages usage_errors

@@ -26,6 +26,15 @@ int cmd_search(int argc, char **argv);
 /* Prints "qiao: <status>: <detail>" to stderr and returns 1. */
 int cli_fail(qiao_status st);
 
+/* An option's value as an integer (cli_int) or a number (cli_num) in
+ * [lo, hi]: true when `s` is exactly that and nothing else. The _arg forms
+ * also print "qiao CMD: OPT needs an integer in [lo, hi], got 'S'" when it
+ * is not. The one parser every subcommand uses. */
+bool cli_int(const char *s, int64_t lo, int64_t hi, int64_t *out);
+bool cli_num(const char *s, double lo, double hi, double *out);
+bool cli_int_arg(const char *cmd, const char *opt, const char *s, int64_t lo, int64_t hi, int64_t *out);
+bool cli_num_arg(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out);
+
 /* True when path names a regular file. */
 bool cli_is_file(const char *path);
 /* The split directory that --data names: `data` itself when it holds a

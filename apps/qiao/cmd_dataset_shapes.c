@@ -25,15 +25,6 @@ static int on_progress(int64_t done, int64_t total, void *user_data) {
     return 0;
 }
 
-static int parse_i64(const char *s, int64_t *out) {
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end) return 0;
-    *out = v;
-    return 1;
-}
-
 static int baseline(const char *dir) {
     char path[4096];
     snprintf(path, sizeof path, "%s/manifest.jsonl", dir);
@@ -74,15 +65,15 @@ int cmd_dataset_shapes(int argc, char **argv) {
             return 2;
         }
         i++;
-        if (!strcmp(a, "--n") && parse_i64(v, &x) && x >= 0) {
+        if (!strcmp(a, "--n") && cli_int(v, 0, INT64_MAX, &x)) {
             p.n = x;
             have_n = 1;
-        } else if (!strcmp(a, "--seed") && parse_i64(v, &x) && x >= 0) {
+        } else if (!strcmp(a, "--seed") && cli_int(v, 0, INT64_MAX, &x)) {
             p.seed = (uint64_t)x;
             have_seed = 1;
-        } else if (!strcmp(a, "--size") && parse_i64(v, &x) && x >= 16 && x <= 1024) {
+        } else if (!strcmp(a, "--size") && cli_int(v, 16, 1024, &x)) {
             p.size = (int)x;
-        } else if (!strcmp(a, "--jobs") && parse_i64(v, &x) && x >= 1 && x <= 256) {
+        } else if (!strcmp(a, "--jobs") && cli_int(v, 1, 256, &x)) {
             p.jobs = (int)x;
         } else if (!strcmp(a, "--out")) {
             out = v;

@@ -201,17 +201,6 @@ static void pick_scenes(const qmod_dataset *data, int64_t *pick, int n_pick) {
 
 /* ---- the command ------------------------------------------------------------- */
 
-static int parse_threads(const char *s, int *out) {
-    char *end = NULL;
-    long v = s ? strtol(s, &end, 10) : 0;
-    if (!s || end == s || *end || v < 0 || v > 1024) {
-        fprintf(stderr, "qiao demo: --threads needs an integer in [0, 1024]\n");
-        return 0;
-    }
-    *out = (int)v;
-    return 1;
-}
-
 int cmd_demo(int argc, char **argv) {
     const char *model_path = DEMO_MODEL, *work = DEMO_WORK;
     int threads = 0;
@@ -224,7 +213,9 @@ int cmd_demo(int argc, char **argv) {
             if (a[2] == 'm') model_path = argv[++i];
             else work = argv[++i];
         } else if (!strcmp(a, "--threads")) {
-            if (!parse_threads(i + 1 < argc ? argv[++i] : NULL, &threads)) return 2;
+            int64_t v;
+            if (!cli_int_arg("demo", "--threads", i + 1 < argc ? argv[++i] : NULL, 0, 1024, &v)) return 2;
+            threads = (int)v;
         } else {
             fprintf(stderr, "qiao demo: %s '%s'\n", a[0] == '-' ? "unknown option or missing value" : "unexpected argument", a);
             usage(stderr);

@@ -43,12 +43,8 @@ int cmd_embed(int argc, char **argv) {
         } else if (!strcmp(a, "-o")) {
             out_path = next;
         } else if (!strcmp(a, "--threads")) {
-            char *end = NULL;
-            long v = strtol(next, &end, 10);
-            if (end == next || *end || v < 0 || v > 4096) {
-                fprintf(stderr, "qiao embed: --threads needs an integer in [0, 4096] (0 = all cores)\n");
-                return 2;
-            }
+            int64_t v;
+            if (!cli_int_arg("embed", "--threads", next, 0, 4096, &v)) return 2; /* 0 = all cores */
             n_threads = (int)v;
         } else {
             kind = a + 2; /* "text", "image" or "audio" */

@@ -34,15 +34,6 @@ static void usage(FILE *f) {
             "  spoken-digit accuracy on a `qiao dataset fsdd` split (qiao eval digits --help).\n");
 }
 
-static int parse_i64(const char *s, int64_t *out) {
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end) return 0;
-    *out = v;
-    return 1;
-}
-
 static void on_progress(const char *phase, int64_t done, int64_t total, void *user_data) {
     char label[64];
     snprintf(label, sizeof label, "eval: %s", phase);
@@ -159,11 +150,11 @@ static int retrieval(int argc, char **argv) {
             split = v;
         } else if (!strcmp(a, "--misses")) {
             misses = v;
-        } else if (!strcmp(a, "--pool") && parse_i64(v, &x) && x >= 1) {
+        } else if (!strcmp(a, "--pool") && cli_int(v, 1, INT64_MAX, &x)) {
             p.pool = x;
-        } else if (!strcmp(a, "--batch") && parse_i64(v, &x) && x >= 1 && x <= 4096) {
+        } else if (!strcmp(a, "--batch") && cli_int(v, 1, 4096, &x)) {
             p.batch = x;
-        } else if (!strcmp(a, "--threads") && parse_i64(v, &x) && x >= 0 && x <= 1024) {
+        } else if (!strcmp(a, "--threads") && cli_int(v, 0, 1024, &x)) {
             threads = x;
         } else {
             fprintf(stderr, "qiao eval retrieval: bad option or value: %s %s\n", a, v);

@@ -175,15 +175,13 @@ int cmd_eval_digits(int argc, char **argv) {
             return 2;
         }
         i++;
-        char *end = NULL;
         if (!strcmp(a, "--model")) {
             model_path = v;
         } else if (!strcmp(a, "--data")) {
             data = v;
         } else if (!strcmp(a, "--threads")) {
-            errno = 0;
-            long x = strtol(v, &end, 10);
-            if (errno || end == v || *end || x < 0 || x > 1024) {
+            int64_t x;
+            if (!cli_int(v, 0, 1024, &x)) {
                 fprintf(stderr, "qiao eval digits: bad option or value: %s %s\n", a, v);
                 return 2;
             }

@@ -20,17 +20,6 @@ static void usage(FILE *f) {
                "  --patch P     write (num_patches, 3*P*P) patch vectors instead of (3, S, S)\n");
 }
 
-static int parse_int(const char *opt, const char *s, int64_t *out) {
-    char *end;
-    long long v = strtoll(s ? s : "", &end, 10);
-    if (!s || *end || end == s || v < 1 || v > 8192) {
-        fprintf(stderr, "qiao image: %s needs an integer in 1..8192\n", opt);
-        return 0;
-    }
-    *out = v;
-    return 1;
-}
-
 /* The library's message names the file: "qiao image: format error: x.png: ...". */
 static int fail_file(qiao_status st) {
     fprintf(stderr, "qiao image: %s: %s\n", qiao_status_str(st), qiao_last_error());
@@ -51,9 +40,9 @@ int cmd_image(int argc, char **argv) {
         } else if (!strcmp(a, "--letterbox")) {
             letterbox = 1;
         } else if (!strcmp(a, "--size")) {
-            if (!parse_int(a, i + 1 < argc ? argv[++i] : NULL, &size)) return 2;
+            if (!cli_int_arg("image", a, i + 1 < argc ? argv[++i] : NULL, 1, 8192, &size)) return 2;
         } else if (!strcmp(a, "--patch")) {
-            if (!parse_int(a, i + 1 < argc ? argv[++i] : NULL, &patch)) return 2;
+            if (!cli_int_arg("image", a, i + 1 < argc ? argv[++i] : NULL, 1, 8192, &patch)) return 2;
         } else if (!strcmp(a, "-o")) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "qiao image: -o needs a file name\n");

@@ -14,17 +14,6 @@ static void usage(FILE *f) {
                "       qiao mel --info FILE\n");
 }
 
-static int parse_num(const char *opt, const char *s, double lo, double hi, double *out) {
-    char *end = NULL;
-    double v = s ? strtod(s, &end) : 0.0;
-    if (!s || end == s || *end || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "qiao mel: %s needs a number in [%g, %g]\n", opt, lo, hi);
-        return 0;
-    }
-    *out = v;
-    return 1;
-}
-
 int cmd_mel(int argc, char **argv) {
     const char *path = NULL, *out = NULL;
     int info = 0;
@@ -37,9 +26,9 @@ int cmd_mel(int argc, char **argv) {
         } else if (!strcmp(a, "--info")) {
             info = 1;
         } else if (!strcmp(a, "--n-mels")) {
-            if (!parse_num(a, i + 1 < argc ? argv[++i] : NULL, 1, 512, &n_mels)) return 2;
+            if (!cli_num_arg("mel", a, i + 1 < argc ? argv[++i] : NULL, 1, 512, &n_mels)) return 2;
         } else if (!strcmp(a, "--max-seconds")) {
-            if (!parse_num(a, i + 1 < argc ? argv[++i] : NULL, 0.001, 7 * 24 * 3600, &max_seconds)) return 2;
+            if (!cli_num_arg("mel", a, i + 1 < argc ? argv[++i] : NULL, 0.001, 7 * 24 * 3600, &max_seconds)) return 2;
         } else if (!strcmp(a, "-o")) {
             if (i + 1 >= argc) {
                 usage(stderr);

@@ -37,17 +37,6 @@ static void usage(FILE *f) {
                "                         [--top 5] [--kind image|audio] [--threads N] [--json]\n");
 }
 
-static int parse_int(const char *opt, const char *s, long lo, long hi, int *out) {
-    char *end = NULL;
-    long v = s ? strtol(s, &end, 10) : 0;
-    if (!s || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "qiao search: %s needs an integer in [%ld, %ld]\n", opt, lo, hi);
-        return 0;
-    }
-    *out = (int)v;
-    return 1;
-}
-
 /* The value of option argv[*i]; NULL (after a message) when it is missing. */
 static const char *option_value(int argc, char **argv, int *i) {
     if (*i + 1 >= argc) {
@@ -120,6 +109,7 @@ static int search_index_cmd(int argc, char **argv) {
     int rc = -1;
     for (int i = 1; i < argc && rc < 0; i++) {
         const char *a = argv[i];
+        int64_t n = 0;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             rc = 0;
@@ -128,9 +118,11 @@ static int search_index_cmd(int argc, char **argv) {
         } else if (!strcmp(a, "--out")) {
             if (!(out = option_value(argc, argv, &i))) rc = 2;
         } else if (!strcmp(a, "--threads")) {
-            if (!parse_int(a, i + 1 < argc ? argv[++i] : NULL, 0, 1024, &threads)) rc = 2;
+            if (!cli_int_arg("search", a, i + 1 < argc ? argv[++i] : NULL, 0, 1024, &n)) rc = 2;
+            else threads = (int)n;
         } else if (!strcmp(a, "--batch")) {
-            if (!parse_int(a, i + 1 < argc ? argv[++i] : NULL, 1, 512, &batch)) rc = 2;
+            if (!cli_int_arg("search", a, i + 1 < argc ? argv[++i] : NULL, 1, 512, &n)) rc = 2;
+            else batch = (int)n;
         } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
             verbose = 1;
         } else if (!strcmp(a, "--")) {
@@ -220,6 +212,7 @@ static int search_query_cmd(int argc, char **argv) {
     int top = 5, threads = 0, json = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        int64_t n = 0;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
@@ -237,9 +230,11 @@ static int search_query_cmd(int argc, char **argv) {
             if (!(qvalue = option_value(argc, argv, &i))) return 2;
             qflag = a;
         } else if (!strcmp(a, "--top")) {
-            if (!parse_int(a, i + 1 < argc ? argv[++i] : NULL, 1, 1000000, &top)) return 2;
+            if (!cli_int_arg("search", a, i + 1 < argc ? argv[++i] : NULL, 1, 1000000, &n)) return 2;
+            else top = (int)n;
         } else if (!strcmp(a, "--threads")) {
-            if (!parse_int(a, i + 1 < argc ? argv[++i] : NULL, 0, 1024, &threads)) return 2;
+            if (!cli_int_arg("search", a, i + 1 < argc ? argv[++i] : NULL, 0, 1024, &n)) return 2;
+            else threads = (int)n;
         } else if (!strcmp(a, "--json")) {
             json = 1;
         } else {

@@ -53,10 +53,17 @@ int cmd_selfcheck(int argc, char **argv) {
     qiao_selfcheck_params p = qiao_selfcheck_default_params();
     const char *out = "qiao-selfcheck.safetensors";
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--steps") && i + 1 < argc) p.steps = atoll(argv[++i]);
-        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) p.n_threads = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--seed") && i + 1 < argc) p.seed = strtoull(argv[++i], NULL, 10);
-        else if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
+        int64_t x;
+        if (!strcmp(argv[i], "--steps") && i + 1 < argc) {
+            if (!cli_int_arg("selfcheck", "--steps", argv[++i], 1, INT64_MAX, &x)) return 2;
+            p.steps = x;
+        } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
+            if (!cli_int_arg("selfcheck", "--threads", argv[++i], 0, 1024, &x)) return 2;
+            p.n_threads = (int)x;
+        } else if (!strcmp(argv[i], "--seed") && i + 1 < argc) {
+            if (!cli_int_arg("selfcheck", "--seed", argv[++i], 0, INT64_MAX, &x)) return 2;
+            p.seed = (uint64_t)x;
+        } else if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
         else {
             fprintf(stderr, "usage: qiao selfcheck [--steps N] [--threads N] [--seed S] [--out FILE]\n");
             return 2;

@@ -15,18 +15,6 @@ static void tokenize_usage(FILE *f) {
     fprintf(f, "usage: qiao tokenize --tokenizer FILE.safetensors [--json] [--replace-invalid] TEXT\n");
 }
 
-static int parse_i64(const char *opt, const char *s, int64_t lo, int64_t hi, int64_t *out) {
-    char *end = NULL;
-    long long v = s ? strtoll(s, &end, 10) : 0;
-    if (!s || !*s || *end || v < lo || v > hi) {
-        fprintf(stderr, "qiao: %s wants an integer in %lld..%lld, got '%s'\n", opt, (long long)lo, (long long)hi,
-                s ? s : "");
-        return 0;
-    }
-    *out = v;
-    return 1;
-}
-
 static void on_progress(const char *phase, int64_t done, int64_t total, void *user) {
     (void)user;
     if (total > 0)
@@ -50,16 +38,16 @@ static int tokenizer_train(int argc, char **argv) {
             p.out_path = v;
             i++;
         } else if (!strcmp(a, "--vocab-size")) {
-            if (!parse_i64(a, v, 300, 1 << 20, &x)) return 2;
+            if (!cli_int_arg("tokenizer train", a, v, 300, 1 << 20, &x)) return 2;
             p.vocab_size = x;
             have_vocab = 1;
             i++;
         } else if (!strcmp(a, "--char-vocab")) {
-            if (!parse_i64(a, v, 3, 0x110000, &x)) return 2;
+            if (!cli_int_arg("tokenizer train", a, v, 3, 0x110000, &x)) return 2;
             p.char_vocab_size = x;
             i++;
         } else if (!strcmp(a, "--k")) {
-            if (!parse_i64(a, v, 1, 64, &x)) return 2;
+            if (!cli_int_arg("tokenizer train", a, v, 1, 64, &x)) return 2;
             p.k = (int)x;
             i++;
         } else if (!strcmp(a, "--t2s")) {

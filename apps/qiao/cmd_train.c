@@ -240,7 +240,9 @@ int cmd_train(int argc, char **argv) {
             return 2;
         }
         const char *v = argv[++i];
-        char *end = NULL;
+        bool ok = true;
+        int64_t x = 0;
+        double y = 0;
         if (!strcmp(a, "--config")) config = v;
         else if (!strcmp(a, "--tokenizer")) p.tokenizer_path = v;
         else if (!strcmp(a, "--data")) data = v;
@@ -248,26 +250,26 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--out")) p.out_path = v;
         else if (!strcmp(a, "--resume")) p.resume_path = v;
         else if (!strcmp(a, "--init")) p.init_path = v;
-        else if (!strcmp(a, "--warmup")) warmup = strtoll(v, &end, 10);
+        else if (!strcmp(a, "--warmup")) ok = cli_int(v, INT64_MIN, INT64_MAX, &x), warmup = x;
         else if (!strcmp(a, "--freeze")) freeze = v;
         else if (!strcmp(a, "--ckpt")) ckpt = v;
         else if (!strcmp(a, "--log")) logp = v;
-        else if (!strcmp(a, "--steps")) steps = strtoll(v, &end, 10);
-        else if (!strcmp(a, "--batch")) batch = strtoll(v, &end, 10);
-        else if (!strcmp(a, "--seed")) seed = strtoll(v, &end, 10);
-        else if (!strcmp(a, "--eval-every")) eval_every = strtoll(v, &end, 10);
-        else if (!strcmp(a, "--eval-pool")) eval_pool = strtoll(v, &end, 10);
-        else if (!strcmp(a, "--lr")) lr = strtod(v, &end);
-        else if (!strcmp(a, "--audio-weight")) audio_weight = strtod(v, &end);
-        else if (!strcmp(a, "--place-groups")) place_groups = strtoll(v, &end, 10);
-        else if (!strcmp(a, "--threads")) p.threads = (int)strtol(v, &end, 10);
-        else if (!strcmp(a, "--loader-threads")) p.loader_threads = (int)strtol(v, &end, 10);
+        else if (!strcmp(a, "--steps")) ok = cli_int(v, INT64_MIN, INT64_MAX, &x), steps = x;
+        else if (!strcmp(a, "--batch")) ok = cli_int(v, INT64_MIN, INT64_MAX, &x), batch = x;
+        else if (!strcmp(a, "--seed")) ok = cli_int(v, INT64_MIN, INT64_MAX, &x), seed = x;
+        else if (!strcmp(a, "--eval-every")) ok = cli_int(v, INT64_MIN, INT64_MAX, &x), eval_every = x;
+        else if (!strcmp(a, "--eval-pool")) ok = cli_int(v, INT64_MIN, INT64_MAX, &x), eval_pool = x;
+        else if (!strcmp(a, "--lr")) ok = cli_num(v, -HUGE_VAL, HUGE_VAL, &y), lr = y;
+        else if (!strcmp(a, "--audio-weight")) ok = cli_num(v, -HUGE_VAL, HUGE_VAL, &y), audio_weight = y;
+        else if (!strcmp(a, "--place-groups")) ok = cli_int(v, INT64_MIN, INT64_MAX, &x), place_groups = x;
+        else if (!strcmp(a, "--threads")) ok = cli_int(v, INT32_MIN, INT32_MAX, &x), p.threads = (int)x;
+        else if (!strcmp(a, "--loader-threads")) ok = cli_int(v, INT32_MIN, INT32_MAX, &x), p.loader_threads = (int)x;
         else {
             fprintf(stderr, "qiao train: unknown option %s\n", a);
             usage(stderr);
             return 2;
         }
-        if (end && *end) {
+        if (!ok) {
             fprintf(stderr, "qiao train: %s: not a number: %s\n", a, v);
             return 2;
         }

@@ -1,9 +1,7 @@
 /* The qiao command line: one binary, one subcommand per verb. */
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 
-#include "core/core.h"
 #include "cli.h"
 
 typedef struct command {
@@ -34,40 +32,6 @@ static const command commands[] = {
     {"embed", cmd_embed, "--model M (--text T | --image F | --audio F) [-o out.npy] [--threads N]: one embedding"},
     {"search", cmd_search, "index --model M --out INDEX PATH... | query --index INDEX --text T: search"},
 };
-
-int cli_fail(qiao_status st) {
-    fprintf(stderr, "qiao: %s: %s\n", qiao_status_str(st), qiao_last_error());
-    return 1;
-}
-
-bool cli_is_file(const char *path) {
-    struct stat sb;
-    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
-}
-
-void cli_split_dir(const char *data, const char *split, char *dir, size_t cap) {
-    char probe[4200];
-    snprintf(dir, cap, "%s", data);
-    snprintf(probe, sizeof probe, "%.4000s/manifest.jsonl", data);
-    if (cli_is_file(probe)) return;
-    snprintf(probe, sizeof probe, "%.3000s/%.900s/manifest.jsonl", data, split);
-    if (cli_is_file(probe)) snprintf(dir, cap, "%s/%s", data, split);
-}
-
-void cli_progress_start(cli_progress *p) {
-    p->t0 = qc_now();
-    p->last = 0;
-}
-
-void cli_progress_show(cli_progress *p, const char *label, const char *unit, int64_t done, int64_t total) {
-    const double t = qc_now() - p->t0;
-    if (done != total && t - p->last < 1.0) return;
-    p->last = t;
-    const double rate = t > 0 ? (double)done / t : 0.0;
-    fprintf(stderr, "\r%s: %lld/%lld %s, %.0f %s/s, ETA %.0f s   ", label, (long long)done, (long long)total, unit,
-            rate, unit, rate > 0 ? (double)(total - done) / rate : 0.0);
-    if (done == total) fputc('\n', stderr);
-}
 
 static void usage(FILE *f) {
     fprintf(f, "usage: qiao <command> [args]\n\ncommands:\n");

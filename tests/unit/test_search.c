@@ -35,12 +35,6 @@
 #define IMG(n) QIAO_TEST_DATA "/image/" n
 #define AUD(n) QIAO_TEST_DATA "/audio/" n
 
-/* main.c is not linked in: the one helper the commands share. */
-int cli_fail(qiao_status st) {
-    fprintf(stderr, "qiao: %s: %s\n", qiao_status_str(st), qiao_last_error());
-    return 1;
-}
-
 /* Two models of the same config, different weights; made once. */
 static char g_tmp[512], g_model_a[600], g_model_b[600];
 
