@@ -130,17 +130,6 @@ static qiao_status list_add(walk_ctx *w, const char *path, const struct stat *sb
     return QIAO_OK;
 }
 
-/* What a file that is not a regular file is, for messages. */
-static const char *kind_of(mode_t m) {
-    if (S_ISDIR(m)) return "a folder";
-    if (S_ISFIFO(m)) return "a named pipe (FIFO)";
-    if (S_ISCHR(m)) return "a character device";
-    if (S_ISBLK(m)) return "a block device";
-    if (S_ISSOCK(m)) return "a socket";
-    if (S_ISLNK(m)) return "a symbolic link";
-    return "neither a file nor a folder";
-}
-
 /* Why stat() could not follow the link at `path` (err is its errno). */
 static void report_unfollowable_link(const char *path, int err) {
     char target[1024];
@@ -193,12 +182,12 @@ static qiao_status walk_dir(walk_ctx *w, const char *dir, int depth) {
             } else if (S_ISREG(tb.st_mode)) {
                 st = list_add(w, path, &tb);
             } else if (w->verbose) {
-                fprintf(stderr, "qiao search: %s: symbolic link to %s, not followed\n", path, kind_of(tb.st_mode));
+                fprintf(stderr, "qiao search: %s: symbolic link to %s, not followed\n", path, qc_file_kind(tb.st_mode));
             }
         } else if (S_ISREG(sb.st_mode)) {
             st = list_add(w, path, &sb);
         } else if (w->verbose) {
-            fprintf(stderr, "qiao search: %s: %s, skipped\n", path, kind_of(sb.st_mode));
+            fprintf(stderr, "qiao search: %s: %s, skipped\n", path, qc_file_kind(sb.st_mode));
         }
         free(path);
     }
@@ -233,7 +222,7 @@ static qiao_status walk_roots(const search_update_params *p, file_list *out) {
         qiao_status st = QIAO_OK;
         if (S_ISDIR(sb.st_mode)) st = walk_dir(&w, abs, 0);
         else if (S_ISREG(sb.st_mode)) st = list_add(&w, abs, &sb);
-        else st = qc_error(QIAO_ERR_IO, "%s: is %s, not a file or folder", p->roots[i], kind_of(sb.st_mode));
+        else st = qc_error(QIAO_ERR_IO, "%s: is %s, not a file or folder", p->roots[i], qc_file_kind(sb.st_mode));
         free(abs);
         if (st != QIAO_OK) return st;
     }

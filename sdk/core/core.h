@@ -55,6 +55,9 @@ double qc_now(void);
  * (a FIFO, a device or a folder is refused with a message naming what it
  * is) and the descriptor is close-on-exec. */
 
+/* What a stat() mode is, for messages: "a folder", "a named pipe (FIFO)",
+ * "a character device"... */
+const char *qc_file_kind(unsigned mode);
 /* Opens a regular file for reading; *size (may be NULL) gets its length. */
 qiao_status qc_open_read(const char *path, int *fd, int64_t *size);
 /* The same as a stdio stream ("rb"). */

@@ -30,13 +30,15 @@
 
 #include "core/core.h"
 
-static const char *kind_of(mode_t m) {
-    if (S_ISDIR(m)) return "a folder";
-    if (S_ISFIFO(m)) return "a named pipe (FIFO)";
-    if (S_ISCHR(m)) return "a character device";
-    if (S_ISBLK(m)) return "a block device";
-    if (S_ISSOCK(m)) return "a socket";
-    return "something other than a file";
+const char *qc_file_kind(unsigned mode) {
+    if (S_ISREG(mode)) return "a file";
+    if (S_ISDIR(mode)) return "a folder";
+    if (S_ISFIFO(mode)) return "a named pipe (FIFO)";
+    if (S_ISCHR(mode)) return "a character device";
+    if (S_ISBLK(mode)) return "a block device";
+    if (S_ISSOCK(mode)) return "a socket";
+    if (S_ISLNK(mode)) return "a symbolic link";
+    return "neither a file nor a folder";
 }
 
 qiao_status qc_open_read(const char *path, int *fd_out, int64_t *size) {
@@ -59,7 +61,7 @@ qiao_status qc_open_read(const char *path, int *fd_out, int64_t *size) {
     }
     if (!S_ISREG(sb.st_mode)) {
         close(fd);
-        return qc_error(QIAO_ERR_IO, "%s: is %s, not a regular file", path, kind_of(sb.st_mode));
+        return qc_error(QIAO_ERR_IO, "%s: is %s, not a regular file", path, qc_file_kind(sb.st_mode));
     }
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
