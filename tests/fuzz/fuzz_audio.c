@@ -20,10 +20,7 @@
 #include "core/core.h"
 #include "modalities/audio/audio.h"
 
-#define CHECK(c)                                                                                  \
-    do {                                                                                          \
-        if (!(c)) __builtin_trap();                                                               \
-    } while (0)
+#include "check.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -20,11 +20,7 @@
 #include "core/safetensors.h"
 #include "search_index.h"
 
-/* A broken invariant is a crash on purpose, so the fuzzer records it. */
-#define CHECK(c)                                                                                  \
-    do {                                                                                          \
-        if (!(c)) __builtin_trap();                                                               \
-    } while (0)
+#include "check.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

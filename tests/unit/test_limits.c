@@ -19,6 +19,8 @@
  *
  * Every child is forked from a parent that has not called OpenBLAS, so no
  * child inherits a buffer that would let it through. */
+#define _POSIX_C_SOURCE 200809L
+
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
