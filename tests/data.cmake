@@ -1,4 +1,4 @@
-# The shapes manifest reader and the training loader (models/data.c):
+# The shapes manifest reader and the training loader (models/data/data.c):
 # manifest fields and signatures, malformed lines, batch determinism, epoch
 # coverage, row contents, the threaded loader's order, stop and errors. Each
 # case generates 24 scenes with spoken long captions (espeak-ng, ~2 s).

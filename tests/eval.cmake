@@ -1,4 +1,4 @@
-# Retrieval evaluation (models/eval.c, `qiao eval retrieval`): the ranking
+# Retrieval evaluation (models/retrieval/eval.c, `qiao eval retrieval`): the ranking
 # core on hand-made embeddings, invariants of a random tiny model on a few
 # generated scenes with speech, signature duplicates, errors, and the
 # command's --json output against the library's numbers.

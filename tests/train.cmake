@@ -1,4 +1,4 @@
-# Contrastive training (models/train.c) on 16 generated scenes with spoken
+# Contrastive training (models/train/train.c) on 16 generated scenes with spoken
 # long captions and the tiny config: exact resume, thread independence, a
 # learning check and error handling; frozen towers; a warm restart of the
 # schedule; clips run in chunks of similar length

@@ -1,6 +1,6 @@
 /* qiao dataset fsdd: the Free Spoken Digit Dataset (recordings of English
  * digits, datasets/fsdd/SOURCE.md) as image-less manifests that the trainer
- * and `qiao eval digits` read (models/data.h).
+ * and `qiao eval digits` read (models/data/data.h).
  *
  * Splits, from the file names recordings/<digit>_<speaker>_<take>.wav:
  *   train/    takes 5.. of every speaker but the held-out one

@@ -22,7 +22,7 @@
 #include <sys/stat.h>
 
 #include "cli.h"
-#include "models/data.h"
+#include "models/data/data.h"
 #include "search_index.h"
 #include "shapes/shapes.h"
 

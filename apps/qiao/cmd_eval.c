@@ -1,5 +1,5 @@
 /* qiao eval retrieval: cross-modal recall@1/5/10 of a model on a shapes
- * split (models/eval.h), as a table or as JSON on stdout. Progress goes to
+ * split (models/retrieval/eval.h), as a table or as JSON on stdout. Progress goes to
  * stderr, so `--json` output can be piped as is. `qiao eval digits` (spoken
  * digits, cmd_eval_digits.c) is dispatched from here too. */
 #define _POSIX_C_SOURCE 200809L
@@ -13,8 +13,8 @@
 
 #include "backend/backend.h"
 #include "cli.h"
-#include "models/data.h"
-#include "models/eval.h"
+#include "models/data/data.h"
+#include "models/retrieval/eval.h"
 #include "models/model.h"
 
 int cmd_eval_digits(int argc, char **argv);

@@ -3,7 +3,7 @@
  * "零".."九"), each clip of a manifest (`qiao dataset fsdd`) as audio, and a
  * clip's prediction is the word of highest cosine. Accuracy per language,
  * chance 1/10. Everything goes through the public API (qiao.h), as an
- * application would; only the manifest is read with models/data.h. */
+ * application would; only the manifest is read with models/data/data.h. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <stdio.h>
@@ -13,7 +13,7 @@
 #include <cjson/cJSON.h>
 
 #include "cli.h"
-#include "models/data.h"
+#include "models/data/data.h"
 
 int cmd_eval_digits(int argc, char **argv);
 

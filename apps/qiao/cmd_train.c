@@ -1,5 +1,5 @@
 /* apps/qiao/cmd_train.c - `qiao train`: contrastive training of a model
- * (models/train.h) with a progress line, a CSV log, a PNG of the curves,
+ * (models/train/train.h) with a progress line, a CSV log, a PNG of the curves,
  * and Ctrl-C that stops after the current step with a checkpoint. */
 #define _POSIX_C_SOURCE 200809L
 
@@ -16,7 +16,7 @@
 #include <cjson/cJSON.h>
 
 #include "cli.h"
-#include "models/train.h"
+#include "models/train/train.h"
 #include "plot.h"
 
 int cmd_train(int argc, char **argv);

@@ -1,5 +1,5 @@
 /* tests/unit/test_data.c - the shapes manifest reader and the training
- * loader (models/data.c), on a few scenes generated with spoken long
+ * loader (models/data/data.c), on a few scenes generated with spoken long
  * captions: the manifest against the generator's own scenes, malformed
  * lines naming file:line, batches as pure functions of (seed, index), an
  * epoch visiting every scene once, each row holding what its scene says,
@@ -17,7 +17,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "models/data.h"
+#include "models/data/data.h"
 #include "shapes/shapes.h"
 #include "model_fixture.h"
 #include "testutil.h"

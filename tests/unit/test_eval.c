@@ -1,4 +1,4 @@
-/* Retrieval evaluation (models/eval.c) and `qiao eval retrieval`.
+/* Retrieval evaluation (models/retrieval/eval.c) and `qiao eval retrieval`.
  *
  *   recall_core     qmod_recall_at_k on hand-made embeddings with known
  *                   ranks (ties, shared groups, a query with no hit), and on
@@ -26,8 +26,8 @@
 #include <cjson/cJSON.h>
 
 #include "backend/backend.h"
-#include "models/data.h"
-#include "models/eval.h"
+#include "models/data/data.h"
+#include "models/retrieval/eval.h"
 #include "models/model.h"
 #include "shapes/shapes.h"
 #include "model_fixture.h"

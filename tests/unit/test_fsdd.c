@@ -39,9 +39,9 @@
 
 #include <cjson/cJSON.h>
 
-#include "models/data.h"
+#include "models/data/data.h"
 #include "models/model.h"
-#include "models/train.h"
+#include "models/train/train.h"
 #include "model_fixture.h"
 #include "testutil.h"
 

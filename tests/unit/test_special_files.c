@@ -17,7 +17,7 @@
 
 #include "datasets/intent/intent.h"
 #include "model_fixture.h"
-#include "models/data.h"
+#include "models/data/data.h"
 
 #define BASE_MODEL QIAO_SOURCE_DIR "/models/qiao-base.safetensors"
 

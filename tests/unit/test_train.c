@@ -1,4 +1,4 @@
-/* tests/unit/test_train.c - contrastive training (models/train.c) on a few
+/* tests/unit/test_train.c - contrastive training (models/train/train.c) on a few
  * generated scenes with spoken long captions and the tiny config:
  *   resume_exact  a run stopped after step 2 and resumed from its
  *                 checkpoint ends with the same model, byte for byte, and
@@ -26,7 +26,7 @@
 
 #include "model_fixture.h"
 #include "models/embed.h"
-#include "models/train.h"
+#include "models/train/train.h"
 #include "nn/nn.h"
 #include "shapes/shapes.h"
 

@@ -1,4 +1,4 @@
-/* models/data.h - paired training and evaluation data: a shapes-world split
+/* models/data/data.h - paired training and evaluation data: a shapes-world split
  * (datasets/shapes, docs/datasets.md) or an image-less speech set (FSDD,
  * `qiao dataset fsdd`) read from its manifest, and the background loader
  * that turns it into encoder batches for training.

@@ -1,11 +1,11 @@
-/* models/eval.c - cross-modal retrieval evaluation (see eval.h).
+/* models/retrieval/eval.c - cross-modal retrieval evaluation (see eval.h).
  *
  * Every item of the pool is embedded once (images once for both languages),
  * then each (language, direction) pair is a query matrix against a candidate
  * matrix, ranked by qmod_recall_at_k. Scores are computed on the host with
  * the CPU kernels whatever backend embedded, since embeddings come back in
  * host memory. */
-#include "models/eval.h"
+#include "models/retrieval/eval.h"
 
 #include <math.h>
 #include <stdio.h>

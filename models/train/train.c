@@ -1,4 +1,4 @@
-/* models/train.c - contrastive training of the three encoders (see train.h).
+/* models/train/train.c - contrastive training of the three encoders (see train.h).
  *
  * One step on a batch of B scenes (A of them with speech):
  *   e_T = text(captions), e_I = image(pictures), e_A = audio(speech)
@@ -13,7 +13,7 @@
  * "optim.v.<name>" and the metadata "qiao.train" (step, wall time,
  * hyperparameters). Batches are a pure function of (seed, step), so a run
  * resumed from a checkpoint continues exactly as the uninterrupted run. */
-#include "models/train.h"
+#include "models/train/train.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -22,7 +22,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "models/eval.h"
+#include "models/retrieval/eval.h"
 
 #define META_TRAIN "qiao.train"
 

@@ -1,4 +1,4 @@
-/* models/train.h - contrastive training of the three encoders:
+/* models/train/train.h - contrastive training of the three encoders:
  * symmetric InfoNCE over text-image, audio-text and audio-image pairs (one
  * learnable temperature each), AdamW with warmup and cosine decay, periodic
  * validation recall, atomic resumable checkpoints.
@@ -24,7 +24,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "models/data.h"
+#include "models/data/data.h"
 #include "models/embed.h"
 #include "models/model.h"
 

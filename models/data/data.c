@@ -1,4 +1,4 @@
-/* models/data.c - the shapes manifest and the training loader (see data.h).
+/* models/data/data.c - the shapes manifest and the training loader (see data.h).
  *
  * The loader's ring: batch k (counted from first_batch) always goes to slot
  * (k - first_batch) % prefetch, so a slot is reused only by the batch
@@ -9,7 +9,7 @@
  * `prefetch` places before (then qmod_loader_next says so instead of
  * hanging). */
 #define _GNU_SOURCE /* getline */
-#include "models/data.h"
+#include "models/data/data.h"
 
 #include <errno.h>
 #include <pthread.h>

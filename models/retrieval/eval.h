@@ -1,4 +1,4 @@
-/* models/eval.h - cross-modal retrieval evaluation on a shapes split.
+/* models/retrieval/eval.h - cross-modal retrieval evaluation on a shapes split.
  *
  * The first `pool` scenes of the split (or all when fewer) form one pool per
  * language. For each language and each direction:
@@ -19,7 +19,7 @@
 
 #include <stdint.h>
 
-#include "models/data.h"
+#include "models/data/data.h"
 #include "models/embed.h"
 
 enum { QMOD_T2I = 0, QMOD_I2T = 1, QMOD_A2I = 2, QMOD_A2T = 3, QMOD_I2A = 4, QMOD_N_DIRS = 5 };
