@@ -38,39 +38,16 @@ audio_cli(cli.mel.bad_file 1 "mel;${QIAO_AUDIO_DATA}/ATTRIBUTION.md;-o;${QIAO_AU
 audio_cli(cli.mel.missing 1 "mel;--info;${QIAO_AUDIO_DATA}/missing.wav" STDERR "I/O error|missing\\.wav")
 audio_cli(cli.mel.usage 2 "mel;${QIAO_AUDIO_DATA}/fsdd_3_jackson_0.wav" STDERR "usage: qiao mel")
 
-# libFuzzer target (see tests/fuzz.cmake for the pattern and how to run it):
-# the audio sources are compiled into the fuzzer with its instrumentation;
-# libsndfile and FFmpeg are linked as they are (not instrumented).
-# (tests/fuzz.cmake, which sets QIAO_FUZZ_FLAGS, is included after this file.)
-if(QIAO_FUZZ)
-  set(QIAO_FUZZ_AUDIO_FLAGS -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-      -fno-omit-frame-pointer -g)
-  # The decoding and mel code only (not the encoder, which needs the nn
-  # layers and cJSON): named, not globbed, so a new file in the folder does
-  # not silently join the fuzzer.
-  set(QIAO_FUZZ_AUDIO_SOURCES ${PROJECT_SOURCE_DIR}/modalities/audio/audio.c
-    ${PROJECT_SOURCE_DIR}/modalities/audio/decode_sndfile.c ${PROJECT_SOURCE_DIR}/modalities/audio/decode_ffmpeg.c
-    ${PROJECT_SOURCE_DIR}/modalities/audio/mel.c)
-  add_executable(fuzz_audio fuzz/fuzz_audio.c ${QIAO_FUZZ_AUDIO_SOURCES}
-    ${PROJECT_SOURCE_DIR}/modalities/media/ffmpeg.c ${PROJECT_SOURCE_DIR}/sdk/core/status.c
-    ${PROJECT_SOURCE_DIR}/sdk/core/file.c ${PROJECT_SOURCE_DIR}/sdk/core/rng.c)
-  target_include_directories(fuzz_audio PRIVATE ${PROJECT_SOURCE_DIR} ${PROJECT_SOURCE_DIR}/sdk
-    ${PROJECT_SOURCE_DIR}/sdk/include ${PROJECT_BINARY_DIR}/sdk)
-  target_compile_options(fuzz_audio PRIVATE ${QIAO_FUZZ_AUDIO_FLAGS})
-  target_link_options(fuzz_audio PRIVATE ${QIAO_FUZZ_AUDIO_FLAGS})
-  target_link_libraries(fuzz_audio PRIVATE qiao_warnings PkgConfig::SNDFILE PkgConfig::FFMPEG m)
-  add_test(NAME fuzz.audio.seeds COMMAND fuzz_audio -runs=0 ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus/audio)
-  set_tests_properties(fuzz.audio.seeds PROPERTIES LABELS fuzz TIMEOUT 120)
-  # The front end alone (from_pcm, resampling, both mel computers) with odd
-  # rates, channel counts and mel settings.
-  add_executable(fuzz_audio_mel fuzz/fuzz_audio_mel.c ${QIAO_FUZZ_AUDIO_SOURCES}
-    ${PROJECT_SOURCE_DIR}/modalities/media/ffmpeg.c ${PROJECT_SOURCE_DIR}/sdk/core/status.c
-    ${PROJECT_SOURCE_DIR}/sdk/core/file.c ${PROJECT_SOURCE_DIR}/sdk/core/rng.c)
-  target_include_directories(fuzz_audio_mel PRIVATE ${PROJECT_SOURCE_DIR} ${PROJECT_SOURCE_DIR}/sdk
-    ${PROJECT_SOURCE_DIR}/sdk/include ${PROJECT_BINARY_DIR}/sdk)
-  target_compile_options(fuzz_audio_mel PRIVATE ${QIAO_FUZZ_AUDIO_FLAGS})
-  target_link_options(fuzz_audio_mel PRIVATE ${QIAO_FUZZ_AUDIO_FLAGS})
-  target_link_libraries(fuzz_audio_mel PRIVATE qiao_warnings PkgConfig::SNDFILE PkgConfig::FFMPEG m)
-  add_test(NAME fuzz.audio_mel.seeds COMMAND fuzz_audio_mel -runs=0 ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus/audio_mel)
-  set_tests_properties(fuzz.audio_mel.seeds PROPERTIES LABELS fuzz TIMEOUT 120)
-endif()
+# libFuzzer targets (tests/fuzz.cmake): the audio sources are compiled into
+# the fuzzer with its instrumentation; libsndfile and FFmpeg are linked as
+# they are (not instrumented).
+# The decoding and mel code only (not the encoder, which needs the nn layers
+# and cJSON): named, not globbed, so a new file in the folder does not
+# silently join the fuzzer. fuzz_audio_mel: the front end alone (from_pcm,
+# resampling, both mel computers) with odd rates, channels and settings.
+set(QIAO_FUZZ_AUDIO_SOURCES ${PROJECT_SOURCE_DIR}/modalities/audio/audio.c
+  ${PROJECT_SOURCE_DIR}/modalities/audio/decode_sndfile.c ${PROJECT_SOURCE_DIR}/modalities/audio/decode_ffmpeg.c
+  ${PROJECT_SOURCE_DIR}/modalities/audio/mel.c ${PROJECT_SOURCE_DIR}/modalities/media/ffmpeg.c
+  ${PROJECT_SOURCE_DIR}/sdk/core/status.c ${PROJECT_SOURCE_DIR}/sdk/core/file.c ${PROJECT_SOURCE_DIR}/sdk/core/rng.c)
+qiao_fuzz(NAME fuzz_audio SOURCES ${QIAO_FUZZ_AUDIO_SOURCES} LIBS PkgConfig::SNDFILE PkgConfig::FFMPEG)
+qiao_fuzz(NAME fuzz_audio_mel SOURCES ${QIAO_FUZZ_AUDIO_SOURCES} LIBS PkgConfig::SNDFILE PkgConfig::FFMPEG)

@@ -34,32 +34,13 @@ if(QIAO_FUZZ)
   # sdk/CMakeLists.txt); every other UBSan and ASan check stays.
   set_source_files_properties(${PROJECT_SOURCE_DIR}/modalities/image/decode_stb.c PROPERTIES
     COMPILE_OPTIONS "-fno-sanitize=pointer-overflow;-fno-sanitize=nonnull-attribute")
-  add_executable(fuzz_image fuzz/fuzz_image.c
-    ${PROJECT_SOURCE_DIR}/modalities/image/image.c ${PROJECT_SOURCE_DIR}/modalities/image/decode_stb.c
-    ${PROJECT_SOURCE_DIR}/modalities/image/decode_ffmpeg.c ${PROJECT_SOURCE_DIR}/modalities/image/preprocess.c
-    ${PROJECT_SOURCE_DIR}/modalities/media/ffmpeg.c ${QIAO_FUZZ_SDK}/core/status.c
-    ${QIAO_FUZZ_SDK}/core/file.c ${QIAO_FUZZ_SDK}/core/rng.c)
-  target_include_directories(fuzz_image PRIVATE
-    ${QIAO_FUZZ_SDK} ${QIAO_FUZZ_SDK}/include ${PROJECT_BINARY_DIR}/sdk ${PROJECT_SOURCE_DIR})
-  target_compile_options(fuzz_image PRIVATE ${QIAO_FUZZ_FLAGS})
-  target_link_options(fuzz_image PRIVATE ${QIAO_FUZZ_FLAGS})
-  target_link_libraries(fuzz_image PRIVATE qiao_warnings PkgConfig::STB PkgConfig::FFMPEG m pthread)
-  add_test(NAME fuzz.image.seeds
-    COMMAND fuzz_image -runs=0 ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus/image)
-  set_tests_properties(fuzz.image.seeds PROPERTIES LABELS fuzz TIMEOUT 120)
-  # Preprocessing at model sizes (64..448) with extreme aspect ratios and the
-  # real pixel limit.
-  add_executable(fuzz_image_preprocess fuzz/fuzz_image_preprocess.c
-    ${PROJECT_SOURCE_DIR}/modalities/image/image.c ${PROJECT_SOURCE_DIR}/modalities/image/decode_stb.c
-    ${PROJECT_SOURCE_DIR}/modalities/image/decode_ffmpeg.c ${PROJECT_SOURCE_DIR}/modalities/image/preprocess.c
-    ${PROJECT_SOURCE_DIR}/modalities/media/ffmpeg.c ${QIAO_FUZZ_SDK}/core/status.c
-    ${QIAO_FUZZ_SDK}/core/file.c ${QIAO_FUZZ_SDK}/core/rng.c)
-  target_include_directories(fuzz_image_preprocess PRIVATE
-    ${QIAO_FUZZ_SDK} ${QIAO_FUZZ_SDK}/include ${PROJECT_BINARY_DIR}/sdk ${PROJECT_SOURCE_DIR})
-  target_compile_options(fuzz_image_preprocess PRIVATE ${QIAO_FUZZ_FLAGS})
-  target_link_options(fuzz_image_preprocess PRIVATE ${QIAO_FUZZ_FLAGS})
-  target_link_libraries(fuzz_image_preprocess PRIVATE qiao_warnings PkgConfig::STB PkgConfig::FFMPEG m pthread)
-  add_test(NAME fuzz.image_preprocess.seeds
-    COMMAND fuzz_image_preprocess -runs=0 ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus/image_preprocess)
-  set_tests_properties(fuzz.image_preprocess.seeds PROPERTIES LABELS fuzz TIMEOUT 120)
 endif()
+# fuzz_image_preprocess: preprocessing at model sizes (64..448) with extreme
+# aspect ratios and the real pixel limit.
+set(QIAO_FUZZ_IMAGE_SOURCES
+  ${PROJECT_SOURCE_DIR}/modalities/image/image.c ${PROJECT_SOURCE_DIR}/modalities/image/decode_stb.c
+  ${PROJECT_SOURCE_DIR}/modalities/image/decode_ffmpeg.c ${PROJECT_SOURCE_DIR}/modalities/image/preprocess.c
+  ${PROJECT_SOURCE_DIR}/modalities/media/ffmpeg.c ${PROJECT_SOURCE_DIR}/sdk/core/status.c
+  ${PROJECT_SOURCE_DIR}/sdk/core/file.c ${PROJECT_SOURCE_DIR}/sdk/core/rng.c)
+qiao_fuzz(NAME fuzz_image SOURCES ${QIAO_FUZZ_IMAGE_SOURCES} LIBS PkgConfig::STB PkgConfig::FFMPEG pthread)
+qiao_fuzz(NAME fuzz_image_preprocess SOURCES ${QIAO_FUZZ_IMAGE_SOURCES} LIBS PkgConfig::STB PkgConfig::FFMPEG pthread)

@@ -26,18 +26,8 @@ cli_expect(NAME cli.search.not_an_index RC 1
 # are compiled into the fuzzer with its instrumentation; cJSON is linked as
 # the system builds it. search_index_file.c holds only the file format, so
 # no model, decoder or session comes along.
-if(QIAO_FUZZ)
-  add_executable(fuzz_search_index fuzz/fuzz_search_index.c
-    ${PROJECT_SOURCE_DIR}/apps/qiao/search_index_file.c
-    ${QIAO_FUZZ_SDK}/core/safetensors.c ${QIAO_FUZZ_SDK}/core/file.c ${QIAO_FUZZ_SDK}/core/status.c
-    ${QIAO_FUZZ_SDK}/core/half.c ${QIAO_FUZZ_SDK}/core/tensor.c ${QIAO_FUZZ_SDK}/core/rng.c
-    ${QIAO_FUZZ_SDK}/core/utf8.c)
-  target_include_directories(fuzz_search_index PRIVATE
-    ${QIAO_FUZZ_SDK} ${QIAO_FUZZ_SDK}/include ${PROJECT_BINARY_DIR}/sdk ${PROJECT_SOURCE_DIR}/apps/qiao)
-  target_compile_options(fuzz_search_index PRIVATE ${QIAO_FUZZ_FLAGS})
-  target_link_options(fuzz_search_index PRIVATE ${QIAO_FUZZ_FLAGS})
-  target_link_libraries(fuzz_search_index PRIVATE qiao_warnings PkgConfig::CJSON m)
-  add_test(NAME fuzz.search_index.seeds
-    COMMAND fuzz_search_index -runs=0 ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus/search_index)
-  set_tests_properties(fuzz.search_index.seeds PROPERTIES LABELS "fuzz;search" TIMEOUT 120)
-endif()
+qiao_fuzz(NAME fuzz_search_index SOURCES ${PROJECT_SOURCE_DIR}/apps/qiao/search_index_file.c
+  ${PROJECT_SOURCE_DIR}/sdk/core/safetensors.c ${PROJECT_SOURCE_DIR}/sdk/core/file.c
+  ${PROJECT_SOURCE_DIR}/sdk/core/status.c ${PROJECT_SOURCE_DIR}/sdk/core/half.c
+  ${PROJECT_SOURCE_DIR}/sdk/core/tensor.c ${PROJECT_SOURCE_DIR}/sdk/core/rng.c ${PROJECT_SOURCE_DIR}/sdk/core/utf8.c
+  LIBS PkgConfig::CJSON INCLUDES ${PROJECT_SOURCE_DIR}/apps/qiao LABELS search)

@@ -38,26 +38,14 @@ cli_expect(NAME cli.tokenizer.bad_corpus RC 1 ARGS tokenizer train --input /none
 # segmentation, SentencePiece), both invalid-UTF-8 modes. As tests/fuzz.cmake
 # explains, the code under test is compiled into the fuzzer with its
 # instrumentation, the C++ shim included (so CXX must be clang++ too).
-if(QIAO_FUZZ)
-  if(NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
-    message(FATAL_ERROR "fuzz_tokenizer needs clang++ for the SentencePiece shim: configure with CXX=clang++")
-  endif()
-  set(QIAO_FUZZ_TOK ${PROJECT_SOURCE_DIR}/tokenizers)
-  add_executable(fuzz_tokenizer fuzz/fuzz_tokenizer.c
-    ${QIAO_FUZZ_TOK}/normalize.c ${QIAO_FUZZ_TOK}/tokenizer.c ${QIAO_FUZZ_TOK}/train.c
-    ${QIAO_FUZZ_TOK}/spm_shim.cpp
-    ${QIAO_FUZZ_SDK}/core/safetensors.c ${QIAO_FUZZ_SDK}/core/status.c
-    ${QIAO_FUZZ_SDK}/core/half.c ${QIAO_FUZZ_SDK}/core/tensor.c ${QIAO_FUZZ_SDK}/core/rng.c
-    ${QIAO_FUZZ_SDK}/core/file.c ${QIAO_FUZZ_SDK}/core/utf8.c)
-  target_include_directories(fuzz_tokenizer PRIVATE
-    ${QIAO_FUZZ_SDK} ${QIAO_FUZZ_SDK}/include ${PROJECT_BINARY_DIR}/sdk ${PROJECT_SOURCE_DIR})
-  target_compile_definitions(fuzz_tokenizer PRIVATE
-    QIAO_FUZZ_TOKENIZER="${CMAKE_CURRENT_SOURCE_DIR}/data/tokenizer/tok-test.safetensors")
-  target_compile_options(fuzz_tokenizer PRIVATE ${QIAO_FUZZ_FLAGS})
-  target_link_options(fuzz_tokenizer PRIVATE ${QIAO_FUZZ_FLAGS})
-  target_link_libraries(fuzz_tokenizer PRIVATE qiao_warnings PkgConfig::CJSON PkgConfig::ICU
-    PkgConfig::SENTENCEPIECE m)
-  add_test(NAME fuzz.tokenizer.seeds
-    COMMAND fuzz_tokenizer -runs=0 ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus/tokenizer)
-  set_tests_properties(fuzz.tokenizer.seeds PROPERTIES LABELS fuzz TIMEOUT 120)
+if(QIAO_FUZZ AND NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+  message(FATAL_ERROR "fuzz_tokenizer needs clang++ for the SentencePiece shim: configure with CXX=clang++")
 endif()
+set(QIAO_FUZZ_TOK ${PROJECT_SOURCE_DIR}/tokenizers)
+qiao_fuzz(NAME fuzz_tokenizer SOURCES ${QIAO_FUZZ_TOK}/normalize.c ${QIAO_FUZZ_TOK}/tokenizer.c
+  ${QIAO_FUZZ_TOK}/train.c ${QIAO_FUZZ_TOK}/spm_shim.cpp
+  ${PROJECT_SOURCE_DIR}/sdk/core/safetensors.c ${PROJECT_SOURCE_DIR}/sdk/core/status.c
+  ${PROJECT_SOURCE_DIR}/sdk/core/half.c ${PROJECT_SOURCE_DIR}/sdk/core/tensor.c ${PROJECT_SOURCE_DIR}/sdk/core/rng.c
+  ${PROJECT_SOURCE_DIR}/sdk/core/file.c ${PROJECT_SOURCE_DIR}/sdk/core/utf8.c
+  LIBS PkgConfig::CJSON PkgConfig::ICU PkgConfig::SENTENCEPIECE
+  DEFINES QIAO_FUZZ_TOKENIZER="${CMAKE_CURRENT_SOURCE_DIR}/data/tokenizer/tok-test.safetensors")
