@@ -7,9 +7,12 @@
  * Bit-identity holds for the same kernels: the fixture records the CPU's
  * AVX-512 features, OpenBLAS's core and the compiler and build kind, and
  * where all match every float must be equal. Elsewhere the sums run in another order
- * (OpenBLAS picks its kernel per CPU), and the rows must agree to 5e-7
- * (OpenBLAS's Prescott, Haswell and SkylakeX kernels differ from each other
- * by up to 3.7e-8 on the base model).
+ * (OpenBLAS picks its kernel per CPU; an unoptimized build does not fuse
+ * multiply-adds), and the rows must agree to 2e-5. Measured: OpenBLAS's
+ * Prescott, Haswell and SkylakeX kernels differ by up to 3.7e-8; the
+ * unoptimized (ASan) build by 3e-8 for text and pictures and 3.3e-6 for
+ * speech, whose log-mel front end passes rounding differences on. A change
+ * of behaviour (another resize, another token) moves rows by 1e-3 or more.
  *
  * Regenerate (only when a change is meant to alter embeddings, and say so):
  *   QIAO_WRITE_FIXTURE=1 build/bin/test_embed_fixture */
@@ -133,9 +136,9 @@ static void compare(const qc_st_file *f, const char *name, const float *got, int
         if (diff > worst) worst = diff;
     }
     print_message("%s: %zu of %lld floats differ, max |diff| %.3g (%s)\n", name, differ, (long long)(rows * d), worst,
-                  exact ? "same machine: must be 0" : "other machine: tolerance 5e-7");
+                  exact ? "same machine: must be 0" : "other machine or build: tolerance 2e-5");
     if (exact) assert_int_equal(differ, 0);
-    else assert_true(worst <= 5e-7);
+    else assert_true(worst <= 2e-5);
 }
 
 static void shipped_model_unchanged(void **state) {
