@@ -498,14 +498,11 @@ static qiao_status tokenize_one(const qiao_tokenizer *tok, const char *text, siz
         qiao_status st = tokenize_all(tok, text, cut, p, what, &r);
         if (st != QIAO_OK) return st;
         if (cut == len || r->count >= limit) {
-            for (size_t pos = cut; !p->replace_invalid && pos < len;) {
-                int32_t cp;
-                size_t n = tk_utf8_decode(u + pos, len - pos, &cp);
-                if (cp < 0) {
-                    qiao_tokens_free(r);
-                    return qc_error(QIAO_ERR_FORMAT, "%s: invalid UTF-8 at byte %zu (0x%02X)", what, pos, u[pos]);
-                }
-                pos += n;
+            size_t bad = p->replace_invalid ? len - cut : qc_utf8_check(text + cut, len - cut);
+            if (cut + bad < len) {
+                qiao_tokens_free(r);
+                return qc_error(QIAO_ERR_FORMAT, "%s: invalid UTF-8 at byte %zu (0x%02X)", what, cut + bad,
+                                u[cut + bad]);
             }
             *out = r;
             return QIAO_OK;

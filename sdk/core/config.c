@@ -9,11 +9,13 @@
 
 qiao_status qc_json_int_value(const struct cJSON *it, const char *section, const char *key, int64_t lo, int64_t hi,
                               int64_t *out) {
-    double v = cJSON_IsNumber(it) ? it->valuedouble : NAN;
+    if (!cJSON_IsNumber(it))
+        return qc_error(QIAO_ERR_FORMAT, "%s config: key '%s' must be an integer in [%lld, %lld]", section, key,
+                        (long long)lo, (long long)hi);
+    double v = it->valuedouble;
     if (!(v >= (double)lo && v <= (double)hi) || v != floor(v))
-        return qc_error(QIAO_ERR_FORMAT, "%s config: key '%s' must be an integer in [%lld, %lld]%s%.17g%s", section,
-                        key, (long long)lo, (long long)hi, cJSON_IsNumber(it) ? " (got " : "",
-                        cJSON_IsNumber(it) ? v : 0.0, cJSON_IsNumber(it) ? ")" : "");
+        return qc_error(QIAO_ERR_FORMAT, "%s config: key '%s' must be an integer in [%lld, %lld] (got %.17g)",
+                        section, key, (long long)lo, (long long)hi, v);
     *out = (int64_t)v;
     return QIAO_OK;
 }

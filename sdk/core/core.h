@@ -68,7 +68,7 @@ qiao_status qc_fopen_read(const char *path, FILE **f, int64_t *size);
 qiao_status qc_read_file(const char *path, size_t max, uint8_t **data, size_t *size);
 
 /* Atomic replacement of a file: write to `fd` between begin and commit;
- * commit fsyncs and puts the file at `path` in one rename, abort (also
+ * commit fsyncs and puts the file at `path` in one rename, discard (also
  * after a failed commit, harmless twice) removes every trace. A process
  * killed in between leaves no file behind where the file system has
  * O_TMPFILE (but in the instant between naming the finished file and
@@ -81,7 +81,7 @@ typedef struct qc_atomic_file {
 } qc_atomic_file;
 qiao_status qc_atomic_begin(qc_atomic_file *af, const char *path);
 qiao_status qc_atomic_commit(qc_atomic_file *af);
-void qc_atomic_abort(qc_atomic_file *af);
+void qc_atomic_discard(qc_atomic_file *af);
 /* Removes temporaries of `path` left by dead writers; returns how many. */
 int qc_atomic_sweep(const char *path);
 

@@ -217,7 +217,7 @@ qiao_status qc_atomic_begin(qc_atomic_file *af, const char *path) {
     af->path = strdup(path);
     af->dir = dir_of(path);
     if (!af->path || !af->dir) {
-        qc_atomic_abort(af);
+        qc_atomic_discard(af);
         return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     }
     (void)sweep_stale(path);
@@ -232,7 +232,7 @@ qiao_status qc_atomic_begin(qc_atomic_file *af, const char *path) {
         size_t plen = strlen(path);
         af->tmp = malloc(plen + sizeof ".part.XXXXXX");
         if (!af->tmp) {
-            qc_atomic_abort(af);
+            qc_atomic_discard(af);
             return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
         }
         memcpy(af->tmp, path, plen);
@@ -242,12 +242,12 @@ qiao_status qc_atomic_begin(qc_atomic_file *af, const char *path) {
             int e = errno;
             free(af->tmp);
             af->tmp = NULL; /* nothing to remove */
-            qc_atomic_abort(af);
+            qc_atomic_discard(af);
             return qc_error(QIAO_ERR_IO, "%s: cannot create a temporary file next to it: %s", path, strerror(e));
         }
         if (fchmod(af->fd, (mode_t)af->mode) != 0) {
             int e = errno;
-            qc_atomic_abort(af);
+            qc_atomic_discard(af);
             return qc_error(QIAO_ERR_IO, "%s: cannot set the mode of a temporary file: %s", path, strerror(e));
         }
     }
@@ -316,14 +316,14 @@ qiao_status qc_atomic_commit(qc_atomic_file *af) {
         (void)fsync(dfd);
         close(dfd);
     }
-    qc_atomic_abort(af); /* frees the names */
+    qc_atomic_discard(af); /* frees the names */
     return QIAO_OK;
 fail:
-    qc_atomic_abort(af);
+    qc_atomic_discard(af);
     return st;
 }
 
-void qc_atomic_abort(qc_atomic_file *af) {
+void qc_atomic_discard(qc_atomic_file *af) {
     if (!af) return;
     if (af->tmp) unlink(af->tmp);
     if (af->fd >= 0) close(af->fd);

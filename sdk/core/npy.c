@@ -36,7 +36,7 @@ qiao_status qc_npy_write_f32(const char *path, const float *data, int ndim, cons
     FILE *f = sfd >= 0 ? fdopen(sfd, "wb") : NULL;
     if (!f) {
         if (sfd >= 0) close(sfd);
-        qc_atomic_abort(&af);
+        qc_atomic_discard(&af);
         return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     }
     unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(hlen & 0xff),
@@ -50,6 +50,6 @@ qiao_status qc_npy_write_f32(const char *path, const float *data, int ndim, cons
     int e = errno;
     if (ok) st = qc_atomic_commit(&af);
     else st = qc_error(QIAO_ERR_IO, "%s: write failed: %s", path, strerror(e));
-    qc_atomic_abort(&af);
+    qc_atomic_discard(&af);
     return st;
 }

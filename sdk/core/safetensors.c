@@ -927,7 +927,7 @@ qiao_status qc_st_write(const char *path, const qc_st_entry *tensors, size_t n, 
     }
     st = qc_atomic_commit(&af);
 done:
-    qc_atomic_abort(&af);
+    qc_atomic_discard(&af);
     free(w);
     free(header);
     free(numel);

@@ -18,10 +18,10 @@
  * serial loop of per-head GEMMs on a multi-threaded OpenBLAS: a head's
  * 64x64x64 GEMM is under OpenBLAS's own threading threshold, so that leaves
  * a core idle during every GEMM (docs/benchmarks.md, "Attention: threads
- * over heads", has the figures). Pairs write disjoint (rows of b, columns of h) slices of out/dq/dk/dv, so
- * there are no races, and each element is computed by the same
- * single-threaded code whatever the team size: results do not depend on
- * ex->n_threads.
+ * over heads", has the figures). Pairs write disjoint (rows of b, columns
+ * of h) slices of out/dq/dk/dv, so there are no races, and each element is
+ * computed by the same single-threaded code whatever the team size: results
+ * do not depend on ex->n_threads.
  *
  * The backward accumulates (+=) into dq, dk, dv; datt is overwritten. */
 #include <math.h>
