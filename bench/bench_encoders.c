@@ -282,7 +282,7 @@ static void count_flops(bench_case *c, const qmod_config *cfg) {
     if (c->mod == QMOD_TEXT) {
         const qe_text_config *t = &cfg->text;
         const int64_t N = B * T, C = t->trunk.C;
-        if (t->fusion == QE_TEXT_FUSION_GATE) {
+        if (t->mix == QE_TEXT_MIX_GATE) {
             for (int64_t i = 0; i < t->n_kernels; i++) {
                 const int64_t w = t->char_kernels[i];
                 add_gemm(c, N * (t->k - w + 1), t->char_channels, t->char_dim * w); /* im2col */

@@ -186,7 +186,7 @@ class TextEncoder(nn.Module):
     e_piece = piece_emb[id]; e_char = char_proj(concat_i maxpool gelu(conv_i(char_emb[chars]))),
     the max over the width-w windows that START on a real character (char id
     != 0), a token with none pools to zeros; e = g e_piece + (1-g) e_char,
-    g = sigmoid(gate([e_piece; e_char])); x = e + tag_emb[tag]. fusion "piece":
+    g = sigmoid(gate([e_piece; e_char])); x = e + tag_emb[tag]. mix "piece":
     e = e_piece and no char tensors."""
 
     def __init__(self, sec, embed_dim):
@@ -194,9 +194,9 @@ class TextEncoder(nn.Module):
         C = sec["width"]
         self.k = sec["k"]
         self.kernels = list(sec["char_kernels"])
-        self.fusion = sec.get("fusion", "gate")
+        self.mix = sec.get("mix", sec.get("fusion", "gate"))  # "fusion": the key's old name
         self.piece_emb = nn.Embedding(sec["vocab"], C)
-        if self.fusion == "gate":
+        if self.mix == "gate":
             self.char_emb = nn.Embedding(sec["char_vocab"], sec["char_dim"])
             self.char_conv = nn.ModuleList([nn.Conv1d(sec["char_dim"], sec["char_channels"], w) for w in self.kernels])
             self.char_proj = nn.Linear(len(self.kernels) * sec["char_channels"], C)
@@ -208,7 +208,7 @@ class TextEncoder(nn.Module):
         B, T = ids.shape
         K = self.k
         e = self.piece_emb(ids.long())
-        if self.fusion == "gate":
+        if self.mix == "gate":
             cid = char_ids.long().reshape(B * T, K)
             ch = self.char_emb(cid).transpose(1, 2)  # (N, Dc, K): Conv1d's channels-first
             pools = []

@@ -1,5 +1,5 @@
 /* The text encoder: hybrid character + piece embedding front end, gated
- * fusion, word-position tags, then the shared trunk. See encoder.h. */
+ * mix, word-position tags, then the shared trunk. See encoder.h. */
 #include "modalities/text/encoder.h"
 
 #include <math.h>
@@ -22,7 +22,7 @@
 
 static const char *const known_keys[] = {"vocab",     "char_vocab", "k",      "char_dim", "char_kernels",
                                          "char_channels", "width",  "layers", "heads",    "mlp",
-                                         "max_tokens", "fusion", "pool"};
+                                         "max_tokens", "mix", "fusion", "pool"};
 
 qiao_status qe_text_config_from_json(const cJSON *obj, int64_t embed_dim, qe_text_config *cfg) {
     if (!cfg) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "text config: cfg is NULL");
@@ -78,12 +78,23 @@ qiao_status qe_text_config_from_json(const cJSON *obj, int64_t embed_dim, qe_tex
                             i, (long long)c.k);
         c.char_kernels[i] = (int64_t)it->valuedouble;
     }
-    c.fusion = QE_TEXT_FUSION_GATE;
-    const cJSON *fu = cJSON_GetObjectItemCaseSensitive(obj, "fusion");
-    if (fu) {
-        if (cJSON_IsString(fu) && strcmp(fu->valuestring, "gate") == 0) c.fusion = QE_TEXT_FUSION_GATE;
-        else if (cJSON_IsString(fu) && strcmp(fu->valuestring, "piece") == 0) c.fusion = QE_TEXT_FUSION_PIECE;
-        else return qc_error(QIAO_ERR_FORMAT, "text config: 'text.fusion' must be \"gate\" or \"piece\"");
+    /* "fusion" is the key's old name: the shipped model's stored config
+     * still says "fusion": "gate", and "fusion" now names the cross-modal
+     * layer (fusion/), so new configs write "mix". */
+    c.mix = QE_TEXT_MIX_GATE;
+    const char *const mix_keys[] = {"mix", "fusion"};
+    const cJSON *seen = NULL;
+    for (int j = 0; j < 2; j++) {
+        const cJSON *mx = cJSON_GetObjectItemCaseSensitive(obj, mix_keys[j]);
+        if (!mx) continue;
+        qe_text_mix v;
+        if (cJSON_IsString(mx) && strcmp(mx->valuestring, "gate") == 0) v = QE_TEXT_MIX_GATE;
+        else if (cJSON_IsString(mx) && strcmp(mx->valuestring, "piece") == 0) v = QE_TEXT_MIX_PIECE;
+        else return qc_error(QIAO_ERR_FORMAT, "text config: 'text.%s' must be \"gate\" or \"piece\"", mix_keys[j]);
+        if (seen && v != c.mix)
+            return qc_error(QIAO_ERR_FORMAT, "text config: 'text.mix' and its old name 'text.fusion' disagree");
+        c.mix = v;
+        seen = mx;
     }
     nn_pool pool;
     qiao_status pst = nn_pool_from_json(obj, "text", NN_POOL_MEAN, &pool);
@@ -99,7 +110,7 @@ qiao_status qe_text_config_from_json(const cJSON *obj, int64_t embed_dim, qe_tex
 static qiao_status check_cfg(const qe_text_config *cfg) {
     if (!cfg || cfg->vocab < 1 || cfg->char_vocab < 2 || cfg->k < 1 || cfg->char_dim < 1 ||
         cfg->char_channels < 1 || cfg->n_kernels < 1 || cfg->n_kernels > QE_TEXT_MAX_KERNELS ||
-        (cfg->fusion != QE_TEXT_FUSION_GATE && cfg->fusion != QE_TEXT_FUSION_PIECE))
+        (cfg->mix != QE_TEXT_MIX_GATE && cfg->mix != QE_TEXT_MIX_PIECE))
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "text encoder: invalid config (use qe_text_config_from_json)");
     for (int64_t i = 0; i < cfg->n_kernels; i++)
         if (cfg->char_kernels[i] < 1 || cfg->char_kernels[i] > cfg->k)
@@ -116,7 +127,7 @@ qiao_status qe_text_describe(qc_table *tab, const char *prefix, const qe_text_co
     if ((st = qc_table_add_dims(tab, prefix, "piece_emb.weight", 2, cfg->vocab, C, 0, QC_INIT_NORMAL, 0.02f, 0,
                                 PFIELD(piece_emb))) != QIAO_OK)
         return st;
-    if (cfg->fusion == QE_TEXT_FUSION_GATE) {
+    if (cfg->mix == QE_TEXT_MIX_GATE) {
         /* nn.Embedding's N(0, 1) and nn.Conv1d's U(+-1/sqrt(fan_in)) keep the
          * conv outputs O(1), where GELU and the max are not degenerate. */
         if ((st = qc_table_add_dims(tab, prefix, "char_emb.weight", 2, cfg->char_vocab, Dc, 0, QC_INIT_NORMAL, 1.0f, 0,
@@ -169,7 +180,7 @@ qiao_status qe_text_describe_acts(qc_table *tab, const char *prefix, const qe_te
     const int64_t C = cfg->trunk.C, N = B * T, K = cfg->k, Cc = cfg->char_channels;
     if ((st = qc_table_add_dims(tab, prefix, "piece", 2, N, C, 0, QC_INIT_ZEROS, 0, 0, AFIELD(piece))) != QIAO_OK)
         return st;
-    if (cfg->fusion == QE_TEXT_FUSION_GATE) {
+    if (cfg->mix == QE_TEXT_MIX_GATE) {
         if ((st = qc_table_add_dims(tab, prefix, "chars", 3, N, K, cfg->char_dim, QC_INIT_ZEROS, 0, 0,
                                     AFIELD(chars))) != QIAO_OK)
             return st;
@@ -259,7 +270,7 @@ void qe_text_forward(const qb_exec *ex, qe_text_acts *a, const qe_text_params *p
     const int64_t Cc = cfg->char_channels, nk = cfg->n_kernels;
     nn_embedding_forward(ex, a->piece, in->ids, p->piece_emb, N, cfg->vocab, C);
     const float *e = a->piece;
-    if (cfg->fusion == QE_TEXT_FUSION_GATE) {
+    if (cfg->mix == QE_TEXT_MIX_GATE) {
         nn_embedding_forward(ex, a->chars, in->char_ids, p->char_emb, N * K, cfg->char_vocab, Dc);
         uint8_t *masks = (uint8_t *)a->char_mask;
         for (int64_t i = 0; i < nk; i++) {
@@ -302,7 +313,7 @@ void qe_text_backward(const qb_exec *ex, qe_text_params *g, qe_text_acts *da, co
     d.T = T;
     nn_trunk_backward(ex, da->x, &g->trunk, &da->trunk, demb, &a->trunk, &p->trunk, a->x, in->mask, &d);
     nn_embedding_backward(ex, g->tag_emb, da->x, (const int32_t *)a->tag_ids, N, QE_TEXT_N_TAGS, C);
-    if (cfg->fusion != QE_TEXT_FUSION_GATE) {
+    if (cfg->mix != QE_TEXT_MIX_GATE) {
         nn_embedding_backward(ex, g->piece_emb, da->x, in->ids, N, cfg->vocab, C);
         return;
     }

@@ -11,7 +11,7 @@
  *   x       = e + tag_emb[tag]
  * then nn_trunk (mask) -> emb (B, D).
  *
- * With fusion = "piece" (the ablation of issue 5) e = e_piece and the char
+ * With mix = "piece" (the ablation of issue 5) e = e_piece and the char
  * embedding, convolutions, projection and gate are not in the table at all,
  * so a model file of that kind has no char tensors. */
 #ifndef QIAO_MODALITIES_TEXT_ENCODER_H
@@ -25,10 +25,12 @@
 #define QE_TEXT_MAX_KERNELS 8
 #define QE_TEXT_N_TAGS 5 /* QIAO_TAG_PAD, B, M, E, S */
 
-typedef enum qe_text_fusion {
-    QE_TEXT_FUSION_GATE = 0, /* gated piece + char fusion (the model) */
-    QE_TEXT_FUSION_PIECE = 1 /* pieces only (ablation) */
-} qe_text_fusion;
+/* How a token's piece and character embeddings combine (config "mix"; its
+ * old name "fusion" is still read). */
+typedef enum qe_text_mix {
+    QE_TEXT_MIX_GATE = 0, /* gated mix of piece and char embeddings (the model) */
+    QE_TEXT_MIX_PIECE = 1 /* pieces only (ablation) */
+} qe_text_mix;
 
 typedef struct qe_text_config {
     int64_t vocab;                           /* V: piece vocabulary, equal to the tokenizer's */
@@ -38,14 +40,15 @@ typedef struct qe_text_config {
     int64_t n_kernels;                       /* nk: number of conv widths */
     int64_t char_kernels[QE_TEXT_MAX_KERNELS]; /* conv widths, each in [1, K] */
     int64_t char_channels;                   /* Cc: conv output channels per width */
-    qe_text_fusion fusion;
+    qe_text_mix mix;
     nn_trunk_dims trunk;                     /* C, F, H, L, max_T, D; B and T are set per batch */
 } qe_text_config;
 
 /* Parses the "text" object of a model config (models/configs/tiny.json, base.json):
  * vocab, char_vocab, k, char_dim, char_kernels (list), char_channels, width,
- * layers, heads, mlp, max_tokens (all required integers) and fusion
- * ("gate" or "piece"; optional, default "gate"). embed_dim is the top-level
+ * layers, heads, mlp, max_tokens (all required integers) and mix
+ * ("gate" or "piece"; optional, default "gate"; the old key "fusion" is
+ * read too, and must agree when both are given). embed_dim is the top-level
  * output width. Returns QIAO_OK and fills *cfg, or QIAO_ERR_FORMAT naming
  * the key that is missing, of the wrong type or out of range. */
 qiao_status qe_text_config_from_json(const cJSON *obj, int64_t embed_dim, qe_text_config *cfg);

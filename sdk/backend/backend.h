@@ -161,7 +161,7 @@ struct qb_ops {
     void (*pool_max_backward)(const qb_exec *ex, float *dinp, const float *dout, const int32_t *argmax,
                               int64_t B, int64_t T, int64_t C);
 
-    /* ---- gated fusion (the mixing half; the logits come from gemm) ---------
+    /* ---- gated mix (the mixing half; the logits come from gemm) -------------
      * g = sigmoid(logits) is stored in g (may alias logits);
      * out = g * a + (1 - g) * b. */
     void (*gate_forward)(const qb_exec *ex, float *out, float *g, const float *logits, const float *a,

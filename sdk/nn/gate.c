@@ -1,4 +1,4 @@
-/* Gated fusion of two (N, C) streams:
+/* Gated mix of two (N, C) streams:
  *   logits = [a; b] W^T + c = a W_a^T + b W_b^T + c,   W (C, 2C), c (C)
  *   g = sigmoid(logits),  out = g a + (1 - g) b
  * W_a = W[:, 0:C] and W_b = W[:, C:2C] are used in place as (C, C) matrices

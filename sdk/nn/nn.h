@@ -101,7 +101,7 @@ void nn_pool_max_forward(const qb_exec *ex, float *out, int32_t *argmax, const f
 void nn_pool_max_backward(const qb_exec *ex, float *dinp, const float *dout, const int32_t *argmax,
                           int64_t B, int64_t T, int64_t C);
 
-/* ---- gated fusion (gate.c) -------------------------------------------------- */
+/* ---- gated mix (gate.c) ----------------------------------------------------- */
 /* g = sigmoid(W [a; b] + c), out = g * a + (1 - g) * b, per element:
  * a, b, out, g (N, C); W (C, 2C) as a linear on the concatenation; c (C).
  * g is saved for backward. */

@@ -47,7 +47,7 @@ CONFIG = {
     "embed_dim": 24,
     "text": {
         "vocab": 40, "char_vocab": 30, "k": 6, "char_dim": 8, "char_kernels": [2, 3], "char_channels": 8,
-        "width": 16, "layers": 2, "heads": 2, "mlp": 32, "max_tokens": 8, "fusion": "gate",
+        "width": 16, "layers": 2, "heads": 2, "mlp": 32, "max_tokens": 8, "mix": "gate",
     },
     "image": {"image_size": 8, "patch": 4, "width": 16, "layers": 2, "heads": 4, "mlp": 32},
     "audio": {

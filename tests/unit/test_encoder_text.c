@@ -144,17 +144,22 @@ static void gradients(void **state) {
     teardown(&k);
 }
 
-/* ---- the fusion switch ------------------------------------------------------ */
+/* ---- the mix switch --------------------------------------------------------- */
 
-static void fusion_switch(void **state) {
+static void mix_switch(void **state) {
     (void)state;
     char json[512];
-    snprintf(json, sizeof json, "%.*s, \"fusion\": \"piece\"}", (int)strlen(tiny_json) - 1, tiny_json);
+    snprintf(json, sizeof json, "%.*s, \"mix\": \"piece\"}", (int)strlen(tiny_json) - 1, tiny_json);
     qe_text_config gate, piece;
     parse_cfg(tiny_json, 6, &gate);
     parse_cfg(json, 6, &piece);
-    assert_int_equal(gate.fusion, QE_TEXT_FUSION_GATE);
-    assert_int_equal(piece.fusion, QE_TEXT_FUSION_PIECE);
+    assert_int_equal(gate.mix, QE_TEXT_MIX_GATE);
+    assert_int_equal(piece.mix, QE_TEXT_MIX_PIECE);
+    /* The key's old name, which the shipped model's stored config uses, reads the same. */
+    qe_text_config legacy;
+    snprintf(json, sizeof json, "%.*s, \"fusion\": \"piece\"}", (int)strlen(tiny_json) - 1, tiny_json);
+    parse_cfg(json, 6, &legacy);
+    assert_int_equal(legacy.mix, QE_TEXT_MIX_PIECE);
     text_case kg, kp;
     setup(&kg, 1, &gate, 2, 4);
     setup(&kp, 1, &piece, 2, 4);
@@ -219,6 +224,8 @@ static void config(void **state) {
 #define WITH(extra) (snprintf(buf, sizeof buf, "%.*s, %s}", (int)strlen(tiny_json) - 1, tiny_json, extra), buf)
     expect_bad(WITH("\"fusion\": \"concat\""), "fusion");
     expect_bad(WITH("\"fusion\": 1"), "fusion");
+    expect_bad(WITH("\"mix\": \"concat\""), "mix");
+    expect_bad(WITH("\"mix\": \"gate\", \"fusion\": \"piece\""), "disagree");
     expect_bad(WITH("\"dropout\": 0.1"), "dropout");
 #undef WITH
     /* C % H, absurd sizes, fractions, kernels wider than k, empty kernel list. */
@@ -293,14 +300,14 @@ static const char *const sentences[] = {
     "what is the weather like in Beijing",
 };
 
-static void cfg_for_tokenizer(const qiao_tokenizer *tok, const char *fusion, qe_text_config *cfg) {
+static void cfg_for_tokenizer(const qiao_tokenizer *tok, const char *mix, qe_text_config *cfg) {
     char json[512];
     snprintf(json, sizeof json,
              "{\"vocab\": %lld, \"char_vocab\": %lld, \"k\": %d, \"char_dim\": 16, \"char_kernels\": [1, 2, 3],"
              " \"char_channels\": 16, \"width\": 64, \"layers\": 2, \"heads\": 4, \"mlp\": 128,"
-             " \"max_tokens\": 64, \"fusion\": \"%s\"}",
+             " \"max_tokens\": 64, \"mix\": \"%s\"}",
              (long long)qiao_tokenizer_vocab_size(tok), (long long)qiao_tokenizer_char_vocab_size(tok),
-             qiao_tokenizer_k(tok), fusion);
+             qiao_tokenizer_k(tok), mix);
     parse_cfg(json, 32, cfg);
 }
 
@@ -331,10 +338,10 @@ static void end_to_end(void **state) {
     (void)state;
     qiao_tokenizer *tok = NULL;
     assert_int_equal(qiao_tokenizer_load(TOK_PATH, &tok), QIAO_OK);
-    const char *fusions[] = {"gate", "piece"};
+    const char *mixes[] = {"gate", "piece"};
     for (int f = 0; f < 2; f++) {
         qe_text_config cfg;
-        cfg_for_tokenizer(tok, fusions[f], &cfg);
+        cfg_for_tokenizer(tok, mixes[f], &cfg);
         qiao_token_batch *b = tokenize(tok, sentences, 4);
         assert_true(b->t >= 8);
         text_case k;
@@ -367,10 +374,10 @@ static void padding_independent(void **state) {
     (void)state;
     qiao_tokenizer *tok = NULL;
     assert_int_equal(qiao_tokenizer_load(TOK_PATH, &tok), QIAO_OK);
-    const char *fusions[] = {"gate", "piece"};
+    const char *mixes[] = {"gate", "piece"};
     for (int f = 0; f < 2; f++) {
         qe_text_config cfg;
-        cfg_for_tokenizer(tok, fusions[f], &cfg);
+        cfg_for_tokenizer(tok, mixes[f], &cfg);
         const char *alone_texts[] = {sentences[2]};
         const char *pair_texts[] = {sentences[0], sentences[2]};
         qiao_token_batch *alone = tokenize(tok, alone_texts, 1);
@@ -383,7 +390,7 @@ static void padding_independent(void **state) {
         const int64_t D = cfg.trunk.D;
         double worst = 0;
         for (int64_t j = 0; j < D; j++) worst = fmax(worst, fabs(ka.a.trunk.emb[j] - kp.a.trunk.emb[D + j]));
-        printf("fusion %s: alone vs padded max |diff| = %.3g\n", fusions[f], worst);
+        printf("mix %s: alone vs padded max |diff| = %.3g\n", mixes[f], worst);
         assert_true(worst < 1e-5);
         teardown(&ka);
         teardown(&kp);
@@ -445,7 +452,7 @@ static void bad_input(void **state) {
 }
 
 static const struct CMUnitTest tests[] = {
-    cmocka_unit_test(gradients),   cmocka_unit_test(fusion_switch),       cmocka_unit_test(config),
+    cmocka_unit_test(gradients),   cmocka_unit_test(mix_switch),       cmocka_unit_test(config),
     cmocka_unit_test(shipped_configs), cmocka_unit_test(end_to_end),  cmocka_unit_test(padding_independent),
     cmocka_unit_test(threads),     cmocka_unit_test(bad_input),
 };

@@ -1,4 +1,4 @@
-/* Gradient checks for conv1d, pooling, gated fusion, cross-entropy and
+/* Gradient checks for conv1d, pooling, gated mix, cross-entropy and
  * InfoNCE: every input and parameter gradient against central differences
  * (qt_gradcheck, h = 1e-3, atol = 1e-3, rtol = 1e-2 as testutil.h explains),
  * each forward against a naive double-precision reference written here, and
@@ -378,7 +378,7 @@ static void test_pool_max(void **state) {
     assert_int_equal(pool_run(true), 0);
 }
 
-/* ---- gated fusion -------------------------------------------------------------- */
+/* ---- gated mix -------------------------------------------------------------- */
 
 typedef struct gate_case {
     qb_exec ex;
