@@ -5,14 +5,18 @@
 #include <string.h>
 
 #include "backend/cpu/cpu.h"
+#include "models/tower.h"
 
 const char *qmod_modality_name(qmod_modality mod) {
-    switch (mod) {
-    case QMOD_TEXT: return "text";
-    case QMOD_IMAGE: return "image";
-    case QMOD_AUDIO: return "audio";
-    default: return "?";
-    }
+    const qmod_tower *tw = qmod_tower_of(mod);
+    return tw ? tw->name : "?";
+}
+
+/* QIAO_ERR_INVALID_ARGUMENT unless the model holds the tower of `mod`. */
+static qiao_status need_tower(const qmod_model *m, qmod_modality mod) {
+    if (qmod_has_tower(&m->cfg, mod)) return QIAO_OK;
+    return qc_error(QIAO_ERR_INVALID_ARGUMENT, "model %s has no %s tower: it cannot embed %s", m->cfg.name,
+                    qmod_modality_name(mod), qmod_tower_of(mod)->items);
 }
 
 void qmod_batch_free(qmod_batch *b) {
@@ -40,13 +44,15 @@ qiao_status qmod_batch_text(const qmod_model *m, const char *const *texts, size_
     if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_batch_text: out is NULL");
     memset(out, 0, sizeof *out);
     if (!m || !texts || n == 0) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_batch_text: no model or no texts");
+    qiao_status st = need_tower(m, QMOD_TEXT);
+    if (st != QIAO_OK) return st;
     if (!m->tok) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "model %s has no tokenizer: it cannot embed text", m->cfg.name);
     const qe_text_config *tc = &m->cfg.text;
     qiao_tokenize_params tp = qiao_tokenize_default_params();
     tp.max_tokens = tc->trunk.max_T; /* truncate to what the encoder's positions cover ... */
     qiao_token_batch *tb = NULL;
     /* ... but pad only to the longest text: max_len would pad every batch to max_T */
-    qiao_status st = qiao_tokenize_batch(m->tok, texts, NULL, n, 0, &tp, &tb);
+    st = qiao_tokenize_batch(m->tok, texts, NULL, n, 0, &tp, &tb);
     if (st != QIAO_OK) return st;
     /* An empty text has no tokens; T >= 1 keeps the encoder's shapes valid
      * and the all-padding row pools to zeros (the embedding is then the
@@ -77,11 +83,12 @@ qiao_status qmod_batch_text(const qmod_model *m, const char *const *texts, size_
 }
 
 size_t qmod_image_floats(const qmod_model *m) {
-    return m ? (size_t)(m->cfg.image.tokens * m->cfg.image.patch_dim) : 0;
+    return m && qmod_has_tower(&m->cfg, QMOD_IMAGE) ? (size_t)(m->cfg.image.tokens * m->cfg.image.patch_dim) : 0;
 }
 
 qiao_status qmod_image_patches(const qmod_model *m, const qiao_image *img, float *patches) {
     if (!m || !img || !patches) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_image_patches: NULL argument");
+    if (need_tower(m, QMOD_IMAGE) != QIAO_OK) return QIAO_ERR_INVALID_ARGUMENT;
     qiao_image_preprocess_params pp = qiao_image_preprocess_default_params();
     pp.size = m->cfg.image.image_size;
     return qiao_image_patches(img, &pp, m->cfg.image.patch, patches, qmod_image_floats(m));
@@ -91,6 +98,7 @@ qiao_status qmod_batch_images(const qmod_model *m, const qiao_image *const *imgs
     if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_batch_images: out is NULL");
     memset(out, 0, sizeof *out);
     if (!m || !imgs || n == 0) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_batch_images: no model or no images");
+    if (need_tower(m, QMOD_IMAGE) != QIAO_OK) return QIAO_ERR_INVALID_ARGUMENT;
     const size_t per = qmod_image_floats(m);
     out->mod = QMOD_IMAGE;
     out->B = (int64_t)n;
@@ -119,6 +127,7 @@ qiao_status qmod_batch_mels(const qmod_model *m, const float *const *mels, const
     memset(out, 0, sizeof *out);
     if (!m || !mels || !frames || n == 0)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_batch_mels: no model or no clips");
+    if (need_tower(m, QMOD_AUDIO) != QIAO_OK) return QIAO_ERR_INVALID_ARGUMENT;
     const qe_audio_config *ac = &m->cfg.audio;
     int64_t T = 0;
     for (size_t i = 0; i < n; i++) {
@@ -162,7 +171,10 @@ qiao_status qmod_batch_select(const qmod_model *m, const qmod_batch *src, const 
                             (long long)rows[i], (long long)src->B);
         if (src->lengths[rows[i]] > T) T = src->lengths[rows[i]];
     }
-    if (src->mod == QMOD_IMAGE) T = src->T; /* every image has all its patches */
+    const qmod_tower *tw = qmod_tower_of(src->mod);
+    if (!tw || !qmod_has_tower(&m->cfg, src->mod))
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_batch_select: the batch's tower is not the model's");
+    if (tw->fixed_len) T = src->T; /* every image has all its patches */
     /* Values per token in each of the modality's arrays. */
     const size_t K = (size_t)m->cfg.text.k, M = (size_t)m->cfg.audio.n_mels,
                  PD = (size_t)m->cfg.image.patch_dim;
@@ -202,6 +214,7 @@ qiao_status qmod_batch_audio(const qmod_model *m, const qiao_audio *const *clips
     if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_batch_audio: out is NULL");
     memset(out, 0, sizeof *out);
     if (!m || !clips || n == 0) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_batch_audio: no model or no clips");
+    if (need_tower(m, QMOD_AUDIO) != QIAO_OK) return QIAO_ERR_INVALID_ARGUMENT;
     float **mels = alloc_n(n, sizeof(float *));
     int64_t *frames = alloc_n(n, sizeof(int64_t));
     qiao_status st = mels && frames ? QIAO_OK : qc_error(QIAO_ERR_OUT_OF_MEMORY, "qmod_batch_audio: out of memory");
@@ -234,34 +247,22 @@ void qmod_work_free(qmod_work *w) {
     memset(w, 0, sizeof *w);
 }
 
-/* The longest input a modality accepts: text tokens, image patches, audio frames. */
-static int64_t max_len(const qmod_model *m, qmod_modality mod) {
-    switch (mod) {
-    case QMOD_TEXT: return m->cfg.text.trunk.max_T;
-    case QMOD_IMAGE: return m->cfg.image.tokens;
-    default: return m->cfg.audio.max_frames;
-    }
-}
-
 qiao_status qmod_work_init(qmod_work *w, const qmod_model *m, qmod_modality mod, int64_t B_max, int64_t T_max,
                            bool train) {
     if (!w) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_work_init: workspace is NULL");
     memset(w, 0, sizeof *w);
-    if (!m || mod < 0 || mod >= QMOD_N_MODALITIES || B_max < 1)
+    const qmod_tower *tw = qmod_tower_of(mod);
+    if (!m || !tw || B_max < 1)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_work_init: bad model, modality or batch size");
-    const int64_t lim = max_len(m, mod);
-    if (T_max <= 0 || T_max > lim || mod == QMOD_IMAGE) T_max = lim;
+    if (need_tower(m, mod) != QIAO_OK) return QIAO_ERR_INVALID_ARGUMENT;
+    const int64_t lim = tw->max_len(&m->cfg);
+    if (T_max <= 0 || T_max > lim || tw->fixed_len) T_max = lim;
     w->mod = mod;
     w->B_max = B_max;
     w->T_max = T_max;
     w->train = train;
     qc_table_init_empty(&w->at);
-    qiao_status st;
-    switch (mod) {
-    case QMOD_TEXT: st = qe_text_describe_acts(&w->at, "text.", &m->cfg.text, B_max, T_max, 0); break;
-    case QMOD_IMAGE: st = qe_image_describe_acts(&w->at, "image.", &m->cfg.image, B_max, T_max, 0); break;
-    default: st = qe_audio_describe_acts(&w->at, "audio.", &m->cfg.audio, B_max, T_max, 0); break;
-    }
+    qiao_status st = tw->describe_acts(&w->at, &m->cfg, B_max, T_max);
     if (st == QIAO_OK) st = qc_arena_alloc(&w->acts, w->at.total);
     if (st == QIAO_OK && train) st = qc_arena_alloc(&w->dacts, w->at.total);
     if (st != QIAO_OK) {
@@ -275,7 +276,7 @@ qiao_status qmod_work_init(qmod_work *w, const qmod_model *m, qmod_modality mod,
 
 qiao_status qmod_work_reserve(qmod_work *w, const qmod_model *m, int64_t B, int64_t T) {
     if (!w || !m) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_work_reserve: NULL argument");
-    if (w->acts.base && B <= w->B_max && (T <= w->T_max || w->mod == QMOD_IMAGE)) return QIAO_OK;
+    if (w->acts.base && B <= w->B_max && (T <= w->T_max || qmod_tower_of(w->mod)->fixed_len)) return QIAO_OK;
     const qmod_modality mod = w->mod;
     const bool train = w->train;
     const int64_t nb = B > w->B_max ? B : w->B_max, nt = T > w->T_max ? T : w->T_max;
@@ -289,20 +290,13 @@ static qiao_status check_batch(const qmod_model *m, const qmod_work *w, const qm
     if (b->mod != w->mod)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "a %s batch given to a %s workspace", qmod_modality_name(b->mod),
                         qmod_modality_name(w->mod));
-    if (b->B < 1 || b->B > w->B_max || b->T < 1 || (b->mod != QMOD_IMAGE && b->T > w->T_max))
+    const qmod_tower *tw = qmod_tower_of(b->mod);
+    if (b->B < 1 || b->B > w->B_max || b->T < 1 || (!tw->fixed_len && b->T > w->T_max))
         return qc_error(QIAO_ERR_INVALID_ARGUMENT,
                         "%s batch of %lld x %lld does not fit the workspace (%lld x %lld); reserve it first",
                         qmod_modality_name(b->mod), (long long)b->B, (long long)b->T, (long long)w->B_max,
                         (long long)w->T_max);
-    if (b->mod == QMOD_IMAGE && b->T != m->cfg.image.tokens)
-        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "image batch has %lld patches, the model %lld", (long long)b->T,
-                        (long long)m->cfg.image.tokens);
-    return QIAO_OK;
-}
-
-static qe_text_input text_input(const qmod_model *m, const qmod_batch *b) {
-    qe_text_input in = {b->B, b->T, m->cfg.text.k, b->ids, b->char_ids, b->tags, b->mask};
-    return in;
+    return tw->check(m, b);
 }
 
 qiao_status qmod_forward(const qb_exec *ex, const qmod_model *m, qmod_work *w, const qmod_batch *b,
@@ -310,52 +304,37 @@ qiao_status qmod_forward(const qb_exec *ex, const qmod_model *m, qmod_work *w, c
     if (!ex || !m || !w || !b || !emb) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_forward: NULL argument");
     qiao_status st = check_batch(m, w, b);
     if (st != QIAO_OK) return st;
-    switch (b->mod) {
-    case QMOD_TEXT: {
-        const qe_text_input in = text_input(m, b);
-        if ((st = qe_text_check_input(&in, &m->cfg.text)) != QIAO_OK) return st;
-        qe_text_forward(ex, &w->a.text, &m->p.text, &in, &m->cfg.text);
-        *emb = w->a.text.trunk.emb;
-        break;
-    }
-    case QMOD_IMAGE: {
-        const qe_image_input in = {b->patches, b->B};
-        qe_image_forward(ex, &w->a.image, &m->p.image, &in, &m->cfg.image);
-        *emb = w->a.image.trunk.emb;
-        break;
-    }
-    default: {
-        const qe_audio_input in = {b->mel, b->mask, b->B, b->T};
-        qe_audio_forward(ex, &w->a.audio, &m->p.audio, &in, &m->cfg.audio);
-        *emb = w->a.audio.trunk.emb;
-        break;
-    }
-    }
+    const qmod_tower *tw = qmod_tower_of(b->mod);
+    tw->forward(ex, m, w, b);
+    *emb = ((const nn_trunk_acts *)((const char *)&w->a + tw->trunk_offset))->emb;
     /* The kernels return void: a failure on any of their threads (OpenBLAS
      * without a work buffer) surfaces here, and *emb is then not valid. */
     return ex->ops->sync(ex);
 }
 
+qiao_status qmod_tokens(const qmod_model *m, const qmod_work *w, const qmod_batch *b, qmod_token_seq *out) {
+    if (!m || !w || !b || !out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_tokens: NULL argument");
+    if (b->mod != w->mod || !w->acts.base)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_tokens: the batch is not the workspace's");
+    const qmod_tower *tw = qmod_tower_of(b->mod);
+    const nn_trunk_acts *ta = (const nn_trunk_acts *)((const char *)&w->a + tw->trunk_offset);
+    out->x = ta->lnf;
+    out->mask = tw->token_mask(w, b);
+    out->B = b->B;
+    out->T = tw->trunk_tokens(&m->cfg, b->T);
+    out->C = tw->trunk_dims(&m->cfg)->C;
+    return QIAO_OK;
+}
+
 void qmod_backward(const qb_exec *ex, const qmod_model *m, qmod_params *grads, qmod_work *w, const qmod_batch *b,
                    const float *demb) {
+    qmod_backward_at(ex, m, grads, w, b, demb, NULL);
+}
+
+void qmod_backward_at(const qb_exec *ex, const qmod_model *m, qmod_params *grads, qmod_work *w, const qmod_batch *b,
+                      const float *demb, const float *dtokens) {
     qc_arena_zero(&w->dacts);
-    switch (b->mod) {
-    case QMOD_TEXT: {
-        const qe_text_input in = text_input(m, b);
-        qe_text_backward(ex, &grads->text, &w->da.text, demb, &w->a.text, &m->p.text, &in, &m->cfg.text);
-        break;
-    }
-    case QMOD_IMAGE: {
-        const qe_image_input in = {b->patches, b->B};
-        qe_image_backward(ex, &grads->image, &w->da.image, demb, &w->a.image, &m->p.image, &in, &m->cfg.image);
-        break;
-    }
-    default: {
-        const qe_audio_input in = {b->mel, b->mask, b->B, b->T};
-        qe_audio_backward(ex, &grads->audio, &w->da.audio, demb, &w->a.audio, &m->p.audio, &in, &m->cfg.audio);
-        break;
-    }
-    }
+    qmod_tower_of(b->mod)->backward(ex, m, grads, w, b, demb, dtokens);
 }
 
 /* Runs a prepared batch through a (grown) workspace and copies the rows out. */
@@ -371,28 +350,28 @@ static qiao_status embed_batch(const qb_exec *ex, const qmod_model *m, qmod_work
     return st;
 }
 
+qiao_status qmod_embed(const qb_exec *ex, const qmod_model *m, qmod_work *w, qmod_modality mod,
+                       const void *const *items, size_t n, float *out) {
+    const qmod_tower *tw = qmod_tower_of(mod);
+    if (!ex || !m || !w || !out || !tw) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_embed: bad argument");
+    qmod_batch b;
+    qiao_status st = tw->prepare(m, items, n, &b);
+    return st == QIAO_OK ? embed_batch(ex, m, w, mod, &b, out) : st;
+}
+
 qiao_status qmod_embed_texts(const qb_exec *ex, const qmod_model *m, qmod_work *w, const char *const *texts,
                              size_t n, float *out) {
-    if (!ex || !w || !out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_embed_texts: NULL argument");
-    qmod_batch b;
-    qiao_status st = qmod_batch_text(m, texts, n, &b);
-    return st == QIAO_OK ? embed_batch(ex, m, w, QMOD_TEXT, &b, out) : st;
+    return qmod_embed(ex, m, w, QMOD_TEXT, (const void *const *)texts, n, out);
 }
 
 qiao_status qmod_embed_images(const qb_exec *ex, const qmod_model *m, qmod_work *w, const qiao_image *const *imgs,
                               size_t n, float *out) {
-    if (!ex || !w || !out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_embed_images: NULL argument");
-    qmod_batch b;
-    qiao_status st = qmod_batch_images(m, imgs, n, &b);
-    return st == QIAO_OK ? embed_batch(ex, m, w, QMOD_IMAGE, &b, out) : st;
+    return qmod_embed(ex, m, w, QMOD_IMAGE, (const void *const *)imgs, n, out);
 }
 
 qiao_status qmod_embed_audio(const qb_exec *ex, const qmod_model *m, qmod_work *w, const qiao_audio *const *clips,
                              size_t n, float *out) {
-    if (!ex || !w || !out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_embed_audio: NULL argument");
-    qmod_batch b;
-    qiao_status st = qmod_batch_audio(m, clips, n, &b);
-    return st == QIAO_OK ? embed_batch(ex, m, w, QMOD_AUDIO, &b, out) : st;
+    return qmod_embed(ex, m, w, QMOD_AUDIO, (const void *const *)clips, n, out);
 }
 
 /* ---- packed weights for inference ---------------------------------------------- */

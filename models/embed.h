@@ -27,8 +27,6 @@
 
 #include "models/model.h"
 
-typedef enum qmod_modality { QMOD_TEXT = 0, QMOD_IMAGE = 1, QMOD_AUDIO = 2, QMOD_N_MODALITIES = 3 } qmod_modality;
-
 /* "text", "image", "audio". */
 const char *qmod_modality_name(qmod_modality mod);
 
@@ -105,20 +103,41 @@ qiao_status qmod_work_reserve(qmod_work *w, const qmod_model *m, int64_t B, int6
 /* Accepts NULL and a cleared workspace. */
 void qmod_work_free(qmod_work *w);
 
-/* Runs the encoder of b->mod over the batch: checks the batch against the
+/* Runs the tower of b->mod over the batch: checks the batch against the
  * config (ids, sizes; QIAO_ERR_INVALID_ARGUMENT naming what is wrong) and
  * the workspace (b->B <= B_max, b->T <= T_max), then sets *emb to the (B, D)
  * L2-normalized embeddings inside the workspace (valid until its next use). */
 qiao_status qmod_forward(const qb_exec *ex, const qmod_model *m, qmod_work *w, const qmod_batch *b,
                          const float **emb);
+/* After qmod_forward: the tower's token sequence after its trunk's final
+ * norm, for heads that attend over it (cross-modal attention, a caption
+ * decoder). x is (B, T, C) inside the workspace (valid until its next use);
+ * T is the trunk's token count for the batch (audio: after the stem's
+ * strides); mask (B, T) marks real tokens, NULL when all are (images). */
+typedef struct qmod_token_seq {
+    const float *x;
+    const uint8_t *mask;
+    int64_t B, T, C;
+} qmod_token_seq;
+qiao_status qmod_tokens(const qmod_model *m, const qmod_work *w, const qmod_batch *b, qmod_token_seq *out);
+
 /* After qmod_forward on the same batch: demb (B, D) -> parameter gradients
  * accumulate into `grads` (a qmod_params bound to a gradient arena laid out
  * by m->tab). Clears the activation-gradient arena itself first. */
 void qmod_backward(const qb_exec *ex, const qmod_model *m, qmod_params *grads, qmod_work *w, const qmod_batch *b,
                    const float *demb);
+/* The same with a gradient at the token sequence too: dtokens (B, T, C) as
+ * qmod_tokens gives it, or NULL; demb may be NULL when only the tokens are
+ * used. */
+void qmod_backward_at(const qb_exec *ex, const qmod_model *m, qmod_params *grads, qmod_work *w, const qmod_batch *b,
+                      const float *demb, const float *dtokens);
 
 /* Convenience for inference: prepares and embeds n items into out (n, D),
- * growing *w as needed (a cleared qmod_work on first use). */
+ * growing *w as needed (a cleared qmod_work on first use). qmod_embed takes
+ * the items of its tower's kind (const char * texts, const qiao_image *,
+ * const qiao_audio *); the typed three call it. */
+qiao_status qmod_embed(const qb_exec *ex, const qmod_model *m, qmod_work *w, qmod_modality mod,
+                       const void *const *items, size_t n, float *out);
 qiao_status qmod_embed_texts(const qb_exec *ex, const qmod_model *m, qmod_work *w, const char *const *texts,
                              size_t n, float *out);
 qiao_status qmod_embed_images(const qb_exec *ex, const qmod_model *m, qmod_work *w, const qiao_image *const *imgs,

@@ -10,6 +10,7 @@
 #include <cjson/cJSON.h>
 
 #include "core/safetensors.h"
+#include "models/tower.h"
 #include "tokenizers/tokenizer.h"
 
 /* Config files are a few hundred bytes; anything this large is not one. */
@@ -27,15 +28,17 @@ static qiao_status rewrap(qiao_status st, const char *what) {
     return qc_error(st, "%s: %s", what, msg);
 }
 
-static qiao_status section(const cJSON *root, const char *key, const char *what, const cJSON **out) {
-    const cJSON *o = cJSON_GetObjectItemCaseSensitive(root, key);
-    if (!o)
-        return qc_error(QIAO_ERR_FORMAT,
-                        "%s: key \"%s\" missing (the text, image and audio sections are all required)", what,
-                        key);
-    if (!cJSON_IsObject(o)) return qc_error(QIAO_ERR_FORMAT, "%s: key \"%s\" must be an object", what, key);
-    *out = o;
-    return QIAO_OK;
+static const qmod_modality k_pair_towers[QMOD_N_PAIRS][2] = {
+    {QMOD_TEXT, QMOD_IMAGE}, {QMOD_AUDIO, QMOD_TEXT}, {QMOD_AUDIO, QMOD_IMAGE}};
+
+void qmod_pair_towers(int pair, qmod_modality *a, qmod_modality *b) {
+    *a = k_pair_towers[pair][0];
+    *b = k_pair_towers[pair][1];
+}
+
+bool qmod_has_pair(const qmod_config *cfg, int pair) {
+    return pair >= 0 && pair < QMOD_N_PAIRS && qmod_has_tower(cfg, k_pair_towers[pair][0]) &&
+           qmod_has_tower(cfg, k_pair_towers[pair][1]);
 }
 
 qiao_status qmod_config_from_string(const char *json, const char *what, qmod_config *out) {
@@ -69,19 +72,25 @@ qiao_status qmod_config_from_string(const char *json, const char *what, qmod_con
         goto done;
     }
     c.embed_dim = (int64_t)dim->valuedouble;
-    if ((st = section(root, "text", what, &sec)) != QIAO_OK) goto done;
-    if ((st = qe_text_config_from_json(sec, c.embed_dim, &c.text)) != QIAO_OK) {
-        st = rewrap(st, what);
-        goto done;
+    for (int mod = 0; mod < QMOD_N_MODALITIES; mod++) {
+        const qmod_tower *tw = qmod_tower_of((qmod_modality)mod);
+        sec = cJSON_GetObjectItemCaseSensitive(root, tw->name);
+        if (!sec) continue;
+        if (!cJSON_IsObject(sec)) {
+            st = qc_error(QIAO_ERR_FORMAT, "%s: key \"%s\" must be an object", what, tw->name);
+            goto done;
+        }
+        if ((st = tw->parse(sec, c.embed_dim, &c)) != QIAO_OK) {
+            st = rewrap(st, what);
+            goto done;
+        }
+        c.towers |= 1u << mod;
     }
-    if ((st = section(root, "image", what, &sec)) != QIAO_OK) goto done;
-    if ((st = qe_image_config_from_json(sec, c.embed_dim, &c.image)) != QIAO_OK) {
-        st = rewrap(st, what);
-        goto done;
-    }
-    if ((st = section(root, "audio", what, &sec)) != QIAO_OK) goto done;
-    if ((st = qe_audio_config_from_json(sec, c.embed_dim, &c.audio)) != QIAO_OK) {
-        st = rewrap(st, what);
+    if (!c.towers) {
+        st = qc_error(QIAO_ERR_FORMAT,
+                      "%s: no tower: a model needs at least one of the keys \"text\", \"image\", "
+                      "\"audio\"",
+                      what);
         goto done;
     }
     c.json = cJSON_PrintUnformatted(root);
@@ -118,6 +127,9 @@ qiao_status qmod_config_for_tokenizer(const qmod_config *cfg, const qiao_tokeniz
     if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_config_for_tokenizer: out is NULL");
     memset(out, 0, sizeof *out);
     if (!cfg || !cfg->json || !tok) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_config_for_tokenizer: NULL argument");
+    if (!qmod_has_tower(cfg, QMOD_TEXT))
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "config %s has no text tower: a tokenizer does not apply",
+                        cfg->name);
     cJSON *root = cJSON_Parse(cfg->json);
     cJSON *text = cJSON_GetObjectItemCaseSensitive(root, "text");
     if (!text) {
@@ -159,11 +171,13 @@ void qmod_config_free(qmod_config *cfg) {
 
 qiao_status qmod_describe(qc_table *tab, const qmod_config *cfg) {
     qiao_status st;
-    if ((st = qe_text_describe(tab, "text.", &cfg->text, offsetof(qmod_params, text))) != QIAO_OK) return st;
-    if ((st = qe_image_describe(tab, "image.", &cfg->image, offsetof(qmod_params, image))) != QIAO_OK) return st;
-    if ((st = qe_audio_describe(tab, "audio.", &cfg->audio, offsetof(qmod_params, audio))) != QIAO_OK) return st;
+    for (int mod = 0; mod < QMOD_N_MODALITIES; mod++)
+        if (qmod_has_tower(cfg, (qmod_modality)mod) &&
+            (st = qmod_tower_of((qmod_modality)mod)->describe(tab, cfg)) != QIAO_OK)
+            return st;
     const int64_t one = 1;
     for (int i = 0; i < QMOD_N_PAIRS; i++) {
+        if (!qmod_has_pair(cfg, i)) continue;
         st = qc_table_add(tab, k_pair_names[i], 1, &one, QC_INIT_CONST, QMOD_LOGIT_SCALE_INIT, QC_NO_DECAY,
                           offsetof(qmod_params, logit_scale) + (size_t)i * sizeof(float *));
         if (st != QIAO_OK) return st;
@@ -298,7 +312,9 @@ static qiao_status load_st(const qc_st_file *f, qmod_model **out) {
         }
     }
     if (st == QIAO_OK && (qc_st_find(f, TK_TENSOR_SPM) || qc_st_find(f, TK_TENSOR_CHARS))) {
-        st = tk_tokenizer_from_st(f, &m->tok);
+        st = qmod_has_tower(&m->cfg, QMOD_TEXT)
+                 ? tk_tokenizer_from_st(f, &m->tok)
+                 : qc_error(QIAO_ERR_FORMAT, "%s: holds a tokenizer but its config has no text tower", name);
         if (st == QIAO_OK) st = check_tokenizer(m->tok, &m->cfg.text, name, QIAO_ERR_FORMAT);
     }
     if (st != QIAO_OK) {
@@ -337,6 +353,9 @@ qiao_status qmod_load_memory(const void *data, size_t size, const char *name, qm
 qiao_status qmod_set_tokenizer(qmod_model *m, const char *tokenizer_file) {
     if (!m || !tokenizer_file)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_set_tokenizer: model or path is NULL");
+    if (!qmod_has_tower(&m->cfg, QMOD_TEXT))
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "model %s has no text tower: a tokenizer does not apply",
+                        m->cfg.name);
     qiao_tokenizer *tok = NULL;
     qiao_status st = qiao_tokenizer_load(tokenizer_file, &tok);
     if (st != QIAO_OK) return st;

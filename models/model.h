@@ -1,7 +1,8 @@
 /* models/model.h - the model container: one config, one parameter table
- * holding the three encoders ("text.", "image.", "audio.") and the three
- * learnable contrastive temperatures, an optional embedded tokenizer, and
- * the model file (.safetensors) that stores all of it.
+ * holding its encoders ("text.", "image.", "audio.": any non-empty subset,
+ * models/tower.h) and a learnable contrastive temperature for each pair of
+ * them, an optional embedded tokenizer, and the model file (.safetensors)
+ * that stores all of it.
  *
  * Model file: every parameter under its table name (F32 or BF16), the
  * tokenizer's tensors when one is attached, and the metadata "qiao.config"
@@ -12,6 +13,7 @@
 #ifndef QIAO_MODELS_MODEL_H
 #define QIAO_MODELS_MODEL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,18 +32,31 @@
 /* ln(1/0.07): CLIP's initial temperature. */
 #define QMOD_LOGIT_SCALE_INIT 2.65926003f
 
+/* The towers (models/tower.h), indexed by modality. */
+typedef enum qmod_modality { QMOD_TEXT = 0, QMOD_IMAGE = 1, QMOD_AUDIO = 2, QMOD_N_MODALITIES = 3 } qmod_modality;
+
 enum { QMOD_PAIR_TEXT_IMAGE = 0, QMOD_PAIR_AUDIO_TEXT = 1, QMOD_PAIR_AUDIO_IMAGE = 2, QMOD_N_PAIRS = 3 };
 
-/* A parsed model config. All three encoder sections are required for now
- * (a model always embeds text, images and audio into one space). */
+/* A parsed model config: "name", "embed_dim" and a section for each tower
+ * the model holds ("text", "image", "audio"; at least one). */
 typedef struct qmod_config {
     char name[QMOD_NAME_MAX];
-    int64_t embed_dim;           /* D, shared by the three projections */
-    qe_text_config text;
+    int64_t embed_dim;           /* D, shared by the towers' projections */
+    uint32_t towers;             /* bit (1 << qmod_modality) per tower held */
+    qe_text_config text;         /* each valid when its tower is held */
     qe_image_config image;
     qe_audio_config audio;
     char *json;                  /* the config as stored in model files; owned */
 } qmod_config;
+
+static inline bool qmod_has_tower(const qmod_config *cfg, qmod_modality mod) {
+    return (int)mod >= 0 && mod < QMOD_N_MODALITIES && (cfg->towers >> mod & 1u);
+}
+
+/* The two towers of a contrastive pair (QMOD_PAIR_*): a and b. */
+void qmod_pair_towers(int pair, qmod_modality *a, qmod_modality *b);
+/* True when the config holds both towers of the pair (and so its temperature). */
+bool qmod_has_pair(const qmod_config *cfg, int pair);
 
 /* Parses a config from a JSON string. `what` names it in messages (a path,
  * "qiao.config of m.safetensors"); NULL gives "config". A bad config is
@@ -65,7 +80,7 @@ typedef struct qmod_params {
     qe_text_params text;
     qe_image_params image;
     qe_audio_params audio;
-    float *logit_scale[QMOD_N_PAIRS];   /* (1) each, indexed by QMOD_PAIR_* */
+    float *logit_scale[QMOD_N_PAIRS];   /* (1) each, indexed by QMOD_PAIR_*; NULL for a pair not held */
 } qmod_params;
 
 typedef struct qmod_model {
@@ -76,10 +91,11 @@ typedef struct qmod_model {
     qiao_tokenizer *tok;     /* optional; owned */
 } qmod_model;
 
-/* Builds the parameter table of `cfg` (the encoders under "text.",
- * "image.", "audio.", then the temperatures "logit_scale.text_image",
- * "logit_scale.audio_text", "logit_scale.audio_image", QC_NO_DECAY) with
- * fields relative to qmod_params. `tab` must be empty. */
+/* Builds the parameter table of `cfg` (the towers it holds under "text.",
+ * "image.", "audio.", then the temperatures of the pairs it holds,
+ * "logit_scale.text_image", "logit_scale.audio_text",
+ * "logit_scale.audio_image", QC_NO_DECAY) with fields relative to
+ * qmod_params. `tab` must be empty. */
 qiao_status qmod_describe(qc_table *tab, const qmod_config *cfg);
 
 /* A new model with parameters initialized from `seed`; free with qmod_free(). */

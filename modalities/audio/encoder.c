@@ -266,7 +266,7 @@ void qe_audio_forward(const qb_exec *ex, qe_audio_acts *a, const qe_audio_params
 }
 
 void qe_audio_backward(const qb_exec *ex, qe_audio_params *g, qe_audio_acts *da, const float *demb,
-                       const qe_audio_acts *a, const qe_audio_params *p, const qe_audio_input *in,
+                       const float *dtokens, const qe_audio_acts *a, const qe_audio_params *p, const qe_audio_input *in,
                        const qe_audio_config *cfg) {
     const int64_t B = in->B, Tm = in->Tm, M = cfg->n_mels, C = cfg->trunk.C, S = cfg->n_stem;
     int64_t Ts[QE_AUDIO_MAX_STEM + 1], Ss[QE_AUDIO_MAX_STEM + 1];
@@ -277,8 +277,8 @@ void qe_audio_backward(const qb_exec *ex, qe_audio_params *g, qe_audio_acts *da,
     const uint8_t *mask = in->mask ? (const uint8_t *)a->mask : NULL;
     /* da->act[S-1] is zero on entry (the caller's contract), so the trunk's
      * accumulated dx is exactly dL/dx. */
-    nn_trunk_backward(ex, da->act[S - 1], &g->trunk, &da->trunk, demb, &a->trunk, &p->trunk, a->act[S - 1], mask,
-                      &d);
+    nn_trunk_backward(ex, da->act[S - 1], &g->trunk, &da->trunk, demb, dtokens, &a->trunk, &p->trunk, a->act[S - 1],
+                      mask, &d);
     for (int64_t i = S - 1; i >= 0; i--) {
         const int64_t cin = i ? C : M, k = cfg->stem_kernels[i];
         /* The forward multiplied these rows by 0: no gradient passes them. */

@@ -110,11 +110,13 @@ qiao_status qe_audio_describe_acts(qc_table *tab, const char *prefix, const qe_a
 void qe_audio_forward(const qb_exec *ex, qe_audio_acts *a, const qe_audio_params *p, const qe_audio_input *in,
                       const qe_audio_config *cfg);
 
-/* Backward from demb (B, D): parameter gradients accumulate (+=) into g; da
- * has the layout of the activations and must be zero on entry (its contents
- * are scratch). No gradient flows into the mel (it is data). */
+/* Backward from demb (B, D) and/or dtokens (B*T, C), the gradient at
+ * a->trunk.lnf (either may be NULL; nn_trunk_backward): parameter gradients
+ * accumulate (+=) into g; da has the layout of the activations and must be
+ * zero on entry (its contents are scratch). No gradient flows into the
+ * mel (it is data). */
 void qe_audio_backward(const qb_exec *ex, qe_audio_params *g, qe_audio_acts *da, const float *demb,
-                       const qe_audio_acts *a, const qe_audio_params *p, const qe_audio_input *in,
+                       const float *dtokens, const qe_audio_acts *a, const qe_audio_params *p, const qe_audio_input *in,
                        const qe_audio_config *cfg);
 
 #endif

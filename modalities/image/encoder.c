@@ -123,12 +123,12 @@ void qe_image_forward(const qb_exec *ex, qe_image_acts *a, const qe_image_params
 }
 
 void qe_image_backward(const qb_exec *ex, qe_image_params *g, qe_image_acts *da, const float *demb,
-                       const qe_image_acts *a, const qe_image_params *p, const qe_image_input *in,
+                       const float *dtokens, const qe_image_acts *a, const qe_image_params *p, const qe_image_input *in,
                        const qe_image_config *cfg) {
     const nn_trunk_dims d = batch_dims(cfg, in->B);
     /* da->x is zero on entry (the caller's contract), so the trunk's
      * accumulated dx is exactly dL/dx. */
-    nn_trunk_backward(ex, da->x, &g->trunk, &da->trunk, demb, &a->trunk, &p->trunk, a->x, NULL, &d);
+    nn_trunk_backward(ex, da->x, &g->trunk, &da->trunk, demb, dtokens, &a->trunk, &p->trunk, a->x, NULL, &d);
     nn_linear_backward(ex, NULL, g->patch_w, g->patch_b, da->x, in->patches, p->patch_w, d.B * d.T,
                        cfg->patch_dim, d.C);
 }

@@ -74,11 +74,13 @@ qiao_status qe_image_describe_acts(qc_table *tab, const char *prefix, const qe_i
 void qe_image_forward(const qb_exec *ex, qe_image_acts *a, const qe_image_params *p, const qe_image_input *in,
                       const qe_image_config *cfg);
 
-/* Backward from demb (B, D): parameter gradients accumulate (+=) into g; da
- * has the layout of the activations and must be zero on entry (its contents
- * are scratch). No gradient flows into the patches (they are data). */
+/* Backward from demb (B, D) and/or dtokens (B*T, C), the gradient at
+ * a->trunk.lnf (either may be NULL; nn_trunk_backward): parameter gradients
+ * accumulate (+=) into g; da has the layout of the activations and must be
+ * zero on entry (its contents are scratch). No gradient flows into the
+ * patches (they are data). */
 void qe_image_backward(const qb_exec *ex, qe_image_params *g, qe_image_acts *da, const float *demb,
-                       const qe_image_acts *a, const qe_image_params *p, const qe_image_input *in,
+                       const float *dtokens, const qe_image_acts *a, const qe_image_params *p, const qe_image_input *in,
                        const qe_image_config *cfg);
 
 #endif

@@ -303,7 +303,7 @@ void qe_text_forward(const qb_exec *ex, qe_text_acts *a, const qe_text_params *p
     nn_trunk_forward(ex, &a->trunk, &p->trunk, a->x, in->mask, &d);
 }
 
-void qe_text_backward(const qb_exec *ex, qe_text_params *g, qe_text_acts *da, const float *demb,
+void qe_text_backward(const qb_exec *ex, qe_text_params *g, qe_text_acts *da, const float *demb, const float *dtokens,
                       const qe_text_acts *a, const qe_text_params *p, const qe_text_input *in,
                       const qe_text_config *cfg) {
     const int64_t B = in->B, T = in->T, N = B * T, C = cfg->trunk.C, K = cfg->k, Dc = cfg->char_dim;
@@ -311,7 +311,7 @@ void qe_text_backward(const qb_exec *ex, qe_text_params *g, qe_text_acts *da, co
     nn_trunk_dims d = cfg->trunk;
     d.B = B;
     d.T = T;
-    nn_trunk_backward(ex, da->x, &g->trunk, &da->trunk, demb, &a->trunk, &p->trunk, a->x, in->mask, &d);
+    nn_trunk_backward(ex, da->x, &g->trunk, &da->trunk, demb, dtokens, &a->trunk, &p->trunk, a->x, in->mask, &d);
     nn_embedding_backward(ex, g->tag_emb, da->x, (const int32_t *)a->tag_ids, N, QE_TEXT_N_TAGS, C);
     if (cfg->mix != QE_TEXT_MIX_GATE) {
         nn_embedding_backward(ex, g->piece_emb, da->x, in->ids, N, cfg->vocab, C);

@@ -113,9 +113,11 @@ qiao_status qe_text_describe_acts(qc_table *tab, const char *prefix, const qe_te
  * CPU backend); a device backend needs a small kernel for them. */
 void qe_text_forward(const qb_exec *ex, qe_text_acts *a, const qe_text_params *p, const qe_text_input *in,
                      const qe_text_config *cfg);
-/* demb (B, D) -> parameter gradients g (accumulated); da has the layout of
- * the activations and must be zero on entry. */
-void qe_text_backward(const qb_exec *ex, qe_text_params *g, qe_text_acts *da, const float *demb,
+/* demb (B, D) and/or dtokens (B*T, C), gradients at the embedding and at
+ * a->trunk.lnf (either may be NULL; nn_trunk_backward) -> parameter gradients
+ * g (accumulated); da has the layout of the activations and must be zero on
+ * entry. */
+void qe_text_backward(const qb_exec *ex, qe_text_params *g, qe_text_acts *da, const float *demb, const float *dtokens,
                       const qe_text_acts *a, const qe_text_params *p, const qe_text_input *in,
                       const qe_text_config *cfg);
 

@@ -207,25 +207,17 @@ static qiao_status check_call(const char *fn, const qiao_session *s, const void 
 
 /* ---- text and images ----------------------------------------------------------- */
 
-/* The items of one call, typed: texts or images. */
-typedef struct items {
-    qmod_modality mod;
-    const char *const *texts;
-    const qiao_image *const *images;
-} items;
-
 /* After check_call: refuses a NULL item before any work, then embeds the
- * items EMBED_CHUNK at a time into out (n, D). */
-static qiao_status embed_in_chunks(const char *fn, qiao_session *s, items it, size_t n, float *out) {
+ * items (texts or pictures, as qmod_embed takes them) EMBED_CHUNK at a time
+ * into out (n, D). */
+static qiao_status embed_in_chunks(const char *fn, qiao_session *s, qmod_modality mod, const void *const *items,
+                                   size_t n, float *out) {
     for (size_t i = 0; i < n; i++)
-        if (it.mod == QMOD_TEXT ? !it.texts[i] : !it.images[i])
-            return qc_error(QIAO_ERR_INVALID_ARGUMENT, "%s: %s %zu is NULL", fn, qmod_modality_name(it.mod), i);
+        if (!items[i]) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "%s: %s %zu is NULL", fn, qmod_modality_name(mod), i);
     const size_t D = (size_t)s->m->cfg.embed_dim;
-    qmod_work *w = &s->w[it.mod];
     for (size_t i = 0; i < n; i += EMBED_CHUNK) {
         const size_t k = n - i < EMBED_CHUNK ? n - i : EMBED_CHUNK;
-        qiao_status st = it.mod == QMOD_TEXT ? qmod_embed_texts(&s->ex, s->m, w, it.texts + i, k, out + i * D)
-                                             : qmod_embed_images(&s->ex, s->m, w, it.images + i, k, out + i * D);
+        qiao_status st = qmod_embed(&s->ex, s->m, &s->w[mod], mod, items + i, k, out + i * D);
         if (st != QIAO_OK) return st;
     }
     return QIAO_OK;
@@ -235,7 +227,7 @@ QIAO_API qiao_status qiao_embed_texts(qiao_session *session, const char *const *
                                       size_t out_len) {
     qiao_status st = check_call("qiao_embed_texts", session, texts, n, out, out_len);
     if (st != QIAO_OK) return st;
-    return embed_in_chunks("qiao_embed_texts", session, (items){.mod = QMOD_TEXT, .texts = texts}, n, out);
+    return embed_in_chunks("qiao_embed_texts", session, QMOD_TEXT, (const void *const *)texts, n, out);
 }
 
 QIAO_API qiao_status qiao_embed_text(qiao_session *session, const char *text, float *out, size_t out_len) {
@@ -247,7 +239,7 @@ QIAO_API qiao_status qiao_embed_images(qiao_session *session, const qiao_image *
                                        size_t out_len) {
     qiao_status st = check_call("qiao_embed_images", session, images, n, out, out_len);
     if (st != QIAO_OK) return st;
-    return embed_in_chunks("qiao_embed_images", session, (items){.mod = QMOD_IMAGE, .images = images}, n, out);
+    return embed_in_chunks("qiao_embed_images", session, QMOD_IMAGE, (const void *const *)images, n, out);
 }
 
 QIAO_API qiao_status qiao_embed_image(qiao_session *session, const qiao_image *image, float *out, size_t out_len) {
@@ -327,6 +319,9 @@ QIAO_API qiao_status qiao_embed_audios(qiao_session *session, const qiao_audio *
                                        size_t out_len) {
     qiao_status st = check_call("qiao_embed_audios", session, clips, n, out, out_len);
     if (st != QIAO_OK) return st;
+    if (!qmod_has_tower(&session->m->cfg, QMOD_AUDIO))
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT,
+                        "qiao_embed_audios: model %s has no audio tower: it cannot embed sound", session->m->cfg.name);
     for (size_t i = 0; i < n; i++) {
         st = check_clip("qiao_embed_audios", clips[i], i);
         if (st != QIAO_OK) return st;

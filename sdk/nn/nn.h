@@ -223,8 +223,7 @@ void nn_block_backward(const qb_exec *ex, float *dx, nn_block_params *g, nn_bloc
                        const float *dout, const nn_block_acts *a, const nn_block_params *p, const float *x,
                        const nn_block_dims *d);
 
-
-/* ---- encoder trunk (encoder.c) ---------------------------------------------
+/* ---- encoder trunk (trunk.c) -----------------------------------------------
  * What every modality's encoder ends with: positions, L pre-norm blocks,
  * a final layernorm, masked mean pooling, a projection to the shared space
  * and L2 normalization:
@@ -277,13 +276,20 @@ typedef struct nn_trunk_acts {
  * "<prefix>proj.weight"... bound at field_base + offsetof(nn_trunk_params, …). */
 qiao_status nn_trunk_describe(qc_table *tab, const char *prefix, const nn_trunk_dims *d, size_t field_base);
 qiao_status nn_trunk_describe_acts(qc_table *tab, const char *prefix, const nn_trunk_dims *d, size_t field_base);
-/* x (B, T, C), mask (B, T) or NULL (all real); T <= max_T. -> a->emb. */
+/* x (B, T, C), mask (B, T) or NULL (all real); T <= max_T. -> a->emb, and
+ * a->lnf (B*T, C): every token after the final norm, for heads that attend
+ * over the sequence (padded rows hold values too; use the mask). */
 void nn_trunk_forward(const qb_exec *ex, nn_trunk_acts *a, const nn_trunk_params *p, const float *x,
                       const uint8_t *mask, const nn_trunk_dims *d);
-/* demb (B, D) -> dx (B, T, C) accumulates; g accumulates; da (activation
- * gradients, same layout as the activations) must be zero on entry. */
+/* The gradient enters at the pooled embedding, demb (B, D), at the token
+ * sequence after the final norm (a->lnf), dtokens (B*T, C), or both; either
+ * may be NULL (a caption decoder or cross-modal attention reads the tokens,
+ * the contrastive objective the embedding). A head that ignores padding
+ * passes zeros there. dx (B, T, C) accumulates; g accumulates; da
+ * (activation gradients, same layout as the activations) must be zero on
+ * entry. */
 void nn_trunk_backward(const qb_exec *ex, float *dx, nn_trunk_params *g, nn_trunk_acts *da, const float *demb,
-                       const nn_trunk_acts *a, const nn_trunk_params *p, const float *x, const uint8_t *mask,
-                       const nn_trunk_dims *d);
+                       const float *dtokens, const nn_trunk_acts *a, const nn_trunk_params *p, const float *x,
+                       const uint8_t *mask, const nn_trunk_dims *d);
 
 #endif /* QIAO_NN_H */

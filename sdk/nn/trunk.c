@@ -114,16 +114,22 @@ void nn_trunk_forward(const qb_exec *ex, nn_trunk_acts *a, const nn_trunk_params
 }
 
 void nn_trunk_backward(const qb_exec *ex, float *dx, nn_trunk_params *g, nn_trunk_acts *da, const float *demb,
-                       const nn_trunk_acts *a, const nn_trunk_params *p, const float *x, const uint8_t *mask,
-                       const nn_trunk_dims *d) {
+                       const float *dtokens, const nn_trunk_acts *a, const nn_trunk_params *p, const float *x,
+                       const uint8_t *mask, const nn_trunk_dims *d) {
     const int64_t B = d->B, T = d->T, C = d->C, N = B * T, L = d->L;
     (void)x;
-    nn_l2norm_backward(ex, da->proj, demb, a->emb, a->norm, B, d->D);
-    nn_linear_backward(ex, da->pooled, g->proj_w, g->proj_b, da->proj, a->pooled, p->proj_w, B, C, d->D);
-    if (d->pool == NN_POOL_MAX)
-        nn_pool_max_backward(ex, da->lnf, da->pooled, (const int32_t *)a->pool_arg, B, T, C);
-    else
-        nn_pool_mean_backward(ex, da->lnf, da->pooled, mask, B, T, C);
+    if (!demb && !dtokens) return;
+    /* da->lnf is zero on entry (the caller's contract): the pooled path and
+     * a head reading the tokens both add their share to it. */
+    if (demb) {
+        nn_l2norm_backward(ex, da->proj, demb, a->emb, a->norm, B, d->D);
+        nn_linear_backward(ex, da->pooled, g->proj_w, g->proj_b, da->proj, a->pooled, p->proj_w, B, C, d->D);
+        if (d->pool == NN_POOL_MAX)
+            nn_pool_max_backward(ex, da->lnf, da->pooled, (const int32_t *)a->pool_arg, B, T, C);
+        else
+            nn_pool_mean_backward(ex, da->lnf, da->pooled, mask, B, T, C);
+    }
+    if (dtokens) ex->ops->axpy(ex, da->lnf, 1.0f, dtokens, N * C);
     const float *top = L ? a->blocks[L - 1].out : a->h0;
     /* The gradient wrt the newest hidden state ping-pongs between two
      * buffers; the one wrt h0 lands in da->h0. */

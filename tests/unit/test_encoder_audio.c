@@ -90,7 +90,7 @@ static void fwd_bwd(enc *e, const float *R, bool zero_grads) {
     if (zero_grads) qc_arena_zero(&e->m.grads);
     qc_arena_zero(&e->m.dacts);
     fwd(e);
-    qe_audio_backward(e->ex, &e->g, &e->da, R, &e->a, &e->p, &e->in, &e->cfg);
+    qe_audio_backward(e->ex, &e->g, &e->da, R, NULL, &e->a, &e->p, &e->in, &e->cfg);
 }
 
 /* Log-mel-like input: N(-4, 4), what the default affine maps to N(0, 1). */

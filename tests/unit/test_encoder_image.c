@@ -86,7 +86,7 @@ static void fwd_bwd(enc *e, const float *R, bool zero_grads) {
     if (zero_grads) qc_arena_zero(&e->m.grads);
     qc_arena_zero(&e->m.dacts);
     fwd(e);
-    qe_image_backward(e->ex, &e->g, &e->da, R, &e->a, &e->p, &e->in, &e->cfg);
+    qe_image_backward(e->ex, &e->g, &e->da, R, NULL, &e->a, &e->p, &e->in, &e->cfg);
 }
 
 static const char *kTiny = "{\"image_size\": 8, \"patch\": 4, \"width\": 8, \"layers\": 1, \"heads\": 2, \"mlp\": 16}";

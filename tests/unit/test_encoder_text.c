@@ -74,7 +74,7 @@ static void backward(text_case *k) {
     qc_arena_zero(&k->m.grads);
     qc_arena_zero(&k->m.dacts);
     fwd(k);
-    qe_text_backward(&k->ex, &k->g, &k->da, k->R, &k->a, &k->p, &k->in, &k->cfg);
+    qe_text_backward(&k->ex, &k->g, &k->da, k->R, NULL, &k->a, &k->p, &k->in, &k->cfg);
 }
 
 static int check_param(text_case *k, const char *name) {

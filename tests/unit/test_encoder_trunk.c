@@ -1,5 +1,6 @@
 /* The encoder trunk every modality shares: gradients against finite
- * differences (input, positions, a block, the final norm, the projection),
+ * differences (input, positions, a block, the final norm, the projection;
+ * entering at the embedding and at the token sequence),
  * thread-count independence, padding independence, unit-norm output; with
  * mean and with max pooling. */
 #include <string.h>
@@ -65,7 +66,7 @@ static void backward(trunk_case *k) {
     qc_arena_zero(&k->m.dacts);
     memset(k->dx, 0, sizeof(float) * (size_t)(k->d.B * k->d.T * k->d.C));
     fwd(k);
-    nn_trunk_backward(&k->ex, k->dx, &k->g, &k->da, k->R, &k->a, &k->p, k->x, k->mask, &k->d);
+    nn_trunk_backward(&k->ex, k->dx, &k->g, &k->da, k->R, NULL, &k->a, &k->p, k->x, k->mask, &k->d);
 }
 
 static int check_param(trunk_case *k, const char *name) {
@@ -90,6 +91,57 @@ static void gradients(void **state) {
             if (!k.mask[b * k.d.T + t])
                 for (int64_t c = 0; c < k.d.C; c++) assert_true(k.dx[(b * k.d.T + t) * k.d.C + c] == 0.0f);
     assert_int_equal(bad, 0);
+    teardown(&k);
+}
+
+/* The gradient entering at the token sequence after the final norm (for
+ * heads that read the tokens): L = sum R2 * lnf, against finite differences;
+ * and both entries at once give the sum of each alone. */
+static void token_gradients(void **state) {
+    (void)state;
+    trunk_case k;
+    setup(&k, 1, 3, 5);
+    const int64_t n = k.d.B * k.d.T * k.d.C;
+    float *R2 = qt_alloc(n);
+    qt_fill_normal(R2, n, 1.0f, 17);
+    qc_arena_zero(&k.m.grads);
+    qc_arena_zero(&k.m.dacts);
+    memset(k.dx, 0, sizeof(float) * (size_t)n);
+    fwd(&k);
+    nn_trunk_backward(&k.ex, k.dx, &k.g, &k.da, NULL, R2, &k.a, &k.p, k.x, k.mask, &k.d);
+    /* h = 3e-3: L sums B*T*C float outputs, whose rounding swamps a 1e-3 step. */
+    int bad = qt_gradcheck("x via tokens", fwd, &k, k.a.lnf, R2, n, k.x, k.dx, n, 3e-3f, 1e-3, 1e-2, 120);
+    const char *names[] = {"enc.pos", "enc.blocks.0.attn.q.weight", "enc.blocks.1.mlp.fc.weight", "enc.ln_f.weight",
+                           "enc.ln_f.bias"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        const qc_tensor_desc *t = qt_model_tensor(&k.m, names[i]);
+        bad += qt_gradcheck(names[i], fwd, &k, k.a.lnf, R2, n, k.m.params.base + t->offset, k.m.grads.base + t->offset,
+                            t->numel, 3e-3f, 1e-3, 1e-2, 64);
+    }
+    /* The projection comes after the tokens: no gradient reaches it. */
+    const qc_tensor_desc *pw = qt_model_tensor(&k.m, "enc.proj.weight");
+    for (int64_t j = 0; j < pw->numel; j++)
+        assert_true(k.m.grads.base[pw->offset + j] == 0.0f);
+    assert_int_equal(bad, 0);
+    /* Linearity: both entries = embedding alone + tokens alone. */
+    const size_t np = k.m.pt.total;
+    float *g_tok = qt_alloc((int64_t)np), *dx_tok = qt_alloc(n);
+    memcpy(g_tok, k.m.grads.base, np * sizeof(float));
+    memcpy(dx_tok, k.dx, (size_t)n * sizeof(float));
+    backward(&k); /* the embedding alone */
+    float *g_emb = qt_alloc((int64_t)np);
+    memcpy(g_emb, k.m.grads.base, np * sizeof(float));
+    qc_arena_zero(&k.m.grads);
+    qc_arena_zero(&k.m.dacts);
+    nn_trunk_backward(&k.ex, k.dx, &k.g, &k.da, k.R, R2, &k.a, &k.p, k.x, k.mask, &k.d);
+    double worst = 0, scale = 0;
+    for (size_t j = 0; j < np; j++) {
+        worst = fmax(worst, fabs((double)k.m.grads.base[j] - g_emb[j] - g_tok[j]));
+        scale = fmax(scale, fabs((double)k.m.grads.base[j]));
+    }
+    printf("both entries vs the sum of each: max |diff| %.3g of max |grad| %.3g\n", worst, scale);
+    assert_true(worst <= 1e-5 * scale);
+    free(R2), free(g_tok), free(dx_tok), free(g_emb);
     teardown(&k);
 }
 
@@ -135,6 +187,7 @@ static void padding_independent(void **state) {
 static void max_pool(void **state) {
     g_pool = NN_POOL_MAX;
     gradients(state);
+    token_gradients(state);
     padding_independent(state);
     unit_norm_and_threads(state);
     g_pool = NN_POOL_MEAN;
@@ -176,11 +229,8 @@ static void bad_dims(void **state) {
 }
 
 static const struct CMUnitTest tests[] = {
-    cmocka_unit_test(gradients),
-    cmocka_unit_test(unit_norm_and_threads),
-    cmocka_unit_test(padding_independent),
-    cmocka_unit_test(bad_dims),
-    cmocka_unit_test(max_pool),
+    cmocka_unit_test(gradients),           cmocka_unit_test(token_gradients), cmocka_unit_test(unit_norm_and_threads),
+    cmocka_unit_test(padding_independent), cmocka_unit_test(bad_dims),        cmocka_unit_test(max_pool),
     cmocka_unit_test(pool_config),
 };
 QT_MAIN(tests)

@@ -1,7 +1,8 @@
 /* The model container (models/model.c): create -> save -> load round trips
  * in F32 (bit-identical) and BF16 (bf16-rounded, half the size), the
  * embedded tokenizer, the shipped base config under issue 5's 25 MB limit,
- * malformed model files and configs, and byte-deterministic saves. */
+ * malformed model files and configs, byte-deterministic saves, models of
+ * any subset of the towers, and the towers' token sequences. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 #include <cjson/cJSON.h>
 
 #include "core/safetensors.h"
+#include "models/embed.h"
 #include "models/model.h"
 #include "qiao.h"
 #include "model_fixture.h"
@@ -363,28 +365,246 @@ static void config_errors(void **state) {
            "embed_dim");
     expect(qmod_config_from_string("{\"name\":\"x\",\"embed_dim\":\"big\"}", "c.json", &cfg), QIAO_ERR_FORMAT,
            "embed_dim");
-    /* Each encoder section is required. */
+    /* A config holds any non-empty subset of the towers: without all three
+     * it names the keys it needs. */
     size_t len;
     char *text = read_all(TINY_JSON, &len);
+    cJSON *root = cJSON_Parse(text);
     const char *secs[] = {"text", "image", "audio"};
-    for (int i = 0; i < 3; i++) {
-        cJSON *root = cJSON_Parse(text);
+    for (int i = 0; i < 3; i++)
         cJSON_DeleteItemFromObjectCaseSensitive(root, secs[i]);
-        char *s = cJSON_PrintUnformatted(root);
-        char want[32];
-        snprintf(want, sizeof want, "\"%s\" missing", secs[i]);
-        expect(qmod_config_from_string(s, "c.json", &cfg), QIAO_ERR_FORMAT, want);
-        cJSON_free(s);
-        cJSON_Delete(root);
-    }
+    char *s = cJSON_PrintUnformatted(root);
+    expect(qmod_config_from_string(s, "c.json", &cfg), QIAO_ERR_FORMAT, "no tower");
+    cJSON_free(s);
+    cJSON_AddItemToObject(root, "image", cJSON_CreateArray());
+    s = cJSON_PrintUnformatted(root);
+    expect(qmod_config_from_string(s, "c.json", &cfg), QIAO_ERR_FORMAT, "\"image\" must be an object");
+    cJSON_free(s);
+    cJSON_Delete(root);
     free(text);
+}
+
+/* tiny.json with only the towers in `mask` (bit 1 << QMOD_*), its text
+ * section fitted to the test tokenizer when it has one. */
+static qmod_model *subset_model(uint32_t mask, uint64_t seed, qiao_tokenizer *tok) {
+    size_t len;
+    char *text = read_all(TINY_JSON, &len);
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    const char *secs[] = {"text", "image", "audio"};
+    for (int i = 0; i < 3; i++)
+        if (!(mask >> i & 1u)) cJSON_DeleteItemFromObjectCaseSensitive(root, secs[i]);
+    char *s = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    qmod_config cfg, fitted;
+    expect(qmod_config_from_string(s, "subset", &cfg), QIAO_OK, NULL);
+    cJSON_free(s);
+    assert_int_equal(cfg.towers, mask);
+    if (mask & 1u) {
+        expect(qmod_config_for_tokenizer(&cfg, tok, &fitted), QIAO_OK, NULL);
+        qmod_config_free(&cfg);
+        cfg = fitted;
+    } else {
+        expect(qmod_config_for_tokenizer(&cfg, tok, &fitted), QIAO_ERR_INVALID_ARGUMENT, "no text tower");
+    }
+    qmod_model *m = NULL;
+    expect(qmod_create(&cfg, seed, &m), QIAO_OK, NULL);
+    qmod_config_free(&cfg);
+    return m;
+}
+
+/* Every non-empty subset of the towers makes a model: its table holds
+ * exactly those towers (with the full model's names and shapes) and the
+ * temperatures of the pairs among them; with the full model's weights a
+ * tower embeds bit-identically with or without the others; a tower the
+ * model lacks is a clear error; the subset survives a save and load. */
+static void tower_subsets(void **state) {
+    (void)state;
+    qiao_tokenizer *tok = NULL;
+    expect(qiao_tokenizer_load(TOK_PATH, &tok), QIAO_OK, NULL);
+    qmod_model *full = subset_model(7u, 5, tok);
+    assert_int_equal(qmod_set_tokenizer(full, TOK_PATH), QIAO_OK);
+    qb_exec ex;
+    qb_exec_cpu(&ex, 1);
+    /* Inputs: two texts, a picture, a second of a chirp. */
+    const char *texts[] = {"a red circle", "两个蓝色的方块"};
+    uint8_t rgb[48 * 40 * 3];
+    for (size_t i = 0; i < sizeof rgb; i++)
+        rgb[i] = (uint8_t)(i * 37 % 251);
+    qiao_image *img = NULL;
+    expect(qiao_image_from_rgb(rgb, 48, 40, 48 * 3, &img), QIAO_OK, NULL);
+    float pcm[16000];
+    for (int i = 0; i < 16000; i++)
+        pcm[i] = 0.3f * sinf(6.2831853f * (200.0f + 0.2f * (float)i) * (float)i / 16000.0f);
+    qiao_audio *clip = NULL;
+    expect(qiao_audio_from_pcm(pcm, 16000, 16000, 1, NULL, &clip), QIAO_OK, NULL);
+    const void *const items[3][2] = {{texts[0], texts[1]}, {img, img}, {clip, clip}};
+    const size_t D = (size_t)full->cfg.embed_dim;
+    float ref[3][2 * 1024], got[2 * 1024];
+    assert_true(D <= 1024);
+    qmod_work w;
+    for (int mod = 0; mod < QMOD_N_MODALITIES; mod++) {
+        memset(&w, 0, sizeof w);
+        expect(qmod_embed(&ex, full, &w, (qmod_modality)mod, items[mod], 2, ref[mod]), QIAO_OK, NULL);
+        qmod_work_free(&w);
+    }
+    for (uint32_t mask = 1; mask < 7; mask++) {
+        qmod_model *m = subset_model(mask, 5, tok);
+        if (mask & 1u)
+            assert_int_equal(qmod_set_tokenizer(m, TOK_PATH), QIAO_OK);
+        else
+            expect(qmod_set_tokenizer(m, TOK_PATH), QIAO_ERR_INVALID_ARGUMENT, "no text tower");
+        int64_t want = 0;
+        const char *prefixes[] = {"text.", "image.", "audio."};
+        for (int mod = 0; mod < QMOD_N_MODALITIES; mod++) {
+            const int64_t n = qmod_param_count(m, prefixes[mod]);
+            assert_true((mask >> mod & 1u) ? n == qmod_param_count(full, prefixes[mod]) : n == 0);
+            want += n;
+        }
+        for (int pair = 0; pair < QMOD_N_PAIRS; pair++) {
+            assert_int_equal(qmod_has_pair(&m->cfg, pair), m->p.logit_scale[pair] != NULL);
+            want += m->p.logit_scale[pair] ? 1 : 0;
+        }
+        assert_true(qmod_param_count(m, NULL) == want);
+        /* Every tensor is one of the full model's, of the same shape: take its values. */
+        for (size_t i = 0; i < m->tab.n; i++) {
+            const qc_tensor_desc *t = &m->tab.t[i];
+            const ptrdiff_t j = qc_table_find(&full->tab, t->name);
+            assert_true(j >= 0 && full->tab.t[j].numel == t->numel);
+            memcpy(m->arena.base + t->offset, full->arena.base + full->tab.t[j].offset,
+                   (size_t)t->numel * sizeof(float));
+        }
+        char path[512];
+        tmp_path(path, sizeof path, "subset");
+        assert_int_equal(qmod_save(m, path, QIAO_DTYPE_F32), QIAO_OK);
+        qmod_model *l = NULL;
+        expect(qmod_load(path, &l), QIAO_OK, NULL);
+        unlink(path);
+        assert_int_equal(l->cfg.towers, mask);
+        assert_int_equal(l->tab.n, m->tab.n);
+        for (int mod = 0; mod < QMOD_N_MODALITIES; mod++) {
+            memset(&w, 0, sizeof w);
+            qiao_status st = qmod_embed(&ex, l, &w, (qmod_modality)mod, items[mod], 2, got);
+            if (mask >> mod & 1u) {
+                expect(st, QIAO_OK, NULL);
+                assert_memory_equal(got, ref[mod], 2 * D * sizeof(float));
+            } else {
+                expect(st, QIAO_ERR_INVALID_ARGUMENT, "tower");
+                expect(qmod_work_init(&w, l, (qmod_modality)mod, 2, 0, false), QIAO_ERR_INVALID_ARGUMENT, "tower");
+            }
+            qmod_work_free(&w);
+        }
+        qmod_free(l);
+        qmod_free(m);
+    }
+    qiao_image_free(img);
+    qiao_audio_free(clip);
+    qiao_tokenizer_free(tok);
+    qmod_free(full);
+}
+
+/* The token sequence each tower's trunk ends with, and a gradient entered
+ * there: (B, T, C) with T the trunk's tokens (audio after its stem's
+ * strides), and the masks that say which are real; a backward from the
+ * tokens alone reaches the tower's first parameters, and a backward from
+ * both entries is the sum of the two alone. */
+static void token_sequences(void **state) {
+    (void)state;
+    qiao_tokenizer *tok = NULL;
+    expect(qiao_tokenizer_load(TOK_PATH, &tok), QIAO_OK, NULL);
+    qmod_model *m = subset_model(7u, 3, tok);
+    assert_int_equal(qmod_set_tokenizer(m, TOK_PATH), QIAO_OK);
+    qb_exec ex;
+    qb_exec_cpu(&ex, 1);
+    const char *texts[] = {"a red circle to the left of a square", "圆"};
+    qmod_batch b;
+    expect(qmod_batch_text(m, texts, 2, &b), QIAO_OK, NULL);
+    qmod_work w;
+    expect(qmod_work_init(&w, m, QMOD_TEXT, 2, b.T, true), QIAO_OK, NULL);
+    const float *emb = NULL;
+    expect(qmod_forward(&ex, m, &w, &b, &emb), QIAO_OK, NULL);
+    qmod_token_seq ts;
+    expect(qmod_tokens(m, &w, &b, &ts), QIAO_OK, NULL);
+    assert_true(ts.B == 2 && ts.T == b.T && ts.C == m->cfg.text.trunk.C);
+    assert_ptr_equal(ts.mask, b.mask);
+    assert_true(b.lengths[1] < b.lengths[0]);
+    /* After the final norm: each real token's row has mean ~0 before the affine (ones, zeros at init). */
+    double mean = 0;
+    for (int64_t c = 0; c < ts.C; c++)
+        mean += ts.x[c];
+    assert_true(fabs(mean / (double)ts.C) < 1e-4);
+    const size_t n_tok = (size_t)(ts.B * ts.T * ts.C), n_emb = (size_t)(2 * m->cfg.embed_dim);
+    float *dtok = malloc(n_tok * sizeof(float)), *demb = malloc(n_emb * sizeof(float));
+    assert_true(dtok && demb);
+    for (size_t i = 0; i < n_tok; i++)
+        dtok[i] = (float)((int)(i * 7919 % 200) - 100) / 100.0f;
+    for (size_t i = 0; i < n_emb; i++)
+        demb[i] = (float)((int)(i * 104729 % 200) - 100) / 100.0f;
+    qc_arena g[3];
+    qmod_params gp[3];
+    const float *dembs[3] = {demb, NULL, demb}, *dtoks[3] = {NULL, dtok, dtok};
+    for (int k = 0; k < 3; k++) {
+        assert_int_equal(qc_arena_alloc(&g[k], m->tab.total), QIAO_OK);
+        qc_arena_zero(&g[k]);
+        qc_table_bind(&m->tab, g[k].base, &gp[k]);
+        qmod_backward_at(&ex, m, &gp[k], &w, &b, dembs[k], dtoks[k]);
+    }
+    const ptrdiff_t emb_i = qc_table_find(&m->tab, "text.piece_emb.weight");
+    const ptrdiff_t proj_i = qc_table_find(&m->tab, "text.trunk.proj.weight");
+    assert_true(emb_i >= 0 && proj_i >= 0);
+    double from_tokens = 0, proj_from_tokens = 0, worst = 0, scale = 0;
+    const qc_tensor_desc *te = &m->tab.t[emb_i], *tp = &m->tab.t[proj_i];
+    for (int64_t j = 0; j < te->numel; j++)
+        from_tokens += fabs(g[1].base[te->offset + j]);
+    for (int64_t j = 0; j < tp->numel; j++)
+        proj_from_tokens += fabs(g[1].base[tp->offset + j]);
+    for (size_t j = 0; j < m->tab.total; j++) {
+        worst = fmax(worst, fabs((double)g[2].base[j] - g[0].base[j] - g[1].base[j]));
+        scale = fmax(scale, fabs((double)g[2].base[j]));
+    }
+    printf("token gradient: |d piece_emb| %.3g, |d proj| %.3g; both vs the sum of each: max |diff| %.3g of %.3g\n",
+           from_tokens, proj_from_tokens, worst, scale);
+    assert_true(from_tokens > 1e-3);
+    assert_true(proj_from_tokens == 0.0); /* the tokens come before the projection */
+    assert_true(worst <= 1e-5 * scale);
+    for (int k = 0; k < 3; k++)
+        qc_arena_free(&g[k]);
+    free(dtok);
+    free(demb);
+    qmod_work_free(&w);
+    qmod_batch_free(&b);
+    /* Audio: the trunk's tokens follow the stem's strides, with their own mask. */
+    float pcm[24000];
+    for (int i = 0; i < 24000; i++)
+        pcm[i] = 0.2f * sinf(0.05f * (float)i);
+    qiao_audio *a1 = NULL, *a2 = NULL;
+    expect(qiao_audio_from_pcm(pcm, 24000, 16000, 1, NULL, &a1), QIAO_OK, NULL);
+    expect(qiao_audio_from_pcm(pcm, 8000, 16000, 1, NULL, &a2), QIAO_OK, NULL);
+    const qiao_audio *clips[] = {a1, a2};
+    expect(qmod_batch_audio(m, clips, 2, &b), QIAO_OK, NULL);
+    expect(qmod_work_init(&w, m, QMOD_AUDIO, 2, b.T, false), QIAO_OK, NULL);
+    expect(qmod_forward(&ex, m, &w, &b, &emb), QIAO_OK, NULL);
+    expect(qmod_tokens(m, &w, &b, &ts), QIAO_OK, NULL);
+    assert_true(ts.T == qe_audio_tokens(&m->cfg.audio, b.T) && ts.T < b.T);
+    assert_non_null(ts.mask);
+    int64_t real[2] = {0, 0};
+    for (int i = 0; i < 2; i++)
+        for (int64_t t = 0; t < ts.T; t++)
+            real[i] += ts.mask[i * ts.T + t];
+    assert_true(real[0] == ts.T && real[1] == qe_audio_tokens(&m->cfg.audio, b.lengths[1]));
+    qmod_work_free(&w);
+    qmod_batch_free(&b);
+    qiao_audio_free(a1);
+    qiao_audio_free(a2);
+    qiao_tokenizer_free(tok);
+    qmod_free(m);
 }
 
 int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(roundtrip_f32), cmocka_unit_test(roundtrip_bf16), cmocka_unit_test(with_tokenizer),
         cmocka_unit_test(base_size),     cmocka_unit_test(bad_files),      cmocka_unit_test(deterministic),
-        cmocka_unit_test(config_errors),
+        cmocka_unit_test(config_errors), cmocka_unit_test(tower_subsets),  cmocka_unit_test(token_sequences),
     };
     if (argc > 1) cmocka_set_test_filter(argv[1]);
     return cmocka_run_group_tests(tests, NULL, NULL);
