@@ -9,6 +9,14 @@ target_link_libraries(test_eval PRIVATE qiao_datasets)
 target_compile_definitions(test_eval PRIVATE QIAO_CLI="$<TARGET_FILE:qiao_cli>")
 add_dependencies(test_eval qiao_cli)
 
+# Spoken digits as retrieval (models/retrieval/digits.c, qmod_eval_digits)
+# with a made-up embedder whose every prediction is known: the confusion
+# matrices, ties, skipped scenes, progress and the errors. The command on a
+# real model is test_fsdd.eval_digits.
+qiao_test(NAME test_eval_digits SOURCES unit/test_eval_digits.c
+  CASES confusion errors
+  LABELS "eval;fsdd" TIMEOUT 60)
+
 cli_expect(NAME cli.eval.usage RC 2 ARGS eval STDERR "usage: qiao eval retrieval")
 cli_expect(NAME cli.eval.unknown RC 2 ARGS eval frobnicate STDERR "unknown evaluation 'frobnicate'")
 cli_expect(NAME cli.eval.required RC 2 ARGS eval retrieval --model m.safetensors

@@ -10,6 +10,14 @@ target_compile_definitions(test_fsdd PRIVATE QIAO_CLI="$<TARGET_FILE:qiao_cli>")
 add_dependencies(test_fsdd qiao_cli)
 set_property(TEST test_fsdd.convert_real APPEND PROPERTY LABELS shared_data)
 
+# The converter as a library call (datasets/fsdd/fsdd.h, fsdd_convert) on a
+# made-up source tree: exact lines and order, progress and cancelling,
+# held-out speakers, and each error with its message.
+qiao_test(NAME test_fsdd_convert SOURCES unit/test_fsdd_convert.c
+  CASES manifests progress holdout errors
+  LABELS fsdd TIMEOUT 60)
+target_link_libraries(test_fsdd_convert PRIVATE qiao_datasets)
+
 # Usage errors of the commands (cli_expect: tests/cli.cmake).
 cli_expect(NAME cli.fsdd.required RC 2 ARGS dataset fsdd --out x STDERR "--src and --out are required")
 cli_expect(NAME cli.fsdd.unknown RC 2 ARGS dataset fsdd --speakers 3 STDERR "unknown option '--speakers'")

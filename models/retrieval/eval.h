@@ -1,4 +1,5 @@
-/* models/retrieval/eval.h - cross-modal retrieval evaluation on a shapes split.
+/* models/retrieval/eval.h - cross-modal retrieval evaluation on a shapes split,
+ * and spoken-digit recognition as retrieval (below, digits.c).
  *
  * The first `pool` scenes of the split (or all when fewer) form one pool per
  * language. For each language and each direction:
@@ -73,5 +74,53 @@ qiao_status qmod_eval_retrieval(const qb_exec *ex, const qmod_model *m, const qm
  * QIAO_ERR_INVALID_ARGUMENT naming the row. */
 qiao_status qmod_recall_at_k(const qb_exec *ex, const float *q, int64_t nq, const float *c, int64_t nc, int64_t D,
                              const int64_t *q_group, const int64_t *c_group, double recall[QMOD_N_KS]);
+
+/* ---- Spoken digits as zero-shot retrieval (digits.c) ------------------------
+ *
+ * The ten digit words are embedded as text in each language ("zero".."nine",
+ * "零".."九"), each clip of a split with speech (`qiao dataset fsdd`) as
+ * audio, and a clip's prediction is the word of highest cosine; a tie goes
+ * to the lower digit, so a result depends on nothing but the scores.
+ * Accuracy per language, chance 1/10. */
+
+enum { QMOD_N_DIGITS = 10 };
+
+/* The ten words of language `lang` (QMOD_LANG_*), digit order; NULL for
+ * another value. Static strings. */
+const char *const *qmod_digit_words(int lang);
+
+/* How the evaluation embeds, so it runs on whatever path the caller picks:
+ * the `qiao eval digits` command passes the public API's
+ * qiao_embed_texts / qiao_embed_audio_file on its session (this layer sits
+ * below that API and does not call it), a test may pass made-up vectors.
+ * Both functions fill `out` (out_len floats: n rows of `dim`, one for a
+ * file), return a status and leave the detail in qiao_last_error(). */
+typedef struct qmod_digits_embedder {
+    int64_t dim; /* embedding width, 1..65536 */
+    qiao_status (*texts)(void *user, const char *const *texts, size_t n, float *out, size_t out_len);
+    qiao_status (*audio_file)(void *user, const char *path, float *out, size_t out_len);
+    void *user;
+} qmod_digits_embedder;
+
+typedef struct qmod_digits {
+    int64_t n;                                                    /* clips scored */
+    int64_t correct[QMOD_N_LANGS];                                /* per language of the words */
+    int64_t confusion[QMOD_N_LANGS][QMOD_N_DIGITS][QMOD_N_DIGITS]; /* [lang][spoken][predicted] */
+} qmod_digits;
+
+/* correct[lang] / n; 0 when nothing was scored or lang is out of range. */
+double qmod_digits_accuracy(const qmod_digits *r, int lang);
+
+/* Scores every scene of `d` that has speech (its "en" recording, else its
+ * "zh" one; scenes without speech are skipped) against the digit words of
+ * both languages and fills *out. The spoken digit is the one the scene's
+ * caption names ("en" first, then "zh"). `progress` (may be NULL) gets phase
+ * "clips", done = scenes passed, total = d->n, after each scored clip.
+ * Errors: QIAO_ERR_INVALID_ARGUMENT for a NULL argument or a bad embedder;
+ * QIAO_ERR_FORMAT for a caption that is not a digit word or a split with no
+ * speech (both naming the scene or the folder); an embedding failure keeps
+ * its status, the message prefixed with the scene id. */
+QIAO_MUST_CHECK qiao_status qmod_eval_digits(const qmod_digits_embedder *e, const qmod_dataset *d,
+                                             qiao_progress_fn progress, void *progress_user, qmod_digits *out);
 
 #endif /* QIAO_MODELS_EVAL_H */
