@@ -41,6 +41,65 @@ bool qmod_has_pair(const qmod_config *cfg, int pair) {
            qmod_has_tower(cfg, k_pair_towers[pair][1]);
 }
 
+static const char *const k_head_keys[] = {"kind", "tower", "input", "hidden", "classes"};
+
+static bool head_name_ok(const char *s) {
+    if (!s || !(*s >= 'a' && *s <= 'z') || strlen(s) >= QMOD_NAME_MAX) return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_')) return false;
+    return true;
+}
+
+/* One entry of "heads" (model.h, qmod_head_config); `c` has its towers parsed. */
+static qiao_status parse_head(const cJSON *o, const qmod_config *c, const char *what, qmod_head_config *h) {
+    const char *name = o->string;
+    memset(h, 0, sizeof *h);
+    if (!head_name_ok(name))
+        return qc_error(QIAO_ERR_FORMAT,
+                        "%s: head name \"%s\" must be lowercase letters, digits and _, starting with a letter, "
+                        "at most %d bytes", what, name ? name : "", QMOD_NAME_MAX - 1);
+    snprintf(h->name, sizeof h->name, "%s", name);
+    if (!cJSON_IsObject(o)) return qc_error(QIAO_ERR_FORMAT, "%s: heads.%s must be an object", what, name);
+    for (const cJSON *it = o->child; it; it = it->next) {
+        bool known = false;
+        for (size_t i = 0; i < sizeof k_head_keys / sizeof k_head_keys[0]; i++)
+            known = known || (it->string && strcmp(it->string, k_head_keys[i]) == 0);
+        if (!known) return qc_error(QIAO_ERR_FORMAT, "%s: unknown key heads.%s.%s", what, name, it->string);
+    }
+    const cJSON *kind = cJSON_GetObjectItemCaseSensitive(o, "kind");
+    if (!cJSON_IsString(kind) || strcmp(kind->valuestring, "mlp") != 0)
+        return qc_error(QIAO_ERR_FORMAT, "%s: heads.%s.kind must be \"mlp\"", what, name);
+    const cJSON *tower = cJSON_GetObjectItemCaseSensitive(o, "tower");
+    const int mod = cJSON_IsString(tower) ? qmod_tower_find(tower->valuestring) : -1;
+    if (mod < 0 || !qmod_has_tower(c, (qmod_modality)mod))
+        return qc_error(QIAO_ERR_FORMAT, "%s: heads.%s.tower must name a tower the model holds", what, name);
+    h->tower = (qmod_modality)mod;
+    const cJSON *input = cJSON_GetObjectItemCaseSensitive(o, "input");
+    if (!input || (cJSON_IsString(input) && strcmp(input->valuestring, "embedding") == 0))
+        h->input = QMOD_HEAD_EMBEDDING;
+    else if (cJSON_IsString(input) && strcmp(input->valuestring, "tokens") == 0)
+        h->input = QMOD_HEAD_TOKENS;
+    else
+        return qc_error(QIAO_ERR_FORMAT, "%s: heads.%s.input must be \"embedding\" or \"tokens\"", what, name);
+    char section[QMOD_NAME_MAX + 8];
+    snprintf(section, sizeof section, "heads.%s", name);
+    qiao_status st;
+    h->mlp.hidden = 0;
+    if (cJSON_GetObjectItemCaseSensitive(o, "hidden") &&
+        (st = qc_json_int(o, section, "hidden", 0, QF_HEAD_MAX_WIDTH, &h->mlp.hidden)) != QIAO_OK)
+        return rewrap(st, what);
+    if ((st = qc_json_int(o, section, "classes", 1, QF_HEAD_MAX_CLASSES, &h->mlp.classes)) != QIAO_OK)
+        return rewrap(st, what);
+    h->mlp.in = h->input == QMOD_HEAD_EMBEDDING ? c->embed_dim : qmod_tower_of(h->tower)->trunk_dims(c)->C;
+    return QIAO_OK;
+}
+
+int qmod_head_find(const qmod_config *cfg, const char *name) {
+    for (int i = 0; cfg && name && i < cfg->n_heads; i++)
+        if (strcmp(cfg->heads[i].name, name) == 0) return i;
+    return -1;
+}
+
 qiao_status qmod_config_from_string(const char *json, const char *what, qmod_config *out) {
     if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_config_from_string: out is NULL");
     memset(out, 0, sizeof *out);
@@ -85,6 +144,23 @@ qiao_status qmod_config_from_string(const char *json, const char *what, qmod_con
             goto done;
         }
         c.towers |= 1u << mod;
+    }
+    const cJSON *heads = cJSON_GetObjectItemCaseSensitive(root, "heads");
+    if (heads && !cJSON_IsObject(heads)) {
+        st = qc_error(QIAO_ERR_FORMAT, "%s: key \"heads\" must be an object", what);
+        goto done;
+    }
+    for (const cJSON *h = heads ? heads->child : NULL; h && c.towers; h = h->next) {
+        if (c.n_heads == QMOD_MAX_HEADS) {
+            st = qc_error(QIAO_ERR_FORMAT, "%s: more than %d heads", what, QMOD_MAX_HEADS);
+            goto done;
+        }
+        if ((st = parse_head(h, &c, what, &c.heads[c.n_heads])) != QIAO_OK) goto done;
+        if (qmod_head_find(&c, c.heads[c.n_heads].name) >= 0) {
+            st = qc_error(QIAO_ERR_FORMAT, "%s: head \"%s\" is given twice", what, c.heads[c.n_heads].name);
+            goto done;
+        }
+        c.n_heads++;
     }
     if (!c.towers) {
         st = qc_error(QIAO_ERR_FORMAT,
@@ -180,6 +256,13 @@ qiao_status qmod_describe(qc_table *tab, const qmod_config *cfg) {
         if (!qmod_has_pair(cfg, i)) continue;
         st = qc_table_add(tab, k_pair_names[i], 1, &one, QC_INIT_CONST, QMOD_LOGIT_SCALE_INIT, QC_NO_DECAY,
                           offsetof(qmod_params, logit_scale) + (size_t)i * sizeof(float *));
+        if (st != QIAO_OK) return st;
+    }
+    for (int i = 0; i < cfg->n_heads; i++) {
+        char prefix[QMOD_NAME_MAX + 8];
+        snprintf(prefix, sizeof prefix, "heads.%s.", cfg->heads[i].name);
+        st = qf_mlp_describe(tab, prefix, &cfg->heads[i].mlp,
+                             offsetof(qmod_params, heads) + (size_t)i * sizeof(qf_mlp_params));
         if (st != QIAO_OK) return st;
     }
     return QIAO_OK;

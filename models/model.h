@@ -19,6 +19,7 @@
 
 #include "core/core.h"
 #include "core/safetensors.h"
+#include "fusion/head.h"
 #include "modalities/audio/encoder.h"
 #include "modalities/image/encoder.h"
 #include "modalities/text/encoder.h"
@@ -37,8 +38,28 @@ typedef enum qmod_modality { QMOD_TEXT = 0, QMOD_IMAGE = 1, QMOD_AUDIO = 2, QMOD
 
 enum { QMOD_PAIR_TEXT_IMAGE = 0, QMOD_PAIR_AUDIO_TEXT = 1, QMOD_PAIR_AUDIO_IMAGE = 2, QMOD_N_PAIRS = 3 };
 
-/* A parsed model config: "name", "embed_dim" and a section for each tower
- * the model holds ("text", "image", "audio"; at least one). */
+#define QMOD_MAX_HEADS 8
+
+/* What a head reads from its tower: the pooled embedding (B, D) or the
+ * token sequence after the trunk's final norm (B*T, C). */
+typedef enum qmod_head_input { QMOD_HEAD_EMBEDDING = 0, QMOD_HEAD_TOKENS = 1 } qmod_head_input;
+
+/* One entry of the config's "heads" object, keyed by its name:
+ *   "intent": {"kind": "mlp", "tower": "text", "input": "embedding",
+ *              "hidden": 0, "classes": 12}
+ * kind "mlp" (fusion/head.h; the only kind so far), tower one the model
+ * holds, input "embedding" (default) or "tokens", hidden >= 0 (default 0),
+ * classes >= 1. Its parameters are "heads.<name>.*". */
+typedef struct qmod_head_config {
+    char name[QMOD_NAME_MAX]; /* [a-z0-9_], starting with a letter */
+    qmod_modality tower;
+    qmod_head_input input;
+    qf_mlp_config mlp;        /* mlp.in = embed_dim or the tower's trunk width */
+} qmod_head_config;
+
+/* A parsed model config: "name", "embed_dim", a section for each tower the
+ * model holds ("text", "image", "audio"; at least one) and optional
+ * "heads". */
 typedef struct qmod_config {
     char name[QMOD_NAME_MAX];
     int64_t embed_dim;           /* D, shared by the towers' projections */
@@ -46,6 +67,8 @@ typedef struct qmod_config {
     qe_text_config text;         /* each valid when its tower is held */
     qe_image_config image;
     qe_audio_config audio;
+    int n_heads;
+    qmod_head_config heads[QMOD_MAX_HEADS]; /* in the order the config lists them */
     char *json;                  /* the config as stored in model files; owned */
 } qmod_config;
 
@@ -81,6 +104,7 @@ typedef struct qmod_params {
     qe_image_params image;
     qe_audio_params audio;
     float *logit_scale[QMOD_N_PAIRS];   /* (1) each, indexed by QMOD_PAIR_*; NULL for a pair not held */
+    qf_mlp_params heads[QMOD_MAX_HEADS];
 } qmod_params;
 
 typedef struct qmod_model {
@@ -94,8 +118,9 @@ typedef struct qmod_model {
 /* Builds the parameter table of `cfg` (the towers it holds under "text.",
  * "image.", "audio.", then the temperatures of the pairs it holds,
  * "logit_scale.text_image", "logit_scale.audio_text",
- * "logit_scale.audio_image", QC_NO_DECAY) with fields relative to
- * qmod_params. `tab` must be empty. */
+ * "logit_scale.audio_image", QC_NO_DECAY), then its heads'
+ * "heads.<name>.*", with fields relative to qmod_params. `tab` must be
+ * empty. */
 qiao_status qmod_describe(qc_table *tab, const qmod_config *cfg);
 
 /* A new model with parameters initialized from `seed`; free with qmod_free(). */
@@ -128,6 +153,9 @@ qiao_status qmod_load_memory(const void *data, size_t size, const char *name, qm
  * after checking that its vocab, char_vocab and k equal the text config's:
  * a mismatch is QIAO_ERR_INVALID_ARGUMENT giving both numbers. */
 qiao_status qmod_set_tokenizer(qmod_model *m, const char *tokenizer_file);
+
+/* The index of the head named `name`, or -1. */
+int qmod_head_find(const qmod_config *cfg, const char *name);
 
 /* Parameters (elements) whose name starts with `prefix` ("text.", "image.",
  * "audio.", "logit_scale."); NULL or "" counts all. */
