@@ -335,7 +335,7 @@ QIAO_API qiao_status qiao_selfcheck_train(const qiao_selfcheck_params *params, q
     double t0 = qc_now();
     qc_rng_seed(&m.data, p.seed);
     sc_run run = {&p, p.steps - (p.steps / 10 > 0 ? p.steps / 10 : 1), 0.0, 0};
-    static const char *const metric_names[1] = {"accuracy"};
+    static const char *const metric_names[1] = {"train_accuracy"};
     const qtr_objective obj = {.name = "selfcheck",
                                .tab = &m.ptab,
                                .params = m.params.base,

@@ -192,7 +192,7 @@ static void p_hparams_json(void *user, cJSON *o) {
     cJSON_AddNumberToObject(o, "batch", (double)((const probe *)user)->batch_size);
 }
 
-static const char *const k_metrics[1] = {"accuracy"};
+static const char *const k_metrics[1] = {"train_accuracy"};
 static const char *const k_val[1] = {"val_accuracy"};
 
 static qtr_objective probe_objective(probe *pr) {
@@ -424,7 +424,7 @@ static void csv(void **state) {
     watch w = {0};
     assert_int_equal(run_probe(&pr, NULL, NULL, d.csv_b, &w), QIAO_OK);
     char *log = slurp(d.csv_b);
-    const char *header = "step,seconds,lr,loss,accuracy,grad_norm,samples_per_s,val_accuracy\n";
+    const char *header = "step,seconds,lr,loss,train_accuracy,grad_norm,samples_per_s,val_accuracy\n";
     assert_true(!strncmp(log, header, strlen(header)));
     int rows = 0, validated = 0;
     for (const char *line = strchr(log, '\n') + 1; *line; line = strchr(line, '\n') + 1) {
