@@ -321,7 +321,6 @@ typedef struct contrastive {
     const qmod_train_params *p;
     qmod_train_hparams h;
     qmod_model *m;
-    const qb_exec *ex;
     qmod_dataset train, val;
     bool audio;                          /* speech runs: the data has it and audio_weight > 0 */
     qmod_loader *loader;                 /* started by the first next_batch, at the run's step */
@@ -620,7 +619,6 @@ qiao_status qmod_train(const qmod_train_params *p) {
     from_trainer(&c.h, &q);
     qb_exec ex;
     qb_exec_cpu(&ex, p->threads);
-    c.ex = &ex;
     qiao_status st = model_init(&c, p);
     if (st == QIAO_OK) st = qmod_dataset_load(p->data_dir, &c.train);
     if (st == QIAO_OK && p->val_dir) st = qmod_dataset_load(p->val_dir, &c.val);

@@ -160,7 +160,8 @@ typedef struct qtr_log {
     const float *metrics;    /* (n_metrics) */
     const float *val;        /* (n_val), NaN when validation did not run this step */
     bool validated;
-    bool checkpointed;       /* a checkpoint was written after this step */
+    bool checkpointed;       /* a checkpoint is written after this step (the last, or every
+                              * ckpt_every); a stop writes one too */
 } qtr_log;
 
 typedef struct qtr_params {

@@ -6,8 +6,9 @@
  * forward and backward (step), its metrics and a validation.
  *   learns        held-out accuracy far above chance (1/4) after 60 steps,
  *                 and the logged validation matches a recount;
- *   resume_exact  a run stopped by the flag after step 30 (a checkpoint,
- *                 QIAO_ERR_CANCELLED) and resumed into a probe initialized
+ *   resume_exact  a run stopped by SIGINT after step 30 (the handler sets the
+ *                 flag the trainer polls: a checkpoint, QIAO_ERR_CANCELLED)
+ *                 and resumed into a probe initialized
  *                 differently ends with the parameters and AdamW moments of
  *                 the uninterrupted run, bit for bit, and the same log;
  *   csv           the log's header is the objective's metric names, one row
@@ -240,9 +241,15 @@ static qiao_status probe_config(const char *json, qtr_hparams *h, probe *pr) {
 
 /* ---- running it ---- */
 
+/* Set by SIGINT, as `qiao train`'s handler does; the trainer polls it. */
+static volatile sig_atomic_t g_stop;
+static void on_sigint(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
 typedef struct watch {
-    int64_t stop_at;                 /* raise the flag after this step (0 = never) */
-    volatile sig_atomic_t flag;
+    int64_t stop_at;                 /* raise SIGINT after this step (0 = never) */
     int64_t last;
     float loss[STEPS + 1], val[STEPS + 1];
 } watch;
@@ -255,7 +262,7 @@ static int on_step(const qtr_log *l, void *user) {
     w->val[l->step] = l->val[0];
     assert_true(l->validated == isfinite(l->val[0]));
     assert_true(l->samples_per_s > 0);
-    if (w->stop_at && l->step == w->stop_at) w->flag = 1; /* as the CLI's SIGINT handler does */
+    if (w->stop_at && l->step == w->stop_at) assert_int_equal(raise(SIGINT), 0);
     return 0;
 }
 
@@ -270,9 +277,16 @@ static qiao_status run_probe(probe *pr, const char *ckpt, const char *resume, co
     p.csv_path = csv;
     p.on_step = on_step;
     p.user = w;
-    p.stop = &w->flag;
+    p.stop = &g_stop;
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    g_stop = 0;
+    assert_int_equal(sigaction(SIGINT, &sa, &old), 0);
     const qtr_objective o = probe_objective(pr);
-    return qtr_run(&o, &p, NULL);
+    const qiao_status st = qtr_run(&o, &p, NULL);
+    sigaction(SIGINT, &old, NULL);
+    return st;
 }
 
 typedef struct paths {
