@@ -3,14 +3,12 @@
  * and Ctrl-C that stops after the current step with a checkpoint. */
 #define _POSIX_C_SOURCE 200809L
 
-#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -54,10 +52,8 @@ static void usage(FILE *f) {
 }
 
 typedef struct run {
-    FILE *csv;
     const char *csv_path, *png_path;
     int tty, quiet;
-    int64_t batch; /* scenes per step, for the ETA */
 } run;
 
 static void fmt_time(char *buf, size_t cap, double s) {
@@ -72,26 +68,10 @@ static void fmt_time(char *buf, size_t cap, double s) {
         snprintf(buf, cap, "%ldm%02lds", t / 60, t % 60);
 }
 
-static void csv_cell(FILE *f, double v) {
-    if (isfinite(v))
-        fprintf(f, ",%.6g", v);
-    else
-        fputc(',', f);
-}
-
+/* The trainer writes the CSV row before this is called, so the curves
+ * drawn here include the step. */
 static int on_step(const qmod_train_log *l, void *user) {
     run *r = user;
-    fprintf(r->csv, "%lld,%.3f,%.6g,%.6g", (long long)l->step, l->seconds, (double)l->lr, (double)l->loss);
-    for (int i = 0; i < QMOD_N_PAIRS; i++) csv_cell(r->csv, l->loss_pair[i]);
-    for (int i = 0; i < QMOD_N_PAIRS; i++) csv_cell(r->csv, l->scale[i]);
-    csv_cell(r->csv, l->grad_norm);
-    csv_cell(r->csv, l->samples_per_s);
-    csv_cell(r->csv, l->val_t2i_r1);
-    csv_cell(r->csv, l->val_i2t_r1);
-    csv_cell(r->csv, l->val_a2i_r1);
-    csv_cell(r->csv, l->val_a2t_r1);
-    fputc('\n', r->csv);
-    fflush(r->csv);
     const bool val = isfinite(l->val_t2i_r1);
     if (val || l->step == l->steps) {
         char err[256];
@@ -101,58 +81,21 @@ static int on_step(const qmod_train_log *l, void *user) {
     if (!r->quiet) {
         char eta[32], el[32];
         fmt_time(el, sizeof el, l->seconds);
-        /* ETA: the remaining scenes at this run's rate */
-        const double rate = l->samples_per_s;
-        fmt_time(eta, sizeof eta, rate > 0 ? (double)(l->steps - l->step) * (double)r->batch / rate : NAN);
+        fmt_time(eta, sizeof eta, l->eta_s); /* the remaining scenes at this run's rate */
         const int width = 24, fill = (int)(width * l->step / (l->steps > 0 ? l->steps : 1));
         const bool line = r->tty || val || l->step == l->steps || l->step % 50 == 0;
         if (line)
             fprintf(stderr, "%s[%.*s%*s] %lld/%lld loss %.3f (ti %.3f at %.3f ai %.3f) lr %.2e %.1f scenes/s %s ETA %s",
                     r->tty ? "\r" : "", fill, "========================", width - fill, "", (long long)l->step,
                     (long long)l->steps, (double)l->loss, (double)l->loss_pair[0], (double)l->loss_pair[1],
-                    (double)l->loss_pair[2], (double)l->lr, rate, el, eta);
+                    (double)l->loss_pair[2], (double)l->lr, l->samples_per_s, el, eta);
         if (val)
             fprintf(stderr, "  val R@1 t2i %.3f i2t %.3f a2i %.3f a2t %.3f", (double)l->val_t2i_r1,
                     (double)l->val_i2t_r1, (double)l->val_a2i_r1, (double)l->val_a2t_r1);
         if (line && (!r->tty || val || l->step == l->steps)) fputc('\n', stderr);
     }
-    return g_stop != 0;
+    return 0; /* Ctrl-C stops through the flag the trainer polls */
 }
-
-/* Keeps the CSV's header and the rows up to `step` (a resumed run rewrites
- * what the interrupted one logged after its last checkpoint). */
-static int csv_truncate(const char *path, int64_t step) {
-    FILE *f;
-    if (qc_fopen_read(path, &f, NULL) != QIAO_OK) return 0;
-    char *line = NULL, *keep = NULL;
-    size_t cap = 0, len = 0;
-    ssize_t n;
-    while ((n = getline(&line, &cap, f)) > 0) {
-        char *end;
-        long long s = strtoll(line, &end, 10);
-        if (end != line && *end == ',' && s > step) break;
-        char *k = realloc(keep, len + (size_t)n + 1);
-        if (!k) break;
-        keep = k;
-        memcpy(keep + len, line, (size_t)n);
-        len += (size_t)n;
-    }
-    free(line);
-    fclose(f);
-    f = fopen(path, "w");
-    if (!f) {
-        free(keep);
-        return -1;
-    }
-    if (len) fwrite(keep, 1, len, f);
-    fclose(f);
-    free(keep);
-    return 0;
-}
-
-static const char *k_header =
-    "step,seconds,lr,loss,loss_text_image,loss_audio_text,loss_audio_image,scale_text_image,scale_audio_text,"
-    "scale_audio_image,grad_norm,samples_per_s,val_t2i_r1,val_i2t_r1,val_a2i_r1,val_a2t_r1\n";
 
 static bool has_manifest(const char *dir) {
     char path[4096];
@@ -376,25 +319,11 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "qiao train: out of memory\n");
         goto done;
     }
-    run r = {NULL, csv_path, png_path, isatty(2), quiet, 0};
-    if (p.resume_path) {
-        if (csv_truncate(csv_path, resume_step) != 0) {
-            fprintf(stderr, "qiao train: %s: %s\n", csv_path, strerror(errno));
-            goto done;
-        }
-        r.csv = fopen(csv_path, "a");
-        if (r.csv && ftell(r.csv) == 0) fputs(k_header, r.csv);
-    } else {
-        r.csv = fopen(csv_path, "w");
-        if (r.csv) fputs(k_header, r.csv);
-    }
-    if (!r.csv) {
-        fprintf(stderr, "qiao train: %s: %s\n", csv_path, strerror(errno));
-        goto done;
-    }
-    r.batch = p.hp.batch;
+    run r = {csv_path, png_path, isatty(2), quiet};
+    p.log_path = csv_path; /* the trainer writes it, and cuts a resumed run's back to the checkpoint */
     p.on_step = on_step;
     p.user = &r;
+    p.stop = &g_stop;
     struct sigaction sa, old;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigint;
@@ -404,7 +333,6 @@ int cmd_train(int argc, char **argv) {
                 val ? val : "", p.ckpt_path, csv_path);
     st = qmod_train(&p);
     sigaction(SIGINT, &old, NULL);
-    fclose(r.csv);
     if (st == QIAO_ERR_CANCELLED) {
         fprintf(stderr, "\nqiao train: %s\n", qiao_last_error());
         rc = 130;

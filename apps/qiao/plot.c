@@ -31,26 +31,40 @@ static void set_err(char *err, size_t err_len, const char *fmt, ...) {
 
 /* ---- the CSV -------------------------------------------------------------- */
 
-enum { S_LOSS, S_LOSS_TI, S_LOSS_AT, S_LOSS_AI, S_VAL_T2I, S_VAL_I2T, S_VAL_A2I, S_VAL_A2T, N_SERIES };
+/* Which columns are drawn is read from the header (plot.h): "loss" and
+ * "loss_*" on the loss panel, "val_*" and "train_*" on the metrics panel. */
+enum { PANEL_LOSS, PANEL_METRICS, N_PANELS };
+#define MAX_SERIES 12 /* per panel: more would not fit the legend */
+#define LABEL_MAX 64
 
-static const char *const k_columns[N_SERIES] = {
-    "loss", "loss_text_image", "loss_audio_text", "loss_audio_image",
-    "val_t2i_r1", "val_i2t_r1", "val_a2i_r1", "val_a2t_r1"};
-static const char *const k_labels[N_SERIES] = {
-    "total", "text-image", "audio-text", "audio-image", "t2i", "i2t", "a2i", "a2t"};
-static const double k_colors[N_SERIES][3] = {
-    {0.10, 0.10, 0.10}, {0.12, 0.47, 0.71}, {0.84, 0.15, 0.16}, {0.17, 0.63, 0.17},
-    {0.12, 0.47, 0.71}, {1.00, 0.50, 0.05}, {0.58, 0.40, 0.74}, {0.55, 0.34, 0.29}};
+/* The contrastive objective's colours first, so its curves keep their look. */
+static const double k_palette[N_PANELS][MAX_SERIES][3] = {
+    {{0.10, 0.10, 0.10}, {0.12, 0.47, 0.71}, {0.84, 0.15, 0.16}, {0.17, 0.63, 0.17}, {0.58, 0.40, 0.74},
+     {1.00, 0.50, 0.05}, {0.55, 0.34, 0.29}, {0.89, 0.47, 0.76}, {0.50, 0.50, 0.50}, {0.74, 0.74, 0.13},
+     {0.09, 0.75, 0.81}, {0.40, 0.40, 0.90}},
+    {{0.12, 0.47, 0.71}, {1.00, 0.50, 0.05}, {0.58, 0.40, 0.74}, {0.55, 0.34, 0.29}, {0.17, 0.63, 0.17},
+     {0.84, 0.15, 0.16}, {0.89, 0.47, 0.76}, {0.50, 0.50, 0.50}, {0.74, 0.74, 0.13}, {0.09, 0.75, 0.81},
+     {0.10, 0.10, 0.10}, {0.40, 0.40, 0.90}}};
+
+typedef struct series {
+    int col;                 /* in the CSV; -1 = not in it (add_defaults) */
+    int panel;
+    bool total, bridge;      /* the total loss (drawn bold); join values across rows without one */
+    char name[LABEL_MAX], label[LABEL_MAX];
+    double *v;               /* (n); NAN = no value */
+} series;
 
 typedef struct table {
     int64_t n, cap;
     double *step;            /* (n) */
-    double *v[N_SERIES];     /* (n) each; NAN = no value */
+    int ns;
+    series s[N_PANELS * MAX_SERIES];
+    bool recall;             /* every metric is a validation recall@1 ("val_*_r1") */
 } table;
 
 static void table_free(table *t) {
     free(t->step);
-    for (int s = 0; s < N_SERIES; s++) free(t->v[s]);
+    for (int s = 0; s < t->ns; s++) free(t->s[s].v);
     memset(t, 0, sizeof *t);
 }
 
@@ -59,13 +73,84 @@ static bool table_grow(table *t) {
     double *p = realloc(t->step, (size_t)cap * sizeof(double));
     if (!p) return false;
     t->step = p;
-    for (int s = 0; s < N_SERIES; s++) {
-        p = realloc(t->v[s], (size_t)cap * sizeof(double));
+    for (int s = 0; s < t->ns; s++) {
+        p = realloc(t->s[s].v, (size_t)cap * sizeof(double));
         if (!p) return false;
-        t->v[s] = p;
+        t->s[s].v = p;
     }
     t->cap = cap;
     return true;
+}
+
+static bool has_prefix(const char *s, const char *prefix) { return !strncmp(s, prefix, strlen(prefix)); }
+
+static bool has_suffix(const char *s, const char *suffix) {
+    const size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+
+/* Adds column `col` named `name` to the panel its name puts it on, if any. */
+static void add_series(table *t, int col, const char *name) {
+    int panel;
+    if (!strcmp(name, "loss") || (has_prefix(name, "loss_") && name[5]))
+        panel = PANEL_LOSS;
+    else if ((has_prefix(name, "val_") && name[4]) || (has_prefix(name, "train_") && name[6]))
+        panel = PANEL_METRICS;
+    else
+        return;
+    int count = 0;
+    for (int s = 0; s < t->ns; s++) count += t->s[s].panel == panel;
+    if (count == MAX_SERIES || strlen(name) >= LABEL_MAX) return;
+    series *s = &t->s[t->ns++];
+    memset(s, 0, sizeof *s);
+    s->col = col;
+    s->panel = panel;
+    s->total = !strcmp(name, "loss");
+    s->bridge = has_prefix(name, "val_"); /* validation runs every few steps */
+    snprintf(s->name, sizeof s->name, "%s", name);
+}
+
+/* A log that names nothing to draw but the total loss (or has no header
+ * yet) is drawn with the columns `qiao train` writes, the contrastive
+ * objective's: their legend says what the curves will be. */
+static void add_defaults(table *t) {
+    static const char *const names[] = {"loss",       "loss_text_image", "loss_audio_text", "loss_audio_image",
+                                        "val_t2i_r1", "val_i2t_r1",      "val_a2i_r1",      "val_a2t_r1"};
+    for (int s = 0; s < t->ns; s++)
+        if (!t->s[s].total) return;
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++)
+        if (!t->ns || strcmp(names[k], "loss")) add_series(t, -1, names[k]);
+}
+
+/* Legend labels: "total", "text-image" for loss_text_image; "t2i" for
+ * val_t2i_r1 when every metric is a recall@1; else the name with spaces. */
+static void make_labels(table *t) {
+    t->recall = false;
+    for (int i = 0; i < t->ns; i++)
+        if (t->s[i].panel == PANEL_METRICS) t->recall = true;
+    for (int i = 0; i < t->ns; i++)
+        if (t->s[i].panel == PANEL_METRICS && !(has_prefix(t->s[i].name, "val_") && has_suffix(t->s[i].name, "_r1")))
+            t->recall = false;
+    for (int i = 0; i < t->ns; i++) {
+        series *s = &t->s[i];
+        const char *from = s->name;
+        char sep = ' ';
+        size_t cut = 0;
+        if (s->total) {
+            snprintf(s->label, sizeof s->label, "total");
+            continue;
+        }
+        if (s->panel == PANEL_LOSS) {
+            from += 5;
+            sep = '-';
+        } else if (t->recall) {
+            from += 4;
+            cut = 3;
+        }
+        snprintf(s->label, sizeof s->label, "%.*s", (int)(strlen(from) - cut), from);
+        for (char *c = s->label; *c; c++)
+            if (*c == '_') *c = sep;
+    }
 }
 
 /* Splits `line` in place at commas (no quoting: the training CSV never
@@ -110,8 +195,7 @@ static int read_csv(const char *path, table *t, char *err, size_t err_len) {
     char *line = NULL;
     size_t cap = 0;
     char *fields[MAX_FIELDS];
-    int nh = 0, col_step = -1, col[N_SERIES];
-    for (int s = 0; s < N_SERIES; s++) col[s] = -1;
+    int nh = 0, col_step = -1;
     bool header = false;
     int rc = 0;
     while (getline(&line, &cap, f) >= 0) {
@@ -126,10 +210,11 @@ static int read_csv(const char *path, table *t, char *err, size_t err_len) {
             }
             for (int i = 0; i < nh; i++) {
                 chomp(fields[i]);
-                if (!strcmp(fields[i], "step")) col_step = i;
-                for (int s = 0; s < N_SERIES; s++)
-                    if (!strcmp(fields[i], k_columns[s])) col[s] = i;
+                if (!strcmp(fields[i], "step") && col_step < 0) col_step = i;
+                else add_series(t, i, fields[i]);
             }
+            add_defaults(t);
+            make_labels(t);
             if (col_step < 0) {
                 set_err(err, err_len, "%s: the header has no \"step\" column (not a training log?)", path);
                 rc = -1;
@@ -148,11 +233,15 @@ static int read_csv(const char *path, table *t, char *err, size_t err_len) {
             break;
         }
         t->step[t->n] = step;
-        for (int s = 0; s < N_SERIES; s++) {
-            double v = col[s] >= 0 ? cell(fields[col[s]]) : NAN;
-            t->v[s][t->n] = isfinite(v) ? v : NAN;
+        for (int s = 0; s < t->ns; s++) {
+            double v = t->s[s].col >= 0 ? cell(fields[t->s[s].col]) : NAN;
+            t->s[s].v[t->n] = isfinite(v) ? v : NAN;
         }
         t->n++;
+    }
+    if (rc == 0 && !header) {
+        add_defaults(t);
+        make_labels(t);
     }
     if (rc == 0 && ferror(f)) {
         set_err(err, err_len, "%s: read error", path);
@@ -471,60 +560,80 @@ static void draw_axes(cairo_t *cr, const panel *p, const char *title, const char
     text_at(cr, 0.5 * (p->x0 + p->x1), p->y0 - 12, 0.5, 1.0, 16, true, title);
 }
 
-/* One series, with markers when the points are few enough to see. With
- * `bridge`, consecutive values are joined across rows without one (the
- * validation columns are filled only every few steps); without it a row
- * without a value ends the line (a loss logged every step is absent only
- * where its pair did not train, as in a text-image-only stage). */
-static void draw_series(cairo_t *cr, const panel *p, const table *t, int s, double width, bool bridge) {
+/* The colour of series i: its place among its panel's series. */
+static const double *colour_of(const table *t, int i) {
+    int k = 0;
+    for (int s = 0; s < i; s++) k += t->s[s].panel == t->s[i].panel;
+    return k_palette[t->s[i].panel][k];
+}
+
+/* One series, with markers when the points are few enough to see. A
+ * bridged series (validation, filled only every few steps) joins
+ * consecutive values across rows without one; otherwise a row without a
+ * value ends the line (a loss logged every step is absent only where its
+ * pair did not train, as in a text-image-only stage). */
+static void draw_series(cairo_t *cr, const panel *p, const table *t, int s, double width) {
+    const double *v = t->s[s].v, *rgb = colour_of(t, s);
     int64_t count = 0;
-    for (int64_t i = 0; i < t->n; i++) count += placeable(p, t->v[s][i]);
+    for (int64_t i = 0; i < t->n; i++) count += placeable(p, v[i]);
     if (!count) return;
     cairo_save(cr);
     /* A little outside the frame, so markers on the edge stay whole. */
     cairo_rectangle(cr, p->x0 - 5, p->y0 - 5, p->x1 - p->x0 + 10, p->y1 - p->y0 + 10);
     cairo_clip(cr);
-    cairo_set_source_rgb(cr, k_colors[s][0], k_colors[s][1], k_colors[s][2]);
+    cairo_set_source_rgb(cr, rgb[0], rgb[1], rgb[2]);
     cairo_set_line_width(cr, width);
     cairo_set_line_join(cr, CAIRO_LINE_JOIN_ROUND);
     bool started = false;
     for (int64_t i = 0; i < t->n; i++) {
-        double v = t->v[s][i];
-        if (!placeable(p, v)) {
-            started = started && bridge;
+        if (!placeable(p, v[i])) {
+            started = started && t->s[s].bridge;
             continue;
         }
-        if (started) cairo_line_to(cr, px(p, t->step[i]), py(p, v));
-        else cairo_move_to(cr, px(p, t->step[i]), py(p, v));
+        if (started) cairo_line_to(cr, px(p, t->step[i]), py(p, v[i]));
+        else cairo_move_to(cr, px(p, t->step[i]), py(p, v[i]));
         started = true;
     }
     cairo_stroke(cr);
     if (count <= 60)
         for (int64_t i = 0; i < t->n; i++) {
-            double v = t->v[s][i];
-            if (!placeable(p, v)) continue;
-            cairo_arc(cr, px(p, t->step[i]), py(p, v), 3.5, 0, 2 * PI);
+            if (!placeable(p, v[i])) continue;
+            cairo_arc(cr, px(p, t->step[i]), py(p, v[i]), 3.5, 0, 2 * PI);
             cairo_fill(cr);
         }
     cairo_restore(cr);
 }
 
-/* One row under the panel, below the x label, so it never hides a curve. */
-static void draw_legend(cairo_t *cr, const panel *p, int s0, int s1) {
-    double w[N_SERIES], total = 0;
-    for (int s = s0; s < s1; s++) {
-        w[s] = 32 + text_width(13, k_labels[s]) + 18;
-        total += w[s];
+/* Rows under the panel, below the x label, so they never hide a curve; a
+ * row that would pass the panel's width wraps. */
+static void draw_legend(cairo_t *cr, const panel *p, const table *t, int which) {
+    double row_w[MAX_SERIES], w[N_PANELS * MAX_SERIES];
+    int row_of[N_PANELS * MAX_SERIES], rows = 0;
+    row_w[0] = 0;
+    for (int s = 0; s < t->ns; s++) {
+        if (t->s[s].panel != which) continue;
+        w[s] = 32 + text_width(13, t->s[s].label) + 18;
+        if (row_w[rows] > 0 && row_w[rows] + w[s] > p->x1 - p->x0 + 100) row_w[++rows] = 0;
+        row_of[s] = rows;
+        row_w[rows] += w[s];
     }
-    double x = 0.5 * (p->x0 + p->x1) - 0.5 * total, y = p->y1 + 72;
-    for (int s = s0; s < s1; s++) {
-        cairo_set_source_rgb(cr, k_colors[s][0], k_colors[s][1], k_colors[s][2]);
-        cairo_set_line_width(cr, s == S_LOSS ? 3 : 2);
+    double x = 0;
+    int row = -1;
+    for (int s = 0; s < t->ns; s++) {
+        if (t->s[s].panel != which) continue;
+        if (row_of[s] != row) {
+            row = row_of[s];
+            x = 0.5 * (p->x0 + p->x1) - 0.5 * row_w[row];
+        }
+        const double y = p->y1 + 72 + 20 * row;
+        const double *rgb = colour_of(t, s);
+        cairo_set_source_rgb(cr, rgb[0], rgb[1], rgb[2]);
+        cairo_set_line_width(cr, t->s[s].total ? 3 : 2);
         cairo_move_to(cr, x, y);
         cairo_line_to(cr, x + 26, y);
         cairo_stroke(cr);
         cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
-        text_at(cr, x + 32, y, 0.0, 0.5, 13, false, k_labels[s]);
+        text_at(cr, x + 32, y, 0.0, 0.5, 13, false, t->s[s].label);
         x += w[s];
     }
 }
@@ -561,17 +670,25 @@ static void draw(cairo_t *cr, const table *t, const char *csv_path) {
     panel loss = {.x0 = 95, .y0 = 80, .x1 = 575, .y1 = 680, .xmin = xmin, .xmax = xmax, .logy = true};
     panel val = {.x0 = 695, .y0 = 80, .x1 = 1175, .y1 = 680, .xmin = xmin, .xmax = xmax, .ymin = 0, .ymax = 1};
 
-    double lo = INFINITY, hi = -INFINITY;
+    double lo = INFINITY, hi = -INFINITY, vlo = INFINITY, vhi = -INFINITY;
     int64_t n_loss = 0, n_val = 0;
-    for (int s = S_LOSS; s <= S_LOSS_AI; s++)
-        for (int64_t i = 0; i < t->n; i++)
-            if (isfinite(t->v[s][i]) && t->v[s][i] > 0) {
-                lo = fmin(lo, t->v[s][i]);
-                hi = fmax(hi, t->v[s][i]);
+    bool only_val = true;
+    for (int s = 0; s < t->ns; s++) {
+        const double *v = t->s[s].v;
+        if (t->s[s].panel == PANEL_METRICS && !has_prefix(t->s[s].name, "val_")) only_val = false;
+        for (int64_t i = 0; i < t->n; i++) {
+            if (!isfinite(v[i])) continue;
+            if (t->s[s].panel == PANEL_METRICS) {
+                vlo = fmin(vlo, v[i]);
+                vhi = fmax(vhi, v[i]);
+                n_val++;
+            } else if (v[i] > 0) {
+                lo = fmin(lo, v[i]);
+                hi = fmax(hi, v[i]);
                 n_loss++;
             }
-    for (int s = S_VAL_T2I; s <= S_VAL_A2T; s++)
-        for (int64_t i = 0; i < t->n; i++) n_val += isfinite(t->v[s][i]);
+        }
+    }
     if (n_loss) {
         loss.ymin = floor(log10(lo));
         loss.ymax = ceil(log10(hi));
@@ -579,13 +696,30 @@ static void draw(cairo_t *cr, const table *t, const char *csv_path) {
     } else {
         loss.ymin = -1, loss.ymax = 1;
     }
+    /* rates and accuracies on 0..1; anything else on a range that holds it */
+    if (n_val && (vlo < 0 || vhi > 1)) {
+        const double pad = vhi > vlo ? 0.05 * (vhi - vlo) : 1;
+        const double st = nice_step(vhi - vlo + 2 * pad, 5);
+        val.ymin = floor((vlo - pad) / st) * st;
+        val.ymax = ceil((vhi + pad) / st) * st;
+    }
 
-    draw_axes(cr, &loss, "Contrastive losses", "step", "loss (log scale)");
-    draw_axes(cr, &val, "Validation recall@1", "step", "recall@1");
-    for (int s = S_LOSS_AI; s >= S_LOSS; s--) draw_series(cr, &loss, t, s, s == S_LOSS ? 2.5 : 1.5, false);
-    for (int s = S_VAL_T2I; s <= S_VAL_A2T; s++) draw_series(cr, &val, t, s, 2, true);
-    draw_legend(cr, &loss, S_LOSS, S_LOSS_AI + 1);
-    draw_legend(cr, &val, S_VAL_T2I, S_VAL_A2T + 1);
+    const char *loss_title = "Losses";
+    for (int s = 0; s < t->ns; s++) /* the pair losses of the contrastive objective */
+        if (!strcmp(t->s[s].name, "loss_text_image") || !strcmp(t->s[s].name, "loss_audio_text"))
+            loss_title = "Contrastive losses";
+    draw_axes(cr, &loss, loss_title, "step", "loss (log scale)");
+    if (t->recall)
+        draw_axes(cr, &val, "Validation recall@1", "step", "recall@1");
+    else
+        draw_axes(cr, &val, only_val ? "Validation" : "Metrics", "step", "value");
+    /* the total last, over the parts */
+    for (int s = t->ns - 1; s >= 0; s--)
+        if (t->s[s].panel == PANEL_LOSS) draw_series(cr, &loss, t, s, t->s[s].total ? 2.5 : 1.5);
+    for (int s = 0; s < t->ns; s++)
+        if (t->s[s].panel == PANEL_METRICS) draw_series(cr, &val, t, s, 2);
+    draw_legend(cr, &loss, t, PANEL_LOSS);
+    draw_legend(cr, &val, t, PANEL_METRICS);
 
     if (t->n == 0) {
         draw_note(cr, &loss, "no steps logged yet");
@@ -593,7 +727,7 @@ static void draw(cairo_t *cr, const table *t, const char *csv_path) {
     } else {
         if (!n_loss) draw_note(cr, &loss, "no loss values");
         else if (t->n == 1) draw_note(cr, &loss, "only one step logged");
-        if (!n_val) draw_note(cr, &val, "no validation yet");
+        if (!n_val) draw_note(cr, &val, only_val ? "no validation yet" : "no metric values");
     }
 }
 

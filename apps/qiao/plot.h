@@ -1,19 +1,24 @@
 /* apps/qiao/plot.h - training curves as a PNG, drawn with cairo.
  *
- * Reads the CSV that `qiao train` writes, whose header is
- *   step,seconds,lr,loss,loss_text_image,loss_audio_text,loss_audio_image,
- *   scale_text_image,scale_audio_text,scale_audio_image,grad_norm,
- *   samples_per_s,val_t2i_r1,val_i2t_r1,val_a2i_r1,val_a2t_r1
- * (columns are found by name, so their order and extra columns do not
- * matter; only "step" is required). An empty cell, or one that is not a
+ * Reads the CSV the trainer writes (models/train/trainer.h) for any
+ * objective. Columns are found by name, so their order and extra columns do
+ * not matter; only "step" is required:
+ *   - "loss" (the total, bold) and "loss_*" (its parts) go on the left
+ *     panel, on a log axis;
+ *   - "val_*" (validation, joined across the steps without it) and
+ *     "train_*" (a step metric) go on the right panel, on 0..1 when every
+ *     value is there, else on a range that holds them. When every one is a
+ *     "val_*_r1", the panel is "Validation recall@1" (`qiao train`'s
+ *     contrastive log: t2i, i2t, a2i, a2t);
+ *   - anything else (seconds, lr, grad_norm, scale_*) is not drawn.
+ * A log that names nothing to draw but "loss" (or has no header yet) gets
+ * the legend of `qiao train`'s columns. An empty cell, or one that is not a
  * number, is "no value"; a line whose field count differs from the header's
  * or whose step is not a finite number is skipped (a half-written last line
  * of a running job, stray text).
  *
- * The PNG is 1200x800 with two panels against step: the total loss and the
- * three pair losses on a log axis, and validation recall@1 of t2i, i2t,
- * a2i, a2t on 0..1. With fewer than two steps it still writes a valid image,
- * with a note saying so. */
+ * The PNG is 1200x800 with the two panels against step. With fewer than two
+ * steps it still writes a valid image, with a note saying so. */
 #ifndef QIAO_CLI_PLOT_H
 #define QIAO_CLI_PLOT_H
 

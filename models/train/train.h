@@ -1,7 +1,8 @@
 /* models/train/train.h - contrastive training of the three encoders:
  * symmetric InfoNCE over text-image, audio-text and audio-image pairs (one
- * learnable temperature each), AdamW with warmup and cosine decay, periodic
- * validation recall, atomic resumable checkpoints.
+ * learnable temperature each), validation recall. The objective
+ * (contrastive.c) runs on the trainer (trainer.h): AdamW with warmup and
+ * cosine decay, clipping, atomic resumable checkpoints, the CSV log.
  *
  * On an image-less data set (qmod_dataset.has_images false, e.g. FSDD's
  * spoken digits) only the audio-text pair trains: the image encoder is not
@@ -21,6 +22,7 @@
 #ifndef QIAO_MODELS_TRAIN_H
 #define QIAO_MODELS_TRAIN_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -52,6 +54,8 @@ typedef struct qmod_train_hparams {
     uint32_t freeze;        /* towers kept as loaded, bit (1 << QMOD_TEXT/IMAGE/AUDIO) (default 0):
                              * e.g. audio bound to a trained, locked text-image space. A frozen
                              * tower runs forward only. Config: "freeze": ["text", "image"]. */
+    float beta1, beta2;     /* AdamW moment decays (default 0.9, 0.98: CLIP's steadier second moments) */
+    float eps;              /* AdamW denominator floor (default 1e-6) */
 } qmod_train_hparams;
 
 /* Defaults overridden by cfg_json's "train" object (if any). Unknown keys
@@ -79,6 +83,7 @@ typedef struct qmod_train_log {
     double samples_per_s;   /* scenes per second, this run */
     /* validation (NaN when not run this step) */
     float val_t2i_r1, val_i2t_r1, val_a2i_r1, val_a2t_r1;
+    double eta_s;           /* seconds left at this run's rate (NaN before it is known) */
 } qmod_train_log;
 
 typedef struct qmod_train_params {
@@ -99,6 +104,10 @@ typedef struct qmod_train_params {
      * stops the run after writing a checkpoint (QIAO_ERR_CANCELLED). */
     int (*on_step)(const qmod_train_log *log, void *user);
     void *user;
+    const char *log_path;         /* CSV log, one row per step (trainer.h); NULL = none. A resumed run
+                                   * keeps the rows up to its checkpoint's step. */
+    const volatile sig_atomic_t *stop; /* polled before each step (a SIGINT handler sets it): nonzero
+                                        * stops as on_step's return does; may be NULL */
 } qmod_train_params;
 
 /* Runs training to hp.steps (or until cancelled). Returns QIAO_OK with the

@@ -1,8 +1,9 @@
 /* qiao_selfcheck_train: the built-in 2-layer transformer sequence classifier,
  * trained end to end on a synthetic task. It is the smallest real use of the
  * training runtime: tensor tables and arenas, every transformer layer forward
- * and backward, cross-entropy, clipping, AdamW with warmup + cosine, and the
- * model file writer.
+ * and backward, cross-entropy, and the model file writer, run as an
+ * objective of the trainer (models/train/trainer.h: clipping, AdamW with
+ * warmup + cosine, cancellation) that `qiao train` runs on too.
  *
  * The task: a sequence of 8..16 symbols holds exactly one MARKER; the class
  * is the symbol right after it. A bag-of-tokens model cannot solve it (every
@@ -17,6 +18,7 @@
 #include <string.h>
 
 #include "core/safetensors.h"
+#include "models/train/trainer.h"
 #include "nn/nn.h"
 
 enum {
@@ -58,11 +60,13 @@ typedef struct sc_model {
     int64_t B;
     nn_block_dims dims;
     qc_table ptab, atab;
-    qc_arena params, grads, m, v, acts, dacts;
+    qc_arena params, acts, dacts;      /* gradients and AdamW moments: the trainer's */
     sc_params p, g;
     sc_acts a, da;
     int32_t *ids, *pos_ids, *targets; /* (N), (N), (B) */
     uint8_t *mask;                    /* (N) */
+    float *g_bound;                   /* the gradient arena g points into */
+    qc_rng data;                      /* the training batches' stream */
 } sc_model;
 
 static qiao_status describe(sc_model *m) {
@@ -106,9 +110,6 @@ static void model_free(sc_model *m) {
     qc_table_free(&m->ptab);
     qc_table_free(&m->atab);
     qc_arena_free(&m->params);
-    qc_arena_free(&m->grads);
-    qc_arena_free(&m->m);
-    qc_arena_free(&m->v);
     qc_arena_free(&m->acts);
     qc_arena_free(&m->dacts);
     free(m->ids);
@@ -126,9 +127,6 @@ static qiao_status model_init(sc_model *m, int64_t B, int n_threads, uint64_t se
     qc_table_init_empty(&m->atab);
     qiao_status st = describe(m);
     if (st == QIAO_OK) st = qc_arena_alloc(&m->params, m->ptab.total);
-    if (st == QIAO_OK) st = qc_arena_alloc(&m->grads, m->ptab.total);
-    if (st == QIAO_OK) st = qc_arena_alloc(&m->m, m->ptab.total);
-    if (st == QIAO_OK) st = qc_arena_alloc(&m->v, m->ptab.total);
     if (st == QIAO_OK) st = qc_arena_alloc(&m->acts, m->atab.total);
     if (st == QIAO_OK) st = qc_arena_alloc(&m->dacts, m->atab.total);
     if (st != QIAO_OK) return st;
@@ -141,7 +139,6 @@ static qiao_status model_init(sc_model *m, int64_t B, int n_threads, uint64_t se
         return qc_error(QIAO_ERR_OUT_OF_MEMORY, "selfcheck: out of memory");
     for (size_t i = 0; i < N; i++) m->pos_ids[i] = (int32_t)(i % SC_T);
     qc_table_bind(&m->ptab, m->params.base, &m->p);
-    qc_table_bind(&m->ptab, m->grads.base, &m->g);
     qc_table_bind(&m->atab, m->acts.base, &m->a);
     qc_table_bind(&m->atab, m->dacts.base, &m->da);
     qc_table_init(&m->ptab, m->params.base, seed);
@@ -246,6 +243,63 @@ static qiao_status save(const sc_model *m, const char *path, const qiao_selfchec
     return qc_st_write_table(path, &m->ptab, m->params.base, meta, sizeof meta / sizeof meta[0]);
 }
 
+/* ---- the objective on the trainer ------------------------------------------------- */
+
+static qiao_status sc_next_batch(void *user, int64_t step) {
+    (void)step; /* batches come from one stream, in step order */
+    sc_model *m = user;
+    make_batch(m, &m->data);
+    return QIAO_OK;
+}
+
+static qiao_status sc_step(void *user, const qtr_step_ctx *c, float *loss, float *metrics) {
+    sc_model *m = user;
+    if (m->g_bound != c->grads) {
+        qc_table_bind(&m->ptab, c->grads, &m->g);
+        m->g_bound = c->grads;
+    }
+    *loss = forward(m);
+    qiao_status st;
+    if (!isfinite(*loss) && (st = m->ex.ops->sync(&m->ex)) != QIAO_OK) return st; /* unfinished, not diverged */
+    if (!isfinite(*loss))
+        return qc_error(QIAO_ERR_INTERNAL, "selfcheck: loss is not finite at step %lld", (long long)c->step);
+    backward(m);
+    /* the batch's accuracy before the update, for the log */
+    int64_t correct = 0;
+    for (int64_t b = 0; b < m->B; b++) {
+        const float *lg = m->a.logits + b * SC_CLASSES;
+        int best = 0;
+        for (int k = 1; k < SC_CLASSES; k++)
+            if (lg[k] > lg[best]) best = k;
+        correct += best == m->targets[b];
+    }
+    metrics[0] = (float)correct / (float)m->B;
+    return QIAO_OK;
+}
+
+typedef struct sc_run {
+    const qiao_selfcheck_params *p;
+    int64_t tail_from;  /* steps from here on count in final_loss */
+    double tail_loss;
+    int64_t tail_n;
+} sc_run;
+
+static int sc_on_step(const qtr_log *l, void *user) {
+    sc_run *r = user;
+    if (l->step - 1 >= r->tail_from) {
+        r->tail_loss += l->loss;
+        r->tail_n++;
+    }
+    if (r->p->progress && (l->step % 10 == 0 || l->step == l->steps))
+        r->p->progress("train", l->step, l->steps, r->p->progress_user_data);
+    return 0;
+}
+
+static int sc_cancel(void *user) {
+    const qiao_selfcheck_params *p = user;
+    return p->cancel && p->cancel(p->cancel_user_data);
+}
+
 QIAO_API qiao_selfcheck_params qiao_selfcheck_default_params(void) {
     qiao_selfcheck_params p;
     memset(&p, 0, sizeof p);
@@ -279,47 +333,43 @@ QIAO_API qiao_status qiao_selfcheck_train(const qiao_selfcheck_params *params, q
         return st;
     }
     double t0 = qc_now();
-    qc_rng data;
-    qc_rng_seed(&data, p.seed);
-    nn_adamw_config opt = nn_adamw_default();
-    opt.weight_decay = 0.01f;
-    const int64_t warmup = p.steps / 10 > 0 ? p.steps / 10 : 1;
-    const int64_t tail_from = p.steps - (p.steps / 10 > 0 ? p.steps / 10 : 1);
-    double tail_loss = 0.0;
-    int64_t tail_n = 0;
-    for (int64_t step = 0; step < p.steps; step++) {
-        if (p.cancel && p.cancel(p.cancel_user_data)) {
-            model_free(&m);
-            return qc_error(QIAO_ERR_CANCELLED, "selfcheck: cancelled at step %lld", (long long)step);
-        }
-        make_batch(&m, &data);
-        float loss = forward(&m);
-        if (!isfinite(loss) && (st = m.ex.ops->sync(&m.ex)) != QIAO_OK) { /* unfinished, not diverged */
-            model_free(&m);
-            return st;
-        }
-        if (!isfinite(loss)) {
-            model_free(&m);
-            return qc_error(QIAO_ERR_INTERNAL, "selfcheck: loss is not finite at step %lld", (long long)step);
-        }
-        qc_arena_zero(&m.grads);
-        backward(&m);
-        if ((st = m.ex.ops->sync(&m.ex)) != QIAO_OK) { /* a kernel's failure, from forward or backward */
-            model_free(&m);
-            return st;
-        }
-        nn_clip_grad_norm(&m.ex, m.grads.base, (int64_t)m.ptab.total, 1.0f);
-        opt.lr = nn_lr_warmup_cosine(step, warmup, p.steps, p.learning_rate, p.learning_rate * 0.1f);
-        nn_adamw_update(&m.ex, &m.ptab, m.params.base, m.grads.base, m.m.base, m.v.base, step + 1, &opt);
-        if (step >= tail_from) {
-            tail_loss += loss;
-            tail_n++;
-        }
-        if (p.progress && ((step + 1) % 10 == 0 || step + 1 == p.steps))
-            p.progress("train", step + 1, p.steps, p.progress_user_data);
+    qc_rng_seed(&m.data, p.seed);
+    sc_run run = {&p, p.steps - (p.steps / 10 > 0 ? p.steps / 10 : 1), 0.0, 0};
+    static const char *const metric_names[1] = {"train_accuracy"};
+    const qtr_objective obj = {.name = "selfcheck",
+                               .tab = &m.ptab,
+                               .params = m.params.base,
+                               .n_metrics = 1,
+                               .metric_names = metric_names,
+                               .samples_per_step = m.B,
+                               .user = &m,
+                               .next_batch = sc_next_batch,
+                               .step = sc_step};
+    qtr_params tp;
+    memset(&tp, 0, sizeof tp);
+    tp.hp = qtr_hparams_default();
+    tp.hp.steps = p.steps;
+    tp.hp.warmup = p.steps / 10 > 0 ? p.steps / 10 : 1;
+    tp.hp.lr = p.learning_rate;
+    tp.hp.lr_min = p.learning_rate * 0.1f;
+    tp.hp.weight_decay = 0.01f;
+    tp.hp.clip = 1.0f;
+    tp.hp.eval_every = 0;
+    tp.hp.ckpt_every = 0;
+    tp.ex = &m.ex;
+    tp.on_step = sc_on_step;
+    tp.user = &run;
+    tp.cancel = sc_cancel;
+    tp.cancel_user = &p;
+    qtr_result tr;
+    st = qtr_run(&obj, &tp, &tr);
+    if (st == QIAO_ERR_CANCELLED) st = qc_error(QIAO_ERR_CANCELLED, "selfcheck: cancelled at step %lld", (long long)tr.step);
+    if (st != QIAO_OK) {
+        model_free(&m);
+        return st;
     }
+    result->final_loss = (float)(run.tail_loss / (double)(run.tail_n ? run.tail_n : 1));
     result->steps = p.steps;
-    result->final_loss = (float)(tail_loss / (double)(tail_n ? tail_n : 1));
     result->accuracy = evaluate(&m, p.seed);
     if ((st = m.ex.ops->sync(&m.ex)) != QIAO_OK) {
         model_free(&m);
