@@ -620,6 +620,13 @@ qiao_status qmod_train(const qmod_train_params *p) {
     qb_exec ex;
     qb_exec_cpu(&ex, p->threads);
     qiao_status st = model_init(&c, p);
+    /* Its steps, logs and checkpoints are laid out for all three towers and
+     * their three temperatures (an absent one is frozen, not missing). */
+    for (int mod = 0; mod < QMOD_N_MODALITIES && st == QIAO_OK; mod++)
+        if (!qmod_has_tower(&c.m->cfg, (qmod_modality)mod))
+            st = qc_error(QIAO_ERR_INVALID_ARGUMENT,
+                          "train: model %s has no %s tower; the contrastive objective needs text, image and audio",
+                          c.m->cfg.name, qmod_modality_name((qmod_modality)mod));
     if (st == QIAO_OK) st = qmod_dataset_load(p->data_dir, &c.train);
     if (st == QIAO_OK && p->val_dir) st = qmod_dataset_load(p->val_dir, &c.val);
     if (st == QIAO_OK && c.train.n < c.h.batch)

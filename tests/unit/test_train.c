@@ -243,8 +243,25 @@ static void errors(void **state) {
     p.hp.batch = 64;
     assert_int_equal(qmod_train(&p), QIAO_ERR_INVALID_ARGUMENT);
     assert_non_null(strstr(qiao_last_error(), "fewer than one batch"));
+    /* a config without one of the three towers the contrastive objective trains */
+    char partial[700];
+    path(partial, sizeof partial, "no-audio.json");
+    FILE *f = fopen(partial, "wb");
+    fputs("{\"name\": \"noaudio\", \"embed_dim\": 64, \"text\": {\"vocab\": 2000, \"char_vocab\": 3000, "
+          "\"k\": 4, \"char_dim\": 8, \"char_kernels\": [1, 2], \"char_channels\": 8, \"width\": 16, "
+          "\"layers\": 1, \"heads\": 2, \"mlp\": 32, \"max_tokens\": 32}, \"image\": {\"image_size\": 32, "
+          "\"patch\": 8, \"width\": 16, \"layers\": 1, \"heads\": 2, \"mlp\": 32}}",
+          f);
+    fclose(f);
+    p.config_path = partial;
+    p.hp.batch = 8;
+    assert_int_equal(qmod_train(&p), QIAO_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(qiao_last_error(), "no audio tower"));
+    unlink(partial);
+    p.config_path = TINY_JSON;
+    p.hp.batch = 64;
     /* a checkpoint that is not one */
-    FILE *f = fopen(bad, "wb");
+    f = fopen(bad, "wb");
     fputs("not a checkpoint", f);
     fclose(f);
     p.resume_path = bad;
