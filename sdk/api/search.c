@@ -8,7 +8,7 @@
  * `modified` between a writer and the queries: a query holds it shared while
  * it ranks; a writer holds it exclusively only to put its result in place,
  * never while it decodes or embeds. */
-#define _POSIX_C_SOURCE 200809L /* strdup, pthread_rwlock_t */
+#define _GNU_SOURCE /* strdup, pthread_rwlock_t, pthread_rwlockattr_setkind_np */
 
 #include <math.h>
 #include <pthread.h>
@@ -93,7 +93,20 @@ static qiao_status new_index(search_model *m, const char *path, const qiao_index
     memset(m, 0, sizeof *m);
     ix->params = *params;
     bool mu = pthread_mutex_init(&ix->write_mu, NULL) == 0;
-    bool rw = pthread_rwlock_init(&ix->rw, NULL) == 0;
+    /* glibc's default lets new readers in while a writer waits, so a steady
+     * stream of queries could keep a writer out for good. A writer here
+     * holds the lock only to swap pointers, so preferring it costs queries
+     * next to nothing. (No reader takes the lock twice, which this kind
+     * would deadlock.) */
+    pthread_rwlockattr_t ra;
+    bool rw = pthread_rwlockattr_init(&ra) == 0;
+#ifdef __GLIBC__
+    if (rw) pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+#endif
+    if (rw) {
+        rw = pthread_rwlock_init(&ix->rw, &ra) == 0;
+        pthread_rwlockattr_destroy(&ra);
+    }
     bool pool = pthread_mutex_init(&ix->pool_mu, NULL) == 0;
     ix->idx.model = strdup(ix->m.path);
     ix->path = path ? strdup(path) : NULL;

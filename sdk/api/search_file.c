@@ -143,6 +143,27 @@ static qiao_status parse_fingerprint(const char *fn, const cJSON *o, search_fing
     return QIAO_OK;
 }
 
+static int cmp_file_ptr(const void *a, const void *b) {
+    return strcmp((*(const search_file *const *)a)->path, (*(const search_file *const *)b)->path);
+}
+
+/* One item per path: a key names one vector (qiao_index_remove and
+ * qiao_index_add_embedding find it by its key). */
+static qiao_status check_unique(const char *fn, const search_index *idx) {
+    if (idx->n < 2) return QIAO_OK;
+    const search_file **by = malloc(idx->n * sizeof *by);
+    if (!by) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu items", fn, idx->n);
+    for (size_t i = 0; i < idx->n; i++) by[i] = &idx->items[i];
+    qsort(by, idx->n, sizeof *by, cmp_file_ptr);
+    qiao_status st = QIAO_OK;
+    for (size_t i = 1; i < idx->n && st == QIAO_OK; i++)
+        if (!strcmp(by[i - 1]->path, by[i]->path))
+            st = qc_error(QIAO_ERR_FORMAT, "%s: qiao.index: items[%zu] and items[%zu] have the same path (%s)", fn,
+                          (size_t)(by[i - 1] - idx->items), (size_t)(by[i] - idx->items), by[i]->path);
+    free(by);
+    return st;
+}
+
 /* The first non-finite value of the (n, D) rows at `data` (not necessarily
  * aligned), as *row and *col; false when every value is finite. */
 static bool find_nonfinite(const void *data, size_t n, size_t D, size_t *row, size_t *col, float *value) {
@@ -193,6 +214,7 @@ static qiao_status parse_index(const qc_st_file *f, const char *fn, search_index
                          &out->skipped, &out->n_skipped);
     cJSON_Delete(root);
     if (st != QIAO_OK) return st;
+    if ((st = check_unique(fn, out)) != QIAO_OK) return st;
 
     const qc_st_tensor *t = qc_st_find(f, SEARCH_INDEX_TENSOR);
     if (!t) return qc_error(QIAO_ERR_FORMAT, "%s: no tensor \"" SEARCH_INDEX_TENSOR "\"", fn);
@@ -277,10 +299,6 @@ static cJSON *file_json(const search_file *f, bool with_kind) {
         return NULL;
     }
     return o;
-}
-
-static int cmp_file_ptr(const void *a, const void *b) {
-    return strcmp((*(const search_file *const *)a)->path, (*(const search_file *const *)b)->path);
 }
 
 /* Version 1 when every item is a file of an image or audio, so that a reader

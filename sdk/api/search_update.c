@@ -282,7 +282,8 @@ static qiao_status walk_roots(const search_add_params *p, file_list *out, walk_r
 
 /* True when the walk of `roots` would have found a file at `path` had it
  * been there: it is a root, or lies under a root folder (directly, unless
- * recursing). Such an item that the walk did not find is gone. */
+ * recursing) with no hidden name on the way. Such an item that the walk did
+ * not find is gone. */
 static bool covered(const search_add_params *p, const walk_root *roots, const char *path) {
     for (size_t i = 0; i < p->n_roots; i++) {
         const char *r = roots[i].abs;
@@ -293,7 +294,9 @@ static bool covered(const search_add_params *p, const walk_root *roots, const ch
         }
         if (n && r[n - 1] == '/') n--; /* the root "/" */
         if (strncmp(path, r, n) != 0 || path[n] != '/') continue;
-        if (p->recurse || !strchr(path + n + 1, '/')) return true;
+        const char *rest = path + n + 1;
+        if (rest[0] == '.' || strstr(rest, "/.")) continue; /* the walk does not look there */
+        if (p->recurse || !strchr(rest, '/')) return true;
     }
     return false;
 }

@@ -648,6 +648,8 @@ static void corrupt_index(void **state) {
     expect_read_error(bad, QIAO_ERR_UNSUPPORTED, "version 7");
     forge(index, bad, "\"dim\":1024", "\"dim\":1000", 5);
     expect_read_error(bad, QIAO_ERR_FORMAT, "1024");
+    forge(index, bad, "img1.jpg\"", "img0.jpg\"", 5); /* two items, one path */
+    expect_read_error(bad, QIAO_ERR_FORMAT, "have the same path");
     expect_read_error(g_model_a, QIAO_ERR_FORMAT, "not a qiao search index");
     snprintf(bad, sizeof bad, "%s/does-not-exist.idx", g_tmp);
     expect_read_error(bad, QIAO_ERR_IO, "does-not-exist");

@@ -426,6 +426,20 @@ static void files(void **state) {
     assert_int_equal(n, 6);
     assert_true(has_key(h, n, x));
     qiao_index_hits_free(h);
+    /* A hidden file given by itself is indexed, and an add of its folder,
+     * which does not look at hidden names, leaves it there. */
+    char hidden[1100];
+    copy_file(IMG("000000126107.jpg"), dir, ".hidden.jpg");
+    snprintf(hidden, sizeof hidden, "%s/.hidden.jpg", dir);
+    const char *roots3[] = {hidden};
+    s = add_ok(ix, roots3, 1, &ap, "hidden");
+    assert_int_equal(s.embedded, 1);
+    s = add_ok(ix, roots, 1, &ap, "folder of the hidden");
+    assert_int_equal(s.removed, 0);
+    assert_int_equal(s.embedded, 0);
+    assert_int_equal(qiao_index_count(ix, QIAO_INDEX_IMAGE), 4);
+    real_in(hidden, sizeof hidden, dir, ".hidden.jpg");
+    assert_int_equal(qiao_index_remove(ix, hidden), QIAO_OK);
     /* Mirroring the first folder drops the other folder's file, not the vector. */
     ap.mirror = 1;
     s = add_ok(ix, roots, 1, &ap, "mirror");
