@@ -1,5 +1,6 @@
 /* qiao search (apps/qiao/cmd_search.c, search_index.c), compiled into this
- * test: indexing a folder of images, audio and junk; queries that find a
+ * test, over the library's index (sdk/api/search*.c; test_search_api.c
+ * tests its public API on its own): indexing a folder of images, audio and junk; queries that find a
  * file by its own content; incremental re-indexing (touch, delete, add,
  * change of model); Ctrl-C (a real SIGINT) stopping a run that the next run
  * continues; corrupt and foreign index files. The models are tiny random
