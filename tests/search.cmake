@@ -14,14 +14,15 @@ qiao_test(NAME test_search
 target_include_directories(test_search PRIVATE ${PROJECT_SOURCE_DIR}/apps/qiao)
 
 # The public index (qiao.h, "Search index") through qiao.h alone: vectors
-# by key (ranking, ties, top-k, kinds, replace, remove, refusals), files
+# by key (ranking, ties, top-k, kinds, replace, remove, refusals; many keys
+# added, removed and replaced in a scattered order), files
 # from folders (kinds by content, incremental, what an add covers, mirror,
 # recursion), queries by text, picture, recording and vector, save and
 # reopen (version 1 for files, 2 with vectors), another model's index
 # refused, cancel from the progress callback, queries on four threads
 # beside a writer.
 qiao_test(NAME test_search_api SOURCES unit/test_search_api.c
-  CASES vectors files save_and_open cancel threads
+  CASES vectors many_keys files save_and_open cancel threads
   LABELS search TIMEOUT 120)
 
 # The same command through the installed binary: wiring, exit codes, messages.

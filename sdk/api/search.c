@@ -7,7 +7,8 @@
  * without the rwlock (nobody else changes it). `rw` guards `idx`, `cap` and
  * `modified` between a writer and the queries: a query holds it shared while
  * it ranks; a writer holds it exclusively only to put its result in place,
- * never while it decodes or embeds. */
+ * never while it decodes or embeds. `slots` (the row of each key) is the
+ * writers' alone. */
 #define _GNU_SOURCE /* strdup, pthread_rwlock_t, pthread_rwlockattr_setkind_np */
 
 #include <math.h>
@@ -28,6 +29,8 @@ struct qiao_index {
     search_index idx;            /* idx.model is m.path's copy, idx.fp == m.fp */
     size_t cap;                  /* items and rows allocated in idx (>= idx.n) */
     bool modified;
+    size_t *slots;               /* (n_slots) rows by key hash; NULL until a writer needs it */
+    size_t n_slots, n_used;      /* n_used counts rows and tombstones */
     pthread_mutex_t pool_mu;
     qiao_session **pool;         /* (n_pool) idle sessions for queries and adds */
     size_t n_pool, cap_pool;
@@ -216,6 +219,7 @@ static void pool_free(qiao_index *ix) {
 QIAO_API void qiao_index_free(qiao_index *index) {
     if (!index) return;
     pool_free(index);
+    free(index->slots);
     search_index_free(&index->idx);
     search_model_free(&index->m);
     free(index->path);
@@ -295,6 +299,9 @@ static void swap_in(qiao_index *ix, search_index *next, bool modified) {
     pthread_rwlock_unlock(&ix->rw);
     memset(next, 0, sizeof *next);
     search_index_free(&old);
+    free(ix->slots); /* rows moved: made again when a writer needs them */
+    ix->slots = NULL;
+    ix->n_slots = ix->n_used = 0;
 }
 
 QIAO_API qiao_status qiao_index_load(qiao_index *index, const char *path) {
@@ -357,11 +364,60 @@ QIAO_API qiao_status qiao_index_add_files(qiao_index *index, const char *const *
     return st;
 }
 
-/* The row of `key`, or idx.n. Writers call it holding write_mu. */
-static size_t find_key(const search_index *idx, const char *key) {
-    size_t i = 0;
-    while (i < idx->n && strcmp(idx->items[i].path, key) != 0) i++;
-    return i;
+/* ---- keys ---------------------------------------------------------------------
+ * The row of each key, so that adding or removing one item costs the same
+ * in an index of any size: open addressing with linear probing over a
+ * power-of-two table at most half full (rows and tombstones together), so
+ * every probe sequence meets an empty slot. Writers only, under write_mu. */
+
+#define SLOT_EMPTY SIZE_MAX
+#define SLOT_GONE (SIZE_MAX - 1)
+
+/* FNV-1a. */
+static uint64_t key_hash(const char *k) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (const unsigned char *c = (const unsigned char *)k; *c; c++) h = (h ^ *c) * 0x100000001b3ull;
+    return h;
+}
+
+/* A table for `rows` rows (the index's and those about to come), without tombstones. */
+static qiao_status keys_rebuild(qiao_index *ix, size_t rows) {
+    size_t n = 16;
+    while (n / 4 < rows) {
+        if (n > SIZE_MAX / 2 / sizeof(size_t)) return qc_error(QIAO_ERR_TOO_LARGE, "qiao_index: %zu keys", rows);
+        n *= 2;
+    }
+    size_t *t = malloc(n * sizeof *t);
+    if (!t) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qiao_index: out of memory for %zu keys", rows);
+    for (size_t i = 0; i < n; i++) t[i] = SLOT_EMPTY;
+    for (size_t r = 0; r < ix->idx.n; r++) {
+        size_t p = (size_t)key_hash(ix->idx.items[r].path) & (n - 1);
+        while (t[p] != SLOT_EMPTY) p = (p + 1) & (n - 1);
+        t[p] = r;
+    }
+    free(ix->slots);
+    ix->slots = t;
+    ix->n_slots = n;
+    ix->n_used = ix->idx.n;
+    return QIAO_OK;
+}
+
+/* The slot holding `key` (*found), or else the slot where it goes: the
+ * first tombstone or empty slot on its probe sequence. */
+static size_t keys_find(const qiao_index *ix, const char *key, bool *found) {
+    size_t mask = ix->n_slots - 1, p = (size_t)key_hash(key) & mask, free_slot = SLOT_EMPTY;
+    for (;; p = (p + 1) & mask) {
+        size_t r = ix->slots[p];
+        if (r == SLOT_EMPTY) break;
+        if (r == SLOT_GONE) {
+            if (free_slot == SLOT_EMPTY) free_slot = p;
+        } else if (!strcmp(ix->idx.items[r].path, key)) {
+            *found = true;
+            return p;
+        }
+    }
+    *found = false;
+    return free_slot != SLOT_EMPTY ? free_slot : p;
 }
 
 QIAO_API qiao_status qiao_index_add_embedding(qiao_index *index, const char *key, qiao_index_kind kind,
@@ -389,31 +445,41 @@ QIAO_API qiao_status qiao_index_add_embedding(qiao_index *index, const char *key
     pthread_mutex_lock(&index->write_mu);
     search_index *idx = &index->idx;
     qiao_status st = QIAO_OK;
-    size_t i = find_key(idx, key);
-    pthread_rwlock_wrlock(&index->rw);
-    if (i == idx->n && idx->n == index->cap) {
-        /* Grown under the write lock: a query may be reading the old arrays. */
-        size_t cap = index->cap ? 2 * index->cap : 16, bytes;
-        search_file *items = NULL;
-        float *emb = NULL;
-        if (qc_mul_size(cap, D * sizeof(float), &bytes) && (items = realloc(idx->items, cap * sizeof *items)))
-            idx->items = items;
-        if (items && (emb = realloc(idx->emb, bytes))) {
-            idx->emb = emb;
-            index->cap = cap;
-        } else {
-            st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "qiao_index_add_embedding: out of memory for %zu items", cap);
-        }
-    }
+    /* One more row may come: keep the table at most half full. */
+    if (!index->slots || 2 * (index->n_used + 1) > index->n_slots) st = keys_rebuild(index, idx->n + 1);
     if (st == QIAO_OK) {
-        if (i < idx->n) free(idx->items[i].path);
-        else idx->n++;
-        idx->items[i] = (search_file){.path = copy, .kind = (search_kind)kind, .is_file = false};
-        memcpy(idx->emb + i * D, vec, D * sizeof(float));
-        index->modified = true;
-        copy = NULL;
+        bool found = false;
+        size_t slot = keys_find(index, key, &found), i = found ? index->slots[slot] : idx->n;
+        pthread_rwlock_wrlock(&index->rw);
+        if (!found && idx->n == index->cap) {
+            /* Grown under the write lock: a query may be reading the old arrays. */
+            size_t cap = index->cap ? 2 * index->cap : 16, bytes;
+            search_file *items = NULL;
+            float *emb = NULL;
+            if (qc_mul_size(cap, D * sizeof(float), &bytes) && (items = realloc(idx->items, cap * sizeof *items)))
+                idx->items = items;
+            if (items && (emb = realloc(idx->emb, bytes))) {
+                idx->emb = emb;
+                index->cap = cap;
+            } else {
+                st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "qiao_index_add_embedding: out of memory for %zu items", cap);
+            }
+        }
+        if (st == QIAO_OK) {
+            if (found) {
+                free(idx->items[i].path);
+            } else {
+                idx->n++;
+                if (index->slots[slot] == SLOT_EMPTY) index->n_used++;
+                index->slots[slot] = i;
+            }
+            idx->items[i] = (search_file){.path = copy, .kind = (search_kind)kind, .is_file = false};
+            memcpy(idx->emb + i * D, vec, D * sizeof(float));
+            index->modified = true;
+            copy = NULL;
+        }
+        pthread_rwlock_unlock(&index->rw);
     }
-    pthread_rwlock_unlock(&index->rw);
     pthread_mutex_unlock(&index->write_mu);
     free(copy);
     return st;
@@ -423,16 +489,25 @@ QIAO_API qiao_status qiao_index_remove(qiao_index *index, const char *key) {
     if (!index || !key) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_index_remove: index and key are required");
     pthread_mutex_lock(&index->write_mu);
     search_index *idx = &index->idx;
-    size_t i = find_key(idx, key), D = (size_t)idx->dim;
-    qiao_status st = QIAO_OK;
-    if (i == idx->n) {
+    size_t D = (size_t)idx->dim;
+    qiao_status st = index->slots ? QIAO_OK : keys_rebuild(index, idx->n);
+    bool found = false;
+    size_t slot = st == QIAO_OK ? keys_find(index, key, &found) : 0;
+    if (st == QIAO_OK && !found) {
         st = qc_error(QIAO_ERR_NOT_FOUND, "qiao_index_remove: no item has the key %s", key);
-    } else {
-        /* The last item takes the slot: order in memory means nothing
+    } else if (st == QIAO_OK) {
+        /* The last item takes the row: order in memory means nothing
          * (ranking breaks ties by key, the file is written in key order). */
+        size_t i = index->slots[slot], last = idx->n - 1;
+        index->slots[slot] = SLOT_GONE;
+        if (i != last) {
+            bool there = false;
+            size_t q = keys_find(index, idx->items[last].path, &there);
+            if (there) index->slots[q] = i;
+        }
         pthread_rwlock_wrlock(&index->rw);
         free(idx->items[i].path);
-        size_t last = --idx->n;
+        idx->n = last;
         if (i != last) {
             idx->items[i] = idx->items[last];
             memcpy(idx->emb + i * D, idx->emb + last * D, D * sizeof(float));

@@ -308,6 +308,79 @@ static void vectors(void **state) {
     qiao_index_free(ix);
 }
 
+/* Many keys added, removed, added again and replaced in a scattered order
+ * (the rows move as items are removed): each key still names its own
+ * vector, before and after a save, and every one can be removed once. */
+static void many_keys(void **state) {
+    (void)state;
+    enum { N = 600 };
+    char path[700];
+    snprintf(path, sizeof path, "%s/many.idx", g_tmp);
+    qiao_index *ix = create(g_model_a, path);
+    float v[D];
+    char key[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        tilted(v, i % D, (i + 1) % D, 0.3);
+        assert_int_equal(qiao_index_add_embedding(ix, key, QIAO_INDEX_TEXT, v, D), QIAO_OK);
+    }
+    for (int i = 0; i < N; i += 3) {
+        snprintf(key, sizeof key, "k%d", i);
+        assert_int_equal(qiao_index_remove(ix, key), QIAO_OK);
+    }
+    assert_int_equal(qiao_index_count(ix, QIAO_INDEX_ANY), N - N / 3);
+    for (int i = 0; i < N; i += 3) {
+        snprintf(key, sizeof key, "k%d", i);
+        assert_int_equal(qiao_index_remove(ix, key), QIAO_ERR_NOT_FOUND);
+    }
+    for (int i = 0; i < N; i += 6) { /* back, as pictures along the next axis */
+        snprintf(key, sizeof key, "k%d", i);
+        tilted(v, (i + 1) % D, (i + 2) % D, 0.2);
+        assert_int_equal(qiao_index_add_embedding(ix, key, QIAO_INDEX_IMAGE, v, D), QIAO_OK);
+    }
+    for (int i = 1; i < N; i += 2) { /* replaced: the count stays */
+        if (i % 3 == 0) continue;    /* removed above */
+        snprintf(key, sizeof key, "k%d", i);
+        tilted(v, i % D, (i + 2) % D, 0.1);
+        assert_int_equal(qiao_index_add_embedding(ix, key, QIAO_INDEX_AUDIO, v, D), QIAO_OK);
+    }
+    size_t want = N - N / 3 + N / 6;
+    assert_int_equal(qiao_index_count(ix, QIAO_INDEX_ANY), want);
+    assert_int_equal(qiao_index_count(ix, QIAO_INDEX_IMAGE), N / 6);
+    assert_int_equal(qiao_index_count(ix, QIAO_INDEX_AUDIO), N / 2 - N / 6);
+    /* Each kind of key finds its own vector first among its kind. */
+    static const int probe[] = {0, 6, 1, 7, 301, 598};
+    for (size_t k = 0; k < sizeof probe / sizeof probe[0]; k++) {
+        int i = probe[k];
+        int kind = i % 6 == 0 ? QIAO_INDEX_IMAGE : QIAO_INDEX_AUDIO;
+        if (i % 6 == 0) tilted(v, (i + 1) % D, (i + 2) % D, 0.2);
+        else if (i % 2) tilted(v, i % D, (i + 2) % D, 0.1);
+        else {
+            kind = QIAO_INDEX_TEXT;
+            tilted(v, i % D, (i + 1) % D, 0.3);
+        }
+        size_t n = 0;
+        qiao_index_hit *h = query_vec(ix, v, 1, kind, &n);
+        snprintf(key, sizeof key, "k%d", i);
+        assert_int_equal(n, 1);
+        assert_string_equal(h[0].key, key);
+        assert_float_equal(h[0].score, 1.0, 1e-6);
+        qiao_index_hits_free(h);
+    }
+    assert_int_equal(qiao_index_save(ix, NULL), QIAO_OK);
+    qiao_index_free(ix);
+    assert_int_equal(qiao_index_open(path, NULL, NULL, &ix), QIAO_OK);
+    assert_int_equal(qiao_index_count(ix, QIAO_INDEX_ANY), want);
+    for (int i = N - 1; i >= 0; i--) {
+        snprintf(key, sizeof key, "k%d", i);
+        bool there = i % 3 != 0 || i % 6 == 0;
+        assert_int_equal(qiao_index_remove(ix, key), there ? QIAO_OK : QIAO_ERR_NOT_FOUND);
+    }
+    assert_int_equal(qiao_index_count(ix, QIAO_INDEX_ANY), 0);
+    qiao_index_free(ix);
+    unlink(path);
+}
+
 static int64_t g_notices_info, g_notices_warn;
 static char g_notice_last[1024];
 static void count_notice(qiao_log_level level, const char *path, const char *message, void *ud) {
@@ -799,8 +872,8 @@ static int group_teardown(void **state) {
 
 int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(vectors), cmocka_unit_test(files),   cmocka_unit_test(save_and_open),
-        cmocka_unit_test(cancel),  cmocka_unit_test(threads),
+        cmocka_unit_test(vectors), cmocka_unit_test(many_keys), cmocka_unit_test(files),
+        cmocka_unit_test(save_and_open), cmocka_unit_test(cancel), cmocka_unit_test(threads),
     };
     if (argc > 1) cmocka_set_test_filter(argv[1]);
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
