@@ -5,11 +5,12 @@
  *                     [--top 5] [--kind image|audio] [--threads N] [--json]
  *
  * `index` embeds every image and audio file under the paths into an index
- * file (format and incremental rules: search_index.h); rerunning it only
- * embeds what is new or changed. Ctrl-C stops after the current batch and
- * writes what is done, so the same command continues later (exit 130).
- * `query` embeds one text, image or audio file with the index's model and
- * lists the closest items by cosine similarity. */
+ * file (search_index.h's search_update, on qiao.h's qiao_index; the
+ * incremental rules are qiao_index_add_files'); rerunning it only embeds
+ * what is new or changed. Ctrl-C stops after the current batch and writes
+ * what is done, so the same command continues later (exit 130). `query`
+ * opens the index with its model (qiao_index_open), embeds one text, image
+ * or audio file with it and lists the closest items by cosine similarity. */
 #define _POSIX_C_SOURCE 200809L /* sigaction */
 
 #include <math.h>
@@ -185,8 +186,12 @@ static int search_index_cmd(int argc, char **argv) {
 
 /* ---- query ------------------------------------------------------------------- */
 
-static void print_json(const search_index *idx, const char *model, const char *qkind, const char *qvalue,
-                       const search_hit *hits, size_t n) {
+static const char *kind_name(qiao_index_kind kind) {
+    return kind == QIAO_INDEX_AUDIO ? "audio" : kind == QIAO_INDEX_TEXT ? "text" : "image";
+}
+
+static void print_json(const char *model, const char *qkind, const char *qvalue, const qiao_index_hit *hits,
+                       size_t n) {
     cJSON *root = cJSON_CreateObject();
     cJSON *q = cJSON_AddObjectToObject(root, "query");
     cJSON_AddStringToObject(q, qkind, qvalue);
@@ -195,8 +200,8 @@ static void print_json(const search_index *idx, const char *model, const char *q
     for (size_t k = 0; k < n; k++) {
         cJSON *r = cJSON_CreateObject();
         cJSON_AddNumberToObject(r, "rank", (double)(k + 1));
-        cJSON_AddStringToObject(r, "path", idx->items[hits[k].i].path);
-        cJSON_AddStringToObject(r, "kind", search_kind_name(idx->items[hits[k].i].kind));
+        cJSON_AddStringToObject(r, "path", hits[k].key);
+        cJSON_AddStringToObject(r, "kind", kind_name(hits[k].kind));
         /* six decimals: float cosines carry no more, and the JSON stays readable */
         cJSON_AddNumberToObject(r, "score", round((double)hits[k].score * 1e6) / 1e6);
         cJSON_AddItemToArray(res, r);
@@ -249,76 +254,46 @@ static int search_query_cmd(int argc, char **argv) {
         return 2;
     }
     const char *qkind = qflag + 2; /* "text", "image", "audio" */
-    int want = -1;
-    if (kind && !strcmp(kind, "image")) want = SEARCH_IMAGE;
-    else if (kind && !strcmp(kind, "audio")) want = SEARCH_AUDIO;
+    qiao_index_query_params qp = qiao_index_query_default_params();
+    qp.top_k = (size_t)top;
+    if (kind && !strcmp(kind, "image")) qp.kind = QIAO_INDEX_IMAGE;
+    else if (kind && !strcmp(kind, "audio")) qp.kind = QIAO_INDEX_AUDIO;
     else if (kind) {
         fprintf(stderr, "qiao search query: --kind is image or audio, not '%s'\n", kind);
         return 2;
     }
 
-    search_index idx;
-    qiao_status st = search_index_read(index, &idx);
-    if (st != QIAO_OK) return cli_fail(st);
-    search_model m;
-    st = search_model_load(model_path ? model_path : idx.model, &m);
-    if (st != QIAO_OK) {
-        int rc = cli_fail(st);
-        if (!model_path)
-            fprintf(stderr, "qiao search: (the model path stored in %s; pass --model to use another)\n", index);
-        search_index_free(&idx);
-        return rc;
-    }
-    if (!search_fingerprint_equal(&idx.fp, &m.fp)) {
-        fprintf(stderr,
-                "qiao search: %s was built with another model (%s, %lld-d, %lld bytes, hash %016llx) than %s (%s, "
-                "%lld-d, %lld bytes, hash %016llx): re-index, or pass --model with the model it was built with\n",
-                index, idx.fp.name, (long long)idx.fp.dim, (long long)idx.fp.file_size,
-                (unsigned long long)idx.fp.hash, m.path, m.fp.name, (long long)m.fp.dim, (long long)m.fp.file_size,
-                (unsigned long long)m.fp.hash);
-        search_model_free(&m);
-        search_index_free(&idx);
+    qiao_index_params ip = qiao_index_default_params();
+    ip.n_threads = threads;
+    qiao_index *ix = NULL;
+    qiao_status st = qiao_index_open(index, model_path, &ip, &ix);
+    if (st == QIAO_ERR_INVALID_ARGUMENT) {
+        /* Every argument is there, so the index is another model's. */
+        fprintf(stderr, "qiao search: %s: re-index, or pass --model with the model it was built with\n",
+                qiao_last_error());
         return 1;
     }
+    if (st != QIAO_OK) return cli_fail(st);
 
-    size_t D = (size_t)idx.dim;
-    float *q = malloc(D * sizeof *q);
-    search_hit *hits = NULL;
-    qiao_session *session = NULL;
-    qiao_session_params sp = qiao_session_default_params();
-    sp.n_threads = threads;
-    if (q) st = qiao_session_new(m.model, &sp, &session);
-    if (st == QIAO_OK) {
-        if (!strcmp(qkind, "text")) st = qiao_embed_text(session, qvalue, q, D);
-        else if (!strcmp(qkind, "image")) st = qiao_embed_image_file(session, qvalue, q, D);
-        else st = qiao_embed_audio_file(session, qvalue, q, D);
-    }
-    int rc = 0;
+    qiao_index_hit *hits = NULL;
     size_t n = 0;
-    if (st == QIAO_OK && q) st = search_rank(&idx, q, want, &hits, &n);
-    if (!q) {
-        fprintf(stderr, "qiao search: out of memory for %zu items\n", idx.n);
-        rc = 1;
-    } else if (st != QIAO_OK) {
+    if (!strcmp(qkind, "text")) st = qiao_index_query_text(ix, qvalue, &qp, &hits, &n);
+    else if (!strcmp(qkind, "image")) st = qiao_index_query_image(ix, qvalue, &qp, &hits, &n);
+    else st = qiao_index_query_audio(ix, qvalue, &qp, &hits, &n);
+    int rc = 0;
+    if (st != QIAO_OK) {
         rc = cli_fail(st);
+    } else if (json) {
+        print_json(qiao_index_model_path(ix), qkind, qvalue, hits, n);
+    } else if (n == 0) {
+        fprintf(stderr, "qiao search: %s holds no %s\n", index, kind ? kind : "items");
     } else {
-        if (n > (size_t)top) n = (size_t)top;
-        if (json) {
-            print_json(&idx, m.path, qkind, qvalue, hits, n);
-        } else if (n == 0) {
-            fprintf(stderr, "qiao search: %s holds no %s\n", index, kind ? kind : "items");
-        } else {
-            printf("rank  score    kind   path\n");
-            for (size_t k = 0; k < n; k++)
-                printf("%4zu  %7.4f  %-5s  %s\n", k + 1, (double)hits[k].score,
-                       search_kind_name(idx.items[hits[k].i].kind), idx.items[hits[k].i].path);
-        }
+        printf("rank  score    kind   path\n");
+        for (size_t k = 0; k < n; k++)
+            printf("%4zu  %7.4f  %-5s  %s\n", k + 1, (double)hits[k].score, kind_name(hits[k].kind), hits[k].key);
     }
-    qiao_session_free(session);
-    free(hits);
-    free(q);
-    search_model_free(&m);
-    search_index_free(&idx);
+    qiao_index_hits_free(hits);
+    qiao_index_free(ix);
     return rc;
 }
 

@@ -783,6 +783,224 @@ QIAO_API QIAO_MUST_CHECK qiao_status qiao_embed_audio_pcm(qiao_session *session,
  * or n is 0). */
 QIAO_API float qiao_cosine(const float *a, const float *b, size_t n);
 
+/* ---- Search index ----------------------------------------------------------- */
+/* An index holds embeddings of one model under string keys and ranks them
+ * by cosine similarity against a query: a text, a picture, a recording or a
+ * vector. Files are added by path (folders walked), recognised by their
+ * content (an image when the image decoder takes it, else audio) and embedded
+ * with the index's model; vectors computed elsewhere are added under a key
+ * of the caller's choice. `qiao search` is a program on these functions.
+ *
+ *     qiao_index *ix = NULL;
+ *     qiao_index_hit *hits = NULL;
+ *     size_t n = 0;
+ *     const char *dirs[] = {"photos"};
+ *     qiao_index_add_stats s;
+ *     qiao_index_query_params qp = qiao_index_query_default_params();
+ *     if (qiao_index_create("model.safetensors", "photos.index", NULL, &ix) == QIAO_OK &&
+ *         qiao_index_add_files(ix, dirs, 1, NULL, &s) == QIAO_OK && qiao_index_save(ix, NULL) == QIAO_OK &&
+ *         qiao_index_query_text(ix, "a red circle", &qp, &hits, &n) == QIAO_OK)
+ *         for (size_t i = 0; i < n; i++) printf("%.3f %s\n", hits[i].score, hits[i].key);
+ *     qiao_index_hits_free(hits);
+ *     qiao_index_free(ix);
+ *
+ * MODEL: an index is made by one model and records it: the model's path and
+ * a fingerprint (its name, dimension, parameter count, file size and a
+ * 64-bit hash of the whole model file). Opening an index with a model whose
+ * fingerprint differs is refused, so vectors of two models never mix. The
+ * index loads its model itself (reading the file once to hash and load it);
+ * qiao_index_model() lends it to embed other things in the same space.
+ *
+ * FILE: one .safetensors file (tensor "embeddings" (N, D) F32, metadata
+ * "qiao.index" JSON with the model, the fingerprint and each item's key,
+ * kind, and for files their size and modification time), written
+ * atomically. Version 1 files (what `qiao search` wrote before this API)
+ * are read; a file holding only image and audio files is still written as
+ * version 1, one with vectors added by key or text items as version 2.
+ *
+ * THREADS: an index may be used from any number of threads at once. Queries
+ * run concurrently with each other and with a writer's long work (a writer
+ * embeds outside the lock and swaps its result in at the end); writers
+ * (add, remove, load, save) take turns. Each query borrows a session from a
+ * pool the index keeps (one per query in flight), so callers need none.
+ * A query sees the index as it was before or after a write, never between. */
+typedef struct qiao_index qiao_index;
+
+/* What an item is. Files are IMAGE or AUDIO; a vector added by key has the
+ * kind its caller gives. */
+typedef enum qiao_index_kind {
+    QIAO_INDEX_IMAGE = 0,
+    QIAO_INDEX_AUDIO = 1,
+    QIAO_INDEX_TEXT = 2
+} qiao_index_kind;
+/* For a query or count: every kind. */
+#define QIAO_INDEX_ANY (-1)
+
+typedef struct qiao_index_params {
+    size_t struct_size;      /* set by qiao_index_default_params() */
+    int n_threads;           /* compute threads of each session the index embeds with; 0 = all cores (default) */
+} qiao_index_params;
+
+QIAO_API qiao_index_params qiao_index_default_params(void);
+
+/* A new, empty index of the model at `model_path`, to be saved at
+ * `index_path` (NULL: in memory only; qiao_index_save() then needs a path).
+ * Nothing is read or written at index_path now; qiao_index_save() replaces
+ * whatever is there. `params` may be NULL. Model errors are
+ * qiao_model_load()'s (QIAO_ERR_IO, QIAO_ERR_FORMAT naming the file). The
+ * caller frees *out with qiao_index_free(). */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_index_create(const char *model_path, const char *index_path,
+                                                       const qiao_index_params *params, qiao_index **out);
+/* Opens the index file at `index_path` with the model at `model_path`, or,
+ * when model_path is NULL, the model path the file records. The file is
+ * validated whole (QIAO_ERR_FORMAT naming the file and what is wrong; a
+ * non-finite vector names its row and key; QIAO_ERR_UNSUPPORTED for a newer
+ * version; QIAO_ERR_IO for a missing file or one that is a FIFO, device or
+ * folder, without blocking). A model with another fingerprint than the
+ * file's is QIAO_ERR_INVALID_ARGUMENT naming both models. The index saves
+ * back to index_path. The caller frees *out with qiao_index_free(). */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_index_open(const char *index_path, const char *model_path,
+                                                     const qiao_index_params *params, qiao_index **out);
+/* Replaces the items of `index` with those of the index file at `path`,
+ * checked as qiao_index_open() checks it (another model's file is
+ * QIAO_ERR_INVALID_ARGUMENT). On failure the index is as it was. Where it
+ * saves does not change. */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_index_load(qiao_index *index, const char *path);
+/* Writes the index atomically to `path`, or to its own path when path is
+ * NULL (QIAO_ERR_INVALID_ARGUMENT for a memory-only index). Items are
+ * written in key order. */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_index_save(qiao_index *index, const char *path);
+/* Accepts NULL. Frees the index's model too: free the index after the last
+ * use of qiao_index_model(). */
+QIAO_API void qiao_index_free(qiao_index *index);
+
+/* The model the index embeds with (owned by the index, valid until it is
+ * freed; NULL for NULL). */
+QIAO_API const qiao_model *qiao_index_model(const qiao_index *index);
+/* The model's path as recorded (absolute where it could be resolved), owned
+ * by the index; "" for NULL. */
+QIAO_API const char *qiao_index_model_path(const qiao_index *index);
+/* The embedding dimension (0 for NULL). */
+QIAO_API int64_t qiao_index_dim(const qiao_index *index);
+/* Items of `kind` (QIAO_INDEX_ANY: all); 0 for NULL. */
+QIAO_API size_t qiao_index_count(qiao_index *index, int kind);
+/* Nonzero when the index differs from its own file: changed since it was
+ * opened or saved there, never saved, or opened with the model at another
+ * path than the one recorded. */
+QIAO_API int qiao_index_modified(qiao_index *index);
+
+/* Progress of qiao_index_add_files(), after each batch. */
+typedef struct qiao_index_progress {
+    int64_t done;            /* files decoded and embedded (or failed) so far, of... */
+    int64_t total;           /* ...the new or changed files this call embeds */
+    int64_t embedded;        /* of `done`, those that made it into the index */
+    double seconds;          /* since embedding began */
+} qiao_index_progress;
+typedef void (*qiao_index_progress_fn)(const qiao_index_progress *progress, void *user_data);
+/* A file qiao_index_add_files() did not index, or something its walk passed
+ * by, with a sentence saying what and why (naming the path). QIAO_LOG_WARN:
+ * something the caller should hear of (a damaged picture, an unreadable
+ * folder, a path that is not UTF-8); QIAO_LOG_INFO: what is simply not
+ * media (a text file, a FIFO, a link to a folder, a link loop). */
+typedef void (*qiao_index_notice_fn)(qiao_log_level level, const char *path, const char *message,
+                                     void *user_data);
+
+typedef struct qiao_index_add_params {
+    size_t struct_size;      /* set by qiao_index_add_default_params() */
+    int recurse;             /* nonzero (default): walk folders to any depth; 0: a folder's own files only */
+    int mirror;              /* nonzero: afterwards the index's files are exactly those found (items of
+                                files elsewhere are removed); 0 (default): only files under the given
+                                paths are added, updated or (when gone) removed */
+    int batch;               /* files per embedding batch, 1..512; default 32 */
+    qiao_index_progress_fn progress;
+    void *progress_user_data;
+    qiao_cancel_fn cancel;   /* polled after listing and between batches */
+    void *cancel_user_data;
+    qiao_index_notice_fn notice;
+    void *notice_user_data;
+} qiao_index_add_params;
+
+QIAO_API qiao_index_add_params qiao_index_add_default_params(void);
+
+typedef struct qiao_index_add_stats {
+    int64_t found;           /* regular, non-hidden files under the paths (0 when cancelled while listing) */
+    int64_t embedded;        /* new or changed files embedded */
+    int64_t kept;            /* unchanged files whose stored vector was kept */
+    int64_t removed;         /* files of the index that are gone */
+    int64_t failed;          /* files not indexed: not media, or decoding or embedding failed */
+    int64_t skipped_known;   /* unchanged files an earlier call found not to be media */
+    int64_t pending;         /* left for the next call after a cancel */
+} qiao_index_add_stats;
+
+/* Indexes the files and folders `paths[0 .. n)` (a folder's entries whose
+ * names start with '.' are not visited; symbolic links to files are
+ * followed, to anything else not). A file whose size and modification time
+ * are those stored keeps its vector; the others are decoded and embedded in
+ * batches (the next batch decoded on a second thread), and files an earlier
+ * call found not to be media are not decoded again while unchanged. A file
+ * that cannot be decoded or embedded (a non-finite vector included) goes to
+ * `notice` and is left out, never fatal. The index file and the model file
+ * are never indexed. A path that does not exist, or is neither a file nor a
+ * folder, is QIAO_ERR_IO, the index unchanged. `params` and `stats` may be
+ * NULL.
+ *
+ * Cancel: the call returns QIAO_ERR_CANCELLED. Cancelled while listing, the
+ * index is unchanged. Otherwise the index holds the work that was finished:
+ * the batches embedded are added, files that are gone are removed, and the
+ * files not yet reached are not in it (a changed file's old vector is
+ * dropped rather than kept stale); stats->pending counts them, and the
+ * same call later embeds only those. Every item is whole either way: the
+ * result is swapped in at once. */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_index_add_files(qiao_index *index, const char *const *paths, size_t n,
+                                                          const qiao_index_add_params *params,
+                                                          qiao_index_add_stats *stats);
+/* Adds `dim` floats (which must be the index's dimension and all finite,
+ * else QIAO_ERR_INVALID_ARGUMENT) under `key` (non-empty UTF-8, copied), as
+ * an item of `kind`. An item with the same key is replaced. The vector is
+ * stored as given: ranking is by cosine, so its length does not matter. */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_index_add_embedding(qiao_index *index, const char *key,
+                                                              qiao_index_kind kind, const float *vec, size_t dim);
+/* Removes the item with `key` (QIAO_ERR_NOT_FOUND when there is none). */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_index_remove(qiao_index *index, const char *key);
+
+typedef struct qiao_index_query_params {
+    size_t struct_size;      /* set by qiao_index_query_default_params() */
+    size_t top_k;            /* at most this many hits; 0 = every item; default 10 */
+    int kind;                /* QIAO_INDEX_ANY (default) or one qiao_index_kind */
+} qiao_index_query_params;
+
+QIAO_API qiao_index_query_params qiao_index_query_default_params(void);
+
+/* One result: owned by the array it is in. */
+typedef struct qiao_index_hit {
+    const char *key;         /* the file's absolute path, or the key given */
+    qiao_index_kind kind;
+    float score;             /* cosine similarity with the query, in [-1, 1] */
+} qiao_index_hit;
+
+/* Ranks the items against a query: best first, equal scores in key order
+ * (strcmp), so the same index and query give the same list. On success
+ * *hits is a new array of *n_hits (<= top_k) results, freed with
+ * qiao_index_hits_free() (NULL when there are none). `params` may be NULL.
+ * The text, picture or recording is embedded with the index's model (as
+ * qiao_embed_text(), qiao_embed_image_file() and qiao_embed_audio_file(),
+ * with their errors). A vector must have the index's dimension and be
+ * finite, else QIAO_ERR_INVALID_ARGUMENT; so must the query's embedding. */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_index_query_vector(qiao_index *index, const float *vec, size_t dim,
+                                                             const qiao_index_query_params *params,
+                                                             qiao_index_hit **hits, size_t *n_hits);
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_index_query_text(qiao_index *index, const char *text,
+                                                           const qiao_index_query_params *params,
+                                                           qiao_index_hit **hits, size_t *n_hits);
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_index_query_image(qiao_index *index, const char *path,
+                                                            const qiao_index_query_params *params,
+                                                            qiao_index_hit **hits, size_t *n_hits);
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_index_query_audio(qiao_index *index, const char *path,
+                                                            const qiao_index_query_params *params,
+                                                            qiao_index_hit **hits, size_t *n_hits);
+/* Frees an array of hits (keys included). Accepts NULL. */
+QIAO_API void qiao_index_hits_free(qiao_index_hit *hits);
+
 /* ---- Self-check training -------------------------------------------------- */
 
 /* Trains the built-in 2-layer transformer sequence classifier on a synthetic

@@ -1,11 +1,12 @@
-/* libFuzzer target for the `qiao search` index reader
- * (apps/qiao/search_index_file.c): search_index_read_memory over the
+/* libFuzzer target for the search index reader (sdk/api/search_file.c,
+ * behind qiao_index_open and `qiao search`): search_index_read_memory over the
  * fuzzer's exact-size buffer (borrowed, so any over-read is an ASan report),
  * the same parser search_index_read runs after reading a file. Any input
  * must either be refused with a message naming the file and a cleared
  * index, or yield an index whose every field keeps the format's promises
- * (search_index.h): N items == N rows of D finite floats, D == the
- * fingerprint's dim, non-empty UTF-8 paths, known kinds, sizes >= 0.
+ * (sdk/api/search.h): N items == N rows of D finite floats, D == the
+ * fingerprint's dim, non-empty UTF-8 paths, known kinds, sizes >= 0, and
+ * no file size or time on an item that is not a file.
  *
  * Build: CC=clang cmake -S . -B build-fuzz -DQIAO_FUZZ=ON -DQIAO_BUILD_BENCH=OFF
  *        cmake --build build-fuzz --target fuzz_search_index
@@ -16,9 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/search.h"
 #include "core/core.h"
 #include "core/safetensors.h"
-#include "search_index.h"
 
 #include "check.h"
 
@@ -30,8 +31,10 @@ static volatile unsigned sink;
 static void check_file(const search_file *f, bool with_kind) {
     CHECK(f->path != NULL && f->path[0] != '\0');
     CHECK(qc_utf8_valid(f->path, strlen(f->path)));
-    if (with_kind) CHECK(f->kind == SEARCH_IMAGE || f->kind == SEARCH_AUDIO);
+    if (with_kind) CHECK(f->kind == SEARCH_IMAGE || f->kind == SEARCH_AUDIO || f->kind == SEARCH_TEXT);
+    else CHECK(f->is_file);
     CHECK(f->size >= 0);
+    if (!f->is_file) CHECK(f->size == 0 && f->mtime_ns == 0);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

@@ -1,5 +1,6 @@
 /* qiao search (apps/qiao/cmd_search.c, search_index.c), compiled into this
- * test: indexing a folder of images, audio and junk; queries that find a
+ * test, over the library's index (sdk/api/search*.c; test_search_api.c
+ * tests its public API on its own): indexing a folder of images, audio and junk; queries that find a
  * file by its own content; incremental re-indexing (touch, delete, add,
  * change of model); Ctrl-C (a real SIGINT) stopping a run that the next run
  * continues; corrupt and foreign index files. The models are tiny random
@@ -648,6 +649,8 @@ static void corrupt_index(void **state) {
     expect_read_error(bad, QIAO_ERR_UNSUPPORTED, "version 7");
     forge(index, bad, "\"dim\":1024", "\"dim\":1000", 5);
     expect_read_error(bad, QIAO_ERR_FORMAT, "1024");
+    forge(index, bad, "img1.jpg\"", "img0.jpg\"", 5); /* two items, one path */
+    expect_read_error(bad, QIAO_ERR_FORMAT, "have the same path");
     expect_read_error(g_model_a, QIAO_ERR_FORMAT, "not a qiao search index");
     snprintf(bad, sizeof bad, "%s/does-not-exist.idx", g_tmp);
     expect_read_error(bad, QIAO_ERR_IO, "does-not-exist");

@@ -1,12 +1,12 @@
-/* apps/qiao/search_index_file.c - the index file of `qiao search`: reading
- * and validating it (from a path or from bytes in memory, one parser for
- * both, which is what tests/fuzz/fuzz_search_index.c drives) and writing
- * it. Kept apart from the (re)indexing in search_index.c so the reader can
- * be compiled into the fuzzer without the model, decoders and sessions.
- * See search_index.h for the format. */
+/* sdk/api/search_file.c - the search index file: reading and validating it
+ * (from a path or from bytes in memory, one parser for both, which is what
+ * tests/fuzz/fuzz_search_index.c drives) and writing it. Kept apart from
+ * the indexing in search_update.c so the reader can be compiled into the
+ * fuzzer without the model, decoders and sessions. See search.h for the
+ * format. */
 #define _POSIX_C_SOURCE 200809L /* strdup */
 
-#include "search_index.h"
+#include "search.h"
 
 #include <errno.h>
 #include <math.h>
@@ -22,7 +22,9 @@
 /* JSON numbers are doubles: integers above this are not exact. */
 #define JSON_INT_MAX 9007199254740992.0
 
-const char *search_kind_name(search_kind kind) { return kind == SEARCH_AUDIO ? "audio" : "image"; }
+const char *search_kind_name(search_kind kind) {
+    return kind == SEARCH_AUDIO ? "audio" : kind == SEARCH_TEXT ? "text" : "image";
+}
 
 bool search_fingerprint_equal(const search_fingerprint *a, const search_fingerprint *b) {
     return !strcmp(a->name, b->name) && a->dim == b->dim && a->params == b->params &&
@@ -67,23 +69,34 @@ static bool json_i64_string(const cJSON *obj, const char *key, int64_t *out) {
     return true;
 }
 
-/* One entry of "items" (with_kind) or "skipped". `what` is "items[3]". */
-static qiao_status parse_file(const char *fn, const cJSON *e, bool with_kind, const char *what, search_file *out) {
+/* One entry of "items" (with_kind) or "skipped". `what` is "items[3]".
+ * Version 1 knows only files of images and audio; version 2 adds items
+ * that are not files (no "size" and "mtime_ns") and the kind "text". */
+static qiao_status parse_file(const char *fn, const cJSON *e, bool with_kind, int64_t version, const char *what,
+                              search_file *out) {
     if (!cJSON_IsObject(e)) return qc_error(QIAO_ERR_FORMAT, "%s: qiao.index: %s is not an object", fn, what);
     const char *path = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "path"));
     if (!path || !*path) return qc_error(QIAO_ERR_FORMAT, "%s: qiao.index: %s has no \"path\"", fn, what);
+    /* cJSON passes any bytes through; keys are promised to be UTF-8. */
+    if (!qc_utf8_valid(path, strlen(path)))
+        return qc_error(QIAO_ERR_FORMAT, "%s: qiao.index: %s: \"path\" is not valid UTF-8", fn, what);
     if (with_kind) {
         const char *kind = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "kind"));
         if (kind && !strcmp(kind, "image")) out->kind = SEARCH_IMAGE;
         else if (kind && !strcmp(kind, "audio")) out->kind = SEARCH_AUDIO;
+        else if (kind && version >= 2 && !strcmp(kind, "text")) out->kind = SEARCH_TEXT;
         else
-            return qc_error(QIAO_ERR_FORMAT, "%s: qiao.index: %s (%s): \"kind\" must be \"image\" or \"audio\"", fn,
-                            what, path);
+            return qc_error(QIAO_ERR_FORMAT, "%s: qiao.index: %s (%s): \"kind\" must be \"image\"%s or \"audio\"",
+                            fn, what, path, version >= 2 ? ", \"text\"" : "");
     }
-    if (!json_int(e, "size", 0, &out->size))
+    out->is_file = true;
+    if (with_kind && version >= 2 && !cJSON_GetObjectItemCaseSensitive(e, "size") &&
+        !cJSON_GetObjectItemCaseSensitive(e, "mtime_ns")) {
+        out->is_file = false; /* a vector added by key */
+    } else if (!json_int(e, "size", 0, &out->size))
         return qc_error(QIAO_ERR_FORMAT, "%s: qiao.index: %s (%s): \"size\" must be a non-negative integer", fn, what,
                         path);
-    if (!json_i64_string(e, "mtime_ns", &out->mtime_ns))
+    if (out->is_file && !json_i64_string(e, "mtime_ns", &out->mtime_ns))
         return qc_error(QIAO_ERR_FORMAT, "%s: qiao.index: %s (%s): \"mtime_ns\" must be a string of digits", fn, what,
                         path);
     out->path = strdup(path);
@@ -92,8 +105,8 @@ static qiao_status parse_file(const char *fn, const cJSON *e, bool with_kind, co
 }
 
 /* Parses a JSON array of files into a new array; a NULL array is empty. */
-static qiao_status parse_files(const char *fn, const cJSON *arr, const char *key, bool with_kind, search_file **out,
-                               size_t *n_out) {
+static qiao_status parse_files(const char *fn, const cJSON *arr, const char *key, bool with_kind, int64_t version,
+                               search_file **out, size_t *n_out) {
     *out = NULL;
     *n_out = 0;
     if (!arr) return QIAO_OK;
@@ -108,7 +121,7 @@ static qiao_status parse_files(const char *fn, const cJSON *arr, const char *key
     cJSON_ArrayForEach(e, arr) {
         char what[64];
         snprintf(what, sizeof what, "%s[%zu]", key, i);
-        qiao_status st = parse_file(fn, e, with_kind, what, &v[i]);
+        qiao_status st = parse_file(fn, e, with_kind, version, what, &v[i]);
         if (st != QIAO_OK) return st; /* v[0 .. i) are owned by *out, freed by the caller */
         *n_out = ++i;
     }
@@ -128,6 +141,27 @@ static qiao_status parse_fingerprint(const char *fn, const cJSON *o, search_fing
                         fn);
     snprintf(fp->name, sizeof fp->name, "%s", name);
     return QIAO_OK;
+}
+
+static int cmp_file_ptr(const void *a, const void *b) {
+    return strcmp((*(const search_file *const *)a)->path, (*(const search_file *const *)b)->path);
+}
+
+/* One item per path: a key names one vector (qiao_index_remove and
+ * qiao_index_add_embedding find it by its key). */
+static qiao_status check_unique(const char *fn, const search_index *idx) {
+    if (idx->n < 2) return QIAO_OK;
+    const search_file **by = malloc(idx->n * sizeof *by);
+    if (!by) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu items", fn, idx->n);
+    for (size_t i = 0; i < idx->n; i++) by[i] = &idx->items[i];
+    qsort(by, idx->n, sizeof *by, cmp_file_ptr);
+    qiao_status st = QIAO_OK;
+    for (size_t i = 1; i < idx->n && st == QIAO_OK; i++)
+        if (!strcmp(by[i - 1]->path, by[i]->path))
+            st = qc_error(QIAO_ERR_FORMAT, "%s: qiao.index: items[%zu] and items[%zu] have the same path (%s)", fn,
+                          (size_t)(by[i - 1] - idx->items), (size_t)(by[i] - idx->items), by[i]->path);
+    free(by);
+    return st;
 }
 
 /* The first non-finite value of the (n, D) rows at `data` (not necessarily
@@ -173,13 +207,14 @@ static qiao_status parse_index(const qc_st_file *f, const char *fn, search_index
     if (st == QIAO_OK) {
         const cJSON *items = cJSON_GetObjectItemCaseSensitive(root, "items");
         if (!items) st = qc_error(QIAO_ERR_FORMAT, "%s: qiao.index: no \"items\"", fn);
-        else st = parse_files(fn, items, "items", true, &out->items, &out->n);
+        else st = parse_files(fn, items, "items", true, version, &out->items, &out->n);
     }
     if (st == QIAO_OK)
-        st = parse_files(fn, cJSON_GetObjectItemCaseSensitive(root, "skipped"), "skipped", false, &out->skipped,
-                         &out->n_skipped);
+        st = parse_files(fn, cJSON_GetObjectItemCaseSensitive(root, "skipped"), "skipped", false, version,
+                         &out->skipped, &out->n_skipped);
     cJSON_Delete(root);
     if (st != QIAO_OK) return st;
+    if ((st = check_unique(fn, out)) != QIAO_OK) return st;
 
     const qc_st_tensor *t = qc_st_find(f, SEARCH_INDEX_TENSOR);
     if (!t) return qc_error(QIAO_ERR_FORMAT, "%s: no tensor \"" SEARCH_INDEX_TENSOR "\"", fn);
@@ -258,21 +293,31 @@ static cJSON *file_json(const search_file *f, bool with_kind) {
     cJSON *o = cJSON_CreateObject();
     if (!o || !cJSON_AddStringToObject(o, "path", f->path) ||
         (with_kind && !cJSON_AddStringToObject(o, "kind", search_kind_name(f->kind))) ||
-        !cJSON_AddNumberToObject(o, "size", (double)f->size) || !cJSON_AddStringToObject(o, "mtime_ns", mt)) {
+        (f->is_file &&
+         (!cJSON_AddNumberToObject(o, "size", (double)f->size) || !cJSON_AddStringToObject(o, "mtime_ns", mt)))) {
         cJSON_Delete(o);
         return NULL;
     }
     return o;
 }
 
-static char *index_json(const search_index *idx) {
+/* Version 1 when every item is a file of an image or audio, so that a reader
+ * of version 1 (an older qiao) still opens an index of files. */
+static int version_needed(const search_index *idx) {
+    for (size_t i = 0; i < idx->n; i++)
+        if (!idx->items[i].is_file || idx->items[i].kind == SEARCH_TEXT) return 2;
+    return 1;
+}
+
+/* `order` (n) lists the items in the order written. */
+static char *index_json(const search_index *idx, const size_t *order) {
     char hash[17];
     snprintf(hash, sizeof hash, "%016llx", (unsigned long long)idx->fp.hash);
     cJSON *root = cJSON_CreateObject(), *fp = cJSON_CreateObject(), *items = cJSON_CreateArray(),
           *skipped = cJSON_CreateArray();
     bool ok = root && fp && items && skipped;
     if (ok) {
-        ok = cJSON_AddNumberToObject(root, "version", SEARCH_INDEX_VERSION) &&
+        ok = cJSON_AddNumberToObject(root, "version", version_needed(idx)) &&
              cJSON_AddStringToObject(root, "model", idx->model ? idx->model : "") &&
              cJSON_AddStringToObject(fp, "name", idx->fp.name) &&
              cJSON_AddNumberToObject(fp, "dim", (double)idx->fp.dim) &&
@@ -288,7 +333,7 @@ static char *index_json(const search_index *idx) {
         cJSON_Delete(skipped);
     }
     for (size_t i = 0; ok && i < idx->n; i++) {
-        cJSON *o = file_json(&idx->items[i], true);
+        cJSON *o = file_json(&idx->items[order[i]], true);
         ok = o && cJSON_AddItemToArray(items, o);
     }
     for (size_t i = 0; ok && i < idx->n_skipped; i++) {
@@ -308,12 +353,46 @@ qiao_status search_index_write(const char *path, const search_index *idx) {
         return qc_error(QIAO_ERR_INVALID_ARGUMENT,
                         "%s: not written: the embedding of %s (row %zu) holds a non-finite value (%g) at column %zu",
                         path, idx->items[row].path, row, (double)bad, col);
-    char *json = index_json(idx);
-    if (!json) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory for the index header", path);
+    /* Items go out in path order, whatever their order in memory (a key
+     * added or removed through the API does not move the others). */
+    size_t D = (size_t)idx->dim;
+    size_t *order = malloc((idx->n ? idx->n : 1) * sizeof *order);
+    const search_file **by = malloc((idx->n ? idx->n : 1) * sizeof *by);
+    if (!order || !by) {
+        free(order);
+        free(by);
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu items", path, idx->n);
+    }
+    bool sorted = true;
+    for (size_t i = 0; i < idx->n; i++) {
+        by[i] = &idx->items[i];
+        if (i && strcmp(idx->items[i - 1].path, idx->items[i].path) > 0) sorted = false;
+    }
+    if (!sorted) qsort(by, idx->n, sizeof *by, cmp_file_ptr);
+    for (size_t i = 0; i < idx->n; i++) order[i] = (size_t)(by[i] - idx->items);
+    free(by);
+    const float *rows = idx->emb;
+    float *permuted = NULL;
+    if (!sorted) {
+        permuted = malloc(idx->n * D * sizeof(float));
+        if (!permuted) {
+            free(order);
+            return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu items", path, idx->n);
+        }
+        for (size_t i = 0; i < idx->n; i++) memcpy(permuted + i * D, idx->emb + order[i] * D, D * sizeof(float));
+        rows = permuted;
+    }
+    char *json = index_json(idx, order);
+    free(order);
+    if (!json) {
+        free(permuted);
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory for the index header", path);
+    }
     qc_st_entry e = {.name = SEARCH_INDEX_TENSOR, .dtype = QIAO_DTYPE_F32, .ndim = 2,
-                     .shape = {(int64_t)idx->n, idx->dim}, .data = idx->emb, .from_f32 = false};
+                     .shape = {(int64_t)idx->n, idx->dim}, .data = rows, .from_f32 = false};
     qc_st_kv kv = {SEARCH_INDEX_META, json};
     qiao_status st = qc_st_write(path, &e, 1, &kv, 1);
     cJSON_free(json);
+    free(permuted);
     return st;
 }
