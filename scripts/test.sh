@@ -54,7 +54,8 @@ if ((tsan)); then
   # bit-identical-for-any-thread-count tests are what guard those.
   tsan_tests=(test_api.thread_local_errors test_embed_api.threads_deterministic
               test_image.decode_on_four_threads test_audio.test_threads_decode_and_mel
-              test_tokenizer.thread_safety test_search.index_and_query test_search.interrupt_resume)
+              test_tokenizer.thread_safety test_search.index_and_query test_search.interrupt_resume
+              test_search_api.threads)
   tsan_targets=$(printf '%s\n' "${tsan_tests[@]}" | sed 's/\..*//' | sort -u)
   cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQIAO_TSAN=ON -DQIAO_WERROR=ON \
         -DQIAO_BUILD_BENCH=OFF >/dev/null
