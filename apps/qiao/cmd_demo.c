@@ -1,7 +1,8 @@
 /* qiao demo: the README's first command. Loads a model (by default the
  * shipped models/qiao-base.safetensors), generates a few sample scenes of the
  * shapes world with their captions spoken in Chinese and English, indexes
- * the pictures and the speech with `qiao search`'s index code, and answers
+ * the pictures and the speech with the library's search index (qiao_index,
+ * as `qiao search` does), and answers
  * typed and spoken queries in both languages, marking where the right scene
  * landed.
  *
@@ -43,10 +44,17 @@ static void usage(FILE *f) {
 
 /* ---- the samples, as the index sees them ------------------------------------ */
 
+typedef struct sample_file {
+    char *real;     /* real path; owned */
+    int64_t scene;
+} sample_file;
+
 typedef struct demo {
     qmod_dataset data;
-    search_index idx;
-    int64_t *scene_of;      /* (idx.n) each item's scene in `data`; -1 for a file the manifest does not name */
+    qiao_index *ix;
+    int64_t dim;
+    sample_file *files;     /* (n_files) the manifest's files by real path, sorted */
+    size_t n_files;
     const char *samples;    /* WORK/samples as given */
     char *samples_abs;      /* its real path */
     qiao_session *session;
@@ -54,45 +62,36 @@ typedef struct demo {
     int n_queries, n_first; /* queries run, and those with a right item first */
 } demo;
 
-typedef struct sample_file {
-    char *real;     /* real path; owned */
-    int64_t scene;
-} sample_file;
-
 static int cmp_sample(const void *a, const void *b) {
     return strcmp(((const sample_file *)a)->real, ((const sample_file *)b)->real);
 }
 
-/* Finds each index item's scene. The manifest names images/NNNNNN.png and
- * speech/NNNNNN_cap_LANG_0.wav under the samples folder as given; the index
- * holds real paths: so resolve the manifest's files once, sort them, and
- * look every item up. Files that do not exist simply match nothing. */
-static qiao_status map_items(demo *d) {
+/* The manifest names images/NNNNNN.png and speech/NNNNNN_cap_LANG_0.wav
+ * under the samples folder as given; the index's keys are real paths: so
+ * resolve the manifest's files once and sort them for scene_of. Files that
+ * do not exist simply match nothing. */
+static qiao_status map_files(demo *d) {
     enum { PER_SCENE = 1 + QMOD_N_LANGS };
-    size_t m = 0;
-    sample_file *f = malloc(((size_t)d->data.n * PER_SCENE + 1) * sizeof *f);
-    d->scene_of = malloc((d->idx.n ? d->idx.n : 1) * sizeof *d->scene_of);
-    if (!f || !d->scene_of) {
-        free(f);
-        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "demo: %zu items", d->idx.n);
-    }
+    d->files = malloc(((size_t)d->data.n * PER_SCENE + 1) * sizeof *d->files);
+    if (!d->files) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "demo: %lld scenes", (long long)d->data.n);
     for (int64_t s = 0; s < d->data.n; s++) {
         const qmod_scene *sc = &d->data.scenes[s];
         const char *files[PER_SCENE] = {sc->image, sc->speech[0], sc->speech[1]};
         for (int k = 0; k < PER_SCENE; k++) {
             char *r = files[k] ? realpath(files[k], NULL) : NULL;
-            if (r) f[m++] = (sample_file){r, s};
+            if (r) d->files[d->n_files++] = (sample_file){r, s};
         }
     }
-    qsort(f, m, sizeof *f, cmp_sample);
-    for (size_t i = 0; i < d->idx.n; i++) {
-        sample_file key = {d->idx.items[i].path, -1};
-        const sample_file *hit = bsearch(&key, f, m, sizeof *f, cmp_sample);
-        d->scene_of[i] = hit ? hit->scene : -1;
-    }
-    for (size_t k = 0; k < m; k++) free(f[k].real);
-    free(f);
+    qsort(d->files, d->n_files, sizeof *d->files, cmp_sample);
     return QIAO_OK;
+}
+
+/* The scene of an index item (its key, a real path); -1 for a file the
+ * manifest does not name. */
+static int64_t scene_of(const demo *d, const char *key) {
+    sample_file probe = {(char *)key, -1};
+    const sample_file *hit = bsearch(&probe, d->files, d->n_files, sizeof *d->files, cmp_sample);
+    return hit ? hit->scene : -1;
 }
 
 /* A path relative to the samples folder when it lies inside: index items
@@ -108,31 +107,34 @@ static const char *short_path(const demo *d, const char *path) {
 
 /* A hit: the item is the query's scene, or one described by the same long
  * caption (equal signatures), which the caption cannot tell apart. */
-static bool is_right(const demo *d, size_t item, int64_t scene) {
-    int64_t s = d->scene_of[item];
+static bool is_right(const demo *d, const char *key, int64_t scene) {
+    int64_t s = scene_of(d, key);
     return s >= 0 && (s == scene || !strcmp(d->data.scenes[s].signature, d->data.scenes[scene].signature));
 }
 
 /* Ranks the items of `kind` against d->q, prints the top DEMO_TOP with a
  * check mark on the right ones and counts the query. */
-static void show_ranking(demo *d, search_kind kind, int64_t scene) {
-    search_hit *h = NULL;
+static void show_ranking(demo *d, qiao_index_kind kind, int64_t scene) {
+    qiao_index_query_params qp = qiao_index_query_default_params();
+    qp.top_k = 0; /* all: the right scene's rank is printed when it is not in the top */
+    qp.kind = (int)kind;
+    qiao_index_hit *h = NULL;
     size_t n = 0;
-    if (search_rank(&d->idx, d->q, (int)kind, &h, &n) != QIAO_OK) {
+    if (qiao_index_query_vector(d->ix, d->q, (size_t)d->dim, &qp, &h, &n) != QIAO_OK) {
         printf("    (%s)\n", qiao_last_error());
         return;
     }
     int64_t right_rank = -1;
     for (size_t k = 0; k < n && right_rank < 0; k++)
-        if (is_right(d, h[k].i, scene)) right_rank = (int64_t)k + 1;
+        if (is_right(d, h[k].key, scene)) right_rank = (int64_t)k + 1;
     for (size_t k = 0; k < n && k < DEMO_TOP; k++)
-        printf("    %zu %s %6.3f  %s\n", k + 1, is_right(d, h[k].i, scene) ? CHECK : " ", (double)h[k].score,
-               short_path(d, d->idx.items[h[k].i].path));
+        printf("    %zu %s %6.3f  %s\n", k + 1, is_right(d, h[k].key, scene) ? CHECK : " ", (double)h[k].score,
+               short_path(d, h[k].key));
     if (right_rank > DEMO_TOP) printf("      (the right scene first appears at rank %lld of %zu)\n", (long long)right_rank, n);
     else if (right_rank < 0) printf("      (the right one is not in the index)\n");
     d->n_queries++;
     if (right_rank == 1) d->n_first++;
-    free(h);
+    qiao_index_hits_free(h);
 }
 
 static const char *const LANG_LABEL[QMOD_N_LANGS] = {"Chinese", "English"};
@@ -141,9 +143,9 @@ static int typed_query(demo *d, int64_t scene, int lang) {
     const char *text = d->data.scenes[scene].caption[lang];
     if (!text) return 0; /* a data set without this language: nothing to ask */
     printf("  typed, %s: \"%s\"\n", LANG_LABEL[lang], text);
-    qiao_status st = qiao_embed_text(d->session, text, d->q, (size_t)d->idx.dim);
+    qiao_status st = qiao_embed_text(d->session, text, d->q, (size_t)d->dim);
     if (st != QIAO_OK) return cli_fail(st);
-    show_ranking(d, SEARCH_IMAGE, scene);
+    show_ranking(d, QIAO_INDEX_IMAGE, scene);
     return 0;
 }
 
@@ -152,18 +154,18 @@ static int spoken_query(demo *d, int64_t scene, int lang) {
     if (!sc->speech[lang]) return 0;
     printf("  spoken, %s: %s\n    (it says \"%s\")\n", LANG_LABEL[lang], short_path(d, sc->speech[lang]),
            sc->caption[lang] ? sc->caption[lang] : "?");
-    qiao_status st = qiao_embed_audio_file(d->session, sc->speech[lang], d->q, (size_t)d->idx.dim);
+    qiao_status st = qiao_embed_audio_file(d->session, sc->speech[lang], d->q, (size_t)d->dim);
     if (st != QIAO_OK) return cli_fail(st);
-    show_ranking(d, SEARCH_IMAGE, scene);
+    show_ranking(d, QIAO_INDEX_IMAGE, scene);
     return 0;
 }
 
 static int picture_query(demo *d, int64_t scene) {
     const qmod_scene *sc = &d->data.scenes[scene];
     printf("  picture: %s -> spoken captions\n", short_path(d, sc->image));
-    qiao_status st = qiao_embed_image_file(d->session, sc->image, d->q, (size_t)d->idx.dim);
+    qiao_status st = qiao_embed_image_file(d->session, sc->image, d->q, (size_t)d->dim);
     if (st != QIAO_OK) return cli_fail(st);
-    show_ranking(d, SEARCH_AUDIO, scene);
+    show_ranking(d, QIAO_INDEX_AUDIO, scene);
     return 0;
 }
 
@@ -298,12 +300,12 @@ int cmd_demo(int argc, char **argv) {
     d.samples = samples;
     d.samples_abs = realpath(samples, NULL);
     int rc = 0;
-    if ((st = qmod_dataset_load(samples, &d.data)) != QIAO_OK || (st = search_index_read(index, &d.idx)) != QIAO_OK ||
-        (st = map_items(&d)) != QIAO_OK) {
+    if ((st = qmod_dataset_load(samples, &d.data)) != QIAO_OK ||
+        (st = qiao_index_open(index, model_path, NULL, &d.ix)) != QIAO_OK || (st = map_files(&d)) != QIAO_OK) {
         rc = cli_fail(st);
-    } else if (d.idx.dim != qiao_model_dim(model)) {
+    } else if ((d.dim = qiao_index_dim(d.ix)) != qiao_model_dim(model)) {
         fprintf(stderr, "qiao demo: %s holds %lld-d embeddings but the model makes %lld-d ones\n", index,
-                (long long)d.idx.dim, (long long)qiao_model_dim(model));
+                (long long)d.dim, (long long)qiao_model_dim(model));
         rc = 1;
     } else if (d.data.n < 5) {
         fprintf(stderr, "qiao demo: %s holds %lld scenes; the demo needs 5\n", manifest, (long long)d.data.n);
@@ -311,7 +313,7 @@ int cmd_demo(int argc, char **argv) {
     }
     qiao_session_params ssp = qiao_session_default_params();
     ssp.n_threads = threads;
-    if (rc == 0 && !(d.q = malloc((size_t)d.idx.dim * sizeof *d.q))) {
+    if (rc == 0 && !(d.q = malloc((size_t)d.dim * sizeof *d.q))) {
         fprintf(stderr, "qiao demo: out of memory\n");
         rc = 1;
     }
@@ -341,9 +343,10 @@ int cmd_demo(int argc, char **argv) {
     }
     qiao_session_free(d.session);
     free(d.q);
-    free(d.scene_of);
+    for (size_t k = 0; k < d.n_files; k++) free(d.files[k].real);
+    free(d.files);
     free(d.samples_abs);
-    search_index_free(&d.idx);
+    qiao_index_free(d.ix);
     qmod_dataset_free(&d.data);
     qiao_model_free(model);
     return rc;

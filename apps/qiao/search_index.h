@@ -4,10 +4,10 @@
  * cmd_search.c, cmd_demo.c and the tests call it.
  *
  * The index itself (format, fingerprint, walk, ranking) is library code in
- * sdk/api/search*.c. Its private header is included here for the demo and
- * the tests, which still read index files directly (search_index_read,
- * search_rank); search_update and cmd_search.c reach the index through
- * qiao.h alone. */
+ * sdk/api/search*.c. Its private header is included here for the tests,
+ * which still read index files directly (search_index_read, search_rank);
+ * search_update, cmd_search.c and cmd_demo.c reach the index through qiao.h
+ * alone. */
 #ifndef QIAO_APP_SEARCH_INDEX_H
 #define QIAO_APP_SEARCH_INDEX_H
 
