@@ -4,3 +4,12 @@ qiao_test(NAME test_model SOURCES unit/test_model.c
   CASES roundtrip_f32 roundtrip_bf16 with_tokenizer base_size bad_files deterministic config_errors
     tower_subsets token_sequences
   LABELS model TIMEOUT 120)
+
+# libFuzzer target for the model config reader (tests/fuzz.cmake says why the
+# parsers are compiled in): the container's reader, the towers' section
+# parsers and the heads; the rest of the library is linked uninstrumented.
+qiao_fuzz(NAME fuzz_model_config SOURCES ${PROJECT_SOURCE_DIR}/models/model.c ${PROJECT_SOURCE_DIR}/models/tower.c
+  ${PROJECT_SOURCE_DIR}/fusion/head.c ${PROJECT_SOURCE_DIR}/modalities/text/encoder.c
+  ${PROJECT_SOURCE_DIR}/modalities/image/encoder.c ${PROJECT_SOURCE_DIR}/modalities/audio/encoder.c
+  ${PROJECT_SOURCE_DIR}/sdk/nn/trunk.c ${PROJECT_SOURCE_DIR}/sdk/core/config.c ${PROJECT_SOURCE_DIR}/sdk/core/tensor.c
+  LIBS qiao_static PkgConfig::CJSON LABELS model)
