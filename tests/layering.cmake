@@ -28,3 +28,8 @@ layering_probe(inputs_sees_runtime inputs "nn/nn.h")
 layering_probe(inputs_sees_inputs inputs "tokenizers/tokenizer.h")
 layering_probe(inputs_cannot_see_models inputs "models/embed.h" MUST_FAIL)
 layering_probe(models_sees_inputs models "models/model.h")
+# fusion sits between the inputs and the models: it sees the layers below
+# (fusion/head.h uses sdk/nn) and never a model's header.
+layering_probe(fusion_sees_fusion fusion "fusion/head.h")
+layering_probe(fusion_cannot_see_models fusion "models/head.h" MUST_FAIL)
+layering_probe(inputs_cannot_see_fusion inputs "fusion/head.h" MUST_FAIL)
