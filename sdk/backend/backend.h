@@ -37,7 +37,7 @@ typedef enum qb_kind { QB_CPU = 0, QB_CUDA = 1 } qb_kind;
 typedef struct qb_exec {
     const qb_ops *ops;
     qb_kind kind;
-    int n_threads;   /* CPU kernels' OpenMP team size (>= 1) */
+    int n_threads;   /* threads a CPU kernel splits its work over (>= 1) */
     void *stream;    /* cudaStream_t on CUDA; NULL on CPU */
     void *handles;   /* backend-private (cuBLAS/cuDNN handles); NULL on CPU */
     /* CPU: immutable weights packed for the inference GEMM, or NULL (every

@@ -10,7 +10,7 @@
 
 #include "backend/cpu/cpu.h"
 
-/* Below this many elements an OpenMP team costs more than it saves. */
+/* Below this many elements a parallel region costs more than it saves. */
 #define PAR_MIN_ELEMS 32768
 
 /* ---- GELU ----------------------------------------------------------------
@@ -19,21 +19,48 @@
 #define GELU_INV_SQRT2 0.70710678118654752440f
 #define GELU_INV_SQRT_2PI 0.39894228040143267794f
 
-void qb_cpu_gelu_forward(const qb_exec *ex, float *out, const float *inp, int64_t n) {
-#pragma omp parallel for simd num_threads(ex->n_threads) schedule(static) if (parallel : n > PAR_MIN_ELEMS)
-    for (int64_t i = 0; i < n; i++) {
+/* Every kernel's arguments here; each uses the fields it names. */
+typedef struct act_job {
+    float *out;
+    uint8_t *keep;
+    const float *inp, *dout;
+    const uint8_t *keep_in;
+    float s;
+    uint64_t seed, threshold;
+    int64_t C;
+} act_job;
+
+/* `omp simd` keeps the vectorization `omp parallel for simd` gave it. */
+static void gelu_forward_range(void *ctx, int64_t i0, int64_t i1, int part) {
+    (void)part;
+    const act_job *j = ctx;
+    float *out = j->out;
+    const float *inp = j->inp;
+#pragma omp simd
+    for (int64_t i = i0; i < i1; i++) {
         out[i] = qb_gelu_fast(inp[i]);
     }
 }
 
-void qb_cpu_gelu_backward(const qb_exec *ex, float *dinp, const float *inp, const float *dout, int64_t n) {
-#pragma omp parallel for num_threads(ex->n_threads) schedule(static) if (n > PAR_MIN_ELEMS)
-    for (int64_t i = 0; i < n; i++) {
-        float x = inp[i];
+void qb_cpu_gelu_forward(const qb_exec *ex, float *out, const float *inp, int64_t n) {
+    act_job j = {.out = out, .inp = inp};
+    qb_parallel_for(ex, n, n > PAR_MIN_ELEMS, gelu_forward_range, &j);
+}
+
+static void gelu_backward_range(void *ctx, int64_t i0, int64_t i1, int part) {
+    (void)part;
+    const act_job *j = ctx;
+    for (int64_t i = i0; i < i1; i++) {
+        float x = j->inp[i];
         float cdf = 0.5f * (1.0f + erff(x * GELU_INV_SQRT2));
         float pdf = GELU_INV_SQRT_2PI * expf(-0.5f * x * x);
-        dinp[i] += dout[i] * (cdf + x * pdf);
+        j->out[i] += j->dout[i] * (cdf + x * pdf);
     }
+}
+
+void qb_cpu_gelu_backward(const qb_exec *ex, float *dinp, const float *inp, const float *dout, int64_t n) {
+    act_job j = {.out = dinp, .inp = inp, .dout = dout};
+    qb_parallel_for(ex, n, n > PAR_MIN_ELEMS, gelu_backward_range, &j);
 }
 
 /* ---- dropout -------------------------------------------------------------
@@ -51,56 +78,78 @@ static inline uint64_t dropout_hash(uint64_t seed, uint64_t i) {
     return z ^ (z >> 31);
 }
 
+static void dropout_copy_range(void *ctx, int64_t i0, int64_t i1, int part) {
+    (void)part;
+    const act_job *j = ctx;
+    for (int64_t i = i0; i < i1; i++) {
+        j->out[i] = j->inp[i];
+        j->keep[i] = 1;
+    }
+}
+
+static void dropout_all_range(void *ctx, int64_t i0, int64_t i1, int part) {
+    (void)part;
+    const act_job *j = ctx;
+    for (int64_t i = i0; i < i1; i++) {
+        j->out[i] = 0.0f;
+        j->keep[i] = 0;
+    }
+}
+
+static void dropout_forward_range(void *ctx, int64_t i0, int64_t i1, int part) {
+    (void)part;
+    const act_job *j = ctx;
+    for (int64_t i = i0; i < i1; i++) {
+        uint8_t k = (dropout_hash(j->seed, (uint64_t)i) >> 40) >= j->threshold;
+        j->keep[i] = k;
+        j->out[i] = k ? j->inp[i] * j->s : 0.0f;
+    }
+}
+
 void qb_cpu_dropout_forward(const qb_exec *ex, float *out, uint8_t *keep, const float *inp, int64_t n,
                             float p, uint64_t seed) {
+    act_job j = {.out = out, .keep = keep, .inp = inp, .seed = seed};
     if (!(p > 0.0f)) {
         /* p = 0 (inference): identity, bit-exact, every element kept. */
-#pragma omp parallel for num_threads(ex->n_threads) schedule(static) if (n > PAR_MIN_ELEMS)
-        for (int64_t i = 0; i < n; i++) {
-            out[i] = inp[i];
-            keep[i] = 1;
-        }
+        qb_parallel_for(ex, n, n > PAR_MIN_ELEMS, dropout_copy_range, &j);
         return;
     }
     if (p >= 1.0f) {
         /* Everything dropped; 1/(1-p) would be inf, so write exact zeros. */
-#pragma omp parallel for num_threads(ex->n_threads) schedule(static) if (n > PAR_MIN_ELEMS)
-        for (int64_t i = 0; i < n; i++) {
-            out[i] = 0.0f;
-            keep[i] = 0;
-        }
+        qb_parallel_for(ex, n, n > PAR_MIN_ELEMS, dropout_all_range, &j);
         return;
     }
     /* u >= p  <=>  (hash >> 40) >= ceil(p * 2^24) for u = (hash >> 40) / 2^24. */
-    const uint64_t threshold = (uint64_t)ceil((double)p * 16777216.0);
-    const float s = 1.0f / (1.0f - p);
-#pragma omp parallel for num_threads(ex->n_threads) schedule(static) if (n > PAR_MIN_ELEMS)
-    for (int64_t i = 0; i < n; i++) {
-        uint8_t k = (dropout_hash(seed, (uint64_t)i) >> 40) >= threshold;
-        keep[i] = k;
-        out[i] = k ? inp[i] * s : 0.0f;
-    }
+    j.threshold = (uint64_t)ceil((double)p * 16777216.0);
+    j.s = 1.0f / (1.0f - p);
+    qb_parallel_for(ex, n, n > PAR_MIN_ELEMS, dropout_forward_range, &j);
+}
+
+static void dropout_backward_range(void *ctx, int64_t i0, int64_t i1, int part) {
+    (void)part;
+    const act_job *j = ctx;
+    for (int64_t i = i0; i < i1; i++)
+        if (j->keep_in[i]) j->out[i] += j->dout[i] * j->s;
 }
 
 void qb_cpu_dropout_backward(const qb_exec *ex, float *dinp, const float *dout, const uint8_t *keep,
                              int64_t n, float p) {
     if (p >= 1.0f) return; /* nothing was kept: no gradient flows */
-    const float s = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
-#pragma omp parallel for num_threads(ex->n_threads) schedule(static) if (n > PAR_MIN_ELEMS)
-    for (int64_t i = 0; i < n; i++)
-        if (keep[i]) dinp[i] += dout[i] * s;
+    act_job j = {.out = dinp, .dout = dout, .keep_in = keep, .s = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f};
+    qb_parallel_for(ex, n, n > PAR_MIN_ELEMS, dropout_backward_range, &j);
 }
 
 /* ---- row softmax ---------------------------------------------------------
  * out = exp(x - max x) / sum exp(x - max x): subtracting the row max keeps
  * every exponent <= 0, so nothing overflows. Backward of y = softmax(x):
  * dx = y * (dy - sum_j dy_j y_j). */
-void qb_cpu_softmax_forward(const qb_exec *ex, float *out, const float *inp, int64_t N, int64_t C) {
-    if (C <= 0) return;
-#pragma omp parallel for num_threads(ex->n_threads) schedule(static) if (N * C > PAR_MIN_ELEMS)
-    for (int64_t n = 0; n < N; n++) {
-        const float *x = inp + n * C;
-        float *y = out + n * C;
+static void softmax_forward_range(void *ctx, int64_t n0, int64_t n1, int part) {
+    (void)part;
+    const act_job *j = ctx;
+    const int64_t C = j->C;
+    for (int64_t n = n0; n < n1; n++) {
+        const float *x = j->inp + n * C;
+        float *y = j->out + n * C;
         float mx = x[0];
         for (int64_t c = 1; c < C; c++) mx = x[c] > mx ? x[c] : mx;
         float sum = 0.0f;
@@ -114,15 +163,29 @@ void qb_cpu_softmax_forward(const qb_exec *ex, float *out, const float *inp, int
     }
 }
 
-void qb_cpu_softmax_backward(const qb_exec *ex, float *dinp, const float *dout, const float *out, int64_t N,
-                             int64_t C) {
-#pragma omp parallel for num_threads(ex->n_threads) schedule(static) if (N * C > PAR_MIN_ELEMS)
-    for (int64_t n = 0; n < N; n++) {
-        const float *dy = dout + n * C;
-        const float *y = out + n * C;
-        float *dx = dinp + n * C;
+void qb_cpu_softmax_forward(const qb_exec *ex, float *out, const float *inp, int64_t N, int64_t C) {
+    if (C <= 0) return;
+    act_job j = {.out = out, .inp = inp, .C = C};
+    qb_parallel_for(ex, N, N * C > PAR_MIN_ELEMS, softmax_forward_range, &j);
+}
+
+/* out: dinp; inp: the forward's output y. */
+static void softmax_backward_range(void *ctx, int64_t n0, int64_t n1, int part) {
+    (void)part;
+    const act_job *j = ctx;
+    const int64_t C = j->C;
+    for (int64_t n = n0; n < n1; n++) {
+        const float *dy = j->dout + n * C;
+        const float *y = j->inp + n * C;
+        float *dx = j->out + n * C;
         float dot = 0.0f;
         for (int64_t c = 0; c < C; c++) dot += dy[c] * y[c];
         for (int64_t c = 0; c < C; c++) dx[c] += y[c] * (dy[c] - dot);
     }
+}
+
+void qb_cpu_softmax_backward(const qb_exec *ex, float *dinp, const float *dout, const float *out, int64_t N,
+                             int64_t C) {
+    act_job j = {.out = dinp, .inp = out, .dout = dout, .C = C};
+    qb_parallel_for(ex, N, N * C > PAR_MIN_ELEMS, softmax_backward_range, &j);
 }

@@ -12,14 +12,22 @@
 
 #define PAR_MIN_ELEMS 65536
 
-void qb_cpu_adamw_step(const qb_exec *ex, float *param, const float *grad, float *m, float *v, int64_t n,
-                       float lr, float beta1, float beta2, float eps, float weight_decay, float bc1, float bc2) {
-    const float decay = 1.0f - lr * weight_decay;
-    const float step = lr / bc1;
-    const float sqrt_bc2 = sqrtf(bc2);
-    const float omb1 = 1.0f - beta1, omb2 = 1.0f - beta2;
-#pragma omp parallel for simd num_threads(ex->n_threads) schedule(static) if (parallel : n > PAR_MIN_ELEMS)
-    for (int64_t i = 0; i < n; i++) {
+typedef struct adamw_job {
+    float *param, *m, *v;
+    const float *grad;
+    float beta1, beta2, eps, decay, step, sqrt_bc2, omb1, omb2;
+} adamw_job;
+
+/* `omp simd` keeps the vectorization `omp parallel for simd` gave it. */
+static void adamw_range(void *ctx, int64_t i0, int64_t i1, int part) {
+    (void)part;
+    const adamw_job *j = ctx;
+    float *param = j->param, *m = j->m, *v = j->v;
+    const float *grad = j->grad;
+    const float beta1 = j->beta1, beta2 = j->beta2, eps = j->eps, decay = j->decay, step = j->step;
+    const float sqrt_bc2 = j->sqrt_bc2, omb1 = j->omb1, omb2 = j->omb2;
+#pragma omp simd
+    for (int64_t i = i0; i < i1; i++) {
         float g = grad[i];
         float mi = beta1 * m[i] + omb1 * g;
         float vi = beta2 * v[i] + omb2 * g * g;
@@ -27,4 +35,12 @@ void qb_cpu_adamw_step(const qb_exec *ex, float *param, const float *grad, float
         v[i] = vi;
         param[i] = param[i] * decay - step * mi / (sqrtf(vi) / sqrt_bc2 + eps);
     }
+}
+
+void qb_cpu_adamw_step(const qb_exec *ex, float *param, const float *grad, float *m, float *v, int64_t n,
+                       float lr, float beta1, float beta2, float eps, float weight_decay, float bc1, float bc2) {
+    adamw_job j = {.param = param, .m = m, .v = v, .grad = grad, .beta1 = beta1, .beta2 = beta2, .eps = eps,
+                   .decay = 1.0f - lr * weight_decay, .step = lr / bc1, .sqrt_bc2 = sqrtf(bc2),
+                   .omb1 = 1.0f - beta1, .omb2 = 1.0f - beta2};
+    qb_parallel_for(ex, n, n > PAR_MIN_ELEMS, adamw_range, &j);
 }

@@ -12,7 +12,7 @@
  * Masked keys and fully-masked query rows have P = 0, hence dS = 0: the
  * backward needs no mask.
  *
- * Threading: one OpenMP team of ex->n_threads over the B*H (b, h) pairs; each
+ * Threading: ex->n_threads threads (threads.h) over the B*H (b, h) pairs; each
  * pair's GEMMs run single-threaded inside its worker (OpenBLAS is set to one
  * thread for the section and restored after). Chosen by measurement over a
  * serial loop of per-head GEMMs on a multi-threaded OpenBLAS: a head's
@@ -25,6 +25,7 @@
  *
  * The backward accumulates (+=) into dq, dk, dv; datt is overwritten. */
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "backend/cpu/cpu.h"
@@ -99,22 +100,34 @@ static void softmax_row(float *s, const uint8_t *mask, int64_t jend, int64_t Tk)
     for (int64_t j = jend; j < Tk; j++) s[j] = 0.0f;
 }
 
-void qb_cpu_attention_forward(const qb_exec *ex, float *out, float *att, const float *q, const float *k,
-                              const float *v, const uint8_t *key_mask, int64_t B, int64_t Tq, int64_t Tk,
-                              int64_t C, int64_t H, bool causal) {
-    if (B <= 0 || Tq <= 0 || H <= 0 || C <= 0) return;
-    const int64_t D = C / H;
-    if (Tk <= 0 || D <= 0) {
-        /* No keys (or empty heads): every query row is fully masked. */
-        for (int64_t i = 0; i < B * Tq * C; i++) out[i] = 0.0f;
-        return;
-    }
-    const float scale = 1.0f / sqrtf((float)D);
-    const int64_t BH = B * H;
-    qb_cpu_blas_single_threaded(); /* our team calls sgemm; see dense.c */
-    int failed = 0;                /* a worker's fault, recorded by this thread after the region */
-#pragma omp parallel for num_threads(ex->n_threads) schedule(static)
-    for (int64_t bh = 0; bh < BH; bh++) {
+typedef struct att_fw_job {
+    float *out;
+    float *att;
+    const float *q;
+    const float *k;
+    const float *v;
+    const uint8_t *key_mask;
+    int64_t H;
+    int64_t Tq;
+    int64_t Tk;
+    int64_t C;
+    int64_t D;
+    float scale;
+    bool causal;
+    atomic_int *failed;
+} att_fw_job;
+
+static void att_fw_range(void *ctx, int64_t bh0, int64_t bh1, int part) {
+    (void)part;
+    const att_fw_job *job = ctx;
+    float *out = job->out, *att = job->att;
+    const float *q = job->q, *k = job->k, *v = job->v;
+    const uint8_t *key_mask = job->key_mask;
+    const int64_t H = job->H, Tq = job->Tq, Tk = job->Tk, C = job->C, D = job->D;
+    const float scale = job->scale;
+    const bool causal = job->causal;
+    atomic_int *failed = job->failed;
+    for (int64_t bh = bh0; bh < bh1; bh++) {
         int64_t b = bh / H, h = bh % H;
         const float *qb = q + b * Tq * C + h * D;
         const float *kb = k + b * Tk * C + h * D;
@@ -133,8 +146,7 @@ void qb_cpu_attention_forward(const qb_exec *ex, float *out, float *att, const f
             continue;
         }
         if (!qb_cpu_sgemm(false, true, Tq, kend, D, scale, qb, C, kb, C, 0.0f, P, Tk)) {
-#pragma omp atomic write
-            failed = 1;
+            atomic_store_explicit(failed, 1, memory_order_relaxed);
             continue;
         }
         for (int64_t i = 0; i < Tq; i++) {
@@ -143,25 +155,58 @@ void qb_cpu_attention_forward(const qb_exec *ex, float *out, float *att, const f
             softmax_row(P + i * Tk, mask, jend, Tk);
         }
         if (!qb_cpu_sgemm(false, false, Tq, D, kend, 1.0f, P, Tk, vb, C, 0.0f, ob, C)) {
-#pragma omp atomic write
-            failed = 1;
+            atomic_store_explicit(failed, 1, memory_order_relaxed);
         }
     }
-    if (failed) qb_cpu_fault_oom();
 }
 
-void qb_cpu_attention_backward(const qb_exec *ex, float *dq, float *dk, float *dv, float *datt,
-                               const float *dout, const float *q, const float *k, const float *v,
-                               const float *att, int64_t B, int64_t Tq, int64_t Tk, int64_t C, int64_t H) {
-    if (B <= 0 || Tq <= 0 || Tk <= 0 || H <= 0 || C <= 0) return;
+void qb_cpu_attention_forward(const qb_exec *ex, float *out, float *att, const float *q, const float *k,
+                              const float *v, const uint8_t *key_mask, int64_t B, int64_t Tq, int64_t Tk,
+                              int64_t C, int64_t H, bool causal) {
+    if (B <= 0 || Tq <= 0 || H <= 0 || C <= 0) return;
     const int64_t D = C / H;
-    if (D <= 0) return;
+    if (Tk <= 0 || D <= 0) {
+        /* No keys (or empty heads): every query row is fully masked. */
+        for (int64_t i = 0; i < B * Tq * C; i++) out[i] = 0.0f;
+        return;
+    }
     const float scale = 1.0f / sqrtf((float)D);
     const int64_t BH = B * H;
-    qb_cpu_blas_single_threaded(); /* our team calls sgemm; see dense.c */
-    int failed = 0;                /* a worker's fault, recorded by this thread after the region */
-#pragma omp parallel for num_threads(ex->n_threads) schedule(static)
-    for (int64_t bh = 0; bh < BH; bh++) {
+    qb_cpu_blas_single_threaded(); /* our threads call sgemm; see dense.c */
+    atomic_int failed = 0;         /* a worker's fault, recorded by this thread after the region */
+    att_fw_job j_att_fw = {out, att, q, k, v, key_mask, H, Tq, Tk, C, D, scale, causal, &failed};
+    qb_parallel_for(ex, BH, true, att_fw_range, &j_att_fw);
+    if (atomic_load(&failed)) qb_cpu_fault_oom();
+}
+
+typedef struct att_bw_job {
+    float *dq;
+    float *dk;
+    float *dv;
+    float *datt;
+    const float *dout;
+    const float *q;
+    const float *k;
+    const float *v;
+    const float *att;
+    int64_t H;
+    int64_t Tq;
+    int64_t Tk;
+    int64_t C;
+    int64_t D;
+    float scale;
+    atomic_int *failed;
+} att_bw_job;
+
+static void att_bw_range(void *ctx, int64_t bh0, int64_t bh1, int part) {
+    (void)part;
+    const att_bw_job *job = ctx;
+    float *dq = job->dq, *dk = job->dk, *dv = job->dv, *datt = job->datt;
+    const float *dout = job->dout, *q = job->q, *k = job->k, *v = job->v, *att = job->att;
+    const int64_t H = job->H, Tq = job->Tq, Tk = job->Tk, C = job->C, D = job->D;
+    const float scale = job->scale;
+    atomic_int *failed = job->failed;
+    for (int64_t bh = bh0; bh < bh1; bh++) {
         int64_t b = bh / H, h = bh % H;
         const int64_t qoff = b * Tq * C + h * D, koff = b * Tk * C + h * D;
         const float *P = att + bh * Tq * Tk;
@@ -180,8 +225,7 @@ void qb_cpu_attention_backward(const qb_exec *ex, float *dq, float *dk, float *d
         /* dv_bh += P^T dout_bh  (kend x D);  dP = dout_bh v_bh^T  (Tq x kend) */
         if (!qb_cpu_sgemm(true, false, kend, D, Tq, 1.0f, P, Tk, dout + qoff, C, 1.0f, dv + koff, C) ||
             !qb_cpu_sgemm(false, true, Tq, kend, D, 1.0f, dout + qoff, C, v + koff, C, 0.0f, dS, Tk)) {
-#pragma omp atomic write
-            failed = 1;
+            atomic_store_explicit(failed, 1, memory_order_relaxed);
             continue;
         }
         /* softmax backward, row by row; scale is folded into the next GEMMs' alpha */
@@ -197,9 +241,22 @@ void qb_cpu_attention_backward(const qb_exec *ex, float *dq, float *dk, float *d
         /* dq_bh += scale dS k_bh  (Tq x D);  dk_bh += scale dS^T q_bh  (kend x D) */
         if (!qb_cpu_sgemm(false, false, Tq, D, kend, scale, dS, Tk, k + koff, C, 1.0f, dq + qoff, C) ||
             !qb_cpu_sgemm(true, false, kend, D, Tq, scale, dS, Tk, q + qoff, C, 1.0f, dk + koff, C)) {
-#pragma omp atomic write
-            failed = 1;
+            atomic_store_explicit(failed, 1, memory_order_relaxed);
         }
     }
-    if (failed) qb_cpu_fault_oom();
+}
+
+void qb_cpu_attention_backward(const qb_exec *ex, float *dq, float *dk, float *dv, float *datt,
+                               const float *dout, const float *q, const float *k, const float *v,
+                               const float *att, int64_t B, int64_t Tq, int64_t Tk, int64_t C, int64_t H) {
+    if (B <= 0 || Tq <= 0 || Tk <= 0 || H <= 0 || C <= 0) return;
+    const int64_t D = C / H;
+    if (D <= 0) return;
+    const float scale = 1.0f / sqrtf((float)D);
+    const int64_t BH = B * H;
+    qb_cpu_blas_single_threaded(); /* our threads call sgemm; see dense.c */
+    atomic_int failed = 0;         /* a worker's fault, recorded by this thread after the region */
+    att_bw_job j_att_bw = {dq, dk, dv, datt, dout, q, k, v, att, H, Tq, Tk, C, D, scale, &failed};
+    qb_parallel_for(ex, BH, true, att_bw_range, &j_att_bw);
+    if (atomic_load(&failed)) qb_cpu_fault_oom();
 }

@@ -24,7 +24,8 @@
  * GEMMs (one copy per 2*OC flops) and run serially: an OpenMP team between
  * BLAS calls leaves its workers spinning (libgomp's default wait policy)
  * while OpenBLAS's own pthreads need the same cores, which measured 2-5x
- * slower than serial copies on a 2-core machine. The direct path uses OpenMP.
+ * slower than serial copies on a 2-core machine. The direct path runs on
+ * qiao's pool (threads.h).
  *
  * Determinism: chunk boundaries depend only on the shapes; every output
  * element is summed in a fixed order (col2im gathers per input position
@@ -151,11 +152,22 @@ static void col2im_add(float *dinp, const float *dcol, const conv_dims *d, int64
 
 /* ---- direct loops (small problems, or no scratch) ------------------------ */
 
-static void conv_direct_forward(const qb_exec *ex, float *out, const float *inp, const float *w,
-                                const float *bias, const conv_dims *d) {
+typedef struct direct_fw_job {
+    float *out;
+    const float *inp;
+    const float *w;
+    const float *bias;
+    const conv_dims *d;
+} direct_fw_job;
+
+static void direct_fw_range(void *ctx, int64_t r0, int64_t r1, int part) {
+    (void)part;
+    const direct_fw_job *job = ctx;
+    float *out = job->out;
+    const float *inp = job->inp, *w = job->w, *bias = job->bias;
+    const conv_dims *d = job->d;
     const int64_t K = d->K, C = d->C, KC = d->KC, OC = d->OC;
-#pragma omp parallel for num_threads(ex->n_threads) schedule(static) if (d->rows * OC * KC > PAR_MIN_ELEMS)
-    for (int64_t r = 0; r < d->rows; r++) {
+    for (int64_t r = r0; r < r1; r++) {
         int64_t b = r / d->Tout, t = r % d->Tout, j0, k0, k1;
         conv_taps(d, t, &j0, &k0, &k1);
         const float *x = inp + b * d->T * C;
@@ -171,46 +183,87 @@ static void conv_direct_forward(const qb_exec *ex, float *out, const float *inp,
     }
 }
 
-static void conv_direct_backward(const qb_exec *ex, float *dinp, float *dw, const float *dout,
-                                 const float *inp, const float *w, const conv_dims *d) {
-    const int64_t K = d->K, C = d->C, KC = d->KC, OC = d->OC, s = d->stride, p = d->pad;
-    const bool par = d->rows * OC * KC > PAR_MIN_ELEMS;
-    if (dw) {
-        /* Each thread owns whole rows dw[oc]. */
-#pragma omp parallel for num_threads(ex->n_threads) schedule(static) if (par)
-        for (int64_t oc = 0; oc < OC; oc++) {
-            float *dwo = dw + oc * KC;
-            for (int64_t r = 0; r < d->rows; r++) {
-                int64_t b = r / d->Tout, t = r % d->Tout, j0, k0, k1;
-                conv_taps(d, t, &j0, &k0, &k1);
-                const float g = dout[r * OC + oc];
-                const float *x = inp + b * d->T * C;
-                for (int64_t k = k0; k < k1; k++) {
-                    const float *xj = x + (j0 + k) * C;
-                    for (int64_t c = 0; c < C; c++) dwo[c * K + k] += g * xj[c];
-                }
+static void conv_direct_forward(const qb_exec *ex, float *out, const float *inp, const float *w,
+                                const float *bias, const conv_dims *d) {
+    const int64_t KC = d->KC, OC = d->OC;
+    direct_fw_job j_direct_fw = {out, inp, w, bias, d};
+    qb_parallel_for(ex, d->rows, d->rows * OC * KC > PAR_MIN_ELEMS, direct_fw_range, &j_direct_fw);
+}
+
+typedef struct direct_bw_w_job {
+    float *dw;
+    const float *dout;
+    const float *inp;
+    const conv_dims *d;
+} direct_bw_w_job;
+
+static void direct_bw_w_range(void *ctx, int64_t oc0, int64_t oc1, int part) {
+    (void)part;
+    const direct_bw_w_job *job = ctx;
+    float *dw = job->dw;
+    const float *dout = job->dout, *inp = job->inp;
+    const conv_dims *d = job->d;
+    const int64_t K = d->K, C = d->C, KC = d->KC, OC = d->OC;
+    for (int64_t oc = oc0; oc < oc1; oc++) {
+        float *dwo = dw + oc * KC;
+        for (int64_t r = 0; r < d->rows; r++) {
+            int64_t b = r / d->Tout, t = r % d->Tout, j0, k0, k1;
+            conv_taps(d, t, &j0, &k0, &k1);
+            const float g = dout[r * OC + oc];
+            const float *x = inp + b * d->T * C;
+            for (int64_t k = k0; k < k1; k++) {
+                const float *xj = x + (j0 + k) * C;
+                for (int64_t c = 0; c < C; c++) dwo[c * K + k] += g * xj[c];
             }
         }
     }
-    if (dinp) {
-#pragma omp parallel for num_threads(ex->n_threads) schedule(static) if (par)
-        for (int64_t bj = 0; bj < d->B * d->T; bj++) {
-            int64_t b = bj / d->T, j = bj % d->T;
-            int64_t lo = j + p - K + 1;
-            int64_t t0 = lo <= 0 ? 0 : (lo + s - 1) / s;
-            int64_t t1 = (j + p) / s;
-            if (t1 > d->Tout - 1) t1 = d->Tout - 1;
-            float *dxj = dinp + bj * C;
-            for (int64_t c = 0; c < C; c++) {
-                float acc = 0.0f;
-                for (int64_t t = t0; t <= t1; t++) {
-                    int64_t k = j + p - t * s;
-                    const float *g = dout + (b * d->Tout + t) * OC;
-                    for (int64_t oc = 0; oc < OC; oc++) acc += g[oc] * w[oc * KC + c * K + k];
-                }
-                dxj[c] += acc;
+}
+
+typedef struct direct_bw_x_job {
+    float *dinp;
+    const float *dout;
+    const float *w;
+    const conv_dims *d;
+} direct_bw_x_job;
+
+static void direct_bw_x_range(void *ctx, int64_t bj0, int64_t bj1, int part) {
+    (void)part;
+    const direct_bw_x_job *job = ctx;
+    float *dinp = job->dinp;
+    const float *dout = job->dout, *w = job->w;
+    const conv_dims *d = job->d;
+    const int64_t K = d->K, C = d->C, KC = d->KC, OC = d->OC, s = d->stride, p = d->pad;
+    for (int64_t bj = bj0; bj < bj1; bj++) {
+        int64_t b = bj / d->T, j = bj % d->T;
+        int64_t lo = j + p - K + 1;
+        int64_t t0 = lo <= 0 ? 0 : (lo + s - 1) / s;
+        int64_t t1 = (j + p) / s;
+        if (t1 > d->Tout - 1) t1 = d->Tout - 1;
+        float *dxj = dinp + bj * C;
+        for (int64_t c = 0; c < C; c++) {
+            float acc = 0.0f;
+            for (int64_t t = t0; t <= t1; t++) {
+                int64_t k = j + p - t * s;
+                const float *g = dout + (b * d->Tout + t) * OC;
+                for (int64_t oc = 0; oc < OC; oc++) acc += g[oc] * w[oc * KC + c * K + k];
             }
+            dxj[c] += acc;
         }
+    }
+}
+
+static void conv_direct_backward(const qb_exec *ex, float *dinp, float *dw, const float *dout,
+                                 const float *inp, const float *w, const conv_dims *d) {
+    const int64_t KC = d->KC, OC = d->OC;
+    const bool par = d->rows * OC * KC > PAR_MIN_ELEMS;
+    if (dw) {
+        /* Each thread owns whole rows dw[oc]. */
+        direct_bw_w_job j_direct_bw_w = {dw, dout, inp, d};
+        qb_parallel_for(ex, OC, par, direct_bw_w_range, &j_direct_bw_w);
+    }
+    if (dinp) {
+        direct_bw_x_job j_direct_bw_x = {dinp, dout, w, d};
+        qb_parallel_for(ex, d->B * d->T, par, direct_bw_x_range, &j_direct_bw_x);
     }
 }
 

@@ -1,6 +1,7 @@
 /* sdk/backend/cpu/cpu.h - the CPU kernels that fill qb_cpu_ops. Each has the
- * signature of its qb_ops slot (see backend.h for semantics). Kernels run on
- * an OpenMP team of ex->n_threads; GEMM goes to OpenBLAS. */
+ * signature of its qb_ops slot (see backend.h for semantics). Kernels split
+ * their work over ex->n_threads with qiao's own pool (threads.h); GEMM goes
+ * to OpenBLAS or the packed kernel. */
 #ifndef QIAO_BACKEND_CPU_H
 #define QIAO_BACKEND_CPU_H
 
@@ -8,6 +9,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "backend/cpu/threads.h"
 
 /* ops.c: memory */
 void *qb_cpu_alloc(const qb_exec *ex, size_t bytes);
@@ -27,7 +29,7 @@ bool qb_cpu_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha
 void qb_cpu_fault_oom(void);
 
 /* dense.c */
-/* OpenBLAS runs single-threaded; qiao's OpenMP team splits the work (see
+/* OpenBLAS runs single-threaded; qiao's pool splits the work (see
  * dense.c for why). Call before cblas_* from inside a parallel region. */
 void qb_cpu_blas_single_threaded(void);
 void qb_cpu_gemm(const qb_exec *ex, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,

@@ -1,14 +1,14 @@
 /* GEMM through OpenBLAS, bias, and the small elementwise/reduction kernels. */
 #include <cblas.h>
-#include <omp.h>
+#include <stdatomic.h>
 
 #include "backend/cpu/cpu.h"
 
 /* Threading model: OpenBLAS always runs single-threaded and qiao splits each
- * GEMM over its own OpenMP team. Two reasons, both measured on the 2-core
- * build machine:
- *  - speed: with OpenBLAS's pthreads and libgomp's threads both alive, the
- *    OpenMP workers still spinning after a region (bias, layernorm, GELU)
+ * GEMM over its own threads (threads.h). Two reasons, both measured on the
+ * 2-core build machine:
+ *  - speed: with OpenBLAS's pthreads and libgomp's threads both alive (qiao
+ *    used OpenMP then), the OpenMP workers still spinning after a region (bias, layernorm, GELU)
  *    fight OpenBLAS's workers for the cores; linear layers ran at 32-54% of
  *    raw sgemm that way;
  *  - reproducibility: OpenBLAS's own threading changes the summation order
@@ -54,6 +54,43 @@ static int64_t gemm_slab(int64_t len, int64_t other, int64_t K, int *nt) {
     return len;
 }
 
+/* One GEMM call's arguments, shared by its parts. */
+typedef struct gemm_job {
+    bool ta, tb;
+    int64_t M, N, K;
+    float alpha;
+    const float *A;
+    int64_t lda, stride_a;
+    const float *B;
+    int64_t ldb, stride_b;
+    float beta;
+    float *C;
+    int64_t ldc, stride_c;
+    bool split_m;      /* slabs of rows (else of columns) */
+    int64_t len, slab; /* the split dimension and its slab length */
+    atomic_int failed; /* a part could not get a BLAS buffer */
+} gemm_job;
+
+static void gemm_batch_range(void *ctx, int64_t i0, int64_t i1, int part) {
+    (void)part;
+    gemm_job *j = ctx;
+    for (int64_t i = i0; i < i1; i++)
+        if (!sgemm_block(j->ta, j->tb, 0, j->M, 0, j->N, j->K, j->alpha, j->A + i * j->stride_a, j->lda,
+                         j->B + i * j->stride_b, j->ldb, j->beta, j->C + i * j->stride_c, j->ldc))
+            atomic_store_explicit(&j->failed, 1, memory_order_relaxed);
+}
+
+static void gemm_slab_part(void *ctx, int t, int nt) {
+    (void)nt;
+    gemm_job *j = ctx;
+    const int64_t lo = t * j->slab, hi = lo + j->slab < j->len ? lo + j->slab : j->len;
+    const bool ok = j->split_m ? sgemm_block(j->ta, j->tb, lo, hi, 0, j->N, j->K, j->alpha, j->A, j->lda, j->B,
+                                             j->ldb, j->beta, j->C, j->ldc)
+                               : sgemm_block(j->ta, j->tb, 0, j->M, lo, hi, j->K, j->alpha, j->A, j->lda, j->B,
+                                             j->ldb, j->beta, j->C, j->ldc);
+    if (!ok) atomic_store_explicit(&j->failed, 1, memory_order_relaxed);
+}
+
 void qb_cpu_gemm(const qb_exec *ex, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                  const float *A, int64_t lda, int64_t stride_a, const float *B, int64_t ldb, int64_t stride_b,
                  float beta, float *C, int64_t ldc, int64_t stride_c, int64_t batch) {
@@ -77,57 +114,87 @@ void qb_cpu_gemm(const qb_exec *ex, bool trans_a, bool trans_b, int64_t M, int64
     qb_cpu_blas_single_threaded();
     int nt = ex->n_threads;
     if (2.0 * (double)M * (double)N * (double)K * (double)batch < GEMM_PARALLEL_FLOPS) nt = 1;
-    /* A worker cannot record a fault for the calling thread: the team
-     * raises this flag, and the calling thread records it after the region. */
-    int failed = 0;
+    /* A worker cannot record a fault for the calling thread: the parts
+     * raise this flag, and the calling thread records it after the region. */
+    gemm_job j = {.ta = trans_a, .tb = trans_b, .M = M, .N = N, .K = K, .alpha = alpha, .A = A, .lda = lda,
+                  .stride_a = stride_a, .B = B, .ldb = ldb, .stride_b = stride_b, .beta = beta, .C = C,
+                  .ldc = ldc, .stride_c = stride_c};
+    atomic_init(&j.failed, 0);
     if (nt > 1 && batch >= nt) {
         /* Many independent GEMMs (attention heads): one per thread at a time. */
-#pragma omp parallel for num_threads(nt) schedule(static)
-        for (int64_t i = 0; i < batch; i++)
-            if (!sgemm_block(trans_a, trans_b, 0, M, 0, N, K, alpha, A + i * stride_a, lda, B + i * stride_b, ldb,
-                             beta, C + i * stride_c, ldc)) {
-#pragma omp atomic write
-                failed = 1;
-            }
-        if (failed) qb_cpu_fault_oom();
+        qb_parallel_for(ex, batch, true, gemm_batch_range, &j);
+        if (atomic_load(&j.failed)) qb_cpu_fault_oom();
         return;
     }
-    for (int64_t i = 0; i < batch && !failed; i++) {
+    for (int64_t i = 0; i < batch && !atomic_load(&j.failed); i++) {
         const float *a = A + i * stride_a, *b = B + i * stride_b;
         float *c = C + i * stride_c;
         if (nt == 1) {
-            failed = !sgemm_block(trans_a, trans_b, 0, M, 0, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+            if (!sgemm_block(trans_a, trans_b, 0, M, 0, N, K, alpha, a, lda, b, ldb, beta, c, ldc))
+                atomic_store(&j.failed, 1);
             continue;
         }
         /* Split the larger of M and N into equal slabs, rounded to 16 so every
          * slab keeps whole SIMD panels. */
-        const bool split_m = M >= N;
-        const int64_t len = split_m ? M : N;
-        const int64_t slab = gemm_slab(len, split_m ? N : M, K, &nt);
+        j.split_m = M >= N;
+        j.len = j.split_m ? M : N;
+        j.slab = gemm_slab(j.len, j.split_m ? N : M, K, &nt);
         if (nt == 1) {
-            failed = !sgemm_block(trans_a, trans_b, 0, M, 0, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+            if (!sgemm_block(trans_a, trans_b, 0, M, 0, N, K, alpha, a, lda, b, ldb, beta, c, ldc))
+                atomic_store(&j.failed, 1);
             continue;
         }
-#pragma omp parallel num_threads(nt)
-        {
-            int64_t t = omp_get_thread_num();
-            int64_t lo = t * slab, hi = lo + slab < len ? lo + slab : len;
-            bool ok = split_m ? sgemm_block(trans_a, trans_b, lo, hi, 0, N, K, alpha, a, lda, b, ldb, beta, c, ldc)
-                              : sgemm_block(trans_a, trans_b, 0, M, lo, hi, K, alpha, a, lda, b, ldb, beta, c, ldc);
-            if (!ok) {
-#pragma omp atomic write
-                failed = 1;
-            }
-        }
+        j.A = a;
+        j.B = b;
+        j.C = c;
+        /* One part per slab t (slab t of nt: the last ones may be empty). */
+        qb_parallel(ex, nt, gemm_slab_part, &j);
     }
-    if (failed) qb_cpu_fault_oom();
+    if (atomic_load(&j.failed)) qb_cpu_fault_oom();
+}
+
+/* The small kernels' arguments: out (N, C) rows, or n elements. */
+typedef struct vec_job {
+    float *out;
+    const float *a, *b;
+    float s;
+    int64_t C;
+} vec_job;
+
+static void bias_forward_range(void *ctx, int64_t n0, int64_t n1, int part) {
+    (void)part;
+    const vec_job *j = ctx;
+    const int64_t C = j->C;
+    for (int64_t n = n0; n < n1; n++) {
+        float *o = j->out + n * C;
+        for (int64_t c = 0; c < C; c++) o[c] += j->a[c];
+    }
 }
 
 void qb_cpu_bias_forward(const qb_exec *ex, float *out, const float *bias, int64_t N, int64_t C) {
-#pragma omp parallel for num_threads(ex->n_threads) schedule(static) if (N * C > 32768)
-    for (int64_t n = 0; n < N; n++) {
-        float *o = out + n * C;
-        for (int64_t c = 0; c < C; c++) o[c] += bias[c];
+    vec_job j = {.out = out, .a = bias, .C = C};
+    qb_parallel_for(ex, N, N * C > 32768, bias_forward_range, &j);
+}
+
+/* dbias (out) += column sums of dout (a) over N (C): blocks [cb0, cb1) of 64 columns. */
+typedef struct bias_bw_job {
+    float *dbias;
+    const float *dout;
+    int64_t N, C;
+} bias_bw_job;
+
+static void bias_backward_range(void *ctx, int64_t cb0, int64_t cb1, int part) {
+    (void)part;
+    const bias_bw_job *j = ctx;
+    const int64_t N = j->N, C = j->C, block = 64;
+    for (int64_t cb = cb0; cb < cb1; cb++) {
+        int64_t c0 = cb * block, c1 = c0 + block < C ? c0 + block : C;
+        float acc[64] = {0};
+        for (int64_t n = 0; n < N; n++) {
+            const float *d = j->dout + n * C;
+            for (int64_t c = c0; c < c1; c++) acc[c - c0] += d[c];
+        }
+        for (int64_t c = c0; c < c1; c++) j->dbias[c] += acc[c - c0];
     }
 }
 
@@ -136,49 +203,83 @@ void qb_cpu_bias_backward(const qb_exec *ex, float *dbias, const float *dout, in
      * the result does not depend on the thread count. */
     const int64_t block = 64;
     int64_t nblocks = (C + block - 1) / block;
-#pragma omp parallel for num_threads(ex->n_threads) schedule(static) if (N * C > 32768)
-    for (int64_t cb = 0; cb < nblocks; cb++) {
-        int64_t c0 = cb * block, c1 = c0 + block < C ? c0 + block : C;
-        float acc[64] = {0};
-        for (int64_t n = 0; n < N; n++) {
-            const float *d = dout + n * C;
-            for (int64_t c = c0; c < c1; c++) acc[c - c0] += d[c];
-        }
-        for (int64_t c = c0; c < c1; c++) dbias[c] += acc[c - c0];
-    }
+    bias_bw_job j = {dbias, dout, N, C};
+    qb_parallel_for(ex, nblocks, N * C > 32768, bias_backward_range, &j);
+}
+
+/* `omp simd` keeps the vectorization `omp parallel for simd` gave these. */
+static void add_range(void *ctx, int64_t i0, int64_t i1, int part) {
+    (void)part;
+    const vec_job *j = ctx;
+    float *out = j->out;
+    const float *a = j->a, *b = j->b;
+#pragma omp simd
+    for (int64_t i = i0; i < i1; i++) out[i] = a[i] + b[i];
 }
 
 void qb_cpu_add(const qb_exec *ex, float *out, const float *a, const float *b, int64_t n) {
-#pragma omp parallel for simd num_threads(ex->n_threads) schedule(static) if (parallel : n > 65536)
-    for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+    vec_job j = {.out = out, .a = a, .b = b};
+    qb_parallel_for(ex, n, n > 65536, add_range, &j);
+}
+
+static void axpy_range(void *ctx, int64_t i0, int64_t i1, int part) {
+    (void)part;
+    const vec_job *j = ctx;
+    float *y = j->out;
+    const float *x = j->a;
+    const float alpha = j->s;
+#pragma omp simd
+    for (int64_t i = i0; i < i1; i++) y[i] += alpha * x[i];
 }
 
 void qb_cpu_axpy(const qb_exec *ex, float *y, float alpha, const float *x, int64_t n) {
-#pragma omp parallel for simd num_threads(ex->n_threads) schedule(static) if (parallel : n > 65536)
-    for (int64_t i = 0; i < n; i++) y[i] += alpha * x[i];
+    vec_job j = {.out = y, .a = x, .s = alpha};
+    qb_parallel_for(ex, n, n > 65536, axpy_range, &j);
+}
+
+static void scale_range(void *ctx, int64_t i0, int64_t i1, int part) {
+    (void)part;
+    const vec_job *j = ctx;
+    float *x = j->out;
+    const float s = j->s;
+#pragma omp simd
+    for (int64_t i = i0; i < i1; i++) x[i] *= s;
 }
 
 void qb_cpu_scale(const qb_exec *ex, float *x, float s, int64_t n) {
-#pragma omp parallel for simd num_threads(ex->n_threads) schedule(static) if (parallel : n > 65536)
-    for (int64_t i = 0; i < n; i++) x[i] *= s;
+    vec_job j = {.out = x, .s = s};
+    qb_parallel_for(ex, n, n > 65536, scale_range, &j);
 }
 
 /* Reductions accumulate in double over fixed-size chunks and combine the
  * chunks in order, so the result is the same for any thread count. */
 #define RED_CHUNK 4096
+typedef struct dot_job {
+    const float *a, *b;
+    int64_t n, base;
+    double *partial;
+} dot_job;
+
+static void dot_range(void *ctx, int64_t c0, int64_t c1, int part) {
+    (void)part;
+    const dot_job *j = ctx;
+    for (int64_t c = c0; c < c1; c++) {
+        int64_t i0 = (j->base + c) * RED_CHUNK, i1 = i0 + RED_CHUNK < j->n ? i0 + RED_CHUNK : j->n;
+        double s = 0.0;
+        for (int64_t i = i0; i < i1; i++) s += (double)j->a[i] * (double)j->b[i];
+        j->partial[c] = s;
+    }
+}
+
 static double chunked_dot(const qb_exec *ex, const float *a, const float *b, int64_t n) {
     int64_t nchunks = (n + RED_CHUNK - 1) / RED_CHUNK;
     double total = 0.0;
     double partial[256];
+    dot_job j = {a, b, n, 0, partial};
     for (int64_t base = 0; base < nchunks; base += 256) {
         int64_t cnt = nchunks - base < 256 ? nchunks - base : 256;
-#pragma omp parallel for num_threads(ex->n_threads) schedule(static) if (n > 65536)
-        for (int64_t c = 0; c < cnt; c++) {
-            int64_t i0 = (base + c) * RED_CHUNK, i1 = i0 + RED_CHUNK < n ? i0 + RED_CHUNK : n;
-            double s = 0.0;
-            for (int64_t i = i0; i < i1; i++) s += (double)a[i] * (double)b[i];
-            partial[c] = s;
-        }
+        j.base = base;
+        qb_parallel_for(ex, cnt, n > 65536, dot_range, &j);
         for (int64_t c = 0; c < cnt; c++) total += partial[c];
     }
     return total;

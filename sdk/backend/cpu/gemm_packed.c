@@ -27,7 +27,6 @@
  * applied once. Threads split whole (panel, row block) tiles, so the bits
  * do not depend on the thread count or on which thread ran a tile. */
 #include <immintrin.h>
-#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -269,6 +268,24 @@ static void run_jobs(int64_t g0, int64_t g1, const packed_job *jobs, int64_t til
     }
 }
 
+/* run_jobs' arguments, for the parts of one region. */
+typedef struct packed_region {
+    const packed_job *jobs;
+    int64_t tiles, row_blocks, all, M, N, K, KW;
+    float alpha;
+    const float *A;
+    int64_t lda;
+    float beta;
+    int64_t ldc;
+} packed_region;
+
+/* Part t of n: tiles [t * all / n, (t + 1) * all / n). */
+static void packed_part(void *ctx, int t, int n) {
+    const packed_region *r = ctx;
+    run_jobs((int64_t)t * r->all / n, ((int64_t)t + 1) * r->all / n, r->jobs, r->tiles, r->row_blocks, r->M, r->N,
+             r->K, r->KW, r->alpha, r->A, r->lda, r->beta, r->ldc);
+}
+
 /* n GEMMs C_j = alpha A W_j^T + beta C_j (+ epilogue) in one parallel
  * region: the tiles of all n split evenly between the threads, so GEMMs
  * that share their input (attention's Q, K and V) cost one fork and join,
@@ -284,11 +301,8 @@ static void run_packed(const qb_exec *ex, int64_t M, int64_t N, int64_t K, float
         run_jobs(0, all, jobs, tiles, row_blocks, M, N, K, KW, alpha, A, lda, beta, ldc);
         return;
     }
-#pragma omp parallel num_threads(nt)
-    {
-        const int64_t t = omp_get_thread_num(), n = omp_get_num_threads();
-        run_jobs(t * all / n, (t + 1) * all / n, jobs, tiles, row_blocks, M, N, K, KW, alpha, A, lda, beta, ldc);
-    }
+    packed_region r = {jobs, tiles, row_blocks, all, M, N, K, KW, alpha, A, lda, beta, ldc};
+    qb_parallel(ex, nt, packed_part, &r);
 }
 #endif
 

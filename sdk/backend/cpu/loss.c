@@ -22,12 +22,26 @@ static inline bool row_counts(int32_t t, int64_t V, int32_t ignore_index) {
     return t != ignore_index && t >= 0 && (int64_t)t < V;
 }
 
-void qb_cpu_cross_entropy_forward(const qb_exec *ex, float *losses, float *probs, const float *logits,
-                                  const int32_t *targets, int64_t N, int64_t V, float smoothing,
-                                  int32_t ignore_index) {
-    if (V <= 0) return;
-#pragma omp parallel for num_threads(ex->n_threads) schedule(static) if (N * V > PAR_MIN_ELEMS)
-    for (int64_t i = 0; i < N; i++) {
+typedef struct ce_fw_job {
+    float *losses;
+    float *probs;
+    const float *logits;
+    const int32_t *targets;
+    int64_t V;
+    float smoothing;
+    int32_t ignore_index;
+} ce_fw_job;
+
+static void ce_fw_range(void *ctx, int64_t i0, int64_t i1, int part) {
+    (void)part;
+    const ce_fw_job *job = ctx;
+    float *losses = job->losses, *probs = job->probs;
+    const float *logits = job->logits;
+    const int32_t *targets = job->targets;
+    const int64_t V = job->V;
+    const float smoothing = job->smoothing;
+    const int32_t ignore_index = job->ignore_index;
+    for (int64_t i = i0; i < i1; i++) {
         const float *z = logits + i * V;
         float *p = probs + i * V;
         float m = z[0];
@@ -54,14 +68,35 @@ void qb_cpu_cross_entropy_forward(const qb_exec *ex, float *losses, float *probs
     }
 }
 
-void qb_cpu_cross_entropy_backward(const qb_exec *ex, float *dlogits, float scale, const float *probs,
-                                   const int32_t *targets, int64_t N, int64_t V, float smoothing,
-                                   int32_t ignore_index) {
+void qb_cpu_cross_entropy_forward(const qb_exec *ex, float *losses, float *probs, const float *logits,
+                                  const int32_t *targets, int64_t N, int64_t V, float smoothing,
+                                  int32_t ignore_index) {
     if (V <= 0) return;
-    const float off = smoothing / (float)V; /* q_j for j != t */
-    const float on = 1.0f - smoothing;      /* q_t - off */
-#pragma omp parallel for num_threads(ex->n_threads) schedule(static) if (N * V > PAR_MIN_ELEMS)
-    for (int64_t i = 0; i < N; i++) {
+    ce_fw_job j_ce_fw = {losses, probs, logits, targets, V, smoothing, ignore_index};
+    qb_parallel_for(ex, N, N * V > PAR_MIN_ELEMS, ce_fw_range, &j_ce_fw);
+}
+
+typedef struct ce_bw_job {
+    float *dlogits;
+    const float *probs;
+    const int32_t *targets;
+    int64_t V;
+    float scale;
+    float off;
+    float on;
+    int32_t ignore_index;
+} ce_bw_job;
+
+static void ce_bw_range(void *ctx, int64_t i0, int64_t i1, int part) {
+    (void)part;
+    const ce_bw_job *job = ctx;
+    float *dlogits = job->dlogits;
+    const float *probs = job->probs;
+    const int32_t *targets = job->targets;
+    const int64_t V = job->V;
+    const float scale = job->scale, off = job->off, on = job->on;
+    const int32_t ignore_index = job->ignore_index;
+    for (int64_t i = i0; i < i1; i++) {
         int32_t t = targets ? targets[i] : (int32_t)i;
         if (!row_counts(t, V, ignore_index)) continue;
         const float d = scale;
@@ -70,4 +105,14 @@ void qb_cpu_cross_entropy_backward(const qb_exec *ex, float *dlogits, float scal
         for (int64_t j = 0; j < V; j++) dz[j] += d * (p[j] - off);
         dz[t] -= d * on;
     }
+}
+
+void qb_cpu_cross_entropy_backward(const qb_exec *ex, float *dlogits, float scale, const float *probs,
+                                   const int32_t *targets, int64_t N, int64_t V, float smoothing,
+                                   int32_t ignore_index) {
+    if (V <= 0) return;
+    const float off = smoothing / (float)V; /* q_j for j != t */
+    const float on = 1.0f - smoothing;      /* q_t - off */
+    ce_bw_job j_ce_bw = {dlogits, probs, targets, V, scale, off, on, ignore_index};
+    qb_parallel_for(ex, N, N * V > PAR_MIN_ELEMS, ce_bw_range, &j_ce_bw);
 }

@@ -15,15 +15,25 @@
  * 2+ thread team work at C >= 128. */
 #define COL_BLOCK 64
 
-/* ---- LayerNorm (Ba et al. 2016), as torch.nn.LayerNorm ---------------------
- * mean = sum x / C, var = sum (x - mean)^2 / C (biased), rstd = 1/sqrt(var + eps),
- * out = (x - mean) rstd w + b. Statistics are accumulated in double and in
- * two passes, so a large common offset in x does not cancel digits. */
-void qb_cpu_layernorm_forward(const qb_exec *ex, float *out, float *mean, float *rstd, const float *inp,
-                              const float *w, const float *b, int64_t N, int64_t C, float eps) {
-    if (C <= 0) return;
-#pragma omp parallel for num_threads(ex->n_threads) schedule(static) if (N * C > PAR_MIN_ELEMS)
-    for (int64_t n = 0; n < N; n++) {
+typedef struct ln_fw_job {
+    float *out;
+    float *mean;
+    float *rstd;
+    const float *inp;
+    const float *w;
+    const float *b;
+    int64_t C;
+    float eps;
+} ln_fw_job;
+
+static void ln_fw_range(void *ctx, int64_t n0, int64_t n1, int part) {
+    (void)part;
+    const ln_fw_job *j = ctx;
+    float *out = j->out, *mean = j->mean, *rstd = j->rstd;
+    const float *inp = j->inp, *w = j->w, *b = j->b;
+    const int64_t C = j->C;
+    const float eps = j->eps;
+    for (int64_t n = n0; n < n1; n++) {
         const float *x = inp + n * C;
         float *y = out + n * C;
         /* The two sums in `omp simd` (partial sums per lane, still in
@@ -47,14 +57,34 @@ void qb_cpu_layernorm_forward(const qb_exec *ex, float *out, float *mean, float 
     }
 }
 
-/* With xhat = (x - mean) rstd and g = w * dout:
- *   dx = rstd (g - mean(g) - xhat mean(g xhat)),  dw += sum_n dout xhat,  db += sum_n dout. */
-void qb_cpu_layernorm_backward(const qb_exec *ex, float *dinp, float *dw, float *db, const float *dout,
-                               const float *inp, const float *w, const float *mean, const float *rstd,
-                               int64_t N, int64_t C) {
+/* ---- LayerNorm (Ba et al. 2016), as torch.nn.LayerNorm ---------------------
+ * mean = sum x / C, var = sum (x - mean)^2 / C (biased), rstd = 1/sqrt(var + eps),
+ * out = (x - mean) rstd w + b. Statistics are accumulated in double and in
+ * two passes, so a large common offset in x does not cancel digits. */
+void qb_cpu_layernorm_forward(const qb_exec *ex, float *out, float *mean, float *rstd, const float *inp,
+                              const float *w, const float *b, int64_t N, int64_t C, float eps) {
     if (C <= 0) return;
-#pragma omp parallel for num_threads(ex->n_threads) schedule(static) if (N * C > PAR_MIN_ELEMS)
-    for (int64_t n = 0; n < N; n++) {
+    ln_fw_job j_ln_fw = {out, mean, rstd, inp, w, b, C, eps};
+    qb_parallel_for(ex, N, N * C > PAR_MIN_ELEMS, ln_fw_range, &j_ln_fw);
+}
+
+typedef struct ln_bw_x_job {
+    float *dinp;
+    const float *dout;
+    const float *inp;
+    const float *w;
+    const float *mean;
+    const float *rstd;
+    int64_t C;
+} ln_bw_x_job;
+
+static void ln_bw_x_range(void *ctx, int64_t n0, int64_t n1, int part) {
+    (void)part;
+    const ln_bw_x_job *j = ctx;
+    float *dinp = j->dinp;
+    const float *dout = j->dout, *inp = j->inp, *w = j->w, *mean = j->mean, *rstd = j->rstd;
+    const int64_t C = j->C;
+    for (int64_t n = n0; n < n1; n++) {
         const float *x = inp + n * C;
         const float *dy = dout + n * C;
         float *dx = dinp + n * C;
@@ -72,10 +102,26 @@ void qb_cpu_layernorm_backward(const qb_exec *ex, float *dinp, float *dw, float 
             dx[c] += rs * (w[c] * dy[c] - gmean - xh * gxmean);
         }
     }
+}
 
-    int64_t nblocks = (C + COL_BLOCK - 1) / COL_BLOCK;
-#pragma omp parallel for num_threads(ex->n_threads) schedule(static) if (N * C > PAR_MIN_ELEMS)
-    for (int64_t cb = 0; cb < nblocks; cb++) {
+typedef struct ln_bw_w_job {
+    float *dw;
+    float *db;
+    const float *dout;
+    const float *inp;
+    const float *mean;
+    const float *rstd;
+    int64_t N;
+    int64_t C;
+} ln_bw_w_job;
+
+static void ln_bw_w_range(void *ctx, int64_t cb0, int64_t cb1, int part) {
+    (void)part;
+    const ln_bw_w_job *j = ctx;
+    float *dw = j->dw, *db = j->db;
+    const float *dout = j->dout, *inp = j->inp, *mean = j->mean, *rstd = j->rstd;
+    const int64_t N = j->N, C = j->C;
+    for (int64_t cb = cb0; cb < cb1; cb++) {
         int64_t c0 = cb * COL_BLOCK, c1 = c0 + COL_BLOCK < C ? c0 + COL_BLOCK : C;
         float aw[COL_BLOCK] = {0}, ab[COL_BLOCK] = {0};
         for (int64_t n = 0; n < N; n++) {
@@ -94,17 +140,36 @@ void qb_cpu_layernorm_backward(const qb_exec *ex, float *dinp, float *dw, float 
     }
 }
 
-/* ---- L2 normalization, as torch.nn.functional.normalize ---------------------
- * out = x / d with d = max(||x||_2, eps); norm[n] = d.
- * Unclamped (||x|| > eps): dx = (dout - out (out . dout)) / ||x||.
- * Clamped (d = eps, a constant): out = x / eps, so dx = dout / eps, a scaling
- * that does not depend on x. The backward tells the two apart by norm > eps;
- * at an exact tie PyTorch's clamp_min passes the gradient through the norm,
- * which norm > eps treats as clamped: a measure-zero difference. */
-void qb_cpu_l2norm_forward(const qb_exec *ex, float *out, float *norm, const float *inp, int64_t N, int64_t C,
-                           float eps) {
-#pragma omp parallel for num_threads(ex->n_threads) schedule(static) if (N * C > PAR_MIN_ELEMS)
-    for (int64_t n = 0; n < N; n++) {
+/* With xhat = (x - mean) rstd and g = w * dout:
+ *   dx = rstd (g - mean(g) - xhat mean(g xhat)),  dw += sum_n dout xhat,  db += sum_n dout. */
+void qb_cpu_layernorm_backward(const qb_exec *ex, float *dinp, float *dw, float *db, const float *dout,
+                               const float *inp, const float *w, const float *mean, const float *rstd,
+                               int64_t N, int64_t C) {
+    if (C <= 0) return;
+    ln_bw_x_job j_ln_bw_x = {dinp, dout, inp, w, mean, rstd, C};
+    qb_parallel_for(ex, N, N * C > PAR_MIN_ELEMS, ln_bw_x_range, &j_ln_bw_x);
+
+    int64_t nblocks = (C + COL_BLOCK - 1) / COL_BLOCK;
+    ln_bw_w_job j_ln_bw_w = {dw, db, dout, inp, mean, rstd, N, C};
+    qb_parallel_for(ex, nblocks, N * C > PAR_MIN_ELEMS, ln_bw_w_range, &j_ln_bw_w);
+}
+
+typedef struct l2_fw_job {
+    float *out;
+    float *norm;
+    const float *inp;
+    int64_t C;
+    float eps;
+} l2_fw_job;
+
+static void l2_fw_range(void *ctx, int64_t n0, int64_t n1, int part) {
+    (void)part;
+    const l2_fw_job *j = ctx;
+    float *out = j->out, *norm = j->norm;
+    const float *inp = j->inp;
+    const int64_t C = j->C;
+    const float eps = j->eps;
+    for (int64_t n = n0; n < n1; n++) {
         const float *x = inp + n * C;
         float *y = out + n * C;
         double ss = 0.0;
@@ -117,10 +182,36 @@ void qb_cpu_l2norm_forward(const qb_exec *ex, float *out, float *norm, const flo
     }
 }
 
-void qb_cpu_l2norm_backward(const qb_exec *ex, float *dinp, const float *dout, const float *out,
-                            const float *norm, int64_t N, int64_t C, float eps) {
-#pragma omp parallel for num_threads(ex->n_threads) schedule(static) if (N * C > PAR_MIN_ELEMS)
-    for (int64_t n = 0; n < N; n++) {
+/* ---- L2 normalization, as torch.nn.functional.normalize ---------------------
+ * out = x / d with d = max(||x||_2, eps); norm[n] = d.
+ * Unclamped (||x|| > eps): dx = (dout - out (out . dout)) / ||x||.
+ * Clamped (d = eps, a constant): out = x / eps, so dx = dout / eps, a scaling
+ * that does not depend on x. The backward tells the two apart by norm > eps;
+ * at an exact tie PyTorch's clamp_min passes the gradient through the norm,
+ * which norm > eps treats as clamped: a measure-zero difference. */
+void qb_cpu_l2norm_forward(const qb_exec *ex, float *out, float *norm, const float *inp, int64_t N, int64_t C,
+                           float eps) {
+    l2_fw_job j_l2_fw = {out, norm, inp, C, eps};
+    qb_parallel_for(ex, N, N * C > PAR_MIN_ELEMS, l2_fw_range, &j_l2_fw);
+}
+
+typedef struct l2_bw_job {
+    float *dinp;
+    const float *dout;
+    const float *out;
+    const float *norm;
+    int64_t C;
+    float eps;
+} l2_bw_job;
+
+static void l2_bw_range(void *ctx, int64_t n0, int64_t n1, int part) {
+    (void)part;
+    const l2_bw_job *j = ctx;
+    float *dinp = j->dinp;
+    const float *dout = j->dout, *out = j->out, *norm = j->norm;
+    const int64_t C = j->C;
+    const float eps = j->eps;
+    for (int64_t n = n0; n < n1; n++) {
         const float *y = out + n * C;
         const float *dy = dout + n * C;
         float *dx = dinp + n * C;
@@ -133,4 +224,10 @@ void qb_cpu_l2norm_backward(const qb_exec *ex, float *dinp, const float *dout, c
             for (int64_t c = 0; c < C; c++) dx[c] += dy[c] * inv;
         }
     }
+}
+
+void qb_cpu_l2norm_backward(const qb_exec *ex, float *dinp, const float *dout, const float *out,
+                            const float *norm, int64_t N, int64_t C, float eps) {
+    l2_bw_job j_l2_bw = {dinp, dout, out, norm, C, eps};
+    qb_parallel_for(ex, N, N * C > PAR_MIN_ELEMS, l2_bw_range, &j_l2_bw);
 }

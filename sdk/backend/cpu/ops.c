@@ -1,5 +1,4 @@
 /* The CPU backend's op table, its memory functions and the exec context. */
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,7 +34,7 @@ void qb_exec_cpu(qb_exec *ex, int n_threads) {
     memset(ex, 0, sizeof *ex);
     ex->ops = &qb_cpu_ops;
     ex->kind = QB_CPU;
-    ex->n_threads = n_threads > 0 ? n_threads : omp_get_num_procs();
+    ex->n_threads = n_threads > 0 ? n_threads : qb_cpu_count();
 }
 
 const qb_ops qb_cpu_ops = {

@@ -13,11 +13,22 @@ static inline bool is_real(const uint8_t *mask, int64_t b, int64_t T, int64_t t)
     return !mask || mask[b * T + t];
 }
 
-/* out[b] = sum over real t of inp[b, t] / (number of real t). */
-void qb_cpu_pool_mean_forward(const qb_exec *ex, float *out, const float *inp, const uint8_t *mask,
-                              int64_t B, int64_t T, int64_t C) {
-#pragma omp parallel for num_threads(ex->n_threads) schedule(static) if (B * T * C > PAR_MIN_ELEMS)
-    for (int64_t b = 0; b < B; b++) {
+typedef struct mean_fw_job {
+    float *out;
+    const float *inp;
+    const uint8_t *mask;
+    int64_t T;
+    int64_t C;
+} mean_fw_job;
+
+static void mean_fw_range(void *ctx, int64_t b0, int64_t b1, int part) {
+    (void)part;
+    const mean_fw_job *j = ctx;
+    float *out = j->out;
+    const float *inp = j->inp;
+    const uint8_t *mask = j->mask;
+    const int64_t T = j->T, C = j->C;
+    for (int64_t b = b0; b < b1; b++) {
         float *o = out + b * C;
         for (int64_t c = 0; c < C; c++) o[c] = 0.0f;
         int64_t n = 0;
@@ -34,11 +45,29 @@ void qb_cpu_pool_mean_forward(const qb_exec *ex, float *out, const float *inp, c
     }
 }
 
-/* dinp[b, t] += dout[b] / n for each real t. */
-void qb_cpu_pool_mean_backward(const qb_exec *ex, float *dinp, const float *dout, const uint8_t *mask,
-                               int64_t B, int64_t T, int64_t C) {
-#pragma omp parallel for num_threads(ex->n_threads) schedule(static) if (B * T * C > PAR_MIN_ELEMS)
-    for (int64_t b = 0; b < B; b++) {
+/* out[b] = sum over real t of inp[b, t] / (number of real t). */
+void qb_cpu_pool_mean_forward(const qb_exec *ex, float *out, const float *inp, const uint8_t *mask,
+                              int64_t B, int64_t T, int64_t C) {
+    mean_fw_job j_mean_fw = {out, inp, mask, T, C};
+    qb_parallel_for(ex, B, B * T * C > PAR_MIN_ELEMS, mean_fw_range, &j_mean_fw);
+}
+
+typedef struct mean_bw_job {
+    float *dinp;
+    const float *dout;
+    const uint8_t *mask;
+    int64_t T;
+    int64_t C;
+} mean_bw_job;
+
+static void mean_bw_range(void *ctx, int64_t b0, int64_t b1, int part) {
+    (void)part;
+    const mean_bw_job *j = ctx;
+    float *dinp = j->dinp;
+    const float *dout = j->dout;
+    const uint8_t *mask = j->mask;
+    const int64_t T = j->T, C = j->C;
+    for (int64_t b = b0; b < b1; b++) {
         int64_t n = 0;
         for (int64_t t = 0; t < T; t++) n += is_real(mask, b, T, t);
         if (n == 0) continue;
@@ -52,13 +81,31 @@ void qb_cpu_pool_mean_backward(const qb_exec *ex, float *dinp, const float *dout
     }
 }
 
-/* out[b, c] = max over real t of inp[b, t, c]; argmax[b, c] = the first such
- * t. The first real token always wins the comparison with "none yet", so a
- * row of -inf (or NaN) still selects a real position. */
-void qb_cpu_pool_max_forward(const qb_exec *ex, float *out, int32_t *argmax, const float *inp,
-                             const uint8_t *mask, int64_t B, int64_t T, int64_t C) {
-#pragma omp parallel for num_threads(ex->n_threads) schedule(static) if (B * T * C > PAR_MIN_ELEMS)
-    for (int64_t b = 0; b < B; b++) {
+/* dinp[b, t] += dout[b] / n for each real t. */
+void qb_cpu_pool_mean_backward(const qb_exec *ex, float *dinp, const float *dout, const uint8_t *mask,
+                               int64_t B, int64_t T, int64_t C) {
+    mean_bw_job j_mean_bw = {dinp, dout, mask, T, C};
+    qb_parallel_for(ex, B, B * T * C > PAR_MIN_ELEMS, mean_bw_range, &j_mean_bw);
+}
+
+typedef struct max_fw_job {
+    float *out;
+    int32_t *argmax;
+    const float *inp;
+    const uint8_t *mask;
+    int64_t T;
+    int64_t C;
+} max_fw_job;
+
+static void max_fw_range(void *ctx, int64_t b0, int64_t b1, int part) {
+    (void)part;
+    const max_fw_job *j = ctx;
+    float *out = j->out;
+    int32_t *argmax = j->argmax;
+    const float *inp = j->inp;
+    const uint8_t *mask = j->mask;
+    const int64_t T = j->T, C = j->C;
+    for (int64_t b = b0; b < b1; b++) {
         float *o = out + b * C;
         int32_t *am = argmax + b * C;
         for (int64_t c = 0; c < C; c++) {
@@ -78,15 +125,42 @@ void qb_cpu_pool_max_forward(const qb_exec *ex, float *out, int32_t *argmax, con
     }
 }
 
-/* dinp[b, argmax[b, c], c] += dout[b, c]; argmax outside [0, T) passes nothing. */
-void qb_cpu_pool_max_backward(const qb_exec *ex, float *dinp, const float *dout, const int32_t *argmax,
-                              int64_t B, int64_t T, int64_t C) {
-#pragma omp parallel for num_threads(ex->n_threads) schedule(static) if (B * C > PAR_MIN_ELEMS)
-    for (int64_t b = 0; b < B; b++) {
+/* out[b, c] = max over real t of inp[b, t, c]; argmax[b, c] = the first such
+ * t. The first real token always wins the comparison with "none yet", so a
+ * row of -inf (or NaN) still selects a real position. */
+void qb_cpu_pool_max_forward(const qb_exec *ex, float *out, int32_t *argmax, const float *inp,
+                             const uint8_t *mask, int64_t B, int64_t T, int64_t C) {
+    max_fw_job j_max_fw = {out, argmax, inp, mask, T, C};
+    qb_parallel_for(ex, B, B * T * C > PAR_MIN_ELEMS, max_fw_range, &j_max_fw);
+}
+
+typedef struct max_bw_job {
+    float *dinp;
+    const float *dout;
+    const int32_t *argmax;
+    int64_t T;
+    int64_t C;
+} max_bw_job;
+
+static void max_bw_range(void *ctx, int64_t b0, int64_t b1, int part) {
+    (void)part;
+    const max_bw_job *j = ctx;
+    float *dinp = j->dinp;
+    const float *dout = j->dout;
+    const int32_t *argmax = j->argmax;
+    const int64_t T = j->T, C = j->C;
+    for (int64_t b = b0; b < b1; b++) {
         for (int64_t c = 0; c < C; c++) {
             int64_t t = argmax[b * C + c];
             if (t < 0 || t >= T) continue;
             dinp[(b * T + t) * C + c] += dout[b * C + c];
         }
     }
+}
+
+/* dinp[b, argmax[b, c], c] += dout[b, c]; argmax outside [0, T) passes nothing. */
+void qb_cpu_pool_max_backward(const qb_exec *ex, float *dinp, const float *dout, const int32_t *argmax,
+                              int64_t B, int64_t T, int64_t C) {
+    max_bw_job j_max_bw = {dinp, dout, argmax, T, C};
+    qb_parallel_for(ex, B, B * C > PAR_MIN_ELEMS, max_bw_range, &j_max_bw);
 }
