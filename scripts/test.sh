@@ -3,7 +3,7 @@
 #   1. a Release build with warnings as errors, all tests;
 #   2. the same suite under AddressSanitizer + UndefinedBehaviorSanitizer;
 #   3. the tests that call the public API from several threads at once,
-#      under ThreadSanitizer, with one-thread OpenMP (see below);
+#      under ThreadSanitizer, kernel threads included (see below);
 #   4. each libFuzzer target for a short run (clang; scripts/fuzz.sh runs
 #      them longer and grows the corpus, docs/fuzzing.md).
 # Usage: scripts/test.sh [--no-sanitize] [--no-tsan] [--no-fuzz]
@@ -44,18 +44,19 @@ if ((tsan)); then
   echo "== ThreadSanitizer: the public API from several threads at once"
   # Sessions, models, decoders, the tokenizer, thread-local errors and the
   # search indexer's decode-ahead thread, each used from several pthreads.
-  # libgomp is not built with TSan, so the hand-offs inside an OpenMP team
-  # (a region's start, its barrier) are invisible to it and every parallel
-  # region would be reported as a race. OMP_THREAD_LIMIT=1 caps every team
-  # at one thread (it overrides the num_threads() a session asks for; the
-  # tests' own OMP_NUM_THREADS=2 does not), so what TSan checks is the
-  # application threads against each other, which is what the API promises.
-  # Races inside one session's OpenMP kernels are not covered here; the
-  # bit-identical-for-any-thread-count tests are what guard those.
+  # The kernels run on qiao's own pthreads pool (sdk/backend/cpu/threads.c),
+  # whose hand-offs TSan follows, so it checks each session's kernel threads
+  # as well as the application threads against each other; test_threads
+  # drives the pool itself from many callers. libgomp (still used by the data
+  # generators) is not built with TSan: OMP_THREAD_LIMIT=1 keeps any OpenMP
+  # team at one thread, so it cannot report its own hand-offs as races.
   tsan_tests=(test_api.thread_local_errors test_embed_api.threads_deterministic
               test_image.decode_on_four_threads test_audio.test_threads_decode_and_mel
               test_tokenizer.thread_safety test_search.index_and_query test_search.interrupt_resume
-              test_search_api.threads)
+              test_search_api.threads
+              test_threads.concurrent_callers test_threads.nested_runs_serially
+              test_threads.kernels_match_serial test_threads.workers_joined_at_thread_exit
+              test_threads.creation_failure_runs_serially)
   tsan_targets=$(printf '%s\n' "${tsan_tests[@]}" | sed 's/\..*//' | sort -u)
   cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQIAO_TSAN=ON -DQIAO_WERROR=ON \
         -DQIAO_BUILD_BENCH=OFF >/dev/null
