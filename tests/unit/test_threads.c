@@ -5,13 +5,16 @@
  * once; a region inside a region runs serially on its thread; many threads
  * run regions at once, each on its own pool, with the kernels' bits
  * unchanged; a pool's workers are joined when its thread exits; when no
- * worker can be created the work runs on the calling thread; and real
- * kernels give the same bits for 1 to 4 threads. */
+ * worker can be created the work runs on the calling thread; a fork's child
+ * still runs regions; and real kernels give the same bits for 1 to 4
+ * threads. */
 #include <dirent.h>
 #include <omp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "backend/cpu/cpu.h"
 #include "testutil.h"
@@ -398,6 +401,38 @@ static void creation_failure_runs_serially(void **state) {
     kernel_out_free(&ref);
 }
 
+/* A fork's child inherits this thread's pool but none of its workers: its
+ * regions must still finish (on a fresh pool), twice, and give every index
+ * once. The child exits with 0 on success; an alarm ends a hung child. */
+static void fork_child_runs_regions(void **state) {
+    (void)state;
+    qb_exec ex;
+    qb_exec_cpu(&ex, 3);
+    static parts p;
+    memset(&p, 0, sizeof p);
+    p.n_parts = 6;
+    qb_parallel(&ex, 6, count_part, &p); /* this thread's pool now has workers */
+    assert_true(qb_threads_workers() >= 2);
+    fflush(NULL);
+    const pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        alarm(20);
+        int bad = 0;
+        for (int round = 0; round < 2; round++) {
+            memset(&p, 0, sizeof p);
+            p.n_parts = 6;
+            qb_parallel(&ex, 6, count_part, &p);
+            for (int i = 0; i < 6; i++) bad += atomic_load(&p.calls[i]) != 1;
+        }
+        _exit(bad ? 1 : 0);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(each_index_once_static),
     cmocka_unit_test(serial_when_asked),
@@ -407,6 +442,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(concurrent_callers),
     cmocka_unit_test(workers_joined_at_thread_exit),
     cmocka_unit_test(creation_failure_runs_serially),
+    cmocka_unit_test(fork_child_runs_regions),
 };
 
 QT_MAIN(tests)

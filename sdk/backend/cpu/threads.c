@@ -70,6 +70,7 @@ typedef struct qb_pool {
     uint32_t seq;  /* the caller's count of regions, wrapping (caller-only) */
     int n_workers; /* caller-only */
     unsigned fork_epoch;
+    struct qb_pool *forsaken_next; /* the list of pools dropped in fork children */
     pthread_t th[QB_MAX_WORKERS];
     struct worker_arg {
         struct qb_pool *pool;
@@ -193,9 +194,11 @@ static void pool_destroy(void *v) {
 
 /* In a fork's child only the forking thread exists: a pool it inherited
  * would wait forever for workers. Pools remember the epoch they were made
- * in; a pool of an older epoch is dropped (kept reachable, never freed: its
- * mutex may be locked by a thread that no longer exists). */
-static qb_pool *volatile g_forsaken;
+ * in; a pool of an older epoch is dropped: kept on this list, reachable,
+ * never freed (its mutex may be locked by a thread that no longer exists).
+ * Only the forking thread can hold such a pool, so the list needs no lock
+ * (one pool per fork, in the process that forked). */
+static qb_pool *g_forsaken;
 static void atfork_child(void) { atomic_fetch_add(&g_fork_epoch, 1); }
 
 static void init_once(void) {
@@ -223,6 +226,7 @@ static qb_pool *get_pool(int want) {
     if (!g_key_ok) return NULL;
     qb_pool *p = pthread_getspecific(g_key);
     if (p && p->fork_epoch != atomic_load(&g_fork_epoch)) {
+        p->forsaken_next = g_forsaken;
         g_forsaken = p;
         p = NULL;
         if (pthread_setspecific(g_key, NULL) != 0) return NULL;
