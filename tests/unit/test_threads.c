@@ -401,9 +401,11 @@ static void creation_failure_runs_serially(void **state) {
     kernel_out_free(&ref);
 }
 
-/* A fork's child inherits this thread's pool but none of its workers: its
- * regions must still finish (on a fresh pool), twice, and give every index
- * once. The child exits with 0 on success; an alarm ends a hung child. */
+/* A fork's child inherits this thread's pool but none of its workers (and
+ * maybe a mutex some worker held): its regions must run on a fresh pool
+ * whose workers exist in the child (counted in /proc/self/task), twice,
+ * each part once. The child exits with 0 on success; an alarm ends a hung
+ * child. */
 static void fork_child_runs_regions(void **state) {
     (void)state;
     qb_exec ex;
@@ -425,6 +427,8 @@ static void fork_child_runs_regions(void **state) {
             qb_parallel(&ex, 6, count_part, &p);
             for (int i = 0; i < 6; i++) bad += atomic_load(&p.calls[i]) != 1;
         }
+        const int tasks = task_count();
+        bad += tasks >= 0 && (qb_threads_workers() != 2 || tasks != 3);
         _exit(bad ? 1 : 0);
     }
     int status = 0;
