@@ -134,7 +134,7 @@ static void att_bwd_raw(void *c) { att_gemms(c, 1); }
 
 /* The peer runs OpenBLAS with its own threading, as an application calling
  * cblas_sgemm directly would; qiao keeps OpenBLAS single-threaded and
- * splits GEMMs over its OpenMP team (see sdk/backend/cpu/dense.c), and sets
+ * splits GEMMs over its own thread pool (see sdk/backend/cpu/dense.c), and sets
  * that up again itself on its next call. */
 static int peer_threads = 2;
 static double time_peer(bench_fn fn, void *ctx) {

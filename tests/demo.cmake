@@ -205,6 +205,6 @@ cli_expect(NAME cli.selfcheck RC 0 ARGS selfcheck --threads 1 --out ${QIAO_DEMO_
   STDOUT "held-out accuracy 0\\.[5-9][0-9]* \\(chance 0\\.1250\\).*model written to .*selfcheck\\.safetensors: 38 tensors")
 cli_expect(NAME cli.selfcheck.bad_option RC 2 ARGS selfcheck --fast STDERR "usage: qiao selfcheck")
 set_property(TEST cli.selfcheck cli.selfcheck.bad_option APPEND PROPERTY LABELS demo)
-# One thread: ~10 s alone in Release (~65 s with sanitizers), and no spinning OpenMP
-# team fighting other tests for the cores.
+# One thread: ~10 s alone in Release (~65 s with sanitizers), and no second
+# worker spinning against other tests for the cores.
 set_tests_properties(cli.selfcheck PROPERTIES TIMEOUT 240)
