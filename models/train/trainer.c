@@ -560,7 +560,8 @@ qiao_status qtr_run(const qtr_objective *o, const qtr_params *p, qtr_result *res
     if (st == QIAO_OK && stopped && p->ckpt_path && saved != r.step &&
         (st = save_checkpoint(&r, r.seconds_before + (qc_now() - t0))) == QIAO_OK)
         saved = r.step;
-    if (st == QIAO_OK && p->prof && p->prof_roofline_s > 0) st = qtr_profile_roofline(p->ex, p->prof, p->prof_roofline_s);
+    if (st == QIAO_OK && p->prof && p->prof_roofline_s > 0)
+        st = qtr_profile_roofline(p->ex, p->prof, p->prof_roofline_s);
     if (r.csv && fclose(r.csv) != 0 && st == QIAO_OK) st = qc_error(QIAO_ERR_IO, "%s: cannot write", p->csv_path);
     r.csv = NULL;
     if (st == QIAO_OK && stopped) {

@@ -98,7 +98,8 @@ qiao_status nn_trunk_describe_acts(qc_table *tab, const char *prefix, const nn_t
 void nn_trunk_forward(const qb_exec *ex, nn_trunk_acts *a, const nn_trunk_params *p, const float *x,
                       const uint8_t *mask, const nn_trunk_dims *d) {
     const int64_t B = d->B, T = d->T, C = d->C, N = B * T;
-    const int tt = QC_PROF_BEGIN(ex->prof, QC_PROF_GROUP, p->pos, 1, "trunk.fwd"); /* "<tower>.trunk.fwd" */
+    /* "text.trunk.fwd": the positions are "<prefix>pos" */
+    const int tt = QC_PROF_BEGIN(ex->prof, QC_PROF_GROUP, p->pos, 1, "fwd");
     int t = QC_PROF_BEGIN(ex->prof, QC_PROF_ELEMENTWISE, p->pos, 0, "fwd");
     for (int64_t b = 0; b < B; b++) ex->ops->add(ex, a->h0 + b * T * C, x + b * T * C, p->pos, T * C);
     QC_PROF_END(ex->prof, t, 0);
@@ -124,7 +125,7 @@ void nn_trunk_backward(const qb_exec *ex, float *dx, nn_trunk_params *g, nn_trun
     const int64_t B = d->B, T = d->T, C = d->C, N = B * T, L = d->L;
     (void)x;
     if (!demb && !dtokens) return;
-    const int tt = QC_PROF_BEGIN(ex->prof, QC_PROF_GROUP, p->pos, 1, "trunk.bwd");
+    const int tt = QC_PROF_BEGIN(ex->prof, QC_PROF_GROUP, p->pos, 1, "bwd");
     /* da->lnf is zero on entry (the caller's contract): the pooled path and
      * a head reading the tokens both add their share to it. */
     if (demb) {

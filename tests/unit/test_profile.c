@@ -329,8 +329,8 @@ static void test_trainer(void **state) {
                            .pool = NN_POOL_MEAN};
     qc_table_init_empty(&k->m.pt);
     qc_table_init_empty(&k->m.at);
-    assert_int_equal(nn_trunk_describe(&k->m.pt, "enc.", &k->d, 0), QIAO_OK);
-    assert_int_equal(nn_trunk_describe_acts(&k->m.at, "enc.", &k->d, 0), QIAO_OK);
+    assert_int_equal(nn_trunk_describe(&k->m.pt, "enc.trunk.", &k->d, 0), QIAO_OK);
+    assert_int_equal(nn_trunk_describe_acts(&k->m.at, "enc.trunk.", &k->d, 0), QIAO_OK);
     qt_model_alloc(&k->m, &k->p, &k->g, &k->a, &k->da);
     qc_table_init(&k->m.pt, k->m.params.base, 5);
     qtr_objective obj = {.name = "tiny", .tab = &k->m.pt, .params = k->m.params.base, .samples_per_step = TB,
@@ -367,14 +367,16 @@ static void test_trainer(void **state) {
     /* the layers, named after their weights, inside forward_backward */
     const int fb = qc_prof_find(prof, "forward_backward");
     assert_int_equal(scope_named(prof, "enc.trunk.fwd").parent, fb);
-    assert_int_equal(scope_named(prof, "enc.blocks.0.fwd").parent, qc_prof_find(prof, "enc.trunk.fwd"));
-    const char *const layers[] = {"enc.blocks.0.ln1.fwd", "enc.blocks.0.attn.q.fwd", "enc.blocks.0.attn.fwd",
-                                  "enc.blocks.0.gelu.fwd", "enc.blocks.0.mlp.fc2.bwd_dw", "enc.blocks.0.attn.bwd",
-                                  "enc.ln_f.bwd", "enc.pool.fwd", "enc.proj.fwd", "enc.l2norm.bwd",
+    assert_int_equal(scope_named(prof, "enc.trunk.blocks.0.fwd").parent, qc_prof_find(prof, "enc.trunk.fwd"));
+    const char *const layers[] = {"enc.trunk.blocks.0.ln1.fwd",      "enc.trunk.blocks.0.attn.q.fwd",
+                                  "enc.trunk.blocks.0.attn.fwd",     "enc.trunk.blocks.0.gelu.fwd",
+                                  "enc.trunk.blocks.0.mlp.fc2.bwd_dw", "enc.trunk.blocks.0.attn.bwd",
+                                  "enc.trunk.ln_f.bwd",              "enc.trunk.pool.fwd",
+                                  "enc.trunk.proj.fwd",              "enc.trunk.l2norm.bwd",
                                   "cross_entropy.fwd"};
     for (size_t i = 0; i < sizeof layers / sizeof *layers; i++)
         assert_int_equal(scope_named(prof, layers[i]).calls, PROFILED);
-    const qc_prof_scope fc = scope_named(prof, "enc.blocks.0.mlp.fc.fwd");
+    const qc_prof_scope fc = scope_named(prof, "enc.trunk.blocks.0.mlp.fc.fwd");
     assert_int_equal(fc.kind, QC_PROF_GEMM);
     assert_true(fc.flops == (double)PROFILED * 2.0 * TB * TT * TC * TF);
     /* the roofline was measured, on the big square and on every shape */
@@ -397,7 +399,7 @@ static void test_trainer(void **state) {
     while (fgets(line, sizeof line, f)) {
         rows++;
         header += !strncmp(line, "section,name,kind,parent,", 25);
-        attn += !strncmp(line, "scope,enc.blocks.0.attn.fwd,attention,enc.blocks.0.fwd,", 55);
+        attn += !strncmp(line, "scope,enc.trunk.blocks.0.attn.fwd,attention,enc.trunk.blocks.0.fwd,", 67);
         shapes += !strncmp(line, "gemm_shape,", 11);
     }
     fclose(f);
