@@ -46,12 +46,12 @@ typedef enum qc_prof_kind {
     QC_PROF_NORM,        /* LayerNorm, L2 normalization */
     QC_PROF_SOFTMAX,     /* a softmax layer outside attention */
     QC_PROF_GELU,
-    QC_PROF_ELEMENTWISE, /* bias, residual adds, positions, dropout, gradient zeroing */
+    QC_PROF_ELEMENTWISE, /* bias, residual adds, positions, dropout, zeroing activation gradients */
     QC_PROF_EMBEDDING,
     QC_PROF_CONV,
     QC_PROF_POOL,
     QC_PROF_LOSS,        /* InfoNCE and cross-entropy, their small GEMMs included */
-    QC_PROF_OPTIMIZER,   /* AdamW, gradient clipping, the schedule */
+    QC_PROF_OPTIMIZER,   /* AdamW, gradient clipping, zeroing the gradient arena, the schedule */
     QC_PROF_LOADER,      /* the step waiting for its batch */
     QC_PROF_OTHER,
     QC_PROF_KINDS
