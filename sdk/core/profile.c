@@ -419,7 +419,7 @@ qiao_status qc_prof_write_table(const qc_prof *p, FILE *f, int top) {
         if (g > 0) fprintf(f, "%9.1f %8.1f%%\n", g, peak > 0 ? 100.0 * g / peak : 0.0);
         else fprintf(f, "%9s %9s\n", "", "");
     }
-    if (shown < n) fprintf(f, "(%d more scopes; --profile-out writes them all)\n", n - shown);
+    if (shown < n) fprintf(f, "(%d more scopes: the CSV has them all)\n", n - shown);
 
     if (p->n_shapes) {
         for (int i = 0; i < p->n_shapes; i++) order[i] = i, key[i] = p->shapes[i].seconds;
