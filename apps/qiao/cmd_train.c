@@ -14,6 +14,7 @@
 #include <cjson/cJSON.h>
 
 #include "cli.h"
+#include "core/profile.h"
 #include "models/train/train.h"
 #include "plot.h"
 
@@ -33,6 +34,7 @@ static void usage(FILE *f) {
             "                  [--steps N] [--batch B] [--lr X] [--warmup N] [--seed S] [--eval-every N]\n"
             "                  [--eval-pool N] [--threads N] [--loader-threads N] [--restart] [--quiet]\n"
             "                  [--freeze text,image,audio] [--audio-weight W] [--place-groups G]\n"
+            "                  [--profile N [--profile-out FILE.csv]]\n"
             "       qiao train plot LOG.csv [-o LOG.png]   (draw a log's curves again, e.g. after an interruption)\n"
             "  DIR is a split (manifest.jsonl: shapes, or image-less speech such as `qiao dataset fsdd`);\n"
             "  if DIR/train exists it is used, with DIR/val for validation unless --val is given.\n"
@@ -48,7 +50,10 @@ static void usage(FILE *f) {
             "  --audio-weight scales the audio-text and audio-image losses; 0 trains text-image only\n"
             "  (speech is not decoded and the audio tower is left as it is). --place-groups G puts\n"
             "  scenes with the same objects in different places side by side in batches, up to G\n"
-            "  at a time (0: plain shuffle), so the loss learns where things are.\n");
+            "  at a time (0: plain shuffle), so the loss learns where things are.\n"
+            "  --profile N runs 2 warm-up steps and N profiled steps (no validation), measures the\n"
+            "  roofline (raw sgemm) and prints where a step goes: per kind of work, per layer and per\n"
+            "  GEMM shape, with GFLOP/s and the share of the roofline; --profile-out also writes it as CSV.\n");
 }
 
 typedef struct run {
@@ -162,6 +167,8 @@ int cmd_train(int argc, char **argv) {
     long long steps = -1, batch = -1, seed = -1, eval_every = -1, eval_pool = -1, warmup = -1, place_groups = LLONG_MIN;
     double lr = -1, audio_weight = NAN;
     int quiet = 0, restart = 0;
+    long long profile = 0;
+    const char *profile_out = NULL;
     const char *freeze = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -206,6 +213,8 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--audio-weight")) ok = cli_num(v, -HUGE_VAL, HUGE_VAL, &y), audio_weight = y;
         else if (!strcmp(a, "--place-groups")) ok = cli_int(v, INT64_MIN, INT64_MAX, &x), place_groups = x;
         else if (!strcmp(a, "--threads")) ok = cli_int(v, INT32_MIN, INT32_MAX, &x), p.threads = (int)x;
+        else if (!strcmp(a, "--profile")) ok = cli_int(v, 1, 1000000, &x), profile = x;
+        else if (!strcmp(a, "--profile-out")) profile_out = v;
         else if (!strcmp(a, "--loader-threads")) ok = cli_int(v, INT32_MIN, INT32_MAX, &x), p.loader_threads = (int)x;
         else {
             fprintf(stderr, "qiao train: unknown option %s\n", a);
@@ -301,6 +310,17 @@ int cmd_train(int argc, char **argv) {
         if (st != QIAO_OK) return cli_fail(st);
         p.hp.freeze = fh.freeze;
     }
+    /* the steps profiled follow 2 warm-up steps: the loader starting and pages touched first */
+    const int64_t prof_skip = 2;
+    if (profile_out && !profile) {
+        fprintf(stderr, "qiao train: --profile-out needs --profile N\n");
+        return 2;
+    }
+    if (profile) {
+        p.hp.steps = resume_step + prof_skip + profile;
+        p.hp.eval_every = 0;
+        p.val_dir = NULL;
+    }
     if (restart) {
         if (!p.resume_path || p.hp.steps <= resume_step) {
             fprintf(stderr, "qiao train: --restart needs --resume and --steps beyond the checkpoint's step %lld\n",
@@ -318,6 +338,16 @@ int cmd_train(int argc, char **argv) {
     if (!p.ckpt_path || !csv_path || !png_path) {
         fprintf(stderr, "qiao train: out of memory\n");
         goto done;
+    }
+    qc_prof *prof = NULL;
+    if (profile) {
+        if ((st = qc_prof_create(&prof)) != QIAO_OK) {
+            rc = cli_fail(st);
+            goto done;
+        }
+        p.prof = prof;
+        p.prof_skip = prof_skip;
+        p.prof_roofline_s = 4.0;
     }
     run r = {csv_path, png_path, isatty(2), quiet};
     p.log_path = csv_path; /* the trainer writes it, and cuts a resumed run's back to the checkpoint */
@@ -343,6 +373,18 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "qiao train: wrote %s (curves: %s, %s)\n", p.out_path, csv_path, png_path);
         rc = 0;
     }
+    if (prof && rc == 0) {
+        st = qc_prof_write_table(prof, stdout, 60);
+        FILE *f = st == QIAO_OK && profile_out ? fopen(profile_out, "w") : NULL;
+        if (st == QIAO_OK && profile_out && !f) st = qc_error(QIAO_ERR_IO, "%s: cannot write", profile_out);
+        if (f) {
+            st = qc_prof_write_csv(prof, f);
+            if (fclose(f) != 0 && st == QIAO_OK) st = qc_error(QIAO_ERR_IO, "%s: cannot write", profile_out);
+            if (st == QIAO_OK) fprintf(stderr, "qiao train: wrote the profile to %s\n", profile_out);
+        }
+        if (st != QIAO_OK) rc = cli_fail(st);
+    }
+    qc_prof_free(prof);
 done:
     free(ckpt_owned);
     free(csv_path);

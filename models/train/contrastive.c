@@ -680,7 +680,10 @@ qiao_status qmod_train(const qmod_train_params *p) {
                          .hp_default = &dflt,
                          .on_step = c_on_step,
                          .user = &c,
-                         .stop = p->stop};
+                         .stop = p->stop,
+                         .prof = p->prof,
+                         .prof_skip = p->prof_skip,
+                         .prof_roofline_s = p->prof_roofline_s};
         st = qtr_run(&obj, &tp, NULL);
     }
     qmod_loader_stop(c.loader); /* its workers would otherwise keep preparing batches while the model is saved */

@@ -108,6 +108,11 @@ typedef struct qmod_train_params {
                                    * keeps the rows up to its checkpoint's step. */
     const volatile sig_atomic_t *stop; /* polled before each step (a SIGINT handler sets it): nonzero
                                         * stops as on_step's return does; may be NULL */
+    /* The per-layer profile, or NULL: qtr_params' prof, prof_skip and
+     * prof_roofline_s (models/train/trainer.h). */
+    struct qc_prof *prof;
+    int64_t prof_skip;
+    double prof_roofline_s;
 } qmod_train_params;
 
 /* Runs training to hp.steps (or until cancelled). Returns QIAO_OK with the

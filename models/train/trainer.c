@@ -351,6 +351,69 @@ static void csv_row(run *r, const qtr_log *l) {
     fflush(f); /* a plot drawn while the run goes on sees whole rows */
 }
 
+/* ---- the roofline ------------------------------------------------------------------ */
+
+/* GFLOP/s of ex's gemm on one (M x K)(K x N) product repeated `batch` times,
+ * over about `seconds` after one warm-up call. */
+static qiao_status gemm_rate(const qb_exec *one, int64_t M, int64_t N, int64_t K, int64_t batch, bool ta, bool tb,
+                             double seconds, double *gflops) {
+    const size_t na = (size_t)(M * K * batch), nb = (size_t)(K * N * batch), nc = (size_t)(M * N * batch);
+    float *A = one->ops->alloc(one, na * sizeof(float)), *B = one->ops->alloc(one, nb * sizeof(float));
+    float *C = one->ops->alloc(one, nc * sizeof(float));
+    qiao_status st = QIAO_OK;
+    if (!A || !B || !C) {
+        st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "profile: no memory for a %lldx%lldx%lld GEMM", (long long)M,
+                      (long long)N, (long long)K);
+    } else {
+        /* the layers' leading dimensions: op(A) is M x K, op(B) is K x N, both row-major */
+        const int64_t lda = ta ? M : K, ldb = tb ? K : N;
+        int64_t calls = 0;
+        double t0 = 0, dt = 0;
+        for (int64_t i = -1; dt < seconds || calls < 3; i++) {
+            one->ops->gemm(one, ta, tb, M, N, K, 1.0f, A, lda, M * K, B, ldb, K * N, 0.0f, C, N, M * N, batch);
+            if (i < 0) {
+                t0 = qc_now(); /* after the warm-up call */
+                continue;
+            }
+            calls++;
+            dt = qc_now() - t0;
+        }
+        *gflops = 2.0 * (double)M * (double)N * (double)K * (double)batch * (double)calls / dt * 1e-9;
+        st = one->ops->sync(one);
+    }
+    one->ops->free(one, A);
+    one->ops->free(one, B);
+    one->ops->free(one, C);
+    return st;
+}
+
+qiao_status qtr_profile_roofline(const qb_exec *ex, qc_prof *prof, double seconds) {
+    qb_exec one = *ex;
+    one.n_threads = 1;
+    one.prof = NULL;
+    one.packed = NULL;
+    const int threads = ex->n_threads > 0 ? ex->n_threads : 1;
+    qc_prof_summary sm;
+    qc_prof_summary_get(prof, &sm);
+    /* half on the big square, half over the shapes */
+    double g = 0;
+    qiao_status st = gemm_rate(&one, 1024, 1024, 1024, 1, false, false, seconds / 2, &g);
+    if (st != QIAO_OK) return st;
+    char label[96];
+    snprintf(label, sizeof label, "%d x raw 1-thread sgemm on 1024x1024x1024: %.1f", threads, g);
+    qc_prof_set_peak(prof, g * threads, label);
+    for (int i = 0; i < sm.n_shapes; i++) {
+        qc_prof_shape s;
+        if (!qc_prof_shape_get(prof, i, &s)) break;
+        double gs = 0;
+        if ((st = gemm_rate(&one, s.M, s.N, s.K, s.batch, s.trans_a, s.trans_b,
+                            seconds / 2 / (sm.n_shapes > 0 ? sm.n_shapes : 1), &gs)) != QIAO_OK)
+            return st;
+        qc_prof_set_shape_raw(prof, i, gs * threads);
+    }
+    return QIAO_OK;
+}
+
 /* ---- the loop -------------------------------------------------------------------- */
 
 static qiao_status check_objective(const qtr_objective *o, const qtr_params *p) {
@@ -396,6 +459,10 @@ qiao_status qtr_run(const qtr_objective *o, const qtr_params *p, qtr_result *res
     if (st == QIAO_OK && p->resume_path) st = load_checkpoint(&r, p->resume_path);
     if (st == QIAO_OK && p->csv_path) st = csv_open(&r, p->csv_path, p->resume_path != NULL);
     const int64_t step0 = r.step;
+    /* the profiled steps run on a copy of the context that carries the profiler */
+    qb_exec pex = *p->ex;
+    pex.prof = NULL;
+    if (st == QIAO_OK && p->prof) st = qc_prof_names(p->prof, o->tab, o->params);
     float metrics[QTR_MAX_METRICS], val[QTR_MAX_METRICS];
     const double t0 = qc_now();
     double seconds = r.seconds_before;
@@ -407,22 +474,38 @@ qiao_status qtr_run(const qtr_objective *o, const qtr_params *p, qtr_result *res
             break;
         }
         const int64_t step = r.step; /* 0-based index of this step */
-        if ((st = o->next_batch(o->user, step)) != QIAO_OK) break;
+        qc_prof *const prof = p->prof && step - step0 >= p->prof_skip ? p->prof : NULL;
+        pex.prof = prof;
+        const double step_t0 = prof ? qc_now() : 0.0;
+        int pt = QC_PROF_BEGIN(prof, QC_PROF_LOADER, NULL, 0, "loader.wait");
+        st = o->next_batch(o->user, step);
+        QC_PROF_END(prof, pt, 0);
+        if (st != QIAO_OK) break;
+        pt = QC_PROF_BEGIN(prof, QC_PROF_OPTIMIZER, NULL, 0, "zero_grads");
         qc_arena_zero(&r.grads);
+        QC_PROF_END(prof, pt, 0);
         for (int i = 0; i < QTR_MAX_METRICS; i++) metrics[i] = val[i] = NAN;
         float loss = NAN;
-        const qtr_step_ctx c = {p->ex, step, r.grads.base};
-        if ((st = o->step(o->user, &c, &loss, metrics)) != QIAO_OK) break;
+        const qtr_step_ctx c = {&pex, step, r.grads.base};
+        pt = QC_PROF_BEGIN(prof, QC_PROF_GROUP, NULL, 0, "forward_backward");
+        st = o->step(o->user, &c, &loss, metrics);
+        QC_PROF_END(prof, pt, 0);
+        if (st != QIAO_OK) break;
         /* the kernels' own failures, before gradients that may be unfinished are applied */
-        if ((st = p->ex->ops->sync(p->ex)) != QIAO_OK) break;
+        pt = QC_PROF_BEGIN(prof, QC_PROF_OTHER, NULL, 0, "sync");
+        st = p->ex->ops->sync(p->ex);
+        QC_PROF_END(prof, pt, 0);
+        if (st != QIAO_OK) break;
         if (!isfinite(loss)) {
             st = qc_error(QIAO_ERR_INTERNAL, "step %lld: the %s loss is not finite (%g); lower the learning rate",
                           (long long)(step + 1), o->name ? o->name : "objective's", (double)loss);
             break;
         }
+        pt = QC_PROF_BEGIN(prof, QC_PROF_OPTIMIZER, NULL, 0, "schedule");
         const float lr = nn_lr_warmup_cosine(step - r.h.restart, r.h.warmup, r.h.steps - r.h.restart, r.h.lr,
                                              r.h.lr_min);
-        const float gnorm = nn_clip_grad_norm(p->ex, r.grads.base, (int64_t)n, r.h.clip);
+        QC_PROF_END(prof, pt, 0);
+        const float gnorm = nn_clip_grad_norm(&pex, r.grads.base, (int64_t)n, r.h.clip);
         if (!isfinite(gnorm)) {
             st = qc_error(QIAO_ERR_INTERNAL, "step %lld: the gradient norm is not finite", (long long)(step + 1));
             break;
@@ -433,9 +516,15 @@ qiao_status qtr_run(const qtr_objective *o, const qtr_params *p, qtr_result *res
         oc.beta2 = r.h.beta2;
         oc.eps = r.h.eps;
         oc.weight_decay = r.h.weight_decay;
-        nn_adamw_update(p->ex, o->tab, o->params, r.grads.base, r.m.base, r.v.base, step + 1, &oc);
+        nn_adamw_update(&pex, o->tab, o->params, r.grads.base, r.m.base, r.v.base, step + 1, &oc);
         r.step++;
-        if (o->after_update) o->after_update(o->user, metrics);
+        if (o->after_update) {
+            pt = QC_PROF_BEGIN(prof, QC_PROF_OTHER, NULL, 0, "after_update");
+            o->after_update(o->user, metrics);
+            QC_PROF_END(prof, pt, 0);
+        }
+        if (prof) qc_prof_add_steps(prof, 1, qc_now() - step_t0);
+        pex.prof = NULL;
 
         const bool last = r.step == r.h.steps;
         qtr_log l;
@@ -471,6 +560,8 @@ qiao_status qtr_run(const qtr_objective *o, const qtr_params *p, qtr_result *res
     if (st == QIAO_OK && stopped && p->ckpt_path && saved != r.step &&
         (st = save_checkpoint(&r, r.seconds_before + (qc_now() - t0))) == QIAO_OK)
         saved = r.step;
+    if (st == QIAO_OK && p->prof && p->prof_roofline_s > 0)
+        st = qtr_profile_roofline(p->ex, p->prof, p->prof_roofline_s);
     if (r.csv && fclose(r.csv) != 0 && st == QIAO_OK) st = qc_error(QIAO_ERR_IO, "%s: cannot write", p->csv_path);
     r.csv = NULL;
     if (st == QIAO_OK && stopped) {

@@ -40,6 +40,7 @@
 
 #include "backend/backend.h"
 #include "core/core.h"
+#include "core/profile.h"
 #include "core/safetensors.h"
 
 struct cJSON;
@@ -181,6 +182,20 @@ typedef struct qtr_params {
     const volatile sig_atomic_t *stop;
     int (*cancel)(void *user);
     void *cancel_user;
+    /* The per-layer profile (core/profile.h), or NULL. The run's first
+     * prof_skip steps warm up unrecorded (the loader starting, first-touch
+     * page faults); every later step reports to `prof` through a copy of
+     * `ex` that carries it: the loader's wait, gradient zeroing, the
+     * objective's forward and backward layer by layer, the schedule,
+     * clipping and AdamW, and the step's wall time (validation, logging
+     * and checkpoints are outside it). With prof_roofline_s > 0 the run
+     * then spends about that long measuring the roofline: raw single-thread
+     * sgemm (ex's gemm on one thread) on a 1024^3 product and on every GEMM
+     * shape the steps recorded, times ex's threads (qc_prof_set_peak,
+     * qc_prof_set_shape_raw). */
+    struct qc_prof *prof;
+    int64_t prof_skip;
+    double prof_roofline_s;
 } qtr_params;
 
 /* What a run did. */
@@ -196,6 +211,10 @@ typedef struct qtr_result {
  * is set; the message names the step and the file to resume from), or the
  * error. *res (may be NULL) is filled in every case. */
 qiao_status qtr_run(const qtr_objective *obj, const qtr_params *p, qtr_result *res);
+
+/* The roofline measurement qtr_run does after a profiled run, on its own:
+ * about `seconds` of GEMMs on ex's backend with one thread. */
+qiao_status qtr_profile_roofline(const qb_exec *ex, struct qc_prof *prof, double seconds);
 
 /* A checkpoint's step and its "qiao.train" object without "step" and
  * "seconds" (malloc'd JSON text, the caller frees it; may be NULL). */

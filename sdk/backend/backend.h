@@ -31,6 +31,8 @@
 typedef struct qb_ops qb_ops;
 /* Weights packed once for inference (sdk/backend/cpu/gemm_packed.c). */
 typedef struct qb_packed_set qb_packed_set;
+/* The per-layer profiler (sdk/core/profile.h). */
+struct qc_prof;
 
 typedef enum qb_kind { QB_CPU = 0, QB_CUDA = 1 } qb_kind;
 
@@ -44,6 +46,9 @@ typedef struct qb_exec {
      * GEMM through OpenBLAS). Not owned. Only for weights that do not change
      * while this context uses the set: a trainer must leave it NULL. */
     const qb_packed_set *packed;
+    /* Where sdk/nn's layers and the trainer report their scopes, or NULL
+     * (then a layer pays one branch). Not owned; see sdk/core/profile.h. */
+    struct qc_prof *prof;
 } qb_exec;
 
 /* A CPU context with `n_threads` workers (0 = all cores), packed = NULL.

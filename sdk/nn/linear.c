@@ -1,16 +1,31 @@
 /* Fully connected layer: out (N, OC) = inp (N, C) w^T + b, w (OC, C) as
  * PyTorch's nn.Linear stores it. Composed from the backend's gemm and bias
  * kernels; the backward accumulates (+=), using beta = 1 in gemm. */
+#include "core/profile.h"
 #include "nn/nn.h"
 
 void nn_linears_forward(const qb_exec *ex, int n, float *const *outs, float *const *gelu_outs, const float *inp,
                         const float *const *ws, const float *const *bs, int64_t N, int64_t C, int64_t OC) {
-    if (ex->ops->linears_fused && ex->ops->linears_fused(ex, n, outs, gelu_outs, inp, ws, bs, N, C, OC)) return;
+    if (ex->ops->linears_fused) {
+        const int t = QC_PROF_BEGIN(ex->prof, QC_PROF_GEMM, ws[0], 1, "fused.fwd");
+        const bool took = ex->ops->linears_fused(ex, n, outs, gelu_outs, inp, ws, bs, N, C, OC);
+        if (took) {
+            QC_PROF_END_GEMM(ex->prof, t, N, OC, C, n, false, true);
+            return;
+        }
+        if (ex->prof) qc_prof_cancel(ex->prof, t); /* declined: the plain layers below report */
+    }
     for (int j = 0; j < n; j++) {
         /* (N x C) (C x OC): op(B) = w^T with w row-major (OC, C), ldb = C. */
+        int t = QC_PROF_BEGIN(ex->prof, QC_PROF_GEMM, ws[j], 1, "fwd");
         ex->ops->gemm(ex, false, true, N, OC, C, 1.0f, inp, C, 0, ws[j], C, 0, 0.0f, outs[j], OC, 0, 1);
-        if (bs && bs[j]) ex->ops->bias_forward(ex, outs[j], bs[j], N, OC);
-        if (gelu_outs && gelu_outs[j]) ex->ops->gelu_forward(ex, gelu_outs[j], outs[j], N * OC);
+        QC_PROF_END_GEMM(ex->prof, t, N, OC, C, 1, false, true);
+        if (bs && bs[j]) {
+            t = QC_PROF_BEGIN(ex->prof, QC_PROF_ELEMENTWISE, bs[j], 0, "fwd");
+            ex->ops->bias_forward(ex, outs[j], bs[j], N, OC);
+            QC_PROF_END(ex->prof, t, 0);
+        }
+        if (gelu_outs && gelu_outs[j]) nn_gelu_forward(ex, gelu_outs[j], outs[j], N * OC);
     }
 }
 
@@ -22,7 +37,18 @@ void nn_linear_forward(const qb_exec *ex, float *out, const float *inp, const fl
 /* dinp (N, C) += dout (N, OC) w (OC, C);  dw (OC, C) += dout^T inp;  db (OC) += colsum(dout). */
 void nn_linear_backward(const qb_exec *ex, float *dinp, float *dw, float *db, const float *dout,
                         const float *inp, const float *w, int64_t N, int64_t C, int64_t OC) {
-    if (dinp) ex->ops->gemm(ex, false, false, N, C, OC, 1.0f, dout, OC, 0, w, C, 0, 1.0f, dinp, C, 0, 1);
+    int t;
+    if (dinp) {
+        t = QC_PROF_BEGIN(ex->prof, QC_PROF_GEMM, w, 1, "bwd_dx");
+        ex->ops->gemm(ex, false, false, N, C, OC, 1.0f, dout, OC, 0, w, C, 0, 1.0f, dinp, C, 0, 1);
+        QC_PROF_END_GEMM(ex->prof, t, N, C, OC, 1, false, false);
+    }
+    t = QC_PROF_BEGIN(ex->prof, QC_PROF_GEMM, w, 1, "bwd_dw");
     ex->ops->gemm(ex, true, false, OC, C, N, 1.0f, dout, OC, 0, inp, C, 0, 1.0f, dw, C, 0, 1);
-    if (db) ex->ops->bias_backward(ex, db, dout, N, OC);
+    QC_PROF_END_GEMM(ex->prof, t, OC, C, N, 1, true, false);
+    if (db) {
+        t = QC_PROF_BEGIN(ex->prof, QC_PROF_ELEMENTWISE, w, 1, "bias.bwd");
+        ex->ops->bias_backward(ex, db, dout, N, OC);
+        QC_PROF_END(ex->prof, t, 0);
+    }
 }

@@ -6,6 +6,7 @@
  * ops->to_host in small chunks on the stack. */
 #include <math.h>
 
+#include "core/profile.h"
 #include "nn/nn.h"
 
 #define HOST_CHUNK 256
@@ -40,10 +41,12 @@ void nn_cross_entropy_forward(const qb_exec *ex, float *loss, float *losses, flo
                               float smoothing, int32_t ignore_index) {
     *loss = 0.0f;
     if (N <= 0 || V <= 0) return;
+    const int t = QC_PROF_BEGIN(ex->prof, QC_PROF_LOSS, NULL, 0, "cross_entropy.fwd");
     ex->ops->cross_entropy_forward(ex, losses, probs, logits, targets, N, V, smoothing, ignore_index);
     int64_t count = count_rows(ex, targets, N, ignore_index);
     /* Ignored rows hold 0, so summing all N rows is the sum over counted rows. */
     if (count) *loss = (float)(sum_floats(ex, losses, N) / (double)count);
+    QC_PROF_END(ex->prof, t, 0);
 }
 
 /* d(mean loss)/d(losses[i]) = 1 / count for every counted row. */
@@ -51,10 +54,12 @@ void nn_cross_entropy_backward(const qb_exec *ex, float *dlogits, float dloss, c
                                const int32_t *targets, int64_t N, int64_t V, float smoothing,
                                int32_t ignore_index) {
     if (N <= 0 || V <= 0) return;
+    const int t = QC_PROF_BEGIN(ex->prof, QC_PROF_LOSS, NULL, 0, "cross_entropy.bwd");
     int64_t count = count_rows(ex, targets, N, ignore_index);
-    if (!count) return;
-    ex->ops->cross_entropy_backward(ex, dlogits, (float)((double)dloss / (double)count), probs, targets, N, V,
-                                    smoothing, ignore_index);
+    if (count)
+        ex->ops->cross_entropy_backward(ex, dlogits, (float)((double)dloss / (double)count), probs, targets, N, V,
+                                        smoothing, ignore_index);
+    QC_PROF_END(ex->prof, t, 0);
 }
 
 /* ---- InfoNCE ------------------------------------------------------------------
@@ -82,6 +87,7 @@ void nn_infonce_forward(const qb_exec *ex, float *loss, nn_infonce_acts *acts, c
                         const float *logit_scale, int64_t N, int64_t D) {
     *loss = 0.0f;
     if (N <= 0) return;
+    const int t = QC_PROF_BEGIN(ex->prof, QC_PROF_LOSS, logit_scale, 0, "fwd");
     bool clamped;
     const float s = infonce_scale(*logit_scale, &clamped);
     ex->ops->gemm(ex, false, true, N, N, D, s, a, D, 0, b, D, 0, 0.0f, acts->logits, N, 0, 1);
@@ -92,12 +98,12 @@ void nn_infonce_forward(const qb_exec *ex, float *loss, nn_infonce_acts *acts, c
     ex->ops->cross_entropy_forward(ex, acts->losses, acts->probs_c, acts->scratch, NULL, N, N, 0.0f, -1);
     sum += sum_floats(ex, acts->losses, N);
     *loss = (float)(sum / (2.0 * (double)N));
+    QC_PROF_END(ex->prof, t, 4.0 * (double)N * (double)N * (double)D); /* its two products */
 }
 
-void nn_infonce_backward(const qb_exec *ex, float *da, float *db, float *dlogit_scale, float dloss,
-                         nn_infonce_acts *acts, const float *a, const float *b, const float *logit_scale,
-                         int64_t N, int64_t D) {
-    if (N <= 0) return;
+static void infonce_backward(const qb_exec *ex, float *da, float *db, float *dlogit_scale, float dloss,
+                             nn_infonce_acts *acts, const float *a, const float *b, const float *logit_scale,
+                             int64_t N, int64_t D) {
     bool clamped;
     const float s = infonce_scale(*logit_scale, &clamped);
     const double c = (double)dloss / (2.0 * (double)N);
@@ -124,4 +130,15 @@ void nn_infonce_backward(const qb_exec *ex, float *da, float *db, float *dlogit_
     ex->ops->cross_entropy_backward(ex, acts->scratch, (float)c, acts->probs_c, NULL, N, N, 0.0f, -1);
     if (db) ex->ops->gemm(ex, false, false, N, D, N, s, acts->scratch, N, 0, a, D, 0, 1.0f, db, D, 0, 1);
     if (da) ex->ops->gemm(ex, true, false, N, D, N, s, acts->scratch, N, 0, b, D, 0, 1.0f, da, D, 0, 1);
+}
+
+void nn_infonce_backward(const qb_exec *ex, float *da, float *db, float *dlogit_scale, float dloss,
+                         nn_infonce_acts *acts, const float *a, const float *b, const float *logit_scale,
+                         int64_t N, int64_t D) {
+    if (N <= 0) return;
+    const int t = QC_PROF_BEGIN(ex->prof, QC_PROF_LOSS, logit_scale, 0, "bwd");
+    infonce_backward(ex, da, db, dlogit_scale, dloss, acts, a, b, logit_scale, N, D);
+    /* up to five N x N x D products: L^T again for the scale, two per gradient */
+    const double products = (dlogit_scale ? 1 : 0) + 2 * ((da != NULL) + (db != NULL));
+    QC_PROF_END(ex->prof, t, 2.0 * products * (double)N * (double)N * (double)D);
 }

@@ -1,24 +1,33 @@
 /* LayerNorm and L2 normalization layers: thin calls into the backend with the
  * epsilons PyTorch uses (nn.LayerNorm 1e-5, F.normalize 1e-12). Backwards
  * accumulate (+=). */
+#include "core/profile.h"
 #include "nn/nn.h"
 
 void nn_layernorm_forward(const qb_exec *ex, float *out, float *mean, float *rstd, const float *inp,
                           const float *w, const float *b, int64_t N, int64_t C) {
+    const int t = QC_PROF_BEGIN(ex->prof, QC_PROF_NORM, w, 1, "fwd");
     ex->ops->layernorm_forward(ex, out, mean, rstd, inp, w, b, N, C, NN_LAYERNORM_EPS);
+    QC_PROF_END(ex->prof, t, 0);
 }
 
 void nn_layernorm_backward(const qb_exec *ex, float *dinp, float *dw, float *db, const float *dout,
                            const float *inp, const float *w, const float *mean, const float *rstd,
                            int64_t N, int64_t C) {
+    const int t = QC_PROF_BEGIN(ex->prof, QC_PROF_NORM, w, 1, "bwd");
     ex->ops->layernorm_backward(ex, dinp, dw, db, dout, inp, w, mean, rstd, N, C);
+    QC_PROF_END(ex->prof, t, 0);
 }
 
 void nn_l2norm_forward(const qb_exec *ex, float *out, float *norm, const float *inp, int64_t N, int64_t C) {
+    const int t = QC_PROF_BEGIN(ex->prof, QC_PROF_NORM, NULL, 0, "l2norm.fwd");
     ex->ops->l2norm_forward(ex, out, norm, inp, N, C, NN_L2NORM_EPS);
+    QC_PROF_END(ex->prof, t, 0);
 }
 
 void nn_l2norm_backward(const qb_exec *ex, float *dinp, const float *dout, const float *out,
                         const float *norm, int64_t N, int64_t C) {
+    const int t = QC_PROF_BEGIN(ex->prof, QC_PROF_NORM, NULL, 0, "l2norm.bwd");
     ex->ops->l2norm_backward(ex, dinp, dout, out, norm, N, C, NN_L2NORM_EPS);
+    QC_PROF_END(ex->prof, t, 0);
 }

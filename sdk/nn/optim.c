@@ -2,6 +2,7 @@
  * warmup + cosine learning-rate schedule. */
 #include <math.h>
 
+#include "core/profile.h"
 #include "nn/nn.h"
 
 /* params, grads, m and v share tab's layout, so tensor i sits at
@@ -12,6 +13,7 @@ void nn_adamw_update(const qb_exec *ex, const qc_table *tab, float *params, cons
     if (t < 1) return;
     const float bc1 = (float)(1.0 - pow((double)cfg->beta1, (double)t));
     const float bc2 = (float)(1.0 - pow((double)cfg->beta2, (double)t));
+    const int pt = QC_PROF_BEGIN(ex->prof, QC_PROF_OPTIMIZER, NULL, 0, "adamw");
     for (size_t i = 0; i < tab->n; i++) {
         const qc_tensor_desc *d = &tab->t[i];
         if ((d->flags & QC_FROZEN) || d->numel == 0) continue;
@@ -20,17 +22,20 @@ void nn_adamw_update(const qb_exec *ex, const qc_table *tab, float *params, cons
         ex->ops->adamw_step(ex, params + o, grads + o, m + o, v + o, d->numel, cfg->lr, cfg->beta1,
                             cfg->beta2, cfg->eps, wd, bc1, bc2);
     }
+    QC_PROF_END(ex->prof, pt, 0);
 }
 
 /* A non-finite norm leaves the gradients alone: scaling by max_norm / inf
  * would zero them and hide the problem; the caller sees the norm and can
  * skip the step. */
 float nn_clip_grad_norm(const qb_exec *ex, float *grads, int64_t n, float max_norm) {
+    const int t = QC_PROF_BEGIN(ex->prof, QC_PROF_OPTIMIZER, NULL, 0, "clip");
     double ss = 0.0;
     if (n > 0) ex->ops->sumsq(ex, &ss, grads, n);
     const double norm = sqrt(ss);
     if (max_norm > 0.0f && isfinite(norm) && norm > (double)max_norm)
         ex->ops->scale(ex, grads, (float)((double)max_norm / norm), n);
+    QC_PROF_END(ex->prof, t, 0);
     return (float)norm;
 }
 

@@ -3,6 +3,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "core/profile.h"
 #include "nn/nn.h"
 
 #define FIELD(m) (field_base + offsetof(nn_block_params, m))
@@ -67,6 +68,7 @@ qiao_status nn_block_describe_acts(qc_table *tab, const char *prefix, const nn_b
 void nn_block_forward(const qb_exec *ex, nn_block_acts *a, const nn_block_params *p, const float *x,
                       const uint8_t *mask, const nn_block_dims *d) {
     const int64_t B = d->B, T = d->T, C = d->C, F = d->F, N = B * T;
+    const int t = QC_PROF_BEGIN(ex->prof, QC_PROF_GROUP, p->ln1_w, 2, "fwd"); /* "<tower>.blocks.<l>.fwd" */
     nn_layernorm_forward(ex, a->ln1, a->ln1_mean, a->ln1_rstd, x, p->ln1_w, p->ln1_b, N, C);
     float *const qkv[3] = {a->q, a->k, a->v};
     const float *const qkv_w[3] = {p->q_w, p->k_w, p->v_w}, *const qkv_b[3] = {p->q_b, p->k_b, p->v_b};
@@ -79,12 +81,14 @@ void nn_block_forward(const qb_exec *ex, nn_block_acts *a, const nn_block_params
     nn_linears_forward(ex, 1, &a->fc, &a->fc_gelu, a->ln2, &fc_w, &fc_b, N, C, F); /* with its GELU */
     nn_linear_forward(ex, a->out, a->fc_gelu, p->fc2_w, p->fc2_b, N, F, C);
     nn_residual_forward(ex, a->out, a->out, a->h, N * C);
+    QC_PROF_END(ex->prof, t, 0);
 }
 
 void nn_block_backward(const qb_exec *ex, float *dx, nn_block_params *g, nn_block_acts *da,
                        const float *dout, const nn_block_acts *a, const nn_block_params *p, const float *x,
                        const nn_block_dims *d) {
     const int64_t B = d->B, T = d->T, C = d->C, F = d->F, N = B * T;
+    const int t = QC_PROF_BEGIN(ex->prof, QC_PROF_GROUP, p->ln1_w, 2, "bwd");
     /* MLP branch: out = h + fc2(gelu(fc(ln2(h)))) */
     /* da->out receives the MLP branch's output gradient (equal to dout). */
     nn_residual_backward(ex, da->h, da->out, dout, N * C);
@@ -94,7 +98,7 @@ void nn_block_backward(const qb_exec *ex, float *dx, nn_block_params *g, nn_bloc
     nn_layernorm_backward(ex, da->h, g->ln2_w, g->ln2_b, da->ln2, a->h, p->ln2_w, a->ln2_mean, a->ln2_rstd,
                           N, C);
     /* Attention branch: h = x + proj(attention(...)) */
-    ex->ops->axpy(ex, dx, 1.0f, da->h, N * C); /* the residual path; da->h also feeds proj */
+    nn_residual_backward(ex, dx, NULL, da->h, N * C); /* the residual path; da->h also feeds proj */
     nn_linear_backward(ex, da->atty, g->proj_w, g->proj_b, da->h, a->atty, p->proj_w, N, C, C);
     nn_attention_backward(ex, da->q, da->k, da->v, da->att, da->atty, a->q, a->k, a->v, a->att, B, T, T, C,
                           d->H);
@@ -102,4 +106,5 @@ void nn_block_backward(const qb_exec *ex, float *dx, nn_block_params *g, nn_bloc
     nn_linear_backward(ex, da->ln1, g->k_w, g->k_b, da->k, a->ln1, p->k_w, N, C, C);
     nn_linear_backward(ex, da->ln1, g->v_w, g->v_b, da->v, a->ln1, p->v_w, N, C, C);
     nn_layernorm_backward(ex, dx, g->ln1_w, g->ln1_b, da->ln1, x, p->ln1_w, a->ln1_mean, a->ln1_rstd, N, C);
+    QC_PROF_END(ex->prof, t, 0);
 }

@@ -7,6 +7,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "core/profile.h"
 #include "nn/nn.h"
 
 #define PFIELD(m) (field_base + offsetof(nn_trunk_params, m))
@@ -97,7 +98,11 @@ qiao_status nn_trunk_describe_acts(qc_table *tab, const char *prefix, const nn_t
 void nn_trunk_forward(const qb_exec *ex, nn_trunk_acts *a, const nn_trunk_params *p, const float *x,
                       const uint8_t *mask, const nn_trunk_dims *d) {
     const int64_t B = d->B, T = d->T, C = d->C, N = B * T;
+    /* "text.trunk.fwd": the positions are "<prefix>pos" */
+    const int tt = QC_PROF_BEGIN(ex->prof, QC_PROF_GROUP, p->pos, 1, "fwd");
+    int t = QC_PROF_BEGIN(ex->prof, QC_PROF_ELEMENTWISE, p->pos, 0, "fwd");
     for (int64_t b = 0; b < B; b++) ex->ops->add(ex, a->h0 + b * T * C, x + b * T * C, p->pos, T * C);
+    QC_PROF_END(ex->prof, t, 0);
     nn_block_dims bd = {B, T, C, d->F, d->H};
     const float *h = a->h0;
     for (int64_t l = 0; l < d->L; l++) {
@@ -111,6 +116,7 @@ void nn_trunk_forward(const qb_exec *ex, nn_trunk_acts *a, const nn_trunk_params
         nn_pool_mean_forward(ex, a->pooled, a->lnf, mask, B, T, C);
     nn_linear_forward(ex, a->proj, a->pooled, p->proj_w, p->proj_b, B, C, d->D);
     nn_l2norm_forward(ex, a->emb, a->norm, a->proj, B, d->D);
+    QC_PROF_END(ex->prof, tt, 0);
 }
 
 void nn_trunk_backward(const qb_exec *ex, float *dx, nn_trunk_params *g, nn_trunk_acts *da, const float *demb,
@@ -119,6 +125,7 @@ void nn_trunk_backward(const qb_exec *ex, float *dx, nn_trunk_params *g, nn_trun
     const int64_t B = d->B, T = d->T, C = d->C, N = B * T, L = d->L;
     (void)x;
     if (!demb && !dtokens) return;
+    const int tt = QC_PROF_BEGIN(ex->prof, QC_PROF_GROUP, p->pos, 1, "bwd");
     /* da->lnf is zero on entry (the caller's contract): the pooled path and
      * a head reading the tokens both add their share to it. */
     if (demb) {
@@ -134,19 +141,26 @@ void nn_trunk_backward(const qb_exec *ex, float *dx, nn_trunk_params *g, nn_trun
     /* The gradient wrt the newest hidden state ping-pongs between two
      * buffers; the one wrt h0 lands in da->h0. */
     float *dcur = L ? da->flow[0] : da->h0;
+    int t = QC_PROF_BEGIN(ex->prof, QC_PROF_ELEMENTWISE, NULL, 0, "zero.bwd");
     ex->ops->zero(ex, dcur, (size_t)(N * C) * sizeof(float));
+    QC_PROF_END(ex->prof, t, 0);
     nn_layernorm_backward(ex, dcur, g->ln_w, g->ln_b, da->lnf, top, p->ln_w, a->lnf_mean, a->lnf_rstd, N, C);
     nn_block_dims bd = {B, T, C, d->F, d->H};
     for (int64_t l = L - 1; l >= 0; l--) {
         const float *in = l ? a->blocks[l - 1].out : a->h0;
         float *dnext = l ? da->flow[(L - l) & 1] : da->h0;
+        t = QC_PROF_BEGIN(ex->prof, QC_PROF_ELEMENTWISE, NULL, 0, "zero.bwd");
         ex->ops->zero(ex, dnext, (size_t)(N * C) * sizeof(float));
+        QC_PROF_END(ex->prof, t, 0);
         nn_block_backward(ex, dnext, &g->blocks[l], &da->blocks[l], dcur, &a->blocks[l], &p->blocks[l], in, &bd);
         dcur = dnext;
     }
     /* h0 = x + pos: both receive dh0; pos once per sequence. */
+    t = QC_PROF_BEGIN(ex->prof, QC_PROF_ELEMENTWISE, p->pos, 0, "bwd");
     for (int64_t b = 0; b < B; b++) {
         ex->ops->axpy(ex, dx + b * T * C, 1.0f, da->h0 + b * T * C, T * C);
         ex->ops->axpy(ex, g->pos, 1.0f, da->h0 + b * T * C, T * C);
     }
+    QC_PROF_END(ex->prof, t, 0);
+    QC_PROF_END(ex->prof, tt, 0);
 }
