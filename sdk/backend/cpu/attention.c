@@ -30,47 +30,6 @@
 
 #include "backend/cpu/cpu.h"
 
-/* exp(x) for x <= 0 (softmax arguments after the row max is subtracted),
- * written so `omp simd` vectorizes it (glibc's expf is scalar here and cost
- * as much as both GEMMs together): x = n ln2 + r with |r| <= ln2/2, exp(r) by
- * the degree-6 Taylor polynomial (relative error < 3e-7, measured over
- * [-87, 0]), 2^n built in the exponent bits. |x| > 87 (below FLT_MIN), -inf
- * (masked keys) included, gives exactly 0. Every step is branch-free integer
- * or float arithmetic: a float select or fmaxf keeps GCC from vectorizing
- * under the default -ftrapping-math. */
-static inline float exp_neg(float x) {
-    const float ln2_hi = 0.693145751953125f, ln2_lo = 1.428606765330187e-06f;
-    const float log2e = 1.44269504088896341f;
-    const float round_magic = 12582912.0f; /* 1.5 * 2^23: x + magic - magic rounds to an integer */
-    const uint32_t lim = 0x42AE0000u;      /* bits of 87.0f */
-    uint32_t ax;
-    memcpy(&ax, &x, sizeof ax);
-    ax &= 0x7fffffffu; /* |x|; x <= 0 so x = -|x| */
-    uint32_t live = ax <= lim ? 0xffffffffu : 0u;
-    uint32_t cb = ax < lim ? ax : lim;
-    float xc;
-    memcpy(&xc, &cb, sizeof xc);
-    xc = -xc;
-    float n = (xc * log2e + round_magic) - round_magic;
-    float r = xc - n * ln2_hi - n * ln2_lo;
-    float p = 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    uint32_t eb = (uint32_t)((int32_t)n + 127) << 23; /* n in [-126, 0] */
-    float e2n;
-    memcpy(&e2n, &eb, sizeof e2n);
-    float res = p * e2n;
-    uint32_t rb;
-    memcpy(&rb, &res, sizeof rb);
-    rb &= live;
-    memcpy(&res, &rb, sizeof res);
-    return res;
-}
-
 /* Masked softmax of one score row s (Tk), in place. Allowed keys: j < jend
  * with mask[j] != 0 (mask NULL = all real); the others get exactly 0, and a
  * row with no allowed key becomes all zeros (backend.h's fully-masked rule). */
@@ -89,7 +48,7 @@ static void softmax_row(float *s, const uint8_t *mask, int64_t jend, int64_t Tk)
     float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
     for (int64_t j = 0; j < jend; j++) {
-        float e = exp_neg(s[j] - mx);
+        float e = qb_exp_neg(s[j] - mx);
         s[j] = e;
         sum += e;
     }

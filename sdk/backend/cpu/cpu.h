@@ -28,6 +28,11 @@ bool qb_cpu_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha
                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 void qb_cpu_fault_oom(void);
 
+/* blas_core.c: on the first CPU context, has OpenBLAS choose its kernels
+ * again when it fell back to Prescott's on a CPU it does not know (the file
+ * says why and when). Idempotent and thread-safe. */
+void qb_cpu_blas_core_init(void);
+
 /* dense.c */
 /* OpenBLAS runs single-threaded; qiao's pool splits the work (see
  * dense.c for why). Call before cblas_* from inside a parallel region. */
@@ -51,7 +56,48 @@ void qb_cpu_gemm(const qb_exec *ex, bool trans_a, bool trans_b, int64_t M, int64
  * against double erf on 1.2M points; torch's own vectorized GELU uses a
  * formula of the same order (A&S 7.1.26, 1.5e-7). The clamp works on the bit
  * pattern: a float select would keep GCC from vectorizing under the default
- * -ftrapping-math (see exp_neg in attention.c). */
+ * -ftrapping-math (see qb_exp_neg below). */
+/* exp(x) for x <= 0 (softmax arguments after the row max is subtracted,
+ * the GELU derivative's exp(-x^2 / 2)), written so `omp simd` vectorizes it (glibc's expf is scalar here and cost
+ * as much as both GEMMs together): x = n ln2 + r with |r| <= ln2/2, exp(r) by
+ * the degree-6 Taylor polynomial (relative error < 3e-7, measured over
+ * [-87, 0]), 2^n built in the exponent bits. |x| > 87 (below FLT_MIN), -inf
+ * (masked keys) included, gives exactly 0. Every step is branch-free integer
+ * or float arithmetic: a float select or fmaxf keeps GCC from vectorizing
+ * under the default -ftrapping-math. */
+static inline float qb_exp_neg(float x) {
+    const float ln2_hi = 0.693145751953125f, ln2_lo = 1.428606765330187e-06f;
+    const float log2e = 1.44269504088896341f;
+    const float round_magic = 12582912.0f; /* 1.5 * 2^23: x + magic - magic rounds to an integer */
+    const uint32_t lim = 0x42AE0000u;      /* bits of 87.0f */
+    uint32_t ax;
+    memcpy(&ax, &x, sizeof ax);
+    ax &= 0x7fffffffu; /* |x|; x <= 0 so x = -|x| */
+    uint32_t live = ax <= lim ? 0xffffffffu : 0u;
+    uint32_t cb = ax < lim ? ax : lim;
+    float xc;
+    memcpy(&xc, &cb, sizeof xc);
+    xc = -xc;
+    float n = (xc * log2e + round_magic) - round_magic;
+    float r = xc - n * ln2_hi - n * ln2_lo;
+    float p = 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    uint32_t eb = (uint32_t)((int32_t)n + 127) << 23; /* n in [-126, 0] */
+    float e2n;
+    memcpy(&e2n, &eb, sizeof e2n);
+    float res = p * e2n;
+    uint32_t rb;
+    memcpy(&rb, &res, sizeof rb);
+    rb &= live;
+    memcpy(&res, &rb, sizeof res);
+    return res;
+}
+
 static inline float qb_erf_fast(float x) {
     uint32_t b;
     memcpy(&b, &x, sizeof b);

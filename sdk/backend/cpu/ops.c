@@ -31,6 +31,7 @@ void qb_cpu_copy(const qb_exec *ex, void *dst, const void *src, size_t bytes) {
 }
 
 void qb_exec_cpu(qb_exec *ex, int n_threads) {
+    qb_cpu_blas_core_init();
     memset(ex, 0, sizeof *ex);
     ex->ops = &qb_cpu_ops;
     ex->kind = QB_CPU;
