@@ -31,6 +31,8 @@
 typedef struct qb_ops qb_ops;
 /* Weights packed once for inference (sdk/backend/cpu/gemm_packed.c). */
 typedef struct qb_packed_set qb_packed_set;
+/* The arithmetic a packed set's GEMMs use (sdk/backend/cpu/gemm_lowp.c). */
+typedef enum qb_precision { QB_PREC_F32 = 0, QB_PREC_BF16 = 1, QB_PREC_INT8 = 2 } qb_precision;
 
 typedef enum qb_kind { QB_CPU = 0, QB_CUDA = 1 } qb_kind;
 

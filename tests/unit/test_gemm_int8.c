@@ -11,6 +11,7 @@
  *  - through the public API, the shipped model's int8 and bf16 embeddings
  *    stay within the documented cosine of f32 on texts, pictures and clips. */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "backend/cpu/cpu.h"
@@ -217,11 +218,105 @@ static void force_switch(void **state) {
     assert_int_equal(qb_lowp_set_new(&src, 1, QB_PREC_F32, &set), QIAO_ERR_INVALID_ARGUMENT);
 }
 
+
+/* The shipped model through the public API: int8 and bf16 sessions give
+ * embeddings within the documented cosine of f32 (docs/design.md
+ * "Precision"), the same bits for 1 and 2 threads and for the generic and
+ * the best path, and a session asking
+ * for an unknown precision is refused. */
+#define BASE_MODEL QIAO_SOURCE_DIR "/models/qiao-base.safetensors"
+static const char *const TEXTS[] = {
+    "左上角有一个小的红色圆形", "a large blue square in the bottom right", "两个绿色三角形和一个黄色星形",
+    "a small purple cross next to an orange diamond", "中间有什么？ what is in the middle?",
+};
+#define N_TEXTS (sizeof TEXTS / sizeof TEXTS[0])
+static const char *const IMAGES[] = {"/image/000000126107.jpg", "/image/000000159269.jpg", "/image/000000205401.jpg"};
+static const char *const CLIPS[] = {"/audio/fsdd_3_jackson_0.wav", "/audio/esc10_1-110389-A.ogg"};
+#define N_ITEMS (N_TEXTS + 3 + 2)
+
+static void embed_items(qiao_session *s, int64_t d, float *out) {
+    char path[4096];
+    if (qiao_embed_texts(s, TEXTS, N_TEXTS, out, N_TEXTS * (size_t)d) != QIAO_OK) fail_msg("%s", qiao_last_error());
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s%s", QIAO_TEST_DATA, IMAGES[i]);
+        if (qiao_embed_image_file(s, path, out + (N_TEXTS + i) * (size_t)d, (size_t)d) != QIAO_OK)
+            fail_msg("%s: %s", path, qiao_last_error());
+    }
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s%s", QIAO_TEST_DATA, CLIPS[i]);
+        if (qiao_embed_audio_file(s, path, out + (N_TEXTS + 3 + i) * (size_t)d, (size_t)d) != QIAO_OK)
+            fail_msg("%s: %s", path, qiao_last_error());
+    }
+}
+
+static double cosine(const float *a, const float *b, int64_t d) {
+    double ab = 0, aa = 0, bb = 0;
+    for (int64_t i = 0; i < d; i++) ab += (double)a[i] * b[i], aa += (double)a[i] * a[i], bb += (double)b[i] * b[i];
+    return ab / sqrt(aa * bb);
+}
+
+static void api_embeddings(void **state) {
+    (void)state;
+    qiao_model *m = NULL;
+    if (qiao_model_load(BASE_MODEL, &m) != QIAO_OK) fail_msg("%s", qiao_last_error());
+    const int64_t d = qiao_model_dim(m);
+    const size_t before = qiao_model_memory(m);
+    float *ref = qt_alloc(N_ITEMS * d), *got = qt_alloc(N_ITEMS * d), *again = qt_alloc(N_ITEMS * d);
+    qiao_session_params p = qiao_session_default_params();
+    assert_int_equal(p.precision, QIAO_PRECISION_F32);
+    p.n_threads = 2;
+    qiao_session *s = NULL;
+    assert_int_equal(qiao_session_new(m, &p, &s), QIAO_OK);
+    embed_items(s, d, ref);
+    qiao_session_free(s);
+    /* Bounds: docs/design.md "Precision" (measured minima 0.99+; see there). */
+    const int precs[2] = {QIAO_PRECISION_BF16, QIAO_PRECISION_INT8};
+    const double bound[2] = {0.9999, 0.999};
+    for (int q = 0; q < 2; q++) {
+        p.precision = precs[q];
+        p.n_threads = 2;
+        assert_int_equal(qiao_session_new(m, &p, &s), QIAO_OK);
+        embed_items(s, d, got);
+        qiao_session_free(s);
+        p.n_threads = 1;
+        assert_int_equal(qiao_session_new(m, &p, &s), QIAO_OK);
+        embed_items(s, d, again);
+        qiao_session_free(s);
+        assert_memory_equal(got, again, sizeof(float) * (size_t)(N_ITEMS * d));
+        /* The portable path gives the same embeddings, bit for bit. */
+        assert_int_equal(qb_cpu_isa_force("generic"), QIAO_OK);
+        assert_int_equal(qiao_session_new(m, &p, &s), QIAO_OK);
+        embed_items(s, d, again);
+        qiao_session_free(s);
+        assert_int_equal(qb_cpu_isa_force("auto"), QIAO_OK);
+        assert_memory_equal(got, again, sizeof(float) * (size_t)(N_ITEMS * d));
+        double cmin = 1, cmean = 0;
+        int differ = 0;
+        for (size_t i = 0; i < N_ITEMS; i++) {
+            const double c = cosine(got + i * (size_t)d, ref + i * (size_t)d, d);
+            cmin = fmin(cmin, c), cmean += c / N_ITEMS;
+            differ += memcmp(got + i * (size_t)d, ref + i * (size_t)d, sizeof(float) * (size_t)d) != 0;
+        }
+        printf("%s vs f32 (isa %s): min cosine %.6f, mean %.6f over %d texts, pictures and clips\n",
+               q ? "int8" : "bf16", qb_cpu_isa_name(qb_cpu_isa_selected(q ? QB_PREC_INT8 : QB_PREC_BF16)), cmin, cmean,
+               (int)N_ITEMS);
+        assert_true(cmin >= bound[q]);
+        assert_int_equal(differ, (int)N_ITEMS); /* low precision really ran */
+    }
+    assert_true(qiao_model_memory(m) > before); /* the two sets are counted */
+    p.precision = 3;
+    assert_int_equal(qiao_session_new(m, &p, &s), QIAO_ERR_INVALID_ARGUMENT);
+    assert_null(s);
+    free(ref), free(got), free(again);
+    qiao_model_free(m);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(int8_paths_exact),
     cmocka_unit_test(int8_close_to_f32),
     cmocka_unit_test(bf16_all_paths),
     cmocka_unit_test(force_switch),
+    cmocka_unit_test(api_embeddings),
 };
 
 QT_MAIN(tests)

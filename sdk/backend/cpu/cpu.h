@@ -126,7 +126,6 @@ bool qb_cpu_linears_packed(const qb_exec *ex, int n, float *const *outs, float *
  * vpdpbusd; bf16: weights and activations rounded to bf16, f32 sums by
  * vdpbf16ps. Precision, tolerance and speed: docs/design.md "Precision" and
  * docs/benchmarks.md "int8 and bf16 inference". */
-typedef enum qb_precision { QB_PREC_F32 = 0, QB_PREC_BF16 = 1, QB_PREC_INT8 = 2 } qb_precision;
 /* The kernel paths, in the order a cap selects them (qb_cpu_isa_force):
  * int8 runs the best of generic/avx2/avxvnni/avx512vnni at or below the
  * cap that the CPU has; bf16 runs avx512bf16 when the cap allows and the
