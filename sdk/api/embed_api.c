@@ -177,14 +177,18 @@ QIAO_API qiao_status qiao_session_new(const qiao_model *model, const qiao_sessio
     qiao_status st = qc_params_read(&p, sizeof p, params, offsetof(qiao_session_params, n_threads) + sizeof(int),
                                     "qiao_session_default_params");
     if (st != QIAO_OK) return st;
-    if (p.precision != QIAO_PRECISION_F32 && p.precision != QIAO_PRECISION_BF16 &&
-        p.precision != QIAO_PRECISION_INT8)
+    if (p.precision < QIAO_PRECISION_MODEL || p.precision > QIAO_PRECISION_INT8)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT,
-                        "qiao_session_new: precision is %d, need QIAO_PRECISION_F32 (0), _BF16 (1) or _INT8 (2)",
+                        "qiao_session_new: precision is %d, need QIAO_PRECISION_MODEL (0), _F32 (1), _BF16 (2) or "
+                        "_INT8 (3)",
                         p.precision);
+    qb_precision prec = p.precision == QIAO_PRECISION_F32    ? QB_PREC_F32
+                        : p.precision == QIAO_PRECISION_BF16 ? QB_PREC_BF16
+                        : p.precision == QIAO_PRECISION_INT8 ? QB_PREC_INT8
+                                                             : model->m->precision;
     const qb_packed_set *packed = model->packed;
-    if (p.precision != QIAO_PRECISION_F32) {
-        const int slot = p.precision == QIAO_PRECISION_BF16 ? 0 : 1;
+    if (prec != QB_PREC_F32) {
+        const int slot = prec == QB_PREC_BF16 ? 0 : 1;
         qiao_model *mm = (qiao_model *)model; /* the shared cache is built once, under its lock */
         pthread_mutex_lock(&mm->lowp_lock);
         if (!mm->lowp[slot])

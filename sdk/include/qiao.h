@@ -719,7 +719,9 @@ typedef struct qiao_session_params {
     int n_threads;           /* compute threads for this session's calls; 0 = all cores (default) */
     /* Appended (older callers' smaller struct_size gets the default): the
      * arithmetic of the encoders' weight GEMMs, a qiao_precision.
-     * QIAO_PRECISION_F32 (default) is the reference; BF16 rounds weights and
+     * QIAO_PRECISION_MODEL (0, the default) takes the model file's: int8 or
+     * bf16 for a file `qiao quantize` wrote, f32 otherwise.
+     * QIAO_PRECISION_F32 is the reference; BF16 rounds weights and
      * activations to bfloat16 and sums in f32; INT8 uses per-output-channel
      * int8 weights and activations quantized per token at each call.
      * Embeddings then differ from f32 by a small rounding (cosine bounds and
@@ -731,9 +733,10 @@ typedef struct qiao_session_params {
 } qiao_session_params;
 
 typedef enum qiao_precision {
-    QIAO_PRECISION_F32 = 0,
-    QIAO_PRECISION_BF16 = 1,
-    QIAO_PRECISION_INT8 = 2
+    QIAO_PRECISION_MODEL = 0,
+    QIAO_PRECISION_F32 = 1,
+    QIAO_PRECISION_BF16 = 2,
+    QIAO_PRECISION_INT8 = 3
 } qiao_precision;
 
 QIAO_API qiao_session_params qiao_session_default_params(void);

@@ -263,7 +263,7 @@ static void api_embeddings(void **state) {
     const size_t before = qiao_model_memory(m);
     float *ref = qt_alloc(N_ITEMS * d), *got = qt_alloc(N_ITEMS * d), *again = qt_alloc(N_ITEMS * d);
     qiao_session_params p = qiao_session_default_params();
-    assert_int_equal(p.precision, QIAO_PRECISION_F32);
+    assert_int_equal(p.precision, QIAO_PRECISION_MODEL); /* f32 for this file */
     p.n_threads = 2;
     qiao_session *s = NULL;
     assert_int_equal(qiao_session_new(m, &p, &s), QIAO_OK);
@@ -304,7 +304,7 @@ static void api_embeddings(void **state) {
         assert_int_equal(differ, (int)N_ITEMS); /* low precision really ran */
     }
     assert_true(qiao_model_memory(m) > before); /* the two sets are counted */
-    p.precision = 3;
+    p.precision = 4;
     assert_int_equal(qiao_session_new(m, &p, &s), QIAO_ERR_INVALID_ARGUMENT);
     assert_null(s);
     free(ref), free(got), free(again);

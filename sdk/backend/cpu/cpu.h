@@ -159,9 +159,9 @@ const char *qb_cpu_isa_name(qb_isa isa);
 static inline uint16_t qb_bf16_from_f32(float x) {
     uint32_t b;
     memcpy(&b, &x, sizeof b);
-    if ((b & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((b >> 16) | 0x40u);
-    b += 0x7fffu + ((b >> 16) & 1u);
-    return (uint16_t)(b >> 16);
+    /* Both computed and selected, so loops over it vectorize. */
+    const uint32_t nan = (b >> 16) | 0x40u, rounded = (b + 0x7fffu + ((b >> 16) & 1u)) >> 16;
+    return (uint16_t)((b & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
 }
 
 /* Symmetric int8 codes of x (K values): returns the scale max|x| / 127 and
