@@ -9,12 +9,16 @@
  *    documented tolerance of the f32 product (docs/design.md "Precision");
  *  - the forcing switch rejects unknown and unavailable paths;
  *  - through the public API, the shipped model's int8 and bf16 embeddings
- *    stay within the documented cosine of f32 on texts, pictures and clips. */
+ *    stay within the documented cosine of f32 on texts, pictures and clips;
+ *  - a file `qiao quantize` wrote holds the library's int8 codes, loads,
+ *    and computes in int8 by default. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "backend/cpu/cpu.h"
+#include "models/embed.h"
+#include "models/model.h"
 #include "qiao.h"
 #include "testutil.h"
 
@@ -311,12 +315,95 @@ static void api_embeddings(void **state) {
     qiao_model_free(m);
 }
 
+/* `qiao quantize` (the ctest fixture qiao_quantize.base writes the file):
+ * its I8 codes are the library's codes of the same weights, loading
+ * dequantizes them so the int8 path re-quantizes to the same codes, a
+ * session on the file computes in int8 by default, and its embeddings are
+ * those of an int8 session on the f32 file up to the scales' last bit
+ * (re-quantizing the dequantized weights gives the same codes, and scales
+ * within an ulp). */
+static void quantized_file(void **state) {
+    (void)state;
+    qiao_model_file *file = NULL;
+    if (qiao_model_file_open(QIAO_INT8_FILE, &file) != QIAO_OK)
+        fail_msg("%s (written by the ctest fixture qiao_quantize.base): %s", QIAO_INT8_FILE, qiao_last_error());
+    assert_string_equal(qiao_model_file_metadata(file, "qiao.quantized"), "int8");
+    qmod_model *m = NULL, *m8 = NULL;
+    assert_int_equal(qmod_load(BASE_MODEL, &m), QIAO_OK);
+    assert_int_equal(qmod_load(QIAO_INT8_FILE, &m8), QIAO_OK);
+    assert_int_equal(m->precision, QB_PREC_F32);
+    assert_int_equal(m8->precision, QB_PREC_INT8);
+    qb_packed_set *set = NULL, *set8 = NULL;
+    assert_int_equal(qmod_pack_weights_prec(m, QB_PREC_INT8, &set), QIAO_OK);
+    assert_int_equal(qmod_pack_weights_prec(m8, QB_PREC_INT8, &set8), QIAO_OK);
+    int n_i8 = 0;
+    for (size_t i = 0; i < m->tab.n; i++) {
+        const qc_tensor_desc *t = &m->tab.t[i];
+        qiao_tensor_info ti, si;
+        assert_int_equal(qiao_model_file_find(file, t->name, &ti), QIAO_OK);
+        if (ti.dtype != QIAO_DTYPE_I8) continue;
+        n_i8++;
+        char sname[512];
+        snprintf(sname, sizeof sname, "%s.scale", t->name);
+        assert_int_equal(qiao_model_file_find(file, sname, &si), QIAO_OK);
+        const int64_t rows = t->shape[0];
+        int8_t *codes = malloc((size_t)t->numel), *codes8 = malloc((size_t)t->numel);
+        float *sc = qt_alloc(rows), *sc8 = qt_alloc(rows);
+        assert_true(qb_lowp_weight_codes(qb_packed_set_lowp(set), m->arena.base + t->offset, codes, sc));
+        assert_true(qb_lowp_weight_codes(qb_packed_set_lowp(set8), m8->arena.base + t->offset, codes8, sc8));
+        assert_memory_equal(codes, ti.data, (size_t)t->numel);
+        assert_memory_equal(codes8, ti.data, (size_t)t->numel);
+        for (int64_t r = 0; r < rows; r++) {
+            float fs;
+            memcpy(&fs, (const char *)si.data + r * 4, 4);
+            assert_true(fabsf(sc[r] - fs) <= 1e-6f * fs);
+            assert_true(fabsf(sc8[r] - fs) <= 1e-6f * fs);
+        }
+        free(codes), free(codes8), free(sc), free(sc8);
+    }
+    assert_true(n_i8 > 50);
+    qb_packed_set_free(set), qb_packed_set_free(set8);
+    qmod_free(m), qmod_free(m8);
+    qiao_model_file_close(file);
+
+    qiao_model *pm = NULL, *pm8 = NULL;
+    assert_int_equal(qiao_model_load(BASE_MODEL, &pm), QIAO_OK);
+    assert_int_equal(qiao_model_load(QIAO_INT8_FILE, &pm8), QIAO_OK);
+    const int64_t d = qiao_model_dim(pm);
+    float *a = qt_alloc(N_ITEMS * d), *b = qt_alloc(N_ITEMS * d), *f32 = qt_alloc(N_ITEMS * d);
+    qiao_session_params p = qiao_session_default_params();
+    p.n_threads = 2;
+    qiao_session *s = NULL;
+    assert_int_equal(qiao_session_new(pm8, &p, &s), QIAO_OK); /* the file's precision: int8 */
+    embed_items(s, d, a);
+    qiao_session_free(s);
+    p.precision = QIAO_PRECISION_INT8;
+    assert_int_equal(qiao_session_new(pm, &p, &s), QIAO_OK);
+    embed_items(s, d, b);
+    qiao_session_free(s);
+    p.precision = QIAO_PRECISION_MODEL;
+    assert_int_equal(qiao_session_new(pm, &p, &s), QIAO_OK);
+    embed_items(s, d, f32);
+    qiao_session_free(s);
+    double cmin = 1, cf = 1;
+    for (size_t i = 0; i < N_ITEMS; i++) {
+        cmin = fmin(cmin, cosine(a + i * (size_t)d, b + i * (size_t)d, d));
+        cf = fmin(cf, cosine(a + i * (size_t)d, f32 + i * (size_t)d, d));
+    }
+    printf("int8 file vs int8 session on the f32 file: min cosine %.8f; vs f32: %.6f\n", cmin, cf);
+    assert_true(cmin >= 0.9999); /* measured 0.99998854: a scale one ulp off moves an activation code here and there */
+    assert_true(cf >= 0.999);
+    free(a), free(b), free(f32);
+    qiao_model_free(pm), qiao_model_free(pm8);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(int8_paths_exact),
     cmocka_unit_test(int8_close_to_f32),
     cmocka_unit_test(bf16_all_paths),
     cmocka_unit_test(force_switch),
     cmocka_unit_test(api_embeddings),
+    cmocka_unit_test(quantized_file),
 };
 
 QT_MAIN(tests)
