@@ -428,7 +428,8 @@ static void peer_start(peer_proc *p, const char *model, const char *inputs, int 
         dup2(to[0], 0), dup2(from[1], 1);
         close(to[0]), close(to[1]), close(from[0]), close(from[1]);
         if (engine)
-            execl(ORT_PYTHON, "python3", PEER_SCRIPT, model, inputs, "--threads", n, "--engine", engine, (char *)NULL);
+            /* argv[0] the venv's path: Python finds its pyvenv.cfg from it. */
+            execl(ORT_PYTHON, ORT_PYTHON, PEER_SCRIPT, model, inputs, "--threads", n, "--engine", engine, (char *)NULL);
         else
             execl(PEER_PYTHON, "python3", PEER_SCRIPT, model, inputs, "--threads", n, (char *)NULL);
         _exit(127);
