@@ -98,6 +98,10 @@ def ort_fns(args, encoders, cases, inputs):
         sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
         feed = {n: t.numpy() for n, t in zip(names, a)}
         fns[(mod, B)] = (lambda sess=sess, feed=feed: sess.run(None, feed)[0])
+    import atexit
+    import shutil
+
+    atexit.register(shutil.rmtree, tmp, True)  # the sessions hold their graphs; the files are no longer needed
     return fns, f"onnxruntime-{args.engine} {ort.__version__} {args.threads}"
 
 
