@@ -5,7 +5,7 @@
  *
  *   build/bin/bench_encoders [--config models/configs/base.json] [--threads 2] [--batch 32]
  *                            [--rounds 7] [--no-peer] [--no-trim] [--keep] [--profile MODALITY:B]
- *                            [--peer-wait passive|active|inherit]
+ *                            [--peer-wait passive|active|inherit] [--ort]
  *
  * Run from the repository root (it reads tests/data and bench/peer).
  *
@@ -236,11 +236,15 @@ typedef struct bench_case {
     const void *items;         /* raw inputs of the API path */
     float *emb;                /* (B, D) qiao's embeddings */
     float *emb_pk;             /* (B, D) the packed forward's */
+    float *emb_lp[2];          /* (B, D) the bf16 and int8 forwards' */
+    double lp_cos[2];          /* min cosine of emb_lp[q] rows to emb_pk's */
+    double lp_gain[2];         /* median over rounds of packed f32 / bf16, int8 */
+    double i8_vs_ort[2];       /* median over rounds of ORT f32 / qiao int8, ORT int8 / qiao int8 */
     float *api_out;            /* (B, D) */
     float *ra, *rw, *ry;       /* raw sgemm operands */
-    int reps[5];               /* calls per timed loop: forward, sgemm, API, peer, packed */
-    double t[5][MAX_ROUNDS];   /* seconds per call, per round */
-    double med[5];             /* medians; 0 = not measured */
+    int reps[9];               /* calls per timed loop, indexed by T_* */
+    double t[9][MAX_ROUNDS];   /* seconds per call, per round */
+    double med[9];             /* medians; 0 = not measured */
     double speedup;            /* median over rounds of peer / qiao */
     double speedup_pk;         /* median over rounds of peer / packed */
     double pk_gain;            /* median over rounds of qiao / packed */
@@ -252,7 +256,10 @@ typedef struct bench_case {
     int ng;
 } bench_case;
 
-enum { T_FWD = 0, T_RAW = 1, T_API = 2, T_PEER = 3, T_PACK = 4 };
+/* T_BF16, T_INT8: the packed forward in bf16 and int8 (gemm_lowp.c);
+ * T_ORT32, T_ORT8: ONNX Runtime on the peer's encoders exported to ONNX, f32
+ * and quantize_dynamic int8 (--ort). */
+enum { T_FWD = 0, T_RAW = 1, T_API = 2, T_PEER = 3, T_PACK = 4, T_BF16 = 5, T_INT8 = 6, T_ORT32 = 7, T_ORT8 = 8, NT = 9 };
 
 static void add_gemm(bench_case *c, int64_t M, int64_t N, int64_t K) {
     const double f = 2.0 * (double)M * (double)N * (double)K;
@@ -400,7 +407,12 @@ static int peer_cmd(peer_proc *p, char *reply, size_t n, const char *fmt, ...) {
     return 0;
 }
 
-static void peer_start(peer_proc *p, const char *model, const char *inputs, int threads, const char *wait) {
+/* engine NULL: the PyTorch peer under Debian's python3; "ort-f32" or
+ * "ort-int8": ONNX Runtime under ORT_PYTHON (scripts/install-deps.sh --peer
+ * makes that virtual environment). */
+#define ORT_PYTHON ".venv-peer/bin/python3"
+static void peer_start(peer_proc *p, const char *model, const char *inputs, int threads, const char *wait,
+                       const char *engine) {
     memset(p, 0, sizeof *p);
     int to[2], from[2];
     if (pipe(to) || pipe(from)) return;
@@ -415,7 +427,11 @@ static void peer_start(peer_proc *p, const char *model, const char *inputs, int 
         if (strcmp(wait, "inherit") != 0) setenv("OMP_WAIT_POLICY", wait, 1);
         dup2(to[0], 0), dup2(from[1], 1);
         close(to[0]), close(to[1]), close(from[0]), close(from[1]);
-        execl(PEER_PYTHON, "python3", PEER_SCRIPT, model, inputs, "--threads", n, (char *)NULL);
+        if (engine)
+            /* argv[0] the venv's path: Python finds its pyvenv.cfg from it. */
+            execl(ORT_PYTHON, ORT_PYTHON, PEER_SCRIPT, model, inputs, "--threads", n, "--engine", engine, (char *)NULL);
+        else
+            execl(PEER_PYTHON, "python3", PEER_SCRIPT, model, inputs, "--threads", n, (char *)NULL);
         _exit(127);
     }
     close(to[0]), close(from[1]);
@@ -609,7 +625,7 @@ static void compare_peer(const qmod_model *m, bench_case *cs, int nc, const char
 static void usage(void) {
     fprintf(stderr, "usage: bench_encoders [--config FILE] [--threads N] [--batch B] [--rounds R] [--no-peer] "
                     "[--no-trim] [--keep] [--profile MODALITY:B]\n"
-                    "                      [--peer-wait passive|active|inherit]\n");
+                    "                      [--peer-wait passive|active|inherit] [--ort]\n");
 }
 
 static double loadavg(void) {
@@ -624,12 +640,13 @@ static double loadavg(void) {
 
 int main(int argc, char **argv) {
     const char *config_path = "models/configs/base.json";
-    int threads = 2, rounds = 7, use_peer = 1, keep = 0;
+    int threads = 2, rounds = 7, use_peer = 1, keep = 0, use_ort = 0;
     int64_t big = 32;
     const char *profile = NULL; /* "MODALITY:B": only loop that forward for 10 s (for perf record) */
     const char *peer_wait = "passive"; /* the peer's OMP_WAIT_POLICY; see the top of this file */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--no-peer")) use_peer = 0;
+        else if (!strcmp(argv[i], "--ort")) use_ort = 1;
         else if (!strcmp(argv[i], "--no-trim")) g_trim = 0;
         else if (!strcmp(argv[i], "--keep")) keep = 1;
         else if (i + 1 < argc && !strcmp(argv[i], "--config")) config_path = argv[++i];
@@ -691,6 +708,15 @@ int main(int argc, char **argv) {
     qb_packed_set *packed = NULL;
     if ((st = qmod_pack_weights(m, &packed)) != QIAO_OK) return fail("qmod_pack_weights", st);
     ex_pk.packed = packed;
+    /* bf16 and int8 sets, as a session with that precision uses. */
+    qb_exec ex_lp[2];
+    qb_packed_set *lowp[2] = {NULL, NULL};
+    for (int q = 0; q < 2; q++) {
+        qb_exec_cpu(&ex_lp[q], threads);
+        if ((st = qmod_pack_weights_prec(m, q ? QB_PREC_INT8 : QB_PREC_BF16, &lowp[q])) != QIAO_OK)
+            return fail("qmod_pack_weights_prec", st);
+        ex_lp[q].packed = lowp[q];
+    }
     const int64_t D = cfg.embed_dim;
 
     if (profile) {
@@ -718,6 +744,7 @@ int main(int argc, char **argv) {
         unlink(model_path);
         rmdir(dir);
         qb_packed_set_free(packed);
+        for (int q = 0; q < 2; q++) qb_packed_set_free(lowp[q]);
         return r.st == QIAO_OK ? 0 : fail(profile, r.st);
     }
 
@@ -748,7 +775,13 @@ int main(int argc, char **argv) {
     if ((st = write_inputs(m, cs, NC, in_path)) != QIAO_OK) return fail(in_path, st);
     peer_proc peer;
     memset(&peer, 0, sizeof peer);
-    if (use_peer) peer_start(&peer, model_path, in_path, threads, peer_wait);
+    if (use_peer) peer_start(&peer, model_path, in_path, threads, peer_wait, NULL);
+    peer_proc ort[2];
+    memset(ort, 0, sizeof ort);
+    for (int q = 0; q < 2 && use_ort; q++) {
+        peer_start(&ort[q], model_path, in_path, threads, peer_wait, q ? "ort-int8" : "ort-f32");
+        if (!ort[q].ok) fprintf(stderr, "bench_encoders: the ONNX Runtime peer (%s) did not start\n", q ? "int8" : "f32");
+    }
     qiao_model *pm = NULL;
     if ((st = qiao_model_load(model_path, &pm)) != QIAO_OK) return fail(model_path, st);
     qiao_session_params sp = qiao_session_default_params();
@@ -759,11 +792,12 @@ int main(int argc, char **argv) {
     /* ---- one modality at a time: set up both cases, then alternate ---- */
     for (int mi = 0; mi < 3; mi++) {
         bench_case *pair = cs + 2 * mi;
-        run_ctx rc[2], rp[2];
+        run_ctx rc[2], rp[2], rl[2][2];
         for (int k = 0; k < 2; k++) {
             bench_case *c = &pair[k];
             rc[k] = (run_ctx){&ex, m, c, threads, QIAO_OK};
             rp[k] = (run_ctx){&ex_pk, m, c, threads, QIAO_OK};
+            for (int q = 0; q < 2; q++) rl[q][k] = (run_ctx){&ex_lp[q], m, c, threads, QIAO_OK};
             if ((st = qmod_work_init(&c->work, m, c->mod, c->B, c->batch.T, false)) != QIAO_OK ||
                 (st = qiao_session_new(pm, &sp, &c->session)) != QIAO_OK || (st = alloc_raw(c)) != QIAO_OK)
                 return fail(qmod_modality_name(c->mod), st);
@@ -777,6 +811,16 @@ int main(int argc, char **argv) {
             if ((st = qmod_forward(&ex_pk, m, &c->work, &c->batch, &emb)) != QIAO_OK)
                 return fail("qmod_forward (packed)", st);
             memcpy(c->emb_pk, emb, (size_t)(c->B * D) * sizeof(float));
+            for (int q = 0; q < 2; q++) {
+                c->emb_lp[q] = malloc((size_t)(c->B * D) * sizeof(float));
+                if (!c->emb_lp[q]) return fail("embeddings", QIAO_ERR_OUT_OF_MEMORY);
+                if ((st = qmod_forward(&ex_lp[q], m, &c->work, &c->batch, &emb)) != QIAO_OK)
+                    return fail("qmod_forward (bf16/int8)", st);
+                memcpy(c->emb_lp[q], emb, (size_t)(c->B * D) * sizeof(float));
+                c->lp_cos[q] = 1.0;
+                for (int64_t b = 0; b < c->B; b++)
+                    c->lp_cos[q] = fmin(c->lp_cos[q], qiao_cosine(c->emb_pk + b * D, c->emb_lp[q] + b * D, (size_t)D));
+            }
             run_api(&rc[k]);
             if (rc[k].st != QIAO_OK) return fail("public API", rc[k].st);
             /* The API runs the packed forward: compare it with that one. */
@@ -794,6 +838,14 @@ int main(int argc, char **argv) {
             c->session_mib = MIB(qiao_session_memory(c->session));
             c->reps[T_FWD] = calibrate(run_forward, &rc[k]);
             c->reps[T_PACK] = packed ? calibrate(run_forward, &rp[k]) : 0;
+            c->reps[T_BF16] = calibrate(run_forward, &rl[0][k]);
+            c->reps[T_INT8] = calibrate(run_forward, &rl[1][k]);
+            for (int q = 0; q < 2; q++) {
+                char oline[256];
+                if (!peer_cmd(&ort[q], oline, sizeof oline, "calib %s %lld", qmod_modality_name(c->mod),
+                              (long long)c->B))
+                    c->reps[T_ORT32 + q] = atoi(oline + 5);
+            }
             c->reps[T_API] = calibrate(run_api, &rc[k]);
             c->reps[T_RAW] = calibrate(run_raw, &rc[k]);
             char line[256];
@@ -807,6 +859,15 @@ int main(int argc, char **argv) {
                 bench_case *c = &pair[k];
                 c->t[T_FWD][r] = loop(run_forward, &rc[k], c->reps[T_FWD]);
                 if (packed) c->t[T_PACK][r] = loop(run_forward, &rp[k], c->reps[T_PACK]);
+                c->t[T_BF16][r] = loop(run_forward, &rl[0][k], c->reps[T_BF16]);
+                c->t[T_INT8][r] = loop(run_forward, &rl[1][k], c->reps[T_INT8]);
+                for (int q = 0; q < 2; q++) {
+                    char oline[256];
+                    if (c->reps[T_ORT32 + q] > 0 &&
+                        !peer_cmd(&ort[q], oline, sizeof oline, "time %s %lld %d", qmod_modality_name(c->mod),
+                                  (long long)c->B, c->reps[T_ORT32 + q]))
+                        c->t[T_ORT32 + q][r] = atof(oline + 2);
+                }
                 c->t[T_API][r] = loop(run_api, &rc[k], c->reps[T_API]);
                 c->t[T_RAW][r] = loop(run_raw, &rc[k], c->reps[T_RAW]);
                 char line[256];
@@ -821,8 +882,13 @@ int main(int argc, char **argv) {
             bench_case *c = &pair[k];
             if (rc[k].st != QIAO_OK) return fail(qmod_modality_name(c->mod), rc[k].st);
             if (rp[k].st != QIAO_OK) return fail(qmod_modality_name(c->mod), rp[k].st);
-            for (int j = 0; j < 5; j++)
-                c->med[j] = (j == T_PEER && !peer.ok) || (j == T_PACK && !packed) ? 0 : median(c->t[j], rounds);
+            for (int q = 0; q < 2; q++)
+                if (rl[q][k].st != QIAO_OK) return fail(qmod_modality_name(c->mod), rl[q][k].st);
+            for (int j = 0; j < NT; j++)
+                c->med[j] = (j == T_PEER && !peer.ok) || (j == T_PACK && !packed) ||
+                                    (j >= T_ORT32 && (!ort[j - T_ORT32].ok || c->reps[j] == 0))
+                                ? 0
+                                : median(c->t[j], rounds);
             /* The speedup pairs the two sides within each round (timed
              * back to back, so under the same load) before the median. */
             double ratio[MAX_ROUNDS];
@@ -833,6 +899,14 @@ int main(int argc, char **argv) {
                 c->speedup_pk = median(ratio, rounds);
                 for (int r = 0; r < rounds; r++) ratio[r] = c->t[T_FWD][r] / c->t[T_PACK][r];
                 c->pk_gain = median(ratio, rounds);
+                for (int q = 0; q < 2; q++) {
+                    for (int r = 0; r < rounds; r++) ratio[r] = c->t[T_PACK][r] / c->t[T_BF16 + q][r];
+                    c->lp_gain[q] = median(ratio, rounds);
+                }
+            }
+            for (int q = 0; q < 2; q++) {
+                for (int r = 0; r < rounds; r++) ratio[r] = c->t[T_ORT32 + q][r] / c->t[T_INT8][r];
+                c->i8_vs_ort[q] = c->med[T_ORT32 + q] > 0 ? median(ratio, rounds) : 0;
             }
             qmod_work_free(&c->work);
             qiao_session_free(c->session);
@@ -848,6 +922,10 @@ int main(int argc, char **argv) {
     char peer_version[128];
     snprintf(peer_version, sizeof peer_version, "%s", peer.version);
     const double peer_rss = peer_stop(&peer);
+    char ort_version[128] = "";
+    snprintf(ort_version, sizeof ort_version, "%s", ort[1].ok ? ort[1].version : ort[0].version);
+    const int have_ort = ort[0].ok || ort[1].ok;
+    for (int q = 0; q < 2; q++) peer_stop(&ort[q]);
 
     /* ---- report ---- */
     printf("peer: %s\n", have_peer  ? peer_version
@@ -938,13 +1016,43 @@ int main(int argc, char **argv) {
         printf("\nPacked weights: not timed (no AVX-512F on this CPU; the API uses OpenBLAS as above).\n");
     }
 
+    printf("\nPrecision (qiao_session_params.precision; sdk/backend/cpu/gemm_lowp.c, paths: bf16 %s, int8 %s): the\n"
+           "packed forward in f32, bf16 and int8, timed in the same rounds; gain = median over rounds of f32 packed\n"
+           "/ bf16 or int8; cos = min cosine of a row to the f32 packed row. ORT: %s, %d intra-op threads,\n"
+           "the peer's encoders exported to ONNX, f32 and quantize_dynamic int8; vs ORT = median of ORT / qiao int8\n\n",
+           qb_cpu_isa_name(qb_cpu_isa_selected(QB_PREC_BF16)), qb_cpu_isa_name(qb_cpu_isa_selected(QB_PREC_INT8)),
+           have_ort ? ort_version : use_ort ? "unavailable (.venv-peer: scripts/install-deps.sh --peer)" : "not run (--ort)",
+           threads);
+    printf("| %-8s | %5s | %8s | %8s | %8s | %6s | %6s | %9s | %9s | %8s | %8s | %9s | %9s |\n", "modality", "batch",
+           "f32 ms", "bf16 ms", "int8 ms", "bf16 x", "int8 x", "bf16 cos", "int8 cos", "ORT f32", "ORT int8",
+           "vs ORT32", "vs ORT8");
+    printf("|----------|-------|----------|----------|----------|--------|--------|-----------|-----------|----------|"
+           "----------|-----------|-----------|\n");
+    for (int i = 0; i < NC; i++) {
+        const bench_case *c = &cs[i];
+        char o32[16] = "-", o8[16] = "-", v32[16] = "-", v8[16] = "-";
+        if (c->med[T_ORT32] > 0) {
+            snprintf(o32, sizeof o32, "%.3f", c->med[T_ORT32] * 1e3);
+            snprintf(v32, sizeof v32, "%.2fx", c->i8_vs_ort[0]);
+        }
+        if (c->med[T_ORT8] > 0) {
+            snprintf(o8, sizeof o8, "%.3f", c->med[T_ORT8] * 1e3);
+            snprintf(v8, sizeof v8, "%.2fx", c->i8_vs_ort[1]);
+        }
+        printf("| %-8s | %5lld | %8.3f | %8.3f | %8.3f | %5.2fx | %5.2fx | %9.6f | %9.6f | %8s | %8s | %9s | %9s |\n",
+               qmod_modality_name(c->mod), (long long)c->B, c->med[T_PACK] * 1e3, c->med[T_BF16] * 1e3,
+               c->med[T_INT8] * 1e3, c->lp_gain[0], c->lp_gain[1], c->lp_cos[0], c->lp_cos[1], o32, o8, v32, v8);
+    }
+
     qiao_model_free(pm);
+    for (int q = 0; q < 2; q++) qb_packed_set_free(lowp[q]);
     qb_packed_set_free(packed);
     for (int i = 0; i < NC; i++) {
         qmod_batch_free(&cs[i].batch);
         free(cs[i].emb);
         free(cs[i].api_out);
         free(cs[i].emb_pk);
+        free(cs[i].emb_lp[0]), free(cs[i].emb_lp[1]);
     }
     free(cs);
     for (int64_t i = 0; i < big; i++) qiao_audio_free(clips[i]);

@@ -387,8 +387,12 @@ static bool is_gemm_weight(const qc_tensor_desc *t) {
 }
 
 qiao_status qmod_pack_weights(const qmod_model *m, qb_packed_set **out) {
+    return qmod_pack_weights_prec(m, QB_PREC_F32, out);
+}
+
+qiao_status qmod_pack_weights_prec(const qmod_model *m, qb_precision prec, qb_packed_set **out) {
     *out = NULL;
-    if (!qb_cpu_gemm_packed_supported()) return QIAO_OK;
+    if (prec == QB_PREC_F32 && !qb_cpu_gemm_packed_supported()) return QIAO_OK;
     qb_packed_src *src = calloc(m->tab.n ? m->tab.n : 1, sizeof *src);
     if (!src) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qmod_pack_weights: out of memory");
     size_t n = 0;
@@ -397,7 +401,7 @@ qiao_status qmod_pack_weights(const qmod_model *m, qb_packed_set **out) {
         if (!is_gemm_weight(t)) continue;
         src[n++] = (qb_packed_src){m->arena.base + t->offset, t->shape[0], t->numel / t->shape[0]};
     }
-    qiao_status st = qb_packed_set_new(src, n, out);
+    qiao_status st = qb_packed_set_new_prec(src, n, prec, out);
     free(src);
     return st;
 }

@@ -156,5 +156,11 @@ qiao_status qmod_embed_audio(const qb_exec *ex, const qmod_model *m, qmod_work *
  * Free with qb_packed_set_free(). Embeddings with and without the set differ
  * only by float rounding (another summation order). */
 qiao_status qmod_pack_weights(const qmod_model *m, qb_packed_set **out);
+/* The same weights for f32 (as qmod_pack_weights), bf16 or int8 inference
+ * (qb_packed_set_new_prec, sdk/backend/cpu/cpu.h): a bf16 or int8 set is
+ * built on any CPU (its generic path needs no particular ISA) and holds the
+ * f32 panels too where the f32 kernel runs, for the calls low precision
+ * does not take (a column range of a weight). */
+qiao_status qmod_pack_weights_prec(const qmod_model *m, qb_precision prec, qb_packed_set **out);
 
 #endif /* QIAO_MODELS_EMBED_H */

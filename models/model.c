@@ -362,6 +362,50 @@ static qiao_status check_tokenizer(const qiao_tokenizer *tok, const qe_text_conf
     return QIAO_OK;
 }
 
+/* A file `qiao quantize` wrote with int8 weights: each I8 tensor is
+ * dequantized into the arena (code * its row's scale, exact in f32: an
+ * int8 times a float), every other tensor loads as qc_st_load_table would.
+ * The int8 inference path re-quantizes those rows at packing time and gets
+ * the same codes back (a row's largest |code| is 127, so its scale is
+ * recovered to within rounding and every code to the integer), so the file
+ * computes with its own int8 weights. */
+static qiao_status load_int8(const qc_st_file *f, qmod_model *m) {
+    const char *name = qc_st_name(f);
+    for (size_t i = 0; i < m->tab.n; i++) {
+        const qc_tensor_desc *t = &m->tab.t[i];
+        const qc_st_tensor *x = qc_st_find(f, t->name);
+        if (!x) return qc_error(QIAO_ERR_FORMAT, "%s: tensor %s is missing", name, t->name);
+        bool same = x->ndim == t->ndim && x->numel == t->numel;
+        for (int d = 0; same && d < t->ndim; d++) same = x->shape[d] == t->shape[d];
+        if (!same) return qc_error(QIAO_ERR_FORMAT, "%s: tensor %s has another shape than its config's", name, t->name);
+        float *dst = m->arena.base + t->offset;
+        if (x->dtype != QIAO_DTYPE_I8) {
+            if (x->dtype == QIAO_DTYPE_F32) memcpy(dst, x->data, (size_t)t->numel * sizeof(float));
+            else if (x->dtype == QIAO_DTYPE_BF16) qc_bf16_to_f32_n(dst, x->data, (size_t)t->numel);
+            else if (x->dtype == QIAO_DTYPE_F16) qc_f16_to_f32_n(dst, x->data, (size_t)t->numel);
+            else return qc_error(QIAO_ERR_FORMAT, "%s: tensor %s is %s, not a float or I8", name, t->name,
+                                 qc_st_dtype_name(x->dtype));
+            continue;
+        }
+        char sname[QC_ST_MAX_NAME + 8];
+        snprintf(sname, sizeof sname, "%s.scale", t->name);
+        const qc_st_tensor *s = qc_st_find(f, sname);
+        if (t->ndim < 1 || !s || s->dtype != QIAO_DTYPE_F32 || s->numel != t->shape[0])
+            return qc_error(QIAO_ERR_FORMAT, "%s: I8 tensor %s needs an F32 tensor %s of %lld scales", name, t->name,
+                            sname, t->ndim ? (long long)t->shape[0] : 0LL);
+        const int64_t rows = t->shape[0], cols = t->numel / rows;
+        const int8_t *q = x->data;
+        for (int64_t r = 0; r < rows; r++) {
+            float sc;
+            memcpy(&sc, (const char *)s->data + r * sizeof(float), sizeof sc);
+            if (!isfinite(sc) || sc < 0)
+                return qc_error(QIAO_ERR_FORMAT, "%s: %s[%lld] is not a finite scale >= 0", name, sname, (long long)r);
+            for (int64_t c = 0; c < cols; c++) dst[r * cols + c] = (float)q[r * cols + c] * sc;
+        }
+    }
+    return QIAO_OK;
+}
+
 static qiao_status load_st(const qc_st_file *f, qmod_model **out) {
     const char *name = qc_st_name(f);
     const char *fmt = qc_st_metadata_get(f, QMOD_META_FORMAT);
@@ -381,7 +425,19 @@ static qiao_status load_st(const qc_st_file *f, qmod_model **out) {
     st = model_alloc(&cfg, &m);
     qmod_config_free(&cfg);
     if (st != QIAO_OK) return st;
-    st = qc_st_load_table(f, &m->tab, m->arena.base);
+    const char *quant = qc_st_metadata_get(f, QMOD_META_QUANTIZED);
+    if (!quant) {
+        st = qc_st_load_table(f, &m->tab, m->arena.base);
+    } else if (!strcmp(quant, "bf16")) {
+        m->precision = QB_PREC_BF16;
+        st = qc_st_load_table(f, &m->tab, m->arena.base);
+    } else if (!strcmp(quant, "int8")) {
+        m->precision = QB_PREC_INT8;
+        st = load_int8(f, m);
+    } else {
+        st = qc_error(QIAO_ERR_FORMAT, "%s: metadata %s is \"%s\"; this qiao reads \"int8\" and \"bf16\"", name,
+                      QMOD_META_QUANTIZED, quant);
+    }
     if (st == QIAO_OK) {
         for (size_t i = 0; i < m->tab.n && st == QIAO_OK; i++) {
             const qc_tensor_desc *t = &m->tab.t[i];

@@ -29,6 +29,11 @@
 #define QMOD_META_CONFIG "qiao.config"
 #define QMOD_META_FORMAT "qiao.format"
 #define QMOD_META_VERSION "qiao.version"
+/* "int8": every GEMM weight (a linear's or conv's ".weight", not the
+ * "_emb.weight" tables) is an I8 tensor of codes q with an F32 tensor
+ * "<name>.scale" (one scale per output channel, shape[0]); the value is
+ * q * scale. "bf16": those weights are BF16. Written by `qiao quantize`. */
+#define QMOD_META_QUANTIZED "qiao.quantized"
 #define QMOD_NAME_MAX 64
 /* ln(1/0.07): CLIP's initial temperature. */
 #define QMOD_LOGIT_SCALE_INIT 2.65926003f
@@ -113,6 +118,12 @@ typedef struct qmod_model {
     qc_arena arena;          /* tab.total floats */
     qmod_params p;           /* bound into arena */
     qiao_tokenizer *tok;     /* optional; owned */
+    /* What the file's metadata QMOD_META_QUANTIZED says its GEMM weights are
+     * stored as (`qiao quantize`): QB_PREC_INT8 or QB_PREC_BF16; QB_PREC_F32
+     * for an ordinary file. The arena holds them as f32 all the same; the
+     * public API computes at this precision unless a session asks for
+     * another (qiao_session_params.precision). */
+    qb_precision precision;
 } qmod_model;
 
 /* Builds the parameter table of `cfg` (the towers it holds under "text.",

@@ -3,7 +3,9 @@
 # Idempotent and quiet; run as root on a fresh machine.
 #   scripts/install-deps.sh          build + test dependencies
 #   scripts/install-deps.sh --peer   also Debian's PyTorch, for regenerating golden
-#                                    fixtures and running the peer benchmarks
+#                                    fixtures and running the peer benchmarks, and
+#                                    .venv-peer (at the repository root) with ONNX
+#                                    Runtime for bench_encoders --ort
 set -euo pipefail
 
 pkgs=(
@@ -38,4 +40,17 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The ONNX Runtime peer (bench/peer/bench_encoders_peer.py --engine ort-*):
+# PyPI's onnxruntime in a virtual environment that also sees Debian's torch
+# (for the ONNX export) and numpy. Pinned so pip keeps Debian's numpy 1.x:
+# a NumPy 2 (what onnx >= 1.18 and ml_dtypes >= 0.5 pull in) breaks Debian's
+# torch ("Could not infer dtype of numpy.float32"); onnx 1.17 and ml_dtypes
+# 0.4.1 (quantize_dynamic imports it) still run on NumPy 1.24.
+if [[ "${1:-}" == "--peer" ]]; then
+  root="$(cd "$(dirname "$0")/.." && pwd)"
+  np="$(/usr/bin/python3 -c 'import numpy; print(numpy.__version__)')"
+  [[ -x "$root/.venv-peer/bin/python3" ]] || /usr/bin/python3 -m venv --system-site-packages "$root/.venv-peer"
+  "$root/.venv-peer/bin/pip" install -q onnxruntime==1.31.1 onnx==1.17.0 ml_dtypes==0.4.1 "numpy==$np"
 fi

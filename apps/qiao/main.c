@@ -31,6 +31,7 @@ static const command commands[] = {
     {"eval", cmd_eval, "retrieval --model M --data DIR [--pool 1000] [--json]: cross-modal recall@k"},
     {"embed", cmd_embed, "--model M (--text T | --image F | --audio F) [-o out.npy] [--threads N]: one embedding"},
     {"search", cmd_search, "index --model M --out INDEX PATH... | query --index INDEX --text T: search"},
+    {"quantize", cmd_quantize, "--model M --out M8 [--precision int8|bf16]: store GEMM weights int8 (or bf16)"},
 };
 
 static void usage(FILE *f) {

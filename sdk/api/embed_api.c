@@ -9,6 +9,7 @@
  * passes; a row does not depend on its chunk beyond float rounding (the
  * padding of a text or audio batch is masked). */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,10 @@ struct qiao_model {
      * qmod_pack_weights): a model here never changes after load. NULL on a
      * CPU without AVX-512F. Shared, read-only, by every session. */
     qb_packed_set *packed;
+    /* The bf16 and int8 sets, each packed at the first session asking for
+     * it (qmod_pack_weights_prec) under lock; then read-only and shared. */
+    pthread_mutex_t lowp_lock;
+    qb_packed_set *lowp[2]; /* [0] bf16, [1] int8; NULL until asked for */
 };
 
 struct qiao_session {
@@ -78,6 +83,7 @@ static qiao_status wrap_model(qmod_model *m, const char *what, const qiao_model_
         return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", what);
     }
     h->m = m;
+    pthread_mutex_init(&h->lowp_lock, NULL);
     if (p->pack_weights) {
         qiao_status st = qmod_pack_weights(m, &h->packed);
         if (st != QIAO_OK) {
@@ -127,12 +133,19 @@ QIAO_API qiao_status qiao_model_load_memory(const void *data, size_t size, qiao_
 
 QIAO_API size_t qiao_model_memory(const qiao_model *model) {
     if (!model) return 0;
-    return model->m->arena.n * sizeof(float) + qb_packed_set_bytes(model->packed);
+    qiao_model *mm = (qiao_model *)model; /* the lock only */
+    pthread_mutex_lock(&mm->lowp_lock);
+    const size_t lowp = qb_packed_set_bytes(model->lowp[0]) + qb_packed_set_bytes(model->lowp[1]);
+    pthread_mutex_unlock(&mm->lowp_lock);
+    return model->m->arena.n * sizeof(float) + qb_packed_set_bytes(model->packed) + lowp;
 }
 
 QIAO_API void qiao_model_free(qiao_model *model) {
     if (!model) return;
     qb_packed_set_free(model->packed);
+    qb_packed_set_free(model->lowp[0]);
+    qb_packed_set_free(model->lowp[1]);
+    pthread_mutex_destroy(&model->lowp_lock);
     qmod_free(model->m);
     free(model);
 }
@@ -164,6 +177,26 @@ QIAO_API qiao_status qiao_session_new(const qiao_model *model, const qiao_sessio
     qiao_status st = qc_params_read(&p, sizeof p, params, offsetof(qiao_session_params, n_threads) + sizeof(int),
                                     "qiao_session_default_params");
     if (st != QIAO_OK) return st;
+    if (p.precision < QIAO_PRECISION_MODEL || p.precision > QIAO_PRECISION_INT8)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT,
+                        "qiao_session_new: precision is %d, need QIAO_PRECISION_MODEL (0), _F32 (1), _BF16 (2) or "
+                        "_INT8 (3)",
+                        p.precision);
+    qb_precision prec = p.precision == QIAO_PRECISION_F32    ? QB_PREC_F32
+                        : p.precision == QIAO_PRECISION_BF16 ? QB_PREC_BF16
+                        : p.precision == QIAO_PRECISION_INT8 ? QB_PREC_INT8
+                                                             : model->m->precision;
+    const qb_packed_set *packed = model->packed;
+    if (prec != QB_PREC_F32) {
+        const int slot = prec == QB_PREC_BF16 ? 0 : 1;
+        qiao_model *mm = (qiao_model *)model; /* the shared cache is built once, under its lock */
+        pthread_mutex_lock(&mm->lowp_lock);
+        if (!mm->lowp[slot])
+            st = qmod_pack_weights_prec(model->m, slot == 0 ? QB_PREC_BF16 : QB_PREC_INT8, &mm->lowp[slot]);
+        packed = mm->lowp[slot];
+        pthread_mutex_unlock(&mm->lowp_lock);
+        if (st != QIAO_OK) return st;
+    }
     if (p.n_threads < 0 || p.n_threads > 4096)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_session_new: n_threads is %d, need 0 (all cores) .. 4096",
                         p.n_threads);
@@ -171,7 +204,7 @@ QIAO_API qiao_status qiao_session_new(const qiao_model *model, const qiao_sessio
     if (!s) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qiao_session_new: out of memory");
     s->m = model->m;
     qb_exec_cpu(&s->ex, p.n_threads);
-    s->ex.packed = model->packed;
+    s->ex.packed = packed;
     *out = s;
     return QIAO_OK;
 }

@@ -34,6 +34,9 @@ typedef struct qb_packed_set qb_packed_set;
 /* The per-layer profiler (sdk/core/profile.h). */
 struct qc_prof;
 
+/* The arithmetic a packed set's GEMMs use (sdk/backend/cpu/gemm_lowp.c). */
+typedef enum qb_precision { QB_PREC_F32 = 0, QB_PREC_BF16 = 1, QB_PREC_INT8 = 2 } qb_precision;
+
 typedef enum qb_kind { QB_CPU = 0, QB_CUDA = 1 } qb_kind;
 
 typedef struct qb_exec {

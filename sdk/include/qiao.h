@@ -717,7 +717,27 @@ QIAO_API int64_t qiao_model_param_count(const qiao_model *model);
 typedef struct qiao_session_params {
     size_t struct_size;      /* set by qiao_session_default_params() */
     int n_threads;           /* compute threads for this session's calls; 0 = all cores (default) */
+    /* Appended (older callers' smaller struct_size gets the default): the
+     * arithmetic of the encoders' weight GEMMs, a qiao_precision.
+     * QIAO_PRECISION_MODEL (0, the default) takes the model file's: int8 or
+     * bf16 for a file `qiao quantize` wrote, f32 otherwise.
+     * QIAO_PRECISION_F32 is the reference; BF16 rounds weights and
+     * activations to bfloat16 and sums in f32; INT8 uses per-output-channel
+     * int8 weights and activations quantized per token at each call.
+     * Embeddings then differ from f32 by a small rounding (cosine bounds and
+     * retrieval recall: docs/design.md "Precision"). Fast where the CPU has
+     * AVX512-BF16 (bf16) or AVX-VNNI/AVX512-VNNI (int8); correct, slower,
+     * elsewhere. The model packs its weights for a precision once, at the
+     * first session asking for it (thread-safe), and shares them. */
+    int precision;
 } qiao_session_params;
+
+typedef enum qiao_precision {
+    QIAO_PRECISION_MODEL = 0,
+    QIAO_PRECISION_F32 = 1,
+    QIAO_PRECISION_BF16 = 2,
+    QIAO_PRECISION_INT8 = 3
+} qiao_precision;
 
 QIAO_API qiao_session_params qiao_session_default_params(void);
 /* A session on `model` (params may be NULL for the defaults). *out is freed

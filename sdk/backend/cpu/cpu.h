@@ -168,6 +168,87 @@ bool qb_cpu_gemm_packed(const qb_exec *ex, bool trans_a, bool trans_b, int64_t M
 bool qb_cpu_linears_packed(const qb_exec *ex, int n, float *const *outs, float *const *gelu_outs, const float *inp,
                            const float *const *ws, const float *const *bs, int64_t N, int64_t C, int64_t OC);
 
+/* gemm_lowp.c: int8 and bf16 GEMMs on weights packed once (inference).
+ * int8: per-output-channel symmetric weights (scale = max|row| / 127),
+ * activations quantized per row (per token) at each call, int32 sums by
+ * vpdpbusd; bf16: weights and activations rounded to bf16, f32 sums by
+ * vdpbf16ps. Precision, tolerance and speed: docs/design.md "Precision" and
+ * docs/benchmarks.md "int8 and bf16 inference". */
+/* The kernel paths, in the order a cap selects them (qb_cpu_isa_force):
+ * int8 runs the best of generic/avx2/avxvnni/avx512vnni at or below the
+ * cap that the CPU has; bf16 runs avx512bf16 when the cap allows and the
+ * CPU has it, else generic. Every int8 path gives the same bits; the bf16
+ * paths give the same bits on normal numbers (see gemm_lowp.c). */
+typedef enum qb_isa {
+    QB_ISA_GENERIC = 0, /* portable C */
+    QB_ISA_AVX2,        /* int8: vpmaddwd emulating vpdpbusd exactly */
+    QB_ISA_AVX_VNNI,    /* int8: 256-bit vpdpbusd */
+    QB_ISA_AVX512_VNNI, /* int8: 512-bit vpdpbusd */
+    QB_ISA_AVX512_BF16, /* bf16: vdpbf16ps */
+    QB_ISA_COUNT
+} qb_isa;
+/* Largest K a low-precision weight may have: int32 sums of K products of
+ * at most 255 * 127 stay below 2^31. */
+#define QB_LOWP_MAX_K 65536
+/* Caps the paths for the whole process: "auto" (or NULL: the best this CPU
+ * has), "generic", "avx2", "avxvnni", "avx512vnni", "avx512bf16".
+ * QIAO_ERR_UNSUPPORTED if this CPU lacks it, QIAO_ERR_INVALID_ARGUMENT for
+ * an unknown name; the cap is unchanged then. For tests and benchmarks:
+ * call it before inference starts, not while other threads compute. Without
+ * a call, the environment variable QIAO_ISA (same names; read once, at the
+ * first low-precision GEMM; ignored when unknown or unavailable) sets it. */
+qiao_status qb_cpu_isa_force(const char *name);
+bool qb_cpu_isa_available(qb_isa isa);
+/* The path a GEMM of this precision runs now. */
+qb_isa qb_cpu_isa_selected(qb_precision prec);
+const char *qb_cpu_isa_name(qb_isa isa);
+
+/* f32 to bf16, rounding to nearest even (NaN stays a quiet NaN). */
+static inline uint16_t qb_bf16_from_f32(float x) {
+    uint32_t b;
+    memcpy(&b, &x, sizeof b);
+    /* Both computed and selected, so loops over it vectorize. */
+    const uint32_t nan = (b >> 16) | 0x40u, rounded = (b + 0x7fffu + ((b >> 16) & 1u)) >> 16;
+    return (uint16_t)((b & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
+}
+
+/* Symmetric int8 codes of x (K values): returns the scale max|x| / 127 and
+ * writes q[k] = round(x[k] / scale) (half away from zero) in [-127, 127].
+ * A row of zeros (or with a NaN or infinity) gives scale 0 and codes 0.
+ * The one definition the weights (at pack time), the activations (per
+ * row, per call) and `qiao quantize` use. */
+float qb_lowp_quantize_row(int8_t *q, const float *x, int64_t K);
+
+typedef struct qb_lowp_set qb_lowp_set;
+/* Packs the n weights (N, K) as int8 codes with per-row scales, or as
+ * bf16 (copies; looked up by W's address like qb_packed_set). K must be
+ * <= QB_LOWP_MAX_K. QIAO_ERR_OUT_OF_MEMORY or QIAO_ERR_INVALID_ARGUMENT. */
+qiao_status qb_lowp_set_new(const qb_packed_src *src, size_t n, qb_precision prec, qb_lowp_set **out);
+void qb_lowp_set_free(qb_lowp_set *s); /* accepts NULL */
+size_t qb_lowp_set_bytes(const qb_lowp_set *s);
+qb_precision qb_lowp_set_precision(const qb_lowp_set *s); /* QB_PREC_F32 for NULL */
+/* C (M, N) = alpha dq(A) dq(W)^T + beta C, for B == W exactly (a whole
+ * weight of s, ldb == K). False, touching nothing, when s lacks W or the
+ * scratch copy of A cannot be allocated (the caller's f32 path runs). Any
+ * CPU: the generic path needs no particular ISA. Bits do not depend on
+ * ex->n_threads or on the path (see qb_isa). */
+bool qb_lowp_gemm(const qb_exec *ex, const qb_lowp_set *s, int64_t M, int64_t N, int64_t K, float alpha,
+                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* qb_cpu_linears_packed's contract (bias and GELU fused) through s. */
+bool qb_lowp_linears(const qb_exec *ex, const qb_lowp_set *s, int n, float *const *outs, float *const *gelu_outs,
+                     const float *inp, const float *const *ws, const float *const *bs, int64_t N, int64_t C,
+                     int64_t OC);
+/* The int8 codes (N, K) and scales (N) s holds for W; false if s is not
+ * int8 or lacks W. For tests and `qiao quantize`. */
+bool qb_lowp_weight_codes(const qb_lowp_set *s, const float *W, int8_t *codes, float *scales);
+/* A packed set (gemm_packed.c) of precision prec: f32 panels of every
+ * weight (for the calls the low-precision kernels do not take: column
+ * ranges, and every call on a CPU where the f32 kernel runs) plus, for bf16
+ * and int8, a low-precision copy the GEMMs consult first. */
+qiao_status qb_packed_set_new_prec(const qb_packed_src *src, size_t n, qb_precision prec, qb_packed_set **out);
+qb_precision qb_packed_set_precision(const qb_packed_set *s); /* QB_PREC_F32 for NULL */
+const qb_lowp_set *qb_packed_set_lowp(const qb_packed_set *s);
+
 void qb_cpu_bias_forward(const qb_exec *ex, float *out, const float *bias, int64_t N, int64_t C);
 void qb_cpu_bias_backward(const qb_exec *ex, float *dbias, const float *dout, int64_t N, int64_t C);
 void qb_cpu_add(const qb_exec *ex, float *out, const float *a, const float *b, int64_t n);

@@ -53,6 +53,7 @@ struct qb_packed_set {
     size_t n;
     float *mem;       /* every panel, one 64-byte aligned allocation */
     size_t bytes;     /* of mem */
+    qb_lowp_set *lowp; /* owned: int8 or bf16 copies consulted first (gemm_lowp.c), or NULL */
 };
 
 static int cmp_key(const void *a, const void *b) {
@@ -118,12 +119,30 @@ qiao_status qb_packed_set_new(const qb_packed_src *src, size_t n, qb_packed_set 
 
 void qb_packed_set_free(qb_packed_set *s) {
     if (!s) return;
+    qb_lowp_set_free(s->lowp);
     free(s->mem);
     free(s->w);
     free(s);
 }
 
-size_t qb_packed_set_bytes(const qb_packed_set *s) { return s ? s->bytes + s->n * sizeof *s->w + sizeof *s : 0; }
+size_t qb_packed_set_bytes(const qb_packed_set *s) {
+    return s ? s->bytes + s->n * sizeof *s->w + sizeof *s + qb_lowp_set_bytes(s->lowp) : 0;
+}
+
+qiao_status qb_packed_set_new_prec(const qb_packed_src *src, size_t n, qb_precision prec, qb_packed_set **out) {
+    qiao_status st = qb_packed_set_new(src, n, out);
+    if (st != QIAO_OK || prec == QB_PREC_F32) return st;
+    st = qb_lowp_set_new(src, n, prec, &(*out)->lowp);
+    if (st != QIAO_OK) {
+        qb_packed_set_free(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
+qb_precision qb_packed_set_precision(const qb_packed_set *s) { return s ? qb_lowp_set_precision(s->lowp) : QB_PREC_F32; }
+
+const qb_lowp_set *qb_packed_set_lowp(const qb_packed_set *s) { return s ? s->lowp : NULL; }
 
 /* The packed panels for B (K, N) = W^T restricted to columns [k0, k0 + K)
  * of W, when B points into row 0 of a packed W with N rows and ldb = its K;
@@ -309,6 +328,9 @@ static void run_packed(const qb_exec *ex, int64_t M, int64_t N, int64_t K, float
 bool qb_cpu_gemm_packed(const qb_exec *ex, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                         const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
                         int64_t batch) {
+    if (ex->packed && ex->packed->lowp && !trans_a && trans_b && batch == 1 &&
+        qb_lowp_gemm(ex, ex->packed->lowp, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
+        return true;
 #ifdef HAVE_AVX512_KERNEL
     if (!ex->packed || trans_a || !trans_b || batch != 1 || M <= 0 || N <= 0 || K <= 0)
         return false;
@@ -327,6 +349,9 @@ bool qb_cpu_gemm_packed(const qb_exec *ex, bool trans_a, bool trans_b, int64_t M
 
 bool qb_cpu_linears_packed(const qb_exec *ex, int n, float *const *outs, float *const *gelu_outs, const float *inp,
                            const float *const *ws, const float *const *bs, int64_t N, int64_t C, int64_t OC) {
+    /* Low precision takes any number of rows: its A is a compact copy. */
+    if (ex->packed && ex->packed->lowp && qb_lowp_linears(ex, ex->packed->lowp, n, outs, gelu_outs, inp, ws, bs, N, C, OC))
+        return true;
 #ifdef HAVE_AVX512_KERNEL
     enum { MAX_JOBS = 8 };
     if (!ex->packed || n < 1 || n > MAX_JOBS || N <= 0 || N > QB_PACK_MAX_M || C <= 0 || OC <= 0 ||
