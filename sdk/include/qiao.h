@@ -820,7 +820,7 @@ QIAO_API float qiao_cosine(const float *a, const float *b, size_t n);
  *     if (qiao_index_create("model.safetensors", "photos.index", NULL, &ix) == QIAO_OK &&
  *         qiao_index_add_files(ix, dirs, 1, NULL, &s) == QIAO_OK && qiao_index_save(ix, NULL) == QIAO_OK &&
  *         qiao_index_query_text(ix, "a red circle", &qp, &hits, &n) == QIAO_OK)
- *         for (size_t i = 0; i < n; i++) printf("%.3f %s\n", hits[i].score, hits[i].key);
+ *         for (size_t i = 0; i < n; i++) show_hit(hits[i].key, hits[i].score); // the app's own
  *     qiao_index_hits_free(hits);
  *     qiao_index_free(ix);
  *

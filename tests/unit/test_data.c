@@ -20,18 +20,13 @@
 #include "models/data/data.h"
 #include "shapes/shapes.h"
 #include "model_fixture.h"
+#include "testfs.h"
 #include "testutil.h"
 
 #define N_SCENES 24
 #define GEN_SEED 3
 
 /* ---- files -------------------------------------------------------------- */
-
-static int rm_one(const char *p, const struct stat *s, int f, struct FTW *w) {
-    (void)s, (void)f, (void)w;
-    return remove(p);
-}
-static void rm_rf(const char *dir) { nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS); }
 
 static char *tmpdir(void) {
     const char *t = getenv("TMPDIR");
@@ -105,7 +100,7 @@ static int fixture_teardown(void **state) {
     if (!fx) return 0;
     qmod_dataset_free(&fx->d);
     qmod_free(fx->m);
-    if (fx->dir) rm_rf(fx->dir);
+    if (fx->dir) qt_rm_rf(fx->dir);
     free(fx->dir);
     free(fx);
     return 0;
@@ -274,7 +269,7 @@ static void test_manifest(void **state) {
 
     free(long_cap);
     free(man);
-    rm_rf(hand);
+    qt_rm_rf(hand);
     free(hand);
 }
 
@@ -319,7 +314,7 @@ static void test_malformed(void **state) {
     write_file(dir, "manifest.jsonl", "\n");
     qmod_dataset d;
     expect(qmod_dataset_load(dir, &d), QIAO_ERR_FORMAT, "no scenes");
-    rm_rf(dir);
+    qt_rm_rf(dir);
     free(dir);
 }
 
@@ -745,7 +740,7 @@ static void test_place_groups(void **state) {
     printf("  same-key pairs in %d batches: shuffle %ld, place groups %ld\n", EPOCHS * N / B, pairs[0], pairs[1]);
     assert_true(pairs[1] > 2 * pairs[0]);
     qmod_dataset_free(&d);
-    rm_rf(dir);
+    qt_rm_rf(dir);
     free(dir);
 }
 

@@ -43,6 +43,7 @@
 #include "models/model.h"
 #include "models/train/train.h"
 #include "model_fixture.h"
+#include "testfs.h"
 #include "testutil.h"
 
 #define CLIP_PATH QIAO_TEST_DATA "/audio/fsdd_3_jackson_0.wav"
@@ -60,12 +61,6 @@ static void check(qiao_status st) {
 static void make_tmpdir(char *buf, size_t cap) {
     snprintf(buf, cap, "/tmp/qiao-fsdd-XXXXXX");
     assert_non_null(mkdtemp(buf));
-}
-
-static void rm_rf(const char *dir) {
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
 }
 
 static int exists(const char *path) {
@@ -290,7 +285,7 @@ static void convert_real(void **state) {
     char stale[256];
     snprintf(stale, sizeof stale, "%s/speaker/manifest.jsonl", out);
     assert_false(exists(stale));
-    rm_rf(root);
+    qt_rm_rf(root);
 }
 
 static void convert_fake(void **state) {
@@ -351,7 +346,7 @@ static void convert_fake(void **state) {
     assert_int_equal(rc, 2);
     assert_non_null(strstr(msg, "--src and --out are required"));
     free(msg);
-    rm_rf(root);
+    qt_rm_rf(root);
 }
 
 /* ---- image-less data in the loader ------------------------------------------------- */
@@ -399,7 +394,7 @@ static void imageless_manifest(void **state) {
     write_text(path, "{\"id\":\"c\",\"image\":\"x.png\",\"captions\":{\"en\":[\"seven\"]}}\n");
     assert_int_equal(qmod_dataset_load(root, &d), QIAO_ERR_FORMAT);
     assert_non_null(strstr(qiao_last_error(), "manifest.jsonl:1: \"objects\" missing"));
-    rm_rf(root);
+    qt_rm_rf(root);
 }
 
 /* An in-memory image-less data set: scene i in group group[i], caption =
@@ -586,7 +581,7 @@ static void audio_batches(void **state) {
     assert_true(lang_count[0] > 0 && lang_count[1] > 0);
     qmod_free(m);
     qmod_dataset_free(&d);
-    rm_rf(f.root);
+    qt_rm_rf(f.root);
 }
 
 /* ---- training and evaluation ---------------------------------------------------- */
@@ -696,7 +691,7 @@ static void train_init(void **state) {
     assert_int_equal(rc, 1);
     assert_non_null(strstr(msg, "batch 11 is more than the 10 distinct captions"));
     free(msg);
-    rm_rf(f.root);
+    qt_rm_rf(f.root);
 }
 
 static void eval_digits(void **state) {
@@ -774,7 +769,7 @@ static void eval_digits(void **state) {
     assert_int_equal(rc, 1);
     assert_non_null(strstr(msg, "scene x: caption is not a digit word"));
     free(msg);
-    rm_rf(f.root);
+    qt_rm_rf(f.root);
 }
 
 int main(int argc, char **argv) {

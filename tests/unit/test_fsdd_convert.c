@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 
 #include "fsdd/fsdd.h"
+#include "testfs.h"
 #include "testutil.h"
 
 static const char *const k_spk[3] = {"alice", "bob", "theo"};
@@ -35,12 +36,6 @@ static int exists(const char *path) {
 static void make_tmpdir(char *buf, size_t cap) {
     snprintf(buf, cap, "/tmp/qiao-fsdd-convert-XXXXXX");
     assert_non_null(mkdtemp(buf));
-}
-
-static void rm_rf(const char *dir) {
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
 }
 
 static void touch(const char *path, const char *text) {
@@ -165,7 +160,7 @@ static void manifests(void **state) {
     /* stats may be NULL; a rerun overwrites */
     assert_int_equal(fsdd_convert(src, out, NULL, NULL), QIAO_OK);
     assert_null(fsdd_split_name(FSDD_N_SPLITS));
-    rm_rf(root);
+    qt_rm_rf(root);
 }
 
 typedef struct seen {
@@ -203,7 +198,7 @@ static void progress(void **state) {
     assert_false(sn.bad);
 
     /* Cancelled in the test split (train has 40 lines, written first). */
-    rm_rf(out);
+    qt_rm_rf(out);
     seen sc = {.total = 210, .cancel_at = 50};
     p.user_data = &sc;
     assert_int_equal(fsdd_convert(src, out, &p, NULL), QIAO_ERR_CANCELLED);
@@ -219,7 +214,7 @@ static void progress(void **state) {
     assert_false(exists(path));
     snprintf(path, sizeof path, "%s/speaker", out);
     assert_false(exists(path));
-    rm_rf(root);
+    qt_rm_rf(root);
 }
 
 static void holdout(void **state) {
@@ -251,7 +246,7 @@ static void holdout(void **state) {
     assert_int_equal(s.clips[FSDD_SPEAKER], 0);
     snprintf(path, sizeof path, "%s/speaker/manifest.jsonl", out);
     assert_false(exists(path));
-    rm_rf(root);
+    qt_rm_rf(root);
 }
 
 /* Converting fails with `want`, a message containing `msg`, and writes no
@@ -321,7 +316,7 @@ static void errors(void **state) {
 
     /* and after all that, the source still converts */
     assert_int_equal(fsdd_convert(src, out, NULL, NULL), QIAO_OK);
-    rm_rf(root);
+    qt_rm_rf(root);
 }
 
 int main(int argc, char **argv) {

@@ -29,6 +29,7 @@
 #include "qiao.h"
 #include "search_index.h"
 #include "model_fixture.h"
+#include "testfs.h"
 #include "testutil.h"
 
 #define TINY_JSON QIAO_SOURCE_DIR "/models/configs/tiny.json"
@@ -73,29 +74,10 @@ static void copy_file(const char *from, const char *dir, const char *name) {
     free(b);
 }
 
-static void rm_rf(const char *path) {
-    struct stat sb;
-    if (lstat(path, &sb) != 0) return;
-    if (S_ISDIR(sb.st_mode)) {
-        DIR *d = opendir(path);
-        struct dirent *e;
-        while (d && (e = readdir(d))) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-            char p[1024];
-            snprintf(p, sizeof p, "%s/%s", path, e->d_name);
-            rm_rf(p);
-        }
-        if (d) closedir(d);
-        rmdir(path);
-    } else {
-        unlink(path);
-    }
-}
-
 /* A fresh folder under the test's temporary folder. */
 static void make_dir(char *out, size_t cap, const char *name) {
     snprintf(out, cap, "%s/%s", g_tmp, name);
-    rm_rf(out);
+    qt_rm_rf(out);
     assert_int_equal(mkdir(out, 0755), 0);
 }
 
@@ -334,7 +316,7 @@ static void index_and_query(void **state) {
     assert_non_null(strstr(text, "   1  "));
     assert_null(strstr(text, "   2  "));
     free(text);
-    rm_rf(dir);
+    qt_rm_rf(dir);
     unlink(index);
 }
 
@@ -425,7 +407,7 @@ static void reindex(void **state) {
     assert_true(s.written);
 
     search_index_free(&a);
-    rm_rf(dir);
+    qt_rm_rf(dir);
     unlink(index);
     unlink(out);
 }
@@ -457,7 +439,7 @@ static void model_change(void **state) {
     cJSON *j = query_json(index, "--image", IMG("000000126107.jpg"), "1", NULL);
     assert_true(result_score(j, 0) > 0.9999);
     cJSON_Delete(j);
-    rm_rf(dir);
+    qt_rm_rf(dir);
     unlink(index);
 }
 
@@ -534,7 +516,7 @@ static void interrupt_resume(void **state) {
     assert_int_equal(s.kept, (int64_t)done);
     assert_int_equal(s.embedded, N - (int64_t)done);
     assert_int_equal(s.images, N);
-    rm_rf(dir);
+    qt_rm_rf(dir);
     unlink(index);
 }
 
@@ -577,7 +559,7 @@ static void cancel_resume(void **state) {
     assert_int_equal(s.kept, 2);
     assert_int_equal(s.embedded, 3);
     assert_int_equal(s.failed, 1);
-    rm_rf(dir);
+    qt_rm_rf(dir);
     unlink(index);
 }
 
@@ -667,7 +649,7 @@ static void corrupt_index(void **state) {
     /* A root that does not exist is an error, not an empty index. */
     snprintf(bad, sizeof bad, "%s/no-such-folder", g_tmp);
     assert_int_equal(run_search(NULL, "index", "--model", g_model_a, "--out", index, bad, NULL), 1);
-    rm_rf(dir);
+    qt_rm_rf(dir);
     unlink(index);
 }
 
@@ -792,7 +774,7 @@ static void nonfinite_vectors(void **state) {
     unlink(model);
     unlink(bad);
     unlink(index);
-    rm_rf(dir);
+    qt_rm_rf(dir);
 }
 
 /* Runs f(arg) with stderr going to `path`. */
@@ -871,7 +853,7 @@ static void special_files(void **state) {
     search_index_free(&idx);
     unlink(fifo);
     unlink(index);
-    rm_rf(dir);
+    qt_rm_rf(dir);
 }
 
 static void update_verbose(void *arg) {
@@ -940,7 +922,7 @@ static void walk_messages(void **state) {
     free(text);
     unlink(log);
     unlink(index);
-    rm_rf(dir);
+    qt_rm_rf(dir);
 }
 
 static void usage_errors(void **state) {
@@ -973,7 +955,7 @@ static int group_setup(void **state) {
 
 static int group_teardown(void **state) {
     (void)state;
-    rm_rf(g_tmp);
+    qt_rm_rf(g_tmp);
     return 0;
 }
 

@@ -23,6 +23,7 @@
 
 #include "model_fixture.h"
 #include "qiao.h"
+#include "testfs.h"
 #include "testutil.h"
 
 #define IMG(n) QIAO_TEST_DATA "/image/" n
@@ -47,28 +48,9 @@ static void copy_file(const char *from, const char *dir, const char *name) {
     assert_int_equal(fclose(out), 0);
 }
 
-static void rm_rf(const char *path) {
-    struct stat sb;
-    if (lstat(path, &sb) != 0) return;
-    if (S_ISDIR(sb.st_mode)) {
-        DIR *d = opendir(path);
-        struct dirent *e;
-        while (d && (e = readdir(d))) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-            char p[1024];
-            snprintf(p, sizeof p, "%s/%s", path, e->d_name);
-            rm_rf(p);
-        }
-        if (d) closedir(d);
-        rmdir(path);
-    } else {
-        unlink(path);
-    }
-}
-
 static void make_dir(char *out, size_t cap, const char *name) {
     snprintf(out, cap, "%s/%s", g_tmp, name);
-    rm_rf(out);
+    qt_rm_rf(out);
     assert_int_equal(mkdir(out, 0755), 0);
 }
 
@@ -544,8 +526,8 @@ static void files(void **state) {
     ap.batch = 0;
     assert_int_equal(qiao_index_add_files(ix, roots, 1, &ap, NULL), QIAO_ERR_INVALID_ARGUMENT);
     qiao_index_free(ix);
-    rm_rf(dir);
-    rm_rf(other);
+    qt_rm_rf(dir);
+    qt_rm_rf(other);
 }
 
 /* Saved and opened again: the same items and the same answers, bit for
@@ -654,7 +636,7 @@ static void save_and_open(void **state) {
     qiao_index_hits_free(NULL);
     unlink(path);
     unlink(path2);
-    rm_rf(dir);
+    qt_rm_rf(dir);
 }
 
 /* A cancel asked by the progress callback after the first batch: the call
@@ -738,7 +720,7 @@ static void cancel(void **state) {
     assert_int_equal(s.embedded, N - 3);
     assert_int_equal(qiao_index_count(ix, QIAO_INDEX_IMAGE), N);
     qiao_index_free(ix);
-    rm_rf(dir);
+    qt_rm_rf(dir);
 }
 
 /* Four threads query (by text and by vector, pictures only) while a fifth
@@ -846,8 +828,8 @@ static void threads(void **state) {
     qiao_index_hits_free(ref_text);
     qiao_index_hits_free(ref_vec);
     qiao_index_free(ix);
-    rm_rf(dir);
-    rm_rf(audio);
+    qt_rm_rf(dir);
+    qt_rm_rf(audio);
 }
 
 /* ---- setup ------------------------------------------------------------------ */
@@ -866,7 +848,7 @@ static int group_setup(void **state) {
 
 static int group_teardown(void **state) {
     (void)state;
-    rm_rf(g_tmp);
+    qt_rm_rf(g_tmp);
     return 0;
 }
 

@@ -10,16 +10,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "testfs.h"
 #include "testutil.h"
 #include "shapes/shapes.h"
 
 /* ---- files -------------------------------------------------------------- */
-
-static int rm_one(const char *p, const struct stat *s, int f, struct FTW *w) {
-    (void)s, (void)f, (void)w;
-    return remove(p);
-}
-static void rm_rf(const char *dir) { nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS); }
 
 static char *tmpdir(void) {
     char *d = strdup("/tmp/qiao_shapes_XXXXXX");
@@ -286,7 +281,7 @@ static void test_determinism(void **state) {
     unload(&m);
     const char *dirs[5] = {a, b, c, s1, s2};
     for (int i = 0; i < 5; i++) {
-        rm_rf(dirs[i]);
+        qt_rm_rf(dirs[i]);
         free((void *)dirs[i]);
     }
 }
@@ -336,7 +331,7 @@ static void test_captions_true(void **state) {
         }
     }
     unload(&m);
-    rm_rf(d);
+    qt_rm_rf(d);
     free(d);
 }
 
@@ -481,7 +476,7 @@ static void test_qa_answers_correct(void **state) {
     }
     for (int t = 0; t < SHAPES_NQTYPES; t++) assert_true(checked[t] > 50);
     unload(&m);
-    rm_rf(d);
+    qt_rm_rf(d);
     free(d);
 }
 
@@ -537,8 +532,8 @@ static void test_cogent_holdout(void **state) {
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(ds, "answers")), SHAPES_NANSWERS);
     cJSON_Delete(ds);
     free(t);
-    rm_rf(tr);
-    rm_rf(cg);
+    qt_rm_rf(tr);
+    qt_rm_rf(cg);
     free(tr);
     free(cg);
 }
@@ -579,7 +574,7 @@ static void test_balance(void **state) {
     fputs("{\"qa\": [{\"type\": \"count\", \"answer_id\": \"seven\"}]}\n", f);
     fclose(f);
     assert_int_equal(shapes_blind_baseline(path, &b), QIAO_ERR_FORMAT);
-    rm_rf(d);
+    qt_rm_rf(d);
     free(d);
 }
 
@@ -604,7 +599,7 @@ static void test_no_overlap(void **state) {
         }
     }
     unload(&m);
-    rm_rf(d);
+    qt_rm_rf(d);
     free(d);
 }
 
@@ -663,7 +658,7 @@ static void test_speech(void **state) {
     }
     assert_true(wavs >= 2 * (2 * 2 + 2 * 3));
     unload(&m);
-    rm_rf(d);
+    qt_rm_rf(d);
     free(d);
 }
 
