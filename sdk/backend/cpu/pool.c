@@ -13,19 +13,23 @@ static inline bool is_real(const uint8_t *mask, int64_t b, int64_t T, int64_t t)
     return !mask || mask[b * T + t];
 }
 
-typedef struct mean_fw_job {
+/* Every kernel's arguments here; each uses the fields it names: forward
+ * kernels write `out` from `in`, backward ones accumulate into `out` from
+ * the upstream gradient in `in`. */
+typedef struct pool_job {
     float *out;
-    const float *inp;
+    const float *in;
     const uint8_t *mask;
-    int64_t T;
-    int64_t C;
-} mean_fw_job;
+    int32_t *argmax;          /* max forward: written */
+    const int32_t *argmax_in; /* max backward: read */
+    int64_t T, C;
+} pool_job;
 
 static void mean_fw_range(void *ctx, int64_t b0, int64_t b1, int part) {
     (void)part;
-    const mean_fw_job *j = ctx;
+    const pool_job *j = ctx;
     float *out = j->out;
-    const float *inp = j->inp;
+    const float *inp = j->in;
     const uint8_t *mask = j->mask;
     const int64_t T = j->T, C = j->C;
     for (int64_t b = b0; b < b1; b++) {
@@ -48,23 +52,15 @@ static void mean_fw_range(void *ctx, int64_t b0, int64_t b1, int part) {
 /* out[b] = sum over real t of inp[b, t] / (number of real t). */
 void qb_cpu_pool_mean_forward(const qb_exec *ex, float *out, const float *inp, const uint8_t *mask,
                               int64_t B, int64_t T, int64_t C) {
-    mean_fw_job j_mean_fw = {out, inp, mask, T, C};
-    qb_parallel_for(ex, B, B * T * C > PAR_MIN_ELEMS, mean_fw_range, &j_mean_fw);
+    pool_job j = {.out = out, .in = inp, .mask = mask, .T = T, .C = C};
+    qb_parallel_for(ex, B, B * T * C > PAR_MIN_ELEMS, mean_fw_range, &j);
 }
-
-typedef struct mean_bw_job {
-    float *dinp;
-    const float *dout;
-    const uint8_t *mask;
-    int64_t T;
-    int64_t C;
-} mean_bw_job;
 
 static void mean_bw_range(void *ctx, int64_t b0, int64_t b1, int part) {
     (void)part;
-    const mean_bw_job *j = ctx;
-    float *dinp = j->dinp;
-    const float *dout = j->dout;
+    const pool_job *j = ctx;
+    float *dinp = j->out;
+    const float *dout = j->in;
     const uint8_t *mask = j->mask;
     const int64_t T = j->T, C = j->C;
     for (int64_t b = b0; b < b1; b++) {
@@ -84,25 +80,16 @@ static void mean_bw_range(void *ctx, int64_t b0, int64_t b1, int part) {
 /* dinp[b, t] += dout[b] / n for each real t. */
 void qb_cpu_pool_mean_backward(const qb_exec *ex, float *dinp, const float *dout, const uint8_t *mask,
                                int64_t B, int64_t T, int64_t C) {
-    mean_bw_job j_mean_bw = {dinp, dout, mask, T, C};
-    qb_parallel_for(ex, B, B * T * C > PAR_MIN_ELEMS, mean_bw_range, &j_mean_bw);
+    pool_job j = {.out = dinp, .in = dout, .mask = mask, .T = T, .C = C};
+    qb_parallel_for(ex, B, B * T * C > PAR_MIN_ELEMS, mean_bw_range, &j);
 }
-
-typedef struct max_fw_job {
-    float *out;
-    int32_t *argmax;
-    const float *inp;
-    const uint8_t *mask;
-    int64_t T;
-    int64_t C;
-} max_fw_job;
 
 static void max_fw_range(void *ctx, int64_t b0, int64_t b1, int part) {
     (void)part;
-    const max_fw_job *j = ctx;
+    const pool_job *j = ctx;
     float *out = j->out;
     int32_t *argmax = j->argmax;
-    const float *inp = j->inp;
+    const float *inp = j->in;
     const uint8_t *mask = j->mask;
     const int64_t T = j->T, C = j->C;
     for (int64_t b = b0; b < b1; b++) {
@@ -130,24 +117,16 @@ static void max_fw_range(void *ctx, int64_t b0, int64_t b1, int part) {
  * row of -inf (or NaN) still selects a real position. */
 void qb_cpu_pool_max_forward(const qb_exec *ex, float *out, int32_t *argmax, const float *inp,
                              const uint8_t *mask, int64_t B, int64_t T, int64_t C) {
-    max_fw_job j_max_fw = {out, argmax, inp, mask, T, C};
-    qb_parallel_for(ex, B, B * T * C > PAR_MIN_ELEMS, max_fw_range, &j_max_fw);
+    pool_job j = {.out = out, .in = inp, .mask = mask, .argmax = argmax, .T = T, .C = C};
+    qb_parallel_for(ex, B, B * T * C > PAR_MIN_ELEMS, max_fw_range, &j);
 }
-
-typedef struct max_bw_job {
-    float *dinp;
-    const float *dout;
-    const int32_t *argmax;
-    int64_t T;
-    int64_t C;
-} max_bw_job;
 
 static void max_bw_range(void *ctx, int64_t b0, int64_t b1, int part) {
     (void)part;
-    const max_bw_job *j = ctx;
-    float *dinp = j->dinp;
-    const float *dout = j->dout;
-    const int32_t *argmax = j->argmax;
+    const pool_job *j = ctx;
+    float *dinp = j->out;
+    const float *dout = j->in;
+    const int32_t *argmax = j->argmax_in;
     const int64_t T = j->T, C = j->C;
     for (int64_t b = b0; b < b1; b++) {
         for (int64_t c = 0; c < C; c++) {
@@ -161,6 +140,6 @@ static void max_bw_range(void *ctx, int64_t b0, int64_t b1, int part) {
 /* dinp[b, argmax[b, c], c] += dout[b, c]; argmax outside [0, T) passes nothing. */
 void qb_cpu_pool_max_backward(const qb_exec *ex, float *dinp, const float *dout, const int32_t *argmax,
                               int64_t B, int64_t T, int64_t C) {
-    max_bw_job j_max_bw = {dinp, dout, argmax, T, C};
-    qb_parallel_for(ex, B, B * C > PAR_MIN_ELEMS, max_bw_range, &j_max_bw);
+    pool_job j = {.out = dinp, .in = dout, .argmax_in = argmax, .T = T, .C = C};
+    qb_parallel_for(ex, B, B * C > PAR_MIN_ELEMS, max_bw_range, &j);
 }
