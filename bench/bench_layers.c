@@ -97,11 +97,11 @@ typedef struct att {
 
 static void att_fwd(void *c) {
     att *a = c;
-    nn_attention_forward(&a->ex, a->out, a->p, a->q, a->k, a->v, a->mask, a->B, a->T, a->T, a->C, a->H, false);
+    nn_attention_forward(&a->ex, a->out, a->p, a->q, a->k, a->v, a->mask, NULL, a->B, a->T, a->T, a->C, a->H, false);
 }
 static void att_bwd(void *c) {
     att *a = c;
-    nn_attention_backward(&a->ex, a->dq, a->dk, a->dv, a->datt, a->dout, a->q, a->k, a->v, a->p, a->B, a->T,
+    nn_attention_backward(&a->ex, a->dq, a->dk, a->dv, NULL, a->datt, a->dout, a->q, a->k, a->v, a->p, a->B, a->T,
                           a->T, a->C, a->H);
 }
 /* The per-(batch, head) GEMMs attention needs, nothing else: forward

@@ -128,15 +128,19 @@ struct qb_ops {
     /* ---- attention core --------------------------------------------------
      * q (B, Tq, C), k and v (B, Tk, C), C = H * D with head h in columns
      * [h*D, (h+1)*D). att (B, H, Tq, Tk) receives the softmax probabilities
-     * of scale * q k^T, scale = 1/sqrt(D), with keys masked by key_mask (B, Tk)
-     * and, if causal, key j > query i masked (needs Tq == Tk). A query row whose
-     * keys are all masked gets all-zero probabilities and a zero output.
-     * out (B, Tq, C) = att v, heads concatenated back. */
+     * of scale * q k^T + key_bias, scale = 1/sqrt(D), with key_bias (B, Tk) or
+     * NULL added to every head's and query's score of key j (a per-key prior,
+     * as dynamic modality weighting's log-weights), keys masked by key_mask
+     * (B, Tk) and, if causal, key j > query i masked (needs Tq == Tk). A query
+     * row whose keys are all masked gets all-zero probabilities and a zero
+     * output. out (B, Tq, C) = att v, heads concatenated back. */
     void (*attention_forward)(const qb_exec *ex, float *out, float *att, const float *q, const float *k,
-                              const float *v, const uint8_t *key_mask, int64_t B, int64_t Tq, int64_t Tk,
-                              int64_t C, int64_t H, bool causal);
-    /* datt: scratch (B, H, Tq, Tk), overwritten. Accumulates into dq, dk, dv. */
-    void (*attention_backward)(const qb_exec *ex, float *dq, float *dk, float *dv, float *datt,
+                              const float *v, const uint8_t *key_mask, const float *key_bias, int64_t B,
+                              int64_t Tq, int64_t Tk, int64_t C, int64_t H, bool causal);
+    /* datt: scratch (B, H, Tq, Tk), overwritten (it holds the scores'
+     * gradient on return). Accumulates into dq, dk, dv, and into dkey_bias
+     * (B, Tk) unless it is NULL. */
+    void (*attention_backward)(const qb_exec *ex, float *dq, float *dk, float *dv, float *dkey_bias, float *datt,
                                const float *dout, const float *q, const float *k, const float *v,
                                const float *att, int64_t B, int64_t Tq, int64_t Tk, int64_t C, int64_t H);
 

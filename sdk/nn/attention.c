@@ -6,19 +6,19 @@
 #include "nn/nn.h"
 
 void nn_attention_forward(const qb_exec *ex, float *out, float *att, const float *q, const float *k,
-                          const float *v, const uint8_t *key_mask, int64_t B, int64_t Tq, int64_t Tk,
-                          int64_t C, int64_t H, bool causal) {
+                          const float *v, const uint8_t *key_mask, const float *key_bias, int64_t B, int64_t Tq,
+                          int64_t Tk, int64_t C, int64_t H, bool causal) {
     /* QK^T and PV: 2 Tq Tk D FLOPs each per (batch, head), C = H D */
     const int t = QC_PROF_BEGIN(ex->prof, QC_PROF_ATTENTION, NULL, 0, "attn.fwd");
-    ex->ops->attention_forward(ex, out, att, q, k, v, key_mask, B, Tq, Tk, C, H, causal);
+    ex->ops->attention_forward(ex, out, att, q, k, v, key_mask, key_bias, B, Tq, Tk, C, H, causal);
     QC_PROF_END(ex->prof, t, 4.0 * (double)B * (double)Tq * (double)Tk * (double)C);
 }
 
-void nn_attention_backward(const qb_exec *ex, float *dq, float *dk, float *dv, float *datt,
+void nn_attention_backward(const qb_exec *ex, float *dq, float *dk, float *dv, float *dkey_bias, float *datt,
                            const float *dout, const float *q, const float *k, const float *v,
                            const float *att, int64_t B, int64_t Tq, int64_t Tk, int64_t C, int64_t H) {
     /* dP, dV, dQ, dK: four products of 2 Tq Tk D FLOPs per (batch, head) */
     const int t = QC_PROF_BEGIN(ex->prof, QC_PROF_ATTENTION, NULL, 0, "attn.bwd");
-    ex->ops->attention_backward(ex, dq, dk, dv, datt, dout, q, k, v, att, B, Tq, Tk, C, H);
+    ex->ops->attention_backward(ex, dq, dk, dv, dkey_bias, datt, dout, q, k, v, att, B, Tq, Tk, C, H);
     QC_PROF_END(ex->prof, t, 8.0 * (double)B * (double)Tq * (double)Tk * (double)C);
 }

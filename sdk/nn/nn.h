@@ -65,12 +65,14 @@ void nn_residual_backward(const qb_exec *ex, float *da, float *db, const float *
 /* ---- attention (attention.c) --------------------------------------------- */
 /* Multi-head scaled dot-product attention core (projections are linears):
  * self-attention passes the same sequence's q, k, v; cross-attention passes
- * k, v from the other sequence (Tk != Tq). See qb_ops.attention_forward. */
+ * k, v from the other sequence (Tk != Tq). key_mask (B, Tk) and key_bias
+ * (B, Tk, added to the scores) may be NULL. See qb_ops.attention_forward. */
 void nn_attention_forward(const qb_exec *ex, float *out, float *att, const float *q, const float *k,
-                          const float *v, const uint8_t *key_mask, int64_t B, int64_t Tq, int64_t Tk,
-                          int64_t C, int64_t H, bool causal);
-/* datt: scratch (B, H, Tq, Tk). dq, dk, dv accumulate. */
-void nn_attention_backward(const qb_exec *ex, float *dq, float *dk, float *dv, float *datt,
+                          const float *v, const uint8_t *key_mask, const float *key_bias, int64_t B, int64_t Tq,
+                          int64_t Tk, int64_t C, int64_t H, bool causal);
+/* datt: scratch (B, H, Tq, Tk). dq, dk, dv accumulate; dkey_bias (B, Tk)
+ * accumulates unless NULL. */
+void nn_attention_backward(const qb_exec *ex, float *dq, float *dk, float *dv, float *dkey_bias, float *datt,
                            const float *dout, const float *q, const float *k, const float *v,
                            const float *att, int64_t B, int64_t Tq, int64_t Tk, int64_t C, int64_t H);
 

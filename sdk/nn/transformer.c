@@ -73,7 +73,7 @@ void nn_block_forward(const qb_exec *ex, nn_block_acts *a, const nn_block_params
     float *const qkv[3] = {a->q, a->k, a->v};
     const float *const qkv_w[3] = {p->q_w, p->k_w, p->v_w}, *const qkv_b[3] = {p->q_b, p->k_b, p->v_b};
     nn_linears_forward(ex, 3, qkv, NULL, a->ln1, qkv_w, qkv_b, N, C, C);
-    nn_attention_forward(ex, a->atty, a->att, a->q, a->k, a->v, mask, B, T, T, C, d->H, false);
+    nn_attention_forward(ex, a->atty, a->att, a->q, a->k, a->v, mask, NULL, B, T, T, C, d->H, false);
     nn_linear_forward(ex, a->h, a->atty, p->proj_w, p->proj_b, N, C, C);
     nn_residual_forward(ex, a->h, a->h, x, N * C);
     nn_layernorm_forward(ex, a->ln2, a->ln2_mean, a->ln2_rstd, a->h, p->ln2_w, p->ln2_b, N, C);
@@ -100,7 +100,7 @@ void nn_block_backward(const qb_exec *ex, float *dx, nn_block_params *g, nn_bloc
     /* Attention branch: h = x + proj(attention(...)) */
     nn_residual_backward(ex, dx, NULL, da->h, N * C); /* the residual path; da->h also feeds proj */
     nn_linear_backward(ex, da->atty, g->proj_w, g->proj_b, da->h, a->atty, p->proj_w, N, C, C);
-    nn_attention_backward(ex, da->q, da->k, da->v, da->att, da->atty, a->q, a->k, a->v, a->att, B, T, T, C,
+    nn_attention_backward(ex, da->q, da->k, da->v, NULL, da->att, da->atty, a->q, a->k, a->v, a->att, B, T, T, C,
                           d->H);
     nn_linear_backward(ex, da->ln1, g->q_w, g->q_b, da->q, a->ln1, p->q_w, N, C, C);
     nn_linear_backward(ex, da->ln1, g->k_w, g->k_b, da->k, a->ln1, p->k_w, N, C, C);

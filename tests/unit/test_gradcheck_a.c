@@ -606,18 +606,19 @@ typedef struct {
     int64_t B, Tq, Tk, C, H;
     bool causal;
     float *q, *k, *v, *out, *att, *datt, *dq, *dk, *dv;
+    float *bias, *dbias; /* (B, Tk) key bias and its gradient, or NULL */
     uint8_t *mask;
 } at_t;
 
 static void at_fwd(gc_case *c) {
     at_t *t = (at_t *)c;
-    nn_attention_forward(c->ex, t->out, t->att, t->q, t->k, t->v, t->mask, t->B, t->Tq, t->Tk, t->C, t->H,
+    nn_attention_forward(c->ex, t->out, t->att, t->q, t->k, t->v, t->mask, t->bias, t->B, t->Tq, t->Tk, t->C, t->H,
                          t->causal);
 }
 
 static void at_bwd(gc_case *c) {
     at_t *t = (at_t *)c;
-    nn_attention_backward(c->ex, t->dq, t->dk, t->dv, t->datt, c->R, t->q, t->k, t->v, t->att, t->B, t->Tq,
+    nn_attention_backward(c->ex, t->dq, t->dk, t->dv, t->dbias, t->datt, c->R, t->q, t->k, t->v, t->att, t->B, t->Tq,
                           t->Tk, t->C, t->H);
 }
 
@@ -649,7 +650,15 @@ static void at_setup(at_t *t, int64_t B, int64_t Tq, int64_t Tk, int64_t C, int6
 
 static void at_free(at_t *t) {
     free(t->q), free(t->dq), free(t->out), free(t->k), free(t->dk), free(t->v), free(t->dv);
-    free(t->att), free(t->datt), free(t->mask), free(t->c.R);
+    free(t->att), free(t->datt), free(t->mask), free(t->c.R), free(t->bias), free(t->dbias);
+}
+
+/* Gives the case a key bias (B, Tk) drawn from N(0, 2), checked as a fourth input. */
+static void at_add_bias(at_t *t, uint64_t seed) {
+    const int64_t n = t->B * t->Tk;
+    t->bias = qt_alloc(n), t->dbias = qt_alloc(n);
+    qt_fill_normal(t->bias, n, 2.0f, seed);
+    gc_add_input(&t->c, "key_bias", t->bias, t->dbias, n);
 }
 
 /* Naive softmax(q k^T / sqrt(D)) v per (b, h) in double, with the masks.
@@ -671,7 +680,7 @@ static int64_t at_reference(at_t *t) {
                     double d = 0;
                     for (int64_t e = 0; e < D; e++)
                         d += (double)t->q[(b * Tq + i) * C + h * D + e] * t->k[(b * Tk + j) * C + h * D + e];
-                    s[j] = ok ? d / sqrt((double)D) : -INFINITY;
+                    s[j] = ok ? d / sqrt((double)D) + (t->bias ? t->bias[b * Tk + j] : 0.0) : -INFINITY;
                     mx = fmax(mx, s[j]);
                 }
                 double *p = ref_att + ((b * H + h) * Tq + i) * Tk;
@@ -751,6 +760,28 @@ static void test_attention_cross(void **state) {
     at_setup(&t, 4, 12, 20, 32, 4, false, 1110);
     memset(t.mask + 20 + 15, 0, 5);
     gc_thread_check(&t.c, "attention_cross threads");
+    at_free(&t);
+}
+
+/* A per-key bias (dynamic modality weighting's log-weights): the forward
+ * against the double reference, every gradient including the bias's by
+ * finite differences, padding and fully-masked rows included, and the bias
+ * gradient's bits for any team size. */
+static void test_attention_key_bias(void **state) {
+    (void)state;
+    at_t t;
+    at_setup(&t, 3, 4, 6, 8, 2, false, 1200);
+    memset(t.mask + 6 + 4, 0, 2); /* batch 1: two padded keys */
+    memset(t.mask + 12, 0, 6);    /* batch 2: nothing to attend */
+    at_add_bias(&t, 1201);
+    assert_int_equal(at_reference(&t), 2 * 4);
+    gc_check(&t.c, "attention_key_bias");
+    for (int64_t j = 10; j < 18; j++) assert_true(t.dbias[j] == 0.0f); /* masked keys: no gradient */
+    at_free(&t);
+    at_setup(&t, 4, 12, 20, 32, 4, false, 1210);
+    memset(t.mask + 20 + 15, 0, 5);
+    at_add_bias(&t, 1211);
+    gc_thread_check(&t.c, "attention_key_bias threads");
     at_free(&t);
 }
 
@@ -838,7 +869,7 @@ static const struct CMUnitTest tests[] = {
     CASE(linear),    CASE(linear_nobias), CASE(layernorm),
     CASE(l2norm),    CASE(gelu),          CASE(softmax),
     CASE(dropout),   CASE(residual),      CASE(attention_self_padmask),
-    CASE(attention_causal), CASE(attention_cross), CASE(embedding),
+    CASE(attention_causal), CASE(attention_cross), CASE(attention_key_bias), CASE(embedding),
 };
 
 QT_MAIN(tests)

@@ -206,7 +206,7 @@ static void test_gemm_flops(void **state) {
     enum { AB = 2, AT = 3, AC = 4, AH = 2 };
     float q[AB * AT * AC], att[AB * AH * AT * AT], out[AB * AT * AC];
     qt_fill_normal(q, AB * AT * AC, 1.0f, 4);
-    nn_attention_forward(&ex, out, att, q, q, q, NULL, AB, AT, AT, AC, AH, false);
+    nn_attention_forward(&ex, out, att, q, q, q, NULL, NULL, AB, AT, AT, AC, AH, false);
     assert_true(scope_named(p, "attn.fwd").flops == 4.0 * AB * AT * AT * AC);
     assert_int_equal(scope_named(p, "attn.fwd").kind, QC_PROF_ATTENTION);
     qc_prof_free(p);

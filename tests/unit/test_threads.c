@@ -228,7 +228,7 @@ static bool run_kernels(int nt, kernel_out *o) {
     ex.ops->layernorm_forward(&ex, o->ln, mean, rstd, x, w, b, KN, KC, 1e-5f);
     ex.ops->gelu_forward(&ex, o->gelu, o->ln, KN * KC);
     ex.ops->gemm(&ex, false, true, KN, KOC, KC, 1.0f, o->gelu, KC, 0, W, KC, 0, 0.0f, o->gemm, KOC, 0, 1);
-    ex.ops->attention_forward(&ex, o->att, P, q, k, v, NULL, KB, KT, KT, KC, KH, false);
+    ex.ops->attention_forward(&ex, o->att, P, q, k, v, NULL, NULL, KB, KT, KT, KC, KH, false);
     ex.ops->softmax_forward(&ex, o->sm, x, KN, KC);
     const bool ok = ex.ops->sync(&ex) == QIAO_OK;
     free(x), free(w), free(b), free(W), free(mean), free(rstd), free(q), free(k), free(v), free(P);

@@ -33,7 +33,11 @@
 /* Masked softmax of one score row s (Tk), in place. Allowed keys: j < jend
  * with mask[j] != 0 (mask NULL = all real); the others get exactly 0, and a
  * row with no allowed key becomes all zeros (backend.h's fully-masked rule). */
-static void softmax_row(float *s, const uint8_t *mask, int64_t jend, int64_t Tk) {
+static void softmax_row(float *s, const uint8_t *mask, const float *bias, int64_t jend, int64_t Tk) {
+    if (bias) {
+#pragma omp simd
+        for (int64_t j = 0; j < jend; j++) s[j] += bias[j];
+    }
     if (mask) {
         for (int64_t j = 0; j < jend; j++)
             if (!mask[j]) s[j] = -INFINITY;
@@ -66,6 +70,7 @@ typedef struct att_fw_job {
     const float *k;
     const float *v;
     const uint8_t *key_mask;
+    const float *key_bias;
     int64_t H;
     int64_t Tq;
     int64_t Tk;
@@ -82,6 +87,7 @@ static void att_fw_range(void *ctx, int64_t bh0, int64_t bh1, int part) {
     float *out = job->out, *att = job->att;
     const float *q = job->q, *k = job->k, *v = job->v;
     const uint8_t *key_mask = job->key_mask;
+    const float *key_bias = job->key_bias;
     const int64_t H = job->H, Tq = job->Tq, Tk = job->Tk, C = job->C, D = job->D;
     const float scale = job->scale;
     const bool causal = job->causal;
@@ -94,6 +100,7 @@ static void att_fw_range(void *ctx, int64_t bh0, int64_t bh1, int part) {
         float *ob = out + b * Tq * C + h * D;
         float *P = att + bh * Tq * Tk;
         const uint8_t *mask = key_mask ? key_mask + b * Tk : NULL;
+        const float *bias = key_bias ? key_bias + b * Tk : NULL;
         /* Trailing padding keys can never be attended: run the GEMMs over
          * keys [0, kend) only (padded batches are common in encoders). */
         int64_t kend = Tk;
@@ -111,7 +118,7 @@ static void att_fw_range(void *ctx, int64_t bh0, int64_t bh1, int part) {
         for (int64_t i = 0; i < Tq; i++) {
             /* causal: query i sees keys 0..i */
             int64_t jend = causal ? (i + 1 < kend ? i + 1 : kend) : kend;
-            softmax_row(P + i * Tk, mask, jend, Tk);
+            softmax_row(P + i * Tk, mask, bias, jend, Tk);
         }
         if (!qb_cpu_sgemm(false, false, Tq, D, kend, 1.0f, P, Tk, vb, C, 0.0f, ob, C)) {
             atomic_store_explicit(failed, 1, memory_order_relaxed);
@@ -120,8 +127,8 @@ static void att_fw_range(void *ctx, int64_t bh0, int64_t bh1, int part) {
 }
 
 void qb_cpu_attention_forward(const qb_exec *ex, float *out, float *att, const float *q, const float *k,
-                              const float *v, const uint8_t *key_mask, int64_t B, int64_t Tq, int64_t Tk,
-                              int64_t C, int64_t H, bool causal) {
+                              const float *v, const uint8_t *key_mask, const float *key_bias, int64_t B,
+                              int64_t Tq, int64_t Tk, int64_t C, int64_t H, bool causal) {
     if (B <= 0 || Tq <= 0 || H <= 0 || C <= 0) return;
     const int64_t D = C / H;
     if (Tk <= 0 || D <= 0) {
@@ -133,7 +140,7 @@ void qb_cpu_attention_forward(const qb_exec *ex, float *out, float *att, const f
     const int64_t BH = B * H;
     qb_cpu_blas_single_threaded(); /* our threads call sgemm; see dense.c */
     atomic_int failed = 0;         /* a worker's fault, recorded by this thread after the region */
-    att_fw_job j_att_fw = {out, att, q, k, v, key_mask, H, Tq, Tk, C, D, scale, causal, &failed};
+    att_fw_job j_att_fw = {out, att, q, k, v, key_mask, key_bias, H, Tq, Tk, C, D, scale, causal, &failed};
     qb_parallel_for(ex, BH, true, att_fw_range, &j_att_fw);
     if (atomic_load(&failed)) qb_cpu_fault_oom();
 }
@@ -180,6 +187,10 @@ static void att_bw_range(void *ctx, int64_t bh0, int64_t bh1, int part) {
             while (i < Tq && P[i * Tk + kend - 1] == 0.0f) i++;
             if (i < Tq) break;
         }
+        /* datt is dS on return (the key-bias gradient sums it): the skipped
+         * columns' dS is exactly 0. */
+        if (kend < Tk)
+            for (int64_t i = 0; i < Tq; i++) memset(dS + i * Tk + kend, 0, (size_t)(Tk - kend) * sizeof(float));
         if (kend == 0) continue;
         /* dv_bh += P^T dout_bh  (kend x D);  dP = dout_bh v_bh^T  (Tq x kend) */
         if (!qb_cpu_sgemm(true, false, kend, D, Tq, 1.0f, P, Tk, dout + qoff, C, 1.0f, dv + koff, C) ||
@@ -205,7 +216,27 @@ static void att_bw_range(void *ctx, int64_t bh0, int64_t bh1, int part) {
     }
 }
 
-void qb_cpu_attention_backward(const qb_exec *ex, float *dq, float *dk, float *dv, float *datt,
+typedef struct att_bias_job {
+    float *dkey_bias;
+    const float *datt;
+    int64_t H, Tq, Tk;
+} att_bias_job;
+
+static void att_bias_range(void *ctx, int64_t b0, int64_t b1, int part) {
+    (void)part;
+    const att_bias_job *job = ctx;
+    const int64_t H = job->H, Tq = job->Tq, Tk = job->Tk;
+    for (int64_t b = b0; b < b1; b++) {
+        float *db = job->dkey_bias + b * Tk;
+        for (int64_t r = 0; r < H * Tq; r++) {
+            const float *d = job->datt + (b * H * Tq + r) * Tk;
+#pragma omp simd
+            for (int64_t j = 0; j < Tk; j++) db[j] += d[j];
+        }
+    }
+}
+
+void qb_cpu_attention_backward(const qb_exec *ex, float *dq, float *dk, float *dv, float *dkey_bias, float *datt,
                                const float *dout, const float *q, const float *k, const float *v,
                                const float *att, int64_t B, int64_t Tq, int64_t Tk, int64_t C, int64_t H) {
     if (B <= 0 || Tq <= 0 || Tk <= 0 || H <= 0 || C <= 0) return;
@@ -218,4 +249,11 @@ void qb_cpu_attention_backward(const qb_exec *ex, float *dq, float *dk, float *d
     att_bw_job j_att_bw = {dq, dk, dv, datt, dout, q, k, v, att, H, Tq, Tk, C, D, scale, &failed};
     qb_parallel_for(ex, BH, true, att_bw_range, &j_att_bw);
     if (atomic_load(&failed)) qb_cpu_fault_oom();
+    if (dkey_bias) {
+        /* The bias enters the scores unscaled, so its gradient is dS summed
+         * over heads and queries; a second pass over batches keeps the sum's
+         * order (and bits) independent of the team. */
+        att_bias_job jb = {dkey_bias, datt, H, Tq, Tk};
+        qb_parallel_for(ex, B, true, att_bias_range, &jb);
+    }
 }

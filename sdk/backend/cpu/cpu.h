@@ -281,9 +281,9 @@ void qb_cpu_l2norm_backward(const qb_exec *ex, float *dinp, const float *dout, c
 
 /* attention.c */
 void qb_cpu_attention_forward(const qb_exec *ex, float *out, float *att, const float *q, const float *k,
-                              const float *v, const uint8_t *key_mask, int64_t B, int64_t Tq, int64_t Tk,
-                              int64_t C, int64_t H, bool causal);
-void qb_cpu_attention_backward(const qb_exec *ex, float *dq, float *dk, float *dv, float *datt,
+                              const float *v, const uint8_t *key_mask, const float *key_bias, int64_t B,
+                              int64_t Tq, int64_t Tk, int64_t C, int64_t H, bool causal);
+void qb_cpu_attention_backward(const qb_exec *ex, float *dq, float *dk, float *dv, float *dkey_bias, float *datt,
                                const float *dout, const float *q, const float *k, const float *v,
                                const float *att, int64_t B, int64_t Tq, int64_t Tk, int64_t C, int64_t H);
 
