@@ -62,4 +62,10 @@ void qa_pipe_free(qa_pipe *pp);
 qiao_status qa_decode_sndfile(qa_src *src, const qiao_audio_params *p, qa_pipe *pp, char *format, size_t cap);
 qiao_status qa_decode_ffmpeg(qa_src *src, const qiao_audio_params *p, qa_pipe *pp, char *format, size_t cap);
 
+/* The centre frequency (Hz) of each of the p->n_mels bands of
+ * qiao_mel_compute (the peak of band m's triangle) into hz (n_mels). `p`
+ * NULL means the defaults; invalid parameters are QIAO_ERR_INVALID_ARGUMENT
+ * as in qiao_mel_compute. (mel.c) */
+qiao_status qa_mel_centers_hz(const qiao_mel_params *p, float *hz);
+
 #endif

@@ -18,6 +18,7 @@
 #include <libavutil/tx.h>
 
 #include "core/core.h"
+#include "modalities/audio/audio.h"
 #include "modalities/media/ffmpeg.h"
 
 #define QA_PI 3.14159265358979323846
@@ -106,6 +107,15 @@ static double mel_to_hz(double m) {
     const double f_sp = 200.0 / 3.0, min_log_hz = 1000.0, min_log_mel = min_log_hz / f_sp;
     const double logstep = log(6.4) / 27.0;
     return m < min_log_mel ? f_sp * m : min_log_hz * exp(logstep * (m - min_log_mel));
+}
+
+qiao_status qa_mel_centers_hz(const qiao_mel_params *params, float *hz) {
+    qiao_mel_params p;
+    qiao_status st = read_params(params, &p);
+    if (st != QIAO_OK) return st;
+    const double m_min = hz_to_mel(p.fmin), m_max = hz_to_mel(p.fmax);
+    for (int m = 0; m < p.n_mels; m++) hz[m] = (float)mel_to_hz(m_min + (m_max - m_min) * (m + 1) / (p.n_mels + 1));
+    return QIAO_OK;
 }
 
 /* torchaudio.functional.melscale_fbanks in double: triangles between
