@@ -6,3 +6,13 @@ qiao_test(NAME test_data SOURCES unit/test_data.c
   CASES manifest malformed batch_determinism epoch_cover batch_content loader_order loader_stop missing_file
   LABELS data TIMEOUT 120)
 target_link_libraries(test_data PRIVATE qiao_datasets)
+
+# The VQA questions reader and loader (models/data/vqa.c, vqa_manifest.c):
+# questions against the generator, determinism across threads, resume,
+# absent rows through the encoders, degradations and their statistics, the
+# evaluation walk, malformed manifests and missing files. Each case
+# generates 5 scenes with --speech-questions (espeak-ng, ~60 WAVs).
+qiao_test(NAME test_vqa_data SOURCES unit/test_vqa_data.c
+  CASES manifest determinism resume absent degrade eval_cover errors
+  LABELS data TIMEOUT 180)
+target_link_libraries(test_vqa_data PRIVATE qiao_datasets)

@@ -1,7 +1,7 @@
 # The shapes world generator (datasets/shapes): determinism, truth of
 # captions and answers, the cogent hold-out, answer balance, layout, speech.
 qiao_test(NAME test_shapes SOURCES unit/test_shapes.c
-  CASES determinism captions_true qa_answers_correct cogent_holdout balance no_overlap speech
+  CASES determinism captions_true qa_answers_correct cogent_holdout balance no_overlap speech speech_questions
   LABELS datasets TIMEOUT 120)
 target_link_libraries(test_shapes PRIVATE qiao_datasets)
 

@@ -18,7 +18,8 @@ int cmd_dataset(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "corpus")) return cmd_dataset_corpus(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "fsdd")) return cmd_dataset_fsdd(argc - 1, argv + 1);
     fprintf(stderr,
-            "usage: qiao dataset shapes --n N --seed S --out DIR [--speech] [--langs zh,en] [--size 64]\n"
+            "usage: qiao dataset shapes --n N --seed S --out DIR [--speech | --speech-long | --speech-questions]\n"
+            "                           [--langs zh,en] [--size 64]\n"
             "                           [--split train|val|test|cogent] [--jobs J]\n"
             "       qiao dataset intent ...   (qiao dataset intent --help)\n"
             "       qiao dataset corpus --out CORPUS.txt (SHAPES_DIR | FILE.jsonl)...   (tokenizer corpus)\n"

@@ -14,7 +14,7 @@ int cmd_dataset_shapes(int argc, char **argv);
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: qiao dataset shapes --n N --seed S --out DIR [--speech | --speech-long]\n"
+            "usage: qiao dataset shapes --n N --seed S --out DIR [--speech | --speech-long | --speech-questions]\n"
             "                           [--langs zh,en] [--size 64]\n"
             "                           [--split train|val|test|cogent] [--jobs J]\n"
             "       qiao dataset shapes --baseline DIR   (blind baseline of DIR/manifest.jsonl)\n");
@@ -54,6 +54,9 @@ int cmd_dataset_shapes(int argc, char **argv) {
             continue;
         } else if (!strcmp(a, "--speech-long")) {
             p.speech = SHAPES_SPEECH_LONG;
+            continue;
+        } else if (!strcmp(a, "--speech-questions")) {
+            p.speech = SHAPES_SPEECH_QUESTIONS;
             continue;
         } else if (!strcmp(a, "--baseline")) {
             if (!v) break;

@@ -59,10 +59,10 @@ static qiao_status join(char *buf, const char *dir, const char *rel) {
 
 /* How many captions (questions) of a scene are spoken. */
 static int spoken_captions(const shapes_scene *sc, const shapes_params *p) {
-    return p->speech == SHAPES_SPEECH_LONG ? 1 : p->speech ? sc->ncap : 0;
+    return p->speech == SHAPES_SPEECH_ALL ? sc->ncap : p->speech ? 1 : 0;
 }
 static int spoken_questions(const shapes_scene *sc, const shapes_params *p) {
-    return p->speech == SHAPES_SPEECH_ALL ? sc->nqa : 0;
+    return p->speech == SHAPES_SPEECH_ALL || p->speech == SHAPES_SPEECH_QUESTIONS ? sc->nqa : 0;
 }
 
 /* Writes the scene's files that are not there yet. */
@@ -143,8 +143,8 @@ static cJSON *scene_json(const shapes_scene *sc, const shapes_params *p) {
                 cJSON_AddItemToArray(a, cJSON_CreateString(rel));
             }
         }
-        if (p->speech != SHAPES_SPEECH_ALL) return o;
-        cJSON *a = cJSON_AddArrayToObject(sp, "qa"); /* parallel to "qa" */
+        if (!spoken_questions(sc, p)) return o;
+        cJSON *a = cJSON_AddArrayToObject(sp, "qa"); /* parallel to "qa": the WAV of question k is a[k] */
         for (int k = 0; k < sc->nqa; k++)
             for (int lang = 0; lang < SHAPES_NLANGS; lang++) {
                 if (!(p->langs & (1 << lang))) continue;
@@ -169,6 +169,8 @@ static char *dataset_json(const shapes_params *p) {
         if (p->langs & (1 << l)) cJSON_AddItemToArray(langs, cJSON_CreateString(LANG_CODE[l]));
     if (p->speech == SHAPES_SPEECH_LONG)
         cJSON_AddStringToObject(o, "speech", "long");
+    else if (p->speech == SHAPES_SPEECH_QUESTIONS)
+        cJSON_AddStringToObject(o, "speech", "questions");
     else
         cJSON_AddBoolToObject(o, "speech", p->speech != 0);
     if (p->speech) {
@@ -269,6 +271,8 @@ qiao_status shapes_generate(const shapes_params *params, const char *out) {
     if (p.size < 16 || p.size > 1024) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "shapes: --size %d out of range (16..1024)", p.size);
     if ((int)p.split < 0 || p.split >= SHAPES_NSPLITS) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "shapes: bad split %d", (int)p.split);
     if (p.langs <= 0 || p.langs > 3) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "shapes: no language selected");
+    if (p.speech < SHAPES_SPEECH_NONE || p.speech > SHAPES_SPEECH_QUESTIONS)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "shapes: bad speech mode %d", p.speech);
     if (p.jobs < 1 || p.jobs > 256) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "shapes: --jobs %d out of range (1..256)", p.jobs);
 
     char path[PATH_CAP];

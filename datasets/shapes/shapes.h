@@ -121,8 +121,12 @@ typedef int (*shapes_progress_fn)(int64_t done, int64_t total, void *user_data);
 
 /* What --speech writes: nothing, only the long caption of each language
  * (what retrieval trains and evaluates on; about 7x fewer utterances, and
- * speech is the slow part of generation), or every caption and question. */
-enum { SHAPES_SPEECH_NONE = 0, SHAPES_SPEECH_ALL = 1, SHAPES_SPEECH_LONG = 2 };
+ * speech is the slow part of generation), every caption and question, or
+ * the long captions and every question (one split serves retrieval and
+ * spoken visual question answering; about 12 utterances a scene). A
+ * question's WAV is the same file in SHAPES_SPEECH_ALL and
+ * SHAPES_SPEECH_QUESTIONS (same name, same voice). */
+enum { SHAPES_SPEECH_NONE = 0, SHAPES_SPEECH_ALL = 1, SHAPES_SPEECH_LONG = 2, SHAPES_SPEECH_QUESTIONS = 3 };
 
 typedef struct shapes_params {
     size_t struct_size;

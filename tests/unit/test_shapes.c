@@ -662,12 +662,67 @@ static void test_speech(void **state) {
     free(d);
 }
 
+/* --speech-questions: the long caption of each language and every question
+ * spoken, the WAV of question k at speech.qa[k], each the same bytes as
+ * --speech writes for that question; dataset.json says "questions". */
+static void test_speech_questions(void **state) {
+    (void)state;
+    char *d = tmpdir(), *all = tmpdir();
+    gen(d, SHAPES_TRAIN, 2, 73, 2, SHAPES_SPEECH_QUESTIONS, 3);
+    manifest m = load(d);
+    for (size_t i = 0; i < m.n; i++) {
+        const cJSON *sp = cJSON_GetObjectItemCaseSensitive(m.s[i], "speech");
+        assert_non_null(sp);
+        const cJSON *caps = cJSON_GetObjectItemCaseSensitive(sp, "captions");
+        assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(caps, "zh")), 1);
+        assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(caps, "en")), 1);
+        const cJSON *qa = cJSON_GetObjectItemCaseSensitive(m.s[i], "qa");
+        const cJSON *wav = cJSON_GetObjectItemCaseSensitive(sp, "qa");
+        assert_true(cJSON_GetArraySize(qa) >= 2);
+        assert_int_equal(cJSON_GetArraySize(qa), cJSON_GetArraySize(wav));
+        for (int k = 0; k < cJSON_GetArraySize(wav); k++) {
+            const char *rel = cJSON_GetArrayItem(wav, k)->valuestring;
+            char path[512];
+            snprintf(path, sizeof path, "%s/%s", d, rel);
+            size_t len;
+            unsigned char *w = slurp(path, &len);
+            if (!w || len <= 44) fail_msg("%s missing or empty", path);
+            free(w);
+            /* question k is asked in the language its WAV's name says */
+            char want[16];
+            snprintf(want, sizeof want, "_qa_%s_", str(cJSON_GetArrayItem(qa, k), "lang"));
+            assert_non_null(strstr(rel, want));
+        }
+    }
+    char path[512];
+    snprintf(path, sizeof path, "%s/dataset.json", d);
+    size_t len;
+    char *desc = (char *)slurp(path, &len);
+    assert_non_null(desc);
+    assert_non_null(strstr(desc, "\"speech\":\t\"questions\""));
+    free(desc);
+    /* the same question WAVs as --speech (one scene is enough) */
+    gen(all, SHAPES_TRAIN, 1, 73, 1, SHAPES_SPEECH_ALL, 3);
+    const cJSON *wav = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(m.s[0], "speech"), "qa");
+    for (int k = 0; k < cJSON_GetArraySize(wav); k++) {
+        char a[512], b[512];
+        snprintf(a, sizeof a, "%s/%s", d, cJSON_GetArrayItem(wav, k)->valuestring);
+        snprintf(b, sizeof b, "%s/%s", all, cJSON_GetArrayItem(wav, k)->valuestring);
+        same_file(a, b);
+    }
+    unload(&m);
+    qt_rm_rf(d);
+    qt_rm_rf(all);
+    free(d);
+    free(all);
+}
+
 int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_determinism), cmocka_unit_test(test_captions_true),
         cmocka_unit_test(test_qa_answers_correct), cmocka_unit_test(test_cogent_holdout),
         cmocka_unit_test(test_balance), cmocka_unit_test(test_no_overlap),
-        cmocka_unit_test(test_speech),
+        cmocka_unit_test(test_speech), cmocka_unit_test(test_speech_questions),
     };
     if (argc > 1) {
         char filter[128];
