@@ -239,7 +239,7 @@ qiao_status qf_fuser_forward(const qb_exec *ex, qf_fuser_acts *a, qf_fuser_scrat
             qmask_m[QF_TEXT][b * Tq + t] = real && m == QF_TEXT;
             qmask_m[QF_AUDIO][b * Tq + t] = real && m == QF_AUDIO;
             const float wm = a->w[b * QF_NMOD + m];
-            a->logw_q[b * Tq + t] = real && wm > 0.0f ? logf(wm) : 0.0f;
+            a->logw_q[b * Tq + t] = real ? logf(fmaxf(wm, QF_MIN_KEY_WEIGHT)) : 0.0f;
             memcpy(a->q0 + (b * Tq + t) * D, a->x[m] + (b * d->T[m] + tm) * D, (size_t)D * sizeof(float));
         }
         for (int64_t t = 0; t < Ti; t++)
@@ -327,7 +327,8 @@ void qf_fuser_backward(const qb_exec *ex, float *const dtokens[QF_NMOD], qf_fuse
             float *dx = da->x[m] + (b * d->T[m] + tm) * D;
             const float *src = dQ + (b * Tq + t) * D;
             for (int64_t c = 0; c < D; c++) dx[c] += src[c];
-            if (learned && qmask[b * Tq + t]) s->dlogw[b * QF_NMOD + m] += da->logw_q[b * Tq + t];
+            if (learned && qmask[b * Tq + t] && a->w[b * QF_NMOD + m] >= QF_MIN_KEY_WEIGHT)
+                s->dlogw[b * QF_NMOD + m] += da->logw_q[b * Tq + t];
         }
     }
     for (int64_t i = 0; i < B * Ti * D; i++) da->x[QF_IMAGE][i] += dP[i];

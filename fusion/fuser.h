@@ -12,13 +12,16 @@
  * Both streams read the other's previous layer (ViLBERT's co-attention).
  * In every attention whose keys are question tokens (the question's
  * self-attention, the picture's cross-attention) the key of modality m
- * carries the score bias log w_m, so a degraded modality is read less as
- * well as weighed less in z; with equal or heuristic weights that bias is
- * the same formula, and without gradient. An absent modality (present = 0
- * for that row) has w = 0 and every one of its tokens masked; padding is
- * masked by the per-modality masks. The picture stream is always the
- * context of the question stream: a row without a picture (present 0)
- * reads zeros from it.
+ * carries the score bias log max(w_m, QF_MIN_KEY_WEIGHT), so a degraded
+ * modality is read less as well as weighed less in z; with equal or
+ * heuristic weights that bias is the same formula, and without gradient.
+ * The floor keeps a present modality whose weight is exactly 0 (the
+ * heuristic on silence, or on a question of one repeated token) all but
+ * masked; a bias of 0 there, as log 1, would read it at full strength.
+ * An absent modality (present = 0 for that row) has w = 0 and every one
+ * of its tokens masked; padding is masked by the per-modality masks. The
+ * picture stream is always the context of the question stream: a row
+ * without a picture (present 0) reads zeros from it.
  *
  * A model need not hold all three towers: a modality whose in_width is 0 has
  * no tokens (T = 0) and weight 0. The question stream needs text or audio,
@@ -41,6 +44,9 @@
 #include "nn/nn.h"
 
 #define QF_FUSER_MAX_LAYERS 8
+/* The smallest weight a key bias log w reads (below it the bias is
+ * constant, log 1e-6 = -13.8, and passes no gradient). */
+#define QF_MIN_KEY_WEIGHT 1e-6f
 
 typedef struct qf_fuser_config {
     int64_t width;              /* d */
