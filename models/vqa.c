@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "modalities/audio/audio.h"
+
 static const qmod_modality k_towers[QF_NMOD] = {QMOD_TEXT, QMOD_IMAGE, QMOD_AUDIO};
 
 qmod_modality qmod_vqa_tower(int qf_mod) {
@@ -190,4 +192,26 @@ qiao_status qmod_vqa_backward(const qb_exec *ex, const qmod_model *m, qmod_param
     for (int k = 0; k < QF_NMOD; k++)
         if (dtok[k]) qmod_backward_at(ex, m, grads, &w->tower[k], in->batch[k], NULL, dtok[k]);
     return ex->ops->sync(ex);
+}
+
+void qmod_vqa_text_stats(const qmod_batch *text, int64_t row, float stats[QF_NSTATS]) {
+    qf_text_stats(text->ids + row * text->T, text->lengths[row], QMOD_VQA_UNK_ID, stats);
+}
+
+void qmod_vqa_image_stats(const qiao_image *img, float stats[QF_NSTATS]) {
+    qf_image_stats(qiao_image_pixels(img), qiao_image_width(img), qiao_image_height(img),
+                   (int64_t)qiao_image_stride(img), stats);
+}
+
+qiao_status qmod_vqa_audio_stats(const qmod_model *m, const qmod_batch *audio, int64_t row,
+                                 float stats[QF_NSTATS]) {
+    const int64_t M = m->cfg.audio.n_mels;
+    qiao_mel_params mp = qiao_mel_default_params();
+    mp.n_mels = (int)M;
+    float centers[512];
+    if (M < 1 || M > 512) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA: %lld mel bands", (long long)M);
+    qiao_status st = qa_mel_centers_hz(&mp, centers);
+    if (st != QIAO_OK) return st;
+    qf_audio_stats(audio->mel + row * audio->T * M, audio->lengths[row], M, centers, stats);
+    return QIAO_OK;
 }

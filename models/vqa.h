@@ -74,4 +74,14 @@ qiao_status qmod_vqa_backward(const qb_exec *ex, const qmod_model *m, qmod_param
 /* The towers (model.h) behind the fuser's modality order. */
 qmod_modality qmod_vqa_tower(int qf_mod);
 
+/* The raw input statistics (fusion/weighting.h) of one input as the model
+ * sees it, the one definition training data and the public API share: a
+ * text batch's row (its real tokens; the unknown piece is
+ * QMOD_VQA_UNK_ID), a picture's decoded pixels, an audio batch's row (its
+ * real frames of raw log-mel). */
+#define QMOD_VQA_UNK_ID 1 /* SentencePiece's <unk> (tokenizers/spm_shim.h) */
+void qmod_vqa_text_stats(const qmod_batch *text, int64_t row, float stats[QF_NSTATS]);
+void qmod_vqa_image_stats(const qiao_image *img, float stats[QF_NSTATS]);
+qiao_status qmod_vqa_audio_stats(const qmod_model *m, const qmod_batch *audio, int64_t row, float stats[QF_NSTATS]);
+
 #endif /* QIAO_MODELS_VQA_H */
