@@ -83,7 +83,8 @@ int main(int argc, char **argv) {
     qmod_vqa_loader *l = NULL;
     qmod_vqa_batch *b = NULL;
     int rc = qmod_vqa_loader_start(&warm, &l) != QIAO_OK;
-    while (!rc && (rc = qmod_vqa_loader_next(l, &b) != QIAO_OK) == 0 && b) qmod_vqa_loader_release(l, b);
+    while (!rc && (rc = qmod_vqa_loader_next(l, &b) != QIAO_OK) == 0 && b)
+        qmod_vqa_loader_release(l, b);
     qmod_vqa_loader_stop(l);
     if (rc) {
         fprintf(stderr, "bench_vqa_loader: %s\n", qiao_last_error());

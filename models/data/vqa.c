@@ -310,8 +310,8 @@ static qiao_status decode_clip(const qmod_vqa_dataset *d, const qmod_vqa_questio
 /* Adds noise at r->snr dB below the clip's mean power: white, or the sum of
  * other questions' speech (babble), each looped to the clip's length. The
  * result is clamped to [-1, 1], as a recording would be. */
-static qiao_status add_noise(const qmod_vqa_dataset *d, const int64_t *spoken, qmod_vqa_noise kind, qiao_audio *a,
-                             const row_draw *r) {
+static qiao_status add_noise(const qmod_vqa_dataset *d, const int64_t *spoken, int64_t n_spoken, int64_t self,
+                             qmod_vqa_noise kind, qiao_audio *a, const row_draw *r) {
     const int64_t n = a->n_samples;
     double ps = 0.0;
     for (int64_t i = 0; i < n; i++)
@@ -325,7 +325,9 @@ static qiao_status add_noise(const qmod_vqa_dataset *d, const int64_t *spoken, q
         memset(noise, 0, (size_t)n * sizeof *noise);
         for (int k = 0; k < VQA_BABBLE_VOICES && st == QIAO_OK; k++) {
             qiao_audio *b = NULL;
-            st = decode_clip(d, &d->questions[spoken[r->babble[k]]], &b);
+            int64_t v = r->babble[k];
+            if (spoken[v] == self && n_spoken > 1) v = (v + 1) % n_spoken; /* another question's voice */
+            st = decode_clip(d, &d->questions[spoken[v]], &b);
             /* each voice starts at its own offset, so the voices' pauses do not line * up */
             for (int64_t i = 0, j = (int64_t)(r->noise_seed >> (8 * k) & 0xFFFF) % (b ? b->n_samples : 1);
                  st == QIAO_OK && i < n; i++, j = j + 1 < b->n_samples ? j + 1 : 0)
@@ -569,7 +571,8 @@ static qiao_status load_audio(const vqa_ctx *c, const row_draw *r, qmod_vqa_batc
         const qmod_vqa_question *q = &d->questions[out->question[i]];
         qiao_audio *a = NULL;
         st = decode_clip(d, q, &a);
-        if (st == QIAO_OK && isfinite(r[i].snr)) st = add_noise(d, c->spoken, c->p->vqa.audio_noise, a, &r[i]);
+        if (st == QIAO_OK && isfinite(r[i].snr))
+            st = add_noise(d, c->spoken, d->n_spoken, out->question[i], c->p->vqa.audio_noise, a, &r[i]);
         if (st == QIAO_OK) {
             st = qmod_batch_audio(m, (const qiao_audio *const *)&a, 1, &mels[i]);
             if (st != QIAO_OK) st = scene_error(st, &d->scenes[q->scene], q->speech);
