@@ -41,7 +41,42 @@ bool qmod_has_pair(const qmod_config *cfg, int pair) {
            qmod_has_tower(cfg, k_pair_towers[pair][1]);
 }
 
-static const char *const k_head_keys[] = {"kind", "tower", "input", "hidden", "classes"};
+static const char *const k_head_keys[] = {"kind", "tower", "input", "hidden", "classes", "labels", "label_text"};
+
+/* "labels" (K distinct non-empty strings) and "label_text" ({lang: K
+ * strings}) of a head with K classes. */
+static qiao_status check_labels(const cJSON *o, const char *what, const char *name, int64_t K) {
+    const cJSON *labels = cJSON_GetObjectItemCaseSensitive(o, "labels");
+    if (labels) {
+        if (!cJSON_IsArray(labels) || cJSON_GetArraySize(labels) != K)
+            return qc_error(QIAO_ERR_FORMAT, "%s: heads.%s.labels must be an array of %lld strings (one per class)",
+                            what, name, (long long)K);
+        for (const cJSON *a = labels->child; a; a = a->next) {
+            if (!cJSON_IsString(a) || !a->valuestring[0] || strlen(a->valuestring) >= QMOD_NAME_MAX * 4)
+                return qc_error(QIAO_ERR_FORMAT, "%s: heads.%s.labels holds an empty, overlong or non-string entry",
+                                what, name);
+            for (const cJSON *b = labels->child; b != a; b = b->next)
+                if (strcmp(a->valuestring, b->valuestring) == 0)
+                    return qc_error(QIAO_ERR_FORMAT, "%s: heads.%s.labels names \"%s\" twice", what, name,
+                                    a->valuestring);
+        }
+    }
+    const cJSON *text = cJSON_GetObjectItemCaseSensitive(o, "label_text");
+    if (text) {
+        if (!cJSON_IsObject(text))
+            return qc_error(QIAO_ERR_FORMAT, "%s: heads.%s.label_text must map languages to arrays", what, name);
+        for (const cJSON *l = text->child; l; l = l->next) {
+            if (!cJSON_IsArray(l) || cJSON_GetArraySize(l) != K)
+                return qc_error(QIAO_ERR_FORMAT, "%s: heads.%s.label_text.%s must be an array of %lld strings", what,
+                                name, l->string, (long long)K);
+            for (const cJSON *a = l->child; a; a = a->next)
+                if (!cJSON_IsString(a) || strlen(a->valuestring) >= QMOD_NAME_MAX * 4)
+                    return qc_error(QIAO_ERR_FORMAT, "%s: heads.%s.label_text.%s holds a non-string or overlong entry",
+                                    what, name, l->string);
+        }
+    }
+    return QIAO_OK;
+}
 
 static bool head_name_ok(const char *s) {
     if (!s || !(*s >= 'a' && *s <= 'z') || strlen(s) >= QMOD_NAME_MAX) return false;
@@ -70,10 +105,15 @@ static qiao_status parse_head(const cJSON *o, const qmod_config *c, const char *
     if (!cJSON_IsString(kind) || strcmp(kind->valuestring, "mlp") != 0)
         return qc_error(QIAO_ERR_FORMAT, "%s: heads.%s.kind must be \"mlp\"", what, name);
     const cJSON *tower = cJSON_GetObjectItemCaseSensitive(o, "tower");
+    h->fused = cJSON_IsString(tower) && strcmp(tower->valuestring, "fusion") == 0;
+    if (h->fused && !c->has_fusion)
+        return qc_error(QIAO_ERR_FORMAT, "%s: heads.%s reads \"fusion\", but the config has no fusion section", what,
+                        name);
     const int mod = cJSON_IsString(tower) ? qmod_tower_find(tower->valuestring) : -1;
-    if (mod < 0 || !qmod_has_tower(c, (qmod_modality)mod))
-        return qc_error(QIAO_ERR_FORMAT, "%s: heads.%s.tower must name a tower the model holds", what, name);
-    h->tower = (qmod_modality)mod;
+    if (!h->fused && (mod < 0 || !qmod_has_tower(c, (qmod_modality)mod)))
+        return qc_error(QIAO_ERR_FORMAT, "%s: heads.%s.tower must name a tower the model holds, or \"fusion\"",
+                        what, name);
+    h->tower = h->fused ? QMOD_TEXT : (qmod_modality)mod;
     const cJSON *input = cJSON_GetObjectItemCaseSensitive(o, "input");
     if (!input || (cJSON_IsString(input) && strcmp(input->valuestring, "embedding") == 0))
         h->input = QMOD_HEAD_EMBEDDING;
@@ -90,7 +130,44 @@ static qiao_status parse_head(const cJSON *o, const qmod_config *c, const char *
         return rewrap(st, what);
     if ((st = qc_json_int(o, section, "classes", 1, QF_HEAD_MAX_CLASSES, &h->mlp.classes)) != QIAO_OK)
         return rewrap(st, what);
-    h->mlp.in = h->input == QMOD_HEAD_EMBEDDING ? c->embed_dim : qmod_tower_of(h->tower)->trunk_dims(c)->C;
+    if ((st = check_labels(o, what, name, h->mlp.classes)) != QIAO_OK) return st;
+    h->mlp.in = h->fused ? c->fusion.width
+                : h->input == QMOD_HEAD_EMBEDDING ? c->embed_dim
+                                                  : qmod_tower_of(h->tower)->trunk_dims(c)->C;
+    return QIAO_OK;
+}
+
+static const char *const k_fusion_keys[] = {"width", "layers", "heads", "mlp", "gate_hidden", "weighting"};
+
+/* The "fusion" section; `c` has its towers parsed. */
+static qiao_status parse_fusion(const cJSON *o, qmod_config *c, const char *what) {
+    if (!cJSON_IsObject(o)) return qc_error(QIAO_ERR_FORMAT, "%s: key \"fusion\" must be an object", what);
+    for (const cJSON *it = o->child; it; it = it->next) {
+        bool known = false;
+        for (size_t i = 0; i < sizeof k_fusion_keys / sizeof k_fusion_keys[0]; i++)
+            known = known || (it->string && strcmp(it->string, k_fusion_keys[i]) == 0);
+        if (!known) return qc_error(QIAO_ERR_FORMAT, "%s: unknown key fusion.%s", what, it->string);
+    }
+    qf_fuser_config *f = &c->fusion;
+    memset(f, 0, sizeof *f);
+    qiao_status st;
+    if ((st = qc_json_int(o, "fusion", "width", 1, 65536, &f->width)) != QIAO_OK ||
+        (st = qc_json_int(o, "fusion", "layers", 1, QF_FUSER_MAX_LAYERS, &f->layers)) != QIAO_OK ||
+        (st = qc_json_int(o, "fusion", "heads", 1, 1024, &f->heads)) != QIAO_OK ||
+        (st = qc_json_int(o, "fusion", "mlp", 1, 262144, &f->mlp)) != QIAO_OK ||
+        (st = qc_json_int(o, "fusion", "gate_hidden", 1, 65536, &f->gate_hidden)) != QIAO_OK)
+        return rewrap(st, what);
+    const cJSON *wt = cJSON_GetObjectItemCaseSensitive(o, "weighting");
+    const int mode = !wt ? QF_WEIGHT_LEARNED : cJSON_IsString(wt) ? qf_weighting_parse(wt->valuestring) : -1;
+    if (mode < 0)
+        return qc_error(QIAO_ERR_FORMAT, "%s: fusion.weighting must be \"learned\", \"heuristic\" or \"equal\"",
+                        what);
+    f->weighting = (qf_weighting)mode;
+    static const qmod_modality mods[QF_NMOD] = {QMOD_TEXT, QMOD_IMAGE, QMOD_AUDIO}; /* QF_TEXT, QF_IMAGE, QF_AUDIO */
+    for (int m = 0; m < QF_NMOD; m++)
+        f->in_width[m] = qmod_has_tower(c, mods[m]) ? qmod_tower_of(mods[m])->trunk_dims(c)->C : 0;
+    if ((st = qf_fuser_check(f)) != QIAO_OK) return rewrap(st, what);
+    c->has_fusion = true;
     return QIAO_OK;
 }
 
@@ -98,6 +175,28 @@ int qmod_head_find(const qmod_config *cfg, const char *name) {
     for (int i = 0; cfg && name && i < cfg->n_heads; i++)
         if (strcmp(cfg->heads[i].name, name) == 0) return i;
     return -1;
+}
+
+const char *qmod_head_label(const qmod_config *cfg, int head, int64_t k, const char *lang, char *buf, size_t cap) {
+    if (!buf || cap == 0) return buf;
+    snprintf(buf, cap, "%lld", (long long)k);
+    if (!cfg || !cfg->json || head < 0 || head >= cfg->n_heads) return buf;
+    cJSON *root = cJSON_Parse(cfg->json);
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(root, "heads"),
+                                                      cfg->heads[head].name);
+    const cJSON *key = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(h, "labels"), (int)k);
+    const cJSON *text =
+        lang ? cJSON_GetArrayItem(
+                   cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(h, "label_text"), lang), (int)k)
+             : NULL;
+    if (k >= 0 && k < INT32_MAX) {
+        if (cJSON_IsString(text))
+            snprintf(buf, cap, "%s", text->valuestring);
+        else if (cJSON_IsString(key))
+            snprintf(buf, cap, "%s", key->valuestring);
+    }
+    cJSON_Delete(root);
+    return buf;
 }
 
 qiao_status qmod_config_from_string(const char *json, const char *what, qmod_config *out) {
@@ -145,6 +244,8 @@ qiao_status qmod_config_from_string(const char *json, const char *what, qmod_con
         }
         c.towers |= 1u << mod;
     }
+    const cJSON *fusion = cJSON_GetObjectItemCaseSensitive(root, "fusion");
+    if (fusion && c.towers && (st = parse_fusion(fusion, &c, what)) != QIAO_OK) goto done;
     const cJSON *heads = cJSON_GetObjectItemCaseSensitive(root, "heads");
     if (heads && !cJSON_IsObject(heads)) {
         st = qc_error(QIAO_ERR_FORMAT, "%s: key \"heads\" must be an object", what);
@@ -258,6 +359,9 @@ qiao_status qmod_describe(qc_table *tab, const qmod_config *cfg) {
                           offsetof(qmod_params, logit_scale) + (size_t)i * sizeof(float *));
         if (st != QIAO_OK) return st;
     }
+    if (cfg->has_fusion && (st = qf_fuser_describe(tab, "fusion.", &cfg->fusion, offsetof(qmod_params, fusion))) !=
+                               QIAO_OK)
+        return st;
     for (int i = 0; i < cfg->n_heads; i++) {
         char prefix[QMOD_NAME_MAX + 8];
         snprintf(prefix, sizeof prefix, "heads.%s.", cfg->heads[i].name);

@@ -19,6 +19,7 @@
 
 #include "core/core.h"
 #include "core/safetensors.h"
+#include "fusion/fuser.h"
 #include "fusion/head.h"
 #include "modalities/audio/encoder.h"
 #include "modalities/image/encoder.h"
@@ -51,20 +52,32 @@ typedef enum qmod_head_input { QMOD_HEAD_EMBEDDING = 0, QMOD_HEAD_TOKENS = 1 } q
 
 /* One entry of the config's "heads" object, keyed by its name:
  *   "intent": {"kind": "mlp", "tower": "text", "input": "embedding",
- *              "hidden": 0, "classes": 12}
+ *              "hidden": 0, "classes": 12,
+ *              "labels": ["greeting", ...],
+ *              "label_text": {"zh": ["问候", ...], "en": ["greeting", ...]}}
  * kind "mlp" (fusion/head.h; the only kind so far), tower one the model
- * holds, input "embedding" (default) or "tokens", hidden >= 0 (default 0),
- * classes >= 1. Its parameters are "heads.<name>.*". */
+ * holds or "fusion" (the fuser's z, for a model with a "fusion" section;
+ * input is then ignored), input "embedding" (default) or "tokens", hidden
+ * >= 0 (default 0), classes >= 1. Optional "labels": one distinct key per
+ * class (what an application matches on); optional "label_text": per
+ * language code, one display string per class (VQA answers in the
+ * question's language). Read them with qmod_head_label(). Its parameters
+ * are "heads.<name>.*". */
 typedef struct qmod_head_config {
     char name[QMOD_NAME_MAX]; /* [a-z0-9_], starting with a letter */
-    qmod_modality tower;
+    qmod_modality tower;      /* unused when fused */
+    bool fused;               /* reads the fuser's z */
     qmod_head_input input;
-    qf_mlp_config mlp;        /* mlp.in = embed_dim or the tower's trunk width */
+    qf_mlp_config mlp;        /* mlp.in = embed_dim, the tower's trunk width or the fusion width */
 } qmod_head_config;
 
 /* A parsed model config: "name", "embed_dim", a section for each tower the
- * model holds ("text", "image", "audio"; at least one) and optional
- * "heads". */
+ * model holds ("text", "image", "audio"; at least one), an optional
+ * "fusion" section (fusion/fuser.h; needs the image tower and text or
+ * audio):
+ *   "fusion": {"width": 256, "layers": 2, "heads": 4, "mlp": 1024,
+ *              "gate_hidden": 64, "weighting": "learned"}
+ * whose parameters are "fusion.*", and optional "heads". */
 typedef struct qmod_config {
     char name[QMOD_NAME_MAX];
     int64_t embed_dim;           /* D, shared by the towers' projections */
@@ -72,6 +85,8 @@ typedef struct qmod_config {
     qe_text_config text;         /* each valid when its tower is held */
     qe_image_config image;
     qe_audio_config audio;
+    bool has_fusion;
+    qf_fuser_config fusion;      /* valid when has_fusion; in_width from the towers */
     int n_heads;
     qmod_head_config heads[QMOD_MAX_HEADS]; /* in the order the config lists them */
     char *json;                  /* the config as stored in model files; owned */
@@ -109,6 +124,7 @@ typedef struct qmod_params {
     qe_image_params image;
     qe_audio_params audio;
     float *logit_scale[QMOD_N_PAIRS];   /* (1) each, indexed by QMOD_PAIR_*; NULL for a pair not held */
+    qf_fuser_params fusion;             /* bound when the config has a fusion section */
     qf_mlp_params heads[QMOD_MAX_HEADS];
 } qmod_params;
 
@@ -167,6 +183,10 @@ qiao_status qmod_set_tokenizer(qmod_model *m, const char *tokenizer_file);
 
 /* The index of the head named `name`, or -1. */
 int qmod_head_find(const qmod_config *cfg, const char *name);
+/* Class k's label of head `head` into buf: with lang NULL its key from
+ * "labels", else its text in `lang` from "label_text" (falling back to the
+ * key, then to the class number). Returns buf. */
+const char *qmod_head_label(const qmod_config *cfg, int head, int64_t k, const char *lang, char *buf, size_t cap);
 
 /* Parameters (elements) whose name starts with `prefix` ("text.", "image.",
  * "audio.", "logit_scale."); NULL or "" counts all. */

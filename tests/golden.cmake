@@ -3,3 +3,9 @@
 # qiao's layers and compares. Running them needs no Python.
 qiao_test(NAME test_golden_block SOURCES golden/test_golden_block.c
   CASES forward gradients adamw_steps LABELS golden)
+# The cross-modal fuser (fusion/) against its PyTorch peer
+# (bench/peer/fusion_peer.py): tests/golden/make_fusion_fixture.py writes
+# tests/data/fusion_golden.safetensors (z, w and every gradient in each
+# weighting mode, float64 reference).
+qiao_test(NAME test_fusion_golden SOURCES golden/test_fusion_golden.c
+  CASES learned heuristic equal LABELS golden)

@@ -11,7 +11,8 @@ qiao_test(NAME test_model SOURCES unit/test_model.c
 # on the same JSON; the rest of the library is linked uninstrumented.
 qiao_fuzz(NAME fuzz_model_config SOURCES ${PROJECT_SOURCE_DIR}/models/model.c ${PROJECT_SOURCE_DIR}/models/tower.c
   ${PROJECT_SOURCE_DIR}/models/data/vqa_manifest.c
-  ${PROJECT_SOURCE_DIR}/fusion/head.c ${PROJECT_SOURCE_DIR}/modalities/text/encoder.c
+  ${PROJECT_SOURCE_DIR}/fusion/head.c ${PROJECT_SOURCE_DIR}/fusion/fuser.c ${PROJECT_SOURCE_DIR}/fusion/cross.c
+  ${PROJECT_SOURCE_DIR}/fusion/weighting.c ${PROJECT_SOURCE_DIR}/modalities/text/encoder.c
   ${PROJECT_SOURCE_DIR}/modalities/image/encoder.c ${PROJECT_SOURCE_DIR}/modalities/audio/encoder.c
   ${PROJECT_SOURCE_DIR}/sdk/nn/trunk.c ${PROJECT_SOURCE_DIR}/sdk/core/config.c ${PROJECT_SOURCE_DIR}/sdk/core/tensor.c
   LIBS qiao_static PkgConfig::CJSON LABELS model)

@@ -4,6 +4,8 @@
 #ifndef QIAO_TESTS_MODEL_FIXTURE_H
 #define QIAO_TESTS_MODEL_FIXTURE_H
 
+#include <cjson/cJSON.h>
+
 #include "models/model.h"
 #include "testutil.h"
 
@@ -41,6 +43,38 @@ static inline void qt_write_tiny_model(const char *path, uint64_t seed, bool wit
     qiao_status st = qmod_save(m, path, QIAO_DTYPE_F32);
     qmod_free(m);
     if (st != QIAO_OK) fail_msg("writing %s: %s", path, qiao_last_error());
+}
+
+/* The tiny model as a VQA model: a small fuser and an "answer" head of 3
+ * labelled classes (yes, no, red; zh texts) and a "lang" head, weights
+ * from `seed`, the tokenizer attached. */
+#define QT_VQA_FUSION "{\"width\": 16, \"layers\": 1, \"heads\": 2, \"mlp\": 32, \"gate_hidden\": 8}"
+#define QT_VQA_HEADS                                                                                                 \
+    "{\"answer\": {\"kind\": \"mlp\", \"tower\": \"fusion\", \"hidden\": 12, \"classes\": 3,"                        \
+    " \"labels\": [\"yes\", \"no\", \"red\"], \"label_text\": {\"zh\": [\"是\", \"否\", \"红色\"]}},"                \
+    " \"lang\": {\"kind\": \"mlp\", \"tower\": \"fusion\", \"classes\": 2}}"
+
+static inline qmod_model *qt_tiny_vqa_model(uint64_t seed) {
+    qmod_model *t = qt_tiny_model(1, true);
+    cJSON *root = cJSON_Parse(t->cfg.json);
+    if (!root) fail_msg("tiny VQA model: config");
+    cJSON_AddItemToObject(root, "fusion", cJSON_Parse(QT_VQA_FUSION));
+    cJSON_AddItemToObject(root, "heads", cJSON_Parse(QT_VQA_HEADS));
+    char *json = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    qmod_config c;
+    qmod_model *m = NULL;
+    qiao_status st = qmod_config_from_string(json, "tiny-vqa", &c);
+    cJSON_free(json);
+    if (st == QIAO_OK) {
+        st = qmod_create(&c, seed, &m);
+        qmod_config_free(&c);
+    }
+    if (st != QIAO_OK) fail_msg("tiny VQA model: %s", qiao_last_error());
+    m->tok = t->tok;
+    t->tok = NULL;
+    qmod_free(t);
+    return m;
 }
 
 #endif /* QIAO_TESTS_MODEL_FIXTURE_H */

@@ -18,6 +18,7 @@
 #include "models/model.h"
 
 int cmd_eval_digits(int argc, char **argv);
+int cmd_eval_vqa(int argc, char **argv);
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -31,7 +32,9 @@ static void usage(FILE *f) {
             "  --misses writes one JSON line per query whose hit did not rank first: the\n"
             "  direction, language, query and top-ranked scene ids, the rank and both scores.\n"
             "       qiao eval digits --model M.safetensors --data DIR [--threads N] [--json]\n"
-            "  spoken-digit accuracy on a `qiao dataset fsdd` split (qiao eval digits --help).\n");
+            "  spoken-digit accuracy on a `qiao dataset fsdd` split (qiao eval digits --help).\n"
+            "       qiao eval vqa --model VQA.safetensors --data DIR [--json] [--robustness]\n"
+            "  visual question answering accuracy, typed and spoken (qiao eval vqa --help).\n");
 }
 
 static void on_progress(const char *phase, int64_t done, int64_t total, void *user_data) {
@@ -236,6 +239,7 @@ int cmd_eval(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "retrieval")) return retrieval(argc - 1, argv + 1);
     if (!strcmp(argv[1], "digits")) return cmd_eval_digits(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "vqa")) return cmd_eval_vqa(argc - 1, argv + 1);
     fprintf(stderr, "qiao eval: unknown evaluation '%s'\n", argv[1]);
     usage(stderr);
     return 2;

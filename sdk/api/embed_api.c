@@ -19,6 +19,7 @@
 #include "core/core.h"
 #include "models/embed.h"
 #include "models/model.h"
+#include "api/api.h"
 
 /* Items per forward pass: enough to amortize the per-pass costs (OpenMP
  * team start-up, reading every weight once per layer), small enough to bound
@@ -28,24 +29,6 @@
 #define EMBED_CHUNK 32
 /* The rate the audio encoder's log-mel features are computed at. */
 #define EMBED_AUDIO_RATE 16000
-
-struct qiao_model {
-    qmod_model *m;
-    /* m's GEMM weights packed once for inference (models/embed.h,
-     * qmod_pack_weights): a model here never changes after load. NULL on a
-     * CPU without AVX-512F. Shared, read-only, by every session. */
-    qb_packed_set *packed;
-    /* The bf16 and int8 sets, each packed at the first session asking for
-     * it (qmod_pack_weights_prec) under lock; then read-only and shared. */
-    pthread_mutex_t lowp_lock;
-    qb_packed_set *lowp[2]; /* [0] bf16, [1] int8; NULL until asked for */
-};
-
-struct qiao_session {
-    const qmod_model *m;
-    qb_exec ex;
-    qmod_work w[QMOD_N_MODALITIES]; /* zeroed until the modality's first call */
-};
 
 /* ---- models ---------------------------------------------------------------- */
 
@@ -212,6 +195,7 @@ QIAO_API qiao_status qiao_session_new(const qiao_model *model, const qiao_sessio
 QIAO_API void qiao_session_free(qiao_session *session) {
     if (!session) return;
     for (int i = 0; i < QMOD_N_MODALITIES; i++) qmod_work_free(&session->w[i]);
+    qapi_vqa_free(session);
     free(session);
 }
 
@@ -220,7 +204,7 @@ QIAO_API size_t qiao_session_memory(const qiao_session *session) {
     size_t bytes = 0;
     for (int i = 0; i < QMOD_N_MODALITIES; i++)
         bytes += (session->w[i].acts.n + session->w[i].dacts.n) * sizeof(float);
-    return bytes;
+    return bytes + qapi_vqa_memory(session);
 }
 
 /* The checks every embed call makes before any work: a session, n >= 1
@@ -339,7 +323,7 @@ static int64_t audio_samples_used(const qmod_model *m) {
     return (m->cfg.audio.max_frames - 1) * (int64_t)mp.hop + mp.n_fft / 2 + 1;
 }
 
-static qiao_status check_clip(const char *fn, const qiao_audio *a, size_t i) {
+qiao_status qapi_check_clip(const char *fn, const qiao_audio *a, size_t i) {
     if (!a) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "%s: clip %zu is NULL", fn, i);
     if (a->n_samples <= 0 || !a->samples)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "%s: clip %zu is empty (no samples)", fn, i);
@@ -356,14 +340,13 @@ QIAO_API qiao_status qiao_embed_audios(qiao_session *session, const qiao_audio *
         return qc_error(QIAO_ERR_INVALID_ARGUMENT,
                         "qiao_embed_audios: model %s has no audio tower: it cannot embed sound", session->m->cfg.name);
     for (size_t i = 0; i < n; i++) {
-        st = check_clip("qiao_embed_audios", clips[i], i);
+        st = qapi_check_clip("qiao_embed_audios", clips[i], i);
         if (st != QIAO_OK) return st;
     }
     const size_t D = (size_t)session->m->cfg.embed_dim;
-    const int64_t used = audio_samples_used(session->m);
     /* Clips at another rate are resampled one chunk at a time, so at most
      * EMBED_CHUNK resampled copies exist at once; `view` holds each clip as
-     * the encoder reads it (cut to `used` samples, sharing the samples). */
+     * the encoder reads it (qapi_clip_view). */
     qiao_audio view[EMBED_CHUNK];
     const qiao_audio *batch[EMBED_CHUNK];
     qiao_audio *owned[EMBED_CHUNK];
@@ -371,28 +354,15 @@ QIAO_API qiao_status qiao_embed_audios(qiao_session *session, const qiao_audio *
         size_t k = n - i < EMBED_CHUNK ? n - i : EMBED_CHUNK;
         memset(owned, 0, sizeof owned);
         for (size_t j = 0; j < k && st == QIAO_OK; j++) {
-            const qiao_audio *a = clips[i + j];
-            if (a->sample_rate != EMBED_AUDIO_RATE) {
-                /* Input samples behind `used` output samples, plus 100 ms
-                 * for the resampler's filter to settle past the cut. */
-                double in_used = (double)used * a->sample_rate / EMBED_AUDIO_RATE + a->sample_rate / 10.0 + 64.0;
-                int64_t n_in = (double)a->n_samples < in_used ? a->n_samples : (int64_t)in_used;
-                st = resample_16k(a->samples, n_in, a->sample_rate, &owned[j]);
-                if (st == QIAO_OK && owned[j]->n_samples <= 0)
-                    st = qc_error(QIAO_ERR_INVALID_ARGUMENT, "clip of %lld samples at %d Hz is empty at %d Hz",
-                                  (long long)a->n_samples, a->sample_rate, EMBED_AUDIO_RATE);
-                if (st != QIAO_OK) {
-                    /* Name the clip: the resampler's message does not know it.
-                     * (Copied first: qc_error rewrites the buffer it lives in.) */
-                    char why[512];
-                    snprintf(why, sizeof why, "%s", qiao_last_error());
-                    st = qc_error(st, "qiao_embed_audios: clip %zu: %s", i + j, why);
-                    break;
-                }
-                a = owned[j];
+            st = qapi_clip_view(session->m, clips[i + j], &view[j], &owned[j]);
+            if (st != QIAO_OK) {
+                /* Name the clip: the resampler's message does not know it.
+                 * (Copied first: qc_error rewrites the buffer it lives in.) */
+                char why[512];
+                snprintf(why, sizeof why, "%s", qiao_last_error());
+                st = qc_error(st, "qiao_embed_audios: clip %zu: %s", i + j, why);
+                break;
             }
-            view[j] = *a;
-            if (view[j].n_samples > used) view[j].n_samples = used;
             batch[j] = &view[j];
         }
         if (st == QIAO_OK)
@@ -400,6 +370,30 @@ QIAO_API qiao_status qiao_embed_audios(qiao_session *session, const qiao_audio *
         for (size_t j = 0; j < k; j++) qiao_audio_free(owned[j]);
     }
     return st;
+}
+
+qiao_status qapi_clip_view(const qmod_model *m, const qiao_audio *a, qiao_audio *view, qiao_audio **owned) {
+    *owned = NULL;
+    const int64_t used = audio_samples_used(m);
+    if (a->sample_rate != EMBED_AUDIO_RATE) {
+        /* Input samples behind `used` output samples, plus 100 ms for the
+         * resampler's filter to settle past the cut. */
+        double in_used = (double)used * a->sample_rate / EMBED_AUDIO_RATE + a->sample_rate / 10.0 + 64.0;
+        int64_t n_in = (double)a->n_samples < in_used ? a->n_samples : (int64_t)in_used;
+        qiao_status st = resample_16k(a->samples, n_in, a->sample_rate, owned);
+        if (st == QIAO_OK && (*owned)->n_samples <= 0)
+            st = qc_error(QIAO_ERR_INVALID_ARGUMENT, "clip of %lld samples at %d Hz is empty at %d Hz",
+                          (long long)a->n_samples, a->sample_rate, EMBED_AUDIO_RATE);
+        if (st != QIAO_OK) {
+            qiao_audio_free(*owned);
+            *owned = NULL;
+            return st;
+        }
+        a = *owned;
+    }
+    *view = *a;
+    if (view->n_samples > used) view->n_samples = used;
+    return QIAO_OK;
 }
 
 QIAO_API qiao_status qiao_embed_audio(qiao_session *session, const qiao_audio *audio, float *out, size_t out_len) {

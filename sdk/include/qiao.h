@@ -803,6 +803,77 @@ QIAO_API QIAO_MUST_CHECK qiao_status qiao_embed_audio_pcm(qiao_session *session,
  * or n is 0). */
 QIAO_API float qiao_cosine(const float *a, const float *b, size_t n);
 
+/* ---- Visual question answering --------------------------------------------- */
+/* A VQA model (one with a fusion section and an "answer" head, e.g.
+ * models/qiao-vqa.safetensors) answers a question about a picture. The
+ * question is typed (UTF-8, Chinese or English), spoken (a qiao_audio), or
+ * both; the answer comes in the question's language with its probability,
+ * the ranked alternatives and how much each input counted (dynamic modality
+ * weighting: a noisy or missing input weighs less). Pictures and sound come
+ * in decoded, so a path, encoded bytes or raw pixels / PCM all work through
+ * qiao_image_decode_file / _memory / qiao_image_from_rgb and
+ * qiao_audio_decode_file / _memory / qiao_audio_from_pcm.
+ *
+ *     qiao_vqa_answer a;
+ *     if (qiao_vqa_ask(session, img, "How many circles are there?", NULL, NULL, &a) == QIAO_OK)
+ *         show_answer(a.best.text, a.best.p);   -- the application's own function
+ *
+ * Thread-safe as embedding is: a model is shared, a session is one
+ * thread's at a time. A model without a VQA head gives
+ * QIAO_ERR_UNSUPPORTED with a message. */
+#define QIAO_VQA_MAX_TOP 8
+#define QIAO_VQA_TEXT_MAX 64
+
+typedef enum qiao_weighting {
+    QIAO_WEIGHTING_MODEL = 0,     /* as the model was trained */
+    QIAO_WEIGHTING_LEARNED = 1,   /* the learned gates */
+    QIAO_WEIGHTING_HEURISTIC = 2, /* the fixed formula on the inputs' statistics */
+    QIAO_WEIGHTING_EQUAL = 3      /* every present input alike */
+} qiao_weighting;
+
+typedef struct qiao_vqa_params {
+    size_t struct_size; /* set by qiao_vqa_default_params() */
+    int top_k;          /* answers ranked in qiao_vqa_answer.top, 1..QIAO_VQA_MAX_TOP; default 3 */
+    int weighting;      /* a qiao_weighting; default QIAO_WEIGHTING_MODEL */
+    const char *lang;   /* the answer's language, "zh" or "en"; NULL (default): the question's (a typed
+                         * question's script, else the model's language head on the spoken one) */
+} qiao_vqa_params;
+
+QIAO_API qiao_vqa_params qiao_vqa_default_params(void);
+
+typedef struct qiao_vqa_choice {
+    char key[QIAO_VQA_TEXT_MAX];  /* the canonical answer: "yes", "3", "red", "top-left" */
+    char text[QIAO_VQA_TEXT_MAX]; /* it in the answer's language: "是", "三", "红色", "左上角" */
+    float p;                      /* its probability */
+} qiao_vqa_choice;
+
+typedef struct qiao_vqa_answer {
+    char lang[8];                         /* "zh" or "en" */
+    qiao_vqa_choice best;                 /* top[0] */
+    int n_top;
+    qiao_vqa_choice top[QIAO_VQA_MAX_TOP];
+    float w_text, w_image, w_audio;       /* the inputs' weights (sum 1; 0 for an absent one) */
+} qiao_vqa_answer;
+
+/* 1 when the model answers questions (qiao_vqa_ask), else 0. */
+QIAO_API int qiao_model_can_answer(const qiao_model *model);
+
+/* Answers `question` (UTF-8 text, or NULL / "" for none) and/or
+ * `question_audio` (NULL for none; any rate, resampled to 16 kHz) about
+ * `image`. At least one form of the question is needed
+ * (QIAO_ERR_INVALID_ARGUMENT otherwise); with both, both count. Text past
+ * the model's max_tokens is cut; invalid UTF-8 is QIAO_ERR_FORMAT; empty
+ * audio is QIAO_ERR_INVALID_ARGUMENT; audio past the model's max_frames
+ * keeps its beginning. params may be NULL. */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_vqa_ask(qiao_session *session, const qiao_image *image,
+                                                  const char *question, const qiao_audio *question_audio,
+                                                  const qiao_vqa_params *params, qiao_vqa_answer *out);
+/* The same with the picture and the recording read from files (audio_path
+ * NULL for a typed question only). */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_vqa_ask_files(qiao_session *session, const char *image_path,
+                                                        const char *question, const char *audio_path,
+                                                        const qiao_vqa_params *params, qiao_vqa_answer *out);
+
 /* ---- Search index ----------------------------------------------------------- */
 /* An index holds embeddings of one model under string keys and ranks them
  * by cosine similarity against a query: a text, a picture, a recording or a

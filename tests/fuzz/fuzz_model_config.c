@@ -87,7 +87,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     CHECK(cfg.json != NULL && cfg.towers != 0 && cfg.towers < (1u << QMOD_N_MODALITIES));
     CHECK(cfg.n_heads >= 0 && cfg.n_heads <= QMOD_MAX_HEADS);
     for (int i = 0; i < cfg.n_heads; i++) {
-        CHECK(qmod_has_tower(&cfg, cfg.heads[i].tower));
+        CHECK(cfg.heads[i].fused ? cfg.has_fusion : qmod_has_tower(&cfg, cfg.heads[i].tower));
+        char label[512];
+        CHECK(qmod_head_label(&cfg, i, 0, "zh", label, sizeof label) == label && label[0]);
+        CHECK(qmod_head_label(&cfg, i, cfg.heads[i].mlp.classes, NULL, label, sizeof label) == label);
         CHECK(qmod_head_find(&cfg, cfg.heads[i].name) == i);
         CHECK(cfg.heads[i].mlp.classes >= 1 && cfg.heads[i].mlp.in >= 1);
     }
@@ -95,6 +98,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     qmod_config again;
     CHECK(qmod_config_from_string(cfg.json, "fuzz.json again", &again) == QIAO_OK);
     CHECK(again.towers == cfg.towers && again.n_heads == cfg.n_heads && again.embed_dim == cfg.embed_dim);
+    CHECK(again.has_fusion == cfg.has_fusion && (!cfg.has_fusion || again.fusion.width == cfg.fusion.width));
     qmod_config_free(&again);
     qc_table tab;
     qc_table_init_empty(&tab);

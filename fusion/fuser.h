@@ -1,0 +1,137 @@
+/* fusion/fuser.h - the cross-modal fuser: the towers' token sequences in,
+ * one fused vector per sample and the modalities' weights out. What a VQA
+ * head (and any head that needs a picture and a question together) reads.
+ *
+ *   x_m   = tokens_m W_m^T + b_m + type_m           each modality to width d
+ *   w     = weights(gate_m(mean x_m, stats_m))       weighting.h: learned, heuristic or equal
+ *   Q_0   = [x_text ; x_audio]                       the question stream (typed and spoken)
+ *   P_0   = x_image                                  the picture stream
+ *   Q_l+1 = xblock_q,l(Q_l | P_l),  P_l+1 = xblock_p,l(P_l | Q_l)     l < L (cross.h)
+ *   z     = sum_m w_m meanpool_m(ln(final stream of m))
+ *
+ * Both streams read the other's previous layer (ViLBERT's co-attention).
+ * In every attention whose keys are question tokens (the question's
+ * self-attention, the picture's cross-attention) the key of modality m
+ * carries the score bias log max(w_m, QF_MIN_KEY_WEIGHT), so a degraded
+ * modality is read less as well as weighed less in z; with equal or
+ * heuristic weights that bias is the same formula, and without gradient.
+ * The floor keeps a present modality whose weight is exactly 0 (the
+ * heuristic on silence, or on a question of one repeated token) all but
+ * masked; a bias of 0 there, as log 1, would read it at full strength.
+ * An absent modality (present = 0 for that row) has w = 0 and every one
+ * of its tokens masked; padding is masked by the per-modality masks. The
+ * picture stream is always the context of the question stream: a row
+ * without a picture (present 0) reads zeros from it.
+ *
+ * A model need not hold all three towers: a modality whose in_width is 0 has
+ * no tokens (T = 0) and weight 0. The question stream needs text or audio,
+ * the picture stream the image.
+ *
+ * Backward accumulates (nn.h): parameter gradients, and the gradient at each
+ * modality's tokens when the caller passes a buffer (NULL for a frozen
+ * tower). Activation gradients must be zero on entry.
+ *
+ * Not a public header: prefix qf_. */
+#ifndef QIAO_FUSION_FUSER_H
+#define QIAO_FUSION_FUSER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/core.h"
+#include "fusion/cross.h"
+#include "fusion/weighting.h"
+#include "nn/nn.h"
+
+#define QF_FUSER_MAX_LAYERS 8
+/* The smallest weight a key bias log w reads (below it the bias is
+ * constant, log 1e-6 = -13.8, and passes no gradient). */
+#define QF_MIN_KEY_WEIGHT 1e-6f
+
+typedef struct qf_fuser_config {
+    int64_t width;              /* d */
+    int64_t layers;             /* L, 1..QF_FUSER_MAX_LAYERS */
+    int64_t heads;              /* d % heads == 0 */
+    int64_t mlp;                /* the blocks' MLP width */
+    int64_t gate_hidden;        /* the learned gates' hidden width */
+    qf_weighting weighting;     /* the mode the model was trained with (a caller may override per call) */
+    int64_t in_width[QF_NMOD];  /* each tower's token width; 0 = the model has no such tower */
+} qf_fuser_config;
+
+typedef struct qf_fuser_dims {
+    int64_t B;
+    int64_t T[QF_NMOD]; /* tokens per modality (0 for a modality the config lacks) */
+} qf_fuser_dims;
+
+typedef struct qf_fuser_params {
+    float *in_w[QF_NMOD], *in_b[QF_NMOD]; /* (d, in_width[m]), (d) */
+    float *type[QF_NMOD];                 /* (d) */
+    qf_gate_params gate[QF_NMOD];
+    qf_xblock_params qblk[QF_FUSER_MAX_LAYERS], pblk[QF_FUSER_MAX_LAYERS];
+    float *lnq_w, *lnq_b, *lnp_w, *lnp_b; /* (d) */
+} qf_fuser_params;
+
+typedef struct qf_fuser_acts {
+    float *x[QF_NMOD];        /* (B*T_m, d) */
+    float *pin[QF_NMOD];      /* (B, d) masked mean of x_m: the gate's input */
+    float *sscaled[QF_NMOD];  /* (B, QF_NSTATS) the stats as the gate reads them */
+    qf_gate_acts gate[QF_NMOD];
+    float *w;                 /* (B, QF_NMOD) */
+    float *logw_q;            /* (B, Tq) key bias of the question stream, Tq = T_text + T_audio */
+    float *q0;                /* (B*Tq, d) */
+    qf_xblock_acts qblk[QF_FUSER_MAX_LAYERS], pblk[QF_FUSER_MAX_LAYERS];
+    float *lnq, *lnq_mean, *lnq_rstd; /* (B*Tq, d), (B*Tq), (B*Tq) */
+    float *lnp, *lnp_mean, *lnp_rstd; /* (B*T_image, d), ... */
+    float *pool[QF_NMOD];     /* (B, d) */
+    float *z;                 /* (B, d) */
+    float *flow[4];           /* backward only: two (B*Tq, d) and two (B*T_image, d) gradient buffers */
+} qf_fuser_acts;
+
+/* One call's inputs (host arrays for masks, stats and presence; the
+ * backend's memory for tokens). */
+typedef struct qf_fuser_input {
+    const float *tokens[QF_NMOD];  /* (B*T_m, in_width[m]) or NULL when T_m = 0 */
+    const uint8_t *mask[QF_NMOD];  /* (B, T_m) 1 = a real token; NULL = all real */
+    const float *stats[QF_NMOD];   /* (B, QF_NSTATS) raw (weighting.h); NULL reads zeros */
+    const uint8_t *present;        /* (B, QF_NMOD); NULL = every modality the config holds */
+} qf_fuser_input;
+
+/* QIAO_ERR_FORMAT naming the field unless the config is usable. */
+qiao_status qf_fuser_check(const qf_fuser_config *cfg);
+/* "<prefix>text.proj.weight", "<prefix>text.type", "<prefix>gate.text.*",
+ * "<prefix>question.<l>.*", "<prefix>picture.<l>.*", "<prefix>ln_q.*",
+ * "<prefix>ln_p.*", bound at field_base + offsetof(qf_fuser_params, …). */
+qiao_status qf_fuser_describe(qc_table *tab, const char *prefix, const qf_fuser_config *cfg, size_t field_base);
+/* Activations for up to d->B rows and d->T[m] tokens (gradient flows with
+ * `train`). A forward may then run with fewer rows or tokens. */
+qiao_status qf_fuser_describe_acts(qc_table *tab, const char *prefix, const qf_fuser_config *cfg,
+                                   const qf_fuser_dims *d, bool train, size_t field_base);
+
+/* Scratch the forward and backward need beyond the activations (host
+ * masks); sized for the dims the activations were described with. */
+typedef struct qf_fuser_scratch {
+    uint8_t *qmask;  /* (B, Tq) */
+    uint8_t *pmask;  /* (B, T_image) */
+    uint8_t *present;/* (B, QF_NMOD) */
+    float *raw[QF_NMOD]; /* (B, QF_NSTATS) copies of the raw stats */
+    float *score[QF_NMOD], *dscore[QF_NMOD]; /* (B) */
+    float *dw, *dlogw;   /* (B, QF_NMOD) */
+    int64_t B, Tq, Ti;
+} qf_fuser_scratch;
+qiao_status qf_fuser_scratch_init(qf_fuser_scratch *s, const qf_fuser_dims *d);
+void qf_fuser_scratch_free(qf_fuser_scratch *s);
+
+/* Runs the fuser for d (within the described maxima) -> a->z (B, d) and a->w
+ * (B, QF_NMOD) with the weighting `mode`. QIAO_ERR_INVALID_ARGUMENT when a
+ * row has neither question modality or no picture is held at all. */
+qiao_status qf_fuser_forward(const qb_exec *ex, qf_fuser_acts *a, qf_fuser_scratch *s, const qf_fuser_params *p,
+                             const qf_fuser_input *in, qf_weighting mode, const qf_fuser_config *cfg,
+                             const qf_fuser_dims *d);
+/* dz (B, d) -> g accumulates; dtokens[m] (B*T_m, in_width[m]) accumulates
+ * where not NULL. After qf_fuser_forward on the same input and mode. */
+void qf_fuser_backward(const qb_exec *ex, float *const dtokens[QF_NMOD], qf_fuser_params *g, qf_fuser_acts *da,
+                       qf_fuser_scratch *s, const float *dz, const qf_fuser_acts *a, const qf_fuser_params *p,
+                       const qf_fuser_input *in, qf_weighting mode, const qf_fuser_config *cfg,
+                       const qf_fuser_dims *d);
+
+#endif /* QIAO_FUSION_FUSER_H */

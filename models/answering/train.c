@@ -1,0 +1,515 @@
+/* models/answering/train.c - the VQA objective on the generic trainer (see
+ * answering.h). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "models/answering/answering.h"
+#include "nn/nn.h"
+
+/* ---- the recipe ------------------------------------------------------------------ */
+
+static qmod_vqa_hparams hparams_default(void) {
+    qmod_vqa_hparams h;
+    memset(&h, 0, sizeof h);
+    h.tr = qtr_hparams_default();
+    h.tr.steps = 3000;
+    h.tr.lr = 5e-4f;
+    h.tr.weight_decay = 0.05f;
+    h.tr.beta2 = 0.98f;
+    h.tr.eps = 1e-6f;
+    h.tr.eval_every = 500;
+    h.tr.ckpt_every = 100;
+    h.batch = 64;
+    h.seed = 1;
+    h.freeze = (1u << QF_TEXT) | (1u << QF_IMAGE) | (1u << QF_AUDIO);
+    h.lang_weight = 0.1f;
+    h.smoothing = 0.05f;
+    h.eval_questions = 2000;
+    h.data = qmod_vqa_default_params();
+    return h;
+}
+
+static qiao_status range_from_json(const cJSON *it, double lo, double hi, float out[2]) {
+    if (!cJSON_IsArray(it) || cJSON_GetArraySize(it) != 2)
+        return qc_error(QIAO_ERR_FORMAT, "recipe: train.%s must be [low, high]", it->string);
+    double v[2];
+    for (int i = 0; i < 2; i++) {
+        const cJSON *e = cJSON_GetArrayItem(it, i);
+        if (!cJSON_IsNumber(e) || !(e->valuedouble >= lo && e->valuedouble <= hi))
+            return qc_error(QIAO_ERR_FORMAT, "recipe: train.%s: each end must be a number in [%g, %g]", it->string, lo,
+                            hi);
+        v[i] = e->valuedouble;
+    }
+    if (v[0] > v[1]) return qc_error(QIAO_ERR_FORMAT, "recipe: train.%s: low above high", it->string);
+    out[0] = (float)v[0], out[1] = (float)v[1];
+    return QIAO_OK;
+}
+
+qiao_status qmod_vqa_hparams_from_json(const char *recipe_json, const char *what, qmod_vqa_hparams *out) {
+    if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_vqa_hparams_from_json: out is NULL");
+    *out = hparams_default();
+    if (!what) what = "recipe";
+    cJSON *root = recipe_json ? cJSON_Parse(recipe_json) : NULL;
+    if (recipe_json && !root) return qc_error(QIAO_ERR_FORMAT, "%s: not valid JSON", what);
+    const cJSON *tr = cJSON_GetObjectItemCaseSensitive(root, "train");
+    qiao_status st = QIAO_OK;
+    if (tr && !cJSON_IsObject(tr)) st = qc_error(QIAO_ERR_FORMAT, "%s: key \"train\" must be an object", what);
+    qmod_vqa_hparams h = *out;
+    static const struct {
+        const char *key;
+        size_t off;
+    } probs[] = {{"p_drop_text", offsetof(qmod_vqa_params, p_drop_text)},
+                 {"p_drop_audio", offsetof(qmod_vqa_params, p_drop_audio)},
+                 {"p_drop_image", offsetof(qmod_vqa_params, p_drop_image)},
+                 {"p_image_noise", offsetof(qmod_vqa_params, p_image_noise)},
+                 {"p_occlude", offsetof(qmod_vqa_params, p_occlude)},
+                 {"p_audio_noise", offsetof(qmod_vqa_params, p_audio_noise)}};
+    for (const cJSON *it = tr ? tr->child : NULL; st == QIAO_OK && it; it = it->next) {
+        const char *k = it->string;
+        double v = 0;
+        bool known = false;
+        if ((st = qtr_hparams_key(it, &h.tr, &known)) != QIAO_OK || known) continue;
+        for (size_t i = 0; i < sizeof probs / sizeof probs[0]; i++)
+            if (!strcmp(k, probs[i].key)) {
+                known = true;
+                if ((st = qtr_json_number(it, 0, 1, false, &v)) == QIAO_OK)
+                    *(float *)((char *)&h.data + probs[i].off) = (float)v;
+            }
+        if (known) continue;
+        if (!strcmp(k, "batch")) {
+            if ((st = qtr_json_number(it, 1, 65536, true, &v)) == QIAO_OK) h.batch = (int64_t)v;
+        } else if (!strcmp(k, "seed")) {
+            if ((st = qtr_json_number(it, 0, 9007199254740991.0, true, &v)) == QIAO_OK) h.seed = (uint64_t)v;
+        } else if (!strcmp(k, "lang_weight")) {
+            if ((st = qtr_json_number(it, 0, 100, false, &v)) == QIAO_OK) h.lang_weight = (float)v;
+        } else if (!strcmp(k, "smoothing")) {
+            if ((st = qtr_json_number(it, 0, 0.5, false, &v)) == QIAO_OK) h.smoothing = (float)v;
+        } else if (!strcmp(k, "eval_questions")) {
+            if ((st = qtr_json_number(it, 1, 1e7, true, &v)) == QIAO_OK) h.eval_questions = (int64_t)v;
+        } else if (!strcmp(k, "image_sigma")) {
+            st = range_from_json(it, 0, 255, h.data.image_sigma);
+        } else if (!strcmp(k, "occlude_frac")) {
+            st = range_from_json(it, 0, 1, h.data.occlude_frac);
+        } else if (!strcmp(k, "audio_snr_db")) {
+            st = range_from_json(it, -30, 100, h.data.audio_snr_db);
+        } else if (!strcmp(k, "audio_noise")) {
+            if (cJSON_IsString(it) && !strcmp(it->valuestring, "white"))
+                h.data.audio_noise = QMOD_VQA_NOISE_WHITE;
+            else if (cJSON_IsString(it) && !strcmp(it->valuestring, "babble"))
+                h.data.audio_noise = QMOD_VQA_NOISE_BABBLE;
+            else
+                st = qc_error(QIAO_ERR_FORMAT, "recipe: train.audio_noise must be \"white\" or \"babble\"");
+        } else if (!strcmp(k, "freeze")) {
+            h.freeze = 0;
+            if (!cJSON_IsArray(it)) st = qc_error(QIAO_ERR_FORMAT, "recipe: train.freeze must be an array of towers");
+            for (const cJSON *e = cJSON_IsArray(it) ? it->child : NULL; st == QIAO_OK && e; e = e->next) {
+                int mod = -1;
+                for (int m = 0; m < QF_NMOD; m++)
+                    if (cJSON_IsString(e) && !strcmp(e->valuestring, qf_modality_name(m))) mod = m;
+                if (mod < 0)
+                    st = qc_error(QIAO_ERR_FORMAT, "recipe: train.freeze: not a tower (text, image, audio)");
+                else
+                    h.freeze |= 1u << mod;
+            }
+        } else {
+            st = qc_error(QIAO_ERR_FORMAT, "recipe: unknown key train.%s", k);
+        }
+    }
+    if (st == QIAO_OK && h.data.p_drop_text + h.data.p_drop_audio > 1.0f)
+        st = qc_error(QIAO_ERR_FORMAT, "recipe: train.p_drop_text + train.p_drop_audio must be at most 1");
+    cJSON_Delete(root);
+    if (st != QIAO_OK) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", qiao_last_error());
+        return qc_error(st, "%s: %s", what, msg);
+    }
+    *out = h;
+    return QIAO_OK;
+}
+
+/* ---- the model ------------------------------------------------------------------- */
+
+/* The VQA config: the embedding model's config plus the recipe's fusion,
+ * and the "answer" head labelled from dataset.json's "answers" (id, zh,
+ * en) and the "lang" head. */
+static qiao_status vqa_config(const qmod_model *base, const char *recipe_json, const char *data_dir,
+                              qmod_config *out) {
+    cJSON *root = cJSON_Parse(base->cfg.json), *recipe = cJSON_Parse(recipe_json), *desc = NULL;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/dataset.json", data_dir);
+    uint8_t *bytes = NULL;
+    size_t n = 0;
+    qiao_status st = qc_read_file(path, 1 << 20, &bytes, &n);
+    if (st == QIAO_OK) {
+        desc = cJSON_ParseWithLength((const char *)bytes, n);
+        free(bytes);
+    }
+    const cJSON *answers = cJSON_GetObjectItemCaseSensitive(desc, "answers");
+    const cJSON *fusion = cJSON_GetObjectItemCaseSensitive(recipe, "fusion");
+    const cJSON *hidden = cJSON_GetObjectItemCaseSensitive(recipe, "answer_hidden");
+    if (st == QIAO_OK && (!root || !recipe))
+        st = qc_error(QIAO_ERR_FORMAT, "VQA: the model's config or the recipe is not valid JSON");
+    if (st == QIAO_OK && (!cJSON_IsArray(answers) || cJSON_GetArraySize(answers) < 2))
+        st = qc_error(QIAO_ERR_FORMAT, "%s: no \"answers\" list (a shapes split of version 1.1 or later?)", path);
+    if (st == QIAO_OK && !cJSON_IsObject(fusion))
+        st = qc_error(QIAO_ERR_FORMAT, "VQA recipe: no \"fusion\" object");
+    if (st == QIAO_OK && hidden && (!cJSON_IsNumber(hidden) || hidden->valuedouble < 0 || hidden->valuedouble > 65536))
+        st = qc_error(QIAO_ERR_FORMAT, "VQA recipe: \"answer_hidden\" must be a number in [0, 65536]");
+    if (st == QIAO_OK) {
+        char name[QMOD_NAME_MAX];
+        snprintf(name, sizeof name, "%.*s-vqa", QMOD_NAME_MAX - 5, base->cfg.name);
+        cJSON_ReplaceItemInObjectCaseSensitive(root, "name", cJSON_CreateString(name));
+        cJSON_DeleteItemFromObjectCaseSensitive(root, "fusion");
+        cJSON_DeleteItemFromObjectCaseSensitive(root, "heads");
+        cJSON_DeleteItemFromObjectCaseSensitive(root, "train");
+        cJSON_AddItemToObject(root, "fusion", cJSON_Duplicate(fusion, true));
+        const cJSON *rtrain = cJSON_GetObjectItemCaseSensitive(recipe, "train");
+        if (rtrain) cJSON_AddItemToObject(root, "train", cJSON_Duplicate(rtrain, true));
+        cJSON *heads = cJSON_AddObjectToObject(root, "heads");
+        cJSON *ans = cJSON_AddObjectToObject(heads, QMOD_VQA_ANSWER_HEAD);
+        cJSON_AddStringToObject(ans, "kind", "mlp");
+        cJSON_AddStringToObject(ans, "tower", "fusion");
+        cJSON_AddNumberToObject(ans, "hidden", hidden ? hidden->valuedouble : 512);
+        cJSON_AddNumberToObject(ans, "classes", cJSON_GetArraySize(answers));
+        cJSON *labels = cJSON_AddArrayToObject(ans, "labels");
+        cJSON *text = cJSON_AddObjectToObject(ans, "label_text");
+        cJSON *zh = cJSON_AddArrayToObject(text, "zh"), *en = cJSON_AddArrayToObject(text, "en");
+        for (const cJSON *a = answers->child; a && st == QIAO_OK; a = a->next) {
+            const cJSON *id = cJSON_GetObjectItemCaseSensitive(a, "id");
+            const cJSON *z = cJSON_GetObjectItemCaseSensitive(a, "zh"), *e = cJSON_GetObjectItemCaseSensitive(a, "en");
+            if (!cJSON_IsString(id) || !cJSON_IsString(z) || !cJSON_IsString(e)) {
+                st = qc_error(QIAO_ERR_FORMAT, "%s: an answer without \"id\", \"zh\" and \"en\"", path);
+                break;
+            }
+            cJSON_AddItemToArray(labels, cJSON_CreateString(id->valuestring));
+            cJSON_AddItemToArray(zh, cJSON_CreateString(z->valuestring));
+            cJSON_AddItemToArray(en, cJSON_CreateString(e->valuestring));
+        }
+        cJSON *lang = cJSON_AddObjectToObject(heads, QMOD_VQA_LANG_HEAD);
+        cJSON_AddStringToObject(lang, "kind", "mlp");
+        cJSON_AddStringToObject(lang, "tower", "fusion");
+        cJSON_AddNumberToObject(lang, "classes", 2);
+        cJSON *ll = cJSON_AddArrayToObject(lang, "labels");
+        cJSON_AddItemToArray(ll, cJSON_CreateString("zh"));
+        cJSON_AddItemToArray(ll, cJSON_CreateString("en"));
+    }
+    if (st == QIAO_OK) {
+        char *json = cJSON_PrintUnformatted(root);
+        st = json ? qmod_config_from_string(json, "VQA config", out)
+                  : qc_error(QIAO_ERR_OUT_OF_MEMORY, "VQA: out of memory");
+        cJSON_free(json);
+    }
+    cJSON_Delete(root);
+    cJSON_Delete(recipe);
+    cJSON_Delete(desc);
+    return st;
+}
+
+/* A new VQA model: fuser and heads drawn from `seed`, every tensor the
+ * embedding model shares with it copied over, its tokenizer moved in. */
+static qiao_status vqa_model_from(qmod_model *base, const char *recipe_json, const char *data_dir, uint64_t seed,
+                                  qmod_model **out) {
+    qmod_config cfg;
+    qiao_status st = vqa_config(base, recipe_json, data_dir, &cfg);
+    if (st != QIAO_OK) return st;
+    st = qmod_create(&cfg, seed, out);
+    qmod_config_free(&cfg);
+    if (st != QIAO_OK) return st;
+    qmod_model *m = *out;
+    size_t copied = 0;
+    for (size_t i = 0; i < m->tab.n; i++) {
+        const int64_t j = qc_table_find(&base->tab, m->tab.t[i].name);
+        if (j < 0) continue;
+        if (base->tab.t[j].numel != m->tab.t[i].numel) {
+            qmod_free(m);
+            *out = NULL;
+            return qc_error(QIAO_ERR_FORMAT, "VQA: %s differs in size from the embedding model's", m->tab.t[i].name);
+        }
+        memcpy(m->arena.base + m->tab.t[i].offset, base->arena.base + base->tab.t[j].offset,
+               (size_t)m->tab.t[i].numel * sizeof(float));
+        copied++;
+    }
+    m->tok = base->tok;
+    base->tok = NULL;
+    qc_log(QIAO_LOG_INFO, "VQA: %zu tensors from %s, %lld fusion and head parameters new", copied, base->cfg.name,
+           (long long)(qmod_param_count(m, "fusion.") + qmod_param_count(m, "heads.")));
+    return QIAO_OK;
+}
+
+/* ---- the objective ------------------------------------------------------------------ */
+
+enum { M_ANSWER = 0, M_LANG, M_ACC, M_W_TEXT, M_W_IMAGE, M_W_AUDIO, N_METRICS };
+static const char *const k_metric_names[N_METRICS] = {"loss_answer", "loss_lang", "train_acc",
+                                                      "w_text",      "w_image",   "w_audio"};
+enum { V_ACC = 0, V_ACC_TYPED, V_ACC_SPOKEN, N_VAL };
+static const char *const k_val_names[N_VAL] = {"val_acc", "val_acc_typed", "val_acc_spoken"};
+
+typedef struct vqa_obj {
+    const qmod_vqa_train_params *p;
+    qmod_vqa_hparams h;
+    qmod_model *m;
+    qmod_vqa_dataset train, val;
+    qmod_vqa_cache *cache, *val_cache;
+    qmod_vqa_loader *loader;
+    qmod_vqa_batch *b;
+    qmod_vqa_work w;
+    qmod_params g;
+    float *g_bound;
+    float *losses, *probs, *dlogits, *lprobs, *dlang; /* (B), (B, K), (B, K), (B, 2), (B, 2) */
+    int32_t *lang_t;                                    /* (B) */
+} vqa_obj;
+
+static qiao_status o_next_batch(void *user, int64_t step) {
+    vqa_obj *o = user;
+    if (!o->loader) {
+        qmod_vqa_loader_params lp = {.model = o->m,
+                                     .data = &o->train,
+                                     .cache = o->cache,
+                                     .vqa = o->h.data,
+                                     .batch = o->h.batch,
+                                     .seed = o->h.seed,
+                                     .threads = o->p->loader_threads > 0 ? o->p->loader_threads : 1,
+                                     .prefetch = 4,
+                                     .first_batch = step};
+        qiao_status st = qmod_vqa_loader_start(&lp, &o->loader);
+        if (st != QIAO_OK) return st;
+        qc_log(QIAO_LOG_INFO, "VQA train: %s, %lld questions (%lld spoken) of %lld scenes, batch %lld, steps %lld from %lld",
+               o->m->cfg.name, (long long)o->train.n_questions, (long long)o->train.n_spoken,
+               (long long)o->train.n_scenes, (long long)o->h.batch, (long long)o->h.tr.steps, (long long)step);
+    }
+    return qmod_vqa_loader_next(o->loader, &o->b);
+}
+
+static void batch_inputs(const qmod_vqa_batch *b, qmod_vqa_inputs *in) {
+    memset(in, 0, sizeof *in);
+    in->B = b->B;
+    in->batch[QF_TEXT] = &b->text;
+    in->batch[QF_IMAGE] = &b->image;
+    in->batch[QF_AUDIO] = b->audio.B > 0 ? &b->audio : NULL;
+    in->present = b->present;
+    for (int m = 0; m < QF_NMOD; m++) in->stats[m] = b->stats[m];
+}
+
+static qiao_status o_step_batch(vqa_obj *o, const qtr_step_ctx *ctx, float *loss, float *metrics) {
+    const qb_exec *ex = ctx->ex;
+    const qmod_vqa_batch *b = o->b;
+    const qmod_model *m = o->m;
+    if (o->g_bound != ctx->grads) {
+        qc_table_bind(&o->m->tab, ctx->grads, &o->g);
+        o->g_bound = ctx->grads;
+    }
+    qmod_vqa_inputs in;
+    batch_inputs(b, &in);
+    const qf_weighting mode = m->cfg.fusion.weighting;
+    const float *logits = NULL, *lang = NULL, *w = NULL;
+    qiao_status st = qmod_vqa_forward(ex, m, &o->w, &in, mode, &logits, &lang, &w);
+    if (st != QIAO_OK) return st;
+    const int64_t B = b->B, K = m->cfg.heads[o->w.answer_head].mlp.classes;
+    float la = 0.0f, ll = 0.0f;
+    nn_cross_entropy_forward(ex, &la, o->losses, o->probs, logits, b->answer, B, K, o->h.smoothing, -1);
+    for (int64_t r = 0; r < B; r++) o->lang_t[r] = b->lang[r];
+    if (lang) nn_cross_entropy_forward(ex, &ll, o->losses, o->lprobs, lang, o->lang_t, B, 2, 0.0f, -1);
+    if ((st = ex->ops->sync(ex)) != QIAO_OK) return st;
+    if (!isfinite(la) || !isfinite(ll))
+        return qc_error(QIAO_ERR_INTERNAL, "step %lld: the VQA loss is not finite (%g, %g); lower the learning rate",
+                        (long long)(ctx->step + 1), (double)la, (double)ll);
+    memset(o->dlogits, 0, (size_t)(B * K) * sizeof(float));
+    memset(o->dlang, 0, (size_t)(B * 2) * sizeof(float));
+    nn_cross_entropy_backward(ex, o->dlogits, 1.0f, o->probs, b->answer, B, K, o->h.smoothing, -1);
+    if (lang) nn_cross_entropy_backward(ex, o->dlang, o->h.lang_weight, o->lprobs, o->lang_t, B, 2, 0.0f, -1);
+    bool train_tower[QF_NMOD];
+    for (int k = 0; k < QF_NMOD; k++) train_tower[k] = !((o->h.freeze >> k) & 1u);
+    st = qmod_vqa_backward(ex, m, &o->g, &o->w, &in, mode, o->dlogits, lang ? o->dlang : NULL, train_tower);
+    if (st != QIAO_OK) return st;
+    int64_t right = 0;
+    double wsum[QF_NMOD] = {0, 0, 0};
+    for (int64_t r = 0; r < B; r++) {
+        int64_t best = 0;
+        for (int64_t k = 1; k < K; k++)
+            if (logits[r * K + k] > logits[r * K + best]) best = k;
+        right += best == b->answer[r];
+        for (int k = 0; k < QF_NMOD; k++) wsum[k] += w[r * QF_NMOD + k];
+    }
+    *loss = la + o->h.lang_weight * ll;
+    metrics[M_ANSWER] = la;
+    metrics[M_LANG] = lang ? ll : NAN;
+    metrics[M_ACC] = (float)right / (float)B;
+    for (int k = 0; k < QF_NMOD; k++) metrics[M_W_TEXT + k] = (float)(wsum[k] / (double)B);
+    return QIAO_OK;
+}
+
+static qiao_status o_step(void *user, const qtr_step_ctx *ctx, float *loss, float *metrics) {
+    vqa_obj *o = user;
+    qiao_status st = o_step_batch(o, ctx, loss, metrics);
+    qmod_vqa_loader_release(o->loader, o->b);
+    o->b = NULL;
+    return st;
+}
+
+static qiao_status o_validate(void *user, const qb_exec *ex, float *val) {
+    vqa_obj *o = user;
+    qmod_vqa_eval_params ep = qmod_vqa_eval_default_params();
+    ep.max_questions = o->h.eval_questions;
+    ep.mode = o->m->cfg.fusion.weighting;
+    qmod_vqa_result r[2];
+    const int inputs[2] = {QMOD_VQA_TYPED, QMOD_VQA_SPOKEN};
+    for (int i = 0; i < 2; i++) {
+        ep.input = inputs[i];
+        if (inputs[i] == QMOD_VQA_SPOKEN && o->val.n_spoken < o->val.n_questions) {
+            memset(&r[i], 0, sizeof r[i]);
+            continue;
+        }
+        qiao_status st = qmod_vqa_eval(ex, o->m, &o->val, o->val_cache, &ep, &r[i]);
+        if (st != QIAO_OK) return st;
+    }
+    val[V_ACC_TYPED] = (float)qmod_vqa_acc(r[0].correct, r[0].n);
+    val[V_ACC_SPOKEN] = r[1].n ? (float)qmod_vqa_acc(r[1].correct, r[1].n) : NAN;
+    val[V_ACC] = (float)qmod_vqa_acc(r[0].correct + r[1].correct, r[0].n + r[1].n);
+    return QIAO_OK;
+}
+
+static qiao_status o_save(void *user, const char *path, const qc_st_entry *extra, size_t n_extra, const qc_st_kv *meta,
+                          size_t n_meta) {
+    const vqa_obj *o = user;
+    return qmod_save_ex(o->m, path, QIAO_DTYPE_F32, extra, n_extra, meta, n_meta);
+}
+
+static void o_hparams_json(void *user, cJSON *obj) {
+    const qmod_vqa_hparams *h = &((const vqa_obj *)user)->h;
+    cJSON_AddNumberToObject(obj, "batch", (double)h->batch);
+    cJSON_AddNumberToObject(obj, "seed", (double)h->seed);
+    cJSON_AddNumberToObject(obj, "lang_weight", h->lang_weight);
+    cJSON_AddNumberToObject(obj, "smoothing", h->smoothing);
+    cJSON *f = cJSON_AddArrayToObject(obj, "freeze");
+    for (int m = 0; m < QF_NMOD; m++)
+        if (h->freeze & (1u << m)) cJSON_AddItemToArray(f, cJSON_CreateString(qf_modality_name(m)));
+    cJSON_AddNumberToObject(obj, "p_drop_text", h->data.p_drop_text);
+    cJSON_AddNumberToObject(obj, "p_drop_audio", h->data.p_drop_audio);
+    cJSON_AddNumberToObject(obj, "p_drop_image", h->data.p_drop_image);
+    cJSON_AddNumberToObject(obj, "p_image_noise", h->data.p_image_noise);
+    cJSON_AddNumberToObject(obj, "p_occlude", h->data.p_occlude);
+    cJSON_AddNumberToObject(obj, "p_audio_noise", h->data.p_audio_noise);
+}
+
+static void obj_free(vqa_obj *o) {
+    if (o->b) qmod_vqa_loader_release(o->loader, o->b);
+    qmod_vqa_loader_stop(o->loader);
+    qmod_vqa_work_free(&o->w);
+    qmod_vqa_cache_free(o->cache);
+    qmod_vqa_cache_free(o->val_cache);
+    qmod_vqa_dataset_free(&o->train);
+    qmod_vqa_dataset_free(&o->val);
+    free(o->losses), free(o->probs), free(o->dlogits), free(o->lprobs), free(o->dlang), free(o->lang_t);
+    qmod_free(o->m);
+}
+
+static qiao_status model_init(vqa_obj *o, const qmod_vqa_train_params *p) {
+    if (p->resume_path) return qmod_load(p->resume_path, &o->m);
+    if (!p->init_path) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA train: give the model to start from (--init)");
+    qmod_model *base = NULL;
+    qiao_status st = qmod_load(p->init_path, &base);
+    if (st == QIAO_OK && !base->tok)
+        st = qc_error(QIAO_ERR_FORMAT, "%s: a model without a tokenizer cannot read questions", p->init_path);
+    if (st == QIAO_OK && base->cfg.has_fusion) {
+        o->m = base; /* fine-tuning a VQA model as it is */
+        return QIAO_OK;
+    }
+    uint8_t *recipe = NULL;
+    size_t n = 0;
+    if (st == QIAO_OK && !p->recipe_path)
+        st = qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA train: %s has no fuser; give a recipe (--config)", p->init_path);
+    if (st == QIAO_OK) st = qc_read_file(p->recipe_path, 1 << 20, &recipe, &n);
+    if (st == QIAO_OK) {
+        char *json = malloc(n + 1);
+        if (!json) {
+            st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "VQA: out of memory");
+        } else {
+            memcpy(json, recipe, n);
+            json[n] = 0;
+            st = vqa_model_from(base, json, p->data_dir, o->h.seed, &o->m);
+            free(json);
+        }
+    }
+    free(recipe);
+    qmod_free(base);
+    return st;
+}
+
+qiao_status qmod_vqa_train(const qmod_vqa_train_params *p) {
+    if (!p || !p->data_dir || !p->out_path || !p->ckpt_path)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA train: data directory, output and checkpoint paths are required");
+    vqa_obj o;
+    memset(&o, 0, sizeof o);
+    o.p = p;
+    o.h = p->hp;
+    qtr_hparams_finish(&o.h.tr);
+    qb_exec ex;
+    qb_exec_cpu(&ex, p->threads);
+    qiao_status st = model_init(&o, p);
+    if (st == QIAO_OK) st = qmod_vqa_check(o.m);
+    for (int k = 0; k < QF_NMOD && st == QIAO_OK; k++)
+        if (!qmod_has_tower(&o.m->cfg, qmod_vqa_tower(k)))
+            st = qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA train: model %s has no %s tower", o.m->cfg.name,
+                          qf_modality_name(k));
+    if (st == QIAO_OK) st = qmod_vqa_dataset_load(p->data_dir, &o.train);
+    if (st == QIAO_OK && p->val_dir) st = qmod_vqa_dataset_load(p->val_dir, &o.val);
+    if (st == QIAO_OK && o.train.n_answers != o.m->cfg.heads[qmod_head_find(&o.m->cfg, QMOD_VQA_ANSWER_HEAD)].mlp.classes)
+        st = qc_error(QIAO_ERR_FORMAT, "%s: %d answers, the model's answer head has other classes", p->data_dir,
+                      (int)o.train.n_answers);
+    if (st == QIAO_OK) st = qmod_vqa_cache_new(&o.train, &o.cache);
+    if (st == QIAO_OK && p->val_dir) st = qmod_vqa_cache_new(&o.val, &o.val_cache);
+    if (st == QIAO_OK) {
+        qtr_freeze_prefix(&o.m->tab, "logit_scale.");
+        for (int k = 0; k < QF_NMOD; k++)
+            if ((o.h.freeze >> k) & 1u) {
+                char prefix[16];
+                snprintf(prefix, sizeof prefix, "%s.", qf_modality_name(k));
+                qtr_freeze_prefix(&o.m->tab, prefix);
+            }
+        st = qmod_vqa_work_init(&o.w, o.m, o.h.batch, true);
+    }
+    const int64_t B = o.h.batch, K = st == QIAO_OK ? o.m->cfg.heads[o.w.answer_head].mlp.classes : 1;
+    if (st == QIAO_OK &&
+        (!(o.losses = malloc((size_t)B * sizeof(float))) || !(o.probs = malloc((size_t)(B * K) * sizeof(float))) ||
+         !(o.dlogits = malloc((size_t)(B * K) * sizeof(float))) || !(o.lprobs = malloc((size_t)B * 2 * sizeof(float))) ||
+         !(o.dlang = malloc((size_t)B * 2 * sizeof(float))) || !(o.lang_t = malloc((size_t)B * sizeof(int32_t)))))
+        st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "VQA train: out of memory");
+    if (st == QIAO_OK) {
+        const qtr_objective obj = {.name = "vqa",
+                                   .tab = &o.m->tab,
+                                   .params = o.m->arena.base,
+                                   .n_metrics = N_METRICS,
+                                   .metric_names = k_metric_names,
+                                   .n_val = N_VAL,
+                                   .val_names = k_val_names,
+                                   .samples_per_step = B,
+                                   .user = &o,
+                                   .next_batch = o_next_batch,
+                                   .step = o_step,
+                                   .validate = p->val_dir ? o_validate : NULL,
+                                   .save = o_save,
+                                   .hparams_json = o_hparams_json};
+        const qmod_vqa_hparams dh = hparams_default();
+        qtr_params tp = {.hp = o.h.tr,
+                         .ex = &ex,
+                         .ckpt_path = p->ckpt_path,
+                         .resume_path = p->resume_path,
+                         .csv_path = p->log_path,
+                         .hp_default = &dh.tr,
+                         .on_step = p->on_step,
+                         .user = p->user,
+                         .stop = p->stop,
+                         .prof = p->prof,
+                         .prof_skip = p->prof_skip};
+        st = qtr_run(&obj, &tp, NULL);
+    }
+    qmod_vqa_loader_stop(o.loader);
+    o.loader = NULL;
+    if (st == QIAO_OK) st = qmod_save(o.m, p->out_path, QIAO_DTYPE_BF16);
+    obj_free(&o);
+    return st;
+}

@@ -1,0 +1,217 @@
+/* models/vqa.c - visual question answering on the fuser (see vqa.h). */
+#include "models/vqa.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "modalities/audio/audio.h"
+
+static const qmod_modality k_towers[QF_NMOD] = {QMOD_TEXT, QMOD_IMAGE, QMOD_AUDIO};
+
+qmod_modality qmod_vqa_tower(int qf_mod) {
+    return k_towers[qf_mod];
+}
+
+qiao_status qmod_vqa_check(const qmod_model *m) {
+    if (!m) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA: no model");
+    const int h = qmod_head_find(&m->cfg, QMOD_VQA_ANSWER_HEAD);
+    if (!m->cfg.has_fusion || h < 0 || !m->cfg.heads[h].fused)
+        return qc_error(QIAO_ERR_UNSUPPORTED,
+                        "model %s cannot answer questions: it has no fusion section with an \"answer\" head "
+                        "(an embedding model; use a VQA model such as models/qiao-vqa.safetensors)",
+                        m->cfg.name);
+    const int l = qmod_head_find(&m->cfg, QMOD_VQA_LANG_HEAD);
+    if (l >= 0 && (!m->cfg.heads[l].fused || m->cfg.heads[l].mlp.classes != 2))
+        return qc_error(QIAO_ERR_FORMAT, "model %s: head \"lang\" must read the fusion and have 2 classes",
+                        m->cfg.name);
+    return QIAO_OK;
+}
+
+void qmod_vqa_work_free(qmod_vqa_work *w) {
+    if (!w) return;
+    for (int m = 0; m < QF_NMOD; m++) qmod_work_free(&w->tower[m]), free(w->dtok[m]);
+    qc_arena_free(&w->acts);
+    qc_arena_free(&w->dacts);
+    qc_table_free(&w->at);
+    qf_fuser_scratch_free(&w->s);
+    qmod_head_work_free(&w->answer);
+    qmod_head_work_free(&w->lang);
+    free(w->present);
+    memset(w, 0, sizeof *w);
+}
+
+qiao_status qmod_vqa_work_init(qmod_vqa_work *w, const qmod_model *m, int64_t B_max, bool train) {
+    if (!w) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_vqa_work_init: workspace is NULL");
+    memset(w, 0, sizeof *w);
+    qiao_status st = qmod_vqa_check(m);
+    if (st != QIAO_OK) return st;
+    if (B_max < 1 || B_max > (1 << 20))
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA: %lld questions per batch", (long long)B_max);
+    w->train = train;
+    w->B_max = B_max;
+    w->answer_head = qmod_head_find(&m->cfg, QMOD_VQA_ANSWER_HEAD);
+    w->lang_head = qmod_head_find(&m->cfg, QMOD_VQA_LANG_HEAD);
+    qc_table_init_empty(&w->at);
+    st = qmod_head_work_init(&w->answer, m, w->answer_head, B_max, train);
+    if (st == QIAO_OK && w->lang_head >= 0) st = qmod_head_work_init(&w->lang, m, w->lang_head, B_max, train);
+    if (st == QIAO_OK && !(w->present = calloc((size_t)B_max, QF_NMOD)))
+        st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "VQA: out of memory");
+    if (st != QIAO_OK) qmod_vqa_work_free(w);
+    return st;
+}
+
+/* Sizes the fuser's activations for at least d (keeping larger maxima). */
+static qiao_status fuser_reserve(qmod_vqa_work *w, const qmod_model *m, const qf_fuser_dims *d) {
+    bool fits = w->acts.base && d->B <= w->dims.B;
+    for (int k = 0; k < QF_NMOD; k++) fits = fits && d->T[k] <= w->dims.T[k];
+    if (fits) return QIAO_OK;
+    qf_fuser_dims nd = *d;
+    if (w->acts.base) {
+        if (w->dims.B > nd.B) nd.B = w->dims.B;
+        for (int k = 0; k < QF_NMOD; k++)
+            if (w->dims.T[k] > nd.T[k]) nd.T[k] = w->dims.T[k];
+    }
+    qc_arena_free(&w->acts);
+    qc_arena_free(&w->dacts);
+    qc_table_free(&w->at);
+    qf_fuser_scratch_free(&w->s);
+    qc_table_init_empty(&w->at);
+    qiao_status st = qf_fuser_describe_acts(&w->at, "fusion.", &m->cfg.fusion, &nd, w->train, 0);
+    if (st == QIAO_OK) st = qc_arena_alloc(&w->acts, w->at.total);
+    if (st == QIAO_OK && w->train) st = qc_arena_alloc(&w->dacts, w->at.total);
+    if (st == QIAO_OK) st = qf_fuser_scratch_init(&w->s, &nd);
+    if (st != QIAO_OK) {
+        qc_arena_free(&w->acts);
+        qc_arena_free(&w->dacts);
+        memset(&w->dims, 0, sizeof w->dims);
+        return st;
+    }
+    qc_table_bind(&w->at, w->acts.base, &w->a);
+    if (w->train) qc_table_bind(&w->at, w->dacts.base, &w->da);
+    w->dims = nd;
+    return QIAO_OK;
+}
+
+/* Runs the towers and fills the fuser's input. */
+static qiao_status run_towers(const qb_exec *ex, const qmod_model *m, qmod_vqa_work *w, const qmod_vqa_inputs *in,
+                              qf_fuser_input *fin, qf_fuser_dims *d) {
+    memset(fin, 0, sizeof *fin);
+    d->B = in->B;
+    if (in->B < 1 || in->B > w->B_max)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA: %lld questions for a workspace of %lld", (long long)in->B,
+                        (long long)w->B_max);
+    for (int k = 0; k < QF_NMOD; k++) {
+        d->T[k] = 0;
+        const qmod_batch *b = in->batch[k];
+        if (!b) continue;
+        if (!qmod_has_tower(&m->cfg, k_towers[k]))
+            return qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA: model %s has no %s tower for this input", m->cfg.name,
+                            qmod_modality_name(k_towers[k]));
+        if (b->B != in->B || b->mod != k_towers[k])
+            return qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA: the %s batch has %lld rows for %lld questions",
+                            qmod_modality_name(k_towers[k]), (long long)b->B, (long long)in->B);
+        qmod_work *tw = &w->tower[k];
+        qiao_status st = tw->acts.base ? qmod_work_reserve(tw, m, b->B, b->T)
+                                       : qmod_work_init(tw, m, k_towers[k], w->B_max, b->T, w->train);
+        const float *emb;
+        if (st == QIAO_OK) st = qmod_forward(ex, m, tw, b, &emb);
+        qmod_token_seq seq;
+        if (st == QIAO_OK) st = qmod_tokens(m, tw, b, &seq);
+        if (st != QIAO_OK) return st;
+        fin->tokens[k] = seq.x;
+        fin->mask[k] = seq.mask;
+        fin->stats[k] = in->stats[k];
+        d->T[k] = seq.T;
+    }
+    for (int64_t r = 0; r < in->B; r++)
+        for (int k = 0; k < QF_NMOD; k++)
+            w->present[r * QF_NMOD + k] =
+                in->batch[k] && (!in->present || in->present[r * QF_NMOD + k] != 0) ? 1 : 0;
+    fin->present = w->present;
+    if (d->T[QF_IMAGE] == 0) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA: no picture in the batch");
+    if (d->T[QF_TEXT] + d->T[QF_AUDIO] == 0)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA: no question in the batch (neither text nor audio)");
+    return fuser_reserve(w, m, d);
+}
+
+qiao_status qmod_vqa_forward(const qb_exec *ex, const qmod_model *m, qmod_vqa_work *w, const qmod_vqa_inputs *in,
+                             qf_weighting mode, const float **answer_logits, const float **lang_logits,
+                             const float **weights) {
+    if (!ex || !m || !w || !in || !answer_logits)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_vqa_forward: NULL argument");
+    if (!qf_weighting_name(mode)) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA: unknown weighting %d", (int)mode);
+    qf_fuser_input fin;
+    qf_fuser_dims d;
+    qiao_status st = run_towers(ex, m, w, in, &fin, &d);
+    if (st == QIAO_OK) st = qf_fuser_forward(ex, &w->a, &w->s, &m->p.fusion, &fin, mode, &m->cfg.fusion, &d);
+    if (st == QIAO_OK) st = qmod_head_forward(ex, m, &w->answer, w->a.z, in->B, answer_logits);
+    if (lang_logits) *lang_logits = NULL;
+    if (st == QIAO_OK && w->lang_head >= 0 && lang_logits)
+        st = qmod_head_forward(ex, m, &w->lang, w->a.z, in->B, lang_logits);
+    if (weights) *weights = w->a.w;
+    return st;
+}
+
+qiao_status qmod_vqa_backward(const qb_exec *ex, const qmod_model *m, qmod_params *grads, qmod_vqa_work *w,
+                              const qmod_vqa_inputs *in, qf_weighting mode, const float *danswer, const float *dlang,
+                              const bool train_tower[QF_NMOD]) {
+    if (!w->train || !w->dacts.base)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_vqa_backward: the workspace was made for inference");
+    qf_fuser_input fin;
+    memset(&fin, 0, sizeof fin);
+    qf_fuser_dims d = {in->B, {0, 0, 0}};
+    for (int k = 0; k < QF_NMOD; k++) {
+        const qmod_batch *b = in->batch[k];
+        if (!b) continue;
+        qmod_token_seq seq;
+        qiao_status st = qmod_tokens(m, &w->tower[k], b, &seq);
+        if (st != QIAO_OK) return st;
+        fin.tokens[k] = seq.x, fin.mask[k] = seq.mask, fin.stats[k] = in->stats[k];
+        d.T[k] = seq.T;
+    }
+    fin.present = w->present;
+    qc_arena_zero(&w->dacts);
+    qmod_head_backward(ex, m, grads, &w->answer, w->a.z, in->B, danswer, w->da.z);
+    if (dlang && w->lang_head >= 0) qmod_head_backward(ex, m, grads, &w->lang, w->a.z, in->B, dlang, w->da.z);
+    float *dtok[QF_NMOD] = {NULL, NULL, NULL};
+    for (int k = 0; k < QF_NMOD; k++) {
+        if (!in->batch[k] || !train_tower || !train_tower[k]) continue;
+        const int64_t n = in->B * d.T[k] * m->cfg.fusion.in_width[k];
+        if (n > w->dtok_n[k]) {
+            free(w->dtok[k]);
+            w->dtok_n[k] = 0;
+            if (!(w->dtok[k] = malloc((size_t)n * sizeof(float))))
+                return qc_error(QIAO_ERR_OUT_OF_MEMORY, "VQA: out of memory for token gradients");
+            w->dtok_n[k] = n;
+        }
+        memset(w->dtok[k], 0, (size_t)n * sizeof(float));
+        dtok[k] = w->dtok[k];
+    }
+    qf_fuser_backward(ex, dtok, &grads->fusion, &w->da, &w->s, w->da.z, &w->a, &m->p.fusion, &fin, mode,
+                      &m->cfg.fusion, &d);
+    for (int k = 0; k < QF_NMOD; k++)
+        if (dtok[k]) qmod_backward_at(ex, m, grads, &w->tower[k], in->batch[k], NULL, dtok[k]);
+    return ex->ops->sync(ex);
+}
+
+void qmod_vqa_text_stats(const qmod_batch *text, int64_t row, float stats[QF_NSTATS]) {
+    qf_text_stats(text->ids + row * text->T, text->lengths[row], QMOD_VQA_UNK_ID, stats);
+}
+
+void qmod_vqa_image_stats(const qiao_image *img, float stats[QF_NSTATS]) {
+    qf_image_stats(qiao_image_pixels(img), qiao_image_width(img), qiao_image_height(img),
+                   (int64_t)qiao_image_stride(img), stats);
+}
+
+qiao_status qmod_vqa_audio_stats(const qmod_model *m, const qmod_batch *audio, int64_t row,
+                                 float stats[QF_NSTATS]) {
+    const int64_t M = m->cfg.audio.n_mels;
+    qiao_mel_params mp = qiao_mel_default_params();
+    mp.n_mels = (int)M;
+    float centers[512];
+    if (M < 1 || M > 512) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA: %lld mel bands", (long long)M);
+    qiao_status st = qa_mel_centers_hz(&mp, centers);
+    if (st != QIAO_OK) return st;
+    qf_audio_stats(audio->mel + row * audio->T * M, audio->lengths[row], M, centers, stats);
+    return QIAO_OK;
+}

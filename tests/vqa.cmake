@@ -1,0 +1,22 @@
+# Visual question answering (models/vqa.c): the fusion config section and
+# fused heads, a tiny three-tower VQA model gradient-checked end to end
+# (heads, fuser, towers), frozen towers, absent inputs, save and load.
+qiao_test(NAME test_vqa SOURCES unit/test_vqa.c
+  CASES config gradients absent_and_save unsupported
+  LABELS model TIMEOUT 120)
+
+# The public VQA API (sdk/api/vqa_api.c) on a tiny VQA model written at test
+# time: typed, spoken and both, in Chinese and English; every bad input the
+# issue names; four threads with a session each give the same bits.
+qiao_test(NAME test_vqa_api SOURCES unit/test_vqa_api.c
+  CASES ask bad_input threads
+  LABELS api TIMEOUT 120)
+
+# libFuzzer target for the question path (fuzz/fuzz_vqa_question.c): the
+# API, the VQA runtime and the fuser compiled in with the fuzzer's
+# instrumentation, the towers and the tokenizer linked from the library.
+qiao_fuzz(NAME fuzz_vqa_question SOURCES ${PROJECT_SOURCE_DIR}/sdk/api/vqa_api.c ${PROJECT_SOURCE_DIR}/models/vqa.c
+  ${PROJECT_SOURCE_DIR}/fusion/fuser.c ${PROJECT_SOURCE_DIR}/fusion/cross.c ${PROJECT_SOURCE_DIR}/fusion/weighting.c
+  LIBS qiao_static PkgConfig::CJSON LABELS api
+  DEFINES QIAO_FUZZ_TOKENIZER="${CMAKE_CURRENT_SOURCE_DIR}/data/tokenizer/tok-test.safetensors"
+          QIAO_FUZZ_TINY_CONFIG="${PROJECT_SOURCE_DIR}/models/configs/tiny.json")
