@@ -18,14 +18,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "modalities/audio/audio.h"
+#include "models/vqa.h"
 
 #define VQA_MSG_MAX 1024
 #define VQA_MAX_THREADS 256
 #define VQA_MAX_PREFETCH 4096
 #define VQA_BABBLE_VOICES 4
-/* The tokenizer's unknown piece (qiao.h: 0 padding, 1 unknown). */
-#define VQA_UNK_ID 1
 
 /* Stream tags, so no two kinds of draw share a seed. */
 #define TAG_PERM 0x7671702dULL /* "vqp-": an epoch's question order */
@@ -390,13 +388,11 @@ static qiao_status add_noise(const qmod_vqa_dataset *d, const int64_t *spoken, i
 typedef struct vqa_ctx {
     const qmod_vqa_loader_params *p;
     int64_t *spoken; /* (n_spoken) indices of the questions with a WAV, for babble */
-    float *centers;  /* (n_mels) the mel bands' centre frequencies, Hz */
     int64_t bpe;     /* batches per epoch */
 } vqa_ctx;
 
 static void ctx_free(vqa_ctx *c) {
     free(c->spoken);
-    free(c->centers);
     memset(c, 0, sizeof *c);
 }
 
@@ -460,22 +456,14 @@ static qiao_status ctx_init(vqa_ctx *c, const qmod_vqa_loader_params *p, const c
     c->p = p;
     c->bpe = qmod_vqa_epoch_batches(p->data, p->batch, p->eval);
     const qmod_vqa_dataset *d = p->data;
-    const int64_t M = p->model->cfg.audio.n_mels;
     c->spoken = malloc((size_t)(d->n_spoken > 0 ? d->n_spoken : 1) * sizeof *c->spoken);
-    c->centers = malloc((size_t)M * sizeof *c->centers);
-    if (!c->spoken || !c->centers) {
+    if (!c->spoken) {
         ctx_free(c);
         return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", fn);
     }
     for (int64_t i = 0, k = 0; i < d->n_questions; i++)
         if (d->questions[i].speech) c->spoken[k++] = i;
-    /* the bands qmod_batch_audio computes: the defaults with the model's n_mels
-     */
-    qiao_mel_params mp = qiao_mel_default_params();
-    mp.n_mels = (int)M;
-    st = qa_mel_centers_hz(&mp, c->centers);
-    if (st != QIAO_OK) ctx_free(c);
-    return st;
+    return QIAO_OK;
 }
 
 int64_t qmod_vqa_epoch_batches(const qmod_vqa_dataset *d, int64_t batch, bool eval) {
@@ -521,9 +509,7 @@ static qiao_status load_text(const vqa_ctx *c, const row_draw *r, qmod_vqa_batch
     free((void *)texts);
     if (st != QIAO_OK) return batch_error(st, out->index, "");
     for (int64_t i = 0; i < B; i++)
-        if (r[i].text)
-            qf_text_stats(out->text.ids + i * out->text.T, out->text.lengths[i], VQA_UNK_ID,
-                          out->stats[QF_TEXT] + i * QF_NSTATS);
+        if (r[i].text) qmod_vqa_text_stats(&out->text, i, out->stats[QF_TEXT] + i * QF_NSTATS);
     return QIAO_OK;
 }
 
@@ -565,8 +551,8 @@ static qiao_status load_images(const vqa_ctx *c, const row_draw *r, qmod_vqa_bat
             /* degrade a copy: the cached pixels are shared */
             memcpy(work, pic->rgb, bytes);
             degrade_picture(work, pic->w, pic->h, &r[i]);
-            qf_image_stats(work, pic->w, pic->h, pic->w * 3, out->stats[QF_IMAGE] + i * QF_NSTATS);
             st = qiao_image_from_rgb(work, pic->w, pic->h, (size_t)pic->w * 3, &img);
+            if (st == QIAO_OK) qmod_vqa_image_stats(img, out->stats[QF_IMAGE] + i * QF_NSTATS);
         }
         if (st == QIAO_OK) st = qmod_image_patches(m, img, out->image.patches + (size_t)i * per);
         if (st != QIAO_OK && decoded) st = scene_error(st, &d->scenes[out->scene[i]], d->scenes[out->scene[i]].image);
@@ -610,7 +596,7 @@ static qiao_status load_audio(const vqa_ctx *c, const row_draw *r, qmod_vqa_batc
         if (st != QIAO_OK) break;
         mel_ptr[i] = mels[i].mel;
         frames[i] = mels[i].lengths[0];
-        qf_audio_stats(mels[i].mel, frames[i], M, c->centers, out->stats[QF_AUDIO] + i * QF_NSTATS);
+        st = qmod_vqa_audio_stats(m, &mels[i], 0, out->stats[QF_AUDIO] + i * QF_NSTATS);
     }
     if (st == QIAO_OK) {
         st = qmod_batch_mels(m, mel_ptr, frames, (size_t)B, &out->audio);
