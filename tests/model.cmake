@@ -7,8 +7,10 @@ qiao_test(NAME test_model SOURCES unit/test_model.c
 
 # libFuzzer target for the model config reader (tests/fuzz.cmake says why the
 # parsers are compiled in): the container's reader, the towers' section
-# parsers and the heads; the rest of the library is linked uninstrumented.
+# parsers and the heads, and the VQA split reader (models/data/vqa_manifest.c)
+# on the same JSON; the rest of the library is linked uninstrumented.
 qiao_fuzz(NAME fuzz_model_config SOURCES ${PROJECT_SOURCE_DIR}/models/model.c ${PROJECT_SOURCE_DIR}/models/tower.c
+  ${PROJECT_SOURCE_DIR}/models/data/vqa_manifest.c
   ${PROJECT_SOURCE_DIR}/fusion/head.c ${PROJECT_SOURCE_DIR}/fusion/fuser.c ${PROJECT_SOURCE_DIR}/fusion/cross.c
   ${PROJECT_SOURCE_DIR}/fusion/weighting.c ${PROJECT_SOURCE_DIR}/modalities/text/encoder.c
   ${PROJECT_SOURCE_DIR}/modalities/image/encoder.c ${PROJECT_SOURCE_DIR}/modalities/audio/encoder.c

@@ -18,14 +18,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "modalities/audio/audio.h"
+#include "models/vqa.h"
 
 #define VQA_MSG_MAX 1024
 #define VQA_MAX_THREADS 256
 #define VQA_MAX_PREFETCH 4096
 #define VQA_BABBLE_VOICES 4
-/* The tokenizer's unknown piece (qiao.h: 0 padding, 1 unknown). */
-#define VQA_UNK_ID 1
 
 /* Stream tags, so no two kinds of draw share a seed. */
 #define TAG_PERM 0x7671702dULL /* "vqp-": an epoch's question order */
@@ -74,6 +72,35 @@ static void epoch_perm(uint64_t seed, int64_t epoch, int64_t n, int64_t *perm) {
         perm[i] = perm[j];
         perm[j] = t;
     }
+}
+
+/* Standard normal draws for noise, two per Box-Muller step in float: the
+ * noise is most of a degraded row's random numbers (a 4 s clip takes 64,000),
+ * and qc_rng_normal's double log and cos for each one were 18 % of the
+ * loader's time. */
+typedef struct gauss {
+    qc_rng rng;
+    float spare;
+    bool have;
+} gauss;
+
+static void gauss_seed(gauss *g, uint64_t seed) {
+    qc_rng_seed(&g->rng, seed);
+    g->have = false;
+}
+
+static float gauss_next(gauss *g) {
+    if (g->have) {
+        g->have = false;
+        return g->spare;
+    }
+    /* u1 in (0, 1] so logf is finite; 24 bits, a float's precision */
+    const float u1 = (float)((qc_rng_u64(&g->rng) >> 40) + 1) * 0x1p-24f;
+    const float u2 = (float)(qc_rng_u64(&g->rng) >> 40) * 0x1p-24f;
+    const float r = sqrtf(-2.0f * logf(u1)), a = 6.28318530718f * u2;
+    g->spare = r * sinf(a);
+    g->have = true;
+    return r * cosf(a);
 }
 
 static float lerp(const float r[2], float u) {
@@ -282,11 +309,11 @@ static void degrade_picture(uint8_t *rgb, int64_t w, int64_t h, const row_draw *
                 memcpy(rgb + ((size_t)y * (size_t)w + (size_t)x) * 3, fill, 3);
     }
     if (r->sigma > 0.0f) {
-        qc_rng rng;
-        qc_rng_seed(&rng, r->noise_seed);
+        gauss g;
+        gauss_seed(&g, r->noise_seed);
         const size_t n = (size_t)(w * h * 3);
         for (size_t i = 0; i < n; i++) {
-            const float v = rintf((float)rgb[i] + r->sigma * qc_rng_normal(&rng));
+            const float v = rintf((float)rgb[i] + r->sigma * gauss_next(&g));
             rgb[i] = (uint8_t)(v < 0.0f ? 0.0f : v > 255.0f ? 255.0f : v);
         }
     }
@@ -310,8 +337,8 @@ static qiao_status decode_clip(const qmod_vqa_dataset *d, const qmod_vqa_questio
 /* Adds noise at r->snr dB below the clip's mean power: white, or the sum of
  * other questions' speech (babble), each looped to the clip's length. The
  * result is clamped to [-1, 1], as a recording would be. */
-static qiao_status add_noise(const qmod_vqa_dataset *d, const int64_t *spoken, qmod_vqa_noise kind, qiao_audio *a,
-                             const row_draw *r) {
+static qiao_status add_noise(const qmod_vqa_dataset *d, const int64_t *spoken, int64_t n_spoken, int64_t self,
+                             qmod_vqa_noise kind, qiao_audio *a, const row_draw *r) {
     const int64_t n = a->n_samples;
     double ps = 0.0;
     for (int64_t i = 0; i < n; i++)
@@ -325,7 +352,9 @@ static qiao_status add_noise(const qmod_vqa_dataset *d, const int64_t *spoken, q
         memset(noise, 0, (size_t)n * sizeof *noise);
         for (int k = 0; k < VQA_BABBLE_VOICES && st == QIAO_OK; k++) {
             qiao_audio *b = NULL;
-            st = decode_clip(d, &d->questions[spoken[r->babble[k]]], &b);
+            int64_t v = r->babble[k];
+            if (spoken[v] == self && n_spoken > 1) v = (v + 1) % n_spoken; /* another question's voice */
+            st = decode_clip(d, &d->questions[spoken[v]], &b);
             /* each voice starts at its own offset, so the voices' pauses do not line * up */
             for (int64_t i = 0, j = (int64_t)(r->noise_seed >> (8 * k) & 0xFFFF) % (b ? b->n_samples : 1);
                  st == QIAO_OK && i < n; i++, j = j + 1 < b->n_samples ? j + 1 : 0)
@@ -333,10 +362,10 @@ static qiao_status add_noise(const qmod_vqa_dataset *d, const int64_t *spoken, q
             qiao_audio_free(b);
         }
     } else {
-        qc_rng rng;
-        qc_rng_seed(&rng, r->noise_seed);
+        gauss g;
+        gauss_seed(&g, r->noise_seed);
         for (int64_t i = 0; i < n; i++)
-            noise[i] = qc_rng_normal(&rng);
+            noise[i] = gauss_next(&g);
     }
     if (st == QIAO_OK) {
         double pz = 0.0;
@@ -359,13 +388,11 @@ static qiao_status add_noise(const qmod_vqa_dataset *d, const int64_t *spoken, q
 typedef struct vqa_ctx {
     const qmod_vqa_loader_params *p;
     int64_t *spoken; /* (n_spoken) indices of the questions with a WAV, for babble */
-    float *centers;  /* (n_mels) the mel bands' centre frequencies, Hz */
     int64_t bpe;     /* batches per epoch */
 } vqa_ctx;
 
 static void ctx_free(vqa_ctx *c) {
     free(c->spoken);
-    free(c->centers);
     memset(c, 0, sizeof *c);
 }
 
@@ -429,22 +456,14 @@ static qiao_status ctx_init(vqa_ctx *c, const qmod_vqa_loader_params *p, const c
     c->p = p;
     c->bpe = qmod_vqa_epoch_batches(p->data, p->batch, p->eval);
     const qmod_vqa_dataset *d = p->data;
-    const int64_t M = p->model->cfg.audio.n_mels;
     c->spoken = malloc((size_t)(d->n_spoken > 0 ? d->n_spoken : 1) * sizeof *c->spoken);
-    c->centers = malloc((size_t)M * sizeof *c->centers);
-    if (!c->spoken || !c->centers) {
+    if (!c->spoken) {
         ctx_free(c);
         return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", fn);
     }
     for (int64_t i = 0, k = 0; i < d->n_questions; i++)
         if (d->questions[i].speech) c->spoken[k++] = i;
-    /* the bands qmod_batch_audio computes: the defaults with the model's n_mels
-     */
-    qiao_mel_params mp = qiao_mel_default_params();
-    mp.n_mels = (int)M;
-    st = qa_mel_centers_hz(&mp, c->centers);
-    if (st != QIAO_OK) ctx_free(c);
-    return st;
+    return QIAO_OK;
 }
 
 int64_t qmod_vqa_epoch_batches(const qmod_vqa_dataset *d, int64_t batch, bool eval) {
@@ -490,9 +509,7 @@ static qiao_status load_text(const vqa_ctx *c, const row_draw *r, qmod_vqa_batch
     free((void *)texts);
     if (st != QIAO_OK) return batch_error(st, out->index, "");
     for (int64_t i = 0; i < B; i++)
-        if (r[i].text)
-            qf_text_stats(out->text.ids + i * out->text.T, out->text.lengths[i], VQA_UNK_ID,
-                          out->stats[QF_TEXT] + i * QF_NSTATS);
+        if (r[i].text) qmod_vqa_text_stats(&out->text, i, out->stats[QF_TEXT] + i * QF_NSTATS);
     return QIAO_OK;
 }
 
@@ -534,8 +551,8 @@ static qiao_status load_images(const vqa_ctx *c, const row_draw *r, qmod_vqa_bat
             /* degrade a copy: the cached pixels are shared */
             memcpy(work, pic->rgb, bytes);
             degrade_picture(work, pic->w, pic->h, &r[i]);
-            qf_image_stats(work, pic->w, pic->h, pic->w * 3, out->stats[QF_IMAGE] + i * QF_NSTATS);
             st = qiao_image_from_rgb(work, pic->w, pic->h, (size_t)pic->w * 3, &img);
+            if (st == QIAO_OK) qmod_vqa_image_stats(img, out->stats[QF_IMAGE] + i * QF_NSTATS);
         }
         if (st == QIAO_OK) st = qmod_image_patches(m, img, out->image.patches + (size_t)i * per);
         if (st != QIAO_OK && decoded) st = scene_error(st, &d->scenes[out->scene[i]], d->scenes[out->scene[i]].image);
@@ -569,7 +586,8 @@ static qiao_status load_audio(const vqa_ctx *c, const row_draw *r, qmod_vqa_batc
         const qmod_vqa_question *q = &d->questions[out->question[i]];
         qiao_audio *a = NULL;
         st = decode_clip(d, q, &a);
-        if (st == QIAO_OK && isfinite(r[i].snr)) st = add_noise(d, c->spoken, c->p->vqa.audio_noise, a, &r[i]);
+        if (st == QIAO_OK && isfinite(r[i].snr))
+            st = add_noise(d, c->spoken, d->n_spoken, out->question[i], c->p->vqa.audio_noise, a, &r[i]);
         if (st == QIAO_OK) {
             st = qmod_batch_audio(m, (const qiao_audio *const *)&a, 1, &mels[i]);
             if (st != QIAO_OK) st = scene_error(st, &d->scenes[q->scene], q->speech);
@@ -578,7 +596,7 @@ static qiao_status load_audio(const vqa_ctx *c, const row_draw *r, qmod_vqa_batc
         if (st != QIAO_OK) break;
         mel_ptr[i] = mels[i].mel;
         frames[i] = mels[i].lengths[0];
-        qf_audio_stats(mels[i].mel, frames[i], M, c->centers, out->stats[QF_AUDIO] + i * QF_NSTATS);
+        st = qmod_vqa_audio_stats(m, &mels[i], 0, out->stats[QF_AUDIO] + i * QF_NSTATS);
     }
     if (st == QIAO_OK) {
         st = qmod_batch_mels(m, mel_ptr, frames, (size_t)B, &out->audio);

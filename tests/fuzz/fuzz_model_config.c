@@ -4,6 +4,13 @@
  * towers and heads are consistent and whose parameter table can be laid out
  * (names unique, sizes as the config says), without allocating the model.
  *
+ * The same bytes then go, as JSON text, to the VQA split reader
+ * (models/data/vqa_manifest.c): once as the manifest under a fixed
+ * dataset.json, once as dataset.json over a fixed manifest line. Either is
+ * refused with QIAO_ERR_FORMAT naming the file, or gives a data set whose
+ * indices hold together. The corpus seeds both (model configs, and the
+ * manifest lines and dataset.json files named vqa_*).
+ *
  * Build: CC=clang cmake -S . -B build-fuzz -DQIAO_FUZZ=ON -DQIAO_BUILD_BENCH=OFF
  *        cmake --build build-fuzz --target fuzz_model_config
  * Run:   ./build-fuzz/bin/fuzz_model_config NEW_CORPUS_DIR tests/fuzz/corpus/model_config */
@@ -11,11 +18,55 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "models/data/vqa.h"
 #include "models/model.h"
 
 #include "check.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* A data set the VQA reader accepted: every index in range, the scenes'
+ * question ranges tiling the questions in order. */
+static void check_vqa(const qmod_vqa_dataset *d) {
+    CHECK(d->n_scenes >= 1 && d->n_questions >= 1 && d->n_answers >= 1 && d->n_types >= 1);
+    int64_t next = 0, spoken = 0;
+    for (int64_t i = 0; i < d->n_scenes; i++) {
+        const qmod_vqa_scene *s = &d->scenes[i];
+        CHECK(s->id && s->id[0] && s->image && s->image[0] && s->n_objects >= 0);
+        CHECK(s->first_question == next && s->n_questions >= 0);
+        for (int64_t k = 0; k < s->n_questions; k++) {
+            const qmod_vqa_question *q = &d->questions[next + k];
+            CHECK(q->scene == i && q->answer >= 0 && q->answer < d->n_answers && q->type < d->n_types);
+            CHECK(q->lang < QMOD_N_LANGS && q->text && q->text[0]);
+            spoken += q->speech != NULL;
+        }
+        next += s->n_questions;
+    }
+    CHECK(next == d->n_questions && spoken == d->n_spoken);
+}
+
+static void fuzz_vqa(const char *text, size_t size) {
+    static const char desc[] =
+        "{\"answers\": [{\"id\": \"yes\"}, {\"id\": \"no\"}, {\"id\": \"3\"}], \"question_types\": [\"count\", "
+        "\"exist\"], \"cogent_pairs\": [{\"color\": \"red\", \"shape\": \"triangle\"}]}";
+    static const char line[] =
+        "{\"id\": \"s0\", \"image\": \"a.png\", \"objects\": [{\"color\": \"red\", \"shape\": \"star\"}], "
+        "\"qa\": [{\"lang\": \"en\", \"question\": \"How many?\", \"answer_id\": \"3\", \"type\": \"count\"}], "
+        "\"speech\": {\"qa\": [\"q.wav\"]}}\n";
+    for (int as_desc = 0; as_desc < 2; as_desc++) {
+        qmod_vqa_dataset d;
+        qiao_status st = as_desc ? qmod_vqa_dataset_parse("dir", "fuzz.jsonl", text, line, sizeof line - 1, &d)
+                                 : qmod_vqa_dataset_parse("dir", "fuzz.jsonl", desc, text, size, &d);
+        if (st != QIAO_OK) {
+            CHECK(st == QIAO_ERR_FORMAT || st == QIAO_ERR_OUT_OF_MEMORY);
+            CHECK(strstr(qiao_last_error(), as_desc ? "dataset.json" : "fuzz.jsonl") != NULL);
+            CHECK(d.scenes == NULL && d.questions == NULL);
+            continue;
+        }
+        check_vqa(&d);
+        qmod_vqa_dataset_free(&d);
+    }
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size > 1 << 16) return 0;
@@ -23,6 +74,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!json) return 0;
     memcpy(json, data, size);
     json[size] = 0;
+    fuzz_vqa(json, size);
     qmod_config cfg;
     qiao_status st = qmod_config_from_string(json, "fuzz.json", &cfg);
     free(json);

@@ -18,11 +18,12 @@
 #include "datasets/intent/intent.h"
 #include "model_fixture.h"
 #include "models/data/data.h"
+#include "models/data/vqa.h"
 
 #define BASE_MODEL QIAO_SOURCE_DIR "/models/qiao-base.safetensors"
 
 static char dir[64];
-static char fifo[128], link_to_fifo[128], subdir[128], fifo_dir[128];
+static char fifo[128], link_to_fifo[128], subdir[128], fifo_dir[128], vqa_dir[128];
 
 static int setup(void **state) {
     (void)state;
@@ -38,6 +39,16 @@ static int setup(void **state) {
     if (mkfifo(fifo, 0600) != 0 || symlink(fifo, link_to_fifo) != 0 || mkdir(subdir, 0700) != 0 ||
         mkdir(fifo_dir, 0700) != 0 || mkfifo(manifest, 0600) != 0)
         return -1;
+    /* The VQA reader reads dataset.json first: fifo_dir's is a file (so its
+     * manifest pipe is reached), vqa_dir's a pipe. */
+    char desc[192];
+    snprintf(desc, sizeof desc, "%s/dataset.json", fifo_dir);
+    FILE *f = fopen(desc, "wb");
+    if (!f || fputs("{\"answers\": [{\"id\": \"yes\"}], \"question_types\": [\"exist\"]}", f) < 0 || fclose(f) != 0)
+        return -1;
+    snprintf(vqa_dir, sizeof vqa_dir, "%s/vqa", dir);
+    snprintf(desc, sizeof desc, "%s/dataset.json", vqa_dir);
+    if (mkdir(vqa_dir, 0700) != 0 || mkfifo(desc, 0600) != 0) return -1;
     return 0;
 }
 
@@ -215,23 +226,44 @@ static void embedding_files(void **state) {
     qiao_model_free(m);
 }
 
-/* A training data folder whose manifest.jsonl is a pipe. */
-static void dataset_manifest(void **state) {
-    (void)state;
+static qiao_status retrieval_data(const char *d) {
+    qmod_dataset x;
+    qiao_status st = qmod_dataset_load(d, &x);
+    if (st == QIAO_OK) qmod_dataset_free(&x);
+    return st;
+}
+
+static qiao_status vqa_data(const char *d) {
+    qmod_vqa_dataset x;
+    qiao_status st = qmod_vqa_dataset_load(d, &x);
+    if (st == QIAO_OK) qmod_vqa_dataset_free(&x);
+    return st;
+}
+
+/* fn(d) in a child under an alarm must fail with QIAO_ERR_IO saying
+ * "named pipe". */
+static void expect_pipe_refused(reader_fn fn, const char *d) {
     fflush(NULL);
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
         alarm(20);
-        qmod_dataset d;
-        qiao_status st = qmod_dataset_load(fifo_dir, &d);
-        if (st == QIAO_OK) qmod_dataset_free(&d);
+        qiao_status st = fn(d);
         _exit(st == QIAO_ERR_IO && strstr(qiao_last_error(), "named pipe") ? 0 : 1);
     }
     int ws = 0;
     assert_true(waitpid(pid, &ws, 0) == pid);
     assert_true(WIFEXITED(ws));
     assert_int_equal(WEXITSTATUS(ws), 0);
+}
+
+/* A training data folder whose manifest.jsonl is a pipe (the retrieval and
+ * the VQA readers), and one whose dataset.json is (the VQA reader). */
+static void dataset_manifest(void **state) {
+    (void)state;
+    expect_pipe_refused(retrieval_data, fifo_dir);
+    expect_pipe_refused(vqa_data, fifo_dir);
+    expect_pipe_refused(vqa_data, vqa_dir);
 }
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
