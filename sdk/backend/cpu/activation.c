@@ -51,6 +51,12 @@ void qb_cpu_gelu_forward(const qb_exec *ex, float *out, const float *inp, int64_
  * vectorizable qb_exp_neg: glibc's scalar erff and expf made this 13 times
  * slower than the forward (docs/benchmarks.md, "Where a training step
  * goes"). */
+static inline float gelu_grad(float x) {
+    float cdf = 0.5f * (1.0f + qb_erf_fast(x * GELU_INV_SQRT2));
+    float pdf = GELU_INV_SQRT_2PI * qb_exp_neg(-0.5f * x * x);
+    return cdf + x * pdf;
+}
+
 static void gelu_backward_range(void *ctx, int64_t i0, int64_t i1, int part) {
     (void)part;
     const act_job *j = ctx;
@@ -58,16 +64,54 @@ static void gelu_backward_range(void *ctx, int64_t i0, int64_t i1, int part) {
     const float *inp = j->inp, *dout = j->dout;
 #pragma omp simd
     for (int64_t i = i0; i < i1; i++) {
-        float x = inp[i];
-        float cdf = 0.5f * (1.0f + qb_erf_fast(x * GELU_INV_SQRT2));
-        float pdf = GELU_INV_SQRT_2PI * qb_exp_neg(-0.5f * x * x);
-        out[i] += dout[i] * (cdf + x * pdf);
+        out[i] += dout[i] * gelu_grad(inp[i]);
     }
 }
 
 void qb_cpu_gelu_backward(const qb_exec *ex, float *dinp, const float *inp, const float *dout, int64_t n) {
     act_job j = {.out = dinp, .inp = inp, .dout = dout};
     qb_parallel_for(ex, n, n > PAR_MIN_ELEMS, gelu_backward_range, &j);
+}
+
+/* Columns per block of the fused GELU + bias backward: as bias_backward
+ * (dense.c), so a thread owns whole columns of dbias and sums each in row
+ * order: the same bits as the two kernels for any thread count. */
+#define GELU_BIAS_BLOCK 64
+
+typedef struct gelu_bias_job {
+    float *dinp, *dbias;
+    const float *inp, *dout;
+    int64_t N, C;
+} gelu_bias_job;
+
+static void gelu_bias_backward_range(void *ctx, int64_t cb0, int64_t cb1, int part) {
+    (void)part;
+    const gelu_bias_job *j = ctx;
+    const int64_t N = j->N, C = j->C;
+    for (int64_t cb = cb0; cb < cb1; cb++) {
+        const int64_t c0 = cb * GELU_BIAS_BLOCK, w = c0 + GELU_BIAS_BLOCK < C ? GELU_BIAS_BLOCK : C - c0;
+        float acc[GELU_BIAS_BLOCK] = {0};
+        for (int64_t n = 0; n < N; n++) {
+            const float *x = j->inp + n * C + c0, *dy = j->dout + n * C + c0;
+            float *dx = j->dinp + n * C + c0;
+#pragma omp simd
+            for (int64_t c = 0; c < w; c++) {
+                float d = dy[c] * gelu_grad(x[c]);
+                dx[c] = d;
+                acc[c] += d;
+            }
+        }
+        if (j->dbias)
+            for (int64_t c = 0; c < w; c++) j->dbias[c0 + c] += acc[c];
+    }
+}
+
+void qb_cpu_gelu_bias_backward(const qb_exec *ex, float *dinp, float *dbias, const float *inp, const float *dout,
+                               int64_t N, int64_t C) {
+    if (N <= 0 || C <= 0) return;
+    gelu_bias_job j = {dinp, dbias, inp, dout, N, C};
+    const int64_t nblocks = (C + GELU_BIAS_BLOCK - 1) / GELU_BIAS_BLOCK;
+    qb_parallel_for(ex, nblocks, N * C > PAR_MIN_ELEMS, gelu_bias_backward_range, &j);
 }
 
 /* ---- dropout -------------------------------------------------------------
