@@ -104,8 +104,9 @@ struct qb_ops {
     /* GELU's backward for the output of a linear layer with bias: dinp (N, C)
      * = gelu'(inp) dout, OVERWRITTEN (the first writer of that gradient), and
      * dbias (C) += its column sums (that layer's bias gradient; NULL skips
-     * it). One pass where gelu_backward then bias_backward read the gradient
-     * twice; each column is summed in row order, as bias_backward does. */
+     * it). One call so that a backend may fuse the two; each column is
+     * summed in row order, as bias_backward does (the CPU runs two passes:
+     * its one-pass kernel measured slower, activation.c). */
     void (*gelu_bias_backward)(const qb_exec *ex, float *dinp, float *dbias, const float *inp, const float *dout,
                                int64_t N, int64_t C);
     /* Inverted dropout: keep[i] = 1 with probability 1-p, out = inp * keep / (1-p).

@@ -81,8 +81,9 @@ void nn_gelu_backward(const qb_exec *ex, float *dinp, const float *inp, const fl
 /* GELU's backward where inp (N, C) is a linear layer's output with bias:
  * dinp = gelu'(inp) dout, OVERWRITTEN, and dbias (C) += the column sums of
  * dinp (that layer's bias gradient, so its nn_linear_backward passes db =
- * NULL; NULL here skips it). One pass instead of two over the gradient;
- * bit-identical to zeroing dinp, nn_gelu_backward and bias_backward. */
+ * NULL; NULL here skips it). One call so a backend may fuse the two
+ * passes; bit-identical to zeroing dinp, nn_gelu_backward and
+ * bias_backward. */
 void nn_gelu_bias_backward(const qb_exec *ex, float *dinp, float *dbias, const float *inp, const float *dout, int64_t N,
                            int64_t C);
 void nn_softmax_forward(const qb_exec *ex, float *out, const float *inp, int64_t N, int64_t C);
