@@ -481,9 +481,8 @@ qiao_status qtr_run(const qtr_objective *o, const qtr_params *p, qtr_result *res
         st = o->next_batch(o->user, step);
         QC_PROF_END(prof, pt, 0);
         if (st != QIAO_OK) break;
-        pt = QC_PROF_BEGIN(prof, QC_PROF_OPTIMIZER, NULL, 0, "zero_grads");
-        qc_arena_zero(&r.grads);
-        QC_PROF_END(prof, pt, 0);
+        /* frozen tensors' gradients are never read: not cleared either */
+        nn_zero_grads(&pex, o->tab, r.grads.base);
         for (int i = 0; i < QTR_MAX_METRICS; i++) metrics[i] = val[i] = NAN;
         float loss = NAN;
         const qtr_step_ctx c = {&pex, step, r.grads.base};
@@ -505,8 +504,11 @@ qiao_status qtr_run(const qtr_objective *o, const qtr_params *p, qtr_result *res
         const float lr = nn_lr_warmup_cosine(step - r.h.restart, r.h.warmup, r.h.steps - r.h.restart, r.h.lr,
                                              r.h.lr_min);
         QC_PROF_END(prof, pt, 0);
-        const float gnorm = nn_clip_grad_norm(&pex, r.grads.base, (int64_t)n, r.h.clip);
-        if (!isfinite(gnorm)) {
+        /* The clip's factor goes to AdamW, which scales each gradient as it
+         * reads it: one pass over the gradients fewer than scaling them here. */
+        const double gnorm_d = nn_grad_norm(&pex, o->tab, r.grads.base);
+        const float gnorm = (float)gnorm_d;
+        if (!isfinite(gnorm_d)) {
             st = qc_error(QIAO_ERR_INTERNAL, "step %lld: the gradient norm is not finite", (long long)(step + 1));
             break;
         }
@@ -516,7 +518,8 @@ qiao_status qtr_run(const qtr_objective *o, const qtr_params *p, qtr_result *res
         oc.beta2 = r.h.beta2;
         oc.eps = r.h.eps;
         oc.weight_decay = r.h.weight_decay;
-        nn_adamw_update(&pex, o->tab, o->params, r.grads.base, r.m.base, r.v.base, step + 1, &oc);
+        nn_adamw_update(&pex, o->tab, o->params, r.grads.base, r.m.base, r.v.base, step + 1,
+                        nn_clip_scale(gnorm_d, r.h.clip), &oc);
         r.step++;
         if (o->after_update) {
             pt = QC_PROF_BEGIN(prof, QC_PROF_OTHER, NULL, 0, "after_update");

@@ -7,12 +7,14 @@
  * optionally a validation, its checkpoint file and its own state. The
  * trainer brings the rest:
  *   - the gradient and AdamW m and v arenas, laid out by the objective's
- *     table (tensor i at the same offset in each), zeroed before each step;
+ *     table (tensor i at the same offset in each), the gradients zeroed
+ *     before each step (but those of QC_FROZEN tensors);
  *   - the schedule: linear warmup then cosine decay to lr_min, restarted at
  *     `restart` for a run given more steps (nn_lr_warmup_cosine);
  *   - global gradient-norm clipping and AdamW (nn_adamw_update), its
- *     settings from the config; tensors flagged QC_FROZEN are not updated
- *     (qtr_freeze_prefix sets the flag by name);
+ *     settings from the config, the clip's factor applied inside AdamW;
+ *     tensors flagged QC_FROZEN are not updated and their gradients count
+ *     in no norm (qtr_freeze_prefix sets the flag by name);
  *   - validation every eval_every steps and at the last step;
  *   - checkpoints: the parameters (f32), the moments as "optim.m.<name>" and
  *     "optim.v.<name>", and the metadata "qiao.train" (step, wall time,
@@ -101,7 +103,9 @@ typedef struct qtr_step_ctx {
     const qb_exec *ex;
     int64_t step;           /* 0-based index of this step */
     float *grads;           /* the gradient arena (tab->total floats, laid out by the table),
-                             * zeroed: backward functions accumulate into it */
+                             * zeroed: backward functions accumulate into it. A tensor
+                             * flagged QC_FROZEN is the exception: its gradient is
+                             * neither cleared nor read, so it may hold anything */
 } qtr_step_ctx;
 
 /* An objective: callbacks and the pointer they get. Metric names are column

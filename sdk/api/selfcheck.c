@@ -203,7 +203,6 @@ static void backward(sc_model *m) {
     for (int l = SC_LAYERS - 1; l >= 0; l--) {
         const float *in = l ? a->blocks[l - 1].out : a->x;
         float *dnext = l ? da->flow[(SC_LAYERS - l) & 1] : da->x;
-        ex->ops->zero(ex, dnext, (size_t)(N * C) * sizeof(float));
         nn_block_backward(ex, dnext, &m->g.blocks[l], &da->blocks[l], dcur, &a->blocks[l], &m->p.blocks[l], in,
                           &m->dims);
         dcur = dnext;

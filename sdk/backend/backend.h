@@ -101,6 +101,14 @@ struct qb_ops {
     /* exact GELU: x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)), as torch.nn.GELU() */
     void (*gelu_forward)(const qb_exec *ex, float *out, const float *inp, int64_t n);
     void (*gelu_backward)(const qb_exec *ex, float *dinp, const float *inp, const float *dout, int64_t n);
+    /* GELU's backward for the output of a linear layer with bias: dinp (N, C)
+     * = gelu'(inp) dout, OVERWRITTEN (the first writer of that gradient), and
+     * dbias (C) += its column sums (that layer's bias gradient; NULL skips
+     * it). One call so that a backend may fuse the two; each column is
+     * summed in row order, as bias_backward does (the CPU runs two passes:
+     * its one-pass kernel measured slower, activation.c). */
+    void (*gelu_bias_backward)(const qb_exec *ex, float *dinp, float *dbias, const float *inp, const float *dout,
+                               int64_t N, int64_t C);
     /* Inverted dropout: keep[i] = 1 with probability 1-p, out = inp * keep / (1-p).
      * The mask depends only on (seed, i), never on the thread count. */
     void (*dropout_forward)(const qb_exec *ex, float *out, uint8_t *keep, const float *inp, int64_t n,
@@ -115,6 +123,19 @@ struct qb_ops {
     void (*layernorm_backward)(const qb_exec *ex, float *dinp, float *dw, float *db, const float *dout,
                                const float *inp, const float *w, const float *mean, const float *rstd,
                                int64_t N, int64_t C);
+    /* A residual add and the LayerNorm that reads its sum, in one pass:
+     * h = (y + bias) + x, then out = layernorm(h) as layernorm_forward. bias
+     * (C) may be NULL; h may alias y (a linear's output completed in place).
+     * With out NULL only h is computed (mean, rstd, w, b are then unused). */
+    void (*residual_layernorm_forward)(const qb_exec *ex, float *h, float *out, float *mean, float *rstd,
+                                       const float *x, const float *y, const float *bias, const float *w,
+                                       const float *b, int64_t N, int64_t C, float eps);
+    /* layernorm_backward with the residual branch's gradient added in the
+     * same pass: dinp = dres + d layernorm / d inp . dout, OVERWRITTEN (dres
+     * NULL adds nothing; dres may alias dinp). dw, db accumulate. */
+    void (*residual_layernorm_backward)(const qb_exec *ex, float *dinp, float *dw, float *db, const float *dres,
+                                        const float *dout, const float *inp, const float *w, const float *mean,
+                                        const float *rstd, int64_t N, int64_t C);
     /* out = inp / max(||inp||_2, eps) per row; norm (N) keeps the divisor. */
     void (*l2norm_forward)(const qb_exec *ex, float *out, float *norm, const float *inp, int64_t N,
                            int64_t C, float eps);
@@ -138,11 +159,12 @@ struct qb_ops {
                               const float *v, const uint8_t *key_mask, const float *key_bias, int64_t B,
                               int64_t Tq, int64_t Tk, int64_t C, int64_t H, bool causal);
     /* datt: scratch (B, H, Tq, Tk), overwritten (it holds the scores'
-     * gradient on return). Accumulates into dq, dk, dv, and into dkey_bias
-     * (B, Tk) unless it is NULL. */
+     * gradient on return). dq, dk, dv = beta * themselves + their gradients:
+     * beta 1 accumulates, beta 0 overwrites (every element, masked keys'
+     * rows included). dkey_bias (B, Tk) accumulates unless it is NULL. */
     void (*attention_backward)(const qb_exec *ex, float *dq, float *dk, float *dv, float *dkey_bias, float *datt,
-                               const float *dout, const float *q, const float *k, const float *v,
-                               const float *att, int64_t B, int64_t Tq, int64_t Tk, int64_t C, int64_t H);
+                               const float *dout, const float *q, const float *k, const float *v, const float *att,
+                               int64_t B, int64_t Tq, int64_t Tk, int64_t C, int64_t H, float beta);
 
     /* ---- lookup and convolution ------------------------------------------ */
     /* out (N, C) = table[ids] with table (V, C). An id outside [0, V) gives a
@@ -200,9 +222,11 @@ struct qb_ops {
     /* ---- optimizer --------------------------------------------------------- */
     /* One AdamW step (Loshchilov & Hutter) over n floats: decoupled decay
      * p -= lr * wd * p, then the Adam update with bias corrections
-     * bc1 = 1 - beta1^t and bc2 = 1 - beta2^t computed by the caller. */
+     * bc1 = 1 - beta1^t and bc2 = 1 - beta2^t computed by the caller, on the
+     * gradient g = grad * grad_scale (gradient clipping's factor, applied
+     * here rather than in a pass of its own; 1 = as is). */
     void (*adamw_step)(const qb_exec *ex, float *param, const float *grad, float *m, float *v, int64_t n,
-                       float lr, float beta1, float beta2, float eps, float weight_decay, float bc1,
+                       float grad_scale, float lr, float beta1, float beta2, float eps, float weight_decay, float bc1,
                        float bc2);
 };
 

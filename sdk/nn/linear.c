@@ -1,6 +1,7 @@
 /* Fully connected layer: out (N, OC) = inp (N, C) w^T + b, w (OC, C) as
  * PyTorch's nn.Linear stores it. Composed from the backend's gemm and bias
- * kernels; the backward accumulates (+=), using beta = 1 in gemm. */
+ * kernels; the backward accumulates (+=), using beta = 1 in gemm (the
+ * _first variant overwrites dinp with beta = 0). */
 #include "core/profile.h"
 #include "nn/nn.h"
 
@@ -34,13 +35,13 @@ void nn_linear_forward(const qb_exec *ex, float *out, const float *inp, const fl
     nn_linears_forward(ex, 1, &out, NULL, inp, &w, &b, N, C, OC);
 }
 
-/* dinp (N, C) += dout (N, OC) w (OC, C);  dw (OC, C) += dout^T inp;  db (OC) += colsum(dout). */
-void nn_linear_backward(const qb_exec *ex, float *dinp, float *dw, float *db, const float *dout,
-                        const float *inp, const float *w, int64_t N, int64_t C, int64_t OC) {
+/* dinp (N, C) = dinp_beta dinp + dout (N, OC) w (OC, C);  dw (OC, C) += dout^T inp;  db (OC) += colsum(dout). */
+static void linear_backward(const qb_exec *ex, float *dinp, float dinp_beta, float *dw, float *db, const float *dout,
+                            const float *inp, const float *w, int64_t N, int64_t C, int64_t OC) {
     int t;
     if (dinp) {
         t = QC_PROF_BEGIN(ex->prof, QC_PROF_GEMM, w, 1, "bwd_dx");
-        ex->ops->gemm(ex, false, false, N, C, OC, 1.0f, dout, OC, 0, w, C, 0, 1.0f, dinp, C, 0, 1);
+        ex->ops->gemm(ex, false, false, N, C, OC, 1.0f, dout, OC, 0, w, C, 0, dinp_beta, dinp, C, 0, 1);
         QC_PROF_END_GEMM(ex->prof, t, N, C, OC, 1, false, false);
     }
     t = QC_PROF_BEGIN(ex->prof, QC_PROF_GEMM, w, 1, "bwd_dw");
@@ -51,4 +52,15 @@ void nn_linear_backward(const qb_exec *ex, float *dinp, float *dw, float *db, co
         ex->ops->bias_backward(ex, db, dout, N, OC);
         QC_PROF_END(ex->prof, t, 0);
     }
+}
+
+void nn_linear_backward(const qb_exec *ex, float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                        const float *w, int64_t N, int64_t C, int64_t OC) {
+    linear_backward(ex, dinp, 1.0f, dw, db, dout, inp, w, N, C, OC);
+}
+
+/* beta = 0: BLAS then never reads dinp, so it may hold anything. */
+void nn_linear_backward_first(const qb_exec *ex, float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                              const float *w, int64_t N, int64_t C, int64_t OC) {
+    linear_backward(ex, dinp, 0.0f, dw, db, dout, inp, w, N, C, OC);
 }

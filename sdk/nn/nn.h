@@ -3,8 +3,12 @@
  * Every layer is a pair x_forward(ex, outputs..., inputs..., dims) /
  * x_backward(ex, input grads..., param grads..., dout, saved..., dims).
  * Backward functions ACCUMULATE (+=) into every gradient they write; zero the
- * gradient arena before a step's first backward. A gradient pointer that may
- * be NULL says so (the layer then skips computing it).
+ * gradient arena before a step's first backward. The exceptions say so in
+ * their names or comments: a `_first` variant, the residual LayerNorm
+ * backward and the GELU + bias backward OVERWRITE their input gradient (the
+ * first writer of a buffer then needs no zeroed buffer); parameter gradients
+ * always accumulate. A gradient pointer that may be NULL says so (the layer
+ * then skips computing it).
  *
  * Layers run on whatever backend `ex` names (sdk/backend/backend.h); all
  * tensor pointers are that backend's memory. Shapes: row-major, channels
@@ -32,6 +36,10 @@ void nn_linears_forward(const qb_exec *ex, int n, float *const *outs, float *con
 /* dinp (N, C) or NULL; dw (OC, C); db (OC) or NULL. */
 void nn_linear_backward(const qb_exec *ex, float *dinp, float *dw, float *db, const float *dout,
                         const float *inp, const float *w, int64_t N, int64_t C, int64_t OC);
+/* As nn_linear_backward, but dinp is OVERWRITTEN (dinp = dout w): for the
+ * first writer of that gradient. dw, db still accumulate. */
+void nn_linear_backward_first(const qb_exec *ex, float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                              const float *w, int64_t N, int64_t C, int64_t OC);
 
 /* ---- normalization (norm.c) ----------------------------------------------- */
 #define NN_LAYERNORM_EPS 1e-5f
@@ -40,6 +48,26 @@ void nn_layernorm_forward(const qb_exec *ex, float *out, float *mean, float *rst
 void nn_layernorm_backward(const qb_exec *ex, float *dinp, float *dw, float *db, const float *dout,
                            const float *inp, const float *w, const float *mean, const float *rstd,
                            int64_t N, int64_t C);
+/* A residual add and the LayerNorm after it, in one pass over the rows:
+ * h (N, C) = (y + bias) + x, then out = layernorm(h) as nn_layernorm_forward
+ * (mean, rstd saved). bias (C) may be NULL (it is the bias of the linear
+ * layer that produced y, added here rather than in a pass of its own); h may
+ * alias y. Bit-identical to bias_forward, nn_residual_forward and
+ * nn_layernorm_forward in turn. */
+void nn_residual_layernorm_forward(const qb_exec *ex, float *h, float *out, float *mean, float *rstd, const float *x,
+                                   const float *y, const float *bias, const float *w, const float *b, int64_t N,
+                                   int64_t C);
+/* h (N, C) = (y + bias) + x with bias (C) or NULL; h may alias y: a linear
+ * layer's bias and the residual add after it in one pass. */
+void nn_bias_residual_forward(const qb_exec *ex, float *h, const float *x, const float *y, const float *bias, int64_t N,
+                              int64_t C);
+/* The backward of x -> x + f(layernorm(x)) at x: dinp = dres +
+ * d layernorm/d inp . dout, OVERWRITTEN, with dres the gradient the residual
+ * path carries (NULL: none; may alias dinp). dw, db accumulate. Bit-identical
+ * to zeroing dinp, nn_residual_backward(dinp, dres) and nn_layernorm_backward. */
+void nn_residual_layernorm_backward(const qb_exec *ex, float *dinp, float *dw, float *db, const float *dres,
+                                    const float *dout, const float *inp, const float *w, const float *mean,
+                                    const float *rstd, int64_t N, int64_t C);
 /* L2 normalization of each row; norm (N) saved for backward. eps as
  * torch.nn.functional.normalize (1e-12). */
 #define NN_L2NORM_EPS 1e-12f
@@ -50,6 +78,14 @@ void nn_l2norm_backward(const qb_exec *ex, float *dinp, const float *dout, const
 /* ---- activations, softmax, dropout, residual (activation.c) ------------- */
 void nn_gelu_forward(const qb_exec *ex, float *out, const float *inp, int64_t n);
 void nn_gelu_backward(const qb_exec *ex, float *dinp, const float *inp, const float *dout, int64_t n);
+/* GELU's backward where inp (N, C) is a linear layer's output with bias:
+ * dinp = gelu'(inp) dout, OVERWRITTEN, and dbias (C) += the column sums of
+ * dinp (that layer's bias gradient, so its nn_linear_backward passes db =
+ * NULL; NULL here skips it). One call so a backend may fuse the two
+ * passes; bit-identical to zeroing dinp, nn_gelu_backward and
+ * bias_backward. */
+void nn_gelu_bias_backward(const qb_exec *ex, float *dinp, float *dbias, const float *inp, const float *dout, int64_t N,
+                           int64_t C);
 void nn_softmax_forward(const qb_exec *ex, float *out, const float *inp, int64_t N, int64_t C);
 void nn_softmax_backward(const qb_exec *ex, float *dinp, const float *dout, const float *out, int64_t N,
                          int64_t C);
@@ -75,6 +111,10 @@ void nn_attention_forward(const qb_exec *ex, float *out, float *att, const float
 void nn_attention_backward(const qb_exec *ex, float *dq, float *dk, float *dv, float *dkey_bias, float *datt,
                            const float *dout, const float *q, const float *k, const float *v,
                            const float *att, int64_t B, int64_t Tq, int64_t Tk, int64_t C, int64_t H);
+/* As nn_attention_backward, but dq, dk, dv are OVERWRITTEN (every element). */
+void nn_attention_backward_first(const qb_exec *ex, float *dq, float *dk, float *dv, float *datt, const float *dout,
+                                 const float *q, const float *k, const float *v, const float *att, int64_t B,
+                                 int64_t Tq, int64_t Tk, int64_t C, int64_t H);
 
 /* ---- embedding (embedding.c) ---------------------------------------------- */
 void nn_embedding_forward(const qb_exec *ex, float *out, const int32_t *ids, const float *table, int64_t N,
@@ -159,13 +199,25 @@ static inline nn_adamw_config nn_adamw_default(void) {
 }
 
 /* One AdamW step over every tensor of `tab` (params, grads, m, v are arenas
- * laid out by tab). t is the 1-based step number. Tensors flagged QC_FROZEN
- * are left alone. */
-void nn_adamw_update(const qb_exec *ex, const qc_table *tab, float *params, const float *grads, float *m,
-                     float *v, int64_t t, const nn_adamw_config *cfg);
+ * laid out by tab) on the gradients times grad_scale (nn_clip_scale's factor,
+ * or 1). t is the 1-based step number. Tensors flagged QC_FROZEN are left
+ * alone. */
+void nn_adamw_update(const qb_exec *ex, const qc_table *tab, float *params, const float *grads, float *m, float *v,
+                     int64_t t, float grad_scale, const nn_adamw_config *cfg);
 /* Global L2 norm of the gradient arena; if above max_norm (> 0) scales all
  * gradients by max_norm / norm. Returns the norm before clipping. */
 float nn_clip_grad_norm(const qb_exec *ex, float *grads, int64_t n, float max_norm);
+/* Global L2 norm of the gradients of tab's tensors not flagged QC_FROZEN
+ * (grads laid out by tab): what a frozen tensor's gradient holds never
+ * counts. Equal to nn_clip_grad_norm's when nothing is frozen. */
+double nn_grad_norm(const qb_exec *ex, const qc_table *tab, const float *grads);
+/* The factor clipping to max_norm applies: max_norm / norm when
+ * max_norm > 0 and norm is finite and above it, else 1 (the factor
+ * nn_clip_grad_norm scales by, to the bit). */
+float nn_clip_scale(double norm, float max_norm);
+/* Zeroes the gradients of tab's tensors not flagged QC_FROZEN; a frozen
+ * tensor's gradient is left as it is (no update reads it). */
+void nn_zero_grads(const qb_exec *ex, const qc_table *tab, float *grads);
 /* Linear warmup from 0 to lr_max over `warmup` steps, then cosine decay to
  * lr_min at `total`; step is 0-based; after total stays at lr_min. */
 float nn_lr_warmup_cosine(int64_t step, int64_t warmup, int64_t total, float lr_max, float lr_min);
@@ -218,9 +270,10 @@ qiao_status nn_block_describe_acts(qc_table *tab, const char *prefix, const nn_b
 /* x (B, T, C) -> a->out; mask (B, T) or NULL. */
 void nn_block_forward(const qb_exec *ex, nn_block_acts *a, const nn_block_params *p, const float *x,
                       const uint8_t *mask, const nn_block_dims *d);
-/* Backward from dout (B, T, C). dx accumulates; g (parameter gradients)
- * accumulates; da is an activation-gradient buffer with the layout of the
- * activations, which must be zero on entry (its contents are scratch). */
+/* Backward from dout (B, T, C). dx is OVERWRITTEN with dL/dx; g (parameter
+ * gradients) accumulates; da is an activation-gradient buffer with the
+ * layout of the activations, scratch whose contents on entry do not matter
+ * (each of its gradients is written before it is read; da->out is unused). */
 void nn_block_backward(const qb_exec *ex, float *dx, nn_block_params *g, nn_block_acts *da,
                        const float *dout, const nn_block_acts *a, const nn_block_params *p, const float *x,
                        const nn_block_dims *d);
@@ -288,8 +341,10 @@ void nn_trunk_forward(const qb_exec *ex, nn_trunk_acts *a, const nn_trunk_params
  * may be NULL (a caption decoder or cross-modal attention reads the tokens,
  * the contrastive objective the embedding). A head that ignores padding
  * passes zeros there. dx (B, T, C) accumulates; g accumulates; da
- * (activation gradients, same layout as the activations) must be zero on
- * entry. */
+ * (activation gradients, same layout as the activations) is scratch whose
+ * contents on entry do not matter: the trunk writes each of them before it
+ * reads it, so a caller need not clear them (about 0.5 GB per tower at
+ * base.json's batch 128). */
 void nn_trunk_backward(const qb_exec *ex, float *dx, nn_trunk_params *g, nn_trunk_acts *da, const float *demb,
                        const float *dtokens, const nn_trunk_acts *a, const nn_trunk_params *p, const float *x,
                        const uint8_t *mask, const nn_trunk_dims *d);

@@ -74,13 +74,15 @@ void nn_block_forward(const qb_exec *ex, nn_block_acts *a, const nn_block_params
     const float *const qkv_w[3] = {p->q_w, p->k_w, p->v_w}, *const qkv_b[3] = {p->q_b, p->k_b, p->v_b};
     nn_linears_forward(ex, 3, qkv, NULL, a->ln1, qkv_w, qkv_b, N, C, C);
     nn_attention_forward(ex, a->atty, a->att, a->q, a->k, a->v, mask, NULL, B, T, T, C, d->H, false);
-    nn_linear_forward(ex, a->h, a->atty, p->proj_w, p->proj_b, N, C, C);
-    nn_residual_forward(ex, a->h, a->h, x, N * C);
-    nn_layernorm_forward(ex, a->ln2, a->ln2_mean, a->ln2_rstd, a->h, p->ln2_w, p->ln2_b, N, C);
+    /* proj's and fc2's biases are added by the residual pass after them:
+     * one pass over the rows for bias, residual and (after proj) ln2. */
+    nn_linear_forward(ex, a->h, a->atty, p->proj_w, NULL, N, C, C);
+    nn_residual_layernorm_forward(ex, a->h, a->ln2, a->ln2_mean, a->ln2_rstd, x, a->h, p->proj_b, p->ln2_w, p->ln2_b, N,
+                                  C);
     const float *const fc_w = p->fc_w, *const fc_b = p->fc_b;
     nn_linears_forward(ex, 1, &a->fc, &a->fc_gelu, a->ln2, &fc_w, &fc_b, N, C, F); /* with its GELU */
-    nn_linear_forward(ex, a->out, a->fc_gelu, p->fc2_w, p->fc2_b, N, F, C);
-    nn_residual_forward(ex, a->out, a->out, a->h, N * C);
+    nn_linear_forward(ex, a->out, a->fc_gelu, p->fc2_w, NULL, N, F, C);
+    nn_bias_residual_forward(ex, a->out, a->h, a->out, p->fc2_b, N, C);
     QC_PROF_END(ex->prof, t, 0);
 }
 
@@ -89,22 +91,25 @@ void nn_block_backward(const qb_exec *ex, float *dx, nn_block_params *g, nn_bloc
                        const nn_block_dims *d) {
     const int64_t B = d->B, T = d->T, C = d->C, F = d->F, N = B * T;
     const int t = QC_PROF_BEGIN(ex->prof, QC_PROF_GROUP, p->ln1_w, 2, "bwd");
-    /* MLP branch: out = h + fc2(gelu(fc(ln2(h)))) */
-    /* da->out receives the MLP branch's output gradient (equal to dout). */
-    nn_residual_backward(ex, da->h, da->out, dout, N * C);
-    nn_linear_backward(ex, da->fc_gelu, g->fc2_w, g->fc2_b, da->out, a->fc_gelu, p->fc2_w, N, F, C);
-    nn_gelu_backward(ex, da->fc, a->fc, da->fc_gelu, N * F);
-    nn_linear_backward(ex, da->ln2, g->fc_w, g->fc_b, da->fc, a->ln2, p->fc_w, N, C, F);
-    nn_layernorm_backward(ex, da->h, g->ln2_w, g->ln2_b, da->ln2, a->h, p->ln2_w, a->ln2_mean, a->ln2_rstd,
-                          N, C);
+    /* Every activation gradient's first writer overwrites it (the `_first`
+     * layers, the GELU + bias and residual LayerNorm backwards), so da needs
+     * no clearing; each sum is the one zeroing and accumulating gave.
+     * MLP branch: out = h + fc2(gelu(fc(ln2(h)))); its output gradient is
+     * dout itself (da->out is not used). */
+    nn_linear_backward_first(ex, da->fc_gelu, g->fc2_w, g->fc2_b, dout, a->fc_gelu, p->fc2_w, N, F, C);
+    nn_gelu_bias_backward(ex, da->fc, g->fc_b, a->fc, da->fc_gelu, N, F); /* fc's bias gradient too */
+    nn_linear_backward_first(ex, da->ln2, g->fc_w, NULL, da->fc, a->ln2, p->fc_w, N, C, F);
+    /* dh = dout (the residual path) + ln2's backward */
+    nn_residual_layernorm_backward(ex, da->h, g->ln2_w, g->ln2_b, dout, da->ln2, a->h, p->ln2_w, a->ln2_mean,
+                                   a->ln2_rstd, N, C);
     /* Attention branch: h = x + proj(attention(...)) */
-    nn_residual_backward(ex, dx, NULL, da->h, N * C); /* the residual path; da->h also feeds proj */
-    nn_linear_backward(ex, da->atty, g->proj_w, g->proj_b, da->h, a->atty, p->proj_w, N, C, C);
-    nn_attention_backward(ex, da->q, da->k, da->v, NULL, da->att, da->atty, a->q, a->k, a->v, a->att, B, T, T, C,
-                          d->H);
-    nn_linear_backward(ex, da->ln1, g->q_w, g->q_b, da->q, a->ln1, p->q_w, N, C, C);
+    nn_linear_backward_first(ex, da->atty, g->proj_w, g->proj_b, da->h, a->atty, p->proj_w, N, C, C);
+    nn_attention_backward_first(ex, da->q, da->k, da->v, da->att, da->atty, a->q, a->k, a->v, a->att, B, T, T, C, d->H);
+    nn_linear_backward_first(ex, da->ln1, g->q_w, g->q_b, da->q, a->ln1, p->q_w, N, C, C);
     nn_linear_backward(ex, da->ln1, g->k_w, g->k_b, da->k, a->ln1, p->k_w, N, C, C);
     nn_linear_backward(ex, da->ln1, g->v_w, g->v_b, da->v, a->ln1, p->v_w, N, C, C);
-    nn_layernorm_backward(ex, dx, g->ln1_w, g->ln1_b, da->ln1, x, p->ln1_w, a->ln1_mean, a->ln1_rstd, N, C);
+    /* dx = dh (the residual path) + ln1's backward */
+    nn_residual_layernorm_backward(ex, dx, g->ln1_w, g->ln1_b, da->h, da->ln1, x, p->ln1_w, a->ln1_mean, a->ln1_rstd, N,
+                                   C);
     QC_PROF_END(ex->prof, t, 0);
 }

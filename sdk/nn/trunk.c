@@ -126,32 +126,40 @@ void nn_trunk_backward(const qb_exec *ex, float *dx, nn_trunk_params *g, nn_trun
     (void)x;
     if (!demb && !dtokens) return;
     const int tt = QC_PROF_BEGIN(ex->prof, QC_PROF_GROUP, p->pos, 1, "bwd");
-    /* da->lnf is zero on entry (the caller's contract): the pooled path and
-     * a head reading the tokens both add their share to it. */
+    /* da holds anything on entry: each gradient below is cleared or
+     * overwritten by its first writer. da->proj and da->lnf are cleared
+     * (the L2 norm's and the pooling's backwards accumulate, and pooling
+     * writes only real tokens, or only the argmax); the rest are overwritten. */
+    int t = QC_PROF_BEGIN(ex->prof, QC_PROF_ELEMENTWISE, NULL, 0, "zero.bwd");
+    if (demb) {
+        ex->ops->zero(ex, da->proj, (size_t)(B * d->D) * sizeof(float));
+        ex->ops->zero(ex, da->lnf, (size_t)(N * C) * sizeof(float));
+    }
+    QC_PROF_END(ex->prof, t, 0);
     if (demb) {
         nn_l2norm_backward(ex, da->proj, demb, a->emb, a->norm, B, d->D);
-        nn_linear_backward(ex, da->pooled, g->proj_w, g->proj_b, da->proj, a->pooled, p->proj_w, B, C, d->D);
+        nn_linear_backward_first(ex, da->pooled, g->proj_w, g->proj_b, da->proj, a->pooled, p->proj_w, B, C, d->D);
         if (d->pool == NN_POOL_MAX)
             nn_pool_max_backward(ex, da->lnf, da->pooled, (const int32_t *)a->pool_arg, B, T, C);
         else
             nn_pool_mean_backward(ex, da->lnf, da->pooled, mask, B, T, C);
     }
-    if (dtokens) ex->ops->axpy(ex, da->lnf, 1.0f, dtokens, N * C);
+    if (dtokens) {
+        if (demb)
+            ex->ops->axpy(ex, da->lnf, 1.0f, dtokens, N * C);
+        else
+            ex->ops->copy(ex, da->lnf, dtokens, (size_t)(N * C) * sizeof(float));
+    }
     const float *top = L ? a->blocks[L - 1].out : a->h0;
     /* The gradient wrt the newest hidden state ping-pongs between two
-     * buffers; the one wrt h0 lands in da->h0. */
+     * buffers; the one wrt h0 lands in da->h0. Each is overwritten. */
     float *dcur = L ? da->flow[0] : da->h0;
-    int t = QC_PROF_BEGIN(ex->prof, QC_PROF_ELEMENTWISE, NULL, 0, "zero.bwd");
-    ex->ops->zero(ex, dcur, (size_t)(N * C) * sizeof(float));
-    QC_PROF_END(ex->prof, t, 0);
-    nn_layernorm_backward(ex, dcur, g->ln_w, g->ln_b, da->lnf, top, p->ln_w, a->lnf_mean, a->lnf_rstd, N, C);
+    nn_residual_layernorm_backward(ex, dcur, g->ln_w, g->ln_b, NULL, da->lnf, top, p->ln_w, a->lnf_mean, a->lnf_rstd, N,
+                                   C);
     nn_block_dims bd = {B, T, C, d->F, d->H};
     for (int64_t l = L - 1; l >= 0; l--) {
         const float *in = l ? a->blocks[l - 1].out : a->h0;
         float *dnext = l ? da->flow[(L - l) & 1] : da->h0;
-        t = QC_PROF_BEGIN(ex->prof, QC_PROF_ELEMENTWISE, NULL, 0, "zero.bwd");
-        ex->ops->zero(ex, dnext, (size_t)(N * C) * sizeof(float));
-        QC_PROF_END(ex->prof, t, 0);
         nn_block_backward(ex, dnext, &g->blocks[l], &da->blocks[l], dcur, &a->blocks[l], &p->blocks[l], in, &bd);
         dcur = dnext;
     }

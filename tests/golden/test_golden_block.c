@@ -343,7 +343,7 @@ static void test_adamw_steps(void **state) {
         model_forward(G);
         losses[s] = G->loss;
         model_backward(G);
-        nn_adamw_update(&G->ex, &G->ptab, G->params.base, G->grads.base, G->m.base, G->v.base, s + 1, &cfg);
+        nn_adamw_update(&G->ex, &G->ptab, G->params.base, G->grads.base, G->m.base, G->v.base, s + 1, 1.0f, &cfg);
     }
     int bad = compare(G, "losses", losses, NSTEPS);
     char name[QC_NAME_MAX + 8];

@@ -193,6 +193,45 @@ static void max_pool(void **state) {
     g_pool = NN_POOL_MEAN;
 }
 
+/* The activation-gradient scratch's contents on entry change nothing (the
+ * trunk writes each gradient before it reads it, so callers stop clearing
+ * it): NaN there gives the bits a zeroed scratch gives, for both pools and
+ * both entries (embedding, tokens). */
+static void dirty_scratch(void **state) {
+    (void)state;
+    for (int pool = 0; pool < 2; pool++) {
+        g_pool = pool ? NN_POOL_MAX : NN_POOL_MEAN;
+        trunk_case k;
+        setup(&k, 2, 3, 5);
+        const int64_t n = k.d.B * k.d.T * k.d.C, np = (int64_t)k.m.pt.total;
+        float *R2 = qt_alloc(n), *g_ref = qt_alloc(np), *dx_ref = qt_alloc(n);
+        qt_fill_normal(R2, n, 1.0f, 19);
+        fwd(&k);
+        for (int entry = 0; entry < 3; entry++) {
+            const float *demb = entry != 1 ? k.R : NULL, *dtok = entry != 0 ? R2 : NULL;
+            for (int dirty = 0; dirty < 2; dirty++) {
+                qc_arena_zero(&k.m.grads);
+                memset(k.dx, 0, sizeof(float) * (size_t)n);
+                if (dirty)
+                    for (size_t i = 0; i < k.m.at.total; i++) k.m.dacts.base[i] = NAN;
+                else
+                    qc_arena_zero(&k.m.dacts);
+                nn_trunk_backward(&k.ex, k.dx, &k.g, &k.da, demb, dtok, &k.a, &k.p, k.x, k.mask, &k.d);
+                if (!dirty) {
+                    memcpy(g_ref, k.m.grads.base, (size_t)np * sizeof(float));
+                    memcpy(dx_ref, k.dx, (size_t)n * sizeof(float));
+                    continue;
+                }
+                for (int64_t i = 0; i < np; i++) assert_true(k.m.grads.base[i] == g_ref[i]);
+                for (int64_t i = 0; i < n; i++) assert_true(k.dx[i] == dx_ref[i]);
+            }
+        }
+        free(R2), free(g_ref), free(dx_ref);
+        teardown(&k);
+    }
+    g_pool = NN_POOL_MEAN;
+}
+
 /* The "pool" key of a modality config. */
 static void pool_config(void **state) {
     (void)state;
@@ -231,6 +270,6 @@ static void bad_dims(void **state) {
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(gradients),           cmocka_unit_test(token_gradients), cmocka_unit_test(unit_norm_and_threads),
     cmocka_unit_test(padding_independent), cmocka_unit_test(bad_dims),        cmocka_unit_test(max_pool),
-    cmocka_unit_test(pool_config),
+    cmocka_unit_test(pool_config),         cmocka_unit_test(dirty_scratch),
 };
 QT_MAIN(tests)

@@ -28,7 +28,7 @@ static void adamw_no_decay_isolated(void) {
     nn_adamw_config cfg = nn_adamw_default();
     cfg.lr = 0.1f;
     cfg.weight_decay = 0.5f;
-    nn_adamw_update(&ex, &tab, p.base, g.base, m.base, v.base, 1, &cfg);
+    nn_adamw_update(&ex, &tab, p.base, g.base, m.base, v.base, 1, 1.0f, &cfg);
     for (int64_t e = 0; e < 8; e++) {
         assert_float_equal(p.base[tab.t[0].offset + e], 2.0f * (1.0f - 0.05f), 1e-6f);
         assert_true(p.base[tab.t[1].offset + e] == 2.0f);
@@ -69,7 +69,7 @@ static void test_adamw_reference(void **state) {
     cfg.weight_decay = 0.5f;
     for (int64_t t = 1; t <= 6; t++) {
         qt_fill_normal(g.base, (int64_t)n, 1.0f, 100 + (uint64_t)t);
-        nn_adamw_update(&ex, &tab, p.base, g.base, m.base, v.base, t, &cfg);
+        nn_adamw_update(&ex, &tab, p.base, g.base, m.base, v.base, t, 1.0f, &cfg);
         /* torch.optim.AdamW, in double */
         const double b1 = cfg.beta1, b2 = cfg.beta2, lr = cfg.lr, eps = cfg.eps;
         const double bc1 = 1.0 - pow(b1, (double)t), bc2 = 1.0 - pow(b2, (double)t);
@@ -117,8 +117,8 @@ static void test_adamw_reference(void **state) {
     qb_exec_cpu(&ex1, 1);
     for (int64_t t = 1; t <= 3; t++) {
         qt_fill_normal(g.base, (int64_t)n, 1.0f, 200 + (uint64_t)t);
-        nn_adamw_update(&ex, &tab, p.base, g.base, m.base, v.base, t, &cfg);
-        nn_adamw_update(&ex1, &tab, p2.base, g.base, m2.base, v2.base, t, &cfg);
+        nn_adamw_update(&ex, &tab, p.base, g.base, m.base, v.base, t, 1.0f, &cfg);
+        nn_adamw_update(&ex1, &tab, p2.base, g.base, m2.base, v2.base, t, 1.0f, &cfg);
     }
     assert_memory_equal(p.base, p2.base, n * sizeof(float));
     assert_memory_equal(m.base, m2.base, n * sizeof(float));

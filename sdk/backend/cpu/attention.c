@@ -23,7 +23,9 @@
  * computed by the same single-threaded code whatever the team size: results
  * do not depend on ex->n_threads.
  *
- * The backward accumulates (+=) into dq, dk, dv; datt is overwritten. */
+ * The backward accumulates (+=) into dq, dk, dv with beta = 1 and overwrites
+ * them with beta = 0 (its first writer: nothing need clear them first);
+ * datt is overwritten. */
 #include <math.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -161,6 +163,7 @@ typedef struct att_bw_job {
     int64_t C;
     int64_t D;
     float scale;
+    float beta;
     atomic_int *failed;
 } att_bw_job;
 
@@ -170,7 +173,7 @@ static void att_bw_range(void *ctx, int64_t bh0, int64_t bh1, int part) {
     float *dq = job->dq, *dk = job->dk, *dv = job->dv, *datt = job->datt;
     const float *dout = job->dout, *q = job->q, *k = job->k, *v = job->v, *att = job->att;
     const int64_t H = job->H, Tq = job->Tq, Tk = job->Tk, C = job->C, D = job->D;
-    const float scale = job->scale;
+    const float scale = job->scale, beta = job->beta;
     atomic_int *failed = job->failed;
     for (int64_t bh = bh0; bh < bh1; bh++) {
         int64_t b = bh / H, h = bh % H;
@@ -191,9 +194,18 @@ static void att_bw_range(void *ctx, int64_t bh0, int64_t bh1, int part) {
          * columns' dS is exactly 0. */
         if (kend < Tk)
             for (int64_t i = 0; i < Tq; i++) memset(dS + i * Tk + kend, 0, (size_t)(Tk - kend) * sizeof(float));
+        if (beta == 0.0f) {
+            /* Overwriting: the keys the products skip get their zeros here. */
+            for (int64_t j = kend; j < Tk; j++) {
+                memset(dk + koff + j * C, 0, (size_t)D * sizeof(float));
+                memset(dv + koff + j * C, 0, (size_t)D * sizeof(float));
+            }
+            if (kend == 0)
+                for (int64_t i = 0; i < Tq; i++) memset(dq + qoff + i * C, 0, (size_t)D * sizeof(float));
+        }
         if (kend == 0) continue;
         /* dv_bh += P^T dout_bh  (kend x D);  dP = dout_bh v_bh^T  (Tq x kend) */
-        if (!qb_cpu_sgemm(true, false, kend, D, Tq, 1.0f, P, Tk, dout + qoff, C, 1.0f, dv + koff, C) ||
+        if (!qb_cpu_sgemm(true, false, kend, D, Tq, 1.0f, P, Tk, dout + qoff, C, beta, dv + koff, C) ||
             !qb_cpu_sgemm(false, true, Tq, kend, D, 1.0f, dout + qoff, C, v + koff, C, 0.0f, dS, Tk)) {
             atomic_store_explicit(failed, 1, memory_order_relaxed);
             continue;
@@ -209,8 +221,8 @@ static void att_bw_range(void *ctx, int64_t bh0, int64_t bh1, int part) {
             for (int64_t j = 0; j < kend; j++) d[j] = p[j] * (d[j] - dot);
         }
         /* dq_bh += scale dS k_bh  (Tq x D);  dk_bh += scale dS^T q_bh  (kend x D) */
-        if (!qb_cpu_sgemm(false, false, Tq, D, kend, scale, dS, Tk, k + koff, C, 1.0f, dq + qoff, C) ||
-            !qb_cpu_sgemm(true, false, kend, D, Tq, scale, dS, Tk, q + qoff, C, 1.0f, dk + koff, C)) {
+        if (!qb_cpu_sgemm(false, false, Tq, D, kend, scale, dS, Tk, k + koff, C, beta, dq + qoff, C) ||
+            !qb_cpu_sgemm(true, false, kend, D, Tq, scale, dS, Tk, q + qoff, C, beta, dk + koff, C)) {
             atomic_store_explicit(failed, 1, memory_order_relaxed);
         }
     }
@@ -237,16 +249,26 @@ static void att_bias_range(void *ctx, int64_t b0, int64_t b1, int part) {
 }
 
 void qb_cpu_attention_backward(const qb_exec *ex, float *dq, float *dk, float *dv, float *dkey_bias, float *datt,
-                               const float *dout, const float *q, const float *k, const float *v,
-                               const float *att, int64_t B, int64_t Tq, int64_t Tk, int64_t C, int64_t H) {
-    if (B <= 0 || Tq <= 0 || Tk <= 0 || H <= 0 || C <= 0) return;
+                               const float *dout, const float *q, const float *k, const float *v, const float *att,
+                               int64_t B, int64_t Tq, int64_t Tk, int64_t C, int64_t H, float beta) {
+    if (B <= 0 || Tq <= 0 || H <= 0 || C <= 0) return;
     const int64_t D = C / H;
-    if (D <= 0) return;
+    if (Tk <= 0 || D <= 0) {
+        /* No keys or empty heads: no gradient, which overwriting must still write. */
+        if (beta == 0.0f) {
+            memset(dq, 0, (size_t)(B * Tq * C) * sizeof(float));
+            if (Tk > 0) {
+                memset(dk, 0, (size_t)(B * Tk * C) * sizeof(float));
+                memset(dv, 0, (size_t)(B * Tk * C) * sizeof(float));
+            }
+        }
+        return;
+    }
     const float scale = 1.0f / sqrtf((float)D);
     const int64_t BH = B * H;
     qb_cpu_blas_single_threaded(); /* our threads call sgemm; see dense.c */
     atomic_int failed = 0;         /* a worker's fault, recorded by this thread after the region */
-    att_bw_job j_att_bw = {dq, dk, dv, datt, dout, q, k, v, att, H, Tq, Tk, C, D, scale, &failed};
+    att_bw_job j_att_bw = {dq, dk, dv, datt, dout, q, k, v, att, H, Tq, Tk, C, D, scale, beta, &failed};
     qb_parallel_for(ex, BH, true, att_bw_range, &j_att_bw);
     if (atomic_load(&failed)) qb_cpu_fault_oom();
     if (dkey_bias) {

@@ -260,6 +260,8 @@ void qb_cpu_sumsq(const qb_exec *ex, double *out_host, const float *x, int64_t n
 /* activation.c */
 void qb_cpu_gelu_forward(const qb_exec *ex, float *out, const float *inp, int64_t n);
 void qb_cpu_gelu_backward(const qb_exec *ex, float *dinp, const float *inp, const float *dout, int64_t n);
+void qb_cpu_gelu_bias_backward(const qb_exec *ex, float *dinp, float *dbias, const float *inp, const float *dout,
+                               int64_t N, int64_t C);
 void qb_cpu_dropout_forward(const qb_exec *ex, float *out, uint8_t *keep, const float *inp, int64_t n,
                             float p, uint64_t seed);
 void qb_cpu_dropout_backward(const qb_exec *ex, float *dinp, const float *dout, const uint8_t *keep,
@@ -274,6 +276,12 @@ void qb_cpu_layernorm_forward(const qb_exec *ex, float *out, float *mean, float 
 void qb_cpu_layernorm_backward(const qb_exec *ex, float *dinp, float *dw, float *db, const float *dout,
                                const float *inp, const float *w, const float *mean, const float *rstd,
                                int64_t N, int64_t C);
+void qb_cpu_residual_layernorm_forward(const qb_exec *ex, float *h, float *out, float *mean, float *rstd,
+                                       const float *x, const float *y, const float *bias, const float *w,
+                                       const float *b, int64_t N, int64_t C, float eps);
+void qb_cpu_residual_layernorm_backward(const qb_exec *ex, float *dinp, float *dw, float *db, const float *dres,
+                                        const float *dout, const float *inp, const float *w, const float *mean,
+                                        const float *rstd, int64_t N, int64_t C);
 void qb_cpu_l2norm_forward(const qb_exec *ex, float *out, float *norm, const float *inp, int64_t N, int64_t C,
                            float eps);
 void qb_cpu_l2norm_backward(const qb_exec *ex, float *dinp, const float *dout, const float *out,
@@ -284,8 +292,8 @@ void qb_cpu_attention_forward(const qb_exec *ex, float *out, float *att, const f
                               const float *v, const uint8_t *key_mask, const float *key_bias, int64_t B,
                               int64_t Tq, int64_t Tk, int64_t C, int64_t H, bool causal);
 void qb_cpu_attention_backward(const qb_exec *ex, float *dq, float *dk, float *dv, float *dkey_bias, float *datt,
-                               const float *dout, const float *q, const float *k, const float *v,
-                               const float *att, int64_t B, int64_t Tq, int64_t Tk, int64_t C, int64_t H);
+                               const float *dout, const float *q, const float *k, const float *v, const float *att,
+                               int64_t B, int64_t Tq, int64_t Tk, int64_t C, int64_t H, float beta);
 
 /* embedding.c */
 void qb_cpu_embedding_forward(const qb_exec *ex, float *out, const int32_t *ids, const float *table,
@@ -327,6 +335,7 @@ void qb_cpu_cross_entropy_backward(const qb_exec *ex, float *dlogits, float scal
 
 /* adamw.c */
 void qb_cpu_adamw_step(const qb_exec *ex, float *param, const float *grad, float *m, float *v, int64_t n,
-                       float lr, float beta1, float beta2, float eps, float weight_decay, float bc1, float bc2);
+                       float grad_scale, float lr, float beta1, float beta2, float eps, float weight_decay, float bc1,
+                       float bc2);
 
 #endif

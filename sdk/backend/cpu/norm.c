@@ -26,35 +26,71 @@ typedef struct ln_fw_job {
     float eps;
 } ln_fw_job;
 
+/* One row: out = (x - mean) rstd w + b. Shared by the plain and the
+ * residual forward, so both give the same bits. */
+static inline void ln_row(float *y, float *mean, float *rstd, const float *x, const float *w, const float *b, int64_t C,
+                          float eps) {
+    /* The two sums in `omp simd` (partial sums per lane, still in
+     * double): the serial double loops were 3-5% of an encoder forward. */
+    double s = 0.0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t c = 0; c < C; c++) s += x[c];
+    double m = s / (double)C;
+    double v = 0.0;
+#pragma omp simd reduction(+ : v)
+    for (int64_t c = 0; c < C; c++) {
+        double d = x[c] - m;
+        v += d * d;
+    }
+    v /= (double)C;
+    float mf = (float)m;
+    float rs = (float)(1.0 / sqrt(v + (double)eps));
+    for (int64_t c = 0; c < C; c++) y[c] = (x[c] - mf) * rs * w[c] + b[c];
+    *mean = mf;
+    *rstd = rs;
+}
+
 static void ln_fw_range(void *ctx, int64_t n0, int64_t n1, int part) {
     (void)part;
     const ln_fw_job *j = ctx;
-    float *out = j->out, *mean = j->mean, *rstd = j->rstd;
-    const float *inp = j->inp, *w = j->w, *b = j->b;
     const int64_t C = j->C;
-    const float eps = j->eps;
+    for (int64_t n = n0; n < n1; n++)
+        ln_row(j->out + n * C, j->mean + n, j->rstd + n, j->inp + n * C, j->w, j->b, C, j->eps);
+}
+
+typedef struct res_ln_fw_job {
+    float *h, *out, *mean, *rstd;
+    const float *x, *y, *bias, *w, *b;
+    int64_t C;
+    float eps;
+} res_ln_fw_job;
+
+/* h = (y + bias) + x, the order bias_forward then add gave it, and the
+ * row's norm while it is still in L1. */
+static void res_ln_fw_range(void *ctx, int64_t n0, int64_t n1, int part) {
+    (void)part;
+    const res_ln_fw_job *j = ctx;
+    const int64_t C = j->C;
     for (int64_t n = n0; n < n1; n++) {
-        const float *x = inp + n * C;
-        float *y = out + n * C;
-        /* The two sums in `omp simd` (partial sums per lane, still in
-         * double): the serial double loops were 3-5% of an encoder forward. */
-        double s = 0.0;
-#pragma omp simd reduction(+ : s)
-        for (int64_t c = 0; c < C; c++) s += x[c];
-        double m = s / (double)C;
-        double v = 0.0;
-#pragma omp simd reduction(+ : v)
-        for (int64_t c = 0; c < C; c++) {
-            double d = x[c] - m;
-            v += d * d;
+        float *h = j->h + n * C;
+        const float *x = j->x + n * C, *y = j->y + n * C, *bias = j->bias;
+        if (bias) {
+#pragma omp simd
+            for (int64_t c = 0; c < C; c++) h[c] = (y[c] + bias[c]) + x[c];
+        } else {
+#pragma omp simd
+            for (int64_t c = 0; c < C; c++) h[c] = y[c] + x[c];
         }
-        v /= (double)C;
-        float mf = (float)m;
-        float rs = (float)(1.0 / sqrt(v + (double)eps));
-        for (int64_t c = 0; c < C; c++) y[c] = (x[c] - mf) * rs * w[c] + b[c];
-        mean[n] = mf;
-        rstd[n] = rs;
+        if (j->out) ln_row(j->out + n * C, j->mean + n, j->rstd + n, h, j->w, j->b, C, j->eps);
     }
+}
+
+void qb_cpu_residual_layernorm_forward(const qb_exec *ex, float *h, float *out, float *mean, float *rstd,
+                                       const float *x, const float *y, const float *bias, const float *w,
+                                       const float *b, int64_t N, int64_t C, float eps) {
+    if (C <= 0) return;
+    res_ln_fw_job j = {h, out, mean, rstd, x, y, bias, w, b, C, eps};
+    qb_parallel_for(ex, N, N * C > PAR_MIN_ELEMS, res_ln_fw_range, &j);
 }
 
 /* ---- LayerNorm (Ba et al. 2016), as torch.nn.LayerNorm ---------------------
@@ -70,6 +106,8 @@ void qb_cpu_layernorm_forward(const qb_exec *ex, float *out, float *mean, float 
 
 typedef struct ln_bw_x_job {
     float *dinp;
+    const float *dres; /* residual_layernorm_backward: added, and dinp overwritten */
+    bool set;          /* overwrite dinp (else accumulate) */
     const float *dout;
     const float *inp;
     const float *w;
@@ -97,9 +135,24 @@ static void ln_bw_x_range(void *ctx, int64_t n0, int64_t n1, int part) {
             gxsum += g * xh;
         }
         float gmean = gsum / (float)C, gxmean = gxsum / (float)C;
-        for (int64_t c = 0; c < C; c++) {
-            float xh = (x[c] - m) * rs;
-            dx[c] += rs * (w[c] * dy[c] - gmean - xh * gxmean);
+        /* The fused forms give the bits of zeroing dx, adding dres to it and
+         * then accumulating (0 + r is r; dres + r is the same sum). */
+        if (!j->set) {
+            for (int64_t c = 0; c < C; c++) {
+                float xh = (x[c] - m) * rs;
+                dx[c] += rs * (w[c] * dy[c] - gmean - xh * gxmean);
+            }
+        } else if (j->dres) {
+            const float *dr = j->dres + n * C;
+            for (int64_t c = 0; c < C; c++) {
+                float xh = (x[c] - m) * rs;
+                dx[c] = dr[c] + rs * (w[c] * dy[c] - gmean - xh * gxmean);
+            }
+        } else {
+            for (int64_t c = 0; c < C; c++) {
+                float xh = (x[c] - m) * rs;
+                dx[c] = rs * (w[c] * dy[c] - gmean - xh * gxmean);
+            }
         }
     }
 }
@@ -142,16 +195,28 @@ static void ln_bw_w_range(void *ctx, int64_t cb0, int64_t cb1, int part) {
 
 /* With xhat = (x - mean) rstd and g = w * dout:
  *   dx = rstd (g - mean(g) - xhat mean(g xhat)),  dw += sum_n dout xhat,  db += sum_n dout. */
-void qb_cpu_layernorm_backward(const qb_exec *ex, float *dinp, float *dw, float *db, const float *dout,
-                               const float *inp, const float *w, const float *mean, const float *rstd,
-                               int64_t N, int64_t C) {
+static void ln_backward(const qb_exec *ex, float *dinp, float *dw, float *db, const float *dres, bool set,
+                        const float *dout, const float *inp, const float *w, const float *mean, const float *rstd,
+                        int64_t N, int64_t C) {
     if (C <= 0) return;
-    ln_bw_x_job j_ln_bw_x = {dinp, dout, inp, w, mean, rstd, C};
+    ln_bw_x_job j_ln_bw_x = {dinp, dres, set, dout, inp, w, mean, rstd, C};
     qb_parallel_for(ex, N, N * C > PAR_MIN_ELEMS, ln_bw_x_range, &j_ln_bw_x);
 
     int64_t nblocks = (C + COL_BLOCK - 1) / COL_BLOCK;
     ln_bw_w_job j_ln_bw_w = {dw, db, dout, inp, mean, rstd, N, C};
     qb_parallel_for(ex, nblocks, N * C > PAR_MIN_ELEMS, ln_bw_w_range, &j_ln_bw_w);
+}
+
+void qb_cpu_layernorm_backward(const qb_exec *ex, float *dinp, float *dw, float *db, const float *dout,
+                               const float *inp, const float *w, const float *mean, const float *rstd, int64_t N,
+                               int64_t C) {
+    ln_backward(ex, dinp, dw, db, NULL, false, dout, inp, w, mean, rstd, N, C);
+}
+
+void qb_cpu_residual_layernorm_backward(const qb_exec *ex, float *dinp, float *dw, float *db, const float *dres,
+                                        const float *dout, const float *inp, const float *w, const float *mean,
+                                        const float *rstd, int64_t N, int64_t C) {
+    ln_backward(ex, dinp, dw, db, dres, true, dout, inp, w, mean, rstd, N, C);
 }
 
 typedef struct l2_fw_job {
