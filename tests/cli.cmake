@@ -66,6 +66,10 @@ cli_expect(NAME cli.train.restart_needs_resume RC 2
   ARGS train --config ${PROJECT_SOURCE_DIR}/models/configs/tiny.json --tokenizer x --data x --out x.safetensors
        --restart
   STDERR "--restart needs --resume")
+cli_expect(NAME cli.train.precision_bad RC 2
+  ARGS train --config ${PROJECT_SOURCE_DIR}/models/configs/tiny.json --tokenizer x --data x --out x.safetensors
+       --precision fp8
+  STDERR "--precision takes f32 or bf16, not fp8")
 
 # qiao train plot: the shipped model's log drawn again; a missing log; no log
 cli_expect(NAME cli.train.plot RC 0

@@ -35,7 +35,7 @@ static void usage(FILE *f) {
             "                  [--steps N] [--batch B] [--lr X] [--warmup N] [--seed S] [--eval-every N]\n"
             "                  [--eval-pool N] [--threads N] [--loader-threads N] [--restart] [--quiet]\n"
             "                  [--freeze text,image,audio] [--audio-weight W] [--place-groups G]\n"
-            "                  [--profile N [--profile-out FILE.csv]]\n"
+            "                  [--profile N [--profile-out FILE.csv]] [--precision f32|bf16]\n"
             "       qiao train plot LOG.csv [-o LOG.png]   (draw a log's curves again, e.g. after an interruption)\n"
             "       qiao train vqa --init MODEL --config models/configs/vqa.json --data DIR --out VQA.safetensors\n"
             "                      (visual question answering on MODEL's towers: qiao train vqa --help)\n"
@@ -56,7 +56,9 @@ static void usage(FILE *f) {
             "  at a time (0: plain shuffle), so the loss learns where things are.\n"
             "  --profile N runs 2 warm-up steps and N profiled steps (no validation), measures the\n"
             "  roofline (raw sgemm) and prints where a step goes: per kind of work, per layer and per\n"
-            "  GEMM shape, with GFLOP/s and the share of the roofline; --profile-out also writes it as CSV.\n");
+            "  GEMM shape, with GFLOP/s and the share of the roofline; --profile-out also writes it as CSV.\n"
+            "  --precision bf16 runs the linear layers' GEMMs (forward, dX, dW) with bf16 operands and f32\n"
+            "  sums; parameters, gradients and AdamW stay f32. It needs AVX512-BF16 and is refused without.\n");
 }
 
 typedef struct run {
@@ -219,6 +221,14 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--threads")) ok = cli_int(v, INT32_MIN, INT32_MAX, &x), p.threads = (int)x;
         else if (!strcmp(a, "--profile")) ok = cli_int(v, 1, 1000000, &x), profile = x;
         else if (!strcmp(a, "--profile-out")) profile_out = v;
+        else if (!strcmp(a, "--precision")) {
+            ok = !strcmp(v, "f32") || !strcmp(v, "bf16");
+            p.bf16 = !strcmp(v, "bf16");
+            if (!ok) {
+                fprintf(stderr, "qiao train: --precision takes f32 or bf16, not %s\n", v);
+                return 2;
+            }
+        }
         else if (!strcmp(a, "--loader-threads")) ok = cli_int(v, INT32_MIN, INT32_MAX, &x), p.loader_threads = (int)x;
         else {
             fprintf(stderr, "qiao train: unknown option %s\n", a);

@@ -23,6 +23,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "backend/cpu/cpu.h"
 #include "models/retrieval/eval.h"
 #include "models/train/trainer.h"
 
@@ -619,6 +620,16 @@ qiao_status qmod_train(const qmod_train_params *p) {
     from_trainer(&c.h, &q);
     qb_exec ex;
     qb_exec_cpu(&ex, p->threads);
+    if (p->bf16) {
+        /* The portable bf16 path is exact but scalar (tens of times slower
+         * than f32): refuse rather than crawl. */
+        if (!qb_cpu_gemm_bf16_supported())
+            return qc_error(QIAO_ERR_UNSUPPORTED,
+                            "train: bf16 precision needs AVX512-BF16 (vdpbf16ps): %s; train in f32 (the default)",
+                            qb_cpu_isa_available(QB_ISA_AVX512_BF16) ? "QIAO_ISA or qb_cpu_isa_force caps it"
+                                                                     : "this CPU lacks it");
+        ex.linear_prec = QB_PREC_BF16;
+    }
     qiao_status st = model_init(&c, p);
     /* Its steps, logs and checkpoints are laid out for all three towers and
      * their three temperatures (an absent one is frozen, not missing). */

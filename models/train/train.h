@@ -113,6 +113,12 @@ typedef struct qmod_train_params {
     struct qc_prof *prof;
     int64_t prof_skip;
     double prof_roofline_s;
+    /* Mixed precision: the linear layers' forward, dX and dW GEMMs take
+     * bf16 operands with f32 sums (qb_exec.linear_prec); parameters,
+     * gradients, AdamW and everything else stay f32. Needs AVX512-BF16
+     * (and no QIAO_ISA / qb_cpu_isa_force cap below it): QIAO_ERR_UNSUPPORTED
+     * otherwise, before anything is loaded. Not stored in the checkpoint. */
+    bool bf16;
 } qmod_train_params;
 
 /* Runs training to hp.steps (or until cancelled). Returns QIAO_OK with the

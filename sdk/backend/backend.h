@@ -52,6 +52,13 @@ typedef struct qb_exec {
     /* Where sdk/nn's layers and the trainer report their scopes, or NULL
      * (then a layer pays one branch). Not owned; see sdk/core/profile.h. */
     struct qc_prof *prof;
+    /* The arithmetic of the linear layers' GEMMs (nn_linear_forward and
+     * nn_linear_backward: forward, dX and dW): QB_PREC_F32 (the default) or
+     * QB_PREC_BF16 (mixed-precision training: operands rounded to bf16, f32
+     * sums, through ops->gemm_bf16 where the backend has it). Parameters,
+     * gradients and the optimizer stay f32 either way. Attention's products
+     * and everything else stay f32. */
+    qb_precision linear_prec;
 } qb_exec;
 
 /* A CPU context with `n_threads` workers (0 = all cores), packed = NULL.
@@ -77,6 +84,12 @@ struct qb_ops {
                  float alpha, const float *A, int64_t lda, int64_t stride_a, const float *B,
                  int64_t ldb, int64_t stride_b, float beta, float *C, int64_t ldc, int64_t stride_c,
                  int64_t batch);
+    /* Optional: gemm (batch 1) with op(A) and op(B) rounded to bf16 and the
+     * products summed in f32 (qb_exec.linear_prec). Returns false, touching
+     * nothing, when it cannot take the call (no memory for its packed
+     * copies); nn then calls gemm. NULL: the backend has none (f32). */
+    bool (*gemm_bf16)(const qb_exec *ex, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                      const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
     /* out[n, c] += bias[c] */
     void (*bias_forward)(const qb_exec *ex, float *out, const float *bias, int64_t N, int64_t C);
     /* Optional: n (1..8) linear layers of one shape on the same input, fused

@@ -1,9 +1,22 @@
 /* Fully connected layer: out (N, OC) = inp (N, C) w^T + b, w (OC, C) as
  * PyTorch's nn.Linear stores it. Composed from the backend's gemm and bias
  * kernels; the backward accumulates (+=), using beta = 1 in gemm (the
- * _first variant overwrites dinp with beta = 0). */
+ * _first variant overwrites dinp with beta = 0).
+ * With ex->linear_prec == QB_PREC_BF16 the three GEMMs (forward, dX, dW)
+ * run through the backend's gemm_bf16 (mixed precision: bf16 operands, f32
+ * sums, f32 parameters and gradients). */
 #include "core/profile.h"
 #include "nn/nn.h"
+
+/* ex->ops->gemm with batch 1, or its bf16 twin when the context asks for it
+ * and the backend takes the call. */
+static void linear_gemm(const qb_exec *ex, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float *A,
+                        int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    if (ex->linear_prec == QB_PREC_BF16 && ex->ops->gemm_bf16 &&
+        ex->ops->gemm_bf16(ex, ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc))
+        return;
+    ex->ops->gemm(ex, ta, tb, M, N, K, 1.0f, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1);
+}
 
 void nn_linears_forward(const qb_exec *ex, int n, float *const *outs, float *const *gelu_outs, const float *inp,
                         const float *const *ws, const float *const *bs, int64_t N, int64_t C, int64_t OC) {
@@ -19,7 +32,7 @@ void nn_linears_forward(const qb_exec *ex, int n, float *const *outs, float *con
     for (int j = 0; j < n; j++) {
         /* (N x C) (C x OC): op(B) = w^T with w row-major (OC, C), ldb = C. */
         int t = QC_PROF_BEGIN(ex->prof, QC_PROF_GEMM, ws[j], 1, "fwd");
-        ex->ops->gemm(ex, false, true, N, OC, C, 1.0f, inp, C, 0, ws[j], C, 0, 0.0f, outs[j], OC, 0, 1);
+        linear_gemm(ex, false, true, N, OC, C, inp, C, ws[j], C, 0.0f, outs[j], OC);
         QC_PROF_END_GEMM(ex->prof, t, N, OC, C, 1, false, true);
         if (bs && bs[j]) {
             t = QC_PROF_BEGIN(ex->prof, QC_PROF_ELEMENTWISE, bs[j], 0, "fwd");
@@ -41,11 +54,11 @@ static void linear_backward(const qb_exec *ex, float *dinp, float dinp_beta, flo
     int t;
     if (dinp) {
         t = QC_PROF_BEGIN(ex->prof, QC_PROF_GEMM, w, 1, "bwd_dx");
-        ex->ops->gemm(ex, false, false, N, C, OC, 1.0f, dout, OC, 0, w, C, 0, dinp_beta, dinp, C, 0, 1);
+        linear_gemm(ex, false, false, N, C, OC, dout, OC, w, C, dinp_beta, dinp, C);
         QC_PROF_END_GEMM(ex->prof, t, N, C, OC, 1, false, false);
     }
     t = QC_PROF_BEGIN(ex->prof, QC_PROF_GEMM, w, 1, "bwd_dw");
-    ex->ops->gemm(ex, true, false, OC, C, N, 1.0f, dout, OC, 0, inp, C, 0, 1.0f, dw, C, 0, 1);
+    linear_gemm(ex, true, false, OC, C, N, dout, OC, inp, C, 1.0f, dw, C);
     QC_PROF_END_GEMM(ex->prof, t, OC, C, N, 1, true, false);
     if (db) {
         t = QC_PROF_BEGIN(ex->prof, QC_PROF_ELEMENTWISE, w, 1, "bias.bwd");

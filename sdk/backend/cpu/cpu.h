@@ -203,6 +203,20 @@ bool qb_cpu_isa_available(qb_isa isa);
 qb_isa qb_cpu_isa_selected(qb_precision prec);
 const char *qb_cpu_isa_name(qb_isa isa);
 
+/* gemm_bf16.c: C = alpha op(A) op(B) + beta C with both operands rounded
+ * to bf16 as they are packed (per call) and f32 sums, vdpbf16ps's order
+ * (the portable path repeats it bit for bit on normal numbers); the path
+ * is qb_cpu_isa_selected(QB_PREC_BF16). Bits do not depend on
+ * ex->n_threads. False, touching nothing, when its packed copies cannot be
+ * allocated (or M, N or K is not positive). For mixed-precision training's
+ * linear layers (qb_exec.linear_prec); docs/design.md "Precision". */
+bool qb_cpu_gemm_bf16(const qb_exec *ex, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                      const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* Whether bf16 GEMMs run vdpbf16ps now (the CPU has AVX512-BF16 and no
+ * cap below it); otherwise they run the portable path, which is exact in
+ * the same way but scalar: a trainer refuses bf16 then. */
+bool qb_cpu_gemm_bf16_supported(void);
+
 /* f32 to bf16, rounding to nearest even (NaN stays a quiet NaN). */
 static inline uint16_t qb_bf16_from_f32(float x) {
     uint32_t b;

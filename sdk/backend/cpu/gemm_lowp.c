@@ -53,6 +53,7 @@
 #define MR 8  /* rows per tile */
 #define CB 8  /* row blocks per chunk of A (as gemm_packed.c: A's chunk stays in L2) */
 #define LOWP_PARALLEL_OPS 4e6
+#define LOWP_PARTS_PER_THREAD 4
 
 typedef struct lowp_weight {
     uintptr_t key; /* (uintptr_t)W */
@@ -759,7 +760,11 @@ static bool run_lowp(const qb_exec *ex, const qb_lowp_set *s, int64_t M, int64_t
         qb_exec one = *ex;
         one.n_threads = nt;
         qb_parallel(&one, nt, prepare_part, (void *)&r);
-        qb_parallel(&one, nt, tiles_part, (void *)&r);
+        /* Several runs of tiles per thread, claimed as threads come free: a
+         * helper descheduled on a shared machine leaves its share to the
+         * others (gemm_bf16.c does the same). Each tile's bits are its own. */
+        const int64_t parts = all < (int64_t)nt * LOWP_PARTS_PER_THREAD ? all : (int64_t)nt * LOWP_PARTS_PER_THREAD;
+        qb_parallel(&one, (int)parts, tiles_part, (void *)&r);
     }
     free(aq);
     free(sa);

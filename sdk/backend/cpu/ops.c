@@ -48,6 +48,7 @@ const qb_ops qb_cpu_ops = {
     .copy = qb_cpu_copy,
     .sync = qb_cpu_sync,
     .gemm = qb_cpu_gemm,
+    .gemm_bf16 = qb_cpu_gemm_bf16,
     .bias_forward = qb_cpu_bias_forward,
     .linears_fused = qb_cpu_linears_packed,
     .bias_backward = qb_cpu_bias_backward,
