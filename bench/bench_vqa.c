@@ -297,15 +297,14 @@ static void run_tower(void *p) {
     if (st != QIAO_OK) t->c->st = st;
 }
 
-/* The API's labels alone: the key and the text of each of the top 3. */
+/* The API's labels alone: the key and the text of each of the top 3, as
+ * qiao_vqa_ask gets them. */
 static void run_labels(void *p) {
     bench_case *c = p;
     const int head = qmod_head_find(&c->m->cfg, QMOD_VQA_ANSWER_HEAD);
-    char buf[QIAO_VQA_TEXT_MAX];
-    for (int t = 0; t < 3; t++) {
-        qmod_head_label(&c->m->cfg, head, t, NULL, buf, sizeof buf);
-        qmod_head_label(&c->m->cfg, head, t, c->ans.lang, buf, sizeof buf);
-    }
+    const int64_t ks[3] = {0, 1, 2};
+    char keys[3][QIAO_VQA_TEXT_MAX], texts[3][QIAO_VQA_TEXT_MAX];
+    qmod_head_labels(&c->m->cfg, head, ks, 3, c->ans.lang, keys[0], texts[0], QIAO_VQA_TEXT_MAX);
 }
 
 static void run_forward(void *p) {
@@ -742,7 +741,7 @@ int main(int argc, char **argv) {
     printf("\nqiao q/s: through the API at batch 1, the forward at batch %lld.\n", (long long)big);
     printf("\nWhere a batch-1 answer goes (qiao, ms, medians): prepare = crop + resize, tokenizing, log-mel and\n"
            "statistics (make_batches here); text, image, audio = each tower's qmod_forward alone; fuser + heads =\n"
-           "forward - towers; labels = qmod_head_label for the top 3 (key and text); rest = API - prepare - forward\n"
+           "forward - towers; labels = the top 3's keys and texts (qmod_head_labels); rest = API - prepare - forward\n"
            "- labels (argument checks, softmax, top-k, workspace checks)\n\n");
     printf("| %-14s | %8s | %8s | %8s | %8s | %8s | %8s | %8s | %8s | %8s |\n", "question", "API", "prepare", "forward",
            "text", "image", "audio", "fuser+hd", "labels", "rest");
