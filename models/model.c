@@ -177,11 +177,12 @@ int qmod_head_find(const qmod_config *cfg, const char *name) {
     return -1;
 }
 
-const char *qmod_head_label(const qmod_config *cfg, int head, int64_t k, const char *lang, char *buf, size_t cap) {
+/* qmod_head_label on a parse of cfg->json (root may be NULL). */
+static const char *label_in(const cJSON *root, const qmod_config *cfg, int head, int64_t k, const char *lang, char *buf,
+                            size_t cap) {
     if (!buf || cap == 0) return buf;
     snprintf(buf, cap, "%lld", (long long)k);
-    if (!cfg || !cfg->json || head < 0 || head >= cfg->n_heads) return buf;
-    cJSON *root = cJSON_Parse(cfg->json);
+    if (!root || head < 0 || head >= cfg->n_heads || k < 0 || k >= INT32_MAX) return buf;
     const cJSON *h = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(root, "heads"),
                                                       cfg->heads[head].name);
     const cJSON *key = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(h, "labels"), (int)k);
@@ -189,14 +190,28 @@ const char *qmod_head_label(const qmod_config *cfg, int head, int64_t k, const c
         lang ? cJSON_GetArrayItem(
                    cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(h, "label_text"), lang), (int)k)
              : NULL;
-    if (k >= 0 && k < INT32_MAX) {
-        if (cJSON_IsString(text))
-            snprintf(buf, cap, "%s", text->valuestring);
-        else if (cJSON_IsString(key))
-            snprintf(buf, cap, "%s", key->valuestring);
-    }
+    if (cJSON_IsString(text))
+        snprintf(buf, cap, "%s", text->valuestring);
+    else if (cJSON_IsString(key))
+        snprintf(buf, cap, "%s", key->valuestring);
+    return buf;
+}
+
+const char *qmod_head_label(const qmod_config *cfg, int head, int64_t k, const char *lang, char *buf, size_t cap) {
+    cJSON *root = cfg && cfg->json ? cJSON_Parse(cfg->json) : NULL;
+    label_in(root, cfg, head, k, lang, buf, cap);
     cJSON_Delete(root);
     return buf;
+}
+
+void qmod_head_labels(const qmod_config *cfg, int head, const int64_t *ks, int n, const char *lang, char *keys,
+                      char *texts, size_t cap) {
+    cJSON *root = cfg && cfg->json && n > 0 ? cJSON_Parse(cfg->json) : NULL;
+    for (int i = 0; i < n; i++) {
+        if (keys) label_in(root, cfg, head, ks[i], NULL, keys + (size_t)i * cap, cap);
+        if (texts) label_in(root, cfg, head, ks[i], lang, texts + (size_t)i * cap, cap);
+    }
+    cJSON_Delete(root);
 }
 
 qiao_status qmod_config_from_string(const char *json, const char *what, qmod_config *out) {

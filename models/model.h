@@ -187,6 +187,12 @@ int qmod_head_find(const qmod_config *cfg, const char *name);
  * "labels", else its text in `lang` from "label_text" (falling back to the
  * key, then to the class number). Returns buf. */
 const char *qmod_head_label(const qmod_config *cfg, int head, int64_t k, const char *lang, char *buf, size_t cap);
+/* qmod_head_label for n classes ks[0..n) with one parse of the config (a
+ * parse costs about 20 us, the labels of an answer's top k need 2k): class
+ * ks[i]'s key into keys + i * cap and its text in `lang` into texts + i *
+ * cap; keys or texts may be NULL. */
+void qmod_head_labels(const qmod_config *cfg, int head, const int64_t *ks, int n, const char *lang, char *keys,
+                      char *texts, size_t cap);
 
 /* Parameters (elements) whose name starts with `prefix` ("text.", "image.",
  * "audio.", "logit_scale."); NULL or "" counts all. */

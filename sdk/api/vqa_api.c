@@ -150,10 +150,15 @@ QIAO_API qiao_status qiao_vqa_ask(qiao_session *session, const qiao_image *image
                 if (!used && (best < 0 || logits[k] > logits[best])) best = k;
             }
             taken[t] = best;
-            qiao_vqa_choice *c = &out->top[t];
-            qmod_head_label(&m->cfg, head, best, NULL, c->key, sizeof c->key);
-            qmod_head_label(&m->cfg, head, best, lg, c->text, sizeof c->text);
-            c->p = (float)(exp((double)logits[best] - mx) / sum);
+            out->top[t].p = (float)(exp((double)logits[best] - mx) / sum);
+        }
+        /* one parse of the config for all 2n labels; zeroed, so the bytes
+         * after each label's NUL are the same in every answer */
+        char keys[QIAO_VQA_MAX_TOP][QIAO_VQA_TEXT_MAX] = {{0}}, texts[QIAO_VQA_MAX_TOP][QIAO_VQA_TEXT_MAX] = {{0}};
+        qmod_head_labels(&m->cfg, head, taken, n, lg, keys[0], texts[0], QIAO_VQA_TEXT_MAX);
+        for (int t = 0; t < n; t++) {
+            memcpy(out->top[t].key, keys[t], sizeof out->top[t].key);
+            memcpy(out->top[t].text, texts[t], sizeof out->top[t].text);
         }
         out->n_top = n;
         out->best = out->top[0];
