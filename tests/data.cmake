@@ -16,3 +16,10 @@ qiao_test(NAME test_vqa_data SOURCES unit/test_vqa_data.c
   CASES manifest determinism resume absent degrade eval_cover errors
   LABELS data TIMEOUT 180)
 target_link_libraries(test_vqa_data PRIVATE qiao_datasets)
+
+# The loaders' ring on its own (models/data/ring.c): batches in index order
+# for any thread count and prefetch, the evaluation end, the lowest failing
+# index re-raised, the batch still held, stopping while workers wait.
+qiao_test(NAME test_ring SOURCES unit/test_ring.c
+  CASES order error held stop bad_params
+  LABELS data TIMEOUT 60)

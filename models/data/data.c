@@ -1,28 +1,19 @@
 /* models/data/data.c - the shapes manifest and the training loader (see data.h).
- *
- * The loader's ring: batch k (counted from first_batch) always goes to slot
- * (k - first_batch) % prefetch, so a slot is reused only by the batch
- * `prefetch` places later, and only after the consumer released the earlier
- * one. That both bounds how far the workers run ahead and keeps a slow
- * worker's batch from being starved of a slot by faster ones: the consumer
- * can always get the batch it waits for unless it still holds the one
- * `prefetch` places before (then qmod_loader_next says so instead of
- * hanging). */
+ * The loader's threads and its ring of prefetched batches are ring.c's; this
+ * file builds one batch. */
 #define _GNU_SOURCE /* getline */
 #include "models/data/data.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
 
+#include "models/data/ring.h"
+
 #define DATA_MSG_MAX 1024
-/* Sanity limits: more would be a mistake, not a bigger machine. */
-#define DATA_MAX_THREADS 256
-#define DATA_MAX_PREFETCH 4096
 
 static const char *const k_lang_names[QMOD_N_LANGS] = {"zh", "en"};
 
@@ -712,92 +703,49 @@ void qmod_train_batch_free(qmod_train_batch *b) {
 
 /* ---- the loader ----------------------------------------------------------- */
 
-typedef enum slot_state { SLOT_FREE = 0, SLOT_BUILDING, SLOT_READY, SLOT_OUT } slot_state;
-
-typedef struct slot {
-    slot_state state;
-    int64_t next;          /* the batch index this slot is for while FREE or BUILDING */
-    qmod_train_batch b;    /* holds batch `next` once READY or OUT */
-} slot;
-
-typedef struct worker {
-    qmod_loader *l;
-    int w;
-    bool started;
-    pthread_t th;
-    int64_t *perm;         /* (n) the permutation of perm_epoch, cached across the worker's batches */
+/* One worker's cached epoch order: consecutive batches of a worker share an
+ * epoch, and drawing the order (n scenes) per batch would be wasted work. */
+typedef struct worker_order {
+    int64_t *perm;         /* (n) the order of perm_epoch */
     int64_t perm_epoch;    /* -1: none yet */
-} worker;
+} worker_order;
 
 struct qmod_loader {
     qmod_loader_params p;
     int64_t bpe;           /* batches per epoch */
-    pthread_mutex_t mu;
-    pthread_cond_t ready;  /* a slot became READY, or an error or stop happened (consumer waits) */
-    pthread_cond_t space;  /* a slot became FREE, or stop (workers wait) */
-    slot *slots;           /* (prefetch) */
-    worker *workers;       /* (threads) */
-    int64_t next_out;      /* index qmod_loader_next hands out next */
-    bool stop;
-    /* The failure with the lowest batch index: batches before it are still
-     * delivered in order, so a run sees the same batches whatever the
-     * thread count; the consumer gets the error when it reaches it. */
-    int64_t err_index;     /* INT64_MAX: none */
-    qiao_status err;
-    char err_msg[DATA_MSG_MAX];  /* copied: qc_error's message is the worker thread's */
+    worker_order *orders;  /* (threads) each touched by its worker's thread alone */
+    qmod_ring *ring;       /* the workers and the prefetched batches (ring.h) */
 };
 
-static slot *slot_of(qmod_loader *l, int64_t index) {
-    return &l->slots[(index - l->p.first_batch) % l->p.prefetch];
+static qiao_status ring_make(void *ctx, int64_t index, void *batch, int worker) {
+    qmod_loader *l = ctx;
+    worker_order *o = &l->orders[worker];
+    const int64_t n = l->p.data->n;
+    const int64_t epoch = index / l->bpe;
+    if (o->perm_epoch != epoch) {
+        if (!o->perm) o->perm = malloc((size_t)n * sizeof *o->perm);
+        if (!o->perm)
+            return qc_error(QIAO_ERR_OUT_OF_MEMORY, "loader: out of memory for a permutation of %lld scenes",
+                            (long long)n);
+        qiao_status st = epoch_order(&l->p, l->bpe, epoch, o->perm);
+        if (st != QIAO_OK) return st;
+        o->perm_epoch = epoch;
+    }
+    return make_batch(&l->p, l->bpe, index, o->perm, batch);
 }
 
-static void *worker_main(void *arg) {
-    worker *w = arg;
-    qmod_loader *l = w->l;
-    const int64_t n = l->p.data->n;
-    for (int64_t k = l->p.first_batch + w->w;; k += l->p.threads) {
-        slot *s = slot_of(l, k);
-        pthread_mutex_lock(&l->mu);
-        while (!l->stop && k <= l->err_index && !(s->state == SLOT_FREE && s->next == k))
-            pthread_cond_wait(&l->space, &l->mu);
-        /* Past a failure nothing more is delivered, so stop building. */
-        bool quit = l->stop || k > l->err_index;
-        if (!quit) s->state = SLOT_BUILDING;
-        pthread_mutex_unlock(&l->mu);
-        if (quit) break;
+static void ring_free(void *ctx, void *batch) {
+    (void)ctx;
+    qmod_train_batch_free(batch);
+}
 
-        /* Build outside the lock: the slot is this worker's until READY. */
-        qmod_train_batch_free(&s->b);
-        qiao_status st = QIAO_OK;
-        int64_t epoch = k / l->bpe;
-        if (w->perm_epoch != epoch) {
-            if (!w->perm) w->perm = malloc((size_t)n * sizeof *w->perm);
-            if (!w->perm)
-                st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "loader: out of memory for a permutation of %lld scenes",
-                              (long long)n);
-            else if ((st = epoch_order(&l->p, l->bpe, epoch, w->perm)) == QIAO_OK)
-                w->perm_epoch = epoch;
-        }
-        if (st == QIAO_OK) st = make_batch(&l->p, l->bpe, k, w->perm, &s->b);
-
-        pthread_mutex_lock(&l->mu);
-        if (st == QIAO_OK) {
-            s->state = SLOT_READY;
-        } else {
-            s->state = SLOT_FREE;
-            if (k < l->err_index) {
-                l->err_index = k;
-                l->err = st;
-                snprintf(l->err_msg, sizeof l->err_msg, "%s", qiao_last_error());
-            }
-            /* Workers waiting on indices past this one must see it and leave. */
-            pthread_cond_broadcast(&l->space);
-        }
-        pthread_cond_broadcast(&l->ready);
-        pthread_mutex_unlock(&l->mu);
-        if (st != QIAO_OK) break;
-    }
-    return NULL;
+static void loader_free(qmod_loader *l) {
+    if (!l) return;
+    if (l->orders)
+        for (int i = 0; i < l->p.threads; i++)
+            free(l->orders[i].perm);
+    free(l->orders);
+    free(l);
 }
 
 qiao_status qmod_loader_start(const qmod_loader_params *p, qmod_loader **out) {
@@ -805,40 +753,31 @@ qiao_status qmod_loader_start(const qmod_loader_params *p, qmod_loader **out) {
     *out = NULL;
     qiao_status st = check_params(p, "qmod_loader_start");
     if (st != QIAO_OK) return st;
-    if (p->threads < 1 || p->threads > DATA_MAX_THREADS || p->prefetch < 1 || p->prefetch > DATA_MAX_PREFETCH ||
-        p->first_batch < 0)
-        return qc_error(QIAO_ERR_INVALID_ARGUMENT,
-                        "qmod_loader_start: threads %d (1..%d), prefetch %d (1..%d), first_batch %lld (>= 0)",
-                        p->threads, DATA_MAX_THREADS, p->prefetch, DATA_MAX_PREFETCH, (long long)p->first_batch);
+    qmod_ring_params rp = {.name = "qmod_loader",
+                           .batch_size = sizeof(qmod_train_batch),
+                           .threads = p->threads,
+                           .prefetch = p->prefetch,
+                           .first_batch = p->first_batch,
+                           .end = INT64_MAX,
+                           .make = ring_make,
+                           .free_batch = ring_free};
+    if ((st = qmod_ring_check(&rp)) != QIAO_OK) return st;
     qmod_loader *l = calloc(1, sizeof *l);
-    if (!l) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qmod_loader_start: out of memory");
-    l->p = *p;
-    l->bpe = qmod_loader_epoch_batches(p->data, p->batch);
-    l->next_out = p->first_batch;
-    l->err_index = INT64_MAX;
-    l->slots = calloc((size_t)p->prefetch, sizeof *l->slots);
-    l->workers = calloc((size_t)p->threads, sizeof *l->workers);
-    if (!l->slots || !l->workers) {
-        free(l->slots);
-        free(l->workers);
-        free(l);
+    if (l) {
+        l->p = *p;
+        l->orders = calloc((size_t)p->threads, sizeof *l->orders);
+    }
+    if (!l || !l->orders) {
+        loader_free(l);
         return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qmod_loader_start: out of memory");
     }
-    for (int i = 0; i < p->prefetch; i++) l->slots[i].next = p->first_batch + i;
-    pthread_mutex_init(&l->mu, NULL);
-    pthread_cond_init(&l->ready, NULL);
-    pthread_cond_init(&l->space, NULL);
-    for (int i = 0; i < p->threads; i++) {
-        worker *w = &l->workers[i];
-        w->l = l;
-        w->w = i;
-        w->perm_epoch = -1;
-        int e = pthread_create(&w->th, NULL, worker_main, w);
-        if (e != 0) {
-            qmod_loader_stop(l);
-            return qc_error(QIAO_ERR_INTERNAL, "qmod_loader_start: pthread_create: %s", strerror(e));
-        }
-        w->started = true;
+    l->bpe = qmod_loader_epoch_batches(p->data, p->batch);
+    for (int i = 0; i < p->threads; i++)
+        l->orders[i].perm_epoch = -1;
+    rp.ctx = l;
+    if ((st = qmod_ring_start(&rp, &l->ring)) != QIAO_OK) {
+        loader_free(l);
+        return st;
     }
     *out = l;
     return QIAO_OK;
@@ -846,75 +785,18 @@ qiao_status qmod_loader_start(const qmod_loader_params *p, qmod_loader **out) {
 
 qiao_status qmod_loader_next(qmod_loader *l, qmod_train_batch **out) {
     if (!l || !out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_loader_next: loader and out are required");
-    *out = NULL;
-    pthread_mutex_lock(&l->mu);
-    const int64_t k = l->next_out;
-    slot *s = slot_of(l, k);
-    qiao_status st = QIAO_OK;
-    bool held = false;
-    char msg[DATA_MSG_MAX];
-    for (;;) {
-        if (k >= l->err_index) {
-            st = l->err;
-            snprintf(msg, sizeof msg, "%s", l->err_msg);
-            break;
-        }
-        if (s->state == SLOT_READY && s->next == k) break;
-        if (s->state == SLOT_OUT) {
-            /* Batch k - prefetch is still held: batch k can never be built. */
-            held = true;
-            break;
-        }
-        pthread_cond_wait(&l->ready, &l->mu);
-    }
-    if (st == QIAO_OK && !held) {
-        s->state = SLOT_OUT;
-        l->next_out++;
-        *out = &s->b;
-    }
-    pthread_mutex_unlock(&l->mu);
-    if (held)
-        return qc_error(QIAO_ERR_INVALID_ARGUMENT,
-                        "qmod_loader_next: batch %lld is still held; with prefetch %d, release it before asking for "
-                        "batch %lld",
-                        (long long)(k - l->p.prefetch), l->p.prefetch, (long long)k);
-    if (st != QIAO_OK) return qc_error(st, "%s", msg);
-    return QIAO_OK;
+    void *b = NULL;
+    qiao_status st = qmod_ring_next(l->ring, &b);
+    *out = b;
+    return st;
 }
 
 void qmod_loader_release(qmod_loader *l, qmod_train_batch *b) {
-    if (!l || !b) return;
-    pthread_mutex_lock(&l->mu);
-    for (int i = 0; i < l->p.prefetch; i++) {
-        slot *s = &l->slots[i];
-        if (&s->b != b || s->state != SLOT_OUT) continue;
-        /* The batch's memory is freed by the worker that reuses the slot,
-         * off the consumer's thread. */
-        s->state = SLOT_FREE;
-        s->next += l->p.prefetch;
-        pthread_cond_broadcast(&l->space);
-        break;
-    }
-    pthread_mutex_unlock(&l->mu);
+    if (l) qmod_ring_release(l->ring, b);
 }
 
 void qmod_loader_stop(qmod_loader *l) {
     if (!l) return;
-    pthread_mutex_lock(&l->mu);
-    l->stop = true;
-    pthread_cond_broadcast(&l->space);
-    pthread_cond_broadcast(&l->ready);
-    pthread_mutex_unlock(&l->mu);
-    for (int i = 0; i < l->p.threads; i++) {
-        worker *w = &l->workers[i];
-        if (w->started) pthread_join(w->th, NULL);
-        free(w->perm);
-    }
-    for (int i = 0; i < l->p.prefetch; i++) qmod_train_batch_free(&l->slots[i].b);
-    pthread_cond_destroy(&l->space);
-    pthread_cond_destroy(&l->ready);
-    pthread_mutex_destroy(&l->mu);
-    free(l->slots);
-    free(l->workers);
-    free(l);
+    qmod_ring_stop(l->ring);
+    loader_free(l);
 }

@@ -1,9 +1,6 @@
 /* models/data/vqa.c - the VQA loader (see vqa.h): the picture cache, one
- * batch as a pure function of (seed, index, params), and the threaded
- * loader with its ring of prefetched batches (the same ring as data.c's:
- * batch k goes to slot (k - first_batch) % prefetch, so workers run at
- * most `prefetch` batches ahead and a slow worker's batch is never starved
- * of its slot).
+ * batch as a pure function of (seed, index, params), and the loader, whose
+ * threads and ring of prefetched batches are ring.c's (as data.c's are).
  *
  * Every row draws all its random numbers, in a fixed order, whatever the
  * probabilities say: changing p_occlude does not move the noise a row gets,
@@ -18,11 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "models/data/ring.h"
 #include "models/vqa.h"
 
 #define VQA_MSG_MAX 1024
-#define VQA_MAX_THREADS 256
-#define VQA_MAX_PREFETCH 4096
 #define VQA_BABBLE_VOICES 4
 
 /* Stream tags, so no two kinds of draw share a seed. */
@@ -699,89 +695,52 @@ qiao_status qmod_vqa_batch_make(const qmod_vqa_loader_params *p, int64_t index, 
 
 /* ---- the loader ---------------------------------------------------------------- */
 
-typedef enum slot_state { SLOT_FREE = 0, SLOT_BUILDING, SLOT_READY, SLOT_OUT } slot_state;
-
-typedef struct slot {
-    slot_state state;
-    int64_t next;     /* the batch index this slot is for while FREE or BUILDING */
-    qmod_vqa_batch b; /* holds batch `next` once READY or OUT */
-} slot;
-
-typedef struct worker {
-    qmod_vqa_loader *l;
-    int w;
-    bool started;
-    pthread_t th;
+/* One worker's cached training order: consecutive batches of a worker share
+ * an epoch, and drawing the order (n_questions) per batch would be wasted
+ * work. */
+typedef struct worker_order {
     int64_t *perm;      /* (n_questions) the order of perm_epoch */
     int64_t perm_epoch; /* -1: none yet */
-} worker;
+} worker_order;
 
 struct qmod_vqa_loader {
     qmod_vqa_loader_params p;
     vqa_ctx ctx;
     qmod_vqa_cache *own_cache; /* when the caller gave none */
-    int64_t end;               /* evaluation: one past the last batch; INT64_MAX in training */
-    pthread_mutex_t mu;
-    pthread_cond_t ready; /* a slot became READY, or an error or stop happened */
-    pthread_cond_t space; /* a slot became FREE, or stop */
-    slot *slots;
-    worker *workers;
-    int64_t next_out;
-    bool stop;
-    int64_t err_index; /* the failed batch with the lowest index; INT64_MAX: none */
-    qiao_status err;
-    char err_msg[VQA_MSG_MAX];
+    worker_order *orders;      /* (threads) each touched by its worker's thread alone */
+    qmod_ring *ring;           /* the workers and the prefetched batches (ring.h) */
 };
 
-static slot *slot_of(qmod_vqa_loader *l, int64_t index) {
-    return &l->slots[(index - l->p.first_batch) % l->p.prefetch];
+static qiao_status ring_make(void *ctx, int64_t index, void *batch, int worker) {
+    qmod_vqa_loader *l = ctx;
+    worker_order *o = &l->orders[worker];
+    const int64_t n = l->p.data->n_questions;
+    if (!l->p.eval && o->perm_epoch != index / l->ctx.bpe) {
+        if (!o->perm) o->perm = malloc((size_t)n * sizeof *o->perm);
+        if (!o->perm)
+            return qc_error(QIAO_ERR_OUT_OF_MEMORY, "vqa loader: out of memory for an order of %lld questions",
+                            (long long)n);
+        o->perm_epoch = index / l->ctx.bpe;
+        epoch_perm(l->p.seed, o->perm_epoch, n, o->perm);
+    }
+    return make_batch(&l->ctx, index, o->perm, batch);
 }
 
-static void *worker_main(void *arg) {
-    worker *w = arg;
-    qmod_vqa_loader *l = w->l;
-    const int64_t n = l->p.data->n_questions;
-    for (int64_t k = l->p.first_batch + w->w; k < l->end; k += l->p.threads) {
-        slot *s = slot_of(l, k);
-        pthread_mutex_lock(&l->mu);
-        while (!l->stop && k <= l->err_index && !(s->state == SLOT_FREE && s->next == k))
-            pthread_cond_wait(&l->space, &l->mu);
-        bool quit = l->stop || k > l->err_index;
-        if (!quit) s->state = SLOT_BUILDING;
-        pthread_mutex_unlock(&l->mu);
-        if (quit) break;
+static void ring_free(void *ctx, void *batch) {
+    (void)ctx;
+    qmod_vqa_batch_free(batch);
+}
 
-        qmod_vqa_batch_free(&s->b);
-        qiao_status st = QIAO_OK;
-        if (!l->p.eval && w->perm_epoch != k / l->ctx.bpe) {
-            if (!w->perm) w->perm = malloc((size_t)n * sizeof *w->perm);
-            if (!w->perm) {
-                st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "vqa loader: out of memory for an order of %lld questions",
-                              (long long)n);
-            } else {
-                w->perm_epoch = k / l->ctx.bpe;
-                epoch_perm(l->p.seed, w->perm_epoch, n, w->perm);
-            }
-        }
-        if (st == QIAO_OK) st = make_batch(&l->ctx, k, w->perm, &s->b);
-
-        pthread_mutex_lock(&l->mu);
-        if (st == QIAO_OK) {
-            s->state = SLOT_READY;
-        } else {
-            s->state = SLOT_FREE;
-            if (k < l->err_index) {
-                l->err_index = k;
-                l->err = st;
-                snprintf(l->err_msg, sizeof l->err_msg, "%s", qiao_last_error());
-            }
-            pthread_cond_broadcast(&l->space);
-        }
-        pthread_cond_broadcast(&l->ready);
-        pthread_mutex_unlock(&l->mu);
-        if (st != QIAO_OK) break;
-    }
-    return NULL;
+/* Frees what start made, in any state it reached. */
+static void loader_free(qmod_vqa_loader *l) {
+    if (!l) return;
+    if (l->orders)
+        for (int i = 0; i < l->p.threads; i++)
+            free(l->orders[i].perm);
+    free(l->orders);
+    qmod_vqa_cache_free(l->own_cache);
+    ctx_free(&l->ctx);
+    free(l);
 }
 
 qiao_status qmod_vqa_loader_start(const qmod_vqa_loader_params *p, qmod_vqa_loader **out) {
@@ -789,55 +748,35 @@ qiao_status qmod_vqa_loader_start(const qmod_vqa_loader_params *p, qmod_vqa_load
     *out = NULL;
     qiao_status st = check_params(p, "qmod_vqa_loader_start");
     if (st != QIAO_OK) return st;
-    if (p->threads < 1 || p->threads > VQA_MAX_THREADS || p->prefetch < 1 || p->prefetch > VQA_MAX_PREFETCH ||
-        p->first_batch < 0)
-        return qc_error(QIAO_ERR_INVALID_ARGUMENT,
-                        "qmod_vqa_loader_start: threads %d (1..%d), prefetch %d "
-                        "(1..%d), first_batch %lld (>= 0)",
-                        p->threads, VQA_MAX_THREADS, p->prefetch, VQA_MAX_PREFETCH, (long long)p->first_batch);
+    qmod_ring_params rp = {.name = "qmod_vqa_loader",
+                           .batch_size = sizeof(qmod_vqa_batch),
+                           .threads = p->threads,
+                           .prefetch = p->prefetch,
+                           .first_batch = p->first_batch,
+                           .make = ring_make,
+                           .free_batch = ring_free};
+    if ((st = qmod_ring_check(&rp)) != QIAO_OK) return st;
     qmod_vqa_loader *l = calloc(1, sizeof *l);
     if (!l) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qmod_vqa_loader_start: out of memory");
     l->p = *p;
     /* the context points at the loader's own copy of the params */
-    if ((st = ctx_init(&l->ctx, &l->p, "qmod_vqa_loader_start")) != QIAO_OK) {
-        free(l);
-        return st;
-    }
-    if (!l->p.cache && (st = qmod_vqa_cache_new(p->data, &l->own_cache)) != QIAO_OK) {
-        ctx_free(&l->ctx);
-        free(l);
+    if ((st = ctx_init(&l->ctx, &l->p, "qmod_vqa_loader_start")) != QIAO_OK ||
+        (!l->p.cache && (st = qmod_vqa_cache_new(p->data, &l->own_cache)) != QIAO_OK)) {
+        loader_free(l);
         return st;
     }
     if (!l->p.cache) l->p.cache = l->own_cache;
-    l->end = p->eval ? l->ctx.bpe : INT64_MAX;
-    l->next_out = p->first_batch;
-    l->err_index = INT64_MAX;
-    l->slots = calloc((size_t)p->prefetch, sizeof *l->slots);
-    l->workers = calloc((size_t)p->threads, sizeof *l->workers);
-    if (!l->slots || !l->workers) {
-        free(l->slots);
-        free(l->workers);
-        qmod_vqa_cache_free(l->own_cache);
-        ctx_free(&l->ctx);
-        free(l);
+    if (!(l->orders = calloc((size_t)p->threads, sizeof *l->orders))) {
+        loader_free(l);
         return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qmod_vqa_loader_start: out of memory");
     }
-    for (int i = 0; i < p->prefetch; i++)
-        l->slots[i].next = p->first_batch + i;
-    pthread_mutex_init(&l->mu, NULL);
-    pthread_cond_init(&l->ready, NULL);
-    pthread_cond_init(&l->space, NULL);
-    for (int i = 0; i < p->threads; i++) {
-        worker *w = &l->workers[i];
-        w->l = l;
-        w->w = i;
-        w->perm_epoch = -1;
-        int e = pthread_create(&w->th, NULL, worker_main, w);
-        if (e != 0) {
-            qmod_vqa_loader_stop(l);
-            return qc_error(QIAO_ERR_INTERNAL, "qmod_vqa_loader_start: pthread_create: %s", strerror(e));
-        }
-        w->started = true;
+    for (int i = 0; i < p->threads; i++)
+        l->orders[i].perm_epoch = -1;
+    rp.end = p->eval ? l->ctx.bpe : INT64_MAX;
+    rp.ctx = l;
+    if ((st = qmod_ring_start(&rp, &l->ring)) != QIAO_OK) {
+        loader_free(l);
+        return st;
     }
     *out = l;
     return QIAO_OK;
@@ -845,80 +784,18 @@ qiao_status qmod_vqa_loader_start(const qmod_vqa_loader_params *p, qmod_vqa_load
 
 qiao_status qmod_vqa_loader_next(qmod_vqa_loader *l, qmod_vqa_batch **out) {
     if (!l || !out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_vqa_loader_next: loader and out are required");
-    *out = NULL;
-    pthread_mutex_lock(&l->mu);
-    const int64_t k = l->next_out;
-    if (k >= l->end) {
-        pthread_mutex_unlock(&l->mu);
-        return QIAO_OK; /* past an evaluation's last batch */
-    }
-    slot *s = slot_of(l, k);
-    qiao_status st = QIAO_OK;
-    bool held = false;
-    char msg[VQA_MSG_MAX];
-    for (;;) {
-        if (k >= l->err_index) {
-            st = l->err;
-            snprintf(msg, sizeof msg, "%s", l->err_msg);
-            break;
-        }
-        if (s->state == SLOT_READY && s->next == k) break;
-        if (s->state == SLOT_OUT) {
-            held = true;
-            break;
-        }
-        pthread_cond_wait(&l->ready, &l->mu);
-    }
-    if (st == QIAO_OK && !held) {
-        s->state = SLOT_OUT;
-        l->next_out++;
-        *out = &s->b;
-    }
-    pthread_mutex_unlock(&l->mu);
-    if (held)
-        return qc_error(QIAO_ERR_INVALID_ARGUMENT,
-                        "qmod_vqa_loader_next: batch %lld is still held; with "
-                        "prefetch %d, release it before asking "
-                        "for batch %lld",
-                        (long long)(k - l->p.prefetch), l->p.prefetch, (long long)k);
-    if (st != QIAO_OK) return qc_error(st, "%s", msg);
-    return QIAO_OK;
+    void *b = NULL;
+    qiao_status st = qmod_ring_next(l->ring, &b);
+    *out = b;
+    return st;
 }
 
 void qmod_vqa_loader_release(qmod_vqa_loader *l, qmod_vqa_batch *b) {
-    if (!l || !b) return;
-    pthread_mutex_lock(&l->mu);
-    for (int i = 0; i < l->p.prefetch; i++) {
-        slot *s = &l->slots[i];
-        if (&s->b != b || s->state != SLOT_OUT) continue;
-        s->state = SLOT_FREE;
-        s->next += l->p.prefetch;
-        pthread_cond_broadcast(&l->space);
-        break;
-    }
-    pthread_mutex_unlock(&l->mu);
+    if (l) qmod_ring_release(l->ring, b);
 }
 
 void qmod_vqa_loader_stop(qmod_vqa_loader *l) {
     if (!l) return;
-    pthread_mutex_lock(&l->mu);
-    l->stop = true;
-    pthread_cond_broadcast(&l->space);
-    pthread_cond_broadcast(&l->ready);
-    pthread_mutex_unlock(&l->mu);
-    for (int i = 0; i < l->p.threads; i++) {
-        worker *w = &l->workers[i];
-        if (w->started) pthread_join(w->th, NULL);
-        free(w->perm);
-    }
-    for (int i = 0; i < l->p.prefetch; i++)
-        qmod_vqa_batch_free(&l->slots[i].b);
-    pthread_cond_destroy(&l->space);
-    pthread_cond_destroy(&l->ready);
-    pthread_mutex_destroy(&l->mu);
-    free(l->slots);
-    free(l->workers);
-    qmod_vqa_cache_free(l->own_cache);
-    ctx_free(&l->ctx);
-    free(l);
+    qmod_ring_stop(l->ring);
+    loader_free(l);
 }
