@@ -53,6 +53,17 @@ bool cli_is_file(const char *path) {
     return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
+char *cli_derive_path(const char *out, const char *ext) {
+    size_t n = strlen(out);
+    const char *sfx = ".safetensors";
+    if (n > strlen(sfx) && !strcmp(out + n - strlen(sfx), sfx)) n -= strlen(sfx);
+    char *s = malloc(n + strlen(ext) + 1);
+    if (!s) return NULL;
+    memcpy(s, out, n);
+    strcpy(s + n, ext);
+    return s;
+}
+
 void cli_split_dir(const char *data, const char *split, char *dir, size_t cap) {
     char probe[4200];
     snprintf(dir, cap, "%s", data);

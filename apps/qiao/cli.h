@@ -39,6 +39,11 @@ bool cli_num_arg(const char *cmd, const char *opt, const char *s, double lo, dou
 
 /* True when path names a regular file. */
 bool cli_is_file(const char *path);
+/* `out` with its .safetensors extension, if it has one, replaced by `ext`
+ * (the file names a training run derives from its model's: "m.safetensors"
+ * and ".csv" give "m.csv"; "m" gives "m.csv"). malloc'd; the caller frees
+ * it; NULL when out of memory. */
+char *cli_derive_path(const char *out, const char *ext);
 /* The split directory that --data names: `data` itself when it holds a
  * manifest.jsonl, else data/<split> when that does, else `data` (whose
  * loading then says what is missing). */

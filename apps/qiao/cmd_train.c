@@ -113,18 +113,6 @@ static bool has_manifest(const char *dir) {
     return cli_is_file(path);
 }
 
-/* out with its .safetensors extension replaced by `ext` */
-static char *derive(const char *out, const char *ext) {
-    size_t n = strlen(out);
-    const char *sfx = ".safetensors";
-    if (n > strlen(sfx) && !strcmp(out + n - strlen(sfx), sfx)) n -= strlen(sfx);
-    char *s = malloc(n + strlen(ext) + 1);
-    if (!s) return NULL;
-    memcpy(s, out, n);
-    strcpy(s + n, ext);
-    return s;
-}
-
 /* qiao train plot LOG.csv [-o PNG]: the PNG defaults to LOG with .png for .csv. */
 static int train_plot(int argc, char **argv) {
     const char *csv = NULL, *png = NULL;
@@ -344,10 +332,10 @@ int cmd_train(int argc, char **argv) {
         p.hp.restart = resume_step;
     }
 
-    char *ckpt_owned = ckpt ? NULL : derive(p.out_path, ".ckpt.safetensors");
+    char *ckpt_owned = ckpt ? NULL : cli_derive_path(p.out_path, ".ckpt.safetensors");
     p.ckpt_path = ckpt ? ckpt : ckpt_owned;
-    char *csv_path = derive(logp ? logp : p.out_path, ".csv");
-    char *png_path = derive(logp ? logp : p.out_path, ".png");
+    char *csv_path = cli_derive_path(logp ? logp : p.out_path, ".csv");
+    char *png_path = cli_derive_path(logp ? logp : p.out_path, ".png");
     int rc = 1;
     if (!p.ckpt_path || !csv_path || !png_path) {
         fprintf(stderr, "qiao train: out of memory\n");

@@ -68,17 +68,6 @@ static int on_step(const qtr_log *l, void *user) {
     return 0;
 }
 
-static char *derive(const char *out, const char *ext) {
-    size_t n = strlen(out);
-    const char *sfx = ".safetensors";
-    if (n > strlen(sfx) && !strcmp(out + n - strlen(sfx), sfx)) n -= strlen(sfx);
-    char *s = malloc(n + strlen(ext) + 1);
-    if (!s) return NULL;
-    memcpy(s, out, n);
-    strcpy(s + n, ext);
-    return s;
-}
-
 /* The recipe's JSON (or the checkpoint's stored config, whose "train" object
  * the run kept) -> hyperparameters. */
 static qiao_status read_hparams(const char *path, bool model_file, qmod_vqa_hparams *hp) {
@@ -201,9 +190,9 @@ int cmd_train_vqa(int argc, char **argv) {
             c += n + (c[n] == ',');
         }
     }
-    char *ckpt_owned = ckpt ? NULL : derive(p.out_path, ".ckpt.safetensors");
-    char *csv_path = derive(logp ? logp : p.out_path, ".csv");
-    char *png_path = derive(logp ? logp : p.out_path, ".png");
+    char *ckpt_owned = ckpt ? NULL : cli_derive_path(p.out_path, ".ckpt.safetensors");
+    char *csv_path = cli_derive_path(logp ? logp : p.out_path, ".csv");
+    char *png_path = cli_derive_path(logp ? logp : p.out_path, ".png");
     int rc = 1;
     p.ckpt_path = ckpt ? ckpt : ckpt_owned;
     if (!p.ckpt_path || !csv_path || !png_path) {
