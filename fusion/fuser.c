@@ -137,6 +137,7 @@ qiao_status qf_fuser_describe_acts(qc_table *tab, const char *prefix, const qf_f
     ADDA("lnp", B * Ti, D, lnp);
     ADDA("lnp_mean", B * Ti, 0, lnp_mean);
     ADDA("lnp_rstd", B * Ti, 0, lnp_rstd);
+    ADDA("pool_arg", B, D, pool_arg);
     ADDA("z", B, D, z);
     if (train) {
         ADDA("flow_q0", B * Tq, D, flow[0]);
@@ -261,7 +262,7 @@ qiao_status qf_fuser_forward(const qb_exec *ex, qf_fuser_acts *a, qf_fuser_scrat
     for (int m = 0; m < QF_NMOD; m++) {
         if (d->T[m] == 0) continue;
         if (m == QF_IMAGE)
-            nn_pool_mean_forward(ex, a->pool[m], a->lnp, s->pmask, B, Ti, D);
+            nn_pool_max_forward(ex, a->pool[m], (int32_t *)a->pool_arg, a->lnp, s->pmask, B, Ti, D);
         else
             nn_pool_mean_forward(ex, a->pool[m], a->lnq, qmask_m[m], B, Tq, D);
         for (int64_t b = 0; b < B; b++) {
@@ -294,7 +295,7 @@ void qf_fuser_backward(const qb_exec *ex, float *const dtokens[QF_NMOD], qf_fuse
             s->dw[b * QF_NMOD + m] = dot;
         }
         if (m == QF_IMAGE)
-            nn_pool_mean_backward(ex, da->lnp, da->pool[m], s->pmask, B, Ti, D);
+            nn_pool_max_backward(ex, da->lnp, da->pool[m], (const int32_t *)a->pool_arg, B, Ti, D);
         else
             nn_pool_mean_backward(ex, da->lnq, da->pool[m], qmask_m[m], B, Tq, D);
     }

@@ -7,7 +7,12 @@
  *   Q_0   = [x_text ; x_audio]                       the question stream (typed and spoken)
  *   P_0   = x_image                                  the picture stream
  *   Q_l+1 = xblock_q,l(Q_l | P_l),  P_l+1 = xblock_p,l(P_l | Q_l)     l < L (cross.h)
- *   z     = sum_m w_m meanpool_m(ln(final stream of m))
+ *   z     = sum_m w_m pool_m(ln(final stream of m))
+ * where pool is the masked mean over a question modality's tokens and the
+ * masked max over the picture's: a picture's tokens are mostly background,
+ * so their mean makes every picture alike and no gradient reaches what the
+ * question asks about (the image tower's max pooling answers the same
+ * problem, nn.h "nn_pool"); the max lets the patch that matches win.
  *
  * Both streams read the other's previous layer (ViLBERT's co-attention).
  * In every attention whose keys are question tokens (the question's
@@ -83,6 +88,7 @@ typedef struct qf_fuser_acts {
     float *lnq, *lnq_mean, *lnq_rstd; /* (B*Tq, d), (B*Tq), (B*Tq) */
     float *lnp, *lnp_mean, *lnp_rstd; /* (B*T_image, d), ... */
     float *pool[QF_NMOD];     /* (B, d) */
+    float *pool_arg;          /* (B, d) int32: the picture's max pooling's argmax */
     float *z;                 /* (B, d) */
     float *flow[4];           /* backward only: two (B*Tq, d) and two (B*T_image, d) gradient buffers */
 } qf_fuser_acts;

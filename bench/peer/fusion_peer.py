@@ -28,7 +28,8 @@ Fuser (qf_fuser_forward), modalities in weight order text, image, audio:
     Q_0   = [x_text ; x_audio] (question), P_0 = x_image (picture)
     Q_l+1 = question.l(Q_l | P_l; key bias log w on Q's keys)
     P_l+1 = picture.l(P_l | Q_l; the same bias on the context keys Q)
-    z     = sum_m w_m masked_mean_m(ln_q Q_L or ln_p P_L)
+    z     = sum_m w_m pool_m(ln_q Q_L or ln_p P_L): masked mean over a question
+            modality's tokens, masked max over the picture's
 Masks: a token is real when its modality is present in the row and the
 per-modality mask says so; the gate's pool reads the per-modality mask only
 (padding, not presence), as the C does. The key bias of a real question
@@ -78,6 +79,14 @@ def attention(q, k, v, H, key_mask=None, key_bias=None, causal=False):
     p = torch.softmax(s.masked_fill(~(keep | ~any_key), float("-inf")), dim=-1)
     p = p * any_key.to(p.dtype)
     return (p @ v).transpose(1, 2).reshape(B, Tq, C)
+
+
+def masked_max(x, mask):
+    """nn_pool_max_forward: x (B, T, C), mask (B, T) bool -> (B, C), the max
+    over real tokens; a row with no real token pools to zeros."""
+    any_real = mask.any(dim=1, keepdim=True)
+    y = x.masked_fill(~mask[:, :, None], float("-inf")).max(dim=1).values
+    return torch.where(any_real, y, torch.zeros_like(y))
 
 
 def masked_mean(x, mask):
@@ -262,7 +271,7 @@ class Fuser(nn.Module):
             part[:, t0:t0 + T] = qmask[:, t0:t0 + T]
             z = z + w[:, MODALITIES.index(m), None] * masked_mean(Q, part)
             t0 += T
-        z = z + w[:, MODALITIES.index("image"), None] * masked_mean(P, pmask)
+        z = z + w[:, MODALITIES.index("image"), None] * masked_max(P, pmask)
         return z, w
 
 
