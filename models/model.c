@@ -377,6 +377,19 @@ qiao_status qmod_describe(qc_table *tab, const qmod_config *cfg) {
     if (cfg->has_fusion && (st = qf_fuser_describe(tab, "fusion.", &cfg->fusion, offsetof(qmod_params, fusion))) !=
                                QIAO_OK)
         return st;
+    for (int m = 0; cfg->has_fusion && m < QF_NMOD; m++) {
+        const int64_t C = cfg->fusion.in_width[m];
+        if (!C) continue;
+        char name[64];
+        snprintf(name, sizeof name, "fusion.%s.in_mean", qf_modality_name(m));
+        if ((st = qc_table_add_dims(tab, "", name, 1, C, 0, 0, QC_INIT_ZEROS, 0, QC_NO_DECAY | QC_FROZEN,
+                                    offsetof(qmod_params, tok_mean) + (size_t)m * sizeof(float *))) != QIAO_OK)
+            return st;
+        snprintf(name, sizeof name, "fusion.%s.in_std", qf_modality_name(m));
+        if ((st = qc_table_add_dims(tab, "", name, 1, C, 0, 0, QC_INIT_ONES, 0, QC_NO_DECAY | QC_FROZEN,
+                                    offsetof(qmod_params, tok_std) + (size_t)m * sizeof(float *))) != QIAO_OK)
+            return st;
+    }
     for (int i = 0; i < cfg->n_heads; i++) {
         char prefix[QMOD_NAME_MAX + 8];
         snprintf(prefix, sizeof prefix, "heads.%s.", cfg->heads[i].name);

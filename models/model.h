@@ -125,6 +125,11 @@ typedef struct qmod_params {
     qe_audio_params audio;
     float *logit_scale[QMOD_N_PAIRS];   /* (1) each, indexed by QMOD_PAIR_*; NULL for a pair not held */
     qf_fuser_params fusion;             /* bound when the config has a fusion section */
+    /* With fusion: each tower's token statistics, "fusion.<m>.in_mean" and
+     * "fusion.<m>.in_std" (its width each, QC_FROZEN): models/vqa.c hands
+     * the fuser (tokens - in_mean) / in_std. Measured on training data when
+     * a VQA model is made (models/answering); 0 and 1 until then. */
+    float *tok_mean[QF_NMOD], *tok_std[QF_NMOD];
     qf_mlp_params heads[QMOD_MAX_HEADS];
 } qmod_params;
 

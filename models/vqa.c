@@ -29,7 +29,7 @@ qiao_status qmod_vqa_check(const qmod_model *m) {
 
 void qmod_vqa_work_free(qmod_vqa_work *w) {
     if (!w) return;
-    for (int m = 0; m < QF_NMOD; m++) qmod_work_free(&w->tower[m]), free(w->dtok[m]);
+    for (int m = 0; m < QF_NMOD; m++) qmod_work_free(&w->tower[m]), free(w->dtok[m]), free(w->ntok[m]);
     qc_arena_free(&w->acts);
     qc_arena_free(&w->dacts);
     qc_table_free(&w->at);
@@ -92,6 +92,25 @@ static qiao_status fuser_reserve(qmod_vqa_work *w, const qmod_model *m, const qf
     return QIAO_OK;
 }
 
+/* (x - mean) / std per channel into the workspace's buffer for modality k:
+ * the towers' final tokens share a large common vector (about a third of an
+ * image token's energy in qiao-base), which the fuser's LayerNorms keep, so
+ * unstandardized inputs all look alike to it. */
+static qiao_status standardize(const qmod_model *m, qmod_vqa_work *w, int k, const qmod_token_seq *seq) {
+    const int64_t C = seq->C, n = seq->B * seq->T * C;
+    if (n > w->ntok_n[k]) {
+        free(w->ntok[k]);
+        w->ntok_n[k] = 0;
+        if (!(w->ntok[k] = malloc((size_t)n * sizeof(float))))
+            return qc_error(QIAO_ERR_OUT_OF_MEMORY, "VQA: out of memory for %lld token values", (long long)n);
+        w->ntok_n[k] = n;
+    }
+    const float *mean = m->p.tok_mean[k], *sd = m->p.tok_std[k];
+    for (int64_t r = 0; r < seq->B * seq->T; r++)
+        for (int64_t c = 0; c < C; c++) w->ntok[k][r * C + c] = (seq->x[r * C + c] - mean[c]) / sd[c];
+    return QIAO_OK;
+}
+
 /* Runs the towers and fills the fuser's input. */
 static qiao_status run_towers(const qb_exec *ex, const qmod_model *m, qmod_vqa_work *w, const qmod_vqa_inputs *in,
                               qf_fuser_input *fin, qf_fuser_dims *d) {
@@ -117,8 +136,9 @@ static qiao_status run_towers(const qb_exec *ex, const qmod_model *m, qmod_vqa_w
         if (st == QIAO_OK) st = qmod_forward(ex, m, tw, b, &emb);
         qmod_token_seq seq;
         if (st == QIAO_OK) st = qmod_tokens(m, tw, b, &seq);
+        if (st == QIAO_OK) st = standardize(m, w, k, &seq);
         if (st != QIAO_OK) return st;
-        fin->tokens[k] = seq.x;
+        fin->tokens[k] = w->ntok[k];
         fin->mask[k] = seq.mask;
         fin->stats[k] = in->stats[k];
         d->T[k] = seq.T;
@@ -166,7 +186,7 @@ qiao_status qmod_vqa_backward(const qb_exec *ex, const qmod_model *m, qmod_param
         qmod_token_seq seq;
         qiao_status st = qmod_tokens(m, &w->tower[k], b, &seq);
         if (st != QIAO_OK) return st;
-        fin.tokens[k] = seq.x, fin.mask[k] = seq.mask, fin.stats[k] = in->stats[k];
+        fin.tokens[k] = w->ntok[k], fin.mask[k] = seq.mask, fin.stats[k] = in->stats[k];
         d.T[k] = seq.T;
     }
     fin.present = w->present;
@@ -189,8 +209,15 @@ qiao_status qmod_vqa_backward(const qb_exec *ex, const qmod_model *m, qmod_param
     }
     qf_fuser_backward(ex, dtok, &grads->fusion, &w->da, &w->s, w->da.z, &w->a, &m->p.fusion, &fin, mode,
                       &m->cfg.fusion, &d);
-    for (int k = 0; k < QF_NMOD; k++)
-        if (dtok[k]) qmod_backward_at(ex, m, grads, &w->tower[k], in->batch[k], NULL, dtok[k]);
+    for (int k = 0; k < QF_NMOD; k++) {
+        if (!dtok[k]) continue;
+        /* through the standardization: d tokens = d standardized / std */
+        const int64_t C = m->cfg.fusion.in_width[k], rows = in->B * d.T[k];
+        const float *sd = m->p.tok_std[k];
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < C; c++) dtok[k][r * C + c] /= sd[c];
+        qmod_backward_at(ex, m, grads, &w->tower[k], in->batch[k], NULL, dtok[k]);
+    }
     return ex->ops->sync(ex);
 }
 

@@ -46,6 +46,8 @@ typedef struct qmod_vqa_work {
     qmod_head_work answer, lang;
     float *dtok[QF_NMOD];              /* (B*T_m, C_m) token gradients for towers that train */
     int64_t dtok_n[QF_NMOD];
+    float *ntok[QF_NMOD];              /* (B*T_m, C_m) the tokens standardized (model.h tok_mean, tok_std) */
+    int64_t ntok_n[QF_NMOD];
     uint8_t *present;                  /* (B, QF_NMOD) */
     int64_t B_max;
 } qmod_vqa_work;

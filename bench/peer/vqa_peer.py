@@ -107,6 +107,13 @@ class VQA(nn.Module):
         fcfg["in_width"] = {m: int(config[m]["width"]) for m in self.towers}
         self.fuser = fusion_peer.load_fuser(tensors, fcfg).eval()
         self.width = {m: int(config[m]["width"]) for m in self.towers}
+        # models/vqa.c hands the fuser (tokens - in_mean) / in_std
+        self.tok_mean, self.tok_std = {}, {}
+        for m in self.towers:
+            mean, std = tensors.get(f"fusion.{m}.in_mean"), tensors.get(f"fusion.{m}.in_std")
+            if mean is not None and std is not None:
+                self.tok_mean[m] = torch.as_tensor(np.asarray(mean), dtype=torch.float32)
+                self.tok_std[m] = torch.as_tensor(np.asarray(std), dtype=torch.float32)
         heads = config.get("heads", {})
         self.heads = nn.ModuleDict()
         for name in ("answer", "lang"):
@@ -125,6 +132,8 @@ class VQA(nn.Module):
         for m, enc in self.towers.items():
             if args.get(m) is not None:
                 x, mask = enc(*args[m])
+                if m in self.tok_mean:
+                    x = (x - self.tok_mean[m]) / self.tok_std[m]
                 tokens[m] = x
                 if mask is not None:
                     masks[m] = mask

@@ -261,7 +261,75 @@ typedef struct vqa_obj {
     float *g_bound;
     float *losses, *probs, *dlogits, *lprobs, *dlang; /* (B), (B, K), (B, K), (B, 2), (B, 2) */
     int32_t *lang_t;                                    /* (B) */
+    bool fresh;                                         /* a new VQA model: its token statistics to measure */
 } vqa_obj;
+
+/* The towers' token statistics (model.h tok_mean, tok_std): per channel over
+ * the real tokens of present inputs in `n` clean training batches. */
+static qiao_status measure_token_stats(vqa_obj *o, const qb_exec *ex, int64_t n) {
+    qmod_model *m = o->m;
+    qmod_vqa_loader_params lp = {.model = m,
+                                 .data = &o->train,
+                                 .cache = o->cache,
+                                 .vqa = qmod_vqa_default_params(),
+                                 .batch = 64,
+                                 .seed = o->h.seed + 7,
+                                 .threads = 1,
+                                 .prefetch = 2};
+    qmod_vqa_loader *l = NULL;
+    qmod_work work[QF_NMOD];
+    memset(work, 0, sizeof work);
+    double *acc[QF_NMOD] = {NULL, NULL, NULL};
+    int64_t cnt[QF_NMOD] = {0, 0, 0};
+    qiao_status st = qmod_vqa_loader_start(&lp, &l);
+    for (int k = 0; k < QF_NMOD && st == QIAO_OK; k++)
+        if (!(acc[k] = calloc((size_t)(2 * m->cfg.fusion.in_width[k] + 1), sizeof(double))))
+            st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "VQA: out of memory");
+    for (int64_t i = 0; i < n && st == QIAO_OK; i++) {
+        qmod_vqa_batch *b = NULL;
+        if ((st = qmod_vqa_loader_next(l, &b)) != QIAO_OK || !b) break;
+        const qmod_batch *in[QF_NMOD] = {&b->text, &b->image, &b->audio};
+        for (int k = 0; k < QF_NMOD && st == QIAO_OK; k++) {
+            const qmod_batch *x = in[k];
+            qmod_work *w = &work[k];
+            st = w->acts.base ? qmod_work_reserve(w, m, x->B, x->T)
+                              : qmod_work_init(w, m, qmod_vqa_tower(k), x->B, x->T, false);
+            const float *emb;
+            qmod_token_seq seq;
+            if (st == QIAO_OK) st = qmod_forward(ex, m, w, x, &emb);
+            if (st == QIAO_OK) st = qmod_tokens(m, w, x, &seq);
+            for (int64_t r = 0; st == QIAO_OK && r < seq.B; r++) {
+                if (!b->present[r * QF_NMOD + k]) continue;
+                for (int64_t t = 0; t < seq.T; t++) {
+                    if (seq.mask && !seq.mask[r * seq.T + t]) continue;
+                    const float *v = seq.x + (r * seq.T + t) * seq.C;
+                    for (int64_t c = 0; c < seq.C; c++) {
+                        acc[k][c] += v[c];
+                        acc[k][seq.C + c] += (double)v[c] * v[c];
+                    }
+                    cnt[k]++;
+                }
+            }
+        }
+        qmod_vqa_loader_release(l, b);
+    }
+    qmod_vqa_loader_stop(l);
+    for (int k = 0; k < QF_NMOD && st == QIAO_OK; k++) {
+        const int64_t C = m->cfg.fusion.in_width[k];
+        if (!cnt[k]) continue; /* never present: left the identity */
+        double common = 0.0, total = 0.0;
+        for (int64_t c = 0; c < C; c++) {
+            const double mu = acc[k][c] / (double)cnt[k], var = acc[k][C + c] / (double)cnt[k] - mu * mu;
+            m->p.tok_mean[k][c] = (float)mu;
+            m->p.tok_std[k][c] = (float)sqrt(var > 1e-8 ? var : 1e-8);
+            common += mu * mu, total += acc[k][C + c] / (double)cnt[k];
+        }
+        qc_log(QIAO_LOG_INFO, "VQA: %s tokens standardized over %lld tokens; their mean holds %.0f%% of their energy",
+               qf_modality_name(k), (long long)cnt[k], 100.0 * common / (total > 0 ? total : 1));
+    }
+    for (int k = 0; k < QF_NMOD; k++) qmod_work_free(&work[k]), free(acc[k]);
+    return st;
+}
 
 static qiao_status o_next_batch(void *user, int64_t step) {
     vqa_obj *o = user;
@@ -431,6 +499,7 @@ static qiao_status model_init(vqa_obj *o, const qmod_vqa_train_params *p) {
             memcpy(json, recipe, n);
             json[n] = 0;
             st = vqa_model_from(base, json, p->data_dir, o->h.seed, &o->m);
+            o->fresh = st == QIAO_OK;
             free(json);
         }
     }
@@ -462,6 +531,7 @@ qiao_status qmod_vqa_train(const qmod_vqa_train_params *p) {
                       (int)o.train.n_answers);
     if (st == QIAO_OK) st = qmod_vqa_cache_new(&o.train, &o.cache);
     if (st == QIAO_OK && p->val_dir) st = qmod_vqa_cache_new(&o.val, &o.val_cache);
+    if (st == QIAO_OK && o.fresh) st = measure_token_stats(&o, &ex, 8);
     if (st == QIAO_OK) {
         qtr_freeze_prefix(&o.m->tab, "logit_scale.");
         for (int k = 0; k < QF_NMOD; k++)

@@ -192,6 +192,12 @@ static void test_gradients(void **state) {
     vqa_setup(&k, 5, true);
     /* weights a little larger than the init's 0.02 so every path carries signal */
     qt_fill_normal(k.m->p.fusion.in_w[QF_TEXT], 16 * 64, 0.15f, 77);
+    /* token standardization that is not the identity, so the gradient
+     * through it (divided by std on the way back) is checked */
+    for (int m = 0; m < QF_NMOD; m++) {
+        qt_fill_normal(k.m->p.tok_mean[m], 64, 0.5f, 80 + (uint64_t)m);
+        qt_fill_uniform(k.m->p.tok_std[m], 64, 0.5f, 2.0f, 90 + (uint64_t)m);
+    }
     vqa_fwd(&k);
     float *R = qt_alloc(k.n_out);
     qt_fill_normal(R, k.n_out, 1.0f, 9);
