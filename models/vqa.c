@@ -160,10 +160,8 @@ qiao_status qmod_vqa_forward(const qb_exec *ex, const qmod_model *m, qmod_vqa_wo
     if (!ex || !m || !w || !in || !answer_logits)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_vqa_forward: NULL argument");
     if (!qf_weighting_name(mode)) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA: unknown weighting %d", (int)mode);
-    qf_fuser_input fin;
-    qf_fuser_dims d;
-    qiao_status st = run_towers(ex, m, w, in, &fin, &d);
-    if (st == QIAO_OK) st = qf_fuser_forward(ex, &w->a, &w->s, &m->p.fusion, &fin, mode, &m->cfg.fusion, &d);
+    qiao_status st = run_towers(ex, m, w, in, &w->fin, &w->fd);
+    if (st == QIAO_OK) st = qf_fuser_forward(ex, &w->a, &w->s, &m->p.fusion, &w->fin, mode, &m->cfg.fusion, &w->fd);
     if (st == QIAO_OK) st = qmod_head_forward(ex, m, &w->answer, w->a.z, in->B, answer_logits);
     if (lang_logits) *lang_logits = NULL;
     if (st == QIAO_OK && w->lang_head >= 0 && lang_logits)
@@ -177,19 +175,11 @@ qiao_status qmod_vqa_backward(const qb_exec *ex, const qmod_model *m, qmod_param
                               const bool train_tower[QF_NMOD]) {
     if (!w->train || !w->dacts.base)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_vqa_backward: the workspace was made for inference");
-    qf_fuser_input fin;
-    memset(&fin, 0, sizeof fin);
-    qf_fuser_dims d = {in->B, {0, 0, 0}};
-    for (int k = 0; k < QF_NMOD; k++) {
-        const qmod_batch *b = in->batch[k];
-        if (!b) continue;
-        qmod_token_seq seq;
-        qiao_status st = qmod_tokens(m, &w->tower[k], b, &seq);
-        if (st != QIAO_OK) return st;
-        fin.tokens[k] = w->ntok[k], fin.mask[k] = seq.mask, fin.stats[k] = in->stats[k];
-        d.T[k] = seq.T;
-    }
-    fin.present = w->present;
+    const qf_fuser_input fin = w->fin;
+    const qf_fuser_dims d = w->fd;
+    if (d.B != in->B)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_vqa_backward: %lld rows after a forward of %lld",
+                        (long long)in->B, (long long)d.B);
     qc_arena_zero(&w->dacts);
     qmod_head_backward(ex, m, grads, &w->answer, w->a.z, in->B, danswer, w->da.z);
     if (dlang && w->lang_head >= 0) qmod_head_backward(ex, m, grads, &w->lang, w->a.z, in->B, dlang, w->da.z);

@@ -39,6 +39,8 @@ typedef struct qmod_vqa_work {
     int answer_head, lang_head;        /* head indices; lang_head -1 when the model has none */
     qmod_work tower[QF_NMOD];
     qf_fuser_dims dims;                /* what the fuser's activations are sized for */
+    qf_fuser_input fin;                /* the last forward's fuser input and dims, which its backward reuses */
+    qf_fuser_dims fd;
     qc_table at;
     qc_arena acts, dacts;
     qf_fuser_acts a, da;

@@ -80,19 +80,9 @@ static qiao_status read_hparams(const char *path, bool model_file, qmod_vqa_hpar
         qiao_model_file_close(f);
         return st;
     }
-    uint8_t *bytes = NULL;
-    size_t n = 0;
-    qiao_status st = qc_read_file(path, 1 << 20, &bytes, &n);
-    if (st != QIAO_OK) return st;
-    char *json = malloc(n + 1);
-    if (!json) {
-        free(bytes);
-        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
-    }
-    memcpy(json, bytes, n);
-    json[n] = 0;
-    free(bytes);
-    st = qmod_vqa_hparams_from_json(json, path, hp);
+    char *json = NULL;
+    qiao_status st = qmod_vqa_recipe_read(path, &json);
+    if (st == QIAO_OK) st = qmod_vqa_hparams_from_json(json, path, hp);
     free(json);
     return st;
 }

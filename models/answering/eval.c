@@ -63,13 +63,7 @@ qiao_status qmod_vqa_eval(const qb_exec *ex, const qmod_model *m, const qmod_vqa
         st = qmod_vqa_loader_next(l, &b);
         if (st != QIAO_OK || !b) break;
         qmod_vqa_inputs in;
-        memset(&in, 0, sizeof in);
-        in.B = b->B;
-        in.batch[QF_TEXT] = &b->text;
-        in.batch[QF_IMAGE] = &b->image;
-        in.batch[QF_AUDIO] = p->input == QMOD_VQA_TYPED ? NULL : &b->audio;
-        in.present = b->present;
-        for (int k = 0; k < QF_NMOD; k++) in.stats[k] = b->stats[k];
+        qmod_vqa_batch_inputs(b, p->input != QMOD_VQA_TYPED, &in);
         const float *logits = NULL, *lang = NULL, *wts = NULL;
         st = qmod_vqa_forward(ex, m, &w, &in, p->mode, &logits, &lang, &wts);
         for (int64_t r = 0; st == QIAO_OK && r < b->B && out->n < total; r++) {

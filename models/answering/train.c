@@ -352,14 +352,34 @@ static qiao_status o_next_batch(void *user, int64_t step) {
     return qmod_vqa_loader_next(o->loader, &o->b);
 }
 
-static void batch_inputs(const qmod_vqa_batch *b, qmod_vqa_inputs *in) {
+void qmod_vqa_batch_inputs(const qmod_vqa_batch *b, bool audio, qmod_vqa_inputs *in) {
     memset(in, 0, sizeof *in);
     in->B = b->B;
     in->batch[QF_TEXT] = &b->text;
     in->batch[QF_IMAGE] = &b->image;
-    in->batch[QF_AUDIO] = b->audio.B > 0 ? &b->audio : NULL;
+    in->batch[QF_AUDIO] = audio && b->audio.B > 0 ? &b->audio : NULL;
     in->present = b->present;
     for (int m = 0; m < QF_NMOD; m++) in->stats[m] = b->stats[m];
+}
+
+qiao_status qmod_vqa_recipe_read(const char *path, char **out) {
+    *out = NULL;
+    uint8_t *bytes = NULL;
+    size_t n = 0;
+    qiao_status st = qc_read_file(path, 1 << 20, &bytes, &n);
+    if (st != QIAO_OK) return st;
+    if (memchr(bytes, 0, n)) {
+        free(bytes);
+        return qc_error(QIAO_ERR_FORMAT, "%s: contains a NUL byte, not a recipe", path);
+    }
+    char *json = realloc(bytes, n + 1);
+    if (!json) {
+        free(bytes);
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    }
+    json[n] = 0;
+    *out = json;
+    return QIAO_OK;
 }
 
 static qiao_status o_step_batch(vqa_obj *o, const qtr_step_ctx *ctx, float *loss, float *metrics) {
@@ -371,7 +391,7 @@ static qiao_status o_step_batch(vqa_obj *o, const qtr_step_ctx *ctx, float *loss
         o->g_bound = ctx->grads;
     }
     qmod_vqa_inputs in;
-    batch_inputs(b, &in);
+    qmod_vqa_batch_inputs(b, true, &in);
     const qf_weighting mode = m->cfg.fusion.weighting;
     const float *logits = NULL, *lang = NULL, *w = NULL;
     qiao_status st = qmod_vqa_forward(ex, m, &o->w, &in, mode, &logits, &lang, &w);
@@ -486,22 +506,13 @@ static qiao_status model_init(vqa_obj *o, const qmod_vqa_train_params *p) {
         o->m = base; /* fine-tuning a VQA model as it is */
         return QIAO_OK;
     }
-    uint8_t *recipe = NULL;
-    size_t n = 0;
+    char *recipe = NULL;
     if (st == QIAO_OK && !p->recipe_path)
         st = qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA train: %s has no fuser; give a recipe (--config)", p->init_path);
-    if (st == QIAO_OK) st = qc_read_file(p->recipe_path, 1 << 20, &recipe, &n);
+    if (st == QIAO_OK) st = qmod_vqa_recipe_read(p->recipe_path, &recipe);
     if (st == QIAO_OK) {
-        char *json = malloc(n + 1);
-        if (!json) {
-            st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "VQA: out of memory");
-        } else {
-            memcpy(json, recipe, n);
-            json[n] = 0;
-            st = vqa_model_from(base, json, p->data_dir, o->h.seed, &o->m);
-            o->fresh = st == QIAO_OK;
-            free(json);
-        }
+        st = vqa_model_from(base, recipe, p->data_dir, o->h.seed, &o->m);
+        o->fresh = st == QIAO_OK;
     }
     free(recipe);
     qmod_free(base);
