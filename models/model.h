@@ -41,28 +41,15 @@
 #define QMOD_LOGIT_SCALE_INIT 2.65926003f
 
 /* The towers (models/tower.h), indexed by modality. */
-typedef enum qmod_modality {
-  QMOD_TEXT = 0,
-  QMOD_IMAGE = 1,
-  QMOD_AUDIO = 2,
-  QMOD_N_MODALITIES = 3
-} qmod_modality;
+typedef enum qmod_modality { QMOD_TEXT = 0, QMOD_IMAGE = 1, QMOD_AUDIO = 2, QMOD_N_MODALITIES = 3 } qmod_modality;
 
-enum {
-  QMOD_PAIR_TEXT_IMAGE = 0,
-  QMOD_PAIR_AUDIO_TEXT = 1,
-  QMOD_PAIR_AUDIO_IMAGE = 2,
-  QMOD_N_PAIRS = 3
-};
+enum { QMOD_PAIR_TEXT_IMAGE = 0, QMOD_PAIR_AUDIO_TEXT = 1, QMOD_PAIR_AUDIO_IMAGE = 2, QMOD_N_PAIRS = 3 };
 
 #define QMOD_MAX_HEADS 8
 
 /* What a head reads from its tower: the pooled embedding (B, D) or the
  * token sequence after the trunk's final norm (B*T, C). */
-typedef enum qmod_head_input {
-  QMOD_HEAD_EMBEDDING = 0,
-  QMOD_HEAD_TOKENS = 1
-} qmod_head_input;
+typedef enum qmod_head_input { QMOD_HEAD_EMBEDDING = 0, QMOD_HEAD_TOKENS = 1 } qmod_head_input;
 
 /* One entry of the config's "heads" object, keyed by its name:
  *   "intent": {"kind": "mlp", "tower": "text", "input": "embedding",
@@ -78,12 +65,11 @@ typedef enum qmod_head_input {
  * question's language). Read them with qmod_head_label(). Its parameters
  * are "heads.<name>.*". */
 typedef struct qmod_head_config {
-  char name[QMOD_NAME_MAX]; /* [a-z0-9_], starting with a letter */
-  qmod_modality tower;      /* unused when fused */
-  bool fused;               /* reads the fuser's z */
-  qmod_head_input input;
-  qf_mlp_config
-      mlp; /* mlp.in = embed_dim, the tower's trunk width or the fusion width */
+    char name[QMOD_NAME_MAX]; /* [a-z0-9_], starting with a letter */
+    qmod_modality tower;      /* unused when fused */
+    bool fused;               /* reads the fuser's z */
+    qmod_head_input input;
+    qf_mlp_config mlp;        /* mlp.in = embed_dim, the tower's trunk width or the fusion width */
 } qmod_head_config;
 
 /* A parsed model config: "name", "embed_dim", a section for each tower the
@@ -102,48 +88,44 @@ typedef struct qmod_head_config {
  * text, then the language tokens that start a Chinese or an English text
  * (qmod_dec_eos, qmod_dec_bos). */
 typedef struct qmod_config {
-  char name[QMOD_NAME_MAX];
-  int64_t embed_dim;   /* D, shared by the towers' projections */
-  uint32_t towers;     /* bit (1 << qmod_modality) per tower held */
-  qe_text_config text; /* each valid when its tower is held */
-  qe_image_config image;
-  qe_audio_config audio;
-  bool has_fusion;
-  qf_fuser_config fusion; /* valid when has_fusion; in_width from the towers */
-  bool has_decoder;
-  qf_decoder_config
-      decoder; /* valid when has_decoder; vocab and ctx_width from the towers */
-  int n_heads;
-  qmod_head_config
-      heads[QMOD_MAX_HEADS]; /* in the order the config lists them */
-  char *json;                /* the config as stored in model files; owned */
+    char name[QMOD_NAME_MAX];
+    int64_t embed_dim;           /* D, shared by the towers' projections */
+    uint32_t towers;             /* bit (1 << qmod_modality) per tower held */
+    qe_text_config text;         /* each valid when its tower is held */
+    qe_image_config image;
+    qe_audio_config audio;
+    bool has_fusion;
+    qf_fuser_config fusion;      /* valid when has_fusion; in_width from the towers */
+    bool has_decoder;
+    qf_decoder_config decoder;   /* valid when has_decoder; vocab and ctx_width from the towers */
+    int n_heads;
+    qmod_head_config heads[QMOD_MAX_HEADS]; /* in the order the config lists them */
+    char *json;                  /* the config as stored in model files; owned */
 } qmod_config;
 
 /* The decoder's special tokens, after the tokenizer's pieces. */
 #define QMOD_DEC_SPECIALS 3
 static inline int32_t qmod_dec_eos(const qmod_config *cfg) {
-  return (int32_t)cfg->text.vocab;
+    return (int32_t)cfg->text.vocab;
 }
 /* lang: QMOD_LANG_ZH (0) or QMOD_LANG_EN (1), models/data/data.h */
 static inline int32_t qmod_dec_bos(const qmod_config *cfg, int lang) {
-  return (int32_t)cfg->text.vocab + 1 + (lang != 0);
+    return (int32_t)cfg->text.vocab + 1 + (lang != 0);
 }
 
 static inline bool qmod_has_tower(const qmod_config *cfg, qmod_modality mod) {
-  return (int)mod >= 0 && mod < QMOD_N_MODALITIES && (cfg->towers >> mod & 1u);
+    return (int)mod >= 0 && mod < QMOD_N_MODALITIES && (cfg->towers >> mod & 1u);
 }
 
 /* The two towers of a contrastive pair (QMOD_PAIR_*): a and b. */
 void qmod_pair_towers(int pair, qmod_modality *a, qmod_modality *b);
-/* True when the config holds both towers of the pair (and so its temperature).
- */
+/* True when the config holds both towers of the pair (and so its temperature). */
 bool qmod_has_pair(const qmod_config *cfg, int pair);
 
 /* Parses a config from a JSON string. `what` names it in messages (a path,
  * "qiao.config of m.safetensors"); NULL gives "config". A bad config is
  * QIAO_ERR_FORMAT naming `what` and the key. Free with qmod_config_free(). */
-qiao_status qmod_config_from_string(const char *json, const char *what,
-                                    qmod_config *out);
+qiao_status qmod_config_from_string(const char *json, const char *what, qmod_config *out);
 /* Reads and parses a config file (QIAO_ERR_IO when unreadable). */
 qiao_status qmod_config_from_file(const char *path, qmod_config *out);
 /* `cfg` with text.vocab, text.char_vocab and text.k set to the tokenizer's:
@@ -151,9 +133,7 @@ qiao_status qmod_config_from_file(const char *path, qmod_config *out);
  * corpus has, up to the size it was trained for), so a config names sizes
  * and a model takes them from the tokenizer it is built with. QIAO_ERR_FORMAT
  * when the result is not a valid config (char_kernels wider than k). */
-qiao_status qmod_config_for_tokenizer(const qmod_config *cfg,
-                                      const qiao_tokenizer *tok,
-                                      qmod_config *out);
+qiao_status qmod_config_for_tokenizer(const qmod_config *cfg, const qiao_tokenizer *tok, qmod_config *out);
 /* Deep copy (the JSON string is duplicated). */
 qiao_status qmod_config_copy(const qmod_config *src, qmod_config *dst);
 /* Frees cfg->json and clears it. Accepts NULL. */
@@ -161,33 +141,32 @@ void qmod_config_free(qmod_config *cfg);
 
 /* The bound parameters: the table's float* fields point into the arena. */
 typedef struct qmod_params {
-  qe_text_params text;
-  qe_image_params image;
-  qe_audio_params audio;
-  float *logit_scale[QMOD_N_PAIRS]; /* (1) each, indexed by QMOD_PAIR_*; NULL
-                                       for a pair not held */
-  qf_fuser_params fusion; /* bound when the config has a fusion section */
-  /* With fusion: each tower's token statistics, "fusion.<m>.in_mean" and
-   * "fusion.<m>.in_std" (its width each, QC_FROZEN): models/vqa.c hands
-   * the fuser (tokens - in_mean) / in_std. Measured on training data when
-   * a VQA model is made (models/answering); 0 and 1 until then. */
-  float *tok_mean[QF_NMOD], *tok_std[QF_NMOD];
-  qf_mlp_params heads[QMOD_MAX_HEADS];
-  qf_decoder_params decoder; /* bound when the config has a decoder section */
+    qe_text_params text;
+    qe_image_params image;
+    qe_audio_params audio;
+    float *logit_scale[QMOD_N_PAIRS];   /* (1) each, indexed by QMOD_PAIR_*; NULL for a pair not held */
+    qf_fuser_params fusion;             /* bound when the config has a fusion section */
+    /* With fusion: each tower's token statistics, "fusion.<m>.in_mean" and
+     * "fusion.<m>.in_std" (its width each, QC_FROZEN): models/vqa.c hands
+     * the fuser (tokens - in_mean) / in_std. Measured on training data when
+     * a VQA model is made (models/answering); 0 and 1 until then. */
+    float *tok_mean[QF_NMOD], *tok_std[QF_NMOD];
+    qf_mlp_params heads[QMOD_MAX_HEADS];
+    qf_decoder_params decoder;          /* bound when the config has a decoder section */
 } qmod_params;
 
 typedef struct qmod_model {
-  qmod_config cfg;
-  qc_table tab;        /* every parameter, names as in the model file */
-  qc_arena arena;      /* tab.total floats */
-  qmod_params p;       /* bound into arena */
-  qiao_tokenizer *tok; /* optional; owned */
-  /* What the file's metadata QMOD_META_QUANTIZED says its GEMM weights are
-   * stored as (`qiao quantize`): QB_PREC_INT8 or QB_PREC_BF16; QB_PREC_F32
-   * for an ordinary file. The arena holds them as f32 all the same; the
-   * public API computes at this precision unless a session asks for
-   * another (qiao_session_params.precision). */
-  qb_precision precision;
+    qmod_config cfg;
+    qc_table tab;            /* every parameter, names as in the model file */
+    qc_arena arena;          /* tab.total floats */
+    qmod_params p;           /* bound into arena */
+    qiao_tokenizer *tok;     /* optional; owned */
+    /* What the file's metadata QMOD_META_QUANTIZED says its GEMM weights are
+     * stored as (`qiao quantize`): QB_PREC_INT8 or QB_PREC_BF16; QB_PREC_F32
+     * for an ordinary file. The arena holds them as f32 all the same; the
+     * public API computes at this precision unless a session asks for
+     * another (qiao_session_params.precision). */
+    qb_precision precision;
 } qmod_model;
 
 /* Builds the parameter table of `cfg` (the towers it holds under "text.",
@@ -198,26 +177,21 @@ typedef struct qmod_model {
  * empty. */
 qiao_status qmod_describe(qc_table *tab, const qmod_config *cfg);
 
-/* A new model with parameters initialized from `seed`; free with qmod_free().
- */
-qiao_status qmod_create(const qmod_config *cfg, uint64_t seed,
-                        qmod_model **out);
+/* A new model with parameters initialized from `seed`; free with qmod_free(). */
+qiao_status qmod_create(const qmod_config *cfg, uint64_t seed, qmod_model **out);
 /* Accepts NULL. */
 void qmod_free(qmod_model *m);
 
 /* Writes the model to `path` atomically, every parameter converted to
  * `storage` (QIAO_DTYPE_F32 or QIAO_DTYPE_BF16; anything else is
  * QIAO_ERR_INVALID_ARGUMENT), plus the tokenizer when attached. */
-qiao_status qmod_save(const qmod_model *m, const char *path,
-                      qiao_dtype storage);
+qiao_status qmod_save(const qmod_model *m, const char *path, qiao_dtype storage);
 
 /* qmod_save plus `n_extra` more tensors and metadata pairs (a training
  * checkpoint adds the optimizer state this way; the file stays a model file
  * that qmod_load reads, ignoring the extras). */
-qiao_status qmod_save_ex(const qmod_model *m, const char *path,
-                         qiao_dtype storage, const qc_st_entry *extra,
-                         size_t n_extra, const qc_st_kv *extra_meta,
-                         size_t n_extra_meta);
+qiao_status qmod_save_ex(const qmod_model *m, const char *path, qiao_dtype storage, const qc_st_entry *extra,
+                         size_t n_extra, const qc_st_kv *extra_meta, size_t n_extra_meta);
 
 /* Loads a model file: parses "qiao.config", rebuilds the table, loads every
  * parameter with shape checks (BF16/F16 widened to f32) and the tokenizer
@@ -227,8 +201,7 @@ qiao_status qmod_save_ex(const qmod_model *m, const char *path,
 qiao_status qmod_load(const char *path, qmod_model **out);
 /* The same from a file image in memory (only read during the call). `name`
  * is used in messages (NULL gives "<memory>"). */
-qiao_status qmod_load_memory(const void *data, size_t size, const char *name,
-                             qmod_model **out);
+qiao_status qmod_load_memory(const void *data, size_t size, const char *name, qmod_model **out);
 
 /* Loads a standalone tokenizer file and attaches it (replacing any other),
  * after checking that its vocab, char_vocab and k equal the text config's:
@@ -240,15 +213,13 @@ int qmod_head_find(const qmod_config *cfg, const char *name);
 /* Class k's label of head `head` into buf: with lang NULL its key from
  * "labels", else its text in `lang` from "label_text" (falling back to the
  * key, then to the class number). Returns buf. */
-const char *qmod_head_label(const qmod_config *cfg, int head, int64_t k,
-                            const char *lang, char *buf, size_t cap);
+const char *qmod_head_label(const qmod_config *cfg, int head, int64_t k, const char *lang, char *buf, size_t cap);
 /* qmod_head_label for n classes ks[0..n) with one parse of the config (a
  * parse costs about 20 us, the labels of an answer's top k need 2k): class
  * ks[i]'s key into keys + i * cap and its text in `lang` into texts + i *
  * cap; keys or texts may be NULL. */
-void qmod_head_labels(const qmod_config *cfg, int head, const int64_t *ks,
-                      int n, const char *lang, char *keys, char *texts,
-                      size_t cap);
+void qmod_head_labels(const qmod_config *cfg, int head, const int64_t *ks, int n, const char *lang, char *keys,
+                      char *texts, size_t cap);
 
 /* Parameters (elements) whose name starts with `prefix` ("text.", "image.",
  * "audio.", "logit_scale."); NULL or "" counts all. */
