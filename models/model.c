@@ -681,6 +681,22 @@ qiao_status qmod_set_tokenizer(qmod_model *m, const char *tokenizer_file) {
     return QIAO_OK;
 }
 
+qiao_status qmod_copy_shared(qmod_model *dst, const qmod_model *src, size_t *n_copied) {
+    size_t copied = 0;
+    for (size_t i = 0; i < dst->tab.n; i++) {
+        const int64_t j = qc_table_find(&src->tab, dst->tab.t[i].name);
+        if (j < 0) continue;
+        if (src->tab.t[j].numel != dst->tab.t[i].numel)
+            return qc_error(QIAO_ERR_FORMAT, "%s: %s differs in size from %s's", dst->cfg.name, dst->tab.t[i].name,
+                            src->cfg.name);
+        memcpy(dst->arena.base + dst->tab.t[i].offset, src->arena.base + src->tab.t[j].offset,
+               (size_t)dst->tab.t[i].numel * sizeof(float));
+        copied++;
+    }
+    if (n_copied) *n_copied = copied;
+    return QIAO_OK;
+}
+
 int64_t qmod_param_count(const qmod_model *m, const char *prefix) {
     if (!m) return 0;
     size_t plen = prefix ? strlen(prefix) : 0;

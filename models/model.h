@@ -181,6 +181,11 @@ qiao_status qmod_describe(qc_table *tab, const qmod_config *cfg);
 qiao_status qmod_create(const qmod_config *cfg, uint64_t seed, qmod_model **out);
 /* Accepts NULL. */
 void qmod_free(qmod_model *m);
+/* Copies every tensor of `src` whose name `dst` holds too (a new VQA or
+ * caption model takes its towers from an embedding model this way);
+ * QIAO_ERR_FORMAT naming a tensor whose size differs. Returns how many were
+ * copied through *n_copied (may be NULL). */
+qiao_status qmod_copy_shared(qmod_model *dst, const qmod_model *src, size_t *n_copied);
 
 /* Writes the model to `path` atomically, every parameter converted to
  * `storage` (QIAO_DTYPE_F32 or QIAO_DTYPE_BF16; anything else is

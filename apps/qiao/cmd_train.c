@@ -20,6 +20,7 @@
 
 int cmd_train(int argc, char **argv);
 int cmd_train_vqa(int argc, char **argv);
+int cmd_train_caption(int argc, char **argv);
 
 static volatile sig_atomic_t g_stop = 0;
 static void on_sigint(int sig) {
@@ -39,6 +40,8 @@ static void usage(FILE *f) {
             "       qiao train plot LOG.csv [-o LOG.png]   (draw a log's curves again, e.g. after an interruption)\n"
             "       qiao train vqa --init MODEL --config models/configs/vqa.json --data DIR --out VQA.safetensors\n"
             "                      (visual question answering on MODEL's towers: qiao train vqa --help)\n"
+            "       qiao train caption --init MODEL --config models/configs/caption.json --data DIR --out CAP.safetensors\n"
+            "                      (a caption decoder on MODEL's image tower: qiao train caption --help)\n"
             "  DIR is a split (manifest.jsonl: shapes, or image-less speech such as `qiao dataset fsdd`);\n"
             "  if DIR/train exists it is used, with DIR/val for validation unless --val is given.\n"
             "  Hyperparameters come from the config's \"train\" object (options override them); with\n"
@@ -155,6 +158,7 @@ static int train_plot(int argc, char **argv) {
 int cmd_train(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "plot")) return train_plot(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "vqa")) return cmd_train_vqa(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "caption")) return cmd_train_caption(argc - 1, argv + 1);
     qmod_train_params p;
     memset(&p, 0, sizeof p);
     const char *data = NULL, *val = NULL, *ckpt = NULL, *logp = NULL, *config = NULL;

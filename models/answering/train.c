@@ -221,17 +221,10 @@ static qiao_status vqa_model_from(qmod_model *base, const char *recipe_json, con
     if (st != QIAO_OK) return st;
     qmod_model *m = *out;
     size_t copied = 0;
-    for (size_t i = 0; i < m->tab.n; i++) {
-        const int64_t j = qc_table_find(&base->tab, m->tab.t[i].name);
-        if (j < 0) continue;
-        if (base->tab.t[j].numel != m->tab.t[i].numel) {
-            qmod_free(m);
-            *out = NULL;
-            return qc_error(QIAO_ERR_FORMAT, "VQA: %s differs in size from the embedding model's", m->tab.t[i].name);
-        }
-        memcpy(m->arena.base + m->tab.t[i].offset, base->arena.base + base->tab.t[j].offset,
-               (size_t)m->tab.t[i].numel * sizeof(float));
-        copied++;
+    if ((st = qmod_copy_shared(m, base, &copied)) != QIAO_OK) {
+        qmod_free(m);
+        *out = NULL;
+        return st;
     }
     m->tok = base->tok;
     base->tok = NULL;
