@@ -48,9 +48,13 @@ fi
 # a NumPy 2 (what onnx >= 1.18 and ml_dtypes >= 0.5 pull in) breaks Debian's
 # torch ("Could not infer dtype of numpy.float32"); onnx 1.17 and ml_dtypes
 # 0.4.1 (quantize_dynamic imports it) still run on NumPy 1.24.
+# pycocoevalcap (the coco-caption BLEU and CIDEr scorers) writes the caption
+# metrics fixture (tests/golden/make_caption_metrics_fixture.py); its Java
+# tokenizer is not used.
 if [[ "${1:-}" == "--peer" ]]; then
   root="$(cd "$(dirname "$0")/.." && pwd)"
   np="$(/usr/bin/python3 -c 'import numpy; print(numpy.__version__)')"
   [[ -x "$root/.venv-peer/bin/python3" ]] || /usr/bin/python3 -m venv --system-site-packages "$root/.venv-peer"
-  "$root/.venv-peer/bin/pip" install -q onnxruntime==1.31.1 onnx==1.17.0 ml_dtypes==0.4.1 "numpy==$np"
+  "$root/.venv-peer/bin/pip" install -q onnxruntime==1.31.1 onnx==1.17.0 ml_dtypes==0.4.1 pycocoevalcap==1.2 \
+    "numpy==$np"
 fi

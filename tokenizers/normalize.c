@@ -79,6 +79,10 @@ static bool is_space(UChar32 c) {
     return c == 0x200B || c == 0xFEFF; /* zero-width space, byte order mark */
 }
 
+bool tk_is_punct(int32_t cp) { return cp >= 0 && u_ispunct((UChar32)cp); }
+
+bool tk_is_ideographic(int32_t cp) { return cp >= 0 && u_hasBinaryProperty((UChar32)cp, UCHAR_IDEOGRAPHIC); }
+
 typedef struct norm_state {
     const tk_norm_opts *opts;
     const UNormalizer2 *nfkc;

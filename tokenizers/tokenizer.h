@@ -57,6 +57,13 @@ void tk_normalized_free(tk_normalized *n);
  * and sets *cp = -1. */
 size_t tk_utf8_decode(const unsigned char *s, size_t len, int32_t *cp);
 
+/* Unicode properties (ICU) for code that splits text without the word
+ * iterator, such as the caption metrics' tokenization: punctuation is
+ * general category P*, ideographic is the Ideographic property (CJK
+ * characters). Both are false for cp < 0. */
+bool tk_is_punct(int32_t cp);
+bool tk_is_ideographic(int32_t cp);
+
 /* ---- Word units ---------------------------------------------------------- */
 
 /* Calls fn(begin, end, user) for each word unit of normalized text s[0..len):

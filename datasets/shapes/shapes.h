@@ -161,4 +161,68 @@ typedef struct shapes_baseline {
 
 qiao_status shapes_blind_baseline(const char *manifest_path, shapes_baseline *out);
 
+/* ---- Reading captions back (parse.c) --------------------------------------
+ *
+ * A caption, generated or a caption model's, read back into the objects it
+ * mentions, to score it against the scene. The words are the generator's
+ * (shapes_form, both languages, every synonym), English plurals ("circles",
+ * "plus signs"), number words 0..6 (English, and 零一二两三四五六 with 个)
+ * and digits. A mention is a run of size and colour words ending in a shape
+ * word (or in "shape"/"object"/图形 when a colour or size is stated), with
+ * an optional article or number before it ("a", "an", "two", 一个, 两个); a
+ * number makes that many mentions. Within a clause (text between , . ; : ! ?
+ * their full-width forms, 、 and the words "and" / 和), a place after a
+ * mention belongs to it ("... circle in the top left", "...圆形在左上角"); a
+ * place before any mention belongs to the next one ("左上角有一个..."). Any
+ * other word ends a noun phrase in progress (only 的, 个 and articles may sit
+ * inside one). A number before "shape(s)", "object(s)" or 个图形 with no
+ * colour or size is a count ("six shapes", "图中有六个图形"). Both languages
+ * are read in one pass, so the language need not be given. */
+
+enum { SHAPES_PARSE_MAX = 32 }; /* mentions kept; more are counted in n_dropped */
+
+typedef struct shapes_mention {
+    int shape, color, size, cell; /* ids as in shapes_object; -1 where the caption does not say */
+} shapes_mention;
+
+typedef struct shapes_parse {
+    int n;                               /* mentions in m */
+    int n_dropped;                       /* mentions past SHAPES_PARSE_MAX, counted, not kept */
+    shapes_mention m[SHAPES_PARSE_MAX];  /* in the caption's order */
+    int count;                           /* the number of shapes the caption states; -1 none */
+    int count_conflict;                  /* 1 when a later count states another number */
+} shapes_parse;
+
+/* Parses text[0 .. len) (UTF-8; NUL bytes count as spaces) into *out.
+ * Text without any vocabulary gives an empty parse (n = 0, count = -1).
+ * QIAO_ERR_FORMAT for invalid UTF-8, naming the byte; QIAO_ERR_INVALID_ARGUMENT
+ * for a NULL. On failure *out is an empty parse. */
+qiao_status shapes_caption_parse(const char *text, size_t len, shapes_parse *out);
+
+/* How a parsed caption fares against its scene. Mentions are matched one to
+ * one to the scene's objects (a maximum bipartite matching): a mention
+ * matches an object when every attribute it states is the object's, so a
+ * partial mention ("a blue hexagon") takes any unmatched blue hexagon,
+ * whatever its size and place. precision = matched / mentions (1 when there
+ * are none: nothing false was said), recall = matched / objects, f1 their
+ * harmonic mean (0 when both are 0). Short captions name one or two objects
+ * with some of their attributes, so for them only precision and `faithful`
+ * say something; recall, f1 and `exact` are meant for the long caption,
+ * which lists every object. */
+typedef struct shapes_caption_score {
+    int mentions;      /* n + n_dropped */
+    int objects;       /* the scene's */
+    int matched;
+    double precision, recall, f1;
+    int count;         /* the stated count, -1 none */
+    int count_right;   /* a count is stated, it is the scene's, and no other count contradicts it */
+    int faithful;      /* nothing false: every mention matched, and any stated count right */
+    int exact;         /* the caption is the scene: every object matched by a mention that states its colour,
+                          size, shape and place, no other mention, and any stated count right */
+} shapes_caption_score;
+
+/* Scores `p` against `sc` into *out. QIAO_ERR_INVALID_ARGUMENT for a NULL or
+ * a parse whose counts are out of range. */
+qiao_status shapes_caption_score_of(const shapes_parse *p, const shapes_scene *sc, shapes_caption_score *out);
+
 #endif

@@ -1,0 +1,6 @@
+# Caption metrics (models/captioning/metrics.c): BLEU-1..4 and CIDEr-D
+# against pycocoevalcap on the committed fixture tests/data/caption_metrics.json
+# (tests/golden/make_caption_metrics_fixture.py writes it; running the test
+# needs no Python), the caption tokenization in both languages, bad input.
+qiao_test(NAME test_caption_metrics SOURCES golden/test_caption_metrics.c
+  CASES bleu_cider tokenize bad_input LABELS golden TIMEOUT 60)
