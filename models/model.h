@@ -84,9 +84,9 @@ typedef struct qmod_head_config {
  *   "decoder": {"width": 256, "layers": 3, "heads": 4, "mlp": 1024,
  *               "max_len": 64, "tied": true}
  * whose parameters are "decoder.*", and optional "heads". The decoder's
- * vocabulary is the tokenizer's pieces and QMOD_DEC_SPECIALS more: end of
- * text, then the language tokens that start a Chinese or an English text
- * (qmod_dec_eos, qmod_dec_bos). */
+ * vocabulary is the tokenizer's pieces (its end-of-sequence piece ends a
+ * text) and QMOD_DEC_SPECIALS more: the language tokens that start a
+ * Chinese or an English text (qmod_dec_eos, qmod_dec_bos). */
 typedef struct qmod_config {
     char name[QMOD_NAME_MAX];
     int64_t embed_dim;           /* D, shared by the towers' projections */
@@ -103,14 +103,19 @@ typedef struct qmod_config {
     char *json;                  /* the config as stored in model files; owned */
 } qmod_config;
 
-/* The decoder's special tokens, after the tokenizer's pieces. */
-#define QMOD_DEC_SPECIALS 3
+/* The decoder ends a caption with the tokenizer's own end-of-sequence piece
+ * (SentencePiece's </s>, id 3: tokenizers/spm_shim.cpp; qiao.h
+ * QIAO_PIECE_EOS) and starts it with a language token, one of the
+ * QMOD_DEC_SPECIALS ids after the tokenizer's pieces. */
+#define QMOD_DEC_SPECIALS 2
+#define QMOD_DEC_EOS 3
 static inline int32_t qmod_dec_eos(const qmod_config *cfg) {
-    return (int32_t)cfg->text.vocab;
+    (void)cfg;
+    return QMOD_DEC_EOS;
 }
 /* lang: QMOD_LANG_ZH (0) or QMOD_LANG_EN (1), models/data/data.h */
 static inline int32_t qmod_dec_bos(const qmod_config *cfg, int lang) {
-    return (int32_t)cfg->text.vocab + 1 + (lang != 0);
+    return (int32_t)cfg->text.vocab + (lang != 0);
 }
 
 static inline bool qmod_has_tower(const qmod_config *cfg, qmod_modality mod) {

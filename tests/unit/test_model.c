@@ -631,9 +631,9 @@ static void decoder_section(void **state) {
     assert_true(cfg.decoder.tied); /* the default */
     assert_int_equal(cfg.decoder.vocab, cfg.text.vocab + QMOD_DEC_SPECIALS);
     assert_int_equal(cfg.decoder.ctx_width, cfg.image.trunk.C);
-    assert_int_equal(qmod_dec_eos(&cfg), cfg.text.vocab);
-    assert_int_equal(qmod_dec_bos(&cfg, 0), cfg.text.vocab + 1);
-    assert_int_equal(qmod_dec_bos(&cfg, 1), cfg.text.vocab + 2);
+    assert_int_equal(qmod_dec_eos(&cfg), 3); /* SentencePiece's </s> */
+    assert_int_equal(qmod_dec_bos(&cfg, 0), cfg.text.vocab);
+    assert_int_equal(qmod_dec_bos(&cfg, 1), cfg.text.vocab + 1);
     qmod_model *m = NULL;
     assert_int_equal(qmod_create(&cfg, 3, &m), QIAO_OK);
     const int64_t ti = qc_table_find(&m->tab, "decoder.tok");
