@@ -49,3 +49,12 @@ qiao_fuzz(NAME fuzz_tokenizer SOURCES ${QIAO_FUZZ_TOK}/normalize.c ${QIAO_FUZZ_T
   ${PROJECT_SOURCE_DIR}/sdk/core/file.c ${PROJECT_SOURCE_DIR}/sdk/core/utf8.c
   LIBS PkgConfig::CJSON PkgConfig::ICU PkgConfig::SENTENCEPIECE
   DEFINES QIAO_FUZZ_TOKENIZER="${CMAKE_CURRENT_SOURCE_DIR}/data/tokenizer/tok-test.safetensors")
+
+# Detokenization (tokenizers/detokenize.c): round trips over the corpus and
+# the shapes captions, written spacing by script and punctuation, special
+# and byte-fallback pieces, streaming prefixes, bad ids.
+qiao_test(NAME test_detokenize SOURCES unit/test_detokenize.c
+  CASES roundtrip_exact roundtrip_written punctuation mixed_scripts decoder_pieces byte_pieces partial_prefixes
+        bad_ids
+  LABELS tokenizer TIMEOUT 120)
+target_link_libraries(test_detokenize PRIVATE qiao_datasets)

@@ -127,6 +127,20 @@ extern "C" const char *spm_piece_str(const spm_model *m, int32_t id) {
     }
 }
 
+extern "C" spm_kind spm_piece_kind(const spm_model *m, int32_t id) {
+    if (!m) return SPM_PIECE_INVALID;
+    try {
+        if (id < 0 || id >= m->sp.GetPieceSize()) return SPM_PIECE_INVALID;
+        if (m->sp.IsByte(id)) return SPM_PIECE_BYTE;
+        if (m->sp.IsControl(id)) return SPM_PIECE_CONTROL;
+        if (m->sp.IsUnknown(id)) return SPM_PIECE_UNKNOWN;
+        if (m->sp.IsUnused(id)) return SPM_PIECE_UNUSED;
+        return SPM_PIECE_NORMAL;
+    } catch (...) {
+        return SPM_PIECE_INVALID;
+    }
+}
+
 struct spm_scratch {
     sentencepiece::ImmutableSentencePieceText spt;
 };

@@ -43,6 +43,18 @@ int32_t spm_vocab_size(const spm_model *m);
  * out of range. */
 const char *spm_piece_str(const spm_model *m, int32_t id);
 
+/* What a piece is, as SentencePiece's model says (not guessed from its
+ * spelling: a normal piece may be spelled "<0x41>" too). */
+typedef enum spm_kind {
+    SPM_PIECE_NORMAL = 0,   /* text; "\u2581" stands for a space */
+    SPM_PIECE_UNKNOWN = 1,  /* <unk> */
+    SPM_PIECE_CONTROL = 2,  /* <pad>, <s>, </s>: no text */
+    SPM_PIECE_BYTE = 3,     /* byte fallback "<0xE4>": one raw byte of UTF-8 */
+    SPM_PIECE_UNUSED = 4,   /* in the vocabulary but never produced by encoding */
+    SPM_PIECE_INVALID = -1  /* id out of range (or no model) */
+} spm_kind;
+spm_kind spm_piece_kind(const spm_model *m, int32_t id);
+
 /* Reusable working memory for spm_encode(): keeping SentencePiece's result
  * message between calls saves re-allocating it for every word. One scratch
  * per thread at a time (it is mutable); spm_scratch_new() returns NULL when

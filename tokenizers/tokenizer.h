@@ -4,7 +4,8 @@
  * Pipeline: ICU normalization (normalize.c) -> ICU word segmentation ->
  * SentencePiece BPE pieces inside each word (spm_shim.cpp) -> per piece the
  * ids of its first K characters and a B/M/E/S word-position tag
- * (tokenizer.c). Training is in train.c.
+ * (tokenizer.c). Training is in train.c, the way back from piece ids to
+ * text in detokenize.c.
  *
  * Not a public header: prefix tk_. */
 #ifndef QIAO_TOKENIZER_INTERNAL_H
@@ -95,6 +96,21 @@ struct qiao_tokenizer {
     int k;
     tk_norm_opts norm;      /* replace_invalid unused here: it is per call */
 };
+
+/* ---- Detokenizing (detokenize.c) ---------------------------------------- */
+
+/* Piece ids back to UTF-8 text: *out (malloc'd, NUL-terminated, the caller
+ * frees it) and *out_len (may be NULL). "▁" is a space; runs of byte pieces
+ * are read as UTF-8, each ill-formed part one U+FFFD; <unk> is U+FFFD;
+ * <pad>, <s> and </s> give no text. exact_spaces keeps every space where
+ * the pieces put it (the normalized text comes back byte for byte);
+ * otherwise written-text spacing drops some (qiao.h, qiao_detokenize).
+ * `partial` says more ids will follow (streaming): an incomplete UTF-8
+ * sequence of byte pieces at the end is left out instead of becoming
+ * U+FFFD, so each partial text is a prefix of the text of more ids.
+ * An id out of range is QIAO_ERR_INVALID_ARGUMENT, naming `what`. */
+qiao_status tk_detokenize(const qiao_tokenizer *tok, const int32_t *ids, size_t count, bool exact_spaces, bool partial,
+                          const char *what, char **out, size_t *out_len);
 
 /* Builds a tokenizer from a validated file (a model file holding the
  * tokenizer tensors, or a tokenizer file). Everything is copied: the file

@@ -24,6 +24,7 @@ int cmd_embed(int argc, char **argv);
 int cmd_search(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_vqa(int argc, char **argv);
+int cmd_caption(int argc, char **argv);
 
 /* Prints "qiao: <status>: <detail>" to stderr and returns 1. */
 int cli_fail(qiao_status st);

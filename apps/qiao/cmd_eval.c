@@ -19,6 +19,7 @@
 
 int cmd_eval_digits(int argc, char **argv);
 int cmd_eval_vqa(int argc, char **argv);
+int cmd_eval_caption(int argc, char **argv);
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -34,7 +35,9 @@ static void usage(FILE *f) {
             "       qiao eval digits --model M.safetensors --data DIR [--threads N] [--json]\n"
             "  spoken-digit accuracy on a `qiao dataset fsdd` split (qiao eval digits --help).\n"
             "       qiao eval vqa --model VQA.safetensors --data DIR [--json] [--robustness]\n"
-            "  visual question answering accuracy, typed and spoken (qiao eval vqa --help).\n");
+            "  visual question answering accuracy, typed and spoken (qiao eval vqa --help).\n"
+            "       qiao eval caption --model CAP.safetensors --data DIR [--beam K] [--json]\n"
+            "  captions' BLEU-4, CIDEr-D and objects against the scene (qiao eval caption --help).\n");
 }
 
 static void on_progress(const char *phase, int64_t done, int64_t total, void *user_data) {
@@ -240,6 +243,7 @@ int cmd_eval(int argc, char **argv) {
     if (!strcmp(argv[1], "retrieval")) return retrieval(argc - 1, argv + 1);
     if (!strcmp(argv[1], "digits")) return cmd_eval_digits(argc - 1, argv + 1);
     if (!strcmp(argv[1], "vqa")) return cmd_eval_vqa(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "caption")) return cmd_eval_caption(argc - 1, argv + 1);
     fprintf(stderr, "qiao eval: unknown evaluation '%s'\n", argv[1]);
     usage(stderr);
     return 2;

@@ -27,11 +27,12 @@ static const command commands[] = {
     {"image", cmd_image, "FILE [--size S] [--letterbox] [--patch P] -o OUT.npy | --info FILE: decode, preprocess"},
     {"mel", cmd_mel, "FILE -o OUT.npy: log-mel features of an audio file; --info FILE: its format"},
     {"dataset", cmd_dataset, "shapes|intent: generate the synthetic world, convert intent corpora"},
-    {"train", cmd_train, "--config C.json --tokenizer T --data DIR --out M.safetensors [--resume CKPT]: train; vqa"},
-    {"eval", cmd_eval, "retrieval|digits|vqa --model M --data DIR [--json]: recall@k, accuracy"},
+    {"train", cmd_train, "--config C.json --tokenizer T --data DIR --out M.safetensors [--resume CKPT]: train; vqa; caption"},
+    {"eval", cmd_eval, "retrieval|digits|vqa|caption --model M --data DIR [--json]: recall@k, accuracy, BLEU"},
     {"embed", cmd_embed, "--model M (--text T | --image F | --audio F) [-o out.npy] [--threads N]: one embedding"},
     {"search", cmd_search, "index --model M --out INDEX PATH... | query --index INDEX --text T: search"},
     {"vqa", cmd_vqa, "--model VQA --image F (--question T | --question-audio F) [--top 3] [--json]: answer"},
+    {"caption", cmd_caption, "--model CAP --image F [--lang zh|en] [--beam 4] [--json]: describe a picture"},
     {"quantize", cmd_quantize, "--model M --out M8 [--precision int8|bf16]: store GEMM weights int8 (or bf16)"},
 };
 

@@ -27,6 +27,7 @@
 
 #include "core/profile.h"
 #include "models/data/data.h"
+#include "models/generate.h"
 #include "models/train/trainer.h"
 
 /* The recipe's "train" object. */
@@ -71,5 +72,20 @@ typedef struct qmod_cap_train_params {
 } qmod_cap_train_params;
 
 qiao_status qmod_cap_train(const qmod_cap_train_params *p);
+
+/* ---- writing a caption ---------------------------------------------------------- */
+
+/* Describes `img` in `lang` (QMOD_LANG_ZH or QMOD_LANG_EN) with the model's
+ * decoder: the image tower's tokens, a KV cache of gp->beam_size rows (1
+ * unless beam search) and qmod_generate (models/generate.h) with gp's
+ * strategy, max_len (at most the decoder's max_len), beam, sampling,
+ * token callback and cancel; its BOS, EOS, prompt and tokenizer are the
+ * model's, so the caller's are ignored. *out holds the pieces and their
+ * text (free with qmod_gen_result_free). QIAO_ERR_UNSUPPORTED for a model
+ * without a decoder or tokenizer; QIAO_ERR_INVALID_ARGUMENT or
+ * QIAO_ERR_TOO_LARGE for a bad language, beam or length. A model is only
+ * read: any number of captions may be written at once on different threads. */
+qiao_status qmod_caption(const qb_exec *ex, const qmod_model *m, const qiao_image *img, int lang,
+                         const qmod_gen_params *gp, qmod_gen_result *out);
 
 #endif /* QIAO_MODELS_CAPTIONING_H */

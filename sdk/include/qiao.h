@@ -251,6 +251,11 @@ typedef struct qiao_tokenizer qiao_tokenizer;
 
 #define QIAO_PIECE_PAD 0
 #define QIAO_PIECE_UNK 1
+/* Begin and end of sequence: a decoder that writes text (captions) starts
+ * from QIAO_PIECE_BOS and stops at QIAO_PIECE_EOS. qiao_tokenize never
+ * produces them; qiao_detokenize gives them no text. */
+#define QIAO_PIECE_BOS 2
+#define QIAO_PIECE_EOS 3
 #define QIAO_CHAR_PAD 0
 #define QIAO_CHAR_UNK 1
 
@@ -368,6 +373,48 @@ QIAO_API QIAO_MUST_CHECK qiao_status qiao_tokenize_batch(const qiao_tokenizer *t
                                                          qiao_token_batch **out);
 /* Frees a batch. Accepts NULL. */
 QIAO_API void qiao_token_batch_free(qiao_token_batch *batch);
+
+typedef struct qiao_detokenize_params {
+    size_t struct_size;     /* set by qiao_detokenize_default_params() */
+    int exact_spaces;       /* nonzero: a space wherever a piece has one (see below);
+                               0 (default): written-text spacing */
+} qiao_detokenize_params;
+
+QIAO_API qiao_detokenize_params qiao_detokenize_default_params(void);
+
+/* Turns piece ids (as qiao_tokenize gives them, or as a decoder writes
+ * them) back into UTF-8 text. Each "▁" in a piece is a space; a run of
+ * byte-fallback pieces ("<0xE4>") is read as UTF-8, every ill-formed part
+ * of it becoming U+FFFD; QIAO_PIECE_UNK becomes U+FFFD; QIAO_PIECE_PAD,
+ * QIAO_PIECE_BOS and QIAO_PIECE_EOS give no text. Word-position tags are
+ * not needed: the pieces carry every space.
+ *
+ * With exact_spaces, detokenizing the ids of qiao_tokenize gives back the
+ * tokenizer's normalized text byte for byte (NFKC, case folded when the
+ * tokenizer folds case, white space runs made one space, trimmed; the
+ * original's full-width forms, capitals and extra spaces do not come back).
+ * By default the text is spaced as written: runs of spaces become one
+ * space, none at either end, and none
+ *   - before closing punctuation: , . : ; ! ? ) ] } and 。、」』》) ...
+ *     (Unicode line-break classes CL, CP, EX, IS, NS),
+ *   - after opening punctuation: ( [ { 「 『 《 ... (class OP),
+ *   - between two characters of scripts written without spaces (Chinese,
+ *     Japanese, Thai...), Chinese punctuation included ("我 喜欢 。" becomes
+ *     "我喜欢。"; "我喜欢 NBA" keeps its space),
+ *   - between punctuation that follows such a character and such a
+ *     character ("你好, 世界" becomes "你好,世界": NFKC made "，" a ",").
+ * Spaces are only ever removed, never added.
+ *
+ * An id outside 0 .. qiao_tokenizer_vocab_size() - 1 is
+ * QIAO_ERR_INVALID_ARGUMENT naming its index. On success *text is a new
+ * NUL-terminated string ("" for no ids) the caller frees with
+ * qiao_text_free(), and *len (len may be NULL) its length in bytes.
+ * `params` may be NULL for the defaults. */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_detokenize(const qiao_tokenizer *tok, const int32_t *ids, size_t count,
+                                                     const qiao_detokenize_params *params, char **text,
+                                                     size_t *len);
+/* Frees a string returned by qiao_detokenize(). Accepts NULL. */
+QIAO_API void qiao_text_free(char *text);
 
 /* ---- Images --------------------------------------------------------------- */
 /* Decoding: PNG, JPEG, BMP, GIF (first frame), TGA, PSD, PNM and HDR through
