@@ -3,7 +3,8 @@
  * the tiny model's image tower learns the captions of a generated split
  * (its teacher-forced validation loss falls well below the untrained one's
  * and below the uniform guess), resumes from its checkpoint, and bad
- * recipes and models are clear errors. */
+ * recipes and models are clear errors; writing a caption through the KV
+ * cache and the search agrees with the full forward. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
@@ -199,11 +200,112 @@ static void errors(void **state) {
     assert_non_null(strstr(qiao_last_error(), "no \"decoder\""));
 }
 
+/* A tiny caption model with random weights: the tiny model plus a decoder. */
+static qmod_model *tiny_caption_model(void) {
+    qmod_model *t = qt_tiny_model(1, true);
+    cJSON *root = cJSON_Parse(t->cfg.json);
+    cJSON_AddItemToObject(root, "decoder", cJSON_Parse(DECODER));
+    char *json = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    qmod_config cfg;
+    assert_int_equal(qmod_config_from_string(json, "tiny caption", &cfg), QIAO_OK);
+    free(json);
+    qmod_model *m = NULL;
+    assert_int_equal(qmod_create(&cfg, 9, &m), QIAO_OK);
+    qmod_config_free(&cfg);
+    assert_int_equal(qmod_copy_shared(m, t, NULL), QIAO_OK);
+    m->tok = t->tok;
+    t->tok = NULL;
+    qmod_free(t);
+    return m;
+}
+
+/* qmod_caption: greedy through the KV cache writes, at every position, the
+ * piece the full teacher-forced forward over the same prefix ranks first;
+ * beam 1 is greedy; a wider beam scores at least as well; bad requests are
+ * clear errors. */
+static void generate(void **state) {
+    (void)state;
+    qmod_model *m = tiny_caption_model();
+    qb_exec ex;
+    qb_exec_cpu(&ex, 2);
+    char path[700];
+    snprintf(path, sizeof path, "%s/data/images/000000.png", g_dir);
+    qiao_image *img = NULL;
+    assert_int_equal(qiao_image_decode_file(path, NULL, &img), QIAO_OK);
+    qmod_gen_params gp = qmod_gen_default_params();
+    gp.max_len = 12;
+    qmod_gen_result g, b1, b4;
+    assert_int_equal(qmod_caption(&ex, m, img, QMOD_LANG_EN, &gp, &g), QIAO_OK);
+    assert_non_null(g.text);
+    /* the full forward over [BOS_en, g.tokens] */
+    const qmod_config *c = &m->cfg;
+    const int64_t T = (int64_t)g.n + 1, V = c->decoder.vocab;
+    int32_t ids[16];
+    ids[0] = qmod_dec_bos(c, QMOD_LANG_EN);
+    for (size_t i = 0; i < g.n; i++) ids[i + 1] = g.tokens[i];
+    qmod_batch b;
+    assert_int_equal(qmod_batch_images(m, (const qiao_image *const *)&img, 1, &b), QIAO_OK);
+    qmod_work w;
+    assert_int_equal(qmod_work_init(&w, m, QMOD_IMAGE, 1, 0, false), QIAO_OK);
+    const float *emb;
+    qmod_token_seq seq;
+    assert_int_equal(qmod_forward(&ex, m, &w, &b, &emb), QIAO_OK);
+    assert_int_equal(qmod_tokens(m, &w, &b, &seq), QIAO_OK);
+    qc_table at;
+    qc_table_init_empty(&at);
+    assert_int_equal(qf_decoder_describe_acts(&at, "d.", &c->decoder, 1, T, seq.T, 0), QIAO_OK);
+    qc_arena acts;
+    assert_int_equal(qc_arena_alloc(&acts, at.total), QIAO_OK);
+    qf_decoder_acts a;
+    qc_table_bind(&at, acts.base, &a);
+    qf_decoder_forward(&ex, &a, &m->p.decoder, ids, seq.x, NULL, &c->decoder, 1, T, seq.T);
+    for (int64_t t = 0; t < T; t++) {
+        const float *l = a.logits + t * V;
+        int64_t best = 0; /* over the pieces only: the search never writes a language token */
+        for (int64_t k = 1; k < c->text.vocab; k++)
+            if (l[k] > l[best]) best = k;
+        const int64_t want = t < (int64_t)g.n ? g.tokens[t] : qmod_dec_eos(c);
+        if (t < (int64_t)g.n || g.eos) assert_int_equal(best, want);
+    }
+    qc_arena_free(&acts);
+    qc_table_free(&at);
+    qmod_work_free(&w);
+    qmod_batch_free(&b);
+    /* beam 1 = greedy; beam 4 finds a sequence at least as likely under its own score */
+    gp.strategy = QMOD_GEN_BEAM, gp.beam_size = 1, gp.length_alpha = 0.0;
+    assert_int_equal(qmod_caption(&ex, m, img, QMOD_LANG_EN, &gp, &b1), QIAO_OK);
+    assert_int_equal(b1.n, g.n);
+    assert_memory_equal(b1.tokens, g.tokens, g.n * sizeof(int32_t));
+    gp.beam_size = 4;
+    assert_int_equal(qmod_caption(&ex, m, img, QMOD_LANG_EN, &gp, &b4), QIAO_OK);
+    if (b4.eos == b1.eos) assert_true(b4.score >= b1.score - 1e-6);
+    qmod_gen_result_free(&g), qmod_gen_result_free(&b1), qmod_gen_result_free(&b4);
+    /* bad requests */
+    gp = qmod_gen_default_params();
+    gp.max_len = 0;
+    assert_int_equal(qmod_caption(&ex, m, img, QMOD_LANG_ZH, &gp, &g), QIAO_ERR_INVALID_ARGUMENT);
+    gp.max_len = 1000000;
+    assert_int_equal(qmod_caption(&ex, m, img, QMOD_LANG_ZH, &gp, &g), QIAO_ERR_TOO_LARGE);
+    assert_non_null(strstr(qiao_last_error(), "max_len"));
+    gp.max_len = 8, gp.strategy = QMOD_GEN_BEAM, gp.beam_size = 0;
+    assert_int_equal(qmod_caption(&ex, m, img, QMOD_LANG_ZH, &gp, &g), QIAO_ERR_INVALID_ARGUMENT);
+    gp.beam_size = 2;
+    assert_int_equal(qmod_caption(&ex, m, img, 7, &gp, &g), QIAO_ERR_INVALID_ARGUMENT);
+    qmod_model *plain = qt_tiny_model(1, true);
+    assert_int_equal(qmod_caption(&ex, plain, img, QMOD_LANG_ZH, &gp, &g), QIAO_ERR_UNSUPPORTED);
+    assert_null(g.tokens);
+    qmod_free(plain);
+    qiao_image_free(img);
+    qmod_free(m);
+}
+
 int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(teacher),
         cmocka_unit_test(learns_and_resumes),
         cmocka_unit_test(errors),
+        cmocka_unit_test(generate),
     };
     if (argc > 1) cmocka_set_test_filter(argv[1]);
     return cmocka_run_group_tests(tests, setup, teardown);
