@@ -78,3 +78,23 @@ cli_expect(NAME cli.train.plot RC 0
 cli_expect(NAME cli.train.plot_missing RC 1 ARGS train plot ${QIAO_CLI_FILES}/no-such-log.csv
   STDERR "no-such-log\\.csv: No such file")
 cli_expect(NAME cli.train.plot_no_log RC 2 ARGS train plot STDERR "usage: qiao train")
+
+# qiao caption, qiao train caption and qiao eval caption: bad requests get a
+# clear message and exit code before any work (an embedding-only model writes
+# no captions; a file that is not a picture; options that exclude each other).
+set(QIAO_BASE ${PROJECT_SOURCE_DIR}/models/qiao-base.safetensors)
+cli_expect(NAME cli.caption.embedding_model RC 1
+  ARGS caption --model ${QIAO_BASE} --image ${CMAKE_CURRENT_SOURCE_DIR}/data/image/000000126107.jpg
+  STDERR "^qiao: unsupported: model base writes no captions")
+cli_expect(NAME cli.caption.not_a_picture RC 1
+  ARGS caption --model ${QIAO_BASE} --image ${PROJECT_SOURCE_DIR}/CMakeLists.txt
+  STDERR "^qiao: format error: .*CMakeLists\\.txt: not a recognized image format")
+cli_expect(NAME cli.caption.bad_lang RC 2 ARGS caption --model x --image y --lang fr STDERR "--lang is zh or en")
+cli_expect(NAME cli.caption.beam_and_sample RC 2 ARGS caption --model x --image y --beam 4 --sample
+  STDERR "exclude each other")
+cli_expect(NAME cli.caption.beam_zero RC 2 ARGS caption --model x --image y --beam 0 STDERR "--beam needs an integer")
+cli_expect(NAME cli.train_caption.needs_data RC 2 ARGS train caption --out x.safetensors
+  STDERR "--data, --out and --init")
+cli_expect(NAME cli.eval_caption.embedding_model RC 1
+  ARGS eval caption --model ${QIAO_BASE} --data ${CMAKE_CURRENT_SOURCE_DIR}/data --no-baseline
+  STDERR "writes no captions")

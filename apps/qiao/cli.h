@@ -58,4 +58,36 @@ typedef struct cli_progress {
 void cli_progress_start(cli_progress *p);
 void cli_progress_show(cli_progress *p, const char *label, const char *unit, int64_t done, int64_t total);
 
+/* ---- training subcommands (cli_train.c) ---------------------------------- */
+
+#include <signal.h>
+
+#include "models/train/trainer.h"
+
+/* What `qiao train vqa` and `qiao train caption` share after reading their
+ * options: cli_train_begin resolves --data (a split, or a root holding
+ * train/ and, unless --val names one, val/) and derives the checkpoint
+ * (OUT.ckpt.safetensors unless --ckpt) and log paths (PREFIX.csv and .png,
+ * PREFIX = --log or OUT), false (message printed) when out of memory;
+ * cli_train_start prints the run's opening line and installs the Ctrl-C
+ * handler whose flag the trainer polls; cli_train_plot redraws the curves
+ * at each validation and at the end; cli_train_end restores the handler,
+ * prints the closing line and returns the exit code (130 when stopped). */
+typedef struct cli_train_run {
+    const char *cmd; /* "train vqa" */
+    char train_dir[4096], val_dir[4096];
+    const char *val; /* the validation folder, or NULL */
+    const char *ckpt;
+    char *ckpt_owned, *csv_path, *png_path;
+    bool quiet, tty, handler_set;
+} cli_train_run;
+
+bool cli_train_begin(cli_train_run *r, const char *cmd, const char *data, const char *val, const char *out,
+                     const char *ckpt, const char *log_prefix, bool quiet);
+volatile sig_atomic_t *cli_train_start(cli_train_run *r);
+void cli_train_plot(const cli_train_run *r, const qtr_log *l);
+int cli_train_end(cli_train_run *r, qiao_status st, const char *out);
+/* Frees the paths (cli_train_end does); the struct may be freed again. */
+void cli_train_free(cli_train_run *r);
+
 #endif

@@ -5,24 +5,15 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cli.h"
 #include "models/answering/answering.h"
 #include "models/captioning/captioning.h"
-#include "plot.h"
 
 int cmd_train_caption(int argc, char **argv);
-
-static volatile sig_atomic_t g_stop = 0;
-static void on_sigint(int sig) {
-    (void)sig;
-    g_stop = 1;
-}
 
 static void usage(FILE *f) {
     fprintf(f, "usage: qiao train caption --init MODEL.safetensors --config models/configs/caption.json --data DIR\n"
@@ -36,18 +27,9 @@ static void usage(FILE *f) {
                "  after the current step with a checkpoint; --resume CKPT continues where it stopped.\n");
 }
 
-typedef struct run {
-    const char *csv_path, *png_path;
-    int tty, quiet;
-} run;
-
 static int on_step(const qtr_log *l, void *user) {
-    run *r = user;
-    if (l->validated || l->step == l->steps) {
-        char err[256];
-        if (plot_training_csv(r->csv_path, r->png_path, err, sizeof err) != 0)
-            fprintf(stderr, "\nqiao train caption: could not draw %s: %s\n", r->png_path, err);
-    }
+    const cli_train_run *r = user;
+    cli_train_plot(r, l);
     if (r->quiet) return 0;
     const bool line = r->tty || l->validated || l->step == l->steps || l->step % 50 == 0;
     if (line)
@@ -132,16 +114,10 @@ int cmd_train_caption(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    char train_dir[4096], val_dir[4096];
-    cli_split_dir(data, "train", train_dir, sizeof train_dir);
-    if (!val && strcmp(train_dir, data) != 0) {
-        cli_split_dir(data, "val", val_dir, sizeof val_dir);
-        char manifest[4200];
-        snprintf(manifest, sizeof manifest, "%s/manifest.jsonl", val_dir);
-        if (cli_is_file(manifest)) val = val_dir;
-    }
-    p.data_dir = train_dir;
-    p.val_dir = val;
+    cli_train_run run;
+    if (!cli_train_begin(&run, "train caption", data, val, p.out_path, ckpt, logp, quiet)) return 1;
+    p.data_dir = run.train_dir;
+    p.val_dir = run.val;
     qiao_status st;
     if (p.resume_path)
         st = read_hparams(p.resume_path, true, &p.hp);
@@ -149,48 +125,19 @@ int cmd_train_caption(int argc, char **argv) {
         st = read_hparams(p.recipe_path, false, &p.hp);
     else
         st = read_hparams(p.init_path, true, &p.hp);
-    if (st != QIAO_OK) return cli_fail(st);
+    if (st != QIAO_OK) {
+        cli_train_free(&run);
+        return cli_fail(st);
+    }
     if (steps > 0) p.hp.tr.steps = steps;
     if (batch > 0) p.hp.batch = batch;
     if (seed >= 0) p.hp.seed = (uint64_t)seed;
     if (eval_every >= 0) p.hp.tr.eval_every = eval_every;
     if (lr > 0) p.hp.tr.lr = (float)lr;
-    char *ckpt_owned = ckpt ? NULL : cli_derive_path(p.out_path, ".ckpt.safetensors");
-    char *csv_path = cli_derive_path(logp ? logp : p.out_path, ".csv");
-    char *png_path = cli_derive_path(logp ? logp : p.out_path, ".png");
-    int rc = 1;
-    p.ckpt_path = ckpt ? ckpt : ckpt_owned;
-    if (!p.ckpt_path || !csv_path || !png_path) {
-        fprintf(stderr, "qiao train caption: out of memory\n");
-        goto done;
-    }
-    run r = {csv_path, png_path, isatty(2), quiet};
-    p.log_path = csv_path;
+    p.ckpt_path = run.ckpt;
+    p.log_path = run.csv_path;
     p.on_step = on_step;
-    p.user = &r;
-    p.stop = &g_stop;
-    struct sigaction sa, old;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigint;
-    sigaction(SIGINT, &sa, &old);
-    if (!quiet)
-        fprintf(stderr, "qiao train caption: data %s%s%s, checkpoint %s, log %s\n", train_dir,
-                val ? ", validation " : "", val ? val : "", p.ckpt_path, csv_path);
-    st = qmod_cap_train(&p);
-    sigaction(SIGINT, &old, NULL);
-    if (st == QIAO_ERR_CANCELLED) {
-        fprintf(stderr, "\nqiao train caption: %s\n", qiao_last_error());
-        rc = 130;
-    } else if (st != QIAO_OK) {
-        fputc('\n', stderr);
-        rc = cli_fail(st);
-    } else {
-        fprintf(stderr, "qiao train caption: wrote %s (curves: %s, %s)\n", p.out_path, csv_path, png_path);
-        rc = 0;
-    }
-done:
-    free(ckpt_owned);
-    free(csv_path);
-    free(png_path);
-    return rc;
+    p.user = &run;
+    p.stop = cli_train_start(&run);
+    return cli_train_end(&run, qmod_cap_train(&p), p.out_path);
 }
