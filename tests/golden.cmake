@@ -9,3 +9,10 @@ qiao_test(NAME test_golden_block SOURCES golden/test_golden_block.c
 # weighting mode, float64 reference).
 qiao_test(NAME test_fusion_golden SOURCES golden/test_fusion_golden.c
   CASES learned heuristic equal LABELS golden)
+# The caption decoder (fusion/decoder.c) against its PyTorch peer
+# (bench/peer/decoder_peer.py): tests/golden/make_decoder_fixture.py writes
+# tests/data/decoder_golden.safetensors (logits and every gradient, tied and
+# untied output, float64 reference); the cache cases step the KV cache over
+# the same ids.
+qiao_test(NAME test_decoder_golden SOURCES golden/test_decoder_golden.c
+  CASES forward_tied forward_untied cache_tied cache_untied LABELS golden)
