@@ -77,4 +77,33 @@ static inline qmod_model *qt_tiny_vqa_model(uint64_t seed) {
     return m;
 }
 
+/* The tiny model as a caption model: a one-block decoder (weights from
+ * `seed`) on the tiny model's towers (weights from 1), the tokenizer
+ * attached, as test_caption_train's tiny_caption_model makes it. */
+#define QT_CAPTION_DECODER                                                                                           \
+    "{\"width\": 32, \"layers\": 1, \"heads\": 2, \"mlp\": 64, \"max_len\": 96, \"tied\": true}"
+
+static inline qmod_model *qt_tiny_caption_model(uint64_t seed) {
+    qmod_model *t = qt_tiny_model(1, true);
+    cJSON *root = cJSON_Parse(t->cfg.json);
+    if (!root) fail_msg("tiny caption model: config");
+    cJSON_AddItemToObject(root, "decoder", cJSON_Parse(QT_CAPTION_DECODER));
+    char *json = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    qmod_config c;
+    qmod_model *m = NULL;
+    qiao_status st = qmod_config_from_string(json, "tiny-caption", &c);
+    cJSON_free(json);
+    if (st == QIAO_OK) {
+        st = qmod_create(&c, seed, &m);
+        qmod_config_free(&c);
+    }
+    if (st == QIAO_OK) st = qmod_copy_shared(m, t, NULL);
+    if (st != QIAO_OK) fail_msg("tiny caption model: %s", qiao_last_error());
+    m->tok = t->tok;
+    t->tok = NULL;
+    qmod_free(t);
+    return m;
+}
+
 #endif /* QIAO_TESTS_MODEL_FIXTURE_H */

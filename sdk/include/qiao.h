@@ -921,6 +921,124 @@ QIAO_API QIAO_MUST_CHECK qiao_status qiao_vqa_ask_files(qiao_session *session, c
                                                         const char *question, const char *audio_path,
                                                         const qiao_vqa_params *params, qiao_vqa_answer *out);
 
+/* ---- Captioning ------------------------------------------------------------- */
+/* A caption model (one with a decoder section, written by `qiao train
+ * caption`) describes a picture in a sentence or a few, in Chinese or
+ * English. The picture comes decoded (qiao_image), as a file, as encoded
+ * bytes or as packed RGB, as the embedding functions take it; the caption
+ * is written piece by piece by greedy search, beam search (GNMT length
+ * penalty) or sampling (temperature, top-p, a seed), and each piece can be
+ * streamed to a callback with the text so far.
+ *
+ *     qiao_caption_params cp = qiao_caption_default_params();
+ *     cp.lang = "en";
+ *     qiao_caption_result r;
+ *     if (qiao_caption_image_file(session, "cat.jpg", &cp, &r) == QIAO_OK)
+ *         puts(r.text);
+ *     qiao_caption_result_free(&r);
+ *
+ * Thread-safe as embedding is: a model is shared, a session is one
+ * thread's at a time; the same call gives the same caption on any thread.
+ * A model without a decoder (an embedding or VQA model) gives
+ * QIAO_ERR_UNSUPPORTED with a message. */
+
+/* How the pieces are chosen. */
+typedef enum qiao_caption_strategy {
+    QIAO_CAPTION_GREEDY = 0, /* the most likely piece at each step */
+    QIAO_CAPTION_BEAM = 1,   /* beam search over beam_size hypotheses, the best by logprob / lp(length) */
+    QIAO_CAPTION_SAMPLE = 2  /* each piece drawn with temperature and top-p from a seeded generator */
+} qiao_caption_strategy;
+
+/* Bounds of qiao_caption_params.max_len and beam_size. */
+#define QIAO_CAPTION_MAX_LEN 4096
+#define QIAO_CAPTION_MAX_BEAM 256
+
+/* One piece of the caption, handed to the token callback as soon as it is
+ * certain to be in the result (beam search: once every hypothesis that can
+ * still win shares it). Valid during the call only. */
+typedef struct qiao_caption_token {
+    int32_t piece;    /* its id in the model's tokenizer */
+    size_t index;     /* 0 for the first piece */
+    const char *text; /* the caption so far (written spacing), NUL-terminated; a
+                         character still incomplete after this piece is left out */
+    size_t text_len;  /* bytes of text */
+    size_t new_from;  /* text + new_from is what this piece added; the text only grows,
+                         so the previous call's text is text[0 .. new_from) */
+} qiao_caption_token;
+
+typedef void (*qiao_caption_token_fn)(const qiao_caption_token *token, void *user_data);
+
+typedef struct qiao_caption_params {
+    size_t struct_size;   /* set by qiao_caption_default_params() */
+    const char *lang;     /* the caption's language: "zh" (default) or "en"; read during the call */
+    int strategy;         /* a qiao_caption_strategy; default QIAO_CAPTION_GREEDY */
+    int beam_size;        /* beams of QIAO_CAPTION_BEAM, 1..QIAO_CAPTION_MAX_BEAM (1 is greedy); default 4 */
+    double length_alpha;  /* beam search's GNMT length penalty ((5 + len) / 6)^alpha, alpha >= 0; default 0.6 */
+    int max_len;          /* pieces written at most, the end included, 1..QIAO_CAPTION_MAX_LEN; default 64.
+                             Above the decoder's positions (96 for the recipe's) it is cut to them */
+    double temperature;   /* QIAO_CAPTION_SAMPLE: >= 0, 0 is greedy; default 1 */
+    double top_p;         /* QIAO_CAPTION_SAMPLE: in (0, 1], draw from the fewest most likely pieces whose
+                             probability reaches it; default 1 (all) */
+    uint64_t seed;        /* QIAO_CAPTION_SAMPLE: the same seed, picture and model give the same caption */
+    qiao_caption_token_fn on_token; /* NULL (default): no streaming */
+    void *on_token_user_data;
+    qiao_cancel_fn cancel;          /* polled before each piece; nonzero stops with QIAO_ERR_CANCELLED */
+    void *cancel_user_data;
+} qiao_caption_params;
+
+QIAO_API qiao_caption_params qiao_caption_default_params(void);
+
+/* A caption. Freed with qiao_caption_result_free(). */
+typedef struct qiao_caption_result {
+    char *text;        /* UTF-8, NUL-terminated, written spacing; "" when the model ended at once */
+    size_t text_len;   /* bytes of text */
+    int32_t *pieces;   /* (n_pieces) the tokenizer's piece ids, without the end piece; NULL when none */
+    size_t n_pieces;
+    double logprob;    /* natural log-probability of the pieces and the end under the model
+                          (temperature 1, before top-p) */
+    double score;      /* beam search: logprob / lp(length); otherwise logprob */
+    int ended;         /* 1: the model ended the caption; 0: it was cut at max_len */
+    char lang[8];      /* "zh" or "en" */
+} qiao_caption_result;
+
+/* 1 when the model writes captions (qiao_caption_image), else 0 (and for NULL). */
+QIAO_API int qiao_model_can_caption(const qiao_model *model);
+
+/* Describes `image` in params->lang (params may be NULL for the defaults).
+ * On success *out holds the caption, which the caller frees with
+ * qiao_caption_result_free(); on failure *out is zeroed (freeing it is
+ * harmless). The token callback and cancel run on the calling thread;
+ * the last token's text is the result's text (but for a caption that ends
+ * inside a character, which the result closes with U+FFFD). Every field of
+ * params is checked, whatever the strategy, before any work: a lang other
+ * than "zh" and "en", an unknown strategy, a beam_size or max_len below 1,
+ * a negative or non-finite length_alpha or temperature, a top_p outside
+ * (0, 1], or a NULL argument is QIAO_ERR_INVALID_ARGUMENT; a beam_size
+ * over QIAO_CAPTION_MAX_BEAM or a max_len over QIAO_CAPTION_MAX_LEN is
+ * QIAO_ERR_TOO_LARGE. */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_caption_image(qiao_session *session, const qiao_image *image,
+                                                        const qiao_caption_params *params, qiao_caption_result *out);
+/* The same with the picture read from a file, from encoded bytes (`size`
+ * bytes, only read during the call) or from packed RGB (3 bytes per pixel,
+ * rows `stride` bytes apart), decoded as qiao_image_decode_file,
+ * qiao_image_decode_memory and qiao_image_from_rgb do, with their statuses
+ * (QIAO_ERR_IO; QIAO_ERR_FORMAT, naming the file, for what is not a
+ * picture; QIAO_ERR_TOO_LARGE). The same pixels give the same caption
+ * whichever way they come in. */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_caption_image_file(qiao_session *session, const char *path,
+                                                             const qiao_caption_params *params,
+                                                             qiao_caption_result *out);
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_caption_image_memory(qiao_session *session, const void *data, size_t size,
+                                                               const qiao_caption_params *params,
+                                                               qiao_caption_result *out);
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_caption_image_rgb(qiao_session *session, const uint8_t *pixels,
+                                                            int64_t width, int64_t height, size_t stride,
+                                                            const qiao_caption_params *params,
+                                                            qiao_caption_result *out);
+/* Frees the caption's text and pieces and zeroes *result. Accepts NULL and
+ * a zeroed result. */
+QIAO_API void qiao_caption_result_free(qiao_caption_result *result);
+
 /* ---- Search index ----------------------------------------------------------- */
 /* An index holds embeddings of one model under string keys and ranks them
  * by cosine similarity against a query: a text, a picture, a recording or a

@@ -3,5 +3,7 @@
 
 int main(void) {
     qiao_selfcheck_params p = qiao_selfcheck_default_params();
-    return (p.struct_size == sizeof p && qiao_version_number() == QIAO_VERSION_NUMBER) ? 0 : 1;
+    qiao_caption_params c = qiao_caption_default_params();
+    const int ok = p.struct_size == sizeof p && c.struct_size == sizeof c;
+    return (ok && qiao_version_number() == QIAO_VERSION_NUMBER) ? 0 : 1;
 }

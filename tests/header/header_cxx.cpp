@@ -5,6 +5,8 @@
 
 int main() {
     qiao_selfcheck_params p = qiao_selfcheck_default_params();
+    qiao_caption_params c = qiao_caption_default_params();
     const char *v = qiao_version();
-    return (p.struct_size == sizeof p && std::strcmp(v, QIAO_VERSION_STRING) == 0) ? 0 : 1;
+    const bool ok = p.struct_size == sizeof p && c.struct_size == sizeof c;
+    return (ok && std::strcmp(v, QIAO_VERSION_STRING) == 0) ? 0 : 1;
 }
