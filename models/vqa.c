@@ -172,7 +172,7 @@ qiao_status qmod_vqa_forward(const qb_exec *ex, const qmod_model *m, qmod_vqa_wo
 
 qiao_status qmod_vqa_backward(const qb_exec *ex, const qmod_model *m, qmod_params *grads, qmod_vqa_work *w,
                               const qmod_vqa_inputs *in, qf_weighting mode, const float *danswer, const float *dlang,
-                              const bool train_tower[QF_NMOD]) {
+                              const bool train_tower[QF_NMOD], const float *const dtok_add[QF_NMOD]) {
     if (!w->train || !w->dacts.base)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_vqa_backward: the workspace was made for inference");
     const qf_fuser_input fin = w->fin;
@@ -206,6 +206,8 @@ qiao_status qmod_vqa_backward(const qb_exec *ex, const qmod_model *m, qmod_param
         const float *sd = m->p.tok_std[k];
         for (int64_t r = 0; r < rows; r++)
             for (int64_t c = 0; c < C; c++) dtok[k][r * C + c] /= sd[c];
+        if (dtok_add && dtok_add[k])
+            for (int64_t i = 0; i < rows * C; i++) dtok[k][i] += dtok_add[k][i];
         qmod_backward_at(ex, m, grads, &w->tower[k], in->batch[k], NULL, dtok[k]);
     }
     return ex->ops->sync(ex);

@@ -70,10 +70,13 @@ qiao_status qmod_vqa_forward(const qb_exec *ex, const qmod_model *m, qmod_vqa_wo
                              const float **weights);
 /* After qmod_vqa_forward on the same inputs: the gradients at the logits
  * (dlang may be NULL) -> parameter gradients accumulate into `grads`;
- * towers with train_tower[m] false get none (frozen). */
+ * towers with train_tower[m] false get none (frozen). dtok_add, when not
+ * NULL, holds per modality NULL or a gradient at that tower's raw tokens
+ * (B, T, C as qmod_tokens gives them) from a loss of the caller's own on
+ * them, added before the tower's backward. */
 qiao_status qmod_vqa_backward(const qb_exec *ex, const qmod_model *m, qmod_params *grads, qmod_vqa_work *w,
                               const qmod_vqa_inputs *in, qf_weighting mode, const float *danswer, const float *dlang,
-                              const bool train_tower[QF_NMOD]);
+                              const bool train_tower[QF_NMOD], const float *const dtok_add[QF_NMOD]);
 
 /* The towers (model.h) behind the fuser's modality order. */
 qmod_modality qmod_vqa_tower(int qf_mod);

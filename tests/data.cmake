@@ -14,7 +14,7 @@ target_link_libraries(test_data PRIVATE qiao_datasets)
 # evaluation walk, malformed manifests and missing files. Each case
 # generates 5 scenes with --speech-questions (espeak-ng, ~60 WAVs).
 qiao_test(NAME test_vqa_data SOURCES unit/test_vqa_data.c
-  CASES manifest determinism resume absent degrade eval_cover errors
+  CASES manifest determinism resume absent degrade eval_cover errors cells
   LABELS data TIMEOUT 180)
 target_link_libraries(test_vqa_data PRIVATE qiao_datasets)
 

@@ -20,3 +20,10 @@ qiao_fuzz(NAME fuzz_vqa_question SOURCES ${PROJECT_SOURCE_DIR}/sdk/api/vqa_api.c
   LIBS qiao_static PkgConfig::CJSON LABELS api
   DEFINES QIAO_FUZZ_TOKENIZER="${CMAKE_CURRENT_SOURCE_DIR}/data/tokenizer/tok-test.safetensors"
           QIAO_FUZZ_TINY_CONFIG="${PROJECT_SOURCE_DIR}/models/configs/tiny.json")
+
+# The VQA objective (models/answering/train.c) on a tiny model: the dense
+# object loss on the picture's tokens learns and resumes, frozen towers stay
+# as loaded, a model without the cell heads and bad recipe values fail.
+qiao_test(NAME test_vqa_train SOURCES unit/test_vqa_train.c
+  CASES cells_learn_and_resume errors LABELS train TIMEOUT 300)
+target_link_libraries(test_vqa_train PRIVATE qiao_datasets)

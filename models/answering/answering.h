@@ -10,7 +10,12 @@
  * (models/train/trainer.h): cross-entropy on the answer (label smoothing
  * from the recipe) plus lang_weight times cross-entropy on the question's
  * language, modality dropout and degraded inputs from the recipe, towers
- * frozen or fine-tuned as the recipe says. A run can also start from a VQA
+ * frozen or fine-tuned as the recipe says. With train.cell_weight above 0
+ * and the picture tower training, a dense auxiliary loss teaches that
+ * tower what lies where: three linear heads on its patch tokens
+ * ("cell_shape", "cell_color", "cell_size") classify the object under
+ * each patch (qmod_vqa_cell_labels), since a tower trained only on
+ * whole-picture captions keeps colour in its tokens but not shape. A run can also start from a VQA
  * model (init_path holding a fusion section: fine-tuning) or resume from
  * its checkpoint.
  *
@@ -39,6 +44,7 @@ typedef struct qmod_vqa_hparams {
     uint32_t freeze;         /* towers kept as loaded, bit (1 << QF_TEXT/IMAGE/AUDIO); default all three */
     float lang_weight;       /* weight of the language loss (default 0.1) */
     float smoothing;         /* label smoothing of the answer loss (default 0.05) */
+    float cell_weight;       /* weight of the dense object loss on the picture's tokens (default 0: none) */
     int64_t eval_questions;  /* validation questions (default 2000) */
     qmod_vqa_params data;    /* dropout and degradations (models/data/vqa.h) */
 } qmod_vqa_hparams;
@@ -46,7 +52,7 @@ typedef struct qmod_vqa_hparams {
 /* Defaults overridden by a recipe's "train" object; unknown keys or bad
  * values are QIAO_ERR_FORMAT naming "train.<key>". Recipe keys beyond the
  * trainer's: batch, seed, freeze (["text", "image", "audio"] or a subset),
- * lang_weight, smoothing, eval_questions, p_drop_text, p_drop_audio,
+ * lang_weight, smoothing, cell_weight, eval_questions, p_drop_text, p_drop_audio,
  * p_drop_image, p_image_noise, image_sigma ([lo, hi]), p_occlude,
  * occlude_frac, p_audio_noise, audio_snr_db, audio_noise ("white" or
  * "babble"). */

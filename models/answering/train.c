@@ -88,6 +88,8 @@ qiao_status qmod_vqa_hparams_from_json(const char *recipe_json, const char *what
             if ((st = qtr_json_number(it, 0, 100, false, &v)) == QIAO_OK) h.lang_weight = (float)v;
         } else if (!strcmp(k, "smoothing")) {
             if ((st = qtr_json_number(it, 0, 0.5, false, &v)) == QIAO_OK) h.smoothing = (float)v;
+        } else if (!strcmp(k, "cell_weight")) {
+            if ((st = qtr_json_number(it, 0, 100, false, &v)) == QIAO_OK) h.cell_weight = (float)v;
         } else if (!strcmp(k, "eval_questions")) {
             if ((st = qtr_json_number(it, 1, 1e7, true, &v)) == QIAO_OK) h.eval_questions = (int64_t)v;
         } else if (!strcmp(k, "image_sigma")) {
@@ -133,10 +135,32 @@ qiao_status qmod_vqa_hparams_from_json(const char *recipe_json, const char *what
 
 /* ---- the model ------------------------------------------------------------------- */
 
+/* The dense object heads on the picture's tokens, one per attribute
+ * (qmod_vqa_cell_labels: class 0 is "none", class 1 + i the list's i-th). */
+static const char *const k_cell_heads[QMOD_VQA_NATTR] = {"cell_shape", "cell_color", "cell_size"};
+static const char *const k_cell_lists[QMOD_VQA_NATTR] = {"shapes", "colors", "sizes"};
+
+static void add_cell_heads(cJSON *heads, const cJSON *desc) {
+    for (int a = 0; a < QMOD_VQA_NATTR; a++) {
+        const cJSON *names = cJSON_GetObjectItemCaseSensitive(desc, k_cell_lists[a]);
+        if (!cJSON_IsArray(names) || cJSON_GetArraySize(names) < 1) continue;
+        cJSON *h = cJSON_AddObjectToObject(heads, k_cell_heads[a]);
+        cJSON_AddStringToObject(h, "kind", "mlp");
+        cJSON_AddStringToObject(h, "tower", "image");
+        cJSON_AddStringToObject(h, "input", "tokens");
+        cJSON_AddNumberToObject(h, "hidden", 0);
+        cJSON_AddNumberToObject(h, "classes", 1 + cJSON_GetArraySize(names));
+        cJSON *labels = cJSON_AddArrayToObject(h, "labels");
+        cJSON_AddItemToArray(labels, cJSON_CreateString("none"));
+        for (const cJSON *n = names->child; n; n = n->next)
+            cJSON_AddItemToArray(labels, cJSON_CreateString(cJSON_IsString(n) ? n->valuestring : "?"));
+    }
+}
+
 /* The VQA config: the embedding model's config plus the recipe's fusion,
  * and the "answer" head labelled from dataset.json's "answers" (id, zh,
- * en) and the "lang" head. */
-static qiao_status vqa_config(const qmod_model *base, const char *recipe_json, const char *data_dir,
+ * en) and the "lang" head; with cell_weight > 0 the dense object heads. */
+static qiao_status vqa_config(const qmod_model *base, const char *recipe_json, const char *data_dir, bool cells,
                               qmod_config *out) {
     cJSON *root = cJSON_Parse(base->cfg.json), *recipe = cJSON_Parse(recipe_json), *desc = NULL;
     char path[4096];
@@ -196,6 +220,7 @@ static qiao_status vqa_config(const qmod_model *base, const char *recipe_json, c
         cJSON *ll = cJSON_AddArrayToObject(lang, "labels");
         cJSON_AddItemToArray(ll, cJSON_CreateString("zh"));
         cJSON_AddItemToArray(ll, cJSON_CreateString("en"));
+        if (cells) add_cell_heads(heads, desc);
     }
     if (st == QIAO_OK) {
         char *json = cJSON_PrintUnformatted(root);
@@ -212,9 +237,9 @@ static qiao_status vqa_config(const qmod_model *base, const char *recipe_json, c
 /* A new VQA model: fuser and heads drawn from `seed`, every tensor the
  * embedding model shares with it copied over, its tokenizer moved in. */
 static qiao_status vqa_model_from(qmod_model *base, const char *recipe_json, const char *data_dir, uint64_t seed,
-                                  qmod_model **out) {
+                                  bool cells, qmod_model **out) {
     qmod_config cfg;
-    qiao_status st = vqa_config(base, recipe_json, data_dir, &cfg);
+    qiao_status st = vqa_config(base, recipe_json, data_dir, cells, &cfg);
     if (st != QIAO_OK) return st;
     st = qmod_create(&cfg, seed, out);
     qmod_config_free(&cfg);
@@ -235,9 +260,11 @@ static qiao_status vqa_model_from(qmod_model *base, const char *recipe_json, con
 
 /* ---- the objective ------------------------------------------------------------------ */
 
-enum { M_ANSWER = 0, M_LANG, M_ACC, M_W_TEXT, M_W_IMAGE, M_W_AUDIO, N_METRICS };
-static const char *const k_metric_names[N_METRICS] = {"loss_answer", "loss_lang", "train_acc",
-                                                      "w_text",      "w_image",   "w_audio"};
+enum { M_ANSWER = 0, M_LANG, M_ACC, M_W_TEXT, M_W_IMAGE, M_W_AUDIO, M_CELL, M_CELL_SHAPE, M_CELL_COLOR, N_METRICS };
+static const char *const k_metric_names[N_METRICS] = {
+    "loss_answer", "loss_lang", "train_acc", "w_text", "w_image", "w_audio", "loss_cell",
+    "cell_shape_acc", /* on cells an object covers */
+    "cell_color_acc"};
 enum { V_ACC = 0, V_ACC_TYPED, V_ACC_SPOKEN, N_VAL };
 static const char *const k_val_names[N_VAL] = {"val_acc", "val_acc_typed", "val_acc_spoken"};
 
@@ -255,6 +282,12 @@ typedef struct vqa_obj {
     float *losses, *probs, *dlogits, *lprobs, *dlang; /* (B), (B, K), (B, K), (B, 2), (B, 2) */
     int32_t *lang_t;                                    /* (B) */
     bool fresh;                                         /* a new VQA model: its token statistics to measure */
+    /* the dense object loss (cell_weight > 0) */
+    int cell_head[QMOD_VQA_NATTR];   /* -1 where the model has none */
+    qmod_head_work cw[QMOD_VQA_NATTR];
+    int64_t cell_T;                  /* picture tokens: grid * grid */
+    int32_t *cell_lab, *cell_t;      /* (B, T, NATTR) labels, (B*T) one attribute's */
+    float *cell_losses, *cell_probs, *cell_dlog, *cell_dtok; /* (B*T), (B*T, Kmax) twice, (B*T, C) */
 } vqa_obj;
 
 /* The towers' token statistics (model.h tok_mean, tok_std): per channel over
@@ -375,6 +408,61 @@ qiao_status qmod_vqa_recipe_read(const char *path, char **out) {
     return QIAO_OK;
 }
 
+/* The dense object loss on the picture tower's tokens of the batch just run
+ * forward: each attribute head's cross-entropy against the cells' labels
+ * (rows without a picture have none), weighted by cell_weight; its
+ * gradient at the tokens goes to o->cell_dtok when `into_tower`. */
+static qiao_status cell_loss(vqa_obj *o, const qb_exec *ex, bool into_tower, float *loss, float *metrics) {
+    const qmod_model *m = o->m;
+    const qmod_vqa_batch *b = o->b;
+    qmod_token_seq seq;
+    qiao_status st = qmod_tokens(m, &o->w.tower[QF_IMAGE], &b->image, &seq);
+    if (st != QIAO_OK) return st;
+    if (seq.T != o->cell_T || seq.B != b->B)
+        return qc_error(QIAO_ERR_INTERNAL, "VQA: %lld picture tokens, the cell grid has %lld", (long long)seq.T,
+                        (long long)o->cell_T);
+    const int64_t T = seq.T, N = seq.B * T, C = seq.C;
+    const int grid = (int)lround(sqrt((double)T));
+    for (int64_t r = 0; r < b->B; r++) {
+        int32_t *lab = o->cell_lab + r * T * QMOD_VQA_NATTR;
+        if (b->present[r * QF_NMOD + QF_IMAGE])
+            qmod_vqa_cell_labels(&o->train, b->scene[r], grid, lab);
+        else
+            for (int64_t i = 0; i < T * QMOD_VQA_NATTR; i++) lab[i] = -1;
+    }
+    if (into_tower) memset(o->cell_dtok, 0, (size_t)(N * C) * sizeof(float));
+    *loss = 0.0f;
+    metrics[M_CELL_SHAPE] = metrics[M_CELL_COLOR] = NAN;
+    for (int a = 0; a < QMOD_VQA_NATTR; a++) {
+        if (o->cell_head[a] < 0) continue;
+        const int64_t K = m->cfg.heads[o->cell_head[a]].mlp.classes;
+        for (int64_t i = 0; i < N; i++) o->cell_t[i] = o->cell_lab[i * QMOD_VQA_NATTR + a];
+        const float *lg = NULL;
+        float l = 0.0f;
+        if ((st = qmod_head_forward(ex, m, &o->cw[a], seq.x, N, &lg)) != QIAO_OK) return st;
+        nn_cross_entropy_forward(ex, &l, o->cell_losses, o->cell_probs, lg, o->cell_t, N, K, 0.0f, -1);
+        if ((st = ex->ops->sync(ex)) != QIAO_OK) return st;
+        if (!isfinite(l)) return qc_error(QIAO_ERR_INTERNAL, "VQA: the cell loss is not finite (%g)", (double)l);
+        int64_t right = 0, objects = 0;
+        for (int64_t i = 0; i < N; i++) {
+            if (o->cell_t[i] <= 0) continue;
+            int64_t best = 0;
+            for (int64_t k = 1; k < K; k++)
+                if (lg[i * K + k] > lg[i * K + best]) best = k;
+            right += best == o->cell_t[i], objects++;
+        }
+        if (a == QMOD_VQA_SHAPE || a == QMOD_VQA_COLOR)
+            metrics[a == QMOD_VQA_SHAPE ? M_CELL_SHAPE : M_CELL_COLOR] =
+                objects ? (float)right / (float)objects : NAN;
+        memset(o->cell_dlog, 0, (size_t)(N * K) * sizeof(float));
+        nn_cross_entropy_backward(ex, o->cell_dlog, o->h.cell_weight, o->cell_probs, o->cell_t, N, K, 0.0f, -1);
+        qmod_head_backward(ex, m, &o->g, &o->cw[a], seq.x, N, o->cell_dlog, into_tower ? o->cell_dtok : NULL);
+        *loss += l;
+    }
+    metrics[M_CELL] = *loss;
+    return ex->ops->sync(ex);
+}
+
 static qiao_status o_step_batch(vqa_obj *o, const qtr_step_ctx *ctx, float *loss, float *metrics) {
     const qb_exec *ex = ctx->ex;
     const qmod_vqa_batch *b = o->b;
@@ -404,7 +492,15 @@ static qiao_status o_step_batch(vqa_obj *o, const qtr_step_ctx *ctx, float *loss
     if (lang) nn_cross_entropy_backward(ex, o->dlang, o->h.lang_weight, o->lprobs, o->lang_t, B, 2, 0.0f, -1);
     bool train_tower[QF_NMOD];
     for (int k = 0; k < QF_NMOD; k++) train_tower[k] = !((o->h.freeze >> k) & 1u);
-    st = qmod_vqa_backward(ex, m, &o->g, &o->w, &in, mode, o->dlogits, lang ? o->dlang : NULL, train_tower);
+    const float *dtok_add[QF_NMOD] = {NULL, NULL, NULL};
+    float lc = 0.0f;
+    metrics[M_CELL] = metrics[M_CELL_SHAPE] = metrics[M_CELL_COLOR] = NAN;
+    if (o->h.cell_weight > 0) {
+        if ((st = cell_loss(o, ex, train_tower[QF_IMAGE], &lc, metrics)) != QIAO_OK) return st;
+        if (train_tower[QF_IMAGE]) dtok_add[QF_IMAGE] = o->cell_dtok;
+    }
+    st = qmod_vqa_backward(ex, m, &o->g, &o->w, &in, mode, o->dlogits, lang ? o->dlang : NULL, train_tower,
+                           dtok_add);
     if (st != QIAO_OK) return st;
     int64_t right = 0;
     double wsum[QF_NMOD] = {0, 0, 0};
@@ -415,7 +511,7 @@ static qiao_status o_step_batch(vqa_obj *o, const qtr_step_ctx *ctx, float *loss
         right += best == b->answer[r];
         for (int k = 0; k < QF_NMOD; k++) wsum[k] += w[r * QF_NMOD + k];
     }
-    *loss = la + o->h.lang_weight * ll;
+    *loss = la + o->h.lang_weight * ll + o->h.cell_weight * lc;
     metrics[M_ANSWER] = la;
     metrics[M_LANG] = lang ? ll : NAN;
     metrics[M_ACC] = (float)right / (float)B;
@@ -465,6 +561,7 @@ static void o_hparams_json(void *user, cJSON *obj) {
     cJSON_AddNumberToObject(obj, "seed", (double)h->seed);
     cJSON_AddNumberToObject(obj, "lang_weight", h->lang_weight);
     cJSON_AddNumberToObject(obj, "smoothing", h->smoothing);
+    cJSON_AddNumberToObject(obj, "cell_weight", h->cell_weight);
     cJSON *f = cJSON_AddArrayToObject(obj, "freeze");
     for (int m = 0; m < QF_NMOD; m++)
         if (h->freeze & (1u << m)) cJSON_AddItemToArray(f, cJSON_CreateString(qf_modality_name(m)));
@@ -485,7 +582,45 @@ static void obj_free(vqa_obj *o) {
     qmod_vqa_dataset_free(&o->train);
     qmod_vqa_dataset_free(&o->val);
     free(o->losses), free(o->probs), free(o->dlogits), free(o->lprobs), free(o->dlang), free(o->lang_t);
+    for (int a = 0; a < QMOD_VQA_NATTR; a++) qmod_head_work_free(&o->cw[a]);
+    free(o->cell_lab), free(o->cell_t), free(o->cell_losses), free(o->cell_probs), free(o->cell_dlog);
+    free(o->cell_dtok);
     qmod_free(o->m);
+}
+
+/* The dense object heads' workspaces and buffers, for a model that has
+ * them (a VQA model made with cell_weight > 0). */
+static qiao_status cells_init(vqa_obj *o) {
+    const qmod_model *m = o->m;
+    int64_t Kmax = 0;
+    bool any = false;
+    for (int a = 0; a < QMOD_VQA_NATTR; a++) {
+        o->cell_head[a] = qmod_head_find(&m->cfg, k_cell_heads[a]);
+        if (o->cell_head[a] >= 0) {
+            const int64_t K = m->cfg.heads[o->cell_head[a]].mlp.classes;
+            Kmax = K > Kmax ? K : Kmax;
+            any = true;
+        }
+    }
+    if (!any)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT,
+                        "VQA train: train.cell_weight needs the cell heads, which a VQA model gets when it is first "
+                        "made from an embedding model with cell_weight above 0 (and dataset.json lists \"shapes\", "
+                        "\"colors\", \"sizes\")");
+    o->cell_T = m->cfg.image.tokens;
+    const int64_t N = o->h.batch * o->cell_T, C = m->cfg.image.trunk.C;
+    for (int a = 0; a < QMOD_VQA_NATTR; a++)
+        if (o->cell_head[a] >= 0) {
+            qiao_status st = qmod_head_work_init(&o->cw[a], m, o->cell_head[a], N, true);
+            if (st != QIAO_OK) return st;
+        }
+    if (!(o->cell_lab = malloc((size_t)(N * QMOD_VQA_NATTR) * sizeof(int32_t))) ||
+        !(o->cell_t = malloc((size_t)N * sizeof(int32_t))) || !(o->cell_losses = malloc((size_t)N * sizeof(float))) ||
+        !(o->cell_probs = malloc((size_t)(N * Kmax) * sizeof(float))) ||
+        !(o->cell_dlog = malloc((size_t)(N * Kmax) * sizeof(float))) ||
+        !(o->cell_dtok = malloc((size_t)(N * C) * sizeof(float))))
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "VQA train: out of memory");
+    return QIAO_OK;
 }
 
 static qiao_status model_init(vqa_obj *o, const qmod_vqa_train_params *p) {
@@ -504,7 +639,7 @@ static qiao_status model_init(vqa_obj *o, const qmod_vqa_train_params *p) {
         st = qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA train: %s has no fuser; give a recipe (--config)", p->init_path);
     if (st == QIAO_OK) st = qmod_vqa_recipe_read(p->recipe_path, &recipe);
     if (st == QIAO_OK) {
-        st = vqa_model_from(base, recipe, p->data_dir, o->h.seed, &o->m);
+        st = vqa_model_from(base, recipe, p->data_dir, o->h.seed, o->h.cell_weight > 0, &o->m);
         o->fresh = st == QIAO_OK;
     }
     free(recipe);
@@ -552,6 +687,7 @@ qiao_status qmod_vqa_train(const qmod_vqa_train_params *p) {
          !(o.dlogits = malloc((size_t)(B * K) * sizeof(float))) || !(o.lprobs = malloc((size_t)B * 2 * sizeof(float))) ||
          !(o.dlang = malloc((size_t)B * 2 * sizeof(float))) || !(o.lang_t = malloc((size_t)B * sizeof(int32_t)))))
         st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "VQA train: out of memory");
+    if (st == QIAO_OK && o.h.cell_weight > 0) st = cells_init(&o);
     if (st == QIAO_OK) {
         const qtr_objective obj = {.name = "vqa",
                                    .tab = &o.m->tab,

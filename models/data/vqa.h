@@ -42,10 +42,23 @@ typedef struct qmod_vqa_question {
     char *speech;   /* path of its WAV (dir joined), NULL when not spoken */
 } qmod_vqa_question;
 
+/* An object's attributes, indexing dataset.json's lists of the same names. */
+enum { QMOD_VQA_SHAPE = 0, QMOD_VQA_COLOR, QMOD_VQA_SIZE, QMOD_VQA_NATTR };
+
+/* One object of a scene: its centre and circumscribed radius in image units
+ * (x right, y down, [0, 1]) when the manifest gives "x", "y" and "r" (else
+ * r is 0), and its shape, colour and size as indices into the dataset's
+ * attribute lists (-1 where the list or the name is missing). */
+typedef struct qmod_vqa_object {
+    float x, y, r;
+    int16_t attr[QMOD_VQA_NATTR];
+} qmod_vqa_object;
+
 typedef struct qmod_vqa_scene {
     char *id;    /* "shapes-val-000123" */
     char *image; /* path (dir joined) */
     int32_t n_objects;
+    qmod_vqa_object *objects; /* (n_objects) */
     bool cogent;            /* holds one of dataset.json's "cogent_pairs" (colour and shape) */
     int64_t first_question; /* its questions are questions[first_question .. + n_questions) */
     int64_t n_questions;
@@ -62,6 +75,8 @@ typedef struct qmod_vqa_dataset {
     int32_t n_answers;
     char **types; /* (n_types) question type names, dataset.json "question_types" */
     int32_t n_types;
+    char **attr[QMOD_VQA_NATTR]; /* dataset.json "shapes", "colors", "sizes"; NULL when absent */
+    int32_t n_attr[QMOD_VQA_NATTR];
 } qmod_vqa_dataset;
 
 /* Reads DIR/dataset.json (the answer vocabulary, question types and cogent
@@ -81,6 +96,16 @@ qiao_status qmod_vqa_dataset_parse(const char *dir, const char *name, const char
                                    size_t len, qmod_vqa_dataset *out);
 /* Accepts NULL and a cleared dataset. */
 void qmod_vqa_dataset_free(qmod_vqa_dataset *d);
+
+/* What lies under each cell of a grid x grid partition of scene `scene`'s
+ * picture (row-major from the top left), the target of the dense
+ * auxiliary loss on the picture tower's patch tokens: labels[cell *
+ * QMOD_VQA_NATTR + a] is 1 + attribute a of the object covering the
+ * largest share of the cell, 0 when no object covers a quarter of it, and
+ * -1 (no target) when attribute a is unknown or the scene's objects have no
+ * places. Coverage is sampled on 4 x 4 points per cell against a disc of
+ * 0.8 r (a shape fills most of its circumscribed circle's inner part). */
+void qmod_vqa_cell_labels(const qmod_vqa_dataset *d, int64_t scene, int grid, int32_t *labels);
 
 /* ---- what a batch looks like --------------------------------------------------- */
 

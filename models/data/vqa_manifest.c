@@ -13,6 +13,11 @@
 #define VQA_MAX_ANSWERS 65536
 #define VQA_MAX_TYPES 255
 #define VQA_MAX_COGENT 4096
+#define VQA_MAX_ATTR 32767 /* an attribute index is an int16_t */
+#define VQA_MAX_OBJECTS 4096
+
+static const char *const k_attr_lists[QMOD_VQA_NATTR] = {"shapes", "colors", "sizes"};
+static const char *const k_attr_keys[QMOD_VQA_NATTR] = {"shape", "color", "size"};
 
 static char *dup_str(const char *s) {
     size_t n = strlen(s) + 1;
@@ -58,8 +63,29 @@ static void free_list(char **l, int32_t n) {
     free(l);
 }
 
+/* A list of distinct non-empty strings, or NULL when `a` is not an array. */
+static qiao_status parse_names(const char *dir, const char *name, const cJSON *a, const char *key, int32_t max,
+                               char ***out, int32_t *n_out) {
+    if (!a) return QIAO_OK;
+    const int n = cJSON_IsArray(a) ? cJSON_GetArraySize(a) : -1;
+    if (n < 0 || n > max) return qc_error(QIAO_ERR_FORMAT, "%s/%s: \"%s\" must be an array of at most %d names", dir, name, key, (int)max);
+    if (!(*out = calloc((size_t)(n ? n : 1), sizeof **out))) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s/%s: out of memory", dir, name);
+    for (int i = 0; i < n; i++) {
+        const cJSON *t = cJSON_GetArrayItem(a, i);
+        if (!cJSON_IsString(t) || !t->valuestring[0])
+            return qc_error(QIAO_ERR_FORMAT, "%s/%s: %s[%d] is not a string", dir, name, key, i);
+        if (find_str(*out, *n_out, t->valuestring) >= 0)
+            return qc_error(QIAO_ERR_FORMAT, "%s/%s: %s \"%s\" listed twice", dir, name, key, t->valuestring);
+        if (!((*out)[*n_out] = dup_str(t->valuestring)))
+            return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s/%s: out of memory", dir, name);
+        (*n_out)++;
+    }
+    return QIAO_OK;
+}
+
 /* dataset.json: "answers" [{"id"}], "question_types" [strings], optional
- * "cogent_pairs" [{"color", "shape"}]. */
+ * "cogent_pairs" [{"color", "shape"}] and attribute lists "shapes",
+ * "colors", "sizes" [strings]. */
 static qiao_status parse_desc(const char *dir, const char *desc, qmod_vqa_dataset *d, vocab *v) {
     const char *name = "dataset.json";
     cJSON *root = desc ? cJSON_Parse(desc) : NULL;
@@ -84,9 +110,8 @@ static qiao_status parse_desc(const char *dir, const char *desc, qmod_vqa_datase
         goto done;
     }
     d->answers = calloc((size_t)na, sizeof *d->answers);
-    d->types = calloc((size_t)nt, sizeof *d->types);
     v->cogent = calloc((size_t)(nc ? nc : 1), sizeof *v->cogent);
-    if (!d->answers || !d->types || !v->cogent) {
+    if (!d->answers || !v->cogent) {
         st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s/%s: out of memory", dir, name);
         goto done;
     }
@@ -101,17 +126,10 @@ static qiao_status parse_desc(const char *dir, const char *desc, qmod_vqa_datase
         else
             d->n_answers++;
     }
-    for (int i = 0; i < nt && st == QIAO_OK; i++) {
-        const cJSON *t = cJSON_GetArrayItem(types, i);
-        if (!cJSON_IsString(t) || !t->valuestring[0])
-            st = qc_error(QIAO_ERR_FORMAT, "%s/%s: question_types[%d] is not a string", dir, name, i);
-        else if (find_str(d->types, d->n_types, t->valuestring) >= 0)
-            st = qc_error(QIAO_ERR_FORMAT, "%s/%s: question type \"%s\" listed twice", dir, name, t->valuestring);
-        else if (!(d->types[d->n_types] = dup_str(t->valuestring)))
-            st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s/%s: out of memory", dir, name);
-        else
-            d->n_types++;
-    }
+    if (st == QIAO_OK) st = parse_names(dir, name, types, "question_types", VQA_MAX_TYPES, &d->types, &d->n_types);
+    for (int a = 0; a < QMOD_VQA_NATTR && st == QIAO_OK; a++)
+        st = parse_names(dir, name, cJSON_GetObjectItemCaseSensitive(root, k_attr_lists[a]), k_attr_lists[a],
+                         VQA_MAX_ATTR, &d->attr[a], &d->n_attr[a]);
     for (int i = 0; i < nc && st == QIAO_OK; i++) {
         const cJSON *p = cJSON_GetArrayItem(cg, i);
         const char *c = str_item(p, "color"), *s = str_item(p, "shape");
@@ -187,6 +205,16 @@ static qiao_status parse_line(const char *text, size_t len, const char *dir, con
     if (st != QIAO_OK) goto done;
 
     /* A cogent scene holds a held-out colour and shape in one object. */
+    const int nobj = cJSON_GetArraySize(objs);
+    if (nobj > VQA_MAX_OBJECTS) {
+        st = qc_error(QIAO_ERR_FORMAT, "%s:%lld: %d objects (at most %d)", file, (long long)line, nobj,
+                      VQA_MAX_OBJECTS);
+        goto done;
+    }
+    if (!(sc.objects = calloc((size_t)(nobj ? nobj : 1), sizeof *sc.objects))) {
+        st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s:%lld: out of memory", file, (long long)line);
+        goto done;
+    }
     const cJSON *o;
     cJSON_ArrayForEach(o, objs) {
         const char *c = str_item(o, "color"), *s = str_item(o, "shape");
@@ -194,6 +222,20 @@ static qiao_status parse_line(const char *text, size_t len, const char *dir, con
             st = qc_error(QIAO_ERR_FORMAT, "%s:%lld: objects[%d] needs \"color\" and \"shape\" strings", file,
                           (long long)line, sc.n_objects);
             goto done;
+        }
+        qmod_vqa_object *ob = &sc.objects[sc.n_objects];
+        for (int a = 0; a < QMOD_VQA_NATTR; a++) {
+            const char *nm = str_item(o, k_attr_keys[a]);
+            ob->attr[a] = (int16_t)(nm ? find_str(d->attr[a], d->n_attr[a], nm) : -1);
+        }
+        const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, "x"), *y = cJSON_GetObjectItemCaseSensitive(o, "y"),
+                    *r = cJSON_GetObjectItemCaseSensitive(o, "r");
+        /* A place outside the picture or an absurd radius is no place: the
+         * object still counts, it only gives no cell labels. */
+        if (cJSON_IsNumber(x) && cJSON_IsNumber(y) && cJSON_IsNumber(r) && x->valuedouble >= 0 &&
+            x->valuedouble <= 1 && y->valuedouble >= 0 && y->valuedouble <= 1 && r->valuedouble > 0 &&
+            r->valuedouble <= 1) {
+            ob->x = (float)x->valuedouble, ob->y = (float)y->valuedouble, ob->r = (float)r->valuedouble;
         }
         for (int32_t k = 0; k < v->n_cogent && !sc.cogent; k++) {
             const char *p = v->cogent[k];
@@ -254,9 +296,11 @@ static qiao_status parse_line(const char *text, size_t len, const char *dir, con
     sc.n_questions = d->n_questions - q0;
     d->scenes[d->n_scenes++] = sc;
     sc.id = sc.image = NULL;
+    sc.objects = NULL;
 done:
     free(sc.id);
     free(sc.image);
+    free(sc.objects);
     if (st != QIAO_OK) {
         for (int64_t i = q0; i < d->n_questions; i++) {
             d->n_spoken -= d->questions[i].speech != NULL;
@@ -328,6 +372,7 @@ void qmod_vqa_dataset_free(qmod_vqa_dataset *d) {
     for (int64_t i = 0; i < d->n_scenes; i++) {
         free(d->scenes[i].id);
         free(d->scenes[i].image);
+        free(d->scenes[i].objects);
     }
     for (int64_t i = 0; i < d->n_questions; i++)
         free_question(&d->questions[i]);
@@ -335,6 +380,41 @@ void qmod_vqa_dataset_free(qmod_vqa_dataset *d) {
     free(d->questions);
     free_list(d->answers, d->n_answers);
     free_list(d->types, d->n_types);
+    for (int a = 0; a < QMOD_VQA_NATTR; a++) free_list(d->attr[a], d->n_attr[a]);
     free(d->dir);
     memset(d, 0, sizeof *d);
+}
+
+void qmod_vqa_cell_labels(const qmod_vqa_dataset *d, int64_t scene, int grid, int32_t *labels) {
+    const int64_t cells = (int64_t)grid * grid;
+    for (int64_t i = 0; i < cells * QMOD_VQA_NATTR; i++) labels[i] = -1;
+    if (!d || scene < 0 || scene >= d->n_scenes || grid < 1) return;
+    const qmod_vqa_scene *sc = &d->scenes[scene];
+    for (int32_t k = 0; k < sc->n_objects; k++)
+        if (sc->objects[k].r <= 0) return; /* an object without a place could hide under any cell */
+    enum { S = 4 }; /* samples per cell side */
+    for (int gy = 0; gy < grid; gy++)
+        for (int gx = 0; gx < grid; gx++) {
+            int best = -1, best_n = 0;
+            for (int32_t k = 0; k < sc->n_objects; k++) {
+                const qmod_vqa_object *ob = &sc->objects[k];
+                const float rr = 0.8f * ob->r;
+                int n = 0;
+                for (int sy = 0; sy < S; sy++)
+                    for (int sx = 0; sx < S; sx++) {
+                        const float px = ((float)gx + ((float)sx + 0.5f) / S) / (float)grid - ob->x;
+                        const float py = ((float)gy + ((float)sy + 0.5f) / S) / (float)grid - ob->y;
+                        n += px * px + py * py <= rr * rr;
+                    }
+                if (n > best_n) best = k, best_n = n;
+            }
+            int32_t *l = labels + ((int64_t)gy * grid + gx) * QMOD_VQA_NATTR;
+            for (int a = 0; a < QMOD_VQA_NATTR; a++) {
+                if (!d->n_attr[a]) continue;
+                if (best < 0 || best_n * 4 < S * S)
+                    l[a] = 0;
+                else
+                    l[a] = sc->objects[best].attr[a] < 0 ? -1 : 1 + sc->objects[best].attr[a];
+            }
+        }
 }

@@ -206,7 +206,7 @@ static void test_gradients(void **state) {
     qmod_params g;
     qc_table_bind(&k.m->tab, grads.base, &g);
     const bool train_all[QF_NMOD] = {true, true, true};
-    assert_int_equal(qmod_vqa_backward(&k.ex, k.m, &g, &k.w, &k.in, k.mode, R, R + k.n_ans, train_all), QIAO_OK);
+    assert_int_equal(qmod_vqa_backward(&k.ex, k.m, &g, &k.w, &k.in, k.mode, R, R + k.n_ans, train_all, NULL), QIAO_OK);
     /* a spread of tensors from every part: the three towers' first and last
      * layers, the fuser and both heads */
     const char *names[] = {"text.trunk.blocks.0.attn.q.weight", "text.piece_emb.weight", "image.patch_embed.weight",
@@ -230,7 +230,7 @@ static void test_gradients(void **state) {
     qc_table_bind(&k.m->tab, grads2.base, &g2);
     vqa_fwd(&k);
     const bool frozen[QF_NMOD] = {false, false, false};
-    assert_int_equal(qmod_vqa_backward(&k.ex, k.m, &g2, &k.w, &k.in, k.mode, R, R + k.n_ans, frozen), QIAO_OK);
+    assert_int_equal(qmod_vqa_backward(&k.ex, k.m, &g2, &k.w, &k.in, k.mode, R, R + k.n_ans, frozen, NULL), QIAO_OK);
     for (size_t i = 0; i < k.m->tab.n; i++) {
         const qc_tensor_desc *d = &k.m->tab.t[i];
         const bool tower = !strncmp(d->name, "text.", 5) || !strncmp(d->name, "image.", 6) ||

@@ -175,6 +175,10 @@ static void test_manifest(void **state) {
     assert_int_equal(d->n_types, SHAPES_NQTYPES);
     for (int t = 0; t < SHAPES_NQTYPES; t++)
         assert_string_equal(d->types[t], shapes_qtype_name(t));
+    assert_int_equal(d->n_attr[QMOD_VQA_SHAPE], SHAPES_NSHAPES);
+    assert_int_equal(d->n_attr[QMOD_VQA_COLOR], SHAPES_NCOLORS);
+    assert_int_equal(d->n_attr[QMOD_VQA_SIZE], SHAPES_NSIZES);
+    assert_string_equal(d->attr[QMOD_VQA_COLOR][2], shapes_name(SHAPES_K_COLOR, 2));
     int64_t nq = 0;
     shapes_scene *sc = malloc(sizeof *sc);
     assert_non_null(sc);
@@ -182,6 +186,15 @@ static void test_manifest(void **state) {
         assert_int_equal(shapes_scene_make(GEN_SEED, SHAPES_TRAIN, i, sc), QIAO_OK);
         const qmod_vqa_scene *s = &d->scenes[i];
         assert_int_equal(s->n_objects, sc->n);
+        for (int j = 0; j < sc->n; j++) {
+            const qmod_vqa_object *ob = &s->objects[j];
+            assert_int_equal(ob->attr[QMOD_VQA_SHAPE], sc->obj[j].shape);
+            assert_int_equal(ob->attr[QMOD_VQA_COLOR], sc->obj[j].color);
+            assert_int_equal(ob->attr[QMOD_VQA_SIZE], sc->obj[j].size);
+            /* the manifest writes places to 4 decimals */
+            assert_true(fabsf(ob->x - sc->obj[j].x) < 1e-4f && fabsf(ob->y - sc->obj[j].y) < 1e-4f);
+            assert_true(fabsf(ob->r - sc->obj[j].r) < 1e-4f);
+        }
         assert_false(s->cogent);
         assert_int_equal(s->first_question, nq);
         assert_int_equal(s->n_questions, 2 * sc->nqa);
@@ -497,6 +510,65 @@ static void test_eval_cover(void **state) {
 
 /* Malformed dataset.json and manifest lines name the file and line; a
  * missing WAV or picture fails its batch naming the path; bad params. */
+/* The cell labels of the dense object loss: the object covering a cell
+ * labels it, the larger share wins, empty cells are 0, an unknown
+ * attribute or an object without a place gives no target (-1). */
+static void test_cells(void **state) {
+    (void)state;
+    static const char desc[] = "{\"answers\": [{\"id\": \"yes\"}], \"question_types\": [\"exist\"], "
+                               "\"shapes\": [\"circle\", \"star\"], \"colors\": [\"red\", \"blue\", \"green\"], "
+                               "\"sizes\": [\"small\", \"large\"]}";
+    /* grid 8: cell (row 4, col 4) spans [0.5, 0.625]^2, centre 0.5625 */
+    static const char man[] =
+        "{\"id\": \"a\", \"image\": \"a.png\", \"objects\": ["
+        "{\"shape\": \"star\", \"color\": \"green\", \"size\": \"huge\", \"x\": 0.5625, \"y\": 0.5625, \"r\": 0.1},"
+        "{\"shape\": \"circle\", \"color\": \"red\", \"size\": \"large\", \"x\": 0.0625, \"y\": 0.9375, \"r\": 0.2}], "
+        "\"qa\": [{\"lang\": \"en\", \"question\": \"q\", \"answer_id\": \"yes\", \"type\": \"exist\"}]}\n"
+        "{\"id\": \"b\", \"image\": \"b.png\", \"objects\": [{\"shape\": \"star\", \"color\": \"red\"}], "
+        "\"qa\": [{\"lang\": \"en\", \"question\": \"q\", \"answer_id\": \"yes\", \"type\": \"exist\"}]}\n";
+    qmod_vqa_dataset d;
+    expect(qmod_vqa_dataset_parse("/x", "m.jsonl", desc, man, strlen(man), &d), QIAO_OK, NULL);
+    const qmod_vqa_object *ob = &d.scenes[0].objects[0];
+    assert_int_equal(ob->attr[QMOD_VQA_SHAPE], 1);
+    assert_int_equal(ob->attr[QMOD_VQA_COLOR], 2);
+    assert_int_equal(ob->attr[QMOD_VQA_SIZE], -1); /* "huge" is not in the list */
+    int32_t lab[64 * QMOD_VQA_NATTR];
+    qmod_vqa_cell_labels(&d, 0, 8, lab);
+    const int32_t *c44 = lab + (4 * 8 + 4) * QMOD_VQA_NATTR;
+    assert_int_equal(c44[QMOD_VQA_SHAPE], 2);
+    assert_int_equal(c44[QMOD_VQA_COLOR], 3);
+    assert_int_equal(c44[QMOD_VQA_SIZE], -1);
+    /* a neighbour the disc of 0.8 r only grazes, and a far corner: empty */
+    assert_int_equal(lab[(4 * 8 + 5) * QMOD_VQA_NATTR + QMOD_VQA_SHAPE], 0);
+    assert_int_equal(lab[(0 * 8 + 7) * QMOD_VQA_NATTR + QMOD_VQA_COLOR], 0);
+    assert_int_equal(lab[(0 * 8 + 7) * QMOD_VQA_NATTR + QMOD_VQA_SIZE], 0);
+    /* the large red circle at the bottom-left corner */
+    const int32_t *c70 = lab + (7 * 8 + 0) * QMOD_VQA_NATTR;
+    assert_int_equal(c70[QMOD_VQA_SHAPE], 1);
+    assert_int_equal(c70[QMOD_VQA_COLOR], 1);
+    assert_int_equal(c70[QMOD_VQA_SIZE], 2);
+    int64_t covered = 0;
+    for (int i = 0; i < 64; i++) covered += lab[i * QMOD_VQA_NATTR + QMOD_VQA_SHAPE] > 0;
+    assert_true(covered >= 5 && covered <= 12);
+    /* scene b: no places, so no targets at all; a scene out of range neither */
+    qmod_vqa_cell_labels(&d, 1, 8, lab);
+    for (int i = 0; i < 64 * QMOD_VQA_NATTR; i++) assert_int_equal(lab[i], -1);
+    qmod_vqa_cell_labels(&d, 2, 8, lab);
+    for (int i = 0; i < 64 * QMOD_VQA_NATTR; i++) assert_int_equal(lab[i], -1);
+    qmod_vqa_dataset_free(&d);
+    /* malformed attribute lists */
+    static const char *const bad[] = {
+        "{\"answers\": [{\"id\": \"yes\"}], \"question_types\": [\"exist\"], \"shapes\": \"star\"}",
+        "{\"answers\": [{\"id\": \"yes\"}], \"question_types\": [\"exist\"], \"colors\": [\"red\", 3]}",
+        "{\"answers\": [{\"id\": \"yes\"}], \"question_types\": [\"exist\"], \"sizes\": [\"big\", \"big\"]}"};
+    static const char *const needle[] = {"\"shapes\" must be an array", "colors[1] is not a string",
+                                         "sizes \"big\" listed twice"};
+    for (int i = 0; i < 3; i++) {
+        expect(qmod_vqa_dataset_parse("/x", "m.jsonl", bad[i], man, strlen(man), &d), QIAO_ERR_FORMAT, needle[i]);
+        assert_null(d.scenes);
+    }
+}
+
 static void test_errors(void **state) {
     fixture *fx = *state;
     static const char desc[] = "{\"answers\": [{\"id\": \"yes\"}, {\"id\": \"no\"}], \"question_types\": [\"exist\"], "
@@ -602,7 +674,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_manifest), cmocka_unit_test(test_determinism), cmocka_unit_test(test_resume),
         cmocka_unit_test(test_absent),   cmocka_unit_test(test_degrade),     cmocka_unit_test(test_eval_cover),
-        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_errors),   cmocka_unit_test(test_cells),
     };
     if (argc > 1) {
         char filter[128];

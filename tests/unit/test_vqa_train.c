@@ -1,0 +1,212 @@
+/* The VQA objective (models/answering/train.c) on a tiny model and a
+ * generated split: with the dense object loss on (train.cell_weight) the
+ * cell heads appear in the model, their loss falls and their accuracy on
+ * covered cells rises, the picture tower learns while the frozen text
+ * tower stays bit for bit as loaded, a run stopped half-way resumes from its
+ * checkpoint; a VQA model made without the cell heads cannot be fine-tuned
+ * with them, and bad recipe values are clear errors. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "model_fixture.h"
+#include "models/answering/answering.h"
+#include "shapes/shapes.h"
+#include "testfs.h"
+#include "testutil.h"
+
+#define FUSION                                                                                                         \
+    "{\"width\": 32, \"layers\": 1, \"heads\": 2, \"mlp\": 64, \"gate_hidden\": 16, \"weighting\": \"learned\"}"
+
+static char g_dir[512];
+
+static int setup(void **state) {
+    (void)state;
+    const char *t = getenv("TMPDIR");
+    snprintf(g_dir, sizeof g_dir, "%s/qiao_vqat_XXXXXX", t && *t ? t : "/tmp");
+    if (!mkdtemp(g_dir)) return -1;
+    char data[600];
+    snprintf(data, sizeof data, "%s/data", g_dir);
+    shapes_params p = shapes_default_params();
+    p.n = 64;
+    p.seed = 13;
+    p.split = SHAPES_TRAIN;
+    p.jobs = 2;
+    if (shapes_generate(&p, data) != QIAO_OK) {
+        printf("shapes_generate: %s\n", qiao_last_error());
+        return -1;
+    }
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    qt_rm_rf(g_dir);
+    return 0;
+}
+
+static char *write_recipe(const char *name, const char *train) {
+    char *path = malloc(700);
+    assert_non_null(path);
+    snprintf(path, 700, "%s/%s", g_dir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "{\"fusion\": %s, \"answer_hidden\": 32, \"train\": %s}", FUSION, train);
+    fclose(f);
+    return path;
+}
+
+static void params_from(qmod_vqa_train_params *p, const char *recipe) {
+    char *buf = NULL;
+    assert_int_equal(qmod_vqa_recipe_read(recipe, &buf), QIAO_OK);
+    qiao_status st = qmod_vqa_hparams_from_json(buf, recipe, &p->hp);
+    if (st != QIAO_OK) fail_msg("%s", qiao_last_error());
+    free(buf);
+    p->recipe_path = recipe;
+}
+
+/* Column `name` of the CSV log: the mean over rows [from, to) that have it. */
+static double csv_mean(const char *csv, const char *name, int from, int to) {
+    FILE *f = fopen(csv, "r");
+    assert_non_null(f);
+    char line[4096];
+    int col = -1, row = 0, n = 0;
+    double sum = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (col < 0) {
+            int c = 0;
+            for (char *tok = strtok(line, ",\n"); tok; tok = strtok(NULL, ",\n"), c++)
+                if (!strcmp(tok, name)) col = c;
+            assert_true(col >= 0);
+            continue;
+        }
+        const int r = row++;
+        int c = 0;
+        const char *p = line;
+        while (c < col && (p = strchr(p, ','))) p++, c++;
+        if (r < from || r >= to || !p || *p == ',' || *p == '\n') continue;
+        sum += strtod(p, NULL), n++;
+    }
+    fclose(f);
+    assert_true(n > 0);
+    return sum / n;
+}
+
+static bool same_prefix(const qmod_model *a, const qmod_model *b, const char *prefix, bool *all_same) {
+    bool any = false;
+    *all_same = true;
+    for (size_t i = 0; i < a->tab.n; i++) {
+        const qc_tensor_desc *e = &a->tab.t[i];
+        if (strncmp(e->name, prefix, strlen(prefix))) continue;
+        const int64_t j = qc_table_find(&b->tab, e->name);
+        assert_true(j >= 0);
+        any = true;
+        if (memcmp(a->arena.base + e->offset, b->arena.base + b->tab.t[j].offset, (size_t)e->numel * sizeof(float)))
+            *all_same = false;
+    }
+    return any;
+}
+
+static void cells_learn_and_resume(void **state) {
+    (void)state;
+    char init[700], data[600], out[700], ckpt[700], csv[700];
+    snprintf(init, sizeof init, "%s/tiny.safetensors", g_dir);
+    snprintf(data, sizeof data, "%s/data", g_dir);
+    snprintf(out, sizeof out, "%s/vqa.safetensors", g_dir);
+    snprintf(ckpt, sizeof ckpt, "%s/vqa.ckpt.safetensors", g_dir);
+    snprintf(csv, sizeof csv, "%s/vqa.csv", g_dir);
+    qt_write_tiny_model(init, 1, true);
+    char *recipe = write_recipe("cells.json", "{\"batch\": 16, \"steps\": 160, \"warmup\": 10, \"lr\": 0.003, "
+                                              "\"eval_every\": 1000, \"ckpt_every\": 40, \"freeze\": [\"text\", "
+                                              "\"audio\"], \"cell_weight\": 1.0, \"p_image_noise\": 0, "
+                                              "\"p_occlude\": 0, \"p_drop_image\": 0}");
+    qmod_vqa_train_params p;
+    memset(&p, 0, sizeof p);
+    params_from(&p, recipe);
+    assert_true(p.hp.cell_weight == 1.0f);
+    p.init_path = init, p.data_dir = data, p.out_path = out, p.ckpt_path = ckpt, p.log_path = csv;
+    p.threads = 2, p.loader_threads = 1;
+    /* 160 steps, stopped at 80 and resumed from the checkpoint */
+    p.hp.tr.steps = 80;
+    qiao_status st = qmod_vqa_train(&p);
+    if (st != QIAO_OK) fail_msg("%s", qiao_last_error());
+    p.hp.tr.steps = 160;
+    p.resume_path = ckpt;
+    st = qmod_vqa_train(&p);
+    if (st != QIAO_OK) fail_msg("%s", qiao_last_error());
+    const double l0 = csv_mean(csv, "loss_cell", 0, 10), l1 = csv_mean(csv, "loss_cell", 140, 160);
+    const double a0 = csv_mean(csv, "cell_color_acc", 0, 10), a1 = csv_mean(csv, "cell_color_acc", 140, 160);
+    const double s1 = csv_mean(csv, "cell_shape_acc", 140, 160);
+    printf("cell loss %.3f -> %.3f; colour accuracy on covered cells %.3f -> %.3f; shape %.3f at the end\n", l0, l1, a0,
+           a1, s1);
+    assert_true(l1 < 0.6 * l0);
+    assert_true(a1 > a0 + 0.3);
+    /* the heads, one class per attribute value plus "none" */
+    qmod_model *m = NULL, *base = NULL;
+    assert_int_equal(qmod_load(out, &m), QIAO_OK);
+    assert_int_equal(qmod_load(init, &base), QIAO_OK);
+    const int hs = qmod_head_find(&m->cfg, "cell_shape"), hc = qmod_head_find(&m->cfg, "cell_color");
+    assert_true(hs >= 0 && hc >= 0 && qmod_head_find(&m->cfg, "cell_size") >= 0);
+    assert_int_equal(m->cfg.heads[hs].mlp.classes, 1 + SHAPES_NSHAPES);
+    assert_int_equal(m->cfg.heads[hc].mlp.classes, 1 + SHAPES_NCOLORS);
+    char label[64];
+    assert_string_equal(qmod_head_label(&m->cfg, hs, 0, NULL, label, sizeof label), "none");
+    assert_string_equal(qmod_head_label(&m->cfg, hc, 1, NULL, label, sizeof label), shapes_name(SHAPES_K_COLOR, 0));
+    /* the output is bf16: compare the towers after the same rounding */
+    qmod_model *base16 = NULL;
+    char b16[700];
+    snprintf(b16, sizeof b16, "%s/tiny16.safetensors", g_dir);
+    assert_int_equal(qmod_save(base, b16, QIAO_DTYPE_BF16), QIAO_OK);
+    assert_int_equal(qmod_load(b16, &base16), QIAO_OK);
+    bool same = false;
+    assert_true(same_prefix(m, base16, "text.", &same));
+    assert_true(same);
+    assert_true(same_prefix(m, base16, "image.", &same));
+    assert_false(same);
+    qmod_free(m), qmod_free(base), qmod_free(base16);
+    free(recipe);
+}
+
+static void errors(void **state) {
+    (void)state;
+    qmod_vqa_hparams h;
+    assert_int_equal(qmod_vqa_hparams_from_json("{\"train\": {\"cell_weight\": -1}}", "r.json", &h), QIAO_ERR_FORMAT);
+    assert_non_null(strstr(qiao_last_error(), "train.cell_weight"));
+    assert_int_equal(qmod_vqa_hparams_from_json("{\"train\": {\"cell_weight\": \"a\"}}", "r.json", &h),
+                     QIAO_ERR_FORMAT);
+    assert_int_equal(qmod_vqa_hparams_from_json(NULL, NULL, &h), QIAO_OK);
+    assert_true(h.cell_weight == 0.0f);
+    /* a VQA model made without the cell heads, then fine-tuned with them */
+    char init[700], data[600], out[700], ckpt[700];
+    snprintf(init, sizeof init, "%s/tiny-e.safetensors", g_dir);
+    snprintf(data, sizeof data, "%s/data", g_dir);
+    snprintf(out, sizeof out, "%s/plain.safetensors", g_dir);
+    snprintf(ckpt, sizeof ckpt, "%s/plain.ckpt.safetensors", g_dir);
+    qt_write_tiny_model(init, 2, true);
+    char *recipe = write_recipe("plain.json", "{\"batch\": 8, \"steps\": 1, \"eval_every\": 1000}");
+    qmod_vqa_train_params p;
+    memset(&p, 0, sizeof p);
+    params_from(&p, recipe);
+    p.init_path = init, p.data_dir = data, p.out_path = out, p.ckpt_path = ckpt;
+    p.threads = 1, p.loader_threads = 1;
+    qiao_status st = qmod_vqa_train(&p);
+    if (st != QIAO_OK) fail_msg("%s", qiao_last_error());
+    qmod_model *m = NULL;
+    assert_int_equal(qmod_load(out, &m), QIAO_OK);
+    assert_true(qmod_head_find(&m->cfg, "cell_shape") < 0);
+    qmod_free(m);
+    p.init_path = out;
+    p.hp.cell_weight = 1.0f;
+    assert_int_equal(qmod_vqa_train(&p), QIAO_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(qiao_last_error(), "cell heads"));
+    free(recipe);
+}
+
+int main(int argc, char **argv) {
+    const struct CMUnitTest tests[] = {cmocka_unit_test(cells_learn_and_resume), cmocka_unit_test(errors)};
+    if (argc > 1) cmocka_set_test_filter(argv[1]);
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
