@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <qiao.h>
 
@@ -73,6 +74,31 @@ void cli_progress_show(cli_progress *p, const char *label, const char *unit, int
  * handler whose flag the trainer polls; cli_train_plot redraws the curves
  * at each validation and at the end; cli_train_end restores the handler,
  * prints the closing line and returns the exit code (130 when stopped). */
+/* The options every `qiao train <objective>` takes: --config --init --data
+ * --val --out --resume --ckpt --log (paths), --steps --batch --seed
+ * --eval-every --lr --threads --loader-threads, --quiet; numbers not given
+ * stay -1 (threads 0). `extra` lists further options that take a value
+ * (NULL-terminated, e.g. {"--freeze", NULL}); extra_val[i] gets the value
+ * of extra[i] or NULL. */
+typedef struct cli_train_args {
+    const char *recipe, *init, *data, *val, *out, *resume, *ckpt, *log;
+    long long steps, batch, seed, eval_every;
+    double lr;
+    int threads, loader_threads;
+    bool quiet;
+} cli_train_args;
+
+/* Returns -1 to go on, else the exit code: 0 after --help (usage printed
+ * to stdout), 2 for a bad option or a missing --data, --out or --init
+ * (message and usage on stderr). */
+int cli_train_parse(const char *cmd, int argc, char **argv, void (*usage)(FILE *f), const char *const *extra,
+                    const char **extra_val, cli_train_args *a);
+/* The JSON holding the run's "train" object: the checkpoint's stored config
+ * when resuming, else the recipe, else the starting model's config (a model
+ * fine-tuned as it is); NULL when that model has none. The caller frees it.
+ * *source names the file, for messages. */
+qiao_status cli_train_config_json(const cli_train_args *a, char **json, const char **source);
+
 typedef struct cli_train_run {
     const char *cmd; /* "train vqa" */
     char train_dir[4096], val_dir[4096];

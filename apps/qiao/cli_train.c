@@ -1,6 +1,7 @@
 /* apps/qiao/cli_train.c - what the training subcommands (`qiao train vqa`,
- * `qiao train caption`) share once their options are read (cli.h,
- * cli_train_run): the split folders --data names, the checkpoint and log
+ * `qiao train caption`) share (cli.h): their common options and the JSON
+ * their hyperparameters come from, and once those are read (cli_train_run)
+ * the split folders --data names, the checkpoint and log
  * paths derived from --out, Ctrl-C that stops after the current step with a
  * checkpoint, the curves redrawn at each validation, the closing line. */
 #define _POSIX_C_SOURCE 200809L
@@ -13,6 +14,78 @@
 
 #include "cli.h"
 #include "plot.h"
+
+int cli_train_parse(const char *cmd, int argc, char **argv, void (*usage)(FILE *f), const char *const *extra,
+                    const char **extra_val, cli_train_args *a) {
+    memset(a, 0, sizeof *a);
+    a->steps = a->batch = a->seed = a->eval_every = -1;
+    a->lr = -1;
+    for (const char *const *e = extra; e && *e; e++) extra_val[e - extra] = NULL;
+    static const struct {
+        const char *name;
+        size_t off;
+    } paths[] = {{"--config", offsetof(cli_train_args, recipe)}, {"--init", offsetof(cli_train_args, init)},
+                 {"--data", offsetof(cli_train_args, data)},     {"--val", offsetof(cli_train_args, val)},
+                 {"--out", offsetof(cli_train_args, out)},       {"--resume", offsetof(cli_train_args, resume)},
+                 {"--ckpt", offsetof(cli_train_args, ckpt)},     {"--log", offsetof(cli_train_args, log)}};
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
+            usage(stdout);
+            return 0;
+        }
+        if (!strcmp(o, "--quiet")) {
+            a->quiet = true;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "qiao %s: %s needs a value (or is an unknown option)\n", cmd, o);
+            usage(stderr);
+            return 2;
+        }
+        const char *v = argv[++i];
+        bool ok = true, known = false;
+        int64_t x = 0;
+        for (size_t k = 0; k < sizeof paths / sizeof paths[0] && !known; k++)
+            if (!strcmp(o, paths[k].name)) *(const char **)((char *)a + paths[k].off) = v, known = true;
+        for (const char *const *e = extra; e && *e && !known; e++)
+            if (!strcmp(o, *e)) extra_val[e - extra] = v, known = true;
+        if (known) continue;
+        if (!strcmp(o, "--steps")) ok = cli_int_arg(cmd, o, v, 1, INT64_MAX / 2, &x), a->steps = x;
+        else if (!strcmp(o, "--batch")) ok = cli_int_arg(cmd, o, v, 1, 65536, &x), a->batch = x;
+        else if (!strcmp(o, "--seed")) ok = cli_int_arg(cmd, o, v, 0, INT64_MAX, &x), a->seed = x;
+        else if (!strcmp(o, "--eval-every")) ok = cli_int_arg(cmd, o, v, 0, INT64_MAX, &x), a->eval_every = x;
+        else if (!strcmp(o, "--lr")) ok = cli_num_arg(cmd, o, v, 1e-9, 10, &a->lr);
+        else if (!strcmp(o, "--threads")) ok = cli_int_arg(cmd, o, v, 1, 1024, &x), a->threads = (int)x;
+        else if (!strcmp(o, "--loader-threads")) ok = cli_int_arg(cmd, o, v, 1, 64, &x), a->loader_threads = (int)x;
+        else {
+            fprintf(stderr, "qiao %s: unknown option %s\n", cmd, o);
+            usage(stderr);
+            return 2;
+        }
+        if (!ok) return 2;
+    }
+    if (!a->data || !a->out || (!a->resume && !a->init)) {
+        fprintf(stderr, "qiao %s: --data, --out and --init (or --resume) are required\n", cmd);
+        usage(stderr);
+        return 2;
+    }
+    return -1;
+}
+
+qiao_status cli_train_config_json(const cli_train_args *a, char **json, const char **source) {
+    *json = NULL;
+    const char *model = a->resume ? a->resume : a->recipe ? NULL : a->init;
+    *source = model ? model : a->recipe;
+    if (!model) return qtr_recipe_read(a->recipe, json);
+    qiao_model_file *f = NULL;
+    qiao_status st = qiao_model_file_open(model, &f);
+    if (st != QIAO_OK) return st;
+    const char *cfg = qiao_model_file_metadata(f, "qiao.config");
+    if (cfg && !(*json = strdup(cfg))) st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", model);
+    qiao_model_file_close(f);
+    return st;
+}
 
 /* One run per process: the flag and the handler it replaced. */
 static volatile sig_atomic_t g_stop = 0;

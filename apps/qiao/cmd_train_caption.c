@@ -41,99 +41,32 @@ static int on_step(const qtr_log *l, void *user) {
     return 0;
 }
 
-/* The recipe's JSON (or the checkpoint's stored config, whose "train" object
- * the run kept) -> hyperparameters. */
-static qiao_status read_hparams(const char *path, bool model_file, qmod_cap_hparams *hp) {
-    if (model_file) {
-        qiao_model_file *f = NULL;
-        qiao_status st = qiao_model_file_open(path, &f);
-        if (st != QIAO_OK) return st;
-        st = qmod_cap_hparams_from_json(qiao_model_file_metadata(f, "qiao.config"), path, hp);
-        qiao_model_file_close(f);
-        return st;
-    }
-    char *json = NULL;
-    qiao_status st = qmod_vqa_recipe_read(path, &json);
-    if (st == QIAO_OK) st = qmod_cap_hparams_from_json(json, path, hp);
-    free(json);
-    return st;
-}
-
 int cmd_train_caption(int argc, char **argv) {
+    cli_train_args a;
+    int rc = cli_train_parse("train caption", argc, argv, usage, NULL, NULL, &a);
+    if (rc >= 0) return rc;
     qmod_cap_train_params p;
     memset(&p, 0, sizeof p);
-    const char *data = NULL, *val = NULL, *ckpt = NULL, *logp = NULL;
-    long long steps = -1, batch = -1, seed = -1, eval_every = -1;
-    double lr = -1;
-    int quiet = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return 0;
-        }
-        if (!strcmp(a, "--quiet")) {
-            quiet = 1;
-            continue;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "qiao train caption: %s needs a value (or is an unknown option)\n", a);
-            usage(stderr);
-            return 2;
-        }
-        const char *v = argv[++i];
-        bool ok = true;
-        int64_t x = 0;
-        double y = 0;
-        if (!strcmp(a, "--config")) p.recipe_path = v;
-        else if (!strcmp(a, "--init")) p.init_path = v;
-        else if (!strcmp(a, "--data")) data = v;
-        else if (!strcmp(a, "--val")) val = v;
-        else if (!strcmp(a, "--out")) p.out_path = v;
-        else if (!strcmp(a, "--resume")) p.resume_path = v;
-        else if (!strcmp(a, "--ckpt")) ckpt = v;
-        else if (!strcmp(a, "--log")) logp = v;
-        else if (!strcmp(a, "--steps")) ok = cli_int_arg("train caption", a, v, 1, INT64_MAX / 2, &x), steps = x;
-        else if (!strcmp(a, "--batch")) ok = cli_int_arg("train caption", a, v, 1, 65536, &x), batch = x;
-        else if (!strcmp(a, "--seed")) ok = cli_int_arg("train caption", a, v, 0, INT64_MAX, &x), seed = x;
-        else if (!strcmp(a, "--eval-every"))
-            ok = cli_int_arg("train caption", a, v, 0, INT64_MAX, &x), eval_every = x;
-        else if (!strcmp(a, "--lr")) ok = cli_num_arg("train caption", a, v, 1e-9, 10, &y), lr = y;
-        else if (!strcmp(a, "--threads")) ok = cli_int_arg("train caption", a, v, 1, 1024, &x), p.threads = (int)x;
-        else if (!strcmp(a, "--loader-threads"))
-            ok = cli_int_arg("train caption", a, v, 1, 64, &x), p.loader_threads = (int)x;
-        else {
-            fprintf(stderr, "qiao train caption: unknown option %s\n", a);
-            usage(stderr);
-            return 2;
-        }
-        if (!ok) return 2;
-    }
-    if (!data || !p.out_path || (!p.resume_path && !p.init_path)) {
-        fprintf(stderr, "qiao train caption: --data, --out and --init (or --resume) are required\n");
-        usage(stderr);
-        return 2;
-    }
+    p.recipe_path = a.recipe, p.init_path = a.init, p.out_path = a.out, p.resume_path = a.resume;
+    p.threads = a.threads, p.loader_threads = a.loader_threads;
     cli_train_run run;
-    if (!cli_train_begin(&run, "train caption", data, val, p.out_path, ckpt, logp, quiet)) return 1;
+    if (!cli_train_begin(&run, "train caption", a.data, a.val, a.out, a.ckpt, a.log, a.quiet)) return 1;
     p.data_dir = run.train_dir;
     p.val_dir = run.val;
-    qiao_status st;
-    if (p.resume_path)
-        st = read_hparams(p.resume_path, true, &p.hp);
-    else if (p.recipe_path)
-        st = read_hparams(p.recipe_path, false, &p.hp);
-    else
-        st = read_hparams(p.init_path, true, &p.hp);
+    char *json = NULL;
+    const char *source = NULL;
+    qiao_status st = cli_train_config_json(&a, &json, &source);
+    if (st == QIAO_OK) st = qmod_cap_hparams_from_json(json, source, &p.hp);
+    free(json);
     if (st != QIAO_OK) {
         cli_train_free(&run);
         return cli_fail(st);
     }
-    if (steps > 0) p.hp.tr.steps = steps;
-    if (batch > 0) p.hp.batch = batch;
-    if (seed >= 0) p.hp.seed = (uint64_t)seed;
-    if (eval_every >= 0) p.hp.tr.eval_every = eval_every;
-    if (lr > 0) p.hp.tr.lr = (float)lr;
+    if (a.steps > 0) p.hp.tr.steps = a.steps;
+    if (a.batch > 0) p.hp.batch = a.batch;
+    if (a.seed >= 0) p.hp.seed = (uint64_t)a.seed;
+    if (a.eval_every >= 0) p.hp.tr.eval_every = a.eval_every;
+    if (a.lr > 0) p.hp.tr.lr = (float)a.lr;
     p.ckpt_path = run.ckpt;
     p.log_path = run.csv_path;
     p.on_step = on_step;

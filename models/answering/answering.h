@@ -57,10 +57,6 @@ typedef struct qmod_vqa_hparams {
  * occlude_frac, p_audio_noise, audio_snr_db, audio_noise ("white" or
  * "babble"). */
 qiao_status qmod_vqa_hparams_from_json(const char *recipe_json, const char *what, qmod_vqa_hparams *out);
-/* A recipe file's text (at most 1 MiB; NUL bytes are QIAO_ERR_FORMAT), as a
- * NUL-terminated string the caller frees. */
-qiao_status qmod_vqa_recipe_read(const char *path, char **out);
-
 /* A loader batch as the model's inputs: every modality's rows, the spoken
  * question's only when `audio` (a typed-only pass reads no audio tower). */
 void qmod_vqa_batch_inputs(const qmod_vqa_batch *b, bool audio, qmod_vqa_inputs *in);

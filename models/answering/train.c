@@ -388,26 +388,6 @@ void qmod_vqa_batch_inputs(const qmod_vqa_batch *b, bool audio, qmod_vqa_inputs 
     for (int m = 0; m < QF_NMOD; m++) in->stats[m] = b->stats[m];
 }
 
-qiao_status qmod_vqa_recipe_read(const char *path, char **out) {
-    *out = NULL;
-    uint8_t *bytes = NULL;
-    size_t n = 0;
-    qiao_status st = qc_read_file(path, 1 << 20, &bytes, &n);
-    if (st != QIAO_OK) return st;
-    if (memchr(bytes, 0, n)) {
-        free(bytes);
-        return qc_error(QIAO_ERR_FORMAT, "%s: contains a NUL byte, not a recipe", path);
-    }
-    char *json = realloc(bytes, n + 1);
-    if (!json) {
-        free(bytes);
-        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
-    }
-    json[n] = 0;
-    *out = json;
-    return QIAO_OK;
-}
-
 /* The dense object loss on the picture tower's tokens of the batch just run
  * forward: each attribute head's cross-entropy against the cells' labels
  * (rows without a picture have none), weighted by cell_weight; its
@@ -637,7 +617,7 @@ static qiao_status model_init(vqa_obj *o, const qmod_vqa_train_params *p) {
     char *recipe = NULL;
     if (st == QIAO_OK && !p->recipe_path)
         st = qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA train: %s has no fuser; give a recipe (--config)", p->init_path);
-    if (st == QIAO_OK) st = qmod_vqa_recipe_read(p->recipe_path, &recipe);
+    if (st == QIAO_OK) st = qtr_recipe_read(p->recipe_path, &recipe);
     if (st == QIAO_OK) {
         st = vqa_model_from(base, recipe, p->data_dir, o->h.seed, o->h.cell_weight > 0, &o->m);
         o->fresh = st == QIAO_OK;

@@ -7,7 +7,6 @@
 
 #include <cjson/cJSON.h>
 
-#include "models/answering/answering.h"
 #include "models/captioning/captioning.h"
 #include "nn/nn.h"
 
@@ -316,7 +315,7 @@ static qiao_status model_init(cap_obj *o, const qmod_cap_train_params *p) {
     if (st == QIAO_OK && !p->recipe_path)
         st = qc_error(QIAO_ERR_INVALID_ARGUMENT, "caption train: %s has no decoder; give a recipe (--config)",
                       p->init_path);
-    if (st == QIAO_OK) st = qmod_vqa_recipe_read(p->recipe_path, &recipe);
+    if (st == QIAO_OK) st = qtr_recipe_read(p->recipe_path, &recipe);
     if (st == QIAO_OK) st = cap_config(base, recipe, &cfg);
     if (st == QIAO_OK) st = qmod_create(&cfg, o->h.seed, &o->m);
     if (st == QIAO_OK) st = qmod_copy_shared(o->m, base, NULL);
@@ -354,12 +353,8 @@ qiao_status qmod_cap_train(const qmod_cap_train_params *p) {
         st = qc_error(QIAO_ERR_FORMAT, "%s: a data set without pictures has nothing to caption", p->val_dir);
     if (st == QIAO_OK) {
         /* only the decoder (and the image tower, if asked) trains */
-        qtr_freeze_prefix(&o.m->tab, "logit_scale.");
-        qtr_freeze_prefix(&o.m->tab, "text.");
-        qtr_freeze_prefix(&o.m->tab, "audio.");
-        qtr_freeze_prefix(&o.m->tab, "fusion.");
-        qtr_freeze_prefix(&o.m->tab, "heads.");
-        if (o.h.freeze_image) qtr_freeze_prefix(&o.m->tab, "image.");
+        static const char *const decoder_only[] = {"decoder.", NULL}, *const with_image[] = {"decoder.", "image.", NULL};
+        qtr_freeze_all_but(&o.m->tab, o.h.freeze_image ? decoder_only : with_image);
         st = obj_buffers(&o);
     }
     if (st == QIAO_OK) {

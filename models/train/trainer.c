@@ -118,6 +118,39 @@ size_t qtr_freeze_prefix(qc_table *tab, const char *prefix) {
     return n;
 }
 
+qiao_status qtr_recipe_read(const char *path, char **out) {
+    *out = NULL;
+    uint8_t *bytes = NULL;
+    size_t n = 0;
+    qiao_status st = qc_read_file(path, 1 << 20, &bytes, &n);
+    if (st != QIAO_OK) return st;
+    if (memchr(bytes, 0, n)) {
+        free(bytes);
+        return qc_error(QIAO_ERR_FORMAT, "%s: contains a NUL byte, not a recipe", path);
+    }
+    char *json = realloc(bytes, n + 1);
+    if (!json) {
+        free(bytes);
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    }
+    json[n] = 0;
+    *out = json;
+    return QIAO_OK;
+}
+
+size_t qtr_freeze_all_but(qc_table *tab, const char *const *keep) {
+    size_t n = 0;
+    for (size_t i = 0; i < tab->n; i++) {
+        bool kept = false;
+        for (const char *const *k = keep; k && *k && !kept; k++) kept = !strncmp(tab->t[i].name, *k, strlen(*k));
+        if (!kept) {
+            tab->t[i].flags |= QC_FROZEN;
+            n++;
+        }
+    }
+    return n;
+}
+
 qiao_status qtr_checkpoint_info(const char *path, int64_t *step, char **hparams_json) {
     if (hparams_json) *hparams_json = NULL;
     if (!path) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qtr_checkpoint_info: path is NULL");

@@ -97,6 +97,14 @@ void qtr_hparams_to_json(const qtr_hparams *h, const qtr_hparams *dflt, struct c
 /* Sets QC_FROZEN on every tensor whose name starts with `prefix`; returns
  * how many. */
 size_t qtr_freeze_prefix(qc_table *tab, const char *prefix);
+/* Sets QC_FROZEN on every tensor whose name starts with none of the
+ * NULL-terminated prefixes `keep` (a new part of a model trains, whatever
+ * else the model holds stays); returns how many. */
+size_t qtr_freeze_all_but(qc_table *tab, const char *const *keep);
+
+/* A recipe file's text (at most 1 MiB; NUL bytes are QIAO_ERR_FORMAT), as a
+ * NUL-terminated string the caller frees. */
+qiao_status qtr_recipe_read(const char *path, char **out);
 
 /* What a step callback gets. */
 typedef struct qtr_step_ctx {

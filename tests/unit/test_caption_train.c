@@ -136,7 +136,7 @@ static void learns_and_resumes(void **state) {
     qmod_cap_train_params p0 = p;
     p0.recipe_path = r0;
     char *buf = NULL;
-    assert_int_equal(qmod_vqa_recipe_read(r0, &buf), QIAO_OK);
+    assert_int_equal(qtr_recipe_read(r0, &buf), QIAO_OK);
     assert_int_equal(qmod_cap_hparams_from_json(buf, r0, &p0.hp), QIAO_OK);
     free(buf);
     qiao_status st = qmod_cap_train(&p0);
@@ -144,7 +144,7 @@ static void learns_and_resumes(void **state) {
     const float before = last_val_loss(csv);
     unlink(csv), unlink(ckpt), unlink(out);
     /* 300 steps, stopped half-way by a run of 150 and resumed */
-    assert_int_equal(qmod_vqa_recipe_read(recipe, &buf), QIAO_OK);
+    assert_int_equal(qtr_recipe_read(recipe, &buf), QIAO_OK);
     assert_int_equal(qmod_cap_hparams_from_json(buf, recipe, &p.hp), QIAO_OK);
     free(buf);
     p.hp.tr.steps = 150;

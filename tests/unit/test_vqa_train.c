@@ -61,7 +61,7 @@ static char *write_recipe(const char *name, const char *train) {
 
 static void params_from(qmod_vqa_train_params *p, const char *recipe) {
     char *buf = NULL;
-    assert_int_equal(qmod_vqa_recipe_read(recipe, &buf), QIAO_OK);
+    assert_int_equal(qtr_recipe_read(recipe, &buf), QIAO_OK);
     qiao_status st = qmod_vqa_hparams_from_json(buf, recipe, &p->hp);
     if (st != QIAO_OK) fail_msg("%s", qiao_last_error());
     free(buf);
