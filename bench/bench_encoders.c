@@ -84,13 +84,10 @@
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "backend/cpu/cpu.h"
@@ -98,8 +95,9 @@
 #include "models/embed.h"
 #include "models/model.h"
 
+#include "bench_util.h"
+
 #define MAX_B 64
-#define MAX_ROUNDS 64
 #define TOKENIZER "tests/data/tokenizer/tok-test.safetensors"
 #define PEER_PYTHON "/usr/bin/python3"
 #define PEER_SCRIPT "bench/peer/bench_encoders_peer.py"
@@ -154,48 +152,6 @@ static int fail(const char *what, qiao_status st) {
     return 1;
 }
 
-/* ---- timing ----------------------------------------------------------------- */
-
-typedef void (*bench_fn)(void *ctx);
-
-/* Seconds per call over `reps` calls. */
-static double loop(bench_fn fn, void *ctx, int reps) {
-    double t0 = qc_now();
-    for (int i = 0; i < reps; i++) fn(ctx);
-    return (qc_now() - t0) / reps;
-}
-
-/* After 3 warm-up calls: the calls per timed loop (a power of two) that
- * last >= 50 ms, enough to swamp timer resolution and thread start-up. */
-static int calibrate(bench_fn fn, void *ctx) {
-    for (int i = 0; i < 3; i++) fn(ctx);
-    int reps = 1;
-    while (loop(fn, ctx, reps) * reps < 0.05 && reps < (1 << 20)) reps *= 2;
-    return reps;
-}
-
-/* OpenBLAS's worker threads spin (yielding) for about 0.1 s after a call
- * before they sleep (THREAD_TIMEOUT 28: 2^28 cycles); after the peer's loop
- * (torch calls OpenBLAS with N threads) wait that out, so the next side
- * timed does not share the cores with them. */
-static void pause_blas(void) {
-    struct timespec ts = {0, 150 * 1000 * 1000};
-    nanosleep(&ts, NULL);
-}
-
-static double median(const double *x, int n) {
-    double s[MAX_ROUNDS];
-    memcpy(s, x, (size_t)n * sizeof *s);
-    for (int i = 0; i < n; i++)
-        for (int j = i + 1; j < n; j++)
-            if (s[j] < s[i]) {
-                double t = s[i];
-                s[i] = s[j];
-                s[j] = t;
-            }
-    return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
-}
-
 /* ---- memory ------------------------------------------------------------------ */
 
 static double peak_rss_mib(void) {
@@ -243,7 +199,7 @@ typedef struct bench_case {
     float *api_out;            /* (B, D) */
     float *ra, *rw, *ry;       /* raw sgemm operands */
     int reps[9];               /* calls per timed loop, indexed by T_* */
-    double t[9][MAX_ROUNDS];   /* seconds per call, per round */
+    double t[9][BENCH_MAX_ROUNDS]; /* seconds per call, per round */
     double med[9];             /* medians; 0 = not measured */
     double speedup;            /* median over rounds of peer / qiao */
     double speedup_pk;         /* median over rounds of peer / packed */
@@ -380,81 +336,9 @@ static qiao_status alloc_raw(bench_case *c) {
     return c->ra && c->rw && c->ry ? QIAO_OK : qc_error(QIAO_ERR_OUT_OF_MEMORY, "raw sgemm buffers");
 }
 
-/* ---- the peer process -------------------------------------------------------------- */
-
-typedef struct peer_proc {
-    pid_t pid;
-    FILE *to, *from;
-    int ok;
-    char version[128];
-} peer_proc;
-
-/* One command, one reply line (without the newline) into `reply`. A dead
- * or confused peer clears p->ok; later commands then do nothing. */
-static int peer_cmd(peer_proc *p, char *reply, size_t n, const char *fmt, ...) {
-    if (!p->ok) return 1;
-    va_list ap;
-    va_start(ap, fmt);
-    vfprintf(p->to, fmt, ap);
-    va_end(ap);
-    fputc('\n', p->to);
-    if (fflush(p->to) != 0 || !fgets(reply, (int)n, p->from)) {
-        fprintf(stderr, "bench_encoders: the peer stopped answering\n");
-        p->ok = 0;
-        return 1;
-    }
-    reply[strcspn(reply, "\n")] = 0;
-    return 0;
-}
-
-/* engine NULL: the PyTorch peer under Debian's python3; "ort-f32" or
- * "ort-int8": ONNX Runtime under ORT_PYTHON (scripts/install-deps.sh --peer
- * makes that virtual environment). */
+/* The ONNX Runtime peer runs under ORT_PYTHON (scripts/install-deps.sh
+ * --peer makes that virtual environment). */
 #define ORT_PYTHON ".venv-peer/bin/python3"
-static void peer_start(peer_proc *p, const char *model, const char *inputs, int threads, const char *wait,
-                       const char *engine) {
-    memset(p, 0, sizeof *p);
-    int to[2], from[2];
-    if (pipe(to) || pipe(from)) return;
-    p->pid = fork();
-    if (p->pid < 0) return;
-    if (p->pid == 0) {
-        char n[16];
-        snprintf(n, sizeof n, "%d", threads);
-        /* Torch's OpenMP team and the OpenBLAS it calls, both at N. */
-        setenv("OMP_NUM_THREADS", n, 1);
-        setenv("OPENBLAS_NUM_THREADS", n, 1);
-        if (strcmp(wait, "inherit") != 0) setenv("OMP_WAIT_POLICY", wait, 1);
-        dup2(to[0], 0), dup2(from[1], 1);
-        close(to[0]), close(to[1]), close(from[0]), close(from[1]);
-        if (engine)
-            /* argv[0] the venv's path: Python finds its pyvenv.cfg from it. */
-            execl(ORT_PYTHON, ORT_PYTHON, PEER_SCRIPT, model, inputs, "--threads", n, "--engine", engine, (char *)NULL);
-        else
-            execl(PEER_PYTHON, "python3", PEER_SCRIPT, model, inputs, "--threads", n, (char *)NULL);
-        _exit(127);
-    }
-    close(to[0]), close(from[1]);
-    p->to = fdopen(to[1], "w");
-    p->from = fdopen(from[0], "r");
-    char line[256];
-    p->ok = p->to && p->from && fgets(line, sizeof line, p->from) && !strncmp(line, "ready ", 6);
-    if (p->ok) {
-        line[strcspn(line, "\n")] = 0;
-        snprintf(p->version, sizeof p->version, "%.100s", line + 6);
-    }
-}
-
-/* Ends the peer; returns its peak RSS in MiB (0 if unknown). */
-static double peer_stop(peer_proc *p) {
-    char line[256];
-    double rss = 0;
-    if (p->ok && !peer_cmd(p, line, sizeof line, "quit") && !strncmp(line, "rss ", 4)) rss = atof(line + 4) / 1024;
-    if (p->to) fclose(p->to);
-    if (p->from) fclose(p->from);
-    if (p->pid > 0) waitpid(p->pid, NULL, 0);
-    return rss;
-}
 
 /* ---- inputs ------------------------------------------------------------------------ */
 
@@ -628,16 +512,6 @@ static void usage(void) {
                     "                      [--peer-wait passive|active|inherit] [--ort]\n");
 }
 
-static double loadavg(void) {
-    double l = 0;
-    FILE *f = fopen("/proc/loadavg", "r");
-    if (f) {
-        if (fscanf(f, "%lf", &l) != 1) l = 0;
-        fclose(f);
-    }
-    return l;
-}
-
 int main(int argc, char **argv) {
     const char *config_path = "models/configs/base.json";
     int threads = 2, rounds = 7, use_peer = 1, keep = 0, use_ort = 0;
@@ -663,8 +537,8 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    if (threads < 1 || rounds < 1 || rounds > MAX_ROUNDS || big < 2 || big > (int64_t)N_CAPTIONS) {
-        fprintf(stderr, "bench_encoders: need threads >= 1, 1 <= rounds <= %d, 2 <= batch <= %d\n", MAX_ROUNDS,
+    if (threads < 1 || rounds < 1 || rounds > BENCH_MAX_ROUNDS || big < 2 || big > (int64_t)N_CAPTIONS) {
+        fprintf(stderr, "bench_encoders: need threads >= 1, 1 <= rounds <= %d, 2 <= batch <= %d\n", BENCH_MAX_ROUNDS,
                 (int)N_CAPTIONS);
         return 2;
     }
@@ -775,11 +649,14 @@ int main(int argc, char **argv) {
     if ((st = write_inputs(m, cs, NC, in_path)) != QIAO_OK) return fail(in_path, st);
     peer_proc peer;
     memset(&peer, 0, sizeof peer);
-    if (use_peer) peer_start(&peer, model_path, in_path, threads, peer_wait, NULL);
+    const char *peer_args[] = {PEER_PYTHON, PEER_SCRIPT, model_path, in_path, NULL};
+    if (use_peer) peer_start(&peer, "bench_encoders", peer_args, threads, peer_wait, false);
     peer_proc ort[2];
     memset(ort, 0, sizeof ort);
     for (int q = 0; q < 2 && use_ort; q++) {
-        peer_start(&ort[q], model_path, in_path, threads, peer_wait, q ? "ort-int8" : "ort-f32");
+        const char *ort_args[] = {ORT_PYTHON, PEER_SCRIPT, model_path, in_path, "--engine", q ? "ort-int8" : "ort-f32",
+                                  NULL};
+        peer_start(&ort[q], "bench_encoders", ort_args, threads, peer_wait, false);
         if (!ort[q].ok) fprintf(stderr, "bench_encoders: the ONNX Runtime peer (%s) did not start\n", q ? "int8" : "f32");
     }
     qiao_model *pm = NULL;
@@ -891,7 +768,7 @@ int main(int argc, char **argv) {
                                 : median(c->t[j], rounds);
             /* The speedup pairs the two sides within each round (timed
              * back to back, so under the same load) before the median. */
-            double ratio[MAX_ROUNDS];
+            double ratio[BENCH_MAX_ROUNDS];
             for (int r = 0; r < rounds; r++) ratio[r] = c->t[T_PEER][r] / c->t[T_FWD][r];
             c->speedup = median(ratio, rounds);
             if (packed) {

@@ -54,12 +54,9 @@
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "api/api.h"
@@ -68,66 +65,15 @@
 #include "core/profile.h"
 #include "models/vqa.h"
 
+#include "bench_util.h"
+
 #define MAX_B 64
-#define MAX_ROUNDS 64
 #define PEER_PYTHON "/usr/bin/python3"
 #define PEER_SCRIPT "bench/peer/vqa_peer.py"
 
 static int fail(const char *what, qiao_status st) {
     fprintf(stderr, "bench_vqa: %s: %s: %s\n", what, qiao_status_str(st), qiao_last_error());
     return 1;
-}
-
-/* ---- timing (as bench_encoders.c) ------------------------------------------------- */
-
-typedef void (*bench_fn)(void *ctx);
-
-static double loop(bench_fn fn, void *ctx, int reps) {
-    double t0 = qc_now();
-    for (int i = 0; i < reps; i++)
-        fn(ctx);
-    return (qc_now() - t0) / reps;
-}
-
-/* After 3 warm-up calls: the calls per timed loop (a power of two) that
- * last >= 50 ms. */
-static int calibrate(bench_fn fn, void *ctx) {
-    for (int i = 0; i < 3; i++)
-        fn(ctx);
-    int reps = 1;
-    while (loop(fn, ctx, reps) * reps < 0.05 && reps < (1 << 20))
-        reps *= 2;
-    return reps;
-}
-
-/* OpenBLAS's workers spin for about 0.1 s after a call before they sleep;
- * after the peer's loop, wait that out. */
-static void pause_blas(void) {
-    struct timespec ts = {0, 150 * 1000 * 1000};
-    nanosleep(&ts, NULL);
-}
-
-static double median(const double *x, int n) {
-    double s[MAX_ROUNDS];
-    memcpy(s, x, (size_t)n * sizeof *s);
-    for (int i = 0; i < n; i++)
-        for (int j = i + 1; j < n; j++)
-            if (s[j] < s[i]) {
-                double t = s[i];
-                s[i] = s[j];
-                s[j] = t;
-            }
-    return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
-}
-
-static double loadavg(void) {
-    double l = 0;
-    FILE *f = fopen("/proc/loadavg", "r");
-    if (f) {
-        if (fscanf(f, "%lf", &l) != 1) l = 0;
-        fclose(f);
-    }
-    return l;
 }
 
 /* ---- the data: pictures, typed and spoken questions of a shapes split ------------ */
@@ -205,7 +151,7 @@ typedef struct bench_case {
     double diff_logits, diff_lang, diff_w, api_pdiff;
     int argmax_agree, api_agree;
     int reps[NT];
-    double t[NT][MAX_ROUNDS];
+    double t[NT][BENCH_MAX_ROUNDS];
     double med[NT];
     double speedup[2]; /* median over rounds of peer / API, peer / forward */
     qiao_status st;
@@ -321,70 +267,6 @@ static void run_api(void *p) {
     if (st != QIAO_OK) c->st = st;
 }
 
-/* ---- the peer process (the protocol of bench_encoders_peer.py) ---------------------- */
-
-typedef struct peer_proc {
-    pid_t pid;
-    FILE *to, *from;
-    int ok;
-    char version[128];
-} peer_proc;
-
-static int peer_cmd(peer_proc *p, char *reply, size_t n, const char *fmt, ...) {
-    if (!p->ok) return 1;
-    va_list ap;
-    va_start(ap, fmt);
-    vfprintf(p->to, fmt, ap);
-    va_end(ap);
-    fputc('\n', p->to);
-    if (fflush(p->to) != 0 || !fgets(reply, (int)n, p->from)) {
-        fprintf(stderr, "bench_vqa: the peer stopped answering\n");
-        p->ok = 0;
-        return 1;
-    }
-    reply[strcspn(reply, "\n")] = 0;
-    return 0;
-}
-
-static void peer_start(peer_proc *p, const char *model, const char *inputs, int threads, const char *wait) {
-    memset(p, 0, sizeof *p);
-    int to[2], from[2];
-    if (pipe(to) || pipe(from)) return;
-    p->pid = fork();
-    if (p->pid < 0) return;
-    if (p->pid == 0) {
-        char n[16];
-        snprintf(n, sizeof n, "%d", threads);
-        setenv("OMP_NUM_THREADS", n, 1);
-        setenv("OPENBLAS_NUM_THREADS", n, 1);
-        if (strcmp(wait, "inherit") != 0) setenv("OMP_WAIT_POLICY", wait, 1);
-        /* the kernels qiao's OpenBLAS chose (blas_core.c), unless set */
-        const char *core = openblas_get_corename();
-        if (core) setenv("OPENBLAS_CORETYPE", core, 0);
-        dup2(to[0], 0), dup2(from[1], 1);
-        close(to[0]), close(to[1]), close(from[0]), close(from[1]);
-        execl(PEER_PYTHON, "python3", PEER_SCRIPT, model, inputs, "--threads", n, (char *)NULL);
-        _exit(127);
-    }
-    close(to[0]), close(from[1]);
-    p->to = fdopen(to[1], "w");
-    p->from = fdopen(from[0], "r");
-    char line[256];
-    p->ok = p->to && p->from && fgets(line, sizeof line, p->from) && !strncmp(line, "ready ", 6);
-    if (p->ok) {
-        line[strcspn(line, "\n")] = 0;
-        snprintf(p->version, sizeof p->version, "%.100s", line + 6);
-    }
-}
-
-static void peer_stop(peer_proc *p) {
-    char line[256];
-    if (p->ok) peer_cmd(p, line, sizeof line, "quit");
-    if (p->to) fclose(p->to);
-    if (p->from) fclose(p->from);
-    if (p->pid > 0) waitpid(p->pid, NULL, 0);
-}
-
 /* Every case's prepared tensors, named "<case>.<modality>.<field>" (the
  * fields of qmod_batch), "<case>.stats.<modality>" and "<case>.present";
  * metadata "bench.cases" lists [case, B]. */
@@ -486,8 +368,8 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    if (threads < 1 || rounds < 1 || rounds > MAX_ROUNDS || big < 2 || big > MAX_B) {
-        fprintf(stderr, "bench_vqa: need threads >= 1, 1 <= rounds <= %d, 2 <= batch <= %d\n", MAX_ROUNDS, MAX_B);
+    if (threads < 1 || rounds < 1 || rounds > BENCH_MAX_ROUNDS || big < 2 || big > MAX_B) {
+        fprintf(stderr, "bench_vqa: need threads >= 1, 1 <= rounds <= %d, 2 <= batch <= %d\n", BENCH_MAX_ROUNDS, MAX_B);
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -628,7 +510,8 @@ int main(int argc, char **argv) {
     peer_proc peer;
     memset(&peer, 0, sizeof peer);
     if (use_peer) {
-        peer_start(&peer, model_path, in_path, threads, peer_wait);
+        const char *args[] = {PEER_PYTHON, PEER_SCRIPT, model_path, in_path, NULL};
+        peer_start(&peer, "bench_vqa", args, threads, peer_wait, true);
         if (!peer.ok) fprintf(stderr, "bench_vqa: the peer did not start\n");
     }
     char line[256];
@@ -696,7 +579,7 @@ int main(int argc, char **argv) {
         for (int j = 0; j < NT; j++)
             c->med[j] = c->reps[j] > 0 && (j != T_PEER || peer.ok) ? median(c->t[j], rounds) : 0;
         for (int s = 0; s < 2; s++) {
-            double ratio[MAX_ROUNDS];
+            double ratio[BENCH_MAX_ROUNDS];
             const int j = s ? T_FWD : T_API;
             for (int r = 0; r < rounds; r++)
                 ratio[r] = c->t[T_PEER][r] / c->t[j][r];

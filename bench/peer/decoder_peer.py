@@ -9,10 +9,11 @@ file (load_decoder strips the model's prefix). Two uses:
   * the golden test: tests/golden/make_decoder_fixture.py computes the
     float64 reference with it and tests/golden/test_decoder_golden.c checks
     qiao's forward, backward and KV cache against it;
-  * a speed benchmark of generation against qiao: Decoder.start/step is the
-    KV-cached loop (one position at a time, each block's keys and values of
-    the positions written kept, the context's computed once), greedy() the
-    search on it.
+  * the PyTorch side of bench/bench_caption.c, the speed of generation
+    against qiao: Decoder.start/step is the KV-cached loop (one position at
+    a time, each block's keys and values of the positions written kept, the
+    context's computed once), greedy() the search on it. Run as a program
+    (main() below) it times that loop for the bench.
 Gradients come from torch autograd; nothing here is written by hand for the
 backward pass.
 
@@ -26,8 +27,12 @@ heads, mlp, max_len, ctx_width, tied (default True).
 
 Needs only torch and numpy (Debian's /usr/bin/python3 has both).
 """
+import argparse
+import json
 import os
+import resource
 import sys
+import time
 
 import numpy as np
 import torch
@@ -36,7 +41,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fusion_peer import XBlock, attention  # noqa: E402
-from qiao_peer import LN_EPS, read_safetensors  # noqa: E402
+from qiao_peer import LN_EPS, read_safetensors, write_safetensors  # noqa: E402
 
 
 class Decoder(nn.Module):
@@ -176,3 +181,145 @@ def load_decoder_file(path, cfg, prefix="decoder.", dtype=torch.float32):
     """load_decoder() from a .safetensors file."""
     tensors, _ = read_safetensors(path)
     return load_decoder(tensors, cfg, prefix, dtype)
+
+
+# ---- the benchmark peer: bench/bench_caption.c ----------------------------
+
+BENCH_USAGE = """The PyTorch side of bench/bench_caption.c:
+
+    /usr/bin/python3 bench/peer/decoder_peer.py MODEL INPUTS [--threads N]
+
+MODEL   a caption model qiao wrote (its "decoder.*" tensors)
+INPUTS  a .safetensors written by bench_caption: "ctx" (1, Ty, ctx_width)
+        float32, the image tower's tokens of one picture as qiao computed
+        them, and "ids" (N,) int32, qiao's tokens of the fixed-length greedy
+        loop; metadata "bench.decoder" (the decoder config as qiao completed
+        it: vocab and ctx_width included), "bench.bos" (the language token
+        that starts the text), "bench.pieces" (the tokenizer's pieces: each
+        step's argmax is over ids [0, pieces), as qiao's search sees them),
+        "bench.tokens" (N, the steps of a loop) and "bench.parents" (a JSON
+        list: the rows each step of the beam-shaped loop continues)
+
+The loops, EOS ignored so both sides run exactly N steps:
+    greedy  Decoder.start on the context (projection, each block's context
+            keys and values, the cache), then N steps of one row, each
+            feeding the previous step's argmax (the first feeds bos);
+    beam    the same on len(parents) copies of the context, each step after
+            the first reordering the cache rows by parents (Decoder.reorder)
+            and row b feeding the argmax of row parents[b]: a beam search's
+            decoder work without its bookkeeping.
+
+A line protocol on stdin / stdout, one reply line per command (as
+bench_encoders_peer.py):
+    (start)            -> "ready torch <version> <threads>"
+    calib <loop>       -> "reps <n>": after 3 warm-up calls, the calls (a
+                          power of two) that last >= 50 ms
+    time <loop> <n>    -> "t <seconds per call>" over n calls
+    out <path>         -> "ok": writes "greedy.ids" (N,) and "beam.ids" (R, N)
+                          int32 (what the loops wrote) and "forced.logits"
+                          (N, V) float32 (the steps fed bos, ids[0 .. N-2]:
+                          qiao's tokens, so the logits compare step by step
+                          even where the two greedy sequences part) to path
+    quit               -> "rss <peak resident kB>", then exits
+"""
+
+
+def _bench_loops(dec, y, bos, pieces, n, parents):
+    """The two timed loops (see BENCH_USAGE); each returns the ids it wrote."""
+    R = len(parents)
+    y_rows = y.expand(R, -1, -1).contiguous()
+    par = torch.tensor(parents, dtype=torch.int64)
+
+    def greedy():
+        cache = dec.start(y, None, n)
+        tok = torch.tensor([bos], dtype=torch.int64)
+        out = []
+        for _ in range(n):
+            tok = dec.step(cache, tok)[:, :pieces].argmax(dim=-1)
+            out.append(tok)
+        return torch.stack(out, dim=1)
+
+    def beam():
+        cache = dec.start(y_rows, None, n)
+        tok = torch.full((R,), bos, dtype=torch.int64)
+        out = []
+        for t in range(n):
+            if t > 0:
+                dec.reorder(cache, par)
+            tok = dec.step(cache, tok)[:, :pieces].argmax(dim=-1).index_select(0, par)
+            out.append(tok)
+        return torch.stack(out, dim=1)
+
+    return {"greedy": greedy, "beam": beam}
+
+
+def _forced_logits(dec, y, bos, ids):
+    """Teacher-forced steps fed bos, ids[0 .. N-2] (qiao's tokens) -> (N, V):
+    step by step what qiao's loop computed, even past a point where the
+    two greedy sequences part."""
+    cache = dec.start(y, None, len(ids))
+    feed = [bos] + [int(i) for i in ids[:-1]]
+    return torch.cat([dec.step(cache, torch.tensor([t], dtype=torch.int64)) for t in feed], dim=0)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=BENCH_USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model")
+    ap.add_argument("inputs")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    inputs, meta = read_safetensors(args.inputs)
+    cfg = json.loads(meta["bench.decoder"])
+    bos, pieces, n = int(meta["bench.bos"]), int(meta["bench.pieces"]), int(meta["bench.tokens"])
+    parents = [int(p) for p in json.loads(meta["bench.parents"])]
+    dec = load_decoder_file(args.model, cfg).eval()
+    y = torch.from_numpy(np.ascontiguousarray(inputs["ctx"], dtype=np.float32))
+    ids = np.asarray(inputs["ids"]).reshape(-1)
+    loops = _bench_loops(dec, y, bos, pieces, n, parents)
+
+    def reply(s):
+        sys.stdout.write(s + "\n")
+        sys.stdout.flush()
+
+    def timed(fn, reps):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        return time.perf_counter() - t0
+
+    reply(f"ready torch {torch.__version__} {torch.get_num_threads()}")
+    with torch.inference_mode():
+        for line in sys.stdin:
+            w = line.split()
+            if not w:
+                continue
+            if w[0] == "calib":
+                fn = loops[w[1]]
+                for _ in range(3):
+                    fn()
+                reps = 1
+                while timed(fn, reps) < 0.05:
+                    reps *= 2
+                reply(f"reps {reps}")
+            elif w[0] == "time":
+                reps = int(w[2])
+                reply(f"t {timed(loops[w[1]], reps) / reps:.9f}")
+            elif w[0] == "out":
+                out = [
+                    ("greedy.ids", loops["greedy"]().numpy().reshape(-1).astype(np.int32)),
+                    ("beam.ids", loops["beam"]().numpy().astype(np.int32)),
+                    ("forced.logits", _forced_logits(dec, y, bos, ids).numpy().astype(np.float32)),
+                ]
+                write_safetensors(w[1], out, {"bench.peer": "torch " + torch.__version__})
+                reply("ok")
+            elif w[0] == "quit":
+                reply(f"rss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}")
+                return
+            else:
+                sys.exit(f"decoder_peer: unknown command {line.strip()!r}")
+
+
+if __name__ == "__main__":
+    main()
