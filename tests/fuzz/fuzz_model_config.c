@@ -34,6 +34,18 @@ static void check_vqa(const qmod_vqa_dataset *d) {
         const qmod_vqa_scene *s = &d->scenes[i];
         CHECK(s->id && s->id[0] && s->image && s->image[0] && s->n_objects >= 0);
         CHECK(s->first_question == next && s->n_questions >= 0);
+        CHECK(s->n_objects == 0 || s->objects);
+        for (int32_t k = 0; k < s->n_objects; k++) {
+            const qmod_vqa_object *o = &s->objects[k];
+            CHECK(o->r == 0 || (o->r > 0 && o->r <= 1 && o->x >= 0 && o->x <= 1 && o->y >= 0 && o->y <= 1));
+            for (int a = 0; a < QMOD_VQA_NATTR; a++) CHECK(o->attr[a] >= -1 && o->attr[a] < d->n_attr[a]);
+        }
+        /* the cell labels index the lists, or are 0 (empty) or -1 (no target) */
+        int32_t lab[16 * QMOD_VQA_NATTR];
+        qmod_vqa_cell_labels(d, i, 4, lab);
+        for (int c = 0; c < 16; c++)
+            for (int a = 0; a < QMOD_VQA_NATTR; a++)
+                CHECK(lab[c * QMOD_VQA_NATTR + a] >= -1 && lab[c * QMOD_VQA_NATTR + a] <= d->n_attr[a]);
         for (int64_t k = 0; k < s->n_questions; k++) {
             const qmod_vqa_question *q = &d->questions[next + k];
             CHECK(q->scene == i && q->answer >= 0 && q->answer < d->n_answers && q->type < d->n_types);
@@ -48,9 +60,11 @@ static void check_vqa(const qmod_vqa_dataset *d) {
 static void fuzz_vqa(const char *text, size_t size) {
     static const char desc[] =
         "{\"answers\": [{\"id\": \"yes\"}, {\"id\": \"no\"}, {\"id\": \"3\"}], \"question_types\": [\"count\", "
-        "\"exist\"], \"cogent_pairs\": [{\"color\": \"red\", \"shape\": \"triangle\"}]}";
+        "\"exist\"], \"cogent_pairs\": [{\"color\": \"red\", \"shape\": \"triangle\"}], \"shapes\": [\"star\", "
+        "\"triangle\"], \"colors\": [\"red\"], \"sizes\": [\"small\", \"large\"]}";
     static const char line[] =
-        "{\"id\": \"s0\", \"image\": \"a.png\", \"objects\": [{\"color\": \"red\", \"shape\": \"star\"}], "
+        "{\"id\": \"s0\", \"image\": \"a.png\", \"objects\": [{\"color\": \"red\", \"shape\": \"star\", \"size\": "
+        "\"small\", \"x\": 0.3, \"y\": 0.6, \"r\": 0.1}], "
         "\"qa\": [{\"lang\": \"en\", \"question\": \"How many?\", \"answer_id\": \"3\", \"type\": \"count\"}], "
         "\"speech\": {\"qa\": [\"q.wav\"]}}\n";
     for (int as_desc = 0; as_desc < 2; as_desc++) {
