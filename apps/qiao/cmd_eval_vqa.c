@@ -66,6 +66,12 @@ static cJSON *result_json(const qmod_vqa_dataset *d, const qmod_vqa_result *r) {
     cJSON_AddNumberToObject(o, "lang_id_accuracy", qmod_vqa_acc(r->lang_correct, r->n));
     cJSON *w = cJSON_AddObjectToObject(o, "mean_weights");
     for (int k = 0; k < QF_NMOD; k++) cJSON_AddNumberToObject(w, qf_modality_name(k), r->mean_w[k]);
+    if (r->cell_n[QMOD_VQA_SHAPE] + r->cell_n[QMOD_VQA_COLOR] + r->cell_n[QMOD_VQA_SIZE] > 0) {
+        static const char *const attr[QMOD_VQA_NATTR] = {"shape", "color", "size"};
+        cJSON *c = cJSON_AddObjectToObject(o, "cell_accuracy");
+        for (int a = 0; a < QMOD_VQA_NATTR; a++)
+            if (r->cell_n[a]) cJSON_AddNumberToObject(c, attr[a], qmod_vqa_acc(r->cell_correct[a], r->cell_n[a]));
+    }
     return o;
 }
 
@@ -75,6 +81,17 @@ static void print_row(const char *split, const char *what, const qmod_vqa_datase
         printf(" %7.2f%%", 100.0 * qmod_vqa_acc(r->correct_type[k], r->n_type[k]));
     printf(" %7.2f%% %7.2f%%  %.2f/%.2f/%.2f\n", 100.0 * qmod_vqa_acc(r->correct_lang[0], r->n_lang[0]),
            100.0 * qmod_vqa_acc(r->correct_lang[1], r->n_lang[1]), r->mean_w[0], r->mean_w[1], r->mean_w[2]);
+}
+
+/* The picture tower's cell heads, when the model has them: a line under the
+ * table, not a column, since they answer no question. */
+static void print_cells(const char *split, const char *what, const qmod_vqa_result *r) {
+    if (!r->cell_n[QMOD_VQA_SHAPE] && !r->cell_n[QMOD_VQA_COLOR]) return;
+    printf("%-7s %-22s cells an object covers (%lld): shape %.2f%%, colour %.2f%%, size %.2f%%\n", split, what,
+           (long long)r->cell_n[QMOD_VQA_SHAPE],
+           100.0 * qmod_vqa_acc(r->cell_correct[QMOD_VQA_SHAPE], r->cell_n[QMOD_VQA_SHAPE]),
+           100.0 * qmod_vqa_acc(r->cell_correct[QMOD_VQA_COLOR], r->cell_n[QMOD_VQA_COLOR]),
+           100.0 * qmod_vqa_acc(r->cell_correct[QMOD_VQA_SIZE], r->cell_n[QMOD_VQA_SIZE]));
 }
 
 static void print_header(const qmod_vqa_dataset *d) {
@@ -257,6 +274,8 @@ int cmd_eval_vqa(int argc, char **argv) {
         }
         const qf_weighting modes[3] = {QF_WEIGHT_LEARNED, QF_WEIGHT_HEURISTIC, QF_WEIGHT_EQUAL};
         const int nmodes = robust ? 3 : 1;
+        qmod_vqa_result last;
+        memset(&last, 0, sizeof last);
         if (!json && rc == 0) {
             printf("%s: %s (%lld questions%s)\n", names[s], dirs[s], (long long)d.n_questions,
                    max_q ? ", capped by --max" : "");
@@ -288,8 +307,10 @@ int cmd_eval_vqa(int argc, char **argv) {
                 }
                 cJSON_AddItemToObject(mj, conds[c].name, result_json(&d, &r));
                 if (!json) print_row(names[s], conds[c].name, &d, &r);
+                last = r;
             }
         }
+        if (!robust && rc == 0 && !json) print_cells(names[s], "picture tower", &last);
         if (!robust && rc == 0) {
             double ta, aa;
             priors(&d, &ta, &aa);

@@ -57,6 +57,10 @@ typedef struct qmod_vqa_hparams {
  * occlude_frac, p_audio_noise, audio_snr_db, audio_noise ("white" or
  * "babble"). */
 qiao_status qmod_vqa_hparams_from_json(const char *recipe_json, const char *what, qmod_vqa_hparams *out);
+/* The dense object heads (train.cell_weight) by attribute: "cell_shape",
+ * "cell_color", "cell_size" on the picture tower's tokens. */
+extern const char *const qmod_vqa_cell_heads[QMOD_VQA_NATTR];
+
 /* A loader batch as the model's inputs: every modality's rows, the spoken
  * question's only when `audio` (a typed-only pass reads no audio tower). */
 void qmod_vqa_batch_inputs(const qmod_vqa_batch *b, bool audio, qmod_vqa_inputs *in);
@@ -94,6 +98,10 @@ typedef struct qmod_vqa_result {
     int64_t n_lang[2], correct_lang[2];       /* zh, en */
     int64_t lang_correct;                     /* language head right (spoken or typed) */
     double mean_w[QF_NMOD];                   /* mean modality weights */
+    /* a model with the cell heads: how often each names the attribute of the
+     * object under a cell an object covers (qmod_vqa_cell_labels), over the
+     * pictures of the rows evaluated */
+    int64_t cell_n[QMOD_VQA_NATTR], cell_correct[QMOD_VQA_NATTR];
 } qmod_vqa_result;
 
 static inline double qmod_vqa_acc(int64_t c, int64_t n) {

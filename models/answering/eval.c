@@ -1,5 +1,6 @@
 /* models/answering/eval.c - VQA accuracy over a split (see answering.h). */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "models/answering/answering.h"
@@ -20,6 +21,40 @@ qmod_vqa_eval_params qmod_vqa_eval_default_params(void) {
     p.seed = 12345;
     p.threads = 1;
     return p;
+}
+
+/* The cell heads' calls on one batch just run forward (rows [0, rows)). */
+static qiao_status count_cells(const qb_exec *ex, const qmod_model *m, qmod_vqa_work *w, const int *heads,
+                               qmod_head_work *hw, int32_t *lab, const qmod_vqa_dataset *d, const qmod_vqa_batch *b,
+                               int64_t rows, qmod_vqa_result *out) {
+    qmod_token_seq seq;
+    qiao_status st = qmod_tokens(m, &w->tower[QF_IMAGE], &b->image, &seq);
+    if (st != QIAO_OK) return st;
+    const int64_t T = seq.T;
+    const int grid = (int)lround(sqrt((double)T));
+    if ((int64_t)grid * grid != T) return QIAO_OK; /* not a square grid of patches: nothing to label */
+    for (int64_t r = 0; r < rows; r++) {
+        if (b->present[r * QF_NMOD + QF_IMAGE])
+            qmod_vqa_cell_labels(d, b->scene[r], grid, lab + r * T * QMOD_VQA_NATTR);
+        else
+            for (int64_t i = 0; i < T * QMOD_VQA_NATTR; i++) lab[r * T * QMOD_VQA_NATTR + i] = -1;
+    }
+    for (int a = 0; a < QMOD_VQA_NATTR; a++) {
+        if (heads[a] < 0) continue;
+        const int64_t K = m->cfg.heads[heads[a]].mlp.classes;
+        const float *lg = NULL;
+        if ((st = qmod_head_forward(ex, m, &hw[a], seq.x, rows * T, &lg)) != QIAO_OK) return st;
+        if ((st = ex->ops->sync(ex)) != QIAO_OK) return st;
+        for (int64_t i = 0; i < rows * T; i++) {
+            const int32_t y = lab[i * QMOD_VQA_NATTR + a];
+            if (y <= 0 || y >= K) continue;
+            int64_t best = 0;
+            for (int64_t k = 1; k < K; k++)
+                if (lg[i * K + k] > lg[i * K + best]) best = k;
+            out->cell_n[a]++, out->cell_correct[a] += best == y;
+        }
+    }
+    return QIAO_OK;
 }
 
 qiao_status qmod_vqa_eval(const qb_exec *ex, const qmod_model *m, const qmod_vqa_dataset *d, qmod_vqa_cache *cache,
@@ -55,6 +90,20 @@ qiao_status qmod_vqa_eval(const qb_exec *ex, const qmod_model *m, const qmod_vqa
     lp.eval = true;
     qmod_vqa_work w;
     st = qmod_vqa_work_init(&w, m, lp.batch, false);
+    int cell_head[QMOD_VQA_NATTR];
+    qmod_head_work hw[QMOD_VQA_NATTR];
+    memset(hw, 0, sizeof hw);
+    int32_t *lab = NULL;
+    bool cells = false;
+    for (int a = 0; a < QMOD_VQA_NATTR; a++) {
+        cell_head[a] = qmod_head_find(&m->cfg, qmod_vqa_cell_heads[a]);
+        if (cell_head[a] < 0 || st != QIAO_OK) continue;
+        cells = true;
+        st = qmod_head_work_init(&hw[a], m, cell_head[a], lp.batch * m->cfg.image.tokens, false);
+    }
+    if (st == QIAO_OK && cells &&
+        !(lab = malloc((size_t)(lp.batch * m->cfg.image.tokens * QMOD_VQA_NATTR) * sizeof *lab)))
+        st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "VQA eval: out of memory");
     qmod_vqa_loader *l = NULL;
     if (st == QIAO_OK) st = qmod_vqa_loader_start(&lp, &l);
     const int64_t total = p->max_questions > 0 && p->max_questions < d->n_questions ? p->max_questions : d->n_questions;
@@ -66,6 +115,8 @@ qiao_status qmod_vqa_eval(const qb_exec *ex, const qmod_model *m, const qmod_vqa
         qmod_vqa_batch_inputs(b, p->input != QMOD_VQA_TYPED, &in);
         const float *logits = NULL, *lang = NULL, *wts = NULL;
         st = qmod_vqa_forward(ex, m, &w, &in, p->mode, &logits, &lang, &wts);
+        const int64_t rows = b->B < total - out->n ? b->B : total - out->n;
+        if (st == QIAO_OK && cells) st = count_cells(ex, m, &w, cell_head, hw, lab, d, b, rows, out);
         for (int64_t r = 0; st == QIAO_OK && r < b->B && out->n < total; r++) {
             int64_t best = 0;
             for (int64_t k = 1; k < K; k++)
@@ -82,6 +133,8 @@ qiao_status qmod_vqa_eval(const qb_exec *ex, const qmod_model *m, const qmod_vqa
     }
     qmod_vqa_loader_stop(l);
     qmod_vqa_work_free(&w);
+    for (int a = 0; a < QMOD_VQA_NATTR; a++) qmod_head_work_free(&hw[a]);
+    free(lab);
     for (int k = 0; k < QF_NMOD; k++) out->mean_w[k] = out->n ? out->mean_w[k] / (double)out->n : NAN;
     return st;
 }

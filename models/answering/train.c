@@ -137,14 +137,14 @@ qiao_status qmod_vqa_hparams_from_json(const char *recipe_json, const char *what
 
 /* The dense object heads on the picture's tokens, one per attribute
  * (qmod_vqa_cell_labels: class 0 is "none", class 1 + i the list's i-th). */
-static const char *const k_cell_heads[QMOD_VQA_NATTR] = {"cell_shape", "cell_color", "cell_size"};
+const char *const qmod_vqa_cell_heads[QMOD_VQA_NATTR] = {"cell_shape", "cell_color", "cell_size"};
 static const char *const k_cell_lists[QMOD_VQA_NATTR] = {"shapes", "colors", "sizes"};
 
 static void add_cell_heads(cJSON *heads, const cJSON *desc) {
     for (int a = 0; a < QMOD_VQA_NATTR; a++) {
         const cJSON *names = cJSON_GetObjectItemCaseSensitive(desc, k_cell_lists[a]);
         if (!cJSON_IsArray(names) || cJSON_GetArraySize(names) < 1) continue;
-        cJSON *h = cJSON_AddObjectToObject(heads, k_cell_heads[a]);
+        cJSON *h = cJSON_AddObjectToObject(heads, qmod_vqa_cell_heads[a]);
         cJSON_AddStringToObject(h, "kind", "mlp");
         cJSON_AddStringToObject(h, "tower", "image");
         cJSON_AddStringToObject(h, "input", "tokens");
@@ -575,7 +575,7 @@ static qiao_status cells_init(vqa_obj *o) {
     int64_t Kmax = 0;
     bool any = false;
     for (int a = 0; a < QMOD_VQA_NATTR; a++) {
-        o->cell_head[a] = qmod_head_find(&m->cfg, k_cell_heads[a]);
+        o->cell_head[a] = qmod_head_find(&m->cfg, qmod_vqa_cell_heads[a]);
         if (o->cell_head[a] >= 0) {
             const int64_t K = m->cfg.heads[o->cell_head[a]].mlp.classes;
             Kmax = K > Kmax ? K : Kmax;

@@ -144,6 +144,24 @@ static void cells_learn_and_resume(void **state) {
            a1, s1);
     assert_true(l1 < 0.6 * l0);
     assert_true(a1 > a0 + 0.3);
+    /* the evaluation reads the cell heads too (on the training pictures: this
+     * checks the counting, not generalization) */
+    qmod_model *ev = NULL;
+    assert_int_equal(qmod_load(out, &ev), QIAO_OK);
+    qmod_vqa_dataset d;
+    assert_int_equal(qmod_vqa_dataset_load(data, &d), QIAO_OK);
+    qb_exec ex;
+    qb_exec_cpu(&ex, 1);
+    qmod_vqa_eval_params ep = qmod_vqa_eval_default_params();
+    ep.max_questions = 100;
+    qmod_vqa_result r;
+    assert_int_equal(qmod_vqa_eval(&ex, ev, &d, NULL, &ep, &r), QIAO_OK);
+    const double ec = qmod_vqa_acc(r.cell_correct[QMOD_VQA_COLOR], r.cell_n[QMOD_VQA_COLOR]);
+    printf("evaluation: %lld covered cells, colour %.3f\n", (long long)r.cell_n[QMOD_VQA_COLOR], ec);
+    assert_true(r.n == 100 && r.cell_n[QMOD_VQA_COLOR] > 100 && r.cell_n[QMOD_VQA_SHAPE] == r.cell_n[QMOD_VQA_COLOR]);
+    assert_true(ec > a0 + 0.3);
+    qmod_vqa_dataset_free(&d);
+    qmod_free(ev);
     /* the heads, one class per attribute value plus "none" */
     qmod_model *m = NULL, *base = NULL;
     assert_int_equal(qmod_load(out, &m), QIAO_OK);
@@ -197,6 +215,17 @@ static void errors(void **state) {
     qmod_model *m = NULL;
     assert_int_equal(qmod_load(out, &m), QIAO_OK);
     assert_true(qmod_head_find(&m->cfg, "cell_shape") < 0);
+    /* its evaluation counts no cells */
+    qmod_vqa_dataset d;
+    assert_int_equal(qmod_vqa_dataset_load(data, &d), QIAO_OK);
+    qb_exec ex;
+    qb_exec_cpu(&ex, 1);
+    qmod_vqa_eval_params ep = qmod_vqa_eval_default_params();
+    ep.max_questions = 16;
+    qmod_vqa_result r;
+    assert_int_equal(qmod_vqa_eval(&ex, m, &d, NULL, &ep, &r), QIAO_OK);
+    assert_true(r.n == 16 && r.cell_n[QMOD_VQA_SHAPE] == 0 && r.cell_n[QMOD_VQA_COLOR] == 0);
+    qmod_vqa_dataset_free(&d);
     qmod_free(m);
     p.init_path = out;
     p.hp.cell_weight = 1.0f;
