@@ -98,3 +98,59 @@ cli_expect(NAME cli.train_caption.needs_data RC 2 ARGS train caption --out x.saf
 cli_expect(NAME cli.eval_caption.embedding_model RC 1
   ARGS eval caption --model ${QIAO_BASE} --data ${CMAKE_CURRENT_SOURCE_DIR}/data --no-baseline
   STDERR "writes no captions")
+
+# qiao caption --video: the videos are made at test time from two real
+# photos (tests/cli/make_videos.cmake), the model is tests/caption_api.cmake's
+# tiny caption model. What it writes: tests/cli/caption_video.cmake.
+set(QIAO_CLI_VIDEOS ${CMAKE_CURRENT_BINARY_DIR}/caption-videos)
+add_test(NAME cli.caption_video.make
+  COMMAND ${CMAKE_COMMAND} -DDIR=${QIAO_CLI_VIDEOS} -DPHOTO_A=${CMAKE_CURRENT_SOURCE_DIR}/data/image/000000126107.jpg
+          -DPHOTO_B=${CMAKE_CURRENT_SOURCE_DIR}/data/image/000000205401.jpg
+          -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/make_videos.cmake)
+set_tests_properties(cli.caption_video.make PROPERTIES FIXTURES_SETUP caption_videos LABELS cli TIMEOUT 120)
+foreach(case scenes lines moving damaged)
+  add_test(NAME cli.caption_video.${case}
+    COMMAND ${CMAKE_COMMAND} -DPROG=$<TARGET_FILE:qiao_cli> -DMODEL=${QIAO_CAPTION_FILES}/caption.safetensors
+            -DVIDEOS=${QIAO_CLI_VIDEOS} -DCASE=${case} -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/caption_video.cmake)
+  set_tests_properties(cli.caption_video.${case} PROPERTIES FIXTURES_REQUIRED "caption_files;caption_videos"
+    LABELS cli TIMEOUT 120)
+endforeach()
+
+# Bad input: a clear message and exit code 1, never a crash or a hang.
+set(cap_model ${QIAO_CAPTION_FILES}/caption.safetensors)
+function(caption_video_expect name rc regex)
+  cli_expect(NAME cli.caption_video.${name} RC ${rc} ARGS caption --model ${ARGN} STDERR "${regex}")
+  set_tests_properties(cli.caption_video.${name} PROPERTIES
+    FIXTURES_REQUIRED "cli_files;caption_files;caption_videos")
+endfunction()
+caption_video_expect(not_a_video 1 "^qiao: format error: .*CMakeLists\\.txt: not a readable image or video"
+  ${cap_model} --video ${PROJECT_SOURCE_DIR}/CMakeLists.txt)
+caption_video_expect(empty 1 "^qiao: format error: .*empty\\.mp4: empty \\(0 bytes\\), not a video"
+  ${cap_model} --video ${QIAO_CLI_VIDEOS}/empty.mp4)
+caption_video_expect(zero_frames 1 "^qiao: format error: .*zero\\.avi: no decodable video frame"
+  ${cap_model} --video ${QIAO_CLI_VIDEOS}/zero.avi --scenes)
+caption_video_expect(truncated_mp4 1 "^qiao: format error: .*trunc\\.mp4: not a readable image or video"
+  ${cap_model} --video ${QIAO_CLI_VIDEOS}/trunc.mp4)
+caption_video_expect(missing 1 "^qiao: i/o error: .*no-such-video\\.mp4"
+  ${cap_model} --video ${QIAO_CLI_VIDEOS}/no-such-video.mp4)
+caption_video_expect(max_frames 1 "^qiao: too large: .*two\\.mp4: 4\\.000 s at 2 fps is over max_frames = 3"
+  ${cap_model} --video ${QIAO_CLI_VIDEOS}/two.mp4 --fps 2 --max-frames 3)
+# the model is checked before the video is opened
+caption_video_expect(embedding_model 1
+  "^qiao: unsupported: qiao_caption_video: model base writes no captions: it has no decoder"
+  ${QIAO_BASE} --video ${QIAO_CLI_VIDEOS}/no-such-video.mp4)
+# usage errors, before any work
+foreach(fps 0 -1 1e9 nan abc)
+  cli_expect(NAME cli.caption_video.fps_${fps} RC 2 ARGS caption --model x --video y --fps ${fps}
+    STDERR "--fps needs a number of frames a second in \\(0, 1000\\], got '${fps}'")
+endforeach()
+foreach(t 1.5 -0.1)
+  cli_expect(NAME cli.caption_video.threshold_${t} RC 2 ARGS caption --model x --video y --scenes --scene-threshold ${t}
+    STDERR "--scene-threshold needs a number in \\[0, 1\\], got '${t}'")
+endforeach()
+cli_expect(NAME cli.caption_video.threshold_without_scenes RC 2
+  ARGS caption --model x --video y --scene-threshold 0.2 STDERR "--scene-threshold needs --scenes")
+cli_expect(NAME cli.caption_video.options_without_video RC 2 ARGS caption --model x --image y --srt z.srt
+  STDERR "need --video")
+cli_expect(NAME cli.caption_video.image_and_video RC 2 ARGS caption --model x --image y --video z
+  STDERR "one of --image and --video")

@@ -27,6 +27,21 @@ int cmd_quantize(int argc, char **argv);
 int cmd_vqa(int argc, char **argv);
 int cmd_caption(int argc, char **argv);
 
+/* `qiao caption --video` (caption_video.c), after cmd_caption read and
+ * checked the options: captions the video through qiao_caption_video and
+ * prints "[HH:MM:SS.mmm] caption" lines, or writes an SRT file (atomically)
+ * and/or prints JSON. Returns the exit code. */
+typedef struct cli_caption_video_opts {
+    const char *model, *video, *lang, *srt;
+    bool json, sample, scenes;
+    int beam, max_len, threads; /* max_len 0: the decoder's positions */
+    double alpha, temperature, top_p, fps;
+    double scene_threshold; /* < 0: the library's default */
+    int64_t max_frames;     /* 0: the library's default */
+    uint64_t seed;
+} cli_caption_video_opts;
+int cli_caption_video(const cli_caption_video_opts *o);
+
 /* Prints "qiao: <status>: <detail>" to stderr and returns 1. */
 int cli_fail(qiao_status st);
 

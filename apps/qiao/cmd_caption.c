@@ -1,8 +1,10 @@
 /* apps/qiao/cmd_caption.c - `qiao caption`: describe a picture in Chinese or
  * English with a caption model (models/captioning), greedy, beam or
- * sampled; the text streams to stdout as it is written, or comes as JSON. */
+ * sampled; the text streams to stdout as it is written, or comes as JSON.
+ * With --video, the frames of a video, each with its time (caption_video.c). */
 #define _POSIX_C_SOURCE 200809L
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,11 +21,18 @@ static void usage(FILE *f) {
     fprintf(f, "usage: qiao caption --model M.safetensors --image FILE [--lang zh|en] [--beam K] [--alpha A]\n"
                "                    [--sample [--temperature T] [--top-p P] [--seed S]] [--max-len N]\n"
                "                    [--threads N] [--json]\n"
+               "       qiao caption --model M.safetensors --video FILE [--fps X] [--scenes [--scene-threshold T]]\n"
+               "                    [--max-frames N] [--srt OUT.srt] [--json] [the options above]\n"
                "  Describes the picture in FILE in Chinese (zh, the default) or English. Greedy by\n"
                "  default; --beam K searches K beams with the GNMT length penalty (alpha, default 0.6);\n"
                "  --sample draws each piece (temperature, nucleus top-p, a seed for repeatable draws).\n"
                "  The caption streams to stdout as it is written; --json prints it once with its\n"
-               "  pieces and log-probability instead.\n");
+               "  pieces and log-probability instead.\n"
+               "  --video captions frames sampled at --fps (default 1 a second, at most 1000); --scenes\n"
+               "  keeps only the first frame and those that differ from the last kept one by more than\n"
+               "  --scene-threshold (0..1, default 0.15). Prints \"[HH:MM:SS.mmm] caption\" lines; --srt\n"
+               "  writes subtitles (each caption until the next), --json an array of {time, end,\n"
+               "  caption, lang}. At most --max-frames sampled frames (default 3600).\n");
 }
 
 static void on_token(const qmod_gen_token *t, void *user) {
@@ -35,10 +44,10 @@ static void on_token(const qmod_gen_token *t, void *user) {
 }
 
 int cmd_caption(int argc, char **argv) {
-    const char *model = NULL, *image = NULL, *lang_s = "zh";
-    bool json = false, sample = false;
-    int64_t beam = 1, max_len = 0, threads = 0, seed = 0;
-    double alpha = 0.6, temperature = 1.0, top_p = 1.0;
+    const char *model = NULL, *image = NULL, *video = NULL, *srt = NULL, *lang_s = "zh";
+    bool json = false, sample = false, scenes = false, video_opt = false;
+    int64_t beam = 1, max_len = 0, threads = 0, seed = 0, max_frames = 0;
+    double alpha = 0.6, temperature = 1.0, top_p = 1.0, fps = 1.0, scene_threshold = -1.0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -53,6 +62,10 @@ int cmd_caption(int argc, char **argv) {
             sample = true;
             continue;
         }
+        if (!strcmp(a, "--scenes")) {
+            scenes = video_opt = true;
+            continue;
+        }
         if (i + 1 >= argc) {
             fprintf(stderr, "qiao caption: %s needs a value (or is an unknown option)\n", a);
             usage(stderr);
@@ -62,6 +75,19 @@ int cmd_caption(int argc, char **argv) {
         bool ok = true;
         if (!strcmp(a, "--model")) model = v;
         else if (!strcmp(a, "--image")) image = v;
+        else if (!strcmp(a, "--video")) video = v;
+        else if (!strcmp(a, "--srt")) srt = v, video_opt = true;
+        else if (!strcmp(a, "--fps")) {
+            video_opt = true;
+            if (!cli_num(v, -INFINITY, INFINITY, &fps) || !(fps > 0 && fps <= QIAO_CAPTION_VIDEO_MAX_FPS)) {
+                fprintf(stderr, "qiao caption: --fps needs a number of frames a second in (0, %g], got '%s'\n",
+                        QIAO_CAPTION_VIDEO_MAX_FPS, v);
+                return 2;
+            }
+        } else if (!strcmp(a, "--scene-threshold"))
+            ok = cli_num_arg("caption", a, v, 0, 1, &scene_threshold), video_opt = true;
+        else if (!strcmp(a, "--max-frames"))
+            ok = cli_int_arg("caption", a, v, 1, INT64_MAX, &max_frames), video_opt = true;
         else if (!strcmp(a, "--lang")) lang_s = v;
         else if (!strcmp(a, "--beam")) ok = cli_int_arg("caption", a, v, 1, 256, &beam);
         else if (!strcmp(a, "--max-len")) ok = cli_int_arg("caption", a, v, 1, 4096, &max_len);
@@ -77,9 +103,17 @@ int cmd_caption(int argc, char **argv) {
         }
         if (!ok) return 2;
     }
-    if (!model || !image) {
-        fprintf(stderr, "qiao caption: --model and --image are required\n");
+    if (!model || !image == !video) {
+        fprintf(stderr, "qiao caption: --model and one of --image and --video are required\n");
         usage(stderr);
+        return 2;
+    }
+    if (video_opt && !video) {
+        fprintf(stderr, "qiao caption: --fps, --scenes, --scene-threshold, --max-frames and --srt need --video\n");
+        return 2;
+    }
+    if (scene_threshold >= 0 && !scenes) {
+        fprintf(stderr, "qiao caption: --scene-threshold needs --scenes\n");
         return 2;
     }
     const int lang = !strcmp(lang_s, "zh") ? 0 : !strcmp(lang_s, "en") ? 1 : -1;
@@ -90,6 +124,14 @@ int cmd_caption(int argc, char **argv) {
     if (sample && beam > 1) {
         fprintf(stderr, "qiao caption: --sample and --beam exclude each other\n");
         return 2;
+    }
+    if (video) {
+        cli_caption_video_opts o = {.model = model, .video = video, .lang = lang_s, .srt = srt, .json = json,
+                                    .sample = sample, .scenes = scenes, .beam = (int)beam, .max_len = (int)max_len,
+                                    .threads = (int)threads, .alpha = alpha, .temperature = temperature,
+                                    .top_p = top_p, .fps = fps, .scene_threshold = scene_threshold,
+                                    .max_frames = max_frames, .seed = (uint64_t)seed};
+        return cli_caption_video(&o);
     }
     qmod_model *m = NULL;
     qiao_image *img = NULL;

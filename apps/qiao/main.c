@@ -32,7 +32,7 @@ static const command commands[] = {
     {"embed", cmd_embed, "--model M (--text T | --image F | --audio F) [-o out.npy] [--threads N]: one embedding"},
     {"search", cmd_search, "index --model M --out INDEX PATH... | query --index INDEX --text T: search"},
     {"vqa", cmd_vqa, "--model VQA --image F (--question T | --question-audio F) [--top 3] [--json]: answer"},
-    {"caption", cmd_caption, "--model CAP --image F [--lang zh|en] [--beam 4] [--json]: describe a picture"},
+    {"caption", cmd_caption, "--model CAP --image F | --video F [--scenes] [--srt S]: describe a picture or a video"},
     {"quantize", cmd_quantize, "--model M --out M8 [--precision int8|bf16]: store GEMM weights int8 (or bf16)"},
 };
 

@@ -83,6 +83,7 @@ typedef struct ff_in {
     AVFrame *frame;
     const char *name;
     int64_t max_pixels;
+    int damaged; /* video: data the demuxer or decoder rejected was skipped, or ended the stream early */
 } ff_in;
 
 static void ff_close(ff_in *in) {
@@ -140,6 +141,7 @@ static qiao_status ff_decode(ff_in *in, int strict, frame_fn fn, void *user) {
                 eof = 1;
             } else if (ret < 0) {
                 if (strict) return qm_av_error(QIAO_ERR_FORMAT, in->name, "corrupt data", ret);
+                in->damaged = 1;
                 eof = 1;
             } else if (in->pkt->stream_index != in->st->index) {
                 av_packet_unref(in->pkt);
@@ -148,14 +150,17 @@ static qiao_status ff_decode(ff_in *in, int strict, frame_fn fn, void *user) {
         }
         ret = avcodec_send_packet(in->dec, eof ? NULL : in->pkt);
         av_packet_unref(in->pkt);
-        if (ret < 0 && ret != AVERROR(EAGAIN) && ret != AVERROR_EOF && strict)
-            return qm_av_error(QIAO_ERR_FORMAT, in->name, "corrupt or truncated data", ret);
+        if (ret < 0 && ret != AVERROR(EAGAIN) && ret != AVERROR_EOF) {
+            if (strict) return qm_av_error(QIAO_ERR_FORMAT, in->name, "corrupt or truncated data", ret);
+            in->damaged = 1;
+        }
         for (;;) {
             ret = avcodec_receive_frame(in->dec, in->frame);
             if (ret == AVERROR(EAGAIN)) break;
             if (ret == AVERROR_EOF) return QIAO_OK;
             if (ret < 0) {
                 if (strict) return qm_av_error(QIAO_ERR_FORMAT, in->name, "corrupt or truncated data", ret);
+                in->damaged = 1;
                 break;
             }
             qiao_status st = fn(in, in->frame, user, &stop);
@@ -296,12 +301,29 @@ typedef struct sampler {
     int64_t k;             /* next target index */
     double last;           /* timestamp of the last frame taken */
     int64_t seen;          /* frames decoded */
-    qiao_image **frames;
-    size_t n, cap;
+    double seen_t, step;   /* the last decoded frame's time, and the gap before it (0 until two) */
+    int damaged;           /* ff_in.damaged at the end */
+    qiao_image **frames;   /* NULL when streaming to sink */
+    size_t n, cap;         /* n counts the frames taken, kept or streamed */
+    qi_video_frame_fn sink;
+    void *sink_user;
 } sampler;
 
 static double target(const sampler *s, int64_t k) {
     return s->p.fps > 0 ? (double)k / s->p.fps : (double)k * s->duration / (double)s->p.count;
+}
+
+/* Moves k past every target at or before t. k is computed, not stepped one
+ * by one: at an absurd fps (1e12) stepping would count for hours. */
+static void advance(sampler *s, double t) {
+    const double rate = s->p.fps > 0 ? s->p.fps : (double)s->p.count / s->duration;
+    double k = floor((t + TIME_EPS) * rate) + 1.0;
+    if (!(k < 1e18)) k = 1e18; /* past it every later frame is taken, still each at most once */
+    const int64_t was = s->k;
+    if ((int64_t)k > s->k) s->k = (int64_t)k;
+    /* the product and target()'s division may round apart by one */
+    for (int i = 0; i < 2 && s->k > was + 1 && target(s, s->k - 1) > t + TIME_EPS; i++) s->k--;
+    for (int i = 0; i < 2 && target(s, s->k) <= t + TIME_EPS; i++) s->k++;
 }
 
 static qiao_status take_sampled(ff_in *in, AVFrame *frame, void *user, int *stop) {
@@ -314,6 +336,10 @@ static qiao_status take_sampled(ff_in *in, AVFrame *frame, void *user, int *stop
         AVRational r = in->st->avg_frame_rate;
         t = r.num > 0 && r.den > 0 ? (double)s->seen / av_q2d(r) : s->last + 1e-3;
     }
+    if (s->seen > 0 && t > s->seen_t) s->step = t - s->seen_t;
+    s->seen_t = t;
+    /* a decoder that hid errors (h264 conceals lost macroblocks) still says so */
+    if (frame->decode_error_flags || (frame->flags & AV_FRAME_FLAG_CORRUPT)) in->damaged = 1;
     s->seen++;
     if (s->p.count > 0 && s->p.fps <= 0 && s->k >= s->p.count) {
         *stop = 1;
@@ -323,7 +349,7 @@ static qiao_status take_sampled(ff_in *in, AVFrame *frame, void *user, int *stop
     if ((int64_t)s->n >= s->p.max_frames)
         return qc_error(QIAO_ERR_TOO_LARGE, "%s: more than max_frames = %lld sampled frames", in->name,
                         (long long)s->p.max_frames);
-    if (s->n == s->cap) {
+    if (!s->sink && s->n == s->cap) {
         size_t cap = s->cap ? 2 * s->cap : 16;
         qiao_image **nf = realloc(s->frames, cap * sizeof *nf);
         if (!nf) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", in->name);
@@ -334,9 +360,16 @@ static qiao_status take_sampled(ff_in *in, AVFrame *frame, void *user, int *stop
     qiao_status st = frame_to_image(in, frame, s->p.background, &img);
     if (st != QIAO_OK) return st;
     img->timestamp = t;
-    s->frames[s->n++] = img;
+    if (s->sink) {
+        st = s->sink(img, s->sink_user);
+        qiao_image_free(img);
+        if (st != QIAO_OK) return st;
+        s->n++;
+    } else {
+        s->frames[s->n++] = img;
+    }
     s->last = t;
-    while (target(s, s->k) <= t + TIME_EPS) s->k++;
+    advance(s, t);
     if (s->p.fps <= 0 && s->k >= s->p.count) *stop = 1;
     return QIAO_OK;
 }
@@ -347,6 +380,56 @@ void qiao_image_frames_free(qiao_image **frames, size_t n) {
     free(frames);
 }
 
+/* Samples the video at `path` into s (s->sink set: streamed, else kept in
+ * s->frames); the caller frees s->frames, also on failure. */
+static qiao_status decode_video(const char *path, const qiao_video_params *params, sampler *s) {
+    s->p = qiao_video_default_params();
+    qiao_status pst = qc_params_read(&s->p, sizeof s->p, params, offsetof(qiao_video_params, count) + sizeof s->p.count,
+                                     "qiao_video_default_params");
+    if (pst != QIAO_OK) return pst;
+    if (!(s->p.fps >= 0) || !isfinite(s->p.fps) || s->p.count < 0 || (s->p.fps == 0 && s->p.count == 0) ||
+        s->p.max_frames < 1 || s->p.max_pixels < 1)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT,
+                        "video: need fps > 0, or fps == 0 and count > 0; max_frames, max_pixels >= 1");
+    if (s->p.fps == 0 && s->p.count > s->p.max_frames)
+        return qc_error(QIAO_ERR_TOO_LARGE, "%s: count %lld is over max_frames %lld", path, (long long)s->p.count,
+                        (long long)s->p.max_frames);
+
+    ff_in in = {.name = path, .max_pixels = s->p.max_pixels};
+    qiao_status st = qc_fopen_read(path, &in.src.f, &in.src.fsize);
+    if (st != QIAO_OK) return st;
+    st = in.src.fsize == 0 ? qc_error(QIAO_ERR_FORMAT, "%s: empty (0 bytes), not a video", path) : ff_open(&in, NULL);
+    if (st == QIAO_OK) {
+        AVRational tb = in.st->time_base;
+        s->start = in.st->start_time != AV_NOPTS_VALUE ? (double)in.st->start_time * av_q2d(tb) : 0.0;
+        if (in.st->duration != AV_NOPTS_VALUE && in.st->duration > 0)
+            s->duration = (double)in.st->duration * av_q2d(tb);
+        else if (in.fc->duration != AV_NOPTS_VALUE && in.fc->duration > 0)
+            s->duration = (double)in.fc->duration / AV_TIME_BASE;
+        if (s->p.fps == 0 && !(s->duration > 0))
+            st = qc_error(QIAO_ERR_UNSUPPORTED, "%s: duration unknown, so frames cannot be spread by count (use fps)",
+                          path);
+        else if (s->p.fps > 0 && s->duration > 0 && ceil(s->duration * s->p.fps) > (double)s->p.max_frames)
+            st = qc_error(QIAO_ERR_TOO_LARGE, "%s: %.3f s at %g fps is over max_frames = %lld", path, s->duration,
+                          s->p.fps, (long long)s->p.max_frames);
+    }
+    if (st == QIAO_OK) st = ff_decode(&in, 0, take_sampled, s);
+    if (st == QIAO_OK && s->n == 0) st = qc_error(QIAO_ERR_FORMAT, "%s: no decodable video frame", path);
+    if (st == QIAO_OK && s->step <= 0) {
+        AVRational r = in.st->avg_frame_rate;
+        if (r.num > 0 && r.den > 0) s->step = 1.0 / av_q2d(r);
+    }
+    /* Some demuxers (Matroska) meet the end of a cut file as a plain end of
+     * file: frames ending well before the stated duration tell. The margin
+     * leaves room for a soundtrack a little longer than the picture. */
+    if (st == QIAO_OK && s->p.fps > 0 && s->duration > 0 &&
+        s->seen_t + s->step < s->duration - fmax(1.0, 0.02 * s->duration))
+        in.damaged = 1;
+    s->damaged = in.damaged;
+    ff_close(&in);
+    return st;
+}
+
 qiao_status qiao_image_decode_video_frames(const char *path, const qiao_video_params *params,
                                            qiao_image ***frames, size_t *n) {
     if (!frames || !n) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_image_decode_video_frames: NULL output");
@@ -355,39 +438,7 @@ qiao_status qiao_image_decode_video_frames(const char *path, const qiao_video_pa
     if (!path) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_image_decode_video_frames: path is NULL");
     sampler s;
     memset(&s, 0, sizeof s);
-    s.p = qiao_video_default_params();
-    qiao_status pst = qc_params_read(&s.p, sizeof s.p, params, offsetof(qiao_video_params, count) + sizeof s.p.count,
-                                     "qiao_video_default_params");
-    if (pst != QIAO_OK) return pst;
-    if (!(s.p.fps >= 0) || !isfinite(s.p.fps) || s.p.count < 0 || (s.p.fps == 0 && s.p.count == 0) ||
-        s.p.max_frames < 1 || s.p.max_pixels < 1)
-        return qc_error(QIAO_ERR_INVALID_ARGUMENT,
-                        "video: need fps > 0, or fps == 0 and count > 0; max_frames, max_pixels >= 1");
-    if (s.p.fps == 0 && s.p.count > s.p.max_frames)
-        return qc_error(QIAO_ERR_TOO_LARGE, "%s: count %lld is over max_frames %lld", path, (long long)s.p.count,
-                        (long long)s.p.max_frames);
-
-    ff_in in = {.name = path, .max_pixels = s.p.max_pixels};
-    qiao_status st = qc_fopen_read(path, &in.src.f, &in.src.fsize);
-    if (st != QIAO_OK) return st;
-    st = in.src.fsize == 0 ? qc_error(QIAO_ERR_FORMAT, "%s: empty (0 bytes), not a video", path) : ff_open(&in, NULL);
-    if (st == QIAO_OK) {
-        AVRational tb = in.st->time_base;
-        s.start = in.st->start_time != AV_NOPTS_VALUE ? (double)in.st->start_time * av_q2d(tb) : 0.0;
-        if (in.st->duration != AV_NOPTS_VALUE && in.st->duration > 0)
-            s.duration = (double)in.st->duration * av_q2d(tb);
-        else if (in.fc->duration != AV_NOPTS_VALUE && in.fc->duration > 0)
-            s.duration = (double)in.fc->duration / AV_TIME_BASE;
-        if (s.p.fps == 0 && !(s.duration > 0))
-            st = qc_error(QIAO_ERR_UNSUPPORTED, "%s: duration unknown, so frames cannot be spread by count (use fps)",
-                          path);
-        else if (s.p.fps > 0 && s.duration > 0 && ceil(s.duration * s.p.fps) > (double)s.p.max_frames)
-            st = qc_error(QIAO_ERR_TOO_LARGE, "%s: %.3f s at %g fps is over max_frames = %lld", path, s.duration,
-                          s.p.fps, (long long)s.p.max_frames);
-    }
-    if (st == QIAO_OK) st = ff_decode(&in, 0, take_sampled, &s);
-    if (st == QIAO_OK && s.n == 0) st = qc_error(QIAO_ERR_FORMAT, "%s: no decodable video frame", path);
-    ff_close(&in);
+    qiao_status st = decode_video(path, params, &s);
     if (st != QIAO_OK) {
         qiao_image_frames_free(s.frames, s.n);
         return st;
@@ -395,4 +446,20 @@ qiao_status qiao_image_decode_video_frames(const char *path, const qiao_video_pa
     *frames = s.frames;
     *n = s.n;
     return QIAO_OK;
+}
+
+qiao_status qi_video_frames_each(const char *path, const qiao_video_params *params, qi_video_frame_fn fn, void *user,
+                                 qi_video_info *info) {
+    if (info) memset(info, 0, sizeof *info);
+    if (!path || !fn) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "video frames: path and callback are required");
+    sampler s;
+    memset(&s, 0, sizeof s);
+    s.sink = fn;
+    s.sink_user = user;
+    qiao_status st = decode_video(path, params, &s);
+    if (st == QIAO_OK && info) {
+        info->end = s.p.fps > 0 && s.step > 0 ? s.seen_t + s.step : s.duration > 0 ? s.duration : 0.0;
+        info->damaged = s.damaged;
+    }
+    return st;
 }

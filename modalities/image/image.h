@@ -56,4 +56,26 @@ int qi_stb_recognizes(const uint8_t *data, size_t size);
 qiao_status qi_ffmpeg_decode(const uint8_t *data, size_t size, const char *name, const qi_decode_opts *o,
                              qiao_image **out);
 
+/* Video frames sampled as qiao_image_decode_video_frames samples them, with
+ * its checks and statuses, handed to `fn` one at a time in time order
+ * instead of kept: memory stays at one frame whatever the video's length
+ * (max_frames still bounds how many are taken). `fn` borrows the frame for
+ * the call; a status other than QIAO_OK from it stops the decoding and is
+ * returned. On success *info (may be NULL) says how the stream ended. */
+typedef struct qi_video_info {
+    /* Where the video stream ends, in seconds from its start: with fps
+     * sampling the last decoded frame's time plus the gap before it (else
+     * one frame at the stream's average rate), so a truncated file ends
+     * where its frames do; otherwise, or when neither is known, the
+     * container's duration; 0 when that is unknown too. */
+    double end;
+    /* 1 when the demuxer or the decoder rejected data: bad packets were
+     * skipped, or a read error ended the stream before its end (a damaged
+     * or truncated file). The frames delivered are those that decoded. */
+    int damaged;
+} qi_video_info;
+typedef qiao_status (*qi_video_frame_fn)(const qiao_image *frame, void *user);
+qiao_status qi_video_frames_each(const char *path, const qiao_video_params *params, qi_video_frame_fn fn, void *user,
+                                 qi_video_info *info);
+
 #endif

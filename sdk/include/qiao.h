@@ -1039,6 +1039,110 @@ QIAO_API QIAO_MUST_CHECK qiao_status qiao_caption_image_rgb(qiao_session *sessio
  * a zeroed result. */
 QIAO_API void qiao_caption_result_free(qiao_caption_result *result);
 
+/* Captioning a video: frames are sampled at `fps` (as
+ * qiao_image_decode_video_frames samples them, but decoded one at a time,
+ * so a long video needs no more memory than a short one) and each kept
+ * frame is captioned, with its time. With `scenes`, a frame is kept only
+ * where the picture changes: the first frame, then each sampled frame whose
+ * change from the last KEPT frame exceeds scene_threshold (comparing with
+ * the last kept frame, not the previous one, lets a slow pan or fade add
+ * up to a new caption).
+ *
+ * The change (0 for the same picture, 1 for black against white) is the
+ * mean of two measures on a 32 x 32 RGB thumbnail of each frame (each cell
+ * the mean of its pixels, whatever the aspect ratio, which averages away
+ * sensor noise and compression artefacts): where things are, the mean
+ * absolute difference of the 8 x 8 layouts (4 x 4 cells each) over 255; and
+ * what colours there are, half the L1 distance between the thumbnails'
+ * 64-bin colour histograms (4 levels a channel), which a moving camera
+ * hardly changes. It needs no model. The default threshold, 0.15, lies
+ * between what camera motion within one shot gives between frames a second
+ * apart and what a cut between two shots gives (docs/captioning.md,
+ * "Video", has the measurements). A strong, quick change of brightness (a
+ * flash, a light switched on) counts as a change.
+ *
+ *     qiao_caption_video_params vp = qiao_caption_video_default_params();
+ *     vp.scenes = 1;
+ *     qiao_video_captions vc;
+ *     if (qiao_caption_video(session, "clip.mp4", &vp, NULL, &vc) == QIAO_OK)
+ *         for (size_t i = 0; i < vc.n; i++)
+ *             printf("%.3f-%.3f %s\n", vc.items[i].time, vc.items[i].end, vc.items[i].caption.text);
+ *     qiao_video_captions_free(&vc);
+ *
+ * Thread-safety as for qiao_caption_image: the session is one thread's for
+ * the call. */
+
+/* The upper bound of qiao_caption_video_params.fps. */
+#define QIAO_CAPTION_VIDEO_MAX_FPS 1000.0
+
+/* One caption of a video: the kept frame's time and the time the next kept
+ * frame takes over. */
+typedef struct qiao_video_caption {
+    double time;                 /* seconds from the start of the video stream */
+    double end;                  /* the next caption's time; for the last, the end of the video (the last decoded
+                                    frame's end, else the container's duration), or time + 1 / fps when unknown */
+    double change;               /* the change from the previous kept frame that kept this one, 0..1 (0 for the
+                                    first, and without scenes the change from the previous sampled frame) */
+    qiao_caption_result caption; /* owned by the qiao_video_captions it is in */
+} qiao_video_caption;
+
+/* Called as each caption is complete (its end known: at the next kept frame
+ * or at the end of the video), on the calling thread; `caption` is valid
+ * during the call only. `index` counts from 0. */
+typedef void (*qiao_video_caption_fn)(const qiao_video_caption *caption, size_t index, void *user_data);
+
+typedef struct qiao_caption_video_params {
+    size_t struct_size;      /* set by qiao_caption_video_default_params() */
+    double fps;              /* frames sampled per second, in (0, QIAO_CAPTION_VIDEO_MAX_FPS]; default 1 */
+    int scenes;              /* nonzero: caption only the frames where the picture changes; default 0 */
+    double scene_threshold;  /* the change (0..1) a frame must exceed to be kept, in [0, 1]; default 0.15 */
+    int64_t max_frames;      /* frames sampled at most (kept or not); more is QIAO_ERR_TOO_LARGE, refused before
+                                decoding when the video's duration is known; default 3600 (an hour at 1 fps) */
+    int64_t max_pixels;      /* per frame, as in qiao_video_params; default 64 Mi */
+    qiao_video_caption_fn on_caption; /* NULL (default): none */
+    void *on_caption_user_data;
+} qiao_caption_video_params;
+
+QIAO_API qiao_caption_video_params qiao_caption_video_default_params(void);
+
+/* The captions of a video, in time order. Freed with qiao_video_captions_free(). */
+typedef struct qiao_video_captions {
+    qiao_video_caption *items; /* (n) */
+    size_t n;
+    int64_t frames_sampled;    /* frames sampled at fps, kept or not */
+    double end;                /* the end of the video in seconds, as the last caption's end sees it; 0 unknown */
+    int damaged;               /* 1: the demuxer or decoder rejected data, or the frames end well before the
+                                  duration the container states (a damaged or cut file): the captions are those
+                                  of the frames that decoded, which may stop early */
+    char lang[8];              /* "zh" or "en" */
+} qiao_video_captions;
+
+/* Captions the video at `path` (any container and codec FFmpeg reads) with
+ * the session's caption model: `vparams` (NULL for the defaults) choose the
+ * frames, `params` (NULL for the defaults) write each caption as
+ * qiao_caption_image does; their token callback streams each caption in
+ * turn, and their cancel is polled between frames too. On success *out
+ * holds at least one caption, which the caller frees with
+ * qiao_video_captions_free(); on failure *out is zeroed (freeing it is
+ * harmless), even when captions were already handed to on_caption.
+ * Everything is checked before the file is opened: a model without a
+ * decoder is QIAO_ERR_UNSUPPORTED; a NULL argument, an fps that is not in
+ * (0, QIAO_CAPTION_VIDEO_MAX_FPS], a scene_threshold outside [0, 1] (or
+ * NaN), max_frames or max_pixels below 1, or a bad caption param is
+ * QIAO_ERR_INVALID_ARGUMENT (QIAO_ERR_TOO_LARGE for the caption params'
+ * upper bounds). Then: QIAO_ERR_IO when the file cannot be opened;
+ * QIAO_ERR_FORMAT, naming the file, for what is not a video, an empty file,
+ * one with no decodable frame, or a cut MP4 whose index was at its end;
+ * QIAO_ERR_TOO_LARGE for more than max_frames frames or a frame over
+ * max_pixels; QIAO_ERR_CANCELLED when cancelled. A damaged or cut video
+ * whose first frames decode is not an error: it gives the captions of the
+ * frames that decode, as a player shows them, and sets out->damaged. */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_caption_video(qiao_session *session, const char *path,
+                                                        const qiao_caption_video_params *vparams,
+                                                        const qiao_caption_params *params, qiao_video_captions *out);
+/* Frees every caption and zeroes *captions. Accepts NULL and a zeroed value. */
+QIAO_API void qiao_video_captions_free(qiao_video_captions *captions);
+
 /* ---- Search index ----------------------------------------------------------- */
 /* An index holds embeddings of one model under string keys and ranks them
  * by cosine similarity against a query: a text, a picture, a recording or a

@@ -434,6 +434,26 @@ static void video_frames_by_count(void **state) {
     qiao_image_free(photo);
 }
 
+/* An absurd fps on a stream whose duration nothing states (raw H.264, so no
+ * refusal up front): every source frame is taken once, and quickly (the
+ * sampler once counted its targets up to t * fps one by one). */
+static void video_absurd_fps(void **state) {
+    (void)state;
+    make_video(tmp("v.h264"), "-c:v libx264 -preset ultrafast -f h264");
+    const double fps[2] = {1e12, 1e300};
+    for (int k = 0; k < 2; k++) {
+        qiao_video_params vp = qiao_video_default_params();
+        vp.fps = fps[k];
+        qiao_image **fr = NULL;
+        size_t n = 0;
+        qiao_status st = qiao_image_decode_video_frames(tmp("v.h264"), &vp, &fr, &n);
+        if (st != QIAO_OK) fail_msg("fps %g: %s", fps[k], qiao_last_error());
+        assert_int_equal(n, 20); /* 2 s at 10 fps */
+        for (size_t i = 1; i < n; i++) assert_true(qiao_image_timestamp(fr[i]) > qiao_image_timestamp(fr[i - 1]));
+        qiao_image_frames_free(fr, n);
+    }
+}
+
 /* ---- bad input ----------------------------------------------------------- */
 
 static void expect_fail(const char *path, qiao_status want) {
@@ -899,7 +919,8 @@ static void patch_layout(void **state) {
 static const struct CMUnitTest tests[] = {
     T(jpeg_matches_ffmpeg_decode), T(lossless_formats_decode_exactly), T(gif_first_frame_and_photo),
     T(alpha_composited_gray_expanded), T(memory_equals_file), T(wrong_extension_is_sniffed),
-    T(video_frames_by_rate), T(video_frames_by_count), T(truncated_files_fail), T(garbage_and_empty_fail),
+    T(video_frames_by_rate), T(video_frames_by_count), T(video_absurd_fps), T(truncated_files_fail),
+    T(garbage_and_empty_fail),
     T(over_pixel_limit_refused_early), T(decode_on_four_threads), T(center_crop_geometry), T(letterbox_geometry),
     T(extreme_aspect_ratios), T(extreme_crop_matches_full_resize), T(normalization_values), T(patch_layout),
 };
