@@ -38,9 +38,7 @@ reports the peer as failed).
 import argparse
 import json
 import os
-import resource
 import sys
-import time
 
 import numpy as np
 import torch
@@ -59,13 +57,6 @@ def case_args(mod, B, tensors):
     if mod == "image":
         return (t["patches"],)
     return (t["mel"], t["mask"])
-
-
-def loop(fn, n):
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    return time.perf_counter() - t0
 
 
 def ort_fns(args, encoders, cases, inputs):
@@ -97,7 +88,7 @@ def ort_fns(args, encoders, cases, inputs):
             path = qpath
         sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
         feed = {n: t.numpy() for n, t in zip(names, a)}
-        fns[(mod, B)] = (lambda sess=sess, feed=feed: sess.run(None, feed)[0])
+        fns[f"{mod} {B}"] = (lambda sess=sess, feed=feed: sess.run(None, feed)[0])
     import atexit
     import shutil
 
@@ -122,42 +113,15 @@ def main():
     fns = {}
     for mod, B in cases:
         enc, a = encoders[mod], case_args(mod, B, inputs)
-        fns[(mod, B)] = (lambda enc=enc, a=a: enc(*a))
+        fns[f"{mod} {B}"] = (lambda enc=enc, a=a: enc(*a))
     banner = f"torch {torch.__version__} {torch.get_num_threads()}"
     if args.engine != "torch":
         fns, banner = ort_fns(args, encoders, cases, inputs)
 
-    def reply(s):
-        sys.stdout.write(s + "\n")
-        sys.stdout.flush()
+    def embeddings():
+        return [(f"{m}.b{b}.emb", np.asarray(fns[f"{m} {b}"]()).astype(np.float32)) for m, b in cases]
 
-    reply(f"ready {banner}")
-    with torch.inference_mode():
-        for line in sys.stdin:
-            w = line.split()
-            if not w:
-                continue
-            if w[0] == "calib":
-                fn = fns[(w[1], int(w[2]))]
-                for _ in range(3):
-                    fn()
-                n = 1
-                while loop(fn, n) < 0.05:
-                    n *= 2
-                reply(f"reps {n}")
-            elif w[0] == "time":
-                n = int(w[3])
-                reply(f"t {loop(fns[(w[1], int(w[2]))], n) / n:.9f}")
-            elif w[0] == "emb":
-                out = [(f"{m}.b{b}.emb", np.asarray(fns[(m, b)]()).astype(np.float32)) for m, b in cases]
-                qiao_peer.write_safetensors(w[1], out, {"bench.peer": "torch " + torch.__version__})
-                reply("ok")
-            elif w[0] == "quit":
-                reply(f"rss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}")
-                return
-            else:
-                sys.exit(f"bench_encoders_peer: unknown command {line.strip()!r}")
-
+    qiao_peer.serve("bench_encoders_peer", banner, fns, {"emb": embeddings})
 
 if __name__ == "__main__":
     main()

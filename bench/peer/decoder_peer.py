@@ -30,9 +30,7 @@ Needs only torch and numpy (Debian's /usr/bin/python3 has both).
 import argparse
 import json
 import os
-import resource
 import sys
-import time
 
 import numpy as np
 import torch
@@ -41,7 +39,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fusion_peer import XBlock, attention  # noqa: E402
-from qiao_peer import LN_EPS, read_safetensors, write_safetensors  # noqa: E402
+from qiao_peer import LN_EPS, read_safetensors, serve  # noqa: E402
 
 
 class Decoder(nn.Module):
@@ -279,47 +277,14 @@ def main():
     ids = np.asarray(inputs["ids"]).reshape(-1)
     loops = _bench_loops(dec, y, bos, pieces, n, parents)
 
-    def reply(s):
-        sys.stdout.write(s + "\n")
-        sys.stdout.flush()
+    def outputs():
+        return [
+            ("greedy.ids", loops["greedy"]().numpy().reshape(-1).astype(np.int32)),
+            ("beam.ids", loops["beam"]().numpy().astype(np.int32)),
+            ("forced.logits", _forced_logits(dec, y, bos, ids).numpy().astype(np.float32)),
+        ]
 
-    def timed(fn, reps):
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            fn()
-        return time.perf_counter() - t0
-
-    reply(f"ready torch {torch.__version__} {torch.get_num_threads()}")
-    with torch.inference_mode():
-        for line in sys.stdin:
-            w = line.split()
-            if not w:
-                continue
-            if w[0] == "calib":
-                fn = loops[w[1]]
-                for _ in range(3):
-                    fn()
-                reps = 1
-                while timed(fn, reps) < 0.05:
-                    reps *= 2
-                reply(f"reps {reps}")
-            elif w[0] == "time":
-                reps = int(w[2])
-                reply(f"t {timed(loops[w[1]], reps) / reps:.9f}")
-            elif w[0] == "out":
-                out = [
-                    ("greedy.ids", loops["greedy"]().numpy().reshape(-1).astype(np.int32)),
-                    ("beam.ids", loops["beam"]().numpy().astype(np.int32)),
-                    ("forced.logits", _forced_logits(dec, y, bos, ids).numpy().astype(np.float32)),
-                ]
-                write_safetensors(w[1], out, {"bench.peer": "torch " + torch.__version__})
-                reply("ok")
-            elif w[0] == "quit":
-                reply(f"rss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}")
-                return
-            else:
-                sys.exit(f"decoder_peer: unknown command {line.strip()!r}")
-
+    serve("decoder_peer", f"torch {torch.__version__} {torch.get_num_threads()}", loops, {"out": outputs})
 
 if __name__ == "__main__":
     main()

@@ -25,7 +25,10 @@ to embed_dim, L2 normalization x / max(|x|, 1e-12).
 """
 import json
 import math
+import resource
 import struct
+import sys
+import time
 
 import numpy as np
 import torch
@@ -311,3 +314,52 @@ def load(path, modality, dtype=torch.float32):
     if "qiao.config" not in meta:
         raise KeyError(f"{path}: no 'qiao.config' in __metadata__")
     return build(modality, json.loads(meta["qiao.config"]), tensors, dtype)
+
+
+def serve(name, banner, fns, outputs):
+    """The line protocol the C benchmarks drive (bench/bench_util.h), on
+    stdin and stdout, under torch.inference_mode():
+      "calib CASE"   -> "reps N": after 3 warm-up calls, the smallest power
+                        of 2 of calls lasting at least 50 ms;
+      "time CASE N"  -> "t S": seconds per call over N calls;
+      "<out> PATH"   -> "ok" after writing outputs[out]() (a list of
+                        (name, array)) to PATH as .safetensors;
+      "quit"         -> "rss KB", the peak resident set.
+    CASE is one or more words naming a callable of `fns` (keys are the words
+    joined by one space). The banner follows "ready"."""
+
+    def reply(s):
+        sys.stdout.write(s + "\n")
+        sys.stdout.flush()
+
+    def timed(fn, reps):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        return time.perf_counter() - t0
+
+    reply(f"ready {banner}")
+    with torch.inference_mode():
+        for line in sys.stdin:
+            w = line.split()
+            if not w:
+                continue
+            if w[0] == "calib":
+                fn = fns[" ".join(w[1:])]
+                for _ in range(3):
+                    fn()
+                reps = 1
+                while timed(fn, reps) < 0.05:
+                    reps *= 2
+                reply(f"reps {reps}")
+            elif w[0] == "time":
+                reps = int(w[-1])
+                reply(f"t {timed(fns[' '.join(w[1:-1])], reps) / reps:.9f}")
+            elif w[0] in outputs and len(w) == 2:
+                write_safetensors(w[1], outputs[w[0]](), {"bench.peer": "torch " + torch.__version__})
+                reply("ok")
+            elif w[0] == "quit":
+                reply(f"rss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}")
+                return
+            else:
+                sys.exit(f"{name}: unknown command {line.strip()!r}")

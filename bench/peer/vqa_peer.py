@@ -35,9 +35,7 @@ Needs only torch and numpy (Debian's /usr/bin/python3 has both).
 import argparse
 import json
 import os
-import resource
 import sys
-import time
 
 import numpy as np
 import torch
@@ -158,13 +156,6 @@ def case_inputs(case, tensors):
     return args, stats, t["present"]
 
 
-def loop(fn, n):
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    return time.perf_counter() - t0
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("model")
@@ -184,43 +175,17 @@ def main():
         a, s, p = case_inputs(c, inputs)
         fns[c] = (lambda a=a, s=s, p=p: model(a, s, p, mode))
 
-    def reply(s):
-        sys.stdout.write(s + "\n")
-        sys.stdout.flush()
+    def outputs():
+        out = []
+        for c in cases:
+            ans, lang, wt = fns[c]()
+            out.append((f"{c}.answer", ans.numpy().astype(np.float32)))
+            if lang is not None:
+                out.append((f"{c}.lang", lang.numpy().astype(np.float32)))
+            out.append((f"{c}.w", wt.numpy().astype(np.float32)))
+        return out
 
-    reply(f"ready torch {torch.__version__} {torch.get_num_threads()}")
-    with torch.inference_mode():
-        for line in sys.stdin:
-            w = line.split()
-            if not w:
-                continue
-            if w[0] == "calib":
-                fn = fns[w[1]]
-                for _ in range(3):
-                    fn()
-                n = 1
-                while loop(fn, n) < 0.05:
-                    n *= 2
-                reply(f"reps {n}")
-            elif w[0] == "time":
-                n = int(w[2])
-                reply(f"t {loop(fns[w[1]], n) / n:.9f}")
-            elif w[0] == "out":
-                out = []
-                for c in cases:
-                    ans, lang, wt = fns[c]()
-                    out.append((f"{c}.answer", ans.numpy().astype(np.float32)))
-                    if lang is not None:
-                        out.append((f"{c}.lang", lang.numpy().astype(np.float32)))
-                    out.append((f"{c}.w", wt.numpy().astype(np.float32)))
-                qiao_peer.write_safetensors(w[1], out, {"bench.peer": "torch " + torch.__version__})
-                reply("ok")
-            elif w[0] == "quit":
-                reply(f"rss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}")
-                return
-            else:
-                sys.exit(f"vqa_peer: unknown command {line.strip()!r}")
-
+    qiao_peer.serve("vqa_peer", f"torch {torch.__version__} {torch.get_num_threads()}", fns, {"out": outputs})
 
 if __name__ == "__main__":
     main()
