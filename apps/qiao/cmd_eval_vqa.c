@@ -274,8 +274,8 @@ int cmd_eval_vqa(int argc, char **argv) {
         }
         const qf_weighting modes[3] = {QF_WEIGHT_LEARNED, QF_WEIGHT_HEURISTIC, QF_WEIGHT_EQUAL};
         const int nmodes = robust ? 3 : 1;
-        qmod_vqa_result last;
-        memset(&last, 0, sizeof last);
+        qmod_vqa_result first;
+        memset(&first, 0, sizeof first);
         if (!json && rc == 0) {
             printf("%s: %s (%lld questions%s)\n", names[s], dirs[s], (long long)d.n_questions,
                    max_q ? ", capped by --max" : "");
@@ -307,10 +307,10 @@ int cmd_eval_vqa(int argc, char **argv) {
                 }
                 cJSON_AddItemToObject(mj, conds[c].name, result_json(&d, &r));
                 if (!json) print_row(names[s], conds[c].name, &d, &r);
-                last = r;
+                if (c == 0) first = r; /* the cells need the picture, which the last row may drop */
             }
         }
-        if (!robust && rc == 0 && !json) print_cells(names[s], "picture tower", &last);
+        if (!robust && rc == 0 && !json) print_cells(names[s], "picture tower", &first);
         if (!robust && rc == 0) {
             double ta, aa;
             priors(&d, &ta, &aa);
