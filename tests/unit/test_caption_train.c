@@ -15,7 +15,7 @@
 #include "model_fixture.h"
 #include "models/answering/answering.h"
 #include "models/captioning/captioning.h"
-#include "shapes/shapes.h"
+#include "shapes_fixture.h"
 #include "testfs.h"
 #include "testutil.h"
 
@@ -25,21 +25,7 @@ static char g_dir[512];
 
 static int setup(void **state) {
     (void)state;
-    const char *t = getenv("TMPDIR");
-    snprintf(g_dir, sizeof g_dir, "%s/qiao_cap_XXXXXX", t && *t ? t : "/tmp");
-    if (!mkdtemp(g_dir)) return -1;
-    char data[600];
-    snprintf(data, sizeof data, "%s/data", g_dir);
-    shapes_params p = shapes_default_params();
-    p.n = 48;
-    p.seed = 11;
-    p.split = SHAPES_TRAIN;
-    p.jobs = 2;
-    if (shapes_generate(&p, data) != QIAO_OK) {
-        printf("shapes_generate: %s\n", qiao_last_error());
-        return -1;
-    }
-    return 0;
+    return qt_shapes_fixture(g_dir, sizeof g_dir, "cap", 48, 11);
 }
 
 static int teardown(void **state) {
