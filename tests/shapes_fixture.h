@@ -6,6 +6,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "shapes/shapes.h"
 
@@ -31,6 +32,33 @@ static inline int qt_shapes_fixture(char *dir, size_t cap, const char *name, int
         return -1;
     }
     return 0;
+}
+
+/* Column `name` of a training log (the trainer's CSV): the values of rows
+ * [from, to) that have one, into v (at most cap); returns how many, or -1
+ * when the file or the column is missing. */
+static inline int qt_csv_column(const char *csv, const char *name, int from, int to, double *v, int cap) {
+    FILE *f = fopen(csv, "r");
+    if (!f) return -1;
+    char line[8192];
+    int col = -1, row = 0, n = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (col < 0) {
+            int c = 0;
+            for (char *tok = strtok(line, ",\n"); tok; tok = strtok(NULL, ",\n"), c++)
+                if (!strcmp(tok, name)) col = c;
+            if (col < 0) break;
+            continue;
+        }
+        const int r = row++;
+        int c = 0;
+        const char *p = line;
+        while (c < col && (p = strchr(p, ','))) p++, c++;
+        if (r < from || r >= to || !p || *p == ',' || *p == '\n' || n == cap) continue;
+        v[n++] = strtod(p, NULL);
+    }
+    fclose(f);
+    return col < 0 ? -1 : n;
 }
 
 #endif

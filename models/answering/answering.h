@@ -60,6 +60,15 @@ qiao_status qmod_vqa_hparams_from_json(const char *recipe_json, const char *what
 /* The dense object heads (train.cell_weight) by attribute: "cell_shape",
  * "cell_color", "cell_size" on the picture tower's tokens. */
 extern const char *const qmod_vqa_cell_heads[QMOD_VQA_NATTR];
+/* The cell labels (qmod_vqa_cell_labels) of rows [0, rows) of a batch,
+ * (rows, grid * grid, QMOD_VQA_NATTR); a row without its picture has no
+ * targets (-1). */
+void qmod_vqa_batch_cells(const qmod_vqa_dataset *d, const qmod_vqa_batch *b, int64_t rows, int grid, int32_t *lab);
+/* Over N cells, logits (N, K) of attribute a's head against labels laid out
+ * as qmod_vqa_batch_cells writes them: *n += the cells an object covers,
+ * *right += those whose argmax is the label. */
+void qmod_vqa_cell_hits(const float *logits, const int32_t *lab, int a, int64_t N, int64_t K, int64_t *n,
+                        int64_t *right);
 
 /* A loader batch as the model's inputs: every modality's rows, the spoken
  * question's only when `audio` (a typed-only pass reads no audio tower). */

@@ -23,6 +23,28 @@ qmod_vqa_eval_params qmod_vqa_eval_default_params(void) {
     return p;
 }
 
+void qmod_vqa_batch_cells(const qmod_vqa_dataset *d, const qmod_vqa_batch *b, int64_t rows, int grid, int32_t *lab) {
+    const int64_t per_row = (int64_t)grid * grid * QMOD_VQA_NATTR;
+    for (int64_t r = 0; r < rows; r++) {
+        if (b->present[r * QF_NMOD + QF_IMAGE])
+            qmod_vqa_cell_labels(d, b->scene[r], grid, lab + r * per_row);
+        else
+            for (int64_t i = 0; i < per_row; i++) lab[r * per_row + i] = -1;
+    }
+}
+
+void qmod_vqa_cell_hits(const float *logits, const int32_t *lab, int a, int64_t N, int64_t K, int64_t *n,
+                        int64_t *right) {
+    for (int64_t i = 0; i < N; i++) {
+        const int32_t y = lab[i * QMOD_VQA_NATTR + a];
+        if (y <= 0 || y >= K) continue;
+        int64_t best = 0;
+        for (int64_t k = 1; k < K; k++)
+            if (logits[i * K + k] > logits[i * K + best]) best = k;
+        (*n)++, *right += best == y;
+    }
+}
+
 /* The cell heads' calls on one batch just run forward (rows [0, rows)). */
 static qiao_status count_cells(const qb_exec *ex, const qmod_model *m, qmod_vqa_work *w, const int *heads,
                                qmod_head_work *hw, int32_t *lab, const qmod_vqa_dataset *d, const qmod_vqa_batch *b,
@@ -33,26 +55,14 @@ static qiao_status count_cells(const qb_exec *ex, const qmod_model *m, qmod_vqa_
     const int64_t T = seq.T;
     const int grid = (int)lround(sqrt((double)T));
     if ((int64_t)grid * grid != T) return QIAO_OK; /* not a square grid of patches: nothing to label */
-    for (int64_t r = 0; r < rows; r++) {
-        if (b->present[r * QF_NMOD + QF_IMAGE])
-            qmod_vqa_cell_labels(d, b->scene[r], grid, lab + r * T * QMOD_VQA_NATTR);
-        else
-            for (int64_t i = 0; i < T * QMOD_VQA_NATTR; i++) lab[r * T * QMOD_VQA_NATTR + i] = -1;
-    }
+    qmod_vqa_batch_cells(d, b, rows, grid, lab);
     for (int a = 0; a < QMOD_VQA_NATTR; a++) {
         if (heads[a] < 0) continue;
         const int64_t K = m->cfg.heads[heads[a]].mlp.classes;
         const float *lg = NULL;
         if ((st = qmod_head_forward(ex, m, &hw[a], seq.x, rows * T, &lg)) != QIAO_OK) return st;
         if ((st = ex->ops->sync(ex)) != QIAO_OK) return st;
-        for (int64_t i = 0; i < rows * T; i++) {
-            const int32_t y = lab[i * QMOD_VQA_NATTR + a];
-            if (y <= 0 || y >= K) continue;
-            int64_t best = 0;
-            for (int64_t k = 1; k < K; k++)
-                if (lg[i * K + k] > lg[i * K + best]) best = k;
-            out->cell_n[a]++, out->cell_correct[a] += best == y;
-        }
+        qmod_vqa_cell_hits(lg, lab, a, rows * T, K, &out->cell_n[a], &out->cell_correct[a]);
     }
     return QIAO_OK;
 }

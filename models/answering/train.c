@@ -403,13 +403,7 @@ static qiao_status cell_loss(vqa_obj *o, const qb_exec *ex, bool into_tower, flo
                         (long long)o->cell_T);
     const int64_t T = seq.T, N = seq.B * T, C = seq.C;
     const int grid = (int)lround(sqrt((double)T));
-    for (int64_t r = 0; r < b->B; r++) {
-        int32_t *lab = o->cell_lab + r * T * QMOD_VQA_NATTR;
-        if (b->present[r * QF_NMOD + QF_IMAGE])
-            qmod_vqa_cell_labels(&o->train, b->scene[r], grid, lab);
-        else
-            for (int64_t i = 0; i < T * QMOD_VQA_NATTR; i++) lab[i] = -1;
-    }
+    qmod_vqa_batch_cells(&o->train, b, b->B, grid, o->cell_lab);
     if (into_tower) memset(o->cell_dtok, 0, (size_t)(N * C) * sizeof(float));
     *loss = 0.0f;
     metrics[M_CELL_SHAPE] = metrics[M_CELL_COLOR] = NAN;
@@ -424,13 +418,7 @@ static qiao_status cell_loss(vqa_obj *o, const qb_exec *ex, bool into_tower, flo
         if ((st = ex->ops->sync(ex)) != QIAO_OK) return st;
         if (!isfinite(l)) return qc_error(QIAO_ERR_INTERNAL, "VQA: the cell loss is not finite (%g)", (double)l);
         int64_t right = 0, objects = 0;
-        for (int64_t i = 0; i < N; i++) {
-            if (o->cell_t[i] <= 0) continue;
-            int64_t best = 0;
-            for (int64_t k = 1; k < K; k++)
-                if (lg[i * K + k] > lg[i * K + best]) best = k;
-            right += best == o->cell_t[i], objects++;
-        }
+        qmod_vqa_cell_hits(lg, o->cell_lab, a, N, K, &objects, &right);
         if (a == QMOD_VQA_SHAPE || a == QMOD_VQA_COLOR)
             metrics[a == QMOD_VQA_SHAPE ? M_CELL_SHAPE : M_CELL_COLOR] =
                 objects ? (float)right / (float)objects : NAN;

@@ -84,11 +84,10 @@ static qiao_status check_model(const char *fn, const qiao_session *s) {
 }
 
 /* The checks every entry point makes before it decodes anything. */
-static qiao_status check_call(const char *fn, const qiao_session *s, const void *in, const void *out,
-                              const qiao_caption_params *params, qiao_caption_params *p, int *lang) {
+static qiao_status check_call(const char *fn, const qiao_session *s, const void *in, const char *in_name,
+                              const void *out, const qiao_caption_params *params, qiao_caption_params *p, int *lang) {
     if (!s || !in || !out)
-        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "%s: session, %s and out are required", fn,
-                        strcmp(fn, "qiao_caption_video") ? "picture" : "path");
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "%s: session, %s and out are required", fn, in_name);
     qiao_status st = read_params(fn, params, p, lang);
     if (st == QIAO_OK) st = check_model(fn, s);
     return st;
@@ -147,7 +146,7 @@ QIAO_API qiao_status qiao_caption_image(qiao_session *session, const qiao_image 
     if (out) memset(out, 0, sizeof *out);
     qiao_caption_params p;
     int lang = 0;
-    qiao_status st = check_call("qiao_caption_image", session, image, out, params, &p, &lang);
+    qiao_status st = check_call("qiao_caption_image", session, image, "picture", out, params, &p, &lang);
     if (st == QIAO_OK) st = caption(session, image, &p, lang, out);
     return st;
 }
@@ -157,7 +156,7 @@ QIAO_API qiao_status qiao_caption_image_file(qiao_session *session, const char *
     if (out) memset(out, 0, sizeof *out);
     qiao_caption_params p;
     int lang = 0;
-    qiao_status st = check_call("qiao_caption_image_file", session, path, out, params, &p, &lang);
+    qiao_status st = check_call("qiao_caption_image_file", session, path, "picture", out, params, &p, &lang);
     qiao_image *img = NULL;
     if (st == QIAO_OK) st = qiao_image_decode_file(path, NULL, &img);
     if (st == QIAO_OK) st = caption(session, img, &p, lang, out);
@@ -170,7 +169,7 @@ QIAO_API qiao_status qiao_caption_image_memory(qiao_session *session, const void
     if (out) memset(out, 0, sizeof *out);
     qiao_caption_params p;
     int lang = 0;
-    qiao_status st = check_call("qiao_caption_image_memory", session, data, out, params, &p, &lang);
+    qiao_status st = check_call("qiao_caption_image_memory", session, data, "picture", out, params, &p, &lang);
     qiao_image *img = NULL;
     if (st == QIAO_OK) st = qiao_image_decode_memory(data, size, NULL, &img);
     if (st == QIAO_OK) st = caption(session, img, &p, lang, out);
@@ -184,7 +183,7 @@ QIAO_API qiao_status qiao_caption_image_rgb(qiao_session *session, const uint8_t
     if (out) memset(out, 0, sizeof *out);
     qiao_caption_params p;
     int lang = 0;
-    qiao_status st = check_call("qiao_caption_image_rgb", session, pixels, out, params, &p, &lang);
+    qiao_status st = check_call("qiao_caption_image_rgb", session, pixels, "picture", out, params, &p, &lang);
     qiao_image *img = NULL;
     if (st == QIAO_OK) st = qiao_image_from_rgb(pixels, width, height, stride, &img);
     if (st == QIAO_OK) st = caption(session, img, &p, lang, out);
@@ -344,7 +343,7 @@ QIAO_API qiao_status qiao_caption_video(qiao_session *session, const char *path,
     if (out) memset(out, 0, sizeof *out);
     qiao_caption_params p;
     int lang = 0;
-    qiao_status st = check_call(fn, session, path, out, params, &p, &lang);
+    qiao_status st = check_call(fn, session, path, "path", out, params, &p, &lang);
     if (st != QIAO_OK) return st;
     qiao_caption_video_params vp = qiao_caption_video_default_params();
     st = qc_params_read(&vp, sizeof vp, vparams, offsetof(qiao_caption_video_params, fps) + sizeof vp.fps,

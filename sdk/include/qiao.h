@@ -1066,7 +1066,7 @@ QIAO_API void qiao_caption_result_free(qiao_caption_result *result);
  *     qiao_video_captions vc;
  *     if (qiao_caption_video(session, "clip.mp4", &vp, NULL, &vc) == QIAO_OK)
  *         for (size_t i = 0; i < vc.n; i++)
- *             printf("%.3f-%.3f %s\n", vc.items[i].time, vc.items[i].end, vc.items[i].caption.text);
+ *             show_subtitle(vc.items[i].time, vc.items[i].end, vc.items[i].caption.text);  (the app's own)
  *     qiao_video_captions_free(&vc);
  *
  * Thread-safety as for qiao_caption_image: the session is one thread's for

@@ -77,28 +77,12 @@ static char *write_recipe(const char *name, const char *train) {
     return path;
 }
 
+/* The last validation loss of a training log. */
 static float last_val_loss(const char *csv) {
-    FILE *f = fopen(csv, "r");
-    assert_non_null(f);
-    char line[4096], header[4096] = "";
-    float v = NAN;
-    int col = -1;
-    while (fgets(line, sizeof line, f)) {
-        if (col < 0) {
-            snprintf(header, sizeof header, "%s", line);
-            int c = 0;
-            for (char *tok = strtok(header, ",\n"); tok; tok = strtok(NULL, ",\n"), c++)
-                if (!strcmp(tok, "val_loss")) col = c;
-            assert_true(col >= 0);
-            continue;
-        }
-        int c = 0;
-        const char *p = line;
-        while (c < col && (p = strchr(p, ','))) p++, c++;
-        if (p && *p != ',' && *p != '\n') v = strtof(p, NULL);
-    }
-    fclose(f);
-    return v;
+    double v[64];
+    const int n = qt_csv_column(csv, "val_loss", 0, 1 << 30, v, 64);
+    assert_true(n > 0);
+    return (float)v[n - 1];
 }
 
 static void learns_and_resumes(void **state) {

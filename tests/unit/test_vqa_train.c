@@ -56,29 +56,23 @@ static void params_from(qmod_vqa_train_params *p, const char *recipe) {
 
 /* Column `name` of the CSV log: the mean over rows [from, to) that have it. */
 static double csv_mean(const char *csv, const char *name, int from, int to) {
-    FILE *f = fopen(csv, "r");
-    assert_non_null(f);
-    char line[4096];
-    int col = -1, row = 0, n = 0;
-    double sum = 0;
-    while (fgets(line, sizeof line, f)) {
-        if (col < 0) {
-            int c = 0;
-            for (char *tok = strtok(line, ",\n"); tok; tok = strtok(NULL, ",\n"), c++)
-                if (!strcmp(tok, name)) col = c;
-            assert_true(col >= 0);
-            continue;
-        }
-        const int r = row++;
-        int c = 0;
-        const char *p = line;
-        while (c < col && (p = strchr(p, ','))) p++, c++;
-        if (r < from || r >= to || !p || *p == ',' || *p == '\n') continue;
-        sum += strtod(p, NULL), n++;
-    }
-    fclose(f);
+    double v[256], sum = 0;
+    const int n = qt_csv_column(csv, name, from, to, v, 256);
     assert_true(n > 0);
+    for (int i = 0; i < n; i++) sum += v[i];
     return sum / n;
+}
+
+/* qmod_vqa_eval of the first `max` typed questions of `data` on `m`. */
+static void eval_typed(const qmod_model *m, const char *data, int64_t max, qmod_vqa_result *r) {
+    qmod_vqa_dataset d;
+    assert_int_equal(qmod_vqa_dataset_load(data, &d), QIAO_OK);
+    qb_exec ex;
+    qb_exec_cpu(&ex, 1);
+    qmod_vqa_eval_params ep = qmod_vqa_eval_default_params();
+    ep.max_questions = max;
+    assert_int_equal(qmod_vqa_eval(&ex, m, &d, NULL, &ep, r), QIAO_OK);
+    qmod_vqa_dataset_free(&d);
 }
 
 static bool same_prefix(const qmod_model *a, const qmod_model *b, const char *prefix, bool *all_same) {
@@ -134,19 +128,12 @@ static void cells_learn_and_resume(void **state) {
      * checks the counting, not generalization) */
     qmod_model *ev = NULL;
     assert_int_equal(qmod_load(out, &ev), QIAO_OK);
-    qmod_vqa_dataset d;
-    assert_int_equal(qmod_vqa_dataset_load(data, &d), QIAO_OK);
-    qb_exec ex;
-    qb_exec_cpu(&ex, 1);
-    qmod_vqa_eval_params ep = qmod_vqa_eval_default_params();
-    ep.max_questions = 100;
     qmod_vqa_result r;
-    assert_int_equal(qmod_vqa_eval(&ex, ev, &d, NULL, &ep, &r), QIAO_OK);
+    eval_typed(ev, data, 100, &r);
     const double ec = qmod_vqa_acc(r.cell_correct[QMOD_VQA_COLOR], r.cell_n[QMOD_VQA_COLOR]);
     printf("evaluation: %lld covered cells, colour %.3f\n", (long long)r.cell_n[QMOD_VQA_COLOR], ec);
     assert_true(r.n == 100 && r.cell_n[QMOD_VQA_COLOR] > 100 && r.cell_n[QMOD_VQA_SHAPE] == r.cell_n[QMOD_VQA_COLOR]);
     assert_true(ec > a0 + 0.3);
-    qmod_vqa_dataset_free(&d);
     qmod_free(ev);
     /* the heads, one class per attribute value plus "none" */
     qmod_model *m = NULL, *base = NULL;
@@ -202,16 +189,9 @@ static void errors(void **state) {
     assert_int_equal(qmod_load(out, &m), QIAO_OK);
     assert_true(qmod_head_find(&m->cfg, "cell_shape") < 0);
     /* its evaluation counts no cells */
-    qmod_vqa_dataset d;
-    assert_int_equal(qmod_vqa_dataset_load(data, &d), QIAO_OK);
-    qb_exec ex;
-    qb_exec_cpu(&ex, 1);
-    qmod_vqa_eval_params ep = qmod_vqa_eval_default_params();
-    ep.max_questions = 16;
     qmod_vqa_result r;
-    assert_int_equal(qmod_vqa_eval(&ex, m, &d, NULL, &ep, &r), QIAO_OK);
+    eval_typed(m, data, 16, &r);
     assert_true(r.n == 16 && r.cell_n[QMOD_VQA_SHAPE] == 0 && r.cell_n[QMOD_VQA_COLOR] == 0);
-    qmod_vqa_dataset_free(&d);
     qmod_free(m);
     p.init_path = out;
     p.hp.cell_weight = 1.0f;
