@@ -211,9 +211,10 @@ static qiao_status write_inputs(const char *path, const qmod_model *m, const flo
     char dec[512], sbos[24], spieces[24], stokens[24], sparents[64] = "[";
     snprintf(dec, sizeof dec,
              "{\"vocab\":%lld,\"width\":%lld,\"layers\":%lld,\"heads\":%lld,\"mlp\":%lld,\"max_len\":%lld,"
-             "\"ctx_width\":%lld,\"tied\":%s}",
+             "\"ctx_width\":%lld,\"tied\":%s,\"ctx_positions\":%lld}",
              (long long)dc->vocab, (long long)dc->width, (long long)dc->layers, (long long)dc->heads,
-             (long long)dc->mlp, (long long)dc->max_len, (long long)dc->ctx_width, dc->tied ? "true" : "false");
+             (long long)dc->mlp, (long long)dc->max_len, (long long)dc->ctx_width, dc->tied ? "true" : "false",
+             (long long)dc->ctx_positions);
     snprintf(sbos, sizeof sbos, "%d", bos);
     snprintf(spieces, sizeof spieces, "%lld", (long long)m->cfg.text.vocab);
     snprintf(stokens, sizeof stokens, "%lld", (long long)n);

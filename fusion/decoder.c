@@ -29,7 +29,29 @@ qiao_status qf_decoder_check(const qf_decoder_config *cfg) {
                         "ctx_width >= 1 (and sane: width <= 65536) "
                         "(got width %lld, heads %lld, mlp %lld, ctx_width %lld)",
                         (long long)cfg->width, (long long)cfg->heads, (long long)cfg->mlp, (long long)cfg->ctx_width);
+    if (cfg->ctx_positions < 0 || cfg->ctx_positions > 65536)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "decoder: %lld context positions outside 0..65536",
+                        (long long)cfg->ctx_positions);
     return QIAO_OK;
+}
+
+/* QIAO_ERR_INVALID_ARGUMENT unless the config has a position for each of Ty context tokens. */
+static qiao_status ctx_positions_check(const qf_decoder_config *cfg, int64_t Ty) {
+    if (cfg->ctx_positions > 0 && Ty > cfg->ctx_positions)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "decoder: %lld context tokens, the model has positions for %lld",
+                        (long long)Ty, (long long)cfg->ctx_positions);
+    return QIAO_OK;
+}
+
+/* ctx (B*Ty, C) += ctx_pos[t] for each row's token t. */
+static void ctx_positions_add(float *ctx, const qf_decoder_params *p, const qf_decoder_config *cfg, int64_t B,
+                              int64_t Ty) {
+    if (cfg->ctx_positions == 0) return;
+    const int64_t C = cfg->width;
+    for (int64_t r = 0; r < B * Ty; r++) {
+        const float *pt = p->ctx_pos + (r % Ty) * C;
+        for (int64_t c = 0; c < C; c++) ctx[r * C + c] += pt[c];
+    }
 }
 
 static qf_xblock_dims block_dims(const qf_decoder_config *cfg, int64_t B, int64_t T, int64_t Ty) {
@@ -48,6 +70,7 @@ qiao_status qf_decoder_describe(qc_table *tab, const char *prefix, const qf_deco
     ADD("pos", 2, cfg->max_len, C, QC_INIT_NORMAL, 0.01f, 0, pos);
     ADD("ctx.weight", 2, C, cfg->ctx_width, QC_INIT_NORMAL, 0.02f, 0, ctx_w);
     ADD("ctx.bias", 1, C, 0, QC_INIT_ZEROS, 0, nd, ctx_b);
+    if (cfg->ctx_positions > 0) ADD("ctx.pos", 2, cfg->ctx_positions, C, QC_INIT_NORMAL, 0.02f, nd, ctx_pos);
     const qf_xblock_dims bd = block_dims(cfg, 1, 1, 1);
     for (int64_t l = 0; l < cfg->layers; l++) {
         snprintf(name, sizeof name, "%sblocks.%lld.", prefix, (long long)l);
@@ -70,6 +93,7 @@ qiao_status qf_decoder_describe_acts(qc_table *tab, const char *prefix, const qf
                         "decoder: %lld rows of %lld positions (max_len %lld) reading %lld "
                         "context tokens",
                         (long long)B, (long long)T, (long long)cfg->max_len, (long long)Ty);
+    if ((st = ctx_positions_check(cfg, Ty)) != QIAO_OK) return st;
     const int64_t N = B * T, C = cfg->width;
     char name[QC_NAME_MAX];
 #define ADDA(nm, d0, d1, m)                                                                                            \
@@ -111,6 +135,7 @@ void qf_decoder_forward(const qb_exec *ex, qf_decoder_acts *a, const qf_decoder_
                         int64_t Ty) {
     const int64_t C = cfg->width, N = B * T;
     nn_linear_forward(ex, a->ctx, y, p->ctx_w, p->ctx_b, B * Ty, cfg->ctx_width, C);
+    ctx_positions_add(a->ctx, p, cfg, B, Ty);
     nn_embedding_forward(ex, a->x, ids, p->tok, N, cfg->vocab, C);
     for (int64_t b = 0; b < B; b++)
         for (int64_t t = 0; t < T; t++) {
@@ -158,6 +183,11 @@ void qf_decoder_backward(const qb_exec *ex, float *dy, qf_decoder_params *g, qf_
             for (int64_t c = 0; c < C; c++)
                 gp[c] += row[c];
         }
+    if (cfg->ctx_positions > 0)
+        for (int64_t r = 0; r < B * Ty; r++) {
+            float *gp = g->ctx_pos + (r % Ty) * C;
+            for (int64_t c = 0; c < C; c++) gp[c] += da->dctx[r * C + c];
+        }
     nn_linear_backward(ex, dy, g->ctx_w, g->ctx_b, da->dctx, y, p->ctx_w, B * Ty, cfg->ctx_width, C);
 }
 
@@ -191,6 +221,7 @@ qiao_status qf_decoder_cache_init(qf_decoder_cache *c, const qf_decoder_config *
                         "(1..max_len %lld) reading %lld "
                         "context tokens",
                         (long long)B, (long long)T_max, (long long)cfg->max_len, (long long)Ty);
+    if ((st = ctx_positions_check(cfg, Ty)) != QIAO_OK) return st;
     const int64_t C = cfg->width, BT = B * T_max * C, BY = B * Ty * C;
     /* gather reorders both the self-attention cache and the context's */
     const int64_t Tk = T_max > Ty ? T_max : Ty;
@@ -217,6 +248,7 @@ void qf_decoder_cache_start(const qb_exec *ex, qf_decoder_cache *c, const qf_dec
                             const uint8_t *y_mask, const qf_decoder_config *cfg) {
     const int64_t B = c->B, Ty = c->Ty, C = cfg->width, NY = B * Ty;
     nn_linear_forward(ex, c->ctx, y, p->ctx_w, p->ctx_b, NY, cfg->ctx_width, C);
+    ctx_positions_add(c->ctx, p, cfg, B, Ty);
     for (int64_t l = 0; l < cfg->layers; l++) {
         const qf_xblock_params *bp = &p->blk[l];
         nn_layernorm_forward(ex, c->lnc, c->mean, c->rstd, c->ctx, bp->lnc_w, bp->lnc_b, NY, C);

@@ -1,10 +1,15 @@
 /* fusion/decoder.h - a transformer decoder that writes text about a context
  * (a picture's tokens): the caption decoder.
  *
- *   ctx = y W_ctx^T + b_ctx                        the context to width C
+ *   ctx = y W_ctx^T + b_ctx (+ ctx_pos[0..Ty))     the context to width C
  *   x_0 = tok[ids] + pos[0..T)                     ids[0] is a language token
  * (BOS zh / BOS en) x_l+1 = xblock_l(x_l | ctx), causal fusion/cross.h, l < L
  *   logits = ln_f(x_L) out^T + out_b               out = tok when tied
+ *
+ * With ctx_positions > 0 each context token t gets a learned vector: where
+ * in the picture's grid it lies, so that "on the left" can be read from
+ * the keys instead of from whatever the picture tower kept of its own
+ * positions (fuser.h says the same of the fuser).
  *
  * Training runs the whole sequence at once (teacher forcing: the target at
  * position t is ids[t+1]); generation runs one position at a time through a
@@ -42,12 +47,14 @@ typedef struct qf_decoder_config {
     int64_t max_len;   /* positions, 1..QF_DECODER_MAX_LEN */
     int64_t ctx_width; /* the context tokens' width */
     bool tied;         /* the output projection is the token embedding */
+    int64_t ctx_positions; /* learned context positions: 0 = none, else at most this many context tokens */
 } qf_decoder_config;
 
 typedef struct qf_decoder_params {
     float *tok;                                  /* (V, C) */
     float *pos;                                  /* (max_len, C) */
     float *ctx_w, *ctx_b;                        /* (C, ctx_width), (C) */
+    float *ctx_pos;                              /* (ctx_positions, C); NULL without them */
     qf_xblock_params blk[QF_DECODER_MAX_LAYERS]; /* causal */
     float *lnf_w, *lnf_b;                        /* (C) */
     float *out_w;                                /* (V, C); NULL when tied */
@@ -68,7 +75,7 @@ typedef struct qf_decoder_acts {
  * business) naming what is out of range. */
 qiao_status qf_decoder_check(const qf_decoder_config *cfg);
 /* Parameters "<prefix>tok", "<prefix>pos", "<prefix>ctx.weight",
- * "<prefix>ctx.bias",
+ * "<prefix>ctx.bias", "<prefix>ctx.pos" (with context positions),
  * "<prefix>blocks.<l>.*" (cross.h), "<prefix>ln_f.*", "<prefix>out.weight"
  * (untied only), "<prefix>out.bias"; bound at field_base +
  * offsetof(qf_decoder_params, ...). */

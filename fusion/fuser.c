@@ -29,6 +29,8 @@ qiao_status qf_fuser_check(const qf_fuser_config *cfg) {
                             (long long)cfg->in_width[m]);
     if (cfg->in_width[QF_IMAGE] == 0 || (cfg->in_width[QF_TEXT] == 0 && cfg->in_width[QF_AUDIO] == 0))
         return qc_error(QIAO_ERR_FORMAT, "fusion: needs the image tower and the text or audio tower");
+    if (cfg->positions < 0 || cfg->positions > (1 << 20))
+        return qc_error(QIAO_ERR_FORMAT, "fusion: %lld picture positions out of range", (long long)cfg->positions);
     return QIAO_OK;
 }
 
@@ -56,6 +58,10 @@ qiao_status qf_fuser_describe(qc_table *tab, const char *prefix, const qf_fuser_
         snprintf(name, sizeof name, "%s.type", mn);
         if ((st = qc_table_add_dims(tab, prefix, name, 1, d, 0, 0, QC_INIT_NORMAL, 0.02f, QC_NO_DECAY,
                                     PFIELD(type[m]))) != QIAO_OK)
+            return st;
+        if (m == QF_IMAGE && cfg->positions > 0 &&
+            (st = qc_table_add_dims(tab, prefix, "image.pos", 2, cfg->positions, d, 0, QC_INIT_NORMAL, 0.02f,
+                                    QC_NO_DECAY, PFIELD(pos))) != QIAO_OK)
             return st;
         char gp[96];
         snprintf(gp, sizeof gp, "%sgate.%s.", prefix, mn);
@@ -90,6 +96,9 @@ static qiao_status dims_check(const qf_fuser_config *cfg, const qf_fuser_dims *d
                             qf_modality_name(m), cfg->in_width[m] ? "that takes them" : "without that tower");
     if (d->T[QF_IMAGE] < 1 || d->T[QF_TEXT] + d->T[QF_AUDIO] < 1)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "fusion: needs picture tokens and question tokens");
+    if (cfg->positions > 0 && d->T[QF_IMAGE] > cfg->positions)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "fusion: %lld picture tokens, the model has positions for %lld",
+                        (long long)d->T[QF_IMAGE], (long long)cfg->positions);
     return QIAO_OK;
 }
 
@@ -209,6 +218,11 @@ qiao_status qf_fuser_forward(const qb_exec *ex, qf_fuser_acts *a, qf_fuser_scrat
         nn_linear_forward(ex, a->x[m], in->tokens[m], p->in_w[m], p->in_b[m], n, cfg->in_width[m], D);
         for (int64_t r = 0; r < n; r++)
             for (int64_t c = 0; c < D; c++) a->x[m][r * D + c] += p->type[m][c];
+        if (m == QF_IMAGE && cfg->positions > 0)
+            for (int64_t r = 0; r < n; r++) {
+                const float *pt = p->pos + (r % d->T[m]) * D;
+                for (int64_t c = 0; c < D; c++) a->x[m][r * D + c] += pt[c];
+            }
         nn_pool_mean_forward(ex, a->pin[m], a->x[m], in->mask[m], B, d->T[m], D);
         for (int64_t b = 0; b < B; b++) {
             const float *raw = in->stats[m] ? in->stats[m] + b * QF_NSTATS : NULL;
@@ -353,6 +367,11 @@ void qf_fuser_backward(const qb_exec *ex, float *const dtokens[QF_NMOD], qf_fuse
         const int64_t n = B * d->T[m];
         for (int64_t r = 0; r < n; r++)
             for (int64_t c = 0; c < D; c++) g->type[m][c] += da->x[m][r * D + c];
+        if (m == QF_IMAGE && cfg->positions > 0)
+            for (int64_t r = 0; r < n; r++) {
+                float *gt = g->pos + (r % d->T[m]) * D;
+                for (int64_t c = 0; c < D; c++) gt[c] += da->x[m][r * D + c];
+            }
         nn_linear_backward(ex, dtokens ? dtokens[m] : NULL, g->in_w[m], g->in_b[m], da->x[m], in->tokens[m],
                            p->in_w[m], n, cfg->in_width[m], D);
     }

@@ -3,6 +3,7 @@
  * head (and any head that needs a picture and a question together) reads.
  *
  *   x_m   = tokens_m W_m^T + b_m + type_m           each modality to width d
+ *   x_image[t] += pos[t]                             with positions: where picture token t lies
  *   w     = weights(gate_m(mean x_m, stats_m))       weighting.h: learned, heuristic or equal
  *   Q_0   = [x_text ; x_audio]                       the question stream (typed and spoken)
  *   P_0   = x_image                                  the picture stream
@@ -27,6 +28,14 @@
  * of its tokens masked; padding is masked by the per-modality masks. The
  * picture stream is always the context of the question stream: a row
  * without a picture (present 0) reads zeros from it.
+ *
+ * Positions: the picture tower's tokens say what lies in a patch, and
+ * where only as far as the tower's training kept its own position vectors
+ * (docs/vqa.md, the position probe), while "left of", "above" and "the
+ * biggest" ask exactly where. A config with `positions` > 0 adds a learned vector
+ * per picture token (token t of the tower's row-major grid) to x_image, so
+ * every key and value the question reads carries its place. The question's
+ * tokens get none: the text and audio towers order their own tokens.
  *
  * A model need not hold all three towers: a modality whose in_width is 0 has
  * no tokens (T = 0) and weight 0. The question stream needs text or audio,
@@ -61,6 +70,7 @@ typedef struct qf_fuser_config {
     int64_t gate_hidden;        /* the learned gates' hidden width */
     qf_weighting weighting;     /* the mode the model was trained with (a caller may override per call) */
     int64_t in_width[QF_NMOD];  /* each tower's token width; 0 = the model has no such tower */
+    int64_t positions;          /* learned picture positions: 0 = none, else at most this many picture tokens */
 } qf_fuser_config;
 
 typedef struct qf_fuser_dims {
@@ -71,6 +81,7 @@ typedef struct qf_fuser_dims {
 typedef struct qf_fuser_params {
     float *in_w[QF_NMOD], *in_b[QF_NMOD]; /* (d, in_width[m]), (d) */
     float *type[QF_NMOD];                 /* (d) */
+    float *pos;                           /* (positions, d) the picture's; NULL without positions */
     qf_gate_params gate[QF_NMOD];
     qf_xblock_params qblk[QF_FUSER_MAX_LAYERS], pblk[QF_FUSER_MAX_LAYERS];
     float *lnq_w, *lnq_b, *lnp_w, *lnp_b; /* (d) */
@@ -104,7 +115,8 @@ typedef struct qf_fuser_input {
 
 /* QIAO_ERR_FORMAT naming the field unless the config is usable. */
 qiao_status qf_fuser_check(const qf_fuser_config *cfg);
-/* "<prefix>text.proj.weight", "<prefix>text.type", "<prefix>gate.text.*",
+/* "<prefix>text.proj.weight", "<prefix>text.type", "<prefix>image.pos" (with
+ * positions), "<prefix>gate.text.*",
  * "<prefix>question.<l>.*", "<prefix>picture.<l>.*", "<prefix>ln_q.*",
  * "<prefix>ln_p.*", bound at field_base + offsetof(qf_fuser_params, …). */
 qiao_status qf_fuser_describe(qc_table *tab, const char *prefix, const qf_fuser_config *cfg, size_t field_base);

@@ -137,7 +137,17 @@ static qiao_status parse_head(const cJSON *o, const qmod_config *c, const char *
     return QIAO_OK;
 }
 
-static const char *const k_fusion_keys[] = {"width", "layers", "heads", "mlp", "gate_hidden", "weighting"};
+static const char *const k_fusion_keys[] = {"width", "layers", "heads", "mlp", "gate_hidden", "weighting", "positions"};
+
+/* Optional boolean `key` of a section: *n = the picture's token count when
+ * true, 0 when false or absent (the learned picture positions, fuser.h). */
+static qiao_status parse_positions(const cJSON *o, const char *section, const qmod_config *c, const char *what,
+                                   int64_t *n) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "positions");
+    if (v && !cJSON_IsBool(v)) return qc_error(QIAO_ERR_FORMAT, "%s: %s.positions must be true or false", what, section);
+    *n = v && cJSON_IsTrue(v) ? c->image.tokens : 0;
+    return QIAO_OK;
+}
 
 /* The "fusion" section; `c` has its towers parsed. */
 static qiao_status parse_fusion(const cJSON *o, qmod_config *c, const char *what) {
@@ -163,6 +173,7 @@ static qiao_status parse_fusion(const cJSON *o, qmod_config *c, const char *what
         return qc_error(QIAO_ERR_FORMAT, "%s: fusion.weighting must be \"learned\", \"heuristic\" or \"equal\"",
                         what);
     f->weighting = (qf_weighting)mode;
+    if ((st = parse_positions(o, "fusion", c, what, &f->positions)) != QIAO_OK) return st;
     static const qmod_modality mods[QF_NMOD] = {QMOD_TEXT, QMOD_IMAGE, QMOD_AUDIO}; /* QF_TEXT, QF_IMAGE, QF_AUDIO */
     for (int m = 0; m < QF_NMOD; m++)
         f->in_width[m] = qmod_has_tower(c, mods[m]) ? qmod_tower_of(mods[m])->trunk_dims(c)->C : 0;
@@ -171,7 +182,7 @@ static qiao_status parse_fusion(const cJSON *o, qmod_config *c, const char *what
     return QIAO_OK;
 }
 
-static const char *const k_decoder_keys[] = {"width", "layers", "heads", "mlp", "max_len", "tied"};
+static const char *const k_decoder_keys[] = {"width", "layers", "heads", "mlp", "max_len", "tied", "positions"};
 
 /* The "decoder" section; `c` has its towers parsed. */
 static qiao_status parse_decoder(const cJSON *o, qmod_config *c, const char *what) {
@@ -199,6 +210,7 @@ static qiao_status parse_decoder(const cJSON *o, qmod_config *c, const char *wha
     const cJSON *tied = cJSON_GetObjectItemCaseSensitive(o, "tied");
     if (tied && !cJSON_IsBool(tied)) return qc_error(QIAO_ERR_FORMAT, "%s: decoder.tied must be true or false", what);
     d->tied = !tied || cJSON_IsTrue(tied);
+    if ((st = parse_positions(o, "decoder", c, what, &d->ctx_positions)) != QIAO_OK) return st;
     d->vocab = c->text.vocab + QMOD_DEC_SPECIALS;
     d->ctx_width = qmod_tower_of(QMOD_IMAGE)->trunk_dims(c)->C;
     /* in a config a bad section is a format error, whatever the layer calls it */

@@ -77,13 +77,15 @@ typedef struct qmod_head_config {
  * "fusion" section (fusion/fuser.h; needs the image tower and text or
  * audio):
  *   "fusion": {"width": 256, "layers": 2, "heads": 4, "mlp": 1024,
- *              "gate_hidden": 64, "weighting": "learned"}
+ *              "gate_hidden": 64, "weighting": "learned", "positions": true}
  * whose parameters are "fusion.*", an optional "decoder" section
  * (fusion/decoder.h, the caption decoder; needs the text tower, whose
  * tokenizer's pieces it writes, and the image tower, whose tokens it reads):
  *   "decoder": {"width": 256, "layers": 3, "heads": 4, "mlp": 1024,
- *               "max_len": 64, "tied": true}
- * whose parameters are "decoder.*", and optional "heads". The decoder's
+ *               "max_len": 64, "tied": true, "positions": true}
+ * whose parameters are "decoder.*", and optional "heads". "positions"
+ * (default false) gives the fuser's picture stream, or the decoder's
+ * context, a learned vector per picture token (fuser.h). The decoder's
  * vocabulary is the tokenizer's pieces (its end-of-sequence piece ends a
  * text) and QMOD_DEC_SPECIALS more: the language tokens that start a
  * Chinese or an English text (qmod_dec_eos, qmod_dec_bos). */

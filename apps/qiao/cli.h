@@ -108,10 +108,11 @@ typedef struct cli_train_args {
  * (message and usage on stderr). */
 int cli_train_parse(const char *cmd, int argc, char **argv, void (*usage)(FILE *f), const char *const *extra,
                     const char **extra_val, cli_train_args *a);
-/* The JSON holding the run's "train" object: the checkpoint's stored config
- * when resuming, else the recipe, else the starting model's config (a model
- * fine-tuned as it is); NULL when that model has none. The caller frees it.
- * *source names the file, for messages. */
+/* The JSON holding the run's "train" object: the recipe when one is given
+ * (resuming too: the user's word wins), else, resuming, the hyperparameters
+ * the checkpoint's run began with (qtr_checkpoint_recipe), else the starting
+ * model's config (a model fine-tuned as it is); NULL when that model has
+ * none. The caller frees it. *source names the file, for messages. */
 qiao_status cli_train_config_json(const cli_train_args *a, char **json, const char **source);
 
 typedef struct cli_train_run {

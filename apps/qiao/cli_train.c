@@ -75,9 +75,10 @@ int cli_train_parse(const char *cmd, int argc, char **argv, void (*usage)(FILE *
 
 qiao_status cli_train_config_json(const cli_train_args *a, char **json, const char **source) {
     *json = NULL;
-    const char *model = a->resume ? a->resume : a->recipe ? NULL : a->init;
-    *source = model ? model : a->recipe;
-    if (!model) return qtr_recipe_read(a->recipe, json);
+    *source = a->recipe ? a->recipe : a->resume ? a->resume : a->init;
+    if (a->recipe) return qtr_recipe_read(a->recipe, json);
+    if (a->resume) return qtr_checkpoint_recipe(a->resume, json);
+    const char *model = a->init;
     qiao_model_file *f = NULL;
     qiao_status st = qiao_model_file_open(model, &f);
     if (st != QIAO_OK) return st;

@@ -17,13 +17,14 @@ file (load_decoder strips the model's prefix). Two uses:
 Gradients come from torch autograd; nothing here is written by hand for the
 backward pass.
 
-    ctx    = ctx(y)                                  y (B, Ty, ctx_width)
+    ctx    = ctx(y) (+ ctx.pos[0..Ty))               y (B, Ty, ctx_width)
     x_0    = tok[ids] + pos[0..T)
     x_l+1  = blocks.l(x_l | ctx; y_mask), causal      l < L
     logits = ln_f(x_L) W^T + out.bias                W = tok when tied, else out.weight
 
 The config is a dict with qf_decoder_config's fields: vocab, width, layers,
-heads, mlp, max_len, ctx_width, tied (default True).
+heads, mlp, max_len, ctx_width, tied (default True), ctx_positions (the
+context's learned positions; default 0, none).
 
 Needs only torch and numpy (Debian's /usr/bin/python3 has both).
 """
@@ -54,6 +55,8 @@ class Decoder(nn.Module):
         self.tok = nn.Parameter(torch.zeros(V, C))
         self.pos = nn.Parameter(torch.zeros(self.max_len, C))
         self.ctx = nn.Linear(int(cfg["ctx_width"]), C)
+        if int(cfg.get("ctx_positions", 0)):
+            self.ctx.pos = nn.Parameter(torch.zeros(int(cfg["ctx_positions"]), C))  # "ctx.pos"
         self.blocks = nn.ModuleList([XBlock(C, F_, H, causal=True) for _ in range(L)])
         self.ln_f = nn.LayerNorm(C, eps=LN_EPS)
         # A bare module, not nn.Linear: tied, it holds only the bias.
@@ -61,6 +64,14 @@ class Decoder(nn.Module):
         if not self.tied:
             self.out.weight = nn.Parameter(torch.zeros(V, C))
         self.out.bias = nn.Parameter(torch.zeros(V))
+
+    def _context(self, y):
+        ctx = self.ctx(y)
+        if hasattr(self.ctx, "pos"):
+            if y.shape[1] > self.ctx.pos.shape[0]:
+                raise ValueError(f"{y.shape[1]} context tokens, positions for {self.ctx.pos.shape[0]}")
+            ctx = ctx + self.ctx.pos[:y.shape[1]]
+        return ctx
 
     def _out_weight(self):
         return self.tok if self.tied else self.out.weight
@@ -74,7 +85,7 @@ class Decoder(nn.Module):
         T = ids.shape[1]
         if T > self.max_len:
             raise ValueError(f"{T} positions, max_len {self.max_len}")
-        ctx = self.ctx(y)
+        ctx = self._context(y)
         x = self.tok[ids] + self.pos[:T]
         for blk in self.blocks:
             x = blk(x, ctx, y_mask=y_mask)
@@ -89,7 +100,7 @@ class Decoder(nn.Module):
         B, T_max = y.shape[0], T_max or self.max_len
         if T_max > self.max_len:
             raise ValueError(f"T_max {T_max} > max_len {self.max_len}")
-        ctx = self.ctx(y)
+        ctx = self._context(y)
         cache = {"len": 0, "T_max": T_max, "y_mask": y_mask, "k": [], "v": [], "ck": [], "cv": []}
         for blk in self.blocks:
             c = blk.ln_ctx(ctx)

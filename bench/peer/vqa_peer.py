@@ -103,6 +103,9 @@ class VQA(nn.Module):
                 self.towers[m] = enc
         fcfg = dict(config["fusion"])
         fcfg["in_width"] = {m: int(config[m]["width"]) for m in self.towers}
+        # the model file says "positions": true; the fuser takes the picture's token count
+        grid = int(config["image"]["image_size"]) // int(config["image"]["patch"])
+        fcfg["positions"] = grid * grid if fcfg.get("positions") is True else 0
         self.fuser = fusion_peer.load_fuser(tensors, fcfg).eval()
         self.width = {m: int(config[m]["width"]) for m in self.towers}
         # models/vqa.c hands the fuser (tokens - in_mean) / in_std

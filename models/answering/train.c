@@ -185,7 +185,7 @@ static qiao_status vqa_config(const qmod_model *base, const char *recipe_json, c
         st = qc_error(QIAO_ERR_FORMAT, "VQA recipe: \"answer_hidden\" must be a number in [0, 65536]");
     if (st == QIAO_OK) {
         char name[QMOD_NAME_MAX];
-        snprintf(name, sizeof name, "%.*s-vqa", QMOD_NAME_MAX - 5, base->cfg.name);
+        snprintf(name, sizeof name, "%.*s%s", QMOD_NAME_MAX - 5, base->cfg.name, base->cfg.has_fusion ? "" : "-vqa");
         cJSON_ReplaceItemInObjectCaseSensitive(root, "name", cJSON_CreateString(name));
         cJSON_DeleteItemFromObjectCaseSensitive(root, "fusion");
         cJSON_DeleteItemFromObjectCaseSensitive(root, "heads");
@@ -253,8 +253,12 @@ static qiao_status vqa_model_from(qmod_model *base, const char *recipe_json, con
     }
     m->tok = base->tok;
     base->tok = NULL;
-    qc_log(QIAO_LOG_INFO, "VQA: %zu tensors from %s, %lld fusion and head parameters new", copied, base->cfg.name,
-           (long long)(qmod_param_count(m, "fusion.") + qmod_param_count(m, "heads.")));
+    if (base->cfg.has_fusion)
+        qc_log(QIAO_LOG_INFO, "VQA: %zu of %zu tensors from %s, the rest new (the recipe's fuser differs)", copied,
+               m->tab.n, base->cfg.name);
+    else
+        qc_log(QIAO_LOG_INFO, "VQA: %zu tensors from %s, %lld fusion and head parameters new", copied, base->cfg.name,
+               (long long)(qmod_param_count(m, "fusion.") + qmod_param_count(m, "heads.")));
     return QIAO_OK;
 }
 
@@ -539,6 +543,14 @@ static void o_hparams_json(void *user, cJSON *obj) {
     cJSON_AddNumberToObject(obj, "p_image_noise", h->data.p_image_noise);
     cJSON_AddNumberToObject(obj, "p_occlude", h->data.p_occlude);
     cJSON_AddNumberToObject(obj, "p_audio_noise", h->data.p_audio_noise);
+    cJSON_AddNumberToObject(obj, "eval_questions", (double)h->eval_questions);
+    const float *const ranges[3] = {h->data.image_sigma, h->data.occlude_frac, h->data.audio_snr_db};
+    static const char *const range_keys[3] = {"image_sigma", "occlude_frac", "audio_snr_db"};
+    for (int i = 0; i < 3; i++) {
+        cJSON *r = cJSON_AddArrayToObject(obj, range_keys[i]);
+        for (int k = 0; k < 2; k++) cJSON_AddItemToArray(r, cJSON_CreateNumber(ranges[i][k]));
+    }
+    cJSON_AddStringToObject(obj, "audio_noise", h->data.audio_noise == QMOD_VQA_NOISE_BABBLE ? "babble" : "white");
 }
 
 static void obj_free(vqa_obj *o) {
@@ -595,20 +607,23 @@ static qiao_status model_init(vqa_obj *o, const qmod_vqa_train_params *p) {
     if (p->resume_path) return qmod_load(p->resume_path, &o->m);
     if (!p->init_path) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA train: give the model to start from (--init)");
     qmod_model *base = NULL;
+    char *recipe = NULL;
     qiao_status st = qmod_load(p->init_path, &base);
     if (st == QIAO_OK && !base->tok)
         st = qc_error(QIAO_ERR_FORMAT, "%s: a model without a tokenizer cannot read questions", p->init_path);
-    if (st == QIAO_OK && base->cfg.has_fusion) {
-        o->m = base; /* fine-tuning a VQA model as it is */
+    if (st == QIAO_OK && p->recipe_path) st = qtr_recipe_read(p->recipe_path, &recipe);
+    /* a VQA model fine-tunes as it is, unless the recipe asks for another fuser */
+    if (st == QIAO_OK && base->cfg.has_fusion && !(recipe && qtr_recipe_changes(base->cfg.json, recipe, "fusion"))) {
+        free(recipe);
+        o->m = base;
         return QIAO_OK;
     }
-    char *recipe = NULL;
-    if (st == QIAO_OK && !p->recipe_path)
+    if (st == QIAO_OK && !recipe)
         st = qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA train: %s has no fuser; give a recipe (--config)", p->init_path);
-    if (st == QIAO_OK) st = qtr_recipe_read(p->recipe_path, &recipe);
     if (st == QIAO_OK) {
         st = vqa_model_from(base, recipe, p->data_dir, o->h.seed, o->h.cell_weight > 0, &o->m);
-        o->fresh = st == QIAO_OK;
+        /* a grown VQA model keeps the token statistics its fuser learned on */
+        o->fresh = st == QIAO_OK && !base->cfg.has_fusion;
     }
     free(recipe);
     qmod_free(base);

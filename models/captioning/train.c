@@ -98,7 +98,8 @@ static qiao_status cap_config(const qmod_model *base, const char *recipe_json, q
     if (st == QIAO_OK && !cJSON_IsObject(dec)) st = qc_error(QIAO_ERR_FORMAT, "caption recipe: no \"decoder\" object");
     if (st == QIAO_OK) {
         char name[QMOD_NAME_MAX];
-        snprintf(name, sizeof name, "%.*s-caption", QMOD_NAME_MAX - 9, base->cfg.name);
+        snprintf(name, sizeof name, "%.*s%s", QMOD_NAME_MAX - 9, base->cfg.name,
+                 base->cfg.has_decoder ? "" : "-caption");
         cJSON_ReplaceItemInObjectCaseSensitive(root, "name", cJSON_CreateString(name));
         cJSON_DeleteItemFromObjectCaseSensitive(root, "decoder");
         cJSON_DeleteItemFromObjectCaseSensitive(root, "train");
@@ -302,20 +303,23 @@ static qiao_status model_init(cap_obj *o, const qmod_cap_train_params *p) {
     if (!p->init_path)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "caption train: give the model to start from (--init)");
     qmod_model *base = NULL;
+    char *recipe = NULL;
     qiao_status st = qmod_load(p->init_path, &base);
     if (st == QIAO_OK && !base->tok)
         st = qc_error(QIAO_ERR_FORMAT, "%s: a model without a tokenizer cannot write captions", p->init_path);
-    if (st == QIAO_OK && base->cfg.has_decoder) {
-        o->m = base; /* fine-tuning a caption model as it is */
+    if (st == QIAO_OK && p->recipe_path) st = qtr_recipe_read(p->recipe_path, &recipe);
+    /* a caption model fine-tunes as it is, unless the recipe asks for another decoder */
+    if (st == QIAO_OK && base->cfg.has_decoder &&
+        !(recipe && qtr_recipe_changes(base->cfg.json, recipe, "decoder"))) {
+        free(recipe);
+        o->m = base;
         return QIAO_OK;
     }
-    char *recipe = NULL;
     qmod_config cfg;
     memset(&cfg, 0, sizeof cfg);
-    if (st == QIAO_OK && !p->recipe_path)
+    if (st == QIAO_OK && !recipe)
         st = qc_error(QIAO_ERR_INVALID_ARGUMENT, "caption train: %s has no decoder; give a recipe (--config)",
                       p->init_path);
-    if (st == QIAO_OK) st = qtr_recipe_read(p->recipe_path, &recipe);
     if (st == QIAO_OK) st = cap_config(base, recipe, &cfg);
     if (st == QIAO_OK) st = qmod_create(&cfg, o->h.seed, &o->m);
     if (st == QIAO_OK) st = qmod_copy_shared(o->m, base, NULL);

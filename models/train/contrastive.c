@@ -151,16 +151,12 @@ qiao_status qmod_train_hparams_from_model(const char *path, qmod_train_hparams *
 
 qiao_status qmod_train_hparams_from_checkpoint(const char *path, qmod_train_hparams *out, int64_t *step) {
     if (!path || !out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_train_hparams_from_checkpoint: NULL argument");
-    char *js = NULL;
-    qiao_status st = qtr_checkpoint_info(path, step, &js);
-    if (st != QIAO_OK) return st;
-    /* {"train": <the checkpoint's object>}: the config's form, so one parser checks both */
-    const size_t len = strlen(js) + 16;
-    char *cfg = malloc(len);
-    if (cfg) snprintf(cfg, len, "{\"train\":%s}", js);
-    st = cfg ? qmod_train_hparams_from_config(cfg, out) : qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    char *cfg = NULL;
+    qiao_status st = qtr_checkpoint_info(path, step, NULL);
+    /* the config's form, so one parser checks both */
+    if (st == QIAO_OK) st = qtr_checkpoint_recipe(path, &cfg);
+    if (st == QIAO_OK) st = qmod_train_hparams_from_config(cfg, out);
     free(cfg);
-    free(js);
     return st;
 }
 

@@ -138,6 +138,16 @@ qiao_status qtr_recipe_read(const char *path, char **out) {
     return QIAO_OK;
 }
 
+bool qtr_recipe_changes(const char *model_json, const char *recipe_json, const char *section) {
+    cJSON *model = cJSON_Parse(model_json), *recipe = cJSON_Parse(recipe_json);
+    const cJSON *want = cJSON_GetObjectItemCaseSensitive(recipe, section);
+    const bool changes = model && cJSON_IsObject(want) &&
+                         !cJSON_Compare(cJSON_GetObjectItemCaseSensitive(model, section), want, true);
+    cJSON_Delete(model);
+    cJSON_Delete(recipe);
+    return changes;
+}
+
 size_t qtr_freeze_all_but(qc_table *tab, const char *const *keep) {
     size_t n = 0;
     for (size_t i = 0; i < tab->n; i++) {
@@ -176,6 +186,20 @@ qiao_status qtr_checkpoint_info(const char *path, int64_t *step, char **hparams_
     }
     cJSON_Delete(o);
     qc_st_close(f);
+    return st;
+}
+
+qiao_status qtr_checkpoint_recipe(const char *path, char **json) {
+    *json = NULL;
+    char *js = NULL;
+    qiao_status st = qtr_checkpoint_info(path, NULL, &js);
+    if (st != QIAO_OK) return st;
+    const size_t len = strlen(js) + 16;
+    if ((*json = malloc(len)))
+        snprintf(*json, len, "{\"train\":%s}", js);
+    else
+        st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    free(js);
     return st;
 }
 

@@ -105,6 +105,13 @@ size_t qtr_freeze_all_but(qc_table *tab, const char *const *keep);
 /* A recipe file's text (at most 1 MiB; NUL bytes are QIAO_ERR_FORMAT), as a
  * NUL-terminated string the caller frees. */
 qiao_status qtr_recipe_read(const char *path, char **out);
+/* Whether the recipe has an object `section` ("fusion", "decoder") that is
+ * not the model config's own (key order aside): the recipe then asks for
+ * another architecture, and a trainer builds it, copying each tensor the
+ * model holds under the same name (a grown model: new parameters start
+ * fresh, the rest where the model left them). Unparsable JSON: false (the
+ * config reader reports it). */
+bool qtr_recipe_changes(const char *model_json, const char *recipe_json, const char *section);
 
 /* What a step callback gets. */
 typedef struct qtr_step_ctx {
@@ -231,5 +238,10 @@ qiao_status qtr_profile_roofline(const qb_exec *ex, struct qc_prof *prof, double
 /* A checkpoint's step and its "qiao.train" object without "step" and
  * "seconds" (malloc'd JSON text, the caller frees it; may be NULL). */
 qiao_status qtr_checkpoint_info(const char *path, int64_t *step, char **hparams_json);
+/* The recipe a checkpoint's run was started with, {"train": <that object>}:
+ * what the objectives' recipe parsers read, so a resumed run goes on with
+ * the hyperparameters it began with (the model config's own "train"
+ * section says how the model it started from was made, not this run). */
+qiao_status qtr_checkpoint_recipe(const char *path, char **json);
 
 #endif /* QIAO_MODELS_TRAINER_H */

@@ -59,10 +59,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import decoder_peer  # noqa: E402
 from qiao_peer import write_safetensors  # noqa: E402
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # 2: the context's learned positions
 SEED = 20240711
 PREFIX = ""  # the decoder's own table names (a model file adds "decoder.")
-CONFIG = {"vocab": 50, "width": 32, "layers": 2, "heads": 4, "mlp": 64, "max_len": 16, "ctx_width": 24}
+CONFIG = {"vocab": 50, "width": 32, "layers": 2, "heads": 4, "mlp": 64, "max_len": 16, "ctx_width": 24,
+          "ctx_positions": 6}  # more than TY: a forward reads the first Ty
 B, T, TY = 2, 7, 5
 Y_LENGTHS = [5, 4]  # real context tokens per row
 CASES = ("tied", "untied")

@@ -59,11 +59,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import fusion_peer  # noqa: E402
 from qiao_peer import write_safetensors  # noqa: E402
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # 2: the picture's learned positions
 SEED = 20240620
 PREFIX = ""  # the fuser's own table names (a model file adds its own, e.g. "fusion.")
 CONFIG = {"width": 16, "layers": 2, "heads": 2, "mlp": 32, "gate_hidden": 8, "weighting": "learned",
-          "in_width": {"text": 12, "image": 10, "audio": 14}}
+          "in_width": {"text": 12, "image": 10, "audio": 14},
+          "positions": 8}  # more than the picture's 6 tokens: a forward reads the first T
 B = 4
 T = {"text": 5, "image": 6, "audio": 4}
 PRESENT = [[1, 1, 1], [0, 1, 1], [1, 1, 0], [1, 0, 1]]

@@ -54,13 +54,13 @@
 #include "fusion/decoder.h"
 
 #define FIXTURE QIAO_TEST_DATA "/decoder_golden.safetensors"
-#define FIXTURE_VERSION "1"
+#define FIXTURE_VERSION "2"
 
 #define ATOL 1e-5
 #define RTOL 1e-4
 
 /* The fixture's dimensions (tensor sizes are checked as they load). */
-enum { NB = 2, NT = 7, NTY = 5, VOCAB = 50, WIDTH = 32, LAYERS = 2, HEADS = 4, MLP = 64, MAX_LEN = 16, CTX_WIDTH = 24 };
+enum { NB = 2, NT = 7, NTY = 5, VOCAB = 50, WIDTH = 32, LAYERS = 2, HEADS = 4, MLP = 64, MAX_LEN = 16, CTX_WIDTH = 24, CTX_POSITIONS = 6 };
 enum { PAD_ROW = 1, PAD_TOK = 4 }; /* row 1's last context token is padding */
 
 typedef struct golden {
@@ -169,7 +169,7 @@ static golden *golden_open(bool tied) {
                ver ? ver : "(absent)", FIXTURE_VERSION);
         fail();
     }
-    G->cfg = (qf_decoder_config){VOCAB, WIDTH, LAYERS, HEADS, MLP, MAX_LEN, CTX_WIDTH, tied};
+    G->cfg = (qf_decoder_config){VOCAB, WIDTH, LAYERS, HEADS, MLP, MAX_LEN, CTX_WIDTH, tied, CTX_POSITIONS};
     G->case_name = tied ? "tied" : "untied";
     assert_int_equal(qf_decoder_describe(&G->m.pt, "", &G->cfg, 0), QIAO_OK);
     assert_int_equal(qf_decoder_describe_acts(&G->m.at, "", &G->cfg, NB, NT, NTY, 0), QIAO_OK);

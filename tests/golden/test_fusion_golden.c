@@ -47,13 +47,13 @@
 #include "fusion/fuser.h"
 
 #define FIXTURE QIAO_TEST_DATA "/fusion_golden.safetensors"
-#define FIXTURE_VERSION "1"
+#define FIXTURE_VERSION "2"
 
 #define ATOL 1e-5
 #define RTOL 1e-4
 
 /* The fixture's dimensions (tensor sizes are checked as they load). */
-enum { NB = 4, WIDTH = 16, LAYERS = 2, HEADS = 2, MLP = 32, GATE_HIDDEN = 8 };
+enum { NB = 4, WIDTH = 16, LAYERS = 2, HEADS = 2, MLP = 32, GATE_HIDDEN = 8, POSITIONS = 8 };
 static const int64_t IN_WIDTH[QF_NMOD] = {12, 10, 14}; /* text, image, audio */
 static const int64_t NTOK[QF_NMOD] = {5, 6, 4};
 
@@ -164,7 +164,8 @@ static golden *golden_open(qf_weighting mode) {
                ver ? ver : "(absent)", FIXTURE_VERSION);
         fail();
     }
-    G->cfg = (qf_fuser_config){WIDTH, LAYERS, HEADS, MLP, GATE_HIDDEN, mode, {IN_WIDTH[0], IN_WIDTH[1], IN_WIDTH[2]}};
+    G->cfg = (qf_fuser_config){WIDTH, LAYERS, HEADS, MLP, GATE_HIDDEN, mode, {IN_WIDTH[0], IN_WIDTH[1], IN_WIDTH[2]},
+                               POSITIONS};
     G->d = (qf_fuser_dims){NB, {NTOK[0], NTOK[1], NTOK[2]}};
     assert_int_equal(qf_fuser_describe(&G->m.pt, "", &G->cfg, 0), QIAO_OK);
     assert_int_equal(qf_fuser_describe_acts(&G->m.at, "", &G->cfg, &G->d, true, 0), QIAO_OK);

@@ -237,10 +237,10 @@ static void fu_bwd(fu_case *c) {
     qf_fuser_backward(c->ex, c->dtok, &c->g, &c->da, &c->s, c->R, &c->a, &c->p, &c->in, c->mode, &c->cfg, &c->d);
 }
 
-static void fu_setup(fu_case *c, qf_weighting mode, uint64_t seed) {
+static void fu_setup(fu_case *c, qf_weighting mode, uint64_t seed, int64_t positions) {
     memset(c, 0, sizeof *c);
     c->mode = mode;
-    c->cfg = (qf_fuser_config){8, 2, 2, 16, 4, mode, {6, 5, 7}};
+    c->cfg = (qf_fuser_config){8, 2, 2, 16, 4, mode, {6, 5, 7}, positions};
     c->d = (qf_fuser_dims){3, {3, 4, 2}};
     assert_int_equal(qf_fuser_describe(&c->m.pt, "fusion.", &c->cfg, 0), QIAO_OK);
     assert_int_equal(qf_fuser_describe_acts(&c->m.at, "fusion.", &c->cfg, &c->d, true, 0), QIAO_OK);
@@ -284,9 +284,9 @@ static void fu_free(fu_case *c) {
     free(c->present), free(c->R);
 }
 
-static void fu_gradcheck(qf_weighting mode, uint64_t seed) {
+static void fu_gradcheck(qf_weighting mode, uint64_t seed, int64_t positions) {
     fu_case c;
-    fu_setup(&c, mode, seed);
+    fu_setup(&c, mode, seed, positions);
     c.ex = &ex2;
     fu_fwd(&c);
     fu_bwd(&c);
@@ -316,13 +316,14 @@ static void fu_gradcheck(qf_weighting mode, uint64_t seed) {
 
 static void test_fuser_gradcheck_learned(void **state) {
     (void)state;
-    fu_gradcheck(QF_WEIGHT_LEARNED, 100);
+    fu_gradcheck(QF_WEIGHT_LEARNED, 100, 0);
+    fu_gradcheck(QF_WEIGHT_LEARNED, 110, 5); /* picture positions, one more than its 4 tokens */
 }
 
 static void test_fuser_gradcheck_fixed(void **state) {
     (void)state;
-    fu_gradcheck(QF_WEIGHT_HEURISTIC, 200);
-    fu_gradcheck(QF_WEIGHT_EQUAL, 300);
+    fu_gradcheck(QF_WEIGHT_HEURISTIC, 200, 0);
+    fu_gradcheck(QF_WEIGHT_EQUAL, 300, 4);
 }
 
 /* The heuristic mode's weights are the seeds' formula, renormalized over
@@ -330,7 +331,7 @@ static void test_fuser_gradcheck_fixed(void **state) {
 static void test_fuser_weights(void **state) {
     (void)state;
     fu_case c;
-    fu_setup(&c, QF_WEIGHT_HEURISTIC, 400);
+    fu_setup(&c, QF_WEIGHT_HEURISTIC, 400, 0);
     c.ex = &ex2;
     fu_fwd(&c);
     const float *st[QF_NMOD] = {c.stats[0], c.stats[1], c.stats[2]};
@@ -356,13 +357,24 @@ static void test_fuser_weights(void **state) {
     assert_int_equal(qf_fuser_forward(c.ex, &c.a, &c.s, &c.p, &c.in, c.mode, &c.cfg, &c.d),
                      QIAO_ERR_INVALID_ARGUMENT);
     assert_non_null(strstr(qiao_last_error(), "row 1 has no question"));
+    /* more picture tokens than the model has positions for; a negative count */
+    qf_fuser_config pc = c.cfg;
+    pc.positions = 3;
+    qc_table tab;
+    qc_table_init_empty(&tab);
+    assert_int_equal(qf_fuser_describe_acts(&tab, "", &pc, &c.d, false, 0), QIAO_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(qiao_last_error(), "positions for 3"));
+    assert_int_equal(qf_fuser_forward(c.ex, &c.a, &c.s, &c.p, &c.in, c.mode, &pc, &c.d), QIAO_ERR_INVALID_ARGUMENT);
+    pc.positions = -1;
+    assert_int_equal(qf_fuser_check(&pc), QIAO_ERR_FORMAT);
+    qc_table_free(&tab);
     fu_free(&c);
 }
 
 static void test_fuser_threads(void **state) {
     (void)state;
     fu_case c;
-    fu_setup(&c, QF_WEIGHT_LEARNED, 500);
+    fu_setup(&c, QF_WEIGHT_LEARNED, 500, 0);
     c.ex = &ex1;
     fu_fwd(&c);
     fu_bwd(&c);

@@ -665,6 +665,19 @@ static void decoder_section(void **state) {
     cJSON_free(json);
     assert_int_equal(qmod_create(&cfg, 3, &m), QIAO_OK);
     assert_true(qc_table_find(&m->tab, "decoder.out.weight") >= 0);
+    assert_true(qc_table_find(&m->tab, "decoder.ctx.pos") < 0);
+    qmod_free(m);
+    qmod_config_free(&cfg);
+    /* context positions: a learned vector per picture token */
+    json = tiny_with("{\"decoder\": {\"width\": 32, \"layers\": 1, \"heads\": 4, \"mlp\": 64, \"max_len\": 8, "
+                     "\"positions\": true}}");
+    expect(qmod_config_from_string(json, "positions", &cfg), QIAO_OK, NULL);
+    cJSON_free(json);
+    assert_int_equal(cfg.decoder.ctx_positions, cfg.image.tokens);
+    assert_int_equal(qmod_create(&cfg, 3, &m), QIAO_OK);
+    const int64_t cp = qc_table_find(&m->tab, "decoder.ctx.pos");
+    assert_true(cp >= 0);
+    assert_int_equal(m->tab.t[cp].numel, cfg.image.tokens * 32);
     qmod_free(m);
     qmod_config_free(&cfg);
     /* errors name the key */
@@ -678,6 +691,9 @@ static void decoder_section(void **state) {
         {"{\"decoder\": {\"width\": 32, \"layers\": 1, \"heads\": 4, \"mlp\": 64, \"max_len\": 8, \"tied\": 1}}",
          "decoder.tied"},
         {"{\"decoder\": {\"width\": 32, \"layers\": 1, \"heads\": 4, \"mlp\": 64}}", "max_len"},
+        {"{\"decoder\": {\"width\": 32, \"layers\": 1, \"heads\": 4, \"mlp\": 64, \"max_len\": 8, \"positions\": "
+         "\"yes\"}}",
+         "decoder.positions"},
         {"{\"decoder\": [1]}", "\"decoder\" must be an object"},
         {"{\"image\": null, \"decoder\": {\"width\": 32, \"layers\": 1, \"heads\": 4, \"mlp\": 64, \"max_len\": 8}}",
          "image tower"},

@@ -73,6 +73,23 @@ static void test_config(void **state) {
     assert_true(qc_table_find(&tab, "fusion.question.0.xattn.q.weight") >= 0);
     assert_true(qc_table_find(&tab, "fusion.gate.audio.fc.weight") >= 0);
     assert_true(qc_table_find(&tab, "heads.answer.fc.weight") >= 0);
+    assert_true(qc_table_find(&tab, "fusion.image.pos") < 0); /* positions are asked for */
+    qc_table_free(&tab);
+    qmod_config_free(&c);
+
+    /* "positions": true gives the picture stream one learned vector per picture token */
+    json = tiny_with("{\"width\": 16, \"layers\": 1, \"heads\": 2, \"mlp\": 32, \"gate_hidden\": 8, "
+                     "\"positions\": true}",
+                     HEADS_JSON, NULL);
+    assert_int_equal(qmod_config_from_string(json, "vqa.json", &c), QIAO_OK);
+    free(json);
+    assert_true(c.fusion.positions > 0);
+    assert_int_equal(c.fusion.positions, c.image.tokens);
+    qc_table_init_empty(&tab);
+    assert_int_equal(qmod_describe(&tab, &c), QIAO_OK);
+    const int64_t pi = qc_table_find(&tab, "fusion.image.pos");
+    assert_true(pi >= 0);
+    assert_int_equal(tab.t[pi].numel, c.image.tokens * 16);
     qc_table_free(&tab);
     qmod_config_free(&c);
 
@@ -86,6 +103,8 @@ static void test_config(void **state) {
                "fusion.x");
     expect_bad("{\"width\": 16, \"layers\": 1, \"heads\": 2, \"mlp\": 32, \"gate_hidden\": 8, \"weighting\": \"w\"}",
                NULL, NULL, "fusion.weighting");
+    expect_bad("{\"width\": 16, \"layers\": 1, \"heads\": 2, \"mlp\": 32, \"gate_hidden\": 8, \"positions\": 64}",
+               NULL, NULL, "fusion.positions");
     expect_bad(NULL, "{\"answer\": {\"kind\": \"mlp\", \"tower\": \"fusion\", \"classes\": 3}}", NULL,
                "no fusion section");
     expect_bad(FUSION_JSON, "{\"answer\": {\"kind\": \"mlp\", \"tower\": \"fusion\", \"classes\": 2, \"labels\": [\"a\"]}}",

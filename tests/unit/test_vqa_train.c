@@ -4,7 +4,10 @@
  * covered cells rises, the picture tower learns while the frozen text
  * tower stays bit for bit as loaded, a run stopped half-way resumes from its
  * checkpoint; a VQA model made without the cell heads cannot be fine-tuned
- * with them, and bad recipe values are clear errors. */
+ * with them, and bad recipe values are clear errors. A recipe whose fuser
+ * differs from a VQA model's grows the model: the new parameters (the
+ * picture's positions) appear, every other tensor is where the model
+ * left it. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
@@ -34,15 +37,19 @@ static int teardown(void **state) {
     return 0;
 }
 
-static char *write_recipe(const char *name, const char *train) {
+static char *write_recipe_with(const char *name, const char *fusion, const char *train) {
     char *path = malloc(700);
     assert_non_null(path);
     snprintf(path, 700, "%s/%s", g_dir, name);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
-    fprintf(f, "{\"fusion\": %s, \"answer_hidden\": 32, \"train\": %s}", FUSION, train);
+    fprintf(f, "{\"fusion\": %s, \"answer_hidden\": 32, \"train\": %s}", fusion, train);
     fclose(f);
     return path;
+}
+
+static char *write_recipe(const char *name, const char *train) {
+    return write_recipe_with(name, FUSION, train);
 }
 
 static void params_from(qmod_vqa_train_params *p, const char *recipe) {
@@ -102,7 +109,8 @@ static void cells_learn_and_resume(void **state) {
     char *recipe = write_recipe("cells.json", "{\"batch\": 16, \"steps\": 160, \"warmup\": 10, \"lr\": 0.003, "
                                               "\"eval_every\": 1000, \"ckpt_every\": 40, \"freeze\": [\"text\", "
                                               "\"audio\"], \"cell_weight\": 1.0, \"p_image_noise\": 0, "
-                                              "\"p_occlude\": 0, \"p_drop_image\": 0}");
+                                              "\"p_occlude\": 0, \"p_drop_image\": 0, \"image_sigma\": [2, 9], "
+                                              "\"audio_noise\": \"babble\"}");
     qmod_vqa_train_params p;
     memset(&p, 0, sizeof p);
     params_from(&p, recipe);
@@ -117,6 +125,21 @@ static void cells_learn_and_resume(void **state) {
     p.resume_path = ckpt;
     st = qmod_vqa_train(&p);
     if (st != QIAO_OK) fail_msg("%s", qiao_last_error());
+    /* the checkpoint holds the recipe the run began with, so a resume without
+     * one goes on with the same hyperparameters */
+    char *rj = NULL;
+    assert_int_equal(qtr_checkpoint_recipe(ckpt, &rj), QIAO_OK);
+    qmod_vqa_hparams back;
+    st = qmod_vqa_hparams_from_json(rj, ckpt, &back);
+    if (st != QIAO_OK) fail_msg("%s: %s", rj, qiao_last_error());
+    free(rj);
+    assert_true(back.tr.lr == p.hp.tr.lr && back.tr.lr == 0.003f && back.tr.steps == 160 && back.tr.warmup == 10);
+    assert_true(back.batch == 16 && back.freeze == p.hp.freeze && back.cell_weight == 1.0f);
+    assert_true(back.eval_questions == p.hp.eval_questions && back.data.audio_noise == QMOD_VQA_NOISE_BABBLE);
+    assert_true(back.data.image_sigma[0] == 2.0f && back.data.image_sigma[1] == 9.0f);
+    assert_true(back.data.p_drop_text == p.hp.data.p_drop_text && back.data.p_occlude == 0.0f);
+    assert_true(!memcmp(back.data.occlude_frac, p.hp.data.occlude_frac, sizeof back.data.occlude_frac));
+    assert_true(!memcmp(back.data.audio_snr_db, p.hp.data.audio_snr_db, sizeof back.data.audio_snr_db));
     const double l0 = csv_mean(csv, "loss_cell", 0, 10), l1 = csv_mean(csv, "loss_cell", 140, 160);
     const double a0 = csv_mean(csv, "cell_color_acc", 0, 10), a1 = csv_mean(csv, "cell_color_acc", 140, 160);
     const double s1 = csv_mean(csv, "cell_shape_acc", 140, 160);
@@ -200,8 +223,66 @@ static void errors(void **state) {
     free(recipe);
 }
 
+/* A VQA model, then a recipe that adds the picture's positions to its
+ * fuser: the grown model has them, keeps its name, and every tensor it
+ * shares with the model moved no further than one step at lr 1e-7 and the
+ * bf16 rounding of the file (a fresh start would be off by the whole
+ * value). */
+static void grows(void **state) {
+    (void)state;
+    char init[700], data[600], out[700], grown[700], ckpt[700];
+    snprintf(init, sizeof init, "%s/tiny-g.safetensors", g_dir);
+    snprintf(data, sizeof data, "%s/data", g_dir);
+    snprintf(out, sizeof out, "%s/g0.safetensors", g_dir);
+    snprintf(grown, sizeof grown, "%s/g1.safetensors", g_dir);
+    snprintf(ckpt, sizeof ckpt, "%s/g.ckpt.safetensors", g_dir);
+    qt_write_tiny_model(init, 3, true);
+    char *recipe = write_recipe("g0.json", "{\"batch\": 8, \"steps\": 2, \"eval_every\": 1000}");
+    qmod_vqa_train_params p;
+    memset(&p, 0, sizeof p);
+    params_from(&p, recipe);
+    p.init_path = init, p.data_dir = data, p.out_path = out, p.ckpt_path = ckpt;
+    p.threads = 1, p.loader_threads = 1;
+    qiao_status st = qmod_vqa_train(&p);
+    if (st != QIAO_OK) fail_msg("%s", qiao_last_error());
+    char *recipe2 = write_recipe_with("g1.json",
+                                      "{\"width\": 32, \"layers\": 1, \"heads\": 2, \"mlp\": 64, \"gate_hidden\": 16, "
+                                      "\"weighting\": \"learned\", \"positions\": true}",
+                                      "{\"batch\": 8, \"steps\": 1, \"lr\": 1e-7, \"warmup\": 0, \"eval_every\": 1000}");
+    memset(&p, 0, sizeof p);
+    params_from(&p, recipe2);
+    p.init_path = out, p.data_dir = data, p.out_path = grown, p.ckpt_path = ckpt;
+    p.threads = 1, p.loader_threads = 1;
+    unlink(ckpt);
+    st = qmod_vqa_train(&p);
+    if (st != QIAO_OK) fail_msg("%s", qiao_last_error());
+    qmod_model *a = NULL, *b = NULL;
+    assert_int_equal(qmod_load(out, &a), QIAO_OK);
+    assert_int_equal(qmod_load(grown, &b), QIAO_OK);
+    assert_string_equal(a->cfg.name, b->cfg.name);
+    assert_true(a->cfg.fusion.positions == 0 && b->cfg.fusion.positions == b->cfg.image.tokens);
+    assert_true(qc_table_find(&a->tab, "fusion.image.pos") < 0);
+    const int64_t pi = qc_table_find(&b->tab, "fusion.image.pos");
+    assert_true(pi >= 0);
+    assert_int_equal(b->tab.n, a->tab.n + 1);
+    int64_t far = 0, n = 0;
+    for (size_t i = 0; i < a->tab.n; i++) {
+        const int64_t j = qc_table_find(&b->tab, a->tab.t[i].name);
+        assert_true(j >= 0);
+        assert_int_equal(b->tab.t[j].numel, a->tab.t[i].numel);
+        const float *x = a->arena.base + a->tab.t[i].offset, *y = b->arena.base + b->tab.t[j].offset;
+        for (int64_t k = 0; k < a->tab.t[i].numel; k++, n++)
+            if (fabsf(x[k] - y[k]) > 0.01f * fabsf(x[k]) + 1e-5f) far++;
+    }
+    printf("grown: %lld of %lld shared values moved further than one step allows\n", (long long)far, (long long)n);
+    assert_int_equal(far, 0);
+    qmod_free(a), qmod_free(b);
+    free(recipe), free(recipe2);
+}
+
 int main(int argc, char **argv) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(cells_learn_and_resume), cmocka_unit_test(errors)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(cells_learn_and_resume), cmocka_unit_test(errors),
+                                       cmocka_unit_test(grows)};
     if (argc > 1) cmocka_set_test_filter(argv[1]);
     return cmocka_run_group_tests(tests, setup, teardown);
 }
