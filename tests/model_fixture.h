@@ -106,4 +106,21 @@ static inline qmod_model *qt_tiny_caption_model(uint64_t seed) {
     return m;
 }
 
+/* How many values of a's tensors b holds further than atol + rtol |a| away
+ * (every tensor of a must be in b, of the same size); *n counts them all.
+ * What a grown model (a recipe that adds parameters) is checked with. */
+static inline int64_t qt_shared_far(const qmod_model *a, const qmod_model *b, float rtol, float atol, int64_t *n) {
+    int64_t far = 0;
+    *n = 0;
+    for (size_t i = 0; i < a->tab.n; i++) {
+        const int64_t j = qc_table_find(&b->tab, a->tab.t[i].name);
+        assert_true(j >= 0);
+        assert_int_equal(b->tab.t[j].numel, a->tab.t[i].numel);
+        const float *x = a->arena.base + a->tab.t[i].offset, *y = b->arena.base + b->tab.t[j].offset;
+        for (int64_t k = 0; k < a->tab.t[i].numel; k++, (*n)++)
+            if (fabsf(x[k] - y[k]) > atol + rtol * fabsf(x[k])) far++;
+    }
+    return far;
+}
+
 #endif /* QIAO_TESTS_MODEL_FIXTURE_H */

@@ -4,7 +4,8 @@
  * (its teacher-forced validation loss falls well below the untrained one's
  * and below the uniform guess), resumes from its checkpoint, and bad
  * recipes and models are clear errors; writing a caption through the KV
- * cache and the search agrees with the full forward. */
+ * cache and the search agrees with the full forward. A recipe that gives
+ * a caption model's decoder context positions grows the model. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
@@ -170,6 +171,58 @@ static void errors(void **state) {
     assert_non_null(strstr(qiao_last_error(), "no \"decoder\""));
 }
 
+/* A caption model, then a recipe that adds the context's positions: the
+ * grown model has them, keeps its name, and every tensor it shares moved
+ * no further than a step at lr 1e-7 and bf16 rounding allow. */
+static void grows(void **state) {
+    (void)state;
+    char init[700], data[600], out[700], grown[700], ckpt[700], path[700];
+    snprintf(init, sizeof init, "%s/tiny-g.safetensors", g_dir);
+    snprintf(data, sizeof data, "%s/data", g_dir);
+    snprintf(out, sizeof out, "%s/g0.safetensors", g_dir);
+    snprintf(grown, sizeof grown, "%s/g1.safetensors", g_dir);
+    snprintf(ckpt, sizeof ckpt, "%s/g.ckpt.safetensors", g_dir);
+    qt_write_tiny_model(init, 3, true);
+    char *r0 = write_recipe("g0.json", "{\"batch\": 8, \"steps\": 2, \"eval_every\": 1000}");
+    qmod_cap_train_params p;
+    memset(&p, 0, sizeof p);
+    p.recipe_path = r0, p.init_path = init, p.data_dir = data, p.out_path = out, p.ckpt_path = ckpt;
+    p.threads = 1, p.loader_threads = 1;
+    char *buf = NULL;
+    assert_int_equal(qtr_recipe_read(r0, &buf), QIAO_OK);
+    assert_int_equal(qmod_cap_hparams_from_json(buf, r0, &p.hp), QIAO_OK);
+    free(buf);
+    qiao_status st = qmod_cap_train(&p);
+    if (st != QIAO_OK) fail_msg("%s", qiao_last_error());
+    snprintf(path, sizeof path, "%s/g1.json", g_dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("{\"decoder\": {\"width\": 32, \"layers\": 1, \"heads\": 2, \"mlp\": 64, \"max_len\": 96, \"tied\": true, "
+          "\"positions\": true}, \"train\": {\"batch\": 8, \"steps\": 1, \"lr\": 1e-7, \"warmup\": 0, \"eval_every\": 1000}}",
+          f);
+    fclose(f);
+    assert_int_equal(qtr_recipe_read(path, &buf), QIAO_OK);
+    assert_int_equal(qmod_cap_hparams_from_json(buf, path, &p.hp), QIAO_OK);
+    free(buf);
+    p.recipe_path = path, p.init_path = out, p.out_path = grown;
+    unlink(ckpt);
+    st = qmod_cap_train(&p);
+    if (st != QIAO_OK) fail_msg("%s", qiao_last_error());
+    qmod_model *a = NULL, *b = NULL;
+    assert_int_equal(qmod_load(out, &a), QIAO_OK);
+    assert_int_equal(qmod_load(grown, &b), QIAO_OK);
+    assert_string_equal(a->cfg.name, b->cfg.name);
+    assert_true(a->cfg.decoder.ctx_positions == 0 && b->cfg.decoder.ctx_positions == b->cfg.image.tokens);
+    assert_true(qc_table_find(&b->tab, "decoder.ctx.pos") >= 0);
+    assert_int_equal(b->tab.n, a->tab.n + 1);
+    int64_t n = 0;
+    const int64_t far = qt_shared_far(a, b, 0.01f, 1e-5f, &n);
+    printf("grown: %lld of %lld shared values moved further than one step allows\n", (long long)far, (long long)n);
+    assert_int_equal(far, 0);
+    qmod_free(a), qmod_free(b);
+    free(r0);
+}
+
 /* A tiny caption model with random weights: the tiny model plus a decoder. */
 static qmod_model *tiny_caption_model(void) {
     qmod_model *t = qt_tiny_model(1, true);
@@ -276,6 +329,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(learns_and_resumes),
         cmocka_unit_test(errors),
         cmocka_unit_test(generate),
+        cmocka_unit_test(grows),
     };
     if (argc > 1) cmocka_set_test_filter(argv[1]);
     return cmocka_run_group_tests(tests, setup, teardown);
