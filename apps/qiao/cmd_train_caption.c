@@ -22,9 +22,12 @@ static void usage(FILE *f) {
                "                          [--eval-every N] [--threads N] [--loader-threads N] [--quiet]\n"
                "  Trains a caption decoder on MODEL's image tower (a trained embedding model) with the\n"
                "  recipe's decoder section and \"train\" object, or fine-tunes MODEL when it already\n"
-               "  writes captions. DIR is a shapes split or a root holding train/ (and val/). --ckpt\n"
-               "  defaults to CAP.ckpt.safetensors and --log to CAP (CAP.csv, CAP.png). Ctrl-C stops\n"
-               "  after the current step with a checkpoint; --resume CKPT continues where it stopped.\n");
+               "  writes captions (grown first when the recipe's decoder section differs from MODEL's:\n"
+               "  what both hold is copied, the rest starts fresh). DIR is a shapes split or a root\n"
+               "  holding train/ (and val/). --ckpt defaults to CAP.ckpt.safetensors and --log to CAP\n"
+               "  (CAP.csv, CAP.png). Ctrl-C stops after the current step with a checkpoint; --resume\n"
+               "  CKPT continues where it stopped, with the run's own hyperparameters unless --config\n"
+               "  gives others.\n");
 }
 
 static int on_step(const qtr_log *l, void *user) {

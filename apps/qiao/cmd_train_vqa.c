@@ -25,10 +25,12 @@ static void usage(FILE *f) {
             "                      [--loader-threads N] [--quiet]\n"
             "  Trains a fuser and answer head on MODEL's towers (a trained embedding model) with\n"
             "  the recipe's fusion section and \"train\" object, or fine-tunes MODEL when it already\n"
-            "  answers questions. DIR is a shapes split (with --speech-questions for spoken\n"
-            "  questions) or a root holding train/ (and val/). --ckpt defaults to\n"
-            "  VQA.ckpt.safetensors and --log to VQA (VQA.csv, VQA.png). Ctrl-C stops after the\n"
-            "  current step with a checkpoint; --resume CKPT continues where it stopped.\n");
+            "  answers questions (grown first when the recipe's fusion section differs from MODEL's:\n"
+            "  what both hold is copied, the rest starts fresh). DIR is a shapes split (with\n"
+            "  --speech-questions for spoken questions) or a root holding train/ (and val/). --ckpt\n"
+            "  defaults to VQA.ckpt.safetensors and --log to VQA (VQA.csv, VQA.png). Ctrl-C stops\n"
+            "  after the current step with a checkpoint; --resume CKPT continues where it stopped,\n"
+            "  with the run's own hyperparameters unless --config gives others.\n");
 }
 
 static int on_step(const qtr_log *l, void *user) {
