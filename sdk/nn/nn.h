@@ -57,6 +57,13 @@ void nn_layernorm_backward(const qb_exec *ex, float *dinp, float *dw, float *db,
 void nn_residual_layernorm_forward(const qb_exec *ex, float *h, float *out, float *mean, float *rstd, const float *x,
                                    const float *y, const float *bias, const float *w, const float *b, int64_t N,
                                    int64_t C);
+/* The two forwards above with the model's own epsilon (an imported BERT's
+ * 1e-12): the backwards need none, they read the saved rstd. */
+void nn_layernorm_forward_eps(const qb_exec *ex, float *out, float *mean, float *rstd, const float *inp, const float *w,
+                              const float *b, int64_t N, int64_t C, float eps);
+void nn_residual_layernorm_forward_eps(const qb_exec *ex, float *h, float *out, float *mean, float *rstd,
+                                       const float *x, const float *y, const float *bias, const float *w,
+                                       const float *b, int64_t N, int64_t C, float eps);
 /* h (N, C) = (y + bias) + x with bias (C) or NULL; h may alias y: a linear
  * layer's bias and the residual add after it in one pass. */
 void nn_bias_residual_forward(const qb_exec *ex, float *h, const float *x, const float *y, const float *bias, int64_t N,
@@ -223,13 +230,20 @@ void nn_zero_grads(const qb_exec *ex, const qc_table *tab, float *grads);
 float nn_lr_warmup_cosine(int64_t step, int64_t warmup, int64_t total, float lr_max, float lr_min);
 
 
-/* ---- pre-norm transformer block (transformer.c) ----------------------------
+/* ---- transformer block (transformer.c) --------------------------------------
+ * Pre-norm (the default: GPT-2, ViT, CLIP and every qiao tower):
  *   h   = x + proj(attention(q(ln1 x), k(ln1 x), v(ln1 x), mask))
  *   out = h + fc2(gelu(fc(ln2 h)))
- * The layout of GPT-2 / ViT blocks, with separate q, k, v projections (so a
- * cross-attention block reuses the same shapes). C = width, F = MLP width,
- * H = heads. Parameters and activations are described in tensor tables, so
- * the same struct binds to the parameter, gradient and moment arenas. */
+ * Post-norm (BERT, XLM-RoBERTa: the imported text encoders):
+ *   h   = x + proj(attention(q x, k x, v x, mask)),   n = ln1 h
+ *   out = ln2(n + fc2(gelu(fc n)))
+ * with separate q, k, v projections (so a cross-attention block reuses the
+ * same shapes). C = width, F = MLP width, H = heads. Parameters and
+ * activations are described in tensor tables, so the same struct binds to
+ * the parameter, gradient and moment arenas. */
+
+/* Where a block's LayerNorms sit. */
+typedef enum nn_norm { NN_NORM_PRE = 0, NN_NORM_POST = 1 } nn_norm;
 typedef struct nn_block_params {
     float *ln1_w, *ln1_b;   /* (C) */
     float *q_w, *q_b;       /* (C, C), (C) */
@@ -241,6 +255,8 @@ typedef struct nn_block_params {
     float *fc2_w, *fc2_b;   /* (C, F), (C) */
 } nn_block_params;
 
+/* Post-norm reuses the fields: ln1 holds ln1(h), the stream after the
+ * attention; ln2 holds n + fc2(...), the sum ln2 reads. */
 typedef struct nn_block_acts {
     float *ln1, *ln1_mean, *ln1_rstd; /* (N, C), (N), (N) with N = B*T */
     float *q, *k, *v;                 /* (N, C) */
@@ -255,6 +271,8 @@ typedef struct nn_block_acts {
 
 typedef struct nn_block_dims {
     int64_t B, T, C, F, H;
+    nn_norm norm; /* pre (default) or post */
+    float eps;    /* the LayerNorms' epsilon; 0 = NN_LAYERNORM_EPS */
 } nn_block_dims;
 
 /* Appends the block's parameters to `tab` as "<prefix>ln1.weight", ... with
@@ -286,7 +304,17 @@ void nn_block_backward(const qb_exec *ex, float *dx, nn_block_params *g, nn_bloc
  *   e = l2norm(W_proj masked_pool(z) + b_proj)        e: (B, D), D = 1024
  * (pool: mean or max over the real tokens, nn_trunk_dims.pool)
  * The modality-specific front end (hybrid text embedding, patch embedding,
- * conv stem) produces x (B, T, C) and consumes dx. */
+ * conv stem) produces x (B, T, C) and consumes dx.
+ *
+ * The options an imported encoder needs (a BERT: post-norm blocks, a
+ * LayerNorm on the embeddings, eps 1e-12, the first token's vector or the
+ * mean, no projection):
+ *   ln_in   h_0 = ln_in(x + pos[t])
+ *   norm    post-norm blocks, and then no ln_f: z = h_L
+ *   eps     every LayerNorm's epsilon
+ *   pool    NN_POOL_FIRST: z of token 0 ([CLS])
+ *   proj    NN_PROJ_NOBIAS: W_proj without b_proj; NN_PROJ_NONE: e =
+ *           l2norm(pool(z)), D = C */
 #define NN_MAX_LAYERS 24
 
 /* How the trunk pools its tokens. Mean suits inputs whose every token
@@ -294,10 +322,13 @@ void nn_block_backward(const qb_exec *ex, float *dx, nn_block_params *g, nn_bloc
  * whose objects cover a small part of mostly uniform background: mean
  * pooling makes every such picture embed alike, and contrastive training
  * then stalls at its chance loss). */
-typedef enum nn_pool { NN_POOL_MEAN = 0, NN_POOL_MAX = 1 } nn_pool;
+typedef enum nn_pool { NN_POOL_MEAN = 0, NN_POOL_MAX = 1, NN_POOL_FIRST = 2 } nn_pool;
 
-/* Reads the optional "pool" key ("mean" or "max", default `dflt`) of a
- * modality's config object; `section` names it in the error. */
+/* The projection to the shared space. */
+typedef enum nn_proj { NN_PROJ_BIAS = 0, NN_PROJ_NOBIAS = 1, NN_PROJ_NONE = 2 } nn_proj;
+
+/* Reads the optional "pool" key ("mean", "max" or "first", default `dflt`)
+ * of a modality's config object; `section` names it in the error. */
 qiao_status nn_pool_from_json(const void *cjson_obj, const char *section, nn_pool dflt, nn_pool *out);
 
 typedef struct nn_trunk_dims {
@@ -305,20 +336,26 @@ typedef struct nn_trunk_dims {
     int64_t L;             /* layers */
     int64_t max_T;         /* rows of the position table */
     int64_t D;             /* output (shared space) width */
-    nn_pool pool;          /* masked mean (default) or masked max over the tokens */
+    nn_pool pool;          /* masked mean (default), masked max, or the first token */
+    nn_norm norm;          /* the blocks' norms: pre (default, with ln_f) or post (no ln_f) */
+    float eps;             /* every LayerNorm's epsilon; 0 = NN_LAYERNORM_EPS */
+    bool ln_in;            /* a LayerNorm on x + pos before the blocks */
+    nn_proj proj;          /* with bias (default), without, or none (D = C) */
 } nn_trunk_dims;
 
 typedef struct nn_trunk_params {
     float *pos;                          /* (max_T, C) learned positions */
+    float *ln_in_w, *ln_in_b;            /* (C) with ln_in */
     nn_block_params blocks[NN_MAX_LAYERS];
-    float *ln_w, *ln_b;                  /* (C) */
-    float *proj_w, *proj_b;              /* (D, C), (D) */
+    float *ln_w, *ln_b;                  /* (C) pre-norm only */
+    float *proj_w, *proj_b;              /* (D, C), (D): as proj says */
 } nn_trunk_params;
 
 typedef struct nn_trunk_acts {
     float *h0;                           /* (B*T, C) x + positions */
+    float *ln_in, *ln_in_mean, *ln_in_rstd; /* (B*T, C), (B*T), (B*T) with ln_in */
     nn_block_acts blocks[NN_MAX_LAYERS];
-    float *lnf, *lnf_mean, *lnf_rstd;    /* (B*T, C), (B*T), (B*T) */
+    float *lnf, *lnf_mean, *lnf_rstd;    /* (B*T, C), (B*T), (B*T); post-norm: lnf = h_L */
     float *pooled;                       /* (B, C) */
     float *pool_arg;                     /* (B, C) int32 argmax of max pooling */
     float *proj;                         /* (B, D) before normalization */
@@ -327,7 +364,8 @@ typedef struct nn_trunk_acts {
     float *flow[2];                      /* (B*T, C) gradient between blocks (backward only) */
 } nn_trunk_acts;
 
-/* Parameters as "<prefix>pos", "<prefix>blocks.<l>.…", "<prefix>ln_f.weight",
+/* Parameters as "<prefix>pos", "<prefix>ln_in.weight" (ln_in),
+ * "<prefix>blocks.<l>.…", "<prefix>ln_f.weight" (pre-norm),
  * "<prefix>proj.weight"... bound at field_base + offsetof(nn_trunk_params, …). */
 qiao_status nn_trunk_describe(qc_table *tab, const char *prefix, const nn_trunk_dims *d, size_t field_base);
 qiao_status nn_trunk_describe_acts(qc_table *tab, const char *prefix, const nn_trunk_dims *d, size_t field_base);

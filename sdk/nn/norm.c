@@ -7,9 +7,7 @@
 
 void nn_layernorm_forward(const qb_exec *ex, float *out, float *mean, float *rstd, const float *inp,
                           const float *w, const float *b, int64_t N, int64_t C) {
-    const int t = QC_PROF_BEGIN(ex->prof, QC_PROF_NORM, w, 1, "fwd");
-    ex->ops->layernorm_forward(ex, out, mean, rstd, inp, w, b, N, C, NN_LAYERNORM_EPS);
-    QC_PROF_END(ex->prof, t, 0);
+    nn_layernorm_forward_eps(ex, out, mean, rstd, inp, w, b, N, C, NN_LAYERNORM_EPS);
 }
 
 void nn_layernorm_backward(const qb_exec *ex, float *dinp, float *dw, float *db, const float *dout,
@@ -23,8 +21,21 @@ void nn_layernorm_backward(const qb_exec *ex, float *dinp, float *dw, float *db,
 void nn_residual_layernorm_forward(const qb_exec *ex, float *h, float *out, float *mean, float *rstd, const float *x,
                                    const float *y, const float *bias, const float *w, const float *b, int64_t N,
                                    int64_t C) {
+    nn_residual_layernorm_forward_eps(ex, h, out, mean, rstd, x, y, bias, w, b, N, C, NN_LAYERNORM_EPS);
+}
+
+void nn_layernorm_forward_eps(const qb_exec *ex, float *out, float *mean, float *rstd, const float *inp, const float *w,
+                              const float *b, int64_t N, int64_t C, float eps) {
     const int t = QC_PROF_BEGIN(ex->prof, QC_PROF_NORM, w, 1, "fwd");
-    ex->ops->residual_layernorm_forward(ex, h, out, mean, rstd, x, y, bias, w, b, N, C, NN_LAYERNORM_EPS);
+    ex->ops->layernorm_forward(ex, out, mean, rstd, inp, w, b, N, C, eps);
+    QC_PROF_END(ex->prof, t, 0);
+}
+
+void nn_residual_layernorm_forward_eps(const qb_exec *ex, float *h, float *out, float *mean, float *rstd,
+                                       const float *x, const float *y, const float *bias, const float *w,
+                                       const float *b, int64_t N, int64_t C, float eps) {
+    const int t = QC_PROF_BEGIN(ex->prof, QC_PROF_NORM, w, 1, "fwd");
+    ex->ops->residual_layernorm_forward(ex, h, out, mean, rstd, x, y, bias, w, b, N, C, eps);
     QC_PROF_END(ex->prof, t, 0);
 }
 

@@ -1,4 +1,4 @@
-/* The pre-norm transformer block, composed from the layers in nn.h. */
+/* The transformer block, pre-norm or post-norm, composed from the layers in nn.h. */
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -65,11 +65,61 @@ qiao_status nn_block_describe_acts(qc_table *tab, const char *prefix, const nn_b
     return QIAO_OK;
 }
 
+static float block_eps(const nn_block_dims *d) {
+    return d->eps > 0.0f ? d->eps : NN_LAYERNORM_EPS;
+}
+
+/* h = x + proj(attention(q x, ...)), ln1 = ln1(h); ln2 = ln1 + fc2(gelu(fc ln1)), out = ln2(ln2). */
+static void post_forward(const qb_exec *ex, nn_block_acts *a, const nn_block_params *p, const float *x,
+                         const uint8_t *mask, const nn_block_dims *d) {
+    const int64_t B = d->B, T = d->T, C = d->C, F = d->F, N = B * T;
+    const float eps = block_eps(d);
+    float *const qkv[3] = {a->q, a->k, a->v};
+    const float *const qkv_w[3] = {p->q_w, p->k_w, p->v_w}, *const qkv_b[3] = {p->q_b, p->k_b, p->v_b};
+    nn_linears_forward(ex, 3, qkv, NULL, x, qkv_w, qkv_b, N, C, C);
+    nn_attention_forward(ex, a->atty, a->att, a->q, a->k, a->v, mask, NULL, B, T, T, C, d->H, false);
+    nn_linear_forward(ex, a->h, a->atty, p->proj_w, NULL, N, C, C);
+    nn_residual_layernorm_forward_eps(ex, a->h, a->ln1, a->ln1_mean, a->ln1_rstd, x, a->h, p->proj_b, p->ln1_w,
+                                      p->ln1_b, N, C, eps);
+    const float *const fc_w = p->fc_w, *const fc_b = p->fc_b;
+    nn_linears_forward(ex, 1, &a->fc, &a->fc_gelu, a->ln1, &fc_w, &fc_b, N, C, F);
+    nn_linear_forward(ex, a->ln2, a->fc_gelu, p->fc2_w, NULL, N, F, C);
+    nn_residual_layernorm_forward_eps(ex, a->ln2, a->out, a->ln2_mean, a->ln2_rstd, a->ln1, a->ln2, p->fc2_b, p->ln2_w,
+                                      p->ln2_b, N, C, eps);
+}
+
+static void post_backward(const qb_exec *ex, float *dx, nn_block_params *g, nn_block_acts *da, const float *dout,
+                          const nn_block_acts *a, const nn_block_params *p, const float *x, const nn_block_dims *d) {
+    const int64_t B = d->B, T = d->T, C = d->C, F = d->F, N = B * T;
+    /* out = ln2(s), s = n + fc2(gelu(fc n)): ds, then the MLP's dn */
+    nn_residual_layernorm_backward(ex, da->ln2, g->ln2_w, g->ln2_b, NULL, dout, a->ln2, p->ln2_w, a->ln2_mean,
+                                   a->ln2_rstd, N, C);
+    nn_linear_backward_first(ex, da->fc_gelu, g->fc2_w, g->fc2_b, da->ln2, a->fc_gelu, p->fc2_w, N, F, C);
+    nn_gelu_bias_backward(ex, da->fc, g->fc_b, a->fc, da->fc_gelu, N, F);
+    nn_linear_backward_first(ex, da->ln1, g->fc_w, NULL, da->fc, a->ln1, p->fc_w, N, C, F);
+    ex->ops->axpy(ex, da->ln1, 1.0f, da->ln2, N * C); /* dn += ds: the residual path */
+    /* n = ln1(h), h = x + proj(attention(...)) */
+    nn_residual_layernorm_backward(ex, da->h, g->ln1_w, g->ln1_b, NULL, da->ln1, a->h, p->ln1_w, a->ln1_mean,
+                                   a->ln1_rstd, N, C);
+    nn_linear_backward_first(ex, da->atty, g->proj_w, g->proj_b, da->h, a->atty, p->proj_w, N, C, C);
+    nn_attention_backward_first(ex, da->q, da->k, da->v, da->att, da->atty, a->q, a->k, a->v, a->att, B, T, T, C, d->H);
+    nn_linear_backward_first(ex, dx, g->q_w, g->q_b, da->q, x, p->q_w, N, C, C);
+    nn_linear_backward(ex, dx, g->k_w, g->k_b, da->k, x, p->k_w, N, C, C);
+    nn_linear_backward(ex, dx, g->v_w, g->v_b, da->v, x, p->v_w, N, C, C);
+    ex->ops->axpy(ex, dx, 1.0f, da->h, N * C); /* dx += dh: the residual path */
+}
+
 void nn_block_forward(const qb_exec *ex, nn_block_acts *a, const nn_block_params *p, const float *x,
                       const uint8_t *mask, const nn_block_dims *d) {
     const int64_t B = d->B, T = d->T, C = d->C, F = d->F, N = B * T;
     const int t = QC_PROF_BEGIN(ex->prof, QC_PROF_GROUP, p->ln1_w, 2, "fwd"); /* "<tower>.blocks.<l>.fwd" */
-    nn_layernorm_forward(ex, a->ln1, a->ln1_mean, a->ln1_rstd, x, p->ln1_w, p->ln1_b, N, C);
+    if (d->norm == NN_NORM_POST) {
+        post_forward(ex, a, p, x, mask, d);
+        QC_PROF_END(ex->prof, t, 0);
+        return;
+    }
+    const float eps = block_eps(d);
+    nn_layernorm_forward_eps(ex, a->ln1, a->ln1_mean, a->ln1_rstd, x, p->ln1_w, p->ln1_b, N, C, eps);
     float *const qkv[3] = {a->q, a->k, a->v};
     const float *const qkv_w[3] = {p->q_w, p->k_w, p->v_w}, *const qkv_b[3] = {p->q_b, p->k_b, p->v_b};
     nn_linears_forward(ex, 3, qkv, NULL, a->ln1, qkv_w, qkv_b, N, C, C);
@@ -77,8 +127,8 @@ void nn_block_forward(const qb_exec *ex, nn_block_acts *a, const nn_block_params
     /* proj's and fc2's biases are added by the residual pass after them:
      * one pass over the rows for bias, residual and (after proj) ln2. */
     nn_linear_forward(ex, a->h, a->atty, p->proj_w, NULL, N, C, C);
-    nn_residual_layernorm_forward(ex, a->h, a->ln2, a->ln2_mean, a->ln2_rstd, x, a->h, p->proj_b, p->ln2_w, p->ln2_b, N,
-                                  C);
+    nn_residual_layernorm_forward_eps(ex, a->h, a->ln2, a->ln2_mean, a->ln2_rstd, x, a->h, p->proj_b, p->ln2_w,
+                                      p->ln2_b, N, C, eps);
     const float *const fc_w = p->fc_w, *const fc_b = p->fc_b;
     nn_linears_forward(ex, 1, &a->fc, &a->fc_gelu, a->ln2, &fc_w, &fc_b, N, C, F); /* with its GELU */
     nn_linear_forward(ex, a->out, a->fc_gelu, p->fc2_w, NULL, N, F, C);
@@ -91,6 +141,11 @@ void nn_block_backward(const qb_exec *ex, float *dx, nn_block_params *g, nn_bloc
                        const nn_block_dims *d) {
     const int64_t B = d->B, T = d->T, C = d->C, F = d->F, N = B * T;
     const int t = QC_PROF_BEGIN(ex->prof, QC_PROF_GROUP, p->ln1_w, 2, "bwd");
+    if (d->norm == NN_NORM_POST) {
+        post_backward(ex, dx, g, da, dout, a, p, x, d);
+        QC_PROF_END(ex->prof, t, 0);
+        return;
+    }
     /* Every activation gradient's first writer overwrites it (the `_first`
      * layers, the GELU + bias and residual LayerNorm backwards), so da needs
      * no clearing; each sum is the one zeroing and accumulating gave.

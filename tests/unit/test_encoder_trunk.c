@@ -2,7 +2,9 @@
  * differences (input, positions, a block, the final norm, the projection;
  * entering at the embedding and at the token sequence),
  * thread-count independence, padding independence, unit-norm output; with
- * mean and with max pooling. */
+ * mean and with max pooling, and in the variants an imported BERT needs
+ * (post-norm blocks, a LayerNorm on the input, eps 1e-12, the first
+ * token's vector, no projection or one without bias). */
 #include <string.h>
 
 #include <cjson/cJSON.h>
@@ -20,12 +22,32 @@ typedef struct trunk_case {
     uint8_t *mask;
 } trunk_case;
 
-static nn_pool g_pool = NN_POOL_MEAN; /* the pooling the cases run with */
+/* The trunk options the cases run with (pool, norm, eps, ln_in, proj). */
+typedef struct variant {
+    nn_pool pool;
+    nn_norm norm;
+    float eps;
+    bool ln_in;
+    nn_proj proj;
+} variant;
+static variant g_var = {NN_POOL_MEAN, NN_NORM_PRE, 0.0f, false, NN_PROJ_BIAS};
 
 static void setup(trunk_case *k, int threads, int64_t B, int64_t T) {
     memset(k, 0, sizeof *k);
     qb_exec_cpu(&k->ex, threads);
-    k->d = (nn_trunk_dims){.B = B, .T = T, .C = 8, .F = 16, .H = 2, .L = 2, .max_T = 8, .D = 6, .pool = g_pool};
+    k->d = (nn_trunk_dims){.B = B,
+                           .T = T,
+                           .C = 8,
+                           .F = 16,
+                           .H = 2,
+                           .L = 2,
+                           .max_T = 8,
+                           .D = g_var.proj == NN_PROJ_NONE ? 8 : 6,
+                           .pool = g_var.pool,
+                           .norm = g_var.norm,
+                           .eps = g_var.eps,
+                           .ln_in = g_var.ln_in,
+                           .proj = g_var.proj};
     qc_table_init_empty(&k->m.pt);
     qc_table_init_empty(&k->m.at);
     assert_int_equal(nn_trunk_describe(&k->m.pt, "enc.", &k->d, 0), QIAO_OK);
@@ -69,7 +91,9 @@ static void backward(trunk_case *k) {
     nn_trunk_backward(&k->ex, k->dx, &k->g, &k->da, k->R, NULL, &k->a, &k->p, k->x, k->mask, &k->d);
 }
 
+/* A tensor the variant lacks (ln_f of a post-norm trunk...) is skipped. */
 static int check_param(trunk_case *k, const char *name) {
+    if (qc_table_find(&k->m.pt, name) < 0) return 0;
     const qc_tensor_desc *t = qt_model_tensor(&k->m, name);
     return qt_gradcheck(name, fwd, k, k->a.emb, k->R, k->d.B * k->d.D, k->m.params.base + t->offset,
                         k->m.grads.base + t->offset, t->numel, 1e-3f, 1e-3, 1e-2, 64);
@@ -82,8 +106,10 @@ static void gradients(void **state) {
     backward(&k);
     int bad = qt_gradcheck("x", fwd, &k, k.a.emb, k.R, k.d.B * k.d.D, k.x, k.dx, k.d.B * k.d.T * k.d.C, 1e-3f,
                            1e-3, 1e-2, 120);
-    const char *names[] = {"enc.pos", "enc.blocks.0.attn.q.weight", "enc.blocks.1.mlp.fc.weight",
-                           "enc.blocks.1.ln2.bias", "enc.ln_f.weight", "enc.proj.weight", "enc.proj.bias"};
+    const char *names[] = {"enc.pos",         "enc.blocks.0.attn.q.weight", "enc.blocks.1.mlp.fc.weight",
+                           "enc.blocks.1.ln2.bias", "enc.blocks.0.ln1.weight", "enc.ln_f.weight",
+                           "enc.proj.weight", "enc.proj.bias",              "enc.ln_in.weight",
+                           "enc.ln_in.bias"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) bad += check_param(&k, names[i]);
     /* Padded tokens get no input gradient. */
     for (int64_t b = 0; b < k.d.B; b++)
@@ -111,17 +137,20 @@ static void token_gradients(void **state) {
     nn_trunk_backward(&k.ex, k.dx, &k.g, &k.da, NULL, R2, &k.a, &k.p, k.x, k.mask, &k.d);
     /* h = 3e-3: L sums B*T*C float outputs, whose rounding swamps a 1e-3 step. */
     int bad = qt_gradcheck("x via tokens", fwd, &k, k.a.lnf, R2, n, k.x, k.dx, n, 3e-3f, 1e-3, 1e-2, 120);
-    const char *names[] = {"enc.pos", "enc.blocks.0.attn.q.weight", "enc.blocks.1.mlp.fc.weight", "enc.ln_f.weight",
-                           "enc.ln_f.bias"};
+    const char *names[] = {"enc.pos",       "enc.blocks.0.attn.q.weight", "enc.blocks.1.mlp.fc.weight",
+                           "enc.ln_f.weight", "enc.ln_f.bias",              "enc.ln_in.weight",
+                           "enc.blocks.1.ln2.weight"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (qc_table_find(&k.m.pt, names[i]) < 0) continue;
         const qc_tensor_desc *t = qt_model_tensor(&k.m, names[i]);
         bad += qt_gradcheck(names[i], fwd, &k, k.a.lnf, R2, n, k.m.params.base + t->offset, k.m.grads.base + t->offset,
                             t->numel, 3e-3f, 1e-3, 1e-2, 64);
     }
     /* The projection comes after the tokens: no gradient reaches it. */
-    const qc_tensor_desc *pw = qt_model_tensor(&k.m, "enc.proj.weight");
-    for (int64_t j = 0; j < pw->numel; j++)
-        assert_true(k.m.grads.base[pw->offset + j] == 0.0f);
+    if (qc_table_find(&k.m.pt, "enc.proj.weight") >= 0) {
+        const qc_tensor_desc *pw = qt_model_tensor(&k.m, "enc.proj.weight");
+        for (int64_t j = 0; j < pw->numel; j++) assert_true(k.m.grads.base[pw->offset + j] == 0.0f);
+    }
     assert_int_equal(bad, 0);
     /* Linearity: both entries = embedding alone + tokens alone. */
     const size_t np = k.m.pt.total;
@@ -176,7 +205,8 @@ static void padding_independent(void **state) {
         one.mask[t] = 1;
     }
     fwd(&one);
-    for (int64_t j = 0; j < 6; j++) assert_true(fabsf(one.a.emb[j] - big.a.emb[2 * 6 + j]) < 1e-5f);
+    const int64_t D = big.d.D;
+    for (int64_t j = 0; j < D; j++) assert_true(fabsf(one.a.emb[j] - big.a.emb[2 * D + j]) < 1e-5f);
     teardown(&big);
     teardown(&one);
 }
@@ -185,22 +215,23 @@ static void padding_independent(void **state) {
  * gradient into padding, padding independence). Continuous random inputs
  * have no ties, so the max is differentiable at the checked point. */
 static void max_pool(void **state) {
-    g_pool = NN_POOL_MAX;
+    g_var.pool = NN_POOL_MAX;
     gradients(state);
     token_gradients(state);
     padding_independent(state);
     unit_norm_and_threads(state);
-    g_pool = NN_POOL_MEAN;
+    g_var.pool = NN_POOL_MEAN;
 }
 
 /* The activation-gradient scratch's contents on entry change nothing (the
  * trunk writes each gradient before it reads it, so callers stop clearing
- * it): NaN there gives the bits a zeroed scratch gives, for both pools and
+ * it): NaN there gives the bits a zeroed scratch gives, for every pooling and
  * both entries (embedding, tokens). */
 static void dirty_scratch(void **state) {
     (void)state;
-    for (int pool = 0; pool < 2; pool++) {
-        g_pool = pool ? NN_POOL_MAX : NN_POOL_MEAN;
+    const nn_pool entry_pool = g_var.pool;
+    for (int pool = NN_POOL_MEAN; pool <= NN_POOL_FIRST; pool++) {
+        g_var.pool = (nn_pool)pool;
         trunk_case k;
         setup(&k, 2, 3, 5);
         const int64_t n = k.d.B * k.d.T * k.d.C, np = (int64_t)k.m.pt.total;
@@ -229,16 +260,17 @@ static void dirty_scratch(void **state) {
         free(R2), free(g_ref), free(dx_ref);
         teardown(&k);
     }
-    g_pool = NN_POOL_MEAN;
+    g_var.pool = entry_pool;
 }
 
 /* The "pool" key of a modality config. */
 static void pool_config(void **state) {
     (void)state;
-    const char *cases[] = {"{}", "{\"pool\":\"mean\"}", "{\"pool\":\"max\"}", "{\"pool\":\"cls\"}", "{\"pool\":1}"};
-    const qiao_status want[] = {QIAO_OK, QIAO_OK, QIAO_OK, QIAO_ERR_FORMAT, QIAO_ERR_FORMAT};
-    const nn_pool got_pool[] = {NN_POOL_MAX, NN_POOL_MEAN, NN_POOL_MAX, 0, 0};
-    for (int i = 0; i < 5; i++) {
+    const char *cases[] = {"{}", "{\"pool\":\"mean\"}", "{\"pool\":\"max\"}", "{\"pool\":\"cls\"}", "{\"pool\":1}",
+                           "{\"pool\":\"first\"}"};
+    const qiao_status want[] = {QIAO_OK, QIAO_OK, QIAO_OK, QIAO_ERR_FORMAT, QIAO_ERR_FORMAT, QIAO_OK};
+    const nn_pool got_pool[] = {NN_POOL_MAX, NN_POOL_MEAN, NN_POOL_MAX, 0, 0, NN_POOL_FIRST};
+    for (int i = 0; i < 6; i++) {
         cJSON *o = cJSON_Parse(cases[i]);
         nn_pool p = NN_POOL_MEAN;
         assert_int_equal(nn_pool_from_json(o, "image", NN_POOL_MAX, &p), want[i]);
@@ -249,6 +281,43 @@ static void pool_config(void **state) {
     qc_table t;
     qc_table_init_empty(&t);
     nn_trunk_dims d = {.B = 1, .T = 4, .C = 8, .F = 16, .H = 2, .L = 1, .max_T = 8, .D = 4, .pool = (nn_pool)7};
+    assert_int_equal(nn_trunk_describe(&t, "x.", &d, 0), QIAO_ERR_INVALID_ARGUMENT);
+    qc_table_free(&t);
+}
+
+/* The variants an imported encoder needs, through the same checks: a BERT
+ * read at its [CLS] token without a projection (e5 and bge read the mean or
+ * [CLS]; Chinese-CLIP's text tower projects without bias). */
+static void imported_variants(void **state) {
+    const variant vs[] = {{NN_POOL_FIRST, NN_NORM_POST, 1e-12f, true, NN_PROJ_NONE},
+                          {NN_POOL_MEAN, NN_NORM_POST, 1e-12f, true, NN_PROJ_NOBIAS},
+                          {NN_POOL_FIRST, NN_NORM_PRE, 1e-5f, true, NN_PROJ_NOBIAS}};
+    for (size_t i = 0; i < sizeof vs / sizeof vs[0]; i++) {
+        g_var = vs[i];
+        gradients(state);
+        token_gradients(state);
+        padding_independent(state);
+        unit_norm_and_threads(state);
+        dirty_scratch(state);
+    }
+    g_var = (variant){NN_POOL_MEAN, NN_NORM_PRE, 0.0f, false, NN_PROJ_BIAS};
+    /* what a variant holds */
+    qc_table t;
+    qc_table_init_empty(&t);
+    nn_trunk_dims d = {.B = 1, .T = 4, .C = 8, .F = 16, .H = 2, .L = 1, .max_T = 8, .D = 8, .norm = NN_NORM_POST,
+                       .ln_in = true, .proj = NN_PROJ_NONE, .pool = NN_POOL_FIRST};
+    assert_int_equal(nn_trunk_describe(&t, "x.", &d, 0), QIAO_OK);
+    assert_true(qc_table_find(&t, "x.ln_in.weight") >= 0 && qc_table_find(&t, "x.ln_f.weight") < 0 &&
+                qc_table_find(&t, "x.proj.weight") < 0);
+    qc_table_free(&t);
+    qc_table_init_empty(&t);
+    d.D = 4; /* no projection, yet another width */
+    assert_int_equal(nn_trunk_describe(&t, "x.", &d, 0), QIAO_ERR_INVALID_ARGUMENT);
+    d.D = 8, d.norm = (nn_norm)3;
+    assert_int_equal(nn_trunk_describe(&t, "x.", &d, 0), QIAO_ERR_INVALID_ARGUMENT);
+    d.norm = NN_NORM_POST, d.eps = -1.0f;
+    assert_int_equal(nn_trunk_describe(&t, "x.", &d, 0), QIAO_ERR_INVALID_ARGUMENT);
+    d.eps = NAN;
     assert_int_equal(nn_trunk_describe(&t, "x.", &d, 0), QIAO_ERR_INVALID_ARGUMENT);
     qc_table_free(&t);
 }
@@ -270,6 +339,6 @@ static void bad_dims(void **state) {
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(gradients),           cmocka_unit_test(token_gradients), cmocka_unit_test(unit_norm_and_threads),
     cmocka_unit_test(padding_independent), cmocka_unit_test(bad_dims),        cmocka_unit_test(max_pool),
-    cmocka_unit_test(pool_config),         cmocka_unit_test(dirty_scratch),
+    cmocka_unit_test(pool_config),         cmocka_unit_test(dirty_scratch),   cmocka_unit_test(imported_variants),
 };
 QT_MAIN(tests)
