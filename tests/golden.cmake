@@ -16,3 +16,8 @@ qiao_test(NAME test_fusion_golden SOURCES golden/test_fusion_golden.c
 # the same ids.
 qiao_test(NAME test_decoder_golden SOURCES golden/test_decoder_golden.c
   CASES forward_tied forward_untied cache_tied cache_untied LABELS golden)
+# The post-norm encoder trunk against transformers' own BertModel and
+# XLMRobertaModel (issue 17): tests/golden/make_bert_fixture.py writes
+# tests/data/bert_golden.safetensors with scripts/qiao_hf.py's name mapping.
+qiao_test(NAME test_bert_golden SOURCES golden/test_bert_golden.c
+  CASES bert xlmr LABELS golden)

@@ -1,0 +1,71 @@
+"""Hugging Face checkpoints in qiao's names (issue 17): the one mapping the
+converter and the golden fixtures share, so a fixture tests the names the
+converter writes.
+
+A BERT-family encoder (BertModel, XLMRobertaModel, the text tower of
+ChineseCLIPModel) is qiao's encoder trunk in its post-norm form
+(sdk/nn/nn.h): the word and token-type embeddings are the text front end's,
+the rest maps one to one:
+
+    embeddings.position_embeddings[offset:]  -> <p>pos       (XLM-R's ids start at padding_idx + 1 = 2)
+    embeddings.LayerNorm                      -> <p>ln_in
+    encoder.layer.<l>.attention.self.query    -> <p>blocks.<l>.attn.q     (key -> k, value -> v)
+    encoder.layer.<l>.attention.output.dense  -> <p>blocks.<l>.attn.proj
+    encoder.layer.<l>.attention.output.LayerNorm -> <p>blocks.<l>.ln1
+    encoder.layer.<l>.intermediate.dense      -> <p>blocks.<l>.mlp.fc
+    encoder.layer.<l>.output.dense            -> <p>blocks.<l>.mlp.fc2
+    encoder.layer.<l>.output.LayerNorm        -> <p>blocks.<l>.ln2
+
+Needs numpy only; the state dict's values may be torch tensors or arrays.
+"""
+import numpy as np
+
+BERT_BLOCK = {
+    "attention.self.query": "attn.q",
+    "attention.self.key": "attn.k",
+    "attention.self.value": "attn.v",
+    "attention.output.dense": "attn.proj",
+    "attention.output.LayerNorm": "ln1",
+    "intermediate.dense": "mlp.fc",
+    "output.dense": "mlp.fc2",
+    "output.LayerNorm": "ln2",
+}
+
+
+def _array(t):
+    if hasattr(t, "detach"):
+        t = t.detach().cpu().numpy()
+    return np.asarray(t)
+
+
+def _strip(state, src_prefix):
+    """The state dict's entries under src_prefix ("" or "bert." / "roberta." /
+    "text_model."), without it; LayerNorm's old gamma/beta names read as
+    weight/bias."""
+    out = {}
+    for name, t in state.items():
+        if not name.startswith(src_prefix):
+            continue
+        n = name[len(src_prefix):]
+        n = n.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+        out[n] = t
+    return out
+
+
+def bert_trunk(state, layers, max_tokens, position_offset=0, src_prefix="", prefix="text.trunk."):
+    """{qiao name: float32 array} of a BERT-family encoder's trunk: positions
+    (rows [position_offset, position_offset + max_tokens)), the embedding
+    LayerNorm and `layers` post-norm blocks. KeyError names a missing
+    tensor."""
+    s = _strip(state, src_prefix)
+    pos = _array(s["embeddings.position_embeddings.weight"])
+    if pos.shape[0] < position_offset + max_tokens:
+        raise ValueError(f"{pos.shape[0]} positions, need {position_offset + max_tokens}")
+    out = {prefix + "pos": pos[position_offset:position_offset + max_tokens],
+           prefix + "ln_in.weight": _array(s["embeddings.LayerNorm.weight"]),
+           prefix + "ln_in.bias": _array(s["embeddings.LayerNorm.bias"])}
+    for l in range(layers):
+        for hf, q in BERT_BLOCK.items():
+            for kind in ("weight", "bias"):
+                out[f"{prefix}blocks.{l}.{q}.{kind}"] = _array(s[f"encoder.layer.{l}.{hf}.{kind}"])
+    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
