@@ -3,9 +3,13 @@ converter and the golden fixtures share, so a fixture tests the names the
 converter writes.
 
 A BERT-family encoder (BertModel, XLMRobertaModel, the text tower of
-ChineseCLIPModel) is qiao's encoder trunk in its post-norm form
-(sdk/nn/nn.h): the word and token-type embeddings are the text front end's,
-the rest maps one to one:
+ChineseCLIPModel) is qiao's text encoder with "arch": "bert"
+(modalities/text/encoder.h): the word and token-type embeddings are its
+front end's, the rest is the encoder trunk in its post-norm form
+(sdk/nn/nn.h), one to one:
+
+    embeddings.word_embeddings                -> text.piece_emb
+    embeddings.token_type_embeddings          -> text.type_emb
 
     embeddings.position_embeddings[offset:]  -> <p>pos       (XLM-R's ids start at padding_idx + 1 = 2)
     embeddings.LayerNorm                      -> <p>ln_in
@@ -50,6 +54,15 @@ def _strip(state, src_prefix):
         n = n.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
         out[n] = t
     return out
+
+
+def bert_embeddings(state, src_prefix="", prefix="text."):
+    """{qiao name: float32 array} of the front end: word and token-type embeddings."""
+    s = _strip(state, src_prefix)
+    return {prefix + "piece_emb.weight": np.ascontiguousarray(_array(s["embeddings.word_embeddings.weight"]),
+                                                              dtype=np.float32),
+            prefix + "type_emb.weight": np.ascontiguousarray(_array(s["embeddings.token_type_embeddings.weight"]),
+                                                             dtype=np.float32)}
 
 
 def bert_trunk(state, layers, max_tokens, position_offset=0, src_prefix="", prefix="text.trunk."):

@@ -20,4 +20,4 @@ qiao_test(NAME test_decoder_golden SOURCES golden/test_decoder_golden.c
 # XLMRobertaModel (issue 17): tests/golden/make_bert_fixture.py writes
 # tests/data/bert_golden.safetensors with scripts/qiao_hf.py's name mapping.
 qiao_test(NAME test_bert_golden SOURCES golden/test_bert_golden.c
-  CASES bert xlmr LABELS golden)
+  CASES bert xlmr bert_text xlmr_text LABELS golden)

@@ -1,5 +1,6 @@
 /* The text encoder: hybrid character + piece embedding front end, gated
- * mix, word-position tags, then the shared trunk. See encoder.h. */
+ * mix, word-position tags, then the shared trunk; or an imported
+ * BERT-family encoder. See encoder.h. */
 #include "modalities/text/encoder.h"
 
 #include <math.h>
@@ -22,7 +23,71 @@
 
 static const char *const known_keys[] = {"vocab",     "char_vocab", "k",      "char_dim", "char_kernels",
                                          "char_channels", "width",  "layers", "heads",    "mlp",
-                                         "max_tokens", "mix", "fusion", "pool"};
+                                         "max_tokens", "mix", "fusion", "pool", "arch", NULL};
+static const char *const bert_keys[] = {"arch",       "vocab", "type_vocab", "width", "layers", "heads",
+                                        "max_tokens", "mlp",   "eps",        "pool",  "proj",   NULL};
+
+/* A misspelt key would otherwise be silently ignored. */
+static qiao_status check_keys(const cJSON *obj, const char *const *keys) {
+    for (const cJSON *it = obj->child; it; it = it->next) {
+        bool known = false;
+        for (size_t i = 0; keys[i]; i++)
+            if (it->string && strcmp(it->string, keys[i]) == 0) known = true;
+        if (!known)
+            return qc_error(QIAO_ERR_FORMAT, "text config: unknown key 'text.%s'", it->string ? it->string : "");
+    }
+    return QIAO_OK;
+}
+
+/* The "arch": "bert" section (encoder.h). */
+static qiao_status bert_config(const cJSON *obj, int64_t embed_dim, qe_text_config *cfg) {
+    qiao_status st = check_keys(obj, bert_keys);
+    if (st != QIAO_OK) return st;
+    qe_text_config c;
+    memset(&c, 0, sizeof c);
+    c.arch = QE_TEXT_ARCH_BERT;
+    int64_t width, layers, heads, mlp, max_tokens;
+    if ((st = qc_json_int(obj, "text", "vocab", 1, MAX_VOCAB, &c.vocab)) != QIAO_OK ||
+        (st = qc_json_int(obj, "text", "type_vocab", 1, 1024, &c.type_vocab)) != QIAO_OK ||
+        (st = qc_json_int(obj, "text", "width", 1, MAX_DIM, &width)) != QIAO_OK ||
+        (st = qc_json_int(obj, "text", "layers", 0, NN_MAX_LAYERS, &layers)) != QIAO_OK ||
+        (st = qc_json_int(obj, "text", "heads", 1, MAX_DIM, &heads)) != QIAO_OK ||
+        (st = qc_json_int(obj, "text", "mlp", 1, MAX_MLP, &mlp)) != QIAO_OK ||
+        (st = qc_json_int(obj, "text", "max_tokens", 1, MAX_TOKENS, &max_tokens)) != QIAO_OK)
+        return st;
+    if (width % heads)
+        return qc_error(QIAO_ERR_FORMAT, "text config: 'text.heads' = %lld does not divide 'text.width' = %lld",
+                        (long long)heads, (long long)width);
+    if (c.vocab * width > MAX_TABLE_FLOATS)
+        return qc_error(QIAO_ERR_FORMAT, "text config: 'text.vocab' x 'text.width' = %lld floats is too large",
+                        (long long)(c.vocab * width));
+    double eps = 1e-12;
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(obj, "eps");
+    if (e && (!cJSON_IsNumber(e) || !(e->valuedouble > 0.0) || e->valuedouble > 0.1))
+        return qc_error(QIAO_ERR_FORMAT, "text config: 'text.eps' must be a number in (0, 0.1]");
+    if (e) eps = e->valuedouble;
+    nn_pool pool;
+    if ((st = nn_pool_from_json(obj, "text", NN_POOL_MEAN, &pool)) != QIAO_OK) return st;
+    if (pool == NN_POOL_MAX) return qc_error(QIAO_ERR_FORMAT, "text config: a bert encoder pools \"mean\" or \"first\"");
+    nn_proj proj = NN_PROJ_NONE;
+    const cJSON *pj = cJSON_GetObjectItemCaseSensitive(obj, "proj");
+    if (pj) {
+        const char *v = cJSON_IsString(pj) ? pj->valuestring : "";
+        if (!strcmp(v, "none")) proj = NN_PROJ_NONE;
+        else if (!strcmp(v, "bias")) proj = NN_PROJ_BIAS;
+        else if (!strcmp(v, "nobias")) proj = NN_PROJ_NOBIAS;
+        else return qc_error(QIAO_ERR_FORMAT, "text config: 'text.proj' must be \"none\", \"bias\" or \"nobias\"");
+    }
+    if (proj == NN_PROJ_NONE && embed_dim != width)
+        return qc_error(QIAO_ERR_FORMAT,
+                        "text config: without a projection ('text.proj' \"none\") 'embed_dim' (%lld) must be "
+                        "'text.width' (%lld)",
+                        (long long)embed_dim, (long long)width);
+    c.trunk = (nn_trunk_dims){.C = width, .F = mlp, .H = heads, .L = layers, .max_T = max_tokens, .D = embed_dim,
+                              .pool = pool, .norm = NN_NORM_POST, .eps = (float)eps, .ln_in = true, .proj = proj};
+    *cfg = c;
+    return QIAO_OK;
+}
 
 qiao_status qe_text_config_from_json(const cJSON *obj, int64_t embed_dim, qe_text_config *cfg) {
     if (!cfg) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "text config: cfg is NULL");
@@ -30,14 +95,12 @@ qiao_status qe_text_config_from_json(const cJSON *obj, int64_t embed_dim, qe_tex
     if (embed_dim < 1 || embed_dim > MAX_DIM)
         return qc_error(QIAO_ERR_FORMAT, "text config: 'embed_dim' = %lld is out of range [1, %d]",
                         (long long)embed_dim, MAX_DIM);
-    /* A misspelt key would otherwise be silently ignored. */
-    for (const cJSON *it = obj->child; it; it = it->next) {
-        bool known = false;
-        for (size_t i = 0; i < sizeof known_keys / sizeof known_keys[0]; i++)
-            if (it->string && strcmp(it->string, known_keys[i]) == 0) known = true;
-        if (!known)
-            return qc_error(QIAO_ERR_FORMAT, "text config: unknown key 'text.%s'", it->string ? it->string : "");
-    }
+    const cJSON *arch = cJSON_GetObjectItemCaseSensitive(obj, "arch");
+    if (arch && !(cJSON_IsString(arch) && (!strcmp(arch->valuestring, "hybrid") || !strcmp(arch->valuestring, "bert"))))
+        return qc_error(QIAO_ERR_FORMAT, "text config: 'text.arch' must be \"hybrid\" or \"bert\"");
+    if (arch && !strcmp(arch->valuestring, "bert")) return bert_config(obj, embed_dim, cfg);
+    qiao_status kst = check_keys(obj, known_keys);
+    if (kst != QIAO_OK) return kst;
     qe_text_config c;
     memset(&c, 0, sizeof c);
     qiao_status st;
@@ -108,7 +171,12 @@ qiao_status qe_text_config_from_json(const cJSON *obj, int64_t embed_dim, qe_tex
 /* ---- tables ------------------------------------------------------------------ */
 
 static qiao_status check_cfg(const qe_text_config *cfg) {
-    if (!cfg || cfg->vocab < 1 || cfg->char_vocab < 2 || cfg->k < 1 || cfg->char_dim < 1 ||
+    if (cfg && cfg->arch == QE_TEXT_ARCH_BERT) {
+        if (cfg->vocab < 1 || cfg->type_vocab < 1)
+            return qc_error(QIAO_ERR_INVALID_ARGUMENT, "text encoder: invalid config (use qe_text_config_from_json)");
+        return QIAO_OK;
+    }
+    if (!cfg || cfg->arch != QE_TEXT_ARCH_HYBRID || cfg->vocab < 1 || cfg->char_vocab < 2 || cfg->k < 1 || cfg->char_dim < 1 ||
         cfg->char_channels < 1 || cfg->n_kernels < 1 || cfg->n_kernels > QE_TEXT_MAX_KERNELS ||
         (cfg->mix != QE_TEXT_MIX_GATE && cfg->mix != QE_TEXT_MIX_PIECE))
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "text encoder: invalid config (use qe_text_config_from_json)");
@@ -127,7 +195,11 @@ qiao_status qe_text_describe(qc_table *tab, const char *prefix, const qe_text_co
     if ((st = qc_table_add_dims(tab, prefix, "piece_emb.weight", 2, cfg->vocab, C, 0, QC_INIT_NORMAL, 0.02f, 0,
                                 PFIELD(piece_emb))) != QIAO_OK)
         return st;
-    if (cfg->mix == QE_TEXT_MIX_GATE) {
+    if (cfg->arch == QE_TEXT_ARCH_BERT) {
+        if ((st = qc_table_add_dims(tab, prefix, "type_emb.weight", 2, cfg->type_vocab, C, 0, QC_INIT_NORMAL, 0.02f, 0,
+                                    PFIELD(type_emb))) != QIAO_OK)
+            return st;
+    } else if (cfg->mix == QE_TEXT_MIX_GATE) {
         /* nn.Embedding's N(0, 1) and nn.Conv1d's U(+-1/sqrt(fan_in)) keep the
          * conv outputs O(1), where GELU and the max are not degenerate. */
         if ((st = qc_table_add_dims(tab, prefix, "char_emb.weight", 2, cfg->char_vocab, Dc, 0, QC_INIT_NORMAL, 1.0f, 0,
@@ -155,7 +227,8 @@ qiao_status qe_text_describe(qc_table *tab, const char *prefix, const qe_text_co
                                     PFIELD(gate_b))) != QIAO_OK)
             return st;
     }
-    if ((st = qc_table_add_dims(tab, prefix, "tag_emb.weight", 2, QE_TEXT_N_TAGS, C, 0, QC_INIT_NORMAL, 0.02f, 0,
+    if (cfg->arch == QE_TEXT_ARCH_HYBRID &&
+        (st = qc_table_add_dims(tab, prefix, "tag_emb.weight", 2, QE_TEXT_N_TAGS, C, 0, QC_INIT_NORMAL, 0.02f, 0,
                                 PFIELD(tag_emb))) != QIAO_OK)
         return st;
     char tp[QC_NAME_MAX];
@@ -180,7 +253,7 @@ qiao_status qe_text_describe_acts(qc_table *tab, const char *prefix, const qe_te
     const int64_t C = cfg->trunk.C, N = B * T, K = cfg->k, Cc = cfg->char_channels;
     if ((st = qc_table_add_dims(tab, prefix, "piece", 2, N, C, 0, QC_INIT_ZEROS, 0, 0, AFIELD(piece))) != QIAO_OK)
         return st;
-    if (cfg->mix == QE_TEXT_MIX_GATE) {
+    if (cfg->arch == QE_TEXT_ARCH_HYBRID && cfg->mix == QE_TEXT_MIX_GATE) {
         if ((st = qc_table_add_dims(tab, prefix, "chars", 3, N, K, cfg->char_dim, QC_INIT_ZEROS, 0, 0,
                                     AFIELD(chars))) != QIAO_OK)
             return st;
@@ -214,7 +287,9 @@ qiao_status qe_text_describe_acts(qc_table *tab, const char *prefix, const qe_te
             (st = qc_table_add_dims(tab, prefix, "fused", 2, N, C, 0, QC_INIT_ZEROS, 0, 0, AFIELD(fused))) != QIAO_OK)
             return st;
     }
-    if ((st = qc_table_add_dims(tab, prefix, "tag_ids", 1, N, 0, 0, QC_INIT_ZEROS, 0, 0, AFIELD(tag_ids))) != QIAO_OK ||
+    if ((cfg->arch == QE_TEXT_ARCH_HYBRID &&
+         (st = qc_table_add_dims(tab, prefix, "tag_ids", 1, N, 0, 0, QC_INIT_ZEROS, 0, 0, AFIELD(tag_ids))) !=
+             QIAO_OK) ||
         (st = qc_table_add_dims(tab, prefix, "x", 2, N, C, 0, QC_INIT_ZEROS, 0, 0, AFIELD(x))) != QIAO_OK)
         return st;
     nn_trunk_dims d = cfg->trunk;
@@ -229,9 +304,10 @@ qiao_status qe_text_describe_acts(qc_table *tab, const char *prefix, const qe_te
 qiao_status qe_text_check_input(const qe_text_input *in, const qe_text_config *cfg) {
     qiao_status st = check_cfg(cfg);
     if (st != QIAO_OK) return st;
-    if (!in || !in->ids || !in->char_ids || !in->tags || !in->mask)
+    const bool bert = cfg->arch == QE_TEXT_ARCH_BERT;
+    if (!in || !in->ids || (!bert && (!in->char_ids || !in->tags)) || !in->mask)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "text input: missing array");
-    if (in->K != cfg->k)
+    if (bert ? in->K != 0 : in->K != cfg->k)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "text input: %lld chars per token, the model expects k = %lld",
                         (long long)in->K, (long long)cfg->k);
     if (in->B < 1 || in->T < 1 || in->T > cfg->trunk.max_T)
@@ -242,6 +318,7 @@ qiao_status qe_text_check_input(const qe_text_input *in, const qe_text_config *c
         if (in->ids[n] < 0 || in->ids[n] >= cfg->vocab)
             return qc_error(QIAO_ERR_INVALID_ARGUMENT, "text input: token %lld has piece id %d outside [0, %lld)",
                             (long long)n, in->ids[n], (long long)cfg->vocab);
+        if (bert) continue;
         if (in->tags[n] >= QE_TEXT_N_TAGS)
             return qc_error(QIAO_ERR_INVALID_ARGUMENT, "text input: token %lld has tag %u outside [0, %d)",
                             (long long)n, in->tags[n], QE_TEXT_N_TAGS);
@@ -268,6 +345,16 @@ void qe_text_forward(const qb_exec *ex, qe_text_acts *a, const qe_text_params *p
                      const qe_text_config *cfg) {
     const int64_t B = in->B, T = in->T, N = B * T, C = cfg->trunk.C, K = cfg->k, Dc = cfg->char_dim;
     const int64_t Cc = cfg->char_channels, nk = cfg->n_kernels;
+    nn_trunk_dims d = cfg->trunk;
+    d.B = B;
+    d.T = T;
+    if (cfg->arch == QE_TEXT_ARCH_BERT) {
+        /* x = piece_emb[id] + type_emb[0]: one segment */
+        nn_embedding_forward(ex, a->x, in->ids, p->piece_emb, N, cfg->vocab, C);
+        for (int64_t n = 0; n < N; n++) ex->ops->axpy(ex, a->x + n * C, 1.0f, p->type_emb, C);
+        nn_trunk_forward(ex, &a->trunk, &p->trunk, a->x, in->mask, &d);
+        return;
+    }
     nn_embedding_forward(ex, a->piece, in->ids, p->piece_emb, N, cfg->vocab, C);
     const float *e = a->piece;
     if (cfg->mix == QE_TEXT_MIX_GATE) {
@@ -297,9 +384,6 @@ void qe_text_forward(const qb_exec *ex, qe_text_acts *a, const qe_text_params *p
     for (int64_t n = 0; n < N; n++) tags[n] = in->tags[n];
     nn_embedding_forward(ex, a->x, tags, p->tag_emb, N, QE_TEXT_N_TAGS, C);
     nn_residual_forward(ex, a->x, a->x, e, N * C);
-    nn_trunk_dims d = cfg->trunk;
-    d.B = B;
-    d.T = T;
     nn_trunk_forward(ex, &a->trunk, &p->trunk, a->x, in->mask, &d);
 }
 
@@ -312,6 +396,11 @@ void qe_text_backward(const qb_exec *ex, qe_text_params *g, qe_text_acts *da, co
     d.B = B;
     d.T = T;
     nn_trunk_backward(ex, da->x, &g->trunk, &da->trunk, demb, dtokens, &a->trunk, &p->trunk, a->x, in->mask, &d);
+    if (cfg->arch == QE_TEXT_ARCH_BERT) {
+        nn_embedding_backward(ex, g->piece_emb, da->x, in->ids, N, cfg->vocab, C);
+        for (int64_t n = 0; n < N; n++) ex->ops->axpy(ex, g->type_emb, 1.0f, da->x + n * C, C);
+        return;
+    }
     nn_embedding_backward(ex, g->tag_emb, da->x, (const int32_t *)a->tag_ids, N, QE_TEXT_N_TAGS, C);
     if (cfg->mix != QE_TEXT_MIX_GATE) {
         nn_embedding_backward(ex, g->piece_emb, da->x, in->ids, N, cfg->vocab, C);

@@ -13,7 +13,14 @@
  *
  * With mix = "piece" (the ablation of issue 5) e = e_piece and the char
  * embedding, convolutions, projection and gate are not in the table at all,
- * so a model file of that kind has no char tensors. */
+ * so a model file of that kind has no char tensors.
+ *
+ * With arch = "bert" the encoder is an imported BERT-family one (BERT,
+ * XLM-RoBERTa, Chinese-CLIP's text tower; issue 17): x = piece_emb[id] +
+ * type_emb[0] (one segment), then the trunk in its post-norm form (a
+ * LayerNorm on x + pos, post-norm blocks, no ln_f, eps from the config,
+ * the [CLS] vector or the mean, a projection or none; nn.h). No characters,
+ * no tags: the tokenizer's own pieces are all it reads. */
 #ifndef QIAO_MODALITIES_TEXT_ENCODER_H
 #define QIAO_MODALITIES_TEXT_ENCODER_H
 
@@ -32,7 +39,15 @@ typedef enum qe_text_mix {
     QE_TEXT_MIX_PIECE = 1 /* pieces only (ablation) */
 } qe_text_mix;
 
+/* The front end and trunk form (config "arch"). */
+typedef enum qe_text_arch {
+    QE_TEXT_ARCH_HYBRID = 0, /* qiao's own: characters, pieces, tags, pre-norm trunk */
+    QE_TEXT_ARCH_BERT = 1    /* an imported BERT-family encoder */
+} qe_text_arch;
+
 typedef struct qe_text_config {
+    qe_text_arch arch;
+    int64_t type_vocab;                      /* bert: token-type rows (only row 0 is read) */
     int64_t vocab;                           /* V: piece vocabulary, equal to the tokenizer's */
     int64_t char_vocab;                      /* CV: characters incl. pad (0) and unknown (1) */
     int64_t k;                               /* K: character slots per token, equal to the tokenizer's */
@@ -50,7 +65,11 @@ typedef struct qe_text_config {
  * ("gate" or "piece"; optional, default "gate"; the old key "fusion" is
  * read too, and must agree when both are given). embed_dim is the top-level
  * output width. Returns QIAO_OK and fills *cfg, or QIAO_ERR_FORMAT naming
- * the key that is missing, of the wrong type or out of range. */
+ * the key that is missing, of the wrong type or out of range.
+ * "arch": "bert" takes instead vocab, type_vocab, width, layers, heads, mlp,
+ * max_tokens (required), eps (default 1e-12), pool ("mean" default or
+ * "first") and proj ("none" default, then embed_dim must be the width;
+ * "bias" or "nobias"). */
 qiao_status qe_text_config_from_json(const cJSON *obj, int64_t embed_dim, qe_text_config *cfg);
 
 typedef struct qe_text_params {
@@ -60,7 +79,8 @@ typedef struct qe_text_params {
     float *conv_b[QE_TEXT_MAX_KERNELS];      /* (Cc) */
     float *char_proj_w, *char_proj_b;        /* (C, nk*Cc), (C) */
     float *gate_w, *gate_b;                  /* (C, 2C), (C) */
-    float *tag_emb;                          /* (5, C) */
+    float *tag_emb;                          /* (5, C) hybrid */
+    float *type_emb;                         /* (type_vocab, C) bert */
     nn_trunk_params trunk;
 } qe_text_params;
 
@@ -84,7 +104,8 @@ typedef struct qe_text_acts {
 } qe_text_acts;
 
 /* One batch as the tokenizer gives it (qiao_token_batch): ids (B, T),
- * char_ids (B, T, K), tags (B, T), mask (B, T). */
+ * char_ids (B, T, K), tags (B, T), mask (B, T). A bert encoder reads ids
+ * and mask only (K = 0; char_ids and tags may be NULL). */
 typedef struct qe_text_input {
     int64_t B, T, K;
     const int32_t *ids;

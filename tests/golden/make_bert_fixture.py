@@ -16,12 +16,14 @@ word + token-type embeddings, computed here; the trunk adds the positions
 (XLM-R's from row 2: its position ids start after the padding index).
 
 Per case "<case>." (bert, xlmr):
-    x (B, T, C), mask (U8 (B, T)), R_tok (B, T, C) (zero on padding),
-    R_emb (B, C), the trunk's parameters under "<case>.enc.",
+    ids (I32 (B, T)), x (B, T, C), mask (U8 (B, T)), R_tok (B, T, C) (zero
+    on padding), R_emb (B, C), the text encoder's parameters under
+    "<case>.text." (piece_emb, type_emb, trunk.*: a model file's names),
     hidden (B, T, C): transformers' last_hidden_state, zero on padding (what
         a padded position holds is the implementation's business),
     emb (B, C): l2norm of the [CLS] vector or of the masked mean,
-    grad.x and grad.<param>: gradients of sum(R_tok hidden) + sum(R_emb emb).
+    grad.x and grad.<param>: gradients of sum(R_tok hidden) + sum(R_emb emb)
+        (the word and type embeddings' through x).
 All in float64 rounded to float32; the script prints how far transformers in
 float32 lands from it, on the C test's scale.
 """
@@ -39,7 +41,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "..", "bench", "peer"))
 import qiao_hf  # noqa: E402
 from qiao_peer import write_safetensors  # noqa: E402
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # 2: ids and the front end, names as a model file has them
 SEED = 20261207
 B, T, C, L, H, F, V = 3, 7, 16, 2, 2, 32, 60
 LENGTHS = [7, 4, 2]
@@ -74,8 +76,8 @@ def run(model, case, ids, mask, R_tok, R_emb, dtype):
         p.grad = None
     emb_layer = m.embeddings
     # x = word + token type: what qiao's text front end computes
-    x = (emb_layer.word_embeddings(ids) + emb_layer.token_type_embeddings(torch.zeros_like(ids))).detach()
-    x.requires_grad_(True)
+    x = emb_layer.word_embeddings(ids) + emb_layer.token_type_embeddings(torch.zeros_like(ids))
+    x.retain_grad()
     # the rest of transformers' embeddings (positions, LayerNorm), as BertEmbeddings / XLMRobertaEmbeddings do
     if case == "bert":
         pos_ids = torch.arange(T)[None, :].expand(B, -1)
@@ -124,9 +126,10 @@ def main():
             m, x, hidden, emb = run(build_copy(model), case, ids, mask, R_tok, R_emb, dtype)
             state = {n: p for n, p in m.state_dict().items()}
             grads = {n: p.grad for n, p in m.named_parameters() if p.grad is not None}
-            params = qiao_hf.bert_trunk(state, L, T, offset, prefix="enc.")
-            gparams = qiao_hf.bert_trunk(grads_state(grads, state), L, T, offset, prefix="enc.")
-            res[dtype] = dict(x=x.detach(), hidden=hidden, emb=emb, grad_x=x.grad.detach(), params=params,
+            gstate = grads_state(grads, state)
+            params = dict(qiao_hf.bert_embeddings(state), **qiao_hf.bert_trunk(state, L, T, offset))
+            gparams = dict(qiao_hf.bert_embeddings(gstate), **qiao_hf.bert_trunk(gstate, L, T, offset))
+            res[dtype] = dict(x=x, hidden=hidden, emb=emb, grad_x=x.grad.detach(), params=params,
                               gparams=gparams)
         ref, f32 = res[torch.float64], res[torch.float32]
         worst = 0.0
@@ -138,7 +141,8 @@ def main():
             worst = max(worst, float((np.abs(a - r) / (ATOL + RTOL * np.abs(r))).max()))
         print(f"{case}: transformers float32 against the float64 reference: {worst:.3f} of the C test's bound")
         p = case + "."
-        tensors += [(p + "x", ref["x"].float().numpy()), (p + "mask", mask.to(torch.uint8).numpy()),
+        tensors += [(p + "ids", ids.to(torch.int32).numpy()),
+                    (p + "x", ref["x"].detach().float().numpy()), (p + "mask", mask.to(torch.uint8).numpy()),
                     (p + "R_tok", R_tok.numpy()), (p + "R_emb", R_emb.numpy()),
                     (p + "hidden", (ref["hidden"] * mask[:, :, None]).float().numpy()), (p + "emb", ref["emb"].float().numpy()),
                     (p + "grad.x", ref["grad_x"].float().numpy())]
@@ -159,8 +163,7 @@ def build_copy(model):
 
 
 def grads_state(grads, state):
-    """The gradients under the state dict's names; parameters without one
-    (the word and type embeddings live outside the trunk) read zeros."""
+    """The gradients under the state dict's names (zeros where none came)."""
     return {n: grads.get(n, torch.zeros_like(t)) for n, t in state.items()}
 
 

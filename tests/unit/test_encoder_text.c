@@ -255,6 +255,33 @@ static void config(void **state) {
     assert_int_equal(qe_text_config_from_json(o, 0, &cfg), QIAO_ERR_FORMAT);
     assert_non_null(strstr(qiao_last_error(), "embed_dim"));
     cJSON_Delete(o);
+    /* an imported BERT (arch "bert"): its own keys, defaults and errors */
+#define BERT "{\"arch\": \"bert\", \"vocab\": 30, \"type_vocab\": 2, \"width\": 8, \"layers\": 1, \"heads\": 2, " \
+             "\"mlp\": 16, \"max_tokens\": 12"
+    o = cJSON_Parse(BERT "}");
+    assert_int_equal(qe_text_config_from_json(o, 8, &cfg), QIAO_OK);
+    cJSON_Delete(o);
+    assert_int_equal(cfg.arch, QE_TEXT_ARCH_BERT);
+    assert_true(cfg.trunk.norm == NN_NORM_POST && cfg.trunk.ln_in && cfg.trunk.proj == NN_PROJ_NONE);
+    assert_true(cfg.trunk.eps == 1e-12f && cfg.trunk.pool == NN_POOL_MEAN && cfg.type_vocab == 2);
+    qc_table t;
+    qc_table_init_empty(&t);
+    assert_int_equal(qe_text_describe(&t, "text.", &cfg, 0), QIAO_OK);
+    assert_true(qc_table_find(&t, "text.type_emb.weight") >= 0 && qc_table_find(&t, "text.tag_emb.weight") < 0 &&
+                qc_table_find(&t, "text.char_emb.weight") < 0 && qc_table_find(&t, "text.trunk.ln_in.weight") >= 0);
+    qc_table_free(&t);
+    o = cJSON_Parse(BERT ", \"pool\": \"first\", \"proj\": \"nobias\", \"eps\": 1e-5}");
+    assert_int_equal(qe_text_config_from_json(o, 4, &cfg), QIAO_OK);
+    cJSON_Delete(o);
+    assert_true(cfg.trunk.pool == NN_POOL_FIRST && cfg.trunk.proj == NN_PROJ_NOBIAS && cfg.trunk.eps == 1e-5f);
+    expect_bad(BERT "}", "embed_dim"); /* no projection: 1024 is not the width */
+    expect_bad(BERT ", \"char_dim\": 3}", "char_dim");
+    expect_bad(BERT ", \"eps\": 0}", "eps");
+    expect_bad(BERT ", \"pool\": \"max\"}", "bert");
+    expect_bad(BERT ", \"proj\": \"tanh\"}", "proj");
+    expect_bad("{\"arch\": \"gpt\"}", "arch");
+    expect_bad("{\"arch\": \"bert\", \"vocab\": 30}", "type_vocab");
+#undef BERT
 }
 
 /* The shipped configs parse, and their sizes are reported. */
