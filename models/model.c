@@ -518,8 +518,7 @@ qiao_status qmod_save_ex(const qmod_model *m, const char *path, qiao_dtype stora
     meta[2] = (qc_st_kv){QMOD_META_VERSION, qiao_version()};
     size_t n_meta = 3;
     if (m->tok) {
-        tk_tokenizer_entries(m->tok, e + n, &meta[3]);
-        n += 2;
+        n += tk_tokenizer_entries(m->tok, e + n, &meta[3]);
         n_meta = 4;
     }
     for (size_t i = 0; i < n_extra; i++) e[n++] = extra[i];
@@ -535,6 +534,10 @@ static qiao_status check_tokenizer(const qiao_tokenizer *tok, const qe_text_conf
                                    qiao_status fail) {
     int64_t v = qiao_tokenizer_vocab_size(tok), cv = qiao_tokenizer_char_vocab_size(tok);
     int64_t k = qiao_tokenizer_k(tok);
+    if ((tc->arch == QE_TEXT_ARCH_BERT) != (tok->kind != TK_KIND_HYBRID))
+        return qc_error(fail, "%s: a %s text encoder with a %s tokenizer", what,
+                        tc->arch == QE_TEXT_ARCH_BERT ? "bert" : "hybrid",
+                        tok->kind == TK_KIND_HYBRID ? "hybrid" : "spm");
     if (v != tc->vocab)
         return qc_error(fail, "%s: tokenizer vocab %lld != text config vocab %lld", what, (long long)v,
                         (long long)tc->vocab);

@@ -162,6 +162,8 @@ qiao_status tk_detokenize(const qiao_tokenizer *tok, const int32_t *ids, size_t 
                           const char *what, char **out, size_t *out_len) {
     *out = NULL;
     if (out_len) *out_len = 0;
+    if (tok->kind != TK_KIND_HYBRID)
+        return qc_error(QIAO_ERR_UNSUPPORTED, "%s: detokenizing is for qiao's own tokenizer, not an imported one", what);
     int32_t vocab = spm_vocab_size(tok->spm);
     tk_buf b = {0};
     unsigned char bytes[8];

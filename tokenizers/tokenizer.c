@@ -85,6 +85,46 @@ static const qc_st_tensor *find_bytes(const qc_st_file *f, const char *name, qia
     return t;
 }
 
+/* An integer key of the spm kind's config in [lo, hi]; absent: dflt (or an
+ * error when dflt < lo). */
+static qiao_status spm_int(const cJSON *c, const char *fname, const char *key, int64_t lo, int64_t hi, int64_t dflt,
+                           int64_t *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(c, key);
+    if (!v && dflt >= lo) {
+        *out = dflt;
+        return QIAO_OK;
+    }
+    if (!cJSON_IsNumber(v) || v->valuedouble < (double)lo || v->valuedouble > (double)hi ||
+        v->valuedouble != (double)(int64_t)v->valuedouble)
+        return qc_error(QIAO_ERR_FORMAT, "%s: %s: %s must be an integer in %lld..%lld", fname, TK_META_CONFIG, key,
+                        (long long)lo, (long long)hi);
+    *out = (int64_t)v->valuedouble;
+    return QIAO_OK;
+}
+
+/* "kind": "spm": vocab_size, id_offset, the special ids and whether bos and
+ * eos go around every text (tokenizer.h). */
+static qiao_status parse_spm_config(qiao_tokenizer *tok, const char *fname, const cJSON *c) {
+    int64_t vs = 0, off = 0, ids[5];
+    static const char *const names[5] = {"bos", "eos", "pad", "unk", "mask"};
+    qiao_status st = spm_int(c, fname, "vocab_size", 1, INT64_C(1) << 24, -1, &vs);
+    if (st == QIAO_OK) st = spm_int(c, fname, "id_offset", 0, 1 << 20, 0, &off);
+    for (int i = 0; i < 5 && st == QIAO_OK; i++)
+        st = spm_int(c, fname, names[i], i == 3 ? 0 : -1, vs - 1, i == 3 ? -2 : -1, &ids[i]);
+    if (st != QIAO_OK) return st;
+    const cJSON *ab = cJSON_GetObjectItemCaseSensitive(c, "add_bos"), *ae = cJSON_GetObjectItemCaseSensitive(c, "add_eos");
+    if ((ab && !cJSON_IsBool(ab)) || (ae && !cJSON_IsBool(ae)))
+        return qc_error(QIAO_ERR_FORMAT, "%s: %s: add_bos and add_eos must be booleans", fname, TK_META_CONFIG);
+    tok->kind = TK_KIND_SPM;
+    tok->vocab_size = vs;
+    tok->id_offset = (int32_t)off;
+    tok->sp = (tk_specials){(int32_t)ids[0], (int32_t)ids[1], (int32_t)ids[2], (int32_t)ids[3], (int32_t)ids[4],
+                            ab && cJSON_IsTrue(ab), ae && cJSON_IsTrue(ae)};
+    if ((tok->sp.add_bos && tok->sp.bos < 0) || (tok->sp.add_eos && tok->sp.eos < 0))
+        return qc_error(QIAO_ERR_FORMAT, "%s: %s: add_bos / add_eos without a bos / eos id", fname, TK_META_CONFIG);
+    return QIAO_OK;
+}
+
 static qiao_status parse_config(qiao_tokenizer *tok, const char *fname, const char *json) {
     cJSON *c = cJSON_Parse(json);
     if (!cJSON_IsObject(c)) {
@@ -92,6 +132,19 @@ static qiao_status parse_config(qiao_tokenizer *tok, const char *fname, const ch
         return qc_error(QIAO_ERR_FORMAT, "%s: metadata '%s' is not a JSON object", fname, TK_META_CONFIG);
     }
     qiao_status st = QIAO_OK;
+    const cJSON *kind = cJSON_GetObjectItemCaseSensitive(c, "kind");
+    if (kind && !(cJSON_IsString(kind) && (!strcmp(kind->valuestring, "hybrid") || !strcmp(kind->valuestring, "spm")))) {
+        cJSON_Delete(c);
+        return qc_error(QIAO_ERR_FORMAT, "%s: %s: kind must be \"hybrid\" or \"spm\"", fname, TK_META_CONFIG);
+    }
+    if (kind && !strcmp(kind->valuestring, "spm")) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(c, "version");
+        st = cJSON_IsNumber(v) && v->valuedouble == TK_VERSION
+                 ? parse_spm_config(tok, fname, c)
+                 : qc_error(QIAO_ERR_FORMAT, "%s: %s: version must be %d", fname, TK_META_CONFIG, TK_VERSION);
+        cJSON_Delete(c);
+        return st;
+    }
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(c, "version");
     const cJSON *k = cJSON_GetObjectItemCaseSensitive(c, "k");
     const cJSON *cf = cJSON_GetObjectItemCaseSensitive(c, "case_fold");
@@ -164,31 +217,45 @@ qiao_status tk_tokenizer_from_st(const qc_st_file *f, qiao_tokenizer **out) {
     qiao_status st = QIAO_OK;
     const qc_st_tensor *ts = find_bytes(f, TK_TENSOR_SPM, &st);
     if (!ts) return st;
-    const qc_st_tensor *tc = find_bytes(f, TK_TENSOR_CHARS, &st);
-    if (!tc) return st;
     const char *cfg = qc_st_metadata_get(f, TK_META_CONFIG);
     if (!cfg) return qc_error(QIAO_ERR_FORMAT, "%s: no metadata '%s'", fname, TK_META_CONFIG);
     qiao_tokenizer *tok = calloc(1, sizeof *tok);
     if (!tok) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", fname);
     tok->spm_bytes = malloc(ts->nbytes);
-    tok->chars_text = malloc(tc->nbytes);
     tok->config_json = strdup(cfg);
-    if (!tok->spm_bytes || !tok->chars_text || !tok->config_json) {
+    if (!tok->spm_bytes || !tok->config_json) {
         st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", fname);
         goto fail;
     }
     memcpy(tok->spm_bytes, ts->data, ts->nbytes);
     tok->spm_len = ts->nbytes;
-    memcpy(tok->chars_text, tc->data, tc->nbytes);
-    tok->chars_len = tc->nbytes;
     if ((st = parse_config(tok, fname, cfg)) != QIAO_OK) goto fail;
-    if ((st = parse_chars(tok, fname)) != QIAO_OK) goto fail;
+    if (tok->kind == TK_KIND_HYBRID) {
+        const qc_st_tensor *tc = find_bytes(f, TK_TENSOR_CHARS, &st);
+        if (!tc) goto fail;
+        if (!(tok->chars_text = malloc(tc->nbytes))) {
+            st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", fname);
+            goto fail;
+        }
+        memcpy(tok->chars_text, tc->data, tc->nbytes);
+        tok->chars_len = tc->nbytes;
+        if ((st = parse_chars(tok, fname)) != QIAO_OK) goto fail;
+    }
     char err[512] = "";
     spm_rc rc = spm_load(tok->spm_bytes, tok->spm_len, &tok->spm, err, sizeof err);
     if (rc != SPM_OK) {
         st = qc_error(rc == SPM_ERR_NOMEM ? QIAO_ERR_OUT_OF_MEMORY : QIAO_ERR_FORMAT,
                       "%s: tensor '%s': SentencePiece rejects the model: %s", fname, TK_TENSOR_SPM, err);
         goto fail;
+    }
+    if (tok->kind == TK_KIND_SPM) {
+        if ((int64_t)spm_vocab_size(tok->spm) + tok->id_offset > tok->vocab_size) {
+            st = qc_error(QIAO_ERR_FORMAT, "%s: %s: %d pieces shifted by %d do not fit vocab_size %lld", fname,
+                          TK_META_CONFIG, spm_vocab_size(tok->spm), tok->id_offset, (long long)tok->vocab_size);
+            goto fail;
+        }
+        *out = tok;
+        return QIAO_OK;
     }
     const char *p0 = spm_piece_str(tok->spm, 0), *p1 = spm_piece_str(tok->spm, 1);
     if (!p0 || !p1 || strcmp(p0, "<pad>") != 0 || strcmp(p1, "<unk>") != 0) {
@@ -225,7 +292,7 @@ qiao_status qiao_tokenizer_load_memory(const void *data, size_t size, qiao_token
     return st;
 }
 
-void tk_tokenizer_entries(const qiao_tokenizer *tok, qc_st_entry entries[2], qc_st_kv *meta) {
+size_t tk_tokenizer_entries(const qiao_tokenizer *tok, qc_st_entry entries[2], qc_st_kv *meta) {
     memset(entries, 0, 2 * sizeof *entries);
     entries[0].name = TK_TENSOR_SPM;
     entries[0].dtype = QIAO_DTYPE_U8;
@@ -239,14 +306,28 @@ void tk_tokenizer_entries(const qiao_tokenizer *tok, qc_st_entry entries[2], qc_
     entries[1].data = tok->chars_text;
     meta->key = TK_META_CONFIG;
     meta->value = tok->config_json;
+    return tok->kind == TK_KIND_HYBRID ? 2 : 1;
 }
 
-int64_t qiao_tokenizer_vocab_size(const qiao_tokenizer *tok) { return tok ? spm_vocab_size(tok->spm) : 0; }
+int64_t qiao_tokenizer_vocab_size(const qiao_tokenizer *tok) {
+    if (!tok) return 0;
+    return tok->kind == TK_KIND_SPM ? tok->vocab_size : spm_vocab_size(tok->spm);
+}
 int64_t qiao_tokenizer_char_vocab_size(const qiao_tokenizer *tok) { return tok ? tok->n_chars : 0; }
 int qiao_tokenizer_k(const qiao_tokenizer *tok) { return tok ? tok->k : 0; }
 
 const char *qiao_tokenizer_piece(const qiao_tokenizer *tok, int64_t id) {
     if (!tok || id < 0 || id > INT32_MAX) return NULL;
+    if (tok->kind == TK_KIND_SPM) {
+        const tk_specials *s = &tok->sp;
+        if (id >= tok->vocab_size) return NULL;
+        if (id == s->bos) return "<s>";
+        if (id == s->eos) return "</s>";
+        if (id == s->pad) return "<pad>";
+        if (id == s->unk) return "<unk>";
+        if (id == s->mask) return "<mask>";
+        return spm_piece_str(tok->spm, (int32_t)(id - tok->id_offset));
+    }
     return spm_piece_str(tok->spm, (int32_t)id);
 }
 
@@ -433,9 +514,99 @@ static qiao_status on_unit(size_t ub, size_t ue, void *user) {
     return QIAO_OK;
 }
 
+/* text with each invalid UTF-8 byte made U+FFFD, and the original byte
+ * each of its bytes came from (map has *n_out + 1 entries: the last is len). */
+static qiao_status utf8_repair(const char *text, size_t len, char **out, size_t *n_out, size_t **map) {
+    *out = malloc(3 * len + 1);
+    *map = malloc((3 * len + 1) * sizeof **map);
+    if (!*out || !*map) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qiao_tokenize: out of memory");
+    size_t o = 0;
+    for (size_t i = 0; i < len;) {
+        size_t ok = qc_utf8_check(text + i, len - i);
+        for (size_t j = 0; j < ok; j++) (*map)[o] = i + j, (*out)[o++] = text[i + j];
+        i += ok;
+        if (i < len) {
+            static const char fffd[3] = {(char)0xEF, (char)0xBF, (char)0xBD};
+            for (int j = 0; j < 3; j++) (*map)[o] = i, (*out)[o++] = fffd[j];
+            i++;
+        }
+    }
+    (*map)[o] = len;
+    *n_out = o;
+    return QIAO_OK;
+}
+
+/* The spm kind: the model's SentencePiece on the raw text (it normalizes
+ * as its own spec says), ids shifted, the specials around them; a limit
+ * keeps the first pieces and still ends with eos, as the models' own
+ * truncation does. Tags are S and there are no characters (k = 0). */
+static qiao_status tokenize_spm(const qiao_tokenizer *tok, const char *text, size_t len, const qiao_tokenize_params *p,
+                                const char *what, qiao_tokens **out) {
+    char *fixed = NULL;
+    size_t *map = NULL, n = len;
+    const char *src = text;
+    const size_t valid = qc_utf8_check(text, len);
+    if (valid < len) {
+        if (!p->replace_invalid)
+            return qc_error(QIAO_ERR_FORMAT, "%s: invalid UTF-8 at byte %zu (0x%02X)", what, valid,
+                            (unsigned char)text[valid]);
+        qiao_status st = utf8_repair(text, len, &fixed, &n, &map);
+        if (st != QIAO_OK) {
+            free(fixed), free(map);
+            return st;
+        }
+        src = fixed;
+    }
+    spm_piece *pieces = NULL;
+    size_t cap = 0, np = 0;
+    char err[256] = "";
+    spm_rc rc = spm_encode(tok->spm, NULL, src, n, &pieces, &cap, &np, err, sizeof err);
+    qiao_status st = QIAO_OK;
+    if (rc != SPM_OK)
+        st = qc_error(rc == SPM_ERR_NOMEM ? QIAO_ERR_OUT_OF_MEMORY : QIAO_ERR_INTERNAL, "%s: SentencePiece: %s", what,
+                      err);
+    const tk_specials *s = &tok->sp;
+    const size_t limit = (size_t)p->max_tokens;
+    /* a limit below the specials' count keeps bos, then nothing */
+    const bool bos = s->add_bos && (!limit || limit >= 1), eos = s->add_eos && (!limit || limit >= 1 + (size_t)bos);
+    const size_t extra = (size_t)bos + (size_t)eos;
+    size_t keep = np;
+    if (limit && keep + extra > limit) keep = limit - extra;
+    qiao_tokens *r = st == QIAO_OK ? calloc(1, sizeof *r) : NULL;
+    const size_t count = keep + extra, cells = count ? count : 1;
+    if (st == QIAO_OK && (!r || !(r->ids = malloc(cells * sizeof *r->ids)) || !(r->tags = malloc(cells)) ||
+                          !(r->offsets = malloc(cells * 2 * sizeof *r->offsets))))
+        st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "qiao_tokenize: out of memory for %zu tokens", count);
+    if (st == QIAO_OK) {
+        size_t t = 0;
+        if (bos) r->ids[t] = s->bos, r->offsets[2 * t] = r->offsets[2 * t + 1] = 0, t++;
+        for (size_t i = 0; i < keep; i++, t++) {
+            const spm_kind kind = spm_piece_kind(tok->spm, pieces[i].id);
+            r->ids[t] = kind == SPM_PIECE_UNKNOWN ? s->unk : pieces[i].id + tok->id_offset;
+            const size_t b = pieces[i].begin < n ? pieces[i].begin : n, e = pieces[i].end < n ? pieces[i].end : n;
+            r->offsets[2 * t] = (int64_t)(map ? map[b] : b);
+            r->offsets[2 * t + 1] = (int64_t)(map ? map[e] : e);
+        }
+        if (eos) r->ids[t] = s->eos, r->offsets[2 * t] = r->offsets[2 * t + 1] = (int64_t)len, t++;
+        memset(r->tags, QIAO_TAG_S, count);
+        r->count = count;
+        r->k = 0;
+        /* a text of no pieces (empty, all spaces) is no tokens, as the hybrid kind gives */
+        if (keep == 0 && np == 0) r->count = 0;
+    }
+    free(pieces), free(fixed), free(map);
+    if (st != QIAO_OK) {
+        qiao_tokens_free(r);
+        return st;
+    }
+    *out = r;
+    return QIAO_OK;
+}
+
 /* Tokenizes text[0 .. len). */
 static qiao_status tokenize_all(const qiao_tokenizer *tok, const char *text, size_t len, const qiao_tokenize_params *p,
                                 const char *what, qiao_tokens **out) {
+    if (tok->kind == TK_KIND_SPM) return tokenize_spm(tok, text, len, p, what, out);
     tk_norm_opts o = tok->norm;
     o.replace_invalid = p->replace_invalid != 0;
     tk_normalized nt;
@@ -572,7 +743,7 @@ qiao_status qiao_tokenize_batch(const qiao_tokenizer *tok, const char *const *te
     }
     if (max_len > 0) T = max_len;
     size_t k = (size_t)tok->k, nt;
-    if (!qc_mul_size(n, T, &nt) || nt > SIZE_MAX / (2 * k * sizeof(int64_t))) {
+    if (!qc_mul_size(n, T, &nt) || nt > SIZE_MAX / (2 * (k ? k : 1) * sizeof(int64_t))) {
         st = qc_error(QIAO_ERR_TOO_LARGE, "qiao_tokenize_batch: %zu x %zu tokens", n, T);
         goto done;
     }
@@ -581,7 +752,7 @@ qiao_status qiao_tokenize_batch(const qiao_tokenizer *tok, const char *const *te
     b->k = tok->k;
     size_t cells = nt ? nt : 1;
     b->ids = calloc(cells, sizeof *b->ids);
-    b->char_ids = calloc(cells * k, sizeof *b->char_ids);
+    b->char_ids = calloc(cells * (k ? k : 1), sizeof *b->char_ids);
     b->tags = calloc(cells, 1);
     b->offsets = malloc(cells * 2 * sizeof *b->offsets);
     b->mask = calloc(cells, 1);
@@ -596,7 +767,7 @@ qiao_status qiao_tokenize_batch(const qiao_tokenizer *tok, const char *const *te
         size_t c = r->count < T ? r->count : T;
         b->lengths[i] = c;
         memcpy(b->ids + i * T, r->ids, c * sizeof *r->ids);
-        memcpy(b->char_ids + i * T * k, r->char_ids, c * k * sizeof *r->char_ids);
+        if (k) memcpy(b->char_ids + i * T * k, r->char_ids, c * k * sizeof *r->char_ids);
         memcpy(b->tags + i * T, r->tags, c);
         memcpy(b->offsets + i * T * 2, r->offsets, c * 2 * sizeof *r->offsets);
         memset(b->mask + i * T, 1, c);

@@ -82,7 +82,24 @@ typedef struct tk_charmap {
     size_t cap;         /* power of two */
 } tk_charmap;
 
+/* What a tokenizer is (tokenizer.config "kind"). */
+typedef enum tk_kind {
+    TK_KIND_HYBRID = 0, /* qiao's own: ICU words, SentencePiece pieces, characters and tags */
+    TK_KIND_SPM = 1     /* an imported model's SentencePiece model on the raw text (XLM-R, e5): ids
+                           shifted by id_offset, the specials around them; no characters, no tags */
+} tk_kind;
+
+/* The special ids of an imported tokenizer (-1: the model has none). */
+typedef struct tk_specials {
+    int32_t bos, eos, pad, unk, mask;
+    bool add_bos, add_eos;  /* put around every text */
+} tk_specials;
+
 struct qiao_tokenizer {
+    tk_kind kind;
+    int64_t vocab_size;     /* spm kind: the model's ids (pieces + offset + specials after them) */
+    int32_t id_offset;      /* spm kind: a piece's id is its SentencePiece id + this */
+    tk_specials sp;
     spm_model *spm;
     char *spm_bytes;        /* serialized ModelProto, kept to write it back out */
     size_t spm_len;
@@ -117,8 +134,9 @@ qiao_status tk_detokenize(const qiao_tokenizer *tok, const int32_t *ids, size_t 
  * may be closed afterwards. */
 qiao_status tk_tokenizer_from_st(const qc_st_file *f, qiao_tokenizer **out);
 
-/* The two tensors and the metadata pair that store `tok`, for writing a
- * model file that carries its tokenizer. Borrowed from tok. */
-void tk_tokenizer_entries(const qiao_tokenizer *tok, qc_st_entry entries[2], qc_st_kv *meta);
+/* The tensors (two for the hybrid kind, one for spm) and the metadata pair
+ * that store `tok`, for writing a model file that carries its tokenizer;
+ * returns how many tensors. Borrowed from tok. */
+size_t tk_tokenizer_entries(const qiao_tokenizer *tok, qc_st_entry entries[2], qc_st_kv *meta);
 
 #endif
