@@ -14,7 +14,7 @@ target_link_libraries(test_wordpiece PRIVATE Threads::Threads PkgConfig::CJSON P
 # (first byte odd) as a vocabulary that then encodes a few texts.
 qiao_fuzz(NAME fuzz_wordpiece SOURCES ${PROJECT_SOURCE_DIR}/tokenizers/wordpiece.c
   ${PROJECT_SOURCE_DIR}/tokenizers/normalize.c ${PROJECT_SOURCE_DIR}/sdk/core/status.c
-  ${PROJECT_SOURCE_DIR}/sdk/core/utf8.c ${PROJECT_SOURCE_DIR}/sdk/core/file.c
+  ${PROJECT_SOURCE_DIR}/sdk/core/utf8.c ${PROJECT_SOURCE_DIR}/sdk/core/file.c ${PROJECT_SOURCE_DIR}/sdk/core/rng.c
   LIBS PkgConfig::ICU
   DEFINES QIAO_FUZZ_WP_VOCAB="${CMAKE_CURRENT_SOURCE_DIR}/data/wordpiece/vocab.txt"
   LABELS tokenizer)

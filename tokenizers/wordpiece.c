@@ -38,6 +38,7 @@ struct tk_wp {
     bool lower, strip, chinese;
     int32_t max_chars;
     char *special[TK_WP_N_SPECIAL];
+    size_t special_len[TK_WP_N_SPECIAL];
     int32_t *special_cps[TK_WP_N_SPECIAL]; /* (special_ncps[k]) */
     size_t special_ncps[TK_WP_N_SPECIAL];
     int32_t special_id[TK_WP_N_SPECIAL];
@@ -55,12 +56,9 @@ static uint64_t fnv1a(uint64_t h, const char *s, size_t n) {
 
 #define FNV_START 0xcbf29ce484222325ULL
 
-/* The slot holding ("##" if cont) + s[0 .. n), or the empty slot where it
- * would go. */
-static size_t find_slot(const tk_wp *wp, bool cont, const char *s, size_t n) {
-    uint64_t h = FNV_START;
-    if (cont) h = fnv1a(h, "##", 2);
-    h = fnv1a(h, s, n);
+/* The slot holding ("##" if cont) + s[0 .. n), whose hash is h, or the
+ * empty slot where it would go. */
+static size_t find_slot_hashed(const tk_wp *wp, uint64_t h, bool cont, const char *s, size_t n) {
     size_t mask = wp->cap - 1, i = (size_t)h & mask;
     size_t want = n + (cont ? 2 : 0);
     for (; wp->slots[i]; i = (i + 1) & mask) {
@@ -74,6 +72,16 @@ static size_t find_slot(const tk_wp *wp, bool cont, const char *s, size_t n) {
         if (memcmp(t, s, n) == 0) return i;
     }
     return i;
+}
+
+static uint64_t token_hash(bool cont, const char *s, size_t n) {
+    uint64_t h = FNV_START;
+    if (cont) h = fnv1a(h, "##", 2);
+    return fnv1a(h, s, n);
+}
+
+static size_t find_slot(const tk_wp *wp, bool cont, const char *s, size_t n) {
+    return find_slot_hashed(wp, token_hash(cont, s, n), cont, s, n);
 }
 
 static int32_t lookup(const tk_wp *wp, bool cont, const char *s, size_t n) {
@@ -116,6 +124,7 @@ static qiao_status set_special(tk_wp *wp, int k, const char *s) {
     if (!wp->special[k] || !wp->special_cps[k])
         return qc_error(QIAO_ERR_OUT_OF_MEMORY, "wordpiece: out of memory loading the vocabulary");
     memcpy(wp->special[k], s, n + 1);
+    wp->special_len[k] = n;
     size_t m = 0;
     for (size_t p = 0; p < n;) {
         int32_t cp;
@@ -315,6 +324,7 @@ typedef struct enc {
     int32_t u16cap;
     char *wbytes;     /* (4 * max_chars) a piece's word as UTF-8 */
     size_t *wpos;     /* (max_chars + 1) byte offset of each code point in wbytes */
+    uint64_t *whash;  /* (max_chars + 1) hash of the piece from the current start to each code point */
     wp_piece *pieces; /* (max_chars) */
     tk_wp_encoding *out;
     size_t cap, limit;
@@ -479,9 +489,18 @@ static qiao_status wordpiece(enc *en, const wp_char *w, size_t n) {
     size_t np = 0;
     for (size_t start = 0; start < n;) {
         size_t end = n - start > (size_t)wp->max_cps ? start + (size_t)wp->max_cps : n;
+        /* Every candidate's hash in one pass, so a start costs its longest
+         * candidate's length, not the sum of all of theirs. */
+        uint64_t h = token_hash(start > 0, "", 0);
+        for (size_t i = start; i < end; i++) {
+            h = fnv1a(h, en->wbytes + en->wpos[i], en->wpos[i + 1] - en->wpos[i]);
+            en->whash[i + 1] = h;
+        }
         int32_t id = -1;
         for (; end > start; end--) {
-            id = lookup(wp, start > 0, en->wbytes + en->wpos[start], en->wpos[end] - en->wpos[start]);
+            const char *p = en->wbytes + en->wpos[start];
+            size_t slot = find_slot_hashed(wp, en->whash[end], start > 0, p, en->wpos[end] - en->wpos[start]);
+            id = wp->slots[slot] ? (int32_t)(wp->slots[slot] - 1) : -1;
             if (id >= 0) break;
         }
         if (id < 0) return emit(en, unk, w[0].b, w[n - 1].e);
@@ -578,7 +597,7 @@ static qiao_status basic(enc *en, size_t s, size_t t) {
 static size_t special_at_bytes(const tk_wp *wp, const char *s, size_t n, int *which) {
     size_t best = 0;
     for (int k = 0; k < TK_WP_N_SPECIAL; k++) {
-        size_t m = strlen(wp->special[k]);
+        size_t m = wp->special_len[k];
         if (m > best && m <= n && memcmp(s, wp->special[k], m) == 0) {
             best = m;
             *which = k;
@@ -668,8 +687,9 @@ qiao_status tk_wp_encode(const tk_wp *wp, const char *text, size_t len, bool add
     size_t mc = (size_t)wp->max_chars;
     en.wbytes = malloc(4 * mc);
     en.wpos = malloc((mc + 1) * sizeof *en.wpos);
+    en.whash = malloc((mc + 1) * sizeof *en.whash);
     en.pieces = malloc(mc * sizeof *en.pieces);
-    if (!en.wbytes || !en.wpos || !en.pieces) {
+    if (!en.wbytes || !en.wpos || !en.whash || !en.pieces) {
         st = oom();
         goto done;
     }
@@ -686,6 +706,7 @@ done:
     free(en.u16);
     free(en.wbytes);
     free(en.wpos);
+    free(en.whash);
     free(en.pieces);
     if (st != QIAO_OK) tk_wp_encoding_free(out);
     return st;

@@ -52,7 +52,8 @@ static void fuzz_text(const tk_wp *wp, const char *text, size_t len, bool valid)
     CHECK(all.ids[0] == tk_wp_special_id(wp, TK_WP_CLS) && all.ids[all.count - 1] == tk_wp_special_id(wp, TK_WP_SEP));
     for (size_t i = 2; i + 1 < all.count; i++) CHECK(all.offsets[2 * i] >= all.offsets[2 * i - 2]);
     CHECK(tk_wp_encode(wp, text, len, false, 0, &plain) == QIAO_OK);
-    CHECK(plain.count == all.count - 2 && !memcmp(plain.ids, all.ids + 1, plain.count * sizeof(int32_t)));
+    CHECK(plain.count == all.count - 2);
+    if (plain.count) CHECK(!memcmp(plain.ids, all.ids + 1, plain.count * sizeof(int32_t)));
     size_t k = 2 + len % 5;
     CHECK(tk_wp_encode(wp, text, len, true, k, &cut) == QIAO_OK);
     CHECK(cut.count == (k < all.count ? k : all.count));

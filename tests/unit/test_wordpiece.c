@@ -1,9 +1,9 @@
 /* tests/unit/test_wordpiece.c - the WordPiece tokenizer (tokenizers/wordpiece.c)
  * against transformers' slow BertTokenizer on the bert-base-chinese
  * vocabulary: every corpus utterance, shapes caption, edge case and random
- * string of tests/data/wordpiece/fixture.bin in five configurations, every
- * Unicode character (the sweep), then offsets, truncation, vocabulary
- * parsing, errors and two threads sharing one tokenizer.
+ * string of tests/data/wordpiece/fixture.bin in each configuration it
+ * holds, every Unicode character (the sweep), then offsets, truncation,
+ * vocabulary parsing, errors and two threads sharing one tokenizer.
  *
  * The fixture and its format: tests/golden/make_wordpiece_fixture.py. */
 #define _POSIX_C_SOURCE 200809L
@@ -271,7 +271,7 @@ static bool matches(const tk_wp *wp, const fx_text *x, int m, bool report) {
     tk_wp_encoding_free(&e);
     if (!ok || x->max_tokens) return ok;
     st = tk_wp_encode(wp, x->text, x->len, false, 0, &e);
-    ok = st == QIAO_OK && e.count == n && !memcmp(e.ids, want, n * sizeof *want);
+    ok = st == QIAO_OK && e.count == n && (n == 0 || !memcmp(e.ids, want, n * sizeof *want));
     if (!ok && report) printf("  mode %d, text \"%s\": differs without [CLS] and [SEP]\n", m, x->text);
     tk_wp_encoding_free(&e);
     return ok;
