@@ -5,7 +5,7 @@
 #   .venv-peer/bin/python3 tests/golden/make_wordpiece_fixture.py --shapes /tmp/wp-shapes
 # (transformers and tokenizers; the versions it ran with are in its header).
 qiao_test(NAME test_wordpiece SOURCES unit/test_wordpiece.c
-  CASES fixture_texts unicode_sweep edge_cases offsets truncation vocab_parsing errors threads
+  CASES fixture_texts unicode_sweep edge_cases offsets truncation vocab_parsing errors hostile_texts threads
   LABELS tokenizer TIMEOUT 300)
 find_package(Threads REQUIRED)
 target_link_libraries(test_wordpiece PRIVATE Threads::Threads PkgConfig::CJSON PkgConfig::ICU)

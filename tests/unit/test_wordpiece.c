@@ -644,6 +644,37 @@ static void errors(void **state) {
     tk_wp_free(wp);
 }
 
+/* Texts of the largest size built to be slow: combining marks whose classes
+ * alternate (canonical reordering), one endless word, nothing but
+ * punctuation, nothing but CJK ideographs. Each must simply finish. */
+static void hostile_texts(void **state) {
+    (void)state;
+    char *t = malloc(TK_WP_MAX_TEXT);
+    assert_non_null(t);
+    static const char *const units[] = {"\xCC\x81\xCC\xA3", "a", "!", "\xE4\xB8\xAD"};
+    for (int lower = 0; lower < 2; lower++) {
+        tk_wp_options o = tk_wp_default_options();
+        o.do_lower_case = lower;
+        tk_wp *wp = load_vocab(&o);
+        for (size_t u = 0; u < sizeof units / sizeof *units; u++) {
+            size_t k = strlen(units[u]), n = 0;
+            while (n + k <= TK_WP_MAX_TEXT) {
+                memcpy(t + n, units[u], k);
+                n += k;
+            }
+            tk_wp_encoding e;
+            assert_int_equal(tk_wp_encode(wp, t, n, true, 0, &e), QIAO_OK);
+            /* the marks stripped to nothing or one [UNK]; one [UNK]; a
+             * token per character */
+            size_t want = u == 0 ? (lower ? 2 : 3) : u == 1 ? 3 : n / k + 2;
+            assert_int_equal(e.count, want);
+            tk_wp_encoding_free(&e);
+        }
+        tk_wp_free(wp);
+    }
+    free(t);
+}
+
 typedef struct thread_job {
     const tk_wp *wp;
     const fixture *fx;
@@ -679,7 +710,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(fixture_texts), cmocka_unit_test(unicode_sweep), cmocka_unit_test(edge_cases),
         cmocka_unit_test(offsets),       cmocka_unit_test(truncation),    cmocka_unit_test(vocab_parsing),
-        cmocka_unit_test(errors),        cmocka_unit_test(threads),
+        cmocka_unit_test(errors),        cmocka_unit_test(hostile_texts), cmocka_unit_test(threads),
     };
     if (argc > 1) cmocka_set_test_filter(argv[1]);
     return cmocka_run_group_tests(tests, NULL, NULL);
