@@ -13,10 +13,12 @@ const char *qmod_modality_name(qmod_modality mod) {
     return tw ? tw->name : "?";
 }
 
-/* QIAO_ERR_INVALID_ARGUMENT unless the model holds the tower of `mod`. */
+/* QIAO_ERR_UNSUPPORTED unless the model holds the tower of `mod`: the call
+ * is valid, this model cannot answer it (a converted text encoder asked
+ * for a picture). */
 static qiao_status need_tower(const qmod_model *m, qmod_modality mod) {
     if (qmod_has_tower(&m->cfg, mod)) return QIAO_OK;
-    return qc_error(QIAO_ERR_INVALID_ARGUMENT, "model %s has no %s tower: it cannot embed %s", m->cfg.name,
+    return qc_error(QIAO_ERR_UNSUPPORTED, "model %s has no %s tower: it cannot embed %s", m->cfg.name,
                     qmod_modality_name(mod), qmod_tower_of(mod)->items);
 }
 
@@ -89,7 +91,7 @@ size_t qmod_image_floats(const qmod_model *m) {
 
 qiao_status qmod_image_patches(const qmod_model *m, const qiao_image *img, float *patches) {
     if (!m || !img || !patches) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_image_patches: NULL argument");
-    if (need_tower(m, QMOD_IMAGE) != QIAO_OK) return QIAO_ERR_INVALID_ARGUMENT;
+    if (need_tower(m, QMOD_IMAGE) != QIAO_OK) return QIAO_ERR_UNSUPPORTED;
     qiao_image_preprocess_params pp = qiao_image_preprocess_default_params();
     pp.size = m->cfg.image.image_size;
     return qiao_image_patches(img, &pp, m->cfg.image.patch, patches, qmod_image_floats(m));
@@ -99,7 +101,7 @@ qiao_status qmod_batch_images(const qmod_model *m, const qiao_image *const *imgs
     if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_batch_images: out is NULL");
     memset(out, 0, sizeof *out);
     if (!m || !imgs || n == 0) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_batch_images: no model or no images");
-    if (need_tower(m, QMOD_IMAGE) != QIAO_OK) return QIAO_ERR_INVALID_ARGUMENT;
+    if (need_tower(m, QMOD_IMAGE) != QIAO_OK) return QIAO_ERR_UNSUPPORTED;
     const size_t per = qmod_image_floats(m);
     out->mod = QMOD_IMAGE;
     out->B = (int64_t)n;
@@ -128,7 +130,7 @@ qiao_status qmod_batch_mels(const qmod_model *m, const float *const *mels, const
     memset(out, 0, sizeof *out);
     if (!m || !mels || !frames || n == 0)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_batch_mels: no model or no clips");
-    if (need_tower(m, QMOD_AUDIO) != QIAO_OK) return QIAO_ERR_INVALID_ARGUMENT;
+    if (need_tower(m, QMOD_AUDIO) != QIAO_OK) return QIAO_ERR_UNSUPPORTED;
     const qe_audio_config *ac = &m->cfg.audio;
     int64_t T = 0;
     for (size_t i = 0; i < n; i++) {
@@ -215,7 +217,7 @@ qiao_status qmod_batch_audio(const qmod_model *m, const qiao_audio *const *clips
     if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_batch_audio: out is NULL");
     memset(out, 0, sizeof *out);
     if (!m || !clips || n == 0) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_batch_audio: no model or no clips");
-    if (need_tower(m, QMOD_AUDIO) != QIAO_OK) return QIAO_ERR_INVALID_ARGUMENT;
+    if (need_tower(m, QMOD_AUDIO) != QIAO_OK) return QIAO_ERR_UNSUPPORTED;
     float **mels = alloc_n(n, sizeof(float *));
     int64_t *frames = alloc_n(n, sizeof(int64_t));
     qiao_status st = mels && frames ? QIAO_OK : qc_error(QIAO_ERR_OUT_OF_MEMORY, "qmod_batch_audio: out of memory");
@@ -255,7 +257,7 @@ qiao_status qmod_work_init(qmod_work *w, const qmod_model *m, qmod_modality mod,
     const qmod_tower *tw = qmod_tower_of(mod);
     if (!m || !tw || B_max < 1)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_work_init: bad model, modality or batch size");
-    if (need_tower(m, mod) != QIAO_OK) return QIAO_ERR_INVALID_ARGUMENT;
+    if (need_tower(m, mod) != QIAO_OK) return QIAO_ERR_UNSUPPORTED;
     const int64_t lim = tw->max_len(&m->cfg);
     if (T_max <= 0 || T_max > lim || tw->fixed_len) T_max = lim;
     w->mod = mod;

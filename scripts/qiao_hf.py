@@ -22,6 +22,8 @@ front end's, the rest is the encoder trunk in its post-norm form
 
 Needs numpy only; the state dict's values may be torch tensors or arrays.
 """
+import os
+
 import numpy as np
 
 BERT_BLOCK = {
@@ -82,3 +84,55 @@ def bert_trunk(state, layers, max_tokens, position_offset=0, src_prefix="", pref
             for kind in ("weight", "bias"):
                 out[f"{prefix}blocks.{l}.{q}.{kind}"] = _array(s[f"encoder.layer.{l}.{hf}.{kind}"])
     return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
+
+
+# ---- writing a qiao model file ------------------------------------------------------
+
+QMOD_FORMAT = "qiao-model-1"  # models/model.h
+
+
+def _bf16_bits(a):
+    """float32 -> bfloat16 bit patterns (uint16), rounded to nearest even."""
+    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+    r = ((u >> 16) & 1) + 0x7FFF
+    return ((u + r) >> 16).astype(np.uint16)
+
+
+def write_model(path, tensors, config, tokenizer=None, dtype="f32", extra_meta=None):
+    """A qiao .safetensors model file: `tensors` {qiao name: float array}
+    stored as dtype ("f32", "f16" or "bf16"), `config` the model config
+    (metadata "qiao.config"), `tokenizer` None or (model bytes, its config
+    dict): tensor "tokenizer.spm" and metadata "tokenizer.config"."""
+    import json
+    import struct
+    kinds = {"f32": ("F32", lambda a: np.ascontiguousarray(a, dtype="<f4")),
+             "f16": ("F16", lambda a: np.ascontiguousarray(a, dtype="<f2")),
+             "bf16": ("BF16", _bf16_bits)}
+    if dtype not in kinds:
+        raise ValueError(f"dtype must be one of {sorted(kinds)}")
+    meta = {"qiao.config": json.dumps(config), "qiao.format": QMOD_FORMAT, "qiao.version": "convert-hf"}
+    if extra_meta:
+        meta.update(extra_meta)
+    entries = []
+    for name in sorted(tensors):
+        code, conv = kinds[dtype]
+        entries.append((name, code, conv(tensors[name])))
+    if tokenizer is not None:
+        model_bytes, tok_config = tokenizer
+        entries.append(("tokenizer.spm", "U8", np.frombuffer(model_bytes, dtype=np.uint8)))
+        meta["tokenizer.config"] = json.dumps(tok_config)
+    header = {"__metadata__": meta}
+    blobs, off = [], 0
+    for name, code, a in entries:
+        b = a.tobytes()
+        header[name] = {"dtype": code, "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path + ".tmp", "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+    os.replace(path + ".tmp", path)

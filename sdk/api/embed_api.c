@@ -337,8 +337,8 @@ QIAO_API qiao_status qiao_embed_audios(qiao_session *session, const qiao_audio *
     qiao_status st = check_call("qiao_embed_audios", session, clips, n, out, out_len);
     if (st != QIAO_OK) return st;
     if (!qmod_has_tower(&session->m->cfg, QMOD_AUDIO))
-        return qc_error(QIAO_ERR_INVALID_ARGUMENT,
-                        "qiao_embed_audios: model %s has no audio tower: it cannot embed sound", session->m->cfg.name);
+        return qc_error(QIAO_ERR_UNSUPPORTED, "qiao_embed_audios: model %s has no audio tower: it cannot embed sound",
+                        session->m->cfg.name);
     for (size_t i = 0; i < n; i++) {
         st = qapi_check_clip("qiao_embed_audios", clips[i], i);
         if (st != QIAO_OK) return st;

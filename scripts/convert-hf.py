@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Converts a Hugging Face model directory into one qiao model file (issue 17).
+
+    .venv-peer/bin/python3 scripts/convert-hf.py HF_DIR OUT.safetensors [--dtype f32|f16|bf16]
+        [--name NAME] [--pool mean|first] [--max-tokens N]
+
+An offline step: Python with torch and transformers (scripts/install-deps.sh
+puts them in .venv-peer), never a runtime dependency of the SDK. It reads
+config.json through transformers' config class (4.x omits defaults there),
+the weights from model.safetensors or pytorch_model.bin, and the tokenizer
+files, and writes the weights under qiao's names (scripts/qiao_hf.py), a
+qiao config describing the architecture and the tokenizer inside.
+
+Families so far:
+  xlm-roberta  (multilingual-e5, bge-m3's encoder): text encoder "arch": "bert",
+               SentencePiece tokenizer (sentencepiece.bpe.model) as kind "spm"
+               with fairseq's ids.
+The pooling comes from a sentence-transformers 1_Pooling/config.json when
+the directory has one (e5: mean, bge: [CLS]), else --pool (default mean).
+Every qiao embedding is L2-normalized, as these models' cards ask.
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import qiao_hf  # noqa: E402
+
+
+def load_state(hf_dir):
+    st = os.path.join(hf_dir, "model.safetensors")
+    if os.path.exists(st):
+        from safetensors.numpy import load_file
+        return load_file(st)
+    import torch
+    return {k: v.float().numpy() for k, v in torch.load(os.path.join(hf_dir, "pytorch_model.bin"),
+                                                        map_location="cpu").items()}
+
+
+def src_prefix(state, model_type):
+    """The prefix of the encoder's tensors: "" for a bare model, else e.g.
+    "roberta." or "bert." (a checkpoint saved from a task model)."""
+    for p in ("", model_type.replace("-", "_") + ".", "roberta.", "bert.", "model."):
+        if p + "embeddings.word_embeddings.weight" in state:
+            return p
+    raise SystemExit("convert-hf: no embeddings.word_embeddings.weight in the checkpoint")
+
+
+def pooling(hf_dir, override):
+    if override:
+        return override
+    path = os.path.join(hf_dir, "1_Pooling", "config.json")
+    if os.path.exists(path):
+        p = json.load(open(path))
+        if p.get("pooling_mode_cls_token"):
+            return "first"
+        if p.get("pooling_mode_mean_tokens"):
+            return "mean"
+        raise SystemExit(f"convert-hf: {path} asks for a pooling qiao does not have")
+    return "mean"
+
+
+def convert_xlmr(hf_dir, cfg, state, args):
+    spm_path = os.path.join(hf_dir, "sentencepiece.bpe.model")
+    if not os.path.exists(spm_path):
+        raise SystemExit("convert-hf: an XLM-RoBERTa directory needs sentencepiece.bpe.model")
+    import sentencepiece as spm
+    model_bytes = open(spm_path, "rb").read()
+    n_pieces = spm.SentencePieceProcessor(model_proto=model_bytes).get_piece_size()
+    vocab = n_pieces + 2  # fairseq's <pad> before the pieces, <mask> after
+    if cfg.vocab_size != vocab:
+        raise SystemExit(f"convert-hf: config vocab_size {cfg.vocab_size}, the tokenizer gives {vocab}")
+    offset = cfg.pad_token_id + 1  # position ids start after the padding index
+    max_tokens = args.max_tokens or cfg.max_position_embeddings - offset
+    p = src_prefix(state, "xlm-roberta")
+    tensors = dict(qiao_hf.bert_embeddings(state, p), **qiao_hf.bert_trunk(state, cfg.num_hidden_layers, max_tokens,
+                                                                           offset, p))
+    text = {"arch": "bert", "vocab": vocab, "type_vocab": cfg.type_vocab_size, "width": cfg.hidden_size,
+            "layers": cfg.num_hidden_layers, "heads": cfg.num_attention_heads, "mlp": cfg.intermediate_size,
+            "max_tokens": max_tokens, "eps": cfg.layer_norm_eps, "pool": pooling(hf_dir, args.pool), "proj": "none"}
+    tok = {"version": 1, "kind": "spm", "vocab_size": vocab, "id_offset": 1, "bos": 0, "pad": 1, "eos": 2, "unk": 3,
+           "mask": vocab - 1, "add_bos": True, "add_eos": True}
+    return tensors, text, (model_bytes, tok)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("hf_dir")
+    ap.add_argument("out")
+    ap.add_argument("--dtype", default="f32", choices=["f32", "f16", "bf16"])
+    ap.add_argument("--name", help="the model's name (default: the directory's)")
+    ap.add_argument("--pool", choices=["mean", "first"])
+    ap.add_argument("--max-tokens", type=int, help="positions to keep (default: all the model has)")
+    args = ap.parse_args()
+    from transformers import AutoConfig
+    cfg = AutoConfig.from_pretrained(args.hf_dir, local_files_only=True)
+    if cfg.hidden_act != "gelu":
+        raise SystemExit(f"convert-hf: hidden_act {cfg.hidden_act!r}; qiao's BERT blocks use exact GELU")
+    state = load_state(args.hf_dir)
+    if cfg.model_type == "xlm-roberta":
+        tensors, text, tokenizer = convert_xlmr(args.hf_dir, cfg, state, args)
+    else:
+        raise SystemExit(f"convert-hf: model_type {cfg.model_type!r} is not supported yet (xlm-roberta is)")
+    name = args.name or os.path.basename(os.path.normpath(args.hf_dir))
+    config = {"name": name, "embed_dim": text["width"], "text": text,
+              "source": {"model_type": cfg.model_type, "converter": "scripts/convert-hf.py"}}
+    qiao_hf.write_model(args.out, tensors, config, tokenizer, args.dtype)
+    n = sum(int(np.prod(v.shape)) for v in tensors.values())
+    print(f"{args.out}: {name}, {cfg.model_type} {cfg.num_hidden_layers} layers x {cfg.hidden_size}, "
+          f"{n:,} parameters ({args.dtype}), pool {text['pool']}, {os.path.getsize(args.out):,} bytes")
+
+
+if __name__ == "__main__":
+    main()
