@@ -52,7 +52,8 @@ if ((tsan)); then
   # team at one thread, so it cannot report its own hand-offs as races.
   tsan_tests=(test_api.thread_local_errors test_embed_api.threads_deterministic
               test_image.decode_on_four_threads test_audio.test_threads_decode_and_mel
-              test_tokenizer.thread_safety test_search.index_and_query test_search.interrupt_resume
+              test_tokenizer.thread_safety test_clip_bpe.threads test_search.index_and_query
+              test_search.interrupt_resume
               test_search_api.threads
               test_threads.concurrent_callers test_threads.nested_runs_serially
               test_threads.kernels_match_serial test_threads.workers_joined_at_thread_exit
