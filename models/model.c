@@ -537,7 +537,7 @@ static qiao_status check_tokenizer(const qiao_tokenizer *tok, const qe_text_conf
     if ((tc->arch == QE_TEXT_ARCH_BERT) != (tok->kind != TK_KIND_HYBRID))
         return qc_error(fail, "%s: a %s text encoder with a %s tokenizer", what,
                         tc->arch == QE_TEXT_ARCH_BERT ? "bert" : "hybrid",
-                        tok->kind == TK_KIND_HYBRID ? "hybrid" : "spm");
+                        tok->kind == TK_KIND_HYBRID ? "hybrid" : tok->kind == TK_KIND_SPM ? "spm" : "wordpiece");
     if (v != tc->vocab)
         return qc_error(fail, "%s: tokenizer vocab %lld != text config vocab %lld", what, (long long)v,
                         (long long)tc->vocab);
@@ -638,7 +638,8 @@ static qiao_status load_st(const qc_st_file *f, qmod_model **out) {
                 }
         }
     }
-    if (st == QIAO_OK && (qc_st_find(f, TK_TENSOR_SPM) || qc_st_find(f, TK_TENSOR_CHARS))) {
+    if (st == QIAO_OK &&
+        (qc_st_find(f, TK_TENSOR_SPM) || qc_st_find(f, TK_TENSOR_CHARS) || qc_st_find(f, TK_TENSOR_VOCAB))) {
         st = qmod_has_tower(&m->cfg, QMOD_TEXT)
                  ? tk_tokenizer_from_st(f, &m->tok)
                  : qc_error(QIAO_ERR_FORMAT, "%s: holds a tokenizer but its config has no text tower", name);

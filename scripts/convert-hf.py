@@ -15,8 +15,13 @@ Families so far:
   xlm-roberta  (multilingual-e5, bge-m3's encoder): text encoder "arch": "bert",
                SentencePiece tokenizer (sentencepiece.bpe.model) as kind "spm"
                with fairseq's ids.
+  bert         (Chinese BERT and RoBERTa-wwm-ext, bge-small-zh): text encoder
+               "arch": "bert", WordPiece tokenizer (vocab.txt, with
+               tokenizer_config.json's do_lower_case, strip_accents and
+               tokenize_chinese_chars) as kind "wordpiece".
 The pooling comes from a sentence-transformers 1_Pooling/config.json when
-the directory has one (e5: mean, bge: [CLS]), else --pool (default mean).
+the directory has one (e5: mean, bge: [CLS]), else --pool (default: the
+mean for XLM-R, the [CLS] token for BERT).
 Every qiao embedding is L2-normalized, as these models' cards ask.
 """
 import argparse
@@ -49,7 +54,7 @@ def src_prefix(state, model_type):
     raise SystemExit("convert-hf: no embeddings.word_embeddings.weight in the checkpoint")
 
 
-def pooling(hf_dir, override):
+def pooling(hf_dir, override, default):
     if override:
         return override
     path = os.path.join(hf_dir, "1_Pooling", "config.json")
@@ -60,7 +65,7 @@ def pooling(hf_dir, override):
         if p.get("pooling_mode_mean_tokens"):
             return "mean"
         raise SystemExit(f"convert-hf: {path} asks for a pooling qiao does not have")
-    return "mean"
+    return default
 
 
 def convert_xlmr(hf_dir, cfg, state, args):
@@ -80,10 +85,34 @@ def convert_xlmr(hf_dir, cfg, state, args):
                                                                            offset, p))
     text = {"arch": "bert", "vocab": vocab, "type_vocab": cfg.type_vocab_size, "width": cfg.hidden_size,
             "layers": cfg.num_hidden_layers, "heads": cfg.num_attention_heads, "mlp": cfg.intermediate_size,
-            "max_tokens": max_tokens, "eps": cfg.layer_norm_eps, "pool": pooling(hf_dir, args.pool), "proj": "none"}
+            "max_tokens": max_tokens, "eps": cfg.layer_norm_eps, "pool": pooling(hf_dir, args.pool, "mean"),
+            "proj": "none"}
     tok = {"version": 1, "kind": "spm", "vocab_size": vocab, "id_offset": 1, "bos": 0, "pad": 1, "eos": 2, "unk": 3,
            "mask": vocab - 1, "add_bos": True, "add_eos": True}
     return tensors, text, (model_bytes, tok)
+
+
+def convert_bert(hf_dir, cfg, state, args):
+    vocab_path = os.path.join(hf_dir, "vocab.txt")
+    if not os.path.exists(vocab_path):
+        raise SystemExit("convert-hf: a BERT directory needs vocab.txt")
+    vocab_bytes = open(vocab_path, "rb").read()
+    with open(vocab_path, encoding="utf-8") as f:  # lines as BertTokenizer's load_vocab reads them
+        n = len(f.readlines())
+    if cfg.vocab_size != n:
+        raise SystemExit(f"convert-hf: config vocab_size {cfg.vocab_size}, vocab.txt has {n} lines")
+    tc_path = os.path.join(hf_dir, "tokenizer_config.json")
+    tc = json.load(open(tc_path)) if os.path.exists(tc_path) else {}
+    max_tokens = args.max_tokens or cfg.max_position_embeddings
+    p = src_prefix(state, "bert")
+    tensors = dict(qiao_hf.bert_embeddings(state, p), **qiao_hf.bert_trunk(state, cfg.num_hidden_layers, max_tokens, 0, p))
+    text = {"arch": "bert", "vocab": n, "type_vocab": cfg.type_vocab_size, "width": cfg.hidden_size,
+            "layers": cfg.num_hidden_layers, "heads": cfg.num_attention_heads, "mlp": cfg.intermediate_size,
+            "max_tokens": max_tokens, "eps": cfg.layer_norm_eps, "pool": pooling(hf_dir, args.pool, "first"),
+            "proj": "none"}
+    tok = {"version": 1, "kind": "wordpiece", "lower": bool(tc.get("do_lower_case", True)),
+           "strip_accents": tc.get("strip_accents"), "chinese": bool(tc.get("tokenize_chinese_chars", True))}
+    return tensors, text, (vocab_bytes, tok, "tokenizer.vocab")
 
 
 def main():
@@ -102,8 +131,10 @@ def main():
     state = load_state(args.hf_dir)
     if cfg.model_type == "xlm-roberta":
         tensors, text, tokenizer = convert_xlmr(args.hf_dir, cfg, state, args)
+    elif cfg.model_type == "bert":
+        tensors, text, tokenizer = convert_bert(args.hf_dir, cfg, state, args)
     else:
-        raise SystemExit(f"convert-hf: model_type {cfg.model_type!r} is not supported yet (xlm-roberta is)")
+        raise SystemExit(f"convert-hf: model_type {cfg.model_type!r} is not supported yet (bert and xlm-roberta are)")
     name = args.name or os.path.basename(os.path.normpath(args.hf_dir))
     config = {"name": name, "embed_dim": text["width"], "text": text,
               "source": {"model_type": cfg.model_type, "converter": "scripts/convert-hf.py"}}

@@ -101,8 +101,9 @@ def _bf16_bits(a):
 def write_model(path, tensors, config, tokenizer=None, dtype="f32", extra_meta=None):
     """A qiao .safetensors model file: `tensors` {qiao name: float array}
     stored as dtype ("f32", "f16" or "bf16"), `config` the model config
-    (metadata "qiao.config"), `tokenizer` None or (model bytes, its config
-    dict): tensor "tokenizer.spm" and metadata "tokenizer.config"."""
+    (metadata "qiao.config"), `tokenizer` None or (bytes, its config dict[,
+    tensor name]): tensor "tokenizer.spm" (or the name given: a WordPiece
+    vocab.txt is "tokenizer.vocab") and metadata "tokenizer.config"."""
     import json
     import struct
     kinds = {"f32": ("F32", lambda a: np.ascontiguousarray(a, dtype="<f4")),
@@ -118,8 +119,9 @@ def write_model(path, tensors, config, tokenizer=None, dtype="f32", extra_meta=N
         code, conv = kinds[dtype]
         entries.append((name, code, conv(tensors[name])))
     if tokenizer is not None:
-        model_bytes, tok_config = tokenizer
-        entries.append(("tokenizer.spm", "U8", np.frombuffer(model_bytes, dtype=np.uint8)))
+        model_bytes, tok_config = tokenizer[:2]
+        tensor = tokenizer[2] if len(tokenizer) > 2 else "tokenizer.spm"
+        entries.append((tensor, "U8", np.frombuffer(model_bytes, dtype=np.uint8)))
         meta["tokenizer.config"] = json.dumps(tok_config)
     header = {"__metadata__": meta}
     blobs, off = [], 0

@@ -21,8 +21,8 @@ qiao_test(NAME test_decoder_golden SOURCES golden/test_decoder_golden.c
 # tests/data/bert_golden.safetensors with scripts/qiao_hf.py's name mapping.
 qiao_test(NAME test_bert_golden SOURCES golden/test_bert_golden.c
   CASES bert xlmr bert_text xlmr_text LABELS golden)
-# A converted XLM-RoBERTa end to end (issue 17): scripts/convert-hf.py's file
-# of a tiny random XLMRobertaModel through qiao_model_load and
-# qiao_embed_texts against transformers (tests/golden/make_xlmr_model_fixture.py
-# writes tests/data/xlmr/).
-qiao_test(NAME test_xlmr_model SOURCES golden/test_xlmr_model.c CASES embeddings_match LABELS golden)
+# Converted Hugging Face models end to end (issue 17): scripts/convert-hf.py's
+# files of a tiny random XLMRobertaModel and BertModel through qiao_model_load
+# and qiao_embed_texts against transformers
+# (tests/golden/make_hf_model_fixture.py writes tests/data/hf/).
+qiao_test(NAME test_hf_models SOURCES golden/test_hf_models.c CASES xlmr bert LABELS golden)

@@ -62,6 +62,8 @@ static int32_t charmap_get(const tk_charmap *m, uint32_t cp) {
 void qiao_tokenizer_free(qiao_tokenizer *tok) {
     if (!tok) return;
     spm_free(tok->spm);
+    tk_wp_free(tok->wp);
+    free(tok->vocab_text);
     free(tok->spm_bytes);
     free(tok->chars_text);
     free(tok->char_strs);
@@ -125,6 +127,30 @@ static qiao_status parse_spm_config(qiao_tokenizer *tok, const char *fname, cons
     return QIAO_OK;
 }
 
+/* "kind": "wordpiece": BertTokenizer's options as its tokenizer_config.json
+ * gives them: lower (do_lower_case, default true), strip_accents (null:
+ * as lower, or a boolean), chinese (tokenize_chinese_chars, default true),
+ * max_chars (max_input_chars_per_word, default 100). */
+static qiao_status parse_wp_config(qiao_tokenizer *tok, const char *fname, const cJSON *c) {
+    tk_wp_options o = tk_wp_default_options();
+    const cJSON *lo = cJSON_GetObjectItemCaseSensitive(c, "lower"), *sa = cJSON_GetObjectItemCaseSensitive(c, "strip_accents"),
+                *ch = cJSON_GetObjectItemCaseSensitive(c, "chinese");
+    if ((lo && !cJSON_IsBool(lo)) || (ch && !cJSON_IsBool(ch)) || (sa && !cJSON_IsBool(sa) && !cJSON_IsNull(sa)))
+        return qc_error(QIAO_ERR_FORMAT, "%s: %s: lower and chinese must be booleans, strip_accents a boolean or null",
+                        fname, TK_META_CONFIG);
+    int64_t mc = 0;
+    qiao_status st = spm_int(c, fname, "max_chars", 1, TK_WP_MAX_WORD_CHARS, 100, &mc);
+    if (st != QIAO_OK) return st;
+    if (lo) o.do_lower_case = cJSON_IsTrue(lo);
+    if (ch) o.tokenize_chinese_chars = cJSON_IsTrue(ch);
+    o.strip_accents = !sa || cJSON_IsNull(sa) ? TK_WP_ACCENTS_AUTO : cJSON_IsTrue(sa) ? TK_WP_ACCENTS_STRIP
+                                                                                        : TK_WP_ACCENTS_KEEP;
+    o.max_input_chars_per_word = (int32_t)mc;
+    tok->kind = TK_KIND_WORDPIECE;
+    tok->wp_opts = o;
+    return QIAO_OK;
+}
+
 static qiao_status parse_config(qiao_tokenizer *tok, const char *fname, const char *json) {
     cJSON *c = cJSON_Parse(json);
     if (!cJSON_IsObject(c)) {
@@ -133,15 +159,18 @@ static qiao_status parse_config(qiao_tokenizer *tok, const char *fname, const ch
     }
     qiao_status st = QIAO_OK;
     const cJSON *kind = cJSON_GetObjectItemCaseSensitive(c, "kind");
-    if (kind && !(cJSON_IsString(kind) && (!strcmp(kind->valuestring, "hybrid") || !strcmp(kind->valuestring, "spm")))) {
+    const char *kn = cJSON_IsString(kind) ? kind->valuestring : "";
+    if (kind && strcmp(kn, "hybrid") && strcmp(kn, "spm") && strcmp(kn, "wordpiece")) {
         cJSON_Delete(c);
-        return qc_error(QIAO_ERR_FORMAT, "%s: %s: kind must be \"hybrid\" or \"spm\"", fname, TK_META_CONFIG);
+        return qc_error(QIAO_ERR_FORMAT, "%s: %s: kind must be \"hybrid\", \"spm\" or \"wordpiece\"", fname,
+                        TK_META_CONFIG);
     }
-    if (kind && !strcmp(kind->valuestring, "spm")) {
+    if (kind && strcmp(kn, "hybrid")) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(c, "version");
-        st = cJSON_IsNumber(v) && v->valuedouble == TK_VERSION
-                 ? parse_spm_config(tok, fname, c)
-                 : qc_error(QIAO_ERR_FORMAT, "%s: %s: version must be %d", fname, TK_META_CONFIG, TK_VERSION);
+        st = !(cJSON_IsNumber(v) && v->valuedouble == TK_VERSION)
+                 ? qc_error(QIAO_ERR_FORMAT, "%s: %s: version must be %d", fname, TK_META_CONFIG, TK_VERSION)
+             : !strcmp(kn, "spm") ? parse_spm_config(tok, fname, c)
+                                  : parse_wp_config(tok, fname, c);
         cJSON_Delete(c);
         return st;
     }
@@ -215,21 +244,46 @@ qiao_status tk_tokenizer_from_st(const qc_st_file *f, qiao_tokenizer **out) {
     *out = NULL;
     const char *fname = qc_st_name(f);
     qiao_status st = QIAO_OK;
-    const qc_st_tensor *ts = find_bytes(f, TK_TENSOR_SPM, &st);
-    if (!ts) return st;
     const char *cfg = qc_st_metadata_get(f, TK_META_CONFIG);
+    if (!cfg && !qc_st_find(f, TK_TENSOR_SPM) && !qc_st_find(f, TK_TENSOR_VOCAB))
+        return qc_error(QIAO_ERR_NOT_FOUND, "%s: no tokenizer (not a file with a tokenizer)", fname);
     if (!cfg) return qc_error(QIAO_ERR_FORMAT, "%s: no metadata '%s'", fname, TK_META_CONFIG);
     qiao_tokenizer *tok = calloc(1, sizeof *tok);
     if (!tok) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", fname);
-    tok->spm_bytes = malloc(ts->nbytes);
-    tok->config_json = strdup(cfg);
-    if (!tok->spm_bytes || !tok->config_json) {
+    if (!(tok->config_json = strdup(cfg))) {
+        st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", fname);
+        goto fail;
+    }
+    if ((st = parse_config(tok, fname, cfg)) != QIAO_OK) goto fail;
+    if (tok->kind == TK_KIND_WORDPIECE) {
+        const qc_st_tensor *tv = find_bytes(f, TK_TENSOR_VOCAB, &st);
+        if (!tv) goto fail;
+        if (!(tok->vocab_text = malloc(tv->nbytes))) {
+            st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", fname);
+            goto fail;
+        }
+        memcpy(tok->vocab_text, tv->data, tv->nbytes);
+        tok->vocab_len = tv->nbytes;
+        if ((st = tk_wp_load(tok->vocab_text, tok->vocab_len, &tok->wp_opts, &tok->wp)) != QIAO_OK) goto fail;
+        tok->vocab_size = tk_wp_vocab_size(tok->wp);
+        tok->sp = (tk_specials){tk_wp_special_id(tok->wp, TK_WP_CLS), tk_wp_special_id(tok->wp, TK_WP_SEP),
+                                tk_wp_special_id(tok->wp, TK_WP_PAD), tk_wp_special_id(tok->wp, TK_WP_UNK),
+                                tk_wp_special_id(tok->wp, TK_WP_MASK), true, true};
+        if (tok->sp.bos < 0 || tok->sp.eos < 0) {
+            st = qc_error(QIAO_ERR_FORMAT, "%s: tensor '%s': no [CLS] or [SEP] token", fname, TK_TENSOR_VOCAB);
+            goto fail;
+        }
+        *out = tok;
+        return QIAO_OK;
+    }
+    const qc_st_tensor *ts = find_bytes(f, TK_TENSOR_SPM, &st);
+    if (!ts) goto fail;
+    if (!(tok->spm_bytes = malloc(ts->nbytes))) {
         st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", fname);
         goto fail;
     }
     memcpy(tok->spm_bytes, ts->data, ts->nbytes);
     tok->spm_len = ts->nbytes;
-    if ((st = parse_config(tok, fname, cfg)) != QIAO_OK) goto fail;
     if (tok->kind == TK_KIND_HYBRID) {
         const qc_st_tensor *tc = find_bytes(f, TK_TENSOR_CHARS, &st);
         if (!tc) goto fail;
@@ -294,6 +348,13 @@ qiao_status qiao_tokenizer_load_memory(const void *data, size_t size, qiao_token
 
 size_t tk_tokenizer_entries(const qiao_tokenizer *tok, qc_st_entry entries[2], qc_st_kv *meta) {
     memset(entries, 0, 2 * sizeof *entries);
+    meta->key = TK_META_CONFIG;
+    meta->value = tok->config_json;
+    if (tok->kind == TK_KIND_WORDPIECE) {
+        entries[0] = (qc_st_entry){.name = TK_TENSOR_VOCAB, .dtype = QIAO_DTYPE_U8, .ndim = 1,
+                                   .shape = {(int64_t)tok->vocab_len}, .data = tok->vocab_text};
+        return 1;
+    }
     entries[0].name = TK_TENSOR_SPM;
     entries[0].dtype = QIAO_DTYPE_U8;
     entries[0].ndim = 1;
@@ -311,13 +372,14 @@ size_t tk_tokenizer_entries(const qiao_tokenizer *tok, qc_st_entry entries[2], q
 
 int64_t qiao_tokenizer_vocab_size(const qiao_tokenizer *tok) {
     if (!tok) return 0;
-    return tok->kind == TK_KIND_SPM ? tok->vocab_size : spm_vocab_size(tok->spm);
+    return tok->kind != TK_KIND_HYBRID ? tok->vocab_size : spm_vocab_size(tok->spm);
 }
 int64_t qiao_tokenizer_char_vocab_size(const qiao_tokenizer *tok) { return tok ? tok->n_chars : 0; }
 int qiao_tokenizer_k(const qiao_tokenizer *tok) { return tok ? tok->k : 0; }
 
 const char *qiao_tokenizer_piece(const qiao_tokenizer *tok, int64_t id) {
     if (!tok || id < 0 || id > INT32_MAX) return NULL;
+    if (tok->kind == TK_KIND_WORDPIECE) return tk_wp_token(tok->wp, (int32_t)id, NULL);
     if (tok->kind == TK_KIND_SPM) {
         const tk_specials *s = &tok->sp;
         if (id >= tok->vocab_size) return NULL;
@@ -540,23 +602,85 @@ static qiao_status utf8_repair(const char *text, size_t len, char **out, size_t 
  * as its own spec says), ids shifted, the specials around them; a limit
  * keeps the first pieces and still ends with eos, as the models' own
  * truncation does. Tags are S and there are no characters (k = 0). */
+/* The text an imported kind reads: text itself when it is valid UTF-8;
+ * else QIAO_ERR_FORMAT, or with replace_invalid a repaired copy (*fixed,
+ * freed by the caller) whose byte i came from the text's byte (*map)[i]. */
+static qiao_status imported_text(const char *text, size_t len, const qiao_tokenize_params *p, const char *what,
+                                 const char **src, size_t *n, char **fixed, size_t **map) {
+    *src = text, *n = len, *fixed = NULL, *map = NULL;
+    const size_t valid = qc_utf8_check(text, len);
+    if (valid == len) return QIAO_OK;
+    if (!p->replace_invalid)
+        return qc_error(QIAO_ERR_FORMAT, "%s: invalid UTF-8 at byte %zu (0x%02X)", what, valid,
+                        (unsigned char)text[valid]);
+    qiao_status st = utf8_repair(text, len, fixed, n, map);
+    if (st != QIAO_OK) {
+        free(*fixed), free(*map);
+        *fixed = NULL, *map = NULL;
+        return st;
+    }
+    *src = *fixed;
+    return QIAO_OK;
+}
+
+/* Whether a text is empty or ASCII white space only: no tokens, whatever
+ * specials the kind puts around a text. */
+static bool blank(const char *text, size_t len) {
+    for (size_t i = 0; i < len; i++)
+        if (!strchr(" \t\n\r\v\f", text[i]) || !text[i]) return false;
+    return true;
+}
+
+/* The wordpiece kind: BertTokenizer's encode(text), a limit as its
+ * truncation (a limit of 1 keeps [CLS]); tags S, no characters. */
+static qiao_status tokenize_wp(const qiao_tokenizer *tok, const char *text, size_t len, const qiao_tokenize_params *p,
+                               const char *what, qiao_tokens **out) {
+    const char *src;
+    char *fixed;
+    size_t n, *map;
+    qiao_status st = imported_text(text, len, p, what, &src, &n, &fixed, &map);
+    if (st != QIAO_OK) return st;
+    const size_t limit = (size_t)p->max_tokens;
+    tk_wp_encoding e;
+    st = tk_wp_encode(tok->wp, src, n, true, limit == 1 ? 2 : limit, &e);
+    if (st != QIAO_OK) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", qiao_last_error());
+        st = qc_error(st, "%s: %s", what, msg);
+    }
+    qiao_tokens *r = st == QIAO_OK ? calloc(1, sizeof *r) : NULL;
+    const size_t count = limit == 1 && e.count > 1 ? 1 : e.count, cells = count ? count : 1;
+    if (st == QIAO_OK && (!r || !(r->ids = malloc(cells * sizeof *r->ids)) || !(r->tags = malloc(cells)) ||
+                          !(r->offsets = malloc(cells * 2 * sizeof *r->offsets))))
+        st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "qiao_tokenize: out of memory for %zu tokens", count);
+    if (st == QIAO_OK) {
+        memcpy(r->ids, e.ids, count * sizeof *r->ids);
+        for (size_t i = 0; i < 2 * count; i++) {
+            const size_t b = e.offsets[i] < 0 ? 0 : (size_t)e.offsets[i] < n ? (size_t)e.offsets[i] : n;
+            r->offsets[i] = (int64_t)(map ? map[b] : b);
+        }
+        /* [SEP] sits at the end of the text, as the spm kind's </s> */
+        if (count > 1) r->offsets[2 * count - 2] = r->offsets[2 * count - 1] = (int64_t)len;
+        memset(r->tags, QIAO_TAG_S, count);
+        r->count = blank(text, len) ? 0 : count; /* no text, no tokens: as the hybrid kind */
+    }
+    tk_wp_encoding_free(&e);
+    free(fixed), free(map);
+    if (st != QIAO_OK) {
+        qiao_tokens_free(r);
+        return st;
+    }
+    *out = r;
+    return QIAO_OK;
+}
+
 static qiao_status tokenize_spm(const qiao_tokenizer *tok, const char *text, size_t len, const qiao_tokenize_params *p,
                                 const char *what, qiao_tokens **out) {
-    char *fixed = NULL;
-    size_t *map = NULL, n = len;
-    const char *src = text;
-    const size_t valid = qc_utf8_check(text, len);
-    if (valid < len) {
-        if (!p->replace_invalid)
-            return qc_error(QIAO_ERR_FORMAT, "%s: invalid UTF-8 at byte %zu (0x%02X)", what, valid,
-                            (unsigned char)text[valid]);
-        qiao_status st = utf8_repair(text, len, &fixed, &n, &map);
-        if (st != QIAO_OK) {
-            free(fixed), free(map);
-            return st;
-        }
-        src = fixed;
-    }
+    const char *src;
+    char *fixed;
+    size_t n, *map;
+    qiao_status ist = imported_text(text, len, p, what, &src, &n, &fixed, &map);
+    if (ist != QIAO_OK) return ist;
     spm_piece *pieces = NULL;
     size_t cap = 0, np = 0;
     char err[256] = "";
@@ -591,8 +715,7 @@ static qiao_status tokenize_spm(const qiao_tokenizer *tok, const char *text, siz
         memset(r->tags, QIAO_TAG_S, count);
         r->count = count;
         r->k = 0;
-        /* a text of no pieces (empty, all spaces) is no tokens, as the hybrid kind gives */
-        if (keep == 0 && np == 0) r->count = 0;
+        if (blank(text, len)) r->count = 0; /* no text, no tokens: as the hybrid kind */
     }
     free(pieces), free(fixed), free(map);
     if (st != QIAO_OK) {
@@ -607,6 +730,7 @@ static qiao_status tokenize_spm(const qiao_tokenizer *tok, const char *text, siz
 static qiao_status tokenize_all(const qiao_tokenizer *tok, const char *text, size_t len, const qiao_tokenize_params *p,
                                 const char *what, qiao_tokens **out) {
     if (tok->kind == TK_KIND_SPM) return tokenize_spm(tok, text, len, p, what, out);
+    if (tok->kind == TK_KIND_WORDPIECE) return tokenize_wp(tok, text, len, p, what, out);
     tk_norm_opts o = tok->norm;
     o.replace_invalid = p->replace_invalid != 0;
     tk_normalized nt;

@@ -18,9 +18,11 @@
 #include "core/core.h"
 #include "core/safetensors.h"
 #include "tokenizers/spm_shim.h"
+#include "tokenizers/wordpiece.h"
 
 #define TK_TENSOR_SPM "tokenizer.spm"
 #define TK_TENSOR_CHARS "tokenizer.chars"
+#define TK_TENSOR_VOCAB "tokenizer.vocab" /* a wordpiece kind's vocab.txt */
 #define TK_META_CONFIG "tokenizer.config"
 #define TK_VERSION 1
 #define TK_MAX_K 64
@@ -85,8 +87,9 @@ typedef struct tk_charmap {
 /* What a tokenizer is (tokenizer.config "kind"). */
 typedef enum tk_kind {
     TK_KIND_HYBRID = 0, /* qiao's own: ICU words, SentencePiece pieces, characters and tags */
-    TK_KIND_SPM = 1     /* an imported model's SentencePiece model on the raw text (XLM-R, e5): ids
+    TK_KIND_SPM = 1,    /* an imported model's SentencePiece model on the raw text (XLM-R, e5): ids
                            shifted by id_offset, the specials around them; no characters, no tags */
+    TK_KIND_WORDPIECE = 2 /* BERT's WordPiece (wordpiece.h) on its vocab.txt: [CLS] pieces [SEP] */
 } tk_kind;
 
 /* The special ids of an imported tokenizer (-1: the model has none). */
@@ -100,7 +103,11 @@ struct qiao_tokenizer {
     int64_t vocab_size;     /* spm kind: the model's ids (pieces + offset + specials after them) */
     int32_t id_offset;      /* spm kind: a piece's id is its SentencePiece id + this */
     tk_specials sp;
-    spm_model *spm;
+    tk_wp *wp;              /* wordpiece kind */
+    tk_wp_options wp_opts;
+    char *vocab_text;       /* wordpiece kind: the tokenizer.vocab tensor as stored */
+    size_t vocab_len;
+    spm_model *spm;         /* hybrid and spm kinds */
     char *spm_bytes;        /* serialized ModelProto, kept to write it back out */
     size_t spm_len;
     char *chars_text;       /* the tokenizer.chars tensor as stored */
@@ -134,7 +141,7 @@ qiao_status tk_detokenize(const qiao_tokenizer *tok, const int32_t *ids, size_t 
  * may be closed afterwards. */
 qiao_status tk_tokenizer_from_st(const qc_st_file *f, qiao_tokenizer **out);
 
-/* The tensors (two for the hybrid kind, one for spm) and the metadata pair
+/* The tensors (two for the hybrid kind, one for the others) and the metadata pair
  * that store `tok`, for writing a model file that carries its tokenizer;
  * returns how many tensors. Borrowed from tok. */
 size_t tk_tokenizer_entries(const qiao_tokenizer *tok, qc_st_entry entries[2], qc_st_kv *meta);

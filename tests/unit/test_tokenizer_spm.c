@@ -1,5 +1,5 @@
-/* The "spm" tokenizer kind (an imported model's SentencePiece model, issue
- * 17): the ids transformers' XLMRobertaTokenizer gives on a sample of every
+/* The imported tokenizer kinds (issue 17). "spm", an imported model's
+ * SentencePiece model: the ids transformers' XLMRobertaTokenizer gives on a sample of every
  * intent corpus and on edge cases (tests/data/tokenizer/spm-kind.safetensors,
  * tests/golden/make_spm_kind_fixture.py; where the ids differ they must be
  * a tie, another segmentation of the same text with the same total score,
@@ -7,7 +7,12 @@
  * their names,
  * truncation that keeps </s>, invalid UTF-8 refused or replaced with
  * offsets into the original text, batches without characters, bad
- * configs, and two threads on one tokenizer. */
+ * configs, and two threads on one tokenizer. "wordpiece", BERT's
+ * (tokenizers/wordpiece.c, whose own test compares it with BertTokenizer
+ * on every corpus text): stored in a tokenizer file with the real
+ * bert-base-chinese vocab.txt, qiao_tokenize gives tk_wp_encode's ids and
+ * offsets, [CLS] and [SEP] named, blank text no tokens, truncation keeping
+ * [SEP], invalid UTF-8 refused or replaced, batches, bad options. */
 #define _POSIX_C_SOURCE 200809L
 
 #include <pthread.h>
@@ -305,9 +310,106 @@ static void threads(void **state) {
     fixture_close(&x);
 }
 
+/* A tokenizer file holding the bert-base-chinese vocab.txt as the wordpiece
+ * kind with `config`. */
+static qiao_status load_wordpiece(const char *config, qiao_tokenizer **out) {
+    uint8_t *vocab = NULL;
+    size_t n = 0;
+    assert_int_equal(qc_read_file(QIAO_TEST_DATA "/wordpiece/vocab.txt", 1 << 24, &vocab, &n), QIAO_OK);
+    char path[] = "/tmp/qiao-wp-kind-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    qc_st_entry e = {.name = TK_TENSOR_VOCAB, .dtype = QIAO_DTYPE_U8, .ndim = 1, .shape = {(int64_t)n}, .data = vocab};
+    qc_st_kv kv = {TK_META_CONFIG, config};
+    assert_int_equal(qc_st_write(path, &e, 1, &kv, 1), QIAO_OK);
+    free(vocab);
+    qiao_status st = qiao_tokenizer_load(path, out);
+    unlink(path);
+    return st;
+}
+
+static void wordpiece_kind(void **state) {
+    (void)state;
+    qiao_tokenizer *tok = NULL;
+    qiao_status st = load_wordpiece("{\"version\": 1, \"kind\": \"wordpiece\", \"lower\": true}", &tok);
+    if (st != QIAO_OK) fail_msg("%s", qiao_last_error());
+    assert_int_equal(qiao_tokenizer_vocab_size(tok), 21128);
+    assert_int_equal(qiao_tokenizer_k(tok), 0);
+    assert_string_equal(qiao_tokenizer_piece(tok, 101), "[CLS]");
+    assert_string_equal(qiao_tokenizer_piece(tok, 102), "[SEP]");
+    tk_wp *wp = NULL;
+    tk_wp_options o = tk_wp_default_options();
+    assert_int_equal(tk_wp_load_file(QIAO_TEST_DATA "/wordpiece/vocab.txt", &o, &wp), QIAO_OK);
+    const char *texts[] = {"你好，我想找一家经济型的酒店，推荐一下。", "Can you tell me how to say I LOVE YOU in Italian?",
+                           "价格从1299降到999了", "naïve café 😀"};
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        qiao_tokens *t = NULL;
+        tk_wp_encoding e;
+        const size_t len = strlen(texts[i]);
+        assert_int_equal(qiao_tokenize(tok, texts[i], len, NULL, &t), QIAO_OK);
+        assert_int_equal(tk_wp_encode(wp, texts[i], len, true, 0, &e), QIAO_OK);
+        assert_int_equal(t->count, e.count);
+        assert_memory_equal(t->ids, e.ids, e.count * sizeof(int32_t));
+        for (size_t j = 1; j + 1 < e.count; j++) assert_true(t->offsets[2 * j] == e.offsets[2 * j]);
+        assert_true(t->ids[0] == 101 && t->ids[t->count - 1] == 102 && t->tags[1] == QIAO_TAG_S);
+        tk_wp_encoding_free(&e);
+        qiao_tokens_free(t);
+    }
+    /* blank text: no tokens; a limit keeps [CLS] ... [SEP] */
+    qiao_tokens *t = NULL;
+    assert_int_equal(qiao_tokenize(tok, " \t ", 3, NULL, &t), QIAO_OK);
+    assert_int_equal(t->count, 0);
+    qiao_tokens_free(t);
+    qiao_tokenize_params p = qiao_tokenize_default_params();
+    const int64_t limits[] = {5, 2, 1};
+    for (int i = 0; i < 3; i++) {
+        p.max_tokens = limits[i];
+        assert_int_equal(qiao_tokenize(tok, texts[1], strlen(texts[1]), &p, &t), QIAO_OK);
+        assert_int_equal(t->count, limits[i]);
+        assert_int_equal(t->ids[0], 101);
+        if (limits[i] >= 2) assert_int_equal(t->ids[t->count - 1], 102);
+        qiao_tokens_free(t);
+    }
+    /* invalid UTF-8: refused, or replaced with offsets into the original */
+    const char bad[] = "ok \xff\xfe 中文 \xe4\xb8";
+    assert_int_equal(qiao_tokenize(tok, bad, sizeof bad - 1, NULL, &t), QIAO_ERR_FORMAT);
+    assert_non_null(strstr(qiao_last_error(), "byte 3"));
+    p = qiao_tokenize_default_params();
+    p.replace_invalid = 1;
+    assert_int_equal(qiao_tokenize(tok, bad, sizeof bad - 1, &p, &t), QIAO_OK);
+    for (size_t i = 0; i < t->count; i++)
+        assert_true(t->offsets[2 * i] >= 0 && t->offsets[2 * i] <= t->offsets[2 * i + 1] &&
+                    t->offsets[2 * i + 1] <= (int64_t)(sizeof bad - 1));
+    qiao_tokens_free(t);
+    /* a batch without characters */
+    qiao_token_batch *b = NULL;
+    assert_int_equal(qiao_tokenize_batch(tok, texts, NULL, 3, 0, NULL, &b), QIAO_OK);
+    assert_true(b->k == 0 && b->ids[0] == 101 && b->lengths[1] > b->lengths[2]);
+    qiao_token_batch_free(b);
+    tk_wp_free(wp);
+    qiao_tokenizer_free(tok);
+    /* cased, and bad options */
+    assert_int_equal(load_wordpiece("{\"version\": 1, \"kind\": \"wordpiece\", \"lower\": false, \"strip_accents\": null}",
+                                    &tok),
+                     QIAO_OK);
+    assert_int_equal(qiao_tokenize(tok, "ABC", 3, NULL, &t), QIAO_OK);
+    assert_true(t->count >= 3 && t->ids[1] == 100); /* "ABC": no such cased piece, [UNK] */
+    qiao_tokens_free(t);
+    qiao_tokenizer_free(tok);
+    const char *bads[] = {"{\"version\": 1, \"kind\": \"wordpiece\", \"lower\": 1}",
+                          "{\"version\": 1, \"kind\": \"wordpiece\", \"max_chars\": 0}",
+                          "{\"version\": 1, \"kind\": \"wordpiece\", \"strip_accents\": \"yes\"}"};
+    for (int i = 0; i < 3; i++) {
+        tok = NULL;
+        assert_int_equal(load_wordpiece(bads[i], &tok), QIAO_ERR_FORMAT);
+        assert_null(tok);
+    }
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(matches_transformers), cmocka_unit_test(specials),    cmocka_unit_test(truncation),
     cmocka_unit_test(invalid_utf8),         cmocka_unit_test(batch),       cmocka_unit_test(bad_configs),
-    cmocka_unit_test(threads),
+    cmocka_unit_test(threads),              cmocka_unit_test(wordpiece_kind),
 };
 QT_MAIN(tests)

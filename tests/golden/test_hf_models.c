@@ -1,26 +1,29 @@
-/* tests/golden/test_xlmr_model.c - a converted XLM-RoBERTa through the
- * public API (issue 17): scripts/convert-hf.py's file of a tiny random
- * XLMRobertaModel (tests/golden/make_xlmr_model_fixture.py) loads with
- * qiao_model_load, its tokenizer gives XLMRobertaTokenizer's ids (or a tie
+/* tests/golden/test_hf_models.c - converted Hugging Face models through
+ * the public API (issue 17): scripts/convert-hf.py's files of a tiny random
+ * XLMRobertaModel (f32, SentencePiece, mean pooling from its
+ * sentence-transformers config) and BertModel (f16, bert-base-chinese's
+ * WordPiece vocab, the [CLS] token), written by
+ * tests/golden/make_hf_model_fixture.py, load with qiao_model_load; their
+ * tokenizers give transformers' ids (for XLM-R up to two ties that
  * SentencePiece's versions break differently, which test_tokenizer_spm
- * checks by score: here the count of such texts is bounded), and
- * qiao_embed_texts gives transformers' embeddings (mean of the last hidden
- * states, L2-normalized, float64) at cosine >= 0.99999 on 241 real
- * utterances, Chinese and English, two of them longer than the model's 64
- * positions (truncated keeping </s>, as transformers does). A picture asked
- * of this text-only model is QIAO_ERR_UNSUPPORTED. */
+ * checks by score), and qiao_embed_texts gives transformers' embeddings
+ * (the pooled last hidden states, L2-normalized, float64) at cosine >=
+ * 0.99999 on 241 real utterances, Chinese and English, two of them longer
+ * than the models' 64 positions (truncated keeping the end token, as
+ * transformers does). A picture asked of these text-only models is
+ * QIAO_ERR_UNSUPPORTED. */
 #include "testutil.h"
 
 #include "core/safetensors.h"
 #include "golden.h"
 
-#define DIR QIAO_TEST_DATA "/xlmr"
-#define MODEL DIR "/model.safetensors"
-#define EXPECTED DIR "/expected.safetensors"
-#define WIDTH 32
+#define MAX_WIDTH 64
 
-static void embeddings_match(void **state) {
-    (void)state;
+static void run_family(const char *family, int64_t WIDTH, int64_t max_ties) {
+    char MODEL[512], EXPECTED[512], name[64];
+    snprintf(MODEL, sizeof MODEL, "%s/hf/%s/model.safetensors", QIAO_TEST_DATA, family);
+    snprintf(EXPECTED, sizeof EXPECTED, "%s/hf/%s/expected.safetensors", QIAO_TEST_DATA, family);
+    snprintf(name, sizeof name, "%s-tiny-random", family);
     qc_st_file *f = NULL;
     assert_int_equal(qc_st_open(EXPECTED, &f), QIAO_OK);
     const qc_st_tensor *tt = qc_st_find(f, "texts"), *tl = qc_st_find(f, "lengths"), *ti = qc_st_find(f, "ids");
@@ -43,7 +46,7 @@ static void embeddings_match(void **state) {
     qiao_session *session = NULL;
     assert_int_equal(qiao_session_new(model, NULL, &session), QIAO_OK);
     assert_int_equal(qiao_model_dim(model), WIDTH);
-    assert_string_equal(qiao_model_name(model), "xlmr-tiny-random");
+    assert_string_equal(qiao_model_name(model), name);
 
     /* ids: the model's own tokenizer, truncated to its 64 positions */
     qiao_tokenizer *tok = NULL;
@@ -73,15 +76,15 @@ static void embeddings_match(void **state) {
         const double cos = dot / sqrt(na * nb);
         if (cos < worst_cos) worst_cos = cos, worst_i = i;
     }
-    printf("%lld texts: ids as XLMRobertaTokenizer's for %lld; embeddings: worst cosine %.8f (text %lld), max |err| "
+    printf("%s, %lld texts: ids as transformers' for %lld; embeddings: worst cosine %.8f (text %lld), max |err| "
            "%.2e\n",
-           (long long)n, (long long)same, worst_cos, (long long)worst_i, worst_err);
+           family, (long long)n, (long long)same, worst_cos, (long long)worst_i, worst_err);
     assert_true(worst_cos >= 0.99999);
-    assert_true(same >= n - 2); /* the rest are ties (test_tokenizer_spm) whose embeddings still agree */
+    assert_true(same >= n - max_ties); /* ties (test_tokenizer_spm), whose embeddings still agree */
 
     /* a modality the model lacks */
     const uint8_t rgb[3 * 4] = {0};
-    float e[WIDTH];
+    float e[MAX_WIDTH];
     st = qiao_embed_image_rgb(session, rgb, 2, 2, 6, e, WIDTH);
     assert_int_equal(st, QIAO_ERR_UNSUPPORTED);
     printf("a picture: %s\n", qiao_last_error());
@@ -91,5 +94,15 @@ static void embeddings_match(void **state) {
     qc_st_close(f);
 }
 
-static const struct CMUnitTest tests[] = {cmocka_unit_test(embeddings_match)};
+static void xlmr(void **state) {
+    (void)state;
+    run_family("xlmr", 32, 2);
+}
+
+static void bert(void **state) {
+    (void)state;
+    run_family("bert", 16, 0);
+}
+
+static const struct CMUnitTest tests[] = {cmocka_unit_test(xlmr), cmocka_unit_test(bert)};
 QT_MAIN(tests)
