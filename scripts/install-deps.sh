@@ -50,11 +50,17 @@ fi
 # 0.4.1 (quantize_dynamic imports it) still run on NumPy 1.24.
 # pycocoevalcap (the coco-caption BLEU and CIDEr scorers) writes the caption
 # metrics fixture (tests/golden/make_caption_metrics_fixture.py); its Java
-# tokenizer is not used.
+# tokenizer is not used. transformers 4.47.1 (the last release that accepts
+# Debian's torch 1.13), sentencepiece, protobuf and safetensors run
+# scripts/convert-hf.py and write the imported models' fixtures
+# (tests/golden/make_{bert,spm_kind,hf_model,wordpiece,clip_bpe}_fixture.py).
+# pip runs as `python3 -m pip`: a venv's pip script keeps the path it was
+# made at, and breaks when the checkout moves.
 if [[ "${1:-}" == "--peer" ]]; then
   root="$(cd "$(dirname "$0")/.." && pwd)"
   np="$(/usr/bin/python3 -c 'import numpy; print(numpy.__version__)')"
   [[ -x "$root/.venv-peer/bin/python3" ]] || /usr/bin/python3 -m venv --system-site-packages "$root/.venv-peer"
-  "$root/.venv-peer/bin/pip" install -q onnxruntime==1.31.1 onnx==1.17.0 ml_dtypes==0.4.1 pycocoevalcap==1.2 \
-    "numpy==$np"
+  "$root/.venv-peer/bin/python3" -m pip install -q onnxruntime==1.31.1 onnx==1.17.0 ml_dtypes==0.4.1 \
+    pycocoevalcap==1.2 transformers==4.47.1 tokenizers==0.21.4 sentencepiece==0.2.3 protobuf==7.36.2 \
+    safetensors==0.8.0 "numpy==$np"
 fi
