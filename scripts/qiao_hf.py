@@ -138,3 +138,21 @@ def write_model(path, tensors, config, tokenizer=None, dtype="f32", extra_meta=N
         for b in blobs:
             f.write(b)
     os.replace(path + ".tmp", path)
+
+
+def read_safetensors(path):
+    """(tensors {name: np.ndarray}, metadata {str: str}) of a .safetensors file
+    (F32, F16, I32 and U8 tensors): what the scripts read back, numpy only."""
+    import json
+    import struct
+    with open(path, "rb") as f:
+        raw = f.read()
+    (n,) = struct.unpack_from("<Q", raw, 0)
+    header = json.loads(raw[8:8 + n])
+    meta = header.pop("__metadata__", {})
+    kinds = {"F32": "<f4", "F16": "<f2", "I32": "<i4", "U8": "u1"}
+    out = {}
+    for name, h in header.items():
+        a, b = h["data_offsets"]
+        out[name] = np.frombuffer(raw[8 + n + a:8 + n + b], dtype=kinds[h["dtype"]]).reshape(h["shape"])
+    return out, meta

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "cli.h"
 
 /* Metadata values longer than this are shortened in the table form. */
@@ -99,6 +101,34 @@ static int print_json(const char *path, const qiao_model_file *f) {
     return 0;
 }
 
+/* The scalar keys of a JSON object on one line, "k=v" (a list as its
+ * length, objects left out). */
+static void print_scalars(const char *label, const cJSON *obj) {
+    printf("  %-9s", label);
+    for (const cJSON *it = obj->child; it; it = it->next) {
+        if (cJSON_IsNumber(it)) printf(" %s=%g", it->string, it->valuedouble);
+        else if (cJSON_IsString(it)) printf(" %s=%.40s", it->string, it->valuestring);
+        else if (cJSON_IsBool(it)) printf(" %s=%s", it->string, cJSON_IsTrue(it) ? "true" : "false");
+        else if (cJSON_IsArray(it)) printf(" %s=[%d]", it->string, cJSON_GetArraySize(it));
+        else if (cJSON_IsNull(it)) printf(" %s=null", it->string);
+    }
+    putchar('\n');
+}
+
+/* What a model is, at a glance, from a JSON metadata value: its top-level
+ * scalars, then one line per section (a converted BERT says arch=bert,
+ * eps=1e-12, pool=first under "text"). */
+static void print_sections(const char *label, const char *json) {
+    cJSON *root = json ? cJSON_Parse(json) : NULL;
+    if (cJSON_IsObject(root)) {
+        printf("%s:\n", label);
+        print_scalars("", root);
+        for (const cJSON *sec = root->child; sec; sec = sec->next)
+            if (cJSON_IsObject(sec)) print_scalars(sec->string, sec);
+    }
+    cJSON_Delete(root);
+}
+
 static int print_table(const char *path, const qiao_model_file *f) {
     size_t n = qiao_model_file_tensor_count(f);
     int width = 4; /* "name" */
@@ -137,6 +167,8 @@ static int print_table(const char *path, const qiao_model_file *f) {
         short_str(qiao_model_file_metadata(f, k), SHORT_VALUE);
         putchar('\n');
     }
+    print_sections("architecture", qiao_model_file_metadata(f, "qiao.config"));
+    print_sections("tokenizer", qiao_model_file_metadata(f, "tokenizer.config"));
     return 0;
 }
 

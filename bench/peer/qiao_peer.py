@@ -74,9 +74,10 @@ def read_safetensors(path):
 
 
 def write_safetensors(path, tensors, metadata):
-    """tensors: list of (name, np.ndarray of float32, float64, int32 or uint8);
+    """tensors: list of (name, np.ndarray of float32, float64, float16, int32 or uint8);
     metadata: dict str -> str. Header padded with spaces to a multiple of 8."""
-    names = {np.dtype("<f4"): "F32", np.dtype("<f8"): "F64", np.dtype("<i4"): "I32", np.dtype("u1"): "U8"}
+    names = {np.dtype("<f4"): "F32", np.dtype("<f8"): "F64", np.dtype("<f2"): "F16", np.dtype("<i4"): "I32",
+             np.dtype("u1"): "U8"}
     header = {"__metadata__": metadata}
     blobs, off = [], 0
     for name, a in tensors:
