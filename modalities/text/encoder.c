@@ -39,6 +39,29 @@ static qiao_status check_keys(const cJSON *obj, const char *const *keys) {
     return QIAO_OK;
 }
 
+/* The trunk's integers every arch has, and their checks against each other
+ * and the vocabulary. */
+typedef struct trunk_ints {
+    int64_t width, layers, heads, mlp, max_tokens;
+} trunk_ints;
+
+static qiao_status read_trunk_ints(const cJSON *obj, int64_t vocab, trunk_ints *t) {
+    qiao_status st;
+    if ((st = qc_json_int(obj, "text", "width", 1, MAX_DIM, &t->width)) != QIAO_OK ||
+        (st = qc_json_int(obj, "text", "layers", 0, NN_MAX_LAYERS, &t->layers)) != QIAO_OK ||
+        (st = qc_json_int(obj, "text", "heads", 1, MAX_DIM, &t->heads)) != QIAO_OK ||
+        (st = qc_json_int(obj, "text", "mlp", 1, MAX_MLP, &t->mlp)) != QIAO_OK ||
+        (st = qc_json_int(obj, "text", "max_tokens", 1, MAX_TOKENS, &t->max_tokens)) != QIAO_OK)
+        return st;
+    if (t->width % t->heads)
+        return qc_error(QIAO_ERR_FORMAT, "text config: 'text.heads' = %lld does not divide 'text.width' = %lld",
+                        (long long)t->heads, (long long)t->width);
+    if (vocab * t->width > MAX_TABLE_FLOATS)
+        return qc_error(QIAO_ERR_FORMAT, "text config: 'text.vocab' x 'text.width' = %lld floats is too large",
+                        (long long)(vocab * t->width));
+    return QIAO_OK;
+}
+
 /* The "arch": "bert" section (encoder.h). */
 static qiao_status bert_config(const cJSON *obj, int64_t embed_dim, qe_text_config *cfg) {
     qiao_status st = check_keys(obj, bert_keys);
@@ -46,21 +69,11 @@ static qiao_status bert_config(const cJSON *obj, int64_t embed_dim, qe_text_conf
     qe_text_config c;
     memset(&c, 0, sizeof c);
     c.arch = QE_TEXT_ARCH_BERT;
-    int64_t width, layers, heads, mlp, max_tokens;
+    trunk_ints t;
     if ((st = qc_json_int(obj, "text", "vocab", 1, MAX_VOCAB, &c.vocab)) != QIAO_OK ||
         (st = qc_json_int(obj, "text", "type_vocab", 1, 1024, &c.type_vocab)) != QIAO_OK ||
-        (st = qc_json_int(obj, "text", "width", 1, MAX_DIM, &width)) != QIAO_OK ||
-        (st = qc_json_int(obj, "text", "layers", 0, NN_MAX_LAYERS, &layers)) != QIAO_OK ||
-        (st = qc_json_int(obj, "text", "heads", 1, MAX_DIM, &heads)) != QIAO_OK ||
-        (st = qc_json_int(obj, "text", "mlp", 1, MAX_MLP, &mlp)) != QIAO_OK ||
-        (st = qc_json_int(obj, "text", "max_tokens", 1, MAX_TOKENS, &max_tokens)) != QIAO_OK)
+        (st = read_trunk_ints(obj, c.vocab, &t)) != QIAO_OK)
         return st;
-    if (width % heads)
-        return qc_error(QIAO_ERR_FORMAT, "text config: 'text.heads' = %lld does not divide 'text.width' = %lld",
-                        (long long)heads, (long long)width);
-    if (c.vocab * width > MAX_TABLE_FLOATS)
-        return qc_error(QIAO_ERR_FORMAT, "text config: 'text.vocab' x 'text.width' = %lld floats is too large",
-                        (long long)(c.vocab * width));
     double eps = 1e-12;
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(obj, "eps");
     if (e && (!cJSON_IsNumber(e) || !(e->valuedouble > 0.0) || e->valuedouble > 0.1))
@@ -78,13 +91,14 @@ static qiao_status bert_config(const cJSON *obj, int64_t embed_dim, qe_text_conf
         else if (!strcmp(v, "nobias")) proj = NN_PROJ_NOBIAS;
         else return qc_error(QIAO_ERR_FORMAT, "text config: 'text.proj' must be \"none\", \"bias\" or \"nobias\"");
     }
-    if (proj == NN_PROJ_NONE && embed_dim != width)
+    if (proj == NN_PROJ_NONE && embed_dim != t.width)
         return qc_error(QIAO_ERR_FORMAT,
                         "text config: without a projection ('text.proj' \"none\") 'embed_dim' (%lld) must be "
                         "'text.width' (%lld)",
-                        (long long)embed_dim, (long long)width);
-    c.trunk = (nn_trunk_dims){.C = width, .F = mlp, .H = heads, .L = layers, .max_T = max_tokens, .D = embed_dim,
-                              .pool = pool, .norm = NN_NORM_POST, .eps = (float)eps, .ln_in = true, .proj = proj};
+                        (long long)embed_dim, (long long)t.width);
+    c.trunk = (nn_trunk_dims){.C = t.width, .F = t.mlp, .H = t.heads, .L = t.layers, .max_T = t.max_tokens,
+                              .D = embed_dim, .pool = pool, .norm = NN_NORM_POST, .eps = (float)eps, .ln_in = true,
+                              .proj = proj};
     *cfg = c;
     return QIAO_OK;
 }
@@ -104,24 +118,14 @@ qiao_status qe_text_config_from_json(const cJSON *obj, int64_t embed_dim, qe_tex
     qe_text_config c;
     memset(&c, 0, sizeof c);
     qiao_status st;
-    int64_t width, layers, heads, mlp, max_tokens;
+    trunk_ints t;
     if ((st = qc_json_int(obj, "text", "vocab", 1, MAX_VOCAB, &c.vocab)) != QIAO_OK ||
         (st = qc_json_int(obj, "text", "char_vocab", 2, MAX_VOCAB, &c.char_vocab)) != QIAO_OK ||
         (st = qc_json_int(obj, "text", "k", 1, MAX_K, &c.k)) != QIAO_OK ||
         (st = qc_json_int(obj, "text", "char_dim", 1, MAX_DIM, &c.char_dim)) != QIAO_OK ||
         (st = qc_json_int(obj, "text", "char_channels", 1, MAX_DIM, &c.char_channels)) != QIAO_OK ||
-        (st = qc_json_int(obj, "text", "width", 1, MAX_DIM, &width)) != QIAO_OK ||
-        (st = qc_json_int(obj, "text", "layers", 0, NN_MAX_LAYERS, &layers)) != QIAO_OK ||
-        (st = qc_json_int(obj, "text", "heads", 1, MAX_DIM, &heads)) != QIAO_OK ||
-        (st = qc_json_int(obj, "text", "mlp", 1, MAX_MLP, &mlp)) != QIAO_OK ||
-        (st = qc_json_int(obj, "text", "max_tokens", 1, MAX_TOKENS, &max_tokens)) != QIAO_OK)
+        (st = read_trunk_ints(obj, c.vocab, &t)) != QIAO_OK)
         return st;
-    if (width % heads)
-        return qc_error(QIAO_ERR_FORMAT, "text config: 'text.heads' = %lld does not divide 'text.width' = %lld",
-                        (long long)heads, (long long)width);
-    if (c.vocab * width > MAX_TABLE_FLOATS)
-        return qc_error(QIAO_ERR_FORMAT, "text config: 'text.vocab' x 'text.width' = %lld floats is too large",
-                        (long long)(c.vocab * width));
     if (c.char_vocab * c.char_dim > MAX_TABLE_FLOATS)
         return qc_error(QIAO_ERR_FORMAT,
                         "text config: 'text.char_vocab' x 'text.char_dim' = %lld floats is too large",
@@ -162,8 +166,8 @@ qiao_status qe_text_config_from_json(const cJSON *obj, int64_t embed_dim, qe_tex
     nn_pool pool;
     qiao_status pst = nn_pool_from_json(obj, "text", NN_POOL_MEAN, &pool);
     if (pst != QIAO_OK) return pst;
-    c.trunk = (nn_trunk_dims){.B = 0, .T = 0, .C = width, .F = mlp, .H = heads, .L = layers,
-                              .max_T = max_tokens, .D = embed_dim, .pool = pool};
+    c.trunk = (nn_trunk_dims){.B = 0, .T = 0, .C = t.width, .F = t.mlp, .H = t.heads, .L = t.layers,
+                              .max_T = t.max_tokens, .D = embed_dim, .pool = pool};
     *cfg = c;
     return QIAO_OK;
 }

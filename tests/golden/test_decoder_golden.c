@@ -47,6 +47,8 @@
  * tensor; failures are always printed. */
 #include "testutil.h"
 
+#include "golden.h"
+
 #include <string.h>
 
 #include "backend/backend.h"
@@ -76,63 +78,17 @@ typedef struct golden {
     uint8_t y_mask[NB * NTY];
 } golden;
 
-static bool verbose(void) {
-    const char *s = getenv("QIAO_TEST_VERBOSE");
-    return s && *s && strcmp(s, "0") != 0;
-}
-
-/* ---- the fixture ---------------------------------------------------------- */
-
-static const qc_st_tensor *need(const golden *G, const char *name, qiao_dtype dtype, int64_t numel) {
-    const qc_st_tensor *t = qc_st_find(G->f, name);
-    if (!t) {
-        printf("%s: no tensor '%s'\n", FIXTURE, name);
-        return NULL;
-    }
-    if (t->dtype != dtype || t->numel != numel) {
-        printf("%s: tensor '%s' has dtype %d and %lld elements, expected %d and %lld\n", FIXTURE, name, (int)t->dtype,
-               (long long)t->numel, (int)dtype, (long long)numel);
-        return NULL;
-    }
-    return t;
-}
+/* ---- the fixture (golden.h) ------------------------------------------------ */
 
 /* data may be unaligned: copied out */
-static bool read_raw(const golden *G, const char *name, qiao_dtype dtype, void *dst, int64_t numel, size_t elem) {
-    const qc_st_tensor *t = need(G, name, dtype, numel);
-    if (!t) return false;
-    memcpy(dst, t->data, (size_t)numel * elem);
-    return true;
+static bool read_raw(const golden *G, const char *name, qiao_dtype dtype, void *dst, int64_t numel) {
+    return qt_golden_read(G->f, FIXTURE, name, dtype, dst, numel);
 }
 
 /* Compares got (n floats) with the fixture tensor `name`, printed as
  * `label`: returns 1 on a mismatch (printed), 0 otherwise. */
 static int compare(const golden *G, const char *label, const char *name, const float *got, int64_t n) {
-    const qc_st_tensor *t = need(G, name, QIAO_DTYPE_F32, n);
-    if (!t) return 1;
-    int64_t bad = 0, worst_i = 0;
-    double max_err = 0.0, worst = 0.0;
-    float worst_ref = 0.0f;
-    for (int64_t i = 0; i < n; i++) {
-        float ref;
-        memcpy(&ref, (const char *)t->data + (size_t)i * sizeof ref, sizeof ref);
-        double err = fabs((double)got[i] - (double)ref);
-        double lim = ATOL + RTOL * fabs((double)ref);
-        double ratio = isnan(err) ? INFINITY : err / lim; /* NaN counts as a failure */
-        if (!(err <= lim)) bad++;
-        if (i == 0 || ratio > worst) {
-            worst = ratio;
-            worst_i = i;
-            worst_ref = ref;
-        }
-        if (isnan(err) || err > max_err) max_err = isnan(err) ? INFINITY : err;
-    }
-    if (bad)
-        printf("FAIL %-44s %lld of %lld over tolerance; max |err| %.3e; worst [%lld] got %.8g ref %.8g\n", label,
-               (long long)bad, (long long)n, max_err, (long long)worst_i, (double)got[worst_i], (double)worst_ref);
-    else if (verbose())
-        printf("ok   %-44s max |err| %.3e  (%.3f of the tolerance)\n", label, max_err, worst);
-    return bad ? 1 : 0;
+    return qt_golden_compare_as(G->f, FIXTURE, name, label, got, n, ATOL, RTOL);
 }
 
 /* 1 (printed) unless x[0..n) are all exactly 0. */
@@ -181,10 +137,10 @@ static golden *golden_open(bool tied) {
     }
     const int64_t ny = NB * NTY * CTX_WIDTH;
     G->y = qt_alloc(ny), G->dy = qt_alloc(ny), G->R = qt_alloc(NB * NT * VOCAB);
-    bool ok = read_raw(G, "ids", QIAO_DTYPE_I32, G->ids, NB * NT, sizeof(int32_t));
-    ok = read_raw(G, "y", QIAO_DTYPE_F32, G->y, ny, sizeof(float)) && ok;
-    ok = read_raw(G, "y_mask", QIAO_DTYPE_U8, G->y_mask, NB * NTY, 1) && ok;
-    ok = read_raw(G, "R", QIAO_DTYPE_F32, G->R, NB * NT * VOCAB, sizeof(float)) && ok;
+    bool ok = read_raw(G, "ids", QIAO_DTYPE_I32, G->ids, NB * NT);
+    ok = read_raw(G, "y", QIAO_DTYPE_F32, G->y, ny) && ok;
+    ok = read_raw(G, "y_mask", QIAO_DTYPE_U8, G->y_mask, NB * NTY) && ok;
+    ok = read_raw(G, "R", QIAO_DTYPE_F32, G->R, NB * NT * VOCAB) && ok;
     assert_true(ok);
     assert_int_equal(qf_decoder_ids_check(&G->cfg, G->ids, NB * NT), QIAO_OK);
     /* the padding pattern the exact-zero check below relies on */

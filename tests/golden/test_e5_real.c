@@ -17,6 +17,7 @@
 #include "testutil.h"
 
 #include "core/safetensors.h"
+#include "golden.h"
 
 #define EXPECTED QIAO_TEST_DATA "/e5/expected.safetensors"
 #define DIM 384
@@ -33,14 +34,12 @@ static void real_utterances(void **state) {
     int32_t *lengths = malloc((size_t)tl->nbytes), *ids = malloc((size_t)ti->nbytes);
     uint16_t *half = malloc((size_t)te->nbytes);
     float *want = qt_alloc(n * DIM), *got = qt_alloc(n * DIM);
-    const char **texts = calloc((size_t)n, sizeof *texts);
+    const char **texts = qt_golden_texts(tt, n);
     assert_true(lengths && ids && half && texts);
     memcpy(lengths, tl->data, tl->nbytes);
     memcpy(ids, ti->data, ti->nbytes);
     memcpy(half, te->data, te->nbytes);
     qc_f16_to_f32_n(want, half, (size_t)(n * DIM));
-    const char *s = tt->data;
-    for (int64_t i = 0; i < n; i++, s += strlen(s) + 1) texts[i] = s;
 
     qiao_model *model = NULL;
     qiao_status st = qiao_model_load(QIAO_E5_MODEL, &model);
@@ -72,21 +71,12 @@ static void real_utterances(void **state) {
     qiao_session *session = NULL;
     assert_int_equal(qiao_session_new(model, NULL, &session), QIAO_OK);
     assert_int_equal(qiao_embed_texts(session, texts, (size_t)n, got, (size_t)(n * DIM)), QIAO_OK);
-    double worst = 1.0, sum = 0.0;
     int64_t worst_i = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double dot = 0, na = 0, nb = 0;
-        for (int c = 0; c < DIM; c++) {
-            const double a = got[i * DIM + c], b = want[i * DIM + c];
-            dot += a * b, na += a * a, nb += b * b;
-        }
-        const double cos = dot / sqrt(na * nb);
-        sum += cos;
-        if (cos < worst) worst = cos, worst_i = i;
-    }
+    double mean = 0, max_err = 0;
+    const double worst = qt_golden_cosines(got, want, n, DIM, &worst_i, &mean, &max_err);
     printf("e5-small, %lld real utterances: ids as XLMRobertaTokenizer's for %lld; cosine to transformers: mean "
            "%.8f, worst %.8f ('%s')\n",
-           (long long)n, (long long)same, sum / (double)n, worst, texts[worst_i]);
+           (long long)n, (long long)same, mean, worst, texts[worst_i]);
     assert_true(worst >= 0.9999);
     assert_true(same >= n - 5); /* ties only (see above) */
     qiao_session_free(session);

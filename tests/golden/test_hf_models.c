@@ -35,10 +35,8 @@ static void run_family(const char *family, int64_t WIDTH, int64_t max_ties) {
     memcpy(lengths, tl->data, tl->nbytes);
     memcpy(ids, ti->data, ti->nbytes);
     assert_true(qt_golden_read(f, EXPECTED, "emb", QIAO_DTYPE_F32, want, n * WIDTH));
-    const char **texts = calloc((size_t)n, sizeof *texts);
+    const char **texts = qt_golden_texts(tt, n);
     assert_non_null(texts);
-    const char *s = tt->data;
-    for (int64_t i = 0; i < n; i++, s += strlen(s) + 1) texts[i] = s;
 
     qiao_model *model = NULL;
     qiao_status st = qiao_model_load(MODEL, &model);
@@ -64,18 +62,9 @@ static void run_family(const char *family, int64_t WIDTH, int64_t max_ties) {
     qiao_tokenizer_free(tok);
 
     assert_int_equal(qiao_embed_texts(session, texts, (size_t)n, got, (size_t)(n * WIDTH)), QIAO_OK);
-    double worst_cos = 1.0, worst_err = 0.0;
     int64_t worst_i = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double dot = 0, na = 0, nb = 0;
-        for (int c = 0; c < WIDTH; c++) {
-            const double a = got[i * WIDTH + c], b = want[i * WIDTH + c];
-            dot += a * b, na += a * a, nb += b * b;
-            worst_err = fmax(worst_err, fabs(a - b));
-        }
-        const double cos = dot / sqrt(na * nb);
-        if (cos < worst_cos) worst_cos = cos, worst_i = i;
-    }
+    double mean = 0, worst_err = 0;
+    const double worst_cos = qt_golden_cosines(got, want, n, WIDTH, &worst_i, &mean, &worst_err);
     printf("%s, %lld texts: ids as transformers' for %lld; embeddings: worst cosine %.8f (text %lld), max |err| "
            "%.2e\n",
            family, (long long)n, (long long)same, worst_cos, (long long)worst_i, worst_err);

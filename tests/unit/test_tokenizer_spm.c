@@ -233,22 +233,30 @@ static void batch(void **state) {
     qiao_tokenizer_free(tok);
 }
 
+/* A tokenizer file of one tensor (`tensor`: the bytes) and `config` as its
+ * metadata, loaded. */
+static qiao_status load_file_with(const char *tensor, const void *data, size_t n, const char *config,
+                                  qiao_tokenizer **out) {
+    char path[] = "/tmp/qiao-tok-kind-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    qc_st_entry e = {.name = tensor, .dtype = QIAO_DTYPE_U8, .ndim = 1, .shape = {(int64_t)n}, .data = data};
+    qc_st_kv kv = {TK_META_CONFIG, config};
+    assert_int_equal(qc_st_write(path, &e, 1, &kv, 1), QIAO_OK);
+    qiao_status st = qiao_tokenizer_load(path, out);
+    unlink(path);
+    return st;
+}
+
 /* A tokenizer file with the fixture's model and `config` as its metadata. */
 static qiao_status load_with_config(const char *config, qiao_tokenizer **out) {
     qc_st_file *f = NULL;
     assert_int_equal(qc_st_open(FIXTURE, &f), QIAO_OK);
     const qc_st_tensor *m = qc_st_find(f, TK_TENSOR_SPM);
     assert_non_null(m);
-    char path[] = "/tmp/qiao-spm-kind-XXXXXX";
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    close(fd);
-    qc_st_entry e = {.name = TK_TENSOR_SPM, .dtype = QIAO_DTYPE_U8, .ndim = 1, .shape = {m->numel}, .data = m->data};
-    qc_st_kv kv = {TK_META_CONFIG, config};
-    assert_int_equal(qc_st_write(path, &e, 1, &kv, 1), QIAO_OK);
+    qiao_status st = load_file_with(TK_TENSOR_SPM, m->data, m->nbytes, config, out);
     qc_st_close(f);
-    qiao_status st = qiao_tokenizer_load(path, out);
-    unlink(path);
     return st;
 }
 
@@ -316,16 +324,8 @@ static qiao_status load_wordpiece(const char *config, qiao_tokenizer **out) {
     uint8_t *vocab = NULL;
     size_t n = 0;
     assert_int_equal(qc_read_file(QIAO_TEST_DATA "/wordpiece/vocab.txt", 1 << 24, &vocab, &n), QIAO_OK);
-    char path[] = "/tmp/qiao-wp-kind-XXXXXX";
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    close(fd);
-    qc_st_entry e = {.name = TK_TENSOR_VOCAB, .dtype = QIAO_DTYPE_U8, .ndim = 1, .shape = {(int64_t)n}, .data = vocab};
-    qc_st_kv kv = {TK_META_CONFIG, config};
-    assert_int_equal(qc_st_write(path, &e, 1, &kv, 1), QIAO_OK);
+    qiao_status st = load_file_with(TK_TENSOR_VOCAB, vocab, n, config, out);
     free(vocab);
-    qiao_status st = qiao_tokenizer_load(path, out);
-    unlink(path);
     return st;
 }
 
