@@ -246,7 +246,8 @@ qiao_status tk_tokenizer_from_st(const qc_st_file *f, qiao_tokenizer **out) {
     qiao_status st = QIAO_OK;
     const char *cfg = qc_st_metadata_get(f, TK_META_CONFIG);
     if (!cfg && !qc_st_find(f, TK_TENSOR_SPM) && !qc_st_find(f, TK_TENSOR_VOCAB))
-        return qc_error(QIAO_ERR_NOT_FOUND, "%s: no tokenizer (not a file with a tokenizer)", fname);
+        return qc_error(QIAO_ERR_NOT_FOUND, "%s: no tensor '%s' or '%s' (not a file with a tokenizer)", fname,
+                        TK_TENSOR_SPM, TK_TENSOR_VOCAB);
     if (!cfg) return qc_error(QIAO_ERR_FORMAT, "%s: no metadata '%s'", fname, TK_META_CONFIG);
     qiao_tokenizer *tok = calloc(1, sizeof *tok);
     if (!tok) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", fname);
