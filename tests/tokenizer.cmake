@@ -43,7 +43,7 @@ if(QIAO_FUZZ AND NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
 endif()
 set(QIAO_FUZZ_TOK ${PROJECT_SOURCE_DIR}/tokenizers)
 qiao_fuzz(NAME fuzz_tokenizer SOURCES ${QIAO_FUZZ_TOK}/normalize.c ${QIAO_FUZZ_TOK}/tokenizer.c
-  ${QIAO_FUZZ_TOK}/train.c ${QIAO_FUZZ_TOK}/spm_shim.cpp
+  ${QIAO_FUZZ_TOK}/train.c ${QIAO_FUZZ_TOK}/spm_shim.cpp ${QIAO_FUZZ_TOK}/wordpiece.c
   ${PROJECT_SOURCE_DIR}/sdk/core/safetensors.c ${PROJECT_SOURCE_DIR}/sdk/core/status.c
   ${PROJECT_SOURCE_DIR}/sdk/core/half.c ${PROJECT_SOURCE_DIR}/sdk/core/tensor.c ${PROJECT_SOURCE_DIR}/sdk/core/rng.c
   ${PROJECT_SOURCE_DIR}/sdk/core/file.c ${PROJECT_SOURCE_DIR}/sdk/core/utf8.c
@@ -66,3 +66,15 @@ qiao_test(NAME test_tokenizer_spm SOURCES unit/test_tokenizer_spm.c
   CASES matches_transformers specials truncation invalid_utf8 batch bad_configs threads wordpiece_kind
   LABELS tokenizer TIMEOUT 120)
 target_link_libraries(test_tokenizer_spm PRIVATE Threads::Threads)
+
+# libFuzzer: a tokenizer file's config (the hybrid, spm and wordpiece kinds)
+# as arbitrary bytes around a real SentencePiece model or BERT vocabulary;
+# what loads must tokenize with ids and offsets in range.
+qiao_fuzz(NAME fuzz_tokenizer_file SOURCES ${QIAO_FUZZ_TOK}/normalize.c ${QIAO_FUZZ_TOK}/tokenizer.c
+  ${QIAO_FUZZ_TOK}/train.c ${QIAO_FUZZ_TOK}/spm_shim.cpp ${QIAO_FUZZ_TOK}/wordpiece.c
+  ${PROJECT_SOURCE_DIR}/sdk/core/safetensors.c ${PROJECT_SOURCE_DIR}/sdk/core/status.c
+  ${PROJECT_SOURCE_DIR}/sdk/core/half.c ${PROJECT_SOURCE_DIR}/sdk/core/tensor.c ${PROJECT_SOURCE_DIR}/sdk/core/rng.c
+  ${PROJECT_SOURCE_DIR}/sdk/core/file.c ${PROJECT_SOURCE_DIR}/sdk/core/utf8.c
+  LIBS PkgConfig::CJSON PkgConfig::ICU PkgConfig::SENTENCEPIECE
+  DEFINES QIAO_FUZZ_SPM_FILE="${CMAKE_CURRENT_SOURCE_DIR}/data/tokenizer/spm-kind.safetensors"
+          QIAO_FUZZ_WP_VOCAB="${CMAKE_CURRENT_SOURCE_DIR}/data/wordpiece/vocab.txt")
