@@ -11,7 +11,10 @@
  * here they are counted and bounded), and qiao_embed_texts agrees with
  * transformers' BertModel on the same (f16) weights at cosine >= 0.9999 on
  * every utterance (tests/golden/make_e5_fixture.py wrote the float64
- * reference, tests/data/e5/expected.safetensors). */
+ * reference, tests/data/e5/expected.safetensors). Under AddressSanitizer
+ * (an unoptimized build, where 1,000 utterances through e5-small take many
+ * minutes) every tenth utterance is embedded: that run is for memory
+ * errors, the optimized one for the numbers. */
 #include <string.h>
 
 #include "testutil.h"
@@ -21,6 +24,11 @@
 
 #define EXPECTED QIAO_TEST_DATA "/e5/expected.safetensors"
 #define DIM 384
+#if defined(__SANITIZE_ADDRESS__)
+#define STRIDE 10
+#else
+#define STRIDE 1
+#endif
 
 static void real_utterances(void **state) {
     (void)state;
@@ -68,15 +76,24 @@ static void real_utterances(void **state) {
     }
     qiao_tokenizer_free(tok);
 
+    /* every STRIDE-th utterance (all of them in an optimized build) */
+    const int64_t m = (n + STRIDE - 1) / STRIDE;
+    const char **sub = calloc((size_t)m, sizeof *sub);
+    assert_non_null(sub);
+    for (int64_t k = 0; k < m; k++) {
+        sub[k] = texts[k * STRIDE];
+        memmove(want + k * DIM, want + k * STRIDE * DIM, DIM * sizeof(float));
+    }
     qiao_session *session = NULL;
     assert_int_equal(qiao_session_new(model, NULL, &session), QIAO_OK);
-    assert_int_equal(qiao_embed_texts(session, texts, (size_t)n, got, (size_t)(n * DIM)), QIAO_OK);
+    assert_int_equal(qiao_embed_texts(session, sub, (size_t)m, got, (size_t)(m * DIM)), QIAO_OK);
     int64_t worst_i = 0;
     double mean = 0, max_err = 0;
-    const double worst = qt_golden_cosines(got, want, n, DIM, &worst_i, &mean, &max_err);
-    printf("e5-small, %lld real utterances: ids as XLMRobertaTokenizer's for %lld; cosine to transformers: mean "
-           "%.8f, worst %.8f ('%s')\n",
-           (long long)n, (long long)same, mean, worst, texts[worst_i]);
+    const double worst = qt_golden_cosines(got, want, m, DIM, &worst_i, &mean, &max_err);
+    printf("e5-small, %lld real utterances: ids as XLMRobertaTokenizer's for %lld; %lld embedded, cosine to "
+           "transformers: mean %.8f, worst %.8f ('%s')\n",
+           (long long)n, (long long)same, (long long)m, mean, worst, sub[worst_i]);
+    free(sub);
     assert_true(worst >= 0.9999);
     assert_true(same >= n - 5); /* ties only (see above) */
     qiao_session_free(session);
