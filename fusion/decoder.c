@@ -70,7 +70,7 @@ qiao_status qf_decoder_describe(qc_table *tab, const char *prefix, const qf_deco
     ADD("pos", 2, cfg->max_len, C, QC_INIT_NORMAL, 0.01f, 0, pos);
     ADD("ctx.weight", 2, C, cfg->ctx_width, QC_INIT_NORMAL, 0.02f, 0, ctx_w);
     ADD("ctx.bias", 1, C, 0, QC_INIT_ZEROS, 0, nd, ctx_b);
-    if (cfg->ctx_positions > 0) ADD("ctx.pos", 2, cfg->ctx_positions, C, QC_INIT_NORMAL, 0.02f, nd, ctx_pos);
+    if (cfg->ctx_positions > 0) ADD("ctx.pos", 2, cfg->ctx_positions, C, QC_INIT_SINCOS, 1.0f, nd, ctx_pos);
     const qf_xblock_dims bd = block_dims(cfg, 1, 1, 1);
     for (int64_t l = 0; l < cfg->layers; l++) {
         snprintf(name, sizeof name, "%sblocks.%lld.", prefix, (long long)l);

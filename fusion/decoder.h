@@ -9,7 +9,8 @@
  * With ctx_positions > 0 each context token t gets a learned vector: where
  * in the picture's grid it lies, so that "on the left" can be read from
  * the keys instead of from whatever the picture tower kept of its own
- * positions (fuser.h says the same of the fuser).
+ * positions (fuser.h says the same of the fuser). They start at the fixed
+ * sin-cos code of the place, as the fuser's do.
  *
  * Training runs the whole sequence at once (teacher forcing: the target at
  * position t is ids[t+1]); generation runs one position at a time through a

@@ -60,7 +60,7 @@ qiao_status qf_fuser_describe(qc_table *tab, const char *prefix, const qf_fuser_
                                     PFIELD(type[m]))) != QIAO_OK)
             return st;
         if (m == QF_IMAGE && cfg->positions > 0 &&
-            (st = qc_table_add_dims(tab, prefix, "image.pos", 2, cfg->positions, d, 0, QC_INIT_NORMAL, 0.02f,
+            (st = qc_table_add_dims(tab, prefix, "image.pos", 2, cfg->positions, d, 0, QC_INIT_SINCOS, 1.0f,
                                     QC_NO_DECAY, PFIELD(pos))) != QIAO_OK)
             return st;
         char gp[96];

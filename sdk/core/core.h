@@ -164,7 +164,8 @@ typedef enum qc_init {
     QC_INIT_ONES,
     QC_INIT_NORMAL,   /* N(0, scale^2) */
     QC_INIT_UNIFORM,  /* U(-scale, scale) */
-    QC_INIT_CONST     /* every element = scale */
+    QC_INIT_CONST,    /* every element = scale */
+    QC_INIT_SINCOS    /* (n, d) position table: scale * sin-cos of where row t lies, qc_init_sincos */
 } qc_init;
 
 enum {
@@ -213,6 +214,17 @@ int64_t qc_table_find(const qc_table *tab, const char *name);
 void qc_table_bind(const qc_table *tab, float *arena, void *obj);
 /* Fills `arena` (host memory, tab->total floats) from each tensor's initializer. */
 void qc_table_init(const qc_table *tab, float *arena, uint64_t seed);
+/* Fills out (n, d) with scale * the fixed sin-cos code of each row's place
+ * (MAE's 2-D code): when n is a square g*g, row t lies at (t / g, t % g) of
+ * a row-major grid and the first half of the columns code its row, the
+ * second half its column; otherwise t lies on a line and all columns code
+ * it. Each coded axis takes d/4 (2-D) or d/2 (line) frequencies, omega_k =
+ * 1/base^(k/K) with base 100: a grid of a few dozen cells is told apart by
+ * every pair of columns, where base 10000 leaves half of them constant.
+ * Columns left over (d not a multiple of 4 or 2) are 0. Values have rms
+ * about scale/sqrt(2), the order of a LayerNormed token's, so a learned
+ * table that starts here is heard from the first step. */
+void qc_init_sincos(float *out, int64_t n, int64_t d, float scale);
 
 /* An arena: one 64-byte aligned host allocation of `n` floats, zeroed. */
 typedef struct qc_arena {

@@ -1,4 +1,6 @@
 /* The tensor table and the arenas it sizes (see core.h for the why). */
+#include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,9 +81,37 @@ void qc_table_bind(const qc_table *tab, float *arena, void *obj) {
     }
 }
 
+static void sincos_axis(float *row, int64_t K, double where, float scale) {
+    for (int64_t k = 0; k < K; k++) {
+        const double omega = pow(100.0, -(double)k / (double)K);
+        row[k] = scale * (float)sin(where * omega);
+        row[K + k] = scale * (float)cos(where * omega);
+    }
+}
+
+void qc_init_sincos(float *out, int64_t n, int64_t d, float scale) {
+    int64_t g = (int64_t)llround(sqrt((double)n));
+    const bool grid = n > 1 && g * g == n;
+    for (int64_t t = 0; t < n; t++) {
+        float *row = out + t * d;
+        memset(row, 0, (size_t)d * sizeof *row);
+        if (grid) {
+            sincos_axis(row, d / 4, (double)(t / g), scale);
+            sincos_axis(row + 2 * (d / 4), d / 4, (double)(t % g), scale);
+        } else {
+            sincos_axis(row, d / 2, (double)t, scale);
+        }
+    }
+}
+
 void qc_table_init(const qc_table *tab, float *arena, uint64_t seed) {
     for (size_t i = 0; i < tab->n; i++) {
         const qc_tensor_desc *d = &tab->t[i];
+        if (d->init == QC_INIT_SINCOS) {
+            const int64_t rows = d->ndim >= 1 ? d->shape[0] : 1;
+            qc_init_sincos(arena + d->offset, rows, rows ? d->numel / rows : 0, d->init_scale);
+            continue;
+        }
         /* Each tensor draws from its own stream (seed, index), so adding a
          * tensor to a model does not change the others' initial values. */
         qc_rng rng;
@@ -94,6 +124,7 @@ void qc_table_init(const qc_table *tab, float *arena, uint64_t seed) {
             case QC_INIT_CONST: p[j] = d->init_scale; break;
             case QC_INIT_NORMAL: p[j] = d->init_scale * qc_rng_normal(&rng); break;
             case QC_INIT_UNIFORM: p[j] = d->init_scale * (2.0f * qc_rng_uniform(&rng) - 1.0f); break;
+            case QC_INIT_SINCOS: break;
             }
         }
     }

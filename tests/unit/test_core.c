@@ -382,6 +382,58 @@ static void test_tensor_table(void **state) {
     assert_null(tab.t);
 }
 
+/* The fixed position code: the values the formula gives, every place told
+ * apart, a token's scale, the leftover columns 0, and the table initializer
+ * calls it. */
+static void test_init_sincos(void **state) {
+    (void)state;
+    enum { G = 8, N = G * G, D = 256, K = D / 4 };
+    static float pe[N * D];
+    qc_init_sincos(pe, N, D, 1.0f);
+    double s2 = 0.0;
+    for (int t = 0; t < N; t++)
+        for (int k = 0; k < K; k++) {
+            const double om = pow(100.0, -(double)k / K), y = t / G, x = t % G;
+            const float *r = pe + t * D;
+            assert_true(fabs(r[k] - sin(y * om)) < 1e-6 && fabs(r[K + k] - cos(y * om)) < 1e-6);
+            assert_true(fabs(r[2 * K + k] - sin(x * om)) < 1e-6 && fabs(r[3 * K + k] - cos(x * om)) < 1e-6);
+        }
+    for (int i = 0; i < N * D; i++) s2 += (double)pe[i] * pe[i];
+    assert_true(fabs(sqrt(s2 / (N * D)) - sqrt(0.5)) < 1e-3);
+    /* places: the nearest two rows are still apart by more than a tenth of a row's norm */
+    for (int a = 0; a < N; a++)
+        for (int b = a + 1; b < N; b++) {
+            double d2 = 0.0;
+            for (int c = 0; c < D; c++) d2 += (double)(pe[a * D + c] - pe[b * D + c]) * (pe[a * D + c] - pe[b * D + c]);
+            assert_true(sqrt(d2) > 0.1 * sqrt((double)D / 2));
+        }
+
+    /* not a square: a line over all columns; d = 7 leaves column 6 at 0 */
+    float line[5 * 7];
+    for (int i = 0; i < 5 * 7; i++) line[i] = 9.0f;
+    qc_init_sincos(line, 5, 7, 2.0f);
+    for (int t = 0; t < 5; t++) {
+        for (int k = 0; k < 3; k++) {
+            const double om = pow(100.0, -(double)k / 3);
+            assert_true(fabs(line[t * 7 + k] - 2.0 * sin(t * om)) < 1e-6);
+            assert_true(fabs(line[t * 7 + 3 + k] - 2.0 * cos(t * om)) < 1e-6);
+        }
+        assert_true(line[t * 7 + 6] == 0.0f);
+    }
+
+    /* through the table, whatever the seed */
+    qc_table tab;
+    qc_table_init_empty(&tab);
+    const int64_t sp[2] = {N, D};
+    assert_int_equal(qc_table_add(&tab, "pos", 2, sp, QC_INIT_SINCOS, 0.5f, 0, QC_NO_FIELD), QIAO_OK);
+    qc_arena ar;
+    assert_int_equal(qc_arena_alloc(&ar, tab.total), QIAO_OK);
+    qc_table_init(&tab, ar.base, 7);
+    for (int i = 0; i < N * D; i++) assert_true(ar.base[i] == 0.5f * pe[i]);
+    qc_arena_free(&ar);
+    qc_table_free(&tab);
+}
+
 /* ctest passes these names (tests/core.cmake) as the case filter */
 #define CASE(name) {#name, test_##name, NULL, NULL, NULL}
 static const struct CMUnitTest tests[] = {
@@ -389,6 +441,7 @@ static const struct CMUnitTest tests[] = {
     CASE(half_f16),
     CASE(half_bf16),
     CASE(tensor_table),
+    CASE(init_sincos),
 };
 
 QT_MAIN(tests)
