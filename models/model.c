@@ -149,6 +149,15 @@ static qiao_status parse_positions(const cJSON *o, const char *section, const qm
     return QIAO_OK;
 }
 
+/* The fuser and the decoder read the picture tower's tokens as its P
+ * patches (positions, cells); a tower with a class token has P + 1. */
+static qiao_status check_picture_tokens(const qmod_config *c, const char *section, const char *what) {
+    if (qmod_has_tower(c, QMOD_IMAGE) && c->image.class_token)
+        return qc_error(QIAO_ERR_UNSUPPORTED, "%s: a %s over a clip image tower (one with a class token) is not supported",
+                        what, section);
+    return QIAO_OK;
+}
+
 /* The "fusion" section; `c` has its towers parsed. */
 static qiao_status parse_fusion(const cJSON *o, qmod_config *c, const char *what) {
     if (!cJSON_IsObject(o)) return qc_error(QIAO_ERR_FORMAT, "%s: key \"fusion\" must be an object", what);
@@ -160,7 +169,8 @@ static qiao_status parse_fusion(const cJSON *o, qmod_config *c, const char *what
     }
     qf_fuser_config *f = &c->fusion;
     memset(f, 0, sizeof *f);
-    qiao_status st;
+    qiao_status st = check_picture_tokens(c, "fusion", what);
+    if (st != QIAO_OK) return st;
     if ((st = qc_json_int(o, "fusion", "width", 1, 65536, &f->width)) != QIAO_OK ||
         (st = qc_json_int(o, "fusion", "layers", 1, QF_FUSER_MAX_LAYERS, &f->layers)) != QIAO_OK ||
         (st = qc_json_int(o, "fusion", "heads", 1, 1024, &f->heads)) != QIAO_OK ||
@@ -200,7 +210,8 @@ static qiao_status parse_decoder(const cJSON *o, qmod_config *c, const char *wha
                         what);
     qf_decoder_config *d = &c->decoder;
     memset(d, 0, sizeof *d);
-    qiao_status st;
+    qiao_status st = check_picture_tokens(c, "decoder", what);
+    if (st != QIAO_OK) return st;
     if ((st = qc_json_int(o, "decoder", "width", 1, 65536, &d->width)) != QIAO_OK ||
         (st = qc_json_int(o, "decoder", "layers", 1, QF_DECODER_MAX_LAYERS, &d->layers)) != QIAO_OK ||
         (st = qc_json_int(o, "decoder", "heads", 1, 1024, &d->heads)) != QIAO_OK ||
@@ -534,10 +545,13 @@ static qiao_status check_tokenizer(const qiao_tokenizer *tok, const qe_text_conf
                                    qiao_status fail) {
     int64_t v = qiao_tokenizer_vocab_size(tok), cv = qiao_tokenizer_char_vocab_size(tok);
     int64_t k = qiao_tokenizer_k(tok);
-    if ((tc->arch == QE_TEXT_ARCH_BERT) != (tok->kind != TK_KIND_HYBRID))
-        return qc_error(fail, "%s: a %s text encoder with a %s tokenizer", what,
-                        tc->arch == QE_TEXT_ARCH_BERT ? "bert" : "hybrid",
-                        tok->kind == TK_KIND_HYBRID ? "hybrid" : tok->kind == TK_KIND_SPM ? "spm" : "wordpiece");
+    /* hybrid reads the hybrid kind, bert an spm or wordpiece one, clip the bpe kind */
+    const bool fits = tc->arch == QE_TEXT_ARCH_HYBRID ? tok->kind == TK_KIND_HYBRID
+                      : tc->arch == QE_TEXT_ARCH_BERT ? tok->kind == TK_KIND_SPM || tok->kind == TK_KIND_WORDPIECE
+                                                      : tok->kind == TK_KIND_BPE;
+    static const char *const archs[] = {"hybrid", "bert", "clip"}, *const kinds[] = {"hybrid", "spm", "wordpiece", "bpe"};
+    if (!fits)
+        return qc_error(fail, "%s: a %s text encoder with a %s tokenizer", what, archs[tc->arch], kinds[tok->kind]);
     if (v != tc->vocab)
         return qc_error(fail, "%s: tokenizer vocab %lld != text config vocab %lld", what, (long long)v,
                         (long long)tc->vocab);

@@ -19,9 +19,16 @@ Families so far:
                "arch": "bert", WordPiece tokenizer (vocab.txt, with
                tokenizer_config.json's do_lower_case, strip_accents and
                tokenize_chinese_chars) as kind "wordpiece".
-The pooling comes from a sentence-transformers 1_Pooling/config.json when
-the directory has one (e5: mean, bge: [CLS]), else --pool (default: the
-mean for XLM-R, the [CLS] token for BERT).
+  clip         (OpenAI CLIP, CLIPModel): text encoder "arch": "clip" with
+               CLIP's byte-level BPE (vocab.json, merges.txt) as kind "bpe",
+               image encoder "arch": "clip"; both projected into CLIP's
+               shared space, its logit scale kept.
+  chinese_clip (Chinese-CLIP, ChineseCLIPModel): its BERT text tower
+               ("arch": "bert" read at [CLS], projected without bias, the
+               WordPiece vocab.txt) and the CLIP vision tower.
+For the text-only families the pooling comes from a sentence-transformers
+1_Pooling/config.json when the directory has one (e5: mean, bge: [CLS]),
+else --pool (default: the mean for XLM-R, the [CLS] token for BERT).
 Every qiao embedding is L2-normalized, as these models' cards ask.
 """
 import argparse
@@ -92,7 +99,53 @@ def convert_xlmr(hf_dir, cfg, state, args):
     return tensors, text, (model_bytes, tok)
 
 
-def convert_bert(hf_dir, cfg, state, args):
+def check_act(cfg, want, what):
+    if cfg.hidden_act not in want:
+        raise SystemExit(f"convert-hf: {what} hidden_act {cfg.hidden_act!r}; qiao's blocks take {' or '.join(want)}")
+
+
+def clip_image_section(vc):
+    check_act(vc, ("quick_gelu", "gelu"), "the vision tower's")
+    return {"arch": "clip", "image_size": vc.image_size, "patch": vc.patch_size, "width": vc.hidden_size,
+            "layers": vc.num_hidden_layers, "heads": vc.num_attention_heads, "mlp": vc.intermediate_size,
+            "eps": vc.layer_norm_eps, "act": vc.hidden_act}
+
+
+def convert_clip(hf_dir, cfg, state, args):
+    files = {n: os.path.join(hf_dir, n) for n in ("vocab.json", "merges.txt")}
+    for p in files.values():
+        if not os.path.exists(p):
+            raise SystemExit(f"convert-hf: a CLIP directory needs {os.path.basename(p)}")
+    tc, vc = cfg.text_config, cfg.vision_config
+    check_act(tc, ("quick_gelu", "gelu"), "the text tower's")
+    n = len(json.load(open(files["vocab.json"], encoding="utf-8")))
+    if tc.vocab_size != n:
+        raise SystemExit(f"convert-hf: config vocab_size {tc.vocab_size}, vocab.json has {n} tokens")
+    max_tokens = args.max_tokens or tc.max_position_embeddings
+    tensors = qiao_hf.clip_text(state, tc.num_hidden_layers)
+    tensors["text.trunk.pos"] = tensors["text.trunk.pos"][:max_tokens]
+    tensors.update(qiao_hf.clip_vision(state, vc.num_hidden_layers))
+    tensors["logit_scale.text_image"] = np.asarray(state["logit_scale"], dtype=np.float32).reshape(1)
+    text = {"arch": "clip", "vocab": n, "width": tc.hidden_size, "layers": tc.num_hidden_layers,
+            "heads": tc.num_attention_heads, "mlp": tc.intermediate_size, "max_tokens": max_tokens,
+            "eps": tc.layer_norm_eps, "act": tc.hidden_act}
+    tok = ({"tokenizer.vocab": open(files["vocab.json"], "rb").read(),
+            "tokenizer.merges": open(files["merges.txt"], "rb").read()}, {"version": 1, "kind": "bpe"})
+    return tensors, {"text": text, "image": clip_image_section(vc)}, tok, cfg.projection_dim
+
+
+def convert_chinese_clip(hf_dir, cfg, state, args):
+    tc, vc = cfg.text_config, cfg.vision_config
+    check_act(tc, ("gelu",), "the text tower's")
+    tensors, text, tok = convert_bert(hf_dir, tc, state, args, src="text_model.")
+    text.update(pool="first", proj="nobias")  # get_text_features: text_projection(last_hidden_state[:, 0])
+    tensors["text.trunk.proj.weight"] = np.asarray(state["text_projection.weight"], dtype=np.float32)
+    tensors.update(qiao_hf.clip_vision(state, vc.num_hidden_layers))
+    tensors["logit_scale.text_image"] = np.asarray(state["logit_scale"], dtype=np.float32).reshape(1)
+    return tensors, {"text": text, "image": clip_image_section(vc)}, tok, cfg.projection_dim
+
+
+def convert_bert(hf_dir, cfg, state, args, src=None):
     vocab_path = os.path.join(hf_dir, "vocab.txt")
     if not os.path.exists(vocab_path):
         raise SystemExit("convert-hf: a BERT directory needs vocab.txt")
@@ -104,7 +157,7 @@ def convert_bert(hf_dir, cfg, state, args):
     tc_path = os.path.join(hf_dir, "tokenizer_config.json")
     tc = json.load(open(tc_path)) if os.path.exists(tc_path) else {}
     max_tokens = args.max_tokens or cfg.max_position_embeddings
-    p = src_prefix(state, "bert")
+    p = src if src is not None else src_prefix(state, "bert")
     tensors = dict(qiao_hf.bert_embeddings(state, p), **qiao_hf.bert_trunk(state, cfg.num_hidden_layers, max_tokens, 0, p))
     text = {"arch": "bert", "vocab": n, "type_vocab": cfg.type_vocab_size, "width": cfg.hidden_size,
             "layers": cfg.num_hidden_layers, "heads": cfg.num_attention_heads, "mlp": cfg.intermediate_size,
@@ -126,22 +179,26 @@ def main():
     args = ap.parse_args()
     from transformers import AutoConfig
     cfg = AutoConfig.from_pretrained(args.hf_dir, local_files_only=True)
-    if cfg.hidden_act != "gelu":
-        raise SystemExit(f"convert-hf: hidden_act {cfg.hidden_act!r}; qiao's BERT blocks use exact GELU")
     state = load_state(args.hf_dir)
-    if cfg.model_type == "xlm-roberta":
-        tensors, text, tokenizer = convert_xlmr(args.hf_dir, cfg, state, args)
-    elif cfg.model_type == "bert":
-        tensors, text, tokenizer = convert_bert(args.hf_dir, cfg, state, args)
+    if cfg.model_type in ("xlm-roberta", "bert"):
+        check_act(cfg, ("gelu",), "the model's")
+        convert = convert_xlmr if cfg.model_type == "xlm-roberta" else convert_bert
+        tensors, text, tokenizer = convert(args.hf_dir, cfg, state, args)
+        sections, embed_dim = {"text": text}, text["width"]
+    elif cfg.model_type in ("clip", "chinese_clip"):
+        convert = convert_clip if cfg.model_type == "clip" else convert_chinese_clip
+        tensors, sections, tokenizer, embed_dim = convert(args.hf_dir, cfg, state, args)
     else:
-        raise SystemExit(f"convert-hf: model_type {cfg.model_type!r} is not supported yet (bert and xlm-roberta are)")
+        raise SystemExit(f"convert-hf: model_type {cfg.model_type!r} is not supported yet "
+                         "(bert, xlm-roberta, clip and chinese_clip are)")
     name = args.name or os.path.basename(os.path.normpath(args.hf_dir))
-    config = {"name": name, "embed_dim": text["width"], "text": text,
-              "source": {"model_type": cfg.model_type, "converter": "scripts/convert-hf.py"}}
+    config = dict({"name": name, "embed_dim": embed_dim}, **sections,
+                  source={"model_type": cfg.model_type, "converter": "scripts/convert-hf.py"})
     qiao_hf.write_model(args.out, tensors, config, tokenizer, args.dtype)
     n = sum(int(np.prod(v.shape)) for v in tensors.values())
-    print(f"{args.out}: {name}, {cfg.model_type} {cfg.num_hidden_layers} layers x {cfg.hidden_size}, "
-          f"{n:,} parameters ({args.dtype}), pool {text['pool']}, {os.path.getsize(args.out):,} bytes")
+    towers = ", ".join(f"{k} {v['arch']} {v['layers']} layers x {v['width']}" for k, v in sections.items())
+    print(f"{args.out}: {name}, {cfg.model_type} ({towers}), {n:,} parameters ({args.dtype}), "
+          f"{os.path.getsize(args.out):,} bytes")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,29 @@ front end's, the rest is the encoder trunk in its post-norm form
     encoder.layer.<l>.output.dense            -> <p>blocks.<l>.mlp.fc2
     encoder.layer.<l>.output.LayerNorm        -> <p>blocks.<l>.ln2
 
+CLIP's towers (CLIPModel; ChineseCLIPModel's vision tower, whose text
+tower is the BERT above) are pre-norm transformers, the trunk's default
+form; the text tower is qiao's text encoder with "arch": "clip" (causal,
+read at the end-of-text token), the vision tower qiao's image encoder with
+"arch": "clip" (a class vector first, a LayerNorm before the blocks):
+
+    <t>embeddings.token_embedding             -> text.piece_emb
+    <t>embeddings.position_embedding          -> text.trunk.pos
+    <t>final_layer_norm                       -> text.trunk.ln_f
+    text_projection                           -> text.trunk.proj        (no bias)
+    <v>embeddings.class_embedding             -> image.class_emb
+    <v>embeddings.patch_embedding (C,3,p,p)   -> image.patch_embed.weight (C, 3*p*p), bias 0
+    <v>embeddings.position_embedding          -> image.trunk.pos        (the class token's row first)
+    <v>pre_layrnorm                           -> image.trunk.ln_in
+    <v>post_layernorm                         -> image.trunk.ln_f       (read at the class token)
+    visual_projection                         -> image.trunk.proj       (no bias)
+    <x>encoder.layers.<l>.layer_norm1         -> <p>blocks.<l>.ln1
+    <x>encoder.layers.<l>.self_attn.q_proj    -> <p>blocks.<l>.attn.q   (k_proj -> k, v_proj -> v)
+    <x>encoder.layers.<l>.self_attn.out_proj  -> <p>blocks.<l>.attn.proj
+    <x>encoder.layers.<l>.layer_norm2         -> <p>blocks.<l>.ln2
+    <x>encoder.layers.<l>.mlp.fc1             -> <p>blocks.<l>.mlp.fc   (fc2 -> fc2)
+    logit_scale                               -> logit_scale.text_image
+
 Needs numpy only; the state dict's values may be torch tensors or arrays.
 """
 import os
@@ -86,6 +109,62 @@ def bert_trunk(state, layers, max_tokens, position_offset=0, src_prefix="", pref
     return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
 
 
+CLIP_BLOCK = {
+    "layer_norm1": "ln1",
+    "self_attn.q_proj": "attn.q",
+    "self_attn.k_proj": "attn.k",
+    "self_attn.v_proj": "attn.v",
+    "self_attn.out_proj": "attn.proj",
+    "layer_norm2": "ln2",
+    "mlp.fc1": "mlp.fc",
+    "mlp.fc2": "mlp.fc2",
+}
+
+
+def _f32(out):
+    return {k: np.ascontiguousarray(_array(v), dtype=np.float32) for k, v in out.items()}
+
+
+def _clip_blocks(s, layers, prefix):
+    out = {}
+    for l in range(layers):
+        for hf, q in CLIP_BLOCK.items():
+            for kind in ("weight", "bias"):
+                out[f"{prefix}blocks.{l}.{q}.{kind}"] = s[f"encoder.layers.{l}.{hf}.{kind}"]
+    return out
+
+
+def clip_text(state, layers, src_prefix="text_model.", prefix="text."):
+    """{qiao name: float32 array} of CLIP's text tower, its projection included."""
+    s = _strip(state, src_prefix)
+    t = prefix + "trunk."
+    out = {prefix + "piece_emb.weight": s["embeddings.token_embedding.weight"],
+           t + "pos": s["embeddings.position_embedding.weight"],
+           t + "ln_f.weight": s["final_layer_norm.weight"], t + "ln_f.bias": s["final_layer_norm.bias"],
+           t + "proj.weight": state["text_projection.weight"]}
+    out.update(_clip_blocks(s, layers, t))
+    return _f32(out)
+
+
+def clip_vision(state, layers, src_prefix="vision_model.", prefix="image."):
+    """{qiao name: float32 array} of CLIP's (or Chinese-CLIP's) vision tower,
+    its projection included. The patch convolution (C, 3, p, p) becomes the
+    linear patch embedding over qiao's (channel, row, column) patch vectors,
+    the same order, with a zero bias (CLIP's has none)."""
+    s = _strip(state, src_prefix)
+    t = prefix + "trunk."
+    conv = _array(s["embeddings.patch_embedding.weight"])
+    out = {prefix + "patch_embed.weight": conv.reshape(conv.shape[0], -1),
+           prefix + "patch_embed.bias": np.zeros(conv.shape[0], dtype=np.float32),
+           prefix + "class_emb": s["embeddings.class_embedding"],
+           t + "pos": s["embeddings.position_embedding.weight"],
+           t + "ln_in.weight": s["pre_layrnorm.weight"], t + "ln_in.bias": s["pre_layrnorm.bias"],
+           t + "ln_f.weight": s["post_layernorm.weight"], t + "ln_f.bias": s["post_layernorm.bias"],
+           t + "proj.weight": state["visual_projection.weight"]}
+    out.update(_clip_blocks(s, layers, t))
+    return _f32(out)
+
+
 # ---- writing a qiao model file ------------------------------------------------------
 
 QMOD_FORMAT = "qiao-model-1"  # models/model.h
@@ -103,7 +182,9 @@ def write_model(path, tensors, config, tokenizer=None, dtype="f32", extra_meta=N
     stored as dtype ("f32", "f16" or "bf16"), `config` the model config
     (metadata "qiao.config"), `tokenizer` None or (bytes, its config dict[,
     tensor name]): tensor "tokenizer.spm" (or the name given: a WordPiece
-    vocab.txt is "tokenizer.vocab") and metadata "tokenizer.config"."""
+    vocab.txt is "tokenizer.vocab") and metadata "tokenizer.config"; bytes
+    may instead be a dict {tensor name: bytes} (CLIP's vocab.json and
+    merges.txt)."""
     import json
     import struct
     kinds = {"f32": ("F32", lambda a: np.ascontiguousarray(a, dtype="<f4")),
@@ -120,8 +201,10 @@ def write_model(path, tensors, config, tokenizer=None, dtype="f32", extra_meta=N
         entries.append((name, code, conv(tensors[name])))
     if tokenizer is not None:
         model_bytes, tok_config = tokenizer[:2]
-        tensor = tokenizer[2] if len(tokenizer) > 2 else "tokenizer.spm"
-        entries.append((tensor, "U8", np.frombuffer(model_bytes, dtype=np.uint8)))
+        if not isinstance(model_bytes, dict):
+            model_bytes = {tokenizer[2] if len(tokenizer) > 2 else "tokenizer.spm": model_bytes}
+        for tensor, b in sorted(model_bytes.items()):
+            entries.append((tensor, "U8", np.frombuffer(b, dtype=np.uint8)))
         meta["tokenizer.config"] = json.dumps(tok_config)
     header = {"__metadata__": meta}
     blobs, off = [], 0

@@ -25,4 +25,4 @@ qiao_test(NAME test_bert_golden SOURCES golden/test_bert_golden.c
 # files of a tiny random XLMRobertaModel and BertModel through qiao_model_load
 # and qiao_embed_texts against transformers
 # (tests/golden/make_hf_model_fixture.py writes tests/data/hf/).
-qiao_test(NAME test_hf_models SOURCES golden/test_hf_models.c CASES xlmr bert LABELS golden)
+qiao_test(NAME test_hf_models SOURCES golden/test_hf_models.c CASES xlmr bert clip cnclip LABELS golden)

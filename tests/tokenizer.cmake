@@ -43,7 +43,7 @@ if(QIAO_FUZZ AND NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
 endif()
 set(QIAO_FUZZ_TOK ${PROJECT_SOURCE_DIR}/tokenizers)
 qiao_fuzz(NAME fuzz_tokenizer SOURCES ${QIAO_FUZZ_TOK}/normalize.c ${QIAO_FUZZ_TOK}/tokenizer.c
-  ${QIAO_FUZZ_TOK}/train.c ${QIAO_FUZZ_TOK}/spm_shim.cpp ${QIAO_FUZZ_TOK}/wordpiece.c
+  ${QIAO_FUZZ_TOK}/train.c ${QIAO_FUZZ_TOK}/spm_shim.cpp ${QIAO_FUZZ_TOK}/wordpiece.c ${QIAO_FUZZ_TOK}/clip_bpe.c
   ${PROJECT_SOURCE_DIR}/sdk/core/safetensors.c ${PROJECT_SOURCE_DIR}/sdk/core/status.c
   ${PROJECT_SOURCE_DIR}/sdk/core/half.c ${PROJECT_SOURCE_DIR}/sdk/core/tensor.c ${PROJECT_SOURCE_DIR}/sdk/core/rng.c
   ${PROJECT_SOURCE_DIR}/sdk/core/file.c ${PROJECT_SOURCE_DIR}/sdk/core/utf8.c
@@ -71,7 +71,7 @@ target_link_libraries(test_tokenizer_spm PRIVATE Threads::Threads)
 # as arbitrary bytes around a real SentencePiece model or BERT vocabulary;
 # what loads must tokenize with ids and offsets in range.
 qiao_fuzz(NAME fuzz_tokenizer_file SOURCES ${QIAO_FUZZ_TOK}/normalize.c ${QIAO_FUZZ_TOK}/tokenizer.c
-  ${QIAO_FUZZ_TOK}/train.c ${QIAO_FUZZ_TOK}/spm_shim.cpp ${QIAO_FUZZ_TOK}/wordpiece.c
+  ${QIAO_FUZZ_TOK}/train.c ${QIAO_FUZZ_TOK}/spm_shim.cpp ${QIAO_FUZZ_TOK}/wordpiece.c ${QIAO_FUZZ_TOK}/clip_bpe.c
   ${PROJECT_SOURCE_DIR}/sdk/core/safetensors.c ${PROJECT_SOURCE_DIR}/sdk/core/status.c
   ${PROJECT_SOURCE_DIR}/sdk/core/half.c ${PROJECT_SOURCE_DIR}/sdk/core/tensor.c ${PROJECT_SOURCE_DIR}/sdk/core/rng.c
   ${PROJECT_SOURCE_DIR}/sdk/core/file.c ${PROJECT_SOURCE_DIR}/sdk/core/utf8.c

@@ -63,6 +63,7 @@ void qiao_tokenizer_free(qiao_tokenizer *tok) {
     if (!tok) return;
     spm_free(tok->spm);
     tk_wp_free(tok->wp);
+    tk_bpe_free(tok->bpe);
     free(tok->vocab_text);
     free(tok->spm_bytes);
     free(tok->chars_text);
@@ -160,17 +161,18 @@ static qiao_status parse_config(qiao_tokenizer *tok, const char *fname, const ch
     qiao_status st = QIAO_OK;
     const cJSON *kind = cJSON_GetObjectItemCaseSensitive(c, "kind");
     const char *kn = cJSON_IsString(kind) ? kind->valuestring : "";
-    if (kind && strcmp(kn, "hybrid") && strcmp(kn, "spm") && strcmp(kn, "wordpiece")) {
+    if (kind && strcmp(kn, "hybrid") && strcmp(kn, "spm") && strcmp(kn, "wordpiece") && strcmp(kn, "bpe")) {
         cJSON_Delete(c);
-        return qc_error(QIAO_ERR_FORMAT, "%s: %s: kind must be \"hybrid\", \"spm\" or \"wordpiece\"", fname,
-                        TK_META_CONFIG);
+        return qc_error(QIAO_ERR_FORMAT, "%s: %s: kind must be \"hybrid\", \"spm\", \"wordpiece\" or \"bpe\"",
+                        fname, TK_META_CONFIG);
     }
     if (kind && strcmp(kn, "hybrid")) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(c, "version");
         st = !(cJSON_IsNumber(v) && v->valuedouble == TK_VERSION)
                  ? qc_error(QIAO_ERR_FORMAT, "%s: %s: version must be %d", fname, TK_META_CONFIG, TK_VERSION)
-             : !strcmp(kn, "spm") ? parse_spm_config(tok, fname, c)
-                                  : parse_wp_config(tok, fname, c);
+             : !strcmp(kn, "spm")       ? parse_spm_config(tok, fname, c)
+             : !strcmp(kn, "wordpiece") ? parse_wp_config(tok, fname, c)
+                                        : (tok->kind = TK_KIND_BPE, QIAO_OK); /* no options: CLIP's rules */
         cJSON_Delete(c);
         return st;
     }
@@ -245,7 +247,7 @@ qiao_status tk_tokenizer_from_st(const qc_st_file *f, qiao_tokenizer **out) {
     const char *fname = qc_st_name(f);
     qiao_status st = QIAO_OK;
     const char *cfg = qc_st_metadata_get(f, TK_META_CONFIG);
-    if (!cfg && !qc_st_find(f, TK_TENSOR_SPM) && !qc_st_find(f, TK_TENSOR_VOCAB))
+    if (!cfg && !qc_st_find(f, TK_TENSOR_SPM) && !qc_st_find(f, TK_TENSOR_VOCAB) && !qc_st_find(f, TK_TENSOR_MERGES))
         return qc_error(QIAO_ERR_NOT_FOUND, "%s: no tensor '%s' or '%s' (not a file with a tokenizer)", fname,
                         TK_TENSOR_SPM, TK_TENSOR_VOCAB);
     if (!cfg) return qc_error(QIAO_ERR_FORMAT, "%s: no metadata '%s'", fname, TK_META_CONFIG);
@@ -274,6 +276,22 @@ qiao_status tk_tokenizer_from_st(const qc_st_file *f, qiao_tokenizer **out) {
             st = qc_error(QIAO_ERR_FORMAT, "%s: tensor '%s': no [CLS] or [SEP] token", fname, TK_TENSOR_VOCAB);
             goto fail;
         }
+        *out = tok;
+        return QIAO_OK;
+    }
+    if (tok->kind == TK_KIND_BPE) {
+        const qc_st_tensor *tv = find_bytes(f, TK_TENSOR_VOCAB, &st), *tm = tv ? find_bytes(f, TK_TENSOR_MERGES, &st) : NULL;
+        if (!tm) goto fail;
+        if ((st = tk_bpe_load(tv->data, tv->nbytes, tm->data, tm->nbytes, &tok->bpe)) != QIAO_OK) {
+            char msg[512];
+            snprintf(msg, sizeof msg, "%s", qiao_last_error());
+            st = qc_error(st, "%s: tensors '%s' and '%s': %s", fname, TK_TENSOR_VOCAB, TK_TENSOR_MERGES, msg);
+            goto fail;
+        }
+        tok->vocab_size = tk_bpe_vocab_size(tok->bpe);
+        /* CLIP pads with <|endoftext|> and has no unknown piece (every byte is one) */
+        const int32_t sot = tk_bpe_sot_id(tok->bpe), eot = tk_bpe_eot_id(tok->bpe);
+        tok->sp = (tk_specials){sot, eot, eot, -1, -1, true, true};
         *out = tok;
         return QIAO_OK;
     }
@@ -356,6 +374,16 @@ size_t tk_tokenizer_entries(const qiao_tokenizer *tok, qc_st_entry entries[2], q
                                    .shape = {(int64_t)tok->vocab_len}, .data = tok->vocab_text};
         return 1;
     }
+    if (tok->kind == TK_KIND_BPE) {
+        const char *v, *m;
+        size_t vn, mn;
+        tk_bpe_texts(tok->bpe, &v, &vn, &m, &mn);
+        entries[0] = (qc_st_entry){.name = TK_TENSOR_VOCAB, .dtype = QIAO_DTYPE_U8, .ndim = 1,
+                                   .shape = {(int64_t)vn}, .data = v};
+        entries[1] = (qc_st_entry){.name = TK_TENSOR_MERGES, .dtype = QIAO_DTYPE_U8, .ndim = 1,
+                                   .shape = {(int64_t)mn}, .data = m};
+        return 2;
+    }
     entries[0].name = TK_TENSOR_SPM;
     entries[0].dtype = QIAO_DTYPE_U8;
     entries[0].ndim = 1;
@@ -381,6 +409,7 @@ int qiao_tokenizer_k(const qiao_tokenizer *tok) { return tok ? tok->k : 0; }
 const char *qiao_tokenizer_piece(const qiao_tokenizer *tok, int64_t id) {
     if (!tok || id < 0 || id > INT32_MAX) return NULL;
     if (tok->kind == TK_KIND_WORDPIECE) return tk_wp_token(tok->wp, (int32_t)id, NULL);
+    if (tok->kind == TK_KIND_BPE) return tk_bpe_token(tok->bpe, (int32_t)id);
     if (tok->kind == TK_KIND_SPM) {
         const tk_specials *s = &tok->sp;
         if (id >= tok->vocab_size) return NULL;
@@ -675,6 +704,52 @@ static qiao_status tokenize_wp(const qiao_tokenizer *tok, const char *text, size
     return QIAO_OK;
 }
 
+/* The bpe kind: CLIPTokenizer's encode(text), a limit as its truncation
+ * (<|endoftext|> stays last; a limit of 1 keeps <|startoftext|>); tags S,
+ * no characters. The byte-level BPE runs on the text after CLIP's cleaning
+ * (characters dropped, NFC, lowercase), which keeps no map back to the
+ * bytes: each piece's offsets span the whole text, the specials sit at its
+ * two ends. */
+static qiao_status tokenize_bpe(const qiao_tokenizer *tok, const char *text, size_t len, const qiao_tokenize_params *p,
+                                const char *what, qiao_tokens **out) {
+    const char *src;
+    char *fixed;
+    size_t n, *map;
+    qiao_status st = imported_text(text, len, p, what, &src, &n, &fixed, &map);
+    if (st != QIAO_OK) return st;
+    const size_t limit = (size_t)p->max_tokens;
+    tk_bpe_opts o = tk_bpe_default_opts();
+    o.context_length = limit == 1 ? 2 : (int64_t)limit;
+    int32_t *ids = NULL;
+    size_t got = 0;
+    st = tk_bpe_encode(tok->bpe, src, n, &o, &ids, &got);
+    free(fixed), free(map);
+    if (st != QIAO_OK) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", qiao_last_error());
+        return qc_error(st, "%s: %s", what, msg);
+    }
+    const size_t count = limit == 1 && got > 1 ? 1 : got, cells = count ? count : 1;
+    qiao_tokens *r = calloc(1, sizeof *r);
+    if (!r || !(r->ids = malloc(cells * sizeof *r->ids)) || !(r->tags = malloc(cells)) ||
+        !(r->offsets = malloc(cells * 2 * sizeof *r->offsets))) {
+        free(ids);
+        qiao_tokens_free(r);
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qiao_tokenize: out of memory for %zu tokens", count);
+    }
+    memcpy(r->ids, ids, count * sizeof *r->ids);
+    free(ids);
+    for (size_t t = 0; t < count; t++) {
+        const bool first = t == 0, last = t + 1 == count && count > 1;
+        r->offsets[2 * t] = last ? (int64_t)len : 0;
+        r->offsets[2 * t + 1] = first ? 0 : (int64_t)len;
+    }
+    memset(r->tags, QIAO_TAG_S, count);
+    r->count = blank(text, len) ? 0 : count; /* no text, no tokens: as the hybrid kind */
+    *out = r;
+    return QIAO_OK;
+}
+
 static qiao_status tokenize_spm(const qiao_tokenizer *tok, const char *text, size_t len, const qiao_tokenize_params *p,
                                 const char *what, qiao_tokens **out) {
     const char *src;
@@ -732,6 +807,7 @@ static qiao_status tokenize_all(const qiao_tokenizer *tok, const char *text, siz
                                 const char *what, qiao_tokens **out) {
     if (tok->kind == TK_KIND_SPM) return tokenize_spm(tok, text, len, p, what, out);
     if (tok->kind == TK_KIND_WORDPIECE) return tokenize_wp(tok, text, len, p, what, out);
+    if (tok->kind == TK_KIND_BPE) return tokenize_bpe(tok, text, len, p, what, out);
     tk_norm_opts o = tok->norm;
     o.replace_invalid = p->replace_invalid != 0;
     tk_normalized nt;

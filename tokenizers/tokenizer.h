@@ -17,12 +17,14 @@
 
 #include "core/core.h"
 #include "core/safetensors.h"
+#include "tokenizers/clip_bpe.h"
 #include "tokenizers/spm_shim.h"
 #include "tokenizers/wordpiece.h"
 
 #define TK_TENSOR_SPM "tokenizer.spm"
 #define TK_TENSOR_CHARS "tokenizer.chars"
-#define TK_TENSOR_VOCAB "tokenizer.vocab" /* a wordpiece kind's vocab.txt */
+#define TK_TENSOR_VOCAB "tokenizer.vocab" /* a wordpiece kind's vocab.txt, a bpe kind's vocab.json */
+#define TK_TENSOR_MERGES "tokenizer.merges" /* a bpe kind's merges.txt */
 #define TK_META_CONFIG "tokenizer.config"
 #define TK_VERSION 1
 #define TK_MAX_K 64
@@ -89,7 +91,9 @@ typedef enum tk_kind {
     TK_KIND_HYBRID = 0, /* qiao's own: ICU words, SentencePiece pieces, characters and tags */
     TK_KIND_SPM = 1,    /* an imported model's SentencePiece model on the raw text (XLM-R, e5): ids
                            shifted by id_offset, the specials around them; no characters, no tags */
-    TK_KIND_WORDPIECE = 2 /* BERT's WordPiece (wordpiece.h) on its vocab.txt: [CLS] pieces [SEP] */
+    TK_KIND_WORDPIECE = 2, /* BERT's WordPiece (wordpiece.h) on its vocab.txt: [CLS] pieces [SEP] */
+    TK_KIND_BPE = 3        /* OpenAI CLIP's byte-level BPE (clip_bpe.h) on its vocab.json and merges.txt:
+                              <|startoftext|> pieces <|endoftext|> */
 } tk_kind;
 
 /* The special ids of an imported tokenizer (-1: the model has none). */
@@ -104,6 +108,7 @@ struct qiao_tokenizer {
     int32_t id_offset;      /* spm kind: a piece's id is its SentencePiece id + this */
     tk_specials sp;
     tk_wp *wp;              /* wordpiece kind */
+    tk_bpe *bpe;            /* bpe kind (keeps its vocab.json and merges.txt to write them back) */
     tk_wp_options wp_opts;
     char *vocab_text;       /* wordpiece kind: the tokenizer.vocab tensor as stored */
     size_t vocab_len;

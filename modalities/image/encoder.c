@@ -16,7 +16,21 @@
 #define QE_IMAGE_MAX_MLP 65536
 #define QE_IMAGE_MAX_EMBED 65536
 
-static const char *const kKeys[] = {"image_size", "patch", "width", "layers", "heads", "mlp", "pool"};
+static const char *const kKeys[] = {"image_size", "patch", "width", "layers", "heads", "mlp", "pool", "arch", "eps", "act"};
+
+/* Optional string `key`: *out = its index in names[0 .. n), dflt when absent. */
+static qiao_status json_choice(const cJSON *obj, const char *key, const char *const *names, int n, int dflt, int *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    *out = dflt;
+    if (!v) return QIAO_OK;
+    for (int i = 0; i < n; i++)
+        if (cJSON_IsString(v) && !strcmp(v->valuestring, names[i])) {
+            *out = i;
+            return QIAO_OK;
+        }
+    return qc_error(QIAO_ERR_FORMAT, "image config: key '%s' must be \"%s\" or \"%s\"", key, names[0],
+                    names[n - 1]);
+}
 
 qiao_status qe_image_config_from_json(const cJSON *obj, int64_t embed_dim, qe_image_config *cfg) {
     if (!obj || !cfg) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "image config: NULL argument");
@@ -51,14 +65,44 @@ qiao_status qe_image_config_from_json(const cJSON *obj, int64_t embed_dim, qe_im
         return qc_error(QIAO_ERR_FORMAT,
                         "image config: key 'patch' gives (image_size / patch)^2 = %lld tokens, more than %d",
                         (long long)P, QE_IMAGE_MAX_TOKENS);
+    static const char *const archs[] = {"qiao", "clip"}, *const acts[] = {"gelu", "quick_gelu"};
+    int arch, act;
+    if ((st = json_choice(obj, "arch", archs, 2, 0, &arch)) != QIAO_OK) return st;
+    const bool clip = arch == 1;
+    if (!clip && (cJSON_GetObjectItemCaseSensitive(obj, "eps") || cJSON_GetObjectItemCaseSensitive(obj, "act")))
+        return qc_error(QIAO_ERR_FORMAT, "image config: keys 'eps' and 'act' belong to \"arch\": \"clip\"");
+    if ((st = json_choice(obj, "act", acts, 2, clip ? NN_ACT_QUICK_GELU : NN_ACT_GELU, &act)) != QIAO_OK) return st;
+    double eps = 0.0; /* qiao's own: NN_LAYERNORM_EPS */
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(obj, "eps");
+    if (e && (!cJSON_IsNumber(e) || !(e->valuedouble > 0.0) || e->valuedouble > 0.1))
+        return qc_error(QIAO_ERR_FORMAT, "image config: key 'eps' must be a number in (0, 0.1]");
+    if (clip) eps = e ? e->valuedouble : 1e-5;
     nn_pool pool;
-    if ((st = nn_pool_from_json(obj, "image", NN_POOL_MEAN, &pool)) != QIAO_OK) return st;
+    if ((st = nn_pool_from_json(obj, "image", clip ? NN_POOL_FIRST : NN_POOL_MEAN, &pool)) != QIAO_OK) return st;
+    if (clip && pool != NN_POOL_FIRST)
+        return qc_error(QIAO_ERR_FORMAT, "image config: a clip image encoder pools \"first\" (its class token)");
+    if (!clip && pool == NN_POOL_LAST)
+        return qc_error(QIAO_ERR_FORMAT, "image config: key 'pool' must be \"mean\", \"max\" or \"first\"");
     qe_image_config c = {0};
     c.image_size = S;
     c.patch = p;
     c.patch_dim = 3 * p * p;
     c.tokens = P;
-    c.trunk = (nn_trunk_dims){.B = 0, .T = P, .C = C, .F = F, .H = H, .L = L, .max_T = P, .D = embed_dim, .pool = pool};
+    c.class_token = clip;
+    const int64_t T = P + (clip ? 1 : 0);
+    c.trunk = (nn_trunk_dims){.B = 0,
+                              .T = T,
+                              .C = C,
+                              .F = F,
+                              .H = H,
+                              .L = L,
+                              .max_T = T,
+                              .D = embed_dim,
+                              .pool = pool,
+                              .eps = (float)eps,
+                              .ln_in = clip,
+                              .proj = clip ? NN_PROJ_NOBIAS : NN_PROJ_BIAS,
+                              .act = (nn_act)act};
     *cfg = c;
     return QIAO_OK;
 }
@@ -80,7 +124,9 @@ qiao_status qe_image_describe(qc_table *tab, const char *prefix, const qe_image_
     if ((st = qc_table_add_dims(tab, prefix, "patch_embed.weight", 2, C, K, 0, QC_INIT_NORMAL, std, 0,
                                 PFIELD(patch_w))) != QIAO_OK ||
         (st = qc_table_add_dims(tab, prefix, "patch_embed.bias", 1, C, 0, 0, QC_INIT_ZEROS, 0, QC_NO_DECAY,
-                                PFIELD(patch_b))) != QIAO_OK)
+                                PFIELD(patch_b))) != QIAO_OK ||
+        (cfg->class_token && (st = qc_table_add_dims(tab, prefix, "class_emb", 1, C, 0, 0, QC_INIT_NORMAL, 0.02f,
+                                                     QC_NO_DECAY, PFIELD(cls))) != QIAO_OK))
         return st;
     char tp[QC_NAME_MAX];
     int n = snprintf(tp, sizeof tp, "%strunk.", prefix);
@@ -98,8 +144,8 @@ qiao_status qe_image_describe_acts(qc_table *tab, const char *prefix, const qe_i
                         (long long)cfg->tokens, (long long)B, (long long)T);
     nn_trunk_dims d = cfg->trunk;
     d.B = B;
-    d.T = T;
-    qiao_status st = qc_table_add_dims(tab, prefix, "x", 2, B * T, d.C, 0, QC_INIT_ZEROS, 0, 0, AFIELD(x));
+    d.T = d.max_T;
+    qiao_status st = qc_table_add_dims(tab, prefix, "x", 2, B * d.T, d.C, 0, QC_INIT_ZEROS, 0, 0, AFIELD(x));
     if (st != QIAO_OK) return st;
     char tp[QC_NAME_MAX];
     int n = snprintf(tp, sizeof tp, "%strunk.", prefix);
@@ -111,14 +157,23 @@ qiao_status qe_image_describe_acts(qc_table *tab, const char *prefix, const qe_i
 static nn_trunk_dims batch_dims(const qe_image_config *cfg, int64_t B) {
     nn_trunk_dims d = cfg->trunk;
     d.B = B;
-    d.T = cfg->tokens;
+    d.T = d.max_T;
     return d;
 }
 
 void qe_image_forward(const qb_exec *ex, qe_image_acts *a, const qe_image_params *p, const qe_image_input *in,
                       const qe_image_config *cfg) {
     const nn_trunk_dims d = batch_dims(cfg, in->B);
-    nn_linear_forward(ex, a->x, in->patches, p->patch_w, p->patch_b, d.B * d.T, cfg->patch_dim, d.C);
+    const int64_t P = cfg->tokens, K = cfg->patch_dim, C = d.C;
+    if (!cfg->class_token) {
+        nn_linear_forward(ex, a->x, in->patches, p->patch_w, p->patch_b, d.B * P, K, C);
+    } else {
+        /* each image's rows: the class vector, then its P patches */
+        for (int64_t b = 0; b < d.B; b++) {
+            ex->ops->copy(ex, a->x + b * d.T * C, p->cls, (size_t)C * sizeof(float));
+            nn_linear_forward(ex, a->x + (b * d.T + 1) * C, in->patches + b * P * K, p->patch_w, p->patch_b, P, K, C);
+        }
+    }
     nn_trunk_forward(ex, &a->trunk, &p->trunk, a->x, NULL, &d);
 }
 
@@ -129,6 +184,14 @@ void qe_image_backward(const qb_exec *ex, qe_image_params *g, qe_image_acts *da,
     /* da->x is zero on entry (the caller's contract), so the trunk's
      * accumulated dx is exactly dL/dx. */
     nn_trunk_backward(ex, da->x, &g->trunk, &da->trunk, demb, dtokens, &a->trunk, &p->trunk, a->x, NULL, &d);
-    nn_linear_backward(ex, NULL, g->patch_w, g->patch_b, da->x, in->patches, p->patch_w, d.B * d.T,
-                       cfg->patch_dim, d.C);
+    const int64_t P = cfg->tokens, K = cfg->patch_dim, C = d.C;
+    if (!cfg->class_token) {
+        nn_linear_backward(ex, NULL, g->patch_w, g->patch_b, da->x, in->patches, p->patch_w, d.B * P, K, C);
+        return;
+    }
+    for (int64_t b = 0; b < d.B; b++) {
+        ex->ops->axpy(ex, g->cls, 1.0f, da->x + b * d.T * C, C);
+        nn_linear_backward(ex, NULL, g->patch_w, g->patch_b, da->x + (b * d.T + 1) * C, in->patches + b * P * K,
+                           p->patch_w, P, K, C);
+    }
 }

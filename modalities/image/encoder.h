@@ -10,6 +10,13 @@
  * Images have no padding: every one of the P = (S/p)^2 tokens is real, so
  * the trunk runs without a mask and max_T = P.
  *
+ * "arch": "clip" is the vision tower of OpenAI CLIP and Chinese-CLIP: a
+ * learned class vector goes first (x = [cls ; patches W^T + b], T = P + 1;
+ * CLIP's patch convolution has no bias, so its b is 0 when converted), a
+ * LayerNorm on x + pos (ln_in, CLIP's pre_layrnorm), pre-norm blocks with
+ * quick GELU, ln_f (post_layernorm) read at the class token, a projection
+ * without bias.
+ *
  * Not a public header (the public embedding API comes with the model
  * container). Names carry the qe_image_ prefix. */
 #ifndef QIAO_MODALITIES_IMAGE_ENCODER_H
@@ -27,13 +34,17 @@ typedef struct qe_image_config {
     int64_t image_size; /* S: side of the preprocessed square image */
     int64_t patch;      /* p: side of a patch; S % p == 0 */
     int64_t patch_dim;  /* 3 * p * p: floats of one patch vector */
-    int64_t tokens;     /* P = (S / p)^2 (= trunk.max_T) */
-    nn_trunk_dims trunk; /* C, F, H, L, max_T = P, D; B and T are set per batch */
+    int64_t tokens;     /* P = (S / p)^2: the patches a batch holds */
+    bool class_token;   /* arch "clip": a class vector before the patches */
+    nn_trunk_dims trunk; /* C, F, H, L, max_T = P + class_token, D; B and T are set per batch */
 } qe_image_config;
 
 /* Parses the "image" object of a model config (models/configs/<name>.json):
  * image_size, patch, width, layers, heads, mlp, every one a positive integer
- * in range, with image_size % patch == 0 and width % heads == 0; an unknown
+ * in range, with image_size % patch == 0 and width % heads == 0; pool
+ * ("mean" default, "max", "first"); arch ("qiao" default or "clip", which
+ * also takes eps (default 1e-5) and act ("quick_gelu" default or "gelu")
+ * and pools "first", the class token); an unknown
  * key is refused too (a misspelt key would otherwise fall back silently).
  * embed_dim is the top-level shared-space width. Returns QIAO_OK, or
  * QIAO_ERR_FORMAT naming the offending key (QIAO_ERR_INVALID_ARGUMENT for a
@@ -49,11 +60,12 @@ typedef struct qe_image_input {
 typedef struct qe_image_params {
     float *patch_w;        /* (C, 3*p*p) "image.patch_embed.weight" */
     float *patch_b;        /* (C) "image.patch_embed.bias" */
+    float *cls;            /* (C) "image.class_emb" with a class token */
     nn_trunk_params trunk; /* "image.trunk.*" */
 } qe_image_params;
 
 typedef struct qe_image_acts {
-    float *x;            /* (B*P, C) patch embeddings (the trunk's input) */
+    float *x;            /* (B*T, C) [class vector ;] patch embeddings (the trunk's input) */
     nn_trunk_acts trunk; /* trunk.emb (B, D) is the result */
 } qe_image_acts;
 

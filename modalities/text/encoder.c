@@ -24,8 +24,10 @@
 static const char *const known_keys[] = {"vocab",     "char_vocab", "k",      "char_dim", "char_kernels",
                                          "char_channels", "width",  "layers", "heads",    "mlp",
                                          "max_tokens", "mix", "fusion", "pool", "arch", NULL};
-static const char *const bert_keys[] = {"arch",       "vocab", "type_vocab", "width", "layers", "heads",
-                                        "max_tokens", "mlp",   "eps",        "pool",  "proj",   NULL};
+static const char *const bert_keys[] = {"arch", "vocab", "type_vocab", "width", "layers", "heads", "max_tokens",
+                                        "mlp",  "eps",   "pool",       "proj",  "act",    NULL};
+static const char *const clip_keys[] = {"arch", "vocab", "width", "layers", "heads", "max_tokens",
+                                        "mlp",  "eps",   "pool",  "proj",   "act",   NULL};
 
 /* A misspelt key would otherwise be silently ignored. */
 static qiao_status check_keys(const cJSON *obj, const char *const *keys) {
@@ -62,43 +64,75 @@ static qiao_status read_trunk_ints(const cJSON *obj, int64_t vocab, trunk_ints *
     return QIAO_OK;
 }
 
-/* The "arch": "bert" section (encoder.h). */
-static qiao_status bert_config(const cJSON *obj, int64_t embed_dim, qe_text_config *cfg) {
-    qiao_status st = check_keys(obj, bert_keys);
+/* Optional string key `key` of the text section: *out = the index of its
+ * value in names[0 .. n), or dflt when absent. */
+static qiao_status json_choice(const cJSON *obj, const char *key, const char *const *names, int n, int dflt, int *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    *out = dflt;
+    if (!v) return QIAO_OK;
+    for (int i = 0; i < n; i++)
+        if (cJSON_IsString(v) && !strcmp(v->valuestring, names[i])) {
+            *out = i;
+            return QIAO_OK;
+        }
+    char list[128] = "";
+    for (int i = 0; i < n; i++) {
+        const size_t len = strlen(list);
+        snprintf(list + len, sizeof list - len, "%s\"%s\"", i ? (i + 1 == n ? " or " : ", ") : "", names[i]);
+    }
+    return qc_error(QIAO_ERR_FORMAT, "text config: 'text.%s' must be %s", key, list);
+}
+
+/* The imported architectures (encoder.h): "bert" (post-norm, a LayerNorm
+ * on the embeddings, token types) and "clip" (OpenAI CLIP's text tower:
+ * causal pre-norm blocks, read at the last token). */
+static qiao_status imported_config(const cJSON *obj, int64_t embed_dim, qe_text_arch arch, qe_text_config *cfg) {
+    const bool bert = arch == QE_TEXT_ARCH_BERT;
+    qiao_status st = check_keys(obj, bert ? bert_keys : clip_keys);
     if (st != QIAO_OK) return st;
     qe_text_config c;
     memset(&c, 0, sizeof c);
-    c.arch = QE_TEXT_ARCH_BERT;
+    c.arch = arch;
     trunk_ints t;
     if ((st = qc_json_int(obj, "text", "vocab", 1, MAX_VOCAB, &c.vocab)) != QIAO_OK ||
-        (st = qc_json_int(obj, "text", "type_vocab", 1, 1024, &c.type_vocab)) != QIAO_OK ||
+        (bert && (st = qc_json_int(obj, "text", "type_vocab", 1, 1024, &c.type_vocab)) != QIAO_OK) ||
         (st = read_trunk_ints(obj, c.vocab, &t)) != QIAO_OK)
         return st;
-    double eps = 1e-12;
+    double eps = bert ? 1e-12 : 1e-5;
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(obj, "eps");
     if (e && (!cJSON_IsNumber(e) || !(e->valuedouble > 0.0) || e->valuedouble > 0.1))
         return qc_error(QIAO_ERR_FORMAT, "text config: 'text.eps' must be a number in (0, 0.1]");
     if (e) eps = e->valuedouble;
     nn_pool pool;
-    if ((st = nn_pool_from_json(obj, "text", NN_POOL_MEAN, &pool)) != QIAO_OK) return st;
-    if (pool == NN_POOL_MAX) return qc_error(QIAO_ERR_FORMAT, "text config: a bert encoder pools \"mean\" or \"first\"");
-    nn_proj proj = NN_PROJ_NONE;
-    const cJSON *pj = cJSON_GetObjectItemCaseSensitive(obj, "proj");
-    if (pj) {
-        const char *v = cJSON_IsString(pj) ? pj->valuestring : "";
-        if (!strcmp(v, "none")) proj = NN_PROJ_NONE;
-        else if (!strcmp(v, "bias")) proj = NN_PROJ_BIAS;
-        else if (!strcmp(v, "nobias")) proj = NN_PROJ_NOBIAS;
-        else return qc_error(QIAO_ERR_FORMAT, "text config: 'text.proj' must be \"none\", \"bias\" or \"nobias\"");
-    }
+    if ((st = nn_pool_from_json(obj, "text", bert ? NN_POOL_MEAN : NN_POOL_LAST, &pool)) != QIAO_OK) return st;
+    if (bert && pool != NN_POOL_MEAN && pool != NN_POOL_FIRST)
+        return qc_error(QIAO_ERR_FORMAT, "text config: a bert encoder pools \"mean\" or \"first\"");
+    if (!bert && pool != NN_POOL_LAST)
+        return qc_error(QIAO_ERR_FORMAT, "text config: a clip encoder pools \"last\" (its end-of-text token)");
+    static const char *const projs[] = {"bias", "nobias", "none"}; /* nn_proj's order */
+    static const char *const acts[] = {"gelu", "quick_gelu"};     /* nn_act's order */
+    int proj, act;
+    if ((st = json_choice(obj, "proj", projs, 3, bert ? NN_PROJ_NONE : NN_PROJ_NOBIAS, &proj)) != QIAO_OK ||
+        (st = json_choice(obj, "act", acts, 2, bert ? NN_ACT_GELU : NN_ACT_QUICK_GELU, &act)) != QIAO_OK)
+        return st;
     if (proj == NN_PROJ_NONE && embed_dim != t.width)
         return qc_error(QIAO_ERR_FORMAT,
                         "text config: without a projection ('text.proj' \"none\") 'embed_dim' (%lld) must be "
                         "'text.width' (%lld)",
                         (long long)embed_dim, (long long)t.width);
-    c.trunk = (nn_trunk_dims){.C = t.width, .F = t.mlp, .H = t.heads, .L = t.layers, .max_T = t.max_tokens,
-                              .D = embed_dim, .pool = pool, .norm = NN_NORM_POST, .eps = (float)eps, .ln_in = true,
-                              .proj = proj};
+    c.trunk = (nn_trunk_dims){.C = t.width,
+                              .F = t.mlp,
+                              .H = t.heads,
+                              .L = t.layers,
+                              .max_T = t.max_tokens,
+                              .D = embed_dim,
+                              .pool = pool,
+                              .norm = bert ? NN_NORM_POST : NN_NORM_PRE,
+                              .eps = (float)eps,
+                              .ln_in = bert,
+                              .proj = (nn_proj)proj,
+                              .act = (nn_act)act,
+                              .causal = !bert};
     *cfg = c;
     return QIAO_OK;
 }
@@ -109,10 +143,11 @@ qiao_status qe_text_config_from_json(const cJSON *obj, int64_t embed_dim, qe_tex
     if (embed_dim < 1 || embed_dim > MAX_DIM)
         return qc_error(QIAO_ERR_FORMAT, "text config: 'embed_dim' = %lld is out of range [1, %d]",
                         (long long)embed_dim, MAX_DIM);
-    const cJSON *arch = cJSON_GetObjectItemCaseSensitive(obj, "arch");
-    if (arch && !(cJSON_IsString(arch) && (!strcmp(arch->valuestring, "hybrid") || !strcmp(arch->valuestring, "bert"))))
-        return qc_error(QIAO_ERR_FORMAT, "text config: 'text.arch' must be \"hybrid\" or \"bert\"");
-    if (arch && !strcmp(arch->valuestring, "bert")) return bert_config(obj, embed_dim, cfg);
+    static const char *const archs[] = {"hybrid", "bert", "clip"}; /* qe_text_arch's order */
+    int arch;
+    qiao_status ast = json_choice(obj, "arch", archs, 3, QE_TEXT_ARCH_HYBRID, &arch);
+    if (ast != QIAO_OK) return ast;
+    if (arch != QE_TEXT_ARCH_HYBRID) return imported_config(obj, embed_dim, (qe_text_arch)arch, cfg);
     qiao_status kst = check_keys(obj, known_keys);
     if (kst != QIAO_OK) return kst;
     qe_text_config c;
@@ -175,8 +210,8 @@ qiao_status qe_text_config_from_json(const cJSON *obj, int64_t embed_dim, qe_tex
 /* ---- tables ------------------------------------------------------------------ */
 
 static qiao_status check_cfg(const qe_text_config *cfg) {
-    if (cfg && cfg->arch == QE_TEXT_ARCH_BERT) {
-        if (cfg->vocab < 1 || cfg->type_vocab < 1)
+    if (cfg && (cfg->arch == QE_TEXT_ARCH_BERT || cfg->arch == QE_TEXT_ARCH_CLIP)) {
+        if (cfg->vocab < 1 || (cfg->arch == QE_TEXT_ARCH_BERT && cfg->type_vocab < 1))
             return qc_error(QIAO_ERR_INVALID_ARGUMENT, "text encoder: invalid config (use qe_text_config_from_json)");
         return QIAO_OK;
     }
@@ -203,7 +238,7 @@ qiao_status qe_text_describe(qc_table *tab, const char *prefix, const qe_text_co
         if ((st = qc_table_add_dims(tab, prefix, "type_emb.weight", 2, cfg->type_vocab, C, 0, QC_INIT_NORMAL, 0.02f, 0,
                                     PFIELD(type_emb))) != QIAO_OK)
             return st;
-    } else if (cfg->mix == QE_TEXT_MIX_GATE) {
+    } else if (cfg->arch == QE_TEXT_ARCH_HYBRID && cfg->mix == QE_TEXT_MIX_GATE) {
         /* nn.Embedding's N(0, 1) and nn.Conv1d's U(+-1/sqrt(fan_in)) keep the
          * conv outputs O(1), where GELU and the max are not degenerate. */
         if ((st = qc_table_add_dims(tab, prefix, "char_emb.weight", 2, cfg->char_vocab, Dc, 0, QC_INIT_NORMAL, 1.0f, 0,
@@ -308,10 +343,10 @@ qiao_status qe_text_describe_acts(qc_table *tab, const char *prefix, const qe_te
 qiao_status qe_text_check_input(const qe_text_input *in, const qe_text_config *cfg) {
     qiao_status st = check_cfg(cfg);
     if (st != QIAO_OK) return st;
-    const bool bert = cfg->arch == QE_TEXT_ARCH_BERT;
-    if (!in || !in->ids || (!bert && (!in->char_ids || !in->tags)) || !in->mask)
+    const bool imported = cfg->arch != QE_TEXT_ARCH_HYBRID;
+    if (!in || !in->ids || (!imported && (!in->char_ids || !in->tags)) || !in->mask)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "text input: missing array");
-    if (bert ? in->K != 0 : in->K != cfg->k)
+    if (imported ? in->K != 0 : in->K != cfg->k)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "text input: %lld chars per token, the model expects k = %lld",
                         (long long)in->K, (long long)cfg->k);
     if (in->B < 1 || in->T < 1 || in->T > cfg->trunk.max_T)
@@ -322,7 +357,7 @@ qiao_status qe_text_check_input(const qe_text_input *in, const qe_text_config *c
         if (in->ids[n] < 0 || in->ids[n] >= cfg->vocab)
             return qc_error(QIAO_ERR_INVALID_ARGUMENT, "text input: token %lld has piece id %d outside [0, %lld)",
                             (long long)n, in->ids[n], (long long)cfg->vocab);
-        if (bert) continue;
+        if (imported) continue;
         if (in->tags[n] >= QE_TEXT_N_TAGS)
             return qc_error(QIAO_ERR_INVALID_ARGUMENT, "text input: token %lld has tag %u outside [0, %d)",
                             (long long)n, in->tags[n], QE_TEXT_N_TAGS);
@@ -352,10 +387,11 @@ void qe_text_forward(const qb_exec *ex, qe_text_acts *a, const qe_text_params *p
     nn_trunk_dims d = cfg->trunk;
     d.B = B;
     d.T = T;
-    if (cfg->arch == QE_TEXT_ARCH_BERT) {
-        /* x = piece_emb[id] + type_emb[0]: one segment */
+    if (cfg->arch != QE_TEXT_ARCH_HYBRID) {
+        /* x = piece_emb[id] (+ type_emb[0] for bert: one segment) */
         nn_embedding_forward(ex, a->x, in->ids, p->piece_emb, N, cfg->vocab, C);
-        for (int64_t n = 0; n < N; n++) ex->ops->axpy(ex, a->x + n * C, 1.0f, p->type_emb, C);
+        if (cfg->arch == QE_TEXT_ARCH_BERT)
+            for (int64_t n = 0; n < N; n++) ex->ops->axpy(ex, a->x + n * C, 1.0f, p->type_emb, C);
         nn_trunk_forward(ex, &a->trunk, &p->trunk, a->x, in->mask, &d);
         return;
     }
@@ -400,9 +436,10 @@ void qe_text_backward(const qb_exec *ex, qe_text_params *g, qe_text_acts *da, co
     d.B = B;
     d.T = T;
     nn_trunk_backward(ex, da->x, &g->trunk, &da->trunk, demb, dtokens, &a->trunk, &p->trunk, a->x, in->mask, &d);
-    if (cfg->arch == QE_TEXT_ARCH_BERT) {
+    if (cfg->arch != QE_TEXT_ARCH_HYBRID) {
         nn_embedding_backward(ex, g->piece_emb, da->x, in->ids, N, cfg->vocab, C);
-        for (int64_t n = 0; n < N; n++) ex->ops->axpy(ex, g->type_emb, 1.0f, da->x + n * C, C);
+        if (cfg->arch == QE_TEXT_ARCH_BERT)
+            for (int64_t n = 0; n < N; n++) ex->ops->axpy(ex, g->type_emb, 1.0f, da->x + n * C, C);
         return;
     }
     nn_embedding_backward(ex, g->tag_emb, da->x, (const int32_t *)a->tag_ids, N, QE_TEXT_N_TAGS, C);

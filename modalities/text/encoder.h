@@ -19,8 +19,11 @@
  * XLM-RoBERTa, Chinese-CLIP's text tower; issue 17): x = piece_emb[id] +
  * type_emb[0] (one segment), then the trunk in its post-norm form (a
  * LayerNorm on x + pos, post-norm blocks, no ln_f, eps from the config,
- * the [CLS] vector or the mean, a projection or none; nn.h). No characters,
- * no tags: the tokenizer's own pieces are all it reads. */
+ * the [CLS] vector or the mean, a projection or none; nn.h). With arch =
+ * "clip" it is OpenAI CLIP's text tower: x = piece_emb[id], causal
+ * pre-norm blocks with quick GELU and ln_f, read at the last real token
+ * (the end of text), projected without bias. No characters, no tags: the
+ * tokenizer's own pieces are all they read. */
 #ifndef QIAO_MODALITIES_TEXT_ENCODER_H
 #define QIAO_MODALITIES_TEXT_ENCODER_H
 
@@ -42,7 +45,8 @@ typedef enum qe_text_mix {
 /* The front end and trunk form (config "arch"). */
 typedef enum qe_text_arch {
     QE_TEXT_ARCH_HYBRID = 0, /* qiao's own: characters, pieces, tags, pre-norm trunk */
-    QE_TEXT_ARCH_BERT = 1    /* an imported BERT-family encoder */
+    QE_TEXT_ARCH_BERT = 1,   /* an imported BERT-family encoder */
+    QE_TEXT_ARCH_CLIP = 2    /* OpenAI CLIP's text tower */
 } qe_text_arch;
 
 typedef struct qe_text_config {
@@ -69,7 +73,11 @@ typedef struct qe_text_config {
  * "arch": "bert" takes instead vocab, type_vocab, width, layers, heads, mlp,
  * max_tokens (required), eps (default 1e-12), pool ("mean" default or
  * "first") and proj ("none" default, then embed_dim must be the width;
- * "bias" or "nobias"). */
+ * "bias" or "nobias"), act ("gelu" default or "quick_gelu").
+ * "arch": "clip" takes vocab, width, layers, heads, mlp, max_tokens
+ * (required), eps (default 1e-5), pool ("last", the only one), proj
+ * ("nobias" default, "bias" or "none") and act ("quick_gelu" default or
+ * "gelu"). */
 qiao_status qe_text_config_from_json(const cJSON *obj, int64_t embed_dim, qe_text_config *cfg);
 
 typedef struct qe_text_params {

@@ -122,7 +122,7 @@ static qiao_status model_init(sc_model *m, int64_t B, int n_threads, uint64_t se
     memset(m, 0, sizeof *m);
     qb_exec_cpu(&m->ex, n_threads);
     m->B = B;
-    m->dims = (nn_block_dims){B, SC_T, SC_C, SC_F, SC_H, NN_NORM_PRE, 0.0f};
+    m->dims = (nn_block_dims){B, SC_T, SC_C, SC_F, SC_H, NN_NORM_PRE, 0.0f, NN_ACT_GELU, false};
     qc_table_init_empty(&m->ptab);
     qc_table_init_empty(&m->atab);
     qiao_status st = describe(m);

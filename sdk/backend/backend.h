@@ -122,6 +122,12 @@ struct qb_ops {
      * its one-pass kernel measured slower, activation.c). */
     void (*gelu_bias_backward)(const qb_exec *ex, float *dinp, float *dbias, const float *inp, const float *dout,
                                int64_t N, int64_t C);
+    /* quick_gelu(x) = x sigmoid(1.702 x), OpenAI CLIP's activation, and its
+     * backward as gelu_bias_backward's (dinp OVERWRITTEN, dbias += column
+     * sums, NULL skips it). */
+    void (*quick_gelu_forward)(const qb_exec *ex, float *out, const float *inp, int64_t n);
+    void (*quick_gelu_bias_backward)(const qb_exec *ex, float *dinp, float *dbias, const float *inp,
+                                     const float *dout, int64_t N, int64_t C);
     /* Inverted dropout: keep[i] = 1 with probability 1-p, out = inp * keep / (1-p).
      * The mask depends only on (seed, i), never on the thread count. */
     void (*dropout_forward)(const qb_exec *ex, float *out, uint8_t *keep, const float *inp, int64_t n,
@@ -207,6 +213,12 @@ struct qb_ops {
                              const uint8_t *mask, int64_t B, int64_t T, int64_t C);
     void (*pool_max_backward)(const qb_exec *ex, float *dinp, const float *dout, const int32_t *argmax,
                               int64_t B, int64_t T, int64_t C);
+    /* out[b] = inp[b, the last real t]: a causal encoder's summary token
+     * (CLIP's end of text, the last real token of a right-padded row). */
+    void (*pool_last_forward)(const qb_exec *ex, float *out, const float *inp, const uint8_t *mask, int64_t B,
+                              int64_t T, int64_t C);
+    void (*pool_last_backward)(const qb_exec *ex, float *dinp, const float *dout, const uint8_t *mask, int64_t B,
+                               int64_t T, int64_t C);
 
     /* ---- gated mix (the mixing half; the logits come from gemm) -------------
      * g = sigmoid(logits) is stored in g (may alias logits);

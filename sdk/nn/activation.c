@@ -22,6 +22,19 @@ void nn_gelu_bias_backward(const qb_exec *ex, float *dinp, float *dbias, const f
     QC_PROF_END(ex->prof, t, 0);
 }
 
+void nn_quick_gelu_forward(const qb_exec *ex, float *out, const float *inp, int64_t n) {
+    const int t = QC_PROF_BEGIN(ex->prof, QC_PROF_GELU, NULL, 0, "gelu.fwd");
+    ex->ops->quick_gelu_forward(ex, out, inp, n);
+    QC_PROF_END(ex->prof, t, 0);
+}
+
+void nn_quick_gelu_bias_backward(const qb_exec *ex, float *dinp, float *dbias, const float *inp, const float *dout,
+                                 int64_t N, int64_t C) {
+    const int t = QC_PROF_BEGIN(ex->prof, QC_PROF_GELU, NULL, 0, "gelu.bwd");
+    ex->ops->quick_gelu_bias_backward(ex, dinp, dbias, inp, dout, N, C);
+    QC_PROF_END(ex->prof, t, 0);
+}
+
 void nn_softmax_forward(const qb_exec *ex, float *out, const float *inp, int64_t N, int64_t C) {
     const int t = QC_PROF_BEGIN(ex->prof, QC_PROF_SOFTMAX, NULL, 0, "softmax.fwd");
     ex->ops->softmax_forward(ex, out, inp, N, C);

@@ -93,6 +93,13 @@ void nn_gelu_backward(const qb_exec *ex, float *dinp, const float *inp, const fl
  * bias_backward. */
 void nn_gelu_bias_backward(const qb_exec *ex, float *dinp, float *dbias, const float *inp, const float *dout, int64_t N,
                            int64_t C);
+/* The MLP's activation: GELU (exact, erf) or OpenAI CLIP's quick GELU,
+ * x sigmoid(1.702 x). */
+typedef enum nn_act { NN_ACT_GELU = 0, NN_ACT_QUICK_GELU = 1 } nn_act;
+void nn_quick_gelu_forward(const qb_exec *ex, float *out, const float *inp, int64_t n);
+/* As nn_gelu_bias_backward: dinp OVERWRITTEN, dbias (C) accumulates (NULL skips it). */
+void nn_quick_gelu_bias_backward(const qb_exec *ex, float *dinp, float *dbias, const float *inp, const float *dout,
+                                 int64_t N, int64_t C);
 void nn_softmax_forward(const qb_exec *ex, float *out, const float *inp, int64_t N, int64_t C);
 void nn_softmax_backward(const qb_exec *ex, float *dinp, const float *dout, const float *out, int64_t N,
                          int64_t C);
@@ -149,6 +156,13 @@ void nn_pool_max_forward(const qb_exec *ex, float *out, int32_t *argmax, const f
                          const uint8_t *mask, int64_t B, int64_t T, int64_t C);
 void nn_pool_max_backward(const qb_exec *ex, float *dinp, const float *dout, const int32_t *argmax,
                           int64_t B, int64_t T, int64_t C);
+
+/* out (B, C) = inp[b, the last real token] (zeros for a row with none);
+ * the backward adds dout[b] there. */
+void nn_pool_last_forward(const qb_exec *ex, float *out, const float *inp, const uint8_t *mask, int64_t B, int64_t T,
+                          int64_t C);
+void nn_pool_last_backward(const qb_exec *ex, float *dinp, const float *dout, const uint8_t *mask, int64_t B,
+                           int64_t T, int64_t C);
 
 /* ---- gated mix (gate.c) ----------------------------------------------------- */
 /* g = sigmoid(W [a; b] + c), out = g * a + (1 - g) * b, per element:
@@ -237,7 +251,9 @@ float nn_lr_warmup_cosine(int64_t step, int64_t warmup, int64_t total, float lr_
  * Post-norm (BERT, XLM-RoBERTa: the imported text encoders):
  *   h   = x + proj(attention(q x, k x, v x, mask)),   n = ln1 h
  *   out = ln2(n + fc2(gelu(fc n)))
- * with separate q, k, v projections (so a cross-attention block reuses the
+ * where gelu may be quick_gelu (act) and the attention causal (a token
+ * reads itself and those before it: CLIP's text tower), with separate q,
+ * k, v projections (so a cross-attention block reuses the
  * same shapes). C = width, F = MLP width, H = heads. Parameters and
  * activations are described in tensor tables, so the same struct binds to
  * the parameter, gradient and moment arenas. */
@@ -273,6 +289,8 @@ typedef struct nn_block_dims {
     int64_t B, T, C, F, H;
     nn_norm norm; /* pre (default) or post */
     float eps;    /* the LayerNorms' epsilon; 0 = NN_LAYERNORM_EPS */
+    nn_act act;   /* the MLP's activation: GELU (default) or quick GELU */
+    bool causal;  /* self-attention reads only the token itself and those before it */
 } nn_block_dims;
 
 /* Appends the block's parameters to `tab` as "<prefix>ln1.weight", ... with
@@ -312,9 +330,15 @@ void nn_block_backward(const qb_exec *ex, float *dx, nn_block_params *g, nn_bloc
  *   ln_in   h_0 = ln_in(x + pos[t])
  *   norm    post-norm blocks, and then no ln_f: z = h_L
  *   eps     every LayerNorm's epsilon
- *   pool    NN_POOL_FIRST: z of token 0 ([CLS])
+ *   pool    NN_POOL_FIRST: z of token 0 ([CLS]); NN_POOL_LAST: z of the
+ *           last real token (CLIP's end of text)
  *   proj    NN_PROJ_NOBIAS: W_proj without b_proj; NN_PROJ_NONE: e =
- *           l2norm(pool(z)), D = C */
+ *           l2norm(pool(z)), D = C
+ *   act     the blocks' MLP activation (CLIP: quick GELU)
+ *   causal  causal self-attention (CLIP's text tower)
+ * CLIP's vision tower is ln_in + pre-norm blocks + ln_f read at the class
+ * token, its text tower causal pre-norm blocks + ln_f read at the last
+ * token; both project without bias. */
 #define NN_MAX_LAYERS 24
 
 /* How the trunk pools its tokens. Mean suits inputs whose every token
@@ -322,12 +346,12 @@ void nn_block_backward(const qb_exec *ex, float *dx, nn_block_params *g, nn_bloc
  * whose objects cover a small part of mostly uniform background: mean
  * pooling makes every such picture embed alike, and contrastive training
  * then stalls at its chance loss). */
-typedef enum nn_pool { NN_POOL_MEAN = 0, NN_POOL_MAX = 1, NN_POOL_FIRST = 2 } nn_pool;
+typedef enum nn_pool { NN_POOL_MEAN = 0, NN_POOL_MAX = 1, NN_POOL_FIRST = 2, NN_POOL_LAST = 3 } nn_pool;
 
 /* The projection to the shared space. */
 typedef enum nn_proj { NN_PROJ_BIAS = 0, NN_PROJ_NOBIAS = 1, NN_PROJ_NONE = 2 } nn_proj;
 
-/* Reads the optional "pool" key ("mean", "max" or "first", default `dflt`)
+/* Reads the optional "pool" key ("mean", "max", "first" or "last", default `dflt`)
  * of a modality's config object; `section` names it in the error. */
 qiao_status nn_pool_from_json(const void *cjson_obj, const char *section, nn_pool dflt, nn_pool *out);
 
@@ -341,6 +365,8 @@ typedef struct nn_trunk_dims {
     float eps;             /* every LayerNorm's epsilon; 0 = NN_LAYERNORM_EPS */
     bool ln_in;            /* a LayerNorm on x + pos before the blocks */
     nn_proj proj;          /* with bias (default), without, or none (D = C) */
+    nn_act act;            /* the blocks' MLP activation */
+    bool causal;           /* causal self-attention in the blocks */
 } nn_trunk_dims;
 
 typedef struct nn_trunk_params {

@@ -69,6 +69,25 @@ static float block_eps(const nn_block_dims *d) {
     return d->eps > 0.0f ? d->eps : NN_LAYERNORM_EPS;
 }
 
+/* fc = in fc_w^T + fc_b, fc_gelu = act(fc): GELU fused into the linear
+ * where the backend can, quick GELU as a pass of its own. */
+static void mlp_in_forward(const qb_exec *ex, nn_block_acts *a, const nn_block_params *p, const float *in,
+                           const nn_block_dims *d) {
+    const int64_t N = d->B * d->T;
+    const float *const fc_w = p->fc_w, *const fc_b = p->fc_b;
+    const bool quick = d->act == NN_ACT_QUICK_GELU;
+    nn_linears_forward(ex, 1, &a->fc, quick ? NULL : &a->fc_gelu, in, &fc_w, &fc_b, N, d->C, d->F);
+    if (quick) nn_quick_gelu_forward(ex, a->fc_gelu, a->fc, N * d->F);
+}
+
+static void act_bias_backward(const qb_exec *ex, float *dfc, float *dfc_b, const float *fc, const float *dfc_gelu,
+                              int64_t N, int64_t F, const nn_block_dims *d) {
+    if (d->act == NN_ACT_QUICK_GELU)
+        nn_quick_gelu_bias_backward(ex, dfc, dfc_b, fc, dfc_gelu, N, F);
+    else
+        nn_gelu_bias_backward(ex, dfc, dfc_b, fc, dfc_gelu, N, F);
+}
+
 /* h = x + proj(attention(q x, ...)), ln1 = ln1(h); ln2 = ln1 + fc2(gelu(fc ln1)), out = ln2(ln2). */
 static void post_forward(const qb_exec *ex, nn_block_acts *a, const nn_block_params *p, const float *x,
                          const uint8_t *mask, const nn_block_dims *d) {
@@ -77,12 +96,11 @@ static void post_forward(const qb_exec *ex, nn_block_acts *a, const nn_block_par
     float *const qkv[3] = {a->q, a->k, a->v};
     const float *const qkv_w[3] = {p->q_w, p->k_w, p->v_w}, *const qkv_b[3] = {p->q_b, p->k_b, p->v_b};
     nn_linears_forward(ex, 3, qkv, NULL, x, qkv_w, qkv_b, N, C, C);
-    nn_attention_forward(ex, a->atty, a->att, a->q, a->k, a->v, mask, NULL, B, T, T, C, d->H, false);
+    nn_attention_forward(ex, a->atty, a->att, a->q, a->k, a->v, mask, NULL, B, T, T, C, d->H, d->causal);
     nn_linear_forward(ex, a->h, a->atty, p->proj_w, NULL, N, C, C);
     nn_residual_layernorm_forward_eps(ex, a->h, a->ln1, a->ln1_mean, a->ln1_rstd, x, a->h, p->proj_b, p->ln1_w,
                                       p->ln1_b, N, C, eps);
-    const float *const fc_w = p->fc_w, *const fc_b = p->fc_b;
-    nn_linears_forward(ex, 1, &a->fc, &a->fc_gelu, a->ln1, &fc_w, &fc_b, N, C, F);
+    mlp_in_forward(ex, a, p, a->ln1, d);
     nn_linear_forward(ex, a->ln2, a->fc_gelu, p->fc2_w, NULL, N, F, C);
     nn_residual_layernorm_forward_eps(ex, a->ln2, a->out, a->ln2_mean, a->ln2_rstd, a->ln1, a->ln2, p->fc2_b, p->ln2_w,
                                       p->ln2_b, N, C, eps);
@@ -95,7 +113,7 @@ static void post_backward(const qb_exec *ex, float *dx, nn_block_params *g, nn_b
     nn_residual_layernorm_backward(ex, da->ln2, g->ln2_w, g->ln2_b, NULL, dout, a->ln2, p->ln2_w, a->ln2_mean,
                                    a->ln2_rstd, N, C);
     nn_linear_backward_first(ex, da->fc_gelu, g->fc2_w, g->fc2_b, da->ln2, a->fc_gelu, p->fc2_w, N, F, C);
-    nn_gelu_bias_backward(ex, da->fc, g->fc_b, a->fc, da->fc_gelu, N, F);
+    act_bias_backward(ex, da->fc, g->fc_b, a->fc, da->fc_gelu, N, F, d);
     nn_linear_backward_first(ex, da->ln1, g->fc_w, NULL, da->fc, a->ln1, p->fc_w, N, C, F);
     ex->ops->axpy(ex, da->ln1, 1.0f, da->ln2, N * C); /* dn += ds: the residual path */
     /* n = ln1(h), h = x + proj(attention(...)) */
@@ -123,14 +141,13 @@ void nn_block_forward(const qb_exec *ex, nn_block_acts *a, const nn_block_params
     float *const qkv[3] = {a->q, a->k, a->v};
     const float *const qkv_w[3] = {p->q_w, p->k_w, p->v_w}, *const qkv_b[3] = {p->q_b, p->k_b, p->v_b};
     nn_linears_forward(ex, 3, qkv, NULL, a->ln1, qkv_w, qkv_b, N, C, C);
-    nn_attention_forward(ex, a->atty, a->att, a->q, a->k, a->v, mask, NULL, B, T, T, C, d->H, false);
+    nn_attention_forward(ex, a->atty, a->att, a->q, a->k, a->v, mask, NULL, B, T, T, C, d->H, d->causal);
     /* proj's and fc2's biases are added by the residual pass after them:
      * one pass over the rows for bias, residual and (after proj) ln2. */
     nn_linear_forward(ex, a->h, a->atty, p->proj_w, NULL, N, C, C);
     nn_residual_layernorm_forward_eps(ex, a->h, a->ln2, a->ln2_mean, a->ln2_rstd, x, a->h, p->proj_b, p->ln2_w,
                                       p->ln2_b, N, C, eps);
-    const float *const fc_w = p->fc_w, *const fc_b = p->fc_b;
-    nn_linears_forward(ex, 1, &a->fc, &a->fc_gelu, a->ln2, &fc_w, &fc_b, N, C, F); /* with its GELU */
+    mlp_in_forward(ex, a, p, a->ln2, d);
     nn_linear_forward(ex, a->out, a->fc_gelu, p->fc2_w, NULL, N, F, C);
     nn_bias_residual_forward(ex, a->out, a->h, a->out, p->fc2_b, N, C);
     QC_PROF_END(ex->prof, t, 0);
@@ -152,7 +169,7 @@ void nn_block_backward(const qb_exec *ex, float *dx, nn_block_params *g, nn_bloc
      * MLP branch: out = h + fc2(gelu(fc(ln2(h)))); its output gradient is
      * dout itself (da->out is not used). */
     nn_linear_backward_first(ex, da->fc_gelu, g->fc2_w, g->fc2_b, dout, a->fc_gelu, p->fc2_w, N, F, C);
-    nn_gelu_bias_backward(ex, da->fc, g->fc_b, a->fc, da->fc_gelu, N, F); /* fc's bias gradient too */
+    act_bias_backward(ex, da->fc, g->fc_b, a->fc, da->fc_gelu, N, F, d); /* fc's bias gradient too */
     nn_linear_backward_first(ex, da->ln2, g->fc_w, NULL, da->fc, a->ln2, p->fc_w, N, C, F);
     /* dh = dout (the residual path) + ln2's backward */
     nn_residual_layernorm_backward(ex, da->h, g->ln2_w, g->ln2_b, dout, da->ln2, a->h, p->ln2_w, a->ln2_mean,

@@ -24,20 +24,24 @@ qiao_status nn_pool_from_json(const void *cjson_obj, const char *section, nn_poo
         *out = NN_POOL_MAX;
     } else if (cJSON_IsString(v) && !strcmp(v->valuestring, "first")) {
         *out = NN_POOL_FIRST;
+    } else if (cJSON_IsString(v) && !strcmp(v->valuestring, "last")) {
+        *out = NN_POOL_LAST;
     } else {
-        return qc_error(QIAO_ERR_FORMAT, "%s config: '%s.pool' must be \"mean\", \"max\" or \"first\"", section,
-                        section);
+        return qc_error(QIAO_ERR_FORMAT, "%s config: '%s.pool' must be \"mean\", \"max\", \"first\" or \"last\"",
+                        section, section);
     }
     return QIAO_OK;
 }
 
 static qiao_status check_dims(const nn_trunk_dims *d) {
-    if ((d->pool != NN_POOL_MEAN && d->pool != NN_POOL_MAX && d->pool != NN_POOL_FIRST) ||
+    if ((d->pool != NN_POOL_MEAN && d->pool != NN_POOL_MAX && d->pool != NN_POOL_FIRST && d->pool != NN_POOL_LAST) ||
+        (d->act != NN_ACT_GELU && d->act != NN_ACT_QUICK_GELU) ||
         (d->norm != NN_NORM_PRE && d->norm != NN_NORM_POST) ||
         (d->proj != NN_PROJ_BIAS && d->proj != NN_PROJ_NOBIAS && d->proj != NN_PROJ_NONE) || !(d->eps >= 0.0f) ||
         d->eps > 1.0f)
-        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "encoder trunk: pooling %d, norm %d, projection %d or eps %g unknown",
-                        (int)d->pool, (int)d->norm, (int)d->proj, (double)d->eps);
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT,
+                        "encoder trunk: pooling %d, norm %d, projection %d, activation %d or eps %g unknown", (int)d->pool,
+                        (int)d->norm, (int)d->proj, (int)d->act, (double)d->eps);
     if (d->proj == NN_PROJ_NONE && d->D != d->C)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT,
                         "encoder trunk: without a projection the output width (%lld) must be the width (%lld)",
@@ -53,7 +57,7 @@ static qiao_status check_dims(const nn_trunk_dims *d) {
 }
 
 static nn_block_dims block_dims(const nn_trunk_dims *d, int64_t B, int64_t T) {
-    return (nn_block_dims){B, T, d->C, d->F, d->H, d->norm, d->eps};
+    return (nn_block_dims){B, T, d->C, d->F, d->H, d->norm, d->eps, d->act, d->causal};
 }
 
 static float trunk_eps(const nn_trunk_dims *d) {
@@ -159,6 +163,8 @@ void nn_trunk_forward(const qb_exec *ex, nn_trunk_acts *a, const nn_trunk_params
         nn_pool_max_forward(ex, a->pooled, (int32_t *)a->pool_arg, a->lnf, mask, B, T, C);
     else if (d->pool == NN_POOL_FIRST)
         for (int64_t b = 0; b < B; b++) ex->ops->copy(ex, a->pooled + b * C, a->lnf + b * T * C, (size_t)C * sizeof(float));
+    else if (d->pool == NN_POOL_LAST)
+        nn_pool_last_forward(ex, a->pooled, a->lnf, mask, B, T, C);
     else
         nn_pool_mean_forward(ex, a->pooled, a->lnf, mask, B, T, C);
     if (d->proj == NN_PROJ_NONE)
@@ -197,6 +203,8 @@ void nn_trunk_backward(const qb_exec *ex, float *dx, nn_trunk_params *g, nn_trun
             nn_pool_max_backward(ex, da->lnf, da->pooled, (const int32_t *)a->pool_arg, B, T, C);
         else if (d->pool == NN_POOL_FIRST)
             for (int64_t b = 0; b < B; b++) ex->ops->axpy(ex, da->lnf + b * T * C, 1.0f, da->pooled + b * C, C);
+        else if (d->pool == NN_POOL_LAST)
+            nn_pool_last_backward(ex, da->lnf, da->pooled, mask, B, T, C);
         else
             nn_pool_mean_backward(ex, da->lnf, da->pooled, mask, B, T, C);
     }

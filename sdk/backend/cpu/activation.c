@@ -101,6 +101,53 @@ void qb_cpu_gelu_bias_backward(const qb_exec *ex, float *dinp, float *dbias, con
     if (dbias) qb_cpu_bias_backward(ex, dbias, dinp, N, C);
 }
 
+/* ---- quick GELU (OpenAI CLIP) ----------------------------------------------
+ * q(x) = x s(x), s(x) = sigmoid(1.702 x); q'(x) = s + 1.702 x s (1 - s).
+ * s from qb_exp_neg of -1.702 |x| on either side of 0, so no exp overflows. */
+#define QUICK_GELU_A 1.702f
+
+static inline float quick_sigmoid(float x) {
+    const float e = qb_exp_neg(-QUICK_GELU_A * fabsf(x));
+    return x >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+}
+
+static void quick_gelu_forward_range(void *ctx, int64_t i0, int64_t i1, int part) {
+    (void)part;
+    const act_job *j = ctx;
+    float *out = j->out;
+    const float *inp = j->inp;
+#pragma omp simd
+    for (int64_t i = i0; i < i1; i++) {
+        out[i] = inp[i] * quick_sigmoid(inp[i]);
+    }
+}
+
+void qb_cpu_quick_gelu_forward(const qb_exec *ex, float *out, const float *inp, int64_t n) {
+    act_job j = {.out = out, .inp = inp};
+    qb_parallel_for(ex, n, n > PAR_MIN_ELEMS, quick_gelu_forward_range, &j);
+}
+
+static void quick_gelu_backward_set_range(void *ctx, int64_t i0, int64_t i1, int part) {
+    (void)part;
+    const act_job *j = ctx;
+    float *out = j->out;
+    const float *inp = j->inp, *dout = j->dout;
+#pragma omp simd
+    for (int64_t i = i0; i < i1; i++) {
+        const float s = quick_sigmoid(inp[i]);
+        out[i] = dout[i] * (s + QUICK_GELU_A * inp[i] * s * (1.0f - s));
+    }
+}
+
+/* Two passes, as qb_cpu_gelu_bias_backward (same reasons). */
+void qb_cpu_quick_gelu_bias_backward(const qb_exec *ex, float *dinp, float *dbias, const float *inp, const float *dout,
+                                     int64_t N, int64_t C) {
+    if (N <= 0 || C <= 0) return;
+    act_job j = {.out = dinp, .inp = inp, .dout = dout};
+    qb_parallel_for(ex, N * C, N * C > PAR_MIN_ELEMS, quick_gelu_backward_set_range, &j);
+    if (dbias) qb_cpu_bias_backward(ex, dbias, dinp, N, C);
+}
+
 /* ---- dropout -------------------------------------------------------------
  * The keep bit of element i is a pure function of (seed, i): the splitmix64
  * finalizer of seed + (i + 1) * golden-ratio increment, i.e. element i draws

@@ -276,6 +276,9 @@ void qb_cpu_gelu_forward(const qb_exec *ex, float *out, const float *inp, int64_
 void qb_cpu_gelu_backward(const qb_exec *ex, float *dinp, const float *inp, const float *dout, int64_t n);
 void qb_cpu_gelu_bias_backward(const qb_exec *ex, float *dinp, float *dbias, const float *inp, const float *dout,
                                int64_t N, int64_t C);
+void qb_cpu_quick_gelu_forward(const qb_exec *ex, float *out, const float *inp, int64_t n);
+void qb_cpu_quick_gelu_bias_backward(const qb_exec *ex, float *dinp, float *dbias, const float *inp, const float *dout,
+                                     int64_t N, int64_t C);
 void qb_cpu_dropout_forward(const qb_exec *ex, float *out, uint8_t *keep, const float *inp, int64_t n,
                             float p, uint64_t seed);
 void qb_cpu_dropout_backward(const qb_exec *ex, float *dinp, const float *dout, const uint8_t *keep,
@@ -332,6 +335,10 @@ void qb_cpu_pool_max_forward(const qb_exec *ex, float *out, int32_t *argmax, con
                              const uint8_t *mask, int64_t B, int64_t T, int64_t C);
 void qb_cpu_pool_max_backward(const qb_exec *ex, float *dinp, const float *dout, const int32_t *argmax,
                               int64_t B, int64_t T, int64_t C);
+void qb_cpu_pool_last_forward(const qb_exec *ex, float *out, const float *inp, const uint8_t *mask, int64_t B, int64_t T,
+                              int64_t C);
+void qb_cpu_pool_last_backward(const qb_exec *ex, float *dinp, const float *dout, const uint8_t *mask, int64_t B,
+                               int64_t T, int64_t C);
 
 /* gate.c */
 void qb_cpu_gate_forward(const qb_exec *ex, float *out, float *g, const float *logits, const float *a,

@@ -143,3 +143,51 @@ void qb_cpu_pool_max_backward(const qb_exec *ex, float *dinp, const float *dout,
     pool_job j = {.out = dinp, .in = dout, .argmax_in = argmax, .T = T, .C = C};
     qb_parallel_for(ex, B, B * C > PAR_MIN_ELEMS, max_bw_range, &j);
 }
+
+/* The last real token of sequence b: -1 when it has none. */
+static int64_t last_real(const uint8_t *mask, int64_t b, int64_t T) {
+    for (int64_t t = T - 1; t >= 0; t--)
+        if (is_real(mask, b, T, t)) return t;
+    return -1;
+}
+
+static void last_fw_range(void *ctx, int64_t b0, int64_t b1, int part) {
+    (void)part;
+    const pool_job *j = ctx;
+    const int64_t T = j->T, C = j->C;
+    for (int64_t b = b0; b < b1; b++) {
+        const int64_t t = last_real(j->mask, b, T);
+        float *o = j->out + b * C;
+        if (t < 0)
+            memset(o, 0, (size_t)C * sizeof *o);
+        else
+            memcpy(o, j->in + (b * T + t) * C, (size_t)C * sizeof *o);
+    }
+}
+
+/* out[b] = inp[b, t] for the last real t of b (zeros for none). */
+void qb_cpu_pool_last_forward(const qb_exec *ex, float *out, const float *inp, const uint8_t *mask, int64_t B, int64_t T,
+                              int64_t C) {
+    pool_job j = {.out = out, .in = inp, .mask = mask, .T = T, .C = C};
+    qb_parallel_for(ex, B, B * C > PAR_MIN_ELEMS, last_fw_range, &j);
+}
+
+static void last_bw_range(void *ctx, int64_t b0, int64_t b1, int part) {
+    (void)part;
+    const pool_job *j = ctx;
+    const int64_t T = j->T, C = j->C;
+    for (int64_t b = b0; b < b1; b++) {
+        const int64_t t = last_real(j->mask, b, T);
+        if (t < 0) continue;
+        float *d = j->out + (b * T + t) * C;
+        const float *g = j->in + b * C;
+        for (int64_t c = 0; c < C; c++) d[c] += g[c];
+    }
+}
+
+/* dinp[b, last real t] += dout[b]. */
+void qb_cpu_pool_last_backward(const qb_exec *ex, float *dinp, const float *dout, const uint8_t *mask, int64_t B,
+                               int64_t T, int64_t C) {
+    pool_job j = {.out = dinp, .in = dout, .mask = mask, .T = T, .C = C};
+    qb_parallel_for(ex, B, B * C > PAR_MIN_ELEMS, last_bw_range, &j);
+}
