@@ -63,7 +63,7 @@ target_link_libraries(test_detokenize PRIVATE qiao_datasets)
 # against transformers' XLMRobertaTokenizer: tests/golden/make_spm_kind_fixture.py
 # writes tests/data/tokenizer/spm-kind.safetensors (the tokenizer and its texts).
 qiao_test(NAME test_tokenizer_spm SOURCES unit/test_tokenizer_spm.c
-  CASES matches_transformers specials truncation invalid_utf8 batch bad_configs threads wordpiece_kind
+  CASES matches_transformers specials truncation invalid_utf8 batch bad_configs threads wordpiece_kind bpe_kind
   LABELS tokenizer TIMEOUT 120)
 target_link_libraries(test_tokenizer_spm PRIVATE Threads::Threads)
 

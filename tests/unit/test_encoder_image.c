@@ -183,6 +183,63 @@ static void expect_bad(const char *json, int64_t D, const char *key) {
     assert_non_null(strstr(qiao_last_error(), key));
 }
 
+/* "arch": "clip": the class vector is token 0 (the pooled one), every
+ * parameter's gradient checks, and its keys are validated. */
+static void clip_class_token(void **state) {
+    (void)state;
+    qb_exec ex;
+    qb_exec_cpu(&ex, 1);
+    qe_image_config cfg = parse_cfg("{\"arch\": \"clip\", \"image_size\": 8, \"patch\": 4, \"width\": 8, "
+                                    "\"layers\": 1, \"heads\": 2, \"mlp\": 16}",
+                                    6);
+    assert_true(cfg.class_token && cfg.trunk.ln_in);
+    assert_int_equal(cfg.tokens, 4);
+    assert_int_equal(cfg.trunk.max_T, 5);
+    assert_int_equal(cfg.trunk.pool, NN_POOL_FIRST);
+    assert_int_equal(cfg.trunk.act, NN_ACT_QUICK_GELU);
+    assert_int_equal(cfg.trunk.proj, NN_PROJ_NOBIAS);
+    assert_true(fabsf(cfg.trunk.eps - 1e-5f) < 1e-12f);
+    const int64_t B = 2, T = 5, C = 8;
+    enc e;
+    enc_init(&e, &ex, &cfg, B, 1);
+    draw_check_weights(&e, 200);
+    float *patches = qt_alloc(B * cfg.tokens * cfg.patch_dim);
+    qt_fill_normal(patches, B * cfg.tokens * cfg.patch_dim, 1.0f, 17);
+    e.in.patches = patches;
+    const int64_t nout = B * cfg.trunk.D;
+    float *R = qt_alloc(nout);
+    qt_fill_normal(R, nout, 1.0f, 19);
+    fwd_bwd(&e, R, true);
+    const float *cls = tensor(&e, "image.class_emb", NULL);
+    for (int64_t b = 0; b < B; b++) assert_memory_equal(e.a.x + b * T * C, cls, (size_t)C * sizeof(float));
+    const char *names[] = {"image.class_emb",        "image.patch_embed.weight",      "image.patch_embed.bias",
+                           "image.trunk.pos",        "image.trunk.ln_in.weight",      "image.trunk.blocks.0.mlp.fc.bias",
+                           "image.trunk.ln_f.weight", "image.trunk.proj.weight"};
+    int bad = 0;
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
+        int64_t n;
+        float *x = tensor(&e, names[k], &n);
+        const float *gx = grad(&e, names[k]);
+        double mag = 0;
+        for (int64_t i = 0; i < n; i++) mag += fabs(gx[i]);
+        assert_true(mag > 1e-3);
+        bad += qt_gradcheck(names[k], fwd, &e, e.a.trunk.emb, R, nout, x, gx, n, 1e-3f, 1e-3, 1e-2, 300);
+    }
+    assert_int_equal(bad, 0);
+    free(R);
+    free(patches);
+    enc_free(&e);
+    expect_bad("{\"arch\": \"clip\", \"image_size\": 8, \"patch\": 4, \"width\": 8, \"layers\": 1, \"heads\": 2, "
+               "\"mlp\": 16, \"pool\": \"mean\"}",
+               6, "first");
+    expect_bad("{\"image_size\": 8, \"patch\": 4, \"width\": 8, \"layers\": 1, \"heads\": 2, \"mlp\": 16, "
+               "\"act\": \"quick_gelu\"}",
+               6, "clip");
+    expect_bad("{\"arch\": \"vit\", \"image_size\": 8, \"patch\": 4, \"width\": 8, \"layers\": 1, \"heads\": 2, "
+               "\"mlp\": 16}",
+               6, "arch");
+}
+
 static void config_validation(void **state) {
     (void)state;
     qe_image_config cfg = parse_cfg(
@@ -352,7 +409,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(gradcheck),         cmocka_unit_test(threads_bit_identical),
         cmocka_unit_test(config_validation), cmocka_unit_test(shipped_configs),
-        cmocka_unit_test(photos_end_to_end),
+        cmocka_unit_test(photos_end_to_end), cmocka_unit_test(clip_class_token),
     };
     if (argc > 1) cmocka_set_test_filter(argv[1]);
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -281,7 +281,27 @@ static void config(void **state) {
     expect_bad(BERT ", \"proj\": \"tanh\"}", "proj");
     expect_bad("{\"arch\": \"gpt\"}", "arch");
     expect_bad("{\"arch\": \"bert\", \"vocab\": 30}", "type_vocab");
+    expect_bad(BERT ", \"act\": \"relu\"}", "act");
 #undef BERT
+    /* OpenAI CLIP's text tower (arch "clip"): causal, quick GELU, read at the last token, no token types */
+#define CLIP "{\"arch\": \"clip\", \"vocab\": 30, \"width\": 8, \"layers\": 1, \"heads\": 2, \"mlp\": 16, " \
+             "\"max_tokens\": 12"
+    o = cJSON_Parse(CLIP "}");
+    assert_int_equal(qe_text_config_from_json(o, 6, &cfg), QIAO_OK);
+    cJSON_Delete(o);
+    assert_int_equal(cfg.arch, QE_TEXT_ARCH_CLIP);
+    assert_true(cfg.trunk.norm == NN_NORM_PRE && !cfg.trunk.ln_in && cfg.trunk.causal && cfg.trunk.pool == NN_POOL_LAST);
+    assert_true(cfg.trunk.act == NN_ACT_QUICK_GELU && cfg.trunk.proj == NN_PROJ_NOBIAS && cfg.trunk.eps == 1e-5f);
+    qc_table_init_empty(&t);
+    assert_int_equal(qe_text_describe(&t, "text.", &cfg, 0), QIAO_OK);
+    assert_true(qc_table_find(&t, "text.type_emb.weight") < 0 && qc_table_find(&t, "text.char_emb.weight") < 0 &&
+                qc_table_find(&t, "text.tag_emb.weight") < 0 && qc_table_find(&t, "text.trunk.ln_f.weight") >= 0 &&
+                qc_table_find(&t, "text.trunk.proj.bias") < 0);
+    qc_table_free(&t);
+    expect_bad(CLIP ", \"type_vocab\": 2}", "type_vocab");
+    expect_bad(CLIP ", \"pool\": \"first\"}", "last");
+    expect_bad(CLIP ", \"act\": \"swish\"}", "act");
+#undef CLIP
 }
 
 /* The shipped configs parse, and their sizes are reported. */

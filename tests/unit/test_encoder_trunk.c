@@ -22,15 +22,17 @@ typedef struct trunk_case {
     uint8_t *mask;
 } trunk_case;
 
-/* The trunk options the cases run with (pool, norm, eps, ln_in, proj). */
+/* The trunk options the cases run with (pool, norm, eps, ln_in, proj, act, causal). */
 typedef struct variant {
     nn_pool pool;
     nn_norm norm;
     float eps;
     bool ln_in;
     nn_proj proj;
+    nn_act act;
+    bool causal;
 } variant;
-static variant g_var = {NN_POOL_MEAN, NN_NORM_PRE, 0.0f, false, NN_PROJ_BIAS};
+static variant g_var = {NN_POOL_MEAN, NN_NORM_PRE, 0.0f, false, NN_PROJ_BIAS, NN_ACT_GELU, false};
 
 static void setup(trunk_case *k, int threads, int64_t B, int64_t T) {
     memset(k, 0, sizeof *k);
@@ -47,7 +49,9 @@ static void setup(trunk_case *k, int threads, int64_t B, int64_t T) {
                            .norm = g_var.norm,
                            .eps = g_var.eps,
                            .ln_in = g_var.ln_in,
-                           .proj = g_var.proj};
+                           .proj = g_var.proj,
+                           .act = g_var.act,
+                           .causal = g_var.causal};
     qc_table_init_empty(&k->m.pt);
     qc_table_init_empty(&k->m.at);
     assert_int_equal(nn_trunk_describe(&k->m.pt, "enc.", &k->d, 0), QIAO_OK);
@@ -230,7 +234,7 @@ static void max_pool(void **state) {
 static void dirty_scratch(void **state) {
     (void)state;
     const nn_pool entry_pool = g_var.pool;
-    for (int pool = NN_POOL_MEAN; pool <= NN_POOL_FIRST; pool++) {
+    for (int pool = NN_POOL_MEAN; pool <= NN_POOL_LAST; pool++) {
         g_var.pool = (nn_pool)pool;
         trunk_case k;
         setup(&k, 2, 3, 5);
@@ -288,10 +292,50 @@ static void pool_config(void **state) {
 /* The variants an imported encoder needs, through the same checks: a BERT
  * read at its [CLS] token without a projection (e5 and bge read the mean or
  * [CLS]; Chinese-CLIP's text tower projects without bias). */
+/* Causal attention: a token's output does not move when a later token
+ * changes, and does without it; the last-token pooling reads each row's
+ * last real token; quick GELU is x sigmoid(1.702 x). */
+static void causal_and_last(void **state) {
+    (void)state;
+    for (int causal = 0; causal < 2; causal++) {
+        g_var = (variant){NN_POOL_LAST, NN_NORM_PRE, 1e-5f, false, NN_PROJ_NONE, NN_ACT_QUICK_GELU, causal};
+        trunk_case k;
+        setup(&k, 1, 3, 5);
+        const int64_t T = k.d.T, C = k.d.C, n = k.d.B * T * C;
+        fwd(&k);
+        float *before = qt_alloc(n), *pooled = qt_alloc(k.d.B * C);
+        memcpy(before, k.a.lnf, (size_t)n * sizeof(float));
+        memcpy(pooled, k.a.pooled, (size_t)(k.d.B * C) * sizeof(float));
+        for (int64_t b = 0; b < k.d.B; b++) /* row b's last real token is T - 1 - b */
+            assert_memory_equal(pooled + b * C, before + (b * T + T - 1 - b) * C, (size_t)C * sizeof(float));
+        for (int64_t c = 0; c < C; c++) k.x[(T - 1) * C + c] += 1.0f; /* row 0's last token */
+        fwd(&k);
+        bool earlier_moved = false;
+        for (int64_t i = 0; i < (T - 1) * C; i++) earlier_moved |= k.a.lnf[i] != before[i];
+        assert_true(earlier_moved == !causal);
+        free(before), free(pooled);
+        teardown(&k);
+    }
+    qb_exec ex;
+    qb_exec_cpu(&ex, 1);
+    const float xs[] = {-30.0f, -2.5f, -0.3f, 0.0f, 0.7f, 3.0f, 40.0f};
+    float ys[7];
+    nn_quick_gelu_forward(&ex, ys, xs, 7);
+    for (int i = 0; i < 7; i++) {
+        const double want = xs[i] / (1.0 + exp(-1.702 * xs[i]));
+        assert_true(fabs(ys[i] - want) <= 1e-6 * (1.0 + fabs(want)));
+    }
+    g_var = (variant){NN_POOL_MEAN, NN_NORM_PRE, 0.0f, false, NN_PROJ_BIAS, NN_ACT_GELU, false};
+}
+
 static void imported_variants(void **state) {
-    const variant vs[] = {{NN_POOL_FIRST, NN_NORM_POST, 1e-12f, true, NN_PROJ_NONE},
-                          {NN_POOL_MEAN, NN_NORM_POST, 1e-12f, true, NN_PROJ_NOBIAS},
-                          {NN_POOL_FIRST, NN_NORM_PRE, 1e-5f, true, NN_PROJ_NOBIAS}};
+    const variant vs[] = {{NN_POOL_FIRST, NN_NORM_POST, 1e-12f, true, NN_PROJ_NONE, NN_ACT_GELU, false},
+                          {NN_POOL_MEAN, NN_NORM_POST, 1e-12f, true, NN_PROJ_NOBIAS, NN_ACT_GELU, false},
+                          {NN_POOL_FIRST, NN_NORM_PRE, 1e-5f, true, NN_PROJ_NOBIAS, NN_ACT_GELU, false},
+                          /* CLIP's vision tower, then its text tower; then quick GELU and causal post-norm */
+                          {NN_POOL_FIRST, NN_NORM_PRE, 1e-5f, true, NN_PROJ_NOBIAS, NN_ACT_QUICK_GELU, false},
+                          {NN_POOL_LAST, NN_NORM_PRE, 1e-5f, false, NN_PROJ_NOBIAS, NN_ACT_QUICK_GELU, true},
+                          {NN_POOL_MEAN, NN_NORM_POST, 1e-12f, true, NN_PROJ_NONE, NN_ACT_QUICK_GELU, true}};
     for (size_t i = 0; i < sizeof vs / sizeof vs[0]; i++) {
         g_var = vs[i];
         gradients(state);
@@ -300,7 +344,8 @@ static void imported_variants(void **state) {
         unit_norm_and_threads(state);
         dirty_scratch(state);
     }
-    g_var = (variant){NN_POOL_MEAN, NN_NORM_PRE, 0.0f, false, NN_PROJ_BIAS};
+    g_var = (variant){NN_POOL_MEAN, NN_NORM_PRE, 0.0f, false, NN_PROJ_BIAS, NN_ACT_GELU, false};
+    causal_and_last(state);
     /* what a variant holds */
     qc_table t;
     qc_table_init_empty(&t);

@@ -407,9 +407,79 @@ static void wordpiece_kind(void **state) {
     }
 }
 
+/* The bpe kind (CLIP's byte-level BPE) as a converted CLIP model holds it:
+ * the ids of clip_bpe.c (which test_clip_bpe checks against transformers),
+ * the specials around them, truncation keeping <|endoftext|>, blank text,
+ * invalid UTF-8, offsets in range; a file without its merges is refused
+ * (QIAO_ERR_NOT_FOUND naming the tensor, as for the other kinds). */
+static void bpe_kind(void **state) {
+    (void)state;
+    qiao_tokenizer *tok = NULL;
+    qiao_status st = qiao_tokenizer_load(QIAO_TEST_DATA "/hf/clip/model.safetensors", &tok);
+    if (st != QIAO_OK) fail_msg("%s", qiao_last_error());
+    assert_int_equal(qiao_tokenizer_vocab_size(tok), 49408);
+    assert_string_equal(qiao_tokenizer_piece(tok, 49406), "<|startoftext|>");
+    assert_string_equal(qiao_tokenizer_piece(tok, 49407), "<|endoftext|>");
+    uint8_t *vj = NULL, *mt = NULL;
+    size_t vn = 0, mn = 0;
+    assert_int_equal(qc_read_file(QIAO_TEST_DATA "/clip_bpe/vocab.json", 1 << 24, &vj, &vn), QIAO_OK);
+    assert_int_equal(qc_read_file(QIAO_TEST_DATA "/clip_bpe/merges.txt", 1 << 24, &mt, &mn), QIAO_OK);
+    tk_bpe *bpe = NULL;
+    assert_int_equal(tk_bpe_load((const char *)vj, vn, (const char *)mt, mn, &bpe), QIAO_OK);
+    const char *texts[] = {"a photo of a red circle left of a small blue square", "你好，我想找一家经济型的酒店。",
+                           "Can't you tell me how to say I LOVE YOU in Italian?", "naïve café 😀"};
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        qiao_tokens *t = NULL;
+        int32_t *ids = NULL;
+        size_t n = 0;
+        const size_t len = strlen(texts[i]);
+        assert_int_equal(qiao_tokenize(tok, texts[i], len, NULL, &t), QIAO_OK);
+        assert_int_equal(tk_bpe_encode(bpe, texts[i], len, NULL, &ids, &n), QIAO_OK);
+        assert_int_equal(t->count, n);
+        assert_memory_equal(t->ids, ids, n * sizeof(int32_t));
+        assert_true(t->ids[0] == 49406 && t->ids[t->count - 1] == 49407 && t->tags[1] == QIAO_TAG_S);
+        for (size_t j = 0; j < t->count; j++)
+            assert_true(t->offsets[2 * j] >= 0 && t->offsets[2 * j] <= t->offsets[2 * j + 1] &&
+                        t->offsets[2 * j + 1] <= (int64_t)len);
+        free(ids);
+        qiao_tokens_free(t);
+    }
+    qiao_tokens *t = NULL;
+    assert_int_equal(qiao_tokenize(tok, " \t ", 3, NULL, &t), QIAO_OK);
+    assert_int_equal(t->count, 0);
+    qiao_tokens_free(t);
+    qiao_tokenize_params p = qiao_tokenize_default_params();
+    const int64_t limits[] = {5, 2, 1};
+    for (int i = 0; i < 3; i++) {
+        p.max_tokens = limits[i];
+        assert_int_equal(qiao_tokenize(tok, texts[2], strlen(texts[2]), &p, &t), QIAO_OK);
+        assert_int_equal(t->count, limits[i]);
+        assert_int_equal(t->ids[0], 49406);
+        if (limits[i] >= 2) assert_int_equal(t->ids[t->count - 1], 49407);
+        qiao_tokens_free(t);
+    }
+    const char bad[] = "ok \xff\xfe 中文 \xe4\xb8";
+    assert_int_equal(qiao_tokenize(tok, bad, sizeof bad - 1, NULL, &t), QIAO_ERR_FORMAT);
+    assert_non_null(strstr(qiao_last_error(), "byte 3"));
+    p = qiao_tokenize_default_params();
+    p.replace_invalid = 1;
+    assert_int_equal(qiao_tokenize(tok, bad, sizeof bad - 1, &p, &t), QIAO_OK);
+    assert_true(t->count > 2);
+    qiao_tokens_free(t);
+    tk_bpe_free(bpe);
+    qiao_tokenizer_free(tok);
+    /* vocab.json without merges.txt */
+    tok = NULL;
+    assert_int_equal(load_file_with(TK_TENSOR_VOCAB, vj, vn, "{\"version\": 1, \"kind\": \"bpe\"}", &tok),
+                     QIAO_ERR_NOT_FOUND);
+    assert_non_null(strstr(qiao_last_error(), TK_TENSOR_MERGES));
+    assert_null(tok);
+    free(vj), free(mt);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(matches_transformers), cmocka_unit_test(specials),    cmocka_unit_test(truncation),
     cmocka_unit_test(invalid_utf8),         cmocka_unit_test(batch),       cmocka_unit_test(bad_configs),
-    cmocka_unit_test(threads),              cmocka_unit_test(wordpiece_kind),
+    cmocka_unit_test(threads),              cmocka_unit_test(wordpiece_kind), cmocka_unit_test(bpe_kind),
 };
 QT_MAIN(tests)
