@@ -153,8 +153,8 @@ static qiao_status parse_positions(const cJSON *o, const char *section, const qm
  * patches (positions, cells); a tower with a class token has P + 1. */
 static qiao_status check_picture_tokens(const qmod_config *c, const char *section, const char *what) {
     if (qmod_has_tower(c, QMOD_IMAGE) && c->image.class_token)
-        return qc_error(QIAO_ERR_UNSUPPORTED, "%s: a %s over a clip image tower (one with a class token) is not supported",
-                        what, section);
+        return qc_error(QIAO_ERR_UNSUPPORTED,
+                        "%s: a %s over a clip image tower (one with a class token) is not supported", what, section);
     return QIAO_OK;
 }
 
@@ -549,7 +549,8 @@ static qiao_status check_tokenizer(const qiao_tokenizer *tok, const qe_text_conf
     const bool fits = tc->arch == QE_TEXT_ARCH_HYBRID ? tok->kind == TK_KIND_HYBRID
                       : tc->arch == QE_TEXT_ARCH_BERT ? tok->kind == TK_KIND_SPM || tok->kind == TK_KIND_WORDPIECE
                                                       : tok->kind == TK_KIND_BPE;
-    static const char *const archs[] = {"hybrid", "bert", "clip"}, *const kinds[] = {"hybrid", "spm", "wordpiece", "bpe"};
+    static const char *const archs[] = {"hybrid", "bert", "clip"};
+    static const char *const kinds[] = {"hybrid", "spm", "wordpiece", "bpe"};
     if (!fits)
         return qc_error(fail, "%s: a %s text encoder with a %s tokenizer", what, archs[tc->arch], kinds[tok->kind]);
     if (v != tc->vocab)

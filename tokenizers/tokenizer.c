@@ -280,7 +280,8 @@ qiao_status tk_tokenizer_from_st(const qc_st_file *f, qiao_tokenizer **out) {
         return QIAO_OK;
     }
     if (tok->kind == TK_KIND_BPE) {
-        const qc_st_tensor *tv = find_bytes(f, TK_TENSOR_VOCAB, &st), *tm = tv ? find_bytes(f, TK_TENSOR_MERGES, &st) : NULL;
+        const qc_st_tensor *tv = find_bytes(f, TK_TENSOR_VOCAB, &st);
+        const qc_st_tensor *tm = tv ? find_bytes(f, TK_TENSOR_MERGES, &st) : NULL;
         if (!tm) goto fail;
         if ((st = tk_bpe_load(tv->data, tv->nbytes, tm->data, tm->nbytes, &tok->bpe)) != QIAO_OK) {
             char msg[512];

@@ -16,7 +16,8 @@
 #define QE_IMAGE_MAX_MLP 65536
 #define QE_IMAGE_MAX_EMBED 65536
 
-static const char *const kKeys[] = {"image_size", "patch", "width", "layers", "heads", "mlp", "pool", "arch", "eps", "act"};
+static const char *const kKeys[] = {"image_size", "patch", "width", "layers", "heads",
+                                    "mlp",        "pool",  "arch",  "eps",    "act"};
 
 /* Optional string `key`: *out = its index in names[0 .. n), dflt when absent. */
 static qiao_status json_choice(const cJSON *obj, const char *key, const char *const *names, int n, int dflt, int *out) {

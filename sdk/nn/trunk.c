@@ -40,8 +40,8 @@ static qiao_status check_dims(const nn_trunk_dims *d) {
         (d->proj != NN_PROJ_BIAS && d->proj != NN_PROJ_NOBIAS && d->proj != NN_PROJ_NONE) || !(d->eps >= 0.0f) ||
         d->eps > 1.0f)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT,
-                        "encoder trunk: pooling %d, norm %d, projection %d, activation %d or eps %g unknown", (int)d->pool,
-                        (int)d->norm, (int)d->proj, (int)d->act, (double)d->eps);
+                        "encoder trunk: pooling %d, norm %d, projection %d, activation %d or eps %g unknown",
+                        (int)d->pool, (int)d->norm, (int)d->proj, (int)d->act, (double)d->eps);
     if (d->proj == NN_PROJ_NONE && d->D != d->C)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT,
                         "encoder trunk: without a projection the output width (%lld) must be the width (%lld)",

@@ -212,9 +212,10 @@ static void clip_class_token(void **state) {
     fwd_bwd(&e, R, true);
     const float *cls = tensor(&e, "image.class_emb", NULL);
     for (int64_t b = 0; b < B; b++) assert_memory_equal(e.a.x + b * T * C, cls, (size_t)C * sizeof(float));
-    const char *names[] = {"image.class_emb",        "image.patch_embed.weight",      "image.patch_embed.bias",
-                           "image.trunk.pos",        "image.trunk.ln_in.weight",      "image.trunk.blocks.0.mlp.fc.bias",
-                           "image.trunk.ln_f.weight", "image.trunk.proj.weight"};
+    const char *names[] = {"image.class_emb",          "image.patch_embed.weight",
+                           "image.patch_embed.bias",   "image.trunk.pos",
+                           "image.trunk.ln_in.weight", "image.trunk.blocks.0.mlp.fc.bias",
+                           "image.trunk.ln_f.weight",  "image.trunk.proj.weight"};
     int bad = 0;
     for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
         int64_t n;

@@ -290,7 +290,8 @@ static void config(void **state) {
     assert_int_equal(qe_text_config_from_json(o, 6, &cfg), QIAO_OK);
     cJSON_Delete(o);
     assert_int_equal(cfg.arch, QE_TEXT_ARCH_CLIP);
-    assert_true(cfg.trunk.norm == NN_NORM_PRE && !cfg.trunk.ln_in && cfg.trunk.causal && cfg.trunk.pool == NN_POOL_LAST);
+    assert_true(cfg.trunk.norm == NN_NORM_PRE && !cfg.trunk.ln_in && cfg.trunk.causal);
+    assert_true(cfg.trunk.pool == NN_POOL_LAST);
     assert_true(cfg.trunk.act == NN_ACT_QUICK_GELU && cfg.trunk.proj == NN_PROJ_NOBIAS && cfg.trunk.eps == 1e-5f);
     qc_table_init_empty(&t);
     assert_int_equal(qe_text_describe(&t, "text.", &cfg, 0), QIAO_OK);

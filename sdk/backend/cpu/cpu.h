@@ -335,8 +335,8 @@ void qb_cpu_pool_max_forward(const qb_exec *ex, float *out, int32_t *argmax, con
                              const uint8_t *mask, int64_t B, int64_t T, int64_t C);
 void qb_cpu_pool_max_backward(const qb_exec *ex, float *dinp, const float *dout, const int32_t *argmax,
                               int64_t B, int64_t T, int64_t C);
-void qb_cpu_pool_last_forward(const qb_exec *ex, float *out, const float *inp, const uint8_t *mask, int64_t B, int64_t T,
-                              int64_t C);
+void qb_cpu_pool_last_forward(const qb_exec *ex, float *out, const float *inp, const uint8_t *mask, int64_t B,
+                              int64_t T, int64_t C);
 void qb_cpu_pool_last_backward(const qb_exec *ex, float *dinp, const float *dout, const uint8_t *mask, int64_t B,
                                int64_t T, int64_t C);
 

@@ -166,8 +166,8 @@ static void last_fw_range(void *ctx, int64_t b0, int64_t b1, int part) {
 }
 
 /* out[b] = inp[b, t] for the last real t of b (zeros for none). */
-void qb_cpu_pool_last_forward(const qb_exec *ex, float *out, const float *inp, const uint8_t *mask, int64_t B, int64_t T,
-                              int64_t C) {
+void qb_cpu_pool_last_forward(const qb_exec *ex, float *out, const float *inp, const uint8_t *mask, int64_t B,
+                              int64_t T, int64_t C) {
     pool_job j = {.out = out, .in = inp, .mask = mask, .T = T, .C = C};
     qb_parallel_for(ex, B, B * C > PAR_MIN_ELEMS, last_fw_range, &j);
 }
