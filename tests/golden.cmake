@@ -26,3 +26,14 @@ qiao_test(NAME test_bert_golden SOURCES golden/test_bert_golden.c
 # and qiao_embed_texts against transformers
 # (tests/golden/make_hf_model_fixture.py writes tests/data/hf/).
 qiao_test(NAME test_hf_models SOURCES golden/test_hf_models.c CASES xlmr bert clip cnclip LABELS golden)
+
+# The converted CLIP fine-tuned by the generic trainer, text-image only
+# (tests/cli/clip_finetune.cmake says what it checks), on 64 shapes scenes.
+set(QIAO_CLIP_TUNE ${CMAKE_CURRENT_BINARY_DIR}/clip-tune)
+add_test(NAME clip_finetune.data
+  COMMAND qiao_cli dataset shapes --n 64 --seed 5 --langs en --out ${QIAO_CLIP_TUNE}/data)
+set_tests_properties(clip_finetune.data PROPERTIES FIXTURES_SETUP clip_tune_data LABELS "golden;train" TIMEOUT 120)
+add_test(NAME clip_finetune
+  COMMAND ${CMAKE_COMMAND} -DPROG=$<TARGET_FILE:qiao_cli> -DMODEL=${CMAKE_CURRENT_SOURCE_DIR}/data/hf/clip/model.safetensors
+          -DDATA=${QIAO_CLIP_TUNE}/data -DOUT=${QIAO_CLIP_TUNE}/out -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/clip_finetune.cmake)
+set_tests_properties(clip_finetune PROPERTIES FIXTURES_REQUIRED clip_tune_data LABELS "golden;train" TIMEOUT 300)

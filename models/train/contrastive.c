@@ -462,6 +462,7 @@ static qiao_status c_step(void *user, const qtr_step_ctx *ctx, float *loss, floa
 static void c_after_update(void *user, float *metrics) {
     const contrastive *c = user;
     for (int i = 0; i < QMOD_N_PAIRS; i++) {
+        if (!c->m->p.logit_scale[i]) continue; /* a pair the model lacks (CLIP: the audio ones) */
         float ls = c->m->p.logit_scale[i][0];
         if (ls > NN_INFONCE_MAX_LOGIT_SCALE) ls = NN_INFONCE_MAX_LOGIT_SCALE;
         if (ls < 0) ls = 0;
@@ -473,6 +474,7 @@ static qiao_status c_validate(void *user, const qb_exec *ex, float *val) {
     contrastive *c = user;
     qmod_eval_params ep = qmod_eval_default_params();
     ep.pool = c->h.eval_pool;
+    ep.audio = ep.audio && qmod_has_tower(&c->m->cfg, QMOD_AUDIO);
     qmod_retrieval r;
     qiao_status st = qmod_eval_retrieval(ex, c->m, &c->val, &ep, &r);
     if (st != QIAO_OK) return st;
@@ -627,22 +629,30 @@ qiao_status qmod_train(const qmod_train_params *p) {
         ex.linear_prec = QB_PREC_BF16;
     }
     qiao_status st = model_init(&c, p);
-    /* Its steps, logs and checkpoints are laid out for all three towers and
-     * their three temperatures (an absent one is frozen, not missing). */
+    /* Every pair of towers the model and the data have trains: all three for
+     * qiao's own models; text and image for an imported CLIP, whose
+     * missing audio tower is then as a tower the data gives nothing to
+     * (its losses and retrieval figures read nan: not measured). */
+    bool has[QMOD_N_MODALITIES] = {false, false, false};
     for (int mod = 0; mod < QMOD_N_MODALITIES && st == QIAO_OK; mod++)
-        if (!qmod_has_tower(&c.m->cfg, (qmod_modality)mod))
-            st = qc_error(QIAO_ERR_INVALID_ARGUMENT,
-                          "train: model %s has no %s tower; the contrastive objective needs text, image and audio",
-                          c.m->cfg.name, qmod_modality_name((qmod_modality)mod));
+        has[mod] = qmod_has_tower(&c.m->cfg, (qmod_modality)mod);
+    if (st == QIAO_OK && !has[QMOD_TEXT])
+        st = qc_error(QIAO_ERR_INVALID_ARGUMENT, "train: model %s has no text tower; the contrastive objective pairs "
+                      "captions with pictures and speech", c.m->cfg.name);
     if (st == QIAO_OK) st = qmod_dataset_load(p->data_dir, &c.train);
+    if (st == QIAO_OK && c.train.has_images && !has[QMOD_IMAGE])
+        st = qc_error(QIAO_ERR_INVALID_ARGUMENT, "train: %s has pictures and model %s no image tower", p->data_dir,
+                      c.m->cfg.name);
     if (st == QIAO_OK && p->val_dir) st = qmod_dataset_load(p->val_dir, &c.val);
     if (st == QIAO_OK && c.train.n < c.h.batch)
         st = qc_error(QIAO_ERR_INVALID_ARGUMENT, "%s: %lld scenes, fewer than one batch of %lld", p->data_dir,
                       (long long)c.train.n, (long long)c.h.batch);
-    c.audio = c.train.n_speech > 0 && c.h.audio_weight > 0;
+    c.audio = has[QMOD_AUDIO] && c.train.n_speech > 0 && c.h.audio_weight > 0;
     if (st == QIAO_OK && !c.train.has_images && !c.audio)
         st = qc_error(QIAO_ERR_INVALID_ARGUMENT, "%s: no images and %s: nothing to train", p->data_dir,
-                      c.train.n_speech ? "audio_weight is 0" : "no speech");
+                      !has[QMOD_AUDIO] ? "the model has no audio tower"
+                      : c.train.n_speech ? "audio_weight is 0"
+                                         : "no speech");
     if (st == QIAO_OK && c.val.n > 0 && !c.val.has_images)
         st = qc_error(QIAO_ERR_INVALID_ARGUMENT,
                       "%s: validation ranks images and this split has none (evaluate speech-only data after training, "
