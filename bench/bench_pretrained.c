@@ -306,8 +306,13 @@ static int profile(const char *model_path, char *const *texts, int64_t n, int64_
     if (!out) return fail("profile", QIAO_ERR_OUT_OF_MEMORY);
     for (int pass = 0; pass < 2; pass++) {
         const int64_t B = pass ? batch : 1;
-        for (int64_t i = 0; i < WARMUP && i < n; i++)
-            if ((st = qiao_embed_text(s, texts[i], out, (size_t)D)) != QIAO_OK) return fail("embed", st);
+        /* warm-up: one pass over the utterances grows the session's scratch to the largest batch */
+        for (int64_t i = 0; i < n; i += B) {
+            const int64_t m = n - i < B ? n - i : B;
+            if ((st = qiao_embed_texts(s, (const char *const *)texts + i, (size_t)m, out, (size_t)(m * D))) !=
+                QIAO_OK)
+                return fail("embed", st);
+        }
         qc_prof *prof = NULL;
         if ((st = qc_prof_create(&prof)) != QIAO_OK ||
             (st = qc_prof_names(prof, &model->m->tab, model->m->arena.base)) != QIAO_OK)

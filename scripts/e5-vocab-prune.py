@@ -138,8 +138,8 @@ def main():
         print(f"{name:<18} {r:>9,} {r / rows:>6.1%} {r * width * 2 * mib:>12.1f} {r * width * 4 * mib:>12.1f} "
               f"{(file_bytes - (rows - r) * width * fsize) * mib:>9.1f}")
     print(f"\nfile MiB: this model file ({file_bytes * mib:.1f} MiB) with the dropped rows removed; qiao holds "
-          f"the word embeddings in f32 in memory whatever the file stores, so a session's model memory falls by "
-          f"the f32 column's difference.")
+          f"the word embeddings in f32 in memory whatever the file stores, so qiao_model_memory falls by the f32 "
+          f"column's difference.")
 
 
 if __name__ == "__main__":

@@ -213,7 +213,7 @@ def main():
 
     # What the process holds before the model and its tokenizer: the
     # interpreter and the engine's libraries. (The fast tokenizer of 250,002
-    # pieces alone adds about 290 MB.)
+    # pieces alone adds about 280 MiB.)
     base_kb = status_kb("VmRSS")
     t0 = time.perf_counter()
     tok = Tokenizer.from_file(os.path.join(args.hf, "tokenizer.json"))
