@@ -43,8 +43,8 @@ if ((${#missing[@]})); then
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# The ONNX Runtime peer (bench/peer/bench_encoders_peer.py --engine ort-*):
-# PyPI's onnxruntime in a virtual environment that also sees Debian's torch
+# The ONNX Runtime peers (bench/peer/bench_encoders_peer.py --engine ort-*,
+# bench/peer/e5_peer.py, which also runs the fast `tokenizers`): PyPI's onnxruntime in a virtual environment that also sees Debian's torch
 # (for the ONNX export) and numpy. Pinned so pip keeps Debian's numpy 1.x:
 # a NumPy 2 (what onnx >= 1.18 and ml_dtypes >= 0.5 pull in) breaks Debian's
 # torch ("Could not infer dtype of numpy.float32"); onnx 1.17 and ml_dtypes
@@ -54,7 +54,8 @@ fi
 # tokenizer is not used. transformers 4.47.1 (the last release that accepts
 # Debian's torch 1.13), sentencepiece, protobuf and safetensors run
 # scripts/convert-hf.py and write the imported models' fixtures
-# (tests/golden/make_{bert,spm_kind,hf_model,wordpiece,clip_bpe}_fixture.py).
+# (tests/golden/make_{bert,spm_kind,hf_model,wordpiece,clip_bpe}_fixture.py);
+# sentencepiece also runs scripts/e5-vocab-prune.py.
 # pip runs as `python3 -m pip`: a venv's pip script keeps the path it was
 # made at, and breaks when the checkout moves.
 # The one real pretrained model (issue 17): multilingual-e5-small (MIT) as

@@ -386,8 +386,10 @@ qiao_status qc_prof_write_table(const qc_prof *p, FILE *f, int top) {
     }
 
     double *self = self_seconds(p);
-    int *order = malloc(sizeof(int) * (size_t)(p->n_scopes ? p->n_scopes : 1));
-    double *key = malloc(sizeof(double) * (size_t)(p->n_scopes ? p->n_scopes : 1));
+    /* order and key sort the scopes, then the GEMM shapes: room for either */
+    const int cap = p->n_scopes > p->n_shapes ? p->n_scopes : p->n_shapes > 0 ? p->n_shapes : 1;
+    int *order = malloc(sizeof(int) * (size_t)cap);
+    double *key = malloc(sizeof(double) * (size_t)cap);
     if (!self || !order || !key) {
         free(self), free(order), free(key);
         return qc_error(QIAO_ERR_OUT_OF_MEMORY, "profiler: out of memory");

@@ -89,7 +89,10 @@ int64_t qc_st_param_count(const qc_st_file *f);
  * dtype need not equal desc->storage. Tensors in the file but not in the
  * table are ignored. A missing tensor, a shape mismatch or a non-float dtype
  * is QIAO_ERR_FORMAT naming the file and the tensor; the arena may then be
- * partly written. */
+ * partly written. From a mapped file (qc_st_open) the pages of each tensor
+ * are given back to the kernel as it is converted, so the file's pages and
+ * the arena are not resident together; the tensors' data stays readable
+ * (a read faults the pages in again). */
 qiao_status qc_st_load_table(const qc_st_file *f, const qc_table *tab, float *arena);
 
 /* ---- Writing --------------------------------------------------------------- */

@@ -10,6 +10,8 @@
  *                 profiled layer computes the same bits as an unprofiled one;
  *   threads       two threads reporting to one profiler keep their own
  *                 nesting and exact counts;
+ *   many_shapes   more GEMM shapes than scopes (a text encoder at batch 1
+ *                 sees one M per text length): the report lists them all;
  *   trainer       a tiny transformer objective profiled by the trainer: the
  *                 steps counted, the layers and the trainer's own work named,
  *                 the top-level scopes within the steps' wall time, the
@@ -250,6 +252,32 @@ static void test_off(void **state) {
     lin_free(&l);
 }
 
+static void test_many_shapes(void **state) {
+    (void)state;
+    qc_prof *p = new_prof();
+    enum { SHAPES = 200 };
+    for (int m = 1; m <= SHAPES; m++) {
+        const int t = qc_prof_begin(p, QC_PROF_GEMM, NULL, 0, "fc.fwd");
+        busy(100);
+        qc_prof_end_gemm(p, t, m, 8, 4, 1, false, true);
+    }
+    qc_prof_add_steps(p, 1, 1.0);
+    qc_prof_summary s;
+    qc_prof_summary_get(p, &s);
+    assert_int_equal(s.n_scopes, 1);
+    assert_int_equal(s.n_shapes, SHAPES);
+    FILE *f = tmpfile();
+    assert_non_null(f);
+    assert_int_equal(qc_prof_write_table(p, f, 0), QIAO_OK);
+    rewind(f);
+    char line[512];
+    int rows = 0;
+    while (fgets(line, sizeof line, f)) rows += strstr(line, "x8x4 tB") != NULL;
+    fclose(f);
+    assert_int_equal(rows, SHAPES);
+    qc_prof_free(p);
+}
+
 typedef struct worker {
     qc_prof *p;
     const char *outer, *inner;
@@ -417,7 +445,7 @@ static void test_trainer(void **state) {
 
 #define CASE(name) {#name, test_##name, NULL, NULL, NULL}
 static const struct CMUnitTest tests[] = {
-    CASE(nesting), CASE(gemm_flops), CASE(off), CASE(threads), CASE(trainer),
+    CASE(nesting), CASE(gemm_flops), CASE(off), CASE(threads), CASE(many_shapes), CASE(trainer),
 };
 
 QT_MAIN(tests)
