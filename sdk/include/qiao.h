@@ -760,6 +760,21 @@ QIAO_API const char *qiao_model_name(const qiao_model *model);
 /* Parameters (elements) of the three encoders and the temperatures: what
  * qiao_model_file_param_count() reports for the model's file. */
 QIAO_API int64_t qiao_model_param_count(const qiao_model *model);
+/* The embedding space the model's vectors live in: its config's "space" (a
+ * converted checkpoint names its origin, e.g.
+ * "intfloat/multilingual-e5-small"), or, when the config names none, the
+ * model's name ("base"). Vectors of different spaces are not comparable; a
+ * search index refuses a model of another space than its own. "" for NULL.
+ * Owned by the model. */
+QIAO_API const char *qiao_model_space(const qiao_model *model);
+/* The prompt the model expects before a text in the role `name`: "query"
+ * (a search query) or "document" (a text to be found), or another name its
+ * config's "prompts" give. e5 expects "query: " and "passage: "; a model
+ * trained without prompts (qiao's own) has none. qiao_embed_text() embeds a
+ * text as given: an application prepends the prompt itself, as
+ * qiao_index_query_text() and qiao_index_add_texts() do. "" when the model
+ * has no such prompt (and for NULL). Owned by the model. */
+QIAO_API const char *qiao_model_prompt(const qiao_model *model, const char *name);
 
 typedef struct qiao_session_params {
     size_t struct_size;      /* set by qiao_session_default_params() */
