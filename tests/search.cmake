@@ -20,9 +20,12 @@ target_include_directories(test_search PRIVATE ${PROJECT_SOURCE_DIR}/apps/qiao)
 # recursion), queries by text, picture, recording and vector, save and
 # reopen (version 1 for files, 2 with vectors), another model's index
 # refused, cancel from the progress callback, queries on four threads
-# beside a writer.
+# beside a writer; documents added under keys (qiao_index_add_texts: ranking,
+# replace, mirror, refusals naming the text, cancel and resume, save and
+# reopen), a model's prompts applied to documents and queries, and the
+# embedding space recorded and checked (another space refused naming both).
 qiao_test(NAME test_search_api SOURCES unit/test_search_api.c
-  CASES vectors many_keys files save_and_open cancel threads
+  CASES vectors many_keys files save_and_open cancel threads texts texts_cancel prompts space
   LABELS search TIMEOUT 120)
 
 # The same command through the installed binary: wiring, exit codes, messages.
