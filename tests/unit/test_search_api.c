@@ -726,8 +726,9 @@ static void cancel(void **state) {
 }
 
 /* Four threads query (by text and by vector, pictures only) while a fifth
- * adds recordings, vectors of text and removes them again: every answer
- * equals the one computed alone, and the writer's items never show up. */
+ * adds recordings, vectors of text and documents and removes them again:
+ * every answer equals the one computed alone, and the writer's items never
+ * show up. */
 typedef struct reader {
     qiao_index *ix;
     const qiao_index_hit *ref_text, *ref_vec;
@@ -779,6 +780,12 @@ static void *write_loop(void *arg) {
             if (qiao_index_add_embedding(w->ix, key, QIAO_INDEX_TEXT, v, D) != QIAO_OK) w->bad++;
         }
         if (i == 0 && qiao_index_add_files(w->ix, roots, 1, NULL, NULL) != QIAO_OK) w->bad++;
+        if (i == 1) { /* documents, embedded beside the queries, then gone again */
+            const char *keys[] = {"wtext/0", "wtext/1"}, *docs[] = {"a small red star", "a large blue star"};
+            if (qiao_index_add_texts(w->ix, keys, docs, 2, NULL, NULL) != QIAO_OK) w->bad++;
+            for (int k = 0; k < 2; k++)
+                if (qiao_index_remove(w->ix, keys[k]) != QIAO_OK) w->bad++;
+        }
         for (int k = 0; k < 40; k += 2) {
             snprintf(key, sizeof key, "w%d-%d", i, k);
             if (qiao_index_remove(w->ix, key) != QIAO_OK) w->bad++;
