@@ -1405,8 +1405,9 @@ typedef struct qiao_index_hit {
  * The text, picture or recording is embedded with the index's model (as
  * qiao_embed_text(), qiao_embed_image_file() and qiao_embed_audio_file(),
  * with their errors; the text after the model's "query" prompt, whose
- * length does not shift the byte an invalid-UTF-8 error names). A vector must have the index's dimension and be
- * finite, else QIAO_ERR_INVALID_ARGUMENT; so must the query's embedding. */
+ * length does not shift the byte an invalid-UTF-8 error names). A vector
+ * must have the index's dimension and be finite, else
+ * QIAO_ERR_INVALID_ARGUMENT; so must the query's embedding. */
 QIAO_API QIAO_MUST_CHECK qiao_status qiao_index_query_vector(qiao_index *index, const float *vec, size_t dim,
                                                              const qiao_index_query_params *params,
                                                              qiao_index_hit **hits, size_t *n_hits);
