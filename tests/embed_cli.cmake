@@ -61,3 +61,9 @@ embed_expect(cli.embed.bad_audio RC 1
 embed_expect(cli.embed.bad_npy_path RC 1
   ARGS embed --model ${QIAO_EMBED_MODEL} --text hi -o ${QIAO_EMBED_FILES}/no/such/dir/x.npy
   STDERR "^qiao: i/o error: .*x\\.npy")
+# --prompt: only with a text; a model without that prompt (qiao's own has
+# none) embeds the text as given, saying so.
+embed_expect(cli.embed.prompt_not_text RC 2
+  ARGS embed --model ${QIAO_EMBED_MODEL} --image x.jpg --prompt query STDERR "--prompt goes with --text")
+embed_expect(cli.embed.prompt_none RC 0 ARGS embed --model ${QIAO_EMBED_MODEL} --text hi --prompt query
+  STDERR "model tiny has no \"query\" prompt" STDOUT "text embedding: norm 1\\.0000")

@@ -2,7 +2,7 @@
 # tokenizer, the shipped base size limit and bad model files.
 qiao_test(NAME test_model SOURCES unit/test_model.c
   CASES roundtrip_f32 roundtrip_bf16 with_tokenizer base_size bad_files deterministic config_errors
-    tower_subsets token_sequences decoder_section
+    tower_subsets token_sequences decoder_section space_prompts
   LABELS model TIMEOUT 120)
 
 # libFuzzer target for the model config reader (tests/fuzz.cmake says why the

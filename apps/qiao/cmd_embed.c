@@ -1,7 +1,10 @@
-/* qiao embed --model M (--text T | --image F | --audio F) [-o OUT.npy] [--threads N]:
+/* qiao embed --model M (--text T | --image F | --audio F) [--prompt NAME] [-o OUT.npy] [--threads N]:
  * one embedding through the public API. Without -o it prints the norm (1 for
  * a working model: rows are L2-normalized) and the first 8 values; with -o
- * it writes the row as a (1, D) float32 .npy for numpy.load. */
+ * it writes the row as a (1, D) float32 .npy for numpy.load. --prompt puts
+ * the model's prompt of that name (qiao_model_prompt: e5's "query: " for
+ * query, "passage: " for document) before the text, as the search index
+ * does. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,11 +15,11 @@
 
 static void usage(FILE *f) {
     fprintf(f, "usage: qiao embed --model M.safetensors (--text TEXT | --image FILE | --audio FILE)\n"
-               "                  [-o OUT.npy] [--threads N]\n");
+               "                  [--prompt query|document] [-o OUT.npy] [--threads N]\n");
 }
 
 int cmd_embed(int argc, char **argv) {
-    const char *model_path = NULL, *out_path = NULL, *input = NULL, *kind = NULL;
+    const char *model_path = NULL, *out_path = NULL, *input = NULL, *kind = NULL, *prompt_name = NULL;
     int n_threads = 0, n_inputs = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -26,7 +29,8 @@ int cmd_embed(int argc, char **argv) {
             return 0;
         }
         int takes_value = !strcmp(a, "--model") || !strcmp(a, "--text") || !strcmp(a, "--image") ||
-                          !strcmp(a, "--audio") || !strcmp(a, "-o") || !strcmp(a, "--threads");
+                          !strcmp(a, "--audio") || !strcmp(a, "-o") || !strcmp(a, "--threads") ||
+                          !strcmp(a, "--prompt");
         if (!takes_value) {
             fprintf(stderr, "qiao embed: %s '%s'\n", a[0] == '-' ? "unknown option" : "unexpected argument", a);
             usage(stderr);
@@ -42,6 +46,8 @@ int cmd_embed(int argc, char **argv) {
             model_path = next;
         } else if (!strcmp(a, "-o")) {
             out_path = next;
+        } else if (!strcmp(a, "--prompt")) {
+            prompt_name = next;
         } else if (!strcmp(a, "--threads")) {
             int64_t v;
             if (!cli_int_arg("embed", "--threads", next, 0, 4096, &v)) return 2; /* 0 = all cores */
@@ -55,6 +61,10 @@ int cmd_embed(int argc, char **argv) {
     if (!model_path || n_inputs != 1) {
         if (model_path && n_inputs > 1) fprintf(stderr, "qiao embed: give one of --text, --image, --audio\n");
         usage(stderr);
+        return 2;
+    }
+    if (prompt_name && strcmp(kind, "text") != 0) {
+        fprintf(stderr, "qiao embed: --prompt goes with --text\n");
         return 2;
     }
 
@@ -72,6 +82,23 @@ int cmd_embed(int argc, char **argv) {
         qiao_session_free(session);
         qiao_model_free(model);
         return 1;
+    }
+    const char *prompt = prompt_name ? qiao_model_prompt(model, prompt_name) : "";
+    char *prompted = NULL;
+    if (st == QIAO_OK && prompt_name && !*prompt)
+        fprintf(stderr, "qiao embed: model %s has no \"%s\" prompt: the text is embedded as given\n",
+                qiao_model_name(model), prompt_name);
+    if (st == QIAO_OK && *prompt) {
+        size_t n = strlen(prompt) + strlen(input) + 1;
+        if (!(prompted = malloc(n))) {
+            fprintf(stderr, "qiao embed: out of memory\n");
+            free(emb);
+            qiao_session_free(session);
+            qiao_model_free(model);
+            return 1;
+        }
+        snprintf(prompted, n, "%s%s", prompt, input);
+        input = prompted;
     }
     if (st == QIAO_OK) {
         if (!strcmp(kind, "text"))
@@ -92,6 +119,7 @@ int cmd_embed(int argc, char **argv) {
         for (size_t i = 0; i < D && i < 8; i++) printf(" %.6f", emb[i]);
         printf("\n");
     }
+    free(prompted);
     free(emb);
     qiao_session_free(session);
     qiao_model_free(model);

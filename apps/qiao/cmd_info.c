@@ -129,6 +129,29 @@ static void print_sections(const char *label, const char *json) {
     cJSON_Delete(root);
 }
 
+/* How a model's vectors are used (models/model.h): its embedding space (the
+ * config's "space", else its name) and the prompts it wants before a
+ * query or a document, quoted so a trailing space shows. An index file
+ * says the space it was built in. */
+static void print_space(const char *config, const char *index) {
+    cJSON *root = cJSON_Parse(config ? config : index ? index : "");
+    if (cJSON_IsObject(root)) {
+        const char *space = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(root, "space"));
+        const cJSON *named = config ? root : cJSON_GetObjectItemCaseSensitive(root, "fingerprint");
+        const char *name = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(named, "name"));
+        if (space) printf("embedding space: %s\n", space);
+        else if (name) printf("embedding space: %s (the model's name; the config names none)\n", name);
+        const cJSON *prompts = config ? cJSON_GetObjectItemCaseSensitive(root, "prompts") : NULL;
+        for (const cJSON *it = prompts ? prompts->child : NULL; it; it = it->next) {
+            if (!cJSON_IsString(it)) continue;
+            printf("prompt %s: ", it->string);
+            json_str(it->valuestring);
+            putchar('\n');
+        }
+    }
+    cJSON_Delete(root);
+}
+
 static int print_table(const char *path, const qiao_model_file *f) {
     size_t n = qiao_model_file_tensor_count(f);
     int width = 4; /* "name" */
@@ -169,6 +192,7 @@ static int print_table(const char *path, const qiao_model_file *f) {
     }
     print_sections("architecture", qiao_model_file_metadata(f, "qiao.config"));
     print_sections("tokenizer", qiao_model_file_metadata(f, "tokenizer.config"));
+    print_space(qiao_model_file_metadata(f, "qiao.config"), qiao_model_file_metadata(f, "qiao.index"));
     return 0;
 }
 

@@ -1,16 +1,20 @@
-/* qiao search: cross-modal search over folders of images and audio.
+/* qiao search: cross-modal search over folders of images and audio, and
+ * over documents (lines of text files).
  *
- *   qiao search index --model M --out INDEX [--threads N] [--batch 32] [-v] PATH...
+ *   qiao search index --model M --out INDEX [--texts FILE]... [--threads N] [--batch 32] [-v] [PATH...]
  *   qiao search query --index INDEX [--model M] (--text T | --image F | --audio F)
- *                     [--top 5] [--kind image|audio] [--threads N] [--json]
+ *                     [--top 5] [--kind image|audio|text] [--threads N] [--json]
  *
- * `index` embeds every image and audio file under the paths into an index
- * file (search_index.h's search_update, on qiao.h's qiao_index; the
- * incremental rules are qiao_index_add_files'); rerunning it only embeds
- * what is new or changed. Ctrl-C stops after the current batch and writes
- * what is done, so the same command continues later (exit 130). `query`
- * opens the index with its model (qiao_index_open), embeds one text, image
- * or audio file with it and lists the closest items by cosine similarity. */
+ * `index` embeds every image and audio file under the paths, and every line
+ * of each --texts file, into an index file (search_index.h's search_update,
+ * on qiao.h's qiao_index; the incremental rules are qiao_index_add_files';
+ * lines are embedded again on every run); rerunning it only embeds the
+ * files that are new or changed. Ctrl-C stops after the current batch and
+ * writes what is done, so the same command continues later (exit 130).
+ * `query` opens the index with its model (qiao_index_open), embeds one
+ * text, image or audio file with it and lists the closest items by cosine
+ * similarity. A model with prompts (e5) gets them: the query's before the
+ * query, the document's before each line. */
 #define _POSIX_C_SOURCE 200809L /* sigaction */
 
 #include <math.h>
@@ -33,9 +37,13 @@
 #define PROGRESS_AFTER 2.0
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: qiao search index --model M --out INDEX [--threads N] [--batch 32] [-v] PATH...\n"
+    fprintf(f, "usage: qiao search index --model M --out INDEX [--texts FILE]... [--threads N] [--batch 32] [-v]\n"
+               "                         [PATH...]\n"
                "       qiao search query --index INDEX [--model M] (--text T | --image F | --audio F)\n"
-               "                         [--top 5] [--kind image|audio] [--threads N] [--json]\n");
+               "                         [--top 5] [--kind image|audio|text] [--threads N] [--json]\n"
+               "index: INDEX holds the image and audio files under the PATHs and each line of\n"
+               "  each --texts FILE (a document per line, UTF-8; blank lines skipped), keyed\n"
+               "  FILE:LINE (FILE's absolute path, lines counted from 1).\n");
 }
 
 /* The value of option argv[*i]; NULL (after a message) when it is missing. */
@@ -72,6 +80,7 @@ static int interrupted(void *user_data) {
 typedef struct progress_state {
     int tty;            /* stderr is a terminal: redraw one line */
     double last;        /* seconds of the last line printed; < 0 before the first */
+    int texts;          /* the texts' progress has begun */
 } progress_state;
 
 static void format_duration(char *buf, size_t cap, double s) {
@@ -81,7 +90,8 @@ static void format_duration(char *buf, size_t cap, double s) {
     else snprintf(buf, cap, "%ds", (int)s);
 }
 
-static void on_progress(int64_t done, int64_t total, int64_t embedded, double seconds, void *user_data) {
+static void progress_line(const char *unit, int64_t done, int64_t total, int64_t embedded, double seconds,
+                          void *user_data) {
     progress_state *ps = user_data;
     bool last = done >= total;
     /* Short runs print nothing; a pipe gets a line every 10 s, a terminal one redrawn each second. */
@@ -91,20 +101,35 @@ static void on_progress(int64_t done, int64_t total, int64_t embedded, double se
     double rate = seconds > 0 ? (double)done / seconds : 0;
     char eta[32];
     format_duration(eta, sizeof eta, rate > 0 ? (double)(total - done) / rate : INFINITY);
-    fprintf(stderr, "%sindexing: %lld/%lld files (%lld embedded), %.1f files/s, ETA %s%s", ps->tty ? "\r" : "",
-            (long long)done, (long long)total, (long long)embedded, rate, eta,
+    fprintf(stderr, "%sindexing: %lld/%lld %s (%lld embedded), %.1f %s/s, ETA %s%s", ps->tty ? "\r" : "",
+            (long long)done, (long long)total, unit, (long long)embedded, rate, unit, eta,
             ps->tty ? (last ? "\n" : "\033[K") : "\n");
     fflush(stderr);
     ps->last = seconds;
 }
 
+static void on_progress(int64_t done, int64_t total, int64_t embedded, double seconds, void *user_data) {
+    progress_line("files", done, total, embedded, seconds, user_data);
+}
+
+static void on_text_progress(int64_t done, int64_t total, int64_t embedded, double seconds, void *user_data) {
+    progress_state *ps = user_data;
+    if (!ps->texts) { /* the texts' seconds count from their own start */
+        ps->texts = 1;
+        ps->last = -1;
+    }
+    progress_line("texts", done, total, embedded, seconds, user_data);
+}
+
 static int search_index_cmd(int argc, char **argv) {
     const char *model = NULL, *out = NULL;
     int threads = 0, batch = 32, verbose = 0;
-    const char **roots = calloc((size_t)argc, sizeof *roots);
-    size_t n_roots = 0;
-    if (!roots) {
+    const char **roots = calloc((size_t)argc, sizeof *roots), **texts = calloc((size_t)argc, sizeof *texts);
+    size_t n_roots = 0, n_texts = 0;
+    if (!roots || !texts) {
         fprintf(stderr, "qiao search: out of memory\n");
+        free(roots);
+        free(texts);
         return 1;
     }
     int rc = -1;
@@ -118,6 +143,8 @@ static int search_index_cmd(int argc, char **argv) {
             if (!(model = option_value(argc, argv, &i))) rc = 2;
         } else if (!strcmp(a, "--out")) {
             if (!(out = option_value(argc, argv, &i))) rc = 2;
+        } else if (!strcmp(a, "--texts")) {
+            if (!(texts[n_texts++] = option_value(argc, argv, &i))) rc = 2;
         } else if (!strcmp(a, "--threads")) {
             if (!cli_int_arg("search", a, i + 1 < argc ? argv[++i] : NULL, 0, 1024, &n)) rc = 2;
             else threads = (int)n;
@@ -135,19 +162,21 @@ static int search_index_cmd(int argc, char **argv) {
             roots[n_roots++] = a;
         }
     }
-    if (rc < 0 && (!model || !out || n_roots == 0)) {
-        fprintf(stderr, "qiao search index: --model, --out and at least one PATH are required\n");
+    if (rc < 0 && (!model || !out || n_roots + n_texts == 0)) {
+        fprintf(stderr, "qiao search index: --model, --out and at least one PATH or --texts FILE are required\n");
         rc = 2;
     }
     if (rc >= 0) {
         if (rc == 2) usage(stderr);
         free(roots);
+        free(texts);
         return rc;
     }
 
     progress_state ps = {.tty = isatty(STDERR_FILENO), .last = -1};
     search_update_params p = {.model_path = model, .index_path = out, .roots = roots, .n_roots = n_roots,
-                              .n_threads = threads, .batch = batch, .verbose = verbose, .progress = on_progress,
+                              .text_files = texts, .n_text_files = n_texts, .n_threads = threads, .batch = batch,
+                              .verbose = verbose, .progress = on_progress, .text_progress = on_text_progress,
                               .progress_user_data = &ps, .cancel = interrupted};
     /* Ctrl-C finishes the batch and writes the index. Where SIGINT is
      * ignored (a background job of a script), it stays ignored. */
@@ -163,6 +192,7 @@ static int search_index_cmd(int argc, char **argv) {
     qiao_status st = search_update(&p, &s);
     if (catch_int) sigaction(SIGINT, &old_sa, NULL);
     free(roots);
+    free(texts);
     if (st != QIAO_OK && st != QIAO_ERR_CANCELLED) return cli_fail(st);
     if (st == QIAO_ERR_CANCELLED && !s.written) {
         fprintf(stderr, "qiao search: interrupted; %s left as it was\n", out);
@@ -173,12 +203,21 @@ static int search_index_cmd(int argc, char **argv) {
            out, (long long)(s.images + s.audios), (long long)s.images, (long long)s.audios, (long long)s.embedded,
            (long long)s.kept, (long long)s.removed, (long long)s.failed);
     if (s.skipped_known) printf(", %lld known non-media skipped", (long long)s.skipped_known);
+    if (n_texts || s.texts || s.texts_removed) {
+        printf("; %lld texts: %lld embedded, %lld removed", (long long)s.texts, (long long)s.texts_embedded,
+               (long long)s.texts_removed);
+        if (s.texts_failed) printf(", %lld lines not indexed", (long long)s.texts_failed);
+    }
     if (s.model_changed) printf(" (another model: everything re-embedded)");
     if (!s.written) printf(" (nothing changed)");
     printf("\n");
     if (st == QIAO_ERR_CANCELLED) {
-        fprintf(stderr, "qiao search: interrupted: %lld files left; run the same command again to continue\n",
-                (long long)s.pending);
+        if (s.texts_pending)
+            fprintf(stderr, "qiao search: interrupted: %lld texts left; run the same command again to continue\n",
+                    (long long)s.texts_pending);
+        else
+            fprintf(stderr, "qiao search: interrupted: %lld files left; run the same command again to continue\n",
+                    (long long)s.pending);
         return EXIT_INTERRUPTED;
     }
     return 0;
@@ -258,8 +297,9 @@ static int search_query_cmd(int argc, char **argv) {
     qp.top_k = (size_t)top;
     if (kind && !strcmp(kind, "image")) qp.kind = QIAO_INDEX_IMAGE;
     else if (kind && !strcmp(kind, "audio")) qp.kind = QIAO_INDEX_AUDIO;
+    else if (kind && !strcmp(kind, "text")) qp.kind = QIAO_INDEX_TEXT;
     else if (kind) {
-        fprintf(stderr, "qiao search query: --kind is image or audio, not '%s'\n", kind);
+        fprintf(stderr, "qiao search query: --kind is image, audio or text, not '%s'\n", kind);
         return 2;
     }
 

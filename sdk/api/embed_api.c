@@ -141,6 +141,15 @@ QIAO_API int64_t qiao_model_param_count(const qiao_model *model) {
     return model ? qmod_param_count(model->m, NULL) : 0;
 }
 
+QIAO_API const char *qiao_model_space(const qiao_model *model) {
+    return model ? qmod_config_space(&model->m->cfg) : "";
+}
+
+QIAO_API const char *qiao_model_prompt(const qiao_model *model, const char *name) {
+    const char *p = model ? qmod_config_prompt(&model->m->cfg, name) : NULL;
+    return p ? p : "";
+}
+
 /* ---- sessions -------------------------------------------------------------- */
 
 QIAO_API qiao_session_params qiao_session_default_params(void) {

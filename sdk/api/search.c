@@ -1,6 +1,8 @@
 /* The public search index (qiao.h, "Search index"): a search_index (search.h)
- * with its model, the locks that let queries run beside a writer, and a
- * pool of sessions for the queries that embed a text, picture or recording.
+ * with its model, the locks that let queries run beside a writer, a pool
+ * of sessions for the queries that embed a text, picture or recording, and
+ * the documents added by key (qiao_index_add_texts), embedded here in
+ * batches and put in place under the key table.
  *
  * Locking: `write_mu` is held for the whole of every writing call (add,
  * remove, load, save), so writers take turns and a writer may read `idx`
@@ -75,8 +77,15 @@ static qiao_status read_index_params(const qiao_index_params *in, qiao_index_par
 
 /* ---- making and freeing -------------------------------------------------------- */
 
-/* The fingerprints differ: say which model made the index and which was given. */
+/* The fingerprints differ: say which model made the index and which was
+ * given. Another space first: the vectors could not be compared at all,
+ * which says more than that the files differ. */
 static qiao_status mismatch(const char *index_path, const search_fingerprint *f, const search_model *m) {
+    if (strcmp(f->space, m->fp.space) != 0)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT,
+                        "%s holds vectors of the embedding space \"%s\" (model %s), but %s embeds into \"%s\": "
+                        "vectors of different spaces cannot be compared",
+                        index_path, f->space, f->name, m->path, m->fp.space);
     return qc_error(QIAO_ERR_INVALID_ARGUMENT,
                     "%s was built with another model (%s, %lld-d, %lld bytes, hash %016llx) than %s (%s, %lld-d, "
                     "%lld bytes, hash %016llx)",
@@ -331,6 +340,16 @@ QIAO_API qiao_status qiao_index_save(qiao_index *index, const char *path) {
     return st;
 }
 
+static qiao_status read_add_params(const qiao_index_add_params *in, qiao_index_add_params *p) {
+    *p = qiao_index_add_default_params();
+    qiao_status st = qc_params_read(p, sizeof *p, in, offsetof(qiao_index_add_params, recurse) + sizeof(int),
+                                    "qiao_index_add_default_params");
+    if (st != QIAO_OK) return st;
+    if (p->batch < 1 || p->batch > 512)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_index_add_params: batch is %d, need 1..512", p->batch);
+    return QIAO_OK;
+}
+
 QIAO_API qiao_status qiao_index_add_files(qiao_index *index, const char *const *paths, size_t n,
                                           const qiao_index_add_params *params, qiao_index_add_stats *stats) {
     qiao_index_add_stats local;
@@ -338,12 +357,9 @@ QIAO_API qiao_status qiao_index_add_files(qiao_index *index, const char *const *
     memset(stats, 0, sizeof *stats);
     if (!index || (n && !paths))
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_index_add_files: index and paths are required");
-    qiao_index_add_params p = qiao_index_add_default_params();
-    qiao_status st = qc_params_read(&p, sizeof p, params, offsetof(qiao_index_add_params, recurse) + sizeof(int),
-                                    "qiao_index_add_default_params");
+    qiao_index_add_params p;
+    qiao_status st = read_add_params(params, &p);
     if (st != QIAO_OK) return st;
-    if (p.batch < 1 || p.batch > 512)
-        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_index_add_params: batch is %d, need 1..512", p.batch);
     search_add_params sp = {.roots = paths, .n_roots = n, .recurse = p.recurse != 0, .mirror = p.mirror != 0,
                             .batch = p.batch, .exclude = {index->path, index->m.path}, .progress = p.progress,
                             .progress_user_data = p.progress_user_data, .cancel = p.cancel,
@@ -420,6 +436,26 @@ static size_t keys_find(const qiao_index *ix, const char *key, bool *found) {
     return free_slot != SLOT_EMPTY ? free_slot : p;
 }
 
+/* Room for `need` items. Grown under the write lock (the caller holds rw
+ * exclusively): a query may be reading the old arrays. Doubling, so adding
+ * one item at a time costs the same in an index of any size. */
+static qiao_status reserve_rows(qiao_index *ix, size_t need, const char *fn) {
+    search_index *idx = &ix->idx;
+    if (need <= ix->cap) return QIAO_OK;
+    size_t cap = ix->cap ? 2 * ix->cap : 16, bytes;
+    if (cap < need) cap = need;
+    search_file *items = NULL;
+    float *emb = NULL;
+    if (qc_mul_size(cap, (size_t)idx->dim * sizeof(float), &bytes) && cap <= SIZE_MAX / sizeof *items &&
+        (items = realloc(idx->items, cap * sizeof *items)))
+        idx->items = items;
+    if (!items || !(emb = realloc(idx->emb, bytes)))
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu items", fn, cap);
+    idx->emb = emb;
+    ix->cap = cap;
+    return QIAO_OK;
+}
+
 QIAO_API qiao_status qiao_index_add_embedding(qiao_index *index, const char *key, qiao_index_kind kind,
                                               const float *vec, size_t dim) {
     if (!index || !key || !vec)
@@ -451,20 +487,7 @@ QIAO_API qiao_status qiao_index_add_embedding(qiao_index *index, const char *key
         bool found = false;
         size_t slot = keys_find(index, key, &found), i = found ? index->slots[slot] : idx->n;
         pthread_rwlock_wrlock(&index->rw);
-        if (!found && idx->n == index->cap) {
-            /* Grown under the write lock: a query may be reading the old arrays. */
-            size_t cap = index->cap ? 2 * index->cap : 16, bytes;
-            search_file *items = NULL;
-            float *emb = NULL;
-            if (qc_mul_size(cap, D * sizeof(float), &bytes) && (items = realloc(idx->items, cap * sizeof *items)))
-                idx->items = items;
-            if (items && (emb = realloc(idx->emb, bytes))) {
-                idx->emb = emb;
-                index->cap = cap;
-            } else {
-                st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "qiao_index_add_embedding: out of memory for %zu items", cap);
-            }
-        }
+        if (!found) st = reserve_rows(index, idx->n + 1, "qiao_index_add_embedding");
         if (st == QIAO_OK) {
             if (found) {
                 free(idx->items[i].path);
@@ -485,37 +508,264 @@ QIAO_API qiao_status qiao_index_add_embedding(qiao_index *index, const char *key
     return st;
 }
 
+/* Removes the item in `slot` (which holds one). The last item takes its
+ * row: order in memory means nothing (ranking breaks ties by key, the file
+ * is written in key order). The caller holds write_mu and rw exclusively. */
+static void remove_slot(qiao_index *ix, size_t slot) {
+    search_index *idx = &ix->idx;
+    size_t D = (size_t)idx->dim, i = ix->slots[slot], last = idx->n - 1;
+    ix->slots[slot] = SLOT_GONE;
+    if (i != last) {
+        bool there = false;
+        size_t q = keys_find(ix, idx->items[last].path, &there);
+        if (there) ix->slots[q] = i;
+    }
+    free(idx->items[i].path);
+    idx->n = last;
+    if (i != last) {
+        idx->items[i] = idx->items[last];
+        memcpy(idx->emb + i * D, idx->emb + last * D, D * sizeof(float));
+    }
+    ix->modified = true;
+}
+
 QIAO_API qiao_status qiao_index_remove(qiao_index *index, const char *key) {
     if (!index || !key) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_index_remove: index and key are required");
     pthread_mutex_lock(&index->write_mu);
-    search_index *idx = &index->idx;
-    size_t D = (size_t)idx->dim;
-    qiao_status st = index->slots ? QIAO_OK : keys_rebuild(index, idx->n);
+    qiao_status st = index->slots ? QIAO_OK : keys_rebuild(index, index->idx.n);
     bool found = false;
     size_t slot = st == QIAO_OK ? keys_find(index, key, &found) : 0;
     if (st == QIAO_OK && !found) {
         st = qc_error(QIAO_ERR_NOT_FOUND, "qiao_index_remove: no item has the key %s", key);
     } else if (st == QIAO_OK) {
-        /* The last item takes the row: order in memory means nothing
-         * (ranking breaks ties by key, the file is written in key order). */
-        size_t i = index->slots[slot], last = idx->n - 1;
-        index->slots[slot] = SLOT_GONE;
-        if (i != last) {
-            bool there = false;
-            size_t q = keys_find(index, idx->items[last].path, &there);
-            if (there) index->slots[q] = i;
-        }
         pthread_rwlock_wrlock(&index->rw);
-        free(idx->items[i].path);
-        idx->n = last;
-        if (i != last) {
-            idx->items[i] = idx->items[last];
-            memcpy(idx->emb + i * D, idx->emb + last * D, D * sizeof(float));
-        }
-        index->modified = true;
+        remove_slot(index, slot);
         pthread_rwlock_unlock(&index->rw);
     }
     pthread_mutex_unlock(&index->write_mu);
+    return st;
+}
+
+/* ---- texts ---------------------------------------------------------------------- */
+
+typedef struct text_key {
+    const char *key;
+    size_t i;
+} text_key;
+
+static int cmp_text_key(const void *a, const void *b) {
+    const text_key *x = a, *y = b;
+    int c = strcmp(x->key, y->key);
+    return c ? c : (x->i > y->i) - (x->i < y->i);
+}
+
+/* Every key and text checked before anything is embedded, so a bad one
+ * costs nothing and names itself. */
+static qiao_status check_texts(const char *const *keys, const char *const *texts, size_t n) {
+    static const char fn[] = "qiao_index_add_texts";
+    for (size_t i = 0; i < n; i++) {
+        if (!keys[i] || !*keys[i] || !qc_utf8_valid(keys[i], strlen(keys[i])))
+            return qc_error(QIAO_ERR_INVALID_ARGUMENT, "%s: keys[%zu] must be a non-empty UTF-8 string", fn, i);
+        if (!texts[i]) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "%s: texts[%zu] (key %s) is NULL", fn, i, keys[i]);
+        size_t len = strlen(texts[i]), ok = qc_utf8_check(texts[i], len);
+        if (ok < len)
+            return qc_error(QIAO_ERR_FORMAT, "%s: texts[%zu] (key %s): invalid UTF-8 at byte %zu (0x%02X)", fn, i,
+                            keys[i], ok, (unsigned)(unsigned char)texts[i][ok]);
+        if (qc_utf8_blank(texts[i], len))
+            return qc_error(QIAO_ERR_INVALID_ARGUMENT, "%s: texts[%zu] (key %s) is %s: there is nothing to embed",
+                            fn, i, keys[i], len ? "only white space" : "empty");
+    }
+    if (n < 2) return QIAO_OK;
+    /* One key names one item: a second text under it would silently win. */
+    text_key *by = malloc(n * sizeof *by);
+    if (!by) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu keys", fn, n);
+    for (size_t i = 0; i < n; i++) by[i] = (text_key){keys[i], i};
+    qsort(by, n, sizeof *by, cmp_text_key);
+    qiao_status st = QIAO_OK;
+    for (size_t k = 1; k < n && st == QIAO_OK; k++)
+        if (!strcmp(by[k - 1].key, by[k].key))
+            st = qc_error(QIAO_ERR_INVALID_ARGUMENT, "%s: keys[%zu] and keys[%zu] are the same (%s)", fn, by[k - 1].i,
+                          by[k].i, by[k].key);
+    free(by);
+    return st;
+}
+
+/* Embeds texts[0 ..) in batches of p->batch after the model's document
+ * prompt into rows (n, D); *done counts the texts embedded. A cancel is
+ * polled before the first batch and between batches (QIAO_ERR_CANCELLED,
+ * *done the batches finished). */
+static qiao_status embed_texts(qiao_index *ix, qiao_session *s, const char *const *keys, const char *const *texts,
+                               size_t n, const qiao_index_add_params *p, float *rows, size_t *done) {
+    static const char fn[] = "qiao_index_add_texts";
+    const char *prompt = qiao_model_prompt(ix->m.model, "document");
+    size_t plen = strlen(prompt), B = (size_t)p->batch, D = (size_t)ix->m.fp.dim;
+    const char **batch = malloc(B * sizeof *batch);
+    char **owned = calloc(B, sizeof *owned);
+    qiao_status st = batch && owned ? QIAO_OK : qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", fn);
+    double t0 = qc_now();
+    *done = 0;
+    if (st == QIAO_OK && n && p->cancel && p->cancel(p->cancel_user_data))
+        st = qc_error(QIAO_ERR_CANCELLED, "%s: cancelled before the first batch", fn);
+    while (st == QIAO_OK && *done < n) {
+        size_t b = n - *done < B ? n - *done : B;
+        for (size_t k = 0; k < b && st == QIAO_OK; k++) {
+            const char *t = texts[*done + k];
+            batch[k] = t;
+            if (!plen) continue;
+            size_t len = strlen(t);
+            if (!(owned[k] = malloc(plen + len + 1))) {
+                st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", fn);
+                break;
+            }
+            memcpy(owned[k], prompt, plen);
+            memcpy(owned[k] + plen, t, len + 1);
+            batch[k] = owned[k];
+        }
+        float *out = rows + *done * D;
+        if (st == QIAO_OK) st = qiao_embed_texts(s, batch, b, out, b * D);
+        for (size_t k = 0; k < b; k++) {
+            free(owned[k]);
+            owned[k] = NULL;
+        }
+        if (st != QIAO_OK && st != QIAO_ERR_OUT_OF_MEMORY) {
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", qiao_last_error());
+            st = qc_error(st, "%s: texts[%zu .. %zu): %s", fn, *done, *done + b, msg);
+        }
+        /* The index refuses such a row (it would rank as "nan"). */
+        for (size_t k = 0; st == QIAO_OK && k < b; k++)
+            for (size_t c = 0; c < D; c++)
+                if (!isfinite(out[k * D + c])) {
+                    st = qc_error(QIAO_ERR_INVALID_ARGUMENT,
+                                  "%s: texts[%zu] (key %s): the model gives a non-finite embedding (%g at %zu; are "
+                                  "its weights finite?)",
+                                  fn, *done + k, keys[*done + k], (double)out[k * D + c], c);
+                    break;
+                }
+        if (st != QIAO_OK) break;
+        *done += b;
+        if (p->progress) {
+            qiao_index_progress pr = {.done = (int64_t)*done, .total = (int64_t)n, .embedded = (int64_t)*done,
+                                      .seconds = qc_now() - t0};
+            p->progress(&pr, p->progress_user_data);
+        }
+        if (*done < n && p->cancel && p->cancel(p->cancel_user_data))
+            st = qc_error(QIAO_ERR_CANCELLED, "%s: cancelled: %zu of %zu texts left for the next call", fn, n - *done,
+                          n);
+    }
+    free(batch);
+    free(owned);
+    return st;
+}
+
+/* Puts rows (done, D) in under keys[0 .. done) as text items, replacing
+ * items of the same keys, and with `mirror` removes the other text items
+ * (not those of keys[done .. n), which the call has not reached): all of it
+ * in one exclusive section, so a query sees the index before or after. The
+ * caller holds write_mu. On failure the index is as it was. */
+static qiao_status put_texts(qiao_index *ix, const char *const *keys, size_t n, size_t done, const float *rows,
+                             bool mirror, qiao_index_add_stats *stats) {
+    static const char fn[] = "qiao_index_add_texts";
+    search_index *idx = &ix->idx;
+    size_t D = (size_t)idx->dim, n_new = 0, n_victims = 0;
+    char **copies = calloc(done ? done : 1, sizeof *copies);
+    const char **victims = NULL;
+    qiao_status st = copies ? QIAO_OK : qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", fn);
+    for (size_t i = 0; st == QIAO_OK && i < done; i++)
+        if (!(copies[i] = strdup(keys[i]))) st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", fn);
+    /* The table stays at most half full with every new key in. */
+    if (st == QIAO_OK && (!ix->slots || 2 * (ix->n_used + done) > ix->n_slots)) st = keys_rebuild(ix, idx->n + done);
+    if (st == QIAO_OK && mirror) {
+        bool *keep = calloc(idx->n ? idx->n : 1, sizeof *keep);
+        victims = malloc((idx->n ? idx->n : 1) * sizeof *victims);
+        if (!keep || !victims) st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", fn);
+        for (size_t i = 0; st == QIAO_OK && i < n; i++) {
+            bool found = false;
+            size_t slot = keys_find(ix, keys[i], &found);
+            if (found) keep[ix->slots[slot]] = true;
+        }
+        for (size_t r = 0; st == QIAO_OK && r < idx->n; r++)
+            if (idx->items[r].kind == SEARCH_TEXT && !keep[r]) victims[n_victims++] = idx->items[r].path;
+        free(keep);
+    }
+    for (size_t i = 0; st == QIAO_OK && i < done; i++) {
+        bool found = false;
+        keys_find(ix, keys[i], &found);
+        n_new += !found;
+    }
+    if (st == QIAO_OK) {
+        pthread_rwlock_wrlock(&ix->rw);
+        st = reserve_rows(ix, idx->n + n_new, fn);
+        for (size_t i = 0; st == QIAO_OK && i < done; i++) {
+            bool found = false;
+            size_t slot = keys_find(ix, copies[i], &found), r = found ? ix->slots[slot] : idx->n;
+            if (found) {
+                free(idx->items[r].path);
+            } else {
+                idx->n++;
+                if (ix->slots[slot] == SLOT_EMPTY) ix->n_used++;
+                ix->slots[slot] = r;
+            }
+            idx->items[r] = (search_file){.path = copies[i], .kind = SEARCH_TEXT, .is_file = false};
+            copies[i] = NULL;
+            memcpy(idx->emb + r * D, rows + i * D, D * sizeof(float));
+        }
+        /* A victim's key is its item's own string, freed as it goes. */
+        for (size_t v = 0; st == QIAO_OK && v < n_victims; v++) {
+            bool found = false;
+            size_t slot = keys_find(ix, victims[v], &found);
+            if (found) remove_slot(ix, slot);
+        }
+        if (st == QIAO_OK && (done || n_victims)) ix->modified = true;
+        pthread_rwlock_unlock(&ix->rw);
+    }
+    if (st == QIAO_OK) {
+        stats->embedded = (int64_t)done;
+        stats->removed = (int64_t)n_victims;
+    }
+    for (size_t i = 0; copies && i < done; i++) free(copies[i]);
+    free(copies);
+    free(victims);
+    return st;
+}
+
+QIAO_API qiao_status qiao_index_add_texts(qiao_index *index, const char *const *keys, const char *const *texts,
+                                          size_t n, const qiao_index_add_params *params,
+                                          qiao_index_add_stats *stats) {
+    qiao_index_add_stats local;
+    if (!stats) stats = &local;
+    memset(stats, 0, sizeof *stats);
+    if (!index || (n && (!keys || !texts)))
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_index_add_texts: index, keys and texts are required");
+    qiao_index_add_params p;
+    qiao_status st = read_add_params(params, &p);
+    if (st == QIAO_OK) st = check_texts(keys, texts, n);
+    if (st != QIAO_OK) return st;
+    size_t D = (size_t)index->m.fp.dim, bytes;
+    if (!qc_mul_size(n ? n : 1, D * sizeof(float), &bytes))
+        return qc_error(QIAO_ERR_TOO_LARGE, "qiao_index_add_texts: %zu texts: too many", n);
+    float *rows = malloc(bytes);
+    if (!rows) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qiao_index_add_texts: out of memory for %zu texts", n);
+    stats->found = (int64_t)n;
+    pthread_mutex_lock(&index->write_mu);
+    qiao_session *session = NULL;
+    size_t done = 0;
+    st = session_take(index, &session);
+    if (st == QIAO_OK) {
+        /* Embedding runs without the rwlock: queries go on. */
+        st = embed_texts(index, session, keys, texts, n, &p, rows, &done);
+        session_give(index, session);
+    }
+    if (st == QIAO_OK || st == QIAO_ERR_CANCELLED) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", qiao_last_error());
+        qiao_status put = put_texts(index, keys, n, done, rows, p.mirror != 0, stats);
+        if (put != QIAO_OK) st = put;
+        else if (st == QIAO_ERR_CANCELLED) st = qc_error(st, "%s", msg); /* the cancel's message, not put's */
+        if (st == QIAO_OK || st == QIAO_ERR_CANCELLED) stats->pending = (int64_t)(n - done);
+    }
+    pthread_mutex_unlock(&index->write_mu);
+    free(rows);
     return st;
 }
 
@@ -595,8 +845,26 @@ static qiao_status query_embed(qiao_index *index, int what, const char *arg, con
     qiao_status st = query_begin(index, arg, params, hits, n_hits, &p, fn);
     if (st != QIAO_OK) return st;
     size_t D = (size_t)index->m.fp.dim;
+    /* A text query goes in after the model's query prompt (e5's "query: "),
+     * as the model was trained to see queries. */
+    const char *prompt = what == Q_TEXT ? qiao_model_prompt(index->m.model, "query") : "";
+    char *prompted = NULL;
+    if (*prompt) {
+        size_t len = strlen(arg), ok = qc_utf8_check(arg, len), plen = strlen(prompt);
+        /* Checked here, so the byte named is the caller's, not one shifted by the prompt. */
+        if (ok < len)
+            return qc_error(QIAO_ERR_FORMAT, "%s: invalid UTF-8 at byte %zu (0x%02X)", fn, ok,
+                            (unsigned)(unsigned char)arg[ok]);
+        if (!(prompted = malloc(plen + len + 1))) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", fn);
+        memcpy(prompted, prompt, plen);
+        memcpy(prompted + plen, arg, len + 1);
+        arg = prompted;
+    }
     float *q = malloc(D * sizeof *q);
-    if (!q) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", fn);
+    if (!q) {
+        free(prompted);
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", fn);
+    }
     qiao_session *s = NULL;
     st = session_take(index, &s);
     if (st == QIAO_OK) {
@@ -607,6 +875,7 @@ static qiao_status query_embed(qiao_index *index, int what, const char *arg, con
     }
     if (st == QIAO_OK) st = rank(index, q, &p, hits, n_hits);
     free(q);
+    free(prompted);
     return st;
 }
 

@@ -11,6 +11,7 @@
  *   - metadata "qiao.index" = JSON
  *       {"version": 1 or 2,
  *        "model": "/abs/path/model.safetensors",
+ *        "space": "intfloat/multilingual-e5-small",
  *        "fingerprint": {"name", "dim", "params", "file_size", "hash"},
  *        "items":   [{"path", "kind", "size", "mtime_ns"}...],
  *        "skipped": [{"path", "size", "mtime_ns"}...]}
@@ -25,11 +26,17 @@
  *     to decode for a reason that does not go away by itself), so a rerun
  *     does not decode them again while they stay unchanged. Items are
  *     written in path (key) order.
+ *     "space" is the model's embedding space (qiao_model_space); an index
+ *     without it (written before spaces were named) is in the space of its
+ *     fingerprint's name, as a model without one is. Readers of either
+ *     version that do not know the key pass it by, so it needs no version.
  *
  * FINGERPRINT: the model's name, dimension, parameter count, file size and
  * a 64-bit hash of the whole model file. Any change to the weights changes
  * the hash, so an index is never silently mixed from two models; moving or
- * renaming the model file does not (the path is not part of it).
+ * renaming the model file does not (the path is not part of it). The
+ * space is compared first: a model of another space is refused saying so,
+ * one of the same space but another file by the fingerprint.
  *
  * A search_index is plain data: whoever shares one between threads locks
  * (search.c does). */
@@ -65,6 +72,7 @@ typedef struct search_file {
 
 typedef struct search_fingerprint {
     char name[64];       /* the config's name ("base", "tiny") */
+    char space[256];     /* the model's embedding space (QMOD_SPACE_MAX); never empty */
     int64_t dim;         /* D */
     int64_t params;      /* parameter count */
     int64_t file_size;   /* bytes of the model file */

@@ -27,7 +27,7 @@ const char *search_kind_name(search_kind kind) {
 }
 
 bool search_fingerprint_equal(const search_fingerprint *a, const search_fingerprint *b) {
-    return !strcmp(a->name, b->name) && a->dim == b->dim && a->params == b->params &&
+    return !strcmp(a->name, b->name) && !strcmp(a->space, b->space) && a->dim == b->dim && a->params == b->params &&
            a->file_size == b->file_size && a->hash == b->hash;
 }
 
@@ -143,6 +143,23 @@ static qiao_status parse_fingerprint(const char *fn, const cJSON *o, search_fing
     return QIAO_OK;
 }
 
+/* The top-level "space", or the fingerprint's name for an index written
+ * before spaces were named (a model without "space" is in its name's). */
+static qiao_status parse_space(const char *fn, const cJSON *root, search_fingerprint *fp) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "space");
+    if (!v) {
+        snprintf(fp->space, sizeof fp->space, "%s", fp->name);
+        return QIAO_OK;
+    }
+    const char *s = cJSON_GetStringValue(v);
+    size_t n = s ? strlen(s) : 0;
+    if (!n || n >= sizeof fp->space || !qc_utf8_valid(s, n))
+        return qc_error(QIAO_ERR_FORMAT, "%s: qiao.index: \"space\" must be a string of 1 to %zu bytes of UTF-8", fn,
+                        sizeof fp->space - 1);
+    memcpy(fp->space, s, n + 1);
+    return QIAO_OK;
+}
+
 static int cmp_file_ptr(const void *a, const void *b) {
     return strcmp((*(const search_file *const *)a)->path, (*(const search_file *const *)b)->path);
 }
@@ -204,6 +221,7 @@ static qiao_status parse_index(const qc_st_file *f, const char *fn, search_index
         st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", fn);
     }
     if (st == QIAO_OK) st = parse_fingerprint(fn, cJSON_GetObjectItemCaseSensitive(root, "fingerprint"), &out->fp);
+    if (st == QIAO_OK) st = parse_space(fn, root, &out->fp);
     if (st == QIAO_OK) {
         const cJSON *items = cJSON_GetObjectItemCaseSensitive(root, "items");
         if (!items) st = qc_error(QIAO_ERR_FORMAT, "%s: qiao.index: no \"items\"", fn);
@@ -319,6 +337,7 @@ static char *index_json(const search_index *idx, const size_t *order) {
     if (ok) {
         ok = cJSON_AddNumberToObject(root, "version", version_needed(idx)) &&
              cJSON_AddStringToObject(root, "model", idx->model ? idx->model : "") &&
+             cJSON_AddStringToObject(root, "space", idx->fp.space[0] ? idx->fp.space : idx->fp.name) &&
              cJSON_AddStringToObject(fp, "name", idx->fp.name) &&
              cJSON_AddNumberToObject(fp, "dim", (double)idx->fp.dim) &&
              cJSON_AddNumberToObject(fp, "params", (double)idx->fp.params) &&

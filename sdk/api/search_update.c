@@ -72,6 +72,7 @@ qiao_status search_model_load(const char *path, search_model *out) {
         return qc_error(st, "%s: %s", path, msg);
     }
     snprintf(out->fp.name, sizeof out->fp.name, "%s", qiao_model_name(out->model));
+    snprintf(out->fp.space, sizeof out->fp.space, "%s", qiao_model_space(out->model));
     out->fp.dim = qiao_model_dim(out->model);
     out->fp.params = qiao_model_param_count(out->model);
     char *abs = realpath(path, NULL);

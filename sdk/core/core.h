@@ -111,6 +111,9 @@ qiao_status qc_json_float(const struct cJSON *obj, const char *section, const ch
  * forms, surrogates or code points above U+10FFFF), or len if all of it is. */
 size_t qc_utf8_check(const char *s, size_t len);
 static inline bool qc_utf8_valid(const char *s, size_t len) { return qc_utf8_check(s, len) == len; }
+/* True when s[0 .. len) (valid UTF-8) holds nothing but Unicode White_Space
+ * (or nothing at all): a text a tokenizer makes no token of. */
+bool qc_utf8_blank(const char *s, size_t len);
 
 /* ---- Seeded RNG (rng.c) ------------------------------------------------- */
 

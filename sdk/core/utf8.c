@@ -1,6 +1,8 @@
 /* sdk/core/utf8.c - the one UTF-8 validator: strict (RFC 3629), so no
  * overlong forms, no surrogates, nothing above U+10FFFF. Safetensors headers,
- * model configs, tokenizer files, intent corpora and search paths use it. */
+ * model configs, tokenizer files, intent corpora and search paths use it.
+ * And whether a text is white space only, which the search index refuses
+ * as a document and `qiao search index --texts` skips. */
 #include "core/core.h"
 
 size_t qc_utf8_check(const char *text, size_t len) {
@@ -29,4 +31,29 @@ size_t qc_utf8_check(const char *text, size_t len) {
         i += k + 1;
     }
     return len;
+}
+
+bool qc_utf8_blank(const char *text, size_t len) {
+    const unsigned char *s = (const unsigned char *)text;
+    for (size_t i = 0; i < len;) {
+        uint32_t c;
+        if (s[i] < 0x80) {
+            c = s[i];
+            i += 1;
+        } else if (s[i] < 0xE0 && i + 1 < len) {
+            c = (uint32_t)(s[i] & 0x1F) << 6 | (uint32_t)(s[i + 1] & 0x3F);
+            i += 2;
+        } else if (s[i] < 0xF0 && i + 2 < len) {
+            c = (uint32_t)(s[i] & 0x0F) << 12 | (uint32_t)(s[i + 1] & 0x3F) << 6 | (uint32_t)(s[i + 2] & 0x3F);
+            i += 3;
+        } else {
+            return false; /* no White_Space above U+FFFF */
+        }
+        /* Unicode's White_Space property (PropList.txt): 25 code points. */
+        bool ws = (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+                  (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
+                  c == 0x3000;
+        if (!ws) return false;
+    }
+    return true;
 }

@@ -760,6 +760,21 @@ QIAO_API const char *qiao_model_name(const qiao_model *model);
 /* Parameters (elements) of the three encoders and the temperatures: what
  * qiao_model_file_param_count() reports for the model's file. */
 QIAO_API int64_t qiao_model_param_count(const qiao_model *model);
+/* The embedding space the model's vectors live in: its config's "space" (a
+ * converted checkpoint names its origin, e.g.
+ * "intfloat/multilingual-e5-small"), or, when the config names none, the
+ * model's name ("base"). Vectors of different spaces are not comparable; a
+ * search index refuses a model of another space than its own. "" for NULL.
+ * Owned by the model. */
+QIAO_API const char *qiao_model_space(const qiao_model *model);
+/* The prompt the model expects before a text in the role `name`: "query"
+ * (a search query) or "document" (a text to be found), or another name its
+ * config's "prompts" give. e5 expects "query: " and "passage: "; a model
+ * trained without prompts (qiao's own) has none. qiao_embed_text() embeds a
+ * text as given: an application prepends the prompt itself, as
+ * qiao_index_query_text() and qiao_index_add_texts() do. "" when the model
+ * has no such prompt (and for NULL). Owned by the model. */
+QIAO_API const char *qiao_model_prompt(const qiao_model *model, const char *name);
 
 typedef struct qiao_session_params {
     size_t struct_size;      /* set by qiao_session_default_params() */
@@ -1148,8 +1163,9 @@ QIAO_API void qiao_video_captions_free(qiao_video_captions *captions);
  * by cosine similarity against a query: a text, a picture, a recording or a
  * vector. Files are added by path (folders walked), recognised by their
  * content (an image when the image decoder takes it, else audio) and embedded
- * with the index's model; vectors computed elsewhere are added under a key
- * of the caller's choice. `qiao search` is a program on these functions.
+ * with the index's model; texts (documents) are added under keys of the
+ * caller's choice and embedded with it too; vectors computed elsewhere are
+ * added under a key. `qiao search` is a program on these functions.
  *
  *     qiao_index *ix = NULL;
  *     qiao_index_hit *hits = NULL;
@@ -1164,12 +1180,25 @@ QIAO_API void qiao_video_captions_free(qiao_video_captions *captions);
  *     qiao_index_hits_free(hits);
  *     qiao_index_free(ix);
  *
- * MODEL: an index is made by one model and records it: the model's path and
- * a fingerprint (its name, dimension, parameter count, file size and a
- * 64-bit hash of the whole model file). Opening an index with a model whose
- * fingerprint differs is refused, so vectors of two models never mix. The
- * index loads its model itself (reading the file once to hash and load it);
+ * MODEL: an index is made by one model and records it: the model's path,
+ * its embedding space (qiao_model_space(): the config's "space", e.g.
+ * "intfloat/multilingual-e5-small" for a converted e5, else the model's
+ * name, "base" for qiao-base) and a fingerprint (its name, dimension,
+ * parameter count, file size and a 64-bit hash of the whole model file).
+ * Opening an index with a model of another space is refused naming both
+ * spaces; with a model of the same space whose fingerprint differs (another
+ * file: retrained, converted again, quantized) it is refused naming both
+ * models; so vectors of two models never mix. An index written before
+ * spaces were recorded is in the space of its model's name. The index loads
+ * its model itself (reading the file once to hash and load it);
  * qiao_index_model() lends it to embed other things in the same space.
+ *
+ * PROMPTS: a model trained with prompts (e5: "query: " before a query,
+ * "passage: " before a document; qiao_model_prompt()) gets them here
+ * without the caller's help: qiao_index_query_text() puts the "query"
+ * prompt before the query, qiao_index_add_texts() the "document" prompt
+ * before each text. A vector given to qiao_index_add_embedding() or
+ * qiao_index_query_vector() is the caller's, prompt and all.
  *
  * FILE: one .safetensors file (tensor "embeddings" (N, D) F32, metadata
  * "qiao.index" JSON with the model, the fingerprint and each item's key,
@@ -1186,8 +1215,9 @@ QIAO_API void qiao_video_captions_free(qiao_video_captions *captions);
  * A query sees the index as it was before or after a write, never between. */
 typedef struct qiao_index qiao_index;
 
-/* What an item is. Files are IMAGE or AUDIO; a vector added by key has the
- * kind its caller gives. */
+/* What an item is. Files are IMAGE or AUDIO, documents of
+ * qiao_index_add_texts() TEXT; a vector added by key has the kind its
+ * caller gives. */
 typedef enum qiao_index_kind {
     QIAO_INDEX_IMAGE = 0,
     QIAO_INDEX_AUDIO = 1,
@@ -1249,10 +1279,10 @@ QIAO_API size_t qiao_index_count(qiao_index *index, int kind);
  * path than the one recorded. */
 QIAO_API int qiao_index_modified(qiao_index *index);
 
-/* Progress of qiao_index_add_files(), after each batch. */
+/* Progress of qiao_index_add_files() and qiao_index_add_texts(), after each batch. */
 typedef struct qiao_index_progress {
-    int64_t done;            /* files decoded and embedded (or failed) so far, of... */
-    int64_t total;           /* ...the new or changed files this call embeds */
+    int64_t done;            /* files decoded and embedded (or failed), or texts embedded, so far, of... */
+    int64_t total;           /* ...the new or changed files, or the texts, this call embeds */
     int64_t embedded;        /* of `done`, those that made it into the index */
     double seconds;          /* since embedding began */
 } qiao_index_progress;
@@ -1269,9 +1299,11 @@ typedef struct qiao_index_add_params {
     size_t struct_size;      /* set by qiao_index_add_default_params() */
     int recurse;             /* nonzero (default): walk folders to any depth; 0: a folder's own files only */
     int mirror;              /* nonzero: afterwards the index's files are exactly those found (items of
-                                files elsewhere are removed); 0 (default): only files under the given
-                                paths are added, updated or (when gone) removed */
-    int batch;               /* files per embedding batch, 1..512; default 32 */
+                                files elsewhere are removed), or its texts exactly those given (other
+                                items of kind QIAO_INDEX_TEXT are removed); 0 (default): only files under
+                                the given paths are added, updated or (when gone) removed, only the
+                                texts given added or replaced */
+    int batch;               /* files or texts per embedding batch, 1..512; default 32 */
     qiao_index_progress_fn progress;
     void *progress_user_data;
     qiao_cancel_fn cancel;   /* polled after listing and between batches */
@@ -1314,6 +1346,34 @@ typedef struct qiao_index_add_stats {
 QIAO_API QIAO_MUST_CHECK qiao_status qiao_index_add_files(qiao_index *index, const char *const *paths, size_t n,
                                                           const qiao_index_add_params *params,
                                                           qiao_index_add_stats *stats);
+/* Adds the documents `texts[0 .. n)` under `keys[0 .. n)` (both UTF-8,
+ * copied) as items of kind QIAO_INDEX_TEXT, embedded with the index's model
+ * after its "document" prompt (PROMPTS above) in batches of params->batch,
+ * the way qiao_embed_texts() embeds them (a text past the model's
+ * max_tokens is cut there). An item with the same key, of any kind, is
+ * replaced. Everything is checked before anything is embedded, and a
+ * failure leaves the index as it was: a key that is NULL, empty or not
+ * UTF-8, a key given twice, or a text that is NULL, empty or only white
+ * space is QIAO_ERR_INVALID_ARGUMENT; a text that is not valid UTF-8 is
+ * QIAO_ERR_FORMAT (as qiao_embed_texts); each message names the index i
+ * of keys[i] or texts[i] (and its key). A model that gives a non-finite
+ * vector is QIAO_ERR_INVALID_ARGUMENT naming the text. `params` (NULL: the
+ * defaults) gives batch, mirror, progress (done and total count texts) and
+ * cancel (polled before the first batch and between batches); recurse and
+ * notice are not used. `stats` (may be NULL): found = n, embedded,
+ * removed (by mirror), pending; the others are 0. keys and texts may be
+ * NULL when n is 0 (with mirror, the index's texts are then removed).
+ *
+ * Queries go on while the texts are embedded; the result is swapped in at
+ * once. Cancel: the call returns QIAO_ERR_CANCELLED, the batches finished
+ * are added (and with mirror the other texts removed), and the texts not
+ * reached, texts[n - stats->pending .. n), are not: items under their keys
+ * stay as they were, so a call with just those goes on where this one
+ * stopped. */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_index_add_texts(qiao_index *index, const char *const *keys,
+                                                          const char *const *texts, size_t n,
+                                                          const qiao_index_add_params *params,
+                                                          qiao_index_add_stats *stats);
 /* Adds `dim` floats (which must be the index's dimension and all finite,
  * else QIAO_ERR_INVALID_ARGUMENT) under `key` (non-empty UTF-8, copied), as
  * an item of `kind`. An item with the same key is replaced. The vector is
@@ -1344,8 +1404,10 @@ typedef struct qiao_index_hit {
  * qiao_index_hits_free() (NULL when there are none). `params` may be NULL.
  * The text, picture or recording is embedded with the index's model (as
  * qiao_embed_text(), qiao_embed_image_file() and qiao_embed_audio_file(),
- * with their errors). A vector must have the index's dimension and be
- * finite, else QIAO_ERR_INVALID_ARGUMENT; so must the query's embedding. */
+ * with their errors; the text after the model's "query" prompt, whose
+ * length does not shift the byte an invalid-UTF-8 error names). A vector
+ * must have the index's dimension and be finite, else
+ * QIAO_ERR_INVALID_ARGUMENT; so must the query's embedding. */
 QIAO_API QIAO_MUST_CHECK qiao_status qiao_index_query_vector(qiao_index *index, const float *vec, size_t dim,
                                                              const qiao_index_query_params *params,
                                                              qiao_index_hit **hits, size_t *n_hits);

@@ -95,7 +95,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (st != QIAO_OK) {
         CHECK(st == QIAO_ERR_FORMAT || st == QIAO_ERR_OUT_OF_MEMORY);
         CHECK(strstr(qiao_last_error(), "fuzz.json") != NULL);
-        CHECK(cfg.json == NULL);
+        CHECK(cfg.json == NULL && cfg.prompts == NULL);
         return 0;
     }
     CHECK(cfg.json != NULL && cfg.towers != 0 && cfg.towers < (1u << QMOD_N_MODALITIES));
@@ -108,11 +108,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         CHECK(qmod_head_find(&cfg, cfg.heads[i].name) == i);
         CHECK(cfg.heads[i].mlp.classes >= 1 && cfg.heads[i].mlp.in >= 1);
     }
+    /* The space is never empty; the prompts are whole. */
+    const char *space = qmod_config_space(&cfg);
+    CHECK(space[0] && strlen(space) < QMOD_SPACE_MAX && qc_utf8_valid(space, strlen(space)));
+    CHECK(cfg.n_prompts >= 0 && cfg.n_prompts <= QMOD_MAX_PROMPTS && (cfg.n_prompts == 0) == (cfg.prompts == NULL));
+    CHECK(cfg.n_prompts == 0 || qmod_has_tower(&cfg, QMOD_TEXT));
+    for (const char *p = cfg.prompts; p && p < cfg.prompts + cfg.prompts_len;) {
+        const char *text = qmod_config_prompt(&cfg, p);
+        CHECK(text && strlen(text) < QMOD_PROMPT_MAX && qc_utf8_valid(text, strlen(text)));
+        p += strlen(p) + 1;
+        CHECK(text == p); /* the first of that name is the one */
+        p += strlen(p) + 1;
+    }
     /* The stored JSON reads back to the same config. */
     qmod_config again;
     CHECK(qmod_config_from_string(cfg.json, "fuzz.json again", &again) == QIAO_OK);
     CHECK(again.towers == cfg.towers && again.n_heads == cfg.n_heads && again.embed_dim == cfg.embed_dim);
     CHECK(again.has_fusion == cfg.has_fusion && (!cfg.has_fusion || again.fusion.width == cfg.fusion.width));
+    CHECK(!strcmp(qmod_config_space(&again), space) && again.prompts_len == cfg.prompts_len &&
+          (!cfg.prompts || !memcmp(again.prompts, cfg.prompts, cfg.prompts_len)));
     qmod_config_free(&again);
     qc_table tab;
     qc_table_init_empty(&tab);

@@ -5,8 +5,9 @@
  * must either be refused with a message naming the file and a cleared
  * index, or yield an index whose every field keeps the format's promises
  * (sdk/api/search.h): N items == N rows of D finite floats, D == the
- * fingerprint's dim, non-empty UTF-8 paths, known kinds, sizes >= 0, and
- * no file size or time on an item that is not a file.
+ * fingerprint's dim, non-empty UTF-8 paths, known kinds, sizes >= 0, no
+ * file size or time on an item that is not a file, and a non-empty UTF-8
+ * embedding space.
  *
  * Build: CC=clang cmake -S . -B build-fuzz -DQIAO_FUZZ=ON -DQIAO_BUILD_BENCH=OFF
  *        cmake --build build-fuzz --target fuzz_search_index
@@ -53,6 +54,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     CHECK(idx.model != NULL);
     CHECK(idx.dim >= 1 && idx.dim == idx.fp.dim);
     CHECK(strlen(idx.fp.name) < sizeof idx.fp.name);
+    /* The space: the file's, or the fingerprint's name for a file without one. */
+    CHECK(idx.fp.space[0] && strlen(idx.fp.space) < sizeof idx.fp.space);
+    CHECK(qc_utf8_valid(idx.fp.space, strlen(idx.fp.space)));
     CHECK(idx.fp.params >= 0 && idx.fp.file_size >= 0);
     CHECK((idx.n == 0) == (idx.emb == NULL));
     unsigned sum = 0;

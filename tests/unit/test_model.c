@@ -2,7 +2,8 @@
  * in F32 (bit-identical) and BF16 (bf16-rounded, half the size), the
  * embedded tokenizer, the shipped base config under issue 5's 25 MB limit,
  * malformed model files and configs, byte-deterministic saves, models of
- * any subset of the towers, and the towers' token sequences. */
+ * any subset of the towers, the towers' token sequences, and the optional
+ * "space" and "prompts" of a config. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -384,6 +385,112 @@ static void config_errors(void **state) {
     free(text);
 }
 
+/* tiny.json with `extra` (a JSON object's members, without the braces)
+ * added at the top level, parsed as "c.json". */
+static qiao_status tiny_extra(const char *extra, qmod_config *cfg) {
+    size_t len;
+    char *text = read_all(TINY_JSON, &len);
+    char *brace = strrchr(text, '}');
+    assert_non_null(brace);
+    *brace = '\0';
+    size_t n = len + strlen(extra) + 8;
+    char *json = malloc(n);
+    assert_non_null(json);
+    snprintf(json, n, "%s, %s}", text, extra);
+    qiao_status st = qmod_config_from_string(json, "c.json", cfg);
+    free(json);
+    free(text);
+    return st;
+}
+
+/* The optional "space" and "prompts": read, kept by a copy, a save and a
+ * load, seen through the public API; without them the space is the name
+ * and there are no prompts; every malformed form refused naming the key. */
+static void space_prompts(void **state) {
+    (void)state;
+    qmod_config cfg, copy;
+    expect(tiny_extra("\"space\": \"org/model-x\", \"prompts\": {\"query\": \"query: \", \"document\": \"passage: \", "
+                     "\"instruct_2\": \"Given a question\\nfind: \"}",
+                     &cfg),
+           QIAO_OK, NULL);
+    assert_string_equal(qmod_config_space(&cfg), "org/model-x");
+    assert_string_equal(qmod_config_prompt(&cfg, "query"), "query: ");
+    assert_string_equal(qmod_config_prompt(&cfg, "document"), "passage: ");
+    assert_string_equal(qmod_config_prompt(&cfg, "instruct_2"), "Given a question\nfind: ");
+    assert_null(qmod_config_prompt(&cfg, "passage"));
+    assert_null(qmod_config_prompt(&cfg, NULL));
+    assert_int_equal(qmod_config_copy(&cfg, &copy), QIAO_OK);
+    qmod_config_free(&cfg); /* the copy owns its own */
+    assert_string_equal(qmod_config_prompt(&copy, "document"), "passage: ");
+    assert_string_equal(qmod_config_space(&copy), "org/model-x");
+
+    /* Through a model file and the public API. */
+    char path[512];
+    tmp_path(path, sizeof path, "prompts");
+    qiao_tokenizer *tok = NULL;
+    assert_int_equal(qiao_tokenizer_load(TOK_PATH, &tok), QIAO_OK);
+    qmod_config fitted;
+    expect(qmod_config_for_tokenizer(&copy, tok, &fitted), QIAO_OK, NULL);
+    assert_string_equal(qmod_config_prompt(&fitted, "query"), "query: ");
+    qmod_model *m = NULL;
+    assert_int_equal(qmod_create(&fitted, 1, &m), QIAO_OK);
+    m->tok = tok;
+    assert_int_equal(qmod_save(m, path, QIAO_DTYPE_F32), QIAO_OK);
+    qmod_free(m);
+    qmod_config_free(&fitted);
+    qmod_config_free(&copy);
+    qiao_model *pm = NULL;
+    assert_int_equal(qiao_model_load(path, &pm), QIAO_OK);
+    assert_string_equal(qiao_model_space(pm), "org/model-x");
+    assert_string_equal(qiao_model_prompt(pm, "query"), "query: ");
+    assert_string_equal(qiao_model_prompt(pm, "document"), "passage: ");
+    assert_string_equal(qiao_model_prompt(pm, "summary"), "");
+    assert_string_equal(qiao_model_prompt(pm, NULL), "");
+    qiao_model_free(pm);
+    assert_string_equal(qiao_model_space(NULL), "");
+    assert_string_equal(qiao_model_prompt(NULL, "query"), "");
+    unlink(path);
+
+    /* Without the keys: the name is the space; no prompts. */
+    expect(tiny_extra("\"source\": {\"note\": \"no space, no prompts\"}", &cfg), QIAO_OK, NULL);
+    assert_string_equal(qmod_config_space(&cfg), cfg.name);
+    assert_null(qmod_config_prompt(&cfg, "query"));
+    qmod_config_free(&cfg);
+    /* An empty prompt is a prompt (a model may want none before documents). */
+    expect(tiny_extra("\"prompts\": {\"document\": \"\"}", &cfg), QIAO_OK, NULL);
+    assert_string_equal(qmod_config_prompt(&cfg, "document"), "");
+    qmod_config_free(&cfg);
+
+    char long_space[400], long_prompt[1200], many[600];
+    snprintf(long_space, sizeof long_space, "\"space\": \"%0300d\"", 0);
+    snprintf(long_prompt, sizeof long_prompt, "\"prompts\": {\"query\": \"%01100d\"}", 0);
+    size_t at = (size_t)snprintf(many, sizeof many, "\"prompts\": {");
+    for (int i = 0; i < QMOD_MAX_PROMPTS + 1; i++)
+        at += (size_t)snprintf(many + at, sizeof many - at, "%s\"p%d\": \"x\"", i ? ", " : "", i);
+    snprintf(many + at, sizeof many - at, "}");
+    expect(tiny_extra("\"space\": \"\"", &cfg), QIAO_ERR_FORMAT, "key \"space\"");
+    expect(tiny_extra("\"space\": 7", &cfg), QIAO_ERR_FORMAT, "key \"space\"");
+    expect(tiny_extra("\"space\": \"a\\tb\"", &cfg), QIAO_ERR_FORMAT, "control characters");
+    expect(tiny_extra(long_space, &cfg), QIAO_ERR_FORMAT, "key \"space\"");
+    expect(tiny_extra("\"prompts\": [\"query: \"]", &cfg), QIAO_ERR_FORMAT, "\"prompts\" must be an object");
+    expect(tiny_extra("\"prompts\": {\"Query\": \"q\"}", &cfg), QIAO_ERR_FORMAT, "prompt name \"Query\"");
+    expect(tiny_extra("\"prompts\": {\"query\": 1}", &cfg), QIAO_ERR_FORMAT, "prompts.query");
+    expect(tiny_extra(long_prompt, &cfg), QIAO_ERR_FORMAT, "prompts.query");
+    expect(tiny_extra(many, &cfg), QIAO_ERR_FORMAT, "more than 8 prompts");
+    expect(tiny_extra("\"prompts\": {\"query\": \"a\", \"query\": \"b\"}", &cfg), QIAO_ERR_FORMAT, "given twice");
+    /* Prompts are for texts: a model without a text tower has no use for them. */
+    size_t len;
+    char *text = read_all(TINY_JSON, &len);
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    cJSON_DeleteItemFromObjectCaseSensitive(root, "text");
+    cJSON_AddItemToObject(root, "prompts", cJSON_Parse("{\"query\": \"query: \"}"));
+    char *s = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    expect(qmod_config_from_string(s, "c.json", &cfg), QIAO_ERR_FORMAT, "needs a text tower");
+    cJSON_free(s);
+}
+
 /* tiny.json with only the towers in `mask` (bit 1 << QMOD_*), its text
  * section fitted to the test tokenizer when it has one. */
 static qmod_model *subset_model(uint32_t mask, uint64_t seed, qiao_tokenizer *tok) {
@@ -710,7 +817,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(roundtrip_f32), cmocka_unit_test(roundtrip_bf16), cmocka_unit_test(with_tokenizer),
         cmocka_unit_test(base_size),     cmocka_unit_test(bad_files),      cmocka_unit_test(deterministic),
         cmocka_unit_test(config_errors), cmocka_unit_test(tower_subsets),  cmocka_unit_test(token_sequences),
-        cmocka_unit_test(decoder_section),
+        cmocka_unit_test(decoder_section), cmocka_unit_test(space_prompts),
     };
     if (argc > 1) cmocka_set_test_filter(argv[1]);
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -3,8 +3,9 @@
  * tests its public API on its own): indexing a folder of images, audio and junk; queries that find a
  * file by its own content; incremental re-indexing (touch, delete, add,
  * change of model); Ctrl-C (a real SIGINT) stopping a run that the next run
- * continues; corrupt and foreign index files. The models are tiny random
- * ones made here with the committed test tokenizer. */
+ * continues; corrupt and foreign index files; documents from text files
+ * (--texts). The models are tiny random ones made here with the committed
+ * test tokenizer. */
 #define _GNU_SOURCE /* mkdtemp, realpath, inotify */
 
 #include <dirent.h>
@@ -939,6 +940,87 @@ static void usage_errors(void **state) {
     assert_int_equal(run_search(NULL, "--help", NULL), 0);
 }
 
+/* Documents from text files (--texts): one per line, keyed FILE:LINE, blank
+ * lines skipped, a line that is not UTF-8 reported and skipped, a file
+ * named twice read once; a query equal to a line finds it first among the
+ * texts (--kind text); a rerun makes the index hold exactly what it names
+ * (lines gone, files not named any more, removed); a missing text file is
+ * an error before any work. */
+static void texts(void **state) {
+    (void)state;
+    char dir[600], index[700], docs[700], out[700], key[1100];
+    make_media(dir, sizeof dir, "tx");
+    snprintf(index, sizeof index, "%s/tx.idx", g_tmp);
+    snprintf(docs, sizeof docs, "%s/docs.txt", g_tmp);
+    snprintf(out, sizeof out, "%s/tx.out", g_tmp);
+    unlink(index);
+    static const char lines[] = "a red circle in the top left corner\n"
+                                "\n"
+                                "two blue squares side by side\r\n"
+                                "ab\xff" "cd\n"
+                                "一只黄色的三角形在右下角"; /* no end of line */
+    write_bytes(docs, lines, sizeof lines - 1);
+    assert_int_equal(run_search(out, "index", "--model", g_model_a, "--out", index, "--texts", docs, "--texts", docs,
+                                "--batch", "2", dir, NULL),
+                     0);
+    char *text = read_all(out, NULL);
+    printf("%s", text);
+    assert_non_null(strstr(text, "5 files (3 images, 2 audio): 5 embedded"));
+    assert_non_null(strstr(text, "; 3 texts: 3 embedded, 0 removed, 1 lines not indexed"));
+    free(text);
+
+    cJSON *j = query_json(index, "--text", "two blue squares side by side", "5", "text");
+    assert_int_equal(n_results(j), 3);
+    char *abs = realpath(docs, NULL);
+    assert_non_null(abs);
+    snprintf(key, sizeof key, "%s:3", abs);
+    assert_string_equal(result_str(j, 0, "path"), key);
+    assert_string_equal(result_str(j, 0, "kind"), "text");
+    assert_true(result_score(j, 0) > 0.9999);
+    cJSON_Delete(j);
+    j = query_json(index, "--text", "一只黄色的三角形在右下角", "1", NULL); /* every kind: the line still first */
+    snprintf(key, sizeof key, "%s:5", abs);
+    assert_string_equal(result_str(j, 0, "path"), key);
+    cJSON_Delete(j);
+
+    /* The file shrinks and the folder is no longer named. */
+    static const char fewer[] = "two blue squares side by side\n一只黄色的三角形在右下角\n";
+    write_bytes(docs, fewer, sizeof fewer - 1);
+    assert_int_equal(run_search(out, "index", "--model", g_model_a, "--out", index, "--texts", docs, NULL), 0);
+    text = read_all(out, NULL);
+    printf("%s", text);
+    assert_non_null(strstr(text, "0 files (0 images, 0 audio): 0 embedded, 0 unchanged, 5 removed"));
+    assert_non_null(strstr(text, "; 2 texts: 2 embedded, 2 removed"));
+    free(text);
+    search_index idx;
+    assert_int_equal(search_index_read(index, &idx), QIAO_OK);
+    assert_int_equal(idx.n, 2);
+    snprintf(key, sizeof key, "%s:1", abs);
+    assert_string_equal(idx.items[0].path, key);
+    assert_int_equal(idx.items[0].kind, SEARCH_TEXT);
+    assert_false(idx.items[0].is_file);
+    assert_string_equal(idx.fp.space, "tiny");
+    search_index_free(&idx);
+
+    /* A text file that is not there: nothing is done. */
+    char missing[700];
+    snprintf(missing, sizeof missing, "%s/no-such-docs.txt", g_tmp);
+    assert_int_equal(run_search(NULL, "index", "--model", g_model_a, "--out", index, "--texts", missing, NULL), 1);
+    assert_non_null(strstr(qiao_last_error(), "no-such-docs.txt"));
+    assert_int_equal(search_index_read(index, &idx), QIAO_OK);
+    assert_int_equal(idx.n, 2);
+    search_index_free(&idx);
+    /* Usage: --texts needs its file; texts alone need no PATH; --kind text is known. */
+    assert_int_equal(run_search(NULL, "index", "--model", g_model_a, "--out", index, "--texts", NULL), 2);
+    j = query_json(index, "--text", "squares", "5", "text");
+    assert_int_equal(n_results(j), 2);
+    cJSON_Delete(j);
+    free(abs);
+    unlink(docs);
+    unlink(index);
+    qt_rm_rf(dir);
+}
+
 /* ---- setup ------------------------------------------------------------------------ */
 
 static int group_setup(void **state) {
@@ -964,7 +1046,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(index_and_query), cmocka_unit_test(reindex),       cmocka_unit_test(model_change),
         cmocka_unit_test(interrupt_resume), cmocka_unit_test(cancel_resume), cmocka_unit_test(corrupt_index),
         cmocka_unit_test(nonfinite_vectors), cmocka_unit_test(special_files), cmocka_unit_test(walk_messages),
-        cmocka_unit_test(usage_errors),
+        cmocka_unit_test(usage_errors), cmocka_unit_test(texts),
     };
     if (argc > 1) cmocka_set_test_filter(argv[1]);
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

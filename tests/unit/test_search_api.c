@@ -6,7 +6,9 @@
  * (version 1 for files, version 2 with vectors), refusal of another model's
  * index and of vectors of another width or with non-finite values, cancel
  * from the progress callback, and queries on four threads while a writer
- * adds and removes. The models are tiny random ones made here with the
+ * adds and removes; documents added under keys (qiao_index_add_texts), the
+ * model's prompts put before documents and queries, and the embedding
+ * space an index records and checks. The models are tiny random ones made here with the
  * committed test tokenizer (tests/model_fixture.h), as test_search's. */
 #define _GNU_SOURCE /* mkdtemp, realpath */
 
@@ -30,7 +32,7 @@
 #define AUD(n) QIAO_TEST_DATA "/audio/" n
 #define D 1024
 
-static char g_tmp[512], g_model_a[600], g_model_b[600];
+static char g_tmp[512], g_model_a[600], g_model_b[600], g_model_p[600];
 
 /* ---- files ------------------------------------------------------------------ */
 
@@ -724,8 +726,9 @@ static void cancel(void **state) {
 }
 
 /* Four threads query (by text and by vector, pictures only) while a fifth
- * adds recordings, vectors of text and removes them again: every answer
- * equals the one computed alone, and the writer's items never show up. */
+ * adds recordings, vectors of text and documents and removes them again:
+ * every answer equals the one computed alone, and the writer's items never
+ * show up. */
 typedef struct reader {
     qiao_index *ix;
     const qiao_index_hit *ref_text, *ref_vec;
@@ -777,6 +780,12 @@ static void *write_loop(void *arg) {
             if (qiao_index_add_embedding(w->ix, key, QIAO_INDEX_TEXT, v, D) != QIAO_OK) w->bad++;
         }
         if (i == 0 && qiao_index_add_files(w->ix, roots, 1, NULL, NULL) != QIAO_OK) w->bad++;
+        if (i == 1) { /* documents, embedded beside the queries, then gone again */
+            const char *keys[] = {"wtext/0", "wtext/1"}, *docs[] = {"a small red star", "a large blue star"};
+            if (qiao_index_add_texts(w->ix, keys, docs, 2, NULL, NULL) != QIAO_OK) w->bad++;
+            for (int k = 0; k < 2; k++)
+                if (qiao_index_remove(w->ix, keys[k]) != QIAO_OK) w->bad++;
+        }
         for (int k = 0; k < 40; k += 2) {
             snprintf(key, sizeof key, "w%d-%d", i, k);
             if (qiao_index_remove(w->ix, key) != QIAO_OK) w->bad++;
@@ -832,7 +841,418 @@ static void threads(void **state) {
     qt_rm_rf(audio);
 }
 
+/* ---- documents ------------------------------------------------------------------ */
+
+static const char *const k_docs[] = {"a red circle in the top left corner", "two blue squares side by side",
+                                     "一只黄色的三角形在右下角", "the sound of rain on a window",
+                                     "a green star next to a red circle"};
+static const char *const k_doc_keys[] = {"doc/0", "doc/1", "doc/2", "doc/3", "doc/4"};
+#define N_DOCS 5
+
+static int64_t g_text_calls, g_text_last_done, g_text_total;
+static void count_texts(const qiao_index_progress *p, void *ud) {
+    (void)ud;
+    assert_true(p->done > g_text_last_done); /* only grows */
+    assert_int_equal(p->embedded, p->done);
+    g_text_calls++;
+    g_text_last_done = p->done;
+    g_text_total = p->total;
+}
+
+static qiao_index_add_stats add_texts_ok(qiao_index *ix, const char *const *keys, const char *const *texts, size_t n,
+                                         const qiao_index_add_params *ap, const char *what) {
+    qiao_index_add_stats s;
+    qiao_status st = qiao_index_add_texts(ix, keys, texts, n, ap, &s);
+    if (st != QIAO_OK) fail_msg("%s: %s", what, qiao_last_error());
+    printf("%s: found %lld embedded %lld removed %lld pending %lld\n", what, (long long)s.found,
+           (long long)s.embedded, (long long)s.removed, (long long)s.pending);
+    return s;
+}
+
+/* The index's own embedding of `text` (no prompt added), with a session of its model. */
+static void embed_with(qiao_index *ix, const char *text, float *out) {
+    qiao_session *s = NULL;
+    assert_int_equal(qiao_session_new(qiao_index_model(ix), NULL, &s), QIAO_OK);
+    assert_int_equal(qiao_embed_text(s, text, out, D), QIAO_OK);
+    qiao_session_free(s);
+}
+
+/* A call that must fail, leaving the index as it was: `n_before` items,
+ * "img" still first for its own vector. */
+static void expect_refused(qiao_index *ix, const char *const *keys, const char *const *texts, size_t n,
+                           const qiao_index_add_params *ap, qiao_status want, const char *needle, size_t n_before,
+                           const float *img) {
+    qiao_index_add_stats s;
+    qiao_status st = qiao_index_add_texts(ix, keys, texts, n, ap, &s);
+    printf("  refused: %s: %s\n", qiao_status_str(st), qiao_last_error());
+    assert_int_equal(st, want);
+    if (needle) assert_non_null(strstr(qiao_last_error(), needle));
+    assert_int_equal(s.embedded, 0);
+    assert_int_equal(qiao_index_count(ix, QIAO_INDEX_ANY), n_before);
+    size_t nh = 0;
+    qiao_index_hit *h = query_vec(ix, img, 1, QIAO_INDEX_ANY, &nh);
+    assert_string_equal(h[0].key, "img");
+    qiao_index_hits_free(h);
+}
+
+/* Documents added under keys: each found first by its own text (a model
+ * without prompts embeds query and document alike), with the vector
+ * qiao_embed_text gives; progress per batch; a key added again replaced,
+ * whatever its kind was; mirror; every malformed call refused naming the
+ * text, with nothing added; a save and reopen keeps them bit for bit. */
+static void texts(void **state) {
+    (void)state;
+    char path[700];
+    snprintf(path, sizeof path, "%s/texts.idx", g_tmp);
+    qiao_index *ix = create(g_model_a, path);
+    float img[D], v[D];
+    tilted(img, 3, 4, 0.2);
+    assert_int_equal(qiao_index_add_embedding(ix, "img", QIAO_INDEX_IMAGE, img, D), QIAO_OK);
+    tilted(v, 5, 6, 0.2);
+    assert_int_equal(qiao_index_add_embedding(ix, "doc/4", QIAO_INDEX_AUDIO, v, D), QIAO_OK); /* to be replaced */
+
+    qiao_index_add_params ap = qiao_index_add_default_params();
+    ap.batch = 2;
+    ap.progress = count_texts;
+    g_text_calls = g_text_last_done = 0;
+    qiao_index_add_stats s = add_texts_ok(ix, k_doc_keys, k_docs, N_DOCS, &ap, "documents");
+    assert_int_equal(s.found, N_DOCS);
+    assert_int_equal(s.embedded, N_DOCS);
+    assert_int_equal(s.removed, 0);
+    assert_int_equal(s.pending, 0);
+    assert_int_equal(g_text_calls, 3); /* batches of 2, 2, 1 */
+    assert_int_equal(g_text_last_done, N_DOCS);
+    assert_int_equal(g_text_total, N_DOCS);
+    assert_int_equal(qiao_index_count(ix, QIAO_INDEX_TEXT), N_DOCS);
+    assert_int_equal(qiao_index_count(ix, QIAO_INDEX_AUDIO), 0);
+    assert_int_equal(qiao_index_count(ix, QIAO_INDEX_ANY), N_DOCS + 1);
+    assert_true(qiao_index_modified(ix));
+
+    /* Each document ranks first for a query equal to it. */
+    qiao_index_query_params qp = qiao_index_query_default_params();
+    qp.top_k = 0;
+    qp.kind = QIAO_INDEX_TEXT;
+    for (size_t i = 0; i < N_DOCS; i++) {
+        qiao_index_hit *h = NULL;
+        size_t n = 0;
+        assert_int_equal(qiao_index_query_text(ix, k_docs[i], &qp, &h, &n), QIAO_OK);
+        assert_int_equal(n, N_DOCS);
+        printf("  %s: %s %.7f, then %s %.7f\n", k_docs[i], h[0].key, (double)h[0].score, h[1].key,
+               (double)h[1].score);
+        assert_string_equal(h[0].key, k_doc_keys[i]);
+        assert_int_equal(h[0].kind, QIAO_INDEX_TEXT);
+        assert_true(h[0].score > 0.99999f);
+        assert_true(h[1].score < h[0].score);
+        assert_ranked(h, n);
+        qiao_index_hits_free(h);
+    }
+    /* The stored vector is qiao_embed_text's (batched, so to float rounding). */
+    embed_with(ix, k_docs[2], v);
+    size_t n = 0;
+    qiao_index_hit *h = query_vec(ix, v, 1, QIAO_INDEX_ANY, &n);
+    assert_string_equal(h[0].key, "doc/2");
+    assert_true(h[0].score > 0.99999f);
+    qiao_index_hits_free(h);
+
+    /* Again under doc/1 (now rain, as doc/3) and a new key; "img" becomes a text. */
+    const char *k2[] = {"doc/1", "doc/9", "img"}, *t2[] = {k_docs[3], "a purple hexagon", "a photo caption"};
+    s = add_texts_ok(ix, k2, t2, 3, NULL, "replace");
+    assert_int_equal(s.embedded, 3);
+    assert_int_equal(qiao_index_count(ix, QIAO_INDEX_TEXT), N_DOCS + 2);
+    assert_int_equal(qiao_index_count(ix, QIAO_INDEX_IMAGE), 0);
+    qp.top_k = 2;
+    assert_int_equal(qiao_index_query_text(ix, k_docs[3], &qp, &h, &n), QIAO_OK);
+    assert_int_equal(n, 2);
+    assert_true(has_key(h, n, "doc/1") && has_key(h, n, "doc/3"));
+    assert_true(h[1].score > 0.99999f);
+    qiao_index_hits_free(h);
+
+    /* Saved and opened: version 2, the same answers bit for bit. */
+    assert_int_equal(qiao_index_save(ix, NULL), QIAO_OK);
+    assert_int_equal(meta_version(path), 2);
+    qiao_index *re = NULL;
+    assert_int_equal(qiao_index_open(path, NULL, NULL, &re), QIAO_OK);
+    assert_int_equal(qiao_index_count(re, QIAO_INDEX_TEXT), N_DOCS + 2);
+    qp.top_k = 0;
+    qp.kind = QIAO_INDEX_ANY;
+    qiao_index_hit *h1 = NULL, *h2 = NULL;
+    size_t n1 = 0, n2 = 0;
+    assert_int_equal(qiao_index_query_text(ix, "a circle", &qp, &h1, &n1), QIAO_OK);
+    assert_int_equal(qiao_index_query_text(re, "a circle", &qp, &h2, &n2), QIAO_OK);
+    assert_int_equal(n1, N_DOCS + 2);
+    assert_true(same_hits(h1, n1, h2, n2));
+    qiao_index_hits_free(h1);
+    qiao_index_hits_free(h2);
+    qiao_index_free(re);
+
+    /* Mirror: the texts are exactly these; other kinds stay. */
+    tilted(img, 3, 4, 0.2);
+    assert_int_equal(qiao_index_add_embedding(ix, "img", QIAO_INDEX_IMAGE, img, D), QIAO_OK);
+    ap = qiao_index_add_default_params();
+    ap.mirror = 1;
+    const char *k3[] = {"doc/0", "doc/7"}, *t3[] = {k_docs[0], "a small white dot"};
+    s = add_texts_ok(ix, k3, t3, 2, &ap, "mirror");
+    assert_int_equal(s.embedded, 2);
+    assert_int_equal(s.removed, N_DOCS + 1 - 1); /* doc/1..4, doc/9; "img" is an image again */
+    assert_int_equal(qiao_index_count(ix, QIAO_INDEX_TEXT), 2);
+    assert_int_equal(qiao_index_count(ix, QIAO_INDEX_IMAGE), 1);
+
+    /* Refused, the index as it was (3 items), each message naming the text. */
+    qiao_index_add_params bad = qiao_index_add_default_params();
+    const char *ok_keys[] = {"x/0", "x/1", "x/2", "x/3"};
+    const char *utf[] = {"fine", "also fine", "ok", "ab\xff" "c"};
+    expect_refused(ix, ok_keys, utf, 4, NULL, QIAO_ERR_FORMAT, "texts[3] (key x/3): invalid UTF-8 at byte 2", 3, img);
+    const char *empty[] = {"fine", ""};
+    expect_refused(ix, ok_keys, empty, 2, NULL, QIAO_ERR_INVALID_ARGUMENT, "texts[1] (key x/1) is empty", 3, img);
+    const char *blank[] = {"fine", "ok", " \t\xe3\x80\x80\n"}; /* U+3000, the ideographic space */
+    expect_refused(ix, ok_keys, blank, 3, NULL, QIAO_ERR_INVALID_ARGUMENT, "texts[2] (key x/2) is only white space",
+                   3, img);
+    const char *null_text[] = {"fine", NULL};
+    expect_refused(ix, ok_keys, null_text, 2, NULL, QIAO_ERR_INVALID_ARGUMENT, "texts[1]", 3, img);
+    const char *dup_keys[] = {"d", "e", "d"};
+    expect_refused(ix, dup_keys, utf, 3, NULL, QIAO_ERR_INVALID_ARGUMENT, "keys[0] and keys[2] are the same (d)", 3,
+                   img);
+    const char *bad_keys[] = {"k", ""};
+    expect_refused(ix, bad_keys, utf, 2, NULL, QIAO_ERR_INVALID_ARGUMENT, "keys[1]", 3, img);
+    const char *bad_utf_key[] = {"k\xc0"};
+    expect_refused(ix, bad_utf_key, utf, 1, NULL, QIAO_ERR_INVALID_ARGUMENT, "keys[0]", 3, img);
+    expect_refused(ix, NULL, utf, 1, NULL, QIAO_ERR_INVALID_ARGUMENT, NULL, 3, img);
+    expect_refused(ix, ok_keys, NULL, 1, NULL, QIAO_ERR_INVALID_ARGUMENT, NULL, 3, img);
+    bad.batch = 0;
+    expect_refused(ix, ok_keys, utf, 1, &bad, QIAO_ERR_INVALID_ARGUMENT, "batch", 3, img);
+    bad = qiao_index_add_default_params();
+    bad.struct_size = 3;
+    expect_refused(ix, ok_keys, utf, 1, &bad, QIAO_ERR_INVALID_ARGUMENT, NULL, 3, img);
+    assert_int_equal(qiao_index_add_texts(NULL, ok_keys, utf, 1, NULL, NULL), QIAO_ERR_INVALID_ARGUMENT);
+
+    /* Nothing to add: nothing happens; with mirror, the texts go. */
+    s = add_texts_ok(ix, NULL, NULL, 0, NULL, "none");
+    assert_int_equal(qiao_index_count(ix, QIAO_INDEX_TEXT), 2);
+    s = add_texts_ok(ix, NULL, NULL, 0, &ap, "none, mirrored");
+    assert_int_equal(s.removed, 2);
+    assert_int_equal(qiao_index_count(ix, QIAO_INDEX_TEXT), 0);
+    assert_int_equal(qiao_index_count(ix, QIAO_INDEX_ANY), 1);
+    qiao_index_free(ix);
+    unlink(path);
+}
+
+/* A cancel asked after the first batch: that batch is in, the texts not
+ * reached (the last stats.pending) are not, and an item already under one
+ * of their keys stays as it was; a call with just those finishes the job.
+ * A cancel before the first batch adds nothing (with mirror it still
+ * removes the other texts). */
+static int g_text_cancel;
+static void cancel_after_batch(const qiao_index_progress *p, void *ud) {
+    (void)p, (void)ud;
+    g_text_cancel = 1;
+}
+static int text_cancel_flag(void *ud) {
+    (void)ud;
+    return g_text_cancel;
+}
+
+static void texts_cancel(void **state) {
+    (void)state;
+    enum { N = 7 };
+    const char *keys[N] = {"t/0", "t/1", "t/2", "t/3", "t/4", "t/5", "t/6"};
+    const char *docs[N] = {"one red circle", "two red circles", "three blue squares", "a yellow triangle",
+                           "the wind in the trees", "a dog barking", "rain on a roof"};
+    qiao_index *ix = create(g_model_a, NULL);
+    float old[D];
+    tilted(old, 7, 8, 0.1);
+    assert_int_equal(qiao_index_add_embedding(ix, "t/5", QIAO_INDEX_TEXT, old, D), QIAO_OK);
+    assert_int_equal(qiao_index_add_embedding(ix, "other", QIAO_INDEX_TEXT, old, D), QIAO_OK);
+
+    qiao_index_add_params ap = qiao_index_add_default_params();
+    ap.batch = 3;
+    ap.progress = cancel_after_batch;
+    ap.cancel = text_cancel_flag;
+    g_text_cancel = 0;
+    qiao_index_add_stats s;
+    assert_int_equal(qiao_index_add_texts(ix, keys, docs, N, &ap, &s), QIAO_ERR_CANCELLED);
+    printf("cancelled: %s; embedded %lld pending %lld\n", qiao_last_error(), (long long)s.embedded,
+           (long long)s.pending);
+    assert_non_null(strstr(qiao_last_error(), "4 of 7 texts left"));
+    assert_int_equal(s.embedded, 3);
+    assert_int_equal(s.pending, N - 3);
+    assert_int_equal(qiao_index_count(ix, QIAO_INDEX_TEXT), 3 + 2);
+    size_t n = 0;
+    qiao_index_hit *h = query_vec(ix, old, 0, QIAO_INDEX_ANY, &n);
+    assert_int_equal(n, 5);
+    assert_true(has_key(h, n, "t/0") && has_key(h, n, "t/2") && !has_key(h, n, "t/3") && !has_key(h, n, "t/6"));
+    assert_true(!strcmp(h[0].key, "other") || !strcmp(h[0].key, "t/5")); /* both still `old` */
+    assert_float_equal(h[1].score, 1.0, 1e-6);
+    qiao_index_hits_free(h);
+
+    /* The rest, without a cancel. */
+    ap.progress = NULL;
+    ap.cancel = NULL;
+    size_t done = (size_t)(N - s.pending);
+    s = add_texts_ok(ix, keys + done, docs + done, N - done, &ap, "resumed");
+    assert_int_equal(s.embedded, N - 3);
+    assert_int_equal(qiao_index_count(ix, QIAO_INDEX_TEXT), N + 1);
+    qiao_index_query_params qp = qiao_index_query_default_params();
+    qp.top_k = 1;
+    assert_int_equal(qiao_index_query_text(ix, docs[5], &qp, &h, &n), QIAO_OK);
+    assert_string_equal(h[0].key, "t/5"); /* replaced now */
+    qiao_index_hits_free(h);
+
+    /* Cancelled before the first batch: nothing added; mirror still applies. */
+    g_text_cancel = 1;
+    ap.cancel = text_cancel_flag;
+    const char *k2[] = {"new"}, *t2[] = {"a new text"};
+    assert_int_equal(qiao_index_add_texts(ix, k2, t2, 1, &ap, &s), QIAO_ERR_CANCELLED);
+    assert_int_equal(s.embedded, 0);
+    assert_int_equal(s.pending, 1);
+    assert_int_equal(qiao_index_count(ix, QIAO_INDEX_TEXT), N + 1);
+    ap.mirror = 1;
+    assert_int_equal(qiao_index_add_texts(ix, k2, t2, 1, &ap, &s), QIAO_ERR_CANCELLED);
+    assert_int_equal(s.removed, N + 1);
+    assert_int_equal(qiao_index_count(ix, QIAO_INDEX_ANY), 0);
+    qiao_index_free(ix);
+}
+
+/* A model trained with prompts (e5's): the index puts "passage: " before a
+ * document and "query: " before a query, so an item's vector is
+ * qiao_embed_text's of "passage: <text>" and a query's that of
+ * "query: <text>"; an invalid query names its own byte. */
+static void prompts(void **state) {
+    (void)state;
+    qiao_index *ix = create(g_model_p, NULL);
+    const qiao_model *m = qiao_index_model(ix);
+    assert_string_equal(qiao_model_space(m), "test/prompted");
+    assert_string_equal(qiao_model_prompt(m, "query"), "query: ");
+    assert_string_equal(qiao_model_prompt(m, "document"), "passage: ");
+    qiao_index *plain = create(g_model_a, NULL);
+    assert_string_equal(qiao_model_space(qiao_index_model(plain)), "tiny");
+    assert_string_equal(qiao_model_prompt(qiao_index_model(plain), "query"), "");
+    qiao_index_free(plain);
+
+    const char *keys[] = {"d"}, *docs[] = {"a red circle"};
+    add_texts_ok(ix, keys, docs, 1, NULL, "prompted");
+    float with[D], without[D], q[D];
+    embed_with(ix, "passage: a red circle", with);
+    embed_with(ix, "a red circle", without);
+    printf("  cosine(passage: x, x) = %.6f\n", cosine_d(with, without));
+    assert_true(cosine_d(with, without) < 0.9999); /* the prompt makes a difference to test */
+    size_t n = 0;
+    qiao_index_hit *h = query_vec(ix, with, 1, QIAO_INDEX_ANY, &n);
+    assert_string_equal(h[0].key, "d");
+    assert_true(h[0].score > 0.99999f);
+    qiao_index_hits_free(h);
+
+    embed_with(ix, "query: two blue squares", q);
+    assert_int_equal(qiao_index_add_embedding(ix, "q", QIAO_INDEX_TEXT, q, D), QIAO_OK);
+    qiao_index_query_params qp = qiao_index_query_default_params();
+    qp.top_k = 0;
+    assert_int_equal(qiao_index_query_text(ix, "two blue squares", &qp, &h, &n), QIAO_OK);
+    assert_int_equal(n, 2);
+    assert_string_equal(h[0].key, "q");
+    assert_true(h[0].score > 0.99999f);
+    qiao_index_hits_free(h);
+    assert_int_equal(qiao_index_query_text(ix, "abc\xff", &qp, &h, &n), QIAO_ERR_FORMAT);
+    assert_non_null(strstr(qiao_last_error(), "byte 3"));
+    qiao_index_free(ix);
+}
+
+/* Rewrites the index file at `path` in place with `from` cut out of its JSON. */
+static void cut_meta(const char *path, const char *from) {
+    qc_st_file *f = NULL;
+    assert_int_equal(qc_st_open(path, &f), QIAO_OK);
+    const char *meta = qc_st_metadata_get(f, "qiao.index");
+    const char *hit = strstr(meta, from);
+    assert_non_null(hit);
+    char *json = malloc(strlen(meta) + 1);
+    assert_non_null(json);
+    snprintf(json, strlen(meta) + 1, "%.*s%s", (int)(hit - meta), meta, hit + strlen(from));
+    const qc_st_tensor *t = qc_st_find(f, "embeddings");
+    float *rows = malloc(t->nbytes ? t->nbytes : 1);
+    assert_non_null(rows);
+    memcpy(rows, t->data, t->nbytes);
+    qc_st_entry e = {.name = "embeddings", .dtype = QIAO_DTYPE_F32, .ndim = 2, .shape = {t->shape[0], t->shape[1]},
+                     .data = rows, .from_f32 = false};
+    qc_st_close(f);
+    qc_st_kv kv = {"qiao.index", json};
+    assert_int_equal(qc_st_write(path, &e, 1, &kv, 1), QIAO_OK);
+    free(rows);
+    free(json);
+}
+
+/* An index records its model's space; a model of another space is refused
+ * by open and load naming both spaces, before the fingerprint (whose
+ * message stays for a model of the same space: another file). An index
+ * written before spaces were recorded is in its model's name's space. */
+static void space(void **state) {
+    (void)state;
+    char path[700], path_p[700];
+    snprintf(path, sizeof path, "%s/space.idx", g_tmp);
+    snprintf(path_p, sizeof path_p, "%s/space_p.idx", g_tmp);
+    qiao_index *ix = create(g_model_a, path);
+    const char *keys[] = {"k"}, *docs[] = {"a red circle"};
+    add_texts_ok(ix, keys, docs, 1, NULL, "space");
+    assert_int_equal(qiao_index_save(ix, NULL), QIAO_OK);
+    qiao_index_free(ix);
+    cJSON *j = index_meta(path);
+    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "space")), "tiny");
+    cJSON_Delete(j);
+
+    qiao_index *other = NULL;
+    assert_int_equal(qiao_index_open(path, g_model_p, NULL, &other), QIAO_ERR_INVALID_ARGUMENT);
+    printf("  %s\n", qiao_last_error());
+    assert_null(other);
+    assert_non_null(strstr(qiao_last_error(), "embedding space \"tiny\""));
+    assert_non_null(strstr(qiao_last_error(), "\"test/prompted\""));
+    assert_null(strstr(qiao_last_error(), "built with another model"));
+    other = create(g_model_p, path_p);
+    add_texts_ok(other, keys, docs, 1, NULL, "prompted space");
+    assert_int_equal(qiao_index_load(other, path), QIAO_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(qiao_last_error(), "\"tiny\""));
+    assert_int_equal(qiao_index_count(other, QIAO_INDEX_TEXT), 1);
+    assert_int_equal(qiao_index_save(other, NULL), QIAO_OK);
+    qiao_index_free(other);
+    j = index_meta(path_p);
+    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "space")), "test/prompted");
+    cJSON_Delete(j);
+    assert_int_equal(qiao_index_open(path_p, NULL, NULL, &other), QIAO_OK);
+    assert_int_equal(qiao_index_count(other, QIAO_INDEX_TEXT), 1);
+    qiao_index_free(other);
+    /* Same space, another file: the fingerprint's message. */
+    assert_int_equal(qiao_index_open(path, g_model_b, NULL, &other), QIAO_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(qiao_last_error(), "built with another model"));
+
+    /* Without "space": the fingerprint's name, "tiny". */
+    cut_meta(path, "\"space\":\"tiny\",");
+    j = index_meta(path);
+    assert_null(cJSON_GetObjectItemCaseSensitive(j, "space"));
+    cJSON_Delete(j);
+    assert_int_equal(qiao_index_open(path, g_model_a, NULL, &other), QIAO_OK);
+    assert_int_equal(qiao_index_count(other, QIAO_INDEX_TEXT), 1);
+    qiao_index_free(other);
+    assert_int_equal(qiao_index_open(path, g_model_p, NULL, &other), QIAO_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(qiao_last_error(), "embedding space \"tiny\""));
+    unlink(path);
+    unlink(path_p);
+}
+
 /* ---- setup ------------------------------------------------------------------ */
+
+/* The tiny model with a "space" of its own and e5's prompts. */
+static void write_prompted_model(const char *path, uint64_t seed) {
+    qmod_model *m = qt_tiny_model(seed, true);
+    cJSON *root = cJSON_Parse(m->cfg.json);
+    assert_non_null(root);
+    cJSON_AddStringToObject(root, "space", "test/prompted");
+    cJSON_AddItemToObject(root, "prompts", cJSON_Parse("{\"query\": \"query: \", \"document\": \"passage: \"}"));
+    char *json = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    qmod_config c;
+    if (qmod_config_from_string(json, "prompted", &c) != QIAO_OK) fail_msg("%s", qiao_last_error());
+    cJSON_free(json);
+    qmod_config_free(&m->cfg);
+    m->cfg = c;
+    assert_int_equal(qmod_save(m, path, QIAO_DTYPE_F32), QIAO_OK);
+    qmod_free(m);
+}
 
 static int group_setup(void **state) {
     (void)state;
@@ -841,8 +1261,10 @@ static int group_setup(void **state) {
     if (!mkdtemp(g_tmp)) return -1;
     snprintf(g_model_a, sizeof g_model_a, "%s/model_a.safetensors", g_tmp);
     snprintf(g_model_b, sizeof g_model_b, "%s/model_b.safetensors", g_tmp);
+    snprintf(g_model_p, sizeof g_model_p, "%s/model_p.safetensors", g_tmp);
     qt_write_tiny_model(g_model_a, 1, true);
     qt_write_tiny_model(g_model_b, 2, true);
+    write_prompted_model(g_model_p, 3);
     return 0;
 }
 
@@ -856,6 +1278,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(vectors), cmocka_unit_test(many_keys), cmocka_unit_test(files),
         cmocka_unit_test(save_and_open), cmocka_unit_test(cancel), cmocka_unit_test(threads),
+        cmocka_unit_test(texts), cmocka_unit_test(texts_cancel), cmocka_unit_test(prompts), cmocka_unit_test(space),
     };
     if (argc > 1) cmocka_set_test_filter(argv[1]);
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
