@@ -67,8 +67,9 @@ qiao_test(NAME test_tokenizer_spm SOURCES unit/test_tokenizer_spm.c
   LABELS tokenizer TIMEOUT 120)
 target_link_libraries(test_tokenizer_spm PRIVATE Threads::Threads)
 
-# libFuzzer: a tokenizer file's config (the hybrid, spm and wordpiece kinds)
-# as arbitrary bytes around a real SentencePiece model or BERT vocabulary;
+# libFuzzer: a tokenizer file's config (the hybrid, spm, wordpiece and bpe
+# kinds) as arbitrary bytes around a real SentencePiece model, BERT vocabulary
+# or CLIP vocabulary and merges;
 # what loads must tokenize with ids and offsets in range.
 qiao_fuzz(NAME fuzz_tokenizer_file SOURCES ${QIAO_FUZZ_TOK}/normalize.c ${QIAO_FUZZ_TOK}/tokenizer.c
   ${QIAO_FUZZ_TOK}/train.c ${QIAO_FUZZ_TOK}/spm_shim.cpp ${QIAO_FUZZ_TOK}/wordpiece.c ${QIAO_FUZZ_TOK}/clip_bpe.c
@@ -77,4 +78,5 @@ qiao_fuzz(NAME fuzz_tokenizer_file SOURCES ${QIAO_FUZZ_TOK}/normalize.c ${QIAO_F
   ${PROJECT_SOURCE_DIR}/sdk/core/file.c ${PROJECT_SOURCE_DIR}/sdk/core/utf8.c
   LIBS PkgConfig::CJSON PkgConfig::ICU PkgConfig::SENTENCEPIECE
   DEFINES QIAO_FUZZ_SPM_FILE="${CMAKE_CURRENT_SOURCE_DIR}/data/tokenizer/spm-kind.safetensors"
-          QIAO_FUZZ_WP_VOCAB="${CMAKE_CURRENT_SOURCE_DIR}/data/wordpiece/vocab.txt")
+          QIAO_FUZZ_WP_VOCAB="${CMAKE_CURRENT_SOURCE_DIR}/data/wordpiece/vocab.txt"
+          QIAO_FUZZ_CLIP_DIR="${CMAKE_CURRENT_SOURCE_DIR}/data/clip_bpe")
