@@ -23,6 +23,7 @@ typedef struct qmod_head_work {
     qc_table at;
     qc_arena acts, dacts;
     qf_mlp_acts a, da;
+    qc_arena xs, dxs; /* (N_max, in): the scaled input and its gradient, for a head with a scale */
 } qmod_head_work;
 
 /* A workspace for up to N_max rows of head `head` (with gradients when
@@ -32,7 +33,8 @@ qiao_status qmod_head_work_init(qmod_head_work *w, const qmod_model *m, int head
 void qmod_head_work_free(qmod_head_work *w);
 
 /* x (N, in) -> *logits (N, classes) inside the workspace (valid until its
- * next use). N <= N_max, else QIAO_ERR_INVALID_ARGUMENT. */
+ * next use), x times the head's scale first. N <= N_max, else
+ * QIAO_ERR_INVALID_ARGUMENT. */
 qiao_status qmod_head_forward(const qb_exec *ex, const qmod_model *m, qmod_head_work *w, const float *x, int64_t N,
                               const float **logits);
 /* After qmod_head_forward on the same x: dlogits (N, classes) -> the head's

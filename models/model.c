@@ -41,7 +41,8 @@ bool qmod_has_pair(const qmod_config *cfg, int pair) {
            qmod_has_tower(cfg, k_pair_towers[pair][1]);
 }
 
-static const char *const k_head_keys[] = {"kind", "tower", "input", "hidden", "classes", "labels", "label_text"};
+static const char *const k_head_keys[] = {"kind",    "tower",  "input",      "hidden",
+                                          "classes", "labels", "label_text", "scale"};
 
 /* "labels" (K distinct non-empty strings) and "label_text" ({lang: K
  * strings}) of a head with K classes. */
@@ -131,6 +132,10 @@ static qiao_status parse_head(const cJSON *o, const qmod_config *c, const char *
     if ((st = qc_json_int(o, section, "classes", 1, QF_HEAD_MAX_CLASSES, &h->mlp.classes)) != QIAO_OK)
         return rewrap(st, what);
     if ((st = check_labels(o, what, name, h->mlp.classes)) != QIAO_OK) return st;
+    const cJSON *scale = cJSON_GetObjectItemCaseSensitive(o, "scale");
+    if (scale && (!cJSON_IsNumber(scale) || !(scale->valuedouble > 0.0) || scale->valuedouble > 1e4))
+        return qc_error(QIAO_ERR_FORMAT, "%s: heads.%s.scale must be a number in (0, 10000]", what, name);
+    h->scale = scale ? (float)scale->valuedouble : 1.0f;
     h->mlp.in = h->fused ? c->fusion.width
                 : h->input == QMOD_HEAD_EMBEDDING ? c->embed_dim
                                                   : qmod_tower_of(h->tower)->trunk_dims(c)->C;

@@ -68,14 +68,18 @@ typedef enum qmod_head_input { QMOD_HEAD_EMBEDDING = 0, QMOD_HEAD_TOKENS = 1 } q
  * >= 0 (default 0), classes >= 1. Optional "labels": one distinct key per
  * class (what an application matches on); optional "label_text": per
  * language code, one display string per class (VQA answers in the
- * question's language). Read them with qmod_head_label(). Its parameters
- * are "heads.<name>.*". */
+ * question's language). Read them with qmod_head_label(). Optional
+ * "scale" (> 0, default 1) multiplies the input before the head: a head
+ * on the unit-length embedding needs it (NormFace's s), or its logits stay
+ * within a few units of 0 at a fine-tuning learning rate and never become
+ * confident. Its parameters are "heads.<name>.*". */
 typedef struct qmod_head_config {
     char name[QMOD_NAME_MAX]; /* [a-z0-9_], starting with a letter */
     qmod_modality tower;      /* unused when fused */
     bool fused;               /* reads the fuser's z */
     qmod_head_input input;
     qf_mlp_config mlp;        /* mlp.in = embed_dim, the tower's trunk width or the fusion width */
+    float scale;              /* the input's factor ("scale", default 1) */
 } qmod_head_config;
 
 /* A parsed model config: "name", "embed_dim", a section for each tower the

@@ -11,3 +11,23 @@ qiao_fuzz(NAME fuzz_intent_data SOURCES ${PROJECT_SOURCE_DIR}/models/intent/data
   ${PROJECT_SOURCE_DIR}/sdk/core/status.c ${PROJECT_SOURCE_DIR}/sdk/core/utf8.c ${PROJECT_SOURCE_DIR}/sdk/core/rng.c
   ${PROJECT_SOURCE_DIR}/sdk/core/file.c
   LIBS PkgConfig::CJSON)
+
+# The classifier trained through the generic trainer (models/intent/train.c)
+# on the e-commerce set with the tiny random XLM-R encoder: it learns, a
+# stopped run resumes to the same bits, it refuses what it cannot train on.
+qiao_test(NAME test_intent_train SOURCES unit/test_intent_train.c CASES learns resumes refuses
+  LABELS "intent;train" TIMEOUT 300)
+
+# `qiao intent`: usage errors, a model that is not a classifier, a missing file.
+cli_expect(NAME cli.intent.usage RC 2 ARGS intent STDERR "usage: qiao intent train")
+cli_expect(NAME cli.intent.eval_required RC 2 ARGS intent eval --model m.safetensors
+  STDERR "--model and --data are required")
+cli_expect(NAME cli.intent.predict_not_classifier RC 1
+  ARGS intent predict --model ${CMAKE_CURRENT_SOURCE_DIR}/data/hf/xlmr/model.safetensors hello
+  STDERR "not an intent classifier")
+cli_expect(NAME cli.intent.train_missing_data RC 1
+  ARGS intent train --init ${CMAKE_CURRENT_SOURCE_DIR}/data/hf/xlmr/model.safetensors
+       --data ${CMAKE_CURRENT_BINARY_DIR}/no-such.jsonl --out ${CMAKE_CURRENT_BINARY_DIR}/intent-none.safetensors
+  STDERR "i/o error: .*no-such\\.jsonl")
+set_tests_properties(cli.intent.usage cli.intent.eval_required cli.intent.predict_not_classifier
+  cli.intent.train_missing_data PROPERTIES LABELS "cli;intent")

@@ -295,8 +295,12 @@ qiao_status qmi_set_parse(const char *name, const char *text, size_t len, const 
         if (space) {
             st = copy_names(space->labels, space->n_labels, &out->labels);
             out->n_labels = space->n_labels;
-            if (st == QIAO_OK) st = copy_names(space->types, space->n_types, &out->types);
-            out->n_types = st == QIAO_OK ? space->n_types : 0;
+            if (st == QIAO_OK && space->n_types) {
+                st = copy_names(space->types, space->n_types, &out->types);
+                out->n_types = st == QIAO_OK ? space->n_types : 0;
+            } else if (st == QIAO_OK) { /* a space without entity types (no tagger): the file's own */
+                st = collect(items, n, true, &out->types, &out->n_types);
+            }
         } else {
             st = collect(items, n, false, &out->labels, &out->n_labels);
             if (st == QIAO_OK) st = collect(items, n, true, &out->types, &out->n_types);

@@ -74,7 +74,8 @@ typedef struct qmi_set {
 /* Reads the JSONL file at `path`. With `space` NULL the labels and entity
  * types are those the file uses; with a set (a model's training set, or
  * just its names) they are that set's, and a name outside them is an
- * error. QIAO_ERR_IO for a file that cannot be read, QIAO_ERR_FORMAT for
+ * error (entity types only when the space has some: a classifier without
+ * an entity tagger takes the file's own). QIAO_ERR_IO for a file that cannot be read, QIAO_ERR_FORMAT for
  * its content (file:line), QIAO_ERR_TOO_LARGE past the limits above,
  * QIAO_ERR_OUT_OF_MEMORY. On success *out is filled; free it with
  * qmi_set_free. On failure *out is empty (safe to free). */

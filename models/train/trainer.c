@@ -118,6 +118,17 @@ size_t qtr_freeze_prefix(qc_table *tab, const char *prefix) {
     return n;
 }
 
+size_t qtr_lr_scale_prefix(qc_table *tab, const char *prefix, float scale) {
+    size_t n = 0;
+    const size_t len = strlen(prefix);
+    for (size_t i = 0; i < tab->n; i++)
+        if (!strncmp(tab->t[i].name, prefix, len)) {
+            tab->t[i].lr_scale = scale;
+            n++;
+        }
+    return n;
+}
+
 qiao_status qtr_recipe_read(const char *path, char **out) {
     *out = NULL;
     uint8_t *bytes = NULL;

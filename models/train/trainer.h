@@ -97,6 +97,9 @@ void qtr_hparams_to_json(const qtr_hparams *h, const qtr_hparams *dflt, struct c
 /* Sets QC_FROZEN on every tensor whose name starts with `prefix`; returns
  * how many. */
 size_t qtr_freeze_prefix(qc_table *tab, const char *prefix);
+/* Sets the AdamW learning-rate factor (qc_tensor_desc.lr_scale) of every
+ * tensor whose name starts with `prefix`; returns how many. */
+size_t qtr_lr_scale_prefix(qc_table *tab, const char *prefix, float scale);
 /* Sets QC_FROZEN on every tensor whose name starts with none of the
  * NULL-terminated prefixes `keep` (a new part of a model trains, whatever
  * else the model holds stays); returns how many. */

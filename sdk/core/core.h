@@ -185,6 +185,7 @@ typedef struct qc_tensor_desc {
     qc_init init;
     float init_scale;
     uint32_t flags;
+    float lr_scale;       /* AdamW's learning rate times this for the tensor; 0 (the default) = 1 */
     size_t offset;        /* in floats from the arena base; multiple of QC_ALIGN_FLOATS */
     size_t field;         /* offsetof() of the float* field in the bound struct, or SIZE_MAX */
 } qc_tensor_desc;

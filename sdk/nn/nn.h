@@ -222,7 +222,8 @@ static inline nn_adamw_config nn_adamw_default(void) {
 /* One AdamW step over every tensor of `tab` (params, grads, m, v are arenas
  * laid out by tab) on the gradients times grad_scale (nn_clip_scale's factor,
  * or 1). t is the 1-based step number. Tensors flagged QC_FROZEN are left
- * alone. */
+ * alone; a tensor's lr_scale (> 0) multiplies its learning rate (a new head
+ * on a pretrained encoder learns faster than the encoder moves). */
 void nn_adamw_update(const qb_exec *ex, const qc_table *tab, float *params, const float *grads, float *m, float *v,
                      int64_t t, float grad_scale, const nn_adamw_config *cfg);
 /* Global L2 norm of the gradient arena; if above max_norm (> 0) scales all

@@ -18,9 +18,10 @@ void nn_adamw_update(const qb_exec *ex, const qc_table *tab, float *params, cons
         const qc_tensor_desc *d = &tab->t[i];
         if ((d->flags & QC_FROZEN) || d->numel == 0) continue;
         const float wd = (d->flags & QC_NO_DECAY) ? 0.0f : cfg->weight_decay;
+        const float lr = d->lr_scale > 0.0f ? cfg->lr * d->lr_scale : cfg->lr;
         const size_t o = d->offset;
-        ex->ops->adamw_step(ex, params + o, grads + o, m + o, v + o, d->numel, grad_scale, cfg->lr, cfg->beta1,
-                            cfg->beta2, cfg->eps, wd, bc1, bc2);
+        ex->ops->adamw_step(ex, params + o, grads + o, m + o, v + o, d->numel, grad_scale, lr, cfg->beta1, cfg->beta2,
+                            cfg->eps, wd, bc1, bc2);
     }
     QC_PROF_END(ex->prof, pt, 0);
 }
