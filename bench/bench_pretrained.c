@@ -89,8 +89,8 @@
 #define PEER_SCRIPT "bench/peer/e5_peer.py"
 #define MAX_MODELS 4
 #define MAX_ENGINES (MAX_MODELS + 3)
-#define TURN 50   /* utterances per engine per turn at batch 1 */
-#define WARMUP 8  /* utterances embedded before timing */
+#define TURN 50    /* utterances per engine per turn at batch 1 */
+#define WARMUP 8   /* utterances embedded before timing */
 #define REPLY 8192 /* a reply line: TURN times of 10 characters */
 #define MIB(b) ((double)(b) / (1024.0 * 1024.0))
 
@@ -98,7 +98,8 @@
 static long status_kb(const char *key) {
     long kb = 0;
     FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return 0;
+    if (!f)
+        return 0;
     char line[256];
     const size_t n = strlen(key);
     while (fgets(line, sizeof line, f))
@@ -121,23 +122,27 @@ static int fail(const char *what, qiao_status st) {
  * pointers into one copy of the bytes (texts[0]); NULL on a bad tensor. */
 static char **split_texts(const qc_st_tensor *t, int64_t *n) {
     *n = 0;
-    if (!t || t->dtype != QIAO_DTYPE_U8 || !t->nbytes || ((const char *)t->data)[t->nbytes - 1] != 0) return NULL;
+    if (!t || t->dtype != QIAO_DTYPE_U8 || !t->nbytes || ((const char *)t->data)[t->nbytes - 1] != 0)
+        return NULL;
     char *bytes = malloc(t->nbytes);
     int64_t count = 0;
-    for (size_t i = 0; i < t->nbytes; i++) count += ((const char *)t->data)[i] == 0;
+    for (size_t i = 0; i < t->nbytes; i++)
+        count += ((const char *)t->data)[i] == 0;
     char **texts = malloc((size_t)count * sizeof *texts);
     if (!bytes || !texts) {
         free(bytes), free(texts);
         return NULL;
     }
     memcpy(bytes, t->data, t->nbytes);
-    for (size_t i = 0, k = 0; i < t->nbytes; i += strlen(bytes + i) + 1) texts[k++] = bytes + i;
+    for (size_t i = 0, k = 0; i < t->nbytes; i += strlen(bytes + i) + 1)
+        texts[k++] = bytes + i;
     *n = count;
     return texts;
 }
 
 static void free_texts(char **texts) {
-    if (texts) free(texts[0]);
+    if (texts)
+        free(texts[0]);
     free(texts);
 }
 
@@ -146,7 +151,8 @@ static void free_texts(char **texts) {
 static qiao_status pick_utterances(int64_t n, char ***texts, float **ref, int64_t *dim) {
     qc_st_file *f = NULL;
     qiao_status st = qc_st_open(FIXTURE, &f);
-    if (st != QIAO_OK) return st;
+    if (st != QIAO_OK)
+        return st;
     int64_t total = 0;
     char **all = split_texts(qc_st_find(f, "texts"), &total);
     const qc_st_tensor *te = qc_st_find(f, "emb");
@@ -163,7 +169,8 @@ static qiao_status pick_utterances(int64_t n, char ***texts, float **ref, int64_
                         (long long)(2 * half));
     }
     size_t bytes = 0;
-    for (int64_t k = 0; k < n; k++) bytes += strlen(all[k % 2 * half + k / 2]) + 1;
+    for (int64_t k = 0; k < n; k++)
+        bytes += strlen(all[k % 2 * half + k / 2]) + 1;
     char *buf = malloc(bytes);
     char **out = malloc((size_t)n * sizeof *out);
     float *e = malloc((size_t)(n * D) * sizeof *e);
@@ -190,7 +197,8 @@ static qiao_status pick_utterances(int64_t n, char ***texts, float **ref, int64_
 
 static qiao_status write_texts(const char *path, char *const *texts, int64_t n) {
     size_t bytes = 0;
-    for (int64_t i = 0; i < n; i++) bytes += strlen(texts[i]) + 1;
+    for (int64_t i = 0; i < n; i++)
+        bytes += strlen(texts[i]) + 1;
     qc_st_entry e = {"texts", QIAO_DTYPE_U8, 1, {(int64_t)bytes}, texts[0], false};
     return qc_st_write(path, &e, 1, NULL, 0);
 }
@@ -207,7 +215,8 @@ static const char *file_dtype(const char *path) {
     if (qiao_model_file_open(path, &mf) == QIAO_OK && qiao_model_file_find(mf, "text.piece_emb.weight", &ti) == QIAO_OK)
         snprintf(name, sizeof name, "%s", qiao_dtype_str(ti.dtype));
     qiao_model_file_close(mf);
-    for (char *c = name; *c; c++) *c = (char)(*c >= 'A' && *c <= 'Z' ? *c - 'A' + 'a' : *c);
+    for (char *c = name; *c; c++)
+        *c = (char)(*c >= 'A' && *c <= 'Z' ? *c - 'A' + 'a' : *c);
     return name;
 }
 
@@ -220,24 +229,29 @@ static long long file_bytes(const char *path) {
 static int worker(const char *model_path, const char *texts_path, int threads) {
     qc_st_file *f = NULL;
     qiao_status st = qc_st_open(texts_path, &f);
-    if (st != QIAO_OK) return fail(texts_path, st);
+    if (st != QIAO_OK)
+        return fail(texts_path, st);
     int64_t n = 0;
     char **texts = split_texts(qc_st_find(f, "texts"), &n);
     qc_st_close(f);
-    if (!texts) return fail(texts_path, qc_error(QIAO_ERR_FORMAT, "no texts"));
+    if (!texts)
+        return fail(texts_path, qc_error(QIAO_ERR_FORMAT, "no texts"));
 
     const long base_kb = status_kb("VmRSS");
     const double t0 = qc_now();
     qiao_model *model = NULL;
     qiao_session *s = NULL;
-    if ((st = qiao_model_load(model_path, &model)) != QIAO_OK) return fail(model_path, st);
+    if ((st = qiao_model_load(model_path, &model)) != QIAO_OK)
+        return fail(model_path, st);
     qiao_session_params sp = qiao_session_default_params();
     sp.n_threads = threads;
-    if ((st = qiao_session_new(model, &sp, &s)) != QIAO_OK) return fail("qiao_session_new", st);
+    if ((st = qiao_session_new(model, &sp, &s)) != QIAO_OK)
+        return fail("qiao_session_new", st);
     const double load_s = qc_now() - t0;
     const int64_t D = qiao_model_dim(model);
     float *b1 = calloc((size_t)(n * D), sizeof(float)), *bb = calloc((size_t)(n * D), sizeof(float));
-    if (!b1 || !bb) return fail("worker", QIAO_ERR_OUT_OF_MEMORY);
+    if (!b1 || !bb)
+        return fail("worker", QIAO_ERR_OUT_OF_MEMORY);
     printf("ready qiao %s, threads=%d, weights stored %s, computed in f32, packed: %s\n", qiao_version(), threads,
            file_dtype(model_path), model->packed ? "yes" : "no");
     fflush(stdout);
@@ -268,7 +282,8 @@ static int worker(const char *model_path, const char *texts_path, int threads) {
         } else if (!strncmp(line, "emb ", 4)) {
             qc_st_entry e[2] = {{"b1", QIAO_DTYPE_F32, 2, {n, D}, b1, false},
                                 {"bB", QIAO_DTYPE_F32, 2, {n, D}, bb, false}};
-            if ((st = qc_st_write(line + 4, e, 2, NULL, 0)) != QIAO_OK) return fail(line + 4, st);
+            if ((st = qc_st_write(line + 4, e, 2, NULL, 0)) != QIAO_OK)
+                return fail(line + 4, st);
             printf("ok\n");
         } else if (!strcmp(line, "info")) {
             printf("info file_bytes=%lld base_kb=%ld load_s=%.3f file=%s\n", file_bytes(model_path), base_kb, load_s,
@@ -297,20 +312,22 @@ static int profile(const char *model_path, char *const *texts, int64_t n, int64_
     qiao_model *model = NULL;
     qiao_session *s = NULL;
     qiao_status st = qiao_model_load(model_path, &model);
-    if (st != QIAO_OK) return fail(model_path, st);
+    if (st != QIAO_OK)
+        return fail(model_path, st);
     qiao_session_params sp = qiao_session_default_params();
     sp.n_threads = threads;
-    if ((st = qiao_session_new(model, &sp, &s)) != QIAO_OK) return fail("qiao_session_new", st);
+    if ((st = qiao_session_new(model, &sp, &s)) != QIAO_OK)
+        return fail("qiao_session_new", st);
     const int64_t D = qiao_model_dim(model);
     float *out = malloc((size_t)(batch * D) * sizeof(float));
-    if (!out) return fail("profile", QIAO_ERR_OUT_OF_MEMORY);
+    if (!out)
+        return fail("profile", QIAO_ERR_OUT_OF_MEMORY);
     for (int pass = 0; pass < 2; pass++) {
         const int64_t B = pass ? batch : 1;
         /* warm-up: one pass over the utterances grows the session's scratch to the largest batch */
         for (int64_t i = 0; i < n; i += B) {
             const int64_t m = n - i < B ? n - i : B;
-            if ((st = qiao_embed_texts(s, (const char *const *)texts + i, (size_t)m, out, (size_t)(m * D))) !=
-                QIAO_OK)
+            if ((st = qiao_embed_texts(s, (const char *const *)texts + i, (size_t)m, out, (size_t)(m * D))) != QIAO_OK)
                 return fail("embed", st);
         }
         qc_prof *prof = NULL;
@@ -322,8 +339,7 @@ static int profile(const char *model_path, char *const *texts, int64_t n, int64_
         int64_t calls = 0;
         for (int64_t i = 0; i < n; i += B, calls++) {
             const int64_t m = n - i < B ? n - i : B;
-            if ((st = qiao_embed_texts(s, (const char *const *)texts + i, (size_t)m, out, (size_t)(m * D))) !=
-                QIAO_OK)
+            if ((st = qiao_embed_texts(s, (const char *const *)texts + i, (size_t)m, out, (size_t)(m * D))) != QIAO_OK)
                 return fail("embed", st);
         }
         qc_prof_add_steps(prof, calls, qc_now() - t0);
@@ -338,7 +354,8 @@ static int profile(const char *model_path, char *const *texts, int64_t n, int64_
     int64_t calls = 0;
     const double t0 = qc_now();
     while (qc_now() - t0 < 10.0)
-        if ((st = qiao_embed_text(s, texts[calls++ % n], out, (size_t)D)) != QIAO_OK) return fail("embed", st);
+        if ((st = qiao_embed_text(s, texts[calls++ % n], out, (size_t)D)) != QIAO_OK)
+            return fail("embed", st);
     printf("batch 1 alone: %lld calls, %.3f ms each\n", (long long)calls, (qc_now() - t0) / (double)calls * 1e3);
     free(out);
     qiao_session_free(s);
@@ -358,8 +375,8 @@ typedef struct engine {
     double thr[BENCH_MAX_ROUNDS];  /* seconds for the n utterances at batch B, per round */
     int lat_ok, thr_ok;
     double cos_ref_min, cos_ref_mean, cos_batch_min; /* NAN until compared */
-    double cos_first_min;          /* batch-1 rows against the first engine's; NAN until compared */
-    float *b1;                     /* (n, D) its batch-1 embeddings, NULL until compared */
+    double cos_first_min;                            /* batch-1 rows against the first engine's; NAN until compared */
+    float *b1;                                       /* (n, D) its batch-1 embeddings, NULL until compared */
     char file[256];
 } engine;
 
@@ -385,34 +402,44 @@ static double quantile(const double *x, int64_t n, double q) {
 
 /* Median over the utterances of other's time / e's time (e's speed relative to other). */
 static double lat_ratio(const engine *e, const engine *other, int64_t n) {
-    if (!e->lat_ok || !other || !other->lat_ok) return NAN;
+    if (!e->lat_ok || !other || !other->lat_ok)
+        return NAN;
     double *r = malloc((size_t)n * sizeof *r);
-    if (!r) return NAN;
-    for (int64_t i = 0; i < n; i++) r[i] = other->lat[i] / e->lat[i];
+    if (!r)
+        return NAN;
+    for (int64_t i = 0; i < n; i++)
+        r[i] = other->lat[i] / e->lat[i];
     const double v = quantile(r, n, 0.5);
     free(r);
     return v;
 }
 
 static double thr_ratio(const engine *e, const engine *other, int rounds) {
-    if (!e->thr_ok || !other || !other->thr_ok) return NAN;
+    if (!e->thr_ok || !other || !other->thr_ok)
+        return NAN;
     double r[BENCH_MAX_ROUNDS];
-    for (int k = 0; k < rounds; k++) r[k] = other->thr[k] / e->thr[k];
+    for (int k = 0; k < rounds; k++)
+        r[k] = other->thr[k] / e->thr[k];
     return median(r, rounds);
 }
 
 static void parse_info(engine *e, const char *line) {
     const char *p;
-    if ((p = strstr(line, "file_bytes="))) e->file_mib = MIB(atof(p + 11));
-    if ((p = strstr(line, "base_kb="))) e->base_mib = atof(p + 8) / 1024;
-    if ((p = strstr(line, "load_s="))) e->load_s = atof(p + 7);
-    if ((p = strstr(line, "file="))) snprintf(e->file, sizeof e->file, "%s", p + 5);
+    if ((p = strstr(line, "file_bytes=")))
+        e->file_mib = MIB(atof(p + 11));
+    if ((p = strstr(line, "base_kb=")))
+        e->base_mib = atof(p + 8) / 1024;
+    if ((p = strstr(line, "load_s=")))
+        e->load_s = atof(p + 7);
+    if ((p = strstr(line, "file=")))
+        snprintf(e->file, sizeof e->file, "%s", p + 5);
 }
 
 /* Cosine in double (qiao_cosine returns a float: too coarse to tell 1 - 1e-8 from 1). */
 static double cosine(const float *a, const float *b, int64_t n) {
     double ab = 0, aa = 0, bb = 0;
-    for (int64_t i = 0; i < n; i++) ab += (double)a[i] * b[i], aa += (double)a[i] * a[i], bb += (double)b[i] * b[i];
+    for (int64_t i = 0; i < n; i++)
+        ab += (double)a[i] * b[i], aa += (double)a[i] * a[i], bb += (double)b[i] * b[i];
     return aa > 0 && bb > 0 ? ab / sqrt(aa * bb) : 0;
 }
 
@@ -422,7 +449,8 @@ static void compare(engine *e, const engine *first, const char *path, const floa
     e->cos_ref_min = e->cos_ref_mean = e->cos_batch_min = e->cos_first_min = NAN;
     char line[256];
     qc_st_file *f = NULL;
-    if (peer_cmd(&e->p, line, sizeof line, "emb %s", path) || qc_st_open(path, &f) != QIAO_OK) return;
+    if (peer_cmd(&e->p, line, sizeof line, "emb %s", path) || qc_st_open(path, &f) != QIAO_OK)
+        return;
     const qc_st_tensor *t1 = qc_st_find(f, "b1"), *tb = qc_st_find(f, "bB");
     float *a = malloc((size_t)(n * D) * sizeof *a), *b = malloc((size_t)D * sizeof *b);
     if (a && b && t1 && tb && t1->dtype == QIAO_DTYPE_F32 && tb->dtype == QIAO_DTYPE_F32 && t1->numel == n * D &&
@@ -435,10 +463,12 @@ static void compare(engine *e, const engine *first, const char *path, const floa
             const double c = cosine(a + i * D, ref + i * D, D);
             mn = fmin(mn, c), sum += c;
             mb = fmin(mb, cosine(a + i * D, b, D));
-            if (first && first->b1) mf = fmin(mf, cosine(a + i * D, first->b1 + i * D, D));
+            if (first && first->b1)
+                mf = fmin(mf, cosine(a + i * D, first->b1 + i * D, D));
         }
         e->cos_ref_min = mn, e->cos_ref_mean = sum / (double)n, e->cos_batch_min = mb;
-        if (first && first->b1) e->cos_first_min = mf;
+        if (first && first->b1)
+            e->cos_first_min = mf;
         e->b1 = a, a = NULL;
     }
     free(a), free(b);
@@ -453,8 +483,10 @@ static void usage(void) {
 }
 
 static void fmt(char *out, size_t n, const char *f, double v) {
-    if (isnan(v)) snprintf(out, n, "-");
-    else snprintf(out, n, f, v);
+    if (isnan(v))
+        snprintf(out, n, "-");
+    else
+        snprintf(out, n, f, v);
 }
 
 int main(int argc, char **argv) {
@@ -465,21 +497,31 @@ int main(int argc, char **argv) {
     int64_t n = 1000, batch = 32;
     const char *cache = DEFAULT_CACHE;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--no-peer")) use_peer = 0;
-        else if (!strcmp(argv[i], "--no-fused")) fused = 0;
-        else if (!strcmp(argv[i], "--profile")) do_profile = 1;
-        else if (i + 1 < argc && !strcmp(argv[i], "--model") && n_models < MAX_MODELS) models[n_models++] = argv[++i];
-        else if (i + 1 < argc && !strcmp(argv[i], "--threads")) threads = atoi(argv[++i]);
-        else if (i + 1 < argc && !strcmp(argv[i], "--n")) n = atoll(argv[++i]);
-        else if (i + 1 < argc && !strcmp(argv[i], "--batch")) batch = atoll(argv[++i]);
-        else if (i + 1 < argc && !strcmp(argv[i], "--rounds")) rounds = atoi(argv[++i]);
-        else if (i + 1 < argc && !strcmp(argv[i], "--cache")) cache = argv[++i];
+        if (!strcmp(argv[i], "--no-peer"))
+            use_peer = 0;
+        else if (!strcmp(argv[i], "--no-fused"))
+            fused = 0;
+        else if (!strcmp(argv[i], "--profile"))
+            do_profile = 1;
+        else if (i + 1 < argc && !strcmp(argv[i], "--model") && n_models < MAX_MODELS)
+            models[n_models++] = argv[++i];
+        else if (i + 1 < argc && !strcmp(argv[i], "--threads"))
+            threads = atoi(argv[++i]);
+        else if (i + 1 < argc && !strcmp(argv[i], "--n"))
+            n = atoll(argv[++i]);
+        else if (i + 1 < argc && !strcmp(argv[i], "--batch"))
+            batch = atoll(argv[++i]);
+        else if (i + 1 < argc && !strcmp(argv[i], "--rounds"))
+            rounds = atoi(argv[++i]);
+        else if (i + 1 < argc && !strcmp(argv[i], "--cache"))
+            cache = argv[++i];
         else {
             usage();
             return 2;
         }
     }
-    if (!n_models) models[n_models++] = DEFAULT_MODEL;
+    if (!n_models)
+        models[n_models++] = DEFAULT_MODEL;
     if (threads < 1 || n < 1 || batch < 1 || rounds < 1 || rounds > BENCH_MAX_ROUNDS) {
         fprintf(stderr, "bench_pretrained: need threads, n, batch >= 1 and 1 <= rounds <= %d\n", BENCH_MAX_ROUNDS);
         return 2;
@@ -490,8 +532,10 @@ int main(int argc, char **argv) {
     float *ref = NULL;
     int64_t D = 0;
     qiao_status st = pick_utterances(n, &texts, &ref, &D);
-    if (st != QIAO_OK) return fail(FIXTURE, st);
-    if (do_profile) return profile(models[0], texts, n, batch, threads);
+    if (st != QIAO_OK)
+        return fail(FIXTURE, st);
+    if (do_profile)
+        return profile(models[0], texts, n, batch, threads);
 
     char dir[] = "/tmp/qiao-bench-e5-XXXXXX";
     if (!mkdtemp(dir)) {
@@ -501,7 +545,8 @@ int main(int argc, char **argv) {
     char texts_path[512], emb_path[512], hf[512], onnx[512];
     snprintf(texts_path, sizeof texts_path, "%s/texts.safetensors", dir);
     snprintf(emb_path, sizeof emb_path, "%s/emb.safetensors", dir);
-    if ((st = write_texts(texts_path, texts, n)) != QIAO_OK) return fail(texts_path, st);
+    if ((st = write_texts(texts_path, texts, n)) != QIAO_OK)
+        return fail(texts_path, st);
     /* The peers follow the first model's storage (f16: weights rounded to f16). */
     const char *weights = strcmp(file_dtype(models[0]), "f16") ? "f32" : "f16";
     snprintf(hf, sizeof hf, "%s/hf", cache);
@@ -511,10 +556,12 @@ int main(int argc, char **argv) {
     int64_t tok_lo = 0, tok_hi = 0, tok_sum = 0;
     {
         qiao_tokenizer *tok = NULL;
-        if ((st = qiao_tokenizer_load(models[0], &tok)) != QIAO_OK) return fail(models[0], st);
+        if ((st = qiao_tokenizer_load(models[0], &tok)) != QIAO_OK)
+            return fail(models[0], st);
         for (int64_t i = 0; i < n; i++) {
             qiao_tokens *t = NULL;
-            if ((st = qiao_tokenize(tok, texts[i], strlen(texts[i]), NULL, &t)) != QIAO_OK) return fail("tokenize", st);
+            if ((st = qiao_tokenize(tok, texts[i], strlen(texts[i]), NULL, &t)) != QIAO_OK)
+                return fail("tokenize", st);
             const int64_t c = (int64_t)t->count;
             tok_lo = i && tok_lo < c ? tok_lo : c, tok_hi = tok_hi > c ? tok_hi : c, tok_sum += c;
             qiao_tokens_free(t);
@@ -555,22 +602,28 @@ int main(int argc, char **argv) {
     for (int k = 0; use_peer && k < 3 - !fused; k++, ne++) {
         engine *e = &es[ne];
         snprintf(e->label, sizeof e->label, "%s", peer_labels[k]);
-        const char *args[] = {PEER_PYTHON, PEER_SCRIPT, "--engine", peer_engines[k], "--hf", hf, "--texts",
-                              texts_path, "--weights", weights, "--onnx", onnx, NULL};
+        const char *args[] = {PEER_PYTHON, PEER_SCRIPT, "--engine", peer_engines[k], "--hf", hf,  "--texts",
+                              texts_path,  "--weights", weights,    "--onnx",        onnx,   NULL};
         fprintf(stderr, "bench_pretrained: starting %s (the first run converts and exports into %s)\n", e->label,
                 cache);
         peer_start(&e->p, "bench_pretrained (peer)", args, threads, "passive", k == 0);
-        if (k == 0) i_torch = ne;
-        else if (k == 1) i_ort = ne;
-        else i_fused = ne;
+        if (k == 0)
+            i_torch = ne;
+        else if (k == 1)
+            i_ort = ne;
+        else
+            i_fused = ne;
     }
     char *reply = malloc(REPLY);
-    if (!reply) return fail("main", QIAO_ERR_OUT_OF_MEMORY);
+    if (!reply)
+        return fail("main", QIAO_ERR_OUT_OF_MEMORY);
     for (int k = 0; k < ne; k++) {
         engine *e = &es[k];
         e->lat = calloc((size_t)n, sizeof *e->lat);
-        if (!e->lat) return fail("main", QIAO_ERR_OUT_OF_MEMORY);
-        if (!peer_cmd(&e->p, reply, REPLY, "info")) parse_info(e, reply);
+        if (!e->lat)
+            return fail("main", QIAO_ERR_OUT_OF_MEMORY);
+        if (!peer_cmd(&e->p, reply, REPLY, "info"))
+            parse_info(e, reply);
         /* warm-up */
         peer_cmd(&e->p, reply, REPLY, "lat 0 %d", WARMUP);
         peer_cmd(&e->p, reply, REPLY, "thr %lld 0 %lld", (long long)batch, (long long)batch);
@@ -593,7 +646,8 @@ int main(int argc, char **argv) {
             for (int64_t i = i0; i < i0 + cnt; i++) {
                 char *end;
                 e->lat[i] = strtod(p, &end);
-                if (end == p || !(e->lat[i] > 0)) e->lat_ok = 0;
+                if (end == p || !(e->lat[i] > 0))
+                    e->lat_ok = 0;
                 p = end;
             }
             pause_blas();
@@ -617,8 +671,10 @@ int main(int argc, char **argv) {
         if (!peer_cmd(&e->p, reply, REPLY, "quit") && !strncmp(reply, "rss ", 4)) {
             e->peak_mib = atof(reply + 4) / 1024;
             const char *p;
-            if ((p = strstr(reply, "model_bytes="))) e->model_mib = MIB(atof(p + 12));
-            if ((p = strstr(reply, "session_bytes="))) e->session_mib = MIB(atof(p + 14));
+            if ((p = strstr(reply, "model_bytes=")))
+                e->model_mib = MIB(atof(p + 12));
+            if ((p = strstr(reply, "session_bytes=")))
+                e->session_mib = MIB(atof(p + 14));
         }
         e->p.ok = 0; /* quit was sent */
         peer_stop(&e->p);
@@ -652,7 +708,8 @@ int main(int argc, char **argv) {
         fmt(c[3], sizeof c[3], "%.2fx", lat_ratio(e, ort, n));
         fmt(c[4], sizeof c[4], "%.2fx", lat_ratio(e, pt, n));
         double tput[BENCH_MAX_ROUNDS];
-        for (int r = 0; r < rounds; r++) tput[r] = (double)n / e->thr[r];
+        for (int r = 0; r < rounds; r++)
+            tput[r] = (double)n / e->thr[r];
         fmt(c[5], sizeof c[5], "%.1f", e->thr_ok ? median(tput, rounds) : NAN);
         fmt(c[6], sizeof c[6], "%.2fx", thr_ratio(e, ort, rounds));
         fmt(c[7], sizeof c[7], "%.2fx", thr_ratio(e, pt, rounds));
@@ -672,19 +729,22 @@ int main(int argc, char **argv) {
         const engine *e = &es[k];
         printf("%-16s cos: to the reference mean %.9f; batch %lld to batch 1 min %.9f", e->label, e->cos_ref_mean,
                (long long)batch, e->cos_batch_min);
-        if (k) printf("; to %s min %.9f", es[0].label, e->cos_first_min);
+        if (k)
+            printf("; to %s min %.9f", es[0].label, e->cos_first_min);
         printf("; RSS before loading %.0f MiB", e->base_mib);
         if (e->is_qiao)
             printf("; qiao_model_memory %.0f MiB, qiao_session_memory %.1f MiB", e->model_mib, e->session_mib);
         printf("\n");
     }
     if (use_peer)
-        printf("\nThe peers' weights: %s (%s).", hf, strcmp(weights, "f16") ? "f32" : "rounded to f16, the qiao file's");
+        printf("\nThe peers' weights: %s (%s).", hf,
+               strcmp(weights, "f16") ? "f32" : "rounded to f16, the qiao file's");
     printf("\nThe reference: %s (transformers' BertModel in float64 on the f16 weights).\n"
            "Vocabulary pruning: .venv-peer/bin/python3 scripts/e5-vocab-prune.py\n",
            FIXTURE);
 
-    for (int k = 0; k < ne; k++) free(es[k].lat), free(es[k].b1);
+    for (int k = 0; k < ne; k++)
+        free(es[k].lat), free(es[k].b1);
     free(reply);
     unlink(texts_path);
     rmdir(dir);

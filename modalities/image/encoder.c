@@ -19,20 +19,6 @@
 static const char *const kKeys[] = {"image_size", "patch", "width", "layers", "heads",
                                     "mlp",        "pool",  "arch",  "eps",    "act"};
 
-/* Optional string `key`: *out = its index in names[0 .. n), dflt when absent. */
-static qiao_status json_choice(const cJSON *obj, const char *key, const char *const *names, int n, int dflt, int *out) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-    *out = dflt;
-    if (!v) return QIAO_OK;
-    for (int i = 0; i < n; i++)
-        if (cJSON_IsString(v) && !strcmp(v->valuestring, names[i])) {
-            *out = i;
-            return QIAO_OK;
-        }
-    return qc_error(QIAO_ERR_FORMAT, "image config: key '%s' must be \"%s\" or \"%s\"", key, names[0],
-                    names[n - 1]);
-}
-
 qiao_status qe_image_config_from_json(const cJSON *obj, int64_t embed_dim, qe_image_config *cfg) {
     if (!obj || !cfg) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "image config: NULL argument");
     if (!cJSON_IsObject(obj)) return qc_error(QIAO_ERR_FORMAT, "image config: key 'image' must be an object");
@@ -68,16 +54,14 @@ qiao_status qe_image_config_from_json(const cJSON *obj, int64_t embed_dim, qe_im
                         (long long)P, QE_IMAGE_MAX_TOKENS);
     static const char *const archs[] = {"qiao", "clip"}, *const acts[] = {"gelu", "quick_gelu"};
     int arch, act;
-    if ((st = json_choice(obj, "arch", archs, 2, 0, &arch)) != QIAO_OK) return st;
+    if ((st = qc_json_choice(obj, "image", "arch", archs, 2, 0, &arch)) != QIAO_OK) return st;
     const bool clip = arch == 1;
     if (!clip && (cJSON_GetObjectItemCaseSensitive(obj, "eps") || cJSON_GetObjectItemCaseSensitive(obj, "act")))
         return qc_error(QIAO_ERR_FORMAT, "image config: keys 'eps' and 'act' belong to \"arch\": \"clip\"");
-    if ((st = json_choice(obj, "act", acts, 2, clip ? NN_ACT_QUICK_GELU : NN_ACT_GELU, &act)) != QIAO_OK) return st;
-    double eps = 0.0; /* qiao's own: NN_LAYERNORM_EPS */
-    const cJSON *e = cJSON_GetObjectItemCaseSensitive(obj, "eps");
-    if (e && (!cJSON_IsNumber(e) || !(e->valuedouble > 0.0) || e->valuedouble > 0.1))
-        return qc_error(QIAO_ERR_FORMAT, "image config: key 'eps' must be a number in (0, 0.1]");
-    if (clip) eps = e ? e->valuedouble : 1e-5;
+    if ((st = qc_json_choice(obj, "image", "act", acts, 2, clip ? NN_ACT_QUICK_GELU : NN_ACT_GELU, &act)) != QIAO_OK)
+        return st;
+    float eps = 0.0f; /* qiao's own: NN_LAYERNORM_EPS */
+    if (clip && (st = qc_json_float(obj, "image", "eps", 1e-30, 0.1, 1e-5f, &eps)) != QIAO_OK) return st;
     nn_pool pool;
     if ((st = nn_pool_from_json(obj, "image", clip ? NN_POOL_FIRST : NN_POOL_MEAN, &pool)) != QIAO_OK) return st;
     if (clip && pool != NN_POOL_FIRST)
@@ -100,7 +84,7 @@ qiao_status qe_image_config_from_json(const cJSON *obj, int64_t embed_dim, qe_im
                               .max_T = T,
                               .D = embed_dim,
                               .pool = pool,
-                              .eps = (float)eps,
+                              .eps = eps,
                               .ln_in = clip,
                               .proj = clip ? NN_PROJ_NOBIAS : NN_PROJ_BIAS,
                               .act = (nn_act)act};

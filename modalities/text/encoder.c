@@ -64,25 +64,6 @@ static qiao_status read_trunk_ints(const cJSON *obj, int64_t vocab, trunk_ints *
     return QIAO_OK;
 }
 
-/* Optional string key `key` of the text section: *out = the index of its
- * value in names[0 .. n), or dflt when absent. */
-static qiao_status json_choice(const cJSON *obj, const char *key, const char *const *names, int n, int dflt, int *out) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-    *out = dflt;
-    if (!v) return QIAO_OK;
-    for (int i = 0; i < n; i++)
-        if (cJSON_IsString(v) && !strcmp(v->valuestring, names[i])) {
-            *out = i;
-            return QIAO_OK;
-        }
-    char list[128] = "";
-    for (int i = 0; i < n; i++) {
-        const size_t len = strlen(list);
-        snprintf(list + len, sizeof list - len, "%s\"%s\"", i ? (i + 1 == n ? " or " : ", ") : "", names[i]);
-    }
-    return qc_error(QIAO_ERR_FORMAT, "text config: 'text.%s' must be %s", key, list);
-}
-
 /* The imported architectures (encoder.h): "bert" (post-norm, a LayerNorm
  * on the embeddings, token types) and "clip" (OpenAI CLIP's text tower:
  * causal pre-norm blocks, read at the last token). */
@@ -98,11 +79,8 @@ static qiao_status imported_config(const cJSON *obj, int64_t embed_dim, qe_text_
         (bert && (st = qc_json_int(obj, "text", "type_vocab", 1, 1024, &c.type_vocab)) != QIAO_OK) ||
         (st = read_trunk_ints(obj, c.vocab, &t)) != QIAO_OK)
         return st;
-    double eps = bert ? 1e-12 : 1e-5;
-    const cJSON *e = cJSON_GetObjectItemCaseSensitive(obj, "eps");
-    if (e && (!cJSON_IsNumber(e) || !(e->valuedouble > 0.0) || e->valuedouble > 0.1))
-        return qc_error(QIAO_ERR_FORMAT, "text config: 'text.eps' must be a number in (0, 0.1]");
-    if (e) eps = e->valuedouble;
+    float eps; /* the LayerNorms' epsilon: above 0, at most 0.1 */
+    if ((st = qc_json_float(obj, "text", "eps", 1e-30, 0.1, bert ? 1e-12f : 1e-5f, &eps)) != QIAO_OK) return st;
     nn_pool pool;
     if ((st = nn_pool_from_json(obj, "text", bert ? NN_POOL_MEAN : NN_POOL_LAST, &pool)) != QIAO_OK) return st;
     if (bert && pool != NN_POOL_MEAN && pool != NN_POOL_FIRST)
@@ -112,8 +90,9 @@ static qiao_status imported_config(const cJSON *obj, int64_t embed_dim, qe_text_
     static const char *const projs[] = {"bias", "nobias", "none"}; /* nn_proj's order */
     static const char *const acts[] = {"gelu", "quick_gelu"};     /* nn_act's order */
     int proj, act;
-    if ((st = json_choice(obj, "proj", projs, 3, bert ? NN_PROJ_NONE : NN_PROJ_NOBIAS, &proj)) != QIAO_OK ||
-        (st = json_choice(obj, "act", acts, 2, bert ? NN_ACT_GELU : NN_ACT_QUICK_GELU, &act)) != QIAO_OK)
+    const int dproj = bert ? NN_PROJ_NONE : NN_PROJ_NOBIAS, dact = bert ? NN_ACT_GELU : NN_ACT_QUICK_GELU;
+    if ((st = qc_json_choice(obj, "text", "proj", projs, 3, dproj, &proj)) != QIAO_OK ||
+        (st = qc_json_choice(obj, "text", "act", acts, 2, dact, &act)) != QIAO_OK)
         return st;
     if (proj == NN_PROJ_NONE && embed_dim != t.width)
         return qc_error(QIAO_ERR_FORMAT,
@@ -128,7 +107,7 @@ static qiao_status imported_config(const cJSON *obj, int64_t embed_dim, qe_text_
                               .D = embed_dim,
                               .pool = pool,
                               .norm = bert ? NN_NORM_POST : NN_NORM_PRE,
-                              .eps = (float)eps,
+                              .eps = eps,
                               .ln_in = bert,
                               .proj = (nn_proj)proj,
                               .act = (nn_act)act,
@@ -145,7 +124,7 @@ qiao_status qe_text_config_from_json(const cJSON *obj, int64_t embed_dim, qe_tex
                         (long long)embed_dim, MAX_DIM);
     static const char *const archs[] = {"hybrid", "bert", "clip"}; /* qe_text_arch's order */
     int arch;
-    qiao_status ast = json_choice(obj, "arch", archs, 3, QE_TEXT_ARCH_HYBRID, &arch);
+    qiao_status ast = qc_json_choice(obj, "text", "arch", archs, 3, QE_TEXT_ARCH_HYBRID, &arch);
     if (ast != QIAO_OK) return ast;
     if (arch != QE_TEXT_ARCH_HYBRID) return imported_config(obj, embed_dim, (qe_text_arch)arch, cfg);
     qiao_status kst = check_keys(obj, known_keys);

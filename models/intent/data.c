@@ -23,21 +23,26 @@ typedef struct item {
 } item;
 
 static void item_free(item *it) {
-    for (int i = 0; it->label_names && i < it->n_labels; i++) free(it->label_names[i]);
-    for (int i = 0; it->span_types && i < it->n_spans; i++) free(it->span_types[i]);
+    for (int i = 0; it->label_names && i < it->n_labels; i++)
+        free(it->label_names[i]);
+    for (int i = 0; it->span_types && i < it->n_spans; i++)
+        free(it->span_types[i]);
     free(it->text), free(it->labels), free(it->spans), free(it->label_names), free(it->span_types);
     memset(it, 0, sizeof *it);
 }
 
 static void free_names(char **names, int32_t n) {
-    for (int32_t i = 0; names && i < n; i++) free(names[i]);
+    for (int32_t i = 0; names && i < n; i++)
+        free(names[i]);
     free(names);
 }
 
 void qmi_set_free(qmi_set *s) {
-    if (!s) return;
+    if (!s)
+        return;
     item *items = s->store;
-    for (int64_t i = 0; items && i < s->n; i++) item_free(&items[i]);
+    for (int64_t i = 0; items && i < s->n; i++)
+        item_free(&items[i]);
     free(items);
     free(s->ex);
     free_names(s->labels, s->n_labels);
@@ -53,7 +58,8 @@ int32_t qmi_find(char *const *names, int32_t n, const char *name) {
     while (lo <= hi) {
         const int32_t mid = lo + (hi - lo) / 2;
         const int c = strcmp(names[mid], name);
-        if (c == 0) return mid;
+        if (c == 0)
+            return mid;
         if (c < 0)
             lo = mid + 1;
         else
@@ -64,7 +70,8 @@ int32_t qmi_find(char *const *names, int32_t n, const char *name) {
 
 static bool blank(const char *s) {
     for (; *s; s++)
-        if (!strchr(" \t\r\n\v\f", *s)) return false;
+        if (!strchr(" \t\r\n\v\f", *s))
+            return false;
     return true;
 }
 
@@ -78,7 +85,8 @@ static const char *const k_span_keys[] = {"start", "end", "type", "value"};
 
 static bool known(const char *k, const char *const *keys, size_t n) {
     for (size_t i = 0; i < n; i++)
-        if (k && !strcmp(k, keys[i])) return true;
+        if (k && !strcmp(k, keys[i]))
+            return true;
     return false;
 }
 
@@ -102,8 +110,10 @@ static qiao_status read_line(const char *name, int64_t line, const char *s, size
         st = qc_error(QIAO_ERR_FORMAT, __VA_ARGS__);                                                                   \
         goto done;                                                                                                     \
     } while (0)
-    if (!o) FAIL("%s:%lld: not valid JSON (one object per line)", name, (long long)line);
-    if (!cJSON_IsObject(o)) FAIL("%s:%lld: not a JSON object", name, (long long)line);
+    if (!o)
+        FAIL("%s:%lld: not valid JSON (one object per line)", name, (long long)line);
+    if (!cJSON_IsObject(o))
+        FAIL("%s:%lld: not a JSON object", name, (long long)line);
     for (const cJSON *k = o->child; k; k = k->next)
         if (!known(k->string, k_keys, sizeof k_keys / sizeof k_keys[0]))
             FAIL("%s:%lld: unknown key \"%s\" (an example has text, intent or intents, entities)", name,
@@ -112,18 +122,21 @@ static qiao_status read_line(const char *name, int64_t line, const char *s, size
     const cJSON *intent = cJSON_GetObjectItemCaseSensitive(o, "intent");
     const cJSON *intents = cJSON_GetObjectItemCaseSensitive(o, "intents");
     const cJSON *ents = cJSON_GetObjectItemCaseSensitive(o, "entities");
-    if (!cJSON_IsString(text)) FAIL("%s:%lld: \"text\" must be a string", name, (long long)line);
+    if (!cJSON_IsString(text))
+        FAIL("%s:%lld: \"text\" must be a string", name, (long long)line);
     const size_t tlen = strlen(text->valuestring);
     if (!qc_utf8_valid(text->valuestring, tlen)) /* a lone surrogate escape decodes to no valid UTF-8 */
         FAIL("%s:%lld: the text's escapes decode to invalid UTF-8", name, (long long)line);
-    if (blank(text->valuestring)) FAIL("%s:%lld: the text is empty", name, (long long)line);
+    if (blank(text->valuestring))
+        FAIL("%s:%lld: the text is empty", name, (long long)line);
     if (intents) {
         const int n = cJSON_IsArray(intents) ? cJSON_GetArraySize(intents) : -1;
         if (n < 0 || n > QMI_MAX_LABELS_PER_EXAMPLE)
             FAIL("%s:%lld: \"intents\" must be a list of at most %d names", name, (long long)line,
                  QMI_MAX_LABELS_PER_EXAMPLE);
         it->listed = true;
-        if (!(it->label_names = calloc(n ? (size_t)n : 1, sizeof *it->label_names))) goto oom;
+        if (!(it->label_names = calloc(n ? (size_t)n : 1, sizeof *it->label_names)))
+            goto oom;
         size_t joined = 0;
         for (const cJSON *v = intents->child; v; v = v->next) {
             if (!good_name(v))
@@ -132,7 +145,8 @@ static qiao_status read_line(const char *name, int64_t line, const char *s, size
             for (int j = 0; j < it->n_labels; j++)
                 if (!strcmp(it->label_names[j], v->valuestring))
                     FAIL("%s:%lld: \"intents\" names \"%s\" twice", name, (long long)line, v->valuestring);
-            if (!(it->label_names[it->n_labels] = strdup(v->valuestring))) goto oom;
+            if (!(it->label_names[it->n_labels] = strdup(v->valuestring)))
+                goto oom;
             it->n_labels++;
             joined += strlen(v->valuestring) + 1;
         }
@@ -146,18 +160,19 @@ static qiao_status read_line(const char *name, int64_t line, const char *s, size
                 same = !strncmp(p, it->label_names[j], l) && (p[l] == (j + 1 < it->n_labels ? '|' : '\0'));
                 p += l + 1;
             }
-            if (!same) FAIL("%s:%lld: \"intent\" is not \"intents\" joined by '|'", name, (long long)line);
+            if (!same)
+                FAIL("%s:%lld: \"intent\" is not \"intents\" joined by '|'", name, (long long)line);
         }
     } else {
         if (!good_name(intent))
-            FAIL("%s:%lld: \"intent\" must be a name (a string of 1 to %d bytes)", name, (long long)line,
-                 QMI_MAX_NAME);
+            FAIL("%s:%lld: \"intent\" must be a name (a string of 1 to %d bytes)", name, (long long)line, QMI_MAX_NAME);
         if (!(it->label_names = calloc(1, sizeof *it->label_names)) ||
             !(it->label_names[0] = strdup(intent->valuestring)))
             goto oom;
         it->n_labels = 1;
     }
-    if (ents && !cJSON_IsArray(ents)) FAIL("%s:%lld: \"entities\" must be a list", name, (long long)line);
+    if (ents && !cJSON_IsArray(ents))
+        FAIL("%s:%lld: \"entities\" must be a list", name, (long long)line);
     const int ne = ents ? cJSON_GetArraySize(ents) : 0;
     if (ne > QMI_MAX_SPANS_PER_EXAMPLE)
         FAIL("%s:%lld: %d entities (at most %d)", name, (long long)line, ne, QMI_MAX_SPANS_PER_EXAMPLE);
@@ -166,25 +181,30 @@ static qiao_status read_line(const char *name, int64_t line, const char *s, size
         goto oom;
     for (const cJSON *e = ents ? ents->child : NULL; e; e = e->next) {
         const int i = it->n_spans;
-        if (!cJSON_IsObject(e)) FAIL("%s:%lld: entity %d is not an object", name, (long long)line, i);
+        if (!cJSON_IsObject(e))
+            FAIL("%s:%lld: entity %d is not an object", name, (long long)line, i);
         for (const cJSON *k = e->child; k; k = k->next)
             if (!known(k->string, k_span_keys, sizeof k_span_keys / sizeof k_span_keys[0]))
                 FAIL("%s:%lld: entity %d: unknown key \"%s\" (an entity has start, end, type, value)", name,
                      (long long)line, i, k->string ? k->string : "");
         const cJSON *a = cJSON_GetObjectItemCaseSensitive(e, "start"), *b = cJSON_GetObjectItemCaseSensitive(e, "end");
-        const cJSON *ty = cJSON_GetObjectItemCaseSensitive(e, "type"), *v = cJSON_GetObjectItemCaseSensitive(e, "value");
+        const cJSON *ty = cJSON_GetObjectItemCaseSensitive(e, "type"),
+                    *v = cJSON_GetObjectItemCaseSensitive(e, "value");
         /* the range first: only then is the cast to an integer defined (a 1e300 or a NaN is not) */
         if (!cJSON_IsNumber(a) || !cJSON_IsNumber(b) || !(a->valuedouble >= 0) || !(b->valuedouble <= (double)tlen) ||
             !(a->valuedouble < b->valuedouble) || a->valuedouble != (double)(int64_t)a->valuedouble ||
             b->valuedouble != (double)(int64_t)b->valuedouble)
-            FAIL("%s:%lld: entity %d: need integers 0 <= start < end <= %zu (the text's bytes)", name,
-                 (long long)line, i, tlen);
-        if (!good_name(ty)) FAIL("%s:%lld: entity %d: \"type\" must be a name", name, (long long)line, i);
+            FAIL("%s:%lld: entity %d: need integers 0 <= start < end <= %zu (the text's bytes)", name, (long long)line,
+                 i, tlen);
+        if (!good_name(ty))
+            FAIL("%s:%lld: entity %d: \"type\" must be a name", name, (long long)line, i);
         const size_t s0 = (size_t)a->valuedouble, s1 = (size_t)b->valuedouble;
-        if (!cJSON_IsString(v) || strlen(v->valuestring) != s1 - s0 || memcmp(text->valuestring + s0, v->valuestring, s1 - s0))
+        if (!cJSON_IsString(v) || strlen(v->valuestring) != s1 - s0 ||
+            memcmp(text->valuestring + s0, v->valuestring, s1 - s0))
             FAIL("%s:%lld: entity %d: text[%zu:%zu] is not its \"value\"", name, (long long)line, i, s0, s1);
         it->spans[i] = (qmi_span){(int64_t)s0, (int64_t)s1, -1};
-        if (!(it->span_types[i] = strdup(ty->valuestring))) goto oom;
+        if (!(it->span_types[i] = strdup(ty->valuestring)))
+            goto oom;
         it->n_spans++;
     }
     /* sorted by start with their types (a stable insertion sort: ties keep the file's order) */
@@ -195,7 +215,8 @@ static qiao_status read_line(const char *name, int64_t line, const char *s, size
             char *tt = it->span_types[j];
             it->span_types[j] = it->span_types[j - 1], it->span_types[j - 1] = tt;
         }
-    if (!(it->text = strdup(text->valuestring))) goto oom;
+    if (!(it->text = strdup(text->valuestring)))
+        goto oom;
     cJSON_Delete(o);
     return QIAO_OK;
 #undef FAIL
@@ -212,18 +233,22 @@ static qiao_status collect(const item *items, int64_t n, bool types, char ***out
     *out = NULL;
     *n_out = 0;
     size_t total = 0;
-    for (int64_t i = 0; i < n; i++) total += (size_t)(types ? items[i].n_spans : items[i].n_labels);
+    for (int64_t i = 0; i < n; i++)
+        total += (size_t)(types ? items[i].n_spans : items[i].n_labels);
     char **all = malloc((total ? total : 1) * sizeof *all);
-    if (!all) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent data: out of memory");
+    if (!all)
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent data: out of memory");
     size_t k = 0;
     for (int64_t i = 0; i < n; i++) {
         const int m = types ? items[i].n_spans : items[i].n_labels;
-        for (int j = 0; j < m; j++) all[k++] = types ? items[i].span_types[j] : items[i].label_names[j];
+        for (int j = 0; j < m; j++)
+            all[k++] = types ? items[i].span_types[j] : items[i].label_names[j];
     }
     qsort(all, k, sizeof *all, cmp_str);
     size_t u = 0;
     for (size_t i = 0; i < k; i++)
-        if (!u || strcmp(all[u - 1], all[i])) all[u++] = all[i];
+        if (!u || strcmp(all[u - 1], all[i]))
+            all[u++] = all[i];
     if (u > QMI_MAX_LABELS) {
         free(all);
         return qc_error(QIAO_ERR_TOO_LARGE, "intent data: %zu distinct %s (at most %d)", u,
@@ -236,7 +261,8 @@ static qiao_status collect(const item *items, int64_t n, bool types, char ***out
             names = NULL;
         }
     free(all);
-    if (!names) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent data: out of memory");
+    if (!names)
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent data: out of memory");
     *out = names;
     *n_out = (int32_t)u;
     return QIAO_OK;
@@ -244,9 +270,11 @@ static qiao_status collect(const item *items, int64_t n, bool types, char ***out
 
 static qiao_status copy_names(char *const *src, int32_t n, char ***out) {
     *out = calloc(n ? (size_t)n : 1, sizeof **out);
-    if (!*out) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent data: out of memory");
+    if (!*out)
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent data: out of memory");
     for (int32_t i = 0; i < n; i++)
-        if (!((*out)[i] = strdup(src[i]))) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent data: out of memory");
+        if (!((*out)[i] = strdup(src[i])))
+            return qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent data: out of memory");
     return QIAO_OK;
 }
 
@@ -256,13 +284,16 @@ static int cmp_i32(const void *a, const void *b) {
 }
 
 qiao_status qmi_set_parse(const char *name, const char *text, size_t len, const qmi_set *space, qmi_set *out) {
-    if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmi_set_parse: NULL argument");
+    if (!out)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmi_set_parse: NULL argument");
     memset(out, 0, sizeof *out);
-    if (!name || (!text && len)) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmi_set_parse: NULL argument");
+    if (!name || (!text && len))
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmi_set_parse: NULL argument");
     if (len > QMI_MAX_FILE)
         return qc_error(QIAO_ERR_TOO_LARGE, "%s: %zu bytes (at most %zu)", name, len, QMI_MAX_FILE);
     int64_t lines = 0;
-    for (size_t i = 0; i < len; i++) lines += text[i] == '\n';
+    for (size_t i = 0; i < len; i++)
+        lines += text[i] == '\n';
     item *items = calloc((size_t)lines + 1, sizeof *items);
     if (!(out->path = strdup(name)) || !items) {
         free(items);
@@ -273,14 +304,17 @@ qiao_status qmi_set_parse(const char *name, const char *text, size_t len, const 
     qiao_status st = QIAO_OK;
     int64_t n = 0, line = 0;
     int64_t *line_of = calloc((size_t)lines + 1, sizeof *line_of);
-    if (!line_of) st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", name);
+    if (!line_of)
+        st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", name);
     for (size_t pos = 0; pos < len && st == QIAO_OK;) {
         const char *nl = memchr(text + pos, '\n', len - pos);
         const size_t end = nl ? (size_t)(nl - text) : len;
         line++;
         size_t a = pos, b = end;
-        while (a < b && strchr(" \t\r", text[a])) a++;
-        while (b > a && strchr(" \t\r", text[b - 1])) b--;
+        while (a < b && strchr(" \t\r", text[a]))
+            a++;
+        while (b > a && strchr(" \t\r", text[b - 1]))
+            b--;
         if (b > a) {
             line_of[n] = line;
             out->n = n + 1; /* so a failure frees what this line allocated */
@@ -289,7 +323,8 @@ qiao_status qmi_set_parse(const char *name, const char *text, size_t len, const 
         }
         pos = end + 1;
     }
-    if (st == QIAO_OK && n == 0) st = qc_error(QIAO_ERR_FORMAT, "%s: no examples", name);
+    if (st == QIAO_OK && n == 0)
+        st = qc_error(QIAO_ERR_FORMAT, "%s: no examples", name);
     out->n = n;
     if (st == QIAO_OK) {
         if (space) {
@@ -303,7 +338,8 @@ qiao_status qmi_set_parse(const char *name, const char *text, size_t len, const 
             }
         } else {
             st = collect(items, n, false, &out->labels, &out->n_labels);
-            if (st == QIAO_OK) st = collect(items, n, true, &out->types, &out->n_types);
+            if (st == QIAO_OK)
+                st = collect(items, n, true, &out->types, &out->n_types);
         }
     }
     if (st == QIAO_OK && !(out->ex = calloc((size_t)n, sizeof *out->ex)))
@@ -322,7 +358,8 @@ qiao_status qmi_set_parse(const char *name, const char *text, size_t len, const 
             if ((it->spans[j].type = qmi_find(out->types, out->n_types, it->span_types[j])) < 0)
                 st = qc_error(QIAO_ERR_FORMAT, "%s:%lld: entity type \"%s\" is not one the model knows (it has %d)",
                               name, (long long)line_of[i], it->span_types[j], out->n_types);
-        if (st != QIAO_OK) break;
+        if (st != QIAO_OK)
+            break;
         qsort(it->labels, (size_t)it->n_labels, sizeof *it->labels, cmp_i32);
         out->multi_label = out->multi_label || it->listed;
         out->ex[i] = (qmi_example){.text = it->text,
@@ -334,18 +371,22 @@ qiao_status qmi_set_parse(const char *name, const char *text, size_t len, const 
                                    .line = line_of[i]};
     }
     free(line_of);
-    if (st != QIAO_OK) qmi_set_free(out);
+    if (st != QIAO_OK)
+        qmi_set_free(out);
     return st;
 }
 
 qiao_status qmi_set_load(const char *path, const qmi_set *space, qmi_set *out) {
-    if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmi_set_load: NULL argument");
+    if (!out)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmi_set_load: NULL argument");
     memset(out, 0, sizeof *out);
-    if (!path) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmi_set_load: NULL argument");
+    if (!path)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmi_set_load: NULL argument");
     uint8_t *data = NULL;
     size_t len = 0;
     qiao_status st = qc_read_file(path, QMI_MAX_FILE, &data, &len);
-    if (st != QIAO_OK) return st;
+    if (st != QIAO_OK)
+        return st;
     st = qmi_set_parse(path, (const char *)data, len, space, out);
     free(data);
     return st;
@@ -363,7 +404,8 @@ static qiao_status add_copy(qmi_set *s, const qmi_example *e) {
         return qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent data: out of memory");
     memcpy(it->text, e->text, e->len + 1);
     memcpy(it->labels, e->labels, (size_t)e->n_labels * sizeof *it->labels);
-    if (e->n_spans) memcpy(it->spans, e->spans, (size_t)e->n_spans * sizeof *it->spans);
+    if (e->n_spans)
+        memcpy(it->spans, e->spans, (size_t)e->n_spans * sizeof *it->spans);
     it->n_labels = e->n_labels;
     it->n_spans = e->n_spans;
     *x = *e;
@@ -377,21 +419,25 @@ static qiao_status empty_like(const qmi_set *all, int64_t cap, const char *suffi
     s->path = malloc(pl);
     s->store = calloc((size_t)(cap ? cap : 1), sizeof(item));
     s->ex = calloc((size_t)(cap ? cap : 1), sizeof *s->ex);
-    if (!s->path || !s->store || !s->ex) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent data: out of memory");
+    if (!s->path || !s->store || !s->ex)
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent data: out of memory");
     snprintf(s->path, pl, "%s%s", all->path, suffix);
     s->multi_label = all->multi_label;
     qiao_status st = copy_names(all->labels, all->n_labels, &s->labels);
     s->n_labels = st == QIAO_OK ? all->n_labels : 0;
-    if (st == QIAO_OK) st = copy_names(all->types, all->n_types, &s->types);
+    if (st == QIAO_OK)
+        st = copy_names(all->types, all->n_types, &s->types);
     s->n_types = st == QIAO_OK ? all->n_types : 0;
     return st;
 }
 
 qiao_status qmi_set_split(const qmi_set *all, double val_fraction, uint64_t seed, qmi_set *train, qmi_set *val) {
-    if (!train || !val) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmi_set_split: NULL argument");
+    if (!train || !val)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmi_set_split: NULL argument");
     memset(train, 0, sizeof *train);
     memset(val, 0, sizeof *val);
-    if (!all || !all->path) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmi_set_split: NULL argument");
+    if (!all || !all->path)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmi_set_split: NULL argument");
     if (!(val_fraction > 0.0 && val_fraction < 1.0))
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmi_set_split: the validation fraction must be in (0, 1), not %g",
                         val_fraction);
@@ -403,11 +449,15 @@ qiao_status qmi_set_split(const qmi_set *all, double val_fraction, uint64_t seed
     for (int32_t l = -1; l < all->n_labels && st == QIAO_OK; l++) { /* -1: the examples without a label */
         int64_t k = 0;
         for (int64_t i = 0; i < n; i++)
-            if ((all->ex[i].n_labels ? all->ex[i].labels[0] : -1) == l) idx[k++] = i;
-        if (k < 2) continue;
+            if ((all->ex[i].n_labels ? all->ex[i].labels[0] : -1) == l)
+                idx[k++] = i;
+        if (k < 2)
+            continue;
         int64_t take = (int64_t)((double)k * val_fraction + 0.5);
-        if (take < 1) take = 1;
-        if (take > k - 1) take = k - 1;
+        if (take < 1)
+            take = 1;
+        if (take > k - 1)
+            take = k - 1;
         qc_rng rng;
         qc_rng_seed(&rng, seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(l + 2)));
         for (int64_t i = k - 1; i > 0; i--) { /* Fisher-Yates */
@@ -415,14 +465,20 @@ qiao_status qmi_set_split(const qmi_set *all, double val_fraction, uint64_t seed
             const int64_t t = idx[i];
             idx[i] = idx[j], idx[j] = t;
         }
-        for (int64_t i = 0; i < take; i++) to_val[idx[i]] = 1;
+        for (int64_t i = 0; i < take; i++)
+            to_val[idx[i]] = 1;
     }
     int64_t nv = 0;
-    for (int64_t i = 0; st == QIAO_OK && i < n; i++) nv += to_val[i];
-    if (st == QIAO_OK) st = empty_like(all, n - nv, " (training part)", train);
-    if (st == QIAO_OK) st = empty_like(all, nv, " (validation part)", val);
-    for (int64_t i = 0; i < n && st == QIAO_OK; i++) st = add_copy(to_val[i] ? val : train, &all->ex[i]);
+    for (int64_t i = 0; st == QIAO_OK && i < n; i++)
+        nv += to_val[i];
+    if (st == QIAO_OK)
+        st = empty_like(all, n - nv, " (training part)", train);
+    if (st == QIAO_OK)
+        st = empty_like(all, nv, " (validation part)", val);
+    for (int64_t i = 0; i < n && st == QIAO_OK; i++)
+        st = add_copy(to_val[i] ? val : train, &all->ex[i]);
     free(to_val), free(idx);
-    if (st != QIAO_OK) qmi_set_free(train), qmi_set_free(val);
+    if (st != QIAO_OK)
+        qmi_set_free(train), qmi_set_free(val);
     return st;
 }

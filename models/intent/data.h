@@ -50,25 +50,25 @@ typedef struct qmi_span {
 } qmi_span;
 
 typedef struct qmi_example {
-    const char *text;     /* NUL-terminated, valid UTF-8; owned by the set */
-    size_t len;           /* bytes */
+    const char *text;      /* NUL-terminated, valid UTF-8; owned by the set */
+    size_t len;            /* bytes */
     const int32_t *labels; /* n_labels indices into qmi_set.labels, ascending; */
     int n_labels;          /* at least 1, except an empty "intents" list */
     const qmi_span *spans; /* n_spans, by start (ties in file order) */
     int n_spans;
-    int64_t line;         /* the example's line in its file, from 1 */
+    int64_t line; /* the example's line in its file, from 1 */
 } qmi_example;
 
 typedef struct qmi_set {
-    char *path;          /* the file it was read from (for messages) */
-    qmi_example *ex;     /* n examples in file order */
+    char *path;      /* the file it was read from (for messages) */
+    qmi_example *ex; /* n examples in file order */
     int64_t n;
-    char **labels;       /* n_labels names, sorted */
+    char **labels; /* n_labels names, sorted */
     int32_t n_labels;
-    char **types;        /* n_types entity type names, sorted */
+    char **types; /* n_types entity type names, sorted */
     int32_t n_types;
-    bool multi_label;    /* some example has "intents" (a list, maybe of one or none) */
-    void *store;         /* owned storage the examples point into */
+    bool multi_label; /* some example has "intents" (a list, maybe of one or none) */
+    void *store;      /* owned storage the examples point into */
 } qmi_set;
 
 /* Reads the JSONL file at `path`. With `space` NULL the labels and entity

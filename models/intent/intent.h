@@ -63,7 +63,7 @@ typedef struct qmi_train_params {
     const char *resume_path; /* a checkpoint to continue, or NULL */
     const char *log_path;    /* the CSV log, or NULL */
     qmi_hparams hp;
-    int threads;             /* 0: all cores */
+    int threads; /* 0: all cores */
     int (*on_step)(const qtr_log *log, void *user);
     void *user;
     const volatile sig_atomic_t *stop;
@@ -81,9 +81,9 @@ qiao_status qmi_train(const qmi_train_params *p);
 typedef struct qmi_eval {
     int64_t n;
     double accuracy;
-    double macro_f1;       /* over the labels that occur in the set or are predicted */
+    double macro_f1; /* over the labels that occur in the set or are predicted */
     int32_t n_labels;
-    int64_t *confusion;    /* (n_labels, n_labels): row = the truth, column = the prediction; owned */
+    int64_t *confusion; /* (n_labels, n_labels): row = the truth, column = the prediction; owned */
     double seconds;
 } qmi_eval;
 

@@ -33,10 +33,13 @@ qmi_hparams qmi_hparams_default(void) {
 }
 
 qiao_status qmi_hparams_from_json(const char *json, const char *what, qmi_hparams *out) {
-    if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmi_hparams_from_json: out is NULL");
+    if (!out)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmi_hparams_from_json: out is NULL");
     *out = qmi_hparams_default();
-    if (!json) return QIAO_OK;
-    if (!what) what = "recipe";
+    if (!json)
+        return QIAO_OK;
+    if (!what)
+        what = "recipe";
     cJSON *root = cJSON_Parse(json);
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
@@ -45,33 +48,45 @@ qiao_status qmi_hparams_from_json(const char *json, const char *what, qmi_hparam
     qmi_hparams h = *out;
     qiao_status st = QIAO_OK;
     double v = 0;
-    const cJSON *hid = cJSON_GetObjectItemCaseSensitive(root, "hidden"), *sc = cJSON_GetObjectItemCaseSensitive(root, "scale");
-    if (hid && (st = qtr_json_number(hid, 0, QF_HEAD_MAX_WIDTH, true, &v)) == QIAO_OK) h.hidden = (int64_t)v;
-    if (st == QIAO_OK && sc && (st = qtr_json_number(sc, 1e-3, 1e4, false, &v)) == QIAO_OK) h.scale = (float)v;
+    const cJSON *hid = cJSON_GetObjectItemCaseSensitive(root, "hidden"),
+                *sc = cJSON_GetObjectItemCaseSensitive(root, "scale");
+    if (hid && (st = qtr_json_number(hid, 0, QF_HEAD_MAX_WIDTH, true, &v)) == QIAO_OK)
+        h.hidden = (int64_t)v;
+    if (st == QIAO_OK && sc && (st = qtr_json_number(sc, 1e-3, 1e4, false, &v)) == QIAO_OK)
+        h.scale = (float)v;
     const cJSON *tr = cJSON_GetObjectItemCaseSensitive(root, "train");
-    if (st == QIAO_OK && tr && !cJSON_IsObject(tr)) st = qc_error(QIAO_ERR_FORMAT, "%s: \"train\" must be an object", what);
+    if (st == QIAO_OK && tr && !cJSON_IsObject(tr))
+        st = qc_error(QIAO_ERR_FORMAT, "%s: \"train\" must be an object", what);
     for (const cJSON *it = tr ? tr->child : NULL; st == QIAO_OK && it; it = it->next) {
         bool known = false;
-        if ((st = qtr_hparams_key(it, &h.tr, &known)) != QIAO_OK || known) continue;
+        if ((st = qtr_hparams_key(it, &h.tr, &known)) != QIAO_OK || known)
+            continue;
         const char *k = it->string;
         if (!strcmp(k, "batch")) {
-            if ((st = qtr_json_number(it, 1, 4096, true, &v)) == QIAO_OK) h.batch = (int64_t)v;
+            if ((st = qtr_json_number(it, 1, 4096, true, &v)) == QIAO_OK)
+                h.batch = (int64_t)v;
         } else if (!strcmp(k, "epochs")) {
-            if ((st = qtr_json_number(it, 1e-3, 1e4, false, &v)) == QIAO_OK) h.epochs = v;
+            if ((st = qtr_json_number(it, 1e-3, 1e4, false, &v)) == QIAO_OK)
+                h.epochs = v;
         } else if (!strcmp(k, "val_fraction")) {
-            if ((st = qtr_json_number(it, 1e-3, 0.9, false, &v)) == QIAO_OK) h.val_fraction = v;
+            if ((st = qtr_json_number(it, 1e-3, 0.9, false, &v)) == QIAO_OK)
+                h.val_fraction = v;
         } else if (!strcmp(k, "seed")) {
-            if ((st = qtr_json_number(it, 0, 9007199254740991.0, true, &v)) == QIAO_OK) h.seed = (uint64_t)v;
+            if ((st = qtr_json_number(it, 0, 9007199254740991.0, true, &v)) == QIAO_OK)
+                h.seed = (uint64_t)v;
         } else if (!strcmp(k, "head_lr")) {
-            if ((st = qtr_json_number(it, 0, 10, false, &v)) == QIAO_OK) h.head_lr = (float)v;
+            if ((st = qtr_json_number(it, 0, 10, false, &v)) == QIAO_OK)
+                h.head_lr = (float)v;
         } else if (!strcmp(k, "smoothing")) {
-            if ((st = qtr_json_number(it, 0, 0.5, false, &v)) == QIAO_OK) h.smoothing = (float)v;
+            if ((st = qtr_json_number(it, 0, 0.5, false, &v)) == QIAO_OK)
+                h.smoothing = (float)v;
         } else {
             st = qc_error(QIAO_ERR_FORMAT, "%s: unknown key train.%s", what, k);
         }
     }
     cJSON_Delete(root);
-    if (st != QIAO_OK) return st;
+    if (st != QIAO_OK)
+        return st;
     *out = h;
     return QIAO_OK;
 }
@@ -82,9 +97,11 @@ qiao_status qmi_hparams_from_json(const char *json, const char *what, qmi_hparam
 static qiao_status classifier_config(const qmod_model *base, const qmi_set *set, const qmi_hparams *h,
                                      qmod_config *out) {
     cJSON *root = cJSON_Parse(base->cfg.json);
-    if (!root) return qc_error(QIAO_ERR_FORMAT, "intent: the model's config is not valid JSON");
+    if (!root)
+        return qc_error(QIAO_ERR_FORMAT, "intent: the model's config is not valid JSON");
     static const char *const drop[] = {"image", "audio", "fusion", "decoder", "heads", "train"};
-    for (size_t i = 0; i < sizeof drop / sizeof drop[0]; i++) cJSON_DeleteItemFromObjectCaseSensitive(root, drop[i]);
+    for (size_t i = 0; i < sizeof drop / sizeof drop[0]; i++)
+        cJSON_DeleteItemFromObjectCaseSensitive(root, drop[i]);
     char name[QMOD_NAME_MAX];
     snprintf(name, sizeof name, "%.*s-intent", QMOD_NAME_MAX - 8, base->cfg.name);
     cJSON_ReplaceItemInObjectCaseSensitive(root, "name", cJSON_CreateString(name));
@@ -96,17 +113,20 @@ static qiao_status classifier_config(const qmod_model *base, const qmi_set *set,
     cJSON_AddNumberToObject(hd, "classes", set->n_labels);
     cJSON_AddNumberToObject(hd, "scale", h->scale);
     cJSON *labels = cJSON_AddArrayToObject(hd, "labels");
-    for (int32_t i = 0; i < set->n_labels; i++) cJSON_AddItemToArray(labels, cJSON_CreateString(set->labels[i]));
+    for (int32_t i = 0; i < set->n_labels; i++)
+        cJSON_AddItemToArray(labels, cJSON_CreateString(set->labels[i]));
     char *json = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
-    if (!json) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory");
+    if (!json)
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory");
     const qiao_status st = qmod_config_from_string(json, "intent classifier config", out);
     cJSON_free(json);
     return st;
 }
 
 qiao_status qmi_model_space(const qmod_model *m, qmi_set *out) {
-    if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmi_model_space: NULL argument");
+    if (!out)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmi_model_space: NULL argument");
     memset(out, 0, sizeof *out);
     const int head = m ? qmod_head_find(&m->cfg, QMI_HEAD) : -1;
     if (head < 0)
@@ -147,9 +167,11 @@ static qiao_status prompted(const qmod_model *m, const char *const *texts, size_
     for (size_t i = 0; i < n; i++) {
         bufs[i] = NULL;
         out[i] = texts[i];
-        if (!prompt) continue;
+        if (!prompt)
+            continue;
         const size_t a = strlen(prompt), b = strlen(texts[i]);
-        if (!(bufs[i] = malloc(a + b + 1))) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory");
+        if (!(bufs[i] = malloc(a + b + 1)))
+            return qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory");
         memcpy(bufs[i], prompt, a);
         memcpy(bufs[i] + a, texts[i], b + 1);
         out[i] = bufs[i];
@@ -158,7 +180,8 @@ static qiao_status prompted(const qmod_model *m, const char *const *texts, size_
 }
 
 static void free_texts(char **bufs, size_t n) {
-    for (size_t i = 0; i < n; i++) free(bufs[i]);
+    for (size_t i = 0; i < n; i++)
+        free(bufs[i]);
 }
 
 /* The text tower's embeddings and the head's logits for n texts (n <= what
@@ -170,12 +193,17 @@ static qiao_status logits_of(const qb_exec *ex, const qmod_model *m, qmod_work *
     char **bufs = calloc(n, sizeof *bufs);
     qiao_status st = t && bufs ? prompted(m, texts, n, t, bufs) : qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
     qmod_batch_free(b);
-    if (st == QIAO_OK) st = qmod_batch_text(m, t, n, b);
-    if (bufs) free_texts(bufs, n);
+    if (st == QIAO_OK)
+        st = qmod_batch_text(m, t, n, b);
+    if (bufs)
+        free_texts(bufs, n);
     free(t), free(bufs);
-    if (st == QIAO_OK) st = qmod_work_reserve(w, m, b->B, b->T);
-    if (st == QIAO_OK) st = qmod_forward(ex, m, w, b, emb);
-    if (st == QIAO_OK) st = qmod_head_forward(ex, m, hw, *emb, b->B, logits);
+    if (st == QIAO_OK)
+        st = qmod_work_reserve(w, m, b->B, b->T);
+    if (st == QIAO_OK)
+        st = qmod_forward(ex, m, w, b, emb);
+    if (st == QIAO_OK)
+        st = qmod_head_forward(ex, m, hw, *emb, b->B, logits);
     return st;
 }
 
@@ -183,17 +211,22 @@ static void softmax_rows(const float *logits, int64_t n, int64_t K, float *probs
     for (int64_t i = 0; i < n; i++) {
         const float *l = logits + i * K;
         float *p = probs + i * K, mx = l[0];
-        for (int64_t k = 1; k < K; k++) mx = l[k] > mx ? l[k] : mx;
+        for (int64_t k = 1; k < K; k++)
+            mx = l[k] > mx ? l[k] : mx;
         double s = 0;
-        for (int64_t k = 0; k < K; k++) s += p[k] = expf(l[k] - mx);
-        for (int64_t k = 0; k < K; k++) p[k] = (float)(p[k] / s);
+        for (int64_t k = 0; k < K; k++)
+            s += p[k] = expf(l[k] - mx);
+        for (int64_t k = 0; k < K; k++)
+            p[k] = (float)(p[k] / s);
     }
 }
 
 qiao_status qmi_classify(const qmod_model *m, const char *const *texts, size_t n, int threads, float *probs) {
-    if (!m || !texts || !probs || n == 0) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmi_classify: NULL argument");
+    if (!m || !texts || !probs || n == 0)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmi_classify: NULL argument");
     const int head = qmod_head_find(&m->cfg, QMI_HEAD);
-    if (head < 0) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "model %s has no intent head", m->cfg.name);
+    if (head < 0)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "model %s has no intent head", m->cfg.name);
     const int64_t K = m->cfg.heads[head].mlp.classes, chunk = 32;
     qb_exec ex;
     qb_exec_cpu(&ex, threads);
@@ -204,12 +237,14 @@ qiao_status qmi_classify(const qmod_model *m, const char *const *texts, size_t n
     qmod_batch b;
     memset(&b, 0, sizeof b);
     qiao_status st = qmod_work_init(&w, m, QMOD_TEXT, chunk, 64, false);
-    if (st == QIAO_OK) st = qmod_head_work_init(&hw, m, head, chunk, false);
+    if (st == QIAO_OK)
+        st = qmod_head_work_init(&hw, m, head, chunk, false);
     for (size_t i = 0; i < n && st == QIAO_OK; i += (size_t)chunk) {
         const size_t k = n - i < (size_t)chunk ? n - i : (size_t)chunk;
         const float *emb, *logits;
         st = logits_of(&ex, m, &w, &hw, texts + i, k, &b, &emb, &logits);
-        if (st == QIAO_OK) softmax_rows(logits, (int64_t)k, K, probs + i * (size_t)K);
+        if (st == QIAO_OK)
+            softmax_rows(logits, (int64_t)k, K, probs + i * (size_t)K);
     }
     qmod_batch_free(&b);
     qmod_work_free(&w);
@@ -218,7 +253,8 @@ qiao_status qmi_classify(const qmod_model *m, const char *const *texts, size_t n
 }
 
 void qmi_eval_free(qmi_eval *e) {
-    if (!e) return;
+    if (!e)
+        return;
     free(e->confusion);
     memset(e, 0, sizeof *e);
 }
@@ -231,10 +267,12 @@ static void scores(qmi_eval *e) {
     double f1 = 0;
     for (int32_t k = 0; k < K; k++) {
         int64_t tp = e->confusion[(int64_t)k * K + k], truth = 0, pred = 0;
-        for (int32_t j = 0; j < K; j++) truth += e->confusion[(int64_t)k * K + j], pred += e->confusion[(int64_t)j * K + k];
+        for (int32_t j = 0; j < K; j++)
+            truth += e->confusion[(int64_t)k * K + j], pred += e->confusion[(int64_t)j * K + k];
         right += tp;
         total += truth;
-        if (!truth && !pred) continue;
+        if (!truth && !pred)
+            continue;
         used++;
         f1 += truth + pred ? 2.0 * (double)tp / (double)(truth + pred) : 0.0;
     }
@@ -265,35 +303,43 @@ static qiao_status evaluate_with(const qb_exec *ex, const qmod_model *m, qmod_wo
     const double t0 = now_s();
     for (int64_t i = 0; i < set->n && st == QIAO_OK; i += batch) {
         const int64_t k = set->n - i < batch ? set->n - i : batch;
-        for (int64_t j = 0; j < k; j++) texts[j] = set->ex[i + j].text;
+        for (int64_t j = 0; j < k; j++)
+            texts[j] = set->ex[i + j].text;
         const float *emb, *logits;
         st = logits_of(ex, m, w, hw, texts, (size_t)k, &b, &emb, &logits);
         for (int64_t j = 0; j < k && st == QIAO_OK; j++) {
             const float *l = logits + j * K;
             int32_t best = 0;
-            for (int32_t c = 1; c < K; c++) best = l[c] > l[best] ? c : best;
+            for (int32_t c = 1; c < K; c++)
+                best = l[c] > l[best] ? c : best;
             const qmi_example *e = &set->ex[i + j];
-            if (e->n_labels) out->confusion[(int64_t)e->labels[0] * K + best]++;
+            if (e->n_labels)
+                out->confusion[(int64_t)e->labels[0] * K + best]++;
             out->n += e->n_labels > 0;
         }
     }
     out->seconds = now_s() - t0;
     qmod_batch_free(&b);
     free(texts);
-    if (st == QIAO_OK) scores(out);
-    if (st != QIAO_OK) qmi_eval_free(out);
+    if (st == QIAO_OK)
+        scores(out);
+    if (st != QIAO_OK)
+        qmi_eval_free(out);
     return st;
 }
 
 qiao_status qmi_evaluate(const qmod_model *m, const qmi_set *set, int threads, int64_t batch, qmi_eval *out) {
-    if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmi_evaluate: NULL argument");
+    if (!out)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmi_evaluate: NULL argument");
     memset(out, 0, sizeof *out);
-    if (!m || !set || batch < 1) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmi_evaluate: NULL argument");
+    if (!m || !set || batch < 1)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmi_evaluate: NULL argument");
     const int head = qmod_head_find(&m->cfg, QMI_HEAD);
-    if (head < 0) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "model %s has no intent head", m->cfg.name);
+    if (head < 0)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "model %s has no intent head", m->cfg.name);
     if (set->multi_label)
-        return qc_error(QIAO_ERR_UNSUPPORTED, "%s: a multi-label set (\"intents\"); the classifier is single-label so far",
-                        set->path);
+        return qc_error(QIAO_ERR_UNSUPPORTED,
+                        "%s: a multi-label set (\"intents\"); the classifier is single-label so far", set->path);
     qb_exec ex;
     qb_exec_cpu(&ex, threads);
     qmod_work w;
@@ -301,8 +347,10 @@ qiao_status qmi_evaluate(const qmod_model *m, const qmi_set *set, int threads, i
     memset(&w, 0, sizeof w);
     memset(&hw, 0, sizeof hw);
     qiao_status st = qmod_work_init(&w, m, QMOD_TEXT, batch, 64, false);
-    if (st == QIAO_OK) st = qmod_head_work_init(&hw, m, head, batch, false);
-    if (st == QIAO_OK) st = evaluate_with(&ex, m, &w, &hw, head, set, batch, out);
+    if (st == QIAO_OK)
+        st = qmod_head_work_init(&hw, m, head, batch, false);
+    if (st == QIAO_OK)
+        st = evaluate_with(&ex, m, &w, &hw, head, set, batch, out);
     qmod_work_free(&w);
     qmod_head_work_free(&hw);
     return st;
@@ -319,25 +367,27 @@ typedef struct intent_obj {
     qmod_model *m;
     int head;
     qmi_set train, val;
-    int64_t *order;          /* (train.n) this epoch's permutation */
-    int64_t order_epoch;     /* the epoch `order` is for, -1 none */
-    const char **texts;      /* (batch) */
-    int32_t *targets;        /* (batch) */
+    int64_t *order;                         /* (train.n) this epoch's permutation */
+    int64_t order_epoch;                    /* the epoch `order` is for, -1 none */
+    const char **texts;                     /* (batch) */
+    int32_t *targets;                       /* (batch) */
     float *losses, *probs, *dlogits, *demb; /* (B), (B, K), (B, K), (B, D) */
     qmod_batch b;
     qmod_work w;
     qmod_head_work hw;
     qmod_params g;
     float *g_bound;
-    int64_t B;               /* this step's rows */
+    int64_t B; /* this step's rows */
 } intent_obj;
 
 /* The epoch's order: a Fisher-Yates shuffle seeded by (seed, epoch), so a
  * resumed run sees the same batches. */
 static void epoch_order(intent_obj *o, int64_t epoch) {
-    if (o->order_epoch == epoch) return;
+    if (o->order_epoch == epoch)
+        return;
     const int64_t n = o->train.n;
-    for (int64_t i = 0; i < n; i++) o->order[i] = i;
+    for (int64_t i = 0; i < n; i++)
+        o->order[i] = i;
     qc_rng rng;
     qc_rng_seed(&rng, o->h.seed * 0x9E3779B97F4A7C15ull + (uint64_t)epoch + 1);
     for (int64_t i = n - 1; i > 0; i--) {
@@ -373,7 +423,8 @@ static qiao_status i_step(void *user, const qtr_step_ctx *ctx, float *loss, floa
     const int64_t B = o->B, K = m->cfg.heads[o->head].mlp.classes, D = m->cfg.embed_dim;
     const float *emb, *logits;
     qiao_status st = logits_of(ex, m, &o->w, &o->hw, o->texts, (size_t)B, &o->b, &emb, &logits);
-    if (st != QIAO_OK) return st;
+    if (st != QIAO_OK)
+        return st;
     nn_cross_entropy_forward(ex, loss, o->losses, o->probs, logits, o->targets, B, K, o->h.smoothing, -1);
     memset(o->dlogits, 0, (size_t)(B * K) * sizeof(float));
     nn_cross_entropy_backward(ex, o->dlogits, 1.0f, o->probs, o->targets, B, K, o->h.smoothing, -1);
@@ -384,7 +435,8 @@ static qiao_status i_step(void *user, const qtr_step_ctx *ctx, float *loss, floa
     for (int64_t i = 0; i < B; i++) {
         const float *l = logits + i * K;
         int64_t best = 0;
-        for (int64_t k = 1; k < K; k++) best = l[k] > l[best] ? k : best;
+        for (int64_t k = 1; k < K; k++)
+            best = l[k] > l[best] ? k : best;
         right += best == o->targets[i];
     }
     metrics[QMI_M_ACC] = (float)right / (float)B;
@@ -395,7 +447,8 @@ static qiao_status i_validate(void *user, const qb_exec *ex, float *val) {
     intent_obj *o = user;
     qmi_eval e;
     qiao_status st = evaluate_with(ex, o->m, &o->w, &o->hw, o->head, &o->val, o->h.batch, &e);
-    if (st != QIAO_OK) return st;
+    if (st != QIAO_OK)
+        return st;
     val[QMI_V_ACC] = (float)e.accuracy;
     val[QMI_V_MACRO_F1] = (float)e.macro_f1;
     qmi_eval_free(&e);
@@ -437,14 +490,15 @@ static qiao_status model_for(intent_obj *o, const qmi_set *all) {
     const qmi_train_params *p = o->p;
     qmod_model *base = NULL;
     qiao_status st = qmod_load(p->resume_path ? p->resume_path : p->init_path, &base);
-    if (st != QIAO_OK) return st;
+    if (st != QIAO_OK)
+        return st;
     if (qmod_head_find(&base->cfg, QMI_HEAD) >= 0) {
         o->m = base;
         return QIAO_OK;
     }
     if (!qmod_has_tower(&base->cfg, QMOD_TEXT) || !base->tok) {
-        const qiao_status e = qc_error(QIAO_ERR_INVALID_ARGUMENT, "intent: model %s has no text tower with a tokenizer",
-                                       base->cfg.name);
+        const qiao_status e =
+            qc_error(QIAO_ERR_INVALID_ARGUMENT, "intent: model %s has no text tower with a tokenizer", base->cfg.name);
         qmod_free(base);
         return e;
     }
@@ -455,7 +509,8 @@ static qiao_status model_for(intent_obj *o, const qmi_set *all) {
         qmod_config_free(&cfg);
     }
     size_t copied = 0;
-    if (st == QIAO_OK) st = qmod_copy_shared(o->m, base, &copied);
+    if (st == QIAO_OK)
+        st = qmod_copy_shared(o->m, base, &copied);
     if (st == QIAO_OK) {
         o->m->tok = base->tok;
         base->tok = NULL;
@@ -480,12 +535,15 @@ qiao_status qmi_train(const qmi_train_params *p) {
     if (st == QIAO_OK && all.multi_label)
         st = qc_error(QIAO_ERR_UNSUPPORTED,
                       "%s: a multi-label set (\"intents\"); the classifier is single-label so far", p->data_path);
-    if (st == QIAO_OK) st = model_for(&o, &all);
-    if (st == QIAO_OK) o.head = qmod_head_find(&o.m->cfg, QMI_HEAD);
+    if (st == QIAO_OK)
+        st = model_for(&o, &all);
+    if (st == QIAO_OK)
+        o.head = qmod_head_find(&o.m->cfg, QMI_HEAD);
     /* read against the model's labels, so a classifier trained on more keeps them */
     qmi_set space;
     memset(&space, 0, sizeof space);
-    if (st == QIAO_OK) st = qmi_model_space(o.m, &space);
+    if (st == QIAO_OK)
+        st = qmi_model_space(o.m, &space);
     if (st == QIAO_OK) {
         qmi_set_free(&all);
         st = qmi_set_load(p->data_path, &space, &all);
@@ -499,14 +557,19 @@ qiao_status qmi_train(const qmi_train_params *p) {
     }
     qmi_set_free(&all);
     qmi_set_free(&space);
-    if (st == QIAO_OK && o.train.n < 1) st = qc_error(QIAO_ERR_INVALID_ARGUMENT, "%s: nothing to train on", p->data_path);
+    if (st == QIAO_OK && o.train.n < 1)
+        st = qc_error(QIAO_ERR_INVALID_ARGUMENT, "%s: nothing to train on", p->data_path);
     const int64_t B = st == QIAO_OK ? (o.h.batch < o.train.n ? o.h.batch : o.train.n) : 1;
     const int64_t per_epoch = st == QIAO_OK ? (o.train.n + B - 1) / B : 1;
-    if (o.h.tr.steps <= 0) o.h.tr.steps = (int64_t)ceil(o.h.epochs * (double)per_epoch);
-    if (o.h.tr.warmup < 0) o.h.tr.warmup = o.h.tr.steps / 10;
-    if (o.h.tr.eval_every <= 0) o.h.tr.eval_every = per_epoch;
+    if (o.h.tr.steps <= 0)
+        o.h.tr.steps = (int64_t)ceil(o.h.epochs * (double)per_epoch);
+    if (o.h.tr.warmup < 0)
+        o.h.tr.warmup = o.h.tr.steps / 10;
+    if (o.h.tr.eval_every <= 0)
+        o.h.tr.eval_every = per_epoch;
     qtr_hparams_finish(&o.h.tr);
-    const int64_t K = st == QIAO_OK ? o.m->cfg.heads[o.head].mlp.classes : 1, D = st == QIAO_OK ? o.m->cfg.embed_dim : 1;
+    const int64_t K = st == QIAO_OK ? o.m->cfg.heads[o.head].mlp.classes : 1,
+                  D = st == QIAO_OK ? o.m->cfg.embed_dim : 1;
     if (st == QIAO_OK) {
         o.order = malloc((size_t)o.train.n * sizeof *o.order);
         o.texts = malloc((size_t)B * sizeof *o.texts);
@@ -518,11 +581,15 @@ qiao_status qmi_train(const qmi_train_params *p) {
         if (!o.order || !o.texts || !o.targets || !o.losses || !o.probs || !o.dlogits || !o.demb)
             st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory for batches of %lld", (long long)B);
     }
-    if (st == QIAO_OK) st = qmod_work_init(&o.w, o.m, QMOD_TEXT, B, 64, true); /* grows with longer texts */
-    if (st == QIAO_OK) st = qmod_head_work_init(&o.hw, o.m, o.head, B, true);
-    if (st == QIAO_OK && o.h.head_lr > 0 && o.h.tr.lr > 0) qtr_lr_scale_prefix(&o.m->tab, "heads.", o.h.head_lr / o.h.tr.lr);
+    if (st == QIAO_OK)
+        st = qmod_work_init(&o.w, o.m, QMOD_TEXT, B, 64, true); /* grows with longer texts */
+    if (st == QIAO_OK)
+        st = qmod_head_work_init(&o.hw, o.m, o.head, B, true);
+    if (st == QIAO_OK && o.h.head_lr > 0 && o.h.tr.lr > 0)
+        qtr_lr_scale_prefix(&o.m->tab, "heads.", o.h.head_lr / o.h.tr.lr);
     if (st == QIAO_OK) {
-        qc_log(QIAO_LOG_INFO, "intent: %s, %lld training and %lld validation examples, %lld intents, %lld steps of %lld",
+        qc_log(QIAO_LOG_INFO,
+               "intent: %s, %lld training and %lld validation examples, %lld intents, %lld steps of %lld",
                o.m->cfg.name, (long long)o.train.n, (long long)o.val.n, (long long)K, (long long)o.h.tr.steps,
                (long long)B);
         qb_exec ex;
@@ -553,7 +620,8 @@ qiao_status qmi_train(const qmi_train_params *p) {
                          .stop = p->stop};
         st = qtr_run(&obj, &tp, NULL);
     }
-    if (st == QIAO_OK) st = qmod_save(o.m, p->out_path, QIAO_DTYPE_BF16);
+    if (st == QIAO_OK)
+        st = qmod_save(o.m, p->out_path, QIAO_DTYPE_BF16);
     obj_free(&o);
     return st;
 }

@@ -2,6 +2,8 @@
  * with ranges, one message shape for every section ("image config: key
  * 'patch' must be an integer in [1, 8192] (got 0.5)"). */
 #include <math.h>
+#include <stdio.h>
+#include <string.h>
 
 #include <cjson/cJSON.h>
 
@@ -25,6 +27,24 @@ qiao_status qc_json_int(const struct cJSON *obj, const char *section, const char
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
     if (!it) return qc_error(QIAO_ERR_FORMAT, "%s config: missing key '%s'", section, key);
     return qc_json_int_value(it, section, key, lo, hi, out);
+}
+
+qiao_status qc_json_choice(const struct cJSON *obj, const char *section, const char *key, const char *const *names,
+                           int n, int dflt, int *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    *out = dflt;
+    if (!v) return QIAO_OK;
+    for (int i = 0; i < n; i++)
+        if (cJSON_IsString(v) && !strcmp(v->valuestring, names[i])) {
+            *out = i;
+            return QIAO_OK;
+        }
+    char list[256] = "";
+    for (int i = 0; i < n; i++) {
+        const size_t len = strlen(list);
+        snprintf(list + len, sizeof list - len, "%s\"%s\"", i ? (i + 1 == n ? " or " : ", ") : "", names[i]);
+    }
+    return qc_error(QIAO_ERR_FORMAT, "%s config: key '%s' must be %s", section, key, list);
 }
 
 qiao_status qc_json_float(const struct cJSON *obj, const char *section, const char *key, double lo, double hi,

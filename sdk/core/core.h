@@ -101,6 +101,10 @@ qiao_status qc_json_int(const struct cJSON *obj, const char *section, const char
 /* The same for a value already found (an array element). */
 qiao_status qc_json_int_value(const struct cJSON *it, const char *section, const char *key, int64_t lo, int64_t hi,
                               int64_t *out);
+/* An optional string among names[0 .. n): *out its index, `dflt` when the
+ * key is absent. */
+qiao_status qc_json_choice(const struct cJSON *obj, const char *section, const char *key, const char *const *names,
+                           int n, int dflt, int *out);
 /* An optional number in [lo, hi]; `dflt` when the key is absent. */
 qiao_status qc_json_float(const struct cJSON *obj, const char *section, const char *key, double lo, double hi,
                           float dflt, float *out);

@@ -10,23 +10,30 @@
 #include "models/intent/data.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    if (size > 1 << 16) return 0;
+    if (size > 1 << 16)
+        return 0;
     qmi_set s;
     const qiao_status st = qmi_set_parse("fuzz.jsonl", (const char *)data, size, NULL, &s);
     if (st != QIAO_OK) {
-        if (st != QIAO_ERR_FORMAT && st != QIAO_ERR_TOO_LARGE) abort();
-        if (s.n || s.ex) abort();
+        if (st != QIAO_ERR_FORMAT && st != QIAO_ERR_TOO_LARGE)
+            abort();
+        if (s.n || s.ex)
+            abort();
         return 0;
     }
     for (int32_t i = 1; i < s.n_labels; i++)
-        if (strcmp(s.labels[i - 1], s.labels[i]) >= 0) abort();
+        if (strcmp(s.labels[i - 1], s.labels[i]) >= 0)
+            abort();
     for (int32_t i = 1; i < s.n_types; i++)
-        if (strcmp(s.types[i - 1], s.types[i]) >= 0) abort();
+        if (strcmp(s.types[i - 1], s.types[i]) >= 0)
+            abort();
     for (int64_t i = 0; i < s.n; i++) {
         const qmi_example *e = &s.ex[i];
-        if (!e->len || strlen(e->text) != e->len || e->n_labels < (s.multi_label ? 0 : 1)) abort();
+        if (!e->len || strlen(e->text) != e->len || e->n_labels < (s.multi_label ? 0 : 1))
+            abort();
         for (int j = 0; j < e->n_labels; j++)
-            if (e->labels[j] < 0 || e->labels[j] >= s.n_labels || (j && e->labels[j] <= e->labels[j - 1])) abort();
+            if (e->labels[j] < 0 || e->labels[j] >= s.n_labels || (j && e->labels[j] <= e->labels[j - 1]))
+                abort();
         for (int j = 0; j < e->n_spans; j++) {
             const qmi_span *p = &e->spans[j];
             if (p->start < 0 || p->start >= p->end || p->end > (int64_t)e->len || p->type < 0 || p->type >= s.n_types ||
@@ -35,7 +42,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
     }
     qmi_set tr, va;
-    if (qmi_set_split(&s, 0.2, 1, &tr, &va) != QIAO_OK || tr.n + va.n != s.n) abort();
+    if (qmi_set_split(&s, 0.2, 1, &tr, &va) != QIAO_OK || tr.n + va.n != s.n)
+        abort();
     qmi_set_free(&tr), qmi_set_free(&va);
     qmi_set_free(&s);
     return 0;

@@ -16,7 +16,8 @@ static int64_t count_lines(const char *path) {
     FILE *f = fopen(path, "rb");
     assert_non_null(f);
     int64_t n = 0;
-    for (int c; (c = fgetc(f)) != EOF;) n += c == '\n';
+    for (int c; (c = fgetc(f)) != EOF;)
+        n += c == '\n';
     fclose(f);
     return n;
 }
@@ -25,15 +26,18 @@ static void real_sets(void **state) {
     (void)state;
     qmi_set s;
     qiao_status st = qmi_set_load(INTENT_DIR "/clinc150/train.jsonl", NULL, &s);
-    if (st != QIAO_OK) fail_msg("%s", qiao_last_error());
+    if (st != QIAO_OK)
+        fail_msg("%s", qiao_last_error());
     assert_int_equal(s.n, count_lines(INTENT_DIR "/clinc150/train.jsonl"));
     assert_int_equal(s.n_labels, 151); /* 150 intents and oos */
     assert_true(qmi_find(s.labels, s.n_labels, "oos") >= 0 && !s.multi_label);
-    for (int32_t i = 1; i < s.n_labels; i++) assert_true(strcmp(s.labels[i - 1], s.labels[i]) < 0);
+    for (int32_t i = 1; i < s.n_labels; i++)
+        assert_true(strcmp(s.labels[i - 1], s.labels[i]) < 0);
     /* the test split, read against the training set's labels */
     qmi_set t;
     st = qmi_set_load(INTENT_DIR "/clinc150/test.jsonl", &s, &t);
-    if (st != QIAO_OK) fail_msg("%s", qiao_last_error());
+    if (st != QIAO_OK)
+        fail_msg("%s", qiao_last_error());
     assert_int_equal(t.n_labels, 151);
     assert_int_equal(t.ex[0].line, 1);
     qmi_set_free(&t);
@@ -48,13 +52,15 @@ static void real_sets(void **state) {
 
     /* entities: every span is its value, types numbered */
     st = qmi_set_load(INTENT_DIR "/ecommerce_zh/train.jsonl", NULL, &s);
-    if (st != QIAO_OK) fail_msg("%s", qiao_last_error());
+    if (st != QIAO_OK)
+        fail_msg("%s", qiao_last_error());
     int64_t spans = 0;
     for (int64_t i = 0; i < s.n; i++)
         for (int j = 0; j < s.ex[i].n_spans; j++) {
             const qmi_span *p = &s.ex[i].spans[j];
             assert_true(p->start >= 0 && p->end <= (int64_t)s.ex[i].len && p->type >= 0 && p->type < s.n_types);
-            if (j) assert_true(p->start >= s.ex[i].spans[j - 1].start);
+            if (j)
+                assert_true(p->start >= s.ex[i].spans[j - 1].start);
             spans++;
         }
     assert_true(spans > 100 && s.n_types >= 5 && qmi_find(s.types, s.n_types, "order_id") >= 0);
@@ -62,21 +68,25 @@ static void real_sets(void **state) {
 
     /* multi-label CrossWOZ: several labels, ascending, some example with more than one */
     st = qmi_set_load(INTENT_DIR "/crosswoz/val.jsonl", NULL, &s);
-    if (st != QIAO_OK) fail_msg("%s", qiao_last_error());
+    if (st != QIAO_OK)
+        fail_msg("%s", qiao_last_error());
     assert_true(s.multi_label);
     int many = 0;
     for (int64_t i = 0; i < s.n; i++) {
         many += s.ex[i].n_labels > 1;
-        for (int j = 1; j < s.ex[i].n_labels; j++) assert_true(s.ex[i].labels[j - 1] < s.ex[i].labels[j]);
+        for (int j = 1; j < s.ex[i].n_labels; j++)
+            assert_true(s.ex[i].labels[j - 1] < s.ex[i].labels[j]);
     }
     assert_true(many > 0);
     int none = 0; /* thank-yous: no act at all */
-    for (int64_t i = 0; i < s.n; i++) none += s.ex[i].n_labels == 0;
+    for (int64_t i = 0; i < s.n; i++)
+        none += s.ex[i].n_labels == 0;
     assert_true(none > 0);
     /* its overlapping spans (one phrase, two slots) are read, both kept */
     int overlaps = 0;
     for (int64_t i = 0; i < s.n; i++)
-        for (int j = 1; j < s.ex[i].n_spans; j++) overlaps += s.ex[i].spans[j].start < s.ex[i].spans[j - 1].end;
+        for (int j = 1; j < s.ex[i].n_spans; j++)
+            overlaps += s.ex[i].spans[j].start < s.ex[i].spans[j - 1].end;
     assert_true(overlaps > 0);
     printf("crosswoz val: %lld examples, %d labels, %d with several\n", (long long)s.n, s.n_labels, many);
     qmi_set_free(&s);
@@ -147,7 +157,8 @@ static void bad_lines(void **state) {
                                "9, \"type\": \"order_id\", \"value\": \"123\"}]}\r\n"
                                "{\"text\": \"hi\", \"intents\": [\"b\", \"a\"], \"intent\": \"b|a\"}";
     qiao_status st = qmi_set_parse("g.jsonl", good, sizeof good - 1, NULL, &s);
-    if (st != QIAO_OK) fail_msg("%s", qiao_last_error());
+    if (st != QIAO_OK)
+        fail_msg("%s", qiao_last_error());
     assert_int_equal(s.n, 2);
     assert_int_equal(s.n_labels, 3); /* a, b, track */
     assert_string_equal(s.labels[2], "track");
@@ -163,25 +174,30 @@ static void split(void **state) {
     (void)state;
     qmi_set all, tr, va, tr2, va2;
     qiao_status st = qmi_set_load(INTENT_DIR "/clinc150/train.jsonl", NULL, &all);
-    if (st != QIAO_OK) fail_msg("%s", qiao_last_error());
+    if (st != QIAO_OK)
+        fail_msg("%s", qiao_last_error());
     assert_int_equal(qmi_set_split(&all, 0.1, 7, &tr, &va), QIAO_OK);
     assert_int_equal(tr.n + va.n, all.n);
     assert_true(tr.n_labels == all.n_labels && va.n_labels == all.n_labels);
     /* stratified: each label gives round(k / 10) of its k examples */
     for (int32_t l = 0; l < all.n_labels; l++) {
         int64_t k = 0, v = 0;
-        for (int64_t i = 0; i < all.n; i++) k += all.ex[i].labels[0] == l;
-        for (int64_t i = 0; i < va.n; i++) v += va.ex[i].labels[0] == l;
+        for (int64_t i = 0; i < all.n; i++)
+            k += all.ex[i].labels[0] == l;
+        for (int64_t i = 0; i < va.n; i++)
+            v += va.ex[i].labels[0] == l;
         assert_int_equal(v, (int64_t)((double)k * 0.1 + 0.5));
     }
     /* deterministic in the seed, another seed another choice */
     assert_int_equal(qmi_set_split(&all, 0.1, 7, &tr2, &va2), QIAO_OK);
     assert_int_equal(va2.n, va.n);
-    for (int64_t i = 0; i < va.n; i++) assert_int_equal(va.ex[i].line, va2.ex[i].line);
+    for (int64_t i = 0; i < va.n; i++)
+        assert_int_equal(va.ex[i].line, va2.ex[i].line);
     qmi_set_free(&tr2), qmi_set_free(&va2);
     assert_int_equal(qmi_set_split(&all, 0.1, 8, &tr2, &va2), QIAO_OK);
     int64_t same = 0;
-    for (int64_t i = 0; i < va.n; i++) same += va.ex[i].line == va2.ex[i].line;
+    for (int64_t i = 0; i < va.n; i++)
+        same += va.ex[i].line == va2.ex[i].line;
     assert_true(same < va.n);
     qmi_set_free(&tr2), qmi_set_free(&va2);
     /* copies: the split outlives the set it came from */

@@ -59,20 +59,23 @@ static void learns(void **state) {
     path(ckpt, sizeof ckpt, "learn.ckpt.safetensors");
     qmi_train_params p = params(out, ckpt, 300);
     qiao_status st = qmi_train(&p);
-    if (st != QIAO_OK) fail_msg("%s", qiao_last_error());
+    if (st != QIAO_OK)
+        fail_msg("%s", qiao_last_error());
     qmod_model *m = NULL;
     assert_int_equal(qmod_load(out, &m), QIAO_OK);
     qmi_set space, test;
     assert_int_equal(qmi_model_space(m, &space), QIAO_OK);
     st = qmi_set_load(TEST, &space, &test);
-    if (st != QIAO_OK) fail_msg("%s", qiao_last_error());
+    if (st != QIAO_OK)
+        fail_msg("%s", qiao_last_error());
     qmi_eval e;
     assert_int_equal(qmi_evaluate(m, &test, 2, 16, &e), QIAO_OK);
-    printf("tiny random encoder, 300 steps: test accuracy %.4f, macro-F1 %.4f over %lld (%d intents)\n",
-           e.accuracy, e.macro_f1, (long long)e.n, e.n_labels);
+    printf("tiny random encoder, 300 steps: test accuracy %.4f, macro-F1 %.4f over %lld (%d intents)\n", e.accuracy,
+           e.macro_f1, (long long)e.n, e.n_labels);
     assert_true(e.accuracy > 0.3 && e.macro_f1 > 0.25); /* chance is 0.03 */
     int64_t total = 0;
-    for (int64_t i = 0; i < (int64_t)e.n_labels * e.n_labels; i++) total += e.confusion[i];
+    for (int64_t i = 0; i < (int64_t)e.n_labels * e.n_labels; i++)
+        total += e.confusion[i];
     assert_int_equal(total, test.n);
     const char *texts[] = {"我想退货", "发票怎么开", "x"};
     const int64_t K = space.n_labels;
@@ -80,7 +83,8 @@ static void learns(void **state) {
     assert_int_equal(qmi_classify(m, texts, 3, 1, probs), QIAO_OK);
     for (int i = 0; i < 3; i++) {
         double s = 0;
-        for (int64_t k = 0; k < K; k++) s += probs[i * K + k], assert_true(probs[i * K + k] >= 0);
+        for (int64_t k = 0; k < K; k++)
+            s += probs[i * K + k], assert_true(probs[i * K + k] >= 0);
         assert_true(fabs(s - 1.0) < 1e-5);
     }
     free(probs);
@@ -112,14 +116,16 @@ static void resumes(void **state) {
     p.on_step = NULL;
     p.resume_path = cb;
     qiao_status st = qmi_train(&p);
-    if (st != QIAO_OK) fail_msg("%s", qiao_last_error());
+    if (st != QIAO_OK)
+        fail_msg("%s", qiao_last_error());
     qc_st_file *fa = NULL, *fb = NULL;
     assert_int_equal(qc_st_open(a, &fa), QIAO_OK);
     assert_int_equal(qc_st_open(b, &fb), QIAO_OK);
     const char *names[] = {"heads.intent.out.weight", "text.trunk.blocks.1.mlp.fc.weight", "text.piece_emb.weight"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         const qc_st_tensor *x = qc_st_find(fa, names[i]), *y = qc_st_find(fb, names[i]);
-        if (!x || !y) fail_msg("tensor %s missing", names[i]);
+        if (!x || !y)
+            fail_msg("tensor %s missing", names[i]);
         assert_int_equal(x->nbytes, y->nbytes);
         assert_memory_equal(x->data, y->data, x->nbytes);
     }
@@ -142,7 +148,8 @@ static void refuses(void **state) {
     assert_non_null(strstr(qiao_last_error(), "multi-label"));
     FILE *f = fopen(val, "w");
     assert_non_null(f);
-    fputs("{\"text\": \"我想退货\", \"intent\": \"return_request\"}\n{\"text\": \"hi\", \"intent\": \"greet_in_klingon\"}\n",
+    fputs("{\"text\": \"我想退货\", \"intent\": \"return_request\"}\n{\"text\": \"hi\", \"intent\": "
+          "\"greet_in_klingon\"}\n",
           f);
     fclose(f);
     p = params(out, ckpt, 2);
@@ -162,8 +169,9 @@ static void refuses(void **state) {
     assert_int_equal(qmi_hparams_from_json("{\"train\": {\"epocs\": 3}}", "r.json", &h), QIAO_ERR_FORMAT);
     assert_non_null(strstr(qiao_last_error(), "train.epocs"));
     assert_int_equal(qmi_hparams_from_json("{\"scale\": 0}", "r.json", &h), QIAO_ERR_FORMAT);
-    assert_int_equal(qmi_hparams_from_json("{\"hidden\": 64, \"train\": {\"epochs\": 2, \"head_lr\": 0.01}}", "r.json", &h),
-                     QIAO_OK);
+    assert_int_equal(
+        qmi_hparams_from_json("{\"hidden\": 64, \"train\": {\"epochs\": 2, \"head_lr\": 0.01}}", "r.json", &h),
+        QIAO_OK);
     assert_true(h.hidden == 64 && h.epochs == 2.0 && fabsf(h.head_lr - 0.01f) < 1e-9f);
 }
 
@@ -171,6 +179,7 @@ static const struct CMUnitTest tests[] = {cmocka_unit_test(learns), cmocka_unit_
                                           cmocka_unit_test(refuses)};
 
 int main(int argc, char **argv) { /* QT_MAIN with the temporary folder around the cases */
-    if (argc > 1) cmocka_set_test_filter(argv[1]);
+    if (argc > 1)
+        cmocka_set_test_filter(argv[1]);
     return cmocka_run_group_tests(tests, setup, teardown);
 }
