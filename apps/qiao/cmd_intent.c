@@ -174,6 +174,24 @@ static int intent_eval(int argc, char **argv) {
     return st == QIAO_OK ? 0 : cli_fail(st);
 }
 
+/* The `top` most probable classes of p (K of them) into rank[], best first
+ * (ties to the lower index); returns how many. */
+static int64_t ranked(const float *p, int64_t K, int64_t top, int64_t *rank) {
+    int64_t n = 0;
+    for (; n < top && n < K; n++) {
+        int64_t best = -1;
+        for (int64_t k = 0; k < K; k++) {
+            bool taken = false;
+            for (int64_t j = 0; j < n && !taken; j++)
+                taken = rank[j] == k;
+            if (!taken && (best < 0 || p[k] > p[best]))
+                best = k;
+        }
+        rank[n] = best;
+    }
+    return n;
+}
+
 static int intent_predict(int argc, char **argv) {
     intent_opts o;
     int rc = parse("intent predict", argc, argv, &o);
@@ -223,25 +241,21 @@ static int intent_predict(int argc, char **argv) {
     if (st == QIAO_OK && n)
         st = qmi_classify(m, texts, n, o.threads, probs);
     const int64_t top = o.top < K ? o.top : K;
+    int64_t *rank = malloc((size_t)top * sizeof *rank);
+    if (st == QIAO_OK && !rank) st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
     for (size_t i = 0; st == QIAO_OK && i < n; i++) {
         const float *p = probs + i * (size_t)K;
+        const int64_t got = ranked(p, K, top, rank);
+        char buf[QMI_MAX_NAME + 1];
         if (o.json) {
             cJSON *r = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(r, "intents");
             cJSON_AddStringToObject(r, "text", texts[i]);
-            bool *used = calloc((size_t)K, 1);
-            for (int64_t t = 0; used && t < top; t++) {
-                int64_t best = -1;
-                for (int64_t k = 0; k < K; k++)
-                    if (!used[k] && (best < 0 || p[k] > p[best]))
-                        best = k;
-                used[best] = true;
-                char buf[QMI_MAX_NAME + 1];
+            for (int64_t t = 0; t < got; t++) {
                 cJSON *it = cJSON_CreateObject();
-                cJSON_AddStringToObject(it, "intent", qmod_head_label(&m->cfg, head, best, NULL, buf, sizeof buf));
-                cJSON_AddNumberToObject(it, "probability", p[best]);
+                cJSON_AddStringToObject(it, "intent", qmod_head_label(&m->cfg, head, rank[t], NULL, buf, sizeof buf));
+                cJSON_AddNumberToObject(it, "probability", p[rank[t]]);
                 cJSON_AddItemToArray(arr, it);
             }
-            free(used);
             char *js = cJSON_PrintUnformatted(r);
             if (js)
                 puts(js);
@@ -249,23 +263,14 @@ static int intent_predict(int argc, char **argv) {
             cJSON_Delete(r);
         } else {
             printf("%s\n", texts[i]);
-            bool *used = calloc((size_t)K, 1);
-            for (int64_t t = 0; used && t < top; t++) {
-                int64_t best = -1;
-                for (int64_t k = 0; k < K; k++)
-                    if (!used[k] && (best < 0 || p[k] > p[best]))
-                        best = k;
-                used[best] = true;
-                char buf[QMI_MAX_NAME + 1];
+            for (int64_t t = 0; t < got; t++)
                 printf("  %lld. %-32s %.4f\n", (long long)(t + 1),
-                       qmod_head_label(&m->cfg, head, best, NULL, buf, sizeof buf), (double)p[best]);
-            }
-            free(used);
+                       qmod_head_label(&m->cfg, head, rank[t], NULL, buf, sizeof buf), (double)p[rank[t]]);
         }
     }
     for (size_t i = 0; i < n_lines; i++)
         free(lines[i]);
-    free(lines), free(probs), free(o.texts);
+    free(lines), free(probs), free(o.texts), free(rank);
     qmod_free(m);
     return st == QIAO_OK ? 0 : cli_fail(st);
 }
