@@ -89,6 +89,23 @@ static void fwd_bwd(enc *e, const float *R, bool zero_grads) {
     qe_image_backward(e->ex, &e->g, &e->da, R, NULL, &e->a, &e->p, &e->in, &e->cfg);
 }
 
+/* The named tensors' gradients against finite differences of <R, emb>:
+ * how many disagree. Each gradient must be nonzero (a check against an
+ * all-zero gradient would prove little). */
+static int check_grads(enc *e, const char *const *names, size_t n_names, const float *R, int64_t nout) {
+    int bad = 0;
+    for (size_t k = 0; k < n_names; k++) {
+        int64_t n;
+        float *x = tensor(e, names[k], &n);
+        const float *gx = grad(e, names[k]);
+        double mag = 0;
+        for (int64_t i = 0; i < n; i++) mag += fabs(gx[i]);
+        assert_true(mag > 1e-3);
+        bad += qt_gradcheck(names[k], fwd, e, e->a.trunk.emb, R, nout, x, gx, n, 1e-3f, 1e-3, 1e-2, 300);
+    }
+    return bad;
+}
+
 static const char *kTiny = "{\"image_size\": 8, \"patch\": 4, \"width\": 8, \"layers\": 1, \"heads\": 2, \"mlp\": 16}";
 
 static void gradcheck(void **state) {
@@ -114,18 +131,7 @@ static void gradcheck(void **state) {
                            "image.trunk.blocks.0.ln1.weight", "image.trunk.blocks.0.attn.q.weight",
                            "image.trunk.blocks.0.attn.k.weight", "image.trunk.blocks.0.mlp.fc.weight",
                            "image.trunk.ln_f.bias", "image.trunk.proj.weight"};
-    int bad = 0;
-    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
-        int64_t n;
-        float *x = tensor(&e, names[k], &n);
-        const float *gx = grad(&e, names[k]);
-        /* a gradcheck against an all-zero gradient would prove little */
-        double mag = 0;
-        for (int64_t i = 0; i < n; i++) mag += fabs(gx[i]);
-        assert_true(mag > 1e-3);
-        bad += qt_gradcheck(names[k], fwd, &e, e.a.trunk.emb, R, nout, x, gx, n, 1e-3f, 1e-3, 1e-2, 300);
-    }
-    assert_int_equal(bad, 0);
+    assert_int_equal(check_grads(&e, names, sizeof names / sizeof names[0], R, nout), 0);
 
     /* a second backward accumulates: g -> 2 g */
     int64_t n;
@@ -216,17 +222,7 @@ static void clip_class_token(void **state) {
                            "image.patch_embed.bias",   "image.trunk.pos",
                            "image.trunk.ln_in.weight", "image.trunk.blocks.0.mlp.fc.bias",
                            "image.trunk.ln_f.weight",  "image.trunk.proj.weight"};
-    int bad = 0;
-    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
-        int64_t n;
-        float *x = tensor(&e, names[k], &n);
-        const float *gx = grad(&e, names[k]);
-        double mag = 0;
-        for (int64_t i = 0; i < n; i++) mag += fabs(gx[i]);
-        assert_true(mag > 1e-3);
-        bad += qt_gradcheck(names[k], fwd, &e, e.a.trunk.emb, R, nout, x, gx, n, 1e-3f, 1e-3, 1e-2, 300);
-    }
-    assert_int_equal(bad, 0);
+    assert_int_equal(check_grads(&e, names, sizeof names / sizeof names[0], R, nout), 0);
     free(R);
     free(patches);
     enc_free(&e);

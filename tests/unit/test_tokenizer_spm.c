@@ -329,6 +329,37 @@ static qiao_status load_wordpiece(const char *config, qiao_tokenizer **out) {
     return st;
 }
 
+/* What every imported kind does: blank text has no tokens, a limit keeps
+ * the start token (and the end token from 2 on), invalid UTF-8 is refused
+ * naming its byte or replaced with offsets into the original text. */
+static void imported_kind_rules(const qiao_tokenizer *tok, const char *text, int32_t start, int32_t end) {
+    qiao_tokens *t = NULL;
+    assert_int_equal(qiao_tokenize(tok, " \t ", 3, NULL, &t), QIAO_OK);
+    assert_int_equal(t->count, 0);
+    qiao_tokens_free(t);
+    qiao_tokenize_params p = qiao_tokenize_default_params();
+    const int64_t limits[] = {5, 2, 1};
+    for (int i = 0; i < 3; i++) {
+        p.max_tokens = limits[i];
+        assert_int_equal(qiao_tokenize(tok, text, strlen(text), &p, &t), QIAO_OK);
+        assert_int_equal(t->count, limits[i]);
+        assert_int_equal(t->ids[0], start);
+        if (limits[i] >= 2) assert_int_equal(t->ids[t->count - 1], end);
+        qiao_tokens_free(t);
+    }
+    const char bad[] = "ok \xff\xfe 中文 \xe4\xb8";
+    assert_int_equal(qiao_tokenize(tok, bad, sizeof bad - 1, NULL, &t), QIAO_ERR_FORMAT);
+    assert_non_null(strstr(qiao_last_error(), "byte 3"));
+    p = qiao_tokenize_default_params();
+    p.replace_invalid = 1;
+    assert_int_equal(qiao_tokenize(tok, bad, sizeof bad - 1, &p, &t), QIAO_OK);
+    assert_true(t->count > 2);
+    for (size_t i = 0; i < t->count; i++)
+        assert_true(t->offsets[2 * i] >= 0 && t->offsets[2 * i] <= t->offsets[2 * i + 1] &&
+                    t->offsets[2 * i + 1] <= (int64_t)(sizeof bad - 1));
+    qiao_tokens_free(t);
+}
+
 static void wordpiece_kind(void **state) {
     (void)state;
     qiao_tokenizer *tok = NULL;
@@ -356,32 +387,8 @@ static void wordpiece_kind(void **state) {
         tk_wp_encoding_free(&e);
         qiao_tokens_free(t);
     }
-    /* blank text: no tokens; a limit keeps [CLS] ... [SEP] */
+    imported_kind_rules(tok, texts[1], 101, 102);
     qiao_tokens *t = NULL;
-    assert_int_equal(qiao_tokenize(tok, " \t ", 3, NULL, &t), QIAO_OK);
-    assert_int_equal(t->count, 0);
-    qiao_tokens_free(t);
-    qiao_tokenize_params p = qiao_tokenize_default_params();
-    const int64_t limits[] = {5, 2, 1};
-    for (int i = 0; i < 3; i++) {
-        p.max_tokens = limits[i];
-        assert_int_equal(qiao_tokenize(tok, texts[1], strlen(texts[1]), &p, &t), QIAO_OK);
-        assert_int_equal(t->count, limits[i]);
-        assert_int_equal(t->ids[0], 101);
-        if (limits[i] >= 2) assert_int_equal(t->ids[t->count - 1], 102);
-        qiao_tokens_free(t);
-    }
-    /* invalid UTF-8: refused, or replaced with offsets into the original */
-    const char bad[] = "ok \xff\xfe 中文 \xe4\xb8";
-    assert_int_equal(qiao_tokenize(tok, bad, sizeof bad - 1, NULL, &t), QIAO_ERR_FORMAT);
-    assert_non_null(strstr(qiao_last_error(), "byte 3"));
-    p = qiao_tokenize_default_params();
-    p.replace_invalid = 1;
-    assert_int_equal(qiao_tokenize(tok, bad, sizeof bad - 1, &p, &t), QIAO_OK);
-    for (size_t i = 0; i < t->count; i++)
-        assert_true(t->offsets[2 * i] >= 0 && t->offsets[2 * i] <= t->offsets[2 * i + 1] &&
-                    t->offsets[2 * i + 1] <= (int64_t)(sizeof bad - 1));
-    qiao_tokens_free(t);
     /* a batch without characters */
     qiao_token_batch *b = NULL;
     assert_int_equal(qiao_tokenize_batch(tok, texts, NULL, 3, 0, NULL, &b), QIAO_OK);
@@ -444,28 +451,7 @@ static void bpe_kind(void **state) {
         free(ids);
         qiao_tokens_free(t);
     }
-    qiao_tokens *t = NULL;
-    assert_int_equal(qiao_tokenize(tok, " \t ", 3, NULL, &t), QIAO_OK);
-    assert_int_equal(t->count, 0);
-    qiao_tokens_free(t);
-    qiao_tokenize_params p = qiao_tokenize_default_params();
-    const int64_t limits[] = {5, 2, 1};
-    for (int i = 0; i < 3; i++) {
-        p.max_tokens = limits[i];
-        assert_int_equal(qiao_tokenize(tok, texts[2], strlen(texts[2]), &p, &t), QIAO_OK);
-        assert_int_equal(t->count, limits[i]);
-        assert_int_equal(t->ids[0], 49406);
-        if (limits[i] >= 2) assert_int_equal(t->ids[t->count - 1], 49407);
-        qiao_tokens_free(t);
-    }
-    const char bad[] = "ok \xff\xfe 中文 \xe4\xb8";
-    assert_int_equal(qiao_tokenize(tok, bad, sizeof bad - 1, NULL, &t), QIAO_ERR_FORMAT);
-    assert_non_null(strstr(qiao_last_error(), "byte 3"));
-    p = qiao_tokenize_default_params();
-    p.replace_invalid = 1;
-    assert_int_equal(qiao_tokenize(tok, bad, sizeof bad - 1, &p, &t), QIAO_OK);
-    assert_true(t->count > 2);
-    qiao_tokens_free(t);
+    imported_kind_rules(tok, texts[2], 49406, 49407);
     tk_bpe_free(bpe);
     qiao_tokenizer_free(tok);
     /* vocab.json without merges.txt */
