@@ -243,20 +243,22 @@ static void errors(void **state) {
     p.hp.batch = 64;
     assert_int_equal(qmod_train(&p), QIAO_ERR_INVALID_ARGUMENT);
     assert_non_null(strstr(qiao_last_error(), "fewer than one batch"));
-    /* a config without one of the three towers the contrastive objective trains */
+    /* a config without the text tower every pair of the contrastive
+     * objective needs (one without audio trains text-image only: an
+     * imported CLIP, tests/golden.cmake clip_finetune) */
     char partial[700];
-    path(partial, sizeof partial, "no-audio.json");
+    path(partial, sizeof partial, "no-text.json");
     FILE *f = fopen(partial, "wb");
-    fputs("{\"name\": \"noaudio\", \"embed_dim\": 64, \"text\": {\"vocab\": 2000, \"char_vocab\": 3000, "
-          "\"k\": 4, \"char_dim\": 8, \"char_kernels\": [1, 2], \"char_channels\": 8, \"width\": 16, "
-          "\"layers\": 1, \"heads\": 2, \"mlp\": 32, \"max_tokens\": 32}, \"image\": {\"image_size\": 32, "
-          "\"patch\": 8, \"width\": 16, \"layers\": 1, \"heads\": 2, \"mlp\": 32}}",
+    fputs("{\"name\": \"notext\", \"embed_dim\": 64, \"image\": {\"image_size\": 32, \"patch\": 8, "
+          "\"width\": 16, \"layers\": 1, \"heads\": 2, \"mlp\": 32}, \"audio\": {\"n_mels\": 80, "
+          "\"width\": 16, \"stem_kernels\": [5, 3], \"stem_strides\": [2, 2], \"layers\": 1, \"heads\": 2, "
+          "\"mlp\": 32, \"max_frames\": 2560, \"norm_mean\": -4.0, \"norm_std\": 4.0}}",
           f);
     fclose(f);
     p.config_path = partial;
     p.hp.batch = 8;
     assert_int_equal(qmod_train(&p), QIAO_ERR_INVALID_ARGUMENT);
-    assert_non_null(strstr(qiao_last_error(), "no audio tower"));
+    assert_non_null(strstr(qiao_last_error(), "no text tower"));
     unlink(partial);
     p.config_path = TINY_JSON;
     p.hp.batch = 64;
