@@ -446,7 +446,8 @@ static qiao_status i_step(void *user, const qtr_step_ctx *ctx, float *loss, floa
 static qiao_status i_validate(void *user, const qb_exec *ex, float *val) {
     intent_obj *o = user;
     qmi_eval e;
-    qiao_status st = evaluate_with(ex, o->m, &o->w, &o->hw, o->head, &o->val, o->h.batch, &e);
+    /* in batches the training workspaces hold (a training set smaller than a batch makes them smaller) */
+    qiao_status st = evaluate_with(ex, o->m, &o->w, &o->hw, o->head, &o->val, o->hw.N_max, &e);
     if (st != QIAO_OK)
         return st;
     val[QMI_V_ACC] = (float)e.accuracy;
