@@ -39,10 +39,10 @@
  * size no classifier head is built for. */
 #define QMI_MAX_FILE ((size_t)1 << 30)
 #define QMI_MAX_LINE ((size_t)1 << 20)
-#define QMI_MAX_LABELS 100000
+#define QMI_MAX_LABELS 10000 /* a classifier's head; its labels are checked pairwise in the model config */
 #define QMI_MAX_LABELS_PER_EXAMPLE 64
 #define QMI_MAX_SPANS_PER_EXAMPLE 256
-#define QMI_MAX_NAME 256 /* bytes of a label or entity type */
+#define QMI_MAX_NAME 255 /* bytes of a label or entity type (a model config's labels are shorter than 256) */
 
 typedef struct qmi_span {
     int64_t start, end; /* byte offsets into the text, half-open */
