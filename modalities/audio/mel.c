@@ -292,6 +292,11 @@ QIAO_API qiao_status qiao_mel_stream_new(const qiao_mel_params *params, qiao_mel
         qiao_mel_stream_free(s);
         return qc_error(QIAO_ERR_OUT_OF_MEMORY, "mel: out of memory");
     }
+    /* FFmpeg's real FFT leaves the imaginary parts of the DC and Nyquist
+     * bins (always 0) unwritten on some lengths: uninitialized, they made a
+     * stream's frames differ from another's on the same samples
+     * (fuzz_audio_mel; valgrind named the reads). */
+    memset(s->fout, 0, (nf + 2) * sizeof(float));
     /* Periodic Hann (torch.hann_window(n, periodic=True)), in double then rounded. */
     for (size_t i = 0; i < nf; i++) s->window[i] = (float)(0.5 - 0.5 * cos(2.0 * QA_PI * (double)i / (double)nf));
     st = (p.n_fft & (p.n_fft - 1)) ? init_bluestein(s) : QIAO_OK;
