@@ -662,6 +662,21 @@ static bool blank(const char *text, size_t len) {
     return true;
 }
 
+/* A result of `count` tokens for an imported kind (ids, tags, offsets; no
+ * characters), count set; NULL when out of memory (the error set). */
+static qiao_tokens *imported_tokens(size_t count) {
+    const size_t cells = count ? count : 1;
+    qiao_tokens *r = calloc(1, sizeof *r);
+    if (!r || !(r->ids = malloc(cells * sizeof *r->ids)) || !(r->tags = malloc(cells)) ||
+        !(r->offsets = malloc(cells * 2 * sizeof *r->offsets))) {
+        qiao_tokens_free(r);
+        qc_error(QIAO_ERR_OUT_OF_MEMORY, "qiao_tokenize: out of memory for %zu tokens", count);
+        return NULL;
+    }
+    r->count = count;
+    return r;
+}
+
 /* The wordpiece kind: BertTokenizer's encode(text), a limit as its
  * truncation (a limit of 1 keeps [CLS]); tags S, no characters. */
 static qiao_status tokenize_wp(const qiao_tokenizer *tok, const char *text, size_t len, const qiao_tokenize_params *p,
@@ -679,11 +694,9 @@ static qiao_status tokenize_wp(const qiao_tokenizer *tok, const char *text, size
         snprintf(msg, sizeof msg, "%s", qiao_last_error());
         st = qc_error(st, "%s: %s", what, msg);
     }
-    qiao_tokens *r = st == QIAO_OK ? calloc(1, sizeof *r) : NULL;
-    const size_t count = limit == 1 && e.count > 1 ? 1 : e.count, cells = count ? count : 1;
-    if (st == QIAO_OK && (!r || !(r->ids = malloc(cells * sizeof *r->ids)) || !(r->tags = malloc(cells)) ||
-                          !(r->offsets = malloc(cells * 2 * sizeof *r->offsets))))
-        st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "qiao_tokenize: out of memory for %zu tokens", count);
+    const size_t count = st != QIAO_OK ? 0 : limit == 1 && e.count > 1 ? 1 : e.count;
+    qiao_tokens *r = st == QIAO_OK ? imported_tokens(count) : NULL;
+    if (st == QIAO_OK && !r) st = QIAO_ERR_OUT_OF_MEMORY;
     if (st == QIAO_OK) {
         memcpy(r->ids, e.ids, count * sizeof *r->ids);
         for (size_t i = 0; i < 2 * count; i++) {
@@ -730,13 +743,11 @@ static qiao_status tokenize_bpe(const qiao_tokenizer *tok, const char *text, siz
         snprintf(msg, sizeof msg, "%s", qiao_last_error());
         return qc_error(st, "%s: %s", what, msg);
     }
-    const size_t count = limit == 1 && got > 1 ? 1 : got, cells = count ? count : 1;
-    qiao_tokens *r = calloc(1, sizeof *r);
-    if (!r || !(r->ids = malloc(cells * sizeof *r->ids)) || !(r->tags = malloc(cells)) ||
-        !(r->offsets = malloc(cells * 2 * sizeof *r->offsets))) {
+    const size_t count = limit == 1 && got > 1 ? 1 : got;
+    qiao_tokens *r = imported_tokens(count);
+    if (!r) {
         free(ids);
-        qiao_tokens_free(r);
-        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qiao_tokenize: out of memory for %zu tokens", count);
+        return QIAO_ERR_OUT_OF_MEMORY;
     }
     memcpy(r->ids, ids, count * sizeof *r->ids);
     free(ids);
@@ -773,11 +784,9 @@ static qiao_status tokenize_spm(const qiao_tokenizer *tok, const char *text, siz
     const size_t extra = (size_t)bos + (size_t)eos;
     size_t keep = np;
     if (limit && keep + extra > limit) keep = limit - extra;
-    qiao_tokens *r = st == QIAO_OK ? calloc(1, sizeof *r) : NULL;
-    const size_t count = keep + extra, cells = count ? count : 1;
-    if (st == QIAO_OK && (!r || !(r->ids = malloc(cells * sizeof *r->ids)) || !(r->tags = malloc(cells)) ||
-                          !(r->offsets = malloc(cells * 2 * sizeof *r->offsets))))
-        st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "qiao_tokenize: out of memory for %zu tokens", count);
+    const size_t count = keep + extra;
+    qiao_tokens *r = st == QIAO_OK ? imported_tokens(count) : NULL;
+    if (st == QIAO_OK && !r) st = QIAO_ERR_OUT_OF_MEMORY;
     if (st == QIAO_OK) {
         size_t t = 0;
         if (bos) r->ids[t] = s->bos, r->offsets[2 * t] = r->offsets[2 * t + 1] = 0, t++;

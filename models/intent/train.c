@@ -221,6 +221,22 @@ static void softmax_rows(const float *logits, int64_t n, int64_t K, float *probs
     }
 }
 
+/* Inference workspaces of the text tower and the head for `rows` texts at
+ * a time (the tower's grows with longer texts); free them with close_work. */
+static qiao_status open_work(const qmod_model *m, int head, int64_t rows, qmod_work *w, qmod_head_work *hw) {
+    memset(w, 0, sizeof *w);
+    memset(hw, 0, sizeof *hw);
+    qiao_status st = qmod_work_init(w, m, QMOD_TEXT, rows, 64, false);
+    if (st == QIAO_OK)
+        st = qmod_head_work_init(hw, m, head, rows, false);
+    return st;
+}
+
+static void close_work(qmod_work *w, qmod_head_work *hw) {
+    qmod_work_free(w);
+    qmod_head_work_free(hw);
+}
+
 qiao_status qmi_classify(const qmod_model *m, const char *const *texts, size_t n, int threads, float *probs) {
     if (!m || !texts || !probs || n == 0)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmi_classify: NULL argument");
@@ -232,13 +248,9 @@ qiao_status qmi_classify(const qmod_model *m, const char *const *texts, size_t n
     qb_exec_cpu(&ex, threads);
     qmod_work w;
     qmod_head_work hw;
-    memset(&w, 0, sizeof w);
-    memset(&hw, 0, sizeof hw);
     qmod_batch b;
     memset(&b, 0, sizeof b);
-    qiao_status st = qmod_work_init(&w, m, QMOD_TEXT, chunk, 64, false);
-    if (st == QIAO_OK)
-        st = qmod_head_work_init(&hw, m, head, chunk, false);
+    qiao_status st = open_work(m, head, chunk, &w, &hw);
     for (size_t i = 0; i < n && st == QIAO_OK; i += (size_t)chunk) {
         const size_t k = n - i < (size_t)chunk ? n - i : (size_t)chunk;
         const float *emb, *logits;
@@ -247,8 +259,7 @@ qiao_status qmi_classify(const qmod_model *m, const char *const *texts, size_t n
             softmax_rows(logits, (int64_t)k, K, probs + i * (size_t)K);
     }
     qmod_batch_free(&b);
-    qmod_work_free(&w);
-    qmod_head_work_free(&hw);
+    close_work(&w, &hw);
     return st;
 }
 
@@ -344,15 +355,10 @@ qiao_status qmi_evaluate(const qmod_model *m, const qmi_set *set, int threads, i
     qb_exec_cpu(&ex, threads);
     qmod_work w;
     qmod_head_work hw;
-    memset(&w, 0, sizeof w);
-    memset(&hw, 0, sizeof hw);
-    qiao_status st = qmod_work_init(&w, m, QMOD_TEXT, batch, 64, false);
-    if (st == QIAO_OK)
-        st = qmod_head_work_init(&hw, m, head, batch, false);
+    qiao_status st = open_work(m, head, batch, &w, &hw);
     if (st == QIAO_OK)
         st = evaluate_with(&ex, m, &w, &hw, head, set, batch, out);
-    qmod_work_free(&w);
-    qmod_head_work_free(&hw);
+    close_work(&w, &hw);
     return st;
 }
 
@@ -377,7 +383,8 @@ typedef struct intent_obj {
     qmod_head_work hw;
     qmod_params g;
     float *g_bound;
-    int64_t B; /* this step's rows */
+    int64_t B;  /* this step's rows */
+    bool fresh; /* the head is new: its labels are the training file's */
 } intent_obj;
 
 /* The epoch's order: a Fisher-Yates shuffle seeded by (seed, epoch), so a
@@ -497,6 +504,7 @@ static qiao_status model_for(intent_obj *o, const qmi_set *all) {
         o->m = base;
         return QIAO_OK;
     }
+    o->fresh = true;
     if (!qmod_has_tower(&base->cfg, QMOD_TEXT) || !base->tok) {
         const qiao_status e =
             qc_error(QIAO_ERR_INVALID_ARGUMENT, "intent: model %s has no text tower with a tokenizer", base->cfg.name);
@@ -540,12 +548,13 @@ qiao_status qmi_train(const qmi_train_params *p) {
         st = model_for(&o, &all);
     if (st == QIAO_OK)
         o.head = qmod_head_find(&o.m->cfg, QMI_HEAD);
-    /* read against the model's labels, so a classifier trained on more keeps them */
+    /* read against the model's labels, so a classifier trained on more keeps
+     * them (a new head's are the file's: nothing to read again) */
     qmi_set space;
     memset(&space, 0, sizeof space);
     if (st == QIAO_OK)
         st = qmi_model_space(o.m, &space);
-    if (st == QIAO_OK) {
+    if (st == QIAO_OK && !o.fresh) {
         qmi_set_free(&all);
         st = qmi_set_load(p->data_path, &space, &all);
     }
