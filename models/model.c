@@ -41,8 +41,8 @@ bool qmod_has_pair(const qmod_config *cfg, int pair) {
            qmod_has_tower(cfg, k_pair_towers[pair][1]);
 }
 
-static const char *const k_head_keys[] = {"kind",    "tower",  "input",      "hidden",
-                                          "classes", "labels", "label_text", "scale"};
+static const char *const k_head_keys[] = {"kind",       "tower", "input",       "hidden",    "classes", "labels",
+                                          "label_text", "scale", "temperature", "threshold", "oos_label"};
 
 /* "labels" (K distinct non-empty strings) and "label_text" ({lang: K
  * strings}) of a head with K classes. */
@@ -136,6 +136,25 @@ static qiao_status parse_head(const cJSON *o, const qmod_config *c, const char *
     if (scale && (!cJSON_IsNumber(scale) || !(scale->valuedouble > 0.0) || scale->valuedouble > 1e4))
         return qc_error(QIAO_ERR_FORMAT, "%s: heads.%s.scale must be a number in (0, 10000]", what, name);
     h->scale = scale ? (float)scale->valuedouble : 1.0f;
+    const cJSON *temp = cJSON_GetObjectItemCaseSensitive(o, "temperature");
+    if (temp && (!cJSON_IsNumber(temp) || !(temp->valuedouble >= 1e-3) || temp->valuedouble > 1e3))
+        return qc_error(QIAO_ERR_FORMAT, "%s: heads.%s.temperature must be a number in [0.001, 1000]", what, name);
+    h->temperature = temp ? (float)temp->valuedouble : 1.0f;
+    const cJSON *thr = cJSON_GetObjectItemCaseSensitive(o, "threshold");
+    if (thr && (!cJSON_IsNumber(thr) || !(thr->valuedouble >= 0.0) || thr->valuedouble > 1.0))
+        return qc_error(QIAO_ERR_FORMAT, "%s: heads.%s.threshold must be a number in [0, 1]", what, name);
+    h->threshold = thr ? (float)thr->valuedouble : 0.0f;
+    h->oos_class = -1;
+    const cJSON *oos = cJSON_GetObjectItemCaseSensitive(o, "oos_label");
+    if (oos) {
+        const cJSON *labels = cJSON_GetObjectItemCaseSensitive(o, "labels");
+        int k = 0;
+        for (const cJSON *a = cJSON_IsString(oos) && labels ? labels->child : NULL; a && h->oos_class < 0;
+             a = a->next, k++)
+            if (strcmp(a->valuestring, oos->valuestring) == 0) h->oos_class = k;
+        if (h->oos_class < 0)
+            return qc_error(QIAO_ERR_FORMAT, "%s: heads.%s.oos_label must be one of the head's labels", what, name);
+    }
     h->mlp.in = h->fused ? c->fusion.width
                 : h->input == QMOD_HEAD_EMBEDDING ? c->embed_dim
                                                   : qmod_tower_of(h->tower)->trunk_dims(c)->C;

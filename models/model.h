@@ -72,7 +72,12 @@ typedef enum qmod_head_input { QMOD_HEAD_EMBEDDING = 0, QMOD_HEAD_TOKENS = 1 } q
  * "scale" (> 0, default 1) multiplies the input before the head: a head
  * on the unit-length embedding needs it (NormFace's s), or its logits stay
  * within a few units of 0 at a fine-tuning learning rate and never become
- * confident. Its parameters are "heads.<name>.*". */
+ * confident. A classifier's calibration (models/intent) rides along:
+ * "temperature" (default 1) divides the logits before the softmax,
+ * "threshold" (in [0, 1], default 0) is the calibrated top probability
+ * below which a text is out of scope, and "oos_label" names the label, if
+ * any, that means out of scope (CLINC150's "oos"). Its parameters are
+ * "heads.<name>.*". */
 typedef struct qmod_head_config {
     char name[QMOD_NAME_MAX]; /* [a-z0-9_], starting with a letter */
     qmod_modality tower;      /* unused when fused */
@@ -80,6 +85,9 @@ typedef struct qmod_head_config {
     qmod_head_input input;
     qf_mlp_config mlp;        /* mlp.in = embed_dim, the tower's trunk width or the fusion width */
     float scale;              /* the input's factor ("scale", default 1) */
+    float temperature;        /* "temperature", default 1 */
+    float threshold;          /* "threshold", default 0 */
+    int32_t oos_class;        /* the class "oos_label" names; -1 when none */
 } qmod_head_config;
 
 /* A parsed model config: "name", "embed_dim", a section for each tower the

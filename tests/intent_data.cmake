@@ -14,8 +14,9 @@ qiao_fuzz(NAME fuzz_intent_data SOURCES ${PROJECT_SOURCE_DIR}/models/intent/data
 
 # The classifier trained through the generic trainer (models/intent/train.c)
 # on the e-commerce set with the tiny random XLM-R encoder: it learns, a
-# stopped run resumes to the same bits, it refuses what it cannot train on.
-qiao_test(NAME test_intent_train SOURCES unit/test_intent_train.c CASES learns resumes refuses
+# stopped run resumes to the same bits, it refuses what it cannot train on,
+# it ends calibrated (temperature, out-of-scope threshold and class).
+qiao_test(NAME test_intent_train SOURCES unit/test_intent_train.c CASES learns resumes refuses calibrates
   LABELS "intent;train" TIMEOUT 300)
 
 # `qiao intent`: usage errors, a model that is not a classifier, a missing file.
@@ -31,3 +32,10 @@ cli_expect(NAME cli.intent.train_missing_data RC 1
   STDERR "i/o error: .*no-such\\.jsonl")
 set_tests_properties(cli.intent.usage cli.intent.eval_required cli.intent.predict_not_classifier
   cli.intent.train_missing_data PROPERTIES LABELS "cli;intent")
+
+# The public intent API (sdk/api/intent_api.c) on a tiny classifier trained
+# at setup: labels, calibration, rankings, a batch against single calls,
+# bad arguments and text, and four threads giving the same bits.
+qiao_test(NAME test_intent_api SOURCES unit/test_intent_api.c
+  CASES labels_and_ranking batch_equals_single bad_input threads
+  LABELS "intent;api" TIMEOUT 300)

@@ -11,6 +11,7 @@
 #include <cjson/cJSON.h>
 
 #include "cli.h"
+#include "plot.h"
 #include "models/intent/intent.h"
 
 int cmd_intent(int argc, char **argv);
@@ -20,15 +21,25 @@ static void usage(FILE *f) {
                "                         [--val VAL.jsonl] [--config RECIPE.json] [--resume CKPT] [--ckpt CKPT]\n"
                "                         [--log PREFIX] [--steps N] [--batch B] [--lr X] [--seed S]\n"
                "                         [--eval-every N] [--threads N] [--quiet]\n"
-               "       qiao intent eval --model BOT.safetensors --data TEST.jsonl [--json] [--threads N]\n"
-               "       qiao intent predict --model BOT.safetensors [--top K] [--json] [--threads N] [TEXT...]\n"
+               "       qiao intent eval --model BOT.safetensors --data TEST.jsonl [--json] [--confusion PREFIX]\n"
+               "                        [--threads N]\n"
+               "       qiao intent calibrate --model BOT.safetensors --data VAL.jsonl --out BOT2.safetensors\n"
+               "                        [--rejection R] [--oos-label L] [--threads N]\n"
+               "       qiao intent predict --model BOT.safetensors [--top K] [--threshold T] [--json] [--threads N]\n"
+               "                        [TEXT...]\n"
                "  train: fine-tunes MODEL's text tower (qiao's own or an imported encoder such as\n"
                "  multilingual-e5) with a new head over the intents of TRAIN.jsonl (one example per line:\n"
                "  {\"text\": ..., \"intent\": ...}); without --val a stratified tenth is held out. Defaults:\n"
                "  batch 32, 3 epochs, lr 2e-5 for the encoder and 1e-3 for the head; a recipe's \"train\"\n"
                "  object and top-level \"hidden\" and \"scale\" change them. Ctrl-C stops with a checkpoint.\n"
-               "  eval: accuracy and macro-F1 on a labelled file. predict: the ranked intents of each TEXT\n"
-               "  (or of each line of stdin).\n");
+               "  The classifier is calibrated on the validation set at the end (see calibrate).\n"
+               "  eval: accuracy, macro-F1, out-of-scope recall and precision, in-scope false rejection and\n"
+               "  the calibration error on a labelled file; --confusion writes PREFIX.csv and PREFIX.png.\n"
+               "  calibrate: fits the softmax temperature on VAL.jsonl and the out-of-scope threshold that\n"
+               "  rejects at most R (default 0.05) of its in-scope texts; L (default \"oos\") is the label,\n"
+               "  if the classifier has it, that means out of scope.\n"
+               "  predict: the ranked intents of each TEXT (or of each line of stdin), with the confidence,\n"
+               "  the margin to the second and the out-of-scope flag (T: a threshold of your own).\n");
 }
 
 static int on_step(const qtr_log *l, void *user) {
@@ -87,10 +98,12 @@ static int intent_train(int argc, char **argv) {
     return cli_train_end(&run, qmi_train(&p), a.out);
 }
 
-/* --model M, --data F, --top K, --threads N, --json; the rest positional. */
+/* --model M, --data F, --out F, --confusion P, --top K, --threshold T,
+ * --rejection R, --oos-label L, --threads N, --json; the rest positional. */
 typedef struct intent_opts {
-    const char *model, *data;
+    const char *model, *data, *out, *confusion, *oos_label;
     int64_t top;
+    double threshold, rejection;
     int threads;
     bool json;
     const char **texts;
@@ -100,6 +113,9 @@ typedef struct intent_opts {
 static int parse(const char *cmd, int argc, char **argv, intent_opts *o) {
     memset(o, 0, sizeof *o);
     o->top = 3;
+    o->threshold = -1;
+    o->rejection = 0.05;
+    o->oos_label = "oos";
     o->texts = calloc((size_t)argc, sizeof *o->texts);
     if (!o->texts)
         return 1;
@@ -113,6 +129,18 @@ static int parse(const char *cmd, int argc, char **argv, intent_opts *o) {
             o->model = argv[++i];
         } else if (!strcmp(s, "--data") && has) {
             o->data = argv[++i];
+        } else if (!strcmp(s, "--out") && has) {
+            o->out = argv[++i];
+        } else if (!strcmp(s, "--confusion") && has) {
+            o->confusion = argv[++i];
+        } else if (!strcmp(s, "--oos-label") && has) {
+            o->oos_label = argv[++i];
+        } else if (!strcmp(s, "--threshold") && has) {
+            if (!cli_num_arg(cmd, "--threshold", argv[++i], 0, 1, &o->threshold))
+                return 2;
+        } else if (!strcmp(s, "--rejection") && has) {
+            if (!cli_num_arg(cmd, "--rejection", argv[++i], 0, 0.5, &o->rejection))
+                return 2;
         } else if (!strcmp(s, "--json")) {
             o->json = true;
         } else if (!strcmp(s, "--top") && has) {
@@ -134,11 +162,64 @@ static int parse(const char *cmd, int argc, char **argv, intent_opts *o) {
     return -1;
 }
 
+/* The confusion matrix as PREFIX.csv (a header of the predicted labels, a
+ * row per true label) and PREFIX.png. */
+static qiao_status write_confusion(const char *prefix, const qmod_model *m, const qmi_set *space, const qmi_eval *e) {
+    const int K = e->n_labels;
+    const size_t n = strlen(prefix) + 5;
+    char *csv = malloc(n), *png = malloc(n);
+    qiao_status st = csv && png ? QIAO_OK : qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
+    FILE *f = NULL;
+    if (st == QIAO_OK) {
+        snprintf(csv, n, "%s.csv", prefix);
+        snprintf(png, n, "%s.png", prefix);
+        if (!(f = fopen(csv, "w")))
+            st = qc_error(QIAO_ERR_IO, "%s: cannot write", csv);
+    }
+    if (st == QIAO_OK) {
+        /* labels are JSON strings from the model: quote them as CSV does */
+        fputs("true\\predicted", f);
+        for (int j = 0; j < K; j++) {
+            fputs(",\"", f);
+            for (const char *c = space->labels[j]; *c; c++)
+                fputs(*c == '"' ? "\"\"" : (char[2]){*c, 0}, f);
+            fputc('"', f);
+        }
+        fputc('\n', f);
+        for (int i = 0; i < K; i++) {
+            fputc('"', f);
+            for (const char *c = space->labels[i]; *c; c++)
+                fputs(*c == '"' ? "\"\"" : (char[2]){*c, 0}, f);
+            fputc('"', f);
+            for (int j = 0; j < K; j++)
+                fprintf(f, ",%lld", (long long)e->confusion[(int64_t)i * K + j]);
+            fputc('\n', f);
+        }
+        if (fclose(f) != 0)
+            st = qc_error(QIAO_ERR_IO, "%s: write failed", csv);
+    }
+    char err[512], title[QMOD_NAME_MAX + 64];
+    snprintf(title, sizeof title, "%s: confusion matrix (%lld texts)", m->cfg.name, (long long)e->n);
+    if (st == QIAO_OK &&
+        plot_confusion(png, title, (const char *const *)space->labels, K, e->confusion, err, sizeof err) != 0)
+        st = qc_error(QIAO_ERR_IO, "%s", err);
+    free(csv), free(png);
+    return st;
+}
+
+/* A rate as JSON: null when there is none (NAN). */
+static void json_rate(FILE *f, const char *key, double v) {
+    if (isfinite(v))
+        fprintf(f, ", \"%s\": %.6f", key, v);
+    else
+        fprintf(f, ", \"%s\": null", key);
+}
+
 static int intent_eval(int argc, char **argv) {
     intent_opts o;
     int rc = parse("intent eval", argc, argv, &o);
-    if (rc < 0 && (!o.model || !o.data || o.n_texts)) {
-        fprintf(stderr, "qiao intent eval: --model and --data are required (and nothing else)\n");
+    if (rc < 0 && (!o.model || !o.data || o.n_texts || o.out)) {
+        fprintf(stderr, "qiao intent eval: --model and --data are required (and no texts or --out)\n");
         usage(stderr);
         rc = 2;
     }
@@ -159,12 +240,36 @@ static int intent_eval(int argc, char **argv) {
         st = qmi_set_load(o.data, &space, &set);
     if (st == QIAO_OK)
         st = qmi_evaluate(m, &set, o.threads, 32, &e);
+    if (st == QIAO_OK && o.confusion)
+        st = write_confusion(o.confusion, m, &space, &e);
     if (st == QIAO_OK && o.json) {
-        printf("{\"model\": \"%s\", \"examples\": %lld, \"accuracy\": %.6f, \"macro_f1\": %.6f, \"seconds\": %.3f}\n",
-               m->cfg.name, (long long)e.n, e.accuracy, e.macro_f1, e.seconds);
+        printf("{\"model\": \"%s\", \"examples\": %lld, \"accuracy\": %.6f, \"macro_f1\": %.6f, \"in_scope\": %lld, "
+               "\"oos\": %lld, \"in_scope_accuracy\": %.6f, \"false_rejection\": %.6f",
+               m->cfg.name, (long long)e.n, e.accuracy, e.macro_f1, (long long)e.n_in, (long long)e.n_oos,
+               e.in_scope_accuracy, e.false_rejection);
+        json_rate(stdout, "oos_recall", e.oos_recall);
+        json_rate(stdout, "oos_precision", e.oos_precision);
+        printf(", \"ece_uncalibrated\": %.6f, \"ece\": %.6f, \"nll_uncalibrated\": %.6f, \"nll\": %.6f, "
+               "\"seconds\": %.3f}\n",
+               e.ece_raw, e.ece, e.nll_raw, e.nll, e.seconds);
     } else if (st == QIAO_OK) {
-        printf("%s on %s: %lld examples, accuracy %.4f, macro-F1 %.4f (%.1f s, %.0f texts/s)\n", m->cfg.name, o.data,
-               (long long)e.n, e.accuracy, e.macro_f1, e.seconds, e.seconds > 0 ? (double)e.n / e.seconds : 0.0);
+        const int head = qmod_head_find(&m->cfg, QMI_HEAD);
+        const qmod_head_config *h = &m->cfg.heads[head];
+        printf("%s on %s: %lld examples (%.1f s, %.0f texts/s)\n", m->cfg.name, o.data, (long long)e.n, e.seconds,
+               e.seconds > 0 ? (double)e.n / e.seconds : 0.0);
+        printf("  accuracy %.4f, macro-F1 %.4f (the top intent)\n", e.accuracy, e.macro_f1);
+        printf("  out of scope (threshold %.4f%s%s): in-scope accuracy %.4f, false rejection %.4f of %lld in scope",
+               (double)h->threshold, h->oos_class >= 0 ? ", label " : "",
+               h->oos_class >= 0 ? space.labels[h->oos_class] : "", e.in_scope_accuracy, e.false_rejection,
+               (long long)e.n_in);
+        if (e.n_oos)
+            printf(", OOS recall %.4f of %lld", e.oos_recall, (long long)e.n_oos);
+        if (isfinite(e.oos_precision))
+            printf(", OOS precision %.4f", e.oos_precision);
+        printf("\n  calibration (temperature %.3f): ECE %.4f -> %.4f, NLL %.4f -> %.4f\n", (double)h->temperature,
+               e.ece_raw, e.ece, e.nll_raw, e.nll);
+        if (o.confusion)
+            printf("  confusion matrix: %s.csv, %s.png\n", o.confusion, o.confusion);
     }
     qmi_eval_free(&e);
     qmi_set_free(&set);
@@ -174,29 +279,11 @@ static int intent_eval(int argc, char **argv) {
     return st == QIAO_OK ? 0 : cli_fail(st);
 }
 
-/* The `top` most probable classes of p (K of them) into rank[], best first
- * (ties to the lower index); returns how many. */
-static int64_t ranked(const float *p, int64_t K, int64_t top, int64_t *rank) {
-    int64_t n = 0;
-    for (; n < top && n < K; n++) {
-        int64_t best = -1;
-        for (int64_t k = 0; k < K; k++) {
-            bool taken = false;
-            for (int64_t j = 0; j < n && !taken; j++)
-                taken = rank[j] == k;
-            if (!taken && (best < 0 || p[k] > p[best]))
-                best = k;
-        }
-        rank[n] = best;
-    }
-    return n;
-}
-
-static int intent_predict(int argc, char **argv) {
+static int intent_calibrate(int argc, char **argv) {
     intent_opts o;
-    int rc = parse("intent predict", argc, argv, &o);
-    if (rc < 0 && (!o.model || o.data)) {
-        fprintf(stderr, "qiao intent predict: --model is required, --data is eval's\n");
+    int rc = parse("intent calibrate", argc, argv, &o);
+    if (rc < 0 && (!o.model || !o.data || !o.out || o.n_texts)) {
+        fprintf(stderr, "qiao intent calibrate: --model, --data and --out are required (and no texts)\n");
         usage(stderr);
         rc = 2;
     }
@@ -205,73 +292,132 @@ static int intent_predict(int argc, char **argv) {
         return rc;
     }
     qmod_model *m = NULL;
+    qmi_set space, set;
+    memset(&space, 0, sizeof space);
+    memset(&set, 0, sizeof set);
+    qmi_calibration c;
     qiao_status st = qmod_load(o.model, &m);
-    const int head = st == QIAO_OK ? qmod_head_find(&m->cfg, QMI_HEAD) : -1;
-    if (st == QIAO_OK && head < 0)
-        st = qc_error(QIAO_ERR_INVALID_ARGUMENT, "model %s is not an intent classifier", m->cfg.name);
-    /* texts: the arguments, else stdin's lines */
-    char **lines = NULL;
-    size_t n_lines = 0, cap = 0;
-    if (st == QIAO_OK && !o.n_texts) {
-        char *line = NULL;
-        size_t lcap = 0;
-        ssize_t got;
-        while ((got = getline(&line, &lcap, stdin)) > 0) {
-            while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r'))
-                line[--got] = '\0';
-            if (!got)
-                continue;
-            if (n_lines == cap) {
-                cap = cap ? 2 * cap : 64;
-                char **grown = realloc(lines, cap * sizeof *lines);
-                if (!grown)
-                    break;
-                lines = grown;
+    if (st == QIAO_OK)
+        st = qmi_model_space(m, &space);
+    if (st == QIAO_OK)
+        st = qmi_set_load(o.data, &space, &set);
+    if (st == QIAO_OK)
+        st = qmi_calibrate(m, &set, o.threads, o.rejection, o.oos_label, &c);
+    if (st == QIAO_OK)
+        st = qmod_save(m, o.out, QIAO_DTYPE_BF16);
+    if (st == QIAO_OK)
+        printf("%s calibrated on %lld texts of %s: temperature %.4f (NLL %.4f -> %.4f, ECE %.4f -> %.4f), "
+               "out-of-scope threshold %.4f -> %s\n",
+               m->cfg.name, (long long)c.n, o.data, (double)c.temperature, c.nll_before, c.nll_after, c.ece_before,
+               c.ece_after, (double)c.threshold, o.out);
+    qmi_set_free(&set);
+    qmi_set_free(&space);
+    qmod_free(m);
+    free(o.texts);
+    return st == QIAO_OK ? 0 : cli_fail(st);
+}
+
+/* Reads stdin's non-empty lines (without their line ends) into *lines. */
+static qiao_status stdin_lines(char ***lines, size_t *n) {
+    size_t cap = 0;
+    char *line = NULL;
+    size_t lcap = 0;
+    ssize_t got;
+    qiao_status st = QIAO_OK;
+    while (st == QIAO_OK && (got = getline(&line, &lcap, stdin)) > 0) {
+        while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r'))
+            line[--got] = '\0';
+        if (!got)
+            continue;
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 64;
+            char **grown = realloc(*lines, cap * sizeof **lines);
+            if (!grown) {
+                st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
+                break;
             }
-            lines[n_lines++] = strdup(line);
+            *lines = grown;
         }
-        free(line);
+        if (!((*lines)[*n] = strdup(line)))
+            st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
+        else
+            (*n)++;
     }
+    free(line);
+    return st;
+}
+
+/* predict runs through the public API (qiao.h), as an application would. */
+static int intent_predict(int argc, char **argv) {
+    intent_opts o;
+    int rc = parse("intent predict", argc, argv, &o);
+    if (rc < 0 && (!o.model || o.data || o.out)) {
+        fprintf(stderr, "qiao intent predict: --model is required, --data is eval's, --out calibrate's\n");
+        usage(stderr);
+        rc = 2;
+    }
+    if (rc >= 0) {
+        free(o.texts);
+        return rc;
+    }
+    qiao_model *model = NULL;
+    qiao_session *session = NULL;
+    qiao_status st = qiao_model_load(o.model, &model);
+    if (st == QIAO_OK && !qiao_model_can_classify(model))
+        st = qc_error(QIAO_ERR_INVALID_ARGUMENT, "model %s is not an intent classifier", qiao_model_name(model));
+    qiao_session_params sp = qiao_session_default_params();
+    sp.n_threads = o.threads;
+    if (st == QIAO_OK)
+        st = qiao_session_new(model, &sp, &session);
+    char **lines = NULL;
+    size_t n_lines = 0;
+    if (st == QIAO_OK && !o.n_texts)
+        st = stdin_lines(&lines, &n_lines);
     const char *const *texts = o.n_texts ? o.texts : (const char *const *)lines;
     const size_t n = o.n_texts ? (size_t)o.n_texts : n_lines;
-    const int64_t K = st == QIAO_OK ? m->cfg.heads[head].mlp.classes : 1;
-    float *probs = n ? malloc(n * (size_t)K * sizeof *probs) : NULL;
-    if (st == QIAO_OK && n && !probs)
+    qiao_intent_params ip = qiao_intent_default_params();
+    ip.top_k = (int)o.top;
+    ip.threshold = (float)o.threshold;
+    qiao_intent_result *res = n ? calloc(n, sizeof *res) : NULL;
+    if (st == QIAO_OK && n && !res)
         st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
     if (st == QIAO_OK && n)
-        st = qmi_classify(m, texts, n, o.threads, probs);
-    const int64_t top = o.top < K ? o.top : K;
-    int64_t *rank = malloc((size_t)top * sizeof *rank);
-    if (st == QIAO_OK && !rank) st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
+        st = qiao_intent_classify_batch(session, texts, n, &ip, res);
     for (size_t i = 0; st == QIAO_OK && i < n; i++) {
-        const float *p = probs + i * (size_t)K;
-        const int64_t got = ranked(p, K, top, rank);
-        char buf[QMI_MAX_NAME + 1];
+        const qiao_intent_result *r = &res[i];
         if (o.json) {
-            cJSON *r = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(r, "intents");
-            cJSON_AddStringToObject(r, "text", texts[i]);
-            for (int64_t t = 0; t < got; t++) {
+            cJSON *j = cJSON_CreateObject();
+            cJSON_AddStringToObject(j, "text", texts[i]);
+            cJSON_AddStringToObject(j, "intent", r->intent);
+            cJSON_AddNumberToObject(j, "confidence", r->confidence);
+            cJSON_AddNumberToObject(j, "margin", r->margin);
+            cJSON_AddBoolToObject(j, "out_of_scope", r->out_of_scope);
+            cJSON *arr = cJSON_AddArrayToObject(j, "intent_ranking");
+            for (size_t t = 0; t < r->n_ranking; t++) {
                 cJSON *it = cJSON_CreateObject();
-                cJSON_AddStringToObject(it, "intent", qmod_head_label(&m->cfg, head, rank[t], NULL, buf, sizeof buf));
-                cJSON_AddNumberToObject(it, "probability", p[rank[t]]);
+                cJSON_AddStringToObject(it, "name", r->ranking[t].intent);
+                cJSON_AddNumberToObject(it, "confidence", r->ranking[t].confidence);
                 cJSON_AddItemToArray(arr, it);
             }
-            char *js = cJSON_PrintUnformatted(r);
+            char *js = cJSON_PrintUnformatted(j);
             if (js)
                 puts(js);
             cJSON_free(js);
-            cJSON_Delete(r);
+            cJSON_Delete(j);
         } else {
-            printf("%s\n", texts[i]);
-            for (int64_t t = 0; t < got; t++)
-                printf("  %lld. %-32s %.4f\n", (long long)(t + 1),
-                       qmod_head_label(&m->cfg, head, rank[t], NULL, buf, sizeof buf), (double)p[rank[t]]);
+            printf("%s\n  -> %s (confidence %.4f, margin %.4f)%s\n", texts[i], r->intent, (double)r->confidence,
+                   (double)r->margin, r->out_of_scope ? "  OUT OF SCOPE" : "");
+            for (size_t t = 0; t < r->n_ranking; t++)
+                printf("  %zu. %-32s %.4f\n", t + 1, r->ranking[t].intent, (double)r->ranking[t].confidence);
         }
     }
+    for (size_t i = 0; res && i < n; i++)
+        qiao_intent_result_free(&res[i]);
     for (size_t i = 0; i < n_lines; i++)
         free(lines[i]);
-    free(lines), free(probs), free(o.texts), free(rank);
-    qmod_free(m);
+    free(lines), free(res), free(o.texts);
+    qiao_session_free(session);
+    qiao_model_free(model);
     return st == QIAO_OK ? 0 : cli_fail(st);
 }
 
@@ -282,6 +428,8 @@ int cmd_intent(int argc, char **argv) {
         return intent_eval(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "predict"))
         return intent_predict(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "calibrate"))
+        return intent_calibrate(argc - 1, argv + 1);
     if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
         usage(stdout);
         return 0;

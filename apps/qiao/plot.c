@@ -731,6 +731,34 @@ static void draw(cairo_t *cr, const table *t, const char *csv_path) {
     }
 }
 
+/* Writes surf to png_path through png_path.tmp and a rename. */
+static int write_png(cairo_surface_t *surf, cairo_status_t cst, const char *png_path, char *err, size_t err_len) {
+    int rc = 0;
+    size_t tl = strlen(png_path) + 5;
+    char *tmp = malloc(tl);
+    if (!tmp) {
+        set_err(err, err_len, "%s: out of memory", png_path);
+        rc = -1;
+    } else if (cst != CAIRO_STATUS_SUCCESS) {
+        set_err(err, err_len, "%s: cairo: %s", png_path, cairo_status_to_string(cst));
+        rc = -1;
+    } else {
+        snprintf(tmp, tl, "%s.tmp", png_path);
+        cst = cairo_surface_write_to_png(surf, tmp);
+        if (cst != CAIRO_STATUS_SUCCESS) {
+            set_err(err, err_len, "%s: cannot write PNG: %s", tmp, cairo_status_to_string(cst));
+            remove(tmp);
+            rc = -1;
+        } else if (rename(tmp, png_path) != 0) {
+            set_err(err, err_len, "%s: %s", png_path, strerror(errno));
+            remove(tmp);
+            rc = -1;
+        }
+    }
+    free(tmp);
+    return rc;
+}
+
 int plot_training_csv(const char *csv_path, const char *png_path, char *err, size_t err_len) {
     if (err && err_len) err[0] = 0;
     if (!csv_path || !png_path) {
@@ -755,29 +783,91 @@ int plot_training_csv(const char *csv_path, const char *png_path, char *err, siz
     cairo_status_t cst = cairo_status(cr);
     cairo_destroy(cr);
     table_free(&t);
-    int rc = 0;
-    size_t tl = strlen(png_path) + 5;
-    char *tmp = malloc(tl);
-    if (!tmp) {
-        set_err(err, err_len, "%s: out of memory", png_path);
-        rc = -1;
-    } else if (cst != CAIRO_STATUS_SUCCESS) {
-        set_err(err, err_len, "%s: cairo: %s", png_path, cairo_status_to_string(cst));
-        rc = -1;
-    } else {
-        snprintf(tmp, tl, "%s.tmp", png_path);
-        cst = cairo_surface_write_to_png(surf, tmp);
-        if (cst != CAIRO_STATUS_SUCCESS) {
-            set_err(err, err_len, "%s: cannot write PNG: %s", tmp, cairo_status_to_string(cst));
-            remove(tmp);
-            rc = -1;
-        } else if (rename(tmp, png_path) != 0) {
-            set_err(err, err_len, "%s: %s", png_path, strerror(errno));
-            remove(tmp);
-            rc = -1;
+    const int rc = write_png(surf, cst, png_path, err, err_len);
+    cairo_surface_destroy(surf);
+    return rc;
+}
+
+/* ---- confusion matrices --------------------------------------------------- */
+
+int plot_confusion(const char *png_path, const char *title, const char *const *labels, int n,
+                   const int64_t *counts, char *err, size_t err_len) {
+    if (err && err_len) err[0] = 0;
+    if (!png_path || !labels || !counts || n < 1 || n > 4096) {
+        set_err(err, err_len, "plot: NULL argument or %d classes (1..4096)", n);
+        return -1;
+    }
+    /* cells of 4 to 28 pixels, so 150 classes still fit about 1,300 pixels;
+     * the labels are drawn only while they stay legible */
+    const double cellpx = fmax(4.0, fmin(28.0, 1300.0 / n)), font = fmin(13.0, cellpx * 0.8);
+    const bool named = cellpx >= 7.0;
+    double lw = 0;
+    for (int i = 0; named && i < n; i++) lw = fmax(lw, text_width(font, labels[i]));
+    const double left = 40 + lw + 10, top = 70 + lw + 10, side = cellpx * n;
+    const int w = (int)(left + side + 120), h = (int)(top + side + 60);
+    cairo_surface_t *surf = cairo_image_surface_create(CAIRO_FORMAT_RGB24, w, h);
+    if (cairo_surface_status(surf) != CAIRO_STATUS_SUCCESS) {
+        set_err(err, err_len, "%s: cairo: %s", png_path, cairo_status_to_string(cairo_surface_status(surf)));
+        cairo_surface_destroy(surf);
+        return -1;
+    }
+    cairo_t *cr = cairo_create(surf);
+    cairo_set_source_rgb(cr, 1, 1, 1);
+    cairo_paint(cr);
+    cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
+    text_at(cr, 20, 20, 0, 0, 18, true, title ? title : "Confusion matrix");
+    text_at(cr, left + side / 2, top - lw - 22, 0.5, 1, 13, false, "predicted");
+    cairo_save(cr);
+    cairo_translate(cr, 22, top + side / 2);
+    cairo_rotate(cr, -0.5 * 3.14159265358979323846);
+    text_at(cr, 0, 0, 0.5, 1, 13, false, "true intent");
+    cairo_restore(cr);
+    /* each row as the share of its true class: a class's recall on the
+     * diagonal, its confusions off it, whatever the class's size */
+    for (int r = 0; r < n; r++) {
+        int64_t total = 0;
+        for (int c = 0; c < n; c++) total += counts[(int64_t)r * n + c];
+        for (int c = 0; c < n; c++) {
+            const double v = total ? (double)counts[(int64_t)r * n + c] / (double)total : 0.0;
+            const double g = 1.0 - 0.85 * sqrt(v); /* sqrt: one confusion in thirty still shows */
+            if (r == c) cairo_set_source_rgb(cr, g, g, 1.0 - 0.45 * sqrt(v));
+            else cairo_set_source_rgb(cr, 1.0 - 0.2 * sqrt(v), g, g);
+            cairo_rectangle(cr, left + c * cellpx, top + r * cellpx, cellpx, cellpx);
+            cairo_fill(cr);
         }
     }
-    free(tmp);
+    cairo_set_source_rgb(cr, 0.75, 0.75, 0.75);
+    cairo_set_line_width(cr, 1);
+    cairo_rectangle(cr, left, top, side, side);
+    cairo_stroke(cr);
+    cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
+    for (int i = 0; named && i < n; i++) {
+        text_at(cr, left - 6, top + (i + 0.5) * cellpx, 1, 0.5, font, false, labels[i]);
+        cairo_save(cr);
+        cairo_translate(cr, left + (i + 0.5) * cellpx, top - 6);
+        cairo_rotate(cr, -0.5 * 3.14159265358979323846);
+        text_at(cr, 0, 0, 0, 0.5, font, false, labels[i]);
+        cairo_restore(cr);
+    }
+    /* the colour keys */
+    const double kx = left + side + 30;
+    for (int i = 0; i <= 10; i++) {
+        const double v = i / 10.0, g = 1.0 - 0.85 * sqrt(v);
+        cairo_set_source_rgb(cr, g, g, 1.0 - 0.45 * sqrt(v));
+        cairo_rectangle(cr, kx, top + i * 16, 14, 16);
+        cairo_fill(cr);
+        cairo_set_source_rgb(cr, 1.0 - 0.2 * sqrt(v), g, g);
+        cairo_rectangle(cr, kx + 14, top + i * 16, 14, 16);
+        cairo_fill(cr);
+        char buf[16];
+        snprintf(buf, sizeof buf, "%d%%", i * 10);
+        cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
+        text_at(cr, kx + 34, top + i * 16 + 8, 0, 0.5, 10, false, buf);
+    }
+    text_at(cr, kx, top + 11 * 16 + 14, 0, 0, 10, false, "of the row");
+    const cairo_status_t cst = cairo_status(cr);
+    cairo_destroy(cr);
+    const int rc = write_png(surf, cst, png_path, err, err_len);
     cairo_surface_destroy(surf);
     return rc;
 }

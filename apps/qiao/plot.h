@@ -23,10 +23,20 @@
 #define QIAO_CLI_PLOT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* Plots csv_path into png_path (written through png_path.tmp and a rename,
  * so a viewer never sees half a file). Returns 0 on success; otherwise -1
  * with a message naming the file in err (err_len bytes, may be 0). */
 int plot_training_csv(const char *csv_path, const char *png_path, char *err, size_t err_len);
+
+/* A classifier's confusion matrix (n classes, counts row-major: row = the
+ * true class, column = the predicted one) as a heat map into png_path, each
+ * row coloured as the share of its true class (the diagonal blue, the
+ * confusions red), the class names along both axes while the cells are
+ * large enough to read them (up to about 180 classes). Same return and
+ * errors as plot_training_csv. */
+int plot_confusion(const char *png_path, const char *title, const char *const *labels, int n,
+                   const int64_t *counts, char *err, size_t err_len);
 
 #endif

@@ -16,9 +16,15 @@
  * when it has one (e5 is trained to see "query: " before a text to
  * classify).
  *
- * Single-label sets so far: a multi-label set (CrossWOZ's "intents"),
- * entities, calibration and out-of-scope detection come next
- * (QIAO_ERR_UNSUPPORTED names what is missing).
+ * After training the classifier is calibrated on the validation set
+ * (evaluate.c): the head's "temperature" (temperature scaling: the one
+ * that minimizes the validation NLL) and "threshold" (the calibrated top
+ * probability below which a text is out of scope, the largest that rejects
+ * at most hp.rejection of the in-scope validation examples), and
+ * "oos_label" when the labels hold hp.oos_label (CLINC150's "oos" class).
+ *
+ * Single-label sets so far: a multi-label set (CrossWOZ's "intents") and
+ * entities come next (QIAO_ERR_UNSUPPORTED names what is missing).
  *
  * Not a public header: prefix qmi_. */
 #ifndef QIAO_MODELS_INTENT_H
@@ -28,6 +34,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "models/head.h"
 #include "models/intent/data.h"
 #include "models/model.h"
 #include "models/train/trainer.h"
@@ -44,6 +51,8 @@ typedef struct qmi_hparams {
     float smoothing;     /* label smoothing; default 0 */
     int64_t hidden;      /* the head's hidden layer, 0 (default): linear */
     float scale;         /* the head's input scale; default 16 */
+    double rejection;    /* in-scope validation examples the out-of-scope threshold may reject; default 0.05 */
+    char oos_label[64];  /* the label that means out of scope when the data has it; default "oos" */
 } qmi_hparams;
 
 /* The defaults above; tr.lr 2e-5, tr.steps 0, tr.warmup -1 (a tenth of the
@@ -51,7 +60,7 @@ typedef struct qmi_hparams {
 qmi_hparams qmi_hparams_default(void);
 /* Reads a recipe: top-level "hidden" and "scale", and a "train" object with
  * the trainer's keys and batch, epochs, val_fraction, seed, head_lr,
- * smoothing. NULL json: the defaults. Errors name `what` and the key. */
+ * smoothing, rejection, oos_label. NULL json: the defaults. Errors name `what` and the key. */
 qiao_status qmi_hparams_from_json(const char *json, const char *what, qmi_hparams *out);
 
 typedef struct qmi_train_params {
@@ -77,13 +86,22 @@ enum { QMI_V_ACC = 0, QMI_V_MACRO_F1, QMI_N_VAL };
  * stop, with a checkpoint; data errors name file:line. */
 qiao_status qmi_train(const qmi_train_params *p);
 
-/* What a classifier does on a labelled set. */
+/* What a classifier does on a labelled set. The prediction is the top
+ * class; a text is rejected (out of scope) when that class is the head's
+ * oos class or its calibrated probability is below the head's threshold. */
 typedef struct qmi_eval {
     int64_t n;
-    double accuracy;
-    double macro_f1; /* over the labels that occur in the set or are predicted */
+    double accuracy;    /* the top class is the truth (rejection aside) */
+    double macro_f1;    /* over the labels that occur in the set or are predicted */
     int32_t n_labels;
-    int64_t *confusion; /* (n_labels, n_labels): row = the truth, column = the prediction; owned */
+    int64_t *confusion; /* (n_labels, n_labels): row = the truth, column = the top class; owned */
+    int64_t n_in, n_oos;      /* examples in scope, and labelled with the oos class */
+    double in_scope_accuracy; /* in-scope examples neither rejected nor wrong (CLINC150's in-scope accuracy) */
+    double false_rejection;   /* in-scope examples rejected */
+    double oos_recall;        /* oos examples rejected; NAN without any */
+    double oos_precision;     /* rejected examples that are oos; NAN when none is rejected or the set has no oos */
+    double ece_raw, ece;      /* expected calibration error (15 bins) at temperature 1 and the model's */
+    double nll_raw, nll;      /* mean negative log-likelihood, the same two ways */
     double seconds;
 } qmi_eval;
 
@@ -98,7 +116,56 @@ void qmi_eval_free(qmi_eval *e);
  * test file against it: qmi_set_load's `space`). */
 qiao_status qmi_model_space(const qmod_model *m, qmi_set *out);
 
-/* Probabilities (n, K) of n texts, K the head's classes. */
+/* The same on one context with the caller's workspaces (training
+ * validates with its own). */
+qiao_status qmi_evaluate_with(const qb_exec *ex, const qmod_model *m, qmod_work *w, qmod_head_work *hw, int head,
+                              const qmi_set *set, int64_t batch, qmi_eval *out);
+
+/* What calibration found on a validation set. */
+typedef struct qmi_calibration {
+    int64_t n;
+    float temperature, threshold;
+    double nll_before, nll_after, ece_before, ece_after;
+} qmi_calibration;
+
+/* Calibrates m's intent head on `val` (read against the model's labels):
+ * the temperature, the threshold that rejects at most `rejection` of the
+ * in-scope examples (0: none), and the oos label when `oos_label` is one of
+ * the labels (NULL: none). m's config is rewritten (the next save carries
+ * it). */
+qiao_status qmi_calibrate(qmod_model *m, const qmi_set *val, int threads, double rejection, const char *oos_label,
+                          qmi_calibration *out);
+qiao_status qmi_calibrate_with(const qb_exec *ex, qmod_model *m, qmod_work *w, qmod_head_work *hw, int head,
+                               const qmi_set *val, int64_t batch, double rejection, const char *oos_label,
+                               qmi_calibration *out);
+
+/* ---- classifying (classify.c, in libqiao) ---- */
+
+/* The classifier's decision on one text's calibrated probabilities. */
+typedef struct qmi_decision {
+    int32_t best;      /* the top class */
+    float confidence;  /* its probability */
+    float margin;      /* its probability minus the second's: small when the text is ambiguous */
+    bool out_of_scope; /* the top class is the oos class, or confidence < threshold */
+} qmi_decision;
+
+/* softmax(logits / temperature) of K logits into probs. */
+void qmi_softmax(const float *logits, int64_t K, float temperature, float *probs);
+/* The decision on probs (the head's K classes) with `threshold` (the
+ * head's, or a caller's own). */
+void qmi_decide(const qmod_head_config *h, const float *probs, float threshold, qmi_decision *d);
+
+/* Inference workspaces of the text tower and the head for `rows` texts at
+ * a time (the tower's grows with longer texts); free with qmi_close_work. */
+qiao_status qmi_open_work(const qmod_model *m, int head, int64_t rows, qmod_work *w, qmod_head_work *hw);
+void qmi_close_work(qmod_work *w, qmod_head_work *hw);
+/* The text tower's embeddings and the head's logits of n texts (n at most
+ * what the workspaces hold), the model's "query" prompt put before each;
+ * both valid until the workspaces' next use. */
+qiao_status qmi_logits(const qb_exec *ex, const qmod_model *m, qmod_work *w, qmod_head_work *hw,
+                       const char *const *texts, size_t n, qmod_batch *b, const float **emb, const float **logits);
+
+/* Calibrated probabilities (n, K) of n texts, K the head's classes. */
 qiao_status qmi_classify(const qmod_model *m, const char *const *texts, size_t n, int threads, float *probs);
 
 #endif /* QIAO_MODELS_INTENT_H */

@@ -29,6 +29,8 @@ qmi_hparams qmi_hparams_default(void) {
     h.smoothing = 0.0f;
     h.hidden = 0;
     h.scale = 16.0f;
+    h.rejection = 0.05;
+    snprintf(h.oos_label, sizeof h.oos_label, "oos");
     return h;
 }
 
@@ -80,6 +82,15 @@ qiao_status qmi_hparams_from_json(const char *json, const char *what, qmi_hparam
         } else if (!strcmp(k, "smoothing")) {
             if ((st = qtr_json_number(it, 0, 0.5, false, &v)) == QIAO_OK)
                 h.smoothing = (float)v;
+        } else if (!strcmp(k, "rejection")) {
+            if ((st = qtr_json_number(it, 0, 0.5, false, &v)) == QIAO_OK)
+                h.rejection = v;
+        } else if (!strcmp(k, "oos_label")) {
+            if (!cJSON_IsString(it) || !it->valuestring[0] || strlen(it->valuestring) >= sizeof h.oos_label)
+                st = qc_error(QIAO_ERR_FORMAT, "%s: train.oos_label must be a label name of 1 to %zu bytes", what,
+                              sizeof h.oos_label - 1);
+            else
+                snprintf(h.oos_label, sizeof h.oos_label, "%s", it->valuestring);
         } else {
             st = qc_error(QIAO_ERR_FORMAT, "%s: unknown key train.%s", what, k);
         }
@@ -160,208 +171,6 @@ qiao_status qmi_model_space(const qmod_model *m, qmi_set *out) {
 
 /* ---- running the classifier ------------------------------------------------------- */
 
-/* The texts of rows[0 .. n) with the model's "query" prompt in front
- * (bufs[i] owned when a prompt was added; free them with free_texts). */
-static qiao_status prompted(const qmod_model *m, const char *const *texts, size_t n, const char **out, char **bufs) {
-    const char *prompt = qmod_config_prompt(&m->cfg, "query");
-    for (size_t i = 0; i < n; i++) {
-        bufs[i] = NULL;
-        out[i] = texts[i];
-        if (!prompt)
-            continue;
-        const size_t a = strlen(prompt), b = strlen(texts[i]);
-        if (!(bufs[i] = malloc(a + b + 1)))
-            return qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory");
-        memcpy(bufs[i], prompt, a);
-        memcpy(bufs[i] + a, texts[i], b + 1);
-        out[i] = bufs[i];
-    }
-    return QIAO_OK;
-}
-
-static void free_texts(char **bufs, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        free(bufs[i]);
-}
-
-/* The text tower's embeddings and the head's logits for n texts (n <= what
- * the workspaces hold). */
-static qiao_status logits_of(const qb_exec *ex, const qmod_model *m, qmod_work *w, qmod_head_work *hw,
-                             const char *const *texts, size_t n, qmod_batch *b, const float **emb,
-                             const float **logits) {
-    const char **t = malloc(n * sizeof *t);
-    char **bufs = calloc(n, sizeof *bufs);
-    qiao_status st = t && bufs ? prompted(m, texts, n, t, bufs) : qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
-    qmod_batch_free(b);
-    if (st == QIAO_OK)
-        st = qmod_batch_text(m, t, n, b);
-    if (bufs)
-        free_texts(bufs, n);
-    free(t), free(bufs);
-    if (st == QIAO_OK)
-        st = qmod_work_reserve(w, m, b->B, b->T);
-    if (st == QIAO_OK)
-        st = qmod_forward(ex, m, w, b, emb);
-    if (st == QIAO_OK)
-        st = qmod_head_forward(ex, m, hw, *emb, b->B, logits);
-    return st;
-}
-
-static void softmax_rows(const float *logits, int64_t n, int64_t K, float *probs) {
-    for (int64_t i = 0; i < n; i++) {
-        const float *l = logits + i * K;
-        float *p = probs + i * K, mx = l[0];
-        for (int64_t k = 1; k < K; k++)
-            mx = l[k] > mx ? l[k] : mx;
-        double s = 0;
-        for (int64_t k = 0; k < K; k++)
-            s += p[k] = expf(l[k] - mx);
-        for (int64_t k = 0; k < K; k++)
-            p[k] = (float)(p[k] / s);
-    }
-}
-
-/* Inference workspaces of the text tower and the head for `rows` texts at
- * a time (the tower's grows with longer texts); free them with close_work. */
-static qiao_status open_work(const qmod_model *m, int head, int64_t rows, qmod_work *w, qmod_head_work *hw) {
-    memset(w, 0, sizeof *w);
-    memset(hw, 0, sizeof *hw);
-    qiao_status st = qmod_work_init(w, m, QMOD_TEXT, rows, 64, false);
-    if (st == QIAO_OK)
-        st = qmod_head_work_init(hw, m, head, rows, false);
-    return st;
-}
-
-static void close_work(qmod_work *w, qmod_head_work *hw) {
-    qmod_work_free(w);
-    qmod_head_work_free(hw);
-}
-
-qiao_status qmi_classify(const qmod_model *m, const char *const *texts, size_t n, int threads, float *probs) {
-    if (!m || !texts || !probs || n == 0)
-        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmi_classify: NULL argument");
-    const int head = qmod_head_find(&m->cfg, QMI_HEAD);
-    if (head < 0)
-        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "model %s has no intent head", m->cfg.name);
-    const int64_t K = m->cfg.heads[head].mlp.classes, chunk = 32;
-    qb_exec ex;
-    qb_exec_cpu(&ex, threads);
-    qmod_work w;
-    qmod_head_work hw;
-    qmod_batch b;
-    memset(&b, 0, sizeof b);
-    qiao_status st = open_work(m, head, chunk, &w, &hw);
-    for (size_t i = 0; i < n && st == QIAO_OK; i += (size_t)chunk) {
-        const size_t k = n - i < (size_t)chunk ? n - i : (size_t)chunk;
-        const float *emb, *logits;
-        st = logits_of(&ex, m, &w, &hw, texts + i, k, &b, &emb, &logits);
-        if (st == QIAO_OK)
-            softmax_rows(logits, (int64_t)k, K, probs + i * (size_t)K);
-    }
-    qmod_batch_free(&b);
-    close_work(&w, &hw);
-    return st;
-}
-
-void qmi_eval_free(qmi_eval *e) {
-    if (!e)
-        return;
-    free(e->confusion);
-    memset(e, 0, sizeof *e);
-}
-
-/* Accuracy and macro-F1 from a confusion matrix (labels never seen and never
- * predicted do not count in the macro average). */
-static void scores(qmi_eval *e) {
-    const int32_t K = e->n_labels;
-    int64_t right = 0, total = 0, used = 0;
-    double f1 = 0;
-    for (int32_t k = 0; k < K; k++) {
-        int64_t tp = e->confusion[(int64_t)k * K + k], truth = 0, pred = 0;
-        for (int32_t j = 0; j < K; j++)
-            truth += e->confusion[(int64_t)k * K + j], pred += e->confusion[(int64_t)j * K + k];
-        right += tp;
-        total += truth;
-        if (!truth && !pred)
-            continue;
-        used++;
-        f1 += truth + pred ? 2.0 * (double)tp / (double)(truth + pred) : 0.0;
-    }
-    e->accuracy = total ? (double)right / (double)total : 0.0;
-    e->macro_f1 = used ? f1 / (double)used : 0.0;
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* Evaluation on one context with caller's workspaces (training validates with its own). */
-static qiao_status evaluate_with(const qb_exec *ex, const qmod_model *m, qmod_work *w, qmod_head_work *hw, int head,
-                                 const qmi_set *set, int64_t batch, qmi_eval *out) {
-    const int32_t K = (int32_t)m->cfg.heads[head].mlp.classes;
-    memset(out, 0, sizeof *out);
-    if (set->n_labels != K)
-        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "%s: %d labels, the classifier has %d (read it against the model)",
-                        set->path, set->n_labels, K);
-    out->n_labels = K;
-    out->confusion = calloc((size_t)K * (size_t)K, sizeof *out->confusion);
-    const char **texts = malloc((size_t)batch * sizeof *texts);
-    qmod_batch b;
-    memset(&b, 0, sizeof b);
-    qiao_status st = out->confusion && texts ? QIAO_OK : qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory");
-    const double t0 = now_s();
-    for (int64_t i = 0; i < set->n && st == QIAO_OK; i += batch) {
-        const int64_t k = set->n - i < batch ? set->n - i : batch;
-        for (int64_t j = 0; j < k; j++)
-            texts[j] = set->ex[i + j].text;
-        const float *emb, *logits;
-        st = logits_of(ex, m, w, hw, texts, (size_t)k, &b, &emb, &logits);
-        for (int64_t j = 0; j < k && st == QIAO_OK; j++) {
-            const float *l = logits + j * K;
-            int32_t best = 0;
-            for (int32_t c = 1; c < K; c++)
-                best = l[c] > l[best] ? c : best;
-            const qmi_example *e = &set->ex[i + j];
-            if (e->n_labels)
-                out->confusion[(int64_t)e->labels[0] * K + best]++;
-            out->n += e->n_labels > 0;
-        }
-    }
-    out->seconds = now_s() - t0;
-    qmod_batch_free(&b);
-    free(texts);
-    if (st == QIAO_OK)
-        scores(out);
-    if (st != QIAO_OK)
-        qmi_eval_free(out);
-    return st;
-}
-
-qiao_status qmi_evaluate(const qmod_model *m, const qmi_set *set, int threads, int64_t batch, qmi_eval *out) {
-    if (!out)
-        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmi_evaluate: NULL argument");
-    memset(out, 0, sizeof *out);
-    if (!m || !set || batch < 1)
-        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmi_evaluate: NULL argument");
-    const int head = qmod_head_find(&m->cfg, QMI_HEAD);
-    if (head < 0)
-        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "model %s has no intent head", m->cfg.name);
-    if (set->multi_label)
-        return qc_error(QIAO_ERR_UNSUPPORTED,
-                        "%s: a multi-label set (\"intents\"); the classifier is single-label so far", set->path);
-    qb_exec ex;
-    qb_exec_cpu(&ex, threads);
-    qmod_work w;
-    qmod_head_work hw;
-    qiao_status st = open_work(m, head, batch, &w, &hw);
-    if (st == QIAO_OK)
-        st = evaluate_with(&ex, m, &w, &hw, head, set, batch, out);
-    close_work(&w, &hw);
-    return st;
-}
-
 /* ---- the objective ------------------------------------------------------------------ */
 
 static const char *const k_metric_names[QMI_N_METRICS] = {"train_acc"};
@@ -429,7 +238,7 @@ static qiao_status i_step(void *user, const qtr_step_ctx *ctx, float *loss, floa
     }
     const int64_t B = o->B, K = m->cfg.heads[o->head].mlp.classes, D = m->cfg.embed_dim;
     const float *emb, *logits;
-    qiao_status st = logits_of(ex, m, &o->w, &o->hw, o->texts, (size_t)B, &o->b, &emb, &logits);
+    qiao_status st = qmi_logits(ex, m, &o->w, &o->hw, o->texts, (size_t)B, &o->b, &emb, &logits);
     if (st != QIAO_OK)
         return st;
     nn_cross_entropy_forward(ex, loss, o->losses, o->probs, logits, o->targets, B, K, o->h.smoothing, -1);
@@ -454,7 +263,7 @@ static qiao_status i_validate(void *user, const qb_exec *ex, float *val) {
     intent_obj *o = user;
     qmi_eval e;
     /* in batches the training workspaces hold (a training set smaller than a batch makes them smaller) */
-    qiao_status st = evaluate_with(ex, o->m, &o->w, &o->hw, o->head, &o->val, o->hw.N_max, &e);
+    qiao_status st = qmi_evaluate_with(ex, o->m, &o->w, &o->hw, o->head, &o->val, o->hw.N_max, &e);
     if (st != QIAO_OK)
         return st;
     val[QMI_V_ACC] = (float)e.accuracy;
@@ -478,6 +287,8 @@ static void i_hparams_json(void *user, cJSON *obj) {
     cJSON_AddNumberToObject(obj, "seed", (double)h->seed);
     cJSON_AddNumberToObject(obj, "head_lr", h->head_lr);
     cJSON_AddNumberToObject(obj, "smoothing", h->smoothing);
+    cJSON_AddNumberToObject(obj, "rejection", h->rejection);
+    cJSON_AddStringToObject(obj, "oos_label", h->oos_label);
 }
 
 static void obj_free(intent_obj *o) {
@@ -629,6 +440,22 @@ qiao_status qmi_train(const qmi_train_params *p) {
                          .user = p->user,
                          .stop = p->stop};
         st = qtr_run(&obj, &tp, NULL);
+    }
+    /* the classifier is written in bf16: calibrate what will be served */
+    if (st == QIAO_OK)
+        for (size_t i = 0; i < o.m->arena.n; i++)
+            o.m->arena.base[i] = qc_bf16_to_f32(qc_f32_to_bf16(o.m->arena.base[i]));
+    if (st == QIAO_OK && o.val.n > 0) {
+        qb_exec ex;
+        qb_exec_cpu(&ex, p->threads);
+        qmi_calibration c;
+        st = qmi_calibrate_with(&ex, o.m, &o.w, &o.hw, o.head, &o.val, o.hw.N_max, o.h.rejection, o.h.oos_label, &c);
+        if (st == QIAO_OK)
+            qc_log(QIAO_LOG_INFO,
+                   "intent: calibrated on %lld validation examples: temperature %.3f (NLL %.4f -> %.4f, ECE %.4f -> "
+                   "%.4f), out-of-scope threshold %.4f",
+                   (long long)c.n, (double)c.temperature, c.nll_before, c.nll_after, c.ece_before, c.ece_after,
+                   (double)c.threshold);
     }
     if (st == QIAO_OK)
         st = qmod_save(o.m, p->out_path, QIAO_DTYPE_BF16);

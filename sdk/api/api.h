@@ -21,13 +21,19 @@ struct qiao_model {
      * it (qmod_pack_weights_prec) under lock; then read-only and shared. */
     pthread_mutex_t lowp_lock;
     qb_packed_set *lowp[2]; /* [0] bf16, [1] int8; NULL until asked for */
+    /* The intent head's labels, read once at load (intent_api.c); NULL and
+     * 0 for a model without one. */
+    char **intents;
+    size_t n_intents;
 };
 
 struct qiao_session {
+    const qiao_model *model; /* the handle (its intent labels) */
     const qmod_model *m;
     qb_exec ex;
     qmod_work w[QMOD_N_MODALITIES]; /* zeroed until the modality's first call */
     struct qmod_vqa_work *vqa;      /* NULL until the first question */
+    struct qmod_head_work *intent;  /* NULL until the first classification */
 };
 
 /* A clip as an encoder reads it: `a` resampled to 16 kHz when it is at
@@ -42,5 +48,14 @@ qiao_status qapi_check_clip(const char *fn, const qiao_audio *a, size_t i);
  * in qiao_session_memory. Both accept a session that never asked. */
 void qapi_vqa_free(qiao_session *s);
 size_t qapi_vqa_memory(const qiao_session *s);
+
+/* The intent head's labels into model->intents (intent_api.c); nothing for
+ * a model without the head. qapi_intent_model_free frees them. */
+qiao_status qapi_intent_model_init(qiao_model *model);
+void qapi_intent_model_free(qiao_model *model);
+/* The session's intent workspace: freed with the session, counted in
+ * qiao_session_memory. Both accept a session that never classified. */
+void qapi_intent_free(qiao_session *s);
+size_t qapi_intent_memory(const qiao_session *s);
 
 #endif /* QIAO_API_INTERNAL_H */

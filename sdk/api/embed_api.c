@@ -67,12 +67,11 @@ static qiao_status wrap_model(qmod_model *m, const char *what, const qiao_model_
     }
     h->m = m;
     pthread_mutex_init(&h->lowp_lock, NULL);
-    if (p->pack_weights) {
-        qiao_status st = qmod_pack_weights(m, &h->packed);
-        if (st != QIAO_OK) {
-            qiao_model_free(h);
-            return st;
-        }
+    qiao_status st = qapi_intent_model_init(h);
+    if (st == QIAO_OK && p->pack_weights) st = qmod_pack_weights(m, &h->packed);
+    if (st != QIAO_OK) {
+        qiao_model_free(h);
+        return st;
     }
     *out = h;
     return QIAO_OK;
@@ -129,6 +128,7 @@ QIAO_API void qiao_model_free(qiao_model *model) {
     qb_packed_set_free(model->lowp[0]);
     qb_packed_set_free(model->lowp[1]);
     pthread_mutex_destroy(&model->lowp_lock);
+    qapi_intent_model_free(model);
     qmod_free(model->m);
     free(model);
 }
@@ -194,6 +194,7 @@ QIAO_API qiao_status qiao_session_new(const qiao_model *model, const qiao_sessio
                         p.n_threads);
     qiao_session *s = calloc(1, sizeof *s);
     if (!s) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qiao_session_new: out of memory");
+    s->model = model;
     s->m = model->m;
     qb_exec_cpu(&s->ex, p.n_threads);
     s->ex.packed = packed;
@@ -205,6 +206,7 @@ QIAO_API void qiao_session_free(qiao_session *session) {
     if (!session) return;
     for (int i = 0; i < QMOD_N_MODALITIES; i++) qmod_work_free(&session->w[i]);
     qapi_vqa_free(session);
+    qapi_intent_free(session);
     free(session);
 }
 
@@ -213,7 +215,7 @@ QIAO_API size_t qiao_session_memory(const qiao_session *session) {
     size_t bytes = 0;
     for (int i = 0; i < QMOD_N_MODALITIES; i++)
         bytes += (session->w[i].acts.n + session->w[i].dacts.n) * sizeof(float);
-    return bytes + qapi_vqa_memory(session);
+    return bytes + qapi_vqa_memory(session) + qapi_intent_memory(session);
 }
 
 /* The checks every embed call makes before any work: a session, n >= 1

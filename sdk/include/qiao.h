@@ -936,6 +936,79 @@ QIAO_API QIAO_MUST_CHECK qiao_status qiao_vqa_ask_files(qiao_session *session, c
                                                         const char *question, const char *audio_path,
                                                         const qiao_vqa_params *params, qiao_vqa_answer *out);
 
+/* ---- Intent classification -------------------------------------------------- */
+/* An intent classifier (a model with an "intent" head, written by `qiao
+ * intent train` from a business's own examples: docs/intent.md) tells what
+ * a customer's message asks for: the intents ranked with calibrated
+ * confidences (temperature scaling on the validation set), the margin
+ * between the first two (small: ambiguous, ask again), and whether the
+ * message is out of scope (the model's "oos" intent came first, or the top
+ * confidence is below the threshold chosen on validation, which rejects
+ * at most 5 % of the in-scope messages there by default).
+ *
+ *     qiao_intent_result r;
+ *     if (qiao_intent_classify(session, "我想退货", NULL, &r) == QIAO_OK && !r.out_of_scope)
+ *         route(r.intent, r.confidence);    -- the application's own function
+ *     qiao_intent_result_free(&r);
+ *
+ * Thread-safe as embedding is: a model is shared, a session is one
+ * thread's at a time; the same text gives the same result on any thread and
+ * in any batch (to float rounding, ~1e-6). A model without an intent head
+ * gives QIAO_ERR_UNSUPPORTED with a message. */
+
+typedef struct qiao_intent_params {
+    size_t struct_size; /* set by qiao_intent_default_params() */
+    int top_k;          /* intents in the ranking, best first; 0 (default): all of them */
+    /* Out of scope below this calibrated confidence, in [0, 1]; negative
+     * (default): the model's own threshold (qiao_model_intent_threshold). */
+    float threshold;
+} qiao_intent_params;
+
+QIAO_API qiao_intent_params qiao_intent_default_params(void);
+
+typedef struct qiao_intent_score {
+    const char *intent; /* the intent's label; owned by the model */
+    float confidence;   /* its calibrated probability (the ranking's sum to 1 over all intents) */
+} qiao_intent_score;
+
+typedef struct qiao_intent_result {
+    const char *intent;          /* the top intent (ranking[0]); owned by the model */
+    float confidence;            /* its calibrated probability */
+    float margin;                /* confidence minus the second intent's */
+    int out_of_scope;            /* 1: the top intent is the model's out-of-scope label, or confidence < the
+                                  * threshold */
+    size_t n_ranking;            /* top_k, or every intent */
+    qiao_intent_score *ranking;  /* best first; owned by the result */
+} qiao_intent_result;
+
+/* 1 when the model classifies intents, else 0. */
+QIAO_API int qiao_model_can_classify(const qiao_model *model);
+/* The model's intents (0 when it has none) and the label of intent i (NULL
+ * past the end); owned by the model. */
+QIAO_API size_t qiao_model_intent_count(const qiao_model *model);
+QIAO_API const char *qiao_model_intent(const qiao_model *model, size_t i);
+/* The label meaning out of scope ("oos"), or "" when the model has none. */
+QIAO_API const char *qiao_model_intent_oos(const qiao_model *model);
+/* The calibrated confidence below which a text is out of scope (0: the
+ * model has no threshold), and the softmax temperature calibration chose. */
+QIAO_API float qiao_model_intent_threshold(const qiao_model *model);
+QIAO_API float qiao_model_intent_temperature(const qiao_model *model);
+
+/* Classifies `text` (UTF-8; longer than the model's max_tokens is cut;
+ * invalid UTF-8 is QIAO_ERR_FORMAT; an empty text is classified like any
+ * other). params may be NULL. *out is zeroed first and filled on success;
+ * free it with qiao_intent_result_free (also after a failure). */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_intent_classify(qiao_session *session, const char *text,
+                                                          const qiao_intent_params *params, qiao_intent_result *out);
+/* The same for n texts together (faster per text than one at a time) into
+ * out[0 .. n); on failure every out[i] is zeroed and nothing needs freeing.
+ * Free each result with qiao_intent_result_free. */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_intent_classify_batch(qiao_session *session, const char *const *texts,
+                                                                size_t n, const qiao_intent_params *params,
+                                                                qiao_intent_result *out);
+/* Frees what a result owns and zeroes it. Accepts NULL and a zeroed result. */
+QIAO_API void qiao_intent_result_free(qiao_intent_result *result);
+
 /* ---- Captioning ------------------------------------------------------------- */
 /* A caption model (one with a decoder section, written by `qiao train
  * caption`) describes a picture in a sentence or a few, in Chinese or

@@ -175,8 +175,144 @@ static void refuses(void **state) {
     assert_true(h.hidden == 64 && h.epochs == 2.0 && fabsf(h.head_lr - 0.01f) < 1e-9f);
 }
 
+/* `src` with every example of intent `from` relabelled "oos" into `dst`:
+ * the e-commerce set with an out-of-scope class, as CLINC150 has. */
+static void relabel(const char *src, const char *dst, const char *from) {
+    FILE *in = fopen(src, "r"), *out = fopen(dst, "w");
+    assert_non_null(in);
+    assert_non_null(out);
+    char line[8192], key[128];
+    snprintf(key, sizeof key, "\"intent\": \"%s\"", from);
+    while (fgets(line, sizeof line, in)) {
+        char *at = strstr(line, key);
+        if (at) {
+            fwrite(line, 1, (size_t)(at - line), out);
+            fputs("\"intent\": \"oos\"", out);
+            fputs(at + strlen(key), out);
+        } else {
+            fputs(line, out);
+        }
+    }
+    fclose(in);
+    fclose(out);
+}
+
+/* softmax(log(p) * a) of K probabilities: a calibrated distribution at
+ * another temperature (T / T'). */
+static double nll_scaled(const float *probs, const qmi_set *set, int64_t K, double a) {
+    double sum = 0;
+    for (int64_t i = 0; i < set->n; i++) {
+        const float *p = probs + i * K;
+        double z = 0;
+        for (int64_t k = 0; k < K; k++)
+            z += exp(a * log(fmax(p[k], 1e-30)));
+        sum += log(z) - a * log(fmax(p[set->ex[i].labels[0]], 1e-30));
+    }
+    return sum / (double)set->n;
+}
+
+/* Training ends with calibration on the held-out split: the temperature is
+ * the validation NLL's minimum, the threshold rejects at most the asked
+ * share of the in-scope validation texts, the "oos" label is the head's out-of-scope
+ * class; evaluation's out-of-scope figures are what the probabilities and
+ * the threshold give when counted by hand. */
+static void calibrates(void **state) {
+    (void)state;
+    char out[512], ckpt[512], train[512], test[512];
+    path(out, sizeof out, "cal.safetensors");
+    path(ckpt, sizeof ckpt, "cal.ckpt.safetensors");
+    path(train, sizeof train, "train-oos.jsonl");
+    path(test, sizeof test, "test-oos.jsonl");
+    relabel(TRAIN, train, "greeting");
+    relabel(TEST, test, "greeting");
+    qmi_train_params p = params(out, ckpt, 200);
+    p.data_path = train;
+    p.hp.rejection = 0.2; /* the tiny encoder's oos class alone takes a few in-scope texts */
+    qiao_status st = qmi_train(&p);
+    if (st != QIAO_OK)
+        fail_msg("%s", qiao_last_error());
+    qmod_model *m = NULL;
+    assert_int_equal(qmod_load(out, &m), QIAO_OK);
+    const int head = qmod_head_find(&m->cfg, QMI_HEAD);
+    const qmod_head_config *h = &m->cfg.heads[head];
+    qmi_set space, all, tr, val, te;
+    assert_int_equal(qmi_model_space(m, &space), QIAO_OK);
+    const int64_t K = space.n_labels;
+    assert_int_equal(h->oos_class, qmi_find(space.labels, space.n_labels, "oos"));
+    assert_true(h->temperature > 0.05f && h->temperature < 20.0f && h->temperature != 1.0f);
+    assert_true(h->threshold > 0.0f && h->threshold < 1.0f);
+    /* the validation split training carved off, again */
+    assert_int_equal(qmi_set_load(train, &space, &all), QIAO_OK);
+    assert_int_equal(qmi_set_split(&all, p.hp.val_fraction, p.hp.seed, &tr, &val), QIAO_OK);
+    const char **texts = malloc((size_t)val.n * sizeof *texts);
+    float *probs = qt_alloc(val.n * K);
+    for (int64_t i = 0; i < val.n; i++)
+        texts[i] = val.ex[i].text;
+    assert_int_equal(qmi_classify(m, texts, (size_t)val.n, 2, probs), QIAO_OK);
+    const double at = nll_scaled(probs, &val, K, 1.0);
+    printf("calibrated: temperature %.4f, threshold %.4f, validation NLL %.4f (at 0.9T %.4f, 1.1T %.4f)\n",
+           (double)h->temperature, (double)h->threshold, at, nll_scaled(probs, &val, K, 1.0 / 0.9),
+           nll_scaled(probs, &val, K, 1.0 / 1.1));
+    assert_true(at <= nll_scaled(probs, &val, K, 1.0 / 0.9) + 1e-6);
+    assert_true(at <= nll_scaled(probs, &val, K, 1.0 / 1.1) + 1e-6);
+    int64_t n_in = 0, rejected = 0;
+    for (int64_t i = 0; i < val.n; i++) {
+        qmi_decision d;
+        qmi_decide(h, probs + i * K, h->threshold, &d);
+        if (val.ex[i].labels[0] != h->oos_class)
+            n_in++, rejected += d.out_of_scope;
+    }
+    printf("validation: %lld of %lld in-scope texts rejected\n", (long long)rejected, (long long)n_in);
+    assert_true(rejected > 0 && (double)rejected <= 0.2 * (double)n_in + 1e-9);
+    free(texts), free(probs);
+    /* the test file's figures, counted by hand */
+    assert_int_equal(qmi_set_load(test, &space, &te), QIAO_OK);
+    texts = malloc((size_t)te.n * sizeof *texts);
+    probs = qt_alloc(te.n * K);
+    for (int64_t i = 0; i < te.n; i++)
+        texts[i] = te.ex[i].text;
+    assert_int_equal(qmi_classify(m, texts, (size_t)te.n, 2, probs), QIAO_OK);
+    int64_t in = 0, in_right = 0, in_rej = 0, oos = 0, oos_rej = 0, top_right = 0;
+    for (int64_t i = 0; i < te.n; i++) {
+        qmi_decision d;
+        qmi_decide(h, probs + i * K, h->threshold, &d);
+        const int32_t y = te.ex[i].labels[0];
+        top_right += d.best == y;
+        if (y == h->oos_class) {
+            oos++, oos_rej += d.out_of_scope;
+        } else {
+            in++, in_rej += d.out_of_scope;
+            in_right += !d.out_of_scope && d.best == y;
+        }
+    }
+    qmi_eval e;
+    assert_int_equal(qmi_evaluate(m, &te, 2, 16, &e), QIAO_OK);
+    printf("test: accuracy %.4f, in-scope accuracy %.4f, false rejection %.4f, OOS recall %.4f of %lld, "
+           "ECE %.4f -> %.4f\n",
+           e.accuracy, e.in_scope_accuracy, e.false_rejection, e.oos_recall, (long long)e.n_oos, e.ece_raw, e.ece);
+    assert_int_equal(e.n_oos, oos);
+    assert_int_equal(e.n_in, in);
+    assert_true(oos == 10);
+    assert_true(fabs(e.accuracy - (double)top_right / (double)te.n) < 1e-12);
+    assert_true(fabs(e.in_scope_accuracy - (double)in_right / (double)in) < 1e-12);
+    assert_true(fabs(e.false_rejection - (double)in_rej / (double)in) < 1e-12);
+    assert_true(fabs(e.oos_recall - (double)oos_rej / (double)oos) < 1e-12);
+    assert_true(e.nll <= e.nll_raw + 0.05); /* fitted on validation, it must not hurt the test much */
+    /* qmi_calibrate on the same split with no rejection keeps the
+     * temperature and turns the threshold off */
+    qmi_calibration c;
+    assert_int_equal(qmi_calibrate(m, &val, 2, 0.0, "oos", &c), QIAO_OK);
+    assert_true(fabsf(c.temperature - h->temperature) < 1e-3f * h->temperature);
+    assert_true(m->cfg.heads[head].threshold == 0.0f && c.threshold == 0.0f);
+    assert_int_equal(qmi_calibrate(m, &val, 2, 1.5, "oos", &c), QIAO_ERR_INVALID_ARGUMENT);
+    free(texts), free(probs);
+    qmi_eval_free(&e);
+    qmi_set_free(&te), qmi_set_free(&val), qmi_set_free(&tr), qmi_set_free(&all), qmi_set_free(&space);
+    qmod_free(m);
+}
+
 static const struct CMUnitTest tests[] = {cmocka_unit_test(learns), cmocka_unit_test(resumes),
-                                          cmocka_unit_test(refuses)};
+                                          cmocka_unit_test(refuses), cmocka_unit_test(calibrates)};
 
 int main(int argc, char **argv) { /* QT_MAIN with the temporary folder around the cases */
     if (argc > 1)

@@ -1,0 +1,201 @@
+/* The public intent API (qiao.h, "Intent classification"): the labels read
+ * once at load, argument checks, the texts through models/intent/classify.c
+ * in the session's workspaces, and each text's calibrated ranking. */
+#define _POSIX_C_SOURCE 200809L
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "core/core.h"
+#include "models/head.h"
+#include "models/intent/intent.h"
+
+/* Texts per forward pass, as the embedding calls. */
+#define INTENT_CHUNK 32
+
+QIAO_API qiao_intent_params qiao_intent_default_params(void) {
+    qiao_intent_params p;
+    memset(&p, 0, sizeof p);
+    p.struct_size = sizeof p;
+    p.top_k = 0;
+    p.threshold = -1.0f;
+    return p;
+}
+
+static int intent_head(const qiao_model *model) {
+    return model ? qmod_head_find(&model->m->cfg, QMI_HEAD) : -1;
+}
+
+qiao_status qapi_intent_model_init(qiao_model *model) {
+    const int head = intent_head(model);
+    if (head < 0) return QIAO_OK;
+    const qmod_head_config *h = &model->m->cfg.heads[head];
+    if (h->fused || h->input != QMOD_HEAD_EMBEDDING || h->tower != QMOD_TEXT)
+        return qc_error(QIAO_ERR_FORMAT, "model %s: its head \"%s\" does not read the text embedding",
+                        model->m->cfg.name, QMI_HEAD);
+    const size_t K = (size_t)h->mlp.classes, cap = QMOD_NAME_MAX * 4;
+    int64_t *ks = malloc(K * sizeof *ks);
+    char *keys = malloc(K * cap);
+    model->intents = calloc(K, sizeof *model->intents);
+    qiao_status st = ks && keys && model->intents ? QIAO_OK : qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
+    if (st == QIAO_OK) {
+        for (size_t k = 0; k < K; k++) ks[k] = (int64_t)k;
+        qmod_head_labels(&model->m->cfg, head, ks, (int)K, NULL, keys, NULL, cap);
+        for (size_t k = 0; k < K && st == QIAO_OK; k++) {
+            if (!(model->intents[k] = strdup(keys + k * cap)))
+                st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
+            model->n_intents = k + 1;
+        }
+    }
+    free(ks), free(keys);
+    return st;
+}
+
+void qapi_intent_model_free(qiao_model *model) {
+    if (!model) return;
+    for (size_t k = 0; k < model->n_intents; k++) free(model->intents[k]);
+    free(model->intents);
+    model->intents = NULL;
+    model->n_intents = 0;
+}
+
+void qapi_intent_free(qiao_session *s) {
+    if (!s || !s->intent) return;
+    qmod_head_work_free(s->intent);
+    free(s->intent);
+    s->intent = NULL;
+}
+
+size_t qapi_intent_memory(const qiao_session *s) {
+    return s && s->intent ? (s->intent->acts.n + s->intent->xs.n) * sizeof(float) : 0;
+}
+
+QIAO_API int qiao_model_can_classify(const qiao_model *model) { return model && model->n_intents > 0; }
+
+QIAO_API size_t qiao_model_intent_count(const qiao_model *model) { return model ? model->n_intents : 0; }
+
+QIAO_API const char *qiao_model_intent(const qiao_model *model, size_t i) {
+    return model && i < model->n_intents ? model->intents[i] : NULL;
+}
+
+QIAO_API const char *qiao_model_intent_oos(const qiao_model *model) {
+    const int head = intent_head(model);
+    const int32_t k = head >= 0 ? model->m->cfg.heads[head].oos_class : -1;
+    return k >= 0 && (size_t)k < model->n_intents ? model->intents[k] : "";
+}
+
+QIAO_API float qiao_model_intent_threshold(const qiao_model *model) {
+    const int head = intent_head(model);
+    return head >= 0 ? model->m->cfg.heads[head].threshold : 0.0f;
+}
+
+QIAO_API float qiao_model_intent_temperature(const qiao_model *model) {
+    const int head = intent_head(model);
+    return head >= 0 ? model->m->cfg.heads[head].temperature : 1.0f;
+}
+
+QIAO_API void qiao_intent_result_free(qiao_intent_result *result) {
+    if (!result) return;
+    free(result->ranking);
+    memset(result, 0, sizeof *result);
+}
+
+static qiao_status read_params(const qiao_intent_params *in, qiao_intent_params *p) {
+    *p = qiao_intent_default_params();
+    qiao_status st = qc_params_read(p, sizeof *p, in, offsetof(qiao_intent_params, threshold) + sizeof(float),
+                                    "qiao_intent_default_params");
+    if (st != QIAO_OK) return st;
+    if (p->top_k < 0)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_intent_classify: top_k is %d, need 0 (all) or more",
+                        p->top_k);
+    if (!(p->threshold <= 1.0f)) /* NaN too */
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT,
+                        "qiao_intent_classify: threshold must be in [0, 1], or negative for the model's");
+    return QIAO_OK;
+}
+
+/* result <- the ranking of probs (K), the decision with `threshold`. */
+static qiao_status fill(const qiao_model *model, const qmod_head_config *h, const float *probs, size_t top,
+                        float threshold, qiao_intent_result *r) {
+    const size_t K = model->n_intents;
+    r->ranking = malloc(top * sizeof *r->ranking);
+    if (!r->ranking) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qiao_intent_classify: out of memory");
+    /* a selection sort of the top entries: ties go to the lower index, so
+     * the ranking does not depend on the sort */
+    for (size_t t = 0; t < top; t++) {
+        size_t best = K;
+        for (size_t k = 0; k < K; k++) {
+            bool taken = false;
+            for (size_t j = 0; j < t && !taken; j++) taken = r->ranking[j].intent == model->intents[k];
+            if (!taken && (best == K || probs[k] > probs[best])) best = k;
+        }
+        r->ranking[t].intent = model->intents[best];
+        r->ranking[t].confidence = probs[best];
+    }
+    r->n_ranking = top;
+    qmi_decision d;
+    qmi_decide(h, probs, threshold, &d);
+    r->intent = model->intents[d.best];
+    r->confidence = d.confidence;
+    r->margin = d.margin;
+    r->out_of_scope = d.out_of_scope;
+    return QIAO_OK;
+}
+
+QIAO_API qiao_status qiao_intent_classify_batch(qiao_session *session, const char *const *texts, size_t n,
+                                                const qiao_intent_params *params, qiao_intent_result *out) {
+    if (out && n) memset(out, 0, n * sizeof *out);
+    if (!session || !texts || !out || n == 0)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_intent_classify: session, texts, out and n >= 1 are required");
+    for (size_t i = 0; i < n; i++)
+        if (!texts[i]) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_intent_classify: text %zu is NULL", i);
+    qiao_intent_params p;
+    qiao_status st = read_params(params, &p);
+    if (st != QIAO_OK) return st;
+    const qmod_model *m = session->m;
+    const int head = qmod_head_find(&m->cfg, QMI_HEAD);
+    if (head < 0)
+        return qc_error(QIAO_ERR_UNSUPPORTED, "model %s is not an intent classifier (it has no \"%s\" head)",
+                        m->cfg.name, QMI_HEAD);
+    const qmod_head_config *h = &m->cfg.heads[head];
+    const size_t K = (size_t)h->mlp.classes, top = p.top_k > 0 && (size_t)p.top_k < K ? (size_t)p.top_k : K;
+    const float threshold = p.threshold >= 0.0f ? p.threshold : h->threshold;
+    if (!session->intent) {
+        if (!(session->intent = calloc(1, sizeof *session->intent)))
+            return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qiao_intent_classify: out of memory");
+        st = qmod_head_work_init(session->intent, m, head, INTENT_CHUNK, false);
+        if (st != QIAO_OK) {
+            free(session->intent);
+            session->intent = NULL;
+            return st;
+        }
+    }
+    float *probs = malloc(K * sizeof *probs);
+    qmod_batch b;
+    memset(&b, 0, sizeof b);
+    if (!probs) st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "qiao_intent_classify: out of memory");
+    for (size_t i = 0; i < n && st == QIAO_OK; i += INTENT_CHUNK) {
+        const size_t k = n - i < INTENT_CHUNK ? n - i : INTENT_CHUNK;
+        const float *emb, *logits;
+        st = qmi_logits(&session->ex, m, &session->w[QMOD_TEXT], session->intent, texts + i, k, &b, &emb, &logits);
+        for (size_t j = 0; j < k && st == QIAO_OK; j++) {
+            qmi_softmax(logits + j * K, (int64_t)K, h->temperature, probs);
+            st = fill(session->model, h, probs, top, threshold, &out[i + j]);
+        }
+    }
+    qmod_batch_free(&b);
+    free(probs);
+    if (st != QIAO_OK)
+        for (size_t i = 0; i < n; i++) qiao_intent_result_free(&out[i]);
+    return st;
+}
+
+QIAO_API qiao_status qiao_intent_classify(qiao_session *session, const char *text, const qiao_intent_params *params,
+                                          qiao_intent_result *out) {
+    if (!text) {
+        if (out) memset(out, 0, sizeof *out);
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_intent_classify: text is NULL");
+    }
+    return qiao_intent_classify_batch(session, &text, 1, params, out);
+}

@@ -1,0 +1,285 @@
+/* The public intent API (sdk/api/intent_api.c) on a tiny classifier trained
+ * at setup (the tiny random XLM-R of tests/data/hf with an intent head,
+ * 30 steps on the e-commerce set): the labels and calibration it exposes,
+ * a batch giving what single calls give, the ranking a distribution in
+ * order, thresholds, bad arguments and bad text, a model without the
+ * head, and four threads with their own sessions giving the same bits. */
+#define _POSIX_C_SOURCE 200809L /* mkdtemp */
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+#include "models/intent/intent.h"
+
+#define ENCODER QIAO_TEST_DATA "/hf/xlmr/model.safetensors"
+#define TRAIN QIAO_SOURCE_DIR "/datasets/intent/ecommerce_zh/train.jsonl"
+
+static char g_dir[] = "/tmp/qiao-intent-api-XXXXXX";
+static char g_model[512];
+
+static const char *const k_texts[] = {
+    "我想退货", "发票抬头开错了能改吗", "你好", "my order hasn't arrived yet", "", "？？？",
+    "订单2024112356789012的快递到哪了，等了一个星期了，能不能帮我催一下，谢谢",
+    "x", "退款什么时候到账", "谢谢"};
+#define N_TEXTS (sizeof k_texts / sizeof k_texts[0])
+
+static int setup(void **state) {
+    (void)state;
+    if (!mkdtemp(g_dir)) return -1;
+    char ckpt[600];
+    snprintf(g_model, sizeof g_model, "%s/bot.safetensors", g_dir);
+    snprintf(ckpt, sizeof ckpt, "%s/bot.ckpt.safetensors", g_dir);
+    qmi_train_params p;
+    memset(&p, 0, sizeof p);
+    p.init_path = ENCODER;
+    p.data_path = TRAIN;
+    p.out_path = g_model;
+    p.ckpt_path = ckpt;
+    p.hp = qmi_hparams_default();
+    p.hp.tr.steps = 30;
+    p.hp.tr.lr = 3e-3f;
+    p.threads = 2;
+    if (qmi_train(&p) != QIAO_OK) {
+        fprintf(stderr, "setup: %s\n", qiao_last_error());
+        return -1;
+    }
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static qiao_model *load(void) {
+    qiao_model *m = NULL;
+    if (qiao_model_load(g_model, &m) != QIAO_OK) fail_msg("%s", qiao_last_error());
+    return m;
+}
+
+static qiao_session *session(const qiao_model *m, int threads) {
+    qiao_session_params sp = qiao_session_default_params();
+    sp.n_threads = threads;
+    qiao_session *s = NULL;
+    assert_int_equal(qiao_session_new(m, &sp, &s), QIAO_OK);
+    return s;
+}
+
+/* The model's labels (the training file's 33 intents, sorted), its
+ * calibration, and each result's ranking: every intent once, best first,
+ * summing to 1, headed by the result's intent; top_k cuts it. */
+static void labels_and_ranking(void **state) {
+    (void)state;
+    qiao_model *m = load();
+    assert_true(qiao_model_can_classify(m));
+    assert_int_equal(qiao_model_intent_count(m), 33);
+    assert_string_equal(qiao_model_intent(m, 0), "account_login");
+    assert_string_equal(qiao_model_intent(m, 32), "wrong_item");
+    assert_null(qiao_model_intent(m, 33));
+    assert_string_equal(qiao_model_intent_oos(m), "");
+    const float thr = qiao_model_intent_threshold(m), temp = qiao_model_intent_temperature(m);
+    printf("33 intents, temperature %.4f, threshold %.4f\n", (double)temp, (double)thr);
+    assert_true(thr > 0.0f && thr < 1.0f && temp > 0.0f);
+    qiao_session *s = session(m, 2);
+    assert_int_equal(qiao_session_memory(s), 0);
+    for (size_t i = 0; i < N_TEXTS; i++) {
+        qiao_intent_result r;
+        assert_int_equal(qiao_intent_classify(s, k_texts[i], NULL, &r), QIAO_OK);
+        assert_int_equal(r.n_ranking, 33);
+        assert_ptr_equal(r.intent, r.ranking[0].intent);
+        assert_true(r.confidence == r.ranking[0].confidence);
+        assert_true(fabsf(r.margin - (r.ranking[0].confidence - r.ranking[1].confidence)) < 1e-7f);
+        assert_int_equal(r.out_of_scope, r.confidence < thr);
+        double sum = 0;
+        for (size_t k = 0; k < r.n_ranking; k++) {
+            sum += r.ranking[k].confidence;
+            if (k) assert_true(r.ranking[k].confidence <= r.ranking[k - 1].confidence);
+            for (size_t j = 0; j < k; j++) assert_ptr_not_equal(r.ranking[j].intent, r.ranking[k].intent);
+        }
+        assert_true(fabs(sum - 1.0) < 1e-5);
+        qiao_intent_result_free(&r);
+        assert_null(r.ranking);
+    }
+    assert_true(qiao_session_memory(s) > 0);
+    qiao_intent_params p = qiao_intent_default_params();
+    p.top_k = 3;
+    p.threshold = 1.0f; /* nothing is that sure: all out of scope */
+    qiao_intent_result r;
+    assert_int_equal(qiao_intent_classify(s, "我想退货", &p, &r), QIAO_OK);
+    assert_int_equal(r.n_ranking, 3);
+    assert_true(r.out_of_scope);
+    qiao_intent_result_free(&r);
+    p.threshold = 0.0f;
+    assert_int_equal(qiao_intent_classify(s, "我想退货", &p, &r), QIAO_OK);
+    assert_false(r.out_of_scope);
+    qiao_intent_result_free(&r);
+    qiao_intent_result_free(NULL);
+    qiao_session_free(s);
+    qiao_model_free(m);
+}
+
+/* A batch gives what one text at a time gives (to float rounding), and
+ * the API gives what the library's own classification gives. */
+static void batch_equals_single(void **state) {
+    (void)state;
+    qiao_model *m = load();
+    qiao_session *s = session(m, 1);
+    qiao_intent_result batch[N_TEXTS];
+    assert_int_equal(qiao_intent_classify_batch(s, k_texts, N_TEXTS, NULL, batch), QIAO_OK);
+    qmod_model *lib = NULL;
+    assert_int_equal(qmod_load(g_model, &lib), QIAO_OK);
+    float *probs = qt_alloc((int64_t)N_TEXTS * 33);
+    assert_int_equal(qmi_classify(lib, k_texts, N_TEXTS, 1, probs), QIAO_OK);
+    double worst = 0;
+    for (size_t i = 0; i < N_TEXTS; i++) {
+        qiao_intent_result one;
+        assert_int_equal(qiao_intent_classify(s, k_texts[i], NULL, &one), QIAO_OK);
+        assert_string_equal(one.intent, batch[i].intent);
+        assert_int_equal(one.out_of_scope, batch[i].out_of_scope);
+        for (size_t k = 0; k < 33; k++) {
+            worst = fmax(worst, fabs(one.ranking[k].confidence - batch[i].ranking[k].confidence));
+            assert_string_equal(one.ranking[k].intent, batch[i].ranking[k].intent);
+        }
+        /* the ranking's first entry is the library's most probable class */
+        int best = 0;
+        for (int k = 1; k < 33; k++) best = probs[i * 33 + k] > probs[i * 33 + best] ? k : best;
+        assert_string_equal(batch[i].intent, qiao_model_intent(m, (size_t)best));
+        assert_true(fabsf(batch[i].confidence - probs[i * 33 + best]) < 1e-5f);
+        qiao_intent_result_free(&one);
+        qiao_intent_result_free(&batch[i]);
+    }
+    printf("batch of %zu against single calls: max |diff| %.3g\n", N_TEXTS, worst);
+    assert_true(worst < 1e-5);
+    free(probs);
+    qmod_free(lib);
+    qiao_session_free(s);
+    qiao_model_free(m);
+}
+
+/* Bad arguments and bad text: clear statuses, results zeroed, nothing to
+ * free; a model that is an encoder only has no intents. */
+static void bad_input(void **state) {
+    (void)state;
+    qiao_model *m = load();
+    qiao_session *s = session(m, 1);
+    qiao_intent_result r[2];
+    memset(r, 0x5a, sizeof r);
+    assert_int_equal(qiao_intent_classify(NULL, "x", NULL, &r[0]), QIAO_ERR_INVALID_ARGUMENT);
+    assert_null(r[0].ranking);
+    assert_int_equal(qiao_intent_classify(s, NULL, NULL, &r[0]), QIAO_ERR_INVALID_ARGUMENT);
+    assert_int_equal(qiao_intent_classify(s, "x", NULL, NULL), QIAO_ERR_INVALID_ARGUMENT);
+    assert_int_equal(qiao_intent_classify_batch(s, k_texts, 0, NULL, r), QIAO_ERR_INVALID_ARGUMENT);
+    const char *with_null[2] = {"我想退货", NULL};
+    assert_int_equal(qiao_intent_classify_batch(s, with_null, 2, NULL, r), QIAO_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(qiao_last_error(), "text 1"));
+    qiao_intent_params p = qiao_intent_default_params();
+    p.top_k = -1;
+    assert_int_equal(qiao_intent_classify(s, "x", &p, &r[0]), QIAO_ERR_INVALID_ARGUMENT);
+    p = qiao_intent_default_params();
+    p.threshold = 1.5f;
+    assert_int_equal(qiao_intent_classify(s, "x", &p, &r[0]), QIAO_ERR_INVALID_ARGUMENT);
+    p.threshold = NAN;
+    assert_int_equal(qiao_intent_classify(s, "x", &p, &r[0]), QIAO_ERR_INVALID_ARGUMENT);
+    p = qiao_intent_default_params();
+    p.struct_size = 3;
+    assert_int_equal(qiao_intent_classify(s, "x", &p, &r[0]), QIAO_ERR_INVALID_ARGUMENT);
+    const char *bad_utf8[2] = {"好的", "\xe5\xa5"};
+    memset(r, 0x5a, sizeof r);
+    assert_int_equal(qiao_intent_classify_batch(s, bad_utf8, 2, NULL, r), QIAO_ERR_FORMAT);
+    assert_null(r[0].ranking);
+    assert_null(r[1].ranking);
+    /* the session still works after the failures */
+    assert_int_equal(qiao_intent_classify(s, "好的", NULL, &r[0]), QIAO_OK);
+    qiao_intent_result_free(&r[0]);
+    qiao_session_free(s);
+    qiao_model_free(m);
+    qiao_model *enc = NULL;
+    assert_int_equal(qiao_model_load(ENCODER, &enc), QIAO_OK);
+    assert_false(qiao_model_can_classify(enc));
+    assert_int_equal(qiao_model_intent_count(enc), 0);
+    assert_null(qiao_model_intent(enc, 0));
+    s = session(enc, 1);
+    assert_int_equal(qiao_intent_classify(s, "x", NULL, &r[0]), QIAO_ERR_UNSUPPORTED);
+    assert_non_null(strstr(qiao_last_error(), "not an intent classifier"));
+    qiao_session_free(s);
+    qiao_model_free(enc);
+}
+
+#define N_WORKERS 4
+#define ROUNDS 3
+
+typedef struct job {
+    const qiao_model *m;
+    int n_threads;
+    qiao_status st;
+    float conf[N_TEXTS][33];
+    const char *intent[N_TEXTS];
+} job;
+
+/* ROUNDS batches on a session of its own; every round must give the
+ * first round's bits (else j->st is QIAO_ERR_INTERNAL). */
+static void *worker(void *arg) {
+    job *j = arg;
+    qiao_session_params sp = qiao_session_default_params();
+    sp.n_threads = j->n_threads;
+    qiao_session *s = NULL;
+    j->st = qiao_session_new(j->m, &sp, &s);
+    for (int round = 0; round < ROUNDS && j->st == QIAO_OK; round++) {
+        qiao_intent_result r[N_TEXTS];
+        j->st = qiao_intent_classify_batch(s, k_texts, N_TEXTS, NULL, r);
+        for (size_t i = 0; i < N_TEXTS && j->st == QIAO_OK; i++) {
+            if (round == 0) j->intent[i] = r[i].intent;
+            for (size_t k = 0; k < 33; k++) {
+                if (round == 0) j->conf[i][k] = r[i].ranking[k].confidence;
+                else if (j->conf[i][k] != r[i].ranking[k].confidence || j->intent[i] != r[i].intent)
+                    j->st = QIAO_ERR_INTERNAL;
+            }
+        }
+        for (size_t i = 0; i < N_TEXTS; i++) qiao_intent_result_free(&r[i]); /* zeroed after a failure */
+    }
+    qiao_session_free(s);
+    return NULL;
+}
+
+/* Four threads, each with its own session on one shared model, give the
+ * single-threaded run's bits. */
+static void threads(void **state) {
+    (void)state;
+    qiao_model *m = load();
+    job *ref = calloc(1, sizeof *ref), *jobs = calloc(N_WORKERS, sizeof *jobs);
+    assert_non_null(ref);
+    assert_non_null(jobs);
+    ref->m = m;
+    ref->n_threads = 1;
+    worker(ref);
+    assert_int_equal(ref->st, QIAO_OK);
+    pthread_t th[N_WORKERS];
+    for (int i = 0; i < N_WORKERS; i++) {
+        jobs[i].m = m;
+        jobs[i].n_threads = 1 + i % 2;
+        assert_int_equal(pthread_create(&th[i], NULL, worker, &jobs[i]), 0);
+    }
+    for (int i = 0; i < N_WORKERS; i++) assert_int_equal(pthread_join(th[i], NULL), 0);
+    for (int i = 0; i < N_WORKERS; i++) {
+        assert_int_equal(jobs[i].st, QIAO_OK);
+        assert_memory_equal(jobs[i].conf, ref->conf, sizeof ref->conf);
+        for (size_t t = 0; t < N_TEXTS; t++) assert_ptr_equal(jobs[i].intent[t], ref->intent[t]);
+    }
+    printf("%d threads: the single-threaded run's bits\n", N_WORKERS);
+    free(ref), free(jobs);
+    qiao_model_free(m);
+}
+
+static const struct CMUnitTest tests[] = {cmocka_unit_test(labels_and_ranking), cmocka_unit_test(batch_equals_single),
+                                          cmocka_unit_test(bad_input), cmocka_unit_test(threads)};
+
+int main(int argc, char **argv) {
+    if (argc > 1) cmocka_set_test_filter(argv[1]);
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
