@@ -31,6 +31,7 @@ void qmod_batch_free(qmod_batch *b) {
     free(b->patches);
     free(b->mel);
     free(b->lengths);
+    free(b->offsets);
     memset(b, 0, sizeof *b);
 }
 
@@ -69,7 +70,8 @@ qiao_status qmod_batch_text(const qmod_model *m, const char *const *texts, size_
     out->tags = alloc_n(n * T, 1);
     out->mask = alloc_n(n * T, 1);
     out->lengths = alloc_n(n, sizeof(int64_t));
-    if (!out->ids || !out->char_ids || !out->tags || !out->mask || !out->lengths) {
+    out->offsets = alloc_n(n * T * 2, sizeof(int64_t));
+    if (!out->ids || !out->char_ids || !out->tags || !out->mask || !out->lengths || !out->offsets) {
         qiao_token_batch_free(tb);
         qmod_batch_free(out);
         return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qmod_batch_text: out of memory for %zu texts", n);
@@ -79,6 +81,9 @@ qiao_status qmod_batch_text(const qmod_model *m, const char *const *texts, size_
         memcpy(out->char_ids, tb->char_ids, n * T * K * sizeof(int32_t));
         memcpy(out->tags, tb->tags, n * T);
         memcpy(out->mask, tb->mask, n * T);
+        memcpy(out->offsets, tb->offsets, n * T * 2 * sizeof(int64_t));
+    } else {
+        for (size_t i = 0; i < n * T * 2; i++) out->offsets[i] = -1;
     }
     for (size_t i = 0; i < n; i++) out->lengths[i] = (int64_t)tb->lengths[i];
     qiao_token_batch_free(tb);

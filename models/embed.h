@@ -45,6 +45,8 @@ typedef struct qmod_batch {
     float *patches;
     float *mel;
     int64_t *lengths;   /* (B) real tokens / frames per item (P for images) */
+    int64_t *offsets;   /* text: (B, T, 2) the bytes [start, end) of its text each token came from, -1 at
+                           padding (an entity tagger maps tokens back to the text); NULL otherwise */
 } qmod_batch;
 
 /* Frees the arrays and clears the struct. Accepts NULL and a cleared batch. */

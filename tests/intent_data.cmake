@@ -15,8 +15,9 @@ qiao_fuzz(NAME fuzz_intent_data SOURCES ${PROJECT_SOURCE_DIR}/models/intent/data
 # The classifier trained through the generic trainer (models/intent/train.c)
 # on the e-commerce set with the tiny random XLM-R encoder: it learns, a
 # stopped run resumes to the same bits, it refuses what it cannot train on,
-# it ends calibrated (temperature, out-of-scope threshold and class).
-qiao_test(NAME test_intent_train SOURCES unit/test_intent_train.c CASES learns resumes refuses calibrates
+# it ends calibrated (temperature, out-of-scope threshold and class), the
+# entity tagger's targets decode back to the file's spans.
+qiao_test(NAME test_intent_train SOURCES unit/test_intent_train.c CASES learns resumes refuses calibrates bio_round_trip
   LABELS "intent;train" TIMEOUT 300)
 
 # `qiao intent`: usage errors, a model that is not a classifier, a missing file.

@@ -53,7 +53,8 @@ static int on_step(const qtr_log *l, void *user) {
                 (long long)l->step, (long long)l->steps, (double)l->loss, (double)l->metrics[QMI_M_ACC], (double)l->lr,
                 l->samples_per_s, isfinite(l->eta_s) ? l->eta_s : 0.0);
     if (l->validated)
-        fprintf(stderr, "  val acc %.4f macro-F1 %.4f", (double)l->val[QMI_V_ACC], (double)l->val[QMI_V_MACRO_F1]);
+        fprintf(stderr, "  val acc %.4f macro-F1 %.4f entity-F1 %.4f", (double)l->val[QMI_V_ACC],
+                (double)l->val[QMI_V_MACRO_F1], (double)l->val[QMI_V_ENT_F1]);
     if (line && (!r->tty || l->validated || l->step == l->steps))
         fputc('\n', stderr);
     return 0;
@@ -249,9 +250,14 @@ static int intent_eval(int argc, char **argv) {
                e.in_scope_accuracy, e.false_rejection);
         json_rate(stdout, "oos_recall", e.oos_recall);
         json_rate(stdout, "oos_precision", e.oos_precision);
-        printf(", \"ece_uncalibrated\": %.6f, \"ece\": %.6f, \"nll_uncalibrated\": %.6f, \"nll\": %.6f, "
-               "\"seconds\": %.3f}\n",
-               e.ece_raw, e.ece, e.nll_raw, e.nll, e.seconds);
+        printf(", \"ece_uncalibrated\": %.6f, \"ece\": %.6f, \"nll_uncalibrated\": %.6f, \"nll\": %.6f",
+               e.ece_raw, e.ece, e.nll_raw, e.nll);
+        if (qmod_head_find(&m->cfg, QMI_ENT_HEAD) >= 0)
+            printf(", \"entities\": {\"gold\": %lld, \"found\": %lld, \"right\": %lld, \"precision\": %.6f, "
+                   "\"recall\": %.6f, \"f1\": %.6f}",
+                   (long long)e.ent_gold, (long long)e.ent_found, (long long)e.ent_right, e.ent_precision,
+                   e.ent_recall, e.ent_f1);
+        printf(", \"seconds\": %.3f}\n", e.seconds);
     } else if (st == QIAO_OK) {
         const int head = qmod_head_find(&m->cfg, QMI_HEAD);
         const qmod_head_config *h = &m->cfg.heads[head];
@@ -268,6 +274,11 @@ static int intent_eval(int argc, char **argv) {
             printf(", OOS precision %.4f", e.oos_precision);
         printf("\n  calibration (temperature %.3f): ECE %.4f -> %.4f, NLL %.4f -> %.4f\n", (double)h->temperature,
                e.ece_raw, e.ece, e.nll_raw, e.nll);
+        if (qmod_head_find(&m->cfg, QMI_ENT_HEAD) >= 0)
+            printf("  entities: span precision %.4f, recall %.4f, F1 %.4f (%lld found, %lld in the file, %lld "
+                   "equal)\n",
+                   e.ent_precision, e.ent_recall, e.ent_f1, (long long)e.ent_found, (long long)e.ent_gold,
+                   (long long)e.ent_right);
         if (o.confusion)
             printf("  confusion matrix: %s.csv, %s.png\n", o.confusion, o.confusion);
     }

@@ -126,3 +126,80 @@ qiao_status qmi_classify(const qmod_model *m, const char *const *texts, size_t n
     qmi_close_work(&w, &hw);
     return st;
 }
+
+/* ---- the entity tagger ------------------------------------------------------------ */
+
+qiao_status qmi_entity_reserve(const qmod_model *m, int head, qmod_head_work *hw, int64_t rows, bool train) {
+    if (hw->acts.base && rows <= hw->N_max && (hw->train || !train))
+        return QIAO_OK;
+    const int64_t n = rows > 2 * hw->N_max ? rows : 2 * hw->N_max; /* grow geometrically: T varies per batch */
+    qmod_head_work_free(hw);
+    return qmod_head_work_init(hw, m, head, n, train);
+}
+
+qiao_status qmi_entity_logits(const qb_exec *ex, const qmod_model *m, int head, const qmod_work *w,
+                              qmod_head_work *hw, const qmod_batch *b, bool train, const float **logits,
+                              qmod_token_seq *tokens) {
+    qiao_status st = qmod_tokens(m, w, b, tokens);
+    if (st == QIAO_OK)
+        st = qmi_entity_reserve(m, head, hw, tokens->B * tokens->T, train);
+    if (st == QIAO_OK)
+        st = qmod_head_forward(ex, m, hw, tokens->x, tokens->B * tokens->T, logits);
+    return st;
+}
+
+static bool is_space(unsigned char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+int qmi_entity_decode(const qmod_head_config *h, const float *logits, const int64_t *offsets, int64_t T,
+                      int64_t prompt_len, const char *text, size_t len, qmi_found *out, int max) {
+    const int64_t K = h->mlp.classes;
+    float *p = malloc((size_t)K * sizeof *p);
+    if (!p)
+        return -1;
+    int n = 0;
+    int64_t cur_type = -1, cur_tokens = 0, start = 0, end = 0;
+    double sum = 0;
+    for (int64_t t = 0; t <= T; t++) {
+        int64_t cls = 0, s = 0, e = 0;
+        float pc = 0;
+        bool real = false;
+        if (t < T) {
+            s = offsets[2 * t] - prompt_len, e = offsets[2 * t + 1] - prompt_len;
+            real = offsets[2 * t] >= 0 && e > s && e > 0;
+            if (real) {
+                qmi_softmax(logits + t * K, K, 1.0f, p);
+                for (int64_t k = 1; k < K; k++)
+                    cls = p[k] > p[cls] ? k : cls;
+                pc = p[cls];
+            }
+        }
+        if (t < T && !real)
+            continue; /* specials, the prompt, padding: neither open nor close a span */
+        const int64_t type = cls > 0 ? (cls - 1) / 2 : -1;
+        const bool inside = cls > 0 && (cls - 1) % 2 == 1;
+        if (cur_type >= 0 && (t == T || cls == 0 || !inside || type != cur_type)) {
+            /* close: the span's bytes without the spaces its pieces carry */
+            int64_t a = start < 0 ? 0 : start, z = end > (int64_t)len ? (int64_t)len : end;
+            while (a < z && is_space((unsigned char)text[a]))
+                a++;
+            while (z > a && is_space((unsigned char)text[z - 1]))
+                z--;
+            if (z > a && n < max)
+                out[n++] = (qmi_found){.type = (int32_t)cur_type, .start = a, .end = z,
+                                       .confidence = (float)(sum / (double)cur_tokens)};
+            cur_type = -1;
+        }
+        if (t == T || cls == 0)
+            continue;
+        if (cur_type < 0) {
+            cur_type = type, cur_tokens = 0, sum = 0, start = s;
+        }
+        cur_tokens++;
+        sum += pc;
+        end = e;
+    }
+    free(p);
+    return n;
+}

@@ -32,12 +32,44 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* The entities the tagger finds in row j of batch b (logits (B * T, E2))
+ * against example e's spans: counts[0] += gold, [1] += found, [2] += equal
+ * (type, start and end; each gold span matched once). */
+static qiao_status count_entities(const qmod_model *m, int ent, const qmod_batch *b, int64_t T, const float *logits,
+                                  int64_t j, const qmi_example *e, qmi_found *found, int64_t *counts) {
+    const char *prompt = qmod_config_prompt(&m->cfg, "query");
+    const int64_t E2 = m->cfg.heads[ent].mlp.classes;
+    const int n = qmi_entity_decode(&m->cfg.heads[ent], logits + j * T * E2, b->offsets + j * b->T * 2, T,
+                                    prompt ? (int64_t)strlen(prompt) : 0, e->text, e->len, found, (int)T);
+    if (n < 0)
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory");
+    counts[0] += e->n_spans;
+    counts[1] += n;
+    uint64_t used = 0; /* gold spans matched so far (the first 64; more are never matched twice anyway) */
+    for (int f = 0; f < n; f++)
+        for (int g = 0; g < e->n_spans; g++) {
+            const qmi_span *sp = &e->spans[g];
+            if (sp->type == found[f].type && sp->start == found[f].start && sp->end == found[f].end &&
+                !(g < 64 && (used >> g & 1u))) {
+                counts[2]++;
+                if (g < 64)
+                    used |= 1ull << g;
+                break;
+            }
+        }
+    return QIAO_OK;
+}
+
 /* The head's logits (set->n, K) for every example of `set`, in batches of
- * `batch` through the caller's workspaces. */
-static qiao_status collect_logits(const qb_exec *ex, const qmod_model *m, qmod_work *w, qmod_head_work *hw, int head,
-                                  const qmi_set *set, int64_t batch, float *out) {
+ * `batch` through the caller's workspaces, and with the entity tagger's
+ * workspace (ehw, when the model has a tagger) its span counts. */
+static qiao_status collect_logits(const qb_exec *ex, const qmod_model *m, qmod_work *w, qmod_head_work *hw,
+                                  qmod_head_work *ehw, int head, const qmi_set *set, int64_t batch, float *out,
+                                  int64_t *ent_counts) {
     const int64_t K = m->cfg.heads[head].mlp.classes;
+    const int ent = ehw ? qmod_head_find(&m->cfg, QMI_ENT_HEAD) : -1;
     const char **texts = malloc((size_t)batch * sizeof *texts);
+    qmi_found *found = NULL;
     qmod_batch b;
     memset(&b, 0, sizeof b);
     qiao_status st = texts ? QIAO_OK : qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory");
@@ -49,9 +81,21 @@ static qiao_status collect_logits(const qb_exec *ex, const qmod_model *m, qmod_w
         st = qmi_logits(ex, m, w, hw, texts, (size_t)k, &b, &emb, &logits);
         if (st == QIAO_OK)
             memcpy(out + i * K, logits, (size_t)(k * K) * sizeof(float));
+        if (st != QIAO_OK || ent < 0)
+            continue;
+        const float *elog;
+        qmod_token_seq ts;
+        st = qmi_entity_logits(ex, m, ent, w, ehw, &b, ehw->train, &elog, &ts);
+        qmi_found *grown = st == QIAO_OK ? realloc(found, (size_t)ts.T * sizeof *found) : NULL;
+        if (st == QIAO_OK && !grown)
+            st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory");
+        if (grown)
+            found = grown;
+        for (int64_t j = 0; j < k && st == QIAO_OK; j++)
+            st = count_entities(m, ent, &b, ts.T, elog, j, &set->ex[i + j], found, ent_counts);
     }
     qmod_batch_free(&b);
-    free(texts);
+    free(texts), free(found);
     return st;
 }
 
@@ -170,8 +214,8 @@ static qiao_status eval_from_logits(const qmod_head_config *h, const qmi_set *se
     return QIAO_OK;
 }
 
-qiao_status qmi_evaluate_with(const qb_exec *ex, const qmod_model *m, qmod_work *w, qmod_head_work *hw, int head,
-                              const qmi_set *set, int64_t batch, qmi_eval *out) {
+qiao_status qmi_evaluate_with(const qb_exec *ex, const qmod_model *m, qmod_work *w, qmod_head_work *hw,
+                              qmod_head_work *ehw, int head, const qmi_set *set, int64_t batch, qmi_eval *out) {
     const qmod_head_config *h = &m->cfg.heads[head];
     memset(out, 0, sizeof *out);
     if (set->n_labels != h->mlp.classes)
@@ -182,10 +226,15 @@ qiao_status qmi_evaluate_with(const qb_exec *ex, const qmod_model *m, qmod_work 
         return qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory for the logits of %lld texts",
                         (long long)set->n);
     const double t0 = now_s();
-    qiao_status st = collect_logits(ex, m, w, hw, head, set, batch, logits);
+    int64_t counts[3] = {0, 0, 0};
+    qiao_status st = collect_logits(ex, m, w, hw, ehw, head, set, batch, logits, counts);
     out->seconds = now_s() - t0;
     if (st == QIAO_OK)
         st = eval_from_logits(h, set, logits, out);
+    out->ent_gold = counts[0], out->ent_found = counts[1], out->ent_right = counts[2];
+    out->ent_precision = counts[1] ? (double)counts[2] / (double)counts[1] : 0.0;
+    out->ent_recall = counts[0] ? (double)counts[2] / (double)counts[0] : 0.0;
+    out->ent_f1 = counts[0] + counts[1] ? 2.0 * (double)counts[2] / (double)(counts[0] + counts[1]) : 0.0;
     free(logits);
     if (st != QIAO_OK)
         qmi_eval_free(out);
@@ -207,11 +256,16 @@ qiao_status qmi_evaluate(const qmod_model *m, const qmi_set *set, int threads, i
     qb_exec ex;
     qb_exec_cpu(&ex, threads);
     qmod_work w;
-    qmod_head_work hw;
+    qmod_head_work hw, ehw;
+    memset(&ehw, 0, sizeof ehw);
+    const int ent = qmod_head_find(&m->cfg, QMI_ENT_HEAD);
     qiao_status st = qmi_open_work(m, head, batch, &w, &hw);
+    if (st == QIAO_OK && ent >= 0)
+        st = qmi_entity_reserve(m, ent, &ehw, batch * 64, false);
     if (st == QIAO_OK)
-        st = qmi_evaluate_with(&ex, m, &w, &hw, head, set, batch, out);
+        st = qmi_evaluate_with(&ex, m, &w, &hw, ent >= 0 ? &ehw : NULL, head, set, batch, out);
     qmi_close_work(&w, &hw);
+    qmod_head_work_free(&ehw);
     return st;
 }
 
@@ -326,7 +380,7 @@ qiao_status qmi_calibrate_with(const qb_exec *ex, qmod_model *m, qmod_work *w, q
     float *probs = malloc((size_t)K * sizeof *probs);
     qiao_status st = logits && probs ? QIAO_OK : qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory");
     if (st == QIAO_OK)
-        st = collect_logits(ex, m, w, hw, head, val, batch, logits);
+        st = collect_logits(ex, m, w, hw, NULL, head, val, batch, logits, NULL);
     if (st == QIAO_OK) {
         qmod_head_config h = m->cfg.heads[head];
         h.oos_class = oos;

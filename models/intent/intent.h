@@ -40,6 +40,11 @@
 #include "models/train/trainer.h"
 
 #define QMI_HEAD "intent"
+/* The entity tagger: a head on the text tower's tokens with classes "O",
+ * then "B-<type>" and "I-<type>" for each entity type in sorted order (BIO
+ * tags), trained jointly with the intent head when the training file has
+ * entities. */
+#define QMI_ENT_HEAD "entities"
 
 typedef struct qmi_hparams {
     qtr_hparams tr;      /* steps (0: from epochs), lr, warmup, decay, clip, eval/ckpt cadence */
@@ -53,6 +58,7 @@ typedef struct qmi_hparams {
     float scale;         /* the head's input scale; default 16 */
     double rejection;    /* in-scope validation examples the out-of-scope threshold may reject; default 0.05 */
     char oos_label[64];  /* the label that means out of scope when the data has it; default "oos" */
+    float entity_weight; /* the entity tagger's loss weight; 0: no tagger; default 1 */
 } qmi_hparams;
 
 /* The defaults above; tr.lr 2e-5, tr.steps 0, tr.warmup -1 (a tenth of the
@@ -60,7 +66,7 @@ typedef struct qmi_hparams {
 qmi_hparams qmi_hparams_default(void);
 /* Reads a recipe: top-level "hidden" and "scale", and a "train" object with
  * the trainer's keys and batch, epochs, val_fraction, seed, head_lr,
- * smoothing, rejection, oos_label. NULL json: the defaults. Errors name `what` and the key. */
+ * smoothing, rejection, oos_label, entity_weight. NULL json: the defaults. Errors name `what` and the key. */
 qiao_status qmi_hparams_from_json(const char *json, const char *what, qmi_hparams *out);
 
 typedef struct qmi_train_params {
@@ -79,8 +85,15 @@ typedef struct qmi_train_params {
 } qmi_train_params;
 
 /* Step metrics (qtr_log.metrics) and validation metrics (qtr_log.val). */
-enum { QMI_M_ACC = 0, QMI_N_METRICS };
-enum { QMI_V_ACC = 0, QMI_V_MACRO_F1, QMI_N_VAL };
+enum { QMI_M_ACC = 0, QMI_M_ENT_LOSS, QMI_N_METRICS };
+enum { QMI_V_ACC = 0, QMI_V_MACRO_F1, QMI_V_ENT_F1, QMI_N_VAL };
+
+/* The tagger's training targets for one example: the BIO tag of each of
+ * its T tokens (offsets (T, 2) in the prompted text, the prompt prompt_len
+ * bytes; -1 where there is no token): a token overlapping a span is its B
+ * tag when it is the span's first such token, else its I tag (the first
+ * span by start wins a token that overlaps two); other tokens are O (0). */
+void qmi_bio_targets(const qmi_example *e, const int64_t *offsets, int64_t T, int64_t prompt_len, int32_t *tags);
 
 /* Trains (or goes on training) a classifier. QIAO_ERR_CANCELLED after a
  * stop, with a checkpoint; data errors name file:line. */
@@ -101,6 +114,10 @@ typedef struct qmi_eval {
     double oos_recall;        /* oos examples rejected; NAN without any */
     double oos_precision;     /* rejected examples that are oos; NAN when none is rejected or the set has no oos */
     double ece_raw, ece;      /* expected calibration error (15 bins) at temperature 1 and the model's */
+    /* entities (a model with a tagger): spans found against the file's,
+     * equal when type, start and end are */
+    int64_t ent_gold, ent_found, ent_right;
+    double ent_precision, ent_recall, ent_f1; /* 0 without a tagger */
     double nll_raw, nll;      /* mean negative log-likelihood, the same two ways */
     double seconds;
 } qmi_eval;
@@ -118,8 +135,8 @@ qiao_status qmi_model_space(const qmod_model *m, qmi_set *out);
 
 /* The same on one context with the caller's workspaces (training
  * validates with its own). */
-qiao_status qmi_evaluate_with(const qb_exec *ex, const qmod_model *m, qmod_work *w, qmod_head_work *hw, int head,
-                              const qmi_set *set, int64_t batch, qmi_eval *out);
+qiao_status qmi_evaluate_with(const qb_exec *ex, const qmod_model *m, qmod_work *w, qmod_head_work *hw,
+                              qmod_head_work *ehw, int head, const qmi_set *set, int64_t batch, qmi_eval *out);
 
 /* What calibration found on a validation set. */
 typedef struct qmi_calibration {
@@ -164,6 +181,31 @@ void qmi_close_work(qmod_work *w, qmod_head_work *hw);
  * both valid until the workspaces' next use. */
 qiao_status qmi_logits(const qb_exec *ex, const qmod_model *m, qmod_work *w, qmod_head_work *hw,
                        const char *const *texts, size_t n, qmod_batch *b, const float **emb, const float **logits);
+
+/* The entity tagger's workspace for `rows` token rows (B * T; grown when
+ * smaller). */
+qiao_status qmi_entity_reserve(const qmod_model *m, int head, qmod_head_work *hw, int64_t rows, bool train);
+/* After qmi_logits on batch b (same workspace w): the tagger's logits
+ * (B * T, classes) and the token sequence they were read from. */
+qiao_status qmi_entity_logits(const qb_exec *ex, const qmod_model *m, int head, const qmod_work *w,
+                              qmod_head_work *hw, const qmod_batch *b, bool train, const float **logits,
+                              qmod_token_seq *tokens);
+
+/* An entity found in a text. */
+typedef struct qmi_found {
+    int32_t type;         /* the entity type's index (class 1 + 2 type is its B tag) */
+    int64_t start, end;   /* bytes of the text, [start, end) */
+    float confidence;     /* the mean probability of its tokens' tags */
+} qmi_found;
+
+/* Decodes one text's T token rows of tagger logits into at most `max`
+ * entities, in order: a B tag opens a span, I tags of its type extend it,
+ * anything else closes it (an I tag without its B opens one). offsets (T,
+ * 2) are the tokens' bytes in the prompted text (qmod_batch.offsets), the
+ * prompt prompt_len bytes long; a span is its tokens' bytes less the
+ * spaces at its ends. Returns the count, or -1 out of memory. */
+int qmi_entity_decode(const qmod_head_config *h, const float *logits, const int64_t *offsets, int64_t T,
+                      int64_t prompt_len, const char *text, size_t len, qmi_found *out, int max);
 
 /* Calibrated probabilities (n, K) of n texts, K the head's classes. */
 qiao_status qmi_classify(const qmod_model *m, const char *const *texts, size_t n, int threads, float *probs);

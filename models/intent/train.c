@@ -30,6 +30,7 @@ qmi_hparams qmi_hparams_default(void) {
     h.hidden = 0;
     h.scale = 16.0f;
     h.rejection = 0.05;
+    h.entity_weight = 1.0f;
     snprintf(h.oos_label, sizeof h.oos_label, "oos");
     return h;
 }
@@ -82,6 +83,9 @@ qiao_status qmi_hparams_from_json(const char *json, const char *what, qmi_hparam
         } else if (!strcmp(k, "smoothing")) {
             if ((st = qtr_json_number(it, 0, 0.5, false, &v)) == QIAO_OK)
                 h.smoothing = (float)v;
+        } else if (!strcmp(k, "entity_weight")) {
+            if ((st = qtr_json_number(it, 0, 100, false, &v)) == QIAO_OK)
+                h.entity_weight = (float)v;
         } else if (!strcmp(k, "rejection")) {
             if ((st = qtr_json_number(it, 0, 0.5, false, &v)) == QIAO_OK)
                 h.rejection = v;
@@ -126,6 +130,23 @@ static qiao_status classifier_config(const qmod_model *base, const qmi_set *set,
     cJSON *labels = cJSON_AddArrayToObject(hd, "labels");
     for (int32_t i = 0; i < set->n_labels; i++)
         cJSON_AddItemToArray(labels, cJSON_CreateString(set->labels[i]));
+    if (set->n_types > 0 && h->entity_weight > 0) {
+        cJSON *ed = cJSON_AddObjectToObject(heads, QMI_ENT_HEAD);
+        cJSON_AddStringToObject(ed, "kind", "mlp");
+        cJSON_AddStringToObject(ed, "tower", "text");
+        cJSON_AddStringToObject(ed, "input", "tokens");
+        cJSON_AddNumberToObject(ed, "hidden", 0);
+        cJSON_AddNumberToObject(ed, "classes", 1 + 2 * set->n_types);
+        cJSON *tags = cJSON_AddArrayToObject(ed, "labels");
+        cJSON_AddItemToArray(tags, cJSON_CreateString("O"));
+        for (int32_t i = 0; i < set->n_types; i++) {
+            char tag[QMI_MAX_NAME + 3];
+            snprintf(tag, sizeof tag, "B-%s", set->types[i]);
+            cJSON_AddItemToArray(tags, cJSON_CreateString(tag));
+            tag[0] = 'I';
+            cJSON_AddItemToArray(tags, cJSON_CreateString(tag));
+        }
+    }
     char *json = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     if (!json)
@@ -166,6 +187,31 @@ qiao_status qmi_model_space(const qmod_model *m, qmi_set *out) {
             return qc_error(QIAO_ERR_FORMAT, "model %s: the intent head's labels are not sorted and distinct",
                             m->cfg.name);
         }
+    /* the entity types: the tagger's B tags, in order */
+    const int ent = qmod_head_find(&m->cfg, QMI_ENT_HEAD);
+    const int64_t E2 = ent >= 0 ? m->cfg.heads[ent].mlp.classes : 1;
+    if (ent >= 0 && (E2 < 3 || E2 % 2 == 0)) {
+        qmi_set_free(out);
+        return qc_error(QIAO_ERR_FORMAT, "model %s: the entity tagger has %lld classes, not 1 + 2 per type",
+                        m->cfg.name, (long long)E2);
+    }
+    if (ent >= 0) {
+        free(out->types);
+        if (!(out->types = calloc((size_t)(E2 / 2), sizeof *out->types))) {
+            qmi_set_free(out);
+            return qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory");
+        }
+    }
+    for (int64_t t = 0; ent >= 0 && t < E2 / 2; t++) {
+        char buf[QMI_MAX_NAME + 4];
+        qmod_head_label(&m->cfg, ent, 1 + 2 * t, NULL, buf, sizeof buf);
+        if (strncmp(buf, "B-", 2) != 0 || !(out->types[t] = strdup(buf + 2))) {
+            qmi_set_free(out);
+            return qc_error(QIAO_ERR_FORMAT, "model %s: the entity tagger's tag %lld is not B-<type>", m->cfg.name,
+                            (long long)(1 + 2 * t));
+        }
+        out->n_types = (int32_t)(t + 1);
+    }
     return QIAO_OK;
 }
 
@@ -173,8 +219,8 @@ qiao_status qmi_model_space(const qmod_model *m, qmi_set *out) {
 
 /* ---- the objective ------------------------------------------------------------------ */
 
-static const char *const k_metric_names[QMI_N_METRICS] = {"train_acc"};
-static const char *const k_val_names[QMI_N_VAL] = {"val_acc", "val_macro_f1"};
+static const char *const k_metric_names[QMI_N_METRICS] = {"train_acc", "loss_entities"};
+static const char *const k_val_names[QMI_N_VAL] = {"val_acc", "val_macro_f1", "val_entity_f1"};
 
 typedef struct intent_obj {
     const qmi_train_params *p;
@@ -194,7 +240,53 @@ typedef struct intent_obj {
     float *g_bound;
     int64_t B;  /* this step's rows */
     bool fresh; /* the head is new: its labels are the training file's */
+    /* the entity tagger, when the model has one (ent >= 0) */
+    int ent;
+    qmod_head_work ehw;
+    const qmi_example **exs;                     /* (batch) this step's examples */
+    int32_t *etargets;                           /* (ecap) a tag per token, -1 at padding */
+    float *elosses, *eprobs, *edlogits, *dtok;   /* (ecap), (ecap, E2) twice, (ecap, C) */
+    int64_t ecap;                                /* token rows the buffers hold */
+    int64_t prompt_len;                          /* bytes of the "query" prompt before each text */
 } intent_obj;
+
+/* Grows the tagger's buffers to `rows` token rows. */
+static qiao_status ent_buffers(intent_obj *o, int64_t rows) {
+    if (rows <= o->ecap)
+        return QIAO_OK;
+    const int64_t E2 = o->m->cfg.heads[o->ent].mlp.classes, C = o->m->cfg.text.trunk.C;
+    free(o->etargets), free(o->elosses), free(o->eprobs), free(o->edlogits), free(o->dtok);
+    o->etargets = malloc((size_t)rows * sizeof *o->etargets);
+    o->elosses = malloc((size_t)rows * sizeof *o->elosses);
+    o->eprobs = malloc((size_t)(rows * E2) * sizeof *o->eprobs);
+    o->edlogits = malloc((size_t)(rows * E2) * sizeof *o->edlogits);
+    o->dtok = malloc((size_t)(rows * C) * sizeof *o->dtok);
+    o->ecap = o->etargets && o->elosses && o->eprobs && o->edlogits && o->dtok ? rows : 0;
+    return o->ecap ? QIAO_OK : qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory for %lld tokens", (long long)rows);
+}
+
+void qmi_bio_targets(const qmi_example *e, const int64_t *offsets, int64_t T, int64_t prompt_len, int32_t *tags) {
+    int64_t opened = -1; /* the last span given its B tag */
+    for (int64_t t = 0; t < T; t++) {
+        const int64_t s = offsets[2 * t], end = offsets[2 * t + 1];
+        if (s < 0) {
+            tags[t] = -1;
+            continue;
+        }
+        tags[t] = 0;
+        const int64_t a = s - prompt_len, z = end - prompt_len;
+        if (z <= a || z <= 0)
+            continue;
+        for (int k = 0; k < e->n_spans; k++) {
+            const qmi_span *sp = &e->spans[k];
+            if (a < sp->end && z > sp->start) {
+                tags[t] = 1 + 2 * sp->type + (opened == k ? 1 : 0);
+                opened = k;
+                break;
+            }
+        }
+    }
+}
 
 /* The epoch's order: a Fisher-Yates shuffle seeded by (seed, epoch), so a
  * resumed run sees the same batches. */
@@ -223,6 +315,7 @@ static qiao_status i_next_batch(void *user, int64_t step) {
         const qmi_example *e = &o->train.ex[o->order[pos % n]];
         o->texts[j] = e->text;
         o->targets[j] = e->labels[0];
+        o->exs[j] = e;
     }
     o->B = B;
     return QIAO_OK;
@@ -246,7 +339,31 @@ static qiao_status i_step(void *user, const qtr_step_ctx *ctx, float *loss, floa
     nn_cross_entropy_backward(ex, o->dlogits, 1.0f, o->probs, o->targets, B, K, o->h.smoothing, -1);
     memset(o->demb, 0, (size_t)(B * D) * sizeof(float));
     qmod_head_backward(ex, m, &o->g, &o->hw, emb, B, o->dlogits, o->demb);
-    qmod_backward(ex, m, &o->g, &o->w, &o->b, o->demb);
+    const float *dtokens = NULL;
+    metrics[QMI_M_ENT_LOSS] = 0.0f;
+    if (o->ent >= 0) {
+        /* the tagger on every token, its loss added with entity_weight */
+        const float *elog;
+        qmod_token_seq ts;
+        st = qmi_entity_logits(ex, m, o->ent, &o->w, &o->ehw, &o->b, true, &elog, &ts);
+        const int64_t N = ts.B * ts.T, E2 = m->cfg.heads[o->ent].mlp.classes;
+        if (st == QIAO_OK)
+            st = ent_buffers(o, N);
+        if (st != QIAO_OK)
+            return st;
+        for (int64_t i = 0; i < B; i++)
+            qmi_bio_targets(o->exs[i], o->b.offsets + i * o->b.T * 2, ts.T, o->prompt_len, o->etargets + i * ts.T);
+        float eloss = 0;
+        nn_cross_entropy_forward(ex, &eloss, o->elosses, o->eprobs, elog, o->etargets, N, E2, 0.0f, -1);
+        memset(o->edlogits, 0, (size_t)(N * E2) * sizeof(float));
+        nn_cross_entropy_backward(ex, o->edlogits, o->h.entity_weight, o->eprobs, o->etargets, N, E2, 0.0f, -1);
+        memset(o->dtok, 0, (size_t)(N * ts.C) * sizeof(float));
+        qmod_head_backward(ex, m, &o->g, &o->ehw, ts.x, N, o->edlogits, o->dtok);
+        dtokens = o->dtok;
+        *loss += o->h.entity_weight * eloss;
+        metrics[QMI_M_ENT_LOSS] = eloss;
+    }
+    qmod_backward_at(ex, m, &o->g, &o->w, &o->b, o->demb, dtokens);
     int64_t right = 0;
     for (int64_t i = 0; i < B; i++) {
         const float *l = logits + i * K;
@@ -263,11 +380,12 @@ static qiao_status i_validate(void *user, const qb_exec *ex, float *val) {
     intent_obj *o = user;
     qmi_eval e;
     /* in batches the training workspaces hold (a training set smaller than a batch makes them smaller) */
-    qiao_status st = qmi_evaluate_with(ex, o->m, &o->w, &o->hw, o->head, &o->val, o->hw.N_max, &e);
+    qiao_status st = qmi_evaluate_with(ex, o->m, &o->w, &o->hw, o->ent >= 0 ? &o->ehw : NULL, o->head, &o->val, o->hw.N_max, &e);
     if (st != QIAO_OK)
         return st;
     val[QMI_V_ACC] = (float)e.accuracy;
     val[QMI_V_MACRO_F1] = (float)e.macro_f1;
+    val[QMI_V_ENT_F1] = (float)e.ent_f1;
     qmi_eval_free(&e);
     return QIAO_OK;
 }
@@ -288,6 +406,7 @@ static void i_hparams_json(void *user, cJSON *obj) {
     cJSON_AddNumberToObject(obj, "head_lr", h->head_lr);
     cJSON_AddNumberToObject(obj, "smoothing", h->smoothing);
     cJSON_AddNumberToObject(obj, "rejection", h->rejection);
+    cJSON_AddNumberToObject(obj, "entity_weight", h->entity_weight);
     cJSON_AddStringToObject(obj, "oos_label", h->oos_label);
 }
 
@@ -295,6 +414,8 @@ static void obj_free(intent_obj *o) {
     qmod_batch_free(&o->b);
     qmod_work_free(&o->w);
     qmod_head_work_free(&o->hw);
+    qmod_head_work_free(&o->ehw);
+    free(o->exs), free(o->etargets), free(o->elosses), free(o->eprobs), free(o->edlogits), free(o->dtok);
     qmi_set_free(&o->train);
     qmi_set_free(&o->val);
     free(o->order), free(o->texts), free(o->targets);
@@ -357,8 +478,12 @@ qiao_status qmi_train(const qmi_train_params *p) {
                       "%s: a multi-label set (\"intents\"); the classifier is single-label so far", p->data_path);
     if (st == QIAO_OK)
         st = model_for(&o, &all);
-    if (st == QIAO_OK)
+    if (st == QIAO_OK) {
         o.head = qmod_head_find(&o.m->cfg, QMI_HEAD);
+        o.ent = qmod_head_find(&o.m->cfg, QMI_ENT_HEAD);
+        const char *prompt = qmod_config_prompt(&o.m->cfg, "query");
+        o.prompt_len = prompt ? (int64_t)strlen(prompt) : 0;
+    }
     /* read against the model's labels, so a classifier trained on more keeps
      * them (a new head's are the file's: nothing to read again) */
     qmi_set space;
@@ -395,11 +520,12 @@ qiao_status qmi_train(const qmi_train_params *p) {
         o.order = malloc((size_t)o.train.n * sizeof *o.order);
         o.texts = malloc((size_t)B * sizeof *o.texts);
         o.targets = malloc((size_t)B * sizeof *o.targets);
+        o.exs = malloc((size_t)B * sizeof *o.exs);
         o.losses = malloc((size_t)B * sizeof *o.losses);
         o.probs = malloc((size_t)(B * K) * sizeof *o.probs);
         o.dlogits = malloc((size_t)(B * K) * sizeof *o.dlogits);
         o.demb = malloc((size_t)(B * D) * sizeof *o.demb);
-        if (!o.order || !o.texts || !o.targets || !o.losses || !o.probs || !o.dlogits || !o.demb)
+        if (!o.order || !o.texts || !o.targets || !o.exs || !o.losses || !o.probs || !o.dlogits || !o.demb)
             st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory for batches of %lld", (long long)B);
     }
     if (st == QIAO_OK)

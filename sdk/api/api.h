@@ -25,6 +25,8 @@ struct qiao_model {
      * 0 for a model without one. */
     char **intents;
     size_t n_intents;
+    char **entity_types; /* the entity tagger's types (its B tags' names); NULL and 0 without one */
+    size_t n_entity_types;
 };
 
 struct qiao_session {
@@ -34,6 +36,7 @@ struct qiao_session {
     qmod_work w[QMOD_N_MODALITIES]; /* zeroed until the modality's first call */
     struct qmod_vqa_work *vqa;      /* NULL until the first question */
     struct qmod_head_work *intent;  /* NULL until the first classification */
+    struct qmod_head_work *entity;  /* NULL until the first classification by a model with a tagger */
 };
 
 /* A clip as an encoder reads it: `a` resampled to 16 kHz when it is at

@@ -48,6 +48,29 @@ qiao_status qapi_intent_model_init(qiao_model *model) {
             model->n_intents = k + 1;
         }
     }
+    /* the entity tagger's types: "B-<type>" at 1, 3, 5... */
+    const int ent = qmod_head_find(&model->m->cfg, QMI_ENT_HEAD);
+    const size_t E2 = ent >= 0 ? (size_t)model->m->cfg.heads[ent].mlp.classes : 0;
+    if (st == QIAO_OK && ent >= 0 &&
+        (E2 < 3 || E2 % 2 == 0 || model->m->cfg.heads[ent].input != QMOD_HEAD_TOKENS ||
+         model->m->cfg.heads[ent].tower != QMOD_TEXT || model->m->cfg.heads[ent].fused))
+        st = qc_error(QIAO_ERR_FORMAT, "model %s: its head \"%s\" is not a tagger of the text's tokens with 1 + 2 "
+                      "classes per type", model->m->cfg.name, QMI_ENT_HEAD);
+    if (st == QIAO_OK && ent >= 0) {
+        char tag[QMOD_NAME_MAX * 4];
+        if (!(model->entity_types = calloc(E2 / 2, sizeof *model->entity_types)))
+            st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
+        for (size_t t = 0; t < E2 / 2 && st == QIAO_OK; t++) {
+            qmod_head_label(&model->m->cfg, ent, (int64_t)(1 + 2 * t), NULL, tag, sizeof tag);
+            if (strncmp(tag, "B-", 2) != 0)
+                st = qc_error(QIAO_ERR_FORMAT, "model %s: the tagger's class %zu is \"%s\", not B-<type>",
+                              model->m->cfg.name, 1 + 2 * t, tag);
+            else if (!(model->entity_types[t] = strdup(tag + 2)))
+                st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
+            else
+                model->n_entity_types = t + 1;
+        }
+    }
     free(ks), free(keys);
     return st;
 }
@@ -58,17 +81,25 @@ void qapi_intent_model_free(qiao_model *model) {
     free(model->intents);
     model->intents = NULL;
     model->n_intents = 0;
+    for (size_t t = 0; t < model->n_entity_types; t++) free(model->entity_types[t]);
+    free(model->entity_types);
+    model->entity_types = NULL;
+    model->n_entity_types = 0;
 }
 
 void qapi_intent_free(qiao_session *s) {
-    if (!s || !s->intent) return;
+    if (!s) return;
     qmod_head_work_free(s->intent);
-    free(s->intent);
-    s->intent = NULL;
+    qmod_head_work_free(s->entity);
+    free(s->intent), free(s->entity);
+    s->intent = s->entity = NULL;
 }
 
 size_t qapi_intent_memory(const qiao_session *s) {
-    return s && s->intent ? (s->intent->acts.n + s->intent->xs.n) * sizeof(float) : 0;
+    size_t n = 0;
+    if (s && s->intent) n += (s->intent->acts.n + s->intent->xs.n) * sizeof(float);
+    if (s && s->entity) n += (s->entity->acts.n + s->entity->xs.n) * sizeof(float);
+    return n;
 }
 
 QIAO_API int qiao_model_can_classify(const qiao_model *model) { return model && model->n_intents > 0; }
@@ -90,6 +121,12 @@ QIAO_API float qiao_model_intent_threshold(const qiao_model *model) {
     return head >= 0 ? model->m->cfg.heads[head].threshold : 0.0f;
 }
 
+QIAO_API size_t qiao_model_entity_type_count(const qiao_model *model) { return model ? model->n_entity_types : 0; }
+
+QIAO_API const char *qiao_model_entity_type(const qiao_model *model, size_t i) {
+    return model && i < model->n_entity_types ? model->entity_types[i] : NULL;
+}
+
 QIAO_API float qiao_model_intent_temperature(const qiao_model *model) {
     const int head = intent_head(model);
     return head >= 0 ? model->m->cfg.heads[head].temperature : 1.0f;
@@ -98,6 +135,7 @@ QIAO_API float qiao_model_intent_temperature(const qiao_model *model) {
 QIAO_API void qiao_intent_result_free(qiao_intent_result *result) {
     if (!result) return;
     free(result->ranking);
+    free(result->entities);
     memset(result, 0, sizeof *result);
 }
 
@@ -171,6 +209,12 @@ QIAO_API qiao_status qiao_intent_classify_batch(qiao_session *session, const cha
             return st;
         }
     }
+    const int ent = qmod_head_find(&m->cfg, QMI_ENT_HEAD);
+    if (ent >= 0 && !session->entity && !(session->entity = calloc(1, sizeof *session->entity)))
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qiao_intent_classify: out of memory");
+    const char *prompt = qmod_config_prompt(&m->cfg, "query");
+    const int64_t prompt_len = prompt ? (int64_t)strlen(prompt) : 0;
+    qmi_found *found = NULL;
     float *probs = malloc(K * sizeof *probs);
     qmod_batch b;
     memset(&b, 0, sizeof b);
@@ -183,9 +227,33 @@ QIAO_API qiao_status qiao_intent_classify_batch(qiao_session *session, const cha
             qmi_softmax(logits + j * K, (int64_t)K, h->temperature, probs);
             st = fill(session->model, h, probs, top, threshold, &out[i + j]);
         }
+        if (st != QIAO_OK || ent < 0) continue;
+        const float *elog;
+        qmod_token_seq ts;
+        st = qmi_entity_logits(&session->ex, m, ent, &session->w[QMOD_TEXT], session->entity, &b, false, &elog, &ts);
+        qmi_found *grown = st == QIAO_OK ? realloc(found, (size_t)ts.T * sizeof *found) : NULL;
+        if (st == QIAO_OK && !grown) st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "qiao_intent_classify: out of memory");
+        if (grown) found = grown;
+        const int64_t E2 = m->cfg.heads[ent].mlp.classes;
+        for (size_t j = 0; j < k && st == QIAO_OK; j++) {
+            const int nf = qmi_entity_decode(&m->cfg.heads[ent], elog + (int64_t)j * ts.T * E2,
+                                             b.offsets + (int64_t)j * b.T * 2, ts.T, prompt_len, texts[i + j],
+                                             strlen(texts[i + j]), found, (int)ts.T);
+            qiao_intent_result *r = &out[i + j];
+            if (nf < 0 || (nf > 0 && !(r->entities = malloc((size_t)nf * sizeof *r->entities)))) {
+                st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "qiao_intent_classify: out of memory");
+                break;
+            }
+            for (int f = 0; f < nf; f++)
+                r->entities[f] = (qiao_entity){.type = session->model->entity_types[found[f].type],
+                                               .start = (size_t)found[f].start,
+                                               .end = (size_t)found[f].end,
+                                               .confidence = found[f].confidence};
+            r->n_entities = (size_t)nf;
+        }
     }
     qmod_batch_free(&b);
-    free(probs);
+    free(probs), free(found);
     if (st != QIAO_OK)
         for (size_t i = 0; i < n; i++) qiao_intent_result_free(&out[i]);
     return st;

@@ -944,7 +944,9 @@ QIAO_API QIAO_MUST_CHECK qiao_status qiao_vqa_ask_files(qiao_session *session, c
  * between the first two (small: ambiguous, ask again), and whether the
  * message is out of scope (the model's "oos" intent came first, or the top
  * confidence is below the threshold chosen on validation, which rejects
- * at most 5 % of the in-scope messages there by default).
+ * at most 5 % of the in-scope messages there by default). A classifier
+ * trained on examples with entities also tags them: each entity's type
+ * and its bytes in the text (an order number, a phone number, a date...).
  *
  *     qiao_intent_result r;
  *     if (qiao_intent_classify(session, "我想退货", NULL, &r) == QIAO_OK && !r.out_of_scope)
@@ -971,6 +973,12 @@ typedef struct qiao_intent_score {
     float confidence;   /* its calibrated probability (the ranking's sum to 1 over all intents) */
 } qiao_intent_score;
 
+typedef struct qiao_entity {
+    const char *type;  /* the entity's type ("order_id"); owned by the model */
+    size_t start, end; /* its bytes in the text, [start, end) */
+    float confidence;  /* the mean probability of its tokens' tags */
+} qiao_entity;
+
 typedef struct qiao_intent_result {
     const char *intent;          /* the top intent (ranking[0]); owned by the model */
     float confidence;            /* its calibrated probability */
@@ -979,6 +987,8 @@ typedef struct qiao_intent_result {
                                   * threshold */
     size_t n_ranking;            /* top_k, or every intent */
     qiao_intent_score *ranking;  /* best first; owned by the result */
+    size_t n_entities;           /* 0 for a model without an entity tagger */
+    qiao_entity *entities;       /* in text order; owned by the result (NULL when none) */
 } qiao_intent_result;
 
 /* 1 when the model classifies intents, else 0. */
@@ -992,6 +1002,10 @@ QIAO_API const char *qiao_model_intent_oos(const qiao_model *model);
 /* The calibrated confidence below which a text is out of scope (0: the
  * model has no threshold), and the softmax temperature calibration chose. */
 QIAO_API float qiao_model_intent_threshold(const qiao_model *model);
+/* The entity types the model tags (0 without a tagger), and type i (NULL
+ * past the end); owned by the model. */
+QIAO_API size_t qiao_model_entity_type_count(const qiao_model *model);
+QIAO_API const char *qiao_model_entity_type(const qiao_model *model, size_t i);
 QIAO_API float qiao_model_intent_temperature(const qiao_model *model);
 
 /* Classifies `text` (UTF-8; longer than the model's max_tokens is cut;

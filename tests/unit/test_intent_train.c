@@ -311,7 +311,78 @@ static void calibrates(void **state) {
     qmod_free(m);
 }
 
-static const struct CMUnitTest tests[] = {cmocka_unit_test(learns), cmocka_unit_test(resumes),
+/* The tagger's targets decode back to the file's spans: one-hot logits of
+ * qmi_bio_targets through qmi_entity_decode give every span of the
+ * e-commerce set that starts and ends on token boundaries (less the spaces
+ * a piece carries) exactly, and a span cutting a token as the tokens that
+ * cover it. */
+static void bio_round_trip(void **state) {
+    (void)state;
+    qmod_model *m = NULL;
+    assert_int_equal(qmod_load(ENCODER, &m), QIAO_OK);
+    qmi_set set;
+    assert_int_equal(qmi_set_load(TRAIN, NULL, &set), QIAO_OK);
+    const int64_t E2 = 1 + 2 * set.n_types;
+    qmod_head_config h;
+    memset(&h, 0, sizeof h);
+    h.mlp.classes = E2;
+    h.oos_class = -1;
+    int64_t spans = 0, exact = 0, covering = 0;
+    for (int64_t i = 0; i < set.n; i++) {
+        const qmi_example *e = &set.ex[i];
+        if (!e->n_spans)
+            continue;
+        const char *t = e->text;
+        qmod_batch b;
+        assert_int_equal(qmod_batch_text(m, &t, 1, &b), QIAO_OK);
+        int32_t *tags = malloc((size_t)b.T * sizeof *tags);
+        float *logits = calloc((size_t)(b.T * E2), sizeof *logits);
+        qmi_found *found = malloc((size_t)b.T * sizeof *found);
+        qmi_bio_targets(e, b.offsets, b.T, 0, tags);
+        for (int64_t k = 0; k < b.T; k++)
+            if (tags[k] >= 0)
+                logits[k * E2 + tags[k]] = 30.0f;
+        const int n = qmi_entity_decode(&h, logits, b.offsets, b.T, 0, e->text, e->len, found, (int)b.T);
+        assert_true(n >= 0);
+        for (int g = 0; g < e->n_spans; g++) {
+            const qmi_span *sp = &e->spans[g];
+            /* the tokens covering the span, and whether they start and end on it */
+            int64_t a = -1, z = -1;
+            for (int64_t k = 0; k < b.T; k++) {
+                const int64_t s0 = b.offsets[2 * k], s1 = b.offsets[2 * k + 1];
+                if (s0 >= 0 && s1 > s0 && s0 < sp->end && s1 > sp->start) {
+                    if (a < 0)
+                        a = s0;
+                    z = s1;
+                }
+            }
+            while (a < z && e->text[a] == ' ')
+                a++;
+            bool hit = false;
+            for (int f = 0; f < n && !hit; f++)
+                hit = found[f].type == sp->type && found[f].start == a && found[f].end == z;
+            /* overlapping spans (one token for two) may give the first one only */
+            bool overlapped = false;
+            for (int o = 0; o < e->n_spans; o++)
+                overlapped = overlapped || (o != g && e->spans[o].start < sp->end && e->spans[o].end > sp->start);
+            if (!hit && !overlapped)
+                fail_msg("%s line %lld: span %d [%lld, %lld) not decoded as [%lld, %lld)", set.path,
+                         (long long)e->line, g, (long long)sp->start, (long long)sp->end, (long long)a, (long long)z);
+            spans++;
+            exact += hit && a == sp->start && z == sp->end;
+            covering += hit;
+        }
+        free(tags), free(logits), free(found);
+        qmod_batch_free(&b);
+    }
+    printf("%lld spans: %lld decoded exactly, %lld as the tokens covering them\n", (long long)spans, (long long)exact,
+           (long long)(covering - exact));
+    assert_true(spans > 100);
+    qmi_set_free(&set);
+    qmod_free(m);
+}
+
+static const struct CMUnitTest tests[] = {cmocka_unit_test(bio_round_trip), cmocka_unit_test(learns), cmocka_unit_test(resumes),
                                           cmocka_unit_test(refuses), cmocka_unit_test(calibrates)};
 
 int main(int argc, char **argv) { /* QT_MAIN with the temporary folder around the cases */
