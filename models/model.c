@@ -42,7 +42,8 @@ bool qmod_has_pair(const qmod_config *cfg, int pair) {
 }
 
 static const char *const k_head_keys[] = {"kind",       "tower", "input",       "hidden",    "classes", "labels",
-                                          "label_text", "scale", "temperature", "threshold", "oos_label"};
+                                          "label_text", "scale", "temperature", "threshold", "oos_label",
+                                          "multi_label"};
 
 /* "labels" (K distinct non-empty strings) and "label_text" ({lang: K
  * strings}) of a head with K classes. */
@@ -144,6 +145,10 @@ static qiao_status parse_head(const cJSON *o, const qmod_config *c, const char *
     if (thr && (!cJSON_IsNumber(thr) || !(thr->valuedouble >= 0.0) || thr->valuedouble > 1.0))
         return qc_error(QIAO_ERR_FORMAT, "%s: heads.%s.threshold must be a number in [0, 1]", what, name);
     h->threshold = thr ? (float)thr->valuedouble : 0.0f;
+    const cJSON *multi = cJSON_GetObjectItemCaseSensitive(o, "multi_label");
+    if (multi && !cJSON_IsBool(multi))
+        return qc_error(QIAO_ERR_FORMAT, "%s: heads.%s.multi_label must be true or false", what, name);
+    h->multi_label = cJSON_IsTrue(multi);
     h->oos_class = -1;
     const cJSON *oos = cJSON_GetObjectItemCaseSensitive(o, "oos_label");
     if (oos) {

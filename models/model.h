@@ -76,7 +76,9 @@ typedef enum qmod_head_input { QMOD_HEAD_EMBEDDING = 0, QMOD_HEAD_TOKENS = 1 } q
  * "temperature" (default 1) divides the logits before the softmax,
  * "threshold" (in [0, 1], default 0) is the calibrated top probability
  * below which a text is out of scope, and "oos_label" names the label, if
- * any, that means out of scope (CLINC150's "oos"). Its parameters are
+ * any, that means out of scope (CLINC150's "oos"); "multi_label" (default
+ * false) makes each class a yes-or-no of its own (a sigmoid per class, a
+ * text may have several or none: CrossWOZ's dialogue acts). Its parameters are
  * "heads.<name>.*". */
 typedef struct qmod_head_config {
     char name[QMOD_NAME_MAX]; /* [a-z0-9_], starting with a letter */
@@ -88,6 +90,7 @@ typedef struct qmod_head_config {
     float temperature;        /* "temperature", default 1 */
     float threshold;          /* "threshold", default 0 */
     int32_t oos_class;        /* the class "oos_label" names; -1 when none */
+    bool multi_label;         /* "multi_label", default false */
 } qmod_head_config;
 
 /* A parsed model config: "name", "embed_dim", a section for each tower the

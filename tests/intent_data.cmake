@@ -18,6 +18,7 @@ qiao_fuzz(NAME fuzz_intent_data SOURCES ${PROJECT_SOURCE_DIR}/models/intent/data
 # it ends calibrated (temperature, out-of-scope threshold and class), the
 # entity tagger's targets decode back to the file's spans.
 qiao_test(NAME test_intent_train SOURCES unit/test_intent_train.c CASES learns resumes refuses calibrates bio_round_trip
+  multi_label
   LABELS "intent;train" TIMEOUT 300)
 
 # `qiao intent`: usage errors, a model that is not a classifier, a missing file.

@@ -241,13 +241,20 @@ static int intent_eval(int argc, char **argv) {
         st = qmi_set_load(o.data, &space, &set);
     if (st == QIAO_OK)
         st = qmi_evaluate(m, &set, o.threads, 32, &e);
+    if (st == QIAO_OK && o.confusion && !e.confusion)
+        st = qc_error(QIAO_ERR_INVALID_ARGUMENT, "%s: a multi-label classifier has no confusion matrix", o.model);
     if (st == QIAO_OK && o.confusion)
         st = write_confusion(o.confusion, m, &space, &e);
+    const int head = st == QIAO_OK ? qmod_head_find(&m->cfg, QMI_HEAD) : -1;
+    const bool multi = head >= 0 && m->cfg.heads[head].multi_label;
     if (st == QIAO_OK && o.json) {
-        printf("{\"model\": \"%s\", \"examples\": %lld, \"accuracy\": %.6f, \"macro_f1\": %.6f, \"in_scope\": %lld, "
-               "\"oos\": %lld, \"in_scope_accuracy\": %.6f, \"false_rejection\": %.6f",
-               m->cfg.name, (long long)e.n, e.accuracy, e.macro_f1, (long long)e.n_in, (long long)e.n_oos,
-               e.in_scope_accuracy, e.false_rejection);
+        printf("{\"model\": \"%s\", \"examples\": %lld, \"accuracy\": %.6f, \"macro_f1\": %.6f", m->cfg.name,
+               (long long)e.n, e.accuracy, e.macro_f1);
+        if (multi)
+            printf(", \"multi_label\": true, \"micro_f1\": %.6f", e.micro_f1);
+        else
+            printf(", \"in_scope\": %lld, \"oos\": %lld, \"in_scope_accuracy\": %.6f, \"false_rejection\": %.6f",
+                   (long long)e.n_in, (long long)e.n_oos, e.in_scope_accuracy, e.false_rejection);
         json_rate(stdout, "oos_recall", e.oos_recall);
         json_rate(stdout, "oos_precision", e.oos_precision);
         printf(", \"ece_uncalibrated\": %.6f, \"ece\": %.6f, \"nll_uncalibrated\": %.6f, \"nll\": %.6f",
@@ -259,20 +266,27 @@ static int intent_eval(int argc, char **argv) {
                    e.ent_recall, e.ent_f1);
         printf(", \"seconds\": %.3f}\n", e.seconds);
     } else if (st == QIAO_OK) {
-        const int head = qmod_head_find(&m->cfg, QMI_HEAD);
         const qmod_head_config *h = &m->cfg.heads[head];
         printf("%s on %s: %lld examples (%.1f s, %.0f texts/s)\n", m->cfg.name, o.data, (long long)e.n, e.seconds,
                e.seconds > 0 ? (double)e.n / e.seconds : 0.0);
-        printf("  accuracy %.4f, macro-F1 %.4f (the top intent)\n", e.accuracy, e.macro_f1);
-        printf("  out of scope (threshold %.4f%s%s): in-scope accuracy %.4f, false rejection %.4f of %lld in scope",
-               (double)h->threshold, h->oos_class >= 0 ? ", label " : "",
-               h->oos_class >= 0 ? space.labels[h->oos_class] : "", e.in_scope_accuracy, e.false_rejection,
-               (long long)e.n_in);
+        if (multi)
+            printf("  multi-label: exact match %.4f, micro-F1 %.4f, macro-F1 %.4f (the intents at 0.5 or more)\n",
+                   e.accuracy, e.micro_f1, e.macro_f1);
+        else
+            printf("  accuracy %.4f, macro-F1 %.4f (the top intent)\n", e.accuracy, e.macro_f1);
+        if (!multi)
+            printf("  out of scope (threshold %.4f%s%s): in-scope accuracy %.4f, false rejection %.4f of %lld in "
+                   "scope",
+                   (double)h->threshold, h->oos_class >= 0 ? ", label " : "",
+                   h->oos_class >= 0 ? space.labels[h->oos_class] : "", e.in_scope_accuracy, e.false_rejection,
+                   (long long)e.n_in);
         if (e.n_oos)
             printf(", OOS recall %.4f of %lld", e.oos_recall, (long long)e.n_oos);
         if (isfinite(e.oos_precision))
             printf(", OOS precision %.4f", e.oos_precision);
-        printf("\n  calibration (temperature %.3f): ECE %.4f -> %.4f, NLL %.4f -> %.4f\n", (double)h->temperature,
+        if (!multi)
+            putchar('\n');
+        printf("  calibration (temperature %.3f): ECE %.4f -> %.4f, NLL %.4f -> %.4f\n", (double)h->temperature,
                e.ece_raw, e.ece, e.nll_raw, e.nll);
         if (qmod_head_find(&m->cfg, QMI_ENT_HEAD) >= 0)
             printf("  entities: span precision %.4f, recall %.4f, F1 %.4f (%lld found, %lld in the file, %lld "

@@ -83,6 +83,16 @@ void qmi_softmax(const float *logits, int64_t K, float temperature, float *probs
         probs[k] = (float)(probs[k] / s);
 }
 
+void qmi_probs(const qmod_head_config *h, const float *logits, float *probs) {
+    const int64_t K = h->mlp.classes;
+    if (!h->multi_label) {
+        qmi_softmax(logits, K, h->temperature, probs);
+        return;
+    }
+    for (int64_t k = 0; k < K; k++)
+        probs[k] = 1.0f / (1.0f + expf(-logits[k] / h->temperature));
+}
+
 void qmi_decide(const qmod_head_config *h, const float *probs, float threshold, qmi_decision *d) {
     const int64_t K = h->mlp.classes;
     int32_t best = 0, second = -1;
@@ -97,7 +107,9 @@ void qmi_decide(const qmod_head_config *h, const float *probs, float threshold, 
     d->best = best;
     d->confidence = probs[best];
     d->margin = probs[best] - (second >= 0 ? probs[second] : 0.0f);
-    d->out_of_scope = best == h->oos_class || probs[best] < threshold;
+    /* multi-label: the classes at 0.5 or more are the text's; none is out of scope */
+    const float floor_p = h->multi_label && threshold < 0.5f ? 0.5f : threshold;
+    d->out_of_scope = best == h->oos_class || probs[best] < floor_p;
 }
 
 qiao_status qmi_classify(const qmod_model *m, const char *const *texts, size_t n, int threads, float *probs) {
@@ -120,7 +132,7 @@ qiao_status qmi_classify(const qmod_model *m, const char *const *texts, size_t n
         const float *emb, *logits;
         st = qmi_logits(&ex, m, &w, &hw, texts + i, k, &b, &emb, &logits);
         for (size_t j = 0; j < k && st == QIAO_OK; j++)
-            qmi_softmax(logits + j * (size_t)K, K, h->temperature, probs + (i + j) * (size_t)K);
+            qmi_probs(h, logits + j * (size_t)K, probs + (i + j) * (size_t)K);
     }
     qmod_batch_free(&b);
     qmi_close_work(&w, &hw);

@@ -19,13 +19,14 @@ typedef struct item {
     char **label_names; /* while reading: the names, before they are numbered */
     char **span_types;
     int n_labels, n_spans;
+    int n_span_types; /* span_types' count (spans of an unknown type are dropped from spans, not from it) */
     bool listed; /* the labels came from "intents" */
 } item;
 
 static void item_free(item *it) {
     for (int i = 0; it->label_names && i < it->n_labels; i++)
         free(it->label_names[i]);
-    for (int i = 0; it->span_types && i < it->n_spans; i++)
+    for (int i = 0; it->span_types && i < it->n_span_types; i++)
         free(it->span_types[i]);
     free(it->text), free(it->labels), free(it->spans), free(it->label_names), free(it->span_types);
     memset(it, 0, sizeof *it);
@@ -206,6 +207,7 @@ static qiao_status read_line(const char *name, int64_t line, const char *s, size
         if (!(it->span_types[i] = strdup(ty->valuestring)))
             goto oom;
         it->n_spans++;
+        it->n_span_types++;
     }
     /* sorted by start with their types (a stable insertion sort: ties keep the file's order) */
     for (int i = 1; i < it->n_spans; i++)
@@ -354,10 +356,20 @@ qiao_status qmi_set_parse(const char *name, const char *text, size_t len, const 
             if ((it->labels[j] = qmi_find(out->labels, out->n_labels, it->label_names[j])) < 0)
                 st = qc_error(QIAO_ERR_FORMAT, "%s:%lld: intent \"%s\" is not one the model knows (it has %d)", name,
                               (long long)line_of[i], it->label_names[j], out->n_labels);
-        for (int j = 0; j < it->n_spans && st == QIAO_OK; j++)
-            if ((it->spans[j].type = qmi_find(out->types, out->n_types, it->span_types[j])) < 0)
-                st = qc_error(QIAO_ERR_FORMAT, "%s:%lld: entity type \"%s\" is not one the model knows (it has %d)",
-                              name, (long long)line_of[i], it->span_types[j], out->n_types);
+        int kept = 0;
+        for (int j = 0; j < it->n_spans && st == QIAO_OK; j++) {
+            const int32_t type = qmi_find(out->types, out->n_types, it->span_types[j]);
+            if (type < 0) {
+                if (!out->unknown_spans++)
+                    qc_log(QIAO_LOG_WARN, "%s:%lld: entity type \"%s\" is not one the model knows (it has %d): "
+                           "its spans are left out, as missed", name, (long long)line_of[i], it->span_types[j],
+                           out->n_types);
+                continue;
+            }
+            it->spans[kept] = it->spans[j];
+            it->spans[kept++].type = type;
+        }
+        it->n_spans = kept;
         if (st != QIAO_OK)
             break;
         qsort(it->labels, (size_t)it->n_labels, sizeof *it->labels, cmp_i32);

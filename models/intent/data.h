@@ -22,8 +22,12 @@
  *
  * Labels and entity types are numbered in sorted (byte) order, so the same
  * file gives the same numbers. Evaluating a model reads its test file
- * against the model's own label space: an intent or entity type the model
- * does not know is an error naming file:line, not a silently wrong row.
+ * against the model's own label space: an intent the model does not know
+ * is an error naming file:line, not a silently wrong row. An entity type
+ * the model's tagger does not know cannot be right whatever the tagger
+ * does: the span is dropped and counted (unknown_spans; evaluation counts
+ * it as missed), with a warning naming the first such file:line. CrossWOZ's
+ * test split has types its validation split never shows.
  *
  * Not a public header: prefix qmi_. */
 #ifndef QIAO_MODELS_INTENT_DATA_H
@@ -68,14 +72,16 @@ typedef struct qmi_set {
     char **types; /* n_types entity type names, sorted */
     int32_t n_types;
     bool multi_label; /* some example has "intents" (a list, maybe of one or none) */
+    int64_t unknown_spans; /* spans dropped for an entity type outside the space's */
     void *store;      /* owned storage the examples point into */
 } qmi_set;
 
 /* Reads the JSONL file at `path`. With `space` NULL the labels and entity
  * types are those the file uses; with a set (a model's training set, or
- * just its names) they are that set's, and a name outside them is an
- * error (entity types only when the space has some: a classifier without
- * an entity tagger takes the file's own). QIAO_ERR_IO for a file that cannot be read, QIAO_ERR_FORMAT for
+ * just its names) they are that set's: an intent outside them is an
+ * error, a span of an entity type outside them is dropped and counted
+ * (entity types only when the space has some: a classifier without an
+ * entity tagger takes the file's own). QIAO_ERR_IO for a file that cannot be read, QIAO_ERR_FORMAT for
  * its content (file:line), QIAO_ERR_TOO_LARGE past the limits above,
  * QIAO_ERR_OUT_OF_MEMORY. On success *out is filled; free it with
  * qmi_set_free. On failure *out is empty (safe to free). */

@@ -99,9 +99,29 @@ static qiao_status collect_logits(const qb_exec *ex, const qmod_model *m, qmod_w
     return st;
 }
 
+/* A multi-label head's mean binary cross-entropy per (example, class) at
+ * temperature T. */
+static double nll_multi(const float *logits, const qmi_set *set, int64_t K, double T) {
+    double sum = 0;
+    for (int64_t i = 0; i < set->n; i++) {
+        const qmi_example *e = &set->ex[i];
+        for (int64_t k = 0; k < K; k++) {
+            const double l = logits[i * K + k] / T;
+            bool y = false;
+            for (int j = 0; j < e->n_labels && !y; j++)
+                y = e->labels[j] == k;
+            sum += fmax(l, 0.0) - (y ? l : 0.0) + log1p(exp(-fabs(l)));
+        }
+    }
+    return set->n ? sum / (double)(set->n * K) : 0.0;
+}
+
 /* Mean negative log-likelihood of the examples' labels under
- * softmax(logits / T), over the examples with a label. */
+ * softmax(logits / T), over the examples with a label (multi-label: each
+ * class's binary one). */
 static double nll_at(const float *logits, const qmi_set *set, int64_t K, double T) {
+    if (set->multi_label)
+        return nll_multi(logits, set, K, T);
     double sum = 0;
     int64_t n = 0;
     for (int64_t i = 0; i < set->n; i++) {
@@ -125,7 +145,21 @@ static double nll_at(const float *logits, const qmi_set *set, int64_t K, double 
 static double ece_at(const float *logits, const qmi_set *set, int64_t K, float T, float *probs) {
     double conf[ECE_BINS] = {0}, right[ECE_BINS] = {0};
     int64_t count[ECE_BINS] = {0}, n = 0;
-    for (int64_t i = 0; i < set->n; i++) {
+    /* multi-label: every (example, class) is a yes-or-no forecast of its own */
+    for (int64_t i = 0; set->multi_label && i < set->n; i++)
+        for (int64_t k = 0; k < K; k++) {
+            const float p = 1.0f / (1.0f + expf(-logits[i * K + k] / T));
+            bool y = false;
+            for (int j = 0; j < set->ex[i].n_labels && !y; j++)
+                y = set->ex[i].labels[j] == k;
+            int bin = (int)(p * ECE_BINS);
+            bin = bin < 0 ? 0 : bin >= ECE_BINS ? ECE_BINS - 1 : bin;
+            conf[bin] += p;
+            right[bin] += y;
+            count[bin]++;
+            n++;
+        }
+    for (int64_t i = 0; !set->multi_label && i < set->n; i++) {
         if (set->ex[i].n_labels < 1)
             continue;
         qmi_softmax(logits + i * K, K, T, probs);
@@ -166,9 +200,70 @@ static void scores(qmi_eval *e) {
     e->macro_f1 = used ? f1 / (double)used : 0.0;
 }
 
+/* A multi-label head's figures: the classes at 0.5 or more against the
+ * example's, counted over (example, class) pairs (micro-F1, and the
+ * per-class F1's mean over the classes that occur or are predicted), and
+ * the share of examples whose set is exactly right. */
+static qiao_status eval_multi(const qmod_head_config *h, const qmi_set *set, const float *logits, qmi_eval *out) {
+    const int64_t K = h->mlp.classes;
+    int64_t *tp = calloc((size_t)K, sizeof *tp), *fp = calloc((size_t)K, sizeof *fp),
+            *fn = calloc((size_t)K, sizeof *fn);
+    float *probs = malloc((size_t)K * sizeof *probs);
+    if (!tp || !fp || !fn || !probs) {
+        free(tp), free(fp), free(fn), free(probs);
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory");
+    }
+    int64_t exact = 0, TP = 0, FP = 0, FN = 0;
+    for (int64_t i = 0; i < set->n; i++) {
+        const qmi_example *e = &set->ex[i];
+        qmi_probs(h, logits + i * K, probs);
+        bool all = true;
+        for (int64_t k = 0; k < K; k++) {
+            bool y = false;
+            for (int j = 0; j < e->n_labels && !y; j++)
+                y = e->labels[j] == k;
+            const bool p = probs[k] >= 0.5f;
+            tp[k] += p && y, fp[k] += p && !y, fn[k] += !p && y;
+            all = all && p == y;
+        }
+        exact += all;
+    }
+    double f1 = 0;
+    int64_t used = 0;
+    for (int64_t k = 0; k < K; k++) {
+        TP += tp[k], FP += fp[k], FN += fn[k];
+        if (tp[k] + fp[k] + fn[k] == 0)
+            continue;
+        used++;
+        f1 += 2.0 * (double)tp[k] / (double)(2 * tp[k] + fp[k] + fn[k]);
+    }
+    out->n = set->n;
+    out->n_labels = (int32_t)K;
+    out->accuracy = set->n ? (double)exact / (double)set->n : 0.0;
+    out->micro_f1 = TP + FP + FN ? 2.0 * (double)TP / (double)(2 * TP + FP + FN) : 0.0;
+    out->macro_f1 = used ? f1 / (double)used : 0.0;
+    out->oos_recall = out->oos_precision = NAN;
+    free(tp), free(fp), free(fn), free(probs);
+    return QIAO_OK;
+}
+
 /* Everything qmi_eval holds, from the logits of `set`. */
 static qiao_status eval_from_logits(const qmod_head_config *h, const qmi_set *set, const float *logits, qmi_eval *out) {
     const int32_t K = (int32_t)h->mlp.classes;
+    if (h->multi_label) {
+        qiao_status st = eval_multi(h, set, logits, out);
+        float *probs = st == QIAO_OK ? malloc((size_t)K * sizeof *probs) : NULL;
+        if (st == QIAO_OK && !probs)
+            st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory");
+        if (st == QIAO_OK) {
+            out->nll_raw = nll_at(logits, set, K, 1.0);
+            out->nll = nll_at(logits, set, K, h->temperature);
+            out->ece_raw = ece_at(logits, set, K, 1.0f, probs);
+            out->ece = ece_at(logits, set, K, h->temperature, probs);
+        }
+        free(probs);
+        return st;
+    }
     out->n_labels = K;
     out->confusion = calloc((size_t)K * (size_t)K, sizeof *out->confusion);
     float *probs = malloc((size_t)K * sizeof *probs);
@@ -231,6 +326,8 @@ qiao_status qmi_evaluate_with(const qb_exec *ex, const qmod_model *m, qmod_work 
     out->seconds = now_s() - t0;
     if (st == QIAO_OK)
         st = eval_from_logits(h, set, logits, out);
+    if (ehw)
+        counts[0] += set->unknown_spans; /* a type the tagger does not know: missed */
     out->ent_gold = counts[0], out->ent_found = counts[1], out->ent_right = counts[2];
     out->ent_precision = counts[1] ? (double)counts[2] / (double)counts[1] : 0.0;
     out->ent_recall = counts[0] ? (double)counts[2] / (double)counts[0] : 0.0;
@@ -250,9 +347,6 @@ qiao_status qmi_evaluate(const qmod_model *m, const qmi_set *set, int threads, i
     const int head = qmod_head_find(&m->cfg, QMI_HEAD);
     if (head < 0)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "model %s has no intent head", m->cfg.name);
-    if (set->multi_label)
-        return qc_error(QIAO_ERR_UNSUPPORTED,
-                        "%s: a multi-label set (\"intents\"); the classifier is single-label so far", set->path);
     qb_exec ex;
     qb_exec_cpu(&ex, threads);
     qmod_work w;
@@ -390,7 +484,8 @@ qiao_status qmi_calibrate_with(const qb_exec *ex, qmod_model *m, qmod_work *w, q
         out->nll_after = nll_at(logits, val, K, out->temperature);
         out->ece_before = ece_at(logits, val, K, 1.0f, probs);
         out->ece_after = ece_at(logits, val, K, out->temperature, probs);
-        st = choose_threshold(&h, val, logits, out->temperature, rejection, &out->threshold);
+        if (!h.multi_label)
+            st = choose_threshold(&h, val, logits, out->temperature, rejection, &out->threshold);
     }
     if (st == QIAO_OK)
         st = set_calibration(m, head, out->temperature, out->threshold, oos >= 0 ? val->labels[oos] : NULL);

@@ -23,8 +23,9 @@
  * at most hp.rejection of the in-scope validation examples), and
  * "oos_label" when the labels hold hp.oos_label (CLINC150's "oos" class).
  *
- * Single-label sets so far: a multi-label set (CrossWOZ's "intents") and
- * entities come next (QIAO_ERR_UNSUPPORTED names what is missing).
+ * A multi-label set (CrossWOZ's "intents" lists) makes a multi-label head
+ * (a sigmoid per intent, binary cross-entropy); a set with entities adds
+ * the tagger QMI_ENT_HEAD, trained jointly.
  *
  * Not a public header: prefix qmi_. */
 #ifndef QIAO_MODELS_INTENT_H
@@ -104,10 +105,13 @@ qiao_status qmi_train(const qmi_train_params *p);
  * oos class or its calibrated probability is below the head's threshold. */
 typedef struct qmi_eval {
     int64_t n;
-    double accuracy;    /* the top class is the truth (rejection aside) */
+    double accuracy;    /* the top class is the truth (rejection aside); multi-label: the classes at 0.5 or
+                           more are exactly the example's */
     double macro_f1;    /* over the labels that occur in the set or are predicted */
+    double micro_f1;    /* multi-label: over (example, class) pairs; 0 otherwise */
     int32_t n_labels;
-    int64_t *confusion; /* (n_labels, n_labels): row = the truth, column = the top class; owned */
+    int64_t *confusion; /* (n_labels, n_labels): row = the truth, column = the top class; owned; NULL for
+                           a multi-label head */
     int64_t n_in, n_oos;      /* examples in scope, and labelled with the oos class */
     double in_scope_accuracy; /* in-scope examples neither rejected nor wrong (CLINC150's in-scope accuracy) */
     double false_rejection;   /* in-scope examples rejected */
@@ -163,9 +167,13 @@ typedef struct qmi_decision {
     int32_t best;      /* the top class */
     float confidence;  /* its probability */
     float margin;      /* its probability minus the second's: small when the text is ambiguous */
-    bool out_of_scope; /* the top class is the oos class, or confidence < threshold */
+    bool out_of_scope; /* the top class is the oos class, or confidence < threshold (multi-label: < 0.5
+                          at least, no class is the text's) */
 } qmi_decision;
 
+/* The head's calibrated probabilities of one text's K logits: softmax(l /
+ * T), or for a multi-label head sigmoid(l / T) per class. */
+void qmi_probs(const qmod_head_config *h, const float *logits, float *probs);
 /* softmax(logits / temperature) of K logits into probs. */
 void qmi_softmax(const float *logits, int64_t K, float temperature, float *probs);
 /* The decision on probs (the head's K classes) with `threshold` (the

@@ -127,6 +127,8 @@ static qiao_status classifier_config(const qmod_model *base, const qmi_set *set,
     cJSON_AddNumberToObject(hd, "hidden", (double)h->hidden);
     cJSON_AddNumberToObject(hd, "classes", set->n_labels);
     cJSON_AddNumberToObject(hd, "scale", h->scale);
+    if (set->multi_label)
+        cJSON_AddTrueToObject(hd, "multi_label");
     cJSON *labels = cJSON_AddArrayToObject(hd, "labels");
     for (int32_t i = 0; i < set->n_labels; i++)
         cJSON_AddItemToArray(labels, cJSON_CreateString(set->labels[i]));
@@ -232,6 +234,7 @@ typedef struct intent_obj {
     int64_t order_epoch;                    /* the epoch `order` is for, -1 none */
     const char **texts;                     /* (batch) */
     int32_t *targets;                       /* (batch) */
+    float *mtargets;                        /* (batch, K) a multi-label head's 0/1 targets */
     float *losses, *probs, *dlogits, *demb; /* (B), (B, K), (B, K), (B, D) */
     qmod_batch b;
     qmod_work w;
@@ -314,11 +317,41 @@ static qiao_status i_next_batch(void *user, int64_t step) {
         epoch_order(o, epoch);
         const qmi_example *e = &o->train.ex[o->order[pos % n]];
         o->texts[j] = e->text;
-        o->targets[j] = e->labels[0];
+        o->targets[j] = e->n_labels ? e->labels[0] : 0;
         o->exs[j] = e;
+        if (o->mtargets) {
+            const int64_t K = o->m->cfg.heads[o->head].mlp.classes;
+            memset(o->mtargets + j * K, 0, (size_t)K * sizeof(float));
+            for (int l = 0; l < e->n_labels; l++)
+                o->mtargets[j * K + e->labels[l]] = 1.0f;
+        }
     }
     o->B = B;
     return QIAO_OK;
+}
+
+/* A multi-label head's loss: binary cross-entropy of each class's logit
+ * against its 0/1 target, summed over the classes and averaged over the
+ * batch; dlogits its gradient; *exact the share of rows whose classes at
+ * 0.5 or more are exactly their targets. */
+static void multi_label_loss(const float *logits, const float *y, int64_t B, int64_t K, float *loss, float *dlogits,
+                             float *exact) {
+    double sum = 0;
+    int64_t right = 0;
+    for (int64_t i = 0; i < B; i++) {
+        bool all = true;
+        for (int64_t k = 0; k < K; k++) {
+            const float l = logits[i * K + k], t = y[i * K + k];
+            /* log(1 + e^l) - t l, stable for either sign of l */
+            sum += (double)(fmaxf(l, 0.0f) - l * t + log1pf(expf(-fabsf(l))));
+            const float p = 1.0f / (1.0f + expf(-l));
+            dlogits[i * K + k] = (p - t) / (float)B;
+            all = all && ((l >= 0.0f) == (t > 0.5f));
+        }
+        right += all;
+    }
+    *loss = (float)(sum / (double)B);
+    *exact = (float)right / (float)B;
 }
 
 static qiao_status i_step(void *user, const qtr_step_ctx *ctx, float *loss, float *metrics) {
@@ -334,9 +367,13 @@ static qiao_status i_step(void *user, const qtr_step_ctx *ctx, float *loss, floa
     qiao_status st = qmi_logits(ex, m, &o->w, &o->hw, o->texts, (size_t)B, &o->b, &emb, &logits);
     if (st != QIAO_OK)
         return st;
-    nn_cross_entropy_forward(ex, loss, o->losses, o->probs, logits, o->targets, B, K, o->h.smoothing, -1);
-    memset(o->dlogits, 0, (size_t)(B * K) * sizeof(float));
-    nn_cross_entropy_backward(ex, o->dlogits, 1.0f, o->probs, o->targets, B, K, o->h.smoothing, -1);
+    if (o->mtargets) {
+        multi_label_loss(logits, o->mtargets, B, K, loss, o->dlogits, &metrics[QMI_M_ACC]);
+    } else {
+        nn_cross_entropy_forward(ex, loss, o->losses, o->probs, logits, o->targets, B, K, o->h.smoothing, -1);
+        memset(o->dlogits, 0, (size_t)(B * K) * sizeof(float));
+        nn_cross_entropy_backward(ex, o->dlogits, 1.0f, o->probs, o->targets, B, K, o->h.smoothing, -1);
+    }
     memset(o->demb, 0, (size_t)(B * D) * sizeof(float));
     qmod_head_backward(ex, m, &o->g, &o->hw, emb, B, o->dlogits, o->demb);
     const float *dtokens = NULL;
@@ -365,14 +402,15 @@ static qiao_status i_step(void *user, const qtr_step_ctx *ctx, float *loss, floa
     }
     qmod_backward_at(ex, m, &o->g, &o->w, &o->b, o->demb, dtokens);
     int64_t right = 0;
-    for (int64_t i = 0; i < B; i++) {
+    for (int64_t i = 0; i < B && !o->mtargets; i++) {
         const float *l = logits + i * K;
         int64_t best = 0;
         for (int64_t k = 1; k < K; k++)
             best = l[k] > l[best] ? k : best;
         right += best == o->targets[i];
     }
-    metrics[QMI_M_ACC] = (float)right / (float)B;
+    if (!o->mtargets)
+        metrics[QMI_M_ACC] = (float)right / (float)B;
     return ex->ops->sync(ex);
 }
 
@@ -418,7 +456,7 @@ static void obj_free(intent_obj *o) {
     free(o->exs), free(o->etargets), free(o->elosses), free(o->eprobs), free(o->edlogits), free(o->dtok);
     qmi_set_free(&o->train);
     qmi_set_free(&o->val);
-    free(o->order), free(o->texts), free(o->targets);
+    free(o->order), free(o->texts), free(o->targets), free(o->mtargets);
     free(o->losses), free(o->probs), free(o->dlogits), free(o->demb);
     qmod_free(o->m);
 }
@@ -473,9 +511,6 @@ qiao_status qmi_train(const qmi_train_params *p) {
     /* the labels: the training file's, or the classifier's when going on */
     qmi_set all;
     qiao_status st = qmi_set_load(p->data_path, NULL, &all);
-    if (st == QIAO_OK && all.multi_label)
-        st = qc_error(QIAO_ERR_UNSUPPORTED,
-                      "%s: a multi-label set (\"intents\"); the classifier is single-label so far", p->data_path);
     if (st == QIAO_OK)
         st = model_for(&o, &all);
     if (st == QIAO_OK) {
@@ -521,6 +556,8 @@ qiao_status qmi_train(const qmi_train_params *p) {
         o.texts = malloc((size_t)B * sizeof *o.texts);
         o.targets = malloc((size_t)B * sizeof *o.targets);
         o.exs = malloc((size_t)B * sizeof *o.exs);
+        if (o.m->cfg.heads[o.head].multi_label && !(o.mtargets = malloc((size_t)(B * K) * sizeof *o.mtargets)))
+            st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory");
         o.losses = malloc((size_t)B * sizeof *o.losses);
         o.probs = malloc((size_t)(B * K) * sizeof *o.probs);
         o.dlogits = malloc((size_t)(B * K) * sizeof *o.dlogits);

@@ -224,7 +224,7 @@ QIAO_API qiao_status qiao_intent_classify_batch(qiao_session *session, const cha
         const float *emb, *logits;
         st = qmi_logits(&session->ex, m, &session->w[QMOD_TEXT], session->intent, texts + i, k, &b, &emb, &logits);
         for (size_t j = 0; j < k && st == QIAO_OK; j++) {
-            qmi_softmax(logits + j * K, (int64_t)K, h->temperature, probs);
+            qmi_probs(h, logits + j * K, probs);
             st = fill(session->model, h, probs, top, threshold, &out[i + j]);
         }
         if (st != QIAO_OK || ent < 0) continue;

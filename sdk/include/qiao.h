@@ -947,6 +947,10 @@ QIAO_API QIAO_MUST_CHECK qiao_status qiao_vqa_ask_files(qiao_session *session, c
  * at most 5 % of the in-scope messages there by default). A classifier
  * trained on examples with entities also tags them: each entity's type
  * and its bytes in the text (an order number, a phone number, a date...).
+ * A multi-label classifier (trained on "intents" lists: a text may inform
+ * and request at once, or do neither, as CrossWOZ's dialogue acts) gives
+ * each intent its own probability (they need not sum to 1): the text's
+ * intents are those at 0.5 or more, and it is out of scope when none is.
  *
  *     qiao_intent_result r;
  *     if (qiao_intent_classify(session, "我想退货", NULL, &r) == QIAO_OK && !r.out_of_scope)

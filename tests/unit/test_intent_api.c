@@ -83,6 +83,11 @@ static void labels_and_ranking(void **state) {
     assert_string_equal(qiao_model_intent(m, 32), "wrong_item");
     assert_null(qiao_model_intent(m, 33));
     assert_string_equal(qiao_model_intent_oos(m), "");
+    /* the training file's entity types, sorted */
+    static const char *const types[] = {"amount", "date", "order_id", "phone", "product"};
+    assert_int_equal(qiao_model_entity_type_count(m), 5);
+    for (size_t t = 0; t < 5; t++) assert_string_equal(qiao_model_entity_type(m, t), types[t]);
+    assert_null(qiao_model_entity_type(m, 5));
     const float thr = qiao_model_intent_threshold(m), temp = qiao_model_intent_temperature(m);
     printf("33 intents, temperature %.4f, threshold %.4f\n", (double)temp, (double)thr);
     assert_true(thr > 0.0f && thr < 1.0f && temp > 0.0f);
@@ -103,6 +108,18 @@ static void labels_and_ranking(void **state) {
             for (size_t j = 0; j < k; j++) assert_ptr_not_equal(r.ranking[j].intent, r.ranking[k].intent);
         }
         assert_true(fabs(sum - 1.0) < 1e-5);
+        /* entities: in order, disjoint, inside the text, of the model's types */
+        const size_t len = strlen(k_texts[i]);
+        for (size_t k = 0; k < r.n_entities; k++) {
+            const qiao_entity *e = &r.entities[k];
+            assert_true(e->start < e->end && e->end <= len);
+            assert_true(k == 0 || r.entities[k - 1].end <= e->start);
+            assert_true(e->confidence > 0.0f && e->confidence <= 1.0f);
+            bool known = false;
+            for (size_t t = 0; t < 5; t++) known = known || e->type == qiao_model_entity_type(m, t);
+            assert_true(known);
+        }
+        assert_true((r.n_entities == 0) == (r.entities == NULL));
         qiao_intent_result_free(&r);
         assert_null(r.ranking);
     }
@@ -142,6 +159,12 @@ static void batch_equals_single(void **state) {
         assert_int_equal(qiao_intent_classify(s, k_texts[i], NULL, &one), QIAO_OK);
         assert_string_equal(one.intent, batch[i].intent);
         assert_int_equal(one.out_of_scope, batch[i].out_of_scope);
+        assert_int_equal(one.n_entities, batch[i].n_entities);
+        for (size_t k = 0; k < one.n_entities; k++) {
+            assert_ptr_equal(one.entities[k].type, batch[i].entities[k].type);
+            assert_int_equal(one.entities[k].start, batch[i].entities[k].start);
+            assert_int_equal(one.entities[k].end, batch[i].entities[k].end);
+        }
         for (size_t k = 0; k < 33; k++) {
             worst = fmax(worst, fabs(one.ranking[k].confidence - batch[i].ranking[k].confidence));
             assert_string_equal(one.ranking[k].intent, batch[i].ranking[k].intent);

@@ -49,6 +49,24 @@ static void real_sets(void **state) {
     assert_int_equal(t.n, 0);
     qmi_set_free(&t);
     qmi_set_free(&s);
+    /* an entity type the space lacks: its spans are dropped and counted, the rest kept */
+    static const char line[] = "{\"text\": \"订单123到哪了\", \"intent\": \"a\", \"entities\": [{\"start\": 6, \"end\": "
+                               "9, \"type\": \"order_id\", \"value\": \"123\"}, {\"start\": 0, \"end\": 6, \"type\": "
+                               "\"thing\", \"value\": \"订单\"}]}\n";
+    assert_int_equal(qmi_set_parse("t.jsonl", line, strlen(line), NULL, &s), QIAO_OK);
+    assert_int_equal(s.n_types, 2);
+    assert_int_equal(s.unknown_spans, 0);
+    qmi_set only;
+    memset(&only, 0, sizeof only);
+    char *one_label[] = {"a"}, *one_type[] = {"order_id"};
+    only.labels = one_label, only.n_labels = 1, only.types = one_type, only.n_types = 1;
+    assert_int_equal(qmi_set_parse("t.jsonl", line, strlen(line), &only, &t), QIAO_OK);
+    assert_int_equal(t.unknown_spans, 1);
+    assert_int_equal(t.ex[0].n_spans, 1);
+    assert_int_equal(t.ex[0].spans[0].start, 6);
+    assert_int_equal(t.ex[0].spans[0].type, 0);
+    qmi_set_free(&t);
+    qmi_set_free(&s);
 
     /* entities: every span is its value, types numbered */
     st = qmi_set_load(INTENT_DIR "/ecommerce_zh/train.jsonl", NULL, &s);
