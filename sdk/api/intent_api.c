@@ -153,23 +153,31 @@ static qiao_status read_params(const qiao_intent_params *in, qiao_intent_params 
     return QIAO_OK;
 }
 
-/* result <- the ranking of probs (K), the decision with `threshold`. */
+typedef struct ranked {
+    float p;
+    size_t k;
+} ranked;
+
+/* Best first; ties to the lower index, so the ranking does not depend on
+ * the sort. */
+static int by_probability(const void *a, const void *b) {
+    const ranked *x = a, *y = b;
+    if (x->p != y->p) return x->p > y->p ? -1 : 1;
+    return (x->k > y->k) - (x->k < y->k);
+}
+
+/* result <- the ranking of probs (K), the decision with `threshold`;
+ * order (K) is scratch. */
 static qiao_status fill(const qiao_model *model, const qmod_head_config *h, const float *probs, size_t top,
-                        float threshold, qiao_intent_result *r) {
+                        float threshold, ranked *order, qiao_intent_result *r) {
     const size_t K = model->n_intents;
     r->ranking = malloc(top * sizeof *r->ranking);
     if (!r->ranking) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qiao_intent_classify: out of memory");
-    /* a selection sort of the top entries: ties go to the lower index, so
-     * the ranking does not depend on the sort */
+    for (size_t k = 0; k < K; k++) order[k] = (ranked){probs[k], k};
+    qsort(order, K, sizeof *order, by_probability);
     for (size_t t = 0; t < top; t++) {
-        size_t best = K;
-        for (size_t k = 0; k < K; k++) {
-            bool taken = false;
-            for (size_t j = 0; j < t && !taken; j++) taken = r->ranking[j].intent == model->intents[k];
-            if (!taken && (best == K || probs[k] > probs[best])) best = k;
-        }
-        r->ranking[t].intent = model->intents[best];
-        r->ranking[t].confidence = probs[best];
+        r->ranking[t].intent = model->intents[order[t].k];
+        r->ranking[t].confidence = order[t].p;
     }
     r->n_ranking = top;
     qmi_decision d;
@@ -216,16 +224,17 @@ QIAO_API qiao_status qiao_intent_classify_batch(qiao_session *session, const cha
     const int64_t prompt_len = prompt ? (int64_t)strlen(prompt) : 0;
     qmi_found *found = NULL;
     float *probs = malloc(K * sizeof *probs);
+    ranked *order = malloc(K * sizeof *order);
     qmod_batch b;
     memset(&b, 0, sizeof b);
-    if (!probs) st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "qiao_intent_classify: out of memory");
+    if (!probs || !order) st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "qiao_intent_classify: out of memory");
     for (size_t i = 0; i < n && st == QIAO_OK; i += INTENT_CHUNK) {
         const size_t k = n - i < INTENT_CHUNK ? n - i : INTENT_CHUNK;
         const float *emb, *logits;
         st = qmi_logits(&session->ex, m, &session->w[QMOD_TEXT], session->intent, texts + i, k, &b, &emb, &logits);
         for (size_t j = 0; j < k && st == QIAO_OK; j++) {
             qmi_probs(h, logits + j * K, probs);
-            st = fill(session->model, h, probs, top, threshold, &out[i + j]);
+            st = fill(session->model, h, probs, top, threshold, order, &out[i + j]);
         }
         if (st != QIAO_OK || ent < 0) continue;
         const float *elog;
@@ -253,7 +262,7 @@ QIAO_API qiao_status qiao_intent_classify_batch(qiao_session *session, const cha
         }
     }
     qmod_batch_free(&b);
-    free(probs), free(found);
+    free(probs), free(order), free(found);
     if (st != QIAO_OK)
         for (size_t i = 0; i < n; i++) qiao_intent_result_free(&out[i]);
     return st;
