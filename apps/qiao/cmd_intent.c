@@ -216,29 +216,48 @@ static void json_rate(FILE *f, const char *key, double v) {
         fprintf(f, ", \"%s\": null", key);
 }
 
-static int intent_eval(int argc, char **argv) {
-    intent_opts o;
-    int rc = parse("intent eval", argc, argv, &o);
-    if (rc < 0 && (!o.model || !o.data || o.n_texts || o.out)) {
-        fprintf(stderr, "qiao intent eval: --model and --data are required (and no texts or --out)\n");
+/* parse()'s result with the subcommand's own check: -1 to go on, else the
+ * exit code (usage printed after `bad`'s message when it is not NULL). */
+static int checked(int rc, const char *bad, intent_opts *o) {
+    if (rc < 0 && bad) {
+        fprintf(stderr, "%s\n", bad);
         usage(stderr);
         rc = 2;
     }
-    if (rc >= 0) {
-        free(o.texts);
+    if (rc >= 0)
+        free(o->texts);
+    return rc;
+}
+
+/* The classifier at `model` and the labelled file at `data` read against
+ * its labels (space: the labels, kept for names). */
+static qiao_status load_model_and_set(const char *model, const char *data, qmod_model **m, qmi_set *space,
+                                      qmi_set *set) {
+    memset(space, 0, sizeof *space);
+    memset(set, 0, sizeof *set);
+    qiao_status st = qmod_load(model, m);
+    if (st == QIAO_OK)
+        st = qmi_model_space(*m, space);
+    if (st == QIAO_OK)
+        st = qmi_set_load(data, space, set);
+    return st;
+}
+
+static int intent_eval(int argc, char **argv) {
+    intent_opts o;
+    int rc = parse("intent eval", argc, argv, &o);
+    rc = checked(rc,
+                 !o.model || !o.data || o.n_texts || o.out
+                     ? "qiao intent eval: --model and --data are required (and no texts or --out)"
+                     : NULL,
+                 &o);
+    if (rc >= 0)
         return rc;
-    }
     qmod_model *m = NULL;
     qmi_set space, set;
-    memset(&space, 0, sizeof space);
-    memset(&set, 0, sizeof set);
     qmi_eval e;
     memset(&e, 0, sizeof e);
-    qiao_status st = qmod_load(o.model, &m);
-    if (st == QIAO_OK)
-        st = qmi_model_space(m, &space);
-    if (st == QIAO_OK)
-        st = qmi_set_load(o.data, &space, &set);
+    qiao_status st = load_model_and_set(o.model, o.data, &m, &space, &set);
     if (st == QIAO_OK)
         st = qmi_evaluate(m, &set, o.threads, 32, &e);
     if (st == QIAO_OK && o.confusion && !e.confusion)
@@ -307,25 +326,17 @@ static int intent_eval(int argc, char **argv) {
 static int intent_calibrate(int argc, char **argv) {
     intent_opts o;
     int rc = parse("intent calibrate", argc, argv, &o);
-    if (rc < 0 && (!o.model || !o.data || !o.out || o.n_texts)) {
-        fprintf(stderr, "qiao intent calibrate: --model, --data and --out are required (and no texts)\n");
-        usage(stderr);
-        rc = 2;
-    }
-    if (rc >= 0) {
-        free(o.texts);
+    rc = checked(rc,
+                 !o.model || !o.data || !o.out || o.n_texts
+                     ? "qiao intent calibrate: --model, --data and --out are required (and no texts)"
+                     : NULL,
+                 &o);
+    if (rc >= 0)
         return rc;
-    }
     qmod_model *m = NULL;
     qmi_set space, set;
-    memset(&space, 0, sizeof space);
-    memset(&set, 0, sizeof set);
     qmi_calibration c;
-    qiao_status st = qmod_load(o.model, &m);
-    if (st == QIAO_OK)
-        st = qmi_model_space(m, &space);
-    if (st == QIAO_OK)
-        st = qmi_set_load(o.data, &space, &set);
+    qiao_status st = load_model_and_set(o.model, o.data, &m, &space, &set);
     if (st == QIAO_OK)
         st = qmi_calibrate(m, &set, o.threads, o.rejection, o.oos_label, &c);
     if (st == QIAO_OK)
@@ -376,15 +387,13 @@ static qiao_status stdin_lines(char ***lines, size_t *n) {
 static int intent_predict(int argc, char **argv) {
     intent_opts o;
     int rc = parse("intent predict", argc, argv, &o);
-    if (rc < 0 && (!o.model || o.data || o.out)) {
-        fprintf(stderr, "qiao intent predict: --model is required, --data is eval's, --out calibrate's\n");
-        usage(stderr);
-        rc = 2;
-    }
-    if (rc >= 0) {
-        free(o.texts);
+    rc = checked(rc,
+                 !o.model || o.data || o.out
+                     ? "qiao intent predict: --model is required, --data is eval's, --out calibrate's"
+                     : NULL,
+                 &o);
+    if (rc >= 0)
         return rc;
-    }
     qiao_model *model = NULL;
     qiao_session *session = NULL;
     qiao_status st = qiao_model_load(o.model, &model);
@@ -424,6 +433,20 @@ static int intent_predict(int argc, char **argv) {
                 cJSON_AddNumberToObject(it, "confidence", r->ranking[t].confidence);
                 cJSON_AddItemToArray(arr, it);
             }
+            /* Rasa's entity shape: entity, start, end, value, confidence_entity */
+            cJSON *ents = cJSON_AddArrayToObject(j, "entities");
+            for (size_t t = 0; t < r->n_entities; t++) {
+                const qiao_entity *e = &r->entities[t];
+                char *value = strndup(texts[i] + e->start, e->end - e->start);
+                cJSON *it = cJSON_CreateObject();
+                cJSON_AddStringToObject(it, "entity", e->type);
+                cJSON_AddNumberToObject(it, "start", (double)e->start);
+                cJSON_AddNumberToObject(it, "end", (double)e->end);
+                cJSON_AddStringToObject(it, "value", value ? value : "");
+                cJSON_AddNumberToObject(it, "confidence_entity", e->confidence);
+                cJSON_AddItemToArray(ents, it);
+                free(value);
+            }
             char *js = cJSON_PrintUnformatted(j);
             if (js)
                 puts(js);
@@ -434,6 +457,10 @@ static int intent_predict(int argc, char **argv) {
                    (double)r->margin, r->out_of_scope ? "  OUT OF SCOPE" : "");
             for (size_t t = 0; t < r->n_ranking; t++)
                 printf("  %zu. %-32s %.4f\n", t + 1, r->ranking[t].intent, (double)r->ranking[t].confidence);
+            for (size_t t = 0; t < r->n_entities; t++)
+                printf("  entity %-12s [%zu, %zu) \"%.*s\" %.4f\n", r->entities[t].type, r->entities[t].start,
+                       r->entities[t].end, (int)(r->entities[t].end - r->entities[t].start),
+                       texts[i] + r->entities[t].start, (double)r->entities[t].confidence);
         }
     }
     for (size_t i = 0; res && i < n; i++)

@@ -338,15 +338,22 @@ qiao_status qmi_evaluate_with(const qb_exec *ex, const qmod_model *m, qmod_work 
     return st;
 }
 
+/* m's intent head into *head, or QIAO_ERR_INVALID_ARGUMENT naming m. */
+static qiao_status intent_head(const qmod_model *m, int *head) {
+    *head = qmod_head_find(&m->cfg, QMI_HEAD);
+    return *head >= 0 ? QIAO_OK
+                      : qc_error(QIAO_ERR_INVALID_ARGUMENT, "model %s has no intent head", m->cfg.name);
+}
+
 qiao_status qmi_evaluate(const qmod_model *m, const qmi_set *set, int threads, int64_t batch, qmi_eval *out) {
     if (!out)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmi_evaluate: NULL argument");
     memset(out, 0, sizeof *out);
     if (!m || !set || batch < 1)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmi_evaluate: NULL argument");
-    const int head = qmod_head_find(&m->cfg, QMI_HEAD);
-    if (head < 0)
-        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "model %s has no intent head", m->cfg.name);
+    int head;
+    if (intent_head(m, &head) != QIAO_OK)
+        return QIAO_ERR_INVALID_ARGUMENT;
     qb_exec ex;
     qb_exec_cpu(&ex, threads);
     qmod_work w;
@@ -497,9 +504,9 @@ qiao_status qmi_calibrate(qmod_model *m, const qmi_set *val, int threads, double
                           qmi_calibration *out) {
     if (!out || !m || !val)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmi_calibrate: NULL argument");
-    const int head = qmod_head_find(&m->cfg, QMI_HEAD);
-    if (head < 0)
-        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "model %s has no intent head", m->cfg.name);
+    int head;
+    if (intent_head(m, &head) != QIAO_OK)
+        return QIAO_ERR_INVALID_ARGUMENT;
     qb_exec ex;
     qb_exec_cpu(&ex, threads);
     qmod_work w;
