@@ -194,8 +194,14 @@ QIAO_API qiao_status qiao_intent_classify_batch(qiao_session *session, const cha
     if (out && n) memset(out, 0, n * sizeof *out);
     if (!session || !texts || !out || n == 0)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_intent_classify: session, texts, out and n >= 1 are required");
-    for (size_t i = 0; i < n; i++)
+    /* checked here, not by the tokenizer, so the message names the caller's
+     * index and byte (the tokenizer sees a chunk, the prompt in front) */
+    for (size_t i = 0; i < n; i++) {
         if (!texts[i]) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_intent_classify: text %zu is NULL", i);
+        const size_t len = strlen(texts[i]), ok = qc_utf8_check(texts[i], len);
+        if (ok != len)
+            return qc_error(QIAO_ERR_FORMAT, "qiao_intent_classify: text %zu is not valid UTF-8 (byte %zu)", i, ok);
+    }
     qiao_intent_params p;
     qiao_status st = read_params(params, &p);
     if (st != QIAO_OK) return st;

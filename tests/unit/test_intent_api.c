@@ -215,6 +215,7 @@ static void bad_input(void **state) {
     const char *bad_utf8[2] = {"好的", "\xe5\xa5"};
     memset(r, 0x5a, sizeof r);
     assert_int_equal(qiao_intent_classify_batch(s, bad_utf8, 2, NULL, r), QIAO_ERR_FORMAT);
+    assert_non_null(strstr(qiao_last_error(), "text 1 is not valid UTF-8 (byte 0)"));
     assert_null(r[0].ranking);
     assert_null(r[1].ranking);
     /* the session still works after the failures */
