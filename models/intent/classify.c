@@ -139,6 +139,74 @@ qiao_status qmi_classify(const qmod_model *m, const char *const *texts, size_t n
     return st;
 }
 
+static void free_names(char **names, int32_t n) {
+    for (int32_t i = 0; names && i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+/* The `n` labels of head `head` from class `first` in steps of `step`,
+ * with one parse of the config; with `prefix`, each must start with it and
+ * comes without it. */
+static qiao_status head_names(const qmod_model *m, int head, int64_t first, int64_t step, int32_t n, const char *prefix,
+                              char ***out) {
+    const size_t cap = QMOD_NAME_MAX * 4, drop = prefix ? strlen(prefix) : 0;
+    int64_t *ks = malloc((size_t)(n > 0 ? n : 1) * sizeof *ks);
+    char *keys = malloc((size_t)(n > 0 ? n : 1) * cap);
+    char **names = calloc((size_t)(n > 0 ? n : 1), sizeof *names);
+    qiao_status st = ks && keys && names ? QIAO_OK : qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory");
+    for (int32_t i = 0; st == QIAO_OK && i < n; i++)
+        ks[i] = first + step * i;
+    if (st == QIAO_OK)
+        qmod_head_labels(&m->cfg, head, ks, n, NULL, keys, NULL, cap);
+    for (int32_t i = 0; st == QIAO_OK && i < n; i++) {
+        const char *key = keys + (size_t)i * cap;
+        if (prefix && strncmp(key, prefix, drop) != 0)
+            st = qc_error(QIAO_ERR_FORMAT, "model %s: head \"%s\" class %lld is \"%s\", not %s<name>", m->cfg.name,
+                          m->cfg.heads[head].name, (long long)ks[i], key, prefix);
+        else if (!(names[i] = strdup(key + drop)))
+            st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory");
+    }
+    free(ks), free(keys);
+    if (st != QIAO_OK) {
+        free_names(names, n);
+        names = NULL;
+    }
+    *out = names;
+    return st;
+}
+
+qiao_status qmi_model_names(const qmod_model *m, char ***intents, int32_t *n_intents, char ***types,
+                            int32_t *n_types) {
+    *intents = *types = NULL;
+    *n_intents = *n_types = 0;
+    const int head = qmod_head_find(&m->cfg, QMI_HEAD), ent = qmod_head_find(&m->cfg, QMI_ENT_HEAD);
+    if (head < 0)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "model %s is not an intent classifier (no head \"%s\")",
+                        m->cfg.name, QMI_HEAD);
+    const qmod_head_config *h = &m->cfg.heads[head], *e = ent >= 0 ? &m->cfg.heads[ent] : NULL;
+    if (h->fused || h->input != QMOD_HEAD_EMBEDDING || h->tower != QMOD_TEXT)
+        return qc_error(QIAO_ERR_FORMAT, "model %s: its head \"%s\" does not read the text embedding", m->cfg.name,
+                        QMI_HEAD);
+    if (e && (e->mlp.classes < 3 || e->mlp.classes % 2 == 0 || e->input != QMOD_HEAD_TOKENS ||
+              e->tower != QMOD_TEXT || e->fused))
+        return qc_error(QIAO_ERR_FORMAT,
+                        "model %s: its head \"%s\" is not a tagger of the text's tokens with 1 + 2 classes per type",
+                        m->cfg.name, QMI_ENT_HEAD);
+    const int32_t K = (int32_t)h->mlp.classes, E = e ? (int32_t)(e->mlp.classes / 2) : 0;
+    qiao_status st = head_names(m, head, 0, 1, K, NULL, intents);
+    /* the tagger's classes: O, then B-<type> and I-<type> per type */
+    if (st == QIAO_OK && e)
+        st = head_names(m, ent, 1, 2, E, "B-", types);
+    if (st != QIAO_OK) {
+        free_names(*intents, K);
+        *intents = NULL;
+        return st;
+    }
+    *n_intents = K, *n_types = E;
+    return QIAO_OK;
+}
+
 /* ---- the entity tagger ------------------------------------------------------------ */
 
 qiao_status qmi_entity_reserve(const qmod_model *m, int head, qmod_head_work *hw, int64_t rows, bool train) {
@@ -214,4 +282,12 @@ int qmi_entity_decode(const qmod_head_config *h, const float *logits, const int6
     }
     free(p);
     return n;
+}
+
+int qmi_entity_row(const qmod_model *m, int ent, const qmod_batch *b, int64_t T, const float *logits, int64_t row,
+                   const char *text, size_t len, qmi_found *out) {
+    const char *prompt = qmod_config_prompt(&m->cfg, "query");
+    const qmod_head_config *h = &m->cfg.heads[ent];
+    return qmi_entity_decode(h, logits + row * T * h->mlp.classes, b->offsets + row * b->T * 2, T,
+                             prompt ? (int64_t)strlen(prompt) : 0, text, len, out, (int)T);
 }

@@ -37,10 +37,7 @@ static double now_s(void) {
  * (type, start and end; each gold span matched once). */
 static qiao_status count_entities(const qmod_model *m, int ent, const qmod_batch *b, int64_t T, const float *logits,
                                   int64_t j, const qmi_example *e, qmi_found *found, int64_t *counts) {
-    const char *prompt = qmod_config_prompt(&m->cfg, "query");
-    const int64_t E2 = m->cfg.heads[ent].mlp.classes;
-    const int n = qmi_entity_decode(&m->cfg.heads[ent], logits + j * T * E2, b->offsets + j * b->T * 2, T,
-                                    prompt ? (int64_t)strlen(prompt) : 0, e->text, e->len, found, (int)T);
+    const int n = qmi_entity_row(m, ent, b, T, logits, j, e->text, e->len, found);
     if (n < 0)
         return qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory");
     counts[0] += e->n_spans;
@@ -204,13 +201,13 @@ static void scores(qmi_eval *e) {
  * example's, counted over (example, class) pairs (micro-F1, and the
  * per-class F1's mean over the classes that occur or are predicted), and
  * the share of examples whose set is exactly right. */
-static qiao_status eval_multi(const qmod_head_config *h, const qmi_set *set, const float *logits, qmi_eval *out) {
+static qiao_status eval_multi(const qmod_head_config *h, const qmi_set *set, const float *logits, float *probs,
+                              qmi_eval *out) {
     const int64_t K = h->mlp.classes;
     int64_t *tp = calloc((size_t)K, sizeof *tp), *fp = calloc((size_t)K, sizeof *fp),
             *fn = calloc((size_t)K, sizeof *fn);
-    float *probs = malloc((size_t)K * sizeof *probs);
-    if (!tp || !fp || !fn || !probs) {
-        free(tp), free(fp), free(fn), free(probs);
+    if (!tp || !fp || !fn) {
+        free(tp), free(fp), free(fn);
         return qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory");
     }
     int64_t exact = 0, TP = 0, FP = 0, FN = 0;
@@ -243,40 +240,24 @@ static qiao_status eval_multi(const qmod_head_config *h, const qmi_set *set, con
     out->micro_f1 = TP + FP + FN ? 2.0 * (double)TP / (double)(2 * TP + FP + FN) : 0.0;
     out->macro_f1 = used ? f1 / (double)used : 0.0;
     out->oos_recall = out->oos_precision = NAN;
-    free(tp), free(fp), free(fn), free(probs);
+    free(tp), free(fp), free(fn);
     return QIAO_OK;
 }
 
-/* Everything qmi_eval holds, from the logits of `set`. */
-static qiao_status eval_from_logits(const qmod_head_config *h, const qmi_set *set, const float *logits, qmi_eval *out) {
+/* A single-label head's figures: the confusion matrix of the top class,
+ * and the out-of-scope decisions against the oos class. */
+static qiao_status eval_single(const qmod_head_config *h, const qmi_set *set, const float *logits, float *probs,
+                               qmi_eval *out) {
     const int32_t K = (int32_t)h->mlp.classes;
-    if (h->multi_label) {
-        qiao_status st = eval_multi(h, set, logits, out);
-        float *probs = st == QIAO_OK ? malloc((size_t)K * sizeof *probs) : NULL;
-        if (st == QIAO_OK && !probs)
-            st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory");
-        if (st == QIAO_OK) {
-            out->nll_raw = nll_at(logits, set, K, 1.0);
-            out->nll = nll_at(logits, set, K, h->temperature);
-            out->ece_raw = ece_at(logits, set, K, 1.0f, probs);
-            out->ece = ece_at(logits, set, K, h->temperature, probs);
-        }
-        free(probs);
-        return st;
-    }
     out->n_labels = K;
-    out->confusion = calloc((size_t)K * (size_t)K, sizeof *out->confusion);
-    float *probs = malloc((size_t)K * sizeof *probs);
-    if (!out->confusion || !probs) {
-        free(probs);
+    if (!(out->confusion = calloc((size_t)K * (size_t)K, sizeof *out->confusion)))
         return qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory");
-    }
     int64_t in_right = 0, rejected_in = 0, oos_caught = 0, flagged = 0;
     for (int64_t i = 0; i < set->n; i++) {
         const qmi_example *e = &set->ex[i];
         if (e->n_labels < 1)
             continue;
-        qmi_softmax(logits + i * K, K, h->temperature, probs);
+        qmi_probs(h, logits + i * K, probs);
         qmi_decision d;
         qmi_decide(h, probs, h->threshold, &d);
         const int32_t truth = e->labels[0];
@@ -292,21 +273,30 @@ static qiao_status eval_from_logits(const qmod_head_config *h, const qmi_set *se
             in_right += !d.out_of_scope && d.best == truth;
         }
     }
-    free(probs);
     scores(out);
     out->in_scope_accuracy = out->n_in ? (double)in_right / (double)out->n_in : 0.0;
     out->false_rejection = out->n_in ? (double)rejected_in / (double)out->n_in : 0.0;
     out->oos_recall = out->n_oos ? (double)oos_caught / (double)out->n_oos : NAN;
     out->oos_precision = flagged && out->n_oos ? (double)oos_caught / (double)flagged : NAN;
-    out->nll_raw = nll_at(logits, set, K, 1.0);
-    out->nll = nll_at(logits, set, K, h->temperature);
-    probs = malloc((size_t)K * sizeof *probs);
+    return QIAO_OK;
+}
+
+/* Everything qmi_eval holds, from the logits of `set`. */
+static qiao_status eval_from_logits(const qmod_head_config *h, const qmi_set *set, const float *logits, qmi_eval *out) {
+    const int64_t K = h->mlp.classes;
+    float *probs = malloc((size_t)K * sizeof *probs);
     if (!probs)
         return qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory");
-    out->ece_raw = ece_at(logits, set, K, 1.0f, probs);
-    out->ece = ece_at(logits, set, K, h->temperature, probs);
+    const qiao_status st = h->multi_label ? eval_multi(h, set, logits, probs, out)
+                                          : eval_single(h, set, logits, probs, out);
+    if (st == QIAO_OK) {
+        out->nll_raw = nll_at(logits, set, K, 1.0);
+        out->nll = nll_at(logits, set, K, h->temperature);
+        out->ece_raw = ece_at(logits, set, K, 1.0f, probs);
+        out->ece = ece_at(logits, set, K, h->temperature, probs);
+    }
     free(probs);
-    return QIAO_OK;
+    return st;
 }
 
 qiao_status qmi_evaluate_with(const qb_exec *ex, const qmod_model *m, qmod_work *w, qmod_head_work *hw,

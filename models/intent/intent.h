@@ -162,6 +162,15 @@ qiao_status qmi_calibrate_with(const qb_exec *ex, qmod_model *m, qmod_work *w, q
 
 /* ---- classifying (classify.c, in libqiao) ---- */
 
+/* The classifier's intents (its intent head's labels, in class order) and
+ * its tagger's entity types (the names of its B tags; none without a
+ * tagger), owned by the caller (free each and the array). Checks that the
+ * intent head reads the text embedding and the tagger the text's tokens
+ * with 1 + 2 classes per type: QIAO_ERR_FORMAT naming the model otherwise,
+ * QIAO_ERR_INVALID_ARGUMENT for a model without the intent head. */
+qiao_status qmi_model_names(const qmod_model *m, char ***intents, int32_t *n_intents, char ***types,
+                            int32_t *n_types);
+
 /* The classifier's decision on one text's calibrated probabilities. */
 typedef struct qmi_decision {
     int32_t best;      /* the top class */
@@ -214,6 +223,11 @@ typedef struct qmi_found {
  * spaces at its ends. Returns the count, or -1 out of memory. */
 int qmi_entity_decode(const qmod_head_config *h, const float *logits, const int64_t *offsets, int64_t T,
                       int64_t prompt_len, const char *text, size_t len, qmi_found *out, int max);
+/* qmi_entity_decode on row `row` of batch b as qmi_entity_logits gave it
+ * (logits (B * T, classes), T the token sequence's length) for that row's
+ * text (without the prompt); out holds T entries. */
+int qmi_entity_row(const qmod_model *m, int ent, const qmod_batch *b, int64_t T, const float *logits, int64_t row,
+                   const char *text, size_t len, qmi_found *out);
 
 /* Calibrated probabilities (n, K) of n texts, K the head's classes. */
 qiao_status qmi_classify(const qmod_model *m, const char *const *texts, size_t n, int threads, float *probs);

@@ -159,65 +159,22 @@ static qiao_status classifier_config(const qmod_model *base, const qmi_set *set,
 }
 
 qiao_status qmi_model_space(const qmod_model *m, qmi_set *out) {
-    if (!out)
+    if (!out || !m)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmi_model_space: NULL argument");
     memset(out, 0, sizeof *out);
-    const int head = m ? qmod_head_find(&m->cfg, QMI_HEAD) : -1;
-    if (head < 0)
-        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "model %s is not an intent classifier (no head \"%s\")",
-                        m ? m->cfg.name : "(null)", QMI_HEAD);
-    const int64_t K = m->cfg.heads[head].mlp.classes;
-    out->labels = calloc((size_t)K, sizeof *out->labels);
-    out->types = calloc(1, sizeof *out->types);
-    out->path = strdup(m->cfg.name);
-    if (!out->labels || !out->types || !out->path) {
+    qiao_status st = qmi_model_names(m, &out->labels, &out->n_labels, &out->types, &out->n_types);
+    if (st == QIAO_OK && !out->types && !(out->types = calloc(1, sizeof *out->types)))
+        st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory");
+    if (st == QIAO_OK && !(out->path = strdup(m->cfg.name)))
+        st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory");
+    for (int32_t i = 1; st == QIAO_OK && i < out->n_labels; i++)
+        if (strcmp(out->labels[i - 1], out->labels[i]) >= 0)
+            st = qc_error(QIAO_ERR_FORMAT, "model %s: the intent head's labels are not sorted and distinct",
+                          m->cfg.name);
+    if (st != QIAO_OK)
         qmi_set_free(out);
-        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory");
-    }
-    for (int64_t k = 0; k < K; k++) {
-        char buf[QMI_MAX_NAME + 1];
-        qmod_head_label(&m->cfg, head, k, NULL, buf, sizeof buf);
-        if (!(out->labels[k] = strdup(buf))) {
-            qmi_set_free(out);
-            return qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory");
-        }
-        out->n_labels = (int32_t)(k + 1);
-    }
-    for (int32_t i = 1; i < out->n_labels; i++)
-        if (strcmp(out->labels[i - 1], out->labels[i]) >= 0) {
-            qmi_set_free(out);
-            return qc_error(QIAO_ERR_FORMAT, "model %s: the intent head's labels are not sorted and distinct",
-                            m->cfg.name);
-        }
-    /* the entity types: the tagger's B tags, in order */
-    const int ent = qmod_head_find(&m->cfg, QMI_ENT_HEAD);
-    const int64_t E2 = ent >= 0 ? m->cfg.heads[ent].mlp.classes : 1;
-    if (ent >= 0 && (E2 < 3 || E2 % 2 == 0)) {
-        qmi_set_free(out);
-        return qc_error(QIAO_ERR_FORMAT, "model %s: the entity tagger has %lld classes, not 1 + 2 per type",
-                        m->cfg.name, (long long)E2);
-    }
-    if (ent >= 0) {
-        free(out->types);
-        if (!(out->types = calloc((size_t)(E2 / 2), sizeof *out->types))) {
-            qmi_set_free(out);
-            return qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory");
-        }
-    }
-    for (int64_t t = 0; ent >= 0 && t < E2 / 2; t++) {
-        char buf[QMI_MAX_NAME + 4];
-        qmod_head_label(&m->cfg, ent, 1 + 2 * t, NULL, buf, sizeof buf);
-        if (strncmp(buf, "B-", 2) != 0 || !(out->types[t] = strdup(buf + 2))) {
-            qmi_set_free(out);
-            return qc_error(QIAO_ERR_FORMAT, "model %s: the entity tagger's tag %lld is not B-<type>", m->cfg.name,
-                            (long long)(1 + 2 * t));
-        }
-        out->n_types = (int32_t)(t + 1);
-    }
-    return QIAO_OK;
+    return st;
 }
-
-/* ---- running the classifier ------------------------------------------------------- */
 
 /* ---- the objective ------------------------------------------------------------------ */
 
@@ -373,6 +330,15 @@ static qiao_status i_step(void *user, const qtr_step_ctx *ctx, float *loss, floa
         nn_cross_entropy_forward(ex, loss, o->losses, o->probs, logits, o->targets, B, K, o->h.smoothing, -1);
         memset(o->dlogits, 0, (size_t)(B * K) * sizeof(float));
         nn_cross_entropy_backward(ex, o->dlogits, 1.0f, o->probs, o->targets, B, K, o->h.smoothing, -1);
+        int64_t right = 0;
+        for (int64_t i = 0; i < B; i++) {
+            const float *l = logits + i * K;
+            int64_t best = 0;
+            for (int64_t k = 1; k < K; k++)
+                best = l[k] > l[best] ? k : best;
+            right += best == o->targets[i];
+        }
+        metrics[QMI_M_ACC] = (float)right / (float)B;
     }
     memset(o->demb, 0, (size_t)(B * D) * sizeof(float));
     qmod_head_backward(ex, m, &o->g, &o->hw, emb, B, o->dlogits, o->demb);
@@ -401,16 +367,6 @@ static qiao_status i_step(void *user, const qtr_step_ctx *ctx, float *loss, floa
         metrics[QMI_M_ENT_LOSS] = eloss;
     }
     qmod_backward_at(ex, m, &o->g, &o->w, &o->b, o->demb, dtokens);
-    int64_t right = 0;
-    for (int64_t i = 0; i < B && !o->mtargets; i++) {
-        const float *l = logits + i * K;
-        int64_t best = 0;
-        for (int64_t k = 1; k < K; k++)
-            best = l[k] > l[best] ? k : best;
-        right += best == o->targets[i];
-    }
-    if (!o->mtargets)
-        metrics[QMI_M_ACC] = (float)right / (float)B;
     return ex->ops->sync(ex);
 }
 

@@ -28,50 +28,12 @@ static int intent_head(const qiao_model *model) {
 }
 
 qiao_status qapi_intent_model_init(qiao_model *model) {
-    const int head = intent_head(model);
-    if (head < 0) return QIAO_OK;
-    const qmod_head_config *h = &model->m->cfg.heads[head];
-    if (h->fused || h->input != QMOD_HEAD_EMBEDDING || h->tower != QMOD_TEXT)
-        return qc_error(QIAO_ERR_FORMAT, "model %s: its head \"%s\" does not read the text embedding",
-                        model->m->cfg.name, QMI_HEAD);
-    const size_t K = (size_t)h->mlp.classes, cap = QMOD_NAME_MAX * 4;
-    int64_t *ks = malloc(K * sizeof *ks);
-    char *keys = malloc(K * cap);
-    model->intents = calloc(K, sizeof *model->intents);
-    qiao_status st = ks && keys && model->intents ? QIAO_OK : qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
-    if (st == QIAO_OK) {
-        for (size_t k = 0; k < K; k++) ks[k] = (int64_t)k;
-        qmod_head_labels(&model->m->cfg, head, ks, (int)K, NULL, keys, NULL, cap);
-        for (size_t k = 0; k < K && st == QIAO_OK; k++) {
-            if (!(model->intents[k] = strdup(keys + k * cap)))
-                st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
-            model->n_intents = k + 1;
-        }
-    }
-    /* the entity tagger's types: "B-<type>" at 1, 3, 5... */
-    const int ent = qmod_head_find(&model->m->cfg, QMI_ENT_HEAD);
-    const size_t E2 = ent >= 0 ? (size_t)model->m->cfg.heads[ent].mlp.classes : 0;
-    if (st == QIAO_OK && ent >= 0 &&
-        (E2 < 3 || E2 % 2 == 0 || model->m->cfg.heads[ent].input != QMOD_HEAD_TOKENS ||
-         model->m->cfg.heads[ent].tower != QMOD_TEXT || model->m->cfg.heads[ent].fused))
-        st = qc_error(QIAO_ERR_FORMAT, "model %s: its head \"%s\" is not a tagger of the text's tokens with 1 + 2 "
-                      "classes per type", model->m->cfg.name, QMI_ENT_HEAD);
-    if (st == QIAO_OK && ent >= 0) {
-        char tag[QMOD_NAME_MAX * 4];
-        if (!(model->entity_types = calloc(E2 / 2, sizeof *model->entity_types)))
-            st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
-        for (size_t t = 0; t < E2 / 2 && st == QIAO_OK; t++) {
-            qmod_head_label(&model->m->cfg, ent, (int64_t)(1 + 2 * t), NULL, tag, sizeof tag);
-            if (strncmp(tag, "B-", 2) != 0)
-                st = qc_error(QIAO_ERR_FORMAT, "model %s: the tagger's class %zu is \"%s\", not B-<type>",
-                              model->m->cfg.name, 1 + 2 * t, tag);
-            else if (!(model->entity_types[t] = strdup(tag + 2)))
-                st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
-            else
-                model->n_entity_types = t + 1;
-        }
-    }
-    free(ks), free(keys);
+    if (intent_head(model) < 0) return QIAO_OK;
+    char **intents = NULL, **types = NULL;
+    int32_t n_intents = 0, n_types = 0;
+    const qiao_status st = qmi_model_names(model->m, &intents, &n_intents, &types, &n_types);
+    model->intents = intents, model->n_intents = (size_t)n_intents;
+    model->entity_types = types, model->n_entity_types = (size_t)n_types;
     return st;
 }
 
@@ -226,8 +188,6 @@ QIAO_API qiao_status qiao_intent_classify_batch(qiao_session *session, const cha
     const int ent = qmod_head_find(&m->cfg, QMI_ENT_HEAD);
     if (ent >= 0 && !session->entity && !(session->entity = calloc(1, sizeof *session->entity)))
         return qc_error(QIAO_ERR_OUT_OF_MEMORY, "qiao_intent_classify: out of memory");
-    const char *prompt = qmod_config_prompt(&m->cfg, "query");
-    const int64_t prompt_len = prompt ? (int64_t)strlen(prompt) : 0;
     qmi_found *found = NULL;
     float *probs = malloc(K * sizeof *probs);
     ranked *order = malloc(K * sizeof *order);
@@ -249,11 +209,8 @@ QIAO_API qiao_status qiao_intent_classify_batch(qiao_session *session, const cha
         qmi_found *grown = st == QIAO_OK ? realloc(found, (size_t)ts.T * sizeof *found) : NULL;
         if (st == QIAO_OK && !grown) st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "qiao_intent_classify: out of memory");
         if (grown) found = grown;
-        const int64_t E2 = m->cfg.heads[ent].mlp.classes;
         for (size_t j = 0; j < k && st == QIAO_OK; j++) {
-            const int nf = qmi_entity_decode(&m->cfg.heads[ent], elog + (int64_t)j * ts.T * E2,
-                                             b.offsets + (int64_t)j * b.T * 2, ts.T, prompt_len, texts[i + j],
-                                             strlen(texts[i + j]), found, (int)ts.T);
+            const int nf = qmi_entity_row(m, ent, &b, ts.T, elog, (int64_t)j, texts[i + j], strlen(texts[i + j]), found);
             qiao_intent_result *r = &out[i + j];
             if (nf < 0 || (nf > 0 && !(r->entities = malloc((size_t)nf * sizeof *r->entities)))) {
                 st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "qiao_intent_classify: out of memory");
