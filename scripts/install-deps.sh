@@ -28,6 +28,8 @@ pkgs=(
   libcairo2-dev        # antialiased drawing
   espeak-ng espeak-ng-data  # speech for captions and questions (the program)
   fonts-noto-cjk       # glyphs for rendered Chinese text (cards, plots)
+  # the dialog manager: conversations, bot files
+  libsqlite3-dev sqlite3 libyaml-dev
 )
 if [[ "${1:-}" == "--peer" ]]; then
   pkgs+=(python3-torch python3-torchaudio)

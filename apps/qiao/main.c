@@ -34,6 +34,7 @@ static const command commands[] = {
     {"vqa", cmd_vqa, "--model VQA --image F (--question T | --question-audio F) [--top 3] [--json]: answer"},
     {"caption", cmd_caption, "--model CAP --image F | --video F [--scenes] [--srt S]: describe a picture or a video"},
     {"intent", cmd_intent, "train --init M --data TRAIN.jsonl --out BOT | eval | predict: intent classifier"},
+    {"chat", cmd_chat, "--bot BOT.yml [--store F] [--json] | --test STORIES.yml: talk to a customer-service bot"},
     {"quantize", cmd_quantize, "--model M --out M8 [--precision int8|bf16]: store GEMM weights int8 (or bf16)"},
 };
 

@@ -42,6 +42,7 @@ QIAO_API const char *qiao_status_str(qiao_status status) {
     case QIAO_ERR_TOO_LARGE: return "too large";
     case QIAO_ERR_BACKEND: return "backend error";
     case QIAO_ERR_INTERNAL: return "internal error";
+    case QIAO_ERR_CONFLICT: return "conflict";
     }
     return "unknown status";
 }

@@ -111,7 +111,8 @@ typedef enum qiao_status {
     QIAO_ERR_CANCELLED = 7,        /* a cancel callback asked to stop */
     QIAO_ERR_TOO_LARGE = 8,        /* a size over a configured or sane limit */
     QIAO_ERR_BACKEND = 9,          /* the compute backend (BLAS, CUDA) failed */
-    QIAO_ERR_INTERNAL = 10         /* a bug in qiao: please report it */
+    QIAO_ERR_INTERNAL = 10,        /* a bug in qiao: please report it */
+    QIAO_ERR_CONFLICT = 11         /* another writer changed the item first (a conversation): retry */
 } qiao_status;
 
 /* A short constant English name for a status, e.g. "format error". Never NULL. */
