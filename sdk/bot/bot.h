@@ -126,6 +126,12 @@ qiao_status qbot_parse_yaml(const char *path, const char *text, size_t len, stru
 int qbot_find_slot(const qiao_bot *bot, const char *name);
 int qbot_find_response(const qiao_bot *bot, const char *name);
 
+/* store.c: the store's calls, for dialog.c (and the tests). */
+qiao_status qbot_store_load(qiao_bot_store *s, const char *conv, char **state, int64_t *version);
+qiao_status qbot_store_save(qiao_bot_store *s, const char *conv, const char *state, int64_t version,
+                            const char *events);
+qiao_status qbot_store_remove(qiao_bot_store *s, const char *conv);
+
 /* check.c: a slot value, checked and normalized. *out is malloc'd on
  * QIAO_OK; QIAO_ERR_FORMAT with *why (static English) when it fails.
  * `asked`: the whole message may be searched for a value. now: the unix

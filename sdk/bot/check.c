@@ -136,10 +136,18 @@ static bool find_number(const char *text, double *v, const char **at, size_t *le
     return false;
 }
 
+/* needle in hay, ASCII case ignored; an English word only as a whole word
+ * ("L" is not in "XXL", "no" not in "know"). */
 static bool ascii_contains_ci(const char *hay, const char *needle) {
     const size_t m = strlen(needle);
-    for (const char *p = hay; *p; p++)
-        if (!strncasecmp(p, needle, m)) return true;
+    if (m == 0) return false;
+    const bool word_start = isalnum((unsigned char)needle[0]), word_end = isalnum((unsigned char)needle[m - 1]);
+    for (const char *p = hay; *p; p++) {
+        if (strncasecmp(p, needle, m)) continue;
+        if (word_start && p > hay && isalnum((unsigned char)p[-1])) continue;
+        if (word_end && isalnum((unsigned char)p[m])) continue;
+        return true;
+    }
     return false;
 }
 

@@ -22,10 +22,6 @@
 #define CONVERSATION_MAX 256
 #define MESSAGES_MAX 16
 
-qiao_status qbot_store_load(qiao_bot_store *s, const char *conv, char **state, int64_t *version);
-qiao_status qbot_store_save(qiao_bot_store *s, const char *conv, const char *state, int64_t version,
-                            const char *events);
-qiao_status qbot_store_remove(qiao_bot_store *s, const char *conv);
 
 struct qiao_bot_session {
     qiao_bot *bot;
@@ -593,7 +589,8 @@ static void handle(turn *t, const char *text) {
     /* A free-text answer ("太小了穿不下") reads like a complaint: only the
      * intents the file calls global interrupt it. */
     const bool free_answer = asked >= 0 && bot->slots[asked].free_text;
-    const bool interrupts = understood && it->handled && (it->global || (it->kind == QBOT_HANDOFF && !free_answer));
+    const bool interrupts = in_scope && it->handled && (it->global || (it->kind == QBOT_HANDOFF && !free_answer));
+    const bool switches = in_scope && it->handled && it->kind == QBOT_FORM && it->form != f;
 
     /* Every entity that fills a slot sets it, asked for or not. */
     bool asked_filled = false;
@@ -613,7 +610,7 @@ static void handle(turn *t, const char *text) {
             form_end(t, f, "denied");
             say(t, bot->sys[QBOT_R_STOPPED]);
             note(t, "deny:%s%s", form->name, "");
-        } else if (interrupts) {
+        } else if (interrupts || switches) {
             put_num(t, t->state, "failures", 0);
             dispatch(t, it);
         } else if (corrected) {
@@ -621,9 +618,6 @@ static void handle(turn *t, const char *text) {
             put_num(t, t->state, "failures", 0);
             put_bool(t, t->state, "confirming", false);
             form_next(t);
-        } else if (in_scope && it->kind == QBOT_FORM && it->form != f) {
-            put_num(t, t->state, "failures", 0);
-            dispatch(t, it);
         } else {
             fallback(t);
         }
@@ -634,12 +628,15 @@ static void handle(turn *t, const char *text) {
         /* The slot asked for, when no entity gave it: found in the message
          * by its check, or the whole message for a free text. */
         if (!asked_filled && !interrupts && !bad) {
-            const bool whole = slot->free_text && !(in_scope && it->kind == QBOT_FORM && it->form != f);
+            const bool whole = slot->free_text && !switches;
             if (whole || slot->check != QBOT_CHECK_TEXT) {
                 if (qbot_check_value(slot, text, true, t->now, &v, &vwhy) == QIAO_OK) {
                     set_slot(t, asked, v);
                     asked_filled = true;
-                } else if (slot->free_text) {
+                } else if (slot->free_text || (!switches && (strpbrk(text, "0123456789") || !understood))) {
+                    /* An answer that fails the check ("12345" for an order
+                     * number) is refused with the reason; so is one the
+                     * classifier cannot place, which can only be an answer. */
                     why = vwhy, bad = strdup(text);
                 }
             }
@@ -654,7 +651,7 @@ static void handle(turn *t, const char *text) {
         } else if (bad) {
             put_num(t, t->state, "failures", 0);
             invalid(t, asked, bad, why);
-        } else if (in_scope && it->kind == QBOT_FORM) {
+        } else if (switches) {
             put_num(t, t->state, "failures", 0);
             dispatch(t, it);
         } else if (in_scope && it->handled && it->kind == QBOT_RESPOND) {
@@ -850,6 +847,7 @@ QIAO_API qiao_status qiao_bot_send(qiao_bot_session *session, const char *conver
             cJSON *e = event(&t, "user");
             if (e) put_str(&t, e, "text", text), put_bool(&t, e, "queued", true);
             put_str(&t, t.state, "intent", NULL);
+            put_num(&t, t.state, "confidence", 0), put_num(&t, t.state, "margin", 0);
             note(&t, "queued%s%s", "", "");
         } else {
             forget_old_slots(&t);
@@ -896,6 +894,7 @@ QIAO_API qiao_status qiao_bot_resume(qiao_bot_session *session, const char *conv
         put_num(&t, t.state, "failures", 0);
         put(&t, t.state, "queue", cJSON_CreateArray());
         put_str(&t, t.state, "intent", NULL);
+        put_num(&t, t.state, "confidence", 0), put_num(&t, t.state, "margin", 0);
         event(&t, "resume");
         say(&t, t.bot->sys[QBOT_R_RESUME]);
         note(&t, "resume%s%s", "", "");

@@ -52,11 +52,6 @@ QIAO_API void qiao_bot_store_free(qiao_bot_store *store) {
     free(store);
 }
 
-/* For dialog.c: the store's calls. */
-qiao_status qbot_store_load(qiao_bot_store *s, const char *conv, char **state, int64_t *version);
-qiao_status qbot_store_save(qiao_bot_store *s, const char *conv, const char *state, int64_t version,
-                            const char *events);
-qiao_status qbot_store_remove(qiao_bot_store *s, const char *conv);
 
 qiao_status qbot_store_load(qiao_bot_store *s, const char *conv, char **state, int64_t *version) {
     *state = NULL, *version = 0;
@@ -74,7 +69,9 @@ QIAO_API qiao_status qiao_bot_store_expire(qiao_bot_store *store, size_t *remove
     if (removed) *removed = 0;
     if (!store) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_bot_store_expire: store is NULL");
     if (store->ttl <= 0) return QIAO_OK;
-    return store->ops.expire(store->user, (double)time(NULL) - store->ttl, removed);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return store->ops.expire(store->user, (double)ts.tv_sec + ts.tv_nsec * 1e-9 - store->ttl, removed);
 }
 
 /* ---- SQLite ------------------------------------------------------------------ */
