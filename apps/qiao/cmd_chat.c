@@ -179,8 +179,9 @@ static bool check_turn(const char *where, const cJSON *want, const qiao_bot_repl
     if (!all) return false;
     for (size_t i = 0; i < r->n_messages; i++) strcat(strcat(all, r->messages[i]), i + 1 < r->n_messages ? "\n" : "");
     const cJSON *v;
+    char anchored[512];
     if ((v = cJSON_GetObjectItemCaseSensitive(want, "intent")) && cJSON_IsString(v) &&
-        strcmp(v->valuestring, r->intent)) {
+        (snprintf(anchored, sizeof anchored, "^(%s)$", v->valuestring), !matches(anchored, r->intent))) {
         printf("  %s: intent %s (%.2f), expected %s\n", where, r->intent, (double)r->confidence, v->valuestring);
         ok = false;
     }
@@ -232,6 +233,12 @@ static qiao_status run_story(chat *c, const char *file, const cJSON *story, int 
         char where[400];
         snprintf(where, sizeof where, "%s: '%s' turn %d", file, name->valuestring, k + 1);
         const cJSON *user = cJSON_GetObjectItemCaseSensitive(turn, "user");
+        static const char *const known[] = {"user", "intent", "action", "slots", "reply", "paused", "restart", "resume"};
+        for (const cJSON *k2 = cJSON_IsObject(turn) ? turn->child : NULL; k2; k2 = k2->next) {
+            bool ok2 = false;
+            for (size_t i = 0; i < sizeof known / sizeof *known; i++) ok2 |= !strcmp(k2->string, known[i]);
+            if (!ok2) return qc_error(QIAO_ERR_FORMAT, "%s: unknown key '%s'", where, k2->string);
+        }
         qiao_bot_reply r;
         memset(&r, 0, sizeof r);
         qiao_status st = QIAO_OK;
@@ -291,7 +298,7 @@ static int run_tests(chat *c, char **files, int n_files, tally *t) {
         size_t size = 0;
         cJSON *root = NULL;
         qiao_status st = qc_read_file(files[f], (size_t)16 << 20, &data, &size);
-        if (st == QIAO_OK) st = qbot_parse_yaml(files[f], (const char *)data, size, &root);
+        if (st == QIAO_OK) st = qbot_parse_yaml(files[f], (const char *)data, size, false, &root);
         free(data);
         if (st == QIAO_OK && !cJSON_IsArray(root))
             st = qc_error(QIAO_ERR_FORMAT, "%s: a list of conversations", files[f]);

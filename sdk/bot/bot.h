@@ -122,7 +122,10 @@ struct qiao_bot {
 };
 
 /* bot_file.c */
-qiao_status qbot_parse_yaml(const char *path, const char *text, size_t len, struct cJSON **out);
+/* YAML text as a cJSON tree; `numbers`: plain scalars that read as numbers
+ * become numbers (else every scalar but true/false/null stays text, as a
+ * customer's "2025112800007766" must). */
+qiao_status qbot_parse_yaml(const char *path, const char *text, size_t len, bool numbers, struct cJSON **out);
 int qbot_find_slot(const qiao_bot *bot, const char *name);
 int qbot_find_response(const qiao_bot *bot, const char *name);
 

@@ -17,7 +17,7 @@
 
 /* ---- YAML -> cJSON --------------------------------------------------------- */
 
-static cJSON *yaml_scalar(const yaml_node_t *n) {
+static cJSON *yaml_scalar(const yaml_node_t *n, bool numbers) {
     const char *v = (const char *)n->data.scalar.value;
     const size_t len = n->data.scalar.length;
     if (n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE) {
@@ -27,7 +27,7 @@ static cJSON *yaml_scalar(const yaml_node_t *n) {
         if (!strcmp(v, "null") || !strcmp(v, "~") || len == 0) return cJSON_CreateNull();
         char *end = NULL;
         const double d = strtod(v, &end);
-        if (len > 0 && end == v + len && (v[0] == '-' || v[0] == '.' || (v[0] >= '0' && v[0] <= '9')))
+        if (numbers && len > 0 && end == v + len && (v[0] == '-' || v[0] == '.' || (v[0] >= '0' && v[0] <= '9')))
             return cJSON_CreateNumber(d);
     }
     char *s = malloc(len + 1);
@@ -39,14 +39,15 @@ static cJSON *yaml_scalar(const yaml_node_t *n) {
     return j;
 }
 
-static qiao_status yaml_node(const char *path, yaml_document_t *doc, yaml_node_t *n, int depth, cJSON **out) {
+static qiao_status yaml_node(const char *path, yaml_document_t *doc, yaml_node_t *n, int depth, bool numbers,
+                             cJSON **out) {
     *out = NULL;
     if (!n) return qc_error(QIAO_ERR_FORMAT, "%s: a YAML alias to nothing", path);
     if (depth > YAML_DEPTH_MAX)
         return qc_error(QIAO_ERR_FORMAT, "%s: line %zu: nested deeper than %d", path, n->start_mark.line + 1,
                         YAML_DEPTH_MAX);
     if (n->type == YAML_SCALAR_NODE) {
-        *out = yaml_scalar(n);
+        *out = yaml_scalar(n, numbers);
         return *out ? QIAO_OK : qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     }
     const bool map = n->type == YAML_MAPPING_NODE;
@@ -67,7 +68,7 @@ static qiao_status yaml_node(const char *path, yaml_document_t *doc, yaml_node_t
                                 key);
             }
             cJSON *v = NULL;
-            const qiao_status st = yaml_node(path, doc, yaml_document_get_node(doc, p->value), depth + 1, &v);
+            const qiao_status st = yaml_node(path, doc, yaml_document_get_node(doc, p->value), depth + 1, numbers, &v);
             if (st != QIAO_OK) {
                 cJSON_Delete(j);
                 return st;
@@ -77,7 +78,7 @@ static qiao_status yaml_node(const char *path, yaml_document_t *doc, yaml_node_t
     } else {
         for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top; it++) {
             cJSON *v = NULL;
-            const qiao_status st = yaml_node(path, doc, yaml_document_get_node(doc, *it), depth + 1, &v);
+            const qiao_status st = yaml_node(path, doc, yaml_document_get_node(doc, *it), depth + 1, numbers, &v);
             if (st != QIAO_OK) {
                 cJSON_Delete(j);
                 return st;
@@ -89,7 +90,7 @@ static qiao_status yaml_node(const char *path, yaml_document_t *doc, yaml_node_t
     return QIAO_OK;
 }
 
-qiao_status qbot_parse_yaml(const char *path, const char *text, size_t len, cJSON **out) {
+qiao_status qbot_parse_yaml(const char *path, const char *text, size_t len, bool numbers, cJSON **out) {
     *out = NULL;
     yaml_parser_t parser;
     yaml_document_t doc;
@@ -103,7 +104,7 @@ qiao_status qbot_parse_yaml(const char *path, const char *text, size_t len, cJSO
         return st;
     }
     yaml_node_t *root = yaml_document_get_root_node(&doc);
-    qiao_status st = root ? yaml_node(path, &doc, root, 0, out) : qc_error(QIAO_ERR_FORMAT, "%s: empty", path);
+    qiao_status st = root ? yaml_node(path, &doc, root, 0, numbers, out) : qc_error(QIAO_ERR_FORMAT, "%s: empty", path);
     yaml_document_delete(&doc);
     yaml_parser_delete(&parser);
     return st;
@@ -648,7 +649,7 @@ static qiao_status read_tree(const char *path, cJSON **root) {
         return qc_error(QIAO_ERR_FORMAT, "%s: invalid UTF-8 (at byte %zu)", path, qc_utf8_check((const char *)data, size));
     }
     if (ends_with(path, ".yml") || ends_with(path, ".yaml")) {
-        st = qbot_parse_yaml(path, (const char *)data, size, root);
+        st = qbot_parse_yaml(path, (const char *)data, size, true, root);
     } else {
         const char *end = NULL;
         *root = cJSON_ParseWithLengthOpts((const char *)data, size, &end, 0);

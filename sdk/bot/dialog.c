@@ -11,6 +11,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -370,15 +371,18 @@ static void pause_conversation(turn *t, int response) {
     note(t, "handoff%s%s", "", "");
 }
 
-static void fallback(turn *t) {
+/* A turn the bot could not serve: not understood (say it again), or out of
+ * scope (the polite refusal). Either counts; max_failures in a row hand
+ * the conversation to a human. */
+static void fallback(turn *t, bool out_of_scope, int response) {
     const int failures = (int)num(t->state, "failures") + 1;
     put_num(t, t->state, "failures", failures);
     if (failures >= t->bot->max_failures) {
         pause_conversation(t, -1);
         return;
     }
-    say(t, t->bot->sys[QBOT_R_REPHRASE]);
-    note(t, "fallback:rephrase%s%s", "", "");
+    say(t, response >= 0 ? response : t->bot->sys[out_of_scope ? QBOT_R_OOS : QBOT_R_REPHRASE]);
+    note(t, out_of_scope ? "out_of_scope%s%s" : "fallback:rephrase%s%s", "", "");
     reask(t);
 }
 
@@ -542,6 +546,32 @@ static qiao_status understand(turn *t, const char *text, qiao_intent_result *r, 
     return QIAO_OK;
 }
 
+/* Whether a message that gave the slot asked for also asks for intent `it`:
+ * what is left without the value still reads as `it`, confidently. A bare
+ * answer ("订单号是2025...") leaves too little to read. */
+static bool asks_more(turn *t, const char *text, int slot, const qbot_intent *it) {
+    const char *v = slot_value(t, slot);
+    const char *at = v ? strstr(text, v) : NULL;
+    if (!at) return false;
+    const size_t n = strlen(text), m = strlen(v);
+    char *rest = malloc(n + 1);
+    if (!rest) return false;
+    memcpy(rest, text, (size_t)(at - text));
+    memcpy(rest + (at - text), at + m, n - (size_t)(at - text) - m + 1);
+    size_t letters = 0;
+    for (const unsigned char *p = (const unsigned char *)rest; *p; p++)
+        letters += (*p >= 0xE0) || (*p < 0x80 && isalpha(*p));
+    bool more = false;
+    qiao_intent_result r;
+    if (letters >= 4 && qiao_intent_classify(t->s->nlu, rest, NULL, &r) == QIAO_OK) {
+        more = !r.out_of_scope && !strcmp(r.intent, it->name) && r.confidence >= t->bot->min_confidence &&
+               r.margin >= t->bot->min_margin;
+        qiao_intent_result_free(&r);
+    }
+    free(rest);
+    return more;
+}
+
 static void handle(turn *t, const char *text) {
     const qiao_bot *bot = t->bot;
     qiao_intent_result r;
@@ -586,10 +616,14 @@ static void handle(turn *t, const char *text) {
     const bool understood = conf >= bot->min_confidence && margin >= bot->min_margin;
     const float threshold = qiao_model_intent_threshold(bot->model);
     const bool in_scope = understood && it->kind != QBOT_OOS && !(threshold > 0 && conf < threshold);
-    /* A free-text answer ("太小了穿不下") reads like a complaint: only the
-     * intents the file calls global interrupt it. */
+    /* A free-text answer ("太小了穿不下", "个人") may read like a complaint
+     * or a greeting: only stopping and the global handoff interrupt it (as
+     * Rasa's from_text slots). */
     const bool free_answer = asked >= 0 && bot->slots[asked].free_text;
-    const bool interrupts = in_scope && it->handled && (it->global || (it->kind == QBOT_HANDOFF && !free_answer));
+    const bool interrupts =
+        in_scope && it->handled &&
+        (free_answer ? it->kind == QBOT_STOP || (it->kind == QBOT_HANDOFF && it->global)
+                     : it->global || it->kind == QBOT_HANDOFF);
     const bool switches = in_scope && it->handled && it->kind == QBOT_FORM && it->form != f;
 
     /* Every entity that fills a slot sets it, asked for or not. */
@@ -610,16 +644,20 @@ static void handle(turn *t, const char *text) {
             form_end(t, f, "denied");
             say(t, bot->sys[QBOT_R_STOPPED]);
             note(t, "deny:%s%s", form->name, "");
-        } else if (interrupts || switches) {
+        } else if (interrupts) {
             put_num(t, t->state, "failures", 0);
             dispatch(t, it);
         } else if (corrected) {
-            /* A correction ("订单号是...") changed a slot: confirm again. */
+            /* A correction ("订单号写错了，是...") changed a slot: confirm
+             * again, whatever else the words suggest. */
             put_num(t, t->state, "failures", 0);
             put_bool(t, t->state, "confirming", false);
             form_next(t);
+        } else if (switches) {
+            put_num(t, t->state, "failures", 0);
+            dispatch(t, it);
         } else {
-            fallback(t);
+            fallback(t, false, -1);
         }
     } else if (asked >= 0) {
         const qbot_slot *slot = &bot->slots[asked];
@@ -642,7 +680,12 @@ static void handle(turn *t, const char *text) {
             }
         }
         free(v);
-        if (asked_filled) {
+        if (asked_filled && switches && asks_more(t, text, asked, it)) {
+            /* "先帮我查下物流，订单2025..." answers the question and asks for
+             * something else: the other request wins, with the value. */
+            put_num(t, t->state, "failures", 0);
+            dispatch(t, it);
+        } else if (asked_filled) {
             put_num(t, t->state, "failures", 0);
             form_next(t);
         } else if (interrupts) {
@@ -658,14 +701,12 @@ static void handle(turn *t, const char *text) {
             put_num(t, t->state, "failures", 0);
             dispatch(t, it);
         } else {
-            fallback(t);
+            fallback(t, false, -1);
         }
     } else if (!understood) {
-        fallback(t);
+        fallback(t, false, -1);
     } else if (!in_scope) {
-        put_num(t, t->state, "failures", 0);
-        say(t, it->kind == QBOT_OOS && it->response >= 0 ? it->response : bot->sys[QBOT_R_OOS]);
-        note(t, "out_of_scope%s%s", "", "");
+        fallback(t, true, it->kind == QBOT_OOS ? it->response : -1);
     } else {
         put_num(t, t->state, "failures", 0);
         dispatch(t, it);

@@ -279,6 +279,8 @@ QIAO_API qiao_status qiao_bot_store_open_sqlite(const char *path, const qiao_bot
     }
     sqlite3_busy_timeout(q->db, p.busy_timeout_ms);
     st = sql_exec(q, SCHEMA, "creating the tables");
+    if (st == QIAO_OK)
+        st = sql_exec(q, p.durable ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL", "setting durability");
     const struct {
         sqlite3_stmt **s;
         const char *sql;

@@ -137,6 +137,12 @@ typedef struct qiao_bot_store_params {
     /* How long a write waits for another connection's (SQLite's busy
      * timeout), in milliseconds; default 5000. */
     int busy_timeout_ms;
+    /* 0 (default): a turn is safe when the process dies (SQLite's
+     * synchronous=NORMAL in WAL mode: the last turns may be lost only when
+     * the machine loses power); 1: each turn is synced to the disk before
+     * the reply (synchronous=FULL), which costs a few milliseconds a turn
+     * (docs/benchmarks.md, "Issue 19"). */
+    int durable;
 } qiao_bot_store_params;
 
 QIAO_API qiao_bot_store_params qiao_bot_store_default_params(void);
