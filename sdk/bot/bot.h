@@ -1,7 +1,8 @@
 /* sdk/bot/bot.h - the dialog manager's internals (qiao_bot.h is the API).
  *
- * bot_file.c reads and checks a bot file into `qbot` (immutable once the
- * first session exists); dialog.c runs a turn on a conversation's state;
+ * bot.c loads a bot (its classifier, then the file, which bot_file.c
+ * checks; immutable once the first session exists); check.c checks slot
+ * values; dialog.c runs a turn on a conversation's state;
  * store.c keeps states in SQLite or the application's own database. The
  * bot layer sits on the public API (qiao.h) like an application would. Not
  * a public header; internal names carry the qbot_ prefix. */
@@ -101,6 +102,10 @@ enum {
 struct qiao_bot {
     char *path, *dir, *name, *app_json;
     qiao_model *model;
+    /* what the classifier knows (the model's strings), checked against the file */
+    const char **labels, **types;
+    size_t n_labels, n_types;
+    const char *oos_label; /* "" when it has no out-of-scope class */
     /* the policy */
     float min_confidence, min_margin, confirm_boost;
     int max_failures, context_turns;
@@ -121,7 +126,13 @@ struct qiao_bot {
     atomic_int sessions;  /* actions register only while 0 */
 };
 
-/* bot_file.c */
+/* bot_file.c: the file's tree checked and read into `bot`, whose path,
+ * labels, types and oos_label are set (the fuzzer sets them without a
+ * model); qbot_clear frees what qbot_read made, also after a failure. */
+qiao_status qbot_read(qiao_bot *bot, const struct cJSON *root);
+void qbot_clear(qiao_bot *bot);
+qiao_status qbot_text(const char *path, const char *place, const struct cJSON *it, bool required, char **out);
+int qbot_find_action(const qiao_bot *bot, const char *name);
 /* YAML text as a cJSON tree; `numbers`: plain scalars that read as numbers
  * become numbers (else every scalar but true/false/null stays text, as a
  * customer's "2025112800007766" must). */

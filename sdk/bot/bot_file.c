@@ -151,7 +151,7 @@ static int find_form(const qiao_bot *bot, const char *name) {
     return -1;
 }
 
-static int find_action(const qiao_bot *bot, const char *name) {
+int qbot_find_action(const qiao_bot *bot, const char *name) {
     for (size_t i = 0; i < bot->n_actions; i++)
         if (!strcmp(bot->actions[i].name, name)) return (int)i;
     return -1;
@@ -358,9 +358,8 @@ static qiao_status read_slots(qiao_bot *bot, const cJSON *root) {
         st = text_of(bot->path, place, cJSON_GetObjectItemCaseSensitive(o, "entity"), false, &s->entity);
         if (st != QIAO_OK) return st;
         if (s->entity) {
-            const size_t nt = qiao_model_entity_type_count(bot->model);
             bool found = false;
-            for (size_t t = 0; t < nt && !found; t++) found = !strcmp(qiao_model_entity_type(bot->model, t), s->entity);
+            for (size_t t = 0; t < bot->n_types && !found; t++) found = !strcmp(bot->types[t], s->entity);
             if (!found)
                 return qc_error(QIAO_ERR_FORMAT, "%s: %s.entity: the classifier tags no entity '%s'", bot->path, place,
                                 s->entity);
@@ -399,7 +398,7 @@ static qiao_status read_actions(qiao_bot *bot, const cJSON *root) {
         char *name = NULL;
         const qiao_status st = text_of(bot->path, place, a, true, &name);
         if (st != QIAO_OK) return st;
-        if (find_action(bot, name) >= 0) {
+        if (qbot_find_action(bot, name) >= 0) {
             const qiao_status e = qc_error(QIAO_ERR_FORMAT, "%s: %s: '%s' listed twice", bot->path, place, name);
             free(name);
             return e;
@@ -413,7 +412,7 @@ static qiao_status action_ref(const qiao_bot *bot, const char *place, const cJSO
     *out = -1;
     if (!it) return QIAO_OK;
     if (!cJSON_IsString(it)) return qc_error(QIAO_ERR_FORMAT, "%s: %s: not an action's name", bot->path, place);
-    *out = find_action(bot, it->valuestring);
+    *out = qbot_find_action(bot, it->valuestring);
     if (*out < 0)
         return qc_error(QIAO_ERR_FORMAT, "%s: %s: action '%s' is not in the file's actions", bot->path, place,
                         it->valuestring);
@@ -493,15 +492,15 @@ static qiao_status read_forms(qiao_bot *bot, const cJSON *root) {
 static qiao_status read_intents(qiao_bot *bot, const cJSON *root) {
     const cJSON *is = cJSON_GetObjectItemCaseSensitive(root, "intents");
     if (!cJSON_IsObject(is)) return qc_error(QIAO_ERR_FORMAT, "%s: intents: missing or not an object", bot->path);
-    bot->n_intents = qiao_model_intent_count(bot->model);
+    bot->n_intents = bot->n_labels;
     bot->intents = calloc(bot->n_intents ? bot->n_intents : 1, sizeof *bot->intents);
     if (!bot->intents) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
     bot->affirm = bot->deny = -1;
     for (size_t i = 0; i < bot->n_intents; i++) {
-        bot->intents[i].name = qiao_model_intent(bot->model, i);
+        bot->intents[i].name = bot->labels[i];
         bot->intents[i].response = bot->intents[i].form = bot->intents[i].action = -1;
     }
-    const char *oos = qiao_model_intent_oos(bot->model);
+    const char *oos = bot->oos_label ? bot->oos_label : "";
     for (const cJSON *o = is->child; o; o = o->next) {
         char place[256], sub[300];
         snprintf(place, sizeof place, "intents.%s", o->string);
@@ -625,54 +624,13 @@ static qiao_status read_policy(qiao_bot *bot, const cJSON *root) {
     return QIAO_OK;
 }
 
-/* ---- Loading ---------------------------------------------------------------- */
+/* ---- The whole file --------------------------------------------------------- */
 
-QIAO_API qiao_bot_params qiao_bot_default_params(void) {
-    qiao_bot_params p;
-    memset(&p, 0, sizeof p);
-    p.struct_size = sizeof p;
-    return p;
-}
-
-static bool ends_with(const char *s, const char *suffix) {
-    const size_t n = strlen(s), m = strlen(suffix);
-    return n >= m && !strcmp(s + n - m, suffix);
-}
-
-static qiao_status read_tree(const char *path, cJSON **root) {
-    uint8_t *data = NULL;
-    size_t size = 0;
-    qiao_status st = qc_read_file(path, BOT_FILE_MAX, &data, &size);
-    if (st != QIAO_OK) return st;
-    if (!qc_utf8_valid((const char *)data, size)) {
-        free(data);
-        return qc_error(QIAO_ERR_FORMAT, "%s: invalid UTF-8 (at byte %zu)", path, qc_utf8_check((const char *)data, size));
-    }
-    if (ends_with(path, ".yml") || ends_with(path, ".yaml")) {
-        st = qbot_parse_yaml(path, (const char *)data, size, true, root);
-    } else {
-        const char *end = NULL;
-        *root = cJSON_ParseWithLengthOpts((const char *)data, size, &end, 0);
-        if (!*root)
-            st = qc_error(QIAO_ERR_FORMAT, "%s: not JSON (at byte %td; a .yml or .yaml name reads YAML)", path,
-                          end ? end - (const char *)data : (ptrdiff_t)0);
-    }
-    free(data);
-    if (st == QIAO_OK && !cJSON_IsObject(*root)) {
-        cJSON_Delete(*root);
-        *root = NULL;
-        st = qc_error(QIAO_ERR_FORMAT, "%s: the bot is not an object", path);
-    }
-    return st;
-}
-
-static qiao_status load(qiao_bot *bot, const char *path, const qiao_bot_params *p) {
-    cJSON *root = NULL;
-    qiao_status st = read_tree(path, &root);
-    if (st != QIAO_OK) return st;
+qiao_status qbot_read(qiao_bot *bot, const cJSON *root) {
+    const char *path = bot->path;
     static const char *const known[] = {"name", "model", "language", "policy", "slots", "forms", "intents",
                                         "responses", "actions", "app", "version", NULL};
-    st = keys_known(path, "the bot", root, known);
+    qiao_status st = keys_known(path, "the bot", root, known);
     const cJSON *ver = cJSON_GetObjectItemCaseSensitive(root, "version");
     if (st == QIAO_OK && ver && !(cJSON_IsNumber(ver) && ver->valuedouble == 1))
         st = qc_error(QIAO_ERR_UNSUPPORTED, "%s: version: this qiao reads version 1", path);
@@ -689,31 +647,6 @@ static qiao_status load(qiao_bot *bot, const char *path, const qiao_bot_params *
         else bot->app_json = app ? cJSON_PrintUnformatted(app) : strdup("{}");
         if (st == QIAO_OK && !bot->app_json) st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
     }
-    if (st == QIAO_OK) {
-        char *model = NULL;
-        if (p->model_path) {
-            model = strdup(p->model_path);
-        } else {
-            char *rel = NULL;
-            st = text_of(path, "model", cJSON_GetObjectItemCaseSensitive(root, "model"), true, &rel);
-            if (st == QIAO_OK) {
-                const size_t n = strlen(bot->dir) + strlen(rel) + 2;
-                model = malloc(n);
-                if (model) snprintf(model, n, "%s/%s", rel[0] == '/' ? "" : bot->dir, rel);
-                if (model && rel[0] == '/') snprintf(model, n, "%s", rel);
-            }
-            free(rel);
-        }
-        if (st == QIAO_OK && !model) st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
-        if (st == QIAO_OK) {
-            st = qiao_model_load(model, &bot->model);
-            if (st != QIAO_OK) st = qc_error(st, "%s: model: %s", path, qiao_last_error());
-        }
-        if (st == QIAO_OK && !qiao_model_can_classify(bot->model))
-            st = qc_error(QIAO_ERR_FORMAT, "%s: model: %s is not an intent classifier (qiao intent train makes one)",
-                          path, model);
-        free(model);
-    }
     if (st == QIAO_OK) st = read_policy(bot, root);
     if (st == QIAO_OK) st = read_responses(bot, root);
     if (st == QIAO_OK) st = read_actions(bot, root);
@@ -722,39 +655,15 @@ static qiao_status load(qiao_bot *bot, const char *path, const qiao_bot_params *
     if (st == QIAO_OK) st = read_forms(bot, root);
     if (st == QIAO_OK) st = read_intents(bot, root);
     if (st == QIAO_OK) st = read_system(bot, root);
-    cJSON_Delete(root);
     return st;
 }
 
-QIAO_API qiao_status qiao_bot_load(const char *path, const qiao_bot_params *params, qiao_bot **out) {
-    if (!out) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_bot_load: out is NULL");
-    *out = NULL;
-    if (!path) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_bot_load: path is NULL");
-    qiao_bot_params p = qiao_bot_default_params();
-    qiao_status st = qc_params_read(&p, sizeof p, params, sizeof(size_t), "qiao_bot_default_params");
-    if (st != QIAO_OK) return st;
-    qiao_bot *bot = calloc(1, sizeof *bot);
-    if (!bot) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
-    bot->path = strdup(path);
-    bot->dir = strdup(path);
-    if (!bot->path || !bot->dir) {
-        qiao_bot_free(bot);
-        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
-    }
-    char *slash = strrchr(bot->dir, '/');
-    if (slash) slash == bot->dir ? (void)(slash[1] = 0) : (void)(*slash = 0);
-    else strcpy(bot->dir, ".");
-    st = load(bot, path, &p);
-    if (st != QIAO_OK) {
-        qiao_bot_free(bot);
-        return st;
-    }
-    *out = bot;
-    return QIAO_OK;
+qiao_status qbot_text(const char *path, const char *place, const cJSON *it, bool required, char **out) {
+    return text_of(path, place, it, required, out);
 }
 
-QIAO_API void qiao_bot_free(qiao_bot *bot) {
-    if (!bot) return;
+void qbot_clear(qiao_bot *bot) {
+
     for (size_t i = 0; i < bot->n_responses; i++) {
         qbot_response *r = &bot->responses[i];
         for (size_t k = 0; k < r->n_zh; k++) free(r->zh[k]);
@@ -778,26 +687,5 @@ QIAO_API void qiao_bot_free(qiao_bot *bot) {
     for (size_t i = 0; i < bot->n_actions; i++) free(bot->actions[i].name);
     free(bot->actions);
     free(bot->intents);
-    qiao_model_free(bot->model);
-    free(bot->path), free(bot->dir), free(bot->name), free(bot->app_json), free(bot->default_language);
-    free(bot);
-}
-
-QIAO_API const char *qiao_bot_name(const qiao_bot *bot) { return bot ? bot->name : ""; }
-QIAO_API const char *qiao_bot_dir(const qiao_bot *bot) { return bot ? bot->dir : ""; }
-QIAO_API const char *qiao_bot_app_config(const qiao_bot *bot) { return bot ? bot->app_json : "{}"; }
-QIAO_API const qiao_model *qiao_bot_model(const qiao_bot *bot) { return bot ? bot->model : NULL; }
-
-QIAO_API qiao_status qiao_bot_register_action(qiao_bot *bot, const char *name, qiao_bot_action_fn fn,
-                                              void *user_data) {
-    if (!bot || !name || !fn)
-        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_bot_register_action: a NULL bot, name or function");
-    if (atomic_load(&bot->sessions) > 0)
-        return qc_error(QIAO_ERR_INVALID_ARGUMENT,
-                        "qiao_bot_register_action: '%s': register actions before the bot's first session", name);
-    const int k = find_action(bot, name);
-    if (k < 0) return qc_error(QIAO_ERR_NOT_FOUND, "%s: actions: the file declares no action '%s'", bot->path, name);
-    bot->actions[k].fn = fn;
-    bot->actions[k].user_data = user_data;
-    return QIAO_OK;
+    free(bot->name), free(bot->app_json), free(bot->default_language);
 }
