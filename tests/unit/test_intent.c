@@ -325,7 +325,7 @@ static void test_ecommerce(void **state) {
     assert_true(label_count(&T, "order_id", QINT_TRAIN) + label_count(&T, "order_id", QINT_TEST) > 20);
     assert_true(label_count(&T, "phone", QINT_TRAIN) + label_count(&T, "phone", QINT_TEST) > 10);
     /* no duplicate texts across both files */
-    char *all[4096];
+    char *all[8192];
     size_t na = 0;
     for (int sp = QINT_TRAIN; sp <= QINT_TEST; sp += QINT_TEST) {
         char p[128];
@@ -336,7 +336,7 @@ static void test_ecommerce(void **state) {
         for (char *line = strtok(data, "\n"); line; line = strtok(NULL, "\n")) {
             cJSON *o = cJSON_Parse(line);
             assert_non_null(o);
-            assert_true(na < 4096);
+            assert_true(na < 8192);
             all[na++] = strdup(cJSON_GetObjectItemCaseSensitive(o, "text")->valuestring);
             cJSON_Delete(o);
         }

@@ -49,15 +49,17 @@ static qmi_train_params params(const char *out, const char *ckpt, int64_t steps)
     return p;
 }
 
-/* Trained for 300 steps, the classifier is far above chance (1 in 33) on
- * the held-out test file, its probabilities are distributions, and the
- * confusion matrix accounts for every example. */
+/* Trained for 450 steps (about five epochs of the training file, as 300
+ * were before the set grew to 39 intents with English lines), the
+ * classifier is far above chance (1 in 39) on the held-out test file, its
+ * probabilities are distributions, and the confusion matrix accounts for
+ * every example. */
 static void learns(void **state) {
     (void)state;
     char out[512], ckpt[512];
     path(out, sizeof out, "learn.safetensors");
     path(ckpt, sizeof ckpt, "learn.ckpt.safetensors");
-    qmi_train_params p = params(out, ckpt, 300);
+    qmi_train_params p = params(out, ckpt, 450);
     qiao_status st = qmi_train(&p);
     if (st != QIAO_OK)
         fail_msg("%s", qiao_last_error());
@@ -70,7 +72,7 @@ static void learns(void **state) {
         fail_msg("%s", qiao_last_error());
     qmi_eval e;
     assert_int_equal(qmi_evaluate(m, &test, 2, 16, &e), QIAO_OK);
-    printf("tiny random encoder, 300 steps: test accuracy %.4f, macro-F1 %.4f over %lld (%d intents)\n", e.accuracy,
+    printf("tiny random encoder, 450 steps: test accuracy %.4f, macro-F1 %.4f over %lld (%d intents)\n", e.accuracy,
            e.macro_f1, (long long)e.n, e.n_labels);
     assert_true(e.accuracy > 0.3 && e.macro_f1 > 0.25); /* chance is 0.03 */
     int64_t total = 0;
@@ -172,28 +174,6 @@ static void refuses(void **state) {
     assert_true(h.hidden == 64 && h.epochs == 2.0 && fabsf(h.head_lr - 0.01f) < 1e-9f);
 }
 
-/* `src` with every example of intent `from` relabelled "oos" into `dst`:
- * the e-commerce set with an out-of-scope class, as CLINC150 has. */
-static void relabel(const char *src, const char *dst, const char *from) {
-    FILE *in = fopen(src, "r"), *out = fopen(dst, "w");
-    assert_non_null(in);
-    assert_non_null(out);
-    char line[8192], key[128];
-    snprintf(key, sizeof key, "\"intent\": \"%s\"", from);
-    while (fgets(line, sizeof line, in)) {
-        char *at = strstr(line, key);
-        if (at) {
-            fwrite(line, 1, (size_t)(at - line), out);
-            fputs("\"intent\": \"oos\"", out);
-            fputs(at + strlen(key), out);
-        } else {
-            fputs(line, out);
-        }
-    }
-    fclose(in);
-    fclose(out);
-}
-
 /* softmax(log(p) * a) of K probabilities: a calibrated distribution at
  * another temperature (T / T'). */
 static double nll_scaled(const float *probs, const qmi_set *set, int64_t K, double a) {
@@ -210,20 +190,17 @@ static double nll_scaled(const float *probs, const qmi_set *set, int64_t K, doub
 
 /* Training ends with calibration on the held-out split: the temperature is
  * the validation NLL's minimum, the threshold rejects at most the asked
- * share of the in-scope validation texts, the "oos" label is the head's out-of-scope
- * class; evaluation's out-of-scope figures are what the probabilities and
- * the threshold give when counted by hand. */
+ * share of the in-scope validation texts, the "oos" label (the e-commerce
+ * set's own out-of-scope class, as CLINC150 has one) is the head's
+ * out-of-scope class; evaluation's out-of-scope figures are what the
+ * probabilities and the threshold give when counted by hand. 300 steps:
+ * about three and a half epochs, as 200 were on the set before it grew. */
 static void calibrates(void **state) {
     (void)state;
-    char out[512], ckpt[512], train[512], test[512];
+    char out[512], ckpt[512];
     path(out, sizeof out, "cal.safetensors");
     path(ckpt, sizeof ckpt, "cal.ckpt.safetensors");
-    path(train, sizeof train, "train-oos.jsonl");
-    path(test, sizeof test, "test-oos.jsonl");
-    relabel(TRAIN, train, "greeting");
-    relabel(TEST, test, "greeting");
-    qmi_train_params p = params(out, ckpt, 200);
-    p.data_path = train;
+    qmi_train_params p = params(out, ckpt, 300);
     p.hp.rejection = 0.2; /* the tiny encoder's oos class alone takes a few in-scope texts */
     qiao_status st = qmi_train(&p);
     if (st != QIAO_OK)
@@ -239,7 +216,7 @@ static void calibrates(void **state) {
     assert_true(h->temperature > 0.05f && h->temperature < 20.0f && h->temperature != 1.0f);
     assert_true(h->threshold > 0.0f && h->threshold < 1.0f);
     /* the validation split training carved off, again */
-    assert_int_equal(qmi_set_load(train, &space, &all), QIAO_OK);
+    assert_int_equal(qmi_set_load(TRAIN, &space, &all), QIAO_OK);
     assert_int_equal(qmi_set_split(&all, p.hp.val_fraction, p.hp.seed, &tr, &val), QIAO_OK);
     const char **texts = malloc((size_t)val.n * sizeof *texts);
     float *probs = qt_alloc(val.n * K);
@@ -263,7 +240,7 @@ static void calibrates(void **state) {
     assert_true(rejected > 0 && (double)rejected <= 0.2 * (double)n_in + 1e-9);
     free(texts), free(probs);
     /* the test file's figures, counted by hand */
-    assert_int_equal(qmi_set_load(test, &space, &te), QIAO_OK);
+    assert_int_equal(qmi_set_load(TEST, &space, &te), QIAO_OK);
     texts = malloc((size_t)te.n * sizeof *texts);
     probs = qt_alloc(te.n * K);
     for (int64_t i = 0; i < te.n; i++)
@@ -289,7 +266,7 @@ static void calibrates(void **state) {
            e.accuracy, e.in_scope_accuracy, e.false_rejection, e.oos_recall, (long long)e.n_oos, e.ece_raw, e.ece);
     assert_int_equal(e.n_oos, oos);
     assert_int_equal(e.n_in, in);
-    assert_true(oos >= 10); /* the greeting lines of the test file */
+    assert_true(oos >= 10); /* the test file's oos lines */
     assert_true(fabs(e.accuracy - (double)top_right / (double)te.n) < 1e-12);
     assert_true(fabs(e.in_scope_accuracy - (double)in_right / (double)in) < 1e-12);
     assert_true(fabs(e.false_rejection - (double)in_rej / (double)in) < 1e-12);
