@@ -10,3 +10,10 @@ target_link_libraries(test_bot PRIVATE PkgConfig::CJSON)
 # `qiao chat`: usage.
 cli_expect(NAME cli.chat.usage RC 2 ARGS chat STDERR "usage: qiao chat --bot")
 set_tests_properties(cli.chat.usage PROPERTIES LABELS "cli;bot")
+
+# libFuzzer: any bytes as a bot file (JSON or YAML) checked against a fixed
+# classifier's labels; what reads must reference only what exists, and
+# every slot check runs on the bytes as a message.
+qiao_fuzz(NAME fuzz_bot_file SOURCES ${PROJECT_SOURCE_DIR}/sdk/bot/bot_file.c ${PROJECT_SOURCE_DIR}/sdk/bot/check.c
+  ${PROJECT_SOURCE_DIR}/sdk/core/status.c ${PROJECT_SOURCE_DIR}/sdk/core/utf8.c
+  LIBS PkgConfig::CJSON PkgConfig::YAML)

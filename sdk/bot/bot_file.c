@@ -569,12 +569,11 @@ static qiao_status read_system(qiao_bot *bot, const cJSON *root) {
         if (bot->sys[required[i]] < 0)
             return qc_error(QIAO_ERR_FORMAT, "%s: responses: '%s' is missing (every bot needs it)", bot->path,
                             names[required[i]]);
-    bool stop = false, yesno = false, oos = false, unhandled = false;
+    bool stop = false, yesno = false, unhandled = false;
     for (size_t i = 0; i < bot->n_intents; i++) {
         const qbot_intent *it = &bot->intents[i];
         stop |= it->handled && it->kind == QBOT_STOP;
         yesno |= it->handled && (it->kind == QBOT_AFFIRM || it->kind == QBOT_DENY);
-        oos |= it->handled && it->kind == QBOT_OOS && it->response < 0;
         unhandled |= !it->handled;
     }
     const struct {
