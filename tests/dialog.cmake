@@ -17,3 +17,16 @@ set_tests_properties(cli.chat.usage PROPERTIES LABELS "cli;bot")
 qiao_fuzz(NAME fuzz_bot_file SOURCES ${PROJECT_SOURCE_DIR}/sdk/bot/bot_file.c ${PROJECT_SOURCE_DIR}/sdk/bot/check.c
   ${PROJECT_SOURCE_DIR}/sdk/core/status.c ${PROJECT_SOURCE_DIR}/sdk/core/utf8.c
   LIBS PkgConfig::CJSON PkgConfig::YAML)
+
+# The sample shop's bot (apps/chatbot) on its committed classifier: every
+# scripted conversation must pass (the held-out set is a measure, run by
+# hand: docs/chatbot.md), and a conversation survives a restart of the
+# process between two `qiao chat` runs.
+set(QIAO_CHATBOT ${PROJECT_SOURCE_DIR}/apps/chatbot)
+add_test(NAME chatbot.conversations COMMAND qiao_cli chat --bot ${QIAO_CHATBOT}/ecommerce.yml --threads 2
+  --test ${QIAO_CHATBOT}/conversations/zh.yml ${QIAO_CHATBOT}/conversations/en.yml)
+add_test(NAME chatbot.restart COMMAND ${CMAKE_COMMAND} -DPROG=$<TARGET_FILE:qiao_cli>
+  -DBOT=${QIAO_CHATBOT}/ecommerce.yml -DWORK=${CMAKE_CURRENT_BINARY_DIR}/chat-restart
+  -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/chat_restart.cmake)
+set_tests_properties(chatbot.conversations chatbot.restart PROPERTIES LABELS "bot;cli" TIMEOUT 600
+  ENVIRONMENT "OMP_NUM_THREADS=2;OPENBLAS_NUM_THREADS=2")
