@@ -13,6 +13,7 @@
 #include <cjson/cJSON.h>
 #include <ctype.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -227,15 +228,16 @@ static void say_with(turn *t, int response, const char *const extra[3]) {
 
 static void say(turn *t, int response) { say_with(t, response, NULL); }
 
-static void note(turn *t, const char *fmt, const char *a, const char *b) {
-    char buf[256];
-    snprintf(buf, sizeof buf, fmt, a, b ? b : "");
-    if (t->action[0]) {
-        const size_t n = strlen(t->action);
-        snprintf(t->action + n, sizeof t->action - n, " %s", buf);
-    } else {
-        snprintf(t->action, sizeof t->action, "%s", buf);
-    }
+/* Appends to what the turn did ("form:return/done action:create_return"). */
+static void note(turn *t, const char *fmt, ...) QC_PRINTF(2, 3);
+static void note(turn *t, const char *fmt, ...) {
+    const size_t n = strlen(t->action);
+    if (n + 2 >= sizeof t->action) return;
+    if (n) t->action[n] = ' ', t->action[n + 1] = 0;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(t->action + strlen(t->action), sizeof t->action - strlen(t->action), fmt, ap);
+    va_end(ap);
 }
 
 /* ---- Actions ------------------------------------------------------------------------ */
@@ -250,7 +252,7 @@ static bool run_action(turn *t, int a, int fallback) {
         st = act->fn(&ctx, act->user_data);
         if (st != QIAO_OK) snprintf(err, sizeof err, "%s", qiao_last_error());
     }
-    note(t, "action:%s%s", act->name, "");
+    note(t, "action:%s", act->name);
     cJSON *e = event(t, "action");
     if (e) {
         put_str(t, e, "name", act->name);
@@ -332,10 +334,10 @@ static void form_next(turn *t) {
     if (form->confirm >= 0 && !flag(t->state, "confirming")) {
         put_bool(t, t->state, "confirming", true);
         say(t, form->confirm);
-        note(t, "form:%s/confirm%s", form->name, "");
+        note(t, "form:%s/confirm", form->name);
         return;
     }
-    note(t, "form:%s/done%s", form->name, "");
+    note(t, "form:%s/done", form->name);
     if (form->action >= 0) run_action(t, form->action, form->done);
     else say(t, form->done);
     form_end(t, f, "done");
@@ -368,7 +370,7 @@ static void pause_conversation(turn *t, int response) {
     put_num(t, t->state, "failures", 0);
     event(t, "pause");
     say(t, response >= 0 ? response : t->bot->sys[QBOT_R_HANDOFF]);
-    note(t, "handoff%s%s", "", "");
+    note(t, "handoff");
 }
 
 /* A turn the bot could not serve: not understood (say it again), or out of
@@ -382,7 +384,7 @@ static void fallback(turn *t, bool out_of_scope, int response) {
         return;
     }
     say(t, response >= 0 ? response : t->bot->sys[out_of_scope ? QBOT_R_OOS : QBOT_R_REPHRASE]);
-    note(t, out_of_scope ? "out_of_scope%s%s" : "fallback:rephrase%s%s", "", "");
+    note(t, "%s", out_of_scope ? "out_of_scope" : "fallback:rephrase");
     reask(t);
 }
 
@@ -392,7 +394,7 @@ static void dispatch(turn *t, const qbot_intent *it) {
     const int f = state_form(t);
     if (!it->handled) {
         say(t, bot->sys[QBOT_R_UNHANDLED]);
-        note(t, "unhandled:%s%s", it->name, "");
+        note(t, "unhandled:%s", it->name);
         reask(t);
         return;
     }
@@ -412,25 +414,25 @@ static void dispatch(turn *t, const qbot_intent *it) {
         if (f >= 0) {
             form_end(t, f, "stopped");
             say(t, it->response >= 0 ? it->response : bot->sys[QBOT_R_STOPPED]);
-            note(t, "stop:%s%s", bot->forms[f].name, "");
+            note(t, "stop:%s", bot->forms[f].name);
         } else {
             say(t, bot->sys[QBOT_R_NOTHING]);
-            note(t, "nothing_to_do%s%s", "", "");
+            note(t, "nothing_to_do");
         }
         return;
     case QBOT_AFFIRM:
     case QBOT_DENY:
         say(t, it->response >= 0 ? it->response : bot->sys[QBOT_R_NOTHING]);
-        note(t, "respond:%s%s", it->name, "");
+        note(t, "respond:%s", it->name);
         reask(t);
         return;
     case QBOT_OOS:
         say(t, it->response >= 0 ? it->response : bot->sys[QBOT_R_OOS]);
-        note(t, "out_of_scope%s%s", "", "");
+        note(t, "out_of_scope");
         reask(t);
         return;
     case QBOT_RESPOND:
-        note(t, "respond:%s%s", it->name, "");
+        note(t, "respond:%s", it->name);
         if (it->action >= 0) run_action(t, it->action, it->response);
         else say(t, it->response);
         reask(t);
@@ -483,7 +485,7 @@ static void invalid(turn *t, int s, const char *value, const char *why) {
     const char *label = zh ? slot->label_zh : slot->label_en;
     const char *extra[3] = {value, label ? label : slot->name, zh ? problem_zh(why) : why};
     say_with(t, slot->invalid >= 0 ? slot->invalid : t->bot->sys[QBOT_R_INVALID], extra);
-    note(t, "invalid:%s%s", slot->name, "");
+    note(t, "invalid:%s", slot->name);
     cJSON *e = event(t, "invalid");
     if (e) put_str(t, e, "slot", slot->name), put_str(t, e, "value", value), put_str(t, e, "reason", why);
     say(t, slot->ask);
@@ -643,7 +645,7 @@ static void handle(turn *t, const char *text) {
             put_num(t, t->state, "failures", 0);
             form_end(t, f, "denied");
             say(t, bot->sys[QBOT_R_STOPPED]);
-            note(t, "deny:%s%s", form->name, "");
+            note(t, "deny:%s", form->name);
         } else if (interrupts) {
             put_num(t, t->state, "failures", 0);
             dispatch(t, it);
@@ -889,7 +891,7 @@ QIAO_API qiao_status qiao_bot_send(qiao_bot_session *session, const char *conver
             if (e) put_str(&t, e, "text", text), put_bool(&t, e, "queued", true);
             put_str(&t, t.state, "intent", NULL);
             put_num(&t, t.state, "confidence", 0), put_num(&t, t.state, "margin", 0);
-            note(&t, "queued%s%s", "", "");
+            note(&t, "queued");
         } else {
             forget_old_slots(&t);
             handle(&t, text);
@@ -938,7 +940,7 @@ QIAO_API qiao_status qiao_bot_resume(qiao_bot_session *session, const char *conv
         put_num(&t, t.state, "confidence", 0), put_num(&t, t.state, "margin", 0);
         event(&t, "resume");
         say(&t, t.bot->sys[QBOT_R_RESUME]);
-        note(&t, "resume%s%s", "", "");
+        note(&t, "resume");
         reask(&t);
         st = commit(&t, version, out);
     }
