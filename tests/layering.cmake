@@ -33,3 +33,6 @@ layering_probe(models_sees_inputs models "models/model.h")
 layering_probe(fusion_sees_fusion fusion "fusion/head.h")
 layering_probe(fusion_cannot_see_models fusion "models/head.h" MUST_FAIL)
 layering_probe(inputs_cannot_see_fusion inputs "fusion/head.h" MUST_FAIL)
+# The dialog manager is the roof: it sees what is below, nothing below sees it.
+layering_probe(bot_sees_bot bot "bot/bot.h")
+layering_probe(api_cannot_see_bot api "bot/bot.h" MUST_FAIL)
