@@ -31,9 +31,10 @@ static qiao_status read_tree(const char *path, cJSON **root) {
     size_t size = 0;
     qiao_status st = qc_read_file(path, BOT_FILE_MAX, &data, &size);
     if (st != QIAO_OK) return st;
-    if (!qc_utf8_valid((const char *)data, size)) {
+    const size_t bad = qc_utf8_check((const char *)data, size);
+    if (bad != size) {
         free(data);
-        return qc_error(QIAO_ERR_FORMAT, "%s: invalid UTF-8 (at byte %zu)", path, qc_utf8_check((const char *)data, size));
+        return qc_error(QIAO_ERR_FORMAT, "%s: invalid UTF-8 (at byte %zu)", path, bad);
     }
     if (ends_with(path, ".yml") || ends_with(path, ".yaml")) {
         st = qbot_parse_yaml(path, (const char *)data, size, true, root);
