@@ -548,30 +548,35 @@ static qiao_status understand(turn *t, const char *text, qiao_intent_result *r, 
     return QIAO_OK;
 }
 
-/* Whether a message that gave the slot asked for also asks for intent `it`:
- * what is left without the value still reads as `it`, confidently. A bare
- * answer ("订单号是2025...") leaves too little to read. */
-static bool asks_more(turn *t, const char *text, int slot, const qbot_intent *it) {
+static void cut(char *s, const char *what) {
+    const size_t m = what ? strlen(what) : 0;
+    for (char *at = m ? strstr(s, what) : NULL; at; at = strstr(at, what)) memmove(at, at + m, strlen(at + m) + 1);
+}
+
+/* Whether a message that gave the slot asked for also asks for something
+ * else, which the classifier read confidently: what is left without the
+ * value and the slot's own name is more than a bare answer's filler
+ * ("订单号是2025...", "it's 2025...") — six Chinese characters or four
+ * English words ("等等，先帮我查下物流，订单2025..."). The classifier reads
+ * such fragments poorly, so their length decides, not a second reading. */
+static bool asks_more(turn *t, const char *text, int slot, float conf) {
     const char *v = slot_value(t, slot);
-    const char *at = v ? strstr(text, v) : NULL;
-    if (!at) return false;
-    const size_t n = strlen(text), m = strlen(v);
-    char *rest = malloc(n + 1);
+    if (!v || !strstr(text, v) || conf < 0.8f) return false;
+    char *rest = strdup(text);
     if (!rest) return false;
-    memcpy(rest, text, (size_t)(at - text));
-    memcpy(rest + (at - text), at + m, n - (size_t)(at - text) - m + 1);
-    size_t letters = 0;
-    for (const unsigned char *p = (const unsigned char *)rest; *p; p++)
-        letters += (*p >= 0xE0) || (*p < 0x80 && isalpha(*p));
-    bool more = false;
-    qiao_intent_result r;
-    if (letters >= 4 && qiao_intent_classify(t->s->nlu, rest, NULL, &r) == QIAO_OK) {
-        more = !r.out_of_scope && !strcmp(r.intent, it->name) && r.confidence >= t->bot->min_confidence &&
-               r.margin >= t->bot->min_margin;
-        qiao_intent_result_free(&r);
+    cut(rest, v);
+    cut(rest, t->bot->slots[slot].label_zh);
+    cut(rest, t->bot->slots[slot].label_en);
+    size_t han = 0, words = 0;
+    bool in_word = false;
+    for (const unsigned char *p = (const unsigned char *)rest; *p; p++) {
+        han += *p >= 0xE0; /* the lead byte of a 3- or 4-byte character: CJK */
+        const bool letter = *p < 0x80 && isalpha(*p);
+        words += letter && !in_word;
+        in_word = letter;
     }
     free(rest);
-    return more;
+    return han >= 6 || words >= 4;
 }
 
 static void handle(turn *t, const char *text) {
@@ -666,23 +671,27 @@ static void handle(turn *t, const char *text) {
         char *v = NULL;
         const char *vwhy = NULL;
         /* The slot asked for, when no entity gave it: found in the message
-         * by its check, or the whole message for a free text. */
-        if (!asked_filled && !interrupts && !bad) {
-            const bool whole = slot->free_text && !switches;
-            if (whole || slot->check != QBOT_CHECK_TEXT) {
-                if (qbot_check_value(slot, text, true, t->now, &v, &vwhy) == QIAO_OK) {
-                    set_slot(t, asked, v);
-                    asked_filled = true;
-                } else if (slot->free_text || (!switches && (strpbrk(text, "0123456789") || !understood))) {
-                    /* An answer that fails the check ("12345" for an order
-                     * number) is refused with the reason; so is one the
-                     * classifier cannot place, which can only be an answer. */
-                    why = vwhy, bad = strdup(text);
-                }
+         * by its check (also when the tagger cut a wrong span: "12" of an
+         * order number), or the whole message for a free text, which no
+         * other request takes over ("the down jacket" is an item, however
+         * much it reads like an exchange). */
+        if (!asked_filled && !interrupts && (slot->free_text || slot->check != QBOT_CHECK_TEXT)) {
+            if (qbot_check_value(slot, text, true, t->now, &v, &vwhy) == QIAO_OK) {
+                set_slot(t, asked, v);
+                asked_filled = true;
+            } else if (slot->free_text || (!switches && (bad || strpbrk(text, "0123456789") || !understood))) {
+                /* An answer that fails the check ("12345" for an order
+                 * number) is refused with the reason, the message as the
+                 * value; so is one the classifier cannot place, which can
+                 * only be an answer. */
+                why = vwhy;
+                free(bad);
+                bad = strdup(text);
             }
         }
         free(v);
-        if (asked_filled && switches && asks_more(t, text, asked, it)) {
+        const bool other = switches && !slot->free_text;
+        if (asked_filled && other && asks_more(t, text, asked, conf)) {
             /* "先帮我查下物流，订单2025..." answers the question and asks for
              * something else: the other request wins, with the value. */
             put_num(t, t->state, "failures", 0);
@@ -696,7 +705,7 @@ static void handle(turn *t, const char *text) {
         } else if (bad) {
             put_num(t, t->state, "failures", 0);
             invalid(t, asked, bad, why);
-        } else if (switches) {
+        } else if (other) {
             put_num(t, t->state, "failures", 0);
             dispatch(t, it);
         } else if (in_scope && it->handled && it->kind == QBOT_RESPOND) {
