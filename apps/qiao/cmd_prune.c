@@ -37,6 +37,17 @@ static void usage(FILE *f) {
 
 static double mib(int64_t bytes) { return (double)bytes / (1024.0 * 1024.0); }
 
+/* A corpus as the file's record names it: its folder and name
+ * ("ecommerce_zh/train.jsonl"), so the same recipe run from another
+ * checkout writes the same file. */
+static const char *short_name(const char *path) {
+    const char *last = strrchr(path, '/');
+    if (!last) return path;
+    const char *p = last;
+    while (p > path && p[-1] != '/') p--;
+    return p;
+}
+
 static int64_t file_size(const char *path) {
     struct stat sb;
     return stat(path, &sb) == 0 ? (int64_t)sb.st_size : -1;
@@ -88,11 +99,15 @@ int cmd_prune(int argc, char **argv) {
     memset(&corpus, 0, sizeof corpus);
     qiao_status st = QIAO_OK;
     for (size_t i = 0; st == QIAO_OK && i < n_keep; i++) st = qmv_texts_load(keep[i], &corpus);
-    qmv_prune_params p = {.corpus = &corpus, .chars = chars, .scripts = scripts, .sources = keep, .n_sources = n_keep};
+    const char **names = calloc(n_keep, sizeof *names);
+    if (!names) st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
+    for (size_t i = 0; names && i < n_keep; i++) names[i] = short_name(keep[i]);
+    qmv_prune_params p = {.corpus = &corpus, .chars = chars, .scripts = scripts, .sources = names, .n_sources = n_keep};
     qmv_prune_stats s;
     const int64_t before = file_size(model);
     if (st == QIAO_OK) st = qmv_prune_file(model, out, &p, &s);
     qmv_texts_free(&corpus);
+    free(names);
     free(keep);
     /* the new file through the public API, as an application would open it */
     qiao_model *m = NULL;
