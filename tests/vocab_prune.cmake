@@ -73,3 +73,14 @@ set_tests_properties(cli.bot.small_int8 cli.bot.small_record cli.bot.eval PROPER
   FIXTURES_REQUIRED "cli_files;bot_small")
 set_tests_properties(cli.bot.train cli.bot.prune cli.bot.quantize cli.bot.calibrate cli.bot.small_int8
   cli.bot.small_record cli.bot.eval cli.bot.held_out_fraction PROPERTIES LABELS "cli;intent;prune")
+
+# The committed sample bot (apps/chatbot/models/ecommerce-zh.md) loads,
+# classifies and tags, and is the pruned int8 file its card describes.
+set(QIAO_BOT_MODEL ${PROJECT_SOURCE_DIR}/apps/chatbot/models/ecommerce-zh.safetensors)
+cli_expect(NAME cli.bot.committed_predict RC 0 ARGS intent predict --model ${QIAO_BOT_MODEL} --top 1
+  "这件衣服能退货吗" "我的手机号换了，新号码 13800138000"
+  STDOUT "-> return_request .*-> change_phone .*entity phone +\\[[0-9]+, [0-9]+\\) \"13800138000\"")
+cli_expect(NAME cli.bot.committed_info RC 0 ARGS info --json ${QIAO_BOT_MODEL}
+  JSON_KEY "metadata|tokenizer.config" JSON_VALUE
+  "{\"version\":1,\"kind\":\"spm\",\"vocab_size\":24377,\"id_offset\":1,\"bos\":0,\"pad\":1,\"eos\":2,\"unk\":3,\"mask\":24376,\"add_bos\":true,\"add_eos\":true}")
+set_tests_properties(cli.bot.committed_predict cli.bot.committed_info PROPERTIES LABELS "cli;intent;prune")
