@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """What pruning e5-small's vocabulary to the pieces Chinese and English text
-use would save (issue 17, section 5): an estimate, not an implementation.
+use would save (issue 17, section 5): the estimate made before pruning was
+built. The pruning itself is `qiao prune-vocab` (models/vocab/prune.h);
+docs/benchmarks.md, "Vocabulary pruning, done", has what it gives.
 
     .venv-peer/bin/python3 scripts/e5-vocab-prune.py [--model build/e5/multilingual-e5-small.safetensors]
                                                      [--qiao build/bin/qiao] [--scenes 2000]
@@ -29,10 +31,10 @@ Each keeps the five special tokens (<s> <pad> </s> <unk> <mask>). The
 tokenizer is the one in the model file (tokenizer.spm), through PyPI's
 SentencePiece; qiao's (Debian's 0.1.97) differs from it only in rare ties.
 
-Pruning itself would renumber the kept pieces (a table from old ids to new
-rows in the file, or a rebuilt SentencePiece model) and map the dropped ones
-to <unk>: text in other scripts would then lose its meaning, which is the
-point of the trade.
+`qiao prune-vocab` rebuilds the SentencePiece model with the kept pieces
+(renumbered, in their order) and keeps every single Chinese or English
+character besides, so such text is segmented again rather than lost to
+<unk>; text in other scripts may lose pieces, which is the trade.
 """
 import argparse
 import glob

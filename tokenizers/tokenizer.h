@@ -141,6 +141,46 @@ struct qiao_tokenizer {
 qiao_status tk_detokenize(const qiao_tokenizer *tok, const int32_t *ids, size_t count, bool exact_spaces, bool partial,
                           const char *what, char **out, size_t *out_len);
 
+/* ---- Vocabulary pruning (spm_prune.c) ------------------------------------ */
+
+/* The number of pieces of a serialized SentencePiece ModelProto, read from
+ * protobuf's wire format; QIAO_ERR_FORMAT naming `what` when the bytes are
+ * not a well-formed message. */
+qiao_status tk_spm_proto_count(const void *proto, size_t len, const char *what, size_t *n_pieces);
+
+/* A copy of the ModelProto holding only the pieces i with keep[i] (of
+ * n_pieces, which must be the model's count: else QIAO_ERR_INVALID_ARGUMENT),
+ * in their order, every other field byte for byte but self_test_data
+ * (dropped: it may expect pieces that are gone). Pieces that are not NORMAL
+ * (<unk>, control, byte, unused, user-defined) are always kept, and keep[]
+ * is set for them: on return it says what the copy holds. *out is malloc'd
+ * (the caller frees it). */
+qiao_status tk_spm_proto_prune(const void *proto, size_t len, bool *keep, size_t n_pieces, const char *what,
+                               char **out, size_t *out_len);
+
+/* An spm-kind tokenizer with fewer pieces, as tk_spm_prune gives it. */
+typedef struct tk_pruned {
+    char *spm;          /* (spm_len) the new tokenizer.spm */
+    size_t spm_len;
+    char *config;       /* the new tokenizer.config: vocab_size and the special ids renumbered */
+    int64_t pieces;     /* SentencePiece pieces kept */
+    int64_t vocab_size; /* the model's ids: the old vocab_size less the pieces dropped */
+    int64_t *old_id;    /* (vocab_size) each new id's old id: the embedding row it takes */
+} tk_pruned;
+
+/* Prunes an spm-kind tokenizer to the SentencePiece pieces i with keep[i]
+ * (keep has spm_vocab_size(tok->spm) entries). The pieces the special ids
+ * name and those tk_spm_proto_prune always keeps stay too; keep[] says on
+ * return which pieces the new model holds. Ids below the pieces (XLM-R's
+ * <s> <pad> </s> <unk>) keep their numbers, ids after them (<mask>) move
+ * down with the pieces' end, and the kept pieces keep their order, so a
+ * text made of kept pieces gets the same pieces and each its old row.
+ * The new model is loaded once to check it names the kept pieces as the
+ * old one did. QIAO_ERR_UNSUPPORTED for another kind of tokenizer. Free
+ * *out with tk_pruned_free (which accepts a zeroed or freed one). */
+qiao_status tk_spm_prune(const qiao_tokenizer *tok, bool *keep, tk_pruned *out);
+void tk_pruned_free(tk_pruned *p);
+
 /* Builds a tokenizer from a validated file (a model file holding the
  * tokenizer tensors, or a tokenizer file). Everything is copied: the file
  * may be closed afterwards. */

@@ -12,6 +12,7 @@
 
 #include "cli.h"
 #include "plot.h"
+#include "core/safetensors.h"
 #include "models/intent/intent.h"
 
 int cmd_intent(int argc, char **argv);
@@ -22,9 +23,10 @@ static void usage(FILE *f) {
                "                         [--log PREFIX] [--steps N] [--batch B] [--lr X] [--seed S]\n"
                "                         [--eval-every N] [--threads N] [--quiet]\n"
                "       qiao intent eval --model BOT.safetensors --data TEST.jsonl [--json] [--confusion PREFIX]\n"
-               "                        [--threads N]\n"
+               "                        [--precision P] [--threads N]\n"
                "       qiao intent calibrate --model BOT.safetensors --data VAL.jsonl --out BOT2.safetensors\n"
-               "                        [--rejection R] [--oos-label L] [--threads N]\n"
+               "                        [--held-out [--seed S] [--val-fraction F]] [--rejection R]\n"
+               "                        [--oos-label L] [--precision P] [--threads N]\n"
                "       qiao intent predict --model BOT.safetensors [--top K] [--threshold T] [--json] [--threads N]\n"
                "                        [TEXT...]\n"
                "  train: fine-tunes MODEL's text tower (qiao's own or an imported encoder such as\n"
@@ -37,7 +39,13 @@ static void usage(FILE *f) {
                "  the calibration error on a labelled file; --confusion writes PREFIX.csv and PREFIX.png.\n"
                "  calibrate: fits the softmax temperature on VAL.jsonl and the out-of-scope threshold that\n"
                "  rejects at most R (default 0.05) of its in-scope texts; L (default \"oos\") is the label,\n"
-               "  if the classifier has it, that means out of scope.\n"
+               "  if the classifier has it, that means out of scope. With --held-out, --data is the training\n"
+               "  file and the texts are the stratified part `intent train` held out (its --seed S, default 1,\n"
+               "  and val_fraction F, default 0.1): recalibrating a bot after `qiao quantize` or\n"
+               "  `qiao prune-vocab` on the texts it was calibrated on. Eval and calibrate compute at the\n"
+               "  file's precision (int8 or bf16 GEMMs after quantize), as sessions do, unless --precision\n"
+               "  (f32, bf16 or int8) says another. Calibrate writes BOT2 as BOT is, its calibration\n"
+               "  changed: every tensor as stored, every other metadata key kept.\n"
                "  predict: the ranked intents of each TEXT (or of each line of stdin), with the confidence,\n"
                "  the margin to the second and the out-of-scope flag (T: a threshold of your own).\n");
 }
@@ -100,11 +108,14 @@ static int intent_train(int argc, char **argv) {
 }
 
 /* --model M, --data F, --out F, --confusion P, --top K, --threshold T,
- * --rejection R, --oos-label L, --threads N, --json; the rest positional. */
+ * --rejection R, --oos-label L, --held-out, --seed S, --val-fraction F,
+ * --precision P, --threads N, --json; the rest positional. */
 typedef struct intent_opts {
     const char *model, *data, *out, *confusion, *oos_label;
-    int64_t top;
-    double threshold, rejection;
+    int64_t top, seed;
+    double threshold, rejection, val_fraction;
+    bool held_out;
+    const char *precision; /* NULL: the model file's */
     int threads;
     bool json;
     const char **texts;
@@ -116,6 +127,8 @@ static int parse(const char *cmd, int argc, char **argv, intent_opts *o) {
     o->top = 3;
     o->threshold = -1;
     o->rejection = 0.05;
+    o->seed = 1;
+    o->val_fraction = 0.1; /* intent train's defaults (models/intent/train.c) */
     o->oos_label = "oos";
     o->texts = calloc((size_t)argc, sizeof *o->texts);
     if (!o->texts)
@@ -144,6 +157,21 @@ static int parse(const char *cmd, int argc, char **argv, intent_opts *o) {
                 return 2;
         } else if (!strcmp(s, "--json")) {
             o->json = true;
+        } else if (!strcmp(s, "--precision") && has) {
+            o->precision = argv[++i];
+            if (strcmp(o->precision, "f32") != 0 && strcmp(o->precision, "bf16") != 0 &&
+                strcmp(o->precision, "int8") != 0 && strcmp(o->precision, "model") != 0) {
+                fprintf(stderr, "qiao %s: --precision is model, f32, bf16 or int8, not '%s'\n", cmd, o->precision);
+                return 2;
+            }
+        } else if (!strcmp(s, "--held-out")) {
+            o->held_out = true;
+        } else if (!strcmp(s, "--seed") && has) {
+            if (!cli_int_arg(cmd, "--seed", argv[++i], 0, INT64_MAX, &o->seed))
+                return 2;
+        } else if (!strcmp(s, "--val-fraction") && has) {
+            if (!cli_num_arg(cmd, "--val-fraction", argv[++i], 0.001, 0.999, &o->val_fraction))
+                return 2;
         } else if (!strcmp(s, "--top") && has) {
             if (!cli_int_arg(cmd, "--top", argv[++i], 1, 1000, &o->top))
                 return 2;
@@ -229,13 +257,18 @@ static int checked(int rc, const char *bad, intent_opts *o) {
     return rc;
 }
 
-/* The classifier at `model` and the labelled file at `data` read against
- * its labels (space: the labels, kept for names). */
-static qiao_status load_model_and_set(const char *model, const char *data, qmod_model **m, qmi_set *space,
-                                      qmi_set *set) {
+/* The classifier at `model`, computing at `precision` ("f32", "bf16",
+ * "int8"; NULL or "model": the file's), and the labelled file at `data`
+ * read against its labels (space: the labels, kept for names). */
+static qiao_status load_model_and_set(const char *model, const char *data, const char *precision, qmod_model **m,
+                                      qmi_set *space, qmi_set *set) {
     memset(space, 0, sizeof *space);
     memset(set, 0, sizeof *set);
     qiao_status st = qmod_load(model, m);
+    if (st == QIAO_OK && precision && strcmp(precision, "model") != 0)
+        (*m)->precision = !strcmp(precision, "f32")    ? QB_PREC_F32
+                          : !strcmp(precision, "bf16") ? QB_PREC_BF16
+                                                       : QB_PREC_INT8;
     if (st == QIAO_OK)
         st = qmi_model_space(*m, space);
     if (st == QIAO_OK)
@@ -257,7 +290,7 @@ static int intent_eval(int argc, char **argv) {
     qmi_set space, set;
     qmi_eval e;
     memset(&e, 0, sizeof e);
-    qiao_status st = load_model_and_set(o.model, o.data, &m, &space, &set);
+    qiao_status st = load_model_and_set(o.model, o.data, o.precision, &m, &space, &set);
     if (st == QIAO_OK)
         st = qmi_evaluate(m, &set, o.threads, 32, &e);
     if (st == QIAO_OK && o.confusion && !e.confusion)
@@ -334,18 +367,31 @@ static int intent_calibrate(int argc, char **argv) {
     if (rc >= 0)
         return rc;
     qmod_model *m = NULL;
-    qmi_set space, set;
+    qmi_set space, set, train, val;
+    memset(&train, 0, sizeof train);
+    memset(&val, 0, sizeof val);
     qmi_calibration c;
-    qiao_status st = load_model_and_set(o.model, o.data, &m, &space, &set);
+    qc_st_file *f = NULL;
+    qiao_status st = load_model_and_set(o.model, o.data, o.precision, &m, &space, &set);
+    /* the same split as training's (qmi_set_split depends only on the file, the fraction and the seed) */
+    if (st == QIAO_OK && o.held_out)
+        st = qmi_set_split(&set, o.val_fraction, (uint64_t)o.seed, &train, &val);
     if (st == QIAO_OK)
-        st = qmi_calibrate(m, &set, o.threads, o.rejection, o.oos_label, &c);
+        st = qmi_calibrate(m, o.held_out ? &val : &set, o.threads, o.rejection, o.oos_label, &c);
+    /* the file as it is but its config: int8 or bf16 GEMM weights, a pruned
+     * vocabulary's record and any other metadata stay */
     if (st == QIAO_OK)
-        st = qmod_save(m, o.out, QIAO_DTYPE_BF16);
+        st = qc_st_open(o.model, &f);
     if (st == QIAO_OK)
-        printf("%s calibrated on %lld texts of %s: temperature %.4f (NLL %.4f -> %.4f, ECE %.4f -> %.4f), "
+        st = qc_st_rewrite(f, o.out, NULL, 0, &(qc_st_kv){QMOD_META_CONFIG, m->cfg.json}, 1);
+    qc_st_close(f);
+    if (st == QIAO_OK)
+        printf("%s calibrated on %lld texts of %s%s: temperature %.4f (NLL %.4f -> %.4f, ECE %.4f -> %.4f), "
                "out-of-scope threshold %.4f -> %s\n",
-               m->cfg.name, (long long)c.n, o.data, (double)c.temperature, c.nll_before, c.nll_after, c.ece_before,
-               c.ece_after, (double)c.threshold, o.out);
+               m->cfg.name, (long long)c.n, o.held_out ? "the held-out part of " : "", o.data, (double)c.temperature,
+               c.nll_before, c.nll_after, c.ece_before, c.ece_after, (double)c.threshold, o.out);
+    qmi_set_free(&train);
+    qmi_set_free(&val);
     qmi_set_free(&set);
     qmi_set_free(&space);
     qmod_free(m);

@@ -36,12 +36,13 @@ static const command commands[] = {
     {"intent", cmd_intent, "train --init M --data TRAIN.jsonl --out BOT | eval | predict: intent classifier"},
     {"chat", cmd_chat, "--bot BOT.yml [--store F] [--json] | --test STORIES.yml: talk to a customer-service bot"},
     {"quantize", cmd_quantize, "--model M --out M8 [--precision int8|bf16]: store GEMM weights int8 (or bf16)"},
+    {"prune-vocab", cmd_prune, "--model M --keep CORPUS... --out M2: keep the pieces CORPUS and Chinese/English use"},
 };
 
 static void usage(FILE *f) {
     fprintf(f, "usage: qiao <command> [args]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+        fprintf(f, "  %-11s %s\n", commands[i].name, commands[i].help);
 }
 
 int main(int argc, char **argv) {

@@ -13,6 +13,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "backend/cpu/cpu.h"
 #include "models/embed.h"
 #include "models/head.h"
 #include "models/intent/intent.h"
@@ -335,6 +336,21 @@ static qiao_status intent_head(const qmod_model *m, int *head) {
                       : qc_error(QIAO_ERR_INVALID_ARGUMENT, "model %s has no intent head", m->cfg.name);
 }
 
+/* The context a stand-alone evaluation or calibration runs on: the model's
+ * own precision, as a session with QIAO_PRECISION_MODEL (a file `qiao
+ * quantize` wrote computes its GEMMs in int8 or bf16), so the figures and
+ * the calibration are those of the deployed classifier. *packed (NULL for
+ * f32) is freed by the caller with qb_packed_set_free. */
+static qiao_status exec_for(const qmod_model *m, int threads, qb_exec *ex, qb_packed_set **packed) {
+    qb_exec_cpu(ex, threads);
+    *packed = NULL;
+    if (m->precision == QB_PREC_F32)
+        return QIAO_OK;
+    const qiao_status st = qmod_pack_weights_prec(m, m->precision, packed);
+    ex->packed = *packed;
+    return st;
+}
+
 qiao_status qmi_evaluate(const qmod_model *m, const qmi_set *set, int threads, int64_t batch, qmi_eval *out) {
     if (!out)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmi_evaluate: NULL argument");
@@ -345,18 +361,23 @@ qiao_status qmi_evaluate(const qmod_model *m, const qmi_set *set, int threads, i
     if (intent_head(m, &head) != QIAO_OK)
         return QIAO_ERR_INVALID_ARGUMENT;
     qb_exec ex;
-    qb_exec_cpu(&ex, threads);
+    qb_packed_set *packed;
+    qiao_status st = exec_for(m, threads, &ex, &packed);
     qmod_work w;
     qmod_head_work hw, ehw;
+    memset(&w, 0, sizeof w);
+    memset(&hw, 0, sizeof hw);
     memset(&ehw, 0, sizeof ehw);
     const int ent = qmod_head_find(&m->cfg, QMI_ENT_HEAD);
-    qiao_status st = qmi_open_work(m, head, batch, &w, &hw);
+    if (st == QIAO_OK)
+        st = qmi_open_work(m, head, batch, &w, &hw);
     if (st == QIAO_OK && ent >= 0)
         st = qmi_entity_reserve(m, ent, &ehw, batch * 64, false);
     if (st == QIAO_OK)
         st = qmi_evaluate_with(&ex, m, &w, &hw, ent >= 0 ? &ehw : NULL, head, set, batch, out);
     qmi_close_work(&w, &hw);
     qmod_head_work_free(&ehw);
+    qb_packed_set_free(packed);
     return st;
 }
 
@@ -498,12 +519,17 @@ qiao_status qmi_calibrate(qmod_model *m, const qmi_set *val, int threads, double
     if (intent_head(m, &head) != QIAO_OK)
         return QIAO_ERR_INVALID_ARGUMENT;
     qb_exec ex;
-    qb_exec_cpu(&ex, threads);
+    qb_packed_set *packed;
+    qiao_status st = exec_for(m, threads, &ex, &packed);
     qmod_work w;
     qmod_head_work hw;
-    qiao_status st = qmi_open_work(m, head, 32, &w, &hw);
+    memset(&w, 0, sizeof w);
+    memset(&hw, 0, sizeof hw);
+    if (st == QIAO_OK)
+        st = qmi_open_work(m, head, 32, &w, &hw);
     if (st == QIAO_OK)
         st = qmi_calibrate_with(&ex, m, &w, &hw, head, val, 32, rejection, oos_label, out);
     qmi_close_work(&w, &hw);
+    qb_packed_set_free(packed);
     return st;
 }

@@ -968,6 +968,39 @@ done:
     return st;
 }
 
+qiao_status qc_st_rewrite(const qc_st_file *src, const char *path, const qc_st_entry *repl, size_t n_repl,
+                          const qc_st_kv *meta, size_t n_meta) {
+    if (!src || !path || (!repl && n_repl) || (!meta && n_meta))
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qc_st_rewrite: NULL argument");
+    qc_st_entry *e = malloc((src->n + n_repl + 1) * sizeof *e);
+    qc_st_kv *kv = malloc((src->n_meta + n_meta + 1) * sizeof *kv);
+    if (!e || !kv) {
+        free(e), free(kv);
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    }
+    size_t n = 0, nm = 0;
+    for (size_t i = 0; i < src->n; i++) {
+        const qc_st_tensor *t = &src->t[i];
+        bool replaced = false;
+        for (size_t j = 0; j < n_repl && !replaced; j++) replaced = repl[j].name && !strcmp(repl[j].name, t->name);
+        if (replaced) continue;
+        e[n] = (qc_st_entry){.name = t->name, .dtype = t->dtype, .ndim = t->ndim, .data = t->data};
+        memcpy(e[n].shape, t->shape, sizeof e[n].shape);
+        n++;
+    }
+    for (size_t j = 0; j < n_repl; j++) e[n++] = repl[j];
+    for (size_t i = 0; i < src->n_meta; i++) {
+        bool set = false;
+        for (size_t j = 0; j < n_meta && !set; j++) set = meta[j].key && !strcmp(meta[j].key, src->meta_keys[i]);
+        if (!set) kv[nm++] = (qc_st_kv){src->meta_keys[i], src->meta_vals[i]};
+    }
+    for (size_t j = 0; j < n_meta; j++)
+        if (meta[j].value) kv[nm++] = meta[j];
+    qiao_status st = qc_st_write(path, e, n, kv, nm);
+    free(e), free(kv);
+    return st;
+}
+
 void qc_st_table_entries(const qc_table *tab, const float *arena, qc_st_entry *out) {
     for (size_t i = 0; i < tab->n; i++) {
         const qc_tensor_desc *d = &tab->t[i];

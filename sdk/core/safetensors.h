@@ -128,6 +128,16 @@ typedef struct qc_st_entry {
 qiao_status qc_st_write(const char *path, const qc_st_entry *tensors, size_t n, const qc_st_kv *meta,
                         size_t n_meta);
 
+/* Writes a copy of the open file `src` to `path` (qc_st_write: atomic; `path`
+ * may be src's own): every tensor of src as stored, except that an entry of
+ * `repl` with its name takes its place; entries of `repl` naming no tensor
+ * of src are added. The metadata are src's, except that a pair of `meta`
+ * sets its key (a NULL value removes it). Tools that change part of a
+ * model file (a recalibrated head's config, a pruned vocabulary) keep the
+ * rest of it bit for bit this way, whatever its dtypes. */
+qiao_status qc_st_rewrite(const qc_st_file *src, const char *path, const qc_st_entry *repl, size_t n_repl,
+                          const qc_st_kv *meta, size_t n_meta);
+
 /* Fills out[0 .. tab->n) with one entry per table tensor: its name, shape
  * and storage dtype, data pointing at arena + desc->offset (from_f32).
  * The entries borrow from `tab` and `arena`. Use it to write a table

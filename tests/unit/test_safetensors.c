@@ -1160,6 +1160,60 @@ static void public_api(void **state) {
     tmpdir_remove(&d);
 }
 
+/* qc_st_rewrite: a copy with one tensor replaced, one added, one metadata
+ * key changed and one removed; every other tensor and key as it was, and
+ * the file may be rewritten onto itself. */
+static void rewrite(void **state) {
+    (void)state;
+    tmpdir d;
+    tmpdir_make(&d);
+    char *a = join(&d, "a.safetensors"), *b = join(&d, "b.safetensors");
+    int8_t q[4] = {-127, -1, 1, 127};
+    uint16_t h[3] = {0x3F80, 0xBF80, 0x4000};
+    float x[2] = {1.5f, -2.5f}, y[3] = {7.0f, 8.0f, 9.0f};
+    const qc_st_entry e[] = {
+        {.name = "w", .dtype = QIAO_DTYPE_I8, .ndim = 2, .shape = {2, 2}, .data = q},
+        {.name = "h", .dtype = QIAO_DTYPE_BF16, .ndim = 1, .shape = {3}, .data = h},
+        {.name = "x", .dtype = QIAO_DTYPE_F32, .ndim = 1, .shape = {2}, .data = x},
+    };
+    const qc_st_kv m[] = {{"keep", "1"}, {"change", "old"}, {"drop", "gone"}};
+    assert_int_equal(qc_st_write(a, e, 3, m, 3), QIAO_OK);
+    qc_st_file *f = NULL, *g = NULL;
+    assert_int_equal(qc_st_open(a, &f), QIAO_OK);
+    const qc_st_entry repl[] = {
+        {.name = "x", .dtype = QIAO_DTYPE_F32, .ndim = 1, .shape = {3}, .data = y},
+        {.name = "new", .dtype = QIAO_DTYPE_I8, .ndim = 1, .shape = {1}, .data = q},
+    };
+    const qc_st_kv meta[] = {{"change", "new"}, {"drop", NULL}, {"added", "yes"}};
+    assert_int_equal(qc_st_rewrite(f, b, repl, 2, meta, 3), QIAO_OK);
+    assert_int_equal(qc_st_open(b, &g), QIAO_OK);
+    assert_int_equal(qc_st_count(g), 4);
+    assert_memory_equal(qc_st_find(g, "w")->data, q, sizeof q);
+    assert_memory_equal(qc_st_find(g, "h")->data, h, sizeof h);
+    assert_int_equal(qc_st_find(g, "x")->shape[0], 3);
+    assert_memory_equal(qc_st_find(g, "x")->data, y, sizeof y);
+    assert_int_equal(qc_st_find(g, "new")->dtype, QIAO_DTYPE_I8);
+    assert_int_equal(qc_st_metadata_count(g), 3);
+    assert_string_equal(qc_st_metadata_get(g, "keep"), "1");
+    assert_string_equal(qc_st_metadata_get(g, "change"), "new");
+    assert_string_equal(qc_st_metadata_get(g, "added"), "yes");
+    assert_null(qc_st_metadata_get(g, "drop"));
+    qc_st_close(g);
+    /* onto itself: the open file's mapping stays readable, the name gets the new file */
+    assert_int_equal(qc_st_rewrite(f, a, NULL, 0, meta, 1), QIAO_OK);
+    assert_memory_equal(qc_st_find(f, "w")->data, q, sizeof q);
+    qc_st_close(f);
+    assert_int_equal(qc_st_open(a, &f), QIAO_OK);
+    assert_int_equal(qc_st_count(f), 3);
+    assert_string_equal(qc_st_metadata_get(f, "change"), "new");
+    assert_memory_equal(qc_st_find(f, "x")->data, x, sizeof x);
+    assert_int_equal(qc_st_rewrite(NULL, b, NULL, 0, NULL, 0), QIAO_ERR_INVALID_ARGUMENT);
+    assert_int_equal(qc_st_rewrite(f, b, NULL, 1, NULL, 0), QIAO_ERR_INVALID_ARGUMENT);
+    qc_st_close(f);
+    free(a), free(b);
+    tmpdir_remove(&d);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(roundtrip_f32), cmocka_unit_test(roundtrip_half),
     cmocka_unit_test(raw_entries),   cmocka_unit_test(atomic_write), cmocka_unit_test(killed_writer),
@@ -1167,7 +1221,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(truncated),     cmocka_unit_test(overlapping),
     cmocka_unit_test(lying_offsets), cmocka_unit_test(bad_header),
     cmocka_unit_test(random_bytes),  cmocka_unit_test(missing_tensor),
-    cmocka_unit_test(public_api),
+    cmocka_unit_test(public_api),    cmocka_unit_test(rewrite),
 };
 
 QT_MAIN(tests)
