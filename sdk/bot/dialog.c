@@ -126,11 +126,12 @@ static void set_slot(turn *t, int slot, const char *value) {
         return;
     }
     const char *old = slot_value(t, slot);
+    const bool changed = !old || strcmp(old, value); /* before put() frees the old value */
     cJSON *v = cJSON_CreateObject();
     put_str(t, v, "value", value);
     put_num(t, v, "turn", t->number);
     put(t, slots, name, v);
-    if (!old || strcmp(old, value)) {
+    if (changed) {
         cJSON *e = event(t, "slot");
         if (e) put_str(t, e, "name", name), put_str(t, e, "value", value);
     }
