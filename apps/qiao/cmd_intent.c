@@ -26,12 +26,14 @@ static void usage(FILE *f) {
                "       qiao intent calibrate --model BOT.safetensors --data VAL.jsonl --out BOT2.safetensors\n"
                "                        [--rejection R] [--oos-label L] [--threads N]\n"
                "       qiao intent predict --model BOT.safetensors [--top K] [--threshold T] [--json] [--threads N]\n"
-               "                        [TEXT...]\n"
+               "                        [--context TURN]... [TEXT...]\n"
                "  train: fine-tunes MODEL's text tower (qiao's own or an imported encoder such as\n"
                "  multilingual-e5) with a new head over the intents of TRAIN.jsonl (one example per line:\n"
                "  {\"text\": ..., \"intent\": ...}); without --val a stratified tenth is held out. Defaults:\n"
                "  batch 32, 3 epochs, lr 2e-5 for the encoder and 1e-3 for the head; a recipe's \"train\"\n"
-               "  object and top-level \"hidden\" and \"scale\" change them. Ctrl-C stops with a checkpoint.\n"
+               "  object and top-level \"hidden\" and \"scale\" change them; top-level \"context\": N reads the\n"
+               "  last N earlier turns of each example's \"context\" after its text. Ctrl-C stops with a\n"
+               "  checkpoint.\n"
                "  The classifier is calibrated on the validation set at the end (see calibrate).\n"
                "  eval: accuracy, macro-F1, out-of-scope recall and precision, in-scope false rejection and\n"
                "  the calibration error on a labelled file; --confusion writes PREFIX.csv and PREFIX.png.\n"
@@ -39,7 +41,9 @@ static void usage(FILE *f) {
                "  rejects at most R (default 0.05) of its in-scope texts; L (default \"oos\") is the label,\n"
                "  if the classifier has it, that means out of scope.\n"
                "  predict: the ranked intents of each TEXT (or of each line of stdin), with the confidence,\n"
-               "  the margin to the second and the out-of-scope flag (T: a threshold of your own).\n");
+               "  the margin to the second and the out-of-scope flag (T: a threshold of your own). Each\n"
+               "  --context is an earlier turn of the conversation, oldest first, the same for every TEXT\n"
+               "  (a classifier trained with context reads its last N; one trained without ignores them).\n");
 }
 
 static int on_step(const qtr_log *l, void *user) {
@@ -100,7 +104,8 @@ static int intent_train(int argc, char **argv) {
 }
 
 /* --model M, --data F, --out F, --confusion P, --top K, --threshold T,
- * --rejection R, --oos-label L, --threads N, --json; the rest positional. */
+ * --rejection R, --oos-label L, --threads N, --json, --context TURN
+ * (repeated); the rest positional. */
 typedef struct intent_opts {
     const char *model, *data, *out, *confusion, *oos_label;
     int64_t top;
@@ -109,6 +114,8 @@ typedef struct intent_opts {
     bool json;
     const char **texts;
     int n_texts;
+    const char **context; /* the turns before the texts, oldest first */
+    int n_context;
 } intent_opts;
 
 static int parse(const char *cmd, int argc, char **argv, intent_opts *o) {
@@ -118,7 +125,8 @@ static int parse(const char *cmd, int argc, char **argv, intent_opts *o) {
     o->rejection = 0.05;
     o->oos_label = "oos";
     o->texts = calloc((size_t)argc, sizeof *o->texts);
-    if (!o->texts)
+    o->context = calloc((size_t)argc, sizeof *o->context);
+    if (!o->texts || !o->context)
         return 1;
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
@@ -136,6 +144,8 @@ static int parse(const char *cmd, int argc, char **argv, intent_opts *o) {
             o->confusion = argv[++i];
         } else if (!strcmp(s, "--oos-label") && has) {
             o->oos_label = argv[++i];
+        } else if (!strcmp(s, "--context") && has) {
+            o->context[o->n_context++] = argv[++i];
         } else if (!strcmp(s, "--threshold") && has) {
             if (!cli_num_arg(cmd, "--threshold", argv[++i], 0, 1, &o->threshold))
                 return 2;
@@ -225,7 +235,7 @@ static int checked(int rc, const char *bad, intent_opts *o) {
         rc = 2;
     }
     if (rc >= 0)
-        free(o->texts);
+        free(o->texts), free(o->context);
     return rc;
 }
 
@@ -247,8 +257,9 @@ static int intent_eval(int argc, char **argv) {
     intent_opts o;
     int rc = parse("intent eval", argc, argv, &o);
     rc = checked(rc,
-                 !o.model || !o.data || o.n_texts || o.out
-                     ? "qiao intent eval: --model and --data are required (and no texts or --out)"
+                 !o.model || !o.data || o.n_texts || o.out || o.n_context
+                     ? "qiao intent eval: --model and --data are required (and no texts, --out or --context: the "
+                       "file's lines carry their context)"
                      : NULL,
                  &o);
     if (rc >= 0)
@@ -319,7 +330,7 @@ static int intent_eval(int argc, char **argv) {
     qmi_set_free(&set);
     qmi_set_free(&space);
     qmod_free(m);
-    free(o.texts);
+    free(o.texts), free(o.context);
     return st == QIAO_OK ? 0 : cli_fail(st);
 }
 
@@ -327,8 +338,8 @@ static int intent_calibrate(int argc, char **argv) {
     intent_opts o;
     int rc = parse("intent calibrate", argc, argv, &o);
     rc = checked(rc,
-                 !o.model || !o.data || !o.out || o.n_texts
-                     ? "qiao intent calibrate: --model, --data and --out are required (and no texts)"
+                 !o.model || !o.data || !o.out || o.n_texts || o.n_context
+                     ? "qiao intent calibrate: --model, --data and --out are required (and no texts or --context)"
                      : NULL,
                  &o);
     if (rc >= 0)
@@ -349,7 +360,7 @@ static int intent_calibrate(int argc, char **argv) {
     qmi_set_free(&set);
     qmi_set_free(&space);
     qmod_free(m);
-    free(o.texts);
+    free(o.texts), free(o.context);
     return st == QIAO_OK ? 0 : cli_fail(st);
 }
 
@@ -412,6 +423,8 @@ static int intent_predict(int argc, char **argv) {
     qiao_intent_params ip = qiao_intent_default_params();
     ip.top_k = (int)o.top;
     ip.threshold = (float)o.threshold;
+    ip.context = o.context;
+    ip.n_context = (size_t)o.n_context;
     qiao_intent_result *res = n ? calloc(n, sizeof *res) : NULL;
     if (st == QIAO_OK && n && !res)
         st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
@@ -467,7 +480,7 @@ static int intent_predict(int argc, char **argv) {
         qiao_intent_result_free(&res[i]);
     for (size_t i = 0; i < n_lines; i++)
         free(lines[i]);
-    free(lines), free(res), free(o.texts);
+    free(lines), free(res), free(o.texts), free(o.context);
     qiao_session_free(session);
     qiao_model_free(model);
     return st == QIAO_OK ? 0 : cli_fail(st);
