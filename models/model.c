@@ -43,7 +43,7 @@ bool qmod_has_pair(const qmod_config *cfg, int pair) {
 
 static const char *const k_head_keys[] = {"kind",       "tower", "input",       "hidden",    "classes", "labels",
                                           "label_text", "scale", "temperature", "threshold", "oos_label",
-                                          "multi_label"};
+                                          "multi_label", "context"};
 
 /* "labels" (K distinct non-empty strings) and "label_text" ({lang: K
  * strings}) of a head with K classes. */
@@ -149,6 +149,13 @@ static qiao_status parse_head(const cJSON *o, const qmod_config *c, const char *
     if (multi && !cJSON_IsBool(multi))
         return qc_error(QIAO_ERR_FORMAT, "%s: heads.%s.multi_label must be true or false", what, name);
     h->multi_label = cJSON_IsTrue(multi);
+    h->context = 0;
+    if (cJSON_GetObjectItemCaseSensitive(o, "context")) {
+        if (h->fused || h->tower != QMOD_TEXT || h->input != QMOD_HEAD_EMBEDDING)
+            return qc_error(QIAO_ERR_FORMAT, "%s: heads.%s.context is for a head on the text embedding", what, name);
+        if ((st = qc_json_int(o, section, "context", 0, QMOD_HEAD_MAX_CONTEXT, &h->context)) != QIAO_OK)
+            return rewrap(st, what);
+    }
     h->oos_class = -1;
     const cJSON *oos = cJSON_GetObjectItemCaseSensitive(o, "oos_label");
     if (oos) {

@@ -43,6 +43,8 @@
 #define QMOD_SPACE_MAX 256
 #define QMOD_PROMPT_MAX 1024
 #define QMOD_MAX_PROMPTS 8
+/* Bound of a head's "context": earlier turns of a conversation it reads. */
+#define QMOD_HEAD_MAX_CONTEXT 64
 /* ln(1/0.07): CLIP's initial temperature. */
 #define QMOD_LOGIT_SCALE_INIT 2.65926003f
 
@@ -78,8 +80,10 @@ typedef enum qmod_head_input { QMOD_HEAD_EMBEDDING = 0, QMOD_HEAD_TOKENS = 1 } q
  * below which a text is out of scope, and "oos_label" names the label, if
  * any, that means out of scope (CLINC150's "oos"); "multi_label" (default
  * false) makes each class a yes-or-no of its own (a sigmoid per class, a
- * text may have several or none: CrossWOZ's dialogue acts). Its parameters are
- * "heads.<name>.*". */
+ * text may have several or none: CrossWOZ's dialogue acts); "context"
+ * (a head on the text embedding, default 0) is how many earlier turns of
+ * a conversation the text tower reads after the text (models/intent). Its
+ * parameters are "heads.<name>.*". */
 typedef struct qmod_head_config {
     char name[QMOD_NAME_MAX]; /* [a-z0-9_], starting with a letter */
     qmod_modality tower;      /* unused when fused */
@@ -91,6 +95,7 @@ typedef struct qmod_head_config {
     float threshold;          /* "threshold", default 0 */
     int32_t oos_class;        /* the class "oos_label" names; -1 when none */
     bool multi_label;         /* "multi_label", default false */
+    int64_t context;          /* "context": earlier turns read after the text, default 0 */
 } qmod_head_config;
 
 /* A parsed model config: "name", "embed_dim", a section for each tower the

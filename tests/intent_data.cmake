@@ -16,9 +16,11 @@ qiao_fuzz(NAME fuzz_intent_data SOURCES ${PROJECT_SOURCE_DIR}/models/intent/data
 # on the e-commerce set with the tiny random XLM-R encoder: it learns, a
 # stopped run resumes to the same bits, it refuses what it cannot train on,
 # it ends calibrated (temperature, out-of-scope threshold and class), the
-# entity tagger's targets decode back to the file's spans.
+# entity tagger's targets decode back to the file's spans; with context, the
+# text's tokens and spans are those without, and a label only the context
+# holds is learned.
 qiao_test(NAME test_intent_train SOURCES unit/test_intent_train.c CASES learns resumes refuses calibrates bio_round_trip
-  multi_label
+  multi_label context_rows learns_context
   LABELS "intent;train" TIMEOUT 300)
 
 # `qiao intent`: usage errors, a model that is not a classifier, a missing file.
@@ -32,12 +34,22 @@ cli_expect(NAME cli.intent.train_missing_data RC 1
   ARGS intent train --init ${CMAKE_CURRENT_SOURCE_DIR}/data/hf/xlmr/model.safetensors
        --data ${CMAKE_CURRENT_BINARY_DIR}/no-such.jsonl --out ${CMAKE_CURRENT_BINARY_DIR}/intent-none.safetensors
   STDERR "i/o error: .*no-such\\.jsonl")
+cli_expect(NAME cli.intent.eval_context RC 2
+  ARGS intent eval --model m.safetensors --data d.jsonl --context hi
+  STDERR "the file's lines carry their context")
+cli_expect(NAME cli.intent.recipe_unknown_key RC 1
+  ARGS intent train --init ${CMAKE_CURRENT_SOURCE_DIR}/data/hf/xlmr/model.safetensors
+       --data ${PROJECT_SOURCE_DIR}/datasets/intent/ecommerce_zh/train.jsonl
+       --config ${CMAKE_CURRENT_SOURCE_DIR}/data/intent/bad-recipe.json
+       --out ${CMAKE_CURRENT_BINARY_DIR}/intent-none.safetensors
+  STDERR "unknown key contxt")
 set_tests_properties(cli.intent.usage cli.intent.eval_required cli.intent.predict_not_classifier
-  cli.intent.train_missing_data PROPERTIES LABELS "cli;intent")
+  cli.intent.train_missing_data cli.intent.eval_context cli.intent.recipe_unknown_key PROPERTIES LABELS "cli;intent")
 
 # The public intent API (sdk/api/intent_api.c) on a tiny classifier trained
 # at setup: labels, calibration, rankings, a batch against single calls,
-# bad arguments and text, and four threads giving the same bits.
+# bad arguments and text, and four threads giving the same bits; a second
+# one trained with context reads the turn before the text.
 qiao_test(NAME test_intent_api SOURCES unit/test_intent_api.c
-  CASES labels_and_ranking batch_equals_single bad_input threads
+  CASES labels_and_ranking batch_equals_single bad_input threads context
   LABELS "intent;api" TIMEOUT 300)

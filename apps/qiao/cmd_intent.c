@@ -28,12 +28,14 @@ static void usage(FILE *f) {
                "                        [--held-out [--seed S] [--val-fraction F]] [--rejection R]\n"
                "                        [--oos-label L] [--precision P] [--threads N]\n"
                "       qiao intent predict --model BOT.safetensors [--top K] [--threshold T] [--json] [--threads N]\n"
-               "                        [TEXT...]\n"
+               "                        [--context TURN]... [TEXT...]\n"
                "  train: fine-tunes MODEL's text tower (qiao's own or an imported encoder such as\n"
                "  multilingual-e5) with a new head over the intents of TRAIN.jsonl (one example per line:\n"
                "  {\"text\": ..., \"intent\": ...}); without --val a stratified tenth is held out. Defaults:\n"
                "  batch 32, 3 epochs, lr 2e-5 for the encoder and 1e-3 for the head; a recipe's \"train\"\n"
-               "  object and top-level \"hidden\" and \"scale\" change them. Ctrl-C stops with a checkpoint.\n"
+               "  object and top-level \"hidden\" and \"scale\" change them; top-level \"context\": N reads the\n"
+               "  last N earlier turns of each example's \"context\" after its text. Ctrl-C stops with a\n"
+               "  checkpoint.\n"
                "  The classifier is calibrated on the validation set at the end (see calibrate).\n"
                "  eval: accuracy, macro-F1, out-of-scope recall and precision, in-scope false rejection and\n"
                "  the calibration error on a labelled file; --confusion writes PREFIX.csv and PREFIX.png.\n"
@@ -47,7 +49,9 @@ static void usage(FILE *f) {
                "  (f32, bf16 or int8) says another. Calibrate writes BOT2 as BOT is, its calibration\n"
                "  changed: every tensor as stored, every other metadata key kept.\n"
                "  predict: the ranked intents of each TEXT (or of each line of stdin), with the confidence,\n"
-               "  the margin to the second and the out-of-scope flag (T: a threshold of your own).\n");
+               "  the margin to the second and the out-of-scope flag (T: a threshold of your own). Each\n"
+               "  --context is an earlier turn of the conversation, oldest first, the same for every TEXT\n"
+               "  (a classifier trained with context reads its last N; one trained without ignores them).\n");
 }
 
 static int on_step(const qtr_log *l, void *user) {
@@ -109,7 +113,8 @@ static int intent_train(int argc, char **argv) {
 
 /* --model M, --data F, --out F, --confusion P, --top K, --threshold T,
  * --rejection R, --oos-label L, --held-out, --seed S, --val-fraction F,
- * --precision P, --threads N, --json; the rest positional. */
+ * --precision P, --threads N, --json, --context TURN (repeated); the rest
+ * positional. */
 typedef struct intent_opts {
     const char *model, *data, *out, *confusion, *oos_label;
     int64_t top, seed;
@@ -120,6 +125,8 @@ typedef struct intent_opts {
     bool json;
     const char **texts;
     int n_texts;
+    const char **context; /* the turns before the texts, oldest first */
+    int n_context;
 } intent_opts;
 
 static int parse(const char *cmd, int argc, char **argv, intent_opts *o) {
@@ -131,7 +138,8 @@ static int parse(const char *cmd, int argc, char **argv, intent_opts *o) {
     o->val_fraction = 0.1; /* intent train's defaults (models/intent/train.c) */
     o->oos_label = "oos";
     o->texts = calloc((size_t)argc, sizeof *o->texts);
-    if (!o->texts)
+    o->context = calloc((size_t)argc, sizeof *o->context);
+    if (!o->texts || !o->context)
         return 1;
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
@@ -149,6 +157,8 @@ static int parse(const char *cmd, int argc, char **argv, intent_opts *o) {
             o->confusion = argv[++i];
         } else if (!strcmp(s, "--oos-label") && has) {
             o->oos_label = argv[++i];
+        } else if (!strcmp(s, "--context") && has) {
+            o->context[o->n_context++] = argv[++i];
         } else if (!strcmp(s, "--threshold") && has) {
             if (!cli_num_arg(cmd, "--threshold", argv[++i], 0, 1, &o->threshold))
                 return 2;
@@ -253,7 +263,7 @@ static int checked(int rc, const char *bad, intent_opts *o) {
         rc = 2;
     }
     if (rc >= 0)
-        free(o->texts);
+        free(o->texts), free(o->context);
     return rc;
 }
 
@@ -280,8 +290,9 @@ static int intent_eval(int argc, char **argv) {
     intent_opts o;
     int rc = parse("intent eval", argc, argv, &o);
     rc = checked(rc,
-                 !o.model || !o.data || o.n_texts || o.out
-                     ? "qiao intent eval: --model and --data are required (and no texts or --out)"
+                 !o.model || !o.data || o.n_texts || o.out || o.n_context
+                     ? "qiao intent eval: --model and --data are required (and no texts, --out or --context: the "
+                       "file's lines carry their context)"
                      : NULL,
                  &o);
     if (rc >= 0)
@@ -352,7 +363,7 @@ static int intent_eval(int argc, char **argv) {
     qmi_set_free(&set);
     qmi_set_free(&space);
     qmod_free(m);
-    free(o.texts);
+    free(o.texts), free(o.context);
     return st == QIAO_OK ? 0 : cli_fail(st);
 }
 
@@ -360,8 +371,8 @@ static int intent_calibrate(int argc, char **argv) {
     intent_opts o;
     int rc = parse("intent calibrate", argc, argv, &o);
     rc = checked(rc,
-                 !o.model || !o.data || !o.out || o.n_texts
-                     ? "qiao intent calibrate: --model, --data and --out are required (and no texts)"
+                 !o.model || !o.data || !o.out || o.n_texts || o.n_context
+                     ? "qiao intent calibrate: --model, --data and --out are required (and no texts or --context)"
                      : NULL,
                  &o);
     if (rc >= 0)
@@ -395,7 +406,7 @@ static int intent_calibrate(int argc, char **argv) {
     qmi_set_free(&set);
     qmi_set_free(&space);
     qmod_free(m);
-    free(o.texts);
+    free(o.texts), free(o.context);
     return st == QIAO_OK ? 0 : cli_fail(st);
 }
 
@@ -458,6 +469,8 @@ static int intent_predict(int argc, char **argv) {
     qiao_intent_params ip = qiao_intent_default_params();
     ip.top_k = (int)o.top;
     ip.threshold = (float)o.threshold;
+    ip.context = o.context;
+    ip.n_context = (size_t)o.n_context;
     qiao_intent_result *res = n ? calloc(n, sizeof *res) : NULL;
     if (st == QIAO_OK && n && !res)
         st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
@@ -513,7 +526,7 @@ static int intent_predict(int argc, char **argv) {
         qiao_intent_result_free(&res[i]);
     for (size_t i = 0; i < n_lines; i++)
         free(lines[i]);
-    free(lines), free(res), free(o.texts);
+    free(lines), free(res), free(o.texts), free(o.context);
     qiao_session_free(session);
     qiao_model_free(model);
     return st == QIAO_OK ? 0 : cli_fail(st);

@@ -9,7 +9,9 @@
  * "text" is valid UTF-8. "start"/"end" are BYTE offsets into the UTF-8 text,
  * half-open: text[start:end] == value (qiao's tokenizer offsets are byte
  * offsets too). "intents" appears only for multi-label corpora (CrossWOZ);
- * "entities" only for corpora with spans (xSID, CrossWOZ, e-commerce).
+ * "entities" only for corpora with spans (xSID, CrossWOZ, e-commerce);
+ * "context" (the turns of the conversation before the text, oldest first)
+ * only for dialogues (CrossWOZ).
  *
  * Internal to the qiao command (not the public SDK): functions return a
  * qiao_status and leave the detail (file:line) in qiao_last_error(). No
@@ -58,8 +60,9 @@ QIAO_MUST_CHECK qiao_status qint_ecommerce_build(const char *source, const char 
 extern const char *const qint_ecommerce_entity_types[];
 
 /* Checks a JSONL file of this format: each line one object with a string
- * "text" (valid UTF-8), a string "intent", and entities whose byte spans lie
- * inside the text and equal their "value". Errors name path:line. Counts the
+ * "text" (valid UTF-8), a string "intent", entities whose byte spans lie
+ * inside the text and equal their "value", and a "context", when present,
+ * of non-empty strings. Errors name path:line. Counts the
  * lines into stats->examples[QINT_TRAIN] and spans into stats->entities. */
 QIAO_MUST_CHECK qiao_status qint_check_jsonl(const char *path, qint_stats *stats);
 
@@ -68,6 +71,12 @@ QIAO_MUST_CHECK qiao_status qint_check_jsonl(const char *path, qint_stats *stats
 /* Reads a whole file (at most 512 MiB) into a NUL-terminated buffer; the
  * caller frees *data. */
 QIAO_MUST_CHECK qiao_status qint_read_file(const char *path, char **data, size_t *len);
+
+/* Reads the member `name` of the zip archive at `path` (stored or deflated,
+ * its CRC-32 checked; no ZIP64) into a NUL-terminated buffer of at most
+ * 512 MiB; the caller frees *data. QIAO_ERR_NOT_FOUND when the archive has
+ * no such member, QIAO_ERR_FORMAT for a damaged or unsupported archive. */
+QIAO_MUST_CHECK qiao_status qint_zip_read(const char *path, const char *name, char **data, size_t *len);
 
 /* 1 if s[0..len) is valid UTF-8 (no overlongs, surrogates or NUL bytes);
  * otherwise 0 with *bad set to the offset of the first bad byte. */
@@ -89,6 +98,8 @@ typedef struct qint_example {
     size_t n_labels;
     const qint_entity *entities;
     size_t n_entities;
+    const char *const *context; /* written as "context" when n_context > 0: earlier turns, oldest first */
+    size_t n_context;
 } qint_example;
 
 typedef struct qint_writer qint_writer;

@@ -76,7 +76,7 @@ static qiao_status conv_clinc150(const char *in_dir, qint_writer *w) {
                               keys[k].key);
                 break;
             }
-            qint_example e = {t->valuestring, strlen(t->valuestring), l->valuestring, NULL, 0, NULL, 0};
+            qint_example e = {t->valuestring, strlen(t->valuestring), l->valuestring, NULL, 0, NULL, 0, NULL, 0};
             if ((st = qint_writer_add(w, keys[k].split, &e, where))) break;
             i++;
         }
@@ -190,7 +190,7 @@ static qiao_status conv_banking77_file(const char *in_dir, const char *name, int
             st = qc_error(QIAO_ERR_FORMAT, "%s: empty text or category", where);
             break;
         }
-        qint_example e = {f[0], strlen(f[0]), f[1], NULL, 0, NULL, 0};
+        qint_example e = {f[0], strlen(f[0]), f[1], NULL, 0, NULL, 0, NULL, 0};
         if ((st = qint_writer_add(w, split, &e, where))) break;
         rows++;
     }
@@ -285,7 +285,7 @@ static qiao_status xsid_flush(const char *path, int64_t block_line, const char *
         ne++;
         open = tag + 2;
     }
-    qint_example e = {text, tlen, intent, NULL, 0, ents, ne};
+    qint_example e = {text, tlen, intent, NULL, 0, ents, ne, NULL, 0};
     return qint_writer_add(w, split, &e, where);
 }
 
@@ -392,6 +392,9 @@ static qiao_status conv_xsid(const char *in_dir, const char *lang, qint_writer *
 /* ---- CrossWOZ user turns -------------------------------------------------- */
 
 #define CW_MAX_LABELS 64
+/* Earlier turns kept before each user turn: BERTNLU's context window
+ * (ConvLab-2's context_size), the system's turns and the user's. */
+#define CW_CONTEXT 3
 
 static const char *find_bytes(const char *hay, size_t hlen, const char *needle, size_t nlen) {
     if (nlen == 0 || nlen > hlen) return NULL;
@@ -407,8 +410,63 @@ static int ent_cmp(const void *a, const void *b) {
     return strcmp(x->type, y->type);
 }
 
-static qiao_status crosswoz_line(const char *path, int64_t lineno, const char *line, size_t len, qint_writer *w,
-                                 int64_t *dropped) {
+/* The dialogues of one split ({dialog_id: dialog}) from the upstream
+ * archive <split>.json.zip, whose one member is <split>.json. */
+static qiao_status cw_dialogs(const char *in_dir, int split, cJSON **out) {
+    *out = NULL;
+    char zip[64], member[64], path[4200];
+    snprintf(zip, sizeof zip, "%s.json.zip", qint_split_name(split));
+    snprintf(member, sizeof member, "%s.json", qint_split_name(split));
+    qiao_status st = qint_path(path, sizeof path, in_dir, zip);
+    char *data;
+    size_t len;
+    if (st || (st = qint_zip_read(path, member, &data, &len))) return st;
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(data, len, &end, 0);
+    if (!root) {
+        size_t off = end && end >= data && end <= data + len ? (size_t)(end - data) : 0;
+        st = qc_error(QIAO_ERR_FORMAT, "%s: %s:%lld: not valid JSON", path, member, (long long)line_of(data, off));
+    } else if (!cJSON_IsObject(root)) {
+        st = qc_error(QIAO_ERR_FORMAT, "%s: %s: expected an object of dialogues", path, member);
+    }
+    free(data);
+    if (st) {
+        cJSON_Delete(root);
+        return st;
+    }
+    *out = root;
+    return QIAO_OK;
+}
+
+/* The contents of the CW_CONTEXT messages before message `turn` of
+ * dialogue `id` in `dialogs`, oldest first, into ctx (*n of them), after
+ * checking that message `turn` is the user's `text`. */
+static qiao_status cw_context(const cJSON *dialogs, const char *split, const char *id, int turn, const char *text,
+                              const char *where, const char **ctx, size_t *n) {
+    *n = 0;
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(dialogs, id);
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(d, "messages");
+    if (!cJSON_IsArray(msgs))
+        return qc_error(QIAO_ERR_FORMAT, "%s: dialogue %s is not in %s.json.zip (or has no messages)", where, id,
+                        split);
+    const cJSON *m = cJSON_GetArrayItem(msgs, turn), *role = cJSON_GetObjectItemCaseSensitive(m, "role"),
+                *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+    if (!cJSON_IsString(role) || strcmp(role->valuestring, "usr") || !cJSON_IsString(content) ||
+        strcmp(content->valuestring, text))
+        return qc_error(QIAO_ERR_FORMAT, "%s: message %d of dialogue %s in %s.json.zip is not this user turn", where,
+                        turn, id, split);
+    for (int j = turn > CW_CONTEXT ? turn - CW_CONTEXT : 0; j < turn; j++) {
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(msgs, j), "content");
+        if (!cJSON_IsString(c))
+            return qc_error(QIAO_ERR_FORMAT, "%s: message %d of dialogue %s in %s.json.zip has no content", where, j,
+                            id, split);
+        ctx[(*n)++] = c->valuestring;
+    }
+    return QIAO_OK;
+}
+
+static qiao_status crosswoz_line(const char *path, int64_t lineno, const char *line, size_t len,
+                                 cJSON *const *dialogs, qint_writer *w, int64_t *dropped) {
     char where[4300];
     snprintf(where, sizeof where, "%s:%lld", path, (long long)lineno);
     cJSON *o = cJSON_ParseWithLength(line, len);
@@ -419,9 +477,13 @@ static qiao_status crosswoz_line(const char *path, int64_t lineno, const char *l
     const cJSON *text = cJSON_GetObjectItemCaseSensitive(o, "text");
     const cJSON *labels = cJSON_GetObjectItemCaseSensitive(o, "intent_domain");
     const cJSON *acts = cJSON_GetObjectItemCaseSensitive(o, "dialog_act");
+    const cJSON *dialog = cJSON_GetObjectItemCaseSensitive(o, "dialog_id");
+    const cJSON *turn = cJSON_GetObjectItemCaseSensitive(o, "turn");
     if (!cJSON_IsString(split) || !cJSON_IsString(text) || !text->valuestring[0] || !cJSON_IsArray(labels) ||
-        !cJSON_IsArray(acts)) {
-        st = qc_error(QIAO_ERR_FORMAT, "%s: expected {\"split\", \"text\", \"dialog_act\", \"intent_domain\"}",
+        !cJSON_IsArray(acts) || !cJSON_IsString(dialog) || !cJSON_IsNumber(turn) || !(turn->valuedouble >= 0) ||
+        turn->valuedouble > 1e6 || turn->valuedouble != (double)(int)turn->valuedouble) {
+        st = qc_error(QIAO_ERR_FORMAT,
+                      "%s: expected {\"split\", \"dialog_id\", \"turn\", \"text\", \"dialog_act\", \"intent_domain\"}",
                       where);
         goto done;
     }
@@ -433,6 +495,16 @@ static qiao_status crosswoz_line(const char *path, int64_t lineno, const char *l
         st = qc_error(QIAO_ERR_FORMAT, "%s: unknown split \"%s\"", where, split->valuestring);
         goto done;
     }
+    if (!dialogs[sp]) {
+        st = qc_error(QIAO_ERR_FORMAT, "%s: split \"%s\" has no dialogues to take the context from", where,
+                      split->valuestring);
+        goto done;
+    }
+    const char *ctx[CW_CONTEXT];
+    size_t nctx = 0;
+    if ((st = cw_context(dialogs[sp], split->valuestring, dialog->valuestring, (int)turn->valuedouble,
+                         text->valuestring, where, ctx, &nctx)))
+        goto done;
     const char *lab[CW_MAX_LABELS];
     size_t nl = 0;
     const cJSON *it;
@@ -492,7 +564,7 @@ static qiao_status crosswoz_line(const char *path, int64_t lineno, const char *l
     size_t u = 0; /* the same value under the same act twice is one span */
     for (size_t i = 0; i < ne; i++)
         if (u == 0 || ent_cmp(&ents[u - 1], &ents[i]) != 0) ents[u++] = ents[i];
-    qint_example e = {text->valuestring, tl, intent, lab, nl, ents, u};
+    qint_example e = {text->valuestring, tl, intent, lab, nl, ents, u, ctx, nctx};
     st = qint_writer_add(w, sp, &e, where);
     free(ents);
 done:
@@ -508,18 +580,23 @@ static qiao_status conv_crosswoz(const char *in_dir, qint_writer *w, int64_t *dr
     char *data;
     size_t len;
     if ((st = qint_read_file(path, &data, &len))) return st;
+    /* the dialogues, for each user turn's context (upstream has no train split here) */
+    cJSON *dialogs[QINT_NSPLITS] = {NULL, NULL, NULL};
+    st = cw_dialogs(in_dir, QINT_VAL, &dialogs[QINT_VAL]);
+    if (!st) st = cw_dialogs(in_dir, QINT_TEST, &dialogs[QINT_TEST]);
     int64_t lineno = 0, rows = 0;
     for (size_t pos = 0; pos < len && !st;) {
         char *nl = memchr(data + pos, '\n', len - pos);
         size_t end = nl ? (size_t)(nl - data) : len;
         lineno++;
         if (end > pos) {
-            st = crosswoz_line(path, lineno, data + pos, end - pos, w, dropped);
+            st = crosswoz_line(path, lineno, data + pos, end - pos, dialogs, w, dropped);
             rows++;
         }
         pos = end + 1;
     }
     if (!st && rows == 0) st = qc_error(QIAO_ERR_FORMAT, "%s: no utterances", path);
+    for (int s = 0; s < QINT_NSPLITS; s++) cJSON_Delete(dialogs[s]);
     free(data);
     return st;
 }
@@ -575,7 +652,8 @@ static const qint_set_info SETS[] = {
      "2020.\n"
      "- Upstream: github.com/thu-coai/CrossWOZ, commit df82c9fdff91b9b130f2d6b89110d3870ba6260e, "
      "data/crosswoz/val.json.zip and test.json.zip (the user turns were extracted on import into "
-     "usr_utterances_val_test.jsonl, see /work/shared/datasets/crosswoz/SOURCE.txt).\n"
+     "usr_utterances_val_test.jsonl, see /work/shared/datasets/crosswoz/SOURCE.txt; the context is read from the "
+     "zip archives themselves).\n"
      "- Licence: Apache License 2.0 (the repository's licence; no separate data licence), full text in LICENSE.txt "
      "(copied unchanged).\n"
      "- Attribution: data by the THU CoAI group; cite Zhu et al. 2020 when you use it.\n",
@@ -585,7 +663,12 @@ static const qint_set_info SETS[] = {
      "labels joined with '|' when there are several, and \"none\" for the turns without any act. Entities: every "
      "dialogue-act value (Inform and Select acts) that occurs verbatim in the utterance, at its first occurrence, "
      "type \"<domain>-<slot>\" (e.g. \"酒店-价格\"); values that are not in the text verbatim (normalized by the "
-     "annotators) are dropped and counted below.\n"},
+     "annotators) are dropped and counted below. Context: \"context\" holds the contents of the (at most) 3 "
+     "messages before the user turn in its dialogue, oldest first, the system's and the user's as they alternate "
+     "(system, user, system for most turns; fewer at the start of a dialogue, none for the first turn): "
+     "BERTNLU's context window. They come from the \"messages\" of the dialogue (\"dialog_id\") in "
+     "val.json.zip / test.json.zip, read by the converter itself (zlib), which checks that message \"turn\" "
+     "is the user turn's text.\n"},
 };
 
 static qiao_status write_source_md(const char *out_dir, const qint_set_info *info, const char *lang,
@@ -599,10 +682,12 @@ static qiao_status write_source_md(const char *out_dir, const qint_set_info *inf
     fprintf(f, "## Upstream, licence, attribution\n\n%s\n", info->upstream);
     fprintf(f, "## What was converted and how\n\n%s\n", info->how);
     fprintf(f,
-            "Format: one JSON object per line, {\"text\", \"intent\"%s%s}; entity \"start\"/\"end\" are byte "
+            "Format: one JSON object per line, {\"text\", \"intent\"%s%s%s}; entity \"start\"/\"end\" are byte "
             "offsets into the UTF-8 text, [start, end), so text[start:end] == value.\n\n",
             !strcmp(info->from, "crosswoz") ? ", \"intents\"" : "",
-            !strcmp(info->from, "xsid") || !strcmp(info->from, "crosswoz") ? ", \"entities\"" : "");
+            !strcmp(info->from, "xsid") || !strcmp(info->from, "crosswoz") ? ", \"entities\"" : "",
+            !strcmp(info->from, "crosswoz") ? ", \"context\" (a list of strings, oldest first; absent for a "
+                                              "dialogue's first turn)" : "");
     fprintf(f, "## Counts\n\n");
     for (int i = 0; i < QINT_NSPLITS; i++)
         if (s->examples[i]) fprintf(f, "- %s.jsonl: %lld examples\n", qint_split_name(i), (long long)s->examples[i]);

@@ -259,7 +259,8 @@ qiao_status qint_ecommerce_build(const char *source, const char *out_dir, qint_s
     for (size_t i = 0; i < n && !st; i++) {
         char where[4300];
         snprintf(where, sizeof where, "%s:%lld", source, (long long)lines[i].line);
-        qint_example ex = {lines[i].text, lines[i].len, lines[i].intent, NULL, 0, lines[i].ents, lines[i].n_ents};
+        qint_example ex = {lines[i].text, lines[i].len, lines[i].intent, NULL, 0, lines[i].ents, lines[i].n_ents,
+                           NULL, 0};
         st = qint_writer_add(w, lines[i].test ? QINT_TEST : QINT_TRAIN, &ex, where);
     }
     if (w) {

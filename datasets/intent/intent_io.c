@@ -3,6 +3,8 @@
  * success, so a failed conversion never leaves half a data set), and the
  * format checker. */
 #include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +12,7 @@
 #include <sys/types.h>
 
 #include <cjson/cJSON.h>
+#include <zlib.h>
 
 #include "intent/intent.h"
 
@@ -53,6 +56,127 @@ qiao_status qint_copy_file(const char *from, const char *to) {
     size_t put = fwrite(data, 1, len, f);
     free(data);
     if (fclose(f) != 0 || put != len) return qc_error(QIAO_ERR_IO, "%s: write failed", to);
+    return QIAO_OK;
+}
+
+/* ---- zip archives ---------------------------------------------------------- */
+
+static uint32_t le16(const unsigned char *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8; }
+static uint32_t le32(const unsigned char *p) { return le16(p) | le16(p + 2) << 16; }
+
+qiao_status qint_zip_read(const char *path, const char *name, char **data, size_t *len) {
+    *data = NULL;
+    *len = 0;
+    char *zip;
+    size_t n;
+    qiao_status st = qint_read_file(path, &zip, &n);
+    if (st) return st;
+    const unsigned char *u = (const unsigned char *)zip;
+    /* the end of central directory record: 22 bytes and a comment of at most 64 KiB, at the end */
+    size_t eocd = SIZE_MAX;
+    for (size_t i = n >= 22 ? n - 22 + 1 : 0; i-- > 0 && n - i <= 22 + 65535;)
+        if (le32(u + i) == 0x06054b50u) {
+            eocd = i;
+            break;
+        }
+    char *out = NULL;
+    size_t out_len = 0;
+    bool found = false;
+    if (eocd == SIZE_MAX) {
+        st = qc_error(QIAO_ERR_FORMAT, "%s: not a zip archive (no end of central directory)", path);
+        goto done;
+    }
+    const size_t entries = le16(u + eocd + 10), cd = le32(u + eocd + 16), cd_size = le32(u + eocd + 12);
+    if (cd > eocd || cd_size > eocd - cd) {
+        st = qc_error(QIAO_ERR_FORMAT, "%s: central directory outside the file", path);
+        goto done;
+    }
+    size_t at = cd;
+    for (size_t e = 0; e < entries && !found; e++) {
+        if (at + 46 > eocd || le32(u + at) != 0x02014b50u) {
+            st = qc_error(QIAO_ERR_FORMAT, "%s: central directory entry %zu is damaged", path, e);
+            goto done;
+        }
+        const uint32_t method = le16(u + at + 10), crc = le32(u + at + 16);
+        const size_t csize = le32(u + at + 20), usize = le32(u + at + 24), nlen = le16(u + at + 28),
+                     xlen = le16(u + at + 30), clen = le16(u + at + 32), local = le32(u + at + 42);
+        if (at + 46 + nlen > eocd) {
+            st = qc_error(QIAO_ERR_FORMAT, "%s: central directory entry %zu is damaged", path, e);
+            goto done;
+        }
+        const bool match = nlen == strlen(name) && !memcmp(u + at + 46, name, nlen);
+        at += 46 + nlen + xlen + clen;
+        if (!match) continue;
+        found = true;
+        if (csize == 0xFFFFFFFFu || usize == 0xFFFFFFFFu || local == 0xFFFFFFFFu) {
+            st = qc_error(QIAO_ERR_FORMAT, "%s: %s is a ZIP64 member (not supported)", path, name);
+            goto done;
+        }
+        if (method != 0 && method != 8) {
+            st = qc_error(QIAO_ERR_FORMAT, "%s: %s is compressed with method %u (stored or deflate only)", path, name,
+                          (unsigned)method);
+            goto done;
+        }
+        if (usize > QINT_MAX_FILE) {
+            st = qc_error(QIAO_ERR_TOO_LARGE, "%s: %s is %zu bytes (at most %zu)", path, name, usize, QINT_MAX_FILE);
+            goto done;
+        }
+        if (local + 30 > n || le32(u + local) != 0x04034b50u) {
+            st = qc_error(QIAO_ERR_FORMAT, "%s: the local header of %s is damaged", path, name);
+            goto done;
+        }
+        const size_t start = local + 30 + le16(u + local + 26) + le16(u + local + 28);
+        if (start > n || csize > n - start) {
+            st = qc_error(QIAO_ERR_FORMAT, "%s: %s runs past the end of the file", path, name);
+            goto done;
+        }
+        if (!(out = malloc(usize + 1))) {
+            st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: out of memory for %s (%zu bytes)", path, name, usize);
+            goto done;
+        }
+        if (method == 0) {
+            if (csize != usize) {
+                st = qc_error(QIAO_ERR_FORMAT, "%s: stored member %s has two sizes", path, name);
+                goto done;
+            }
+            memcpy(out, u + start, usize);
+        } else {
+            z_stream z;
+            memset(&z, 0, sizeof z);
+            if (inflateInit2(&z, -MAX_WBITS) != Z_OK) {
+                st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "%s: zlib: cannot start inflating", path);
+                goto done;
+            }
+            /* deflate's raw stream; the sizes fit zlib's uInt since neither passes 4 GiB */
+            z.next_in = (Bytef *)(uintptr_t)(u + start);
+            z.avail_in = (uInt)csize;
+            z.next_out = (Bytef *)out;
+            z.avail_out = (uInt)usize;
+            const int rc = inflate(&z, Z_FINISH);
+            const size_t got = (size_t)z.total_out;
+            inflateEnd(&z);
+            if (rc != Z_STREAM_END || got != usize) {
+                st = qc_error(QIAO_ERR_FORMAT, "%s: %s does not inflate to its %zu bytes (zlib %d)", path, name, usize,
+                              rc);
+                goto done;
+            }
+        }
+        if ((uint32_t)crc32(crc32(0L, Z_NULL, 0), (const Bytef *)out, (uInt)usize) != crc) {
+            st = qc_error(QIAO_ERR_FORMAT, "%s: %s fails its CRC-32", path, name);
+            goto done;
+        }
+        out[usize] = '\0';
+        out_len = usize;
+    }
+    if (!found) st = qc_error(QIAO_ERR_NOT_FOUND, "%s: no member %s", path, name);
+done:
+    free(zip);
+    if (st) {
+        free(out);
+        return st;
+    }
+    *data = out;
+    *len = out_len;
     return QIAO_OK;
 }
 
@@ -161,6 +285,15 @@ qiao_status qint_writer_add(qint_writer *w, int split, const qint_example *ex, c
         return w->error = qc_error(QIAO_ERR_FORMAT, "%s: text is not valid UTF-8 (byte %zu)", where, bad);
     if (!qint_utf8_valid(ex->intent, strlen(ex->intent), &bad))
         return w->error = qc_error(QIAO_ERR_FORMAT, "%s: intent is not valid UTF-8", where);
+    for (size_t i = 0; i < ex->n_context; i++) {
+        const size_t n = strlen(ex->context[i]);
+        size_t a = 0;
+        while (a < n && strchr(" \t\r\n\v\f", ex->context[i][a])) a++;
+        if (a == n) return w->error = qc_error(QIAO_ERR_FORMAT, "%s: context turn %zu is empty", where, i);
+        if (!qint_utf8_valid(ex->context[i], n, &bad))
+            return w->error =
+                       qc_error(QIAO_ERR_FORMAT, "%s: context turn %zu is not valid UTF-8 (byte %zu)", where, i, bad);
+    }
     for (size_t i = 0; i < ex->n_entities; i++) {
         const qint_entity *e = &ex->entities[i];
         if (e->start >= e->end || e->end > ex->len)
@@ -199,6 +332,14 @@ qiao_status qint_writer_add(qint_writer *w, int split, const qint_example *ex, c
             fputs(", \"value\": ", f);
             put_json_str(f, ex->text + e->start, e->end - e->start);
             fputc('}', f);
+        }
+        fputc(']', f);
+    }
+    if (ex->n_context) {
+        fputs(", \"context\": [", f);
+        for (size_t i = 0; i < ex->n_context; i++) {
+            if (i) fputs(", ", f);
+            put_json_str(f, ex->context[i], strlen(ex->context[i]));
         }
         fputc(']', f);
     }
@@ -263,6 +404,18 @@ static qiao_status check_line(const char *path, int64_t lineno, const char *line
     if (ents && !cJSON_IsArray(ents)) {
         st = qc_error(QIAO_ERR_FORMAT, "%s:%lld: \"entities\" is not a list", path, (long long)lineno);
         goto done;
+    }
+    const cJSON *ctx = cJSON_GetObjectItemCaseSensitive(o, "context"), *turn;
+    if (ctx && !cJSON_IsArray(ctx)) {
+        st = qc_error(QIAO_ERR_FORMAT, "%s:%lld: \"context\" is not a list", path, (long long)lineno);
+        goto done;
+    }
+    cJSON_ArrayForEach(turn, ctx) {
+        if (!cJSON_IsString(turn) || !turn->valuestring[0]) {
+            st = qc_error(QIAO_ERR_FORMAT, "%s:%lld: \"context\" holds something that is not a turn (a non-empty string)",
+                          path, (long long)lineno);
+            goto done;
+        }
     }
     const cJSON *e;
     cJSON_ArrayForEach(e, ents) {

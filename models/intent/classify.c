@@ -12,6 +12,7 @@
 #include "models/embed.h"
 #include "models/head.h"
 #include "models/intent/intent.h"
+#include "tokenizers/tokenizer.h"
 
 /* The texts with the model's "query" prompt in front (bufs[i] owned when
  * a prompt was added; free them with free_texts). */
@@ -37,17 +38,206 @@ static void free_texts(char **bufs, size_t n) {
         free(bufs[i]);
 }
 
-qiao_status qmi_logits(const qb_exec *ex, const qmod_model *m, qmod_work *w, qmod_head_work *hw,
-                       const char *const *texts, size_t n, qmod_batch *b, const float **emb, const float **logits) {
+/* ---- the text and its context in one row ---------------------------------------------- */
+
+/* One row's pieces before they are laid out: the text's tokens and those
+ * of the turns that fit (each still with its bos, which assemble skips). */
+typedef struct row_parts {
+    qiao_tokens *text;
+    qiao_tokens **turns; /* (kept) newest first */
+    size_t kept;
+    int64_t count; /* tokens in the row */
+} row_parts;
+
+/* How the tokenizer separates segments: its own end of sequence, or a
+ * separator put in front of each turn (sep_id, -1: none). */
+typedef struct seps {
+    bool skip_bos;
+    bool ends_with_eos;
+    int32_t sep_id;
+} seps;
+
+static seps separators(const qiao_tokenizer *tok) {
+    seps s = {false, false, -1};
+    if (tok->kind == TK_KIND_HYBRID) {
+        s.sep_id = QIAO_PIECE_EOS; /* in every hybrid vocabulary, and never produced by its tokenizer */
+        return s;
+    }
+    s.skip_bos = tok->sp.add_bos;
+    s.ends_with_eos = tok->sp.add_eos;
+    if (!s.ends_with_eos)
+        s.sep_id = tok->sp.eos;
+    return s;
+}
+
+/* Row i's pieces: the prompted text, then as many of its last `want`
+ * turns as max_tokens leaves room for, newest first. */
+static qiao_status row_tokens(const qmod_model *m, const seps *sp, const char *prompted_text, size_t i,
+                              const qmi_context *c, int64_t want, row_parts *r) {
+    const int64_t max_T = m->cfg.text.trunk.max_T;
+    qiao_tokenize_params tp = qiao_tokenize_default_params();
+    tp.max_tokens = max_T;
+    char msg[512];
+    qiao_status st = qiao_tokenize(m->tok, prompted_text, strlen(prompted_text), &tp, &r->text);
+    if (st != QIAO_OK) {
+        snprintf(msg, sizeof msg, "%s", qiao_last_error());
+        return qc_error(st, "intent: text %zu: %s", i, msg);
+    }
+    r->count = (int64_t)r->text->count;
+    const size_t first = c && want > 0 && (size_t)want < c->n ? c->n - (size_t)want : 0;
+    for (size_t j = first; c && want > 0 && j < c->n; j++) {
+        if (!c->turns || !c->turns[j])
+            return qc_error(QIAO_ERR_INVALID_ARGUMENT, "intent: text %zu: context turn %zu is NULL", i, j);
+        const size_t len = strlen(c->turns[j]), ok = qc_utf8_check(c->turns[j], len);
+        if (ok != len)
+            return qc_error(QIAO_ERR_FORMAT, "intent: text %zu: context turn %zu is not valid UTF-8 (byte %zu)", i,
+                            j, ok);
+    }
+    /* an empty text stays empty: its row is the one without context */
+    const size_t n_turns = c && want > 0 && r->count > 0 ? c->n - first : 0;
+    if (n_turns && !(r->turns = calloc(n_turns, sizeof *r->turns)))
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory");
+    const int64_t own_sep = sp->sep_id >= 0 ? 1 : 0, bos = sp->skip_bos ? 1 : 0, eos = sp->ends_with_eos ? 1 : 0;
+    for (size_t j = c ? c->n : 0; j-- > first && n_turns;) {
+        const int64_t room = max_T - r->count;
+        /* a turn's tokens less its bos, and its own separator, must fit in
+         * the room; a piece of it at least */
+        const int64_t limit = room - own_sep + bos;
+        if (limit < 1 + bos + eos)
+            break;
+        qiao_tokens *t = NULL;
+        tp.max_tokens = limit;
+        if ((st = qiao_tokenize(m->tok, c->turns[j], strlen(c->turns[j]), &tp, &t)) != QIAO_OK) {
+            snprintf(msg, sizeof msg, "%s", qiao_last_error());
+            return qc_error(st, "intent: text %zu: context turn %zu: %s", i, j, msg);
+        }
+        const int64_t pieces = (int64_t)t->count - bos - eos;
+        if (pieces < 1) { /* a blank turn says nothing */
+            qiao_tokens_free(t);
+            continue;
+        }
+        r->turns[r->kept++] = t;
+        r->count += (int64_t)t->count - bos + own_sep;
+    }
+    return QIAO_OK;
+}
+
+static void row_free(row_parts *r) {
+    qiao_tokens_free(r->text);
+    for (size_t j = 0; j < r->kept; j++)
+        qiao_tokens_free(r->turns[j]);
+    free(r->turns);
+    memset(r, 0, sizeof *r);
+}
+
+/* src's tokens from index `from` on into row i at positions *p.. (K
+ * character slots a token); their offsets stay -1 unless `keep_offsets`. */
+static void put_tokens(qmod_batch *b, int64_t K, size_t i, int64_t *p, const qiao_tokens *src, size_t from,
+                       bool keep_offsets) {
+    const int64_t T = b->T;
+    for (size_t t = from; t < src->count; t++, (*p)++) {
+        const int64_t at = (int64_t)i * T + *p;
+        b->ids[at] = src->ids[t];
+        b->tags[at] = src->tags[t];
+        b->mask[at] = 1;
+        if (keep_offsets) {
+            b->offsets[2 * at] = src->offsets[2 * t];
+            b->offsets[2 * at + 1] = src->offsets[2 * t + 1];
+        }
+        if (K > 0 && src->char_ids && src->k == K)
+            memcpy(b->char_ids + at * K, src->char_ids + t * (size_t)K, (size_t)K * sizeof *b->char_ids);
+    }
+}
+
+static void put_sep(qmod_batch *b, size_t i, int64_t *p, int32_t id) {
+    const int64_t at = (int64_t)i * b->T + (*p)++;
+    b->ids[at] = id;
+    b->tags[at] = QIAO_TAG_S;
+    b->mask[at] = 1;
+}
+
+/* The rows laid out as qmod_batch_text lays out a batch: padded to the
+ * longest (at least 1), ids and characters 0, tags QIAO_TAG_PAD, mask 0
+ * and offsets -1 at padding. */
+static qiao_status assemble(const qmod_model *m, const seps *sp, const row_parts *rows, size_t n, qmod_batch *b) {
+    int64_t T = 1;
+    for (size_t i = 0; i < n; i++)
+        T = rows[i].count > T ? rows[i].count : T;
+    const int64_t K = m->cfg.text.k;
+    memset(b, 0, sizeof *b);
+    b->mod = QMOD_TEXT;
+    b->B = (int64_t)n;
+    b->T = T;
+    const size_t cells = n * (size_t)T;
+    b->ids = calloc(cells, sizeof *b->ids);
+    b->char_ids = calloc(cells * (size_t)(K > 0 ? K : 1), sizeof *b->char_ids);
+    b->tags = calloc(cells, 1);
+    b->mask = calloc(cells, 1);
+    b->lengths = calloc(n, sizeof *b->lengths);
+    b->offsets = malloc(cells * 2 * sizeof *b->offsets);
+    if (!b->ids || !b->char_ids || !b->tags || !b->mask || !b->lengths || !b->offsets) {
+        qmod_batch_free(b);
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory for %zu texts with context", n);
+    }
+    for (size_t c = 0; c < cells * 2; c++)
+        b->offsets[c] = -1;
+    for (size_t i = 0; i < n; i++) {
+        const row_parts *r = &rows[i];
+        int64_t p = 0;
+        put_tokens(b, K, i, &p, r->text, 0, true);
+        for (size_t j = r->kept; j-- > 0;) { /* oldest first */
+            if (sp->sep_id >= 0)
+                put_sep(b, i, &p, sp->sep_id);
+            put_tokens(b, K, i, &p, r->turns[j], sp->skip_bos ? 1 : 0, false);
+        }
+        b->lengths[i] = p;
+    }
+    return QIAO_OK;
+}
+
+qiao_status qmi_batch(const qmod_model *m, const char *const *texts, const qmi_context *contexts, size_t n,
+                      qmod_batch *b) {
+    if (!b)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmi_batch: NULL argument");
+    memset(b, 0, sizeof *b);
+    if (!m || !texts || n == 0)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmi_batch: no model or no texts");
+    const int head = qmod_head_find(&m->cfg, QMI_HEAD);
+    const int64_t want = head >= 0 ? m->cfg.heads[head].context : 0;
+    bool any = false;
+    for (size_t i = 0; contexts && want > 0 && i < n; i++)
+        any = any || contexts[i].n > 0;
     const char **t = malloc(n * sizeof *t);
     char **bufs = calloc(n, sizeof *bufs);
     qiao_status st = t && bufs ? prompted(m, texts, n, t, bufs) : qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
-    qmod_batch_free(b);
-    if (st == QIAO_OK)
+    if (st == QIAO_OK && !any)
         st = qmod_batch_text(m, t, n, b);
+    else if (st == QIAO_OK && !m->tok)
+        st = qc_error(QIAO_ERR_INVALID_ARGUMENT, "model %s has no tokenizer: it cannot read text", m->cfg.name);
+    else if (st == QIAO_OK) {
+        const seps sp = separators(m->tok);
+        row_parts *rows = calloc(n, sizeof *rows);
+        if (!rows)
+            st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory");
+        for (size_t i = 0; i < n && st == QIAO_OK; i++)
+            st = row_tokens(m, &sp, t[i], i, &contexts[i], want, &rows[i]);
+        if (st == QIAO_OK)
+            st = assemble(m, &sp, rows, n, b);
+        for (size_t i = 0; rows && i < n; i++)
+            row_free(&rows[i]);
+        free(rows);
+    }
     if (bufs)
         free_texts(bufs, n);
     free(t), free(bufs);
+    return st;
+}
+
+qiao_status qmi_logits(const qb_exec *ex, const qmod_model *m, qmod_work *w, qmod_head_work *hw,
+                       const char *const *texts, const qmi_context *contexts, size_t n, qmod_batch *b,
+                       const float **emb, const float **logits) {
+    qmod_batch_free(b);
+    qiao_status st = qmi_batch(m, texts, contexts, n, b);
     if (st == QIAO_OK)
         st = qmod_work_reserve(w, m, b->B, b->T);
     if (st == QIAO_OK)
@@ -130,7 +320,7 @@ qiao_status qmi_classify(const qmod_model *m, const char *const *texts, size_t n
     for (size_t i = 0; i < n && st == QIAO_OK; i += (size_t)chunk) {
         const size_t k = n - i < (size_t)chunk ? n - i : (size_t)chunk;
         const float *emb, *logits;
-        st = qmi_logits(&ex, m, &w, &hw, texts + i, k, &b, &emb, &logits);
+        st = qmi_logits(&ex, m, &w, &hw, texts + i, NULL, k, &b, &emb, &logits);
         for (size_t j = 0; j < k && st == QIAO_OK; j++)
             qmi_probs(h, logits + j * (size_t)K, probs + (i + j) * (size_t)K);
     }

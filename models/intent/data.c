@@ -18,7 +18,8 @@ typedef struct item {
     qmi_span *spans;
     char **label_names; /* while reading: the names, before they are numbered */
     char **span_types;
-    int n_labels, n_spans;
+    char **context; /* the earlier turns, oldest first */
+    int n_labels, n_spans, n_context;
     int n_span_types; /* span_types' count (spans of an unknown type are dropped from spans, not from it) */
     bool listed; /* the labels came from "intents" */
 } item;
@@ -28,7 +29,10 @@ static void item_free(item *it) {
         free(it->label_names[i]);
     for (int i = 0; it->span_types && i < it->n_span_types; i++)
         free(it->span_types[i]);
+    for (int i = 0; it->context && i < it->n_context; i++)
+        free(it->context[i]);
     free(it->text), free(it->labels), free(it->spans), free(it->label_names), free(it->span_types);
+    free(it->context);
     memset(it, 0, sizeof *it);
 }
 
@@ -81,7 +85,7 @@ static bool good_name(const cJSON *v) {
     return cJSON_IsString(v) && v->valuestring[0] && strlen(v->valuestring) <= QMI_MAX_NAME;
 }
 
-static const char *const k_keys[] = {"text", "intent", "intents", "entities"};
+static const char *const k_keys[] = {"text", "intent", "intents", "entities", "context"};
 static const char *const k_span_keys[] = {"start", "end", "type", "value"};
 
 static bool known(const char *k, const char *const *keys, size_t n) {
@@ -117,12 +121,13 @@ static qiao_status read_line(const char *name, int64_t line, const char *s, size
         FAIL("%s:%lld: not a JSON object", name, (long long)line);
     for (const cJSON *k = o->child; k; k = k->next)
         if (!known(k->string, k_keys, sizeof k_keys / sizeof k_keys[0]))
-            FAIL("%s:%lld: unknown key \"%s\" (an example has text, intent or intents, entities)", name,
+            FAIL("%s:%lld: unknown key \"%s\" (an example has text, intent or intents, entities, context)", name,
                  (long long)line, k->string ? k->string : "");
     const cJSON *text = cJSON_GetObjectItemCaseSensitive(o, "text");
     const cJSON *intent = cJSON_GetObjectItemCaseSensitive(o, "intent");
     const cJSON *intents = cJSON_GetObjectItemCaseSensitive(o, "intents");
     const cJSON *ents = cJSON_GetObjectItemCaseSensitive(o, "entities");
+    const cJSON *ctx = cJSON_GetObjectItemCaseSensitive(o, "context");
     if (!cJSON_IsString(text))
         FAIL("%s:%lld: \"text\" must be a string", name, (long long)line);
     const size_t tlen = strlen(text->valuestring);
@@ -217,6 +222,26 @@ static qiao_status read_line(const char *name, int64_t line, const char *s, size
             char *tt = it->span_types[j];
             it->span_types[j] = it->span_types[j - 1], it->span_types[j - 1] = tt;
         }
+    if (ctx) {
+        const int n = cJSON_IsArray(ctx) ? cJSON_GetArraySize(ctx) : -1;
+        if (n < 0 || n > QMI_MAX_CONTEXT)
+            FAIL("%s:%lld: \"context\" must be a list of at most %d earlier turns (strings, oldest first)", name,
+                 (long long)line, QMI_MAX_CONTEXT);
+        if (!(it->context = calloc(n ? (size_t)n : 1, sizeof *it->context)))
+            goto oom;
+        for (const cJSON *v = ctx->child; v; v = v->next) {
+            const int i = it->n_context;
+            if (!cJSON_IsString(v))
+                FAIL("%s:%lld: context turn %d is not a string", name, (long long)line, i);
+            if (!qc_utf8_valid(v->valuestring, strlen(v->valuestring)))
+                FAIL("%s:%lld: context turn %d: its escapes decode to invalid UTF-8", name, (long long)line, i);
+            if (blank(v->valuestring))
+                FAIL("%s:%lld: context turn %d is empty", name, (long long)line, i);
+            if (!(it->context[i] = strdup(v->valuestring)))
+                goto oom;
+            it->n_context++;
+        }
+    }
     if (!(it->text = strdup(text->valuestring)))
         goto oom;
     cJSON_Delete(o);
@@ -380,6 +405,8 @@ qiao_status qmi_set_parse(const char *name, const char *text, size_t len, const 
                                    .n_labels = it->n_labels,
                                    .spans = it->spans,
                                    .n_spans = it->n_spans,
+                                   .context = (const char *const *)it->context,
+                                   .n_context = it->n_context,
                                    .line = line_of[i]};
     }
     free(line_of);
@@ -411,9 +438,13 @@ static qiao_status add_copy(qmi_set *s, const qmi_example *e) {
     it->text = malloc(e->len + 1);
     it->labels = malloc((e->n_labels ? (size_t)e->n_labels : 1) * sizeof *it->labels);
     it->spans = e->n_spans ? malloc((size_t)e->n_spans * sizeof *it->spans) : NULL;
+    it->context = e->n_context ? calloc((size_t)e->n_context, sizeof *it->context) : NULL;
     s->n++;
-    if (!it->text || !it->labels || (e->n_spans && !it->spans))
+    if (!it->text || !it->labels || (e->n_spans && !it->spans) || (e->n_context && !it->context))
         return qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent data: out of memory");
+    for (; it->n_context < e->n_context; it->n_context++)
+        if (!(it->context[it->n_context] = strdup(e->context[it->n_context])))
+            return qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent data: out of memory");
     memcpy(it->text, e->text, e->len + 1);
     memcpy(it->labels, e->labels, (size_t)e->n_labels * sizeof *it->labels);
     if (e->n_spans)
@@ -422,6 +453,7 @@ static qiao_status add_copy(qmi_set *s, const qmi_example *e) {
     it->n_spans = e->n_spans;
     *x = *e;
     x->text = it->text, x->labels = it->labels, x->spans = it->spans;
+    x->context = (const char *const *)it->context;
     return QIAO_OK;
 }
 

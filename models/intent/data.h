@@ -5,6 +5,7 @@
  *   {"text": "我想退货", "intent": "return_request",
  *    "entities": [{"start": 9, "end": 27, "type": "order_id", "value": "..."}]}
  *   {"text": "...", "intents": ["Inform-酒店", "Request-酒店"], "intent": "Inform-酒店|Request-酒店"}
+ *   {"text": "有wifi吗", "intent": "Request-酒店", "context": ["推荐一家酒店", "推荐您去北京饭店"]}
  *
  * read strictly, because a business's own file is where mistakes are:
  * every line a JSON object with only the keys above (an unknown key, say a
@@ -16,7 +17,11 @@
  * entity {"start", "end", "type", "value"} with 0 <= start < end <= the
  * text's bytes and text[start:end] == value. Spans may overlap: CrossWOZ
  * gives one phrase to several slots (a "是" that answers two facilities);
- * a tagger that needs disjoint spans chooses among them.
+ * a tagger that needs disjoint spans chooses among them. "context", when
+ * present, is the conversation before the text: a list of its earlier turns,
+ * oldest first, each a non-blank string of valid UTF-8 (a classifier trained
+ * with context reads the last few after the text; entities are the text's
+ * only).
  * Blank lines are skipped. Any other line is QIAO_ERR_FORMAT naming
  * file:line and what is wrong; nothing is returned then.
  *
@@ -47,6 +52,7 @@
 #define QMI_MAX_LABELS_PER_EXAMPLE 64
 #define QMI_MAX_SPANS_PER_EXAMPLE 256
 #define QMI_MAX_NAME 255 /* bytes of a label or entity type (a model config's labels are shorter than 256) */
+#define QMI_MAX_CONTEXT 256 /* earlier turns of one example */
 
 typedef struct qmi_span {
     int64_t start, end; /* byte offsets into the text, half-open */
@@ -60,6 +66,9 @@ typedef struct qmi_example {
     int n_labels;          /* at least 1, except an empty "intents" list */
     const qmi_span *spans; /* n_spans, by start (ties in file order) */
     int n_spans;
+    const char *const *context; /* n_context earlier turns, oldest first (NUL-terminated, valid UTF-8); NULL
+                                   when none */
+    int n_context;
     int64_t line; /* the example's line in its file, from 1 */
 } qmi_example;
 

@@ -67,16 +67,19 @@ static qiao_status collect_logits(const qb_exec *ex, const qmod_model *m, qmod_w
     const int64_t K = m->cfg.heads[head].mlp.classes;
     const int ent = ehw ? qmod_head_find(&m->cfg, QMI_ENT_HEAD) : -1;
     const char **texts = malloc((size_t)batch * sizeof *texts);
+    qmi_context *contexts = malloc((size_t)batch * sizeof *contexts);
     qmi_found *found = NULL;
     qmod_batch b;
     memset(&b, 0, sizeof b);
-    qiao_status st = texts ? QIAO_OK : qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory");
+    qiao_status st = texts && contexts ? QIAO_OK : qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory");
     for (int64_t i = 0; i < set->n && st == QIAO_OK; i += batch) {
         const int64_t k = set->n - i < batch ? set->n - i : batch;
-        for (int64_t j = 0; j < k; j++)
+        for (int64_t j = 0; j < k; j++) {
             texts[j] = set->ex[i + j].text;
+            contexts[j] = (qmi_context){set->ex[i + j].context, (size_t)set->ex[i + j].n_context};
+        }
         const float *emb, *logits;
-        st = qmi_logits(ex, m, w, hw, texts, (size_t)k, &b, &emb, &logits);
+        st = qmi_logits(ex, m, w, hw, texts, contexts, (size_t)k, &b, &emb, &logits);
         if (st == QIAO_OK)
             memcpy(out + i * K, logits, (size_t)(k * K) * sizeof(float));
         if (st != QIAO_OK || ent < 0)
@@ -93,7 +96,7 @@ static qiao_status collect_logits(const qb_exec *ex, const qmod_model *m, qmod_w
             st = count_entities(m, ent, &b, ts.T, elog, j, &set->ex[i + j], found, ent_counts);
     }
     qmod_batch_free(&b);
-    free(texts), free(found);
+    free(texts), free(contexts), free(found);
     return st;
 }
 

@@ -27,6 +27,12 @@
  * (a sigmoid per intent, binary cross-entropy); a set with entities adds
  * the tagger QMI_ENT_HEAD, trained jointly.
  *
+ * Context (hp.context = N > 0, kept as the intent head's "context"): the
+ * text tower reads the text, then the last N earlier turns of the
+ * conversation (qmi_batch), so a "yes" after "shall I book it?" and after
+ * "anything else?" can mean different things. The tagger tags the text
+ * only.
+ *
  * Not a public header: prefix qmi_. */
 #ifndef QIAO_MODELS_INTENT_H
 #define QIAO_MODELS_INTENT_H
@@ -60,14 +66,16 @@ typedef struct qmi_hparams {
     double rejection;    /* in-scope validation examples the out-of-scope threshold may reject; default 0.05 */
     char oos_label[64];  /* the label that means out of scope when the data has it; default "oos" */
     float entity_weight; /* the entity tagger's loss weight; 0: no tagger; default 1 */
+    int64_t context;     /* earlier turns read after the text (a new head's "context"); default 0 */
 } qmi_hparams;
 
 /* The defaults above; tr.lr 2e-5, tr.steps 0, tr.warmup -1 (a tenth of the
  * steps once known), eval_every 0 (once per epoch once known). */
 qmi_hparams qmi_hparams_default(void);
-/* Reads a recipe: top-level "hidden" and "scale", and a "train" object with
- * the trainer's keys and batch, epochs, val_fraction, seed, head_lr,
- * smoothing, rejection, oos_label, entity_weight. NULL json: the defaults. Errors name `what` and the key. */
+/* Reads a recipe: top-level "hidden", "scale" and "context", and a "train"
+ * object with the trainer's keys and batch, epochs, val_fraction, seed,
+ * head_lr, smoothing, rejection, oos_label, entity_weight. NULL json: the
+ * defaults. Errors name `what` and the key. */
 qiao_status qmi_hparams_from_json(const char *json, const char *what, qmi_hparams *out);
 
 typedef struct qmi_train_params {
@@ -189,15 +197,38 @@ void qmi_softmax(const float *logits, int64_t K, float temperature, float *probs
  * head's, or a caller's own). */
 void qmi_decide(const qmod_head_config *h, const float *probs, float threshold, qmi_decision *d);
 
+/* The earlier turns of a conversation before a text, oldest first (each
+ * NUL-terminated UTF-8; borrowed). */
+typedef struct qmi_context {
+    const char *const *turns;
+    size_t n;
+} qmi_context;
+
+/* The text tower's batch of n texts, each with the model's "query" prompt
+ * in front. When the intent head reads context ("context" N > 0) and
+ * contexts is not NULL, each text's row goes on with the last N of its
+ * turns, oldest first, each after a separator (the tokenizer's end of
+ * sequence: [CLS] text [SEP] turn [SEP] ... for BERT's WordPiece, <s> text
+ * </s> turn </s> ... for XLM-R's pieces). The text is tokenized as it is
+ * without context (truncated only by max_tokens), and the turns fill what
+ * is left of max_tokens from the newest back: an older turn is dropped
+ * before a newer one is cut. Context tokens have offsets -1, so the
+ * tagger's targets and spans never reach them; a row without turns is what
+ * qmod_batch_text gives. Invalid UTF-8 in a turn is QIAO_ERR_FORMAT naming
+ * the text's index and the turn's. */
+qiao_status qmi_batch(const qmod_model *m, const char *const *texts, const qmi_context *contexts, size_t n,
+                      qmod_batch *b);
+
 /* Inference workspaces of the text tower and the head for `rows` texts at
  * a time (the tower's grows with longer texts); free with qmi_close_work. */
 qiao_status qmi_open_work(const qmod_model *m, int head, int64_t rows, qmod_work *w, qmod_head_work *hw);
 void qmi_close_work(qmod_work *w, qmod_head_work *hw);
 /* The text tower's embeddings and the head's logits of n texts (n at most
- * what the workspaces hold), the model's "query" prompt put before each;
- * both valid until the workspaces' next use. */
+ * what the workspaces hold) with their contexts (n, or NULL: none) as
+ * qmi_batch reads them into b; both valid until the workspaces' next use. */
 qiao_status qmi_logits(const qb_exec *ex, const qmod_model *m, qmod_work *w, qmod_head_work *hw,
-                       const char *const *texts, size_t n, qmod_batch *b, const float **emb, const float **logits);
+                       const char *const *texts, const qmi_context *contexts, size_t n, qmod_batch *b,
+                       const float **emb, const float **logits);
 
 /* The entity tagger's workspace for `rows` token rows (B * T; grown when
  * smaller). */
@@ -229,7 +260,8 @@ int qmi_entity_decode(const qmod_head_config *h, const float *logits, const int6
 int qmi_entity_row(const qmod_model *m, int ent, const qmod_batch *b, int64_t T, const float *logits, int64_t row,
                    const char *text, size_t len, qmi_found *out);
 
-/* Calibrated probabilities (n, K) of n texts, K the head's classes. */
+/* Calibrated probabilities (n, K) of n texts without context, K the head's
+ * classes. */
 qiao_status qmi_classify(const qmod_model *m, const char *const *texts, size_t n, int threads, float *probs);
 
 #endif /* QIAO_MODELS_INTENT_H */

@@ -52,11 +52,19 @@ qiao_status qmi_hparams_from_json(const char *json, const char *what, qmi_hparam
     qiao_status st = QIAO_OK;
     double v = 0;
     const cJSON *hid = cJSON_GetObjectItemCaseSensitive(root, "hidden"),
-                *sc = cJSON_GetObjectItemCaseSensitive(root, "scale");
-    if (hid && (st = qtr_json_number(hid, 0, QF_HEAD_MAX_WIDTH, true, &v)) == QIAO_OK)
+                *sc = cJSON_GetObjectItemCaseSensitive(root, "scale"),
+                *ctx = cJSON_GetObjectItemCaseSensitive(root, "context");
+    for (const cJSON *it = root->child; it; it = it->next)
+        if (st == QIAO_OK && strcmp(it->string, "hidden") && strcmp(it->string, "scale") &&
+            strcmp(it->string, "context") && strcmp(it->string, "train"))
+            st = qc_error(QIAO_ERR_FORMAT, "%s: unknown key %s (a recipe has hidden, scale, context, train)", what,
+                          it->string);
+    if (st == QIAO_OK && hid && (st = qtr_json_number(hid, 0, QF_HEAD_MAX_WIDTH, true, &v)) == QIAO_OK)
         h.hidden = (int64_t)v;
     if (st == QIAO_OK && sc && (st = qtr_json_number(sc, 1e-3, 1e4, false, &v)) == QIAO_OK)
         h.scale = (float)v;
+    if (st == QIAO_OK && ctx && (st = qtr_json_number(ctx, 0, QMOD_HEAD_MAX_CONTEXT, true, &v)) == QIAO_OK)
+        h.context = (int64_t)v;
     const cJSON *tr = cJSON_GetObjectItemCaseSensitive(root, "train");
     if (st == QIAO_OK && tr && !cJSON_IsObject(tr))
         st = qc_error(QIAO_ERR_FORMAT, "%s: \"train\" must be an object", what);
@@ -127,6 +135,8 @@ static qiao_status classifier_config(const qmod_model *base, const qmi_set *set,
     cJSON_AddNumberToObject(hd, "hidden", (double)h->hidden);
     cJSON_AddNumberToObject(hd, "classes", set->n_labels);
     cJSON_AddNumberToObject(hd, "scale", h->scale);
+    if (h->context > 0)
+        cJSON_AddNumberToObject(hd, "context", (double)h->context);
     if (set->multi_label)
         cJSON_AddTrueToObject(hd, "multi_label");
     cJSON *labels = cJSON_AddArrayToObject(hd, "labels");
@@ -190,6 +200,7 @@ typedef struct intent_obj {
     int64_t *order;                         /* (train.n) this epoch's permutation */
     int64_t order_epoch;                    /* the epoch `order` is for, -1 none */
     const char **texts;                     /* (batch) */
+    qmi_context *contexts;                  /* (batch) each text's earlier turns */
     int32_t *targets;                       /* (batch) */
     float *mtargets;                        /* (batch, K) a multi-label head's 0/1 targets */
     float *losses, *probs, *dlogits, *demb; /* (B), (B, K), (B, K), (B, D) */
@@ -274,6 +285,7 @@ static qiao_status i_next_batch(void *user, int64_t step) {
         epoch_order(o, epoch);
         const qmi_example *e = &o->train.ex[o->order[pos % n]];
         o->texts[j] = e->text;
+        o->contexts[j] = (qmi_context){e->context, (size_t)e->n_context};
         o->targets[j] = e->n_labels ? e->labels[0] : 0;
         o->exs[j] = e;
         if (o->mtargets) {
@@ -321,7 +333,7 @@ static qiao_status i_step(void *user, const qtr_step_ctx *ctx, float *loss, floa
     }
     const int64_t B = o->B, K = m->cfg.heads[o->head].mlp.classes, D = m->cfg.embed_dim;
     const float *emb, *logits;
-    qiao_status st = qmi_logits(ex, m, &o->w, &o->hw, o->texts, (size_t)B, &o->b, &emb, &logits);
+    qiao_status st = qmi_logits(ex, m, &o->w, &o->hw, o->texts, o->contexts, (size_t)B, &o->b, &emb, &logits);
     if (st != QIAO_OK)
         return st;
     if (o->mtargets) {
@@ -412,7 +424,7 @@ static void obj_free(intent_obj *o) {
     free(o->exs), free(o->etargets), free(o->elosses), free(o->eprobs), free(o->edlogits), free(o->dtok);
     qmi_set_free(&o->train);
     qmi_set_free(&o->val);
-    free(o->order), free(o->texts), free(o->targets), free(o->mtargets);
+    free(o->order), free(o->texts), free(o->contexts), free(o->targets), free(o->mtargets);
     free(o->losses), free(o->probs), free(o->dlogits), free(o->demb);
     qmod_free(o->m);
 }
@@ -510,6 +522,7 @@ qiao_status qmi_train(const qmi_train_params *p) {
     if (st == QIAO_OK) {
         o.order = malloc((size_t)o.train.n * sizeof *o.order);
         o.texts = malloc((size_t)B * sizeof *o.texts);
+        o.contexts = malloc((size_t)B * sizeof *o.contexts);
         o.targets = malloc((size_t)B * sizeof *o.targets);
         o.exs = malloc((size_t)B * sizeof *o.exs);
         if (o.m->cfg.heads[o.head].multi_label && !(o.mtargets = malloc((size_t)(B * K) * sizeof *o.mtargets)))
@@ -518,7 +531,7 @@ qiao_status qmi_train(const qmi_train_params *p) {
         o.probs = malloc((size_t)(B * K) * sizeof *o.probs);
         o.dlogits = malloc((size_t)(B * K) * sizeof *o.dlogits);
         o.demb = malloc((size_t)(B * D) * sizeof *o.demb);
-        if (!o.order || !o.texts || !o.targets || !o.exs || !o.losses || !o.probs || !o.dlogits || !o.demb)
+        if (!o.order || !o.texts || !o.contexts || !o.targets || !o.exs || !o.losses || !o.probs || !o.dlogits || !o.demb)
             st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory for batches of %lld", (long long)B);
     }
     if (st == QIAO_OK)

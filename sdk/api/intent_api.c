@@ -94,6 +94,11 @@ QIAO_API float qiao_model_intent_temperature(const qiao_model *model) {
     return head >= 0 ? model->m->cfg.heads[head].temperature : 1.0f;
 }
 
+QIAO_API size_t qiao_model_intent_context(const qiao_model *model) {
+    const int head = intent_head(model);
+    return head >= 0 ? (size_t)model->m->cfg.heads[head].context : 0;
+}
+
 QIAO_API void qiao_intent_result_free(qiao_intent_result *result) {
     if (!result) return;
     free(result->ranking);
@@ -112,6 +117,18 @@ static qiao_status read_params(const qiao_intent_params *in, qiao_intent_params 
     if (!(p->threshold <= 1.0f)) /* NaN too */
         return qc_error(QIAO_ERR_INVALID_ARGUMENT,
                         "qiao_intent_classify: threshold must be in [0, 1], or negative for the model's");
+    if (p->n_context > 0 && !p->context)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_intent_classify: n_context is %zu but context is NULL",
+                        p->n_context);
+    /* every turn, even those a model reads none of: a bad argument is one whatever the model */
+    for (size_t j = 0; j < p->n_context; j++) {
+        if (!p->context[j])
+            return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_intent_classify: context turn %zu is NULL", j);
+        const size_t len = strlen(p->context[j]), ok = qc_utf8_check(p->context[j], len);
+        if (ok != len)
+            return qc_error(QIAO_ERR_FORMAT, "qiao_intent_classify: context turn %zu is not valid UTF-8 (byte %zu)",
+                            j, ok);
+    }
     return QIAO_OK;
 }
 
@@ -193,11 +210,15 @@ QIAO_API qiao_status qiao_intent_classify_batch(qiao_session *session, const cha
     ranked *order = malloc(K * sizeof *order);
     qmod_batch b;
     memset(&b, 0, sizeof b);
+    /* the one conversation every text of the call continues */
+    qmi_context contexts[INTENT_CHUNK];
+    for (size_t j = 0; j < INTENT_CHUNK; j++) contexts[j] = (qmi_context){p.context, p.n_context};
     if (!probs || !order) st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "qiao_intent_classify: out of memory");
     for (size_t i = 0; i < n && st == QIAO_OK; i += INTENT_CHUNK) {
         const size_t k = n - i < INTENT_CHUNK ? n - i : INTENT_CHUNK;
         const float *emb, *logits;
-        st = qmi_logits(&session->ex, m, &session->w[QMOD_TEXT], session->intent, texts + i, k, &b, &emb, &logits);
+        st = qmi_logits(&session->ex, m, &session->w[QMOD_TEXT], session->intent, texts + i, contexts, k, &b, &emb,
+                        &logits);
         for (size_t j = 0; j < k && st == QIAO_OK; j++) {
             qmi_probs(h, logits + j * K, probs);
             st = fill(session->model, h, probs, top, threshold, order, &out[i + j]);

@@ -952,6 +952,11 @@ QIAO_API QIAO_MUST_CHECK qiao_status qiao_vqa_ask_files(qiao_session *session, c
  * and request at once, or do neither, as CrossWOZ's dialogue acts) gives
  * each intent its own probability (they need not sum to 1): the text's
  * intents are those at 0.5 or more, and it is out of scope when none is.
+ * A classifier trained with context (`"context": N` in its recipe) reads
+ * the last N earlier turns of the conversation after the text: pass them
+ * in qiao_intent_params.context, oldest first, both sides' turns as the
+ * training data had them (CrossWOZ: the system's and the user's). A model
+ * trained without context ignores them; entities are always the text's.
  *
  *     qiao_intent_result r;
  *     if (qiao_intent_classify(session, "我想退货", NULL, &r) == QIAO_OK && !r.out_of_scope)
@@ -969,6 +974,14 @@ typedef struct qiao_intent_params {
     /* Out of scope below this calibrated confidence, in [0, 1]; negative
      * (default): the model's own threshold (qiao_model_intent_threshold). */
     float threshold;
+    /* The conversation before the text: n_context earlier turns, oldest
+     * first, each NUL-terminated UTF-8 (invalid UTF-8 is QIAO_ERR_FORMAT
+     * naming the turn), read during the call only; the same for every
+     * text of a batch. NULL and 0 (default): none. A model reads its last
+     * qiao_model_intent_context() of them; the turns fill what the text
+     * leaves of max_tokens, the newest first, and never cut the text. */
+    const char *const *context;
+    size_t n_context;
 } qiao_intent_params;
 
 QIAO_API qiao_intent_params qiao_intent_default_params(void);
@@ -1012,6 +1025,9 @@ QIAO_API float qiao_model_intent_threshold(const qiao_model *model);
 QIAO_API size_t qiao_model_entity_type_count(const qiao_model *model);
 QIAO_API const char *qiao_model_entity_type(const qiao_model *model, size_t i);
 QIAO_API float qiao_model_intent_temperature(const qiao_model *model);
+/* How many earlier turns of a conversation the classifier reads after the
+ * text (qiao_intent_params.context); 0 for a model trained without. */
+QIAO_API size_t qiao_model_intent_context(const qiao_model *model);
 
 /* Classifies `text` (UTF-8; longer than the model's max_tokens is cut;
  * invalid UTF-8 is QIAO_ERR_FORMAT; an empty text is classified like any

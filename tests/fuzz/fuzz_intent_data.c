@@ -1,14 +1,33 @@
 /* libFuzzer target: any bytes as an intent JSONL file (models/intent/data.h).
  * Parsing must succeed or fail with a clear status, never crash; a parsed
  * set must hold labels and entity types in range, sorted distinct names,
- * spans inside their text ordered by start, and split into two sets that
- * together hold every example; read again against a space without its
- * last entity type, it must drop and count exactly those spans. */
+ * spans inside their text ordered by start, context turns that are
+ * non-blank valid UTF-8, and split into two sets that together hold every
+ * example and every turn; read again against a space without its last
+ * entity type, it must drop and count exactly those spans. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "models/intent/data.h"
+
+/* The context turns of a set (abort on a turn that is NULL, blank or not
+ * valid UTF-8, or on too many); returns their count. */
+static int64_t turns(const qmi_set *s) {
+    int64_t n = 0;
+    for (int64_t i = 0; i < s->n; i++) {
+        const qmi_example *e = &s->ex[i];
+        if (e->n_context < 0 || e->n_context > QMI_MAX_CONTEXT || (e->n_context && !e->context))
+            abort();
+        for (int j = 0; j < e->n_context; j++) {
+            const char *t = e->context[j];
+            if (!t || !qc_utf8_valid(t, strlen(t)) || !t[strspn(t, " \t\r\n\v\f")])
+                abort();
+        }
+        n += e->n_context;
+    }
+    return n;
+}
 
 /* The invariants of a parsed set (abort on any broken one); returns its spans. */
 static int64_t check(const qmi_set *s) {
@@ -66,7 +85,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         qmi_set_free(&t);
     }
     qmi_set tr, va;
-    if (qmi_set_split(&s, 0.2, 1, &tr, &va) != QIAO_OK || tr.n + va.n != s.n)
+    if (qmi_set_split(&s, 0.2, 1, &tr, &va) != QIAO_OK || tr.n + va.n != s.n || turns(&tr) + turns(&va) != turns(&s))
         abort();
     qmi_set_free(&tr), qmi_set_free(&va);
     qmi_set_free(&s);

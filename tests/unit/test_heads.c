@@ -257,6 +257,13 @@ static void head_config_errors(void **state) {
     expect_bad_heads("{\"a\": {\"kind\": \"mlp\", \"tower\": \"text\", \"classes\": 3}, "
                      "\"a\": {\"kind\": \"mlp\", \"tower\": \"text\", \"classes\": 2}}",
                      "twice");
+    expect_bad_heads("{\"a\": {\"kind\": \"mlp\", \"tower\": \"text\", \"classes\": 3, \"context\": -1}}",
+                     "'context' must be an integer in [0, 64]");
+    expect_bad_heads("{\"a\": {\"kind\": \"mlp\", \"tower\": \"text\", \"classes\": 3, \"context\": 65}}",
+                     "'context' must be an integer in [0, 64]");
+    expect_bad_heads("{\"a\": {\"kind\": \"mlp\", \"tower\": \"text\", \"input\": \"tokens\", \"classes\": 3, "
+                     "\"context\": 1}}",
+                     "for a head on the text embedding");
     expect_bad_heads("{\"a\": 3}", "heads.a must be an object");
     expect_bad_heads("[1]", "\"heads\" must be an object");
     char many[2048] = "{";

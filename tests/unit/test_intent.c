@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
+#include <zlib.h>
 
 #include "intent/intent.h"
 #include "testutil.h"
@@ -80,8 +81,32 @@ static void labels_free(labels *L) {
     L->n = 0;
 }
 
+/* A zip archive at dir/name of one member stored uncompressed (the
+ * converter reads stored and deflated members alike). */
+static void write_zip(const char *dir, const char *name, const char *member, const char *content) {
+    const size_t ml = strlen(member), cl = strlen(content), lh = 30 + ml, ch = 46 + ml;
+    const uint32_t crc = (uint32_t)crc32(crc32(0L, Z_NULL, 0), (const Bytef *)content, (uInt)cl);
+    unsigned char *z = calloc(lh + cl + ch + 22, 1);
+    assert_non_null(z);
+#define PUT16(p, v) ((p)[0] = (unsigned char)(v), (p)[1] = (unsigned char)((v) >> 8))
+#define PUT32(p, v) (PUT16(p, (v)&0xFFFF), PUT16((p) + 2, ((uint32_t)(v) >> 16)))
+    unsigned char *l = z, *c = z + lh + cl, *e = c + ch;
+    PUT32(l, 0x04034b50u), PUT16(l + 4, 20), PUT32(l + 14, crc), PUT32(l + 18, cl), PUT32(l + 22, cl);
+    PUT16(l + 26, ml);
+    memcpy(l + 30, member, ml);
+    memcpy(l + lh, content, cl);
+    PUT32(c, 0x02014b50u), PUT16(c + 4, 20), PUT16(c + 6, 20), PUT32(c + 16, crc), PUT32(c + 20, cl);
+    PUT32(c + 24, cl), PUT16(c + 28, ml), PUT32(c + 42, 0);
+    memcpy(c + 46, member, ml);
+    PUT32(e, 0x06054b50u), PUT16(e + 8, 1), PUT16(e + 10, 1), PUT32(e + 12, ch), PUT32(e + 16, lh + cl);
+#undef PUT16
+#undef PUT32
+    write_file(dir, name, (const char *)z, lh + cl + ch + 22);
+    free(z);
+}
+
 typedef struct read_result {
-    int64_t lines, entities, multi;
+    int64_t lines, entities, multi, with_context, turns;
 } read_result;
 
 /* Reads out_dir/<split>.jsonl and checks every line; adds labels ("intents"
@@ -91,7 +116,7 @@ static read_result read_split(const char *dir, int split, labels *L, labels *T, 
     snprintf(path, sizeof path, "%s/%s.jsonl", dir, qint_split_name(split));
     char *data;
     size_t len;
-    read_result r = {0, 0, 0};
+    read_result r = {0, 0, 0, 0, 0};
     assert_int_equal(qint_read_file(path, &data, &len), QIAO_OK);
     assert_true(len > 0 && data[len - 1] == '\n');
     size_t bad;
@@ -126,6 +151,15 @@ static read_result read_split(const char *dir, int split, labels *L, labels *T, 
             assert_memory_equal(text->valuestring + a, v->valuestring, b - a);
             if (T) T->count[label_index(T, ty->valuestring)][split]++;
             r.entities++;
+        }
+        const cJSON *ctx = cJSON_GetObjectItemCaseSensitive(o, "context"), *turn;
+        if (ctx) {
+            assert_true(cJSON_IsArray(ctx) && cJSON_GetArraySize(ctx) > 0);
+            r.with_context++;
+        }
+        cJSON_ArrayForEach(turn, ctx) {
+            assert_true(cJSON_IsString(turn) && turn->valuestring[0]);
+            r.turns++;
         }
         if (cJSON_IsArray(intents)) {
             int n = cJSON_GetArraySize(intents);
@@ -291,6 +325,18 @@ static void test_crosswoz(void **state) {
     assert_int_equal(s.multi_label, va.multi + te.multi);
     assert_true(va.entities + te.entities > 5000);
     assert_true(label_count(&T, "酒店-价格", QINT_VAL) > 0);
+    /* every turn but a dialogue's first (500 dialogues a split) has up to three before it */
+    assert_int_equal(va.with_context, 4229 - 500);
+    assert_int_equal(te.with_context, 4238 - 500);
+    assert_true(va.turns > 2 * va.with_context && va.turns <= 3 * va.with_context);
+    /* the second user turn of val dialogue 23: its first turn and the system's answer */
+    char p[128], *tx;
+    size_t len;
+    snprintf(p, sizeof p, "%s/val.jsonl", dir);
+    assert_int_equal(qint_read_file(p, &tx, &len), QIAO_OK);
+    assert_non_null(strstr(tx, "\"context\": [\"你好，可以帮我推荐一个评分是4分以上，最低价格是400-500元的酒店吗？\", "
+                               "\"可以呀，给您推荐北京工体A. Hotel酒店和北京中裕世纪大酒店，你看行吗？\"]}\n"));
+    free(tx);
     labels_free(&L);
     labels_free(&T);
     rm_tree(dir);
@@ -416,13 +462,58 @@ static void test_bad_input(void **state) {
     write_file(in, "data_full.json", "[1, 2", 5);
     expect_error(qint_convert("clinc150", in, NULL, o, NULL), QIAO_ERR_FORMAT, "data_full.json:1");
 
-    /* CrossWOZ JSONL: line 2 is not JSON, line 1 of the next has a bad act */
-    const char *cw = "{\"split\": \"val\", \"text\": \"你好\", \"dialog_act\": [], \"intent_domain\": []}\n{\"split\": \n";
+    /* CrossWOZ: the user turns' JSONL and the dialogues' archives (the context) */
+    const char *cw = "{\"split\": \"val\", \"dialog_id\": \"7\", \"turn\": 2, \"text\": \"有wifi吗\", \"dialog_act\": [], "
+                     "\"intent_domain\": []}\n";
     write_file(in, "usr_utterances_val_test.jsonl", cw, strlen(cw));
+    expect_error(qint_convert("crosswoz", in, NULL, o, NULL), QIAO_ERR_IO, "val.json.zip");
+    const char *dialogs = "{\"7\": {\"messages\": [{\"role\": \"usr\", \"content\": \"推荐个酒店\"}, {\"role\": \"sys\", "
+                          "\"content\": \"北京饭店\"}, {\"role\": \"usr\", \"content\": \"有wifi吗\"}]}}";
+    write_zip(in, "val.json.zip", "val.json", dialogs);
+    write_zip(in, "test.json.zip", "other.json", "{}");
+    expect_error(qint_convert("crosswoz", in, NULL, o, NULL), QIAO_ERR_NOT_FOUND, "no member test.json");
+    write_zip(in, "test.json.zip", "test.json", "{}");
+    write_file(in, "LICENSE.txt", "Apache-2.0\n", 11);
+    if (qint_convert("crosswoz", in, NULL, o, NULL) != QIAO_OK) fail_msg("%s", qiao_last_error());
+    {
+        char p[4200], *tx;
+        size_t len;
+        snprintf(p, sizeof p, "%s/val.jsonl", o);
+        assert_int_equal(qint_read_file(p, &tx, &len), QIAO_OK);
+        assert_non_null(strstr(tx, "\"context\": [\"推荐个酒店\", \"北京饭店\"]}\n"));
+        free(tx);
+    }
+    /* a damaged archive: one byte of the member changed, so its CRC-32 fails */
+    {
+        char p[4200], *z;
+        size_t len;
+        snprintf(p, sizeof p, "%s/val.json.zip", in);
+        assert_int_equal(qint_read_file(p, &z, &len), QIAO_OK);
+        z[40] ^= 1;
+        write_file(in, "val.json.zip", z, len);
+        expect_error(qint_convert("crosswoz", in, NULL, o, NULL), QIAO_ERR_FORMAT, "fails its CRC-32");
+        write_file(in, "val.json.zip", "PK not a zip", 12);
+        expect_error(qint_convert("crosswoz", in, NULL, o, NULL), QIAO_ERR_FORMAT, "not a zip archive");
+        free(z);
+    }
+    write_zip(in, "val.json.zip", "val.json", dialogs);
+    /* a user turn that is not the dialogue's message */
+    const char *cw3 = "{\"split\": \"val\", \"dialog_id\": \"7\", \"turn\": 1, \"text\": \"有wifi吗\", \"dialog_act\": [], "
+                      "\"intent_domain\": []}\n";
+    write_file(in, "usr_utterances_val_test.jsonl", cw3, strlen(cw3));
+    expect_error(qint_convert("crosswoz", in, NULL, o, NULL), QIAO_ERR_FORMAT, "is not this user turn");
+    /* line 2 is not JSON, line 1 of the next has a bad act, then one without its dialogue */
+    char cw4[512];
+    snprintf(cw4, sizeof cw4, "%s{\"split\": \n", cw);
+    write_file(in, "usr_utterances_val_test.jsonl", cw4, strlen(cw4));
     expect_error(qint_convert("crosswoz", in, NULL, o, NULL), QIAO_ERR_FORMAT, "usr_utterances_val_test.jsonl:2");
-    const char *cw2 = "{\"split\": \"val\", \"text\": \"你好\", \"dialog_act\": [[\"Inform\", 3]], \"intent_domain\": []}\n";
+    const char *cw2 = "{\"split\": \"val\", \"dialog_id\": \"7\", \"turn\": 2, \"text\": \"有wifi吗\", "
+                      "\"dialog_act\": [[\"Inform\", 3]], \"intent_domain\": []}\n";
     write_file(in, "usr_utterances_val_test.jsonl", cw2, strlen(cw2));
     expect_error(qint_convert("crosswoz", in, NULL, o, NULL), QIAO_ERR_FORMAT, "usr_utterances_val_test.jsonl:1");
+    const char *cw5 = "{\"split\": \"val\", \"text\": \"你好\", \"dialog_act\": [], \"intent_domain\": []}\n";
+    write_file(in, "usr_utterances_val_test.jsonl", cw5, strlen(cw5));
+    expect_error(qint_convert("crosswoz", in, NULL, o, NULL), QIAO_ERR_FORMAT, "\"dialog_id\", \"turn\"");
 
     /* CoNLL: 2 columns on line 6; a bad BIO tag on line 5; a block without intent */
     const char *cl = "# text = 显示提醒\n# intent = reminder/show\n1\t显示\tx\tO\n\n# text = 你好\n2\t你好\n";

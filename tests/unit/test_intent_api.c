@@ -3,10 +3,13 @@
  * 30 steps on the e-commerce set): the labels and calibration it exposes,
  * a batch giving what single calls give, the ranking a distribution in
  * order, thresholds, bad arguments and bad text, a model without the
- * head, and four threads with their own sessions giving the same bits. */
+ * head, and four threads with their own sessions giving the same bits;
+ * and a second classifier trained with one earlier turn of context, on
+ * labels only the context tells apart. */
 #define _POSIX_C_SOURCE 200809L /* mkdtemp */
 #include <math.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -19,7 +22,14 @@
 #define TRAIN QIAO_SOURCE_DIR "/datasets/intent/ecommerce_zh/train.jsonl"
 
 static char g_dir[] = "/tmp/qiao-intent-api-XXXXXX";
-static char g_model[512];
+static char g_model[512], g_context_model[512];
+
+/* The context classifier's data: a neutral reply after an offer, labelled
+ * with what the offer was (the reply alone cannot tell). */
+static const char *const k_replies[] = {"好的", "可以", "行", "没问题"};
+static const char *const k_offers[] = {"给您推荐北京饭店，要预订吗？", "需要我帮您叫一辆出租车吗？",
+                                       "这家餐馆还有位子，帮您订一桌？"};
+static const char *const k_offer_labels[] = {"book_hotel", "call_taxi", "book_table"};
 
 static const char *const k_texts[] = {
     "我想退货", "发票抬头开错了能改吗", "你好", "my order hasn't arrived yet", "", "？？？",
@@ -46,6 +56,24 @@ static int setup(void **state) {
     p.hp.tr.steps = 30;
     p.hp.tr.lr = 3e-3f;
     p.threads = 2;
+    if (qmi_train(&p) != QIAO_OK) {
+        fprintf(stderr, "setup: %s\n", qiao_last_error());
+        return -1;
+    }
+    char data[600];
+    snprintf(data, sizeof data, "%s/context.jsonl", g_dir);
+    snprintf(g_context_model, sizeof g_context_model, "%s/context.safetensors", g_dir);
+    FILE *f = fopen(data, "w");
+    if (!f) return -1;
+    for (int i = 0; i < 40; i++)
+        for (int l = 0; l < 3; l++)
+            fprintf(f, "{\"text\": \"%s\", \"intent\": \"%s\", \"context\": [\"%s\"]}\n", k_replies[(i + l) % 4],
+                    k_offer_labels[l], k_offers[l]);
+    fclose(f);
+    p.data_path = data;
+    p.out_path = g_context_model;
+    p.hp.tr.steps = 60;
+    p.hp.context = 1;
     if (qmi_train(&p) != QIAO_OK) {
         fprintf(stderr, "setup: %s\n", qiao_last_error());
         return -1;
@@ -244,6 +272,98 @@ static void bad_input(void **state) {
     qiao_model_free(enc);
 }
 
+/* Context through the API: a classifier trained with one earlier turn
+ * tells the same reply apart by the turn before it, and reads only its
+ * last turn; its entities stay in the text; a classifier trained
+ * without context gives the same bits with or without turns; a bad turn is
+ * a clear error; params from before the context fields mean none. */
+static void context(void **state) {
+    (void)state;
+    qiao_model *m = NULL;
+    if (qiao_model_load(g_context_model, &m) != QIAO_OK) fail_msg("%s", qiao_last_error());
+    assert_int_equal(qiao_model_intent_context(m), 1);
+    qiao_session *s = session(m, 1);
+    qiao_intent_params p = qiao_intent_default_params();
+    assert_null(p.context);
+    assert_int_equal(p.n_context, 0);
+    for (int r = 0; r < 4; r++) {
+        for (int l = 0; l < 3; l++) {
+            /* the turn the model reads is the last one: an older one before it changes nothing it reads */
+            const char *turns[2] = {"你好", k_offers[l]};
+            p.context = turns;
+            p.n_context = 2;
+            qiao_intent_result with, last;
+            assert_int_equal(qiao_intent_classify(s, k_replies[r], &p, &with), QIAO_OK);
+            assert_string_equal(with.intent, k_offer_labels[l]);
+            p.context = turns + 1;
+            p.n_context = 1;
+            assert_int_equal(qiao_intent_classify(s, k_replies[r], &p, &last), QIAO_OK);
+            assert_true(fabsf(with.confidence - last.confidence) < 1e-6f);
+            for (size_t e = 0; e < with.n_entities; e++) assert_true(with.entities[e].end <= strlen(k_replies[r]));
+            qiao_intent_result_free(&with);
+            qiao_intent_result_free(&last);
+        }
+    }
+    /* a batch continues one conversation: each text read after the same turn */
+    const char *turn[1] = {k_offers[1]};
+    p.context = turn;
+    p.n_context = 1;
+    qiao_intent_result batch[4];
+    assert_int_equal(qiao_intent_classify_batch(s, k_replies, 4, &p, batch), QIAO_OK);
+    for (int r = 0; r < 4; r++) {
+        assert_string_equal(batch[r].intent, k_offer_labels[1]);
+        qiao_intent_result_free(&batch[r]);
+    }
+    /* bad turns */
+    qiao_intent_result r;
+    const char *bad[2] = {"你好", "\xe5\xa5"};
+    p.context = bad;
+    p.n_context = 2;
+    assert_int_equal(qiao_intent_classify(s, "好的", &p, &r), QIAO_ERR_FORMAT);
+    assert_non_null(strstr(qiao_last_error(), "context turn 1 is not valid UTF-8 (byte 0)"));
+    assert_null(r.ranking);
+    const char *with_null[2] = {"你好", NULL};
+    p.context = with_null;
+    assert_int_equal(qiao_intent_classify(s, "好的", &p, &r), QIAO_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(qiao_last_error(), "context turn 1 is NULL"));
+    p.context = NULL;
+    assert_int_equal(qiao_intent_classify(s, "好的", &p, &r), QIAO_ERR_INVALID_ARGUMENT);
+    /* an application built before the context fields passes a smaller struct: no context */
+    p = qiao_intent_default_params();
+    p.struct_size = offsetof(qiao_intent_params, context);
+    qiao_intent_result old, none;
+    assert_int_equal(qiao_intent_classify(s, "好的", &p, &old), QIAO_OK);
+    assert_int_equal(qiao_intent_classify(s, "好的", NULL, &none), QIAO_OK);
+    assert_string_equal(old.intent, none.intent);
+    assert_true(old.confidence == none.confidence);
+    qiao_intent_result_free(&old);
+    qiao_intent_result_free(&none);
+    qiao_session_free(s);
+    qiao_model_free(m);
+    /* the e-commerce classifier was trained without context: turns change nothing, entities included */
+    m = load();
+    assert_int_equal(qiao_model_intent_context(m), 0);
+    s = session(m, 1);
+    const char *turns[2] = {"订单2024112356789012怎么还没到", "您好，请问有什么可以帮您？"};
+    p = qiao_intent_default_params();
+    p.context = turns;
+    p.n_context = 2;
+    for (size_t i = 0; i < N_TEXTS; i++) {
+        qiao_intent_result a, b;
+        assert_int_equal(qiao_intent_classify(s, k_texts[i], NULL, &a), QIAO_OK);
+        assert_int_equal(qiao_intent_classify(s, k_texts[i], &p, &b), QIAO_OK);
+        assert_string_equal(a.intent, b.intent);
+        assert_true(a.confidence == b.confidence);
+        assert_int_equal(a.n_entities, b.n_entities);
+        for (size_t e = 0; e < a.n_entities; e++)
+            assert_true(a.entities[e].start == b.entities[e].start && a.entities[e].end == b.entities[e].end);
+        qiao_intent_result_free(&a);
+        qiao_intent_result_free(&b);
+    }
+    qiao_session_free(s);
+    qiao_model_free(m);
+}
+
 #define N_WORKERS 4
 #define ROUNDS 3
 
@@ -310,7 +430,8 @@ static void threads(void **state) {
 }
 
 static const struct CMUnitTest tests[] = {cmocka_unit_test(labels_and_ranking), cmocka_unit_test(batch_equals_single),
-                                          cmocka_unit_test(bad_input), cmocka_unit_test(threads)};
+                                          cmocka_unit_test(bad_input), cmocka_unit_test(threads),
+                                          cmocka_unit_test(context)};
 
 int main(int argc, char **argv) {
     if (argc > 1) cmocka_set_test_filter(argv[1]);

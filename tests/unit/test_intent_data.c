@@ -106,7 +106,15 @@ static void real_sets(void **state) {
         for (int j = 1; j < s.ex[i].n_spans; j++)
             overlaps += s.ex[i].spans[j].start < s.ex[i].spans[j - 1].end;
     assert_true(overlaps > 0);
-    printf("crosswoz val: %lld examples, %d labels, %d with several\n", (long long)s.n, s.n_labels, many);
+    /* the turns before each user turn: up to three, none before a dialogue's first */
+    int with_context = 0;
+    for (int64_t i = 0; i < s.n; i++) {
+        assert_true(s.ex[i].n_context <= 3);
+        with_context += s.ex[i].n_context > 0;
+    }
+    assert_int_equal(with_context, s.n - 500); /* 500 dialogues */
+    printf("crosswoz val: %lld examples, %d labels, %d with several, %d with context\n", (long long)s.n, s.n_labels,
+           many, with_context);
     qmi_set_free(&s);
 }
 
@@ -149,6 +157,13 @@ static void bad_lines(void **state) {
         {"{\"text\": \"hi\", \"intent\": \"g\", \"entities\": [{\"start\": 0, \"end\": 1, \"type\": \"\", "
          "\"value\": \"h\"}]}",
          "\"type\" must be a name"},
+        {"{\"text\": \"hi\", \"intent\": \"g\", \"context\": \"earlier\"}", "\"context\" must be a list"},
+        {"{\"text\": \"hi\", \"intent\": \"g\", \"context\": [\"ok\", 3]}", "context turn 1 is not a string"},
+        {"{\"text\": \"hi\", \"intent\": \"g\", \"context\": [\"ok\", \" \\t\"]}", "context turn 1 is empty"},
+        {"{\"text\": \"hi\", \"intent\": \"g\", \"context\": [\"\"]}", "context turn 0 is empty"},
+        {"{\"text\": \"hi\", \"intent\": \"g\", \"context\": [\"a\\ud800\"]}", "not valid JSON"},
+        {"{\"text\": \"hi\", \"intent\": \"g\", \"context\": [\"\xc3\"]}", "invalid UTF-8"},
+        {"{\"text\": \"hi\", \"intent\": \"g\", \"context\": [[\"nested\"]]}", "context turn 0 is not a string"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char text[1024];
@@ -170,10 +185,20 @@ static void bad_lines(void **state) {
     assert_int_equal(qmi_set_load(QIAO_TEST_DATA "/no-such.jsonl", NULL, &s), QIAO_ERR_IO);
     assert_int_equal(qmi_set_parse("f.jsonl", NULL, 0, NULL, &s), QIAO_ERR_FORMAT);
 
-    /* what is right: CRLF lines, a last line without newline, multi-label */
+    /* more turns than a line may carry */
+    char many[4096];
+    int at = snprintf(many, sizeof many, "{\"text\": \"hi\", \"intent\": \"g\", \"context\": [");
+    for (int i = 0; i <= QMI_MAX_CONTEXT; i++)
+        at += snprintf(many + at, sizeof many - (size_t)at, "%s\"t\"", i ? ", " : "");
+    at += snprintf(many + at, sizeof many - (size_t)at, "]}\n");
+    assert_int_equal(qmi_set_parse("f.jsonl", many, (size_t)at, NULL, &s), QIAO_ERR_FORMAT);
+    assert_non_null(strstr(qiao_last_error(), "at most 256 earlier turns"));
+
+    /* what is right: CRLF lines, a last line without newline, multi-label, context */
     static const char good[] = "{\"text\": \"订单123\", \"intent\": \"track\", \"entities\": [{\"start\": 6, \"end\": "
-                               "9, \"type\": \"order_id\", \"value\": \"123\"}]}\r\n"
-                               "{\"text\": \"hi\", \"intents\": [\"b\", \"a\"], \"intent\": \"b|a\"}";
+                               "9, \"type\": \"order_id\", \"value\": \"123\"}], \"context\": []}\r\n"
+                               "{\"text\": \"hi\", \"intents\": [\"b\", \"a\"], \"intent\": \"b|a\", "
+                               "\"context\": [\"您好\", \"要订酒店吗\\n？\"]}";
     qiao_status st = qmi_set_parse("g.jsonl", good, sizeof good - 1, NULL, &s);
     if (st != QIAO_OK)
         fail_msg("%s", qiao_last_error());
@@ -184,7 +209,26 @@ static void bad_lines(void **state) {
     assert_int_equal(s.ex[0].n_spans, 1);
     assert_true(s.ex[0].spans[0].start == 6 && s.ex[0].spans[0].end == 9 && s.ex[0].spans[0].type == 0);
     assert_int_equal(s.ex[1].line, 2);
+    assert_int_equal(s.ex[0].n_context, 0);
+    assert_int_equal(s.ex[1].n_context, 2);
+    assert_string_equal(s.ex[1].context[0], "您好");
+    assert_string_equal(s.ex[1].context[1], "要订酒店吗\n？");
+    /* a split copies the turns: they outlive the set */
+    qmi_set tr, va;
+    assert_int_equal(qmi_set_split(&s, 0.5, 1, &tr, &va), QIAO_OK);
     qmi_set_free(&s);
+    int copies = 0;
+    for (int k = 0; k < 2; k++)
+        for (int64_t i = 0; i < (k ? va.n : tr.n); i++) {
+            const qmi_example *e = &(k ? &va : &tr)->ex[i];
+            if (e->n_context) {
+                assert_int_equal(e->n_context, 2);
+                assert_string_equal(e->context[1], "要订酒店吗\n？");
+                copies++;
+            }
+        }
+    assert_int_equal(copies, 1);
+    qmi_set_free(&tr), qmi_set_free(&va);
     qmi_set_free(&s); /* twice is harmless */
 }
 

@@ -419,8 +419,196 @@ static void multi_label(void **state) {
     qmod_free(m);
 }
 
+/* ---- context ------------------------------------------------------------------------- */
+
+/* A classifier of `data` (the tiny encoder) reading `context` earlier
+ * turns, trained for `steps` steps. */
+static void train_context(const char *data, const char *out, const char *ckpt, int64_t context, int64_t steps) {
+    qmi_train_params p = params(out, ckpt, steps);
+    p.data_path = data;
+    p.hp.context = context;
+    p.hp.head_lr = 1e-2f;
+    qiao_status st = qmi_train(&p);
+    if (st != QIAO_OK)
+        fail_msg("%s", qiao_last_error());
+}
+
+/* The rows a context classifier reads: each text's tokens exactly as
+ * without context (ids and offsets), then its turns, oldest first, each
+ * ending with </s> and with offsets -1, never past max_tokens, an older
+ * turn dropped before a newer one is cut; the tagger's targets and the
+ * spans they decode to are the text's alone, as without context. */
+static void context_rows(void **state) {
+    (void)state;
+    char out[512], ckpt[512];
+    path(out, sizeof out, "ctx-rows.safetensors");
+    path(ckpt, sizeof ckpt, "ctx-rows.ckpt.safetensors");
+    train_context(QIAO_SOURCE_DIR "/datasets/intent/crosswoz/val.jsonl", out, ckpt, 3, 1);
+    qmod_model *m = NULL;
+    assert_int_equal(qmod_load(out, &m), QIAO_OK);
+    const int head = qmod_head_find(&m->cfg, QMI_HEAD), ent = qmod_head_find(&m->cfg, QMI_ENT_HEAD);
+    assert_int_equal(m->cfg.heads[head].context, 3);
+    assert_true(ent >= 0);
+    qmi_set space, set;
+    assert_int_equal(qmi_model_space(m, &space), QIAO_OK);
+    assert_int_equal(qmi_set_load(QIAO_SOURCE_DIR "/datasets/intent/crosswoz/test.jsonl", &space, &set), QIAO_OK);
+    const int64_t max_T = m->cfg.text.trunk.max_T, E2 = m->cfg.heads[ent].mlp.classes;
+    int64_t rows = 0, with_turns = 0, cut = 0, dropped = 0, spans = 0;
+    for (int64_t i = 0; i < set.n && i < 400; i++) {
+        const qmi_example *e = &set.ex[i];
+        const qmi_context c = {e->context, (size_t)e->n_context};
+        qmod_batch a, b;
+        assert_int_equal(qmod_batch_text(m, &e->text, 1, &a), QIAO_OK);
+        assert_int_equal(qmi_batch(m, &e->text, &c, 1, &b), QIAO_OK);
+        const int64_t n0 = a.lengths[0], n1 = b.lengths[0];
+        assert_true(n1 >= n0 && n1 <= max_T);
+        assert_memory_equal(a.ids, b.ids, (size_t)n0 * sizeof *a.ids);
+        assert_memory_equal(a.offsets, b.offsets, (size_t)n0 * 2 * sizeof *a.offsets);
+        for (int64_t t = n0; t < n1; t++)
+            assert_true(b.offsets[2 * t] == -1 && b.offsets[2 * t + 1] == -1 && b.mask[t] == 1);
+        for (int64_t t = n1; t < b.T; t++)
+            assert_true(b.mask[t] == 0);
+        /* the turns after the text, oldest first: the newest whole, older ones while they fit, the
+         * oldest that does not fit cut to its first pieces and its </s> (the encoder's own truncation) */
+        int32_t want[256];
+        int64_t room = max_T - n0, w = 0, kept = 0;
+        bool was_cut = false;
+        int32_t *taken[8];
+        int64_t taken_n[8];
+        for (int j = e->n_context - 1; j >= 0 && room >= 2; j--) {
+            qmod_batch tb;
+            assert_int_equal(qmod_batch_text(m, &e->context[j], 1, &tb), QIAO_OK);
+            int64_t k = tb.lengths[0] - 1; /* less its <s> */
+            taken[kept] = malloc((size_t)k * sizeof *taken[kept]);
+            memcpy(taken[kept], tb.ids + 1, (size_t)k * sizeof *taken[kept]);
+            if (k > room) {
+                taken[kept][room - 1] = taken[kept][k - 1]; /* </s> */
+                k = room;
+                was_cut = true;
+            }
+            taken_n[kept++] = k;
+            room -= k;
+            qmod_batch_free(&tb);
+            if (was_cut)
+                break;
+        }
+        for (int64_t j = kept; j-- > 0;) {
+            memcpy(want + w, taken[j], (size_t)taken_n[j] * sizeof *want);
+            w += taken_n[j];
+            free(taken[j]);
+        }
+        assert_int_equal(n1, n0 + w);
+        assert_memory_equal(b.ids + n0, want, (size_t)w * sizeof *want);
+        rows++;
+        with_turns += n1 > n0;
+        cut += was_cut;
+        dropped += kept < e->n_context && !was_cut;
+        /* the tagger's targets: the text's, then none */
+        int32_t *ta = malloc((size_t)a.T * sizeof *ta), *tb = malloc((size_t)b.T * sizeof *tb);
+        qmi_bio_targets(e, a.offsets, a.T, 0, ta);
+        qmi_bio_targets(e, b.offsets, b.T, 0, tb);
+        assert_memory_equal(ta, tb, (size_t)n0 * sizeof *ta);
+        for (int64_t t = n0; t < b.T; t++)
+            assert_int_equal(tb[t], -1);
+        /* one-hot logits of the targets decode to the same spans with and without the turns */
+        float *la = calloc((size_t)(a.T * E2), sizeof *la), *lb = calloc((size_t)(b.T * E2), sizeof *lb);
+        for (int64_t t = 0; t < a.T; t++)
+            la[t * E2 + (ta[t] > 0 ? ta[t] : 0)] = 30.0f;
+        for (int64_t t = 0; t < b.T; t++)
+            lb[t * E2 + (tb[t] >= 0 ? tb[t] : 1)] = 30.0f; /* context tokens and padding tagged B: never a span */
+        qmi_found *fa = malloc((size_t)a.T * sizeof *fa), *fb = malloc((size_t)b.T * sizeof *fb);
+        const int na = qmi_entity_decode(&m->cfg.heads[ent], la, a.offsets, a.T, 0, e->text, e->len, fa, (int)a.T);
+        const int nb2 = qmi_entity_decode(&m->cfg.heads[ent], lb, b.offsets, b.T, 0, e->text, e->len, fb, (int)b.T);
+        assert_int_equal(na, nb2);
+        for (int f = 0; f < na; f++)
+            assert_true(fa[f].type == fb[f].type && fa[f].start == fb[f].start && fa[f].end == fb[f].end &&
+                        fb[f].end <= (int64_t)e->len);
+        spans += na;
+        free(ta), free(tb), free(la), free(lb), free(fa), free(fb);
+        qmod_batch_free(&a);
+        qmod_batch_free(&b);
+    }
+    printf("%lld rows: %lld with turns, %lld with an older turn dropped, %lld with the oldest kept turn cut; "
+           "%lld spans the same\n",
+           (long long)rows, (long long)with_turns, (long long)dropped, (long long)cut, (long long)spans);
+    assert_true(with_turns > rows / 2 && spans > 100);
+    assert_true(dropped > 0); /* max_tokens 64 holds three CrossWOZ turns rarely */
+    /* a bad turn is an error naming it; a NULL list of contexts is the text alone */
+    const char *bad_turns[] = {"好的", "\xff\xfe"};
+    const qmi_context bc = {bad_turns, 2};
+    const char *text = "可以";
+    qmod_batch b;
+    assert_int_equal(qmi_batch(m, &text, &bc, 1, &b), QIAO_ERR_FORMAT);
+    assert_non_null(strstr(qiao_last_error(), "context turn 1"));
+    assert_int_equal(qmi_batch(m, &text, NULL, 1, &b), QIAO_OK);
+    qmod_batch_free(&b);
+    qmi_set_free(&set), qmi_set_free(&space);
+    qmod_free(m);
+}
+
+/* A set whose label is in the context only: every text is one of a few
+ * neutral replies ("好的", "可以"...), and the turn before it says what it
+ * agrees to (a hotel, a taxi, a restaurant). */
+static void write_context_set(const char *file, int per_label, uint64_t seed) {
+    static const char *const replies[] = {"好的", "可以", "行", "嗯嗯", "没问题", "那就这样吧"};
+    static const char *const labels[] = {"book_hotel", "call_taxi", "book_table"};
+    static const char *const offers[3][4] = {
+        {"给您推荐北京饭店，要预订吗？", "这家酒店有空房，需要帮您订房间吗？", "王府井的酒店还有大床房，订吗？",
+         "酒店含早餐，帮您预订两晚？"},
+        {"需要我帮您叫一辆出租车吗？", "出租车十分钟后到，要叫车吗？", "去机场可以打车，帮您叫一辆？",
+         "司机可以在门口接您，叫车吗？"},
+        {"这家餐馆还有位子，帮您订一桌？", "晚上七点的餐位可以吗？", "烤鸭店要提前订座，帮您订吗？",
+         "餐厅有包间，需要预订吗？"}};
+    FILE *f = fopen(file, "w");
+    assert_non_null(f);
+    qc_rng rng;
+    qc_rng_seed(&rng, seed);
+    for (int i = 0; i < per_label; i++)
+        for (int l = 0; l < 3; l++) {
+            const char *r = replies[qc_rng_u64(&rng) % 6], *o = offers[l][qc_rng_u64(&rng) % 4];
+            fprintf(f, "{\"text\": \"%s\", \"intent\": \"%s\", \"context\": [\"你好\", \"%s\"]}\n", r, labels[l], o);
+        }
+    fclose(f);
+}
+
+/* A label that only the context tells apart: a classifier reading one
+ * earlier turn learns it, the same recipe without context cannot do
+ * better than the replies' own share. */
+static void learns_context(void **state) {
+    (void)state;
+    char train[512], test[512], with[512], without[512], ckpt[512];
+    path(train, sizeof train, "ctx-train.jsonl");
+    path(test, sizeof test, "ctx-test.jsonl");
+    path(with, sizeof with, "ctx-with.safetensors");
+    path(without, sizeof without, "ctx-without.safetensors");
+    path(ckpt, sizeof ckpt, "ctx.ckpt.safetensors");
+    write_context_set(train, 60, 1);
+    write_context_set(test, 30, 2);
+    double acc[2];
+    for (int k = 0; k < 2; k++) {
+        train_context(train, k ? without : with, ckpt, k ? 0 : 1, 120);
+        qmod_model *m = NULL;
+        assert_int_equal(qmod_load(k ? without : with, &m), QIAO_OK);
+        assert_int_equal(m->cfg.heads[qmod_head_find(&m->cfg, QMI_HEAD)].context, k ? 0 : 1);
+        qmi_set space, te;
+        assert_int_equal(qmi_model_space(m, &space), QIAO_OK);
+        assert_int_equal(qmi_set_load(test, &space, &te), QIAO_OK);
+        qmi_eval e;
+        assert_int_equal(qmi_evaluate(m, &te, 2, 16, &e), QIAO_OK);
+        acc[k] = e.accuracy;
+        qmi_eval_free(&e);
+        qmi_set_free(&te), qmi_set_free(&space);
+        qmod_free(m);
+    }
+    printf("label in the context only: test accuracy %.4f reading one earlier turn, %.4f without (chance 0.33)\n",
+           acc[0], acc[1]);
+    assert_true(acc[0] > 0.95);
+    assert_true(acc[1] < 0.6);
+}
+
 static const struct CMUnitTest tests[] = {cmocka_unit_test(bio_round_trip), cmocka_unit_test(multi_label), cmocka_unit_test(learns), cmocka_unit_test(resumes),
-                                          cmocka_unit_test(refuses), cmocka_unit_test(calibrates)};
+                                          cmocka_unit_test(refuses), cmocka_unit_test(calibrates),
+                                          cmocka_unit_test(context_rows), cmocka_unit_test(learns_context)};
 
 int main(int argc, char **argv) { /* QT_MAIN with the temporary folder around the cases */
     if (argc > 1)
