@@ -524,7 +524,33 @@ static qiao_status understand(turn *t, const char *text, qiao_intent_result *r, 
                               float *conf, float *margin) {
     const qiao_bot *bot = t->bot;
     qiao_intent_params ip = qiao_intent_default_params();
+    /* A classifier trained with context reads the conversation before the
+     * message: each remembered turn's customer text, then the bot's reply
+     * (as CrossWOZ has both sides), oldest first; one without ignores it. */
+    const char *turns[64];
+    char *joined[32];
+    size_t n_turns = 0, n_joined = 0;
+    const size_t want = qiao_model_intent_context(bot->model);
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(t->state, "history");
+    const int nh = cJSON_IsArray(h) ? cJSON_GetArraySize(h) : 0;
+    for (int k = nh - (int)(want < 32 ? (want + 1) / 2 : 16); want > 0 && k < nh; k++) {
+        if (k < 0) continue;
+        const cJSON *e = cJSON_GetArrayItem(h, k);
+        const char *u = str(e, "user");
+        if (u) turns[n_turns++] = u;
+        const cJSON *said = cJSON_GetObjectItemCaseSensitive(e, "bot");
+        size_t len = 1;
+        for (const cJSON *m = cJSON_IsArray(said) ? said->child : NULL; m; m = m->next)
+            len += cJSON_IsString(m) ? strlen(m->valuestring) + 1 : 0;
+        char *all = len > 1 ? calloc(len, 1) : NULL;
+        for (const cJSON *m = all ? said->child : NULL; m; m = m->next)
+            if (cJSON_IsString(m)) strcat(strcat(all, all[0] ? " " : ""), m->valuestring);
+        if (all) joined[n_joined++] = all, turns[n_turns++] = all;
+    }
+    ip.context = n_turns ? turns : NULL;
+    ip.n_context = n_turns;
     qiao_status st = qiao_intent_classify(t->s->nlu, text, &ip, r);
+    for (size_t k = 0; k < n_joined; k++) free(joined[k]);
     if (st != QIAO_OK) return st;
     for (size_t i = 0; i < bot->n_intents; i++) probs[i] = 0;
     for (size_t k = 0; k < r->n_ranking; k++)
