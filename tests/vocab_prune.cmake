@@ -56,13 +56,13 @@ cli_expect(NAME cli.bot.quantize RC 0 ARGS quantize --model ${QIAO_BOT}-pruned.s
   --out ${QIAO_BOT}-int8.safetensors STDOUT "stored int8")
 cli_expect(NAME cli.bot.calibrate RC 0 ARGS intent calibrate --model ${QIAO_BOT}-int8.safetensors
   --data ${QIAO_BOT_DATA}/train.jsonl --held-out --seed 1 --out ${QIAO_BOT}-small.safetensors
-  STDOUT "calibrated on 198 texts of the held-out part of .*train\\.jsonl: temperature")
+  STDOUT "calibrated on 313 texts of the held-out part of .*train\\.jsonl: temperature")
 cli_expect(NAME cli.bot.small_int8 RC 0 ARGS info --json ${QIAO_BOT}-small.safetensors
   JSON_KEY "metadata|qiao.quantized" JSON_VALUE int8)
 cli_expect(NAME cli.bot.small_record RC 0 ARGS info ${QIAO_BOT}-small.safetensors
   STDOUT "qiao\\.pruned = \\{\"rows_before\":3002")
 cli_expect(NAME cli.bot.eval RC 0 ARGS intent eval --model ${QIAO_BOT}-small.safetensors
-  --data ${QIAO_BOT_DATA}/test.jsonl --json JSON_KEY examples JSON_VALUE 661)
+  --data ${QIAO_BOT_DATA}/test.jsonl --json JSON_KEY examples JSON_VALUE 1000)
 cli_expect(NAME cli.bot.held_out_fraction RC 2 ARGS intent calibrate --model m --data d --out o --held-out
   --val-fraction 1.5 STDERR "--val-fraction")
 set_tests_properties(cli.bot.train PROPERTIES FIXTURES_SETUP bot_train)
@@ -82,5 +82,5 @@ cli_expect(NAME cli.bot.committed_predict RC 0 ARGS intent predict --model ${QIA
   STDOUT "-> return_request .*-> change_phone .*entity phone +\\[[0-9]+, [0-9]+\\) \"13800138000\"")
 cli_expect(NAME cli.bot.committed_info RC 0 ARGS info --json ${QIAO_BOT_MODEL}
   JSON_KEY "metadata|tokenizer.config" JSON_VALUE
-  "{\"version\":1,\"kind\":\"spm\",\"vocab_size\":24377,\"id_offset\":1,\"bos\":0,\"pad\":1,\"eos\":2,\"unk\":3,\"mask\":24376,\"add_bos\":true,\"add_eos\":true}")
+  "{\"version\":1,\"kind\":\"spm\",\"vocab_size\":24564,\"id_offset\":1,\"bos\":0,\"pad\":1,\"eos\":2,\"unk\":3,\"mask\":24563,\"add_bos\":true,\"add_eos\":true}")
 set_tests_properties(cli.bot.committed_predict cli.bot.committed_info PROPERTIES LABELS "cli;intent;prune")
