@@ -19,11 +19,10 @@
 #include "testutil.h"
 
 #include "bot/bot.h"
-#include "models/intent/intent.h"
+#include "intent_fixture.h"
 #include "qiao_bot.h"
 
-#define ENCODER QIAO_TEST_DATA "/hf/xlmr/model.safetensors"
-#define TRAIN QIAO_SOURCE_DIR "/datasets/intent/ecommerce_zh/train.jsonl"
+#define ENCODER QT_XLMR_TINY
 
 static char g_dir[] = "/tmp/qiao-bot-XXXXXX";
 static char g_model[512];
@@ -63,24 +62,8 @@ static const char *const k_bot =
 static int setup(void **state) {
     (void)state;
     if (!mkdtemp(g_dir)) return -1;
-    char ckpt[600];
     snprintf(g_model, sizeof g_model, "%s/bot.safetensors", g_dir);
-    snprintf(ckpt, sizeof ckpt, "%s/bot.ckpt.safetensors", g_dir);
-    qmi_train_params p;
-    memset(&p, 0, sizeof p);
-    p.init_path = ENCODER;
-    p.data_path = TRAIN;
-    p.out_path = g_model;
-    p.ckpt_path = ckpt;
-    p.hp = qmi_hparams_default();
-    p.hp.tr.steps = 30;
-    p.hp.tr.lr = 3e-3f;
-    p.threads = 2;
-    if (qmi_train(&p) != QIAO_OK) {
-        fprintf(stderr, "setup: %s\n", qiao_last_error());
-        return -1;
-    }
-    return 0;
+    return qt_train_tiny_classifier(QT_ECOMMERCE_TRAIN, g_model, 30, 0);
 }
 
 static int teardown(void **state) {

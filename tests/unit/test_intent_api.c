@@ -16,10 +16,10 @@
 
 #include "testutil.h"
 
-#include "models/intent/intent.h"
+#include "intent_fixture.h"
 
-#define ENCODER QIAO_TEST_DATA "/hf/xlmr/model.safetensors"
-#define TRAIN QIAO_SOURCE_DIR "/datasets/intent/ecommerce_zh/train.jsonl"
+#define ENCODER QT_XLMR_TINY
+#define TRAIN QT_ECOMMERCE_TRAIN
 
 static char g_dir[] = "/tmp/qiao-intent-api-XXXXXX";
 static char g_model[512], g_context_model[512];
@@ -43,23 +43,8 @@ static const char *const k_texts[] = {
 static int setup(void **state) {
     (void)state;
     if (!mkdtemp(g_dir)) return -1;
-    char ckpt[600];
     snprintf(g_model, sizeof g_model, "%s/bot.safetensors", g_dir);
-    snprintf(ckpt, sizeof ckpt, "%s/bot.ckpt.safetensors", g_dir);
-    qmi_train_params p;
-    memset(&p, 0, sizeof p);
-    p.init_path = ENCODER;
-    p.data_path = TRAIN;
-    p.out_path = g_model;
-    p.ckpt_path = ckpt;
-    p.hp = qmi_hparams_default();
-    p.hp.tr.steps = 30;
-    p.hp.tr.lr = 3e-3f;
-    p.threads = 2;
-    if (qmi_train(&p) != QIAO_OK) {
-        fprintf(stderr, "setup: %s\n", qiao_last_error());
-        return -1;
-    }
+    if (qt_train_tiny_classifier(TRAIN, g_model, 30, 0) != 0) return -1;
     char data[600];
     snprintf(data, sizeof data, "%s/context.jsonl", g_dir);
     snprintf(g_context_model, sizeof g_context_model, "%s/context.safetensors", g_dir);
@@ -70,15 +55,7 @@ static int setup(void **state) {
             fprintf(f, "{\"text\": \"%s\", \"intent\": \"%s\", \"context\": [\"%s\"]}\n", k_replies[(i + l) % 4],
                     k_offer_labels[l], k_offers[l]);
     fclose(f);
-    p.data_path = data;
-    p.out_path = g_context_model;
-    p.hp.tr.steps = 60;
-    p.hp.context = 1;
-    if (qmi_train(&p) != QIAO_OK) {
-        fprintf(stderr, "setup: %s\n", qiao_last_error());
-        return -1;
-    }
-    return 0;
+    return qt_train_tiny_classifier(data, g_context_model, 60, 1);
 }
 
 static int teardown(void **state) {
