@@ -145,6 +145,8 @@ qiao_status qbot_store_load(qiao_bot_store *s, const char *conv, char **state, i
 qiao_status qbot_store_save(qiao_bot_store *s, const char *conv, const char *state, int64_t version,
                             const char *events);
 qiao_status qbot_store_remove(qiao_bot_store *s, const char *conv);
+/* Seconds since 1970, the clock a store dates conversations by. */
+double qbot_unix_now(void);
 
 /* check.c: a slot value, checked and normalized. *out is malloc'd on
  * QIAO_OK; QIAO_ERR_FORMAT with *why (static English) when it fails.

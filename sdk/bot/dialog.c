@@ -766,9 +766,7 @@ QIAO_API qiao_bot_session_params qiao_bot_session_default_params(void) {
 
 static double system_now(void *unused) {
     (void)unused;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+    return qbot_unix_now();
 }
 
 QIAO_API qiao_status qiao_bot_session_new(qiao_bot *bot, qiao_bot_store *store, const qiao_bot_session_params *params,

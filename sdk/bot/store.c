@@ -65,13 +65,17 @@ qiao_status qbot_store_save(qiao_bot_store *s, const char *conv, const char *sta
 
 qiao_status qbot_store_remove(qiao_bot_store *s, const char *conv) { return s->ops.remove(s->user, conv); }
 
+double qbot_unix_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 QIAO_API qiao_status qiao_bot_store_expire(qiao_bot_store *store, size_t *removed) {
     if (removed) *removed = 0;
     if (!store) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_bot_store_expire: store is NULL");
     if (store->ttl <= 0) return QIAO_OK;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return store->ops.expire(store->user, (double)ts.tv_sec + ts.tv_nsec * 1e-9 - store->ttl, removed);
+    return store->ops.expire(store->user, qbot_unix_now() - store->ttl, removed);
 }
 
 /* ---- SQLite ------------------------------------------------------------------ */
@@ -101,11 +105,6 @@ static qiao_status sql_fail(const sql_store *q, const char *what) {
     return qc_error(st, "%s: %s: %s", q->path, what, sqlite3_errmsg(q->db));
 }
 
-static double unix_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static qiao_status sql_load(void *user, const char *conv, char **state, int64_t *version) {
     sql_store *q = user;
@@ -120,7 +119,7 @@ static qiao_status sql_load(void *user, const char *conv, char **state, int64_t 
     }
     const double updated = sqlite3_column_double(q->get, 2);
     *version = sqlite3_column_int64(q->get, 1);
-    if (q->ttl > 0 && updated < unix_now() - q->ttl) {
+    if (q->ttl > 0 && updated < qbot_unix_now() - q->ttl) {
         /* Expired: the caller starts afresh over this version, so the save
          * replaces the old state (and its events go with the next sweep). */
         sqlite3_reset(q->get);
@@ -140,7 +139,7 @@ static qiao_status sql_save(void *user, const char *conv, const char *state, int
     sql_store *q = user;
     qiao_status st = sql_exec(q, "BEGIN IMMEDIATE", "starting a write");
     if (st != QIAO_OK) return st;
-    const double now = unix_now();
+    const double now = qbot_unix_now();
     sqlite3_stmt *w = version == 0 ? q->insert : q->update;
     sqlite3_reset(w);
     sqlite3_bind_text(w, 1, conv, -1, SQLITE_STATIC);
@@ -278,7 +277,14 @@ QIAO_API qiao_status qiao_bot_store_open_sqlite(const char *path, const qiao_bot
         return st;
     }
     sqlite3_busy_timeout(q->db, p.busy_timeout_ms);
-    st = sql_exec(q, SCHEMA, "creating the tables");
+    /* Another connection opening the same new file at once may hold the
+     * lock that changing the journal mode needs, and SQLite then answers
+     * BUSY without waiting: try again for as long as the busy timeout. */
+    for (int waited = 0;; waited += 5) {
+        st = sql_exec(q, SCHEMA, "creating the tables");
+        if (st != QIAO_ERR_CONFLICT || waited >= p.busy_timeout_ms) break;
+        nanosleep(&(struct timespec){0, 5 * 1000 * 1000}, NULL);
+    }
     if (st == QIAO_OK)
         st = sql_exec(q, p.durable ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL", "setting durability");
     const struct {

@@ -417,6 +417,7 @@ static void *talk(void *arg) {
         j->st = qiao_bot_send(s, conv, text, &r);
         qiao_bot_reply_free(&r);
     }
+    if (j->st != QIAO_OK) fprintf(stderr, "thread %d: %s\n", j->id, qiao_last_error());
     qiao_bot_session_free(s);
     qiao_bot_store_free(store);
     return NULL;
