@@ -23,6 +23,8 @@
 
 #define CONVERSATION_MAX 256
 #define MESSAGES_MAX 16
+#define TRANSCRIPT_MAX 100
+#define AGENT_TEXT_MAX 65536
 
 
 struct qiao_bot_session {
@@ -44,6 +46,7 @@ typedef struct turn {
     const char *lang;
     int number; /* the turn's number in the conversation, from 1 */
     double now;
+    bool existed;   /* the store had the conversation */
     qiao_status st; /* the first failure (out of memory); the turn then fails */
 } turn;
 
@@ -96,6 +99,27 @@ static void put_str(turn *t, cJSON *o, const char *key, const char *v) {
 
 static void put_num(turn *t, cJSON *o, const char *key, double v) { put(t, o, key, cJSON_CreateNumber(v)); }
 static void put_bool(turn *t, cJSON *o, const char *key, bool v) { put(t, o, key, cJSON_CreateBool(v)); }
+
+/* Appends a line to the transcript (the last TRANSCRIPT_MAX kept): what a
+ * chat client polls for an agent's replies and a console shows. */
+static void transcribe(turn *t, const char *from, const char *text, const char *agent) {
+    const double n = num(t->state, "said") + 1;
+    cJSON *tr = arr(t->state, "transcript");
+    cJSON *e = cJSON_CreateObject();
+    if (!e || !tr) {
+        cJSON_Delete(e);
+        t->st = QIAO_ERR_OUT_OF_MEMORY;
+        return;
+    }
+    put_num(t, e, "n", n);
+    put_str(t, e, "from", from);
+    put_str(t, e, "text", text);
+    put_num(t, e, "time", t->now);
+    if (agent) put_str(t, e, "agent", agent);
+    cJSON_AddItemToArray(tr, e);
+    while (cJSON_GetArraySize(tr) > TRANSCRIPT_MAX) cJSON_DeleteItemFromArray(tr, 0);
+    put_num(t, t->state, "said", n);
+}
 
 static cJSON *event(turn *t, const char *kind) {
     cJSON *e = cJSON_CreateObject();
@@ -830,6 +854,7 @@ static qiao_status begin(turn *t, qiao_bot_session *s, const char *conv, int64_t
     char *text = NULL;
     qiao_status st = qbot_store_load(s->store, conv, &text, version);
     if (st != QIAO_OK) return st;
+    t->existed = text != NULL;
     if (text) {
         t->state = cJSON_Parse(text);
         free(text);
@@ -858,6 +883,7 @@ static void end(turn *t) {
 
 /* Writes the turn and fills the reply. */
 static qiao_status commit(turn *t, int64_t version, qiao_bot_reply *out) {
+    for (size_t i = 0; i < t->n_msgs; i++) transcribe(t, "bot", t->msgs[i], NULL);
     put_num(t, t->state, "turns", t->number);
     put_str(t, t->state, "language", t->lang);
     put_num(t, t->state, "updated", t->now);
@@ -917,6 +943,7 @@ QIAO_API qiao_status qiao_bot_send(qiao_bot_session *session, const char *conver
         if (lang) t.lang = lang;
         cJSON *slots = obj(t.state, "slots");
         if (!slots) t.st = QIAO_ERR_OUT_OF_MEMORY;
+        transcribe(&t, "user", text, NULL);
         if (flag(t.state, "paused")) {
             /* A human has the conversation: keep the message for them. */
             cJSON *q = arr(t.state, "queue");
@@ -993,6 +1020,38 @@ QIAO_API qiao_status qiao_bot_conversation(qiao_bot_session *session, const char
     st = qbot_store_load(session->store, conversation, json, &version);
     if (st == QIAO_OK && !*json) *json = strdup("null");
     if (st == QIAO_OK && !*json) st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
+    return st;
+}
+
+QIAO_API qiao_status qiao_bot_agent_say(qiao_bot_session *session, const char *conversation, const char *agent,
+                                        const char *text) {
+    if (!session || !text) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_bot_agent_say: a NULL session or text");
+    qiao_status st = check_conv("qiao_bot_agent_say", conversation);
+    if (st != QIAO_OK) return st;
+    const char *who = agent ? agent : "agent";
+    const size_t n = strlen(text), nw = strlen(who);
+    if (!n || n > AGENT_TEXT_MAX)
+        return qc_error(n ? QIAO_ERR_TOO_LARGE : QIAO_ERR_INVALID_ARGUMENT,
+                        "qiao_bot_agent_say: the message has %zu bytes (1 to %d)", n, AGENT_TEXT_MAX);
+    if (!qc_utf8_valid(text, n) || !nw || nw > CONVERSATION_MAX || !qc_utf8_valid(who, nw))
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_bot_agent_say: the message or the agent's name is empty, "
+                                                   "too long or not UTF-8");
+    turn t;
+    int64_t version = 0;
+    st = begin(&t, session, conversation, &version);
+    if (st == QIAO_OK && !t.existed)
+        st = qc_error(QIAO_ERR_NOT_FOUND, "qiao_bot_agent_say: no conversation '%s'", conversation);
+    if (st == QIAO_OK) {
+        transcribe(&t, "agent", text, who);
+        cJSON *e = event(&t, "agent");
+        if (e) put_str(&t, e, "agent", who), put_str(&t, e, "text", text);
+        t.number--; /* not a turn of the customer's */
+        qiao_bot_reply r;
+        memset(&r, 0, sizeof r);
+        st = commit(&t, version, &r);
+        qiao_bot_reply_free(&r);
+    }
+    end(&t);
     return st;
 }
 

@@ -71,6 +71,23 @@ double qbot_unix_now(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+QIAO_API qiao_status qiao_bot_store_paused(qiao_bot_store *store, size_t max, char ***ids, size_t *n) {
+    if (!ids || !n) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_bot_store_paused: ids or n is NULL");
+    *ids = NULL, *n = 0;
+    if (!store) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_bot_store_paused: store is NULL");
+    if (!store->ops.paused)
+        return qc_error(QIAO_ERR_UNSUPPORTED, "qiao_bot_store_paused: this store cannot list paused conversations "
+                                              "(its qiao_bot_store_ops has no paused)");
+    if (max == 0) return QIAO_OK;
+    return store->ops.paused(store->user, max, ids, n);
+}
+
+QIAO_API void qiao_bot_ids_free(char **ids, size_t n) {
+    if (!ids) return;
+    for (size_t i = 0; i < n; i++) free(ids[i]);
+    free(ids);
+}
+
 QIAO_API qiao_status qiao_bot_store_expire(qiao_bot_store *store, size_t *removed) {
     if (removed) *removed = 0;
     if (!store) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qiao_bot_store_expire: store is NULL");
@@ -93,7 +110,7 @@ typedef struct sql_store {
     sqlite3 *db;
     char *path;
     double ttl;
-    sqlite3_stmt *get, *insert, *update, *event, *del_conv, *del_events, *old;
+    sqlite3_stmt *get, *insert, *update, *event, *del_conv, *del_events, *old, *paused;
 } sql_store;
 
 static qiao_status sql_fail(const sql_store *q, const char *what) {
@@ -200,18 +217,13 @@ static qiao_status sql_remove(void *user, const char *conv) {
     return st;
 }
 
-static qiao_status sql_expire(void *user, double before, size_t *removed) {
-    sql_store *q = user;
-    if (removed) *removed = 0;
-    qiao_status st = sql_exec(q, "BEGIN IMMEDIATE", "starting a write");
-    if (st != QIAO_OK) return st;
-    /* Collect first: deleting while stepping the same table is not allowed to see the change. */
+/* The first column of each row the (bound) statement gives, as malloc'd strings. */
+static qiao_status sql_ids(sql_store *q, sqlite3_stmt *stmt, char ***out, size_t *n_out) {
     char **ids = NULL;
     size_t n = 0, cap = 0;
-    sqlite3_reset(q->old);
-    sqlite3_bind_double(q->old, 1, before);
-    int rc;
-    while (st == QIAO_OK && (rc = sqlite3_step(q->old)) == SQLITE_ROW) {
+    qiao_status st = QIAO_OK;
+    int rc = SQLITE_DONE;
+    while (st == QIAO_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
         if (n == cap) {
             cap = cap ? 2 * cap : 16;
             char **grown = realloc(ids, cap * sizeof *ids);
@@ -221,24 +233,52 @@ static qiao_status sql_expire(void *user, double before, size_t *removed) {
             }
             ids = grown;
         }
-        ids[n] = strdup((const char *)sqlite3_column_text(q->old, 0));
+        const unsigned char *id = sqlite3_column_text(stmt, 0);
+        ids[n] = strdup(id ? (const char *)id : "");
         if (!ids[n]) st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
         else n++;
     }
+    if (st == QIAO_OK && rc != SQLITE_DONE) st = sql_fail(q, "listing conversations");
+    sqlite3_reset(stmt);
+    if (st != QIAO_OK) {
+        qiao_bot_ids_free(ids, n);
+        ids = NULL, n = 0;
+    }
+    *out = ids, *n_out = n;
+    return st;
+}
+
+static qiao_status sql_expire(void *user, double before, size_t *removed) {
+    sql_store *q = user;
+    if (removed) *removed = 0;
+    qiao_status st = sql_exec(q, "BEGIN IMMEDIATE", "starting a write");
+    if (st != QIAO_OK) return st;
+    /* Collect first: deleting while stepping the same table is not allowed to see the change. */
+    char **ids = NULL;
+    size_t n = 0;
     sqlite3_reset(q->old);
+    sqlite3_bind_double(q->old, 1, before);
+    st = sql_ids(q, q->old, &ids, &n);
     for (size_t i = 0; i < n && st == QIAO_OK; i++) st = sql_delete(q, ids[i]);
-    for (size_t i = 0; i < n; i++) free(ids[i]);
-    free(ids);
+    qiao_bot_ids_free(ids, n);
     st = st == QIAO_OK ? sql_exec(q, "COMMIT", "committing") : st;
     if (st != QIAO_OK) sql_exec(q, "ROLLBACK", "rolling back");
     else if (removed) *removed = n;
     return st;
 }
 
+static qiao_status sql_paused(void *user, size_t max, char ***ids, size_t *n) {
+    sql_store *q = user;
+    sqlite3_reset(q->paused);
+    sqlite3_bind_int64(q->paused, 1, max > INT64_MAX ? INT64_MAX : (int64_t)max);
+    sqlite3_bind_double(q->paused, 2, q->ttl > 0 ? qbot_unix_now() - q->ttl : -1.0);
+    return sql_ids(q, q->paused, ids, n);
+}
+
 static void sql_close(void *user) {
     sql_store *q = user;
     if (!q) return;
-    sqlite3_stmt *all[] = {q->get, q->insert, q->update, q->event, q->del_conv, q->del_events, q->old};
+    sqlite3_stmt *all[] = {q->get, q->insert, q->update, q->event, q->del_conv, q->del_events, q->old, q->paused};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) sqlite3_finalize(all[i]);
     sqlite3_close(q->db);
     free(q->path);
@@ -252,7 +292,10 @@ static const char *const SCHEMA =
     "CREATE TABLE IF NOT EXISTS qiao_events("
     "  conversation TEXT NOT NULL, version INTEGER NOT NULL, time REAL NOT NULL, events TEXT NOT NULL,"
     "  PRIMARY KEY(conversation, version));"
-    "CREATE INDEX IF NOT EXISTS qiao_conversations_updated ON qiao_conversations(updated);";
+    "CREATE INDEX IF NOT EXISTS qiao_conversations_updated ON qiao_conversations(updated);"
+    /* The agent console's list reads only the paused rows. */
+    "CREATE INDEX IF NOT EXISTS qiao_conversations_paused ON qiao_conversations(updated)"
+    "  WHERE json_extract(state, '$.paused') = 1;";
 
 QIAO_API qiao_status qiao_bot_store_open_sqlite(const char *path, const qiao_bot_store_params *params,
                                                 qiao_bot_store **out) {
@@ -299,6 +342,8 @@ QIAO_API qiao_status qiao_bot_store_open_sqlite(const char *path, const qiao_bot
         {&q->del_conv, "DELETE FROM qiao_conversations WHERE id = ?1"},
         {&q->del_events, "DELETE FROM qiao_events WHERE conversation = ?1"},
         {&q->old, "SELECT id FROM qiao_conversations WHERE updated < ?1"},
+        {&q->paused, "SELECT id FROM qiao_conversations WHERE json_extract(state, '$.paused') = 1 "
+                     "AND updated >= ?2 ORDER BY updated DESC LIMIT ?1"},
     };
     for (size_t i = 0; i < sizeof prep / sizeof *prep && st == QIAO_OK; i++)
         if (sqlite3_prepare_v2(q->db, prep[i].sql, -1, prep[i].s, NULL) != SQLITE_OK)
@@ -307,7 +352,7 @@ QIAO_API qiao_status qiao_bot_store_open_sqlite(const char *path, const qiao_bot
         sql_close(q);
         return st;
     }
-    const qiao_bot_store_ops ops = {sizeof ops, sql_load, sql_save, sql_remove, sql_expire, sql_close};
+    const qiao_bot_store_ops ops = {sizeof ops, sql_load, sql_save, sql_remove, sql_expire, sql_close, sql_paused};
     st = qiao_bot_store_new(&ops, q, out);
     if (st == QIAO_OK) (*out)->ttl = p.ttl_seconds;
     return st;

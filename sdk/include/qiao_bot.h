@@ -121,6 +121,12 @@ typedef struct qiao_bot_store_ops {
     qiao_status (*expire)(void *user_data, double unix_time, size_t *removed);
     /* Frees user_data (may be NULL). */
     void (*close)(void *user_data);
+    /* Optional (NULL: qiao_bot_store_paused answers QIAO_ERR_UNSUPPORTED):
+     * the ids of the conversations whose saved state says "paused": true (a
+     * human agent has them), the most recently saved first, at most `max`
+     * of them. *ids is a malloc'd array of malloc'd strings (NULL when
+     * *n is 0), freed by the caller with qiao_bot_ids_free(). */
+    qiao_status (*paused)(void *user_data, size_t max, char ***ids, size_t *n);
 } qiao_bot_store_ops;
 
 /* A store of the application's own (ops copied; user_data owned by the
@@ -154,6 +160,25 @@ QIAO_API QIAO_MUST_CHECK qiao_status qiao_bot_store_open_sqlite(const char *path
 /* Removes the conversations idle for longer than the store's TTL (all those
  * saved before now - ttl); *removed may be NULL. */
 QIAO_API QIAO_MUST_CHECK qiao_status qiao_bot_store_expire(qiao_bot_store *store, size_t *removed);
+/* The conversations a human agent has (paused), the most recently saved
+ * first, at most `max` (an agent console's list). *ids is freed with
+ * qiao_bot_ids_free(). QIAO_ERR_UNSUPPORTED for a store of the
+ * application's own without a `paused` op. */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_bot_store_paused(qiao_bot_store *store, size_t max, char ***ids,
+                                                           size_t *n);
+/* Frees an id list (each id, then the array). Accepts NULL. */
+QIAO_API void qiao_bot_ids_free(char **ids, size_t n);
+/* Opens a Redis tracker store at `address` ("host:port", or a Unix socket's
+ * path starting with '/'), so that several processes (behind a load
+ * balancer) share conversations. Keys start with `prefix` (NULL: "qiao:"):
+ * one bot's conversations per prefix. A conversation's keys expire after
+ * the store's TTL (Redis removes them itself); the version check and the
+ * write are one atomic script. params->busy_timeout_ms is the connect and
+ * command timeout; params->durable is the server's own setting (appendfsync)
+ * and ignored here. One connection: one thread's at a time. */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_bot_store_open_redis(const char *address, const char *prefix,
+                                                               const qiao_bot_store_params *params,
+                                                               qiao_bot_store **out);
 /* Accepts NULL. */
 QIAO_API void qiao_bot_store_free(qiao_bot_store *store);
 
@@ -216,10 +241,20 @@ QIAO_API QIAO_MUST_CHECK qiao_status qiao_bot_pause(qiao_bot_session *session, c
 QIAO_API QIAO_MUST_CHECK qiao_status qiao_bot_resume(qiao_bot_session *session, const char *conversation,
                                                      qiao_bot_reply *out);
 /* The conversation's state as JSON text (slots, form, paused flag, the
- * queued messages, the last turns): what a human agent's console shows.
+ * queued messages, the last turns, and "transcript": the last 100 things
+ * said, each {"n": its number from 1, "from": "user" | "bot" | "agent",
+ * "text", "time", and "agent" for an agent's}): what a human agent's
+ * console shows and what a chat client polls for an agent's replies.
  * *json is malloc'd (free()); "null" for a conversation the store does not have. */
 QIAO_API QIAO_MUST_CHECK qiao_status qiao_bot_conversation(qiao_bot_session *session, const char *conversation,
                                                            char **json);
+/* A human agent's message to the customer (UTF-8, up to 64 KiB), from
+ * `agent` (a name shown to the customer; NULL: "agent"): kept in the
+ * conversation's transcript (qiao_bot_conversation), where the customer's
+ * client finds it, and in its events. The conversation must exist
+ * (QIAO_ERR_NOT_FOUND); it need not be paused. */
+QIAO_API QIAO_MUST_CHECK qiao_status qiao_bot_agent_say(qiao_bot_session *session, const char *conversation,
+                                                        const char *agent, const char *text);
 /* Forgets a conversation. */
 QIAO_API QIAO_MUST_CHECK qiao_status qiao_bot_forget(qiao_bot_session *session, const char *conversation);
 /* Frees what a reply owns and zeroes it. Accepts NULL and a zeroed reply. */
