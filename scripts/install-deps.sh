@@ -30,6 +30,8 @@ pkgs=(
   fonts-noto-cjk       # glyphs for rendered Chinese text (cards, plots)
   # the dialog manager: conversations, bot files
   libsqlite3-dev sqlite3 libyaml-dev
+  # `qiao serve`'s web pages, driven in a headless browser (tests/browser)
+  chromium chromium-driver python3-selenium
 )
 if [[ "${1:-}" == "--peer" ]]; then
   pkgs+=(python3-torch python3-torchaudio)
