@@ -21,7 +21,7 @@
       metaLine: "语言 {language} · {turns} 轮 · 更新于 {updated}",
       queuedCount: "{n} 条待回复", noText: "（无内容）",
       from_user: "顾客", from_bot: "机器人", from_agent: "客服 {name}", from_agent_anon: "客服",
-      queuedTag: "待回复",
+      queuedTag: "待回复", formChip: "进行中：{form}",
       needName: "请先在右上角填写客服名。",
       replied: "回复已发送。", resumed: "已交回机器人。", handedOff: "已接管会话 {id}。",
       gone: "这个会话已不存在。",
@@ -52,7 +52,7 @@
       metaLine: "Language {language} · {turns} turns · updated {updated}",
       queuedCount: "{n} waiting", noText: "(empty)",
       from_user: "Customer", from_bot: "Bot", from_agent: "Agent {name}", from_agent_anon: "Agent",
-      queuedTag: "waiting",
+      queuedTag: "waiting", formChip: "form: {form}",
       needName: "Please fill in your name at the top first.",
       replied: "Reply sent.", resumed: "Given back to the bot.", handedOff: "You have taken over {id}.",
       gone: "This conversation no longer exists.",
@@ -227,6 +227,27 @@
     return Qiao.t("from_bot");
   }
 
+  /* What the bot has gathered: the form under way and its slots, as chips
+   * (a slot is {"value": ...} in the state, or a bare value). */
+  function renderSlots(state) {
+    var box = $("slots");
+    while (box.firstChild) box.removeChild(box.firstChild);
+    var slots = state.slots && typeof state.slots === "object" ? state.slots : {};
+    var names = Object.keys(slots);
+    var form = typeof state.form === "string" && state.form ? state.form : "";
+    if (form) box.appendChild(Qiao.el("span", "chip form", Qiao.t("formChip", { form: form })));
+    names.forEach(function (name) {
+      var v = slots[name];
+      if (v && typeof v === "object" && !Array.isArray(v)) v = v.value;
+      if (v === null || v === undefined) return;
+      var chip = Qiao.el("span", "chip");
+      chip.appendChild(Qiao.el("span", "chip-name", name));
+      chip.appendChild(Qiao.el("span", "chip-value", typeof v === "string" ? v : JSON.stringify(v)));
+      box.appendChild(chip);
+    });
+    box.hidden = !box.firstChild;
+  }
+
   function renderDetail(state) {
     var paused = !!state.paused;
     var queue = Array.isArray(state.queue) ? state.queue : [];
@@ -249,9 +270,11 @@
     $("reply-send").disabled = !paused;
 
     var key = JSON.stringify([Qiao.lang(), paused, queue, lines.length ? lines[lines.length - 1].n : 0,
-                              lines.length]);
+                              lines.length, state.slots || null, state.form || null]);
     if (key === detailKey) return;
     detailKey = key;
+
+    renderSlots(state);
 
     var qbox = $("queue-box"), qlist = $("queue-list");
     while (qlist.firstChild) qlist.removeChild(qlist.firstChild);
