@@ -21,7 +21,7 @@
       pausedJoined: "人工客服已接入",
       resumedNotice: "人工客服已结束服务，小桥回来了",
       newConvNotice: "已开始新的对话",
-      notSent: "未发送", typing: "小桥正在输入",
+      notSent: "未发送", forwarded: "已转给人工客服", typing: "小桥正在输入",
       errNetwork: "网络连接好像断了，请检查网络后再试。",
       errToken: "需要有效的访问令牌才能继续，请在上方“设置”中输入令牌。",
       errSlowDown: "您发送得有点快，请稍等片刻再发。",
@@ -48,7 +48,7 @@
       pausedJoined: "A human agent has joined",
       resumedNotice: "The agent has finished; qiao is back",
       newConvNotice: "A new conversation has started",
-      notSent: "Not sent", typing: "qiao is typing",
+      notSent: "Not sent", forwarded: "passed to the agent", typing: "qiao is typing",
       errNetwork: "The network seems to be down. Please check your connection and try again.",
       errToken: "A valid access token is needed. Please enter it under Settings above.",
       errSlowDown: "You're sending messages a little fast. Please wait a moment.",
@@ -314,6 +314,10 @@
                    { n: first > 0 ? first + 1 + i : 0 });
       });
       if (typeof res.said === "number" && res.said > shown) shown = res.said;
+      if (res.paused && msgs.length === 0) {
+        // Queued for the person who has the conversation.
+        row.querySelector(".meta").textContent = Qiao.formatTime(Date.now() / 1000) + " · " + Qiao.t("forwarded");
+      }
       setPaused(!!res.paused);
     }, function (err) {
       sending--;
