@@ -32,6 +32,8 @@ pkgs=(
   libsqlite3-dev sqlite3 libyaml-dev
   libhiredis-dev       # the Redis tracker store (sdk/bot/store_redis.c)
   redis-server         # its tests start their own server (no system service is needed)
+  libmicrohttpd-dev    # qiao serve (apps/serve)
+  wrk                  # its load benchmark (bench/serve_load.sh)
 )
 if [[ "${1:-}" == "--peer" ]]; then
   pkgs+=(python3-torch python3-torchaudio)
