@@ -172,7 +172,7 @@ int main(int argc, char **argv) {
     qiao_status st = qiao_bot_load(bot_path, NULL, &bot);
     if (st == QIAO_OK) st = shop_open(bot, orders, &sh);
     if (st == QIAO_OK) st = qiao_bot_store_open_sqlite(store_path, NULL, &sql);
-    const qiao_bot_store_ops ops = {sizeof ops, mem_load, mem_save, mem_remove, mem_expire, mem_close};
+    const qiao_bot_store_ops ops = {sizeof ops, mem_load, mem_save, mem_remove, mem_expire, mem_close, NULL};
     mem_store *m = calloc(1, sizeof *m);
     if (st == QIAO_OK) st = qiao_bot_store_new(&ops, m, &mem);
     qiao_bot_session_params sp = qiao_bot_session_default_params();

@@ -30,8 +30,11 @@ pkgs=(
   fonts-noto-cjk       # glyphs for rendered Chinese text (cards, plots)
   # the dialog manager: conversations, bot files
   libsqlite3-dev sqlite3 libyaml-dev
-  # `qiao serve`'s web pages, driven in a headless browser (tests/browser)
-  chromium chromium-driver python3-selenium
+  libhiredis-dev       # the Redis tracker store (sdk/bot/store_redis.c)
+  redis-server         # its tests start their own server (no system service is needed)
+  libmicrohttpd-dev    # qiao serve (apps/serve)
+  wrk                  # its load benchmark (bench/serve_load.sh)
+  chromium chromium-driver python3-selenium  # its web pages in a headless browser (tests/browser)
 )
 if [[ "${1:-}" == "--peer" ]]; then
   pkgs+=(python3-torch python3-torchaudio)
@@ -46,6 +49,12 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian starts a system Redis on port 6379 when it installs redis-server;
+  # qiao needs none (test_bot_redis runs its own on a Unix socket), so one
+  # installed here is stopped and not started at boot.
+  if [[ " ${missing[*]} " == *" redis-server "* ]] && [[ -d /run/systemd/system ]]; then
+    $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true
+  fi
 fi
 
 # The ONNX Runtime peers (bench/peer/bench_encoders_peer.py --engine ort-*,

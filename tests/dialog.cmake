@@ -7,6 +7,16 @@ qiao_test(NAME test_bot SOURCES unit/test_bot.c CASES good_file bad_files sqlite
   LABELS "bot" TIMEOUT 300)
 target_link_libraries(test_bot PRIVATE PkgConfig::CJSON)
 
+# The Redis tracker store against a redis-server each test process starts on
+# a Unix socket of its own (and kills at teardown, or when it dies): versions
+# and a stale write refused by the atomic script, remove, the TTL as Redis
+# expiry, the paused list, ids of any bytes, bad and refused addresses, the
+# server dying and coming back, one conversation through two connections (two
+# processes behind a load balancer), four threads with a connection each.
+qiao_test(NAME test_bot_redis SOURCES unit/test_bot_redis.c CASES round_trip conflict remove_conversation ttl_expiry
+  paused_list odd_ids bad_addresses server_dies two_sessions threads LABELS "bot" TIMEOUT 300)
+target_link_libraries(test_bot_redis PRIVATE PkgConfig::CJSON PkgConfig::HIREDIS)
+
 # `qiao chat`: usage.
 cli_expect(NAME cli.chat.usage RC 2 ARGS chat STDERR "usage: qiao chat --bot")
 set_tests_properties(cli.chat.usage PROPERTIES LABELS "cli;bot")

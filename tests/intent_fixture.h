@@ -14,9 +14,11 @@
 #define QT_ECOMMERCE_TRAIN QIAO_SOURCE_DIR "/datasets/intent/ecommerce_zh/train.jsonl"
 
 /* Trains `steps` steps at lr 3e-3 on `data` (reading `context` earlier
- * turns; 0: none) into `out`, its checkpoint beside it. 0 on success, else
- * -1 with the reason on stderr (for a cmocka setup). */
-static inline int qt_train_tiny_classifier(const char *data, const char *out, int steps, int context) {
+ * turns; 0: none) into `out`, its checkpoint beside it; `rejection` as
+ * qmi_hparams.rejection (0: no out-of-scope threshold; < 0: the default).
+ * 0 on success, else -1 with the reason on stderr (for a cmocka setup). */
+static inline int qt_train_tiny_classifier_with(const char *data, const char *out, int steps, int context,
+                                                double rejection) {
     char ckpt[1024];
     snprintf(ckpt, sizeof ckpt, "%s.ckpt", out);
     qmi_train_params p;
@@ -29,12 +31,17 @@ static inline int qt_train_tiny_classifier(const char *data, const char *out, in
     p.hp.tr.steps = steps;
     p.hp.tr.lr = 3e-3f;
     p.hp.context = context;
+    if (rejection >= 0) p.hp.rejection = rejection;
     p.threads = 2;
     if (qmi_train(&p) != QIAO_OK) {
         fprintf(stderr, "setup: %s\n", qiao_last_error());
         return -1;
     }
     return 0;
+}
+
+static inline int qt_train_tiny_classifier(const char *data, const char *out, int steps, int context) {
+    return qt_train_tiny_classifier_with(data, out, steps, context, -1);
 }
 
 #endif

@@ -1,6 +1,23 @@
-# `qiao serve`'s web pages (apps/serve/pages) in a headless Chromium against the real server
-# and the sample bot (tests/browser/test_pages.py: chat, handoff, the agent console, XSS, 401).
-add_test(NAME serve.browser COMMAND /usr/bin/python3 ${PROJECT_SOURCE_DIR}/tests/browser/test_pages.py
+# `qiao serve` (apps/serve, issue 20) end to end on the sample shop's bot:
+# every route, tokens (missing, wrong, revoked by SIGHUP), bad requests of
+# every kind, a slow client, eight clients on one conversation losing no
+# event, the rate limit, metrics and a graceful SIGTERM
+# (tests/serve/test_serve.py; Python's standard library only).
+find_package(Python3 REQUIRED COMPONENTS Interpreter)
+add_test(NAME serve.api COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/serve/test_serve.py
+  $<TARGET_FILE:qiao_cli> ${PROJECT_SOURCE_DIR}/apps/chatbot/ecommerce.yml ${CMAKE_CURRENT_BINARY_DIR}/serve-api)
+set_tests_properties(serve.api PROPERTIES LABELS "serve;cli" TIMEOUT 300
+  ENVIRONMENT "OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1")
+
+# `qiao serve`: usage.
+cli_expect(NAME cli.serve.usage RC 2 ARGS serve STDERR "--tokens FILE is required")
+set_tests_properties(cli.serve.usage PROPERTIES LABELS "cli;serve")
+
+# The web pages (apps/serve/pages) in a headless Chromium against the real
+# server and the sample bot (tests/browser/test_pages.py: chat, handoff, the
+# agent console, replies by polling, resume, XSS, a 401). Debian's
+# python3-selenium, hence /usr/bin/python3.
+add_test(NAME serve.browser COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/browser/test_pages.py
   $<TARGET_FILE:qiao_cli> ${CMAKE_CURRENT_BINARY_DIR}/serve-browser)
 set_tests_properties(serve.browser PROPERTIES LABELS "serve;browser" TIMEOUT 200 RESOURCE_LOCK chromium
-  ENVIRONMENT "OMP_NUM_THREADS=2;OPENBLAS_NUM_THREADS=2")
+  ENVIRONMENT "OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1")

@@ -29,6 +29,7 @@ int cmd_vqa(int argc, char **argv);
 int cmd_caption(int argc, char **argv);
 int cmd_intent(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 /* `qiao caption --video` (caption_video.c), after cmd_caption read and
  * checked the options: captions the video through qiao_caption_video and

@@ -35,6 +35,7 @@ static const command commands[] = {
     {"caption", cmd_caption, "--model CAP --image F | --video F [--scenes] [--srt S]: describe a picture or a video"},
     {"intent", cmd_intent, "train --init M --data TRAIN.jsonl --out BOT | eval | predict: intent classifier"},
     {"chat", cmd_chat, "--bot BOT.yml [--store F] [--json] | --test STORIES.yml: talk to a customer-service bot"},
+    {"serve", cmd_serve, "--tokens FILE [--bot BOT.yml] [--embed-model M] ...: the authenticated HTTP service"},
     {"quantize", cmd_quantize, "--model M --out M8 [--precision int8|bf16]: store GEMM weights int8 (or bf16)"},
     {"prune-vocab", cmd_prune, "--model M --keep CORPUS... --out M2: keep the pieces CORPUS and Chinese/English use"},
 };

@@ -67,6 +67,8 @@ typedef struct qmi_hparams {
     char oos_label[64];  /* the label that means out of scope when the data has it; default "oos" */
     float entity_weight; /* the entity tagger's loss weight; 0: no tagger; default 1 */
     int64_t context;     /* earlier turns read after the text (a new head's "context"); default 0 */
+    int64_t layers;      /* a new classifier keeps the init's first `layers` text layers (a smaller,
+                          * faster model); 0 (default): all of them */
 } qmi_hparams;
 
 /* The defaults above; tr.lr 2e-5, tr.steps 0, tr.warmup -1 (a tenth of the

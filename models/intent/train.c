@@ -53,11 +53,13 @@ qiao_status qmi_hparams_from_json(const char *json, const char *what, qmi_hparam
     double v = 0;
     const cJSON *hid = cJSON_GetObjectItemCaseSensitive(root, "hidden"),
                 *sc = cJSON_GetObjectItemCaseSensitive(root, "scale"),
-                *ctx = cJSON_GetObjectItemCaseSensitive(root, "context");
+                *ctx = cJSON_GetObjectItemCaseSensitive(root, "context"),
+                *lay = cJSON_GetObjectItemCaseSensitive(root, "layers");
     for (const cJSON *it = root->child; it; it = it->next)
         if (st == QIAO_OK && strcmp(it->string, "hidden") && strcmp(it->string, "scale") &&
-            strcmp(it->string, "context") && strcmp(it->string, "train"))
-            st = qc_error(QIAO_ERR_FORMAT, "%s: unknown key %s (a recipe has hidden, scale, context, train)", what,
+            strcmp(it->string, "context") && strcmp(it->string, "layers") && strcmp(it->string, "train"))
+            st = qc_error(QIAO_ERR_FORMAT, "%s: unknown key %s (a recipe has hidden, scale, context, layers, train)",
+                          what,
                           it->string);
     if (st == QIAO_OK && hid && (st = qtr_json_number(hid, 0, QF_HEAD_MAX_WIDTH, true, &v)) == QIAO_OK)
         h.hidden = (int64_t)v;
@@ -65,6 +67,8 @@ qiao_status qmi_hparams_from_json(const char *json, const char *what, qmi_hparam
         h.scale = (float)v;
     if (st == QIAO_OK && ctx && (st = qtr_json_number(ctx, 0, QMOD_HEAD_MAX_CONTEXT, true, &v)) == QIAO_OK)
         h.context = (int64_t)v;
+    if (st == QIAO_OK && lay && (st = qtr_json_number(lay, 1, 1000, true, &v)) == QIAO_OK)
+        h.layers = (int64_t)v;
     const cJSON *tr = cJSON_GetObjectItemCaseSensitive(root, "train");
     if (st == QIAO_OK && tr && !cJSON_IsObject(tr))
         st = qc_error(QIAO_ERR_FORMAT, "%s: \"train\" must be an object", what);
@@ -125,6 +129,18 @@ static qiao_status classifier_config(const qmod_model *base, const qmi_set *set,
     static const char *const drop[] = {"image", "audio", "fusion", "decoder", "heads", "train"};
     for (size_t i = 0; i < sizeof drop / sizeof drop[0]; i++)
         cJSON_DeleteItemFromObjectCaseSensitive(root, drop[i]);
+    cJSON *text = cJSON_GetObjectItemCaseSensitive(root, "text");
+    if (h->layers > 0) {
+        /* The first `layers` of the init's layers: their tensors keep their
+         * names, so copying the shared tensors takes exactly them. */
+        const cJSON *n = cJSON_GetObjectItemCaseSensitive(text, "layers");
+        if (!cJSON_IsNumber(n) || h->layers > n->valuedouble) {
+            cJSON_Delete(root);
+            return qc_error(QIAO_ERR_INVALID_ARGUMENT, "intent: the recipe keeps %lld layers, the model %s has %g",
+                            (long long)h->layers, base->cfg.name, cJSON_IsNumber(n) ? n->valuedouble : 0.0);
+        }
+        cJSON_ReplaceItemInObjectCaseSensitive(text, "layers", cJSON_CreateNumber((double)h->layers));
+    }
     char name[QMOD_NAME_MAX];
     snprintf(name, sizeof name, "%.*s-intent", QMOD_NAME_MAX - 8, base->cfg.name);
     cJSON_ReplaceItemInObjectCaseSensitive(root, "name", cJSON_CreateString(name));

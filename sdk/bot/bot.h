@@ -3,9 +3,10 @@
  * bot.c loads a bot (its classifier, then the file, which bot_file.c
  * checks; immutable once the first session exists); check.c checks slot
  * values; dialog.c runs a turn on a conversation's state;
- * store.c keeps states in SQLite or the application's own database. The
- * bot layer sits on the public API (qiao.h) like an application would. Not
- * a public header; internal names carry the qbot_ prefix. */
+ * store.c keeps states in SQLite or the application's own database,
+ * store_redis.c in Redis. The bot layer sits on the public API (qiao.h)
+ * like an application would. Not a public header; internal names carry
+ * the qbot_ prefix. */
 #ifndef QIAO_BOT_INTERNAL_H
 #define QIAO_BOT_INTERNAL_H
 
@@ -145,6 +146,8 @@ qiao_status qbot_store_load(qiao_bot_store *s, const char *conv, char **state, i
 qiao_status qbot_store_save(qiao_bot_store *s, const char *conv, const char *state, int64_t version,
                             const char *events);
 qiao_status qbot_store_remove(qiao_bot_store *s, const char *conv);
+/* The TTL qiao_bot_store_expire sweeps by (a built-in store's params). */
+void qbot_store_set_ttl(qiao_bot_store *s, double ttl);
 /* Seconds since 1970, the clock a store dates conversations by. */
 double qbot_unix_now(void);
 

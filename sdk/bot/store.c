@@ -65,6 +65,8 @@ qiao_status qbot_store_save(qiao_bot_store *s, const char *conv, const char *sta
 
 qiao_status qbot_store_remove(qiao_bot_store *s, const char *conv) { return s->ops.remove(s->user, conv); }
 
+void qbot_store_set_ttl(qiao_bot_store *s, double ttl) { s->ttl = ttl; }
+
 double qbot_unix_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -354,6 +356,6 @@ QIAO_API qiao_status qiao_bot_store_open_sqlite(const char *path, const qiao_bot
     }
     const qiao_bot_store_ops ops = {sizeof ops, sql_load, sql_save, sql_remove, sql_expire, sql_close, sql_paused};
     st = qiao_bot_store_new(&ops, q, out);
-    if (st == QIAO_OK) (*out)->ttl = p.ttl_seconds;
+    if (st == QIAO_OK) qbot_store_set_ttl(*out, p.ttl_seconds);
     return st;
 }

@@ -5,9 +5,9 @@
  * English variants, slot values in {braces}), forms that collect required
  * slots with validators and a confirmation, the global intents that
  * interrupt a form, the fallback tiers and human handoff (docs/chatbot.md
- * describes the file). Conversations persist in a tracker store (SQLite
- * here; any database through qiao_bot_store_ops), so they survive a restart
- * of the process.
+ * describes the file). Conversations persist in a tracker store (SQLite or
+ * Redis here; any database through qiao_bot_store_ops), so they survive a
+ * restart of the process.
  *
  *     qiao_bot *bot = NULL;  qiao_bot_store *store = NULL;  qiao_bot_session *s = NULL;
  *     if (qiao_bot_load("shop.yml", NULL, &bot) != QIAO_OK) ... qiao_last_error() ...

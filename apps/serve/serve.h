@@ -1,0 +1,113 @@
+/* apps/serve/serve.h - `qiao serve`: qiao's models behind an authenticated
+ * HTTP service (libmicrohttpd). server.c is the HTTP side (the daemon,
+ * tokens, rate limits, body and time limits, metrics, the static pages,
+ * signals and a graceful stop); routes.c answers the API's routes with the
+ * models and the bot. docs/serve.md describes the service. */
+#ifndef QIAO_SERVE_H
+#define QIAO_SERVE_H
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "qiao.h"
+#include "qiao_bot.h"
+
+typedef struct serve_opts {
+    const char *bot;           /* a bot file (qiao_bot_load): /v1/parse and /v1/chat */
+    const char *intent_model;  /* the bot's classifier instead of the file's */
+    const char *orders;        /* the sample shop's orders database instead of the bot file's */
+    const char *embed_model;   /* /v1/embed */
+    const char *index;         /* /v1/search: an index file (its model embeds the queries) */
+    const char *vqa_model;     /* /v1/vqa */
+    const char *caption_model; /* /v1/caption */
+    const char *tokens;        /* the bearer tokens file (required) */
+    const char *store;         /* the SQLite conversation store (default qiao-serve.sqlite) */
+    const char *redis;         /* a Redis store's address instead ("host:port" or a socket path) */
+    const char *redis_prefix;  /* its key prefix (NULL: the store's default) */
+    const char *listen;        /* "host:port" (default 127.0.0.1:8080; port 0: any free one) */
+    const char *port_file;     /* written with the bound port once the service listens */
+    int workers;               /* requests computed at once, each on its own sessions; 0: the cores */
+    int threads;               /* each worker's kernel threads (default 1) */
+    int precision;             /* the sessions' qiao_precision (default: each model file's) */
+    double rate, burst;        /* per token: requests a second (0: no limit) and the bucket's size */
+    size_t max_body;           /* bytes */
+    int timeout_s;             /* an idle connection, or a request taking longer to arrive, is dropped */
+    int max_connections;
+    bool quiet;                /* no request log on stderr */
+} serve_opts;
+
+/* Runs the service until SIGTERM or SIGINT; SIGHUP reloads the tokens.
+ * Returns the process exit code. */
+int serve_run(const serve_opts *o);
+
+/* ---- Between server.c and routes.c ------------------------------------------ */
+
+typedef enum serve_route {
+    R_PAGE,
+    R_HEALTHZ,
+    R_METRICS,
+    R_PARSE,
+    R_CHAT,
+    R_CONV_LIST,
+    R_CONV_GET,
+    R_CONV_HANDOFF,
+    R_CONV_RESUME,
+    R_CONV_REPLY,
+    R_CONV_FORGET,
+    R_EMBED,
+    R_SEARCH,
+    R_VQA,
+    R_CAPTION,
+    R_OTHER,
+    R_COUNT
+} serve_route;
+
+#define SERVE_CONV_LOCKS 64
+
+/* One request's computing resources: the sessions of every loaded model and
+ * a conversation store connection, used by one request at a time. */
+typedef struct serve_worker {
+    qiao_session *nlu, *embed, *search, *vqa, *caption;
+    qiao_bot_store *store;
+    qiao_bot_session *bot;
+} serve_worker;
+
+/* What the service holds for every worker. */
+typedef struct serve_models {
+    qiao_bot *bot;
+    void *shop; /* the sample shop's actions (apps/chatbot), when the bot declares them */
+    qiao_model *embed, *vqa, *caption;
+    qiao_index *index;
+    void *index_lock; /* a pthread_mutex_t: an index answers one query at a time */
+    void *conv_locks; /* SERVE_CONV_LOCKS pthread_mutex_t: one conversation's turns, one at a time */
+    double load_seconds;
+} serve_models;
+
+/* A route's answer: an HTTP status and a JSON body (owned). */
+typedef struct serve_answer {
+    int status;
+    cJSON *body;
+} serve_answer;
+
+/* Sets `a` to the error body {"error": {"status", "message", "field"}}
+ * (field may be NULL). */
+void serve_error(serve_answer *a, int status, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* The HTTP status for a library failure (400 for bad input, 404, 409, 413,
+ * 503 for an unsupported model, 500 otherwise) with qiao_last_error(). */
+void serve_fail(serve_answer *a, qiao_status st, const char *field);
+
+/* Loads what the options name; on failure prints why and returns false. */
+bool serve_models_load(const serve_opts *o, serve_models *m);
+void serve_models_free(serve_models *m);
+qiao_status serve_worker_new(const serve_opts *o, serve_models *m, serve_worker *w);
+void serve_worker_free(serve_worker *w);
+
+/* Answers an API route. `id` is the conversation in /v1/conversations/{id}
+ * routes; `query_paused` the ?paused= argument; body the parsed request
+ * (NULL for a GET). */
+void serve_route_api(serve_route route, serve_models *m, serve_worker *w, const char *id, const char *query_paused,
+                     const cJSON *body, serve_answer *a);
+
+#endif

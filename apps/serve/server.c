@@ -1,0 +1,794 @@
+/* apps/serve/server.c - the HTTP side of `qiao serve` on libmicrohttpd: a
+ * thread pool of epoll loops (one per worker, plus one so health checks
+ * and pages never wait behind the models), bearer tokens compared in
+ * constant time and reloaded on SIGHUP, a token bucket per token, body and
+ * time limits, Prometheus metrics, the embedded pages, and a stop on
+ * SIGTERM that finishes the requests in flight and closes the stores. */
+#define _GNU_SOURCE
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <math.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <sys/select.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/core.h"
+#include "serve.h"
+
+/* The embedded pages (generated from apps/serve/pages by CMake). */
+typedef struct serve_page {
+    const char *name;
+    const unsigned char *data;
+    size_t size;
+} serve_page;
+extern const serve_page serve_pages[];
+extern const size_t serve_n_pages;
+
+#define TOKEN_MAX 256
+#define TOKEN_MIN 16
+
+static double mono(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---- Tokens ------------------------------------------------------------------------ */
+
+typedef struct token {
+    unsigned char secret[TOKEN_MAX]; /* zero-padded, so every comparison reads TOKEN_MAX bytes */
+    size_t len;
+    char name[64];
+    double bucket, last; /* the rate limit's bucket and when it was last filled */
+} token;
+
+typedef struct token_set {
+    token *t;
+    size_t n;
+} token_set;
+
+/* Reads the tokens file: one token per line (16 to 256 printable ASCII
+ * characters), an optional name after a space, '#' comments. */
+static bool tokens_read(const char *path, double burst, token_set *out, char *err, size_t err_size) {
+    memset(out, 0, sizeof *out);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, err_size, "%s: %s", path, strerror(errno));
+        return false;
+    }
+    struct stat sb;
+    if (fstat(fileno(f), &sb) == 0 && (sb.st_mode & 0077))
+        fprintf(stderr, "qiao serve: warning: %s can be read by other users (chmod 600 it)\n", path);
+    char line[1024];
+    size_t lineno = 0, cap = 0;
+    bool ok = true;
+    while (ok && fgets(line, sizeof line, f)) {
+        lineno++;
+        if (!strchr(line, '\n') && !feof(f)) {
+            snprintf(err, err_size, "%s:%zu: the line is too long", path, lineno);
+            ok = false;
+            break;
+        }
+        char *save = NULL, *secret = strtok_r(line, " \t\r\n", &save);
+        if (!secret || secret[0] == '#') continue;
+        char *name = strtok_r(NULL, " \t\r\n", &save);
+        const size_t len = strlen(secret);
+        bool printable = true;
+        for (size_t i = 0; i < len; i++) printable &= secret[i] > 32 && secret[i] < 127;
+        if (len < TOKEN_MIN || len > TOKEN_MAX || !printable) {
+            snprintf(err, err_size, "%s:%zu: a token has %d to %d printable ASCII characters", path, lineno,
+                     TOKEN_MIN, TOKEN_MAX);
+            ok = false;
+            break;
+        }
+        if (out->n == cap) {
+            cap = cap ? 2 * cap : 8;
+            token *grown = realloc(out->t, cap * sizeof *grown);
+            if (!grown) {
+                snprintf(err, err_size, "out of memory");
+                ok = false;
+                break;
+            }
+            out->t = grown;
+        }
+        token *t = &out->t[out->n++];
+        memset(t, 0, sizeof *t);
+        memcpy(t->secret, secret, len);
+        t->len = len;
+        snprintf(t->name, sizeof t->name, "%s", name ? name : "");
+        if (!name) snprintf(t->name, sizeof t->name, "line%zu", lineno);
+        t->bucket = burst, t->last = mono();
+    }
+    fclose(f);
+    if (ok && out->n == 0) {
+        snprintf(err, err_size, "%s: no tokens", path);
+        ok = false;
+    }
+    if (!ok) {
+        free(out->t);
+        memset(out, 0, sizeof *out);
+    }
+    return ok;
+}
+
+/* The token's index, or -1. Every known token is compared over all of
+ * TOKEN_MAX bytes, so the time says nothing about how much of one matched. */
+static long tokens_find(const token_set *s, const char *given, size_t len) {
+    unsigned char g[TOKEN_MAX];
+    memset(g, 0, sizeof g);
+    if (len > TOKEN_MAX) return -1;
+    memcpy(g, given, len);
+    long found = -1;
+    for (size_t i = 0; i < s->n; i++) {
+        volatile unsigned diff = (unsigned)(s->t[i].len ^ len);
+        for (size_t k = 0; k < TOKEN_MAX; k++) diff |= s->t[i].secret[k] ^ g[k];
+        found = diff == 0 ? (long)i : found;
+    }
+    return found;
+}
+
+/* ---- Metrics ------------------------------------------------------------------------ */
+
+static const char *const ROUTE_NAMES[R_COUNT] = {"page",           "healthz",      "metrics",     "parse",
+                                                 "chat",           "conv_list",    "conv_get",    "conv_handoff",
+                                                 "conv_resume",    "conv_reply",   "conv_forget", "embed",
+                                                 "search",         "vqa",          "caption",     "other"};
+static const int CODES[] = {200, 400, 401, 404, 405, 408, 409, 413, 429, 500, 503};
+#define N_CODES (sizeof CODES / sizeof *CODES)
+static const double BUCKETS[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10};
+#define N_BUCKETS (sizeof BUCKETS / sizeof *BUCKETS)
+
+typedef struct metrics {
+    atomic_ulong count[R_COUNT][N_CODES + 1]; /* the last: any other code */
+    atomic_ulong le[R_COUNT][N_BUCKETS + 1];  /* per bucket (not cumulative); the last: +Inf */
+    atomic_ulong micros[R_COUNT];
+    atomic_ulong auth_failures, rate_limited, too_large, timeouts;
+} metrics;
+
+/* ---- The server --------------------------------------------------------------------- */
+
+typedef struct server {
+    const serve_opts *o;
+    serve_models models;
+    serve_worker *workers;
+    int n_workers, *free_list, n_free;
+    pthread_mutex_t pool_mu;
+    pthread_cond_t pool_cv;
+    pthread_rwlock_t tok_lock;
+    pthread_mutex_t rate_mu;
+    token_set tokens;
+    metrics m;
+    atomic_long in_flight;
+    double started;
+    struct MHD_Daemon *d;
+} server;
+
+typedef struct request {
+    serve_route route;
+    char *id; /* the {id} of a conversation route */
+    char *body;
+    size_t len, cap;
+    double start;
+    size_t dropped; /* bytes of a body over the limit, read and thrown away */
+    bool answered, too_large;
+} request;
+
+static serve_worker *worker_take(server *s, int *slot) {
+    pthread_mutex_lock(&s->pool_mu);
+    while (s->n_free == 0) pthread_cond_wait(&s->pool_cv, &s->pool_mu);
+    *slot = s->free_list[--s->n_free];
+    pthread_mutex_unlock(&s->pool_mu);
+    return &s->workers[*slot];
+}
+
+static void worker_give(server *s, int slot) {
+    pthread_mutex_lock(&s->pool_mu);
+    s->free_list[s->n_free++] = slot;
+    pthread_cond_signal(&s->pool_cv);
+    pthread_mutex_unlock(&s->pool_mu);
+}
+
+static void count(server *s, request *r, int status) {
+    size_t c = N_CODES;
+    for (size_t i = 0; i < N_CODES; i++)
+        if (CODES[i] == status) c = i;
+    atomic_fetch_add(&s->m.count[r->route][c], 1);
+    const double dt = mono() - r->start;
+    size_t b = N_BUCKETS;
+    for (size_t i = 0; i < N_BUCKETS && b == N_BUCKETS; i++)
+        if (dt <= BUCKETS[i]) b = i;
+    atomic_fetch_add(&s->m.le[r->route][b], 1);
+    atomic_fetch_add(&s->m.micros[r->route], (unsigned long)(dt * 1e6));
+    if (!s->o->quiet) fprintf(stderr, "%s %d %.2fms\n", ROUTE_NAMES[r->route], status, dt * 1e3);
+}
+
+/* Sends `text` (taken: freed by MHD) with `status`. */
+static enum MHD_Result send_text(server *s, struct MHD_Connection *c, request *r, int status, char *text,
+                                 const char *type, const char *extra_header, const char *extra_value) {
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(text ? strlen(text) : 0, text ? text : (char *)"",
+                                        text ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    if (!resp) {
+        free(text);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    if (extra_header) MHD_add_response_header(resp, extra_header, extra_value);
+    const enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    r->answered = true;
+    count(s, r, status);
+    return ret;
+}
+
+static enum MHD_Result send_answer(server *s, struct MHD_Connection *c, request *r, serve_answer *a,
+                                   const char *extra_header, const char *extra_value) {
+    char *text = a->body ? cJSON_PrintUnformatted(a->body) : NULL;
+    cJSON_Delete(a->body);
+    a->body = NULL;
+    if (!text) return send_text(s, c, r, 500, strdup("{\"error\":{\"status\":500,\"message\":\"out of memory\"}}"),
+                                "application/json", NULL, NULL);
+    return send_text(s, c, r, a->status, text, "application/json; charset=utf-8", extra_header, extra_value);
+}
+
+static enum MHD_Result send_error(server *s, struct MHD_Connection *c, request *r, int status, const char *field,
+                                  const char *msg, const char *extra_header, const char *extra_value) {
+    serve_answer a = {0, NULL};
+    serve_error(&a, status, field, "%s", msg);
+    return send_answer(s, c, r, &a, extra_header, extra_value);
+}
+
+/* ---- Routing ------------------------------------------------------------------------- */
+
+static const serve_page *page_named(const char *name) {
+    for (size_t i = 0; i < serve_n_pages; i++)
+        if (!strcmp(serve_pages[i].name, name)) return &serve_pages[i];
+    return NULL;
+}
+
+static const char *page_type(const char *name) {
+    const char *dot = strrchr(name, '.');
+    if (!dot) return "application/octet-stream";
+    if (!strcmp(dot, ".html")) return "text/html; charset=utf-8";
+    if (!strcmp(dot, ".js")) return "text/javascript; charset=utf-8";
+    if (!strcmp(dot, ".css")) return "text/css; charset=utf-8";
+    if (!strcmp(dot, ".svg")) return "image/svg+xml";
+    if (!strcmp(dot, ".png")) return "image/png";
+    if (!strcmp(dot, ".ico")) return "image/x-icon";
+    return "application/octet-stream";
+}
+
+/* The route for a method and path; *allow names the methods when the path
+ * is known but the method is not (405). *id is malloc'd for conversation
+ * routes. */
+static serve_route route_of(const char *method, const char *url, const char **allow, char **id) {
+    *allow = NULL, *id = NULL;
+    const bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD"), post = !strcmp(method, "POST"),
+               del = !strcmp(method, "DELETE");
+    static const struct {
+        const char *path;
+        serve_route route;
+        bool post;
+    } fixed[] = {{"/healthz", R_HEALTHZ, false}, {"/metrics", R_METRICS, false}, {"/v1/parse", R_PARSE, true},
+                 {"/v1/chat", R_CHAT, true},     {"/v1/conversations", R_CONV_LIST, false},
+                 {"/v1/embed", R_EMBED, true},   {"/v1/search", R_SEARCH, true}, {"/v1/vqa", R_VQA, true},
+                 {"/v1/caption", R_CAPTION, true}};
+    for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++) {
+        if (strcmp(url, fixed[i].path) != 0) continue;
+        if (fixed[i].post ? post : get) return fixed[i].route;
+        *allow = fixed[i].post ? "POST" : "GET, HEAD";
+        return R_OTHER;
+    }
+    static const char CONV[] = "/v1/conversations/";
+    if (!strncmp(url, CONV, sizeof CONV - 1) && url[sizeof CONV - 1]) {
+        const char *rest = url + sizeof CONV - 1, *slash = strrchr(rest, '/');
+        static const struct {
+            const char *name;
+            serve_route route;
+        } acts[] = {{"handoff", R_CONV_HANDOFF}, {"resume", R_CONV_RESUME}, {"reply", R_CONV_REPLY}};
+        for (size_t i = 0; slash && i < sizeof acts / sizeof *acts; i++) {
+            if (strcmp(slash + 1, acts[i].name) != 0 || slash == rest) continue;
+            if (!post) {
+                *allow = "POST";
+                return R_OTHER;
+            }
+            *id = strndup(rest, (size_t)(slash - rest));
+            return acts[i].route;
+        }
+        if (!get && !del) {
+            *allow = "GET, HEAD, DELETE";
+            return R_OTHER;
+        }
+        *id = strdup(rest);
+        return get ? R_CONV_GET : R_CONV_FORGET;
+    }
+    if (!strncmp(url, "/v1/", 4)) return R_OTHER;
+    const char *name = !strcmp(url, "/") ? "index.html" : !strcmp(url, "/agent") ? "agent.html" : url + 1;
+    if (page_named(name) && !strchr(name, '/')) {
+        if (get) return R_PAGE;
+        *allow = "GET, HEAD";
+    }
+    return R_OTHER;
+}
+
+static bool needs_token(serve_route route) { return route != R_PAGE && route != R_HEALTHZ && route != R_OTHER; }
+
+/* 0: allowed; else the seconds to wait. */
+static double rate_take(server *s, long tok) {
+    if (s->o->rate <= 0) return 0;
+    pthread_mutex_lock(&s->rate_mu);
+    token *t = &s->tokens.t[tok];
+    const double now = mono();
+    t->bucket = fmin(s->o->burst, t->bucket + (now - t->last) * s->o->rate);
+    t->last = now;
+    double wait = 0;
+    if (t->bucket >= 1) t->bucket -= 1;
+    else wait = (1 - t->bucket) / s->o->rate;
+    pthread_mutex_unlock(&s->rate_mu);
+    return wait;
+}
+
+static char *metrics_text(server *s) {
+    size_t cap = 1 << 16, len = 0;
+    char *out = malloc(cap);
+    if (!out) return NULL;
+#define EMIT(...)                                                                                  \
+    do {                                                                                           \
+        for (;;) {                                                                                 \
+            const int w = snprintf(out + len, cap - len, __VA_ARGS__);                             \
+            if (w >= 0 && (size_t)w < cap - len) {                                                 \
+                len += (size_t)w;                                                                  \
+                break;                                                                             \
+            }                                                                                      \
+            char *grown = w >= 0 ? realloc(out, cap * 2) : NULL;                                   \
+            if (!grown) {                                                                          \
+                free(out);                                                                         \
+                return NULL;                                                                       \
+            }                                                                                      \
+            out = grown, cap *= 2;                                                                 \
+        }                                                                                          \
+    } while (0)
+    EMIT("# HELP qiao_http_requests_total Requests answered, by route and HTTP status.\n"
+         "# TYPE qiao_http_requests_total counter\n");
+    for (int r = 0; r < R_COUNT; r++)
+        for (size_t c = 0; c <= N_CODES; c++) {
+            const unsigned long n = atomic_load(&s->m.count[r][c]);
+            if (!n) continue;
+            if (c < N_CODES) EMIT("qiao_http_requests_total{route=\"%s\",code=\"%d\"} %lu\n", ROUTE_NAMES[r], CODES[c], n);
+            else EMIT("qiao_http_requests_total{route=\"%s\",code=\"other\"} %lu\n", ROUTE_NAMES[r], n);
+        }
+    EMIT("# HELP qiao_http_request_duration_seconds Time from a request's first byte to its answer.\n"
+         "# TYPE qiao_http_request_duration_seconds histogram\n");
+    for (int r = 0; r < R_COUNT; r++) {
+        unsigned long cum = 0, total = 0;
+        for (size_t b = 0; b <= N_BUCKETS; b++) total += atomic_load(&s->m.le[r][b]);
+        if (!total) continue;
+        for (size_t b = 0; b < N_BUCKETS; b++) {
+            cum += atomic_load(&s->m.le[r][b]);
+            EMIT("qiao_http_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %lu\n", ROUTE_NAMES[r],
+                 BUCKETS[b], cum);
+        }
+        EMIT("qiao_http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %lu\n", ROUTE_NAMES[r], total);
+        EMIT("qiao_http_request_duration_seconds_sum{route=\"%s\"} %.6f\n", ROUTE_NAMES[r],
+             atomic_load(&s->m.micros[r]) * 1e-6);
+        EMIT("qiao_http_request_duration_seconds_count{route=\"%s\"} %lu\n", ROUTE_NAMES[r], total);
+    }
+    EMIT("# HELP qiao_auth_failures_total Requests refused for a missing or wrong token.\n"
+         "# TYPE qiao_auth_failures_total counter\nqiao_auth_failures_total %lu\n"
+         "# HELP qiao_rate_limited_total Requests refused by a token's rate limit.\n"
+         "# TYPE qiao_rate_limited_total counter\nqiao_rate_limited_total %lu\n"
+         "# HELP qiao_too_large_total Requests refused for their body's size.\n"
+         "# TYPE qiao_too_large_total counter\nqiao_too_large_total %lu\n"
+         "# HELP qiao_request_timeouts_total Requests dropped for arriving too slowly.\n"
+         "# TYPE qiao_request_timeouts_total counter\nqiao_request_timeouts_total %lu\n"
+         "# HELP qiao_requests_in_flight Requests being answered now.\n"
+         "# TYPE qiao_requests_in_flight gauge\nqiao_requests_in_flight %ld\n"
+         "# HELP qiao_model_load_seconds Time to load the models at start.\n"
+         "# TYPE qiao_model_load_seconds gauge\nqiao_model_load_seconds %.3f\n"
+         "# HELP qiao_uptime_seconds Seconds since the service started.\n"
+         "# TYPE qiao_uptime_seconds gauge\nqiao_uptime_seconds %.1f\n"
+         "# HELP qiao_workers Requests the service computes at once.\n"
+         "# TYPE qiao_workers gauge\nqiao_workers %d\n",
+         atomic_load(&s->m.auth_failures), atomic_load(&s->m.rate_limited), atomic_load(&s->m.too_large),
+         atomic_load(&s->m.timeouts), atomic_load(&s->in_flight), s->models.load_seconds, mono() - s->started,
+         s->n_workers);
+#undef EMIT
+    return out;
+}
+
+static enum MHD_Result answer_health(server *s, struct MHD_Connection *c, request *r) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "status", "ok");
+    cJSON_AddStringToObject(j, "version", qiao_version());
+    cJSON *m = cJSON_AddObjectToObject(j, "models");
+    const serve_models *mo = &s->models;
+    cJSON_AddStringToObject(m, "bot", mo->bot ? qiao_bot_name(mo->bot) : "");
+    cJSON_AddStringToObject(m, "embed", mo->embed ? qiao_model_name(mo->embed) : "");
+    cJSON_AddBoolToObject(m, "search", mo->index != NULL);
+    cJSON_AddStringToObject(m, "vqa", mo->vqa ? qiao_model_name(mo->vqa) : "");
+    cJSON_AddStringToObject(m, "caption", mo->caption ? qiao_model_name(mo->caption) : "");
+    cJSON_AddNumberToObject(j, "workers", s->n_workers);
+    serve_answer a = {200, j};
+    return send_answer(s, c, r, &a, NULL, NULL);
+}
+
+/* The whole request is in: authenticate, limit, answer. */
+static enum MHD_Result answer(server *s, struct MHD_Connection *c, request *r) {
+    switch (r->route) {
+    case R_HEALTHZ: return answer_health(s, c, r);
+    case R_METRICS: {
+        char *text = metrics_text(s);
+        if (!text) return send_error(s, c, r, 503, NULL, "out of memory", NULL, NULL);
+        return send_text(s, c, r, 200, text, "text/plain; version=0.0.4; charset=utf-8", NULL, NULL);
+    }
+    default: break;
+    }
+    cJSON *body = NULL;
+    if (r->len) {
+        if (memchr(r->body, 0, r->len) || !qc_utf8_valid(r->body, r->len)) {
+            char msg[96];
+            snprintf(msg, sizeof msg, "the body is not UTF-8 text (byte %zu)",
+                     memchr(r->body, 0, r->len) ? (size_t)((char *)memchr(r->body, 0, r->len) - r->body)
+                                                : qc_utf8_check(r->body, r->len));
+            return send_error(s, c, r, 400, NULL, msg, NULL, NULL);
+        }
+        const char *end = NULL;
+        body = cJSON_ParseWithLengthOpts(r->body, r->len, &end, 0);
+        while (body && end && end < r->body + r->len && (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t'))
+            end++;
+        if (!body || end != r->body + r->len) {
+            const bool trailing = body != NULL;
+            cJSON_Delete(body);
+            return send_error(s, c, r, 400, NULL,
+                              trailing ? "the body is not one JSON value (text after it)" : "the body is not JSON",
+                              NULL, NULL);
+        }
+    }
+    const char *paused = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "paused");
+    int slot = 0;
+    serve_worker *w = worker_take(s, &slot);
+    serve_answer a = {500, NULL};
+    serve_route_api(r->route, &s->models, w, r->id, paused, body, &a);
+    worker_give(s, slot);
+    cJSON_Delete(body);
+    if (!a.body) serve_error(&a, 500, NULL, "the route gave no answer");
+    return send_answer(s, c, r, &a, NULL, NULL);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                  const char *version, const char *upload, size_t *upload_size, void **con_cls) {
+    (void)version;
+    server *s = cls;
+    request *r = *con_cls;
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r) return MHD_NO;
+        *con_cls = r;
+        r->start = mono();
+        atomic_fetch_add(&s->in_flight, 1);
+        const char *allow = NULL;
+        r->route = route_of(method, url, &allow, &r->id);
+        if (r->route == R_OTHER) {
+            if (allow) return send_error(s, c, r, 405, NULL, "method not allowed", MHD_HTTP_HEADER_ALLOW, allow);
+            return send_error(s, c, r, 404, NULL, "no such route", NULL, NULL);
+        }
+        if ((r->route == R_CONV_GET || r->route == R_CONV_FORGET || r->route == R_CONV_HANDOFF ||
+             r->route == R_CONV_RESUME || r->route == R_CONV_REPLY) &&
+            !r->id)
+            return send_error(s, c, r, 503, NULL, "out of memory", NULL, NULL);
+        if (r->route == R_PAGE) {
+            const serve_page *p = page_named(!strcmp(url, "/") ? "index.html" : !strcmp(url, "/agent") ? "agent.html"
+                                                                                                          : url + 1);
+            struct MHD_Response *resp =
+                MHD_create_response_from_buffer(p->size, (void *)p->data, MHD_RESPMEM_PERSISTENT);
+            if (!resp) return MHD_NO;
+            MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, page_type(p->name));
+            MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+            MHD_add_response_header(resp, "X-Frame-Options", "DENY");
+            MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
+            MHD_add_response_header(resp, "Content-Security-Policy",
+                                    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+                                    "frame-ancestors 'none'");
+            const enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, resp);
+            MHD_destroy_response(resp);
+            r->answered = true;
+            count(s, r, 200);
+            return ret;
+        }
+        if (needs_token(r->route)) {
+            /* Checked before the body is read, so no one without a token can
+             * make the service read a megabyte. */
+            const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+            long tok = -1;
+            pthread_rwlock_rdlock(&s->tok_lock);
+            if (auth && !strncmp(auth, "Bearer ", 7)) tok = tokens_find(&s->tokens, auth + 7, strlen(auth + 7));
+            double wait = tok >= 0 ? rate_take(s, tok) : 0;
+            pthread_rwlock_unlock(&s->tok_lock);
+            if (tok < 0) {
+                atomic_fetch_add(&s->m.auth_failures, 1);
+                return send_error(s, c, r, 401, NULL,
+                                  auth ? "the bearer token is not valid" : "an Authorization: Bearer header is needed",
+                                  MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"qiao\"");
+            }
+            if (wait > 0) {
+                atomic_fetch_add(&s->m.rate_limited, 1);
+                char after[32];
+                snprintf(after, sizeof after, "%d", (int)ceil(wait));
+                return send_error(s, c, r, 429, NULL, "too many requests for this token: slow down",
+                                  MHD_HTTP_HEADER_RETRY_AFTER, after);
+            }
+        }
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl && strtoull(cl, NULL, 10) > s->o->max_body) {
+            atomic_fetch_add(&s->m.too_large, 1);
+            char msg[96];
+            snprintf(msg, sizeof msg, "the body is larger than %zu bytes", s->o->max_body);
+            return send_error(s, c, r, 413, NULL, msg, NULL, NULL);
+        }
+        return MHD_YES;
+    }
+    if (r->answered) {
+        *upload_size = 0; /* the rest of a refused body is dropped */
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        /* libmicrohttpd takes no answer before the whole body is in: a body
+         * arriving too slowly ends the connection, and one over the limit
+         * (chunked, so its size was not known at the start) is read and
+         * thrown away, up to a bound, to answer 413 at its end. */
+        if (mono() - r->start > s->o->timeout_s) {
+            atomic_fetch_add(&s->m.timeouts, 1);
+            return MHD_NO;
+        }
+        if (r->too_large || r->len + *upload_size > s->o->max_body) {
+            r->too_large = true;
+            r->dropped += *upload_size;
+            *upload_size = 0;
+            return r->dropped > 16 * s->o->max_body ? MHD_NO : MHD_YES;
+        }
+        if (r->len + *upload_size + 1 > r->cap) {
+            size_t cap = r->cap ? r->cap : 4096;
+            while (cap < r->len + *upload_size + 1) cap *= 2;
+            char *grown = realloc(r->body, cap);
+            if (!grown) return MHD_NO;
+            r->body = grown, r->cap = cap;
+        }
+        memcpy(r->body + r->len, upload, *upload_size);
+        r->len += *upload_size;
+        r->body[r->len] = 0;
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (r->too_large) {
+        atomic_fetch_add(&s->m.too_large, 1);
+        char msg[96];
+        snprintf(msg, sizeof msg, "the body is larger than %zu bytes", s->o->max_body);
+        return send_error(s, c, r, 413, NULL, msg, MHD_HTTP_HEADER_CONNECTION, "close");
+    }
+    return answer(s, c, r);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode why) {
+    (void)c, (void)why;
+    server *s = cls;
+    request *r = *con_cls;
+    if (!r) return;
+    atomic_fetch_sub(&s->in_flight, 1);
+    free(r->id);
+    free(r->body);
+    free(r);
+    *con_cls = NULL;
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
+    (void)cls;
+    fputs("qiao serve: libmicrohttpd: ", stderr);
+    vfprintf(stderr, fmt, ap);
+}
+
+/* ---- Starting and stopping ---------------------------------------------------------- */
+
+static bool parse_listen(const char *listen, struct sockaddr_storage *ss, socklen_t *len) {
+    char host[256];
+    const char *colon = strrchr(listen, ':');
+    if (!colon || colon == listen || (size_t)(colon - listen) >= sizeof host || !colon[1]) return false;
+    memcpy(host, listen, (size_t)(colon - listen));
+    host[colon - listen] = 0;
+    char *h = host;
+    if (h[0] == '[' && h[strlen(h) - 1] == ']') h[strlen(h) - 1] = 0, h++;
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC, hints.ai_socktype = SOCK_STREAM, hints.ai_flags = AI_PASSIVE;
+    if (getaddrinfo(h, colon + 1, &hints, &res) != 0 || !res) return false;
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *len = res->ai_addrlen;
+    freeaddrinfo(res);
+    return true;
+}
+
+static bool is_loopback(const struct sockaddr_storage *ss) {
+    if (ss->ss_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
+    if (ss->ss_family == AF_INET6) {
+        static const unsigned char lo[16] = {[15] = 1};
+        return !memcmp(&((const struct sockaddr_in6 *)ss)->sin6_addr, lo, 16);
+    }
+    return false;
+}
+
+/* Signals reach whichever thread the kernel picks (OpenBLAS starts its
+ * threads before main, with no mask), so a handler writes the signal's
+ * number to a pipe that the main thread reads. */
+static int g_signal_pipe[2] = {-1, -1};
+
+static void on_signal(int sig) {
+    const int saved = errno;
+    const unsigned char b = (unsigned char)sig;
+    if (write(g_signal_pipe[1], &b, 1) < 0) { /* full: a signal is already waiting */
+    }
+    errno = saved;
+}
+
+static int next_signal(double timeout_s) {
+    for (;;) {
+        fd_set fds;
+        FD_ZERO(&fds);
+        FD_SET(g_signal_pipe[0], &fds);
+        struct timeval tv = {(time_t)timeout_s, (suseconds_t)((timeout_s - (time_t)timeout_s) * 1e6)};
+        const int n = select(g_signal_pipe[0] + 1, &fds, NULL, NULL, timeout_s >= 0 ? &tv : NULL);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return 0;
+        unsigned char b = 0;
+        if (read(g_signal_pipe[0], &b, 1) == 1) return b;
+    }
+}
+
+static bool write_port_file(const char *path, unsigned port) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return false;
+    const bool ok = fprintf(f, "%u\n", port) > 0;
+    if (fclose(f) != 0 || !ok) return false;
+    return rename(tmp, path) == 0;
+}
+
+int serve_run(const serve_opts *o) {
+    server *s = calloc(1, sizeof *s);
+    if (!s) {
+        fprintf(stderr, "qiao serve: out of memory\n");
+        return 1;
+    }
+    s->o = o;
+    s->started = mono();
+    pthread_mutex_init(&s->pool_mu, NULL);
+    pthread_cond_init(&s->pool_cv, NULL);
+    pthread_rwlock_init(&s->tok_lock, NULL);
+    pthread_mutex_init(&s->rate_mu, NULL);
+    int rc = 1;
+    char err[512];
+    struct sockaddr_storage ss;
+    socklen_t ss_len = 0;
+    if (g_signal_pipe[0] < 0 && pipe2(g_signal_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+        fprintf(stderr, "qiao serve: pipe: %s\n", strerror(errno));
+        free(s);
+        return 1;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL), sigaction(SIGINT, &sa, NULL), sigaction(SIGHUP, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    if (!parse_listen(o->listen, &ss, &ss_len)) {
+        fprintf(stderr, "qiao serve: --listen %s: give HOST:PORT (e.g. 127.0.0.1:8080)\n", o->listen);
+        goto out;
+    }
+    if (!tokens_read(o->tokens, o->burst, &s->tokens, err, sizeof err)) {
+        fprintf(stderr, "qiao serve: --tokens: %s\n", err);
+        goto out;
+    }
+    if (!serve_models_load(o, &s->models)) goto out;
+    s->n_workers = o->workers > 0 ? o->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (s->n_workers < 1) s->n_workers = 1;
+    s->workers = calloc((size_t)s->n_workers, sizeof *s->workers);
+    s->free_list = calloc((size_t)s->n_workers, sizeof *s->free_list);
+    if (!s->workers || !s->free_list) {
+        fprintf(stderr, "qiao serve: out of memory\n");
+        goto out;
+    }
+    for (int i = 0; i < s->n_workers; i++) {
+        const qiao_status st = serve_worker_new(o, &s->models, &s->workers[i]);
+        if (st != QIAO_OK) {
+            fprintf(stderr, "qiao serve: a worker's sessions: %s: %s\n", qiao_status_str(st), qiao_last_error());
+            goto out;
+        }
+        s->free_list[s->n_free++] = i;
+    }
+    if (!is_loopback(&ss))
+        fprintf(stderr, "qiao serve: warning: listening beyond this machine (%s) without TLS: put a TLS proxy "
+                        "in front\n", o->listen);
+    const unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_ERROR_LOG |
+                           (ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0);
+    s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+                            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+                            MHD_OPTION_THREAD_POOL_SIZE, (unsigned)s->n_workers + 1, MHD_OPTION_CONNECTION_TIMEOUT,
+                            (unsigned)o->timeout_s, MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections,
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
+                            MHD_OPTION_END);
+    if (!s->d) {
+        fprintf(stderr, "qiao serve: cannot listen on %s (in use, or not this machine's address)\n", o->listen);
+        goto out;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+    const unsigned port = info ? info->port : 0;
+    if (o->port_file && !write_port_file(o->port_file, port)) {
+        fprintf(stderr, "qiao serve: cannot write --port-file %s: %s\n", o->port_file, strerror(errno));
+        goto out;
+    }
+    fprintf(stderr, "qiao serve: listening on %s (port %u), %d workers, %zu tokens, models loaded in %.2f s\n",
+            o->listen, port, s->n_workers, s->tokens.n, s->models.load_seconds);
+    for (;;) {
+        const int sig = next_signal(-1);
+        if (sig == SIGHUP) {
+            token_set fresh;
+            if (!tokens_read(o->tokens, o->burst, &fresh, err, sizeof err)) {
+                fprintf(stderr, "qiao serve: SIGHUP: the tokens stay as they were: %s\n", err);
+                continue;
+            }
+            pthread_rwlock_wrlock(&s->tok_lock);
+            token_set old = s->tokens;
+            s->tokens = fresh;
+            pthread_rwlock_unlock(&s->tok_lock);
+            free(old.t);
+            fprintf(stderr, "qiao serve: SIGHUP: %zu tokens\n", fresh.n);
+            continue;
+        }
+        if (sig != SIGTERM && sig != SIGINT) continue;
+        fprintf(stderr, "qiao serve: %s: finishing the requests in flight (again: stop now)\n",
+                sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        break;
+    }
+    /* Stop accepting, let the requests in flight finish (at most the
+     * timeout), then close every connection and the stores. */
+    const MHD_socket lfd = MHD_quiesce_daemon(s->d);
+    if (lfd != MHD_INVALID_SOCKET) close(lfd);
+    const double until = mono() + o->timeout_s;
+    while (atomic_load(&s->in_flight) > 0 && mono() < until) {
+        const int sig = next_signal(0.005);
+        if (sig == SIGTERM || sig == SIGINT) break;
+    }
+    if (atomic_load(&s->in_flight) > 0)
+        fprintf(stderr, "qiao serve: %ld requests still in flight after %d s: closing them\n",
+                atomic_load(&s->in_flight), o->timeout_s);
+    rc = 0;
+out:
+    if (s->d) MHD_stop_daemon(s->d);
+    for (int i = 0; s->workers && i < s->n_workers; i++) serve_worker_free(&s->workers[i]);
+    free(s->workers);
+    free(s->free_list);
+    serve_models_free(&s->models);
+    free(s->tokens.t);
+    pthread_mutex_destroy(&s->pool_mu);
+    pthread_cond_destroy(&s->pool_cv);
+    pthread_rwlock_destroy(&s->tok_lock);
+    pthread_mutex_destroy(&s->rate_mu);
+    free(s);
+    if (rc == 0) fprintf(stderr, "qiao serve: stopped\n");
+    return rc;
+}

@@ -1,0 +1,370 @@
+#!/usr/bin/env python3
+"""`qiao serve` end to end on the sample shop's bot: every route's answer,
+tokens (missing, wrong, revoked by SIGHUP), bad requests of every kind
+(each a 4xx naming what is wrong, none a crash), a slow client that does
+not stall the others, many clients on one conversation losing no event, the
+rate limit, metrics, and a SIGTERM that finishes the request in flight.
+
+    test_serve.py QIAO_BIN BOT_FILE WORK_DIR
+
+Python's standard library only; every wait is bounded."""
+import http.client
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+QIAO, BOT, WORK = sys.argv[1], sys.argv[2], sys.argv[3]
+TOKEN_A = "alice-token-0123456789abcdef"
+TOKEN_B = "bob-token-0123456789abcdefgh"
+MAX_BODY = 65536
+failures = []
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what, flush=True)
+    if not cond:
+        failures.append(what)
+
+
+class Server:
+    def __init__(self, name, *extra):
+        self.dir = os.path.join(WORK, name)
+        os.makedirs(self.dir, exist_ok=True)
+        for f in os.listdir(self.dir):
+            os.remove(os.path.join(self.dir, f))
+        self.tokens = os.path.join(self.dir, "tokens")
+        with open(self.tokens, "w") as f:
+            f.write(f"# the test's tokens\n{TOKEN_A} alice\n{TOKEN_B} bob\n")
+        os.chmod(self.tokens, 0o600)
+        self.store = os.path.join(self.dir, "conv.sqlite")
+        port_file = os.path.join(self.dir, "port")
+        self.log = open(os.path.join(self.dir, "log"), "w")
+        self.proc = subprocess.Popen(
+            [QIAO, "serve", "--bot", BOT, "--tokens", self.tokens, "--store", self.store,
+             "--orders", os.path.join(self.dir, "orders.sqlite"), "--listen", "127.0.0.1:0",
+             "--port-file", port_file, "--workers", "2", "--max-body", str(MAX_BODY), "--timeout", "2",
+             *extra], stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 60
+        while not os.path.exists(port_file):
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise SystemExit(f"qiao serve did not start: {open(self.log.name).read()}")
+            time.sleep(0.05)
+        self.port = int(open(port_file).read())
+
+    def request(self, method, path, body=None, token=TOKEN_A, headers=None, raw=None):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        h = dict(headers or {})
+        if token:
+            h["Authorization"] = "Bearer " + token
+        data = raw if raw is not None else (json.dumps(body, ensure_ascii=False).encode() if body is not None else None)
+        c.request(method, path, body=data, headers=h)
+        r = c.getresponse()
+        text = r.read()
+        c.close()
+        try:
+            j = json.loads(text)
+        except ValueError:
+            j = None
+        return r.status, j, r, text
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+def raw_exchange(port, data, read_timeout=10):
+    """Sends bytes on a fresh connection; returns what came back before it closed."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=read_timeout)
+    s.sendall(data)
+    out = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    except socket.timeout:
+        pass
+    s.close()
+    return out
+
+
+def error_of(j):
+    return (j or {}).get("error", {})
+
+
+def test_routes(srv):
+    st, j, _, _ = srv.request("GET", "/healthz", token=None)
+    check(st == 200 and j["status"] == "ok" and j["models"]["bot"], "GET /healthz without a token")
+    st, j, _, _ = srv.request("POST", "/v1/parse", {"text": "我想退货，订单号1234567890123456"})
+    check(st == 200 and j["intent"]["name"] == "return_request", "parse: the intent")
+    check(abs(sum(x["confidence"] for x in j["intent_ranking"]) - 1) < 0.2 and len(j["intent_ranking"]) == 10,
+          "parse: Rasa's intent_ranking (10 by default)")
+    ents = [e for e in j["entities"] if e["entity"] == "order_id"]
+    check(bool(ents) and j["text"][ents[0]["start"]:ents[0]["end"]] == ents[0]["value"],
+          "parse: an entity's start/end count characters, as Rasa's do")
+    check(j["out_of_scope"] is False, "parse: in scope")
+    st, j, _, _ = srv.request("POST", "/v1/parse", {"text": "hello", "top_k": 3, "context": ["你好"]})
+    check(st == 200 and len(j["intent_ranking"]) == 3, "parse: top_k and context")
+    for route in ("/v1/embed", "/v1/search", "/v1/vqa", "/v1/caption"):
+        st, j, _, _ = srv.request("POST", route, {"text": "x"})
+        check(st == 503 and "is loaded" in error_of(j).get("message", ""), f"{route} without its model: 503")
+
+
+def test_conversation(srv):
+    c = "web-用户 42"
+    path = "/v1/conversations/" + "web-%E7%94%A8%E6%88%B7%2042"
+    st, j, _, _ = srv.request("POST", "/v1/chat", {"sender_id": c, "message": "你好"})
+    check(st == 200 and j["messages"] and j["messages"][0]["recipient_id"] == c and j["intent"] == "greeting",
+          "chat: a greeting answered")
+    st, j, _, _ = srv.request("POST", "/v1/chat", {"sender_id": c, "message": "我要退货"})
+    check(st == 200 and j["action"].startswith("form:return"), "chat: a form starts")
+    st, j, _, _ = srv.request("POST", "/v1/chat", {"sender_id": c, "message": "转人工"})
+    check(st == 200 and j["paused"] is True, "chat: handed to a human")
+    st, j, _, _ = srv.request("POST", "/v1/chat", {"sender_id": c, "message": "还在吗？"})
+    check(st == 200 and j["messages"] == [] and j["action"] == "queued", "chat: paused, the message is queued")
+    st, j, _, _ = srv.request("GET", "/v1/conversations?paused=1")
+    mine = [x for x in j["conversations"] if x["sender_id"] == c]
+    check(st == 200 and mine and mine[0]["queue"] == ["还在吗？"] and mine[0]["last"] == "还在吗？",
+          "the console's list: the paused conversation and its queue")
+    st, j, _, _ = srv.request("POST", path + "/reply", {"text": "您好，我是客服小王", "agent": "小王"})
+    check(st == 200 and j["said"] > 0, "an agent's reply")
+    st, j, _, _ = srv.request("GET", path)
+    agent = [t for t in j["transcript"] if t["from"] == "agent"]
+    check(st == 200 and agent and agent[-1]["text"] == "您好，我是客服小王" and agent[-1]["agent"] == "小王",
+          "the transcript holds the agent's reply for the chat page")
+    check([t["n"] for t in j["transcript"]] == list(range(1, len(j["transcript"]) + 1)), "the transcript is numbered")
+    st, j, _, _ = srv.request("POST", path + "/resume")
+    check(st == 200 and j["paused"] is False and j["messages"], "resume: the bot picks up")
+    st, j, _, _ = srv.request("GET", "/v1/conversations?paused=1")
+    check(st == 200 and not [x for x in j["conversations"] if x["sender_id"] == c], "resumed: off the list")
+    st, j, _, _ = srv.request("POST", "/v1/conversations/nobody/handoff")
+    check(st == 404, "handoff of an unknown conversation: 404")
+    st, j, _, _ = srv.request("POST", "/v1/conversations/nobody/reply", {"text": "hi"})
+    check(st == 404, "reply to an unknown conversation: 404")
+    st, j, _, _ = srv.request("DELETE", path)
+    check(st == 200 and j["forgotten"], "DELETE forgets")
+    st, j, _, _ = srv.request("GET", path)
+    check(st == 404, "a forgotten conversation: 404")
+
+
+def test_tokens(srv):
+    st, j, r, _ = srv.request("POST", "/v1/parse", {"text": "hi"}, token=None)
+    check(st == 401 and r.getheader("WWW-Authenticate", "").startswith("Bearer"), "no token: 401 with WWW-Authenticate")
+    st, j, _, _ = srv.request("POST", "/v1/parse", {"text": "hi"}, token=TOKEN_A[:-1] + "x")
+    check(st == 401, "a wrong token: 401")
+    st, j, _, _ = srv.request("POST", "/v1/parse", {"text": "hi"}, token=TOKEN_A + "x")
+    check(st == 401, "a token with a byte more: 401")
+    st, j, _, _ = srv.request("POST", "/v1/parse", {"text": "hi"}, headers={"Authorization": "Basic eDp5"}, token=None)
+    check(st == 401, "Basic auth: 401")
+    st, _, _, _ = srv.request("GET", "/metrics", token=None)
+    check(st == 401, "/metrics needs a token")
+
+
+def test_bad_requests(srv):
+    def bad(what, status, *args, field=None, **kw):
+        st, j, _, text = srv.request(*args, **kw)
+        e = error_of(j)
+        ok = st == status and e.get("status") == status and e.get("message")
+        if field:
+            ok = ok and e.get("field") == field
+        check(ok, f"{what}: {status}" + (f" naming '{field}'" if field else "") + ("" if ok else f" (got {st} {text[:200]!r})"))
+
+    bad("malformed JSON", 400, "POST", "/v1/chat", raw=b'{"sender_id": "x", ')
+    bad("JSON with text after it", 400, "POST", "/v1/chat", raw=b'{"sender_id": "x", "message": "y"} {}')
+    bad("not an object", 400, "POST", "/v1/chat", raw=b'["x"]')
+    bad("an empty body", 400, "POST", "/v1/chat", raw=b"")
+    bad("invalid UTF-8", 400, "POST", "/v1/chat", raw=b'{"sender_id": "x", "message": "\xff\xfe"}')
+    bad("a NUL byte", 400, "POST", "/v1/chat", raw=b'{"sender_id": "x", "message": "a\x00b"}')
+    bad("a lone surrogate escape", 400, "POST", "/v1/chat", raw=b'{"sender_id": "x", "message": "\\ud800"}')
+    bad("a missing field", 400, "POST", "/v1/chat", {"sender_id": "x"}, field="message")
+    bad("a wrong type", 400, "POST", "/v1/chat", {"sender_id": 7, "message": "hi"}, field="sender_id")
+    bad("an empty message", 400, "POST", "/v1/chat", {"sender_id": "x", "message": ""}, field="message")
+    bad("a 300-byte id", 413, "POST", "/v1/chat", {"sender_id": "x" * 300, "message": "hi"}, field="sender_id")
+    bad("a 5000-byte message", 413, "POST", "/v1/chat", {"sender_id": "x", "message": "字" * 2000}, field="message")
+    bad("a wrong top_k", 400, "POST", "/v1/parse", {"text": "hi", "top_k": 1.5}, field="top_k")
+    bad("context of numbers", 400, "POST", "/v1/parse", {"text": "hi", "context": [1]}, field="context")
+    bad("deep nesting", 400, "POST", "/v1/chat", raw=b"[" * 5000 + b"]" * 5000)
+    bad("an unknown route", 404, "GET", "/v1/nothing")
+    bad("an unknown page", 404, "GET", "/etc/passwd", token=None)
+    bad("a wrong method", 405, "GET", "/v1/chat")
+    bad("?paused missing", 400, "GET", "/v1/conversations", field="paused")
+    bad("a body over --max-body", 413, "POST", "/v1/chat", raw=b"{" + b" " * (MAX_BODY + 10) + b"}")
+    # A chunked body (no Content-Length) that grows past the limit.
+    out = raw_exchange(srv.port, (f"POST /v1/chat HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN_A}\r\n"
+                                  "Transfer-Encoding: chunked\r\n\r\n").encode()
+                       + b"".join(b"%x\r\n%s\r\n" % (8192, b" " * 8192) for _ in range(12)) + b"0\r\n\r\n")
+    check(out.startswith(b"HTTP/1.1 413"), f"a chunked body over --max-body: 413 (got {out[:40]!r})")
+    out = raw_exchange(srv.port, b"GARBAGE\r\n\r\n")
+    check(out == b"" or out.startswith(b"HTTP/1.1 400"), "a request line that is not HTTP: closed or 400")
+    out = raw_exchange(srv.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n")
+    check(out == b"" or out[:12] in (b"HTTP/1.1 413", b"HTTP/1.1 431", b"HTTP/1.1 400"),
+          f"a 70 kB header: refused ({out[:20]!r})")
+    st, j, _, _ = srv.request("GET", "/healthz", token=None)
+    check(st == 200, "still healthy after the bad requests")
+
+
+def test_slow_client(srv):
+    # A client that sends half a request and stops: the others go on, and
+    # it is dropped after --timeout.
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    s.sendall(f"POST /v1/chat HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN_A}\r\n"
+              "Content-Length: 100\r\n\r\n{\"sender".encode())
+    t0 = time.time()
+    st, _, _, _ = srv.request("POST", "/v1/parse", {"text": "你好"})
+    check(st == 200 and time.time() - t0 < 2, "a slow client does not hold the others up")
+    s.settimeout(8)
+    try:
+        got = s.recv(100)
+    except socket.timeout:
+        got = None
+    check(got == b"" or (got or b"").startswith(b"HTTP/1.1 408"),
+          f"the slow client is dropped after --timeout ({time.time() - t0:.1f} s)")
+    s.close()
+
+
+def test_one_conversation_many_clients(srv):
+    # Eight clients send on one conversation at once: the service retries a
+    # turn that lost the race, so every message is a turn and none is lost.
+    conv = "crowd"
+    n_threads, per = 8, 6
+    statuses = []
+    lock = threading.Lock()
+
+    def client(k):
+        for i in range(per):
+            st, _, _, _ = srv.request("POST", "/v1/chat", {"sender_id": conv, "message": f"查一下物流 {k}-{i}"})
+            with lock:
+                statuses.append(st)
+
+    ts = [threading.Thread(target=client, args=(k,)) for k in range(n_threads)]
+    [t.start() for t in ts]
+    [t.join(timeout=120) for t in ts]
+    check(statuses.count(200) == n_threads * per, f"{n_threads}x{per} turns on one conversation: all 200 "
+          f"({sorted(set(statuses))})")
+    db = sqlite3.connect(srv.store)
+    turns = db.execute("SELECT count(*) FROM qiao_events WHERE conversation = ?", (conv,)).fetchone()[0]
+    users = sum(json.loads(e).__str__().count("'event': 'user'") for (e,) in
+                db.execute("SELECT events FROM qiao_events WHERE conversation = ?", (conv,)))
+    db.close()
+    check(turns == n_threads * per and users == n_threads * per, f"every turn's events are stored ({turns} turns, "
+          f"{users} user events)")
+
+
+def test_metrics(srv):
+    st, _, _, text = srv.request("GET", "/metrics")
+    t = text.decode()
+    check(st == 200 and 'qiao_http_requests_total{route="chat",code="200"}' in t and
+          'qiao_http_request_duration_seconds_bucket{route="parse",le="+Inf"}' in t and
+          "qiao_model_load_seconds" in t and "qiao_auth_failures_total" in t, "/metrics in Prometheus text")
+
+
+def test_reload(srv):
+    st, _, _, _ = srv.request("POST", "/v1/parse", {"text": "hi"}, token=TOKEN_B)
+    check(st == 200, "bob's token works")
+    with open(srv.tokens, "w") as f:
+        f.write(f"{TOKEN_A} alice\n")
+    srv.proc.send_signal(signal.SIGHUP)
+    deadline, st = time.time() + 5, 200
+    while time.time() < deadline and st == 200:
+        st, _, _, _ = srv.request("POST", "/v1/parse", {"text": "hi"}, token=TOKEN_B)
+        time.sleep(0.05)
+    check(st == 401, "SIGHUP: bob's revoked token is refused")
+    st, _, _, _ = srv.request("POST", "/v1/parse", {"text": "hi"}, token=TOKEN_A)
+    check(st == 200, "SIGHUP: alice's token still works")
+    with open(srv.tokens, "w") as f:
+        f.write("short\n")
+    srv.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.3)
+    st, _, _, _ = srv.request("POST", "/v1/parse", {"text": "hi"}, token=TOKEN_A)
+    check(st == 200 and srv.proc.poll() is None, "SIGHUP with a bad file keeps the tokens it had")
+
+
+def test_rate_limit():
+    srv = Server("rate", "--rate", "5", "--burst", "10")
+    try:
+        codes = [srv.request("GET", "/v1/conversations/none")[0] for _ in range(30)]
+        st, _, r, _ = srv.request("GET", "/v1/conversations/none")
+        check(codes.count(404) >= 10 and codes.count(429) >= 10 and st == 429 and r.getheader("Retry-After"),
+              f"a token over its rate: 429 with Retry-After ({codes.count(404)} passed, {codes.count(429)} refused)")
+        st, _, _, _ = srv.request("GET", "/v1/conversations/none", token=TOKEN_B)
+        check(st == 404, "another token keeps its own budget")
+    finally:
+        srv.stop()
+
+
+def test_graceful_stop(srv):
+    # A request whose body is still arriving when SIGTERM comes is answered,
+    # then the service exits 0 with the turn stored.
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    body = json.dumps({"sender_id": "last", "message": "你好"}).encode()
+    s.sendall(f"POST /v1/chat HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN_A}\r\n"
+              f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body[:10])
+    time.sleep(0.2)
+    srv.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    s.sendall(body[10:])
+    got = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    except socket.timeout:
+        pass
+    s.close()
+    check(got.startswith(b"HTTP/1.1 200"), "SIGTERM: the request in flight is answered")
+    rc = srv.stop()
+    check(rc == 0, f"SIGTERM: exit 0 (got {rc})")
+    db = sqlite3.connect(srv.store)
+    n = db.execute("SELECT count(*) FROM qiao_conversations WHERE id = 'last'").fetchone()[0]
+    db.close()
+    check(n == 1, "SIGTERM: the last turn is in the store")
+    try:
+        socket.create_connection(("127.0.0.1", srv.port), timeout=2).close()
+        refused = False
+    except OSError:
+        refused = True
+    check(refused, "stopped: the port is closed")
+
+
+def main():
+    os.makedirs(WORK, exist_ok=True)
+    alarm = threading.Timer(240, lambda: os._exit(3))
+    alarm.daemon = True
+    alarm.start()
+    srv = Server("main")
+    try:
+        test_routes(srv)
+        test_conversation(srv)
+        test_tokens(srv)
+        test_bad_requests(srv)
+        test_slow_client(srv)
+        test_one_conversation_many_clients(srv)
+        test_metrics(srv)
+        test_reload(srv)
+        check(srv.proc.poll() is None, "the service is still running")
+        test_graceful_stop(srv)
+    finally:
+        srv.stop(signal.SIGKILL)
+    test_rate_limit()
+    if failures:
+        print(f"{len(failures)} checks failed; the server's log: {srv.log.name}")
+        sys.exit(1)
+    print("all checks passed")
+
+
+if __name__ == "__main__":
+    main()
