@@ -49,11 +49,25 @@ def step(name):
     print("== " + name, flush=True)
 
 
+SERVER = None             # the qiao serve process, watched while waiting
+
+
+def server_gone():
+    """Why the server is not running, or None while it is."""
+    if SERVER is None or SERVER.poll() is None:
+        return None
+    return ("qiao serve exited (status %d) in the middle of the test, before the test stopped it"
+            % SERVER.returncode)
+
+
 def wait_for(what, fn, timeout=10.0, every=0.1):
     """fn() until it returns something true; its value, or AssertionError."""
     end = time.monotonic() + timeout
     last_exc = None
     while True:
+        gone = server_gone()
+        if gone:
+            raise AssertionError("%s, while waiting for %s (serve.log below)" % (gone, what))
         try:
             v = fn()
             if v:
@@ -144,6 +158,8 @@ def run(qiao, work):
     try:
         step("start qiao serve")
         server, port = start_server(qiao, work, token)
+        global SERVER
+        SERVER = server
         base = "http://127.0.0.1:%d" % port
         print("   listening on " + base, flush=True)
 
@@ -371,6 +387,9 @@ def run(qiao, work):
         print("PASS: every step", flush=True)
         return 0
     except Exception:
+        gone = server_gone()
+        if gone:
+            print("   " + gone + " (a signal from elsewhere, when serve.log says SIGTERM)")
         if driver is not None:
             try:
                 p = os.path.join(work, "failure.png")
