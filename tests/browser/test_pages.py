@@ -88,7 +88,7 @@ def check(cond, what):
 
 def start_server(qiao, work, token):
     tokens = os.path.join(work, "tokens")
-    with open(tokens, "w") as f:
+    with open(os.open(tokens, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
         f.write(secrets.token_hex(16) + "\n" + token + "\n")   # one per line: the second is ours
     port_file = os.path.join(work, "port")
     log = open(os.path.join(work, "serve.log"), "wb")
