@@ -45,8 +45,9 @@ class Server:
         self.store = os.path.join(self.dir, "conv.sqlite")
         port_file = os.path.join(self.dir, "port")
         self.log = open(os.path.join(self.dir, "log"), "w")
+        store = [] if "--redis" in extra else ["--store", self.store]
         self.proc = subprocess.Popen(
-            [QIAO, "serve", "--bot", BOT, "--tokens", self.tokens, "--store", self.store,
+            [QIAO, "serve", "--bot", BOT, "--tokens", self.tokens, *store,
              "--orders", os.path.join(self.dir, "orders.sqlite"), "--listen", "127.0.0.1:0",
              "--port-file", port_file, "--workers", "2", "--max-body", str(MAX_BODY), "--timeout", "2",
              *extra], stdout=self.log, stderr=subprocess.STDOUT)
@@ -340,6 +341,49 @@ def test_graceful_stop(srv):
     check(refused, "stopped: the port is closed")
 
 
+def test_two_processes_on_redis():
+    # Two services behind a (pretend) load balancer share conversations
+    # through one Redis: a conversation starts on one, goes on on the other,
+    # is handed to a human there and listed by the first.
+    d = os.path.join(WORK, "redis")
+    os.makedirs(d, exist_ok=True)
+    sock = os.path.join(d, "redis.sock")
+    if os.path.exists(sock):
+        os.remove(sock)
+    redis = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly",
+                              "no", "--dir", d], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    a = b = None
+    try:
+        deadline = time.time() + 20
+        while not os.path.exists(sock) and time.time() < deadline:
+            time.sleep(0.05)
+        a = Server("redis-a", "--redis", sock, "--redis-prefix", "shop:")
+        b = Server("redis-b", "--redis", sock, "--redis-prefix", "shop:")
+        c = "lb-customer"
+        st, j, _, _ = a.request("POST", "/v1/chat", {"sender_id": c, "message": "我要退货"})
+        check(st == 200 and j["action"].startswith("form:return"), "redis: the form starts on service A")
+        st, j, _, _ = b.request("POST", "/v1/chat", {"sender_id": c, "message": "1234567890123456"})
+        check(st == 200 and j["slots"].get("order_id") == "1234567890123456" and j["action"].startswith("form:return"),
+              f"redis: service B goes on with A's form ({j and j.get('action')})")
+        st, j, _, _ = b.request("POST", "/v1/chat", {"sender_id": c, "message": "转人工"})
+        check(st == 200 and j["paused"], "redis: handed to a human on B")
+        st, j, _, _ = a.request("GET", "/v1/conversations?paused=1")
+        check(st == 200 and [x["sender_id"] for x in j["conversations"]] == [c], "redis: A's console lists it")
+        st, j, _, _ = a.request("GET", f"/v1/conversations/{c}")
+        check(st == 200 and j["paused"] is True and j["slots"]["order_id"]["value"] == "1234567890123456",
+              "redis: A reads B's state (paused, the order id)")
+        for srv in (a, b):
+            rc = srv.stop()
+            check(rc == 0, f"redis: {srv.dir[-7:]} stops cleanly")
+        a = b = None
+    finally:
+        for srv in (a, b):
+            if srv:
+                srv.stop(signal.SIGKILL)
+        redis.terminate()
+        redis.wait(timeout=10)
+
+
 def main():
     os.makedirs(WORK, exist_ok=True)
     alarm = threading.Timer(240, lambda: os._exit(3))
@@ -360,6 +404,7 @@ def main():
     finally:
         srv.stop(signal.SIGKILL)
     test_rate_limit()
+    test_two_processes_on_redis()
     if failures:
         print(f"{len(failures)} checks failed; the server's log: {srv.log.name}")
         sys.exit(1)
