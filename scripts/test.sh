@@ -54,7 +54,7 @@ if ((tsan)); then
               test_image.decode_on_four_threads test_audio.test_threads_decode_and_mel
               test_tokenizer.thread_safety test_clip_bpe.threads test_search.index_and_query
               test_search.interrupt_resume
-              test_search_api.threads test_intent_api.threads test_bot.threads
+              test_search_api.threads test_intent_api.threads test_bot.threads test_bot_redis.threads
               test_threads.concurrent_callers test_threads.nested_runs_serially
               test_threads.kernels_match_serial test_threads.workers_joined_at_thread_exit
               test_threads.creation_failure_runs_serially)
