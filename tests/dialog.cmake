@@ -3,7 +3,8 @@
 # its place), slot checks, the SQLite tracker store (versions, a stale write
 # refused, expiry), handoff surviving a restart, bad arguments, and four
 # threads' conversations kept apart.
-qiao_test(NAME test_bot SOURCES unit/test_bot.c CASES good_file bad_files sqlite_store pause_restart_resume threads
+qiao_test(NAME test_bot SOURCES unit/test_bot.c CASES good_file bad_files sqlite_store pause_restart_resume
+  agent_transcript threads
   LABELS "bot" TIMEOUT 300)
 target_link_libraries(test_bot PRIVATE PkgConfig::CJSON)
 

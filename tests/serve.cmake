@@ -13,6 +13,10 @@ set_tests_properties(serve.api PROPERTIES LABELS "serve;cli" TIMEOUT 300
 cli_expect(NAME cli.serve.usage RC 2 ARGS serve STDERR "--tokens FILE is required")
 set_tests_properties(cli.serve.usage PROPERTIES LABELS "cli;serve")
 
+# libFuzzer: a tokens file, a method and path, and an API route's JSON body
+# answered with the sample shop's bot loaded (tests/fuzz/fuzz_serve_request.c).
+qiao_fuzz(NAME fuzz_serve_request LIBS qiao_serve DEFINES QIAO_SOURCE_DIR="${PROJECT_SOURCE_DIR}" LABELS serve)
+
 # The web pages (apps/serve/pages) in a headless Chromium against the real
 # server and the sample bot (tests/browser/test_pages.py: chat, handoff, the
 # agent console, replies by polling, resume, XSS, a 401). Debian's

@@ -9,6 +9,7 @@
 #include <cjson/cJSON.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "qiao.h"
 #include "qiao_bot.h"
@@ -97,6 +98,37 @@ void serve_error(serve_answer *a, int status, const char *field, const char *fmt
 /* The HTTP status for a library failure (400 for bad input, 404, 409, 413,
  * 503 for an unsupported model, 500 otherwise) with qiao_last_error(). */
 void serve_fail(serve_answer *a, qiao_status st, const char *field);
+
+/* The route of a method and a path (unescaped, without the query); *allow
+ * names the methods when the path is known but not the method (405); *id
+ * is the malloc'd {id} of a conversation route (NULL if out of memory). */
+serve_route serve_route_of(const char *method, const char *url, const char **allow, char **id);
+
+/* ---- Bearer tokens ------------------------------------------------------------------- */
+
+#define SERVE_TOKEN_MIN 16
+#define SERVE_TOKEN_MAX 256
+
+typedef struct serve_token {
+    unsigned char secret[SERVE_TOKEN_MAX]; /* zero-padded: every comparison reads all of it */
+    size_t len;
+    char name[64];
+    double bucket, last; /* the rate limit's bucket and when it was last filled */
+} serve_token;
+
+typedef struct serve_tokens {
+    serve_token *t;
+    size_t n;
+} serve_tokens;
+
+/* Reads a tokens file from f (`path` names it in errors): one token per
+ * line (16 to 256 printable ASCII characters), an optional name after a
+ * space, '#' comments, at least one token. False with err set (and *out
+ * empty) on any mistake. Each bucket starts full (burst). */
+bool serve_tokens_parse(FILE *f, const char *path, double burst, serve_tokens *out, char *err, size_t err_size);
+/* The index of the token `given` is, or -1. Every token is compared over
+ * all SERVE_TOKEN_MAX bytes, so the time says nothing of how much matched. */
+long serve_tokens_find(const serve_tokens *s, const char *given, size_t len);
 
 /* Loads what the options name; on failure prints why and returns false. */
 bool serve_models_load(const serve_opts *o, serve_models *m);

@@ -16,6 +16,7 @@
  * at a time; a connection lost since the last call is made again. */
 #define _POSIX_C_SOURCE 200809L
 
+#include <fcntl.h>
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
 #include <math.h>
@@ -129,6 +130,12 @@ static qiao_status redis_connect(redis_store *q) {
     qiao_status st = c->err ? redis_io(q, "connecting", c->errstr) : QIAO_OK;
     if (st == QIAO_OK && q->timeout_ms && redisSetTimeout(c, tv) != REDIS_OK)
         st = redis_io(q, "setting the timeout", c->errstr);
+    /* Not inherited by the programs the application starts (hiredis 0.14
+     * opens the socket without SOCK_CLOEXEC). */
+    if (st == QIAO_OK) {
+        const int flags = fcntl(c->fd, F_GETFD);
+        if (flags >= 0) fcntl(c->fd, F_SETFD, flags | FD_CLOEXEC);
+    }
     if (st != QIAO_OK) {
         redisFree(c);
         return st;

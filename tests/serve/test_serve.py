@@ -8,7 +8,9 @@ rate limit, metrics, and a SIGTERM that finishes the request in flight.
     test_serve.py QIAO_BIN BOT_FILE WORK_DIR
 
 Python's standard library only; every wait is bounded."""
+import base64
 import http.client
+import math
 import json
 import os
 import signal
@@ -20,6 +22,7 @@ import threading
 import time
 
 QIAO, BOT, WORK = sys.argv[1], sys.argv[2], sys.argv[3]
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOKEN_A = "alice-token-0123456789abcdef"
 TOKEN_B = "bob-token-0123456789abcdefgh"
 MAX_BODY = 65536
@@ -45,8 +48,9 @@ class Server:
         self.store = os.path.join(self.dir, "conv.sqlite")
         port_file = os.path.join(self.dir, "port")
         self.log = open(os.path.join(self.dir, "log"), "w")
+        store = [] if "--redis" in extra else ["--store", self.store]
         self.proc = subprocess.Popen(
-            [QIAO, "serve", "--bot", BOT, "--tokens", self.tokens, "--store", self.store,
+            [QIAO, "serve", "--bot", BOT, "--tokens", self.tokens, *store,
              "--orders", os.path.join(self.dir, "orders.sqlite"), "--listen", "127.0.0.1:0",
              "--port-file", port_file, "--workers", "2", "--max-body", str(MAX_BODY), "--timeout", "2",
              *extra], stdout=self.log, stderr=subprocess.STDOUT)
@@ -340,6 +344,92 @@ def test_graceful_stop(srv):
     check(refused, "stopped: the port is closed")
 
 
+def test_embed_and_search():
+    # The embedding model and an index of a picture, a recording and a few
+    # documents: what comes in as base64 embeds as the file does.
+    d = os.path.join(WORK, "search-index")
+    os.makedirs(d, exist_ok=True)
+    model = os.path.join(ROOT, "models/qiao-base.safetensors")
+    jpg = os.path.join(ROOT, "tests/data/image/000000126107.jpg")
+    wav = os.path.join(ROOT, "tests/data/audio/fsdd_3_jackson_0.wav")
+    index = os.path.join(d, "test.index")
+    subprocess.run([QIAO, "search", "index", "--model", model, "--out", index, "--threads", "1",
+                    "--texts", os.path.join(ROOT, "tests/data/search/docs.txt"), jpg, wav],
+                   check=True, stdout=subprocess.DEVNULL, timeout=120)
+    srv = Server("search", "--embed-model", model, "--index", index, "--max-body", str(4 << 20))
+    b64 = lambda p: base64.b64encode(open(p, "rb").read()).decode()
+    try:
+        st, j, _, _ = srv.request("POST", "/v1/embed", {"text": "左上角有一个红色的圆形"})
+        norm = math.sqrt(sum(x * x for x in j["embedding"])) if st == 200 else 0
+        check(st == 200 and j["dim"] == 1024 and len(j["embedding"]) == 1024 and abs(norm - 1) < 1e-3,
+              "embed: a text, 1024 numbers of unit length")
+        for kind, path in (("image", jpg), ("audio", wav)):
+            st, j, _, _ = srv.request("POST", "/v1/embed", {kind: b64(path)})
+            check(st == 200 and len(j["embedding"]) == 1024, f"embed: {kind} from base64")
+            st, j, _, _ = srv.request("POST", "/v1/search", {kind: b64(path), "top_k": 3})
+            hits = j["hits"] if st == 200 else []
+            check(hits and hits[0]["key"] == os.path.abspath(path) and hits[0]["score"] > 0.999 and len(hits) <= 3,
+                  f"search: the {kind} sent as base64 finds its own file first ({hits[:1]})")
+        st, j, _, _ = srv.request("POST", "/v1/search", {"text": "hello", "top_k": 2})
+        check(st == 200 and len(j["hits"]) == 2, "search: a text query")
+        for what, body, field in (("bad base64", {"image": "@@@"}, "image"),
+                                  ("a picture that is not one", {"image": base64.b64encode(b"not a picture" * 10).decode()},
+                                   "image"),
+                                  ("audio that is not", {"audio": base64.b64encode(b"RIFF" + b"\0" * 60).decode()}, "audio"),
+                                  ("two inputs", {"text": "x", "image": b64(jpg)}, None),
+                                  ("no input", {}, None)):
+            st, j, _, _ = srv.request("POST", "/v1/embed", body)
+            e = error_of(j)
+            check(st == 400 and (field is None or e.get("field") == field), f"embed: {what}: 400 ({e.get('message')})")
+        st, j, _, _ = srv.request("POST", "/v1/search", {"text": "x", "top_k": 0})
+        check(st == 400 and error_of(j).get("field") == "top_k", "search: top_k 0: 400")
+    finally:
+        srv.stop()
+
+
+def test_two_processes_on_redis():
+    # Two services behind a (pretend) load balancer share conversations
+    # through one Redis: a conversation starts on one, goes on on the other,
+    # is handed to a human there and listed by the first.
+    d = os.path.join(WORK, "redis")
+    os.makedirs(d, exist_ok=True)
+    sock = os.path.join(d, "redis.sock")
+    if os.path.exists(sock):
+        os.remove(sock)
+    redis = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly",
+                              "no", "--dir", d], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    a = b = None
+    try:
+        deadline = time.time() + 20
+        while not os.path.exists(sock) and time.time() < deadline:
+            time.sleep(0.05)
+        a = Server("redis-a", "--redis", sock, "--redis-prefix", "shop:")
+        b = Server("redis-b", "--redis", sock, "--redis-prefix", "shop:")
+        c = "lb-customer"
+        st, j, _, _ = a.request("POST", "/v1/chat", {"sender_id": c, "message": "我要退货"})
+        check(st == 200 and j["action"].startswith("form:return"), "redis: the form starts on service A")
+        st, j, _, _ = b.request("POST", "/v1/chat", {"sender_id": c, "message": "1234567890123456"})
+        check(st == 200 and j["slots"].get("order_id") == "1234567890123456" and j["action"].startswith("form:return"),
+              f"redis: service B goes on with A's form ({j and j.get('action')})")
+        st, j, _, _ = b.request("POST", "/v1/chat", {"sender_id": c, "message": "转人工"})
+        check(st == 200 and j["paused"], "redis: handed to a human on B")
+        st, j, _, _ = a.request("GET", "/v1/conversations?paused=1")
+        check(st == 200 and [x["sender_id"] for x in j["conversations"]] == [c], "redis: A's console lists it")
+        st, j, _, _ = a.request("GET", f"/v1/conversations/{c}")
+        check(st == 200 and j["paused"] is True and j["slots"]["order_id"]["value"] == "1234567890123456",
+              "redis: A reads B's state (paused, the order id)")
+        for srv in (a, b):
+            rc = srv.stop()
+            check(rc == 0, f"redis: {srv.dir[-7:]} stops cleanly")
+        a = b = None
+    finally:
+        for srv in (a, b):
+            if srv:
+                srv.stop(signal.SIGKILL)
+        redis.terminate()
+        redis.wait(timeout=10)
+
+
 def main():
     os.makedirs(WORK, exist_ok=True)
     alarm = threading.Timer(240, lambda: os._exit(3))
@@ -360,6 +450,8 @@ def main():
     finally:
         srv.stop(signal.SIGKILL)
     test_rate_limit()
+    test_embed_and_search()
+    test_two_processes_on_redis()
     if failures:
         print(f"{len(failures)} checks failed; the server's log: {srv.log.name}")
         sys.exit(1)

@@ -9,6 +9,7 @@
  * on the real classifier. */
 #define _POSIX_C_SOURCE 200809L /* mkdtemp */
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -399,6 +400,117 @@ typedef struct job {
     qiao_status st;
 } job;
 
+static qiao_status none_load(void *u, const char *c, char **state, int64_t *version) {
+    (void)u, (void)c, (void)state, (void)version;
+    return QIAO_OK;
+}
+static qiao_status none_save(void *u, const char *c, const char *state, int64_t version, const char *events) {
+    (void)u, (void)c, (void)state, (void)version, (void)events;
+    return QIAO_OK;
+}
+static qiao_status none_remove(void *u, const char *c) {
+    (void)u, (void)c;
+    return QIAO_OK;
+}
+static qiao_status none_expire(void *u, double t, size_t *removed) {
+    (void)u, (void)t, (void)removed;
+    return QIAO_OK;
+}
+
+/* A person's replies land in the transcript (numbered, in order, with the
+ * customer's and the bot's lines), and the paused list follows the
+ * conversations people have, newest first. */
+static void agent_transcript(void **state) {
+    (void)state;
+    qiao_bot *bot = load_ok();
+    qiao_bot_store *store = open_store("t.sqlite", -1);
+    qiao_bot_session *s = session_of(bot, store);
+    qiao_bot_reply r;
+    char **ids = NULL;
+    size_t n = 9;
+    assert_int_equal(qiao_bot_store_paused(store, 10, &ids, &n), QIAO_OK);
+    assert_int_equal(n, 0);
+    assert_null(ids);
+    assert_int_equal(qiao_bot_agent_say(s, "nobody", "小王", "您好"), QIAO_ERR_NOT_FOUND);
+    const char *convs[] = {"c1", "c2", "c3"};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(qiao_bot_send(s, convs[i], "你好", &r), QIAO_OK);
+        qiao_bot_reply_free(&r);
+    }
+    assert_int_equal(qiao_bot_pause(s, "c2"), QIAO_OK);
+    assert_int_equal(qiao_bot_pause(s, "c1"), QIAO_OK);
+    assert_int_equal(qiao_bot_store_paused(store, 10, &ids, &n), QIAO_OK);
+    assert_int_equal(n, 2);
+    assert_string_equal(ids[0], "c1"); /* the most recently saved first */
+    assert_string_equal(ids[1], "c2");
+    qiao_bot_ids_free(ids, n);
+    assert_int_equal(qiao_bot_store_paused(store, 1, &ids, &n), QIAO_OK);
+    assert_int_equal(n, 1);
+    qiao_bot_ids_free(ids, n);
+    assert_int_equal(qiao_bot_send(s, "c1", "在吗？", &r), QIAO_OK);
+    qiao_bot_reply_free(&r);
+    assert_int_equal(qiao_bot_agent_say(s, "c1", "小王", "您好，我是小王"), QIAO_OK);
+    assert_int_equal(qiao_bot_agent_say(s, "c1", NULL, "请稍等"), QIAO_OK);
+    /* Bad messages change nothing. */
+    assert_int_equal(qiao_bot_agent_say(s, "c1", "小王", ""), QIAO_ERR_INVALID_ARGUMENT);
+    assert_int_equal(qiao_bot_agent_say(s, "c1", "小王", "\xc3\x28"), QIAO_ERR_INVALID_ARGUMENT);
+    assert_int_equal(qiao_bot_agent_say(s, "c1", "", "hi"), QIAO_ERR_INVALID_ARGUMENT);
+    assert_int_equal(qiao_bot_agent_say(NULL, "c1", NULL, "hi"), QIAO_ERR_INVALID_ARGUMENT);
+    cJSON *j = state_of(s, "c1");
+    const cJSON *tr = cJSON_GetObjectItem(j, "transcript");
+    const int len = cJSON_GetArraySize(tr);
+    assert_true(len >= 5); /* 你好, the bot's greeting, 在吗？, two agent lines */
+    for (int i = 0; i < len; i++)
+        assert_int_equal((int)cJSON_GetObjectItem(cJSON_GetArrayItem(tr, i), "n")->valuedouble, i + 1);
+    const cJSON *last = cJSON_GetArrayItem(tr, len - 1), *before = cJSON_GetArrayItem(tr, len - 2),
+                *queued = cJSON_GetArrayItem(tr, len - 3);
+    assert_string_equal(cJSON_GetObjectItem(last, "from")->valuestring, "agent");
+    assert_string_equal(cJSON_GetObjectItem(last, "agent")->valuestring, "agent");
+    assert_string_equal(cJSON_GetObjectItem(last, "text")->valuestring, "请稍等");
+    assert_string_equal(cJSON_GetObjectItem(before, "agent")->valuestring, "小王");
+    assert_string_equal(cJSON_GetObjectItem(queued, "from")->valuestring, "user");
+    assert_string_equal(cJSON_GetObjectItem(queued, "text")->valuestring, "在吗？");
+    assert_int_equal((int)cJSON_GetObjectItem(j, "said")->valuedouble, len);
+    assert_int_equal((int)cJSON_GetObjectItem(j, "turns")->valuedouble, 2); /* the agent's lines are no turns */
+    cJSON_Delete(j);
+    /* Resumed: off the list, and the bot's lines follow the agent's. */
+    assert_int_equal(qiao_bot_resume(s, "c1", &r), QIAO_OK);
+    qiao_bot_reply_free(&r);
+    assert_int_equal(qiao_bot_store_paused(store, 10, &ids, &n), QIAO_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(ids[0], "c2");
+    qiao_bot_ids_free(ids, n);
+    j = state_of(s, "c1");
+    tr = cJSON_GetObjectItem(j, "transcript");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(tr, cJSON_GetArraySize(tr) - 1), "from")->valuestring,
+                        "bot");
+    cJSON_Delete(j);
+    /* The transcript keeps its last 100 lines. */
+    for (int i = 0; i < 60; i++) assert_int_equal(qiao_bot_agent_say(s, "c3", NULL, "x"), QIAO_OK);
+    j = state_of(s, "c3");
+    tr = cJSON_GetObjectItem(j, "transcript");
+    assert_int_equal(cJSON_GetArraySize(tr), 60 + 2 > 100 ? 100 : 62);
+    assert_int_equal((int)cJSON_GetObjectItem(j, "said")->valuedouble, 62);
+    cJSON_Delete(j);
+    for (int i = 0; i < 60; i++) assert_int_equal(qiao_bot_agent_say(s, "c3", NULL, "y"), QIAO_OK);
+    j = state_of(s, "c3");
+    tr = cJSON_GetObjectItem(j, "transcript");
+    assert_int_equal(cJSON_GetArraySize(tr), 100);
+    assert_int_equal((int)cJSON_GetObjectItem(cJSON_GetArrayItem(tr, 0), "n")->valuedouble, 23);
+    cJSON_Delete(j);
+    qiao_bot_session_free(s);
+    qiao_bot_store_free(store);
+    qiao_bot_free(bot);
+    /* A store of the application's own written before `paused` existed
+     * (its struct_size ends at close) cannot list. */
+    qiao_bot_store_ops ops = {offsetof(qiao_bot_store_ops, paused), none_load, none_save, none_remove, none_expire,
+                              NULL, NULL};
+    assert_int_equal(qiao_bot_store_new(&ops, NULL, &store), QIAO_OK);
+    assert_int_equal(qiao_bot_store_paused(store, 10, &ids, &n), QIAO_ERR_UNSUPPORTED);
+    assert_int_equal(n, 0);
+    qiao_bot_store_free(store);
+}
+
 static void *talk(void *arg) {
     job *j = arg;
     char path[600], conv[32];
@@ -462,7 +574,7 @@ static void threads(void **state) {
 
 static const struct CMUnitTest tests[] = {cmocka_unit_test(good_file), cmocka_unit_test(bad_files),
                                           cmocka_unit_test(sqlite_store), cmocka_unit_test(pause_restart_resume),
-                                          cmocka_unit_test(threads)};
+                                          cmocka_unit_test(agent_transcript), cmocka_unit_test(threads)};
 
 int main(int argc, char **argv) {
     if (argc > 1) cmocka_set_test_filter(argv[1]);

@@ -436,6 +436,17 @@ static void server_dies(void **state) {
     const char *const c1[] = {"c1"};
     paused_is(s, 5, c1, 1);
     qiao_bot_store_free(s);
+
+    /* A server that stops answering: the command timeout, not a hang. */
+    qiao_bot_store_params sp = qiao_bot_store_default_params();
+    sp.busy_timeout_ms = 200;
+    assert_int_equal(qiao_bot_store_open_redis(g_sock, "sd:", &sp, &s), QIAO_OK);
+    kill(g_server, SIGSTOP);
+    assert_int_equal(qbot_store_load(s, "c1", &text, &v), QIAO_ERR_IO);
+    printf("stopped: %s\n", qiao_last_error());
+    kill(g_server, SIGCONT);
+    load_is(s, "c1", "{\"paused\":true}", 1);
+    qiao_bot_store_free(s);
 }
 
 /* ---- The bot on two connections -------------------------------------------------- */
