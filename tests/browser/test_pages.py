@@ -93,7 +93,7 @@ def start_server(qiao, work, token):
     port_file = os.path.join(work, "port")
     log = open(os.path.join(work, "serve.log"), "wb")
     cmd = [qiao, "serve", "--bot", BOT, "--tokens", tokens,
-           "--store", os.path.join(work, "conv.sqlite"),
+           "--store", os.path.join(work, "conv.sqlite"), "--orders", os.path.join(work, "orders.sqlite"),
            "--listen", "127.0.0.1:0", "--port-file", port_file]
     print("   $ " + " ".join(cmd), flush=True)
     proc = subprocess.Popen(cmd, cwd=work, stdout=log, stderr=subprocess.STDOUT,
