@@ -55,11 +55,11 @@ if ((tsan)); then
               test_tokenizer.thread_safety test_clip_bpe.threads test_search.index_and_query
               test_search.interrupt_resume
               test_search_api.threads test_intent_api.threads test_bot.threads test_bot_redis.threads
-              serve.api
+              serve.threads
               test_threads.concurrent_callers test_threads.nested_runs_serially
               test_threads.kernels_match_serial test_threads.workers_joined_at_thread_exit
               test_threads.creation_failure_runs_serially)
-  # serve.api drives the qiao program: the service's workers, its locks and
+  # serve.threads drives the qiao program: the service's workers, its locks and
   # libmicrohttpd's threads under many clients at once.
   tsan_targets=$(printf '%s\n' "${tsan_tests[@]}" | sed 's/\..*//; s/^serve$/qiao_cli/' | sort -u)
   cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQIAO_TSAN=ON -DQIAO_WERROR=ON \

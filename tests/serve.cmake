@@ -9,6 +9,15 @@ add_test(NAME serve.api COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR
 set_tests_properties(serve.api PROPERTIES LABELS "serve;cli" TIMEOUT 300
   ENVIRONMENT "OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1")
 
+# The part about threads alone, short enough for ThreadSanitizer's build
+# (scripts/test.sh): clients on every route at once, SIGHUP and SIGTERM
+# among them.
+add_test(NAME serve.threads COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/serve/test_serve.py
+  $<TARGET_FILE:qiao_cli> ${PROJECT_SOURCE_DIR}/apps/chatbot/ecommerce.yml ${CMAKE_CURRENT_BINARY_DIR}/serve-threads
+  --threads-only)
+set_tests_properties(serve.threads PROPERTIES LABELS "serve;cli" TIMEOUT 300
+  ENVIRONMENT "OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1")
+
 # `qiao serve`: usage.
 cli_expect(NAME cli.serve.usage RC 2 ARGS serve STDERR "--tokens FILE is required")
 set_tests_properties(cli.serve.usage PROPERTIES LABELS "cli;serve")

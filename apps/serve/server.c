@@ -19,7 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
-#include <sys/select.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -625,9 +624,12 @@ static bool is_loopback(const struct sockaddr_storage *ss) {
     return false;
 }
 
-/* Signals reach whichever thread the kernel picks (OpenBLAS starts its
- * threads before main, with no mask), so a handler writes the signal's
- * number to a pipe that the main thread reads. */
+/* The service's threads, the main one included, block the signals, and
+ * the main thread takes them with sigtimedwait. A thread a library started
+ * before main (OpenBLAS's) may still be given one: there the handler
+ * writes the signal's number to a pipe the main thread also reads (a
+ * synchronous wait, not a handler, in the main thread: ThreadSanitizer
+ * defers handlers while a thread is blocked in a call it does not know). */
 static int g_signal_pipe[2] = {-1, -1};
 
 static void on_signal(int sig) {
@@ -638,17 +640,17 @@ static void on_signal(int sig) {
     errno = saved;
 }
 
-static int next_signal(double timeout_s) {
+/* The next signal, waiting at most timeout_s (< 0: for ever); 0 when none came. */
+static int next_signal(const sigset_t *sigs, double timeout_s) {
     for (;;) {
-        fd_set fds;
-        FD_ZERO(&fds);
-        FD_SET(g_signal_pipe[0], &fds);
-        struct timeval tv = {(time_t)timeout_s, (suseconds_t)((timeout_s - (time_t)timeout_s) * 1e6)};
-        const int n = select(g_signal_pipe[0] + 1, &fds, NULL, NULL, timeout_s >= 0 ? &tv : NULL);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return 0;
         unsigned char b = 0;
         if (read(g_signal_pipe[0], &b, 1) == 1) return b;
+        const double wait = timeout_s < 0 || timeout_s > 0.25 ? 0.25 : timeout_s;
+        const struct timespec ts = {(time_t)wait, (long)((wait - (time_t)wait) * 1e9)};
+        const int sig = sigtimedwait(sigs, NULL, &ts);
+        if (sig > 0) return sig;
+        if (read(g_signal_pipe[0], &b, 1) == 1) return b;
+        if (timeout_s >= 0) return 0;
     }
 }
 
@@ -690,6 +692,10 @@ int serve_run(const serve_opts *o) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL), sigaction(SIGINT, &sa, NULL), sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    sigset_t sigs, old_mask;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM), sigaddset(&sigs, SIGINT), sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, &old_mask); /* inherited by every thread started from here */
     if (!parse_listen(o->listen, &ss, &ss_len)) {
         fprintf(stderr, "qiao serve: --listen %s: give HOST:PORT (e.g. 127.0.0.1:8080)\n", o->listen);
         goto out;
@@ -739,7 +745,7 @@ int serve_run(const serve_opts *o) {
     fprintf(stderr, "qiao serve: listening on %s (port %u), %d workers, %zu tokens, models loaded in %.2f s\n",
             o->listen, port, s->n_workers, s->tokens.n, s->models.load_seconds);
     for (;;) {
-        const int sig = next_signal(-1);
+        const int sig = next_signal(&sigs, -1);
         if (sig == SIGHUP) {
             serve_tokens fresh;
             if (!tokens_read(o->tokens, o->burst, &fresh, err, sizeof err)) {
@@ -765,7 +771,7 @@ int serve_run(const serve_opts *o) {
     if (lfd != MHD_INVALID_SOCKET) close(lfd);
     const double until = mono() + o->timeout_s;
     while (atomic_load(&s->in_flight) > 0 && mono() < until) {
-        const int sig = next_signal(0.005);
+        const int sig = next_signal(&sigs, 0.005);
         if (sig == SIGTERM || sig == SIGINT) break;
     }
     if (atomic_load(&s->in_flight) > 0)
@@ -773,6 +779,7 @@ int serve_run(const serve_opts *o) {
                 atomic_load(&s->in_flight), o->timeout_s);
     rc = 0;
 out:
+    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
     if (s->d) MHD_stop_daemon(s->d);
     for (int i = 0; s->workers && i < s->n_workers; i++) serve_worker_free(&s->workers[i]);
     free(s->workers);
