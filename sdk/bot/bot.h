@@ -148,6 +148,9 @@ qiao_status qbot_store_save(qiao_bot_store *s, const char *conv, const char *sta
 qiao_status qbot_store_remove(qiao_bot_store *s, const char *conv);
 /* The TTL qiao_bot_store_expire sweeps by (a built-in store's params). */
 void qbot_store_set_ttl(qiao_bot_store *s, double ttl);
+/* Appends a copy of the `len` bytes at `id` to a growing id list (*cap
+ * entries allocated); the list is freed with qiao_bot_ids_free(). */
+qiao_status qbot_ids_push(char ***ids, size_t *n, size_t *cap, const char *id, size_t len);
 /* Seconds since 1970, the clock a store dates conversations by. */
 double qbot_unix_now(void);
 

@@ -84,6 +84,21 @@ QIAO_API qiao_status qiao_bot_store_paused(qiao_bot_store *store, size_t max, ch
     return store->ops.paused(store->user, max, ids, n);
 }
 
+qiao_status qbot_ids_push(char ***ids, size_t *n, size_t *cap, const char *id, size_t len) {
+    if (*n == *cap) {
+        const size_t grown_cap = *cap ? 2 * *cap : 16;
+        char **grown = realloc(*ids, grown_cap * sizeof *grown);
+        if (!grown) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
+        *ids = grown, *cap = grown_cap;
+    }
+    char *copy = malloc(len + 1);
+    if (!copy) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
+    memcpy(copy, id, len);
+    copy[len] = 0;
+    (*ids)[(*n)++] = copy;
+    return QIAO_OK;
+}
+
 QIAO_API void qiao_bot_ids_free(char **ids, size_t n) {
     if (!ids) return;
     for (size_t i = 0; i < n; i++) free(ids[i]);
@@ -226,19 +241,8 @@ static qiao_status sql_ids(sql_store *q, sqlite3_stmt *stmt, char ***out, size_t
     qiao_status st = QIAO_OK;
     int rc = SQLITE_DONE;
     while (st == QIAO_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-        if (n == cap) {
-            cap = cap ? 2 * cap : 16;
-            char **grown = realloc(ids, cap * sizeof *ids);
-            if (!grown) {
-                st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
-                break;
-            }
-            ids = grown;
-        }
         const unsigned char *id = sqlite3_column_text(stmt, 0);
-        ids[n] = strdup(id ? (const char *)id : "");
-        if (!ids[n]) st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
-        else n++;
+        st = qbot_ids_push(&ids, &n, &cap, id ? (const char *)id : "", (size_t)sqlite3_column_bytes(stmt, 0));
     }
     if (st == QIAO_OK && rc != SQLITE_DONE) st = sql_fail(q, "listing conversations");
     sqlite3_reset(stmt);

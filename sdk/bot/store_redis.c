@@ -418,23 +418,7 @@ static qiao_status redis_walk(redis_store *q, size_t max, char ***ids_out, size_
         for (size_t i = 0; st == QIAO_OK && i < got; i++) {
             if (!keep[i]) continue;
             start++, live++;
-            if (!ids_out) continue;
-            if (n == cap) {
-                cap = cap ? 2 * cap : 16;
-                char **grown = realloc(ids, cap * sizeof *ids);
-                if (!grown) {
-                    st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
-                    break;
-                }
-                ids = grown;
-            }
-            const redisReply *id = page->element[i];
-            if (!(ids[n] = malloc(id->len + 1))) {
-                st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
-                break;
-            }
-            memcpy(ids[n], id->str, id->len);
-            ids[n++][id->len] = 0;
+            if (ids_out) st = qbot_ids_push(&ids, &n, &cap, page->element[i]->str, page->element[i]->len);
         }
         free(keep);
         freeReplyObject(page);
