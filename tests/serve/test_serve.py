@@ -31,6 +31,7 @@ TOKEN_A = "alice-token-0123456789abcdef"
 TOKEN_B = "bob-token-0123456789abcdefgh"
 MAX_BODY = 65536
 failures = []
+started = []  # every service process, killed if the test runs out of time
 
 
 def check(cond, what):
@@ -58,6 +59,7 @@ class Server:
              "--orders", os.path.join(self.dir, "orders.sqlite"), "--listen", "127.0.0.1:0",
              "--port-file", port_file, "--workers", "2", "--max-body", str(MAX_BODY), "--timeout", "2",
              *extra], stdout=self.log, stderr=subprocess.STDOUT)
+        started.append(self.proc)
         deadline = time.time() + 60
         while not os.path.exists(port_file):
             if self.proc.poll() is not None or time.time() > deadline:
@@ -402,6 +404,7 @@ def test_two_processes_on_redis():
         os.remove(sock)
     redis = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly",
                               "no", "--dir", d], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    started.append(redis)
     a = b = None
     try:
         deadline = time.time() + 20
@@ -473,15 +476,23 @@ def test_threads_only():
 
 def main():
     os.makedirs(WORK, exist_ok=True)
+
+    def out_of_time():
+        print("FAIL the test ran out of time (240 s)", flush=True)
+        for p in started:
+            if p.poll() is None:
+                p.kill()
+        os._exit(3)
+
+    alarm = threading.Timer(240, out_of_time)
+    alarm.daemon = True
+    alarm.start()
     if "--threads-only" in sys.argv[4:]:
         test_threads_only()
         if failures:
             sys.exit(1)
         print("all checks passed")
         return
-    alarm = threading.Timer(240, lambda: os._exit(3))
-    alarm.daemon = True
-    alarm.start()
     srv = Server("main")
     try:
         test_routes(srv)
