@@ -11,8 +11,9 @@
 #
 #   scripts/make-intent-bot-fast.sh [BUILD_DIR]      (default: build)
 #
-# Environment (defaults: the recipe of apps/chatbot/models/ecommerce-zh-fast.md
-# when it exists, else the one docs/intent.md reports best):
+# Environment (the defaults: the recipe with the best test accuracy in
+# docs/intent.md, "A faster classifier: distillation": 83.1 % at int8
+# against the teacher's 86.3 %; 8 minutes of training on two cores):
 #   LAYERS  e5's layers the student starts from, a JSON list or a count
 #           ("[0, 4, 8, 11]": the first, the last and two between)
 #   EPOCHS  passes over the training lines (10)
