@@ -18,9 +18,11 @@ qiao_fuzz(NAME fuzz_intent_data SOURCES ${PROJECT_SOURCE_DIR}/models/intent/data
 # it ends calibrated (temperature, out-of-scope threshold and class), the
 # entity tagger's targets decode back to the file's spans; with context, the
 # text's tokens and spans are those without, and a label only the context
-# holds is learned.
+# holds is learned; distillation's gradient and recipe keys, a distilled
+# student of one layer chosen from the init's two, a teacher with other
+# intents refused.
 qiao_test(NAME test_intent_train SOURCES unit/test_intent_train.c CASES learns resumes refuses calibrates bio_round_trip
-  multi_label context_rows learns_context
+  multi_label context_rows learns_context distill_gradient distills
   LABELS "intent;train" TIMEOUT 300)
 
 # `qiao intent`: usage errors, a model that is not a classifier, a missing file.

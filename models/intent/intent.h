@@ -52,6 +52,10 @@
  * tags), trained jointly with the intent head when the training file has
  * entities. */
 #define QMI_ENT_HEAD "entities"
+/* At most this many layers in a recipe's "layers" list, and this many
+ * bytes in its teacher's path. */
+#define QMI_MAX_LAYERS 64
+#define QMI_MAX_PATH 1024
 
 typedef struct qmi_hparams {
     qtr_hparams tr;      /* steps (0: from epochs), lr, warmup, decay, clip, eval/ckpt cadence */
@@ -67,17 +71,32 @@ typedef struct qmi_hparams {
     char oos_label[64];  /* the label that means out of scope when the data has it; default "oos" */
     float entity_weight; /* the entity tagger's loss weight; 0: no tagger; default 1 */
     int64_t context;     /* earlier turns read after the text (a new head's "context"); default 0 */
-    int64_t layers;      /* a new classifier keeps the init's first `layers` text layers (a smaller,
-                          * faster model); 0 (default): all of them */
+    int64_t layers;      /* a new classifier keeps `layers` of the init's text layers (a smaller,
+                          * faster model): its first ones, or with layer_list those layer_from names;
+                          * 0 (default): all of them */
+    bool layer_list;     /* the recipe's "layers" is a list: the new layer i starts from the init's
+                          * layer layer_from[i] */
+    int32_t layer_from[QMI_MAX_LAYERS];
+    /* knowledge distillation ("teacher"): the intent head's loss becomes
+     * (1 - kd_alpha) CE(labels) + kd_alpha T^2 KL(teacher_T || student_T),
+     * T = kd_temperature, teacher_T = softmax(teacher logits / T) of each
+     * training text, computed once before training (the teacher is frozen;
+     * it must have the same intents). The tagger's loss is unchanged. */
+    char teacher[QMI_MAX_PATH]; /* the teacher classifier's file; "" (default): none */
+    float kd_alpha;             /* default 0.5 */
+    float kd_temperature;       /* default 2 */
 } qmi_hparams;
 
 /* The defaults above; tr.lr 2e-5, tr.steps 0, tr.warmup -1 (a tenth of the
  * steps once known), eval_every 0 (once per epoch once known). */
 qmi_hparams qmi_hparams_default(void);
-/* Reads a recipe: top-level "hidden", "scale" and "context", and a "train"
- * object with the trainer's keys and batch, epochs, val_fraction, seed,
- * head_lr, smoothing, rejection, oos_label, entity_weight. NULL json: the
- * defaults. Errors name `what` and the key. */
+/* Reads a recipe: top-level "hidden", "scale", "context", "layers" (a
+ * count, or a list of the init's layer indices), "teacher" ({"model":
+ * path, "alpha": a, "temperature": T}; the path as given, relative to the
+ * working directory), and a "train" object with the trainer's keys and
+ * batch, epochs, val_fraction, seed, head_lr, smoothing, rejection,
+ * oos_label, entity_weight. NULL json: the defaults. Errors name `what` and
+ * the key. */
 qiao_status qmi_hparams_from_json(const char *json, const char *what, qmi_hparams *out);
 
 typedef struct qmi_train_params {
@@ -105,6 +124,14 @@ enum { QMI_V_ACC = 0, QMI_V_MACRO_F1, QMI_V_ENT_F1, QMI_N_VAL };
  * tag when it is the span's first such token, else its I tag (the first
  * span by start wins a token that overlaps two); other tokens are O (0). */
 void qmi_bio_targets(const qmi_example *e, const int64_t *offsets, int64_t T, int64_t prompt_len, int32_t *tags);
+
+/* The distillation term of n rows of K student logits against the
+ * teacher's probabilities at temperature T (n, K; each row sums to 1): the
+ * mean over the rows of T^2 KL(teacher || softmax(logits / T)), returned;
+ * adds `weight` times its gradient, weight T (softmax(logits / T) -
+ * teacher) / n, to dlogits. */
+float qmi_distill_loss(const float *logits, const float *teacher, int64_t n, int64_t K, float T, float weight,
+                       float *dlogits);
 
 /* Trains (or goes on training) a classifier. QIAO_ERR_CANCELLED after a
  * stop, with a checkpoint; data errors name file:line. */

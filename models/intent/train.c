@@ -31,6 +31,8 @@ qmi_hparams qmi_hparams_default(void) {
     h.scale = 16.0f;
     h.rejection = 0.05;
     h.entity_weight = 1.0f;
+    h.kd_alpha = 0.5f;
+    h.kd_temperature = 2.0f;
     snprintf(h.oos_label, sizeof h.oos_label, "oos");
     return h;
 }
@@ -54,12 +56,14 @@ qiao_status qmi_hparams_from_json(const char *json, const char *what, qmi_hparam
     const cJSON *hid = cJSON_GetObjectItemCaseSensitive(root, "hidden"),
                 *sc = cJSON_GetObjectItemCaseSensitive(root, "scale"),
                 *ctx = cJSON_GetObjectItemCaseSensitive(root, "context"),
-                *lay = cJSON_GetObjectItemCaseSensitive(root, "layers");
+                *lay = cJSON_GetObjectItemCaseSensitive(root, "layers"),
+                *tea = cJSON_GetObjectItemCaseSensitive(root, "teacher");
     for (const cJSON *it = root->child; it; it = it->next)
         if (st == QIAO_OK && strcmp(it->string, "hidden") && strcmp(it->string, "scale") &&
-            strcmp(it->string, "context") && strcmp(it->string, "layers") && strcmp(it->string, "train"))
-            st = qc_error(QIAO_ERR_FORMAT, "%s: unknown key %s (a recipe has hidden, scale, context, layers, train)",
-                          what,
+            strcmp(it->string, "context") && strcmp(it->string, "layers") && strcmp(it->string, "teacher") &&
+            strcmp(it->string, "train"))
+            st = qc_error(QIAO_ERR_FORMAT,
+                          "%s: unknown key %s (a recipe has hidden, scale, context, layers, teacher, train)", what,
                           it->string);
     if (st == QIAO_OK && hid && (st = qtr_json_number(hid, 0, QF_HEAD_MAX_WIDTH, true, &v)) == QIAO_OK)
         h.hidden = (int64_t)v;
@@ -67,8 +71,56 @@ qiao_status qmi_hparams_from_json(const char *json, const char *what, qmi_hparam
         h.scale = (float)v;
     if (st == QIAO_OK && ctx && (st = qtr_json_number(ctx, 0, QMOD_HEAD_MAX_CONTEXT, true, &v)) == QIAO_OK)
         h.context = (int64_t)v;
-    if (st == QIAO_OK && lay && (st = qtr_json_number(lay, 1, 1000, true, &v)) == QIAO_OK)
+    if (st == QIAO_OK && lay && cJSON_IsArray(lay)) {
+        /* a list of the init's layers: "layers": [0, 4, 8, 11] */
+        const int n = cJSON_GetArraySize(lay);
+        if (n < 1 || n > QMI_MAX_LAYERS)
+            st = qc_error(QIAO_ERR_FORMAT, "%s: \"layers\" lists 1 to %d layer indices, not %d", what, QMI_MAX_LAYERS,
+                          n);
+        int i = 0;
+        for (const cJSON *it = lay->child; st == QIAO_OK && it; it = it->next, i++) {
+            if (!cJSON_IsNumber(it) || it->valuedouble < 0 || it->valuedouble > 999 ||
+                it->valuedouble != floor(it->valuedouble))
+                st = qc_error(QIAO_ERR_FORMAT, "%s: \"layers\"[%d] must be a layer index (an integer from 0)", what,
+                              i);
+            else
+                h.layer_from[i] = (int32_t)it->valuedouble;
+        }
+        if (st == QIAO_OK) {
+            h.layers = n;
+            h.layer_list = true;
+        }
+    } else if (st == QIAO_OK && lay && (st = qtr_json_number(lay, 1, 1000, true, &v)) == QIAO_OK) {
         h.layers = (int64_t)v;
+    }
+    if (st == QIAO_OK && tea && !cJSON_IsObject(tea))
+        st = qc_error(QIAO_ERR_FORMAT, "%s: \"teacher\" must be an object {\"model\": path, \"alpha\", \"temperature\"}",
+                      what);
+    for (const cJSON *it = tea ? tea->child : NULL; st == QIAO_OK && it; it = it->next) {
+        const char *k = it->string;
+        if (!strcmp(k, "model")) {
+            if (!cJSON_IsString(it) || !it->valuestring[0] || strlen(it->valuestring) >= sizeof h.teacher)
+                st = qc_error(QIAO_ERR_FORMAT, "%s: teacher.model must be a path of 1 to %zu bytes", what,
+                              sizeof h.teacher - 1);
+            else
+                snprintf(h.teacher, sizeof h.teacher, "%s", it->valuestring);
+        } else if (!strcmp(k, "alpha")) {
+            if (!cJSON_IsNumber(it) || !(it->valuedouble >= 0 && it->valuedouble <= 1))
+                st = qc_error(QIAO_ERR_FORMAT, "%s: teacher.alpha must be a number in [0, 1]", what);
+            else
+                h.kd_alpha = (float)it->valuedouble;
+        } else if (!strcmp(k, "temperature")) {
+            if (!cJSON_IsNumber(it) || !(it->valuedouble >= 0.05 && it->valuedouble <= 100))
+                st = qc_error(QIAO_ERR_FORMAT, "%s: teacher.temperature must be a number in [0.05, 100]", what);
+            else
+                h.kd_temperature = (float)it->valuedouble;
+        } else {
+            st = qc_error(QIAO_ERR_FORMAT, "%s: unknown key teacher.%s (a teacher has model, alpha, temperature)",
+                          what, k);
+        }
+    }
+    if (st == QIAO_OK && tea && !h.teacher[0])
+        st = qc_error(QIAO_ERR_FORMAT, "%s: \"teacher\" needs \"model\", the teacher classifier's file", what);
     const cJSON *tr = cJSON_GetObjectItemCaseSensitive(root, "train");
     if (st == QIAO_OK && tr && !cJSON_IsObject(tr))
         st = qc_error(QIAO_ERR_FORMAT, "%s: \"train\" must be an object", what);
@@ -132,13 +184,22 @@ static qiao_status classifier_config(const qmod_model *base, const qmi_set *set,
     cJSON *text = cJSON_GetObjectItemCaseSensitive(root, "text");
     if (h->layers > 0) {
         /* The first `layers` of the init's layers: their tensors keep their
-         * names, so copying the shared tensors takes exactly them. */
+         * names, so copying the shared tensors takes exactly them (a list's
+         * layers are copied again from theirs: copy_layers). */
         const cJSON *n = cJSON_GetObjectItemCaseSensitive(text, "layers");
-        if (!cJSON_IsNumber(n) || h->layers > n->valuedouble) {
+        const double have = cJSON_IsNumber(n) ? n->valuedouble : 0.0;
+        if (h->layers > have) {
             cJSON_Delete(root);
             return qc_error(QIAO_ERR_INVALID_ARGUMENT, "intent: the recipe keeps %lld layers, the model %s has %g",
-                            (long long)h->layers, base->cfg.name, cJSON_IsNumber(n) ? n->valuedouble : 0.0);
+                            (long long)h->layers, base->cfg.name, have);
         }
+        for (int64_t i = 0; h->layer_list && i < h->layers; i++)
+            if (h->layer_from[i] >= have) {
+                cJSON_Delete(root);
+                return qc_error(QIAO_ERR_INVALID_ARGUMENT,
+                                "intent: the recipe's layers[%lld] is layer %d, the model %s has layers 0 to %g",
+                                (long long)i, (int)h->layer_from[i], base->cfg.name, have - 1);
+            }
         cJSON_ReplaceItemInObjectCaseSensitive(text, "layers", cJSON_CreateNumber((double)h->layers));
     }
     char name[QMOD_NAME_MAX];
@@ -235,6 +296,10 @@ typedef struct intent_obj {
     float *elosses, *eprobs, *edlogits, *dtok;   /* (ecap), (ecap, E2) twice, (ecap, C) */
     int64_t ecap;                                /* token rows the buffers hold */
     int64_t prompt_len;                          /* bytes of the "query" prompt before each text */
+    /* distillation, with a teacher */
+    float *tprobs;  /* (train.n, K) the teacher's probabilities at kd_temperature; NULL: no teacher */
+    float *tbatch;  /* (batch, K) this step's rows of tprobs */
+    int64_t *rows;  /* (batch) this step's examples' indices in train */
 } intent_obj;
 
 /* Grows the tagger's buffers to `rows` token rows. */
@@ -304,6 +369,7 @@ static qiao_status i_next_batch(void *user, int64_t step) {
         o->contexts[j] = (qmi_context){e->context, (size_t)e->n_context};
         o->targets[j] = e->n_labels ? e->labels[0] : 0;
         o->exs[j] = e;
+        o->rows[j] = o->order[pos % n];
         if (o->mtargets) {
             const int64_t K = o->m->cfg.heads[o->head].mlp.classes;
             memset(o->mtargets + j * K, 0, (size_t)K * sizeof(float));
@@ -313,6 +379,30 @@ static qiao_status i_next_batch(void *user, int64_t step) {
     }
     o->B = B;
     return QIAO_OK;
+}
+
+float qmi_distill_loss(const float *logits, const float *teacher, int64_t n, int64_t K, float T, float weight,
+                       float *dlogits) {
+    if (n <= 0 || K <= 0)
+        return 0.0f;
+    double sum = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const float *z = logits + i * K, *p = teacher + i * K;
+        float mx = z[0];
+        for (int64_t k = 1; k < K; k++)
+            mx = fmaxf(mx, z[k]);
+        double zs = 0;
+        for (int64_t k = 0; k < K; k++)
+            zs += exp((double)(z[k] - mx) / T);
+        const double lse = log(zs);
+        for (int64_t k = 0; k < K; k++) {
+            const double lq = (double)(z[k] - mx) / T - lse; /* log softmax(z / T)_k */
+            if (p[k] > 0)
+                sum += (double)p[k] * (log((double)p[k]) - lq);
+            dlogits[i * K + k] += (float)((double)weight * T * (exp(lq) - (double)p[k]) / (double)n);
+        }
+    }
+    return (float)((double)T * T * sum / (double)n);
 }
 
 /* A multi-label head's loss: binary cross-entropy of each class's logit
@@ -355,9 +445,17 @@ static qiao_status i_step(void *user, const qtr_step_ctx *ctx, float *loss, floa
     if (o->mtargets) {
         multi_label_loss(logits, o->mtargets, B, K, loss, o->dlogits, &metrics[QMI_M_ACC]);
     } else {
+        /* with a teacher: (1 - alpha) CE + alpha T^2 KL(teacher_T || student_T) */
+        const float a = o->tprobs ? o->h.kd_alpha : 0.0f;
         nn_cross_entropy_forward(ex, loss, o->losses, o->probs, logits, o->targets, B, K, o->h.smoothing, -1);
         memset(o->dlogits, 0, (size_t)(B * K) * sizeof(float));
-        nn_cross_entropy_backward(ex, o->dlogits, 1.0f, o->probs, o->targets, B, K, o->h.smoothing, -1);
+        nn_cross_entropy_backward(ex, o->dlogits, 1.0f - a, o->probs, o->targets, B, K, o->h.smoothing, -1);
+        if (o->tprobs) {
+            for (int64_t i = 0; i < B; i++)
+                memcpy(o->tbatch + i * K, o->tprobs + o->rows[i] * K, (size_t)K * sizeof(float));
+            const float kd = qmi_distill_loss(logits, o->tbatch, B, K, o->h.kd_temperature, a, o->dlogits);
+            *loss = (1.0f - a) * *loss + a * kd;
+        }
         int64_t right = 0;
         for (int64_t i = 0; i < B; i++) {
             const float *l = logits + i * K;
@@ -430,6 +528,12 @@ static void i_hparams_json(void *user, cJSON *obj) {
     cJSON_AddNumberToObject(obj, "rejection", h->rejection);
     cJSON_AddNumberToObject(obj, "entity_weight", h->entity_weight);
     cJSON_AddStringToObject(obj, "oos_label", h->oos_label);
+    if (h->teacher[0]) {
+        cJSON *t = cJSON_AddObjectToObject(obj, "teacher");
+        cJSON_AddStringToObject(t, "model", h->teacher);
+        cJSON_AddNumberToObject(t, "alpha", h->kd_alpha);
+        cJSON_AddNumberToObject(t, "temperature", h->kd_temperature);
+    }
 }
 
 static void obj_free(intent_obj *o) {
@@ -442,7 +546,106 @@ static void obj_free(intent_obj *o) {
     qmi_set_free(&o->val);
     free(o->order), free(o->texts), free(o->contexts), free(o->targets), free(o->mtargets);
     free(o->losses), free(o->probs), free(o->dlogits), free(o->demb);
+    free(o->tprobs), free(o->tbatch), free(o->rows);
     qmod_free(o->m);
+}
+
+static void free_names(char **names, int32_t n) {
+    for (int32_t i = 0; names && i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+/* The teacher's probabilities at kd_temperature of every training text
+ * (with its context, as the teacher reads it) into o->tprobs: the teacher
+ * is loaded, run once in batches and freed. Its intents must be the
+ * student's, in the same order. */
+static qiao_status teacher_probs(intent_obj *o, int threads) {
+    const qmi_hparams *h = &o->h;
+    const int64_t n = o->train.n, K = o->m->cfg.heads[o->head].mlp.classes, batch = 32;
+    if (o->m->cfg.heads[o->head].multi_label)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "intent: distillation (\"teacher\") needs a single-label head");
+    qmod_model *t = NULL;
+    qiao_status st = qmod_load(h->teacher, &t);
+    if (st != QIAO_OK)
+        return st;
+    const int head = qmod_head_find(&t->cfg, QMI_HEAD);
+    char **tl = NULL, **sl = NULL, **tt = NULL, **stypes = NULL;
+    int32_t ntl = 0, nsl = 0, ntt = 0, nst = 0;
+    if (head < 0 || t->cfg.heads[head].multi_label)
+        st = qc_error(QIAO_ERR_INVALID_ARGUMENT, "intent: the teacher %s is not a single-label intent classifier",
+                      h->teacher);
+    if (st == QIAO_OK)
+        st = qmi_model_names(t, &tl, &ntl, &tt, &ntt);
+    if (st == QIAO_OK)
+        st = qmi_model_names(o->m, &sl, &nsl, &stypes, &nst);
+    if (st == QIAO_OK && ntl != nsl)
+        st = qc_error(QIAO_ERR_INVALID_ARGUMENT, "intent: the teacher %s has %d intents, the student %d: they must be the same",
+                      h->teacher, (int)ntl, (int)nsl);
+    for (int32_t i = 0; st == QIAO_OK && i < nsl; i++)
+        if (strcmp(tl[i], sl[i]))
+            st = qc_error(QIAO_ERR_INVALID_ARGUMENT,
+                          "intent: the teacher %s's intent %d is %s, the student's %s: the intents must be the same",
+                          h->teacher, (int)i, tl[i], sl[i]);
+    free_names(tl, ntl), free_names(tt, ntt), free_names(sl, nsl), free_names(stypes, nst);
+    qmod_work w;
+    qmod_head_work hw;
+    qmod_batch b;
+    memset(&w, 0, sizeof w), memset(&hw, 0, sizeof hw), memset(&b, 0, sizeof b);
+    const char **texts = malloc((size_t)batch * sizeof *texts);
+    qmi_context *contexts = malloc((size_t)batch * sizeof *contexts);
+    if (st == QIAO_OK && (!texts || !contexts || !(o->tprobs = malloc((size_t)(n * K) * sizeof *o->tprobs))))
+        st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory for the teacher's probabilities");
+    if (st == QIAO_OK)
+        st = qmi_open_work(t, head, batch, &w, &hw);
+    qb_exec ex;
+    qb_exec_cpu(&ex, threads);
+    for (int64_t i = 0; st == QIAO_OK && i < n; i += batch) {
+        const int64_t k = n - i < batch ? n - i : batch;
+        for (int64_t j = 0; j < k; j++) {
+            const qmi_example *e = &o->train.ex[i + j];
+            texts[j] = e->text;
+            contexts[j] = (qmi_context){e->context, (size_t)e->n_context};
+        }
+        const float *emb, *logits;
+        st = qmi_logits(&ex, t, &w, &hw, texts, contexts, (size_t)k, &b, &emb, &logits);
+        for (int64_t j = 0; st == QIAO_OK && j < k; j++)
+            qmi_softmax(logits + j * K, K, h->kd_temperature, o->tprobs + (i + j) * K);
+    }
+    qmi_close_work(&w, &hw); /* safe after a failed or no open: the workspaces are zeroed */
+    qmod_batch_free(&b);
+    free(texts), free(contexts);
+    qmod_free(t);
+    if (st == QIAO_OK)
+        qc_log(QIAO_LOG_INFO, "intent: distilling from %s (alpha %g, temperature %g) on %lld training texts",
+               h->teacher, (double)h->kd_alpha, (double)h->kd_temperature, (long long)n);
+    return st;
+}
+
+/* The text layers of a recipe's "layers" list: each tensor of dst's layer
+ * i ("text.<...>blocks.<i>.<rest>") from src's layer layer_from[i], the
+ * names otherwise the same. */
+static qiao_status copy_layers(qmod_model *dst, const qmod_model *src, const qmi_hparams *h) {
+    static const char key[] = "blocks.";
+    for (size_t t = 0; t < dst->tab.n; t++) {
+        const char *name = dst->tab.t[t].name, *at = strstr(name, key);
+        if (strncmp(name, "text.", 5) || !at)
+            continue;
+        char *end = NULL;
+        const long i = strtol(at + strlen(key), &end, 10);
+        if (end == at + strlen(key) || *end != '.' || i < 0 || i >= h->layers)
+            continue;
+        char from[QC_NAME_MAX];
+        snprintf(from, sizeof from, "%.*s%d%s", (int)(at + strlen(key) - name), name, (int)h->layer_from[i], end);
+        const int64_t j = qc_table_find(&src->tab, from);
+        if (j < 0)
+            return qc_error(QIAO_ERR_FORMAT, "intent: %s has no %s for the recipe's layers[%ld]", src->cfg.name, from, i);
+        if (src->tab.t[j].numel != dst->tab.t[t].numel)
+            return qc_error(QIAO_ERR_FORMAT, "intent: %s's %s differs in size from %s", src->cfg.name, from, name);
+        memcpy(dst->arena.base + dst->tab.t[t].offset, src->arena.base + src->tab.t[j].offset,
+               (size_t)dst->tab.t[t].numel * sizeof(float));
+    }
+    return QIAO_OK;
 }
 
 /* The model to train: the checkpoint's when resuming, `init` when it is
@@ -474,6 +677,8 @@ static qiao_status model_for(intent_obj *o, const qmi_set *all) {
     size_t copied = 0;
     if (st == QIAO_OK)
         st = qmod_copy_shared(o->m, base, &copied);
+    if (st == QIAO_OK && o->h.layer_list)
+        st = copy_layers(o->m, base, &o->h);
     if (st == QIAO_OK) {
         o->m->tok = base->tok;
         base->tok = NULL;
@@ -541,15 +746,21 @@ qiao_status qmi_train(const qmi_train_params *p) {
         o.contexts = malloc((size_t)B * sizeof *o.contexts);
         o.targets = malloc((size_t)B * sizeof *o.targets);
         o.exs = malloc((size_t)B * sizeof *o.exs);
+        o.rows = malloc((size_t)B * sizeof *o.rows);
+        if (o.h.teacher[0] && !(o.tbatch = malloc((size_t)(B * K) * sizeof *o.tbatch)))
+            st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory");
         if (o.m->cfg.heads[o.head].multi_label && !(o.mtargets = malloc((size_t)(B * K) * sizeof *o.mtargets)))
             st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory");
         o.losses = malloc((size_t)B * sizeof *o.losses);
         o.probs = malloc((size_t)(B * K) * sizeof *o.probs);
         o.dlogits = malloc((size_t)(B * K) * sizeof *o.dlogits);
         o.demb = malloc((size_t)(B * D) * sizeof *o.demb);
-        if (!o.order || !o.texts || !o.contexts || !o.targets || !o.exs || !o.losses || !o.probs || !o.dlogits || !o.demb)
+        if (!o.order || !o.texts || !o.contexts || !o.targets || !o.exs || !o.rows || !o.losses || !o.probs ||
+            !o.dlogits || !o.demb)
             st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "intent: out of memory for batches of %lld", (long long)B);
     }
+    if (st == QIAO_OK && o.h.teacher[0])
+        st = teacher_probs(&o, p->threads);
     if (st == QIAO_OK)
         st = qmod_work_init(&o.w, o.m, QMOD_TEXT, B, 64, true); /* grows with longer texts */
     if (st == QIAO_OK)

@@ -606,9 +606,168 @@ static void learns_context(void **state) {
     assert_true(acc[1] < 0.6);
 }
 
+/* Distillation's term: its gradient against central differences, zero
+ * when the student's softened distribution is the teacher's; the recipe's
+ * "teacher" and "layers" list read and refused. */
+static float kd_at(const float *z, const float *t, int64_t n, int64_t K, float T) {
+    float *dummy = qt_alloc(n * K);
+    const float l = qmi_distill_loss(z, t, n, K, T, 0.0f, dummy);
+    free(dummy);
+    return l;
+}
+
+static void distill_gradient(void **state) {
+    (void)state;
+    enum { N = 3, K = 5 };
+    const float T = 2.0f, weight = 0.7f;
+    float z[N * K], t[N * K], d[N * K];
+    qt_fill_normal(z, N * K, 3.0f, 7);
+    qt_fill_uniform(t, N * K, 0.01f, 1.0f, 8);
+    for (int i = 0; i < N; i++) {
+        float s = 0;
+        for (int k = 0; k < K; k++)
+            s += t[i * K + k];
+        for (int k = 0; k < K; k++)
+            t[i * K + k] /= s;
+    }
+    memset(d, 0, sizeof d);
+    const float loss = qmi_distill_loss(z, t, N, K, T, weight, d);
+    assert_true(loss > 0.0f);
+    double worst = 0;
+    for (int j = 0; j < N * K; j++) {
+        const float h = 1e-2f, z0 = z[j];
+        z[j] = z0 + h;
+        const double up = kd_at(z, t, N, K, T);
+        z[j] = z0 - h;
+        const double down = kd_at(z, t, N, K, T);
+        z[j] = z0;
+        const double num = weight * (up - down) / (2.0 * h);
+        worst = fmax(worst, fabs(num - d[j]));
+    }
+    printf("distillation gradient: worst difference %.2e from central differences\n", worst);
+    assert_true(worst < 1e-4);
+    /* the teacher's distribution is the student's own at T: no loss, no gradient */
+    for (int i = 0; i < N; i++)
+        qmi_softmax(z + i * K, K, T, t + i * K);
+    memset(d, 0, sizeof d);
+    assert_true(fabsf(qmi_distill_loss(z, t, N, K, T, 1.0f, d)) < 1e-5f);
+    for (int j = 0; j < N * K; j++)
+        assert_true(fabsf(d[j]) < 1e-6f);
+    qmi_hparams h;
+    static const char *const bad[][2] = {
+        {"{\"teacher\": \"t.safetensors\"}", "must be an object"},
+        {"{\"teacher\": {\"alpha\": 0.5}}", "needs \"model\""},
+        {"{\"teacher\": {\"model\": \"\"}}", "teacher.model"},
+        {"{\"teacher\": {\"model\": \"t\", \"alpha\": 1.5}}", "teacher.alpha"},
+        {"{\"teacher\": {\"model\": \"t\", \"temperature\": 0}}", "teacher.temperature"},
+        {"{\"teacher\": {\"model\": \"t\", \"temprature\": 2}}", "unknown key teacher.temprature"},
+        {"{\"layers\": []}", "\"layers\" lists 1 to"},
+        {"{\"layers\": [0, -1]}", "\"layers\"[1]"},
+        {"{\"layers\": [0, 2.5]}", "\"layers\"[1]"},
+        {"{\"layers\": [\"0\"]}", "\"layers\"[0]"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(qmi_hparams_from_json(bad[i][0], "r.json", &h), QIAO_ERR_FORMAT);
+        if (!strstr(qiao_last_error(), bad[i][1]))
+            fail_msg("%s: %s, not %s", bad[i][0], qiao_last_error(), bad[i][1]);
+    }
+    assert_int_equal(qmi_hparams_from_json("{\"layers\": [0, 4, 11], \"teacher\": {\"model\": \"t.safetensors\"}}",
+                                           "r.json", &h),
+                     QIAO_OK);
+    assert_true(h.layers == 3 && h.layer_list && h.layer_from[0] == 0 && h.layer_from[1] == 4 &&
+                h.layer_from[2] == 11);
+    assert_string_equal(h.teacher, "t.safetensors");
+    assert_true(h.kd_alpha == 0.5f && h.kd_temperature == 2.0f);
+    assert_int_equal(qmi_hparams_from_json("{\"layers\": 2, \"teacher\": {\"model\": \"t\", \"alpha\": 0.9, "
+                                           "\"temperature\": 4}}",
+                                           "r.json", &h),
+                     QIAO_OK);
+    assert_true(h.layers == 2 && !h.layer_list && fabsf(h.kd_alpha - 0.9f) < 1e-7f && h.kd_temperature == 4.0f);
+}
+
+/* Distillation end to end on the tiny encoder: a student of one layer
+ * (the init's second) learns from a teacher trained a few steps; a teacher
+ * with other intents, or a layer the init lacks, is refused; the list's
+ * layer is the init's layer it names. */
+static void distills(void **state) {
+    (void)state;
+    char teacher[512], student[512], copy[512], ckpt[512], two[512], other[512];
+    path(teacher, sizeof teacher, "kd-teacher.safetensors");
+    path(student, sizeof student, "kd-student.safetensors");
+    path(copy, sizeof copy, "kd-copy.safetensors");
+    path(ckpt, sizeof ckpt, "kd.ckpt.safetensors");
+    path(two, sizeof two, "kd-two.jsonl");
+    path(other, sizeof other, "kd-other.safetensors");
+    qmi_train_params p = params(teacher, ckpt, 40);
+    qiao_status st = qmi_train(&p);
+    if (st != QIAO_OK)
+        fail_msg("%s", qiao_last_error());
+    p = params(student, ckpt, 40);
+    p.hp.layers = 1;
+    p.hp.layer_list = true;
+    p.hp.layer_from[0] = 1;
+    snprintf(p.hp.teacher, sizeof p.hp.teacher, "%s", teacher);
+    p.hp.kd_alpha = 0.7f;
+    if ((st = qmi_train(&p)) != QIAO_OK)
+        fail_msg("%s", qiao_last_error());
+    qmod_model *m = NULL;
+    assert_int_equal(qmod_load(student, &m), QIAO_OK);
+    assert_int_equal(m->cfg.text.trunk.L, 1);
+    qmod_free(m);
+    /* a teacher of two intents */
+    FILE *f = fopen(two, "w");
+    assert_non_null(f);
+    for (int i = 0; i < 8; i++)
+        fprintf(f, "{\"text\": \"我想退货 %d\", \"intent\": \"a\"}\n{\"text\": \"发票 %d\", \"intent\": \"b\"}\n", i, i);
+    fclose(f);
+    p = params(other, ckpt, 2);
+    p.data_path = two;
+    assert_int_equal(qmi_train(&p), QIAO_OK);
+    p = params(student, ckpt, 2);
+    snprintf(p.hp.teacher, sizeof p.hp.teacher, "%s", other);
+    assert_int_equal(qmi_train(&p), QIAO_ERR_INVALID_ARGUMENT);
+    if (!strstr(qiao_last_error(), "intents"))
+        fail_msg("%s", qiao_last_error());
+    /* a layer the init lacks */
+    p = params(student, ckpt, 2);
+    p.hp.layers = 2;
+    p.hp.layer_list = true;
+    p.hp.layer_from[0] = 0, p.hp.layer_from[1] = 2;
+    assert_int_equal(qmi_train(&p), QIAO_ERR_INVALID_ARGUMENT);
+    if (!strstr(qiao_last_error(), "layers[1] is layer 2"))
+        fail_msg("%s", qiao_last_error());
+    /* layers [1, 0]: the init's two layers swapped (a step too small to move them) */
+    p = params(copy, ckpt, 1);
+    p.hp.tr.lr = 1e-30f;
+    p.hp.layers = 2;
+    p.hp.layer_list = true;
+    p.hp.layer_from[0] = 1, p.hp.layer_from[1] = 0;
+    if ((st = qmi_train(&p)) != QIAO_OK)
+        fail_msg("%s", qiao_last_error());
+    qmod_model *init = NULL;
+    assert_int_equal(qmod_load(copy, &m), QIAO_OK);
+    assert_int_equal(qmod_load(ENCODER, &init), QIAO_OK);
+    static const char *const pairs[][2] = {
+        {"text.trunk.blocks.0.mlp.fc.weight", "text.trunk.blocks.1.mlp.fc.weight"},
+        {"text.trunk.blocks.1.attn.q.weight", "text.trunk.blocks.0.attn.q.weight"},
+        {"text.trunk.blocks.0.ln1.bias", "text.trunk.blocks.1.ln1.bias"},
+    };
+    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+        const int64_t a = qc_table_find(&m->tab, pairs[i][0]), b = qc_table_find(&init->tab, pairs[i][1]);
+        assert_true(a >= 0 && b >= 0);
+        const float *x = m->arena.base + m->tab.t[a].offset, *y = init->arena.base + init->tab.t[b].offset;
+        for (int64_t k = 0; k < m->tab.t[a].numel; k++)
+            if (x[k] != qc_bf16_to_f32(qc_f32_to_bf16(y[k])))
+                fail_msg("%s[%lld] %g is not %s's %g", pairs[i][0], (long long)k, (double)x[k], pairs[i][1],
+                         (double)y[k]);
+    }
+    qmod_free(init), qmod_free(m);
+}
+
 static const struct CMUnitTest tests[] = {cmocka_unit_test(bio_round_trip), cmocka_unit_test(multi_label), cmocka_unit_test(learns), cmocka_unit_test(resumes),
                                           cmocka_unit_test(refuses), cmocka_unit_test(calibrates),
-                                          cmocka_unit_test(context_rows), cmocka_unit_test(learns_context)};
+                                          cmocka_unit_test(context_rows), cmocka_unit_test(learns_context),
+                                          cmocka_unit_test(distill_gradient), cmocka_unit_test(distills)};
 
 int main(int argc, char **argv) { /* QT_MAIN with the temporary folder around the cases */
     if (argc > 1)
