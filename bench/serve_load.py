@@ -42,7 +42,8 @@ function init(args)
   i = (tid * 7919) % #bodies
 end
 function delay()
-  return pace
+  -- Spread around the pace, so the connections do not fall into waves.
+  return pace * (0.5 + math.random())
 end
 function request()
   i = i % #bodies + 1
@@ -70,6 +71,9 @@ local reqs = {
   wrk.format("POST", "/v1/parse", {["Authorization"] = "Bearer " .. os.getenv("QIAO_TOKEN")}, big),
 }
 local i = 0
+function delay()
+  return tonumber(os.getenv("QIAO_BAD_PACE_MS") or "0")
+end
 function request()
   i = i % #reqs + 1
   return reqs[i]
@@ -186,6 +190,9 @@ def main():
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rate", type=float, default=2000, help="the paced run's offered requests a second")
+    ap.add_argument("--runs", default="healthz,parse,paced,chat,abuse",
+                    help="which runs, of healthz, parse, paced, chat, abuse (the soak is --soak)")
+    ap.add_argument("--bad-rate", type=float, default=200, help="the abuse run's bad requests a second")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="qiao-serve-load-")
     lua = os.path.join(work, "cycle.lua")
@@ -216,35 +223,43 @@ def main():
 
     try:
         wrk(srv.url + "/v1/parse", 3, 8, lua, [parse_bodies])  # warm up
-        row("GET /healthz (the server's ceiling)", wrk(srv.url + "/healthz", min(a.seconds, 15), 64))
-        row("POST /v1/parse, 64 connections", wrk(srv.url + "/v1/parse", a.seconds, 64, lua, [parse_bodies]))
+        runs = set(a.runs.split(","))
+        if "healthz" in runs:
+            row("GET /healthz (the server's ceiling)", wrk(srv.url + "/healthz", min(a.seconds, 15), 64))
+        if "parse" in runs:
+            row("POST /v1/parse, 64 connections", wrk(srv.url + "/v1/parse", a.seconds, 64, lua, [parse_bodies]))
         # Each connection waits `pace` before its next request, so the rate is
         # 64 / (pace + latency): with about 2 ms of latency, the offered rate.
         pace = max(0.0, 64 * 1000.0 / a.rate - 2)
-        row(f"POST /v1/parse, 64 connections paced to {a.rate:.0f}/s",
-            wrk(srv.url + "/v1/parse", a.seconds, 64, lua, [parse_bodies], {"QIAO_PACE_MS": f"{pace:.0f}"}))
-        before, ok0 = sqlite_turns(srv.store), srv.chat_ok()
-        r = wrk(srv.url + "/v1/chat", a.seconds, 64, lua, [chat_bodies], {"QIAO_CONVS": "50"})
-        time.sleep(1)
-        turns, ok = sqlite_turns(srv.store) - before, srv.chat_ok() - ok0
-        row("POST /v1/chat (SQLite store), 64 connections", r, f"({turns} turns stored, {ok} answered 200)")
+        if "paced" in runs:
+            row(f"POST /v1/parse, 64 connections paced to {a.rate:.0f}/s",
+                wrk(srv.url + "/v1/parse", a.seconds, 64, lua, [parse_bodies], {"QIAO_PACE_MS": f"{pace:.1f}"}))
+        if "chat" in runs:
+            before, ok0 = sqlite_turns(srv.store), srv.chat_ok()
+            r = wrk(srv.url + "/v1/chat", a.seconds, 64, lua, [chat_bodies], {"QIAO_CONVS": "50"})
+            time.sleep(1)
+            turns, ok = sqlite_turns(srv.store) - before, srv.chat_ok() - ok0
+            row("POST /v1/chat (SQLite store), 64 connections", r, f"({turns} turns stored, {ok} answered 200)")
         # Good load with abuse beside it.
-        stop = threading.Event()
-        slow = threading.Thread(target=slow_clients, args=(srv.port, 32, stop))
-        slow.start()
-        bad = {}
-        bt = threading.Thread(target=lambda: bad.update(wrk(srv.url + "/v1/parse", a.seconds, 8, bad_lua)))
-        bt.start()
-        before, ok0 = sqlite_turns(srv.store), srv.chat_ok()
-        r = wrk(srv.url + "/v1/chat", a.seconds, 56, lua, [chat_bodies], {"QIAO_CONVS": "50"})
-        bt.join()
-        stop.set()
-        slow.join()
-        time.sleep(1)
-        turns, ok = sqlite_turns(srv.store) - before, srv.chat_ok() - ok0
-        row("POST /v1/chat, 56 connections, with 8 of bad requests and 32 slow clients", r,
-            f"({turns} turns stored, {ok} answered 200; the bad: {bad.get('rps', 0):.0f}/s, "
-            f"{bad.get('requests', 0) - bad.get('non2xx', 0)} of {bad.get('requests', 0)} not refused)")
+        if "abuse" in runs:
+            stop = threading.Event()
+            slow = threading.Thread(target=slow_clients, args=(srv.port, 32, stop))
+            slow.start()
+            bad = {}
+            bad_pace = 8 * 1000.0 / a.bad_rate if a.bad_rate > 0 else 0
+            bt = threading.Thread(target=lambda: bad.update(wrk(srv.url + "/v1/parse", a.seconds, 8, bad_lua,
+                                                                env={"QIAO_BAD_PACE_MS": f"{bad_pace:.0f}"})))
+            bt.start()
+            before, ok0 = sqlite_turns(srv.store), srv.chat_ok()
+            r = wrk(srv.url + "/v1/chat", a.seconds, 56, lua, [chat_bodies], {"QIAO_CONVS": "50"})
+            bt.join()
+            stop.set()
+            slow.join()
+            time.sleep(1)
+            turns, ok = sqlite_turns(srv.store) - before, srv.chat_ok() - ok0
+            row(f"POST /v1/chat, 56 connections, beside bad requests ({a.bad_rate:.0f}/s offered) and 32 slow clients", r,
+                f"({turns} turns stored, {ok} answered 200; the bad: {bad.get('rps', 0):.0f}/s, "
+                f"{bad.get('requests', 0) - bad.get('non2xx', 0)} of {bad.get('requests', 0)} not refused)")
         if a.soak:
             samples = []
             stop = threading.Event()
