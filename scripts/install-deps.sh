@@ -33,7 +33,7 @@ pkgs=(
   libhiredis-dev       # the Redis tracker store (sdk/bot/store_redis.c)
   redis-server         # its tests start their own server (no system service is needed)
   libmicrohttpd-dev    # qiao serve (apps/serve)
-  wrk                  # its load benchmark (bench/serve_load.sh)
+  wrk                  # its load benchmark (bench/serve_load.py)
   chromium chromium-driver python3-selenium  # its web pages in a headless browser (tests/browser)
 )
 if [[ "${1:-}" == "--peer" ]]; then
