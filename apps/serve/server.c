@@ -420,7 +420,8 @@ static enum MHD_Result answer_health(server *s, struct MHD_Connection *c, reques
     return send_answer(s, c, r, &a, NULL, NULL);
 }
 
-/* The whole request is in: authenticate, limit, answer. */
+/* The whole request is in (its token and size were checked at its first
+ * call): read the body as UTF-8 JSON and answer on a worker. */
 static enum MHD_Result answer(server *s, struct MHD_Connection *c, request *r) {
     switch (r->route) {
     case R_HEALTHZ: return answer_health(s, c, r);

@@ -1,5 +1,7 @@
 /* GEMM through OpenBLAS, bias, and the small elementwise/reduction kernels. */
+#define _GNU_SOURCE
 #include <cblas.h>
+#include <string.h>
 #include <stdatomic.h>
 
 #include "backend/cpu/cpu.h"
@@ -19,6 +21,28 @@
  * that also uses OpenBLAS directly gets single-threaded BLAS). */
 void qb_cpu_blas_single_threaded(void) {
     if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
+}
+
+/* Whether OpenBLAS's sgemm gives every element of C the same bits whatever
+ * part of M or N one call covers, which splitting a GEMM over threads needs.
+ * Its AVX-512 kernels do (measured: test_backend.gemm_threads); its
+ * Haswell/Zen kernels do not (220 of 960 GEMMs differed in the last bits),
+ * and OpenBLAS 0.3.21 falls back to them on CPUs it does not know, AMD Zen 5
+ * among them. There a GEMM runs on one thread (many independent ones, as
+ * attention's heads, still run on all), so results stay the same for any
+ * thread count; OPENBLAS_CORETYPE=SkylakeX gives such a CPU the AVX-512
+ * kernels back. */
+static atomic_int g_split_exact = -1;
+
+static bool blas_split_exact(void) {
+    int v = atomic_load(&g_split_exact);
+    if (v < 0) {
+        const char *core = openblas_get_corename();
+        v = core && (strcasestr(core, "skylakex") || strcasestr(core, "cooperlake") ||
+                     strcasestr(core, "sapphirerapids"));
+        atomic_store(&g_split_exact, v);
+    }
+    return v == 1;
 }
 
 /* False when OpenBLAS could not get a work buffer (blas_buffer.c). */
@@ -126,6 +150,7 @@ void qb_cpu_gemm(const qb_exec *ex, bool trans_a, bool trans_b, int64_t M, int64
         if (atomic_load(&j.failed)) qb_cpu_fault_oom();
         return;
     }
+    if (nt > 1 && !blas_split_exact()) nt = 1;
     for (int64_t i = 0; i < batch && !atomic_load(&j.failed); i++) {
         const float *a = A + i * stride_a, *b = B + i * stride_b;
         float *c = C + i * stride_c;
