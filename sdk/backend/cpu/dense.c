@@ -25,13 +25,13 @@ void qb_cpu_blas_single_threaded(void) {
 
 /* Whether OpenBLAS's sgemm gives every element of C the same bits whatever
  * part of M or N one call covers, which splitting a GEMM over threads needs.
- * Its AVX-512 kernels do (measured: test_backend.gemm_threads); its
- * Haswell/Zen kernels do not (220 of 960 GEMMs differed in the last bits),
- * and OpenBLAS 0.3.21 falls back to them on CPUs it does not know, AMD Zen 5
- * among them. There a GEMM runs on one thread (many independent ones, as
- * attention's heads, still run on all), so results stay the same for any
- * thread count; OPENBLAS_CORETYPE=SkylakeX gives such a CPU the AVX-512
- * kernels back. */
+ * Its AVX-512 kernels do (SkylakeX, Cooperlake: test_backend.gemm_threads);
+ * its Haswell and Zen kernels do not (220 of 960 GEMMs differed in the last
+ * bits between 1 and 2 threads on an AMD Zen 5 whose environment set
+ * OPENBLAS_CORETYPE=Haswell; left alone, OpenBLAS 0.3.21 picks Cooperlake's
+ * there). With those kernels a GEMM runs on one thread (many independent
+ * ones, as attention's heads, still run on all), so results stay the same
+ * for any thread count. */
 static atomic_int g_split_exact = -1;
 
 static bool blas_split_exact(void) {
