@@ -310,7 +310,7 @@ serve_route serve_route_of(const char *method, const char *url, const char **all
         *id = strdup(rest);
         return get ? R_CONV_GET : R_CONV_FORGET;
     }
-    if (!strncmp(url, "/v1/", 4)) return R_OTHER;
+    if (!strncmp(url, "/v1/", 4) || url[0] != '/') return R_OTHER; /* "*", an absolute URL, "" */
     const char *name = !strcmp(url, "/") ? "index.html" : !strcmp(url, "/agent") ? "agent.html" : url + 1;
     if (page_named(name) && !strchr(name, '/')) {
         if (get) return R_PAGE;
