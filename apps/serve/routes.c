@@ -11,10 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unicode/utf8.h>
 
 #include "apps/chatbot/shop_actions.h"
-#include "bot/bot.h"
-#include "core/core.h"
 #include "serve.h"
 
 #define TEXT_MAX 4096       /* bytes of a message or a question */
@@ -22,6 +21,18 @@
 #define CONTEXT_MAX 16      /* turns of context a parse may pass */
 #define LIST_MAX 200        /* conversations in the agent console's list */
 #define SEARCH_TOP_MAX 100
+
+size_t serve_utf8_check(const char *s, size_t len) {
+    /* ICU's well-formedness (overlong forms, surrogates and code points past
+     * U+10FFFF are errors), as the library's own check. */
+    for (int32_t i = 0; (size_t)i < len;) {
+        const int32_t at = i;
+        UChar32 c;
+        U8_NEXT(s, i, (int32_t)len, c);
+        if (c < 0) return (size_t)at;
+    }
+    return len;
+}
 
 void serve_error(serve_answer *a, int status, const char *field, const char *fmt, ...) {
     char msg[1024];
@@ -68,8 +79,8 @@ static const char *field_str(const cJSON *body, const char *name, bool required,
         serve_error(a, n ? 413 : 400, name, "the field '%s' has %zu bytes (1 to %zu)", name, n, max);
         return NULL;
     }
-    if (!qc_utf8_valid(v->valuestring, n)) {
-        serve_error(a, 400, name, "the field '%s' is not UTF-8 (byte %zu)", name, qc_utf8_check(v->valuestring, n));
+    if (serve_utf8_check(v->valuestring, n) != n) {
+        serve_error(a, 400, name, "the field '%s' is not UTF-8 (byte %zu)", name, serve_utf8_check(v->valuestring, n));
         return NULL;
     }
     return v->valuestring;
@@ -149,7 +160,7 @@ static void route_parse(serve_models *m, serve_worker *w, const cJSON *body, ser
         }
         for (const cJSON *t = c->child; t; t = t->next) {
             const size_t n = cJSON_IsString(t) ? strlen(t->valuestring) : 0;
-            if (!cJSON_IsString(t) || n > TEXT_MAX || !qc_utf8_valid(t->valuestring, n)) {
+            if (!cJSON_IsString(t) || n > TEXT_MAX || serve_utf8_check(t->valuestring, n) != n) {
                 serve_error(a, 400, "context", "the field 'context' must hold UTF-8 strings of up to %d bytes",
                             TEXT_MAX);
                 return;
@@ -333,7 +344,7 @@ static void route_conv_list(serve_worker *w, const char *paused, serve_answer *a
 static void route_conv(serve_route route, serve_worker *w, const char *id, const cJSON *body, serve_answer *a) {
     /* Called with the conversation's lock held. */
     const size_t n = strlen(id);
-    if (!n || n > SENDER_MAX || !qc_utf8_valid(id, n)) {
+    if (!n || n > SENDER_MAX || serve_utf8_check(id, n) != n) {
         serve_error(a, 400, "sender_id", "a conversation id has 1 to %d bytes of UTF-8", SENDER_MAX);
         return;
     }
@@ -626,10 +637,12 @@ static double now_s(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static bool declares_action(const qiao_bot *bot, const char *name) {
-    for (size_t i = 0; i < bot->n_actions; i++)
-        if (!strcmp(bot->actions[i].name, name)) return true;
-    return false;
+/* The sample shop's bot names its orders database in its app config. */
+static bool is_shop_bot(const qiao_bot *bot) {
+    cJSON *app = cJSON_Parse(qiao_bot_app_config(bot));
+    const bool named = cJSON_IsString(cJSON_GetObjectItemCaseSensitive(app, "orders_db"));
+    cJSON_Delete(app);
+    return named;
 }
 
 bool serve_models_load(const serve_opts *o, serve_models *m) {
@@ -644,7 +657,7 @@ bool serve_models_load(const serve_opts *o, serve_models *m) {
         st = qiao_bot_load(o->bot, &bp, &m->bot);
         /* The sample shop's actions, for a bot that uses them (its app
          * config names the orders database). */
-        if (st == QIAO_OK && declares_action(m->bot, "lookup_order")) {
+        if (st == QIAO_OK && is_shop_bot(m->bot)) {
             shop *sh = NULL;
             st = shop_open(m->bot, o->orders, &sh);
             m->shop = sh;

@@ -91,6 +91,9 @@ typedef struct serve_answer {
     cJSON *body;
 } serve_answer;
 
+/* The offset of the first byte of `s` that is not well-formed UTF-8, or len. */
+size_t serve_utf8_check(const char *s, size_t len);
+
 /* Sets `a` to the error body {"error": {"status", "message", "field"}}
  * (field may be NULL). */
 void serve_error(serve_answer *a, int status, const char *field, const char *fmt, ...)

@@ -23,7 +23,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/core.h"
 #include "serve.h"
 
 /* The embedded pages (generated from apps/serve/pages by CMake). */
@@ -434,11 +433,11 @@ static enum MHD_Result answer(server *s, struct MHD_Connection *c, request *r) {
     }
     cJSON *body = NULL;
     if (r->len) {
-        if (memchr(r->body, 0, r->len) || !qc_utf8_valid(r->body, r->len)) {
+        const char *nul = memchr(r->body, 0, r->len);
+        const size_t bad = nul ? (size_t)(nul - r->body) : serve_utf8_check(r->body, r->len);
+        if (bad != r->len) {
             char msg[96];
-            snprintf(msg, sizeof msg, "the body is not UTF-8 text (byte %zu)",
-                     memchr(r->body, 0, r->len) ? (size_t)((char *)memchr(r->body, 0, r->len) - r->body)
-                                                : qc_utf8_check(r->body, r->len));
+            snprintf(msg, sizeof msg, "the body is not UTF-8 text (byte %zu)", bad);
             return send_error(s, c, r, 400, NULL, msg, NULL, NULL);
         }
         const char *end = NULL;
