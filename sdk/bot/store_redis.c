@@ -304,15 +304,20 @@ static qiao_status redis_load(void *user, const char *conv, char **state, int64_
     return *state ? QIAO_OK : qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
 }
 
+/* A conversation's two keys, its state's and its events' (false: out of memory, neither made). */
+static bool conv_keys(const redis_store *q, const char *conv, char **kc, size_t *lc, char **ke, size_t *le) {
+    *kc = redis_key(q, "c:", conv, lc), *ke = redis_key(q, "e:", conv, le);
+    if (*kc && *ke) return true;
+    free(*kc), free(*ke);
+    *kc = *ke = NULL;
+    return false;
+}
+
 static qiao_status redis_save(void *user, const char *conv, const char *state, int64_t version, const char *events) {
     redis_store *q = user;
     size_t lc = 0, le = 0;
-    char *kc = redis_key(q, "c:", conv, &lc), *ke = redis_key(q, "e:", conv, &le);
-    if (!kc || !ke) {
-        free(kc);
-        free(ke);
-        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
-    }
+    char *kc = NULL, *ke = NULL;
+    if (!conv_keys(q, conv, &kc, &lc, &ke, &le)) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
     char was[24], next[24], now[40], ttl[24];
     snprintf(was, sizeof was, "%" PRId64, version);
     snprintf(next, sizeof next, "%" PRId64, version + 1);
@@ -338,12 +343,8 @@ static qiao_status redis_save(void *user, const char *conv, const char *state, i
 static qiao_status redis_remove(void *user, const char *conv) {
     redis_store *q = user;
     size_t lc = 0, le = 0;
-    char *kc = redis_key(q, "c:", conv, &lc), *ke = redis_key(q, "e:", conv, &le);
-    if (!kc || !ke) {
-        free(kc);
-        free(ke);
-        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
-    }
+    char *kc = NULL, *ke = NULL;
+    if (!conv_keys(q, conv, &kc, &lc, &ke, &le)) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
     const char *a[] = {kc, ke, q->paused_key, conv};
     const size_t alen[] = {lc, le, q->paused_len, strlen(conv)};
     redisReply *r = NULL;
