@@ -31,7 +31,50 @@ qiao_status qf_fuser_check(const qf_fuser_config *cfg) {
         return qc_error(QIAO_ERR_FORMAT, "fusion: needs the image tower and the text or audio tower");
     if (cfg->positions < 0 || cfg->positions > (1 << 20))
         return qc_error(QIAO_ERR_FORMAT, "fusion: %lld picture positions out of range", (long long)cfg->positions);
+    if (cfg->places < 0 || cfg->places > 64)
+        return qc_error(QIAO_ERR_FORMAT, "fusion: \"places\" (%lld) must be in [0, 64]", (long long)cfg->places);
     return QIAO_OK;
+}
+
+/* Place i's patch rows (or columns) [*lo, *hi) of g. */
+static void place_span(int64_t i, int64_t g, int64_t G, int64_t *lo, int64_t *hi) {
+    *lo = i * g / G;
+    *hi = ((i + 1) * g + G - 1) / G;
+}
+
+void qf_places_forward(float *out, int32_t *arg, const float *tok, int64_t B, int64_t g, int64_t G, int64_t C) {
+    const int64_t P = g * g, Q = G * G;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t q = 0; q < Q; q++) {
+            int64_t r0, r1, c0, c1;
+            place_span(q / G, g, G, &r0, &r1);
+            place_span(q % G, g, G, &c0, &c1);
+            float *o = out + (b * Q + q) * C;
+            int32_t *a = arg + (b * Q + q) * C;
+            for (int64_t c = 0; c < C; c++) o[c] = -INFINITY, a[c] = -1;
+            for (int64_t r = r0; r < r1; r++)
+                for (int64_t k = c0; k < c1; k++) {
+                    const int64_t t = r * g + k;
+                    const float *x = tok + (b * P + t) * C;
+                    for (int64_t c = 0; c < C; c++)
+                        if (x[c] > o[c]) o[c] = x[c], a[c] = (int32_t)t;
+                }
+            /* a NaN channel never wins: its place reads 0 and passes no gradient */
+            for (int64_t c = 0; c < C; c++)
+                if (a[c] < 0) o[c] = 0.0f;
+        }
+}
+
+void qf_places_backward(float *dtok, const float *dout, const int32_t *arg, int64_t B, int64_t g, int64_t G,
+                        int64_t C) {
+    const int64_t P = g * g, Q = G * G;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t q = 0; q < Q; q++) {
+            const float *d = dout + (b * Q + q) * C;
+            const int32_t *a = arg + (b * Q + q) * C;
+            for (int64_t c = 0; c < C; c++)
+                if (a[c] >= 0) dtok[(b * P + a[c]) * C + c] += d[c];
+        }
 }
 
 static qf_xblock_dims block_dims(const qf_fuser_config *cfg, int64_t B, int64_t Tx, int64_t Ty) {

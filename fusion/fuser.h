@@ -75,6 +75,7 @@ typedef struct qf_fuser_config {
     qf_weighting weighting;     /* the mode the model was trained with (a caller may override per call) */
     int64_t in_width[QF_NMOD];  /* each tower's token width; 0 = the model has no such tower */
     int64_t positions;          /* learned picture positions: 0 = none, else at most this many picture tokens */
+    int64_t places;             /* 0: the picture stream is the tower's patches; G: their G x G places (below) */
 } qf_fuser_config;
 
 typedef struct qf_fuser_dims {
@@ -119,6 +120,27 @@ typedef struct qf_fuser_input {
 
 /* QIAO_ERR_FORMAT naming the field unless the config is usable. */
 qiao_status qf_fuser_check(const qf_fuser_config *cfg);
+
+/* Places: a config with `places` G > 0 reads the picture as G x G place
+ * tokens instead of its g x g patches. Place (i, j) is the channel-wise
+ * max over the patches that overlap its share of the picture, rows
+ * [floor(i g / G), ceil((i + 1) g / G)) and the same columns, so a patch
+ * on a border belongs to both places. Why: the shapes world puts at most
+ * one object in each cell of a 3 x 3 grid, and a question is about
+ * objects, counted, compared and placed; with 64 patches, an object is
+ * spread over a few of them among many of background, and the question
+ * stream has to learn to find, group and count them. Nine place tokens, one
+ * object each at most, are what the answer is about, and the picture
+ * stream costs a seventh of the patches'. The max, not the mean, for the
+ * reason the picture's pool is a max (above): a small object covers one
+ * patch of a place's nine or sixteen.
+ *
+ * out (B, G*G, C) and arg (B, G*G, C) the patch each maximum came from,
+ * from tok (B, g*g, C). */
+void qf_places_forward(float *out, int32_t *arg, const float *tok, int64_t B, int64_t g, int64_t G, int64_t C);
+/* dtok (B, g*g, C) += the place gradients dout (B, G*G, C) at their argmax. */
+void qf_places_backward(float *dtok, const float *dout, const int32_t *arg, int64_t B, int64_t g, int64_t G,
+                        int64_t C);
 /* "<prefix>text.proj.weight", "<prefix>text.type", "<prefix>image.pos" (with
  * positions), "<prefix>gate.text.*",
  * "<prefix>question.<l>.*", "<prefix>picture.<l>.*", "<prefix>ln_q.*",

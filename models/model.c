@@ -173,7 +173,8 @@ static qiao_status parse_head(const cJSON *o, const qmod_config *c, const char *
     return QIAO_OK;
 }
 
-static const char *const k_fusion_keys[] = {"width", "layers", "heads", "mlp", "gate_hidden", "weighting", "positions"};
+static const char *const k_fusion_keys[] = {"width",     "layers",    "heads", "mlp",
+                                            "gate_hidden", "weighting", "positions", "places"};
 
 /* Optional boolean `key` of a section: *n = the picture's token count when
  * true, 0 when false or absent (the learned picture positions, fuser.h). */
@@ -220,6 +221,17 @@ static qiao_status parse_fusion(const cJSON *o, qmod_config *c, const char *what
                         what);
     f->weighting = (qf_weighting)mode;
     if ((st = parse_positions(o, "fusion", c, what, &f->positions)) != QIAO_OK) return st;
+    if (cJSON_GetObjectItemCaseSensitive(o, "places")) {
+        /* G x G places over the tower's g x g patches (fuser.h) */
+        if ((st = qc_json_int(o, "fusion", "places", 1, 64, &f->places)) != QIAO_OK) return rewrap(st, what);
+        int64_t g = 1;
+        while (g * g < c->image.tokens) g++;
+        if (!qmod_has_tower(c, QMOD_IMAGE) || g * g != c->image.tokens || f->places > g)
+            return qc_error(QIAO_ERR_FORMAT, "%s: fusion.places (%lld) needs a square grid of at least as many patches "
+                                             "per side (the picture has %lld tokens)",
+                            what, (long long)f->places, (long long)c->image.tokens);
+        if (f->positions) f->positions = f->places * f->places;
+    }
     static const qmod_modality mods[QF_NMOD] = {QMOD_TEXT, QMOD_IMAGE, QMOD_AUDIO}; /* QF_TEXT, QF_IMAGE, QF_AUDIO */
     for (int m = 0; m < QF_NMOD; m++)
         f->in_width[m] = qmod_has_tower(c, mods[m]) ? qmod_tower_of(mods[m])->trunk_dims(c)->C : 0;

@@ -37,6 +37,7 @@ void qmod_vqa_work_free(qmod_vqa_work *w) {
     qmod_head_work_free(&w->answer);
     qmod_head_work_free(&w->lang);
     free(w->present);
+    free(w->place), free(w->place_arg), free(w->dpatch);
     memset(w, 0, sizeof *w);
 }
 
@@ -111,6 +112,44 @@ static qiao_status standardize(const qmod_model *m, qmod_vqa_work *w, int k, con
     return QIAO_OK;
 }
 
+/* Grows *buf to at least n elements of `size` bytes (its contents lost). */
+static qiao_status grow(void **buf, int64_t *have, int64_t n, size_t size) {
+    if (n <= *have) return QIAO_OK;
+    free(*buf);
+    *have = 0;
+    if (!(*buf = malloc((size_t)n * size)))
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "VQA: out of memory for %lld picture values", (long long)n);
+    *have = n;
+    return QIAO_OK;
+}
+
+/* The tower's side of the patch grid. */
+static int64_t patch_side(int64_t P) {
+    int64_t g = 1;
+    while (g * g < P) g++;
+    return g;
+}
+
+/* With places, the picture's standardized patches pooled into G x G place
+ * tokens (fuser.h qf_places_forward), which the fuser reads instead. */
+static qiao_status picture_places(const qmod_model *m, qmod_vqa_work *w, qf_fuser_input *fin, qf_fuser_dims *d) {
+    const int64_t G = m->cfg.fusion.places, C = m->cfg.fusion.in_width[QF_IMAGE], P = d->T[QF_IMAGE];
+    if (G == 0) return QIAO_OK;
+    const int64_t g = patch_side(P), n = d->B * G * G * C;
+    if (g * g != P || G > g)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA: %lld picture tokens cannot be pooled into %lld x %lld places",
+                        (long long)P, (long long)G, (long long)G);
+    int64_t have = w->place_n;
+    qiao_status st = grow((void **)&w->place, &have, n, sizeof(float));
+    if (st == QIAO_OK) st = grow((void **)&w->place_arg, &w->place_n, n, sizeof(int32_t));
+    if (st != QIAO_OK) return st;
+    qf_places_forward(w->place, w->place_arg, fin->tokens[QF_IMAGE], d->B, g, G, C);
+    fin->tokens[QF_IMAGE] = w->place;
+    fin->mask[QF_IMAGE] = NULL;
+    d->T[QF_IMAGE] = G * G;
+    return QIAO_OK;
+}
+
 /* Runs the towers and fills the fuser's input. */
 static qiao_status run_towers(const qb_exec *ex, const qmod_model *m, qmod_vqa_work *w, const qmod_vqa_inputs *in,
                               qf_fuser_input *fin, qf_fuser_dims *d) {
@@ -151,7 +190,8 @@ static qiao_status run_towers(const qb_exec *ex, const qmod_model *m, qmod_vqa_w
     if (d->T[QF_IMAGE] == 0) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA: no picture in the batch");
     if (d->T[QF_TEXT] + d->T[QF_AUDIO] == 0)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA: no question in the batch (neither text nor audio)");
-    return fuser_reserve(w, m, d);
+    qiao_status st = picture_places(m, w, fin, d);
+    return st == QIAO_OK ? fuser_reserve(w, m, d) : st;
 }
 
 qiao_status qmod_vqa_forward(const qb_exec *ex, const qmod_model *m, qmod_vqa_work *w, const qmod_vqa_inputs *in,
@@ -201,8 +241,19 @@ qiao_status qmod_vqa_backward(const qb_exec *ex, const qmod_model *m, qmod_param
                       &m->cfg.fusion, &d);
     for (int k = 0; k < QF_NMOD; k++) {
         if (!dtok[k]) continue;
+        int64_t T = d.T[k];
+        if (k == QF_IMAGE && m->cfg.fusion.places > 0) {
+            /* from the places back to the patches they were pooled from */
+            const int64_t C = m->cfg.fusion.in_width[k], P = m->cfg.image.tokens, n = in->B * P * C;
+            qiao_status st = grow((void **)&w->dpatch, &w->dpatch_n, n, sizeof(float));
+            if (st != QIAO_OK) return st;
+            memset(w->dpatch, 0, (size_t)n * sizeof(float));
+            qf_places_backward(w->dpatch, dtok[k], w->place_arg, in->B, patch_side(P), m->cfg.fusion.places, C);
+            dtok[k] = w->dpatch;
+            T = P;
+        }
         /* through the standardization: d tokens = d standardized / std */
-        const int64_t C = m->cfg.fusion.in_width[k], rows = in->B * d.T[k];
+        const int64_t C = m->cfg.fusion.in_width[k], rows = in->B * T;
         const float *sd = m->p.tok_std[k];
         for (int64_t r = 0; r < rows; r++)
             for (int64_t c = 0; c < C; c++) dtok[k][r * C + c] /= sd[c];

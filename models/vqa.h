@@ -52,6 +52,11 @@ typedef struct qmod_vqa_work {
     int64_t ntok_n[QF_NMOD];
     uint8_t *present;                  /* (B, QF_NMOD) */
     int64_t B_max;
+    /* a fuser with places (fuser.h): the picture's place tokens, (B*G*G, C),
+     * where each came from, and the patches' gradient in backward */
+    float *place, *dpatch;
+    int32_t *place_arg;
+    int64_t place_n, dpatch_n;
 } qmod_vqa_work;
 
 /* QIAO_ERR_UNSUPPORTED with a message when the model has no fusion section

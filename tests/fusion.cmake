@@ -2,7 +2,7 @@
 # parameter and input, masks, 1-vs-2-thread bits) and modality weighting.
 qiao_test(NAME test_fusion SOURCES unit/test_fusion.c
   CASES xblock_gradcheck xblock_masks xblock_threads fuser_gradcheck_learned fuser_gradcheck_fixed
-        fuser_weights fuser_threads stats
+        fuser_weights fuser_threads stats places
   LABELS gradcheck)
 
 # fusion/decoder: the caption decoder (gradient checks tied and untied, the KV

@@ -2,7 +2,7 @@
 # fused heads, a tiny three-tower VQA model gradient-checked end to end
 # (heads, fuser, towers), frozen towers, absent inputs, save and load.
 qiao_test(NAME test_vqa SOURCES unit/test_vqa.c
-  CASES config gradients absent_and_save unsupported
+  CASES config gradients gradients_places absent_and_save unsupported
   LABELS model TIMEOUT 120)
 
 # The public VQA API (sdk/api/vqa_api.c) on a tiny VQA model written at test
@@ -25,5 +25,5 @@ qiao_fuzz(NAME fuzz_vqa_question SOURCES ${PROJECT_SOURCE_DIR}/sdk/api/vqa_api.c
 # object loss on the picture's tokens learns and resumes, frozen towers stay
 # as loaded, a model without the cell heads and bad recipe values fail.
 qiao_test(NAME test_vqa_train SOURCES unit/test_vqa_train.c
-  CASES cells_learn_and_resume errors grows LABELS train TIMEOUT 300)
+  CASES cells_learn_and_resume places_learn errors grows LABELS train TIMEOUT 300)
 target_link_libraries(test_vqa_train PRIVATE qiao_datasets)

@@ -33,6 +33,30 @@ void qmod_vqa_batch_cells(const qmod_vqa_dataset *d, const qmod_vqa_batch *b, in
     }
 }
 
+void qmod_vqa_batch_places(const qmod_vqa_dataset *d, const qmod_vqa_batch *b, int64_t rows, int G, int32_t *lab) {
+    const int64_t per_row = (int64_t)G * G * QMOD_VQA_NATTR;
+    for (int64_t r = 0; r < rows; r++) {
+        if (b->present[r * QF_NMOD + QF_IMAGE])
+            qmod_vqa_place_labels(d, b->scene[r], G, lab + r * per_row);
+        else
+            for (int64_t i = 0; i < per_row; i++) lab[r * per_row + i] = -1;
+    }
+}
+
+void qmod_vqa_cell_tokens(const qmod_model *m, const qmod_token_seq *seq, float *place, int32_t *arg,
+                          const float **x, int64_t *T, int *grid, bool *places) {
+    const int g = (int)lround(sqrt((double)seq->T));
+    const int64_t G = m->cfg.has_fusion ? m->cfg.fusion.places : 0;
+    *x = seq->x, *T = seq->T, *grid = g, *places = false;
+    if ((int64_t)g * g != seq->T) {
+        *T = 0;
+        return;
+    }
+    if (G <= 0 || G > g) return;
+    qf_places_forward(place, arg, seq->x, seq->B, g, G, seq->C);
+    *x = place, *T = G * G, *grid = (int)G, *places = true;
+}
+
 void qmod_vqa_cell_hits(const float *logits, const int32_t *lab, int a, int64_t N, int64_t K, int64_t *n,
                         int64_t *right) {
     for (int64_t i = 0; i < N; i++) {
@@ -47,20 +71,27 @@ void qmod_vqa_cell_hits(const float *logits, const int32_t *lab, int a, int64_t 
 
 /* The cell heads' calls on one batch just run forward (rows [0, rows)). */
 static qiao_status count_cells(const qb_exec *ex, const qmod_model *m, qmod_vqa_work *w, const int *heads,
-                               qmod_head_work *hw, int32_t *lab, const qmod_vqa_dataset *d, const qmod_vqa_batch *b,
-                               int64_t rows, qmod_vqa_result *out) {
+                               qmod_head_work *hw, int32_t *lab, float *place, int32_t *arg,
+                               const qmod_vqa_dataset *d, const qmod_vqa_batch *b, int64_t rows,
+                               qmod_vqa_result *out) {
     qmod_token_seq seq;
     qiao_status st = qmod_tokens(m, &w->tower[QF_IMAGE], &b->image, &seq);
     if (st != QIAO_OK) return st;
-    const int64_t T = seq.T;
-    const int grid = (int)lround(sqrt((double)T));
-    if ((int64_t)grid * grid != T) return QIAO_OK; /* not a square grid of patches: nothing to label */
-    qmod_vqa_batch_cells(d, b, rows, grid, lab);
+    const float *x;
+    int64_t T;
+    int grid;
+    bool places;
+    qmod_vqa_cell_tokens(m, &seq, place, arg, &x, &T, &grid, &places);
+    if (T == 0) return QIAO_OK; /* not a square grid of patches: nothing to label */
+    if (places)
+        qmod_vqa_batch_places(d, b, rows, grid, lab);
+    else
+        qmod_vqa_batch_cells(d, b, rows, grid, lab);
     for (int a = 0; a < QMOD_VQA_NATTR; a++) {
         if (heads[a] < 0) continue;
         const int64_t K = m->cfg.heads[heads[a]].mlp.classes;
         const float *lg = NULL;
-        if ((st = qmod_head_forward(ex, m, &hw[a], seq.x, rows * T, &lg)) != QIAO_OK) return st;
+        if ((st = qmod_head_forward(ex, m, &hw[a], x, rows * T, &lg)) != QIAO_OK) return st;
         if ((st = ex->ops->sync(ex)) != QIAO_OK) return st;
         qmod_vqa_cell_hits(lg, lab, a, rows * T, K, &out->cell_n[a], &out->cell_correct[a]);
     }
@@ -111,8 +142,14 @@ qiao_status qmod_vqa_eval(const qb_exec *ex, const qmod_model *m, const qmod_vqa
         cells = true;
         st = qmod_head_work_init(&hw[a], m, cell_head[a], lp.batch * m->cfg.image.tokens, false);
     }
+    /* places (G <= the patch grid's side) are never more than the patches */
+    const size_t cells_n = (size_t)(lp.batch * m->cfg.image.tokens);
+    float *place = NULL;
+    int32_t *arg = NULL;
     if (st == QIAO_OK && cells &&
-        !(lab = malloc((size_t)(lp.batch * m->cfg.image.tokens * QMOD_VQA_NATTR) * sizeof *lab)))
+        (!(lab = malloc(cells_n * QMOD_VQA_NATTR * sizeof *lab)) ||
+         !(place = malloc(cells_n * (size_t)m->cfg.image.trunk.C * sizeof *place)) ||
+         !(arg = malloc(cells_n * (size_t)m->cfg.image.trunk.C * sizeof *arg))))
         st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "VQA eval: out of memory");
     qmod_vqa_loader *l = NULL;
     if (st == QIAO_OK) st = qmod_vqa_loader_start(&lp, &l);
@@ -126,7 +163,7 @@ qiao_status qmod_vqa_eval(const qb_exec *ex, const qmod_model *m, const qmod_vqa
         const float *logits = NULL, *lang = NULL, *wts = NULL;
         st = qmod_vqa_forward(ex, m, &w, &in, p->mode, &logits, &lang, &wts);
         const int64_t rows = b->B < total - out->n ? b->B : total - out->n;
-        if (st == QIAO_OK && cells) st = count_cells(ex, m, &w, cell_head, hw, lab, d, b, rows, out);
+        if (st == QIAO_OK && cells) st = count_cells(ex, m, &w, cell_head, hw, lab, place, arg, d, b, rows, out);
         for (int64_t r = 0; st == QIAO_OK && r < b->B && out->n < total; r++) {
             int64_t best = 0;
             for (int64_t k = 1; k < K; k++)
@@ -144,7 +181,7 @@ qiao_status qmod_vqa_eval(const qb_exec *ex, const qmod_model *m, const qmod_vqa
     qmod_vqa_loader_stop(l);
     qmod_vqa_work_free(&w);
     for (int a = 0; a < QMOD_VQA_NATTR; a++) qmod_head_work_free(&hw[a]);
-    free(lab);
+    free(lab), free(place), free(arg);
     for (int k = 0; k < QF_NMOD; k++) out->mean_w[k] = out->n ? out->mean_w[k] / (double)out->n : NAN;
     return st;
 }

@@ -292,6 +292,8 @@ typedef struct vqa_obj {
     int64_t cell_T;                  /* picture tokens: grid * grid */
     int32_t *cell_lab, *cell_t;      /* (B, T, NATTR) labels, (B*T) one attribute's */
     float *cell_losses, *cell_probs, *cell_dlog, *cell_dtok; /* (B*T), (B*T, Kmax) twice, (B*T, C) */
+    float *cell_place, *cell_dplace; /* with the fuser's places: what the heads read, (B*G*G, C), its gradient */
+    int32_t *cell_arg;               /* (B*G*G, C) the patch each place value came from */
 } vqa_obj;
 
 /* The towers' token statistics (model.h tok_mean, tok_std): per channel over
@@ -405,10 +407,21 @@ static qiao_status cell_loss(vqa_obj *o, const qb_exec *ex, bool into_tower, flo
     if (seq.T != o->cell_T || seq.B != b->B)
         return qc_error(QIAO_ERR_INTERNAL, "VQA: %lld picture tokens, the cell grid has %lld", (long long)seq.T,
                         (long long)o->cell_T);
-    const int64_t T = seq.T, N = seq.B * T, C = seq.C;
-    const int grid = (int)lround(sqrt((double)T));
-    qmod_vqa_batch_cells(&o->train, b, b->B, grid, o->cell_lab);
-    if (into_tower) memset(o->cell_dtok, 0, (size_t)(N * C) * sizeof(float));
+    const int64_t C = seq.C, P = seq.B * seq.T;
+    const float *x;
+    int64_t T;
+    int grid;
+    bool places;
+    qmod_vqa_cell_tokens(m, &seq, o->cell_place, o->cell_arg, &x, &T, &grid, &places);
+    if (T == 0) return qc_error(QIAO_ERR_INTERNAL, "VQA: %lld picture tokens are not a square grid", (long long)seq.T);
+    const int64_t N = seq.B * T;
+    if (places)
+        qmod_vqa_batch_places(&o->train, b, b->B, grid, o->cell_lab);
+    else
+        qmod_vqa_batch_cells(&o->train, b, b->B, grid, o->cell_lab);
+    /* the heads' gradient at what they read: the patches, or the places first */
+    float *dx = places ? o->cell_dplace : o->cell_dtok;
+    if (into_tower) memset(dx, 0, (size_t)(N * C) * sizeof(float));
     *loss = 0.0f;
     metrics[M_CELL_SHAPE] = metrics[M_CELL_COLOR] = NAN;
     for (int a = 0; a < QMOD_VQA_NATTR; a++) {
@@ -417,7 +430,7 @@ static qiao_status cell_loss(vqa_obj *o, const qb_exec *ex, bool into_tower, flo
         for (int64_t i = 0; i < N; i++) o->cell_t[i] = o->cell_lab[i * QMOD_VQA_NATTR + a];
         const float *lg = NULL;
         float l = 0.0f;
-        if ((st = qmod_head_forward(ex, m, &o->cw[a], seq.x, N, &lg)) != QIAO_OK) return st;
+        if ((st = qmod_head_forward(ex, m, &o->cw[a], x, N, &lg)) != QIAO_OK) return st;
         nn_cross_entropy_forward(ex, &l, o->cell_losses, o->cell_probs, lg, o->cell_t, N, K, 0.0f, -1);
         if ((st = ex->ops->sync(ex)) != QIAO_OK) return st;
         if (!isfinite(l)) return qc_error(QIAO_ERR_INTERNAL, "VQA: the cell loss is not finite (%g)", (double)l);
@@ -428,8 +441,13 @@ static qiao_status cell_loss(vqa_obj *o, const qb_exec *ex, bool into_tower, flo
                 objects ? (float)right / (float)objects : NAN;
         memset(o->cell_dlog, 0, (size_t)(N * K) * sizeof(float));
         nn_cross_entropy_backward(ex, o->cell_dlog, o->h.cell_weight, o->cell_probs, o->cell_t, N, K, 0.0f, -1);
-        qmod_head_backward(ex, m, &o->g, &o->cw[a], seq.x, N, o->cell_dlog, into_tower ? o->cell_dtok : NULL);
+        qmod_head_backward(ex, m, &o->g, &o->cw[a], x, N, o->cell_dlog, into_tower ? dx : NULL);
         *loss += l;
+    }
+    if (into_tower && places) {
+        if ((st = ex->ops->sync(ex)) != QIAO_OK) return st;
+        memset(o->cell_dtok, 0, (size_t)(P * C) * sizeof(float));
+        qf_places_backward(o->cell_dtok, dx, o->cell_arg, seq.B, (int64_t)lround(sqrt((double)seq.T)), grid, C);
     }
     metrics[M_CELL] = *loss;
     return ex->ops->sync(ex);
@@ -564,7 +582,7 @@ static void obj_free(vqa_obj *o) {
     free(o->losses), free(o->probs), free(o->dlogits), free(o->lprobs), free(o->dlang), free(o->lang_t);
     for (int a = 0; a < QMOD_VQA_NATTR; a++) qmod_head_work_free(&o->cw[a]);
     free(o->cell_lab), free(o->cell_t), free(o->cell_losses), free(o->cell_probs), free(o->cell_dlog);
-    free(o->cell_dtok);
+    free(o->cell_dtok), free(o->cell_place), free(o->cell_dplace), free(o->cell_arg);
     qmod_free(o->m);
 }
 
@@ -598,7 +616,10 @@ static qiao_status cells_init(vqa_obj *o) {
         !(o->cell_t = malloc((size_t)N * sizeof(int32_t))) || !(o->cell_losses = malloc((size_t)N * sizeof(float))) ||
         !(o->cell_probs = malloc((size_t)(N * Kmax) * sizeof(float))) ||
         !(o->cell_dlog = malloc((size_t)(N * Kmax) * sizeof(float))) ||
-        !(o->cell_dtok = malloc((size_t)(N * C) * sizeof(float))))
+        !(o->cell_dtok = malloc((size_t)(N * C) * sizeof(float))) ||
+        !(o->cell_place = malloc((size_t)(N * C) * sizeof(float))) ||
+        !(o->cell_dplace = malloc((size_t)(N * C) * sizeof(float))) ||
+        !(o->cell_arg = malloc((size_t)(N * C) * sizeof(int32_t))))
         return qc_error(QIAO_ERR_OUT_OF_MEMORY, "VQA train: out of memory");
     return QIAO_OK;
 }

@@ -106,6 +106,12 @@ void qmod_vqa_dataset_free(qmod_vqa_dataset *d);
  * places. Coverage is sampled on 4 x 4 points per cell against a disc of
  * 0.8 r (a shape fills most of its circumscribed circle's inner part). */
 void qmod_vqa_cell_labels(const qmod_vqa_dataset *d, int64_t scene, int grid, int32_t *labels);
+/* The same labels for the G x G places of a fuser with places (fusion/
+ * fuser.h): place (i, j) is labelled with the object whose centre lies in
+ * it (the shapes world puts each object inside one cell of its 3 x 3 grid,
+ * so at G = 3 a place holds one object at most; where two centres share a
+ * place, the larger object), 0 where none does. */
+void qmod_vqa_place_labels(const qmod_vqa_dataset *d, int64_t scene, int G, int32_t *labels);
 
 /* ---- what a batch looks like --------------------------------------------------- */
 

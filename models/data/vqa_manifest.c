@@ -385,6 +385,30 @@ void qmod_vqa_dataset_free(qmod_vqa_dataset *d) {
     memset(d, 0, sizeof *d);
 }
 
+void qmod_vqa_place_labels(const qmod_vqa_dataset *d, int64_t scene, int G, int32_t *labels) {
+    const int64_t places = (int64_t)G * G;
+    for (int64_t i = 0; i < places * QMOD_VQA_NATTR; i++) labels[i] = -1;
+    if (!d || scene < 0 || scene >= d->n_scenes || G < 1) return;
+    const qmod_vqa_scene *sc = &d->scenes[scene];
+    for (int32_t k = 0; k < sc->n_objects; k++)
+        if (sc->objects[k].r <= 0) return; /* an object without a place could be in any */
+    int32_t who[64 * 64];
+    for (int64_t q = 0; q < places; q++) who[q] = -1;
+    for (int32_t k = 0; k < sc->n_objects; k++) {
+        const qmod_vqa_object *ob = &sc->objects[k];
+        const int gx = ob->x <= 0 ? 0 : ob->x >= 1 ? G - 1 : (int)(ob->x * (float)G);
+        const int gy = ob->y <= 0 ? 0 : ob->y >= 1 ? G - 1 : (int)(ob->y * (float)G);
+        const int64_t q = (int64_t)gy * G + gx;
+        if (who[q] < 0 || ob->r > sc->objects[who[q]].r) who[q] = k;
+    }
+    for (int64_t q = 0; q < places; q++)
+        for (int a = 0; a < QMOD_VQA_NATTR; a++) {
+            if (!d->n_attr[a]) continue;
+            const int32_t k = who[q];
+            labels[q * QMOD_VQA_NATTR + a] = k < 0 ? 0 : sc->objects[k].attr[a] < 0 ? -1 : 1 + sc->objects[k].attr[a];
+        }
+}
+
 void qmod_vqa_cell_labels(const qmod_vqa_dataset *d, int64_t scene, int grid, int32_t *labels) {
     const int64_t cells = (int64_t)grid * grid;
     for (int64_t i = 0; i < cells * QMOD_VQA_NATTR; i++) labels[i] = -1;

@@ -240,7 +240,7 @@ static void fu_bwd(fu_case *c) {
 static void fu_setup(fu_case *c, qf_weighting mode, uint64_t seed, int64_t positions) {
     memset(c, 0, sizeof *c);
     c->mode = mode;
-    c->cfg = (qf_fuser_config){8, 2, 2, 16, 4, mode, {6, 5, 7}, positions};
+    c->cfg = (qf_fuser_config){8, 2, 2, 16, 4, mode, {6, 5, 7}, positions, 0};
     c->d = (qf_fuser_dims){3, {3, 4, 2}};
     assert_int_equal(qf_fuser_describe(&c->m.pt, "fusion.", &c->cfg, 0), QIAO_OK);
     assert_int_equal(qf_fuser_describe_acts(&c->m.at, "fusion.", &c->cfg, &c->d, true, 0), QIAO_OK);
@@ -392,6 +392,44 @@ static void test_fuser_threads(void **state) {
 
 /* ==== statistics ================================================================== */
 
+/* Places (fuser.h): a 3 x 3 grid over 8 x 8 patches reads rows and columns
+ * [0, 3), [2, 6), [5, 8), so a patch on a border belongs to every place
+ * that shares it, and the gradient goes back to the patch each maximum came
+ * from, once per place that took it. */
+static void test_places(void **state) {
+    (void)state;
+    enum { B = 2, g = 8, G = 3, C = 2 };
+    float tok[B * g * g * C], out[B * G * G * C], dtok[B * g * g * C], dout[B * G * G * C];
+    int32_t arg[B * G * G * C];
+    for (int i = 0; i < B * g * g * C; i++) tok[i] = (float)((i * 37) % 101) / 101.0f;
+    tok[(1 * g * g + 2 * g + 2) * C + 1] = 5.0f; /* row 1, patch (2, 2): places 0, 1, 3 and 4 */
+    tok[(0 * g * g + 7 * g + 7) * C + 0] = -9.0f;  /* the corner of place 8 never wins */
+    qf_places_forward(out, arg, tok, B, g, G, C);
+    for (int b = 0; b < B; b++)
+        for (int q = 0; q < G * G; q++)
+            for (int c = 0; c < C; c++) {
+                const int r0 = (q / G) * g / G, r1 = ((q / G + 1) * g + G - 1) / G;
+                const int c0 = (q % G) * g / G, c1 = ((q % G + 1) * g + G - 1) / G;
+                float want = -1e30f;
+                for (int r = r0; r < r1; r++)
+                    for (int k = c0; k < c1; k++) want = fmaxf(want, tok[((b * g + r) * g + k) * C + c]);
+                assert_float_equal(out[(b * G * G + q) * C + c], want, 0.0);
+            }
+    for (int q = 0; q < G * G; q++) {
+        const bool shares = q == 0 || q == 1 || q == 3 || q == 4;
+        assert_int_equal(out[(G * G + q) * C + 1] == 5.0f, shares);
+        if (shares) assert_int_equal(arg[(G * G + q) * C + 1], 2 * g + 2);
+    }
+    for (int i = 0; i < B * G * G * C; i++) dout[i] = 1.0f;
+    memset(dtok, 0, sizeof dtok);
+    qf_places_backward(dtok, dout, arg, B, g, G, C);
+    assert_float_equal(dtok[(1 * g * g + 2 * g + 2) * C + 1], 4.0f, 0.0);
+    assert_float_equal(dtok[(0 * g * g + 7 * g + 7) * C + 0], 0.0f, 0.0);
+    float total = 0.0f;
+    for (int i = 0; i < B * g * g * C; i++) total += dtok[i];
+    assert_float_equal(total, (float)(B * G * G * C), 0.0); /* every place's gradient lands once */
+}
+
 static void test_stats(void **state) {
     (void)state;
     float s[QF_NSTATS];
@@ -442,7 +480,7 @@ static void test_stats(void **state) {
 #define CASE(name) {#name, test_##name, setup, NULL, NULL}
 static const struct CMUnitTest tests[] = {
     CASE(xblock_gradcheck), CASE(xblock_masks),   CASE(xblock_threads),       CASE(fuser_gradcheck_learned),
-    CASE(fuser_gradcheck_fixed), CASE(fuser_weights), CASE(fuser_threads), CASE(stats),
+    CASE(fuser_gradcheck_fixed), CASE(fuser_weights), CASE(fuser_threads), CASE(stats), CASE(places),
 };
 
 QT_MAIN(tests)

@@ -93,6 +93,19 @@ static void test_config(void **state) {
     qc_table_free(&tab);
     qmod_config_free(&c);
 
+    /* "places": G pools the picture into G x G place tokens, with a position each */
+    json = tiny_with("{\"width\": 16, \"layers\": 1, \"heads\": 2, \"mlp\": 32, \"gate_hidden\": 8, "
+                     "\"positions\": true, \"places\": 3}",
+                     HEADS_JSON, NULL);
+    assert_int_equal(qmod_config_from_string(json, "vqa.json", &c), QIAO_OK);
+    free(json);
+    assert_int_equal(c.fusion.places, 3);
+    assert_int_equal(c.fusion.positions, 9);
+    qmod_config_free(&c);
+    expect_bad("{\"width\": 16, \"layers\": 1, \"heads\": 2, \"mlp\": 32, \"gate_hidden\": 8, \"places\": 0}",
+               NULL, NULL, "'places'");
+    expect_bad("{\"width\": 16, \"layers\": 1, \"heads\": 2, \"mlp\": 32, \"gate_hidden\": 8, \"places\": 9}",
+               NULL, NULL, "fusion.places");
     expect_bad("{\"width\": 16, \"layers\": 1, \"heads\": 2, \"mlp\": 32, \"gate_hidden\": 8}", NULL, "image",
                "image tower");
     expect_bad("{\"width\": 16, \"layers\": 1, \"heads\": 3, \"mlp\": 32, \"gate_hidden\": 8}", NULL, NULL,
@@ -140,8 +153,8 @@ static void vqa_fwd(void *ctx) {
     memcpy(k->out + k->n_ans, lang, (size_t)(k->n_out - k->n_ans) * sizeof(float));
 }
 
-static qmod_model *vqa_model(uint64_t seed) {
-    char *json = tiny_with(FUSION_JSON, HEADS_JSON, NULL);
+static qmod_model *vqa_model(uint64_t seed, const char *fusion) {
+    char *json = tiny_with(fusion, HEADS_JSON, NULL);
     qmod_config c;
     qmod_model *m = NULL;
     assert_int_equal(qmod_config_from_string(json, "vqa.json", &c), QIAO_OK);
@@ -154,10 +167,10 @@ static qmod_model *vqa_model(uint64_t seed) {
     return m;
 }
 
-static void vqa_setup(vqa_case *k, uint64_t seed, bool train) {
+static void vqa_setup_with(vqa_case *k, uint64_t seed, bool train, const char *fusion) {
     memset(k, 0, sizeof *k);
     qb_exec_cpu(&k->ex, 2);
-    k->m = vqa_model(seed);
+    k->m = vqa_model(seed, fusion);
     k->mode = QF_WEIGHT_LEARNED;
     const char *q[3] = {"Is there a red circle?", "左上角是什么颜色？", "How many stars are there?"};
     assert_int_equal(qmod_batch_text(k->m, q, 3, &k->b[QF_TEXT]), QIAO_OK);
@@ -198,6 +211,10 @@ static void vqa_setup(vqa_case *k, uint64_t seed, bool train) {
     k->out = qt_alloc(k->n_out);
 }
 
+static void vqa_setup(vqa_case *k, uint64_t seed, bool train) {
+    vqa_setup_with(k, seed, train, FUSION_JSON);
+}
+
 static void vqa_free(vqa_case *k) {
     qmod_vqa_work_free(&k->w);
     for (int m = 0; m < QF_NMOD; m++) qmod_batch_free(&k->b[m]), free(k->stats[m]);
@@ -205,10 +222,9 @@ static void vqa_free(vqa_case *k) {
     qmod_free(k->m);
 }
 
-static void test_gradients(void **state) {
-    (void)state;
+static void check_gradients(const char *fusion) {
     vqa_case k;
-    vqa_setup(&k, 5, true);
+    vqa_setup_with(&k, 5, true, fusion);
     /* weights a little larger than the init's 0.02 so every path carries signal */
     qt_fill_normal(k.m->p.fusion.in_w[QF_TEXT], 16 * 64, 0.15f, 77);
     /* token standardization that is not the identity, so the gradient
@@ -267,6 +283,19 @@ static void test_gradients(void **state) {
     vqa_free(&k);
 }
 
+static void test_gradients(void **state) {
+    (void)state;
+    check_gradients(FUSION_JSON);
+}
+
+/* The picture read as 3 x 3 places (fuser.h) with their positions: the
+ * gradient reaches the image tower through the places' max. */
+static void test_gradients_places(void **state) {
+    (void)state;
+    check_gradients("{\"width\": 16, \"layers\": 1, \"heads\": 2, \"mlp\": 32, \"gate_hidden\": 8, "
+                    "\"places\": 3, \"positions\": true}");
+}
+
 /* A row's answer does not depend on what an absent modality's row holds,
  * and the saved model answers the same after loading. */
 static void test_absent_and_save(void **state) {
@@ -318,6 +347,7 @@ static void test_unsupported(void **state) {
 static const struct CMUnitTest tests[] = {
     CASE(config),
     CASE(gradients),
+    CASE(gradients_places),
     CASE(absent_and_save),
     CASE(unsupported),
 };

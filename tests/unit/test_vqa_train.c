@@ -184,6 +184,66 @@ static void cells_learn_and_resume(void **state) {
     free(recipe);
 }
 
+/* A fuser with places (fusion/fuser.h): the labels name every object once,
+ * in the place its centre lies in; the cell heads then read the places, and
+ * their loss falls and their colour accuracy rises as the picture tower
+ * learns through the places' max. */
+static void places_learn(void **state) {
+    (void)state;
+    char init[700], data[600], out[700], csv[700], ckpt[700];
+    snprintf(init, sizeof init, "%s/tiny.safetensors", g_dir);
+    snprintf(data, sizeof data, "%s/data", g_dir);
+    snprintf(out, sizeof out, "%s/places.safetensors", g_dir);
+    snprintf(ckpt, sizeof ckpt, "%s/places.ckpt.safetensors", g_dir);
+    snprintf(csv, sizeof csv, "%s/places.csv", g_dir);
+    qt_write_tiny_model(init, 1, true);
+    qmod_vqa_dataset d;
+    assert_int_equal(qmod_vqa_dataset_load(data, &d), QIAO_OK);
+    int32_t lab[9 * QMOD_VQA_NATTR];
+    for (int64_t sc = 0; sc < d.n_scenes; sc++) {
+        qmod_vqa_place_labels(&d, sc, 3, lab);
+        int objects = 0;
+        for (int q = 0; q < 9; q++) {
+            objects += lab[q * QMOD_VQA_NATTR + QMOD_VQA_SHAPE] > 0;
+            /* a place holds an object in every attribute or in none */
+            assert_int_equal(lab[q * QMOD_VQA_NATTR + QMOD_VQA_SHAPE] > 0, lab[q * QMOD_VQA_NATTR + QMOD_VQA_COLOR] > 0);
+        }
+        assert_int_equal(objects, d.scenes[sc].n_objects);
+    }
+    qmod_vqa_dataset_free(&d);
+    char *recipe = write_recipe_with("places.json",
+                                     "{\"width\": 32, \"layers\": 1, \"heads\": 2, \"mlp\": 64, \"gate_hidden\": 16, "
+                                     "\"places\": 3, \"positions\": true}",
+                                     "{\"batch\": 16, \"steps\": 120, \"warmup\": 10, \"lr\": 0.003, "
+                                     "\"eval_every\": 1000, \"ckpt_every\": 1000, \"freeze\": [\"text\", \"audio\"], "
+                                     "\"cell_weight\": 1.0, \"p_image_noise\": 0, \"p_occlude\": 0, "
+                                     "\"p_drop_image\": 0}");
+    qmod_vqa_train_params p;
+    memset(&p, 0, sizeof p);
+    params_from(&p, recipe);
+    p.init_path = init, p.data_dir = data, p.out_path = out, p.log_path = csv, p.ckpt_path = ckpt;
+    p.threads = 2, p.loader_threads = 1;
+    if (qmod_vqa_train(&p) != QIAO_OK) fail_msg("%s", qiao_last_error());
+    const double l0 = csv_mean(csv, "loss_cell", 0, 10), l1 = csv_mean(csv, "loss_cell", 100, 120);
+    const double a0 = csv_mean(csv, "cell_color_acc", 0, 10), a1 = csv_mean(csv, "cell_color_acc", 100, 120);
+    printf("place loss %.3f -> %.3f; colour accuracy on the objects' places %.3f -> %.3f\n", l0, l1, a0, a1);
+    assert_true(l1 < 0.6 * l0);
+    assert_true(a1 > a0 + 0.3);
+    qmod_model *m = NULL;
+    assert_int_equal(qmod_load(out, &m), QIAO_OK);
+    assert_int_equal(m->cfg.fusion.places, 3);
+    qmod_vqa_result r;
+    eval_typed(m, data, 100, &r);
+    /* one labelled place per object of the questions' scenes: far fewer than
+     * the covered patches, and never more than 6 a question */
+    printf("evaluation: %lld objects' places, colour %.3f\n", (long long)r.cell_n[QMOD_VQA_COLOR],
+           qmod_vqa_acc(r.cell_correct[QMOD_VQA_COLOR], r.cell_n[QMOD_VQA_COLOR]));
+    assert_true(r.n == 100 && r.cell_n[QMOD_VQA_COLOR] >= 100 && r.cell_n[QMOD_VQA_COLOR] <= 600);
+    assert_true(qmod_vqa_acc(r.cell_correct[QMOD_VQA_COLOR], r.cell_n[QMOD_VQA_COLOR]) > a0 + 0.3);
+    qmod_free(m);
+    free(recipe);
+}
+
 static void errors(void **state) {
     (void)state;
     qmod_vqa_hparams h;
@@ -274,7 +334,8 @@ static void grows(void **state) {
 }
 
 int main(int argc, char **argv) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(cells_learn_and_resume), cmocka_unit_test(errors),
+    const struct CMUnitTest tests[] = {cmocka_unit_test(cells_learn_and_resume),
+                                       cmocka_unit_test(places_learn), cmocka_unit_test(errors),
                                        cmocka_unit_test(grows)};
     if (argc > 1) cmocka_set_test_filter(argv[1]);
     return cmocka_run_group_tests(tests, setup, teardown);
