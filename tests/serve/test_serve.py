@@ -138,8 +138,11 @@ def test_conversation(srv):
     st, j, _, _ = srv.request("POST", "/v1/chat", {"sender_id": c, "message": "你好"})
     check(st == 200 and j["messages"] and j["messages"][0]["recipient_id"] == c and j["intent"] == "greeting",
           "chat: a greeting answered")
+    check(j["said"] == 1 + len(j["messages"]), f"chat: said counts the customer's line and the bot's ({j['said']})")
+    said = j["said"]
     st, j, _, _ = srv.request("POST", "/v1/chat", {"sender_id": c, "message": "我要退货"})
     check(st == 200 and j["action"].startswith("form:return"), "chat: a form starts")
+    check(j["said"] == said + 1 + len(j["messages"]), f"chat: said goes on from the last turn ({j['said']})")
     st, j, _, _ = srv.request("POST", "/v1/chat", {"sender_id": c, "message": "转人工"})
     check(st == 200 and j["paused"] is True, "chat: handed to a human")
     st, j, _, _ = srv.request("POST", "/v1/chat", {"sender_id": c, "message": "还在吗？"})
@@ -150,13 +153,20 @@ def test_conversation(srv):
           "the console's list: the paused conversation and its queue")
     st, j, _, _ = srv.request("POST", path + "/reply", {"text": "您好，我是客服小王", "agent": "小王"})
     check(st == 200 and j["said"] > 0, "an agent's reply")
+    reply_said = j["said"]
     st, j, _, _ = srv.request("GET", path)
     agent = [t for t in j["transcript"] if t["from"] == "agent"]
+    check(agent and reply_said == agent[-1]["n"] == j["said"], f"an agent's reply: said is its line's number "
+          f"({reply_said})")
     check(st == 200 and agent and agent[-1]["text"] == "您好，我是客服小王" and agent[-1]["agent"] == "小王",
           "the transcript holds the agent's reply for the chat page")
     check([t["n"] for t in j["transcript"]] == list(range(1, len(j["transcript"]) + 1)), "the transcript is numbered")
     st, j, _, _ = srv.request("POST", path + "/resume")
     check(st == 200 and j["paused"] is False and j["messages"], "resume: the bot picks up")
+    check(j["said"] == reply_said + len(j["messages"]), f"resume: said counts the bot's lines ({j['said']})")
+    resumed_said = j["said"]
+    st, j, _, _ = srv.request("GET", path)
+    check(st == 200 and j["said"] == resumed_said == j["transcript"][-1]["n"], "resume: said as stored")
     st, j, _, _ = srv.request("GET", "/v1/conversations?paused=1")
     check(st == 200 and not [x for x in j["conversations"] if x["sender_id"] == c], "resumed: off the list")
     st, j, _, _ = srv.request("POST", "/v1/conversations/nobody/handoff")
