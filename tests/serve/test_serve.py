@@ -355,6 +355,8 @@ def test_auth_fail_limit():
               int(m.get("qiao_auth_failures_total", -1)) == codes.count(401) + 1 and
               m.get('qiao_http_requests_total{route="parse",code="429"}') == str(limited + 1),
               "/metrics counts the refusals by their reason")
+        rc = srv.stop()
+        check(rc == 0, f"auth-fail: the service stops cleanly (got {rc})")
     finally:
         srv.stop()
     srv = Server("auth-fail-off", "--auth-fail-rate", "0")
