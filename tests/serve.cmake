@@ -1,7 +1,8 @@
 # `qiao serve` (apps/serve, issue 20) end to end on the sample shop's bot:
 # every route, tokens (missing, wrong, revoked by SIGHUP), bad requests of
 # every kind, a slow client, eight clients on one conversation losing no
-# event, the rate limit, metrics and a graceful SIGTERM
+# event, the rate limit, failed authentications limited per client address,
+# metrics and a graceful SIGTERM
 # (tests/serve/test_serve.py; Python's standard library only).
 find_package(Python3 REQUIRED COMPONENTS Interpreter)
 add_test(NAME serve.api COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/serve/test_serve.py
@@ -17,6 +18,15 @@ add_test(NAME serve.threads COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE
   --threads-only)
 set_tests_properties(serve.threads PROPERTIES LABELS "serve;cli" TIMEOUT 300
   ENVIRONMENT "OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1")
+
+# The table of failed authentications per client address (apps/serve/auth_fail.c,
+# compiled in: it needs nothing of the service's libraries): buckets per
+# address and per IPv6 /64, and a flood of new addresses that neither grows
+# the table nor frees the address it refuses.
+qiao_test(NAME test_serve_auth_fail SOURCES unit/test_serve_auth_fail.c ${PROJECT_SOURCE_DIR}/apps/serve/auth_fail.c
+  CASES drain_and_refill flood_of_addresses address_kinds LABELS "serve" TIMEOUT 60)
+target_include_directories(test_serve_auth_fail PRIVATE ${PROJECT_SOURCE_DIR})
+target_link_libraries(test_serve_auth_fail PRIVATE PkgConfig::CJSON)
 
 # `qiao serve`: usage.
 cli_expect(NAME cli.serve.usage RC 2 ARGS serve STDERR "--tokens FILE is required")

@@ -12,8 +12,8 @@ static void usage(FILE *f) {
             "usage: qiao serve --tokens FILE [--bot BOT.yml [--model M] [--orders F]] [--embed-model M]\n"
             "                  [--index INDEX] [--vqa-model M] [--caption-model M] [--store F | --redis ADDR\n"
             "                  [--redis-prefix P]] [--listen HOST:PORT] [--port-file F] [--workers N] [--threads N]\n"
-            "                  [--precision P] [--rate R] [--burst B] [--max-body BYTES] [--timeout S] [--max-connections N]\n"
-            "                  [--quiet]\n"
+            "                  [--precision P] [--rate R] [--burst B] [--auth-fail-rate R] [--auth-fail-burst B]\n"
+            "                  [--max-body BYTES] [--timeout S] [--max-connections N] [--quiet]\n"
             "  An HTTP service (docs/serve.md): POST /v1/parse, /v1/chat, /v1/embed, /v1/search, /v1/vqa,\n"
             "  /v1/caption; GET/DELETE /v1/conversations/ID, POST .../handoff, .../reply, .../resume,\n"
             "  GET /v1/conversations?paused=1; GET /healthz, /metrics; the chat page at / and the agent\n"
@@ -27,6 +27,9 @@ static void usage(FILE *f) {
             "  --threads   kernel threads per request (default 1); --precision model|f32|bf16|int8\n"
             "              the sessions' arithmetic (default: each model file's)\n"
             "  --rate      requests a second per token (default 50; 0: no limit), --burst (default 100)\n"
+            "  --auth-fail-rate  failed authentications (a missing or wrong token) a second per client\n"
+            "              address before it is answered 429 (default 5; 0: no limit), --auth-fail-burst\n"
+            "              (default 20); a good token from the address still passes\n"
             "  --max-body  bytes (default 8 MiB); --timeout seconds for an idle connection or a request\n"
             "              to arrive (default 10); --max-connections (default 1024)\n"
             "  SIGTERM or SIGINT: stop accepting, finish the requests in flight, close the stores.\n");
@@ -37,6 +40,7 @@ int cmd_serve(int argc, char **argv) {
     memset(&o, 0, sizeof o);
     o.listen = "127.0.0.1:8080";
     o.rate = 50, o.burst = 100;
+    o.auth_fail_rate = 5, o.auth_fail_burst = 20;
     o.max_body = 8u << 20;
     o.timeout_s = 10;
     o.max_connections = 1024;
@@ -90,6 +94,10 @@ int cmd_serve(int argc, char **argv) {
             if (!cli_num_arg("serve", a, argv[++i], 0, 1e9, &o.rate)) return 2;
         } else if (!strcmp(a, "--burst")) {
             if (!cli_num_arg("serve", a, argv[++i], 1, 1e9, &o.burst)) return 2;
+        } else if (!strcmp(a, "--auth-fail-rate")) {
+            if (!cli_num_arg("serve", a, argv[++i], 0, 1e9, &o.auth_fail_rate)) return 2;
+        } else if (!strcmp(a, "--auth-fail-burst")) {
+            if (!cli_num_arg("serve", a, argv[++i], 1, 1e9, &o.auth_fail_burst)) return 2;
         } else if (!strcmp(a, "--max-body")) {
             if (!cli_int_arg("serve", a, argv[++i], 1024, (int64_t)1 << 30, &n)) return 2;
             o.max_body = (size_t)n;

@@ -214,7 +214,7 @@ static void route_parse(serve_models *m, serve_worker *w, const cJSON *body, ser
 
 /* ---- Conversations ------------------------------------------------------------------ */
 
-static cJSON *reply_json(const char *sender, const qiao_bot_reply *r, double said) {
+static cJSON *reply_json(const char *sender, const qiao_bot_reply *r) {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "sender_id", sender);
     cJSON *m = cJSON_AddArrayToObject(j, "messages");
@@ -231,7 +231,7 @@ static cJSON *reply_json(const char *sender, const qiao_bot_reply *r, double sai
     cJSON_AddBoolToObject(j, "paused", r->paused);
     cJSON *s = cJSON_AddObjectToObject(j, "slots");
     for (size_t i = 0; i < r->n_slots; i++) cJSON_AddStringToObject(s, r->slots[i].name, r->slots[i].value);
-    cJSON_AddNumberToObject(j, "said", said);
+    cJSON_AddNumberToObject(j, "said", (double)r->said);
     return j;
 }
 
@@ -251,16 +251,6 @@ static cJSON *load_state(serve_worker *w, const char *id, serve_answer *a) {
         return NULL;
     }
     return j;
-}
-
-static double state_said(serve_worker *w, const char *id) {
-    serve_answer tmp = {0, NULL};
-    cJSON *s = load_state(w, id, &tmp);
-    const cJSON *n = cJSON_GetObjectItemCaseSensitive(s, "said");
-    const double said = cJSON_IsNumber(n) ? n->valuedouble : 0;
-    cJSON_Delete(s);
-    cJSON_Delete(tmp.body);
-    return said;
 }
 
 /* Two turns of one conversation at once in this process wait for each
@@ -294,7 +284,7 @@ static void route_chat(serve_models *m, serve_worker *w, const cJSON *body, serv
         if (st == QIAO_ERR_CONFLICT) qiao_bot_reply_free(&r);
     }
     if (st != QIAO_OK) serve_fail(a, st, "message");
-    else a->status = 200, a->body = reply_json(sender, &r, state_said(w, sender));
+    else a->status = 200, a->body = reply_json(sender, &r);
     pthread_mutex_unlock(lock);
     qiao_bot_reply_free(&r);
 }
@@ -367,6 +357,8 @@ static void route_conv(serve_route route, serve_worker *w, const char *id, const
     /* Handing over, replying and resuming need the conversation to exist. */
     cJSON *s = load_state(w, id, a);
     if (!s) return;
+    const cJSON *said = cJSON_GetObjectItemCaseSensitive(s, "said");
+    const double said_before = cJSON_IsNumber(said) ? said->valuedouble : 0;
     cJSON_Delete(s);
     qiao_status st = QIAO_ERR_CONFLICT;
     if (route == R_CONV_HANDOFF) {
@@ -397,7 +389,13 @@ static void route_conv(serve_route route, serve_worker *w, const char *id, const
         }
         a->status = 200, a->body = cJSON_CreateObject();
         cJSON_AddStringToObject(a->body, "sender_id", id);
-        cJSON_AddNumberToObject(a->body, "said", state_said(w, id));
+        /* An agent's message is one line more than the state just read
+         * (qiao_bot_agent_say gives no reply to count from): this process's
+         * turns of the conversation wait for its lock, so none came
+         * between. Another process sharing the store may slip a line in,
+         * which the count then misses; a second read was no better (it
+         * could count lines said after). */
+        cJSON_AddNumberToObject(a->body, "said", said_before + 1);
     } else {
         qiao_bot_reply r;
         for (int i = 0; i < CONFLICT_TRIES && st == QIAO_ERR_CONFLICT; i++) {
@@ -406,7 +404,7 @@ static void route_conv(serve_route route, serve_worker *w, const char *id, const
             if (st == QIAO_ERR_CONFLICT) qiao_bot_reply_free(&r);
         }
         if (st != QIAO_OK) serve_fail(a, st, NULL);
-        else a->status = 200, a->body = reply_json(id, &r, state_said(w, id));
+        else a->status = 200, a->body = reply_json(id, &r);
         qiao_bot_reply_free(&r);
     }
 }

@@ -9,6 +9,7 @@
 #include <cjson/cJSON.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "qiao.h"
@@ -32,6 +33,8 @@ typedef struct serve_opts {
     int threads;               /* each worker's kernel threads (default 1) */
     int precision;             /* the sessions' qiao_precision (default: each model file's) */
     double rate, burst;        /* per token: requests a second (0: no limit) and the bucket's size */
+    double auth_fail_rate;     /* per client address: failed authentications a second (0: no limit) */
+    double auth_fail_burst;    /* and its bucket's size */
     size_t max_body;           /* bytes */
     int timeout_s;             /* an idle connection, or a request taking longer to arrive, is dropped */
     int max_connections;
@@ -132,6 +135,35 @@ bool serve_tokens_parse(FILE *f, const char *path, double burst, serve_tokens *o
 /* The index of the token `given` is, or -1. Every token is compared over
  * all SERVE_TOKEN_MAX bytes, so the time says nothing of how much matched. */
 long serve_tokens_find(const serve_tokens *s, const char *given, size_t len);
+
+/* ---- Failed authentications per client address (auth_fail.c) -------------------- */
+
+struct sockaddr;
+
+#define SERVE_FAIL_SLOTS 4096 /* addresses remembered at once: 160 KiB, whatever comes */
+#define SERVE_FAIL_PROBE 8    /* the slots an address may take, from its hash on */
+
+typedef struct serve_fail_slot {
+    unsigned char key[16]; /* an IPv4 address (IPv4-mapped form) or an IPv6 address's /64 */
+    double bucket, last;   /* failures it may still make; when the bucket was last filled (seconds) */
+    bool used;
+} serve_fail_slot;
+
+typedef struct serve_fail_table {
+    serve_fail_slot slot[SERVE_FAIL_SLOTS];
+    uint64_t seed;      /* starts the hash, so that no client can aim its addresses at one slot's neighbours */
+    double rate, burst; /* failures a second (0: no limit) and the bucket's size */
+} serve_fail_table;
+
+/* Empties the table (rate 0: every call of serve_fail_take allows). */
+void serve_fail_init(serve_fail_table *t, double rate, double burst, uint64_t seed);
+/* Takes one failure from the bucket of the client at `addr` at time `now`
+ * (seconds, monotonic): 0 when it had one (answer 401), else the seconds
+ * until it has one again (answer 429). A client the table has no room for
+ * takes the slot of the fullest bucket near its hash; an address of
+ * another family (a Unix socket) or NULL is never limited. Not
+ * thread-safe: the caller holds a lock. */
+double serve_fail_take(serve_fail_table *t, const struct sockaddr *addr, double now);
 
 /* Loads what the options name; on failure prints why and returns false. */
 bool serve_models_load(const serve_opts *o, serve_models *m);

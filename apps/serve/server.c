@@ -1,7 +1,8 @@
 /* apps/serve/server.c - the HTTP side of `qiao serve` on libmicrohttpd: a
  * thread pool of epoll loops (one per worker, plus one so health checks
  * and pages never wait behind the models), bearer tokens compared in
- * constant time and reloaded on SIGHUP, a token bucket per token, body and
+ * constant time and reloaded on SIGHUP, a token bucket per token and one
+ * of failed authentications per client address (auth_fail.c), body and
  * time limits, Prometheus metrics, the embedded pages, and a stop on
  * SIGTERM that finishes the requests in flight and closes the stores. */
 #define _GNU_SOURCE
@@ -19,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -141,6 +143,7 @@ typedef struct metrics {
     atomic_ulong le[R_COUNT][N_BUCKETS + 1];  /* per bucket (not cumulative); the last: +Inf */
     atomic_ulong micros[R_COUNT];
     atomic_ulong auth_failures, rate_limited, too_large, timeouts;
+    atomic_ulong auth_fail_limited; /* refused 429 for their address's failures (not in auth_failures) */
 } metrics;
 
 /* ---- The server --------------------------------------------------------------------- */
@@ -155,6 +158,8 @@ typedef struct server {
     pthread_cond_t pool_cv;
     pthread_rwlock_t tok_lock;
     pthread_mutex_t rate_mu;
+    pthread_mutex_t fail_mu; /* the failures table's */
+    serve_fail_table fails;
     serve_tokens tokens;
     metrics m;
     atomic_long in_flight;
@@ -382,6 +387,9 @@ static char *metrics_text(server *s) {
     }
     EMIT("# HELP qiao_auth_failures_total Requests refused for a missing or wrong token.\n"
          "# TYPE qiao_auth_failures_total counter\nqiao_auth_failures_total %lu\n"
+         "# HELP qiao_auth_fail_limited_total Requests with a missing or wrong token refused (429) because their "
+         "client address failed too often (not counted in qiao_auth_failures_total).\n"
+         "# TYPE qiao_auth_fail_limited_total counter\nqiao_auth_fail_limited_total %lu\n"
          "# HELP qiao_rate_limited_total Requests refused by a token's rate limit.\n"
          "# TYPE qiao_rate_limited_total counter\nqiao_rate_limited_total %lu\n"
          "# HELP qiao_too_large_total Requests refused for their body's size.\n"
@@ -396,7 +404,8 @@ static char *metrics_text(server *s) {
          "# TYPE qiao_uptime_seconds gauge\nqiao_uptime_seconds %.1f\n"
          "# HELP qiao_workers Requests the service computes at once.\n"
          "# TYPE qiao_workers gauge\nqiao_workers %d\n",
-         atomic_load(&s->m.auth_failures), atomic_load(&s->m.rate_limited), atomic_load(&s->m.too_large),
+         atomic_load(&s->m.auth_failures), atomic_load(&s->m.auth_fail_limited), atomic_load(&s->m.rate_limited),
+         atomic_load(&s->m.too_large),
          atomic_load(&s->m.timeouts), atomic_load(&s->in_flight), s->models.load_seconds, mono() - s->started,
          s->n_workers);
 #undef EMIT
@@ -513,6 +522,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             double wait = tok >= 0 ? rate_take(s, tok) : 0;
             pthread_rwlock_unlock(&s->tok_lock);
             if (tok < 0) {
+                /* Only a failure takes from its address's bucket, so a good
+                 * token from that address still passes. */
+                const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+                pthread_mutex_lock(&s->fail_mu);
+                const double fail_wait = serve_fail_take(&s->fails, ci ? ci->client_addr : NULL, mono());
+                pthread_mutex_unlock(&s->fail_mu);
+                if (fail_wait > 0) {
+                    atomic_fetch_add(&s->m.auth_fail_limited, 1);
+                    char after[32];
+                    snprintf(after, sizeof after, "%d", (int)fmax(1, ceil(fail_wait)));
+                    return send_error(s, c, r, 429, NULL,
+                                      "too many failed authentications from this address: slow down",
+                                      MHD_HTTP_HEADER_RETRY_AFTER, after);
+                }
                 atomic_fetch_add(&s->m.auth_failures, 1);
                 return send_error(s, c, r, 401, NULL,
                                   auth ? "the bearer token is not valid" : "an Authorization: Bearer header is needed",
@@ -676,6 +699,12 @@ int serve_run(const serve_opts *o) {
     pthread_cond_init(&s->pool_cv, NULL);
     pthread_rwlock_init(&s->tok_lock, NULL);
     pthread_mutex_init(&s->rate_mu, NULL);
+    pthread_mutex_init(&s->fail_mu, NULL);
+    uint64_t seed = 0;
+    /* Without getrandom (an old kernel), the clock: no client chooses it. */
+    if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != (ssize_t)sizeof seed)
+        seed = (uint64_t)(mono() * 1e9) ^ ((uint64_t)getpid() << 32);
+    serve_fail_init(&s->fails, o->auth_fail_rate, o->auth_fail_burst, seed);
     int rc = 1;
     char err[512];
     struct sockaddr_storage ss;
@@ -790,6 +819,7 @@ out:
     pthread_cond_destroy(&s->pool_cv);
     pthread_rwlock_destroy(&s->tok_lock);
     pthread_mutex_destroy(&s->rate_mu);
+    pthread_mutex_destroy(&s->fail_mu);
     free(s);
     if (rc == 0) fprintf(stderr, "qiao serve: stopped\n");
     return rc;

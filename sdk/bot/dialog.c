@@ -914,6 +914,10 @@ static qiao_status commit(turn *t, int64_t version, qiao_bot_reply *out) {
         if (!out->slots[out->n_slots++].value) return qc_error(QIAO_ERR_OUT_OF_MEMORY, "out of memory");
     }
     out->paused = flag(t->state, "paused");
+    /* The state comes from a store others may write: a count out of
+     * size_t's range would make the cast undefined. */
+    const double said = num(t->state, "said");
+    out->said = said > 0 && said < 0x1p53 ? (size_t)said : 0;
     out->language = t->lang;
     const char *intent = str(t->state, "intent");
     out->intent = "";

@@ -204,6 +204,11 @@ typedef struct qiao_bot_reply {
     size_t n_slots;
     qiao_bot_slot *slots; /* every slot set after the turn */
     char *events;         /* the turn's events, a JSON array (what the store appended) */
+    size_t said;          /* the lines said in the conversation so far, this turn's included: the customer's,
+                           * the bot's and agents' (the "said" of qiao_bot_conversation's state, the number "n"
+                           * of the transcript's last line), as the turn saved them, so a client needs no
+                           * second read to number the lines. Appended last: the members above keep their
+                           * offsets. */
 } qiao_bot_reply;
 
 typedef struct qiao_bot_session_params {

@@ -3,7 +3,8 @@
 tokens (missing, wrong, revoked by SIGHUP), bad requests of every kind
 (each a 4xx naming what is wrong, none a crash), a slow client that does
 not stall the others, many clients on one conversation losing no event, the
-rate limit, metrics, and a SIGTERM that finishes the request in flight.
+rate limit, the limit on failed authentications per client address,
+metrics, and a SIGTERM that finishes the request in flight.
 
     test_serve.py QIAO_BIN BOT_FILE WORK_DIR [--threads-only]
 
@@ -67,8 +68,9 @@ class Server:
             time.sleep(0.05)
         self.port = int(open(port_file).read())
 
-    def request(self, method, path, body=None, token=TOKEN_A, headers=None, raw=None):
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+    def request(self, method, path, body=None, token=TOKEN_A, headers=None, raw=None, source=None):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30,
+                                       source_address=(source, 0) if source else None)
         h = dict(headers or {})
         if token:
             h["Authorization"] = "Bearer " + token
@@ -138,8 +140,11 @@ def test_conversation(srv):
     st, j, _, _ = srv.request("POST", "/v1/chat", {"sender_id": c, "message": "你好"})
     check(st == 200 and j["messages"] and j["messages"][0]["recipient_id"] == c and j["intent"] == "greeting",
           "chat: a greeting answered")
+    check(j["said"] == 1 + len(j["messages"]), f"chat: said counts the customer's line and the bot's ({j['said']})")
+    said = j["said"]
     st, j, _, _ = srv.request("POST", "/v1/chat", {"sender_id": c, "message": "我要退货"})
     check(st == 200 and j["action"].startswith("form:return"), "chat: a form starts")
+    check(j["said"] == said + 1 + len(j["messages"]), f"chat: said goes on from the last turn ({j['said']})")
     st, j, _, _ = srv.request("POST", "/v1/chat", {"sender_id": c, "message": "转人工"})
     check(st == 200 and j["paused"] is True, "chat: handed to a human")
     st, j, _, _ = srv.request("POST", "/v1/chat", {"sender_id": c, "message": "还在吗？"})
@@ -150,13 +155,20 @@ def test_conversation(srv):
           "the console's list: the paused conversation and its queue")
     st, j, _, _ = srv.request("POST", path + "/reply", {"text": "您好，我是客服小王", "agent": "小王"})
     check(st == 200 and j["said"] > 0, "an agent's reply")
+    reply_said = j["said"]
     st, j, _, _ = srv.request("GET", path)
     agent = [t for t in j["transcript"] if t["from"] == "agent"]
+    check(agent and reply_said == agent[-1]["n"] == j["said"], f"an agent's reply: said is its line's number "
+          f"({reply_said})")
     check(st == 200 and agent and agent[-1]["text"] == "您好，我是客服小王" and agent[-1]["agent"] == "小王",
           "the transcript holds the agent's reply for the chat page")
     check([t["n"] for t in j["transcript"]] == list(range(1, len(j["transcript"]) + 1)), "the transcript is numbered")
     st, j, _, _ = srv.request("POST", path + "/resume")
     check(st == 200 and j["paused"] is False and j["messages"], "resume: the bot picks up")
+    check(j["said"] == reply_said + len(j["messages"]), f"resume: said counts the bot's lines ({j['said']})")
+    resumed_said = j["said"]
+    st, j, _, _ = srv.request("GET", path)
+    check(st == 200 and j["said"] == resumed_said == j["transcript"][-1]["n"], "resume: said as stored")
     st, j, _, _ = srv.request("GET", "/v1/conversations?paused=1")
     check(st == 200 and not [x for x in j["conversations"] if x["sender_id"] == c], "resumed: off the list")
     st, j, _, _ = srv.request("POST", "/v1/conversations/nobody/handoff")
@@ -310,6 +322,47 @@ def test_rate_limit():
               f"a token over its rate: 429 with Retry-After ({codes.count(404)} passed, {codes.count(429)} refused)")
         st, _, _, _ = srv.request("GET", "/v1/conversations/none", token=TOKEN_B)
         check(st == 404, "another token keeps its own budget")
+    finally:
+        srv.stop()
+
+
+def test_auth_fail_limit():
+    # Wrong tokens from one address: the first --auth-fail-burst are 401,
+    # then 429 with Retry-After; a good token from that address still
+    # passes, and another address keeps its own bucket. Refilled at 0.5 a
+    # second, so at most a few of the refusals turn back into 401s while the
+    # test runs. Loopback only: 127.0.0.2 is another address of this host.
+    burst, sent = 5, 12
+    srv = Server("auth-fail", "--auth-fail-rate", "0.5", "--auth-fail-burst", str(burst))
+    try:
+        answers = [srv.request("POST", "/v1/parse", {"text": "hi"}, token=f"wrong-token-{i:016d}") for i in range(sent)]
+        codes = [a[0] for a in answers]
+        limited = codes.count(429)
+        check(codes[:burst] == [401] * burst and codes[-1] == 429 and limited >= sent - burst - 2,
+              f"wrong tokens over --auth-fail-burst: 429 ({codes})")
+        last = answers[-1]
+        check(error_of(last[1]).get("status") == 429 and "failed authentications" in error_of(last[1]).get("message", "")
+              and int(last[2].getheader("Retry-After", "0")) >= 1, "the 429: the usual error body and Retry-After")
+        st, _, r, _ = srv.request("POST", "/v1/parse", {"text": "hi"}, token=None)
+        check(st == 429, f"a missing token from the same address: 429 too ({st})")
+        st, j, _, _ = srv.request("POST", "/v1/parse", {"text": "hi"})
+        check(st == 200 and j["intent"]["name"], f"a good token from the same address: 200 ({st})")
+        st, _, _, _ = srv.request("POST", "/v1/parse", {"text": "hi"}, token="wrong-token-other-address", source="127.0.0.2")
+        check(st == 401, f"another address keeps its own bucket: 401 ({st})")
+        st, _, _, text = srv.request("GET", "/metrics")
+        m = dict(line.rsplit(" ", 1) for line in text.decode().splitlines() if line and not line.startswith("#"))
+        check(st == 200 and int(m.get("qiao_auth_fail_limited_total", -1)) == limited + 1 and
+              int(m.get("qiao_auth_failures_total", -1)) == codes.count(401) + 1 and
+              m.get('qiao_http_requests_total{route="parse",code="429"}') == str(limited + 1),
+              "/metrics counts the refusals by their reason")
+        rc = srv.stop()
+        check(rc == 0, f"auth-fail: the service stops cleanly (got {rc})")
+    finally:
+        srv.stop()
+    srv = Server("auth-fail-off", "--auth-fail-rate", "0")
+    try:
+        codes = [srv.request("GET", "/metrics", token=f"wrong-token-{i:016d}")[0] for i in range(25)]
+        check(codes == [401] * 25, f"--auth-fail-rate 0: no limit ({sorted(set(codes))})")
     finally:
         srv.stop()
 
@@ -508,6 +561,7 @@ def main():
     finally:
         srv.stop(signal.SIGKILL)
     test_rate_limit()
+    test_auth_fail_limit()
     test_embed_and_search()
     test_two_processes_on_redis()
     if failures:

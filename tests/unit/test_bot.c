@@ -433,8 +433,13 @@ static void agent_transcript(void **state) {
     assert_null(ids);
     assert_int_equal(qiao_bot_agent_say(s, "nobody", "小王", "您好"), QIAO_ERR_NOT_FOUND);
     const char *convs[] = {"c1", "c2", "c3"};
+    size_t said_c1 = 0;
     for (int i = 0; i < 3; i++) {
         assert_int_equal(qiao_bot_send(s, convs[i], "你好", &r), QIAO_OK);
+        /* A new conversation's lines: the customer's, then the bot's. */
+        assert_true(r.n_messages > 0);
+        assert_int_equal(r.said, 1 + r.n_messages);
+        if (i == 0) said_c1 = r.said;
         qiao_bot_reply_free(&r);
     }
     assert_int_equal(qiao_bot_pause(s, "c2"), QIAO_OK);
@@ -448,6 +453,9 @@ static void agent_transcript(void **state) {
     assert_int_equal(n, 1);
     qiao_bot_ids_free(ids, n);
     assert_int_equal(qiao_bot_send(s, "c1", "在吗？", &r), QIAO_OK);
+    /* Paused: the customer's line counts (after the pause, which says nothing), the bot says nothing. */
+    assert_int_equal(r.n_messages, 0);
+    assert_int_equal(r.said, said_c1 + 1);
     qiao_bot_reply_free(&r);
     assert_int_equal(qiao_bot_agent_say(s, "c1", "小王", "您好，我是小王"), QIAO_OK);
     assert_int_equal(qiao_bot_agent_say(s, "c1", NULL, "请稍等"), QIAO_OK);
@@ -473,8 +481,12 @@ static void agent_transcript(void **state) {
     assert_int_equal((int)cJSON_GetObjectItem(j, "said")->valuedouble, len);
     assert_int_equal((int)cJSON_GetObjectItem(j, "turns")->valuedouble, 2); /* the agent's lines are no turns */
     cJSON_Delete(j);
-    /* Resumed: off the list, and the bot's lines follow the agent's. */
+    /* Resumed: off the list, and the bot's lines follow the agent's (the
+     * reply counts the agent's lines too, as the saved state does). */
     assert_int_equal(qiao_bot_resume(s, "c1", &r), QIAO_OK);
+    assert_true(r.n_messages > 0);
+    assert_int_equal(r.said, (size_t)len + r.n_messages);
+    const size_t said_resumed = r.said;
     qiao_bot_reply_free(&r);
     assert_int_equal(qiao_bot_store_paused(store, 10, &ids, &n), QIAO_OK);
     assert_int_equal(n, 1);
@@ -484,6 +496,9 @@ static void agent_transcript(void **state) {
     tr = cJSON_GetObjectItem(j, "transcript");
     assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(tr, cJSON_GetArraySize(tr) - 1), "from")->valuestring,
                         "bot");
+    assert_int_equal((size_t)cJSON_GetObjectItem(j, "said")->valuedouble, said_resumed);
+    assert_int_equal((size_t)cJSON_GetObjectItem(cJSON_GetArrayItem(tr, cJSON_GetArraySize(tr) - 1), "n")->valuedouble,
+                     said_resumed);
     cJSON_Delete(j);
     /* The transcript keeps its last 100 lines. */
     for (int i = 0; i < 60; i++) assert_int_equal(qiao_bot_agent_say(s, "c3", NULL, "x"), QIAO_OK);
