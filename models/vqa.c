@@ -139,15 +139,81 @@ static qiao_status picture_places(const qmod_model *m, qmod_vqa_work *w, qf_fuse
     if (g * g != P || G > g)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA: %lld picture tokens cannot be pooled into %lld x %lld places",
                         (long long)P, (long long)G, (long long)G);
-    int64_t have = w->place_n;
-    qiao_status st = grow((void **)&w->place, &have, n, sizeof(float));
-    if (st == QIAO_OK) st = grow((void **)&w->place_arg, &w->place_n, n, sizeof(int32_t));
+    qiao_status st = grow((void **)&w->place, &w->place_n, n, sizeof(float));
+    if (st == QIAO_OK) st = grow((void **)&w->place_arg, &w->place_arg_n, n, sizeof(int32_t));
     if (st != QIAO_OK) return st;
     qf_places_forward(w->place, w->place_arg, fin->tokens[QF_IMAGE], d->B, g, G, C);
     fin->tokens[QF_IMAGE] = w->place;
     fin->mask[QF_IMAGE] = NULL;
     d->T[QF_IMAGE] = G * G;
     return QIAO_OK;
+}
+
+qiao_status qmod_vqa_memo_init(qmod_vqa_memo *memo, const qmod_model *m, int64_t n) {
+    memset(memo, 0, sizeof *memo);
+    qiao_status st = qmod_vqa_check(m);
+    if (st != QIAO_OK) return st;
+    const int64_t G = m->cfg.fusion.places;
+    memo->n = n, memo->C = m->cfg.fusion.in_width[QF_IMAGE], memo->T = G > 0 ? G * G : m->cfg.image.tokens;
+    if (n < 1 || n > ((int64_t)1 << 40) / (memo->T * memo->C))
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA: a memo of %lld pictures", (long long)n);
+    if (!(memo->tok = malloc((size_t)(n * memo->T * memo->C) * sizeof(float))) ||
+        !(memo->have = calloc((size_t)n, 1))) {
+        qmod_vqa_memo_free(memo);
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "VQA: out of memory for the tokens of %lld pictures", (long long)n);
+    }
+    return QIAO_OK;
+}
+
+void qmod_vqa_memo_free(qmod_vqa_memo *memo) {
+    if (!memo) return;
+    free(memo->tok), free(memo->have);
+    memset(memo, 0, sizeof *memo);
+}
+
+static bool row_has_picture(const qmod_vqa_inputs *in, int64_t r) {
+    return !in->present || in->present[r * QF_NMOD + QF_IMAGE];
+}
+
+/* The batch's pictures from the memo when it holds every present one (the
+ * rest read zeros: masked by their absence). */
+static qiao_status memo_read(const qmod_vqa_inputs *in, qmod_vqa_work *w, qf_fuser_input *fin, qf_fuser_dims *d,
+                             bool *hit) {
+    qmod_vqa_memo *mm = in->memo;
+    *hit = false;
+    if (!mm || !in->picture || !in->batch[QF_IMAGE]) return QIAO_OK;
+    for (int64_t r = 0; r < in->B; r++)
+        if (row_has_picture(in, r) && (in->picture[r] < 0 || in->picture[r] >= mm->n || !mm->have[in->picture[r]]))
+            return QIAO_OK;
+    const int64_t per = mm->T * mm->C;
+    qiao_status st = grow((void **)&w->place, &w->place_n, in->B * per, sizeof(float));
+    if (st != QIAO_OK) return st;
+    for (int64_t r = 0; r < in->B; r++) {
+        if (row_has_picture(in, r))
+            memcpy(w->place + r * per, mm->tok + in->picture[r] * per, (size_t)per * sizeof(float));
+        else
+            memset(w->place + r * per, 0, (size_t)per * sizeof(float));
+    }
+    fin->tokens[QF_IMAGE] = w->place;
+    fin->mask[QF_IMAGE] = NULL;
+    fin->stats[QF_IMAGE] = in->stats[QF_IMAGE];
+    d->T[QF_IMAGE] = mm->T;
+    mm->hits++;
+    *hit = true;
+    return QIAO_OK;
+}
+
+static void memo_write(const qmod_vqa_inputs *in, const qf_fuser_input *fin, const qf_fuser_dims *d) {
+    qmod_vqa_memo *mm = in->memo;
+    if (!mm || !in->picture || !in->batch[QF_IMAGE] || d->T[QF_IMAGE] != mm->T) return;
+    const int64_t per = mm->T * mm->C;
+    for (int64_t r = 0; r < in->B; r++) {
+        const int64_t p = in->picture[r];
+        if (!row_has_picture(in, r) || p < 0 || p >= mm->n || mm->have[p]) continue;
+        memcpy(mm->tok + p * per, fin->tokens[QF_IMAGE] + r * per, (size_t)per * sizeof(float));
+        mm->have[p] = 1;
+    }
+    mm->misses++;
 }
 
 /* Runs the towers and fills the fuser's input. */
@@ -158,7 +224,12 @@ static qiao_status run_towers(const qb_exec *ex, const qmod_model *m, qmod_vqa_w
     if (in->B < 1 || in->B > w->B_max)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA: %lld questions for a workspace of %lld", (long long)in->B,
                         (long long)w->B_max);
+    bool memo_hit = false;
+    qiao_status st = memo_read(in, w, fin, d, &memo_hit);
+    if (st != QIAO_OK) return st;
+    w->memo_hit = memo_hit;
     for (int k = 0; k < QF_NMOD; k++) {
+        if (k == QF_IMAGE && memo_hit) continue;
         d->T[k] = 0;
         const qmod_batch *b = in->batch[k];
         if (!b) continue;
@@ -169,8 +240,8 @@ static qiao_status run_towers(const qb_exec *ex, const qmod_model *m, qmod_vqa_w
             return qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA: the %s batch has %lld rows for %lld questions",
                             qmod_modality_name(k_towers[k]), (long long)b->B, (long long)in->B);
         qmod_work *tw = &w->tower[k];
-        qiao_status st = tw->acts.base ? qmod_work_reserve(tw, m, b->B, b->T)
-                                       : qmod_work_init(tw, m, k_towers[k], w->B_max, b->T, w->train);
+        st = tw->acts.base ? qmod_work_reserve(tw, m, b->B, b->T)
+                           : qmod_work_init(tw, m, k_towers[k], w->B_max, b->T, w->train);
         const float *emb;
         if (st == QIAO_OK) st = qmod_forward(ex, m, tw, b, &emb);
         qmod_token_seq seq;
@@ -190,8 +261,11 @@ static qiao_status run_towers(const qb_exec *ex, const qmod_model *m, qmod_vqa_w
     if (d->T[QF_IMAGE] == 0) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA: no picture in the batch");
     if (d->T[QF_TEXT] + d->T[QF_AUDIO] == 0)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA: no question in the batch (neither text nor audio)");
-    qiao_status st = picture_places(m, w, fin, d);
-    return st == QIAO_OK ? fuser_reserve(w, m, d) : st;
+    if (!memo_hit) {
+        if ((st = picture_places(m, w, fin, d)) != QIAO_OK) return st;
+        memo_write(in, fin, d);
+    }
+    return fuser_reserve(w, m, d);
 }
 
 qiao_status qmod_vqa_forward(const qb_exec *ex, const qmod_model *m, qmod_vqa_work *w, const qmod_vqa_inputs *in,
@@ -220,6 +294,9 @@ qiao_status qmod_vqa_backward(const qb_exec *ex, const qmod_model *m, qmod_param
     if (d.B != in->B)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_vqa_backward: %lld rows after a forward of %lld",
                         (long long)in->B, (long long)d.B);
+    if (w->memo_hit && train_tower && train_tower[QF_IMAGE])
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT,
+                        "qmod_vqa_backward: the pictures came from the memo; the picture tower cannot train");
     qc_arena_zero(&w->dacts);
     qmod_head_backward(ex, m, grads, &w->answer, w->a.z, in->B, danswer, w->da.z);
     if (dlang && w->lang_head >= 0) qmod_head_backward(ex, m, grads, &w->lang, w->a.z, in->B, dlang, w->da.z);

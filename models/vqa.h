@@ -27,11 +27,35 @@
 /* One batch of B questions. Each modality's batch has B rows (a row whose
  * modality is absent holds any valid input and present = 0), or is NULL
  * when no row has that modality (its tower then does not run). */
+/* The picture tokens the fuser reads (standardized, pooled into places when
+ * the model has them), kept per picture so a picture is seen by the tower
+ * once: what makes training the fuser on a frozen picture tower cheap (the
+ * tower's forward is most of such a step, and a picture serves about eight
+ * questions an epoch). Only for pictures that are always the same input:
+ * a frozen tower and no picture noise or occlusion. One thread at a time. */
+typedef struct qmod_vqa_memo {
+    int64_t n, T, C;  /* pictures; tokens a picture and their width as the fuser reads them */
+    float *tok;       /* (n, T, C) */
+    uint8_t *have;    /* (n) */
+    int64_t hits, misses; /* batches served whole from the memo, batches the tower ran for */
+} qmod_vqa_memo;
+
+/* A memo for pictures 0..n-1 of model m (its picture tower's tokens, or
+ * its fuser's places). */
+qiao_status qmod_vqa_memo_init(qmod_vqa_memo *memo, const qmod_model *m, int64_t n);
+void qmod_vqa_memo_free(qmod_vqa_memo *memo);
+
 typedef struct qmod_vqa_inputs {
     int64_t B;
     const qmod_batch *batch[QF_NMOD];  /* indexed QF_TEXT, QF_IMAGE, QF_AUDIO */
     const uint8_t *present;            /* (B, QF_NMOD); NULL = every non-NULL batch's rows */
     const float *stats[QF_NMOD];       /* (B, QF_NSTATS) raw (fusion/weighting.h); NULL reads zeros */
+    /* Optional: a memo of the pictures and each row's picture in it (B).
+     * When every present picture of the batch is in the memo the picture
+     * tower does not run; else it runs and the memo keeps its rows. A
+     * backward after a memo's forward must not train the picture tower. */
+    qmod_vqa_memo *memo;
+    const int64_t *picture;
 } qmod_vqa_inputs;
 
 typedef struct qmod_vqa_work {
@@ -56,7 +80,8 @@ typedef struct qmod_vqa_work {
      * where each came from, and the patches' gradient in backward */
     float *place, *dpatch;
     int32_t *place_arg;
-    int64_t place_n, dpatch_n;
+    int64_t place_n, place_arg_n, dpatch_n;
+    bool memo_hit; /* the last forward read its pictures from the inputs' memo */
 } qmod_vqa_work;
 
 /* QIAO_ERR_UNSUPPORTED with a message when the model has no fusion section

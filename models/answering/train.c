@@ -294,6 +294,10 @@ typedef struct vqa_obj {
     float *cell_losses, *cell_probs, *cell_dlog, *cell_dtok; /* (B*T), (B*T, Kmax) twice, (B*T, C) */
     float *cell_place, *cell_dplace; /* with the fuser's places: what the heads read, (B*G*G, C), its gradient */
     int32_t *cell_arg;               /* (B*G*G, C) the patch each place value came from */
+    /* the pictures' tokens, kept once computed: a frozen picture tower and
+     * no picture noise or occlusion (models/vqa.h, qmod_vqa_memo) */
+    bool use_memo;
+    qmod_vqa_memo memo;
 } vqa_obj;
 
 /* The towers' token statistics (model.h tok_mean, tok_std): per channel over
@@ -463,6 +467,7 @@ static qiao_status o_step_batch(vqa_obj *o, const qtr_step_ctx *ctx, float *loss
     }
     qmod_vqa_inputs in;
     qmod_vqa_batch_inputs(b, true, &in);
+    if (o->use_memo) in.memo = &o->memo, in.picture = b->scene;
     const qf_weighting mode = m->cfg.fusion.weighting;
     const float *logits = NULL, *lang = NULL, *w = NULL;
     qiao_status st = qmod_vqa_forward(ex, m, &o->w, &in, mode, &logits, &lang, &w);
@@ -485,7 +490,7 @@ static qiao_status o_step_batch(vqa_obj *o, const qtr_step_ctx *ctx, float *loss
     const float *dtok_add[QF_NMOD] = {NULL, NULL, NULL};
     float lc = 0.0f;
     metrics[M_CELL] = metrics[M_CELL_SHAPE] = metrics[M_CELL_COLOR] = NAN;
-    if (o->h.cell_weight > 0) {
+    if (o->h.cell_weight > 0 && !o->use_memo) {
         if ((st = cell_loss(o, ex, train_tower[QF_IMAGE], &lc, metrics)) != QIAO_OK) return st;
         if (train_tower[QF_IMAGE]) dtok_add[QF_IMAGE] = o->cell_dtok;
     }
@@ -583,6 +588,10 @@ static void obj_free(vqa_obj *o) {
     for (int a = 0; a < QMOD_VQA_NATTR; a++) qmod_head_work_free(&o->cw[a]);
     free(o->cell_lab), free(o->cell_t), free(o->cell_losses), free(o->cell_probs), free(o->cell_dlog);
     free(o->cell_dtok), free(o->cell_place), free(o->cell_dplace), free(o->cell_arg);
+    if (o->use_memo)
+        qc_log(QIAO_LOG_INFO, "VQA train: %lld batches read their pictures from the memo, %lld ran the picture tower",
+               (long long)o->memo.hits, (long long)o->memo.misses);
+    qmod_vqa_memo_free(&o->memo);
     qmod_free(o->m);
 }
 
@@ -691,7 +700,18 @@ qiao_status qmod_vqa_train(const qmod_vqa_train_params *p) {
          !(o.dlogits = malloc((size_t)(B * K) * sizeof(float))) || !(o.lprobs = malloc((size_t)B * 2 * sizeof(float))) ||
          !(o.dlang = malloc((size_t)B * 2 * sizeof(float))) || !(o.lang_t = malloc((size_t)B * sizeof(int32_t)))))
         st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "VQA train: out of memory");
-    if (st == QIAO_OK && o.h.cell_weight > 0) st = cells_init(&o);
+    /* The picture tower's tokens never change when it is frozen and its
+     * pictures are not degraded: each is computed once (the cell heads,
+     * which teach the tower, are then left alone). */
+    o.use_memo = (o.h.freeze >> QF_IMAGE & 1u) && o.h.data.p_image_noise == 0.0f && o.h.data.p_occlude == 0.0f;
+    if (st == QIAO_OK && o.use_memo) {
+        st = qmod_vqa_memo_init(&o.memo, o.m, o.train.n_scenes);
+        if (st == QIAO_OK)
+            qc_log(QIAO_LOG_INFO, "VQA train: the picture tower is frozen and its pictures clean: each picture's "
+                                  "tokens are computed once (%.0f MiB)",
+                   (double)(o.memo.n * o.memo.T * o.memo.C) * sizeof(float) / 1048576.0);
+    }
+    if (st == QIAO_OK && o.h.cell_weight > 0 && !o.use_memo) st = cells_init(&o);
     if (st == QIAO_OK) {
         const qtr_objective obj = {.name = "vqa",
                                    .tab = &o.m->tab,

@@ -334,6 +334,63 @@ static void test_absent_and_save(void **state) {
     vqa_free(&k);
 }
 
+/* The picture memo (models/vqa.h): the first forward runs the picture tower
+ * and keeps each picture's tokens, the second reads them instead (pictures
+ * scrambled in between answer as before), with places and without; a
+ * picture not in the memo runs the tower again; the picture tower cannot
+ * train after a forward from the memo. */
+static void check_memo(const char *fusion) {
+    vqa_case k;
+    vqa_setup_with(&k, 8, true, fusion);
+    qmod_vqa_memo memo;
+    assert_int_equal(qmod_vqa_memo_init(&memo, k.m, 5), QIAO_OK);
+    const int64_t picture[3] = {4, 0, 2};
+    k.in.memo = &memo;
+    k.in.picture = picture;
+    vqa_fwd(&k);
+    assert_true(memo.misses == 1 && memo.hits == 0 && !k.w.memo_hit);
+    assert_true(memo.have[4] && memo.have[0] && memo.have[2] && !memo.have[1] && !memo.have[3]);
+    float *before = qt_alloc(k.n_out);
+    memcpy(before, k.out, (size_t)k.n_out * sizeof(float));
+    qmod_batch *im = &k.b[QF_IMAGE];
+    const int64_t n = im->B * im->T * k.m->cfg.image.patch * k.m->cfg.image.patch * 3;
+    float *saved = qt_alloc(n);
+    memcpy(saved, im->patches, (size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) im->patches[i] = 0.5f;
+    vqa_fwd(&k);
+    assert_true(memo.hits == 1 && k.w.memo_hit);
+    for (int64_t i = 0; i < k.n_out; i++) assert_float_equal(k.out[i], before[i], 0.0);
+    /* the picture tower cannot train on what it did not compute */
+    qc_arena grads;
+    assert_int_equal(qc_arena_alloc(&grads, k.m->tab.total), QIAO_OK);
+    qmod_params g;
+    qc_table_bind(&k.m->tab, grads.base, &g);
+    const bool all[QF_NMOD] = {true, true, true}, no_picture[QF_NMOD] = {true, false, true};
+    assert_int_equal(qmod_vqa_backward(&k.ex, k.m, &g, &k.w, &k.in, k.mode, before, before + k.n_ans, all, NULL),
+                     QIAO_ERR_INVALID_ARGUMENT);
+    assert_int_equal(qmod_vqa_backward(&k.ex, k.m, &g, &k.w, &k.in, k.mode, before, before + k.n_ans, no_picture, NULL),
+                     QIAO_OK);
+    /* a picture the memo lacks: the tower runs (on the scrambled pixels) */
+    const int64_t other[3] = {4, 1, 2};
+    k.in.picture = other;
+    vqa_fwd(&k);
+    assert_true(memo.misses == 2 && !k.w.memo_hit && memo.have[1]);
+    bool differs = false;
+    for (int64_t i = 0; i < k.n_out; i++) differs = differs || k.out[i] != before[i];
+    assert_true(differs);
+    memcpy(im->patches, saved, (size_t)n * sizeof(float));
+    qc_arena_free(&grads);
+    free(saved), free(before);
+    qmod_vqa_memo_free(&memo);
+    vqa_free(&k);
+}
+
+static void test_memo(void **state) {
+    (void)state;
+    check_memo(FUSION_JSON);
+    check_memo("{\"width\": 16, \"layers\": 1, \"heads\": 2, \"mlp\": 32, \"gate_hidden\": 8, \"places\": 3}");
+}
+
 static void test_unsupported(void **state) {
     (void)state;
     qmod_model *m = qt_tiny_model(1, false);
@@ -348,6 +405,7 @@ static const struct CMUnitTest tests[] = {
     CASE(config),
     CASE(gradients),
     CASE(gradients_places),
+    CASE(memo),
     CASE(absent_and_save),
     CASE(unsupported),
 };
