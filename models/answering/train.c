@@ -711,7 +711,7 @@ qiao_status qmod_vqa_train(const qmod_vqa_train_params *p) {
                                   "tokens are computed once (%.0f MiB)",
                    (double)(o.memo.n * o.memo.T * o.memo.C) * sizeof(float) / 1048576.0);
     }
-    if (st == QIAO_OK && o.h.cell_weight > 0 && !o.use_memo) st = cells_init(&o);
+    if (st == QIAO_OK && o.h.cell_weight > 0) st = cells_init(&o);
     if (st == QIAO_OK) {
         const qtr_objective obj = {.name = "vqa",
                                    .tab = &o.m->tab,
