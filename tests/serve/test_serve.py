@@ -4,7 +4,9 @@ tokens (missing, wrong, revoked by SIGHUP), bad requests of every kind
 (each a 4xx naming what is wrong, none a crash), a slow client that does
 not stall the others, many clients on one conversation losing no event, the
 rate limit, the limit on failed authentications per client address,
-metrics, and a SIGTERM that finishes the request in flight.
+metrics, a SIGTERM that finishes the request in flight, a backlog of
+classifications that holds no /healthz up, and clients that leave
+mid-request by the hundred beside good traffic.
 
     test_serve.py QIAO_BIN BOT_FILE WORK_DIR [--threads-only]
 
@@ -21,6 +23,7 @@ import os
 import signal
 import socket
 import sqlite3
+import struct
 import subprocess
 import sys
 import threading
@@ -403,6 +406,128 @@ def test_graceful_stop(srv):
     check(refused, "stopped: the port is closed")
 
 
+def test_queue_holds_no_loop(srv):
+    # One worker and a backlog of classifications on 24 connections: the
+    # epoll loops only speak HTTP, so a /healthz from another connection is
+    # answered at once, not after the parses its loop received before it
+    # (the old design: each loop computed its connections' requests in turn,
+    # so a probe waited for about half the backlog). Counted in parses
+    # answered while the probe was in flight, not in seconds, so a slow or
+    # busy machine changes both sides alike.
+    n_clients, n_probes = 24, 15
+    stop = threading.Event()
+    lock = threading.Lock()
+    done = [0]
+    statuses = []
+
+    def flood(k):
+        while not stop.is_set():
+            st, _, _, _ = srv.request("POST", "/v1/parse", {"text": f"我的快递到哪了，订单号{k:016d}，什么时候能到"})
+            with lock:
+                done[0] += 1
+                statuses.append(st)
+
+    ts = [threading.Thread(target=flood, args=(k,)) for k in range(n_clients)]
+    [t.start() for t in ts]
+    during, probe_codes = [], []
+    try:
+        deadline = time.time() + 60
+        while done[0] < 2 * n_clients and time.time() < deadline:
+            time.sleep(0.02)
+        for _ in range(n_probes):
+            before = done[0]
+            st, j, _, _ = srv.request("GET", "/healthz", token=None)
+            during.append(done[0] - before)
+            probe_codes.append(st)
+            time.sleep(0.05)
+        st, _, _, text = srv.request("GET", "/metrics")
+        m = dict(line.rsplit(" ", 1) for line in text.decode().splitlines() if line and not line.startswith("#"))
+        queued = int(m.get("qiao_queue_length", -1))
+    finally:
+        stop.set()
+        [t.join(timeout=60) for t in ts]
+    during.sort()
+    check(probe_codes == [200] * n_probes, f"/healthz beside a backlog of parses: all 200 ({sorted(set(probe_codes))})")
+    check(during[n_probes // 2] <= 3 and during[-1] < n_clients,
+          f"/healthz is not held behind the parses: parses answered while a probe was in flight {during} "
+          f"(with {n_clients} outstanding)")
+    check(0 <= queued <= n_clients, f"/metrics: qiao_queue_length {queued} (at most {n_clients})")
+    check(statuses and statuses.count(200) == len(statuses) and not any(t.is_alive() for t in ts),
+          f"the backlog's {len(statuses)} parses: all 200 ({sorted(set(statuses))})")
+
+
+def test_clients_leaving(srv):
+    # Clients that send a whole /v1/parse or /v1/chat and close the socket
+    # at once (some with a reset), or leave halfway through the body, by the
+    # hundred, beside good requests: the jobs of connections that are gone
+    # are computed or dropped without touching freed memory (AddressSanitizer's
+    # build), the good requests get their 200s, nothing stays in flight, and
+    # the service still stops cleanly.
+    errors, good = [], []
+    lock = threading.Lock()
+    body_parse = json.dumps({"text": "我想退货，订单号1234567890123456"}).encode()
+
+    def leaver(k):
+        for i in range(40):
+            if (k + i) % 4 == 3:
+                body = json.dumps({"sender_id": f"gone-{k}-{i}", "message": "你好"}).encode()
+                path = "/v1/chat"
+            else:
+                body, path = body_parse, "/v1/parse"
+            head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN_A}\r\n"
+                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+            try:
+                s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+                if i % 5 == 4:
+                    s.sendall(head + body[: len(body) // 2])
+                else:
+                    s.sendall(head + body)
+                if i % 3 == 0:  # a reset instead of a FIN
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.close()
+            except OSError as e:
+                with lock:
+                    errors.append(repr(e))
+
+    def client(k):
+        for i in range(8):
+            st, j, _, _ = srv.request("POST", "/v1/parse", {"text": "我的快递到哪了"})
+            st2, j2, _, _ = srv.request("POST", "/v1/chat", {"sender_id": f"stays-{k}", "message": "你好"})
+            with lock:
+                good.extend([st, st2])
+
+    ts = [threading.Thread(target=leaver, args=(k,)) for k in range(6)] + \
+         [threading.Thread(target=client, args=(k,)) for k in range(3)]
+    [t.start() for t in ts]
+    [t.join(timeout=120) for t in ts]
+    check(not any(t.is_alive() for t in ts) and not errors, f"240 clients leaving mid-request: sent ({errors[:3]})")
+    check(good.count(200) == len(good) == 48, f"the good requests beside them: all 200 ({sorted(set(good))})")
+    check(srv.proc.poll() is None, "clients leaving: the service is still running")
+    deadline, in_flight, queued = time.time() + 60, -1, -1
+    while time.time() < deadline:
+        st, _, _, text = srv.request("GET", "/metrics")
+        m = dict(line.rsplit(" ", 1) for line in text.decode().splitlines() if line and not line.startswith("#"))
+        in_flight, queued = int(m.get("qiao_requests_in_flight", -1)), int(m.get("qiao_queue_length", -1))
+        if in_flight == 1 and queued == 0:  # the /metrics request itself
+            break
+        time.sleep(0.1)
+    check(in_flight == 1 and queued == 0, f"clients leaving: every request completed (in flight {in_flight}, "
+          f"queued {queued}, the /metrics itself counted)")
+    st, _, _, _ = srv.request("GET", "/healthz", token=None)
+    check(st == 200, "clients leaving: /healthz still answers")
+
+
+def test_queue():
+    srv = Server("queue", "--workers", "1", "--rate", "0", "--timeout", "60")
+    try:
+        test_queue_holds_no_loop(srv)
+        test_clients_leaving(srv)
+        rc = srv.stop()
+        check(rc == 0, f"queue: the service stops cleanly (got {rc})")
+    finally:
+        srv.stop(signal.SIGKILL)
+
+
 def test_embed_and_search():
     # The embedding model and an index of a picture, a recording and a few
     # documents: what comes in as base64 embeds as the file does.
@@ -562,6 +687,7 @@ def main():
         srv.stop(signal.SIGKILL)
     test_rate_limit()
     test_auth_fail_limit()
+    test_queue()
     test_embed_and_search()
     test_two_processes_on_redis()
     if failures:
