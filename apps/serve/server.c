@@ -147,14 +147,14 @@ typedef struct metrics {
     atomic_ulong micros[R_COUNT];
     atomic_ulong auth_failures, rate_limited, too_large, timeouts;
     atomic_ulong auth_fail_limited; /* refused 429 for their address's failures (not in auth_failures) */
-    atomic_ulong overloaded;        /* refused 503: the queue was full, or they waited in it past the timeout */
+    atomic_ulong overloaded;        /* refused 503: the queue of jobs was full */
 } metrics;
 
 /* ---- The server --------------------------------------------------------------------- */
 
-/* Jobs waiting for a worker: at a millisecond or so each, seconds of work;
- * past it a request is refused (503) rather than queued for longer than a
- * client waits. */
+/* Jobs waiting for a worker: at a millisecond or so a classification,
+ * seconds of work; past it a request is refused (503) rather than queued for
+ * longer than a client waits. */
 #define QUEUE_MAX 4096
 /* The epoll loops: they parse HTTP and answer only what costs microseconds,
  * so two are plenty whatever the workers; the second keeps one slow page
@@ -216,7 +216,6 @@ struct request {
      * until its answer is done; a worker reads them in between. */
     struct MHD_Connection *conn;
     char *paused; /* the ?paused= argument, copied: only the loop may read the connection */
-    double queued_at;
     /* Under queue_mu: */
     job_state job;
     request *prev, *next; /* in the queue */
@@ -425,8 +424,7 @@ static char *metrics_text(server *s) {
          "# TYPE qiao_too_large_total counter\nqiao_too_large_total %lu\n"
          "# HELP qiao_request_timeouts_total Requests dropped for arriving too slowly.\n"
          "# TYPE qiao_request_timeouts_total counter\nqiao_request_timeouts_total %lu\n"
-         "# HELP qiao_overloaded_total Requests refused (503) because the queue of jobs was full or they "
-         "waited in it longer than --timeout.\n"
+         "# HELP qiao_overloaded_total Requests refused (503) because the queue of jobs was full.\n"
          "# TYPE qiao_overloaded_total counter\nqiao_overloaded_total %lu\n"
          "# HELP qiao_requests_in_flight Requests being answered now.\n"
          "# TYPE qiao_requests_in_flight gauge\nqiao_requests_in_flight %ld\n"
@@ -514,23 +512,12 @@ static void *worker_main(void *arg) {
         queue_unlink(s, r);
         r->job = JOB_RUNNING;
         const bool closing = s->closing;
-        const double waited = mono() - r->queued_at;
         pthread_mutex_unlock(&s->queue_mu);
         serve_answer a = {500, NULL};
-        const char *retry = NULL;
-        if (closing) {
-            serve_error(&a, 503, NULL, "the service is stopping");
-        } else if (waited > s->o->timeout_s) {
-            /* Its client has likely given up: computing it would only make
-             * the requests behind it wait longer. */
-            atomic_fetch_add(&s->m.overloaded, 1);
-            serve_error(&a, 503, NULL, "the request waited %.1f s for a worker: the service is overloaded", waited);
-            retry = "1";
-        } else {
-            compute(s, wt->w, r, &a);
-        }
+        if (closing) serve_error(&a, 503, NULL, "the service is stopping");
+        else compute(s, wt->w, r, &a);
         pthread_mutex_lock(&s->queue_mu);
-        r->answer = a, r->retry_after = retry;
+        r->answer = a;
         r->job = JOB_DONE;
         struct MHD_Connection *c = r->conn;
         pthread_cond_broadcast(&s->done_cv);
@@ -586,7 +573,6 @@ static enum MHD_Result answer(server *s, struct MHD_Connection *c, request *r) {
         r->job = JOB_DONE;
     } else {
         r->job = JOB_QUEUED;
-        r->queued_at = mono();
         r->prev = s->tail;
         if (s->tail) s->tail->next = r;
         else s->head = r;

@@ -5,14 +5,15 @@ tokens (missing, wrong, revoked by SIGHUP), bad requests of every kind
 not stall the others, many clients on one conversation losing no event, the
 rate limit, the limit on failed authentications per client address,
 metrics, a SIGTERM that finishes the request in flight, a backlog of
-classifications that holds no /healthz up, and clients that leave
-mid-request by the hundred beside good traffic.
+classifications that holds no /healthz up, clients that leave
+mid-request by the hundred beside good traffic, and a SIGTERM that answers
+the queued requests.
 
     test_serve.py QIAO_BIN BOT_FILE WORK_DIR [--threads-only]
 
 --threads-only runs the part about threads alone (a few clients on every
-kind of route at once, a SIGHUP and a SIGTERM in the middle of them), short
-enough for ThreadSanitizer's build.
+kind of route at once, a few leaving mid-request, a SIGHUP and a SIGTERM in
+the middle of them), short enough for ThreadSanitizer's build.
 
 Python's standard library only; every wait is bounded."""
 import base64
@@ -71,8 +72,8 @@ class Server:
             time.sleep(0.05)
         self.port = int(open(port_file).read())
 
-    def request(self, method, path, body=None, token=TOKEN_A, headers=None, raw=None, source=None):
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30,
+    def request(self, method, path, body=None, token=TOKEN_A, headers=None, raw=None, source=None, timeout=30):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout,
                                        source_address=(source, 0) if source else None)
         h = dict(headers or {})
         if token:
@@ -96,6 +97,23 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait()
+
+
+def leave_mid_request(port, i):
+    """Sends a /v1/parse or (one time in four) a /v1/chat and closes the
+    socket without reading the answer: after the whole request, or one time
+    in five halfway through its body; one time in three with a reset."""
+    if i % 4 == 3:
+        body, path = json.dumps({"sender_id": f"gone-{i}", "message": "你好"}).encode(), "/v1/chat"
+    else:
+        body, path = json.dumps({"text": "我想退货，订单号1234567890123456"}).encode(), "/v1/parse"
+    head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN_A}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(head + (body[: len(body) // 2] if i % 5 == 4 else body))
+    if i % 3 == 0:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
 
 
 def raw_exchange(port, data, read_timeout=10):
@@ -462,45 +480,34 @@ def test_clients_leaving(srv):
     # hundred, beside good requests: the jobs of connections that are gone
     # are computed or dropped without touching freed memory (AddressSanitizer's
     # build), the good requests get their 200s, nothing stays in flight, and
-    # the service still stops cleanly.
+    # the service still stops cleanly. The good requests wait behind every
+    # job of a client gone (its answer is computed all the same), hence
+    # their long time limit.
+    n_leavers, per = 5, 40
     errors, good = [], []
     lock = threading.Lock()
-    body_parse = json.dumps({"text": "我想退货，订单号1234567890123456"}).encode()
 
     def leaver(k):
-        for i in range(40):
-            if (k + i) % 4 == 3:
-                body = json.dumps({"sender_id": f"gone-{k}-{i}", "message": "你好"}).encode()
-                path = "/v1/chat"
-            else:
-                body, path = body_parse, "/v1/parse"
-            head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN_A}\r\n"
-                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+        for i in range(per):
             try:
-                s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
-                if i % 5 == 4:
-                    s.sendall(head + body[: len(body) // 2])
-                else:
-                    s.sendall(head + body)
-                if i % 3 == 0:  # a reset instead of a FIN
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                s.close()
+                leave_mid_request(srv.port, k * per + i)
             except OSError as e:
                 with lock:
                     errors.append(repr(e))
 
     def client(k):
         for i in range(8):
-            st, j, _, _ = srv.request("POST", "/v1/parse", {"text": "我的快递到哪了"})
-            st2, j2, _, _ = srv.request("POST", "/v1/chat", {"sender_id": f"stays-{k}", "message": "你好"})
+            st, _, _, _ = srv.request("POST", "/v1/parse", {"text": "我的快递到哪了"}, timeout=150)
+            st2, _, _, _ = srv.request("POST", "/v1/chat", {"sender_id": f"stays-{k}", "message": "你好"}, timeout=150)
             with lock:
                 good.extend([st, st2])
 
-    ts = [threading.Thread(target=leaver, args=(k,)) for k in range(6)] + \
+    ts = [threading.Thread(target=leaver, args=(k,)) for k in range(n_leavers)] + \
          [threading.Thread(target=client, args=(k,)) for k in range(3)]
     [t.start() for t in ts]
-    [t.join(timeout=120) for t in ts]
-    check(not any(t.is_alive() for t in ts) and not errors, f"240 clients leaving mid-request: sent ({errors[:3]})")
+    [t.join(timeout=160) for t in ts]
+    check(not any(t.is_alive() for t in ts) and not errors,
+          f"{n_leavers * per} clients leaving mid-request: sent ({errors[:3]})")
     check(good.count(200) == len(good) == 48, f"the good requests beside them: all 200 ({sorted(set(good))})")
     check(srv.proc.poll() is None, "clients leaving: the service is still running")
     deadline, in_flight, queued = time.time() + 60, -1, -1
@@ -517,13 +524,46 @@ def test_clients_leaving(srv):
     check(st == 200, "clients leaving: /healthz still answers")
 
 
+def test_stop_with_backlog(srv):
+    # SIGTERM while 24 connections keep the queue full: the requests already
+    # queued are computed and answered 200 before the service exits 0 (the
+    # connections not yet accepted are refused, which is why the count is a
+    # lower bound); no request gets another status.
+    n_clients = 24
+    lock = threading.Lock()
+    answers = []  # (time answered, status)
+    sent_term = [None]
+
+    def flood(k):
+        while sent_term[0] is None or time.time() < sent_term[0] + 5:
+            try:
+                st, _, _, _ = srv.request("POST", "/v1/parse", {"text": f"我要退货 {k}"})
+            except (OSError, http.client.HTTPException):
+                return
+            with lock:
+                answers.append((time.time(), st))
+
+    ts = [threading.Thread(target=flood, args=(k,)) for k in range(n_clients)]
+    [t.start() for t in ts]
+    deadline = time.time() + 60
+    while len(answers) < 2 * n_clients and time.time() < deadline:
+        time.sleep(0.02)
+    sent_term[0] = time.time()
+    rc = srv.stop()
+    [t.join(timeout=60) for t in ts]
+    after = [st for when, st in answers if when > sent_term[0]]
+    check(rc == 0, f"SIGTERM beside a full queue: exit 0 (got {rc})")
+    check(after.count(200) >= n_clients // 2 and all(st == 200 for _, st in answers),
+          f"SIGTERM beside a full queue: the queued requests answered 200 ({after.count(200)} after the signal, "
+          f"statuses {sorted(set(st for _, st in answers))})")
+
+
 def test_queue():
     srv = Server("queue", "--workers", "1", "--rate", "0", "--timeout", "60")
     try:
         test_queue_holds_no_loop(srv)
         test_clients_leaving(srv)
-        rc = srv.stop()
-        check(rc == 0, f"queue: the service stops cleanly (got {rc})")
+        test_stop_with_backlog(srv)
     finally:
         srv.stop(signal.SIGKILL)
 
@@ -631,8 +671,14 @@ def test_threads_only():
                 if st != 200:
                     errors.append((method, path, st))
 
+    def leaver():
+        # Connections gone while their jobs wait or run: the workers resume
+        # them while their loops close them.
+        for i in range(12):
+            leave_mid_request(srv.port, i)
+
     try:
-        ts = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+        ts = [threading.Thread(target=client, args=(k,)) for k in range(4)] + [threading.Thread(target=leaver)]
         [t.start() for t in ts]
         time.sleep(0.5)
         srv.proc.send_signal(signal.SIGHUP)
