@@ -3,7 +3,8 @@
 # every kind, a slow client, eight clients on one conversation losing no
 # event, the rate limit, failed authentications limited per client address,
 # metrics, a graceful SIGTERM, a backlog of classifications that holds no
-# health check up and clients leaving mid-request by the hundred
+# health check up, clients leaving mid-request by the hundred and a full
+# queue of jobs
 # (tests/serve/test_serve.py; Python's standard library only).
 find_package(Python3 REQUIRED COMPONENTS Interpreter)
 add_test(NAME serve.api COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/serve/test_serve.py

@@ -152,10 +152,6 @@ typedef struct metrics {
 
 /* ---- The server --------------------------------------------------------------------- */
 
-/* Jobs waiting for a worker: at a millisecond or so a classification,
- * seconds of work; past it a request is refused (503) rather than queued for
- * longer than a client waits. */
-#define QUEUE_MAX 4096
 /* The epoll loops: they parse HTTP and answer only what costs microseconds,
  * so two are plenty whatever the workers; the second keeps one slow page
  * or /metrics from holding the other loop's connections. */
@@ -568,7 +564,7 @@ static enum MHD_Result answer(server *s, struct MHD_Connection *c, request *r) {
     MHD_suspend_connection(c);
     r->suspended = true;
     pthread_mutex_lock(&s->queue_mu);
-    const bool full = s->n_queued >= QUEUE_MAX, refused = full || s->closing;
+    const bool full = s->n_queued >= s->o->queue_max, refused = full || s->closing;
     if (refused) {
         r->job = JOB_DONE;
     } else {
@@ -584,7 +580,8 @@ static enum MHD_Result answer(server *s, struct MHD_Connection *c, request *r) {
     if (refused) {
         if (full) {
             atomic_fetch_add(&s->m.overloaded, 1);
-            serve_error(&r->answer, 503, NULL, "the service is overloaded (%d requests wait for a worker)", QUEUE_MAX);
+            serve_error(&r->answer, 503, NULL, "the service is overloaded (%ld requests wait for a worker)",
+                        s->o->queue_max);
             r->retry_after = "1";
         } else {
             serve_error(&r->answer, 503, NULL, "the service is stopping");

@@ -6,8 +6,8 @@ not stall the others, many clients on one conversation losing no event, the
 rate limit, the limit on failed authentications per client address,
 metrics, a SIGTERM that finishes the request in flight, a backlog of
 classifications that holds no /healthz up, clients that leave
-mid-request by the hundred beside good traffic, and a SIGTERM that answers
-the queued requests.
+mid-request by the hundred beside good traffic, a SIGTERM that answers
+the queued requests, and a full queue answered 503 with Retry-After.
 
     test_serve.py QIAO_BIN BOT_FILE WORK_DIR [--threads-only]
 
@@ -558,6 +558,61 @@ def test_stop_with_backlog(srv):
           f"statuses {sorted(set(st for _, st in answers))})")
 
 
+def test_queue_full():
+    # One worker, room for 2 waiting jobs, 24 requests sent at once (the
+    # connections opened first, then the bytes written back to back, so
+    # they arrive within microseconds of each other while a parse takes a
+    # millisecond or more): one runs, two wait, the others are refused 503
+    # with Retry-After, counted in qiao_overloaded_total; then the service
+    # answers again.
+    n = 24
+    srv = Server("queue-full", "--workers", "1", "--rate", "0", "--queue", "2")
+    try:
+        body = json.dumps({"text": "我想退货，订单号1234567890123456"}).encode()
+        req = (f"POST /v1/parse HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN_A}\r\nConnection: close\r\n"
+               f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+        socks = [socket.create_connection(("127.0.0.1", srv.port), timeout=60) for _ in range(n)]
+        for s in socks:
+            s.sendall(req)
+        answers = []
+        for s in socks:
+            out = b""
+            try:
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    out += chunk
+            except socket.timeout:
+                pass
+            s.close()
+            head, _, payload = out.partition(b"\r\n\r\n")
+            lines = head.decode("iso-8859-1").split("\r\n")
+            status = int(lines[0].split()[1]) if lines[0].startswith("HTTP/1.1 ") else 0
+            headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+            try:
+                j = json.loads(payload)
+            except ValueError:
+                j = None
+            answers.append((status, headers, j))
+        codes = [a[0] for a in answers]
+        refused = [a for a in answers if a[0] == 503]
+        check(codes.count(200) >= 3 and refused and codes.count(200) + len(refused) == n,
+              f"{n} requests at once, --queue 2: some 200, the others 503 ({codes})")
+        check(all(h.get("retry-after") == "1" and error_of(j).get("status") == 503 and
+                  "overloaded" in error_of(j).get("message", "") for _, h, j in refused),
+              "a full queue's 503: Retry-After: 1 and the usual error body")
+        st, _, _, text = srv.request("GET", "/metrics")
+        m = dict(line.rsplit(" ", 1) for line in text.decode().splitlines() if line and not line.startswith("#"))
+        check(int(m.get("qiao_overloaded_total", -1)) == len(refused), "/metrics: qiao_overloaded_total counts them")
+        st, j, _, _ = srv.request("POST", "/v1/parse", {"text": "你好"})
+        check(st == 200, f"a full queue drained: answered again ({st})")
+        rc = srv.stop()
+        check(rc == 0, f"queue-full: the service stops cleanly (got {rc})")
+    finally:
+        srv.stop(signal.SIGKILL)
+
+
 def test_queue():
     srv = Server("queue", "--workers", "1", "--rate", "0", "--timeout", "60")
     try:
@@ -734,6 +789,7 @@ def main():
     test_rate_limit()
     test_auth_fail_limit()
     test_queue()
+    test_queue_full()
     test_embed_and_search()
     test_two_processes_on_redis()
     if failures:
