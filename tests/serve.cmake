@@ -2,7 +2,9 @@
 # every route, tokens (missing, wrong, revoked by SIGHUP), bad requests of
 # every kind, a slow client, eight clients on one conversation losing no
 # event, the rate limit, failed authentications limited per client address,
-# metrics and a graceful SIGTERM
+# metrics, a graceful SIGTERM, a backlog of classifications that holds no
+# health check up, clients leaving mid-request by the hundred and a full
+# queue of jobs
 # (tests/serve/test_serve.py; Python's standard library only).
 find_package(Python3 REQUIRED COMPONENTS Interpreter)
 add_test(NAME serve.api COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/serve/test_serve.py
@@ -11,8 +13,9 @@ set_tests_properties(serve.api PROPERTIES LABELS "serve;cli" TIMEOUT 300
   ENVIRONMENT "OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1")
 
 # The part about threads alone, short enough for ThreadSanitizer's build
-# (scripts/test.sh): clients on every route at once, SIGHUP and SIGTERM
-# among them.
+# (scripts/test.sh): clients on every route at once, some leaving
+# mid-request while the workers resume their connections, SIGHUP and
+# SIGTERM among them.
 add_test(NAME serve.threads COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/serve/test_serve.py
   $<TARGET_FILE:qiao_cli> ${PROJECT_SOURCE_DIR}/apps/chatbot/ecommerce.yml ${CMAKE_CURRENT_BINARY_DIR}/serve-threads
   --threads-only)

@@ -13,7 +13,7 @@ static void usage(FILE *f) {
             "                  [--index INDEX] [--vqa-model M] [--caption-model M] [--store F | --redis ADDR\n"
             "                  [--redis-prefix P]] [--listen HOST:PORT] [--port-file F] [--workers N] [--threads N]\n"
             "                  [--precision P] [--rate R] [--burst B] [--auth-fail-rate R] [--auth-fail-burst B]\n"
-            "                  [--max-body BYTES] [--timeout S] [--max-connections N] [--quiet]\n"
+            "                  [--max-body BYTES] [--timeout S] [--max-connections N] [--queue N] [--quiet]\n"
             "  An HTTP service (docs/serve.md): POST /v1/parse, /v1/chat, /v1/embed, /v1/search, /v1/vqa,\n"
             "  /v1/caption; GET/DELETE /v1/conversations/ID, POST .../handoff, .../reply, .../resume,\n"
             "  GET /v1/conversations?paused=1; GET /healthz, /metrics; the chat page at / and the agent\n"
@@ -32,6 +32,8 @@ static void usage(FILE *f) {
             "              (default 20); a good token from the address still passes\n"
             "  --max-body  bytes (default 8 MiB); --timeout seconds for an idle connection or a request\n"
             "              to arrive (default 10); --max-connections (default 1024)\n"
+            "  --queue     requests waiting for a worker at most (default 4096); past it, 503 with\n"
+            "              Retry-After\n"
             "  SIGTERM or SIGINT: stop accepting, finish the requests in flight, close the stores.\n");
 }
 
@@ -44,6 +46,9 @@ int cmd_serve(int argc, char **argv) {
     o.max_body = 8u << 20;
     o.timeout_s = 10;
     o.max_connections = 1024;
+    /* At a millisecond or so a classification, seconds of work: a client
+     * is better told to come back than kept waiting longer. */
+    o.queue_max = 4096;
     o.threads = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -104,6 +109,9 @@ int cmd_serve(int argc, char **argv) {
         } else if (!strcmp(a, "--timeout")) {
             if (!cli_int_arg("serve", a, argv[++i], 1, 3600, &n)) return 2;
             o.timeout_s = (int)n;
+        } else if (!strcmp(a, "--queue")) {
+            if (!cli_int_arg("serve", a, argv[++i], 1, 1 << 20, &n)) return 2;
+            o.queue_max = (long)n;
         } else if (!strcmp(a, "--max-connections")) {
             if (!cli_int_arg("serve", a, argv[++i], 1, 65536, &n)) return 2;
             o.max_connections = (int)n;

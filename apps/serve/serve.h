@@ -38,6 +38,7 @@ typedef struct serve_opts {
     size_t max_body;           /* bytes */
     int timeout_s;             /* an idle connection, or a request taking longer to arrive, is dropped */
     int max_connections;
+    long queue_max;            /* requests waiting for a worker at most; past it 503 (default 4,096) */
     bool quiet;                /* no request log on stderr */
 } serve_opts;
 

@@ -1,10 +1,13 @@
 /* apps/serve/server.c - the HTTP side of `qiao serve` on libmicrohttpd: a
- * thread pool of epoll loops (one per worker, plus one so health checks
- * and pages never wait behind the models), bearer tokens compared in
- * constant time and reloaded on SIGHUP, a token bucket per token and one
- * of failed authentications per client address (auth_fail.c), body and
- * time limits, Prometheus metrics, the embedded pages, and a stop on
- * SIGTERM that finishes the requests in flight and closes the stores. */
+ * thread pool of epoll loops that only speak HTTP and hand every request
+ * for a model or the store to one queue of jobs, served first come first
+ * served by the workers' threads while its connection is suspended (so a
+ * loop never holds its other connections behind a computation), bearer
+ * tokens compared in constant time and reloaded on SIGHUP, a token bucket
+ * per token and one of failed authentications per client address
+ * (auth_fail.c), body and time limits, Prometheus metrics, the embedded
+ * pages, and a stop on SIGTERM that finishes the requests in flight (the
+ * queued ones too) and closes the stores. */
 #define _GNU_SOURCE
 
 #include <arpa/inet.h>
@@ -144,18 +147,40 @@ typedef struct metrics {
     atomic_ulong micros[R_COUNT];
     atomic_ulong auth_failures, rate_limited, too_large, timeouts;
     atomic_ulong auth_fail_limited; /* refused 429 for their address's failures (not in auth_failures) */
+    atomic_ulong overloaded;        /* refused 503: the queue of jobs was full */
 } metrics;
 
 /* ---- The server --------------------------------------------------------------------- */
 
-typedef struct server {
+/* The epoll loops: they parse HTTP and answer only what costs microseconds,
+ * so two are plenty whatever the workers; the second keeps one slow page
+ * or /metrics from holding the other loop's connections. */
+#define N_LOOPS 2
+
+typedef struct request request;
+typedef struct server server;
+
+typedef struct worker_thread {
+    server *s;
+    serve_worker *w; /* its own sessions and store connection, used by this thread alone */
+    pthread_t thread;
+    bool started;
+} worker_thread;
+
+struct server {
     const serve_opts *o;
     serve_models models;
     serve_worker *workers;
-    int n_workers, *free_list, n_free;
-    unsigned long next_ticket, serving; /* workers go to waiting requests first come, first served */
-    pthread_mutex_t pool_mu;
-    pthread_cond_t pool_cv;
+    worker_thread *threads;
+    int n_workers;
+    /* The queue of jobs, first come first served across every connection.
+     * queue_mu guards it, each request's job state and answer, and closing. */
+    pthread_mutex_t queue_mu;
+    pthread_cond_t queue_cv; /* a job was queued, or closing was set */
+    pthread_cond_t done_cv;  /* a job was done */
+    request *head, *tail;
+    long n_queued;
+    bool closing; /* no job is computed any more: the workers answer what is queued 503 and leave */
     pthread_rwlock_t tok_lock;
     pthread_mutex_t rate_mu;
     pthread_mutex_t fail_mu; /* the failures table's */
@@ -165,9 +190,16 @@ typedef struct server {
     atomic_long in_flight;
     double started;
     struct MHD_Daemon *d;
-} server;
+};
 
-typedef struct request {
+typedef enum job_state {
+    JOB_NONE,    /* the loop answers the request itself */
+    JOB_QUEUED,  /* in the queue, its connection suspended */
+    JOB_RUNNING, /* a worker computes its answer */
+    JOB_DONE,    /* its answer is in r->answer, its connection resumed or about to be */
+} job_state;
+
+struct request {
     serve_route route;
     char *id; /* the {id} of a conversation route */
     char *body;
@@ -175,28 +207,17 @@ typedef struct request {
     double start;
     size_t dropped; /* bytes of a body over the limit, read and thrown away */
     bool answered, too_large;
-} request;
-
-/* A worker for a request, in the order requests asked: without the
- * tickets, one epoll loop could take a freed worker again and again while
- * another loop's connections wait (p99 four times p50 under wrk). */
-static serve_worker *worker_take(server *s, int *slot) {
-    pthread_mutex_lock(&s->pool_mu);
-    const unsigned long ticket = s->next_ticket++;
-    while (s->n_free == 0 || s->serving != ticket) pthread_cond_wait(&s->pool_cv, &s->pool_mu);
-    s->serving++;
-    *slot = s->free_list[--s->n_free];
-    pthread_cond_broadcast(&s->pool_cv);
-    pthread_mutex_unlock(&s->pool_mu);
-    return &s->workers[*slot];
-}
-
-static void worker_give(server *s, int slot) {
-    pthread_mutex_lock(&s->pool_mu);
-    s->free_list[s->n_free++] = slot;
-    pthread_cond_broadcast(&s->pool_cv);
-    pthread_mutex_unlock(&s->pool_mu);
-}
+    bool suspended; /* its connection waits for a job's answer; read and written by its loop alone */
+    /* A job: the loop fills these before queueing it and leaves them alone
+     * until its answer is done; a worker reads them in between. */
+    struct MHD_Connection *conn;
+    char *paused; /* the ?paused= argument, copied: only the loop may read the connection */
+    /* Under queue_mu: */
+    job_state job;
+    request *prev, *next; /* in the queue */
+    serve_answer answer;     /* a job's answer, sent by the loop once resumed */
+    const char *retry_after; /* its Retry-After header, or NULL */
+};
 
 static void count(server *s, request *r, int status) {
     size_t c = N_CODES;
@@ -341,6 +362,9 @@ static double rate_take(server *s, long tok) {
 }
 
 static char *metrics_text(server *s) {
+    pthread_mutex_lock(&s->queue_mu);
+    const long n_queued = s->n_queued;
+    pthread_mutex_unlock(&s->queue_mu);
     size_t cap = 1 << 16, len = 0;
     char *out = malloc(cap);
     if (!out) return NULL;
@@ -396,8 +420,12 @@ static char *metrics_text(server *s) {
          "# TYPE qiao_too_large_total counter\nqiao_too_large_total %lu\n"
          "# HELP qiao_request_timeouts_total Requests dropped for arriving too slowly.\n"
          "# TYPE qiao_request_timeouts_total counter\nqiao_request_timeouts_total %lu\n"
+         "# HELP qiao_overloaded_total Requests refused (503) because the queue of jobs was full.\n"
+         "# TYPE qiao_overloaded_total counter\nqiao_overloaded_total %lu\n"
          "# HELP qiao_requests_in_flight Requests being answered now.\n"
          "# TYPE qiao_requests_in_flight gauge\nqiao_requests_in_flight %ld\n"
+         "# HELP qiao_queue_length Requests waiting for a worker now.\n"
+         "# TYPE qiao_queue_length gauge\nqiao_queue_length %ld\n"
          "# HELP qiao_model_load_seconds Time to load the models at start.\n"
          "# TYPE qiao_model_load_seconds gauge\nqiao_model_load_seconds %.3f\n"
          "# HELP qiao_uptime_seconds Seconds since the service started.\n"
@@ -405,9 +433,8 @@ static char *metrics_text(server *s) {
          "# HELP qiao_workers Requests the service computes at once.\n"
          "# TYPE qiao_workers gauge\nqiao_workers %d\n",
          atomic_load(&s->m.auth_failures), atomic_load(&s->m.auth_fail_limited), atomic_load(&s->m.rate_limited),
-         atomic_load(&s->m.too_large),
-         atomic_load(&s->m.timeouts), atomic_load(&s->in_flight), s->models.load_seconds, mono() - s->started,
-         s->n_workers);
+         atomic_load(&s->m.too_large), atomic_load(&s->m.timeouts), atomic_load(&s->m.overloaded),
+         atomic_load(&s->in_flight), n_queued, s->models.load_seconds, mono() - s->started, s->n_workers);
 #undef EMIT
     return out;
 }
@@ -428,8 +455,96 @@ static enum MHD_Result answer_health(server *s, struct MHD_Connection *c, reques
     return send_answer(s, c, r, &a, NULL, NULL);
 }
 
+/* ---- The queue of jobs ------------------------------------------------------------- */
+
+static void queue_unlink(server *s, request *r) {
+    if (r->prev) r->prev->next = r->next;
+    else s->head = r->next;
+    if (r->next) r->next->prev = r->prev;
+    else s->tail = r->prev;
+    r->prev = r->next = NULL;
+    s->n_queued--;
+}
+
+/* A job's answer: the body read as UTF-8 JSON, then the route, on the
+ * worker's sessions. Parsing is here, not on the loop: an 8 MiB body takes
+ * milliseconds. */
+static void compute(server *s, serve_worker *w, request *r, serve_answer *a) {
+    cJSON *body = NULL;
+    if (r->len) {
+        const char *nul = memchr(r->body, 0, r->len);
+        const size_t bad = nul ? (size_t)(nul - r->body) : serve_utf8_check(r->body, r->len);
+        if (bad != r->len) {
+            serve_error(a, 400, NULL, "the body is not UTF-8 text (byte %zu)", bad);
+            return;
+        }
+        const char *end = NULL;
+        body = cJSON_ParseWithLengthOpts(r->body, r->len, &end, 0);
+        while (body && end && end < r->body + r->len && (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t'))
+            end++;
+        if (!body || end != r->body + r->len) {
+            const bool trailing = body != NULL;
+            cJSON_Delete(body);
+            serve_error(a, 400, NULL, "%s",
+                        trailing ? "the body is not one JSON value (text after it)" : "the body is not JSON");
+            return;
+        }
+    }
+    serve_route_api(r->route, &s->models, w, r->id, r->paused, body, a);
+    cJSON_Delete(body);
+    if (!a->body) serve_error(a, 500, NULL, "the route gave no answer");
+}
+
+/* A worker's thread: takes the oldest job, computes its answer, hands it to
+ * the request and resumes the connection, whose loop then sends it. */
+static void *worker_main(void *arg) {
+    worker_thread *wt = arg;
+    server *s = wt->s;
+    pthread_mutex_lock(&s->queue_mu);
+    for (;;) {
+        while (!s->head && !s->closing) pthread_cond_wait(&s->queue_cv, &s->queue_mu);
+        request *r = s->head;
+        if (!r) break; /* closing, and nothing left to answer */
+        queue_unlink(s, r);
+        r->job = JOB_RUNNING;
+        const bool closing = s->closing;
+        pthread_mutex_unlock(&s->queue_mu);
+        serve_answer a = {500, NULL};
+        if (closing) serve_error(&a, 503, NULL, "the service is stopping");
+        else compute(s, wt->w, r, &a);
+        pthread_mutex_lock(&s->queue_mu);
+        r->answer = a;
+        r->job = JOB_DONE;
+        struct MHD_Connection *c = r->conn;
+        pthread_cond_broadcast(&s->done_cv);
+        pthread_mutex_unlock(&s->queue_mu);
+        /* Called outside queue_mu, so no lock of ours is ever held inside
+         * libmicrohttpd. The connection is still valid: libmicrohttpd neither
+         * watches nor closes a suspended connection, and serve_run stops the
+         * daemon only after joining the workers. From here on its loop may
+         * send the answer and free the request: r is not touched again. */
+        MHD_resume_connection(c);
+        pthread_mutex_lock(&s->queue_mu);
+    }
+    pthread_mutex_unlock(&s->queue_mu);
+    return NULL;
+}
+
+/* Stops the workers: what is still queued is answered 503 (the service is
+ * stopping) and every running job finishes, so that no connection is left
+ * suspended when the daemon stops. */
+static void workers_stop(server *s) {
+    pthread_mutex_lock(&s->queue_mu);
+    s->closing = true;
+    pthread_cond_broadcast(&s->queue_cv);
+    pthread_mutex_unlock(&s->queue_mu);
+    for (int i = 0; s->threads && i < s->n_workers; i++)
+        if (s->threads[i].started) pthread_join(s->threads[i].thread, NULL), s->threads[i].started = false;
+}
+
 /* The whole request is in (its token and size were checked at its first
- * call): read the body as UTF-8 JSON and answer on a worker. */
+ * call): the cheap routes are answered here, the others queued for a
+ * worker with their connection suspended until the answer is in. */
 static enum MHD_Result answer(server *s, struct MHD_Connection *c, request *r) {
     switch (r->route) {
     case R_HEALTHZ: return answer_health(s, c, r);
@@ -440,36 +555,56 @@ static enum MHD_Result answer(server *s, struct MHD_Connection *c, request *r) {
     }
     default: break;
     }
-    cJSON *body = NULL;
-    if (r->len) {
-        const char *nul = memchr(r->body, 0, r->len);
-        const size_t bad = nul ? (size_t)(nul - r->body) : serve_utf8_check(r->body, r->len);
-        if (bad != r->len) {
-            char msg[96];
-            snprintf(msg, sizeof msg, "the body is not UTF-8 text (byte %zu)", bad);
-            return send_error(s, c, r, 400, NULL, msg, NULL, NULL);
-        }
-        const char *end = NULL;
-        body = cJSON_ParseWithLengthOpts(r->body, r->len, &end, 0);
-        while (body && end && end < r->body + r->len && (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t'))
-            end++;
-        if (!body || end != r->body + r->len) {
-            const bool trailing = body != NULL;
-            cJSON_Delete(body);
-            return send_error(s, c, r, 400, NULL,
-                              trailing ? "the body is not one JSON value (text after it)" : "the body is not JSON",
-                              NULL, NULL);
-        }
-    }
     const char *paused = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "paused");
-    int slot = 0;
-    serve_worker *w = worker_take(s, &slot);
-    serve_answer a = {500, NULL};
-    serve_route_api(r->route, &s->models, w, r->id, paused, body, &a);
-    worker_give(s, slot);
-    cJSON_Delete(body);
-    if (!a.body) serve_error(&a, 500, NULL, "the route gave no answer");
-    return send_answer(s, c, r, &a, NULL, NULL);
+    if (paused && !(r->paused = strdup(paused))) return send_error(s, c, r, 503, NULL, "out of memory", NULL, NULL);
+    r->conn = c;
+    /* Suspended before a worker can see the job: a worker's resume must
+     * come after the suspend. A refused job is resumed by the loop itself
+     * and answered on the next call, like any other. */
+    MHD_suspend_connection(c);
+    r->suspended = true;
+    pthread_mutex_lock(&s->queue_mu);
+    const bool full = s->n_queued >= s->o->queue_max, refused = full || s->closing;
+    if (refused) {
+        r->job = JOB_DONE;
+    } else {
+        r->job = JOB_QUEUED;
+        r->prev = s->tail;
+        if (s->tail) s->tail->next = r;
+        else s->head = r;
+        s->tail = r;
+        s->n_queued++;
+        pthread_cond_signal(&s->queue_cv);
+    }
+    pthread_mutex_unlock(&s->queue_mu);
+    if (refused) {
+        if (full) {
+            atomic_fetch_add(&s->m.overloaded, 1);
+            serve_error(&r->answer, 503, NULL, "the service is overloaded (%ld requests wait for a worker)",
+                        s->o->queue_max);
+            r->retry_after = "1";
+        } else {
+            serve_error(&r->answer, 503, NULL, "the service is stopping");
+        }
+        MHD_resume_connection(c);
+    }
+    return MHD_YES;
+}
+
+/* The access handler's call after a job's connection was resumed: the
+ * answer is sent from the loop, which alone may queue it. */
+static enum MHD_Result answer_job(server *s, struct MHD_Connection *c, request *r) {
+    pthread_mutex_lock(&s->queue_mu);
+    const bool done = r->job == JOB_DONE;
+    serve_answer a = r->answer;
+    const char *retry = r->retry_after;
+    if (done) r->answer.body = NULL;
+    pthread_mutex_unlock(&s->queue_mu);
+    /* Resumed only once done; anything else would be a bug, and closing the
+     * connection (on_completed waits for the job) is the safe way out. */
+    if (!done) return MHD_NO;
+    r->suspended = false;
+    return send_answer(s, c, r, &a, retry ? MHD_HTTP_HEADER_RETRY_AFTER : NULL, retry);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
@@ -558,6 +693,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         }
         return MHD_YES;
     }
+    if (r->suspended) return answer_job(s, c, r);
     if (r->answered) {
         *upload_size = 0; /* the rest of a refused body is dropped */
         return MHD_YES;
@@ -604,7 +740,20 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
     server *s = cls;
     request *r = *con_cls;
     if (!r) return;
+    if (r->suspended) {
+        /* Its answer was not sent. Normally its job is done (the daemon
+         * stopped right after the resume, or the client left once resumed):
+         * libmicrohttpd does not close a suspended connection. Were it ever
+         * to, a queued job is taken out and a running one waited for, so
+         * that no worker writes to a freed request. */
+        pthread_mutex_lock(&s->queue_mu);
+        if (r->job == JOB_QUEUED) queue_unlink(s, r), r->job = JOB_DONE;
+        while (r->job == JOB_RUNNING) pthread_cond_wait(&s->done_cv, &s->queue_mu);
+        pthread_mutex_unlock(&s->queue_mu);
+    }
     atomic_fetch_sub(&s->in_flight, 1);
+    cJSON_Delete(r->answer.body);
+    free(r->paused);
     free(r->id);
     free(r->body);
     free(r);
@@ -695,8 +844,9 @@ int serve_run(const serve_opts *o) {
     }
     s->o = o;
     s->started = mono();
-    pthread_mutex_init(&s->pool_mu, NULL);
-    pthread_cond_init(&s->pool_cv, NULL);
+    pthread_mutex_init(&s->queue_mu, NULL);
+    pthread_cond_init(&s->queue_cv, NULL);
+    pthread_cond_init(&s->done_cv, NULL);
     pthread_rwlock_init(&s->tok_lock, NULL);
     pthread_mutex_init(&s->rate_mu, NULL);
     pthread_mutex_init(&s->fail_mu, NULL);
@@ -737,8 +887,8 @@ int serve_run(const serve_opts *o) {
     s->n_workers = o->workers > 0 ? o->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (s->n_workers < 1) s->n_workers = 1;
     s->workers = calloc((size_t)s->n_workers, sizeof *s->workers);
-    s->free_list = calloc((size_t)s->n_workers, sizeof *s->free_list);
-    if (!s->workers || !s->free_list) {
+    s->threads = calloc((size_t)s->n_workers, sizeof *s->threads);
+    if (!s->workers || !s->threads) {
         fprintf(stderr, "qiao serve: out of memory\n");
         goto out;
     }
@@ -748,16 +898,27 @@ int serve_run(const serve_opts *o) {
             fprintf(stderr, "qiao serve: a worker's sessions: %s: %s\n", qiao_status_str(st), qiao_last_error());
             goto out;
         }
-        s->free_list[s->n_free++] = i;
+    }
+    for (int i = 0; i < s->n_workers; i++) {
+        worker_thread *wt = &s->threads[i];
+        wt->s = s, wt->w = &s->workers[i];
+        const int err_no = pthread_create(&wt->thread, NULL, worker_main, wt);
+        if (err_no != 0) {
+            fprintf(stderr, "qiao serve: a worker's thread: %s\n", strerror(err_no));
+            goto out;
+        }
+        wt->started = true;
     }
     if (!is_loopback(&ss))
         fprintf(stderr, "qiao serve: warning: listening beyond this machine (%s) without TLS: put a TLS proxy "
                         "in front\n", o->listen);
-    const unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_ERROR_LOG |
-                           (ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0);
+    /* MHD_ALLOW_SUSPEND_RESUME sets MHD_USE_ITC, which lets a worker's
+     * MHD_resume_connection wake the connection's loop. */
+    const unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+                           MHD_USE_ERROR_LOG | (ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0);
     s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
                             MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-                            MHD_OPTION_THREAD_POOL_SIZE, (unsigned)s->n_workers + 1, MHD_OPTION_CONNECTION_TIMEOUT,
+                            MHD_OPTION_THREAD_POOL_SIZE, (unsigned)N_LOOPS, MHD_OPTION_CONNECTION_TIMEOUT,
                             (unsigned)o->timeout_s, MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
                             MHD_OPTION_END);
@@ -794,8 +955,9 @@ int serve_run(const serve_opts *o) {
                 sig == SIGTERM ? "SIGTERM" : "SIGINT");
         break;
     }
-    /* Stop accepting, let the requests in flight finish (at most the
-     * timeout), then close every connection and the stores. */
+    /* Stop accepting, let the requests in flight finish, the queued ones
+     * too (at most the timeout), then answer what is still queued 503, close
+     * every connection and the stores. */
     const MHD_socket lfd = MHD_quiesce_daemon(s->d);
     if (lfd != MHD_INVALID_SOCKET) close(lfd);
     const double until = mono() + o->timeout_s;
@@ -809,14 +971,20 @@ int serve_run(const serve_opts *o) {
     rc = 0;
 out:
     pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+    /* The workers first: libmicrohttpd must not be stopped with a
+     * connection suspended (microhttpd.h), and every job's connection is
+     * resumed by the time its worker leaves. A keep-alive connection's next
+     * request meanwhile is refused 503 without waiting for a worker. */
+    workers_stop(s);
     if (s->d) MHD_stop_daemon(s->d);
     for (int i = 0; s->workers && i < s->n_workers; i++) serve_worker_free(&s->workers[i]);
     free(s->workers);
-    free(s->free_list);
+    free(s->threads);
     serve_models_free(&s->models);
     free(s->tokens.t);
-    pthread_mutex_destroy(&s->pool_mu);
-    pthread_cond_destroy(&s->pool_cv);
+    pthread_mutex_destroy(&s->queue_mu);
+    pthread_cond_destroy(&s->queue_cv);
+    pthread_cond_destroy(&s->done_cv);
     pthread_rwlock_destroy(&s->tok_lock);
     pthread_mutex_destroy(&s->rate_mu);
     pthread_mutex_destroy(&s->fail_mu);

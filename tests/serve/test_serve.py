@@ -4,13 +4,16 @@ tokens (missing, wrong, revoked by SIGHUP), bad requests of every kind
 (each a 4xx naming what is wrong, none a crash), a slow client that does
 not stall the others, many clients on one conversation losing no event, the
 rate limit, the limit on failed authentications per client address,
-metrics, and a SIGTERM that finishes the request in flight.
+metrics, a SIGTERM that finishes the request in flight, a backlog of
+classifications that holds no /healthz up, clients that leave
+mid-request by the hundred beside good traffic, a SIGTERM that answers
+the queued requests, and a full queue answered 503 with Retry-After.
 
     test_serve.py QIAO_BIN BOT_FILE WORK_DIR [--threads-only]
 
 --threads-only runs the part about threads alone (a few clients on every
-kind of route at once, a SIGHUP and a SIGTERM in the middle of them), short
-enough for ThreadSanitizer's build.
+kind of route at once, a few leaving mid-request, a SIGHUP and a SIGTERM in
+the middle of them), short enough for ThreadSanitizer's build.
 
 Python's standard library only; every wait is bounded."""
 import base64
@@ -21,6 +24,7 @@ import os
 import signal
 import socket
 import sqlite3
+import struct
 import subprocess
 import sys
 import threading
@@ -68,8 +72,8 @@ class Server:
             time.sleep(0.05)
         self.port = int(open(port_file).read())
 
-    def request(self, method, path, body=None, token=TOKEN_A, headers=None, raw=None, source=None):
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30,
+    def request(self, method, path, body=None, token=TOKEN_A, headers=None, raw=None, source=None, timeout=30):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout,
                                        source_address=(source, 0) if source else None)
         h = dict(headers or {})
         if token:
@@ -93,6 +97,23 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait()
+
+
+def leave_mid_request(port, i):
+    """Sends a /v1/parse or (one time in four) a /v1/chat and closes the
+    socket without reading the answer: after the whole request, or one time
+    in five halfway through its body; one time in three with a reset."""
+    if i % 4 == 3:
+        body, path = json.dumps({"sender_id": f"gone-{i}", "message": "你好"}).encode(), "/v1/chat"
+    else:
+        body, path = json.dumps({"text": "我想退货，订单号1234567890123456"}).encode(), "/v1/parse"
+    head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN_A}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(head + (body[: len(body) // 2] if i % 5 == 4 else body))
+    if i % 3 == 0:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
 
 
 def raw_exchange(port, data, read_timeout=10):
@@ -403,6 +424,205 @@ def test_graceful_stop(srv):
     check(refused, "stopped: the port is closed")
 
 
+def test_queue_holds_no_loop(srv):
+    # One worker and a backlog of classifications on 24 connections: the
+    # epoll loops only speak HTTP, so a /healthz from another connection is
+    # answered at once, not after the parses its loop received before it
+    # (the old design: each loop computed its connections' requests in turn,
+    # so a probe waited for about half the backlog). Counted in parses
+    # answered while the probe was in flight, not in seconds, so a slow or
+    # busy machine changes both sides alike.
+    n_clients, n_probes = 24, 15
+    stop = threading.Event()
+    lock = threading.Lock()
+    done = [0]
+    statuses = []
+
+    def flood(k):
+        while not stop.is_set():
+            st, _, _, _ = srv.request("POST", "/v1/parse", {"text": f"我的快递到哪了，订单号{k:016d}，什么时候能到"})
+            with lock:
+                done[0] += 1
+                statuses.append(st)
+
+    ts = [threading.Thread(target=flood, args=(k,)) for k in range(n_clients)]
+    [t.start() for t in ts]
+    during, probe_codes = [], []
+    try:
+        deadline = time.time() + 60
+        while done[0] < 2 * n_clients and time.time() < deadline:
+            time.sleep(0.02)
+        for _ in range(n_probes):
+            before = done[0]
+            st, j, _, _ = srv.request("GET", "/healthz", token=None)
+            during.append(done[0] - before)
+            probe_codes.append(st)
+            time.sleep(0.05)
+        st, _, _, text = srv.request("GET", "/metrics")
+        m = dict(line.rsplit(" ", 1) for line in text.decode().splitlines() if line and not line.startswith("#"))
+        queued = int(m.get("qiao_queue_length", -1))
+    finally:
+        stop.set()
+        [t.join(timeout=60) for t in ts]
+    during.sort()
+    check(probe_codes == [200] * n_probes, f"/healthz beside a backlog of parses: all 200 ({sorted(set(probe_codes))})")
+    check(during[n_probes // 2] <= 3 and during[-1] < n_clients,
+          f"/healthz is not held behind the parses: parses answered while a probe was in flight {during} "
+          f"(with {n_clients} outstanding)")
+    check(0 <= queued <= n_clients, f"/metrics: qiao_queue_length {queued} (at most {n_clients})")
+    check(statuses and statuses.count(200) == len(statuses) and not any(t.is_alive() for t in ts),
+          f"the backlog's {len(statuses)} parses: all 200 ({sorted(set(statuses))})")
+
+
+def test_clients_leaving(srv):
+    # Clients that send a whole /v1/parse or /v1/chat and close the socket
+    # at once (some with a reset), or leave halfway through the body, by the
+    # hundred, beside good requests: the jobs of connections that are gone
+    # are computed or dropped without touching freed memory (AddressSanitizer's
+    # build), the good requests get their 200s, nothing stays in flight, and
+    # the service still stops cleanly. The good requests wait behind every
+    # job of a client gone (its answer is computed all the same), hence
+    # their long time limit.
+    n_leavers, per = 5, 40
+    errors, good = [], []
+    lock = threading.Lock()
+
+    def leaver(k):
+        for i in range(per):
+            try:
+                leave_mid_request(srv.port, k * per + i)
+            except OSError as e:
+                with lock:
+                    errors.append(repr(e))
+
+    def client(k):
+        for i in range(8):
+            st, _, _, _ = srv.request("POST", "/v1/parse", {"text": "我的快递到哪了"}, timeout=150)
+            st2, _, _, _ = srv.request("POST", "/v1/chat", {"sender_id": f"stays-{k}", "message": "你好"}, timeout=150)
+            with lock:
+                good.extend([st, st2])
+
+    ts = [threading.Thread(target=leaver, args=(k,)) for k in range(n_leavers)] + \
+         [threading.Thread(target=client, args=(k,)) for k in range(3)]
+    [t.start() for t in ts]
+    [t.join(timeout=160) for t in ts]
+    check(not any(t.is_alive() for t in ts) and not errors,
+          f"{n_leavers * per} clients leaving mid-request: sent ({errors[:3]})")
+    check(good.count(200) == len(good) == 48, f"the good requests beside them: all 200 ({sorted(set(good))})")
+    check(srv.proc.poll() is None, "clients leaving: the service is still running")
+    deadline, in_flight, queued = time.time() + 60, -1, -1
+    while time.time() < deadline:
+        st, _, _, text = srv.request("GET", "/metrics")
+        m = dict(line.rsplit(" ", 1) for line in text.decode().splitlines() if line and not line.startswith("#"))
+        in_flight, queued = int(m.get("qiao_requests_in_flight", -1)), int(m.get("qiao_queue_length", -1))
+        if in_flight == 1 and queued == 0:  # the /metrics request itself
+            break
+        time.sleep(0.1)
+    check(in_flight == 1 and queued == 0, f"clients leaving: every request completed (in flight {in_flight}, "
+          f"queued {queued}, the /metrics itself counted)")
+    st, _, _, _ = srv.request("GET", "/healthz", token=None)
+    check(st == 200, "clients leaving: /healthz still answers")
+
+
+def test_stop_with_backlog(srv):
+    # SIGTERM while 24 connections keep the queue full: the requests already
+    # queued are computed and answered 200 before the service exits 0 (the
+    # connections not yet accepted are refused, which is why the count is a
+    # lower bound); no request gets another status.
+    n_clients = 24
+    lock = threading.Lock()
+    answers = []  # (time answered, status)
+    sent_term = [None]
+
+    def flood(k):
+        while sent_term[0] is None or time.time() < sent_term[0] + 5:
+            try:
+                st, _, _, _ = srv.request("POST", "/v1/parse", {"text": f"我要退货 {k}"})
+            except (OSError, http.client.HTTPException):
+                return
+            with lock:
+                answers.append((time.time(), st))
+
+    ts = [threading.Thread(target=flood, args=(k,)) for k in range(n_clients)]
+    [t.start() for t in ts]
+    deadline = time.time() + 60
+    while len(answers) < 2 * n_clients and time.time() < deadline:
+        time.sleep(0.02)
+    sent_term[0] = time.time()
+    rc = srv.stop()
+    [t.join(timeout=60) for t in ts]
+    after = [st for when, st in answers if when > sent_term[0]]
+    check(rc == 0, f"SIGTERM beside a full queue: exit 0 (got {rc})")
+    check(after.count(200) >= n_clients // 2 and all(st == 200 for _, st in answers),
+          f"SIGTERM beside a full queue: the queued requests answered 200 ({after.count(200)} after the signal, "
+          f"statuses {sorted(set(st for _, st in answers))})")
+
+
+def test_queue_full():
+    # One worker, room for 2 waiting jobs, 24 requests sent at once (the
+    # connections opened first, then the bytes written back to back, so
+    # they arrive within microseconds of each other while a parse takes a
+    # millisecond or more): one runs, two wait, the others are refused 503
+    # with Retry-After, counted in qiao_overloaded_total; then the service
+    # answers again.
+    n = 24
+    srv = Server("queue-full", "--workers", "1", "--rate", "0", "--queue", "2")
+    try:
+        body = json.dumps({"text": "我想退货，订单号1234567890123456"}).encode()
+        req = (f"POST /v1/parse HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN_A}\r\nConnection: close\r\n"
+               f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+        socks = [socket.create_connection(("127.0.0.1", srv.port), timeout=60) for _ in range(n)]
+        for s in socks:
+            s.sendall(req)
+        answers = []
+        for s in socks:
+            out = b""
+            try:
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    out += chunk
+            except socket.timeout:
+                pass
+            s.close()
+            head, _, payload = out.partition(b"\r\n\r\n")
+            lines = head.decode("iso-8859-1").split("\r\n")
+            status = int(lines[0].split()[1]) if lines[0].startswith("HTTP/1.1 ") else 0
+            headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+            try:
+                j = json.loads(payload)
+            except ValueError:
+                j = None
+            answers.append((status, headers, j))
+        codes = [a[0] for a in answers]
+        refused = [a for a in answers if a[0] == 503]
+        check(codes.count(200) >= 3 and refused and codes.count(200) + len(refused) == n,
+              f"{n} requests at once, --queue 2: some 200, the others 503 ({codes})")
+        check(all(h.get("retry-after") == "1" and error_of(j).get("status") == 503 and
+                  "overloaded" in error_of(j).get("message", "") for _, h, j in refused),
+              "a full queue's 503: Retry-After: 1 and the usual error body")
+        st, _, _, text = srv.request("GET", "/metrics")
+        m = dict(line.rsplit(" ", 1) for line in text.decode().splitlines() if line and not line.startswith("#"))
+        check(int(m.get("qiao_overloaded_total", -1)) == len(refused), "/metrics: qiao_overloaded_total counts them")
+        st, j, _, _ = srv.request("POST", "/v1/parse", {"text": "你好"})
+        check(st == 200, f"a full queue drained: answered again ({st})")
+        rc = srv.stop()
+        check(rc == 0, f"queue-full: the service stops cleanly (got {rc})")
+    finally:
+        srv.stop(signal.SIGKILL)
+
+
+def test_queue():
+    srv = Server("queue", "--workers", "1", "--rate", "0", "--timeout", "60")
+    try:
+        test_queue_holds_no_loop(srv)
+        test_clients_leaving(srv)
+        test_stop_with_backlog(srv)
+    finally:
+        srv.stop(signal.SIGKILL)
+
+
 def test_embed_and_search():
     # The embedding model and an index of a picture, a recording and a few
     # documents: what comes in as base64 embeds as the file does.
@@ -506,8 +726,14 @@ def test_threads_only():
                 if st != 200:
                     errors.append((method, path, st))
 
+    def leaver():
+        # Connections gone while their jobs wait or run: the workers resume
+        # them while their loops close them.
+        for i in range(12):
+            leave_mid_request(srv.port, i)
+
     try:
-        ts = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+        ts = [threading.Thread(target=client, args=(k,)) for k in range(4)] + [threading.Thread(target=leaver)]
         [t.start() for t in ts]
         time.sleep(0.5)
         srv.proc.send_signal(signal.SIGHUP)
@@ -562,6 +788,8 @@ def main():
         srv.stop(signal.SIGKILL)
     test_rate_limit()
     test_auth_fail_limit()
+    test_queue()
+    test_queue_full()
     test_embed_and_search()
     test_two_processes_on_redis()
     if failures:
