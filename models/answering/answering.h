@@ -60,19 +60,18 @@ qiao_status qmod_vqa_hparams_from_json(const char *recipe_json, const char *what
 /* The dense object heads (train.cell_weight) by attribute: "cell_shape",
  * "cell_color", "cell_size" on the picture tower's tokens. */
 extern const char *const qmod_vqa_cell_heads[QMOD_VQA_NATTR];
-/* The cell labels (qmod_vqa_cell_labels) of rows [0, rows) of a batch,
+/* The cell labels (qmod_vqa_cell_labels, or with `places` the place labels,
+ * qmod_vqa_place_labels, grid being G) of rows [0, rows) of a batch,
  * (rows, grid * grid, QMOD_VQA_NATTR); a row without its picture has no
  * targets (-1). */
-void qmod_vqa_batch_cells(const qmod_vqa_dataset *d, const qmod_vqa_batch *b, int64_t rows, int grid, int32_t *lab);
-/* The same for a fuser with places: the cell heads read the G x G place
- * tokens (qmod_vqa_place_labels). */
-void qmod_vqa_batch_places(const qmod_vqa_dataset *d, const qmod_vqa_batch *b, int64_t rows, int G, int32_t *lab);
+void qmod_vqa_batch_cells(const qmod_vqa_dataset *d, const qmod_vqa_batch *b, int64_t rows, int grid, bool places,
+                          int32_t *lab);
 /* The tokens the cell heads read for the seq->B rows of a picture batch:
  * the tower's patches (*x = seq->x, *T = seq->T), or, for a model whose
  * fuser has places, the places pooled from them (fusion/fuser.h) into
  * place (B*G*G, C) with arg the same size (*x = place, *T = G*G). The
  * labels go with them: *grid is the grid side and *places says which
- * labeller (qmod_vqa_batch_cells or _places). *T = 0 when the patches are
+ * labels (qmod_vqa_batch_cells's `places`). *T = 0 when the patches are
  * not a square grid. */
 void qmod_vqa_cell_tokens(const qmod_model *m, const qmod_token_seq *seq, float *place, int32_t *arg,
                           const float **x, int64_t *T, int *grid, bool *places);

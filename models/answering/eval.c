@@ -23,23 +23,16 @@ qmod_vqa_eval_params qmod_vqa_eval_default_params(void) {
     return p;
 }
 
-void qmod_vqa_batch_cells(const qmod_vqa_dataset *d, const qmod_vqa_batch *b, int64_t rows, int grid, int32_t *lab) {
+void qmod_vqa_batch_cells(const qmod_vqa_dataset *d, const qmod_vqa_batch *b, int64_t rows, int grid, bool places,
+                          int32_t *lab) {
     const int64_t per_row = (int64_t)grid * grid * QMOD_VQA_NATTR;
     for (int64_t r = 0; r < rows; r++) {
-        if (b->present[r * QF_NMOD + QF_IMAGE])
+        if (!b->present[r * QF_NMOD + QF_IMAGE])
+            for (int64_t i = 0; i < per_row; i++) lab[r * per_row + i] = -1;
+        else if (places)
+            qmod_vqa_place_labels(d, b->scene[r], grid, lab + r * per_row);
+        else
             qmod_vqa_cell_labels(d, b->scene[r], grid, lab + r * per_row);
-        else
-            for (int64_t i = 0; i < per_row; i++) lab[r * per_row + i] = -1;
-    }
-}
-
-void qmod_vqa_batch_places(const qmod_vqa_dataset *d, const qmod_vqa_batch *b, int64_t rows, int G, int32_t *lab) {
-    const int64_t per_row = (int64_t)G * G * QMOD_VQA_NATTR;
-    for (int64_t r = 0; r < rows; r++) {
-        if (b->present[r * QF_NMOD + QF_IMAGE])
-            qmod_vqa_place_labels(d, b->scene[r], G, lab + r * per_row);
-        else
-            for (int64_t i = 0; i < per_row; i++) lab[r * per_row + i] = -1;
     }
 }
 
@@ -83,10 +76,7 @@ static qiao_status count_cells(const qb_exec *ex, const qmod_model *m, qmod_vqa_
     bool places;
     qmod_vqa_cell_tokens(m, &seq, place, arg, &x, &T, &grid, &places);
     if (T == 0) return QIAO_OK; /* not a square grid of patches: nothing to label */
-    if (places)
-        qmod_vqa_batch_places(d, b, rows, grid, lab);
-    else
-        qmod_vqa_batch_cells(d, b, rows, grid, lab);
+    qmod_vqa_batch_cells(d, b, rows, grid, places, lab);
     for (int a = 0; a < QMOD_VQA_NATTR; a++) {
         if (heads[a] < 0) continue;
         const int64_t K = m->cfg.heads[heads[a]].mlp.classes;

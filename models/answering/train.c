@@ -419,10 +419,7 @@ static qiao_status cell_loss(vqa_obj *o, const qb_exec *ex, bool into_tower, flo
     qmod_vqa_cell_tokens(m, &seq, o->cell_place, o->cell_arg, &x, &T, &grid, &places);
     if (T == 0) return qc_error(QIAO_ERR_INTERNAL, "VQA: %lld picture tokens are not a square grid", (long long)seq.T);
     const int64_t N = seq.B * T;
-    if (places)
-        qmod_vqa_batch_places(&o->train, b, b->B, grid, o->cell_lab);
-    else
-        qmod_vqa_batch_cells(&o->train, b, b->B, grid, o->cell_lab);
+    qmod_vqa_batch_cells(&o->train, b, b->B, grid, places, o->cell_lab);
     /* the heads' gradient at what they read: the patches, or the places first */
     float *dx = places ? o->cell_dplace : o->cell_dtok;
     if (into_tower) memset(dx, 0, (size_t)(N * C) * sizeof(float));

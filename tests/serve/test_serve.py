@@ -116,10 +116,8 @@ def leave_mid_request(port, i):
     s.close()
 
 
-def raw_exchange(port, data, read_timeout=10):
-    """Sends bytes on a fresh connection; returns what came back before it closed."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=read_timeout)
-    s.sendall(data)
+def read_all(s):
+    """What comes back on socket s until the peer closes it (or its timeout); closes s."""
     out = b""
     try:
         while True:
@@ -131,6 +129,13 @@ def raw_exchange(port, data, read_timeout=10):
         pass
     s.close()
     return out
+
+
+def raw_exchange(port, data, read_timeout=10):
+    """Sends bytes on a fresh connection; returns what came back before it closed."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=read_timeout)
+    s.sendall(data)
+    return read_all(s)
 
 
 def error_of(j):
@@ -576,16 +581,7 @@ def test_queue_full():
             s.sendall(req)
         answers = []
         for s in socks:
-            out = b""
-            try:
-                while True:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    out += chunk
-            except socket.timeout:
-                pass
-            s.close()
+            out = read_all(s)
             head, _, payload = out.partition(b"\r\n\r\n")
             lines = head.decode("iso-8859-1").split("\r\n")
             status = int(lines[0].split()[1]) if lines[0].startswith("HTTP/1.1 ") else 0
