@@ -25,5 +25,5 @@ qiao_fuzz(NAME fuzz_vqa_question SOURCES ${PROJECT_SOURCE_DIR}/sdk/api/vqa_api.c
 # object loss on the picture's tokens learns and resumes, frozen towers stay
 # as loaded, a model without the cell heads and bad recipe values fail.
 qiao_test(NAME test_vqa_train SOURCES unit/test_vqa_train.c
-  CASES cells_learn_and_resume places_learn errors grows LABELS train TIMEOUT 300)
+  CASES cells_learn_and_resume places_learn recipes errors grows LABELS train TIMEOUT 300)
 target_link_libraries(test_vqa_train PRIVATE qiao_datasets)

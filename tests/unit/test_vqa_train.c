@@ -15,6 +15,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "model_fixture.h"
 #include "models/answering/answering.h"
 #include "shapes_fixture.h"
@@ -244,6 +246,39 @@ static void places_learn(void **state) {
     free(recipe);
 }
 
+/* The recipes models/configs holds for VQA read as a run would read them:
+ * their "train" objects, and their "fusion" sections on a model's towers. */
+static void recipes(void **state) {
+    (void)state;
+    const char *names[] = {"vqa.json", "vqa-places-tower.json", "vqa-places-fuser.json"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char path[600];
+        snprintf(path, sizeof path, "%s/models/configs/%s", QIAO_SOURCE_DIR, names[i]);
+        qmod_vqa_train_params p;
+        memset(&p, 0, sizeof p);
+        params_from(&p, path);
+        assert_true(p.hp.batch > 0 && p.hp.tr.steps > 0);
+        char *buf = NULL;
+        assert_int_equal(qtr_recipe_read(path, &buf), QIAO_OK);
+        cJSON *recipe = cJSON_Parse(buf);
+        free(buf);
+        assert_non_null(recipe);
+        qmod_model *t = qt_tiny_model(1, false);
+        cJSON *root = cJSON_Parse(t->cfg.json);
+        qmod_free(t);
+        cJSON_AddItemToObject(root, "fusion",
+                              cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(recipe, "fusion"), true));
+        char *json = cJSON_PrintUnformatted(root);
+        qmod_config c;
+        if (qmod_config_from_string(json, path, &c) != QIAO_OK) fail_msg("%s: %s", names[i], qiao_last_error());
+        assert_true(c.has_fusion);
+        qmod_config_free(&c);
+        free(json);
+        cJSON_Delete(root);
+        cJSON_Delete(recipe);
+    }
+}
+
 static void errors(void **state) {
     (void)state;
     qmod_vqa_hparams h;
@@ -335,7 +370,8 @@ static void grows(void **state) {
 
 int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {cmocka_unit_test(cells_learn_and_resume),
-                                       cmocka_unit_test(places_learn), cmocka_unit_test(errors),
+                                       cmocka_unit_test(places_learn), cmocka_unit_test(recipes),
+                                       cmocka_unit_test(errors),
                                        cmocka_unit_test(grows)};
     if (argc > 1) cmocka_set_test_filter(argv[1]);
     return cmocka_run_group_tests(tests, setup, teardown);
