@@ -567,9 +567,11 @@ def test_queue_full():
     # One worker, room for 2 waiting jobs, 24 requests sent at once (the
     # connections opened first, then the bytes written back to back, so
     # they arrive within microseconds of each other while a parse takes a
-    # millisecond or more): one runs, two wait, the others are refused 503
-    # with Retry-After, counted in qiao_overloaded_total; then the service
-    # answers again.
+    # millisecond or more): at least the two the queue has room for are
+    # answered (one more when the worker took the first before the rest
+    # arrived, which under AddressSanitizer it may not have), the others
+    # are refused 503 with Retry-After, counted in qiao_overloaded_total;
+    # then the service answers again.
     n = 24
     srv = Server("queue-full", "--workers", "1", "--rate", "0", "--queue", "2")
     try:
@@ -593,7 +595,7 @@ def test_queue_full():
             answers.append((status, headers, j))
         codes = [a[0] for a in answers]
         refused = [a for a in answers if a[0] == 503]
-        check(codes.count(200) >= 3 and refused and codes.count(200) + len(refused) == n,
+        check(codes.count(200) >= 2 and refused and codes.count(200) + len(refused) == n,
               f"{n} requests at once, --queue 2: some 200, the others 503 ({codes})")
         check(all(h.get("retry-after") == "1" and error_of(j).get("status") == 503 and
                   "overloaded" in error_of(j).get("message", "") for _, h, j in refused),
