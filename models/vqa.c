@@ -93,33 +93,28 @@ static qiao_status fuser_reserve(qmod_vqa_work *w, const qmod_model *m, const qf
     return QIAO_OK;
 }
 
-/* (x - mean) / std per channel into the workspace's buffer for modality k:
- * the towers' final tokens share a large common vector (about a third of an
- * image token's energy in qiao-base), which the fuser's LayerNorms keep, so
- * unstandardized inputs all look alike to it. */
-static qiao_status standardize(const qmod_model *m, qmod_vqa_work *w, int k, const qmod_token_seq *seq) {
-    const int64_t C = seq->C, n = seq->B * seq->T * C;
-    if (n > w->ntok_n[k]) {
-        free(w->ntok[k]);
-        w->ntok_n[k] = 0;
-        if (!(w->ntok[k] = malloc((size_t)n * sizeof(float))))
-            return qc_error(QIAO_ERR_OUT_OF_MEMORY, "VQA: out of memory for %lld token values", (long long)n);
-        w->ntok_n[k] = n;
-    }
-    const float *mean = m->p.tok_mean[k], *sd = m->p.tok_std[k];
-    for (int64_t r = 0; r < seq->B * seq->T; r++)
-        for (int64_t c = 0; c < C; c++) w->ntok[k][r * C + c] = (seq->x[r * C + c] - mean[c]) / sd[c];
-    return QIAO_OK;
-}
-
 /* Grows *buf to at least n elements of `size` bytes (its contents lost). */
 static qiao_status grow(void **buf, int64_t *have, int64_t n, size_t size) {
     if (n <= *have) return QIAO_OK;
     free(*buf);
     *have = 0;
     if (!(*buf = malloc((size_t)n * size)))
-        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "VQA: out of memory for %lld picture values", (long long)n);
+        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "VQA: out of memory for %lld values", (long long)n);
     *have = n;
+    return QIAO_OK;
+}
+
+/* (x - mean) / std per channel into the workspace's buffer for modality k:
+ * the towers' final tokens share a large common vector (about a third of an
+ * image token's energy in qiao-base), which the fuser's LayerNorms keep, so
+ * unstandardized inputs all look alike to it. */
+static qiao_status standardize(const qmod_model *m, qmod_vqa_work *w, int k, const qmod_token_seq *seq) {
+    const int64_t C = seq->C, n = seq->B * seq->T * C;
+    qiao_status st = grow((void **)&w->ntok[k], &w->ntok_n[k], n, sizeof(float));
+    if (st != QIAO_OK) return st;
+    const float *mean = m->p.tok_mean[k], *sd = m->p.tok_std[k];
+    for (int64_t r = 0; r < seq->B * seq->T; r++)
+        for (int64_t c = 0; c < C; c++) w->ntok[k][r * C + c] = (seq->x[r * C + c] - mean[c]) / sd[c];
     return QIAO_OK;
 }
 
@@ -304,13 +299,8 @@ qiao_status qmod_vqa_backward(const qb_exec *ex, const qmod_model *m, qmod_param
     for (int k = 0; k < QF_NMOD; k++) {
         if (!in->batch[k] || !train_tower || !train_tower[k]) continue;
         const int64_t n = in->B * d.T[k] * m->cfg.fusion.in_width[k];
-        if (n > w->dtok_n[k]) {
-            free(w->dtok[k]);
-            w->dtok_n[k] = 0;
-            if (!(w->dtok[k] = malloc((size_t)n * sizeof(float))))
-                return qc_error(QIAO_ERR_OUT_OF_MEMORY, "VQA: out of memory for token gradients");
-            w->dtok_n[k] = n;
-        }
+        qiao_status st = grow((void **)&w->dtok[k], &w->dtok_n[k], n, sizeof(float));
+        if (st != QIAO_OK) return st;
         memset(w->dtok[k], 0, (size_t)n * sizeof(float));
         dtok[k] = w->dtok[k];
     }
