@@ -49,6 +49,8 @@ typedef struct qf_decoder_config {
     int64_t ctx_width; /* the context tokens' width */
     bool tied;         /* the output projection is the token embedding */
     int64_t ctx_positions; /* learned context positions: 0 = none, else at most this many context tokens */
+    int64_t places;        /* the caller's: 0 = the context is the picture's patches, else its G x G places
+                              (fuser.h qf_places_forward); the decoder itself only sees ctx tokens */
 } qf_decoder_config;
 
 typedef struct qf_decoder_params {

@@ -186,6 +186,26 @@ static qiao_status parse_positions(const cJSON *o, const char *section, const qm
     return QIAO_OK;
 }
 
+/* Optional `places` G of a section: G x G places pooled over the tower's
+ * g x g patches (fuser.h qf_places_forward), then one learned position per
+ * place where the section asked for positions. */
+static qiao_status parse_places(const cJSON *o, const char *section, const qmod_config *c, const char *what,
+                                int64_t *places, int64_t *positions) {
+    *places = 0;
+    if (!cJSON_GetObjectItemCaseSensitive(o, "places")) return QIAO_OK;
+    qiao_status st = qc_json_int(o, section, "places", 1, 64, places);
+    if (st != QIAO_OK) return rewrap(st, what);
+    int64_t g = 1;
+    while (g * g < c->image.tokens) g++;
+    if (!qmod_has_tower(c, QMOD_IMAGE) || g * g != c->image.tokens || *places > g)
+        return qc_error(QIAO_ERR_FORMAT,
+                        "%s: %s.places (%lld) needs a square grid of at least as many patches per side (the picture "
+                        "has %lld tokens)",
+                        what, section, (long long)*places, (long long)c->image.tokens);
+    if (*positions) *positions = *places * *places;
+    return QIAO_OK;
+}
+
 /* The fuser and the decoder read the picture tower's tokens as its P
  * patches (positions, cells); a tower with a class token has P + 1. */
 static qiao_status check_picture_tokens(const qmod_config *c, const char *section, const char *what) {
@@ -221,17 +241,7 @@ static qiao_status parse_fusion(const cJSON *o, qmod_config *c, const char *what
                         what);
     f->weighting = (qf_weighting)mode;
     if ((st = parse_positions(o, "fusion", c, what, &f->positions)) != QIAO_OK) return st;
-    if (cJSON_GetObjectItemCaseSensitive(o, "places")) {
-        /* G x G places over the tower's g x g patches (fuser.h) */
-        if ((st = qc_json_int(o, "fusion", "places", 1, 64, &f->places)) != QIAO_OK) return rewrap(st, what);
-        int64_t g = 1;
-        while (g * g < c->image.tokens) g++;
-        if (!qmod_has_tower(c, QMOD_IMAGE) || g * g != c->image.tokens || f->places > g)
-            return qc_error(QIAO_ERR_FORMAT, "%s: fusion.places (%lld) needs a square grid of at least as many patches "
-                                             "per side (the picture has %lld tokens)",
-                            what, (long long)f->places, (long long)c->image.tokens);
-        if (f->positions) f->positions = f->places * f->places;
-    }
+    if ((st = parse_places(o, "fusion", c, what, &f->places, &f->positions)) != QIAO_OK) return st;
     static const qmod_modality mods[QF_NMOD] = {QMOD_TEXT, QMOD_IMAGE, QMOD_AUDIO}; /* QF_TEXT, QF_IMAGE, QF_AUDIO */
     for (int m = 0; m < QF_NMOD; m++)
         f->in_width[m] = qmod_has_tower(c, mods[m]) ? qmod_tower_of(mods[m])->trunk_dims(c)->C : 0;
@@ -240,7 +250,7 @@ static qiao_status parse_fusion(const cJSON *o, qmod_config *c, const char *what
     return QIAO_OK;
 }
 
-static const char *const k_decoder_keys[] = {"width", "layers", "heads", "mlp", "max_len", "tied", "positions"};
+static const char *const k_decoder_keys[] = {"width", "layers", "heads", "mlp", "max_len", "tied", "positions", "places"};
 
 /* The "decoder" section; `c` has its towers parsed. */
 static qiao_status parse_decoder(const cJSON *o, qmod_config *c, const char *what) {
@@ -270,6 +280,7 @@ static qiao_status parse_decoder(const cJSON *o, qmod_config *c, const char *wha
     if (tied && !cJSON_IsBool(tied)) return qc_error(QIAO_ERR_FORMAT, "%s: decoder.tied must be true or false", what);
     d->tied = !tied || cJSON_IsTrue(tied);
     if ((st = parse_positions(o, "decoder", c, what, &d->ctx_positions)) != QIAO_OK) return st;
+    if ((st = parse_places(o, "decoder", c, what, &d->places, &d->ctx_positions)) != QIAO_OK) return st;
     d->vocab = c->text.vocab + QMOD_DEC_SPECIALS;
     d->ctx_width = qmod_tower_of(QMOD_IMAGE)->trunk_dims(c)->C;
     /* in a config a bad section is a format error, whatever the layer calls it */

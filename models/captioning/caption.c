@@ -5,7 +5,52 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fusion/fuser.h"
 #include "models/captioning/captioning.h"
+
+/* The tower's side of the patch grid. */
+static int64_t patch_side(int64_t P) {
+    int64_t g = 1;
+    while (g * g < P) g++;
+    return g;
+}
+
+qiao_status qmod_cap_context(const qmod_model *m, const qmod_token_seq *seq, qmod_cap_places *pl, const float **ctx,
+                             int64_t *T) {
+    const int64_t G = m->cfg.decoder.places, C = seq->C, g = patch_side(seq->T);
+    *ctx = seq->x, *T = seq->T;
+    if (G == 0) return QIAO_OK;
+    if (g * g != seq->T || G > g)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "caption: %lld picture tokens cannot be pooled into %lld x %lld places",
+                        (long long)seq->T, (long long)G, (long long)G);
+    const int64_t n = seq->B * G * G * C;
+    if (n > pl->n) {
+        free(pl->x), free(pl->arg);
+        pl->n = 0;
+        if (!(pl->x = malloc((size_t)n * sizeof(float))) || !(pl->arg = malloc((size_t)n * sizeof(int32_t))))
+            return qc_error(QIAO_ERR_OUT_OF_MEMORY, "caption: out of memory for %lld places", (long long)(seq->B * G * G));
+        pl->n = n;
+    }
+    qf_places_forward(pl->x, pl->arg, seq->x, seq->B, g, G, C);
+    *ctx = pl->x, *T = G * G;
+    return QIAO_OK;
+}
+
+void qmod_cap_context_backward(const qmod_model *m, const qmod_cap_places *pl, const float *dctx, float *dtok,
+                               int64_t B) {
+    const int64_t G = m->cfg.decoder.places, P = m->cfg.image.tokens, C = m->cfg.decoder.ctx_width;
+    if (G > 0) {
+        qf_places_backward(dtok, dctx, pl->arg, B, patch_side(P), G, C);
+        return;
+    }
+    for (int64_t i = 0; i < B * P * C; i++) dtok[i] += dctx[i];
+}
+
+void qmod_cap_places_free(qmod_cap_places *pl) {
+    if (!pl) return;
+    free(pl->x), free(pl->arg);
+    memset(pl, 0, sizeof *pl);
+}
 
 typedef struct cap_step_ctx {
     const qb_exec *ex;
@@ -65,20 +110,24 @@ qiao_status qmod_caption(const qb_exec *ex, const qmod_model *m, const qiao_imag
     memset(&b, 0, sizeof b), memset(&w, 0, sizeof w), memset(&cache, 0, sizeof cache);
     float *y = NULL;
     cap_step_ctx c = {ex, m, &cache, qmod_dec_bos(&m->cfg, lang), NULL, NULL};
-    const float *emb;
+    qmod_cap_places pl;
+    memset(&pl, 0, sizeof pl);
+    const float *emb, *ctx = NULL;
+    int64_t T = 0;
     qmod_token_seq seq;
     qiao_status st = qmod_batch_images(m, &img, 1, &b);
     if (st == QIAO_OK) st = qmod_work_init(&w, m, QMOD_IMAGE, 1, 0, false);
     if (st == QIAO_OK) st = qmod_forward(ex, m, &w, &b, &emb);
     if (st == QIAO_OK) st = qmod_tokens(m, &w, &b, &seq);
-    if (st == QIAO_OK) st = qf_decoder_cache_init(&cache, dc, rows, gp->max_len, seq.T);
-    const size_t per = st == QIAO_OK ? (size_t)(seq.T * seq.C) : 0;
+    if (st == QIAO_OK) st = qmod_cap_context(m, &seq, &pl, &ctx, &T);
+    if (st == QIAO_OK) st = qf_decoder_cache_init(&cache, dc, rows, gp->max_len, T);
+    const size_t per = st == QIAO_OK ? (size_t)(T * seq.C) : 0;
     if (st == QIAO_OK &&
         (!(y = malloc((size_t)rows * per * sizeof(float))) || !(c.ids = malloc((size_t)rows * sizeof(int32_t))) ||
          !(c.parents = malloc((size_t)rows * sizeof(int64_t)))))
         st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "caption: out of memory");
     if (st == QIAO_OK) {
-        for (int64_t r = 0; r < rows; r++) memcpy(y + (size_t)r * per, seq.x, per * sizeof(float));
+        for (int64_t r = 0; r < rows; r++) memcpy(y + (size_t)r * per, ctx, per * sizeof(float));
         qf_decoder_cache_start(ex, &cache, &m->p.decoder, y, NULL, dc);
         qmod_gen_params p = *gp;
         p.bos_id = QIAO_PIECE_BOS; /* the step reads the language token in its place */
@@ -88,6 +137,7 @@ qiao_status qmod_caption(const qb_exec *ex, const qmod_model *m, const qiao_imag
         st = qmod_generate(&p, cap_step, &c, (int32_t)m->cfg.text.vocab, out);
     }
     free(y), free(c.ids), free(c.parents);
+    qmod_cap_places_free(&pl);
     qf_decoder_cache_free(&cache);
     qmod_work_free(&w);
     qmod_batch_free(&b);

@@ -64,6 +64,7 @@ typedef struct qmod_cap_train_params {
     const char *log_path;    /* CSV log or NULL */
     qmod_cap_hparams hp;     /* after qmod_cap_hparams_from_json and overrides */
     int threads, loader_threads;
+    bool no_memo;            /* run the frozen tower every step (tests compare it with the memo) */
     int (*on_step)(const qtr_log *log, void *user); /* after every step; nonzero stops with a checkpoint */
     void *user;
     const volatile sig_atomic_t *stop;
@@ -72,6 +73,28 @@ typedef struct qmod_cap_train_params {
 } qmod_cap_train_params;
 
 qiao_status qmod_cap_train(const qmod_cap_train_params *p);
+
+/* ---- the picture as the decoder reads it -------------------------------------------- */
+
+/* With decoder.places G, the tower's g x g patch tokens pooled into G x G
+ * places (fuser.h qf_places_forward); the buffers grow as needed and are
+ * kept for the backward. */
+typedef struct qmod_cap_places {
+    float *x;      /* (B, G*G, C) */
+    int32_t *arg;  /* (B, G*G, C) the patch each value came from */
+    int64_t n;     /* values the buffers hold */
+} qmod_cap_places;
+
+/* The decoder's context for the pictures of `seq` (qmod_tokens): the
+ * patches as they are, or their places pooled into `pl`. *T = the context
+ * tokens per picture. */
+qiao_status qmod_cap_context(const qmod_model *m, const qmod_token_seq *seq, qmod_cap_places *pl, const float **ctx,
+                             int64_t *T);
+/* The context's gradient dctx (B, T, C) into the patches' dtok (B, P, C),
+ * added: through the places' argmax, or copied when there are none. */
+void qmod_cap_context_backward(const qmod_model *m, const qmod_cap_places *pl, const float *dctx, float *dtok,
+                               int64_t B);
+void qmod_cap_places_free(qmod_cap_places *pl);
 
 /* ---- writing a caption ---------------------------------------------------------- */
 

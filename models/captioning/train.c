@@ -139,13 +139,26 @@ typedef struct cap_obj {
     int32_t *in, *target;            /* (B, max_len) */
     float *losses, *probs, *dlogits; /* (B*max_len), (B*max_len, V) x2 */
     float *dtok;                     /* (B, P, C) the image tokens' gradient, when the tower trains */
+    float *dctx;                     /* (B, Ty, C) the context's gradient, when the tower trains */
+    qmod_cap_places pl;              /* the picture's places (decoder.places) */
+    int64_t Ty;                      /* context tokens per picture */
+    /* With the tower frozen, each training picture's context is computed
+     * once and kept: a batch whose pictures are all kept skips the tower,
+     * which costs about as much as the decoder's step. */
+    bool use_memo;
+    float *memo;        /* (scenes, Ty, C) */
+    uint8_t *have;      /* (scenes) */
+    float *mctx;        /* (B, Ty, C) a batch's context read from the memo */
+    int64_t hits, misses;
 } cap_obj;
 
 static qiao_status obj_buffers(cap_obj *o) {
     const qmod_config *c = &o->m->cfg;
-    const int64_t B = o->h.batch, T = c->decoder.max_len, V = c->decoder.vocab, P = c->image.tokens;
+    const int64_t B = o->h.batch, T = c->decoder.max_len, V = c->decoder.vocab, P = c->image.tokens,
+                  G = c->decoder.places, Ty = G > 0 ? G * G : P, C = c->decoder.ctx_width;
+    o->Ty = Ty;
     qc_table_init_empty(&o->at);
-    qiao_status st = qf_decoder_describe_acts(&o->at, "decoder.", &c->decoder, B, T, P, 0);
+    qiao_status st = qf_decoder_describe_acts(&o->at, "decoder.", &c->decoder, B, T, Ty, 0);
     if (st == QIAO_OK) st = qc_arena_alloc(&o->acts, o->at.total);
     if (st == QIAO_OK) st = qc_arena_alloc(&o->dacts, o->at.total);
     if (st != QIAO_OK) return st;
@@ -155,8 +168,19 @@ static qiao_status obj_buffers(cap_obj *o) {
     if (!(o->in = malloc(n * sizeof(int32_t))) || !(o->target = malloc(n * sizeof(int32_t))) ||
         !(o->losses = malloc(n * sizeof(float))) || !(o->probs = malloc(n * (size_t)V * sizeof(float))) ||
         !(o->dlogits = malloc(n * (size_t)V * sizeof(float))) ||
-        (!o->h.freeze_image && !(o->dtok = malloc((size_t)(B * P * c->image.trunk.C) * sizeof(float)))))
+        (!o->h.freeze_image && (!(o->dtok = malloc((size_t)(B * P * C) * sizeof(float))) ||
+                                !(o->dctx = malloc((size_t)(B * Ty * C) * sizeof(float))))))
         return qc_error(QIAO_ERR_OUT_OF_MEMORY, "caption train: out of memory");
+    o->use_memo = o->h.freeze_image && !o->p->no_memo;
+    if (o->use_memo) {
+        const int64_t pics = o->train.n;
+        if (!(o->memo = malloc((size_t)(pics * Ty * C) * sizeof(float))) || !(o->have = calloc((size_t)pics, 1)) ||
+            !(o->mctx = malloc((size_t)(B * Ty * C) * sizeof(float))))
+            return qc_error(QIAO_ERR_OUT_OF_MEMORY, "caption train: out of memory for the context of %lld pictures",
+                            (long long)pics);
+        qc_log(QIAO_LOG_INFO, "caption train: the frozen picture tower's context is kept per picture (%.0f MiB)",
+               (double)(pics * Ty * C) * sizeof(float) / 1048576.0);
+    }
     return qmod_work_init(&o->img, o->m, QMOD_IMAGE, B, 0, !o->h.freeze_image);
 }
 
@@ -168,14 +192,37 @@ static qiao_status run_batch(cap_obj *o, const qb_exec *ex, const qmod_train_bat
     const qmod_config *c = &m->cfg;
     const int64_t B = b->B, V = c->decoder.vocab;
     if (B > o->h.batch) return qc_error(QIAO_ERR_INTERNAL, "caption: a batch of %lld rows", (long long)B);
-    const float *emb;
+    const float *emb, *ctx = NULL;
+    const int64_t C = c->decoder.ctx_width, per = o->Ty * C;
+    int64_t Ty = 0;
     qmod_token_seq seq;
-    qiao_status st = qmod_forward(ex, m, &o->img, &b->image, &emb);
-    if (st == QIAO_OK) st = qmod_tokens(m, &o->img, &b->image, &seq);
+    qiao_status st = QIAO_OK;
+    /* the memo serves training batches only (validation's rows are not the training split's) */
+    const bool memo = o->use_memo && b->scene;
+    bool all_kept = memo;
+    for (int64_t i = 0; all_kept && i < B; i++) all_kept = b->scene[i] >= 0 && b->scene[i] < o->train.n && o->have[b->scene[i]];
+    if (all_kept) {
+        for (int64_t i = 0; i < B; i++)
+            memcpy(o->mctx + i * per, o->memo + b->scene[i] * per, (size_t)per * sizeof(float));
+        ctx = o->mctx, Ty = o->Ty;
+        o->hits++;
+    } else {
+        st = qmod_forward(ex, m, &o->img, &b->image, &emb);
+        if (st == QIAO_OK) st = qmod_tokens(m, &o->img, &b->image, &seq);
+        if (st == QIAO_OK) st = qmod_cap_context(m, &seq, &o->pl, &ctx, &Ty);
+        if (st == QIAO_OK && (st = ex->ops->sync(ex)) == QIAO_OK && memo) {
+            for (int64_t i = 0; i < B; i++)
+                if (b->scene[i] >= 0 && b->scene[i] < o->train.n) {
+                    memcpy(o->memo + b->scene[i] * per, ctx + i * per, (size_t)per * sizeof(float));
+                    o->have[b->scene[i]] = 1;
+                }
+            o->misses++;
+        }
+    }
     if (st != QIAO_OK) return st;
     int64_t T = 0;
     qmod_cap_teacher(c, &b->text, b->text_lang, o->in, o->target, &T);
-    qf_decoder_forward(ex, &o->a, &m->p.decoder, o->in, seq.x, NULL, &c->decoder, B, T, seq.T);
+    qf_decoder_forward(ex, &o->a, &m->p.decoder, o->in, ctx, NULL, &c->decoder, B, T, Ty);
     nn_cross_entropy_forward(ex, loss, o->losses, o->probs, o->a.logits, o->target, B * T, V, o->h.smoothing, -1);
     if ((st = ex->ops->sync(ex)) != QIAO_OK) return st;
     if (!isfinite(*loss)) return qc_error(QIAO_ERR_INTERNAL, "the caption loss is not finite; lower the learning rate");
@@ -193,11 +240,16 @@ static qiao_status run_batch(cap_obj *o, const qb_exec *ex, const qmod_train_bat
     memset(o->dlogits, 0, (size_t)(B * T * V) * sizeof(float));
     nn_cross_entropy_backward(ex, o->dlogits, 1.0f, o->probs, o->target, B * T, V, o->h.smoothing, -1);
     qc_arena_zero(&o->dacts);
-    float *dtok = o->h.freeze_image ? NULL : o->dtok;
-    if (dtok) memset(dtok, 0, (size_t)(B * seq.T * seq.C) * sizeof(float));
-    qf_decoder_backward(ex, dtok, &o->g.decoder, &o->da, o->dlogits, &o->a, &m->p.decoder, o->in, seq.x, &c->decoder, B,
-                        T, seq.T);
-    if (dtok) qmod_backward_at(ex, m, &o->g, &o->img, &b->image, NULL, dtok);
+    float *dctx = o->h.freeze_image ? NULL : o->dctx;
+    if (dctx) memset(dctx, 0, (size_t)(B * Ty * C) * sizeof(float));
+    qf_decoder_backward(ex, dctx, &o->g.decoder, &o->da, o->dlogits, &o->a, &m->p.decoder, o->in, ctx, &c->decoder, B,
+                        T, Ty);
+    if (dctx) {
+        if ((st = ex->ops->sync(ex)) != QIAO_OK) return st;
+        memset(o->dtok, 0, (size_t)(B * m->cfg.image.tokens * C) * sizeof(float));
+        qmod_cap_context_backward(m, &o->pl, dctx, o->dtok, B);
+        qmod_backward_at(ex, m, &o->g, &o->img, &b->image, NULL, o->dtok);
+    }
     return QIAO_OK;
 }
 
@@ -294,7 +346,9 @@ static void obj_free(cap_obj *o) {
     qc_arena_free(&o->acts), qc_arena_free(&o->dacts);
     qc_table_free(&o->at);
     qmod_dataset_free(&o->train), qmod_dataset_free(&o->val);
-    free(o->in), free(o->target), free(o->losses), free(o->probs), free(o->dlogits), free(o->dtok);
+    free(o->in), free(o->target), free(o->losses), free(o->probs), free(o->dlogits), free(o->dtok), free(o->dctx);
+    free(o->memo), free(o->have), free(o->mctx);
+    qmod_cap_places_free(&o->pl);
     qmod_free(o->m);
 }
 
@@ -392,6 +446,9 @@ qiao_status qmod_cap_train(const qmod_cap_train_params *p) {
     }
     qmod_loader_stop(o.loader);
     o.loader = NULL;
+    if (o.use_memo)
+        qc_log(QIAO_LOG_INFO, "caption train: %lld batches read their pictures' context from the memo, %lld ran the tower",
+               (long long)o.hits, (long long)o.misses);
     if (st == QIAO_OK) st = qmod_save(o.m, p->out_path, QIAO_DTYPE_BF16);
     obj_free(&o);
     return st;
