@@ -211,6 +211,48 @@ static void memo_write(const qmod_vqa_inputs *in, const qf_fuser_input *fin, con
     mm->misses++;
 }
 
+/* Tower k on its batch: standardized tokens into the fuser's input. */
+static qiao_status run_tower(const qb_exec *ex, const qmod_model *m, qmod_vqa_work *w, const qmod_vqa_inputs *in, int k,
+                             qf_fuser_input *fin, qf_fuser_dims *d) {
+    const qmod_batch *b = in->batch[k];
+    if (!qmod_has_tower(&m->cfg, k_towers[k]))
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA: model %s has no %s tower for this input", m->cfg.name,
+                        qmod_modality_name(k_towers[k]));
+    if (b->B != in->B || b->mod != k_towers[k])
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA: the %s batch has %lld rows for %lld questions",
+                        qmod_modality_name(k_towers[k]), (long long)b->B, (long long)in->B);
+    qmod_work *tw = &w->tower[k];
+    qiao_status st = tw->acts.base ? qmod_work_reserve(tw, m, b->B, b->T)
+                                   : qmod_work_init(tw, m, k_towers[k], w->B_max, b->T, w->train);
+    const float *emb;
+    if (st == QIAO_OK) st = qmod_forward(ex, m, tw, b, &emb);
+    qmod_token_seq seq;
+    if (st == QIAO_OK) st = qmod_tokens(m, tw, b, &seq);
+    if (st == QIAO_OK) st = standardize(m, w, k, &seq);
+    if (st != QIAO_OK) return st;
+    fin->tokens[k] = w->ntok[k];
+    fin->mask[k] = seq.mask;
+    fin->stats[k] = in->stats[k];
+    d->T[k] = seq.T;
+    return QIAO_OK;
+}
+
+qiao_status qmod_vqa_memo_fill(const qb_exec *ex, const qmod_model *m, qmod_vqa_work *w, const qmod_vqa_inputs *in) {
+    if (!ex || !m || !w || !in || !in->memo || !in->picture || !in->batch[QF_IMAGE])
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_vqa_memo_fill: needs a memo, pictures and their indices");
+    if (in->B < 1 || in->B > w->B_max)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA: %lld pictures for a workspace of %lld", (long long)in->B,
+                        (long long)w->B_max);
+    qf_fuser_input fin;
+    qf_fuser_dims d;
+    memset(&fin, 0, sizeof fin), memset(&d, 0, sizeof d);
+    d.B = in->B;
+    qiao_status st = run_tower(ex, m, w, in, QF_IMAGE, &fin, &d);
+    if (st == QIAO_OK) st = picture_places(m, w, &fin, &d);
+    if (st == QIAO_OK) memo_write(in, &fin, &d);
+    return st;
+}
+
 /* Runs the towers and fills the fuser's input. */
 static qiao_status run_towers(const qb_exec *ex, const qmod_model *m, qmod_vqa_work *w, const qmod_vqa_inputs *in,
                               qf_fuser_input *fin, qf_fuser_dims *d) {
@@ -226,27 +268,7 @@ static qiao_status run_towers(const qb_exec *ex, const qmod_model *m, qmod_vqa_w
     for (int k = 0; k < QF_NMOD; k++) {
         if (k == QF_IMAGE && memo_hit) continue;
         d->T[k] = 0;
-        const qmod_batch *b = in->batch[k];
-        if (!b) continue;
-        if (!qmod_has_tower(&m->cfg, k_towers[k]))
-            return qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA: model %s has no %s tower for this input", m->cfg.name,
-                            qmod_modality_name(k_towers[k]));
-        if (b->B != in->B || b->mod != k_towers[k])
-            return qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA: the %s batch has %lld rows for %lld questions",
-                            qmod_modality_name(k_towers[k]), (long long)b->B, (long long)in->B);
-        qmod_work *tw = &w->tower[k];
-        st = tw->acts.base ? qmod_work_reserve(tw, m, b->B, b->T)
-                           : qmod_work_init(tw, m, k_towers[k], w->B_max, b->T, w->train);
-        const float *emb;
-        if (st == QIAO_OK) st = qmod_forward(ex, m, tw, b, &emb);
-        qmod_token_seq seq;
-        if (st == QIAO_OK) st = qmod_tokens(m, tw, b, &seq);
-        if (st == QIAO_OK) st = standardize(m, w, k, &seq);
-        if (st != QIAO_OK) return st;
-        fin->tokens[k] = w->ntok[k];
-        fin->mask[k] = seq.mask;
-        fin->stats[k] = in->stats[k];
-        d->T[k] = seq.T;
+        if (in->batch[k] && (st = run_tower(ex, m, w, in, k, fin, d)) != QIAO_OK) return st;
     }
     for (int64_t r = 0; r < in->B; r++)
         for (int k = 0; k < QF_NMOD; k++)

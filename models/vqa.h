@@ -84,6 +84,13 @@ typedef struct qmod_vqa_work {
     bool memo_hit; /* the last forward read its pictures from the inputs' memo */
 } qmod_vqa_work;
 
+/* Runs only the picture tower on in->batch[QF_IMAGE] and keeps each row's
+ * tokens in in->memo at in->picture[r] (rows it already holds are left
+ * alone): filling the memo before training, when batches of questions drawn
+ * at random would find every one of their pictures kept only after several
+ * epochs. */
+qiao_status qmod_vqa_memo_fill(const qb_exec *ex, const qmod_model *m, qmod_vqa_work *w, const qmod_vqa_inputs *in);
+
 /* QIAO_ERR_UNSUPPORTED with a message when the model has no fusion section
  * or no "answer" head on it (an embedding-only model). */
 qiao_status qmod_vqa_check(const qmod_model *m);

@@ -367,6 +367,41 @@ static qiao_status measure_token_stats(vqa_obj *o, const qb_exec *ex, int64_t n)
     return st;
 }
 
+/* Every training picture through the frozen tower once, into the memo: a
+ * batch of questions drawn at random is served by the memo only when it
+ * holds all of the batch's pictures, which without this takes epochs. */
+static qiao_status memo_fill(vqa_obj *o, const qb_exec *ex) {
+    const int64_t n = o->train.n_scenes, B = o->h.batch;
+    qiao_image **imgs = calloc((size_t)B, sizeof *imgs);
+    int64_t *idx = malloc((size_t)B * sizeof(int64_t));
+    qiao_status st = imgs && idx ? QIAO_OK : qc_error(QIAO_ERR_OUT_OF_MEMORY, "VQA train: out of memory");
+    int64_t last_tenth = 0;
+    for (int64_t s0 = 0; s0 < n && st == QIAO_OK && !(o->p->stop && *o->p->stop); s0 += B) {
+        const int64_t nb = n - s0 < B ? n - s0 : B;
+        for (int64_t i = 0; i < nb && st == QIAO_OK; i++) {
+            idx[i] = s0 + i;
+            st = qiao_image_decode_file(o->train.scenes[s0 + i].image, NULL, &imgs[i]);
+        }
+        qmod_batch b;
+        memset(&b, 0, sizeof b);
+        if (st == QIAO_OK) st = qmod_batch_images(o->m, (const qiao_image *const *)imgs, (size_t)nb, &b);
+        if (st == QIAO_OK) {
+            qmod_vqa_inputs in;
+            memset(&in, 0, sizeof in);
+            in.B = nb, in.batch[QF_IMAGE] = &b, in.memo = &o->memo, in.picture = idx;
+            st = qmod_vqa_memo_fill(ex, o->m, &o->w, &in);
+        }
+        qmod_batch_free(&b);
+        for (int64_t i = 0; i < nb; i++) qiao_image_free(imgs[i]), imgs[i] = NULL;
+        if ((s0 + nb) * 10 / n > last_tenth) {
+            last_tenth = (s0 + nb) * 10 / n;
+            qc_log(QIAO_LOG_INFO, "VQA train: %lld of %lld pictures in the memo", (long long)(s0 + nb), (long long)n);
+        }
+    }
+    free(imgs), free(idx);
+    return st;
+}
+
 static qiao_status o_next_batch(void *user, int64_t step) {
     vqa_obj *o = user;
     if (!o->loader) {
@@ -707,6 +742,7 @@ qiao_status qmod_vqa_train(const qmod_vqa_train_params *p) {
             qc_log(QIAO_LOG_INFO, "VQA train: the picture tower is frozen and its pictures clean: each picture's "
                                   "tokens are computed once (%.0f MiB)",
                    (double)(o.memo.n * o.memo.T * o.memo.C) * sizeof(float) / 1048576.0);
+        if (st == QIAO_OK) st = memo_fill(&o, &ex);
     }
     if (st == QIAO_OK && o.h.cell_weight > 0) st = cells_init(&o);
     if (st == QIAO_OK) {

@@ -391,6 +391,47 @@ static void test_memo(void **state) {
     check_memo("{\"width\": 16, \"layers\": 1, \"heads\": 2, \"mlp\": 32, \"gate_hidden\": 8, \"places\": 3}");
 }
 
+/* qmod_vqa_memo_fill: the picture tower alone fills the memo (the rows it
+ * already holds stay as they are), and a forward then reads every picture
+ * from it and answers exactly as the towers run in full. */
+static void check_memo_fill(const char *fusion) {
+    vqa_case k;
+    vqa_setup_with(&k, 9, true, fusion);
+    vqa_fwd(&k);
+    float *want = qt_alloc(k.n_out);
+    memcpy(want, k.out, (size_t)k.n_out * sizeof(float));
+    qmod_vqa_memo memo;
+    assert_int_equal(qmod_vqa_memo_init(&memo, k.m, 4), QIAO_OK);
+    const int64_t picture[3] = {3, 1, 0};
+    qmod_vqa_inputs fill;
+    memset(&fill, 0, sizeof fill);
+    fill.B = 3, fill.batch[QF_IMAGE] = &k.b[QF_IMAGE], fill.memo = &memo, fill.picture = picture;
+    memo.have[0] = 1; /* held already: left alone */
+    memset(memo.tok, 0, (size_t)(memo.T * memo.C) * sizeof(float));
+    assert_int_equal(qmod_vqa_memo_fill(&k.ex, k.m, &k.w, &fill), QIAO_OK);
+    assert_true(memo.have[3] && memo.have[1] && !memo.have[2] && memo.misses == 1);
+    for (int64_t i = 0; i < memo.T * memo.C; i++) assert_true(memo.tok[i] == 0.0f);
+    /* picture 0 again, now computed */
+    memo.have[0] = 0;
+    assert_int_equal(qmod_vqa_memo_fill(&k.ex, k.m, &k.w, &fill), QIAO_OK);
+    k.in.memo = &memo, k.in.picture = picture;
+    vqa_fwd(&k);
+    assert_true(k.w.memo_hit && memo.hits == 1);
+    for (int64_t i = 0; i < k.n_out; i++) assert_float_equal(k.out[i], want[i], 0.0);
+    /* without pictures, or without their indices: an error */
+    fill.picture = NULL;
+    assert_int_equal(qmod_vqa_memo_fill(&k.ex, k.m, &k.w, &fill), QIAO_ERR_INVALID_ARGUMENT);
+    free(want);
+    qmod_vqa_memo_free(&memo);
+    vqa_free(&k);
+}
+
+static void test_memo_fill(void **state) {
+    (void)state;
+    check_memo_fill(FUSION_JSON);
+    check_memo_fill("{\"width\": 16, \"layers\": 1, \"heads\": 2, \"mlp\": 32, \"gate_hidden\": 8, \"places\": 3}");
+}
+
 static void test_unsupported(void **state) {
     (void)state;
     qmod_model *m = qt_tiny_model(1, false);
@@ -406,6 +447,7 @@ static const struct CMUnitTest tests[] = {
     CASE(gradients),
     CASE(gradients_places),
     CASE(memo),
+    CASE(memo_fill),
     CASE(absent_and_save),
     CASE(unsupported),
 };
