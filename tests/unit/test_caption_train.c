@@ -69,16 +69,18 @@ static void teacher(void **state) {
     qmod_free(m);
 }
 
-static char *write_recipe(const char *name, const char *train) {
+static char *write_recipe_with(const char *name, const char *decoder, const char *train) {
     char *path = malloc(700);
     assert_non_null(path);
     snprintf(path, 700, "%s/%s", g_dir, name);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
-    fprintf(f, "{\"decoder\": %s, \"train\": %s}", DECODER, train);
+    fprintf(f, "{\"decoder\": %s, \"train\": %s}", decoder, train);
     fclose(f);
     return path;
 }
+
+static char *write_recipe(const char *name, const char *train) { return write_recipe_with(name, DECODER, train); }
 
 /* The last validation loss of a training log. */
 static float last_val_loss(const char *csv) {
@@ -364,14 +366,7 @@ static void generate_places(void **state) {
 
 /* A recipe file with the places decoder. */
 static char *write_places_recipe(const char *name, const char *train) {
-    char *path = malloc(700);
-    assert_non_null(path);
-    snprintf(path, 700, "%s/%s", g_dir, name);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fprintf(f, "{\"decoder\": %s, \"train\": %s}", DECODER_PLACES, train);
-    fclose(f);
-    return path;
+    return write_recipe_with(name, DECODER_PLACES, train);
 }
 
 /* Trains `steps` from the tiny model with the places recipe; returns the model. */
