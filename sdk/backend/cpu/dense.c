@@ -5,6 +5,7 @@
 #include <stdatomic.h>
 
 #include "backend/cpu/cpu.h"
+#include "core/core.h"
 
 /* Threading model: OpenBLAS always runs single-threaded and qiao splits each
  * GEMM over its own threads (threads.h). Two reasons, both measured on the
@@ -40,7 +41,19 @@ static bool blas_split_exact(void) {
         const char *core = openblas_get_corename();
         v = core && (strcasestr(core, "skylakex") || strcasestr(core, "cooperlake") ||
                      strcasestr(core, "sapphirerapids"));
-        atomic_store(&g_split_exact, v);
+        int unset = -1;
+        /* said once: on an AVX-512 CPU this costs a 2-vCPU training run more
+           than half its speed (docs/design.md, "Same bits for any thread count") */
+        if (atomic_compare_exchange_strong(&g_split_exact, &unset, v) && !v) {
+            __builtin_cpu_init();
+            const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                                __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+            qc_log(avx512 ? QIAO_LOG_WARN : QIAO_LOG_INFO,
+                   "OpenBLAS runs its %s kernels, whose results change when a GEMM is split over threads, so each "
+                   "GEMM runs on one thread%s",
+                   core ? core : "unknown", avx512 ? "; OPENBLAS_CORETYPE=SkylakeX, set before the program starts, "
+                                                     "lets GEMMs use every thread on this AVX-512 CPU" : "");
+        }
     }
     return v == 1;
 }
