@@ -42,6 +42,12 @@ static void place_span(int64_t i, int64_t g, int64_t G, int64_t *lo, int64_t *hi
     *hi = ((i + 1) * g + G - 1) / G;
 }
 
+int64_t qf_patch_side(int64_t P) {
+    int64_t g = 1;
+    while (g * g < P) g++;
+    return g;
+}
+
 void qf_places_forward(float *out, int32_t *arg, const float *tok, int64_t B, int64_t g, int64_t G, int64_t C) {
     const int64_t P = g * g, Q = G * G;
     for (int64_t b = 0; b < B; b++)

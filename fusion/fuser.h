@@ -138,6 +138,9 @@ qiao_status qf_fuser_check(const qf_fuser_config *cfg);
  * out (B, G*G, C) and arg (B, G*G, C) the patch each maximum came from,
  * from tok (B, g*g, C). */
 void qf_places_forward(float *out, int32_t *arg, const float *tok, int64_t B, int64_t g, int64_t G, int64_t C);
+/* The side g of the smallest g x g grid holding P patches (g * g == P for a
+ * square grid, which places need). */
+int64_t qf_patch_side(int64_t P);
 /* dtok (B, g*g, C) += the place gradients dout (B, G*G, C) at their argmax. */
 void qf_places_backward(float *dtok, const float *dout, const int32_t *arg, int64_t B, int64_t g, int64_t G,
                         int64_t C);

@@ -195,8 +195,7 @@ static qiao_status parse_places(const cJSON *o, const char *section, const qmod_
     if (!cJSON_GetObjectItemCaseSensitive(o, "places")) return QIAO_OK;
     qiao_status st = qc_json_int(o, section, "places", 1, 64, places);
     if (st != QIAO_OK) return rewrap(st, what);
-    int64_t g = 1;
-    while (g * g < c->image.tokens) g++;
+    const int64_t g = qf_patch_side(c->image.tokens);
     if (!qmod_has_tower(c, QMOD_IMAGE) || g * g != c->image.tokens || *places > g)
         return qc_error(QIAO_ERR_FORMAT,
                         "%s: %s.places (%lld) needs a square grid of at least as many patches per side (the picture "

@@ -118,19 +118,12 @@ static qiao_status standardize(const qmod_model *m, qmod_vqa_work *w, int k, con
     return QIAO_OK;
 }
 
-/* The tower's side of the patch grid. */
-static int64_t patch_side(int64_t P) {
-    int64_t g = 1;
-    while (g * g < P) g++;
-    return g;
-}
-
 /* With places, the picture's standardized patches pooled into G x G place
  * tokens (fuser.h qf_places_forward), which the fuser reads instead. */
 static qiao_status picture_places(const qmod_model *m, qmod_vqa_work *w, qf_fuser_input *fin, qf_fuser_dims *d) {
     const int64_t G = m->cfg.fusion.places, C = m->cfg.fusion.in_width[QF_IMAGE], P = d->T[QF_IMAGE];
     if (G == 0) return QIAO_OK;
-    const int64_t g = patch_side(P), n = d->B * G * G * C;
+    const int64_t g = qf_patch_side(P), n = d->B * G * G * C;
     if (g * g != P || G > g)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA: %lld picture tokens cannot be pooled into %lld x %lld places",
                         (long long)P, (long long)G, (long long)G);
@@ -337,7 +330,7 @@ qiao_status qmod_vqa_backward(const qb_exec *ex, const qmod_model *m, qmod_param
             qiao_status st = grow((void **)&w->dpatch, &w->dpatch_n, n, sizeof(float));
             if (st != QIAO_OK) return st;
             memset(w->dpatch, 0, (size_t)n * sizeof(float));
-            qf_places_backward(w->dpatch, dtok[k], w->place_arg, in->B, patch_side(P), m->cfg.fusion.places, C);
+            qf_places_backward(w->dpatch, dtok[k], w->place_arg, in->B, qf_patch_side(P), m->cfg.fusion.places, C);
             dtok[k] = w->dpatch;
             T = P;
         }

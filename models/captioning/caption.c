@@ -8,16 +8,9 @@
 #include "fusion/fuser.h"
 #include "models/captioning/captioning.h"
 
-/* The tower's side of the patch grid. */
-static int64_t patch_side(int64_t P) {
-    int64_t g = 1;
-    while (g * g < P) g++;
-    return g;
-}
-
 qiao_status qmod_cap_context(const qmod_model *m, const qmod_token_seq *seq, qmod_cap_places *pl, const float **ctx,
                              int64_t *T) {
-    const int64_t G = m->cfg.decoder.places, C = seq->C, g = patch_side(seq->T);
+    const int64_t G = m->cfg.decoder.places, C = seq->C, g = qf_patch_side(seq->T);
     *ctx = seq->x, *T = seq->T;
     if (G == 0) return QIAO_OK;
     if (g * g != seq->T || G > g)
@@ -40,7 +33,7 @@ void qmod_cap_context_backward(const qmod_model *m, const qmod_cap_places *pl, c
                                int64_t B) {
     const int64_t G = m->cfg.decoder.places, P = m->cfg.image.tokens, C = m->cfg.decoder.ctx_width;
     if (G > 0) {
-        qf_places_backward(dtok, dctx, pl->arg, B, patch_side(P), G, C);
+        qf_places_backward(dtok, dctx, pl->arg, B, qf_patch_side(P), G, C);
         return;
     }
     for (int64_t i = 0; i < B * P * C; i++) dtok[i] += dctx[i];
