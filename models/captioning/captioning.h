@@ -53,6 +53,8 @@ qiao_status qmod_cap_hparams_from_json(const char *recipe_json, const char *what
 void qmod_cap_teacher(const qmod_config *cfg, const qmod_batch *text, const uint8_t *lang, int32_t *in, int32_t *target,
                       int64_t *T_out);
 
+#define QMOD_CAP_MEMO_MAX (4.0 * 1024 * 1024 * 1024)
+
 typedef struct qmod_cap_train_params {
     const char *recipe_path; /* models/configs/caption.json: "decoder", "train" */
     const char *init_path;   /* the embedding model whose image tower and tokenizer start the run, or a caption model */
@@ -64,7 +66,8 @@ typedef struct qmod_cap_train_params {
     const char *log_path;    /* CSV log or NULL */
     qmod_cap_hparams hp;     /* after qmod_cap_hparams_from_json and overrides */
     int threads, loader_threads;
-    bool no_memo;            /* run the frozen tower every step (tests compare it with the memo) */
+    bool no_memo;            /* run the frozen tower every step (tests compare it with the memo); a memo
+                                over QMOD_CAP_MEMO_MAX bytes, or one that cannot be allocated, is skipped */
     int (*on_step)(const qtr_log *log, void *user); /* after every step; nonzero stops with a checkpoint */
     void *user;
     const volatile sig_atomic_t *stop;

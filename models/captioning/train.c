@@ -171,16 +171,22 @@ static qiao_status obj_buffers(cap_obj *o) {
         (!o->h.freeze_image && (!(o->dtok = malloc((size_t)(B * P * C) * sizeof(float))) ||
                                 !(o->dctx = malloc((size_t)(B * Ty * C) * sizeof(float))))))
         return qc_error(QIAO_ERR_OUT_OF_MEMORY, "caption train: out of memory");
-    o->use_memo = o->h.freeze_image && !o->p->no_memo;
+    /* a memo larger than QMOD_CAP_MEMO_MAX, or one that cannot be had, is
+       skipped: the tower then runs every step, which is slower, not wrong */
+    const double bytes = (double)o->train.n * (double)(Ty * C) * sizeof(float);
+    o->use_memo = o->h.freeze_image && !o->p->no_memo && bytes <= QMOD_CAP_MEMO_MAX;
     if (o->use_memo) {
         const int64_t pics = o->train.n;
-        if (!(o->memo = malloc((size_t)(pics * Ty * C) * sizeof(float))) || !(o->have = calloc((size_t)pics, 1)) ||
-            !(o->mctx = malloc((size_t)(B * Ty * C) * sizeof(float))))
-            return qc_error(QIAO_ERR_OUT_OF_MEMORY, "caption train: out of memory for the context of %lld pictures",
-                            (long long)pics);
-        qc_log(QIAO_LOG_INFO, "caption train: the frozen picture tower's context is kept per picture (%.0f MiB)",
-               (double)(pics * Ty * C) * sizeof(float) / 1048576.0);
+        if (!(o->memo = malloc((size_t)bytes)) || !(o->have = calloc((size_t)pics, 1)) ||
+            !(o->mctx = malloc((size_t)(B * Ty * C) * sizeof(float)))) {
+            free(o->memo), free(o->have), free(o->mctx);
+            o->memo = o->mctx = NULL, o->have = NULL, o->use_memo = false;
+        }
     }
+    qc_log(QIAO_LOG_INFO, "caption train: %s (%.0f MiB for %lld pictures)",
+           o->use_memo ? "the frozen picture tower's context is kept per picture"
+                       : "no memo of the pictures' context: the tower runs every step",
+           bytes / 1048576.0, (long long)o->train.n);
     return qmod_work_init(&o->img, o->m, QMOD_IMAGE, B, 0, !o->h.freeze_image);
 }
 
