@@ -125,7 +125,7 @@ static golden *golden_open(bool tied) {
                ver ? ver : "(absent)", FIXTURE_VERSION);
         fail();
     }
-    G->cfg = (qf_decoder_config){VOCAB, WIDTH, LAYERS, HEADS, MLP, MAX_LEN, CTX_WIDTH, tied, CTX_POSITIONS};
+    G->cfg = (qf_decoder_config){VOCAB, WIDTH, LAYERS, HEADS, MLP, MAX_LEN, CTX_WIDTH, tied, CTX_POSITIONS, 0};
     G->case_name = tied ? "tied" : "untied";
     assert_int_equal(qf_decoder_describe(&G->m.pt, "", &G->cfg, 0), QIAO_OK);
     assert_int_equal(qf_decoder_describe_acts(&G->m.at, "", &G->cfg, NB, NT, NTY, 0), QIAO_OK);

@@ -92,7 +92,7 @@ static void dec_free(dec_case *c) {
 static void gradcheck(bool tied) {
     dec_case c;
     /* untied with context positions (one more than the context's tokens) */
-    qf_decoder_config cfg = {11, 8, 2, 2, 16, 6, 5, tied, tied ? 0 : 4};
+    qf_decoder_config cfg = {11, 8, 2, 2, 16, 6, 5, tied, tied ? 0 : 4, 0};
     dec_setup(&c, cfg, 2, 4, 3, tied ? 1 : 2);
     c.ym[1 * 3 + 2] = 0; /* a padded context token */
     c.ex = &ex2;
@@ -137,7 +137,7 @@ static void test_decoder_gradcheck_untied(void **state) {
 static void test_decoder_cache_matches_forward(void **state) {
     (void)state;
     dec_case c;
-    qf_decoder_config cfg = {13, 16, 2, 4, 32, 8, 6, true, 5};
+    qf_decoder_config cfg = {13, 16, 2, 4, 32, 8, 6, true, 5, 0};
     dec_setup(&c, cfg, 3, 7, 5, 7);
     c.ym[2 * 5 + 4] = c.ym[2 * 5 + 3] = 0;
     c.ex = &ex2;
@@ -169,7 +169,7 @@ static void test_decoder_cache_matches_forward(void **state) {
 static void test_decoder_cache_reorder(void **state) {
     (void)state;
     dec_case c;
-    qf_decoder_config cfg = {13, 16, 2, 4, 32, 8, 6, false, 0};
+    qf_decoder_config cfg = {13, 16, 2, 4, 32, 8, 6, false, 0, 0};
     dec_setup(&c, cfg, 3, 3, 4, 9);
     c.ex = &ex1;
     const int32_t seq[3][3] = {{1, 2, 3}, {4, 5, 6}, {7, 8, 9}};
@@ -207,7 +207,7 @@ static void test_decoder_cache_reorder(void **state) {
 static void test_decoder_threads(void **state) {
     (void)state;
     dec_case c;
-    qf_decoder_config cfg = {50, 32, 2, 4, 64, 16, 24, true, 0};
+    qf_decoder_config cfg = {50, 32, 2, 4, 64, 16, 24, true, 0, 0};
     dec_setup(&c, cfg, 4, 12, 20, 11);
     c.ym[20 + 19] = 0;
     const int64_t nl = 4 * 12 * 50, ny = 4 * 20 * 24;
@@ -230,7 +230,7 @@ static void test_decoder_threads(void **state) {
 
 static void test_decoder_bad_args(void **state) {
     (void)state;
-    qf_decoder_config ok = {13, 16, 2, 4, 32, 3, 6, true, 0};
+    qf_decoder_config ok = {13, 16, 2, 4, 32, 3, 6, true, 0, 0};
     qf_decoder_config bad = ok;
     bad.vocab = 1;
     assert_int_equal(qf_decoder_check(&bad), QIAO_ERR_INVALID_ARGUMENT);
