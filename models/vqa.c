@@ -37,7 +37,8 @@ void qmod_vqa_work_free(qmod_vqa_work *w) {
     qmod_head_work_free(&w->answer);
     qmod_head_work_free(&w->lang);
     free(w->present);
-    free(w->place), free(w->place_arg), free(w->dpatch);
+    qmod_places_free(&w->places);
+    free(w->dpatch);
     memset(w, 0, sizeof *w);
 }
 
@@ -93,24 +94,13 @@ static qiao_status fuser_reserve(qmod_vqa_work *w, const qmod_model *m, const qf
     return QIAO_OK;
 }
 
-/* Grows *buf to at least n elements of `size` bytes (its contents lost). */
-static qiao_status grow(void **buf, int64_t *have, int64_t n, size_t size) {
-    if (n <= *have) return QIAO_OK;
-    free(*buf);
-    *have = 0;
-    if (!(*buf = malloc((size_t)n * size)))
-        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "VQA: out of memory for %lld values", (long long)n);
-    *have = n;
-    return QIAO_OK;
-}
-
 /* (x - mean) / std per channel into the workspace's buffer for modality k:
  * the towers' final tokens share a large common vector (about a third of an
  * image token's energy in qiao-base), which the fuser's LayerNorms keep, so
  * unstandardized inputs all look alike to it. */
 static qiao_status standardize(const qmod_model *m, qmod_vqa_work *w, int k, const qmod_token_seq *seq) {
     const int64_t C = seq->C, n = seq->B * seq->T * C;
-    qiao_status st = grow((void **)&w->ntok[k], &w->ntok_n[k], n, sizeof(float));
+    qiao_status st = qmod_grow((void **)&w->ntok[k], &w->ntok_n[k], n, sizeof(float), "VQA");
     if (st != QIAO_OK) return st;
     const float *mean = m->p.tok_mean[k], *sd = m->p.tok_std[k];
     for (int64_t r = 0; r < seq->B * seq->T; r++)
@@ -121,87 +111,55 @@ static qiao_status standardize(const qmod_model *m, qmod_vqa_work *w, int k, con
 /* With places, the picture's standardized patches pooled into G x G place
  * tokens (fuser.h qf_places_forward), which the fuser reads instead. */
 static qiao_status picture_places(const qmod_model *m, qmod_vqa_work *w, qf_fuser_input *fin, qf_fuser_dims *d) {
-    const int64_t G = m->cfg.fusion.places, C = m->cfg.fusion.in_width[QF_IMAGE], P = d->T[QF_IMAGE];
+    const int64_t G = m->cfg.fusion.places;
     if (G == 0) return QIAO_OK;
-    const int64_t g = qf_patch_side(P), n = d->B * G * G * C;
-    if (g * g != P || G > g)
-        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA: %lld picture tokens cannot be pooled into %lld x %lld places",
-                        (long long)P, (long long)G, (long long)G);
-    qiao_status st = grow((void **)&w->place, &w->place_n, n, sizeof(float));
-    if (st == QIAO_OK) st = grow((void **)&w->place_arg, &w->place_arg_n, n, sizeof(int32_t));
+    qiao_status st = qmod_places_pool(&w->places, fin->tokens[QF_IMAGE], d->B, d->T[QF_IMAGE], G,
+                                      m->cfg.fusion.in_width[QF_IMAGE], "VQA");
     if (st != QIAO_OK) return st;
-    qf_places_forward(w->place, w->place_arg, fin->tokens[QF_IMAGE], d->B, g, G, C);
-    fin->tokens[QF_IMAGE] = w->place;
+    fin->tokens[QF_IMAGE] = w->places.x;
     fin->mask[QF_IMAGE] = NULL;
     d->T[QF_IMAGE] = G * G;
     return QIAO_OK;
 }
 
-qiao_status qmod_vqa_memo_init(qmod_vqa_memo *memo, const qmod_model *m, int64_t n) {
-    memset(memo, 0, sizeof *memo);
+qiao_status qmod_vqa_memo_init(qmod_memo *mm, const qmod_model *m, int64_t n, double max_bytes) {
+    memset(mm, 0, sizeof *mm);
     qiao_status st = qmod_vqa_check(m);
     if (st != QIAO_OK) return st;
     const int64_t G = m->cfg.fusion.places;
-    memo->n = n, memo->C = m->cfg.fusion.in_width[QF_IMAGE], memo->T = G > 0 ? G * G : m->cfg.image.tokens;
-    if (n < 1 || n > ((int64_t)1 << 40) / (memo->T * memo->C))
-        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA: a memo of %lld pictures", (long long)n);
-    if (!(memo->tok = malloc((size_t)(n * memo->T * memo->C) * sizeof(float))) ||
-        !(memo->have = calloc((size_t)n, 1))) {
-        qmod_vqa_memo_free(memo);
-        return qc_error(QIAO_ERR_OUT_OF_MEMORY, "VQA: out of memory for the tokens of %lld pictures", (long long)n);
-    }
-    return QIAO_OK;
+    return qmod_memo_init(mm, n, G > 0 ? G * G : m->cfg.image.tokens, m->cfg.fusion.in_width[QF_IMAGE], max_bytes);
 }
 
-void qmod_vqa_memo_free(qmod_vqa_memo *memo) {
-    if (!memo) return;
-    free(memo->tok), free(memo->have);
-    memset(memo, 0, sizeof *memo);
-}
-
-static bool row_has_picture(const qmod_vqa_inputs *in, int64_t r) {
-    return !in->present || in->present[r * QF_NMOD + QF_IMAGE];
+/* The memo's view of the batch's rows. */
+static qmod_memo_rows memo_rows(const qmod_vqa_inputs *in) {
+    const qmod_memo_rows r = {.B = in->B,
+                              .picture = in->picture,
+                              .present = in->present ? in->present + QF_IMAGE : NULL,
+                              .stride = QF_NMOD};
+    return r;
 }
 
 /* The batch's pictures from the memo when it holds every present one (the
  * rest read zeros: masked by their absence). */
-static qiao_status memo_read(const qmod_vqa_inputs *in, qmod_vqa_work *w, qf_fuser_input *fin, qf_fuser_dims *d,
-                             bool *hit) {
-    qmod_vqa_memo *mm = in->memo;
+static qiao_status memo_read(const qmod_vqa_inputs *in, qf_fuser_input *fin, qf_fuser_dims *d, bool *hit) {
     *hit = false;
-    if (!mm || !in->picture || !in->batch[QF_IMAGE]) return QIAO_OK;
-    for (int64_t r = 0; r < in->B; r++)
-        if (row_has_picture(in, r) && (in->picture[r] < 0 || in->picture[r] >= mm->n || !mm->have[in->picture[r]]))
-            return QIAO_OK;
-    const int64_t per = mm->T * mm->C;
-    qiao_status st = grow((void **)&w->place, &w->place_n, in->B * per, sizeof(float));
-    if (st != QIAO_OK) return st;
-    for (int64_t r = 0; r < in->B; r++) {
-        if (row_has_picture(in, r))
-            memcpy(w->place + r * per, mm->tok + in->picture[r] * per, (size_t)per * sizeof(float));
-        else
-            memset(w->place + r * per, 0, (size_t)per * sizeof(float));
-    }
-    fin->tokens[QF_IMAGE] = w->place;
+    if (!in->memo || !in->picture || !in->batch[QF_IMAGE]) return QIAO_OK;
+    const qmod_memo_rows r = memo_rows(in);
+    qiao_status st = QIAO_OK;
+    const float *tok = qmod_memo_read(in->memo, &r, &st);
+    if (!tok) return st;
+    fin->tokens[QF_IMAGE] = tok;
     fin->mask[QF_IMAGE] = NULL;
     fin->stats[QF_IMAGE] = in->stats[QF_IMAGE];
-    d->T[QF_IMAGE] = mm->T;
-    mm->hits++;
+    d->T[QF_IMAGE] = in->memo->T;
     *hit = true;
     return QIAO_OK;
 }
 
 static void memo_write(const qmod_vqa_inputs *in, const qf_fuser_input *fin, const qf_fuser_dims *d) {
-    qmod_vqa_memo *mm = in->memo;
-    if (!mm || !in->picture || !in->batch[QF_IMAGE] || d->T[QF_IMAGE] != mm->T) return;
-    const int64_t per = mm->T * mm->C;
-    for (int64_t r = 0; r < in->B; r++) {
-        const int64_t p = in->picture[r];
-        if (!row_has_picture(in, r) || p < 0 || p >= mm->n || mm->have[p]) continue;
-        memcpy(mm->tok + p * per, fin->tokens[QF_IMAGE] + r * per, (size_t)per * sizeof(float));
-        mm->have[p] = 1;
-    }
-    mm->misses++;
+    if (!in->memo || !in->picture || !in->batch[QF_IMAGE] || d->T[QF_IMAGE] != in->memo->T) return;
+    const qmod_memo_rows r = memo_rows(in);
+    qmod_memo_write(in->memo, &r, fin->tokens[QF_IMAGE]);
 }
 
 /* Tower k on its batch: standardized tokens into the fuser's input. */
@@ -230,19 +188,23 @@ static qiao_status run_tower(const qb_exec *ex, const qmod_model *m, qmod_vqa_wo
     return QIAO_OK;
 }
 
-qiao_status qmod_vqa_memo_fill(const qb_exec *ex, const qmod_model *m, qmod_vqa_work *w, const qmod_vqa_inputs *in) {
-    if (!ex || !m || !w || !in || !in->memo || !in->picture || !in->batch[QF_IMAGE])
-        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_vqa_memo_fill: needs a memo, pictures and their indices");
-    if (in->B < 1 || in->B > w->B_max)
-        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA: %lld pictures for a workspace of %lld", (long long)in->B,
-                        (long long)w->B_max);
+qiao_status qmod_vqa_picture_tokens(const qb_exec *ex, const qmod_model *m, qmod_vqa_work *w,
+                                    const qmod_batch *pictures, const float **tok) {
+    if (!ex || !m || !w || !pictures || !tok)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_vqa_picture_tokens: NULL argument");
+    if (pictures->B < 1 || pictures->B > w->B_max)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA: %lld pictures for a workspace of %lld",
+                        (long long)pictures->B, (long long)w->B_max);
+    qmod_vqa_inputs in;
     qf_fuser_input fin;
     qf_fuser_dims d;
-    memset(&fin, 0, sizeof fin), memset(&d, 0, sizeof d);
-    d.B = in->B;
-    qiao_status st = run_tower(ex, m, w, in, QF_IMAGE, &fin, &d);
+    memset(&in, 0, sizeof in), memset(&fin, 0, sizeof fin), memset(&d, 0, sizeof d);
+    in.B = d.B = pictures->B;
+    in.batch[QF_IMAGE] = pictures;
+    qiao_status st = run_tower(ex, m, w, &in, QF_IMAGE, &fin, &d);
     if (st == QIAO_OK) st = picture_places(m, w, &fin, &d);
-    if (st == QIAO_OK) memo_write(in, &fin, &d);
+    if (st == QIAO_OK) st = ex->ops->sync(ex);
+    *tok = st == QIAO_OK ? fin.tokens[QF_IMAGE] : NULL;
     return st;
 }
 
@@ -255,7 +217,7 @@ static qiao_status run_towers(const qb_exec *ex, const qmod_model *m, qmod_vqa_w
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "VQA: %lld questions for a workspace of %lld", (long long)in->B,
                         (long long)w->B_max);
     bool memo_hit = false;
-    qiao_status st = memo_read(in, w, fin, d, &memo_hit);
+    qiao_status st = memo_read(in, fin, d, &memo_hit);
     if (st != QIAO_OK) return st;
     w->memo_hit = memo_hit;
     for (int k = 0; k < QF_NMOD; k++) {
@@ -314,7 +276,7 @@ qiao_status qmod_vqa_backward(const qb_exec *ex, const qmod_model *m, qmod_param
     for (int k = 0; k < QF_NMOD; k++) {
         if (!in->batch[k] || !train_tower || !train_tower[k]) continue;
         const int64_t n = in->B * d.T[k] * m->cfg.fusion.in_width[k];
-        qiao_status st = grow((void **)&w->dtok[k], &w->dtok_n[k], n, sizeof(float));
+        qiao_status st = qmod_grow((void **)&w->dtok[k], &w->dtok_n[k], n, sizeof(float), "VQA");
         if (st != QIAO_OK) return st;
         memset(w->dtok[k], 0, (size_t)n * sizeof(float));
         dtok[k] = w->dtok[k];
@@ -327,10 +289,10 @@ qiao_status qmod_vqa_backward(const qb_exec *ex, const qmod_model *m, qmod_param
         if (k == QF_IMAGE && m->cfg.fusion.places > 0) {
             /* from the places back to the patches they were pooled from */
             const int64_t C = m->cfg.fusion.in_width[k], P = m->cfg.image.tokens, n = in->B * P * C;
-            qiao_status st = grow((void **)&w->dpatch, &w->dpatch_n, n, sizeof(float));
+            qiao_status st = qmod_grow((void **)&w->dpatch, &w->dpatch_n, n, sizeof(float), "VQA");
             if (st != QIAO_OK) return st;
             memset(w->dpatch, 0, (size_t)n * sizeof(float));
-            qf_places_backward(w->dpatch, dtok[k], w->place_arg, in->B, qf_patch_side(P), m->cfg.fusion.places, C);
+            qmod_places_backward(&w->places, dtok[k], w->dpatch, in->B, P, m->cfg.fusion.places, C);
             dtok[k] = w->dpatch;
             T = P;
         }

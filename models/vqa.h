@@ -20,31 +20,19 @@
 #include "fusion/fuser.h"
 #include "models/embed.h"
 #include "models/head.h"
+#include "models/picture.h"
 
 #define QMOD_VQA_ANSWER_HEAD "answer"
 #define QMOD_VQA_LANG_HEAD "lang"
 
+/* A memo (models/picture.h) of pictures 0..n-1 as the fuser reads them:
+ * the picture tower's standardized tokens, or their places when the fuser
+ * has them. QIAO_ERR_TOO_LARGE over max_bytes. */
+qiao_status qmod_vqa_memo_init(qmod_memo *mm, const qmod_model *m, int64_t n, double max_bytes);
+
 /* One batch of B questions. Each modality's batch has B rows (a row whose
  * modality is absent holds any valid input and present = 0), or is NULL
  * when no row has that modality (its tower then does not run). */
-/* The picture tokens the fuser reads (standardized, pooled into places when
- * the model has them), kept per picture so a picture is seen by the tower
- * once: what makes training the fuser on a frozen picture tower cheap (the
- * tower's forward is most of such a step, and a picture serves about eight
- * questions an epoch). Only for pictures that are always the same input:
- * a frozen tower and no picture noise or occlusion. One thread at a time. */
-typedef struct qmod_vqa_memo {
-    int64_t n, T, C;  /* pictures; tokens a picture and their width as the fuser reads them */
-    float *tok;       /* (n, T, C) */
-    uint8_t *have;    /* (n) */
-    int64_t hits, misses; /* batches served whole from the memo, batches the tower ran for */
-} qmod_vqa_memo;
-
-/* A memo for pictures 0..n-1 of model m (its picture tower's tokens, or
- * its fuser's places). */
-qiao_status qmod_vqa_memo_init(qmod_vqa_memo *memo, const qmod_model *m, int64_t n);
-void qmod_vqa_memo_free(qmod_vqa_memo *memo);
-
 typedef struct qmod_vqa_inputs {
     int64_t B;
     const qmod_batch *batch[QF_NMOD];  /* indexed QF_TEXT, QF_IMAGE, QF_AUDIO */
@@ -54,7 +42,7 @@ typedef struct qmod_vqa_inputs {
      * When every present picture of the batch is in the memo the picture
      * tower does not run; else it runs and the memo keeps its rows. A
      * backward after a memo's forward must not train the picture tower. */
-    qmod_vqa_memo *memo;
+    qmod_memo *memo;
     const int64_t *picture;
 } qmod_vqa_inputs;
 
@@ -76,20 +64,19 @@ typedef struct qmod_vqa_work {
     int64_t ntok_n[QF_NMOD];
     uint8_t *present;                  /* (B, QF_NMOD) */
     int64_t B_max;
-    /* a fuser with places (fuser.h): the picture's place tokens, (B*G*G, C),
-     * where each came from, and the patches' gradient in backward */
-    float *place, *dpatch;
-    int32_t *place_arg;
-    int64_t place_n, place_arg_n, dpatch_n;
+    /* a fuser with places (fuser.h): the picture's place tokens and the
+     * patches' gradient in backward */
+    qmod_places places;
+    float *dpatch;
+    int64_t dpatch_n;
     bool memo_hit; /* the last forward read its pictures from the inputs' memo */
 } qmod_vqa_work;
 
-/* Runs only the picture tower on in->batch[QF_IMAGE] and keeps each row's
- * tokens in in->memo at in->picture[r] (rows it already holds are left
- * alone): filling the memo before training, when batches of questions drawn
- * at random would find every one of their pictures kept only after several
- * epochs. */
-qiao_status qmod_vqa_memo_fill(const qb_exec *ex, const qmod_model *m, qmod_vqa_work *w, const qmod_vqa_inputs *in);
+/* The picture tower alone on `pictures`: their (B, T, C) tokens as the
+ * fuser reads them and a memo keeps them (qmod_vqa_memo_init), valid until
+ * the workspace's next use. What fills a memo before training. */
+qiao_status qmod_vqa_picture_tokens(const qb_exec *ex, const qmod_model *m, qmod_vqa_work *w,
+                                    const qmod_batch *pictures, const float **tok);
 
 /* QIAO_ERR_UNSUPPORTED with a message when the model has no fusion section
  * or no "answer" head on it (an embedding-only model). */

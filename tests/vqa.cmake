@@ -16,7 +16,7 @@ qiao_test(NAME test_vqa_api SOURCES unit/test_vqa_api.c
 # API, the VQA runtime and the fuser compiled in with the fuzzer's
 # instrumentation, the towers and the tokenizer linked from the library.
 qiao_fuzz(NAME fuzz_vqa_question SOURCES ${PROJECT_SOURCE_DIR}/sdk/api/vqa_api.c ${PROJECT_SOURCE_DIR}/models/vqa.c
-  ${PROJECT_SOURCE_DIR}/fusion/fuser.c ${PROJECT_SOURCE_DIR}/fusion/cross.c ${PROJECT_SOURCE_DIR}/fusion/weighting.c
+  ${PROJECT_SOURCE_DIR}/models/picture.c ${PROJECT_SOURCE_DIR}/fusion/fuser.c ${PROJECT_SOURCE_DIR}/fusion/cross.c ${PROJECT_SOURCE_DIR}/fusion/weighting.c
   LIBS qiao_static PkgConfig::CJSON LABELS api
   DEFINES QIAO_FUZZ_TOKENIZER="${CMAKE_CURRENT_SOURCE_DIR}/data/tokenizer/tok-test.safetensors"
           QIAO_FUZZ_TINY_CONFIG="${PROJECT_SOURCE_DIR}/models/configs/tiny.json")

@@ -295,9 +295,10 @@ typedef struct vqa_obj {
     float *cell_place, *cell_dplace; /* with the fuser's places: what the heads read, (B*G*G, C), its gradient */
     int32_t *cell_arg;               /* (B*G*G, C) the patch each place value came from */
     /* the pictures' tokens, kept once computed: a frozen picture tower and
-     * no picture noise or occlusion (models/vqa.h, qmod_vqa_memo) */
+     * no picture noise or occlusion (models/picture.h) */
     bool use_memo;
-    qmod_vqa_memo memo;
+    qmod_memo memo;
+    const qb_exec *ex; /* the run's, for the memo's fill */
 } vqa_obj;
 
 /* The towers' token statistics (model.h tok_mean, tok_std): per channel over
@@ -367,39 +368,14 @@ static qiao_status measure_token_stats(vqa_obj *o, const qb_exec *ex, int64_t n)
     return st;
 }
 
-/* Every training picture through the frozen tower once, into the memo: a
- * batch of questions drawn at random is served by the memo only when it
- * holds all of the batch's pictures, which without this takes epochs. */
-static qiao_status memo_fill(vqa_obj *o, const qb_exec *ex) {
-    const int64_t n = o->train.n_scenes, B = o->h.batch;
-    qiao_image **imgs = calloc((size_t)B, sizeof *imgs);
-    int64_t *idx = malloc((size_t)B * sizeof(int64_t));
-    qiao_status st = imgs && idx ? QIAO_OK : qc_error(QIAO_ERR_OUT_OF_MEMORY, "VQA train: out of memory");
-    int64_t last_tenth = 0;
-    for (int64_t s0 = 0; s0 < n && st == QIAO_OK && !(o->p->stop && *o->p->stop); s0 += B) {
-        const int64_t nb = n - s0 < B ? n - s0 : B;
-        for (int64_t i = 0; i < nb && st == QIAO_OK; i++) {
-            idx[i] = s0 + i;
-            st = qiao_image_decode_file(o->train.scenes[s0 + i].image, NULL, &imgs[i]);
-        }
-        qmod_batch b;
-        memset(&b, 0, sizeof b);
-        if (st == QIAO_OK) st = qmod_batch_images(o->m, (const qiao_image *const *)imgs, (size_t)nb, &b);
-        if (st == QIAO_OK) {
-            qmod_vqa_inputs in;
-            memset(&in, 0, sizeof in);
-            in.B = nb, in.batch[QF_IMAGE] = &b, in.memo = &o->memo, in.picture = idx;
-            st = qmod_vqa_memo_fill(ex, o->m, &o->w, &in);
-        }
-        qmod_batch_free(&b);
-        for (int64_t i = 0; i < nb; i++) qiao_image_free(imgs[i]), imgs[i] = NULL;
-        if ((s0 + nb) * 10 / n > last_tenth) {
-            last_tenth = (s0 + nb) * 10 / n;
-            qc_log(QIAO_LOG_INFO, "VQA train: %lld of %lld pictures in the memo", (long long)(s0 + nb), (long long)n);
-        }
-    }
-    free(imgs), free(idx);
-    return st;
+static const char *memo_path(void *user, int64_t i) {
+    const vqa_obj *o = user;
+    return o->train.scenes[i].image;
+}
+
+static qiao_status memo_tokens(void *user, const qmod_batch *pictures, const float **tok) {
+    vqa_obj *o = user;
+    return qmod_vqa_picture_tokens(o->ex, o->m, &o->w, pictures, tok);
 }
 
 static qiao_status o_next_batch(void *user, int64_t step) {
@@ -483,7 +459,7 @@ static qiao_status cell_loss(vqa_obj *o, const qb_exec *ex, bool into_tower, flo
     if (into_tower && places) {
         if ((st = ex->ops->sync(ex)) != QIAO_OK) return st;
         memset(o->cell_dtok, 0, (size_t)(P * C) * sizeof(float));
-        qf_places_backward(o->cell_dtok, dx, o->cell_arg, seq.B, (int64_t)lround(sqrt((double)seq.T)), grid, C);
+        qf_places_backward(o->cell_dtok, dx, o->cell_arg, seq.B, qf_patch_side(seq.T), grid, C);
     }
     metrics[M_CELL] = *loss;
     return ex->ops->sync(ex);
@@ -623,7 +599,7 @@ static void obj_free(vqa_obj *o) {
     if (o->use_memo)
         qc_log(QIAO_LOG_INFO, "VQA train: %lld batches read their pictures from the memo, %lld ran the picture tower",
                (long long)o->memo.hits, (long long)o->memo.misses);
-    qmod_vqa_memo_free(&o->memo);
+    qmod_memo_free(&o->memo);
     qmod_free(o->m);
 }
 
@@ -737,12 +713,18 @@ qiao_status qmod_vqa_train(const qmod_vqa_train_params *p) {
      * which teach the tower, are then left alone). */
     o.use_memo = (o.h.freeze >> QF_IMAGE & 1u) && o.h.data.p_image_noise == 0.0f && o.h.data.p_occlude == 0.0f;
     if (st == QIAO_OK && o.use_memo) {
-        st = qmod_vqa_memo_init(&o.memo, o.m, o.train.n_scenes);
-        if (st == QIAO_OK)
-            qc_log(QIAO_LOG_INFO, "VQA train: the picture tower is frozen and its pictures clean: each picture's "
-                                  "tokens are computed once (%.0f MiB)",
-                   (double)(o.memo.n * o.memo.T * o.memo.C) * sizeof(float) / 1048576.0);
-        if (st == QIAO_OK) st = memo_fill(&o, &ex);
+        /* a memo too large, or one that cannot be had, is skipped: the
+           tower then runs every step, which is slower, not wrong */
+        const qiao_status ms = qmod_vqa_memo_init(&o.memo, o.m, o.train.n_scenes, QMOD_MEMO_MAX);
+        o.use_memo = ms == QIAO_OK;
+        if (ms != QIAO_OK && ms != QIAO_ERR_TOO_LARGE && ms != QIAO_ERR_OUT_OF_MEMORY) st = ms;
+        qc_log(QIAO_LOG_INFO, "VQA train: %s (%.0f MiB for %lld pictures)",
+               o.use_memo ? "the picture tower is frozen and its pictures clean: each picture's tokens are computed once"
+                          : "no memo of the pictures' tokens: the tower runs every step",
+               qmod_memo_bytes(o.memo.n, o.memo.T, o.memo.C) / 1048576.0, (long long)o.train.n_scenes);
+        o.ex = &ex;
+        const qmod_memo_source src = {.path = memo_path, .tokens = memo_tokens, .user = &o};
+        if (st == QIAO_OK && o.use_memo) st = qmod_memo_fill(&o.memo, o.m, o.h.batch, &src, o.p->stop, "VQA train");
     }
     if (st == QIAO_OK && o.h.cell_weight > 0) st = cells_init(&o);
     if (st == QIAO_OK) {

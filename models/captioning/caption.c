@@ -5,44 +5,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fusion/fuser.h"
 #include "models/captioning/captioning.h"
 
-qiao_status qmod_cap_context(const qmod_model *m, const qmod_token_seq *seq, qmod_cap_places *pl, const float **ctx,
+qiao_status qmod_cap_context(const qmod_model *m, const qmod_token_seq *seq, qmod_places *pl, const float **ctx,
                              int64_t *T) {
-    const int64_t G = m->cfg.decoder.places, C = seq->C, g = qf_patch_side(seq->T);
+    const int64_t G = m->cfg.decoder.places;
     *ctx = seq->x, *T = seq->T;
     if (G == 0) return QIAO_OK;
-    if (g * g != seq->T || G > g)
-        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "caption: %lld picture tokens cannot be pooled into %lld x %lld places",
-                        (long long)seq->T, (long long)G, (long long)G);
-    const int64_t n = seq->B * G * G * C;
-    if (n > pl->n) {
-        free(pl->x), free(pl->arg);
-        pl->n = 0;
-        if (!(pl->x = malloc((size_t)n * sizeof(float))) || !(pl->arg = malloc((size_t)n * sizeof(int32_t))))
-            return qc_error(QIAO_ERR_OUT_OF_MEMORY, "caption: out of memory for %lld places", (long long)(seq->B * G * G));
-        pl->n = n;
-    }
-    qf_places_forward(pl->x, pl->arg, seq->x, seq->B, g, G, C);
+    qiao_status st = qmod_places_pool(pl, seq->x, seq->B, seq->T, G, seq->C, "caption");
+    if (st != QIAO_OK) return st;
     *ctx = pl->x, *T = G * G;
     return QIAO_OK;
-}
-
-void qmod_cap_context_backward(const qmod_model *m, const qmod_cap_places *pl, const float *dctx, float *dtok,
-                               int64_t B) {
-    const int64_t G = m->cfg.decoder.places, P = m->cfg.image.tokens, C = m->cfg.decoder.ctx_width;
-    if (G > 0) {
-        qf_places_backward(dtok, dctx, pl->arg, B, qf_patch_side(P), G, C);
-        return;
-    }
-    for (int64_t i = 0; i < B * P * C; i++) dtok[i] += dctx[i];
-}
-
-void qmod_cap_places_free(qmod_cap_places *pl) {
-    if (!pl) return;
-    free(pl->x), free(pl->arg);
-    memset(pl, 0, sizeof *pl);
 }
 
 typedef struct cap_step_ctx {
@@ -103,7 +76,7 @@ qiao_status qmod_caption(const qb_exec *ex, const qmod_model *m, const qiao_imag
     memset(&b, 0, sizeof b), memset(&w, 0, sizeof w), memset(&cache, 0, sizeof cache);
     float *y = NULL;
     cap_step_ctx c = {ex, m, &cache, qmod_dec_bos(&m->cfg, lang), NULL, NULL};
-    qmod_cap_places pl;
+    qmod_places pl;
     memset(&pl, 0, sizeof pl);
     const float *emb, *ctx = NULL;
     int64_t T = 0;
@@ -130,7 +103,7 @@ qiao_status qmod_caption(const qb_exec *ex, const qmod_model *m, const qiao_imag
         st = qmod_generate(&p, cap_step, &c, (int32_t)m->cfg.text.vocab, out);
     }
     free(y), free(c.ids), free(c.parents);
-    qmod_cap_places_free(&pl);
+    qmod_places_free(&pl);
     qf_decoder_cache_free(&cache);
     qmod_work_free(&w);
     qmod_batch_free(&b);

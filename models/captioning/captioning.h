@@ -28,6 +28,7 @@
 #include "core/profile.h"
 #include "models/data/data.h"
 #include "models/generate.h"
+#include "models/picture.h"
 #include "models/train/trainer.h"
 
 /* The recipe's "train" object. */
@@ -53,8 +54,6 @@ qiao_status qmod_cap_hparams_from_json(const char *recipe_json, const char *what
 void qmod_cap_teacher(const qmod_config *cfg, const qmod_batch *text, const uint8_t *lang, int32_t *in, int32_t *target,
                       int64_t *T_out);
 
-#define QMOD_CAP_MEMO_MAX (4.0 * 1024 * 1024 * 1024)
-
 typedef struct qmod_cap_train_params {
     const char *recipe_path; /* models/configs/caption.json: "decoder", "train" */
     const char *init_path;   /* the embedding model whose image tower and tokenizer start the run, or a caption model */
@@ -67,7 +66,7 @@ typedef struct qmod_cap_train_params {
     qmod_cap_hparams hp;     /* after qmod_cap_hparams_from_json and overrides */
     int threads, loader_threads;
     bool no_memo;            /* run the frozen tower every step (tests compare it with the memo); a memo
-                                over QMOD_CAP_MEMO_MAX bytes, or one that cannot be allocated, is skipped */
+                                over QMOD_MEMO_MAX bytes, or one that cannot be allocated, is skipped */
     int (*on_step)(const qtr_log *log, void *user); /* after every step; nonzero stops with a checkpoint */
     void *user;
     const volatile sig_atomic_t *stop;
@@ -79,25 +78,12 @@ qiao_status qmod_cap_train(const qmod_cap_train_params *p);
 
 /* ---- the picture as the decoder reads it -------------------------------------------- */
 
-/* With decoder.places G, the tower's g x g patch tokens pooled into G x G
- * places (fuser.h qf_places_forward); the buffers grow as needed and are
- * kept for the backward. */
-typedef struct qmod_cap_places {
-    float *x;      /* (B, G*G, C) */
-    int32_t *arg;  /* (B, G*G, C) the patch each value came from */
-    int64_t n;     /* values the buffers hold */
-} qmod_cap_places;
-
 /* The decoder's context for the pictures of `seq` (qmod_tokens): the
- * patches as they are, or their places pooled into `pl`. *T = the context
- * tokens per picture. */
-qiao_status qmod_cap_context(const qmod_model *m, const qmod_token_seq *seq, qmod_cap_places *pl, const float **ctx,
+ * patches as they are, or, with decoder.places G, their G x G places
+ * pooled into `pl` (models/picture.h; its backward is
+ * qmod_places_backward). *T = the context tokens per picture. */
+qiao_status qmod_cap_context(const qmod_model *m, const qmod_token_seq *seq, qmod_places *pl, const float **ctx,
                              int64_t *T);
-/* The context's gradient dctx (B, T, C) into the patches' dtok (B, P, C),
- * added: through the places' argmax, or copied when there are none. */
-void qmod_cap_context_backward(const qmod_model *m, const qmod_cap_places *pl, const float *dctx, float *dtok,
-                               int64_t B);
-void qmod_cap_places_free(qmod_cap_places *pl);
 
 /* ---- writing a caption ---------------------------------------------------------- */
 

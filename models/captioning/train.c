@@ -138,18 +138,15 @@ typedef struct cap_obj {
     float *g_bound;
     int32_t *in, *target;            /* (B, max_len) */
     float *losses, *probs, *dlogits; /* (B*max_len), (B*max_len, V) x2 */
-    float *dtok;                     /* (B, P, C) the image tokens' gradient, when the tower trains */
+    float *dtok;                     /* (B, P, C) the patches' gradient, when the tower trains through places */
     float *dctx;                     /* (B, Ty, C) the context's gradient, when the tower trains */
-    qmod_cap_places pl;              /* the picture's places (decoder.places) */
+    qmod_places pl;                  /* the picture's places (decoder.places) */
     int64_t Ty;                      /* context tokens per picture */
     /* With the tower frozen, each training picture's context is computed
-     * once and kept: a batch whose pictures are all kept skips the tower,
-     * which costs about as much as the decoder's step. */
+     * once, before the first step, and kept (models/picture.h). */
     bool use_memo;
-    float *memo;        /* (scenes, Ty, C) */
-    uint8_t *have;      /* (scenes) */
-    float *mctx;        /* (B, Ty, C) a batch's context read from the memo */
-    int64_t hits, misses;
+    qmod_memo memo;
+    const qb_exec *ex; /* the run's, for the memo's fill */
 } cap_obj;
 
 static qiao_status obj_buffers(cap_obj *o) {
@@ -168,26 +165,44 @@ static qiao_status obj_buffers(cap_obj *o) {
     if (!(o->in = malloc(n * sizeof(int32_t))) || !(o->target = malloc(n * sizeof(int32_t))) ||
         !(o->losses = malloc(n * sizeof(float))) || !(o->probs = malloc(n * (size_t)V * sizeof(float))) ||
         !(o->dlogits = malloc(n * (size_t)V * sizeof(float))) ||
-        (!o->h.freeze_image && (!(o->dtok = malloc((size_t)(B * P * C) * sizeof(float))) ||
+        (!o->h.freeze_image && ((G > 0 && !(o->dtok = malloc((size_t)(B * P * C) * sizeof(float)))) ||
                                 !(o->dctx = malloc((size_t)(B * Ty * C) * sizeof(float))))))
         return qc_error(QIAO_ERR_OUT_OF_MEMORY, "caption train: out of memory");
-    /* a memo larger than QMOD_CAP_MEMO_MAX, or one that cannot be had, is
+    /* a memo larger than QMOD_MEMO_MAX, or one that cannot be had, is
        skipped: the tower then runs every step, which is slower, not wrong */
-    const double bytes = (double)o->train.n * (double)(Ty * C) * sizeof(float);
-    o->use_memo = o->h.freeze_image && !o->p->no_memo && bytes <= QMOD_CAP_MEMO_MAX;
-    if (o->use_memo) {
-        const int64_t pics = o->train.n;
-        if (!(o->memo = malloc((size_t)bytes)) || !(o->have = calloc((size_t)pics, 1)) ||
-            !(o->mctx = malloc((size_t)(B * Ty * C) * sizeof(float)))) {
-            free(o->memo), free(o->have), free(o->mctx);
-            o->memo = o->mctx = NULL, o->have = NULL, o->use_memo = false;
-        }
+    if (o->h.freeze_image && !o->p->no_memo) {
+        const qiao_status ms = qmod_memo_init(&o->memo, o->train.n, Ty, C, QMOD_MEMO_MAX);
+        if (ms != QIAO_OK && ms != QIAO_ERR_TOO_LARGE && ms != QIAO_ERR_OUT_OF_MEMORY) return ms;
+        o->use_memo = ms == QIAO_OK;
     }
     qc_log(QIAO_LOG_INFO, "caption train: %s (%.0f MiB for %lld pictures)",
            o->use_memo ? "the frozen picture tower's context is kept per picture"
                        : "no memo of the pictures' context: the tower runs every step",
-           bytes / 1048576.0, (long long)o->train.n);
+           qmod_memo_bytes(o->train.n, Ty, C) / 1048576.0, (long long)o->train.n);
     return qmod_work_init(&o->img, o->m, QMOD_IMAGE, B, 0, !o->h.freeze_image);
+}
+
+/* The pictures' context: the image tower, its tokens, their places. */
+static qiao_status picture_context(cap_obj *o, const qb_exec *ex, const qmod_batch *pictures, const float **ctx,
+                                   int64_t *Ty) {
+    const float *emb;
+    qmod_token_seq seq;
+    qiao_status st = qmod_forward(ex, o->m, &o->img, pictures, &emb);
+    if (st == QIAO_OK) st = qmod_tokens(o->m, &o->img, pictures, &seq);
+    if (st == QIAO_OK) st = qmod_cap_context(o->m, &seq, &o->pl, ctx, Ty);
+    if (st == QIAO_OK) st = ex->ops->sync(ex);
+    return st;
+}
+
+static const char *memo_path(void *user, int64_t i) {
+    const cap_obj *o = user;
+    return o->train.scenes[i].image;
+}
+
+static qiao_status memo_tokens(void *user, const qmod_batch *pictures, const float **tok) {
+    cap_obj *o = user;
+    int64_t Ty = 0;
+    return picture_context(o, o->ex, pictures, tok, &Ty);
 }
 
 /* Teacher-forced loss and token accuracy of the batch's captions; with
@@ -198,34 +213,18 @@ static qiao_status run_batch(cap_obj *o, const qb_exec *ex, const qmod_train_bat
     const qmod_config *c = &m->cfg;
     const int64_t B = b->B, V = c->decoder.vocab;
     if (B > o->h.batch) return qc_error(QIAO_ERR_INTERNAL, "caption: a batch of %lld rows", (long long)B);
-    const float *emb, *ctx = NULL;
-    const int64_t C = c->decoder.ctx_width, per = o->Ty * C;
-    int64_t Ty = 0;
-    qmod_token_seq seq;
+    const float *ctx = NULL;
+    const int64_t C = c->decoder.ctx_width;
+    int64_t Ty = o->Ty;
     qiao_status st = QIAO_OK;
     /* the memo serves training batches only (validation's rows are not the training split's) */
-    const bool memo = o->use_memo && b->scene;
-    bool all_kept = memo;
-    for (int64_t i = 0; all_kept && i < B; i++) all_kept = b->scene[i] >= 0 && b->scene[i] < o->train.n && o->have[b->scene[i]];
-    if (all_kept) {
-        for (int64_t i = 0; i < B; i++)
-            memcpy(o->mctx + i * per, o->memo + b->scene[i] * per, (size_t)per * sizeof(float));
-        ctx = o->mctx, Ty = o->Ty;
-        o->hits++;
-    } else {
-        st = qmod_forward(ex, m, &o->img, &b->image, &emb);
-        if (st == QIAO_OK) st = qmod_tokens(m, &o->img, &b->image, &seq);
-        if (st == QIAO_OK) st = qmod_cap_context(m, &seq, &o->pl, &ctx, &Ty);
-        if (st == QIAO_OK && (st = ex->ops->sync(ex)) == QIAO_OK && memo) {
-            for (int64_t i = 0; i < B; i++)
-                if (b->scene[i] >= 0 && b->scene[i] < o->train.n) {
-                    memcpy(o->memo + b->scene[i] * per, ctx + i * per, (size_t)per * sizeof(float));
-                    o->have[b->scene[i]] = 1;
-                }
-            o->misses++;
-        }
-    }
+    const qmod_memo_rows rows = {.B = B, .picture = b->scene};
+    if (o->use_memo && b->scene) ctx = qmod_memo_read(&o->memo, &rows, &st);
     if (st != QIAO_OK) return st;
+    if (!ctx) {
+        if ((st = picture_context(o, ex, &b->image, &ctx, &Ty)) != QIAO_OK) return st;
+        if (o->use_memo && b->scene) qmod_memo_write(&o->memo, &rows, ctx);
+    }
     int64_t T = 0;
     qmod_cap_teacher(c, &b->text, b->text_lang, o->in, o->target, &T);
     qf_decoder_forward(ex, &o->a, &m->p.decoder, o->in, ctx, NULL, &c->decoder, B, T, Ty);
@@ -252,9 +251,13 @@ static qiao_status run_batch(cap_obj *o, const qb_exec *ex, const qmod_train_bat
                         T, Ty);
     if (dctx) {
         if ((st = ex->ops->sync(ex)) != QIAO_OK) return st;
-        memset(o->dtok, 0, (size_t)(B * m->cfg.image.tokens * C) * sizeof(float));
-        qmod_cap_context_backward(m, &o->pl, dctx, o->dtok, B);
-        qmod_backward_at(ex, m, &o->g, &o->img, &b->image, NULL, o->dtok);
+        const int64_t G = c->decoder.places, P = c->image.tokens;
+        if (G > 0) { /* from the places back to the patches they were pooled from */
+            memset(o->dtok, 0, (size_t)(B * P * C) * sizeof(float));
+            qmod_places_backward(&o->pl, dctx, o->dtok, B, P, G, C);
+            dctx = o->dtok;
+        }
+        qmod_backward_at(ex, m, &o->g, &o->img, &b->image, NULL, dctx);
     }
     return QIAO_OK;
 }
@@ -353,8 +356,8 @@ static void obj_free(cap_obj *o) {
     qc_table_free(&o->at);
     qmod_dataset_free(&o->train), qmod_dataset_free(&o->val);
     free(o->in), free(o->target), free(o->losses), free(o->probs), free(o->dlogits), free(o->dtok), free(o->dctx);
-    free(o->memo), free(o->have), free(o->mctx);
-    qmod_cap_places_free(&o->pl);
+    qmod_memo_free(&o->memo);
+    qmod_places_free(&o->pl);
     qmod_free(o->m);
 }
 
@@ -421,6 +424,9 @@ qiao_status qmod_cap_train(const qmod_cap_train_params *p) {
         qtr_freeze_all_but(&o.m->tab, o.h.freeze_image ? decoder_only : with_image);
         st = obj_buffers(&o);
     }
+    o.ex = &ex;
+    const qmod_memo_source src = {.path = memo_path, .tokens = memo_tokens, .user = &o};
+    if (st == QIAO_OK && o.use_memo) st = qmod_memo_fill(&o.memo, o.m, o.h.batch, &src, p->stop, "caption train");
     if (st == QIAO_OK) {
         const qtr_objective obj = {.name = "caption",
                                    .tab = &o.m->tab,
@@ -454,7 +460,7 @@ qiao_status qmod_cap_train(const qmod_cap_train_params *p) {
     o.loader = NULL;
     if (o.use_memo)
         qc_log(QIAO_LOG_INFO, "caption train: %lld batches read their pictures' context from the memo, %lld ran the tower",
-               (long long)o.hits, (long long)o.misses);
+               (long long)o.memo.hits, (long long)o.memo.misses);
     if (st == QIAO_OK) st = qmod_save(o.m, p->out_path, QIAO_DTYPE_BF16);
     obj_free(&o);
     return st;

@@ -290,7 +290,7 @@ static void generate_with(const char *decoder) {
     assert_int_equal(qmod_forward(&ex, m, &w, &b, &emb), QIAO_OK);
     assert_int_equal(qmod_tokens(m, &w, &b, &seq), QIAO_OK);
     /* the context: the patches, or the places pooled from them */
-    qmod_cap_places pl;
+    qmod_places pl;
     memset(&pl, 0, sizeof pl);
     int64_t Ty = 0;
     assert_int_equal(qmod_cap_context(m, &seq, &pl, &ctx, &Ty), QIAO_OK);
@@ -319,7 +319,7 @@ static void generate_with(const char *decoder) {
     }
     qc_arena_free(&acts);
     qc_table_free(&at);
-    qmod_cap_places_free(&pl);
+    qmod_places_free(&pl);
     qmod_work_free(&w);
     qmod_batch_free(&b);
     /* beam 1 = greedy; beam 4 finds a sequence at least as likely under its own score */

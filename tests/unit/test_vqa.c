@@ -342,8 +342,8 @@ static void test_absent_and_save(void **state) {
 static void check_memo(const char *fusion) {
     vqa_case k;
     vqa_setup_with(&k, 8, true, fusion);
-    qmod_vqa_memo memo;
-    assert_int_equal(qmod_vqa_memo_init(&memo, k.m, 5), QIAO_OK);
+    qmod_memo memo;
+    assert_int_equal(qmod_vqa_memo_init(&memo, k.m, 5, QMOD_MEMO_MAX), QIAO_OK);
     const int64_t picture[3] = {4, 0, 2};
     k.in.memo = &memo;
     k.in.picture = picture;
@@ -381,7 +381,7 @@ static void check_memo(const char *fusion) {
     memcpy(im->patches, saved, (size_t)n * sizeof(float));
     qc_arena_free(&grads);
     free(saved), free(before);
-    qmod_vqa_memo_free(&memo);
+    qmod_memo_free(&memo);
     vqa_free(&k);
 }
 
@@ -391,38 +391,46 @@ static void test_memo(void **state) {
     check_memo("{\"width\": 16, \"layers\": 1, \"heads\": 2, \"mlp\": 32, \"gate_hidden\": 8, \"places\": 3}");
 }
 
-/* qmod_vqa_memo_fill: the picture tower alone fills the memo (the rows it
- * already holds stay as they are), and a forward then reads every picture
- * from it and answers exactly as the towers run in full. */
+/* qmod_vqa_picture_tokens into qmod_memo_write: the picture tower alone
+ * fills the memo (the rows it already holds stay as they are), and a
+ * forward then reads every picture from it and answers exactly as the
+ * towers run in full. A memo over its byte limit is QIAO_ERR_TOO_LARGE. */
 static void check_memo_fill(const char *fusion) {
     vqa_case k;
     vqa_setup_with(&k, 9, true, fusion);
     vqa_fwd(&k);
     float *want = qt_alloc(k.n_out);
     memcpy(want, k.out, (size_t)k.n_out * sizeof(float));
-    qmod_vqa_memo memo;
-    assert_int_equal(qmod_vqa_memo_init(&memo, k.m, 4), QIAO_OK);
+    qmod_memo memo;
+    assert_int_equal(qmod_vqa_memo_init(&memo, k.m, 4, 1.0), QIAO_ERR_TOO_LARGE);
+    assert_true(memo.n == 4 && memo.T > 0 && memo.C > 0 && !memo.tok);
+    assert_int_equal(qmod_vqa_memo_init(&memo, k.m, 4, QMOD_MEMO_MAX), QIAO_OK);
     const int64_t picture[3] = {3, 1, 0};
-    qmod_vqa_inputs fill;
-    memset(&fill, 0, sizeof fill);
-    fill.B = 3, fill.batch[QF_IMAGE] = &k.b[QF_IMAGE], fill.memo = &memo, fill.picture = picture;
+    const qmod_memo_rows rows = {.B = 3, .picture = picture};
     memo.have[0] = 1; /* held already: left alone */
     memset(memo.tok, 0, (size_t)(memo.T * memo.C) * sizeof(float));
-    assert_int_equal(qmod_vqa_memo_fill(&k.ex, k.m, &k.w, &fill), QIAO_OK);
+    const float *tok = NULL;
+    assert_int_equal(qmod_vqa_picture_tokens(&k.ex, k.m, &k.w, &k.b[QF_IMAGE], &tok), QIAO_OK);
+    qmod_memo_write(&memo, &rows, tok);
     assert_true(memo.have[3] && memo.have[1] && !memo.have[2] && memo.misses == 1);
     for (int64_t i = 0; i < memo.T * memo.C; i++) assert_true(memo.tok[i] == 0.0f);
+    /* a batch with a picture the memo lacks is not read */
+    qiao_status st = QIAO_OK;
+    const int64_t lacking[2] = {3, 2};
+    const qmod_memo_rows some = {.B = 2, .picture = lacking};
+    assert_null(qmod_memo_read(&memo, &some, &st));
+    assert_int_equal(st, QIAO_OK);
     /* picture 0 again, now computed */
     memo.have[0] = 0;
-    assert_int_equal(qmod_vqa_memo_fill(&k.ex, k.m, &k.w, &fill), QIAO_OK);
+    assert_int_equal(qmod_vqa_picture_tokens(&k.ex, k.m, &k.w, &k.b[QF_IMAGE], &tok), QIAO_OK);
+    qmod_memo_write(&memo, &rows, tok);
     k.in.memo = &memo, k.in.picture = picture;
     vqa_fwd(&k);
     assert_true(k.w.memo_hit && memo.hits == 1);
     for (int64_t i = 0; i < k.n_out; i++) assert_float_equal(k.out[i], want[i], 0.0);
-    /* without pictures, or without their indices: an error */
-    fill.picture = NULL;
-    assert_int_equal(qmod_vqa_memo_fill(&k.ex, k.m, &k.w, &fill), QIAO_ERR_INVALID_ARGUMENT);
+    assert_int_equal(qmod_vqa_picture_tokens(&k.ex, k.m, &k.w, NULL, &tok), QIAO_ERR_INVALID_ARGUMENT);
     free(want);
-    qmod_vqa_memo_free(&memo);
+    qmod_memo_free(&memo);
     vqa_free(&k);
 }
 
