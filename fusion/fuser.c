@@ -31,6 +31,9 @@ qiao_status qf_fuser_check(const qf_fuser_config *cfg) {
         return qc_error(QIAO_ERR_FORMAT, "fusion: needs the image tower and the text or audio tower");
     if (cfg->positions < 0 || cfg->positions > (1 << 20))
         return qc_error(QIAO_ERR_FORMAT, "fusion: %lld picture positions out of range", (long long)cfg->positions);
+    if (cfg->qpositions < 0 || cfg->qpositions > (1 << 20) || (cfg->qpositions > 0 && cfg->in_width[QF_TEXT] == 0))
+        return qc_error(QIAO_ERR_FORMAT, "fusion: %lld question positions (for a model %s a text tower)",
+                        (long long)cfg->qpositions, cfg->in_width[QF_TEXT] ? "with" : "without");
     if (cfg->places < 0 || cfg->places > 64)
         return qc_error(QIAO_ERR_FORMAT, "fusion: \"places\" (%lld) must be in [0, 64]", (long long)cfg->places);
     return QIAO_OK;
@@ -112,6 +115,10 @@ qiao_status qf_fuser_describe(qc_table *tab, const char *prefix, const qf_fuser_
             (st = qc_table_add_dims(tab, prefix, "image.pos", 2, cfg->positions, d, 0, QC_INIT_SINCOS, 1.0f,
                                     QC_NO_DECAY, PFIELD(pos))) != QIAO_OK)
             return st;
+        if (m == QF_TEXT && cfg->qpositions > 0 &&
+            (st = qc_table_add_dims(tab, prefix, "text.pos", 2, cfg->qpositions, d, 0, QC_INIT_SINCOS, 1.0f,
+                                    QC_NO_DECAY, PFIELD(qpos))) != QIAO_OK)
+            return st;
         char gp[96];
         snprintf(gp, sizeof gp, "%sgate.%s.", prefix, mn);
         qf_gate_dims gd = {1, d, cfg->gate_hidden};
@@ -148,6 +155,9 @@ static qiao_status dims_check(const qf_fuser_config *cfg, const qf_fuser_dims *d
     if (cfg->positions > 0 && d->T[QF_IMAGE] > cfg->positions)
         return qc_error(QIAO_ERR_INVALID_ARGUMENT, "fusion: %lld picture tokens, the model has positions for %lld",
                         (long long)d->T[QF_IMAGE], (long long)cfg->positions);
+    if (cfg->qpositions > 0 && d->T[QF_TEXT] > cfg->qpositions)
+        return qc_error(QIAO_ERR_INVALID_ARGUMENT, "fusion: %lld question tokens, the model has positions for %lld",
+                        (long long)d->T[QF_TEXT], (long long)cfg->qpositions);
     return QIAO_OK;
 }
 
@@ -267,9 +277,12 @@ qiao_status qf_fuser_forward(const qb_exec *ex, qf_fuser_acts *a, qf_fuser_scrat
         nn_linear_forward(ex, a->x[m], in->tokens[m], p->in_w[m], p->in_b[m], n, cfg->in_width[m], D);
         for (int64_t r = 0; r < n; r++)
             for (int64_t c = 0; c < D; c++) a->x[m][r * D + c] += p->type[m][c];
-        if (m == QF_IMAGE && cfg->positions > 0)
+        const float *pos = m == QF_IMAGE && cfg->positions > 0  ? p->pos
+                           : m == QF_TEXT && cfg->qpositions > 0 ? p->qpos
+                                                                 : NULL;
+        if (pos)
             for (int64_t r = 0; r < n; r++) {
-                const float *pt = p->pos + (r % d->T[m]) * D;
+                const float *pt = pos + (r % d->T[m]) * D;
                 for (int64_t c = 0; c < D; c++) a->x[m][r * D + c] += pt[c];
             }
         nn_pool_mean_forward(ex, a->pin[m], a->x[m], in->mask[m], B, d->T[m], D);
@@ -416,9 +429,12 @@ void qf_fuser_backward(const qb_exec *ex, float *const dtokens[QF_NMOD], qf_fuse
         const int64_t n = B * d->T[m];
         for (int64_t r = 0; r < n; r++)
             for (int64_t c = 0; c < D; c++) g->type[m][c] += da->x[m][r * D + c];
-        if (m == QF_IMAGE && cfg->positions > 0)
+        float *gpos = m == QF_IMAGE && cfg->positions > 0  ? g->pos
+                      : m == QF_TEXT && cfg->qpositions > 0 ? g->qpos
+                                                            : NULL;
+        if (gpos)
             for (int64_t r = 0; r < n; r++) {
-                float *gt = g->pos + (r % d->T[m]) * D;
+                float *gt = gpos + (r % d->T[m]) * D;
                 for (int64_t c = 0; c < D; c++) gt[c] += da->x[m][r * D + c];
             }
         nn_linear_backward(ex, dtokens ? dtokens[m] : NULL, g->in_w[m], g->in_b[m], da->x[m], in->tokens[m],

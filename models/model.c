@@ -173,8 +173,8 @@ static qiao_status parse_head(const cJSON *o, const qmod_config *c, const char *
     return QIAO_OK;
 }
 
-static const char *const k_fusion_keys[] = {"width",     "layers",    "heads", "mlp",
-                                            "gate_hidden", "weighting", "positions", "places"};
+static const char *const k_fusion_keys[] = {"width",       "layers",    "heads",     "mlp",   "gate_hidden",
+                                            "weighting",   "positions", "places",    "question_positions"};
 
 /* Optional boolean `key` of a section: *n = the picture's token count when
  * true, 0 when false or absent (the learned picture positions, fuser.h). */
@@ -241,6 +241,14 @@ static qiao_status parse_fusion(const cJSON *o, qmod_config *c, const char *what
     f->weighting = (qf_weighting)mode;
     if ((st = parse_positions(o, "fusion", c, what, &f->positions)) != QIAO_OK) return st;
     if ((st = parse_places(o, "fusion", c, what, &f->places, &f->positions)) != QIAO_OK) return st;
+    const cJSON *qp = cJSON_GetObjectItemCaseSensitive(o, "question_positions");
+    if (qp && !cJSON_IsBool(qp))
+        return qc_error(QIAO_ERR_FORMAT, "%s: fusion.question_positions must be true or false", what);
+    if (qp && cJSON_IsTrue(qp)) {
+        if (!qmod_has_tower(c, QMOD_TEXT))
+            return qc_error(QIAO_ERR_FORMAT, "%s: fusion.question_positions needs a text tower", what);
+        f->qpositions = c->text.trunk.max_T;
+    }
     static const qmod_modality mods[QF_NMOD] = {QMOD_TEXT, QMOD_IMAGE, QMOD_AUDIO}; /* QF_TEXT, QF_IMAGE, QF_AUDIO */
     for (int m = 0; m < QF_NMOD; m++)
         f->in_width[m] = qmod_has_tower(c, mods[m]) ? qmod_tower_of(mods[m])->trunk_dims(c)->C : 0;

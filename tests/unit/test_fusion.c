@@ -237,10 +237,10 @@ static void fu_bwd(fu_case *c) {
     qf_fuser_backward(c->ex, c->dtok, &c->g, &c->da, &c->s, c->R, &c->a, &c->p, &c->in, c->mode, &c->cfg, &c->d);
 }
 
-static void fu_setup(fu_case *c, qf_weighting mode, uint64_t seed, int64_t positions) {
+static void fu_setup(fu_case *c, qf_weighting mode, uint64_t seed, int64_t positions, int64_t qpositions) {
     memset(c, 0, sizeof *c);
     c->mode = mode;
-    c->cfg = (qf_fuser_config){8, 2, 2, 16, 4, mode, {6, 5, 7}, positions, 0};
+    c->cfg = (qf_fuser_config){8, 2, 2, 16, 4, mode, {6, 5, 7}, positions, 0, qpositions};
     c->d = (qf_fuser_dims){3, {3, 4, 2}};
     assert_int_equal(qf_fuser_describe(&c->m.pt, "fusion.", &c->cfg, 0), QIAO_OK);
     assert_int_equal(qf_fuser_describe_acts(&c->m.at, "fusion.", &c->cfg, &c->d, true, 0), QIAO_OK);
@@ -284,9 +284,9 @@ static void fu_free(fu_case *c) {
     free(c->present), free(c->R);
 }
 
-static void fu_gradcheck(qf_weighting mode, uint64_t seed, int64_t positions) {
+static void fu_gradcheck(qf_weighting mode, uint64_t seed, int64_t positions, int64_t qpositions) {
     fu_case c;
-    fu_setup(&c, mode, seed, positions);
+    fu_setup(&c, mode, seed, positions, qpositions);
     c.ex = &ex2;
     fu_fwd(&c);
     fu_bwd(&c);
@@ -316,14 +316,15 @@ static void fu_gradcheck(qf_weighting mode, uint64_t seed, int64_t positions) {
 
 static void test_fuser_gradcheck_learned(void **state) {
     (void)state;
-    fu_gradcheck(QF_WEIGHT_LEARNED, 100, 0);
-    fu_gradcheck(QF_WEIGHT_LEARNED, 110, 5); /* picture positions, one more than its 4 tokens */
+    fu_gradcheck(QF_WEIGHT_LEARNED, 100, 0, 0);
+    fu_gradcheck(QF_WEIGHT_LEARNED, 110, 5, 0); /* picture positions, one more than its 4 tokens */
+    fu_gradcheck(QF_WEIGHT_LEARNED, 120, 4, 3); /* and question positions, as many as its 3 text tokens */
 }
 
 static void test_fuser_gradcheck_fixed(void **state) {
     (void)state;
-    fu_gradcheck(QF_WEIGHT_HEURISTIC, 200, 0);
-    fu_gradcheck(QF_WEIGHT_EQUAL, 300, 4);
+    fu_gradcheck(QF_WEIGHT_HEURISTIC, 200, 0, 5);
+    fu_gradcheck(QF_WEIGHT_EQUAL, 300, 4, 0);
 }
 
 /* The heuristic mode's weights are the seeds' formula, renormalized over
@@ -331,7 +332,7 @@ static void test_fuser_gradcheck_fixed(void **state) {
 static void test_fuser_weights(void **state) {
     (void)state;
     fu_case c;
-    fu_setup(&c, QF_WEIGHT_HEURISTIC, 400, 0);
+    fu_setup(&c, QF_WEIGHT_HEURISTIC, 400, 0, 0);
     c.ex = &ex2;
     fu_fwd(&c);
     const float *st[QF_NMOD] = {c.stats[0], c.stats[1], c.stats[2]};
@@ -374,7 +375,7 @@ static void test_fuser_weights(void **state) {
 static void test_fuser_threads(void **state) {
     (void)state;
     fu_case c;
-    fu_setup(&c, QF_WEIGHT_LEARNED, 500, 0);
+    fu_setup(&c, QF_WEIGHT_LEARNED, 500, 0, 4);
     c.ex = &ex1;
     fu_fwd(&c);
     fu_bwd(&c);

@@ -101,7 +101,28 @@ static void test_config(void **state) {
     free(json);
     assert_int_equal(c.fusion.places, 3);
     assert_int_equal(c.fusion.positions, 9);
+    assert_int_equal(c.fusion.qpositions, 0);
     qmod_config_free(&c);
+
+    /* "question_positions": true gives every typed question token a learned vector */
+    json = tiny_with("{\"width\": 16, \"layers\": 1, \"heads\": 2, \"mlp\": 32, \"gate_hidden\": 8, "
+                     "\"question_positions\": true}",
+                     HEADS_JSON, NULL);
+    assert_int_equal(qmod_config_from_string(json, "vqa.json", &c), QIAO_OK);
+    free(json);
+    assert_int_equal(c.fusion.qpositions, c.text.trunk.max_T);
+    qc_table_init_empty(&tab);
+    assert_int_equal(qmod_describe(&tab, &c), QIAO_OK);
+    const int64_t qi = qc_table_find(&tab, "fusion.text.pos");
+    assert_true(qi >= 0);
+    assert_int_equal(tab.t[qi].numel, c.text.trunk.max_T * 16);
+    qc_table_free(&tab);
+    qmod_config_free(&c);
+    expect_bad("{\"width\": 16, \"layers\": 1, \"heads\": 2, \"mlp\": 32, \"gate_hidden\": 8, \"question_positions\": 1}",
+               NULL, NULL, "fusion.question_positions");
+    expect_bad("{\"width\": 16, \"layers\": 1, \"heads\": 2, \"mlp\": 32, \"gate_hidden\": 8, "
+               "\"question_positions\": true}",
+               NULL, "text", "needs a text tower");
     expect_bad("{\"width\": 16, \"layers\": 1, \"heads\": 2, \"mlp\": 32, \"gate_hidden\": 8, \"places\": 0}",
                NULL, NULL, "'places'");
     expect_bad("{\"width\": 16, \"layers\": 1, \"heads\": 2, \"mlp\": 32, \"gate_hidden\": 8, \"places\": 9}",
@@ -388,7 +409,8 @@ static void check_memo(const char *fusion) {
 static void test_memo(void **state) {
     (void)state;
     check_memo(FUSION_JSON);
-    check_memo("{\"width\": 16, \"layers\": 1, \"heads\": 2, \"mlp\": 32, \"gate_hidden\": 8, \"places\": 3}");
+    check_memo("{\"width\": 16, \"layers\": 1, \"heads\": 2, \"mlp\": 32, \"gate_hidden\": 8, \"places\": 3, "
+               "\"question_positions\": true}");
 }
 
 /* qmod_vqa_picture_tokens into qmod_memo_write: the picture tower alone
