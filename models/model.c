@@ -887,6 +887,99 @@ qiao_status qmod_copy_shared(qmod_model *dst, const qmod_model *src, size_t *n_c
     return QIAO_OK;
 }
 
+/* The first tensor under `prefix` whose values differ between a and b (or
+ * that only one holds), or NULL. */
+static const char *first_difference(const qmod_model *a, const qmod_model *b, const char *prefix) {
+    const size_t plen = strlen(prefix);
+    for (int pass = 0; pass < 2; pass++) {
+        const qmod_model *x = pass ? b : a, *y = pass ? a : b;
+        for (size_t i = 0; i < x->tab.n; i++) {
+            const qc_tensor_desc *t = &x->tab.t[i];
+            if (strncmp(t->name, prefix, plen) != 0) continue;
+            const int64_t j = qc_table_find(&y->tab, t->name);
+            if (j < 0 || y->tab.t[j].numel != t->numel ||
+                memcmp(x->arena.base + t->offset, y->arena.base + y->tab.t[j].offset,
+                       (size_t)t->numel * sizeof(float)) != 0)
+                return t->name;
+        }
+    }
+    return NULL;
+}
+
+/* -1 when the tokenizers agree on every piece and char, else the first piece id that differs (or vocab size). */
+static int64_t tokenizer_difference(const qiao_tokenizer *a, const qiao_tokenizer *b) {
+    const int64_t V = qiao_tokenizer_vocab_size(a), Vc = qiao_tokenizer_char_vocab_size(a);
+    if (V != qiao_tokenizer_vocab_size(b) || Vc != qiao_tokenizer_char_vocab_size(b) ||
+        qiao_tokenizer_k(a) != qiao_tokenizer_k(b))
+        return V;
+    for (int64_t i = 0; i < V; i++) {
+        const char *pa = qiao_tokenizer_piece(a, i), *pb = qiao_tokenizer_piece(b, i);
+        if (!pa || !pb || strcmp(pa, pb) != 0) return i;
+    }
+    for (int64_t i = 0; i < Vc; i++) {
+        const char *ca = qiao_tokenizer_char(a, i), *cb = qiao_tokenizer_char(b, i);
+        if (!ca || !cb || strcmp(ca, cb) != 0) return V + i;
+    }
+    return -1;
+}
+
+qiao_status qmod_graft_decoder(const qmod_model *base, const qmod_model *donor, bool force, const char *path,
+                               qiao_dtype storage) {
+    if (!base || !donor || !path) return qc_error(QIAO_ERR_INVALID_ARGUMENT, "qmod_graft_decoder: NULL argument");
+    if (!donor->cfg.has_decoder)
+        return qc_error(QIAO_ERR_UNSUPPORTED, "%s has no caption decoder to take", donor->cfg.name);
+    if (!base->tok || !donor->tok)
+        return qc_error(QIAO_ERR_UNSUPPORTED, "%s has no tokenizer: a decoder writes the tokenizer's pieces",
+                        base->tok ? donor->cfg.name : base->cfg.name);
+    if (!force) {
+        const char *t = first_difference(base, donor, "image.");
+        if (t)
+            return qc_error(QIAO_ERR_INVALID_ARGUMENT,
+                            "%s's decoder was trained on another picture tower: %s differs from %s's (force to "
+                            "graft it anyway)",
+                            donor->cfg.name, t, base->cfg.name);
+        const int64_t k = tokenizer_difference(base->tok, donor->tok);
+        if (k >= 0)
+            return qc_error(QIAO_ERR_INVALID_ARGUMENT,
+                            "%s and %s have different tokenizers (they differ at id %lld; force to graft anyway)",
+                            base->cfg.name, donor->cfg.name, (long long)k);
+    }
+    cJSON *root = cJSON_Parse(base->cfg.json), *from = cJSON_Parse(donor->cfg.json);
+    const cJSON *dec = cJSON_GetObjectItemCaseSensitive(from, "decoder");
+    qiao_status st = root && cJSON_IsObject(dec) ? QIAO_OK : qc_error(QIAO_ERR_FORMAT, "graft: a config is not valid JSON");
+    char *json = NULL;
+    if (st == QIAO_OK) {
+        cJSON_DeleteItemFromObjectCaseSensitive(root, "decoder");
+        cJSON_AddItemToObject(root, "decoder", cJSON_Duplicate(dec, true));
+        if (!(json = cJSON_PrintUnformatted(root))) st = qc_error(QIAO_ERR_OUT_OF_MEMORY, "graft: out of memory");
+    }
+    cJSON_Delete(root), cJSON_Delete(from);
+    qmod_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    qmod_model *m = NULL;
+    if (st == QIAO_OK) st = qmod_config_from_string(json, "grafted config", &cfg);
+    free(json);
+    if (st == QIAO_OK) st = qmod_create(&cfg, 0, &m);
+    qmod_config_free(&cfg);
+    for (size_t i = 0; st == QIAO_OK && i < m->tab.n; i++) {
+        const qc_tensor_desc *t = &m->tab.t[i];
+        const qmod_model *src = strncmp(t->name, "decoder.", 8) == 0 ? donor : base;
+        const int64_t j = qc_table_find(&src->tab, t->name);
+        if (j < 0 || src->tab.t[j].numel != t->numel)
+            st = qc_error(QIAO_ERR_FORMAT, "graft: %s has no tensor %s of %lld values", src->cfg.name, t->name,
+                          (long long)t->numel);
+        else
+            memcpy(m->arena.base + t->offset, src->arena.base + src->tab.t[j].offset, (size_t)t->numel * sizeof(float));
+    }
+    if (st == QIAO_OK) {
+        m->tok = base->tok; /* borrowed for the save */
+        st = qmod_save(m, path, storage);
+        m->tok = NULL;
+    }
+    qmod_free(m);
+    return st;
+}
+
 int64_t qmod_param_count(const qmod_model *m, const char *prefix) {
     if (!m) return 0;
     size_t plen = prefix ? strlen(prefix) : 0;

@@ -244,6 +244,19 @@ void qmod_free(qmod_model *m);
  * copied through *n_copied (may be NULL). */
 qiao_status qmod_copy_shared(qmod_model *dst, const qmod_model *src, size_t *n_copied);
 
+/* Writes to `path` (atomically, parameters as `storage`) a copy of `base`
+ * that also holds `donor`'s caption decoder: the donor's config section
+ * "decoder" and every "decoder." tensor, replacing any decoder base had.
+ * What base has beside it (its towers, fuser and heads) stays as it is:
+ * this joins a VQA model and a caption model trained on the same frozen
+ * picture tower into one file. The decoder reads the picture tower's
+ * tokens and writes the tokenizer's pieces, so QIAO_ERR_INVALID_ARGUMENT
+ * names the first picture-tower tensor or tokenizer piece that differs
+ * between the two, unless `force`; QIAO_ERR_UNSUPPORTED when the donor has
+ * no decoder or either model lacks a tokenizer. */
+qiao_status qmod_graft_decoder(const qmod_model *base, const qmod_model *donor, bool force, const char *path,
+                               qiao_dtype storage);
+
 /* Writes the model to `path` atomically, every parameter converted to
  * `storage` (QIAO_DTYPE_F32 or QIAO_DTYPE_BF16; anything else is
  * QIAO_ERR_INVALID_ARGUMENT), plus the tokenizer when attached. */

@@ -9,5 +9,5 @@ qiao_test(NAME test_caption_metrics SOURCES golden/test_caption_metrics.c
 # layout, a tiny decoder that learns a generated split's captions and
 # resumes from its checkpoint, bad recipes and models.
 qiao_test(NAME test_caption_train SOURCES unit/test_caption_train.c
-  CASES teacher learns_and_resumes errors generate grows LABELS train TIMEOUT 300)
+  CASES teacher learns_and_resumes errors generate generate_places places grows graft LABELS train TIMEOUT 300)
 target_link_libraries(test_caption_train PRIVATE qiao_datasets)

@@ -4,5 +4,5 @@
 # arguments and bad inputs.
 qiao_test(NAME test_embed_api SOURCES unit/test_embed_api.c
   CASES load_path_and_memory bad_models texts_zh_en images_all_inputs audio_all_inputs long_audio bad_input
-        session_memory threads_deterministic cosine
+        session_memory threads_deterministic cosine model_params
   LABELS api TIMEOUT 120)

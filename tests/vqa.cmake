@@ -2,7 +2,7 @@
 # fused heads, a tiny three-tower VQA model gradient-checked end to end
 # (heads, fuser, towers), frozen towers, absent inputs, save and load.
 qiao_test(NAME test_vqa SOURCES unit/test_vqa.c
-  CASES config gradients gradients_places memo absent_and_save unsupported
+  CASES config gradients gradients_places memo memo_fill absent_and_save unsupported
   LABELS model TIMEOUT 120)
 
 # The public VQA API (sdk/api/vqa_api.c) on a tiny VQA model written at test

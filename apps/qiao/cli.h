@@ -25,6 +25,7 @@ int cmd_embed(int argc, char **argv);
 int cmd_search(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
+int cmd_graft(int argc, char **argv);
 int cmd_vqa(int argc, char **argv);
 int cmd_caption(int argc, char **argv);
 int cmd_intent(int argc, char **argv);

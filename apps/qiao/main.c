@@ -37,6 +37,7 @@ static const command commands[] = {
     {"chat", cmd_chat, "--bot BOT.yml [--store F] [--json] | --test STORIES.yml: talk to a customer-service bot"},
     {"serve", cmd_serve, "--tokens FILE [--bot BOT.yml] [--embed-model M] ...: the authenticated HTTP service"},
     {"quantize", cmd_quantize, "--model M --out M8 [--precision int8|bf16]: store GEMM weights int8 (or bf16)"},
+    {"graft", cmd_graft, "--model VQA --decoder-from CAP --out M: one file that answers and writes captions"},
     {"prune-vocab", cmd_prune, "--model M --keep CORPUS... --out M2: keep the pieces CORPUS and Chinese/English use"},
 };
 

@@ -428,6 +428,56 @@ static void places(void **state) {
     free(r);
 }
 
+/* qmod_graft_decoder: the base keeps its own parts and gains the donor's
+ * decoder, and writes the donor's captions; a donor on another picture
+ * tower is refused unless forced; a donor without a decoder is
+ * unsupported. */
+static void graft(void **state) {
+    (void)state;
+    qmod_model *base = qt_tiny_model(1, true), *donor = tiny_caption_model(DECODER);
+    /* the base's own text tower, so the result shows whose parts it kept */
+    base->arena.base[base->tab.t[qc_table_find(&base->tab, "text.piece_emb.weight")].offset] += 0.5f;
+    char out[700];
+    snprintf(out, sizeof out, "%s/grafted.safetensors", g_dir);
+    assert_int_equal(qmod_graft_decoder(base, donor, false, out, QIAO_DTYPE_F32), QIAO_OK);
+    qmod_model *m = NULL;
+    assert_int_equal(qmod_load(out, &m), QIAO_OK);
+    assert_true(m->cfg.has_decoder && m->tok);
+    assert_int_equal(m->cfg.decoder.layers, donor->cfg.decoder.layers);
+    for (size_t i = 0; i < m->tab.n; i++) {
+        const qc_tensor_desc *t = &m->tab.t[i];
+        const qmod_model *src = strncmp(t->name, "decoder.", 8) == 0 ? donor : base;
+        const int64_t j = qc_table_find(&src->tab, t->name);
+        assert_true(j >= 0);
+        assert_memory_equal(m->arena.base + t->offset, src->arena.base + src->tab.t[j].offset,
+                            (size_t)t->numel * sizeof(float));
+    }
+    /* it writes what the donor writes */
+    qb_exec ex;
+    qb_exec_cpu(&ex, 2);
+    char path[700];
+    snprintf(path, sizeof path, "%s/data/images/000001.png", g_dir);
+    qiao_image *img = NULL;
+    assert_int_equal(qiao_image_decode_file(path, NULL, &img), QIAO_OK);
+    qmod_gen_params gp = qmod_gen_default_params();
+    gp.max_len = 12;
+    qmod_gen_result a, b;
+    assert_int_equal(qmod_caption(&ex, m, img, QMOD_LANG_ZH, &gp, &a), QIAO_OK);
+    assert_int_equal(qmod_caption(&ex, donor, img, QMOD_LANG_ZH, &gp, &b), QIAO_OK);
+    assert_int_equal(a.n, b.n);
+    assert_memory_equal(a.tokens, b.tokens, a.n * sizeof a.tokens[0]);
+    qmod_gen_result_free(&a), qmod_gen_result_free(&b);
+    qiao_image_free(img);
+    /* a decoder trained on another picture tower */
+    donor->arena.base[donor->tab.t[qc_table_find(&donor->tab, "image.patch_embed.weight")].offset] += 0.25f;
+    assert_int_equal(qmod_graft_decoder(base, donor, false, out, QIAO_DTYPE_F32), QIAO_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(qiao_last_error(), "image.patch_embed.weight"));
+    assert_int_equal(qmod_graft_decoder(base, donor, true, out, QIAO_DTYPE_BF16), QIAO_OK);
+    /* nothing to take */
+    assert_int_equal(qmod_graft_decoder(donor, base, false, out, QIAO_DTYPE_F32), QIAO_ERR_UNSUPPORTED);
+    qmod_free(m), qmod_free(base), qmod_free(donor);
+}
+
 int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(teacher),
@@ -437,6 +487,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(generate_places),
         cmocka_unit_test(places),
         cmocka_unit_test(grows),
+        cmocka_unit_test(graft),
     };
     if (argc > 1) cmocka_set_test_filter(argv[1]);
     return cmocka_run_group_tests(tests, setup, teardown);
