@@ -185,8 +185,9 @@ def heuristic_score(m, raw):
 class Fuser(nn.Module):
     """qf_fuser. cfg: dict with width, layers, heads, mlp, gate_hidden, weighting
     (the default mode), in_width (dict modality -> token width; 0 or
-    missing = no such tower) and positions (the picture's learned
-    positions; 0 or missing = none), as qf_fuser_config."""
+    missing = no such tower), positions (the picture's learned positions;
+    0 or missing = none) and qpositions (the typed question's), as
+    qf_fuser_config."""
 
     def __init__(self, cfg):
         super().__init__()
@@ -196,9 +197,9 @@ class Fuser(nn.Module):
         self.mods = [m for m in MODALITIES if self.in_width[m] > 0]
         if "image" not in self.mods or ("text" not in self.mods and "audio" not in self.mods):
             raise ValueError("fusion: needs the image tower and the text or audio tower")
-        positions = int(cfg.get("positions", 0))
+        pos = {"image": int(cfg.get("positions", 0)), "text": int(cfg.get("qpositions", 0))}
         for m in self.mods:
-            setattr(self, m, _Proj(self.in_width[m], d, positions if m == "image" else 0))
+            setattr(self, m, _Proj(self.in_width[m], d, pos.get(m, 0)))
         self.gate = nn.ModuleDict({m: Gate(d, int(cfg["gate_hidden"])) for m in self.mods})
         L, F_, H = int(cfg["layers"]), int(cfg["mlp"]), int(cfg["heads"])
         self.question = nn.ModuleList([XBlock(d, F_, H) for _ in range(L)])
@@ -255,7 +256,7 @@ class Fuser(nn.Module):
             T = x[m].shape[1]
             if hasattr(mod, "pos"):
                 if T > mod.pos.shape[0]:
-                    raise ValueError(f"fusion: {T} picture tokens, positions for {mod.pos.shape[0]}")
+                    raise ValueError(f"fusion: {T} {m} tokens, positions for {mod.pos.shape[0]}")
                 x[m] = x[m] + mod.pos[:T]
             pad = masks[m].bool() if m in masks else torch.ones(B, T, dtype=torch.bool)
             mask[m] = pad & present[:, i:i + 1]  # real: present and not padding

@@ -103,9 +103,13 @@ class VQA(nn.Module):
                 self.towers[m] = enc
         fcfg = dict(config["fusion"])
         fcfg["in_width"] = {m: int(config[m]["width"]) for m in self.towers}
-        # the model file says "positions": true; the fuser takes the picture's token count
+        # the model file says "positions": true; the fuser takes the picture's
+        # token count (its places' with "places": G), and the question's
         grid = int(config["image"]["image_size"]) // int(config["image"]["patch"])
-        fcfg["positions"] = grid * grid if fcfg.get("positions") is True else 0
+        self.places = int(fcfg.get("places", 0))
+        side = self.places if self.places else grid
+        fcfg["positions"] = side * side if fcfg.get("positions") is True else 0
+        fcfg["qpositions"] = int(config["text"]["max_tokens"]) if fcfg.get("question_positions") is True else 0
         self.fuser = fusion_peer.load_fuser(tensors, fcfg).eval()
         self.width = {m: int(config[m]["width"]) for m in self.towers}
         # models/vqa.c hands the fuser (tokens - in_mean) / in_std
@@ -135,6 +139,8 @@ class VQA(nn.Module):
                 x, mask = enc(*args[m])
                 if m in self.tok_mean:
                     x = (x - self.tok_mean[m]) / self.tok_std[m]
+                if m == "image" and self.places:
+                    x = places(x, self.places)
                 tokens[m] = x
                 if mask is not None:
                     masks[m] = mask
@@ -144,6 +150,18 @@ class VQA(nn.Module):
         z, w = self.fuser(tokens, masks, stats, present, mode)
         lang = self.heads["lang"](z) if "lang" in self.heads else None
         return self.heads["answer"](z), lang, w
+
+
+def places(x, G):
+    """fusion/fuser.h qf_places_forward: (B, g*g, C) patches -> (B, G*G, C),
+    place (i, j) the channel-wise max over patch rows [i g // G, ceil((i+1) g
+    / G)) and the same columns."""
+    B, P, C = x.shape
+    g = int(round(P ** 0.5))
+    x = x.reshape(B, g, g, C)
+    span = [(i * g // G, -(-(i + 1) * g // G)) for i in range(G)]
+    out = [x[:, r0:r1, c0:c1].amax(dim=(1, 2)) for r0, r1 in span for c0, c1 in span]
+    return torch.stack(out, dim=1)
 
 
 def case_inputs(case, tensors):
