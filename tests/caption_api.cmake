@@ -132,3 +132,11 @@ caption_app_expect(bad_lang 2 "--lang is zh or en, not fr"
   ${QIAO_CAPTION_FILES}/caption.safetensors ${QIAO_CAPTION_FILES}/pictures --lang fr --json x.json)
 caption_app_expect(bad_beam 2 "--beam needs a number of beams"
   ${QIAO_CAPTION_FILES}/caption.safetensors ${QIAO_CAPTION_FILES}/pictures --beam 0 --json x.json)
+
+# qiao train caption --stop-after, then --resume to the end (tests/cli/stop_after.cmake).
+add_test(NAME cli.train_caption.stop_after
+  COMMAND ${CMAKE_COMMAND} -DPROG=$<TARGET_FILE:qiao_cli> -DBASE=${QIAO_CAPTION_FILES}/base.safetensors
+          -DRECIPE=${PROJECT_SOURCE_DIR}/models/configs/caption.json -DDIR=${CMAKE_CURRENT_BINARY_DIR}/stop-after
+          -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/stop_after.cmake)
+set_tests_properties(cli.train_caption.stop_after PROPERTIES FIXTURES_REQUIRED caption_files LABELS cli TIMEOUT 120)
+

@@ -154,3 +154,22 @@ cli_expect(NAME cli.caption_video.options_without_video RC 2 ARGS caption --mode
   STDERR "need --video")
 cli_expect(NAME cli.caption_video.image_and_video RC 2 ARGS caption --model x --image y --video z
   STDERR "one of --image and --video")
+
+# qiao graft: the tiny caption fixture's base and caption models were made
+# with different picture towers, so the graft is refused, and done with
+# --force (grafting onto the same tower: test_caption_train's graft case).
+cli_expect(NAME cli.graft.other_tower RC 1
+  ARGS graft --model ${QIAO_CAPTION_FILES}/base.safetensors --decoder-from ${QIAO_CAPTION_FILES}/caption.safetensors
+       --out ${QIAO_CAPTION_FILES}/x.safetensors
+  STDERR "^qiao: invalid argument: .*decoder was trained on another picture tower: image\\.")
+cli_expect(NAME cli.graft.forced RC 0
+  ARGS graft --model ${QIAO_CAPTION_FILES}/base.safetensors --decoder-from ${QIAO_CAPTION_FILES}/caption.safetensors
+       --out ${QIAO_CAPTION_FILES}/grafted.safetensors --force
+  STDOUT "grafted\\.safetensors: .* with the caption decoder of .* \\([0-9]+ parameters\\)")
+cli_expect(NAME cli.graft.no_decoder RC 1
+  ARGS graft --model ${QIAO_CAPTION_FILES}/caption.safetensors --decoder-from ${QIAO_CAPTION_FILES}/base.safetensors
+       --out ${QIAO_CAPTION_FILES}/x.safetensors
+  STDERR "^qiao: unsupported: .* has no caption decoder to take")
+cli_expect(NAME cli.graft.usage RC 2 ARGS graft --model x STDERR "usage: qiao graft")
+set_tests_properties(cli.graft.other_tower cli.graft.forced cli.graft.no_decoder PROPERTIES
+  FIXTURES_REQUIRED "cli_files;caption_files")

@@ -103,6 +103,7 @@ void cli_progress_show(cli_progress *p, const char *label, const char *unit, int
 typedef struct cli_train_args {
     const char *recipe, *init, *data, *val, *out, *resume, *ckpt, *log;
     long long steps, batch, seed, eval_every;
+    long long stop_after; /* --stop-after: stop with a checkpoint once this step is done (-1: run to the end) */
     double lr;
     int threads, loader_threads;
     bool quiet;
@@ -127,12 +128,16 @@ typedef struct cli_train_run {
     const char *ckpt;
     char *ckpt_owned, *csv_path, *png_path;
     bool quiet, tty, handler_set;
+    long long stop_after;   /* cli_train_args.stop_after, set by the caller after cli_train_begin */
+    bool stopped_as_asked;  /* the run stopped at stop_after */
 } cli_train_run;
 
 bool cli_train_begin(cli_train_run *r, const char *cmd, const char *data, const char *val, const char *out,
                      const char *ckpt, const char *log_prefix, bool quiet);
 volatile sig_atomic_t *cli_train_start(cli_train_run *r);
-void cli_train_plot(const cli_train_run *r, const qtr_log *l);
+/* After every step: redraws the curves at a validation and at the end;
+ * returns nonzero (stop with a checkpoint) once the step is stop_after. */
+int cli_train_step(cli_train_run *r, const qtr_log *l);
 int cli_train_end(cli_train_run *r, qiao_status st, const char *out);
 /* Frees the paths (cli_train_end does); the struct may be freed again. */
 void cli_train_free(cli_train_run *r);

@@ -18,7 +18,7 @@
 int cli_train_parse(const char *cmd, int argc, char **argv, void (*usage)(FILE *f), const char *const *extra,
                     const char **extra_val, cli_train_args *a) {
     memset(a, 0, sizeof *a);
-    a->steps = a->batch = a->seed = a->eval_every = -1;
+    a->steps = a->batch = a->seed = a->eval_every = a->stop_after = -1;
     a->lr = -1;
     for (const char *const *e = extra; e && *e; e++) extra_val[e - extra] = NULL;
     static const struct {
@@ -55,6 +55,7 @@ int cli_train_parse(const char *cmd, int argc, char **argv, void (*usage)(FILE *
         else if (!strcmp(o, "--batch")) ok = cli_int_arg(cmd, o, v, 1, 65536, &x), a->batch = x;
         else if (!strcmp(o, "--seed")) ok = cli_int_arg(cmd, o, v, 0, INT64_MAX, &x), a->seed = x;
         else if (!strcmp(o, "--eval-every")) ok = cli_int_arg(cmd, o, v, 0, INT64_MAX, &x), a->eval_every = x;
+        else if (!strcmp(o, "--stop-after")) ok = cli_int_arg(cmd, o, v, 1, INT64_MAX / 2, &x), a->stop_after = x;
         else if (!strcmp(o, "--lr")) ok = cli_num_arg(cmd, o, v, 1e-9, 10, &a->lr);
         else if (!strcmp(o, "--threads")) ok = cli_int_arg(cmd, o, v, 1, 1024, &x), a->threads = (int)x;
         else if (!strcmp(o, "--loader-threads")) ok = cli_int_arg(cmd, o, v, 1, 64, &x), a->loader_threads = (int)x;
@@ -100,6 +101,7 @@ bool cli_train_begin(cli_train_run *r, const char *cmd, const char *data, const 
                      const char *ckpt, const char *log_prefix, bool quiet) {
     memset(r, 0, sizeof *r);
     r->cmd = cmd;
+    r->stop_after = -1;
     r->quiet = quiet;
     r->tty = isatty(2);
     cli_split_dir(data, "train", r->train_dir, sizeof r->train_dir);
@@ -136,17 +138,25 @@ volatile sig_atomic_t *cli_train_start(cli_train_run *r) {
     return &g_stop;
 }
 
-void cli_train_plot(const cli_train_run *r, const qtr_log *l) {
-    if (!l->validated && l->step != l->steps) return;
-    char err[256];
-    if (plot_training_csv(r->csv_path, r->png_path, err, sizeof err) != 0)
-        fprintf(stderr, "\nqiao %s: could not draw %s: %s\n", r->cmd, r->png_path, err);
+int cli_train_step(cli_train_run *r, const qtr_log *l) {
+    const bool stop = r->stop_after > 0 && l->step >= r->stop_after && l->step < l->steps;
+    if (l->validated || l->step == l->steps || stop) {
+        char err[256];
+        if (plot_training_csv(r->csv_path, r->png_path, err, sizeof err) != 0)
+            fprintf(stderr, "\nqiao %s: could not draw %s: %s\n", r->cmd, r->png_path, err);
+    }
+    r->stopped_as_asked = stop;
+    return stop;
 }
 
 int cli_train_end(cli_train_run *r, qiao_status st, const char *out) {
     if (r->handler_set) sigaction(SIGINT, &g_old, NULL);
     int rc;
-    if (st == QIAO_ERR_CANCELLED) {
+    if (st == QIAO_ERR_CANCELLED && r->stopped_as_asked) {
+        fprintf(stderr, "\nqiao %s: stopped after step %lld as --stop-after asked; the checkpoint %s holds it\n",
+                r->cmd, r->stop_after, r->ckpt);
+        rc = 0;
+    } else if (st == QIAO_ERR_CANCELLED) {
         fprintf(stderr, "\nqiao %s: %s\n", r->cmd, qiao_last_error());
         rc = 130;
     } else if (st != QIAO_OK) {

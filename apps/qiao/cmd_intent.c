@@ -20,7 +20,7 @@ int cmd_intent(int argc, char **argv);
 static void usage(FILE *f) {
     fprintf(f, "usage: qiao intent train --init MODEL.safetensors --data TRAIN.jsonl --out BOT.safetensors\n"
                "                         [--val VAL.jsonl] [--config RECIPE.json] [--resume CKPT] [--ckpt CKPT]\n"
-               "                         [--log PREFIX] [--steps N] [--batch B] [--lr X] [--seed S]\n"
+               "                         [--log PREFIX] [--steps N] [--stop-after N] [--batch B] [--lr X] [--seed S]\n"
                "                         [--eval-every N] [--threads N] [--quiet]\n"
                "       qiao intent eval --model BOT.safetensors --data TEST.jsonl [--json] [--confusion PREFIX]\n"
                "                        [--precision P] [--threads N]\n"
@@ -55,10 +55,10 @@ static void usage(FILE *f) {
 }
 
 static int on_step(const qtr_log *l, void *user) {
-    const cli_train_run *r = user;
-    cli_train_plot(r, l);
+    cli_train_run *r = user;
+    const int stop = cli_train_step(r, l);
     if (r->quiet)
-        return 0;
+        return stop;
     const bool line = r->tty || l->validated || l->step == l->steps || l->step % 20 == 0;
     if (line)
         fprintf(stderr, "%s%lld/%lld loss %.4f acc %.3f lr %.2e %.1f texts/s ETA %.0f s", r->tty ? "\r" : "",
@@ -69,7 +69,7 @@ static int on_step(const qtr_log *l, void *user) {
                 (double)l->val[QMI_V_MACRO_F1], (double)l->val[QMI_V_ENT_F1]);
     if (line && (!r->tty || l->validated || l->step == l->steps))
         fputc('\n', stderr);
-    return 0;
+    return stop;
 }
 
 static int intent_train(int argc, char **argv) {
@@ -101,6 +101,7 @@ static int intent_train(int argc, char **argv) {
     cli_train_run run;
     if (!cli_train_begin(&run, "intent train", a.data, a.val, a.out, a.ckpt, a.log, a.quiet))
         return 1;
+    run.stop_after = a.stop_after;
     p.init_path = a.init, p.data_path = a.data, p.val_path = a.val, p.out_path = a.out, p.resume_path = a.resume;
     p.threads = a.threads;
     p.ckpt_path = run.ckpt;

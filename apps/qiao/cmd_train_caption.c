@@ -18,7 +18,7 @@ int cmd_train_caption(int argc, char **argv);
 static void usage(FILE *f) {
     fprintf(f, "usage: qiao train caption --init MODEL.safetensors --config models/configs/caption.json --data DIR\n"
                "                          --out CAP.safetensors [--val DIR] [--resume CKPT] [--ckpt CKPT]\n"
-               "                          [--log PREFIX] [--steps N] [--batch B] [--lr X] [--seed S]\n"
+               "                          [--log PREFIX] [--steps N] [--stop-after N] [--batch B] [--lr X] [--seed S]\n"
                "                          [--eval-every N] [--threads N] [--loader-threads N] [--quiet]\n"
                "  Trains a caption decoder on MODEL's image tower (a trained embedding model) with the\n"
                "  recipe's decoder section and \"train\" object, or fine-tunes MODEL when it already\n"
@@ -27,13 +27,14 @@ static void usage(FILE *f) {
                "  holding train/ (and val/). --ckpt defaults to CAP.ckpt.safetensors and --log to CAP\n"
                "  (CAP.csv, CAP.png). Ctrl-C stops after the current step with a checkpoint; --resume\n"
                "  CKPT continues where it stopped, with the run's own hyperparameters unless --config\n"
-               "  gives others.\n");
+               "  gives others. --stop-after N stops the same way at step N of the --steps schedule\n"
+               "  (exit status 0).\n");
 }
 
 static int on_step(const qtr_log *l, void *user) {
-    const cli_train_run *r = user;
-    cli_train_plot(r, l);
-    if (r->quiet) return 0;
+    cli_train_run *r = user;
+    const int stop = cli_train_step(r, l);
+    if (r->quiet) return stop;
     const bool line = r->tty || l->validated || l->step == l->steps || l->step % 50 == 0;
     if (line)
         fprintf(stderr, "%s%lld/%lld loss %.3f token acc %.3f lr %.2e %.1f captions/s ETA %.0f s", r->tty ? "\r" : "",
@@ -41,7 +42,7 @@ static int on_step(const qtr_log *l, void *user) {
                 l->samples_per_s, isfinite(l->eta_s) ? l->eta_s : 0.0);
     if (l->validated) fprintf(stderr, "  val loss %.4f token acc %.4f", (double)l->val[0], (double)l->val[1]);
     if (line && (!r->tty || l->validated || l->step == l->steps)) fputc('\n', stderr);
-    return 0;
+    return stop;
 }
 
 int cmd_train_caption(int argc, char **argv) {
@@ -54,6 +55,7 @@ int cmd_train_caption(int argc, char **argv) {
     p.threads = a.threads, p.loader_threads = a.loader_threads;
     cli_train_run run;
     if (!cli_train_begin(&run, "train caption", a.data, a.val, a.out, a.ckpt, a.log, a.quiet)) return 1;
+    run.stop_after = a.stop_after;
     p.data_dir = run.train_dir;
     p.val_dir = run.val;
     char *json = NULL;

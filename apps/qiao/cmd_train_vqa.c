@@ -20,7 +20,7 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: qiao train vqa --init MODEL.safetensors --config models/configs/vqa.json --data DIR\n"
             "                      --out VQA.safetensors [--val DIR] [--resume CKPT] [--ckpt CKPT] [--log PREFIX]\n"
-            "                      [--steps N] [--batch B] [--lr X] [--seed S] [--eval-every N]\n"
+            "                      [--steps N] [--stop-after N] [--batch B] [--lr X] [--seed S] [--eval-every N]\n"
             "                      [--freeze text,image,audio | --freeze none] [--threads N]\n"
             "                      [--loader-threads N] [--quiet]\n"
             "  Trains a fuser and answer head on MODEL's towers (a trained embedding model) with\n"
@@ -30,13 +30,14 @@ static void usage(FILE *f) {
             "  --speech-questions for spoken questions) or a root holding train/ (and val/). --ckpt\n"
             "  defaults to VQA.ckpt.safetensors and --log to VQA (VQA.csv, VQA.png). Ctrl-C stops\n"
             "  after the current step with a checkpoint; --resume CKPT continues where it stopped,\n"
-            "  with the run's own hyperparameters unless --config gives others.\n");
+            "  with the run's own hyperparameters unless --config gives others. --stop-after N stops\n"
+            "  the same way at step N of the --steps schedule (exit status 0).\n");
 }
 
 static int on_step(const qtr_log *l, void *user) {
-    const cli_train_run *r = user;
-    cli_train_plot(r, l);
-    if (r->quiet) return 0;
+    cli_train_run *r = user;
+    const int stop = cli_train_step(r, l);
+    if (r->quiet) return stop;
     const bool line = r->tty || l->validated || l->step == l->steps || l->step % 50 == 0;
     if (line)
         fprintf(stderr,
@@ -49,7 +50,7 @@ static int on_step(const qtr_log *l, void *user) {
         fprintf(stderr, "  val acc %.4f (typed %.4f, spoken %.4f)", (double)l->val[0], (double)l->val[1],
                 (double)l->val[2]);
     if (line && (!r->tty || l->validated || l->step == l->steps)) fputc('\n', stderr);
-    return 0;
+    return stop;
 }
 
 int cmd_train_vqa(int argc, char **argv) {
@@ -65,6 +66,7 @@ int cmd_train_vqa(int argc, char **argv) {
     p.threads = a.threads, p.loader_threads = a.loader_threads;
     cli_train_run run;
     if (!cli_train_begin(&run, "train vqa", a.data, a.val, a.out, a.ckpt, a.log, a.quiet)) return 1;
+    run.stop_after = a.stop_after;
     p.data_dir = run.train_dir;
     p.val_dir = run.val;
     char *json = NULL;

@@ -1,0 +1,38 @@
+# qiao train caption --stop-after: a run cut at step 2 of a 4-step schedule
+# exits 0 with its checkpoint at step 2 and no final model; --resume then
+# finishes the same schedule and writes the model. The model is the caption
+# fixture's tiny embedding model, the data 8 generated scenes.
+#
+#   cmake -DPROG=<qiao> -DBASE=<base.safetensors> -DRECIPE=<caption.json> -DDIR=<work dir> -P stop_after.cmake
+cmake_minimum_required(VERSION 3.25)
+file(REMOVE_RECURSE ${DIR})
+file(MAKE_DIRECTORY ${DIR})
+function(run expect_rc)
+  execute_process(COMMAND ${PROG} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc STREQUAL "${expect_rc}")
+    message(FATAL_ERROR "${PROG} ${ARGN}: exit code ${rc}, expected ${expect_rc}\n${out}\n${err}")
+  endif()
+  set(out "${out}" PARENT_SCOPE)
+  set(err "${err}" PARENT_SCOPE)
+endfunction()
+run(0 dataset shapes --n 8 --seed 1 --split train --out ${DIR}/train)
+set(common --data ${DIR}/train --out ${DIR}/cap.safetensors --quiet)
+run(0 train caption --init ${BASE} --config ${RECIPE} ${common} --steps 4 --stop-after 2 --batch 4 --eval-every 0)
+if(NOT err MATCHES "stopped after step 2 as --stop-after asked")
+  message(FATAL_ERROR "no stop message: ${err}")
+endif()
+if(EXISTS ${DIR}/cap.safetensors)
+  message(FATAL_ERROR "a stopped run wrote its final model")
+endif()
+run(0 info --json ${DIR}/cap.ckpt.safetensors)
+if(NOT out MATCHES "\\\\\"step\\\\\":2[,}]")
+  message(FATAL_ERROR "the checkpoint is not at step 2: ${out}")
+endif()
+run(0 train caption --resume ${DIR}/cap.ckpt.safetensors ${common})
+if(NOT EXISTS ${DIR}/cap.safetensors)
+  message(FATAL_ERROR "the resumed run wrote no model")
+endif()
+run(0 info --json ${DIR}/cap.ckpt.safetensors)
+if(NOT out MATCHES "\\\\\"step\\\\\":4[,}]")
+  message(FATAL_ERROR "the resumed run did not finish the 4-step schedule: ${out}")
+endif()
