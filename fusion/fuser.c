@@ -34,6 +34,8 @@ qiao_status qf_fuser_check(const qf_fuser_config *cfg) {
     if (cfg->qpositions < 0 || cfg->qpositions > (1 << 20) || (cfg->qpositions > 0 && cfg->in_width[QF_TEXT] == 0))
         return qc_error(QIAO_ERR_FORMAT, "fusion: %lld question positions (for a model %s a text tower)",
                         (long long)cfg->qpositions, cfg->in_width[QF_TEXT] ? "with" : "without");
+    if (cfg->picture_mean != 0 && cfg->picture_mean != 1)
+        return qc_error(QIAO_ERR_FORMAT, "fusion: picture_mean is %lld, not 0 or 1", (long long)cfg->picture_mean);
     if (cfg->places < 0 || cfg->places > 64)
         return qc_error(QIAO_ERR_FORMAT, "fusion: \"places\" (%lld) must be in [0, 64]", (long long)cfg->places);
     return QIAO_OK;
@@ -141,6 +143,10 @@ qiao_status qf_fuser_describe(qc_table *tab, const char *prefix, const qf_fuser_
         (st = qc_table_add_dims(tab, prefix, "ln_p.bias", 1, d, 0, 0, QC_INIT_ZEROS, 0, QC_NO_DECAY,
                                 PFIELD(lnp_b))) != QIAO_OK)
         return st;
+    if (cfg->picture_mean &&
+        (st = qc_table_add_dims(tab, prefix, "image.mean_scale", 1, d, 0, 0, QC_INIT_ZEROS, 0, QC_NO_DECAY,
+                                PFIELD(pmean_scale))) != QIAO_OK)
+        return st;
     return QIAO_OK;
 }
 
@@ -206,6 +212,7 @@ qiao_status qf_fuser_describe_acts(qc_table *tab, const char *prefix, const qf_f
     ADDA("lnp_mean", B * Ti, 0, lnp_mean);
     ADDA("lnp_rstd", B * Ti, 0, lnp_rstd);
     ADDA("pool_arg", B, D, pool_arg);
+    if (cfg->picture_mean) ADDA("pmean", B, D, pmean);
     ADDA("z", B, D, z);
     if (train) {
         ADDA("flow_q0", B * Tq, D, flow[0]);
@@ -346,6 +353,13 @@ qiao_status qf_fuser_forward(const qb_exec *ex, qf_fuser_acts *a, qf_fuser_scrat
             for (int64_t c = 0; c < D; c++) a->z[b * D + c] += wm * a->pool[m][b * D + c];
         }
     }
+    if (cfg->picture_mean) {
+        nn_pool_mean_forward(ex, a->pmean, a->lnp, s->pmask, B, Ti, D);
+        for (int64_t b = 0; b < B; b++) {
+            const float wi = a->w[b * QF_NMOD + QF_IMAGE];
+            for (int64_t c = 0; c < D; c++) a->z[b * D + c] += wi * p->pmean_scale[c] * a->pmean[b * D + c];
+        }
+    }
     return QIAO_OK;
 }
 
@@ -374,6 +388,21 @@ void qf_fuser_backward(const qb_exec *ex, float *const dtokens[QF_NMOD], qf_fuse
             nn_pool_max_backward(ex, da->lnp, da->pool[m], (const int32_t *)a->pool_arg, B, Ti, D);
         else
             nn_pool_mean_backward(ex, da->lnq, da->pool[m], qmask_m[m], B, Tq, D);
+    }
+    /* z += w_image s . pmean */
+    if (cfg->picture_mean) {
+        for (int64_t b = 0; b < B; b++) {
+            const float wi = a->w[b * QF_NMOD + QF_IMAGE];
+            float dot = 0.0f;
+            for (int64_t c = 0; c < D; c++) {
+                const float gz = dz[b * D + c], pm = a->pmean[b * D + c];
+                g->pmean_scale[c] += wi * gz * pm;
+                da->pmean[b * D + c] += wi * gz * p->pmean_scale[c];
+                dot += gz * p->pmean_scale[c] * pm;
+            }
+            s->dw[b * QF_NMOD + QF_IMAGE] += dot;
+        }
+        nn_pool_mean_backward(ex, da->lnp, da->pmean, s->pmask, B, Ti, D);
     }
     float *dQ = da->flow[0], *dQn = da->flow[1], *dP = da->flow[2], *dPn = da->flow[3];
     const int64_t L = cfg->layers;

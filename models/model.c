@@ -174,7 +174,8 @@ static qiao_status parse_head(const cJSON *o, const qmod_config *c, const char *
 }
 
 static const char *const k_fusion_keys[] = {"width",       "layers",    "heads",     "mlp",   "gate_hidden",
-                                            "weighting",   "positions", "places",    "question_positions"};
+                                            "weighting",   "positions", "places",    "question_positions",
+                                            "picture_mean"};
 
 /* Optional boolean `key` of a section: *n = the picture's token count when
  * true, 0 when false or absent (the learned picture positions, fuser.h). */
@@ -249,6 +250,10 @@ static qiao_status parse_fusion(const cJSON *o, qmod_config *c, const char *what
             return qc_error(QIAO_ERR_FORMAT, "%s: fusion.question_positions needs a text tower", what);
         f->qpositions = c->text.trunk.max_T;
     }
+    const cJSON *pm = cJSON_GetObjectItemCaseSensitive(o, "picture_mean");
+    if (pm && !cJSON_IsBool(pm))
+        return qc_error(QIAO_ERR_FORMAT, "%s: fusion.picture_mean must be true or false", what);
+    f->picture_mean = pm && cJSON_IsTrue(pm);
     static const qmod_modality mods[QF_NMOD] = {QMOD_TEXT, QMOD_IMAGE, QMOD_AUDIO}; /* QF_TEXT, QF_IMAGE, QF_AUDIO */
     for (int m = 0; m < QF_NMOD; m++)
         f->in_width[m] = qmod_has_tower(c, mods[m]) ? qmod_tower_of(mods[m])->trunk_dims(c)->C : 0;

@@ -186,7 +186,8 @@ class Fuser(nn.Module):
     """qf_fuser. cfg: dict with width, layers, heads, mlp, gate_hidden, weighting
     (the default mode), in_width (dict modality -> token width; 0 or
     missing = no such tower), positions (the picture's learned positions;
-    0 or missing = none) and qpositions (the typed question's), as
+    0 or missing = none), qpositions (the typed question's) and
+    picture_mean (z also reads the picture stream's mean), as
     qf_fuser_config."""
 
     def __init__(self, cfg):
@@ -200,6 +201,9 @@ class Fuser(nn.Module):
         pos = {"image": int(cfg.get("positions", 0)), "text": int(cfg.get("qpositions", 0))}
         for m in self.mods:
             setattr(self, m, _Proj(self.in_width[m], d, pos.get(m, 0)))
+        self.picture_mean = bool(cfg.get("picture_mean", False))
+        if self.picture_mean:  # state_dict name "image.mean_scale", as qiao's
+            self.image._parameters["mean_scale"] = nn.Parameter(torch.zeros(d))
         self.gate = nn.ModuleDict({m: Gate(d, int(cfg["gate_hidden"])) for m in self.mods})
         L, F_, H = int(cfg["layers"]), int(cfg["mlp"]), int(cfg["heads"])
         self.question = nn.ModuleList([XBlock(d, F_, H) for _ in range(L)])
@@ -281,6 +285,8 @@ class Fuser(nn.Module):
             z = z + w[:, MODALITIES.index(m), None] * masked_mean(Q, part)
             t0 += T
         z = z + w[:, MODALITIES.index("image"), None] * masked_max(P, pmask)
+        if self.picture_mean:
+            z = z + w[:, MODALITIES.index("image"), None] * self.image._parameters["mean_scale"] * masked_mean(P, pmask)
         return z, w
 
 

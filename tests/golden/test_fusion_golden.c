@@ -118,7 +118,7 @@ static golden *golden_open(qf_weighting mode) {
         fail();
     }
     G->cfg = (qf_fuser_config){WIDTH, LAYERS, HEADS, MLP, GATE_HIDDEN, mode, {IN_WIDTH[0], IN_WIDTH[1], IN_WIDTH[2]},
-                               POSITIONS, 0, 0};
+                               POSITIONS, 0, 0, 0};
     G->d = (qf_fuser_dims){NB, {NTOK[0], NTOK[1], NTOK[2]}};
     assert_int_equal(qf_fuser_describe(&G->m.pt, "", &G->cfg, 0), QIAO_OK);
     assert_int_equal(qf_fuser_describe_acts(&G->m.at, "", &G->cfg, &G->d, true, 0), QIAO_OK);

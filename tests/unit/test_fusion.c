@@ -237,10 +237,11 @@ static void fu_bwd(fu_case *c) {
     qf_fuser_backward(c->ex, c->dtok, &c->g, &c->da, &c->s, c->R, &c->a, &c->p, &c->in, c->mode, &c->cfg, &c->d);
 }
 
-static void fu_setup(fu_case *c, qf_weighting mode, uint64_t seed, int64_t positions, int64_t qpositions) {
+static void fu_setup_with(fu_case *c, qf_weighting mode, uint64_t seed, int64_t positions, int64_t qpositions,
+                          bool mean) {
     memset(c, 0, sizeof *c);
     c->mode = mode;
-    c->cfg = (qf_fuser_config){8, 2, 2, 16, 4, mode, {6, 5, 7}, positions, 0, qpositions};
+    c->cfg = (qf_fuser_config){8, 2, 2, 16, 4, mode, {6, 5, 7}, positions, 0, qpositions, mean};
     c->d = (qf_fuser_dims){3, {3, 4, 2}};
     assert_int_equal(qf_fuser_describe(&c->m.pt, "fusion.", &c->cfg, 0), QIAO_OK);
     assert_int_equal(qf_fuser_describe_acts(&c->m.at, "fusion.", &c->cfg, &c->d, true, 0), QIAO_OK);
@@ -277,6 +278,10 @@ static void fu_setup(fu_case *c, qf_weighting mode, uint64_t seed, int64_t posit
     qt_fill_normal(c->R, c->d.B * c->cfg.width, 1.0f, seed + 20);
 }
 
+static void fu_setup(fu_case *c, qf_weighting mode, uint64_t seed, int64_t positions, int64_t qpositions) {
+    fu_setup_with(c, mode, seed, positions, qpositions, false);
+}
+
 static void fu_free(fu_case *c) {
     qt_model_free(&c->m);
     qf_fuser_scratch_free(&c->s);
@@ -284,9 +289,9 @@ static void fu_free(fu_case *c) {
     free(c->present), free(c->R);
 }
 
-static void fu_gradcheck(qf_weighting mode, uint64_t seed, int64_t positions, int64_t qpositions) {
+static void fu_gradcheck(qf_weighting mode, uint64_t seed, int64_t positions, int64_t qpositions, bool mean) {
     fu_case c;
-    fu_setup(&c, mode, seed, positions, qpositions);
+    fu_setup_with(&c, mode, seed, positions, qpositions, mean);
     c.ex = &ex2;
     fu_fwd(&c);
     fu_bwd(&c);
@@ -316,15 +321,16 @@ static void fu_gradcheck(qf_weighting mode, uint64_t seed, int64_t positions, in
 
 static void test_fuser_gradcheck_learned(void **state) {
     (void)state;
-    fu_gradcheck(QF_WEIGHT_LEARNED, 100, 0, 0);
-    fu_gradcheck(QF_WEIGHT_LEARNED, 110, 5, 0); /* picture positions, one more than its 4 tokens */
-    fu_gradcheck(QF_WEIGHT_LEARNED, 120, 4, 3); /* and question positions, as many as its 3 text tokens */
+    fu_gradcheck(QF_WEIGHT_LEARNED, 100, 0, 0, false);
+    fu_gradcheck(QF_WEIGHT_LEARNED, 110, 5, 0, false); /* picture positions, one more than its 4 tokens */
+    fu_gradcheck(QF_WEIGHT_LEARNED, 120, 4, 3, false); /* and question positions, as many as its 3 text tokens */
+    fu_gradcheck(QF_WEIGHT_LEARNED, 130, 0, 0, true);  /* the picture's mean beside its max */
 }
 
 static void test_fuser_gradcheck_fixed(void **state) {
     (void)state;
-    fu_gradcheck(QF_WEIGHT_HEURISTIC, 200, 0, 5);
-    fu_gradcheck(QF_WEIGHT_EQUAL, 300, 4, 0);
+    fu_gradcheck(QF_WEIGHT_HEURISTIC, 200, 0, 5, true);
+    fu_gradcheck(QF_WEIGHT_EQUAL, 300, 4, 0, false);
 }
 
 /* The heuristic mode's weights are the seeds' formula, renormalized over

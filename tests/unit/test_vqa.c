@@ -120,6 +120,22 @@ static void test_config(void **state) {
     qmod_config_free(&c);
     expect_bad("{\"width\": 16, \"layers\": 1, \"heads\": 2, \"mlp\": 32, \"gate_hidden\": 8, \"question_positions\": 1}",
                NULL, NULL, "fusion.question_positions");
+    /* "picture_mean": true adds the picture stream's mean to z, scaled per channel */
+    json = tiny_with("{\"width\": 16, \"layers\": 1, \"heads\": 2, \"mlp\": 32, \"gate_hidden\": 8, "
+                     "\"picture_mean\": true}",
+                     HEADS_JSON, NULL);
+    assert_int_equal(qmod_config_from_string(json, "vqa.json", &c), QIAO_OK);
+    free(json);
+    assert_int_equal(c.fusion.picture_mean, 1);
+    qc_table_init_empty(&tab);
+    assert_int_equal(qmod_describe(&tab, &c), QIAO_OK);
+    const int64_t mi = qc_table_find(&tab, "fusion.image.mean_scale");
+    assert_true(mi >= 0);
+    assert_int_equal(tab.t[mi].numel, 16);
+    qc_table_free(&tab);
+    qmod_config_free(&c);
+    expect_bad("{\"width\": 16, \"layers\": 1, \"heads\": 2, \"mlp\": 32, \"gate_hidden\": 8, \"picture_mean\": \"yes\"}",
+               NULL, NULL, "fusion.picture_mean");
     expect_bad("{\"width\": 16, \"layers\": 1, \"heads\": 2, \"mlp\": 32, \"gate_hidden\": 8, "
                "\"question_positions\": true}",
                NULL, "text", "needs a text tower");
@@ -410,7 +426,7 @@ static void test_memo(void **state) {
     (void)state;
     check_memo(FUSION_JSON);
     check_memo("{\"width\": 16, \"layers\": 1, \"heads\": 2, \"mlp\": 32, \"gate_hidden\": 8, \"places\": 3, "
-               "\"question_positions\": true}");
+               "\"question_positions\": true, \"picture_mean\": true}");
 }
 
 /* qmod_vqa_picture_tokens into qmod_memo_write: the picture tower alone
