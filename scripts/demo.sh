@@ -2,7 +2,9 @@
 # Sets up a fresh Debian 12 machine, builds qiao and runs the main demo:
 # the shipped model (models/qiao-base.safetensors) indexes sample pictures
 # and speech of the shapes world and answers typed and spoken queries in
-# Chinese and English (`qiao demo`), then its file is listed (`qiao info`).
+# Chinese and English (`qiao demo`); the shipped VQA and caption model
+# (models/qiao-vqa.safetensors) describes one of the pictures and answers its
+# questions; then the first model's file is listed (`qiao info`).
 #
 #   scripts/demo.sh            (samples and index go to build/demo/)
 set -euo pipefail

@@ -4,9 +4,11 @@
  * the pictures and the speech with the library's search index (qiao_index,
  * as `qiao search` does), and answers
  * typed and spoken queries in both languages, marking where the right scene
- * landed.
+ * landed. Then, with the shipped VQA and caption model (by default
+ * models/qiao-vqa.safetensors; skipped when it is not there), it describes
+ * one of the pictures in both languages and answers the scene's questions.
  *
- *   qiao demo [--model M] [--work DIR] [--threads N]
+ *   qiao demo [--model M] [--vqa-model V] [--work DIR] [--threads N]
  *
  * The samples are the first DEMO_SCENES scenes of the shapes world's test
  * split for the seed the shipped model's data used (scripts/train-base.sh):
@@ -24,10 +26,12 @@
 
 #include "cli.h"
 #include "models/data/data.h"
+#include "models/data/vqa.h"
 #include "search_index.h"
 #include "shapes/shapes.h"
 
 #define DEMO_MODEL "models/qiao-base.safetensors"
+#define DEMO_VQA_MODEL "models/qiao-vqa.safetensors"
 #define DEMO_WORK "build/demo"
 #define DEMO_SCENES 24  /* small enough to generate and index in seconds, big enough that chance is 1 in 24 */
 #define DEMO_SEED 1     /* scripts/train-base.sh's seed: these are its test scenes 0..23 */
@@ -35,10 +39,12 @@
 #define CHECK "\xe2\x9c\x93" /* U+2713 CHECK MARK */
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: qiao demo [--model M] [--work DIR] [--threads N]\n"
-               "  M defaults to " DEMO_MODEL " (relative to the current folder), DIR to " DEMO_WORK ".\n"
+    fprintf(f, "usage: qiao demo [--model M] [--vqa-model V] [--work DIR] [--threads N]\n"
+               "  M defaults to " DEMO_MODEL " (relative to the current folder), V to\n"
+               "  " DEMO_VQA_MODEL ", DIR to " DEMO_WORK ".\n"
                "  Generates %d sample scenes (pictures, captions spoken in Chinese and English) into\n"
-               "  DIR/samples, indexes them into DIR/index.safetensors and runs typed and spoken queries.\n",
+               "  DIR/samples, indexes them into DIR/index.safetensors and runs typed and spoken queries;\n"
+               "  then V captions one picture and answers its questions (skipped when V is not there).\n",
             DEMO_SCENES);
 }
 
@@ -203,16 +209,71 @@ static void pick_scenes(const qmod_dataset *data, int64_t *pick, int n_pick) {
 
 /* ---- the command ------------------------------------------------------------- */
 
+/* [5/5]: the VQA and caption model on scene `scene` of the samples: its
+ * captions in both languages, then its typed questions. Returns the exit
+ * code. */
+static int ask_and_describe(const char *vqa_path, const char *samples, int64_t scene, int threads) {
+    double t = qc_now();
+    qiao_model *m = NULL;
+    qiao_session *s = NULL;
+    qmod_vqa_dataset qa;
+    memset(&qa, 0, sizeof qa);
+    qiao_session_params sp = qiao_session_default_params();
+    sp.n_threads = threads;
+    qiao_status st = qiao_model_load(vqa_path, &m);
+    if (st == QIAO_OK) st = qiao_session_new(m, &sp, &s);
+    if (st == QIAO_OK) st = qmod_vqa_dataset_load(samples, &qa);
+    if (st == QIAO_OK && (scene >= qa.n_scenes || !qiao_model_can_answer(m) || !qiao_model_can_caption(m)))
+        st = qc_error(QIAO_ERR_UNSUPPORTED, "%s must answer questions and write captions", vqa_path);
+    if (st != QIAO_OK) {
+        qmod_vqa_dataset_free(&qa);
+        qiao_session_free(s);
+        qiao_model_free(m);
+        return cli_fail(st);
+    }
+    const char *picture = qa.scenes[scene].image;
+    printf("\n[5/5] %s (\"%s\") describes %s and answers its questions\n", vqa_path, qiao_model_name(m),
+           picture + strlen(samples) + 1);
+    static const char *const langs[2] = {"zh", "en"};
+    for (int l = 0; l < 2 && st == QIAO_OK; l++) {
+        qiao_caption_params cp = qiao_caption_default_params();
+        cp.lang = langs[l];
+        qiao_caption_result r;
+        if ((st = qiao_caption_image_file(s, picture, &cp, &r)) == QIAO_OK)
+            printf("  caption, %s: %s\n", LANG_LABEL[l], r.text);
+        qiao_caption_result_free(&r);
+    }
+    int asked = 0, right = 0;
+    for (int64_t i = 0; i < qa.n_questions && st == QIAO_OK; i++) {
+        const qmod_vqa_question *q = &qa.questions[i];
+        if (q->scene != scene) continue;
+        qiao_vqa_answer a;
+        if ((st = qiao_vqa_ask_files(s, picture, q->text, NULL, NULL, &a)) != QIAO_OK) break;
+        const bool ok = strcmp(a.best.key, qa.answers[q->answer]) == 0;
+        asked++, right += ok;
+        printf("  %s %-9s %s -> %s (%.2f)%s%s\n", ok ? CHECK : " ", qa.types[q->type], q->text, a.best.text,
+               (double)a.best.p, ok ? "" : "; the scene says ", ok ? "" : qa.answers[q->answer]);
+    }
+    if (st == QIAO_OK)
+        printf("  %d of %d answers right (%.1f s; the model's card, models/qiao-vqa.md, has its accuracy)\n", right,
+               asked, qc_now() - t);
+    qmod_vqa_dataset_free(&qa);
+    qiao_session_free(s);
+    qiao_model_free(m);
+    return st == QIAO_OK ? 0 : cli_fail(st);
+}
+
 int cmd_demo(int argc, char **argv) {
-    const char *model_path = DEMO_MODEL, *work = DEMO_WORK;
+    const char *model_path = DEMO_MODEL, *work = DEMO_WORK, *vqa_path = DEMO_VQA_MODEL;
     int threads = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
-        } else if ((!strcmp(a, "--model") || !strcmp(a, "--work")) && i + 1 < argc) {
-            if (a[2] == 'm') model_path = argv[++i];
+        } else if ((!strcmp(a, "--model") || !strcmp(a, "--work") || !strcmp(a, "--vqa-model")) && i + 1 < argc) {
+            if (!strcmp(a, "--model")) model_path = argv[++i];
+            else if (!strcmp(a, "--vqa-model")) vqa_path = argv[++i];
             else work = argv[++i];
         } else if (!strcmp(a, "--threads")) {
             int64_t v;
@@ -338,6 +399,11 @@ int cmd_demo(int argc, char **argv) {
                    "  qiao search index --model %s --out my.index ~/Pictures ~/Music   # your own files\n"
                    "  qiao eval retrieval --model %s --data %s   # recall@k on the samples\n",
                    index, index, images, model_path, model_path, samples);
+            if (cli_is_file(vqa_path)) rc = ask_and_describe(vqa_path, samples, pick[0], threads);
+            else
+                printf("\n(no %s: train it with scripts/train-vqa.sh to see questions answered and pictures\n"
+                       " described here)\n",
+                       vqa_path);
             printf("(done in %.1f s)\n", qc_now() - t0);
         }
     }
