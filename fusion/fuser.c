@@ -144,7 +144,7 @@ qiao_status qf_fuser_describe(qc_table *tab, const char *prefix, const qf_fuser_
                                 PFIELD(lnp_b))) != QIAO_OK)
         return st;
     if (cfg->picture_mean &&
-        (st = qc_table_add_dims(tab, prefix, "image.mean_scale", 1, d, 0, 0, QC_INIT_ZEROS, 0, QC_NO_DECAY,
+        (st = qc_table_add_dims(tab, prefix, "image.mean_scale", 1, d, 0, 0, QC_INIT_ONES, 0, QC_NO_DECAY,
                                 PFIELD(pmean_scale))) != QIAO_OK)
         return st;
     return QIAO_OK;

@@ -203,7 +203,7 @@ class Fuser(nn.Module):
             setattr(self, m, _Proj(self.in_width[m], d, pos.get(m, 0)))
         self.picture_mean = bool(cfg.get("picture_mean", False))
         if self.picture_mean:  # state_dict name "image.mean_scale", as qiao's
-            self.image._parameters["mean_scale"] = nn.Parameter(torch.zeros(d))
+            self.image._parameters["mean_scale"] = nn.Parameter(torch.ones(d))
         self.gate = nn.ModuleDict({m: Gate(d, int(cfg["gate_hidden"])) for m in self.mods})
         L, F_, H = int(cfg["layers"]), int(cfg["mlp"]), int(cfg["heads"])
         self.question = nn.ModuleList([XBlock(d, F_, H) for _ in range(L)])
