@@ -2,7 +2,7 @@
 # Reproduces the shipped VQA and caption model, models/qiao-vqa.safetensors
 # (its card: models/qiao-vqa.md), the way it was trained: a chain of runs,
 # each starting from the checkpoint of the one before (docs/vqa.md, runs
-# 13-18; docs/captioning.md, run 4). Several runs were cut short by hand
+# 13-19; docs/captioning.md, run 4). Several runs were cut short by hand
 # while their schedule was still going; --stop-after cuts them at the same
 # step, so each stage sees the learning rates it saw then.
 #
@@ -14,9 +14,9 @@
 #   3. runs 14-16: the fuser and answer head on the frozen towers, the
 #      picture read as 3 x 3 places; run 16 on the 40,000 scenes;
 #   4. run 17: the fuser grown to four layers; run 18: learned question
-#      positions;
+#      positions; run 19: the picture stream's mean beside its max;
 #   5. caption run 4: the decoder on run 15's frozen picture tower (the same
-#      tower runs 16-18 keep), grafted onto run 18 (`qiao graft`), then
+#      tower runs 16-19 keep), grafted onto run 19 (`qiao graft`), then
 #      stored int8 (`qiao quantize`);
 #   6. `qiao eval vqa` and `qiao eval caption` on the test and cogent splits.
 # Every stage resumes (Ctrl-C is safe; run the script again): generation
@@ -44,11 +44,15 @@ for s in data/train:10000:1 data/val:1000:1 data/test:2000:7 data/cogent:1000:7 
 done
 [ -e "$WORK/data2/val" ] || ln -s ../data/val "$WORK/data2/val"
 
-# The recipes of runs 16 and 17, which differ from the committed ones in a
-# few keys the command line does not set.
+# The recipes of runs 16-18, which differ from the committed ones in a few
+# keys the command line does not set: run 17 grew the fuser to four layers,
+# run 18 added question positions, run 19 the picture's mean.
+F4=models/configs/vqa-places-fuser4.json
 sed 's/"warmup": 100/"warmup": 200/; s/"eval_every": 1000/"eval_every": 2000/' \
   models/configs/vqa-places-fuser.json >"$WORK/run16.json"
-sed 's/, "question_positions": true//; s/"seed": 7/"seed": 6/' models/configs/vqa-places-fuser4.json >"$WORK/run17.json"
+sed 's/, "question_positions": true, "picture_mean": true//; s/"seed": 8/"seed": 6/; s/"steps": 9000/"steps": 8000/' \
+  $F4 >"$WORK/run17.json"
+sed 's/, "picture_mean": true//; s/"seed": 8/"seed": 7/; s/"steps": 9000/"steps": 8000/' $F4 >"$WORK/run18.json"
 
 stage() { # NAME INIT CONFIG DATA [ARGS...]: one run, skipped once done, resumed from its checkpoint
   local name=$1 init=$2 config=$3 data=$4
@@ -69,7 +73,8 @@ stage run15 "$WORK/run14/vqa.ckpt.safetensors" $V/vqa-places-fuser.json "$WORK/d
   --lr 3e-4 --steps 4000 --seed 3 --stop-after 2169
 stage run16 "$WORK/run15/vqa.ckpt.safetensors" "$WORK/run16.json" "$WORK/data2" --lr 3e-4 --steps 14000 --seed 5
 stage run17 "$WORK/run16/vqa.ckpt.safetensors" "$WORK/run17.json" "$WORK/data2"
-stage run18 "$WORK/run17/vqa.ckpt.safetensors" $V/vqa-places-fuser4.json "$WORK/data2"
+stage run18 "$WORK/run17/vqa.ckpt.safetensors" "$WORK/run18.json" "$WORK/data2" --stop-after 5022
+stage run19 "$WORK/run18/vqa.ckpt.safetensors" $F4 "$WORK/data2"
 
 # the caption decoder (caption run 4) on run 15's model: its picture tower is
 # run 13's, frozen ever since
@@ -83,8 +88,8 @@ if [ ! -f "$CAP/done" ]; then
   touch "$CAP/done"
 fi
 
-# one file: run 18's towers, fuser and heads with the caption decoder, int8
-"$QIAO" graft --model "$WORK/run18/vqa.safetensors" --decoder-from "$CAP/cap.safetensors" \
+# one file: run 19's towers, fuser and heads with the caption decoder, int8
+"$QIAO" graft --model "$WORK/run19/vqa.safetensors" --decoder-from "$CAP/cap.safetensors" \
   --out "$WORK/qiao-vqa-bf16.safetensors"
 rm -f "$WORK/qiao-vqa.safetensors"
 "$QIAO" quantize --model "$WORK/qiao-vqa-bf16.safetensors" --out "$WORK/qiao-vqa.safetensors"
