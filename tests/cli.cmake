@@ -173,3 +173,9 @@ cli_expect(NAME cli.graft.no_decoder RC 1
 cli_expect(NAME cli.graft.usage RC 2 ARGS graft --model x STDERR "usage: qiao graft")
 set_tests_properties(cli.graft.other_tower cli.graft.forced cli.graft.no_decoder PROPERTIES
   FIXTURES_REQUIRED "cli_files;caption_files")
+
+# The shipped VQA and caption model on scenes it never saw (tests/cli/shipped_vqa.cmake).
+add_test(NAME cli.shipped_vqa
+  COMMAND ${CMAKE_COMMAND} -DPROG=$<TARGET_FILE:qiao_cli> -DMODEL=${PROJECT_SOURCE_DIR}/models/qiao-vqa.safetensors
+          -DDIR=${CMAKE_CURRENT_BINARY_DIR}/shipped-vqa -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/shipped_vqa.cmake)
+set_tests_properties(cli.shipped_vqa PROPERTIES LABELS "cli;model" TIMEOUT 300)

@@ -7,16 +7,19 @@
 # scores, a check mark sits on exactly the items of the query's own scene
 # (read back from the samples' manifest), the "first appears at rank R" note
 # is there exactly when no top-3 item is right, and the summary counts the
-# queries whose first item is right.
+# queries whose first item is right. The first run also gets the shipped VQA
+# and caption model: its part must show both captions and the scene's
+# questions, each marked right exactly when its answer is the manifest's,
+# and a count that agrees; the rerun gets none and says so.
 #
 # This file is also the checking script: ctest runs it with cmake -P.
 
 if(CMAKE_SCRIPT_MODE_FILE)
-  # ---- script mode: -DPROG=qiao -DMODEL=M -DWORK=DIR -DRERUN=0|1 ----------------
+  # ---- script mode: -DPROG=qiao -DMODEL=M -DVQA=V -DWORK=DIR -DRERUN=0|1 ---------
   cmake_minimum_required(VERSION 3.25)
-  execute_process(COMMAND ${PROG} demo --model ${MODEL} --work ${WORK} --threads 2
+  execute_process(COMMAND ${PROG} demo --model ${MODEL} --vqa-model ${VQA} --work ${WORK} --threads 2
     RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-  set(report "command: ${PROG} demo --model ${MODEL} --work ${WORK}\nexit code: ${rc}\nstdout:\n${out}\nstderr:\n${err}")
+  set(report "command: ${PROG} demo --model ${MODEL} --vqa-model ${VQA} --work ${WORK}\nexit code: ${rc}\nstdout:\n${out}\nstderr:\n${err}")
   function(fail msg)
     message(FATAL_ERROR "${msg}\n${report}")
   endfunction()
@@ -164,6 +167,46 @@ if(CMAKE_SCRIPT_MODE_FILE)
     fail("expected 7 queries (4 typed, 2 spoken, 1 picture) and a summary; found ${n_queries}")
   endif()
   message(STATUS "ok: ${n_queries} queries, ${n_first} right first, marks consistent")
+
+  # The VQA and caption part.
+  if(NOT EXISTS ${VQA})
+    if(NOT out MATCHES "\\(no [^\n]*: train it with scripts/train-vqa\\.sh")
+      fail("without a VQA model the demo should say how to get one")
+    endif()
+    return()
+  endif()
+  string(FIND "${out}" "[5/5] " at)
+  if(at LESS 0)
+    fail("no [5/5] part with the VQA model ${VQA}")
+  endif()
+  string(SUBSTRING "${out}" ${at} -1 part)
+  string(REPLACE ";" "," part "${part}") # a list separator otherwise: "; the scene says" reads ", the ..."
+  string(REPLACE "\n" ";" plines "${part}")
+  set(n_asked 0)
+  set(n_marked 0)
+  set(n_captions 0)
+  set(told "")
+  foreach(line ${plines})
+    if(line MATCHES "^  caption, (Chinese|English): .+")
+      math(EXPR n_captions "${n_captions} + 1")
+    elseif(line MATCHES "^  (✓|✗| ) (count|attribute|exist|spatial|compare) +.+ -> .+ \\(([01]\\.[0-9][0-9])\\)(, the scene says .+)?$")
+      math(EXPR n_asked "${n_asked} + 1")
+      if(CMAKE_MATCH_1 STREQUAL "✓")
+        math(EXPR n_marked "${n_marked} + 1")
+        if(NOT CMAKE_MATCH_4 STREQUAL "")
+          fail("a right answer should not say what the scene says: ${line}")
+        endif()
+      elseif(CMAKE_MATCH_4 STREQUAL "")
+        fail("a wrong answer should say what the scene says: ${line}")
+      endif()
+    elseif(line MATCHES "^  ([0-9]+) of ([0-9]+) answers right")
+      set(told "${CMAKE_MATCH_1}/${CMAKE_MATCH_2}")
+    endif()
+  endforeach()
+  if(NOT n_captions EQUAL 2 OR n_asked LESS 6 OR NOT told STREQUAL "${n_marked}/${n_asked}")
+    fail("the VQA part shows ${n_captions} captions, ${n_asked} questions, ${n_marked} marked right; it says ${told}")
+  endif()
+  message(STATUS "ok: VQA part, ${n_marked} of ${n_asked} answers right, both captions")
   return()
 endif()
 
@@ -178,12 +221,14 @@ set_tests_properties(cli.demo.setup cli.demo.make_model PROPERTIES FIXTURES_SETU
 # From an empty work folder: generates the samples, embeds everything.
 add_test(NAME cli.demo.run
   COMMAND ${CMAKE_COMMAND} -DPROG=$<TARGET_FILE:qiao_cli> -DMODEL=${QIAO_DEMO_MODEL}
+          -DVQA=${PROJECT_SOURCE_DIR}/models/qiao-vqa.safetensors
           -DWORK=${QIAO_DEMO_FILES}/work -DRERUN=0 -P ${CMAKE_CURRENT_LIST_FILE})
 set_tests_properties(cli.demo.run PROPERTIES FIXTURES_REQUIRED demo_files FIXTURES_SETUP demo_ran
   LABELS "cli;demo" TIMEOUT 120)
 # Again on what it left: reuses samples and embeddings, same report.
 add_test(NAME cli.demo.rerun
   COMMAND ${CMAKE_COMMAND} -DPROG=$<TARGET_FILE:qiao_cli> -DMODEL=${QIAO_DEMO_MODEL}
+          -DVQA=${QIAO_DEMO_FILES}/no-vqa.safetensors
           -DWORK=${QIAO_DEMO_FILES}/work -DRERUN=1 -P ${CMAKE_CURRENT_LIST_FILE})
 set_tests_properties(cli.demo.rerun PROPERTIES FIXTURES_REQUIRED "demo_files;demo_ran" LABELS "cli;demo" TIMEOUT 60)
 
