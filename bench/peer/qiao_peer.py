@@ -70,6 +70,13 @@ def read_safetensors(path):
         else:
             raise ValueError(f"{path}: tensor '{name}' has unsupported dtype {d['dtype']}")
         out[name] = a.reshape(shape).copy()
+    # `qiao quantize` stores a GEMM weight as int8 codes "<name>" and its rows'
+    # scales "<name>.scale": the weight the model computes with is their
+    # product, as qiao's loader widens it (the peer computes in float32).
+    if meta.get("qiao.quantized") == "int8":
+        for name in [k for k in out if k + ".scale" in out and out[k].dtype == np.int8]:
+            scale = out.pop(name + ".scale").astype(np.float32)
+            out[name] = out[name].astype(np.float32) * scale.reshape((-1,) + (1,) * (out[name].ndim - 1))
     return out, meta
 
 
