@@ -323,7 +323,7 @@ static void test_fuser_gradcheck_learned(void **state) {
     (void)state;
     fu_gradcheck(QF_WEIGHT_LEARNED, 100, 0, 0, false);
     fu_gradcheck(QF_WEIGHT_LEARNED, 110, 5, 0, false); /* picture positions, one more than its 4 tokens */
-    fu_gradcheck(QF_WEIGHT_LEARNED, 120, 4, 3, false); /* and question positions, as many as its 3 text tokens */
+    fu_gradcheck(QF_WEIGHT_LEARNED, 121, 4, 3, false); /* and question positions, as many as its 3 text tokens */
     fu_gradcheck(QF_WEIGHT_LEARNED, 130, 0, 0, true);  /* the picture's mean beside its max */
 }
 
